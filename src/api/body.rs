@@ -1,0 +1,67 @@
+//! The JSON body extractor: content type (415), size limit (413) and well-formedness (400),
+//! each answered with an OperationOutcome.
+
+use axum::body::Bytes;
+use axum::extract::{FromRef, FromRequest, Request};
+use axum::http::header;
+use serde_json::Value;
+
+use super::AppState;
+use super::error::ApiError;
+
+/// A request body that is JSON with an accepted content type, kept both raw and parsed.
+pub struct JsonBody {
+    pub bytes: Bytes,
+    pub value: Value,
+}
+
+fn accepted_media_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    matches!(essence.as_str(), "application/json" | "application/fhir+json")
+}
+
+impl<S> FromRequest<S> for JsonBody
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = AppState::from_ref(state).config.limits.max_body_bytes;
+        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("(none)").to_string();
+        if !accepted_media_type(&content_type) {
+            return Err(ApiError::UnsupportedMediaType(content_type));
+        }
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
+            if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+                ApiError::PayloadTooLarge(limit)
+            } else {
+                ApiError::MalformedJson(format!("the body could not be read: {e}"))
+            }
+        })?;
+        // serde_json refuses nesting deeper than 128 levels, which bounds the work a hostile
+        // body can cause; that error is reported like any other malformed JSON.
+        let value = serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        Ok(JsonBody { bytes, value })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types() {
+        assert!(accepted_media_type("application/fhir+json"));
+        assert!(accepted_media_type("application/fhir+json; fhirVersion=4.0"));
+        assert!(accepted_media_type("Application/JSON; charset=utf-8"));
+        assert!(!accepted_media_type("application/xml"));
+        assert!(!accepted_media_type("text/plain"));
+        assert!(!accepted_media_type("(none)"));
+    }
+}

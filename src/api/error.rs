@@ -1,0 +1,113 @@
+//! Errors at the HTTP edge: every one becomes a FHIR OperationOutcome with the right status.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::fhir::{Issue, IssueType, Issues, NhsErrorCode, operation_outcome};
+use crate::store::StoreError;
+
+pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("unsupported content type")]
+    UnsupportedMediaType(String),
+    #[error("body too large")]
+    PayloadTooLarge(usize),
+    #[error("malformed JSON")]
+    MalformedJson(String),
+    /// Not FHIR, or breaks basic FHIR rules (400).
+    #[error("bad request")]
+    BadRequest(Issues),
+    /// Well-formed, but breaks the format's rules (422).
+    #[error("invalid content")]
+    Invalid(Issues),
+    #[error("not found")]
+    NotFound(String),
+    #[error("not acceptable")]
+    NotAcceptable(String),
+    #[error("timed out")]
+    Timeout(u64),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn parts(self) -> (StatusCode, Vec<Issue>, NhsErrorCode) {
+        use ApiError::*;
+        match self {
+            UnsupportedMediaType(got) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                vec![Issue::general(IssueType::NotSupported, format!("Content-Type {got} is not accepted: send application/fhir+json or application/json"))],
+                NhsErrorCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            PayloadTooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                vec![Issue::general(IssueType::TooLong, format!("the request body is larger than the {limit}-byte limit"))],
+                NhsErrorCode::PAYLOAD_TOO_LARGE,
+            ),
+            MalformedJson(message) => (
+                StatusCode::BAD_REQUEST,
+                vec![Issue::general(IssueType::Structure, format!("the body is not well-formed JSON: {message}"))],
+                NhsErrorCode::BAD_REQUEST,
+            ),
+            BadRequest(issues) => (StatusCode::BAD_REQUEST, issues.into_vec(), NhsErrorCode::BAD_REQUEST),
+            Invalid(issues) => (StatusCode::UNPROCESSABLE_ENTITY, issues.into_vec(), NhsErrorCode::UNPROCESSABLE_ENTITY),
+            NotFound(what) => (StatusCode::NOT_FOUND, vec![Issue::general(IssueType::NotFound, what)], NhsErrorCode::NOT_FOUND),
+            NotAcceptable(accept) => (
+                StatusCode::NOT_ACCEPTABLE,
+                vec![Issue::general(IssueType::NotSupported, format!("cannot answer in {accept}: this server speaks application/fhir+json"))],
+                NhsErrorCode::BAD_REQUEST,
+            ),
+            Timeout(secs) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                vec![Issue::general(IssueType::Transient, format!("the request took longer than {secs} s; it is safe to resend with the same referral id"))],
+                NhsErrorCode::SERVICE_UNAVAILABLE,
+            ),
+            Store(StoreError::Conflict { namespace, key, existing_id }) => (
+                StatusCode::CONFLICT,
+                vec![Issue {
+                    severity: crate::fhir::Severity::Error,
+                    code: IssueType::Duplicate,
+                    expression: None,
+                    diagnostics: format!(
+                        "referral id '{key}' from {namespace} was already received with different content (stored as ServiceRequest/{existing_id}); a referral id is write-once: use a new id for a new referral"
+                    ),
+                }],
+                NhsErrorCode::CONFLICT,
+            ),
+            Store(e @ StoreError::Unavailable(_)) => {
+                tracing::error!(error = %e, "store unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    vec![Issue::general(IssueType::Transient, "storage is unavailable; nothing was stored and it is safe to resend")],
+                    NhsErrorCode::SERVICE_UNAVAILABLE,
+                )
+            }
+            Store(e) => {
+                tracing::error!(error = %e, "store error");
+                (StatusCode::INTERNAL_SERVER_ERROR, vec![Issue::general(IssueType::Exception, "internal storage error")], NhsErrorCode::SERVER_ERROR)
+            }
+            Internal(message) => {
+                tracing::error!(error = %message, "internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, vec![Issue::general(IssueType::Exception, "internal error")], NhsErrorCode::SERVER_ERROR)
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, issues, code) = self.parts();
+        fhir_response(status, &operation_outcome(&issues, Some(code)))
+    }
+}
+
+/// A FHIR JSON response.
+pub fn fhir_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    response
+}

@@ -1,0 +1,136 @@
+//! FHIR read, search and capability routes.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::{ApiError, fhir_response};
+use crate::fhir::search::{self, is_fhir_id, supported_params};
+use crate::fhir::systems::profile;
+use crate::fhir::{Issue, IssueType};
+
+/// Resource types the gateway writes; others carried in BaRS messages are readable too.
+const STORED_TYPES: &[&str] = &[
+    "ServiceRequest", "Patient", "Organization", "Practitioner", "PractitionerRole", "Condition",
+    "Observation", "Consent", "Provenance", "Encounter", "CarePlan",
+];
+
+fn is_resource_type_name(s: &str) -> bool {
+    s.len() <= 64 && s.starts_with(|c: char| c.is_ascii_uppercase()) && s.bytes().all(|b| b.is_ascii_alphabetic())
+}
+
+/// `GET /fhir/{type}/{id}`
+pub async fn read(State(app): State<AppState>, Path((resource_type, id)): Path<(String, String)>) -> Result<Response, ApiError> {
+    if !is_resource_type_name(&resource_type) || !is_fhir_id(&id) {
+        return Err(ApiError::NotFound(format!("there is no resource at {resource_type}/{id}")));
+    }
+    let resource = app
+        .store
+        .read(&resource_type, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("{resource_type}/{id} is not known to this gateway")))?;
+    let mut response = fhir_response(StatusCode::OK, &resource);
+    if let Some(v) = resource.pointer("/meta/versionId").and_then(Value::as_str) {
+        if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{v}\"")) {
+            response.headers_mut().insert(header::ETAG, etag);
+        }
+    }
+    Ok(response)
+}
+
+/// `GET /fhir/{type}?…`
+pub async fn search(State(app): State<AppState>, Path(resource_type): Path<String>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    if supported_params(&resource_type).is_empty() {
+        return Err(ApiError::BadRequest(
+            Issue::general(IssueType::NotSupported, format!("search is not supported for '{resource_type}': read it by id (GET /fhir/{resource_type}/{{id}}), or see /fhir/metadata")).into(),
+        ));
+    }
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes()).into_owned().collect();
+    let request = search::parse(&resource_type, &pairs).map_err(ApiError::BadRequest)?;
+    let page = app.store.search(&request).await?;
+
+    let base = app.config.base_url();
+    let link = |offset: u32| -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in pairs.iter().filter(|(k, _)| k != "_count" && k != "_offset") {
+            q.append_pair(k, v);
+        }
+        q.append_pair("_count", &request.count.to_string());
+        q.append_pair("_offset", &offset.to_string());
+        format!("{base}/fhir/{resource_type}?{}", q.finish())
+    };
+    let mut links = vec![json!({ "relation": "self", "url": link(request.offset) })];
+    if u64::from(request.offset) + u64::from(request.count) < page.total && request.count > 0 {
+        links.push(json!({ "relation": "next", "url": link(request.offset + request.count) }));
+    }
+    if request.offset > 0 {
+        links.push(json!({ "relation": "previous", "url": link(request.offset.saturating_sub(request.count)) }));
+    }
+    let entries: Vec<Value> = page
+        .resources
+        .into_iter()
+        .map(|r| {
+            let id = r.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+            json!({ "fullUrl": format!("{base}/fhir/{resource_type}/{id}"), "resource": r, "search": { "mode": "match" } })
+        })
+        .collect();
+    let mut bundle = json!({ "resourceType": "Bundle", "type": "searchset", "total": page.total, "link": links });
+    // FHIR JSON forbids empty arrays: an empty page has no `entry` at all.
+    if !entries.is_empty() {
+        bundle["entry"] = json!(entries);
+    }
+    Ok(fhir_response(StatusCode::OK, &bundle))
+}
+
+/// `GET /fhir/metadata`: what this server really supports.
+pub async fn metadata(State(app): State<AppState>) -> Response {
+    let resources: Vec<Value> = STORED_TYPES
+        .iter()
+        .map(|t| {
+            let mut r = json!({ "type": t, "interaction": [{ "code": "read" }] });
+            if let Some(p) = profile::uk_core_for(t) {
+                r["profile"] = json!(p);
+            }
+            let params = supported_params(t);
+            if !params.is_empty() {
+                r["interaction"].as_array_mut().unwrap().push(json!({ "code": "search-type" }));
+                r["searchParam"] = params
+                    .iter()
+                    .map(|p| {
+                        let kind = match p.kind {
+                            search::ParamKind::Token => "token",
+                            search::ParamKind::Reference { .. } => "reference",
+                            search::ParamKind::Date => "date",
+                        };
+                        json!({ "name": p.name, "type": kind, "documentation": p.documentation })
+                    })
+                    .collect();
+            }
+            r
+        })
+        .collect();
+    let services: Vec<String> = app.config.services.iter().map(|s| format!("{} ({})", s.id, s.name)).collect();
+    let capability = json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": app.started_at,
+        "publisher": "Work and Health Gateway project",
+        "kind": "instance",
+        "software": { "name": "Work and Health Gateway", "version": env!("CARGO_PKG_VERSION") },
+        "implementation": {
+            "description": format!("Work and Health Gateway. Referrals are taken as BaRS messages at $process-message and in the practice JSON format at /api/v1/referrals. Services: {}", services.join(", ")),
+            "url": format!("{}/fhir", app.config.base_url()),
+        },
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": "Other resource types carried in BaRS messages are stored and readable by id as well.",
+            "resource": resources,
+            "operation": [{ "name": "process-message", "definition": "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message" }],
+        }],
+    });
+    fhir_response(StatusCode::OK, &capability)
+}

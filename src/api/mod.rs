@@ -1,0 +1,151 @@
+//! HTTP routes (axum) and the server around them. Handlers parse, call the core, store, answer.
+
+mod body;
+mod error;
+mod fhir_read;
+mod health;
+mod referrals;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::HeaderName;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+pub use error::{ApiError, FHIR_JSON};
+
+use crate::config::Config;
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    /// For the CapabilityStatement's `date`.
+    pub started_at: String,
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+
+pub fn router(state: AppState) -> Router {
+    let timeout = Duration::from_secs(state.config.limits.request_timeout_secs);
+    Router::new()
+        .route("/api/v1/referrals", post(referrals::create_practice_referral))
+        .route("/fhir/$process-message", post(referrals::process_message))
+        .route("/fhir/metadata", get(fhir_read::metadata))
+        .route("/fhir/{type}", get(fhir_read::search))
+        .route("/fhir/{type}/{id}", get(fhir_read::read))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(middleware::from_fn(move |req, next| enforce_timeout(timeout, req, next)))
+        .layer(middleware::from_fn(echo_correlation_id))
+        // Only method and path are logged: query strings can carry NHS numbers.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let request_id = req.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
+                    tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path())
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(CatchPanicLayer::custom(|_| ApiError::Internal("a handler panicked".into()).into_response()))
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::NotFound(format!("no route for {} {}", req.method(), req.uri().path()))
+}
+
+/// Echoes a caller's `X-Correlation-ID` (BaRS keeps one per conversation).
+async fn echo_correlation_id(req: Request, next: Next) -> Response {
+    let correlation = req.headers().get(&X_CORRELATION_ID).cloned();
+    let mut response = next.run(req).await;
+    if let Some(v) = correlation {
+        response.headers_mut().insert(X_CORRELATION_ID, v);
+    }
+    response
+}
+
+/// Answers 503 with an OperationOutcome when a request overruns its time. A referral still being
+/// committed at that moment may be stored; a resend with the same id is then answered 200.
+async fn enforce_timeout(limit: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(limit.as_secs()).into_response(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("refusing to listen in plaintext on non-loopback address {0}: set allow_plaintext_non_loopback = true to do so deliberately")]
+    PlaintextNonLoopback(SocketAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the gateway until SIGTERM or Ctrl-C, then finishes in-flight requests and queued writes.
+/// Prints `whg listening on http://ADDR` on stdout once it accepts connections.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    if !config.listen.ip().is_loopback() && !config.allow_plaintext_non_loopback {
+        return Err(ServeError::PlaintextNonLoopback(config.listen));
+    }
+    let store = crate::store::open(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+    let local = listener.local_addr()?;
+    let mut config = config;
+    if config.base_url.is_none() {
+        config.base_url = Some(format!("http://{local}"));
+    }
+    let state = AppState {
+        config: Arc::new(config),
+        store: store.clone(),
+        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    tracing::info!(address = %local, "listening");
+    println!("whg listening on http://{local}");
+    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await;
+    tracing::info!("stopped accepting requests; finishing queued writes");
+    store.close().await;
+    Ok(served?)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}

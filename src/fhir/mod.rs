@@ -1,0 +1,11 @@
+//! FHIR helpers: identifier systems and checks, OperationOutcome, strict parsing (fhirbolt),
+//! search parameters and the project's terminology. Other modules talk FHIR through here.
+
+pub mod identifiers;
+pub mod outcome;
+pub mod resource;
+pub mod search;
+pub mod systems;
+pub mod terminology;
+
+pub use outcome::{Issue, IssueType, Issues, NhsErrorCode, Severity, operation_outcome};

@@ -1,0 +1,143 @@
+//! Generic operations on FHIR resources held as JSON: strict parsing (through fhirbolt),
+//! reference rewriting and small accessors. fhirbolt stays behind this module so it can be swapped.
+
+use std::collections::HashMap;
+
+use fhirbolt::model::r4::Resource;
+use fhirbolt::serde::{DeserializationConfig, DeserializationMode};
+use serde_json::Value;
+
+/// Parses `bytes` as an R4 resource in fhirbolt's strict mode: unknown elements, wrong types and
+/// missing mandatory elements are errors. Returns fhirbolt's message (with line and column).
+pub fn parse_strict(bytes: &[u8]) -> Result<(), String> {
+    let config = DeserializationConfig { mode: DeserializationMode::Strict };
+    fhirbolt::json::from_slice::<Resource>(bytes, Some(config)).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// Strict-parses a resource already held as JSON.
+pub fn check_strict(resource: &Value) -> Result<(), String> {
+    let bytes = serde_json::to_vec(resource).map_err(|e| e.to_string())?;
+    parse_strict(&bytes)
+}
+
+pub fn resource_type(resource: &Value) -> Option<&str> {
+    resource.get("resourceType").and_then(Value::as_str)
+}
+
+/// Replaces every `reference` whose value is a key of `targets` (e.g. `urn:uuid:…` fullUrls inside
+/// a Bundle) with the mapped value (e.g. `Patient/…`). Walks the whole resource, so references in
+/// extensions and nested elements are rewritten too.
+pub fn rewrite_references(value: &mut Value, targets: &HashMap<String, String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                if key == "reference" {
+                    if let Some(new) = child.as_str().and_then(|r| targets.get(r)) {
+                        *child = Value::String(new.clone());
+                    }
+                } else {
+                    rewrite_references(child, targets);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| rewrite_references(v, targets)),
+        _ => {}
+    }
+}
+
+/// Every `reference` string in a resource, in document order.
+pub fn references(value: &Value) -> Vec<&str> {
+    let mut out = Vec::new();
+    collect_references(value, &mut out);
+    out
+}
+
+fn collect_references<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                match (key.as_str(), child) {
+                    ("reference", Value::String(s)) => out.push(s),
+                    _ => collect_references(child, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_references(v, out)),
+        _ => {}
+    }
+}
+
+/// Sets `meta.profile` to contain `profile` (kept first) without dropping profiles already claimed.
+pub fn claim_profile(resource: &mut Value, profile: &str) {
+    let Some(obj) = resource.as_object_mut() else { return };
+    let meta = obj.entry("meta").or_insert_with(|| Value::Object(Default::default()));
+    let Some(meta) = meta.as_object_mut() else { return };
+    let profiles = meta.entry("profile").or_insert_with(|| Value::Array(Vec::new()));
+    if let Value::Array(list) = profiles {
+        if !list.iter().any(|p| p.as_str() == Some(profile)) {
+            list.insert(0, Value::String(profile.to_string()));
+        }
+    }
+}
+
+/// Sets the server-assigned id and version metadata.
+pub fn stamp(resource: &mut Value, id: &str, version_id: i64, last_updated: &str) {
+    let Some(obj) = resource.as_object_mut() else { return };
+    obj.insert("id".into(), Value::String(id.to_string()));
+    let meta = obj.entry("meta").or_insert_with(|| Value::Object(Default::default()));
+    if let Some(meta) = meta.as_object_mut() {
+        meta.insert("versionId".into(), Value::String(version_id.to_string()));
+        meta.insert("lastUpdated".into(), Value::String(last_updated.to_string()));
+    }
+}
+
+/// First identifier of `resource` in `system`.
+pub fn identifier_value<'a>(resource: &'a Value, system: &str) -> Option<&'a str> {
+    resource.get("identifier")?.as_array()?.iter().find_map(|i| {
+        (i.get("system")?.as_str()? == system).then(|| i.get("value")?.as_str()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn rewrites_nested_references_only_where_mapped() {
+        let mut sr = json!({
+            "resourceType": "ServiceRequest",
+            "subject": {"reference": "urn:uuid:p"},
+            "performer": [{"reference": "urn:uuid:o"}, {"reference": "Organization/kept"}],
+            "extension": [{"url": "x", "valueReference": {"reference": "urn:uuid:p"}}],
+            "note": [{"text": "urn:uuid:p"}]
+        });
+        let map = HashMap::from([
+            ("urn:uuid:p".to_string(), "Patient/1".to_string()),
+            ("urn:uuid:o".to_string(), "Organization/2".to_string()),
+        ]);
+        rewrite_references(&mut sr, &map);
+        assert_eq!(sr["subject"]["reference"], "Patient/1");
+        assert_eq!(sr["performer"][0]["reference"], "Organization/2");
+        assert_eq!(sr["performer"][1]["reference"], "Organization/kept");
+        assert_eq!(sr["extension"][0]["valueReference"]["reference"], "Patient/1");
+        assert_eq!(sr["note"][0]["text"], "urn:uuid:p", "text that merely looks like a reference is untouched");
+        assert_eq!(references(&sr), vec!["Patient/1", "Organization/2", "Organization/kept", "Patient/1"]);
+    }
+
+    #[test]
+    fn strict_parse_rejects_unknown_elements_and_accepts_valid() {
+        assert!(check_strict(&json!({"resourceType": "Patient", "gender": "female"})).is_ok());
+        let err = check_strict(&json!({"resourceType": "Patient", "sex": "female"})).unwrap_err();
+        assert!(err.contains("sex"), "{err}");
+        assert!(check_strict(&json!({"resourceType": "Nonsense"})).is_err());
+    }
+
+    #[test]
+    fn claim_profile_keeps_existing() {
+        let mut r = json!({"resourceType": "Patient", "meta": {"profile": ["a"]}});
+        claim_profile(&mut r, "b");
+        claim_profile(&mut r, "b");
+        assert_eq!(r["meta"]["profile"], json!(["b", "a"]));
+    }
+}

@@ -1,0 +1,328 @@
+//! FHIR search: which parameters the gateway supports, parsing a query string into typed filters,
+//! and extracting the index entries a stored resource answers to. Pure; the store turns a
+//! [`SearchRequest`] into SQL.
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
+use serde_json::Value;
+
+use super::outcome::{IssueType, Issues};
+
+pub const DEFAULT_COUNT: u32 = 20;
+pub const MAX_COUNT: u32 = 100;
+
+/// Kinds of search parameter the gateway implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    Token,
+    Reference { target: &'static str },
+    Date,
+}
+
+/// A search parameter the gateway supports: name, kind and a description for the CapabilityStatement.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamDef {
+    pub name: &'static str,
+    pub kind: ParamKind,
+    pub documentation: &'static str,
+}
+
+const SERVICE_REQUEST_PARAMS: &[ParamDef] = &[
+    ParamDef { name: "identifier", kind: ParamKind::Token, documentation: "Sender's referral identifier, as system|value" },
+    ParamDef { name: "status", kind: ParamKind::Token, documentation: "draft | active | on-hold | revoked | completed | entered-in-error | unknown" },
+    ParamDef { name: "patient", kind: ParamKind::Reference { target: "Patient" }, documentation: "The referred person, as Patient/id or id; chain patient.identifier takes an NHS number as https://fhir.nhs.uk/Id/nhs-number|value" },
+    ParamDef { name: "_lastUpdated", kind: ParamKind::Date, documentation: "When the stored referral last changed, with prefixes eq, ne, gt, ge, lt, le, sa, eb" },
+];
+
+/// Search parameters supported for `resource_type` (empty: the type is read-only).
+pub fn supported_params(resource_type: &str) -> &'static [ParamDef] {
+    match resource_type {
+        "ServiceRequest" => SERVICE_REQUEST_PARAMS,
+        _ => &[],
+    }
+}
+
+/// One alternative of a token parameter (`system|code`, `code`, `|code`, `system|`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    /// `None`: any system. `Some("")`: no system.
+    pub system: Option<String>,
+    /// `None`: any code in the system.
+    pub code: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparator {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    /// Any of the tokens matches the parameter.
+    Token { param: &'static str, any_of: Vec<Token> },
+    /// The reference parameter points at any of these `Type/id` values.
+    Reference { param: &'static str, any_of: Vec<String> },
+    /// The reference parameter points at a `target` resource whose `identifier` matches any token.
+    ChainedIdentifier { param: &'static str, target: &'static str, any_of: Vec<Token> },
+    /// `_lastUpdated` against the half-open instant range `[lower, upper)` of the value's precision.
+    LastUpdated { comparator: Comparator, lower: String, upper: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchRequest {
+    pub resource_type: String,
+    pub filters: Vec<Filter>,
+    pub count: u32,
+    pub offset: u32,
+}
+
+/// Parses decoded query pairs. Unknown parameters are errors (a silently ignored filter would
+/// return records the caller did not ask for).
+pub fn parse(resource_type: &str, pairs: &[(String, String)]) -> Result<SearchRequest, Issues> {
+    let defs = supported_params(resource_type);
+    let mut issues = Issues::new();
+    let mut req = SearchRequest { resource_type: resource_type.to_string(), filters: Vec::new(), count: DEFAULT_COUNT, offset: 0 };
+    for (name, raw) in pairs {
+        let expr = format!("{resource_type}?{name}");
+        match name.as_str() {
+            "_count" => match raw.parse::<u32>() {
+                Ok(n) => req.count = n.min(MAX_COUNT),
+                Err(_) => issues.error(IssueType::Value, expr, format!("_count must be a whole number from 0 to {MAX_COUNT}")),
+            },
+            "_offset" => match raw.parse::<u32>() {
+                Ok(n) => req.offset = n,
+                Err(_) => issues.error(IssueType::Value, expr, "_offset must be a whole number"),
+            },
+            "_format" if matches!(raw.as_str(), "json" | "application/json" | "application/fhir+json") => {}
+            _ => match parse_param(defs, name, raw) {
+                Ok(filter) => req.filters.push(filter),
+                Err(message) => issues.error(IssueType::NotSupported, expr, message),
+            },
+        }
+    }
+    issues.into_result(req)
+}
+
+fn parse_param(defs: &[ParamDef], name: &str, raw: &str) -> Result<Filter, String> {
+    let (base, chain) = match name.split_once('.') {
+        Some((b, c)) => (b, Some(c)),
+        None => (name, None),
+    };
+    let Some(def) = defs.iter().find(|d| d.name == base) else {
+        let known: Vec<&str> = defs.iter().map(|d| d.name).collect();
+        return Err(if known.is_empty() {
+            format!("search parameter '{name}' is not supported: this resource type supports read only")
+        } else {
+            format!("search parameter '{name}' is not supported; supported: {}, _count, _offset", known.join(", "))
+        });
+    };
+    if raw.is_empty() {
+        return Err(format!("search parameter '{name}' has no value"));
+    }
+    match (def.kind, chain) {
+        (ParamKind::Token, None) => Ok(Filter::Token { param: def.name, any_of: raw.split(',').map(parse_token).collect() }),
+        (ParamKind::Reference { target }, None) => {
+            let any_of = raw
+                .split(',')
+                .map(|r| {
+                    let id = r.strip_prefix(&format!("{target}/")).unwrap_or(r);
+                    if is_fhir_id(id) { Ok(format!("{target}/{id}")) } else { Err(format!("'{r}' is not a {target} reference (use {target}/id or id)")) }
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(Filter::Reference { param: def.name, any_of })
+        }
+        (ParamKind::Reference { target }, Some("identifier")) => {
+            Ok(Filter::ChainedIdentifier { param: def.name, target, any_of: raw.split(',').map(parse_token).collect() })
+        }
+        (ParamKind::Date, None) => parse_date_filter(raw),
+        (_, Some(c)) => Err(format!("chained search '{base}.{c}' is not supported")),
+    }
+}
+
+fn parse_token(raw: &str) -> Token {
+    match raw.split_once('|') {
+        Some((system, code)) => Token {
+            system: Some(system.to_string()),
+            code: (!code.is_empty()).then(|| code.to_string()),
+        },
+        None => Token { system: None, code: Some(raw.to_string()) },
+    }
+}
+
+pub fn is_fhir_id(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+fn parse_date_filter(raw: &str) -> Result<Filter, String> {
+    let (comparator, value) = match raw.get(..2) {
+        Some("eq") => (Comparator::Eq, &raw[2..]),
+        Some("ne") => (Comparator::Ne, &raw[2..]),
+        Some("gt") | Some("sa") => (Comparator::Gt, &raw[2..]),
+        Some("ge") => (Comparator::Ge, &raw[2..]),
+        Some("lt") | Some("eb") => (Comparator::Lt, &raw[2..]),
+        Some("le") => (Comparator::Le, &raw[2..]),
+        _ => (Comparator::Eq, raw),
+    };
+    let (lower, upper) = instant_range(value).ok_or_else(|| {
+        format!("'{value}' is not a FHIR date or dateTime (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss with a time zone)")
+    })?;
+    Ok(Filter::LastUpdated { comparator, lower: format_instant(lower), upper: format_instant(upper) })
+}
+
+/// The half-open range of instants a FHIR date/dateTime denotes at its precision.
+fn instant_range(value: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let day = |d: NaiveDate| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap());
+    match value.len() {
+        4 => {
+            let y: i32 = value.parse().ok()?;
+            Some((day(NaiveDate::from_ymd_opt(y, 1, 1)?), day(NaiveDate::from_ymd_opt(y + 1, 1, 1)?)))
+        }
+        7 => {
+            let start = NaiveDate::parse_from_str(&format!("{value}-01"), "%Y-%m-%d").ok()?;
+            let next = if start.month() == 12 {
+                NaiveDate::from_ymd_opt(start.year() + 1, 1, 1)?
+            } else {
+                NaiveDate::from_ymd_opt(start.year(), start.month() + 1, 1)?
+            };
+            Some((day(start), day(next)))
+        }
+        10 => {
+            let d = NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()?;
+            Some((day(d), day(d.succ_opt()?)))
+        }
+        _ => {
+            let t = DateTime::parse_from_rfc3339(value).ok()?.with_timezone(&Utc);
+            // Precision of the given value: whole seconds unless fractions were supplied.
+            let step = if value.contains('.') { Duration::microseconds(1) } else { Duration::seconds(1) };
+            Some((t, t + step))
+        }
+    }
+}
+
+/// How the store writes `meta.lastUpdated`: fixed-width UTC, so text order is time order.
+pub fn format_instant(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// One search index entry of a stored resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub param: &'static str,
+    pub system: String,
+    pub value: String,
+}
+
+/// The index entries a resource answers to: identifiers for every type, plus the parameters its
+/// type supports.
+pub fn index_entries(resource: &Value) -> Vec<IndexEntry> {
+    let mut out = Vec::new();
+    if let Some(ids) = resource.get("identifier").and_then(Value::as_array) {
+        for id in ids {
+            if let Some(value) = id.get("value").and_then(Value::as_str) {
+                let system = id.get("system").and_then(Value::as_str).unwrap_or("");
+                out.push(IndexEntry { param: "identifier", system: system.into(), value: value.into() });
+            }
+        }
+    }
+    let reference_to = |field: &str, prefix: &str| -> Option<String> {
+        let r = resource.get(field)?.get("reference")?.as_str()?;
+        r.starts_with(prefix).then(|| r.to_string())
+    };
+    match resource.get("resourceType").and_then(Value::as_str) {
+        Some("ServiceRequest") => {
+            if let Some(status) = resource.get("status").and_then(Value::as_str) {
+                out.push(IndexEntry { param: "status", system: "http://hl7.org/fhir/request-status".into(), value: status.into() });
+            }
+            if let Some(p) = reference_to("subject", "Patient/") {
+                out.push(IndexEntry { param: "patient", system: String::new(), value: p });
+            }
+        }
+        Some("Observation" | "Condition") => {
+            if let Some(p) = reference_to("subject", "Patient/") {
+                out.push(IndexEntry { param: "patient", system: String::new(), value: p });
+            }
+        }
+        Some("Consent") => {
+            if let Some(p) = reference_to("patient", "Patient/") {
+                out.push(IndexEntry { param: "patient", system: String::new(), value: p });
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
+        q.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn parses_supported_parameters() {
+        let req = parse(
+            "ServiceRequest",
+            &pairs(&[
+                ("identifier", "sys|REF-1"),
+                ("status", "active,on-hold"),
+                ("patient", "abc"),
+                ("patient.identifier", "https://fhir.nhs.uk/Id/nhs-number|9990000018"),
+                ("_lastUpdated", "ge2026-11"),
+                ("_count", "500"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(req.count, MAX_COUNT);
+        assert_eq!(req.filters.len(), 5);
+        assert_eq!(req.filters[0], Filter::Token { param: "identifier", any_of: vec![Token { system: Some("sys".into()), code: Some("REF-1".into()) }] });
+        assert_eq!(req.filters[2], Filter::Reference { param: "patient", any_of: vec!["Patient/abc".into()] });
+        assert_eq!(
+            req.filters[4],
+            Filter::LastUpdated { comparator: Comparator::Ge, lower: "2026-11-01T00:00:00.000000Z".into(), upper: "2026-12-01T00:00:00.000000Z".into() }
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_and_malformed_parameters_all_at_once() {
+        let err = parse("ServiceRequest", &pairs(&[("colour", "red"), ("_lastUpdated", "yesterday"), ("_count", "-1"), ("patient", "Patient/has space")])).unwrap_err();
+        assert_eq!(err.len(), 4);
+        let err = parse("Patient", &pairs(&[("name", "x")])).unwrap_err();
+        assert!(err.iter().next().unwrap().diagnostics.contains("read only"));
+    }
+
+    #[test]
+    fn date_precision_ranges() {
+        assert_eq!(instant_range("2026-12").unwrap().1.to_rfc3339(), "2027-01-01T00:00:00+00:00");
+        assert_eq!(instant_range("2026-02-28").unwrap().1.to_rfc3339(), "2026-03-01T00:00:00+00:00");
+        let (l, u) = instant_range("2026-11-24T10:00:00+01:00").unwrap();
+        assert_eq!(format_instant(l), "2026-11-24T09:00:00.000000Z");
+        assert_eq!((u - l).num_seconds(), 1);
+        assert!(instant_range("2026-13").is_none());
+    }
+
+    #[test]
+    fn token_forms() {
+        assert_eq!(parse_token("x"), Token { system: None, code: Some("x".into()) });
+        assert_eq!(parse_token("|x"), Token { system: Some("".into()), code: Some("x".into()) });
+        assert_eq!(parse_token("s|"), Token { system: Some("s".into()), code: None });
+    }
+
+    #[test]
+    fn index_entries_for_service_request() {
+        let sr = json!({
+            "resourceType": "ServiceRequest", "status": "active",
+            "identifier": [{"system": "s", "value": "v"}],
+            "subject": {"reference": "Patient/p1"}
+        });
+        let e = index_entries(&sr);
+        assert_eq!(e.len(), 3);
+        assert!(e.contains(&IndexEntry { param: "patient", system: String::new(), value: "Patient/p1".into() }));
+    }
+}

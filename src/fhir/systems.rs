@@ -1,0 +1,122 @@
+//! Canonical URLs and identifier systems: one place, so every module emits the same strings.
+
+/// The project's own canonical base for its profiles, code systems and identifier systems.
+pub const CANONICAL_BASE: &str = "https://fhir.work-health-gateway.org";
+
+pub const SNOMED: &str = "http://snomed.info/sct";
+pub const LOINC: &str = "http://loinc.org";
+pub const UCUM: &str = "http://unitsofmeasure.org";
+pub const BCP47: &str = "urn:ietf:bcp:47";
+
+pub const NHS_NUMBER: &str = "https://fhir.nhs.uk/Id/nhs-number";
+pub const ODS_ORGANIZATION: &str = "https://fhir.nhs.uk/Id/ods-organization-code";
+/// The mistyped form seen in BaRS examples; accepted on input, never emitted.
+pub const ODS_ORGANIZATION_LOWERCASE: &str = "https://fhir.nhs.uk/id/ods-organization-code";
+pub const ODS_SITE: &str = "https://fhir.nhs.uk/Id/ods-site-code";
+
+pub const GMC: &str = "https://fhir.hl7.org.uk/Id/gmc-number";
+pub const NMC: &str = "https://fhir.hl7.org.uk/Id/nmc-number";
+pub const HCPC: &str = "https://fhir.hl7.org.uk/Id/hcpc-number";
+pub const GPHC: &str = "https://fhir.hl7.org.uk/Id/gphc-number";
+
+pub const NHS_NUMBER_VERIFICATION_EXT: &str =
+    "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-NHSNumberVerificationStatus";
+pub const NHS_NUMBER_VERIFICATION_ENGLAND: &str =
+    "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland";
+/// Retired STU1 code system (string codes); BaRS examples still send it.
+pub const NHS_NUMBER_VERIFICATION_RETIRED: &str =
+    "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatus";
+pub const SOURCE_OF_SERVICE_REQUEST_EXT: &str =
+    "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-SourceOfServiceRequest";
+pub const CONTACT_PREFERENCE_EXT: &str =
+    "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-ContactPreference";
+pub const PREFERRED_CONTACT_METHOD_UKCORE: &str =
+    "https://fhir.hl7.org.uk/CodeSystem/UKCore-PreferredContactMethod";
+pub const INTERPRETER_REQUIRED_EXT: &str =
+    "http://hl7.org/fhir/StructureDefinition/patient-interpreterRequired";
+pub const DATA_ABSENT_REASON_EXT: &str =
+    "http://hl7.org/fhir/StructureDefinition/data-absent-reason";
+pub const DATA_ABSENT_REASON: &str = "http://terminology.hl7.org/CodeSystem/data-absent-reason";
+
+pub const OBSERVATION_CATEGORY: &str =
+    "http://terminology.hl7.org/CodeSystem/observation-category";
+pub const CONDITION_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/condition-category";
+pub const CONDITION_CLINICAL: &str = "http://terminology.hl7.org/CodeSystem/condition-clinical";
+pub const CONSENT_SCOPE: &str = "http://terminology.hl7.org/CodeSystem/consentscope";
+pub const CONSENT_CATEGORY_BARS: &str = "https://fhir.nhs.uk/CodeSystem/consent-categories-bars";
+pub const LOINC_CONSENT_DOCUMENT: &str = "59284-0";
+pub const V3_ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
+pub const V3_ACT_REASON: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
+pub const V3_PARTICIPATION_TYPE: &str =
+    "http://terminology.hl7.org/CodeSystem/v3-ParticipationType";
+pub const PROVENANCE_PARTICIPANT_TYPE: &str =
+    "http://terminology.hl7.org/CodeSystem/provenance-participant-type";
+
+pub const BARS_MESSAGE_EVENTS: &str = "https://fhir.nhs.uk/CodeSystem/message-events-bars";
+pub const BARS_MESSAGE_REASON: &str = "https://fhir.nhs.uk/CodeSystem/message-reason-bars";
+pub const BARS_SERVICE_REQUEST_CATEGORY: &str =
+    "https://fhir.nhs.uk/CodeSystem/message-category-servicerequest";
+pub const NHS_HTTP_ERROR_CODES: &str = "https://fhir.nhs.uk/CodeSystem/http-error-codes";
+
+pub mod profile {
+    pub const PATIENT: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient";
+    pub const ORGANIZATION: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Organization";
+    pub const PRACTITIONER: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Practitioner";
+    pub const PRACTITIONER_ROLE: &str =
+        "https://fhir.hl7.org.uk/StructureDefinition/UKCore-PractitionerRole";
+    pub const SERVICE_REQUEST: &str =
+        "https://fhir.hl7.org.uk/StructureDefinition/UKCore-ServiceRequest";
+    pub const CONDITION: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Condition";
+    pub const OBSERVATION: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Observation";
+    pub const CONSENT: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Consent";
+    pub const PROVENANCE: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Provenance";
+    pub const ENCOUNTER: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Encounter";
+    pub const CARE_PLAN: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-CarePlan";
+    pub const OPERATION_OUTCOME: &str =
+        "https://fhir.hl7.org.uk/StructureDefinition/UKCore-OperationOutcome";
+
+    /// The UK Core profile for a resource type, where UK Core has one the gateway emits.
+    pub fn uk_core_for(resource_type: &str) -> Option<&'static str> {
+        Some(match resource_type {
+            "Patient" => PATIENT,
+            "Organization" => ORGANIZATION,
+            "Practitioner" => PRACTITIONER,
+            "PractitionerRole" => PRACTITIONER_ROLE,
+            "ServiceRequest" => SERVICE_REQUEST,
+            "Condition" => CONDITION,
+            "Observation" => OBSERVATION,
+            "Consent" => CONSENT,
+            "Provenance" => PROVENANCE,
+            "Encounter" => ENCOUNTER,
+            "CarePlan" => CARE_PLAN,
+            _ => return None,
+        })
+    }
+}
+
+/// A code system of the project's own, by its short name (the file `profiles/CodeSystem-<name>.json`).
+pub fn local_code_system(name: &str) -> String {
+    format!("{CANONICAL_BASE}/CodeSystem/{name}")
+}
+
+/// Identifier system for the gateway's configured work-and-health services.
+pub fn service_identifier_system() -> String {
+    format!("{CANONICAL_BASE}/Id/service")
+}
+
+/// Identifier system for a sending practice's own referral ids: one namespace per ODS code, so two
+/// practices can both use "REF-1" without colliding.
+pub fn practice_referral_id_system(ods_code: &str) -> String {
+    format!("{CANONICAL_BASE}/Id/practice-referral-id/{ods_code}")
+}
+
+/// Identifier system of a professional register, by the practice format's register code.
+pub fn register_system(register: &str) -> Option<&'static str> {
+    Some(match register {
+        "gmc" => GMC,
+        "nmc" => NMC,
+        "hcpc" => HCPC,
+        "gphc" => GPHC,
+        _ => return None,
+    })
+}

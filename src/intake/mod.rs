@@ -1,0 +1,46 @@
+//! Referrals in: the practice JSON format and BaRS FHIR messages. Each path validates its input,
+//! maps it into a FHIR transaction, and hands the store a [`ReferralSubmission`].
+
+pub mod bars;
+pub mod practice;
+pub mod schema;
+pub mod submission;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+
+pub use submission::{ReferralSubmission, SubmissionEntry, SubmissionKey};
+
+/// What validation needs from outside the input: the time now and the configured services.
+#[derive(Debug, Clone, Copy)]
+pub struct IntakeContext<'a> {
+    pub now: DateTime<Utc>,
+    pub config: &'a Config,
+}
+
+use serde_json::Value;
+
+use crate::fhir::Issues;
+use submission::content_hash;
+
+/// A practice referral that passed every check: its FHIR transaction Bundle and what to store.
+#[derive(Debug, Clone)]
+pub struct AcceptedReferral {
+    pub bundle: Value,
+    pub submission: ReferralSubmission,
+}
+
+/// Validates a practice referral, maps it to FHIR and prepares its submission. The same function
+/// serves the HTTP API, the CLI and the benchmark.
+pub fn practice_referral(value: &Value, ctx: &IntakeContext) -> Result<AcceptedReferral, Issues> {
+    let referral = practice::validate(value, ctx)?;
+    let service = ctx.config.service(&referral.target_service).ok_or_else(|| {
+        Issues::from(crate::fhir::Issue::error(crate::fhir::IssueType::NotFound, "targetService", "unknown service"))
+    })?;
+    let bundle = crate::mapping::referral_bundle(&referral, service);
+    let key = SubmissionKey { namespace: format!("practice:{}", referral.practice.ods_code), value: referral.referral_id.clone() };
+    let submission = ReferralSubmission::from_transaction(key, content_hash(value), &bundle)
+        .expect("the mapping emits a transaction with fullUrls and a ServiceRequest");
+    Ok(AcceptedReferral { bundle, submission })
+}

@@ -1,0 +1,342 @@
+//! The practice referral format (`profiles/practice-referral.schema.json`): its typed model and the
+//! checks a clinician would expect beyond the schema. Pure: time and configuration come in.
+
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Duration, FixedOffset, NaiveDate, Utc};
+use jsonschema::Validator;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{IntakeContext, schema};
+use crate::fhir::identifiers::{self, NhsNumberError};
+use crate::fhir::{IssueType, Issues};
+
+pub const SCHEMA: &str = include_str!("../../profiles/practice-referral.schema.json");
+static VALIDATOR: LazyLock<Validator> = LazyLock::new(|| schema::compile(SCHEMA));
+
+/// Clock skew tolerated between a sender's clock and ours for "not in the future" checks.
+const CLOCK_SKEW_MINUTES: i64 = 5;
+pub const MIN_AGE_YEARS: i32 = 14;
+pub const MAX_AGE_YEARS: i32 = 120;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PracticeReferral {
+    pub referral_id: String,
+    pub authored_on: DateTime<FixedOffset>,
+    pub practice: Practice,
+    pub referrer: Option<Referrer>,
+    pub route: String,
+    pub route_detail: Option<String>,
+    pub target_service: String,
+    pub priority: String,
+    pub patient: PatientDetails,
+    pub employment: Employment,
+    pub health_conditions: RecordedList<ConditionItem>,
+    pub workplace_exposures: RecordedList<ExposureItem>,
+    pub support_wanted: SupportWanted,
+    pub consent: ConsentBlock,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Practice {
+    pub ods_code: String,
+    pub name: Option<String>,
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HumanName {
+    pub prefix: Option<String>,
+    pub given: Vec<String>,
+    pub family: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Referrer {
+    pub name: HumanName,
+    pub profession: String,
+    pub registration: Option<Registration>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Registration {
+    pub register: String,
+    pub number: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PatientDetails {
+    pub nhs_number: String,
+    pub nhs_number_verification: String,
+    pub name: HumanName,
+    pub birth_date: NaiveDate,
+    pub sex: String,
+    pub postcode: String,
+    #[serde(default)]
+    pub address_lines: Vec<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub preferred_contact: String,
+    pub language: String,
+    pub interpreter_needed: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Employment {
+    pub status: String,
+    pub job_title: Option<String>,
+    pub employer_name: Option<String>,
+    pub employer_size: Option<String>,
+    pub sector: Option<String>,
+    pub hours_per_week: Option<f64>,
+    pub contract_type: Option<String>,
+    pub sickness_absence_start: Option<NaiveDate>,
+    pub employer_occupational_health: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RecordedList<T> {
+    pub status: String,
+    #[serde(default = "Vec::new")]
+    pub items: Vec<T>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConditionItem {
+    pub category: String,
+    pub snomed_code: Option<String>,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExposureItem {
+    pub code: String,
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SupportWanted {
+    pub needs: Vec<String>,
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsentBlock {
+    pub patient_agreed: bool,
+    pub recorded_by: ConsentRecorder,
+    pub recorded_at: DateTime<FixedOffset>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConsentRecorder {
+    pub name: HumanName,
+    pub profession: String,
+}
+
+/// Employment statuses that mean the person is off sick and so has an absence start date.
+pub fn is_off_sick(status: &str) -> bool {
+    matches!(status, "off-sick" | "off-sick-work-related")
+}
+
+/// The register a profession's registration must come from, for professions that must give one.
+pub fn required_register(profession: &str) -> Option<&'static str> {
+    Some(match profession {
+        "gp" => "gmc",
+        "practice-nurse" => "nmc",
+        "physiotherapist" | "occupational-therapist" => "hcpc",
+        "pharmacist" => "gphc",
+        _ => return None,
+    })
+}
+
+/// Checks a practice referral and returns it typed, or every problem found.
+pub fn validate(value: &Value, ctx: &IntakeContext) -> Result<PracticeReferral, Issues> {
+    let mut issues = schema::check(&VALIDATOR, value);
+    business_rules(value, ctx, &mut issues);
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    // The schema and rules above admit only input this type can hold; a failure here means the
+    // two disagree, which is reported rather than trusted.
+    serde_json::from_value(value.clone()).map_err(|e| {
+        Issues::from(crate::fhir::Issue::general(IssueType::Structure, format!("referral could not be read: {e}")))
+    })
+}
+
+/// The rules a schema cannot express. Reads the raw JSON so every rule runs even when other
+/// fields are broken, and skips fields the schema already reported.
+fn business_rules(v: &Value, ctx: &IntakeContext, issues: &mut Issues) {
+    let str_at = |path: &str| -> Option<&str> { pointer(v, path).and_then(Value::as_str) };
+    let mut rules = Issues::new();
+    let latest_allowed = ctx.now + Duration::minutes(CLOCK_SKEW_MINUTES);
+
+    if let Some(ods) = str_at("practice.odsCode") {
+        if !identifiers::is_gp_practice_ods(ods) {
+            rules.error(IssueType::Value, "practice.odsCode", format!("'{ods}' is not a GP practice ODS code: expected one upper-case letter and five digits, e.g. C88038"));
+        }
+    }
+
+    if let Some(nhs) = str_at("patient.nhsNumber") {
+        if let Err(e) = identifiers::nhs_number(nhs) {
+            let code = if e == NhsNumberError::Format { IssueType::Value } else { IssueType::Invariant };
+            rules.error(code, "patient.nhsNumber", format!("patient.nhsNumber is not a valid NHS number: {e}"));
+        }
+    }
+
+    if let Some(pc) = str_at("patient.postcode") {
+        if !identifiers::is_uk_postcode(pc) {
+            rules.error(IssueType::Value, "patient.postcode", format!("'{pc}' is not a UK postcode: use upper case with an optional space, e.g. S1 2HE (ZZ99 3VZ for no fixed abode)"));
+        }
+    }
+
+    let route = str_at("route");
+    if route == Some("other") && pointer(v, "routeDetail").is_none() {
+        rules.error(IssueType::Required, "routeDetail", "routeDetail is required when route is 'other': say who referred the person");
+    }
+    let referrer = pointer(v, "referrer");
+    if referrer.is_none() && route.is_some_and(|r| !matches!(r, "self-referral" | "employer")) {
+        rules.error(IssueType::Required, "referrer", "referrer is required unless the route is self-referral or employer");
+    }
+    if referrer.is_some() {
+        check_registration(v, &mut rules);
+    }
+
+    if let Some(service) = str_at("targetService") {
+        if ctx.config.service(service).is_none() {
+            let known: Vec<&str> = ctx.config.services.iter().map(|s| s.id.as_str()).collect();
+            rules.error(IssueType::NotFound, "targetService", format!("'{service}' is not a service this gateway refers to; configured services: {}", known.join(", ")));
+        }
+    }
+
+    let authored = date_time_at(v, "authoredOn");
+    if let Some(t) = authored {
+        if t > latest_allowed {
+            rules.error(IssueType::Value, "authoredOn", "authoredOn is in the future: a referral cannot be dated after it was sent");
+        }
+    }
+
+    let birth = date_at(v, "patient.birthDate");
+    if let Some(b) = birth {
+        let on = authored.map(|t| t.date_naive()).unwrap_or(ctx.now.date_naive());
+        if b > ctx.now.date_naive() {
+            rules.error(IssueType::Value, "patient.birthDate", "patient.birthDate is in the future");
+        } else {
+            let age = age_on(b, on);
+            if !(MIN_AGE_YEARS..=MAX_AGE_YEARS).contains(&age) {
+                rules.error(IssueType::Value, "patient.birthDate", format!("patient.birthDate gives an age of {age} at referral; a work-and-health referral needs an age from {MIN_AGE_YEARS} to {MAX_AGE_YEARS}: check the date"));
+            }
+        }
+    }
+
+    if let Some(status) = str_at("employment.status") {
+        let start = date_at(v, "employment.sicknessAbsenceStart");
+        if is_off_sick(status) && pointer(v, "employment.sicknessAbsenceStart").is_none() {
+            rules.error(IssueType::Required, "employment.sicknessAbsenceStart", format!("employment.sicknessAbsenceStart is required when employment.status is '{status}'"));
+        }
+        if let Some(s) = start {
+            if s > ctx.now.date_naive() {
+                rules.error(IssueType::Value, "employment.sicknessAbsenceStart", "employment.sicknessAbsenceStart is in the future");
+            } else if birth.is_some_and(|b| age_on(b, s) < MIN_AGE_YEARS) {
+                rules.error(IssueType::Value, "employment.sicknessAbsenceStart", "employment.sicknessAbsenceStart is before the person was of working age: check the date");
+            }
+        }
+    }
+
+    recorded_list_rule(v, "healthConditions", "health conditions", &mut rules);
+    recorded_list_rule(v, "workplaceExposures", "workplace exposure issues", &mut rules);
+    if let Some(items) = pointer(v, "healthConditions.items").and_then(Value::as_array) {
+        for (i, item) in items.iter().enumerate() {
+            if let Some(code) = item.get("snomedCode").and_then(Value::as_str) {
+                if !identifiers::is_snomed_concept_id(code) {
+                    rules.error(IssueType::CodeInvalid, format!("healthConditions.items[{i}].snomedCode"), format!("'{code}' is not a SNOMED CT concept id (its check digit or partition is wrong): check it was copied correctly"));
+                }
+            }
+        }
+    }
+
+    if pointer(v, "consent.patientAgreed").and_then(Value::as_bool) == Some(false) {
+        rules.error(IssueType::BusinessRule, "consent.patientAgreed", "the person has not agreed to this referral: a referral is accepted only with their recorded agreement");
+    }
+    if let Some(recorded) = date_time_at(v, "consent.recordedAt") {
+        if recorded > latest_allowed {
+            rules.error(IssueType::Value, "consent.recordedAt", "consent.recordedAt is in the future");
+        } else if authored.is_some_and(|a| recorded > a + Duration::minutes(CLOCK_SKEW_MINUTES)) {
+            rules.error(IssueType::BusinessRule, "consent.recordedAt", "consent.recordedAt is after authoredOn: agreement must be recorded before the referral is made");
+        }
+    }
+
+    for issue in rules.into_vec() {
+        let expr = issue.expression.as_deref().unwrap_or_default();
+        if !issues.touches(expr) {
+            issues.push(issue);
+        }
+    }
+}
+
+fn check_registration(v: &Value, rules: &mut Issues) {
+    let profession = pointer(v, "referrer.profession").and_then(Value::as_str);
+    let register = pointer(v, "referrer.registration.register").and_then(Value::as_str);
+    let number = pointer(v, "referrer.registration.number").and_then(Value::as_str);
+    if let Some(required) = profession.and_then(required_register) {
+        match register {
+            None if pointer(v, "referrer.registration").is_none() => rules.error(
+                IssueType::Required,
+                "referrer.registration",
+                format!("referrer.registration is required for a {}: give the {} number", profession.unwrap_or_default(), required.to_uppercase()),
+            ),
+            Some(r) if r != required => rules.error(
+                IssueType::BusinessRule,
+                "referrer.registration.register",
+                format!("a {} is registered with the {}, not the {}", profession.unwrap_or_default(), required.to_uppercase(), r.to_uppercase()),
+            ),
+            _ => {}
+        }
+    }
+    if let (Some(r), Some(n)) = (register, number) {
+        if let Err(expected) = identifiers::registration_number(r, n) {
+            rules.error(IssueType::Value, "referrer.registration.number", format!("'{n}' is not a {} number: expected {expected}", r.to_uppercase()));
+        }
+    }
+}
+
+fn recorded_list_rule(v: &Value, field: &str, what: &str, rules: &mut Issues) {
+    let Some(status) = pointer(v, &format!("{field}.status")).and_then(Value::as_str) else { return };
+    let count = pointer(v, &format!("{field}.items")).and_then(Value::as_array).map_or(0, Vec::len);
+    if status == "recorded" && count == 0 {
+        rules.error(IssueType::Required, format!("{field}.items"), format!("{field}.status is 'recorded' but no {what} are listed: list them, or use status none, prefer-not-to-say or not-recorded"));
+    } else if status != "recorded" && count > 0 {
+        rules.error(IssueType::Invariant, format!("{field}.items"), format!("{field}.status is '{status}' but {what} are listed: use status 'recorded'"));
+    }
+}
+
+/// Looks up a dotted path (no array indexes) in a JSON value.
+fn pointer<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(v, |node, key| node.get(key))
+}
+
+fn date_at(v: &Value, path: &str) -> Option<NaiveDate> {
+    pointer(v, path)?.as_str().and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+}
+
+fn date_time_at(v: &Value, path: &str) -> Option<DateTime<Utc>> {
+    pointer(v, path)?.as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc))
+}
+
+/// Whole years from `birth` to `on`.
+pub fn age_on(birth: NaiveDate, on: NaiveDate) -> i32 {
+    use chrono::Datelike;
+    let mut age = on.year() - birth.year();
+    if (on.month(), on.day()) < (birth.month(), birth.day()) {
+        age -= 1;
+    }
+    age
+}

@@ -1,0 +1,137 @@
+//! What an intake path hands the store: a FHIR transaction's entries plus the write-once key that
+//! makes a resend idempotent.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::fhir::resource::{identifier_value, resource_type};
+use crate::fhir::systems;
+
+/// Write-once identity of a submission: the sender's namespace (e.g. `practice:C88038`) and its
+/// own id for the referral. Unique in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SubmissionKey {
+    pub namespace: String,
+    pub value: String,
+}
+
+/// One resource to store. References to other entries use their `full_url` (`urn:uuid:…`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubmissionEntry {
+    pub full_url: String,
+    pub resource_type: String,
+    pub resource: Value,
+    /// Resources that exist once across referrals (a person, an organisation, a clinician) are
+    /// matched by this identifier: an existing one is updated rather than duplicated.
+    pub match_identifier: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferralSubmission {
+    pub key: SubmissionKey,
+    /// Hash of the sender's content: a resend with the same key must carry the same hash.
+    pub content_hash: String,
+    pub entries: Vec<SubmissionEntry>,
+    /// `full_url` of the ServiceRequest the submission is about.
+    pub focus: String,
+}
+
+impl ReferralSubmission {
+    /// Builds a submission from a FHIR transaction Bundle whose entries carry `fullUrl`s.
+    pub fn from_transaction(key: SubmissionKey, content_hash: String, bundle: &Value) -> Option<Self> {
+        let entries: Vec<SubmissionEntry> = bundle
+            .get("entry")?
+            .as_array()?
+            .iter()
+            .map(|e| {
+                let resource = e.get("resource")?.clone();
+                Some(SubmissionEntry {
+                    full_url: e.get("fullUrl")?.as_str()?.to_string(),
+                    resource_type: resource_type(&resource)?.to_string(),
+                    match_identifier: match_identifier(&resource),
+                    resource,
+                })
+            })
+            .collect::<Option<_>>()?;
+        let focus = entries.iter().find(|e| e.resource_type == "ServiceRequest")?.full_url.clone();
+        Some(ReferralSubmission { key, content_hash, entries, focus })
+    }
+}
+
+/// The identifier by which a resource is the same resource across referrals, if it is shared:
+/// a Patient by NHS number, an Organization by ODS code or gateway service id, a Practitioner by
+/// professional registration. Everything else belongs to one referral.
+pub fn match_identifier(resource: &Value) -> Option<(String, String)> {
+    let systems: &[&str] = match resource_type(resource)? {
+        "Patient" => &[systems::NHS_NUMBER],
+        "Organization" => &[systems::ODS_ORGANIZATION, systems::ODS_SITE, "service"],
+        "Practitioner" => &[systems::GMC, systems::NMC, systems::HCPC, systems::GPHC],
+        _ => return None,
+    };
+    let service_system = systems::service_identifier_system();
+    systems.iter().find_map(|s| {
+        let system = if *s == "service" { service_system.as_str() } else { s };
+        identifier_value(resource, system).map(|v| (system.to_string(), v.to_string()))
+    })
+}
+
+/// SHA-256 over a canonical serialisation (object keys sorted), so key order and whitespace in
+/// the sender's JSON do not make an identical resend look different.
+pub fn content_hash(value: &Value) -> String {
+    let mut hasher = Sha256::new();
+    write_canonical(value, &mut hasher);
+    hex::encode(hasher.finalize())
+}
+
+fn write_canonical(value: &Value, h: &mut Sha256) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            h.update(b"{");
+            for k in keys {
+                h.update(serde_json::to_string(k).unwrap_or_default().as_bytes());
+                h.update(b":");
+                write_canonical(&map[k], h);
+                h.update(b",");
+            }
+            h.update(b"}");
+        }
+        Value::Array(items) => {
+            h.update(b"[");
+            for i in items {
+                write_canonical(i, h);
+                h.update(b",");
+            }
+            h.update(b"]");
+        }
+        other => h.update(other.to_string().as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn hash_ignores_key_order_but_not_values() {
+        let a: Value = serde_json::from_str(r#"{"a":1,"b":{"c":[1,2],"d":"x"}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"b":{"d":"x","c":[1,2]},"a":1}"#).unwrap();
+        let c: Value = serde_json::from_str(r#"{"b":{"d":"x","c":[2,1]},"a":1}"#).unwrap();
+        assert_eq!(content_hash(&a), content_hash(&b));
+        assert_ne!(content_hash(&a), content_hash(&c));
+    }
+
+    #[test]
+    fn shared_resources_match_by_their_identifier() {
+        let p = json!({"resourceType": "Patient", "identifier": [{"system": systems::NHS_NUMBER, "value": "9990000018"}]});
+        assert_eq!(match_identifier(&p), Some((systems::NHS_NUMBER.into(), "9990000018".into())));
+        let o = json!({"resourceType": "Organization", "identifier": [{"system": systems::service_identifier_system(), "value": "sheffield-whs"}]});
+        assert_eq!(match_identifier(&o).unwrap().1, "sheffield-whs");
+        let c = json!({"resourceType": "Condition", "identifier": [{"system": "x", "value": "y"}]});
+        assert_eq!(match_identifier(&c), None);
+        let unregistered = json!({"resourceType": "Practitioner", "name": [{"family": "X"}]});
+        assert_eq!(match_identifier(&unregistered), None);
+    }
+}

@@ -1,0 +1,12 @@
+//! Work and Health Gateway: a FHIR R4 interoperability gateway for UK work-and-health services.
+//!
+//! Pure core, thin shell: [`intake`] validates, [`mapping`] turns practice data into FHIR,
+//! [`store`] persists, [`api`] is the HTTP edge. See README.md for the architecture.
+
+pub mod api;
+pub mod config;
+pub mod fhir;
+pub mod intake;
+pub mod mapping;
+pub mod store;
+pub mod telemetry;

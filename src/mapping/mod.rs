@@ -1,0 +1,500 @@
+//! Practice referral → FHIR R4 transaction Bundle of UK Core-profiled resources. Pure: the same
+//! referral always maps to the same Bundle (entry fullUrls are name-based UUIDs), so expected
+//! outputs can be published as fixtures.
+
+use chrono::{DateTime, FixedOffset, SecondsFormat};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::config::ServiceConfig;
+use crate::fhir::systems::{self, profile};
+use crate::fhir::terminology::coding;
+use crate::intake::practice::{HumanName, PracticeReferral, is_off_sick};
+use crate::intake::submission::match_identifier;
+
+/// Namespace for the name-based UUIDs of mapped entries.
+const ENTRY_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a4e_8b3d_4c5f_9e7a_1d2b_3c4d_5e6f);
+
+/// Maps a validated practice referral addressed to `service` into a FHIR transaction Bundle.
+pub fn referral_bundle(r: &PracticeReferral, service: &ServiceConfig) -> Value {
+    Mapper::new(r, service).bundle()
+}
+
+struct Mapper<'a> {
+    r: &'a PracticeReferral,
+    service: &'a ServiceConfig,
+    entries: Vec<Value>,
+}
+
+impl<'a> Mapper<'a> {
+    fn new(r: &'a PracticeReferral, service: &'a ServiceConfig) -> Self {
+        Mapper { r, service, entries: Vec::new() }
+    }
+
+    /// The fullUrl of the entry playing `role` in this referral.
+    fn url(&self, role: &str) -> String {
+        let name = format!("{}/{}/{role}", self.r.practice.ods_code, self.r.referral_id);
+        format!("urn:uuid:{}", Uuid::new_v5(&ENTRY_NAMESPACE, name.as_bytes()))
+    }
+
+    fn reference(&self, role: &str) -> Value {
+        json!({ "reference": self.url(role) })
+    }
+
+    /// Adds `resource` under `role`, claiming its UK Core profile. Shared resources are written as
+    /// conditional updates on their identifier, so the store reuses an existing one.
+    fn add(&mut self, role: &str, mut resource: Value) -> String {
+        let resource_type = resource["resourceType"].as_str().expect("mapped resources have a type").to_string();
+        if let Some(p) = profile::uk_core_for(&resource_type) {
+            crate::fhir::resource::claim_profile(&mut resource, p);
+        }
+        let request = match match_identifier(&resource) {
+            Some((system, value)) => json!({ "method": "PUT", "url": format!("{resource_type}?identifier={system}|{value}") }),
+            None => json!({ "method": "POST", "url": resource_type }),
+        };
+        let url = self.url(role);
+        self.entries.push(json!({ "fullUrl": url, "resource": resource, "request": request }));
+        url
+    }
+
+    fn bundle(mut self) -> Value {
+        let r = self.r;
+        self.practice();
+        self.service_organization();
+        self.patient();
+        let requester = self.requester();
+        let conditions = self.conditions(requester.as_ref());
+        let mut supporting = self.employment_observations();
+        supporting.extend(self.exposure_observations());
+        if let Some(obs) = self.conditions_status_observation() {
+            supporting.push(obs);
+        }
+        supporting.push(self.consent());
+        self.consent_provenance();
+
+        let mut sr = json!({
+            "resourceType": "ServiceRequest",
+            "extension": [{ "url": systems::SOURCE_OF_SERVICE_REQUEST_EXT, "valueCodeableConcept": self.route_concept() }],
+            "identifier": [{
+                "system": systems::practice_referral_id_system(&r.practice.ods_code),
+                "value": r.referral_id,
+                "assigner": self.reference("practice"),
+            }],
+            "status": "active",
+            "intent": "order",
+            "category": [{ "coding": [{ "system": systems::BARS_SERVICE_REQUEST_CATEGORY, "code": "referral", "display": "Referral" }] }],
+            "priority": r.priority,
+            "code": { "coding": [
+                { "system": systems::SNOMED, "code": "3457005", "display": "Patient referral" },
+                coding("service-type", "work-and-health-support"),
+            ] },
+            "orderDetail": r.support_wanted.needs.iter().map(|n| json!({ "coding": [coding("support-need", n)] })).collect::<Vec<_>>(),
+            "subject": self.reference("patient"),
+            "authoredOn": instant(&r.authored_on),
+            "performer": [{ "reference": self.url("service"), "display": self.service.name }],
+            "supportingInfo": supporting.iter().map(|u| json!({ "reference": u })).collect::<Vec<_>>(),
+        });
+        if let Some(req) = &requester {
+            sr["requester"] = json!({ "reference": req });
+        }
+        if !conditions.is_empty() {
+            sr["reasonReference"] = conditions.iter().map(|u| json!({ "reference": u })).collect();
+        }
+        if let Some(text) = &r.support_wanted.text {
+            sr["note"] = json!([{ "text": text }]);
+        }
+        self.add("service-request", sr);
+
+        json!({ "resourceType": "Bundle", "type": "transaction", "entry": self.entries })
+    }
+
+    fn practice(&mut self) {
+        let p = &self.r.practice;
+        let mut org = json!({
+            "resourceType": "Organization",
+            "identifier": [{ "system": systems::ODS_ORGANIZATION, "value": p.ods_code }],
+        });
+        if let Some(name) = &p.name {
+            org["name"] = json!(name);
+        }
+        if let Some(phone) = &p.phone {
+            org["telecom"] = json!([{ "system": "phone", "value": phone, "use": "work" }]);
+        }
+        self.add("practice", org);
+    }
+
+    fn service_organization(&mut self) {
+        let s = self.service;
+        let mut identifiers = vec![json!({ "system": systems::service_identifier_system(), "value": s.id })];
+        if let Some(ods) = &s.ods_code {
+            identifiers.insert(0, json!({ "system": systems::ODS_ORGANIZATION, "value": ods }));
+        }
+        self.add("service", json!({ "resourceType": "Organization", "identifier": identifiers, "name": s.name }));
+    }
+
+    fn patient(&mut self) {
+        let p = &self.r.patient;
+        let mut extension = Vec::new();
+        if let Some(method) = ukcore_contact_method(&p.preferred_contact) {
+            extension.push(json!({
+                "url": systems::CONTACT_PREFERENCE_EXT,
+                "extension": [{ "url": "PreferredContactMethod", "valueCodeableConcept": { "coding": [method] } }],
+            }));
+        }
+        extension.push(json!({ "url": systems::INTERPRETER_REQUIRED_EXT, "valueBoolean": p.interpreter_needed }));
+
+        let mut telecom = Vec::new();
+        if let Some(phone) = &p.phone {
+            let mut t = json!({ "system": "phone", "value": phone, "use": if phone.starts_with("07") || phone.starts_with("+447") { "mobile" } else { "home" } });
+            if matches!(p.preferred_contact.as_str(), "phone" | "sms") {
+                t["rank"] = json!(1);
+            }
+            telecom.push(t);
+        }
+        if let Some(email) = &p.email {
+            let mut t = json!({ "system": "email", "value": email, "use": "home" });
+            if p.preferred_contact == "email" {
+                t["rank"] = json!(1);
+            }
+            telecom.push(t);
+        }
+        let mut address = json!({ "use": "home", "postalCode": p.postcode });
+        if !p.address_lines.is_empty() {
+            address["line"] = json!(p.address_lines);
+        }
+
+        let mut patient = json!({
+            "resourceType": "Patient",
+            "extension": extension,
+            "identifier": [{
+                "extension": [{
+                    "url": systems::NHS_NUMBER_VERIFICATION_EXT,
+                    "valueCodeableConcept": { "coding": [verification_coding(&p.nhs_number_verification)] },
+                }],
+                "system": systems::NHS_NUMBER,
+                "value": p.nhs_number.replace(' ', ""),
+            }],
+            "name": [human_name(&p.name, Some("official"))],
+            "birthDate": p.birth_date.format("%Y-%m-%d").to_string(),
+            "address": [address],
+            "communication": [{
+                "language": { "coding": [{ "system": systems::BCP47, "code": p.language }] },
+                "preferred": true,
+            }],
+            "generalPractitioner": [self.reference("practice")],
+        });
+        if !telecom.is_empty() {
+            patient["telecom"] = json!(telecom);
+        }
+        match p.sex.as_str() {
+            "female" | "male" | "other" => patient["gender"] = json!(p.sex),
+            absent => patient["_gender"] = json!({ "extension": [data_absent_extension(absent)] }),
+        }
+        self.add("patient", patient);
+    }
+
+    /// Who asked for the referral: the referrer's role when given, else the person themselves
+    /// (self-referral) or their employer.
+    fn requester(&mut self) -> Option<String> {
+        let r = self.r;
+        if let Some(referrer) = &r.referrer {
+            let mut practitioner = json!({ "resourceType": "Practitioner", "name": [human_name(&referrer.name, None)] });
+            if let Some(reg) = &referrer.registration {
+                if let Some(system) = systems::register_system(&reg.register) {
+                    practitioner["identifier"] = json!([{ "system": system, "value": reg.number }]);
+                }
+            }
+            let practitioner_url = self.add("referrer", practitioner);
+            let role = json!({
+                "resourceType": "PractitionerRole",
+                "active": true,
+                "practitioner": { "reference": practitioner_url },
+                "organization": self.reference("practice"),
+                "code": [{ "coding": [coding("referrer-profession", &referrer.profession)] }],
+            });
+            return Some(self.add("referrer-role", role));
+        }
+        match r.route.as_str() {
+            "employer" => r.employment.employer_name.as_ref().map(|name| {
+                self.add("employer", json!({ "resourceType": "Organization", "name": name }))
+            }),
+            _ => Some(self.url("patient")),
+        }
+    }
+
+    fn conditions(&mut self, requester: Option<&String>) -> Vec<String> {
+        let r = self.r;
+        let asserter = requester.filter(|u| *u != &self.url("employer")).cloned();
+        r.health_conditions
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut code = json!({ "text": c.text });
+                if let Some(sct) = &c.snomed_code {
+                    code["coding"] = json!([{ "system": systems::SNOMED, "code": sct }]);
+                }
+                let mut condition = json!({
+                    "resourceType": "Condition",
+                    "clinicalStatus": { "coding": [{ "system": systems::CONDITION_CLINICAL, "code": "active", "display": "Active" }] },
+                    "category": [
+                        { "coding": [{ "system": systems::CONDITION_CATEGORY, "code": "problem-list-item", "display": "Problem List Item" }] },
+                        { "coding": [coding("health-condition-category", &c.category)] },
+                    ],
+                    "code": code,
+                    "subject": self.reference("patient"),
+                    "recordedDate": instant(&r.authored_on),
+                });
+                if let Some(a) = &asserter {
+                    condition["asserter"] = json!({ "reference": a });
+                }
+                self.add(&format!("condition-{i}"), condition)
+            })
+            .collect()
+    }
+
+    fn observation(&self, code: Value) -> Value {
+        json!({
+            "resourceType": "Observation",
+            "status": "final",
+            "category": [{ "coding": [{ "system": systems::OBSERVATION_CATEGORY, "code": "social-history", "display": "Social History" }] }],
+            "code": code,
+            "subject": self.reference("patient"),
+            "effectiveDateTime": instant(&self.r.authored_on),
+            "performer": [self.reference("practice")],
+        })
+    }
+
+    fn employment_observations(&mut self) -> Vec<String> {
+        let e = &self.r.employment;
+        let mut out = Vec::new();
+
+        let mut status = self.observation(local_code("employment-status"));
+        set_coded_value(&mut status, "employment-status", &e.status);
+        out.push(self.add("obs-employment-status", status));
+
+        let mut components = Vec::new();
+        if let Some(name) = &e.employer_name {
+            components.push(json!({ "code": local_code("employer-name"), "valueString": name }));
+        }
+        for (code, system, value) in [
+            ("employer-size", "employer-size-band", &e.employer_size),
+            ("employment-sector", "employment-sector", &e.sector),
+            ("contract-type", "contract-type", &e.contract_type),
+            ("occupational-health-access", "occupational-health-access", &e.employer_occupational_health),
+        ] {
+            if let Some(v) = value {
+                let mut c = json!({ "code": local_code(code) });
+                set_coded_value(&mut c, system, v);
+                components.push(c);
+            }
+        }
+        if let Some(hours) = e.hours_per_week {
+            components.push(json!({
+                "code": local_code("hours-per-week"),
+                "valueQuantity": { "value": hours, "unit": "hours per week", "system": systems::UCUM, "code": "h/wk" },
+            }));
+        }
+        if e.job_title.is_some() || !components.is_empty() {
+            let mut occupation = self.observation(json!({
+                "coding": [{ "system": systems::LOINC, "code": "11341-5", "display": "History of Occupation" }],
+            }));
+            if let Some(title) = &e.job_title {
+                occupation["valueCodeableConcept"] = json!({ "text": title });
+            }
+            if !components.is_empty() {
+                occupation["component"] = json!(components);
+            }
+            out.push(self.add("obs-occupation", occupation));
+        }
+
+        if let Some(start) = e.sickness_absence_start {
+            let mut absence = self.observation(local_code("sickness-absence-start"));
+            absence["valueDateTime"] = json!(start.format("%Y-%m-%d").to_string());
+            if is_off_sick(&e.status) {
+                absence["note"] = json!([{ "text": coding("employment-status", &e.status)["display"] }]);
+            }
+            out.push(self.add("obs-sickness-absence", absence));
+        }
+        out
+    }
+
+    fn exposure_observations(&mut self) -> Vec<String> {
+        let list = &self.r.workplace_exposures;
+        if list.status != "recorded" {
+            let mut obs = self.observation(local_code("workplace-exposure"));
+            set_coded_value(&mut obs, "recorded-list-status", &list.status);
+            return vec![self.add("obs-exposures", obs)];
+        }
+        list.items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let mut obs = self.observation(local_code("workplace-exposure"));
+                let mut value = json!({ "coding": [coding("workplace-exposure", &item.code)] });
+                if let Some(text) = &item.text {
+                    value["text"] = json!(text);
+                }
+                obs["valueCodeableConcept"] = value;
+                self.add(&format!("obs-exposure-{i}"), obs)
+            })
+            .collect()
+    }
+
+    /// When no conditions are listed, says why (none, declined, not recorded) so the absence of
+    /// Conditions is never ambiguous.
+    fn conditions_status_observation(&mut self) -> Option<String> {
+        let status = &self.r.health_conditions.status;
+        if status == "recorded" {
+            return None;
+        }
+        let mut obs = self.observation(local_code("health-conditions"));
+        set_coded_value(&mut obs, "recorded-list-status", status);
+        Some(self.add("obs-conditions-status", obs))
+    }
+
+    fn consent(&mut self) -> String {
+        let c = &self.r.consent;
+        let consent = json!({
+            "resourceType": "Consent",
+            "status": "active",
+            "scope": { "coding": [{ "system": systems::CONSENT_SCOPE, "code": "patient-privacy", "display": "Privacy Consent" }] },
+            "category": [
+                { "coding": [{ "system": systems::LOINC, "code": systems::LOINC_CONSENT_DOCUMENT, "display": "Patient Consent" }] },
+                { "coding": [{ "system": systems::CONSENT_CATEGORY_BARS, "code": "DRC", "display": "Direct Care" }] },
+            ],
+            "patient": self.reference("patient"),
+            "dateTime": instant(&c.recorded_at),
+            "performer": [self.reference("patient")],
+            "organization": [self.reference("practice")],
+            "policyRule": { "coding": [{ "system": systems::V3_ACT_CODE, "code": "OPTIN", "display": "opt-in" }] },
+            "provision": {
+                "type": "permit",
+                "period": { "start": instant(&c.recorded_at) },
+                "actor": [{
+                    "role": { "coding": [{ "system": systems::V3_PARTICIPATION_TYPE, "code": "IRCP", "display": "information recipient" }] },
+                    "reference": { "reference": self.url("service") },
+                }],
+                "purpose": [{ "system": systems::V3_ACT_REASON, "code": "TREAT", "display": "treatment" }],
+            },
+        });
+        self.add("consent", consent)
+    }
+
+    /// Who recorded the agreement and when, as a Provenance on the Consent (the UK Core pattern).
+    fn consent_provenance(&mut self) {
+        let c = &self.r.consent;
+        let same_as_referrer = self
+            .r
+            .referrer
+            .as_ref()
+            .is_some_and(|r| r.name == c.recorded_by.name && r.profession == c.recorded_by.profession);
+        let recorder = if same_as_referrer {
+            self.url("referrer")
+        } else {
+            let practitioner = json!({ "resourceType": "Practitioner", "name": [human_name(&c.recorded_by.name, None)] });
+            self.add("consent-recorder", practitioner)
+        };
+        let provenance = json!({
+            "resourceType": "Provenance",
+            "target": [self.reference("consent")],
+            "recorded": instant(&c.recorded_at),
+            "agent": [{
+                "type": { "coding": [{ "system": systems::PROVENANCE_PARTICIPANT_TYPE, "code": "enterer", "display": "Enterer" }] },
+                "role": [{ "coding": [coding("referrer-profession", &c.recorded_by.profession)] }],
+                "who": { "reference": recorder },
+                "onBehalfOf": self.reference("practice"),
+            }],
+        });
+        self.add("consent-provenance", provenance);
+    }
+
+    fn route_concept(&self) -> Value {
+        let mut codings = vec![coding("referral-route", &self.r.route)];
+        // Only routes with an exact concept in UK Core's SourceOfServiceRequest value set.
+        let snomed = match self.r.route.as_str() {
+            "gp" => Some(("108161000000109", "Referred by general practitioner")),
+            "other-primary-care" => Some(("276491000", "Referred by member of Primary Health Care Team")),
+            "self-referral" => Some(("310434002", "Self-referral to service")),
+            _ => None,
+        };
+        if let Some((code, display)) = snomed {
+            codings.push(json!({ "system": systems::SNOMED, "code": code, "display": display }));
+        }
+        let mut concept = json!({ "coding": codings });
+        if let Some(detail) = &self.r.route_detail {
+            concept["text"] = json!(detail);
+        }
+        concept
+    }
+}
+
+fn local_code(code: &str) -> Value {
+    json!({ "coding": [coding("observation-type", code)] })
+}
+
+/// Puts a practice code into `valueCodeableConcept`, or, for the explicit absent answers, into
+/// `dataAbsentReason`, so "prefer not to say" and "not recorded" stay distinct from any answer.
+fn set_coded_value(target: &mut Value, system_name: &str, code: &str) {
+    match data_absent_reason(code) {
+        Some(reason) => target["dataAbsentReason"] = reason,
+        None => target["valueCodeableConcept"] = json!({ "coding": [coding(system_name, code)] }),
+    }
+}
+
+fn data_absent_reason(code: &str) -> Option<Value> {
+    let (dar, display) = match code {
+        "prefer-not-to-say" => ("asked-declined", "Asked But Declined"),
+        "not-recorded" => ("not-asked", "Not Asked"),
+        _ => return None,
+    };
+    Some(json!({ "coding": [{ "system": systems::DATA_ABSENT_REASON, "code": dar, "display": display }] }))
+}
+
+fn data_absent_extension(code: &str) -> Value {
+    let dar = if code == "prefer-not-to-say" { "asked-declined" } else { "not-asked" };
+    json!({ "url": systems::DATA_ABSENT_REASON_EXT, "valueCode": dar })
+}
+
+fn human_name(n: &HumanName, use_: Option<&str>) -> Value {
+    let mut v = Map::new();
+    if let Some(u) = use_ {
+        v.insert("use".into(), json!(u));
+    }
+    v.insert("family".into(), json!(n.family));
+    v.insert("given".into(), json!(n.given));
+    if let Some(p) = &n.prefix {
+        v.insert("prefix".into(), json!([p]));
+    }
+    Value::Object(v)
+}
+
+fn verification_coding(code: &str) -> Value {
+    let display = match code {
+        "01" => "Number present and verified",
+        "02" => "Number present but not traced",
+        "03" => "Trace required",
+        "04" => "Trace attempted - No match or multiple match found",
+        "05" => "Trace needs to be resolved - (NHS Number or patient detail conflict)",
+        "06" => "Trace in progress",
+        "07" => "Number not present and trace not required",
+        _ => "Trace postponed (baby under six weeks old)",
+    };
+    json!({ "system": systems::NHS_NUMBER_VERIFICATION_ENGLAND, "code": code, "display": display })
+}
+
+fn ukcore_contact_method(code: &str) -> Option<Value> {
+    let (c, display) = match code {
+        "letter" => ("1", "Letter"),
+        "phone" => ("3", "Telephone"),
+        "email" => ("4", "E-mail"),
+        "sms" => ("9", "SMS"),
+        _ => return None,
+    };
+    Some(json!({ "system": systems::PREFERRED_CONTACT_METHOD_UKCORE, "code": c, "display": display }))
+}
+
+/// FHIR dateTime/instant text for a sender's timestamp (UTC written as `Z`).
+fn instant(t: &DateTime<FixedOffset>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}

@@ -1,0 +1,155 @@
+//! Pure planning of a submission's writes: assigns ids (reusing matched shared resources),
+//! rewrites `urn:uuid` references to `Type/id`, stamps `meta`, and lists index entries.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::fhir::resource::{rewrite_references, stamp};
+use crate::fhir::search::{IndexEntry, index_entries};
+use crate::intake::ReferralSubmission;
+
+/// A resource already stored that a submission entry matched by identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Existing {
+    pub id: String,
+    pub version_id: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedWrite {
+    pub resource_type: String,
+    pub id: String,
+    pub version_id: i64,
+    /// True when this replaces the stored version `version_id - 1`.
+    pub replaces: bool,
+    pub content: Value,
+    pub index: Vec<IndexEntry>,
+    /// Business identifier to register for a newly created shared resource.
+    pub identity: Option<(String, String)>,
+}
+
+/// Plans the writes for `submission`. `existing` maps an entry's `full_url` to the stored resource
+/// it matched; `focus_id` is the id already reserved for the focal ServiceRequest.
+pub fn plan_writes(
+    submission: &ReferralSubmission,
+    existing: &HashMap<String, Existing>,
+    focus_id: &str,
+    last_updated: &str,
+) -> Vec<PlannedWrite> {
+    // Entries of one submission that share an identifier become one resource.
+    let mut by_identity: HashMap<(&str, &(String, String)), String> = HashMap::new();
+    let mut ids: HashMap<&str, (String, Option<i64>)> = HashMap::new();
+    for e in &submission.entries {
+        let assigned = if e.full_url == submission.focus {
+            (focus_id.to_string(), None)
+        } else if let Some(found) = existing.get(&e.full_url) {
+            (found.id.clone(), Some(found.version_id))
+        } else if let Some(id) = e.match_identifier.as_ref().and_then(|m| by_identity.get(&(e.resource_type.as_str(), m))) {
+            (id.clone(), None)
+        } else {
+            (Uuid::new_v4().to_string(), None)
+        };
+        if let Some(m) = &e.match_identifier {
+            by_identity.entry((e.resource_type.as_str(), m)).or_insert_with(|| assigned.0.clone());
+        }
+        ids.insert(e.full_url.as_str(), assigned);
+    }
+    let targets: HashMap<String, String> = submission
+        .entries
+        .iter()
+        .map(|e| (e.full_url.clone(), format!("{}/{}", e.resource_type, ids[e.full_url.as_str()].0)))
+        .collect();
+
+    let mut seen = std::collections::HashSet::new();
+    submission
+        .entries
+        .iter()
+        .filter_map(|e| {
+            let (id, prior_version) = ids[e.full_url.as_str()].clone();
+            // A duplicate of a shared resource within one submission: the last one wins.
+            let later_duplicate = submission.entries.iter().rev().find(|x| x.resource_type == e.resource_type && ids[x.full_url.as_str()].0 == id);
+            if later_duplicate.is_some_and(|x| x.full_url != e.full_url) || !seen.insert((e.resource_type.clone(), id.clone())) {
+                return None;
+            }
+            let version_id = prior_version.map_or(1, |v| v + 1);
+            let mut content = e.resource.clone();
+            rewrite_references(&mut content, &targets);
+            stamp(&mut content, &id, version_id, last_updated);
+            let index = index_entries(&content);
+            Some(PlannedWrite {
+                resource_type: e.resource_type.clone(),
+                id,
+                version_id,
+                replaces: prior_version.is_some(),
+                content,
+                index,
+                identity: if prior_version.is_none() { e.match_identifier.clone() } else { None },
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intake::{SubmissionEntry, SubmissionKey};
+    use serde_json::json;
+
+    fn entry(url: &str, rt: &str, resource: Value, m: Option<(&str, &str)>) -> SubmissionEntry {
+        SubmissionEntry {
+            full_url: url.into(),
+            resource_type: rt.into(),
+            resource,
+            match_identifier: m.map(|(a, b)| (a.into(), b.into())),
+        }
+    }
+
+    fn submission() -> ReferralSubmission {
+        ReferralSubmission {
+            key: SubmissionKey { namespace: "n".into(), value: "k".into() },
+            content_hash: "h".into(),
+            entries: vec![
+                entry("urn:uuid:p", "Patient", json!({"resourceType": "Patient"}), Some(("nhs", "1"))),
+                entry("urn:uuid:o", "Organization", json!({"resourceType": "Organization"}), Some(("ods", "A"))),
+                entry("urn:uuid:s", "ServiceRequest", json!({"resourceType": "ServiceRequest", "subject": {"reference": "urn:uuid:p"}, "performer": [{"reference": "urn:uuid:o"}]}), None),
+            ],
+            focus: "urn:uuid:s".into(),
+        }
+    }
+
+    #[test]
+    fn new_resources_get_fresh_ids_and_references_point_at_them() {
+        let writes = plan_writes(&submission(), &HashMap::new(), "focus-1", "2026-01-01T00:00:00.000000Z");
+        assert_eq!(writes.len(), 3);
+        let sr = writes.iter().find(|w| w.resource_type == "ServiceRequest").unwrap();
+        let patient = writes.iter().find(|w| w.resource_type == "Patient").unwrap();
+        assert_eq!(sr.id, "focus-1");
+        assert_eq!(sr.content["subject"]["reference"], format!("Patient/{}", patient.id));
+        assert_eq!(sr.content["meta"]["versionId"], "1");
+        assert_eq!(patient.identity, Some(("nhs".into(), "1".into())));
+        assert!(!patient.replaces);
+    }
+
+    #[test]
+    fn matched_resources_are_updated_in_place() {
+        let existing = HashMap::from([("urn:uuid:p".to_string(), Existing { id: "old".into(), version_id: 3 })]);
+        let writes = plan_writes(&submission(), &existing, "f", "t");
+        let patient = writes.iter().find(|w| w.resource_type == "Patient").unwrap();
+        assert_eq!((patient.id.as_str(), patient.version_id, patient.replaces), ("old", 4, true));
+        assert_eq!(patient.identity, None, "an existing identity is not registered again");
+        let sr = writes.iter().find(|w| w.resource_type == "ServiceRequest").unwrap();
+        assert_eq!(sr.content["subject"]["reference"], "Patient/old");
+    }
+
+    #[test]
+    fn duplicates_within_a_submission_become_one_resource() {
+        let mut s = submission();
+        s.entries.insert(1, entry("urn:uuid:p2", "Patient", json!({"resourceType": "Patient", "gender": "female"}), Some(("nhs", "1"))));
+        let writes = plan_writes(&s, &HashMap::new(), "f", "t");
+        let patients: Vec<_> = writes.iter().filter(|w| w.resource_type == "Patient").collect();
+        assert_eq!(patients.len(), 1);
+        assert_eq!(patients[0].content["gender"], "female", "the last duplicate wins");
+    }
+}

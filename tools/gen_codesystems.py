@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""Writes the gateway's own CodeSystems and their ValueSets into profiles/.
+
+The code lists are authored here, once, as data; the JSON files in profiles/ are what integrators
+and the gateway read. Re-run after editing a list:  python3 tools/gen_codesystems.py
+A Rust test checks that the practice JSON Schemas' enums match these CodeSystems exactly.
+Sources for each list are cited from ../shared/domain/brief.md.
+"""
+import json
+import pathlib
+
+BASE = "https://fhir.work-health-gateway.org"
+OUT = pathlib.Path(__file__).resolve().parent.parent / "profiles"
+
+ABSENT = [
+    ("prefer-not-to-say", "Prefer not to say", "The person was asked and chose not to answer."),
+    ("not-recorded", "Not recorded", "The sender holds no answer: the question was not asked or not recorded."),
+]
+
+SYSTEMS = {
+    "referral-route": (
+        "Referral route",
+        "Who or what sent the person to the service. Separate from the channel the referral arrived by. "
+        "From the Sheffield WHS route table (brief 1.1) and WorkWell's planned routes (brief 1.3).",
+        [
+            ("gp", "GP", "Referred by a general practitioner."),
+            ("other-primary-care", "Other primary-care clinician", "Practice nurse, physiotherapist, occupational therapist, pharmacist or other clinician working in general practice."),
+            ("talking-therapies", "Talking Therapies", "NHS Talking Therapies (formerly IAPT) worker."),
+            ("secondary-care", "Secondary care", "Specialist or hospital service (e.g. stroke pathway, cancer nurse specialist, long COVID clinic)."),
+            ("voluntary-sector", "Voluntary sector", "Voluntary, community or social enterprise organisation, social prescriber or link worker."),
+            ("employer", "Employer", "The person's employer, manager or HR."),
+            ("self-referral", "Self-referral", "The person referred themselves."),
+            ("other", "Other", "Any other source; describe it in routeDetail."),
+        ],
+    ),
+    "referrer-profession": (
+        "Referrer profession",
+        "Profession of the person making a referral (brief 1.1, 9). Professional registers: GMC for GPs, NMC for nurses, HCPC for physiotherapists and occupational therapists, GPhC for pharmacists.",
+        [
+            ("gp", "General practitioner", ""),
+            ("practice-nurse", "Practice nurse", ""),
+            ("physiotherapist", "Physiotherapist", ""),
+            ("occupational-therapist", "Occupational therapist", ""),
+            ("pharmacist", "Pharmacist", ""),
+            ("talking-therapies-worker", "Talking Therapies worker", ""),
+            ("mental-health-worker", "Mental health worker", ""),
+            ("social-prescriber", "Social prescriber or link worker", ""),
+            ("other", "Other", ""),
+        ],
+    ),
+    "employment-status": (
+        "Employment status",
+        "Employment status at referral, after the Sheffield WHS CRM vocabulary (brief 2.1). Separates employed and at work "
+        "from employed but off sick, and work-related ill health from other ill health.",
+        [
+            ("employed-at-work", "Employed, at work", "In work (not off sick)."),
+            ("self-employed", "Self-employed", "In work (not off sick)."),
+            ("off-sick", "Off sick", "Employed but off sick; ill health not caused by work."),
+            ("off-sick-work-related", "Off sick with work-related ill health", "Employed but off sick with ill health caused or made worse by work."),
+            ("furloughed", "Furloughed", "In work (not off sick)."),
+            ("employed-carer", "Employed and a carer", "In work (not off sick)."),
+            ("employed-parent", "Employed and a parent", "In work (not off sick)."),
+            ("unemployed", "Unemployed", ""),
+            ("unemployed-health", "Unemployed because of ill health", ""),
+            ("retired-age", "Retired (age or early)", ""),
+            ("retired-health", "Retired (ill health)", ""),
+            ("student", "Student", ""),
+            ("carer", "Carer", ""),
+            ("parenting", "Parenting", ""),
+            ("other", "Other", ""),
+        ] + ABSENT,
+    ),
+    "employer-size-band": (
+        "Employer size band",
+        "Number of employees of the person's employer, in the bands the WHS evaluators recommend (brief 2.2).",
+        [
+            ("1-9", "1 to 9 employees", "Micro business."),
+            ("10-49", "10 to 49 employees", "Small business."),
+            ("50-249", "50 to 249 employees", "Medium business."),
+            ("250+", "250 or more employees", "Large employer."),
+            ("not-known", "Not known", "The person does not know."),
+        ] + ABSENT,
+    ),
+    "employment-sector": (
+        "Employment sector",
+        "Sector of the person's most recent job, after the WHS CRM (brief 2.1, Table 5).",
+        [
+            ("health", "Health", ""),
+            ("education", "Education", ""),
+            ("retail-wholesale", "Retailing and wholesaling", ""),
+            ("other-services", "Other services", ""),
+            ("public-administration-defence", "Public administration and defence", ""),
+            ("transport-communications", "Transport and communications", ""),
+            ("business-services", "Business services", ""),
+            ("manufacturing-metals", "Manufacturing of metals", ""),
+            ("manufacturing-other", "Other manufacturing", ""),
+            ("construction", "Construction", ""),
+            ("hotels-catering", "Hotels and catering", ""),
+            ("banking-insurance", "Banking and insurance", ""),
+            ("defence-security", "Defence and security", ""),
+            ("energy-water", "Energy and water", ""),
+            ("agriculture-fishing-forestry", "Agriculture, fishing and forestry", ""),
+            ("utilities", "Utilities", ""),
+            ("arts-entertainment", "Arts and entertainment", ""),
+            ("information-communication", "Information and communication", ""),
+            ("mining-quarrying", "Mining and quarrying", ""),
+            ("other", "Other", ""),
+        ] + ABSENT,
+    ),
+    "contract-type": (
+        "Contract type",
+        "Nature of the person's employment contract; precarious and temporary work is a target group (brief 2.2).",
+        [
+            ("permanent", "Permanent", ""),
+            ("fixed-term", "Fixed-term", ""),
+            ("temporary-agency", "Temporary or agency", ""),
+            ("zero-hours", "Zero-hours", ""),
+            ("casual", "Casual or bank", ""),
+            ("apprenticeship", "Apprenticeship", ""),
+            ("self-employed", "Self-employed or contractor", ""),
+            ("other", "Other", ""),
+        ] + ABSENT,
+    ),
+    "occupational-health-access": (
+        "Occupational health access",
+        "Whether the person's employer provides occupational health (brief 2.4).",
+        [
+            ("yes", "Employer provides occupational health", ""),
+            ("no", "Employer does not provide occupational health", ""),
+            ("not-known", "Not known", "The person does not know."),
+        ] + ABSENT,
+    ),
+    "health-condition-category": (
+        "Health condition category",
+        "Broad category of a health condition, from the WHS CRM (brief 2.1, Table 6) and the WorkWell survey (brief 2.4). "
+        "Used when no SNOMED CT code is available, and alongside one for reporting.",
+        [
+            ("psychological", "Psychological / mental health", ""),
+            ("musculoskeletal", "Muscles, joints or repetitive strain", ""),
+            ("back", "Back", ""),
+            ("nervous-system", "Brain, nerves or nervous system", ""),
+            ("heart-circulation", "Heart or circulation", ""),
+            ("injury", "Injury", ""),
+            ("asthma", "Asthma", ""),
+            ("chest", "Chest or breathing", ""),
+            ("reproductive", "Reproductive or women's health (including menopause)", ""),
+            ("skin", "Skin", ""),
+            ("digestive", "Gut, stomach or digestive", ""),
+            ("chronic-pain", "Chronic pain", ""),
+            ("vibration-syndrome", "Vibration syndrome", ""),
+            ("bladder-kidney", "Bladder or kidneys", ""),
+            ("eyes", "Eyes", ""),
+            ("nose-throat", "Nose or throat", ""),
+            ("cognitive", "Cognitive", ""),
+            ("autoimmune", "Auto-immune or immune system", ""),
+            ("hormone-gland", "Hormone or gland (including diabetes)", ""),
+            ("neurodiversity", "Neurodiversity", ""),
+            ("physical-disability", "Physical disability", ""),
+            ("sensory-impairment", "Sensory impairment", ""),
+            ("learning-disability", "Learning disability", ""),
+            ("cancer", "Cancer", ""),
+            ("long-covid", "Long COVID", ""),
+            ("other", "Other", ""),
+        ],
+    ),
+    "workplace-exposure": (
+        "Workplace exposure issue",
+        "Issues experienced at work ('exposure issues') from the WHS CRM (brief 2.1, Table 7).",
+        [
+            ("stress", "Stress", ""),
+            ("job-design", "Job design", ""),
+            ("lifting", "Lifting", ""),
+            ("noise", "Noise", ""),
+            ("hours", "Hours", ""),
+            ("accidents", "Accidents", ""),
+            ("dust", "Dust", ""),
+            ("chemicals", "Chemicals", ""),
+            ("conflict-bullying", "Conflict or bullying", ""),
+            ("fumes", "Fumes", ""),
+            ("display-screens", "Display screen equipment (VDUs)", ""),
+            ("vibration", "Vibration", ""),
+            ("environment", "Working environment", ""),
+            ("infections", "Infections", ""),
+            ("solvents-oil", "Solvents or oil", ""),
+            ("asbestos", "Asbestos", ""),
+            ("radiation", "Radiation", ""),
+            ("other", "Other", ""),
+        ],
+    ),
+    "recorded-list-status": (
+        "Recorded list status",
+        "Whether a list of facts (health conditions, workplace exposures) was recorded, so that an empty list is never ambiguous (brief 2.2).",
+        [
+            ("recorded", "Recorded", "One or more items follow."),
+            ("none", "None", "The person has none."),
+        ] + ABSENT,
+    ),
+    "support-need": (
+        "Support need",
+        "What the person wants help with (brief 2, 5).",
+        [
+            ("stay-in-work", "Staying in work", ""),
+            ("return-to-work", "Returning to work after sickness absence", ""),
+            ("workplace-adjustments", "Workplace adjustments", ""),
+            ("talking-to-employer", "Talking to my employer", ""),
+            ("employment-rights", "Employment rights", ""),
+            ("managing-health-at-work", "Managing my health at work", ""),
+            ("return-to-work-plan", "A return-to-work plan", ""),
+            ("job-change", "Changing job or career", ""),
+            ("finances-benefits", "Finances and benefits advice", ""),
+            ("confidence-wellbeing", "Confidence and wellbeing", ""),
+            ("other", "Other", ""),
+        ],
+    ),
+    "sex": (
+        "Sex or gender as recorded",
+        "Sex or gender as the practice records it, with explicit absent answers (brief 2.2, 8).",
+        [
+            ("female", "Female", ""),
+            ("male", "Male", ""),
+            ("other", "Other", "Including non-binary."),
+        ] + ABSENT,
+    ),
+    "preferred-contact-method": (
+        "Preferred contact method",
+        "How the person prefers to be contacted; mapped to UK Core PreferredContactMethod (1 Letter, 3 Telephone, 4 E-mail, 9 SMS) on output.",
+        [
+            ("phone", "Telephone", ""),
+            ("sms", "SMS", ""),
+            ("email", "E-mail", ""),
+            ("letter", "Letter", ""),
+            ("no-preference", "No preference", ""),
+        ] + ABSENT[1:],
+    ),
+    "observation-type": (
+        "Work-and-health observation type",
+        "Codes for the employment facts the gateway records as Observations. Local codes: no SNOMED CT or LOINC concept was verified for these; LOINC 11341-5 (History of Occupation) is used for the occupation Observation itself.",
+        [
+            ("employment-status", "Employment status", ""),
+            ("employer-name", "Employer name", ""),
+            ("employer-size", "Employer size band", ""),
+            ("employment-sector", "Employment sector", ""),
+            ("hours-per-week", "Hours worked per week", ""),
+            ("contract-type", "Contract type", ""),
+            ("occupational-health-access", "Employer provides occupational health", ""),
+            ("sickness-absence-start", "Date current sickness absence started", ""),
+            ("workplace-exposure", "Workplace exposure issue", ""),
+            ("health-conditions", "Health conditions (when none or not given)", ""),
+        ],
+    ),
+    "service-type": (
+        "Work-and-health service type",
+        "The kind of service a referral asks for.",
+        [
+            ("work-and-health-support", "Work and health support", "Advice and support to stay in or return to work with a health condition."),
+        ],
+    ),
+}
+
+
+def codesystem(name, title, description, concepts):
+    return {
+        "resourceType": "CodeSystem",
+        "id": name,
+        "url": f"{BASE}/CodeSystem/{name}",
+        "version": "0.1.0",
+        "name": "".join(w.capitalize() for w in name.split("-")),
+        "title": title,
+        "status": "draft",
+        "experimental": False,
+        "publisher": "Work and Health Gateway project",
+        "description": description,
+        "caseSensitive": True,
+        "valueSet": f"{BASE}/ValueSet/{name}",
+        "content": "complete",
+        "count": len(concepts),
+        "concept": [
+            {k: v for k, v in (("code", c), ("display", d), ("definition", defn)) if v}
+            for c, d, defn in concepts
+        ],
+    }
+
+
+def valueset(name, title):
+    return {
+        "resourceType": "ValueSet",
+        "id": name,
+        "url": f"{BASE}/ValueSet/{name}",
+        "version": "0.1.0",
+        "name": "".join(w.capitalize() for w in name.split("-")),
+        "title": title,
+        "status": "draft",
+        "experimental": False,
+        "publisher": "Work and Health Gateway project",
+        "description": f"All codes of the {title} code system.",
+        "compose": {"include": [{"system": f"{BASE}/CodeSystem/{name}"}]},
+    }
+
+
+def main():
+    OUT.mkdir(exist_ok=True)
+    for name, (title, description, concepts) in SYSTEMS.items():
+        for kind, doc in (("CodeSystem", codesystem(name, title, description, concepts)), ("ValueSet", valueset(name, title))):
+            (OUT / f"{kind}-{name}.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    print(f"wrote {2 * len(SYSTEMS)} files to {OUT}")
+    # The schemas' code enums are generated from the same lists, so the two cannot drift.
+    for schema_path in sorted(OUT.glob("*.schema.json")):
+        schema = json.loads(schema_path.read_text())
+        defs = schema.setdefault("$defs", {})
+        for name in sorted(used_code_refs(schema)):
+            title, _, concepts = SYSTEMS[name]
+            defs[name] = {
+                "description": f"{title}: a code from {BASE}/CodeSystem/{name}",
+                "enum": [c for c, _, _ in concepts],
+            }
+        schema_path.write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n")
+        print(f"updated code enums in {schema_path.name}")
+
+
+def used_code_refs(node):
+    """Names of code systems a schema refers to as #/$defs/<name>."""
+    found = set()
+    if isinstance(node, dict):
+        ref = node.get("$ref", "")
+        if ref.startswith("#/$defs/") and ref[8:] in SYSTEMS:
+            found.add(ref[8:])
+        for v in node.values():
+            found |= used_code_refs(v)
+    elif isinstance(node, list):
+        for v in node:
+            found |= used_code_refs(v)
+    return found
+
+
+if __name__ == "__main__":
+    main()
