@@ -195,11 +195,11 @@ impl<'a> Message<'a> {
         let sr = self.entries[i].1;
         match sr.get("status").and_then(Value::as_str) {
             Some("active") => {}
-            other => self.issues.error(IssueType::BusinessRule, at(i, "status"), format!("a new referral must have status 'active', not {other:?}")),
+            other => self.issues.error(IssueType::BusinessRule, at(i, "status"), format!("a new referral must have status 'active', not '{}'", other.unwrap_or("(missing)"))),
         }
         match sr.get("intent").and_then(Value::as_str) {
             Some("plan" | "order" | "proposal") => {}
-            other => self.issues.error(IssueType::Value, at(i, "intent"), format!("intent {other:?} is not a referral intent (plan, order or proposal)")),
+            other => self.issues.error(IssueType::Value, at(i, "intent"), format!("intent '{}' is not a referral intent (plan, order or proposal)", other.unwrap_or("(missing)"))),
         }
         match self.resolve(sr.get("subject")) {
             Some((_, p)) if resource_type(p) == Some("Patient") => {}
@@ -327,7 +327,9 @@ impl<'a> Message<'a> {
                 }
             }
             None => {
-                let url = format!("urn:uuid:{}", Uuid::new_v4());
+                // Name-based, so the same message always normalises to the same transaction.
+                let name = format!("{}/{}/service", key.namespace, key.value);
+                let url = format!("urn:uuid:{}", Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes()));
                 let mut org = json!({ "resourceType": "Organization", "identifier": [service_id], "name": service.name });
                 claim_profile(&mut org, profile::ORGANIZATION);
                 entries.push(SubmissionEntry { full_url: url.clone(), resource_type: "Organization".into(), match_identifier: None, resource: org });

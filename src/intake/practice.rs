@@ -224,14 +224,17 @@ fn business_rules(v: &Value, ctx: &IntakeContext, issues: &mut Issues) {
         }
     }
 
-    let birth = date_at(v, "patient.birthDate");
+    let mut birth = date_at(v, "patient.birthDate");
     if let Some(b) = birth {
         let on = authored.map(|t| t.date_naive()).unwrap_or(ctx.now.date_naive());
         if b > ctx.now.date_naive() {
+            // A wrong birth date is reported once, not again through every rule that uses it.
+            birth = None;
             rules.error(IssueType::Value, "patient.birthDate", "patient.birthDate is in the future");
         } else {
             let age = age_on(b, on);
             if !(MIN_AGE_YEARS..=MAX_AGE_YEARS).contains(&age) {
+                birth = None;
                 rules.error(IssueType::Value, "patient.birthDate", format!("patient.birthDate gives an age of {age} at referral; a work-and-health referral needs an age from {MIN_AGE_YEARS} to {MAX_AGE_YEARS}: check the date"));
             }
         }

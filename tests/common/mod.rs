@@ -1,0 +1,171 @@
+//! Test harness: runs the real `whg` binary on a random loopback port with a real SQLite file,
+//! and talks to it over HTTP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub const WHG: &str = env!("CARGO_BIN_EXE_whg");
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with("")
+    }
+
+    /// Starts the gateway with `extra_config` (TOML) merged over the defaults.
+    pub fn start_with(extra_config: &str) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("test.toml");
+        std::fs::write(&config, extra_config).unwrap();
+        let db = format!("sqlite://{}", dir.path().join("whg.db").display());
+        let mut child = Command::new(WHG)
+            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db, "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start whg");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("whg listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let stderr_buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr_buf.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let base = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+            panic!("whg did not start: {}", stderr_buf.lock().unwrap())
+        });
+        Server { child, base, dir, client: reqwest::Client::new(), stderr: stderr_buf }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Everything the server has logged so far.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+        self.post_raw(path, "application/fhir+json", serde_json::to_vec(body).unwrap()).await
+    }
+
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, reqwest::header::HeaderMap, Value) {
+        let r = self.client.post(self.url(path)).header("content-type", content_type).body(body).send().await.expect("request");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        (status, headers, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.client.get(self.url(path)).send().await.expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Follows a `reference` like `Patient/123` and returns the resource.
+    pub async fn resolve(&self, reference: &str) -> Value {
+        let (status, body) = self.get(&format!("/fhir/{reference}")).await;
+        assert_eq!(status, 200, "GET {reference}");
+        body
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Fixture files (not `.expected.json`) in a fixtures subdirectory, sorted.
+pub fn fixtures(sub: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("fixtures").join(sub))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json") && !p.to_string_lossy().ends_with(".expected.json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures in {sub}");
+    files
+}
+
+pub fn expected_path(fixture: &Path) -> PathBuf {
+    fixture.with_extension("expected.json")
+}
+
+/// `(expression, code)` of every issue in an OperationOutcome, sorted.
+pub fn issue_keys(outcome: &Value) -> Vec<(String, String)> {
+    let mut keys: Vec<(String, String)> = outcome["issue"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not an OperationOutcome: {outcome}"))
+        .iter()
+        .map(|i| (i["expression"][0].as_str().unwrap_or("").to_string(), i["code"].as_str().unwrap().to_string()))
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Python with the independent FHIR implementation installed (scripts/test.sh provides it).
+pub fn python() -> String {
+    if let Ok(p) = std::env::var("WHG_PYTHON") {
+        return p;
+    }
+    let ok = Command::new("python3").args(["-c", "import fhir.resources"]).status().is_ok_and(|s| s.success());
+    assert!(ok, "the independent FHIR check needs fhir.resources: run the tests with scripts/test.sh");
+    "python3".into()
+}
+
+/// Checks resources with the independent FHIR implementation; panics listing every problem.
+pub fn check_with_independent_fhir(resources: &[Value]) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("resources.json");
+    std::fs::write(&file, serde_json::to_vec(resources).unwrap()).unwrap();
+    let out = Command::new(python()).arg(root().join("tools/check_fhir.py")).arg(&file).output().expect("run check_fhir.py");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "independent FHIR check failed:\n{text}");
+    assert!(text.contains(&format!("checked {} resources: 0 problems", resources.len())), "{text}");
+}

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Authors the BaRS referral message fixtures in fixtures/messages/.
+
+The messages follow the BaRS servicerequest-request shape (MessageHeader first, focus the
+ServiceRequest, Patient and the rest in the Bundle; ../shared/domain/standards.md section 2.2).
+Two of them use the older forms seen in the official BaRS examples (the retired STU1 NHS number
+verification code system and the lower-case '/id/' ODS system), which the gateway must accept and
+normalise. Synthetic people; NHS numbers from the 999 test range.
+
+Run:  python3 tools/gen_message_fixtures.py
+then: UPDATE_EXPECTED=1 cargo test --test fixtures   (rewrites *.expected.json for valid messages)
+"""
+import copy
+import json
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "messages"
+ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
+ODS_LOWER = "https://fhir.nhs.uk/id/ods-organization-code"
+NHS = "https://fhir.nhs.uk/Id/nhs-number"
+VER_EXT = "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-NHSNumberVerificationStatus"
+VER_ENGLAND = "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland"
+VER_RETIRED = "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatus"
+SHEFFIELD_WHS = "https://fhir.nhs.uk/Id/dos-service-id|2000100001"
+WORKWELL_ST = "https://fhir.nhs.uk/Id/dos-service-id|2000100002"
+
+
+def uuid(n):
+    return f"urn:uuid:00000000-0000-4000-8000-{n:012d}"
+
+
+def message(bundle_id, sr_identifier, nhs, destination=SHEFFIELD_WHS, ods_system=ODS, verification=(VER_ENGLAND, "01", "Number present and verified")):
+    entries = [
+        {"fullUrl": uuid(1), "resource": {
+            "resourceType": "MessageHeader",
+            "meta": {"lastUpdated": "2026-05-05T10:00:00+00:00"},
+            "eventCoding": {"system": "https://fhir.nhs.uk/CodeSystem/message-events-bars", "code": "servicerequest-request", "display": "Referral Request"},
+            "destination": [{"endpoint": destination, "receiver": {"reference": uuid(3)}}],
+            "sender": {"reference": uuid(2)},
+            "source": {"name": "GP clinical system (synthetic)", "software": "SyntheticGP", "version": "4.2", "endpoint": "https://fhir.nhs.uk/Id/dos-service-id|1000000042"},
+            "reason": {"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/message-reason-bars", "code": "new"}]},
+            "focus": [{"reference": uuid(5)}],
+            "definition": "https://fhir.nhs.uk/MessageDefinition/bars-message-servicerequest-request-referral",
+        }},
+        {"fullUrl": uuid(2), "resource": {
+            "resourceType": "Organization", "meta": {"lastUpdated": "2026-05-05T10:00:00+00:00"},
+            "identifier": [{"system": ods_system, "value": "C88902"}], "name": "Valley Road Surgery (synthetic)",
+        }},
+        {"fullUrl": uuid(3), "resource": {
+            "resourceType": "Organization", "meta": {"lastUpdated": "2026-05-05T10:00:00+00:00"},
+            "name": "Work and health service (as named by the sender)",
+        }},
+        {"fullUrl": uuid(4), "resource": {
+            "resourceType": "Patient", "meta": {"lastUpdated": "2026-05-05T10:00:00+00:00"},
+            "identifier": [{
+                "extension": [{"url": VER_EXT, "valueCodeableConcept": {"coding": [{"system": verification[0], "code": verification[1], "display": verification[2]}]}}],
+                "system": NHS, "value": nhs,
+            }],
+            "name": [{"use": "official", "family": "Kowalczyk", "given": ["Anna"]}],
+            "gender": "female", "birthDate": "1984-07-19",
+            "address": [{"use": "home", "postalCode": "S7 2LE"}],
+            "telecom": [{"system": "phone", "value": "07700 900765", "use": "mobile"}],
+            "generalPractitioner": [{"identifier": {"system": ods_system, "value": "C88902"}}],
+        }},
+        {"fullUrl": uuid(5), "resource": {
+            "resourceType": "ServiceRequest", "meta": {"lastUpdated": "2026-05-05T10:00:00+00:00"},
+            "identifier": [{"system": "https://fhir.nhs.uk/Id/C88902/referral", "value": sr_identifier}],
+            "basedOn": [{"reference": uuid(7)}],
+            "status": "active", "intent": "plan",
+            "category": [{"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/message-category-servicerequest", "code": "referral", "display": "Referral"}]}],
+            "priority": "routine",
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "3457005", "display": "Patient referral"}]},
+            "subject": {"reference": uuid(4)},
+            "encounter": {"reference": uuid(6)},
+            "authoredOn": "2026-05-05T09:55:00+00:00",
+            "requester": {"reference": uuid(9)},
+            "performer": [{"reference": uuid(3)}],
+            "reasonReference": [{"reference": uuid(10)}],
+            "supportingInfo": [{"reference": uuid(11)}],
+            "note": [{"text": "Off sick six weeks with anxiety; would like help talking to her employer."}],
+        }},
+        {"fullUrl": uuid(6), "resource": {
+            "resourceType": "Encounter", "meta": {"lastUpdated": "2026-05-05T10:00:00+00:00"},
+            "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB", "display": "ambulatory"},
+            "subject": {"reference": uuid(4)},
+            "period": {"start": "2026-05-05T09:40:00+00:00", "end": "2026-05-05T09:55:00+00:00"},
+        }},
+        {"fullUrl": uuid(7), "resource": {
+            "resourceType": "CarePlan", "meta": {"lastUpdated": "2026-05-05T10:00:00+00:00"},
+            "status": "active", "intent": "plan", "subject": {"reference": uuid(4)},
+            "description": "Refer to work and health service; review fit note in four weeks.",
+        }},
+        {"fullUrl": uuid(8), "resource": {
+            "resourceType": "Practitioner", "meta": {"lastUpdated": "2026-05-05T10:00:00+00:00"},
+            "identifier": [{"system": "https://fhir.hl7.org.uk/Id/gmc-number", "value": "6234567"}],
+            "name": [{"family": "Singh", "given": ["Ravi"], "prefix": ["Dr"]}],
+        }},
+        {"fullUrl": uuid(9), "resource": {
+            "resourceType": "PractitionerRole", "meta": {"lastUpdated": "2026-05-05T10:00:00+00:00"},
+            "practitioner": {"reference": uuid(8)}, "organization": {"reference": uuid(2)},
+        }},
+        {"fullUrl": uuid(10), "resource": {
+            "resourceType": "Condition", "meta": {"lastUpdated": "2026-05-05T10:00:00+00:00"},
+            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "197480006", "display": "Anxiety disorder"}]},
+            "subject": {"reference": uuid(4)},
+        }},
+        {"fullUrl": uuid(11), "resource": {
+            "resourceType": "Consent", "meta": {"lastUpdated": "2026-05-05T10:00:00+00:00"},
+            "status": "active",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "https://fhir.nhs.uk/CodeSystem/consent-categories-bars", "code": "DRC", "display": "Direct Care"}]}],
+            "patient": {"reference": uuid(4)},
+            "dateTime": "2026-05-05T09:50:00+00:00",
+            "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMPLIED"}]},
+        }},
+    ]
+    return {
+        "resourceType": "Bundle", "id": bundle_id,
+        "meta": {"profile": ["https://fhir.nhs.uk/StructureDefinition/BARSBundleMessage"], "lastUpdated": "2026-05-05T10:00:00+00:00"},
+        "type": "message", "timestamp": "2026-05-05T10:00:00+00:00",
+        "entry": entries,
+    }
+
+
+def without(bundle, resource_type):
+    b = copy.deepcopy(bundle)
+    b["entry"] = [e for e in b["entry"] if e["resource"]["resourceType"] != resource_type]
+    return b
+
+
+def edit(bundle, resource_type, fn):
+    b = copy.deepcopy(bundle)
+    for e in b["entry"]:
+        if e["resource"]["resourceType"] == resource_type:
+            fn(e["resource"])
+    return b
+
+
+BASE = message("9f0d7a1e-2b3c-4d5e-8f90-a1b2c3d4e5f6", "REF-BARS-0001", "9999831397")
+
+VALID = {
+    "01-bars-referral-current-forms": BASE,
+    "02-bars-referral-retired-verification-and-lowercase-ods": message(
+        "1a2b3c4d-5e6f-4a1b-9c2d-3e4f5a6b7c8d", "REF-BARS-0002", "9990378142",
+        ods_system=ODS_LOWER, verification=(VER_RETIRED, "number-present-and-verified", "Number present and verified"),
+    ),
+    "03-bars-referral-to-workwell-minimal": without(without(without(
+        edit(message("2b3c4d5e-6f7a-4b2c-8d3e-4f5a6b7c8d9e", "REF-BARS-0003", "9991134409", destination=WORKWELL_ST),
+             "ServiceRequest", lambda r: (r.pop("reasonReference"), r.pop("supportingInfo"), r.pop("encounter"), r.pop("basedOn"))),
+        "Condition"), "Consent"), "Encounter"),
+}
+VALID["03-bars-referral-to-workwell-minimal"] = without(VALID["03-bars-referral-to-workwell-minimal"], "CarePlan")
+
+INVALID = {
+    "01-not-a-message": (edit(BASE, "Bundle", lambda r: None) | {"type": "collection"}, 422, [("Bundle.type", "value")]),
+    "02-booking-request-event": (edit(BASE, "MessageHeader", lambda r: r["eventCoding"].update(code="booking-request")), 422,
+                                 [("Bundle.entry[0].resource.eventCoding.code", "not-supported")]),
+    "03-reason-update": (edit(BASE, "MessageHeader", lambda r: r["reason"]["coding"][0].update(code="update")), 422,
+                         [("Bundle.entry[0].resource.reason", "not-supported")]),
+    "04-invalid-nhs-number": (message("3c4d5e6f-7a8b-4c3d-9e4f-5a6b7c8d9e0f", "REF-BARS-0004", "3478526985"), 422,
+                              [("Bundle.entry[3].resource.identifier[0].value", "invariant")]),
+    "05-reference-outside-message": (edit(BASE, "ServiceRequest", lambda r: r.update(requester={"reference": "PractitionerRole/abc"})), 422,
+                                     [("Bundle.entry[4].resource", "not-found")]),
+    "06-unknown-destination": (edit(BASE, "MessageHeader", lambda r: r["destination"][0].update(endpoint="https://fhir.nhs.uk/Id/dos-service-id|999")), 422,
+                               [("Bundle.entry[0].resource.destination", "not-found")]),
+    "07-not-fhir-unknown-element": (edit(BASE, "Patient", lambda r: r.update(nhsNumber="9999831397")), 400, [("", "structure")]),
+    "08-focus-not-a-service-request": (edit(BASE, "MessageHeader", lambda r: r.update(focus=[{"reference": uuid(4)}])), 422,
+                                       [("Bundle.entry[0].resource.focus", "invalid")]),
+    "09-several-problems": (edit(edit(BASE, "ServiceRequest", lambda r: r.update(status="draft", authoredOn="2099-01-01T00:00:00+00:00")),
+                                 "Patient", lambda r: r.update(birthDate="2099-01-01")), 422,
+                            [("Bundle.entry[3].resource.birthDate", "value"), ("Bundle.entry[4].resource.authoredOn", "value"), ("Bundle.entry[4].resource.status", "business-rule")]),
+}
+
+
+def write(path, doc):
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+def main():
+    valid_dir, invalid_dir = ROOT / "valid", ROOT / "invalid"
+    valid_dir.mkdir(parents=True, exist_ok=True)
+    invalid_dir.mkdir(parents=True, exist_ok=True)
+    for old in invalid_dir.glob("*.json"):
+        old.unlink()
+    for name, doc in VALID.items():
+        write(valid_dir / f"{name}.json", doc)
+    for name, (doc, status, issues) in INVALID.items():
+        write(invalid_dir / f"{name}.json", doc)
+        write(invalid_dir / f"{name}.expected.json", {"status": status, "issues": [{"expression": e, "code": c} for e, c in issues]})
+    print(f"{len(VALID)} valid and {len(INVALID)} invalid messages in {ROOT}")
+
+
+if __name__ == "__main__":
+    main()
