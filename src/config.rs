@@ -11,9 +11,15 @@ const DEFAULTS: &str = include_str!("../config/default.toml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid TOML: {source}")]
-    Parse { path: String, source: toml::de::Error },
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -77,11 +83,19 @@ pub struct ServiceConfig {
 impl Config {
     /// The embedded defaults with `file` (if any) merged over them.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut merged: toml::Table = DEFAULTS.parse().expect("embedded default config is valid TOML");
+        let mut merged: toml::Table = DEFAULTS
+            .parse()
+            .expect("embedded default config is valid TOML");
         if let Some(path) = file {
             let display = path.display().to_string();
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: display.clone(), source })?;
-            let overlay: toml::Table = text.parse().map_err(|source| ConfigError::Parse { path: display, source })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: display.clone(),
+                source,
+            })?;
+            let overlay: toml::Table = text.parse().map_err(|source| ConfigError::Parse {
+                path: display,
+                source,
+            })?;
             merge(&mut merged, overlay);
         }
         let config: Config = toml::Value::Table(merged)
@@ -100,19 +114,38 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for s in &self.services {
             if !seen.insert(&s.id) {
-                return Err(ConfigError::Invalid(format!("service id '{}' is configured twice", s.id)));
+                return Err(ConfigError::Invalid(format!(
+                    "service id '{}' is configured twice",
+                    s.id
+                )));
             }
-            if s.id.is_empty() || !s.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-                return Err(ConfigError::Invalid(format!("service id '{}' must be lower-case letters, digits and hyphens", s.id)));
+            if s.id.is_empty()
+                || !s
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "service id '{}' must be lower-case letters, digits and hyphens",
+                    s.id
+                )));
             }
             if let Some(ep) = &s.bars_endpoint {
                 if !ep.contains('|') {
-                    return Err(ConfigError::Invalid(format!("service '{}': bars_endpoint must be system|value", s.id)));
+                    return Err(ConfigError::Invalid(format!(
+                        "service '{}': bars_endpoint must be system|value",
+                        s.id
+                    )));
                 }
             }
         }
-        if self.limits.max_body_bytes == 0 || self.store.max_batch == 0 || self.store.read_connections == 0 {
-            return Err(ConfigError::Invalid("limits and store sizes must be greater than zero".into()));
+        if self.limits.max_body_bytes == 0
+            || self.store.max_batch == 0
+            || self.store.read_connections == 0
+        {
+            return Err(ConfigError::Invalid(
+                "limits and store sizes must be greater than zero".into(),
+            ));
         }
         Ok(())
     }
@@ -159,10 +192,17 @@ mod tests {
     fn file_overlays_merge_tables_and_replace_lists() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "[limits]\nmax_body_bytes = 10\n[[services]]\nid = \"only\"\nname = \"Only\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "[limits]\nmax_body_bytes = 10\n[[services]]\nid = \"only\"\nname = \"Only\"\n",
+        )
+        .unwrap();
         let c = Config::load(Some(&path)).unwrap();
         assert_eq!(c.limits.max_body_bytes, 10);
-        assert_eq!(c.limits.request_timeout_secs, 30, "untouched keys keep their defaults");
+        assert_eq!(
+            c.limits.request_timeout_secs, 30,
+            "untouched keys keep their defaults"
+        );
         assert_eq!(c.services.len(), 1);
     }
 
@@ -171,8 +211,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
-        assert!(matches!(Config::load(Some(&path)), Err(ConfigError::Invalid(_))));
-        std::fs::write(&path, "[[services]]\nid = \"a\"\nname = \"A\"\n[[services]]\nid = \"a\"\nname = \"B\"\n").unwrap();
+        assert!(matches!(
+            Config::load(Some(&path)),
+            Err(ConfigError::Invalid(_))
+        ));
+        std::fs::write(
+            &path,
+            "[[services]]\nid = \"a\"\nname = \"A\"\n[[services]]\nid = \"a\"\nname = \"B\"\n",
+        )
+        .unwrap();
         assert!(Config::load(Some(&path)).is_err());
     }
 }

@@ -12,7 +12,11 @@ use whg::fhir::{NhsErrorCode, operation_outcome};
 use whg::intake::{IntakeContext, bars, practice_referral};
 
 #[derive(Parser)]
-#[command(name = "whg", version, about = "Work and Health Gateway: FHIR R4 referrals for UK work-and-health services")]
+#[command(
+    name = "whg",
+    version,
+    about = "Work and Health Gateway: FHIR R4 referrals for UK work-and-health services"
+)]
 struct Cli {
     /// TOML file merged over the embedded defaults.
     #[arg(long, global = true, env = "WHG_CONFIG")]
@@ -57,9 +61,16 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve { listen, database_url } => serve(config, listen, database_url),
-        Command::Validate { what: ValidateWhat::Referral { file } } => validate(&config, &file, Kind::Referral),
-        Command::Validate { what: ValidateWhat::Message { file } } => validate(&config, &file, Kind::Message),
+        Command::Serve {
+            listen,
+            database_url,
+        } => serve(config, listen, database_url),
+        Command::Validate {
+            what: ValidateWhat::Referral { file },
+        } => validate(&config, &file, Kind::Referral),
+        Command::Validate {
+            what: ValidateWhat::Message { file },
+        } => validate(&config, &file, Kind::Message),
     }
 }
 
@@ -104,21 +115,31 @@ fn validate(config: &Config, file: &Path, kind: Kind) -> ExitCode {
     let value: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
         Err(e) => {
-            let issue = whg::fhir::Issue::general(whg::fhir::IssueType::Structure, format!("the file is not well-formed JSON: {e}"));
+            let issue = whg::fhir::Issue::general(
+                whg::fhir::IssueType::Structure,
+                format!("the file is not well-formed JSON: {e}"),
+            );
             return print_outcome(&[issue], NhsErrorCode::BAD_REQUEST);
         }
     };
-    let ctx = IntakeContext { now: chrono::Utc::now(), config };
+    let ctx = IntakeContext::now(config);
     let result = match kind {
-        Kind::Referral => practice_referral(&value, &ctx).map(|a| a.bundle).map_err(|i| (i, NhsErrorCode::UNPROCESSABLE_ENTITY)),
-        Kind::Message => bars::validate(&bytes, &value, &ctx).map(|s| submission_bundle(&s)).map_err(|r| match r {
-            bars::Rejection::Malformed(i) => (i, NhsErrorCode::BAD_REQUEST),
-            bars::Rejection::Invalid(i) => (i, NhsErrorCode::UNPROCESSABLE_ENTITY),
-        }),
+        Kind::Referral => practice_referral(&value, &ctx)
+            .map(|a| a.bundle)
+            .map_err(|i| (i, NhsErrorCode::UNPROCESSABLE_ENTITY)),
+        Kind::Message => bars::validate(&bytes, &value, &ctx)
+            .map(|s| submission_bundle(&s))
+            .map_err(|r| match r {
+                bars::Rejection::Malformed(i) => (i, NhsErrorCode::BAD_REQUEST),
+                bars::Rejection::Invalid(i) => (i, NhsErrorCode::UNPROCESSABLE_ENTITY),
+            }),
     };
     match result {
         Ok(bundle) => {
-            println!("{}", serde_json::to_string_pretty(&bundle).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&bundle).unwrap_or_default()
+            );
             ExitCode::SUCCESS
         }
         Err((issues, code)) => print_outcome(&issues.into_vec(), code),
@@ -126,7 +147,10 @@ fn validate(config: &Config, file: &Path, kind: Kind) -> ExitCode {
 }
 
 fn print_outcome(issues: &[whg::fhir::Issue], code: NhsErrorCode) -> ExitCode {
-    println!("{}", serde_json::to_string_pretty(&operation_outcome(issues, Some(code))).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&operation_outcome(issues, Some(code))).unwrap_or_default()
+    );
     ExitCode::from(1)
 }
 

@@ -15,9 +15,14 @@ use serde_json::Value;
 use sqlx::Connection;
 
 fn cli_validate(kind: &str, fixture: &Path) -> (i32, Value) {
-    let out = Command::new(WHG).args(["validate", kind]).arg(fixture).output().expect("run whg validate");
+    let out = Command::new(WHG)
+        .args(["validate", kind])
+        .arg(fixture)
+        .output()
+        .expect("run whg validate");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{}: output is not JSON ({e}): {stdout}", fixture.display()));
+    let json = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{}: output is not JSON ({e}): {stdout}", fixture.display()));
     (out.status.code().unwrap_or(-1), json)
 }
 
@@ -27,7 +32,12 @@ fn expected_issues(fixture: &Path) -> (u16, Vec<(String, String)>) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| (i["expression"].as_str().unwrap().to_string(), i["code"].as_str().unwrap().to_string()))
+        .map(|i| {
+            (
+                i["expression"].as_str().unwrap().to_string(),
+                i["code"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     keys.sort();
     (exp["status"].as_u64().unwrap() as u16, keys)
@@ -40,31 +50,72 @@ fn check_or_update_expected(fixture: &Path, actual: &Value) {
         return;
     }
     let expected = read_json(&path);
-    assert!(expected == *actual, "{} no longer maps to {}: run UPDATE_EXPECTED=1 cargo test --test fixtures and review the diff", fixture.display(), path.display());
+    assert!(
+        expected == *actual,
+        "{} no longer maps to {}: run UPDATE_EXPECTED=1 cargo test --test fixtures and review the diff",
+        fixture.display(),
+        path.display()
+    );
 }
 
 /// Each entry's resource parses in fhirbolt's strict mode and claims a UK Core profile.
 fn check_entries_strict(bundle: &Value, what: &Path) {
     for entry in bundle["entry"].as_array().unwrap() {
         let r = &entry["resource"];
-        whg::fhir::resource::check_strict(r).unwrap_or_else(|e| panic!("{}: {} fails strict parsing: {e}", what.display(), r["resourceType"]));
+        whg::fhir::resource::check_strict(r).unwrap_or_else(|e| {
+            panic!(
+                "{}: {} fails strict parsing: {e}",
+                what.display(),
+                r["resourceType"]
+            )
+        });
         let profile = r["meta"]["profile"][0].as_str().unwrap_or_default();
-        assert!(profile.starts_with("https://fhir.hl7.org.uk/StructureDefinition/UKCore-"), "{}: {} claims no UK Core profile", what.display(), r["resourceType"]);
+        assert!(
+            profile.starts_with("https://fhir.hl7.org.uk/StructureDefinition/UKCore-"),
+            "{}: {} claims no UK Core profile",
+            what.display(),
+            r["resourceType"]
+        );
     }
 }
 
 fn assert_outcome_is_actionable(outcome: &Value, what: &Path) {
-    assert_eq!(outcome["resourceType"], "OperationOutcome", "{}", what.display());
+    assert_eq!(
+        outcome["resourceType"],
+        "OperationOutcome",
+        "{}",
+        what.display()
+    );
     for issue in outcome["issue"].as_array().unwrap() {
         assert_eq!(issue["severity"], "error");
-        assert!(issue["diagnostics"].as_str().is_some_and(|d| d.len() > 10), "{}: issue without a usable diagnostic: {issue}", what.display());
+        assert!(
+            issue["diagnostics"].as_str().is_some_and(|d| d.len() > 10),
+            "{}: issue without a usable diagnostic: {issue}",
+            what.display()
+        );
     }
+}
+
+/// `whg validate` exits 1 with exactly the fixture's expected issues, each actionable.
+fn assert_cli_rejects_as_expected(kind: &str, fixture: &Path) {
+    let (code, outcome) = cli_validate(kind, fixture);
+    assert_eq!(code, 1, "{} should be invalid", fixture.display());
+    assert_outcome_is_actionable(&outcome, fixture);
+    assert_eq!(
+        issue_keys(&outcome),
+        expected_issues(fixture).1,
+        "{}",
+        fixture.display()
+    );
 }
 
 #[test]
 fn valid_referrals_map_to_their_expected_fhir() {
     let fixtures = fixtures("referrals/valid");
-    assert!(fixtures.len() >= 25, "issue #2 asks for at least 25 valid referrals");
+    assert!(
+        fixtures.len() >= 25,
+        "issue #2 asks for at least 25 valid referrals"
+    );
     let mut bundles = Vec::new();
     for f in &fixtures {
         let (code, bundle) = cli_validate("referral", f);
@@ -79,12 +130,12 @@ fn valid_referrals_map_to_their_expected_fhir() {
 #[test]
 fn invalid_referrals_report_every_expected_issue_and_exit_1() {
     let fixtures = fixtures("referrals/invalid");
-    assert!(fixtures.len() >= 15, "issue #2 asks for at least 15 invalid referrals");
+    assert!(
+        fixtures.len() >= 15,
+        "issue #2 asks for at least 15 invalid referrals"
+    );
     for f in &fixtures {
-        let (code, outcome) = cli_validate("referral", f);
-        assert_eq!(code, 1, "{} should be invalid", f.display());
-        assert_outcome_is_actionable(&outcome, f);
-        assert_eq!(issue_keys(&outcome), expected_issues(f).1, "{}", f.display());
+        assert_cli_rejects_as_expected("referral", f);
     }
 }
 
@@ -99,23 +150,30 @@ fn bars_messages_validate_through_the_cli() {
         check_or_update_expected(f, &bundle);
     }
     for f in &fixtures("messages/invalid") {
-        let (code, outcome) = cli_validate("message", f);
-        assert_eq!(code, 1, "{}", f.display());
-        assert_outcome_is_actionable(&outcome, f);
-        assert_eq!(issue_keys(&outcome), expected_issues(f).1, "{}", f.display());
+        assert_cli_rejects_as_expected("message", f);
     }
 }
 
 async fn stored_rows(server: &Server) -> i64 {
-    let url = format!("sqlite://{}?mode=ro", server.dir.path().join("whg.db").display());
+    let url = format!(
+        "sqlite://{}?mode=ro",
+        server.dir.path().join("whg.db").display()
+    );
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT (SELECT COUNT(*) FROM resources) + (SELECT COUNT(*) FROM submissions)").fetch_one(&mut conn).await.unwrap();
+    let n: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM resources) + (SELECT COUNT(*) FROM submissions)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
     n
 }
 
 /// Reads back a stored referral and everything it references.
 async fn read_back(server: &Server, service_request_id: &str) -> Vec<Value> {
-    let sr = server.resolve(&format!("ServiceRequest/{service_request_id}")).await;
+    let sr = server
+        .resolve(&format!("ServiceRequest/{service_request_id}"))
+        .await;
     let mut out = vec![sr.clone()];
     for r in whg::fhir::resource::references(&sr) {
         out.push(server.resolve(r).await);
@@ -135,13 +193,25 @@ async fn fixtures_over_http() {
         assert_eq!(issue_keys(&outcome), expected, "{}", f.display());
     }
     for f in fixtures("messages/invalid") {
-        let (status, _, outcome) = server.post_json("/fhir/$process-message", &read_json(&f)).await;
+        let (status, _, outcome) = server
+            .post_json("/fhir/$process-message", &read_json(&f))
+            .await;
         let (expected_status, expected) = expected_issues(&f);
         assert_eq!(status, expected_status, "{}", f.display());
         assert_eq!(issue_keys(&outcome), expected, "{}", f.display());
-        assert!(outcome["issue"][0]["details"]["coding"][0]["code"].as_str().unwrap().starts_with("REC_"), "BaRS error codes");
+        assert!(
+            outcome["issue"][0]["details"]["coding"][0]["code"]
+                .as_str()
+                .unwrap()
+                .starts_with("REC_"),
+            "BaRS error codes"
+        );
     }
-    assert_eq!(stored_rows(&server).await, 0, "rejected requests must store nothing");
+    assert_eq!(
+        stored_rows(&server).await,
+        0,
+        "rejected requests must store nothing"
+    );
 
     // Valid: stored, readable, and what was read back is valid FHIR to an independent implementation.
     let mut emitted = Vec::new();
@@ -149,8 +219,7 @@ async fn fixtures_over_http() {
         let referral = read_json(&f);
         let (status, headers, outcome) = server.post_json("/api/v1/referrals", &referral).await;
         assert_eq!(status, 201, "{}: {outcome}", f.display());
-        let location = headers["location"].to_str().unwrap().to_string();
-        let id = location.rsplit('/').next().unwrap().to_string();
+        let id = location_id(&headers);
         let resources = read_back(&server, &id).await;
         let sr = &resources[0];
         assert_eq!(sr["identifier"][0]["value"], referral["referralId"]);
@@ -158,29 +227,52 @@ async fn fixtures_over_http() {
         emitted.extend(resources);
     }
     for f in fixtures("messages/valid") {
-        let (status, headers, outcome) = server.post_json("/fhir/$process-message", &read_json(&f)).await;
+        let (status, headers, outcome) = server
+            .post_json("/fhir/$process-message", &read_json(&f))
+            .await;
         assert_eq!(status, 200, "{}: {outcome}", f.display());
-        let id = headers["location"].to_str().unwrap().rsplit('/').next().unwrap().to_string();
+        let id = location_id(&headers);
         let resources = read_back(&server, &id).await;
-        let patient = resources.iter().find(|r| r["resourceType"] == "Patient").unwrap();
+        let patient = resources
+            .iter()
+            .find(|r| r["resourceType"] == "Patient")
+            .unwrap();
         let coding = &patient["identifier"][0]["extension"][0]["valueCodeableConcept"]["coding"][0];
-        assert_eq!(coding["system"], "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland", "normalised on the way in");
+        assert_eq!(
+            coding["system"],
+            "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland",
+            "normalised on the way in"
+        );
         let text = serde_json::to_string(&resources).unwrap();
-        assert!(!text.contains("https://fhir.nhs.uk/id/ods-organization-code"), "lower-case ODS system normalised");
+        assert!(
+            !text.contains("https://fhir.nhs.uk/id/ods-organization-code"),
+            "lower-case ODS system normalised"
+        );
         emitted.extend(resources);
     }
     for r in &emitted {
-        whg::fhir::resource::check_strict(r).unwrap_or_else(|e| panic!("stored {} fails strict parsing: {e}", r["resourceType"]));
+        whg::fhir::resource::check_strict(r)
+            .unwrap_or_else(|e| panic!("stored {} fails strict parsing: {e}", r["resourceType"]));
     }
     check_with_independent_fhir(&emitted);
 
     // The person re-referred years later is one Patient with two referrals.
-    let (status, found) = server.get("/fhir/ServiceRequest?patient.identifier=https://fhir.nhs.uk/Id/nhs-number|9993403180").await;
+    let (status, found) = server
+        .get("/fhir/ServiceRequest?patient.identifier=https://fhir.nhs.uk/Id/nhs-number|9993403180")
+        .await;
     assert_eq!(status, 200);
     assert_eq!(found["total"], 2, "{found}");
-    let subjects: Vec<&str> = found["entry"].as_array().unwrap().iter().map(|e| e["resource"]["subject"]["reference"].as_str().unwrap()).collect();
+    let subjects: Vec<&str> = found["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["subject"]["reference"].as_str().unwrap())
+        .collect();
     assert_eq!(subjects[0], subjects[1]);
     let patient = server.resolve(subjects[0]).await;
-    assert_eq!(patient["meta"]["versionId"], "2", "the later referral updated the person's details");
+    assert_eq!(
+        patient["meta"]["versionId"], "2",
+        "the later referral updated the person's details"
+    );
     assert_eq!(patient["address"][0]["postalCode"], "S13 9AS");
 }

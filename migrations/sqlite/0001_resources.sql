@@ -1,12 +1,13 @@
--- Current version of every stored FHIR resource, stamped with id and meta.
+-- Current version of every stored FHIR resource, stamped with id and meta. A rowid table, not
+-- WITHOUT ROWID: rows hold whole resources (about 1 KiB), too large for a clustered index.
 CREATE TABLE resources (
     resource_type TEXT NOT NULL,
     id            TEXT NOT NULL,
     version_id    INTEGER NOT NULL,
     last_updated  TEXT NOT NULL,      -- fixed-width UTC, so text order is time order
-    content       TEXT NOT NULL,      -- the resource as JSON
-    PRIMARY KEY (resource_type, id)
-) WITHOUT ROWID;
+    content       TEXT NOT NULL       -- the resource as JSON
+);
+CREATE UNIQUE INDEX resources_by_id ON resources (resource_type, id);
 CREATE INDEX resources_by_type_updated ON resources (resource_type, last_updated);
 
 -- Earlier versions of resources that a later submission updated (e.g. a Patient's demographics).
@@ -15,9 +16,9 @@ CREATE TABLE resource_history (
     id            TEXT NOT NULL,
     version_id    INTEGER NOT NULL,
     last_updated  TEXT NOT NULL,
-    content       TEXT NOT NULL,
-    PRIMARY KEY (resource_type, id, version_id)
-) WITHOUT ROWID;
+    content       TEXT NOT NULL
+);
+CREATE UNIQUE INDEX resource_history_by_version ON resource_history (resource_type, id, version_id);
 
 -- One resource per business identifier for shared resources (Patient by NHS number,
 -- Organization by ODS code, Practitioner by registration): conditional updates resolve here.

@@ -16,8 +16,16 @@ pub struct JsonBody {
 }
 
 fn accepted_media_type(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    matches!(essence.as_str(), "application/json" | "application/fhir+json")
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        essence.as_str(),
+        "application/json" | "application/fhir+json"
+    )
 }
 
 impl<S> FromRequest<S> for JsonBody
@@ -29,24 +37,38 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let limit = AppState::from_ref(state).config.limits.max_body_bytes;
-        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("(none)").to_string();
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("(none)")
+            .to_string();
         if !accepted_media_type(&content_type) {
             return Err(ApiError::UnsupportedMediaType(content_type));
         }
-        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > limit) {
             return Err(ApiError::PayloadTooLarge(limit));
         }
-        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
-            if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
-                ApiError::PayloadTooLarge(limit)
-            } else {
-                ApiError::MalformedJson(format!("the body could not be read: {e}"))
-            }
-        })?;
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|e| {
+                if std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                {
+                    ApiError::PayloadTooLarge(limit)
+                } else {
+                    ApiError::MalformedJson(format!("the body could not be read: {e}"))
+                }
+            })?;
         // serde_json refuses nesting deeper than 128 levels, which bounds the work a hostile
         // body can cause; that error is reported like any other malformed JSON.
-        let value = serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        let value =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
         Ok(JsonBody { bytes, value })
     }
 }
@@ -58,7 +80,9 @@ mod tests {
     #[test]
     fn media_types() {
         assert!(accepted_media_type("application/fhir+json"));
-        assert!(accepted_media_type("application/fhir+json; fhirVersion=4.0"));
+        assert!(accepted_media_type(
+            "application/fhir+json; fhirVersion=4.0"
+        ));
         assert!(accepted_media_type("Application/JSON; charset=utf-8"));
         assert!(!accepted_media_type("application/xml"));
         assert!(!accepted_media_type("text/plain"));

@@ -40,33 +40,68 @@ impl ApiError {
         match self {
             UnsupportedMediaType(got) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                vec![Issue::general(IssueType::NotSupported, format!("Content-Type {got} is not accepted: send application/fhir+json or application/json"))],
+                vec![Issue::general(
+                    IssueType::NotSupported,
+                    format!(
+                        "Content-Type {got} is not accepted: send application/fhir+json or application/json"
+                    ),
+                )],
                 NhsErrorCode::UNSUPPORTED_MEDIA_TYPE,
             ),
             PayloadTooLarge(limit) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                vec![Issue::general(IssueType::TooLong, format!("the request body is larger than the {limit}-byte limit"))],
+                vec![Issue::general(
+                    IssueType::TooLong,
+                    format!("the request body is larger than the {limit}-byte limit"),
+                )],
                 NhsErrorCode::PAYLOAD_TOO_LARGE,
             ),
             MalformedJson(message) => (
                 StatusCode::BAD_REQUEST,
-                vec![Issue::general(IssueType::Structure, format!("the body is not well-formed JSON: {message}"))],
+                vec![Issue::general(
+                    IssueType::Structure,
+                    format!("the body is not well-formed JSON: {message}"),
+                )],
                 NhsErrorCode::BAD_REQUEST,
             ),
-            BadRequest(issues) => (StatusCode::BAD_REQUEST, issues.into_vec(), NhsErrorCode::BAD_REQUEST),
-            Invalid(issues) => (StatusCode::UNPROCESSABLE_ENTITY, issues.into_vec(), NhsErrorCode::UNPROCESSABLE_ENTITY),
-            NotFound(what) => (StatusCode::NOT_FOUND, vec![Issue::general(IssueType::NotFound, what)], NhsErrorCode::NOT_FOUND),
+            BadRequest(issues) => (
+                StatusCode::BAD_REQUEST,
+                issues.into_vec(),
+                NhsErrorCode::BAD_REQUEST,
+            ),
+            Invalid(issues) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                issues.into_vec(),
+                NhsErrorCode::UNPROCESSABLE_ENTITY,
+            ),
+            NotFound(what) => (
+                StatusCode::NOT_FOUND,
+                vec![Issue::general(IssueType::NotFound, what)],
+                NhsErrorCode::NOT_FOUND,
+            ),
             NotAcceptable(accept) => (
                 StatusCode::NOT_ACCEPTABLE,
-                vec![Issue::general(IssueType::NotSupported, format!("cannot answer in {accept}: this server speaks application/fhir+json"))],
+                vec![Issue::general(
+                    IssueType::NotSupported,
+                    format!("cannot answer in {accept}: this server speaks application/fhir+json"),
+                )],
                 NhsErrorCode::BAD_REQUEST,
             ),
             Timeout(secs) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                vec![Issue::general(IssueType::Transient, format!("the request took longer than {secs} s; it is safe to resend with the same referral id"))],
+                vec![Issue::general(
+                    IssueType::Transient,
+                    format!(
+                        "the request took longer than {secs} s; it is safe to resend with the same referral id"
+                    ),
+                )],
                 NhsErrorCode::SERVICE_UNAVAILABLE,
             ),
-            Store(StoreError::Conflict { namespace, key, existing_id }) => (
+            Store(StoreError::Conflict {
+                namespace,
+                key,
+                existing_id,
+            }) => (
                 StatusCode::CONFLICT,
                 vec![Issue {
                     severity: crate::fhir::Severity::Error,
@@ -82,17 +117,31 @@ impl ApiError {
                 tracing::error!(error = %e, "store unavailable");
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    vec![Issue::general(IssueType::Transient, "storage is unavailable; nothing was stored and it is safe to resend")],
+                    vec![Issue::general(
+                        IssueType::Transient,
+                        "storage is unavailable; nothing was stored and it is safe to resend",
+                    )],
                     NhsErrorCode::SERVICE_UNAVAILABLE,
                 )
             }
             Store(e) => {
                 tracing::error!(error = %e, "store error");
-                (StatusCode::INTERNAL_SERVER_ERROR, vec![Issue::general(IssueType::Exception, "internal storage error")], NhsErrorCode::SERVER_ERROR)
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    vec![Issue::general(
+                        IssueType::Exception,
+                        "internal storage error",
+                    )],
+                    NhsErrorCode::SERVER_ERROR,
+                )
             }
             Internal(message) => {
                 tracing::error!(error = %message, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, vec![Issue::general(IssueType::Exception, "internal error")], NhsErrorCode::SERVER_ERROR)
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    vec![Issue::general(IssueType::Exception, "internal error")],
+                    NhsErrorCode::SERVER_ERROR,
+                )
             }
         }
     }
@@ -108,6 +157,8 @@ impl IntoResponse for ApiError {
 /// A FHIR JSON response.
 pub fn fhir_response(status: StatusCode, body: &serde_json::Value) -> Response {
     let mut response = (status, body.to_string()).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
     response
 }

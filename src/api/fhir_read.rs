@@ -13,24 +13,38 @@ use crate::fhir::{Issue, IssueType};
 
 /// Resource types the gateway writes; others carried in BaRS messages are readable too.
 const STORED_TYPES: &[&str] = &[
-    "ServiceRequest", "Patient", "Organization", "Practitioner", "PractitionerRole", "Condition",
-    "Observation", "Consent", "Provenance", "Encounter", "CarePlan",
+    "ServiceRequest",
+    "Patient",
+    "Organization",
+    "Practitioner",
+    "PractitionerRole",
+    "Condition",
+    "Observation",
+    "Consent",
+    "Provenance",
+    "Encounter",
+    "CarePlan",
 ];
 
 fn is_resource_type_name(s: &str) -> bool {
-    s.len() <= 64 && s.starts_with(|c: char| c.is_ascii_uppercase()) && s.bytes().all(|b| b.is_ascii_alphabetic())
+    s.len() <= 64
+        && s.starts_with(|c: char| c.is_ascii_uppercase())
+        && s.bytes().all(|b| b.is_ascii_alphabetic())
 }
 
 /// `GET /fhir/{type}/{id}`
-pub async fn read(State(app): State<AppState>, Path((resource_type, id)): Path<(String, String)>) -> Result<Response, ApiError> {
+pub async fn read(
+    State(app): State<AppState>,
+    Path((resource_type, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
     if !is_resource_type_name(&resource_type) || !is_fhir_id(&id) {
-        return Err(ApiError::NotFound(format!("there is no resource at {resource_type}/{id}")));
+        return Err(ApiError::NotFound(format!(
+            "there is no resource at {resource_type}/{id}"
+        )));
     }
-    let resource = app
-        .store
-        .read(&resource_type, &id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("{resource_type}/{id} is not known to this gateway")))?;
+    let resource = app.store.read(&resource_type, &id).await?.ok_or_else(|| {
+        ApiError::NotFound(format!("{resource_type}/{id} is not known to this gateway"))
+    })?;
     let mut response = fhir_response(StatusCode::OK, &resource);
     if let Some(v) = resource.pointer("/meta/versionId").and_then(Value::as_str) {
         if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{v}\"")) {
@@ -41,20 +55,30 @@ pub async fn read(State(app): State<AppState>, Path((resource_type, id)): Path<(
 }
 
 /// `GET /fhir/{type}?…`
-pub async fn search(State(app): State<AppState>, Path(resource_type): Path<String>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+pub async fn search(
+    State(app): State<AppState>,
+    Path(resource_type): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     if supported_params(&resource_type).is_empty() {
         return Err(ApiError::BadRequest(
             Issue::general(IssueType::NotSupported, format!("search is not supported for '{resource_type}': read it by id (GET /fhir/{resource_type}/{{id}}), or see /fhir/metadata")).into(),
         ));
     }
-    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes()).into_owned().collect();
+    let pairs: Vec<(String, String)> =
+        form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
     let request = search::parse(&resource_type, &pairs).map_err(ApiError::BadRequest)?;
     let page = app.store.search(&request).await?;
 
     let base = app.config.base_url();
     let link = |offset: u32| -> String {
         let mut q = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in pairs.iter().filter(|(k, _)| k != "_count" && k != "_offset") {
+        for (k, v) in pairs
+            .iter()
+            .filter(|(k, _)| k != "_count" && k != "_offset")
+        {
             q.append_pair(k, v);
         }
         q.append_pair("_count", &request.count.to_string());
@@ -95,7 +119,10 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
             }
             let params = supported_params(t);
             if !params.is_empty() {
-                r["interaction"].as_array_mut().unwrap().push(json!({ "code": "search-type" }));
+                r["interaction"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({ "code": "search-type" }));
                 r["searchParam"] = params
                     .iter()
                     .map(|p| {
@@ -111,7 +138,12 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
             r
         })
         .collect();
-    let services: Vec<String> = app.config.services.iter().map(|s| format!("{} ({})", s.id, s.name)).collect();
+    let services: Vec<String> = app
+        .config
+        .services
+        .iter()
+        .map(|s| format!("{} ({})", s.id, s.name))
+        .collect();
     let capability = json!({
         "resourceType": "CapabilityStatement",
         "status": "active",

@@ -68,7 +68,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found(req: Request) -> ApiError {
-    ApiError::NotFound(format!("no route for {} {}", req.method(), req.uri().path()))
+    ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
 }
 
 /// Echoes a caller's `X-Correlation-ID` (BaRS keeps one per conversation).
@@ -92,10 +96,15 @@ async fn enforce_timeout(limit: Duration, req: Request, next: Next) -> Response 
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("refusing to listen in plaintext on non-loopback address {0}: set allow_plaintext_non_loopback = true to do so deliberately")]
+    #[error(
+        "refusing to listen in plaintext on non-loopback address {0}: set allow_plaintext_non_loopback = true to do so deliberately"
+    )]
     PlaintextNonLoopback(SocketAddr),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("server error: {0}")]
@@ -109,7 +118,12 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         return Err(ServeError::PlaintextNonLoopback(config.listen));
     }
     let store = crate::store::open(&config).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
     let local = listener.local_addr()?;
     let mut config = config;
     if config.base_url.is_none() {
@@ -122,7 +136,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     };
     tracing::info!(address = %local, "listening");
     println!("whg listening on http://{local}");
-    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await;
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
     tracing::info!("stopped accepting requests; finishing queued writes");
     store.close().await;
     Ok(served?)

@@ -22,13 +22,21 @@ pub fn nhs_number(input: &str) -> Result<String, NhsNumberError> {
     if d.iter().all(|x| *x == d[0]) {
         return Err(NhsNumberError::Repeated);
     }
-    let sum: u32 = d[..9].iter().zip((2..=10).rev()).map(|(digit, weight)| digit * weight).sum();
+    let sum: u32 = d[..9]
+        .iter()
+        .zip((2..=10).rev())
+        .map(|(digit, weight)| digit * weight)
+        .sum();
     let check = match 11 - (sum % 11) {
         11 => 0,
         10 => return Err(NhsNumberError::CheckDigit),
         c => c,
     };
-    if check == d[9] { Ok(digits) } else { Err(NhsNumberError::CheckDigit) }
+    if check == d[9] {
+        Ok(digits)
+    } else {
+        Err(NhsNumberError::CheckDigit)
+    }
 }
 
 /// GP practice ODS codes: one letter and five digits (e.g. `A81001`).
@@ -39,7 +47,10 @@ pub fn is_gp_practice_ods(code: &str) -> bool {
 
 /// Any ODS organisation or site code: 3 to 9 upper-case letters and digits.
 pub fn is_ods_code(code: &str) -> bool {
-    (3..=9).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    (3..=9).contains(&code.len())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
 /// Checks a registration number against its register's published format. Returns a description of
@@ -59,7 +70,11 @@ pub fn registration_number(register: &str, number: &str) -> Result<(), &'static 
                 && b[7].is_ascii_uppercase()
         }
         // HCPC: 2-letter profession prefix then up to 6 digits (e.g. PH123456, OT12345).
-        "hcpc" => (4..=8).contains(&b.len()) && b[..2].iter().all(u8::is_ascii_uppercase) && digits(&b[2..]),
+        "hcpc" => {
+            (4..=8).contains(&b.len())
+                && b[..2].iter().all(u8::is_ascii_uppercase)
+                && digits(&b[2..])
+        }
         // GPhC: 7 digits starting with 2.
         "gphc" => b.len() == 7 && b[0] == b'2' && digits(b),
         _ => return Err("a known register (gmc, nmc, hcpc, gphc)"),
@@ -79,7 +94,10 @@ pub fn registration_number(register: &str, number: &str) -> Result<(), &'static 
 /// SNOMED CT identifiers carry a Verhoeff check digit and a partition identifier; a concept id has
 /// partition `00` or `10`. This catches mistyped codes without a terminology server.
 pub fn is_snomed_concept_id(code: &str) -> bool {
-    if !(6..=18).contains(&code.len()) || !code.bytes().all(|b| b.is_ascii_digit()) || code.starts_with('0') {
+    if !(6..=18).contains(&code.len())
+        || !code.bytes().all(|b| b.is_ascii_digit())
+        || code.starts_with('0')
+    {
         return false;
     }
     let partition = &code[code.len() - 3..code.len() - 1];
@@ -127,7 +145,9 @@ pub fn is_uk_postcode(s: &str) -> bool {
     let inward_ok = inward[0].is_ascii_digit() && inward[1..].iter().all(u8::is_ascii_uppercase);
     let outward_ok = outward[0].is_ascii_uppercase()
         && outward.iter().any(u8::is_ascii_digit)
-        && outward.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+        && outward
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
     inward_ok && outward_ok
 }
 
@@ -137,14 +157,36 @@ mod tests {
 
     #[test]
     fn nhs_numbers_from_published_test_vectors() {
-        for ok in ["4010232137", "9111231114", "9111231122", "9111231130", "9111231149", "9111231157", "9912003888", "9000000009", "999 000 0018"] {
+        for ok in [
+            "4010232137",
+            "9111231114",
+            "9111231122",
+            "9111231130",
+            "9111231149",
+            "9111231157",
+            "9912003888",
+            "9000000009",
+            "999 000 0018",
+        ] {
             assert!(nhs_number(ok).is_ok(), "{ok} should be valid");
         }
         assert_eq!(nhs_number("999 000 0018").unwrap(), "9990000018");
-        for bad in ["9111111111", "9111111112", "9111111113", "9111111114", "1000000000", "3478526985", "4857773456"] {
+        for bad in [
+            "9111111111",
+            "9111111112",
+            "9111111113",
+            "9111111114",
+            "1000000000",
+            "3478526985",
+            "4857773456",
+        ] {
             assert_eq!(nhs_number(bad), Err(NhsNumberError::CheckDigit), "{bad}");
         }
-        assert_eq!(nhs_number("1234567890"), Err(NhsNumberError::CheckDigit), "check value 10 is never issued");
+        assert_eq!(
+            nhs_number("1234567890"),
+            Err(NhsNumberError::CheckDigit),
+            "check value 10 is never issued"
+        );
         assert_eq!(nhs_number("0000000000"), Err(NhsNumberError::Repeated));
         assert_eq!(nhs_number("99900000"), Err(NhsNumberError::Format));
         assert_eq!(nhs_number("99900000AB"), Err(NhsNumberError::Format));
@@ -194,17 +236,34 @@ mod tests {
 
     #[test]
     fn snomed_ids() {
-        for ok in ["35489007", "3457005", "306098008", "108161000000109", "751601000000107", "69896004", "279039007"] {
+        for ok in [
+            "35489007",
+            "3457005",
+            "306098008",
+            "108161000000109",
+            "751601000000107",
+            "69896004",
+            "279039007",
+        ] {
             assert!(is_snomed_concept_id(ok), "{ok}");
         }
-        for bad in ["35489008", "3457006", "123", "0123456", "35489A07", "108161000000119"] {
+        for bad in [
+            "35489008",
+            "3457006",
+            "123",
+            "0123456",
+            "35489A07",
+            "108161000000119",
+        ] {
             assert!(!is_snomed_concept_id(bad), "{bad}");
         }
     }
 
     #[test]
     fn postcodes() {
-        for ok in ["S1 2HE", "S12HE", "DH1 3LE", "NE1 4LP", "EC1A 1BB", "W1A 0AX", "ZZ99 3VZ", "CA1 1RR"] {
+        for ok in [
+            "S1 2HE", "S12HE", "DH1 3LE", "NE1 4LP", "EC1A 1BB", "W1A 0AX", "ZZ99 3VZ", "CA1 1RR",
+        ] {
             assert!(is_uk_postcode(ok), "{ok}");
         }
         for bad in ["s1 2he", "S1  2HE", "12345", "S1 2H", "SS", "S1 2HEE"] {

@@ -79,7 +79,11 @@ pub struct Issue {
 }
 
 impl Issue {
-    pub fn error(code: IssueType, expression: impl Into<String>, diagnostics: impl Into<String>) -> Self {
+    pub fn error(
+        code: IssueType,
+        expression: impl Into<String>,
+        diagnostics: impl Into<String>,
+    ) -> Self {
         Issue {
             severity: Severity::Error,
             code,
@@ -90,7 +94,12 @@ impl Issue {
 
     /// An error about the request as a whole rather than one field.
     pub fn general(code: IssueType, diagnostics: impl Into<String>) -> Self {
-        Issue { severity: Severity::Error, code, expression: None, diagnostics: diagnostics.into() }
+        Issue {
+            severity: Severity::Error,
+            code,
+            expression: None,
+            diagnostics: diagnostics.into(),
+        }
     }
 
     pub fn information(diagnostics: impl Into<String>) -> Self {
@@ -117,7 +126,12 @@ impl Issues {
         self.0.push(issue);
     }
 
-    pub fn error(&mut self, code: IssueType, expression: impl Into<String>, diagnostics: impl Into<String>) {
+    pub fn error(
+        &mut self,
+        code: IssueType,
+        expression: impl Into<String>,
+        diagnostics: impl Into<String>,
+    ) {
         self.push(Issue::error(code, expression, diagnostics));
     }
 
@@ -142,14 +156,19 @@ impl Issues {
         self.0.iter().any(|i| {
             i.expression.as_deref().is_some_and(|e| {
                 e == expression
-                    || e.strip_prefix(expression).is_some_and(|rest| rest.starts_with(['.', '[']))
+                    || e.strip_prefix(expression)
+                        .is_some_and(|rest| rest.starts_with(['.', '[']))
             })
         })
     }
 
     /// `Ok(value)` when nothing was found, otherwise every issue.
     pub fn into_result<T>(self, value: T) -> Result<T, Issues> {
-        if self.is_empty() { Ok(value) } else { Err(self) }
+        if self.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
     }
 
     pub fn into_vec(self) -> Vec<Issue> {
@@ -174,17 +193,31 @@ impl FromIterator<Issue> for Issues {
 pub struct NhsErrorCode(pub &'static str, pub &'static str);
 
 impl NhsErrorCode {
-    pub const BAD_REQUEST: Self = NhsErrorCode("REC_BAD_REQUEST", "400: The Receiver was unable to process the request.");
+    pub const BAD_REQUEST: Self = NhsErrorCode(
+        "REC_BAD_REQUEST",
+        "400: The Receiver was unable to process the request.",
+    );
     pub const UNSUPPORTED_MEDIA_TYPE: Self =
         NhsErrorCode("REC_UNSUPPORTED_MEDIA_TYPE", "415: Unsupported Media Type.");
-    pub const PAYLOAD_TOO_LARGE: Self = NhsErrorCode("REC_PAYLOAD_TOO_LARGE", "413: Payload Too Large.");
-    pub const UNPROCESSABLE_ENTITY: Self =
-        NhsErrorCode("REC_UNPROCESSABLE_ENTITY", "422: The Receiver was unable to process the request.");
+    pub const PAYLOAD_TOO_LARGE: Self =
+        NhsErrorCode("REC_PAYLOAD_TOO_LARGE", "413: Payload Too Large.");
+    pub const UNPROCESSABLE_ENTITY: Self = NhsErrorCode(
+        "REC_UNPROCESSABLE_ENTITY",
+        "422: The Receiver was unable to process the request.",
+    );
     pub const CONFLICT: Self = NhsErrorCode("REC_CONFLICT", "409: Conflict.");
-    pub const NOT_FOUND: Self = NhsErrorCode("REC_NOT_FOUND", "404: The Receiver was unable to find the specified resource.");
-    pub const SERVER_ERROR: Self = NhsErrorCode("REC_SERVER_ERROR", "500: The Receiver has encountered an error processing the request.");
-    pub const SERVICE_UNAVAILABLE: Self =
-        NhsErrorCode("REC_SERVICE_UNAVAILABLE", "503: The Receiver is currently unavailable.");
+    pub const NOT_FOUND: Self = NhsErrorCode(
+        "REC_NOT_FOUND",
+        "404: The Receiver was unable to find the specified resource.",
+    );
+    pub const SERVER_ERROR: Self = NhsErrorCode(
+        "REC_SERVER_ERROR",
+        "500: The Receiver has encountered an error processing the request.",
+    );
+    pub const SERVICE_UNAVAILABLE: Self = NhsErrorCode(
+        "REC_SERVICE_UNAVAILABLE",
+        "503: The Receiver is currently unavailable.",
+    );
 }
 
 /// Builds the `OperationOutcome` JSON for a list of issues.
@@ -221,7 +254,9 @@ mod tests {
 
     #[test]
     fn touches_matches_field_and_children_but_not_siblings() {
-        let issues: Issues = [Issue::error(IssueType::Value, "patient.nhsNumber", "bad")].into_iter().collect();
+        let issues: Issues = [Issue::error(IssueType::Value, "patient.nhsNumber", "bad")]
+            .into_iter()
+            .collect();
         assert!(issues.touches("patient.nhsNumber"));
         assert!(issues.touches("patient"));
         assert!(!issues.touches("patient.nhs"));
@@ -238,6 +273,9 @@ mod tests {
         assert_eq!(oo["issue"].as_array().unwrap().len(), 2);
         assert_eq!(oo["issue"][0]["expression"][0], "a");
         assert!(oo["issue"][1].get("expression").is_none());
-        assert_eq!(oo["issue"][0]["details"]["coding"][0]["code"], "REC_UNPROCESSABLE_ENTITY");
+        assert_eq!(
+            oo["issue"][0]["details"]["coding"][0]["code"],
+            "REC_UNPROCESSABLE_ENTITY"
+        );
     }
 }

@@ -10,8 +10,12 @@ use serde_json::Value;
 /// Parses `bytes` as an R4 resource in fhirbolt's strict mode: unknown elements, wrong types and
 /// missing mandatory elements are errors. Returns fhirbolt's message (with line and column).
 pub fn parse_strict(bytes: &[u8]) -> Result<(), String> {
-    let config = DeserializationConfig { mode: DeserializationMode::Strict };
-    fhirbolt::json::from_slice::<Resource>(bytes, Some(config)).map(|_| ()).map_err(|e| e.to_string())
+    let config = DeserializationConfig {
+        mode: DeserializationMode::Strict,
+    };
+    fhirbolt::json::from_slice::<Resource>(bytes, Some(config))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Strict-parses a resource already held as JSON.
@@ -40,7 +44,9 @@ pub fn rewrite_references(value: &mut Value, targets: &HashMap<String, String>) 
                 }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|v| rewrite_references(v, targets)),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|v| rewrite_references(v, targets)),
         _ => {}
     }
 }
@@ -69,10 +75,18 @@ fn collect_references<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
 
 /// Sets `meta.profile` to contain `profile` (kept first) without dropping profiles already claimed.
 pub fn claim_profile(resource: &mut Value, profile: &str) {
-    let Some(obj) = resource.as_object_mut() else { return };
-    let meta = obj.entry("meta").or_insert_with(|| Value::Object(Default::default()));
-    let Some(meta) = meta.as_object_mut() else { return };
-    let profiles = meta.entry("profile").or_insert_with(|| Value::Array(Vec::new()));
+    let Some(obj) = resource.as_object_mut() else {
+        return;
+    };
+    let meta = obj
+        .entry("meta")
+        .or_insert_with(|| Value::Object(Default::default()));
+    let Some(meta) = meta.as_object_mut() else {
+        return;
+    };
+    let profiles = meta
+        .entry("profile")
+        .or_insert_with(|| Value::Array(Vec::new()));
     if let Value::Array(list) = profiles {
         if !list.iter().any(|p| p.as_str() == Some(profile)) {
             list.insert(0, Value::String(profile.to_string()));
@@ -82,20 +96,33 @@ pub fn claim_profile(resource: &mut Value, profile: &str) {
 
 /// Sets the server-assigned id and version metadata.
 pub fn stamp(resource: &mut Value, id: &str, version_id: i64, last_updated: &str) {
-    let Some(obj) = resource.as_object_mut() else { return };
+    let Some(obj) = resource.as_object_mut() else {
+        return;
+    };
     obj.insert("id".into(), Value::String(id.to_string()));
-    let meta = obj.entry("meta").or_insert_with(|| Value::Object(Default::default()));
+    let meta = obj
+        .entry("meta")
+        .or_insert_with(|| Value::Object(Default::default()));
     if let Some(meta) = meta.as_object_mut() {
         meta.insert("versionId".into(), Value::String(version_id.to_string()));
-        meta.insert("lastUpdated".into(), Value::String(last_updated.to_string()));
+        meta.insert(
+            "lastUpdated".into(),
+            Value::String(last_updated.to_string()),
+        );
     }
 }
 
 /// First identifier of `resource` in `system`.
 pub fn identifier_value<'a>(resource: &'a Value, system: &str) -> Option<&'a str> {
-    resource.get("identifier")?.as_array()?.iter().find_map(|i| {
-        (i.get("system")?.as_str()? == system).then(|| i.get("value")?.as_str()).flatten()
-    })
+    resource
+        .get("identifier")?
+        .as_array()?
+        .iter()
+        .find_map(|i| {
+            (i.get("system")?.as_str()? == system)
+                .then(|| i.get("value")?.as_str())
+                .flatten()
+        })
 }
 
 #[cfg(test)]
@@ -120,9 +147,23 @@ mod tests {
         assert_eq!(sr["subject"]["reference"], "Patient/1");
         assert_eq!(sr["performer"][0]["reference"], "Organization/2");
         assert_eq!(sr["performer"][1]["reference"], "Organization/kept");
-        assert_eq!(sr["extension"][0]["valueReference"]["reference"], "Patient/1");
-        assert_eq!(sr["note"][0]["text"], "urn:uuid:p", "text that merely looks like a reference is untouched");
-        assert_eq!(references(&sr), vec!["Patient/1", "Organization/2", "Organization/kept", "Patient/1"]);
+        assert_eq!(
+            sr["extension"][0]["valueReference"]["reference"],
+            "Patient/1"
+        );
+        assert_eq!(
+            sr["note"][0]["text"], "urn:uuid:p",
+            "text that merely looks like a reference is untouched"
+        );
+        assert_eq!(
+            references(&sr),
+            vec![
+                "Patient/1",
+                "Organization/2",
+                "Organization/kept",
+                "Patient/1"
+            ]
+        );
     }
 
     #[test]

@@ -27,10 +27,26 @@ pub struct ParamDef {
 }
 
 const SERVICE_REQUEST_PARAMS: &[ParamDef] = &[
-    ParamDef { name: "identifier", kind: ParamKind::Token, documentation: "Sender's referral identifier, as system|value" },
-    ParamDef { name: "status", kind: ParamKind::Token, documentation: "draft | active | on-hold | revoked | completed | entered-in-error | unknown" },
-    ParamDef { name: "patient", kind: ParamKind::Reference { target: "Patient" }, documentation: "The referred person, as Patient/id or id; chain patient.identifier takes an NHS number as https://fhir.nhs.uk/Id/nhs-number|value" },
-    ParamDef { name: "_lastUpdated", kind: ParamKind::Date, documentation: "When the stored referral last changed, with prefixes eq, ne, gt, ge, lt, le, sa, eb" },
+    ParamDef {
+        name: "identifier",
+        kind: ParamKind::Token,
+        documentation: "Sender's referral identifier, as system|value",
+    },
+    ParamDef {
+        name: "status",
+        kind: ParamKind::Token,
+        documentation: "draft | active | on-hold | revoked | completed | entered-in-error | unknown",
+    },
+    ParamDef {
+        name: "patient",
+        kind: ParamKind::Reference { target: "Patient" },
+        documentation: "The referred person, as Patient/id or id; chain patient.identifier takes an NHS number as https://fhir.nhs.uk/Id/nhs-number|value",
+    },
+    ParamDef {
+        name: "_lastUpdated",
+        kind: ParamKind::Date,
+        documentation: "When the stored referral last changed, with prefixes eq, ne, gt, ge, lt, le, sa, eb",
+    },
 ];
 
 /// Search parameters supported for `resource_type` (empty: the type is read-only).
@@ -63,13 +79,27 @@ pub enum Comparator {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Filter {
     /// Any of the tokens matches the parameter.
-    Token { param: &'static str, any_of: Vec<Token> },
+    Token {
+        param: &'static str,
+        any_of: Vec<Token>,
+    },
     /// The reference parameter points at any of these `Type/id` values.
-    Reference { param: &'static str, any_of: Vec<String> },
+    Reference {
+        param: &'static str,
+        any_of: Vec<String>,
+    },
     /// The reference parameter points at a `target` resource whose `identifier` matches any token.
-    ChainedIdentifier { param: &'static str, target: &'static str, any_of: Vec<Token> },
+    ChainedIdentifier {
+        param: &'static str,
+        target: &'static str,
+        any_of: Vec<Token>,
+    },
     /// `_lastUpdated` against the half-open instant range `[lower, upper)` of the value's precision.
-    LastUpdated { comparator: Comparator, lower: String, upper: String },
+    LastUpdated {
+        comparator: Comparator,
+        lower: String,
+        upper: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,19 +115,32 @@ pub struct SearchRequest {
 pub fn parse(resource_type: &str, pairs: &[(String, String)]) -> Result<SearchRequest, Issues> {
     let defs = supported_params(resource_type);
     let mut issues = Issues::new();
-    let mut req = SearchRequest { resource_type: resource_type.to_string(), filters: Vec::new(), count: DEFAULT_COUNT, offset: 0 };
+    let mut req = SearchRequest {
+        resource_type: resource_type.to_string(),
+        filters: Vec::new(),
+        count: DEFAULT_COUNT,
+        offset: 0,
+    };
     for (name, raw) in pairs {
         let expr = format!("{resource_type}?{name}");
         match name.as_str() {
             "_count" => match raw.parse::<u32>() {
                 Ok(n) => req.count = n.min(MAX_COUNT),
-                Err(_) => issues.error(IssueType::Value, expr, format!("_count must be a whole number from 0 to {MAX_COUNT}")),
+                Err(_) => issues.error(
+                    IssueType::Value,
+                    expr,
+                    format!("_count must be a whole number from 0 to {MAX_COUNT}"),
+                ),
             },
             "_offset" => match raw.parse::<u32>() {
                 Ok(n) => req.offset = n,
                 Err(_) => issues.error(IssueType::Value, expr, "_offset must be a whole number"),
             },
-            "_format" if matches!(raw.as_str(), "json" | "application/json" | "application/fhir+json") => {}
+            "_format"
+                if matches!(
+                    raw.as_str(),
+                    "json" | "application/json" | "application/fhir+json"
+                ) => {}
             _ => match parse_param(defs, name, raw) {
                 Ok(filter) => req.filters.push(filter),
                 Err(message) => issues.error(IssueType::NotSupported, expr, message),
@@ -115,29 +158,48 @@ fn parse_param(defs: &[ParamDef], name: &str, raw: &str) -> Result<Filter, Strin
     let Some(def) = defs.iter().find(|d| d.name == base) else {
         let known: Vec<&str> = defs.iter().map(|d| d.name).collect();
         return Err(if known.is_empty() {
-            format!("search parameter '{name}' is not supported: this resource type supports read only")
+            format!(
+                "search parameter '{name}' is not supported: this resource type supports read only"
+            )
         } else {
-            format!("search parameter '{name}' is not supported; supported: {}, _count, _offset", known.join(", "))
+            format!(
+                "search parameter '{name}' is not supported; supported: {}, _count, _offset",
+                known.join(", ")
+            )
         });
     };
     if raw.is_empty() {
         return Err(format!("search parameter '{name}' has no value"));
     }
     match (def.kind, chain) {
-        (ParamKind::Token, None) => Ok(Filter::Token { param: def.name, any_of: raw.split(',').map(parse_token).collect() }),
+        (ParamKind::Token, None) => Ok(Filter::Token {
+            param: def.name,
+            any_of: raw.split(',').map(parse_token).collect(),
+        }),
         (ParamKind::Reference { target }, None) => {
             let any_of = raw
                 .split(',')
                 .map(|r| {
                     let id = r.strip_prefix(&format!("{target}/")).unwrap_or(r);
-                    if is_fhir_id(id) { Ok(format!("{target}/{id}")) } else { Err(format!("'{r}' is not a {target} reference (use {target}/id or id)")) }
+                    if is_fhir_id(id) {
+                        Ok(format!("{target}/{id}"))
+                    } else {
+                        Err(format!(
+                            "'{r}' is not a {target} reference (use {target}/id or id)"
+                        ))
+                    }
                 })
                 .collect::<Result<_, _>>()?;
-            Ok(Filter::Reference { param: def.name, any_of })
+            Ok(Filter::Reference {
+                param: def.name,
+                any_of,
+            })
         }
-        (ParamKind::Reference { target }, Some("identifier")) => {
-            Ok(Filter::ChainedIdentifier { param: def.name, target, any_of: raw.split(',').map(parse_token).collect() })
-        }
+        (ParamKind::Reference { target }, Some("identifier")) => Ok(Filter::ChainedIdentifier {
+            param: def.name,
+            target,
+            any_of: raw.split(',').map(parse_token).collect(),
+        }),
         (ParamKind::Date, None) => parse_date_filter(raw),
         (_, Some(c)) => Err(format!("chained search '{base}.{c}' is not supported")),
     }
@@ -149,12 +211,17 @@ fn parse_token(raw: &str) -> Token {
             system: Some(system.to_string()),
             code: (!code.is_empty()).then(|| code.to_string()),
         },
-        None => Token { system: None, code: Some(raw.to_string()) },
+        None => Token {
+            system: None,
+            code: Some(raw.to_string()),
+        },
     }
 }
 
 pub fn is_fhir_id(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 fn parse_date_filter(raw: &str) -> Result<Filter, String> {
@@ -170,7 +237,11 @@ fn parse_date_filter(raw: &str) -> Result<Filter, String> {
     let (lower, upper) = instant_range(value).ok_or_else(|| {
         format!("'{value}' is not a FHIR date or dateTime (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss with a time zone)")
     })?;
-    Ok(Filter::LastUpdated { comparator, lower: format_instant(lower), upper: format_instant(upper) })
+    Ok(Filter::LastUpdated {
+        comparator,
+        lower: format_instant(lower),
+        upper: format_instant(upper),
+    })
 }
 
 /// The half-open range of instants a FHIR date/dateTime denotes at its precision.
@@ -179,7 +250,10 @@ fn instant_range(value: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     match value.len() {
         4 => {
             let y: i32 = value.parse().ok()?;
-            Some((day(NaiveDate::from_ymd_opt(y, 1, 1)?), day(NaiveDate::from_ymd_opt(y + 1, 1, 1)?)))
+            Some((
+                day(NaiveDate::from_ymd_opt(y, 1, 1)?),
+                day(NaiveDate::from_ymd_opt(y + 1, 1, 1)?),
+            ))
         }
         7 => {
             let start = NaiveDate::parse_from_str(&format!("{value}-01"), "%Y-%m-%d").ok()?;
@@ -195,9 +269,15 @@ fn instant_range(value: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
             Some((day(d), day(d.succ_opt()?)))
         }
         _ => {
-            let t = DateTime::parse_from_rfc3339(value).ok()?.with_timezone(&Utc);
+            let t = DateTime::parse_from_rfc3339(value)
+                .ok()?
+                .with_timezone(&Utc);
             // Precision of the given value: whole seconds unless fractions were supplied.
-            let step = if value.contains('.') { Duration::microseconds(1) } else { Duration::seconds(1) };
+            let step = if value.contains('.') {
+                Duration::microseconds(1)
+            } else {
+                Duration::seconds(1)
+            };
             Some((t, t + step))
         }
     }
@@ -224,7 +304,11 @@ pub fn index_entries(resource: &Value) -> Vec<IndexEntry> {
         for id in ids {
             if let Some(value) = id.get("value").and_then(Value::as_str) {
                 let system = id.get("system").and_then(Value::as_str).unwrap_or("");
-                out.push(IndexEntry { param: "identifier", system: system.into(), value: value.into() });
+                out.push(IndexEntry {
+                    param: "identifier",
+                    system: system.into(),
+                    value: value.into(),
+                });
             }
         }
     }
@@ -235,20 +319,36 @@ pub fn index_entries(resource: &Value) -> Vec<IndexEntry> {
     match resource.get("resourceType").and_then(Value::as_str) {
         Some("ServiceRequest") => {
             if let Some(status) = resource.get("status").and_then(Value::as_str) {
-                out.push(IndexEntry { param: "status", system: "http://hl7.org/fhir/request-status".into(), value: status.into() });
+                out.push(IndexEntry {
+                    param: "status",
+                    system: "http://hl7.org/fhir/request-status".into(),
+                    value: status.into(),
+                });
             }
             if let Some(p) = reference_to("subject", "Patient/") {
-                out.push(IndexEntry { param: "patient", system: String::new(), value: p });
+                out.push(IndexEntry {
+                    param: "patient",
+                    system: String::new(),
+                    value: p,
+                });
             }
         }
         Some("Observation" | "Condition") => {
             if let Some(p) = reference_to("subject", "Patient/") {
-                out.push(IndexEntry { param: "patient", system: String::new(), value: p });
+                out.push(IndexEntry {
+                    param: "patient",
+                    system: String::new(),
+                    value: p,
+                });
             }
         }
         Some("Consent") => {
             if let Some(p) = reference_to("patient", "Patient/") {
-                out.push(IndexEntry { param: "patient", system: String::new(), value: p });
+                out.push(IndexEntry {
+                    param: "patient",
+                    system: String::new(),
+                    value: p,
+                });
             }
         }
         _ => {}
@@ -262,7 +362,9 @@ mod tests {
     use serde_json::json;
 
     fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
-        q.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        q.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -273,7 +375,10 @@ mod tests {
                 ("identifier", "sys|REF-1"),
                 ("status", "active,on-hold"),
                 ("patient", "abc"),
-                ("patient.identifier", "https://fhir.nhs.uk/Id/nhs-number|9990000018"),
+                (
+                    "patient.identifier",
+                    "https://fhir.nhs.uk/Id/nhs-number|9990000018",
+                ),
                 ("_lastUpdated", "ge2026-11"),
                 ("_count", "500"),
             ]),
@@ -281,17 +386,45 @@ mod tests {
         .unwrap();
         assert_eq!(req.count, MAX_COUNT);
         assert_eq!(req.filters.len(), 5);
-        assert_eq!(req.filters[0], Filter::Token { param: "identifier", any_of: vec![Token { system: Some("sys".into()), code: Some("REF-1".into()) }] });
-        assert_eq!(req.filters[2], Filter::Reference { param: "patient", any_of: vec!["Patient/abc".into()] });
+        assert_eq!(
+            req.filters[0],
+            Filter::Token {
+                param: "identifier",
+                any_of: vec![Token {
+                    system: Some("sys".into()),
+                    code: Some("REF-1".into())
+                }]
+            }
+        );
+        assert_eq!(
+            req.filters[2],
+            Filter::Reference {
+                param: "patient",
+                any_of: vec!["Patient/abc".into()]
+            }
+        );
         assert_eq!(
             req.filters[4],
-            Filter::LastUpdated { comparator: Comparator::Ge, lower: "2026-11-01T00:00:00.000000Z".into(), upper: "2026-12-01T00:00:00.000000Z".into() }
+            Filter::LastUpdated {
+                comparator: Comparator::Ge,
+                lower: "2026-11-01T00:00:00.000000Z".into(),
+                upper: "2026-12-01T00:00:00.000000Z".into()
+            }
         );
     }
 
     #[test]
     fn rejects_unknown_and_malformed_parameters_all_at_once() {
-        let err = parse("ServiceRequest", &pairs(&[("colour", "red"), ("_lastUpdated", "yesterday"), ("_count", "-1"), ("patient", "Patient/has space")])).unwrap_err();
+        let err = parse(
+            "ServiceRequest",
+            &pairs(&[
+                ("colour", "red"),
+                ("_lastUpdated", "yesterday"),
+                ("_count", "-1"),
+                ("patient", "Patient/has space"),
+            ]),
+        )
+        .unwrap_err();
         assert_eq!(err.len(), 4);
         let err = parse("Patient", &pairs(&[("name", "x")])).unwrap_err();
         assert!(err.iter().next().unwrap().diagnostics.contains("read only"));
@@ -299,8 +432,14 @@ mod tests {
 
     #[test]
     fn date_precision_ranges() {
-        assert_eq!(instant_range("2026-12").unwrap().1.to_rfc3339(), "2027-01-01T00:00:00+00:00");
-        assert_eq!(instant_range("2026-02-28").unwrap().1.to_rfc3339(), "2026-03-01T00:00:00+00:00");
+        assert_eq!(
+            instant_range("2026-12").unwrap().1.to_rfc3339(),
+            "2027-01-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            instant_range("2026-02-28").unwrap().1.to_rfc3339(),
+            "2026-03-01T00:00:00+00:00"
+        );
         let (l, u) = instant_range("2026-11-24T10:00:00+01:00").unwrap();
         assert_eq!(format_instant(l), "2026-11-24T09:00:00.000000Z");
         assert_eq!((u - l).num_seconds(), 1);
@@ -309,9 +448,27 @@ mod tests {
 
     #[test]
     fn token_forms() {
-        assert_eq!(parse_token("x"), Token { system: None, code: Some("x".into()) });
-        assert_eq!(parse_token("|x"), Token { system: Some("".into()), code: Some("x".into()) });
-        assert_eq!(parse_token("s|"), Token { system: Some("s".into()), code: None });
+        assert_eq!(
+            parse_token("x"),
+            Token {
+                system: None,
+                code: Some("x".into())
+            }
+        );
+        assert_eq!(
+            parse_token("|x"),
+            Token {
+                system: Some("".into()),
+                code: Some("x".into())
+            }
+        );
+        assert_eq!(
+            parse_token("s|"),
+            Token {
+                system: Some("s".into()),
+                code: None
+            }
+        );
     }
 
     #[test]
@@ -323,6 +480,10 @@ mod tests {
         });
         let e = index_entries(&sr);
         assert_eq!(e.len(), 3);
-        assert!(e.contains(&IndexEntry { param: "patient", system: String::new(), value: "Patient/p1".into() }));
+        assert!(e.contains(&IndexEntry {
+            param: "patient",
+            system: String::new(),
+            value: "Patient/p1".into()
+        }));
     }
 }

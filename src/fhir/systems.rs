@@ -38,8 +38,7 @@ pub const DATA_ABSENT_REASON_EXT: &str =
     "http://hl7.org/fhir/StructureDefinition/data-absent-reason";
 pub const DATA_ABSENT_REASON: &str = "http://terminology.hl7.org/CodeSystem/data-absent-reason";
 
-pub const OBSERVATION_CATEGORY: &str =
-    "http://terminology.hl7.org/CodeSystem/observation-category";
+pub const OBSERVATION_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/observation-category";
 pub const CONDITION_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/condition-category";
 pub const CONDITION_CLINICAL: &str = "http://terminology.hl7.org/CodeSystem/condition-clinical";
 pub const CONSENT_SCOPE: &str = "http://terminology.hl7.org/CodeSystem/consentscope";
@@ -60,8 +59,10 @@ pub const NHS_HTTP_ERROR_CODES: &str = "https://fhir.nhs.uk/CodeSystem/http-erro
 
 pub mod profile {
     pub const PATIENT: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient";
-    pub const ORGANIZATION: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Organization";
-    pub const PRACTITIONER: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Practitioner";
+    pub const ORGANIZATION: &str =
+        "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Organization";
+    pub const PRACTITIONER: &str =
+        "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Practitioner";
     pub const PRACTITIONER_ROLE: &str =
         "https://fhir.hl7.org.uk/StructureDefinition/UKCore-PractitionerRole";
     pub const SERVICE_REQUEST: &str =

@@ -39,7 +39,10 @@ pub struct CodeSystem {
 
 impl CodeSystem {
     pub fn display(&self, code: &str) -> Option<&str> {
-        self.concepts.iter().find(|(c, _)| c == code).map(|(_, d)| d.as_str())
+        self.concepts
+            .iter()
+            .find(|(c, _)| c == code)
+            .map(|(_, d)| d.as_str())
     }
 
     pub fn codes(&self) -> impl Iterator<Item = &str> {
@@ -51,13 +54,19 @@ static SYSTEMS: LazyLock<HashMap<&'static str, CodeSystem>> = LazyLock::new(|| {
     SOURCES
         .iter()
         .map(|(name, text)| {
-            let json: Value = serde_json::from_str(text).expect("embedded CodeSystem is valid JSON");
+            let json: Value =
+                serde_json::from_str(text).expect("embedded CodeSystem is valid JSON");
             let url = json["url"].as_str().expect("CodeSystem.url").to_string();
             let concepts = json["concept"]
                 .as_array()
                 .expect("CodeSystem.concept")
                 .iter()
-                .map(|c| (c["code"].as_str().unwrap().to_string(), c["display"].as_str().unwrap().to_string()))
+                .map(|c| {
+                    (
+                        c["code"].as_str().unwrap().to_string(),
+                        c["display"].as_str().unwrap().to_string(),
+                    )
+                })
                 .collect();
             (*name, CodeSystem { url, concepts })
         })
@@ -69,7 +78,9 @@ static SYSTEMS: LazyLock<HashMap<&'static str, CodeSystem>> = LazyLock::new(|| {
 /// Panics on an unknown name: names are compile-time constants in this crate, and the test below
 /// loads every one.
 pub fn code_system(name: &str) -> &'static CodeSystem {
-    SYSTEMS.get(name).unwrap_or_else(|| panic!("no embedded CodeSystem {name}"))
+    SYSTEMS
+        .get(name)
+        .unwrap_or_else(|| panic!("no embedded CodeSystem {name}"))
 }
 
 pub fn names() -> impl Iterator<Item = &'static str> {
@@ -109,11 +120,16 @@ mod tests {
             .unwrap()
             .filter_map(|e| {
                 let n = e.unwrap().file_name().into_string().unwrap();
-                n.strip_prefix("CodeSystem-")?.strip_suffix(".json").map(str::to_string)
+                n.strip_prefix("CodeSystem-")?
+                    .strip_suffix(".json")
+                    .map(str::to_string)
             })
             .collect();
         for n in &on_disk {
-            assert!(names().any(|x| x == n), "profiles/CodeSystem-{n}.json is not embedded in terminology.rs");
+            assert!(
+                names().any(|x| x == n),
+                "profiles/CodeSystem-{n}.json is not embedded in terminology.rs"
+            );
         }
     }
 
@@ -121,17 +137,30 @@ mod tests {
     /// of either that was not regenerated.
     #[test]
     fn schema_enums_match_code_systems() {
-        let schema: Value = serde_json::from_str(include_str!("../../profiles/practice-referral.schema.json")).unwrap();
+        let schema: Value =
+            serde_json::from_str(include_str!("../../profiles/practice-referral.schema.json"))
+                .unwrap();
         let defs = schema["$defs"].as_object().unwrap();
         let mut checked = 0;
         for name in names() {
             if let Some(def) = defs.get(name) {
-                let in_schema: Vec<&str> = def["enum"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+                let in_schema: Vec<&str> = def["enum"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap())
+                    .collect();
                 let in_cs: Vec<&str> = code_system(name).codes().collect();
-                assert_eq!(in_schema, in_cs, "schema enum for {name} differs from its CodeSystem");
+                assert_eq!(
+                    in_schema, in_cs,
+                    "schema enum for {name} differs from its CodeSystem"
+                );
                 checked += 1;
             }
         }
-        assert!(checked >= 10, "expected the referral schema to use the code systems");
+        assert!(
+            checked >= 10,
+            "expected the referral schema to use the code systems"
+        );
     }
 }

@@ -10,7 +10,9 @@ use uuid::Uuid;
 
 use super::IntakeContext;
 use super::practice::{MAX_AGE_YEARS, age_on};
-use super::submission::{ReferralSubmission, SubmissionEntry, SubmissionKey, content_hash, match_identifier};
+use super::submission::{
+    ReferralSubmission, SubmissionEntry, SubmissionKey, content_hash, match_identifier,
+};
 use crate::config::ServiceConfig;
 use crate::fhir::identifiers;
 use crate::fhir::resource::{claim_profile, parse_strict, references, resource_type};
@@ -42,7 +44,10 @@ const ENGLAND_VERIFICATION_DISPLAY: &[(&str, &str)] = &[
     ("02", "Number present but not traced"),
     ("03", "Trace required"),
     ("04", "Trace attempted - No match or multiple match found"),
-    ("05", "Trace needs to be resolved - (NHS Number or patient detail conflict)"),
+    (
+        "05",
+        "Trace needs to be resolved - (NHS Number or patient detail conflict)",
+    ),
     ("06", "Trace in progress"),
     ("07", "Number not present and trace not required"),
     ("08", "Trace postponed (baby under six weeks old)"),
@@ -50,10 +55,18 @@ const ENGLAND_VERIFICATION_DISPLAY: &[(&str, &str)] = &[
 
 /// Validates and normalises a BaRS referral message. `body` is the raw request (for strict
 /// parsing with line numbers); `bundle` the same body as JSON.
-pub fn validate(body: &[u8], bundle: &Value, ctx: &IntakeContext) -> Result<ReferralSubmission, Rejection> {
+pub fn validate(
+    body: &[u8],
+    bundle: &Value,
+    ctx: &IntakeContext,
+) -> Result<ReferralSubmission, Rejection> {
     if let Err(message) = parse_strict(body) {
         return Err(Rejection::Malformed(
-            Issue::general(IssueType::Structure, format!("the body is not a valid FHIR R4 resource: {message}")).into(),
+            Issue::general(
+                IssueType::Structure,
+                format!("the body is not a valid FHIR R4 resource: {message}"),
+            )
+            .into(),
         ));
     }
     Message::read(bundle, ctx).map_err(Rejection::Invalid)
@@ -67,17 +80,35 @@ struct Message<'a> {
 }
 
 fn at(i: usize, rest: &str) -> String {
-    if rest.is_empty() { format!("Bundle.entry[{i}].resource") } else { format!("Bundle.entry[{i}].resource.{rest}") }
+    if rest.is_empty() {
+        format!("Bundle.entry[{i}].resource")
+    } else {
+        format!("Bundle.entry[{i}].resource.{rest}")
+    }
 }
 
 impl<'a> Message<'a> {
     fn read(bundle: &'a Value, ctx: &IntakeContext) -> Result<ReferralSubmission, Issues> {
-        let mut m = Message { bundle, entries: Vec::new(), by_url: HashMap::new(), issues: Issues::new() };
+        let mut m = Message {
+            bundle,
+            entries: Vec::new(),
+            by_url: HashMap::new(),
+            issues: Issues::new(),
+        };
         if resource_type(bundle) != Some("Bundle") {
-            return Err(Issue::error(IssueType::Invalid, "Bundle", "$process-message takes a Bundle of type 'message'").into());
+            return Err(Issue::error(
+                IssueType::Invalid,
+                "Bundle",
+                "$process-message takes a Bundle of type 'message'",
+            )
+            .into());
         }
         if bundle.get("type").and_then(Value::as_str) != Some("message") {
-            m.issues.error(IssueType::Value, "Bundle.type", "Bundle.type must be 'message'");
+            m.issues.error(
+                IssueType::Value,
+                "Bundle.type",
+                "Bundle.type must be 'message'",
+            );
         }
         m.index_entries();
         let header = m.message_header();
@@ -103,17 +134,31 @@ impl<'a> Message<'a> {
 
     fn index_entries(&mut self) {
         let Some(entries) = self.bundle.get("entry").and_then(Value::as_array) else {
-            self.issues.error(IssueType::Required, "Bundle.entry", "the message has no entries");
+            self.issues.error(
+                IssueType::Required,
+                "Bundle.entry",
+                "the message has no entries",
+            );
             return;
         };
         let mut seen = HashSet::new();
         for (i, e) in entries.iter().enumerate() {
-            let (Some(url), Some(resource)) = (e.get("fullUrl").and_then(Value::as_str), e.get("resource")) else {
-                self.issues.error(IssueType::Required, format!("Bundle.entry[{i}]"), "every entry needs a fullUrl and a resource");
+            let (Some(url), Some(resource)) =
+                (e.get("fullUrl").and_then(Value::as_str), e.get("resource"))
+            else {
+                self.issues.error(
+                    IssueType::Required,
+                    format!("Bundle.entry[{i}]"),
+                    "every entry needs a fullUrl and a resource",
+                );
                 continue;
             };
             if !seen.insert(url) {
-                self.issues.error(IssueType::Duplicate, format!("Bundle.entry[{i}].fullUrl"), format!("fullUrl '{url}' appears more than once"));
+                self.issues.error(
+                    IssueType::Duplicate,
+                    format!("Bundle.entry[{i}].fullUrl"),
+                    format!("fullUrl '{url}' appears more than once"),
+                );
                 continue;
             }
             self.by_url.insert(url, self.entries.len());
@@ -130,20 +175,34 @@ impl<'a> Message<'a> {
     fn message_header(&mut self) -> Option<&'a Value> {
         let first = self.entries.first().map(|(_, r)| *r);
         let Some(h) = first.filter(|r| resource_type(r) == Some("MessageHeader")) else {
-            self.issues.error(IssueType::Structure, "Bundle.entry[0].resource", "the first entry of a message must be its MessageHeader");
+            self.issues.error(
+                IssueType::Structure,
+                "Bundle.entry[0].resource",
+                "the first entry of a message must be its MessageHeader",
+            );
             return None;
         };
         let event = h.get("eventCoding");
         let system = event.and_then(|e| e.get("system")).and_then(Value::as_str);
         let code = event.and_then(|e| e.get("code")).and_then(Value::as_str);
         if system != Some(systems::BARS_MESSAGE_EVENTS) || code.is_none() {
-            self.issues.error(IssueType::Value, at(0, "eventCoding"), format!("eventCoding must be from {}", systems::BARS_MESSAGE_EVENTS));
+            self.issues.error(
+                IssueType::Value,
+                at(0, "eventCoding"),
+                format!("eventCoding must be from {}", systems::BARS_MESSAGE_EVENTS),
+            );
         } else if code != Some("servicerequest-request") {
             self.issues.error(IssueType::NotSupported, at(0, "eventCoding.code"), format!("event '{}' is not accepted here: this endpoint takes referrals (servicerequest-request)", code.unwrap_or_default()));
         }
-        let reason = h.get("reason").and_then(|r| r.get("coding")).and_then(Value::as_array).and_then(|c| {
-            c.iter().find(|c| c.get("system").and_then(Value::as_str) == Some(systems::BARS_MESSAGE_REASON))
-        });
+        let reason = h
+            .get("reason")
+            .and_then(|r| r.get("coding"))
+            .and_then(Value::as_array)
+            .and_then(|c| {
+                c.iter().find(|c| {
+                    c.get("system").and_then(Value::as_str) == Some(systems::BARS_MESSAGE_REASON)
+                })
+            });
         match reason.and_then(|c| c.get("code")).and_then(Value::as_str) {
             Some("new") => {}
             Some(other) => self.issues.error(IssueType::NotSupported, at(0, "reason"), format!("reason '{other}' is not supported yet: only new referrals (reason 'new') are accepted")),
@@ -158,34 +217,60 @@ impl<'a> Message<'a> {
             .filter(|(_, r)| resource_type(r) == Some("Organization"))
             .and_then(|(_, org)| ods_of(org));
         if ods.is_none() {
-            self.issues.error(IssueType::Required, at(0, "sender"), "sender must reference an Organization in the message with an ODS code");
+            self.issues.error(
+                IssueType::Required,
+                at(0, "sender"),
+                "sender must reference an Organization in the message with an ODS code",
+            );
         }
         ods
     }
 
-    fn destination_service<'c>(&mut self, header: &'a Value, ctx: &'c IntakeContext) -> Option<&'c ServiceConfig> {
+    fn destination_service<'c>(
+        &mut self,
+        header: &'a Value,
+        ctx: &'c IntakeContext,
+    ) -> Option<&'c ServiceConfig> {
         let endpoints: Vec<&str> = header
             .get("destination")
             .and_then(Value::as_array)
-            .map(|d| d.iter().filter_map(|d| d.get("endpoint").and_then(Value::as_str)).collect())
+            .map(|d| {
+                d.iter()
+                    .filter_map(|d| d.get("endpoint").and_then(Value::as_str))
+                    .collect()
+            })
             .unwrap_or_default();
-        let found = ctx.config.services.iter().find(|s| s.bars_endpoint.as_deref().is_some_and(|ep| endpoints.contains(&ep)));
+        let found = ctx.config.services.iter().find(|s| {
+            s.bars_endpoint
+                .as_deref()
+                .is_some_and(|ep| endpoints.contains(&ep))
+        });
         if found.is_none() {
             self.issues.error(
                 IssueType::NotFound,
                 at(0, "destination"),
-                format!("destination endpoint {:?} is not a service this gateway receives for", endpoints),
+                format!(
+                    "destination endpoint {:?} is not a service this gateway receives for",
+                    endpoints
+                ),
             );
         }
         found
     }
 
     fn focus(&mut self, header: &'a Value) -> Option<usize> {
-        let focus = header.get("focus").and_then(Value::as_array).and_then(|f| f.first());
+        let focus = header
+            .get("focus")
+            .and_then(Value::as_array)
+            .and_then(|f| f.first());
         match self.resolve(focus) {
             Some((i, r)) if resource_type(r) == Some("ServiceRequest") => Some(i),
             _ => {
-                self.issues.error(IssueType::Invalid, at(0, "focus"), "focus must reference the ServiceRequest entry of the message");
+                self.issues.error(
+                    IssueType::Invalid,
+                    at(0, "focus"),
+                    "focus must reference the ServiceRequest entry of the message",
+                );
                 None
             }
         }
@@ -195,29 +280,63 @@ impl<'a> Message<'a> {
         let sr = self.entries[i].1;
         match sr.get("status").and_then(Value::as_str) {
             Some("active") => {}
-            other => self.issues.error(IssueType::BusinessRule, at(i, "status"), format!("a new referral must have status 'active', not '{}'", other.unwrap_or("(missing)"))),
+            other => self.issues.error(
+                IssueType::BusinessRule,
+                at(i, "status"),
+                format!(
+                    "a new referral must have status 'active', not '{}'",
+                    other.unwrap_or("(missing)")
+                ),
+            ),
         }
         match sr.get("intent").and_then(Value::as_str) {
             Some("plan" | "order" | "proposal") => {}
-            other => self.issues.error(IssueType::Value, at(i, "intent"), format!("intent '{}' is not a referral intent (plan, order or proposal)", other.unwrap_or("(missing)"))),
+            other => self.issues.error(
+                IssueType::Value,
+                at(i, "intent"),
+                format!(
+                    "intent '{}' is not a referral intent (plan, order or proposal)",
+                    other.unwrap_or("(missing)")
+                ),
+            ),
         }
         match self.resolve(sr.get("subject")) {
             Some((_, p)) if resource_type(p) == Some("Patient") => {}
-            _ => self.issues.error(IssueType::Required, at(i, "subject"), "subject must reference the Patient entry of the message"),
+            _ => self.issues.error(
+                IssueType::Required,
+                at(i, "subject"),
+                "subject must reference the Patient entry of the message",
+            ),
         }
         match sr.get("authoredOn").and_then(Value::as_str) {
-            None => self.issues.error(IssueType::Required, at(i, "authoredOn"), "authoredOn is required"),
+            None => self.issues.error(
+                IssueType::Required,
+                at(i, "authoredOn"),
+                "authoredOn is required",
+            ),
             Some(t) => match DateTime::parse_from_rfc3339(t) {
                 Ok(t) if t.with_timezone(&Utc) > ctx.now + Duration::minutes(5) => {
-                    self.issues.error(IssueType::Value, at(i, "authoredOn"), "authoredOn is in the future")
+                    self.issues.error(
+                        IssueType::Value,
+                        at(i, "authoredOn"),
+                        "authoredOn is in the future",
+                    )
                 }
                 Ok(_) => {}
-                Err(_) => self.issues.error(IssueType::Value, at(i, "authoredOn"), "authoredOn must be a date and time with a time zone"),
+                Err(_) => self.issues.error(
+                    IssueType::Value,
+                    at(i, "authoredOn"),
+                    "authoredOn must be a date and time with a time zone",
+                ),
             },
         }
-        let has_identifier = sr.get("identifier").and_then(Value::as_array).is_some_and(|ids| {
-            ids.iter().any(|id| id.get("value").and_then(Value::as_str).is_some())
-        });
+        let has_identifier = sr
+            .get("identifier")
+            .and_then(Value::as_array)
+            .is_some_and(|ids| {
+                ids.iter()
+                    .any(|id| id.get("value").and_then(Value::as_str).is_some())
+            });
         if !has_identifier && self.bundle.get("id").and_then(Value::as_str).is_none() {
             self.issues.error(IssueType::Required, at(i, "identifier"), "the ServiceRequest needs an identifier (or the Bundle an id) so a resend is recognised");
         }
@@ -229,30 +348,62 @@ impl<'a> Message<'a> {
             if resource_type(p) != Some("Patient") {
                 continue;
             }
-            let ids = p.get("identifier").and_then(Value::as_array).cloned().unwrap_or_default();
-            let nhs: Vec<(usize, &Value)> = ids.iter().enumerate().filter(|(_, id)| id.get("system").and_then(Value::as_str) == Some(systems::NHS_NUMBER)).collect();
+            let ids = p
+                .get("identifier")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let nhs: Vec<(usize, &Value)> = ids
+                .iter()
+                .enumerate()
+                .filter(|(_, id)| {
+                    id.get("system").and_then(Value::as_str) == Some(systems::NHS_NUMBER)
+                })
+                .collect();
             match nhs.first() {
-                None => self.issues.error(IssueType::Required, at(i, "identifier"), format!("the Patient needs an NHS number ({})", systems::NHS_NUMBER)),
+                None => self.issues.error(
+                    IssueType::Required,
+                    at(i, "identifier"),
+                    format!("the Patient needs an NHS number ({})", systems::NHS_NUMBER),
+                ),
                 Some((j, id)) => {
                     let value = id.get("value").and_then(Value::as_str).unwrap_or_default();
                     if let Err(e) = identifiers::nhs_number(value) {
-                        self.issues.error(IssueType::Invariant, at(i, &format!("identifier[{j}].value")), format!("not a valid NHS number: {e}"));
+                        self.issues.error(
+                            IssueType::Invariant,
+                            at(i, &format!("identifier[{j}].value")),
+                            format!("not a valid NHS number: {e}"),
+                        );
                     }
                     if let Some(code) = verification_code(id) {
                         if let Err(message) = normalise_verification(code.0, code.1) {
-                            self.issues.error(IssueType::CodeInvalid, at(i, &format!("identifier[{j}].extension")), message);
+                            self.issues.error(
+                                IssueType::CodeInvalid,
+                                at(i, &format!("identifier[{j}].extension")),
+                                message,
+                            );
                         }
                     }
                 }
             }
             if let Some(b) = p.get("birthDate").and_then(Value::as_str) {
                 match NaiveDate::parse_from_str(b, "%Y-%m-%d") {
-                    Ok(d) if d > ctx.now.date_naive() => self.issues.error(IssueType::Value, at(i, "birthDate"), "birthDate is in the future"),
-                    Ok(d) if age_on(d, ctx.now.date_naive()) > MAX_AGE_YEARS => {
-                        self.issues.error(IssueType::Value, at(i, "birthDate"), format!("birthDate gives an age over {MAX_AGE_YEARS}: check the date"))
-                    }
+                    Ok(d) if d > ctx.now.date_naive() => self.issues.error(
+                        IssueType::Value,
+                        at(i, "birthDate"),
+                        "birthDate is in the future",
+                    ),
+                    Ok(d) if age_on(d, ctx.now.date_naive()) > MAX_AGE_YEARS => self.issues.error(
+                        IssueType::Value,
+                        at(i, "birthDate"),
+                        format!("birthDate gives an age over {MAX_AGE_YEARS}: check the date"),
+                    ),
                     Ok(_) => {}
-                    Err(_) => self.issues.error(IssueType::Value, at(i, "birthDate"), "birthDate must be a full date (YYYY-MM-DD)"),
+                    Err(_) => self.issues.error(
+                        IssueType::Value,
+                        at(i, "birthDate"),
+                        "birthDate must be a full date (YYYY-MM-DD)",
+                    ),
                 }
             }
         }
@@ -264,9 +415,22 @@ impl<'a> Message<'a> {
             if resource_type(org) != Some("Organization") {
                 continue;
             }
-            for (j, id) in org.get("identifier").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            for (j, id) in org
+                .get("identifier")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
                 let system = id.get("system").and_then(Value::as_str);
-                if matches!(system, Some(systems::ODS_ORGANIZATION | systems::ODS_ORGANIZATION_LOWERCASE | systems::ODS_SITE)) {
+                if matches!(
+                    system,
+                    Some(
+                        systems::ODS_ORGANIZATION
+                            | systems::ODS_ORGANIZATION_LOWERCASE
+                            | systems::ODS_SITE
+                    )
+                ) {
                     let value = id.get("value").and_then(Value::as_str).unwrap_or_default();
                     if !identifiers::is_ods_code(value) {
                         self.issues.error(IssueType::Value, at(i, &format!("identifier[{j}].value")), format!("'{value}' is not an ODS code (3 to 9 upper-case letters and digits)"));
@@ -282,24 +446,46 @@ impl<'a> Message<'a> {
         for i in 0..self.entries.len() {
             for r in references(self.entries[i].1) {
                 if !self.by_url.contains_key(r) && !r.starts_with('#') {
-                    self.issues.error(IssueType::NotFound, at(i, ""), format!("reference '{r}' does not resolve to an entry of the message"));
+                    self.issues.error(
+                        IssueType::NotFound,
+                        at(i, ""),
+                        format!("reference '{r}' does not resolve to an entry of the message"),
+                    );
                 }
             }
         }
     }
 
-    fn into_submission(self, sender_ods: &str, service: &ServiceConfig, focus: usize) -> ReferralSubmission {
+    fn into_submission(
+        self,
+        sender_ods: &str,
+        service: &ServiceConfig,
+        focus: usize,
+    ) -> ReferralSubmission {
         let sr = self.entries[focus].1;
         let key_value = sr
             .get("identifier")
             .and_then(Value::as_array)
-            .and_then(|ids| ids.iter().find_map(|id| {
-                let value = id.get("value")?.as_str()?;
-                Some(format!("{}|{value}", id.get("system").and_then(Value::as_str).unwrap_or("")))
-            }))
-            .or_else(|| self.bundle.get("id").and_then(Value::as_str).map(|id| format!("bundle:{id}")))
+            .and_then(|ids| {
+                ids.iter().find_map(|id| {
+                    let value = id.get("value")?.as_str()?;
+                    Some(format!(
+                        "{}|{value}",
+                        id.get("system").and_then(Value::as_str).unwrap_or("")
+                    ))
+                })
+            })
+            .or_else(|| {
+                self.bundle
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .map(|id| format!("bundle:{id}"))
+            })
             .unwrap_or_default();
-        let key = SubmissionKey { namespace: format!("bars:{sender_ods}"), value: key_value };
+        let key = SubmissionKey {
+            namespace: format!("bars:{sender_ods}"),
+            value: key_value,
+        };
         let hash = content_hash(self.bundle);
 
         let mut entries: Vec<SubmissionEntry> = Vec::new();
@@ -312,16 +498,37 @@ impl<'a> Message<'a> {
             let mut resource = (*resource).clone();
             normalise(&mut resource);
             if i == focus {
-                performer = resource.get("performer").and_then(Value::as_array).and_then(|p| p.first()).and_then(|p| p.get("reference")).and_then(Value::as_str).map(str::to_string);
+                performer = resource
+                    .get("performer")
+                    .and_then(Value::as_array)
+                    .and_then(|p| p.first())
+                    .and_then(|p| p.get("reference"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
             }
-            entries.push(SubmissionEntry { full_url: url.clone(), resource_type: rt, match_identifier: None, resource });
+            entries.push(SubmissionEntry {
+                full_url: url.clone(),
+                resource_type: rt,
+                match_identifier: None,
+                resource,
+            });
         }
         // Make the ServiceRequest's performer carry the configured service's identifier, so reads
         // and searches by service work the same for both intake paths.
-        let service_id = json!({ "system": systems::service_identifier_system(), "value": service.id });
-        match performer.and_then(|p| entries.iter_mut().find(|e| e.full_url == p && e.resource_type == "Organization")) {
+        let service_id =
+            json!({ "system": systems::service_identifier_system(), "value": service.id });
+        match performer.and_then(|p| {
+            entries
+                .iter_mut()
+                .find(|e| e.full_url == p && e.resource_type == "Organization")
+        }) {
             Some(org) => {
-                let ids = org.resource.as_object_mut().unwrap().entry("identifier").or_insert_with(|| json!([]));
+                let ids = org
+                    .resource
+                    .as_object_mut()
+                    .unwrap()
+                    .entry("identifier")
+                    .or_insert_with(|| json!([]));
                 if let Some(list) = ids.as_array_mut() {
                     list.push(service_id);
                 }
@@ -329,13 +536,22 @@ impl<'a> Message<'a> {
             None => {
                 // Name-based, so the same message always normalises to the same transaction.
                 let name = format!("{}/{}/service", key.namespace, key.value);
-                let url = format!("urn:uuid:{}", Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes()));
+                let url = format!(
+                    "urn:uuid:{}",
+                    Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes())
+                );
                 let mut org = json!({ "resourceType": "Organization", "identifier": [service_id], "name": service.name });
                 claim_profile(&mut org, profile::ORGANIZATION);
-                entries.push(SubmissionEntry { full_url: url.clone(), resource_type: "Organization".into(), match_identifier: None, resource: org });
+                entries.push(SubmissionEntry {
+                    full_url: url.clone(),
+                    resource_type: "Organization".into(),
+                    match_identifier: None,
+                    resource: org,
+                });
                 let sr_url = self.entries[focus].0.clone();
                 if let Some(sr) = entries.iter_mut().find(|e| e.full_url == sr_url) {
-                    sr.resource["performer"] = json!([{ "reference": url, "display": service.name }]);
+                    sr.resource["performer"] =
+                        json!([{ "reference": url, "display": service.name }]);
                 }
             }
         }
@@ -343,36 +559,66 @@ impl<'a> Message<'a> {
             e.match_identifier = match_identifier(&e.resource);
         }
         let focus_url = self.entries[focus].0.clone();
-        ReferralSubmission { key, content_hash: hash, entries, focus: focus_url }
+        ReferralSubmission {
+            key,
+            content_hash: hash,
+            entries,
+            focus: focus_url,
+        }
     }
 }
 
 fn ods_of(org: &Value) -> Option<String> {
     org.get("identifier")?.as_array()?.iter().find_map(|id| {
         let system = id.get("system")?.as_str()?;
-        matches!(system, systems::ODS_ORGANIZATION | systems::ODS_ORGANIZATION_LOWERCASE)
-            .then(|| id.get("value")?.as_str().map(str::to_string))
-            .flatten()
+        matches!(
+            system,
+            systems::ODS_ORGANIZATION | systems::ODS_ORGANIZATION_LOWERCASE
+        )
+        .then(|| id.get("value")?.as_str().map(str::to_string))
+        .flatten()
     })
 }
 
 /// `(system, code)` of an NHS number identifier's verification status extension.
 fn verification_code(identifier: &Value) -> Option<(&str, &str)> {
-    identifier.get("extension")?.as_array()?.iter().find_map(|ext| {
-        if ext.get("url")?.as_str()? != systems::NHS_NUMBER_VERIFICATION_EXT {
-            return None;
-        }
-        let coding = ext.get("valueCodeableConcept")?.get("coding")?.as_array()?.first()?;
-        Some((coding.get("system")?.as_str()?, coding.get("code")?.as_str()?))
-    })
+    identifier
+        .get("extension")?
+        .as_array()?
+        .iter()
+        .find_map(|ext| {
+            if ext.get("url")?.as_str()? != systems::NHS_NUMBER_VERIFICATION_EXT {
+                return None;
+            }
+            let coding = ext
+                .get("valueCodeableConcept")?
+                .get("coding")?
+                .as_array()?
+                .first()?;
+            Some((
+                coding.get("system")?.as_str()?,
+                coding.get("code")?.as_str()?,
+            ))
+        })
 }
 
 /// The England code for a verification status in either the current or the retired code system.
 fn normalise_verification(system: &str, code: &str) -> Result<&'static str, String> {
     let found = match system {
-        systems::NHS_NUMBER_VERIFICATION_ENGLAND => ENGLAND_VERIFICATION_DISPLAY.iter().find(|(c, _)| *c == code).map(|(c, _)| *c),
-        systems::NHS_NUMBER_VERIFICATION_RETIRED => RETIRED_VERIFICATION.iter().find(|(c, _)| *c == code).map(|(_, e)| *e),
-        other => return Err(format!("verification status system '{other}' is not known; use {}", systems::NHS_NUMBER_VERIFICATION_ENGLAND)),
+        systems::NHS_NUMBER_VERIFICATION_ENGLAND => ENGLAND_VERIFICATION_DISPLAY
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(c, _)| *c),
+        systems::NHS_NUMBER_VERIFICATION_RETIRED => RETIRED_VERIFICATION
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, e)| *e),
+        other => {
+            return Err(format!(
+                "verification status system '{other}' is not known; use {}",
+                systems::NHS_NUMBER_VERIFICATION_ENGLAND
+            ));
+        }
     };
     found.ok_or_else(|| format!("'{code}' is not a code of {system}"))
 }
@@ -381,14 +627,26 @@ fn normalise_verification(system: &str, code: &str) -> Result<&'static str, Stri
 fn normalise(resource: &mut Value) {
     if let Some(ids) = resource.get_mut("identifier").and_then(Value::as_array_mut) {
         for id in ids {
-            if id.get("system").and_then(Value::as_str) == Some(systems::ODS_ORGANIZATION_LOWERCASE) {
+            if id.get("system").and_then(Value::as_str) == Some(systems::ODS_ORGANIZATION_LOWERCASE)
+            {
                 id["system"] = json!(systems::ODS_ORGANIZATION);
             }
-            let Some((system, code)) = verification_code(id) else { continue };
-            let Ok(england) = normalise_verification(system, code) else { continue };
-            let display = ENGLAND_VERIFICATION_DISPLAY.iter().find(|(c, _)| *c == england).map(|(_, d)| *d).unwrap_or_default();
+            let Some((system, code)) = verification_code(id) else {
+                continue;
+            };
+            let Ok(england) = normalise_verification(system, code) else {
+                continue;
+            };
+            let display = ENGLAND_VERIFICATION_DISPLAY
+                .iter()
+                .find(|(c, _)| *c == england)
+                .map(|(_, d)| *d)
+                .unwrap_or_default();
             if let Some(exts) = id.get_mut("extension").and_then(Value::as_array_mut) {
-                for ext in exts.iter_mut().filter(|e| e.get("url").and_then(Value::as_str) == Some(systems::NHS_NUMBER_VERIFICATION_EXT)) {
+                for ext in exts.iter_mut().filter(|e| {
+                    e.get("url").and_then(Value::as_str)
+                        == Some(systems::NHS_NUMBER_VERIFICATION_EXT)
+                }) {
                     ext["valueCodeableConcept"] = json!({ "coding": [{ "system": systems::NHS_NUMBER_VERIFICATION_ENGLAND, "code": england, "display": display }] });
                 }
             }
@@ -423,8 +681,17 @@ mod tests {
 
     #[test]
     fn retired_verification_codes_map_to_england_codes() {
-        assert_eq!(normalise_verification(systems::NHS_NUMBER_VERIFICATION_RETIRED, "number-present-and-verified"), Ok("01"));
-        assert_eq!(normalise_verification(systems::NHS_NUMBER_VERIFICATION_ENGLAND, "03"), Ok("03"));
+        assert_eq!(
+            normalise_verification(
+                systems::NHS_NUMBER_VERIFICATION_RETIRED,
+                "number-present-and-verified"
+            ),
+            Ok("01")
+        );
+        assert_eq!(
+            normalise_verification(systems::NHS_NUMBER_VERIFICATION_ENGLAND, "03"),
+            Ok("03")
+        );
         assert!(normalise_verification(systems::NHS_NUMBER_VERIFICATION_ENGLAND, "99").is_err());
         assert!(normalise_verification("http://example.org", "01").is_err());
     }
@@ -440,7 +707,10 @@ mod tests {
             "generalPractitioner": [{ "identifier": { "system": systems::ODS_ORGANIZATION_LOWERCASE, "value": "C88038" } }]
         });
         normalise(&mut p);
-        assert_eq!(p["generalPractitioner"][0]["identifier"]["system"], systems::ODS_ORGANIZATION);
+        assert_eq!(
+            p["generalPractitioner"][0]["identifier"]["system"],
+            systems::ODS_ORGANIZATION
+        );
         let coding = &p["identifier"][0]["extension"][0]["valueCodeableConcept"]["coding"][0];
         assert_eq!(coding["system"], systems::NHS_NUMBER_VERIFICATION_ENGLAND);
         assert_eq!(coding["code"], "01");

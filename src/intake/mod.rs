@@ -19,6 +19,16 @@ pub struct IntakeContext<'a> {
     pub config: &'a Config,
 }
 
+impl<'a> IntakeContext<'a> {
+    /// Context for validating input received now.
+    pub fn now(config: &'a Config) -> Self {
+        IntakeContext {
+            now: Utc::now(),
+            config,
+        }
+    }
+}
+
 use serde_json::Value;
 
 use crate::fhir::Issues;
@@ -35,11 +45,21 @@ pub struct AcceptedReferral {
 /// serves the HTTP API, the CLI and the benchmark.
 pub fn practice_referral(value: &Value, ctx: &IntakeContext) -> Result<AcceptedReferral, Issues> {
     let referral = practice::validate(value, ctx)?;
-    let service = ctx.config.service(&referral.target_service).ok_or_else(|| {
-        Issues::from(crate::fhir::Issue::error(crate::fhir::IssueType::NotFound, "targetService", "unknown service"))
-    })?;
+    let service = ctx
+        .config
+        .service(&referral.target_service)
+        .ok_or_else(|| {
+            Issues::from(crate::fhir::Issue::error(
+                crate::fhir::IssueType::NotFound,
+                "targetService",
+                "unknown service",
+            ))
+        })?;
     let bundle = crate::mapping::referral_bundle(&referral, service);
-    let key = SubmissionKey { namespace: format!("practice:{}", referral.practice.ods_code), value: referral.referral_id.clone() };
+    let key = SubmissionKey {
+        namespace: format!("practice:{}", referral.practice.ods_code),
+        value: referral.referral_id.clone(),
+    };
     let submission = ReferralSubmission::from_transaction(key, content_hash(value), &bundle)
         .expect("the mapping emits a transaction with fullUrls and a ServiceRequest");
     Ok(AcceptedReferral { bundle, submission })

@@ -168,7 +168,10 @@ pub fn validate(value: &Value, ctx: &IntakeContext) -> Result<PracticeReferral, 
     // The schema and rules above admit only input this type can hold; a failure here means the
     // two disagree, which is reported rather than trusted.
     serde_json::from_value(value.clone()).map_err(|e| {
-        Issues::from(crate::fhir::Issue::general(IssueType::Structure, format!("referral could not be read: {e}")))
+        Issues::from(crate::fhir::Issue::general(
+            IssueType::Structure,
+            format!("referral could not be read: {e}"),
+        ))
     })
 }
 
@@ -187,8 +190,16 @@ fn business_rules(v: &Value, ctx: &IntakeContext, issues: &mut Issues) {
 
     if let Some(nhs) = str_at("patient.nhsNumber") {
         if let Err(e) = identifiers::nhs_number(nhs) {
-            let code = if e == NhsNumberError::Format { IssueType::Value } else { IssueType::Invariant };
-            rules.error(code, "patient.nhsNumber", format!("patient.nhsNumber is not a valid NHS number: {e}"));
+            let code = if e == NhsNumberError::Format {
+                IssueType::Value
+            } else {
+                IssueType::Invariant
+            };
+            rules.error(
+                code,
+                "patient.nhsNumber",
+                format!("patient.nhsNumber is not a valid NHS number: {e}"),
+            );
         }
     }
 
@@ -200,11 +211,19 @@ fn business_rules(v: &Value, ctx: &IntakeContext, issues: &mut Issues) {
 
     let route = str_at("route");
     if route == Some("other") && pointer(v, "routeDetail").is_none() {
-        rules.error(IssueType::Required, "routeDetail", "routeDetail is required when route is 'other': say who referred the person");
+        rules.error(
+            IssueType::Required,
+            "routeDetail",
+            "routeDetail is required when route is 'other': say who referred the person",
+        );
     }
     let referrer = pointer(v, "referrer");
     if referrer.is_none() && route.is_some_and(|r| !matches!(r, "self-referral" | "employer")) {
-        rules.error(IssueType::Required, "referrer", "referrer is required unless the route is self-referral or employer");
+        rules.error(
+            IssueType::Required,
+            "referrer",
+            "referrer is required unless the route is self-referral or employer",
+        );
     }
     if referrer.is_some() {
         check_registration(v, &mut rules);
@@ -213,24 +232,41 @@ fn business_rules(v: &Value, ctx: &IntakeContext, issues: &mut Issues) {
     if let Some(service) = str_at("targetService") {
         if ctx.config.service(service).is_none() {
             let known: Vec<&str> = ctx.config.services.iter().map(|s| s.id.as_str()).collect();
-            rules.error(IssueType::NotFound, "targetService", format!("'{service}' is not a service this gateway refers to; configured services: {}", known.join(", ")));
+            rules.error(
+                IssueType::NotFound,
+                "targetService",
+                format!(
+                    "'{service}' is not a service this gateway refers to; configured services: {}",
+                    known.join(", ")
+                ),
+            );
         }
     }
 
     let authored = date_time_at(v, "authoredOn");
     if let Some(t) = authored {
         if t > latest_allowed {
-            rules.error(IssueType::Value, "authoredOn", "authoredOn is in the future: a referral cannot be dated after it was sent");
+            rules.error(
+                IssueType::Value,
+                "authoredOn",
+                "authoredOn is in the future: a referral cannot be dated after it was sent",
+            );
         }
     }
 
     let mut birth = date_at(v, "patient.birthDate");
     if let Some(b) = birth {
-        let on = authored.map(|t| t.date_naive()).unwrap_or(ctx.now.date_naive());
+        let on = authored
+            .map(|t| t.date_naive())
+            .unwrap_or(ctx.now.date_naive());
         if b > ctx.now.date_naive() {
             // A wrong birth date is reported once, not again through every rule that uses it.
             birth = None;
-            rules.error(IssueType::Value, "patient.birthDate", "patient.birthDate is in the future");
+            rules.error(
+                IssueType::Value,
+                "patient.birthDate",
+                "patient.birthDate is in the future",
+            );
         } else {
             let age = age_on(b, on);
             if !(MIN_AGE_YEARS..=MAX_AGE_YEARS).contains(&age) {
@@ -247,7 +283,11 @@ fn business_rules(v: &Value, ctx: &IntakeContext, issues: &mut Issues) {
         }
         if let Some(s) = start {
             if s > ctx.now.date_naive() {
-                rules.error(IssueType::Value, "employment.sicknessAbsenceStart", "employment.sicknessAbsenceStart is in the future");
+                rules.error(
+                    IssueType::Value,
+                    "employment.sicknessAbsenceStart",
+                    "employment.sicknessAbsenceStart is in the future",
+                );
             } else if birth.is_some_and(|b| age_on(b, s) < MIN_AGE_YEARS) {
                 rules.error(IssueType::Value, "employment.sicknessAbsenceStart", "employment.sicknessAbsenceStart is before the person was of working age: check the date");
             }
@@ -255,7 +295,12 @@ fn business_rules(v: &Value, ctx: &IntakeContext, issues: &mut Issues) {
     }
 
     recorded_list_rule(v, "healthConditions", "health conditions", &mut rules);
-    recorded_list_rule(v, "workplaceExposures", "workplace exposure issues", &mut rules);
+    recorded_list_rule(
+        v,
+        "workplaceExposures",
+        "workplace exposure issues",
+        &mut rules,
+    );
     if let Some(items) = pointer(v, "healthConditions.items").and_then(Value::as_array) {
         for (i, item) in items.iter().enumerate() {
             if let Some(code) = item.get("snomedCode").and_then(Value::as_str) {
@@ -271,7 +316,11 @@ fn business_rules(v: &Value, ctx: &IntakeContext, issues: &mut Issues) {
     }
     if let Some(recorded) = date_time_at(v, "consent.recordedAt") {
         if recorded > latest_allowed {
-            rules.error(IssueType::Value, "consent.recordedAt", "consent.recordedAt is in the future");
+            rules.error(
+                IssueType::Value,
+                "consent.recordedAt",
+                "consent.recordedAt is in the future",
+            );
         } else if authored.is_some_and(|a| recorded > a + Duration::minutes(CLOCK_SKEW_MINUTES)) {
             rules.error(IssueType::BusinessRule, "consent.recordedAt", "consent.recordedAt is after authoredOn: agreement must be recorded before the referral is made");
         }
@@ -294,30 +343,54 @@ fn check_registration(v: &Value, rules: &mut Issues) {
             None if pointer(v, "referrer.registration").is_none() => rules.error(
                 IssueType::Required,
                 "referrer.registration",
-                format!("referrer.registration is required for a {}: give the {} number", profession.unwrap_or_default(), required.to_uppercase()),
+                format!(
+                    "referrer.registration is required for a {}: give the {} number",
+                    profession.unwrap_or_default(),
+                    required.to_uppercase()
+                ),
             ),
             Some(r) if r != required => rules.error(
                 IssueType::BusinessRule,
                 "referrer.registration.register",
-                format!("a {} is registered with the {}, not the {}", profession.unwrap_or_default(), required.to_uppercase(), r.to_uppercase()),
+                format!(
+                    "a {} is registered with the {}, not the {}",
+                    profession.unwrap_or_default(),
+                    required.to_uppercase(),
+                    r.to_uppercase()
+                ),
             ),
             _ => {}
         }
     }
     if let (Some(r), Some(n)) = (register, number) {
         if let Err(expected) = identifiers::registration_number(r, n) {
-            rules.error(IssueType::Value, "referrer.registration.number", format!("'{n}' is not a {} number: expected {expected}", r.to_uppercase()));
+            rules.error(
+                IssueType::Value,
+                "referrer.registration.number",
+                format!(
+                    "'{n}' is not a {} number: expected {expected}",
+                    r.to_uppercase()
+                ),
+            );
         }
     }
 }
 
 fn recorded_list_rule(v: &Value, field: &str, what: &str, rules: &mut Issues) {
-    let Some(status) = pointer(v, &format!("{field}.status")).and_then(Value::as_str) else { return };
-    let count = pointer(v, &format!("{field}.items")).and_then(Value::as_array).map_or(0, Vec::len);
+    let Some(status) = pointer(v, &format!("{field}.status")).and_then(Value::as_str) else {
+        return;
+    };
+    let count = pointer(v, &format!("{field}.items"))
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     if status == "recorded" && count == 0 {
         rules.error(IssueType::Required, format!("{field}.items"), format!("{field}.status is 'recorded' but no {what} are listed: list them, or use status none, prefer-not-to-say or not-recorded"));
     } else if status != "recorded" && count > 0 {
-        rules.error(IssueType::Invariant, format!("{field}.items"), format!("{field}.status is '{status}' but {what} are listed: use status 'recorded'"));
+        rules.error(
+            IssueType::Invariant,
+            format!("{field}.items"),
+            format!("{field}.status is '{status}' but {what} are listed: use status 'recorded'"),
+        );
     }
 }
 
@@ -327,11 +400,16 @@ fn pointer<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 fn date_at(v: &Value, path: &str) -> Option<NaiveDate> {
-    pointer(v, path)?.as_str().and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+    pointer(v, path)?
+        .as_str()
+        .and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
 }
 
 fn date_time_at(v: &Value, path: &str) -> Option<DateTime<Utc>> {
-    pointer(v, path)?.as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc))
+    pointer(v, path)?
+        .as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Whole years from `birth` to `on`.

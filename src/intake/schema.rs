@@ -19,7 +19,10 @@ pub fn compile(schema_text: &str) -> Validator {
 
 /// Every schema violation in `instance`.
 pub fn check(validator: &Validator, instance: &Value) -> Issues {
-    validator.iter_errors(instance).map(|e| to_issue(&e)).collect()
+    validator
+        .iter_errors(instance)
+        .map(|e| to_issue(&e))
+        .collect()
 }
 
 /// `/patient/name/given/0` → `patient.name.given[0]`.
@@ -40,17 +43,29 @@ pub fn pointer_to_path(pointer: &str) -> String {
 }
 
 fn join(parent: &str, child: &str) -> String {
-    if parent.is_empty() { child.to_string() } else { format!("{parent}.{child}") }
+    if parent.is_empty() {
+        child.to_string()
+    } else {
+        format!("{parent}.{child}")
+    }
 }
 
 fn to_issue(error: &ValidationError<'_>) -> Issue {
     let path = pointer_to_path(error.instance_path().as_str());
-    let here = if path.is_empty() { "the request body".to_string() } else { format!("'{path}'") };
+    let here = if path.is_empty() {
+        "the request body".to_string()
+    } else {
+        format!("'{path}'")
+    };
     match error.kind() {
         ValidationErrorKind::Required { property } => {
             let name = property.as_str().unwrap_or_default();
             let field = join(&path, name);
-            Issue::error(IssueType::Required, &field, format!("'{field}' is required"))
+            Issue::error(
+                IssueType::Required,
+                &field,
+                format!("'{field}' is required"),
+            )
         }
         ValidationErrorKind::AdditionalProperties { unexpected } => {
             let name = unexpected.first().map(String::as_str).unwrap_or_default();
@@ -65,12 +80,24 @@ fn to_issue(error: &ValidationError<'_>) -> Issue {
         ValidationErrorKind::Enum { options } => {
             let allowed: Vec<String> = options
                 .as_array()
-                .map(|a| a.iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect())
+                .map(|a| {
+                    a.iter()
+                        .map(|v| {
+                            v.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| v.to_string())
+                        })
+                        .collect()
+                })
                 .unwrap_or_default();
             Issue::error(
                 IssueType::CodeInvalid,
                 &path,
-                format!("{} is not an allowed code for {here}; use one of: {}", error.instance(), allowed.join(", ")),
+                format!(
+                    "{} is not an allowed code for {here}; use one of: {}",
+                    error.instance(),
+                    allowed.join(", ")
+                ),
             )
         }
         ValidationErrorKind::Format { format } => {
@@ -80,12 +107,24 @@ fn to_issue(error: &ValidationError<'_>) -> Issue {
                 "email" => "an e-mail address",
                 other => other,
             };
-            Issue::error(IssueType::Value, &path, format!("{here} must be {expected}; got {}", error.instance()))
+            Issue::error(
+                IssueType::Value,
+                &path,
+                format!("{here} must be {expected}; got {}", error.instance()),
+            )
         }
-        ValidationErrorKind::Pattern { .. } => {
-            Issue::error(IssueType::Value, &path, format!("{here} has the wrong format ({}); {}", error.instance(), pattern_hint(&path)))
+        ValidationErrorKind::Pattern { .. } => Issue::error(
+            IssueType::Value,
+            &path,
+            format!(
+                "{here} has the wrong format ({}); {}",
+                error.instance(),
+                pattern_hint(&path)
+            ),
+        ),
+        ValidationErrorKind::Type { .. } => {
+            Issue::error(IssueType::Structure, &path, format!("{here}: {error}"))
         }
-        ValidationErrorKind::Type { .. } => Issue::error(IssueType::Structure, &path, format!("{here}: {error}")),
         _ => Issue::error(IssueType::Value, &path, format!("{here}: {error}")),
     }
 }
@@ -113,7 +152,10 @@ mod tests {
     fn pointers_become_dotted_paths() {
         assert_eq!(pointer_to_path(""), "");
         assert_eq!(pointer_to_path("/patient/nhsNumber"), "patient.nhsNumber");
-        assert_eq!(pointer_to_path("/healthConditions/items/0/snomedCode"), "healthConditions.items[0].snomedCode");
+        assert_eq!(
+            pointer_to_path("/healthConditions/items/0/snomedCode"),
+            "healthConditions.items[0].snomedCode"
+        );
         assert_eq!(pointer_to_path("/a~1b"), "a/b");
     }
 
@@ -124,11 +166,23 @@ mod tests {
                 "properties":{"a":{"enum":["x","y"]},"b":{"type":"string","format":"date"},"c":{"type":"integer"}}}"#,
         );
         let issues = check(&v, &json!({"a": "z", "b": "2026-02-30", "d": 1}));
-        let exprs: Vec<_> = issues.iter().map(|i| i.expression.clone().unwrap()).collect();
+        let exprs: Vec<_> = issues
+            .iter()
+            .map(|i| i.expression.clone().unwrap())
+            .collect();
         assert!(exprs.contains(&"a".to_string()));
-        assert!(exprs.contains(&"b".to_string()), "impossible dates fail format: {exprs:?}");
+        assert!(
+            exprs.contains(&"b".to_string()),
+            "impossible dates fail format: {exprs:?}"
+        );
         assert!(exprs.contains(&"d".to_string()));
         let issues = check(&v, &json!({}));
-        assert_eq!(issues.iter().filter(|i| i.code == IssueType::Required).count(), 2);
+        assert_eq!(
+            issues
+                .iter()
+                .filter(|i| i.code == IssueType::Required)
+                .count(),
+            2
+        );
     }
 }

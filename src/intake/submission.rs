@@ -38,7 +38,11 @@ pub struct ReferralSubmission {
 
 impl ReferralSubmission {
     /// Builds a submission from a FHIR transaction Bundle whose entries carry `fullUrl`s.
-    pub fn from_transaction(key: SubmissionKey, content_hash: String, bundle: &Value) -> Option<Self> {
+    pub fn from_transaction(
+        key: SubmissionKey,
+        content_hash: String,
+        bundle: &Value,
+    ) -> Option<Self> {
         let entries: Vec<SubmissionEntry> = bundle
             .get("entry")?
             .as_array()?
@@ -53,8 +57,17 @@ impl ReferralSubmission {
                 })
             })
             .collect::<Option<_>>()?;
-        let focus = entries.iter().find(|e| e.resource_type == "ServiceRequest")?.full_url.clone();
-        Some(ReferralSubmission { key, content_hash, entries, focus })
+        let focus = entries
+            .iter()
+            .find(|e| e.resource_type == "ServiceRequest")?
+            .full_url
+            .clone();
+        Some(ReferralSubmission {
+            key,
+            content_hash,
+            entries,
+            focus,
+        })
     }
 }
 
@@ -70,7 +83,11 @@ pub fn match_identifier(resource: &Value) -> Option<(String, String)> {
     };
     let service_system = systems::service_identifier_system();
     systems.iter().find_map(|s| {
-        let system = if *s == "service" { service_system.as_str() } else { s };
+        let system = if *s == "service" {
+            service_system.as_str()
+        } else {
+            s
+        };
         identifier_value(resource, system).map(|v| (system.to_string(), v.to_string()))
     })
 }
@@ -126,7 +143,10 @@ mod tests {
     #[test]
     fn shared_resources_match_by_their_identifier() {
         let p = json!({"resourceType": "Patient", "identifier": [{"system": systems::NHS_NUMBER, "value": "9990000018"}]});
-        assert_eq!(match_identifier(&p), Some((systems::NHS_NUMBER.into(), "9990000018".into())));
+        assert_eq!(
+            match_identifier(&p),
+            Some((systems::NHS_NUMBER.into(), "9990000018".into()))
+        );
         let o = json!({"resourceType": "Organization", "identifier": [{"system": systems::service_identifier_system(), "value": "sheffield-whs"}]});
         assert_eq!(match_identifier(&o).unwrap().1, "sheffield-whs");
         let c = json!({"resourceType": "Condition", "identifier": [{"system": "x", "value": "y"}]});

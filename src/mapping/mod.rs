@@ -2,6 +2,9 @@
 //! referral always maps to the same Bundle (entry fullUrls are name-based UUIDs), so expected
 //! outputs can be published as fixtures.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use chrono::{DateTime, FixedOffset, SecondsFormat};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -24,17 +27,32 @@ struct Mapper<'a> {
     r: &'a PracticeReferral,
     service: &'a ServiceConfig,
     entries: Vec<Value>,
+    /// fullUrls by role: each is a SHA-1 (UUIDv5), and roles are referenced many times.
+    urls: RefCell<HashMap<String, String>>,
 }
 
 impl<'a> Mapper<'a> {
     fn new(r: &'a PracticeReferral, service: &'a ServiceConfig) -> Self {
-        Mapper { r, service, entries: Vec::new() }
+        Mapper {
+            r,
+            service,
+            entries: Vec::new(),
+            urls: RefCell::new(HashMap::new()),
+        }
     }
 
     /// The fullUrl of the entry playing `role` in this referral.
     fn url(&self, role: &str) -> String {
+        if let Some(url) = self.urls.borrow().get(role) {
+            return url.clone();
+        }
         let name = format!("{}/{}/{role}", self.r.practice.ods_code, self.r.referral_id);
-        format!("urn:uuid:{}", Uuid::new_v5(&ENTRY_NAMESPACE, name.as_bytes()))
+        let url = format!(
+            "urn:uuid:{}",
+            Uuid::new_v5(&ENTRY_NAMESPACE, name.as_bytes())
+        );
+        self.urls.borrow_mut().insert(role.to_string(), url.clone());
+        url
     }
 
     fn reference(&self, role: &str) -> Value {
@@ -44,16 +62,26 @@ impl<'a> Mapper<'a> {
     /// Adds `resource` under `role`, claiming its UK Core profile. Shared resources are written as
     /// conditional updates on their identifier, so the store reuses an existing one.
     fn add(&mut self, role: &str, mut resource: Value) -> String {
-        let resource_type = resource["resourceType"].as_str().expect("mapped resources have a type").to_string();
+        let resource_type = resource["resourceType"]
+            .as_str()
+            .expect("mapped resources have a type")
+            .to_string();
         if let Some(p) = profile::uk_core_for(&resource_type) {
             crate::fhir::resource::claim_profile(&mut resource, p);
         }
         let request = match match_identifier(&resource) {
-            Some((system, value)) => json!({ "method": "PUT", "url": format!("{resource_type}?identifier={system}|{value}") }),
+            Some((system, value)) => {
+                json!({ "method": "PUT", "url": format!("{resource_type}?identifier={system}|{value}") })
+            }
             None => json!({ "method": "POST", "url": resource_type }),
         };
         let url = self.url(role);
-        self.entries.push(json!({ "fullUrl": url, "resource": resource, "request": request }));
+        // Built by hand: `json!` would deep-copy `resource` through serde.
+        let mut entry = Map::new();
+        entry.insert("fullUrl".into(), Value::String(url.clone()));
+        entry.insert("resource".into(), resource);
+        entry.insert("request".into(), request);
+        self.entries.push(Value::Object(entry));
         url
     }
 
@@ -98,14 +126,21 @@ impl<'a> Mapper<'a> {
             sr["requester"] = json!({ "reference": req });
         }
         if !conditions.is_empty() {
-            sr["reasonReference"] = conditions.iter().map(|u| json!({ "reference": u })).collect();
+            sr["reasonReference"] = conditions
+                .iter()
+                .map(|u| json!({ "reference": u }))
+                .collect();
         }
         if let Some(text) = &r.support_wanted.text {
             sr["note"] = json!([{ "text": text }]);
         }
         self.add("service-request", sr);
 
-        json!({ "resourceType": "Bundle", "type": "transaction", "entry": self.entries })
+        let mut bundle = Map::new();
+        bundle.insert("resourceType".into(), json!("Bundle"));
+        bundle.insert("type".into(), json!("transaction"));
+        bundle.insert("entry".into(), Value::Array(self.entries));
+        Value::Object(bundle)
     }
 
     fn practice(&mut self) {
@@ -125,11 +160,18 @@ impl<'a> Mapper<'a> {
 
     fn service_organization(&mut self) {
         let s = self.service;
-        let mut identifiers = vec![json!({ "system": systems::service_identifier_system(), "value": s.id })];
+        let mut identifiers =
+            vec![json!({ "system": systems::service_identifier_system(), "value": s.id })];
         if let Some(ods) = &s.ods_code {
-            identifiers.insert(0, json!({ "system": systems::ODS_ORGANIZATION, "value": ods }));
+            identifiers.insert(
+                0,
+                json!({ "system": systems::ODS_ORGANIZATION, "value": ods }),
+            );
         }
-        self.add("service", json!({ "resourceType": "Organization", "identifier": identifiers, "name": s.name }));
+        self.add(
+            "service",
+            json!({ "resourceType": "Organization", "identifier": identifiers, "name": s.name }),
+        );
     }
 
     fn patient(&mut self) {
@@ -216,7 +258,10 @@ impl<'a> Mapper<'a> {
         }
         match r.route.as_str() {
             "employer" => r.employment.employer_name.as_ref().map(|name| {
-                self.add("employer", json!({ "resourceType": "Organization", "name": name }))
+                self.add(
+                    "employer",
+                    json!({ "resourceType": "Organization", "name": name }),
+                )
             }),
             _ => Some(self.url("patient")),
         }
@@ -281,7 +326,11 @@ impl<'a> Mapper<'a> {
             ("employer-size", "employer-size-band", &e.employer_size),
             ("employment-sector", "employment-sector", &e.sector),
             ("contract-type", "contract-type", &e.contract_type),
-            ("occupational-health-access", "occupational-health-access", &e.employer_occupational_health),
+            (
+                "occupational-health-access",
+                "occupational-health-access",
+                &e.employer_occupational_health,
+            ),
         ] {
             if let Some(v) = value {
                 let mut c = json!({ "code": local_code(code) });
@@ -312,7 +361,8 @@ impl<'a> Mapper<'a> {
             let mut absence = self.observation(local_code("sickness-absence-start"));
             absence["valueDateTime"] = json!(start.format("%Y-%m-%d").to_string());
             if is_off_sick(&e.status) {
-                absence["note"] = json!([{ "text": coding("employment-status", &e.status)["display"] }]);
+                absence["note"] =
+                    json!([{ "text": coding("employment-status", &e.status)["display"] }]);
             }
             out.push(self.add("obs-sickness-absence", absence));
         }
@@ -384,11 +434,9 @@ impl<'a> Mapper<'a> {
     /// Who recorded the agreement and when, as a Provenance on the Consent (the UK Core pattern).
     fn consent_provenance(&mut self) {
         let c = &self.r.consent;
-        let same_as_referrer = self
-            .r
-            .referrer
-            .as_ref()
-            .is_some_and(|r| r.name == c.recorded_by.name && r.profession == c.recorded_by.profession);
+        let same_as_referrer = self.r.referrer.as_ref().is_some_and(|r| {
+            r.name == c.recorded_by.name && r.profession == c.recorded_by.profession
+        });
         let recorder = if same_as_referrer {
             self.url("referrer")
         } else {
@@ -414,7 +462,10 @@ impl<'a> Mapper<'a> {
         // Only routes with an exact concept in UK Core's SourceOfServiceRequest value set.
         let snomed = match self.r.route.as_str() {
             "gp" => Some(("108161000000109", "Referred by general practitioner")),
-            "other-primary-care" => Some(("276491000", "Referred by member of Primary Health Care Team")),
+            "other-primary-care" => Some((
+                "276491000",
+                "Referred by member of Primary Health Care Team",
+            )),
             "self-referral" => Some(("310434002", "Self-referral to service")),
             _ => None,
         };
@@ -448,11 +499,17 @@ fn data_absent_reason(code: &str) -> Option<Value> {
         "not-recorded" => ("not-asked", "Not Asked"),
         _ => return None,
     };
-    Some(json!({ "coding": [{ "system": systems::DATA_ABSENT_REASON, "code": dar, "display": display }] }))
+    Some(
+        json!({ "coding": [{ "system": systems::DATA_ABSENT_REASON, "code": dar, "display": display }] }),
+    )
 }
 
 fn data_absent_extension(code: &str) -> Value {
-    let dar = if code == "prefer-not-to-say" { "asked-declined" } else { "not-asked" };
+    let dar = if code == "prefer-not-to-say" {
+        "asked-declined"
+    } else {
+        "not-asked"
+    };
     json!({ "url": systems::DATA_ABSENT_REASON_EXT, "valueCode": dar })
 }
 
@@ -491,7 +548,9 @@ fn ukcore_contact_method(code: &str) -> Option<Value> {
         "sms" => ("9", "SMS"),
         _ => return None,
     };
-    Some(json!({ "system": systems::PREFERRED_CONTACT_METHOD_UKCORE, "code": c, "display": display }))
+    Some(
+        json!({ "system": systems::PREFERRED_CONTACT_METHOD_UKCORE, "code": c, "display": display }),
+    )
 }
 
 /// FHIR dateTime/instant text for a sender's timestamp (UTC written as `Z`).

@@ -18,7 +18,11 @@ use crate::intake::ReferralSubmission;
 pub enum StoreError {
     /// The submission key was used before for different content.
     #[error("{namespace} referral '{key}' was already received with different content")]
-    Conflict { namespace: String, key: String, existing_id: String },
+    Conflict {
+        namespace: String,
+        key: String,
+        existing_id: String,
+    },
     /// The database cannot be reached or written now; the caller may retry.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -55,7 +59,10 @@ pub trait Store: Send + Sync {
     /// Stores every resource of a submission atomically and durably, or nothing. A resend of a
     /// stored key with the same content returns the stored referral; with other content, a
     /// [`StoreError::Conflict`].
-    async fn submit_referral(&self, submission: ReferralSubmission) -> Result<StoredReferral, StoreError>;
+    async fn submit_referral(
+        &self,
+        submission: ReferralSubmission,
+    ) -> Result<StoredReferral, StoreError>;
 
     /// The current version of a resource, stamped with `id` and `meta`.
     async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Value>, StoreError>;
@@ -74,7 +81,9 @@ pub trait Store: Send + Sync {
 pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     let url = config.database_url.as_str();
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::open(url, &config.store).await?))
+        Ok(Arc::new(
+            sqlite::SqliteStore::open(url, &config.store).await?,
+        ))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))
     }

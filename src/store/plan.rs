@@ -15,6 +15,9 @@ use crate::intake::ReferralSubmission;
 pub struct Existing {
     pub id: String,
     pub version_id: i64,
+    pub last_updated: String,
+    /// The stored JSON text, to tell whether a submission really changes the resource.
+    pub content: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -40,26 +43,37 @@ pub fn plan_writes(
 ) -> Vec<PlannedWrite> {
     // Entries of one submission that share an identifier become one resource.
     let mut by_identity: HashMap<(&str, &(String, String)), String> = HashMap::new();
-    let mut ids: HashMap<&str, (String, Option<i64>)> = HashMap::new();
+    let mut ids: HashMap<&str, (String, Option<&Existing>)> = HashMap::new();
     for e in &submission.entries {
         let assigned = if e.full_url == submission.focus {
             (focus_id.to_string(), None)
         } else if let Some(found) = existing.get(&e.full_url) {
-            (found.id.clone(), Some(found.version_id))
-        } else if let Some(id) = e.match_identifier.as_ref().and_then(|m| by_identity.get(&(e.resource_type.as_str(), m))) {
+            (found.id.clone(), Some(found))
+        } else if let Some(id) = e
+            .match_identifier
+            .as_ref()
+            .and_then(|m| by_identity.get(&(e.resource_type.as_str(), m)))
+        {
             (id.clone(), None)
         } else {
             (Uuid::new_v4().to_string(), None)
         };
         if let Some(m) = &e.match_identifier {
-            by_identity.entry((e.resource_type.as_str(), m)).or_insert_with(|| assigned.0.clone());
+            by_identity
+                .entry((e.resource_type.as_str(), m))
+                .or_insert_with(|| assigned.0.clone());
         }
         ids.insert(e.full_url.as_str(), assigned);
     }
     let targets: HashMap<String, String> = submission
         .entries
         .iter()
-        .map(|e| (e.full_url.clone(), format!("{}/{}", e.resource_type, ids[e.full_url.as_str()].0)))
+        .map(|e| {
+            (
+                e.full_url.clone(),
+                format!("{}/{}", e.resource_type, ids[e.full_url.as_str()].0),
+            )
+        })
         .collect();
 
     let mut seen = std::collections::HashSet::new();
@@ -67,25 +81,41 @@ pub fn plan_writes(
         .entries
         .iter()
         .filter_map(|e| {
-            let (id, prior_version) = ids[e.full_url.as_str()].clone();
+            let (id, prior) = ids[e.full_url.as_str()].clone();
             // A duplicate of a shared resource within one submission: the last one wins.
-            let later_duplicate = submission.entries.iter().rev().find(|x| x.resource_type == e.resource_type && ids[x.full_url.as_str()].0 == id);
-            if later_duplicate.is_some_and(|x| x.full_url != e.full_url) || !seen.insert((e.resource_type.clone(), id.clone())) {
+            let later_duplicate =
+                submission.entries.iter().rev().find(|x| {
+                    x.resource_type == e.resource_type && ids[x.full_url.as_str()].0 == id
+                });
+            if later_duplicate.is_some_and(|x| x.full_url != e.full_url)
+                || !seen.insert((e.resource_type.clone(), id.clone()))
+            {
                 return None;
             }
-            let version_id = prior_version.map_or(1, |v| v + 1);
             let mut content = e.resource.clone();
             rewrite_references(&mut content, &targets);
+            if let Some(prior) = prior {
+                // Unchanged (the same practice, clinician or person details again): no new version.
+                stamp(&mut content, &id, prior.version_id, &prior.last_updated);
+                if serde_json::to_string(&content).is_ok_and(|text| text == prior.content) {
+                    return None;
+                }
+            }
+            let version_id = prior.map_or(1, |p| p.version_id + 1);
             stamp(&mut content, &id, version_id, last_updated);
             let index = index_entries(&content);
             Some(PlannedWrite {
                 resource_type: e.resource_type.clone(),
                 id,
                 version_id,
-                replaces: prior_version.is_some(),
+                replaces: prior.is_some(),
                 content,
                 index,
-                identity: if prior_version.is_none() { e.match_identifier.clone() } else { None },
+                identity: if prior.is_none() {
+                    e.match_identifier.clone()
+                } else {
+                    None
+                },
             })
         })
         .collect()
@@ -108,12 +138,30 @@ mod tests {
 
     fn submission() -> ReferralSubmission {
         ReferralSubmission {
-            key: SubmissionKey { namespace: "n".into(), value: "k".into() },
+            key: SubmissionKey {
+                namespace: "n".into(),
+                value: "k".into(),
+            },
             content_hash: "h".into(),
             entries: vec![
-                entry("urn:uuid:p", "Patient", json!({"resourceType": "Patient"}), Some(("nhs", "1"))),
-                entry("urn:uuid:o", "Organization", json!({"resourceType": "Organization"}), Some(("ods", "A"))),
-                entry("urn:uuid:s", "ServiceRequest", json!({"resourceType": "ServiceRequest", "subject": {"reference": "urn:uuid:p"}, "performer": [{"reference": "urn:uuid:o"}]}), None),
+                entry(
+                    "urn:uuid:p",
+                    "Patient",
+                    json!({"resourceType": "Patient"}),
+                    Some(("nhs", "1")),
+                ),
+                entry(
+                    "urn:uuid:o",
+                    "Organization",
+                    json!({"resourceType": "Organization"}),
+                    Some(("ods", "A")),
+                ),
+                entry(
+                    "urn:uuid:s",
+                    "ServiceRequest",
+                    json!({"resourceType": "ServiceRequest", "subject": {"reference": "urn:uuid:p"}, "performer": [{"reference": "urn:uuid:o"}]}),
+                    None,
+                ),
             ],
             focus: "urn:uuid:s".into(),
         }
@@ -121,12 +169,26 @@ mod tests {
 
     #[test]
     fn new_resources_get_fresh_ids_and_references_point_at_them() {
-        let writes = plan_writes(&submission(), &HashMap::new(), "focus-1", "2026-01-01T00:00:00.000000Z");
+        let writes = plan_writes(
+            &submission(),
+            &HashMap::new(),
+            "focus-1",
+            "2026-01-01T00:00:00.000000Z",
+        );
         assert_eq!(writes.len(), 3);
-        let sr = writes.iter().find(|w| w.resource_type == "ServiceRequest").unwrap();
-        let patient = writes.iter().find(|w| w.resource_type == "Patient").unwrap();
+        let sr = writes
+            .iter()
+            .find(|w| w.resource_type == "ServiceRequest")
+            .unwrap();
+        let patient = writes
+            .iter()
+            .find(|w| w.resource_type == "Patient")
+            .unwrap();
         assert_eq!(sr.id, "focus-1");
-        assert_eq!(sr.content["subject"]["reference"], format!("Patient/{}", patient.id));
+        assert_eq!(
+            sr.content["subject"]["reference"],
+            format!("Patient/{}", patient.id)
+        );
         assert_eq!(sr.content["meta"]["versionId"], "1");
         assert_eq!(patient.identity, Some(("nhs".into(), "1".into())));
         assert!(!patient.replaces);
@@ -134,22 +196,101 @@ mod tests {
 
     #[test]
     fn matched_resources_are_updated_in_place() {
-        let existing = HashMap::from([("urn:uuid:p".to_string(), Existing { id: "old".into(), version_id: 3 })]);
+        let existing = HashMap::from([(
+            "urn:uuid:p".to_string(),
+            Existing {
+                id: "old".into(),
+                version_id: 3,
+                last_updated: "t0".into(),
+                content: "{}".into(),
+            },
+        )]);
         let writes = plan_writes(&submission(), &existing, "f", "t");
-        let patient = writes.iter().find(|w| w.resource_type == "Patient").unwrap();
-        assert_eq!((patient.id.as_str(), patient.version_id, patient.replaces), ("old", 4, true));
-        assert_eq!(patient.identity, None, "an existing identity is not registered again");
-        let sr = writes.iter().find(|w| w.resource_type == "ServiceRequest").unwrap();
+        let patient = writes
+            .iter()
+            .find(|w| w.resource_type == "Patient")
+            .unwrap();
+        assert_eq!(
+            (patient.id.as_str(), patient.version_id, patient.replaces),
+            ("old", 4, true)
+        );
+        assert_eq!(
+            patient.identity, None,
+            "an existing identity is not registered again"
+        );
+        let sr = writes
+            .iter()
+            .find(|w| w.resource_type == "ServiceRequest")
+            .unwrap();
         assert_eq!(sr.content["subject"]["reference"], "Patient/old");
+    }
+
+    #[test]
+    fn unchanged_matched_resources_are_not_rewritten() {
+        let s = submission();
+        let first = plan_writes(&s, &HashMap::new(), "f1", "t1");
+        let patient = first.iter().find(|w| w.resource_type == "Patient").unwrap();
+        let stored = Existing {
+            id: patient.id.clone(),
+            version_id: 1,
+            last_updated: "t1".into(),
+            content: serde_json::to_string(&patient.content).unwrap(),
+        };
+        let again = plan_writes(
+            &s,
+            &HashMap::from([("urn:uuid:p".to_string(), stored.clone())]),
+            "f2",
+            "t2",
+        );
+        assert!(
+            again.iter().all(|w| w.resource_type != "Patient"),
+            "same details: no new version"
+        );
+        let sr = again
+            .iter()
+            .find(|w| w.resource_type == "ServiceRequest")
+            .unwrap();
+        assert_eq!(
+            sr.content["subject"]["reference"],
+            format!("Patient/{}", stored.id)
+        );
+
+        let mut changed = s.clone();
+        changed.entries[0].resource["gender"] = json!("male");
+        let writes = plan_writes(
+            &changed,
+            &HashMap::from([("urn:uuid:p".to_string(), stored)]),
+            "f3",
+            "t3",
+        );
+        let p = writes
+            .iter()
+            .find(|w| w.resource_type == "Patient")
+            .unwrap();
+        assert_eq!((p.version_id, p.replaces), (2, true));
     }
 
     #[test]
     fn duplicates_within_a_submission_become_one_resource() {
         let mut s = submission();
-        s.entries.insert(1, entry("urn:uuid:p2", "Patient", json!({"resourceType": "Patient", "gender": "female"}), Some(("nhs", "1"))));
+        s.entries.insert(
+            1,
+            entry(
+                "urn:uuid:p2",
+                "Patient",
+                json!({"resourceType": "Patient", "gender": "female"}),
+                Some(("nhs", "1")),
+            ),
+        );
         let writes = plan_writes(&s, &HashMap::new(), "f", "t");
-        let patients: Vec<_> = writes.iter().filter(|w| w.resource_type == "Patient").collect();
+        let patients: Vec<_> = writes
+            .iter()
+            .filter(|w| w.resource_type == "Patient")
+            .collect();
         assert_eq!(patients.len(), 1);
-        assert_eq!(patients[0].content["gender"], "female", "the last duplicate wins");
+        assert_eq!(
+            patients[0].content["gender"], "female",
+            "the last duplicate wins"
+        );
     }
 }

@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use serde_json::{Value, json};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -20,7 +22,7 @@ use tokio::task::JoinHandle;
 use super::plan::{Existing, PlannedWrite, plan_writes};
 use super::{SearchPage, Store, StoreError, StoredReferral};
 use crate::config::StoreConfig;
-use crate::fhir::search::{Comparator, Filter, SearchRequest, Token, format_instant};
+use crate::fhir::search::{Comparator, Filter, IndexEntry, SearchRequest, Token, format_instant};
 use crate::intake::ReferralSubmission;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -46,25 +48,42 @@ impl SqliteStore {
             // FULL: a commit is on disk before any caller hears "stored".
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // A 64 MiB page cache and memory-mapped reads keep the indexes the writer probes in
+            // memory instead of re-reading them through system calls.
+            .pragma("cache_size", "-65536")
+            .pragma("mmap_size", "268435456")
+            .pragma("temp_store", "memory");
         if let Some(dir) = options.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                })?;
             }
         }
         let mut writer = SqliteConnection::connect_with(&options).await?;
-        MIGRATOR.run(&mut writer).await.map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        MIGRATOR
+            .run(&mut writer)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
         let readers = SqlitePoolOptions::new()
             .max_connections(settings.read_connections)
             .connect_with(options.read_only(true))
             .await?;
         let (tx, rx) = mpsc::channel(settings.max_batch * 4);
         let handle = tokio::spawn(writer_loop(writer, rx, settings.max_batch));
-        Ok(SqliteStore { readers, writer: Mutex::new(Some((tx, handle))) })
+        Ok(SqliteStore {
+            readers,
+            writer: Mutex::new(Some((tx, handle))),
+        })
     }
 }
 
-async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<WriteJob>, max_batch: usize) {
+async fn writer_loop(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<WriteJob>,
+    max_batch: usize,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut batch, max_batch).await > 0 {
         commit_batch(&mut conn, &mut batch).await;
@@ -77,7 +96,9 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteJob>) {
     let mut results: Vec<Result<StoredReferral, StoreError>> = Vec::with_capacity(batch.len());
     if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
         for job in batch.drain(..) {
-            let _ = job.reply.send(Err(StoreError::Unavailable(format!("cannot begin a transaction: {e}"))));
+            let _ = job.reply.send(Err(StoreError::Unavailable(format!(
+                "cannot begin a transaction: {e}"
+            ))));
         }
         return;
     }
@@ -89,7 +110,9 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteJob>) {
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
         tracing::error!(error = %e, batch = batch.len(), "commit failed; batch rolled back");
         for job in batch.drain(..) {
-            let _ = job.reply.send(Err(StoreError::Unavailable(format!("commit failed: {e}"))));
+            let _ = job
+                .reply
+                .send(Err(StoreError::Unavailable(format!("commit failed: {e}"))));
         }
         return;
     }
@@ -98,20 +121,34 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteJob>) {
     }
 }
 
-async fn apply_in_savepoint(conn: &mut SqliteConnection, submission: &ReferralSubmission) -> Result<StoredReferral, StoreError> {
-    sqlx::query("SAVEPOINT submission").execute(&mut *conn).await?;
+async fn apply_in_savepoint(
+    conn: &mut SqliteConnection,
+    submission: &ReferralSubmission,
+) -> Result<StoredReferral, StoreError> {
+    sqlx::query("SAVEPOINT submission")
+        .execute(&mut *conn)
+        .await?;
     let result = apply(conn, submission).await;
     // A conflict or a resend wrote nothing worth keeping either; only a new submission is kept.
     let keep = matches!(result, Ok(StoredReferral { created: true, .. }));
-    let end = if keep { "RELEASE submission" } else { "ROLLBACK TO submission" };
+    let end = if keep {
+        "RELEASE submission"
+    } else {
+        "ROLLBACK TO submission"
+    };
     sqlx::query(end).execute(&mut *conn).await?;
     if !keep {
-        sqlx::query("RELEASE submission").execute(&mut *conn).await?;
+        sqlx::query("RELEASE submission")
+            .execute(&mut *conn)
+            .await?;
     }
     result
 }
 
-async fn apply(conn: &mut SqliteConnection, s: &ReferralSubmission) -> Result<StoredReferral, StoreError> {
+async fn apply(
+    conn: &mut SqliteConnection,
+    s: &ReferralSubmission,
+) -> Result<StoredReferral, StoreError> {
     let now = format_instant(Utc::now());
     let focus_id = uuid::Uuid::new_v4().to_string();
     // The key's primary key decides: the first insert wins, every later one sees the stored row.
@@ -128,94 +165,168 @@ async fn apply(conn: &mut SqliteConnection, s: &ReferralSubmission) -> Result<St
     .await?
     .rows_affected();
     if inserted == 0 {
-        let row = sqlx::query("SELECT content_hash, focus_id FROM submissions WHERE namespace = ? AND key = ?")
-            .bind(&s.key.namespace)
-            .bind(&s.key.value)
-            .fetch_one(&mut *conn)
-            .await?;
+        let row = sqlx::query(
+            "SELECT content_hash, focus_id FROM submissions WHERE namespace = ? AND key = ?",
+        )
+        .bind(&s.key.namespace)
+        .bind(&s.key.value)
+        .fetch_one(&mut *conn)
+        .await?;
         let (hash, id): (String, String) = (row.get(0), row.get(1));
         return if hash == s.content_hash {
-            Ok(StoredReferral { service_request_id: id, created: false })
+            Ok(StoredReferral {
+                service_request_id: id,
+                created: false,
+            })
         } else {
-            Err(StoreError::Conflict { namespace: s.key.namespace.clone(), key: s.key.value.clone(), existing_id: id })
+            Err(StoreError::Conflict {
+                namespace: s.key.namespace.clone(),
+                key: s.key.value.clone(),
+                existing_id: id,
+            })
         };
     }
 
-    let mut existing = HashMap::new();
-    for e in &s.entries {
-        let Some((system, value)) = &e.match_identifier else { continue };
-        let found = sqlx::query(
-            "SELECT r.id, r.version_id FROM identities i JOIN resources r ON r.resource_type = i.resource_type AND r.id = i.resource_id
-             WHERE i.resource_type = ? AND i.system = ? AND i.value = ?",
-        )
-        .bind(&e.resource_type)
-        .bind(system)
-        .bind(value)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some(row) = found {
-            existing.insert(e.full_url.clone(), Existing { id: row.get(0), version_id: row.get(1) });
-        }
-    }
-
-    for w in plan_writes(s, &existing, &focus_id, &now) {
-        write(conn, &w, &now).await?;
-    }
-    Ok(StoredReferral { service_request_id: focus_id, created: true })
+    let existing = matched_resources(conn, s).await?;
+    let writes = plan_writes(s, &existing, &focus_id, &now);
+    write_all(conn, &writes, &now).await?;
+    Ok(StoredReferral {
+        service_request_id: focus_id,
+        created: true,
+    })
 }
 
-async fn write(conn: &mut SqliteConnection, w: &PlannedWrite, now: &str) -> Result<(), StoreError> {
-    let content = serde_json::to_string(&w.content).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    if w.replaces {
+// Each statement is a round trip to sqlx's SQLite worker thread, so a submission's rows are
+// written by a handful of set-based statements over JSON arrays (`json_each`) rather than one
+// statement per row. The SQL text stays constant, so every statement is prepared once.
+
+/// Stored resources that the submission's shared entries match by identifier, by `full_url`.
+async fn matched_resources(
+    conn: &mut SqliteConnection,
+    s: &ReferralSubmission,
+) -> Result<HashMap<String, Existing>, StoreError> {
+    let wanted: Vec<Value> = s
+        .entries
+        .iter()
+        .filter_map(|e| {
+            let (system, value) = e.match_identifier.as_ref()?;
+            Some(json!([e.resource_type, system, value, e.full_url]))
+        })
+        .collect();
+    let mut existing = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(existing);
+    }
+    let rows = sqlx::query(
+        "SELECT j.value ->> 3, r.id, r.version_id, r.last_updated, r.content
+         FROM json_each(?) j
+         JOIN identities i ON i.resource_type = j.value ->> 0 AND i.system = j.value ->> 1 AND i.value = j.value ->> 2
+         JOIN resources r ON r.resource_type = i.resource_type AND r.id = i.resource_id",
+    )
+    .bind(Value::Array(wanted).to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        existing.insert(
+            row.get::<String, _>(0),
+            Existing {
+                id: row.get(1),
+                version_id: row.get(2),
+                last_updated: row.get(3),
+                content: row.get(4),
+            },
+        );
+    }
+    Ok(existing)
+}
+
+async fn write_all(
+    conn: &mut SqliteConnection,
+    writes: &[PlannedWrite],
+    now: &str,
+) -> Result<(), StoreError> {
+    let replaced: Vec<Value> = writes
+        .iter()
+        .filter(|w| w.replaces)
+        .map(|w| json!([w.resource_type, w.id]))
+        .collect();
+    if !replaced.is_empty() {
+        let keys = Value::Array(replaced).to_string();
         sqlx::query(
             "INSERT INTO resource_history (resource_type, id, version_id, last_updated, content)
-             SELECT resource_type, id, version_id, last_updated, content FROM resources WHERE resource_type = ? AND id = ?",
+             SELECT r.resource_type, r.id, r.version_id, r.last_updated, r.content
+             FROM json_each(?) j JOIN resources r ON r.resource_type = j.value ->> 0 AND r.id = j.value ->> 1",
         )
-        .bind(&w.resource_type)
-        .bind(&w.id)
+        .bind(&keys)
         .execute(&mut *conn)
         .await?;
-        sqlx::query("UPDATE resources SET version_id = ?, last_updated = ?, content = ? WHERE resource_type = ? AND id = ?")
-            .bind(w.version_id)
-            .bind(now)
-            .bind(&content)
-            .bind(&w.resource_type)
-            .bind(&w.id)
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query("DELETE FROM search_tokens WHERE resource_type = ? AND resource_id = ?")
-            .bind(&w.resource_type)
-            .bind(&w.id)
-            .execute(&mut *conn)
-            .await?;
-    } else {
-        sqlx::query("INSERT INTO resources (resource_type, id, version_id, last_updated, content) VALUES (?, ?, ?, ?, ?)")
-            .bind(&w.resource_type)
-            .bind(&w.id)
-            .bind(w.version_id)
-            .bind(now)
-            .bind(&content)
-            .execute(&mut *conn)
-            .await?;
-        if let Some((system, value)) = &w.identity {
-            sqlx::query("INSERT INTO identities (resource_type, system, value, resource_id) VALUES (?, ?, ?, ?)")
-                .bind(&w.resource_type)
-                .bind(system)
-                .bind(value)
-                .bind(&w.id)
-                .execute(&mut *conn)
-                .await?;
-        }
+        sqlx::query(
+            "DELETE FROM search_tokens
+             WHERE (resource_type, resource_id) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))",
+        )
+        .bind(&keys)
+        .execute(&mut *conn)
+        .await?;
     }
-    for entry in &w.index {
-        sqlx::query("INSERT INTO search_tokens (resource_type, resource_id, param, system, value) VALUES (?, ?, ?, ?, ?)")
-            .bind(&w.resource_type)
-            .bind(&w.id)
-            .bind(entry.param)
-            .bind(&entry.system)
-            .bind(&entry.value)
-            .execute(&mut *conn)
-            .await?;
+
+    // Whole resources are bound as parameters of one multi-row INSERT: passing them inside a JSON
+    // array would make SQLite re-parse each kilobyte-sized document once per extracted column.
+    let mut contents = Vec::with_capacity(writes.len());
+    for w in writes {
+        contents.push(
+            serde_json::to_string(&w.content).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        );
+    }
+    let mut insert = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO resources (resource_type, id, version_id, last_updated, content) ",
+    );
+    insert.push_values(writes.iter().zip(contents), |mut row, (w, content)| {
+        row.push_bind(w.resource_type.clone())
+            .push_bind(w.id.clone())
+            .push_bind(w.version_id)
+            .push_bind(now.to_string())
+            .push_bind(content);
+    });
+    insert.push(
+        " ON CONFLICT (resource_type, id) DO UPDATE
+          SET version_id = excluded.version_id, last_updated = excluded.last_updated, content = excluded.content",
+    );
+    insert.build().persistent(true).execute(&mut *conn).await?;
+
+    let identities: Vec<Value> = writes
+        .iter()
+        .filter_map(|w| {
+            let (system, value) = w.identity.as_ref()?;
+            Some(json!([w.resource_type, system, value, w.id]))
+        })
+        .collect();
+    if !identities.is_empty() {
+        sqlx::query(
+            "INSERT INTO identities (resource_type, system, value, resource_id)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?)",
+        )
+        .bind(Value::Array(identities).to_string())
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    let tokens: Vec<(&PlannedWrite, &IndexEntry)> = writes
+        .iter()
+        .flat_map(|w| w.index.iter().map(move |t| (w, t)))
+        .collect();
+    // SQLite allows 32766 bound parameters; a referral has a few dozen tokens.
+    for chunk in tokens.chunks(1000) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO search_tokens (resource_type, resource_id, param, system, value) ",
+        );
+        insert.push_values(chunk, |mut row, (w, t)| {
+            row.push_bind(w.resource_type.clone())
+                .push_bind(w.id.clone())
+                .push_bind(t.param)
+                .push_bind(t.system.clone())
+                .push_bind(t.value.clone());
+        });
+        insert.build().persistent(true).execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -226,7 +337,8 @@ fn parse_content(text: &str) -> Result<Value, StoreError> {
 
 /// Appends `AND <filter>` for each filter, matching rows of `resources r`.
 fn push_filters(qb: &mut QueryBuilder<Sqlite>, req: &SearchRequest) {
-    qb.push(" WHERE r.resource_type = ").push_bind(req.resource_type.clone());
+    qb.push(" WHERE r.resource_type = ")
+        .push_bind(req.resource_type.clone());
     for f in &req.filters {
         match f {
             Filter::Token { param, any_of } => {
@@ -246,7 +358,11 @@ fn push_filters(qb: &mut QueryBuilder<Sqlite>, req: &SearchRequest) {
                 }
                 qb.push("))");
             }
-            Filter::ChainedIdentifier { param, target, any_of } => {
+            Filter::ChainedIdentifier {
+                param,
+                target,
+                any_of,
+            } => {
                 qb.push(" AND EXISTS (SELECT 1 FROM search_tokens t JOIN search_tokens p ON p.resource_type = ")
                     .push_bind(*target)
                     .push(" AND p.param = 'identifier' AND t.value = ")
@@ -257,14 +373,25 @@ fn push_filters(qb: &mut QueryBuilder<Sqlite>, req: &SearchRequest) {
                 push_token_alternatives(qb, "p", any_of);
                 qb.push("))");
             }
-            Filter::LastUpdated { comparator, lower, upper } => {
+            Filter::LastUpdated {
+                comparator,
+                lower,
+                upper,
+            } => {
                 let (op, bound) = match comparator {
                     Comparator::Eq => {
-                        qb.push(" AND r.last_updated >= ").push_bind(lower.clone()).push(" AND r.last_updated < ").push_bind(upper.clone());
+                        qb.push(" AND r.last_updated >= ")
+                            .push_bind(lower.clone())
+                            .push(" AND r.last_updated < ")
+                            .push_bind(upper.clone());
                         continue;
                     }
                     Comparator::Ne => {
-                        qb.push(" AND (r.last_updated < ").push_bind(lower.clone()).push(" OR r.last_updated >= ").push_bind(upper.clone()).push(")");
+                        qb.push(" AND (r.last_updated < ")
+                            .push_bind(lower.clone())
+                            .push(" OR r.last_updated >= ")
+                            .push_bind(upper.clone())
+                            .push(")");
                         continue;
                     }
                     Comparator::Gt => (" >= ", upper),
@@ -272,7 +399,9 @@ fn push_filters(qb: &mut QueryBuilder<Sqlite>, req: &SearchRequest) {
                     Comparator::Lt => (" < ", lower),
                     Comparator::Le => (" < ", upper),
                 };
-                qb.push(" AND r.last_updated").push(op).push_bind(bound.clone());
+                qb.push(" AND r.last_updated")
+                    .push(op)
+                    .push_bind(bound.clone());
             }
         }
     }
@@ -285,10 +414,12 @@ fn push_token_alternatives(qb: &mut QueryBuilder<Sqlite>, alias: &str, any_of: &
         }
         qb.push("(1 = 1");
         if let Some(code) = &token.code {
-            qb.push(format!(" AND {alias}.value = ")).push_bind(code.clone());
+            qb.push(format!(" AND {alias}.value = "))
+                .push_bind(code.clone());
         }
         if let Some(system) = &token.system {
-            qb.push(format!(" AND {alias}.system = ")).push_bind(system.clone());
+            qb.push(format!(" AND {alias}.system = "))
+                .push_bind(system.clone());
         }
         qb.push(")");
     }
@@ -296,7 +427,10 @@ fn push_token_alternatives(qb: &mut QueryBuilder<Sqlite>, alias: &str, any_of: &
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn submit_referral(&self, submission: ReferralSubmission) -> Result<StoredReferral, StoreError> {
+    async fn submit_referral(
+        &self,
+        submission: ReferralSubmission,
+    ) -> Result<StoredReferral, StoreError> {
         let sender = match self.writer.lock().await.as_ref() {
             Some((tx, _)) => tx.clone(),
             None => return Err(StoreError::Unavailable("the store is shutting down".into())),
@@ -306,7 +440,9 @@ impl Store for SqliteStore {
             .send(WriteJob { submission, reply })
             .await
             .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
-        answer.await.map_err(|_| StoreError::Unavailable("the writer stopped before answering".into()))?
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer stopped before answering".into()))?
     }
 
     async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Value>, StoreError> {
@@ -330,12 +466,24 @@ impl Store for SqliteStore {
             .push(" OFFSET ")
             .push_bind(i64::from(req.offset));
         let rows = page.build().fetch_all(&self.readers).await?;
-        let resources = rows.iter().map(|r| parse_content(r.get::<&str, _>(0))).collect::<Result<_, _>>()?;
-        Ok(SearchPage { total: total as u64, resources })
+        let resources = rows
+            .iter()
+            .map(|r| parse_content(r.get::<&str, _>(0)))
+            .collect::<Result<_, _>>()?;
+        Ok(SearchPage {
+            total: total as u64,
+            resources,
+        })
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
-        if self.writer.lock().await.as_ref().is_none_or(|(tx, _)| tx.is_closed()) {
+        if self
+            .writer
+            .lock()
+            .await
+            .as_ref()
+            .is_none_or(|(tx, _)| tx.is_closed())
+        {
             return Err(StoreError::Unavailable("the writer is not running".into()));
         }
         sqlx::query("SELECT 1").execute(&self.readers).await?;

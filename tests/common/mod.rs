@@ -36,7 +36,14 @@ impl Server {
         std::fs::write(&config, extra_config).unwrap();
         let db = format!("sqlite://{}", dir.path().join("whg.db").display());
         let mut child = Command::new(WHG)
-            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db, "--config"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                &db,
+                "--config",
+            ])
             .arg(&config)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -62,10 +69,16 @@ impl Server {
                 s.push('\n');
             }
         });
-        let base = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
-            panic!("whg did not start: {}", stderr_buf.lock().unwrap())
-        });
-        Server { child, base, dir, client: reqwest::Client::new(), stderr: stderr_buf }
+        let base = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("whg did not start: {}", stderr_buf.lock().unwrap()));
+        Server {
+            child,
+            base,
+            dir,
+            client: reqwest::Client::new(),
+            stderr: stderr_buf,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -77,20 +90,50 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
-    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
-        self.post_raw(path, "application/fhir+json", serde_json::to_vec(body).unwrap()).await
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        self.post_raw(
+            path,
+            "application/fhir+json",
+            serde_json::to_vec(body).unwrap(),
+        )
+        .await
     }
 
-    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, reqwest::header::HeaderMap, Value) {
-        let r = self.client.post(self.url(path)).header("content-type", content_type).body(body).send().await.expect("request");
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let text = r.text().await.unwrap();
-        (status, headers, serde_json::from_str(&text).unwrap_or(Value::Null))
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.client.get(self.url(path)).send().await.expect("request");
+        let r = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -104,7 +147,9 @@ impl Server {
 
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         self.child.wait().unwrap()
     }
 }
@@ -116,9 +161,17 @@ impl Drop for Server {
     }
 }
 
+/// The id at the end of a response's `Location` header.
+pub fn location_id(headers: &reqwest::header::HeaderMap) -> String {
+    let location = headers["location"].to_str().expect("Location header");
+    location.rsplit('/').next().unwrap().to_string()
+}
+
 pub fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    serde_json::from_str(
+        &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Fixture files (not `.expected.json`) in a fixtures subdirectory, sorted.
@@ -126,7 +179,10 @@ pub fn fixtures(sub: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("fixtures").join(sub))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json") && !p.to_string_lossy().ends_with(".expected.json"))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "json")
+                && !p.to_string_lossy().ends_with(".expected.json")
+        })
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no fixtures in {sub}");
@@ -143,7 +199,12 @@ pub fn issue_keys(outcome: &Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap_or_else(|| panic!("not an OperationOutcome: {outcome}"))
         .iter()
-        .map(|i| (i["expression"][0].as_str().unwrap_or("").to_string(), i["code"].as_str().unwrap().to_string()))
+        .map(|i| {
+            (
+                i["expression"][0].as_str().unwrap_or("").to_string(),
+                i["code"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     keys.sort();
     keys
@@ -154,8 +215,14 @@ pub fn python() -> String {
     if let Ok(p) = std::env::var("WHG_PYTHON") {
         return p;
     }
-    let ok = Command::new("python3").args(["-c", "import fhir.resources"]).status().is_ok_and(|s| s.success());
-    assert!(ok, "the independent FHIR check needs fhir.resources: run the tests with scripts/test.sh");
+    let ok = Command::new("python3")
+        .args(["-c", "import fhir.resources"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "the independent FHIR check needs fhir.resources: run the tests with scripts/test.sh"
+    );
     "python3".into()
 }
 
@@ -164,8 +231,25 @@ pub fn check_with_independent_fhir(resources: &[Value]) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("resources.json");
     std::fs::write(&file, serde_json::to_vec(resources).unwrap()).unwrap();
-    let out = Command::new(python()).arg(root().join("tools/check_fhir.py")).arg(&file).output().expect("run check_fhir.py");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "independent FHIR check failed:\n{text}");
-    assert!(text.contains(&format!("checked {} resources: 0 problems", resources.len())), "{text}");
+    let out = Command::new(python())
+        .arg(root().join("tools/check_fhir.py"))
+        .arg(&file)
+        .output()
+        .expect("run check_fhir.py");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "independent FHIR check failed:\n{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "checked {} resources: 0 problems",
+            resources.len()
+        )),
+        "{text}"
+    );
 }

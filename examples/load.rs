@@ -1,0 +1,131 @@
+//! Load harness for durable referral intake over HTTP.
+//!
+//! Starts the release `whg` binary on a loopback port with a fresh SQLite file (synchronous=FULL,
+//! so every 201 is on disk), then sends a bounded number of distinct referrals from N concurrent
+//! clients and reports throughput and latency. It stops by itself.
+//!
+//!   cargo build --release && cargo run --release --example load -- [REQUESTS] [CONCURRENCY]
+//!
+//! Defaults: 20000 requests, 64 concurrent clients.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let requests: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let concurrency: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(64);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let binary = format!("{root}/target/release/whg");
+    assert!(
+        std::path::Path::new(&binary).exists(),
+        "build the release binary first: cargo build --release"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("load.db").display());
+    let mut child = Command::new(&binary)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("whg listening on ")
+        .expect("server start line")
+        .to_string();
+
+    let template: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!(
+            "{root}/fixtures/referrals/valid/01-gp-work-stress-off-sick.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..requests)
+            .map(|i| {
+                let mut r = template.clone();
+                r["referralId"] = Value::from(format!("LOAD-{i:07}"));
+                serde_json::to_vec(&r).unwrap()
+            })
+            .collect(),
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap();
+    let next = Arc::new(AtomicUsize::new(0));
+    let url = format!("{base}/api/v1/referrals");
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, next, bodies, url) =
+                (client.clone(), next.clone(), bodies.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut failures = 0usize;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= bodies.len() {
+                        break;
+                    }
+                    let t = Instant::now();
+                    let ok = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(bodies[i].clone())
+                        .timeout(Duration::from_secs(30))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().as_u16() == 201);
+                    latencies.push(t.elapsed());
+                    if !ok {
+                        failures += 1;
+                    }
+                }
+                (latencies, failures)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(requests);
+    let mut failures = 0;
+    for w in workers {
+        let (l, f) = w.await.unwrap();
+        latencies.extend(l);
+        failures += f;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!("requests: {requests}, concurrency: {concurrency}, failures: {failures}");
+    println!(
+        "elapsed: {:.2} s, throughput: {:.0} durable referrals/s",
+        elapsed.as_secs_f64(),
+        requests as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "latency p50 {:?}  p95 {:?}  p99 {:?}  max {:?}",
+        pct(0.50),
+        pct(0.95),
+        pct(0.99),
+        latencies[latencies.len() - 1]
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    assert_eq!(failures, 0, "every request should have been stored");
+}

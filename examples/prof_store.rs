@@ -1,0 +1,43 @@
+use std::time::Instant;
+use whg::config::Config;
+use whg::intake::{IntakeContext, practice_referral};
+#[tokio::main]
+async fn main() {
+    whg::telemetry::init(&whg::config::Config::defaults().log);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::defaults();
+    config.database_url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let store = whg::store::open(&config).await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("fixtures/referrals/valid/01-gp-work-stress-off-sick.json")
+            .unwrap(),
+    )
+    .unwrap();
+    let ctx = IntakeContext::now(&config);
+    let n = 4000;
+    let subs: Vec<_> = (0..n)
+        .map(|i| {
+            let mut r = v.clone();
+            r["referralId"] = format!("P-{i}").into();
+            practice_referral(&r, &ctx).unwrap().submission
+        })
+        .collect();
+    let t = Instant::now();
+    let futs: Vec<_> = subs
+        .into_iter()
+        .map(|s| {
+            let st = store.clone();
+            tokio::spawn(async move { st.submit_referral(s).await.unwrap() })
+        })
+        .collect();
+    for f in futs {
+        f.await.unwrap();
+    }
+    let e = t.elapsed();
+    println!(
+        "{n} submissions in {:?}: {:.0}/s",
+        e,
+        n as f64 / e.as_secs_f64()
+    );
+    store.close().await;
+}

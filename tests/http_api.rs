@@ -1,0 +1,556 @@
+//! The HTTP contract: status codes, OperationOutcomes, idempotency under concurrency, search and
+//! paging, capability, health, request ids, graceful shutdown and what reaches the logs.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn referral(name: &str) -> Value {
+    read_json(
+        &root()
+            .join("fixtures/referrals/valid")
+            .join(format!("{name}.json")),
+    )
+}
+
+fn base_referral() -> Value {
+    referral("01-gp-work-stress-off-sick")
+}
+
+async fn count_service_requests(server: &Server, query: &str) -> u64 {
+    let (status, bundle) = server.get(&format!("/fhir/ServiceRequest?{query}")).await;
+    assert_eq!(status, 200, "{bundle}");
+    bundle["total"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_415_with_an_outcome() {
+    let server = Server::start();
+    let body = serde_json::to_vec(&base_referral()).unwrap();
+    for ct in [
+        "text/plain",
+        "application/xml",
+        "application/x-www-form-urlencoded",
+    ] {
+        let (status, headers, outcome) =
+            server.post_raw("/api/v1/referrals", ct, body.clone()).await;
+        assert_eq!(status, 415, "{ct}");
+        assert_eq!(outcome["resourceType"], "OperationOutcome");
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/fhir+json")
+        );
+    }
+    let (status, _, _) = server
+        .post_raw("/api/v1/referrals", "application/json; charset=utf-8", body)
+        .await;
+    assert_eq!(status, 201, "plain application/json is accepted too");
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_and_names_the_position() {
+    let server = Server::start();
+    for body in [&b"{\"referralId\": "[..], b"not json", b"", b"[1,2"] {
+        let (status, _, outcome) = server
+            .post_raw("/api/v1/referrals", "application/json", body.to_vec())
+            .await;
+        assert_eq!(status, 400);
+        let diag = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+        assert!(diag.contains("not well-formed JSON"), "{diag}");
+    }
+    // Deeply nested input is refused, not a crash.
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let (status, _, outcome) = server
+        .post_raw(
+            "/fhir/$process-message",
+            "application/fhir+json",
+            deep.into_bytes(),
+        )
+        .await;
+    assert_eq!(status, 400, "{outcome}");
+    assert_eq!(count_service_requests(&server, "").await, 0);
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let server = Server::start_with("[limits]\nmax_body_bytes = 4096\n");
+    let mut big = base_referral();
+    big["supportWanted"]["text"] = json!("x".repeat(5000));
+    let (status, _, outcome) = server.post_json("/api/v1/referrals", &big).await;
+    assert_eq!(status, 413);
+    assert_eq!(outcome["issue"][0]["code"], "too-long");
+    // Also without a Content-Length (chunked), the limit holds.
+    let stream = futures::stream::iter(vec![
+        Ok::<_, std::io::Error>(vec![b' '; 3000]),
+        Ok(vec![b' '; 3000]),
+    ]);
+    let r = server
+        .client
+        .post(server.url("/api/v1/referrals"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    assert_eq!(count_service_requests(&server, "").await, 0);
+}
+
+#[tokio::test]
+async fn a_resend_returns_the_stored_referral_and_a_changed_resend_is_409() {
+    let server = Server::start();
+    let r = base_referral();
+    let (s1, h1, o1) = server.post_json("/api/v1/referrals", &r).await;
+    assert_eq!(s1, 201, "{o1}");
+    let (s2, h2, o2) = server.post_json("/api/v1/referrals", &r).await;
+    assert_eq!(s2, 200, "{o2}");
+    assert_eq!(h1["location"], h2["location"], "same id");
+    assert!(
+        o2["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("already received")
+    );
+
+    // Same content with keys in another order is the same referral.
+    let reordered: Value = serde_json::from_str(&{
+        let mut m: Vec<(String, Value)> = r.as_object().unwrap().clone().into_iter().collect();
+        m.reverse();
+        let obj: serde_json::Map<String, Value> = m.into_iter().collect();
+        serde_json::to_string(&obj).unwrap()
+    })
+    .unwrap();
+    let (s3, h3, _) = server.post_json("/api/v1/referrals", &reordered).await;
+    assert_eq!((s3, &h3["location"]), (200, &h1["location"]));
+
+    let mut changed = r.clone();
+    changed["priority"] = json!("urgent");
+    let (s4, _, o4) = server.post_json("/api/v1/referrals", &changed).await;
+    assert_eq!(s4, 409, "{o4}");
+    assert_eq!(o4["issue"][0]["code"], "duplicate");
+    assert_eq!(count_service_requests(&server, "").await, 1);
+
+    // The same id from another practice is a different referral.
+    let mut other_practice = r.clone();
+    other_practice["practice"]["odsCode"] = json!("C88999");
+    let (s5, h5, _) = server.post_json("/api/v1/referrals", &other_practice).await;
+    assert_eq!(s5, 201);
+    assert_ne!(h5["location"], h1["location"]);
+}
+
+#[tokio::test]
+async fn sixteen_identical_concurrent_requests_store_exactly_one_referral() {
+    let server = Server::start();
+    let r = base_referral();
+    let sends = (0..16).map(|_| server.post_json("/api/v1/referrals", &r));
+    let results = futures::future::join_all(sends).await;
+    let created = results.iter().filter(|(s, _, _)| *s == 201).count();
+    let resent = results.iter().filter(|(s, _, _)| *s == 200).count();
+    assert_eq!(
+        (created, resent),
+        (1, 15),
+        "{:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    let locations: std::collections::HashSet<_> = results
+        .iter()
+        .map(|(_, h, _)| h["location"].to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(locations.len(), 1);
+    assert_eq!(count_service_requests(&server, "").await, 1);
+    // The shared Patient was not duplicated either.
+    let (_, bundle) = server
+        .get("/fhir/ServiceRequest?patient.identifier=https://fhir.nhs.uk/Id/nhs-number|9990000018")
+        .await;
+    assert_eq!(bundle["total"], 1);
+
+    // And 16 concurrent BaRS resends likewise.
+    let msg =
+        read_json(&root().join("fixtures/messages/valid/01-bars-referral-current-forms.json"));
+    let results = futures::future::join_all(
+        (0..16).map(|_| server.post_json("/fhir/$process-message", &msg)),
+    )
+    .await;
+    assert!(results.iter().all(|(s, _, _)| *s == 200));
+    assert_eq!(count_service_requests(&server, "").await, 2);
+}
+
+#[tokio::test]
+async fn prefer_header_chooses_the_response_body() {
+    let server = Server::start();
+    let r = server
+        .client
+        .post(server.url("/api/v1/referrals"))
+        .header("content-type", "application/fhir+json")
+        .header("prefer", "return=representation")
+        .body(serde_json::to_vec(&base_referral()).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let sr: Value = r.json().await.unwrap();
+    assert_eq!(sr["resourceType"], "ServiceRequest");
+    assert_eq!(sr["meta"]["versionId"], "1");
+    assert!(
+        sr["subject"]["reference"]
+            .as_str()
+            .unwrap()
+            .starts_with("Patient/")
+    );
+}
+
+#[tokio::test]
+async fn search_filters_and_pages() {
+    let server = Server::start();
+    let names = [
+        "01-gp-work-stress-off-sick",
+        "02-gp-depression-teacher-at-work",
+        "03-gp-low-back-pain-driver",
+        "04-self-referral-business-owner",
+        "05-talking-therapies-ptsd-paramedic",
+    ];
+    let mut ids = Vec::new();
+    for n in names {
+        let (s, h, _) = server.post_json("/api/v1/referrals", &referral(n)).await;
+        assert_eq!(s, 201);
+        ids.push(location_id(&h));
+    }
+    assert_eq!(count_service_requests(&server, "").await, 5);
+    assert_eq!(count_service_requests(&server, "status=active").await, 5);
+    assert_eq!(count_service_requests(&server, "status=revoked").await, 0);
+    assert_eq!(
+        count_service_requests(&server, "identifier=WHS-2026-0002").await,
+        1
+    );
+    assert_eq!(count_service_requests(&server, "identifier=https://fhir.work-health-gateway.org/Id/practice-referral-id/C88901|WHS-2026-0002").await, 1);
+    assert_eq!(count_service_requests(&server, "identifier=https://fhir.work-health-gateway.org/Id/practice-referral-id/C88999|WHS-2026-0002").await, 0);
+    assert_eq!(
+        count_service_requests(&server, "identifier=WHS-2026-0002,WHS-2025-0917").await,
+        2
+    );
+    assert_eq!(
+        count_service_requests(
+            &server,
+            "patient.identifier=https://fhir.nhs.uk/Id/nhs-number|9990378142"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count_service_requests(&server, "patient.identifier=9990378142").await,
+        1
+    );
+    assert_eq!(
+        count_service_requests(
+            &server,
+            "patient.identifier=https://fhir.nhs.uk/Id/nhs-number|9990000019"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count_service_requests(&server, "_lastUpdated=ge2020-01-01").await,
+        5
+    );
+    assert_eq!(
+        count_service_requests(&server, "_lastUpdated=lt2020-01-01").await,
+        0
+    );
+    assert_eq!(
+        count_service_requests(&server, "_lastUpdated=gt2999").await,
+        0
+    );
+
+    let sr = server.resolve(&format!("ServiceRequest/{}", ids[0])).await;
+    let patient_ref = sr["subject"]["reference"].as_str().unwrap();
+    assert_eq!(
+        count_service_requests(&server, &format!("patient={patient_ref}")).await,
+        1
+    );
+    let patient_id = patient_ref.trim_start_matches("Patient/");
+    assert_eq!(
+        count_service_requests(&server, &format!("patient={patient_id}&status=active")).await,
+        1
+    );
+
+    // Paging: 5 results, 2 a page, every one seen once, links consistent.
+    let mut seen = Vec::new();
+    let mut next = Some(server.url("/fhir/ServiceRequest?_count=2"));
+    let mut pages = 0;
+    while let Some(url) = next {
+        let page: Value = server
+            .client
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page["type"], "searchset");
+        assert_eq!(page["total"], 5);
+        for e in page["entry"].as_array().unwrap() {
+            assert_eq!(e["search"]["mode"], "match");
+            assert!(
+                e["fullUrl"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(e["resource"]["id"].as_str().unwrap())
+            );
+            seen.push(e["resource"]["id"].as_str().unwrap().to_string());
+        }
+        next = page["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_string());
+        pages += 1;
+    }
+    assert_eq!(pages, 3);
+    seen.sort();
+    ids.sort();
+    assert_eq!(seen, ids);
+
+    // Unknown or malformed parameters are refused, all at once.
+    let (status, outcome) = server
+        .get("/fhir/ServiceRequest?colour=red&_lastUpdated=yesterday")
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(outcome["issue"].as_array().unwrap().len(), 2);
+    let (status, _) = server.get("/fhir/Patient?name=Smith").await;
+    assert_eq!(status, 400, "Patient search is not offered");
+    let (status, empty) = server.get("/fhir/ServiceRequest?status=revoked").await;
+    assert_eq!(status, 200);
+    assert!(empty.get("entry").is_none(), "no empty arrays in FHIR JSON");
+}
+
+#[tokio::test]
+async fn every_stored_type_is_readable_and_unknown_ids_are_404() {
+    let server = Server::start();
+    let (_, h, _) = server
+        .post_json("/api/v1/referrals", &base_referral())
+        .await;
+    let id = location_id(&h);
+    let sr = server.resolve(&format!("ServiceRequest/{id}")).await;
+    let mut types = std::collections::HashSet::new();
+    for r in whg::fhir::resource::references(&sr) {
+        let res = server.resolve(r).await;
+        types.insert(res["resourceType"].as_str().unwrap().to_string());
+    }
+    for t in [
+        "Patient",
+        "Organization",
+        "PractitionerRole",
+        "Condition",
+        "Observation",
+        "Consent",
+    ] {
+        assert!(
+            types.contains(t),
+            "{t} not reachable from the ServiceRequest: {types:?}"
+        );
+    }
+    let r = server
+        .client
+        .get(server.url(&format!("/fhir/ServiceRequest/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["etag"], "W/\"1\"");
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/fhir+json")
+    );
+    for path in [
+        "/fhir/ServiceRequest/does-not-exist",
+        "/fhir/Patient/00000000-0000-0000-0000-000000000000",
+        "/fhir/Nonsense/1",
+        "/fhir/ServiceRequest/bad%20id",
+        "/nowhere",
+    ] {
+        let (status, outcome) = server.get(path).await;
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(outcome["resourceType"], "OperationOutcome");
+    }
+}
+
+#[tokio::test]
+async fn capability_statement_tells_the_truth() {
+    let server = Server::start();
+    let (status, cs) = server.get("/fhir/metadata").await;
+    assert_eq!(status, 200);
+    assert_eq!(cs["resourceType"], "CapabilityStatement");
+    assert_eq!(cs["fhirVersion"], "4.0.1");
+    let resources = cs["rest"][0]["resource"].as_array().unwrap();
+    let sr = resources
+        .iter()
+        .find(|r| r["type"] == "ServiceRequest")
+        .unwrap();
+    let params: Vec<&str> = sr["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    // Every advertised parameter works; an unadvertised one is refused.
+    for p in &params {
+        let value = match *p {
+            "_lastUpdated" => "ge2000",
+            "patient" => "Patient/x",
+            _ => "x",
+        };
+        let (status, _) = server
+            .get(&format!("/fhir/ServiceRequest?{p}={value}"))
+            .await;
+        assert_eq!(status, 200, "advertised {p} must work");
+    }
+    for r in resources.iter().filter(|r| r["type"] != "ServiceRequest") {
+        assert!(
+            r.get("searchParam").is_none(),
+            "{} advertises search it does not support",
+            r["type"]
+        );
+    }
+    check_with_independent_fhir(&[cs]);
+}
+
+#[tokio::test]
+async fn health_probes_and_request_ids() {
+    let server = Server::start();
+    let (s, _) = server.get("/health/live").await;
+    assert_eq!(s, 200);
+    let (s, body) = server.get("/health/ready").await;
+    assert_eq!((s, body["status"].as_str()), (200, Some("pass")));
+
+    let r = server
+        .client
+        .get(server.url("/health/live"))
+        .header("x-request-id", "req-123")
+        .header("x-correlation-id", "conv-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "req-123");
+    assert_eq!(r.headers()["x-correlation-id"], "conv-9");
+    let r = server
+        .client
+        .get(server.url("/fhir/metadata"))
+        .send()
+        .await
+        .unwrap();
+    let generated = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(generated.len(), 36, "a UUID is generated when none is sent");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(
+        server.logs().contains(&generated),
+        "log lines carry the request id"
+    );
+}
+
+#[tokio::test]
+async fn logs_carry_no_patient_identifiers() {
+    let server = Server::start();
+    let r = base_referral();
+    server.post_json("/api/v1/referrals", &r).await;
+    let mut bad = r.clone();
+    bad["patient"]["nhsNumber"] = json!("9990000019");
+    server.post_json("/api/v1/referrals", &bad).await;
+    server
+        .get("/fhir/ServiceRequest?patient.identifier=https://fhir.nhs.uk/Id/nhs-number|9990000018")
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let logs = server.logs();
+    assert!(logs.contains("POST"), "requests are logged: {logs}");
+    for secret in [
+        "9990000018",
+        "9990000019",
+        "Whitworth",
+        "1979-06-14",
+        "Joanne",
+    ] {
+        assert!(!logs.contains(secret), "log contains '{secret}':\n{logs}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests_then_exits_cleanly() {
+    let mut server = Server::start();
+    // Some referrals are answered before the signal, so durability below is never vacuous.
+    for i in 0..5 {
+        let mut r = base_referral();
+        r["referralId"] = json!(format!("BEFORE-{i}"));
+        assert_eq!(server.post_json("/api/v1/referrals", &r).await.0, 201);
+    }
+    let referrals: Vec<Value> = (0..40)
+        .map(|i| {
+            let mut r = base_referral();
+            r["referralId"] = json!(format!("SHUTDOWN-{i}"));
+            r
+        })
+        .collect();
+    let client = server.client.clone();
+    let url = server.url("/api/v1/referrals");
+    let sends: Vec<_> = referrals
+        .iter()
+        .map(|r| {
+            let client = client.clone();
+            let url = url.clone();
+            let body = serde_json::to_vec(r).unwrap();
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    let mut answered = 5;
+    for s in sends {
+        // A request either completed (201) or was never accepted (connection refused): none is
+        // cut off half-way.
+        match s.await.unwrap() {
+            Ok(code) => {
+                assert_eq!(code, 201);
+                answered += 1;
+            }
+            Err(e) => assert!(e.is_connect() || e.is_request(), "{e}"),
+        }
+    }
+    // Every answered referral is in the database.
+    let url = format!(
+        "sqlite://{}?mode=ro",
+        server.dir.path().join("whg.db").display()
+    );
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM submissions")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, answered, "every 201 was durable");
+}
+
+#[tokio::test]
+async fn refuses_plaintext_on_a_non_loopback_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(WHG)
+        .args(["serve", "--listen", "0.0.0.0:0", "--database-url"])
+        .arg(format!("sqlite://{}", dir.path().join("x.db").display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plaintext"));
+}
