@@ -19,8 +19,8 @@ pub async fn create_practice_referral(
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     let ctx = IntakeContext::now(&app.config);
-    let accepted = practice_referral(&body.value, &ctx).map_err(ApiError::Invalid)?;
-    let stored = app.store.submit_referral(accepted.submission).await?;
+    let submission = practice_referral(&body.value, &ctx).map_err(ApiError::Invalid)?;
+    let stored = app.store.submit_referral(submission).await?;
     let status = if stored.created {
         StatusCode::CREATED
     } else {

@@ -34,16 +34,10 @@ use serde_json::Value;
 use crate::fhir::Issues;
 use submission::content_hash;
 
-/// A practice referral that passed every check: its FHIR transaction Bundle and what to store.
-#[derive(Debug, Clone)]
-pub struct AcceptedReferral {
-    pub bundle: Value,
-    pub submission: ReferralSubmission,
-}
-
-/// Validates a practice referral, maps it to FHIR and prepares its submission. The same function
+/// Validates a practice referral, maps it to a FHIR transaction and prepares its submission
+/// (`transaction_bundle()` gives the transaction back). The same function
 /// serves the HTTP API, the CLI and the benchmark.
-pub fn practice_referral(value: &Value, ctx: &IntakeContext) -> Result<AcceptedReferral, Issues> {
+pub fn practice_referral(value: &Value, ctx: &IntakeContext) -> Result<ReferralSubmission, Issues> {
     let referral = practice::validate(value, ctx)?;
     let service = ctx
         .config
@@ -60,7 +54,7 @@ pub fn practice_referral(value: &Value, ctx: &IntakeContext) -> Result<AcceptedR
         namespace: format!("practice:{}", referral.practice.ods_code),
         value: referral.referral_id.clone(),
     };
-    let submission = ReferralSubmission::from_transaction(key, content_hash(value), &bundle)
+    let submission = ReferralSubmission::from_transaction(key, content_hash(value), bundle)
         .expect("the mapping emits a transaction with fullUrls and a ServiceRequest");
-    Ok(AcceptedReferral { bundle, submission })
+    Ok(submission)
 }

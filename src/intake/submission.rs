@@ -38,19 +38,27 @@ pub struct ReferralSubmission {
 
 impl ReferralSubmission {
     /// Builds a submission from a FHIR transaction Bundle whose entries carry `fullUrl`s.
+    /// Builds a submission from a FHIR transaction Bundle whose entries carry `fullUrl`s,
+    /// taking the resources out of it rather than copying them.
     pub fn from_transaction(
         key: SubmissionKey,
         content_hash: String,
-        bundle: &Value,
+        bundle: Value,
     ) -> Option<Self> {
-        let entries: Vec<SubmissionEntry> = bundle
-            .get("entry")?
-            .as_array()?
-            .iter()
+        let Value::Object(mut bundle) = bundle else {
+            return None;
+        };
+        let Value::Array(raw_entries) = bundle.remove("entry")? else {
+            return None;
+        };
+        let entries: Vec<SubmissionEntry> = raw_entries
+            .into_iter()
             .map(|e| {
-                let resource = e.get("resource")?.clone();
+                let Value::Object(mut e) = e else { return None };
+                let full_url = e.get("fullUrl")?.as_str()?.to_string();
+                let resource = e.remove("resource")?;
                 Some(SubmissionEntry {
-                    full_url: e.get("fullUrl")?.as_str()?.to_string(),
+                    full_url,
                     resource_type: resource_type(&resource)?.to_string(),
                     match_identifier: match_identifier(&resource),
                     resource,
@@ -68,6 +76,39 @@ impl ReferralSubmission {
             entries,
             focus,
         })
+    }
+
+    /// The submission as the FHIR transaction Bundle it stands for.
+    pub fn transaction_bundle(&self) -> Value {
+        let entries: Vec<Value> = self
+            .entries
+            .iter()
+            .map(|e| {
+                let mut entry = serde_json::Map::new();
+                entry.insert("fullUrl".into(), Value::String(e.full_url.clone()));
+                entry.insert("resource".into(), e.resource.clone());
+                entry.insert(
+                    "request".into(),
+                    transaction_request(&e.resource_type, e.match_identifier.as_ref()),
+                );
+                Value::Object(entry)
+            })
+            .collect();
+        serde_json::json!({ "resourceType": "Bundle", "type": "transaction", "entry": entries })
+    }
+}
+
+/// The `request` of a transaction entry: a conditional update on the matching identifier for a
+/// shared resource, a create otherwise.
+pub fn transaction_request(
+    resource_type: &str,
+    match_identifier: Option<&(String, String)>,
+) -> Value {
+    match match_identifier {
+        Some((system, value)) => {
+            serde_json::json!({ "method": "PUT", "url": format!("{resource_type}?identifier={system}|{value}") })
+        }
+        None => serde_json::json!({ "method": "POST", "url": resource_type }),
     }
 }
 

@@ -13,7 +13,7 @@ use crate::config::ServiceConfig;
 use crate::fhir::systems::{self, profile};
 use crate::fhir::terminology::coding;
 use crate::intake::practice::{HumanName, PracticeReferral, is_off_sick};
-use crate::intake::submission::match_identifier;
+use crate::intake::submission::{match_identifier, transaction_request};
 
 /// Namespace for the name-based UUIDs of mapped entries.
 const ENTRY_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a4e_8b3d_4c5f_9e7a_1d2b_3c4d_5e6f);
@@ -69,12 +69,7 @@ impl<'a> Mapper<'a> {
         if let Some(p) = profile::uk_core_for(&resource_type) {
             crate::fhir::resource::claim_profile(&mut resource, p);
         }
-        let request = match match_identifier(&resource) {
-            Some((system, value)) => {
-                json!({ "method": "PUT", "url": format!("{resource_type}?identifier={system}|{value}") })
-            }
-            None => json!({ "method": "POST", "url": resource_type }),
-        };
+        let request = transaction_request(&resource_type, match_identifier(&resource).as_ref());
         let url = self.url(role);
         // Built by hand: `json!` would deep-copy `resource` through serde.
         let mut entry = Map::new();

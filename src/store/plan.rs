@@ -36,7 +36,7 @@ pub struct PlannedWrite {
 /// Plans the writes for `submission`. `existing` maps an entry's `full_url` to the stored resource
 /// it matched; `focus_id` is the id already reserved for the focal ServiceRequest.
 pub fn plan_writes(
-    submission: &ReferralSubmission,
+    submission: ReferralSubmission,
     existing: &HashMap<String, Existing>,
     focus_id: &str,
     last_updated: &str,
@@ -56,7 +56,7 @@ pub fn plan_writes(
         {
             (id.clone(), None)
         } else {
-            (Uuid::new_v4().to_string(), None)
+            (Uuid::now_v7().to_string(), None)
         };
         if let Some(m) = &e.match_identifier {
             by_identity
@@ -77,22 +77,33 @@ pub fn plan_writes(
         .collect();
 
     let mut seen = std::collections::HashSet::new();
-    submission
+    // Decide which entries are written (a duplicate of a shared resource within one submission:
+    // the last one wins) before taking the resources out of the submission.
+    let keep: Vec<bool> = submission
         .entries
         .iter()
-        .filter_map(|e| {
-            let (id, prior) = ids[e.full_url.as_str()].clone();
-            // A duplicate of a shared resource within one submission: the last one wins.
-            let later_duplicate =
+        .map(|e| {
+            let id = &ids[e.full_url.as_str()].0;
+            let last =
                 submission.entries.iter().rev().find(|x| {
-                    x.resource_type == e.resource_type && ids[x.full_url.as_str()].0 == id
+                    x.resource_type == e.resource_type && &ids[x.full_url.as_str()].0 == id
                 });
-            if later_duplicate.is_some_and(|x| x.full_url != e.full_url)
-                || !seen.insert((e.resource_type.clone(), id.clone()))
-            {
+            last.is_some_and(|x| x.full_url == e.full_url)
+                && seen.insert((e.resource_type.clone(), id.clone()))
+        })
+        .collect();
+    let ids: HashMap<String, (String, Option<&Existing>)> =
+        ids.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    submission
+        .entries
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(e, keep)| {
+            if !keep {
                 return None;
             }
-            let mut content = e.resource.clone();
+            let (id, prior) = ids[e.full_url.as_str()].clone();
+            let mut content = e.resource;
             rewrite_references(&mut content, &targets);
             if let Some(prior) = prior {
                 // Unchanged (the same practice, clinician or person details again): no new version.
@@ -105,14 +116,14 @@ pub fn plan_writes(
             stamp(&mut content, &id, version_id, last_updated);
             let index = index_entries(&content);
             Some(PlannedWrite {
-                resource_type: e.resource_type.clone(),
+                resource_type: e.resource_type,
                 id,
                 version_id,
                 replaces: prior.is_some(),
                 content,
                 index,
                 identity: if prior.is_none() {
-                    e.match_identifier.clone()
+                    e.match_identifier
                 } else {
                     None
                 },
@@ -170,7 +181,7 @@ mod tests {
     #[test]
     fn new_resources_get_fresh_ids_and_references_point_at_them() {
         let writes = plan_writes(
-            &submission(),
+            submission(),
             &HashMap::new(),
             "focus-1",
             "2026-01-01T00:00:00.000000Z",
@@ -205,7 +216,7 @@ mod tests {
                 content: "{}".into(),
             },
         )]);
-        let writes = plan_writes(&submission(), &existing, "f", "t");
+        let writes = plan_writes(submission(), &existing, "f", "t");
         let patient = writes
             .iter()
             .find(|w| w.resource_type == "Patient")
@@ -228,7 +239,7 @@ mod tests {
     #[test]
     fn unchanged_matched_resources_are_not_rewritten() {
         let s = submission();
-        let first = plan_writes(&s, &HashMap::new(), "f1", "t1");
+        let first = plan_writes(s.clone(), &HashMap::new(), "f1", "t1");
         let patient = first.iter().find(|w| w.resource_type == "Patient").unwrap();
         let stored = Existing {
             id: patient.id.clone(),
@@ -237,7 +248,7 @@ mod tests {
             content: serde_json::to_string(&patient.content).unwrap(),
         };
         let again = plan_writes(
-            &s,
+            s.clone(),
             &HashMap::from([("urn:uuid:p".to_string(), stored.clone())]),
             "f2",
             "t2",
@@ -258,7 +269,7 @@ mod tests {
         let mut changed = s.clone();
         changed.entries[0].resource["gender"] = json!("male");
         let writes = plan_writes(
-            &changed,
+            changed,
             &HashMap::from([("urn:uuid:p".to_string(), stored)]),
             "f3",
             "t3",
@@ -282,7 +293,7 @@ mod tests {
                 Some(("nhs", "1")),
             ),
         );
-        let writes = plan_writes(&s, &HashMap::new(), "f", "t");
+        let writes = plan_writes(s.clone(), &HashMap::new(), "f", "t");
         let patients: Vec<_> = writes
             .iter()
             .filter(|w| w.resource_type == "Patient")

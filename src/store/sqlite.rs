@@ -93,7 +93,6 @@ async fn writer_loop(
 
 /// Applies every job of `batch` in one transaction and answers each once the commit is durable.
 async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteJob>) {
-    let mut results: Vec<Result<StoredReferral, StoreError>> = Vec::with_capacity(batch.len());
     if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
         for job in batch.drain(..) {
             let _ = job.reply.send(Err(StoreError::Unavailable(format!(
@@ -102,28 +101,28 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteJob>) {
         }
         return;
     }
-    for job in batch.iter() {
-        results.push(apply_in_savepoint(conn, &job.submission).await);
+    let mut answers = Vec::with_capacity(batch.len());
+    for job in batch.drain(..) {
+        answers.push((job.reply, apply_in_savepoint(conn, job.submission).await));
     }
     let committed = sqlx::query("COMMIT").execute(&mut *conn).await;
     if let Err(e) = committed {
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        tracing::error!(error = %e, batch = batch.len(), "commit failed; batch rolled back");
-        for job in batch.drain(..) {
-            let _ = job
-                .reply
-                .send(Err(StoreError::Unavailable(format!("commit failed: {e}"))));
+        tracing::error!(error = %e, batch = answers.len(), "commit failed; batch rolled back");
+        for (reply, _) in answers {
+            let _ = reply.send(Err(StoreError::Unavailable(format!("commit failed: {e}"))));
         }
         return;
     }
-    for (job, result) in batch.drain(..).zip(results) {
-        let _ = job.reply.send(result);
+    // Only now, with the batch on disk, does any caller hear "stored".
+    for (reply, result) in answers {
+        let _ = reply.send(result);
     }
 }
 
 async fn apply_in_savepoint(
     conn: &mut SqliteConnection,
-    submission: &ReferralSubmission,
+    submission: ReferralSubmission,
 ) -> Result<StoredReferral, StoreError> {
     sqlx::query("SAVEPOINT submission")
         .execute(&mut *conn)
@@ -147,10 +146,11 @@ async fn apply_in_savepoint(
 
 async fn apply(
     conn: &mut SqliteConnection,
-    s: &ReferralSubmission,
+    s: ReferralSubmission,
 ) -> Result<StoredReferral, StoreError> {
     let now = format_instant(Utc::now());
-    let focus_id = uuid::Uuid::new_v4().to_string();
+    // Time-ordered ids: new rows land at the end of every index instead of on random pages.
+    let focus_id = uuid::Uuid::now_v7().to_string();
     // The key's primary key decides: the first insert wins, every later one sees the stored row.
     let inserted = sqlx::query(
         "INSERT INTO submissions (namespace, key, content_hash, focus_type, focus_id, created_at)
@@ -187,7 +187,7 @@ async fn apply(
         };
     }
 
-    let existing = matched_resources(conn, s).await?;
+    let existing = matched_resources(conn, &s).await?;
     let writes = plan_writes(s, &existing, &focus_id, &now);
     write_all(conn, &writes, &now).await?;
     Ok(StoredReferral {

@@ -1,3 +1,10 @@
+//! Store throughput without HTTP: submits 4000 distinct referrals concurrently to the SQLite
+//! store (synchronous = FULL) and reports referrals per second.
+//!
+//!   cargo run --release --example store_throughput
+//!
+//! `RUST_LOG=sqlx=debug` logs every statement with its time.
+
 use std::time::Instant;
 use whg::config::Config;
 use whg::intake::{IntakeContext, practice_referral};
@@ -19,7 +26,7 @@ async fn main() {
         .map(|i| {
             let mut r = v.clone();
             r["referralId"] = format!("P-{i}").into();
-            practice_referral(&r, &ctx).unwrap().submission
+            practice_referral(&r, &ctx).unwrap()
         })
         .collect();
     let t = Instant::now();
