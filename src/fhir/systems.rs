@@ -61,37 +61,73 @@ pub mod profile {
     pub const PATIENT: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient";
     pub const ORGANIZATION: &str =
         "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Organization";
-    pub const PRACTITIONER: &str =
-        "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Practitioner";
-    pub const PRACTITIONER_ROLE: &str =
-        "https://fhir.hl7.org.uk/StructureDefinition/UKCore-PractitionerRole";
-    pub const SERVICE_REQUEST: &str =
-        "https://fhir.hl7.org.uk/StructureDefinition/UKCore-ServiceRequest";
-    pub const CONDITION: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Condition";
-    pub const OBSERVATION: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Observation";
-    pub const CONSENT: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Consent";
-    pub const PROVENANCE: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Provenance";
-    pub const ENCOUNTER: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Encounter";
-    pub const CARE_PLAN: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-CarePlan";
     pub const OPERATION_OUTCOME: &str =
         "https://fhir.hl7.org.uk/StructureDefinition/UKCore-OperationOutcome";
 
-    /// The UK Core profile for a resource type, where UK Core has one the gateway emits.
+    /// Resource types UK Core profiles as `UKCore-<type>`; other types carried in a BaRS message
+    /// keep whatever profiles their sender claimed.
+    const UK_CORE_TYPES: &[&str] = &[
+        "AllergyIntolerance",
+        "Appointment",
+        "AuditEvent",
+        "CarePlan",
+        "CareTeam",
+        "Communication",
+        "Composition",
+        "Condition",
+        "Consent",
+        "Device",
+        "DiagnosticReport",
+        "DocumentReference",
+        "Encounter",
+        "EpisodeOfCare",
+        "FamilyMemberHistory",
+        "Flag",
+        "HealthcareService",
+        "Immunization",
+        "List",
+        "Location",
+        "Medication",
+        "MedicationAdministration",
+        "MedicationDispense",
+        "MedicationRequest",
+        "MedicationStatement",
+        "Observation",
+        "OperationOutcome",
+        "Organization",
+        "Patient",
+        "Practitioner",
+        "PractitionerRole",
+        "Procedure",
+        "Provenance",
+        "Questionnaire",
+        "QuestionnaireResponse",
+        "RelatedPerson",
+        "Schedule",
+        "ServiceRequest",
+        "Slot",
+        "Specimen",
+        "Task",
+    ];
+
+    /// The UK Core profile for a resource type, if UK Core has one.
     pub fn uk_core_for(resource_type: &str) -> Option<&'static str> {
-        Some(match resource_type {
-            "Patient" => PATIENT,
-            "Organization" => ORGANIZATION,
-            "Practitioner" => PRACTITIONER,
-            "PractitionerRole" => PRACTITIONER_ROLE,
-            "ServiceRequest" => SERVICE_REQUEST,
-            "Condition" => CONDITION,
-            "Observation" => OBSERVATION,
-            "Consent" => CONSENT,
-            "Provenance" => PROVENANCE,
-            "Encounter" => ENCOUNTER,
-            "CarePlan" => CARE_PLAN,
-            _ => return None,
-        })
+        static PROFILES: std::sync::LazyLock<Vec<(&'static str, String)>> =
+            std::sync::LazyLock::new(|| {
+                UK_CORE_TYPES
+                    .iter()
+                    .map(|t| {
+                        (
+                            *t,
+                            format!("https://fhir.hl7.org.uk/StructureDefinition/UKCore-{t}"),
+                        )
+                    })
+                    .collect()
+            });
+        PROFILES
+            .iter()
+            .find(|(t, _)| *t == resource_type)
+            .map(|(_, p)| p.as_str())
     }
 }
 
@@ -120,4 +156,24 @@ pub fn register_system(register: &str) -> Option<&'static str> {
         "gphc" => GPHC,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uk_core_profiles_by_type() {
+        assert_eq!(profile::uk_core_for("Patient"), Some(profile::PATIENT));
+        assert_eq!(
+            profile::uk_core_for("Encounter"),
+            Some("https://fhir.hl7.org.uk/StructureDefinition/UKCore-Encounter")
+        );
+        assert_eq!(
+            profile::uk_core_for("MessageHeader"),
+            None,
+            "not profiled: the gateway does not store it"
+        );
+        assert_eq!(profile::uk_core_for("Basic"), None);
+    }
 }
