@@ -24,6 +24,8 @@ pub enum ApiError {
     Invalid(Issues),
     #[error("not found")]
     NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed(String),
     #[error("not acceptable")]
     NotAcceptable(String),
     #[error("timed out")]
@@ -78,6 +80,11 @@ impl ApiError {
                 StatusCode::NOT_FOUND,
                 vec![Issue::general(IssueType::NotFound, what)],
                 NhsErrorCode::NOT_FOUND,
+            ),
+            MethodNotAllowed(what) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                vec![Issue::general(IssueType::NotSupported, what)],
+                NhsErrorCode::BAD_REQUEST,
             ),
             NotAcceptable(accept) => (
                 StatusCode::NOT_ACCEPTABLE,

@@ -1,5 +1,6 @@
 //! FHIR read, search and capability routes.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -35,8 +36,10 @@ fn is_resource_type_name(s: &str) -> bool {
 /// `GET /fhir/{type}/{id}`
 pub async fn read(
     State(app): State<AppState>,
-    Path((resource_type, id)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path((resource_type, id)) =
+        path.map_err(|e| ApiError::NotFound(format!("no such resource: {e}")))?;
     if !is_resource_type_name(&resource_type) || !is_fhir_id(&id) {
         return Err(ApiError::NotFound(format!(
             "there is no resource at {resource_type}/{id}"
@@ -57,9 +60,11 @@ pub async fn read(
 /// `GET /fhir/{type}?…`
 pub async fn search(
     State(app): State<AppState>,
-    Path(resource_type): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
+    let Path(resource_type) =
+        path.map_err(|e| ApiError::NotFound(format!("no such resource type: {e}")))?;
     if supported_params(&resource_type).is_empty() {
         return Err(ApiError::BadRequest(
             Issue::general(IssueType::NotSupported, format!("search is not supported for '{resource_type}': read it by id (GET /fhir/{resource_type}/{{id}}), or see /fhir/metadata")).into(),

@@ -49,9 +49,11 @@ pub fn router(state: AppState) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(middleware::from_fn(move |req, next| enforce_timeout(timeout, req, next)))
         .layer(middleware::from_fn(echo_correlation_id))
+        .layer(middleware::from_fn(require_json_accept))
         // Only method and path are logged: query strings can carry NHS numbers.
         .layer(
             TraceLayer::new_for_http()
@@ -67,12 +69,45 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
 }
 
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{} is not supported on {}",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
 async fn not_found(req: Request) -> ApiError {
     ApiError::NotFound(format!(
         "no route for {} {}",
         req.method(),
         req.uri().path()
     ))
+}
+
+/// Refuses (406) a request whose `Accept` header admits no JSON: every answer here is JSON.
+async fn require_json_accept(req: Request, next: Next) -> Response {
+    let accept = req
+        .headers()
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    match accept {
+        Some(accept) if !accepts_json(&accept) => ApiError::NotAcceptable(accept).into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+fn accepts_json(accept: &str) -> bool {
+    accept.split(',').any(|range| {
+        let essence = range
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        essence == "*/*" || essence == "application/*" || essence.ends_with("json")
+    })
 }
 
 /// Echoes a caller's `X-Correlation-ID` (BaRS keeps one per conversation).
@@ -91,6 +126,29 @@ async fn enforce_timeout(limit: Duration, req: Request, next: Next) -> Response 
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::Timeout(limit.as_secs()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn accept_headers() {
+        for ok in [
+            "*/*",
+            "application/fhir+json",
+            "application/json; charset=utf-8",
+            "text/html, application/*;q=0.8",
+            "application/fhir+json; fhirVersion=4.0",
+        ] {
+            assert!(super::accepts_json(ok), "{ok}");
+        }
+        for no in [
+            "application/fhir+xml",
+            "text/html",
+            "application/xml, text/plain",
+        ] {
+            assert!(!super::accepts_json(no), "{no}");
+        }
     }
 }
 
