@@ -130,13 +130,13 @@ impl Config {
                     s.id
                 )));
             }
-            if let Some(ep) = &s.bars_endpoint {
-                if !ep.contains('|') {
-                    return Err(ConfigError::Invalid(format!(
-                        "service '{}': bars_endpoint must be system|value",
-                        s.id
-                    )));
-                }
+            if let Some(ep) = &s.bars_endpoint
+                && !ep.contains('|')
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "service '{}': bars_endpoint must be system|value",
+                    s.id
+                )));
             }
         }
         if self.limits.max_body_bytes == 0

@@ -223,7 +223,7 @@ async fn fixtures_over_http() {
         let resources = read_back(&server, &id).await;
         let sr = &resources[0];
         assert_eq!(sr["identifier"][0]["value"], referral["referralId"]);
-        assert_eq!(sr["authoredOn"].as_str().unwrap().len() >= 20, true);
+        assert!(sr["authoredOn"].as_str().unwrap().len() >= 20);
         emitted.extend(resources);
     }
     for f in fixtures("messages/valid") {

@@ -49,10 +49,10 @@ pub async fn read(
         ApiError::NotFound(format!("{resource_type}/{id} is not known to this gateway"))
     })?;
     let mut response = fhir_response(StatusCode::OK, &resource);
-    if let Some(v) = resource.pointer("/meta/versionId").and_then(Value::as_str) {
-        if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{v}\"")) {
-            response.headers_mut().insert(header::ETAG, etag);
-        }
+    if let Some(v) = resource.pointer("/meta/versionId").and_then(Value::as_str)
+        && let Ok(etag) = HeaderValue::from_str(&format!("W/\"{v}\""))
+    {
+        response.headers_mut().insert(header::ETAG, etag);
     }
     Ok(response)
 }

@@ -87,10 +87,10 @@ pub fn claim_profile(resource: &mut Value, profile: &str) {
     let profiles = meta
         .entry("profile")
         .or_insert_with(|| Value::Array(Vec::new()));
-    if let Value::Array(list) = profiles {
-        if !list.iter().any(|p| p.as_str() == Some(profile)) {
-            list.insert(0, Value::String(profile.to_string()));
-        }
+    if let Value::Array(list) = profiles
+        && !list.iter().any(|p| p.as_str() == Some(profile))
+    {
+        list.insert(0, Value::String(profile.to_string()));
     }
 }
 

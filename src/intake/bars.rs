@@ -375,14 +375,14 @@ impl<'a> Message<'a> {
                             format!("not a valid NHS number: {e}"),
                         );
                     }
-                    if let Some(code) = verification_code(id) {
-                        if let Err(message) = normalise_verification(code.0, code.1) {
-                            self.issues.error(
-                                IssueType::CodeInvalid,
-                                at(i, &format!("identifier[{j}].extension")),
-                                message,
-                            );
-                        }
+                    if let Some(code) = verification_code(id)
+                        && let Err(message) = normalise_verification(code.0, code.1)
+                    {
+                        self.issues.error(
+                            IssueType::CodeInvalid,
+                            at(i, &format!("identifier[{j}].extension")),
+                            message,
+                        );
                     }
                 }
             }

@@ -182,31 +182,31 @@ fn business_rules(v: &Value, ctx: &IntakeContext, issues: &mut Issues) {
     let mut rules = Issues::new();
     let latest_allowed = ctx.now + Duration::minutes(CLOCK_SKEW_MINUTES);
 
-    if let Some(ods) = str_at("practice.odsCode") {
-        if !identifiers::is_gp_practice_ods(ods) {
-            rules.error(IssueType::Value, "practice.odsCode", format!("'{ods}' is not a GP practice ODS code: expected one upper-case letter and five digits, e.g. C88038"));
-        }
+    if let Some(ods) = str_at("practice.odsCode")
+        && !identifiers::is_gp_practice_ods(ods)
+    {
+        rules.error(IssueType::Value, "practice.odsCode", format!("'{ods}' is not a GP practice ODS code: expected one upper-case letter and five digits, e.g. C88038"));
     }
 
-    if let Some(nhs) = str_at("patient.nhsNumber") {
-        if let Err(e) = identifiers::nhs_number(nhs) {
-            let code = if e == NhsNumberError::Format {
-                IssueType::Value
-            } else {
-                IssueType::Invariant
-            };
-            rules.error(
-                code,
-                "patient.nhsNumber",
-                format!("patient.nhsNumber is not a valid NHS number: {e}"),
-            );
-        }
+    if let Some(nhs) = str_at("patient.nhsNumber")
+        && let Err(e) = identifiers::nhs_number(nhs)
+    {
+        let code = if e == NhsNumberError::Format {
+            IssueType::Value
+        } else {
+            IssueType::Invariant
+        };
+        rules.error(
+            code,
+            "patient.nhsNumber",
+            format!("patient.nhsNumber is not a valid NHS number: {e}"),
+        );
     }
 
-    if let Some(pc) = str_at("patient.postcode") {
-        if !identifiers::is_uk_postcode(pc) {
-            rules.error(IssueType::Value, "patient.postcode", format!("'{pc}' is not a UK postcode: use upper case with an optional space, e.g. S1 2HE (ZZ99 3VZ for no fixed abode)"));
-        }
+    if let Some(pc) = str_at("patient.postcode")
+        && !identifiers::is_uk_postcode(pc)
+    {
+        rules.error(IssueType::Value, "patient.postcode", format!("'{pc}' is not a UK postcode: use upper case with an optional space, e.g. S1 2HE (ZZ99 3VZ for no fixed abode)"));
     }
 
     let route = str_at("route");
@@ -229,29 +229,29 @@ fn business_rules(v: &Value, ctx: &IntakeContext, issues: &mut Issues) {
         check_registration(v, &mut rules);
     }
 
-    if let Some(service) = str_at("targetService") {
-        if ctx.config.service(service).is_none() {
-            let known: Vec<&str> = ctx.config.services.iter().map(|s| s.id.as_str()).collect();
-            rules.error(
-                IssueType::NotFound,
-                "targetService",
-                format!(
-                    "'{service}' is not a service this gateway refers to; configured services: {}",
-                    known.join(", ")
-                ),
-            );
-        }
+    if let Some(service) = str_at("targetService")
+        && ctx.config.service(service).is_none()
+    {
+        let known: Vec<&str> = ctx.config.services.iter().map(|s| s.id.as_str()).collect();
+        rules.error(
+            IssueType::NotFound,
+            "targetService",
+            format!(
+                "'{service}' is not a service this gateway refers to; configured services: {}",
+                known.join(", ")
+            ),
+        );
     }
 
     let authored = date_time_at(v, "authoredOn");
-    if let Some(t) = authored {
-        if t > latest_allowed {
-            rules.error(
-                IssueType::Value,
-                "authoredOn",
-                "authoredOn is in the future: a referral cannot be dated after it was sent",
-            );
-        }
+    if let Some(t) = authored
+        && t > latest_allowed
+    {
+        rules.error(
+            IssueType::Value,
+            "authoredOn",
+            "authoredOn is in the future: a referral cannot be dated after it was sent",
+        );
     }
 
     let mut birth = date_at(v, "patient.birthDate");
@@ -303,10 +303,10 @@ fn business_rules(v: &Value, ctx: &IntakeContext, issues: &mut Issues) {
     );
     if let Some(items) = pointer(v, "healthConditions.items").and_then(Value::as_array) {
         for (i, item) in items.iter().enumerate() {
-            if let Some(code) = item.get("snomedCode").and_then(Value::as_str) {
-                if !identifiers::is_snomed_concept_id(code) {
-                    rules.error(IssueType::CodeInvalid, format!("healthConditions.items[{i}].snomedCode"), format!("'{code}' is not a SNOMED CT concept id (its check digit or partition is wrong): check it was copied correctly"));
-                }
+            if let Some(code) = item.get("snomedCode").and_then(Value::as_str)
+                && !identifiers::is_snomed_concept_id(code)
+            {
+                rules.error(IssueType::CodeInvalid, format!("healthConditions.items[{i}].snomedCode"), format!("'{code}' is not a SNOMED CT concept id (its check digit or partition is wrong): check it was copied correctly"));
             }
         }
     }
@@ -362,17 +362,17 @@ fn check_registration(v: &Value, rules: &mut Issues) {
             _ => {}
         }
     }
-    if let (Some(r), Some(n)) = (register, number) {
-        if let Err(expected) = identifiers::registration_number(r, n) {
-            rules.error(
-                IssueType::Value,
-                "referrer.registration.number",
-                format!(
-                    "'{n}' is not a {} number: expected {expected}",
-                    r.to_uppercase()
-                ),
-            );
-        }
+    if let (Some(r), Some(n)) = (register, number)
+        && let Err(expected) = identifiers::registration_number(r, n)
+    {
+        rules.error(
+            IssueType::Value,
+            "referrer.registration.number",
+            format!(
+                "'{n}' is not a {} number: expected {expected}",
+                r.to_uppercase()
+            ),
+        );
     }
 }
 

@@ -236,10 +236,10 @@ impl<'a> Mapper<'a> {
         let r = self.r;
         if let Some(referrer) = &r.referrer {
             let mut practitioner = json!({ "resourceType": "Practitioner", "name": [human_name(&referrer.name, None)] });
-            if let Some(reg) = &referrer.registration {
-                if let Some(system) = systems::register_system(&reg.register) {
-                    practitioner["identifier"] = json!([{ "system": system, "value": reg.number }]);
-                }
+            if let Some(reg) = &referrer.registration
+                && let Some(system) = systems::register_system(&reg.register)
+            {
+                practitioner["identifier"] = json!([{ "system": system, "value": reg.number }]);
             }
             let practitioner_url = self.add("referrer", practitioner);
             let role = json!({

@@ -54,12 +54,12 @@ impl SqliteStore {
             .pragma("cache_size", "-65536")
             .pragma("mmap_size", "268435456")
             .pragma("temp_store", "memory");
-        if let Some(dir) = options.get_filename().parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-                })?;
-            }
+        if let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
         }
         let mut writer = SqliteConnection::connect_with(&options).await?;
         MIGRATOR
