@@ -440,6 +440,10 @@ INVALID = {
         {"referrer": {"registration": {"register": "gmc", "number": "GMC701"}}},
         [("referrer.registration.number", "value")],
     ),
+    "23-verification-says-no-nhs-number": (
+        {"patient": {"nhsNumberVerification": "07"}},
+        [("patient.nhsNumberVerification", "business-rule")],
+    ),
 }
 
 

@@ -203,6 +203,14 @@ fn business_rules(v: &Value, ctx: &IntakeContext, issues: &mut Issues) {
         );
     }
 
+    if str_at("patient.nhsNumberVerification") == Some("07") {
+        rules.error(
+            IssueType::BusinessRule,
+            "patient.nhsNumberVerification",
+            "verification status 07 means no NHS number is present, but one was given: use 01 (verified) or 02 (not traced)",
+        );
+    }
+
     if let Some(pc) = str_at("patient.postcode")
         && !identifiers::is_uk_postcode(pc)
     {
