@@ -171,6 +171,8 @@ INVALID = {
     "09-several-problems": (edit(edit(BASE, "ServiceRequest", lambda r: r.update(status="draft", authoredOn="2099-01-01T00:00:00+00:00")),
                                  "Patient", lambda r: r.update(birthDate="2099-01-01")), 422,
                             [("Bundle.entry[3].resource.birthDate", "value"), ("Bundle.entry[4].resource.authoredOn", "value"), ("Bundle.entry[4].resource.status", "business-rule")]),
+    "10-empty-array-and-null": (edit(BASE, "Patient", lambda r: r.update(name=[], telecom=None)), 400,
+                                [("Bundle.entry[3].resource.name", "structure"), ("Bundle.entry[3].resource.telecom", "structure")]),
 }
 
 

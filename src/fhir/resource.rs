@@ -13,9 +13,48 @@ pub fn parse_strict(bytes: &[u8]) -> Result<(), String> {
     let config = DeserializationConfig {
         mode: DeserializationMode::Strict,
     };
-    fhirbolt::json::from_slice::<Resource>(bytes, Some(config))
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    // fhirbolt 0.4 (unmaintained) panics on some malformed input, e.g. an empty array where a
+    // primitive is expected. Contained here, that is a parse error, not a crashed request.
+    match std::panic::catch_unwind(|| fhirbolt::json::from_slice::<Resource>(bytes, Some(config))) {
+        Ok(parsed) => parsed.map(|_| ()).map_err(|e| e.to_string()),
+        Err(_) => {
+            Err("an element has a value of an impossible shape (such as an empty array)".into())
+        }
+    }
+}
+
+/// Breaches of the FHIR JSON rules that parsers let through: empty arrays, objects or strings,
+/// and nulls, each with the FHIRPath-like location of the offending element.
+pub fn json_rule_violations(value: &Value, at: &str, out: &mut Vec<(String, &'static str)>) {
+    match value {
+        Value::Null => out.push((
+            at.to_string(),
+            "null is not allowed in FHIR JSON: leave the element out",
+        )),
+        Value::String(s) if s.trim().is_empty() => out.push((
+            at.to_string(),
+            "an empty or blank string is not allowed in FHIR JSON: leave the element out",
+        )),
+        Value::Array(items) if items.is_empty() => out.push((
+            at.to_string(),
+            "an empty array is not allowed in FHIR JSON: leave the element out",
+        )),
+        Value::Object(map) if map.is_empty() => out.push((
+            at.to_string(),
+            "an empty object is not allowed in FHIR JSON: leave the element out",
+        )),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                json_rule_violations(item, &format!("{at}[{i}]"), out);
+            }
+        }
+        Value::Object(map) => {
+            for (k, child) in map {
+                json_rule_violations(child, &format!("{at}.{k}"), out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Strict-parses a resource already held as JSON.
@@ -172,6 +211,27 @@ mod tests {
         let err = check_strict(&json!({"resourceType": "Patient", "sex": "female"})).unwrap_err();
         assert!(err.contains("sex"), "{err}");
         assert!(check_strict(&json!({"resourceType": "Nonsense"})).is_err());
+    }
+
+    #[test]
+    fn malformed_shapes_that_panic_fhirbolt_are_errors() {
+        for body in [
+            r#"{"resourceType":"Patient","id":[]}"#,
+            r#"{"resourceType":"Patient","meta":{"profile":[]}}"#,
+        ] {
+            assert!(parse_strict(body.as_bytes()).is_err(), "{body}");
+        }
+    }
+
+    #[test]
+    fn json_rules_locate_each_breach() {
+        let mut out = Vec::new();
+        let v = json!({"resourceType": "Patient", "id": [], "name": [{"given": ["", "A"]}], "x": null, "meta": {}});
+        json_rule_violations(&v, "Patient", &mut out);
+        let paths: Vec<&str> = out.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths.len(), 4, "{paths:?}");
+        assert!(paths.contains(&"Patient.name[0].given[0]"));
+        assert!(paths.contains(&"Patient.id"));
     }
 
     #[test]

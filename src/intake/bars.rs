@@ -60,6 +60,16 @@ pub fn validate(
     bundle: &Value,
     ctx: &IntakeContext,
 ) -> Result<ReferralSubmission, Rejection> {
+    let mut breaches = Vec::new();
+    crate::fhir::resource::json_rule_violations(bundle, "Bundle", &mut breaches);
+    if !breaches.is_empty() {
+        return Err(Rejection::Malformed(
+            breaches
+                .into_iter()
+                .map(|(path, message)| Issue::error(IssueType::Structure, path, message))
+                .collect(),
+        ));
+    }
     if let Err(message) = parse_strict(body) {
         return Err(Rejection::Malformed(
             Issue::general(
