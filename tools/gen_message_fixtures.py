@@ -11,8 +11,9 @@ Run:  python3 tools/gen_message_fixtures.py
 then: UPDATE_EXPECTED=1 cargo test --test fixtures   (rewrites *.expected.json for valid messages)
 """
 import copy
-import json
 import pathlib
+
+from fixture_io import write_fixtures
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "messages"
 ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
@@ -176,21 +177,8 @@ INVALID = {
 }
 
 
-def write(path, doc):
-    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-
-
 def main():
-    valid_dir, invalid_dir = ROOT / "valid", ROOT / "invalid"
-    valid_dir.mkdir(parents=True, exist_ok=True)
-    invalid_dir.mkdir(parents=True, exist_ok=True)
-    for old in invalid_dir.glob("*.json"):
-        old.unlink()
-    for name, doc in VALID.items():
-        write(valid_dir / f"{name}.json", doc)
-    for name, (doc, status, issues) in INVALID.items():
-        write(invalid_dir / f"{name}.json", doc)
-        write(invalid_dir / f"{name}.expected.json", {"status": status, "issues": [{"expression": e, "code": c} for e, c in issues]})
+    write_fixtures(ROOT, VALID, INVALID)
     print(f"{len(VALID)} valid and {len(INVALID)} invalid messages in {ROOT}")
 
 

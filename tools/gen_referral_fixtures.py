@@ -16,8 +16,9 @@ then: UPDATE_EXPECTED=1 cargo test --test fixtures   (rewrites *.expected.json f
       review the diff before committing)
 """
 import copy
-import json
 import pathlib
+
+from fixture_io import write_fixtures
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "referrals"
 
@@ -447,25 +448,8 @@ INVALID = {
 }
 
 
-def write(path, doc):
-    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-
-
 def main():
-    valid_dir, invalid_dir = ROOT / "valid", ROOT / "invalid"
-    valid_dir.mkdir(parents=True, exist_ok=True)
-    invalid_dir.mkdir(parents=True, exist_ok=True)
-    for old in list(valid_dir.glob("*.json")) + list(invalid_dir.glob("*.json")):
-        if not old.name.endswith(".expected.json") or old.with_name(old.name.replace(".expected", "")).stem not in VALID:
-            old.unlink()
-    for name, patch in VALID.items():
-        write(valid_dir / f"{name}.json", case(patch))
-    for name, (patch, issues) in INVALID.items():
-        write(invalid_dir / f"{name}.json", case(patch))
-        write(invalid_dir / f"{name}.expected.json", {
-            "status": 422,
-            "issues": [{"expression": e, "code": c} for e, c in issues],
-        })
+    write_fixtures(ROOT, {n: case(p) for n, p in VALID.items()}, {n: (case(p), 422, issues) for n, (p, issues) in INVALID.items()})
     print(f"{len(VALID)} valid and {len(INVALID)} invalid referrals in {ROOT}")
 
 
