@@ -554,3 +554,37 @@ async fn refuses_plaintext_on_a_non_loopback_address() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("plaintext"));
 }
+
+#[tokio::test]
+async fn a_referral_arriving_late_does_not_overwrite_newer_details() {
+    let server = Server::start();
+    // The 2026 re-referral arrives first, then the 2022 one for the same person.
+    let (s1, h1, _) = server
+        .post_json(
+            "/api/v1/referrals",
+            &referral("11-rereferral-2026-same-person"),
+        )
+        .await;
+    let (s2, h2, _) = server
+        .post_json("/api/v1/referrals", &referral("10-rereferral-2022"))
+        .await;
+    assert_eq!((s1, s2), (201, 201));
+    let newer = server
+        .resolve(&format!("ServiceRequest/{}", location_id(&h1)))
+        .await;
+    let older = server
+        .resolve(&format!("ServiceRequest/{}", location_id(&h2)))
+        .await;
+    assert_eq!(
+        newer["subject"], older["subject"],
+        "one person, two referrals"
+    );
+    let patient = server
+        .resolve(newer["subject"]["reference"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        patient["meta"]["versionId"], "1",
+        "the 2022 details did not replace the 2026 ones"
+    );
+    assert_eq!(patient["address"][0]["postalCode"], "S13 9AS");
+}

@@ -37,7 +37,6 @@ pub struct ReferralSubmission {
 }
 
 impl ReferralSubmission {
-    /// Builds a submission from a FHIR transaction Bundle whose entries carry `fullUrl`s.
     /// Builds a submission from a FHIR transaction Bundle whose entries carry `fullUrl`s,
     /// taking the resources out of it rather than copying them.
     pub fn from_transaction(
@@ -76,6 +75,18 @@ impl ReferralSubmission {
             entries,
             focus,
         })
+    }
+
+    /// When the referral was authored, as fixed-width UTC text (comparable as text); empty when
+    /// the ServiceRequest has no readable `authoredOn` (both intake paths require one).
+    pub fn source_time(&self) -> String {
+        self.entries
+            .iter()
+            .find(|e| e.full_url == self.focus)
+            .and_then(|e| e.resource.get("authoredOn")?.as_str())
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| crate::fhir::search::format_instant(t.with_timezone(&chrono::Utc)))
+            .unwrap_or_default()
     }
 
     /// The submission as the FHIR transaction Bundle it stands for.

@@ -18,6 +18,8 @@ pub struct Existing {
     pub last_updated: String,
     /// The stored JSON text, to tell whether a submission really changes the resource.
     pub content: String,
+    /// When the information stored was authored (see `ReferralSubmission::source_time`).
+    pub source_time: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +33,8 @@ pub struct PlannedWrite {
     pub index: Vec<IndexEntry>,
     /// Business identifier to register for a newly created shared resource.
     pub identity: Option<(String, String)>,
+    /// When the written information was authored.
+    pub source_time: String,
 }
 
 /// Plans the writes for `submission`. `existing` maps an entry's `full_url` to the stored resource
@@ -43,6 +47,7 @@ pub fn plan_writes(
 ) -> Vec<PlannedWrite> {
     // Entries of one submission that share an identifier become one resource.
     let mut by_identity: HashMap<(&str, &(String, String)), String> = HashMap::new();
+    let source_time = submission.source_time();
     let mut ids: HashMap<&str, (String, Option<&Existing>)> = HashMap::new();
     for e in &submission.entries {
         let assigned = if e.full_url == submission.focus {
@@ -106,6 +111,11 @@ pub fn plan_writes(
             let mut content = e.resource;
             rewrite_references(&mut content, &targets);
             if let Some(prior) = prior {
+                // Details authored before the stored ones (a referral arriving late) do not
+                // overwrite them; the new referral still points at the shared resource.
+                if source_time < prior.source_time {
+                    return None;
+                }
                 // Unchanged (the same practice, clinician or person details again): no new version.
                 stamp(&mut content, &id, prior.version_id, &prior.last_updated);
                 if serde_json::to_string(&content).is_ok_and(|text| text == prior.content) {
@@ -116,6 +126,7 @@ pub fn plan_writes(
             stamp(&mut content, &id, version_id, last_updated);
             let index = index_entries(&content);
             Some(PlannedWrite {
+                source_time: source_time.clone(),
                 resource_type: e.resource_type,
                 id,
                 version_id,
@@ -170,7 +181,7 @@ mod tests {
                 entry(
                     "urn:uuid:s",
                     "ServiceRequest",
-                    json!({"resourceType": "ServiceRequest", "subject": {"reference": "urn:uuid:p"}, "performer": [{"reference": "urn:uuid:o"}]}),
+                    json!({"resourceType": "ServiceRequest", "authoredOn": "2026-03-02T09:40:00+01:00", "subject": {"reference": "urn:uuid:p"}, "performer": [{"reference": "urn:uuid:o"}]}),
                     None,
                 ),
             ],
@@ -214,6 +225,7 @@ mod tests {
                 version_id: 3,
                 last_updated: "t0".into(),
                 content: "{}".into(),
+                source_time: String::new(),
             },
         )]);
         let writes = plan_writes(submission(), &existing, "f", "t");
@@ -246,6 +258,7 @@ mod tests {
             version_id: 1,
             last_updated: "t1".into(),
             content: serde_json::to_string(&patient.content).unwrap(),
+            source_time: String::new(),
         };
         let again = plan_writes(
             s.clone(),
@@ -279,6 +292,47 @@ mod tests {
             .find(|w| w.resource_type == "Patient")
             .unwrap();
         assert_eq!((p.version_id, p.replaces), (2, true));
+    }
+
+    #[test]
+    fn a_late_referral_does_not_overwrite_newer_details() {
+        let s = submission();
+        assert_eq!(s.source_time(), "2026-03-02T08:40:00.000000Z");
+        let stored = |source_time: &str| Existing {
+            id: "p1".into(),
+            version_id: 4,
+            last_updated: "t".into(),
+            content: "{}".into(),
+            source_time: source_time.into(),
+        };
+        let newer = HashMap::from([(
+            "urn:uuid:p".to_string(),
+            stored("2026-06-01T00:00:00.000000Z"),
+        )]);
+        let writes = plan_writes(s.clone(), &newer, "f", "t2");
+        assert!(
+            writes.iter().all(|w| w.resource_type != "Patient"),
+            "stored details are newer: kept"
+        );
+        let sr = writes
+            .iter()
+            .find(|w| w.resource_type == "ServiceRequest")
+            .unwrap();
+        assert_eq!(sr.content["subject"]["reference"], "Patient/p1");
+
+        let older = HashMap::from([(
+            "urn:uuid:p".to_string(),
+            stored("2022-01-01T00:00:00.000000Z"),
+        )]);
+        let writes = plan_writes(s, &older, "f", "t2");
+        let p = writes
+            .iter()
+            .find(|w| w.resource_type == "Patient")
+            .unwrap();
+        assert_eq!(
+            (p.version_id, p.source_time.as_str()),
+            (5, "2026-03-02T08:40:00.000000Z")
+        );
     }
 
     #[test]

@@ -218,7 +218,7 @@ async fn matched_resources(
         return Ok(existing);
     }
     let rows = sqlx::query(
-        "SELECT j.value ->> 3, r.id, r.version_id, r.last_updated, r.content
+        "SELECT j.value ->> 3, r.id, r.version_id, r.last_updated, r.content, r.source_time
          FROM json_each(?) j
          JOIN identities i ON i.resource_type = j.value ->> 0 AND i.system = j.value ->> 1 AND i.value = j.value ->> 2
          JOIN resources r ON r.resource_type = i.resource_type AND r.id = i.resource_id",
@@ -234,6 +234,7 @@ async fn matched_resources(
                 version_id: row.get(2),
                 last_updated: row.get(3),
                 content: row.get(4),
+                source_time: row.get(5),
             },
         );
     }
@@ -278,18 +279,20 @@ async fn write_all(
         );
     }
     let mut insert = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO resources (resource_type, id, version_id, last_updated, content) ",
+        "INSERT INTO resources (resource_type, id, version_id, last_updated, content, source_time) ",
     );
     insert.push_values(writes.iter().zip(contents), |mut row, (w, content)| {
         row.push_bind(w.resource_type.clone())
             .push_bind(w.id.clone())
             .push_bind(w.version_id)
             .push_bind(now.to_string())
-            .push_bind(content);
+            .push_bind(content)
+            .push_bind(w.source_time.clone());
     });
     insert.push(
         " ON CONFLICT (resource_type, id) DO UPDATE
-          SET version_id = excluded.version_id, last_updated = excluded.last_updated, content = excluded.content",
+          SET version_id = excluded.version_id, last_updated = excluded.last_updated,
+              content = excluded.content, source_time = excluded.source_time",
     );
     insert.build().persistent(true).execute(&mut *conn).await?;
 
