@@ -7,8 +7,11 @@ pub mod schema;
 pub mod submission;
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 
 use crate::config::Config;
+use crate::fhir::{Issue, IssueType, Issues};
+use submission::content_hash;
 
 pub use submission::{ReferralSubmission, SubmissionEntry, SubmissionKey};
 
@@ -29,11 +32,6 @@ impl<'a> IntakeContext<'a> {
     }
 }
 
-use serde_json::Value;
-
-use crate::fhir::Issues;
-use submission::content_hash;
-
 /// Validates a practice referral, maps it to a FHIR transaction and prepares its submission
 /// (`transaction_bundle()` gives the transaction back). The same function
 /// serves the HTTP API, the CLI and the benchmark.
@@ -43,8 +41,8 @@ pub fn practice_referral(value: &Value, ctx: &IntakeContext) -> Result<ReferralS
         .config
         .service(&referral.target_service)
         .ok_or_else(|| {
-            Issues::from(crate::fhir::Issue::error(
-                crate::fhir::IssueType::NotFound,
+            Issues::from(Issue::error(
+                IssueType::NotFound,
                 "targetService",
                 "unknown service",
             ))
