@@ -45,12 +45,14 @@ pub fn plan_writes(
     focus_id: &str,
     last_updated: &str,
 ) -> Vec<PlannedWrite> {
-    // Entries of one submission that share an identifier become one resource.
-    let mut by_identity: HashMap<(&str, &(String, String)), String> = HashMap::new();
     let source_time = submission.source_time();
-    let mut ids: HashMap<&str, (String, Option<&Existing>)> = HashMap::new();
+    // Each entry's id, in entry order: reserved for the focus, the stored one for a match, shared
+    // by entries of this submission with the same identifier, otherwise new.
+    let mut by_identity: HashMap<(&str, &(String, String)), String> = HashMap::new();
+    let mut assigned: Vec<(String, Option<&Existing>)> =
+        Vec::with_capacity(submission.entries.len());
     for e in &submission.entries {
-        let assigned = if e.full_url == submission.focus {
+        let this = if e.full_url == submission.focus {
             (focus_id.to_string(), None)
         } else if let Some(found) = existing.get(&e.full_url) {
             (found.id.clone(), Some(found))
@@ -66,48 +68,36 @@ pub fn plan_writes(
         if let Some(m) = &e.match_identifier {
             by_identity
                 .entry((e.resource_type.as_str(), m))
-                .or_insert_with(|| assigned.0.clone());
+                .or_insert_with(|| this.0.clone());
         }
-        ids.insert(e.full_url.as_str(), assigned);
+        assigned.push(this);
     }
     let targets: HashMap<String, String> = submission
         .entries
         .iter()
-        .map(|e| {
-            (
-                e.full_url.clone(),
-                format!("{}/{}", e.resource_type, ids[e.full_url.as_str()].0),
-            )
-        })
+        .zip(&assigned)
+        .map(|(e, (id, _))| (e.full_url.clone(), format!("{}/{id}", e.resource_type)))
         .collect();
-
+    // A shared resource appearing twice in one submission is written once: the last one wins.
     let mut seen = std::collections::HashSet::new();
-    // Decide which entries are written (a duplicate of a shared resource within one submission:
-    // the last one wins) before taking the resources out of the submission.
-    let keep: Vec<bool> = submission
+    let mut keep: Vec<bool> = submission
         .entries
         .iter()
-        .map(|e| {
-            let id = &ids[e.full_url.as_str()].0;
-            let last =
-                submission.entries.iter().rev().find(|x| {
-                    x.resource_type == e.resource_type && &ids[x.full_url.as_str()].0 == id
-                });
-            last.is_some_and(|x| x.full_url == e.full_url)
-                && seen.insert((e.resource_type.clone(), id.clone()))
-        })
+        .zip(&assigned)
+        .rev()
+        .map(|(e, (id, _))| seen.insert((e.resource_type.as_str(), id.as_str())))
         .collect();
-    let ids: HashMap<String, (String, Option<&Existing>)> =
-        ids.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    keep.reverse();
+
     submission
         .entries
         .into_iter()
+        .zip(assigned)
         .zip(keep)
-        .filter_map(|(e, keep)| {
+        .filter_map(|((e, (id, prior)), keep)| {
             if !keep {
                 return None;
             }
-            let (id, prior) = ids[e.full_url.as_str()].clone();
             let mut content = e.resource;
             rewrite_references(&mut content, &targets);
             if let Some(prior) = prior {
