@@ -96,9 +96,54 @@ pub fn coding(system_name: &str, code: &str) -> Value {
     }
 }
 
+/// UK Core NHS number verification status (England): code and display.
+const NHS_NUMBER_VERIFICATION_ENGLAND: &[(&str, &str)] = &[
+    ("01", "Number present and verified"),
+    ("02", "Number present but not traced"),
+    ("03", "Trace required"),
+    ("04", "Trace attempted - No match or multiple match found"),
+    (
+        "05",
+        "Trace needs to be resolved - (NHS Number or patient detail conflict)",
+    ),
+    ("06", "Trace in progress"),
+    ("07", "Number not present and trace not required"),
+    ("08", "Trace postponed (baby under six weeks old)"),
+];
+
+/// `code` as the static England verification status code (01–08), if it is one.
+pub fn nhs_number_verification_code(code: &str) -> Option<&'static str> {
+    NHS_NUMBER_VERIFICATION_ENGLAND
+        .iter()
+        .map(|(c, _)| *c)
+        .find(|c| *c == code)
+}
+
+/// The England NHS number verification status Coding for `code` (01–08), if it is one.
+pub fn nhs_number_verification(code: &str) -> Option<Value> {
+    let (code, display) = NHS_NUMBER_VERIFICATION_ENGLAND
+        .iter()
+        .find(|(c, _)| *c == code)?;
+    Some(serde_json::json!({
+        "system": super::systems::NHS_NUMBER_VERIFICATION_ENGLAND,
+        "code": code,
+        "display": display,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nhs_number_verification_codings() {
+        assert_eq!(
+            nhs_number_verification("01").unwrap()["display"],
+            "Number present and verified"
+        );
+        assert_eq!(nhs_number_verification("08").unwrap()["code"], "08");
+        assert!(nhs_number_verification("09").is_none());
+    }
 
     #[test]
     fn every_embedded_code_system_loads_with_unique_codes() {

@@ -39,20 +39,6 @@ const RETIRED_VERIFICATION: &[(&str, &str)] = &[
     ("trace-postponed", "08"),
 ];
 
-const ENGLAND_VERIFICATION_DISPLAY: &[(&str, &str)] = &[
-    ("01", "Number present and verified"),
-    ("02", "Number present but not traced"),
-    ("03", "Trace required"),
-    ("04", "Trace attempted - No match or multiple match found"),
-    (
-        "05",
-        "Trace needs to be resolved - (NHS Number or patient detail conflict)",
-    ),
-    ("06", "Trace in progress"),
-    ("07", "Number not present and trace not required"),
-    ("08", "Trace postponed (baby under six weeks old)"),
-];
-
 /// Validates and normalises a BaRS referral message. `body` is the raw request (for strict
 /// parsing with line numbers); `bundle` the same body as JSON.
 pub fn validate(
@@ -615,10 +601,9 @@ fn verification_code(identifier: &Value) -> Option<(&str, &str)> {
 /// The England code for a verification status in either the current or the retired code system.
 fn normalise_verification(system: &str, code: &str) -> Result<&'static str, String> {
     let found = match system {
-        systems::NHS_NUMBER_VERIFICATION_ENGLAND => ENGLAND_VERIFICATION_DISPLAY
-            .iter()
-            .find(|(c, _)| *c == code)
-            .map(|(c, _)| *c),
+        systems::NHS_NUMBER_VERIFICATION_ENGLAND => {
+            crate::fhir::terminology::nhs_number_verification_code(code)
+        }
         systems::NHS_NUMBER_VERIFICATION_RETIRED => RETIRED_VERIFICATION
             .iter()
             .find(|(c, _)| *c == code)
@@ -647,17 +632,15 @@ fn normalise(resource: &mut Value) {
             let Ok(england) = normalise_verification(system, code) else {
                 continue;
             };
-            let display = ENGLAND_VERIFICATION_DISPLAY
-                .iter()
-                .find(|(c, _)| *c == england)
-                .map(|(_, d)| *d)
-                .unwrap_or_default();
+            let Some(coding) = crate::fhir::terminology::nhs_number_verification(england) else {
+                continue;
+            };
             if let Some(exts) = id.get_mut("extension").and_then(Value::as_array_mut) {
                 for ext in exts.iter_mut().filter(|e| {
                     e.get("url").and_then(Value::as_str)
                         == Some(systems::NHS_NUMBER_VERIFICATION_EXT)
                 }) {
-                    ext["valueCodeableConcept"] = json!({ "coding": [{ "system": systems::NHS_NUMBER_VERIFICATION_ENGLAND, "code": england, "display": display }] });
+                    ext["valueCodeableConcept"] = json!({ "coding": [coding.clone()] });
                 }
             }
         }

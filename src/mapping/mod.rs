@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::config::ServiceConfig;
 use crate::fhir::systems::{self, profile};
-use crate::fhir::terminology::coding;
+use crate::fhir::terminology::{self, coding};
 use crate::intake::practice::{HumanName, PracticeReferral, is_off_sick};
 use crate::intake::submission::{match_identifier, transaction_request};
 
@@ -206,7 +206,8 @@ impl<'a> Mapper<'a> {
             "identifier": [{
                 "extension": [{
                     "url": systems::NHS_NUMBER_VERIFICATION_EXT,
-                    "valueCodeableConcept": { "coding": [verification_coding(&p.nhs_number_verification)] },
+                    "valueCodeableConcept": { "coding": [terminology::nhs_number_verification(&p.nhs_number_verification)
+                            .expect("the schema admits England codes only")] },
                 }],
                 "system": systems::NHS_NUMBER,
                 "value": p.nhs_number.replace(' ', ""),
@@ -488,23 +489,25 @@ fn set_coded_value(target: &mut Value, system_name: &str, code: &str) {
     }
 }
 
+/// The data-absent-reason for the practice format's explicit absent answers.
+fn absent_reason(code: &str) -> Option<(&'static str, &'static str)> {
+    match code {
+        "prefer-not-to-say" => Some(("asked-declined", "Asked But Declined")),
+        "not-recorded" => Some(("not-asked", "Not Asked")),
+        _ => None,
+    }
+}
+
 fn data_absent_reason(code: &str) -> Option<Value> {
-    let (dar, display) = match code {
-        "prefer-not-to-say" => ("asked-declined", "Asked But Declined"),
-        "not-recorded" => ("not-asked", "Not Asked"),
-        _ => return None,
-    };
+    let (dar, display) = absent_reason(code)?;
     Some(
         json!({ "coding": [{ "system": systems::DATA_ABSENT_REASON, "code": dar, "display": display }] }),
     )
 }
 
+/// The primitive-element extension form, for an absent answer (`code` is one of them).
 fn data_absent_extension(code: &str) -> Value {
-    let dar = if code == "prefer-not-to-say" {
-        "asked-declined"
-    } else {
-        "not-asked"
-    };
+    let (dar, _) = absent_reason(code).unwrap_or(("not-asked", "Not Asked"));
     json!({ "url": systems::DATA_ABSENT_REASON_EXT, "valueCode": dar })
 }
 
@@ -519,20 +522,6 @@ fn human_name(n: &HumanName, use_: Option<&str>) -> Value {
         v.insert("prefix".into(), json!([p]));
     }
     Value::Object(v)
-}
-
-fn verification_coding(code: &str) -> Value {
-    let display = match code {
-        "01" => "Number present and verified",
-        "02" => "Number present but not traced",
-        "03" => "Trace required",
-        "04" => "Trace attempted - No match or multiple match found",
-        "05" => "Trace needs to be resolved - (NHS Number or patient detail conflict)",
-        "06" => "Trace in progress",
-        "07" => "Number not present and trace not required",
-        _ => "Trace postponed (baby under six weeks old)",
-    };
-    json!({ "system": systems::NHS_NUMBER_VERIFICATION_ENGLAND, "code": code, "display": display })
 }
 
 fn ukcore_contact_method(code: &str) -> Option<Value> {
