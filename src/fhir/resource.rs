@@ -71,21 +71,28 @@ pub fn resource_type(resource: &Value) -> Option<&str> {
 /// a Bundle) with the mapped value (e.g. `Patient/…`). Walks the whole resource, so references in
 /// extensions and nested elements are rewritten too.
 pub fn rewrite_references(value: &mut Value, targets: &HashMap<String, String>) {
+    rewrite_strings(value, "reference", &|r| targets.get(r).cloned());
+}
+
+/// Replaces the string value of every element named `key`, anywhere in the resource, where
+/// `replace` returns a new value.
+pub fn rewrite_strings(value: &mut Value, key: &str, replace: &dyn Fn(&str) -> Option<String>) {
     match value {
         Value::Object(map) => {
-            for (key, child) in map.iter_mut() {
-                if key == "reference" {
-                    if let Some(new) = child.as_str().and_then(|r| targets.get(r)) {
-                        *child = Value::String(new.clone());
+            for (k, child) in map.iter_mut() {
+                match child {
+                    Value::String(s) if k == key => {
+                        if let Some(new) = replace(s) {
+                            *s = new;
+                        }
                     }
-                } else {
-                    rewrite_references(child, targets);
+                    _ => rewrite_strings(child, key, replace),
                 }
             }
         }
         Value::Array(items) => items
             .iter_mut()
-            .for_each(|v| rewrite_references(v, targets)),
+            .for_each(|v| rewrite_strings(v, key, replace)),
         _ => {}
     }
 }

@@ -15,7 +15,9 @@ use super::submission::{
 };
 use crate::config::ServiceConfig;
 use crate::fhir::identifiers;
-use crate::fhir::resource::{claim_profile, parse_strict, references, resource_type};
+use crate::fhir::resource::{
+    claim_profile, parse_strict, references, resource_type, rewrite_strings,
+};
 use crate::fhir::systems::{self, profile};
 use crate::fhir::{Issue, IssueType, Issues};
 
@@ -622,10 +624,6 @@ fn normalise_verification(system: &str, code: &str) -> Result<&'static str, Stri
 fn normalise(resource: &mut Value) {
     if let Some(ids) = resource.get_mut("identifier").and_then(Value::as_array_mut) {
         for id in ids {
-            if id.get("system").and_then(Value::as_str) == Some(systems::ODS_ORGANIZATION_LOWERCASE)
-            {
-                id["system"] = json!(systems::ODS_ORGANIZATION);
-            }
             let Some((system, code)) = verification_code(id) else {
                 continue;
             };
@@ -645,26 +643,13 @@ fn normalise(resource: &mut Value) {
             }
         }
     }
-    // References elsewhere in the resource can carry ODS identifiers too (e.g. generalPractitioner).
-    rewrite_ods_systems(resource);
+    // ODS identifiers appear in identifiers and inside references (e.g. generalPractitioner).
+    rewrite_strings(resource, "system", &|system| {
+        (system == systems::ODS_ORGANIZATION_LOWERCASE)
+            .then(|| systems::ODS_ORGANIZATION.to_string())
+    });
     if let Some(p) = resource_type(resource).and_then(profile::uk_core_for) {
         claim_profile(resource, p);
-    }
-}
-
-fn rewrite_ods_systems(v: &mut Value) {
-    match v {
-        Value::Object(map) => {
-            for (k, child) in map.iter_mut() {
-                if k == "system" && child.as_str() == Some(systems::ODS_ORGANIZATION_LOWERCASE) {
-                    *child = json!(systems::ODS_ORGANIZATION);
-                } else {
-                    rewrite_ods_systems(child);
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(rewrite_ods_systems),
-        _ => {}
     }
 }
 
