@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod config;
+pub mod consent;
 pub mod fhir;
 pub mod intake;
 pub mod mapping;

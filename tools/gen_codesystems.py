@@ -18,6 +18,43 @@ ABSENT = [
 ]
 
 SYSTEMS = {
+    "consent-recipient": (
+        "Consent recipient",
+        "Who may receive a person's information under a consent provision (brief 4: per recipient class). "
+        "Carried in Consent.provision.actor.role alongside v3-ParticipationType IRCP; the actor reference "
+        "names a specific organisation, or carries only a display for any organisation of the class.",
+        [
+            ("referring-practice", "Referring GP practice", "The practice that referred the person, for feedback letters and outcomes."),
+            ("work-health-service", "Work-and-health service", "The service the person is referred to, and its advisers."),
+            ("employer", "Employer", "The person's employer, manager or HR. Disclosure also needs the person's approval of the specific document (brief 4)."),
+            ("other-service", "Other named service", "Another service the person is signposted to, e.g. NHS Talking Therapies or Waiting Well."),
+            ("union-representative", "Union representative", "The person's trade union representative (SOM case 2, brief 4)."),
+            ("evaluation", "Evaluation and research", "Evaluators of the service, who receive only pseudonymised extracts (brief 4, research consent)."),
+            ("dwp", "Department for Work and Pensions", "The DWP or Jobcentre Plus. Never a default recipient: needs its own consent (brief 4)."),
+        ],
+    ),
+    "consent-data-class": (
+        "Consent data class",
+        "Classes of a person's information that a consent provision covers, carried in Consent.provision.class "
+        "(brief 4: per data category; PAS limits advisers to fit notes).",
+        [
+            ("referral", "Referral details", "The referral: demographics, contact details, employment, support wanted, and who referred."),
+            ("fit-note", "Fit notes", "Statements of fitness for work (MED3) and their history."),
+            ("diagnosis", "Diagnoses", "Health conditions and diagnoses (Condition resources, and condition details within documents)."),
+            ("adviser-letter", "Adviser letters", "Letters and reports written by the service's advisers."),
+            ("outcome", "Outcomes", "Triage decisions, support given, discharge and work and health outcomes."),
+        ],
+    ),
+    "consent-override-reason": (
+        "Consent override reason",
+        "Why a user acted against a person's consent decision (\"break glass\"). Each override also carries "
+        "a free-text justification, expires, and is listed for review (brief 4, SOM cases 1 and 2).",
+        [
+            ("risk-to-person", "Risk to the person", "Serious risk of harm to the person themselves, e.g. suicidal ideation."),
+            ("risk-to-others", "Risk to others", "Serious risk of harm to other people, e.g. a safety-critical worker who may be unfit for duty."),
+            ("legal-duty", "Legal duty", "Disclosure is required by law or by a court order."),
+        ],
+    ),
     "referral-route": (
         "Referral route",
         "Who or what sent the person to the service. Separate from the channel the referral arrived by. "

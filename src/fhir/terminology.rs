@@ -13,6 +13,9 @@ macro_rules! code_systems {
 }
 
 const SOURCES: &[(&str, &str)] = code_systems!(
+    "consent-data-class",
+    "consent-override-reason",
+    "consent-recipient",
     "contract-type",
     "employer-size-band",
     "employment-sector",
