@@ -35,8 +35,34 @@ pub struct Config {
     pub limits: Limits,
     pub log: LogConfig,
     pub store: StoreConfig,
+    pub auth: AuthConfig,
+    pub consent: ConsentConfig,
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+}
+
+/// Access tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// PKCS#8 PEM ECDSA P-384 key that signs access tokens; created on first start if missing.
+    pub signing_key: std::path::PathBuf,
+    pub issuer: String,
+    pub audience: String,
+    pub token_ttl_secs: u64,
+}
+
+/// Consent policy: the information-governance decisions a deployment records.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentConfig {
+    /// Whether a BaRS referral's implied direct-care Consent (category DRC, policy IMPLIED) counts
+    /// as the person's agreement to be referred to the receiving service.
+    pub bars_implied_direct_care: bool,
+    /// Longest time an override may be granted for.
+    pub override_max_hours: u32,
+    /// Key for the evaluation export's pseudonyms (HMAC-SHA256); created on first export.
+    pub pseudonym_key: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -4,6 +4,8 @@
 //! [`store`] persists, [`api`] is the HTTP edge. See README.md for the architecture.
 
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod consent;
 pub mod fhir;

@@ -18,6 +18,15 @@ ABSENT = [
 ]
 
 SYSTEMS = {
+    "audit-event-subtype": (
+        "Audit event subtype",
+        "Gateway events recorded as AuditEvent.subtype where FHIR's restful-interaction codes do not fit (brief 4; standards 6.3).",
+        [
+            ("disclosure", "Disclosure decision", "Something about a person was to be sent out (letter, employer document); the consent decision made at the moment of sending."),
+            ("consent-override", "Consent override", "A user acted against a person's consent decision for a stated reason."),
+            ("evaluation-export", "Evaluation export", "A pseudonymised extract for evaluation was written."),
+        ],
+    ),
     "consent-recipient": (
         "Consent recipient",
         "Who may receive a person's information under a consent provision (brief 4: per recipient class). "

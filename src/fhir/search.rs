@@ -49,10 +49,53 @@ const SERVICE_REQUEST_PARAMS: &[ParamDef] = &[
     },
 ];
 
+const CONSENT_PARAMS: &[ParamDef] = &[
+    ParamDef {
+        name: "patient",
+        kind: ParamKind::Reference { target: "Patient" },
+        documentation: "The person, as Patient/id or id; chain patient.identifier takes an NHS number",
+    },
+    ParamDef {
+        name: "status",
+        kind: ParamKind::Token,
+        documentation: "draft | proposed | active | rejected | inactive | entered-in-error",
+    },
+    ParamDef {
+        name: "_lastUpdated",
+        kind: ParamKind::Date,
+        documentation: "When the Consent was recorded or last changed",
+    },
+];
+
+const AUDIT_EVENT_PARAMS: &[ParamDef] = &[
+    ParamDef {
+        name: "patient",
+        kind: ParamKind::Reference { target: "Patient" },
+        documentation: "Events about a person, as Patient/id or id; chain patient.identifier takes an NHS number",
+    },
+    ParamDef {
+        name: "agent",
+        kind: ParamKind::Token,
+        documentation: "Events by a client or organisation: the client id, or system|value of the organisation",
+    },
+    ParamDef {
+        name: "outcome",
+        kind: ParamKind::Token,
+        documentation: "0 (permitted, success) | 4 (denied) | 8 | 12",
+    },
+    ParamDef {
+        name: "_lastUpdated",
+        kind: ParamKind::Date,
+        documentation: "When the event was recorded",
+    },
+];
+
 /// Search parameters supported for `resource_type` (empty: the type is read-only).
 pub fn supported_params(resource_type: &str) -> &'static [ParamDef] {
     match resource_type {
         "ServiceRequest" => SERVICE_REQUEST_PARAMS,
+        "Consent" => CONSENT_PARAMS,
+        "AuditEvent" => AUDIT_EVENT_PARAMS,
         _ => &[],
     }
 }
@@ -108,6 +151,17 @@ pub struct SearchRequest {
     pub filters: Vec<Filter>,
     pub count: u32,
     pub offset: u32,
+    /// Whose data the search may return; set by the API from the caller, never by a parameter.
+    pub tenancy: Option<Tenancy>,
+}
+
+/// Limits a search to one organisation's referrals (`system|value` of the organisation): for
+/// ServiceRequest the referrals it sent or receives, for other types those about people it has a
+/// referral for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tenancy {
+    Practice(String),
+    Service(String),
 }
 
 /// Parses decoded query pairs. Unknown parameters are errors (a silently ignored filter would
@@ -120,6 +174,7 @@ pub fn parse(resource_type: &str, pairs: &[(String, String)]) -> Result<SearchRe
         filters: Vec::new(),
         count: DEFAULT_COUNT,
         offset: 0,
+        tenancy: None,
     };
     for (name, raw) in pairs {
         let expr = format!("{resource_type}?{name}");
@@ -348,6 +403,43 @@ pub fn index_entries(resource: &Value) -> Vec<IndexEntry> {
                     param: "patient",
                     system: String::new(),
                     value: p,
+                });
+            }
+            if let Some(status) = resource.get("status").and_then(Value::as_str) {
+                out.push(IndexEntry {
+                    param: "status",
+                    system: "http://hl7.org/fhir/consent-state-codes".into(),
+                    value: status.into(),
+                });
+            }
+        }
+        Some("AuditEvent") => {
+            for entity in resource["entity"].as_array().into_iter().flatten() {
+                if let Some(p) = entity["what"]["reference"].as_str()
+                    && p.starts_with("Patient/")
+                {
+                    out.push(IndexEntry {
+                        param: "patient",
+                        system: String::new(),
+                        value: p.into(),
+                    });
+                }
+            }
+            for agent in resource["agent"].as_array().into_iter().flatten() {
+                let who = &agent["who"]["identifier"];
+                if let Some(value) = who["value"].as_str() {
+                    out.push(IndexEntry {
+                        param: "agent",
+                        system: who["system"].as_str().unwrap_or("").into(),
+                        value: value.into(),
+                    });
+                }
+            }
+            if let Some(outcome) = resource["outcome"].as_str() {
+                out.push(IndexEntry {
+                    param: "outcome",
+                    system: "http://hl7.org/fhir/audit-event-outcome".into(),
+                    value: outcome.into(),
                 });
             }
         }

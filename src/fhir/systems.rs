@@ -112,6 +112,11 @@ pub mod profile {
         "Task",
     ];
 
+    /// The gateway's own Consent profile (derived from UKCore-Consent).
+    pub fn whg_consent() -> String {
+        format!("{}/StructureDefinition/whg-consent", super::CANONICAL_BASE)
+    }
+
     /// The UK Core profile for a resource type, if UK Core has one.
     pub fn uk_core_for(resource_type: &str) -> Option<&'static str> {
         static PROFILES: std::sync::LazyLock<Vec<(&'static str, String)>> =

@@ -13,6 +13,7 @@ macro_rules! code_systems {
 }
 
 const SOURCES: &[(&str, &str)] = code_systems!(
+    "audit-event-subtype",
     "consent-data-class",
     "consent-override-reason",
     "consent-recipient",

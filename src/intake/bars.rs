@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::IntakeContext;
 use super::practice::{MAX_AGE_YEARS, age_on};
 use super::submission::{
-    ReferralSubmission, SubmissionEntry, SubmissionKey, content_hash, match_identifier,
+    Parties, ReferralSubmission, SubmissionEntry, SubmissionKey, content_hash, match_identifier,
 };
 use crate::config::ServiceConfig;
 use crate::fhir::identifiers;
@@ -127,7 +127,12 @@ impl<'a> Message<'a> {
         let (Some(sender_ods), Some(service), Some(focus)) = (sender_ods, service, focus) else {
             return Err(Issue::general(IssueType::Invalid, "the message could not be read").into());
         };
-        Ok(m.into_submission(&sender_ods, service, focus))
+        Ok(m.into_submission(
+            &sender_ods,
+            service,
+            focus,
+            ctx.config.consent.bars_implied_direct_care,
+        ))
     }
 
     fn index_entries(&mut self) {
@@ -459,6 +464,7 @@ impl<'a> Message<'a> {
         sender_ods: &str,
         service: &ServiceConfig,
         focus: usize,
+        implied_consent_counts: bool,
     ) -> ReferralSubmission {
         let sr = self.entries[focus].1;
         let key_value = sr
@@ -528,7 +534,7 @@ impl<'a> Message<'a> {
                     .entry("identifier")
                     .or_insert_with(|| json!([]));
                 if let Some(list) = ids.as_array_mut() {
-                    list.push(service_id);
+                    list.push(service_id.clone());
                 }
             }
             None => {
@@ -538,7 +544,7 @@ impl<'a> Message<'a> {
                     "urn:uuid:{}",
                     Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes())
                 );
-                let mut org = json!({ "resourceType": "Organization", "identifier": [service_id], "name": service.name });
+                let mut org = json!({ "resourceType": "Organization", "identifier": [service_id.clone()], "name": service.name });
                 claim_profile(&mut org, profile::ORGANIZATION);
                 entries.push(SubmissionEntry {
                     full_url: url.clone(),
@@ -556,14 +562,52 @@ impl<'a> Message<'a> {
         for e in &mut entries {
             e.match_identifier = match_identifier(&e.resource);
         }
+        if implied_consent_counts {
+            for e in entries.iter_mut().filter(|e| e.resource_type == "Consent") {
+                make_implied_consent_explicit(&mut e.resource, &service_id);
+            }
+        }
         let focus_url = self.entries[focus].0.clone();
         ReferralSubmission {
+            parties: Parties {
+                practice: format!("{}|{sender_ods}", systems::ODS_ORGANIZATION),
+                service: format!("{}|{}", systems::service_identifier_system(), service.id),
+            },
             key,
             content_hash: hash,
             entries,
             focus: focus_url,
         }
     }
+}
+
+/// BaRS carries the person's agreement as an implied direct-care Consent (category DRC, policy
+/// rule IMPLIED) without provisions. Where the deployment's IG policy accepts it, it is stored
+/// with the provision it implies: the receiving service may receive and see the referral and its
+/// diagnoses, for direct care. Anything else is left as sent (and so permits nothing).
+fn make_implied_consent_explicit(consent: &mut Value, service_id: &Value) {
+    let is_drc = consent["category"].as_array().is_some_and(|cats| {
+        cats.iter().any(|c| {
+            c["coding"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|x| x["system"] == systems::CONSENT_CATEGORY_BARS && x["code"] == "DRC")
+            })
+        })
+    });
+    let implied = consent["policyRule"]["coding"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|x| x["code"] == "IMPLIED"));
+    if !(is_drc && implied) || consent.get("provision").is_some() {
+        return;
+    }
+    consent["provision"] = crate::mapping::consent_provision(
+        "work-health-service",
+        service_id.clone(),
+        None,
+        &["disclose", "access"],
+        "TREAT",
+        &["referral", "diagnosis"],
+    );
 }
 
 fn ods_of(org: &Value) -> Option<String> {

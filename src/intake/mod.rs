@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::fhir::{Issue, IssueType, Issues};
 use submission::content_hash;
 
-pub use submission::{ReferralSubmission, SubmissionEntry, SubmissionKey};
+pub use submission::{Parties, ReferralSubmission, SubmissionEntry, SubmissionKey};
 
 /// What validation needs from outside the input: the time now and the configured services.
 #[derive(Debug, Clone, Copy)]
@@ -52,7 +52,20 @@ pub fn practice_referral(value: &Value, ctx: &IntakeContext) -> Result<ReferralS
         namespace: format!("practice:{}", referral.practice.ods_code),
         value: referral.referral_id.clone(),
     };
-    let submission = ReferralSubmission::from_transaction(key, content_hash(value), bundle)
-        .expect("the mapping emits a transaction with fullUrls and a ServiceRequest");
+    let parties = Parties {
+        practice: format!(
+            "{}|{}",
+            crate::fhir::systems::ODS_ORGANIZATION,
+            referral.practice.ods_code
+        ),
+        service: format!(
+            "{}|{}",
+            crate::fhir::systems::service_identifier_system(),
+            service.id
+        ),
+    };
+    let submission =
+        ReferralSubmission::from_transaction(key, parties, content_hash(value), bundle)
+            .expect("the mapping emits a transaction with fullUrls and a ServiceRequest");
     Ok(submission)
 }

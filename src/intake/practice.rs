@@ -134,6 +134,18 @@ pub struct ConsentBlock {
     pub patient_agreed: bool,
     pub recorded_by: ConsentRecorder,
     pub recorded_at: DateTime<FixedOffset>,
+    /// The service may also see the person's fit notes.
+    #[serde(default)]
+    pub share_fit_notes: Option<bool>,
+    /// The service may send letters and outcomes back to the referring practice.
+    #[serde(default)]
+    pub feedback_to_practice: Option<bool>,
+    /// Pseudonymised data may be used to evaluate the service.
+    #[serde(default)]
+    pub evaluation: Option<bool>,
+    /// The last day the agreements hold (inclusive); open-ended when absent.
+    #[serde(default)]
+    pub valid_until: Option<chrono::NaiveDate>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -319,8 +331,18 @@ fn business_rules(v: &Value, ctx: &IntakeContext, issues: &mut Issues) {
         }
     }
 
-    if pointer(v, "consent.patientAgreed").and_then(Value::as_bool) == Some(false) {
-        rules.error(IssueType::BusinessRule, "consent.patientAgreed", "the person has not agreed to this referral: a referral is accepted only with their recorded agreement");
+    // patientAgreed = false is not refused here: it maps to a rejected Consent, and the consent
+    // decision at intake (the one enforcement point) refuses the referral.
+    if let (Some(recorded), Some(until)) = (
+        date_time_at(v, "consent.recordedAt"),
+        date_at(v, "consent.validUntil"),
+    ) && until < recorded.date_naive()
+    {
+        rules.error(
+            IssueType::Value,
+            "consent.validUntil",
+            "consent.validUntil is before the agreement was recorded",
+        );
     }
     if let Some(recorded) = date_time_at(v, "consent.recordedAt") {
         if recorded > latest_allowed {

@@ -26,9 +26,18 @@ pub struct SubmissionEntry {
     pub match_identifier: Option<(String, String)>,
 }
 
+/// Who a referral is from and for, each as `system|value` of an organisation identifier: the
+/// tenancy every later read is checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parties {
+    pub practice: String,
+    pub service: String,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReferralSubmission {
     pub key: SubmissionKey,
+    pub parties: Parties,
     /// Hash of the sender's content: a resend with the same key must carry the same hash.
     pub content_hash: String,
     pub entries: Vec<SubmissionEntry>,
@@ -41,6 +50,7 @@ impl ReferralSubmission {
     /// taking the resources out of it rather than copying them.
     pub fn from_transaction(
         key: SubmissionKey,
+        parties: Parties,
         content_hash: String,
         bundle: Value,
     ) -> Option<Self> {
@@ -71,6 +81,7 @@ impl ReferralSubmission {
             .clone();
         Some(ReferralSubmission {
             key,
+            parties,
             content_hash,
             entries,
             focus,

@@ -15,6 +15,35 @@ use crate::fhir::terminology::{self, coding};
 use crate::intake::practice::{HumanName, PracticeReferral, is_off_sick};
 use crate::intake::submission::{match_identifier, transaction_request};
 
+/// A Consent provision in the gateway's profile: permit `recipient` (a `consent-recipient` code;
+/// `actor` is its Reference, by identifier or display) to `actions` on `classes` for `purpose`.
+pub fn consent_provision(
+    recipient: &str,
+    actor: Value,
+    period: Option<Value>,
+    actions: &[&str],
+    purpose: &str,
+    classes: &[&str],
+) -> Value {
+    let mut provision = json!({
+        "type": "permit",
+        "actor": [{
+            "role": { "coding": [
+                { "system": systems::V3_PARTICIPATION_TYPE, "code": "IRCP", "display": "information recipient" },
+                coding("consent-recipient", recipient),
+            ] },
+            "reference": actor,
+        }],
+        "action": actions.iter().map(|a| json!({ "coding": [{ "system": systems::CONSENT_ACTION, "code": a }] })).collect::<Vec<_>>(),
+        "purpose": [{ "system": systems::V3_ACT_REASON, "code": purpose, "display": if purpose == "TREAT" { "treatment" } else { "healthcare research" } }],
+        "class": classes.iter().map(|c| coding("consent-data-class", c)).collect::<Vec<_>>(),
+    });
+    if let Some(p) = period {
+        provision["period"] = p;
+    }
+    provision
+}
+
 /// Namespace for the name-based UUIDs of mapped entries.
 const ENTRY_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a4e_8b3d_4c5f_9e7a_1d2b_3c4d_5e6f);
 
@@ -92,8 +121,9 @@ impl<'a> Mapper<'a> {
         if let Some(obs) = self.conditions_status_observation() {
             supporting.push(obs);
         }
-        supporting.push(self.consent());
-        self.consent_provenance();
+        let consents = self.consents();
+        self.consent_provenance(&consents);
+        supporting.extend(consents);
 
         let mut sr = json!({
             "resourceType": "ServiceRequest",
@@ -399,36 +429,103 @@ impl<'a> Mapper<'a> {
         Some(self.add("obs-conditions-status", obs))
     }
 
-    fn consent(&mut self) -> String {
+    /// The person's agreements, one Consent each so each can be withdrawn on its own: to be
+    /// referred to the service (always; intake refuses a referral without it), to feedback to the
+    /// practice, and to evaluation.
+    fn consents(&mut self) -> Vec<String> {
         let c = &self.r.consent;
+        let period = json!({ "start": instant(&c.recorded_at) });
+        let mut period = period;
+        if let Some(until) = &c.valid_until {
+            period["end"] = json!(until.format("%Y-%m-%d").to_string());
+        }
+        let service_id =
+            json!({ "system": systems::service_identifier_system(), "value": self.service.id });
+        let mut classes = vec!["referral", "diagnosis"];
+        if c.share_fit_notes == Some(true) {
+            classes.push("fit-note");
+        }
+        let mut out = vec![self.consent_resource(
+            "consent",
+            "patient-privacy",
+            consent_provision(
+                "work-health-service",
+                json!({ "reference": self.url("service"), "identifier": service_id, "display": self.service.name }),
+                Some(period.clone()),
+                &["disclose", "access"],
+                "TREAT",
+                &classes,
+            ),
+        )];
+        if c.feedback_to_practice == Some(true) {
+            let practice_id =
+                json!({ "system": systems::ODS_ORGANIZATION, "value": self.r.practice.ods_code });
+            out.push(self.consent_resource(
+                "consent-feedback",
+                "patient-privacy",
+                consent_provision(
+                    "referring-practice",
+                    json!({ "reference": self.url("practice"), "identifier": practice_id }),
+                    Some(period.clone()),
+                    &["disclose"],
+                    "TREAT",
+                    &["adviser-letter", "outcome"],
+                ),
+            ));
+        }
+        if c.evaluation == Some(true) {
+            out.push(self.consent_resource(
+                "consent-evaluation",
+                "research",
+                consent_provision(
+                    "evaluation",
+                    json!({ "display": "Evaluators of the service (pseudonymised extracts only)" }),
+                    Some(period),
+                    &["use", "disclose"],
+                    "HRESCH",
+                    &["referral", "outcome"],
+                ),
+            ));
+        }
+        out
+    }
+
+    fn consent_resource(&mut self, role: &str, scope: &str, provision: Value) -> String {
+        let c = &self.r.consent;
+        // A recorded "no" is kept as what it is: a rejected Consent, which permits nothing.
+        let status = if c.patient_agreed {
+            "active"
+        } else {
+            "rejected"
+        };
+        let mut categories = vec![
+            json!({ "coding": [{ "system": systems::LOINC, "code": systems::LOINC_CONSENT_DOCUMENT, "display": "Patient Consent" }] }),
+        ];
+        let scope_display = if scope == "research" {
+            "Research"
+        } else {
+            categories.push(json!({ "coding": [{ "system": systems::CONSENT_CATEGORY_BARS, "code": "DRC", "display": "Direct Care" }] }));
+            "Privacy Consent"
+        };
         let consent = json!({
             "resourceType": "Consent",
-            "status": "active",
-            "scope": { "coding": [{ "system": systems::CONSENT_SCOPE, "code": "patient-privacy", "display": "Privacy Consent" }] },
-            "category": [
-                { "coding": [{ "system": systems::LOINC, "code": systems::LOINC_CONSENT_DOCUMENT, "display": "Patient Consent" }] },
-                { "coding": [{ "system": systems::CONSENT_CATEGORY_BARS, "code": "DRC", "display": "Direct Care" }] },
-            ],
+            "status": status,
+            "scope": { "coding": [{ "system": systems::CONSENT_SCOPE, "code": scope, "display": scope_display }] },
+            "category": categories,
             "patient": self.reference("patient"),
             "dateTime": instant(&c.recorded_at),
             "performer": [self.reference("patient")],
             "organization": [self.reference("practice")],
             "policyRule": { "coding": [{ "system": systems::V3_ACT_CODE, "code": "OPTIN", "display": "opt-in" }] },
-            "provision": {
-                "type": "permit",
-                "period": { "start": instant(&c.recorded_at) },
-                "actor": [{
-                    "role": { "coding": [{ "system": systems::V3_PARTICIPATION_TYPE, "code": "IRCP", "display": "information recipient" }] },
-                    "reference": { "reference": self.url("service") },
-                }],
-                "purpose": [{ "system": systems::V3_ACT_REASON, "code": "TREAT", "display": "treatment" }],
-            },
+            "provision": provision,
         });
-        self.add("consent", consent)
+        let mut consent = consent;
+        crate::fhir::resource::claim_profile(&mut consent, &systems::profile::whg_consent());
+        self.add(role, consent)
     }
 
     /// Who recorded the agreement and when, as a Provenance on the Consent (the UK Core pattern).
-    fn consent_provenance(&mut self) {
+    fn consent_provenance(&mut self, consents: &[String]) {
         let c = &self.r.consent;
         let same_as_referrer = self.r.referrer.as_ref().is_some_and(|r| {
             r.name == c.recorded_by.name && r.profession == c.recorded_by.profession
@@ -441,7 +538,7 @@ impl<'a> Mapper<'a> {
         };
         let provenance = json!({
             "resourceType": "Provenance",
-            "target": [self.reference("consent")],
+            "target": consents.iter().map(|u| json!({ "reference": u })).collect::<Vec<_>>(),
             "recorded": instant(&c.recorded_at),
             "agent": [{
                 "type": { "coding": [{ "system": systems::PROVENANCE_PARTICIPANT_TYPE, "code": "enterer", "display": "Enterer" }] },

@@ -23,6 +23,15 @@ pub enum StoreError {
         key: String,
         existing_id: String,
     },
+    /// The resource changed since the version the caller based its change on.
+    #[error("{resource} is at version {current}, not {expected}")]
+    VersionConflict {
+        resource: String,
+        current: i64,
+        expected: i64,
+    },
+    #[error("{0} does not exist")]
+    NotFound(String),
     /// The database cannot be reached or written now; the caller may retry.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -47,6 +56,25 @@ pub struct StoredReferral {
     pub created: bool,
 }
 
+/// Who a stored referral is from, for and about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferralParties {
+    pub service_request_id: String,
+    pub patient_id: String,
+    /// `system|value` of the sending practice.
+    pub practice: String,
+    /// `system|value` of the receiving service.
+    pub service: String,
+}
+
+/// A search hit before paging: its id and the person it is about (`Patient/id`), so results can
+/// be filtered by consent before they are counted and paged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub id: String,
+    pub patient: Option<String>,
+}
+
 /// One page of search results.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchPage {
@@ -69,6 +97,59 @@ pub trait Store: Send + Sync {
 
     /// Resources matching every filter, newest first.
     async fn search(&self, request: &SearchRequest) -> Result<SearchPage, StoreError>;
+
+    /// Stores new resources (Consents, AuditEvents) atomically and durably, assigning ids. Returns
+    /// them as stored.
+    async fn create(&self, resources: Vec<Value>) -> Result<Vec<Value>, StoreError>;
+
+    /// Replaces a stored resource with a new version (keeping the old one in history). With
+    /// `expected_version`, refuses with [`StoreError::VersionConflict`] if another change came first.
+    async fn update(
+        &self,
+        resource: Value,
+        expected_version: Option<i64>,
+    ) -> Result<Value, StoreError>;
+
+    /// The referrals a stored resource came in with.
+    async fn referrals_of(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Vec<ReferralParties>, StoreError>;
+
+    /// Every referral about a person.
+    async fn referrals_of_patient(
+        &self,
+        patient_id: &str,
+    ) -> Result<Vec<ReferralParties>, StoreError>;
+
+    /// The Patient id holding an NHS number.
+    async fn patient_by_nhs_number(&self, nhs_number: &str) -> Result<Option<String>, StoreError>;
+
+    /// Every match of a search (ignoring `count` and `offset`), newest first.
+    async fn search_candidates(
+        &self,
+        request: &SearchRequest,
+    ) -> Result<Vec<Candidate>, StoreError>;
+
+    /// Resources by id, in the order asked; missing ones are left out.
+    async fn read_many(
+        &self,
+        resource_type: &str,
+        ids: &[String],
+    ) -> Result<Vec<Value>, StoreError>;
+
+    /// Records a consent override for a person.
+    async fn create_override(&self, patient_id: &str, record: Value) -> Result<(), StoreError>;
+
+    /// A person's overrides, newest first.
+    async fn overrides_of_patient(&self, patient_id: &str) -> Result<Vec<Value>, StoreError>;
+
+    /// Overrides for review, newest first; only those not yet reviewed when `unreviewed`.
+    async fn list_overrides(&self, unreviewed: bool) -> Result<Vec<Value>, StoreError>;
+
+    /// Records the review of an override; `None` if there is no such override.
+    async fn review_override(&self, id: &str, review: Value) -> Result<Option<Value>, StoreError>;
 
     /// Whether the store can take reads and writes now.
     async fn ready(&self) -> Result<(), StoreError>;

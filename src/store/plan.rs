@@ -37,14 +37,34 @@ pub struct PlannedWrite {
     pub source_time: String,
 }
 
-/// Plans the writes for `submission`. `existing` maps an entry's `full_url` to the stored resource
-/// it matched; `focus_id` is the id already reserved for the focal ServiceRequest.
+/// What storing a submission takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub writes: Vec<PlannedWrite>,
+    /// Every resource the referral consists of, as `(type, id)`, written or reused unchanged.
+    pub members: Vec<(String, String)>,
+    /// The id of the person the referral is about.
+    pub patient_id: Option<String>,
+}
+
+/// Plans the writes for `submission` (see [`plan`]).
 pub fn plan_writes(
     submission: ReferralSubmission,
     existing: &HashMap<String, Existing>,
     focus_id: &str,
     last_updated: &str,
 ) -> Vec<PlannedWrite> {
+    plan(submission, existing, focus_id, last_updated).writes
+}
+
+/// Plans the writes for `submission`. `existing` maps an entry's `full_url` to the stored resource
+/// it matched; `focus_id` is the id already reserved for the focal ServiceRequest.
+pub fn plan(
+    submission: ReferralSubmission,
+    existing: &HashMap<String, Existing>,
+    focus_id: &str,
+    last_updated: &str,
+) -> Plan {
     let source_time = submission.source_time();
     // Each entry's id, in entry order: reserved for the focus, the stored one for a match, shared
     // by entries of this submission with the same identifier, otherwise new.
@@ -88,8 +108,20 @@ pub fn plan_writes(
         .map(|(e, (id, _))| seen.insert((e.resource_type.as_str(), id.as_str())))
         .collect();
     keep.reverse();
+    let mut members: Vec<(String, String)> = submission
+        .entries
+        .iter()
+        .zip(&assigned)
+        .map(|(e, (id, _))| (e.resource_type.clone(), id.clone()))
+        .collect();
+    members.sort();
+    members.dedup();
+    let patient_id = members
+        .iter()
+        .find(|(t, _)| t == "Patient")
+        .map(|(_, id)| id.clone());
 
-    submission
+    let writes = submission
         .entries
         .into_iter()
         .zip(assigned)
@@ -130,7 +162,12 @@ pub fn plan_writes(
                 },
             })
         })
-        .collect()
+        .collect();
+    Plan {
+        writes,
+        members,
+        patient_id,
+    }
 }
 
 #[cfg(test)]
@@ -153,6 +190,10 @@ mod tests {
             key: SubmissionKey {
                 namespace: "n".into(),
                 value: "k".into(),
+            },
+            parties: crate::intake::Parties {
+                practice: "ods|A1".into(),
+                service: "svc|s".into(),
             },
             content_hash: "h".into(),
             entries: vec![

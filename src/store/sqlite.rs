@@ -19,19 +19,121 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::plan::{Existing, PlannedWrite, plan_writes};
-use super::{SearchPage, Store, StoreError, StoredReferral};
+use super::plan::{Existing, PlannedWrite, plan};
+use super::{Candidate, ReferralParties, SearchPage, Store, StoreError, StoredReferral};
 use crate::config::StoreConfig;
-use crate::fhir::search::{Comparator, Filter, IndexEntry, SearchRequest, Token, format_instant};
+use crate::fhir::resource::stamp;
+use crate::fhir::search::{
+    Comparator, Filter, IndexEntry, SearchRequest, Tenancy, Token, format_instant, index_entries,
+};
 use crate::intake::ReferralSubmission;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-type Reply = oneshot::Sender<Result<StoredReferral, StoreError>>;
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
-struct WriteJob {
-    submission: ReferralSubmission,
-    reply: Reply,
+async fn begin_savepoint(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    sqlx::query("SAVEPOINT job").execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Keeps the savepoint's writes if `result` is a success, undoes them otherwise.
+async fn end_savepoint<T>(
+    conn: &mut SqliteConnection,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if result.is_err() {
+        sqlx::query("ROLLBACK TO job").execute(&mut *conn).await?;
+    }
+    sqlx::query("RELEASE job").execute(&mut *conn).await?;
+    result
+}
+
+/// Runs `$work` (a future using `$conn`) in a savepoint: kept if it succeeds, undone if it fails.
+macro_rules! in_savepoint {
+    ($conn:expr, $work:expr) => {
+        match begin_savepoint($conn).await {
+            Ok(()) => {
+                let result = $work.await;
+                end_savepoint($conn, result).await
+            }
+            Err(e) => Err(e),
+        }
+    };
+}
+
+/// Work for the single writer. Each job runs in its own savepoint within a group commit.
+enum WriteJob {
+    Referral(ReferralSubmission, Reply<StoredReferral>),
+    Create(Vec<Value>, Reply<Vec<Value>>),
+    Update(Value, Option<i64>, Reply<Value>),
+    CreateOverride(String, Value, Reply<()>),
+    ReviewOverride(String, Value, Reply<Option<Value>>),
+}
+
+/// A job's answer, held until its batch is durable.
+enum Answer {
+    Referral(Reply<StoredReferral>, Result<StoredReferral, StoreError>),
+    Create(Reply<Vec<Value>>, Result<Vec<Value>, StoreError>),
+    Update(Reply<Value>, Result<Value, StoreError>),
+    CreateOverride(Reply<()>, Result<(), StoreError>),
+    ReviewOverride(Reply<Option<Value>>, Result<Option<Value>, StoreError>),
+}
+
+impl Answer {
+    fn send(self) {
+        match self {
+            Answer::Referral(r, v) => drop(r.send(v)),
+            Answer::Create(r, v) => drop(r.send(v)),
+            Answer::Update(r, v) => drop(r.send(v)),
+            Answer::CreateOverride(r, v) => drop(r.send(v)),
+            Answer::ReviewOverride(r, v) => drop(r.send(v)),
+        }
+    }
+
+    fn fail(self, e: impl Fn() -> StoreError) {
+        match self {
+            Answer::Referral(r, _) => drop(r.send(Err(e()))),
+            Answer::Create(r, _) => drop(r.send(Err(e()))),
+            Answer::Update(r, _) => drop(r.send(Err(e()))),
+            Answer::CreateOverride(r, _) => drop(r.send(Err(e()))),
+            Answer::ReviewOverride(r, _) => drop(r.send(Err(e()))),
+        }
+    }
+}
+
+impl WriteJob {
+    fn fail(self, e: StoreError) {
+        match self {
+            WriteJob::Referral(_, r) => drop(r.send(Err(e))),
+            WriteJob::Create(_, r) => drop(r.send(Err(e))),
+            WriteJob::Update(_, _, r) => drop(r.send(Err(e))),
+            WriteJob::CreateOverride(_, _, r) => drop(r.send(Err(e))),
+            WriteJob::ReviewOverride(_, _, r) => drop(r.send(Err(e))),
+        }
+    }
+
+    async fn run(self, conn: &mut SqliteConnection) -> Answer {
+        match self {
+            WriteJob::Referral(submission, reply) => {
+                Answer::Referral(reply, apply_in_savepoint(conn, submission).await)
+            }
+            WriteJob::Create(resources, reply) => {
+                Answer::Create(reply, in_savepoint!(conn, create_all(conn, resources)))
+            }
+            WriteJob::Update(resource, expected, reply) => Answer::Update(
+                reply,
+                in_savepoint!(conn, update_one(conn, resource, expected)),
+            ),
+            WriteJob::CreateOverride(patient, record, reply) => Answer::CreateOverride(
+                reply,
+                in_savepoint!(conn, insert_override(conn, patient, record)),
+            ),
+            WriteJob::ReviewOverride(id, review, reply) => {
+                Answer::ReviewOverride(reply, in_savepoint!(conn, record_review(conn, id, review)))
+            }
+        }
+    }
 }
 
 pub struct SqliteStore {
@@ -95,28 +197,28 @@ async fn writer_loop(
 async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteJob>) {
     if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
         for job in batch.drain(..) {
-            let _ = job.reply.send(Err(StoreError::Unavailable(format!(
+            job.fail(StoreError::Unavailable(format!(
                 "cannot begin a transaction: {e}"
-            ))));
+            )));
         }
         return;
     }
     let mut answers = Vec::with_capacity(batch.len());
     for job in batch.drain(..) {
-        answers.push((job.reply, apply_in_savepoint(conn, job.submission).await));
+        answers.push(job.run(conn).await);
     }
     let committed = sqlx::query("COMMIT").execute(&mut *conn).await;
     if let Err(e) = committed {
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
         tracing::error!(error = %e, batch = answers.len(), "commit failed; batch rolled back");
-        for (reply, _) in answers {
-            let _ = reply.send(Err(StoreError::Unavailable(format!("commit failed: {e}"))));
+        for answer in answers {
+            answer.fail(|| StoreError::Unavailable(format!("commit failed: {e}")));
         }
         return;
     }
     // Only now, with the batch on disk, does any caller hear "stored".
-    for (reply, result) in answers {
-        let _ = reply.send(result);
+    for answer in answers {
+        answer.send();
     }
 }
 
@@ -188,12 +290,166 @@ async fn apply(
     }
 
     let existing = matched_resources(conn, &s).await?;
-    let writes = plan_writes(s, &existing, &focus_id, &now);
-    write_all(conn, &writes, &now).await?;
+    let parties = s.parties.clone();
+    let plan = plan(s, &existing, &focus_id, &now);
+    write_all(conn, &plan.writes, &now).await?;
+    let patient_id = plan
+        .patient_id
+        .ok_or_else(|| StoreError::Corrupt("a referral without a Patient".into()))?;
+    sqlx::query(
+        "INSERT INTO referrals (service_request_id, patient_id, practice, service, created_at)
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&focus_id)
+    .bind(&patient_id)
+    .bind(&parties.practice)
+    .bind(&parties.service)
+    .bind(&now)
+    .execute(&mut *conn)
+    .await?;
+    let members: Vec<Value> = plan.members.iter().map(|(t, id)| json!([t, id])).collect();
+    sqlx::query(
+        "INSERT OR IGNORE INTO referral_members (resource_type, resource_id, service_request_id)
+         SELECT value ->> 0, value ->> 1, ? FROM json_each(?)",
+    )
+    .bind(&focus_id)
+    .bind(Value::Array(members).to_string())
+    .execute(&mut *conn)
+    .await?;
     Ok(StoredReferral {
         service_request_id: focus_id,
         created: true,
     })
+}
+
+/// Creates new resources with fresh ids (version 1).
+async fn create_all(
+    conn: &mut SqliteConnection,
+    resources: Vec<Value>,
+) -> Result<Vec<Value>, StoreError> {
+    let now = format_instant(Utc::now());
+    let mut writes = Vec::with_capacity(resources.len());
+    for mut content in resources {
+        let resource_type = content["resourceType"]
+            .as_str()
+            .ok_or_else(|| StoreError::Corrupt("a resource without a resourceType".into()))?
+            .to_string();
+        let id = uuid::Uuid::now_v7().to_string();
+        stamp(&mut content, &id, 1, &now);
+        let index = index_entries(&content);
+        writes.push(PlannedWrite {
+            resource_type,
+            id,
+            version_id: 1,
+            replaces: false,
+            content,
+            index,
+            identity: None,
+            source_time: now.clone(),
+        });
+    }
+    if !writes.is_empty() {
+        write_all(conn, &writes, &now).await?;
+    }
+    Ok(writes.into_iter().map(|w| w.content).collect())
+}
+
+/// Replaces a stored resource with a new version.
+async fn update_one(
+    conn: &mut SqliteConnection,
+    mut content: Value,
+    expected: Option<i64>,
+) -> Result<Value, StoreError> {
+    let resource_type = content["resourceType"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let id = content["id"].as_str().unwrap_or_default().to_string();
+    let current: Option<i64> =
+        sqlx::query_scalar("SELECT version_id FROM resources WHERE resource_type = ? AND id = ?")
+            .bind(&resource_type)
+            .bind(&id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(current) = current else {
+        return Err(StoreError::NotFound(format!("{resource_type}/{id}")));
+    };
+    if let Some(expected) = expected
+        && expected != current
+    {
+        return Err(StoreError::VersionConflict {
+            resource: format!("{resource_type}/{id}"),
+            current,
+            expected,
+        });
+    }
+    let now = format_instant(Utc::now());
+    stamp(&mut content, &id, current + 1, &now);
+    let index = index_entries(&content);
+    let write = PlannedWrite {
+        resource_type,
+        id,
+        version_id: current + 1,
+        replaces: true,
+        content,
+        index,
+        identity: None,
+        source_time: now.clone(),
+    };
+    write_all(conn, std::slice::from_ref(&write), &now).await?;
+    Ok(write.content)
+}
+
+async fn insert_override(
+    conn: &mut SqliteConnection,
+    patient_id: String,
+    record: Value,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO consent_overrides (id, patient_id, granted_at, expires_at, content)
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(record["id"].as_str().unwrap_or_default())
+    .bind(&patient_id)
+    .bind(record["grantedAt"].as_str().unwrap_or_default())
+    .bind(record["expiresAt"].as_str().unwrap_or_default())
+    .bind(record.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn record_review(
+    conn: &mut SqliteConnection,
+    id: String,
+    review: Value,
+) -> Result<Option<Value>, StoreError> {
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT content FROM consent_overrides WHERE id = ?")
+            .bind(&id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(stored) = stored else {
+        return Ok(None);
+    };
+    let mut record = parse_content(&stored)?;
+    record["review"] = review;
+    sqlx::query("UPDATE consent_overrides SET reviewed_at = ?, content = ? WHERE id = ?")
+        .bind(record["review"]["reviewedAt"].as_str().unwrap_or_default())
+        .bind(record.to_string())
+        .bind(&id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(Some(record))
+}
+
+fn parties(row: &sqlx::sqlite::SqliteRow) -> ReferralParties {
+    ReferralParties {
+        service_request_id: row.get(0),
+        patient_id: row.get(1),
+        practice: row.get(2),
+        service: row.get(3),
+    }
 }
 
 // Each statement is a round trip to sqlx's SQLite worker thread, so a submission's rows are
@@ -342,6 +598,23 @@ fn parse_content(text: &str) -> Result<Value, StoreError> {
 fn push_filters(qb: &mut QueryBuilder<Sqlite>, req: &SearchRequest) {
     qb.push(" WHERE r.resource_type = ")
         .push_bind(req.resource_type.clone());
+    if let Some(tenancy) = &req.tenancy {
+        let (column, org) = match tenancy {
+            Tenancy::Practice(org) => ("practice", org),
+            Tenancy::Service(org) => ("service", org),
+        };
+        if req.resource_type == "ServiceRequest" {
+            qb.push(format!(
+                " AND r.id IN (SELECT service_request_id FROM referrals WHERE {column} = "
+            ))
+            .push_bind(org.clone())
+            .push(")");
+        } else {
+            qb.push(format!(" AND EXISTS (SELECT 1 FROM search_tokens pt JOIN referrals f ON pt.value = 'Patient/' || f.patient_id WHERE pt.resource_type = r.resource_type AND pt.resource_id = r.id AND pt.param = 'patient' AND f.{column} = "))
+                .push_bind(org.clone())
+                .push(")");
+        }
+    }
     for f in &req.filters {
         match f {
             Filter::Token { param, any_of } => {
@@ -428,24 +701,163 @@ fn push_token_alternatives(qb: &mut QueryBuilder<Sqlite>, alias: &str, any_of: &
     }
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn submit_referral(
-        &self,
-        submission: ReferralSubmission,
-    ) -> Result<StoredReferral, StoreError> {
+impl SqliteStore {
+    /// Hands a job to the writer and waits for its durable answer.
+    async fn write<T>(&self, job: impl FnOnce(Reply<T>) -> WriteJob) -> Result<T, StoreError> {
         let sender = match self.writer.lock().await.as_ref() {
             Some((tx, _)) => tx.clone(),
             None => return Err(StoreError::Unavailable("the store is shutting down".into())),
         };
         let (reply, answer) = oneshot::channel();
         sender
-            .send(WriteJob { submission, reply })
+            .send(job(reply))
             .await
             .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
         answer
             .await
             .map_err(|_| StoreError::Unavailable("the writer stopped before answering".into()))?
+    }
+
+    async fn contents(&self, sql: &'static str, bind: &str) -> Result<Vec<Value>, StoreError> {
+        let rows = sqlx::query(sql).bind(bind).fetch_all(&self.readers).await?;
+        rows.iter()
+            .map(|r| parse_content(r.get::<&str, _>(0)))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn submit_referral(
+        &self,
+        submission: ReferralSubmission,
+    ) -> Result<StoredReferral, StoreError> {
+        self.write(|reply| WriteJob::Referral(submission, reply))
+            .await
+    }
+
+    async fn create(&self, resources: Vec<Value>) -> Result<Vec<Value>, StoreError> {
+        self.write(|reply| WriteJob::Create(resources, reply)).await
+    }
+
+    async fn update(
+        &self,
+        resource: Value,
+        expected_version: Option<i64>,
+    ) -> Result<Value, StoreError> {
+        self.write(|reply| WriteJob::Update(resource, expected_version, reply))
+            .await
+    }
+
+    async fn referrals_of(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Vec<ReferralParties>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT f.service_request_id, f.patient_id, f.practice, f.service
+             FROM referral_members m JOIN referrals f ON f.service_request_id = m.service_request_id
+             WHERE m.resource_type = ? AND m.resource_id = ?",
+        )
+        .bind(resource_type)
+        .bind(id)
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows.iter().map(parties).collect())
+    }
+
+    async fn referrals_of_patient(
+        &self,
+        patient_id: &str,
+    ) -> Result<Vec<ReferralParties>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT service_request_id, patient_id, practice, service FROM referrals
+             WHERE patient_id = ?",
+        )
+        .bind(patient_id)
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows.iter().map(parties).collect())
+    }
+
+    async fn patient_by_nhs_number(&self, nhs_number: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT resource_id FROM identities WHERE resource_type = 'Patient' AND system = ? AND value = ?",
+        )
+        .bind(crate::fhir::systems::NHS_NUMBER)
+        .bind(nhs_number)
+        .fetch_optional(&self.readers)
+        .await?)
+    }
+
+    async fn search_candidates(&self, req: &SearchRequest) -> Result<Vec<Candidate>, StoreError> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT r.id, (SELECT pt.value FROM search_tokens pt WHERE pt.resource_type = r.resource_type AND pt.resource_id = r.id AND pt.param = 'patient' LIMIT 1) FROM resources r",
+        );
+        push_filters(&mut q, req);
+        q.push(" ORDER BY r.last_updated DESC, r.id");
+        let rows = q.build().fetch_all(&self.readers).await?;
+        Ok(rows
+            .iter()
+            .map(|r| Candidate {
+                id: r.get(0),
+                patient: r.get(1),
+            })
+            .collect())
+    }
+
+    async fn read_many(
+        &self,
+        resource_type: &str,
+        ids: &[String],
+    ) -> Result<Vec<Value>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.content FROM json_each(?) j
+             JOIN resources r ON r.resource_type = ? AND r.id = j.value ORDER BY j.key",
+        )
+        .bind(serde_json::to_string(ids).unwrap_or_default())
+        .bind(resource_type)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|r| parse_content(r.get::<&str, _>(0)))
+            .collect()
+    }
+
+    async fn create_override(&self, patient_id: &str, record: Value) -> Result<(), StoreError> {
+        let patient_id = patient_id.to_string();
+        self.write(|reply| WriteJob::CreateOverride(patient_id, record, reply))
+            .await
+    }
+
+    async fn overrides_of_patient(&self, patient_id: &str) -> Result<Vec<Value>, StoreError> {
+        self.contents(
+            "SELECT content FROM consent_overrides WHERE patient_id = ? ORDER BY granted_at DESC",
+            patient_id,
+        )
+        .await
+    }
+
+    async fn list_overrides(&self, unreviewed: bool) -> Result<Vec<Value>, StoreError> {
+        let sql = if unreviewed {
+            "SELECT content FROM consent_overrides WHERE reviewed_at IS NULL AND ? = ? ORDER BY granted_at DESC"
+        } else {
+            "SELECT content FROM consent_overrides WHERE ? = ? ORDER BY granted_at DESC"
+        };
+        let rows = sqlx::query(sql)
+            .bind(1)
+            .bind(1)
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter()
+            .map(|r| parse_content(r.get::<&str, _>(0)))
+            .collect()
+    }
+
+    async fn review_override(&self, id: &str, review: Value) -> Result<Option<Value>, StoreError> {
+        let id = id.to_string();
+        self.write(|reply| WriteJob::ReviewOverride(id, review, reply))
+            .await
     }
 
     async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Value>, StoreError> {

@@ -1,0 +1,157 @@
+//! The gateway's token-signing key: an ECDSA P-384 key in a PKCS#8 PEM file.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read signing key {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write signing key {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("signing key {0} is not a PKCS#8 PEM ECDSA P-384 private key")]
+    Format(String),
+}
+
+#[derive(Clone)]
+pub struct SigningKey(Arc<Inner>);
+
+struct Inner {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    key_id: String,
+    pkcs8_pem: String,
+}
+
+impl SigningKey {
+    /// A new random key.
+    pub fn generate() -> Self {
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &SystemRandom::new())
+                .expect("the system random source works");
+        Self::from_pkcs8(pkcs8.as_ref()).expect("a freshly generated key is valid")
+    }
+
+    /// Loads the key at `path`, creating it (readable by the owner only) if there is none.
+    pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
+        if path.exists() {
+            return Self::load(path);
+        }
+        let key = Self::generate();
+        key.save(path)?;
+        tracing::info!(path = %path.display(), key_id = key.key_id(), "created a new token-signing key");
+        Ok(key)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+            path: display.clone(),
+            source,
+        })?;
+        let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = STANDARD
+            .decode(body.trim())
+            .map_err(|_| KeyError::Format(display.clone()))?;
+        Self::from_pkcs8(&der).ok_or(KeyError::Format(display))
+    }
+
+    /// Writes the key as PKCS#8 PEM, readable by the owner only.
+    pub fn save(&self, path: &Path) -> Result<(), KeyError> {
+        let err = |source| KeyError::Write {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path).map_err(err)?;
+        std::io::Write::write_all(&mut file, self.0.pkcs8_pem.as_bytes()).map_err(err)
+    }
+
+    fn from_pkcs8(der: &[u8]) -> Option<Self> {
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, der).ok()?;
+        // Uncompressed point: 0x04 || x (48 bytes) || y (48 bytes).
+        let point = pair.public_key().as_ref();
+        if point.len() != 97 || point[0] != 4 {
+            return None;
+        }
+        let x = URL_SAFE_NO_PAD.encode(&point[1..49]);
+        let y = URL_SAFE_NO_PAD.encode(&point[49..]);
+        let decoding = DecodingKey::from_ec_components(&x, &y).ok()?;
+        let encoding = EncodingKey::from_ec_der(der);
+        // RFC 7638-style thumbprint of the public key, so rotated keys get new ids.
+        let key_id = hex::encode(&Sha256::digest(point)[..8]);
+        let b64 = STANDARD.encode(der);
+        let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+        for chunk in b64.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(chunk).ok()?);
+            pem.push('\n');
+        }
+        pem.push_str("-----END PRIVATE KEY-----\n");
+        Some(Self(Arc::new(Inner {
+            encoding,
+            decoding,
+            key_id,
+            pkcs8_pem: pem,
+        })))
+    }
+
+    pub fn key_id(&self) -> &str {
+        &self.0.key_id
+    }
+
+    pub(super) fn encoding(&self) -> &EncodingKey {
+        &self.0.encoding
+    }
+
+    pub(super) fn decoding(&self) -> &DecodingKey {
+        &self.0.decoding
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_and_loads_the_same_key_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/signing.pem");
+        let created = SigningKey::load_or_create(&path).unwrap();
+        let loaded = SigningKey::load_or_create(&path).unwrap();
+        assert_eq!(created.key_id(), loaded.key_id());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(
+            dir.path().join("bad.pem"),
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            SigningKey::load(&dir.path().join("bad.pem")),
+            Err(KeyError::Format(_))
+        ));
+    }
+}
