@@ -3,6 +3,7 @@
 //! Pure core, thin shell: [`intake`] validates, [`mapping`] turns practice data into FHIR,
 //! [`store`] persists, [`api`] is the HTTP edge. See README.md for the architecture.
 
+pub mod access;
 pub mod api;
 pub mod audit;
 pub mod auth;

@@ -47,6 +47,22 @@ enum Command {
         #[command(subcommand)]
         what: ValidateWhat,
     },
+    /// Print a short-lived access token signed with the gateway's key (for local use and
+    /// scripts; the key file must be readable).
+    Token {
+        /// The organisation's role.
+        #[arg(long, value_enum)]
+        role: whg::auth::Role,
+        /// The organisation: an ODS code for a practice, a configured service id for a service.
+        #[arg(long)]
+        org: String,
+        /// Scopes (repeatable); the role's defaults when absent.
+        #[arg(long)]
+        scope: Vec<String>,
+        /// Lifetime in seconds; the configured token_ttl_secs when absent.
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -77,7 +93,39 @@ fn main() -> ExitCode {
         Command::Validate {
             what: ValidateWhat::Message { file },
         } => validate(&config, &file, Kind::Message),
+        Command::Token {
+            role,
+            org,
+            scope,
+            ttl,
+        } => token(&config, role, &org, scope, ttl),
     }
+}
+
+fn token(
+    config: &Config,
+    role: whg::auth::Role,
+    org: &str,
+    scopes: Vec<String>,
+    ttl: Option<u64>,
+) -> ExitCode {
+    let key = match whg::auth::SigningKey::load_or_create(&config.auth.signing_key) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("whg: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut principal = whg::auth::Principal::new(role, org);
+    if !scopes.is_empty() {
+        principal.scopes = scopes;
+    }
+    let ttl = std::time::Duration::from_secs(ttl.unwrap_or(config.auth.token_ttl_secs));
+    println!(
+        "{}",
+        whg::auth::TokenIssuer::new(key, &config.auth).issue(&principal, ttl)
+    );
+    ExitCode::SUCCESS
 }
 
 fn serve(mut config: Config, listen: Option<SocketAddr>, database_url: Option<String>) -> ExitCode {
@@ -129,17 +177,36 @@ fn validate(config: &Config, file: &Path, kind: Kind) -> ExitCode {
         }
     };
     let ctx = IntakeContext::now(config);
-    let result = match kind {
-        Kind::Referral => practice_referral(&value, &ctx)
-            .map(|s| s.transaction_bundle())
-            .map_err(|i| (i, NhsErrorCode::UNPROCESSABLE_ENTITY)),
-        Kind::Message => bars::validate(&bytes, &value, &ctx)
-            .map(|s| s.transaction_bundle())
-            .map_err(|r| match r {
+    let (submission, consent_expression) = match kind {
+        Kind::Referral => (
+            practice_referral(&value, &ctx).map_err(|i| (i, NhsErrorCode::UNPROCESSABLE_ENTITY)),
+            whg::access::PRACTICE_CONSENT_EXPRESSION,
+        ),
+        Kind::Message => (
+            bars::validate(&bytes, &value, &ctx).map_err(|r| match r {
                 bars::Rejection::Malformed(i) => (i, NhsErrorCode::BAD_REQUEST),
                 bars::Rejection::Invalid(i) => (i, NhsErrorCode::UNPROCESSABLE_ENTITY),
             }),
+            whg::access::BARS_CONSENT_EXPRESSION,
+        ),
     };
+    // Offline, only the consents in the payload itself can permit it (the gateway would also
+    // weigh the person's stored consents).
+    let result = submission.and_then(|s| {
+        let decision = whg::consent::decide(
+            &whg::access::submitted_consents(&s),
+            &[],
+            &whg::access::intake_question(&s, ctx.now),
+        );
+        if decision.permitted() {
+            Ok(s.transaction_bundle())
+        } else {
+            Err((
+                whg::access::intake_refusal(consent_expression, &decision),
+                NhsErrorCode::UNPROCESSABLE_ENTITY,
+            ))
+        }
+    });
     match result {
         Ok(bundle) => {
             println!(

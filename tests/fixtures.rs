@@ -161,7 +161,9 @@ async fn stored_rows(server: &Server) -> i64 {
     );
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
     let n: i64 = sqlx::query_scalar(
-        "SELECT (SELECT COUNT(*) FROM resources) + (SELECT COUNT(*) FROM submissions)",
+        "SELECT (SELECT COUNT(*) FROM resources WHERE resource_type != 'AuditEvent')
+              + (SELECT COUNT(*) FROM submissions) + (SELECT COUNT(*) FROM referrals)
+              + (SELECT COUNT(*) FROM resources WHERE resource_type = 'AuditEvent' AND content LIKE '%Patient/%')",
     )
     .fetch_one(&mut conn)
     .await
@@ -257,7 +259,9 @@ async fn fixtures_over_http() {
     check_with_independent_fhir(&emitted);
 
     // The person re-referred years later is one Patient with two referrals.
+    // (Searched as the practice that sent both.)
     let (status, found) = server
+        .as_(whg::auth::Principal::practice(DEFAULT_PRACTICE))
         .get("/fhir/ServiceRequest?patient.identifier=https://fhir.nhs.uk/Id/nhs-number|9993403180")
         .await;
     assert_eq!(status, 200);
@@ -269,7 +273,10 @@ async fn fixtures_over_http() {
         .map(|e| e["resource"]["subject"]["reference"].as_str().unwrap())
         .collect();
     assert_eq!(subjects[0], subjects[1]);
-    let patient = server.resolve(subjects[0]).await;
+    let (_, patient) = server
+        .as_(whg::auth::Principal::practice(DEFAULT_PRACTICE))
+        .get(&format!("/fhir/{}", subjects[0]))
+        .await;
     assert_eq!(
         patient["meta"]["versionId"], "2",
         "the later referral updated the person's details"

@@ -150,7 +150,7 @@ VALID = {
     "03-bars-referral-to-workwell-minimal": without(without(without(
         edit(message("2b3c4d5e-6f7a-4b2c-8d3e-4f5a6b7c8d9e", "REF-BARS-0003", "9991134409", destination=WORKWELL_ST),
              "ServiceRequest", lambda r: (r.pop("reasonReference"), r.pop("supportingInfo"), r.pop("encounter"), r.pop("basedOn"))),
-        "Condition"), "Consent"), "Encounter"),
+        "Condition"), "Observation"), "Encounter"),
 }
 VALID["03-bars-referral-to-workwell-minimal"] = without(VALID["03-bars-referral-to-workwell-minimal"], "CarePlan")
 
@@ -174,6 +174,11 @@ INVALID = {
                             [("Bundle.entry[3].resource.birthDate", "value"), ("Bundle.entry[4].resource.authoredOn", "value"), ("Bundle.entry[4].resource.status", "business-rule")]),
     "10-empty-array-and-null": (edit(BASE, "Patient", lambda r: r.update(name=[], telecom=None)), 400,
                                 [("Bundle.entry[3].resource.name", "structure"), ("Bundle.entry[3].resource.telecom", "structure")]),
+    # No Consent in the message: nothing says the person agreed to be referred (default deny).
+    "11-no-consent": (without(edit(BASE, "ServiceRequest", lambda r: r.update(supportingInfo=[x for x in r["supportingInfo"] if x["reference"] != uuid(11)]) if [x for x in r["supportingInfo"] if x["reference"] != uuid(11)] else r.pop("supportingInfo")), "Consent"), 422, [("Bundle.entry.resource.ofType(Consent)", "business-rule")]),
+    # A Consent that was withdrawn before the message was sent permits nothing.
+    "12-consent-inactive": (edit(BASE, "Consent", lambda r: r.update(status="inactive")), 422,
+                            [("Bundle.entry.resource.ofType(Consent)", "business-rule")]),
 }
 
 

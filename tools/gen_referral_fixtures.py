@@ -69,6 +69,8 @@ BASE = {
         "patientAgreed": True,
         "recordedBy": {"name": {"prefix": "Dr", "given": ["Amira"], "family": "Haddad"}, "profession": "gp"},
         "recordedAt": "2026-03-02T09:35:00Z",
+        "feedbackToPractice": True,
+        "evaluation": True,
     },
 }
 

@@ -24,6 +24,17 @@ pub enum ApiError {
     Invalid(Issues),
     #[error("not found")]
     NotFound(String),
+    #[error("unauthorized: {0}")]
+    Unauthorized(crate::auth::TokenError),
+    /// The caller's role, scopes or organisation do not allow this.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The person's consent does not allow this (403); the diagnostic names the deciding Consent.
+    #[error("consent: {0}")]
+    ConsentDenied(String),
+    /// A referral refused because the person's consent does not allow it to go to the service (422).
+    #[error("consent refused")]
+    ConsentRefused(Issues),
     #[error("method not allowed")]
     MethodNotAllowed(String),
     #[error("not acceptable")]
@@ -81,6 +92,33 @@ impl ApiError {
                 vec![Issue::general(IssueType::NotFound, what)],
                 NhsErrorCode::NOT_FOUND,
             ),
+            Unauthorized(e) => (
+                StatusCode::UNAUTHORIZED,
+                vec![Issue::general(
+                    IssueType::Login,
+                    match e {
+                        crate::auth::TokenError::Missing => "this needs an access token: send Authorization: Bearer <token> (see the README for getting one)".to_string(),
+                        crate::auth::TokenError::Expired => "the access token has expired: get a new one".to_string(),
+                        crate::auth::TokenError::Invalid(_) => "the access token is not valid for this gateway".to_string(),
+                    },
+                )],
+                NhsErrorCode::UNAUTHORIZED,
+            ),
+            Forbidden(why) => (
+                StatusCode::FORBIDDEN,
+                vec![Issue::general(IssueType::Forbidden, why)],
+                NhsErrorCode::FORBIDDEN,
+            ),
+            ConsentDenied(why) => (
+                StatusCode::FORBIDDEN,
+                vec![Issue::general(IssueType::Forbidden, format!("the person's consent does not allow this: {why}"))],
+                NhsErrorCode::FORBIDDEN,
+            ),
+            ConsentRefused(issues) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                issues.into_vec(),
+                NhsErrorCode::UNPROCESSABLE_ENTITY,
+            ),
             MethodNotAllowed(what) => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 vec![Issue::general(IssueType::NotSupported, what)],
@@ -120,6 +158,16 @@ impl ApiError {
                 }],
                 NhsErrorCode::CONFLICT,
             ),
+            Store(StoreError::VersionConflict { resource, current, expected }) => (
+                StatusCode::PRECONDITION_FAILED,
+                vec![Issue::general(IssueType::Conflict, format!("{resource} has changed: it is at version {current}, not {expected}; read it again and re-apply the change"))],
+                NhsErrorCode::CONFLICT,
+            ),
+            Store(StoreError::NotFound(what)) => (
+                StatusCode::NOT_FOUND,
+                vec![Issue::general(IssueType::NotFound, format!("{what} is not known to this gateway"))],
+                NhsErrorCode::NOT_FOUND,
+            ),
             Store(e @ StoreError::Unavailable(_)) => {
                 tracing::error!(error = %e, "store unavailable");
                 (
@@ -154,10 +202,38 @@ impl ApiError {
     }
 }
 
+impl From<crate::access::AccessError> for ApiError {
+    fn from(e: crate::access::AccessError) -> Self {
+        use crate::access::AccessError as A;
+        match e {
+            A::NotFound(what) => ApiError::NotFound(format!("{what} is not known to this gateway")),
+            A::Forbidden(why) => ApiError::Forbidden(why),
+            A::ConsentDenied(why) => ApiError::ConsentDenied(why),
+            A::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let challenge = match &self {
+            ApiError::Unauthorized(crate::auth::TokenError::Missing) => {
+                Some("Bearer realm=\"whg\"".to_string())
+            }
+            ApiError::Unauthorized(_) => {
+                Some("Bearer realm=\"whg\", error=\"invalid_token\"".to_string())
+            }
+            ApiError::Forbidden(_) => {
+                Some("Bearer realm=\"whg\", error=\"insufficient_scope\"".to_string())
+            }
+            _ => None,
+        };
         let (status, issues, code) = self.parts();
-        fhir_response(status, &operation_outcome(&issues, Some(code)))
+        let mut response = fhir_response(status, &operation_outcome(&issues, Some(code)));
+        if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, c);
+        }
+        response
     }
 }
 

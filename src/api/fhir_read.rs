@@ -7,7 +7,10 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::auth::{request_id, require_scope};
 use super::error::{ApiError, fhir_response};
+use crate::access::Guard;
+use crate::auth::{Principal, scope};
 use crate::fhir::search::{self, is_fhir_id, supported_params};
 use crate::fhir::systems::profile;
 use crate::fhir::{Issue, IssueType};
@@ -25,7 +28,29 @@ const STORED_TYPES: &[&str] = &[
     "Provenance",
     "Encounter",
     "CarePlan",
+    "AuditEvent",
 ];
+
+fn read_scope(resource_type: &str) -> &'static str {
+    if resource_type == "AuditEvent" {
+        scope::AUDIT_READ
+    } else {
+        scope::READ
+    }
+}
+
+pub(super) fn guard<'a>(
+    app: &'a AppState,
+    principal: &'a Principal,
+    headers: &axum::http::HeaderMap,
+) -> Guard<'a> {
+    Guard {
+        store: &*app.store,
+        principal,
+        request_id: request_id(headers),
+        now: chrono::Utc::now(),
+    }
+}
 
 fn is_resource_type_name(s: &str) -> bool {
     s.len() <= 64
@@ -36,18 +61,43 @@ fn is_resource_type_name(s: &str) -> bool {
 /// `GET /fhir/{type}/{id}`
 pub async fn read(
     State(app): State<AppState>,
+    principal: Principal,
+    headers: axum::http::HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path((resource_type, id)) =
         path.map_err(|e| ApiError::NotFound(format!("no such resource: {e}")))?;
+    read_resource(&app, &principal, &headers, resource_type, id).await
+}
+
+/// `GET /fhir/Consent/{id}` (the Consent routes also take PUT).
+pub async fn read_consent(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: axum::http::HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = path.map_err(|e| ApiError::NotFound(format!("no such resource: {e}")))?;
+    read_resource(&app, &principal, &headers, "Consent".into(), id).await
+}
+
+async fn read_resource(
+    app: &AppState,
+    principal: &Principal,
+    headers: &axum::http::HeaderMap,
+    resource_type: String,
+    id: String,
+) -> Result<Response, ApiError> {
     if !is_resource_type_name(&resource_type) || !is_fhir_id(&id) {
         return Err(ApiError::NotFound(format!(
             "there is no resource at {resource_type}/{id}"
         )));
     }
+    require_scope(principal, read_scope(&resource_type))?;
     let resource = app.store.read(&resource_type, &id).await?.ok_or_else(|| {
         ApiError::NotFound(format!("{resource_type}/{id} is not known to this gateway"))
     })?;
+    guard(app, principal, headers).read(&resource).await?;
     let mut response = fhir_response(StatusCode::OK, &resource);
     if let Some(v) = resource.pointer("/meta/versionId").and_then(Value::as_str)
         && let Ok(etag) = HeaderValue::from_str(&format!("W/\"{v}\""))
@@ -60,11 +110,33 @@ pub async fn read(
 /// `GET /fhir/{type}?…`
 pub async fn search(
     State(app): State<AppState>,
+    principal: Principal,
+    headers: axum::http::HeaderMap,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let Path(resource_type) =
         path.map_err(|e| ApiError::NotFound(format!("no such resource type: {e}")))?;
+    search_type(&app, &principal, &headers, resource_type, query).await
+}
+
+/// `GET /fhir/Consent?…` (the Consent type route also takes POST).
+pub async fn search_consents(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: axum::http::HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    search_type(&app, &principal, &headers, "Consent".into(), query).await
+}
+
+async fn search_type(
+    app: &AppState,
+    principal: &Principal,
+    headers: &axum::http::HeaderMap,
+    resource_type: String,
+    query: Option<String>,
+) -> Result<Response, ApiError> {
     if supported_params(&resource_type).is_empty() {
         return Err(ApiError::BadRequest(
             Issue::general(IssueType::NotSupported, format!("search is not supported for '{resource_type}': read it by id (GET /fhir/{resource_type}/{{id}}), or see /fhir/metadata")).into(),
@@ -75,7 +147,10 @@ pub async fn search(
             .into_owned()
             .collect();
     let request = search::parse(&resource_type, &pairs).map_err(ApiError::BadRequest)?;
-    let page = app.store.search(&request).await?;
+    require_scope(principal, read_scope(&resource_type))?;
+    let page = guard(app, principal, headers)
+        .search(request.clone())
+        .await?;
 
     let base = app.config.base_url();
     let link = |offset: u32| -> String {

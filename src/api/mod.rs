@@ -1,6 +1,8 @@
 //! HTTP routes (axum) and the server around them. Handlers parse, call the core, store, answer.
 
+mod auth;
 mod body;
+mod consents;
 mod error;
 mod fhir_read;
 mod health;
@@ -31,6 +33,7 @@ use crate::store::Store;
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
+    pub tokens: crate::auth::TokenVerifier,
     /// For the CapabilityStatement's `date`.
     pub started_at: String,
 }
@@ -44,6 +47,23 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/referrals", post(referrals::create_practice_referral))
         .route("/fhir/$process-message", post(referrals::process_message))
         .route("/fhir/metadata", get(fhir_read::metadata))
+        .route(
+            "/fhir/Consent",
+            post(consents::create).get(fhir_read::search_consents),
+        )
+        .route(
+            "/fhir/Consent/{id}",
+            axum::routing::put(consents::update).get(fhir_read::read_consent),
+        )
+        .route(
+            "/api/v1/consent-overrides",
+            post(consents::create_override).get(consents::list_overrides),
+        )
+        .route(
+            "/api/v1/consent-overrides/{id}/review",
+            post(consents::review_override),
+        )
+        .route("/api/v1/disclosures/$decide", post(consents::decide_disclosure))
         .route("/fhir/{type}", get(fhir_read::search))
         .route("/fhir/{type}/{id}", get(fhir_read::read))
         .route("/health/live", get(health::live))
@@ -165,6 +185,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Key(#[from] crate::auth::KeyError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -175,6 +197,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     if !config.listen.ip().is_loopback() && !config.allow_plaintext_non_loopback {
         return Err(ServeError::PlaintextNonLoopback(config.listen));
     }
+    let key = crate::auth::SigningKey::load_or_create(&config.auth.signing_key)?;
+    let tokens = crate::auth::TokenVerifier::new(key, &config.auth);
     let store = crate::store::open(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -190,6 +214,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let state = AppState {
         config: Arc::new(config),
         store: store.clone(),
+        tokens,
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     };
     tracing::info!(address = %local, "listening");

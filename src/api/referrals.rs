@@ -6,21 +6,33 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::AppState;
+use super::auth::{request_id, require_scope};
 use super::body::JsonBody;
 use super::error::{ApiError, fhir_response};
+use crate::audit::{self, Event, Kind};
+use crate::auth::{Principal, Role, scope};
 use crate::fhir::{Issue, NhsErrorCode, operation_outcome};
-use crate::intake::{IntakeContext, bars, practice_referral};
+use crate::intake::{IntakeContext, ReferralSubmission, SubmissionEntry, bars, practice_referral};
 use crate::store::StoredReferral;
 
 /// `POST /api/v1/referrals`: 201 when stored, 200 for an identical resend.
 pub async fn create_practice_referral(
     State(app): State<AppState>,
+    principal: Principal,
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
+    require_scope(&principal, scope::REFERRAL_CREATE)?;
     let ctx = IntakeContext::now(&app.config);
     let submission = practice_referral(&body.value, &ctx).map_err(ApiError::Invalid)?;
-    let stored = app.store.submit_referral(submission).await?;
+    let stored = accept(
+        &app,
+        &principal,
+        &headers,
+        submission,
+        crate::access::PRACTICE_CONSENT_EXPRESSION,
+    )
+    .await?;
     let status = if stored.created {
         StatusCode::CREATED
     } else {
@@ -32,16 +44,87 @@ pub async fn create_practice_referral(
 /// `POST /fhir/$process-message`: BaRS answers 200 for an accepted message, new or resent.
 pub async fn process_message(
     State(app): State<AppState>,
+    principal: Principal,
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
+    require_scope(&principal, scope::REFERRAL_CREATE)?;
     let ctx = IntakeContext::now(&app.config);
     let submission = bars::validate(&body.bytes, &body.value, &ctx).map_err(|r| match r {
         bars::Rejection::Malformed(issues) => ApiError::BadRequest(issues),
         bars::Rejection::Invalid(issues) => ApiError::Invalid(issues),
     })?;
-    let stored = app.store.submit_referral(submission).await?;
+    let stored = accept(
+        &app,
+        &principal,
+        &headers,
+        submission,
+        crate::access::BARS_CONSENT_EXPRESSION,
+    )
+    .await?;
     answer(&app, &headers, StatusCode::OK, &stored).await
+}
+
+/// Takes a validated referral in: only from the practice it names, only with the person's
+/// consent to its going to the service, and with the consent decision audited in the same
+/// transaction as the referral. A refused referral stores nothing about the person.
+async fn accept(
+    app: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    mut submission: ReferralSubmission,
+    consent_expression: &str,
+) -> Result<StoredReferral, ApiError> {
+    if principal.role != Role::Practice || submission.parties.practice != principal.organisation {
+        return Err(ApiError::Forbidden(format!(
+            "a practice sends referrals only as itself: this referral comes from {} but the access token is for {}",
+            submission.parties.practice, principal.organisation
+        )));
+    }
+    let now = chrono::Utc::now();
+    let decision = crate::access::intake_decision(&*app.store, &submission, now).await?;
+    let mut event = Event {
+        kind: Kind::Intake,
+        principal: Some(principal),
+        patient: None,
+        entities: Vec::new(),
+        decision: Some(&decision),
+        permitted: decision.permitted(),
+        description: String::new(),
+        at: now,
+        request_id: request_id(headers),
+    };
+    if !decision.permitted() {
+        // Recorded without the person: nothing about them is stored for a refused referral.
+        event.description = format!(
+            "referral {} from {} refused: {}",
+            submission.key.value, submission.key.namespace, decision.reason
+        );
+        audit::append(&*app.store, &[event]).await?;
+        return Err(ApiError::ConsentRefused(crate::access::intake_refusal(
+            consent_expression,
+            &decision,
+        )));
+    }
+    // The event goes in with the referral, referring to its entries by fullUrl; the store
+    // rewrites those to the stored ids.
+    let patient_url = submission
+        .entries
+        .iter()
+        .find(|e| e.resource_type == "Patient")
+        .map(|e| e.full_url.clone());
+    event.patient = patient_url;
+    event.entities = vec![submission.focus.clone()];
+    event.description = format!("referral accepted: {}", decision.reason);
+    let audit_event = audit::audit_event(&event);
+    let full_url = format!("urn:uuid:{}", uuid::Uuid::now_v7());
+    submission.entries.push(SubmissionEntry {
+        full_url,
+        resource_type: "AuditEvent".into(),
+        resource: audit_event,
+        match_identifier: None,
+    });
+    Ok(app.store.submit_referral(submission).await?)
 }
 
 /// The answer to a stored referral: an OperationOutcome by default, the ServiceRequest with

@@ -210,6 +210,8 @@ impl NhsErrorCode {
         "422: The Receiver was unable to process the request.",
     );
     pub const CONFLICT: Self = NhsErrorCode("REC_CONFLICT", "409: Conflict.");
+    pub const UNAUTHORIZED: Self = NhsErrorCode("REC_UNAUTHORIZED", "401: Unauthorized.");
+    pub const FORBIDDEN: Self = NhsErrorCode("REC_FORBIDDEN", "403: Forbidden.");
     pub const NOT_FOUND: Self = NhsErrorCode(
         "REC_NOT_FOUND",
         "404: The Receiver was unable to find the specified resource.",

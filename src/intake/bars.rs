@@ -602,7 +602,7 @@ fn make_implied_consent_explicit(consent: &mut Value, service_id: &Value) {
     }
     consent["provision"] = crate::mapping::consent_provision(
         "work-health-service",
-        service_id.clone(),
+        json!({ "identifier": service_id }),
         None,
         &["disclose", "access"],
         "TREAT",

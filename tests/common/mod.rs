@@ -20,8 +20,35 @@ pub struct Server {
     child: Child,
     pub base: String,
     pub dir: tempfile::TempDir,
+    /// Sends as the practice most fixtures come from ([`DEFAULT_PRACTICE`]) unless a request sets
+    /// its own Authorization header.
     pub client: reqwest::Client,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    issuer: whg::auth::TokenIssuer,
+    /// Who `post_json`, `post_raw` and `get` act as: the practice a posted referral names, and
+    /// after that the last one.
+    acting_as: std::sync::Mutex<whg::auth::Principal>,
+}
+
+/// The ODS code of the practice most fixtures come from.
+pub const DEFAULT_PRACTICE: &str = "C88901";
+
+/// The practice a practice referral or BaRS message names as its sender.
+pub fn sender_practice(body: &Value) -> Option<String> {
+    if let Some(ods) = body["practice"]["odsCode"].as_str() {
+        return Some(ods.to_string());
+    }
+    let entries = body["entry"].as_array()?;
+    let header = entries
+        .iter()
+        .find(|e| e["resource"]["resourceType"] == "MessageHeader")?;
+    let sender = header["resource"]["sender"]["reference"].as_str()?;
+    let org = entries.iter().find(|e| e["fullUrl"] == sender)?;
+    org["resource"]["identifier"]
+        .as_array()?
+        .iter()
+        .find_map(|i| i["value"].as_str())
+        .map(str::to_string)
 }
 
 impl Server {
@@ -33,7 +60,17 @@ impl Server {
     pub fn start_with(extra_config: &str) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("test.toml");
-        std::fs::write(&config, extra_config).unwrap();
+        let key_path = dir.path().join("signing-key.pem");
+        let key = whg::auth::SigningKey::generate();
+        key.save(&key_path).unwrap();
+        let auth = format!(
+            "[auth]\nsigning_key = {:?}\n[consent]\npseudonym_key = {:?}\n",
+            key_path.display().to_string(),
+            dir.path().join("pseudonym-key").display().to_string()
+        );
+        std::fs::write(&config, format!("{auth}{extra_config}")).unwrap();
+        let defaults = whg::config::Config::defaults();
+        let issuer = whg::auth::TokenIssuer::new(key, &defaults.auth);
         let db = format!("sqlite://{}", dir.path().join("whg.db").display());
         let mut child = Command::new(WHG)
             .args([
@@ -72,13 +109,46 @@ impl Server {
         let base = rx
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("whg did not start: {}", stderr_buf.lock().unwrap()));
+        let default = whg::auth::Principal::practice(DEFAULT_PRACTICE);
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!(
+                "Bearer {}",
+                issuer.issue(&default, Duration::from_secs(3600))
+            )
+            .parse()
+            .unwrap(),
+        );
         Server {
             child,
             base,
             dir,
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap(),
             stderr: stderr_buf,
+            issuer,
+            acting_as: std::sync::Mutex::new(default),
         }
+    }
+
+    /// An access token for `principal`.
+    pub fn token(&self, principal: &whg::auth::Principal) -> String {
+        self.issuer.issue(principal, Duration::from_secs(3600))
+    }
+
+    /// A client acting as `principal`.
+    pub fn as_(&self, principal: whg::auth::Principal) -> Actor<'_> {
+        Actor {
+            token: self.token(&principal),
+            server: self,
+        }
+    }
+
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.token(&self.acting_as.lock().unwrap()))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -109,9 +179,17 @@ impl Server {
         content_type: &str,
         body: Vec<u8>,
     ) -> (u16, reqwest::header::HeaderMap, Value) {
+        if let Some(ods) = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| sender_practice(&v))
+            .filter(|ods| whg::fhir::identifiers::is_ods_code(ods))
+        {
+            *self.acting_as.lock().unwrap() = whg::auth::Principal::practice(&ods);
+        }
         let r = self
             .client
             .post(self.url(path))
+            .header("authorization", self.bearer())
             .header("content-type", content_type)
             .body(body)
             .send()
@@ -131,6 +209,7 @@ impl Server {
         let r = self
             .client
             .get(self.url(path))
+            .header("authorization", self.bearer())
             .send()
             .await
             .expect("request");
@@ -151,6 +230,54 @@ impl Server {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         self.child.wait().unwrap()
+    }
+}
+
+/// Requests as one principal.
+pub struct Actor<'a> {
+    pub server: &'a Server,
+    pub token: String,
+}
+
+impl Actor<'_> {
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut req = self
+            .server
+            .client
+            .request(method, self.server.url(path))
+            .header("authorization", format!("Bearer {}", self.token));
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/fhir+json")
+                .body(serde_json::to_vec(b).unwrap());
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let (s, _, b) = self.send(reqwest::Method::GET, path, None).await;
+        (s, b)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
     }
 }
 

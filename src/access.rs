@@ -1,0 +1,407 @@
+//! Who may see and send what: tenancy (a practice sees what it sent, a service what is addressed to
+//! it) and, for a person's data, the consent decision, with every decision audited. Loads what the
+//! pure [`consent::decide`] needs from the store and records what it answered.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::audit::{self, Event, Kind};
+use crate::auth::{Principal, Role};
+use crate::consent::{
+    self, Action, ConsentRecord, DataClass, Decision, Override, OverrideReason, Purpose, Question,
+    Recipient, RecipientClass,
+};
+use crate::fhir::search::{Filter, SearchRequest, Tenancy};
+use crate::intake::ReferralSubmission;
+use crate::store::{ReferralParties, SearchPage, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// Not the caller's to know about: answered as if it did not exist.
+    #[error("{0} is not found")]
+    NotFound(String),
+    /// The caller's role or scopes do not allow this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The person's consent does not allow this; the reason names the deciding Consent.
+    #[error("{0}")]
+    ConsentDenied(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A person's consents and overrides, as the decision function takes them.
+#[derive(Debug, Default)]
+pub struct ConsentFile {
+    pub consents: Vec<ConsentRecord>,
+    pub overrides: Vec<Override>,
+}
+
+impl ConsentFile {
+    pub fn decide(&self, question: &Question) -> Decision {
+        consent::decide(&self.consents, &self.overrides, question)
+    }
+}
+
+/// Loads everything recorded about a person's consent.
+pub async fn consent_file(store: &dyn Store, patient_id: &str) -> Result<ConsentFile, StoreError> {
+    let request = SearchRequest {
+        resource_type: "Consent".into(),
+        filters: vec![Filter::Reference {
+            param: "patient",
+            any_of: vec![format!("Patient/{patient_id}")],
+        }],
+        count: u32::MAX,
+        offset: 0,
+        tenancy: None,
+    };
+    let ids: Vec<String> = store
+        .search_candidates(&request)
+        .await?
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let consents = store
+        .read_many("Consent", &ids)
+        .await?
+        .iter()
+        // A stored Consent that does not read as the model (e.g. one from a BaRS message the IG
+        // policy does not accept) permits nothing, and so cannot deny either.
+        .filter_map(|c| consent::read_consent(c).ok())
+        .collect();
+    let overrides = store
+        .overrides_of_patient(patient_id)
+        .await?
+        .iter()
+        .filter_map(override_from_record)
+        .collect();
+    Ok(ConsentFile {
+        consents,
+        overrides,
+    })
+}
+
+/// Reads a stored override record (the JSON the overrides API returns).
+pub fn override_from_record(r: &Value) -> Option<Override> {
+    let time = |k: &str| {
+        DateTime::parse_from_rfc3339(r[k].as_str()?)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    Some(Override {
+        id: r["id"].as_str()?.to_string(),
+        recipient: <RecipientClass as consent::Code>::from_code(r["recipient"].as_str()?)?,
+        organisation: r["recipientOrganisation"].as_str().map(str::to_string),
+        classes: r["dataClasses"]
+            .as_array()?
+            .iter()
+            .filter_map(|c| <DataClass as consent::Code>::from_code(c.as_str()?))
+            .collect(),
+        reason: <OverrideReason as consent::Code>::from_code(r["reason"].as_str()?)?,
+        granted_at: time("grantedAt")?,
+        expires_at: time("expiresAt")?,
+    })
+}
+
+/// Checks and audits one caller's access.
+pub struct Guard<'a> {
+    pub store: &'a dyn Store,
+    pub principal: &'a Principal,
+    pub request_id: Option<String>,
+    pub now: DateTime<Utc>,
+}
+
+impl Guard<'_> {
+    fn event(&self, kind: Kind) -> Event<'_> {
+        Event {
+            kind,
+            principal: Some(self.principal),
+            patient: None,
+            entities: Vec::new(),
+            decision: None,
+            permitted: true,
+            description: String::new(),
+            at: self.now,
+            request_id: self.request_id.clone(),
+        }
+    }
+
+    fn question(&self, class: DataClass) -> Option<Question> {
+        Some(Question {
+            recipient: self.principal.as_recipient()?,
+            action: Action::Access,
+            purpose: Purpose::Treatment,
+            class,
+            at: self.now,
+            document: None,
+        })
+    }
+
+    /// May the caller read `resource` (as stored)? Audited when it concerns a person.
+    pub async fn read(&self, resource: &Value) -> Result<(), AccessError> {
+        let resource_type = resource["resourceType"].as_str().unwrap_or_default();
+        let id = resource["id"].as_str().unwrap_or_default();
+        let reference = format!("{resource_type}/{id}");
+        if resource_type == "AuditEvent" {
+            return if self.principal.role == Role::InformationGovernance {
+                Ok(())
+            } else {
+                Err(AccessError::Forbidden(
+                    "only information-governance staff read the audit trail".into(),
+                ))
+            };
+        }
+        let Some(class) = consent::data_class_of(resource) else {
+            return Ok(()); // organisations and practitioners: directory data
+        };
+        if self.principal.role == Role::InformationGovernance {
+            return Err(AccessError::Forbidden(
+                "information-governance clients read the audit trail, not people's records".into(),
+            ));
+        }
+        let referrals = match resource_type {
+            "Patient" => self.store.referrals_of_patient(id).await?,
+            "Consent" => match patient_of(resource) {
+                Some(p) => self.store.referrals_of_patient(&p).await?,
+                None => Vec::new(),
+            },
+            _ => self.store.referrals_of(resource_type, id).await?,
+        };
+        let mine: Vec<&ReferralParties> = referrals.iter().filter(|r| self.is_party(r)).collect();
+        let Some(first) = mine.first() else {
+            return Err(AccessError::NotFound(reference));
+        };
+        let patient = format!("Patient/{}", first.patient_id);
+        let mut event = self.event(Kind::Read);
+        event.patient = Some(patient);
+        event.entities = vec![reference.clone()];
+        // The practice that sent the referral reads back what it sent; a service needs consent.
+        // Consent records themselves are readable by both, so a withdrawal can be seen.
+        let decision = if self.principal.role == Role::Service && resource_type != "Consent" {
+            let file = consent_file(self.store, &first.patient_id).await?;
+            let question = self.question(class).expect("a service is a recipient");
+            Some(file.decide(&question))
+        } else {
+            None
+        };
+        event.decision = decision.as_ref();
+        event.permitted = decision.as_ref().is_none_or(Decision::permitted);
+        event.description = match &decision {
+            Some(d) => d.reason.clone(),
+            None => format!(
+                "{} read its own referral's record",
+                self.principal.role.as_str()
+            ),
+        };
+        audit::append(self.store, &[event]).await?;
+        match decision {
+            Some(d) if !d.permitted() => Err(AccessError::ConsentDenied(d.reason)),
+            _ => Ok(()),
+        }
+    }
+
+    fn is_party(&self, r: &ReferralParties) -> bool {
+        match self.principal.role {
+            Role::Practice => r.practice == self.principal.organisation,
+            Role::Service => r.service == self.principal.organisation,
+            Role::InformationGovernance => false,
+        }
+    }
+
+    /// Runs a search limited to what the caller may see. For a service, records withheld by
+    /// consent are removed before counting and paging, so neither the total nor the pages reveal
+    /// them. Audited.
+    pub async fn search(&self, mut request: SearchRequest) -> Result<SearchPage, AccessError> {
+        let resource_type = request.resource_type.clone();
+        match (resource_type.as_str(), self.principal.role) {
+            ("AuditEvent", Role::InformationGovernance) => {}
+            ("AuditEvent", _) => {
+                return Err(AccessError::Forbidden(
+                    "only information-governance staff search the audit trail".into(),
+                ));
+            }
+            (_, Role::InformationGovernance) => {
+                return Err(AccessError::Forbidden(
+                    "information-governance clients search the audit trail, not people's records"
+                        .into(),
+                ));
+            }
+            (_, Role::Practice) => {
+                request.tenancy = Some(Tenancy::Practice(self.principal.organisation.clone()))
+            }
+            (_, Role::Service) => {
+                request.tenancy = Some(Tenancy::Service(self.principal.organisation.clone()))
+            }
+        }
+        let consent_filtered = self.principal.role == Role::Service && resource_type != "Consent";
+        let page = if consent_filtered {
+            let candidates = self.store.search_candidates(&request).await?;
+            let mut decisions: HashMap<String, bool> = HashMap::new();
+            let mut visible = Vec::with_capacity(candidates.len());
+            for c in candidates {
+                let Some(patient) = c.patient.clone() else {
+                    continue;
+                };
+                let permitted = match decisions.get(&patient) {
+                    Some(p) => *p,
+                    None => {
+                        let patient_id = patient.trim_start_matches("Patient/");
+                        let file = consent_file(self.store, patient_id).await?;
+                        let question = self
+                            .question(DataClass::Referral)
+                            .expect("a service is a recipient");
+                        let p = file.decide(&question).permitted();
+                        decisions.insert(patient, p);
+                        p
+                    }
+                };
+                if permitted {
+                    visible.push(c.id);
+                }
+            }
+            let total = visible.len() as u64;
+            let start = (request.offset as usize).min(visible.len());
+            let end = start
+                .saturating_add(request.count as usize)
+                .min(visible.len());
+            let resources = self
+                .store
+                .read_many(&resource_type, &visible[start..end])
+                .await?;
+            SearchPage { total, resources }
+        } else {
+            self.store.search(&request).await?
+        };
+        let mut event = self.event(Kind::Search);
+        event.entities = page
+            .resources
+            .iter()
+            .filter_map(|r| Some(format!("{resource_type}/{}", r["id"].as_str()?)))
+            .collect();
+        event.description = format!(
+            "search {resource_type}: {} of {} matches returned",
+            page.resources.len(),
+            page.total
+        );
+        audit::append(self.store, &[event]).await?;
+        Ok(page)
+    }
+}
+
+/// The person's reference (`id`) in a Consent.
+fn patient_of(resource: &Value) -> Option<String> {
+    resource["patient"]["reference"]
+        .as_str()?
+        .strip_prefix("Patient/")
+        .map(str::to_string)
+}
+
+/// The consent decision at intake: may this referral's details go to the service it is addressed
+/// to? Decided over the person's stored consents plus the consents that came with the referral.
+pub async fn intake_decision(
+    store: &dyn Store,
+    submission: &ReferralSubmission,
+    now: DateTime<Utc>,
+) -> Result<Decision, StoreError> {
+    let nhs_number = submission
+        .entries
+        .iter()
+        .filter(|e| e.resource_type == "Patient")
+        .find_map(|e| {
+            crate::fhir::resource::identifier_value(&e.resource, crate::fhir::systems::NHS_NUMBER)
+        });
+    let mut file = match nhs_number {
+        Some(n) => match store.patient_by_nhs_number(n).await? {
+            Some(id) => consent_file(store, &id).await?,
+            None => ConsentFile::default(),
+        },
+        None => ConsentFile::default(),
+    };
+    // Overrides are for disclosures, never for taking a referral in.
+    file.overrides.clear();
+    file.consents.extend(submitted_consents(submission));
+    Ok(file.decide(&intake_question(submission, now)))
+}
+
+/// The Consents that came with a referral, as the decision function reads them.
+pub fn submitted_consents(submission: &ReferralSubmission) -> Vec<ConsentRecord> {
+    submission
+        .entries
+        .iter()
+        .filter(|e| e.resource_type == "Consent")
+        .enumerate()
+        .filter_map(|(i, e)| {
+            let mut consent = e.resource.clone();
+            consent["id"] = Value::String(format!("in-this-referral-{}", i + 1));
+            consent::read_consent(&consent).ok()
+        })
+        .collect()
+}
+
+/// The question intake asks: may the referral be disclosed to its service, for direct care?
+pub fn intake_question(submission: &ReferralSubmission, now: DateTime<Utc>) -> Question {
+    Question {
+        recipient: Recipient {
+            class: RecipientClass::WorkHealthService,
+            organisation: Some(submission.parties.service.clone()),
+        },
+        action: Action::Disclose,
+        purpose: Purpose::Treatment,
+        class: DataClass::Referral,
+        at: now,
+        document: None,
+    }
+}
+
+/// The issue a referral refused by consent gets, pointing at where its consent is recorded.
+pub fn intake_refusal(expression: &str, decision: &Decision) -> crate::fhir::Issues {
+    crate::fhir::Issue::error(
+        crate::fhir::IssueType::BusinessRule,
+        expression,
+        format!(
+            "the person's consent does not allow this referral to go to the service ({}). Record their agreement to be referred there and send it again",
+            decision.reason
+        ),
+    )
+    .into()
+}
+
+/// Where a practice referral records consent.
+pub const PRACTICE_CONSENT_EXPRESSION: &str = "consent.patientAgreed";
+/// Where a BaRS message carries consent.
+pub const BARS_CONSENT_EXPRESSION: &str = "Bundle.entry.resource.ofType(Consent)";
+
+/// A disclosure decision, made at the moment of sending and audited: what the delivery outbox
+/// calls before every attempt, and what the disclosure API answers.
+pub async fn decide_disclosure(
+    store: &dyn Store,
+    principal: Option<&Principal>,
+    patient_id: &str,
+    question: &Question,
+    request_id: Option<String>,
+) -> Result<Decision, StoreError> {
+    let file = consent_file(store, patient_id).await?;
+    let decision = file.decide(question);
+    let mut entities = Vec::new();
+    if let Some(doc) = &question.document {
+        entities.push(doc.clone());
+    }
+    audit::append(
+        store,
+        &[Event {
+            kind: Kind::Disclosure,
+            principal,
+            patient: Some(format!("Patient/{patient_id}")),
+            entities,
+            decision: Some(&decision),
+            permitted: decision.permitted(),
+            description: decision.reason.clone(),
+            at: question.at,
+            request_id,
+        }],
+    )
+    .await?;
+    Ok(decision)
+}

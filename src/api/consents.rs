@@ -1,0 +1,583 @@
+//! Consent routes: recording and changing Consents, overrides and their review, and disclosure
+//! decisions.
+
+use axum::Json;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{Duration, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::{request_id, require_scope};
+use super::body::JsonBody;
+use super::error::{ApiError, fhir_response};
+use crate::access::{self, AccessError};
+use crate::audit::{self, Event, Kind};
+use crate::auth::{Principal, Role, scope};
+use crate::consent::{
+    self, Action, Code, DataClass, OverrideReason, Purpose, Question, Recipient, RecipientClass,
+};
+use crate::fhir::resource::{claim_profile, parse_strict};
+use crate::fhir::systems::profile;
+use crate::fhir::{Issue, IssueType, Issues};
+
+/// `POST /fhir/Consent`: a practice, or a service's adviser at first contact, records a Consent
+/// for a person it has a referral for.
+pub async fn create(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    require_scope(&principal, scope::CONSENT_WRITE)?;
+    let mut resource = checked_consent(&body)?;
+    if resource.get("id").is_some() {
+        return Err(ApiError::Invalid(
+            Issue::error(
+                IssueType::Invalid,
+                "Consent.id",
+                "a new Consent must not carry an id: the gateway assigns one (to change a Consent, PUT it to /fhir/Consent/{id})",
+            )
+            .into(),
+        ));
+    }
+    let patient = patient_id(&resource)?;
+    require_party(&app, &principal, &patient).await?;
+    claim_profile(&mut resource, &profile::whg_consent());
+    claim_profile(
+        &mut resource,
+        "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Consent",
+    );
+    let stored = app
+        .store
+        .create(vec![resource])
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::Internal("created Consent not returned".into()))?;
+    record(&app, &principal, &headers, &patient, &stored, "recorded").await?;
+    let id = stored["id"].as_str().unwrap_or_default();
+    let mut response = fhir_response(StatusCode::CREATED, &stored);
+    if let Ok(v) = HeaderValue::from_str(&format!("{}/fhir/Consent/{id}", app.config.base_url())) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+/// `PUT /fhir/Consent/{id}`: changes a Consent, e.g. to `inactive` when the person withdraws.
+/// With `If-Match: W/"n"`, refuses if someone else changed it first.
+pub async fn update(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    require_scope(&principal, scope::CONSENT_WRITE)?;
+    let Path(id) = path.map_err(|e| ApiError::NotFound(format!("no such Consent: {e}")))?;
+    let mut resource = checked_consent(&body)?;
+    if resource["id"].as_str() != Some(id.as_str()) {
+        return Err(ApiError::BadRequest(
+            Issue::error(
+                IssueType::Invalid,
+                "Consent.id",
+                format!("the Consent's id must be '{id}', the id in the URL"),
+            )
+            .into(),
+        ));
+    }
+    let stored =
+        app.store.read("Consent", &id).await?.ok_or_else(|| {
+            ApiError::NotFound(format!("Consent/{id} is not known to this gateway"))
+        })?;
+    let patient = patient_id(&stored)?;
+    require_party(&app, &principal, &patient).await?;
+    if patient_id(&resource)? != patient {
+        return Err(ApiError::Invalid(
+            Issue::error(
+                IssueType::BusinessRule,
+                "Consent.patient",
+                "a Consent cannot be moved to another person: record a new one",
+            )
+            .into(),
+        ));
+    }
+    let expected = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim_start_matches("W/")
+                .trim_matches('"')
+                .parse::<i64>()
+                .map_err(|_| {
+                    ApiError::BadRequest(
+                        Issue::general(
+                            IssueType::Value,
+                            "If-Match must be a version ETag such as W/\"2\"",
+                        )
+                        .into(),
+                    )
+                })
+        })
+        .transpose()?;
+    claim_profile(&mut resource, &profile::whg_consent());
+    let updated = app.store.update(resource, expected).await?;
+    record(&app, &principal, &headers, &patient, &updated, "changed").await?;
+    Ok(fhir_response(StatusCode::OK, &updated))
+}
+
+/// Parses and validates a Consent body: FHIR R4 (400 if not), then the gateway's consent model
+/// (422 with every problem).
+fn checked_consent(body: &JsonBody) -> Result<Value, ApiError> {
+    if body.value["resourceType"] != "Consent" {
+        return Err(ApiError::BadRequest(
+            Issue::error(
+                IssueType::Invalid,
+                "resourceType",
+                "the body must be a FHIR Consent",
+            )
+            .into(),
+        ));
+    }
+    parse_strict(&body.bytes).map_err(|e| {
+        ApiError::BadRequest(
+            Issue::general(
+                IssueType::Structure,
+                format!("not a valid FHIR R4 Consent: {e}"),
+            )
+            .into(),
+        )
+    })?;
+    let mut issues = match consent::read_consent(&body.value) {
+        Ok(_) => Issues::new(),
+        Err(issues) => issues,
+    };
+    if body.value["scope"]["coding"].as_array().is_none() {
+        issues.error(
+            IssueType::Required,
+            "Consent.scope",
+            "scope is required: patient-privacy for sharing, research for evaluation",
+        );
+    }
+    if body.value["category"].as_array().is_none() {
+        issues.error(
+            IssueType::Required,
+            "Consent.category",
+            "category is required, e.g. http://loinc.org|59284-0 (Patient Consent)",
+        );
+    }
+    if body.value["patient"]["reference"].as_str().is_none() {
+        issues.error(
+            IssueType::Required,
+            "Consent.patient",
+            "patient is required, as a reference Patient/{id} to a person known to the gateway",
+        );
+    }
+    issues
+        .into_result(body.value.clone())
+        .map_err(ApiError::Invalid)
+}
+
+fn patient_id(consent: &Value) -> Result<String, ApiError> {
+    consent["patient"]["reference"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("Patient/"))
+        .filter(|id| crate::fhir::search::is_fhir_id(id))
+        .map(str::to_string)
+        .ok_or_else(|| {
+            ApiError::Invalid(
+                Issue::error(
+                    IssueType::Value,
+                    "Consent.patient.reference",
+                    "patient must reference a stored person as Patient/{id}",
+                )
+                .into(),
+            )
+        })
+}
+
+/// The caller must have a referral for the person: a practice one it sent, a service one
+/// addressed to it. Anyone else is told the person is not found.
+async fn require_party(
+    app: &AppState,
+    principal: &Principal,
+    patient_id: &str,
+) -> Result<(), ApiError> {
+    let referrals = app.store.referrals_of_patient(patient_id).await?;
+    let party = referrals.iter().any(|r| match principal.role {
+        Role::Practice => r.practice == principal.organisation,
+        Role::Service => r.service == principal.organisation,
+        Role::InformationGovernance => false,
+    });
+    if party {
+        Ok(())
+    } else {
+        Err(AccessError::NotFound(format!("Patient/{patient_id}")).into())
+    }
+}
+
+async fn record(
+    app: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    patient_id: &str,
+    consent: &Value,
+    what: &str,
+) -> Result<(), ApiError> {
+    let id = consent["id"].as_str().unwrap_or_default();
+    let status = consent["status"].as_str().unwrap_or_default();
+    audit::append(
+        &*app.store,
+        &[Event {
+            kind: Kind::ConsentRecorded,
+            principal: Some(principal),
+            patient: Some(format!("Patient/{patient_id}")),
+            entities: vec![format!("Consent/{id}")],
+            decision: None,
+            permitted: true,
+            description: format!("Consent/{id} {what} with status {status}"),
+            at: Utc::now(),
+            request_id: request_id(headers),
+        }],
+    )
+    .await?;
+    Ok(())
+}
+
+/// What a user asks to override.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OverrideRequest {
+    patient: String,
+    recipient: String,
+    #[serde(default)]
+    recipient_organisation: Option<String>,
+    data_classes: Vec<String>,
+    reason: String,
+    justification: String,
+    hours: u32,
+}
+
+/// Shortest justification accepted: one sentence a reviewer can judge.
+const MIN_JUSTIFICATION: usize = 20;
+
+/// `POST /api/v1/consent-overrides`: act against a person's consent decision ("break glass") for
+/// a stated reason, for a limited time. Recorded, audited and listed for review.
+pub async fn create_override(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    require_scope(&principal, scope::CONSENT_OVERRIDE)?;
+    let req: OverrideRequest = serde_json::from_value(body.value.clone()).map_err(|e| {
+        ApiError::BadRequest(
+            Issue::general(
+                IssueType::Structure,
+                format!("not an override request: {e}"),
+            )
+            .into(),
+        )
+    })?;
+    let mut issues = Issues::new();
+    let patient = req
+        .patient
+        .strip_prefix("Patient/")
+        .filter(|id| crate::fhir::search::is_fhir_id(id))
+        .map(str::to_string);
+    if patient.is_none() {
+        issues.error(IssueType::Value, "patient", "patient must be Patient/{id}");
+    }
+    if RecipientClass::from_code(&req.recipient).is_none() {
+        issues.error(
+            IssueType::CodeInvalid,
+            "recipient",
+            format!("recipient must be one of {}", codes::<RecipientClass>()),
+        );
+    }
+    if req.data_classes.is_empty() {
+        issues.error(
+            IssueType::Required,
+            "dataClasses",
+            "name at least one data class the override covers",
+        );
+    }
+    for (i, c) in req.data_classes.iter().enumerate() {
+        if DataClass::from_code(c).is_none() {
+            issues.error(
+                IssueType::CodeInvalid,
+                format!("dataClasses[{i}]"),
+                format!("'{c}' is not one of {}", codes::<DataClass>()),
+            );
+        }
+    }
+    if OverrideReason::from_code(&req.reason).is_none() {
+        issues.error(
+            IssueType::CodeInvalid,
+            "reason",
+            format!("reason must be one of {}", codes::<OverrideReason>()),
+        );
+    }
+    if req.justification.trim().chars().count() < MIN_JUSTIFICATION {
+        issues.error(
+            IssueType::Required,
+            "justification",
+            format!(
+                "explain why in at least {MIN_JUSTIFICATION} characters: the override is reviewed"
+            ),
+        );
+    }
+    let max = app.config.consent.override_max_hours;
+    if req.hours == 0 || req.hours > max {
+        issues.error(
+            IssueType::Value,
+            "hours",
+            format!("an override lasts from 1 to {max} hours"),
+        );
+    }
+    let patient = issues
+        .into_result(patient)
+        .map_err(ApiError::Invalid)?
+        .unwrap_or_default();
+    require_party(&app, &principal, &patient).await?;
+    let now = Utc::now();
+    let id = uuid::Uuid::now_v7().to_string();
+    let record = json!({
+        "id": id,
+        "patient": format!("Patient/{patient}"),
+        "recipient": req.recipient,
+        "recipientOrganisation": req.recipient_organisation,
+        "dataClasses": req.data_classes,
+        "reason": req.reason,
+        "justification": req.justification,
+        "grantedAt": now.to_rfc3339(),
+        "expiresAt": (now + Duration::hours(i64::from(req.hours))).to_rfc3339(),
+        "grantedBy": { "client": principal.client_id, "organisation": principal.organisation, "role": principal.role.as_str() },
+    });
+    app.store.create_override(&patient, record.clone()).await?;
+    audit::append(
+        &*app.store,
+        &[Event {
+            kind: Kind::Override,
+            principal: Some(&principal),
+            patient: Some(format!("Patient/{patient}")),
+            entities: Vec::new(),
+            decision: None,
+            permitted: true,
+            description: format!(
+                "override {id} granted ({}) for {} of {} until {}",
+                record["reason"].as_str().unwrap_or_default(),
+                record["recipient"].as_str().unwrap_or_default(),
+                req_classes(&record),
+                record["expiresAt"].as_str().unwrap_or_default()
+            ),
+            at: now,
+            request_id: request_id(&headers),
+        }],
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(record)).into_response())
+}
+
+fn req_classes(record: &Value) -> String {
+    record["dataClasses"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+fn codes<C: Code>() -> String {
+    C::ALL
+        .iter()
+        .map(|c| c.code())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    unreviewed: Option<bool>,
+}
+
+/// `GET /api/v1/consent-overrides[?unreviewed=true]`: overrides for information-governance review.
+pub async fn list_overrides(
+    State(app): State<AppState>,
+    principal: Principal,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    require_scope(&principal, scope::OVERRIDE_REVIEW)?;
+    let list = app
+        .store
+        .list_overrides(q.unreviewed.unwrap_or(false))
+        .await?;
+    Ok(Json(json!({ "total": list.len(), "overrides": list })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReviewRequest {
+    /// `appropriate` or `inappropriate`.
+    outcome: String,
+    note: String,
+}
+
+/// `POST /api/v1/consent-overrides/{id}/review`: records an information-governance review.
+pub async fn review_override(
+    State(app): State<AppState>,
+    principal: Principal,
+    path: Result<Path<String>, PathRejection>,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    require_scope(&principal, scope::OVERRIDE_REVIEW)?;
+    let Path(id) = path.map_err(|e| ApiError::NotFound(format!("no such override: {e}")))?;
+    let req: ReviewRequest = serde_json::from_value(body.value.clone()).map_err(|e| {
+        ApiError::BadRequest(
+            Issue::general(IssueType::Structure, format!("not a review: {e}")).into(),
+        )
+    })?;
+    if !matches!(req.outcome.as_str(), "appropriate" | "inappropriate") {
+        return Err(ApiError::Invalid(
+            Issue::error(
+                IssueType::CodeInvalid,
+                "outcome",
+                "outcome must be appropriate or inappropriate",
+            )
+            .into(),
+        ));
+    }
+    let review = json!({
+        "outcome": req.outcome,
+        "note": req.note,
+        "reviewedAt": Utc::now().to_rfc3339(),
+        "reviewedBy": { "client": principal.client_id, "organisation": principal.organisation },
+    });
+    let updated = app
+        .store
+        .review_override(&id, review)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("override {id} is not known to this gateway")))?;
+    Ok(Json(updated).into_response())
+}
+
+/// A disclosure to be decided.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DisclosureRequest {
+    patient: String,
+    recipient: String,
+    #[serde(default)]
+    recipient_organisation: Option<String>,
+    data_class: String,
+    #[serde(default)]
+    purpose: Option<String>,
+    #[serde(default)]
+    document: Option<String>,
+}
+
+/// `POST /api/v1/disclosures/$decide`: may this be sent now? Decided at the moment of asking and
+/// audited: the delivery outbox asks before every attempt.
+pub async fn decide_disclosure(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    require_scope(&principal, scope::DISCLOSURE)?;
+    let req: DisclosureRequest = serde_json::from_value(body.value.clone()).map_err(|e| {
+        ApiError::BadRequest(
+            Issue::general(
+                IssueType::Structure,
+                format!("not a disclosure request: {e}"),
+            )
+            .into(),
+        )
+    })?;
+    let mut issues = Issues::new();
+    let patient = req
+        .patient
+        .strip_prefix("Patient/")
+        .filter(|id| crate::fhir::search::is_fhir_id(id));
+    if patient.is_none() {
+        issues.error(IssueType::Value, "patient", "patient must be Patient/{id}");
+    }
+    let recipient = RecipientClass::from_code(&req.recipient);
+    if recipient.is_none() {
+        issues.error(
+            IssueType::CodeInvalid,
+            "recipient",
+            format!("recipient must be one of {}", codes::<RecipientClass>()),
+        );
+    }
+    let class = DataClass::from_code(&req.data_class);
+    if class.is_none() {
+        issues.error(
+            IssueType::CodeInvalid,
+            "dataClass",
+            format!("dataClass must be one of {}", codes::<DataClass>()),
+        );
+    }
+    let purpose = match req.purpose.as_deref() {
+        None => Some(Purpose::Treatment),
+        Some(p) => Purpose::from_code(p),
+    };
+    if purpose.is_none() {
+        issues.error(
+            IssueType::CodeInvalid,
+            "purpose",
+            "purpose must be TREAT or HRESCH",
+        );
+    }
+    if let Some(doc) = &req.document
+        && !doc
+            .split_once('/')
+            .is_some_and(|(t, id)| !t.is_empty() && crate::fhir::search::is_fhir_id(id))
+    {
+        issues.error(
+            IssueType::Value,
+            "document",
+            "document must be Type/id, e.g. DocumentReference/123",
+        );
+    }
+    let (Some(patient), Some(recipient), Some(class), Some(purpose)) = issues
+        .into_result((patient, recipient, class, purpose))
+        .map_err(ApiError::Invalid)?
+    else {
+        unreachable!("every missing part was reported")
+    };
+    require_party(&app, &principal, patient).await?;
+    let question = Question {
+        recipient: Recipient {
+            class: recipient,
+            organisation: req.recipient_organisation.clone(),
+        },
+        action: Action::Disclose,
+        purpose,
+        class,
+        at: Utc::now(),
+        document: req.document.clone(),
+    };
+    let decision = access::decide_disclosure(
+        &*app.store,
+        Some(&principal),
+        patient,
+        &question,
+        request_id(&headers),
+    )
+    .await?;
+    Ok(Json(json!({
+        "decision": if decision.permitted() { "permit" } else { "deny" },
+        "reason": decision.reason,
+        "consent": decision.consent(),
+        "override": decision.override_id(),
+        "decidedAt": question.at.to_rfc3339(),
+    }))
+    .into_response())
+}
