@@ -30,8 +30,33 @@ async fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("load.db").display());
+    // A signing key of the run's own, and a token for the sending practice.
+    let key_path = dir.path().join("signing-key.pem");
+    let key = whg::auth::SigningKey::generate();
+    key.save(&key_path).unwrap();
+    let config_path = dir.path().join("load.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[auth]\nsigning_key = {:?}\n",
+            key_path.display().to_string()
+        ),
+    )
+    .unwrap();
+    let token = whg::auth::TokenIssuer::new(key, &whg::config::Config::defaults().auth).issue(
+        &whg::auth::Principal::practice("C88901"),
+        Duration::from_secs(3600),
+    );
     let mut child = Command::new(&binary)
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &db,
+            "--config",
+        ])
+        .arg(&config_path)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -54,11 +79,16 @@ async fn main() {
         .unwrap(),
     )
     .unwrap();
+    // Distinct people, as in real intake: synthetic 999-range NHS numbers that pass Modulus 11.
+    let mut nhs_numbers = (0u64..)
+        .map(|i| format!("999{:07}", i))
+        .filter(|n| whg::fhir::identifiers::nhs_number(n).is_ok());
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..requests)
             .map(|i| {
                 let mut r = template.clone();
                 r["referralId"] = Value::from(format!("LOAD-{i:07}"));
+                r["patient"]["nhsNumber"] = Value::from(nhs_numbers.next().unwrap());
                 serde_json::to_vec(&r).unwrap()
             })
             .collect(),
@@ -74,6 +104,7 @@ async fn main() {
         .map(|_| {
             let (client, next, bodies, url) =
                 (client.clone(), next.clone(), bodies.clone(), url.clone());
+            let auth = format!("Bearer {token}");
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut failures = 0usize;
@@ -85,6 +116,7 @@ async fn main() {
                     let t = Instant::now();
                     let ok = client
                         .post(&url)
+                        .header("authorization", &auth)
                         .header("content-type", "application/json")
                         .body(bodies[i].clone())
                         .timeout(Duration::from_secs(30))

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod consent;
+pub mod export;
 pub mod fhir;
 pub mod intake;
 pub mod mapping;

@@ -47,6 +47,16 @@ enum Command {
         #[command(subcommand)]
         what: ValidateWhat,
     },
+    /// Write the pseudonymised evaluation export (NDJSON, one referral per line) for people whose
+    /// consent covers evaluation.
+    Export {
+        /// File to write ("-" for standard output).
+        #[arg(long)]
+        out: PathBuf,
+        /// Database URL, e.g. sqlite://data/whg.db.
+        #[arg(long, env = "WHG_DATABASE_URL")]
+        database_url: Option<String>,
+    },
     /// Print a short-lived access token signed with the gateway's key (for local use and
     /// scripts; the key file must be readable).
     Token {
@@ -93,12 +103,60 @@ fn main() -> ExitCode {
         Command::Validate {
             what: ValidateWhat::Message { file },
         } => validate(&config, &file, Kind::Message),
+        Command::Export { out, database_url } => export(config, &out, database_url),
         Command::Token {
             role,
             org,
             scope,
             ttl,
         } => token(&config, role, &org, scope, ttl),
+    }
+}
+
+fn export(mut config: Config, out: &Path, database_url: Option<String>) -> ExitCode {
+    if let Some(url) = database_url {
+        config.database_url = url;
+    }
+    let key = match whg::export::PseudonymKey::load_or_create(&config.consent.pseudonym_key) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("whg: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("whg: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let store = whg::store::open(&config).await?;
+        let mut buffer = Vec::new();
+        let summary =
+            whg::export::evaluation_export(&*store, &key, &mut buffer, chrono::Utc::now()).await;
+        store.close().await;
+        let summary = summary?;
+        if out.as_os_str() == "-" {
+            std::io::Write::write_all(&mut std::io::stdout(), &buffer)?;
+        } else {
+            std::fs::write(out, &buffer)?;
+        }
+        Ok::<_, whg::export::ExportError>(summary)
+    });
+    match result {
+        Ok(s) => {
+            eprintln!(
+                "whg: exported {} referrals of {} people; {} people left out (no evaluation consent)",
+                s.referrals, s.people, s.withheld
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("whg: export failed: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

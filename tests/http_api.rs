@@ -175,7 +175,13 @@ async fn sixteen_identical_concurrent_requests_store_exactly_one_referral() {
     )
     .await;
     assert!(results.iter().all(|(s, _, _)| *s == 200));
-    assert_eq!(count_service_requests(&server, "").await, 2);
+    // (Counted as the BaRS sender, which sees only its own referrals.)
+    assert_eq!(count_service_requests(&server, "").await, 1);
+    let (_, rows) = server
+        .as_(whg::auth::Principal::practice(DEFAULT_PRACTICE))
+        .get("/fhir/ServiceRequest")
+        .await;
+    assert_eq!(rows["total"], 1);
 }
 
 #[tokio::test]

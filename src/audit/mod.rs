@@ -12,6 +12,7 @@ use crate::fhir::systems;
 use crate::store::{Store, StoreError};
 
 const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
+const UK_CORE_AUDIT_EVENT: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-AuditEvent";
 
 /// What happened, which fixes the event's type, subtype and action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +129,7 @@ pub fn audit_event(event: &Event) -> Value {
     }
     let mut resource = json!({
         "resourceType": "AuditEvent",
+        "meta": { "profile": [UK_CORE_AUDIT_EVENT] },
         "type": { "system": DCM, "code": type_code, "display": type_display },
         "subtype": [{ "system": subtype_system, "code": subtype }],
         "action": action,

@@ -1,0 +1,283 @@
+//! The evaluation export: pseudonymised NDJSON, one line per referral, for people whose consent
+//! covers evaluation, and nobody else. A person appears under a keyed, stable pseudonym (the same
+//! across exports made with the same key, so evaluators can follow a person over time), dates are
+//! months, and ages are bands. Each person disclosed is audited.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::access::consent_file;
+use crate::audit::{self, Event, Kind};
+use crate::consent::{Action, DataClass, Purpose, Question, Recipient, RecipientClass};
+use crate::fhir::resource::identifier_value;
+use crate::fhir::search::SearchRequest;
+use crate::fhir::systems;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write the export: {0}")]
+    Write(#[from] std::io::Error),
+    #[error("pseudonym key {path}: {problem}")]
+    Key { path: String, problem: String },
+}
+
+/// The secret that keys pseudonyms. Whoever holds it can re-identify people from NHS numbers, so
+/// it stays with the gateway, never with the export.
+pub struct PseudonymKey(Vec<u8>);
+
+impl PseudonymKey {
+    /// Loads the key (hex) at `path`, creating a random one (owner-only) if there is none.
+    pub fn load_or_create(path: &Path) -> Result<Self, ExportError> {
+        let err = |problem: String| ExportError::Key {
+            path: path.display().to_string(),
+            problem,
+        };
+        if path.exists() {
+            let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+            let bytes = hex::decode(text.trim()).map_err(|e| err(e.to_string()))?;
+            if bytes.len() < 32 {
+                return Err(err("must hold at least 32 bytes, as hex".into()));
+            }
+            return Ok(Self(bytes));
+        }
+        let mut bytes = vec![0u8; 32];
+        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| err("no system randomness".into()))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path).map_err(|e| err(e.to_string()))?;
+        file.write_all(hex::encode(&bytes).as_bytes())
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Self(bytes))
+    }
+
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    /// The pseudonym of the person with `nhs_number`.
+    pub fn pseudonym(&self, nhs_number: &str) -> String {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        mac.update(b"whg-evaluation-pseudonym:");
+        mac.update(nhs_number.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+}
+
+/// Age band at a date, as evaluations report them.
+pub fn age_band(birth_date: NaiveDate, on: NaiveDate) -> &'static str {
+    let age = on.years_since(birth_date).unwrap_or(0);
+    match age {
+        0..=24 => "16-24",
+        25..=34 => "25-34",
+        35..=44 => "35-44",
+        45..=54 => "45-54",
+        55..=64 => "55-64",
+        _ => "65+",
+    }
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ExportSummary {
+    pub people: usize,
+    pub referrals: usize,
+    /// People left out because their consent does not cover evaluation.
+    pub withheld: usize,
+}
+
+/// Writes the export to `out`.
+pub async fn evaluation_export(
+    store: &dyn Store,
+    key: &PseudonymKey,
+    out: &mut impl Write,
+    now: DateTime<Utc>,
+) -> Result<ExportSummary, ExportError> {
+    let all = SearchRequest {
+        resource_type: "ServiceRequest".into(),
+        filters: Vec::new(),
+        count: u32::MAX,
+        offset: 0,
+        tenancy: None,
+    };
+    let mut by_patient: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for c in store.search_candidates(&all).await? {
+        if let Some(p) = c.patient {
+            by_patient.entry(p).or_default().push(c.id);
+        }
+    }
+    let question = Question {
+        recipient: Recipient {
+            class: RecipientClass::Evaluation,
+            organisation: None,
+        },
+        action: Action::Disclose,
+        purpose: Purpose::Research,
+        class: DataClass::Referral,
+        at: now,
+        document: None,
+    };
+    let mut summary = ExportSummary::default();
+    let mut events = Vec::new();
+    for (patient_ref, referral_ids) in &by_patient {
+        let patient_id = patient_ref.trim_start_matches("Patient/");
+        let decision = consent_file(store, patient_id).await?.decide(&question);
+        if !decision.permitted() {
+            summary.withheld += 1;
+            continue;
+        }
+        let Some(patient) = store.read("Patient", patient_id).await? else {
+            continue;
+        };
+        let Some(nhs_number) = identifier_value(&patient, systems::NHS_NUMBER) else {
+            // No NHS number, no stable pseudonym: left out rather than given a random one.
+            summary.withheld += 1;
+            continue;
+        };
+        let person = key.pseudonym(nhs_number);
+        let birth_date = patient["birthDate"]
+            .as_str()
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+        let mut referrals = store.read_many("ServiceRequest", referral_ids).await?;
+        referrals.sort_by(|a, b| a["authoredOn"].as_str().cmp(&b["authoredOn"].as_str()));
+        for sr in &referrals {
+            let line = referral_line(store, &person, &patient, birth_date, sr).await?;
+            serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
+            out.write_all(b"\n")?;
+            summary.referrals += 1;
+        }
+        summary.people += 1;
+        events.push((patient_ref.clone(), decision));
+    }
+    out.flush()?;
+    let audit_events: Vec<Event> = events
+        .iter()
+        .map(|(patient, decision)| Event {
+            kind: Kind::Export,
+            principal: None,
+            patient: Some(patient.clone()),
+            entities: Vec::new(),
+            decision: Some(decision),
+            permitted: true,
+            description: format!("included in the evaluation export: {}", decision.reason),
+            at: now,
+            request_id: None,
+        })
+        .collect();
+    for chunk in audit_events.chunks(500) {
+        audit::append(store, chunk).await?;
+    }
+    Ok(summary)
+}
+
+/// One referral, pseudonymised: no name, NHS number, address or exact date.
+async fn referral_line(
+    store: &dyn Store,
+    person: &str,
+    patient: &Value,
+    birth_date: Option<NaiveDate>,
+    sr: &Value,
+) -> Result<Value, StoreError> {
+    let authored = sr["authoredOn"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.date_naive());
+    let route = sr["extension"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["url"] == systems::SOURCE_OF_SERVICE_REQUEST_EXT)
+        .flat_map(|e| {
+            e["valueCodeableConcept"]["coding"]
+                .as_array()
+                .into_iter()
+                .flatten()
+        })
+        .find(|c| c["system"] == systems::local_code_system("referral-route"))
+        .and_then(|c| c["code"].as_str());
+    let mut employment_status = None;
+    for info in sr["supportingInfo"].as_array().into_iter().flatten() {
+        let Some(id) = info["reference"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("Observation/"))
+        else {
+            continue;
+        };
+        if let Some(obs) = store.read("Observation", id).await?
+            && obs["code"]["coding"][0]["code"] == "employment-status"
+        {
+            employment_status = obs["valueCodeableConcept"]["coding"][0]["code"]
+                .as_str()
+                .map(str::to_string);
+        }
+    }
+    Ok(json!({
+        "person": person,
+        "referralMonth": authored.map(|d| d.format("%Y-%m").to_string()),
+        "service": sr["performer"][0]["display"],
+        "route": route,
+        "status": sr["status"],
+        "priority": sr["priority"],
+        "ageBandAtReferral": match (birth_date, authored) {
+            (Some(b), Some(a)) => Some(age_band(b, a)),
+            _ => None,
+        },
+        "sex": patient["gender"],
+        "employmentStatusAtReferral": employment_status,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudonyms_are_keyed_stable_and_not_the_number() {
+        let a = PseudonymKey::from_bytes(vec![1; 32]);
+        let b = PseudonymKey::from_bytes(vec![2; 32]);
+        assert_eq!(a.pseudonym("9990000018"), a.pseudonym("9990000018"));
+        assert_ne!(a.pseudonym("9990000018"), a.pseudonym("9990000026"));
+        assert_ne!(a.pseudonym("9990000018"), b.pseudonym("9990000018"));
+        assert!(!a.pseudonym("9990000018").contains("9990000018"));
+        assert_eq!(a.pseudonym("9990000018").len(), 32);
+    }
+
+    #[test]
+    fn age_bands() {
+        let d = |s| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        assert_eq!(age_band(d("2000-06-02"), d("2026-06-01")), "25-34");
+        assert_eq!(age_band(d("2000-06-01"), d("2026-06-01")), "25-34");
+        assert_eq!(age_band(d("2002-06-02"), d("2026-06-01")), "16-24");
+        assert_eq!(age_band(d("1960-01-01"), d("2026-06-01")), "65+");
+    }
+
+    #[test]
+    fn key_file_is_created_once_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        let a = PseudonymKey::load_or_create(&path).unwrap();
+        let b = PseudonymKey::load_or_create(&path).unwrap();
+        assert_eq!(a.pseudonym("x"), b.pseudonym("x"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+    }
+}

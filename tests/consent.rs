@@ -1,0 +1,892 @@
+//! Consent, enforced over HTTP at every point: intake, reads, searches, disclosures, overrides,
+//! withdrawal, the audit trail and the evaluation export. Each test fails if its check is removed.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use whg::auth::{Principal, Role, scope};
+
+const WHS: &str = "sheffield-whs";
+const WORKWELL: &str = "workwell-south-tyneside";
+
+fn referral(name: &str) -> Value {
+    read_json(
+        &root()
+            .join("fixtures/referrals/valid")
+            .join(format!("{name}.json")),
+    )
+}
+
+/// The `n`th synthetic NHS number (999 range) that passes Modulus 11.
+fn nhs_number(n: usize) -> String {
+    (0..)
+        .map(|i| format!("999{:06}", 100_000 + i * 7))
+        .flat_map(|nine| (0..10).map(move |d| format!("{nine}{d}")))
+        .filter(|c| whg::fhir::identifiers::nhs_number(c).is_ok())
+        .nth(n)
+        .unwrap()
+}
+
+/// A referral for a different person (`n`), with its own id, to `service`.
+fn referral_for(n: usize, service: &str) -> Value {
+    let mut r = referral("01-gp-work-stress-off-sick");
+    r["referralId"] = json!(format!("CONSENT-TEST-{n}"));
+    r["patient"]["nhsNumber"] = json!(nhs_number(n));
+    r["targetService"] = json!(service);
+    r
+}
+
+/// Posts a referral as its practice; returns (ServiceRequest id, Patient id).
+async fn refer(server: &Server, body: &Value) -> (String, String) {
+    let (status, headers, outcome) = server.post_json("/api/v1/referrals", body).await;
+    assert_eq!(status, 201, "{outcome}");
+    let sr_id = location_id(&headers);
+    let (_, sr) = practice(server)
+        .get(&format!("/fhir/ServiceRequest/{sr_id}"))
+        .await;
+    let patient = sr["subject"]["reference"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("Patient/")
+        .to_string();
+    (sr_id, patient)
+}
+
+fn practice(server: &Server) -> Actor<'_> {
+    server.as_(Principal::practice(DEFAULT_PRACTICE))
+}
+
+fn service<'a>(server: &'a Server, id: &str) -> Actor<'a> {
+    server.as_(Principal::service(id))
+}
+
+fn ig(server: &Server) -> Actor<'_> {
+    server.as_(Principal::new(Role::InformationGovernance, "ig-team"))
+}
+
+/// The referral's Consent whose provision names `recipient`.
+async fn consent_for(server: &Server, patient: &str, recipient: &str) -> Value {
+    let (status, bundle) = practice(server)
+        .get(&format!(
+            "/fhir/Consent?patient=Patient/{patient}&status=active"
+        ))
+        .await;
+    assert_eq!(status, 200, "{bundle}");
+    bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"].clone())
+        .find(|c| {
+            c.to_string()
+                .contains(&format!("consent-recipient\",\"code\":\"{recipient}"))
+        })
+        .unwrap_or_else(|| panic!("no {recipient} consent in {bundle}"))
+}
+
+fn fixture_consent(name: &str, patient: &str) -> Value {
+    let text = std::fs::read_to_string(
+        root()
+            .join("fixtures/consent/valid")
+            .join(format!("{name}.json")),
+    )
+    .unwrap();
+    serde_json::from_str(&text.replace("Patient/example", &format!("Patient/{patient}"))).unwrap()
+}
+
+async fn decide(actor: &Actor<'_>, body: Value) -> Value {
+    let (status, _, answer) = actor.post("/api/v1/disclosures/$decide", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+async fn db_count(server: &Server, sql: &'static str) -> i64 {
+    use sqlx::Connection;
+    let url = format!(
+        "sqlite://{}?mode=ro",
+        server.dir.path().join("whg.db").display()
+    );
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_referral_without_agreement_stores_nothing_about_the_person_and_is_audited() {
+    let server = Server::start();
+    let mut r = referral_for(1, WHS);
+    r["consent"]["patientAgreed"] = json!(false);
+    let (status, _, outcome) = server.post_json("/api/v1/referrals", &r).await;
+    assert_eq!(status, 422, "{outcome}");
+    assert_eq!(
+        issue_keys(&outcome),
+        [(
+            "consent.patientAgreed".to_string(),
+            "business-rule".to_string()
+        )]
+    );
+    assert!(
+        outcome["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("no active consent permits disclose of referral to work-health-service")
+    );
+    assert_eq!(
+        db_count(
+            &server,
+            "SELECT COUNT(*) FROM resources WHERE resource_type != 'AuditEvent'"
+        )
+        .await,
+        0
+    );
+    // The refusal is audited, without the person.
+    let (_, events) = ig(&server).get("/fhir/AuditEvent?outcome=4").await;
+    assert_eq!(events["total"], 1, "{events}");
+    let text = events.to_string();
+    assert!(!text.contains(&nhs_number(1)) && !text.contains("Patient/"));
+    assert!(text.contains("CONSENT-TEST-1"));
+}
+
+#[tokio::test]
+async fn a_recorded_refusal_beats_a_new_referrals_agreement() {
+    let server = Server::start();
+    let (_, patient) = refer(&server, &referral_for(2, WHS)).await;
+    // The person tells their GP they no longer want the service to have anything.
+    let mut refusal = fixture_consent("05-nothing-to-dwp", &patient);
+    refusal["provision"]["actor"][0]["role"]["coding"][1]["code"] = json!("work-health-service");
+    let (status, _, stored) = practice(&server).post("/fhir/Consent", &refusal).await;
+    assert_eq!(status, 201, "{stored}");
+    let mut again = referral_for(2, WHS);
+    again["referralId"] = json!("CONSENT-TEST-2-AGAIN");
+    let (status, _, outcome) = server.post_json("/api/v1/referrals", &again).await;
+    assert_eq!(status, 422, "{outcome}");
+    let why = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(
+        why.contains(&format!(
+            "Consent/{} refuses",
+            stored["id"].as_str().unwrap()
+        )),
+        "{why}"
+    );
+}
+
+#[tokio::test]
+async fn a_service_sees_only_referrals_addressed_to_it() {
+    let server = Server::start();
+    let (to_whs, whs_patient) = refer(&server, &referral_for(3, WHS)).await;
+    let (to_workwell, workwell_patient) = refer(&server, &referral_for(4, WORKWELL)).await;
+
+    let whs = service(&server, WHS);
+    let (_, found) = whs.get("/fhir/ServiceRequest").await;
+    assert_eq!(found["total"], 1, "{found}");
+    assert_eq!(found["entry"][0]["resource"]["id"], json!(to_whs));
+    assert_eq!(
+        whs.get(&format!("/fhir/ServiceRequest/{to_whs}")).await.0,
+        200
+    );
+    assert_eq!(
+        whs.get(&format!("/fhir/Patient/{whs_patient}")).await.0,
+        200
+    );
+    for other in [
+        format!("ServiceRequest/{to_workwell}"),
+        format!("Patient/{workwell_patient}"),
+    ] {
+        let (status, outcome) = whs.get(&format!("/fhir/{other}")).await;
+        assert_eq!(status, 404, "{other}: {outcome}");
+    }
+    // Asking by the other person's NHS number finds nothing either.
+    let (_, found) = whs
+        .get(&format!(
+            "/fhir/ServiceRequest?patient.identifier=https://fhir.nhs.uk/Id/nhs-number|{}",
+            nhs_number(4)
+        ))
+        .await;
+    assert_eq!(found["total"], 0);
+
+    // Another practice sees neither; the sending practice sees both.
+    let other_practice = server.as_(Principal::practice("C88999"));
+    assert_eq!(
+        other_practice
+            .get(&format!("/fhir/ServiceRequest/{to_whs}"))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        other_practice.get("/fhir/ServiceRequest").await.1["total"],
+        0
+    );
+    assert_eq!(
+        practice(&server).get("/fhir/ServiceRequest").await.1["total"],
+        2
+    );
+    // Information governance reads the audit trail, not records.
+    assert_eq!(
+        ig(&server)
+            .get(&format!("/fhir/ServiceRequest/{to_whs}"))
+            .await
+            .0,
+        403
+    );
+}
+
+#[tokio::test]
+async fn withdrawal_stops_reads_at_once_and_searches_do_not_leak_it() {
+    let server = Server::start();
+    let (first, first_patient) = refer(&server, &referral_for(5, WHS)).await;
+    let (second, _) = refer(&server, &referral_for(6, WHS)).await;
+    let whs = service(&server, WHS);
+    assert_eq!(whs.get("/fhir/ServiceRequest").await.1["total"], 2);
+    assert_eq!(
+        whs.get(&format!("/fhir/ServiceRequest/{first}")).await.0,
+        200
+    );
+
+    // The person withdraws their agreement to the service having their referral.
+    let mut consent = consent_for(&server, &first_patient, "work-health-service").await;
+    consent["status"] = json!("inactive");
+    let id = consent["id"].as_str().unwrap().to_string();
+    let (status, _, updated) = practice(&server)
+        .put(&format!("/fhir/Consent/{id}"), &consent)
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["meta"]["versionId"], "2");
+
+    let (status, outcome) = whs.get(&format!("/fhir/ServiceRequest/{first}")).await;
+    assert_eq!(status, 403, "{outcome}");
+    assert!(
+        outcome["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("consent does not allow"),
+        "{outcome}"
+    );
+    assert_eq!(
+        whs.get(&format!("/fhir/Patient/{first_patient}")).await.0,
+        403
+    );
+    // The search neither returns it nor counts it, and paging does not step over a hole.
+    let (_, page) = whs.get("/fhir/ServiceRequest?_count=1").await;
+    assert_eq!(page["total"], 1, "{page}");
+    assert_eq!(page["entry"][0]["resource"]["id"], json!(second));
+    assert!(
+        !page["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["relation"] == "next"),
+        "{page}"
+    );
+    // The service can still see that consent was withdrawn.
+    let (status, seen) = whs.get(&format!("/fhir/Consent/{id}")).await;
+    assert_eq!((status, seen["status"].as_str()), (200, Some("inactive")));
+    // The sending practice still reads its own referral.
+    assert_eq!(
+        practice(&server)
+            .get(&format!("/fhir/ServiceRequest/{first}"))
+            .await
+            .0,
+        200
+    );
+
+    // A stale version cannot be written over the withdrawal.
+    consent["status"] = json!("active");
+    let r = server
+        .client
+        .put(server.url(&format!("/fhir/Consent/{id}")))
+        .header(
+            "authorization",
+            format!("Bearer {}", practice(&server).token),
+        )
+        .header("content-type", "application/fhir+json")
+        .header("if-match", "W/\"1\"")
+        .body(serde_json::to_vec(&consent).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 412);
+}
+
+#[tokio::test]
+async fn letters_waiting_for_the_practice_are_refused_at_the_next_attempt_after_withdrawal() {
+    let server = Server::start();
+    let (_, patient) = refer(&server, &referral_for(7, WHS)).await;
+    let whs = service(&server, WHS);
+    let letter = json!({
+        "patient": format!("Patient/{patient}"),
+        "recipient": "referring-practice",
+        "recipientOrganisation": format!("https://fhir.nhs.uk/Id/ods-organization-code|{DEFAULT_PRACTICE}"),
+        "dataClass": "adviser-letter",
+        "document": "DocumentReference/letter-1",
+    });
+    let answer = decide(&whs, letter.clone()).await;
+    assert_eq!(answer["decision"], "permit", "{answer}");
+    // Another practice is not the referring practice.
+    let mut elsewhere = letter.clone();
+    elsewhere["recipientOrganisation"] =
+        json!("https://fhir.nhs.uk/Id/ods-organization-code|C88999");
+    assert_eq!(decide(&whs, elsewhere).await["decision"], "deny");
+
+    let mut feedback = consent_for(&server, &patient, "referring-practice").await;
+    feedback["status"] = json!("inactive");
+    let id = feedback["id"].as_str().unwrap().to_string();
+    let (status, _, _) = whs.put(&format!("/fhir/Consent/{id}"), &feedback).await;
+    assert_eq!(status, 200, "an adviser records the withdrawal");
+    let answer = decide(&whs, letter).await;
+    assert_eq!(answer["decision"], "deny", "{answer}");
+    assert!(
+        answer["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no active consent permits disclose of adviser-letter")
+    );
+}
+
+#[tokio::test]
+async fn consent_recorded_by_an_adviser_at_first_contact_hides_diagnoses() {
+    let server = Server::start();
+    let (sr_id, patient) = refer(&server, &referral_for(8, WHS)).await;
+    let whs = service(&server, WHS);
+    let (_, sr) = whs.get(&format!("/fhir/ServiceRequest/{sr_id}")).await;
+    let condition = sr["reasonReference"][0]["reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(whs.get(&format!("/fhir/{condition}")).await.0, 200);
+    // After the first conversation the person asks that the service not hold their diagnoses.
+    let refusal = json!({
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy" }] },
+        "category": [{ "coding": [{ "system": "http://loinc.org", "code": "59284-0" }] }],
+        "patient": { "reference": format!("Patient/{patient}") },
+        "dateTime": "2026-06-01T10:00:00+01:00",
+        "provision": {
+            "type": "deny",
+            "actor": [{
+                "role": { "coding": [{ "system": "https://fhir.work-health-gateway.org/CodeSystem/consent-recipient", "code": "work-health-service" }] },
+                "reference": { "identifier": { "system": "https://fhir.work-health-gateway.org/Id/service", "value": WHS } },
+            }],
+            "class": [{ "system": "https://fhir.work-health-gateway.org/CodeSystem/consent-data-class", "code": "diagnosis" }],
+        },
+    });
+    let (status, _, stored) = whs.post("/fhir/Consent", &refusal).await;
+    assert_eq!(status, 201, "{stored}");
+    assert_eq!(whs.get(&format!("/fhir/{condition}")).await.0, 403);
+    assert_eq!(
+        whs.get(&format!("/fhir/ServiceRequest/{sr_id}")).await.0,
+        200
+    );
+    // A service cannot record consent for a person it has no referral for.
+    let other = service(&server, WORKWELL);
+    assert_eq!(other.post("/fhir/Consent", &refusal).await.0, 404);
+}
+
+#[tokio::test]
+async fn employer_disclosure_needs_the_persons_approval_of_that_document() {
+    let server = Server::start();
+    let (_, patient) = refer(&server, &referral_for(9, WHS)).await;
+    let whs = service(&server, WHS);
+    let ask = |document: &str, class: &str| {
+        json!({
+            "patient": format!("Patient/{patient}"),
+            "recipient": "employer",
+            "dataClass": class,
+            "document": document,
+        })
+    };
+    assert_eq!(
+        decide(
+            &whs,
+            ask("DocumentReference/rtw-letter-1", "adviser-letter")
+        )
+        .await["decision"],
+        "deny",
+        "nothing approved yet"
+    );
+    let mut approval = fixture_consent("04-employer-letter-approved", &patient);
+    approval["provision"]["period"] = json!({ "start": "2026-01-01" });
+    assert_eq!(whs.post("/fhir/Consent", &approval).await.0, 201);
+    let approved = decide(
+        &whs,
+        ask("DocumentReference/rtw-letter-1", "adviser-letter"),
+    )
+    .await;
+    assert_eq!(approved["decision"], "permit", "{approved}");
+    assert!(
+        approved["consent"]
+            .as_str()
+            .unwrap()
+            .starts_with("Consent/")
+    );
+    assert_eq!(
+        decide(&whs, ask("DocumentReference/another", "adviser-letter")).await["decision"],
+        "deny"
+    );
+    assert_eq!(
+        decide(&whs, ask("DocumentReference/rtw-letter-1", "diagnosis")).await["decision"],
+        "deny",
+        "diagnoses are left out unless covered"
+    );
+}
+
+#[tokio::test]
+async fn an_override_acts_against_a_deny_for_a_stated_reason_and_is_reviewed() {
+    let server = Server::start();
+    let (_, patient) = refer(&server, &referral_for(10, WHS)).await;
+    let mut refusal = fixture_consent("05-nothing-to-dwp", &patient);
+    refusal["provision"]["actor"][0]["role"]["coding"][1]["code"] = json!("employer");
+    let whs = service(&server, WHS);
+    assert_eq!(whs.post("/fhir/Consent", &refusal).await.0, 201);
+    let ask = json!({
+        "patient": format!("Patient/{patient}"),
+        "recipient": "employer",
+        "dataClass": "adviser-letter",
+        "document": "DocumentReference/fitness-to-drive",
+    });
+    assert_eq!(decide(&whs, ask.clone()).await["decision"], "deny");
+
+    let request = json!({
+        "patient": format!("Patient/{patient}"),
+        "recipient": "employer",
+        "dataClasses": ["adviser-letter"],
+        "reason": "risk-to-others",
+        "justification": "Security guard with untreated sleep apnoea; falls asleep on night shifts operating gates.",
+        "hours": 24,
+    });
+    // Without the override permission: refused.
+    let (status, headers, _) = whs.post("/api/v1/consent-overrides", &request).await;
+    assert_eq!(status, 403);
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("insufficient_scope")
+    );
+    let mut clinician = Principal::service(WHS);
+    clinician.scopes.push(scope::CONSENT_OVERRIDE.into());
+    let clinician = server.as_(clinician);
+    // Every problem at once.
+    let (status, _, outcome) = clinician
+        .post(
+            "/api/v1/consent-overrides",
+            &json!({ "patient": "x", "recipient": "boss", "dataClasses": [], "reason": "curiosity", "justification": "because", "hours": 1000 }),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(issue_keys(&outcome).len(), 6, "{outcome}");
+    let (status, _, granted) = clinician.post("/api/v1/consent-overrides", &request).await;
+    assert_eq!(status, 201, "{granted}");
+    let answer = decide(&whs, ask.clone()).await;
+    assert_eq!(answer["decision"], "permit", "{answer}");
+    assert_eq!(answer["override"], granted["id"]);
+    let mut diagnosis = ask.clone();
+    diagnosis["dataClass"] = json!("diagnosis");
+    assert_eq!(
+        decide(&whs, diagnosis).await["decision"],
+        "deny",
+        "only what was overridden"
+    );
+
+    // Listed for review until reviewed.
+    let ig = ig(&server);
+    let (_, list) = ig.get("/api/v1/consent-overrides?unreviewed=true").await;
+    assert_eq!(list["total"], 1, "{list}");
+    assert_eq!(list["overrides"][0]["reason"], "risk-to-others");
+    let (status, _, reviewed) = ig
+        .post(
+            &format!("/api/v1/consent-overrides/{}/review", granted["id"].as_str().unwrap()),
+            &json!({ "outcome": "appropriate", "note": "Proportionate; employer told only of fitness for night shifts." }),
+        )
+        .await;
+    assert_eq!(status, 200, "{reviewed}");
+    assert_eq!(
+        ig.get("/api/v1/consent-overrides?unreviewed=true").await.1["total"],
+        0
+    );
+    assert_eq!(ig.get("/api/v1/consent-overrides").await.1["total"], 1);
+    assert_eq!(whs.get("/api/v1/consent-overrides").await.0, 403);
+    // The override is in the audit trail.
+    let (_, events) = ig
+        .get(&format!("/fhir/AuditEvent?patient=Patient/{patient}"))
+        .await;
+    let text = events.to_string();
+    assert!(
+        text.contains("consent-override") && text.contains("the override acted under"),
+        "{events}"
+    );
+}
+
+#[tokio::test]
+async fn every_decision_and_read_is_in_the_audit_trail_for_information_governance() {
+    let server = Server::start();
+    let (sr_id, patient) = refer(&server, &referral_for(11, WHS)).await;
+    let whs = service(&server, WHS);
+    assert_eq!(
+        whs.get(&format!("/fhir/ServiceRequest/{sr_id}")).await.0,
+        200
+    );
+    let mut consent = consent_for(&server, &patient, "work-health-service").await;
+    consent["status"] = json!("inactive");
+    let id = consent["id"].as_str().unwrap().to_string();
+    practice(&server)
+        .put(&format!("/fhir/Consent/{id}"), &consent)
+        .await;
+    assert_eq!(
+        whs.get(&format!("/fhir/ServiceRequest/{sr_id}")).await.0,
+        403
+    );
+
+    let ig = ig(&server);
+    let (status, events) = ig
+        .get(&format!(
+            "/fhir/AuditEvent?patient=Patient/{patient}&_count=100"
+        ))
+        .await;
+    assert_eq!(status, 200, "{events}");
+    let entries: Vec<&Value> = events["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .collect();
+    let with = |subtype: &str, outcome: &str| {
+        entries
+            .iter()
+            .filter(|e| e["subtype"][0]["code"] == subtype && e["outcome"] == outcome)
+            .count()
+    };
+    assert_eq!(with("create", "0"), 1, "intake decision");
+    assert!(with("read", "0") >= 2, "permitted reads");
+    assert_eq!(with("read", "4"), 1, "the read refused after withdrawal");
+    assert!(with("update", "0") >= 1, "the withdrawal");
+    let refused = entries
+        .iter()
+        .find(|e| e["subtype"][0]["code"] == "read" && e["outcome"] == "4")
+        .unwrap();
+    assert!(
+        refused["outcomeDesc"]
+            .as_str()
+            .unwrap()
+            .contains("no active consent permits access of referral"),
+        "{refused}"
+    );
+    assert_eq!(
+        refused["agent"][0]["who"]["identifier"]["value"],
+        "service:sheffield-whs"
+    );
+    let (_, by_agent) = ig.get("/fhir/AuditEvent?agent=sheffield-whs").await;
+    assert!(by_agent["total"].as_u64().unwrap() >= 2);
+    for e in &entries {
+        whg::fhir::resource::check_strict(e).unwrap();
+    }
+    check_with_independent_fhir(&entries.iter().map(|e| (*e).clone()).collect::<Vec<_>>());
+    // Append-only: nobody can change or delete an event, and only IG reads them.
+    let event_id = entries[0]["id"].as_str().unwrap();
+    for method in [reqwest::Method::PUT, reqwest::Method::DELETE] {
+        let (status, _, _) = ig
+            .send(
+                method,
+                &format!("/fhir/AuditEvent/{event_id}"),
+                Some(entries[0]),
+            )
+            .await;
+        assert_eq!(status, 405);
+    }
+    assert_eq!(whs.get("/fhir/AuditEvent").await.0, 403);
+    assert_eq!(
+        practice(&server)
+            .get(&format!("/fhir/AuditEvent/{event_id}"))
+            .await
+            .0,
+        403
+    );
+    // No NHS number, name or date of birth in the logs.
+    let logs = server.logs();
+    assert!(!logs.contains(&nhs_number(11)));
+}
+
+#[tokio::test]
+async fn the_evaluation_export_holds_only_people_who_agreed_pseudonymised() {
+    let server = Server::start();
+    let agreed = referral_for(12, WHS);
+    let mut declined = referral_for(13, WHS);
+    declined["consent"]["evaluation"] = json!(false);
+    refer(&server, &agreed).await;
+    refer(&server, &declined).await;
+    let export = |name: &str| {
+        let out = server.dir.path().join(name);
+        let status = std::process::Command::new(WHG)
+            .args(["export", "--out"])
+            .arg(&out)
+            .arg("--config")
+            .arg(server.dir.path().join("test.toml"))
+            .arg("--database-url")
+            .arg(format!(
+                "sqlite://{}",
+                server.dir.path().join("whg.db").display()
+            ))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::read_to_string(out).unwrap()
+    };
+    let first = export("export-1.ndjson");
+    let lines: Vec<Value> = first
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{first}");
+    let line = &lines[0];
+    assert_eq!(line["referralMonth"], "2026-03");
+    assert_eq!(line["ageBandAtReferral"], "45-54");
+    assert_eq!(line["route"], "gp");
+    assert_eq!(line["employmentStatusAtReferral"], "off-sick-work-related");
+    for secret in [
+        nhs_number(12),
+        nhs_number(13),
+        "Whitworth".into(),
+        "1979".into(),
+    ] {
+        assert!(!first.contains(&secret), "{secret} in the export");
+    }
+    let name = agreed["patient"]["name"]["family"].as_str().unwrap();
+    assert!(!first.contains(name));
+    // Stable pseudonyms: the same person, the same id, export after export.
+    assert_eq!(export("export-2.ndjson"), first);
+    let (_, events) = ig(&server).get("/fhir/AuditEvent?_count=100").await;
+    assert!(events.to_string().contains("evaluation-export"));
+}
+
+#[tokio::test]
+async fn the_published_consent_examples_are_accepted_and_the_invalid_ones_explained() {
+    let server = Server::start();
+    let (_, patient) = refer(&server, &referral_for(14, WHS)).await;
+    let mut stored = Vec::new();
+    for f in fixtures("consent/valid") {
+        let name = f.file_stem().unwrap().to_str().unwrap();
+        let consent = fixture_consent(name, &patient);
+        let (status, headers, body) = practice(&server).post("/fhir/Consent", &consent).await;
+        assert_eq!(status, 201, "{name}: {body}");
+        assert!(
+            headers["location"]
+                .to_str()
+                .unwrap()
+                .contains("/fhir/Consent/")
+        );
+        whg::fhir::resource::check_strict(&body).unwrap();
+        stored.push(body);
+    }
+    check_with_independent_fhir(&stored);
+    for f in fixtures("consent/invalid") {
+        let name = f.file_stem().unwrap().to_str().unwrap();
+        let consent = fixture_consent(&format!("../invalid/{name}"), &patient);
+        let expected = read_json(&expected_path(&f));
+        let (status, _, outcome) = practice(&server).post("/fhir/Consent", &consent).await;
+        assert_eq!(
+            status,
+            expected["status"].as_u64().unwrap() as u16,
+            "{name}: {outcome}"
+        );
+        let want: Vec<(String, String)> = {
+            let mut v: Vec<(String, String)> = expected["issues"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| {
+                    (
+                        i["expression"].as_str().unwrap().into(),
+                        i["code"].as_str().unwrap().into(),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(issue_keys(&outcome), want, "{name}");
+    }
+    let (_, all) = practice(&server)
+        .get(&format!(
+            "/fhir/Consent?patient=Patient/{patient}&_count=100"
+        ))
+        .await;
+    // Three from the referral, five examples.
+    assert_eq!(all["total"], 3 + 5, "{all}");
+}
+
+#[tokio::test]
+async fn every_route_but_health_and_metadata_needs_a_valid_token() {
+    let server = Server::start();
+    let anonymous = reqwest::Client::new();
+    for (method, path) in [
+        (reqwest::Method::GET, "/fhir/ServiceRequest"),
+        (reqwest::Method::GET, "/fhir/Patient/x"),
+        (reqwest::Method::POST, "/api/v1/referrals"),
+        (reqwest::Method::POST, "/fhir/$process-message"),
+        (reqwest::Method::POST, "/fhir/Consent"),
+        (reqwest::Method::GET, "/fhir/AuditEvent"),
+        (reqwest::Method::POST, "/api/v1/disclosures/$decide"),
+        (reqwest::Method::GET, "/api/v1/consent-overrides"),
+    ] {
+        for token in [None, Some("not-a-token"), Some(&*forged_token())] {
+            let mut req = anonymous
+                .request(method.clone(), server.url(path))
+                .header("content-type", "application/fhir+json")
+                .body("{}");
+            if let Some(t) = token {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 401, "{method} {path}");
+            assert!(
+                r.headers()["www-authenticate"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("Bearer")
+            );
+            let outcome: Value = r.json().await.unwrap();
+            assert_eq!(outcome["issue"][0]["code"], "login");
+        }
+    }
+    for path in ["/fhir/metadata", "/health/live", "/health/ready"] {
+        assert_eq!(
+            anonymous
+                .get(server.url(path))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    // A practice sends only as itself; a service does not send referrals.
+    let mut other = referral_for(15, WHS);
+    other["practice"]["odsCode"] = json!("C88999");
+    let (status, _, outcome) = practice(&server).post("/api/v1/referrals", &other).await;
+    assert_eq!(status, 403, "{outcome}");
+    let (status, _, _) = service(&server, WHS)
+        .post("/api/v1/referrals", &referral_for(16, WHS))
+        .await;
+    assert_eq!(status, 403);
+}
+
+/// A well-formed token signed by a key the gateway does not trust.
+fn forged_token() -> String {
+    let key = whg::auth::SigningKey::generate();
+    whg::auth::TokenIssuer::new(key, &whg::config::Config::defaults().auth).issue(
+        &Principal::practice(DEFAULT_PRACTICE),
+        std::time::Duration::from_secs(60),
+    )
+}
+
+/// The decision cases in fixtures/consent/decisions, through the pure decision function.
+#[test]
+fn decision_fixtures_give_their_expected_answers() {
+    use whg::consent::{Action, Code, DataClass, Purpose, Question, Recipient, RecipientClass};
+    let dir = root().join("fixtures/consent/decisions");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 9);
+    for f in files {
+        let case = read_json(&f);
+        let consents: Vec<_> = case["consents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                whg::consent::read_consent(c).unwrap_or_else(|e| panic!("{}: {e:?}", f.display()))
+            })
+            .collect();
+        let overrides: Vec<_> = case["overrides"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|o| whg::access::override_from_record(o).unwrap())
+            .collect();
+        for q in case["questions"].as_array().unwrap() {
+            let question = Question {
+                recipient: Recipient {
+                    class: RecipientClass::from_code(q["recipient"].as_str().unwrap()).unwrap(),
+                    organisation: q["organisation"].as_str().map(str::to_string),
+                },
+                action: Action::from_code(q["action"].as_str().unwrap()).unwrap(),
+                purpose: Purpose::from_code(q["purpose"].as_str().unwrap()).unwrap(),
+                class: DataClass::from_code(q["dataClass"].as_str().unwrap()).unwrap(),
+                at: chrono::DateTime::parse_from_rfc3339(q["at"].as_str().unwrap())
+                    .unwrap()
+                    .with_timezone(&chrono::Utc),
+                document: q["document"].as_str().map(str::to_string),
+            };
+            let d = whg::consent::decide(&consents, &overrides, &question);
+            let basis = match &d.basis {
+                whg::consent::Basis::NoConsent => "no-consent".to_string(),
+                whg::consent::Basis::DocumentNotApproved { .. } => "document-not-approved".into(),
+                whg::consent::Basis::Overridden { override_id, .. } => {
+                    format!("override {override_id}")
+                }
+                whg::consent::Basis::Permitted { consent }
+                | whg::consent::Basis::Refused { consent } => consent.clone(),
+            };
+            let effect = if d.permitted() { "permit" } else { "deny" };
+            assert_eq!(
+                (effect, basis.as_str()),
+                (q["expect"].as_str().unwrap(), q["basis"].as_str().unwrap()),
+                "{}: {q}: {}",
+                f.display(),
+                d.reason
+            );
+        }
+    }
+}
+
+/// The profile is valid FHIR, binds only published ValueSets, and everything the gateway emits or
+/// publishes as a Consent claims it and reads as the model.
+#[test]
+fn the_consent_profile_describes_what_is_emitted_and_published() {
+    let sd = read_json(&root().join("profiles/StructureDefinition-whg-consent.json"));
+    whg::fhir::resource::check_strict(&sd).unwrap();
+    let url = sd["url"].as_str().unwrap();
+    for e in sd["differential"]["element"].as_array().unwrap() {
+        if let Some(vs) = e["binding"]["valueSet"].as_str()
+            && let Some(name) = vs.strip_prefix("https://fhir.work-health-gateway.org/ValueSet/")
+        {
+            assert!(
+                root()
+                    .join(format!("profiles/ValueSet-{name}.json"))
+                    .exists(),
+                "{vs} is not published"
+            );
+        }
+    }
+    let claims = |c: &Value| {
+        c["meta"]["profile"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|x| x == url))
+    };
+    for f in fixtures("consent/valid") {
+        let c = read_json(&f);
+        assert!(claims(&c), "{}", f.display());
+        whg::consent::read_consent(&c).unwrap();
+    }
+    let config = whg::config::Config::defaults();
+    let ctx = whg::intake::IntakeContext::now(&config);
+    for f in fixtures("referrals/valid") {
+        let submission = whg::intake::practice_referral(&read_json(&f), &ctx).unwrap();
+        let consents: Vec<&Value> = submission
+            .entries
+            .iter()
+            .filter(|e| e.resource_type == "Consent")
+            .map(|e| &e.resource)
+            .collect();
+        assert!(!consents.is_empty());
+        for c in consents {
+            assert!(claims(c), "{}", f.display());
+            whg::consent::read_consent(c).unwrap_or_else(|e| panic!("{}: {e:?}", f.display()));
+        }
+    }
+}
