@@ -197,6 +197,17 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
             if let Some(p) = profile::uk_core_for(t) {
                 r["profile"] = json!(p);
             }
+            if *t == "Consent" {
+                r["profile"] = json!(profile::whg_consent());
+                let interactions = r["interaction"].as_array_mut().unwrap();
+                interactions.push(json!({ "code": "create" }));
+                interactions.push(json!({ "code": "update", "documentation": "Withdrawal: status inactive. If-Match guards against lost updates." }));
+                r["versioning"] = json!("versioned-update");
+                r["documentation"] = json!("A person's data-sharing consent, enforced on every read, search and disclosure. Recorded by the referring practice or, at first contact, by the service.");
+            }
+            if *t == "AuditEvent" {
+                r["documentation"] = json!("Append-only: every consent decision, read of a person's data, disclosure and override. Information-governance clients only.");
+            }
             let params = supported_params(t);
             if !params.is_empty() {
                 r["interaction"]
@@ -239,7 +250,10 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Other resource types carried in BaRS messages are stored and readable by id as well.",
+            "documentation": "Other resource types carried in BaRS messages are stored and readable by id as well. What a caller sees is limited to its organisation's referrals and, for a person's data, by that person's consent; records withheld by consent are neither returned nor counted.",
+            "security": {
+                "description": "Every interaction except metadata needs an access token (Authorization: Bearer), an ES384 JWT issued by this gateway to a registered system: a GP practice, a work-and-health service or information-governance staff. 401 without a valid token, 403 without the role or scope.",
+            },
             "resource": resources,
             "operation": [{ "name": "process-message", "definition": "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message" }],
         }],
