@@ -890,3 +890,64 @@ fn the_consent_profile_describes_what_is_emitted_and_published() {
         }
     }
 }
+
+/// Every field of a Consent deleted, nulled or retyped: always a 201 or a 4xx OperationOutcome
+/// with issues, never a 500.
+#[tokio::test]
+async fn mangled_consents_get_a_4xx_never_a_500() {
+    let server = Server::start();
+    let (_, patient) = refer(&server, &referral_for(17, WHS)).await;
+    let doc = fixture_consent("01-service-without-diagnoses", &patient);
+    let mut paths = Vec::new();
+    fn walk(v: &Value, at: String, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => m.iter().for_each(|(k, c)| {
+                out.push(format!("{at}/{k}"));
+                walk(c, format!("{at}/{k}"), out)
+            }),
+            Value::Array(a) => a.iter().enumerate().for_each(|(i, c)| {
+                out.push(format!("{at}/{i}"));
+                walk(c, format!("{at}/{i}"), out)
+            }),
+            _ => {}
+        }
+    }
+    walk(&doc, String::new(), &mut paths);
+    let actor = practice(&server);
+    let mut statuses = std::collections::BTreeMap::new();
+    for p in &paths {
+        for replacement in [
+            None,
+            Some(Value::Null),
+            Some(json!(7)),
+            Some(json!("")),
+            Some(json!([])),
+            Some(json!({"x": 1})),
+        ] {
+            let mut mangled = doc.clone();
+            let (parent, last) = p.rsplit_once('/').unwrap();
+            let target = if parent.is_empty() {
+                Some(&mut mangled)
+            } else {
+                mangled.pointer_mut(parent)
+            };
+            match (target, &replacement) {
+                (Some(Value::Object(m)), None) => drop(m.remove(last)),
+                (Some(Value::Object(m)), Some(v)) => drop(m.insert(last.to_string(), v.clone())),
+                (Some(Value::Array(a)), None) => drop(a.remove(last.parse().unwrap())),
+                (Some(Value::Array(a)), Some(v)) => a[last.parse::<usize>().unwrap()] = v.clone(),
+                _ => {}
+            }
+            let (status, _, body) = actor.post("/fhir/Consent", &mangled).await;
+            assert!(
+                status == 201 || (400..500).contains(&status),
+                "{p} {replacement:?}: {status} {body}"
+            );
+            if status != 201 {
+                assert!(!issue_keys(&body).is_empty(), "{p}");
+            }
+            *statuses.entry(status).or_insert(0) += 1;
+        }
+    }
+    assert!(statuses.len() >= 3, "{statuses:?}");
+}

@@ -116,3 +116,43 @@ fn bars_messages_never_crash_validation() {
         }
     }
 }
+
+#[test]
+fn consents_never_crash_the_consent_model_or_the_decision() {
+    use whg::consent::{Action, DataClass, Purpose, Question, Recipient, RecipientClass};
+    let question = Question {
+        recipient: Recipient {
+            class: RecipientClass::WorkHealthService,
+            organisation: Some(
+                "https://fhir.work-health-gateway.org/Id/service|sheffield-whs".into(),
+            ),
+        },
+        action: Action::Access,
+        purpose: Purpose::Treatment,
+        class: DataClass::Referral,
+        at: chrono::Utc::now(),
+        document: None,
+    };
+    let mut checked = 0;
+    for f in fixtures("consent/valid") {
+        let doc = read_json(&f);
+        let mut paths = Vec::new();
+        pointers(&doc, String::new(), &mut paths);
+        for p in &paths {
+            for m in mutations() {
+                let mutated = mutate(&doc, p, &m);
+                match whg::consent::read_consent(&mutated) {
+                    Ok(record) => {
+                        whg::consent::decide(&[record], &[], &question);
+                    }
+                    Err(issues) => assert!(
+                        !issues.is_empty() && issues.iter().all(|i| i.expression.is_some()),
+                        "{p}"
+                    ),
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 500, "{checked}");
+}

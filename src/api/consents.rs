@@ -20,7 +20,7 @@ use crate::auth::{Principal, Role, scope};
 use crate::consent::{
     self, Action, Code, DataClass, OverrideReason, Purpose, Question, Recipient, RecipientClass,
 };
-use crate::fhir::resource::{claim_profile, parse_strict};
+use crate::fhir::resource::{claim_profile, json_rule_violations, parse_strict};
 use crate::fhir::systems::profile;
 use crate::fhir::{Issue, IssueType, Issues};
 
@@ -140,6 +140,15 @@ fn checked_consent(body: &JsonBody) -> Result<Value, ApiError> {
             )
             .into(),
         ));
+    }
+    let mut breaches = Vec::new();
+    json_rule_violations(&body.value, "Consent", &mut breaches);
+    if !breaches.is_empty() {
+        let mut issues = Issues::new();
+        for (at, why) in breaches {
+            issues.error(IssueType::Structure, at, why);
+        }
+        return Err(ApiError::BadRequest(issues));
     }
     parse_strict(&body.bytes).map_err(|e| {
         ApiError::BadRequest(

@@ -124,7 +124,15 @@ async fn accept(
         resource: audit_event,
         match_identifier: None,
     });
-    Ok(app.store.submit_referral(submission).await?)
+    let stored = app.store.submit_referral(submission).await?;
+    if !stored.created {
+        // A resend stores nothing, so its event was not kept with it: record the decision alone.
+        event.patient = None;
+        event.entities = vec![format!("ServiceRequest/{}", stored.service_request_id)];
+        event.description = format!("referral resent, already stored: {}", decision.reason);
+        audit::append(&*app.store, &[event]).await?;
+    }
+    Ok(stored)
 }
 
 /// The answer to a stored referral: an OperationOutcome by default, the ServiceRequest with
