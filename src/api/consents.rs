@@ -269,6 +269,29 @@ pub struct OverrideRequest {
     hours: u32,
 }
 
+/// A JSON request body as `T`, or a 400 naming what was expected.
+fn parse_request<T: serde::de::DeserializeOwned>(
+    body: &JsonBody,
+    what: &str,
+) -> Result<T, ApiError> {
+    serde_json::from_value(body.value.clone()).map_err(|e| {
+        ApiError::BadRequest(
+            Issue::general(IssueType::Structure, format!("not {what}: {e}")).into(),
+        )
+    })
+}
+
+/// The id in a `Patient/{id}` reference, or an issue at `patient`.
+fn patient_in<'a>(reference: &'a str, issues: &mut Issues) -> Option<&'a str> {
+    let id = reference
+        .strip_prefix("Patient/")
+        .filter(|id| crate::fhir::search::is_fhir_id(id));
+    if id.is_none() {
+        issues.error(IssueType::Value, "patient", "patient must be Patient/{id}");
+    }
+    id
+}
+
 /// Shortest justification accepted: one sentence a reviewer can judge.
 const MIN_JUSTIFICATION: usize = 20;
 
@@ -281,29 +304,17 @@ pub async fn create_override(
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     require_scope(&principal, scope::CONSENT_OVERRIDE)?;
-    let req: OverrideRequest = serde_json::from_value(body.value.clone()).map_err(|e| {
-        ApiError::BadRequest(
-            Issue::general(
-                IssueType::Structure,
-                format!("not an override request: {e}"),
-            )
-            .into(),
-        )
-    })?;
+    let req: OverrideRequest = parse_request(&body, "an override request")?;
     let mut issues = Issues::new();
-    let patient = req
-        .patient
-        .strip_prefix("Patient/")
-        .filter(|id| crate::fhir::search::is_fhir_id(id))
-        .map(str::to_string);
-    if patient.is_none() {
-        issues.error(IssueType::Value, "patient", "patient must be Patient/{id}");
-    }
+    let patient = patient_in(&req.patient, &mut issues).map(str::to_string);
     if RecipientClass::from_code(&req.recipient).is_none() {
         issues.error(
             IssueType::CodeInvalid,
             "recipient",
-            format!("recipient must be one of {}", codes::<RecipientClass>()),
+            format!(
+                "recipient must be one of {}",
+                consent::model::codes_of::<RecipientClass>()
+            ),
         );
     }
     if req.data_classes.is_empty() {
@@ -318,7 +329,10 @@ pub async fn create_override(
             issues.error(
                 IssueType::CodeInvalid,
                 format!("dataClasses[{i}]"),
-                format!("'{c}' is not one of {}", codes::<DataClass>()),
+                format!(
+                    "'{c}' is not one of {}",
+                    consent::model::codes_of::<DataClass>()
+                ),
             );
         }
     }
@@ -326,7 +340,10 @@ pub async fn create_override(
         issues.error(
             IssueType::CodeInvalid,
             "reason",
-            format!("reason must be one of {}", codes::<OverrideReason>()),
+            format!(
+                "reason must be one of {}",
+                consent::model::codes_of::<OverrideReason>()
+            ),
         );
     }
     if req.justification.trim().chars().count() < MIN_JUSTIFICATION {
@@ -402,13 +419,6 @@ fn req_classes(record: &Value) -> String {
         .unwrap_or_default()
 }
 
-fn codes<C: Code>() -> String {
-    C::ALL
-        .iter()
-        .map(|c| c.code())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
@@ -447,11 +457,7 @@ pub async fn review_override(
 ) -> Result<Response, ApiError> {
     require_scope(&principal, scope::OVERRIDE_REVIEW)?;
     let Path(id) = path.map_err(|e| ApiError::NotFound(format!("no such override: {e}")))?;
-    let req: ReviewRequest = serde_json::from_value(body.value.clone()).map_err(|e| {
-        ApiError::BadRequest(
-            Issue::general(IssueType::Structure, format!("not a review: {e}")).into(),
-        )
-    })?;
+    let req: ReviewRequest = parse_request(&body, "a review")?;
     if !matches!(req.outcome.as_str(), "appropriate" | "inappropriate") {
         return Err(ApiError::Invalid(
             Issue::error(
@@ -500,29 +506,18 @@ pub async fn decide_disclosure(
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     require_scope(&principal, scope::DISCLOSURE)?;
-    let req: DisclosureRequest = serde_json::from_value(body.value.clone()).map_err(|e| {
-        ApiError::BadRequest(
-            Issue::general(
-                IssueType::Structure,
-                format!("not a disclosure request: {e}"),
-            )
-            .into(),
-        )
-    })?;
+    let req: DisclosureRequest = parse_request(&body, "a disclosure request")?;
     let mut issues = Issues::new();
-    let patient = req
-        .patient
-        .strip_prefix("Patient/")
-        .filter(|id| crate::fhir::search::is_fhir_id(id));
-    if patient.is_none() {
-        issues.error(IssueType::Value, "patient", "patient must be Patient/{id}");
-    }
+    let patient = patient_in(&req.patient, &mut issues);
     let recipient = RecipientClass::from_code(&req.recipient);
     if recipient.is_none() {
         issues.error(
             IssueType::CodeInvalid,
             "recipient",
-            format!("recipient must be one of {}", codes::<RecipientClass>()),
+            format!(
+                "recipient must be one of {}",
+                consent::model::codes_of::<RecipientClass>()
+            ),
         );
     }
     let class = DataClass::from_code(&req.data_class);
@@ -530,7 +525,10 @@ pub async fn decide_disclosure(
         issues.error(
             IssueType::CodeInvalid,
             "dataClass",
-            format!("dataClass must be one of {}", codes::<DataClass>()),
+            format!(
+                "dataClass must be one of {}",
+                consent::model::codes_of::<DataClass>()
+            ),
         );
     }
     let purpose = match req.purpose.as_deref() {

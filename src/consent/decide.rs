@@ -632,17 +632,22 @@ mod tests {
             })
     }
 
+    /// Provisions as active consents, numbered in order.
+    fn active(provisions: Vec<Provision>) -> Vec<ConsentRecord> {
+        provisions
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| consent(&i.to_string(), ConsentStatus::Active, p))
+            .collect()
+    }
+
     proptest! {
         #[test]
         fn a_deny_always_beats_a_permit(
             consents in prop::collection::vec(any_provision(), 0..4),
             q in any_question(),
         ) {
-            let records: Vec<ConsentRecord> = consents
-                .into_iter()
-                .enumerate()
-                .map(|(i, p)| consent(&i.to_string(), ConsentStatus::Active, p))
-                .collect();
+            let records = active(consents);
             // Add a deny that matches the question exactly: the answer must be deny.
             let mut with_deny = records.clone();
             with_deny.push(consent("deny", ConsentStatus::Active, Provision {
@@ -679,11 +684,7 @@ mod tests {
             consents in prop::collection::vec(any_provision(), 0..4),
             q in any_question(),
         ) {
-            let records: Vec<ConsentRecord> = consents
-                .into_iter()
-                .enumerate()
-                .map(|(i, p)| consent(&i.to_string(), ConsentStatus::Active, p))
-                .collect();
+            let records = active(consents);
             let mut reversed = records.clone();
             reversed.reverse();
             prop_assert_eq!(decide(&records, &[], &q).effect, decide(&reversed, &[], &q).effect);
@@ -694,11 +695,7 @@ mod tests {
             consents in prop::collection::vec(any_provision(), 0..4),
             q in any_question(),
         ) {
-            let records: Vec<ConsentRecord> = consents
-                .into_iter()
-                .enumerate()
-                .map(|(i, p)| consent(&i.to_string(), ConsentStatus::Active, p))
-                .collect();
+            let records = active(consents);
             let d = decide(&records, &[], &q);
             if d.permitted() {
                 let permitted = matches!(d.basis, Basis::Permitted { .. });

@@ -439,7 +439,8 @@ fn coded<C: Code>(codings: &Value) -> Option<C> {
     codings.as_array()?.iter().find_map(coding_is::<C>)
 }
 
-fn codes_of<C: Code>() -> String {
+/// The codes of `C`, comma-separated, for diagnostics.
+pub fn codes_of<C: Code>() -> String {
     C::ALL
         .iter()
         .map(|c| c.code())
