@@ -14,7 +14,7 @@ use crate::consent::{
     Recipient, RecipientClass,
 };
 use crate::fhir::search::{Filter, SearchRequest, Tenancy};
-use crate::intake::ReferralSubmission;
+use crate::intake::{ReferralSubmission, SubmissionEntry};
 use crate::store::{ReferralParties, SearchPage, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -298,33 +298,6 @@ fn patient_of(resource: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The consent decision at intake: may this referral's details go to the service it is addressed
-/// to? Decided over the person's stored consents plus the consents that came with the referral.
-pub async fn intake_decision(
-    store: &dyn Store,
-    submission: &ReferralSubmission,
-    now: DateTime<Utc>,
-) -> Result<Decision, StoreError> {
-    let nhs_number = submission
-        .entries
-        .iter()
-        .filter(|e| e.resource_type == "Patient")
-        .find_map(|e| {
-            crate::fhir::resource::identifier_value(&e.resource, crate::fhir::systems::NHS_NUMBER)
-        });
-    let mut file = match nhs_number {
-        Some(n) => match store.patient_by_nhs_number(n).await? {
-            Some(id) => consent_file(store, &id).await?,
-            None => ConsentFile::default(),
-        },
-        None => ConsentFile::default(),
-    };
-    // Overrides are for disclosures, never for taking a referral in.
-    file.overrides.clear();
-    file.consents.extend(submitted_consents(submission));
-    Ok(file.decide(&intake_question(submission, now)))
-}
-
 /// The Consents that came with a referral, as the decision function reads them.
 pub fn submitted_consents(submission: &ReferralSubmission) -> Vec<ConsentRecord> {
     submission
@@ -353,6 +326,55 @@ pub fn intake_question(submission: &ReferralSubmission, now: DateTime<Utc>) -> Q
         at: now,
         document: None,
     }
+}
+
+/// The intake consent check for `submission`, to run in the store's transaction: the person's
+/// stored Consents plus those in the referral must permit disclosing it to its service. On a
+/// permit it returns the referral's audit record, which refers to the referral's own entries by
+/// fullUrl (the store rewrites them to ids).
+pub fn intake_admission(
+    submission: &ReferralSubmission,
+    principal: &Principal,
+    request_id: Option<String>,
+    now: DateTime<Utc>,
+) -> crate::store::Admission {
+    let submitted = submitted_consents(submission);
+    let question = intake_question(submission, now);
+    let patient = submission
+        .entries
+        .iter()
+        .find(|e| e.resource_type == "Patient")
+        .map(|e| e.full_url.clone());
+    let focus = submission.focus.clone();
+    let principal = principal.clone();
+    Box::new(move |stored: &[Value]| {
+        let mut consents: Vec<ConsentRecord> = stored
+            .iter()
+            .filter_map(|c| consent::read_consent(c).ok())
+            .collect();
+        consents.extend(submitted);
+        let decision = consent::decide(&consents, &[], &question);
+        if !decision.permitted() {
+            return Err(decision);
+        }
+        let event = audit::audit_event(&Event {
+            kind: Kind::Intake,
+            principal: Some(&principal),
+            patient,
+            entities: vec![focus],
+            decision: Some(&decision),
+            permitted: true,
+            description: format!("referral accepted: {}", decision.reason),
+            at: now,
+            request_id,
+        });
+        Ok(vec![SubmissionEntry {
+            full_url: format!("urn:uuid:{}", uuid::Uuid::now_v7()),
+            resource_type: "AuditEvent".into(),
+            resource: event,
+            match_identifier: None,
+        }])
+    })
 }
 
 /// The issue a referral refused by consent gets, pointing at where its consent is recorded.

@@ -419,7 +419,6 @@ fn req_classes(record: &Value) -> String {
         .unwrap_or_default()
 }
 
-
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
     #[serde(default)]

@@ -163,6 +163,11 @@ impl ApiError {
                 vec![Issue::general(IssueType::Conflict, format!("{resource} has changed: it is at version {current}, not {expected}; read it again and re-apply the change"))],
                 NhsErrorCode::CONFLICT,
             ),
+            Store(StoreError::Refused(decision)) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                vec![Issue::general(IssueType::BusinessRule, format!("the person's consent does not allow this: {}", decision.reason))],
+                NhsErrorCode::UNPROCESSABLE_ENTITY,
+            ),
             Store(StoreError::NotFound(what)) => (
                 StatusCode::NOT_FOUND,
                 vec![Issue::general(IssueType::NotFound, format!("{what} is not known to this gateway"))],

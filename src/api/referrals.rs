@@ -12,8 +12,8 @@ use super::error::{ApiError, fhir_response};
 use crate::audit::{self, Event, Kind};
 use crate::auth::{Principal, Role, scope};
 use crate::fhir::{Issue, NhsErrorCode, operation_outcome};
-use crate::intake::{IntakeContext, ReferralSubmission, SubmissionEntry, bars, practice_referral};
-use crate::store::StoredReferral;
+use crate::intake::{IntakeContext, ReferralSubmission, bars, practice_referral};
+use crate::store::{StoreError, StoredReferral};
 
 /// `POST /api/v1/referrals`: 201 when stored, 200 for an identical resend.
 pub async fn create_practice_referral(
@@ -72,7 +72,7 @@ async fn accept(
     app: &AppState,
     principal: &Principal,
     headers: &HeaderMap,
-    mut submission: ReferralSubmission,
+    submission: ReferralSubmission,
     consent_expression: &str,
 ) -> Result<StoredReferral, ApiError> {
     if principal.role != Role::Practice || submission.parties.practice != principal.organisation {
@@ -82,57 +82,45 @@ async fn accept(
         )));
     }
     let now = chrono::Utc::now();
-    let decision = crate::access::intake_decision(&*app.store, &submission, now).await?;
+    let admission =
+        crate::access::intake_admission(&submission, principal, request_id(headers), now);
+    let key = submission.key.clone();
     let mut event = Event {
         kind: Kind::Intake,
         principal: Some(principal),
         patient: None,
         entities: Vec::new(),
-        decision: Some(&decision),
-        permitted: decision.permitted(),
+        decision: None,
+        permitted: true,
         description: String::new(),
         at: now,
         request_id: request_id(headers),
     };
-    if !decision.permitted() {
-        // Recorded without the person: nothing about them is stored for a refused referral.
-        event.description = format!(
-            "referral {} from {} refused: {}",
-            submission.key.value, submission.key.namespace, decision.reason
-        );
-        audit::append(&*app.store, &[event]).await?;
-        return Err(ApiError::ConsentRefused(crate::access::intake_refusal(
-            consent_expression,
-            &decision,
-        )));
+    match app.store.submit_referral(submission, Some(admission)).await {
+        Ok(stored) if stored.created => Ok(stored),
+        Ok(stored) => {
+            // A resend stores nothing; the decision that let it in was recorded with it.
+            event.entities = vec![format!("ServiceRequest/{}", stored.service_request_id)];
+            event.description = "referral resent: already stored, nothing new stored".into();
+            audit::append(&*app.store, &[event]).await?;
+            Ok(stored)
+        }
+        Err(StoreError::Refused(decision)) => {
+            // Recorded without the person: nothing about them is stored for a refused referral.
+            event.decision = Some(&decision);
+            event.permitted = false;
+            event.description = format!(
+                "referral {} from {} refused: {}",
+                key.value, key.namespace, decision.reason
+            );
+            audit::append(&*app.store, &[event]).await?;
+            Err(ApiError::ConsentRefused(crate::access::intake_refusal(
+                consent_expression,
+                &decision,
+            )))
+        }
+        Err(e) => Err(e.into()),
     }
-    // The event goes in with the referral, referring to its entries by fullUrl; the store
-    // rewrites those to the stored ids.
-    let patient_url = submission
-        .entries
-        .iter()
-        .find(|e| e.resource_type == "Patient")
-        .map(|e| e.full_url.clone());
-    event.patient = patient_url;
-    event.entities = vec![submission.focus.clone()];
-    event.description = format!("referral accepted: {}", decision.reason);
-    let audit_event = audit::audit_event(&event);
-    let full_url = format!("urn:uuid:{}", uuid::Uuid::now_v7());
-    submission.entries.push(SubmissionEntry {
-        full_url,
-        resource_type: "AuditEvent".into(),
-        resource: audit_event,
-        match_identifier: None,
-    });
-    let stored = app.store.submit_referral(submission).await?;
-    if !stored.created {
-        // A resend stores nothing, so its event was not kept with it: record the decision alone.
-        event.patient = None;
-        event.entities = vec![format!("ServiceRequest/{}", stored.service_request_id)];
-        event.description = format!("referral resent, already stored: {}", decision.reason);
-        audit::append(&*app.store, &[event]).await?;
-    }
-    Ok(stored)
 }
 
 /// The answer to a stored referral: an OperationOutcome by default, the ServiceRequest with

@@ -83,11 +83,19 @@ impl TokenIssuer {
 }
 
 /// Checks access tokens: signature (ES384 only), issuer, audience and expiry.
+///
+/// A P-384 signature check costs about as much CPU as validating a referral, and a client sends
+/// many requests with one token, so tokens that verified are remembered (by their exact text)
+/// until they expire: a hit skips only the signature check, never the expiry.
 #[derive(Clone)]
 pub struct TokenVerifier {
     key: SigningKey,
     validation: Validation,
+    verified: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (Principal, u64)>>>,
 }
+
+/// Most tokens remembered at once; when full, expired ones go, and if none has, all do.
+const VERIFIED_CACHE_LIMIT: usize = 10_000;
 
 impl TokenVerifier {
     pub fn new(key: SigningKey, config: &AuthConfig) -> Self {
@@ -96,23 +104,52 @@ impl TokenVerifier {
         validation.set_audience(&[&config.audience]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         validation.leeway = 30;
-        Self { key, validation }
+        Self {
+            key,
+            validation,
+            verified: Default::default(),
+        }
     }
 
     /// The principal of a bearer token.
     pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        let now = unix_now();
+        let leeway = self.validation.leeway;
+        if let Some((principal, exp)) = self.cache().get(token) {
+            return if now > exp + leeway {
+                Err(TokenError::Expired)
+            } else {
+                Ok(principal.clone())
+            };
+        }
         let data = jsonwebtoken::decode::<Claims>(token, self.key.decoding(), &self.validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 other => TokenError::Invalid(format!("{other:?}")),
             })?;
         let c = data.claims;
-        Ok(Principal {
+        let principal = Principal {
             client_id: c.sub,
             role: c.role,
             organisation: c.org,
             scopes: c.scope.split_whitespace().map(str::to_string).collect(),
-        })
+        };
+        let mut cache = self.cache();
+        if cache.len() >= VERIFIED_CACHE_LIMIT {
+            cache.retain(|_, (_, exp)| now <= *exp + leeway);
+            if cache.len() >= VERIFIED_CACHE_LIMIT {
+                cache.clear();
+            }
+        }
+        cache.insert(token.to_string(), (principal.clone(), c.exp));
+        Ok(principal)
+    }
+
+    fn cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Principal, u64)>> {
+        // A poisoned lock only means another request panicked mid-insert; the map is still sound.
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -164,8 +201,15 @@ mod tests {
         let expired = issuer.issue(&p, Duration::ZERO);
         let mut v = verifier.clone();
         v.validation.leeway = 0;
-        std::thread::sleep(Duration::from_millis(1100));
+        let short = issuer.issue(&p, Duration::from_secs(1));
+        assert!(v.verify(&short).is_ok(), "verified, and now remembered");
+        std::thread::sleep(Duration::from_millis(2100));
         assert_eq!(v.verify(&expired), Err(TokenError::Expired));
+        assert_eq!(
+            v.verify(&short),
+            Err(TokenError::Expired),
+            "a remembered token still expires"
+        );
         assert!(verifier.verify("not.a.token").is_err());
     }
 }

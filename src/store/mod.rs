@@ -11,8 +11,15 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::config::Config;
+use crate::consent::Decision;
 use crate::fhir::search::SearchRequest;
-use crate::intake::ReferralSubmission;
+use crate::intake::{ReferralSubmission, SubmissionEntry};
+
+/// The consent check a referral must pass, made inside the transaction that would store it, so a
+/// withdrawal committed a moment earlier is always seen. Given the Consents stored for the person
+/// the referral is about (none for a new person), it returns the resources to store with the
+/// referral (its audit record) or the decision that refuses it.
+pub type Admission = Box<dyn FnOnce(&[Value]) -> Result<Vec<SubmissionEntry>, Decision> + Send>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -23,6 +30,9 @@ pub enum StoreError {
         key: String,
         existing_id: String,
     },
+    /// The person's consent does not let the referral in; nothing was stored.
+    #[error("refused by consent: {}", .0.reason)]
+    Refused(Decision),
     /// The resource changed since the version the caller based its change on.
     #[error("{resource} is at version {current}, not {expected}")]
     VersionConflict {
@@ -86,10 +96,12 @@ pub struct SearchPage {
 pub trait Store: Send + Sync {
     /// Stores every resource of a submission atomically and durably, or nothing. A resend of a
     /// stored key with the same content returns the stored referral; with other content, a
-    /// [`StoreError::Conflict`].
+    /// [`StoreError::Conflict`]. A new referral is stored only if `admission` (when given) lets it
+    /// in; otherwise [`StoreError::Refused`].
     async fn submit_referral(
         &self,
         submission: ReferralSubmission,
+        admission: Option<Admission>,
     ) -> Result<StoredReferral, StoreError>;
 
     /// The current version of a resource, stamped with `id` and `meta`.
@@ -122,9 +134,6 @@ pub trait Store: Send + Sync {
         &self,
         patient_id: &str,
     ) -> Result<Vec<ReferralParties>, StoreError>;
-
-    /// The Patient id holding an NHS number.
-    async fn patient_by_nhs_number(&self, nhs_number: &str) -> Result<Option<String>, StoreError>;
 
     /// Every match of a search (ignoring `count` and `offset`), newest first.
     async fn search_candidates(

@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::plan::{Existing, PlannedWrite, plan};
-use super::{Candidate, ReferralParties, SearchPage, Store, StoreError, StoredReferral};
+use super::{Admission, Candidate, ReferralParties, SearchPage, Store, StoreError, StoredReferral};
 use crate::config::StoreConfig;
 use crate::fhir::resource::stamp;
 use crate::fhir::search::{
@@ -64,7 +64,7 @@ macro_rules! in_savepoint {
 
 /// Work for the single writer. Each job runs in its own savepoint within a group commit.
 enum WriteJob {
-    Referral(ReferralSubmission, Reply<StoredReferral>),
+    Referral(ReferralSubmission, Option<Admission>, Reply<StoredReferral>),
     Create(Vec<Value>, Reply<Vec<Value>>),
     Update(Value, Option<i64>, Reply<Value>),
     CreateOverride(String, Value, Reply<()>),
@@ -105,7 +105,7 @@ impl Answer {
 impl WriteJob {
     fn fail(self, e: StoreError) {
         match self {
-            WriteJob::Referral(_, r) => drop(r.send(Err(e))),
+            WriteJob::Referral(_, _, r) => drop(r.send(Err(e))),
             WriteJob::Create(_, r) => drop(r.send(Err(e))),
             WriteJob::Update(_, _, r) => drop(r.send(Err(e))),
             WriteJob::CreateOverride(_, _, r) => drop(r.send(Err(e))),
@@ -115,8 +115,8 @@ impl WriteJob {
 
     async fn run(self, conn: &mut SqliteConnection) -> Answer {
         match self {
-            WriteJob::Referral(submission, reply) => {
-                Answer::Referral(reply, apply_in_savepoint(conn, submission).await)
+            WriteJob::Referral(submission, admission, reply) => {
+                Answer::Referral(reply, apply_in_savepoint(conn, submission, admission).await)
             }
             WriteJob::Create(resources, reply) => {
                 Answer::Create(reply, in_savepoint!(conn, create_all(conn, resources)))
@@ -225,11 +225,12 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteJob>) {
 async fn apply_in_savepoint(
     conn: &mut SqliteConnection,
     submission: ReferralSubmission,
+    admission: Option<Admission>,
 ) -> Result<StoredReferral, StoreError> {
     sqlx::query("SAVEPOINT submission")
         .execute(&mut *conn)
         .await?;
-    let result = apply(conn, submission).await;
+    let result = apply(conn, submission, admission).await;
     // A conflict or a resend wrote nothing worth keeping either; only a new submission is kept.
     let keep = matches!(result, Ok(StoredReferral { created: true, .. }));
     let end = if keep {
@@ -248,7 +249,8 @@ async fn apply_in_savepoint(
 
 async fn apply(
     conn: &mut SqliteConnection,
-    s: ReferralSubmission,
+    mut s: ReferralSubmission,
+    admission: Option<Admission>,
 ) -> Result<StoredReferral, StoreError> {
     let now = format_instant(Utc::now());
     // Time-ordered ids: new rows land at the end of every index instead of on random pages.
@@ -290,6 +292,19 @@ async fn apply(
     }
 
     let existing = matched_resources(conn, &s).await?;
+    if let Some(admit) = admission {
+        let known_person = s
+            .entries
+            .iter()
+            .find(|e| e.resource_type == "Patient")
+            .and_then(|e| existing.get(&e.full_url));
+        let stored = match known_person {
+            Some(p) => consents_of(conn, &p.id).await?,
+            None => Vec::new(),
+        };
+        let with_referral = admit(&stored).map_err(StoreError::Refused)?;
+        s.entries.extend(with_referral);
+    }
     let parties = s.parties.clone();
     let plan = plan(s, &existing, &focus_id, &now);
     write_all(conn, &plan.writes, &now).await?;
@@ -455,6 +470,24 @@ fn parties(row: &sqlx::sqlite::SqliteRow) -> ReferralParties {
 // Each statement is a round trip to sqlx's SQLite worker thread, so a submission's rows are
 // written by a handful of set-based statements over JSON arrays (`json_each`) rather than one
 // statement per row. The SQL text stays constant, so every statement is prepared once.
+
+/// A person's stored Consents, read inside the writer's transaction.
+async fn consents_of(
+    conn: &mut SqliteConnection,
+    patient_id: &str,
+) -> Result<Vec<Value>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT r.content FROM search_tokens t
+         JOIN resources r ON r.resource_type = t.resource_type AND r.id = t.resource_id
+         WHERE t.resource_type = 'Consent' AND t.param = 'patient' AND t.value = ?",
+    )
+    .bind(format!("Patient/{patient_id}"))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| parse_content(r.get::<&str, _>(0)))
+        .collect()
+}
 
 /// Stored resources that the submission's shared entries match by identifier, by `full_url`.
 async fn matched_resources(
@@ -731,8 +764,9 @@ impl Store for SqliteStore {
     async fn submit_referral(
         &self,
         submission: ReferralSubmission,
+        admission: Option<Admission>,
     ) -> Result<StoredReferral, StoreError> {
-        self.write(|reply| WriteJob::Referral(submission, reply))
+        self.write(|reply| WriteJob::Referral(submission, admission, reply))
             .await
     }
 
@@ -778,16 +812,6 @@ impl Store for SqliteStore {
         .fetch_all(&self.readers)
         .await?;
         Ok(rows.iter().map(parties).collect())
-    }
-
-    async fn patient_by_nhs_number(&self, nhs_number: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT resource_id FROM identities WHERE resource_type = 'Patient' AND system = ? AND value = ?",
-        )
-        .bind(crate::fhir::systems::NHS_NUMBER)
-        .bind(nhs_number)
-        .fetch_optional(&self.readers)
-        .await?)
     }
 
     async fn search_candidates(&self, req: &SearchRequest) -> Result<Vec<Candidate>, StoreError> {
