@@ -17,7 +17,6 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::{Mutex, mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use super::plan::{Existing, PlannedWrite, plan};
 use super::{Admission, Candidate, ReferralParties, SearchPage, Store, StoreError, StoredReferral};
@@ -60,6 +59,40 @@ macro_rules! in_savepoint {
             Err(e) => Err(e),
         }
     };
+}
+
+/// Who each referral of a batch is from, for and about, and what it brought in: rows nothing in
+/// the batch reads back, so they are written once per batch (two statements) rather than per
+/// referral.
+#[derive(Default)]
+struct TenancyRows {
+    /// `[service_request_id, patient_id, practice, service, created_at]`
+    referrals: Vec<Value>,
+    /// `[resource_type, resource_id, service_request_id]`
+    members: Vec<Value>,
+}
+
+impl TenancyRows {
+    async fn write(self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        if self.referrals.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO referrals (service_request_id, patient_id, practice, service, created_at)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?)",
+        )
+        .bind(Value::Array(self.referrals).to_string())
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO referral_members (resource_type, resource_id, service_request_id)
+             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)",
+        )
+        .bind(Value::Array(self.members).to_string())
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
 }
 
 /// Work for the single writer. Each job runs in its own savepoint within a group commit.
@@ -113,11 +146,12 @@ impl WriteJob {
         }
     }
 
-    async fn run(self, conn: &mut SqliteConnection) -> Answer {
+    async fn run(self, conn: &mut SqliteConnection, tenancy: &mut TenancyRows) -> Answer {
         match self {
-            WriteJob::Referral(submission, admission, reply) => {
-                Answer::Referral(reply, apply_in_savepoint(conn, submission, admission).await)
-            }
+            WriteJob::Referral(submission, admission, reply) => Answer::Referral(
+                reply,
+                apply_in_savepoint(conn, submission, admission, tenancy).await,
+            ),
             WriteJob::Create(resources, reply) => {
                 Answer::Create(reply, in_savepoint!(conn, create_all(conn, resources)))
             }
@@ -138,7 +172,7 @@ impl WriteJob {
 
 pub struct SqliteStore {
     readers: SqlitePool,
-    writer: Mutex<Option<(mpsc::Sender<WriteJob>, JoinHandle<()>)>>,
+    writer: Mutex<Option<(mpsc::Sender<WriteJob>, oneshot::Receiver<()>)>>,
 }
 
 impl SqliteStore {
@@ -173,10 +207,27 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await?;
         let (tx, rx) = mpsc::channel(settings.max_batch * 4);
-        let handle = tokio::spawn(writer_loop(writer, rx, settings.max_batch));
+        // The writer gets a thread of its own. Each statement is a round trip to sqlx's SQLite
+        // thread; on the shared runtime every one of them waited for a worker busy validating
+        // requests, and the writer spent most of its time waiting to be scheduled.
+        let (done_tx, done_rx) = oneshot::channel();
+        let max_batch = settings.max_batch;
+        std::thread::Builder::new()
+            .name("whg-writer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(writer_loop(writer, rx, max_batch)),
+                    Err(e) => tracing::error!(error = %e, "cannot start the writer's runtime"),
+                }
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(SqliteStore {
             readers,
-            writer: Mutex::new(Some((tx, handle))),
+            writer: Mutex::new(Some((tx, done_rx))),
         })
     }
 }
@@ -204,10 +255,14 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteJob>) {
         return;
     }
     let mut answers = Vec::with_capacity(batch.len());
+    let mut tenancy = TenancyRows::default();
     for job in batch.drain(..) {
-        answers.push(job.run(conn).await);
+        answers.push(job.run(conn, &mut tenancy).await);
     }
-    let committed = sqlx::query("COMMIT").execute(&mut *conn).await;
+    let committed = match tenancy.write(conn).await {
+        Ok(()) => sqlx::query("COMMIT").execute(&mut *conn).await.map(drop),
+        Err(e) => Err(e),
+    };
     if let Err(e) = committed {
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
         tracing::error!(error = %e, batch = answers.len(), "commit failed; batch rolled back");
@@ -226,11 +281,14 @@ async fn apply_in_savepoint(
     conn: &mut SqliteConnection,
     submission: ReferralSubmission,
     admission: Option<Admission>,
+    tenancy: &mut TenancyRows,
 ) -> Result<StoredReferral, StoreError> {
     sqlx::query("SAVEPOINT submission")
         .execute(&mut *conn)
         .await?;
-    let result = apply(conn, submission, admission).await;
+    // The referral's tenancy rows are kept only if the savepoint is.
+    let mut own = TenancyRows::default();
+    let result = apply(conn, submission, admission, &mut own).await;
     // A conflict or a resend wrote nothing worth keeping either; only a new submission is kept.
     let keep = matches!(result, Ok(StoredReferral { created: true, .. }));
     let end = if keep {
@@ -243,6 +301,9 @@ async fn apply_in_savepoint(
         sqlx::query("RELEASE submission")
             .execute(&mut *conn)
             .await?;
+    } else {
+        tenancy.referrals.append(&mut own.referrals);
+        tenancy.members.append(&mut own.members);
     }
     result
 }
@@ -251,6 +312,7 @@ async fn apply(
     conn: &mut SqliteConnection,
     mut s: ReferralSubmission,
     admission: Option<Admission>,
+    tenancy: &mut TenancyRows,
 ) -> Result<StoredReferral, StoreError> {
     let now = format_instant(Utc::now());
     // Time-ordered ids: new rows land at the end of every index instead of on random pages.
@@ -311,26 +373,16 @@ async fn apply(
     let patient_id = plan
         .patient_id
         .ok_or_else(|| StoreError::Corrupt("a referral without a Patient".into()))?;
-    sqlx::query(
-        "INSERT INTO referrals (service_request_id, patient_id, practice, service, created_at)
-         VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(&focus_id)
-    .bind(&patient_id)
-    .bind(&parties.practice)
-    .bind(&parties.service)
-    .bind(&now)
-    .execute(&mut *conn)
-    .await?;
-    let members: Vec<Value> = plan.members.iter().map(|(t, id)| json!([t, id])).collect();
-    sqlx::query(
-        "INSERT OR IGNORE INTO referral_members (resource_type, resource_id, service_request_id)
-         SELECT value ->> 0, value ->> 1, ? FROM json_each(?)",
-    )
-    .bind(&focus_id)
-    .bind(Value::Array(members).to_string())
-    .execute(&mut *conn)
-    .await?;
+    tenancy.referrals.push(json!([
+        focus_id,
+        patient_id,
+        parties.practice,
+        parties.service,
+        now
+    ]));
+    tenancy
+        .members
+        .extend(plan.members.iter().map(|(t, id)| json!([t, id, focus_id])));
     Ok(StoredReferral {
         service_request_id: focus_id,
         created: true,
@@ -930,9 +982,9 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
-        if let Some((tx, handle)) = self.writer.lock().await.take() {
+        if let Some((tx, done)) = self.writer.lock().await.take() {
             drop(tx);
-            let _ = handle.await;
+            let _ = done.await;
         }
         self.readers.close().await;
     }
