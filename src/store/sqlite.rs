@@ -61,36 +61,68 @@ macro_rules! in_savepoint {
     };
 }
 
-/// Who each referral of a batch is from, for and about, and what it brought in: rows nothing in
-/// the batch reads back, so they are written once per batch (two statements) rather than per
-/// referral.
+/// Rows that nothing in a batch reads back through SQL, held until the batch ends and written
+/// then in a few statements instead of a few per job: who each referral is from, for and about,
+/// what it brought in, and the search index entries of everything written.
 #[derive(Default)]
-struct TenancyRows {
+struct Pending {
     /// `[service_request_id, patient_id, practice, service, created_at]`
     referrals: Vec<Value>,
     /// `[resource_type, resource_id, service_request_id]`
     members: Vec<Value>,
+    /// Index entries of resources written in the batch, by `(type, id)`: the last write wins.
+    tokens: HashMap<(String, String), Vec<IndexEntry>>,
+    /// Resources a job replaced: their entries from earlier jobs of the batch are dropped.
+    replaced: Vec<(String, String)>,
 }
 
-impl TenancyRows {
-    async fn write(self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-        if self.referrals.is_empty() {
-            return Ok(());
+impl Pending {
+    /// Takes in what a job that was kept left pending.
+    fn absorb(&mut self, job: Pending) {
+        for key in &job.replaced {
+            self.tokens.remove(key);
         }
-        sqlx::query(
-            "INSERT INTO referrals (service_request_id, patient_id, practice, service, created_at)
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?)",
-        )
-        .bind(Value::Array(self.referrals).to_string())
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query(
-            "INSERT OR IGNORE INTO referral_members (resource_type, resource_id, service_request_id)
-             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)",
-        )
-        .bind(Value::Array(self.members).to_string())
-        .execute(&mut *conn)
-        .await?;
+        self.tokens.extend(job.tokens);
+        self.referrals.extend(job.referrals);
+        self.members.extend(job.members);
+    }
+
+    async fn write(self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        if !self.referrals.is_empty() {
+            sqlx::query(
+                "INSERT INTO referrals (service_request_id, patient_id, practice, service, created_at)
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?)",
+            )
+            .bind(Value::Array(self.referrals).to_string())
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "INSERT OR IGNORE INTO referral_members (resource_type, resource_id, service_request_id)
+                 SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)",
+            )
+            .bind(Value::Array(self.members).to_string())
+            .execute(&mut *conn)
+            .await?;
+        }
+        let rows: Vec<(&(String, String), &IndexEntry)> = self
+            .tokens
+            .iter()
+            .flat_map(|(key, entries)| entries.iter().map(move |e| (key, e)))
+            .collect();
+        // SQLite allows 32766 bound parameters: 5 per row.
+        for chunk in rows.chunks(4000) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO search_tokens (resource_type, resource_id, param, system, value) ",
+            );
+            insert.push_values(chunk, |mut row, ((t, id), e)| {
+                row.push_bind(t.clone())
+                    .push_bind(id.clone())
+                    .push_bind(e.param)
+                    .push_bind(e.system.clone())
+                    .push_bind(e.value.clone());
+            });
+            insert.build().execute(&mut *conn).await?;
+        }
         Ok(())
     }
 }
@@ -114,6 +146,17 @@ enum Answer {
 }
 
 impl Answer {
+    /// Whether the job's writes stay (so what it left pending is written with the batch).
+    fn kept(&self) -> bool {
+        match self {
+            Answer::Referral(_, r) => matches!(r, Ok(StoredReferral { created: true, .. })),
+            Answer::Create(_, r) => r.is_ok(),
+            Answer::Update(_, r) => r.is_ok(),
+            Answer::CreateOverride(_, r) => r.is_ok(),
+            Answer::ReviewOverride(_, r) => r.is_ok(),
+        }
+    }
+
     fn send(self) {
         match self {
             Answer::Referral(r, v) => drop(r.send(v)),
@@ -146,18 +189,23 @@ impl WriteJob {
         }
     }
 
-    async fn run(self, conn: &mut SqliteConnection, tenancy: &mut TenancyRows) -> Answer {
+    async fn run(
+        self,
+        conn: &mut SqliteConnection,
+        batch_tokens: &HashMap<(String, String), Vec<IndexEntry>>,
+        own: &mut Pending,
+    ) -> Answer {
         match self {
             WriteJob::Referral(submission, admission, reply) => Answer::Referral(
                 reply,
-                apply_in_savepoint(conn, submission, admission, tenancy).await,
+                apply_in_savepoint(conn, submission, admission, batch_tokens, own).await,
             ),
             WriteJob::Create(resources, reply) => {
-                Answer::Create(reply, in_savepoint!(conn, create_all(conn, resources)))
+                Answer::Create(reply, in_savepoint!(conn, create_all(conn, resources, own)))
             }
             WriteJob::Update(resource, expected, reply) => Answer::Update(
                 reply,
-                in_savepoint!(conn, update_one(conn, resource, expected)),
+                in_savepoint!(conn, update_one(conn, resource, expected, own)),
             ),
             WriteJob::CreateOverride(patient, record, reply) => Answer::CreateOverride(
                 reply,
@@ -255,11 +303,16 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteJob>) {
         return;
     }
     let mut answers = Vec::with_capacity(batch.len());
-    let mut tenancy = TenancyRows::default();
+    let mut pending = Pending::default();
     for job in batch.drain(..) {
-        answers.push(job.run(conn, &mut tenancy).await);
+        let mut own = Pending::default();
+        let answer = job.run(conn, &pending.tokens, &mut own).await;
+        if answer.kept() {
+            pending.absorb(own);
+        }
+        answers.push(answer);
     }
-    let committed = match tenancy.write(conn).await {
+    let committed = match pending.write(conn).await {
         Ok(()) => sqlx::query("COMMIT").execute(&mut *conn).await.map(drop),
         Err(e) => Err(e),
     };
@@ -281,14 +334,13 @@ async fn apply_in_savepoint(
     conn: &mut SqliteConnection,
     submission: ReferralSubmission,
     admission: Option<Admission>,
-    tenancy: &mut TenancyRows,
+    batch_tokens: &HashMap<(String, String), Vec<IndexEntry>>,
+    own: &mut Pending,
 ) -> Result<StoredReferral, StoreError> {
     sqlx::query("SAVEPOINT submission")
         .execute(&mut *conn)
         .await?;
-    // The referral's tenancy rows are kept only if the savepoint is.
-    let mut own = TenancyRows::default();
-    let result = apply(conn, submission, admission, &mut own).await;
+    let result = apply(conn, submission, admission, batch_tokens, own).await;
     // A conflict or a resend wrote nothing worth keeping either; only a new submission is kept.
     let keep = matches!(result, Ok(StoredReferral { created: true, .. }));
     let end = if keep {
@@ -301,9 +353,6 @@ async fn apply_in_savepoint(
         sqlx::query("RELEASE submission")
             .execute(&mut *conn)
             .await?;
-    } else {
-        tenancy.referrals.append(&mut own.referrals);
-        tenancy.members.append(&mut own.members);
     }
     result
 }
@@ -312,7 +361,8 @@ async fn apply(
     conn: &mut SqliteConnection,
     mut s: ReferralSubmission,
     admission: Option<Admission>,
-    tenancy: &mut TenancyRows,
+    batch_tokens: &HashMap<(String, String), Vec<IndexEntry>>,
+    own: &mut Pending,
 ) -> Result<StoredReferral, StoreError> {
     let now = format_instant(Utc::now());
     // Time-ordered ids: new rows land at the end of every index instead of on random pages.
@@ -361,7 +411,7 @@ async fn apply(
             .find(|e| e.resource_type == "Patient")
             .and_then(|e| existing.get(&e.full_url));
         let stored = match known_person {
-            Some(p) => consents_of(conn, &p.id).await?,
+            Some(p) => consents_of(conn, &p.id, batch_tokens).await?,
             None => Vec::new(),
         };
         let with_referral = admit(&stored).map_err(StoreError::Refused)?;
@@ -369,19 +419,18 @@ async fn apply(
     }
     let parties = s.parties.clone();
     let plan = plan(s, &existing, &focus_id, &now);
-    write_all(conn, &plan.writes, &now).await?;
+    write_all(conn, &plan.writes, &now, own).await?;
     let patient_id = plan
         .patient_id
         .ok_or_else(|| StoreError::Corrupt("a referral without a Patient".into()))?;
-    tenancy.referrals.push(json!([
+    own.referrals.push(json!([
         focus_id,
         patient_id,
         parties.practice,
         parties.service,
         now
     ]));
-    tenancy
-        .members
+    own.members
         .extend(plan.members.iter().map(|(t, id)| json!([t, id, focus_id])));
     Ok(StoredReferral {
         service_request_id: focus_id,
@@ -393,6 +442,7 @@ async fn apply(
 async fn create_all(
     conn: &mut SqliteConnection,
     resources: Vec<Value>,
+    own: &mut Pending,
 ) -> Result<Vec<Value>, StoreError> {
     let now = format_instant(Utc::now());
     let mut writes = Vec::with_capacity(resources.len());
@@ -416,7 +466,7 @@ async fn create_all(
         });
     }
     if !writes.is_empty() {
-        write_all(conn, &writes, &now).await?;
+        write_all(conn, &writes, &now, own).await?;
     }
     Ok(writes.into_iter().map(|w| w.content).collect())
 }
@@ -426,6 +476,7 @@ async fn update_one(
     conn: &mut SqliteConnection,
     mut content: Value,
     expected: Option<i64>,
+    own: &mut Pending,
 ) -> Result<Value, StoreError> {
     let resource_type = content["resourceType"]
         .as_str()
@@ -463,7 +514,7 @@ async fn update_one(
         identity: None,
         source_time: now.clone(),
     };
-    write_all(conn, std::slice::from_ref(&write), &now).await?;
+    write_all(conn, std::slice::from_ref(&write), &now, own).await?;
     Ok(write.content)
 }
 
@@ -524,16 +575,40 @@ fn parties(row: &sqlx::sqlite::SqliteRow) -> ReferralParties {
 // statement per row. The SQL text stays constant, so every statement is prepared once.
 
 /// A person's stored Consents, read inside the writer's transaction.
+/// Both those indexed before this batch and those recorded earlier in it (whose index entries
+/// are still pending).
 async fn consents_of(
     conn: &mut SqliteConnection,
     patient_id: &str,
+    batch_tokens: &HashMap<(String, String), Vec<IndexEntry>>,
 ) -> Result<Vec<Value>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT r.content FROM search_tokens t
-         JOIN resources r ON r.resource_type = t.resource_type AND r.id = t.resource_id
-         WHERE t.resource_type = 'Consent' AND t.param = 'patient' AND t.value = ?",
+    let patient = format!("Patient/{patient_id}");
+    let mut ids: Vec<String> = sqlx::query_scalar(
+        "SELECT resource_id FROM search_tokens
+         WHERE resource_type = 'Consent' AND param = 'patient' AND value = ?",
     )
-    .bind(format!("Patient/{patient_id}"))
+    .bind(&patient)
+    .fetch_all(&mut *conn)
+    .await?;
+    ids.extend(
+        batch_tokens
+            .iter()
+            .filter(|((t, _), entries)| {
+                t == "Consent"
+                    && entries
+                        .iter()
+                        .any(|e| e.param == "patient" && e.value == patient)
+            })
+            .map(|((_, id), _)| id.clone()),
+    );
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "SELECT content FROM resources WHERE resource_type = 'Consent'
+         AND id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(serde_json::to_string(&ids).unwrap_or_default())
     .fetch_all(&mut *conn)
     .await?;
     rows.iter()
@@ -586,6 +661,7 @@ async fn write_all(
     conn: &mut SqliteConnection,
     writes: &[PlannedWrite],
     now: &str,
+    own: &mut Pending,
 ) -> Result<(), StoreError> {
     let replaced: Vec<Value> = writes
         .iter()
@@ -609,6 +685,11 @@ async fn write_all(
         .bind(&keys)
         .execute(&mut *conn)
         .await?;
+        for w in writes.iter().filter(|w| w.replaces) {
+            let key = (w.resource_type.clone(), w.id.clone());
+            own.tokens.remove(&key);
+            own.replaced.push(key);
+        }
     }
 
     // Whole resources are bound as parameters of one multi-row INSERT: passing them inside a JSON
@@ -654,23 +735,10 @@ async fn write_all(
         .await?;
     }
 
-    let tokens: Vec<(&PlannedWrite, &IndexEntry)> = writes
-        .iter()
-        .flat_map(|w| w.index.iter().map(move |t| (w, t)))
-        .collect();
-    // SQLite allows 32766 bound parameters; a referral has a few dozen tokens.
-    for chunk in tokens.chunks(1000) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO search_tokens (resource_type, resource_id, param, system, value) ",
-        );
-        insert.push_values(chunk, |mut row, (w, t)| {
-            row.push_bind(w.resource_type.clone())
-                .push_bind(w.id.clone())
-                .push_bind(t.param)
-                .push_bind(t.system.clone())
-                .push_bind(t.value.clone());
-        });
-        insert.build().persistent(true).execute(&mut *conn).await?;
+    // Index entries are written with the batch (see `Pending`).
+    for w in writes {
+        own.tokens
+            .insert((w.resource_type.clone(), w.id.clone()), w.index.clone());
     }
     Ok(())
 }
@@ -987,5 +1055,105 @@ impl Store for SqliteStore {
             let _ = done.await;
         }
         self.readers.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Principal;
+    use crate::config::Config;
+    use crate::intake::{IntakeContext, practice_referral};
+
+    const REFERRAL: &str =
+        include_str!("../../fixtures/referrals/valid/01-gp-work-stress-off-sick.json");
+    const REFUSAL: &str = include_str!("../../fixtures/consent/valid/05-nothing-to-dwp.json");
+
+    fn submission(config: &Config, id: &str) -> ReferralSubmission {
+        let mut r: Value = serde_json::from_str(REFERRAL).unwrap();
+        r["referralId"] = json!(id);
+        practice_referral(&r, &IntakeContext::now(config)).unwrap()
+    }
+
+    /// Runs one referral job the way `commit_batch` does, keeping what it leaves pending.
+    async fn refer(
+        conn: &mut SqliteConnection,
+        batch: &mut Pending,
+        config: &Config,
+        id: &str,
+    ) -> Result<StoredReferral, StoreError> {
+        let s = submission(config, id);
+        let admission =
+            crate::access::intake_admission(&s, &Principal::practice("C88901"), None, Utc::now());
+        let mut own = Pending::default();
+        let result = apply_in_savepoint(conn, s, Some(admission), &batch.tokens, &mut own).await;
+        if matches!(result, Ok(StoredReferral { created: true, .. })) {
+            batch.absorb(own);
+        }
+        result
+    }
+
+    /// Index entries wait for the end of the batch; a refusal recorded earlier in the same batch
+    /// must still refuse a later referral for that person.
+    #[tokio::test]
+    async fn later_jobs_in_a_batch_see_consents_recorded_earlier_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let mut conn = SqliteConnection::connect(&url).await.unwrap();
+        MIGRATOR.run(&mut conn).await.unwrap();
+        let config = Config::defaults();
+        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+        let mut batch = Pending::default();
+
+        let first = refer(&mut conn, &mut batch, &config, "B-1").await.unwrap();
+        let patient: String = sqlx::query_scalar(
+            "SELECT content ->> '$.subject.reference' FROM resources WHERE resource_type = 'ServiceRequest' AND id = ?",
+        )
+        .bind(&first.service_request_id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            batch.tokens.keys().filter(|(t, _)| t == "Consent").count(),
+            3,
+            "the referral's Consents are indexed only at the end of the batch"
+        );
+        // A second referral in the same batch is let in by the first one's Consents.
+        refer(&mut conn, &mut batch, &config, "B-2").await.unwrap();
+
+        let mut refusal: Value =
+            serde_json::from_str(&REFUSAL.replace("Patient/example", &patient)).unwrap();
+        refusal["provision"]["actor"][0]["role"]["coding"][1]["code"] =
+            json!("work-health-service");
+        let mut own = Pending::default();
+        create_all(&mut conn, vec![refusal], &mut own)
+            .await
+            .unwrap();
+        batch.absorb(own);
+
+        let third = refer(&mut conn, &mut batch, &config, "B-3").await;
+        assert!(matches!(third, Err(StoreError::Refused(_))), "{third:?}");
+
+        // At the end of the batch every index entry is written once.
+        batch.write(&mut conn).await.unwrap();
+        sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+        let consents: i64 = sqlx::query_scalar(
+            "SELECT COUNT(DISTINCT resource_id) FROM search_tokens WHERE resource_type = 'Consent' AND param = 'patient' AND value = ?",
+        )
+        .bind(&patient)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(consents, 3 + 3 + 1);
+        let duplicates: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM search_tokens GROUP BY resource_type, resource_id, param, system, value HAVING COUNT(*) > 1)",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            duplicates, 0,
+            "a re-versioned Patient keeps one set of entries"
+        );
     }
 }
