@@ -292,6 +292,19 @@ fn patient_in<'a>(reference: &'a str, issues: &mut Issues) -> Option<&'a str> {
     id
 }
 
+/// The `C` code `raw`, or an issue at `field` listing the codes allowed.
+fn code_in<C: Code>(raw: &str, field: &str, issues: &mut Issues) -> Option<C> {
+    let code = C::from_code(raw);
+    if code.is_none() {
+        issues.error(
+            IssueType::CodeInvalid,
+            field,
+            format!("'{raw}' is not one of {}", consent::model::codes_of::<C>()),
+        );
+    }
+    code
+}
+
 /// Shortest justification accepted: one sentence a reviewer can judge.
 const MIN_JUSTIFICATION: usize = 20;
 
@@ -307,16 +320,7 @@ pub async fn create_override(
     let req: OverrideRequest = parse_request(&body, "an override request")?;
     let mut issues = Issues::new();
     let patient = patient_in(&req.patient, &mut issues).map(str::to_string);
-    if RecipientClass::from_code(&req.recipient).is_none() {
-        issues.error(
-            IssueType::CodeInvalid,
-            "recipient",
-            format!(
-                "recipient must be one of {}",
-                consent::model::codes_of::<RecipientClass>()
-            ),
-        );
-    }
+    code_in::<RecipientClass>(&req.recipient, "recipient", &mut issues);
     if req.data_classes.is_empty() {
         issues.error(
             IssueType::Required,
@@ -325,27 +329,9 @@ pub async fn create_override(
         );
     }
     for (i, c) in req.data_classes.iter().enumerate() {
-        if DataClass::from_code(c).is_none() {
-            issues.error(
-                IssueType::CodeInvalid,
-                format!("dataClasses[{i}]"),
-                format!(
-                    "'{c}' is not one of {}",
-                    consent::model::codes_of::<DataClass>()
-                ),
-            );
-        }
+        code_in::<DataClass>(c, &format!("dataClasses[{i}]"), &mut issues);
     }
-    if OverrideReason::from_code(&req.reason).is_none() {
-        issues.error(
-            IssueType::CodeInvalid,
-            "reason",
-            format!(
-                "reason must be one of {}",
-                consent::model::codes_of::<OverrideReason>()
-            ),
-        );
-    }
+    code_in::<OverrideReason>(&req.reason, "reason", &mut issues);
     if req.justification.trim().chars().count() < MIN_JUSTIFICATION {
         issues.error(
             IssueType::Required,
@@ -508,28 +494,8 @@ pub async fn decide_disclosure(
     let req: DisclosureRequest = parse_request(&body, "a disclosure request")?;
     let mut issues = Issues::new();
     let patient = patient_in(&req.patient, &mut issues);
-    let recipient = RecipientClass::from_code(&req.recipient);
-    if recipient.is_none() {
-        issues.error(
-            IssueType::CodeInvalid,
-            "recipient",
-            format!(
-                "recipient must be one of {}",
-                consent::model::codes_of::<RecipientClass>()
-            ),
-        );
-    }
-    let class = DataClass::from_code(&req.data_class);
-    if class.is_none() {
-        issues.error(
-            IssueType::CodeInvalid,
-            "dataClass",
-            format!(
-                "dataClass must be one of {}",
-                consent::model::codes_of::<DataClass>()
-            ),
-        );
-    }
+    let recipient = code_in::<RecipientClass>(&req.recipient, "recipient", &mut issues);
+    let class = code_in::<DataClass>(&req.data_class, "dataClass", &mut issues);
     let purpose = match req.purpose.as_deref() {
         None => Some(Purpose::Treatment),
         Some(p) => Purpose::from_code(p),
