@@ -142,10 +142,8 @@ pub fn audit_event(event: &Event) -> Value {
             "type": [{ "system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4", "display": "Application Server" }],
         },
     });
-    if let Some(d) = event.decision
-        && let Some(purpose) = purpose_of(d)
-    {
-        resource["purposeOfEvent"] = json!([{ "coding": [purpose] }]);
+    if let Some(d) = event.decision {
+        resource["purposeOfEvent"] = json!([{ "coding": [d.purpose.coding()] }]);
     }
     if !entities.is_empty() {
         resource["entity"] = Value::Array(entities);
@@ -154,16 +152,6 @@ pub fn audit_event(event: &Event) -> Value {
         resource["source"]["site"] = json!(format!("request {id}"));
     }
     resource
-}
-
-fn purpose_of(d: &Decision) -> Option<Value> {
-    // The decision's reason names the purpose code; the decision itself is what matters here.
-    let purpose = if d.reason.contains(" for HRESCH") {
-        crate::consent::Purpose::Research
-    } else {
-        crate::consent::Purpose::Treatment
-    };
-    Some(purpose.coding())
 }
 
 /// Identifier system of the gateway's registered clients.
@@ -202,6 +190,7 @@ mod tests {
             },
             reason: "Consent/c1 refuses access of referral to work-health-service x for TREAT"
                 .into(),
+            purpose: crate::consent::Purpose::Treatment,
         };
         let e = audit_event(&Event {
             kind: Kind::Read,

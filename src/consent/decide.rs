@@ -68,6 +68,8 @@ pub struct Decision {
     pub basis: Basis,
     /// Plain-language reasons, suitable for an OperationOutcome or an audit record.
     pub reason: String,
+    /// The purpose the question was asked for, so the decision's record can say it.
+    pub purpose: Purpose,
 }
 
 impl Decision {
@@ -120,6 +122,7 @@ pub fn decide(consents: &[ConsentRecord], overrides: &[Override], question: &Que
         let consent = refusing.reference.clone();
         if let Some(o) = overrides.iter().find(|o| override_covers(o, question)) {
             return Decision {
+                purpose: question.purpose,
                 effect: Effect::Permit,
                 reason: format!(
                     "{consent} refuses {what}; permitted under override {} ({}) until {}",
@@ -134,6 +137,7 @@ pub fn decide(consents: &[ConsentRecord], overrides: &[Override], question: &Que
             };
         }
         return Decision {
+            purpose: question.purpose,
             effect: Effect::Deny,
             reason: format!("{consent} refuses {what}"),
             basis: Basis::Refused { consent },
@@ -141,6 +145,7 @@ pub fn decide(consents: &[ConsentRecord], overrides: &[Override], question: &Que
     }
     if let Some(permitting) = permit {
         return Decision {
+            purpose: question.purpose,
             effect: Effect::Permit,
             reason: format!("{} permits {what}", permitting.reference),
             basis: Basis::Permitted {
@@ -150,6 +155,7 @@ pub fn decide(consents: &[ConsentRecord], overrides: &[Override], question: &Que
     }
     if let Some(c) = permit_without_document {
         return Decision {
+            purpose: question.purpose,
             effect: Effect::Deny,
             reason: format!(
                 "{} permits sharing with this recipient, but the person has not approved {} for them: an employer receives only documents the person has approved",
@@ -162,6 +168,7 @@ pub fn decide(consents: &[ConsentRecord], overrides: &[Override], question: &Que
         };
     }
     Decision {
+        purpose: question.purpose,
         effect: Effect::Deny,
         reason: format!("no active consent permits {what}"),
         basis: Basis::NoConsent,
