@@ -196,9 +196,11 @@ impl WriteJob {
         own: &mut Pending,
     ) -> Answer {
         match self {
+            // A resend writes nothing before it answers, and a conflict or refusal is an error,
+            // so the one savepoint rule (keep on success, undo on error) serves referrals too.
             WriteJob::Referral(submission, admission, reply) => Answer::Referral(
                 reply,
-                apply_in_savepoint(conn, submission, admission, batch_tokens, own).await,
+                in_savepoint!(conn, apply(conn, submission, admission, batch_tokens, own)),
             ),
             WriteJob::Create(resources, reply) => {
                 Answer::Create(reply, in_savepoint!(conn, create_all(conn, resources, own)))
@@ -328,33 +330,6 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteJob>) {
     for answer in answers {
         answer.send();
     }
-}
-
-async fn apply_in_savepoint(
-    conn: &mut SqliteConnection,
-    submission: ReferralSubmission,
-    admission: Option<Admission>,
-    batch_tokens: &HashMap<(String, String), Vec<IndexEntry>>,
-    own: &mut Pending,
-) -> Result<StoredReferral, StoreError> {
-    sqlx::query("SAVEPOINT submission")
-        .execute(&mut *conn)
-        .await?;
-    let result = apply(conn, submission, admission, batch_tokens, own).await;
-    // A conflict or a resend wrote nothing worth keeping either; only a new submission is kept.
-    let keep = matches!(result, Ok(StoredReferral { created: true, .. }));
-    let end = if keep {
-        "RELEASE submission"
-    } else {
-        "ROLLBACK TO submission"
-    };
-    sqlx::query(end).execute(&mut *conn).await?;
-    if !keep {
-        sqlx::query("RELEASE submission")
-            .execute(&mut *conn)
-            .await?;
-    }
-    result
 }
 
 async fn apply(
@@ -984,15 +959,11 @@ impl Store for SqliteStore {
 
     async fn list_overrides(&self, unreviewed: bool) -> Result<Vec<Value>, StoreError> {
         let sql = if unreviewed {
-            "SELECT content FROM consent_overrides WHERE reviewed_at IS NULL AND ? = ? ORDER BY granted_at DESC"
+            "SELECT content FROM consent_overrides WHERE reviewed_at IS NULL ORDER BY granted_at DESC"
         } else {
-            "SELECT content FROM consent_overrides WHERE ? = ? ORDER BY granted_at DESC"
+            "SELECT content FROM consent_overrides ORDER BY granted_at DESC"
         };
-        let rows = sqlx::query(sql)
-            .bind(1)
-            .bind(1)
-            .fetch_all(&self.readers)
-            .await?;
+        let rows = sqlx::query(sql).fetch_all(&self.readers).await?;
         rows.iter()
             .map(|r| parse_content(r.get::<&str, _>(0)))
             .collect()
@@ -1086,7 +1057,10 @@ mod tests {
         let admission =
             crate::access::intake_admission(&s, &Principal::practice("C88901"), None, Utc::now());
         let mut own = Pending::default();
-        let result = apply_in_savepoint(conn, s, Some(admission), &batch.tokens, &mut own).await;
+        let result = in_savepoint!(
+            conn,
+            apply(conn, s, Some(admission), &batch.tokens, &mut own)
+        );
         if matches!(result, Ok(StoredReferral { created: true, .. })) {
             batch.absorb(own);
         }
