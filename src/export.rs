@@ -51,15 +51,7 @@ impl PseudonymKey {
         }
         let mut bytes = vec![0u8; 32];
         aws_lc_rs::rand::fill(&mut bytes).map_err(|_| err("no system randomness".into()))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-        }
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(path).map_err(|e| err(e.to_string()))?;
-        file.write_all(hex::encode(&bytes).as_bytes())
+        crate::secret_file::create(path, hex::encode(&bytes).as_bytes())
             .map_err(|e| err(e.to_string()))?;
         Ok(Self(bytes))
     }

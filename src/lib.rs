@@ -13,5 +13,6 @@ pub mod export;
 pub mod fhir;
 pub mod intake;
 pub mod mapping;
+pub mod secret_file;
 pub mod store;
 pub mod telemetry;

@@ -71,19 +71,12 @@ impl SigningKey {
 
     /// Writes the key as PKCS#8 PEM, readable by the owner only.
     pub fn save(&self, path: &Path) -> Result<(), KeyError> {
-        let err = |source| KeyError::Write {
-            path: path.display().to_string(),
-            source,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(path).map_err(err)?;
-        std::io::Write::write_all(&mut file, self.0.pkcs8_pem.as_bytes()).map_err(err)
+        crate::secret_file::create(path, self.0.pkcs8_pem.as_bytes()).map_err(|source| {
+            KeyError::Write {
+                path: path.display().to_string(),
+                source,
+            }
+        })
     }
 
     fn from_pkcs8(der: &[u8]) -> Option<Self> {
