@@ -195,14 +195,7 @@ impl Server {
             .send()
             .await
             .expect("request");
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        let text = r.text().await.unwrap();
-        (
-            status,
-            headers,
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-        )
+        read_response(r).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -233,6 +226,18 @@ impl Server {
     }
 }
 
+/// Status, headers and JSON body (`Null` if the body is not JSON) of a response.
+pub async fn read_response(r: reqwest::Response) -> (u16, reqwest::header::HeaderMap, Value) {
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
 /// Requests as one principal.
 pub struct Actor<'a> {
     pub server: &'a Server,
@@ -256,15 +261,7 @@ impl Actor<'_> {
                 .header("content-type", "application/fhir+json")
                 .body(serde_json::to_vec(b).unwrap());
         }
-        let r = req.send().await.expect("request");
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        let text = r.text().await.unwrap();
-        (
-            status,
-            headers,
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-        )
+        read_response(req.send().await.expect("request")).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
