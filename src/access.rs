@@ -169,7 +169,10 @@ impl Guard<'_> {
             },
             _ => self.store.referrals_of(resource_type, id).await?,
         };
-        let mine: Vec<&ReferralParties> = referrals.iter().filter(|r| self.is_party(r)).collect();
+        let mine: Vec<&ReferralParties> = referrals
+            .iter()
+            .filter(|r| is_party(self.principal, r))
+            .collect();
         let Some(first) = mine.first() else {
             return Err(AccessError::NotFound(reference));
         };
@@ -199,14 +202,6 @@ impl Guard<'_> {
         match decision {
             Some(d) if !d.permitted() => Err(AccessError::ConsentDenied(d.reason)),
             _ => Ok(()),
-        }
-    }
-
-    fn is_party(&self, r: &ReferralParties) -> bool {
-        match self.principal.role {
-            Role::Practice => r.practice == self.principal.organisation,
-            Role::Service => r.service == self.principal.organisation,
-            Role::InformationGovernance => false,
         }
     }
 
@@ -287,6 +282,16 @@ impl Guard<'_> {
         );
         audit::append(self.store, &[event]).await?;
         Ok(page)
+    }
+}
+
+/// Whether `principal` is a party to referral `r`: the practice that sent it, or the service it
+/// is addressed to.
+pub fn is_party(principal: &Principal, r: &ReferralParties) -> bool {
+    match principal.role {
+        Role::Practice => r.practice == principal.organisation,
+        Role::Service => r.service == principal.organisation,
+        Role::InformationGovernance => false,
     }
 }
 

@@ -16,7 +16,7 @@ use super::body::JsonBody;
 use super::error::{ApiError, fhir_response};
 use crate::access::{self, AccessError};
 use crate::audit::{self, Event, Kind};
-use crate::auth::{Principal, Role, scope};
+use crate::auth::{Principal, scope};
 use crate::consent::{
     self, Action, Code, DataClass, OverrideReason, Purpose, Question, Recipient, RecipientClass,
 };
@@ -215,12 +215,7 @@ async fn require_party(
     patient_id: &str,
 ) -> Result<(), ApiError> {
     let referrals = app.store.referrals_of_patient(patient_id).await?;
-    let party = referrals.iter().any(|r| match principal.role {
-        Role::Practice => r.practice == principal.organisation,
-        Role::Service => r.service == principal.organisation,
-        Role::InformationGovernance => false,
-    });
-    if party {
+    if referrals.iter().any(|r| access::is_party(principal, r)) {
         Ok(())
     } else {
         Err(AccessError::NotFound(format!("Patient/{patient_id}")).into())
