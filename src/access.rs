@@ -311,9 +311,10 @@ pub fn submitted_consents(submission: &ReferralSubmission) -> Vec<ConsentRecord>
         .filter(|e| e.resource_type == "Consent")
         .enumerate()
         .filter_map(|(i, e)| {
-            let mut consent = e.resource.clone();
-            consent["id"] = Value::String(format!("in-this-referral-{}", i + 1));
-            consent::read_consent(&consent).ok()
+            // Not stored yet, so no id: named by their place in the referral.
+            let mut record = consent::read_consent(&e.resource).ok()?;
+            record.reference = format!("Consent/in-this-referral-{}", i + 1);
+            Some(record)
         })
         .collect()
 }
