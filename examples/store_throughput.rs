@@ -34,7 +34,7 @@ async fn main() {
         .into_iter()
         .map(|s| {
             let st = store.clone();
-            tokio::spawn(async move { st.submit_referral(s, None).await.unwrap() })
+            tokio::spawn(async move { st.submit(s, None).await.unwrap() })
         })
         .collect();
     for f in futs {

@@ -14,8 +14,9 @@ use crate::consent::{
     Recipient, RecipientClass,
 };
 use crate::fhir::search::{Filter, SearchRequest, Tenancy};
-use crate::intake::{ReferralSubmission, SubmissionEntry};
-use crate::store::{ReferralParties, SearchPage, Store, StoreError};
+use crate::fit_notes::FitNoteFacts;
+use crate::intake::{Submission, SubmissionEntry, SubmissionKind};
+use crate::store::{RecordParties, SearchPage, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
@@ -55,6 +56,7 @@ pub async fn consent_file(store: &dyn Store, patient_id: &str) -> Result<Consent
         }],
         count: u32::MAX,
         offset: 0,
+        sort: Default::default(),
         tenancy: None,
     };
     let ids: Vec<String> = store
@@ -162,14 +164,14 @@ impl Guard<'_> {
             ));
         }
         let referrals = match resource_type {
-            "Patient" => self.store.referrals_of_patient(id).await?,
+            "Patient" => self.store.records_of_patient(id).await?,
             "Consent" => match patient_of(resource) {
-                Some(p) => self.store.referrals_of_patient(&p).await?,
+                Some(p) => self.store.records_of_patient(&p).await?,
                 None => Vec::new(),
             },
-            _ => self.store.referrals_of(resource_type, id).await?,
+            _ => self.store.records_of(resource_type, id).await?,
         };
-        let mine: Vec<&ReferralParties> = referrals
+        let mine: Vec<&RecordParties> = referrals
             .iter()
             .filter(|r| is_party(self.principal, r))
             .collect();
@@ -233,26 +235,37 @@ impl Guard<'_> {
         let consent_filtered = self.principal.role == Role::Service && resource_type != "Consent";
         let page = if consent_filtered {
             let candidates = self.store.search_candidates(&request).await?;
-            let mut decisions: HashMap<String, bool> = HashMap::new();
+            // The data class decides which consent applies. It is the same for every resource of
+            // a type except Observations, where a fit note is its own class: those are read.
+            let classes: HashMap<String, DataClass> = if resource_type == "Observation" {
+                let ids: Vec<String> = candidates.iter().map(|c| c.id.clone()).collect();
+                self.store
+                    .read_many(&resource_type, &ids)
+                    .await?
+                    .iter()
+                    .filter_map(|r| {
+                        Some((r["id"].as_str()?.to_string(), consent::data_class_of(r)?))
+                    })
+                    .collect()
+            } else {
+                HashMap::new()
+            };
+            let type_class =
+                consent::data_class_of(&serde_json::json!({ "resourceType": resource_type }))
+                    .unwrap_or(DataClass::Referral);
+            let mut files: HashMap<String, ConsentFile> = HashMap::new();
             let mut visible = Vec::with_capacity(candidates.len());
             for c in candidates {
                 let Some(patient) = c.patient.clone() else {
                     continue;
                 };
-                let permitted = match decisions.get(&patient) {
-                    Some(p) => *p,
-                    None => {
-                        let patient_id = patient.trim_start_matches("Patient/");
-                        let file = consent_file(self.store, patient_id).await?;
-                        let question = self
-                            .question(DataClass::Referral)
-                            .expect("a service is a recipient");
-                        let p = file.decide(&question).permitted();
-                        decisions.insert(patient, p);
-                        p
-                    }
-                };
-                if permitted {
+                if !files.contains_key(&patient) {
+                    let patient_id = patient.trim_start_matches("Patient/");
+                    files.insert(patient.clone(), consent_file(self.store, patient_id).await?);
+                }
+                let class = classes.get(&c.id).copied().unwrap_or(type_class);
+                let question = self.question(class).expect("a service is a recipient");
+                if files[&patient].decide(&question).permitted() {
                     visible.push(c.id);
                 }
             }
@@ -285,12 +298,62 @@ impl Guard<'_> {
     }
 }
 
+impl Guard<'_> {
+    /// A person's fit-note history, for a practice that referred them or sent their fit notes, or
+    /// a service they were referred to whose consent covers fit notes. Audited.
+    pub async fn fit_note_history(
+        &self,
+        patient_id: &str,
+    ) -> Result<Vec<FitNoteFacts>, AccessError> {
+        let reference = format!("Patient/{patient_id}");
+        if self.principal.role == Role::InformationGovernance {
+            return Err(AccessError::Forbidden(
+                "information-governance clients read the audit trail, not people's records".into(),
+            ));
+        }
+        let records = self.store.records_of_patient(patient_id).await?;
+        if !records.iter().any(|r| is_party(self.principal, r)) {
+            return Err(AccessError::NotFound(reference));
+        }
+        let decision = if self.principal.role == Role::Service {
+            let file = consent_file(self.store, patient_id).await?;
+            let question = self
+                .question(DataClass::FitNote)
+                .expect("a service is a recipient");
+            Some(file.decide(&question))
+        } else {
+            None
+        };
+        let notes = match &decision {
+            Some(d) if !d.permitted() => Vec::new(),
+            _ => self.store.fit_notes_of_patient(patient_id).await?,
+        };
+        let mut event = self.event(Kind::Read);
+        event.patient = Some(reference);
+        event.entities = notes.iter().map(|n| n.reference.clone()).collect();
+        event.decision = decision.as_ref();
+        event.permitted = decision.as_ref().is_none_or(Decision::permitted);
+        event.description = match &decision {
+            Some(d) => d.reason.clone(),
+            None => format!(
+                "fit-note summary read by a {}",
+                self.principal.role.as_str()
+            ),
+        };
+        audit::append(self.store, &[event]).await?;
+        match decision {
+            Some(d) if !d.permitted() => Err(AccessError::ConsentDenied(d.reason)),
+            _ => Ok(notes),
+        }
+    }
+}
+
 /// Whether `principal` is a party to referral `r`: the practice that sent it, or the service it
 /// is addressed to.
-pub fn is_party(principal: &Principal, r: &ReferralParties) -> bool {
+pub fn is_party(principal: &Principal, r: &RecordParties) -> bool {
     match principal.role {
         Role::Practice => r.practice == principal.organisation,
-        Role::Service => r.service == principal.organisation,
+        Role::Service => r.service.as_ref() == Some(&principal.organisation),
         Role::InformationGovernance => false,
     }
 }
@@ -304,7 +367,7 @@ fn patient_of(resource: &Value) -> Option<String> {
 }
 
 /// The Consents that came with a referral, as the decision function reads them.
-pub fn submitted_consents(submission: &ReferralSubmission) -> Vec<ConsentRecord> {
+pub fn submitted_consents(submission: &Submission) -> Vec<ConsentRecord> {
     submission
         .entries
         .iter()
@@ -320,32 +383,36 @@ pub fn submitted_consents(submission: &ReferralSubmission) -> Vec<ConsentRecord>
 }
 
 /// The question intake asks: may the referral be disclosed to its service, for direct care?
-pub fn intake_question(submission: &ReferralSubmission, now: DateTime<Utc>) -> Question {
-    Question {
+/// `None` for a submission that goes to no service (a fit note).
+pub fn intake_question(submission: &Submission, now: DateTime<Utc>) -> Option<Question> {
+    let SubmissionKind::Referral { service } = &submission.kind else {
+        return None;
+    };
+    Some(Question {
         recipient: Recipient {
             class: RecipientClass::WorkHealthService,
-            organisation: Some(submission.parties.service.clone()),
+            organisation: Some(service.clone()),
         },
         action: Action::Disclose,
         purpose: Purpose::Treatment,
         class: DataClass::Referral,
         at: now,
         document: None,
-    }
+    })
 }
 
-/// The intake consent check for `submission`, to run in the store's transaction: the person's
-/// stored Consents plus those in the referral must permit disclosing it to its service. On a
+/// The intake consent check for a referral, to run in the store's transaction over the person's
+/// stored Consents: those plus the referral's own must permit disclosing it to its service. On a
 /// permit it returns the referral's audit record, which refers to the referral's own entries by
 /// fullUrl (the store rewrites them to ids).
-pub fn intake_admission(
-    submission: &ReferralSubmission,
+pub fn intake_consent(
+    submission: &Submission,
+    question: Question,
     principal: &Principal,
     request_id: Option<String>,
     now: DateTime<Utc>,
-) -> crate::store::Admission {
+) -> impl FnOnce(&[Value]) -> Result<SubmissionEntry, Decision> + Send + use<> {
     let submitted = submitted_consents(submission);
-    let question = intake_question(submission, now);
     let patient = submission
         .entries
         .iter()
@@ -353,7 +420,7 @@ pub fn intake_admission(
         .map(|e| e.full_url.clone());
     let focus = submission.focus.clone();
     let principal = principal.clone();
-    Box::new(move |stored: &[Value]| {
+    move |stored: &[Value]| {
         let mut consents: Vec<ConsentRecord> = stored
             .iter()
             .filter_map(|c| consent::read_consent(c).ok())
@@ -374,13 +441,8 @@ pub fn intake_admission(
             at: now,
             request_id,
         });
-        Ok(vec![SubmissionEntry {
-            full_url: format!("urn:uuid:{}", uuid::Uuid::now_v7()),
-            resource_type: "AuditEvent".into(),
-            resource: event,
-            match_identifier: None,
-        }])
-    })
+        Ok(audit::entry(event))
+    }
 }
 
 /// The issue a referral refused by consent gets, pointing at where its consent is recorded.

@@ -37,8 +37,68 @@ pub struct Config {
     pub store: StoreConfig,
     pub auth: AuthConfig,
     pub consent: ConsentConfig,
+    pub fit_notes: FitNoteConfig,
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+}
+
+/// How fit-note history is read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FitNoteConfig {
+    /// Days allowed between one note's end and the next one's start for the two to count as
+    /// consecutive (a weekend, or a few days to get an appointment).
+    pub consecutive_gap_days: u32,
+    /// The window, in months, the history summary counts fit notes over.
+    pub summary_window_months: u32,
+}
+
+/// A rule that prompts the practice to consider referring a person to a service when a fit note
+/// arrives. Versioned: the version is written on every prompt it creates.
+// Not `deny_unknown_fields`: serde cannot combine it with the flattened trigger.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct PromptRule {
+    /// Stable name, e.g. `three-consecutive`.
+    pub id: String,
+    pub version: String,
+    #[serde(flatten)]
+    pub trigger: PromptTrigger,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(tag = "when", rename_all = "kebab-case")]
+pub enum PromptTrigger {
+    /// The person's current run of consecutive fit notes reaches `count`.
+    Consecutive { count: u32 },
+    /// A fit note starts a new run (the first of a spell of absence).
+    FirstInRun,
+    /// The person has had at least `count` fit notes in the last `months` months.
+    WithinMonths { count: u32, months: u32 },
+}
+
+/// A service's eligibility criteria, versioned. Every criterion given must be met; one left out is
+/// not checked.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EligibilityConfig {
+    pub version: String,
+    /// Refuse (422) referrals for which a criterion is not met, rather than accept them marked.
+    #[serde(default)]
+    pub refuse_when_not_met: bool,
+    pub min_age: Option<u32>,
+    pub max_age: Option<u32>,
+    /// Postcode districts covered, e.g. `NE33`.
+    pub postcode_districts: Option<Vec<String>>,
+    /// ODS codes of the practices whose patients the service takes.
+    pub registered_practices: Option<Vec<String>>,
+    /// Employment statuses (employment-status codes) the service supports.
+    pub employment_statuses: Option<Vec<String>>,
+    #[serde(default)]
+    pub long_term_condition: bool,
+    /// A fit note within this many months.
+    pub fit_note_within_months: Option<u32>,
+    #[serde(default)]
+    pub right_to_work: bool,
 }
 
 /// Access tokens.
@@ -104,6 +164,11 @@ pub struct ServiceConfig {
     /// `system|value` of the service's BaRS target identifier.
     #[serde(default)]
     pub bars_endpoint: Option<String>,
+    /// Fit-note rules that prompt practices to consider a referral to this service.
+    #[serde(default)]
+    pub prompts: Vec<PromptRule>,
+    #[serde(default)]
+    pub eligibility: Option<EligibilityConfig>,
 }
 
 impl Config {
@@ -153,6 +218,35 @@ impl Config {
             {
                 return Err(ConfigError::Invalid(format!(
                     "service id '{}' must be lower-case letters, digits and hyphens",
+                    s.id
+                )));
+            }
+            let mut rules = std::collections::HashSet::new();
+            for rule in &s.prompts {
+                if !rules.insert(&rule.id) {
+                    return Err(ConfigError::Invalid(format!(
+                        "service '{}': prompt rule '{}' is configured twice",
+                        s.id, rule.id
+                    )));
+                }
+                let zero = match rule.trigger {
+                    PromptTrigger::Consecutive { count } => count == 0,
+                    PromptTrigger::WithinMonths { count, months } => count == 0 || months == 0,
+                    PromptTrigger::FirstInRun => false,
+                };
+                if zero {
+                    return Err(ConfigError::Invalid(format!(
+                        "service '{}': prompt rule '{}' needs counts and months above zero",
+                        s.id, rule.id
+                    )));
+                }
+            }
+            if let Some(e) = &s.eligibility
+                && let (Some(min), Some(max)) = (e.min_age, e.max_age)
+                && min > max
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "service '{}': eligibility min_age is above max_age",
                     s.id
                 )));
             }

@@ -103,6 +103,7 @@ pub async fn evaluation_export(
         filters: Vec::new(),
         count: u32::MAX,
         offset: 0,
+        sort: Default::default(),
         tenancy: None,
     };
     let mut by_patient: BTreeMap<String, Vec<String>> = BTreeMap::new();

@@ -81,6 +81,8 @@ enum ValidateWhat {
     Referral { file: PathBuf },
     /// A BaRS servicerequest-request message Bundle.
     Message { file: PathBuf },
+    /// A practice fit note (profiles/practice-fit-note.schema.json).
+    FitNote { file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -103,6 +105,9 @@ fn main() -> ExitCode {
         Command::Validate {
             what: ValidateWhat::Message { file },
         } => validate(&config, &file, Kind::Message),
+        Command::Validate {
+            what: ValidateWhat::FitNote { file },
+        } => validate(&config, &file, Kind::FitNote),
         Command::Export { out, database_url } => export(config, &out, database_url),
         Command::Token {
             role,
@@ -213,6 +218,7 @@ fn serve(mut config: Config, listen: Option<SocketAddr>, database_url: Option<St
 enum Kind {
     Referral,
     Message,
+    FitNote,
 }
 
 /// Exit codes: 0 valid, 1 invalid, 2 unreadable.
@@ -247,15 +253,21 @@ fn validate(config: &Config, file: &Path, kind: Kind) -> ExitCode {
             }),
             whg::access::BARS_CONSENT_EXPRESSION,
         ),
+        Kind::FitNote => (
+            whg::intake::practice_fit_note(&value, &ctx)
+                .map(|(s, _)| s)
+                .map_err(|i| (i, NhsErrorCode::UNPROCESSABLE_ENTITY)),
+            "",
+        ),
     };
     // Offline, only the consents in the payload itself can permit it (the gateway would also
     // weigh the person's stored consents).
+    // A fit note goes to no service, so no consent question is asked of it here.
     let result = submission.and_then(|s| {
-        let decision = whg::consent::decide(
-            &whg::access::submitted_consents(&s),
-            &[],
-            &whg::access::intake_question(&s, ctx.now),
-        );
+        let Some(question) = whg::access::intake_question(&s, ctx.now) else {
+            return Ok(s.transaction_bundle());
+        };
+        let decision = whg::consent::decide(&whg::access::submitted_consents(&s), &[], &question);
         if decision.permitted() {
             Ok(s.transaction_bundle())
         } else {

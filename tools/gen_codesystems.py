@@ -18,6 +18,77 @@ ABSENT = [
 ]
 
 SYSTEMS = {
+    "fit-note-issuer-profession": (
+        "Fit-note issuer profession",
+        "Professions that may certify a Statement of Fitness for Work (MED3) since 1 July 2022 (standards 3.1, brief 3). "
+        "Registers: GMC for doctors, NMC for nurses, HCPC for occupational therapists and physiotherapists, GPhC for pharmacists.",
+        [
+            ("doctor", "Doctor", "A registered medical practitioner (GMC)."),
+            ("nurse", "Registered nurse", "A registered nurse (NMC)."),
+            ("occupational-therapist", "Occupational therapist", "A registered occupational therapist (HCPC)."),
+            ("pharmacist", "Pharmacist", "A registered pharmacist (GPhC)."),
+            ("physiotherapist", "Physiotherapist", "A registered physiotherapist (HCPC)."),
+        ],
+    ),
+    "fit-note-assessment-method": (
+        "Fit-note assessment method",
+        "How the issuer assessed the person for a fit note: the form's \"I assessed your case on … by\" (standards 3.1). "
+        "E-consultations issue fit notes without a conversation (brief 3).",
+        [
+            ("face-to-face", "Face to face", ""),
+            ("telephone", "Telephone", ""),
+            ("video", "Video consultation", ""),
+            ("written-report", "Written report", "From a report by another doctor or health professional, without seeing the person."),
+            ("e-consultation", "E-consultation", "An online consultation form, with no conversation."),
+        ],
+    ),
+    "fit-note-component": (
+        "Fit-note component",
+        "Parts of a fit note that have no SNOMED CT concept, carried as Observation.component (standards 3.3).",
+        [
+            ("assessed-on", "Date assessed", "The date the issuer assessed the person (valueDateTime)."),
+            ("assess-again", "Issuer will assess again", "Whether the issuer will need to assess fitness for work again at the end of the period (valueBoolean)."),
+            ("absence-start", "Sickness absence started", "First day of the spell of sickness absence the note belongs to, when the sender knows it (valueDateTime)."),
+        ],
+    ),
+    "eligibility-criterion": (
+        "Eligibility criterion",
+        "Criteria a work-and-health service may set for referrals (brief 2.3): each service declares which it uses, in versioned configuration.",
+        [
+            ("age", "Age range", "The person's age on the day of referral is within the service's range (working age)."),
+            ("area", "Lives in the area", "The person's postcode district is one the service covers."),
+            ("registered-practice", "Registered with a listed practice", "The referring or registered GP practice is in the service's list."),
+            ("employment", "Employment status", "The person's employment status is one the service supports (e.g. in work, off sick, short-term not in work)."),
+            ("long-term-condition", "Long-term condition", "The person has at least one health condition recorded."),
+            ("recent-fit-note", "Recent fit note", "The person has had a fit note within the service's window (e.g. six months)."),
+            ("right-to-work", "Right to work in the UK", "The referrer states the person has the right to work in the UK."),
+        ],
+    ),
+    "eligibility-result": (
+        "Eligibility result",
+        "The result of checking one eligibility criterion, or all of them.",
+        [
+            ("met", "Met", "The information given shows the criterion is met."),
+            ("not-met", "Not met", "The information given shows the criterion is not met."),
+            ("unknown", "Unknown", "The information needed was not given."),
+        ],
+    ),
+    "referral-prompt-input": (
+        "Referral prompt input",
+        "What a referral-prompt Task carries in Task.input.",
+        [
+            ("service", "Service", "The work-and-health service the practice is asked to consider (valueReference by identifier)."),
+            ("rule", "Rule and version", "The service's prompt rule that fired, as id|version (valueString)."),
+            ("fit-note", "Fit note", "A fit note that fired the rule (valueReference)."),
+        ],
+    ),
+    "task-code": (
+        "Gateway task code",
+        "What a FHIR Task created by the gateway asks for.",
+        [
+            ("referral-prompt", "Consider a referral", "A fit-note rule of a work-and-health service fired: the practice is asked to consider referring the person. A prompt never refers anyone by itself (brief 3)."),
+        ],
+    ),
     "audit-event-subtype": (
         "Audit event subtype",
         "Gateway events recorded as AuditEvent.subtype where FHIR's restful-interaction codes do not fit (brief 4; standards 6.3).",
@@ -292,6 +363,7 @@ SYSTEMS = {
             ("sickness-absence-start", "Date current sickness absence started", ""),
             ("workplace-exposure", "Workplace exposure issue", ""),
             ("health-conditions", "Health conditions (when none or not given)", ""),
+            ("right-to-work", "Right to work in the UK (as stated by the referrer)", ""),
         ],
     ),
     "service-type": (

@@ -73,6 +73,42 @@ where
     }
 }
 
+/// Checks that `body` is a FHIR R4 resource of `resource_type` that fhirbolt reads strictly and
+/// that keeps the FHIR JSON rules (no empty arrays, objects or strings): 400 with each breach
+/// otherwise.
+pub fn require_resource(body: &JsonBody, resource_type: &str) -> Result<(), ApiError> {
+    use crate::fhir::resource::{json_rule_violations, parse_strict};
+    use crate::fhir::{Issue, IssueType, Issues};
+    if body.value["resourceType"] != resource_type {
+        return Err(ApiError::BadRequest(
+            Issue::error(
+                IssueType::Invalid,
+                "resourceType",
+                format!("the body must be a FHIR {resource_type}"),
+            )
+            .into(),
+        ));
+    }
+    let mut breaches = Vec::new();
+    json_rule_violations(&body.value, resource_type, &mut breaches);
+    if !breaches.is_empty() {
+        let mut issues = Issues::new();
+        for (at, why) in breaches {
+            issues.error(IssueType::Structure, at, why);
+        }
+        return Err(ApiError::BadRequest(issues));
+    }
+    parse_strict(&body.bytes).map_err(|e| {
+        ApiError::BadRequest(
+            Issue::general(
+                IssueType::Structure,
+                format!("not a valid FHIR R4 {resource_type}: {e}"),
+            )
+            .into(),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

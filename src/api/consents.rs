@@ -20,7 +20,7 @@ use crate::auth::{Principal, scope};
 use crate::consent::{
     self, Action, Code, DataClass, OverrideReason, Purpose, Question, Recipient, RecipientClass,
 };
-use crate::fhir::resource::{claim_profile, json_rule_violations, parse_strict};
+use crate::fhir::resource::claim_profile;
 use crate::fhir::systems::profile;
 use crate::fhir::{Issue, IssueType, Issues};
 
@@ -104,7 +104,16 @@ pub async fn update(
             .into(),
         ));
     }
-    let expected = headers
+    let expected = if_match(&headers)?;
+    claim_profile(&mut resource, &profile::whg_consent());
+    let updated = app.store.update(resource, expected).await?;
+    record(&app, &principal, &headers, &patient, &updated, "changed").await?;
+    Ok(fhir_response(StatusCode::OK, &updated))
+}
+
+/// The version an `If-Match: W/"n"` header names, if one was sent.
+pub(super) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    headers
         .get(header::IF_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(|v| {
@@ -121,44 +130,13 @@ pub async fn update(
                     )
                 })
         })
-        .transpose()?;
-    claim_profile(&mut resource, &profile::whg_consent());
-    let updated = app.store.update(resource, expected).await?;
-    record(&app, &principal, &headers, &patient, &updated, "changed").await?;
-    Ok(fhir_response(StatusCode::OK, &updated))
+        .transpose()
 }
 
 /// Parses and validates a Consent body: FHIR R4 (400 if not), then the gateway's consent model
 /// (422 with every problem).
 fn checked_consent(body: &JsonBody) -> Result<Value, ApiError> {
-    if body.value["resourceType"] != "Consent" {
-        return Err(ApiError::BadRequest(
-            Issue::error(
-                IssueType::Invalid,
-                "resourceType",
-                "the body must be a FHIR Consent",
-            )
-            .into(),
-        ));
-    }
-    let mut breaches = Vec::new();
-    json_rule_violations(&body.value, "Consent", &mut breaches);
-    if !breaches.is_empty() {
-        let mut issues = Issues::new();
-        for (at, why) in breaches {
-            issues.error(IssueType::Structure, at, why);
-        }
-        return Err(ApiError::BadRequest(issues));
-    }
-    parse_strict(&body.bytes).map_err(|e| {
-        ApiError::BadRequest(
-            Issue::general(
-                IssueType::Structure,
-                format!("not a valid FHIR R4 Consent: {e}"),
-            )
-            .into(),
-        )
-    })?;
+    super::body::require_resource(body, "Consent")?;
     let mut issues = match consent::read_consent(&body.value) {
         Ok(_) => Issues::new(),
         Err(issues) => issues,
@@ -214,7 +192,7 @@ async fn require_party(
     principal: &Principal,
     patient_id: &str,
 ) -> Result<(), ApiError> {
-    let referrals = app.store.referrals_of_patient(patient_id).await?;
+    let referrals = app.store.records_of_patient(patient_id).await?;
     if referrals.iter().any(|r| access::is_party(principal, r)) {
         Ok(())
     } else {

@@ -152,9 +152,16 @@ impl ApiError {
                     severity: crate::fhir::Severity::Error,
                     code: IssueType::Duplicate,
                     expression: None,
-                    diagnostics: format!(
-                        "referral id '{key}' from {namespace} was already received with different content (stored as ServiceRequest/{existing_id}); a referral id is write-once: use a new id for a new referral"
-                    ),
+                    diagnostics: {
+                        let (what, stored_as) = if namespace.starts_with("fit-note:") {
+                            ("fit note", "Observation")
+                        } else {
+                            ("referral", "ServiceRequest")
+                        };
+                        format!(
+                            "{what} id '{key}' from {namespace} was already received with different content (stored as {stored_as}/{existing_id}); a {what} id is write-once: use a new id for a new {what}"
+                        )
+                    },
                 }],
                 NhsErrorCode::CONFLICT,
             ),
@@ -166,6 +173,11 @@ impl ApiError {
             Store(StoreError::Refused(decision)) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 vec![Issue::general(IssueType::BusinessRule, format!("the person's consent does not allow this: {}", decision.reason))],
+                NhsErrorCode::UNPROCESSABLE_ENTITY,
+            ),
+            Store(StoreError::Rejected(issues)) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                issues.into_vec(),
                 NhsErrorCode::UNPROCESSABLE_ENTITY,
             ),
             Store(StoreError::NotFound(what)) => (

@@ -29,6 +29,7 @@ const STORED_TYPES: &[&str] = &[
     "Encounter",
     "CarePlan",
     "AuditEvent",
+    "Task",
 ];
 
 fn read_scope(resource_type: &str) -> &'static str {
@@ -105,6 +106,27 @@ async fn read_resource(
         response.headers_mut().insert(header::ETAG, etag);
     }
     Ok(response)
+}
+
+/// `GET /fhir/Task/{id}` (the Task route also takes PUT).
+pub async fn read_task(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: axum::http::HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = path.map_err(|e| ApiError::NotFound(format!("no such resource: {e}")))?;
+    read_resource(&app, &principal, &headers, "Task".into(), id).await
+}
+
+/// `GET /fhir/Observation?…` (the Observation type route also takes POST).
+pub async fn search_observations(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: axum::http::HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    search_type(&app, &principal, &headers, "Observation".into(), query).await
 }
 
 /// `GET /fhir/{type}?…`
@@ -205,6 +227,14 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
                 r["versioning"] = json!("versioned-update");
                 r["documentation"] = json!("A person's data-sharing consent, enforced on every read, search and disclosure. Recorded by the referring practice or, at first contact, by the service.");
             }
+            if *t == "Observation" {
+                r["interaction"].as_array_mut().unwrap().push(json!({ "code": "create", "documentation": "Fit notes in the profile whg-fit-note, checked by the DWP's rules; the response names any referral prompts created" }));
+                r["supportedProfile"] = json!([profile::whg_fit_note()]);
+            }
+            if *t == "Task" {
+                r["interaction"].as_array_mut().unwrap().push(json!({ "code": "update", "documentation": "The practice accepts or rejects a referral prompt (status, statusReason, note)" }));
+                r["supportedProfile"] = json!([profile::whg_referral_prompt()]);
+            }
             if *t == "AuditEvent" {
                 r["documentation"] = json!("Append-only: every consent decision, read of a person's data, disclosure and override. Information-governance clients only.");
             }
@@ -220,7 +250,7 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
                         let kind = match p.kind {
                             search::ParamKind::Token => "token",
                             search::ParamKind::Reference { .. } => "reference",
-                            search::ParamKind::Date => "date",
+                            search::ParamKind::Date | search::ParamKind::Period => "date",
                         };
                         json!({ "name": p.name, "type": kind, "documentation": p.documentation })
                     })

@@ -5,6 +5,7 @@ mod body;
 mod consents;
 mod error;
 mod fhir_read;
+mod fit_notes;
 mod health;
 mod referrals;
 
@@ -47,6 +48,19 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/referrals", post(referrals::create_practice_referral))
         .route("/fhir/$process-message", post(referrals::process_message))
         .route("/fhir/metadata", get(fhir_read::metadata))
+        .route("/api/v1/fit-notes", post(fit_notes::create_practice_fit_note))
+        .route(
+            "/api/v1/patients/{nhs_number}/fit-notes/summary",
+            get(fit_notes::summary),
+        )
+        .route(
+            "/fhir/Observation",
+            post(fit_notes::create_observation).get(fhir_read::search_observations),
+        )
+        .route(
+            "/fhir/Task/{id}",
+            axum::routing::put(fit_notes::update_task).get(fhir_read::read_task),
+        )
         .route(
             "/fhir/Consent",
             post(consents::create).get(fhir_read::search_consents),

@@ -12,8 +12,10 @@ use super::error::{ApiError, fhir_response};
 use crate::audit::{self, Event, Kind};
 use crate::auth::{Principal, Role, scope};
 use crate::fhir::{Issue, NhsErrorCode, operation_outcome};
-use crate::intake::{IntakeContext, ReferralSubmission, bars, practice_referral};
-use crate::store::{StoreError, StoredReferral};
+use crate::intake::{
+    IntakeContext, Submission, SubmissionKind, admission, bars, practice_referral,
+};
+use crate::store::{Admission, StoreError, Stored};
 
 /// `POST /api/v1/referrals`: 201 when stored, 200 for an identical resend.
 pub async fn create_practice_referral(
@@ -31,6 +33,7 @@ pub async fn create_practice_referral(
         &headers,
         submission,
         crate::access::PRACTICE_CONSENT_EXPRESSION,
+        admission::practice_criterion_expression,
     )
     .await?;
     let status = if stored.created {
@@ -60,31 +63,72 @@ pub async fn process_message(
         &headers,
         submission,
         crate::access::BARS_CONSENT_EXPRESSION,
+        admission::bars_criterion_expression,
     )
     .await?;
     answer(&app, &headers, StatusCode::OK, &stored).await
 }
 
 /// Takes a validated referral in: only from the practice it names, only with the person's
-/// consent to its going to the service, and with the consent decision audited in the same
-/// transaction as the referral. A refused referral stores nothing about the person.
+/// consent to its going to the service, checked against the service's eligibility criteria, and
+/// with the decision audited in the same transaction as the referral. A refused referral stores
+/// nothing about the person.
 async fn accept(
     app: &AppState,
     principal: &Principal,
     headers: &HeaderMap,
-    submission: ReferralSubmission,
+    submission: Submission,
     consent_expression: &str,
-) -> Result<StoredReferral, ApiError> {
-    if principal.role != Role::Practice || submission.parties.practice != principal.organisation {
+    criterion_expression: admission::CriterionExpression,
+) -> Result<Stored, ApiError> {
+    let service = match &submission.kind {
+        SubmissionKind::Referral { service } => service
+            .split_once('|')
+            .and_then(|(_, id)| app.config.service(id)),
+        SubmissionKind::FitNote(_) => None,
+    };
+    let admission = admission::referral(
+        &submission,
+        service,
+        principal,
+        request_id(headers),
+        chrono::Utc::now(),
+        criterion_expression,
+    );
+    submit(
+        app,
+        principal,
+        headers,
+        submission,
+        admission,
+        consent_expression,
+    )
+    .await
+}
+
+/// Stores a submission a practice sent as itself, under `admission`. A resend is audited as
+/// such; a refusal is audited without the person (nothing about them is stored) and answered with
+/// what to change.
+pub async fn submit(
+    app: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    submission: Submission,
+    admission: Admission,
+    consent_expression: &str,
+) -> Result<Stored, ApiError> {
+    let what = match submission.kind {
+        SubmissionKind::Referral { .. } => "referral",
+        SubmissionKind::FitNote(_) => "fit note",
+    };
+    if principal.role != Role::Practice || submission.practice != principal.organisation {
         return Err(ApiError::Forbidden(format!(
-            "a practice sends referrals only as itself: this referral comes from {} but the access token is for {}",
-            submission.parties.practice, principal.organisation
+            "a practice sends {what}s only as itself: this {what} comes from {} but the access token is for {}",
+            submission.practice, principal.organisation
         )));
     }
-    let now = chrono::Utc::now();
-    let admission =
-        crate::access::intake_admission(&submission, principal, request_id(headers), now);
     let key = submission.key.clone();
+    let focus_type = submission.focus_type().to_string();
     let mut event = Event {
         kind: Kind::Intake,
         principal: Some(principal),
@@ -93,24 +137,23 @@ async fn accept(
         decision: None,
         permitted: true,
         description: String::new(),
-        at: now,
+        at: chrono::Utc::now(),
         request_id: request_id(headers),
     };
-    match app.store.submit_referral(submission, Some(admission)).await {
+    match app.store.submit(submission, Some(admission)).await {
         Ok(stored) if stored.created => Ok(stored),
         Ok(stored) => {
             // A resend stores nothing; the decision that let it in was recorded with it.
-            event.entities = vec![format!("ServiceRequest/{}", stored.service_request_id)];
-            event.description = "referral resent: already stored, nothing new stored".into();
+            event.entities = vec![format!("{focus_type}/{}", stored.focus_id)];
+            event.description = format!("{what} resent: already stored, nothing new stored");
             audit::append(&*app.store, &[event]).await?;
             Ok(stored)
         }
         Err(StoreError::Refused(decision)) => {
-            // Recorded without the person: nothing about them is stored for a refused referral.
             event.decision = Some(&decision);
             event.permitted = false;
             event.description = format!(
-                "referral {} from {} refused: {}",
+                "{what} {} from {} refused: {}",
                 key.value, key.namespace, decision.reason
             );
             audit::append(&*app.store, &[event]).await?;
@@ -118,6 +161,21 @@ async fn accept(
                 consent_expression,
                 &decision,
             )))
+        }
+        Err(StoreError::Rejected(issues)) => {
+            event.permitted = false;
+            event.description = format!(
+                "{what} {} from {} refused: {}",
+                key.value,
+                key.namespace,
+                issues
+                    .iter()
+                    .map(|i| i.diagnostics.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            audit::append(&*app.store, &[event]).await?;
+            Err(ApiError::Invalid(issues))
         }
         Err(e) => Err(e.into()),
     }
@@ -129,9 +187,9 @@ async fn answer(
     app: &AppState,
     headers: &HeaderMap,
     status: StatusCode,
-    stored: &StoredReferral,
+    stored: &Stored,
 ) -> Result<Response, ApiError> {
-    let id = &stored.service_request_id;
+    let id = &stored.focus_id;
     let location = format!("{}/fhir/ServiceRequest/{id}", app.config.base_url());
     let prefer = headers
         .get("prefer")

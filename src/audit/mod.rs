@@ -25,6 +25,8 @@ pub enum Kind {
     Intake,
     /// A Consent recorded or changed.
     ConsentRecorded,
+    /// Another record about a person changed (e.g. a referral prompt answered).
+    Updated,
     /// A disclosure decision for something to be sent out (letter, employer document, export).
     Disclosure,
     /// A user acted against a consent decision.
@@ -40,7 +42,7 @@ impl Kind {
             Kind::Read => ("110110", "Patient Record", "read", "R"),
             Kind::Search => ("110112", "Query", "search-type", "E"),
             Kind::Intake => ("110110", "Patient Record", "create", "C"),
-            Kind::ConsentRecorded => ("110110", "Patient Record", "update", "U"),
+            Kind::ConsentRecorded | Kind::Updated => ("110110", "Patient Record", "update", "U"),
             Kind::Disclosure => ("110106", "Export", "disclosure", "E"),
             Kind::Override => ("110113", "Security Alert", "consent-override", "E"),
             Kind::Export => ("110106", "Export", "evaluation-export", "E"),
@@ -67,6 +69,17 @@ pub struct Event<'a> {
     pub at: DateTime<Utc>,
     /// Request id, so the audit trail and the logs can be joined.
     pub request_id: Option<String>,
+}
+
+/// An AuditEvent to store with a submission, in its transaction.
+pub fn entry(event: Value) -> crate::intake::SubmissionEntry {
+    crate::intake::SubmissionEntry {
+        full_url: format!("urn:uuid:{}", uuid::Uuid::now_v7()),
+        resource_type: "AuditEvent".into(),
+        resource: event,
+        match_identifier: None,
+        keep_existing: false,
+    }
 }
 
 /// The AuditEvent for `event`.

@@ -8,6 +8,9 @@ use crate::fhir::systems;
 /// Scopes the gateway checks. SMART v2 system scopes where one fits, the gateway's own otherwise.
 pub mod scope {
     pub const REFERRAL_CREATE: &str = "system/ServiceRequest.c";
+    pub const FIT_NOTE_CREATE: &str = "system/Observation.c";
+    /// Accept or reject a referral prompt.
+    pub const TASK_UPDATE: &str = "system/Task.u";
     pub const READ: &str = "system/*.rs";
     pub const CONSENT_WRITE: &str = "system/Consent.cu";
     pub const AUDIT_READ: &str = "system/AuditEvent.rs";
@@ -117,7 +120,13 @@ impl Role {
 
     pub fn default_scopes(self) -> &'static [&'static str] {
         match self {
-            Role::Practice => &[scope::REFERRAL_CREATE, scope::READ, scope::CONSENT_WRITE],
+            Role::Practice => &[
+                scope::REFERRAL_CREATE,
+                scope::FIT_NOTE_CREATE,
+                scope::TASK_UPDATE,
+                scope::READ,
+                scope::CONSENT_WRITE,
+            ],
             Role::Service => &[scope::READ, scope::CONSENT_WRITE, scope::DISCLOSURE],
             Role::InformationGovernance => &[scope::AUDIT_READ, scope::OVERRIDE_REVIEW],
         }

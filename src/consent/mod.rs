@@ -33,10 +33,7 @@ pub fn data_class_of(resource: &Value) -> Option<DataClass> {
 
 /// Whether an Observation is a fit note (claims the project's fit-note profile).
 fn is_fit_note(resource: &Value) -> bool {
-    let profile = format!(
-        "{}/StructureDefinition/whg-fit-note",
-        systems::CANONICAL_BASE
-    );
+    let profile = systems::profile::whg_fit_note();
     resource["meta"]["profile"]
         .as_array()
         .is_some_and(|ps| ps.iter().any(|p| p.as_str() == Some(profile.as_str())))

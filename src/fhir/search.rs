@@ -14,8 +14,13 @@ pub const MAX_COUNT: u32 = 100;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamKind {
     Token,
-    Reference { target: &'static str },
+    Reference {
+        target: &'static str,
+    },
+    /// `_lastUpdated`.
     Date,
+    /// A resource's period (a fit note's `effectivePeriod`), indexed as its start and end.
+    Period,
 }
 
 /// A search parameter the gateway supports: name, kind and a description for the CapabilityStatement.
@@ -90,10 +95,58 @@ const AUDIT_EVENT_PARAMS: &[ParamDef] = &[
     },
 ];
 
+const OBSERVATION_PARAMS: &[ParamDef] = &[
+    ParamDef {
+        name: "patient",
+        kind: ParamKind::Reference { target: "Patient" },
+        documentation: "The person, as Patient/id or id; chain patient.identifier takes an NHS number as https://fhir.nhs.uk/Id/nhs-number|value",
+    },
+    ParamDef {
+        name: "code",
+        kind: ParamKind::Token,
+        documentation: "The Observation's code, e.g. http://snomed.info/sct|751481000000104 (fit note: not fit for work) or 751601000000107 (may be fit)",
+    },
+    ParamDef {
+        name: "date",
+        kind: ParamKind::Period,
+        documentation: "The period covered (effectivePeriod; an indefinite fit note has no end). ge/gt: covers time at or after the value; le/lt: starts at or before; eq (the default): overlaps it; ne: does not overlap. _sort=date or -date orders by the period's start",
+    },
+    ParamDef {
+        name: "_lastUpdated",
+        kind: ParamKind::Date,
+        documentation: "When the stored Observation last changed",
+    },
+];
+
+const TASK_PARAMS: &[ParamDef] = &[
+    ParamDef {
+        name: "owner",
+        kind: ParamKind::Token,
+        documentation: "The organisation the task is for, by identifier, e.g. https://fhir.nhs.uk/Id/ods-organization-code|C88901 or C88901",
+    },
+    ParamDef {
+        name: "status",
+        kind: ParamKind::Token,
+        documentation: "requested | accepted | rejected | …",
+    },
+    ParamDef {
+        name: "patient",
+        kind: ParamKind::Reference { target: "Patient" },
+        documentation: "The person the task is for (Task.for), as Patient/id or id; chain patient.identifier takes an NHS number",
+    },
+    ParamDef {
+        name: "_lastUpdated",
+        kind: ParamKind::Date,
+        documentation: "When the task last changed",
+    },
+];
+
 /// Search parameters supported for `resource_type` (empty: the type is read-only).
 pub fn supported_params(resource_type: &str) -> &'static [ParamDef] {
     match resource_type {
         "ServiceRequest" => SERVICE_REQUEST_PARAMS,
+        "Observation" => OBSERVATION_PARAMS,
+        "Task" => TASK_PARAMS,
         "Consent" => CONSENT_PARAMS,
         "AuditEvent" => AUDIT_EVENT_PARAMS,
         _ => &[],
@@ -143,6 +196,25 @@ pub enum Filter {
         lower: String,
         upper: String,
     },
+    /// A period parameter against the half-open range `[lower, upper)` of the value.
+    Period {
+        param: &'static str,
+        comparator: Comparator,
+        lower: String,
+        upper: String,
+    },
+}
+
+/// The order of results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sort {
+    /// Most recently changed first (the default).
+    #[default]
+    LastUpdatedDesc,
+    LastUpdatedAsc,
+    /// By the start of the `date` period.
+    DateAsc,
+    DateDesc,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +223,7 @@ pub struct SearchRequest {
     pub filters: Vec<Filter>,
     pub count: u32,
     pub offset: u32,
+    pub sort: Sort,
     /// Whose data the search may return; set by the API from the caller, never by a parameter.
     pub tenancy: Option<Tenancy>,
 }
@@ -174,8 +247,10 @@ pub fn parse(resource_type: &str, pairs: &[(String, String)]) -> Result<SearchRe
         filters: Vec::new(),
         count: DEFAULT_COUNT,
         offset: 0,
+        sort: Sort::default(),
         tenancy: None,
     };
+    let has_period = defs.iter().any(|d| d.kind == ParamKind::Period);
     for (name, raw) in pairs {
         let expr = format!("{resource_type}?{name}");
         match name.as_str() {
@@ -190,6 +265,21 @@ pub fn parse(resource_type: &str, pairs: &[(String, String)]) -> Result<SearchRe
             "_offset" => match raw.parse::<u32>() {
                 Ok(n) => req.offset = n,
                 Err(_) => issues.error(IssueType::Value, expr, "_offset must be a whole number"),
+            },
+            "_sort" => match raw.as_str() {
+                "_lastUpdated" => req.sort = Sort::LastUpdatedAsc,
+                "-_lastUpdated" => req.sort = Sort::LastUpdatedDesc,
+                "date" if has_period => req.sort = Sort::DateAsc,
+                "-date" if has_period => req.sort = Sort::DateDesc,
+                _ => issues.error(
+                    IssueType::NotSupported,
+                    expr,
+                    if has_period {
+                        "_sort takes date, -date, _lastUpdated or -_lastUpdated"
+                    } else {
+                        "_sort takes _lastUpdated or -_lastUpdated"
+                    },
+                ),
             },
             "_format"
                 if matches!(
@@ -256,6 +346,19 @@ fn parse_param(defs: &[ParamDef], name: &str, raw: &str) -> Result<Filter, Strin
             any_of: raw.split(',').map(parse_token).collect(),
         }),
         (ParamKind::Date, None) => parse_date_filter(raw),
+        (ParamKind::Period, None) => match parse_date_filter(raw)? {
+            Filter::LastUpdated {
+                comparator,
+                lower,
+                upper,
+            } => Ok(Filter::Period {
+                param: def.name,
+                comparator,
+                lower,
+                upper,
+            }),
+            other => Ok(other),
+        },
         (_, Some(c)) => Err(format!("chained search '{base}.{c}' is not supported")),
     }
 }
@@ -338,6 +441,9 @@ fn instant_range(value: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
     }
 }
 
+/// The indexed end of a period with no end.
+pub const PERIOD_OPEN_END: &str = "9999-12-31T23:59:59.999999Z";
+
 /// How the store writes `meta.lastUpdated`: fixed-width UTC, so text order is time order.
 pub fn format_instant(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
@@ -388,12 +494,74 @@ pub fn index_entries(resource: &Value) -> Vec<IndexEntry> {
                 });
             }
         }
-        Some("Observation" | "Condition") => {
+        Some("Condition") => {
             if let Some(p) = reference_to("subject", "Patient/") {
                 out.push(IndexEntry {
                     param: "patient",
                     system: String::new(),
                     value: p,
+                });
+            }
+        }
+        Some("Observation") => {
+            if let Some(p) = reference_to("subject", "Patient/") {
+                out.push(IndexEntry {
+                    param: "patient",
+                    system: String::new(),
+                    value: p,
+                });
+            }
+            for c in resource["code"]["coding"].as_array().into_iter().flatten() {
+                if let Some(code) = c["code"].as_str() {
+                    out.push(IndexEntry {
+                        param: "code",
+                        system: c["system"].as_str().unwrap_or("").into(),
+                        value: code.into(),
+                    });
+                }
+            }
+            let period = &resource["effectivePeriod"];
+            if let Some((start, _)) = period["start"].as_str().and_then(instant_range) {
+                // An open end is indexed as the end of time, so ranges need no special case.
+                let end = match period["end"].as_str() {
+                    Some(e) => instant_range(e).map(|(_, upper)| format_instant(upper)),
+                    None => Some(PERIOD_OPEN_END.to_string()),
+                };
+                out.push(IndexEntry {
+                    param: "date",
+                    system: "start".into(),
+                    value: format_instant(start),
+                });
+                if let Some(end) = end {
+                    out.push(IndexEntry {
+                        param: "date",
+                        system: "end".into(),
+                        value: end,
+                    });
+                }
+            }
+        }
+        Some("Task") => {
+            if let Some(p) = reference_to("for", "Patient/") {
+                out.push(IndexEntry {
+                    param: "patient",
+                    system: String::new(),
+                    value: p,
+                });
+            }
+            if let Some(status) = resource["status"].as_str() {
+                out.push(IndexEntry {
+                    param: "status",
+                    system: "http://hl7.org/fhir/task-status".into(),
+                    value: status.into(),
+                });
+            }
+            let owner = &resource["owner"]["identifier"];
+            if let Some(value) = owner["value"].as_str() {
+                out.push(IndexEntry {
+                    param: "owner",
+                    system: owner["system"].as_str().unwrap_or("").into(),
+                    value: value.into(),
                 });
             }
         }

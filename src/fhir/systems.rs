@@ -112,6 +112,27 @@ pub mod profile {
         "Task",
     ];
 
+    /// The gateway's fit-note Observation profile (derived from UKCore-Observation).
+    pub fn whg_fit_note() -> String {
+        format!("{}/StructureDefinition/whg-fit-note", super::CANONICAL_BASE)
+    }
+
+    /// Extension on a ServiceRequest: the eligibility check made at intake.
+    pub fn whg_eligibility_extension() -> String {
+        format!(
+            "{}/StructureDefinition/whg-eligibility-assessment",
+            super::CANONICAL_BASE
+        )
+    }
+
+    /// The gateway's referral-prompt Task profile (derived from UKCore-Task).
+    pub fn whg_referral_prompt() -> String {
+        format!(
+            "{}/StructureDefinition/whg-referral-prompt",
+            super::CANONICAL_BASE
+        )
+    }
+
     /// The gateway's own Consent profile (derived from UKCore-Consent).
     pub fn whg_consent() -> String {
         format!("{}/StructureDefinition/whg-consent", super::CANONICAL_BASE)
@@ -152,6 +173,54 @@ pub fn service_identifier_system() -> String {
 /// practices can both use "REF-1" without colliding.
 pub fn practice_referral_id_system(ods_code: &str) -> String {
     format!("{CANONICAL_BASE}/Id/practice-referral-id/{ods_code}")
+}
+
+/// Identifier system for a sending practice's own fit-note ids, one namespace per ODS code.
+pub fn practice_fit_note_id_system(ods_code: &str) -> String {
+    format!("{CANONICAL_BASE}/Id/practice-fit-note-id/{ods_code}")
+}
+
+/// The FHIR standard extension that links a resource to the reason for it (R4 has no
+/// `Observation.reasonReference`): a fit note's Conditions.
+pub const WORKFLOW_REASON_REFERENCE_EXT: &str =
+    "http://hl7.org/fhir/StructureDefinition/workflow-reasonReference";
+
+/// SNOMED CT UK concepts for fit notes (standards 3.2). Each was checked against two independent
+/// sources (the Momentum MED3 code list and the UK Core fitness-for-work example / NHS draft
+/// questionnaire) and by its Verhoeff check digit; none has been checked on a terminology server.
+pub mod fit_note_sct {
+    pub const NOT_FIT: (&str, &str) = (
+        "751481000000104",
+        "eMED3 (2010) new statement issued, not fit for work",
+    );
+    pub const MAY_BE_FIT: (&str, &str) = (
+        "751601000000107",
+        "eMED3 (2010) new statement issued, may be fit for work",
+    );
+    pub const PHASED_RETURN: (&str, &str) = (
+        "775281000000100",
+        "MED3 (2010) certificate issued - recommend phased return to work",
+    );
+    pub const ALTERED_HOURS: (&str, &str) = (
+        "775301000000104",
+        "MED3 (2010) certificate issued - recommend altered hours",
+    );
+    pub const AMENDED_DUTIES: (&str, &str) = (
+        "775321000000108",
+        "MED3 (2010) certificate issued - recommend amended duties",
+    );
+    pub const WORKPLACE_ADAPTATION: (&str, &str) = (
+        "775351000000103",
+        "MED3 (2010) certificate issued - recommend workplace adaptation",
+    );
+
+    /// The adjustment concepts in the form's order, by the practice format's field name.
+    pub const ADJUSTMENTS: [(&str, (&str, &str)); 4] = [
+        ("phasedReturn", PHASED_RETURN),
+        ("alteredHours", ALTERED_HOURS),
+        ("amendedDuties", AMENDED_DUTIES),
+        ("workplaceAdaptations", WORKPLACE_ADAPTATION),
+    ];
 }
 
 /// Identifier system of a professional register, by the practice format's register code.

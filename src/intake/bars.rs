@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::IntakeContext;
 use super::practice::{MAX_AGE_YEARS, age_on};
 use super::submission::{
-    Parties, ReferralSubmission, SubmissionEntry, SubmissionKey, content_hash, match_identifier,
+    Submission, SubmissionEntry, SubmissionKey, SubmissionKind, content_hash, match_identifier,
 };
 use crate::config::ServiceConfig;
 use crate::fhir::identifiers;
@@ -43,11 +43,7 @@ const RETIRED_VERIFICATION: &[(&str, &str)] = &[
 
 /// Validates and normalises a BaRS referral message. `body` is the raw request (for strict
 /// parsing with line numbers); `bundle` the same body as JSON.
-pub fn validate(
-    body: &[u8],
-    bundle: &Value,
-    ctx: &IntakeContext,
-) -> Result<ReferralSubmission, Rejection> {
+pub fn validate(body: &[u8], bundle: &Value, ctx: &IntakeContext) -> Result<Submission, Rejection> {
     let mut breaches = Vec::new();
     crate::fhir::resource::json_rule_violations(bundle, "Bundle", &mut breaches);
     if !breaches.is_empty() {
@@ -86,7 +82,7 @@ fn at(i: usize, rest: &str) -> String {
 }
 
 impl<'a> Message<'a> {
-    fn read(bundle: &'a Value, ctx: &IntakeContext) -> Result<ReferralSubmission, Issues> {
+    fn read(bundle: &'a Value, ctx: &IntakeContext) -> Result<Submission, Issues> {
         let mut m = Message {
             bundle,
             entries: Vec::new(),
@@ -465,7 +461,7 @@ impl<'a> Message<'a> {
         service: &ServiceConfig,
         focus: usize,
         implied_consent_counts: bool,
-    ) -> ReferralSubmission {
+    ) -> Submission {
         let sr = self.entries[focus].1;
         let key_value = sr
             .get("identifier")
@@ -514,6 +510,7 @@ impl<'a> Message<'a> {
                 full_url: url.clone(),
                 resource_type: rt,
                 match_identifier: None,
+                keep_existing: false,
                 resource,
             });
         }
@@ -550,6 +547,7 @@ impl<'a> Message<'a> {
                     full_url: url.clone(),
                     resource_type: "Organization".into(),
                     match_identifier: None,
+                    keep_existing: false,
                     resource: org,
                 });
                 let sr_url = self.entries[focus].0.clone();
@@ -568,9 +566,9 @@ impl<'a> Message<'a> {
             }
         }
         let focus_url = self.entries[focus].0.clone();
-        ReferralSubmission {
-            parties: Parties {
-                practice: format!("{}|{sender_ods}", systems::ODS_ORGANIZATION),
+        Submission {
+            practice: format!("{}|{sender_ods}", systems::ODS_ORGANIZATION),
+            kind: SubmissionKind::Referral {
                 service: format!("{}|{}", systems::service_identifier_system(), service.id),
             },
             key,

@@ -1,7 +1,10 @@
 //! Referrals in: the practice JSON format and BaRS FHIR messages. Each path validates its input,
-//! maps it into a FHIR transaction, and hands the store a [`ReferralSubmission`].
+//! maps it into a FHIR transaction, and hands the store a [`Submission`].
 
+pub mod admission;
 pub mod bars;
+pub mod fit_note;
+pub mod fit_note_fhir;
 pub mod practice;
 pub mod schema;
 pub mod submission;
@@ -13,7 +16,7 @@ use crate::config::Config;
 use crate::fhir::{Issue, IssueType, Issues};
 use submission::content_hash;
 
-pub use submission::{Parties, ReferralSubmission, SubmissionEntry, SubmissionKey};
+pub use submission::{Submission, SubmissionEntry, SubmissionKey, SubmissionKind};
 
 /// What validation needs from outside the input: the time now and the configured services.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +38,7 @@ impl<'a> IntakeContext<'a> {
 /// Validates a practice referral, maps it to a FHIR transaction and prepares its submission
 /// (`transaction_bundle()` gives the transaction back). The same function
 /// serves the HTTP API, the CLI and the benchmark.
-pub fn practice_referral(value: &Value, ctx: &IntakeContext) -> Result<ReferralSubmission, Issues> {
+pub fn practice_referral(value: &Value, ctx: &IntakeContext) -> Result<Submission, Issues> {
     let referral = practice::validate(value, ctx)?;
     let service = ctx
         .config
@@ -52,20 +55,85 @@ pub fn practice_referral(value: &Value, ctx: &IntakeContext) -> Result<ReferralS
         namespace: format!("practice:{}", referral.practice.ods_code),
         value: referral.referral_id.clone(),
     };
-    let parties = Parties {
-        practice: format!(
-            "{}|{}",
-            crate::fhir::systems::ODS_ORGANIZATION,
-            referral.practice.ods_code
-        ),
+    let practice = format!(
+        "{}|{}",
+        crate::fhir::systems::ODS_ORGANIZATION,
+        referral.practice.ods_code
+    );
+    let kind = SubmissionKind::Referral {
         service: format!(
             "{}|{}",
             crate::fhir::systems::service_identifier_system(),
             service.id
         ),
     };
-    let submission =
-        ReferralSubmission::from_transaction(key, parties, content_hash(value), bundle)
-            .expect("the mapping emits a transaction with fullUrls and a ServiceRequest");
+    let submission = Submission::from_transaction(key, practice, kind, content_hash(value), bundle)
+        .expect("the mapping emits a transaction with fullUrls and a ServiceRequest");
     Ok(submission)
+}
+
+/// Validates a practice fit note, maps it to a FHIR transaction and prepares its submission.
+pub fn practice_fit_note(
+    value: &Value,
+    ctx: &IntakeContext,
+) -> Result<(Submission, fit_note::FitNote), Issues> {
+    let note = fit_note::validate(value, ctx)?;
+    let system = crate::fhir::systems::practice_fit_note_id_system(&note.note.practice.ods_code);
+    Ok((
+        fit_note_submission(&note, &system, content_hash(value)),
+        note,
+    ))
+}
+
+/// Validates a fit-note Observation from a FHIR client (sent by practice `sender_ods`), checking
+/// it by the same rules as the practice format, and prepares its submission. Problems point at the
+/// Observation's elements.
+pub fn fhir_fit_note(
+    observation: &Value,
+    sender_ods: &str,
+    ctx: &IntakeContext,
+) -> Result<(Submission, fit_note::FitNote), Issues> {
+    let form = fit_note_fhir::practice_form(observation, sender_ods)?;
+    let note = fit_note::validate(&form, ctx).map_err(fit_note_fhir::to_fhir_expressions)?;
+    let (system, _) = fit_note_fhir::client_identifier(observation)
+        .expect("practice_form requires an identifier");
+    Ok((
+        fit_note_submission(&note, &system, content_hash(observation)),
+        note,
+    ))
+}
+
+/// The submission of a checked fit note whose sender's id lives in identifier `system`.
+fn fit_note_submission(note: &fit_note::FitNote, system: &str, hash: String) -> Submission {
+    let ods = &note.note.practice.ods_code;
+    let mut bundle = crate::mapping::fit_note::fit_note_bundle(note);
+    // The Observation keeps the sender's own identifier system (a FHIR client's may differ).
+    for entry in bundle["entry"].as_array_mut().into_iter().flatten() {
+        if entry["resource"]["resourceType"] == "Observation" {
+            entry["resource"]["identifier"][0]["system"] = Value::String(system.to_string());
+        }
+    }
+    let focus = bundle["entry"]
+        .as_array()
+        .and_then(|e| {
+            e.iter()
+                .find(|e| e["resource"]["resourceType"] == "Observation")
+        })
+        .and_then(|e| e["fullUrl"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let key = SubmissionKey {
+        namespace: format!("fit-note:{ods}|{system}"),
+        value: note.note.fit_note_id.clone(),
+    };
+    let practice = format!("{}|{ods}", crate::fhir::systems::ODS_ORGANIZATION);
+    let kind = SubmissionKind::FitNote(crate::fit_notes::FitNoteFacts {
+        reference: focus,
+        start: note.start,
+        end: note.end,
+        issued: note.note.issued_on,
+        not_fit: note.not_fit(),
+    });
+    Submission::from_transaction(key, practice, kind, hash, bundle)
+        .expect("the mapping emits a transaction with fullUrls and an Observation")
 }

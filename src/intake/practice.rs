@@ -99,6 +99,7 @@ pub struct Employment {
     pub contract_type: Option<String>,
     pub sickness_absence_start: Option<NaiveDate>,
     pub employer_occupational_health: Option<String>,
+    pub right_to_work: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

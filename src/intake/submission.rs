@@ -24,20 +24,27 @@ pub struct SubmissionEntry {
     /// Resources that exist once across referrals (a person, an organisation, a clinician) are
     /// matched by this identifier: an existing one is updated rather than duplicated.
     pub match_identifier: Option<(String, String)>,
+    /// A matched resource is reused as stored, never updated (`ifNoneExist`): a fit note's
+    /// sparse person details must not replace a referral's full ones.
+    pub keep_existing: bool,
 }
 
-/// Who a referral is from and for, each as `system|value` of an organisation identifier: the
-/// tenancy every later read is checked against.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Parties {
-    pub practice: String,
-    pub service: String,
+/// What a submission is, with what the store records about it beside its resources.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubmissionKind {
+    /// A referral to a service (`system|value` of its identifier): the tenancy every later read
+    /// is checked against.
+    Referral { service: String },
+    /// A fit note; `reference` is the Observation's `fullUrl`.
+    FitNote(crate::fit_notes::FitNoteFacts),
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ReferralSubmission {
+pub struct Submission {
     pub key: SubmissionKey,
-    pub parties: Parties,
+    /// `system|value` of the sending practice.
+    pub practice: String,
+    pub kind: SubmissionKind,
     /// Hash of the sender's content: a resend with the same key must carry the same hash.
     pub content_hash: String,
     pub entries: Vec<SubmissionEntry>,
@@ -45,12 +52,13 @@ pub struct ReferralSubmission {
     pub focus: String,
 }
 
-impl ReferralSubmission {
+impl Submission {
     /// Builds a submission from a FHIR transaction Bundle whose entries carry `fullUrl`s,
     /// taking the resources out of it rather than copying them.
     pub fn from_transaction(
         key: SubmissionKey,
-        parties: Parties,
+        practice: String,
+        kind: SubmissionKind,
         content_hash: String,
         bundle: Value,
     ) -> Option<Self> {
@@ -66,35 +74,55 @@ impl ReferralSubmission {
                 let Value::Object(mut e) = e else { return None };
                 let full_url = e.get("fullUrl")?.as_str()?.to_string();
                 let resource = e.remove("resource")?;
+                let keep_existing = e
+                    .get("request")
+                    .is_some_and(|r| r.get("ifNoneExist").is_some());
                 Some(SubmissionEntry {
                     full_url,
+                    keep_existing,
                     resource_type: resource_type(&resource)?.to_string(),
                     match_identifier: match_identifier(&resource),
                     resource,
                 })
             })
             .collect::<Option<_>>()?;
+        let focus_type = match kind {
+            SubmissionKind::Referral { .. } => "ServiceRequest",
+            SubmissionKind::FitNote(_) => "Observation",
+        };
         let focus = entries
             .iter()
-            .find(|e| e.resource_type == "ServiceRequest")?
+            .find(|e| e.resource_type == focus_type)?
             .full_url
             .clone();
-        Some(ReferralSubmission {
+        Some(Submission {
             key,
-            parties,
+            practice,
+            kind,
             content_hash,
             entries,
             focus,
         })
     }
 
-    /// When the referral was authored, as fixed-width UTC text (comparable as text); empty when
-    /// the ServiceRequest has no readable `authoredOn` (both intake paths require one).
+    /// The focal resource's type (`ServiceRequest` or `Observation`).
+    pub fn focus_type(&self) -> &str {
+        match self.kind {
+            SubmissionKind::Referral { .. } => "ServiceRequest",
+            SubmissionKind::FitNote(_) => "Observation",
+        }
+    }
+
+    /// When the submission was authored (a referral's `authoredOn`, a fit note's `issued`), as
+    /// fixed-width UTC text (comparable as text); empty when the focus has neither.
     pub fn source_time(&self) -> String {
         self.entries
             .iter()
             .find(|e| e.full_url == self.focus)
-            .and_then(|e| e.resource.get("authoredOn")?.as_str())
+            .and_then(|e| {
+                let r = &e.resource;
+                r.get("authoredOn").or_else(|| r.get("issued"))?.as_str()
+            })
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .map(|t| crate::fhir::search::format_instant(t.with_timezone(&chrono::Utc)))
             .unwrap_or_default()
@@ -111,7 +139,11 @@ impl ReferralSubmission {
                 entry.insert("resource".into(), e.resource.clone());
                 entry.insert(
                     "request".into(),
-                    transaction_request(&e.resource_type, e.match_identifier.as_ref()),
+                    transaction_request(
+                        &e.resource_type,
+                        e.match_identifier.as_ref(),
+                        e.keep_existing,
+                    ),
                 );
                 Value::Object(entry)
             })
@@ -120,13 +152,20 @@ impl ReferralSubmission {
     }
 }
 
-/// The `request` of a transaction entry: a conditional update on the matching identifier for a
-/// shared resource, a create otherwise.
+/// The `request` of a transaction entry: for a shared resource a conditional update on the
+/// matching identifier, or a conditional create when an existing one is kept as it is; a create
+/// otherwise.
 pub fn transaction_request(
     resource_type: &str,
     match_identifier: Option<&(String, String)>,
+    keep_existing: bool,
 ) -> Value {
     match match_identifier {
+        Some((system, value)) if keep_existing => serde_json::json!({
+            "method": "POST",
+            "url": resource_type,
+            "ifNoneExist": format!("identifier={system}|{value}"),
+        }),
         Some((system, value)) => {
             serde_json::json!({ "method": "PUT", "url": format!("{resource_type}?identifier={system}|{value}") })
         }

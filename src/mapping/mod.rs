@@ -2,6 +2,8 @@
 //! referral always maps to the same Bundle (entry fullUrls are name-based UUIDs), so expected
 //! outputs can be published as fixtures.
 
+pub mod fit_note;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -45,7 +47,7 @@ pub fn consent_provision(
 }
 
 /// Namespace for the name-based UUIDs of mapped entries.
-const ENTRY_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a4e_8b3d_4c5f_9e7a_1d2b_3c4d_5e6f);
+pub(crate) const ENTRY_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a4e_8b3d_4c5f_9e7a_1d2b_3c4d_5e6f);
 
 /// Maps a validated practice referral addressed to `service` into a FHIR transaction Bundle.
 pub fn referral_bundle(r: &PracticeReferral, service: &ServiceConfig) -> Value {
@@ -98,7 +100,8 @@ impl<'a> Mapper<'a> {
         if let Some(p) = profile::uk_core_for(&resource_type) {
             crate::fhir::resource::claim_profile(&mut resource, p);
         }
-        let request = transaction_request(&resource_type, match_identifier(&resource).as_ref());
+        let request =
+            transaction_request(&resource_type, match_identifier(&resource).as_ref(), false);
         let url = self.url(role);
         // Built by hand: `json!` would deep-copy `resource` through serde.
         let mut entry = Map::new();
@@ -392,6 +395,11 @@ impl<'a> Mapper<'a> {
             }
             out.push(self.add("obs-sickness-absence", absence));
         }
+        if let Some(right) = e.right_to_work {
+            let mut obs = self.observation(local_code("right-to-work"));
+            obs["valueBoolean"] = json!(right);
+            out.push(self.add("obs-right-to-work", obs));
+        }
         out
     }
 
@@ -608,7 +616,7 @@ fn data_absent_extension(code: &str) -> Value {
     json!({ "url": systems::DATA_ABSENT_REASON_EXT, "valueCode": dar })
 }
 
-fn human_name(n: &HumanName, use_: Option<&str>) -> Value {
+pub(crate) fn human_name(n: &HumanName, use_: Option<&str>) -> Value {
     let mut v = Map::new();
     if let Some(u) = use_ {
         v.insert("use".into(), json!(u));

@@ -12,27 +12,61 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::consent::Decision;
+use crate::fhir::Issues;
 use crate::fhir::search::SearchRequest;
-use crate::intake::{ReferralSubmission, SubmissionEntry};
+use crate::fit_notes::FitNoteFacts;
+use crate::fit_notes::prompts::PastPrompt;
+use crate::intake::{Submission, SubmissionEntry};
 
-/// The consent check a referral must pass, made inside the transaction that would store it, so a
-/// withdrawal committed a moment earlier is always seen. Given the Consents stored for the person
-/// the referral is about (none for a new person), it returns the resources to store with the
-/// referral (its audit record) or the decision that refuses it.
-pub type Admission = Box<dyn FnOnce(&[Value]) -> Result<Vec<SubmissionEntry>, Decision> + Send>;
+/// What is stored about the person a submission is about, read inside the transaction that would
+/// store it (empty for a new person), so a withdrawal or a fit note committed a moment earlier is
+/// always seen.
+#[derive(Debug, Default)]
+pub struct History {
+    pub consents: Vec<Value>,
+    pub fit_notes: Vec<FitNoteFacts>,
+    pub prompts: Vec<PastPrompt>,
+}
+
+/// A referral prompt an admission creates: the Task entry's `fullUrl` and what it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPrompt {
+    pub full_url: String,
+    pub record: PastPrompt,
+}
+
+/// Why an admission turned a submission away.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    /// The person's consent does not let it in.
+    Consent(Decision),
+    /// A rule that needs the person's history (e.g. the fit-note duration limit, a service's
+    /// eligibility criteria) is broken.
+    Rules(Issues),
+}
+
+/// The checks a submission must pass inside the transaction that would store it. Given the
+/// person's [`History`], it may add entries to store with the submission (its audit record,
+/// prompts) or amend them (an eligibility result), and returns the prompts it created; or it
+/// refuses, and nothing is stored.
+pub type Admission =
+    Box<dyn FnOnce(&History, &mut Vec<SubmissionEntry>) -> Result<Vec<NewPrompt>, Refusal> + Send>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The submission key was used before for different content.
-    #[error("{namespace} referral '{key}' was already received with different content")]
+    #[error("{namespace} '{key}' was already received with different content")]
     Conflict {
         namespace: String,
         key: String,
         existing_id: String,
     },
-    /// The person's consent does not let the referral in; nothing was stored.
+    /// The person's consent does not let the submission in; nothing was stored.
     #[error("refused by consent: {}", .0.reason)]
     Refused(Decision),
+    /// A rule over the person's history turns the submission away; nothing was stored.
+    #[error("refused: {} rule(s) broken", .0.len())]
+    Rejected(Issues),
     /// The resource changed since the version the caller based its change on.
     #[error("{resource} is at version {current}, not {expected}")]
     VersionConflict {
@@ -58,23 +92,27 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Outcome of a referral submission.
+/// Outcome of a submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredReferral {
-    pub service_request_id: String,
+pub struct Stored {
+    /// Id of the focal resource (the ServiceRequest or the fit-note Observation).
+    pub focus_id: String,
     /// False when the same submission had been stored before (an idempotent resend).
     pub created: bool,
+    /// Ids of the referral-prompt Tasks the submission created (also on a resend).
+    pub prompts: Vec<String>,
 }
 
-/// Who a stored referral is from, for and about.
+/// Who a stored record (a referral or a fit note) is from, for and about.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReferralParties {
-    pub service_request_id: String,
+pub struct RecordParties {
+    /// `ServiceRequest/{id}` or `Observation/{id}`.
+    pub record: String,
     pub patient_id: String,
     /// `system|value` of the sending practice.
     pub practice: String,
-    /// `system|value` of the receiving service.
-    pub service: String,
+    /// `system|value` of the receiving service; none for a fit note.
+    pub service: Option<String>,
 }
 
 /// A search hit before paging: its id and the person it is about (`Patient/id`), so results can
@@ -95,14 +133,14 @@ pub struct SearchPage {
 #[async_trait]
 pub trait Store: Send + Sync {
     /// Stores every resource of a submission atomically and durably, or nothing. A resend of a
-    /// stored key with the same content returns the stored referral; with other content, a
-    /// [`StoreError::Conflict`]. A new referral is stored only if `admission` (when given) lets it
-    /// in; otherwise [`StoreError::Refused`].
-    async fn submit_referral(
+    /// stored key with the same content returns the stored record; with other content, a
+    /// [`StoreError::Conflict`]. A new one is stored only if `admission` (when given) lets it
+    /// in; otherwise [`StoreError::Refused`] or [`StoreError::Rejected`].
+    async fn submit(
         &self,
-        submission: ReferralSubmission,
+        submission: Submission,
         admission: Option<Admission>,
-    ) -> Result<StoredReferral, StoreError>;
+    ) -> Result<Stored, StoreError>;
 
     /// The current version of a resource, stamped with `id` and `meta`.
     async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Value>, StoreError>;
@@ -122,18 +160,15 @@ pub trait Store: Send + Sync {
         expected_version: Option<i64>,
     ) -> Result<Value, StoreError>;
 
-    /// The referrals a stored resource came in with.
-    async fn referrals_of(
+    /// The referrals and fit notes a stored resource came in with.
+    async fn records_of(
         &self,
         resource_type: &str,
         id: &str,
-    ) -> Result<Vec<ReferralParties>, StoreError>;
+    ) -> Result<Vec<RecordParties>, StoreError>;
 
-    /// Every referral about a person.
-    async fn referrals_of_patient(
-        &self,
-        patient_id: &str,
-    ) -> Result<Vec<ReferralParties>, StoreError>;
+    /// Every referral and fit note about a person.
+    async fn records_of_patient(&self, patient_id: &str) -> Result<Vec<RecordParties>, StoreError>;
 
     /// Every match of a search (ignoring `count` and `offset`), newest first.
     async fn search_candidates(
@@ -159,6 +194,13 @@ pub trait Store: Send + Sync {
 
     /// Records the review of an override; `None` if there is no such override.
     async fn review_override(&self, id: &str, review: Value) -> Result<Option<Value>, StoreError>;
+
+    /// A person's fit notes, as the history rules read them.
+    async fn fit_notes_of_patient(&self, patient_id: &str)
+    -> Result<Vec<FitNoteFacts>, StoreError>;
+
+    /// The id of the Patient with this NHS number, if the gateway holds one.
+    async fn patient_by_nhs_number(&self, nhs_number: &str) -> Result<Option<String>, StoreError>;
 
     /// Whether the store can take reads and writes now.
     async fn ready(&self) -> Result<(), StoreError>;

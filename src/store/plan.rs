@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::fhir::resource::{rewrite_references, stamp};
 use crate::fhir::search::{IndexEntry, index_entries};
-use crate::intake::ReferralSubmission;
+use crate::intake::Submission;
 
 /// A resource already stored that a submission entry matched by identifier.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub struct Existing {
     pub last_updated: String,
     /// The stored JSON text, to tell whether a submission really changes the resource.
     pub content: String,
-    /// When the information stored was authored (see `ReferralSubmission::source_time`).
+    /// When the information stored was authored (see `Submission::source_time`).
     pub source_time: String,
 }
 
@@ -45,11 +45,13 @@ pub struct Plan {
     pub members: Vec<(String, String)>,
     /// The id of the person the referral is about.
     pub patient_id: Option<String>,
+    /// `Type/id` of each entry, by its `full_url`.
+    pub ids: HashMap<String, String>,
 }
 
 /// Plans the writes for `submission` (see [`plan`]).
 pub fn plan_writes(
-    submission: ReferralSubmission,
+    submission: Submission,
     existing: &HashMap<String, Existing>,
     focus_id: &str,
     last_updated: &str,
@@ -60,7 +62,7 @@ pub fn plan_writes(
 /// Plans the writes for `submission`. `existing` maps an entry's `full_url` to the stored resource
 /// it matched; `focus_id` is the id already reserved for the focal ServiceRequest.
 pub fn plan(
-    submission: ReferralSubmission,
+    submission: Submission,
     existing: &HashMap<String, Existing>,
     focus_id: &str,
     last_updated: &str,
@@ -133,6 +135,9 @@ pub fn plan(
             let mut content = e.resource;
             rewrite_references(&mut content, &targets);
             if let Some(prior) = prior {
+                if e.keep_existing {
+                    return None;
+                }
                 // Details authored before the stored ones (a referral arriving late) do not
                 // overwrite them; the new referral still points at the shared resource.
                 if source_time < prior.source_time {
@@ -167,6 +172,7 @@ pub fn plan(
         writes,
         members,
         patient_id,
+        ids: targets,
     }
 }
 
@@ -182,17 +188,18 @@ mod tests {
             resource_type: rt.into(),
             resource,
             match_identifier: m.map(|(a, b)| (a.into(), b.into())),
+            keep_existing: false,
         }
     }
 
-    fn submission() -> ReferralSubmission {
-        ReferralSubmission {
+    fn submission() -> Submission {
+        Submission {
             key: SubmissionKey {
                 namespace: "n".into(),
                 value: "k".into(),
             },
-            parties: crate::intake::Parties {
-                practice: "ods|A1".into(),
+            practice: "ods|A1".into(),
+            kind: crate::intake::SubmissionKind::Referral {
                 service: "svc|s".into(),
             },
             content_hash: "h".into(),

@@ -19,13 +19,18 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::plan::{Existing, PlannedWrite, plan};
-use super::{Admission, Candidate, ReferralParties, SearchPage, Store, StoreError, StoredReferral};
+use super::{
+    Admission, Candidate, History, RecordParties, Refusal, SearchPage, Store, StoreError, Stored,
+};
 use crate::config::StoreConfig;
 use crate::fhir::resource::stamp;
 use crate::fhir::search::{
-    Comparator, Filter, IndexEntry, SearchRequest, Tenancy, Token, format_instant, index_entries,
+    Comparator, Filter, IndexEntry, SearchRequest, Sort, Tenancy, Token, format_instant,
+    index_entries,
 };
-use crate::intake::ReferralSubmission;
+use crate::fit_notes::FitNoteFacts;
+use crate::fit_notes::prompts::PastPrompt;
+use crate::intake::{Submission, SubmissionKind};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -129,7 +134,7 @@ impl Pending {
 
 /// Work for the single writer. Each job runs in its own savepoint within a group commit.
 enum WriteJob {
-    Referral(ReferralSubmission, Option<Admission>, Reply<StoredReferral>),
+    Referral(Submission, Option<Admission>, Reply<Stored>),
     Create(Vec<Value>, Reply<Vec<Value>>),
     Update(Value, Option<i64>, Reply<Value>),
     CreateOverride(String, Value, Reply<()>),
@@ -138,7 +143,7 @@ enum WriteJob {
 
 /// A job's answer, held until its batch is durable.
 enum Answer {
-    Referral(Reply<StoredReferral>, Result<StoredReferral, StoreError>),
+    Referral(Reply<Stored>, Result<Stored, StoreError>),
     Create(Reply<Vec<Value>>, Result<Vec<Value>, StoreError>),
     Update(Reply<Value>, Result<Value, StoreError>),
     CreateOverride(Reply<()>, Result<(), StoreError>),
@@ -149,7 +154,7 @@ impl Answer {
     /// Whether the job's writes stay (so what it left pending is written with the batch).
     fn kept(&self) -> bool {
         match self {
-            Answer::Referral(_, r) => matches!(r, Ok(StoredReferral { created: true, .. })),
+            Answer::Referral(_, r) => matches!(r, Ok(Stored { created: true, .. })),
             Answer::Create(_, r) => r.is_ok(),
             Answer::Update(_, r) => r.is_ok(),
             Answer::CreateOverride(_, r) => r.is_ok(),
@@ -334,22 +339,23 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &mut Vec<WriteJob>) {
 
 async fn apply(
     conn: &mut SqliteConnection,
-    mut s: ReferralSubmission,
+    mut s: Submission,
     admission: Option<Admission>,
     batch_tokens: &HashMap<(String, String), Vec<IndexEntry>>,
     own: &mut Pending,
-) -> Result<StoredReferral, StoreError> {
+) -> Result<Stored, StoreError> {
     let now = format_instant(Utc::now());
     // Time-ordered ids: new rows land at the end of every index instead of on random pages.
     let focus_id = uuid::Uuid::now_v7().to_string();
     // The key's primary key decides: the first insert wins, every later one sees the stored row.
     let inserted = sqlx::query(
         "INSERT INTO submissions (namespace, key, content_hash, focus_type, focus_id, created_at)
-         VALUES (?, ?, ?, 'ServiceRequest', ?, ?) ON CONFLICT (namespace, key) DO NOTHING",
+         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (namespace, key) DO NOTHING",
     )
     .bind(&s.key.namespace)
     .bind(&s.key.value)
     .bind(&s.content_hash)
+    .bind(s.focus_type())
     .bind(&focus_id)
     .bind(&now)
     .execute(&mut *conn)
@@ -364,53 +370,160 @@ async fn apply(
         .fetch_one(&mut *conn)
         .await?;
         let (hash, id): (String, String) = (row.get(0), row.get(1));
-        return if hash == s.content_hash {
-            Ok(StoredReferral {
-                service_request_id: id,
-                created: false,
-            })
-        } else {
-            Err(StoreError::Conflict {
+        if hash != s.content_hash {
+            return Err(StoreError::Conflict {
                 namespace: s.key.namespace.clone(),
                 key: s.key.value.clone(),
                 existing_id: id,
-            })
-        };
+            });
+        }
+        let prompts = sqlx::query_scalar(
+            "SELECT task_id FROM referral_prompts WHERE fit_note_id = ? ORDER BY task_id",
+        )
+        .bind(&id)
+        .fetch_all(&mut *conn)
+        .await?;
+        return Ok(Stored {
+            focus_id: id,
+            created: false,
+            prompts,
+        });
     }
 
     let existing = matched_resources(conn, &s).await?;
+    let mut new_prompts = Vec::new();
     if let Some(admit) = admission {
         let known_person = s
             .entries
             .iter()
             .find(|e| e.resource_type == "Patient")
             .and_then(|e| existing.get(&e.full_url));
-        let stored = match known_person {
-            Some(p) => consents_of(conn, &p.id, batch_tokens).await?,
-            None => Vec::new(),
+        let history = match known_person {
+            Some(p) => History {
+                consents: consents_of(conn, &p.id, batch_tokens).await?,
+                fit_notes: fit_notes_of(&mut *conn, &p.id).await?,
+                prompts: prompts_of(conn, &p.id).await?,
+            },
+            None => History::default(),
         };
-        let with_referral = admit(&stored).map_err(StoreError::Refused)?;
-        s.entries.extend(with_referral);
+        new_prompts = admit(&history, &mut s.entries).map_err(|r| match r {
+            Refusal::Consent(d) => StoreError::Refused(d),
+            Refusal::Rules(issues) => StoreError::Rejected(issues),
+        })?;
     }
-    let parties = s.parties.clone();
+    let practice = s.practice.clone();
+    let kind = s.kind.clone();
     let plan = plan(s, &existing, &focus_id, &now);
     write_all(conn, &plan.writes, &now, own).await?;
     let patient_id = plan
         .patient_id
-        .ok_or_else(|| StoreError::Corrupt("a referral without a Patient".into()))?;
-    own.referrals.push(json!([
+        .ok_or_else(|| StoreError::Corrupt("a submission without a Patient".into()))?;
+    match kind {
+        SubmissionKind::Referral { service } => {
+            own.referrals
+                .push(json!([focus_id, patient_id, practice, service, now]));
+            own.members
+                .extend(plan.members.iter().map(|(t, id)| json!([t, id, focus_id])));
+        }
+        SubmissionKind::FitNote(note) => {
+            sqlx::query(
+                "INSERT INTO fit_notes (observation_id, patient_id, practice, period_start, period_end, issued, not_fit, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&focus_id)
+            .bind(&patient_id)
+            .bind(&practice)
+            .bind(note.start.to_string())
+            .bind(note.end.map(|d| d.to_string()))
+            .bind(note.issued.to_string())
+            .bind(note.not_fit)
+            .bind(&now)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    let mut prompt_ids = Vec::with_capacity(new_prompts.len());
+    for p in new_prompts {
+        let task_id = plan
+            .ids
+            .get(&p.full_url)
+            .and_then(|r| r.strip_prefix("Task/"))
+            .ok_or_else(|| StoreError::Corrupt("a prompt without its Task".into()))?
+            .to_string();
+        sqlx::query(
+            "INSERT INTO referral_prompts (task_id, patient_id, fit_note_id, service, rule, covers_from, covers_to, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&task_id)
+        .bind(&patient_id)
+        .bind(&focus_id)
+        .bind(&p.record.service)
+        .bind(&p.record.rule)
+        .bind(p.record.from.to_string())
+        .bind(p.record.to.map(|d| d.to_string()))
+        .bind(&now)
+        .execute(&mut *conn)
+        .await?;
+        prompt_ids.push(task_id);
+    }
+    prompt_ids.sort();
+    Ok(Stored {
         focus_id,
-        patient_id,
-        parties.practice,
-        parties.service,
-        now
-    ]));
-    own.members
-        .extend(plan.members.iter().map(|(t, id)| json!([t, id, focus_id])));
-    Ok(StoredReferral {
-        service_request_id: focus_id,
         created: true,
+        prompts: prompt_ids,
     })
+}
+
+/// A person's fit notes, from the table written in each fit note's own transaction.
+async fn fit_notes_of<'c, E>(executor: E, patient_id: &str) -> Result<Vec<FitNoteFacts>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = Sqlite>,
+{
+    let rows = sqlx::query(
+        "SELECT observation_id, period_start, period_end, issued, not_fit FROM fit_notes
+         WHERE patient_id = ? ORDER BY period_start, issued, observation_id",
+    )
+    .bind(patient_id)
+    .fetch_all(executor)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(FitNoteFacts {
+                reference: format!("Observation/{}", r.get::<&str, _>(0)),
+                start: stored_date(r.get(1))?,
+                end: r.get::<Option<&str>, _>(2).map(stored_date).transpose()?,
+                issued: stored_date(r.get(3))?,
+                not_fit: r.get(4),
+            })
+        })
+        .collect()
+}
+
+async fn prompts_of(
+    conn: &mut SqliteConnection,
+    patient_id: &str,
+) -> Result<Vec<PastPrompt>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT service, rule, covers_from, covers_to FROM referral_prompts WHERE patient_id = ?",
+    )
+    .bind(patient_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(PastPrompt {
+                service: r.get(0),
+                rule: r.get(1),
+                from: stored_date(r.get(2))?,
+                to: r.get::<Option<&str>, _>(3).map(stored_date).transpose()?,
+            })
+        })
+        .collect()
+}
+
+fn stored_date(text: &str) -> Result<chrono::NaiveDate, StoreError> {
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|e| StoreError::Corrupt(format!("stored date '{text}': {e}")))
 }
 
 /// Creates new resources with fresh ids (version 1).
@@ -536,9 +649,9 @@ async fn record_review(
     Ok(Some(record))
 }
 
-fn parties(row: &sqlx::sqlite::SqliteRow) -> ReferralParties {
-    ReferralParties {
-        service_request_id: row.get(0),
+fn parties(row: &sqlx::sqlite::SqliteRow) -> RecordParties {
+    RecordParties {
+        record: row.get(0),
         patient_id: row.get(1),
         practice: row.get(2),
         service: row.get(3),
@@ -594,7 +707,7 @@ async fn consents_of(
 /// Stored resources that the submission's shared entries match by identifier, by `full_url`.
 async fn matched_resources(
     conn: &mut SqliteConnection,
-    s: &ReferralSubmission,
+    s: &Submission,
 ) -> Result<HashMap<String, Existing>, StoreError> {
     let wanted: Vec<Value> = s
         .entries
@@ -731,16 +844,37 @@ fn push_filters(qb: &mut QueryBuilder<Sqlite>, req: &SearchRequest) {
             Tenancy::Practice(org) => ("practice", org),
             Tenancy::Service(org) => ("service", org),
         };
-        if req.resource_type == "ServiceRequest" {
-            qb.push(format!(
-                " AND r.id IN (SELECT service_request_id FROM referrals WHERE {column} = "
-            ))
-            .push_bind(org.clone())
-            .push(")");
-        } else {
-            qb.push(format!(" AND EXISTS (SELECT 1 FROM search_tokens pt JOIN referrals f ON pt.value = 'Patient/' || f.patient_id WHERE pt.resource_type = r.resource_type AND pt.resource_id = r.id AND pt.param = 'patient' AND f.{column} = "))
+        match (req.resource_type.as_str(), tenancy) {
+            ("ServiceRequest", _) => {
+                qb.push(format!(
+                    " AND r.id IN (SELECT service_request_id FROM referrals WHERE {column} = "
+                ))
                 .push_bind(org.clone())
                 .push(")");
+            }
+            // A referral prompt is the practice's own to-do: only the practice whose fit note
+            // fired it sees it.
+            ("Task", Tenancy::Practice(org)) => {
+                qb.push(" AND r.id IN (SELECT p.task_id FROM referral_prompts p JOIN fit_notes n ON n.observation_id = p.fit_note_id WHERE n.practice = ")
+                    .push_bind(org.clone())
+                    .push(")");
+            }
+            ("Task", Tenancy::Service(_)) => {
+                qb.push(" AND 0");
+            }
+            (_, Tenancy::Practice(org)) => {
+                // About people the practice referred or sent fit notes for.
+                qb.push(" AND EXISTS (SELECT 1 FROM search_tokens pt WHERE pt.resource_type = r.resource_type AND pt.resource_id = r.id AND pt.param = 'patient' AND (pt.value IN (SELECT 'Patient/' || patient_id FROM referrals WHERE practice = ")
+                    .push_bind(org.clone())
+                    .push(") OR pt.value IN (SELECT 'Patient/' || patient_id FROM fit_notes WHERE practice = ")
+                    .push_bind(org.clone())
+                    .push(")))");
+            }
+            (_, Tenancy::Service(org)) => {
+                qb.push(" AND EXISTS (SELECT 1 FROM search_tokens pt JOIN referrals f ON pt.value = 'Patient/' || f.patient_id WHERE pt.resource_type = r.resource_type AND pt.resource_id = r.id AND pt.param = 'patient' AND f.service = ")
+                    .push_bind(org.clone())
+                    .push(")");
+            }
         }
     }
     for f in &req.filters {
@@ -807,8 +941,50 @@ fn push_filters(qb: &mut QueryBuilder<Sqlite>, req: &SearchRequest) {
                     .push(op)
                     .push_bind(bound.clone());
             }
+            Filter::Period {
+                param,
+                comparator,
+                lower,
+                upper,
+            } => {
+                // Indexed as `system` start (inclusive) and end (exclusive) instants.
+                let bound = |qb: &mut QueryBuilder<Sqlite>, which: &str, op: &str, value: &str| {
+                    qb.push(" EXISTS (SELECT 1 FROM search_tokens d WHERE d.resource_type = r.resource_type AND d.resource_id = r.id AND d.param = ")
+                        .push_bind(*param)
+                        .push(format!(" AND d.system = '{which}' AND d.value {op} "))
+                        .push_bind(value.to_string())
+                        .push(")");
+                };
+                qb.push(" AND");
+                match comparator {
+                    Comparator::Ge => bound(qb, "end", ">", lower),
+                    Comparator::Gt => bound(qb, "end", ">", upper),
+                    Comparator::Le => bound(qb, "start", "<", upper),
+                    Comparator::Lt => bound(qb, "start", "<", lower),
+                    Comparator::Eq | Comparator::Ne => {
+                        if *comparator == Comparator::Ne {
+                            qb.push(" NOT");
+                        }
+                        qb.push(" (");
+                        bound(qb, "start", "<", upper);
+                        qb.push(" AND");
+                        bound(qb, "end", ">", lower);
+                        qb.push(")");
+                    }
+                }
+            }
         }
     }
+}
+
+fn push_order(qb: &mut QueryBuilder<Sqlite>, req: &SearchRequest) {
+    const DATE_START: &str = "(SELECT s.value FROM search_tokens s WHERE s.resource_type = r.resource_type AND s.resource_id = r.id AND s.param = 'date' AND s.system = 'start')";
+    qb.push(match req.sort {
+        Sort::LastUpdatedDesc => " ORDER BY r.last_updated DESC, r.id".to_string(),
+        Sort::LastUpdatedAsc => " ORDER BY r.last_updated ASC, r.id".to_string(),
+        Sort::DateAsc => format!(" ORDER BY {DATE_START} ASC, r.id"),
+        Sort::DateDesc => format!(" ORDER BY {DATE_START} DESC, r.id"),
+    });
 }
 
 fn push_token_alternatives(qb: &mut QueryBuilder<Sqlite>, alias: &str, any_of: &[Token]) {
@@ -856,11 +1032,11 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn submit_referral(
+    async fn submit(
         &self,
-        submission: ReferralSubmission,
+        submission: Submission,
         admission: Option<Admission>,
-    ) -> Result<StoredReferral, StoreError> {
+    ) -> Result<Stored, StoreError> {
         self.write(|reply| WriteJob::Referral(submission, admission, reply))
             .await
     }
@@ -878,15 +1054,24 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn referrals_of(
+    async fn records_of(
         &self,
         resource_type: &str,
         id: &str,
-    ) -> Result<Vec<ReferralParties>, StoreError> {
+    ) -> Result<Vec<RecordParties>, StoreError> {
+        // A resource belongs to the referrals it came in with; a fit note to itself; a referral
+        // prompt to the fit note that fired it.
         let rows = sqlx::query(
-            "SELECT f.service_request_id, f.patient_id, f.practice, f.service
+            "SELECT 'ServiceRequest/' || f.service_request_id, f.patient_id, f.practice, f.service
              FROM referral_members m JOIN referrals f ON f.service_request_id = m.service_request_id
-             WHERE m.resource_type = ? AND m.resource_id = ?",
+             WHERE m.resource_type = ?1 AND m.resource_id = ?2
+             UNION ALL
+             SELECT 'Observation/' || observation_id, patient_id, practice, NULL FROM fit_notes
+             WHERE ?1 = 'Observation' AND observation_id = ?2
+             UNION ALL
+             SELECT 'Observation/' || n.observation_id, n.patient_id, n.practice, NULL
+             FROM referral_prompts p JOIN fit_notes n ON n.observation_id = p.fit_note_id
+             WHERE ?1 = 'Task' AND p.task_id = ?2",
         )
         .bind(resource_type)
         .bind(id)
@@ -895,13 +1080,13 @@ impl Store for SqliteStore {
         Ok(rows.iter().map(parties).collect())
     }
 
-    async fn referrals_of_patient(
-        &self,
-        patient_id: &str,
-    ) -> Result<Vec<ReferralParties>, StoreError> {
+    async fn records_of_patient(&self, patient_id: &str) -> Result<Vec<RecordParties>, StoreError> {
         let rows = sqlx::query(
-            "SELECT service_request_id, patient_id, practice, service FROM referrals
-             WHERE patient_id = ?",
+            "SELECT 'ServiceRequest/' || service_request_id, patient_id, practice, service
+             FROM referrals WHERE patient_id = ?1
+             UNION ALL
+             SELECT 'Observation/' || observation_id, patient_id, practice, NULL
+             FROM fit_notes WHERE patient_id = ?1",
         )
         .bind(patient_id)
         .fetch_all(&self.readers)
@@ -909,12 +1094,29 @@ impl Store for SqliteStore {
         Ok(rows.iter().map(parties).collect())
     }
 
+    async fn fit_notes_of_patient(
+        &self,
+        patient_id: &str,
+    ) -> Result<Vec<FitNoteFacts>, StoreError> {
+        fit_notes_of(&self.readers, patient_id).await
+    }
+
+    async fn patient_by_nhs_number(&self, nhs_number: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT resource_id FROM identities WHERE resource_type = 'Patient' AND system = ? AND value = ?",
+        )
+        .bind(crate::fhir::systems::NHS_NUMBER)
+        .bind(nhs_number)
+        .fetch_optional(&self.readers)
+        .await?)
+    }
+
     async fn search_candidates(&self, req: &SearchRequest) -> Result<Vec<Candidate>, StoreError> {
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT r.id, (SELECT pt.value FROM search_tokens pt WHERE pt.resource_type = r.resource_type AND pt.resource_id = r.id AND pt.param = 'patient' LIMIT 1) FROM resources r",
         );
         push_filters(&mut q, req);
-        q.push(" ORDER BY r.last_updated DESC, r.id");
+        push_order(&mut q, req);
         let rows = q.build().fetch_all(&self.readers).await?;
         Ok(rows
             .iter()
@@ -991,7 +1193,8 @@ impl Store for SqliteStore {
 
         let mut page = QueryBuilder::<Sqlite>::new("SELECT r.content FROM resources r");
         push_filters(&mut page, req);
-        page.push(" ORDER BY r.last_updated DESC, r.id LIMIT ")
+        push_order(&mut page, req);
+        page.push(" LIMIT ")
             .push_bind(i64::from(req.count))
             .push(" OFFSET ")
             .push_bind(i64::from(req.offset));
@@ -1040,7 +1243,7 @@ mod tests {
         include_str!("../../fixtures/referrals/valid/01-gp-work-stress-off-sick.json");
     const REFUSAL: &str = include_str!("../../fixtures/consent/valid/05-nothing-to-dwp.json");
 
-    fn submission(config: &Config, id: &str) -> ReferralSubmission {
+    fn submission(config: &Config, id: &str) -> Submission {
         let mut r: Value = serde_json::from_str(REFERRAL).unwrap();
         r["referralId"] = json!(id);
         practice_referral(&r, &IntakeContext::now(config)).unwrap()
@@ -1052,16 +1255,22 @@ mod tests {
         batch: &mut Pending,
         config: &Config,
         id: &str,
-    ) -> Result<StoredReferral, StoreError> {
+    ) -> Result<Stored, StoreError> {
         let s = submission(config, id);
-        let admission =
-            crate::access::intake_admission(&s, &Principal::practice("C88901"), None, Utc::now());
+        let admission = crate::intake::admission::referral(
+            &s,
+            None,
+            &Principal::practice("C88901"),
+            None,
+            Utc::now(),
+            crate::intake::admission::practice_criterion_expression,
+        );
         let mut own = Pending::default();
         let result = in_savepoint!(
             conn,
             apply(conn, s, Some(admission), &batch.tokens, &mut own)
         );
-        if matches!(result, Ok(StoredReferral { created: true, .. })) {
+        if matches!(result, Ok(Stored { created: true, .. })) {
             batch.absorb(own);
         }
         result
@@ -1083,7 +1292,7 @@ mod tests {
         let patient: String = sqlx::query_scalar(
             "SELECT content ->> '$.subject.reference' FROM resources WHERE resource_type = 'ServiceRequest' AND id = ?",
         )
-        .bind(&first.service_request_id)
+        .bind(&first.focus_id)
         .fetch_one(&mut conn)
         .await
         .unwrap();

@@ -1,0 +1,264 @@
+//! Which services' prompt rules a newly accepted fit note fires. A rule fires at most once for the
+//! same notes: a prompt records the span of statements that fired it, and a rule of the same
+//! service whose triggering statements overlap an earlier prompt's span stays quiet (a fourth
+//! consecutive note does not re-fire "three consecutive"; a gap that starts a new run can).
+
+use chrono::NaiveDate;
+
+use super::{FitNoteFacts, runs, window_start};
+use crate::config::{PromptRule, PromptTrigger};
+
+/// A prompt already created, as the rules need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PastPrompt {
+    /// Service id.
+    pub service: String,
+    pub rule: String,
+    /// The span of the statements that fired it; `to` is `None` when one was indefinite.
+    pub from: NaiveDate,
+    pub to: Option<NaiveDate>,
+}
+
+/// A rule that fires for the new note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Firing<'a> {
+    pub rule: &'a PromptRule,
+    /// References of the statements that fired it, in time order.
+    pub fit_notes: Vec<String>,
+    pub from: NaiveDate,
+    pub to: Option<NaiveDate>,
+    /// Why, in words a clinician reads.
+    pub reason: String,
+}
+
+/// The rules of `service` that `new_note` (already in `history`) fires, as of `today`.
+pub fn fired<'a>(
+    service: &str,
+    rules: &'a [PromptRule],
+    history: &[FitNoteFacts],
+    new_note: &str,
+    past: &[PastPrompt],
+    gap_days: u32,
+    today: NaiveDate,
+) -> Vec<Firing<'a>> {
+    let all_runs = runs(history, gap_days);
+    let Some(run) = all_runs.iter().find(|r| r.contains(new_note)) else {
+        return Vec::new();
+    };
+    rules
+        .iter()
+        .filter_map(|rule| {
+            let (notes, reason): (Vec<&FitNoteFacts>, String) = match rule.trigger {
+                PromptTrigger::Consecutive { count } => {
+                    if run.notes.len() < count as usize {
+                        return None;
+                    }
+                    (
+                        run.notes.clone(),
+                        format!(
+                            "{} consecutive fit notes since {}",
+                            run.notes.len(),
+                            run.start
+                        ),
+                    )
+                }
+                PromptTrigger::FirstInRun => {
+                    if run.notes.len() != 1 {
+                        return None;
+                    }
+                    (
+                        run.notes.clone(),
+                        "the first fit note of a spell of sickness absence".to_string(),
+                    )
+                }
+                PromptTrigger::WithinMonths { count, months } => {
+                    let from = window_start(today, months);
+                    let recent: Vec<&FitNoteFacts> = history
+                        .iter()
+                        .filter(|n| n.issued >= from && n.issued <= today)
+                        .collect();
+                    if recent.len() < count as usize
+                        || !recent.iter().any(|n| n.reference == new_note)
+                    {
+                        return None;
+                    }
+                    let reason =
+                        format!("{} fit note(s) in the last {months} months", recent.len());
+                    (recent, reason)
+                }
+            };
+            let from = notes.iter().map(|n| n.start).min()?;
+            let to = notes
+                .iter()
+                .map(|n| n.end)
+                .try_fold(NaiveDate::MIN, |acc, e| e.map(|e| acc.max(e)));
+            let overlaps_earlier = past.iter().any(|p| {
+                p.service == service
+                    && p.rule == rule.id
+                    && p.from <= to.unwrap_or(NaiveDate::MAX)
+                    && from <= p.to.unwrap_or(NaiveDate::MAX)
+            });
+            if overlaps_earlier {
+                return None;
+            }
+            let mut sorted = notes;
+            sorted.sort_by_key(|n| (n.start, n.issued));
+            Some(Firing {
+                rule,
+                fit_notes: sorted.iter().map(|n| n.reference.clone()).collect(),
+                from,
+                to,
+                reason,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{d, note};
+    use super::*;
+
+    fn rule(id: &str, trigger: PromptTrigger) -> PromptRule {
+        PromptRule {
+            id: id.into(),
+            version: "v1".into(),
+            trigger,
+        }
+    }
+
+    /// Feeds notes one at a time, recording each prompt as the gateway would; returns which note
+    /// fired which rule.
+    fn replay(
+        rules: &[PromptRule],
+        notes: &[FitNoteFacts],
+        today: NaiveDate,
+    ) -> Vec<(String, String)> {
+        let mut history = Vec::new();
+        let mut past = Vec::new();
+        let mut out = Vec::new();
+        for n in notes {
+            history.push(n.clone());
+            for f in fired("svc", rules, &history, &n.reference, &past, 7, today) {
+                past.push(PastPrompt {
+                    service: "svc".into(),
+                    rule: f.rule.id.clone(),
+                    from: f.from,
+                    to: f.to,
+                });
+                out.push((n.reference.clone(), f.rule.id.clone()));
+            }
+        }
+        out
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn three_consecutive_fires_once_and_again_only_after_a_gap() {
+        let rules = [rule("three", PromptTrigger::Consecutive { count: 3 })];
+        let notes = [
+            note("n1", "2026-01-01", Some("2026-01-14")),
+            note("n2", "2026-01-15", Some("2026-01-28")),
+            note("n3", "2026-01-29", Some("2026-02-11")),
+            note("n4", "2026-02-12", Some("2026-02-25")), // a fourth must not re-fire
+            note("m1", "2026-05-01", Some("2026-05-14")), // the gap breaks the run
+            note("m2", "2026-05-15", Some("2026-05-28")),
+            note("m3", "2026-05-29", Some("2026-06-11")),
+        ];
+        assert_eq!(
+            replay(&rules, &notes, d("2026-07-01")),
+            pairs(&[("n3", "three"), ("m3", "three")])
+        );
+    }
+
+    #[test]
+    fn a_gap_longer_than_the_tolerance_stops_a_run_firing() {
+        let rules = [rule("three", PromptTrigger::Consecutive { count: 3 })];
+        let notes = [
+            note("n1", "2026-01-01", Some("2026-01-14")),
+            note("n2", "2026-01-15", Some("2026-01-28")),
+            note("n3", "2026-02-06", Some("2026-02-20")), // 8 days after n2 ends
+        ];
+        assert!(replay(&rules, &notes, d("2026-03-01")).is_empty());
+    }
+
+    #[test]
+    fn overlapping_notes_count_as_consecutive() {
+        let rules = [rule("three", PromptTrigger::Consecutive { count: 3 })];
+        let notes = [
+            note("n1", "2026-01-01", Some("2026-01-31")),
+            note("n2", "2026-01-20", Some("2026-02-20")),
+            note("n3", "2026-02-10", Some("2026-03-10")),
+        ];
+        assert_eq!(
+            replay(&rules, &notes, d("2026-03-01")),
+            pairs(&[("n3", "three")])
+        );
+    }
+
+    #[test]
+    fn first_in_run_fires_for_each_new_spell_only() {
+        let rules = [rule("first", PromptTrigger::FirstInRun)];
+        let notes = [
+            note("n1", "2026-01-01", Some("2026-01-14")),
+            note("n2", "2026-01-15", Some("2026-01-28")),
+            note("m1", "2026-06-01", Some("2026-06-14")),
+        ];
+        assert_eq!(
+            replay(&rules, &notes, d("2026-07-01")),
+            pairs(&[("n1", "first"), ("m1", "first")])
+        );
+    }
+
+    #[test]
+    fn within_months_fires_once_per_window() {
+        let rules = [rule(
+            "six",
+            PromptTrigger::WithinMonths {
+                count: 1,
+                months: 6,
+            },
+        )];
+        let mut notes = vec![
+            note("n1", "2026-01-01", Some("2026-01-14")),
+            note("n2", "2026-03-01", Some("2026-03-14")),
+        ];
+        assert_eq!(
+            replay(&rules, &notes, d("2026-03-20")),
+            pairs(&[("n1", "six")])
+        );
+        // Ten months later, a note outside the earlier window fires again.
+        notes.push(note("n3", "2026-11-01", Some("2026-11-14")));
+        assert_eq!(
+            replay(&rules, &notes, d("2026-11-20")),
+            pairs(&[("n3", "six")]),
+            "as of November only n3 is in the window, and it fires"
+        );
+        // An old note sent late (outside the window) fires nothing.
+        let late = [note("old", "2025-01-01", Some("2025-01-14"))];
+        assert!(replay(&rules, &late, d("2026-11-20")).is_empty());
+    }
+
+    #[test]
+    fn rules_of_other_services_and_other_rules_do_not_silence_each_other() {
+        let rules = [
+            rule("three", PromptTrigger::Consecutive { count: 1 }),
+            rule("first", PromptTrigger::FirstInRun),
+        ];
+        let history = [note("n1", "2026-01-01", Some("2026-01-14"))];
+        let past = [PastPrompt {
+            service: "other".into(),
+            rule: "three".into(),
+            from: d("2026-01-01"),
+            to: Some(d("2026-01-14")),
+        }];
+        let f = fired("svc", &rules, &history, "n1", &past, 7, d("2026-01-02"));
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].fit_notes, ["n1"]);
+    }
+}

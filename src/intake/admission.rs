@@ -1,0 +1,319 @@
+//! The checks a submission passes inside the transaction that stores it, over the person's stored
+//! history: consent (referrals), the service's eligibility criteria (referrals), the DWP duration
+//! rule when the absence start comes from earlier fit notes, and the services' referral prompts
+//! (fit notes). Each returns a [`crate::store::Admission`] for the store to run.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::access;
+use crate::audit::{self, Event, Kind};
+use crate::auth::Principal;
+use crate::config::{Config, EligibilityConfig, ServiceConfig};
+use crate::eligibility::{self, Assessment, Outcome, Subject};
+use crate::fhir::systems::{self, profile};
+use crate::fhir::terminology::coding;
+use crate::fhir::{Issue, IssueType, Issues};
+use crate::fit_notes::prompts::{self, PastPrompt};
+use crate::fit_notes::{FitNoteFacts, runs};
+use crate::intake::{Submission, SubmissionEntry, SubmissionKind};
+use crate::store::{Admission, History, NewPrompt, Refusal};
+
+/// Where a referral format says what each eligibility criterion reads.
+pub type CriterionExpression = fn(&str) -> &'static str;
+
+/// Practice-format fields behind each criterion.
+pub fn practice_criterion_expression(criterion: &str) -> &'static str {
+    match criterion {
+        "age" => "patient.birthDate",
+        "area" => "patient.postcode",
+        "registered-practice" => "practice.odsCode",
+        "employment" => "employment.status",
+        "long-term-condition" => "healthConditions",
+        "right-to-work" => "employment.rightToWork",
+        _ => "targetService",
+    }
+}
+
+/// BaRS message elements behind each criterion.
+pub fn bars_criterion_expression(criterion: &str) -> &'static str {
+    match criterion {
+        "age" => "Bundle.entry.resource.ofType(Patient).birthDate",
+        "area" => "Bundle.entry.resource.ofType(Patient).address.postalCode",
+        "long-term-condition" => "Bundle.entry.resource.ofType(Condition)",
+        _ => "Bundle.entry.resource.ofType(ServiceRequest)",
+    }
+}
+
+/// What the eligibility rules can know from a submission's own entries.
+fn subject_of<'a>(
+    entries: &'a [SubmissionEntry],
+    practice: &'a str,
+    history: &[FitNoteFacts],
+) -> Subject<'a> {
+    let patient = entries
+        .iter()
+        .find(|e| e.resource_type == "Patient")
+        .map(|e| &e.resource);
+    let observation_coded = |code: &str| {
+        entries.iter().map(|e| &e.resource).find(|r| {
+            r["resourceType"] == "Observation"
+                && r["code"]["coding"].as_array().is_some_and(|c| {
+                    c.iter().any(|c| {
+                        c["system"] == systems::local_code_system("observation-type")
+                            && c["code"] == code
+                    })
+                })
+        })
+    };
+    let conditions = entries
+        .iter()
+        .filter(|e| e.resource_type == "Condition")
+        .count();
+    let conditions = if conditions > 0 {
+        Some(conditions)
+    } else {
+        observation_coded("health-conditions")
+            .and_then(|o| o["valueCodeableConcept"]["coding"][0]["code"].as_str())
+            .filter(|c| *c == "none")
+            .map(|_| 0)
+    };
+    Subject {
+        birth_date: patient
+            .and_then(|p| p["birthDate"].as_str())
+            .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()),
+        postcode: patient.and_then(|p| p["address"][0]["postalCode"].as_str()),
+        practice_ods: practice.split_once('|').map(|(_, v)| v),
+        employment_status: observation_coded("employment-status")
+            .and_then(|o| o["valueCodeableConcept"]["coding"][0]["code"].as_str()),
+        conditions,
+        fit_notes_issued: history.iter().map(|n| n.issued).collect(),
+        right_to_work: observation_coded("right-to-work").and_then(|o| o["valueBoolean"].as_bool()),
+    }
+}
+
+/// The eligibility result as an extension on the ServiceRequest.
+fn eligibility_extension(a: &Assessment, at: DateTime<Utc>) -> Value {
+    let mut parts = vec![
+        json!({ "url": "service", "valueIdentifier": { "system": systems::service_identifier_system(), "value": a.service } }),
+        json!({ "url": "version", "valueString": a.version }),
+        json!({ "url": "outcome", "valueCoding": coding("eligibility-result", a.outcome.code()) }),
+        json!({ "url": "assessed", "valueDateTime": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) }),
+    ];
+    for c in &a.criteria {
+        parts.push(json!({ "url": "criterion", "extension": [
+            { "url": "code", "valueCoding": coding("eligibility-criterion", c.criterion) },
+            { "url": "result", "valueCoding": coding("eligibility-result", c.result.code()) },
+            { "url": "detail", "valueString": c.detail },
+        ] }));
+    }
+    json!({ "url": profile::whg_eligibility_extension(), "extension": parts })
+}
+
+/// The admission of a referral: consent, then the service's eligibility criteria (attached to
+/// the ServiceRequest, or refusing it when the service asks for that).
+pub fn referral(
+    submission: &Submission,
+    service: Option<&ServiceConfig>,
+    principal: &Principal,
+    request_id: Option<String>,
+    now: DateTime<Utc>,
+    expression: CriterionExpression,
+) -> Admission {
+    let consent = access::intake_question(submission, now)
+        .map(|q| access::intake_consent(submission, q, principal, request_id, now));
+    let eligibility: Option<(String, EligibilityConfig)> =
+        service.and_then(|s| Some((s.id.clone(), s.eligibility.clone()?)));
+    let practice = submission.practice.clone();
+    let focus = submission.focus.clone();
+    Box::new(
+        move |history: &History, entries: &mut Vec<SubmissionEntry>| {
+            let audit = match consent {
+                Some(check) => Some(check(&history.consents).map_err(Refusal::Consent)?),
+                None => None,
+            };
+            if let Some((service, rules)) = eligibility {
+                let assessment = {
+                    let subject = subject_of(entries, &practice, &history.fit_notes);
+                    eligibility::assess(&service, &rules, &subject, now.date_naive())
+                };
+                if rules.refuse_when_not_met && assessment.outcome == Outcome::NotMet {
+                    let issues: Issues = assessment
+                    .failed()
+                    .map(|c| {
+                        Issue::error(
+                            IssueType::BusinessRule,
+                            expression(c.criterion),
+                            format!("the person does not meet {service}'s eligibility criterion '{}' (criteria version {}): {}", c.criterion, assessment.version, c.detail),
+                        )
+                    })
+                    .collect();
+                    return Err(Refusal::Rules(issues));
+                }
+                if let Some(sr) = entries.iter_mut().find(|e| e.full_url == focus) {
+                    let ext = eligibility_extension(&assessment, now);
+                    match sr.resource["extension"].as_array_mut() {
+                        Some(list) => list.push(ext),
+                        None => sr.resource["extension"] = json!([ext]),
+                    }
+                }
+            }
+            entries.extend(audit);
+            Ok(Vec::new())
+        },
+    )
+}
+
+/// The admission of a fit note: the DWP duration rule with the absence start taken from the
+/// person's run of fit notes when the sender did not give one, then each service's prompt rules
+/// (for people the service's criteria do not rule out), creating a Task per rule that fires.
+pub fn fit_note(
+    submission: &Submission,
+    absence_start_given: bool,
+    config: &Config,
+    principal: &Principal,
+    request_id: Option<String>,
+    now: DateTime<Utc>,
+    period_expression: &'static str,
+) -> Admission {
+    let SubmissionKind::FitNote(new_note) = submission.kind.clone() else {
+        unreachable!("a fit-note admission is made for fit notes only")
+    };
+    let services: Vec<ServiceConfig> = config
+        .services
+        .iter()
+        .filter(|s| !s.prompts.is_empty())
+        .cloned()
+        .collect();
+    let gap = config.fit_notes.consecutive_gap_days;
+    let practice = submission.practice.clone();
+    let focus = submission.focus.clone();
+    let principal = principal.clone();
+    Box::new(
+        move |history: &History, entries: &mut Vec<SubmissionEntry>| {
+            let mut all = history.fit_notes.clone();
+            all.push(new_note.clone());
+            if !absence_start_given {
+                let all_runs = runs(&all, gap);
+                let run_start = all_runs
+                    .iter()
+                    .find(|r| r.contains(&focus))
+                    .map_or(new_note.start, |r| r.start);
+                if let Some(issue) = crate::intake::fit_note::duration_rule(
+                    new_note.start,
+                    new_note.end,
+                    run_start,
+                    period_expression,
+                ) {
+                    return Err(Refusal::Rules(issue.into()));
+                }
+            }
+            let patient_url = entries
+                .iter()
+                .find(|e| e.resource_type == "Patient")
+                .map(|e| e.full_url.clone());
+            let practice_url = entries
+                .iter()
+                .find(|e| e.resource_type == "Organization")
+                .map(|e| e.full_url.clone());
+            let today = now.date_naive();
+            let mut created = Vec::new();
+            let mut tasks = Vec::new();
+            for service in &services {
+                if let Some(rules) = &service.eligibility {
+                    let subject = subject_of(entries, &practice, &all);
+                    let assessment = eligibility::assess(
+                        &service.id,
+                        rules,
+                        &Subject {
+                            conditions: None,
+                            ..subject
+                        },
+                        today,
+                    );
+                    if assessment.outcome == Outcome::NotMet {
+                        continue;
+                    }
+                }
+                let past: Vec<PastPrompt> = history.prompts.clone();
+                for firing in prompts::fired(
+                    &service.id,
+                    &service.prompts,
+                    &all,
+                    &focus,
+                    &past,
+                    gap,
+                    today,
+                ) {
+                    let full_url = format!("urn:uuid:{}", uuid::Uuid::now_v7());
+                    let mut task = json!({
+                        "resourceType": "Task",
+                        "meta": { "profile": [profile::whg_referral_prompt()] },
+                        "status": "requested",
+                        "intent": "proposal",
+                        "priority": "routine",
+                        "code": { "coding": [coding("task-code", "referral-prompt")] },
+                        "description": format!("Consider referring to {}: {}. A prompt only: nothing has been sent to the service.", service.name, firing.reason),
+                        "focus": { "reference": focus },
+                        "authoredOn": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        "lastModified": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        "reasonCode": { "text": firing.reason },
+                        "input": [
+                            { "type": { "coding": [coding("referral-prompt-input", "service")] }, "valueReference": { "identifier": { "system": systems::service_identifier_system(), "value": service.id }, "display": service.name } },
+                            { "type": { "coding": [coding("referral-prompt-input", "rule")] }, "valueString": format!("{}|{}", firing.rule.id, firing.rule.version) },
+                        ],
+                    });
+                    if let Some(p) = &patient_url {
+                        task["for"] = json!({ "reference": p });
+                    }
+                    let (system, ods) = practice.split_once('|').unwrap_or(("", &practice));
+                    task["owner"] = match &practice_url {
+                        Some(u) => {
+                            json!({ "reference": u, "identifier": { "system": system, "value": ods } })
+                        }
+                        None => json!({ "identifier": { "system": system, "value": ods } }),
+                    };
+                    let inputs = task["input"].as_array_mut().expect("built above");
+                    for note in &firing.fit_notes {
+                        inputs.push(json!({ "type": { "coding": [coding("referral-prompt-input", "fit-note")] }, "valueReference": { "reference": note } }));
+                    }
+                    created.push(NewPrompt {
+                        full_url: full_url.clone(),
+                        record: PastPrompt {
+                            service: service.id.clone(),
+                            rule: firing.rule.id.clone(),
+                            from: firing.from,
+                            to: firing.to,
+                        },
+                    });
+                    tasks.push(SubmissionEntry {
+                        full_url,
+                        resource_type: "Task".into(),
+                        resource: task,
+                        match_identifier: None,
+                        keep_existing: false,
+                    });
+                }
+            }
+            let event = audit::audit_event(&Event {
+                kind: Kind::Intake,
+                principal: Some(&principal),
+                patient: patient_url,
+                entities: std::iter::once(focus.clone())
+                    .chain(tasks.iter().map(|t| t.full_url.clone()))
+                    .collect(),
+                decision: None,
+                permitted: true,
+                description: format!(
+                    "fit note accepted from its issuing practice and held for it; {} referral prompt(s) created for the practice. Services see fit notes only with the person's consent",
+                    tasks.len()
+                ),
+                at: now,
+                request_id,
+            });
+            entries.extend(tasks);
+            entries.push(audit::entry(event));
+            Ok(created)
+        },
+    )
+}
