@@ -689,21 +689,7 @@ async fn the_published_consent_examples_are_accepted_and_the_invalid_ones_explai
             expected["status"].as_u64().unwrap() as u16,
             "{name}: {outcome}"
         );
-        let want: Vec<(String, String)> = {
-            let mut v: Vec<(String, String)> = expected["issues"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|i| {
-                    (
-                        i["expression"].as_str().unwrap().into(),
-                        i["code"].as_str().unwrap().into(),
-                    )
-                })
-                .collect();
-            v.sort();
-            v
-        };
+        let want = expected_issue_keys(&expected);
         assert_eq!(issue_keys(&outcome), want, "{name}");
     }
     let (_, all) = practice(&server)

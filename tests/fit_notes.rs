@@ -332,18 +332,7 @@ async fn every_fit_note_fixture_gives_its_expected_result() {
     assert!(invalid.len() >= 12, "at least 12 invalid fit notes");
     for f in &invalid {
         let expected = read_json(&expected_path(f));
-        let mut keys: Vec<(String, String)> = expected["issues"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| {
-                (
-                    i["expression"].as_str().unwrap().into(),
-                    i["code"].as_str().unwrap().into(),
-                )
-            })
-            .collect();
-        keys.sort();
+        let keys = expected_issue_keys(&expected);
         let (code, outcome) = cli_fit_note(f);
         assert_eq!(code, 1, "{}", f.display());
         assert_eq!(issue_keys(&outcome), keys, "{} (CLI)", f.display());
@@ -527,19 +516,11 @@ async fn fit_note_sequences_fire_exactly_the_expected_prompts() {
                 "{what}: {body}"
             );
             if status != 201 {
-                let mut expected: Vec<(String, String)> = step["expect"]["issues"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|i| {
-                        (
-                            i["expression"].as_str().unwrap().into(),
-                            i["code"].as_str().unwrap().into(),
-                        )
-                    })
-                    .collect();
-                expected.sort();
-                assert_eq!(issue_keys(&body), expected, "{what}");
+                assert_eq!(
+                    issue_keys(&body),
+                    expected_issue_keys(&step["expect"]),
+                    "{what}"
+                );
                 continue;
             }
             let expected: Vec<String> = step["expect"]["prompts"]

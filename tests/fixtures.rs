@@ -28,19 +28,10 @@ fn cli_validate(kind: &str, fixture: &Path) -> (i32, Value) {
 
 fn expected_issues(fixture: &Path) -> (u16, Vec<(String, String)>) {
     let exp = read_json(&expected_path(fixture));
-    let mut keys: Vec<(String, String)> = exp["issues"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            (
-                i["expression"].as_str().unwrap().to_string(),
-                i["code"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    keys.sort();
-    (exp["status"].as_u64().unwrap() as u16, keys)
+    (
+        exp["status"].as_u64().unwrap() as u16,
+        expected_issue_keys(&exp),
+    )
 }
 
 fn check_or_update_expected(fixture: &Path, actual: &Value) {

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{Duration, Utc};
 use serde::Deserialize;
@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::{request_id, require_scope};
 use super::body::JsonBody;
-use super::error::{ApiError, fhir_response};
+use super::error::{ApiError, fhir_response, set_location};
 use crate::access::{self, AccessError};
 use crate::audit::{self, Event, Kind};
 use crate::auth::{Principal, scope};
@@ -60,9 +60,10 @@ pub async fn create(
     record(&app, &principal, &headers, &patient, &stored, "recorded").await?;
     let id = stored["id"].as_str().unwrap_or_default();
     let mut response = fhir_response(StatusCode::CREATED, &stored);
-    if let Ok(v) = HeaderValue::from_str(&format!("{}/fhir/Consent/{id}", app.config.base_url())) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
+    set_location(
+        &mut response,
+        &format!("{}/fhir/Consent/{id}", app.config.base_url()),
+    );
     Ok(response)
 }
 

@@ -262,3 +262,12 @@ pub fn fhir_response(status: StatusCode, body: &serde_json::Value) -> Response {
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
     response
 }
+
+/// Sets the `Location` header to `url` (left out if `url` is not a valid header value).
+pub fn set_location(response: &mut Response, url: &str) {
+    if let Ok(v) = HeaderValue::from_str(url) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::LOCATION, v);
+    }
+}

@@ -3,7 +3,7 @@
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -11,7 +11,7 @@ use super::AppState;
 use super::auth::{request_id, require_scope};
 use super::body::{JsonBody, require_resource};
 use super::consents::if_match;
-use super::error::{ApiError, fhir_response};
+use super::error::{ApiError, fhir_response, set_location};
 use super::fhir_read::guard;
 use super::referrals::submit;
 use crate::audit::{self, Event, Kind};
@@ -155,9 +155,7 @@ async fn answer(
         let outcome: Value = operation_outcome(&issues, None::<NhsErrorCode>);
         fhir_response(status, &outcome)
     };
-    if let Ok(v) = HeaderValue::from_str(&format!("{base}/fhir/Observation/{id}")) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
+    set_location(&mut response, &format!("{base}/fhir/Observation/{id}"));
     Ok(response)
 }
 

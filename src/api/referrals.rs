@@ -1,14 +1,14 @@
 //! Referral intake routes: the practice format and BaRS `$process-message`.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::AppState;
 use super::auth::{request_id, require_scope};
 use super::body::JsonBody;
-use super::error::{ApiError, fhir_response};
+use super::error::{ApiError, fhir_response, set_location};
 use crate::audit::{self, Event, Kind};
 use crate::auth::{Principal, Role, scope};
 use crate::fhir::{Issue, NhsErrorCode, operation_outcome};
@@ -214,8 +214,6 @@ async fn answer(
             operation_outcome(&[Issue::information(message)], None::<NhsErrorCode>);
         fhir_response(status, &outcome)
     };
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
+    set_location(&mut response, &location);
     Ok(response)
 }

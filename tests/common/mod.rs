@@ -317,6 +317,23 @@ pub fn expected_path(fixture: &Path) -> PathBuf {
     fixture.with_extension("expected.json")
 }
 
+/// `(expression, code)` of every issue a fixture's `.expected.json` lists, sorted.
+pub fn expected_issue_keys(expected: &Value) -> Vec<(String, String)> {
+    let mut keys: Vec<(String, String)> = expected["issues"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no issues listed: {expected}"))
+        .iter()
+        .map(|i| {
+            (
+                i["expression"].as_str().unwrap().to_string(),
+                i["code"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
 /// `(expression, code)` of every issue in an OperationOutcome, sorted.
 pub fn issue_keys(outcome: &Value) -> Vec<(String, String)> {
     let mut keys: Vec<(String, String)> = outcome["issue"]
