@@ -1,4 +1,5 @@
-//! Validate + map one practice referral (the CPU work of the intake path, without I/O).
+//! Validate + map one practice referral or fit note (the CPU work of the intake paths, without
+//! I/O), and the fit-note history rules over a long history.
 //!
 //! cargo bench --bench intake
 
@@ -6,13 +7,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::Value;
 use std::hint::black_box;
 use whg::config::Config;
-use whg::intake::{IntakeContext, practice_referral};
+use whg::intake::{IntakeContext, practice_fit_note, practice_referral};
 
 fn fixture(name: &str) -> Value {
-    let path = format!(
-        "{}/fixtures/referrals/valid/{name}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -22,7 +20,7 @@ fn bench(c: &mut Criterion) {
         now: chrono::Utc::now(),
         config: &config,
     };
-    let referral = fixture("01-gp-work-stress-off-sick");
+    let referral = fixture("referrals/valid/01-gp-work-stress-off-sick");
     let body = serde_json::to_vec(&referral).unwrap();
     assert!(practice_referral(&referral, &ctx).is_ok());
 
@@ -35,11 +33,49 @@ fn bench(c: &mut Criterion) {
             practice_referral(&v, &ctx).unwrap()
         })
     });
-    let invalid = fixture("01-gp-work-stress-off-sick");
+    let invalid = fixture("referrals/valid/01-gp-work-stress-off-sick");
     let mut invalid = invalid;
     invalid["patient"]["nhsNumber"] = Value::from("9990000019");
     c.bench_function("validate one invalid referral", |b| {
         b.iter(|| practice_referral(black_box(&invalid), &ctx).unwrap_err())
+    });
+
+    let note = fixture("fit-notes/valid/07-all-four-adjustments");
+    assert!(practice_fit_note(&note, &ctx).is_ok());
+    c.bench_function("validate+map one fit note", |b| {
+        b.iter(|| practice_fit_note(black_box(&note), &ctx).unwrap())
+    });
+
+    // Two years of fortnightly notes with a gap every tenth: the rules the admission runs.
+    let start = chrono::NaiveDate::from_ymd_opt(2025, 1, 6).unwrap();
+    let history: Vec<whg::fit_notes::FitNoteFacts> = (0..52u64)
+        .map(|i| {
+            let from = start + chrono::Days::new(i * 14 + (i / 10) * 10);
+            whg::fit_notes::FitNoteFacts {
+                reference: format!("Observation/{i}"),
+                start: from,
+                end: Some(from + chrono::Days::new(13)),
+                issued: from,
+                not_fit: true,
+            }
+        })
+        .collect();
+    let rules = &config.service("pas-county-durham").unwrap().prompts;
+    let today = chrono::NaiveDate::from_ymd_opt(2026, 12, 31).unwrap();
+    c.bench_function("summary + prompt rules over 52 fit notes", |b| {
+        b.iter(|| {
+            let s = whg::fit_notes::summary(black_box(&history), today, 7, 6);
+            let f = whg::fit_notes::prompts::fired(
+                "pas-county-durham",
+                rules,
+                &history,
+                "Observation/51",
+                &[],
+                7,
+                today,
+            );
+            (s, f)
+        })
     });
 }
 

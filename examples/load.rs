@@ -1,12 +1,14 @@
-//! Load harness for durable referral intake over HTTP.
+//! Load harness for durable referral (or fit-note) intake over HTTP.
 //!
 //! Starts the release `whg` binary on a loopback port with a fresh SQLite file (synchronous=FULL,
 //! so every 201 is on disk), then sends a bounded number of distinct referrals from N concurrent
 //! clients and reports throughput and latency. It stops by itself.
 //!
-//!   cargo build --release && cargo run --release --example load -- [REQUESTS] [CONCURRENCY]
+//!   cargo build --release && cargo run --release --example load -- [REQUESTS] [CONCURRENCY] [fit-notes]
 //!
-//! Defaults: 20000 requests, 64 concurrent clients.
+//! Defaults: 20000 requests, 64 concurrent clients, referrals. With `fit-notes`, each person gets
+//! four consecutive fortnightly fit notes (sent concurrently, in any order), so the history,
+//! the three-month rule and the default services' prompt rules run on every one.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -21,6 +23,8 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let requests: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
     let concurrency: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(64);
+    let fit_notes = args.get(3).is_some_and(|a| a == "fit-notes");
+    let what = if fit_notes { "fit notes" } else { "referrals" };
     let root = env!("CARGO_MANIFEST_DIR");
     let binary = format!("{root}/target/release/whg");
     assert!(
@@ -57,9 +61,16 @@ async fn main() {
             "--config",
         ])
         .arg(&config_path)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("WHG_LOAD_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(if std::env::var("WHG_LOAD_LOG").is_ok() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -72,23 +83,40 @@ async fn main() {
         .expect("server start line")
         .to_string();
 
+    let fixture = if fit_notes {
+        "fit-notes/valid/07-all-four-adjustments"
+    } else {
+        "referrals/valid/01-gp-work-stress-off-sick"
+    };
     let template: Value = serde_json::from_str(
-        &std::fs::read_to_string(format!(
-            "{root}/fixtures/referrals/valid/01-gp-work-stress-off-sick.json"
-        ))
-        .unwrap(),
+        &std::fs::read_to_string(format!("{root}/fixtures/{fixture}.json")).unwrap(),
     )
     .unwrap();
     // Distinct people, as in real intake: synthetic 999-range NHS numbers that pass Modulus 11.
     let mut nhs_numbers = (0u64..)
         .map(|i| format!("999{:07}", i))
         .filter(|n| whg::fhir::identifiers::nhs_number(n).is_ok());
+    let mut person = String::new();
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..requests)
             .map(|i| {
                 let mut r = template.clone();
-                r["referralId"] = Value::from(format!("LOAD-{i:07}"));
-                r["patient"]["nhsNumber"] = Value::from(nhs_numbers.next().unwrap());
+                if fit_notes {
+                    let first = chrono::NaiveDate::from_ymd_opt(2026, 1, 5).unwrap();
+                    let from = first + chrono::Days::new(14 * (i % 4) as u64);
+                    let from_text = Value::from(from.to_string());
+                    r["fitNoteId"] = Value::from(format!("LOAD-{i:07}"));
+                    if i % 4 == 0 {
+                        person = nhs_numbers.next().unwrap();
+                    }
+                    r["patient"] = serde_json::json!({ "nhsNumber": person });
+                    r["issuedOn"] = from_text.clone();
+                    r["assessment"]["date"] = from_text.clone();
+                    r["period"] = serde_json::json!({ "from": from_text, "to": (from + chrono::Days::new(13)).to_string() });
+                } else {
+                    r["referralId"] = Value::from(format!("LOAD-{i:07}"));
+                    r["patient"]["nhsNumber"] = Value::from(nhs_numbers.next().unwrap());
+                }
                 serde_json::to_vec(&r).unwrap()
             })
             .collect(),
@@ -98,7 +126,11 @@ async fn main() {
         .build()
         .unwrap();
     let next = Arc::new(AtomicUsize::new(0));
-    let url = format!("{base}/api/v1/referrals");
+    let url = if fit_notes {
+        format!("{base}/api/v1/fit-notes")
+    } else {
+        format!("{base}/api/v1/referrals")
+    };
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
@@ -144,7 +176,7 @@ async fn main() {
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!("requests: {requests}, concurrency: {concurrency}, failures: {failures}");
     println!(
-        "elapsed: {:.2} s, throughput: {:.0} durable referrals/s",
+        "elapsed: {:.2} s, throughput: {:.0} durable {what}/s",
         elapsed.as_secs_f64(),
         requests as f64 / elapsed.as_secs_f64()
     );

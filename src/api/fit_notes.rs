@@ -112,7 +112,11 @@ async fn answer(
         .get("prefer")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let tasks = app.store.read_many("Task", &stored.prompts).await?;
+    let tasks = if stored.prompts.is_empty() {
+        Vec::new()
+    } else {
+        app.store.read_many("Task", &stored.prompts).await?
+    };
     let mut response = if prefer.contains("return=representation") {
         let observation = app.store.read("Observation", id).await?.ok_or_else(|| {
             ApiError::Internal(format!("stored Observation/{id} cannot be read back"))

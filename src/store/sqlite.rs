@@ -1132,9 +1132,11 @@ impl Store for SqliteStore {
         resource_type: &str,
         ids: &[String],
     ) -> Result<Vec<Value>, StoreError> {
+        // CROSS JOIN keeps the id list as the outer loop: with a plain JOIN the planner, which
+        // cannot see how long the bound list is, may scan every resource of the type instead.
         let rows = sqlx::query(
             "SELECT r.content FROM json_each(?) j
-             JOIN resources r ON r.resource_type = ? AND r.id = j.value ORDER BY j.key",
+             CROSS JOIN resources r ON r.resource_type = ? AND r.id = j.value ORDER BY j.key",
         )
         .bind(serde_json::to_string(ids).unwrap_or_default())
         .bind(resource_type)
