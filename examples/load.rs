@@ -42,7 +42,8 @@ async fn main() {
     std::fs::write(
         &config_path,
         format!(
-            "[auth]\nsigning_key = {:?}\n",
+            // One client sends everything, far above a real client's rate limit.
+            "[auth]\nsigning_key = {:?}\n[limits]\nrequests_per_second_per_client = 1000000.0\nburst_per_client = 1000000.0\n",
             key_path.display().to_string()
         ),
     )

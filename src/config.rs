@@ -38,8 +38,25 @@ pub struct Config {
     pub auth: AuthConfig,
     pub consent: ConsentConfig,
     pub fit_notes: FitNoteConfig,
+    /// HTTPS: when absent the gateway speaks plaintext HTTP (loopback only, unless allowed).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+}
+
+/// TLS with rustls.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
+    /// PEM CA certificate(s): when given, every client must present a certificate they signed
+    /// (mutual TLS, as BaRS receivers use).
+    #[serde(default)]
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 /// How fit-note history is read.
@@ -110,6 +127,8 @@ pub struct AuthConfig {
     pub issuer: String,
     pub audience: String,
     pub token_ttl_secs: u64,
+    /// How often the server re-reads which registered clients are revoked.
+    pub revocation_poll_secs: u64,
 }
 
 /// Consent policy: the information-governance decisions a deployment records.
@@ -130,6 +149,11 @@ pub struct ConsentConfig {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub request_timeout_secs: u64,
+    /// Deepest nesting of arrays and objects accepted in a JSON body.
+    pub max_json_depth: usize,
+    /// Each client's sustained request rate, and the burst it may spend at once.
+    pub requests_per_second_per_client: f64,
+    pub burst_per_client: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -259,7 +283,14 @@ impl Config {
                 )));
             }
         }
+        if self.limits.requests_per_second_per_client <= 0.0 || self.limits.burst_per_client < 1.0 {
+            return Err(ConfigError::Invalid(
+                "limits: requests_per_second_per_client must be above 0 and burst_per_client at least 1".into(),
+            ));
+        }
         if self.limits.max_body_bytes == 0
+            || self.limits.max_json_depth == 0
+            || self.auth.revocation_poll_secs == 0
             || self.store.max_batch == 0
             || self.store.read_connections == 0
         {

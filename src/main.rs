@@ -60,18 +60,80 @@ enum Command {
     /// Print a short-lived access token signed with the gateway's key (for local use and
     /// scripts; the key file must be readable).
     Token {
-        /// The organisation's role.
-        #[arg(long, value_enum)]
-        role: whg::auth::Role,
+        /// A registered client (`whg clients add`): the token carries its organisation, role and
+        /// scopes, and stops working if the client is revoked.
+        #[arg(long, conflicts_with_all = ["role", "org"])]
+        client: Option<String>,
+        /// The organisation's role (for an unregistered, local token).
+        #[arg(long, value_enum, required_unless_present = "client")]
+        role: Option<whg::auth::Role>,
         /// The organisation: an ODS code for a practice, a configured service id for a service.
-        #[arg(long)]
-        org: String,
+        #[arg(long, required_unless_present = "client")]
+        org: Option<String>,
         /// Scopes (repeatable); the role's defaults when absent.
         #[arg(long)]
         scope: Vec<String>,
         /// Lifetime in seconds; the configured token_ttl_secs when absent.
         #[arg(long)]
         ttl: Option<u64>,
+        /// Database URL (for --client), e.g. sqlite://data/whg.db.
+        #[arg(long, env = "WHG_DATABASE_URL")]
+        database_url: Option<String>,
+    },
+    /// Register, list and revoke the client systems that may get access tokens.
+    Clients {
+        #[command(subcommand)]
+        what: ClientsWhat,
+        /// Database URL, e.g. sqlite://data/whg.db.
+        #[arg(long, env = "WHG_DATABASE_URL", global = true)]
+        database_url: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientsWhat {
+    /// Register a client with its organisation, role, scopes and public key(s).
+    Add {
+        /// The client id: its assertions' iss and sub.
+        id: String,
+        #[arg(long, value_enum)]
+        role: whg::auth::Role,
+        /// An ODS code for a practice, a configured service id for a service.
+        #[arg(long)]
+        org: String,
+        /// Scopes (repeatable); the role's defaults when absent.
+        #[arg(long)]
+        scope: Vec<String>,
+        /// A PEM public key (RSA for RS384, P-384 EC for ES384).
+        #[arg(long, group = "keys")]
+        public_key: Option<PathBuf>,
+        /// A JWK Set file.
+        #[arg(long, group = "keys")]
+        jwks: Option<PathBuf>,
+        /// A URL the gateway fetches the client's JWK Set from.
+        #[arg(long, group = "keys")]
+        jwks_url: Option<String>,
+    },
+    /// Every registered client, one JSON object per line.
+    List,
+    /// Revoke a client: no new tokens, and its current ones stop working.
+    Revoke { id: String },
+    /// Make an ES384 key pair for a client: the private key to FILE (owner-only), the public
+    /// JWK Set to standard output (give it to `clients add --jwks`).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a signed client assertion (valid five minutes) for the token endpoint.
+    Assertion {
+        #[arg(long)]
+        client: String,
+        /// The client's private key (from `clients keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The token endpoint, e.g. http://127.0.0.1:8080/oauth2/token.
+        #[arg(long)]
+        token_url: String,
     },
 }
 
@@ -84,6 +146,8 @@ enum ValidateWhat {
     /// A practice fit note (profiles/practice-fit-note.schema.json).
     FitNote { file: PathBuf },
 }
+
+mod clients;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -110,11 +174,14 @@ fn main() -> ExitCode {
         } => validate(&config, &file, Kind::FitNote),
         Command::Export { out, database_url } => export(config, &out, database_url),
         Command::Token {
+            client,
             role,
             org,
             scope,
             ttl,
-        } => token(&config, role, &org, scope, ttl),
+            database_url,
+        } => token(&config, client, role.zip(org), scope, ttl, database_url),
+        Command::Clients { what, database_url } => clients::run(config, what, database_url),
     }
 }
 
@@ -167,10 +234,11 @@ fn export(mut config: Config, out: &Path, database_url: Option<String>) -> ExitC
 
 fn token(
     config: &Config,
-    role: whg::auth::Role,
-    org: &str,
+    client: Option<String>,
+    local: Option<(whg::auth::Role, String)>,
     scopes: Vec<String>,
     ttl: Option<u64>,
+    database_url: Option<String>,
 ) -> ExitCode {
     let key = match whg::auth::SigningKey::load_or_create(&config.auth.signing_key) {
         Ok(k) => k,
@@ -179,7 +247,17 @@ fn token(
             return ExitCode::from(2);
         }
     };
-    let mut principal = whg::auth::Principal::new(role, org);
+    let mut principal = match (client, local) {
+        (Some(id), _) => match clients::registered(config, &id, database_url) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("whg: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, Some((role, org))) => whg::auth::Principal::new(role, &org),
+        (None, None) => unreachable!("clap requires --client or --role and --org"),
+    };
     if !scopes.is_empty() {
         principal.scopes = scopes;
     }

@@ -65,8 +65,14 @@ where
                     ApiError::MalformedJson(format!("the body could not be read: {e}"))
                 }
             })?;
-        // serde_json refuses nesting deeper than 128 levels, which bounds the work a hostile
-        // body can cause; that error is reported like any other malformed JSON.
+        // Deep nesting costs every recursive walk of the document (and serde_json stops at 128
+        // levels anyway); no payload of the gateway's formats nests more than about 15.
+        let depth = AppState::from_ref(state).config.limits.max_json_depth;
+        if super::limits::nesting_exceeds(&bytes, depth) {
+            return Err(ApiError::MalformedJson(format!(
+                "the JSON nests deeper than {depth} levels"
+            )));
+        }
         let value =
             serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
         Ok(JsonBody { bytes, value })

@@ -32,7 +32,7 @@ pub async fn create(
     headers: HeaderMap,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    require_scope(&principal, scope::CONSENT_WRITE)?;
+    require_scope(&principal, scope::CONSENT_CREATE)?;
     let mut resource = checked_consent(&body)?;
     if resource.get("id").is_some() {
         return Err(ApiError::Invalid(
@@ -76,7 +76,7 @@ pub async fn update(
     path: Result<Path<String>, PathRejection>,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    require_scope(&principal, scope::CONSENT_WRITE)?;
+    require_scope(&principal, scope::CONSENT_UPDATE)?;
     let Path(id) = path.map_err(|e| ApiError::NotFound(format!("no such Consent: {e}")))?;
     let mut resource = checked_consent(&body)?;
     if resource["id"].as_str() != Some(id.as_str()) {

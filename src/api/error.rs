@@ -14,6 +14,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("body too large")]
     PayloadTooLarge(usize),
+    /// The client is over its request rate; it may retry after this many seconds.
+    #[error("too many requests")]
+    TooManyRequests(u64),
     #[error("malformed JSON")]
     MalformedJson(String),
     /// Not FHIR, or breaks basic FHIR rules (400).
@@ -61,6 +64,14 @@ impl ApiError {
                 )],
                 NhsErrorCode::UNSUPPORTED_MEDIA_TYPE,
             ),
+            TooManyRequests(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                vec![Issue::general(
+                    IssueType::Throttled,
+                    format!("this client is sending more requests than its limit allows; retry after {wait} s"),
+                )],
+                NhsErrorCode::TOO_MANY_REQUESTS,
+            ),
             PayloadTooLarge(limit) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 vec![Issue::general(
@@ -100,6 +111,7 @@ impl ApiError {
                         crate::auth::TokenError::Missing => "this needs an access token: send Authorization: Bearer <token> (see the README for getting one)".to_string(),
                         crate::auth::TokenError::Expired => "the access token has expired: get a new one".to_string(),
                         crate::auth::TokenError::Invalid(_) => "the access token is not valid for this gateway".to_string(),
+                        crate::auth::TokenError::Revoked => "the client this access token was issued to has been revoked".to_string(),
                     },
                 )],
                 NhsErrorCode::UNAUTHORIZED,
@@ -245,8 +257,17 @@ impl IntoResponse for ApiError {
             }
             _ => None,
         };
+        let retry_after = match &self {
+            ApiError::TooManyRequests(wait) => Some(*wait),
+            _ => None,
+        };
         let (status, issues, code) = self.parts();
         let mut response = fhir_response(status, &operation_outcome(&issues, Some(code)));
+        if let Some(wait) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        }
         if let Some(c) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, c);
         }

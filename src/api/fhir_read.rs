@@ -32,14 +32,6 @@ const STORED_TYPES: &[&str] = &[
     "Task",
 ];
 
-fn read_scope(resource_type: &str) -> &'static str {
-    if resource_type == "AuditEvent" {
-        scope::AUDIT_READ
-    } else {
-        scope::READ
-    }
-}
-
 pub(super) fn guard<'a>(
     app: &'a AppState,
     principal: &'a Principal,
@@ -94,7 +86,7 @@ async fn read_resource(
             "there is no resource at {resource_type}/{id}"
         )));
     }
-    require_scope(principal, read_scope(&resource_type))?;
+    require_scope(principal, &scope::read(&resource_type))?;
     let resource = app.store.read(&resource_type, &id).await?.ok_or_else(|| {
         ApiError::NotFound(format!("{resource_type}/{id} is not known to this gateway"))
     })?;
@@ -169,7 +161,7 @@ async fn search_type(
             .into_owned()
             .collect();
     let request = search::parse(&resource_type, &pairs).map_err(ApiError::BadRequest)?;
-    require_scope(principal, read_scope(&resource_type))?;
+    require_scope(principal, &scope::search(&resource_type))?;
     let page = guard(app, principal, headers)
         .search(request.clone())
         .await?;

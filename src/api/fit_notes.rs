@@ -170,7 +170,7 @@ pub async fn summary(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    require_scope(&principal, scope::READ)?;
+    require_scope(&principal, &scope::read("Observation"))?;
     let Path(nhs) = path.map_err(|e| ApiError::NotFound(format!("no such person: {e}")))?;
     let nhs = identifiers::nhs_number(&nhs).map_err(|e| {
         ApiError::BadRequest(

@@ -7,7 +7,10 @@ mod error;
 mod fhir_read;
 mod fit_notes;
 mod health;
+mod limits;
+mod oauth;
 mod referrals;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +38,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub tokens: crate::auth::TokenVerifier,
+    pub issuer: crate::auth::TokenIssuer,
+    /// Outbound HTTP (registered clients' JWKS URLs).
+    pub http: reqwest::Client,
+    pub limiter: limits::RateLimiter,
     /// For the CapabilityStatement's `date`.
     pub started_at: String,
 }
@@ -48,6 +55,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/referrals", post(referrals::create_practice_referral))
         .route("/fhir/$process-message", post(referrals::process_message))
         .route("/fhir/metadata", get(fhir_read::metadata))
+        .route("/.well-known/smart-configuration", get(oauth::smart_configuration))
+        .route("/.well-known/jwks.json", get(oauth::jwks))
+        .route("/oauth2/token", post(oauth::token))
         .route("/api/v1/fit-notes", post(fit_notes::create_practice_fit_note))
         .route(
             "/api/v1/patients/{nhs_number}/fit-notes/summary",
@@ -84,6 +94,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), limits::security_headers))
         .with_state(state)
         .layer(middleware::from_fn(move |req, next| enforce_timeout(timeout, req, next)))
         .layer(middleware::from_fn(echo_correlation_id))
@@ -201,6 +213,8 @@ pub enum ServeError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Key(#[from] crate::auth::KeyError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -208,11 +222,14 @@ pub enum ServeError {
 /// Runs the gateway until SIGTERM or Ctrl-C, then finishes in-flight requests and queued writes.
 /// Prints `whg listening on http://ADDR` on stdout once it accepts connections.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
-    if !config.listen.ip().is_loopback() && !config.allow_plaintext_non_loopback {
+    let plaintext = config.tls.is_none();
+    if plaintext && !config.listen.ip().is_loopback() && !config.allow_plaintext_non_loopback {
         return Err(ServeError::PlaintextNonLoopback(config.listen));
     }
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
     let key = crate::auth::SigningKey::load_or_create(&config.auth.signing_key)?;
-    let tokens = crate::auth::TokenVerifier::new(key, &config.auth);
+    let tokens = crate::auth::TokenVerifier::new(key.clone(), &config.auth);
+    let issuer = crate::auth::TokenIssuer::new(key, &config.auth);
     let store = crate::store::open(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -221,24 +238,80 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             source,
         })?;
     let local = listener.local_addr()?;
+    let scheme = if plaintext { "http" } else { "https" };
     let mut config = config;
     if config.base_url.is_none() {
-        config.base_url = Some(format!("http://{local}"));
+        config.base_url = Some(format!("{scheme}://{local}"));
     }
     let state = AppState {
         config: Arc::new(config),
         store: store.clone(),
-        tokens,
+        tokens: tokens.clone(),
+        issuer,
+        limiter: Default::default(),
+        http: reqwest::Client::builder()
+            .build()
+            .map_err(|e| ServeError::Io(std::io::Error::other(e)))?,
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     };
-    tracing::info!(address = %local, "listening");
-    println!("whg listening on http://{local}");
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    tokio::spawn(watch_revocations(
+        store.clone(),
+        tokens,
+        Duration::from_secs(state.config.auth.revocation_poll_secs),
+    ));
+    tracing::info!(address = %local, scheme, "listening");
+    println!("whg listening on {scheme}://{local}");
+    let app = router(state);
+    let served = match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }
+        Some(tls) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                stopper.graceful_shutdown(Some(Duration::from_secs(30)));
+            });
+            axum_server::from_tcp_rustls(
+                listener.into_std()?,
+                axum_server::tls_rustls::RustlsConfig::from_config(tls),
+            )
+            .handle(handle)
+            .serve(app.into_make_service())
+            .await
+        }
+    };
     tracing::info!("stopped accepting requests; finishing queued writes");
     store.close().await;
     Ok(served?)
+}
+
+/// Keeps the token verifier's list of revoked clients current: a client revoked with
+/// `whg clients revoke` (another process) is refused within one poll.
+async fn watch_revocations(
+    store: Arc<dyn Store>,
+    tokens: crate::auth::TokenVerifier,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        match store.clients().await {
+            Ok(clients) => tokens.set_revoked(
+                clients
+                    .into_iter()
+                    .filter(|c| c.revoked_at.is_some())
+                    .map(|c| c.id)
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read revoked clients; keeping the last list")
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -32,6 +32,9 @@ pub struct SigningKey(Arc<Inner>);
 struct Inner {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// The public point's coordinates, base64url: the public JWK.
+    x: String,
+    y: String,
     key_id: String,
     pkcs8_pem: String,
 }
@@ -89,6 +92,7 @@ impl SigningKey {
         let x = URL_SAFE_NO_PAD.encode(&point[1..49]);
         let y = URL_SAFE_NO_PAD.encode(&point[49..]);
         let decoding = DecodingKey::from_ec_components(&x, &y).ok()?;
+        let (x, y) = (x.clone(), y.clone());
         let encoding = EncodingKey::from_ec_der(der);
         // RFC 7638-style thumbprint of the public key, so rotated keys get new ids.
         let key_id = hex::encode(&Sha256::digest(point)[..8]);
@@ -102,6 +106,8 @@ impl SigningKey {
         Some(Self(Arc::new(Inner {
             encoding,
             decoding,
+            x,
+            y,
             key_id,
             pkcs8_pem: pem,
         })))
@@ -109,6 +115,23 @@ impl SigningKey {
 
     pub fn key_id(&self) -> &str {
         &self.0.key_id
+    }
+
+    /// The public key as a JWK Set (one ES384 signing key, with its id).
+    pub fn public_jwks(&self) -> serde_json::Value {
+        serde_json::json!({ "keys": [{
+            "kty": "EC", "crv": "P-384", "x": self.0.x, "y": self.0.y,
+            "kid": self.0.key_id, "alg": "ES384", "use": "sig",
+        }] })
+    }
+
+    /// Signs `claims` as an ES384 JWT naming this key's id: the client side of a client
+    /// assertion (`whg clients assertion`, tests).
+    pub fn sign<T: serde::Serialize>(&self, claims: &T) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384);
+        header.kid = Some(self.0.key_id.clone());
+        jsonwebtoken::encode(&header, claims, &self.0.encoding)
+            .expect("signing with a loaded ES384 key cannot fail")
     }
 
     pub(super) fn encoding(&self) -> &EncodingKey {

@@ -4,8 +4,10 @@
 //! its role and organisation (tenancy) and, for a person's data, by consent. Tokens are minted by
 //! [`TokenIssuer`] (the `whg token` command today; the OAuth2 token endpoint builds on it).
 
+pub mod assertion;
 mod key;
 mod principal;
+pub mod registry;
 
 pub use key::{KeyError, SigningKey};
 pub use principal::{Principal, Role, scope};
@@ -42,6 +44,8 @@ pub enum TokenError {
     Invalid(String),
     #[error("the token has expired")]
     Expired,
+    #[error("the client this token was issued to has been revoked")]
+    Revoked,
 }
 
 /// Signs access tokens.
@@ -92,6 +96,9 @@ pub struct TokenVerifier {
     key: SigningKey,
     validation: Validation,
     verified: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (Principal, u64)>>>,
+    /// Registered clients that have been revoked: their tokens stop working at once, however
+    /// long they had left.
+    revoked: std::sync::Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
 }
 
 /// Most tokens remembered at once; when full, expired ones go, and if none has, all do.
@@ -108,6 +115,21 @@ impl TokenVerifier {
             key,
             validation,
             verified: Default::default(),
+            revoked: Default::default(),
+        }
+    }
+
+    /// Replaces the set of revoked client ids.
+    pub fn set_revoked(&self, ids: std::collections::HashSet<String>) {
+        *self.revoked.write().unwrap_or_else(|e| e.into_inner()) = ids;
+    }
+
+    fn check_revoked(&self, principal: Principal) -> Result<Principal, TokenError> {
+        let revoked = self.revoked.read().unwrap_or_else(|e| e.into_inner());
+        if revoked.contains(&principal.client_id) {
+            Err(TokenError::Revoked)
+        } else {
+            Ok(principal)
         }
     }
 
@@ -119,7 +141,7 @@ impl TokenVerifier {
             return if now > exp + leeway {
                 Err(TokenError::Expired)
             } else {
-                Ok(principal.clone())
+                self.check_revoked(principal.clone())
             };
         }
         let data = jsonwebtoken::decode::<Claims>(token, self.key.decoding(), &self.validation)
@@ -142,7 +164,13 @@ impl TokenVerifier {
             }
         }
         cache.insert(token.to_string(), (principal.clone(), c.exp));
-        Ok(principal)
+        drop(cache);
+        self.check_revoked(principal)
+    }
+
+    /// The gateway's public key as a JWK Set, for others to verify its access tokens.
+    pub fn jwks(&self) -> serde_json::Value {
+        self.key.public_jwks()
     }
 
     fn cache(

@@ -5,14 +5,19 @@ use serde::{Deserialize, Serialize};
 use crate::consent::{Recipient, RecipientClass};
 use crate::fhir::systems;
 
-/// Scopes the gateway checks. SMART v2 system scopes where one fits, the gateway's own otherwise.
+/// Scopes the gateway checks: SMART v2 system scopes (`system/<Type>.<cruds>`) for FHIR
+/// interactions, the gateway's own (`whg/…`) for the rest. What a route needs is one
+/// interaction on one type; what a client holds may be wider (`system/*.rs`, or SMART v1
+/// `system/Observation.read`), and [`grants`] decides.
 pub mod scope {
     pub const REFERRAL_CREATE: &str = "system/ServiceRequest.c";
     pub const FIT_NOTE_CREATE: &str = "system/Observation.c";
     /// Accept or reject a referral prompt.
     pub const TASK_UPDATE: &str = "system/Task.u";
+    /// Read and search everything the client's tenancy and consent allow.
     pub const READ: &str = "system/*.rs";
-    pub const CONSENT_WRITE: &str = "system/Consent.cu";
+    pub const CONSENT_CREATE: &str = "system/Consent.c";
+    pub const CONSENT_UPDATE: &str = "system/Consent.u";
     pub const AUDIT_READ: &str = "system/AuditEvent.rs";
     /// Act against a person's consent decision for a stated reason ("break glass").
     pub const CONSENT_OVERRIDE: &str = "whg/consent.override";
@@ -20,6 +25,86 @@ pub mod scope {
     pub const OVERRIDE_REVIEW: &str = "whg/consent.override-review";
     /// Ask for a disclosure decision (the delivery outbox and integrators' tests).
     pub const DISCLOSURE: &str = "whg/disclosure";
+
+    /// Reading one resource of `resource_type` by id.
+    pub fn read(resource_type: &str) -> String {
+        format!("system/{resource_type}.r")
+    }
+
+    /// Searching resources of `resource_type`.
+    pub fn search(resource_type: &str) -> String {
+        format!("system/{resource_type}.s")
+    }
+
+    /// `(type, permissions)` of a SMART system scope, with v1 `read`/`write`/`*` as v2 letters.
+    fn smart(scope: &str) -> Option<(&str, String)> {
+        let (resource_type, permissions) = scope.strip_prefix("system/")?.split_once('.')?;
+        let letters = match permissions {
+            "read" => "rs".to_string(),
+            "write" => "cud".to_string(),
+            "*" => "cruds".to_string(),
+            // v2 letters come in the order c r u d s, each at most once.
+            p if !p.is_empty() && is_ordered_subset(p, "cruds") => p.to_string(),
+            _ => return None,
+        };
+        Some((resource_type, letters))
+    }
+
+    fn is_ordered_subset(p: &str, of: &str) -> bool {
+        let mut rest = of.chars();
+        p.chars().all(|c| rest.by_ref().any(|o| o == c))
+    }
+
+    /// Whether holding `granted` allows what `wanted` asks. A SMART scope allows a narrower
+    /// one on the same type (or any type, for `*`); the gateway's own scopes only themselves.
+    pub fn grants(granted: &str, wanted: &str) -> bool {
+        if granted == wanted {
+            return true;
+        }
+        match (smart(granted), smart(wanted)) {
+            (Some((gt, gp)), Some((wt, wp))) => {
+                (gt == "*" || gt == wt) && wp.chars().all(|c| gp.contains(c))
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `scope` is one the gateway understands (a SMART system scope, or one of its own).
+    pub fn is_known(scope: &str) -> bool {
+        smart(scope).is_some() || [CONSENT_OVERRIDE, OVERRIDE_REVIEW, DISCLOSURE].contains(&scope)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn smart_scopes_allow_narrower_ones() {
+            assert!(grants("system/*.rs", "system/Observation.r"));
+            assert!(grants("system/*.rs", "system/Task.s"));
+            assert!(!grants("system/*.rs", "system/Observation.c"));
+            assert!(grants("system/Observation.cruds", "system/Observation.c"));
+            assert!(!grants("system/Observation.cruds", "system/Task.c"));
+            assert!(grants("system/Consent.write", "system/Consent.u"));
+            assert!(grants("system/Consent.read", "system/Consent.s"));
+            assert!(grants("system/Task.*", "system/Task.u"));
+            assert!(
+                !grants("system/Task.rc", "system/Task.c"),
+                "letters out of order are not a scope"
+            );
+            assert!(
+                !grants("patient/*.rs", "system/Observation.r"),
+                "only system scopes"
+            );
+            assert!(!grants(
+                "whg/consent.override",
+                "whg/consent.override-review"
+            ));
+            assert!(grants(DISCLOSURE, DISCLOSURE));
+            assert!(is_known("system/Observation.rs") && is_known(DISCLOSURE));
+            assert!(!is_known("system/Observation.x") && !is_known("openid"));
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -76,7 +161,7 @@ impl Principal {
     }
 
     pub fn has_scope(&self, wanted: &str) -> bool {
-        self.scopes.iter().any(|s| s == wanted)
+        self.scopes.iter().any(|s| scope::grants(s, wanted))
     }
 
     /// The value part of the organisation's identifier (ODS code or service id).
@@ -110,6 +195,13 @@ impl Principal {
 }
 
 impl Role {
+    /// The role named by its code (`practice`, `service`, `information-governance`).
+    pub fn from_str_code(code: &str) -> Option<Role> {
+        [Role::Practice, Role::Service, Role::InformationGovernance]
+            .into_iter()
+            .find(|r| r.as_str() == code)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Practice => "practice",
@@ -125,9 +217,15 @@ impl Role {
                 scope::FIT_NOTE_CREATE,
                 scope::TASK_UPDATE,
                 scope::READ,
-                scope::CONSENT_WRITE,
+                scope::CONSENT_CREATE,
+                scope::CONSENT_UPDATE,
             ],
-            Role::Service => &[scope::READ, scope::CONSENT_WRITE, scope::DISCLOSURE],
+            Role::Service => &[
+                scope::READ,
+                scope::CONSENT_CREATE,
+                scope::CONSENT_UPDATE,
+                scope::DISCLOSURE,
+            ],
             Role::InformationGovernance => &[scope::AUDIT_READ, scope::OVERRIDE_REVIEW],
         }
     }

@@ -42,6 +42,7 @@ pub enum IssueType {
     Login,
     Forbidden,
     Transient,
+    Throttled,
     Exception,
     Informational,
 }
@@ -65,6 +66,7 @@ impl IssueType {
             IssueType::Login => "login",
             IssueType::Forbidden => "forbidden",
             IssueType::Transient => "transient",
+            IssueType::Throttled => "throttled",
             IssueType::Exception => "exception",
             IssueType::Informational => "informational",
         }
@@ -220,6 +222,8 @@ impl NhsErrorCode {
         "REC_SERVER_ERROR",
         "500: The Receiver has encountered an error processing the request.",
     );
+    pub const TOO_MANY_REQUESTS: Self =
+        NhsErrorCode("REC_TOO_MANY_REQUESTS", "429: Too Many Requests.");
     pub const SERVICE_UNAVAILABLE: Self = NhsErrorCode(
         "REC_SERVICE_UNAVAILABLE",
         "503: The Receiver is currently unavailable.",

@@ -92,6 +92,22 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// A registered client system.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClientRecord {
+    pub id: String,
+    pub role: crate::auth::Role,
+    /// The organisation's local code: an ODS code or a service id.
+    pub organisation: String,
+    pub scopes: Vec<String>,
+    /// A JWK Set the client's assertions are checked against, or
+    pub jwks: Option<Value>,
+    /// where to fetch one.
+    pub jwks_url: Option<String>,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
 /// Outcome of a submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
@@ -201,6 +217,26 @@ pub trait Store: Send + Sync {
 
     /// The id of the Patient with this NHS number, if the gateway holds one.
     async fn patient_by_nhs_number(&self, nhs_number: &str) -> Result<Option<String>, StoreError>;
+
+    /// Registers a client; [`StoreError::Conflict`] if the id is taken.
+    async fn register_client(&self, client: ClientRecord) -> Result<(), StoreError>;
+
+    /// Every registered client, revoked ones included.
+    async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
+
+    async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError>;
+
+    /// Revokes a client; false if there is no such client or it was already revoked.
+    async fn revoke_client(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Records a client assertion's `jti` as used until `expires_at` (Unix seconds); false if it
+    /// was used before (a replay).
+    async fn consume_assertion(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: i64,
+    ) -> Result<bool, StoreError>;
 
     /// Whether the store can take reads and writes now.
     async fn ready(&self) -> Result<(), StoreError>;

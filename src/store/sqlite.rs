@@ -20,7 +20,8 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::plan::{Existing, PlannedWrite, plan};
 use super::{
-    Admission, Candidate, History, RecordParties, Refusal, SearchPage, Store, StoreError, Stored,
+    Admission, Candidate, ClientRecord, History, RecordParties, Refusal, SearchPage, Store,
+    StoreError, Stored,
 };
 use crate::config::StoreConfig;
 use crate::fhir::resource::stamp;
@@ -139,6 +140,18 @@ enum WriteJob {
     Update(Value, Option<i64>, Reply<Value>),
     CreateOverride(String, Value, Reply<()>),
     ReviewOverride(String, Value, Reply<Option<Value>>),
+    /// Client registry changes and assertion `jti`s, small writes that must be durable too.
+    Client(ClientWrite, Reply<bool>),
+}
+
+enum ClientWrite {
+    Register(ClientRecord),
+    Revoke(String),
+    ConsumeAssertion {
+        client_id: String,
+        jti: String,
+        expires_at: i64,
+    },
 }
 
 /// A job's answer, held until its batch is durable.
@@ -148,6 +161,7 @@ enum Answer {
     Update(Reply<Value>, Result<Value, StoreError>),
     CreateOverride(Reply<()>, Result<(), StoreError>),
     ReviewOverride(Reply<Option<Value>>, Result<Option<Value>, StoreError>),
+    Client(Reply<bool>, Result<bool, StoreError>),
 }
 
 impl Answer {
@@ -159,6 +173,7 @@ impl Answer {
             Answer::Update(_, r) => r.is_ok(),
             Answer::CreateOverride(_, r) => r.is_ok(),
             Answer::ReviewOverride(_, r) => r.is_ok(),
+            Answer::Client(_, r) => r.is_ok(),
         }
     }
 
@@ -169,6 +184,7 @@ impl Answer {
             Answer::Update(r, v) => drop(r.send(v)),
             Answer::CreateOverride(r, v) => drop(r.send(v)),
             Answer::ReviewOverride(r, v) => drop(r.send(v)),
+            Answer::Client(r, v) => drop(r.send(v)),
         }
     }
 
@@ -179,6 +195,7 @@ impl Answer {
             Answer::Update(r, _) => drop(r.send(Err(e()))),
             Answer::CreateOverride(r, _) => drop(r.send(Err(e()))),
             Answer::ReviewOverride(r, _) => drop(r.send(Err(e()))),
+            Answer::Client(r, _) => drop(r.send(Err(e()))),
         }
     }
 }
@@ -191,6 +208,7 @@ impl WriteJob {
             WriteJob::Update(_, _, r) => drop(r.send(Err(e))),
             WriteJob::CreateOverride(_, _, r) => drop(r.send(Err(e))),
             WriteJob::ReviewOverride(_, _, r) => drop(r.send(Err(e))),
+            WriteJob::Client(_, r) => drop(r.send(Err(e))),
         }
     }
 
@@ -220,6 +238,9 @@ impl WriteJob {
             ),
             WriteJob::ReviewOverride(id, review, reply) => {
                 Answer::ReviewOverride(reply, in_savepoint!(conn, record_review(conn, id, review)))
+            }
+            WriteJob::Client(write, reply) => {
+                Answer::Client(reply, in_savepoint!(conn, client_write(conn, write)))
             }
         }
     }
@@ -649,6 +670,97 @@ async fn record_review(
     Ok(Some(record))
 }
 
+async fn client_write(conn: &mut SqliteConnection, write: ClientWrite) -> Result<bool, StoreError> {
+    match write {
+        ClientWrite::Register(c) => {
+            let inserted = sqlx::query(
+                "INSERT INTO clients (id, role, organisation, scopes, jwks, jwks_url, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&c.id)
+            .bind(c.role.as_str())
+            .bind(&c.organisation)
+            .bind(c.scopes.join(" "))
+            .bind(c.jwks.as_ref().map(Value::to_string))
+            .bind(&c.jwks_url)
+            .bind(&c.created_at)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Err(StoreError::Conflict {
+                    namespace: "client".into(),
+                    key: c.id.clone(),
+                    existing_id: c.id,
+                });
+            }
+            Ok(true)
+        }
+        ClientWrite::Revoke(id) => Ok(sqlx::query(
+            "UPDATE clients SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+        )
+        .bind(format_instant(Utc::now()))
+        .bind(&id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+            == 1),
+        ClientWrite::ConsumeAssertion {
+            client_id,
+            jti,
+            expires_at,
+        } => {
+            // Assertions live five minutes at most; the used ones are forgotten once expired.
+            sqlx::query("DELETE FROM client_assertions WHERE expires_at < ?")
+                .bind(Utc::now().timestamp() - 600)
+                .execute(&mut *conn)
+                .await?;
+            Ok(sqlx::query(
+                "INSERT INTO client_assertions (client_id, jti, expires_at) VALUES (?, ?, ?)
+                 ON CONFLICT (client_id, jti) DO NOTHING",
+            )
+            .bind(&client_id)
+            .bind(&jti)
+            .bind(expires_at)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+                == 1)
+        }
+    }
+}
+
+fn client_of(row: &sqlx::sqlite::SqliteRow) -> Result<ClientRecord, StoreError> {
+    let role: String = row.get(1);
+    Ok(ClientRecord {
+        id: row.get(0),
+        role: crate::auth::Role::from_str_code(&role)
+            .ok_or_else(|| StoreError::Corrupt(format!("client role '{role}'")))?,
+        organisation: row.get(2),
+        scopes: row
+            .get::<&str, _>(3)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+        jwks: row
+            .get::<Option<&str>, _>(4)
+            .map(parse_content)
+            .transpose()?,
+        jwks_url: row.get(5),
+        created_at: row.get(6),
+        revoked_at: row.get(7),
+    })
+}
+
+macro_rules! select_clients {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, role, organisation, scopes, jwks, jwks_url, created_at, revoked_at FROM clients",
+            $rest
+        )
+    };
+}
+
 fn parties(row: &sqlx::sqlite::SqliteRow) -> RecordParties {
     RecordParties {
         record: row.get(0),
@@ -1059,8 +1171,9 @@ impl Store for SqliteStore {
         resource_type: &str,
         id: &str,
     ) -> Result<Vec<RecordParties>, StoreError> {
-        // A resource belongs to the referrals it came in with; a fit note to itself; a referral
-        // prompt to the fit note that fired it.
+        // A resource belongs to the referrals it came in with; a fit note to itself and to the
+        // person's referrals (as fit-note searches are, so reads and searches agree; consent
+        // still decides what a service sees); a referral prompt to the fit note that fired it.
         let rows = sqlx::query(
             "SELECT 'ServiceRequest/' || f.service_request_id, f.patient_id, f.practice, f.service
              FROM referral_members m JOIN referrals f ON f.service_request_id = m.service_request_id
@@ -1068,6 +1181,10 @@ impl Store for SqliteStore {
              UNION ALL
              SELECT 'Observation/' || observation_id, patient_id, practice, NULL FROM fit_notes
              WHERE ?1 = 'Observation' AND observation_id = ?2
+             UNION ALL
+             SELECT 'ServiceRequest/' || f.service_request_id, f.patient_id, f.practice, f.service
+             FROM fit_notes n JOIN referrals f ON f.patient_id = n.patient_id
+             WHERE ?1 = 'Observation' AND n.observation_id = ?2
              UNION ALL
              SELECT 'Observation/' || n.observation_id, n.patient_id, n.practice, NULL
              FROM referral_prompts p JOIN fit_notes n ON n.observation_id = p.fit_note_id
@@ -1209,6 +1326,51 @@ impl Store for SqliteStore {
             total: total as u64,
             resources,
         })
+    }
+
+    async fn register_client(&self, client: ClientRecord) -> Result<(), StoreError> {
+        self.write(|reply| WriteJob::Client(ClientWrite::Register(client), reply))
+            .await
+            .map(drop)
+    }
+
+    async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        let rows = sqlx::query(select_clients!(" ORDER BY id"))
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(client_of).collect()
+    }
+
+    async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        let row = sqlx::query(select_clients!(" WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.as_ref().map(client_of).transpose()
+    }
+
+    async fn revoke_client(&self, id: &str) -> Result<bool, StoreError> {
+        self.write(|reply| WriteJob::Client(ClientWrite::Revoke(id.to_string()), reply))
+            .await
+    }
+
+    async fn consume_assertion(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        self.write(|reply| {
+            WriteJob::Client(
+                ClientWrite::ConsumeAssertion {
+                    client_id: client_id.to_string(),
+                    jti: jti.to_string(),
+                    expires_at,
+                },
+                reply,
+            )
+        })
+        .await
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

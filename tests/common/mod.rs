@@ -63,11 +63,15 @@ impl Server {
         let key_path = dir.path().join("signing-key.pem");
         let key = whg::auth::SigningKey::generate();
         key.save(&key_path).unwrap();
-        let auth = format!(
+        let mut auth = format!(
             "[auth]\nsigning_key = {:?}\n[consent]\npseudonym_key = {:?}\n",
             key_path.display().to_string(),
             dir.path().join("pseudonym-key").display().to_string()
         );
+        // Tests send far faster than any real client; the rate-limit test sets its own limits.
+        if !extra_config.contains("[limits]") {
+            auth.push_str("[limits]\nrequests_per_second_per_client = 100000.0\nburst_per_client = 100000.0\n");
+        }
         std::fs::write(&config, format!("{auth}{extra_config}")).unwrap();
         let defaults = whg::config::Config::defaults();
         let issuer = whg::auth::TokenIssuer::new(key, &defaults.auth);
@@ -132,6 +136,28 @@ impl Server {
             issuer,
             acting_as: std::sync::Mutex::new(default),
         }
+    }
+
+    /// The database the server uses, for running `whg` commands against it.
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("whg.db").display())
+    }
+
+    /// The configuration file the server was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("test.toml")
+    }
+
+    /// Runs `whg ARGS --config <the server's> --database-url <the server's>`.
+    pub fn whg(&self, args: &[&str]) -> std::process::Output {
+        Command::new(WHG)
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("--database-url")
+            .arg(self.database_url())
+            .output()
+            .expect("run whg")
     }
 
     /// An access token for `principal`.

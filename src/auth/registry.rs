@@ -1,0 +1,214 @@
+//! Registering client systems: checking what `whg clients add` is given and turning a public key
+//! into the JWK Set its assertions are checked against. Pure; the store keeps the records.
+
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::Value;
+
+use super::assertion::ALGORITHMS;
+use super::{Role, scope};
+use crate::store::ClientRecord;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RegistryError {
+    #[error("client id '{0}' must be 1 to 64 letters, digits, '.', '-' or '_'")]
+    Id(String),
+    #[error(
+        "unknown scope '{0}': use SMART system scopes (system/Type.cruds) or the gateway's whg/… scopes"
+    )]
+    Scope(String),
+    #[error("the public key is neither an RSA nor a P-384 EC public key in PEM: {0}")]
+    PublicKey(String),
+    #[error("the JWK Set is not usable: {0}")]
+    Jwks(String),
+    #[error("a JWKS URL must be https (or http on loopback, for testing): {0}")]
+    Url(String),
+}
+
+/// Where a client's public keys come from.
+pub enum KeySource {
+    /// A PEM public key (RSA for RS384, P-384 EC for ES384).
+    PublicKeyPem(Vec<u8>),
+    /// A JWK Set.
+    Jwks(Value),
+    /// A URL the gateway fetches the client's JWK Set from at each token request.
+    JwksUrl(String),
+}
+
+/// Checks a registration and returns the record to store.
+pub fn new_client(
+    id: &str,
+    role: Role,
+    organisation: &str,
+    scopes: Vec<String>,
+    keys: KeySource,
+    now: &str,
+) -> Result<ClientRecord, RegistryError> {
+    let id_ok = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !id_ok {
+        return Err(RegistryError::Id(id.to_string()));
+    }
+    if let Some(bad) = scopes.iter().find(|s| !scope::is_known(s)) {
+        return Err(RegistryError::Scope(bad.clone()));
+    }
+    let scopes = if scopes.is_empty() {
+        role.default_scopes()
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        scopes
+    };
+    let (jwks, jwks_url) = match keys {
+        KeySource::PublicKeyPem(pem) => (Some(jwks_from_pem(&pem)?), None),
+        KeySource::Jwks(set) => (Some(checked_jwks(set)?), None),
+        KeySource::JwksUrl(url) => {
+            let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                .iter()
+                .any(|p| url.starts_with(p));
+            if !url.starts_with("https://") && !loopback {
+                return Err(RegistryError::Url(url));
+            }
+            (None, Some(url))
+        }
+    };
+    Ok(ClientRecord {
+        id: id.to_string(),
+        role,
+        organisation: organisation.to_string(),
+        scopes,
+        jwks,
+        jwks_url,
+        created_at: now.to_string(),
+        revoked_at: None,
+    })
+}
+
+/// The JWK Set of one PEM public key.
+pub fn jwks_from_pem(pem: &[u8]) -> Result<Value, RegistryError> {
+    let (key, alg) = DecodingKey::from_ec_pem(pem)
+        .map(|k| (k, Algorithm::ES384))
+        .or_else(|_| DecodingKey::from_rsa_pem(pem).map(|k| (k, Algorithm::RS384)))
+        .map_err(|e| RegistryError::PublicKey(e.to_string()))?;
+    let jwk = Jwk::from_decoding_key(&key, Some(alg))
+        .map_err(|e| RegistryError::PublicKey(e.to_string()))?;
+    checked_jwks(serde_json::json!({ "keys": [jwk] }))
+}
+
+/// A JWK Set whose every key can check RS384 or ES384 assertions.
+fn checked_jwks(set: Value) -> Result<Value, RegistryError> {
+    let parsed: JwkSet =
+        serde_json::from_value(set.clone()).map_err(|e| RegistryError::Jwks(e.to_string()))?;
+    if parsed.keys.is_empty() {
+        return Err(RegistryError::Jwks("it has no keys".into()));
+    }
+    for k in &parsed.keys {
+        let fits = ALGORITHMS.iter().any(|a| match (&k.algorithm, a) {
+            (jsonwebtoken::jwk::AlgorithmParameters::RSA(_), Algorithm::RS384) => true,
+            (jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(ec), Algorithm::ES384) => {
+                ec.curve == jsonwebtoken::jwk::EllipticCurve::P384
+            }
+            _ => false,
+        });
+        if !fits || DecodingKey::from_jwk(k).is_err() {
+            return Err(RegistryError::Jwks(
+                "every key must be an RSA key (RS384) or a P-384 EC key (ES384)".into(),
+            ));
+        }
+    }
+    Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::SigningKey;
+
+    #[test]
+    fn registrations_are_checked() {
+        let jwks = SigningKey::generate().public_jwks();
+        let ok = new_client(
+            "gp-1",
+            Role::Practice,
+            "C88901",
+            vec![],
+            KeySource::Jwks(jwks.clone()),
+            "t",
+        )
+        .unwrap();
+        assert!(
+            ok.scopes.contains(&"system/ServiceRequest.c".to_string()),
+            "role defaults"
+        );
+        assert!(matches!(
+            new_client(
+                "bad id",
+                Role::Practice,
+                "C88901",
+                vec![],
+                KeySource::Jwks(jwks.clone()),
+                "t"
+            ),
+            Err(RegistryError::Id(_))
+        ));
+        assert!(matches!(
+            new_client(
+                "gp",
+                Role::Practice,
+                "C88901",
+                vec!["openid".into()],
+                KeySource::Jwks(jwks.clone()),
+                "t"
+            ),
+            Err(RegistryError::Scope(_))
+        ));
+        assert!(matches!(
+            new_client(
+                "gp",
+                Role::Practice,
+                "C88901",
+                vec![],
+                KeySource::Jwks(serde_json::json!({"keys": []})),
+                "t"
+            ),
+            Err(RegistryError::Jwks(_))
+        ));
+        let p256 = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]});
+        assert!(matches!(
+            new_client(
+                "gp",
+                Role::Practice,
+                "C88901",
+                vec![],
+                KeySource::Jwks(p256),
+                "t"
+            ),
+            Err(RegistryError::Jwks(_))
+        ));
+        assert!(matches!(
+            new_client(
+                "gp",
+                Role::Practice,
+                "C88901",
+                vec![],
+                KeySource::JwksUrl("http://example.org/jwks".into()),
+                "t"
+            ),
+            Err(RegistryError::Url(_))
+        ));
+        assert!(
+            new_client(
+                "gp",
+                Role::Practice,
+                "C88901",
+                vec![],
+                KeySource::JwksUrl("http://127.0.0.1:9/jwks".into()),
+                "t"
+            )
+            .is_ok()
+        );
+    }
+}

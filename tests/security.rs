@@ -1,0 +1,874 @@
+//! Security over HTTP: SMART Backend Services client authentication (discovery, the token
+//! endpoint, refused and replayed assertions, revocation), scopes, tenant isolation, rate limits,
+//! hostile bodies, security headers and TLS.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+fn stdout(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "whg failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+async fn token_request(
+    server: &Server,
+    form: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let r = reqwest::Client::new()
+        .post(server.url("/oauth2/token"))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    read_response(r).await
+}
+
+async fn exchange(server: &Server, assertion: &str, scope: Option<&str>) -> (u16, Value) {
+    let mut form = vec![
+        ("grant_type", "client_credentials"),
+        ("client_assertion_type", ASSERTION_TYPE),
+        ("client_assertion", assertion),
+    ];
+    if let Some(s) = scope {
+        form.push(("scope", s));
+    }
+    let (status, headers, body) = token_request(server, &form).await;
+    assert_eq!(headers["cache-control"], "no-store");
+    (status, body)
+}
+
+/// A registered ES384 client made with the CLI: its id and private key file.
+fn es384_client(
+    server: &Server,
+    id: &str,
+    role: &str,
+    org: &str,
+    scopes: &[&str],
+) -> std::path::PathBuf {
+    let key = server.config_path().with_file_name(format!("{id}.pem"));
+    let jwks = stdout(&server.whg(&["clients", "keygen", "--out", key.to_str().unwrap()]));
+    let jwks_file = key.with_extension("jwks.json");
+    std::fs::write(&jwks_file, jwks).unwrap();
+    let mut args = vec![
+        "clients",
+        "add",
+        id,
+        "--role",
+        role,
+        "--org",
+        org,
+        "--jwks",
+        jwks_file.to_str().unwrap(),
+    ];
+    for s in scopes {
+        args.extend(["--scope", s]);
+    }
+    stdout(&server.whg(&args));
+    key
+}
+
+fn cli_assertion(server: &Server, id: &str, key: &std::path::Path) -> String {
+    stdout(&server.whg(&[
+        "clients",
+        "assertion",
+        "--client",
+        id,
+        "--key",
+        key.to_str().unwrap(),
+        "--token-url",
+        &server.url("/oauth2/token"),
+    ]))
+}
+
+async fn bearer_get(
+    server: &Server,
+    token: &str,
+    path: &str,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let r = reqwest::Client::new()
+        .get(server.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    read_response(r).await
+}
+
+async fn bearer_post(server: &Server, token: &str, path: &str, body: &Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(server.url(path))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let (s, _, b) = read_response(r).await;
+    (s, b)
+}
+
+#[tokio::test]
+async fn discovery_and_the_gateway_key_need_no_token() {
+    let server = Server::start();
+    let r = reqwest::get(server.url("/.well-known/smart-configuration"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let config: Value = r.json().await.unwrap();
+    assert_eq!(config["token_endpoint"], server.url("/oauth2/token"));
+    assert_eq!(
+        config["token_endpoint_auth_methods_supported"],
+        json!(["private_key_jwt"])
+    );
+    assert_eq!(
+        config["token_endpoint_auth_signing_alg_values_supported"],
+        json!(["RS384", "ES384"])
+    );
+    assert_eq!(
+        config["grant_types_supported"],
+        json!(["client_credentials"])
+    );
+    let jwks: Value = reqwest::get(server.url("/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["kty"], "EC");
+    assert!(jwks["keys"][0].get("d").is_none(), "never the private part");
+
+    // A token from the endpoint verifies with the published key.
+    let key = es384_client(&server, "gp-discovery", "practice", "C88901", &[]);
+    let (status, body) =
+        exchange(&server, &cli_assertion(&server, "gp-discovery", &key), None).await;
+    assert_eq!(status, 200, "{body}");
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks).unwrap();
+    let decoding = jsonwebtoken::DecodingKey::from_jwk(&set.keys[0]).unwrap();
+    let mut v = jsonwebtoken::Validation::new(Algorithm::ES384);
+    v.validate_aud = false;
+    let claims =
+        jsonwebtoken::decode::<Value>(body["access_token"].as_str().unwrap(), &decoding, &v)
+            .unwrap()
+            .claims;
+    assert_eq!(claims["sub"], "gp-discovery");
+}
+
+/// The README's flow: register a client with the CLI, sign an assertion, swap it for a token,
+/// post a fixture with it. Then an RS384 client registered by its PEM public key.
+#[tokio::test]
+async fn the_token_flow_works_for_es384_and_rs384_clients() {
+    let server = Server::start();
+    let key = es384_client(&server, "gp-c88901", "practice", "C88901", &[]);
+    let listed = stdout(&server.whg(&["clients", "list"]));
+    assert!(
+        listed.contains("\"gp-c88901\"") && listed.contains("system/ServiceRequest.c"),
+        "{listed}"
+    );
+    let (status, body) = exchange(&server, &cli_assertion(&server, "gp-c88901", &key), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "bearer");
+    assert_eq!(body["expires_in"], 300);
+    let token = body["access_token"].as_str().unwrap().to_string();
+    let referral =
+        read_json(&root().join("fixtures/referrals/valid/01-gp-work-stress-off-sick.json"));
+    let (status, outcome) = bearer_post(&server, &token, "/api/v1/referrals", &referral).await;
+    assert_eq!(status, 201, "{outcome}");
+    // `whg token --client` gives the same principal without the round trip.
+    let local = stdout(&server.whg(&["token", "--client", "gp-c88901"]));
+    assert_eq!(
+        bearer_get(&server, &local, "/fhir/ServiceRequest").await.2["total"],
+        1
+    );
+
+    // RS384, registered by its PEM public key.
+    let dir = tempfile::tempdir().unwrap();
+    let private = dir.path().join("rsa.pem");
+    let public = dir.path().join("rsa.pub.pem");
+    assert!(
+        Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(&private)
+            .arg("2048")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    assert!(
+        Command::new("openssl")
+            .args(["rsa", "-pubout", "-in"])
+            .arg(&private)
+            .arg("-out")
+            .arg(&public)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    stdout(&server.whg(&[
+        "clients",
+        "add",
+        "whs-system",
+        "--role",
+        "service",
+        "--org",
+        "sheffield-whs",
+        "--public-key",
+        public.to_str().unwrap(),
+    ]));
+    let rsa = EncodingKey::from_rsa_pem(&std::fs::read(&private).unwrap()).unwrap();
+    let claims = json!({ "iss": "whs-system", "sub": "whs-system", "aud": server.url("/oauth2/token"), "exp": now() + 240, "jti": "rsa-1" });
+    let assertion = jsonwebtoken::encode(&Header::new(Algorithm::RS384), &claims, &rsa).unwrap();
+    let (status, body) = exchange(&server, &assertion, Some("system/ServiceRequest.rs")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["scope"], "system/ServiceRequest.rs");
+    let token = body["access_token"].as_str().unwrap();
+    let (status, _, page) = bearer_get(&server, token, "/fhir/ServiceRequest").await;
+    assert_eq!(
+        (status, page["total"].clone()),
+        (200, json!(1)),
+        "the referral addressed to the service"
+    );
+    let (status, headers, outcome) = bearer_get(&server, token, "/fhir/Consent?patient=x").await;
+    assert_eq!(status, 403, "not granted: {outcome}");
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("insufficient_scope")
+    );
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    // No token or assertion ever reaches the logs.
+    let logs = server.logs();
+    assert!(!logs.contains(token) && !logs.contains(&assertion) && !logs.contains(&local));
+}
+
+#[tokio::test]
+async fn bad_forged_expired_and_replayed_assertions_are_refused() {
+    let server = Server::start();
+    let key_file = es384_client(
+        &server,
+        "gp-1",
+        "practice",
+        "C88901",
+        &["system/ServiceRequest.c", "system/*.rs"],
+    );
+    let key = whg::auth::SigningKey::load(&key_file).unwrap();
+    let token_url = server.url("/oauth2/token");
+    let claims = |overrides: Value| {
+        let mut c = json!({ "iss": "gp-1", "sub": "gp-1", "aud": token_url, "exp": now() + 240, "jti": uuid::Uuid::now_v7().to_string() });
+        for (k, v) in overrides.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let b64 = |v: &Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let other = whg::auth::SigningKey::generate();
+    let jwks_text = std::fs::read_to_string(key_file.with_extension("jwks.json")).unwrap();
+    let hs256_with_public_key = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims(json!({})),
+        &EncodingKey::from_secret(jwks_text.as_bytes()),
+    )
+    .unwrap();
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        (
+            "signed by another key",
+            other.sign(&claims(json!({}))),
+            401,
+            "invalid_client",
+        ),
+        (
+            "expired",
+            key.sign(&claims(json!({ "exp": now() - 120 }))),
+            401,
+            "invalid_client",
+        ),
+        (
+            "wrong audience",
+            key.sign(&claims(json!({ "aud": "https://elsewhere.example/token" }))),
+            401,
+            "invalid_client",
+        ),
+        (
+            "expiring too far ahead",
+            key.sign(&claims(json!({ "exp": now() + 900 }))),
+            401,
+            "invalid_client",
+        ),
+        (
+            "iss is not sub",
+            key.sign(&claims(json!({ "sub": "gp-2" }))),
+            401,
+            "invalid_client",
+        ),
+        (
+            "unknown client",
+            key.sign(&claims(json!({ "iss": "nobody", "sub": "nobody" }))),
+            401,
+            "invalid_client",
+        ),
+        (
+            "no jti",
+            key.sign(&claims(json!({ "jti": "" }))),
+            401,
+            "invalid_client",
+        ),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64(&json!({ "alg": "none" })),
+                b64(&claims(json!({})))
+            ),
+            401,
+            "invalid_client",
+        ),
+        (
+            "HS256 keyed with the public key",
+            hs256_with_public_key,
+            401,
+            "invalid_client",
+        ),
+        ("not a JWT", "not-a-jwt".into(), 401, "invalid_client"),
+    ];
+    for (what, assertion, status, error) in cases {
+        let (s, body) = exchange(&server, &assertion, None).await;
+        assert_eq!(
+            (s, body["error"].as_str().unwrap_or_default()),
+            (status, error),
+            "{what}: {body}"
+        );
+        assert!(
+            body["error_description"]
+                .as_str()
+                .is_some_and(|d| d.len() > 10),
+            "{what}: {body}"
+        );
+    }
+    // A good assertion works once.
+    let good = key.sign(&claims(json!({})));
+    assert_eq!(exchange(&server, &good, None).await.0, 200);
+    let (s, body) = exchange(&server, &good, None).await;
+    assert_eq!(
+        (s, body["error"].as_str().unwrap()),
+        (400, "invalid_grant"),
+        "a replay: {body}"
+    );
+    // Scopes beyond the registration.
+    let (s, body) = exchange(
+        &server,
+        &key.sign(&claims(json!({}))),
+        Some("system/Consent.c"),
+    )
+    .await;
+    assert_eq!((s, body["error"].as_str().unwrap()), (400, "invalid_scope"));
+    // The request itself.
+    let fresh = key.sign(&claims(json!({})));
+    for (form, error) in [
+        (
+            vec![
+                ("grant_type", "password"),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", fresh.as_str()),
+            ],
+            "unsupported_grant_type",
+        ),
+        (
+            vec![
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", "basic"),
+                ("client_assertion", fresh.as_str()),
+            ],
+            "invalid_request",
+        ),
+        (
+            vec![
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", ASSERTION_TYPE),
+            ],
+            "invalid_request",
+        ),
+        (
+            vec![
+                ("grant_type", "client_credentials"),
+                ("grant_type", "client_credentials"),
+            ],
+            "invalid_request",
+        ),
+    ] {
+        let (s, _, body) = token_request(&server, &form).await;
+        assert_eq!(
+            (s, body["error"].as_str().unwrap()),
+            (400, error),
+            "{form:?}"
+        );
+    }
+    let r = reqwest::Client::new()
+        .post(server.url("/oauth2/token"))
+        .json(&json!({ "grant_type": "client_credentials" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "JSON is not a token request");
+
+    // Access tokens: expired, for another audience, unsigned.
+    let config = whg::config::Config::defaults();
+    let server_key =
+        whg::auth::SigningKey::load(&server.config_path().with_file_name("signing-key.pem"))
+            .unwrap();
+    let issuer = whg::auth::TokenIssuer::new(server_key.clone(), &config.auth);
+    let expired = issuer.issue(&whg::auth::Principal::practice("C88901"), Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut other_aud = config.auth.clone();
+    other_aud.audience = "https://another.example/fhir".into();
+    let wrong_aud = whg::auth::TokenIssuer::new(server_key, &other_aud).issue(
+        &whg::auth::Principal::practice("C88901"),
+        Duration::from_secs(60),
+    );
+    let unsigned = format!(
+        "{}.{}.",
+        b64(&json!({ "alg": "none" })),
+        b64(
+            &json!({ "iss": config.auth.issuer, "aud": config.auth.audience, "sub": "x", "exp": now() + 60, "iat": now(), "jti": "j", "scope": "system/*.rs", "role": "practice", "org": "https://fhir.nhs.uk/Id/ods-organization-code|C88901" })
+        )
+    );
+    // The verifier tolerates 30 s of clock skew, so the expired token is tested past it.
+    let long_expired = {
+        let claims = json!({ "iss": config.auth.issuer, "aud": config.auth.audience, "sub": "x", "exp": now() - 120, "iat": now() - 400, "jti": "j", "scope": "system/*.rs", "role": "practice", "org": "https://fhir.nhs.uk/Id/ods-organization-code|C88901" });
+        whg::auth::SigningKey::load(&server.config_path().with_file_name("signing-key.pem"))
+            .unwrap()
+            .sign(&claims)
+    };
+    for (what, token) in [
+        ("expired", long_expired),
+        ("another audience", wrong_aud),
+        ("unsigned", unsigned),
+    ] {
+        let (s, headers, body) = bearer_get(&server, &token, "/fhir/ServiceRequest").await;
+        assert_eq!(s, 401, "{what}: {body}");
+        assert_eq!(body["resourceType"], "OperationOutcome");
+        assert!(
+            headers["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
+    }
+    let _ = expired;
+}
+
+#[tokio::test]
+async fn a_revoked_client_gets_no_token_and_its_tokens_stop_working() {
+    let server = Server::start();
+    let key = es384_client(&server, "gp-revoke", "practice", "C88901", &[]);
+    let (_, body) = exchange(&server, &cli_assertion(&server, "gp-revoke", &key), None).await;
+    let token = body["access_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        bearer_get(&server, &token, "/fhir/ServiceRequest").await.0,
+        200
+    );
+    stdout(&server.whg(&["clients", "revoke", "gp-revoke"]));
+    let (s, body) = exchange(&server, &cli_assertion(&server, "gp-revoke", &key), None).await;
+    assert_eq!(
+        (s, body["error"].as_str().unwrap()),
+        (401, "invalid_client")
+    );
+    let mut refused = false;
+    for _ in 0..50 {
+        if bearer_get(&server, &token, "/fhir/ServiceRequest").await.0 == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(refused, "the revoked client's token still works after 10 s");
+    let out = server.whg(&["token", "--client", "gp-revoke"]);
+    assert!(
+        !out.status.success(),
+        "no local token for a revoked client either"
+    );
+    let out = server.whg(&["clients", "revoke", "gp-revoke"]);
+    assert!(!out.status.success(), "already revoked");
+    let out = server.whg(&[
+        "clients",
+        "add",
+        "gp-revoke",
+        "--role",
+        "practice",
+        "--org",
+        "C88901",
+        "--jwks",
+        key.with_extension("jwks.json").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "a revoked id is not reused");
+}
+
+#[tokio::test]
+async fn each_client_has_a_rate_limit() {
+    let server = Server::start_with(
+        "[limits]\nrequests_per_second_per_client = 0.5\nburst_per_client = 3.0\n",
+    );
+    let a = server.token(&whg::auth::Principal::practice("C88901"));
+    for _ in 0..3 {
+        assert_eq!(bearer_get(&server, &a, "/fhir/ServiceRequest").await.0, 200);
+    }
+    let (status, headers, body) = bearer_get(&server, &a, "/fhir/ServiceRequest").await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(headers["retry-after"], "2");
+    assert_eq!(body["issue"][0]["code"], "throttled");
+    let b = server.token(&whg::auth::Principal::practice("C88902"));
+    assert_eq!(
+        bearer_get(&server, &b, "/fhir/ServiceRequest").await.0,
+        200,
+        "another client is unaffected"
+    );
+}
+
+#[tokio::test]
+async fn hostile_bodies_get_4xx_and_every_answer_carries_security_headers() {
+    let server = Server::start();
+    let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+    let (status, headers, body) = server
+        .post_raw("/api/v1/referrals", "application/json", deep.into_bytes())
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("nests deeper")
+    );
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ] {
+        assert_eq!(headers[name], value, "{name}");
+    }
+    assert!(headers.contains_key("content-security-policy"));
+    let (status, _, _) = server
+        .post_raw("/api/v1/referrals", "text/plain", b"{}".to_vec())
+        .await;
+    assert_eq!(status, 415);
+    let r = reqwest::get(server.url("/health/live")).await.unwrap();
+    assert_eq!(
+        r.headers()["x-content-type-options"],
+        "nosniff",
+        "unauthenticated answers too"
+    );
+}
+
+/// Every route against every role: nobody reaches another organisation's data, and nobody
+/// without the route's scope reaches the route.
+#[tokio::test]
+async fn the_isolation_matrix() {
+    let server = Server::start();
+    let practice = server.as_(whg::auth::Principal::practice("C88901"));
+    let referral =
+        read_json(&root().join("fixtures/referrals/valid/01-gp-work-stress-off-sick.json"));
+    let service_id = referral["targetService"].as_str().unwrap().to_string();
+    let (status, headers, _) = practice.post("/api/v1/referrals", &referral).await;
+    assert_eq!(status, 201);
+    let sr = location_id(&headers);
+    let mut note =
+        read_json(&root().join("fixtures/fit-notes/valid/01-doctor-not-fit-back-pain.json"));
+    note["patient"] = json!({ "nhsNumber": referral["patient"]["nhsNumber"] });
+    let (status, headers, _) = practice.post("/api/v1/fit-notes", &note).await;
+    assert_eq!(status, 201);
+    let obs = location_id(&headers);
+    let sr_doc = practice.get(&format!("/fhir/ServiceRequest/{sr}")).await.1;
+    let patient = sr_doc["subject"]["reference"].as_str().unwrap().to_string();
+    let nhs = referral["patient"]["nhsNumber"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    use whg::auth::{Principal, Role};
+    let roles: Vec<(&str, Principal)> = vec![
+        ("own practice", Principal::practice("C88901")),
+        ("other practice", Principal::practice("C88902")),
+        ("own service", Principal::service(&service_id)),
+        ("other service", Principal::service("working-win")),
+        (
+            "information governance",
+            Principal::new(Role::InformationGovernance, "IG1"),
+        ),
+        ("no scopes", {
+            let mut p = Principal::practice("C88901");
+            p.scopes = vec![];
+            p
+        }),
+    ];
+    // (route, [expected status per role, in the order above]).
+    let reads: Vec<(String, [u16; 6])> = vec![
+        (
+            format!("/fhir/ServiceRequest/{sr}"),
+            [200, 404, 200, 404, 403, 403],
+        ),
+        (format!("/fhir/{patient}"), [200, 404, 200, 404, 403, 403]),
+        // The service has the referral, but the person did not agree to share fit notes.
+        (
+            format!("/fhir/Observation/{obs}"),
+            [200, 404, 403, 404, 403, 403],
+        ),
+        (
+            format!("/api/v1/patients/{nhs}/fit-notes/summary"),
+            [200, 404, 403, 404, 403, 403],
+        ),
+        ("/fhir/AuditEvent".into(), [403, 403, 403, 403, 200, 403]),
+        (
+            "/api/v1/consent-overrides".into(),
+            [403, 403, 403, 403, 200, 403],
+        ),
+    ];
+    let searches: Vec<(String, [u64; 4])> = vec![
+        // Totals seen by own practice, other practice, own service, other service.
+        ("/fhir/ServiceRequest".into(), [1, 0, 1, 0]),
+        (
+            format!("/fhir/Observation?patient={patient}&code=751481000000104"),
+            [1, 0, 0, 0],
+        ),
+        (format!("/fhir/Consent?patient={patient}"), [3, 0, 3, 0]),
+        // The fit note prompted the practice (PAS's first-fit-note rule): its own to-do only.
+        ("/fhir/Task".into(), [1, 0, 0, 0]),
+    ];
+    for (i, (who, principal)) in roles.iter().enumerate() {
+        let actor = server.as_(principal.clone());
+        for (route, expected) in &reads {
+            let (status, body) = actor.get(route).await;
+            assert_eq!(status, expected[i], "{who} GET {route}: {body}");
+            if status >= 400 {
+                assert_eq!(
+                    body["resourceType"], "OperationOutcome",
+                    "{who} GET {route}"
+                );
+            }
+        }
+        if i < 4 {
+            for (route, totals) in &searches {
+                let (status, body) = actor.get(route).await;
+                assert_eq!(
+                    (status, body["total"].as_u64()),
+                    (200, Some(totals[i])),
+                    "{who} GET {route}: {body}"
+                );
+            }
+        }
+    }
+    // Writes, after the reads so they do not change what was counted: only the own practice
+    // sends as itself.
+    for (i, (who, principal)) in roles.iter().enumerate() {
+        let actor = server.as_(principal.clone());
+        let mut resend = referral.clone();
+        resend["referralId"] = json!(format!("ISO-{i}"));
+        let (status, _, body) = actor.post("/api/v1/referrals", &resend).await;
+        assert_eq!(
+            status,
+            if i == 0 { 201 } else { 403 },
+            "{who} POST referral: {body}"
+        );
+        let mut n = note.clone();
+        n["fitNoteId"] = json!(format!("ISO-{i}"));
+        let (status, _, _) = actor.post("/api/v1/fit-notes", &n).await;
+        assert_eq!(
+            status,
+            if i == 0 { 201 } else { 403 },
+            "{who} POST fit note"
+        );
+    }
+    // Anonymous: every route but health, metadata and the well-known documents is refused.
+    for route in [
+        "/fhir/ServiceRequest",
+        "/fhir/Task",
+        "/fhir/Observation",
+        "/api/v1/consent-overrides",
+        &format!("/api/v1/patients/{nhs}/fit-notes/summary"),
+    ] {
+        let r = reqwest::get(server.url(route)).await.unwrap();
+        assert_eq!(r.status(), 401, "{route}");
+    }
+    for route in [
+        "/health/live",
+        "/fhir/metadata",
+        "/.well-known/smart-configuration",
+        "/.well-known/jwks.json",
+    ] {
+        let r = reqwest::get(server.url(route)).await.unwrap();
+        assert_eq!(r.status(), 200, "{route}");
+    }
+}
+
+fn openssl(args: &[&str], dir: &std::path::Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA.
+fn certificates(dir: &std::path::Path) {
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=whg test CA",
+        ],
+        dir,
+    );
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
+        ),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        openssl(
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+            dir,
+        );
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+            dir,
+        );
+    }
+}
+
+#[tokio::test]
+async fn tls_and_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(p("ca.pem")).unwrap()).unwrap();
+
+    let server = Server::start_with(&format!(
+        "[tls]\ncert = {:?}\nkey = {:?}\n",
+        p("server.pem"),
+        p("server.key")
+    ));
+    assert!(server.url("").starts_with("https://"), "{}", server.url(""));
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca.clone())
+        .build()
+        .unwrap();
+    let r = client.get(server.url("/health/live")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("strict-transport-security"));
+    let plain = server
+        .url("/health/live")
+        .replacen("https://", "http://", 1);
+    assert!(
+        reqwest::get(&plain).await.is_err() || reqwest::get(&plain).await.unwrap().status() != 200,
+        "no plaintext on the TLS port"
+    );
+
+    let mtls = Server::start_with(&format!(
+        "[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n",
+        p("server.pem"),
+        p("server.key"),
+        p("ca.pem")
+    ));
+    assert!(
+        client.get(mtls.url("/health/live")).send().await.is_err(),
+        "no client certificate, no connection"
+    );
+    let mut identity = std::fs::read(p("client.pem")).unwrap();
+    identity.extend(std::fs::read(p("client.key")).unwrap());
+    let with_cert = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .identity(reqwest::Identity::from_pem(&identity).unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(
+        with_cert
+            .get(mtls.url("/health/live"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[test]
+fn plaintext_is_refused_off_loopback_unless_asked_for() {
+    let out = Command::new(WHG)
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--database-url",
+            "sqlite::memory:",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plaintext"));
+}
