@@ -39,6 +39,7 @@ pub fn registered(
         let mut p = Principal::new(client.role, &client.organisation);
         p.client_id = client.id;
         p.scopes = client.scopes;
+        p.test_tenant = client.test_tenant;
         Ok(p)
     })
 }
@@ -96,6 +97,7 @@ fn execute(config: &Config, what: ClientsWhat) -> Result<(), String> {
             public_key,
             jwks,
             jwks_url,
+            tenant,
         } => {
             let keys = match (public_key, jwks, jwks_url) {
                 (Some(p), _, _) => KeySource::PublicKeyPem(read(&p)?),
@@ -107,8 +109,19 @@ fn execute(config: &Config, what: ClientsWhat) -> Result<(), String> {
                 _ => return Err("give the client's key: --public-key, --jwks or --jwks-url".into()),
             };
             let now = whg::fhir::search::format_instant(chrono::Utc::now());
-            let record = registry::new_client(&id, role, &org, scope, keys, &now)
-                .map_err(|e| e.to_string())?;
+            let record = registry::new_client(
+                &id,
+                role,
+                &org,
+                scope,
+                keys,
+                registry::Tenancy {
+                    test: tenant == super::Tenant::Test,
+                    test_organisations: &config.auth.test_organisations,
+                },
+                &now,
+            )
+            .map_err(|e| e.to_string())?;
             runtime()?.block_on(async {
                 let store = open(config).await?;
                 let result = store.register_client(record.clone()).await;

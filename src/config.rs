@@ -127,8 +127,29 @@ pub struct AuthConfig {
     pub issuer: String,
     pub audience: String,
     pub token_ttl_secs: u64,
-    /// How often the server re-reads which registered clients are revoked.
+    /// How often the server re-reads the client registry (revocations, new clients).
     pub revocation_poll_secs: u64,
+    /// Organisations (ODS codes, service ids) of the test tenant: integrators' clients act only
+    /// for these, and live clients never do.
+    #[serde(default)]
+    pub test_organisations: Vec<String>,
+    /// Other authorization servers whose access tokens are accepted for registered clients.
+    #[serde(default)]
+    pub external_issuers: Vec<ExternalIssuerConfig>,
+}
+
+/// An authorization server the gateway trusts (e.g. a regional identity service). Its tokens'
+/// `sub` (or `client_id`) must be a client registered here, which fixes the organisation and
+/// role; the token's scopes count only as far as the registration allows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalIssuerConfig {
+    /// The tokens' `iss`.
+    pub issuer: String,
+    /// The `aud` its tokens carry for this gateway.
+    pub audience: String,
+    /// Its public keys, as a JWK Set file (nothing is fetched at run time).
+    pub jwks: std::path::PathBuf,
 }
 
 /// Consent policy: the information-governance decisions a deployment records.
@@ -355,6 +376,14 @@ mod tests {
             "untouched keys keep their defaults"
         );
         assert_eq!(c.services.len(), 1);
+    }
+
+    #[test]
+    fn the_deployment_example_is_a_valid_configuration() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/whg.example.toml");
+        let c = Config::load(Some(Path::new(path))).unwrap();
+        assert!(c.tls.is_some());
+        assert!(c.auth.test_organisations.is_empty());
     }
 
     #[test]

@@ -90,6 +90,12 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Tenant {
+    Live,
+    Test,
+}
+
 #[derive(Subcommand)]
 enum ClientsWhat {
     /// Register a client with its organisation, role, scopes and public key(s).
@@ -113,6 +119,10 @@ enum ClientsWhat {
         /// A URL the gateway fetches the client's JWK Set from.
         #[arg(long, group = "keys")]
         jwks_url: Option<String>,
+        /// `test` for an integrator's client: it acts only for the test organisations and sends
+        /// only synthetic (999-range) NHS numbers.
+        #[arg(long, value_enum, default_value = "live")]
+        tenant: Tenant,
     },
     /// Every registered client, one JSON object per line.
     List,

@@ -79,6 +79,11 @@ fn es384_client(
     for s in scopes {
         args.extend(["--scope", s]);
     }
+    // The fixtures' practices are the test tenant's organisations.
+    let config = whg::config::Config::defaults();
+    if config.auth.test_organisations.iter().any(|o| o == org) {
+        args.extend(["--tenant", "test"]);
+    }
     stdout(&server.whg(&args));
     key
 }
@@ -696,6 +701,45 @@ async fn the_isolation_matrix() {
             "{who} POST fit note"
         );
     }
+    // A token without the scope a write needs is refused before anything is read.
+    let unscoped = server.as_({
+        let mut p = Principal::practice("C88901");
+        p.scopes = vec!["system/*.rs".into()];
+        p
+    });
+    for (method, route) in [
+        (reqwest::Method::POST, "/api/v1/referrals".to_string()),
+        (reqwest::Method::POST, "/fhir/$process-message".to_string()),
+        (reqwest::Method::POST, "/api/v1/fit-notes".to_string()),
+        (reqwest::Method::POST, "/fhir/Observation".to_string()),
+        (reqwest::Method::POST, "/fhir/Consent".to_string()),
+        (reqwest::Method::PUT, "/fhir/Consent/x".to_string()),
+        (reqwest::Method::PUT, "/fhir/Task/x".to_string()),
+        (
+            reqwest::Method::POST,
+            "/api/v1/consent-overrides".to_string(),
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/consent-overrides/x/review".to_string(),
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/disclosures/$decide".to_string(),
+        ),
+    ] {
+        let (status, headers, body) = unscoped
+            .send(method.clone(), &route, Some(&json!({})))
+            .await;
+        assert_eq!(status, 403, "{method} {route}: {body}");
+        assert!(
+            headers["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("insufficient_scope"),
+            "{method} {route}"
+        );
+    }
     // Anonymous: every route but health, metadata and the well-known documents is refused.
     for route in [
         "/fhir/ServiceRequest",
@@ -871,4 +915,167 @@ fn plaintext_is_refused_off_loopback_unless_asked_for() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("plaintext"));
+}
+
+/// Tokens from a trusted external issuer work for clients registered here, with the
+/// registration's organisation and role and no more than its scopes.
+#[tokio::test]
+async fn tokens_from_a_configured_external_issuer() {
+    let dir = tempfile::tempdir().unwrap();
+    let external = whg::auth::SigningKey::generate();
+    let jwks = dir.path().join("issuer-jwks.json");
+    std::fs::write(&jwks, external.public_jwks().to_string()).unwrap();
+    let server = Server::start_with(&format!(
+        "[[auth.external_issuers]]\nissuer = \"https://idp.example.nhs.uk\"\naudience = \"https://whg.example.nhs.uk/fhir\"\njwks = {:?}\n",
+        jwks.display().to_string()
+    ));
+    es384_client(
+        &server,
+        "ext-gp",
+        "practice",
+        "C88901",
+        &["system/ServiceRequest.rs"],
+    );
+    let token = |sub: &str, scope: &str, aud: &str| {
+        external.sign(&json!({
+            "iss": "https://idp.example.nhs.uk", "aud": aud, "sub": sub,
+            "exp": now() + 300, "iat": now(), "scope": scope,
+        }))
+    };
+    let good = token(
+        "ext-gp",
+        "system/ServiceRequest.rs system/Consent.c",
+        "https://whg.example.nhs.uk/fhir",
+    );
+    // The registry reaches the verifier within one poll.
+    let mut status = 0;
+    for _ in 0..50 {
+        status = bearer_get(&server, &good, "/fhir/ServiceRequest").await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status, 200);
+    let referral =
+        read_json(&root().join("fixtures/referrals/valid/01-gp-work-stress-off-sick.json"));
+    let (status, body) = bearer_post(&server, &good, "/api/v1/referrals", &referral).await;
+    assert_eq!(
+        status, 403,
+        "Consent.c and ServiceRequest.c are beyond the registration: {body}"
+    );
+    for (what, bad) in [
+        ("unregistered client", token("nobody", "system/*.rs", "https://whg.example.nhs.uk/fhir")),
+        ("wrong audience", token("ext-gp", "system/*.rs", "https://other.example/fhir")),
+        ("signed by another key", whg::auth::SigningKey::generate().sign(&json!({ "iss": "https://idp.example.nhs.uk", "aud": "https://whg.example.nhs.uk/fhir", "sub": "ext-gp", "exp": now() + 300 }))),
+        ("untrusted issuer", whg::auth::SigningKey::generate().sign(&json!({ "iss": "https://evil.example", "aud": "https://whg.example.nhs.uk/fhir", "sub": "ext-gp", "exp": now() + 300 }))),
+    ] {
+        assert_eq!(bearer_get(&server, &bad, "/fhir/ServiceRequest").await.0, 401, "{what}");
+    }
+}
+
+/// An integrator's client works only in the test tenant: test organisations, synthetic people.
+#[tokio::test]
+async fn integrators_work_only_in_the_test_tenant() {
+    let server = Server::start();
+    let key = es384_client(&server, "icb-integrator", "practice", "C88901", &[]);
+    // Registration keeps the tenants apart.
+    let jwks = key.with_extension("jwks.json");
+    let out = server.whg(&[
+        "clients",
+        "add",
+        "live-as-test",
+        "--role",
+        "practice",
+        "--org",
+        "C88901",
+        "--jwks",
+        jwks.to_str().unwrap(),
+    ]);
+    assert!(
+        !out.status.success(),
+        "a live client for a test organisation"
+    );
+    let out = server.whg(&[
+        "clients",
+        "add",
+        "test-as-live",
+        "--role",
+        "practice",
+        "--org",
+        "B82005",
+        "--tenant",
+        "test",
+        "--jwks",
+        jwks.to_str().unwrap(),
+    ]);
+    assert!(
+        !out.status.success(),
+        "a test client for a live organisation"
+    );
+
+    let (_, body) = exchange(
+        &server,
+        &cli_assertion(&server, "icb-integrator", &key),
+        None,
+    )
+    .await;
+    let token = body["access_token"].as_str().unwrap().to_string();
+    let referral =
+        read_json(&root().join("fixtures/referrals/valid/01-gp-work-stress-off-sick.json"));
+    let (status, outcome) = bearer_post(&server, &token, "/api/v1/referrals", &referral).await;
+    assert_eq!(status, 201, "synthetic person: {outcome}");
+    let mut real = referral.clone();
+    real["referralId"] = json!("REAL-1");
+    real["patient"]["nhsNumber"] = json!("9434765919");
+    let (status, outcome) = bearer_post(&server, &token, "/api/v1/referrals", &real).await;
+    assert_eq!(status, 403, "{outcome}");
+    assert!(
+        outcome["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("999")
+    );
+    let mut note =
+        read_json(&root().join("fixtures/fit-notes/valid/01-doctor-not-fit-back-pain.json"));
+    note["patient"] = json!({ "nhsNumber": "9434765919" });
+    assert_eq!(
+        bearer_post(&server, &token, "/api/v1/fit-notes", &note)
+            .await
+            .0,
+        403
+    );
+}
+
+/// Inputs fuzzing once crashed on (`fuzz/regressions/<target>-….json`) go to that target's routes
+/// and get a 4xx OperationOutcome or a success, never a 500.
+#[tokio::test]
+async fn fuzzing_regressions_get_an_answer() {
+    let server = Server::start();
+    let mut n = 0;
+    for f in std::fs::read_dir(root().join("fuzz/regressions")).unwrap() {
+        let path = f.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let routes: &[&str] = match name.split('-').next().unwrap() {
+            "fhir_intake" => &["/fhir/$process-message", "/fhir/Observation"],
+            "practice_referral" => &["/api/v1/referrals"],
+            "practice_fit_note" => &["/api/v1/fit-notes"],
+            other => panic!("{name}: unknown target {other}"),
+        };
+        for route in routes {
+            let (status, _, body) = server
+                .post_raw(
+                    route,
+                    "application/fhir+json",
+                    std::fs::read(&path).unwrap(),
+                )
+                .await;
+            assert!(status < 500, "{name} → {route}: {status} {body}");
+            if status >= 400 {
+                assert_eq!(body["resourceType"], "OperationOutcome", "{name} → {route}");
+            }
+            n += 1;
+        }
+    }
+    assert!(n > 0);
 }

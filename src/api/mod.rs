@@ -215,6 +215,8 @@ pub enum ServeError {
     Key(#[from] crate::auth::KeyError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    ExternalIssuer(#[from] crate::auth::external::ExternalIssuerError),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -228,7 +230,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     }
     let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
     let key = crate::auth::SigningKey::load_or_create(&config.auth.signing_key)?;
-    let tokens = crate::auth::TokenVerifier::new(key.clone(), &config.auth);
+    let external = crate::auth::external::ExternalIssuers::load(&config.auth.external_issuers)?;
+    let tokens = crate::auth::TokenVerifier::new(key.clone(), &config.auth).with_external(external);
     let issuer = crate::auth::TokenIssuer::new(key, &config.auth);
     let store = crate::store::open(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -289,7 +292,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     Ok(served?)
 }
 
-/// Keeps the token verifier's list of revoked clients current: a client revoked with
+/// Keeps the token verifier's view of the client registry current: a client revoked with
 /// `whg clients revoke` (another process) is refused within one poll.
 async fn watch_revocations(
     store: Arc<dyn Store>,
@@ -300,13 +303,7 @@ async fn watch_revocations(
     loop {
         tick.tick().await;
         match store.clients().await {
-            Ok(clients) => tokens.set_revoked(
-                clients
-                    .into_iter()
-                    .filter(|c| c.revoked_at.is_some())
-                    .map(|c| c.id)
-                    .collect(),
-            ),
+            Ok(clients) => tokens.set_clients(clients),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read revoked clients; keeping the last list")
             }

@@ -23,18 +23,6 @@ pub fn token_url(app: &AppState) -> String {
 /// `GET /.well-known/smart-configuration`
 pub async fn smart_configuration(State(app): State<AppState>) -> Response {
     let base = app.config.base_url();
-    let scopes = [
-        scope::REFERRAL_CREATE,
-        scope::FIT_NOTE_CREATE,
-        scope::TASK_UPDATE,
-        scope::READ,
-        scope::CONSENT_CREATE,
-        scope::CONSENT_UPDATE,
-        scope::AUDIT_READ,
-        scope::CONSENT_OVERRIDE,
-        scope::OVERRIDE_REVIEW,
-        scope::DISCLOSURE,
-    ];
     no_store(
         StatusCode::OK,
         json!({
@@ -44,7 +32,7 @@ pub async fn smart_configuration(State(app): State<AppState>) -> Response {
             "grant_types_supported": ["client_credentials"],
             "token_endpoint_auth_methods_supported": ["private_key_jwt"],
             "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
-            "scopes_supported": scopes,
+            "scopes_supported": scope::ALL,
             "capabilities": ["client-confidential-asymmetric", "permission-v2", "permission-v1"],
         }),
     )
@@ -120,6 +108,18 @@ async fn issue(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Value
     let client_assertion = client_assertion
         .ok_or_else(|| OAuthError::InvalidRequest("client_assertion is required".into()))?;
     let (jwt_header, client_id) = assertion::claimed_client(&client_assertion)?;
+    // Checking a signature costs CPU: token requests count against the claimed client's rate.
+    let l = &app.config.limits;
+    if let Err(wait) = app.limiter.take(
+        &format!("token:{client_id}"),
+        l.requests_per_second_per_client,
+        l.burst_per_client,
+        std::time::Instant::now(),
+    ) {
+        return Err(OAuthError::InvalidRequest(format!(
+            "too many token requests for this client: retry after {wait} s"
+        )));
+    }
     let client = app
         .store
         .client(&client_id)
@@ -157,6 +157,7 @@ async fn issue(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Value
     let mut principal = Principal::new(client.role, &client.organisation);
     principal.client_id = client.id.clone();
     principal.scopes = scopes;
+    principal.test_tenant = client.test_tenant;
     let ttl = Duration::from_secs(app.config.auth.token_ttl_secs);
     tracing::info!(client = %client.id, "access token issued");
     Ok(json!({

@@ -127,6 +127,24 @@ pub async fn submit(
             submission.practice, principal.organisation
         )));
     }
+    if principal.test_tenant {
+        let real = submission
+            .entries
+            .iter()
+            .filter(|e| e.resource_type == "Patient")
+            .find_map(|e| {
+                crate::fhir::resource::identifier_value(
+                    &e.resource,
+                    crate::fhir::systems::NHS_NUMBER,
+                )
+                .filter(|n| !n.starts_with("999"))
+            });
+        if real.is_some() {
+            return Err(ApiError::Forbidden(format!(
+                "this client is in the test tenant: it may send only synthetic people, with NHS numbers from the 999 test range; this {what} is not rejected for its content, but it cannot be sent from a test client"
+            )));
+        }
+    }
     let key = submission.key.clone();
     let focus_type = submission.focus_type().to_string();
     let mut event = Event {

@@ -5,6 +5,7 @@
 //! [`TokenIssuer`] (the `whg token` command today; the OAuth2 token endpoint builds on it).
 
 pub mod assertion;
+pub mod external;
 mod key;
 mod principal;
 pub mod registry;
@@ -34,6 +35,9 @@ pub struct Claims {
     pub role: Role,
     /// The client's organisation, as `system|value`.
     pub org: String,
+    /// Present (true) only for an integrator's client in the test tenant.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -78,6 +82,7 @@ impl TokenIssuer {
             scope: principal.scopes.join(" "),
             role: principal.role,
             org: principal.organisation.clone(),
+            test: principal.test_tenant,
         };
         let mut header = Header::new(Algorithm::ES384);
         header.kid = Some(self.key.key_id().to_string());
@@ -99,6 +104,11 @@ pub struct TokenVerifier {
     /// Registered clients that have been revoked: their tokens stop working at once, however
     /// long they had left.
     revoked: std::sync::Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
+    /// Other issuers trusted for registered clients, and the registry they are checked against.
+    external: std::sync::Arc<external::ExternalIssuers>,
+    clients: std::sync::Arc<
+        std::sync::RwLock<std::collections::HashMap<String, crate::store::ClientRecord>>,
+    >,
 }
 
 /// Most tokens remembered at once; when full, expired ones go, and if none has, all do.
@@ -116,12 +126,28 @@ impl TokenVerifier {
             validation,
             verified: Default::default(),
             revoked: Default::default(),
+            external: Default::default(),
+            clients: Default::default(),
         }
     }
 
-    /// Replaces the set of revoked client ids.
-    pub fn set_revoked(&self, ids: std::collections::HashSet<String>) {
-        *self.revoked.write().unwrap_or_else(|e| e.into_inner()) = ids;
+    /// Also accepts tokens from these issuers.
+    pub fn with_external(mut self, issuers: external::ExternalIssuers) -> Self {
+        self.external = std::sync::Arc::new(issuers);
+        self
+    }
+
+    /// Takes in the current client registry: revoked clients' tokens stop working, and tokens
+    /// from external issuers are checked against the registrations.
+    pub fn set_clients(&self, clients: Vec<crate::store::ClientRecord>) {
+        let revoked = clients
+            .iter()
+            .filter(|c| c.revoked_at.is_some())
+            .map(|c| c.id.clone())
+            .collect();
+        *self.revoked.write().unwrap_or_else(|e| e.into_inner()) = revoked;
+        *self.clients.write().unwrap_or_else(|e| e.into_inner()) =
+            clients.into_iter().map(|c| (c.id.clone(), c)).collect();
     }
 
     fn check_revoked(&self, principal: Principal) -> Result<Principal, TokenError> {
@@ -144,17 +170,30 @@ impl TokenVerifier {
                 self.check_revoked(principal.clone())
             };
         }
-        let data = jsonwebtoken::decode::<Claims>(token, self.key.decoding(), &self.validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-                other => TokenError::Invalid(format!("{other:?}")),
-            })?;
-        let c = data.claims;
-        let principal = Principal {
-            client_id: c.sub,
-            role: c.role,
-            organisation: c.org,
-            scopes: c.scope.split_whitespace().map(str::to_string).collect(),
+        let (principal, exp) = match unverified_issuer(token) {
+            Some(iss) if self.external.trusts(&iss) => {
+                let clients = self.clients.read().unwrap_or_else(|e| e.into_inner());
+                self.external.verify(token, &iss, &clients)?
+            }
+            _ => {
+                let data =
+                    jsonwebtoken::decode::<Claims>(token, self.key.decoding(), &self.validation)
+                        .map_err(|e| match e.kind() {
+                            jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                                TokenError::Expired
+                            }
+                            other => TokenError::Invalid(format!("{other:?}")),
+                        })?;
+                let c = data.claims;
+                let principal = Principal {
+                    client_id: c.sub,
+                    role: c.role,
+                    organisation: c.org,
+                    scopes: c.scope.split_whitespace().map(str::to_string).collect(),
+                    test_tenant: c.test,
+                };
+                (principal, c.exp)
+            }
         };
         let mut cache = self.cache();
         if cache.len() >= VERIFIED_CACHE_LIMIT {
@@ -163,7 +202,7 @@ impl TokenVerifier {
                 cache.clear();
             }
         }
-        cache.insert(token.to_string(), (principal.clone(), c.exp));
+        cache.insert(token.to_string(), (principal.clone(), exp));
         drop(cache);
         self.check_revoked(principal)
     }
@@ -179,6 +218,17 @@ impl TokenVerifier {
         // A poisoned lock only means another request panicked mid-insert; the map is still sound.
         self.verified.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The `iss` a token claims, read before any signature check, to pick the keys to check it with.
+fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims["iss"].as_str().map(str::to_string)
 }
 
 fn unix_now() -> u64 {

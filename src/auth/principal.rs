@@ -26,6 +26,20 @@ pub mod scope {
     /// Ask for a disclosure decision (the delivery outbox and integrators' tests).
     pub const DISCLOSURE: &str = "whg/disclosure";
 
+    /// Every scope a route asks for, as published in the SMART configuration.
+    pub const ALL: &[&str] = &[
+        REFERRAL_CREATE,
+        FIT_NOTE_CREATE,
+        TASK_UPDATE,
+        READ,
+        CONSENT_CREATE,
+        CONSENT_UPDATE,
+        AUDIT_READ,
+        CONSENT_OVERRIDE,
+        OVERRIDE_REVIEW,
+        DISCLOSURE,
+    ];
+
     /// Reading one resource of `resource_type` by id.
     pub fn read(resource_type: &str) -> String {
         format!("system/{resource_type}.r")
@@ -125,6 +139,9 @@ pub struct Principal {
     /// `system|value` of the organisation the client acts for.
     pub organisation: String,
     pub scopes: Vec<String>,
+    /// An integrator's client in the test tenant: it acts only for test organisations and
+    /// sends only synthetic people.
+    pub test_tenant: bool,
 }
 
 impl Principal {
@@ -157,6 +174,7 @@ impl Principal {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            test_tenant: false,
         }
     }
 

@@ -23,6 +23,8 @@ pub enum RegistryError {
     Jwks(String),
     #[error("a JWKS URL must be https (or http on loopback, for testing): {0}")]
     Url(String),
+    #[error("{0}")]
+    Tenant(String),
 }
 
 /// Where a client's public keys come from.
@@ -36,14 +38,32 @@ pub enum KeySource {
 }
 
 /// Checks a registration and returns the record to store.
+/// Which tenant a client works in, and the test tenant's organisations.
+pub struct Tenancy<'a> {
+    pub test: bool,
+    pub test_organisations: &'a [String],
+}
+
 pub fn new_client(
     id: &str,
     role: Role,
     organisation: &str,
     scopes: Vec<String>,
     keys: KeySource,
+    tenancy: Tenancy,
     now: &str,
 ) -> Result<ClientRecord, RegistryError> {
+    let test_org = tenancy.test_organisations.iter().any(|o| o == organisation);
+    if tenancy.test && !test_org {
+        return Err(RegistryError::Tenant(format!(
+            "a test-tenant client acts only for a test organisation ([auth] test_organisations), not {organisation}"
+        )));
+    }
+    if !tenancy.test && test_org {
+        return Err(RegistryError::Tenant(format!(
+            "{organisation} is a test organisation: register its clients with --tenant test"
+        )));
+    }
     let id_ok = (1..=64).contains(&id.len())
         && id
             .bytes()
@@ -84,6 +104,7 @@ pub fn new_client(
         jwks_url,
         created_at: now.to_string(),
         revoked_at: None,
+        test_tenant: tenancy.test,
     })
 }
 
@@ -127,88 +148,80 @@ mod tests {
     use super::*;
     use crate::auth::SigningKey;
 
+    const TEST_ORGS: &[String] = &[];
+
+    fn live() -> Tenancy<'static> {
+        Tenancy {
+            test: false,
+            test_organisations: TEST_ORGS,
+        }
+    }
+
+    #[test]
+    fn test_tenant_clients_act_only_for_test_organisations() {
+        let jwks = SigningKey::generate().public_jwks();
+        let orgs = vec!["C88901".to_string()];
+        let test = |org: &str, t: bool| {
+            new_client(
+                "i",
+                Role::Practice,
+                org,
+                vec![],
+                KeySource::Jwks(jwks.clone()),
+                Tenancy {
+                    test: t,
+                    test_organisations: &orgs,
+                },
+                "t",
+            )
+        };
+        assert!(test("C88901", true).unwrap().test_tenant);
+        assert!(matches!(
+            test("A12345", true),
+            Err(RegistryError::Tenant(_))
+        ));
+        assert!(matches!(
+            test("C88901", false),
+            Err(RegistryError::Tenant(_))
+        ));
+        assert!(!test("A12345", false).unwrap().test_tenant);
+    }
+
     #[test]
     fn registrations_are_checked() {
         let jwks = SigningKey::generate().public_jwks();
-        let ok = new_client(
-            "gp-1",
-            Role::Practice,
-            "C88901",
-            vec![],
-            KeySource::Jwks(jwks.clone()),
-            "t",
-        )
-        .unwrap();
+        let add = |id: &str, scopes: Vec<String>, keys: KeySource| {
+            new_client(id, Role::Practice, "C88901", scopes, keys, live(), "t")
+        };
+        let ok = add("gp-1", vec![], KeySource::Jwks(jwks.clone())).unwrap();
         assert!(
             ok.scopes.contains(&"system/ServiceRequest.c".to_string()),
             "role defaults"
         );
         assert!(matches!(
-            new_client(
-                "bad id",
-                Role::Practice,
-                "C88901",
-                vec![],
-                KeySource::Jwks(jwks.clone()),
-                "t"
-            ),
+            add("bad id", vec![], KeySource::Jwks(jwks.clone())),
             Err(RegistryError::Id(_))
         ));
         assert!(matches!(
-            new_client(
-                "gp",
-                Role::Practice,
-                "C88901",
-                vec!["openid".into()],
-                KeySource::Jwks(jwks.clone()),
-                "t"
-            ),
+            add("gp", vec!["openid".into()], KeySource::Jwks(jwks.clone())),
             Err(RegistryError::Scope(_))
         ));
+        let no_keys = KeySource::Jwks(serde_json::json!({"keys": []}));
         assert!(matches!(
-            new_client(
-                "gp",
-                Role::Practice,
-                "C88901",
-                vec![],
-                KeySource::Jwks(serde_json::json!({"keys": []})),
-                "t"
-            ),
+            add("gp", vec![], no_keys),
             Err(RegistryError::Jwks(_))
         ));
         let p256 = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]});
         assert!(matches!(
-            new_client(
-                "gp",
-                Role::Practice,
-                "C88901",
-                vec![],
-                KeySource::Jwks(p256),
-                "t"
-            ),
+            add("gp", vec![], KeySource::Jwks(p256)),
             Err(RegistryError::Jwks(_))
         ));
+        let remote = |url: &str| add("gp", vec![], KeySource::JwksUrl(url.into()));
         assert!(matches!(
-            new_client(
-                "gp",
-                Role::Practice,
-                "C88901",
-                vec![],
-                KeySource::JwksUrl("http://example.org/jwks".into()),
-                "t"
-            ),
+            remote("http://example.org/jwks"),
             Err(RegistryError::Url(_))
         ));
-        assert!(
-            new_client(
-                "gp",
-                Role::Practice,
-                "C88901",
-                vec![],
-                KeySource::JwksUrl("http://127.0.0.1:9/jwks".into()),
-                "t"
-            )
-            .is_ok()
-        );
+        assert!(remote("http://127.0.0.1:9/jwks").is_ok());
+        assert!(remote("https://gp-supplier.example/jwks").is_ok());
     }
 }

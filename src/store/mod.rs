@@ -106,6 +106,8 @@ pub struct ClientRecord {
     pub jwks_url: Option<String>,
     pub created_at: String,
     pub revoked_at: Option<String>,
+    /// An integrator's client, in the test tenant.
+    pub test_tenant: bool,
 }
 
 /// Outcome of a submission.

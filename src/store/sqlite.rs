@@ -674,8 +674,8 @@ async fn client_write(conn: &mut SqliteConnection, write: ClientWrite) -> Result
     match write {
         ClientWrite::Register(c) => {
             let inserted = sqlx::query(
-                "INSERT INTO clients (id, role, organisation, scopes, jwks, jwks_url, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO clients (id, role, organisation, scopes, jwks, jwks_url, created_at, tenant)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
             )
             .bind(&c.id)
             .bind(c.role.as_str())
@@ -684,6 +684,7 @@ async fn client_write(conn: &mut SqliteConnection, write: ClientWrite) -> Result
             .bind(c.jwks.as_ref().map(Value::to_string))
             .bind(&c.jwks_url)
             .bind(&c.created_at)
+            .bind(if c.test_tenant { "test" } else { "live" })
             .execute(&mut *conn)
             .await?
             .rows_affected();
@@ -749,13 +750,14 @@ fn client_of(row: &sqlx::sqlite::SqliteRow) -> Result<ClientRecord, StoreError> 
         jwks_url: row.get(5),
         created_at: row.get(6),
         revoked_at: row.get(7),
+        test_tenant: row.get::<&str, _>(8) == "test",
     })
 }
 
 macro_rules! select_clients {
     ($rest:literal) => {
         concat!(
-            "SELECT id, role, organisation, scopes, jwks, jwks_url, created_at, revoked_at FROM clients",
+            "SELECT id, role, organisation, scopes, jwks, jwks_url, created_at, revoked_at, tenant FROM clients",
             $rest
         )
     };
