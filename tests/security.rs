@@ -741,6 +741,58 @@ async fn the_isolation_matrix() {
         );
     }
     // Anonymous: every route but health, metadata and the well-known documents is refused.
+    let anonymous = reqwest::Client::new();
+    for (method, route) in [
+        (reqwest::Method::POST, "/api/v1/referrals".to_string()),
+        (reqwest::Method::POST, "/fhir/$process-message".to_string()),
+        (reqwest::Method::POST, "/api/v1/fit-notes".to_string()),
+        (reqwest::Method::POST, "/fhir/Observation".to_string()),
+        (reqwest::Method::POST, "/fhir/Consent".to_string()),
+        (reqwest::Method::PUT, "/fhir/Consent/x".to_string()),
+        (reqwest::Method::PUT, "/fhir/Task/x".to_string()),
+        (reqwest::Method::GET, "/fhir/Task/x".to_string()),
+        (reqwest::Method::GET, format!("/fhir/ServiceRequest/{sr}")),
+        (
+            reqwest::Method::POST,
+            "/api/v1/consent-overrides".to_string(),
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/consent-overrides/x/review".to_string(),
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/disclosures/$decide".to_string(),
+        ),
+        (reqwest::Method::GET, "/fhir/AuditEvent".to_string()),
+    ] {
+        let r = anonymous
+            .request(method.clone(), server.url(&route))
+            .header("content-type", "application/fhir+json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "anonymous {method} {route}");
+        assert!(
+            r.headers().contains_key("www-authenticate"),
+            "{method} {route}"
+        );
+    }
+    // Nothing about the people in this test reached the logs.
+    let logs = server.logs();
+    let family = referral["patient"]["name"]["family"].as_str().unwrap();
+    let birth = referral["patient"]["birthDate"].as_str().unwrap();
+    for secret in [nhs.as_str(), family, birth] {
+        assert!(
+            !logs.contains(secret),
+            "the logs hold '{secret}': {}",
+            logs.lines()
+                .filter(|l| l.contains(secret))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     for route in [
         "/fhir/ServiceRequest",
         "/fhir/Task",

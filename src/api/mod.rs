@@ -100,12 +100,13 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(move |req, next| enforce_timeout(timeout, req, next)))
         .layer(middleware::from_fn(echo_correlation_id))
         .layer(middleware::from_fn(require_json_accept))
-        // Only method and path are logged: query strings can carry NHS numbers.
+        // Only method and path are logged, never the query string, and a path's numbers are
+        // masked: both can carry NHS numbers (e.g. /api/v1/patients/{nhs-number}/…).
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {
                     let request_id = req.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
-                    tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path())
+                    tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %loggable_path(req.uri().path()))
                 })
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
@@ -113,6 +114,32 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| ApiError::Internal("a handler panicked".into()).into_response()))
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
         .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
+}
+
+/// `path` with every segment that holds a run of six or more digits masked: NHS numbers (with or
+/// without separators) never reach the logs, while resource ids (UUIDs) and route words stay.
+fn loggable_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            let mut run = 0;
+            let long_number = segment.bytes().any(|b| {
+                run = if b.is_ascii_digit() { run + 1 } else { 0 };
+                run >= 6
+            });
+            let digits = segment.bytes().filter(u8::is_ascii_digit).count();
+            let mostly_digits = digits >= 6 && digits * 2 > segment.len();
+            if (long_number && !segment.contains('-')) || mostly_digits && !is_uuid(segment) {
+                "{number}"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn is_uuid(segment: &str) -> bool {
+    segment.len() == 36 && uuid::Uuid::parse_str(segment).is_ok()
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {
@@ -177,6 +204,27 @@ async fn enforce_timeout(limit: Duration, req: Request, next: Next) -> Response 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn logged_paths_mask_numbers_but_keep_ids() {
+        use super::loggable_path;
+        assert_eq!(
+            loggable_path("/api/v1/patients/9990000018/fit-notes/summary"),
+            "/api/v1/patients/{number}/fit-notes/summary"
+        );
+        assert_eq!(
+            loggable_path("/api/v1/patients/999%20000%200018/fit-notes/summary"),
+            "/api/v1/patients/{number}/fit-notes/summary"
+        );
+        assert_eq!(
+            loggable_path("/fhir/ServiceRequest/01a20dc0-0ae8-7719-8d30-ffebaffc788f"),
+            "/fhir/ServiceRequest/01a20dc0-0ae8-7719-8d30-ffebaffc788f"
+        );
+        assert_eq!(
+            loggable_path("/api/v1/patients/999-000-0018"),
+            "/api/v1/patients/{number}"
+        );
+    }
+
     #[test]
     fn accept_headers() {
         for ok in [
