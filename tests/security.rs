@@ -583,6 +583,20 @@ async fn hostile_bodies_get_4xx_and_every_answer_carries_security_headers() {
     );
 }
 
+/// Every route that writes.
+const WRITE_ROUTES: &[(reqwest::Method, &str)] = &[
+    (reqwest::Method::POST, "/api/v1/referrals"),
+    (reqwest::Method::POST, "/fhir/$process-message"),
+    (reqwest::Method::POST, "/api/v1/fit-notes"),
+    (reqwest::Method::POST, "/fhir/Observation"),
+    (reqwest::Method::POST, "/fhir/Consent"),
+    (reqwest::Method::PUT, "/fhir/Consent/x"),
+    (reqwest::Method::PUT, "/fhir/Task/x"),
+    (reqwest::Method::POST, "/api/v1/consent-overrides"),
+    (reqwest::Method::POST, "/api/v1/consent-overrides/x/review"),
+    (reqwest::Method::POST, "/api/v1/disclosures/$decide"),
+];
+
 /// Every route against every role: nobody reaches another organisation's data, and nobody
 /// without the route's scope reaches the route.
 #[tokio::test]
@@ -707,30 +721,8 @@ async fn the_isolation_matrix() {
         p.scopes = vec!["system/*.rs".into()];
         p
     });
-    for (method, route) in [
-        (reqwest::Method::POST, "/api/v1/referrals".to_string()),
-        (reqwest::Method::POST, "/fhir/$process-message".to_string()),
-        (reqwest::Method::POST, "/api/v1/fit-notes".to_string()),
-        (reqwest::Method::POST, "/fhir/Observation".to_string()),
-        (reqwest::Method::POST, "/fhir/Consent".to_string()),
-        (reqwest::Method::PUT, "/fhir/Consent/x".to_string()),
-        (reqwest::Method::PUT, "/fhir/Task/x".to_string()),
-        (
-            reqwest::Method::POST,
-            "/api/v1/consent-overrides".to_string(),
-        ),
-        (
-            reqwest::Method::POST,
-            "/api/v1/consent-overrides/x/review".to_string(),
-        ),
-        (
-            reqwest::Method::POST,
-            "/api/v1/disclosures/$decide".to_string(),
-        ),
-    ] {
-        let (status, headers, body) = unscoped
-            .send(method.clone(), &route, Some(&json!({})))
-            .await;
+    for (method, route) in WRITE_ROUTES {
+        let (status, headers, body) = unscoped.send(method.clone(), route, Some(&json!({}))).await;
         assert_eq!(status, 403, "{method} {route}: {body}");
         assert!(
             headers["www-authenticate"]
@@ -742,30 +734,13 @@ async fn the_isolation_matrix() {
     }
     // Anonymous: every route but health, metadata and the well-known documents is refused.
     let anonymous = reqwest::Client::new();
-    for (method, route) in [
-        (reqwest::Method::POST, "/api/v1/referrals".to_string()),
-        (reqwest::Method::POST, "/fhir/$process-message".to_string()),
-        (reqwest::Method::POST, "/api/v1/fit-notes".to_string()),
-        (reqwest::Method::POST, "/fhir/Observation".to_string()),
-        (reqwest::Method::POST, "/fhir/Consent".to_string()),
-        (reqwest::Method::PUT, "/fhir/Consent/x".to_string()),
-        (reqwest::Method::PUT, "/fhir/Task/x".to_string()),
+    let reads = [
         (reqwest::Method::GET, "/fhir/Task/x".to_string()),
         (reqwest::Method::GET, format!("/fhir/ServiceRequest/{sr}")),
-        (
-            reqwest::Method::POST,
-            "/api/v1/consent-overrides".to_string(),
-        ),
-        (
-            reqwest::Method::POST,
-            "/api/v1/consent-overrides/x/review".to_string(),
-        ),
-        (
-            reqwest::Method::POST,
-            "/api/v1/disclosures/$decide".to_string(),
-        ),
         (reqwest::Method::GET, "/fhir/AuditEvent".to_string()),
-    ] {
+    ];
+    let writes = WRITE_ROUTES.iter().map(|(m, r)| (m.clone(), r.to_string()));
+    for (method, route) in writes.chain(reads) {
         let r = anonymous
             .request(method.clone(), server.url(&route))
             .header("content-type", "application/fhir+json")
