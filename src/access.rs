@@ -236,16 +236,15 @@ impl Guard<'_> {
         let page = if consent_filtered {
             let candidates = self.store.search_candidates(&request).await?;
             // The data class decides which consent applies. It is the same for every resource of
-            // a type except Observations, where a fit note is its own class: those are read.
-            let classes: HashMap<String, DataClass> = if resource_type == "Observation" {
+            // a type except Observations, where a fit note is its own class: those are read
+            // here, and the page is then served from what was read.
+            let mut read: HashMap<String, Value> = if resource_type == "Observation" {
                 let ids: Vec<String> = candidates.iter().map(|c| c.id.clone()).collect();
                 self.store
                     .read_many(&resource_type, &ids)
                     .await?
-                    .iter()
-                    .filter_map(|r| {
-                        Some((r["id"].as_str()?.to_string(), consent::data_class_of(r)?))
-                    })
+                    .into_iter()
+                    .filter_map(|r| Some((r["id"].as_str()?.to_string(), r)))
                     .collect()
             } else {
                 HashMap::new()
@@ -263,7 +262,10 @@ impl Guard<'_> {
                     let patient_id = patient.trim_start_matches("Patient/");
                     files.insert(patient.clone(), consent_file(self.store, patient_id).await?);
                 }
-                let class = classes.get(&c.id).copied().unwrap_or(type_class);
+                let class = read
+                    .get(&c.id)
+                    .and_then(consent::data_class_of)
+                    .unwrap_or(type_class);
                 let question = self.question(class).expect("a service is a recipient");
                 if files[&patient].decide(&question).permitted() {
                     visible.push(c.id);
@@ -274,10 +276,12 @@ impl Guard<'_> {
             let end = start
                 .saturating_add(request.count as usize)
                 .min(visible.len());
-            let resources = self
-                .store
-                .read_many(&resource_type, &visible[start..end])
-                .await?;
+            let page = &visible[start..end];
+            let resources = if read.is_empty() {
+                self.store.read_many(&resource_type, page).await?
+            } else {
+                page.iter().filter_map(|id| read.remove(id)).collect()
+            };
             SearchPage { total, resources }
         } else {
             self.store.search(&request).await?

@@ -1,28 +1,50 @@
 //! The caller, from the `Authorization: Bearer` access token.
 
-use axum::extract::FromRequestParts;
-use axum::http::header;
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::Response;
 
 use super::AppState;
 use super::error::ApiError;
 use crate::auth::{Principal, TokenError};
 
+/// What a request's bearer token proved, checked once per request by [`authenticate`] and read
+/// by the rate limiter and the [`Principal`] extractor.
+#[derive(Clone)]
+pub struct Authentication(pub Result<Principal, TokenError>);
+
+fn check_bearer(headers: &HeaderMap, app: &AppState) -> Result<Principal, TokenError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .ok_or(TokenError::Missing)?;
+    app.tokens.verify(token)
+}
+
+/// Checks the bearer token, if any, and records the outcome on the request. A missing or bad
+/// token is not refused here: routes that need one refuse it (public routes need none).
+pub async fn authenticate(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let outcome = check_bearer(req.headers(), &app);
+    req.extensions_mut().insert(Authentication(outcome));
+    next.run(req).await
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or(ApiError::Unauthorized(TokenError::Missing))?;
-        app.tokens.verify(token).map_err(ApiError::Unauthorized)
+        let outcome = match parts.extensions.get::<Authentication>() {
+            Some(Authentication(outcome)) => outcome.clone(),
+            None => check_bearer(&parts.headers, app),
+        };
+        outcome.map_err(ApiError::Unauthorized)
     }
 }
 

@@ -284,6 +284,31 @@ pub fn fhir_response(status: StatusCode, body: &serde_json::Value) -> Response {
     response
 }
 
+/// What a client asked to get back from a create (`Prefer: return=…`, RFC 7240).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Return {
+    /// The stored resource.
+    Representation,
+    /// Nothing but the status and headers.
+    Minimal,
+    /// An OperationOutcome saying what happened (the default).
+    OperationOutcome,
+}
+
+pub fn return_preference(headers: &axum::http::HeaderMap) -> Return {
+    let prefer = headers
+        .get("prefer")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if prefer.contains("return=representation") {
+        Return::Representation
+    } else if prefer.contains("return=minimal") {
+        Return::Minimal
+    } else {
+        Return::OperationOutcome
+    }
+}
+
 /// Sets the `Location` header to `url` (left out if `url` is not a valid header value).
 pub fn set_location(response: &mut Response, url: &str) {
     if let Ok(v) = HeaderValue::from_str(url) {

@@ -11,7 +11,7 @@ use super::AppState;
 use super::auth::{request_id, require_scope};
 use super::body::{JsonBody, require_resource};
 use super::consents::if_match;
-use super::error::{ApiError, fhir_response, set_location};
+use super::error::{ApiError, Return, fhir_response, return_preference, set_location};
 use super::fhir_read::guard;
 use super::referrals::submit;
 use crate::audit::{self, Event, Kind};
@@ -108,56 +108,55 @@ async fn answer(
     };
     let base = app.config.base_url();
     let id = &stored.focus_id;
-    let prefer = headers
-        .get("prefer")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let tasks = if stored.prompts.is_empty() {
+    let preference = return_preference(headers);
+    let tasks = if stored.prompts.is_empty() || preference == Return::Minimal {
         Vec::new()
     } else {
         app.store.read_many("Task", &stored.prompts).await?
     };
-    let mut response = if prefer.contains("return=representation") {
-        let observation = app.store.read("Observation", id).await?.ok_or_else(|| {
-            ApiError::Internal(format!("stored Observation/{id} cannot be read back"))
-        })?;
-        let entries: Vec<Value> = std::iter::once(observation)
-            .chain(tasks)
-            .map(|r| {
-                let url = format!(
-                    "{base}/fhir/{}/{}",
-                    r["resourceType"].as_str().unwrap_or_default(),
-                    r["id"].as_str().unwrap_or_default()
-                );
-                json!({ "fullUrl": url, "resource": r })
-            })
-            .collect();
-        fhir_response(
-            status,
-            &json!({ "resourceType": "Bundle", "type": "collection", "entry": entries }),
-        )
-    } else if prefer.contains("return=minimal") {
-        status.into_response()
-    } else {
-        let mut issues = vec![Issue::information(if stored.created {
-            format!("fit note stored as Observation/{id}")
-        } else {
-            format!(
-                "this fit note was already received and is stored as Observation/{id}; nothing new was stored"
+    let mut response = match preference {
+        Return::Representation => {
+            let observation = app.store.read("Observation", id).await?.ok_or_else(|| {
+                ApiError::Internal(format!("stored Observation/{id} cannot be read back"))
+            })?;
+            let entries: Vec<Value> = std::iter::once(observation)
+                .chain(tasks)
+                .map(|r| {
+                    let url = format!(
+                        "{base}/fhir/{}/{}",
+                        r["resourceType"].as_str().unwrap_or_default(),
+                        r["id"].as_str().unwrap_or_default()
+                    );
+                    json!({ "fullUrl": url, "resource": r })
+                })
+                .collect();
+            fhir_response(
+                status,
+                &json!({ "resourceType": "Bundle", "type": "collection", "entry": entries }),
             )
-        })];
-        for t in &tasks {
-            issues.push(Issue {
-                expression: Some(format!("Task/{}", t["id"].as_str().unwrap_or_default())),
-                ..Issue::information(format!(
-                    "referral prompt Task/{}: {}",
-                    t["id"].as_str().unwrap_or_default(),
-                    t["description"].as_str().unwrap_or_default()
-                ))
-            });
         }
-        let outcome: Value = operation_outcome(&issues, None::<NhsErrorCode>);
-        fhir_response(status, &outcome)
+        Return::Minimal => status.into_response(),
+        Return::OperationOutcome => {
+            let mut issues = vec![Issue::information(if stored.created {
+                format!("fit note stored as Observation/{id}")
+            } else {
+                format!(
+                    "this fit note was already received and is stored as Observation/{id}; nothing new was stored"
+                )
+            })];
+            for t in &tasks {
+                issues.push(Issue {
+                    expression: Some(format!("Task/{}", t["id"].as_str().unwrap_or_default())),
+                    ..Issue::information(format!(
+                        "referral prompt Task/{}: {}",
+                        t["id"].as_str().unwrap_or_default(),
+                        t["description"].as_str().unwrap_or_default()
+                    ))
+                });
+            }
+            let outcome: Value = operation_outcome(&issues, None::<NhsErrorCode>);
+            fhir_response(status, &outcome)
+        }
     };
     set_location(&mut response, &format!("{base}/fhir/Observation/{id}"));
     Ok(response)

@@ -11,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::auth::Authentication;
 use super::error::ApiError;
 
 /// Token buckets by client id: each client may make `rate` requests a second on average, in
@@ -24,6 +25,17 @@ pub struct RateLimiter {
 const MAX_TRACKED_CLIENTS: usize = 100_000;
 
 impl RateLimiter {
+    /// Takes one request from `key`'s bucket at the configured per-client rate, or says how many
+    /// seconds until one is free.
+    pub fn admit(&self, key: &str, limits: &crate::config::Limits) -> Result<(), u64> {
+        self.take(
+            key,
+            limits.requests_per_second_per_client,
+            limits.burst_per_client,
+            Instant::now(),
+        )
+    }
+
     /// Takes one request from `client`'s bucket, or says how many seconds until one is free.
     pub fn take(&self, client: &str, rate: f64, burst: f64, now: Instant) -> Result<(), u64> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
@@ -45,29 +57,13 @@ impl RateLimiter {
 }
 
 /// Limits each authenticated client's request rate. Requests without a valid token are left to
-/// the route, which refuses them (401) at the cost of a cache lookup.
+/// the route, which refuses them (401). Runs after [`super::auth::authenticate`].
 pub async fn rate_limit(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    let client = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .and_then(|t| app.tokens.verify(t.trim()).ok())
-        .map(|p| p.client_id);
-    if let Some(client) = client {
-        let l = &app.config.limits;
-        if let Err(wait) = app.limiter.take(
-            &client,
-            l.requests_per_second_per_client,
-            l.burst_per_client,
-            Instant::now(),
-        ) {
-            tracing::warn!(client = %client, retry_after = wait, "rate limit reached");
-            return ApiError::TooManyRequests(wait).into_response();
-        }
+    if let Some(Authentication(Ok(principal))) = req.extensions().get::<Authentication>()
+        && let Err(wait) = app.limiter.admit(&principal.client_id, &app.config.limits)
+    {
+        tracing::warn!(client = %principal.client_id, retry_after = wait, "rate limit reached");
+        return ApiError::TooManyRequests(wait).into_response();
     }
     next.run(req).await
 }

@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), limits::security_headers))
         .with_state(state)
         .layer(middleware::from_fn(move |req, next| enforce_timeout(timeout, req, next)))
@@ -305,7 +306,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             .map_err(|e| ServeError::Io(std::io::Error::other(e)))?,
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     };
-    tokio::spawn(watch_revocations(
+    tokio::spawn(watch_client_registry(
         store.clone(),
         tokens,
         Duration::from_secs(state.config.auth.revocation_poll_secs),
@@ -342,7 +343,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
 
 /// Keeps the token verifier's view of the client registry current: a client revoked with
 /// `whg clients revoke` (another process) is refused within one poll.
-async fn watch_revocations(
+async fn watch_client_registry(
     store: Arc<dyn Store>,
     tokens: crate::auth::TokenVerifier,
     every: Duration,
@@ -353,7 +354,7 @@ async fn watch_revocations(
         match store.clients().await {
             Ok(clients) => tokens.set_clients(clients),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read revoked clients; keeping the last list")
+                tracing::warn!(error = %e, "cannot read the client registry; keeping the last view")
             }
         }
     }

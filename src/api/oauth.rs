@@ -109,13 +109,10 @@ async fn issue(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Value
         .ok_or_else(|| OAuthError::InvalidRequest("client_assertion is required".into()))?;
     let (jwt_header, client_id) = assertion::claimed_client(&client_assertion)?;
     // Checking a signature costs CPU: token requests count against the claimed client's rate.
-    let l = &app.config.limits;
-    if let Err(wait) = app.limiter.take(
-        &format!("token:{client_id}"),
-        l.requests_per_second_per_client,
-        l.burst_per_client,
-        std::time::Instant::now(),
-    ) {
+    if let Err(wait) = app
+        .limiter
+        .admit(&format!("token:{client_id}"), &app.config.limits)
+    {
         return Err(OAuthError::InvalidRequest(format!(
             "too many token requests for this client: retry after {wait} s"
         )));

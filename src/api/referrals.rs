@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::AppState;
 use super::auth::{request_id, require_scope};
 use super::body::JsonBody;
-use super::error::{ApiError, fhir_response, set_location};
+use super::error::{ApiError, Return, fhir_response, return_preference, set_location};
 use crate::audit::{self, Event, Kind};
 use crate::auth::{Principal, Role, scope};
 use crate::fhir::{Issue, NhsErrorCode, operation_outcome};
@@ -117,10 +117,7 @@ pub async fn submit(
     admission: Admission,
     consent_expression: &str,
 ) -> Result<Stored, ApiError> {
-    let what = match submission.kind {
-        SubmissionKind::Referral { .. } => "referral",
-        SubmissionKind::FitNote(_) => "fit note",
-    };
+    let what = submission.kind.noun();
     if principal.role != Role::Practice || submission.practice != principal.organisation {
         return Err(ApiError::Forbidden(format!(
             "a practice sends {what}s only as itself: this {what} comes from {} but the access token is for {}",
@@ -146,7 +143,7 @@ pub async fn submit(
         }
     }
     let key = submission.key.clone();
-    let focus_type = submission.focus_type().to_string();
+    let focus_type = submission.kind.focus_type();
     let mut event = Event {
         kind: Kind::Intake,
         principal: Some(principal),
@@ -209,28 +206,26 @@ async fn answer(
 ) -> Result<Response, ApiError> {
     let id = &stored.focus_id;
     let location = format!("{}/fhir/ServiceRequest/{id}", app.config.base_url());
-    let prefer = headers
-        .get("prefer")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let mut response = if prefer.contains("return=representation") {
-        let resource = app.store.read("ServiceRequest", id).await?.ok_or_else(|| {
-            ApiError::Internal(format!("stored ServiceRequest/{id} cannot be read back"))
-        })?;
-        fhir_response(status, &resource)
-    } else if prefer.contains("return=minimal") {
-        status.into_response()
-    } else {
-        let message = if stored.created {
-            format!("referral stored as ServiceRequest/{id}")
-        } else {
-            format!(
-                "this referral was already received and is stored as ServiceRequest/{id}; nothing new was stored"
-            )
-        };
-        let outcome: Value =
-            operation_outcome(&[Issue::information(message)], None::<NhsErrorCode>);
-        fhir_response(status, &outcome)
+    let mut response = match return_preference(headers) {
+        Return::Representation => {
+            let resource = app.store.read("ServiceRequest", id).await?.ok_or_else(|| {
+                ApiError::Internal(format!("stored ServiceRequest/{id} cannot be read back"))
+            })?;
+            fhir_response(status, &resource)
+        }
+        Return::Minimal => status.into_response(),
+        Return::OperationOutcome => {
+            let message = if stored.created {
+                format!("referral stored as ServiceRequest/{id}")
+            } else {
+                format!(
+                    "this referral was already received and is stored as ServiceRequest/{id}; nothing new was stored"
+                )
+            };
+            let outcome: Value =
+                operation_outcome(&[Issue::information(message)], None::<NhsErrorCode>);
+            fhir_response(status, &outcome)
+        }
     };
     set_location(&mut response, &location);
     Ok(response)

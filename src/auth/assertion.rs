@@ -119,66 +119,79 @@ pub fn verify(
     token_url: &str,
     now: u64,
 ) -> Result<VerifiedAssertion, OAuthError> {
-    let candidates: Vec<&Jwk> = keys
-        .keys
-        .iter()
-        .filter(|k| header.kid.is_none() || k.common.key_id == header.kid)
-        .filter(|k| key_fits(k, header.alg))
-        .collect();
-    if candidates.is_empty() {
-        return Err(OAuthError::InvalidClient(format!(
-            "no registered key of the client fits this assertion (alg {:?}, kid {:?})",
-            header.alg, header.kid
-        )));
-    }
     let mut validation = Validation::new(header.alg);
     validation.set_audience(&[token_url]);
     validation.set_issuer(&[client_id]);
     validation.sub = Some(client_id.to_string());
     validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
     validation.leeway = LEEWAY_SECS;
-    let mut last = None;
-    for jwk in candidates {
-        let Ok(key) = DecodingKey::from_jwk(jwk) else {
-            continue;
-        };
-        match jsonwebtoken::decode::<AssertionClaims>(assertion, &key, &validation) {
-            Ok(data) => {
-                let c = data.claims;
-                if c.exp > now + MAX_LIFETIME_SECS + LEEWAY_SECS {
-                    return Err(OAuthError::InvalidClient(format!(
-                        "the client assertion expires {} s from now; at most {MAX_LIFETIME_SECS} s is allowed",
-                        c.exp.saturating_sub(now)
-                    )));
-                }
-                if c.jti.is_empty() || c.jti.len() > 256 {
-                    return Err(OAuthError::InvalidClient(
-                        "the client assertion needs a jti of 1 to 256 characters".into(),
-                    ));
-                }
-                return Ok(VerifiedAssertion {
-                    client_id: client_id.to_string(),
-                    jti: c.jti,
-                    exp: c.exp,
-                });
-            }
-            Err(e) => last = Some(e),
+    let last = match decode_with_any::<AssertionClaims>(assertion, header, &keys.keys, &validation)
+    {
+        Ok(None) => {
+            return Err(OAuthError::InvalidClient(format!(
+                "no registered key of the client fits this assertion (alg {:?}, kid {:?})",
+                header.alg, header.kid
+            )));
         }
-    }
-    let why = match last.as_ref().map(|e| e.kind()) {
-        Some(jsonwebtoken::errors::ErrorKind::ExpiredSignature) => "it has expired".to_string(),
-        Some(jsonwebtoken::errors::ErrorKind::InvalidAudience) => {
+        Ok(Some(c)) => {
+            if c.exp > now + MAX_LIFETIME_SECS + LEEWAY_SECS {
+                return Err(OAuthError::InvalidClient(format!(
+                    "the client assertion expires {} s from now; at most {MAX_LIFETIME_SECS} s is allowed",
+                    c.exp.saturating_sub(now)
+                )));
+            }
+            if c.jti.is_empty() || c.jti.len() > 256 {
+                return Err(OAuthError::InvalidClient(
+                    "the client assertion needs a jti of 1 to 256 characters".into(),
+                ));
+            }
+            return Ok(VerifiedAssertion {
+                client_id: client_id.to_string(),
+                jti: c.jti,
+                exp: c.exp,
+            });
+        }
+        Err(e) => e,
+    };
+    let why = match last.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => "it has expired".to_string(),
+        jsonwebtoken::errors::ErrorKind::InvalidAudience => {
             format!("its aud must be the token endpoint, {token_url}")
         }
-        Some(jsonwebtoken::errors::ErrorKind::InvalidSignature) => {
+        jsonwebtoken::errors::ErrorKind::InvalidSignature => {
             "its signature does not match the client's registered keys".to_string()
         }
-        Some(other) => format!("{other:?}"),
-        None => "no registered key could be used".to_string(),
+        other => format!("{other:?}"),
     };
     Err(OAuthError::InvalidClient(format!(
         "the client assertion is not valid: {why}"
     )))
+}
+
+/// Verifies `token` with each of `keys` that fits its algorithm (and its `kid`, when it names
+/// one) until one succeeds. `Ok(None)` when no key fits (or none can be used); otherwise the
+/// claims, or the last key's error.
+pub fn decode_with_any<T: serde::de::DeserializeOwned>(
+    token: &str,
+    header: &Header,
+    keys: &[Jwk],
+    validation: &Validation,
+) -> Result<Option<T>, jsonwebtoken::errors::Error> {
+    let mut last = None;
+    for jwk in keys
+        .iter()
+        .filter(|k| header.kid.is_none() || k.common.key_id == header.kid)
+        .filter(|k| key_fits(k, header.alg))
+    {
+        let Ok(key) = DecodingKey::from_jwk(jwk) else {
+            continue;
+        };
+        match jsonwebtoken::decode::<T>(token, &key, validation) {
+            Ok(data) => return Ok(Some(data.claims)),
+            Err(e) => last = Some(e),
+        }
+    }
+    last.map_or(Ok(None), Err)
 }
 
 /// The scopes to grant: those asked for (space-separated; all registered ones when none are

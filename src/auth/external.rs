@@ -4,11 +4,11 @@
 
 use std::collections::HashMap;
 
+use jsonwebtoken::Validation;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
-use jsonwebtoken::{DecodingKey, Validation};
 use serde::Deserialize;
 
-use super::assertion::ALGORITHMS;
+use super::assertion::{ALGORITHMS, decode_with_any};
 use super::{Principal, TokenError, scope};
 use crate::config::ExternalIssuerConfig;
 use crate::store::ClientRecord;
@@ -32,6 +32,7 @@ pub struct ExternalIssuers(HashMap<String, Issuer>);
 #[derive(Deserialize)]
 struct ExternalClaims {
     sub: String,
+    exp: u64,
     #[serde(default)]
     client_id: Option<String>,
     #[serde(default)]
@@ -89,46 +90,33 @@ impl ExternalIssuers {
         validation.set_audience(&[&trusted.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 30;
-        let mut last = TokenError::Invalid("no key of the issuer fits".into());
-        for jwk in trusted
-            .keys
-            .iter()
-            .filter(|k| header.kid.is_none() || k.common.key_id == header.kid)
-        {
-            let Ok(key) = DecodingKey::from_jwk(jwk) else {
-                continue;
-            };
-            match jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation) {
-                Ok(data) => {
-                    let exp = data.claims["exp"].as_u64().unwrap_or_default();
-                    let claims: ExternalClaims = serde_json::from_value(data.claims)
-                        .map_err(|e| TokenError::Invalid(e.to_string()))?;
-                    let id = claims.client_id.unwrap_or(claims.sub);
-                    let client = clients.get(&id).ok_or_else(|| {
-                        TokenError::Invalid(format!("'{id}' is not a client registered here"))
-                    })?;
-                    if client.revoked_at.is_some() {
-                        return Err(TokenError::Revoked);
-                    }
-                    let mut principal = Principal::new(client.role, &client.organisation);
-                    principal.client_id = client.id.clone();
-                    principal.test_tenant = client.test_tenant;
-                    principal.scopes = claims
-                        .scope
-                        .split_whitespace()
-                        .filter(|s| client.scopes.iter().any(|r| scope::grants(r, s)))
-                        .map(str::to_string)
-                        .collect();
-                    return Ok((principal, exp));
-                }
+        let claims =
+            match decode_with_any::<ExternalClaims>(token, &header, &trusted.keys, &validation) {
+                Ok(Some(claims)) => claims,
+                Ok(None) => return Err(TokenError::Invalid("no key of the issuer fits".into())),
                 Err(e) => {
-                    last = match e.kind() {
+                    return Err(match e.kind() {
                         jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                         other => TokenError::Invalid(format!("{other:?}")),
-                    }
+                    });
                 }
-            }
+            };
+        let id = claims.client_id.unwrap_or(claims.sub);
+        let client = clients.get(&id).ok_or_else(|| {
+            TokenError::Invalid(format!("'{id}' is not a client registered here"))
+        })?;
+        if client.revoked_at.is_some() {
+            return Err(TokenError::Revoked);
         }
-        Err(last)
+        let mut principal = Principal::new(client.role, &client.organisation);
+        principal.client_id = client.id.clone();
+        principal.test_tenant = client.test_tenant;
+        principal.scopes = claims
+            .scope
+            .split_whitespace()
+            .filter(|s| client.scopes.iter().any(|r| scope::grants(r, s)))
+            .map(str::to_string)
+            .collect();
+        Ok((principal, claims.exp))
     }
 }

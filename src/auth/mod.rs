@@ -40,7 +40,7 @@ pub struct Claims {
     pub test: bool,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
     #[error("no bearer token")]
     Missing,

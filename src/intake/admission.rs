@@ -217,66 +217,41 @@ pub fn fit_note(
                 .find(|e| e.resource_type == "Organization")
                 .map(|e| e.full_url.clone());
             let today = now.date_naive();
+            // What the fit note says about the person; a fit note's diagnoses are not the
+            // long-term conditions a service's criteria ask about.
+            let subject = Subject {
+                conditions: None,
+                ..subject_of(entries, &practice, &all)
+            };
             let mut created = Vec::new();
             let mut tasks = Vec::new();
             for service in &services {
-                if let Some(rules) = &service.eligibility {
-                    let subject = subject_of(entries, &practice, &all);
-                    let assessment = eligibility::assess(
-                        &service.id,
-                        rules,
-                        &Subject {
-                            conditions: None,
-                            ..subject
-                        },
-                        today,
-                    );
-                    if assessment.outcome == Outcome::NotMet {
-                        continue;
-                    }
+                if let Some(rules) = &service.eligibility
+                    && eligibility::assess(&service.id, rules, &subject, today).outcome
+                        == Outcome::NotMet
+                {
+                    continue;
                 }
-                let past: Vec<PastPrompt> = history.prompts.clone();
-                for firing in prompts::fired(
+                let fired = prompts::fired(
                     &service.id,
                     &service.prompts,
                     &all,
                     &focus,
-                    &past,
+                    &history.prompts,
                     gap,
                     today,
-                ) {
+                );
+                for firing in fired {
                     let full_url = format!("urn:uuid:{}", uuid::Uuid::now_v7());
-                    let mut task = json!({
-                        "resourceType": "Task",
-                        "meta": { "profile": [profile::whg_referral_prompt()] },
-                        "status": "requested",
-                        "intent": "proposal",
-                        "priority": "routine",
-                        "code": { "coding": [coding("task-code", "referral-prompt")] },
-                        "description": format!("Consider referring to {}: {}. A prompt only: nothing has been sent to the service.", service.name, firing.reason),
-                        "focus": { "reference": focus },
-                        "authoredOn": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                        "lastModified": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                        "reasonCode": { "text": firing.reason },
-                        "input": [
-                            { "type": { "coding": [coding("referral-prompt-input", "service")] }, "valueReference": { "identifier": { "system": systems::service_identifier_system(), "value": service.id }, "display": service.name } },
-                            { "type": { "coding": [coding("referral-prompt-input", "rule")] }, "valueString": format!("{}|{}", firing.rule.id, firing.rule.version) },
-                        ],
-                    });
-                    if let Some(p) = &patient_url {
-                        task["for"] = json!({ "reference": p });
-                    }
-                    let (system, ods) = practice.split_once('|').unwrap_or(("", &practice));
-                    task["owner"] = match &practice_url {
-                        Some(u) => {
-                            json!({ "reference": u, "identifier": { "system": system, "value": ods } })
-                        }
-                        None => json!({ "identifier": { "system": system, "value": ods } }),
-                    };
-                    let inputs = task["input"].as_array_mut().expect("built above");
-                    for note in &firing.fit_notes {
-                        inputs.push(json!({ "type": { "coding": [coding("referral-prompt-input", "fit-note")] }, "valueReference": { "reference": note } }));
-                    }
+                    let task = prompt_task(
+                        service,
+                        &firing,
+                        &focus,
+                        patient_url.as_deref(),
+                        &practice,
+                        practice_url.as_deref(),
+                        now,
+                    );
                     created.push(NewPrompt {
                         full_url: full_url.clone(),
                         record: PastPrompt {
@@ -316,4 +291,50 @@ pub fn fit_note(
             Ok(created)
         },
     )
+}
+
+/// The referral-prompt Task (profile `whg-referral-prompt`) for one rule that fired: a proposal
+/// to the practice (`practice`, `system|value`), about the person, naming the service, the rule
+/// and its version, and the fit notes that fired it.
+fn prompt_task(
+    service: &ServiceConfig,
+    firing: &prompts::Firing,
+    focus: &str,
+    patient_url: Option<&str>,
+    practice: &str,
+    practice_url: Option<&str>,
+    now: DateTime<Utc>,
+) -> Value {
+    let at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut inputs = vec![
+        json!({ "type": { "coding": [coding("referral-prompt-input", "service")] }, "valueReference": { "identifier": { "system": systems::service_identifier_system(), "value": service.id }, "display": service.name } }),
+        json!({ "type": { "coding": [coding("referral-prompt-input", "rule")] }, "valueString": format!("{}|{}", firing.rule.id, firing.rule.version) }),
+    ];
+    inputs.extend(firing.fit_notes.iter().map(|note| {
+        json!({ "type": { "coding": [coding("referral-prompt-input", "fit-note")] }, "valueReference": { "reference": note } })
+    }));
+    let (system, ods) = practice.split_once('|').unwrap_or(("", practice));
+    let mut owner = json!({ "identifier": { "system": system, "value": ods } });
+    if let Some(u) = practice_url {
+        owner["reference"] = json!(u);
+    }
+    let mut task = json!({
+        "resourceType": "Task",
+        "meta": { "profile": [profile::whg_referral_prompt()] },
+        "status": "requested",
+        "intent": "proposal",
+        "priority": "routine",
+        "code": { "coding": [coding("task-code", "referral-prompt")] },
+        "description": format!("Consider referring to {}: {}. A prompt only: nothing has been sent to the service.", service.name, firing.reason),
+        "focus": { "reference": focus },
+        "authoredOn": at,
+        "lastModified": at,
+        "owner": owner,
+        "reasonCode": { "text": firing.reason },
+        "input": inputs,
+    });
+    if let Some(p) = patient_url {
+        task["for"] = json!({ "reference": p });
+    }
+    task
 }

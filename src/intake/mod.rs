@@ -106,34 +106,23 @@ pub fn fhir_fit_note(
 /// The submission of a checked fit note whose sender's id lives in identifier `system`.
 fn fit_note_submission(note: &fit_note::FitNote, system: &str, hash: String) -> Submission {
     let ods = &note.note.practice.ods_code;
-    let mut bundle = crate::mapping::fit_note::fit_note_bundle(note);
-    // The Observation keeps the sender's own identifier system (a FHIR client's may differ).
-    for entry in bundle["entry"].as_array_mut().into_iter().flatten() {
-        if entry["resource"]["resourceType"] == "Observation" {
-            entry["resource"]["identifier"][0]["system"] = Value::String(system.to_string());
-        }
-    }
-    let focus = bundle["entry"]
-        .as_array()
-        .and_then(|e| {
-            e.iter()
-                .find(|e| e["resource"]["resourceType"] == "Observation")
-        })
-        .and_then(|e| e["fullUrl"].as_str())
-        .unwrap_or_default()
-        .to_string();
+    let bundle = crate::mapping::fit_note::fit_note_bundle(note, system);
     let key = SubmissionKey {
         namespace: format!("fit-note:{ods}|{system}"),
         value: note.note.fit_note_id.clone(),
     };
     let practice = format!("{}|{ods}", crate::fhir::systems::ODS_ORGANIZATION);
     let kind = SubmissionKind::FitNote(crate::fit_notes::FitNoteFacts {
-        reference: focus,
+        reference: String::new(), // the Observation's fullUrl, set below
         start: note.start,
         end: note.end,
         issued: note.note.issued_on,
         not_fit: note.not_fit(),
     });
-    Submission::from_transaction(key, practice, kind, hash, bundle)
-        .expect("the mapping emits a transaction with fullUrls and an Observation")
+    let mut submission = Submission::from_transaction(key, practice, kind, hash, bundle)
+        .expect("the mapping emits a transaction with fullUrls and an Observation");
+    if let SubmissionKind::FitNote(facts) = &mut submission.kind {
+        facts.reference = submission.focus.clone();
+    }
+    submission
 }

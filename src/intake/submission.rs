@@ -39,6 +39,24 @@ pub enum SubmissionKind {
     FitNote(crate::fit_notes::FitNoteFacts),
 }
 
+impl SubmissionKind {
+    /// The type of the submission's focal resource.
+    pub fn focus_type(&self) -> &'static str {
+        match self {
+            SubmissionKind::Referral { .. } => "ServiceRequest",
+            SubmissionKind::FitNote(_) => "Observation",
+        }
+    }
+
+    /// What the submission is, in words for messages.
+    pub fn noun(&self) -> &'static str {
+        match self {
+            SubmissionKind::Referral { .. } => "referral",
+            SubmissionKind::FitNote(_) => "fit note",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Submission {
     pub key: SubmissionKey,
@@ -86,13 +104,9 @@ impl Submission {
                 })
             })
             .collect::<Option<_>>()?;
-        let focus_type = match kind {
-            SubmissionKind::Referral { .. } => "ServiceRequest",
-            SubmissionKind::FitNote(_) => "Observation",
-        };
         let focus = entries
             .iter()
-            .find(|e| e.resource_type == focus_type)?
+            .find(|e| e.resource_type == kind.focus_type())?
             .full_url
             .clone();
         Some(Submission {
@@ -103,14 +117,6 @@ impl Submission {
             entries,
             focus,
         })
-    }
-
-    /// The focal resource's type (`ServiceRequest` or `Observation`).
-    pub fn focus_type(&self) -> &str {
-        match self.kind {
-            SubmissionKind::Referral { .. } => "ServiceRequest",
-            SubmissionKind::FitNote(_) => "Observation",
-        }
     }
 
     /// When the submission was authored (a referral's `authoredOn`, a fit note's `issued`), as

@@ -29,8 +29,9 @@ fn local(system: &str, code: &str) -> Value {
     json!({ "coding": [coding(system, code)] })
 }
 
-/// Maps a checked fit note into a FHIR transaction Bundle.
-pub fn fit_note_bundle(f: &FitNote) -> Value {
+/// Maps a checked fit note into a FHIR transaction Bundle. `id_system` is the identifier system
+/// of the sender's own fit-note id (the practice format's, or a FHIR client's).
+pub fn fit_note_bundle(f: &FitNote, id_system: &str) -> Value {
     let n = &f.note;
     let ods = &n.practice.ods_code;
     let url = |role: &str| {
@@ -124,7 +125,7 @@ pub fn fit_note_bundle(f: &FitNote) -> Value {
         "meta": { "profile": [profile::whg_fit_note()] },
         "contained": contained,
         "extension": reasons,
-        "identifier": [{ "system": systems::practice_fit_note_id_system(ods), "value": n.fit_note_id }],
+        "identifier": [{ "system": id_system, "value": n.fit_note_id }],
         "status": "final",
         "category": [{ "coding": [{ "system": systems::OBSERVATION_CATEGORY, "code": "social-history", "display": "Social History" }] }],
         "code": sct(fitness_concept(f.not_fit())),

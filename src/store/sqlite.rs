@@ -135,7 +135,7 @@ impl Pending {
 
 /// Work for the single writer. Each job runs in its own savepoint within a group commit.
 enum WriteJob {
-    Referral(Submission, Option<Admission>, Reply<Stored>),
+    Submit(Submission, Option<Admission>, Reply<Stored>),
     Create(Vec<Value>, Reply<Vec<Value>>),
     Update(Value, Option<i64>, Reply<Value>),
     CreateOverride(String, Value, Reply<()>),
@@ -156,7 +156,7 @@ enum ClientWrite {
 
 /// A job's answer, held until its batch is durable.
 enum Answer {
-    Referral(Reply<Stored>, Result<Stored, StoreError>),
+    Submit(Reply<Stored>, Result<Stored, StoreError>),
     Create(Reply<Vec<Value>>, Result<Vec<Value>, StoreError>),
     Update(Reply<Value>, Result<Value, StoreError>),
     CreateOverride(Reply<()>, Result<(), StoreError>),
@@ -168,7 +168,7 @@ impl Answer {
     /// Whether the job's writes stay (so what it left pending is written with the batch).
     fn kept(&self) -> bool {
         match self {
-            Answer::Referral(_, r) => matches!(r, Ok(Stored { created: true, .. })),
+            Answer::Submit(_, r) => matches!(r, Ok(Stored { created: true, .. })),
             Answer::Create(_, r) => r.is_ok(),
             Answer::Update(_, r) => r.is_ok(),
             Answer::CreateOverride(_, r) => r.is_ok(),
@@ -179,7 +179,7 @@ impl Answer {
 
     fn send(self) {
         match self {
-            Answer::Referral(r, v) => drop(r.send(v)),
+            Answer::Submit(r, v) => drop(r.send(v)),
             Answer::Create(r, v) => drop(r.send(v)),
             Answer::Update(r, v) => drop(r.send(v)),
             Answer::CreateOverride(r, v) => drop(r.send(v)),
@@ -190,7 +190,7 @@ impl Answer {
 
     fn fail(self, e: impl Fn() -> StoreError) {
         match self {
-            Answer::Referral(r, _) => drop(r.send(Err(e()))),
+            Answer::Submit(r, _) => drop(r.send(Err(e()))),
             Answer::Create(r, _) => drop(r.send(Err(e()))),
             Answer::Update(r, _) => drop(r.send(Err(e()))),
             Answer::CreateOverride(r, _) => drop(r.send(Err(e()))),
@@ -203,7 +203,7 @@ impl Answer {
 impl WriteJob {
     fn fail(self, e: StoreError) {
         match self {
-            WriteJob::Referral(_, _, r) => drop(r.send(Err(e))),
+            WriteJob::Submit(_, _, r) => drop(r.send(Err(e))),
             WriteJob::Create(_, r) => drop(r.send(Err(e))),
             WriteJob::Update(_, _, r) => drop(r.send(Err(e))),
             WriteJob::CreateOverride(_, _, r) => drop(r.send(Err(e))),
@@ -220,8 +220,8 @@ impl WriteJob {
     ) -> Answer {
         match self {
             // A resend writes nothing before it answers, and a conflict or refusal is an error,
-            // so the one savepoint rule (keep on success, undo on error) serves referrals too.
-            WriteJob::Referral(submission, admission, reply) => Answer::Referral(
+            // so the one savepoint rule (keep on success, undo on error) serves submissions too.
+            WriteJob::Submit(submission, admission, reply) => Answer::Submit(
                 reply,
                 in_savepoint!(conn, apply(conn, submission, admission, batch_tokens, own)),
             ),
@@ -376,7 +376,7 @@ async fn apply(
     .bind(&s.key.namespace)
     .bind(&s.key.value)
     .bind(&s.content_hash)
-    .bind(s.focus_type())
+    .bind(s.kind.focus_type())
     .bind(&focus_id)
     .bind(&now)
     .execute(&mut *conn)
@@ -1151,7 +1151,7 @@ impl Store for SqliteStore {
         submission: Submission,
         admission: Option<Admission>,
     ) -> Result<Stored, StoreError> {
-        self.write(|reply| WriteJob::Referral(submission, admission, reply))
+        self.write(|reply| WriteJob::Submit(submission, admission, reply))
             .await
     }
 
