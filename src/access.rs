@@ -85,6 +85,13 @@ pub async fn consent_file(store: &dyn Store, patient_id: &str) -> Result<Consent
     })
 }
 
+/// Classes of record a service writes itself about a referral addressed to it (its letters, its
+/// workflow and outcomes): the service reads its own records without asking the person's consent
+/// again, as it read the referral they arise from. Disclosing them to anyone else still needs it.
+fn service_authored(class: DataClass) -> bool {
+    matches!(class, DataClass::AdviserLetter | DataClass::Outcome)
+}
+
 /// Reads a stored override record (the JSON the overrides API returns).
 pub fn override_from_record(r: &Value) -> Option<Override> {
     let time = |k: &str| {
@@ -184,7 +191,10 @@ impl Guard<'_> {
         event.entities = vec![reference.clone()];
         // The practice that sent the referral reads back what it sent; a service needs consent.
         // Consent records themselves are readable by both, so a withdrawal can be seen.
-        let decision = if self.principal.role == Role::Service && resource_type != "Consent" {
+        let decision = if self.principal.role == Role::Service
+            && resource_type != "Consent"
+            && !service_authored(class)
+        {
             let file = consent_file(self.store, &first.patient_id).await?;
             let question = self.question(class).expect("a service is a recipient");
             Some(file.decide(&question))
@@ -232,7 +242,12 @@ impl Guard<'_> {
                 request.tenancy = Some(Tenancy::Service(self.principal.organisation.clone()))
             }
         }
-        let consent_filtered = self.principal.role == Role::Service && resource_type != "Consent";
+        let type_class =
+            consent::data_class_of(&serde_json::json!({ "resourceType": resource_type }))
+                .unwrap_or(DataClass::Referral);
+        let consent_filtered = self.principal.role == Role::Service
+            && resource_type != "Consent"
+            && !service_authored(type_class);
         let page = if consent_filtered {
             let candidates = self.store.search_candidates(&request).await?;
             // The data class decides which consent applies. It is the same for every resource of
@@ -249,9 +264,6 @@ impl Guard<'_> {
             } else {
                 HashMap::new()
             };
-            let type_class =
-                consent::data_class_of(&serde_json::json!({ "resourceType": resource_type }))
-                    .unwrap_or(DataClass::Referral);
             let mut files: HashMap<String, ConsentFile> = HashMap::new();
             let mut visible = Vec::with_capacity(candidates.len());
             for c in candidates {

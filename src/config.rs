@@ -43,6 +43,78 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+    pub workflow: WorkflowConfig,
+    pub delivery: DeliveryConfig,
+    /// How each GP practice takes letters, by ODS code.
+    #[serde(default)]
+    pub directory: std::collections::BTreeMap<String, PracticeRoute>,
+}
+
+/// The adviser workflow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowConfig {
+    /// Days from referral to first contact the services aim for ("all clients seen within two
+    /// weeks of referral").
+    pub first_contact_target_days: u32,
+}
+
+/// The letter outbox.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Run the outbox worker in this process.
+    pub enabled: bool,
+    /// How long a letter is retried before it is dead.
+    pub retry_window_secs: u64,
+    /// The first retry's delay; each later one doubles it (with jitter), up to `max_backoff_ms`.
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// An urgent letter not acknowledged within this time is escalated.
+    pub urgent_ack_secs: u64,
+    /// One attempt's time limit (connect, send and answer).
+    pub attempt_timeout_ms: u64,
+    /// How often the worker looks for due letters when nothing wakes it.
+    pub poll_interval_ms: u64,
+    /// Attempts in flight at once.
+    pub concurrency: usize,
+}
+
+/// Where and how a practice takes letters.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "channel", rename_all = "lowercase", deny_unknown_fields)]
+pub enum PracticeRoute {
+    /// A BaRS-style FHIR endpoint: `POST {endpoint}/$process-message`.
+    Fhir {
+        #[serde(default)]
+        name: Option<String>,
+        endpoint: String,
+        /// OAuth2 client credentials; without `token_url` requests go unauthenticated (only for
+        /// endpoints protected otherwise, e.g. mutual TLS on a private network).
+        #[serde(default)]
+        token_url: Option<String>,
+        #[serde(default)]
+        client_id: Option<String>,
+        /// A file holding the client secret (never the secret itself in configuration).
+        #[serde(default)]
+        client_secret_file: Option<std::path::PathBuf>,
+        #[serde(default)]
+        scope: Option<String>,
+    },
+}
+
+impl PracticeRoute {
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            PracticeRoute::Fhir { name, .. } => name.as_deref(),
+        }
+    }
+
+    pub fn channel(&self) -> &'static str {
+        match self {
+            PracticeRoute::Fhir { .. } => "fhir",
+        }
+    }
 }
 
 /// TLS with rustls.
@@ -303,6 +375,36 @@ impl Config {
                     s.id
                 )));
             }
+        }
+        for (ods, route) in &self.directory {
+            let PracticeRoute::Fhir {
+                endpoint,
+                token_url,
+                client_id,
+                client_secret_file,
+                ..
+            } = route;
+            if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "directory.{ods}: endpoint must be an http(s) URL"
+                )));
+            }
+            if token_url.is_some() && (client_id.is_none() || client_secret_file.is_none()) {
+                return Err(ConfigError::Invalid(format!(
+                    "directory.{ods}: token_url needs client_id and client_secret_file"
+                )));
+            }
+        }
+        let d = &self.delivery;
+        if d.concurrency == 0
+            || d.initial_backoff_ms == 0
+            || d.max_backoff_ms < d.initial_backoff_ms
+            || d.attempt_timeout_ms == 0
+            || d.poll_interval_ms == 0
+        {
+            return Err(ConfigError::Invalid(
+                "delivery: concurrency, backoffs, attempt_timeout_ms and poll_interval_ms must be above zero, max_backoff_ms at least initial_backoff_ms".into(),
+            ));
         }
         if self.limits.requests_per_second_per_client <= 0.0 || self.limits.burst_per_client < 1.0 {
             return Err(ConfigError::Invalid(

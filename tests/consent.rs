@@ -10,49 +10,6 @@ use whg::auth::{Principal, Role, scope};
 const WHS: &str = "sheffield-whs";
 const WORKWELL: &str = "workwell-south-tyneside";
 
-fn referral(name: &str) -> Value {
-    read_json(
-        &root()
-            .join("fixtures/referrals/valid")
-            .join(format!("{name}.json")),
-    )
-}
-
-/// The `n`th synthetic NHS number (999 range) that passes Modulus 11.
-fn nhs_number(n: usize) -> String {
-    (0..)
-        .map(|i| format!("999{:06}", 100_000 + i * 7))
-        .flat_map(|nine| (0..10).map(move |d| format!("{nine}{d}")))
-        .filter(|c| whg::fhir::identifiers::nhs_number(c).is_ok())
-        .nth(n)
-        .unwrap()
-}
-
-/// A referral for a different person (`n`), with its own id, to `service`.
-fn referral_for(n: usize, service: &str) -> Value {
-    let mut r = referral("01-gp-work-stress-off-sick");
-    r["referralId"] = json!(format!("CONSENT-TEST-{n}"));
-    r["patient"]["nhsNumber"] = json!(nhs_number(n));
-    r["targetService"] = json!(service);
-    r
-}
-
-/// Posts a referral as its practice; returns (ServiceRequest id, Patient id).
-async fn refer(server: &Server, body: &Value) -> (String, String) {
-    let (status, headers, outcome) = server.post_json("/api/v1/referrals", body).await;
-    assert_eq!(status, 201, "{outcome}");
-    let sr_id = location_id(&headers);
-    let (_, sr) = practice(server)
-        .get(&format!("/fhir/ServiceRequest/{sr_id}"))
-        .await;
-    let patient = sr["subject"]["reference"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("Patient/")
-        .to_string();
-    (sr_id, patient)
-}
-
 fn practice(server: &Server) -> Actor<'_> {
     server.as_(Principal::practice(DEFAULT_PRACTICE))
 }
@@ -63,26 +20,6 @@ fn service<'a>(server: &'a Server, id: &str) -> Actor<'a> {
 
 fn ig(server: &Server) -> Actor<'_> {
     server.as_(Principal::new(Role::InformationGovernance, "ig-team"))
-}
-
-/// The referral's Consent whose provision names `recipient`.
-async fn consent_for(server: &Server, patient: &str, recipient: &str) -> Value {
-    let (status, bundle) = practice(server)
-        .get(&format!(
-            "/fhir/Consent?patient=Patient/{patient}&status=active"
-        ))
-        .await;
-    assert_eq!(status, 200, "{bundle}");
-    bundle["entry"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["resource"].clone())
-        .find(|c| {
-            c.to_string()
-                .contains(&format!("consent-recipient\",\"code\":\"{recipient}"))
-        })
-        .unwrap_or_else(|| panic!("no {recipient} consent in {bundle}"))
 }
 
 fn fixture_consent(name: &str, patient: &str) -> Value {

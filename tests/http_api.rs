@@ -6,14 +6,6 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-fn referral(name: &str) -> Value {
-    read_json(
-        &root()
-            .join("fixtures/referrals/valid")
-            .join(format!("{name}.json")),
-    )
-}
-
 fn base_referral() -> Value {
     referral("01-gp-work-stress-off-sick")
 }

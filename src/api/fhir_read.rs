@@ -30,6 +30,9 @@ const STORED_TYPES: &[&str] = &[
     "CarePlan",
     "AuditEvent",
     "Task",
+    "Communication",
+    "Composition",
+    "DocumentReference",
 ];
 
 pub(super) fn guard<'a>(

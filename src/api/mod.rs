@@ -11,6 +11,7 @@ mod limits;
 mod oauth;
 mod referrals;
 pub mod tls;
+mod workflow;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub struct AppState {
     /// Outbound HTTP (registered clients' JWKS URLs).
     pub http: reqwest::Client,
     pub limiter: limits::RateLimiter,
+    /// Wakes the letter worker and holds its counters.
+    pub outbox: crate::delivery::worker::Outbox,
     /// For the CapabilityStatement's `date`.
     pub started_at: String,
 }
@@ -90,6 +93,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/disclosures/$decide", post(consents::decide_disclosure))
         .route("/fhir/{type}", get(fhir_read::search))
         .route("/fhir/{type}/{id}", get(fhir_read::read))
+        .route("/api/v1/referrals/{id}/triage", post(workflow::triage))
+        .route("/api/v1/referrals/{id}/contacts", post(workflow::contact))
+        .route("/api/v1/referrals/{id}/support", post(workflow::support))
+        .route("/api/v1/referrals/{id}/discharge", post(workflow::discharge))
+        .route("/api/v1/referrals/{id}/letters", post(workflow::create_letter))
+        .route("/api/v1/referrals/{id}/workflow", get(workflow::show))
+        .route("/api/v1/letters", get(workflow::list_letters))
+        .route("/api/v1/letters/{id}", get(workflow::show_letter))
+        .route("/metrics", get(workflow::metrics))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .fallback(not_found)
@@ -304,6 +316,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         http: reqwest::Client::builder()
             .build()
             .map_err(|e| ServeError::Io(std::io::Error::other(e)))?,
+        outbox: Default::default(),
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     };
     tokio::spawn(watch_client_registry(
@@ -311,6 +324,14 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         tokens,
         Duration::from_secs(state.config.auth.revocation_poll_secs),
     ));
+    if state.config.delivery.enabled {
+        tokio::spawn(crate::delivery::worker::run(
+            store.clone(),
+            state.config.clone(),
+            state.http.clone(),
+            state.outbox.clone(),
+        ));
+    }
     tracing::info!(address = %local, scheme, "listening");
     println!("whg listening on {scheme}://{local}");
     let app = router(state);

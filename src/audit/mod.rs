@@ -21,7 +21,8 @@ pub enum Kind {
     Read,
     /// A search that returned (or withheld) people's records.
     Search,
-    /// A referral received: the consent decision at intake.
+    /// A record about a person created: a referral received (with the consent decision at
+    /// intake), or a letter written.
     Intake,
     /// A Consent recorded or changed.
     ConsentRecorded,

@@ -25,6 +25,8 @@ pub mod scope {
     pub const OVERRIDE_REVIEW: &str = "whg/consent.override-review";
     /// Ask for a disclosure decision (the delivery outbox and integrators' tests).
     pub const DISCLOSURE: &str = "whg/disclosure";
+    /// Triage, contacts, support, discharge and letters on referrals addressed to the service.
+    pub const WORKFLOW: &str = "whg/workflow";
 
     /// Every scope a route asks for, as published in the SMART configuration.
     pub const ALL: &[&str] = &[
@@ -38,6 +40,7 @@ pub mod scope {
         CONSENT_OVERRIDE,
         OVERRIDE_REVIEW,
         DISCLOSURE,
+        WORKFLOW,
     ];
 
     /// Reading one resource of `resource_type` by id.
@@ -85,7 +88,8 @@ pub mod scope {
 
     /// Whether `scope` is one the gateway understands (a SMART system scope, or one of its own).
     pub fn is_known(scope: &str) -> bool {
-        smart(scope).is_some() || [CONSENT_OVERRIDE, OVERRIDE_REVIEW, DISCLOSURE].contains(&scope)
+        smart(scope).is_some()
+            || [CONSENT_OVERRIDE, OVERRIDE_REVIEW, DISCLOSURE, WORKFLOW].contains(&scope)
     }
 
     #[cfg(test)]
@@ -243,6 +247,7 @@ impl Role {
                 scope::CONSENT_CREATE,
                 scope::CONSENT_UPDATE,
                 scope::DISCLOSURE,
+                scope::WORKFLOW,
             ],
             Role::InformationGovernance => &[scope::AUDIT_READ, scope::OVERRIDE_REVIEW],
         }

@@ -23,7 +23,9 @@ pub fn data_class_of(resource: &Value) -> Option<DataClass> {
         "Organization" | "Practitioner" | "PractitionerRole" => return None,
         "Condition" => DataClass::Diagnosis,
         "Observation" if is_fit_note(resource) => DataClass::FitNote,
-        "Composition" | "DocumentReference" | "Binary" => DataClass::AdviserLetter,
+        "Composition" | "DocumentReference" | "Binary" | "Communication" => {
+            DataClass::AdviserLetter
+        }
         "Task" | "EpisodeOfCare" => DataClass::Outcome,
         // Patient, ServiceRequest, employment Observations, Encounter, CarePlan, Consent,
         // Provenance, QuestionnaireResponse: the referral and what came with it.

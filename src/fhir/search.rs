@@ -135,9 +135,41 @@ const TASK_PARAMS: &[ParamDef] = &[
         documentation: "The person the task is for (Task.for), as Patient/id or id; chain patient.identifier takes an NHS number",
     },
     ParamDef {
+        name: "focus",
+        kind: ParamKind::Reference {
+            target: "ServiceRequest",
+        },
+        documentation: "The referral a workflow Task tracks, as ServiceRequest/id",
+    },
+    ParamDef {
         name: "_lastUpdated",
         kind: ParamKind::Date,
         documentation: "When the task last changed",
+    },
+];
+
+const COMMUNICATION_PARAMS: &[ParamDef] = &[
+    ParamDef {
+        name: "based-on",
+        kind: ParamKind::Reference {
+            target: "ServiceRequest",
+        },
+        documentation: "The referral a letter is about, as ServiceRequest/id",
+    },
+    ParamDef {
+        name: "patient",
+        kind: ParamKind::Reference { target: "Patient" },
+        documentation: "The person the letter is about, as Patient/id or id",
+    },
+    ParamDef {
+        name: "status",
+        kind: ParamKind::Token,
+        documentation: "preparation (queued) | in-progress (sent, escalated) | completed (accepted) | not-done (rejected, dead) | stopped (cancelled)",
+    },
+    ParamDef {
+        name: "_lastUpdated",
+        kind: ParamKind::Date,
+        documentation: "When the letter's delivery state last changed",
     },
 ];
 
@@ -147,6 +179,7 @@ pub fn supported_params(resource_type: &str) -> &'static [ParamDef] {
         "ServiceRequest" => SERVICE_REQUEST_PARAMS,
         "Observation" => OBSERVATION_PARAMS,
         "Task" => TASK_PARAMS,
+        "Communication" => COMMUNICATION_PARAMS,
         "Consent" => CONSENT_PARAMS,
         "AuditEvent" => AUDIT_EVENT_PARAMS,
         _ => &[],
@@ -541,7 +574,39 @@ pub fn index_entries(resource: &Value) -> Vec<IndexEntry> {
                 }
             }
         }
+        Some("Communication") => {
+            if let Some(p) = reference_to("subject", "Patient/") {
+                out.push(IndexEntry {
+                    param: "patient",
+                    system: String::new(),
+                    value: p,
+                });
+            }
+            for based_on in resource["basedOn"].as_array().into_iter().flatten() {
+                if let Some(r) = based_on["reference"].as_str() {
+                    out.push(IndexEntry {
+                        param: "based-on",
+                        system: String::new(),
+                        value: r.into(),
+                    });
+                }
+            }
+            if let Some(status) = resource["status"].as_str() {
+                out.push(IndexEntry {
+                    param: "status",
+                    system: "http://hl7.org/fhir/event-status".into(),
+                    value: status.into(),
+                });
+            }
+        }
         Some("Task") => {
+            if let Some(p) = reference_to("focus", "ServiceRequest/") {
+                out.push(IndexEntry {
+                    param: "focus",
+                    system: String::new(),
+                    value: p,
+                });
+            }
             if let Some(p) = reference_to("for", "Patient/") {
                 out.push(IndexEntry {
                     param: "patient",

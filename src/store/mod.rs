@@ -141,6 +141,86 @@ pub struct Candidate {
     pub patient: Option<String>,
 }
 
+/// Resources stored together with a referral's workflow: a triage, a contact or a letter. All of
+/// it is written in one transaction, or none of it.
+#[derive(Debug, Default)]
+pub struct Transaction {
+    /// New resources, their ids already assigned (so they can refer to each other).
+    pub creates: Vec<Value>,
+    /// Changed resources, each with the version it was based on: another change in between
+    /// refuses the whole transaction with [`StoreError::VersionConflict`].
+    pub updates: Vec<(Value, i64)>,
+    /// The referral (ServiceRequest id) the new resources belong to, for tenancy.
+    pub referral: String,
+    /// Letters to queue for delivery.
+    pub deliveries: Vec<Delivery>,
+}
+
+/// A letter in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// The Communication's id.
+    pub id: String,
+    /// The DocumentReference holding the PDF.
+    pub document_id: String,
+    pub referral_id: String,
+    #[serde(skip)]
+    pub patient_id: String,
+    /// `system|value` of the service and of the practice.
+    pub service: String,
+    pub practice: String,
+    pub urgent: bool,
+    /// A `letter-delivery-state` code.
+    pub state: String,
+    pub attempts: i64,
+    /// The same on every attempt (the FHIR message's Bundle id and X-Request-ID).
+    pub message_id: String,
+    pub correlation_id: String,
+    pub created_at: String,
+    pub next_attempt_at: String,
+    pub deadline_at: String,
+    pub escalate_at: Option<String>,
+    pub escalated_at: Option<String>,
+    pub channel: Option<String>,
+    pub last_error: Option<String>,
+    pub updated_at: String,
+}
+
+/// One delivery attempt, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveryAttempt {
+    pub attempt: i64,
+    pub at: String,
+    /// delivered | retry | permanent | cancelled | no-route | dead | escalated
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+/// What the outbox worker records after an attempt (or an escalation).
+#[derive(Debug, Clone)]
+pub struct DeliveryUpdate {
+    pub id: String,
+    pub state: String,
+    /// The attempt made, if one was: its number becomes the delivery's attempt count.
+    pub attempt: Option<DeliveryAttempt>,
+    pub next_attempt_at: String,
+    pub last_error: Option<String>,
+    pub channel: Option<String>,
+    pub escalated_at: Option<String>,
+    /// The letter's Communication with its new status (stored as a new version).
+    pub communication: Value,
+}
+
+/// Which deliveries to list.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub state: Option<String>,
+    pub service: Option<String>,
+    pub practice: Option<String>,
+    pub referral: Option<String>,
+}
+
 /// One page of search results.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchPage {
@@ -239,6 +319,28 @@ pub trait Store: Send + Sync {
         jti: &str,
         expires_at: i64,
     ) -> Result<bool, StoreError>;
+
+    /// Stores a workflow change atomically and durably (see [`Transaction`]); returns the
+    /// resources as stored.
+    async fn transact(&self, transaction: Transaction) -> Result<Vec<Value>, StoreError>;
+
+    /// Letters due for an attempt at `now`: urgent first, then oldest due.
+    async fn due_deliveries(&self, now: &str, limit: u32) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Urgent letters not yet delivered whose escalation time has passed, not yet escalated.
+    async fn overdue_urgent(&self, now: &str) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Records an attempt's result (or an escalation), with the letter's Communication.
+    async fn update_delivery(&self, update: DeliveryUpdate) -> Result<(), StoreError>;
+
+    /// One delivery and its attempts.
+    async fn delivery(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Delivery, Vec<DeliveryAttempt>)>, StoreError>;
+
+    /// Deliveries matching `filter`, newest first.
+    async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError>;
 
     /// Whether the store can take reads and writes now.
     async fn ready(&self) -> Result<(), StoreError>;

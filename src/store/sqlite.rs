@@ -20,8 +20,8 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::plan::{Existing, PlannedWrite, plan};
 use super::{
-    Admission, Candidate, ClientRecord, History, RecordParties, Refusal, SearchPage, Store,
-    StoreError, Stored,
+    Admission, Candidate, ClientRecord, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryUpdate,
+    History, RecordParties, Refusal, SearchPage, Store, StoreError, Stored, Transaction,
 };
 use crate::config::StoreConfig;
 use crate::fhir::resource::stamp;
@@ -102,6 +102,8 @@ impl Pending {
             .bind(Value::Array(self.referrals).to_string())
             .execute(&mut *conn)
             .await?;
+        }
+        if !self.members.is_empty() {
             sqlx::query(
                 "INSERT OR IGNORE INTO referral_members (resource_type, resource_id, service_request_id)
                  SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)",
@@ -142,6 +144,8 @@ enum WriteJob {
     ReviewOverride(String, Value, Reply<Option<Value>>),
     /// Client registry changes and assertion `jti`s, small writes that must be durable too.
     Client(ClientWrite, Reply<bool>),
+    Transact(Transaction, Reply<Vec<Value>>),
+    Delivery(DeliveryUpdate, Reply<()>),
 }
 
 enum ClientWrite {
@@ -162,6 +166,8 @@ enum Answer {
     CreateOverride(Reply<()>, Result<(), StoreError>),
     ReviewOverride(Reply<Option<Value>>, Result<Option<Value>, StoreError>),
     Client(Reply<bool>, Result<bool, StoreError>),
+    Transact(Reply<Vec<Value>>, Result<Vec<Value>, StoreError>),
+    Delivery(Reply<()>, Result<(), StoreError>),
 }
 
 impl Answer {
@@ -174,6 +180,8 @@ impl Answer {
             Answer::CreateOverride(_, r) => r.is_ok(),
             Answer::ReviewOverride(_, r) => r.is_ok(),
             Answer::Client(_, r) => r.is_ok(),
+            Answer::Transact(_, r) => r.is_ok(),
+            Answer::Delivery(_, r) => r.is_ok(),
         }
     }
 
@@ -185,6 +193,8 @@ impl Answer {
             Answer::CreateOverride(r, v) => drop(r.send(v)),
             Answer::ReviewOverride(r, v) => drop(r.send(v)),
             Answer::Client(r, v) => drop(r.send(v)),
+            Answer::Transact(r, v) => drop(r.send(v)),
+            Answer::Delivery(r, v) => drop(r.send(v)),
         }
     }
 
@@ -196,6 +206,8 @@ impl Answer {
             Answer::CreateOverride(r, _) => drop(r.send(Err(e()))),
             Answer::ReviewOverride(r, _) => drop(r.send(Err(e()))),
             Answer::Client(r, _) => drop(r.send(Err(e()))),
+            Answer::Transact(r, _) => drop(r.send(Err(e()))),
+            Answer::Delivery(r, _) => drop(r.send(Err(e()))),
         }
     }
 }
@@ -209,6 +221,8 @@ impl WriteJob {
             WriteJob::CreateOverride(_, _, r) => drop(r.send(Err(e))),
             WriteJob::ReviewOverride(_, _, r) => drop(r.send(Err(e))),
             WriteJob::Client(_, r) => drop(r.send(Err(e))),
+            WriteJob::Transact(_, r) => drop(r.send(Err(e))),
+            WriteJob::Delivery(_, r) => drop(r.send(Err(e))),
         }
     }
 
@@ -242,6 +256,13 @@ impl WriteJob {
             WriteJob::Client(write, reply) => {
                 Answer::Client(reply, in_savepoint!(conn, client_write(conn, write)))
             }
+            WriteJob::Transact(transaction, reply) => {
+                Answer::Transact(reply, in_savepoint!(conn, transact(conn, transaction, own)))
+            }
+            WriteJob::Delivery(update, reply) => Answer::Delivery(
+                reply,
+                in_savepoint!(conn, record_delivery(conn, update, own)),
+            ),
         }
     }
 }
@@ -553,6 +574,16 @@ async fn create_all(
     resources: Vec<Value>,
     own: &mut Pending,
 ) -> Result<Vec<Value>, StoreError> {
+    insert_new(conn, resources, false, own).await
+}
+
+/// Inserts new resources at version 1: with fresh ids, or (`keep_ids`) with the ids they carry.
+async fn insert_new(
+    conn: &mut SqliteConnection,
+    resources: Vec<Value>,
+    keep_ids: bool,
+    own: &mut Pending,
+) -> Result<Vec<Value>, StoreError> {
     let now = format_instant(Utc::now());
     let mut writes = Vec::with_capacity(resources.len());
     for mut content in resources {
@@ -560,7 +591,10 @@ async fn create_all(
             .as_str()
             .ok_or_else(|| StoreError::Corrupt("a resource without a resourceType".into()))?
             .to_string();
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = match content["id"].as_str() {
+            Some(id) if keep_ids => id.to_string(),
+            _ => uuid::Uuid::now_v7().to_string(),
+        };
         stamp(&mut content, &id, 1, &now);
         let index = index_entries(&content);
         writes.push(PlannedWrite {
@@ -625,6 +659,128 @@ async fn update_one(
     };
     write_all(conn, std::slice::from_ref(&write), &now, own).await?;
     Ok(write.content)
+}
+
+/// A workflow change: new resources (members of the referral), updates at the versions they were
+/// based on, and letters queued for delivery.
+async fn transact(
+    conn: &mut SqliteConnection,
+    t: Transaction,
+    own: &mut Pending,
+) -> Result<Vec<Value>, StoreError> {
+    let mut stored = Vec::with_capacity(t.creates.len() + t.updates.len());
+    for (resource, version) in t.updates {
+        stored.push(update_one(conn, resource, Some(version), own).await?);
+    }
+    let created = insert_new(conn, t.creates, true, own).await?;
+    for r in &created {
+        own.members
+            .push(json!([r["resourceType"], r["id"], t.referral]));
+    }
+    stored.extend(created);
+    for d in t.deliveries {
+        sqlx::query(
+            "INSERT INTO deliveries (id, document_id, referral_id, patient_id, service, practice, priority, state,
+                 attempts, message_id, correlation_id, created_at, next_attempt_at, deadline_at, escalate_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&d.id)
+        .bind(&d.document_id)
+        .bind(&d.referral_id)
+        .bind(&d.patient_id)
+        .bind(&d.service)
+        .bind(&d.practice)
+        .bind(if d.urgent { 0 } else { 1 })
+        .bind(&d.state)
+        .bind(&d.message_id)
+        .bind(&d.correlation_id)
+        .bind(&d.created_at)
+        .bind(&d.next_attempt_at)
+        .bind(&d.deadline_at)
+        .bind(&d.escalate_at)
+        .bind(&d.updated_at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(stored)
+}
+
+/// An attempt's result: the outbox row, the attempt log and the Communication, together.
+async fn record_delivery(
+    conn: &mut SqliteConnection,
+    u: DeliveryUpdate,
+    own: &mut Pending,
+) -> Result<(), StoreError> {
+    let now = format_instant(Utc::now());
+    let updated = sqlx::query(
+        "UPDATE deliveries SET state = ?, attempts = COALESCE(?, attempts), next_attempt_at = ?,
+             last_error = ?, channel = COALESCE(?, channel), escalated_at = COALESCE(escalated_at, ?), updated_at = ?
+         WHERE id = ?",
+    )
+    .bind(&u.state)
+    .bind(u.attempt.as_ref().map(|a| a.attempt))
+    .bind(&u.next_attempt_at)
+    .bind(&u.last_error)
+    .bind(&u.channel)
+    .bind(&u.escalated_at)
+    .bind(&now)
+    .bind(&u.id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(StoreError::NotFound(format!("delivery {}", u.id)));
+    }
+    if let Some(a) = &u.attempt {
+        sqlx::query(
+            "INSERT INTO delivery_attempts (delivery_id, attempt, at, outcome, detail) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (delivery_id, attempt) DO UPDATE SET at = excluded.at, outcome = excluded.outcome, detail = excluded.detail",
+        )
+        .bind(&u.id)
+        .bind(a.attempt)
+        .bind(&a.at)
+        .bind(&a.outcome)
+        .bind(&a.detail)
+        .execute(&mut *conn)
+        .await?;
+    }
+    update_one(conn, u.communication, None, own).await?;
+    Ok(())
+}
+
+macro_rules! select_deliveries {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, document_id, referral_id, patient_id, service, practice, priority, state, attempts,
+                    message_id, correlation_id, created_at, next_attempt_at, deadline_at, escalate_at,
+                    escalated_at, channel, last_error, updated_at FROM deliveries ",
+            $rest
+        )
+    };
+}
+
+fn delivery_of(r: &sqlx::sqlite::SqliteRow) -> Delivery {
+    Delivery {
+        id: r.get(0),
+        document_id: r.get(1),
+        referral_id: r.get(2),
+        patient_id: r.get(3),
+        service: r.get(4),
+        practice: r.get(5),
+        urgent: r.get::<i64, _>(6) == 0,
+        state: r.get(7),
+        attempts: r.get(8),
+        message_id: r.get(9),
+        correlation_id: r.get(10),
+        created_at: r.get(11),
+        next_attempt_at: r.get(12),
+        deadline_at: r.get(13),
+        escalate_at: r.get(14),
+        escalated_at: r.get(15),
+        channel: r.get(16),
+        last_error: r.get(17),
+        updated_at: r.get(18),
+    }
 }
 
 async fn insert_override(
@@ -967,14 +1123,19 @@ fn push_filters(qb: &mut QueryBuilder<Sqlite>, req: &SearchRequest) {
                 .push(")");
             }
             // A referral prompt is the practice's own to-do: only the practice whose fit note
-            // fired it sees it.
+            // fired it sees it. A referral's workflow Task, and its letters, are seen by the two
+            // parties to the referral.
             ("Task", Tenancy::Practice(org)) => {
-                qb.push(" AND r.id IN (SELECT p.task_id FROM referral_prompts p JOIN fit_notes n ON n.observation_id = p.fit_note_id WHERE n.practice = ")
+                qb.push(" AND (r.id IN (SELECT p.task_id FROM referral_prompts p JOIN fit_notes n ON n.observation_id = p.fit_note_id WHERE n.practice = ")
+                    .push_bind(org.clone())
+                    .push(") OR r.id IN (SELECT m.resource_id FROM referral_members m JOIN referrals f ON f.service_request_id = m.service_request_id WHERE m.resource_type = 'Task' AND f.practice = ")
+                    .push_bind(org.clone())
+                    .push("))");
+            }
+            ("Task" | "Communication", _) => {
+                qb.push(format!(" AND r.id IN (SELECT m.resource_id FROM referral_members m JOIN referrals f ON f.service_request_id = m.service_request_id WHERE m.resource_type = r.resource_type AND f.{column} = "))
                     .push_bind(org.clone())
                     .push(")");
-            }
-            ("Task", Tenancy::Service(_)) => {
-                qb.push(" AND 0");
             }
             (_, Tenancy::Practice(org)) => {
                 // About people the practice referred or sent fit notes for.
@@ -1373,6 +1534,79 @@ impl Store for SqliteStore {
             )
         })
         .await
+    }
+
+    async fn transact(&self, transaction: Transaction) -> Result<Vec<Value>, StoreError> {
+        self.write(|reply| WriteJob::Transact(transaction, reply))
+            .await
+    }
+
+    async fn due_deliveries(&self, now: &str, limit: u32) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query(select_deliveries!(
+            "WHERE state IN ('queued', 'escalated') AND next_attempt_at <= ? ORDER BY priority, next_attempt_at LIMIT ?"
+        ))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows.iter().map(delivery_of).collect())
+    }
+
+    async fn overdue_urgent(&self, now: &str) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query(select_deliveries!(
+            "WHERE priority = 0 AND escalated_at IS NULL AND escalate_at <= ? AND state IN ('queued', 'sent', 'received')"
+        ))
+        .bind(now)
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows.iter().map(delivery_of).collect())
+    }
+
+    async fn update_delivery(&self, update: DeliveryUpdate) -> Result<(), StoreError> {
+        self.write(|reply| WriteJob::Delivery(update, reply)).await
+    }
+
+    async fn delivery(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Delivery, Vec<DeliveryAttempt>)>, StoreError> {
+        let Some(row) = sqlx::query(select_deliveries!("WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let attempts = sqlx::query(
+            "SELECT attempt, at, outcome, detail FROM delivery_attempts WHERE delivery_id = ? ORDER BY attempt",
+        )
+        .bind(id)
+        .fetch_all(&self.readers)
+        .await?
+        .iter()
+        .map(|r| DeliveryAttempt {
+            attempt: r.get(0),
+            at: r.get(1),
+            outcome: r.get(2),
+            detail: r.get(3),
+        })
+        .collect();
+        Ok(Some((delivery_of(&row), attempts)))
+    }
+
+    async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query(select_deliveries!(
+            "WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR service = ?2)
+               AND (?3 IS NULL OR practice = ?3) AND (?4 IS NULL OR referral_id = ?4)
+             ORDER BY created_at DESC, id LIMIT 1000"
+        ))
+        .bind(&filter.state)
+        .bind(&filter.service)
+        .bind(&filter.practice)
+        .bind(&filter.referral)
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(rows.iter().map(delivery_of).collect())
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub const WHG: &str = env!("CARGO_BIN_EXE_whg");
 
@@ -75,44 +75,7 @@ impl Server {
         std::fs::write(&config, format!("{auth}{extra_config}")).unwrap();
         let defaults = whg::config::Config::defaults();
         let issuer = whg::auth::TokenIssuer::new(key, &defaults.auth);
-        let db = format!("sqlite://{}", dir.path().join("whg.db").display());
-        let mut child = Command::new(WHG)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--database-url",
-                &db,
-                "--config",
-            ])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start whg");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("whg listening on ") {
-                    let _ = tx.send(url.to_string());
-                }
-            }
-        });
-        let stderr_buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = stderr_buf.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let base = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("whg did not start: {}", stderr_buf.lock().unwrap()));
+        let (child, base, stderr_buf) = spawn(dir.path(), &config);
         let default = whg::auth::Principal::practice(DEFAULT_PRACTICE);
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(
@@ -243,6 +206,19 @@ impl Server {
         body
     }
 
+    /// Kills the server with SIGKILL (no chance to finish anything) and starts it again on the
+    /// same database and configuration. Logs of the first process are kept.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, base, stderr) = spawn(self.dir.path(), &self.config_path());
+        let earlier = self.stderr.lock().unwrap().clone();
+        stderr.lock().unwrap().insert_str(0, &earlier);
+        self.child = child;
+        self.base = base;
+        self.stderr = stderr;
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
@@ -250,6 +226,50 @@ impl Server {
             .status();
         self.child.wait().unwrap()
     }
+}
+
+/// Starts `whg serve` on the database in `dir` with `config`; returns the process, its base URL
+/// and its captured stderr.
+fn spawn(dir: &Path, config: &Path) -> (Child, String, std::sync::Arc<std::sync::Mutex<String>>) {
+    let db = format!("sqlite://{}", dir.join("whg.db").display());
+    let mut child = Command::new(WHG)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &db,
+            "--config",
+        ])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start whg");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("whg listening on ") {
+                let _ = tx.send(url.to_string());
+            }
+        }
+    });
+    let stderr_buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = stderr_buf.clone();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("whg did not start: {}", stderr_buf.lock().unwrap()));
+    (child, base, stderr_buf)
 }
 
 /// Status, headers and JSON body (`Null` if the body is not JSON) of a response.
@@ -419,4 +439,71 @@ pub fn check_with_independent_fhir(resources: &[Value]) {
         )),
         "{text}"
     );
+}
+
+// Referrals for the tests: a fixture made into a different person with its own id.
+
+pub fn referral(name: &str) -> Value {
+    read_json(
+        &root()
+            .join("fixtures/referrals/valid")
+            .join(format!("{name}.json")),
+    )
+}
+
+/// The `n`th synthetic NHS number (999 range) that passes Modulus 11.
+pub fn nhs_number(n: usize) -> String {
+    (0..)
+        .map(|i| format!("999{:06}", 100_000 + i * 7))
+        .flat_map(|nine| (0..10).map(move |d| format!("{nine}{d}")))
+        .filter(|c| whg::fhir::identifiers::nhs_number(c).is_ok())
+        .nth(n)
+        .unwrap()
+}
+
+/// A referral for a different person (`n`), with its own id, to `service`.
+pub fn referral_for(n: usize, service: &str) -> Value {
+    let mut r = referral("01-gp-work-stress-off-sick");
+    r["referralId"] = json!(format!("CONSENT-TEST-{n}"));
+    r["patient"]["nhsNumber"] = json!(nhs_number(n));
+    r["targetService"] = json!(service);
+    r
+}
+
+/// Posts a referral as its practice; returns (ServiceRequest id, Patient id).
+pub async fn refer(server: &Server, body: &Value) -> (String, String) {
+    let (status, headers, outcome) = server.post_json("/api/v1/referrals", body).await;
+    assert_eq!(status, 201, "{outcome}");
+    let sr_id = location_id(&headers);
+    let (_, sr) = server
+        .as_(whg::auth::Principal::practice(DEFAULT_PRACTICE))
+        .get(&format!("/fhir/ServiceRequest/{sr_id}"))
+        .await;
+    let patient = sr["subject"]["reference"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("Patient/")
+        .to_string();
+    (sr_id, patient)
+}
+
+/// The referral's Consent whose provision names `recipient`.
+pub async fn consent_for(server: &Server, patient: &str, recipient: &str) -> Value {
+    let (status, bundle) = server
+        .as_(whg::auth::Principal::practice(DEFAULT_PRACTICE))
+        .get(&format!(
+            "/fhir/Consent?patient=Patient/{patient}&status=active"
+        ))
+        .await;
+    assert_eq!(status, 200, "{bundle}");
+    bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"].clone())
+        .find(|c| {
+            c.to_string()
+                .contains(&format!("consent-recipient\",\"code\":\"{recipient}"))
+        })
+        .unwrap_or_else(|| panic!("no {recipient} consent in {bundle}"))
 }

@@ -1,0 +1,521 @@
+//! The adviser workflow and letters: `/api/v1/referrals/{id}/…` and `/api/v1/letters`.
+//! Each action reads the referral (tenancy and consent checked and audited by the guard), asks
+//! the pure [`workflow`] or [`letters`] core what changes, and stores it all in one transaction,
+//! letters with their outbox rows.
+
+use axum::Json;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::require_scope;
+use super::body::JsonBody;
+use super::error::{ApiError, fhir_response, set_location};
+use super::fhir_read::guard;
+use crate::audit::{self, Event, Kind};
+use crate::auth::{Principal, Role, scope};
+use crate::delivery::worker::workflow_task;
+use crate::fhir::search::format_instant;
+use crate::fhir::{Issue, IssueType};
+use crate::letters::{self, Context, LetterBody, LetterIds};
+use crate::store::{Delivery, DeliveryFilter, RecordParties, Transaction};
+use crate::workflow::action::{Support, TriageBody};
+use crate::workflow::{self, Action, Contact, Discharge, Parties, Stage};
+
+/// The body as the action's type, or a 400 naming what serde could not read.
+fn parse<T: DeserializeOwned>(body: JsonBody) -> Result<T, ApiError> {
+    serde_json::from_value(body.value).map_err(|e| {
+        ApiError::BadRequest(
+            Issue::general(
+                IssueType::Structure,
+                format!("the body does not have the expected shape: {e}"),
+            )
+            .into(),
+        )
+    })
+}
+
+/// The referral, checked readable by the caller, with its parties.
+async fn referral(
+    app: &AppState,
+    principal: &Principal,
+    headers: &HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<(Value, RecordParties), ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::NotFound(format!("no such referral: {e}")))?;
+    let sr = app
+        .store
+        .read("ServiceRequest", &id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("ServiceRequest/{id} is not known to this gateway"))
+        })?;
+    guard(app, principal, headers).read(&sr).await?;
+    let parties = app
+        .store
+        .records_of("ServiceRequest", &id)
+        .await?
+        .into_iter()
+        .find(|r| r.record == format!("ServiceRequest/{id}"))
+        .ok_or_else(|| ApiError::NotFound(format!("ServiceRequest/{id} is not a referral")))?;
+    Ok((sr, parties))
+}
+
+/// Only the service a referral is addressed to works on it.
+fn require_service(principal: &Principal, parties: &RecordParties) -> Result<(), ApiError> {
+    require_scope(principal, scope::WORKFLOW)?;
+    if principal.role != Role::Service
+        || parties.service.as_deref() != Some(&principal.organisation)
+    {
+        return Err(ApiError::Forbidden(
+            "only the service the referral is addressed to records its workflow".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn workflow_parties(sr: &Value, p: &RecordParties) -> Parties {
+    Parties {
+        referral: p.record.clone(),
+        patient: format!("Patient/{}", p.patient_id),
+        practice: p.practice.clone(),
+        service: p.service.clone().unwrap_or_default(),
+        referred_on: sr["authoredOn"]
+            .as_str()
+            .and_then(|d| d.get(..10))
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()),
+    }
+}
+
+fn version_of(resource: &Value) -> i64 {
+    resource["meta"]["versionId"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+pub async fn triage(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let action = parse::<TriageBody>(body)?
+        .into_action()
+        .map_err(ApiError::Invalid)?;
+    act(app, principal, headers, id, action).await
+}
+
+pub async fn contact(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let action = Action::Contact(parse::<Contact>(body)?);
+    act(app, principal, headers, id, action).await
+}
+
+pub async fn support(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let action = Action::Support(parse::<Support>(body)?);
+    act(app, principal, headers, id, action).await
+}
+
+pub async fn discharge(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let action = Action::Discharge(parse::<Discharge>(body)?);
+    act(app, principal, headers, id, action).await
+}
+
+/// Applies one workflow action and answers with the workflow's new state.
+async fn act(
+    app: AppState,
+    principal: Principal,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    action: Action,
+) -> Result<Response, ApiError> {
+    let (sr, record) = referral(&app, &principal, &headers, id).await?;
+    require_service(&principal, &record)?;
+    let parties = workflow_parties(&sr, &record);
+    let referral_id = sr["id"].as_str().unwrap_or_default().to_string();
+    let task = workflow_task(&*app.store, &referral_id).await?;
+    let now = Utc::now();
+    let encounter_id = uuid::Uuid::now_v7().to_string();
+    let change = workflow::apply(&parties, task.as_ref(), &action, &encounter_id, now)
+        .map_err(ApiError::Invalid)?;
+
+    let mut tx = Transaction {
+        referral: referral_id.clone(),
+        ..Default::default()
+    };
+    let new_sr_status = change.stage.service_request_status();
+    if sr["status"].as_str() != Some(new_sr_status) {
+        let mut updated = sr.clone();
+        updated["status"] = json!(new_sr_status);
+        tx.updates.push((updated, version_of(&sr)));
+    }
+    let mut task_value = change.task.clone();
+    match &task {
+        Some(stored) => tx.updates.push((task_value, version_of(stored))),
+        None => {
+            task_value["id"] = json!(uuid::Uuid::now_v7().to_string());
+            tx.creates.push(task_value);
+        }
+    }
+    if let Some(e) = change.encounter {
+        tx.creates.push(e);
+    }
+    let mut letter_id = None;
+    if let Some(notice) = &change.decline {
+        let context = letter_context(&app, &parties).await?;
+        let author = format!("{} triage team", context.service_name);
+        let letter = context.decline(notice, &author, now);
+        letter_id = Some(queue_letter(&app, &context, &letter, &mut tx, now));
+    }
+    tx.creates.push(audit::audit_event(&Event {
+        kind: Kind::Updated,
+        principal: Some(&principal),
+        patient: Some(parties.patient.clone()),
+        entities: vec![parties.referral.clone()],
+        decision: None,
+        permitted: true,
+        description: format!("referral workflow: {}", change.stage.code()),
+        at: now,
+        request_id: super::auth::request_id(&headers),
+    }));
+    commit(&app, tx).await?;
+    if letter_id.is_some() {
+        app.outbox.wake.notify_one();
+    }
+    let state = workflow_state(&app, &referral_id, &parties).await?;
+    Ok((StatusCode::OK, Json(state)).into_response())
+}
+
+/// Stores a workflow change, new resources claiming their UK Core profiles.
+async fn commit(app: &AppState, mut tx: Transaction) -> Result<Vec<Value>, ApiError> {
+    for r in &mut tx.creates {
+        crate::fhir::resource::claim_uk_core(r);
+    }
+    Ok(app.store.transact(tx).await?)
+}
+
+/// Everything a letter needs to know about the referral's parties.
+async fn letter_context(app: &AppState, parties: &Parties) -> Result<Context, ApiError> {
+    let patient_id = parties.patient.trim_start_matches("Patient/");
+    let patient = app
+        .store
+        .read("Patient", patient_id)
+        .await?
+        .unwrap_or_default();
+    let service_id = parties.service.rsplit_once('|').map_or("", |(_, v)| v);
+    let ods = parties.practice.rsplit_once('|').map_or("", |(_, v)| v);
+    let name = patient["name"]
+        .as_array()
+        .and_then(|n| n.first())
+        .map(|n| {
+            let given: Vec<&str> = n["given"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            format!(
+                "{} {}",
+                given.join(" "),
+                n["family"].as_str().unwrap_or_default()
+            )
+            .trim()
+            .to_string()
+        })
+        .filter(|n| !n.is_empty());
+    let nhs = patient["identifier"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["system"] == crate::fhir::systems::NHS_NUMBER)
+        .and_then(|i| i["value"].as_str())
+        .map(str::to_string);
+    Ok(Context {
+        referral: parties.referral.clone(),
+        patient: parties.patient.clone(),
+        referral_date: parties.referred_on,
+        service_name: app
+            .config
+            .service(service_id)
+            .map_or_else(|| service_id.to_string(), |s| s.name.clone()),
+        service: parties.service.clone(),
+        practice: parties.practice.clone(),
+        practice_name: app
+            .config
+            .directory
+            .get(ods)
+            .and_then(|r| r.name())
+            .map(str::to_string),
+        patient_name: name,
+        nhs_number: nhs,
+        birth_date: patient["birthDate"].as_str().map(str::to_string),
+    })
+}
+
+/// Renders the letter and adds its resources and outbox row to `tx`; returns the letter's id.
+fn queue_letter(
+    app: &AppState,
+    context: &Context,
+    letter: &letters::Letter,
+    tx: &mut Transaction,
+    now: DateTime<Utc>,
+) -> String {
+    let ids = LetterIds {
+        composition: uuid::Uuid::now_v7().to_string(),
+        document: uuid::Uuid::now_v7().to_string(),
+        communication: uuid::Uuid::now_v7().to_string(),
+    };
+    let pdf = letters::pdf::render(letter);
+    tx.creates
+        .extend(letters::resources(letter, context, &ids, &pdf, now));
+    let d = &app.config.delivery;
+    let at = |secs: u64| format_instant(now + chrono::Duration::seconds(secs as i64));
+    tx.deliveries.push(Delivery {
+        id: ids.communication.clone(),
+        document_id: ids.document,
+        referral_id: tx.referral.clone(),
+        patient_id: context.patient.trim_start_matches("Patient/").to_string(),
+        service: context.service.clone(),
+        practice: context.practice.clone(),
+        urgent: letter.urgent,
+        state: "queued".into(),
+        attempts: 0,
+        message_id: uuid::Uuid::now_v7().to_string(),
+        // One conversation per referral, as BaRS keeps one correlation id per conversation.
+        correlation_id: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, context.referral.as_bytes())
+            .to_string(),
+        created_at: format_instant(now),
+        next_attempt_at: format_instant(now),
+        deadline_at: at(d.retry_window_secs),
+        escalate_at: letter.urgent.then(|| at(d.urgent_ack_secs)),
+        escalated_at: None,
+        channel: None,
+        last_error: None,
+        updated_at: format_instant(now),
+    });
+    ids.communication
+}
+
+/// `POST /api/v1/referrals/{id}/letters`: an adviser's letter to the referring practice.
+pub async fn create_letter(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let body: LetterBody = parse(body)?;
+    let (sr, record) = referral(&app, &principal, &headers, id).await?;
+    require_service(&principal, &record)?;
+    let issues = body.validate();
+    if !issues.is_empty() {
+        return Err(ApiError::Invalid(issues));
+    }
+    let parties = workflow_parties(&sr, &record);
+    let referral_id = sr["id"].as_str().unwrap_or_default().to_string();
+    let task = workflow_task(&*app.store, &referral_id).await?;
+    if matches!(workflow::stage_of(task.as_ref()), Stage::Received) {
+        return Err(ApiError::Invalid(
+            Issue::general(
+                IssueType::BusinessRule,
+                "triage the referral first: a declined referral's letter is sent by the decline itself",
+            )
+            .into(),
+        ));
+    }
+    let now = Utc::now();
+    let context = letter_context(&app, &parties).await?;
+    let letter = context.feedback(&body, now);
+    let mut tx = Transaction {
+        referral: referral_id,
+        ..Default::default()
+    };
+    let letter_id = queue_letter(&app, &context, &letter, &mut tx, now);
+    tx.creates.push(audit::audit_event(&Event {
+        kind: Kind::Intake,
+        principal: Some(&principal),
+        patient: Some(parties.patient.clone()),
+        entities: vec![format!("Communication/{letter_id}")],
+        decision: None,
+        permitted: true,
+        description: format!(
+            "{} letter queued for the referring practice",
+            body.priority.code()
+        ),
+        at: now,
+        request_id: super::auth::request_id(&headers),
+    }));
+    let stored = commit(&app, tx).await?;
+    app.outbox.wake.notify_one();
+    let communication = stored
+        .into_iter()
+        .find(|r| r["resourceType"] == "Communication")
+        .unwrap_or_default();
+    let mut response = fhir_response(StatusCode::CREATED, &communication);
+    set_location(
+        &mut response,
+        &format!("{}/fhir/Communication/{letter_id}", app.config.base_url()),
+    );
+    Ok(response)
+}
+
+/// The workflow's state as JSON: stage, the Task, timeliness and the letters.
+async fn workflow_state(
+    app: &AppState,
+    referral_id: &str,
+    parties: &Parties,
+) -> Result<Value, ApiError> {
+    let task = workflow_task(&*app.store, referral_id).await?;
+    let stage = workflow::stage_of(task.as_ref());
+    let first_contact = match task.as_ref().and_then(|t| {
+        t["input"].as_array()?.iter().find(|i| i["type"]["coding"][0]["code"] == "first-contact")?["valueReference"]["reference"]
+            .as_str()
+            .map(str::to_string)
+    }) {
+        Some(r) => app
+            .store
+            .read("Encounter", r.trim_start_matches("Encounter/"))
+            .await?
+            .and_then(|e| e["period"]["start"].as_str().and_then(|d| NaiveDate::parse_from_str(d.get(..10)?, "%Y-%m-%d").ok())),
+        None => None,
+    };
+    let letters = app
+        .store
+        .deliveries(&DeliveryFilter {
+            referral: Some(referral_id.to_string()),
+            ..Default::default()
+        })
+        .await?;
+    Ok(json!({
+        "referral": parties.referral,
+        "stage": stage.code(),
+        "serviceRequestStatus": stage.service_request_status(),
+        "timeliness": workflow::timeliness(
+            parties.referred_on,
+            first_contact,
+            app.config.workflow.first_contact_target_days,
+            Utc::now().date_naive(),
+        ),
+        "task": task,
+        "letters": letters,
+    }))
+}
+
+/// `GET /api/v1/referrals/{id}/workflow`: for the service and the referring practice.
+pub async fn show(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    require_scope(&principal, &scope::read("ServiceRequest"))?;
+    let (sr, record) = referral(&app, &principal, &headers, id).await?;
+    let parties = workflow_parties(&sr, &record);
+    let state = workflow_state(&app, sr["id"].as_str().unwrap_or_default(), &parties).await?;
+    Ok(Json(state).into_response())
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LetterQuery {
+    pub state: Option<String>,
+    pub referral: Option<String>,
+}
+
+/// `GET /api/v1/letters?state=&referral=`: the caller's letters (a service's sent, a practice's
+/// received), e.g. every dead or escalated one.
+pub async fn list_letters(
+    State(app): State<AppState>,
+    principal: Principal,
+    query: Result<Query<LetterQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    require_scope(&principal, &scope::search("Communication"))?;
+    let Query(q) = query.map_err(|e| {
+        ApiError::BadRequest(Issue::general(IssueType::Invalid, e.body_text()).into())
+    })?;
+    if let Some(s) = &q.state {
+        let mut issues = crate::fhir::Issues::new();
+        crate::workflow::action::check_code(&mut issues, "state", "letter-delivery-state", s);
+        if !issues.is_empty() {
+            return Err(ApiError::BadRequest(issues));
+        }
+    }
+    let mut filter = DeliveryFilter {
+        state: q.state,
+        referral: q.referral,
+        ..Default::default()
+    };
+    match principal.role {
+        Role::Service => filter.service = Some(principal.organisation.clone()),
+        Role::Practice => filter.practice = Some(principal.organisation.clone()),
+        Role::InformationGovernance => {
+            return Err(ApiError::Forbidden(
+                "information-governance clients read the audit trail, not letters".into(),
+            ));
+        }
+    }
+    let letters = app.store.deliveries(&filter).await?;
+    Ok(Json(json!({ "total": letters.len(), "letters": letters })).into_response())
+}
+
+/// `GET /api/v1/letters/{id}`: one letter's delivery, with its attempts.
+pub async fn show_letter(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    require_scope(&principal, &scope::read("Communication"))?;
+    let Path(id) = id.map_err(|e| ApiError::NotFound(format!("no such letter: {e}")))?;
+    let communication =
+        app.store.read("Communication", &id).await?.ok_or_else(|| {
+            ApiError::NotFound(format!("letter {id} is not known to this gateway"))
+        })?;
+    guard(&app, &principal, &headers)
+        .read(&communication)
+        .await?;
+    let (delivery, attempts) =
+        app.store.delivery(&id).await?.ok_or_else(|| {
+            ApiError::NotFound(format!("letter {id} is not known to this gateway"))
+        })?;
+    Ok(
+        Json(json!({ "delivery": delivery, "attempts": attempts, "communication": communication }))
+            .into_response(),
+    )
+}
+
+/// `GET /metrics`: delivery counters (no personal data), for Prometheus.
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        app.outbox.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,304 @@
+//! The FHIR channel: a BaRS-style `servicerequest-response` message, carrying the letter as a
+//! DocumentReference with its PDF, posted to the practice's `$process-message` with an OAuth2
+//! client-credentials token (cached until it expires) and BaRS's `X-Request-ID` and
+//! `X-Correlation-ID`. The message id and request id are the letter's, on every attempt, so
+//! the receiver can de-duplicate.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use oauth2::basic::BasicClient;
+use oauth2::{ClientId, ClientSecret, Scope, TokenResponse, TokenUrl};
+use serde_json::{Value, json};
+
+use super::Outcome;
+use crate::config::PracticeRoute;
+use crate::fhir::systems;
+
+const BARS_BUNDLE_PROFILE: &str = "https://fhir.nhs.uk/StructureDefinition/BARSBundleMessage";
+const RESPONSE_DEFINITION: &str =
+    "https://fhir.nhs.uk/MessageDefinition/bars-message-servicerequest-response-referral";
+
+/// What one message carries, as stored.
+pub struct Message<'a> {
+    /// The letter's message id (the Bundle's id and the X-Request-ID).
+    pub id: &'a str,
+    /// When the letter was queued: the message's timestamp on every attempt.
+    pub timestamp: &'a str,
+    pub base_url: &'a str,
+    /// `system|value` of the service and of the practice.
+    pub service: &'a str,
+    pub practice: &'a str,
+    pub referral: &'a Value,
+    pub patient: &'a Value,
+    pub workflow_task: Option<&'a Value>,
+    pub document: &'a Value,
+}
+
+fn identifier_ref(system_value: &str) -> Value {
+    let (system, value) = system_value.split_once('|').unwrap_or(("", system_value));
+    json!({ "identifier": { "system": system, "value": value } })
+}
+
+fn entry(base_url: &str, resource: &Value) -> Value {
+    json!({
+        "fullUrl": format!(
+            "{base_url}/fhir/{}/{}",
+            resource["resourceType"].as_str().unwrap_or_default(),
+            resource["id"].as_str().unwrap_or_default()
+        ),
+        "resource": resource,
+    })
+}
+
+/// The `servicerequest-response` message Bundle.
+pub fn message(m: &Message) -> Value {
+    let focus = format!(
+        "{}/fhir/ServiceRequest/{}",
+        m.base_url,
+        m.referral["id"].as_str().unwrap_or_default()
+    );
+    let header_id = uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("{}#header", m.id).as_bytes(),
+    );
+    let header = json!({
+        "resourceType": "MessageHeader",
+        "id": header_id.to_string(),
+        "eventCoding": { "system": systems::BARS_MESSAGE_EVENTS, "code": "servicerequest-response" },
+        "destination": [{ "endpoint": m.practice, "receiver": identifier_ref(m.practice) }],
+        "sender": identifier_ref(m.service),
+        "source": {
+            "name": "Work and Health Gateway",
+            "software": "whg",
+            "version": env!("CARGO_PKG_VERSION"),
+            "endpoint": format!("{}/fhir/$process-message", m.base_url),
+        },
+        "focus": [{ "reference": focus }],
+        "definition": RESPONSE_DEFINITION,
+    });
+    let mut entries = vec![
+        json!({ "fullUrl": format!("urn:uuid:{header_id}"), "resource": header }),
+        entry(m.base_url, m.referral),
+        entry(m.base_url, m.patient),
+    ];
+    if let Some(task) = m.workflow_task {
+        entries.push(entry(m.base_url, task));
+    }
+    entries.push(entry(m.base_url, m.document));
+    json!({
+        "resourceType": "Bundle",
+        "id": m.id,
+        "meta": { "profile": [BARS_BUNDLE_PROFILE], "lastUpdated": m.timestamp },
+        "type": "message",
+        "timestamp": m.timestamp,
+        "entry": entries,
+    })
+}
+
+/// Sends messages over HTTP, holding each practice's access token until it expires.
+pub struct FhirChannel {
+    http: reqwest::Client,
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl FhirChannel {
+    pub fn new(http: reqwest::Client) -> Self {
+        FhirChannel {
+            http,
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Posts `bundle` to the practice's endpoint and says what the answer means.
+    pub async fn send(
+        &self,
+        ods: &str,
+        route: &PracticeRoute,
+        bundle: &Value,
+        request_id: &str,
+        correlation_id: &str,
+        timeout: Duration,
+    ) -> Outcome {
+        let PracticeRoute::Fhir { endpoint, .. } = route;
+        let token = match self.token(ods, route, timeout).await {
+            Ok(t) => t,
+            Err(error) => {
+                return Outcome::Retry {
+                    error,
+                    retry_after: None,
+                };
+            }
+        };
+        let mut request = self
+            .http
+            .post(format!(
+                "{}/$process-message",
+                endpoint.trim_end_matches('/')
+            ))
+            .timeout(timeout)
+            .header("content-type", "application/fhir+json")
+            .header("accept", "application/fhir+json")
+            .header("x-request-id", request_id)
+            .header("x-correlation-id", correlation_id)
+            .body(bundle.to_string());
+        if let Some(t) = &token {
+            request = request.bearer_auth(t);
+        }
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Outcome::Retry {
+                    error: describe(&e),
+                    retry_after: None,
+                };
+            }
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        if status.is_success() {
+            return Outcome::Accepted;
+        }
+        let body = response.text().await.unwrap_or_default();
+        let error = format!("HTTP {}{}", status.as_u16(), diagnostics(&body));
+        match status.as_u16() {
+            401 => {
+                // A token the receiver no longer takes: fetch a new one next time.
+                self.forget(ods);
+                Outcome::Retry {
+                    error,
+                    retry_after: None,
+                }
+            }
+            408 | 425 | 429 => Outcome::Retry { error, retry_after },
+            400..=499 => Outcome::Rejected { error },
+            _ => Outcome::Retry { error, retry_after },
+        }
+    }
+
+    fn forget(&self, ods: &str) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(ods);
+    }
+
+    /// A current access token for the practice's endpoint (none if it takes none).
+    async fn token(
+        &self,
+        ods: &str,
+        route: &PracticeRoute,
+        timeout: Duration,
+    ) -> Result<Option<String>, String> {
+        let PracticeRoute::Fhir {
+            token_url: Some(token_url),
+            client_id: Some(client_id),
+            client_secret_file: Some(secret_file),
+            scope,
+            ..
+        } = route
+        else {
+            return Ok(None);
+        };
+        if let Some((token, until)) = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(ods)
+            && *until > Instant::now()
+        {
+            return Ok(Some(token.clone()));
+        }
+        let secret = std::fs::read_to_string(secret_file)
+            .map_err(|e| format!("cannot read the client secret file for {ods}: {e}"))?;
+        let client = BasicClient::new(ClientId::new(client_id.clone()))
+            .set_client_secret(ClientSecret::new(secret.trim().to_string()))
+            .set_token_uri(
+                TokenUrl::new(token_url.clone())
+                    .map_err(|e| format!("token_url for {ods}: {e}"))?,
+            );
+        let http = self.http.clone();
+        let call = move |request: oauth2::HttpRequest| {
+            let http = http.clone();
+            async move {
+                let mut request = reqwest::Request::try_from(request)?;
+                *request.timeout_mut() = Some(timeout);
+                let response = http.execute(request).await?;
+                let mut built = oauth2::http::Response::builder().status(response.status());
+                for (name, value) in response.headers() {
+                    built = built.header(name, value);
+                }
+                let body = response.bytes().await?.to_vec();
+                Ok::<_, reqwest::Error>(built.body(body).unwrap_or_default())
+            }
+        };
+        let mut exchange = client.exchange_client_credentials();
+        if let Some(s) = scope {
+            exchange = exchange.add_scope(Scope::new(s.clone()));
+        }
+        let response = exchange
+            .request_async(&call)
+            .await
+            .map_err(|e| format!("token request to {token_url} failed: {}", token_error(&e)))?;
+        let token = response.access_token().secret().clone();
+        // Renewed 30 s before it runs out; a token with no stated lifetime is kept 5 minutes.
+        let lifetime = response
+            .expires_in()
+            .unwrap_or(Duration::from_secs(300))
+            .saturating_sub(Duration::from_secs(30));
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ods.to_string(), (token.clone(), Instant::now() + lifetime));
+        Ok(Some(token))
+    }
+}
+
+fn token_error<E: std::error::Error, T: oauth2::ErrorResponse>(
+    e: &oauth2::RequestTokenError<E, T>,
+) -> String {
+    match e {
+        oauth2::RequestTokenError::ServerResponse(r) => format!("the server refused: {r}"),
+        oauth2::RequestTokenError::Request(r) => format!("no answer: {r}"),
+        oauth2::RequestTokenError::Parse(p, _) => format!("unreadable answer: {p}"),
+        oauth2::RequestTokenError::Other(o) => o.clone(),
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "cannot connect".into()
+    } else {
+        format!("request failed: {e}")
+    }
+}
+
+/// The receiver's diagnostics, when it answered with an OperationOutcome.
+fn diagnostics(body: &str) -> String {
+    let Ok(v) = serde_json::from_str::<Value>(body) else {
+        return String::new();
+    };
+    let texts: Vec<&str> = v["issue"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["diagnostics"].as_str().or(i["details"]["text"].as_str()))
+        .take(3)
+        .collect();
+    if texts.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ": {}",
+            texts.join("; ").chars().take(500).collect::<String>()
+        )
+    }
+}

@@ -1,0 +1,312 @@
+//! What an adviser sends: the JSON bodies of the workflow routes, and their checks. Codes are
+//! checked against the project's CodeSystems, so a published list and the API cannot drift.
+
+use chrono::NaiveDate;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Parties;
+use crate::fhir::terminology::{code_system, coding};
+use crate::fhir::{IssueType, Issues};
+
+/// The longest free-text note kept (a letter's sections have their own limits).
+const MAX_NOTE: usize = 4000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Triage(Triage),
+    Contact(Encounter),
+    Support(Support),
+    Discharge(Discharge),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TriageDecision {
+    Accept,
+    Decline {
+        /// A `referral-decline-reason` code.
+        reason: String,
+        /// For `not-eligible`: the `eligibility-criterion` code that failed.
+        criterion: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Triage {
+    pub decision: TriageDecision,
+    pub note: Option<String>,
+}
+
+/// `POST …/triage`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriageBody {
+    pub decision: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub criterion: Option<String>,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+impl TriageBody {
+    /// The triage it asks for, or every problem with it.
+    pub fn into_action(self) -> Result<Action, Issues> {
+        let mut issues = Issues::new();
+        let decision = match self.decision.as_str() {
+            "accept" => {
+                if self.reason.is_some() || self.criterion.is_some() {
+                    issues.error(
+                        IssueType::BusinessRule,
+                        "reason",
+                        "an accepted referral has no decline reason: leave reason and criterion out",
+                    );
+                }
+                TriageDecision::Accept
+            }
+            "decline" => {
+                let reason = self.reason.clone().unwrap_or_default();
+                match &self.reason {
+                    None => issues.error(
+                        IssueType::Required,
+                        "reason",
+                        format!(
+                            "a decline needs a reason: one of {}",
+                            codes("referral-decline-reason")
+                        ),
+                    ),
+                    Some(r) => check_code(&mut issues, "reason", "referral-decline-reason", r),
+                }
+                match (&self.criterion, reason.as_str()) {
+                    (Some(c), "not-eligible") => {
+                        check_code(&mut issues, "criterion", "eligibility-criterion", c)
+                    }
+                    (None, "not-eligible") => issues.error(
+                        IssueType::Required,
+                        "criterion",
+                        format!(
+                            "a not-eligible decline names the criterion the person does not meet: one of {}",
+                            codes("eligibility-criterion")
+                        ),
+                    ),
+                    (Some(_), _) => issues.error(
+                        IssueType::BusinessRule,
+                        "criterion",
+                        "a criterion is named only for a not-eligible decline",
+                    ),
+                    (None, _) => {}
+                }
+                if reason == "other" && self.note.as_deref().is_none_or(|n| n.trim().is_empty()) {
+                    issues.error(
+                        IssueType::Required,
+                        "note",
+                        "a decline for another reason says what it is in the note",
+                    );
+                }
+                TriageDecision::Decline {
+                    reason,
+                    criterion: self.criterion,
+                }
+            }
+            other => {
+                issues.error(
+                    IssueType::Value,
+                    "decision",
+                    format!("decision '{other}' is not one of accept, decline"),
+                );
+                TriageDecision::Accept
+            }
+        };
+        check_note(&mut issues, "note", self.note.as_deref());
+        issues.into_result(Action::Triage(Triage {
+            decision,
+            note: self.note,
+        }))
+    }
+}
+
+/// A contact with the person: the first is the service's first contact, the later ones
+/// appointments. Stored as a FHIR Encounter.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Encounter {
+    pub date: NaiveDate,
+    /// A `contact-channel` code.
+    pub channel: String,
+    /// False: the person did not attend.
+    #[serde(default = "yes")]
+    pub attended: bool,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Encounter {
+    /// The Encounter resource for this contact.
+    pub fn encounter(&self, id: &str, parties: &Parties) -> Value {
+        // v3 ActCode classes: AMB (ambulatory: in person) and VR (virtual) for the rest.
+        let (class, class_display) = match self.channel.as_str() {
+            "in-person" => ("AMB", "ambulatory"),
+            _ => ("VR", "virtual"),
+        };
+        let service = super::identifier_reference(&parties.service);
+        json!({
+            "resourceType": "Encounter",
+            "id": id,
+            "status": if self.attended { "finished" } else { "cancelled" },
+            "class": { "system": crate::fhir::systems::V3_ACT_CODE, "code": class, "display": class_display },
+            "type": [{ "coding": [coding("contact-channel", &self.channel)] }],
+            "subject": { "reference": parties.patient },
+            "basedOn": [{ "reference": parties.referral }],
+            "period": { "start": self.date.to_string(), "end": self.date.to_string() },
+            "serviceProvider": service,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Support {
+    pub date: NaiveDate,
+    /// `support-given` codes.
+    pub codes: Vec<String>,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Discharge {
+    pub date: NaiveDate,
+    /// An `employment-outcome` code.
+    #[serde(default)]
+    pub employment_outcome: Option<String>,
+    /// `health-outcome` codes.
+    #[serde(default)]
+    pub health_outcomes: Vec<String>,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+impl Action {
+    /// Where a problem with the action as a whole is reported.
+    pub fn expression(&self) -> &'static str {
+        match self {
+            Action::Triage(_) => "decision",
+            Action::Contact(_) | Action::Support(_) | Action::Discharge(_) => "date",
+        }
+    }
+
+    pub fn note(&self) -> Option<&str> {
+        match self {
+            Action::Triage(t) => t.note.as_deref(),
+            Action::Contact(c) => c.note.as_deref(),
+            Action::Support(s) => s.note.as_deref(),
+            Action::Discharge(d) => d.note.as_deref(),
+        }
+    }
+
+    /// Problems with the action's own fields (not with the referral's stage).
+    pub fn validate(&self, today: NaiveDate) -> Issues {
+        let mut issues = Issues::new();
+        let not_future = |issues: &mut Issues, date: NaiveDate| {
+            if date > today {
+                issues.error(
+                    IssueType::BusinessRule,
+                    "date",
+                    format!("{date} is in the future: record what has happened"),
+                );
+            }
+        };
+        match self {
+            Action::Triage(_) => {}
+            Action::Contact(c) => {
+                not_future(&mut issues, c.date);
+                check_code(&mut issues, "channel", "contact-channel", &c.channel);
+            }
+            Action::Support(s) => {
+                not_future(&mut issues, s.date);
+                if s.codes.is_empty() {
+                    issues.error(
+                        IssueType::Required,
+                        "codes",
+                        format!(
+                            "name the support given: one or more of {}",
+                            codes("support-given")
+                        ),
+                    );
+                }
+                for (i, c) in s.codes.iter().enumerate() {
+                    check_code(&mut issues, &format!("codes[{i}]"), "support-given", c);
+                }
+            }
+            Action::Discharge(d) => {
+                not_future(&mut issues, d.date);
+                match &d.employment_outcome {
+                    Some(e) => {
+                        check_code(&mut issues, "employmentOutcome", "employment-outcome", e)
+                    }
+                    None => issues.error(
+                        IssueType::Required,
+                        "employmentOutcome",
+                        format!(
+                            "a discharge records the person's work situation: one of {}",
+                            codes("employment-outcome")
+                        ),
+                    ),
+                }
+                for (i, h) in d.health_outcomes.iter().enumerate() {
+                    check_code(
+                        &mut issues,
+                        &format!("healthOutcomes[{i}]"),
+                        "health-outcome",
+                        h,
+                    );
+                }
+            }
+        }
+        if !matches!(self, Action::Triage(_)) {
+            check_note(&mut issues, "note", self.note());
+        }
+        issues
+    }
+}
+
+/// The codes of one of the project's CodeSystems, for diagnostics.
+pub fn codes(system: &str) -> String {
+    code_system(system)
+        .concepts
+        .iter()
+        .map(|(c, _)| c.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn check_code(issues: &mut Issues, expression: &str, system: &str, code: &str) {
+    if code_system(system).display(code).is_none() {
+        issues.error(
+            IssueType::CodeInvalid,
+            expression,
+            format!(
+                "'{code}' is not a {system} code: use one of {}",
+                codes(system)
+            ),
+        );
+    }
+}
+
+pub fn check_note(issues: &mut Issues, expression: &str, note: Option<&str>) {
+    if let Some(n) = note
+        && n.chars().count() > MAX_NOTE
+    {
+        issues.error(
+            IssueType::TooLong,
+            expression,
+            format!("at most {MAX_NOTE} characters"),
+        );
+    }
+}

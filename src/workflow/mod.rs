@@ -1,0 +1,369 @@
+//! The adviser workflow on a referral: triage (accept, or decline with a coded reason), first
+//! contact, appointments, support given and discharge with outcomes. Pure: given the referral's
+//! stored workflow Task (if any) and an adviser's action, says what the Task, the ServiceRequest's
+//! status and any new Encounter become, or every problem with the action.
+//!
+//! State lives in FHIR so the referring practice reads it with FHIR: the ServiceRequest's
+//! `status` (active → revoked on a decline, completed at discharge) and one Task per referral
+//! (code `referral-workflow`, `focus` the ServiceRequest) whose `businessStatus` follows
+//! `referral-workflow-status` and whose inputs and outputs hold the coded facts.
+
+pub mod action;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::{Value, json};
+
+pub use action::{Action, Discharge, Encounter as Contact, Triage, TriageDecision};
+
+use crate::fhir::systems::local_code_system;
+use crate::fhir::terminology::coding;
+use crate::fhir::{IssueType, Issues};
+
+/// Where a referral stands (`referral-workflow-status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Received,
+    Accepted,
+    Declined,
+    Contacted,
+    InSupport,
+    Discharged,
+}
+
+impl Stage {
+    pub fn code(self) -> &'static str {
+        match self {
+            Stage::Received => "received",
+            Stage::Accepted => "accepted",
+            Stage::Declined => "declined",
+            Stage::Contacted => "contacted",
+            Stage::InSupport => "in-support",
+            Stage::Discharged => "discharged",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Stage> {
+        [
+            Stage::Received,
+            Stage::Accepted,
+            Stage::Declined,
+            Stage::Contacted,
+            Stage::InSupport,
+            Stage::Discharged,
+        ]
+        .into_iter()
+        .find(|s| s.code() == code)
+    }
+
+    /// The FHIR `Task.status` for the stage.
+    fn task_status(self) -> &'static str {
+        match self {
+            Stage::Received => "requested",
+            Stage::Accepted => "accepted",
+            Stage::Declined => "rejected",
+            Stage::Contacted | Stage::InSupport => "in-progress",
+            Stage::Discharged => "completed",
+        }
+    }
+
+    /// The ServiceRequest's `status` once the referral is at this stage.
+    pub fn service_request_status(self) -> &'static str {
+        match self {
+            Stage::Declined => "revoked",
+            Stage::Discharged => "completed",
+            _ => "active",
+        }
+    }
+}
+
+/// The stage a stored workflow Task records (`Received` when there is none yet).
+pub fn stage_of(task: Option<&Value>) -> Stage {
+    task.and_then(|t| {
+        t["businessStatus"]["coding"]
+            .as_array()?
+            .iter()
+            .find(|c| c["system"].as_str() == Some(&local_code_system("referral-workflow-status")))
+            .and_then(|c| Stage::from_code(c["code"].as_str()?))
+    })
+    .unwrap_or(Stage::Received)
+}
+
+/// Who the workflow is between, and about whom: references and identifiers as stored.
+#[derive(Debug, Clone)]
+pub struct Parties {
+    /// `ServiceRequest/{id}`.
+    pub referral: String,
+    /// `Patient/{id}`.
+    pub patient: String,
+    /// `system|value` of the referring practice and of the service.
+    pub practice: String,
+    pub service: String,
+    /// When the referral was made (ServiceRequest.authoredOn), for the two-week target.
+    pub referred_on: Option<NaiveDate>,
+}
+
+/// What one action changes.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub stage: Stage,
+    /// The workflow Task to store: new (no `id`) or the stored one amended.
+    pub task: Value,
+    /// A new Encounter (a contact), already given its `id`.
+    pub encounter: Option<Value>,
+    /// For a decline: what the automatic letter to the practice says.
+    pub decline: Option<DeclineNotice>,
+}
+
+/// Why a referral was declined, for the inappropriate-referral letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclineNotice {
+    pub reason: String,
+    pub reason_display: String,
+    pub criterion: Option<String>,
+    pub note: Option<String>,
+}
+
+/// Applies `action` to the referral whose stored workflow Task is `task` (none before triage).
+/// `encounter_id` is the id a contact's Encounter gets.
+pub fn apply(
+    parties: &Parties,
+    task: Option<&Value>,
+    action: &Action,
+    encounter_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Change, Issues> {
+    let current = stage_of(task);
+    let mut issues = action.validate(now.date_naive());
+    let next = match next_stage(current, action) {
+        Ok(next) => Some(next),
+        Err(why) => {
+            issues.error(IssueType::BusinessRule, action.expression(), why);
+            None
+        }
+    };
+    if let Action::Contact(c) = action
+        && let Some(referred) = parties.referred_on
+        && c.date < referred
+    {
+        issues.error(
+            IssueType::BusinessRule,
+            "date",
+            format!("a contact cannot be before the referral was made ({referred})"),
+        );
+    }
+    let Some(next) = issues.is_empty().then_some(next).flatten() else {
+        return Err(issues);
+    };
+    let mut task = task.cloned().unwrap_or_else(|| new_task(parties, now));
+    task["status"] = json!(next.task_status());
+    task["businessStatus"] = json!({
+        "coding": [coding("referral-workflow-status", next.code())],
+        "text": coding("referral-workflow-status", next.code())["display"],
+    });
+    task["lastModified"] = json!(crate::fhir::search::format_instant(now));
+    let mut encounter = None;
+    let mut decline = None;
+    match action {
+        Action::Triage(t) => match &t.decision {
+            TriageDecision::Accept => {}
+            TriageDecision::Decline { reason, criterion } => {
+                let reason_coding = coding("referral-decline-reason", reason);
+                task["statusReason"] = json!({
+                    "coding": [reason_coding],
+                    "text": t.note.clone().unwrap_or_else(|| reason_coding["display"].as_str().unwrap_or_default().to_string()),
+                });
+                push(
+                    &mut task,
+                    "input",
+                    "decline-reason",
+                    json!({ "valueCodeableConcept": { "coding": [reason_coding] } }),
+                );
+                if let Some(c) = criterion {
+                    push(
+                        &mut task,
+                        "input",
+                        "failed-criterion",
+                        json!({ "valueCodeableConcept": { "coding": [coding("eligibility-criterion", c)] } }),
+                    );
+                }
+                decline = Some(DeclineNotice {
+                    reason: reason.clone(),
+                    reason_display: reason_coding["display"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    criterion: criterion.clone(),
+                    note: t.note.clone(),
+                });
+            }
+        },
+        Action::Contact(c) => {
+            let kind = if current == Stage::Accepted {
+                "first-contact"
+            } else {
+                "appointment"
+            };
+            let reference = format!("Encounter/{encounter_id}");
+            push(
+                &mut task,
+                "input",
+                kind,
+                json!({ "valueReference": { "reference": reference } }),
+            );
+            encounter = Some(c.encounter(encounter_id, parties));
+        }
+        Action::Support(s) => {
+            for code in &s.codes {
+                push(
+                    &mut task,
+                    "output",
+                    "support-given",
+                    json!({ "valueCodeableConcept": { "coding": [coding("support-given", code)] } }),
+                );
+            }
+        }
+        Action::Discharge(d) => {
+            if let Some(e) = &d.employment_outcome {
+                push(
+                    &mut task,
+                    "output",
+                    "employment-outcome",
+                    json!({ "valueCodeableConcept": { "coding": [coding("employment-outcome", e)] } }),
+                );
+            }
+            for h in &d.health_outcomes {
+                push(
+                    &mut task,
+                    "output",
+                    "health-outcome",
+                    json!({ "valueCodeableConcept": { "coding": [coding("health-outcome", h)] } }),
+                );
+            }
+            task["executionPeriod"]["end"] = json!(d.date.to_string());
+        }
+    }
+    if let Some(note) = action.note()
+        && !matches!(action, Action::Triage(_))
+    {
+        let notes = task["note"].as_array().cloned().unwrap_or_default();
+        let mut notes = notes;
+        notes.push(json!({ "time": crate::fhir::search::format_instant(now), "text": note }));
+        task["note"] = Value::Array(notes);
+    }
+    Ok(Change {
+        stage: next,
+        task,
+        encounter,
+        decline,
+    })
+}
+
+/// The stage `action` moves a referral at `current` to, or why it cannot.
+fn next_stage(current: Stage, action: &Action) -> Result<Stage, String> {
+    use Stage::*;
+    let allowed = |from: &[Stage], to: Stage, what: &str| {
+        if from.contains(&current) {
+            Ok(to)
+        } else {
+            Err(format!(
+                "{what} is not possible for a referral that is {}: allowed when it is {}",
+                current.code(),
+                from.iter()
+                    .map(|s| s.code())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ))
+        }
+    };
+    match action {
+        Action::Triage(t) => match t.decision {
+            TriageDecision::Accept => allowed(&[Received], Accepted, "accepting"),
+            // A person may decline, or be unreachable, after the referral was accepted.
+            TriageDecision::Decline { .. } => {
+                allowed(&[Received, Accepted, Contacted], Declined, "declining")
+            }
+        },
+        Action::Contact(_) => match current {
+            Accepted => Ok(Contacted),
+            _ => allowed(
+                &[Accepted, Contacted, InSupport],
+                InSupport,
+                "recording a contact",
+            ),
+        },
+        Action::Support(_) => allowed(&[Contacted, InSupport], InSupport, "recording support"),
+        Action::Discharge(_) => allowed(&[Contacted, InSupport], Discharged, "discharging"),
+    }
+}
+
+fn push(task: &mut Value, list: &str, kind: &str, value: Value) {
+    let mut item = json!({ "type": { "coding": [coding("workflow-task-input", kind)] } });
+    if let (Some(item), Value::Object(value)) = (item.as_object_mut(), value) {
+        item.extend(value);
+    }
+    match task[list].as_array_mut() {
+        Some(items) => items.push(item),
+        None => task[list] = json!([item]),
+    }
+}
+
+fn identifier_reference(system_value: &str) -> Value {
+    let (system, value) = system_value.split_once('|').unwrap_or(("", system_value));
+    json!({ "identifier": { "system": system, "value": value } })
+}
+
+fn new_task(parties: &Parties, now: DateTime<Utc>) -> Value {
+    json!({
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "code": { "coding": [coding("task-code", "referral-workflow")] },
+        "focus": { "reference": parties.referral },
+        "for": { "reference": parties.patient },
+        "authoredOn": crate::fhir::search::format_instant(now),
+        "requester": identifier_reference(&parties.practice),
+        "owner": identifier_reference(&parties.service),
+        "executionPeriod": { "start": crate::fhir::search::format_instant(now) },
+    })
+}
+
+/// What the workflow says about timing: the days from referral to first contact, against the
+/// service's target.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeliness {
+    pub referred_on: Option<NaiveDate>,
+    pub first_contact_on: Option<NaiveDate>,
+    pub days_to_first_contact: Option<i64>,
+    pub target_days: u32,
+    /// Met, missed, or (still waiting) `None` until it is decided.
+    pub target_met: Option<bool>,
+}
+
+/// Measures the time to first contact against `target_days`, as of `today`.
+pub fn timeliness(
+    referred_on: Option<NaiveDate>,
+    first_contact_on: Option<NaiveDate>,
+    target_days: u32,
+    today: NaiveDate,
+) -> Timeliness {
+    let days = match (referred_on, first_contact_on) {
+        (Some(r), Some(c)) => Some((c - r).num_days()),
+        _ => None,
+    };
+    let target_met = match (referred_on, days) {
+        (_, Some(d)) => Some(d <= i64::from(target_days)),
+        (Some(r), None) if (today - r).num_days() > i64::from(target_days) => Some(false),
+        _ => None,
+    };
+    Timeliness {
+        referred_on,
+        first_contact_on,
+        days_to_first_contact: days,
+        target_days,
+        target_met,
+    }
+}
+
+#[cfg(test)]
+mod tests;

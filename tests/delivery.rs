@@ -1,0 +1,866 @@
+//! The adviser workflow and letters to GPs over HTTP: triage, contacts, support and discharge;
+//! letters rendered as PDF and delivered through the outbox to a real HTTP receiver (a GP
+//! system's BaRS endpoint with an OAuth2 token endpoint) that fails on demand: 500s, 429 with
+//! Retry-After, hangs past the timeout, slowness, permanent 4xx. Also a `kill -9` in the middle of
+//! a batch, a withdrawal while a letter waits, an urgent letter overtaking a backlog, escalation
+//! and letters going dead.
+
+mod common;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use common::*;
+use serde_json::{Value, json};
+use whg::auth::Principal;
+
+const WHS: &str = "sheffield-whs";
+const SECRET: &str = "receiver-secret-for-tests";
+
+/// What the receiver does with the next message.
+#[derive(Debug, Clone, Copy)]
+enum Reply {
+    Ok,
+    Status(u16),
+    TooMany {
+        retry_after: u64,
+    },
+    /// Answers 200 only after this long: past the gateway's attempt timeout, the gateway gives up
+    /// although the receiver has the message (the at-least-once case).
+    Hang(Duration),
+}
+
+#[derive(Debug, Clone)]
+struct Received {
+    request_id: String,
+    correlation_id: String,
+    bundle: Value,
+    answered: u16,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    script: VecDeque<Reply>,
+    /// What happens when the script has run out.
+    default: Option<Reply>,
+    received: Vec<Received>,
+    token_requests: usize,
+    issued: HashSet<String>,
+    /// Each message takes at least this long (a slow receiver).
+    delay: Duration,
+}
+
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<ReceiverState>>);
+
+impl Receiver {
+    async fn start() -> (Receiver, String) {
+        let receiver = Receiver::default();
+        let app = axum::Router::new()
+            .route("/token", axum::routing::post(token))
+            .route(
+                "/fhir/$process-message",
+                axum::routing::post(process_message),
+            )
+            .with_state(receiver.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (receiver, url)
+    }
+
+    fn script(&self, replies: &[Reply], then: Reply) {
+        let mut s = self.0.lock().unwrap();
+        s.script = replies.iter().copied().collect();
+        s.default = Some(then);
+    }
+
+    fn set_delay(&self, d: Duration) {
+        self.0.lock().unwrap().delay = d;
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.0.lock().unwrap().received.clone()
+    }
+
+    /// Messages the receiver took (answered 2xx), de-duplicated by X-Request-ID as a real
+    /// receiver would, in order of first arrival.
+    fn delivered(&self) -> Vec<Received> {
+        let mut seen = HashSet::new();
+        self.received()
+            .into_iter()
+            .filter(|r| r.answered == 200 && seen.insert(r.request_id.clone()))
+            .collect()
+    }
+}
+
+/// OAuth2 client credentials, the client authenticating with HTTP Basic (RFC 6749 2.3.1).
+async fn token(State(r): State<Receiver>, headers: HeaderMap, body: String) -> Response {
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("whg-test:{SECRET}"))
+    );
+    let form: HashMap<String, String> = form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str())
+        || form.get("grant_type").map(String::as_str) != Some("client_credentials")
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({ "error": "invalid_client" })),
+        )
+            .into_response();
+    }
+    let mut s = r.0.lock().unwrap();
+    s.token_requests += 1;
+    let token = format!("token-{}", s.token_requests);
+    s.issued.insert(token.clone());
+    axum::Json(json!({ "access_token": token, "token_type": "bearer", "expires_in": 3600, "scope": form.get("scope") })).into_response()
+}
+
+async fn process_message(State(r): State<Receiver>, headers: HeaderMap, body: String) -> Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (reply, delay, authorised) = {
+        let mut s = r.0.lock().unwrap();
+        let bearer = header("authorization");
+        let authorised = bearer
+            .strip_prefix("Bearer ")
+            .is_some_and(|t| s.issued.contains(t));
+        let reply = s.script.pop_front().or(s.default).unwrap_or(Reply::Ok);
+        (reply, s.delay, authorised)
+    };
+    tokio::time::sleep(delay).await;
+    let answered = if !authorised {
+        401
+    } else {
+        match reply {
+            Reply::Ok => 200,
+            Reply::Status(code) => code,
+            Reply::TooMany { .. } => 429,
+            Reply::Hang(_) => 200,
+        }
+    };
+    // Recorded as taken before any hang: the receiver has the message even if its answer never
+    // reaches the gateway.
+    r.0.lock().unwrap().received.push(Received {
+        request_id: header("x-request-id"),
+        correlation_id: header("x-correlation-id"),
+        bundle: serde_json::from_str(&body).unwrap_or(Value::Null),
+        answered,
+        at: Instant::now(),
+    });
+    if let Reply::Hang(d) = reply {
+        tokio::time::sleep(d).await;
+    }
+    let outcome = json!({ "resourceType": "OperationOutcome", "issue": [{ "severity": "error", "code": "processing", "diagnostics": format!("test receiver answered {answered}") }] });
+    let mut response =
+        (StatusCode::from_u16(answered).unwrap(), axum::Json(outcome)).into_response();
+    if let Reply::TooMany { retry_after } = reply {
+        response
+            .headers_mut()
+            .insert("retry-after", retry_after.to_string().parse().unwrap());
+    }
+    response
+}
+
+/// A gateway whose practice C88901 takes letters at the receiver.
+fn gateway(receiver_url: &str, dir_for_secret: &std::path::Path, extra: &str) -> Server {
+    let secret = dir_for_secret.join("c88901-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    Server::start_with(&format!(
+        r#"
+[delivery]
+initial_backoff_ms = 100
+max_backoff_ms = 400
+attempt_timeout_ms = 1000
+poll_interval_ms = 100
+{extra}
+
+[directory.C88901]
+channel = "fhir"
+name = "Porter Brook Surgery"
+endpoint = "{receiver_url}/fhir"
+token_url = "{receiver_url}/token"
+client_id = "whg-test"
+client_secret_file = {secret:?}
+scope = "system/DocumentReference.c"
+"#
+    ))
+}
+
+fn whs(server: &Server) -> Actor<'_> {
+    server.as_(Principal::service(WHS))
+}
+
+fn gp(server: &Server) -> Actor<'_> {
+    server.as_(Principal::practice(DEFAULT_PRACTICE))
+}
+
+/// A referral to WHS, triaged as accepted and first contacted; returns its id and Patient id.
+async fn accepted_referral(server: &Server, n: usize) -> (String, String) {
+    let (sr, patient) = refer(server, &referral_for(n, WHS)).await;
+    let (status, _, body) = whs(server)
+        .post(
+            &format!("/api/v1/referrals/{sr}/triage"),
+            &json!({ "decision": "accept" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    (sr, patient)
+}
+
+fn letter(priority: &str, summary: &str) -> Value {
+    json!({
+        "priority": priority,
+        "summary": summary,
+        "supportGiven": ["advice-session", "return-to-work-plan"],
+        "plan": { "type": "return-to-work-plan", "text": "Phased return over four weeks." },
+        "recommendations": "Consider amended duties on the next fit note.",
+        "outcomes": { "employment": "returned-to-work", "health": ["managing-health-better"] },
+        "author": { "name": "Sam Patel", "role": "Work and health adviser" }
+    })
+}
+
+async fn send_letter(server: &Server, sr: &str, priority: &str, summary: &str) -> String {
+    let (status, headers, body) = whs(server)
+        .post(
+            &format!("/api/v1/referrals/{sr}/letters"),
+            &letter(priority, summary),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["resourceType"], "Communication");
+    location_id(&headers)
+}
+
+async fn letter_state(server: &Server, id: &str) -> Value {
+    let (status, body) = whs(server).get(&format!("/api/v1/letters/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Waits until every letter in `ids` is in one of `states`; returns their status documents.
+async fn wait_for(
+    server: &Server,
+    ids: &[String],
+    states: &[&str],
+    within: Duration,
+) -> Vec<Value> {
+    let until = Instant::now() + within;
+    loop {
+        let mut all = Vec::new();
+        for id in ids {
+            all.push(letter_state(server, id).await);
+        }
+        if all
+            .iter()
+            .all(|l| states.contains(&l["delivery"]["state"].as_str().unwrap_or_default()))
+        {
+            return all;
+        }
+        assert!(
+            Instant::now() < until,
+            "letters not {states:?} in time: {:#?}\n{}",
+            all.iter()
+                .map(|l| (&l["delivery"]["state"], &l["delivery"]["lastError"]))
+                .collect::<Vec<_>>(),
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn document_pdf(bundle: &Value) -> Vec<u8> {
+    let doc = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["resource"]["resourceType"] == "DocumentReference")
+        .expect("a DocumentReference in the message");
+    base64::engine::general_purpose::STANDARD
+        .decode(
+            doc["resource"]["content"][0]["attachment"]["data"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap()
+}
+
+/// The text of a PDF, read by an independent implementation (pypdf).
+fn pdf_text(pdf: &[u8]) -> String {
+    let path = std::env::temp_dir().join(format!("whg-letter-{}.pdf", uuid::Uuid::now_v7()));
+    std::fs::write(&path, pdf).unwrap();
+    let out = std::process::Command::new(python())
+        .args([
+            "-c",
+            "import sys, pypdf; r = pypdf.PdfReader(sys.argv[1]); print(len(r.pages)); print('\\n'.join(p.extract_text() for p in r.pages))",
+        ])
+        .arg(&path)
+        .output()
+        .expect("run python");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "pypdf: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_adviser_workflow_is_recorded_and_the_practice_sees_it() {
+    let (_receiver, url) = Receiver::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = gateway(&url, tmp.path(), "");
+    let (sr, _) = refer(&server, &referral_for(1, WHS)).await;
+    let path = |step: &str| format!("/api/v1/referrals/{sr}/{step}");
+
+    // Before triage: received, and nothing else may be recorded.
+    let (status, state) = gp(&server).get(&path("workflow")).await;
+    assert_eq!(
+        (status, state["stage"].as_str()),
+        (200, Some("received")),
+        "{state}"
+    );
+    let (status, _, outcome) = whs(&server)
+        .post(
+            &path("contacts"),
+            &json!({ "date": "2026-11-20", "channel": "phone" }),
+        )
+        .await;
+    assert_eq!(status, 422, "{outcome}");
+
+    // Only the service the referral is addressed to triages it.
+    let (status, _, _) = gp(&server)
+        .post(&path("triage"), &json!({ "decision": "accept" }))
+        .await;
+    assert_eq!(status, 403);
+    let (status, _, _) = server
+        .as_(Principal::service("workwell-south-tyneside"))
+        .post(&path("triage"), &json!({ "decision": "accept" }))
+        .await;
+    assert_eq!(
+        status, 404,
+        "another service does not even learn the referral exists"
+    );
+
+    // Every problem at once, each at its field.
+    let (status, _, outcome) = whs(&server)
+        .post(
+            &path("triage"),
+            &json!({ "decision": "decline", "reason": "too-busy", "criterion": "age" }),
+        )
+        .await;
+    assert_eq!(status, 422);
+    let at: Vec<&str> = outcome["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["expression"][0].as_str())
+        .collect();
+    assert_eq!(at, ["reason", "criterion"], "{outcome}");
+    let (status, _, outcome) = whs(&server)
+        .post(
+            &path("triage"),
+            &json!({ "decision": "accept", "surprise": 1 }),
+        )
+        .await;
+    assert_eq!(status, 400, "{outcome}");
+
+    let (status, _, state) = whs(&server)
+        .post(&path("triage"), &json!({ "decision": "accept" }))
+        .await;
+    assert_eq!(
+        (status, state["stage"].as_str()),
+        (200, Some("accepted")),
+        "{state}"
+    );
+    let today = chrono::Utc::now().date_naive();
+    let (status, _, state) = whs(&server)
+        .post(
+            &path("contacts"),
+            &json!({ "date": today.to_string(), "channel": "video" }),
+        )
+        .await;
+    assert_eq!(
+        (status, state["stage"].as_str()),
+        (200, Some("contacted")),
+        "{state}"
+    );
+    assert_eq!(state["timeliness"]["firstContactOn"], today.to_string());
+    assert!(state["timeliness"]["daysToFirstContact"].is_number());
+    whs(&server)
+        .post(
+            &path("contacts"),
+            &json!({ "date": today.to_string(), "channel": "in-person", "attended": false }),
+        )
+        .await;
+    let (status, _, state) = whs(&server)
+        .post(&path("support"), &json!({ "date": today.to_string(), "codes": ["workplace-adjustments", "financial-advice"] }))
+        .await;
+    assert_eq!(
+        (status, state["stage"].as_str()),
+        (200, Some("in-support")),
+        "{state}"
+    );
+    let (status, _, state) = whs(&server)
+        .post(&path("discharge"), &json!({ "date": today.to_string(), "employmentOutcome": "kept-job", "healthOutcomes": ["fewer-gp-visits"] }))
+        .await;
+    assert_eq!(
+        (status, state["stage"].as_str()),
+        (200, Some("discharged")),
+        "{state}"
+    );
+
+    // The referring practice reads the state as FHIR: the ServiceRequest's status and the Task.
+    let (_, referral) = gp(&server).get(&format!("/fhir/ServiceRequest/{sr}")).await;
+    assert_eq!(referral["status"], "completed");
+    let (status, tasks) = gp(&server)
+        .get(&format!("/fhir/Task?focus=ServiceRequest/{sr}"))
+        .await;
+    assert_eq!((status, tasks["total"].as_u64()), (200, Some(1)), "{tasks}");
+    let task = &tasks["entry"][0]["resource"];
+    assert_eq!(task["status"], "completed");
+    assert_eq!(task["businessStatus"]["coding"][0]["code"], "discharged");
+    let first_contact = task["input"][0]["valueReference"]["reference"]
+        .as_str()
+        .unwrap();
+    let (status, encounter) = gp(&server).get(&format!("/fhir/{first_contact}")).await;
+    assert_eq!(
+        (status, encounter["type"][0]["coding"][0]["code"].as_str()),
+        (200, Some("video"))
+    );
+    let (_, whs_tasks) = whs(&server)
+        .get(&format!("/fhir/Task?focus=ServiceRequest/{sr}"))
+        .await;
+    assert_eq!(whs_tasks["total"], 1, "the service reads its own workflow");
+    let (_, other) = server
+        .as_(Principal::practice("C88902"))
+        .get(&format!("/fhir/Task?focus=ServiceRequest/{sr}"))
+        .await;
+    assert_eq!(other["total"], 0, "another practice sees nothing");
+    // The workflow Task is not answered like a referral prompt.
+    let task_id = task["id"].as_str().unwrap();
+    let (status, _, _) = gp(&server)
+        .put(&format!("/fhir/Task/{task_id}"), task)
+        .await;
+    assert_eq!(status, 403);
+    check_with_independent_fhir(&[referral, task.clone(), encounter]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn letters_arrive_through_failures_and_a_kill_9_each_once_after_de_duplication() {
+    let (receiver, url) = Receiver::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = gateway(&url, tmp.path(), "");
+    let (sr, _) = accepted_referral(&server, 2).await;
+
+    // 500, 500, 429 (Retry-After 1 s), a hang past the 1 s timeout (the receiver gets it, the
+    // gateway does not hear so), then success.
+    receiver.script(
+        &[
+            Reply::Status(500),
+            Reply::Status(503),
+            Reply::TooMany { retry_after: 1 },
+            Reply::Hang(Duration::from_millis(1500)),
+        ],
+        Reply::Ok,
+    );
+    let first = send_letter(
+        &server,
+        &sr,
+        "routine",
+        "First letter through a failing receiver.",
+    )
+    .await;
+    let done = wait_for(
+        &server,
+        std::slice::from_ref(&first),
+        &["accepted"],
+        Duration::from_secs(30),
+    )
+    .await;
+    let attempts = done[0]["attempts"].as_array().unwrap();
+    let outcomes: Vec<&str> = attempts
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["retry", "retry", "retry", "retry", "delivered"],
+        "{attempts:#?}"
+    );
+    assert!(attempts[0]["detail"].as_str().unwrap().contains("HTTP 500"));
+    assert!(
+        attempts[3]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("timed out")
+    );
+    assert_eq!(done[0]["communication"]["status"], "completed");
+    let received = receiver.received();
+    assert_eq!(received.len(), 5);
+    let ids: HashSet<&str> = received.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(ids.len(), 1, "every attempt carries the same X-Request-ID");
+    assert!(
+        received
+            .iter()
+            .all(|r| r.bundle["id"] == received[0].bundle["id"]),
+        "and the same message id"
+    );
+    let taken = received.iter().filter(|r| r.answered == 200).count();
+    assert_eq!(
+        taken, 2,
+        "the receiver took it twice (the hang, then the retry)"
+    );
+    assert_eq!(receiver.delivered().len(), 1, "once after de-duplication");
+    let r429 = received.iter().position(|r| r.answered == 429).unwrap();
+    assert!(
+        received[r429 + 1].at - received[r429].at >= Duration::from_millis(950),
+        "Retry-After was honoured"
+    );
+    assert_eq!(
+        receiver.0.lock().unwrap().token_requests,
+        1,
+        "the token is cached"
+    );
+
+    // The message is a BaRS servicerequest-response with the letter's PDF.
+    let bundle = &receiver.delivered()[0].bundle;
+    assert_eq!(bundle["type"], "message");
+    let header = &bundle["entry"][0]["resource"];
+    assert_eq!(header["eventCoding"]["code"], "servicerequest-response");
+    assert_eq!(
+        header["destination"][0]["receiver"]["identifier"]["value"],
+        "C88901"
+    );
+    let text = pdf_text(&document_pdf(bundle));
+    for needed in [
+        "Sheffield Work and Health Service",
+        "NHS number",
+        "Porter Brook Surgery",
+        "Return-to-work plan",
+        "Recommendations for the GP",
+        "Sam Patel",
+        "First letter through a failing receiver.",
+    ] {
+        assert!(
+            text.contains(needed),
+            "{needed} not in the PDF text:\n{text}"
+        );
+    }
+    check_with_independent_fhir(
+        &bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .skip(1)
+            .map(|e| e["resource"].clone())
+            .collect::<Vec<_>>(),
+    );
+
+    // A batch queued while the receiver is down; the gateway is killed mid-batch (some letters
+    // attempted, none delivered), restarted, and the receiver recovers.
+    receiver.script(&[], Reply::Status(503));
+    let mut batch = Vec::new();
+    for n in 0..20 {
+        batch.push(send_letter(&server, &sr, "routine", &format!("Batch letter {n}.")).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill_and_restart();
+    receiver.script(&[], Reply::Ok);
+    wait_for(&server, &batch, &["accepted"], Duration::from_secs(60)).await;
+    let delivered = receiver.delivered();
+    assert_eq!(
+        delivered.len(),
+        21,
+        "every letter, once after de-duplication"
+    );
+    let correlation: HashSet<&str> = delivered
+        .iter()
+        .map(|r| r.correlation_id.as_str())
+        .collect();
+    assert_eq!(correlation.len(), 1, "one conversation per referral");
+    let (status, list) = gp(&server).get("/api/v1/letters?state=accepted").await;
+    assert_eq!(
+        (status, list["total"].as_u64()),
+        (200, Some(21)),
+        "the practice sees its letters"
+    );
+    let (_, comms) = gp(&server)
+        .get(&format!(
+            "/fhir/Communication?based-on=ServiceRequest/{sr}&status=completed&_count=50"
+        ))
+        .await;
+    assert_eq!(comms["total"], 21, "{comms}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_decline_reaches_the_gp_with_its_reason() {
+    let (receiver, url) = Receiver::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = gateway(&url, tmp.path(), "");
+    let (sr, _) = refer(&server, &referral_for(3, WHS)).await;
+    let (status, _, state) = whs(&server)
+        .post(
+            &format!("/api/v1/referrals/{sr}/triage"),
+            &json!({ "decision": "decline", "reason": "not-eligible", "criterion": "area", "note": "The person lives outside Sheffield; Rotherham's service can help." }),
+        )
+        .await;
+    assert_eq!(
+        (status, state["stage"].as_str()),
+        (200, Some("declined")),
+        "{state}"
+    );
+    let id = state["letters"][0]["id"].as_str().unwrap().to_string();
+    wait_for(
+        &server,
+        std::slice::from_ref(&id),
+        &["accepted"],
+        Duration::from_secs(20),
+    )
+    .await;
+    let bundle = &receiver.delivered()[0].bundle;
+    let resources: Vec<&Value> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .collect();
+    let referral = resources
+        .iter()
+        .find(|r| r["resourceType"] == "ServiceRequest")
+        .unwrap();
+    assert_eq!(referral["status"], "revoked");
+    let task = resources
+        .iter()
+        .find(|r| r["resourceType"] == "Task")
+        .unwrap();
+    assert_eq!(task["statusReason"]["coding"][0]["code"], "not-eligible");
+    let text = pdf_text(&document_pdf(bundle));
+    for needed in [
+        "Referral not accepted",
+        "Not eligible",
+        "Lives in the area",
+        "Rotherham",
+    ] {
+        assert!(text.contains(needed), "{needed} not in:\n{text}");
+    }
+    // A declined referral takes no more workflow.
+    let (status, _, _) = whs(&server)
+        .post(
+            &format!("/api/v1/referrals/{sr}/triage"),
+            &json!({ "decision": "accept" }),
+        )
+        .await;
+    assert_eq!(status, 422);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_withdrawn_consent_stops_a_waiting_letter() {
+    let (receiver, url) = Receiver::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = gateway(&url, tmp.path(), "");
+    let (sr, patient) = accepted_referral(&server, 4).await;
+    receiver.script(&[], Reply::Status(503));
+    let id = send_letter(&server, &sr, "routine", "Waits while the receiver is down.").await;
+    let until = Instant::now() + Duration::from_secs(10);
+    while letter_state(&server, &id).await["attempts"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < until);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The person withdraws their agreement to feedback reaching the practice.
+    let mut consent = consent_for(&server, &patient, "referring-practice").await;
+    consent["status"] = json!("inactive");
+    let consent_id = consent["id"].as_str().unwrap().to_string();
+    let (status, _, body) = gp(&server)
+        .put(&format!("/fhir/Consent/{consent_id}"), &consent)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    receiver.script(&[], Reply::Ok);
+    let done = wait_for(
+        &server,
+        std::slice::from_ref(&id),
+        &["cancelled"],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(
+        done[0]["delivery"]["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("consent"),
+        "{:#}",
+        done[0]
+    );
+    assert_eq!(done[0]["communication"]["status"], "stopped");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        receiver.delivered().is_empty(),
+        "nothing reached the practice"
+    );
+    // The decision is in the audit trail as a disclosure.
+    let (_, audit) = server
+        .as_(Principal::new(whg::auth::Role::InformationGovernance, "ig"))
+        .get(&format!(
+            "/fhir/AuditEvent?patient=Patient/{patient}&_count=100"
+        ))
+        .await;
+    assert!(audit.to_string().contains("disclosure"), "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_urgent_letter_overtakes_a_backlog_and_is_escalated_if_unacknowledged() {
+    let (receiver, url) = Receiver::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = gateway(&url, tmp.path(), "concurrency = 1\nurgent_ack_secs = 1");
+    let (sr, _) = accepted_referral(&server, 5).await;
+    receiver.set_delay(Duration::from_millis(150));
+    let mut routine = Vec::new();
+    for n in 0..15 {
+        routine.push(send_letter(&server, &sr, "routine", &format!("Routine {n}.")).await);
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let urgent = send_letter(
+        &server,
+        &sr,
+        "urgent",
+        "Safeguarding concern: please contact the patient today.",
+    )
+    .await;
+    let mut all = routine.clone();
+    all.push(urgent.clone());
+    wait_for(&server, &all, &["accepted"], Duration::from_secs(30)).await;
+    let order: Vec<String> = receiver
+        .delivered()
+        .iter()
+        .map(|r| {
+            r.bundle["entry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["resource"]["resourceType"] == "DocumentReference")
+                .unwrap()["resource"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let urgent_doc = letter_state(&server, &urgent).await["delivery"]["documentId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let position = order.iter().position(|d| *d == urgent_doc).unwrap();
+    assert!(
+        position <= 6,
+        "the urgent letter came {position}th of {}",
+        order.len()
+    );
+    assert!(pdf_text(&document_pdf(&receiver.delivered()[position].bundle)).contains("URGENT"));
+
+    // An urgent letter the practice's system does not take within urgent_ack_secs is escalated,
+    // and still retried.
+    receiver.set_delay(Duration::ZERO);
+    receiver.script(&[], Reply::Status(503));
+    let stuck = send_letter(&server, &sr, "urgent", "Another safeguarding concern.").await;
+    let done = wait_for(
+        &server,
+        std::slice::from_ref(&stuck),
+        &["escalated"],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(done[0]["delivery"]["escalatedAt"].is_string());
+    assert_eq!(done[0]["communication"]["status"], "in-progress");
+    let (_, escalated) = whs(&server).get("/api/v1/letters?state=escalated").await;
+    assert_eq!(escalated["total"], 1);
+    assert!(server.logs().contains("letter-escalated"));
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("whg_letters_escalated_total 1"),
+        "{metrics}"
+    );
+    receiver.script(&[], Reply::Ok);
+    wait_for(
+        &server,
+        std::slice::from_ref(&stuck),
+        &["accepted"],
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn letters_die_after_the_window_and_permanent_refusals_stop_at_once() {
+    let (receiver, url) = Receiver::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = gateway(&url, tmp.path(), "retry_window_secs = 2");
+    let (sr, _) = accepted_referral(&server, 6).await;
+
+    receiver.script(&[Reply::Status(422)], Reply::Ok);
+    let refused = send_letter(&server, &sr, "routine", "Refused by the receiver.").await;
+    let done = wait_for(
+        &server,
+        std::slice::from_ref(&refused),
+        &["rejected"],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        done[0]["attempts"].as_array().unwrap().len(),
+        1,
+        "a 4xx is not retried"
+    );
+    assert!(
+        done[0]["delivery"]["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 422: test receiver answered 422")
+    );
+    assert_eq!(done[0]["communication"]["status"], "not-done");
+
+    receiver.script(&[], Reply::Status(500));
+    let dead = send_letter(&server, &sr, "routine", "Never gets through.").await;
+    let done = wait_for(
+        &server,
+        std::slice::from_ref(&dead),
+        &["dead"],
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(done[0]["attempts"].as_array().unwrap().len() >= 3);
+    let (_, list) = whs(&server).get("/api/v1/letters?state=dead").await;
+    assert_eq!(list["total"], 1);
+    assert!(server.logs().contains("letter-dead"));
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("whg_letters_dead_total 1"), "{metrics}");
+    let (status, _) = whs(&server).get("/api/v1/letters?state=lost").await;
+    assert_eq!(status, 400);
+}
