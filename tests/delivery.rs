@@ -864,3 +864,74 @@ async fn letters_die_after_the_window_and_permanent_refusals_stop_at_once() {
     let (status, _) = whs(&server).get("/api/v1/letters?state=lost").await;
     assert_eq!(status, 400);
 }
+
+/// Text with every run of whitespace made one space: PDF text extraction breaks lines where the
+/// layout wrapped them.
+fn flat(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Every fixture in fixtures/letters: letters for each outcome and declines for each reason reach
+/// the practice saying what they should; invalid ones get exactly their expected issues.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_letter_fixture_gives_its_expected_result() {
+    let (receiver, url) = Receiver::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = gateway(&url, tmp.path(), "");
+    let mut pending = Vec::new();
+    for (n, path) in fixtures("letters").into_iter().enumerate() {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let body = read_json(&path);
+        let expected = read_json(&expected_path(&path));
+        let route = expected["route"].as_str().unwrap();
+        let (sr, _) = if route == "letters" {
+            accepted_referral(&server, 100 + n).await
+        } else {
+            refer(&server, &referral_for(100 + n, WHS)).await
+        };
+        let (status, _, answer) = whs(&server)
+            .post(&format!("/api/v1/referrals/{sr}/{route}"), &body)
+            .await;
+        assert_eq!(status, expected["status"], "{name}: {answer}");
+        if let Some(expressions) = expected["expressions"].as_array() {
+            let got: Vec<&str> = answer["issue"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|i| i["expression"][0].as_str())
+                .collect();
+            let want: Vec<&str> = expressions.iter().map(|e| e.as_str().unwrap()).collect();
+            assert_eq!(got, want, "{name}: {answer}");
+            continue;
+        }
+        let letter = if route == "letters" {
+            answer["id"].as_str().unwrap().to_string()
+        } else {
+            answer["letters"][0]["id"].as_str().unwrap().to_string()
+        };
+        pending.push((name, letter, expected));
+    }
+    let ids: Vec<String> = pending.iter().map(|(_, id, _)| id.clone()).collect();
+    assert_eq!(ids.len(), 15);
+    wait_for(&server, &ids, &["accepted"], Duration::from_secs(60)).await;
+    let delivered = receiver.delivered();
+    for (name, id, expected) in pending {
+        let document = letter_state(&server, &id).await["delivery"]["documentId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let message = delivered
+            .iter()
+            .find(|r| {
+                r.bundle
+                    .to_string()
+                    .contains(&format!("DocumentReference/{document}"))
+            })
+            .unwrap_or_else(|| panic!("{name}: not delivered"));
+        let text = flat(&pdf_text(&document_pdf(&message.bundle)));
+        for needed in expected["pdfContains"].as_array().unwrap() {
+            let needed = flat(needed.as_str().unwrap());
+            assert!(text.contains(&needed), "{name}: '{needed}' not in:\n{text}");
+        }
+    }
+}

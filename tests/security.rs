@@ -595,6 +595,11 @@ const WRITE_ROUTES: &[(reqwest::Method, &str)] = &[
     (reqwest::Method::POST, "/api/v1/consent-overrides"),
     (reqwest::Method::POST, "/api/v1/consent-overrides/x/review"),
     (reqwest::Method::POST, "/api/v1/disclosures/$decide"),
+    (reqwest::Method::POST, "/api/v1/referrals/x/triage"),
+    (reqwest::Method::POST, "/api/v1/referrals/x/contacts"),
+    (reqwest::Method::POST, "/api/v1/referrals/x/support"),
+    (reqwest::Method::POST, "/api/v1/referrals/x/discharge"),
+    (reqwest::Method::POST, "/api/v1/referrals/x/letters"),
 ];
 
 /// Every route against every role: nobody reaches another organisation's data, and nobody
@@ -738,6 +743,11 @@ async fn the_isolation_matrix() {
         (reqwest::Method::GET, "/fhir/Task/x".to_string()),
         (reqwest::Method::GET, format!("/fhir/ServiceRequest/{sr}")),
         (reqwest::Method::GET, "/fhir/AuditEvent".to_string()),
+        (reqwest::Method::GET, "/api/v1/letters".to_string()),
+        (
+            reqwest::Method::GET,
+            format!("/api/v1/referrals/{sr}/workflow"),
+        ),
     ];
     let writes = WRITE_ROUTES.iter().map(|(m, r)| (m.clone(), r.to_string()));
     for (method, route) in writes.chain(reads) {

@@ -68,7 +68,6 @@ async fn referral(
 
 /// Only the service a referral is addressed to works on it.
 fn require_service(principal: &Principal, parties: &RecordParties) -> Result<(), ApiError> {
-    require_scope(principal, scope::WORKFLOW)?;
     if principal.role != Role::Service
         || parties.service.as_deref() != Some(&principal.organisation)
     {
@@ -106,6 +105,7 @@ pub async fn triage(
     id: Result<Path<String>, PathRejection>,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
+    require_scope(&principal, scope::WORKFLOW)?;
     let action = parse::<TriageBody>(body)?
         .into_action()
         .map_err(ApiError::Invalid)?;
@@ -119,6 +119,7 @@ pub async fn contact(
     id: Result<Path<String>, PathRejection>,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
+    require_scope(&principal, scope::WORKFLOW)?;
     let action = Action::Contact(parse::<Contact>(body)?);
     act(app, principal, headers, id, action).await
 }
@@ -130,6 +131,7 @@ pub async fn support(
     id: Result<Path<String>, PathRejection>,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
+    require_scope(&principal, scope::WORKFLOW)?;
     let action = Action::Support(parse::<Support>(body)?);
     act(app, principal, headers, id, action).await
 }
@@ -141,6 +143,7 @@ pub async fn discharge(
     id: Result<Path<String>, PathRejection>,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
+    require_scope(&principal, scope::WORKFLOW)?;
     let action = Action::Discharge(parse::<Discharge>(body)?);
     act(app, principal, headers, id, action).await
 }
@@ -328,6 +331,7 @@ pub async fn create_letter(
     id: Result<Path<String>, PathRejection>,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
+    require_scope(&principal, scope::WORKFLOW)?;
     let body: LetterBody = parse(body)?;
     let (sr, record) = referral(&app, &principal, &headers, id).await?;
     require_service(&principal, &record)?;
