@@ -283,6 +283,22 @@ async fn wait_for(
     }
 }
 
+/// Waits until one letter is in `state`; returns its status document.
+async fn wait_one(server: &Server, id: &str, state: &str, secs: u64) -> Value {
+    let ids = [id.to_string()];
+    let mut done = wait_for(server, &ids, &[state], Duration::from_secs(secs)).await;
+    done.remove(0)
+}
+
+async fn metrics(server: &Server) -> String {
+    reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 fn document_pdf(bundle: &Value) -> Vec<u8> {
     let doc = bundle["entry"]
         .as_array()
@@ -486,14 +502,8 @@ async fn letters_arrive_through_failures_and_a_kill_9_each_once_after_de_duplica
         "First letter through a failing receiver.",
     )
     .await;
-    let done = wait_for(
-        &server,
-        std::slice::from_ref(&first),
-        &["accepted"],
-        Duration::from_secs(30),
-    )
-    .await;
-    let attempts = done[0]["attempts"].as_array().unwrap();
+    let done = wait_one(&server, &first, "accepted", 30).await;
+    let attempts = done["attempts"].as_array().unwrap();
     let outcomes: Vec<&str> = attempts
         .iter()
         .map(|a| a["outcome"].as_str().unwrap())
@@ -510,7 +520,7 @@ async fn letters_arrive_through_failures_and_a_kill_9_each_once_after_de_duplica
             .unwrap()
             .contains("timed out")
     );
-    assert_eq!(done[0]["communication"]["status"], "completed");
+    assert_eq!(done["communication"]["status"], "completed");
     let received = receiver.received();
     assert_eq!(received.len(), 5);
     let ids: HashSet<&str> = received.iter().map(|r| r.request_id.as_str()).collect();
@@ -626,13 +636,7 @@ async fn a_decline_reaches_the_gp_with_its_reason() {
         "{state}"
     );
     let id = state["letters"][0]["id"].as_str().unwrap().to_string();
-    wait_for(
-        &server,
-        std::slice::from_ref(&id),
-        &["accepted"],
-        Duration::from_secs(20),
-    )
-    .await;
+    wait_one(&server, &id, "accepted", 20).await;
     let bundle = &receiver.delivered()[0].bundle;
     let resources: Vec<&Value> = bundle["entry"]
         .as_array()
@@ -695,22 +699,16 @@ async fn a_withdrawn_consent_stops_a_waiting_letter() {
         .await;
     assert_eq!(status, 200, "{body}");
     receiver.script(&[], Reply::Ok);
-    let done = wait_for(
-        &server,
-        std::slice::from_ref(&id),
-        &["cancelled"],
-        Duration::from_secs(20),
-    )
-    .await;
+    let done = wait_one(&server, &id, "cancelled", 20).await;
     assert!(
-        done[0]["delivery"]["lastError"]
+        done["delivery"]["lastError"]
             .as_str()
             .unwrap()
             .contains("consent"),
         "{:#}",
-        done[0]
+        done
     );
-    assert_eq!(done[0]["communication"]["status"], "stopped");
+    assert_eq!(done["communication"]["status"], "stopped");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         receiver.delivered().is_empty(),
@@ -780,36 +778,19 @@ async fn an_urgent_letter_overtakes_a_backlog_and_is_escalated_if_unacknowledged
     receiver.set_delay(Duration::ZERO);
     receiver.script(&[], Reply::Status(503));
     let stuck = send_letter(&server, &sr, "urgent", "Another safeguarding concern.").await;
-    let done = wait_for(
-        &server,
-        std::slice::from_ref(&stuck),
-        &["escalated"],
-        Duration::from_secs(10),
-    )
-    .await;
-    assert!(done[0]["delivery"]["escalatedAt"].is_string());
-    assert_eq!(done[0]["communication"]["status"], "in-progress");
+    let done = wait_one(&server, &stuck, "escalated", 10).await;
+    assert!(done["delivery"]["escalatedAt"].is_string());
+    assert_eq!(done["communication"]["status"], "in-progress");
     let (_, escalated) = whs(&server).get("/api/v1/letters?state=escalated").await;
     assert_eq!(escalated["total"], 1);
     assert!(server.logs().contains("letter-escalated"));
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&server).await;
     assert!(
         metrics.contains("whg_letters_escalated_total 1"),
         "{metrics}"
     );
     receiver.script(&[], Reply::Ok);
-    wait_for(
-        &server,
-        std::slice::from_ref(&stuck),
-        &["accepted"],
-        Duration::from_secs(10),
-    )
-    .await;
+    wait_one(&server, &stuck, "accepted", 10).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -821,45 +802,28 @@ async fn letters_die_after_the_window_and_permanent_refusals_stop_at_once() {
 
     receiver.script(&[Reply::Status(422)], Reply::Ok);
     let refused = send_letter(&server, &sr, "routine", "Refused by the receiver.").await;
-    let done = wait_for(
-        &server,
-        std::slice::from_ref(&refused),
-        &["rejected"],
-        Duration::from_secs(10),
-    )
-    .await;
+    let done = wait_one(&server, &refused, "rejected", 10).await;
     assert_eq!(
-        done[0]["attempts"].as_array().unwrap().len(),
+        done["attempts"].as_array().unwrap().len(),
         1,
         "a 4xx is not retried"
     );
     assert!(
-        done[0]["delivery"]["lastError"]
+        done["delivery"]["lastError"]
             .as_str()
             .unwrap()
             .contains("HTTP 422: test receiver answered 422")
     );
-    assert_eq!(done[0]["communication"]["status"], "not-done");
+    assert_eq!(done["communication"]["status"], "not-done");
 
     receiver.script(&[], Reply::Status(500));
     let dead = send_letter(&server, &sr, "routine", "Never gets through.").await;
-    let done = wait_for(
-        &server,
-        std::slice::from_ref(&dead),
-        &["dead"],
-        Duration::from_secs(15),
-    )
-    .await;
-    assert!(done[0]["attempts"].as_array().unwrap().len() >= 3);
+    let done = wait_one(&server, &dead, "dead", 15).await;
+    assert!(done["attempts"].as_array().unwrap().len() >= 3);
     let (_, list) = whs(&server).get("/api/v1/letters?state=dead").await;
     assert_eq!(list["total"], 1);
     assert!(server.logs().contains("letter-dead"));
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&server).await;
     assert!(metrics.contains("whg_letters_dead_total 1"), "{metrics}");
     let (status, _) = whs(&server).get("/api/v1/letters?state=lost").await;
     assert_eq!(status, 400);

@@ -93,10 +93,22 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/disclosures/$decide", post(consents::decide_disclosure))
         .route("/fhir/{type}", get(fhir_read::search))
         .route("/fhir/{type}/{id}", get(fhir_read::read))
-        .route("/api/v1/referrals/{id}/triage", post(workflow::triage))
-        .route("/api/v1/referrals/{id}/contacts", post(workflow::contact))
-        .route("/api/v1/referrals/{id}/support", post(workflow::support))
-        .route("/api/v1/referrals/{id}/discharge", post(workflow::discharge))
+        .route(
+            "/api/v1/referrals/{id}/triage",
+            post(workflow::step::<crate::workflow::action::TriageBody>),
+        )
+        .route(
+            "/api/v1/referrals/{id}/contacts",
+            post(workflow::step::<crate::workflow::Contact>),
+        )
+        .route(
+            "/api/v1/referrals/{id}/support",
+            post(workflow::step::<crate::workflow::action::Support>),
+        )
+        .route(
+            "/api/v1/referrals/{id}/discharge",
+            post(workflow::step::<crate::workflow::Discharge>),
+        )
         .route("/api/v1/referrals/{id}/letters", post(workflow::create_letter))
         .route("/api/v1/referrals/{id}/workflow", get(workflow::show))
         .route("/api/v1/letters", get(workflow::list_letters))

@@ -24,8 +24,8 @@ use crate::fhir::search::format_instant;
 use crate::fhir::{Issue, IssueType};
 use crate::letters::{self, Context, LetterBody, LetterIds};
 use crate::store::{Delivery, DeliveryFilter, RecordParties, Transaction};
-use crate::workflow::action::{Support, TriageBody};
-use crate::workflow::{self, Action, Contact, Discharge, Parties, Stage};
+use crate::workflow::action::IntoAction;
+use crate::workflow::{self, Action, Parties, Stage};
 
 /// The body as the action's type, or a 400 naming what serde could not read.
 fn parse<T: DeserializeOwned>(body: JsonBody) -> Result<T, ApiError> {
@@ -98,7 +98,9 @@ fn version_of(resource: &Value) -> i64 {
         .unwrap_or(1)
 }
 
-pub async fn triage(
+/// `POST /api/v1/referrals/{id}/{triage|contacts|support|discharge}`: one workflow step, its
+/// body read as `B`.
+pub async fn step<B: DeserializeOwned + IntoAction>(
     State(app): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
@@ -106,45 +108,7 @@ pub async fn triage(
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     require_scope(&principal, scope::WORKFLOW)?;
-    let action = parse::<TriageBody>(body)?
-        .into_action()
-        .map_err(ApiError::Invalid)?;
-    act(app, principal, headers, id, action).await
-}
-
-pub async fn contact(
-    State(app): State<AppState>,
-    principal: Principal,
-    headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    require_scope(&principal, scope::WORKFLOW)?;
-    let action = Action::Contact(parse::<Contact>(body)?);
-    act(app, principal, headers, id, action).await
-}
-
-pub async fn support(
-    State(app): State<AppState>,
-    principal: Principal,
-    headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    require_scope(&principal, scope::WORKFLOW)?;
-    let action = Action::Support(parse::<Support>(body)?);
-    act(app, principal, headers, id, action).await
-}
-
-pub async fn discharge(
-    State(app): State<AppState>,
-    principal: Principal,
-    headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
-    body: JsonBody,
-) -> Result<Response, ApiError> {
-    require_scope(&principal, scope::WORKFLOW)?;
-    let action = Action::Discharge(parse::<Discharge>(body)?);
+    let action = parse::<B>(body)?.into_action().map_err(ApiError::Invalid)?;
     act(app, principal, headers, id, action).await
 }
 

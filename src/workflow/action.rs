@@ -50,9 +50,32 @@ pub struct TriageBody {
     pub note: Option<String>,
 }
 
-impl TriageBody {
+/// A workflow route's body, as the action it asks for (or every problem with it).
+pub trait IntoAction {
+    fn into_action(self) -> Result<Action, Issues>;
+}
+
+impl IntoAction for Encounter {
+    fn into_action(self) -> Result<Action, Issues> {
+        Ok(Action::Contact(self))
+    }
+}
+
+impl IntoAction for Support {
+    fn into_action(self) -> Result<Action, Issues> {
+        Ok(Action::Support(self))
+    }
+}
+
+impl IntoAction for Discharge {
+    fn into_action(self) -> Result<Action, Issues> {
+        Ok(Action::Discharge(self))
+    }
+}
+
+impl IntoAction for TriageBody {
     /// The triage it asks for, or every problem with it.
-    pub fn into_action(self) -> Result<Action, Issues> {
+    fn into_action(self) -> Result<Action, Issues> {
         let mut issues = Issues::new();
         let decision = match self.decision.as_str() {
             "accept" => {

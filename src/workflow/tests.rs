@@ -1,7 +1,7 @@
 use chrono::{NaiveDate, TimeZone, Utc};
 use serde_json::json;
 
-use super::action::TriageBody;
+use super::action::{IntoAction, TriageBody};
 use super::*;
 
 fn parties() -> Parties {
