@@ -45,6 +45,9 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     pub workflow: WorkflowConfig,
     pub delivery: DeliveryConfig,
+    /// The gateway's MESH mailbox, for practices that take letters over MESH.
+    #[serde(default)]
+    pub mesh: Option<MeshConfig>,
     /// How each GP practice takes letters, by ODS code.
     #[serde(default)]
     pub directory: std::collections::BTreeMap<String, PracticeRoute>,
@@ -80,39 +83,102 @@ pub struct DeliveryConfig {
     pub concurrency: usize,
 }
 
+/// The gateway's own MESH mailbox (GP Connect Send Document goes out, ITK3 acknowledgements
+/// come back, through it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshConfig {
+    /// The MESH API base, e.g. `https://msg.intspineservices.nhs.uk`.
+    pub url: String,
+    pub mailbox: String,
+    /// Files holding the mailbox password and the environment's shared key (for the
+    /// `NHSMESH` authorisation HMAC).
+    pub password_file: std::path::PathBuf,
+    pub shared_key_file: std::path::PathBuf,
+    /// The mailbox's client certificate and key (PEM), and the CA for the MESH server, as MESH
+    /// requires mutual TLS. Left out for a local sandbox over plain HTTP.
+    #[serde(default)]
+    pub client_cert: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// How often the inbox is read for acknowledgements.
+    #[serde(default = "mesh_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// A letter with no infrastructure acknowledgement (20013) within this time is sent again.
+    #[serde(default = "mesh_infrastructure_ack_secs")]
+    pub infrastructure_ack_secs: u64,
+    /// A letter received (20013) but with no business acknowledgement (30001) within this time
+    /// is sent again.
+    #[serde(default = "mesh_business_ack_secs")]
+    pub business_ack_secs: u64,
+}
+
+fn mesh_poll_ms() -> u64 {
+    30_000
+}
+
+fn mesh_infrastructure_ack_secs() -> u64 {
+    4 * 3600
+}
+
+fn mesh_business_ack_secs() -> u64 {
+    24 * 3600
+}
+
 /// Where and how a practice takes letters.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(tag = "channel", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "channel", rename_all = "lowercase")]
 pub enum PracticeRoute {
     /// A BaRS-style FHIR endpoint: `POST {endpoint}/$process-message`.
-    Fhir {
-        #[serde(default)]
-        name: Option<String>,
-        endpoint: String,
-        /// OAuth2 client credentials; without `token_url` requests go unauthenticated (only for
-        /// endpoints protected otherwise, e.g. mutual TLS on a private network).
-        #[serde(default)]
-        token_url: Option<String>,
-        #[serde(default)]
-        client_id: Option<String>,
-        /// A file holding the client secret (never the secret itself in configuration).
-        #[serde(default)]
-        client_secret_file: Option<std::path::PathBuf>,
-        #[serde(default)]
-        scope: Option<String>,
-    },
+    Fhir(FhirRoute),
+    /// GP Connect Send Document over MESH (workflow `GPCONNECT_SEND_DOCUMENT`).
+    Mesh(MeshRoute),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FhirRoute {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub endpoint: String,
+    /// OAuth2 client credentials; without `token_url` requests go unauthenticated (only for
+    /// endpoints protected otherwise, e.g. mutual TLS on a private network).
+    #[serde(default)]
+    pub token_url: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// A file holding the client secret (never the secret itself in configuration).
+    #[serde(default)]
+    pub client_secret_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MeshRoute {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The practice's mailbox. Without it the message is routed by MESH's demographic lookup
+    /// (`GPPROVIDER_<NHS number>_<date of birth>_<surname>`) to the person's registered practice.
+    #[serde(default)]
+    pub mailbox: Option<String>,
 }
 
 impl PracticeRoute {
     pub fn name(&self) -> Option<&str> {
         match self {
-            PracticeRoute::Fhir { name, .. } => name.as_deref(),
+            PracticeRoute::Fhir(FhirRoute { name, .. })
+            | PracticeRoute::Mesh(MeshRoute { name, .. }) => name.as_deref(),
         }
     }
 
     pub fn channel(&self) -> &'static str {
         match self {
-            PracticeRoute::Fhir { .. } => "fhir",
+            PracticeRoute::Fhir(_) => "fhir",
+            PracticeRoute::Mesh(_) => "mesh",
         }
     }
 }
@@ -377,13 +443,21 @@ impl Config {
             }
         }
         for (ods, route) in &self.directory {
-            let PracticeRoute::Fhir {
+            let PracticeRoute::Fhir(FhirRoute {
                 endpoint,
                 token_url,
                 client_id,
                 client_secret_file,
                 ..
-            } = route;
+            }) = route
+            else {
+                if self.mesh.is_none() {
+                    return Err(ConfigError::Invalid(format!(
+                        "directory.{ods}: channel mesh needs the gateway's [mesh] mailbox"
+                    )));
+                }
+                continue;
+            };
             if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
                 return Err(ConfigError::Invalid(format!(
                     "directory.{ods}: endpoint must be an http(s) URL"

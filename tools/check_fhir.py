@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Checks FHIR R4 resources with an independent implementation (fhir.resources 5.1.1, FHIR 4.0.1).
+"""Checks FHIR resources with an independent implementation (fhir.resources 5.1.1: FHIR 4.0.1, and
+STU3 3.0.1 for GP Connect Send Document messages).
 
-Usage: check_fhir.py FILE...   each FILE holds one resource, a JSON array of resources, or a Bundle
-(whose entries are checked one by one as well). Exits 1 listing every failure.
+Usage: check_fhir.py [--version=R4|STU3] FILE...   each FILE holds one resource, a JSON array of
+resources, or a Bundle (whose entries are checked one by one as well). Exits 1 listing every
+failure.
 
 Beyond fhir.resources' strict parsing (unknown elements, wrong types, missing mandatory elements)
 it checks the JSON rules of the FHIR spec that parsers let through: no empty arrays, objects or
@@ -13,8 +15,10 @@ import sys
 
 import fhir.resources
 from fhir.resources.fhirelementfactory import FHIRElementFactory
+from fhir.resources.STU3.fhirelementfactory import FHIRElementFactory as STU3ElementFactory
 
 assert fhir.resources.__fhir_version__ == "4.0.1", fhir.resources.__fhir_version__
+FACTORY = FHIRElementFactory
 
 
 def json_rule_errors(node, path):
@@ -37,7 +41,7 @@ def json_rule_errors(node, path):
 def check(resource, where, failures):
     rt = resource.get("resourceType", "?")
     try:
-        FHIRElementFactory.instantiate(rt, resource)
+        FACTORY.instantiate(rt, resource)
     except Exception as e:  # the library raises its own FHIRValidationError and KeyErrors
         failures.append(f"{where} {rt}: {str(e).strip()}")
     failures.extend(f"{where} {e}" for e in json_rule_errors(resource, rt))
@@ -49,7 +53,11 @@ def check(resource, where, failures):
                 check(entry["resource"], f"{where} entry[{i}]", failures)
 
 
-def main(paths):
+def main(args):
+    global FACTORY
+    paths = [a for a in args if not a.startswith("--version=")]
+    if "--version=STU3" in args:
+        FACTORY = STU3ElementFactory
     failures, count = [], 0
     for path in paths:
         with open(path) as f:

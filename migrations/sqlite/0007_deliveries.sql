@@ -18,20 +18,26 @@ CREATE TABLE deliveries (
     escalate_at     TEXT,                        -- urgent letters: escalated if not acknowledged by then
     escalated_at    TEXT,
     channel         TEXT,                        -- fhir | mesh, once a route was found
+    transport_id    TEXT,                        -- the MESH message id of the last send
     last_error      TEXT,
     updated_at      TEXT NOT NULL
 ) WITHOUT ROWID;
--- What the worker looks for: letters still to (re)send, urgent first, oldest due first.
-CREATE INDEX deliveries_due ON deliveries (priority, next_attempt_at) WHERE state IN ('queued', 'escalated');
+-- What the worker looks for: letters still to (re)send, urgent first, oldest due first. A letter
+-- sent over MESH is due again if its acknowledgements do not come in time.
+CREATE INDEX deliveries_due ON deliveries (priority, next_attempt_at)
+    WHERE state IN ('queued', 'escalated', 'sent', 'received');
+CREATE INDEX deliveries_by_message ON deliveries (message_id);
 CREATE INDEX deliveries_by_state ON deliveries (state);
 CREATE INDEX deliveries_by_referral ON deliveries (referral_id);
 
--- Every attempt, for the status API and for people investigating a failed delivery.
+-- Every attempt and acknowledgement, in order, for the status API and for people investigating
+-- a failed delivery.
 CREATE TABLE delivery_attempts (
     delivery_id TEXT NOT NULL,
-    attempt     INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    attempt     INTEGER NOT NULL,                -- the attempt an acknowledgement answers
     at          TEXT NOT NULL,
-    outcome     TEXT NOT NULL,                   -- delivered | retry | permanent | cancelled | no-route
+    outcome     TEXT NOT NULL,                   -- delivered | sent | acknowledged | retry | permanent | cancelled | dead
     detail      TEXT,
-    PRIMARY KEY (delivery_id, attempt)
+    PRIMARY KEY (delivery_id, seq)
 ) WITHOUT ROWID;

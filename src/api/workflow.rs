@@ -281,6 +281,7 @@ fn queue_letter(
         escalate_at: letter.urgent.then(|| at(d.urgent_ack_secs)),
         escalated_at: None,
         channel: None,
+        transport_id: None,
         last_error: None,
         updated_at: format_instant(now),
     });

@@ -13,7 +13,7 @@ use oauth2::{ClientId, ClientSecret, Scope, TokenResponse, TokenUrl};
 use serde_json::{Value, json};
 
 use super::Outcome;
-use crate::config::PracticeRoute;
+use crate::config::FhirRoute;
 use crate::fhir::systems;
 
 const BARS_BUNDLE_PROFILE: &str = "https://fhir.nhs.uk/StructureDefinition/BARSBundleMessage";
@@ -115,13 +115,13 @@ impl FhirChannel {
     pub async fn send(
         &self,
         ods: &str,
-        route: &PracticeRoute,
+        route: &FhirRoute,
         bundle: &Value,
         request_id: &str,
         correlation_id: &str,
         timeout: Duration,
     ) -> Outcome {
-        let PracticeRoute::Fhir { endpoint, .. } = route;
+        let endpoint = &route.endpoint;
         let token = match self.token(ods, route, timeout).await {
             Ok(t) => t,
             Err(error) => {
@@ -193,10 +193,10 @@ impl FhirChannel {
     async fn token(
         &self,
         ods: &str,
-        route: &PracticeRoute,
+        route: &FhirRoute,
         timeout: Duration,
     ) -> Result<Option<String>, String> {
-        let PracticeRoute::Fhir {
+        let FhirRoute {
             token_url: Some(token_url),
             client_id: Some(client_id),
             client_secret_file: Some(secret_file),
@@ -271,7 +271,7 @@ fn token_error<E: std::error::Error, T: oauth2::ErrorResponse>(
     }
 }
 
-fn describe(e: &reqwest::Error) -> String {
+pub(super) fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {

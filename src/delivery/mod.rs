@@ -9,6 +9,7 @@
 //! one.
 
 pub mod fhir;
+pub mod mesh;
 pub mod worker;
 
 use std::time::Duration;
@@ -24,6 +25,8 @@ use crate::fhir::terminology::coding;
 pub enum Outcome {
     /// The practice's system took the letter (a FHIR 2xx).
     Accepted,
+    /// Handed to MESH (its message id); the practice's acknowledgements come later.
+    Sent { transport_id: String },
     /// Try again later: a timeout, a 5xx, a 429 (after `retry_after` if it said), no route yet.
     Retry {
         error: String,

@@ -14,11 +14,12 @@ use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 
 use super::fhir::{FhirChannel, Message};
+use super::mesh::{AckKind, MeshClient};
 use super::{Outcome, backoff, communication_with_state, jitter};
-use crate::config::Config;
+use crate::config::{Config, MeshRoute, PracticeRoute};
 use crate::consent::{Action, DataClass, Purpose, Question, Recipient, RecipientClass};
 use crate::fhir::search::{Filter, SearchRequest, format_instant};
-use crate::store::{Delivery, DeliveryAttempt, DeliveryUpdate, Store, StoreError};
+use crate::store::{Delivery, DeliveryAttempt, DeliveryFilter, DeliveryUpdate, Store, StoreError};
 
 /// Counters for the metrics endpoint.
 #[derive(Debug, Default)]
@@ -93,8 +94,38 @@ struct Worker {
     store: Arc<dyn Store>,
     config: Arc<Config>,
     channel: FhirChannel,
+    /// The gateway's MESH mailbox, if configured and usable.
+    mesh: Option<MeshClient>,
     outbox: Outbox,
     in_flight: Mutex<HashSet<String>>,
+    /// Inbox messages that are not acknowledgements of the gateway's letters, logged once.
+    unknown_inbound: Mutex<HashSet<String>>,
+}
+
+/// What to record about a delivery: its new state and what goes with it.
+struct Change {
+    state: String,
+    attempt: Option<DeliveryAttempt>,
+    next_attempt_at: String,
+    last_error: Option<String>,
+    escalated_at: Option<String>,
+    channel: Option<String>,
+    transport_id: Option<String>,
+}
+
+impl Change {
+    /// The delivery moves to `state`, otherwise as it was.
+    fn to(d: &Delivery, state: &str) -> Change {
+        Change {
+            state: state.to_string(),
+            attempt: None,
+            next_attempt_at: d.next_attempt_at.clone(),
+            last_error: None,
+            escalated_at: None,
+            channel: None,
+            transport_id: None,
+        }
+    }
 }
 
 /// Runs the worker until the process ends.
@@ -104,17 +135,42 @@ pub async fn run(
     http: reqwest::Client,
     outbox: Outbox,
 ) {
+    let timeout = Duration::from_millis(config.delivery.attempt_timeout_ms);
+    let mesh = config
+        .mesh
+        .as_ref()
+        .and_then(|m| match MeshClient::new(m, timeout) {
+            Ok(client) => Some(client),
+            Err(e) => {
+                tracing::error!(error = %e, alert = "mesh-unusable", "the MESH mailbox cannot be used; letters to MESH practices will wait");
+                None
+            }
+        });
     let worker = Arc::new(Worker {
         store,
         channel: FhirChannel::new(http),
+        mesh,
         outbox,
         in_flight: Mutex::new(HashSet::new()),
+        unknown_inbound: Mutex::new(HashSet::new()),
         config,
     });
     let slots = Arc::new(Semaphore::new(worker.config.delivery.concurrency));
     let poll = Duration::from_millis(worker.config.delivery.poll_interval_ms);
+    let mesh_poll = worker
+        .config
+        .mesh
+        .as_ref()
+        .map(|m| Duration::from_millis(m.poll_interval_ms));
+    let mut next_mesh_poll = tokio::time::Instant::now();
     loop {
         let now = Utc::now();
+        if let (Some(every), true) = (mesh_poll, tokio::time::Instant::now() >= next_mesh_poll) {
+            next_mesh_poll = tokio::time::Instant::now() + every;
+            if let Err(e) = worker.read_acknowledgements().await {
+                tracing::warn!(error = %e, "cannot read the MESH inbox");
+            }
+        }
         if let Err(e) = worker.escalate_overdue(now).await {
             tracing::warn!(error = %e, "cannot check urgent letters for escalation");
         }
@@ -187,47 +243,32 @@ impl Worker {
             } else {
                 d.state.as_str()
             };
-            self.record(
-                &d,
-                state,
-                None,
-                d.next_attempt_at.clone(),
-                Some(detail),
-                Some(format_instant(now)),
-                now,
-            )
-            .await?;
+            let mut change = Change::to(&d, state);
+            change.last_error = Some(detail);
+            change.escalated_at = Some(format_instant(now));
+            self.record(&d, change, now).await?;
         }
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn record(
-        &self,
-        d: &Delivery,
-        state: &str,
-        attempt: Option<DeliveryAttempt>,
-        next_attempt_at: String,
-        last_error: Option<String>,
-        escalated_at: Option<String>,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    async fn record(&self, d: &Delivery, c: Change, now: DateTime<Utc>) -> Result<(), StoreError> {
         let communication = self
             .store
             .read("Communication", &d.id)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("letter {} has no Communication", d.id)))?;
         let communication =
-            communication_with_state(communication, state, last_error.as_deref(), now);
+            communication_with_state(communication, &c.state, c.last_error.as_deref(), now);
         self.store
             .update_delivery(DeliveryUpdate {
                 id: d.id.clone(),
-                state: state.to_string(),
-                attempt,
-                next_attempt_at,
-                last_error,
-                channel: None,
-                escalated_at,
+                state: c.state,
+                attempt: c.attempt,
+                next_attempt_at: c.next_attempt_at,
+                last_error: c.last_error,
+                channel: c.channel,
+                escalated_at: c.escalated_at,
+                transport_id: c.transport_id,
                 communication,
             })
             .await
@@ -253,17 +294,10 @@ impl Worker {
             );
             tracing::error!(delivery = %d.id, practice = %d.practice, attempts = d.attempts, alert = "letter-dead", "{detail}");
             self.outbox.metrics.dead.fetch_add(1, Ordering::Relaxed);
-            return self
-                .record(
-                    &d,
-                    "dead",
-                    Some(log("dead", Some(detail.clone()))),
-                    d.next_attempt_at.clone(),
-                    Some(detail),
-                    None,
-                    now,
-                )
-                .await;
+            let mut change = Change::to(&d, "dead");
+            change.attempt = Some(log("dead", Some(detail.clone())));
+            change.last_error = Some(detail);
+            return self.record(&d, change, now).await;
         }
 
         // Consent is decided now, at the moment of sending: a withdrawal since the letter was
@@ -292,29 +326,23 @@ impl Worker {
                 .metrics
                 .cancelled
                 .fetch_add(1, Ordering::Relaxed);
-            return self
-                .record(
-                    &d,
-                    "cancelled",
-                    Some(log("cancelled", Some(detail.clone()))),
-                    d.next_attempt_at.clone(),
-                    Some(detail),
-                    None,
-                    now,
-                )
-                .await;
+            let mut change = Change::to(&d, "cancelled");
+            change.attempt = Some(log("cancelled", Some(detail.clone())));
+            change.last_error = Some(detail);
+            return self.record(&d, change, now).await;
         }
 
         let ods = d
             .practice
             .rsplit_once('|')
             .map_or(d.practice.as_str(), |(_, v)| v);
-        let outcome = match self.config.directory.get(ods) {
+        let route = self.config.directory.get(ods);
+        let outcome = match route {
             None => Outcome::Retry {
                 error: format!("the practice directory has no delivery route for {ods}"),
                 retry_after: None,
             },
-            Some(route) => {
+            Some(PracticeRoute::Fhir(route)) => {
                 let bundle = self.message(&d).await?;
                 self.outbox.metrics.attempts.fetch_add(1, Ordering::Relaxed);
                 self.channel
@@ -328,35 +356,44 @@ impl Worker {
                     )
                     .await
             }
+            Some(PracticeRoute::Mesh(route)) => self.send_mesh(&d, route).await?,
         };
+        let mut change = Change::to(&d, "queued");
+        change.channel = route.map(|r| r.channel().to_string());
         match outcome {
             Outcome::Accepted => {
                 tracing::info!(delivery = %d.id, attempt = number, "letter accepted by the practice's system");
                 self.outbox.metrics.accepted.fetch_add(1, Ordering::Relaxed);
-                self.record(
-                    &d,
-                    "accepted",
-                    Some(log("delivered", None)),
-                    d.next_attempt_at.clone(),
-                    None,
-                    None,
-                    now,
-                )
-                .await
+                change.state = "accepted".into();
+                change.attempt = Some(log("delivered", None));
+            }
+            Outcome::Sent { transport_id } => {
+                tracing::info!(delivery = %d.id, attempt = number, "letter sent over MESH; waiting for acknowledgements");
+                let wait = self
+                    .config
+                    .mesh
+                    .as_ref()
+                    .map_or(0, |m| m.infrastructure_ack_secs);
+                change.state = "sent".into();
+                let again = if matches!(d.state.as_str(), "sent" | "received") {
+                    " (again: the acknowledgements did not come in time)"
+                } else {
+                    ""
+                };
+                change.attempt = Some(log(
+                    "sent",
+                    Some(format!("MESH message {transport_id}{again}")),
+                ));
+                change.next_attempt_at =
+                    format_instant(now + chrono::Duration::seconds(wait as i64));
+                change.transport_id = Some(transport_id);
             }
             Outcome::Rejected { error } => {
                 tracing::warn!(delivery = %d.id, attempt = number, error = %error, alert = "letter-rejected", "letter refused by the practice's system");
                 self.outbox.metrics.rejected.fetch_add(1, Ordering::Relaxed);
-                self.record(
-                    &d,
-                    "rejected",
-                    Some(log("permanent", Some(error.clone()))),
-                    d.next_attempt_at.clone(),
-                    Some(error),
-                    None,
-                    now,
-                )
-                .await
+                change.state = "rejected".into();
+                change.attempt = Some(log("permanent", Some(error.clone())));
+                change.last_error = Some(error);
             }
             Outcome::Retry { error, retry_after } => {
                 self.outbox.metrics.retries.fetch_add(1, Ordering::Relaxed);
@@ -364,26 +401,214 @@ impl Worker {
                 // undelivered at the end of the window is dead either way).
                 let wait = retry_after
                     .unwrap_or_else(|| backoff(number as u32, &self.config.delivery, jitter()));
-                let next = now + chrono::Duration::from_std(wait).unwrap_or_default();
                 tracing::info!(delivery = %d.id, attempt = number, error = %error, retry_in_ms = wait.as_millis() as u64, "letter not delivered; will retry");
                 // An escalated letter keeps its state until it is delivered.
-                let state = if d.state == "escalated" {
-                    "escalated"
-                } else {
-                    "queued"
-                };
-                self.record(
-                    &d,
-                    state,
-                    Some(log("retry", Some(error.clone()))),
-                    format_instant(next),
-                    Some(error),
-                    None,
-                    now,
-                )
-                .await
+                if d.escalated_at.is_some() {
+                    change.state = "escalated".into();
+                }
+                change.attempt = Some(log("retry", Some(error.clone())));
+                change.next_attempt_at =
+                    format_instant(now + chrono::Duration::from_std(wait).unwrap_or_default());
+                change.last_error = Some(error);
             }
         }
+        self.record(&d, change, now).await
+    }
+
+    /// Sends a letter as GP Connect Send Document over MESH.
+    async fn send_mesh(&self, d: &Delivery, route: &MeshRoute) -> Result<Outcome, StoreError> {
+        let Some(mesh) = &self.mesh else {
+            return Ok(Outcome::Retry {
+                error: "the gateway's MESH mailbox is not configured or cannot be used".into(),
+                retry_after: None,
+            });
+        };
+        let missing =
+            |what: &str| StoreError::Corrupt(format!("letter {}: {what} is missing", d.id));
+        let patient = self
+            .store
+            .read("Patient", &d.patient_id)
+            .await?
+            .ok_or_else(|| missing("the patient"))?;
+        let document = self
+            .store
+            .read("DocumentReference", &d.document_id)
+            .await?
+            .ok_or_else(|| missing("the document"))?;
+        let pdf = super::mesh::pdf_of(&document).ok_or_else(|| missing("the PDF"))?;
+        let name = &patient["name"][0];
+        let given: Vec<&str> = name["given"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let given = given.join(" ");
+        let nhs_number = patient["identifier"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| i["system"] == crate::fhir::systems::NHS_NUMBER)
+            .and_then(|i| i["value"].as_str())
+            .unwrap_or_default();
+        let person = super::mesh::Person {
+            nhs_number,
+            family: name["family"].as_str().unwrap_or_default(),
+            given: &given,
+            birth_date: patient["birthDate"].as_str().unwrap_or_default(),
+        };
+        let to = match super::mesh::recipient(route, &person) {
+            Ok(to) => to,
+            Err(error) => return Ok(Outcome::Rejected { error }),
+        };
+        let service_id = d.service.rsplit_once('|').map_or("", |(_, v)| v);
+        let service_name = self
+            .config
+            .service(service_id)
+            .map_or(service_id, |s| s.name.as_str());
+        let title = document["description"].as_str().unwrap_or("Letter");
+        let author = document["author"][0]["display"]
+            .as_str()
+            .unwrap_or(service_name);
+        let message = super::mesh::itk_message(&super::mesh::Letter {
+            message_id: &d.message_id,
+            letter_id: &d.id,
+            timestamp: &d.created_at,
+            title,
+            author,
+            service: &d.service,
+            service_name,
+            sender_mailbox: mesh.mailbox(),
+            person,
+            pdf_base64: pdf,
+        });
+        // The subject GP Connect Send Document prescribes: "[title] for [name], NHS Number: [n],
+        // seen at [service], Version: 1". MESH metadata, never logged by the gateway.
+        let subject = format!(
+            "{title} for {given} {}, NHS Number: {nhs_number}, seen at {service_name}, Version: 1",
+            name["family"].as_str().unwrap_or_default()
+        );
+        self.outbox.metrics.attempts.fetch_add(1, Ordering::Relaxed);
+        Ok(mesh.send(&to, &subject, &d.message_id, &message).await)
+    }
+
+    /// Reads the MESH inbox: ITK3 acknowledgements of letters, and MESH's own non-delivery
+    /// reports. Each handled message is acknowledged to MESH after its result is recorded.
+    async fn read_acknowledgements(&self) -> Result<(), String> {
+        let Some(mesh) = &self.mesh else {
+            return Ok(());
+        };
+        for id in mesh.inbox().await? {
+            if self
+                .unknown_inbound
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&id)
+            {
+                continue;
+            }
+            let inbound = mesh.download(&id).await?;
+            let now = Utc::now();
+            let (message_id, change_for): (
+                String,
+                Box<dyn Fn(&Delivery) -> Option<Change> + Send>,
+            ) = if inbound.message_type == "REPORT" {
+                let detail = format!(
+                    "MESH could not deliver the letter: {}",
+                    inbound.status_description
+                );
+                let wait = backoff(1, &self.config.delivery, jitter());
+                (
+                    inbound.local_id.clone(),
+                    Box::new(move |d: &Delivery| {
+                        let mut c = Change::to(
+                            d,
+                            if d.escalated_at.is_some() {
+                                "escalated"
+                            } else {
+                                "queued"
+                            },
+                        );
+                        c.attempt = Some(ack_log(d, "retry", &detail, now));
+                        c.last_error = Some(detail.clone());
+                        c.next_attempt_at = format_instant(
+                            now + chrono::Duration::from_std(wait).unwrap_or_default(),
+                        );
+                        Some(c)
+                    }),
+                )
+            } else if let Some(ack) = super::mesh::read_ack(&inbound.body) {
+                let business_wait = self.config.mesh.as_ref().map_or(0, |m| m.business_ack_secs);
+                let metrics = self.outbox.metrics.clone();
+                (
+                    ack.answers.clone(),
+                    Box::new(move |d: &Delivery| {
+                        let detail = format!("ITK {} {}", ack.code, ack.detail);
+                        let mut c = match ack.kind {
+                            // A late or repeated 20013 never undoes an acceptance.
+                            AckKind::Received if d.state == "accepted" => return None,
+                            AckKind::Received => {
+                                let mut c = Change::to(d, "received");
+                                c.next_attempt_at = format_instant(
+                                    now + chrono::Duration::seconds(business_wait as i64),
+                                );
+                                c
+                            }
+                            AckKind::Accepted => {
+                                metrics.accepted.fetch_add(1, Ordering::Relaxed);
+                                Change::to(d, "accepted")
+                            }
+                            AckKind::Negative => {
+                                metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                                let mut c = Change::to(d, "rejected");
+                                c.last_error = Some(detail.clone());
+                                c
+                            }
+                        };
+                        c.attempt = Some(ack_log(d, "acknowledged", &detail, now));
+                        Some(c)
+                    }),
+                )
+            } else {
+                tracing::warn!(mesh_message = %id, workflow = %inbound.workflow, "an inbox message that is not an acknowledgement of a letter; left in the inbox");
+                self.unknown_inbound
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id);
+                continue;
+            };
+            let found = self
+                .store
+                .deliveries(&DeliveryFilter {
+                    message_id: Some(message_id.clone()),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            match found.first() {
+                Some(d) if !matches!(d.state.as_str(), "rejected" | "dead" | "cancelled") => {
+                    if let Some(change) = change_for(d) {
+                        if change.state == "rejected" {
+                            tracing::warn!(delivery = %d.id, alert = "letter-rejected", "the practice's system refused the letter");
+                        }
+                        self.record(d, change, now)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    tracing::warn!(mesh_message = %id, "an acknowledgement of no letter this gateway sent; left in the inbox");
+                    self.unknown_inbound
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id);
+                    continue;
+                }
+            }
+            mesh.acknowledge(&inbound.id).await?;
+        }
+        Ok(())
     }
 
     /// The message for a letter, from what is stored now.
@@ -419,6 +644,16 @@ impl Worker {
             workflow_task: task.as_ref(),
             document: &document,
         }))
+    }
+}
+
+/// The log entry for an acknowledgement or report: it answers the delivery's latest attempt.
+fn ack_log(d: &Delivery, outcome: &str, detail: &str, at: DateTime<Utc>) -> DeliveryAttempt {
+    DeliveryAttempt {
+        attempt: d.attempts,
+        at: format_instant(at),
+        outcome: outcome.to_string(),
+        detail: Some(detail.to_string()),
     }
 }
 

@@ -185,6 +185,8 @@ pub struct Delivery {
     pub channel: Option<String>,
     pub last_error: Option<String>,
     pub updated_at: String,
+    /// The MESH message id of the last send.
+    pub transport_id: Option<String>,
 }
 
 /// One delivery attempt, as recorded.
@@ -192,7 +194,7 @@ pub struct Delivery {
 pub struct DeliveryAttempt {
     pub attempt: i64,
     pub at: String,
-    /// delivered | retry | permanent | cancelled | no-route | dead | escalated
+    /// delivered | sent | acknowledged | retry | permanent | cancelled | dead
     pub outcome: String,
     pub detail: Option<String>,
 }
@@ -208,6 +210,8 @@ pub struct DeliveryUpdate {
     pub last_error: Option<String>,
     pub channel: Option<String>,
     pub escalated_at: Option<String>,
+    /// The MESH message id of a send.
+    pub transport_id: Option<String>,
     /// The letter's Communication with its new status (stored as a new version).
     pub communication: Value,
 }
@@ -219,6 +223,7 @@ pub struct DeliveryFilter {
     pub service: Option<String>,
     pub practice: Option<String>,
     pub referral: Option<String>,
+    pub message_id: Option<String>,
 }
 
 /// One page of search results.

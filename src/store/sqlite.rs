@@ -713,8 +713,9 @@ async fn record_delivery(
 ) -> Result<(), StoreError> {
     let now = format_instant(Utc::now());
     let updated = sqlx::query(
-        "UPDATE deliveries SET state = ?, attempts = COALESCE(?, attempts), next_attempt_at = ?,
-             last_error = ?, channel = COALESCE(?, channel), escalated_at = COALESCE(escalated_at, ?), updated_at = ?
+        "UPDATE deliveries SET state = ?, attempts = MAX(attempts, COALESCE(?, attempts)), next_attempt_at = ?,
+             last_error = ?, channel = COALESCE(?, channel), escalated_at = COALESCE(escalated_at, ?),
+             transport_id = COALESCE(?, transport_id), updated_at = ?
          WHERE id = ?",
     )
     .bind(&u.state)
@@ -723,6 +724,7 @@ async fn record_delivery(
     .bind(&u.last_error)
     .bind(&u.channel)
     .bind(&u.escalated_at)
+    .bind(&u.transport_id)
     .bind(&now)
     .bind(&u.id)
     .execute(&mut *conn)
@@ -733,8 +735,8 @@ async fn record_delivery(
     }
     if let Some(a) = &u.attempt {
         sqlx::query(
-            "INSERT INTO delivery_attempts (delivery_id, attempt, at, outcome, detail) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (delivery_id, attempt) DO UPDATE SET at = excluded.at, outcome = excluded.outcome, detail = excluded.detail",
+            "INSERT INTO delivery_attempts (delivery_id, seq, attempt, at, outcome, detail)
+             SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5 FROM delivery_attempts WHERE delivery_id = ?1",
         )
         .bind(&u.id)
         .bind(a.attempt)
@@ -753,7 +755,7 @@ macro_rules! select_deliveries {
         concat!(
             "SELECT id, document_id, referral_id, patient_id, service, practice, priority, state, attempts,
                     message_id, correlation_id, created_at, next_attempt_at, deadline_at, escalate_at,
-                    escalated_at, channel, last_error, updated_at FROM deliveries ",
+                    escalated_at, channel, last_error, updated_at, transport_id FROM deliveries ",
             $rest
         )
     };
@@ -780,6 +782,7 @@ fn delivery_of(r: &sqlx::sqlite::SqliteRow) -> Delivery {
         channel: r.get(16),
         last_error: r.get(17),
         updated_at: r.get(18),
+        transport_id: r.get(19),
     }
 }
 
@@ -1543,7 +1546,7 @@ impl Store for SqliteStore {
 
     async fn due_deliveries(&self, now: &str, limit: u32) -> Result<Vec<Delivery>, StoreError> {
         let rows = sqlx::query(select_deliveries!(
-            "WHERE state IN ('queued', 'escalated') AND next_attempt_at <= ? ORDER BY priority, next_attempt_at LIMIT ?"
+            "WHERE state IN ('queued', 'escalated', 'sent', 'received') AND next_attempt_at <= ? ORDER BY priority, next_attempt_at LIMIT ?"
         ))
         .bind(now)
         .bind(limit)
@@ -1578,7 +1581,7 @@ impl Store for SqliteStore {
             return Ok(None);
         };
         let attempts = sqlx::query(
-            "SELECT attempt, at, outcome, detail FROM delivery_attempts WHERE delivery_id = ? ORDER BY attempt",
+            "SELECT attempt, at, outcome, detail FROM delivery_attempts WHERE delivery_id = ? ORDER BY seq",
         )
         .bind(id)
         .fetch_all(&self.readers)
@@ -1598,12 +1601,14 @@ impl Store for SqliteStore {
         let rows = sqlx::query(select_deliveries!(
             "WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR service = ?2)
                AND (?3 IS NULL OR practice = ?3) AND (?4 IS NULL OR referral_id = ?4)
+               AND (?5 IS NULL OR message_id = ?5)
              ORDER BY created_at DESC, id LIMIT 1000"
         ))
         .bind(&filter.state)
         .bind(&filter.service)
         .bind(&filter.practice)
         .bind(&filter.referral)
+        .bind(&filter.message_id)
         .fetch_all(&self.readers)
         .await?;
         Ok(rows.iter().map(delivery_of).collect())

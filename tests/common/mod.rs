@@ -415,11 +415,21 @@ pub fn python() -> String {
 
 /// Checks resources with the independent FHIR implementation; panics listing every problem.
 pub fn check_with_independent_fhir(resources: &[Value]) {
+    check_fhir_version(resources, "R4");
+}
+
+/// The same for FHIR STU3 (the version GP Connect Send Document uses).
+pub fn check_with_independent_fhir_stu3(resources: &[Value]) {
+    check_fhir_version(resources, "STU3");
+}
+
+fn check_fhir_version(resources: &[Value], version: &str) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("resources.json");
     std::fs::write(&file, serde_json::to_vec(resources).unwrap()).unwrap();
     let out = Command::new(python())
         .arg(root().join("tools/check_fhir.py"))
+        .arg(format!("--version={version}"))
         .arg(&file)
         .output()
         .expect("run check_fhir.py");
