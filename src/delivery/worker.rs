@@ -508,67 +508,15 @@ impl Worker {
                 continue;
             }
             let inbound = mesh.download(&id).await?;
-            let now = Utc::now();
-            let (message_id, change_for): (
-                String,
-                Box<dyn Fn(&Delivery) -> Option<Change> + Send>,
-            ) = if inbound.message_type == "REPORT" {
+            let (message_id, answer) = if inbound.message_type == "REPORT" {
+                // MESH's own non-delivery report names the letter by the local id sent with it.
                 let detail = format!(
                     "MESH could not deliver the letter: {}",
                     inbound.status_description
                 );
-                let wait = backoff(1, &self.config.delivery, jitter());
-                (
-                    inbound.local_id.clone(),
-                    Box::new(move |d: &Delivery| {
-                        let mut c = Change::to(
-                            d,
-                            if d.escalated_at.is_some() {
-                                "escalated"
-                            } else {
-                                "queued"
-                            },
-                        );
-                        c.attempt = Some(ack_log(d, "retry", &detail, now));
-                        c.last_error = Some(detail.clone());
-                        c.next_attempt_at = format_instant(
-                            now + chrono::Duration::from_std(wait).unwrap_or_default(),
-                        );
-                        Some(c)
-                    }),
-                )
+                (inbound.local_id.clone(), Answer::Report(detail))
             } else if let Some(ack) = super::mesh::read_ack(&inbound.body) {
-                let business_wait = self.config.mesh.as_ref().map_or(0, |m| m.business_ack_secs);
-                let metrics = self.outbox.metrics.clone();
-                (
-                    ack.answers.clone(),
-                    Box::new(move |d: &Delivery| {
-                        let detail = format!("ITK {} {}", ack.code, ack.detail);
-                        let mut c = match ack.kind {
-                            // A late or repeated 20013 never undoes an acceptance.
-                            AckKind::Received if d.state == "accepted" => return None,
-                            AckKind::Received => {
-                                let mut c = Change::to(d, "received");
-                                c.next_attempt_at = format_instant(
-                                    now + chrono::Duration::seconds(business_wait as i64),
-                                );
-                                c
-                            }
-                            AckKind::Accepted => {
-                                metrics.accepted.fetch_add(1, Ordering::Relaxed);
-                                Change::to(d, "accepted")
-                            }
-                            AckKind::Negative => {
-                                metrics.rejected.fetch_add(1, Ordering::Relaxed);
-                                let mut c = Change::to(d, "rejected");
-                                c.last_error = Some(detail.clone());
-                                c
-                            }
-                        };
-                        c.attempt = Some(ack_log(d, "acknowledged", &detail, now));
-                        Some(c)
-                    }),
-                )
+                (ack.answers.clone(), Answer::Ack(ack))
             } else {
                 tracing::warn!(mesh_message = %id, workflow = %inbound.workflow, "an inbox message that is not an acknowledgement of a letter; left in the inbox");
                 self.unknown_inbound
@@ -587,10 +535,8 @@ impl Worker {
                 .map_err(|e| e.to_string())?;
             match found.first() {
                 Some(d) if !matches!(d.state.as_str(), "rejected" | "dead" | "cancelled") => {
-                    if let Some(change) = change_for(d) {
-                        if change.state == "rejected" {
-                            tracing::warn!(delivery = %d.id, alert = "letter-rejected", "the practice's system refused the letter");
-                        }
+                    let now = Utc::now();
+                    if let Some(change) = self.answered(d, &answer, now) {
                         self.record(d, change, now)
                             .await
                             .map_err(|e| e.to_string())?;
@@ -644,6 +590,64 @@ impl Worker {
             workflow_task: task.as_ref(),
             document: &document,
         }))
+    }
+}
+
+/// What came back about a letter sent over MESH.
+enum Answer {
+    /// MESH could not deliver it (its non-delivery report, with the reason).
+    Report(String),
+    Ack(super::mesh::Ack),
+}
+
+impl Worker {
+    /// The change an answer makes to a letter (none for a late 20013 after acceptance).
+    fn answered(&self, d: &Delivery, answer: &Answer, now: DateTime<Utc>) -> Option<Change> {
+        let at = |secs: u64| format_instant(now + chrono::Duration::seconds(secs as i64));
+        match answer {
+            Answer::Report(detail) => {
+                let mut c = Change::to(
+                    d,
+                    if d.escalated_at.is_some() {
+                        "escalated"
+                    } else {
+                        "queued"
+                    },
+                );
+                let wait = backoff(1, &self.config.delivery, jitter());
+                c.attempt = Some(ack_log(d, "retry", detail, now));
+                c.last_error = Some(detail.clone());
+                c.next_attempt_at =
+                    format_instant(now + chrono::Duration::from_std(wait).unwrap_or_default());
+                Some(c)
+            }
+            Answer::Ack(ack) => {
+                let detail = format!("ITK {} {}", ack.code, ack.detail);
+                let mut c = match ack.kind {
+                    // A late or repeated 20013 never undoes an acceptance.
+                    AckKind::Received if d.state == "accepted" => return None,
+                    AckKind::Received => {
+                        let mut c = Change::to(d, "received");
+                        c.next_attempt_at =
+                            at(self.config.mesh.as_ref().map_or(0, |m| m.business_ack_secs));
+                        c
+                    }
+                    AckKind::Accepted => {
+                        self.outbox.metrics.accepted.fetch_add(1, Ordering::Relaxed);
+                        Change::to(d, "accepted")
+                    }
+                    AckKind::Negative => {
+                        self.outbox.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(delivery = %d.id, alert = "letter-rejected", "the practice's system refused the letter");
+                        let mut c = Change::to(d, "rejected");
+                        c.last_error = Some(detail.clone());
+                        c
+                    }
+                };
+                c.attempt = Some(ack_log(d, "acknowledged", &detail, now));
+                Some(c)
+            }
+        }
     }
 }
 
