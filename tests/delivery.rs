@@ -1233,6 +1233,56 @@ mailbox = "{PRACTICE_MAILBOX}"
         .count();
     assert!(sends >= 2, "{done:#}");
 
+    // MESH's own non-delivery report (e.g. EPL-151, no mailbox for the practice): the letter is
+    // queued again, with the reason, and sent again.
+    let fourth = send_letter(
+        &server,
+        &sr,
+        "routine",
+        "MESH reports this one undelivered.",
+    )
+    .await;
+    let got = gp.next().await;
+    let sent = wait_one(&server, &fourth, "sent", 10).await;
+    let report = reqwest::Client::new()
+        .post(format!("{}/messageexchange/admin/report", sandbox.url))
+        .json(&json!({
+            "mailbox_id": GATEWAY_MAILBOX,
+            "code": "EPL-151",
+            "description": "No mailbox matched",
+            "workflow_id": "GPCONNECT_SEND_DOCUMENT",
+            "local_id": sent["delivery"]["messageId"],
+            "linked_message_id": sent["delivery"]["transportId"],
+            "status": "error",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        report.status().is_success(),
+        "{}",
+        report.text().await.unwrap()
+    );
+    let resent = gp.next().await;
+    assert_eq!(message_header_id(&got), message_header_id(&resent));
+    gp.respond(&message_header_id(&resent), "20013", "Success")
+        .await;
+    gp.respond(&message_header_id(&resent), "30001", "Success")
+        .await;
+    let done = wait_one(&server, &fourth, "accepted", 10).await;
+    assert!(
+        done["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["outcome"] == "retry"
+                && a["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("(EPL-151): No mailbox matched")),
+        "{done:#}"
+    );
+
     // The gateway's inbox is left empty: every acknowledgement was handled and acknowledged.
     let auth = whg::delivery::mesh::authorization(
         GATEWAY_MAILBOX,

@@ -287,6 +287,8 @@ pub struct Inbound {
     pub workflow: String,
     /// The sender's `mex-localid`: for a report, the letter's message id the gateway sent.
     pub local_id: String,
+    /// For a report: MESH's error code (e.g. `EPL-151`, no mailbox for the practice) and text.
+    pub status_code: String,
     pub status_description: String,
     pub body: Vec<u8>,
 }
@@ -443,10 +445,11 @@ impl MeshClient {
                 .unwrap_or_default()
                 .to_string()
         };
-        let (message_type, workflow, local_id, status_description) = (
+        let (message_type, workflow, local_id, status_code, status_description) = (
             header("mex-messagetype"),
             header("mex-workflowid"),
             header("mex-localid"),
+            header("mex-statuscode"),
             header("mex-statusdescription"),
         );
         let body = response
@@ -459,6 +462,7 @@ impl MeshClient {
             message_type,
             workflow,
             local_id,
+            status_code,
             status_description,
             body,
         })

@@ -511,8 +511,8 @@ impl Worker {
             let (message_id, answer) = if inbound.message_type == "REPORT" {
                 // MESH's own non-delivery report names the letter by the local id sent with it.
                 let detail = format!(
-                    "MESH could not deliver the letter: {}",
-                    inbound.status_description
+                    "MESH could not deliver the letter ({}): {}",
+                    inbound.status_code, inbound.status_description
                 );
                 (inbound.local_id.clone(), Answer::Report(detail))
             } else if let Some(ack) = super::mesh::read_ack(&inbound.body) {
