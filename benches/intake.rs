@@ -77,6 +77,41 @@ fn bench(c: &mut Criterion) {
             (s, f)
         })
     });
+
+    // A letter: laid out, rendered as PDF and built as its three FHIR resources.
+    let body: whg::letters::LetterBody = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/letters/02-letter-returned-to-work.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let context = whg::letters::Context {
+        referral: "ServiceRequest/sr".into(),
+        patient: "Patient/p".into(),
+        referral_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 2),
+        service_name: "Sheffield Work and Health Service".into(),
+        service: "https://fhir.work-health-gateway.org/Id/service|sheffield-whs".into(),
+        practice: "https://fhir.nhs.uk/Id/ods-organization-code|C88901".into(),
+        practice_name: Some("Porter Brook Surgery".into()),
+        patient_name: Some("Aisha Khan".into()),
+        nhs_number: Some("9990000018".into()),
+        birth_date: Some("1984-03-09".into()),
+    };
+    let ids = whg::letters::LetterIds {
+        composition: "c".into(),
+        document: "d".into(),
+        communication: "m".into(),
+    };
+    c.bench_function("letter: lay out + render PDF + build resources", |b| {
+        b.iter(|| {
+            let now = chrono::Utc::now();
+            let letter = context.feedback(black_box(&body), now);
+            let pdf = whg::letters::pdf::render(&letter);
+            whg::letters::resources(&letter, &context, &ids, &pdf, now)
+        })
+    });
 }
 
 criterion_group!(benches, bench);

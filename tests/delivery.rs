@@ -616,6 +616,9 @@ async fn letters_arrive_through_failures_and_a_kill_9_each_once_after_de_duplica
         ))
         .await;
     assert_eq!(comms["total"], 21, "{comms}");
+    let logs = server.logs();
+    assert!(!logs.contains(&nhs_number(2)), "no NHS number in the logs");
+    assert!(!logs.contains("token-1"), "no access token in the logs");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1304,4 +1307,8 @@ mailbox = "{PRACTICE_MAILBOX}"
         .await
         .unwrap();
     assert_eq!(inbox["messages"], json!([]), "{inbox}");
+    assert!(
+        !server.logs().contains(&nhs_number(8)),
+        "no NHS number in the logs"
+    );
 }

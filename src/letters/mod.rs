@@ -32,16 +32,12 @@ pub enum Priority {
 }
 
 impl Priority {
+    /// The `letter-priority` code, which is also the FHIR `request-priority` code.
     pub fn code(self) -> &'static str {
         match self {
             Priority::Routine => "routine",
             Priority::Urgent => "urgent",
         }
-    }
-
-    /// FHIR `request-priority`: an urgent (safeguarding) letter is `urgent`.
-    fn fhir(self) -> &'static str {
-        self.code()
     }
 }
 
@@ -433,7 +429,7 @@ pub fn resources(
         "status": "preparation",
         "statusReason": { "coding": [coding("letter-delivery-state", "queued")] },
         "category": [{ "text": letter.kind }],
-        "priority": letter.priority.fhir(),
+        "priority": letter.priority.code(),
         "subject": { "reference": context.patient },
         "topic": { "text": letter.title },
         "recipient": [practice],
