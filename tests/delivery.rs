@@ -344,13 +344,18 @@ async fn the_adviser_workflow_is_recorded_and_the_practice_sees_it() {
     let (sr, _) = refer(&server, &referral_for(1, WHS)).await;
     let path = |step: &str| format!("/api/v1/referrals/{sr}/{step}");
 
-    // Before triage: received, and nothing else may be recorded.
+    // Before triage: received, in FHIR from the start, and nothing else may be recorded.
     let (status, state) = gp(&server).get(&path("workflow")).await;
     assert_eq!(
         (status, state["stage"].as_str()),
         (200, Some("received")),
         "{state}"
     );
+    assert_eq!(state["task"]["status"], "requested");
+    let (_, waiting) = whs(&server)
+        .get("/fhir/Task?business-status=received&owner=sheffield-whs")
+        .await;
+    assert_eq!(waiting["total"], 1, "the service finds what it has not triaged: {waiting}");
     let (status, _, outcome) = whs(&server)
         .post(
             &path("contacts"),

@@ -673,8 +673,9 @@ async fn the_isolation_matrix() {
             [1, 0, 0, 0],
         ),
         (format!("/fhir/Consent?patient={patient}"), [3, 0, 3, 0]),
-        // The fit note prompted the practice (PAS's first-fit-note rule): its own to-do only.
-        ("/fhir/Task".into(), [1, 0, 0, 0]),
+        // The fit note prompted the practice (PAS's first-fit-note rule): its own to-do only;
+        // the referral's workflow Task is seen by both parties to the referral.
+        ("/fhir/Task".into(), [2, 0, 1, 0]),
     ];
     for (i, (who, principal)) in roles.iter().enumerate() {
         let actor = server.as_(principal.clone());

@@ -142,6 +142,11 @@ const TASK_PARAMS: &[ParamDef] = &[
         documentation: "The referral a workflow Task tracks, as ServiceRequest/id",
     },
     ParamDef {
+        name: "business-status",
+        kind: ParamKind::Token,
+        documentation: "Where a referral stands: received | accepted | declined | contacted | in-support | discharged (referral-workflow-status)",
+    },
+    ParamDef {
         name: "_lastUpdated",
         kind: ParamKind::Date,
         documentation: "When the task last changed",
@@ -600,6 +605,19 @@ pub fn index_entries(resource: &Value) -> Vec<IndexEntry> {
             }
         }
         Some("Task") => {
+            for c in resource["businessStatus"]["coding"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if let Some(code) = c["code"].as_str() {
+                    out.push(IndexEntry {
+                        param: "business-status",
+                        system: c["system"].as_str().unwrap_or("").into(),
+                        value: code.into(),
+                    });
+                }
+            }
             if let Some(p) = reference_to("focus", "ServiceRequest/") {
                 out.push(IndexEntry {
                     param: "focus",

@@ -126,6 +126,8 @@ pub fn referral(
         service.and_then(|s| Some((s.id.clone(), s.eligibility.clone()?)));
     let practice = submission.practice.clone();
     let focus = submission.focus.clone();
+    let service_identifier =
+        service.map(|s| format!("{}|{}", systems::service_identifier_system(), s.id));
     Box::new(
         move |history: &History, entries: &mut Vec<SubmissionEntry>| {
             let audit = match consent {
@@ -159,6 +161,26 @@ pub fn referral(
                 }
             }
             entries.extend(audit);
+            let patient = entries
+                .iter()
+                .find(|e| e.resource_type == "Patient")
+                .map(|e| e.full_url.clone());
+            if let (Some(service), Some(patient)) = (service_identifier, patient) {
+                let parties = crate::workflow::Parties {
+                    referral: focus.clone(),
+                    patient,
+                    practice: practice.clone(),
+                    service,
+                    referred_on: None,
+                };
+                entries.push(SubmissionEntry {
+                    full_url: format!("urn:uuid:{}", uuid::Uuid::now_v7()),
+                    resource_type: "Task".into(),
+                    resource: crate::workflow::received(&parties, now),
+                    match_identifier: None,
+                    keep_existing: false,
+                });
+            }
             Ok(Vec::new())
         },
     )

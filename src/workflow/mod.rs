@@ -312,6 +312,22 @@ fn identifier_reference(system_value: &str) -> Value {
     json!({ "identifier": { "system": system, "value": value } })
 }
 
+/// The workflow Task a referral is stored with: requested, business status `received`, so the
+/// practice sees from the start that the referral is waiting for triage and the service finds
+/// the referrals it has not triaged (`Task?owner=…&status=requested`). `parties` may hold the
+/// submission's `urn:uuid` references, which the store rewrites.
+pub fn received(parties: &Parties, now: DateTime<Utc>) -> Value {
+    let mut task = new_task(parties, now);
+    task["businessStatus"] = json!({
+        "coding": [coding("referral-workflow-status", Stage::Received.code())],
+        "text": coding("referral-workflow-status", Stage::Received.code())["display"],
+    });
+    if let Some(profile) = crate::fhir::systems::profile::uk_core_for("Task") {
+        task["meta"] = json!({ "profile": [profile] });
+    }
+    task
+}
+
 fn new_task(parties: &Parties, now: DateTime<Utc>) -> Value {
     json!({
         "resourceType": "Task",
