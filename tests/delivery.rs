@@ -355,7 +355,10 @@ async fn the_adviser_workflow_is_recorded_and_the_practice_sees_it() {
     let (_, waiting) = whs(&server)
         .get("/fhir/Task?business-status=received&owner=sheffield-whs")
         .await;
-    assert_eq!(waiting["total"], 1, "the service finds what it has not triaged: {waiting}");
+    assert_eq!(
+        waiting["total"], 1,
+        "the service finds what it has not triaged: {waiting}"
+    );
     let (status, _, outcome) = whs(&server)
         .post(
             &path("contacts"),

@@ -193,7 +193,7 @@ pub async fn run(
                     let w = worker.clone();
                     tokio::spawn(async move {
                         let id = delivery.id.clone();
-                        if let Err(e) = w.attempt(delivery).await {
+                        if let Err(e) = w.attempt_if_due(&id).await {
                             tracing::warn!(delivery = %id, error = %e, "delivery attempt not recorded; it will be repeated");
                         }
                         w.release(&id);
@@ -229,26 +229,45 @@ impl Worker {
 
     async fn escalate_overdue(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
         for d in self.store.overdue_urgent(&format_instant(now)).await? {
-            let detail = format!(
-                "urgent letter not acknowledged within {} s of being queued: phone the practice",
-                self.config.delivery.urgent_ack_secs
-            );
-            tracing::error!(delivery = %d.id, practice = %d.practice, attempts = d.attempts, alert = "letter-escalated", "{detail}");
-            self.outbox
-                .metrics
-                .escalated
-                .fetch_add(1, Ordering::Relaxed);
-            let state = if d.state == "queued" {
-                "escalated"
-            } else {
-                d.state.as_str()
-            };
-            let mut change = Change::to(&d, state);
-            change.last_error = Some(detail);
-            change.escalated_at = Some(format_instant(now));
-            self.record(&d, change, now).await?;
+            // A letter with an attempt in flight is escalated (if still due) next time round:
+            // two writers of one letter's state would overwrite each other.
+            if !self.claim(&d.id) {
+                continue;
+            }
+            let escalated = self.escalate(&d.id, now).await;
+            self.release(&d.id);
+            escalated?;
         }
         Ok(())
+    }
+
+    async fn escalate(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        // Read again now that the letter is ours: an attempt may have delivered it since.
+        let Some((d, _)) = self.store.delivery(id).await? else {
+            return Ok(());
+        };
+        if d.escalated_at.is_some() || !matches!(d.state.as_str(), "queued" | "sent" | "received") {
+            return Ok(());
+        }
+        let detail = format!(
+            "urgent letter not acknowledged within {} s of being queued: phone the practice",
+            self.config.delivery.urgent_ack_secs
+        );
+        tracing::error!(delivery = %d.id, practice = %d.practice, attempts = d.attempts, alert = "letter-escalated", "{detail}");
+        self.outbox
+            .metrics
+            .escalated
+            .fetch_add(1, Ordering::Relaxed);
+        // A letter waiting for MESH acknowledgements keeps waiting; escalated_at marks it.
+        let state = if d.state == "queued" {
+            "escalated"
+        } else {
+            d.state.as_str()
+        };
+        let mut change = Change::to(&d, state);
+        change.last_error = Some(detail);
+        change.escalated_at = Some(format_instant(now));
+        self.record(&d, change, now).await
     }
 
     async fn record(&self, d: &Delivery, c: Change, now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -272,6 +291,19 @@ impl Worker {
                 communication,
             })
             .await
+    }
+
+    /// Attempts a claimed letter if it is still due: the list it came from may be older than
+    /// an attempt or acknowledgement that finished while this one waited for a slot.
+    async fn attempt_if_due(&self, id: &str) -> Result<(), StoreError> {
+        let Some((d, _)) = self.store.delivery(id).await? else {
+            return Ok(());
+        };
+        let due = matches!(
+            d.state.as_str(),
+            "queued" | "escalated" | "sent" | "received"
+        ) && d.next_attempt_at <= format_instant(Utc::now());
+        if due { self.attempt(d).await } else { Ok(()) }
     }
 
     async fn attempt(&self, d: Delivery) -> Result<(), StoreError> {
@@ -535,12 +567,22 @@ impl Worker {
                 .map_err(|e| e.to_string())?;
             match found.first() {
                 Some(d) if !matches!(d.state.as_str(), "rejected" | "dead" | "cancelled") => {
-                    let now = Utc::now();
-                    if let Some(change) = self.answered(d, &answer, now) {
-                        self.record(d, change, now)
-                            .await
-                            .map_err(|e| e.to_string())?;
+                    // A letter being sent again right now takes its answer at the next poll.
+                    if !self.claim(&d.id) {
+                        continue;
                     }
+                    let now = Utc::now();
+                    // Read again now that the letter is ours.
+                    let recorded = match self.store.delivery(&d.id).await {
+                        Ok(Some((d, _))) => match self.answered(&d, &answer, now) {
+                            Some(change) => self.record(&d, change, now).await,
+                            None => Ok(()),
+                        },
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                    self.release(&d.id);
+                    recorded.map_err(|e| e.to_string())?;
                 }
                 Some(_) => {}
                 None => {
