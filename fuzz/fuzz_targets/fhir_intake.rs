@@ -1,6 +1,7 @@
 //! Any bytes as FHIR input, through the paths the gateway takes: a BaRS message (FHIR JSON rules,
-//! strict R4 parsing, message rules, normalisation) and a fit-note Observation. Each answers with
-//! a submission or issues, never a panic that escapes.
+//! strict R4 parsing, message rules, normalisation), a fit-note Observation, and an ITK3
+//! acknowledgement read from the MESH inbox. Each answers with a submission, issues or nothing,
+//! never a panic that escapes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -17,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
     // a contained panic, so it is replaced: a panic that escapes the gateway's own containment
     // still aborts, through libfuzzer-sys's catch_unwind, and is reported as a crash.
     CONTAINED_PANICS_ARE_QUIET.call_once(|| std::panic::set_hook(Box::new(|_| {})));
+    let _ = whg::delivery::mesh::read_ack(data);
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
         let ctx = IntakeContext::now(&CONFIG);
         let _ = bars::validate(data, &value, &ctx);
