@@ -20,6 +20,7 @@ use super::fhir_read::guard;
 use crate::audit::{self, Event, Kind};
 use crate::auth::{Principal, Role, scope};
 use crate::delivery::worker::workflow_task;
+use crate::fhir::identifiers::value_part;
 use crate::fhir::search::format_instant;
 use crate::fhir::{Issue, IssueType};
 use crate::letters::{self, Context, LetterBody, LetterIds};
@@ -193,34 +194,9 @@ async fn letter_context(app: &AppState, parties: &Parties) -> Result<Context, Ap
         .read("Patient", patient_id)
         .await?
         .unwrap_or_default();
-    let service_id = parties.service.rsplit_once('|').map_or("", |(_, v)| v);
-    let ods = parties.practice.rsplit_once('|').map_or("", |(_, v)| v);
-    let name = patient["name"]
-        .as_array()
-        .and_then(|n| n.first())
-        .map(|n| {
-            let given: Vec<&str> = n["given"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            format!(
-                "{} {}",
-                given.join(" "),
-                n["family"].as_str().unwrap_or_default()
-            )
-            .trim()
-            .to_string()
-        })
-        .filter(|n| !n.is_empty());
-    let nhs = patient["identifier"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|i| i["system"] == crate::fhir::systems::NHS_NUMBER)
-        .and_then(|i| i["value"].as_str())
-        .map(str::to_string);
+    let service_id = value_part(&parties.service);
+    let ods = value_part(&parties.practice);
+    let person = crate::fhir::patient::demographics(&patient);
     Ok(Context {
         referral: parties.referral.clone(),
         patient: parties.patient.clone(),
@@ -237,9 +213,9 @@ async fn letter_context(app: &AppState, parties: &Parties) -> Result<Context, Ap
             .get(ods)
             .and_then(|r| r.name())
             .map(str::to_string),
-        patient_name: name,
-        nhs_number: nhs,
-        birth_date: patient["birthDate"].as_str().map(str::to_string),
+        patient_name: person.full_name(),
+        nhs_number: person.nhs_number,
+        birth_date: person.birth_date,
     })
 }
 

@@ -188,10 +188,7 @@ impl Principal {
 
     /// The value part of the organisation's identifier (ODS code or service id).
     pub fn organisation_code(&self) -> &str {
-        self.organisation
-            .rsplit_once('|')
-            .map(|(_, v)| v)
-            .unwrap_or_default()
+        crate::fhir::identifiers::value_part(&self.organisation)
     }
 
     pub fn practice_ods(&self) -> Option<&str> {

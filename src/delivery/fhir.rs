@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::Outcome;
 use crate::config::FhirRoute;
+use crate::fhir::identifiers::identifier_reference;
 use crate::fhir::systems;
 
 const BARS_BUNDLE_PROFILE: &str = "https://fhir.nhs.uk/StructureDefinition/BARSBundleMessage";
@@ -34,11 +35,6 @@ pub struct Message<'a> {
     pub patient: &'a Value,
     pub workflow_task: Option<&'a Value>,
     pub document: &'a Value,
-}
-
-fn identifier_ref(system_value: &str) -> Value {
-    let (system, value) = system_value.split_once('|').unwrap_or(("", system_value));
-    json!({ "identifier": { "system": system, "value": value } })
 }
 
 fn entry(base_url: &str, resource: &Value) -> Value {
@@ -67,8 +63,8 @@ pub fn message(m: &Message) -> Value {
         "resourceType": "MessageHeader",
         "id": header_id.to_string(),
         "eventCoding": { "system": systems::BARS_MESSAGE_EVENTS, "code": "servicerequest-response" },
-        "destination": [{ "endpoint": m.practice, "receiver": identifier_ref(m.practice) }],
-        "sender": identifier_ref(m.service),
+        "destination": [{ "endpoint": m.practice, "receiver": identifier_reference(m.practice) }],
+        "sender": identifier_reference(m.service),
         "source": {
             "name": "Work and Health Gateway",
             "software": "whg",

@@ -18,6 +18,7 @@ use super::mesh::{AckKind, MeshClient};
 use super::{Outcome, backoff, communication_with_state, jitter};
 use crate::config::{Config, MeshRoute, PracticeRoute};
 use crate::consent::{Action, DataClass, Purpose, Question, Recipient, RecipientClass};
+use crate::fhir::identifiers::value_part;
 use crate::fhir::search::{Filter, SearchRequest, format_instant};
 use crate::store::{Delivery, DeliveryAttempt, DeliveryFilter, DeliveryUpdate, Store, StoreError};
 
@@ -364,10 +365,7 @@ impl Worker {
             return self.record(&d, change, now).await;
         }
 
-        let ods = d
-            .practice
-            .rsplit_once('|')
-            .map_or(d.practice.as_str(), |(_, v)| v);
+        let ods = value_part(&d.practice);
         let route = self.config.directory.get(ods);
         let outcome = match route {
             None => Outcome::Retry {
@@ -455,45 +453,25 @@ impl Worker {
                 retry_after: None,
             });
         };
-        let missing =
-            |what: &str| StoreError::Corrupt(format!("letter {}: {what} is missing", d.id));
-        let patient = self
-            .store
-            .read("Patient", &d.patient_id)
-            .await?
-            .ok_or_else(|| missing("the patient"))?;
+        let patient = self.required(d, "Patient", &d.patient_id).await?;
         let document = self
-            .store
-            .read("DocumentReference", &d.document_id)
-            .await?
-            .ok_or_else(|| missing("the document"))?;
-        let pdf = super::mesh::pdf_of(&document).ok_or_else(|| missing("the PDF"))?;
-        let name = &patient["name"][0];
-        let given: Vec<&str> = name["given"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        let given = given.join(" ");
-        let nhs_number = patient["identifier"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|i| i["system"] == crate::fhir::systems::NHS_NUMBER)
-            .and_then(|i| i["value"].as_str())
-            .unwrap_or_default();
+            .required(d, "DocumentReference", &d.document_id)
+            .await?;
+        let pdf = super::mesh::pdf_of(&document).ok_or_else(|| {
+            StoreError::Corrupt(format!("letter {}: the document has no PDF", d.id))
+        })?;
+        let who = crate::fhir::patient::demographics(&patient);
         let person = super::mesh::Person {
-            nhs_number,
-            family: name["family"].as_str().unwrap_or_default(),
-            given: &given,
-            birth_date: patient["birthDate"].as_str().unwrap_or_default(),
+            nhs_number: who.nhs_number.as_deref().unwrap_or_default(),
+            family: &who.family,
+            given: &who.given,
+            birth_date: who.birth_date.as_deref().unwrap_or_default(),
         };
         let to = match super::mesh::recipient(route, &person) {
             Ok(to) => to,
             Err(error) => return Ok(Outcome::Rejected { error }),
         };
-        let service_id = d.service.rsplit_once('|').map_or("", |(_, v)| v);
+        let service_id = value_part(&d.service);
         let service_name = self
             .config
             .service(service_id)
@@ -517,8 +495,9 @@ impl Worker {
         // The subject GP Connect Send Document prescribes: "[title] for [name], NHS Number: [n],
         // seen at [service], Version: 1". MESH metadata, never logged by the gateway.
         let subject = format!(
-            "{title} for {given} {}, NHS Number: {nhs_number}, seen at {service_name}, Version: 1",
-            name["family"].as_str().unwrap_or_default()
+            "{title} for {}, NHS Number: {}, seen at {service_name}, Version: 1",
+            who.full_name().unwrap_or_default(),
+            who.nhs_number.as_deref().unwrap_or_default()
         );
         self.outbox.metrics.attempts.fetch_add(1, Ordering::Relaxed);
         Ok(mesh.send(&to, &subject, &d.message_id, &message).await)
@@ -599,26 +578,25 @@ impl Worker {
         Ok(())
     }
 
+    /// A resource a letter needs; its absence means the store is damaged.
+    async fn required(
+        &self,
+        d: &Delivery,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Value, StoreError> {
+        self.store.read(resource_type, id).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!("letter {}: {resource_type}/{id} is missing", d.id))
+        })
+    }
+
     /// The message for a letter, from what is stored now.
     async fn message(&self, d: &Delivery) -> Result<Value, StoreError> {
-        let missing =
-            |what: &str| StoreError::Corrupt(format!("letter {}: {what} is missing", d.id));
-        let referral = self
-            .store
-            .read("ServiceRequest", &d.referral_id)
-            .await?
-            .ok_or_else(|| missing("the referral"))?;
-        let patient_id = d.patient_id.as_str();
-        let patient = self
-            .store
-            .read("Patient", patient_id)
-            .await?
-            .ok_or_else(|| missing("the patient"))?;
+        let referral = self.required(d, "ServiceRequest", &d.referral_id).await?;
+        let patient = self.required(d, "Patient", &d.patient_id).await?;
         let document = self
-            .store
-            .read("DocumentReference", &d.document_id)
-            .await?
-            .ok_or_else(|| missing("the document"))?;
+            .required(d, "DocumentReference", &d.document_id)
+            .await?;
         let task = workflow_task(&*self.store, &d.referral_id).await?;
         let base_url = self.config.base_url();
         Ok(super::fhir::message(&Message {

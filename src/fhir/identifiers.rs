@@ -13,6 +13,19 @@ pub enum NhsNumberError {
 
 /// Validates an NHS number by the NHS Data Dictionary's Modulus 11 rule and returns its canonical
 /// 10-digit form. Spaces (as in "999 123 4567") are accepted and removed.
+/// The value part of a `system|value` identifier (the form the gateway keeps organisations in).
+pub fn value_part(system_value: &str) -> &str {
+    system_value
+        .rsplit_once('|')
+        .map_or(system_value, |(_, v)| v)
+}
+
+/// A FHIR Reference by identifier to the `system|value` organisation.
+pub fn identifier_reference(system_value: &str) -> serde_json::Value {
+    let (system, value) = system_value.split_once('|').unwrap_or(("", system_value));
+    serde_json::json!({ "identifier": { "system": system, "value": value } })
+}
+
 pub fn nhs_number(input: &str) -> Result<String, NhsNumberError> {
     let digits: String = input.chars().filter(|c| *c != ' ').collect();
     if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -154,6 +167,17 @@ pub fn is_uk_postcode(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn system_value_pairs() {
+        let ods = "https://fhir.nhs.uk/Id/ods-organization-code|C88901";
+        assert_eq!(value_part(ods), "C88901");
+        assert_eq!(value_part("C88901"), "C88901");
+        assert_eq!(
+            identifier_reference(ods),
+            serde_json::json!({ "identifier": { "system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "C88901" } })
+        );
+    }
 
     #[test]
     fn nhs_numbers_from_published_test_vectors() {

@@ -3,6 +3,7 @@
 
 pub mod identifiers;
 pub mod outcome;
+pub mod patient;
 pub mod resource;
 pub mod search;
 pub mod systems;

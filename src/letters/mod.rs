@@ -11,6 +11,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::fhir::identifiers::value_part;
 use crate::fhir::search::format_instant;
 use crate::fhir::systems::{self, SNOMED};
 use crate::fhir::terminology::coding;
@@ -185,12 +186,6 @@ pub struct Letter {
     pub kind: &'static str,
 }
 
-fn value_of(system_value: &str) -> &str {
-    system_value
-        .rsplit_once('|')
-        .map_or(system_value, |(_, v)| v)
-}
-
 fn display(system: &str, code: &str) -> String {
     coding(system, code)["display"]
         .as_str()
@@ -232,12 +227,12 @@ impl Context {
             urgent: priority == Priority::Urgent,
             priority,
             from_name: self.service_name.clone(),
-            from_identifier: format!("service {}", value_of(&self.service)),
+            from_identifier: format!("service {}", value_part(&self.service)),
             to_name: self
                 .practice_name
                 .clone()
                 .unwrap_or_else(|| "The referring GP practice".into()),
-            to_identifier: format!("ODS {}", value_of(&self.practice)),
+            to_identifier: format!("ODS {}", value_part(&self.practice)),
             patient_line,
             referral_line,
             footer_identifier: format!(
@@ -440,8 +435,9 @@ pub fn resources(
 }
 
 fn identifier_ref(system_value: &str, display: &str) -> Value {
-    let (system, value) = system_value.split_once('|').unwrap_or(("", system_value));
-    json!({ "identifier": { "system": system, "value": value }, "display": display })
+    let mut reference = crate::fhir::identifiers::identifier_reference(system_value);
+    reference["display"] = json!(display);
+    reference
 }
 
 /// FHIR narrative: one paragraph per item, escaped.

@@ -176,7 +176,7 @@ impl Encounter {
             "in-person" => ("AMB", "ambulatory"),
             _ => ("VR", "virtual"),
         };
-        let service = super::identifier_reference(&parties.service);
+        let service = crate::fhir::identifiers::identifier_reference(&parties.service);
         json!({
             "resourceType": "Encounter",
             "id": id,

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 pub use action::{Action, Discharge, Encounter as Contact, Triage, TriageDecision};
 
+use crate::fhir::identifiers::identifier_reference;
 use crate::fhir::systems::local_code_system;
 use crate::fhir::terminology::coding;
 use crate::fhir::{IssueType, Issues};
@@ -305,11 +306,6 @@ fn push(task: &mut Value, list: &str, kind: &str, value: Value) {
         Some(items) => items.push(item),
         None => task[list] = json!([item]),
     }
-}
-
-fn identifier_reference(system_value: &str) -> Value {
-    let (system, value) = system_value.split_once('|').unwrap_or(("", system_value));
-    json!({ "identifier": { "system": system, "value": value } })
 }
 
 /// The workflow Task a referral is stored with: requested, business status `received`, so the
