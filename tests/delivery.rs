@@ -996,8 +996,15 @@ impl GpMailbox {
         )
     }
 
-    fn path(&self, rest: &str) -> String {
-        format!("{}/messageexchange/{PRACTICE_MAILBOX}{rest}", self.url)
+    /// A request to the practice's mailbox, authorised.
+    fn request(&self, method: reqwest::Method, rest: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(
+                method,
+                format!("{}/messageexchange/{PRACTICE_MAILBOX}{rest}", self.url),
+            )
+            .header("authorization", self.auth())
+            .header("accept", "application/vnd.mesh.v2+json")
     }
 
     /// Waits for the next message, downloads and acknowledges it to MESH.
@@ -1005,10 +1012,7 @@ impl GpMailbox {
         let until = Instant::now() + Duration::from_secs(20);
         let id = loop {
             let inbox: Value = self
-                .http
-                .get(self.path("/inbox"))
-                .header("authorization", self.auth())
-                .header("accept", "application/vnd.mesh.v2+json")
+                .request(reqwest::Method::GET, "/inbox")
                 .send()
                 .await
                 .unwrap()
@@ -1025,9 +1029,7 @@ impl GpMailbox {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let r = self
-            .http
-            .get(self.path(&format!("/inbox/{id}")))
-            .header("authorization", self.auth())
+            .request(reqwest::Method::GET, &format!("/inbox/{id}"))
             .send()
             .await
             .unwrap();
@@ -1036,9 +1038,10 @@ impl GpMailbox {
         let (workflow, subject) = (header("mex-workflowid"), header("mex-subject"));
         let body = r.json().await.unwrap();
         let acked = self
-            .http
-            .put(self.path(&format!("/inbox/{id}/status/acknowledged")))
-            .header("authorization", self.auth())
+            .request(
+                reqwest::Method::PUT,
+                &format!("/inbox/{id}/status/acknowledged"),
+            )
             .send()
             .await
             .unwrap();
@@ -1078,10 +1081,7 @@ impl GpMailbox {
             ],
         });
         let r = self
-            .http
-            .post(self.path("/outbox"))
-            .header("authorization", self.auth())
-            .header("accept", "application/vnd.mesh.v2+json")
+            .request(reqwest::Method::POST, "/outbox")
             .header("content-type", "application/fhir+json")
             .header("mex-from", PRACTICE_MAILBOX)
             .header("mex-to", GATEWAY_MAILBOX)
