@@ -85,11 +85,21 @@ pub async fn consent_file(store: &dyn Store, patient_id: &str) -> Result<Consent
     })
 }
 
-/// Classes of record a service writes itself about a referral addressed to it (its letters, its
-/// workflow and outcomes): the service reads its own records without asking the person's consent
-/// again, as it read the referral they arise from. Disclosing them to anyone else still needs it.
-fn service_authored(class: DataClass) -> bool {
-    matches!(class, DataClass::AdviserLetter | DataClass::Outcome)
+/// Whether reading a record of `class` needs the person's consent for this caller.
+///
+/// A practice reads back the referral and fit notes it sent without asking again; what the
+/// service wrote about the person (its letters, workflow and outcomes) reaches the practice only
+/// under a consent for feedback. A service is the other way round: it reads its own letters and
+/// outcomes, and everything the practice sent needs the person's consent to the service.
+/// Consent records themselves are readable by both, so a withdrawal can be seen.
+fn needs_consent(role: Role, resource_type: &str, class: DataClass) -> bool {
+    let service_authored = matches!(class, DataClass::AdviserLetter | DataClass::Outcome);
+    resource_type != "Consent"
+        && match role {
+            Role::Service => !service_authored,
+            Role::Practice => service_authored,
+            Role::InformationGovernance => false,
+        }
 }
 
 /// Reads a stored override record (the JSON the overrides API returns).
@@ -138,9 +148,15 @@ impl Guard<'_> {
     }
 
     fn question(&self, class: DataClass) -> Option<Question> {
+        // A service accesses what was sent to it; what a practice reads under consent is the
+        // service's record disclosed to it, the same question the outbox asks before a letter.
+        let action = match self.principal.role {
+            Role::Practice => Action::Disclose,
+            _ => Action::Access,
+        };
         Some(Question {
             recipient: self.principal.as_recipient()?,
-            action: Action::Access,
+            action,
             purpose: Purpose::Treatment,
             class,
             at: self.now,
@@ -189,14 +205,11 @@ impl Guard<'_> {
         let mut event = self.event(Kind::Read);
         event.patient = Some(patient);
         event.entities = vec![reference.clone()];
-        // The practice that sent the referral reads back what it sent; a service needs consent.
-        // Consent records themselves are readable by both, so a withdrawal can be seen.
-        let decision = if self.principal.role == Role::Service
-            && resource_type != "Consent"
-            && !service_authored(class)
-        {
+        let decision = if needs_consent(self.principal.role, resource_type, class) {
             let file = consent_file(self.store, &first.patient_id).await?;
-            let question = self.question(class).expect("a service is a recipient");
+            let question = self
+                .question(class)
+                .expect("practices and services are recipients");
             Some(file.decide(&question))
         } else {
             None
@@ -245,15 +258,21 @@ impl Guard<'_> {
         let type_class =
             consent::data_class_of(&serde_json::json!({ "resourceType": resource_type }))
                 .unwrap_or(DataClass::Referral);
-        let consent_filtered = self.principal.role == Role::Service
-            && resource_type != "Consent"
-            && !service_authored(type_class);
+        // Some types hold records of different classes: a service's Observations may be fit
+        // notes, a practice's Tasks its own referral prompts or a service's workflow. Those are
+        // read and classified one by one.
+        let role = self.principal.role;
+        let mixed_type = matches!(
+            (role, resource_type.as_str()),
+            (Role::Service, "Observation") | (Role::Practice, "Task")
+        );
+        let consent_filtered = mixed_type || needs_consent(role, &resource_type, type_class);
         let page = if consent_filtered {
             let candidates = self.store.search_candidates(&request).await?;
             // The data class decides which consent applies. It is the same for every resource of
-            // a type except Observations, where a fit note is its own class: those are read
-            // here, and the page is then served from what was read.
-            let mut read: HashMap<String, Value> = if resource_type == "Observation" {
+            // a type except Observations and Tasks: those are read here, and the page is then
+            // served from what was read.
+            let mut read: HashMap<String, Value> = if mixed_type {
                 let ids: Vec<String> = candidates.iter().map(|c| c.id.clone()).collect();
                 self.store
                     .read_many(&resource_type, &ids)
@@ -267,6 +286,14 @@ impl Guard<'_> {
             let mut files: HashMap<String, ConsentFile> = HashMap::new();
             let mut visible = Vec::with_capacity(candidates.len());
             for c in candidates {
+                let class = read
+                    .get(&c.id)
+                    .and_then(consent::data_class_of)
+                    .unwrap_or(type_class);
+                if !needs_consent(role, &resource_type, class) {
+                    visible.push(c.id);
+                    continue;
+                }
                 let Some(patient) = c.patient.clone() else {
                     continue;
                 };
@@ -274,11 +301,9 @@ impl Guard<'_> {
                     let patient_id = patient.trim_start_matches("Patient/");
                     files.insert(patient.clone(), consent_file(self.store, patient_id).await?);
                 }
-                let class = read
-                    .get(&c.id)
-                    .and_then(consent::data_class_of)
-                    .unwrap_or(type_class);
-                let question = self.question(class).expect("a service is a recipient");
+                let question = self
+                    .question(class)
+                    .expect("practices and services are recipients");
                 if files[&patient].decide(&question).permitted() {
                     visible.push(c.id);
                 }

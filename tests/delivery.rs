@@ -1320,3 +1320,74 @@ mailbox = "{PRACTICE_MAILBOX}"
         "no NHS number in the logs"
     );
 }
+
+/// Without the person's consent to feedback, nothing the service writes reaches the practice:
+/// not the decline letter, not the workflow Task, not the letter's PDF. The practice still sees
+/// its referral's own status.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_consent_to_feedback_the_practice_sees_only_its_referrals_status() {
+    let (receiver, url) = Receiver::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = gateway(&url, tmp.path(), "");
+    let mut body = referral_for(9, WHS);
+    body["consent"]["feedbackToPractice"] = json!(false);
+    let (sr, _) = refer(&server, &body).await;
+    let (status, _, state) = whs(&server)
+        .post(
+            &format!("/api/v1/referrals/{sr}/triage"),
+            &json!({ "decision": "decline", "reason": "supported-elsewhere" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{state}");
+    let letter = state["letters"][0]["id"].as_str().unwrap().to_string();
+    let cancelled = wait_one(&server, &letter, "cancelled", 10).await;
+    assert!(receiver.received().is_empty(), "nothing was sent");
+
+    // The practice: its referral's status, yes; the service's record, no.
+    let (_, referral) = gp(&server).get(&format!("/fhir/ServiceRequest/{sr}")).await;
+    assert_eq!(referral["status"], "revoked");
+    let (status, shown) = gp(&server)
+        .get(&format!("/api/v1/referrals/{sr}/workflow"))
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        shown["withheld"].is_string() && shown.get("task").is_none(),
+        "{shown}"
+    );
+    let (_, tasks) = gp(&server)
+        .get(&format!("/fhir/Task?focus=ServiceRequest/{sr}"))
+        .await;
+    assert_eq!(tasks["total"], 0, "{tasks}");
+    let task_id = state["task"]["id"].as_str().unwrap();
+    assert_eq!(
+        gp(&server).get(&format!("/fhir/Task/{task_id}")).await.0,
+        403
+    );
+    let document = cancelled["delivery"]["documentId"].as_str().unwrap();
+    assert_eq!(
+        gp(&server)
+            .get(&format!("/fhir/DocumentReference/{document}"))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        gp(&server)
+            .get(&format!("/api/v1/letters/{letter}"))
+            .await
+            .0,
+        403
+    );
+    // The service reads its own record.
+    assert_eq!(
+        whs(&server)
+            .get(&format!("/api/v1/letters/{letter}"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        whs(&server).get(&format!("/fhir/Task/{task_id}")).await.0,
+        200
+    );
+}

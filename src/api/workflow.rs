@@ -379,8 +379,25 @@ pub async fn show(
 ) -> Result<Response, ApiError> {
     require_scope(&principal, &scope::read("ServiceRequest"))?;
     let (sr, record) = referral(&app, &principal, &headers, id).await?;
+    let referral_id = sr["id"].as_str().unwrap_or_default();
+    // What the service recorded reaches the practice only under the person's consent to
+    // feedback; without it the practice sees its referral's status and nothing more.
+    if let Some(task) = workflow_task(&*app.store, referral_id).await? {
+        match guard(&app, &principal, &headers).read(&task).await {
+            Ok(()) => {}
+            Err(crate::access::AccessError::ConsentDenied(reason)) => {
+                return Ok(Json(json!({
+                    "referral": record.record,
+                    "serviceRequestStatus": sr["status"],
+                    "withheld": format!("the service's record of this referral is withheld: {reason}"),
+                }))
+                .into_response());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let parties = workflow_parties(&sr, &record);
-    let state = workflow_state(&app, sr["id"].as_str().unwrap_or_default(), &parties).await?;
+    let state = workflow_state(&app, referral_id, &parties).await?;
     Ok(Json(state).into_response())
 }
 

@@ -26,6 +26,8 @@ pub fn data_class_of(resource: &Value) -> Option<DataClass> {
         "Composition" | "DocumentReference" | "Binary" | "Communication" => {
             DataClass::AdviserLetter
         }
+        // A referral prompt is the practice's own to-do, about the fit note it sent.
+        "Task" if resource["code"]["coding"][0]["code"] == "referral-prompt" => DataClass::Referral,
         "Task" | "EpisodeOfCare" => DataClass::Outcome,
         // Patient, ServiceRequest, employment Observations, Encounter, CarePlan, Consent,
         // Provenance, QuestionnaireResponse: the referral and what came with it.
