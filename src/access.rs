@@ -16,7 +16,7 @@ use crate::consent::{
 use crate::fhir::search::{Filter, SearchRequest, Tenancy};
 use crate::fit_notes::FitNoteFacts;
 use crate::intake::{Submission, SubmissionEntry, SubmissionKind};
-use crate::store::{RecordParties, SearchPage, Store, StoreError};
+use crate::store::{Delivery, RecordParties, SearchPage, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
@@ -228,6 +228,42 @@ impl Guard<'_> {
             Some(d) if !d.permitted() => Err(AccessError::ConsentDenied(d.reason)),
             _ => Ok(()),
         }
+    }
+
+    /// The letters in `letters` (already limited to the caller's organisation) that the caller
+    /// may know of: a service all it wrote; a practice only those the person's consent lets the
+    /// service disclose to it, so a list never shows a withheld letter. Audited as a search.
+    pub async fn letters(&self, letters: Vec<Delivery>) -> Result<Vec<Delivery>, AccessError> {
+        let visible = if self.principal.role == Role::Practice {
+            let mut files: HashMap<String, ConsentFile> = HashMap::new();
+            let mut visible = Vec::with_capacity(letters.len());
+            for d in letters {
+                if !files.contains_key(&d.patient_id) {
+                    files.insert(
+                        d.patient_id.clone(),
+                        consent_file(self.store, &d.patient_id).await?,
+                    );
+                }
+                let mut question = self
+                    .question(DataClass::AdviserLetter)
+                    .expect("a practice is a recipient");
+                question.document = Some(format!("DocumentReference/{}", d.document_id));
+                if files[&d.patient_id].decide(&question).permitted() {
+                    visible.push(d);
+                }
+            }
+            visible
+        } else {
+            letters
+        };
+        let mut event = self.event(Kind::Search);
+        event.entities = visible
+            .iter()
+            .map(|d| format!("Communication/{}", d.id))
+            .collect();
+        event.description = format!("list letters: {} returned", visible.len());
+        audit::append(self.store, &[event]).await?;
+        Ok(visible)
     }
 
     /// Runs a search limited to what the caller may see. For a service, records withheld by

@@ -1378,6 +1378,11 @@ async fn without_consent_to_feedback_the_practice_sees_only_its_referrals_status
             .0,
         403
     );
+    let (_, listed) = gp(&server).get("/api/v1/letters").await;
+    assert_eq!(
+        listed["total"], 0,
+        "a list never shows a withheld letter: {listed}"
+    );
     // The service reads its own record.
     assert_eq!(
         whs(&server)

@@ -174,7 +174,7 @@ async fn act(
     if letter_id.is_some() {
         app.outbox.wake.notify_one();
     }
-    let state = workflow_state(&app, &referral_id, &parties).await?;
+    let state = workflow_state(&app, &referral_id, &parties, None).await?;
     Ok((StatusCode::OK, Json(state)).into_response())
 }
 
@@ -328,11 +328,13 @@ pub async fn create_letter(
     Ok(response)
 }
 
-/// The workflow's state as JSON: stage, the Task, timeliness and the letters.
+/// The workflow's state as JSON: stage, the Task, timeliness and the letters (those the reader
+/// may know of, when a reader's guard is given; all of them for the service that acted).
 async fn workflow_state(
     app: &AppState,
     referral_id: &str,
     parties: &Parties,
+    reader: Option<&crate::access::Guard<'_>>,
 ) -> Result<Value, ApiError> {
     let task = workflow_task(&*app.store, referral_id).await?;
     let stage = workflow::stage_of(task.as_ref());
@@ -348,13 +350,16 @@ async fn workflow_state(
             .and_then(|e| e["period"]["start"].as_str().and_then(|d| NaiveDate::parse_from_str(d.get(..10)?, "%Y-%m-%d").ok())),
         None => None,
     };
-    let letters = app
+    let mut letters = app
         .store
         .deliveries(&DeliveryFilter {
             referral: Some(referral_id.to_string()),
             ..Default::default()
         })
         .await?;
+    if let Some(guard) = reader {
+        letters = guard.letters(letters).await?;
+    }
     Ok(json!({
         "referral": parties.referral,
         "stage": stage.code(),
@@ -397,7 +402,8 @@ pub async fn show(
         }
     }
     let parties = workflow_parties(&sr, &record);
-    let state = workflow_state(&app, referral_id, &parties).await?;
+    let reader = guard(&app, &principal, &headers);
+    let state = workflow_state(&app, referral_id, &parties, Some(&reader)).await?;
     Ok(Json(state).into_response())
 }
 
@@ -413,6 +419,7 @@ pub struct LetterQuery {
 pub async fn list_letters(
     State(app): State<AppState>,
     principal: Principal,
+    headers: HeaderMap,
     query: Result<Query<LetterQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     require_scope(&principal, &scope::search("Communication"))?;
@@ -440,7 +447,9 @@ pub async fn list_letters(
             ));
         }
     }
-    let letters = app.store.deliveries(&filter).await?;
+    let letters = guard(&app, &principal, &headers)
+        .letters(app.store.deliveries(&filter).await?)
+        .await?;
     Ok(Json(json!({ "total": letters.len(), "letters": letters })).into_response())
 }
 
