@@ -826,6 +826,25 @@ async fn letters_die_after_the_window_and_permanent_refusals_stop_at_once() {
             .contains("HTTP 422: test receiver answered 422")
     );
     assert_eq!(done["communication"]["status"], "not-done");
+    // Once the practice has fixed what refused it, the service sends it again.
+    let resend = format!("/api/v1/letters/{refused}/$resend");
+    assert_eq!(gp(&server).post(&resend, &json!({})).await.0, 403);
+    let (status, _, again) = whs(&server).post(&resend, &json!({})).await;
+    assert_eq!(
+        (status, again["delivery"]["state"].as_str()),
+        (200, Some("queued")),
+        "{again}"
+    );
+    let done = wait_one(&server, &refused, "accepted", 10).await;
+    let outcomes: Vec<&str> = done["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["permanent", "requeued", "delivered"], "{done:#}");
+    let (status, _, _) = whs(&server).post(&resend, &json!({})).await;
+    assert_eq!(status, 422, "an accepted letter is not sent again");
 
     receiver.script(&[], Reply::Status(500));
     let dead = send_letter(&server, &sr, "routine", "Never gets through.").await;

@@ -600,6 +600,7 @@ const WRITE_ROUTES: &[(reqwest::Method, &str)] = &[
     (reqwest::Method::POST, "/api/v1/referrals/x/support"),
     (reqwest::Method::POST, "/api/v1/referrals/x/discharge"),
     (reqwest::Method::POST, "/api/v1/referrals/x/letters"),
+    (reqwest::Method::POST, "/api/v1/letters/x/$resend"),
 ];
 
 /// Every route against every role: nobody reaches another organisation's data, and nobody

@@ -113,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/referrals/{id}/workflow", get(workflow::show))
         .route("/api/v1/letters", get(workflow::list_letters))
         .route("/api/v1/letters/{id}", get(workflow::show_letter))
+        .route("/api/v1/letters/{id}/$resend", post(workflow::resend_letter))
         .route("/metrics", get(workflow::metrics))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))

@@ -479,6 +479,89 @@ pub async fn show_letter(
     )
 }
 
+/// `POST /api/v1/letters/{id}/$resend`: the service sends a rejected or dead letter again (the
+/// practice fixed what refused it, or a route was configured): queued now, with a new retry
+/// window and the same message id.
+pub async fn resend_letter(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    require_scope(&principal, scope::WORKFLOW)?;
+    let Path(id) = id.map_err(|e| ApiError::NotFound(format!("no such letter: {e}")))?;
+    let not_found = || ApiError::NotFound(format!("letter {id} is not known to this gateway"));
+    let (delivery, _) = app.store.delivery(&id).await?.ok_or_else(not_found)?;
+    if principal.role != Role::Service || delivery.service != principal.organisation {
+        return Err(not_found());
+    }
+    if !matches!(delivery.state.as_str(), "rejected" | "dead") {
+        return Err(ApiError::Invalid(
+            Issue::general(
+                IssueType::BusinessRule,
+                format!(
+                    "only a rejected or dead letter is sent again by hand; this one is {}",
+                    delivery.state
+                ),
+            )
+            .into(),
+        ));
+    }
+    let now = Utc::now();
+    let communication = app
+        .store
+        .read("Communication", &id)
+        .await?
+        .ok_or_else(not_found)?;
+    let detail = format!(
+        "sent again by {} after it was {}",
+        principal.client_id, delivery.state
+    );
+    audit::append(
+        &*app.store,
+        &[Event {
+            kind: Kind::Updated,
+            principal: Some(&principal),
+            patient: Some(format!("Patient/{}", delivery.patient_id)),
+            entities: vec![format!("Communication/{id}")],
+            decision: None,
+            permitted: true,
+            description: detail.clone(),
+            at: now,
+            request_id: super::auth::request_id(&headers),
+        }],
+    )
+    .await?;
+    let window = chrono::Duration::seconds(app.config.delivery.retry_window_secs as i64);
+    app.store
+        .update_delivery(crate::store::DeliveryUpdate {
+            id: id.clone(),
+            state: "queued".into(),
+            attempt: Some(crate::store::DeliveryAttempt {
+                attempt: delivery.attempts,
+                at: format_instant(now),
+                outcome: "requeued".into(),
+                detail: Some(detail.clone()),
+            }),
+            next_attempt_at: format_instant(now),
+            last_error: None,
+            channel: None,
+            escalated_at: None,
+            transport_id: None,
+            deadline_at: Some(format_instant(now + window)),
+            communication: crate::delivery::communication_with_state(
+                communication,
+                "queued",
+                Some(&detail),
+                now,
+            ),
+        })
+        .await?;
+    app.outbox.wake.notify_one();
+    let (delivery, attempts) = app.store.delivery(&id).await?.ok_or_else(not_found)?;
+    Ok(Json(json!({ "delivery": delivery, "attempts": attempts })).into_response())
+}
+
 /// `GET /metrics`: delivery counters (no personal data), for Prometheus.
 pub async fn metrics(State(app): State<AppState>) -> Response {
     (

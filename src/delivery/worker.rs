@@ -289,6 +289,7 @@ impl Worker {
                 channel: c.channel,
                 escalated_at: c.escalated_at,
                 transport_id: c.transport_id,
+                deadline_at: None,
                 communication,
             })
             .await

@@ -194,7 +194,7 @@ pub struct Delivery {
 pub struct DeliveryAttempt {
     pub attempt: i64,
     pub at: String,
-    /// delivered | sent | acknowledged | retry | permanent | cancelled | dead
+    /// delivered | sent | acknowledged | retry | permanent | cancelled | dead | requeued
     pub outcome: String,
     pub detail: Option<String>,
 }
@@ -212,6 +212,8 @@ pub struct DeliveryUpdate {
     pub escalated_at: Option<String>,
     /// The MESH message id of a send.
     pub transport_id: Option<String>,
+    /// A new end of the retry window (a letter sent again by hand).
+    pub deadline_at: Option<String>,
     /// The letter's Communication with its new status (stored as a new version).
     pub communication: Value,
 }

@@ -715,7 +715,8 @@ async fn record_delivery(
     let updated = sqlx::query(
         "UPDATE deliveries SET state = ?, attempts = MAX(attempts, COALESCE(?, attempts)), next_attempt_at = ?,
              last_error = ?, channel = COALESCE(?, channel), escalated_at = COALESCE(escalated_at, ?),
-             transport_id = COALESCE(?, transport_id), updated_at = ?
+             transport_id = COALESCE(?, transport_id), deadline_at = COALESCE(?, deadline_at),
+             updated_at = ?
          WHERE id = ?",
     )
     .bind(&u.state)
@@ -725,6 +726,7 @@ async fn record_delivery(
     .bind(&u.channel)
     .bind(&u.escalated_at)
     .bind(&u.transport_id)
+    .bind(&u.deadline_at)
     .bind(&now)
     .bind(&u.id)
     .execute(&mut *conn)
