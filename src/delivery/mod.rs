@@ -37,8 +37,9 @@ pub enum Outcome {
 }
 
 /// How long to wait before attempt `attempt + 1`, after `attempt` failed: exponential from the
-/// initial backoff, capped, with "full jitter" over the upper half so that many letters failing
-/// together do not all come back at once. `jitter` is uniform in [0, 1).
+/// initial backoff, capped, with "equal jitter" (a random wait between half and all of it), so
+/// that many letters failing together do not all come back at once. `jitter` is uniform in
+/// [0, 1).
 pub fn backoff(attempt: u32, config: &DeliveryConfig, jitter: f64) -> Duration {
     let exp = config
         .initial_backoff_ms
