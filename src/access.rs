@@ -85,6 +85,24 @@ pub async fn consent_file(store: &dyn Store, patient_id: &str) -> Result<Consent
     })
 }
 
+/// People's consent files, each loaded once for a run of decisions (a search, a list).
+#[derive(Default)]
+struct ConsentFiles(HashMap<String, ConsentFile>);
+
+impl ConsentFiles {
+    async fn of(
+        &mut self,
+        store: &dyn Store,
+        patient_id: &str,
+    ) -> Result<&ConsentFile, StoreError> {
+        if !self.0.contains_key(patient_id) {
+            let file = consent_file(store, patient_id).await?;
+            self.0.insert(patient_id.to_string(), file);
+        }
+        Ok(&self.0[patient_id])
+    }
+}
+
 /// Whether reading a record of `class` needs the person's consent for this caller.
 ///
 /// A practice reads back the referral and fit notes it sent without asking again; what the
@@ -235,20 +253,15 @@ impl Guard<'_> {
     /// service disclose to it, so a list never shows a withheld letter. Audited as a search.
     pub async fn letters(&self, letters: Vec<Delivery>) -> Result<Vec<Delivery>, AccessError> {
         let visible = if self.principal.role == Role::Practice {
-            let mut files: HashMap<String, ConsentFile> = HashMap::new();
+            let mut files = ConsentFiles::default();
             let mut visible = Vec::with_capacity(letters.len());
             for d in letters {
-                if !files.contains_key(&d.patient_id) {
-                    files.insert(
-                        d.patient_id.clone(),
-                        consent_file(self.store, &d.patient_id).await?,
-                    );
-                }
+                let file = files.of(self.store, &d.patient_id).await?;
                 let mut question = self
                     .question(DataClass::AdviserLetter)
                     .expect("a practice is a recipient");
                 question.document = Some(format!("DocumentReference/{}", d.document_id));
-                if files[&d.patient_id].decide(&question).permitted() {
+                if file.decide(&question).permitted() {
                     visible.push(d);
                 }
             }
@@ -319,7 +332,7 @@ impl Guard<'_> {
             } else {
                 HashMap::new()
             };
-            let mut files: HashMap<String, ConsentFile> = HashMap::new();
+            let mut files = ConsentFiles::default();
             let mut visible = Vec::with_capacity(candidates.len());
             for c in candidates {
                 let class = read
@@ -330,17 +343,16 @@ impl Guard<'_> {
                     visible.push(c.id);
                     continue;
                 }
-                let Some(patient) = c.patient.clone() else {
+                let Some(patient) = &c.patient else {
                     continue;
                 };
-                if !files.contains_key(&patient) {
-                    let patient_id = patient.trim_start_matches("Patient/");
-                    files.insert(patient.clone(), consent_file(self.store, patient_id).await?);
-                }
+                let file = files
+                    .of(self.store, patient.trim_start_matches("Patient/"))
+                    .await?;
                 let question = self
                     .question(class)
                     .expect("practices and services are recipients");
-                if files[&patient].decide(&question).permitted() {
+                if file.decide(&question).permitted() {
                     visible.push(c.id);
                 }
             }

@@ -299,6 +299,16 @@ async fn metrics(server: &Server) -> String {
         .unwrap()
 }
 
+/// The outcome of each attempt and acknowledgement a letter's status document lists, in order.
+fn outcomes_of(letter: &Value) -> Vec<&str> {
+    letter["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect()
+}
+
 fn document_pdf(bundle: &Value) -> Vec<u8> {
     let doc = bundle["entry"]
         .as_array()
@@ -512,10 +522,7 @@ async fn letters_arrive_through_failures_and_a_kill_9_each_once_after_de_duplica
     .await;
     let done = wait_one(&server, &first, "accepted", 30).await;
     let attempts = done["attempts"].as_array().unwrap();
-    let outcomes: Vec<&str> = attempts
-        .iter()
-        .map(|a| a["outcome"].as_str().unwrap())
-        .collect();
+    let outcomes = outcomes_of(&done);
     assert_eq!(
         outcomes,
         ["retry", "retry", "retry", "retry", "delivered"],
@@ -836,12 +843,7 @@ async fn letters_die_after_the_window_and_permanent_refusals_stop_at_once() {
         "{again}"
     );
     let done = wait_one(&server, &refused, "accepted", 10).await;
-    let outcomes: Vec<&str> = done["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["outcome"].as_str().unwrap())
-        .collect();
+    let outcomes = outcomes_of(&done);
     assert_eq!(outcomes, ["permanent", "requeued", "delivered"], "{done:#}");
     let (status, _, _) = whs(&server).post(&resend, &json!({})).await;
     assert_eq!(status, 422, "an accepted letter is not sent again");
@@ -1200,12 +1202,7 @@ mailbox = "{PRACTICE_MAILBOX}"
     gp.respond(&message_header_id(&got), "30001", "Success")
         .await;
     let done = wait_one(&server, &first, "accepted", 10).await;
-    let outcomes: Vec<&str> = done["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["outcome"].as_str().unwrap())
-        .collect();
+    let outcomes = outcomes_of(&done);
     assert_eq!(
         outcomes,
         ["sent", "acknowledged", "acknowledged"],
@@ -1255,12 +1252,7 @@ mailbox = "{PRACTICE_MAILBOX}"
     gp.respond(&message_header_id(&again), "30001", "Success")
         .await;
     let done = wait_one(&server, &third, "accepted", 10).await;
-    let sends = done["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["outcome"] == "sent")
-        .count();
+    let sends = outcomes_of(&done).iter().filter(|o| **o == "sent").count();
     assert!(sends >= 2, "{done:#}");
 
     // MESH's own non-delivery report (e.g. EPL-151, no mailbox for the practice): the letter is

@@ -170,11 +170,12 @@ async fn act(
         at: now,
         request_id: super::auth::request_id(&headers),
     }));
-    commit(&app, tx).await?;
+    let stored = commit(&app, tx).await?;
     if letter_id.is_some() {
         app.outbox.wake.notify_one();
     }
-    let state = workflow_state(&app, &referral_id, &parties, None).await?;
+    let task = stored.into_iter().find(|r| r["resourceType"] == "Task");
+    let state = workflow_state(&app, &referral_id, &parties, task, None).await?;
     Ok((StatusCode::OK, Json(state)).into_response())
 }
 
@@ -328,15 +329,16 @@ pub async fn create_letter(
     Ok(response)
 }
 
-/// The workflow's state as JSON: stage, the Task, timeliness and the letters (those the reader
-/// may know of, when a reader's guard is given; all of them for the service that acted).
+/// The workflow's state as JSON: stage, the referral's workflow `task` as stored, timeliness and
+/// the letters (those the reader may know of, when a reader's guard is given; all of them for
+/// the service that acted).
 async fn workflow_state(
     app: &AppState,
     referral_id: &str,
     parties: &Parties,
+    task: Option<Value>,
     reader: Option<&crate::access::Guard<'_>>,
 ) -> Result<Value, ApiError> {
-    let task = workflow_task(&*app.store, referral_id).await?;
     let stage = workflow::stage_of(task.as_ref());
     let first_contact = match task.as_ref().and_then(|t| {
         t["input"].as_array()?.iter().find(|i| i["type"]["coding"][0]["code"] == "first-contact")?["valueReference"]["reference"]
@@ -385,10 +387,12 @@ pub async fn show(
     require_scope(&principal, &scope::read("ServiceRequest"))?;
     let (sr, record) = referral(&app, &principal, &headers, id).await?;
     let referral_id = sr["id"].as_str().unwrap_or_default();
+    let reader = guard(&app, &principal, &headers);
     // What the service recorded reaches the practice only under the person's consent to
     // feedback; without it the practice sees its referral's status and nothing more.
-    if let Some(task) = workflow_task(&*app.store, referral_id).await? {
-        match guard(&app, &principal, &headers).read(&task).await {
+    let task = workflow_task(&*app.store, referral_id).await?;
+    if let Some(task) = &task {
+        match reader.read(task).await {
             Ok(()) => {}
             Err(crate::access::AccessError::ConsentDenied(reason)) => {
                 return Ok(Json(json!({
@@ -402,8 +406,7 @@ pub async fn show(
         }
     }
     let parties = workflow_parties(&sr, &record);
-    let reader = guard(&app, &principal, &headers);
-    let state = workflow_state(&app, referral_id, &parties, Some(&reader)).await?;
+    let state = workflow_state(&app, referral_id, &parties, task, Some(&reader)).await?;
     Ok(Json(state).into_response())
 }
 

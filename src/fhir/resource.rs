@@ -140,20 +140,17 @@ pub fn claim_profile(resource: &mut Value, profile: &str) {
     }
 }
 
-/// Sets the server-assigned id and version metadata.
-/// Claims the resource type's UK Core profile, unless the resource already claims a profile.
+/// Claims the resource type's UK Core profile, if UK Core has one (see [`claim_profile`]).
 pub fn claim_uk_core(resource: &mut Value) {
-    let Some(profile) = resource["resourceType"]
+    if let Some(profile) = resource["resourceType"]
         .as_str()
         .and_then(super::systems::profile::uk_core_for)
-    else {
-        return;
-    };
-    if resource["meta"]["profile"].is_null() {
-        resource["meta"]["profile"] = serde_json::json!([profile]);
+    {
+        claim_profile(resource, profile);
     }
 }
 
+/// Sets the server-assigned id and version metadata.
 pub fn stamp(resource: &mut Value, id: &str, version_id: i64, last_updated: &str) {
     let Some(obj) = resource.as_object_mut() else {
         return;

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::fhir::identifiers::value_part;
 use crate::fhir::search::format_instant;
 use crate::fhir::systems::{self, SNOMED};
-use crate::fhir::terminology::coding;
+use crate::fhir::terminology::{code_system, coding};
 use crate::fhir::{IssueType, Issues};
 use crate::workflow::DeclineNotice;
 use crate::workflow::action::{check_code, check_note};
@@ -187,8 +187,8 @@ pub struct Letter {
 }
 
 fn display(system: &str, code: &str) -> String {
-    coding(system, code)["display"]
-        .as_str()
+    code_system(system)
+        .display(code)
         .unwrap_or(code)
         .to_string()
 }

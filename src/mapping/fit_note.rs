@@ -151,10 +151,8 @@ pub fn fit_note_bundle(f: &FitNote, id_system: &str) -> Value {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        if let Some(p) = profile::uk_core_for(&resource_type)
-            && resource_type != "Observation"
-        {
-            crate::fhir::resource::claim_profile(&mut resource, p);
+        if resource_type != "Observation" {
+            crate::fhir::resource::claim_uk_core(&mut resource);
         }
         let request = transaction_request(
             &resource_type,

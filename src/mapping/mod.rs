@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::config::ServiceConfig;
-use crate::fhir::systems::{self, profile};
+use crate::fhir::systems;
 use crate::fhir::terminology::{self, coding};
 use crate::intake::practice::{HumanName, PracticeReferral, is_off_sick};
 use crate::intake::submission::{match_identifier, transaction_request};
@@ -97,9 +97,7 @@ impl<'a> Mapper<'a> {
             .as_str()
             .expect("mapped resources have a type")
             .to_string();
-        if let Some(p) = profile::uk_core_for(&resource_type) {
-            crate::fhir::resource::claim_profile(&mut resource, p);
-        }
+        crate::fhir::resource::claim_uk_core(&mut resource);
         let request =
             transaction_request(&resource_type, match_identifier(&resource).as_ref(), false);
         let url = self.url(role);

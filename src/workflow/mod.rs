@@ -56,6 +56,12 @@ impl Stage {
         .find(|s| s.code() == code)
     }
 
+    /// The stage as the workflow Task's `businessStatus`.
+    fn business_status(self) -> Value {
+        let coding = coding("referral-workflow-status", self.code());
+        json!({ "coding": [coding.clone()], "text": coding["display"] })
+    }
+
     /// The FHIR `Task.status` for the stage.
     fn task_status(self) -> &'static str {
         match self {
@@ -157,10 +163,7 @@ pub fn apply(
     };
     let mut task = task.cloned().unwrap_or_else(|| new_task(parties, now));
     task["status"] = json!(next.task_status());
-    task["businessStatus"] = json!({
-        "coding": [coding("referral-workflow-status", next.code())],
-        "text": coding("referral-workflow-status", next.code())["display"],
-    });
+    task["businessStatus"] = next.business_status();
     task["lastModified"] = json!(crate::fhir::search::format_instant(now));
     let mut encounter = None;
     let mut decline = None;
@@ -314,13 +317,8 @@ fn push(task: &mut Value, list: &str, kind: &str, value: Value) {
 /// submission's `urn:uuid` references, which the store rewrites.
 pub fn received(parties: &Parties, now: DateTime<Utc>) -> Value {
     let mut task = new_task(parties, now);
-    task["businessStatus"] = json!({
-        "coding": [coding("referral-workflow-status", Stage::Received.code())],
-        "text": coding("referral-workflow-status", Stage::Received.code())["display"],
-    });
-    if let Some(profile) = crate::fhir::systems::profile::uk_core_for("Task") {
-        task["meta"] = json!({ "profile": [profile] });
-    }
+    task["businessStatus"] = Stage::Received.business_status();
+    crate::fhir::resource::claim_uk_core(&mut task);
     task
 }
 
