@@ -509,6 +509,12 @@ impl Config {
     pub fn service(&self, id: &str) -> Option<&ServiceConfig> {
         self.services.iter().find(|s| s.id == id)
     }
+
+    /// The name of the service identified as `system|id` (its id if it is not configured).
+    pub fn service_name<'a>(&'a self, identifier: &'a str) -> &'a str {
+        let id = crate::fhir::identifiers::value_part(identifier);
+        self.service(id).map_or(id, |s| s.name.as_str())
+    }
 }
 
 /// Deep-merges `overlay` into `base`: tables merge, every other value (lists included) replaces.

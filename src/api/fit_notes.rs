@@ -241,8 +241,7 @@ pub async fn update_task(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("Task/{id} is not known to this gateway")))?;
     guard(&app, &principal, &headers).read(&stored).await?;
-    let is_prompt = stored["code"]["coding"][0]["code"].as_str() == Some("referral-prompt");
-    if !is_prompt {
+    if !crate::consent::is_referral_prompt(&stored) {
         return Err(ApiError::Forbidden(
             "only referral prompts are answered with PUT: a referral's workflow Task changes through the service's workflow routes (/api/v1/referrals/{id}/…)".into(),
         ));

@@ -195,17 +195,13 @@ async fn letter_context(app: &AppState, parties: &Parties) -> Result<Context, Ap
         .read("Patient", patient_id)
         .await?
         .unwrap_or_default();
-    let service_id = value_part(&parties.service);
     let ods = value_part(&parties.practice);
     let person = crate::fhir::patient::demographics(&patient);
     Ok(Context {
         referral: parties.referral.clone(),
         patient: parties.patient.clone(),
         referral_date: parties.referred_on,
-        service_name: app
-            .config
-            .service(service_id)
-            .map_or_else(|| service_id.to_string(), |s| s.name.clone()),
+        service_name: app.config.service_name(&parties.service).to_string(),
         service: parties.service.clone(),
         practice: parties.practice.clone(),
         practice_name: app

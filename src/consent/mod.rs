@@ -27,12 +27,17 @@ pub fn data_class_of(resource: &Value) -> Option<DataClass> {
             DataClass::AdviserLetter
         }
         // A referral prompt is the practice's own to-do, about the fit note it sent.
-        "Task" if resource["code"]["coding"][0]["code"] == "referral-prompt" => DataClass::Referral,
+        "Task" if is_referral_prompt(resource) => DataClass::Referral,
         "Task" | "EpisodeOfCare" => DataClass::Outcome,
         // Patient, ServiceRequest, employment Observations, Encounter, CarePlan, Consent,
         // Provenance, QuestionnaireResponse: the referral and what came with it.
         _ => DataClass::Referral,
     })
+}
+
+/// Whether a Task is a referral prompt (`task-code#referral-prompt`), not a referral's workflow.
+pub fn is_referral_prompt(task: &Value) -> bool {
+    task["code"]["coding"][0]["code"] == "referral-prompt"
 }
 
 /// Whether an Observation is a fit note (claims the project's fit-note profile).

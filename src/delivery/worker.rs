@@ -127,6 +127,28 @@ impl Change {
             transport_id: None,
         }
     }
+
+    /// The letter waits for another attempt in `wait`, with `error` as the reason and `log` as
+    /// the entry that says so. An escalated letter keeps its state until it is delivered.
+    fn retry(
+        &mut self,
+        d: &Delivery,
+        log: DeliveryAttempt,
+        error: String,
+        wait: Duration,
+        now: DateTime<Utc>,
+    ) {
+        self.state = if d.escalated_at.is_some() {
+            "escalated"
+        } else {
+            "queued"
+        }
+        .into();
+        self.attempt = Some(log);
+        self.next_attempt_at =
+            format_instant(now + chrono::Duration::from_std(wait).unwrap_or_default());
+        self.last_error = Some(error);
+    }
 }
 
 /// Runs the worker until the process ends.
@@ -433,14 +455,7 @@ impl Worker {
                 let wait = retry_after
                     .unwrap_or_else(|| backoff(number as u32, &self.config.delivery, jitter()));
                 tracing::info!(delivery = %d.id, attempt = number, error = %error, retry_in_ms = wait.as_millis() as u64, "letter not delivered; will retry");
-                // An escalated letter keeps its state until it is delivered.
-                if d.escalated_at.is_some() {
-                    change.state = "escalated".into();
-                }
-                change.attempt = Some(log("retry", Some(error.clone())));
-                change.next_attempt_at =
-                    format_instant(now + chrono::Duration::from_std(wait).unwrap_or_default());
-                change.last_error = Some(error);
+                change.retry(&d, log("retry", Some(error.clone())), error, wait, now);
             }
         }
         self.record(&d, change, now).await
@@ -472,11 +487,7 @@ impl Worker {
             Ok(to) => to,
             Err(error) => return Ok(Outcome::Rejected { error }),
         };
-        let service_id = value_part(&d.service);
-        let service_name = self
-            .config
-            .service(service_id)
-            .map_or(service_id, |s| s.name.as_str());
+        let service_name = self.config.service_name(&d.service);
         let title = document["description"].as_str().unwrap_or("Letter");
         let author = document["author"][0]["display"]
             .as_str()
@@ -627,19 +638,15 @@ impl Worker {
         let at = |secs: u64| format_instant(now + chrono::Duration::seconds(secs as i64));
         match answer {
             Answer::Report(detail) => {
-                let mut c = Change::to(
-                    d,
-                    if d.escalated_at.is_some() {
-                        "escalated"
-                    } else {
-                        "queued"
-                    },
-                );
+                let mut c = Change::to(d, "queued");
                 let wait = backoff(1, &self.config.delivery, jitter());
-                c.attempt = Some(ack_log(d, "retry", detail, now));
-                c.last_error = Some(detail.clone());
-                c.next_attempt_at =
-                    format_instant(now + chrono::Duration::from_std(wait).unwrap_or_default());
+                c.retry(
+                    d,
+                    ack_log(d, "retry", detail, now),
+                    detail.clone(),
+                    wait,
+                    now,
+                );
                 Some(c)
             }
             Answer::Ack(ack) => {
