@@ -33,9 +33,27 @@ pub use error::{ApiError, FHIR_JSON};
 use crate::config::Config;
 use crate::store::Store;
 
-/// What every handler can reach.
+/// What every handler can reach. axum clones the state for every extractor and middleware of
+/// every request, so it is one shared allocation: a clone is a reference count, not copies of the
+/// token verifier's validation rules and the other parts.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub tokens: crate::auth::TokenVerifier,
@@ -320,7 +338,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     if config.base_url.is_none() {
         config.base_url = Some(format!("{scheme}://{local}"));
     }
-    let state = AppState {
+    let state = AppState::new(Shared {
         config: Arc::new(config),
         store: store.clone(),
         tokens: tokens.clone(),
@@ -331,7 +349,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             .map_err(|e| ServeError::Io(std::io::Error::other(e)))?,
         outbox: Default::default(),
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    };
+    });
     tokio::spawn(watch_client_registry(
         store.clone(),
         tokens,
