@@ -11,8 +11,6 @@ pub enum NhsNumberError {
     Repeated,
 }
 
-/// Validates an NHS number by the NHS Data Dictionary's Modulus 11 rule and returns its canonical
-/// 10-digit form. Spaces (as in "999 123 4567") are accepted and removed.
 /// The value part of a `system|value` identifier (the form the gateway keeps organisations in).
 pub fn value_part(system_value: &str) -> &str {
     system_value
@@ -26,6 +24,8 @@ pub fn identifier_reference(system_value: &str) -> serde_json::Value {
     serde_json::json!({ "identifier": { "system": system, "value": value } })
 }
 
+/// Validates an NHS number by the NHS Data Dictionary's Modulus 11 rule and returns its canonical
+/// 10-digit form. Spaces (as in "999 123 4567") are accepted and removed.
 pub fn nhs_number(input: &str) -> Result<String, NhsNumberError> {
     let digits: String = input.chars().filter(|c| *c != ' ').collect();
     if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
