@@ -54,10 +54,7 @@ pub async fn create_observation(
     require_scope(&principal, scope::FIT_NOTE_CREATE)?;
     require_resource(&body, "Observation")?;
     let ctx = IntakeContext::now(&app.config);
-    let sender_ods = principal
-        .organisation
-        .split_once('|')
-        .map_or(principal.organisation.as_str(), |(_, v)| v);
+    let sender_ods = principal.organisation_code();
     let (submission, note) =
         fhir_fit_note(&body.value, sender_ods, &ctx).map_err(ApiError::Invalid)?;
     let absence_given = note.note.absence_start.is_some();

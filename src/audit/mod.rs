@@ -100,9 +100,8 @@ pub fn audit_event(event: &Event) -> Value {
                 "who": { "identifier": { "system": client_system(), "value": p.client_id } },
                 "requestor": true,
             }));
-            let (system, value) = p.organisation.split_once('|').unwrap_or(("", ""));
             agents.push(json!({
-                "who": { "identifier": { "system": system, "value": value } },
+                "who": crate::fhir::identifiers::identifier_reference(&p.organisation),
                 "requestor": false,
                 "role": [{ "text": format!("organisation the client acts for ({})", p.role.as_str()) }],
             }));

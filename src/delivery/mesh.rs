@@ -17,6 +17,7 @@ use sha2::Sha256;
 
 use super::Outcome;
 use crate::config::{MeshConfig, MeshRoute};
+use crate::fhir::identifiers::identifier_reference;
 use crate::fhir::systems::{NHS_NUMBER, SNOMED};
 
 pub const WORKFLOW: &str = "GPCONNECT_SEND_DOCUMENT";
@@ -97,7 +98,6 @@ fn uuid_for(message_id: &str, part: &str) -> String {
 
 /// The ITK3 GP Connect Send Document message (FHIR STU3, CareConnect profiles).
 pub fn itk_message(l: &Letter) -> Value {
-    let (system, value) = l.service.split_once('|').unwrap_or(("", l.service));
     let org = uuid_for(l.message_id, "organization");
     let patient = uuid_for(l.message_id, "patient");
     let author = uuid_for(l.message_id, "practitioner");
@@ -108,7 +108,7 @@ pub fn itk_message(l: &Letter) -> Value {
         "resourceType": "Organization",
         "id": org,
         "meta": { "profile": ["https://fhir.nhs.uk/STU3/StructureDefinition/CareConnect-ITK-Header-Organization-1"] },
-        "identifier": [{ "system": system, "value": value }],
+        "identifier": [identifier_reference(l.service)["identifier"]],
         "name": l.service_name,
     });
     let given: Vec<&str> = l.person.given.split_whitespace().collect();

@@ -335,8 +335,7 @@ fn prompt_task(
     inputs.extend(firing.fit_notes.iter().map(|note| {
         json!({ "type": { "coding": [coding("referral-prompt-input", "fit-note")] }, "valueReference": { "reference": note } })
     }));
-    let (system, ods) = practice.split_once('|').unwrap_or(("", practice));
-    let mut owner = json!({ "identifier": { "system": system, "value": ods } });
+    let mut owner = crate::fhir::identifiers::identifier_reference(practice);
     if let Some(u) = practice_url {
         owner["reference"] = json!(u);
     }
