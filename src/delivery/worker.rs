@@ -216,10 +216,9 @@ pub async fn run(
                     let w = worker.clone();
                     tokio::spawn(async move {
                         let id = delivery.id.clone();
-                        if let Err(e) = w.attempt_if_due(&id).await {
+                        if let Err(e) = w.holding(&id, async |d| w.attempt_if_due(d).await).await {
                             tracing::warn!(delivery = %id, error = %e, "delivery attempt not recorded; it will be repeated");
                         }
-                        w.release(&id);
                         drop(permit);
                     });
                 }
@@ -250,6 +249,22 @@ impl Worker {
         self.outbox.wake.notify_one();
     }
 
+    /// Acts on a letter this worker has claimed, as it is stored now (the list that named it
+    /// may be older than an attempt or acknowledgement that finished since), then releases it.
+    async fn holding(
+        &self,
+        id: &str,
+        act: impl AsyncFnOnce(Delivery) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let acted = match self.store.delivery(id).await {
+            Ok(Some((d, _))) => act(d).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        self.release(id);
+        acted
+    }
+
     async fn escalate_overdue(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
         for d in self.store.overdue_urgent(&format_instant(now)).await? {
             // A letter with an attempt in flight is escalated (if still due) next time round:
@@ -257,18 +272,14 @@ impl Worker {
             if !self.claim(&d.id) {
                 continue;
             }
-            let escalated = self.escalate(&d.id, now).await;
-            self.release(&d.id);
-            escalated?;
+            self.holding(&d.id, async |d| self.escalate(d, now).await)
+                .await?;
         }
         Ok(())
     }
 
-    async fn escalate(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        // Read again now that the letter is ours: an attempt may have delivered it since.
-        let Some((d, _)) = self.store.delivery(id).await? else {
-            return Ok(());
-        };
+    async fn escalate(&self, d: Delivery, now: DateTime<Utc>) -> Result<(), StoreError> {
+        // An attempt may have delivered it since it was found overdue.
         if d.escalated_at.is_some() || !matches!(d.state.as_str(), "queued" | "sent" | "received") {
             return Ok(());
         }
@@ -317,12 +328,9 @@ impl Worker {
             .await
     }
 
-    /// Attempts a claimed letter if it is still due: the list it came from may be older than
-    /// an attempt or acknowledgement that finished while this one waited for a slot.
-    async fn attempt_if_due(&self, id: &str) -> Result<(), StoreError> {
-        let Some((d, _)) = self.store.delivery(id).await? else {
-            return Ok(());
-        };
+    /// Attempts a letter if it is still due: an attempt or acknowledgement may have finished
+    /// while this one waited for a slot.
+    async fn attempt_if_due(&self, d: Delivery) -> Result<(), StoreError> {
         let due = matches!(
             d.state.as_str(),
             "queued" | "escalated" | "sent" | "received"
@@ -563,17 +571,12 @@ impl Worker {
                         continue;
                     }
                     let now = Utc::now();
-                    // Read again now that the letter is ours.
-                    let recorded = match self.store.delivery(&d.id).await {
-                        Ok(Some((d, _))) => match self.answered(&d, &answer, now) {
-                            Some(change) => self.record(&d, change, now).await,
-                            None => Ok(()),
-                        },
-                        Ok(None) => Ok(()),
-                        Err(e) => Err(e),
-                    };
-                    self.release(&d.id);
-                    recorded.map_err(|e| e.to_string())?;
+                    self.holding(&d.id, async |d| match self.answered(&d, &answer, now) {
+                        Some(change) => self.record(&d, change, now).await,
+                        None => Ok(()),
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
                 }
                 Some(_) => {}
                 None => {
