@@ -182,6 +182,17 @@ impl Guard<'_> {
         })
     }
 
+    /// The stored `resource_type/id`, if the caller may read it (see [`Guard::read`]).
+    pub async fn fetch(&self, resource_type: &str, id: &str) -> Result<Value, AccessError> {
+        let resource = self
+            .store
+            .read(resource_type, id)
+            .await?
+            .ok_or_else(|| AccessError::NotFound(format!("{resource_type}/{id}")))?;
+        self.read(&resource).await?;
+        Ok(resource)
+    }
+
     /// May the caller read `resource` (as stored)? Audited when it concerns a person.
     pub async fn read(&self, resource: &Value) -> Result<(), AccessError> {
         let resource_type = resource["resourceType"].as_str().unwrap_or_default();

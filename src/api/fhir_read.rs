@@ -90,10 +90,9 @@ async fn read_resource(
         )));
     }
     require_scope(principal, &scope::read(&resource_type))?;
-    let resource = app.store.read(&resource_type, &id).await?.ok_or_else(|| {
-        ApiError::NotFound(format!("{resource_type}/{id} is not known to this gateway"))
-    })?;
-    guard(app, principal, headers).read(&resource).await?;
+    let resource = guard(app, principal, headers)
+        .fetch(&resource_type, &id)
+        .await?;
     let mut response = fhir_response(StatusCode::OK, &resource);
     if let Some(v) = resource.pointer("/meta/versionId").and_then(Value::as_str)
         && let Ok(etag) = HeaderValue::from_str(&format!("W/\"{v}\""))

@@ -232,12 +232,7 @@ pub async fn update_task(
             .into(),
         ));
     }
-    let stored = app
-        .store
-        .read("Task", &id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("Task/{id} is not known to this gateway")))?;
-    guard(&app, &principal, &headers).read(&stored).await?;
+    let stored = guard(&app, &principal, &headers).fetch("Task", &id).await?;
     if !crate::consent::is_referral_prompt(&stored) {
         return Err(ApiError::Forbidden(
             "only referral prompts are answered with PUT: a referral's workflow Task changes through the service's workflow routes (/api/v1/referrals/{id}/…)".into(),

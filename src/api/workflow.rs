@@ -49,14 +49,9 @@ async fn referral(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<(Value, RecordParties), ApiError> {
     let Path(id) = id.map_err(|e| ApiError::NotFound(format!("no such referral: {e}")))?;
-    let sr = app
-        .store
-        .read("ServiceRequest", &id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("ServiceRequest/{id} is not known to this gateway"))
-        })?;
-    guard(app, principal, headers).read(&sr).await?;
+    let sr = guard(app, principal, headers)
+        .fetch("ServiceRequest", &id)
+        .await?;
     let parties = app
         .store
         .records_of("ServiceRequest", &id)
@@ -461,21 +456,22 @@ pub async fn show_letter(
 ) -> Result<Response, ApiError> {
     require_scope(&principal, &scope::read("Communication"))?;
     let Path(id) = id.map_err(|e| ApiError::NotFound(format!("no such letter: {e}")))?;
-    let communication =
-        app.store.read("Communication", &id).await?.ok_or_else(|| {
-            ApiError::NotFound(format!("letter {id} is not known to this gateway"))
-        })?;
-    guard(&app, &principal, &headers)
-        .read(&communication)
+    let communication = guard(&app, &principal, &headers)
+        .fetch("Communication", &id)
         .await?;
-    let (delivery, attempts) =
-        app.store.delivery(&id).await?.ok_or_else(|| {
-            ApiError::NotFound(format!("letter {id} is not known to this gateway"))
-        })?;
+    let (delivery, attempts) = app
+        .store
+        .delivery(&id)
+        .await?
+        .ok_or_else(|| unknown_letter(&id))?;
     Ok(
         Json(json!({ "delivery": delivery, "attempts": attempts, "communication": communication }))
             .into_response(),
     )
+}
+
+fn unknown_letter(id: &str) -> ApiError {
+    ApiError::NotFound(format!("letter {id} is not known to this gateway"))
 }
 
 /// `POST /api/v1/letters/{id}/$resend`: the service sends a rejected or dead letter again (the
@@ -489,7 +485,7 @@ pub async fn resend_letter(
 ) -> Result<Response, ApiError> {
     require_scope(&principal, scope::WORKFLOW)?;
     let Path(id) = id.map_err(|e| ApiError::NotFound(format!("no such letter: {e}")))?;
-    let not_found = || ApiError::NotFound(format!("letter {id} is not known to this gateway"));
+    let not_found = || unknown_letter(&id);
     let (delivery, _) = app.store.delivery(&id).await?.ok_or_else(not_found)?;
     if principal.role != Role::Service || delivery.service != principal.organisation {
         return Err(not_found());
