@@ -1075,6 +1075,13 @@ impl GpMailbox {
         }
     }
 
+    /// Acknowledges a message both ways, as a practice system that files it: 20013, then 30001.
+    async fn file(&self, message: &Delivered) {
+        let original = message_header_id(message);
+        self.respond(&original, "20013", "Success").await;
+        self.respond(&original, "30001", "Success").await;
+    }
+
     /// Sends an ITK3 response with `code` for the message whose MessageHeader id is `original`.
     async fn respond(&self, original: &str, code: &str, display: &str) {
         let positive = code == "20013" || code == "30001";
@@ -1247,10 +1254,7 @@ mailbox = "{PRACTICE_MAILBOX}"
         message_header_id(&again),
         "one ITK message"
     );
-    gp.respond(&message_header_id(&again), "20013", "Success")
-        .await;
-    gp.respond(&message_header_id(&again), "30001", "Success")
-        .await;
+    gp.file(&again).await;
     let done = wait_one(&server, &third, "accepted", 10).await;
     let sends = outcomes_of(&done).iter().filter(|o| **o == "sent").count();
     assert!(sends >= 2, "{done:#}");
@@ -1287,10 +1291,7 @@ mailbox = "{PRACTICE_MAILBOX}"
     );
     let resent = gp.next().await;
     assert_eq!(message_header_id(&got), message_header_id(&resent));
-    gp.respond(&message_header_id(&resent), "20013", "Success")
-        .await;
-    gp.respond(&message_header_id(&resent), "30001", "Success")
-        .await;
+    gp.file(&resent).await;
     let done = wait_one(&server, &fourth, "accepted", 10).await;
     assert!(
         done["attempts"]
