@@ -10,13 +10,13 @@ use serde_json::Value;
 use crate::audit::{self, Event, Kind};
 use crate::auth::{Principal, Role};
 use crate::consent::{
-    self, Action, ConsentRecord, DataClass, Decision, Override, OverrideReason, Purpose, Question,
-    Recipient, RecipientClass,
+    self, Action, ConsentRecord, DataClass, Decision, Override, OverrideReason, Party, Purpose,
+    Question, Recipient, RecipientClass,
 };
 use crate::fhir::search::{Filter, SearchRequest, Tenancy};
 use crate::fit_notes::FitNoteFacts;
 use crate::intake::{Submission, SubmissionEntry, SubmissionKind};
-use crate::store::{Delivery, RecordParties, SearchPage, Store, StoreError};
+use crate::store::{Delivery, RecordParties, Refusal, SearchPage, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
@@ -103,21 +103,31 @@ impl ConsentFiles {
     }
 }
 
-/// Whether reading a record of `class` needs the person's consent for this caller.
+/// The data class whose consent a caller needs to read a record of `class` (of `resource_type`),
+/// or `None` when it needs none.
 ///
 /// A practice reads back the referral and fit notes it sent without asking again; what the
-/// service wrote about the person (its letters, workflow and outcomes) reaches the practice only
-/// under a consent for feedback. A service is the other way round: it reads its own letters and
-/// outcomes, and everything the practice sent needs the person's consent to the service.
-/// Consent records themselves are readable by both, so a withdrawal can be seen.
-fn needs_consent(role: Role, resource_type: &str, class: DataClass) -> bool {
+/// service wrote about the person (its letters, contacts and outcomes) reaches the practice only
+/// under a consent for feedback. A service is the other way round: it reads its own letters,
+/// contacts and outcomes, and everything the practice sent needs the person's consent to the
+/// service — so does the referral's workflow Task, which stands for the referral in the
+/// service's work queue. Consent records themselves are readable by both, so a withdrawal can
+/// be seen.
+fn consent_class(role: Role, resource_type: &str, class: DataClass) -> Option<DataClass> {
     let service_authored = matches!(class, DataClass::AdviserLetter | DataClass::Outcome);
-    resource_type != "Consent"
-        && match role {
-            Role::Service => !service_authored,
-            Role::Practice => service_authored,
-            Role::InformationGovernance => false,
-        }
+    match (role, resource_type) {
+        (_, "Consent") | (Role::InformationGovernance, _) => None,
+        (Role::Service, "Task") => Some(DataClass::Referral),
+        (Role::Service, _) => (!service_authored).then_some(class),
+        (Role::Practice, _) => service_authored.then_some(class),
+    }
+}
+
+/// Types whose records differ in class one by one (fit notes among Observations, referral
+/// prompts among Tasks, the service's contacts among Encounters): a search reads and classes
+/// each.
+fn class_varies(resource_type: &str) -> bool {
+    matches!(resource_type, "Observation" | "Task" | "Encounter")
 }
 
 /// Reads a stored override record (the JSON the overrides API returns).
@@ -182,25 +192,67 @@ impl Guard<'_> {
         })
     }
 
-    /// The stored `resource_type/id`, if the caller may read it (see [`Guard::read`]).
+    /// The stored `resource_type/id` as the caller is shown it, if the caller may read it (see
+    /// [`Guard::read`] and [`Guard::as_stated`]).
     pub async fn fetch(&self, resource_type: &str, id: &str) -> Result<Value, AccessError> {
         let resource = self
             .store
             .read(resource_type, id)
             .await?
             .ok_or_else(|| AccessError::NotFound(format!("{resource_type}/{id}")))?;
-        self.read(&resource).await?;
-        Ok(resource)
+        let mine = self.check(&resource).await?;
+        self.as_stated(resource, &mine).await
+    }
+
+    /// One version of `resource_type/id` (FHIR vread), if the caller may read the resource and
+    /// that version: of a person, only the versions the caller's own records came with (the
+    /// details their senders stated); of anything else, any version.
+    pub async fn fetch_version(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<Value, AccessError> {
+        let not_found =
+            || AccessError::NotFound(format!("{resource_type}/{id}/_history/{version}"));
+        let current = self
+            .store
+            .read(resource_type, id)
+            .await?
+            .ok_or_else(not_found)?;
+        let mine = self.check(&current).await?;
+        if resource_type == "Patient" {
+            let stated: Vec<i64> = mine.iter().filter_map(|r| r.patient_version).collect();
+            let legacy = mine.iter().any(|r| r.patient_version.is_none());
+            let current_version = current["meta"]["versionId"]
+                .as_str()
+                .and_then(|v| v.parse::<i64>().ok());
+            if !stated.contains(&version) && !(legacy && current_version == Some(version)) {
+                return Err(not_found());
+            }
+        }
+        self.store
+            .read_version(resource_type, id, version)
+            .await?
+            .ok_or_else(not_found)
     }
 
     /// May the caller read `resource` (as stored)? Audited when it concerns a person.
     pub async fn read(&self, resource: &Value) -> Result<(), AccessError> {
+        self.check(resource).await.map(drop)
+    }
+
+    /// The tenancy rule and the consent decision for one stored resource: the caller must be
+    /// party to one of the records it belongs to (`resource_parties`, the relation searches are
+    /// limited by too), and, where [`consent_class`] says so, the person's consent must permit
+    /// it. Returns the caller's records the resource belongs to.
+    async fn check(&self, resource: &Value) -> Result<Vec<RecordParties>, AccessError> {
         let resource_type = resource["resourceType"].as_str().unwrap_or_default();
         let id = resource["id"].as_str().unwrap_or_default();
         let reference = format!("{resource_type}/{id}");
         if resource_type == "AuditEvent" {
             return if self.principal.role == Role::InformationGovernance {
-                Ok(())
+                Ok(Vec::new())
             } else {
                 Err(AccessError::Forbidden(
                     "only information-governance staff read the audit trail".into(),
@@ -208,23 +260,18 @@ impl Guard<'_> {
             };
         }
         let Some(class) = consent::data_class_of(resource) else {
-            return Ok(()); // organisations and practitioners: directory data
+            return Ok(Vec::new()); // organisations and practitioners: directory data
         };
         if self.principal.role == Role::InformationGovernance {
             return Err(AccessError::Forbidden(
                 "information-governance clients read the audit trail, not people's records".into(),
             ));
         }
-        let referrals = match resource_type {
-            "Patient" => self.store.records_of_patient(id).await?,
-            "Consent" => match patient_of(resource) {
-                Some(p) => self.store.records_of_patient(&p).await?,
-                None => Vec::new(),
-            },
-            _ => self.store.records_of(resource_type, id).await?,
-        };
-        let mine: Vec<&RecordParties> = referrals
-            .iter()
+        let mine: Vec<RecordParties> = self
+            .store
+            .records_of(resource_type, id)
+            .await?
+            .into_iter()
             .filter(|r| is_party(self.principal, r))
             .collect();
         let Some(first) = mine.first() else {
@@ -234,14 +281,15 @@ impl Guard<'_> {
         let mut event = self.event(Kind::Read);
         event.patient = Some(patient);
         event.entities = vec![reference.clone()];
-        let decision = if needs_consent(self.principal.role, resource_type, class) {
-            let file = consent_file(self.store, &first.patient_id).await?;
-            let question = self
-                .question(class)
-                .expect("practices and services are recipients");
-            Some(file.decide(&question))
-        } else {
-            None
+        let decision = match consent_class(self.principal.role, resource_type, class) {
+            Some(class) => {
+                let file = consent_file(self.store, &first.patient_id).await?;
+                let question = self
+                    .question(class)
+                    .expect("practices and services are recipients");
+                Some(file.decide(&question))
+            }
+            None => None,
         };
         event.decision = decision.as_ref();
         event.permitted = decision.as_ref().is_none_or(Decision::permitted);
@@ -255,8 +303,53 @@ impl Guard<'_> {
         audit::append(self.store, &[event]).await?;
         match decision {
             Some(d) if !d.permitted() => Err(AccessError::ConsentDenied(d.reason)),
-            _ => Ok(()),
+            _ => Ok(mine),
         }
+    }
+
+    /// What the caller is shown of a resource it may read: a person's details as its own
+    /// records' senders stated them (the newest version that came with one of `mine`), never
+    /// details another sender stated. Other resources are shown as stored.
+    async fn as_stated(
+        &self,
+        resource: Value,
+        mine: &[RecordParties],
+    ) -> Result<Value, AccessError> {
+        if resource["resourceType"] != "Patient" {
+            return Ok(resource);
+        }
+        let Some(version) = mine.iter().filter_map(|r| r.patient_version).max() else {
+            return Ok(resource); // records from before versions were kept: the current one
+        };
+        let current = resource["meta"]["versionId"]
+            .as_str()
+            .and_then(|v| v.parse::<i64>().ok());
+        if current == Some(version) {
+            return Ok(resource);
+        }
+        let id = resource["id"].as_str().unwrap_or_default();
+        self.store
+            .read_version("Patient", id, version)
+            .await?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("Patient/{id} version {version} is missing")).into()
+            })
+    }
+
+    /// A search result as the caller is shown it (see [`Guard::as_stated`]).
+    async fn shown(&self, resource: Value) -> Result<Value, AccessError> {
+        if resource["resourceType"] != "Patient" {
+            return Ok(resource);
+        }
+        let id = resource["id"].as_str().unwrap_or_default().to_string();
+        let mine: Vec<RecordParties> = self
+            .store
+            .records_of("Patient", &id)
+            .await?
+            .into_iter()
+            .filter(|r| is_party(self.principal, r))
+            .collect();
+        self.as_stated(resource, &mine).await
     }
 
     /// The letters in `letters` (already limited to the caller's organisation) that the caller
@@ -318,20 +411,15 @@ impl Guard<'_> {
         let type_class =
             consent::data_class_of(&serde_json::json!({ "resourceType": resource_type }))
                 .unwrap_or(DataClass::Referral);
-        // Some types hold records of different classes: a service's Observations may be fit
-        // notes, a practice's Tasks its own referral prompts or a service's workflow. Those are
-        // read and classified one by one.
         let role = self.principal.role;
-        let mixed_type = matches!(
-            (role, resource_type.as_str()),
-            (Role::Service, "Observation") | (Role::Practice, "Task")
-        );
-        let consent_filtered = mixed_type || needs_consent(role, &resource_type, type_class);
-        let page = if consent_filtered {
+        let mixed_type = class_varies(&resource_type);
+        let consent_filtered =
+            mixed_type || consent_class(role, &resource_type, type_class).is_some();
+        let mut page = if consent_filtered {
             let candidates = self.store.search_candidates(&request).await?;
             // The data class decides which consent applies. It is the same for every resource of
-            // a type except Observations and Tasks: those are read here, and the page is then
-            // served from what was read.
+            // a type except those `class_varies` names: those are read here, and the page is
+            // then served from what was read.
             let mut read: HashMap<String, Value> = if mixed_type {
                 let ids: Vec<String> = candidates.iter().map(|c| c.id.clone()).collect();
                 self.store
@@ -350,10 +438,10 @@ impl Guard<'_> {
                     .get(&c.id)
                     .and_then(consent::data_class_of)
                     .unwrap_or(type_class);
-                if !needs_consent(role, &resource_type, class) {
+                let Some(class) = consent_class(role, &resource_type, class) else {
                     visible.push(c.id);
                     continue;
-                }
+                };
                 let Some(patient) = &c.patient else {
                     continue;
                 };
@@ -382,6 +470,11 @@ impl Guard<'_> {
         } else {
             self.store.search(&request).await?
         };
+        let mut shown = Vec::with_capacity(page.resources.len());
+        for r in std::mem::take(&mut page.resources) {
+            shown.push(self.shown(r).await?);
+        }
+        page.resources = shown;
         let mut event = self.event(Kind::Search);
         event.entities = page
             .resources
@@ -399,8 +492,9 @@ impl Guard<'_> {
 }
 
 impl Guard<'_> {
-    /// A person's fit-note history, for a practice that referred them or sent their fit notes, or
-    /// a service they were referred to whose consent covers fit notes. Audited.
+    /// A person's fit-note history: for a practice that referred them or sent their fit notes,
+    /// the fit notes it sent; for a service they were referred to whose consent covers fit
+    /// notes, all of them. Audited.
     pub async fn fit_note_history(
         &self,
         patient_id: &str,
@@ -424,10 +518,19 @@ impl Guard<'_> {
         } else {
             None
         };
-        let notes = match &decision {
+        let mut notes = match &decision {
             Some(d) if !d.permitted() => Vec::new(),
             _ => self.store.fit_notes_of_patient(patient_id).await?,
         };
+        if self.principal.role == Role::Practice {
+            // A practice is party to the fit notes it sent, not to other practices' (the same
+            // rule as reading each one).
+            notes.retain(|n| {
+                records
+                    .iter()
+                    .any(|r| r.record == n.reference && is_party(self.principal, r))
+            });
+        }
         let mut event = self.event(Kind::Read);
         event.patient = Some(reference);
         event.entities = notes.iter().map(|n| n.reference.clone()).collect();
@@ -452,18 +555,10 @@ impl Guard<'_> {
 /// is addressed to.
 pub fn is_party(principal: &Principal, r: &RecordParties) -> bool {
     match principal.role {
-        Role::Practice => r.practice == principal.organisation,
+        Role::Practice => r.practice.as_ref() == Some(&principal.organisation),
         Role::Service => r.service.as_ref() == Some(&principal.organisation),
         Role::InformationGovernance => false,
     }
-}
-
-/// The person's reference (`id`) in a Consent.
-fn patient_of(resource: &Value) -> Option<String> {
-    resource["patient"]["reference"]
-        .as_str()?
-        .strip_prefix("Patient/")
-        .map(str::to_string)
 }
 
 /// The Consents that came with a referral, as the decision function reads them.
@@ -502,17 +597,30 @@ pub fn intake_question(submission: &Submission, now: DateTime<Utc>) -> Option<Qu
 }
 
 /// The intake consent check for a referral, to run in the store's transaction over the person's
-/// stored Consents: those plus the referral's own must permit disclosing it to its service. On a
-/// permit it returns the referral's audit record, which refers to the referral's own entries by
-/// fullUrl (the store rewrites them to ids).
+/// stored Consents. The Consents the referral brings must be ones its practice may record
+/// ([`consent::authorship`]); with them, the person's consents must permit disclosing the
+/// referral to its service. On a permit it returns the referral's audit record, which refers to
+/// the referral's own entries by fullUrl (the store rewrites them to ids).
 pub fn intake_consent(
     submission: &Submission,
     question: Question,
     principal: &Principal,
     request_id: Option<String>,
     now: DateTime<Utc>,
-) -> impl FnOnce(&[Value]) -> Result<SubmissionEntry, Decision> + Send + use<> {
-    let submitted = submitted_consents(submission);
+    consent_expression: &'static str,
+) -> impl FnOnce(&[Value]) -> Result<SubmissionEntry, Refusal> + Send + use<> {
+    let submitted: Vec<ConsentRecord> = submitted_consents(submission)
+        .into_iter()
+        .map(|mut c| {
+            // Not stored yet: decided no later than now.
+            c.decided_at = Some(c.decided_at.map_or(now, |t| t.min(now)));
+            c
+        })
+        .collect();
+    let recorder = submission
+        .practice
+        .split_once('|')
+        .and_then(|(system, value)| Party::from_identifier(system, value));
     let patient = submission
         .entries
         .iter()
@@ -525,10 +633,26 @@ pub fn intake_consent(
             .iter()
             .filter_map(|c| consent::read_consent(c).ok())
             .collect();
+        let mut issues = crate::fhir::Issues::new();
+        if let Some(recorder) = &recorder {
+            for c in &submitted {
+                consent::authorship::may_record(
+                    recorder,
+                    c,
+                    &consents,
+                    now,
+                    &mut issues,
+                    consent_base(consent_expression),
+                );
+            }
+        }
+        if !issues.is_empty() {
+            return Err(Refusal::Rules(issues));
+        }
         consents.extend(submitted);
         let decision = consent::decide(&consents, &[], &question);
         if !decision.permitted() {
-            return Err(decision);
+            return Err(Refusal::Consent(decision));
         }
         let event = audit::audit_event(&Event {
             kind: Kind::Intake,
@@ -542,6 +666,15 @@ pub fn intake_consent(
             request_id,
         });
         Ok(audit::entry(event))
+    }
+}
+
+/// Where a referral format's Consents are, for issues about one of them.
+fn consent_base(consent_expression: &'static str) -> &'static str {
+    if consent_expression == PRACTICE_CONSENT_EXPRESSION {
+        "consent"
+    } else {
+        consent_expression
     }
 }
 
@@ -594,4 +727,25 @@ pub async fn decide_disclosure(
     )
     .await?;
     Ok(decision)
+}
+
+/// The person as the referral's practice stated them when it referred (the Patient version
+/// pinned to the referral): what a letter about the referral says and where MESH routes it,
+/// whatever another sender stated since.
+pub async fn patient_of_referral(
+    store: &dyn Store,
+    referral_id: &str,
+) -> Result<Option<Value>, StoreError> {
+    let own = store
+        .records_of("ServiceRequest", referral_id)
+        .await?
+        .into_iter()
+        .find(|r| r.record == format!("ServiceRequest/{referral_id}"));
+    let Some(own) = own else {
+        return Ok(None);
+    };
+    match own.patient_version {
+        Some(v) => store.read_version("Patient", &own.patient_id, v).await,
+        None => store.read("Patient", &own.patient_id).await,
+    }
 }

@@ -66,7 +66,8 @@ async fn a_referral_without_agreement_stores_nothing_about_the_person_and_is_aud
         outcome["issue"][0]["diagnostics"]
             .as_str()
             .unwrap()
-            .contains("no active consent permits disclose of referral to work-health-service")
+            .contains("refuses disclose of referral to work-health-service"),
+        "{outcome}"
     );
     assert_eq!(
         db_count(
@@ -273,10 +274,10 @@ async fn letters_waiting_for_the_practice_are_refused_at_the_next_attempt_after_
     let answer = decide(&whs, letter).await;
     assert_eq!(answer["decision"], "deny", "{answer}");
     assert!(
-        answer["reason"]
-            .as_str()
-            .unwrap()
-            .contains("no active consent permits disclose of adviser-letter")
+        answer["reason"].as_str().unwrap().contains(&format!(
+            "Consent/{id} was withdrawn or declined, and so refuses disclose of adviser-letter"
+        )),
+        "{answer}"
     );
 }
 
@@ -506,7 +507,7 @@ async fn every_decision_and_read_is_in_the_audit_trail_for_information_governanc
         refused["outcomeDesc"]
             .as_str()
             .unwrap()
-            .contains("no active consent permits access of referral"),
+            .contains("was withdrawn or declined, and so refuses access of referral"),
         "{refused}"
     );
     assert_eq!(
@@ -604,7 +605,13 @@ async fn the_published_consent_examples_are_accepted_and_the_invalid_ones_explai
     for f in fixtures("consent/valid") {
         let name = f.file_stem().unwrap().to_str().unwrap();
         let consent = fixture_consent(name, &patient);
-        let (status, headers, body) = practice(&server).post("/fhir/Consent", &consent).await;
+        // An employer's access is the adviser's to record with the person; the rest the GP's.
+        let recorder = if name.contains("employer") {
+            service(&server, WHS)
+        } else {
+            practice(&server)
+        };
+        let (status, headers, body) = recorder.post("/fhir/Consent", &consent).await;
         assert_eq!(status, 201, "{name}: {body}");
         assert!(
             headers["location"]
@@ -753,7 +760,8 @@ fn decision_fixtures_give_their_expected_answers() {
                     format!("override {override_id}")
                 }
                 whg::consent::Basis::Permitted { consent }
-                | whg::consent::Basis::Refused { consent } => consent.clone(),
+                | whg::consent::Basis::Refused { consent }
+                | whg::consent::Basis::Withdrawn { consent } => consent.clone(),
             };
             let effect = if d.permitted() { "permit" } else { "deny" };
             assert_eq!(

@@ -18,14 +18,18 @@ use crate::access::{self, AccessError};
 use crate::audit::{self, Event, Kind};
 use crate::auth::{Principal, scope};
 use crate::consent::{
-    self, Action, Code, DataClass, OverrideReason, Purpose, Question, Recipient, RecipientClass,
+    self, Action, Code, DataClass, OverrideReason, Party, Purpose, Question, Recipient,
+    RecipientClass, authorship,
 };
+use crate::fhir::identifiers::identifier_reference;
 use crate::fhir::resource::claim_profile;
 use crate::fhir::systems::profile;
 use crate::fhir::{Issue, IssueType, Issues};
+use crate::store::Transaction;
 
 /// `POST /fhir/Consent`: a practice, or a service's adviser at first contact, records a Consent
-/// for a person it has a referral for.
+/// for a person it has a referral for. What each may record is [`consent::authorship`]'s rule;
+/// the Consent and its AuditEvent are stored in one transaction.
 pub async fn create(
     State(app): State<AppState>,
     principal: Principal,
@@ -45,20 +49,42 @@ pub async fn create(
         ));
     }
     let patient = patient_id(&resource)?;
-    require_party(&app, &principal, &patient).await?;
+    let (party, referral) = recorder(&app, &principal, &patient).await?;
+    // Who recorded it is the caller, whatever the body says.
+    resource["organization"] = json!([identifier_reference(&party.organisation)]);
+    let now = Utc::now();
+    let record = consent::read_consent(&resource).map_err(ApiError::Invalid)?;
+    let file = access::consent_file(&*app.store, &patient).await?;
+    let mut issues = Issues::new();
+    authorship::may_record(&party, &record, &file.consents, now, &mut issues, "Consent");
+    issues.into_result(()).map_err(ApiError::Invalid)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    resource["id"] = json!(id);
     claim_profile(&mut resource, &profile::whg_consent());
     claim_profile(
         &mut resource,
         "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Consent",
     );
+    let status = resource["status"].as_str().unwrap_or_default().to_string();
+    let audit = consent_audit(
+        &principal,
+        &headers,
+        &patient,
+        &id,
+        now,
+        format!("recorded with status {status}"),
+    );
     let stored = app
         .store
-        .create(vec![resource])
+        .transact(Transaction {
+            creates: vec![resource, audit],
+            referral,
+            ..Transaction::default()
+        })
         .await?
-        .pop()
+        .into_iter()
+        .find(|r| r["resourceType"] == "Consent")
         .ok_or_else(|| ApiError::Internal("created Consent not returned".into()))?;
-    record(&app, &principal, &headers, &patient, &stored, "recorded").await?;
-    let id = stored["id"].as_str().unwrap_or_default();
     let mut response = fhir_response(StatusCode::CREATED, &stored);
     set_location(
         &mut response,
@@ -67,8 +93,10 @@ pub async fn create(
     Ok(response)
 }
 
-/// `PUT /fhir/Consent/{id}`: changes a Consent, e.g. to `inactive` when the person withdraws.
-/// With `If-Match: W/"n"`, refuses if someone else changed it first.
+/// `PUT /fhir/Consent/{id}`: withdraws an agreement (`status` `inactive`, or `entered-in-error`)
+/// — the only change a stored Consent takes ([`consent::authorship::may_amend`]). The change is
+/// made against the version read (or the one `If-Match: W/"n"` names), so a concurrent change
+/// fails with 412 rather than being undone, and commits with its AuditEvent.
 pub async fn update(
     State(app): State<AppState>,
     principal: Principal,
@@ -94,7 +122,7 @@ pub async fn update(
             ApiError::NotFound(format!("Consent/{id} is not known to this gateway"))
         })?;
     let patient = patient_id(&stored)?;
-    require_party(&app, &principal, &patient).await?;
+    let (_, referral) = recorder(&app, &principal, &patient).await?;
     if patient_id(&resource)? != patient {
         return Err(ApiError::Invalid(
             Issue::error(
@@ -105,11 +133,106 @@ pub async fn update(
             .into(),
         ));
     }
-    let expected = if_match(&headers)?;
+    // A change based on an older version fails first, as a stale write (412), whatever it is.
+    let version = stored["meta"]["versionId"]
+        .as_str()
+        .and_then(|v| v.parse::<i64>().ok())
+        .ok_or_else(|| ApiError::Internal(format!("Consent/{id} has no version")))?;
+    let expected = if_match(&headers)?.unwrap_or(version);
+    if expected != version {
+        return Err(crate::store::StoreError::VersionConflict {
+            resource: format!("Consent/{id}"),
+            current: version,
+            expected,
+        }
+        .into());
+    }
+    let before = consent::read_consent(&stored).map_err(|_| {
+        ApiError::Invalid(
+            Issue::error(
+                IssueType::BusinessRule,
+                "Consent",
+                "this Consent does not read as the gateway's consent model and decides nothing: it cannot be changed",
+            )
+            .into(),
+        )
+    })?;
+    let after = consent::read_consent(&resource).map_err(ApiError::Invalid)?;
+    let mut issues = Issues::new();
+    authorship::may_amend(&before, &after, &mut issues);
+    issues.into_result(()).map_err(ApiError::Invalid)?;
     claim_profile(&mut resource, &profile::whg_consent());
-    let updated = app.store.update(resource, expected).await?;
-    record(&app, &principal, &headers, &patient, &updated, "changed").await?;
+    let status = resource["status"].as_str().unwrap_or_default().to_string();
+    let audit = consent_audit(
+        &principal,
+        &headers,
+        &patient,
+        &id,
+        Utc::now(),
+        format!("changed to status {status}"),
+    );
+    let updated = app
+        .store
+        .transact(Transaction {
+            updates: vec![(resource, expected)],
+            creates: vec![audit],
+            referral,
+            ..Transaction::default()
+        })
+        .await?
+        .into_iter()
+        .find(|r| r["resourceType"] == "Consent")
+        .ok_or_else(|| ApiError::Internal("updated Consent not returned".into()))?;
     Ok(fhir_response(StatusCode::OK, &updated))
+}
+
+/// The party recording a Consent for the person, and the referral it records it under: the
+/// caller must be party to one of the person's referrals (the practice that referred them, a
+/// service they were referred to). Sending a fit note does not make a practice one; anyone else
+/// is told the person is not found.
+async fn recorder(
+    app: &AppState,
+    principal: &Principal,
+    patient_id: &str,
+) -> Result<(Party, String), ApiError> {
+    let not_found = || ApiError::from(AccessError::NotFound(format!("Patient/{patient_id}")));
+    let party = principal.as_party().ok_or_else(not_found)?;
+    let referral = app
+        .store
+        .records_of_patient(patient_id)
+        .await?
+        .into_iter()
+        .filter(|r| r.service.is_some() && access::is_party(principal, r))
+        .filter_map(|r| r.record.strip_prefix("ServiceRequest/").map(str::to_string))
+        .max()
+        .ok_or_else(not_found)?;
+    Ok((party, referral))
+}
+
+/// The AuditEvent of a Consent recorded or changed.
+fn consent_audit(
+    principal: &Principal,
+    headers: &HeaderMap,
+    patient_id: &str,
+    consent_id: &str,
+    at: chrono::DateTime<Utc>,
+    what: String,
+) -> Value {
+    audit::audit_event(&Event {
+        kind: Kind::ConsentRecorded,
+        principal: Some(principal),
+        patient: Some(format!("Patient/{patient_id}")),
+        entities: vec![format!("Consent/{consent_id}")],
+        decision: None,
+        permitted: true,
+        description: format!(
+            "Consent/{consent_id} {what} by the {} {}",
+            principal.role.as_str(),
+            principal.organisation
+        ),
+        at,
+        request_id: request_id(headers),
+    })
 }
 
 /// The version an `If-Match: W/"n"` header names, if one was sent.
@@ -199,34 +322,6 @@ async fn require_party(
     } else {
         Err(AccessError::NotFound(format!("Patient/{patient_id}")).into())
     }
-}
-
-async fn record(
-    app: &AppState,
-    principal: &Principal,
-    headers: &HeaderMap,
-    patient_id: &str,
-    consent: &Value,
-    what: &str,
-) -> Result<(), ApiError> {
-    let id = consent["id"].as_str().unwrap_or_default();
-    let status = consent["status"].as_str().unwrap_or_default();
-    audit::append(
-        &*app.store,
-        &[Event {
-            kind: Kind::ConsentRecorded,
-            principal: Some(principal),
-            patient: Some(format!("Patient/{patient_id}")),
-            entities: vec![format!("Consent/{id}")],
-            decision: None,
-            permitted: true,
-            description: format!("Consent/{id} {what} with status {status}"),
-            at: Utc::now(),
-            request_id: request_id(headers),
-        }],
-    )
-    .await?;
-    Ok(())
 }
 
 /// What a user asks to override.

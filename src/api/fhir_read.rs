@@ -66,6 +66,37 @@ pub async fn read(
     read_resource(&app, &principal, &headers, resource_type, id).await
 }
 
+/// `GET /fhir/{type}/{id}/_history/{vid}`: one version of a resource (FHIR vread). A person's
+/// details are read only in the versions the caller's own records came with.
+pub async fn vread(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: axum::http::HeaderMap,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path((resource_type, id, vid)) =
+        path.map_err(|e| ApiError::NotFound(format!("no such resource: {e}")))?;
+    let version = vid.parse::<i64>().ok().filter(|v| *v > 0);
+    let (true, true, Some(version)) = (
+        is_resource_type_name(&resource_type),
+        is_fhir_id(&id),
+        version,
+    ) else {
+        return Err(ApiError::NotFound(format!(
+            "there is no resource at {resource_type}/{id}/_history/{vid}"
+        )));
+    };
+    require_scope(&principal, &scope::read(&resource_type))?;
+    let resource = guard(&app, &principal, &headers)
+        .fetch_version(&resource_type, &id, version)
+        .await?;
+    let mut response = fhir_response(StatusCode::OK, &resource);
+    if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{version}\"")) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(response)
+}
+
 /// `GET /fhir/Consent/{id}` (the Consent routes also take PUT).
 pub async fn read_consent(
     State(app): State<AppState>,

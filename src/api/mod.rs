@@ -111,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/disclosures/$decide", post(consents::decide_disclosure))
         .route("/fhir/{type}", get(fhir_read::search))
         .route("/fhir/{type}/{id}", get(fhir_read::read))
+        .route("/fhir/{type}/{id}/_history/{vid}", get(fhir_read::vread))
         .route(
             "/api/v1/referrals/{id}/triage",
             post(workflow::step::<crate::workflow::action::TriageBody>),

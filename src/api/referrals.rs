@@ -78,7 +78,7 @@ async fn accept(
     principal: &Principal,
     headers: &HeaderMap,
     submission: Submission,
-    consent_expression: &str,
+    consent_expression: &'static str,
     criterion_expression: admission::CriterionExpression,
 ) -> Result<Stored, ApiError> {
     let service = match &submission.kind {
@@ -94,6 +94,7 @@ async fn accept(
         request_id(headers),
         chrono::Utc::now(),
         criterion_expression,
+        consent_expression,
     );
     submit(
         app,

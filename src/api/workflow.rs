@@ -57,7 +57,7 @@ async fn referral(
         .records_of("ServiceRequest", &id)
         .await?
         .into_iter()
-        .find(|r| r.record == format!("ServiceRequest/{id}"))
+        .find(|r| r.record == format!("ServiceRequest/{id}") && r.practice.is_some())
         .ok_or_else(|| ApiError::NotFound(format!("ServiceRequest/{id} is not a referral")))?;
     Ok((sr, parties))
 }
@@ -78,7 +78,8 @@ fn workflow_parties(sr: &Value, p: &RecordParties) -> Parties {
     Parties {
         referral: p.record.clone(),
         patient: format!("Patient/{}", p.patient_id),
-        practice: p.practice.clone(),
+        // The referral's own row (see `referral`) always names its practice and service.
+        practice: p.practice.clone().unwrap_or_default(),
         service: p.service.clone().unwrap_or_default(),
         referred_on: sr["authoredOn"]
             .as_str()
@@ -184,10 +185,8 @@ async fn commit(app: &AppState, mut tx: Transaction) -> Result<Vec<Value>, ApiEr
 
 /// Everything a letter needs to know about the referral's parties.
 async fn letter_context(app: &AppState, parties: &Parties) -> Result<Context, ApiError> {
-    let patient_id = parties.patient.trim_start_matches("Patient/");
-    let patient = app
-        .store
-        .read("Patient", patient_id)
+    let referral_id = parties.referral.trim_start_matches("ServiceRequest/");
+    let patient = crate::access::patient_of_referral(&*app.store, referral_id)
         .await?
         .unwrap_or_default();
     let ods = value_part(&parties.practice);
@@ -397,7 +396,12 @@ pub async fn show(
         }
     }
     let parties = workflow_parties(&sr, &record);
-    let state = workflow_state(&app, referral_id, &parties, task, Some(&reader)).await?;
+    let mut state = workflow_state(&app, referral_id, &parties, task, Some(&reader)).await?;
+    // The person as this referral's practice stated them (read with vread): what the service
+    // contacts them by for this referral, whatever other senders stated since.
+    if let Some(v) = record.patient_version {
+        state["patient"] = json!(format!("Patient/{}/_history/{v}", record.patient_id));
+    }
     Ok(Json(state).into_response())
 }
 

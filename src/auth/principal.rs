@@ -199,6 +199,18 @@ impl Principal {
         (self.role == Role::Service).then(|| self.organisation_code())
     }
 
+    /// As the party that records a Consent for a person (practices and services only).
+    pub fn as_party(&self) -> Option<crate::consent::Party> {
+        let Recipient {
+            class,
+            organisation,
+        } = self.as_recipient()?;
+        Some(crate::consent::Party {
+            class,
+            organisation: organisation?,
+        })
+    }
+
     /// As a recipient of a person's information, for consent decisions.
     pub fn as_recipient(&self) -> Option<Recipient> {
         let class = match self.role {

@@ -2,19 +2,27 @@
 //! records the answer as an AuditEvent.
 //!
 //! Rules, in order:
-//! 1. Only `active` consents count, and a provision only within its period.
+//! 1. A consent takes part when it is `active` (an agreement or a refusal), `inactive` (an
+//!    agreement the person withdrew) or `rejected` (a "no" recorded as such); a provision only
+//!    within its period.
 //! 2. A nested provision applies only inside its parent's scope (its criteria narrow the parent's).
-//! 3. Any matching deny, at any depth of any consent, beats every permit.
-//! 4. Disclosure to an employer is permitted only by a provision naming the specific document.
-//! 5. With no matching permit the answer is deny (default deny).
-//! 6. A deny (never a missing document approval) can be overridden by an unexpired override for
-//!    the same recipient and data class.
+//! 3. Within one consent, a matching deny beats a matching permit.
+//! 4. Across consents, the person's most recent decision about the question governs (see
+//!    `ConsentRecord::decided_at`); at the same time, a refusal beats an agreement. A withdrawal
+//!    or a "no" refuses what it would have permitted.
+//! 5. An agreement recorded by its own recipient (a service for itself, a practice for itself)
+//!    never undoes the person's refusal or withdrawal: only a new agreement recorded by another
+//!    party to the person's care does.
+//! 6. Disclosure to an employer is permitted only by a provision naming the specific document.
+//! 7. With no matching permit the answer is deny (default deny).
+//! 8. A refusal (never a missing document approval) can be overridden by a granted, unexpired
+//!    override for the same recipient and data class.
 
 use chrono::{DateTime, Utc};
 
 use super::model::{
-    Action, ActorRule, Code, ConsentRecord, ConsentStatus, DataClass, OrgId, Override, Provision,
-    ProvisionType, Purpose, RecipientClass,
+    Action, ActorRule, Code, ConsentRecord, ConsentStatus, DataClass, OrgId, Override, Party,
+    Provision, ProvisionType, Purpose, RecipientClass,
 };
 
 /// Who would receive the information.
@@ -23,6 +31,18 @@ pub struct Recipient {
     pub class: RecipientClass,
     /// `system|value` of the receiving organisation, when known.
     pub organisation: Option<OrgId>,
+}
+
+impl Recipient {
+    /// Whether `party` is this recipient: the same class, and the same organisation (a
+    /// recipient named by class alone is every organisation of the class).
+    pub fn is(&self, party: &Party) -> bool {
+        self.class == party.class
+            && self
+                .organisation
+                .as_ref()
+                .is_none_or(|org| *org == party.organisation)
+    }
 }
 
 /// The question put to the decision function.
@@ -50,12 +70,14 @@ pub enum Basis {
     Permitted { consent: String },
     /// An active consent's deny provision.
     Refused { consent: String },
+    /// An agreement the person withdrew, or a "no" they gave, covering the question.
+    Withdrawn { consent: String },
     /// No active consent covers the question.
     NoConsent,
     /// A consent permits the recipient, but not this document: an employer needs the person's
     /// approval of the specific document.
     DocumentNotApproved { consent: String },
-    /// A deny, acted against under an override.
+    /// A refusal, acted against under an override.
     Overridden {
         consent: String,
         override_id: String,
@@ -82,6 +104,7 @@ impl Decision {
         match &self.basis {
             Basis::Permitted { consent }
             | Basis::Refused { consent }
+            | Basis::Withdrawn { consent }
             | Basis::DocumentNotApproved { consent }
             | Basis::Overridden { consent, .. } => Some(consent),
             Basis::NoConsent => None,
@@ -94,84 +117,139 @@ impl Decision {
             _ => None,
         }
     }
+
+    /// Whether the person refused or withdrew what was asked (not merely never agreed).
+    pub fn refused(&self) -> bool {
+        matches!(
+            self.basis,
+            Basis::Refused { .. } | Basis::Withdrawn { .. } | Basis::Overridden { .. }
+        )
+    }
+}
+
+/// What one consent says about a question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stance {
+    // Ordered so that, at the same time, a refusal outranks an agreement.
+    PermitWithoutDocument,
+    Permit,
+    Withdrawn,
+    Deny,
+}
+
+impl Stance {
+    fn refuses(self) -> bool {
+        matches!(self, Stance::Withdrawn | Stance::Deny)
+    }
+}
+
+/// What `consent` says about `question`, if anything.
+fn stance(consent: &ConsentRecord, question: &Question) -> Option<Stance> {
+    let mut found = Found::default();
+    walk(&consent.provision, question, &mut found);
+    match consent.status {
+        ConsentStatus::Active if found.deny => Some(Stance::Deny),
+        ConsentStatus::Active if found.permit => Some(Stance::Permit),
+        ConsentStatus::Active if found.permit_without_document => {
+            Some(Stance::PermitWithoutDocument)
+        }
+        // A withdrawn agreement, or a recorded "no", refuses what it would have permitted.
+        ConsentStatus::Inactive | ConsentStatus::Rejected
+            if found.permit || found.permit_without_document =>
+        {
+            Some(Stance::Withdrawn)
+        }
+        _ => None,
+    }
 }
 
 /// Decides `question` against the person's `consents` and any `overrides`.
 pub fn decide(consents: &[ConsentRecord], overrides: &[Override], question: &Question) -> Decision {
-    let mut deny: Option<&ConsentRecord> = None;
-    let mut permit: Option<&ConsentRecord> = None;
-    let mut permit_without_document: Option<&ConsentRecord> = None;
-    for consent in consents
+    let mut said: Vec<(&ConsentRecord, Stance)> = consents
         .iter()
-        .filter(|c| c.status == ConsentStatus::Active)
-    {
-        let mut found = Found::default();
-        walk(&consent.provision, question, &mut found);
-        if found.deny {
-            deny = deny.or(Some(consent));
-        }
-        if found.permit {
-            permit = permit.or(Some(consent));
-        }
-        if found.permit_without_document {
-            permit_without_document = permit_without_document.or(Some(consent));
-        }
+        .filter_map(|c| Some((c, stance(c, question)?)))
+        .collect();
+    // Rule 5: once the person has refused, an agreement its recipient recorded for itself counts
+    // for nothing.
+    if said.iter().any(|(_, s)| s.refuses()) {
+        said.retain(|(c, s)| {
+            s.refuses()
+                || !c
+                    .recorded_by
+                    .as_ref()
+                    .is_some_and(|by| question.recipient.is(by))
+        });
     }
+    // Rule 4: the most recent decision governs; at the same time a refusal, then the first listed.
+    let governing = said
+        .iter()
+        .enumerate()
+        .max_by(|(i, (a, sa)), (j, (b, sb))| {
+            a.decided_at
+                .cmp(&b.decided_at)
+                .then(sa.cmp(sb))
+                .then(j.cmp(i))
+        })
+        .map(|(_, g)| *g);
     let what = describe(question);
-    if let Some(refusing) = deny {
-        let consent = refusing.reference.clone();
-        if let Some(o) = overrides.iter().find(|o| override_covers(o, question)) {
-            return Decision {
-                purpose: question.purpose,
-                effect: Effect::Permit,
-                reason: format!(
-                    "{consent} refuses {what}; permitted under override {} ({}) until {}",
-                    o.id,
-                    o.reason.code(),
-                    o.expires_at.to_rfc3339()
-                ),
-                basis: Basis::Overridden {
-                    consent,
-                    override_id: o.id.clone(),
-                },
-            };
-        }
+    let Some((consent, stance)) = governing else {
         return Decision {
             purpose: question.purpose,
             effect: Effect::Deny,
-            reason: format!("{consent} refuses {what}"),
-            basis: Basis::Refused { consent },
+            reason: format!("no active consent permits {what}"),
+            basis: Basis::NoConsent,
         };
-    }
-    if let Some(permitting) = permit {
-        return Decision {
+    };
+    let reference = consent.reference.clone();
+    match stance {
+        Stance::Deny | Stance::Withdrawn => {
+            let verb = if stance == Stance::Deny {
+                "refuses"
+            } else {
+                "was withdrawn or declined, and so refuses"
+            };
+            if let Some(o) = overrides.iter().find(|o| override_covers(o, question)) {
+                return Decision {
+                    purpose: question.purpose,
+                    effect: Effect::Permit,
+                    reason: format!(
+                        "{reference} {verb} {what}; permitted under override {} ({}) until {}",
+                        o.id,
+                        o.reason.code(),
+                        o.expires_at.to_rfc3339()
+                    ),
+                    basis: Basis::Overridden {
+                        consent: reference,
+                        override_id: o.id.clone(),
+                    },
+                };
+            }
+            Decision {
+                purpose: question.purpose,
+                effect: Effect::Deny,
+                reason: format!("{reference} {verb} {what}"),
+                basis: if stance == Stance::Deny {
+                    Basis::Refused { consent: reference }
+                } else {
+                    Basis::Withdrawn { consent: reference }
+                },
+            }
+        }
+        Stance::Permit => Decision {
             purpose: question.purpose,
             effect: Effect::Permit,
-            reason: format!("{} permits {what}", permitting.reference),
-            basis: Basis::Permitted {
-                consent: permitting.reference.clone(),
-            },
-        };
-    }
-    if let Some(c) = permit_without_document {
-        return Decision {
+            reason: format!("{reference} permits {what}"),
+            basis: Basis::Permitted { consent: reference },
+        },
+        Stance::PermitWithoutDocument => Decision {
             purpose: question.purpose,
             effect: Effect::Deny,
             reason: format!(
-                "{} permits sharing with this recipient, but the person has not approved {} for them: an employer receives only documents the person has approved",
-                c.reference,
+                "{reference} permits sharing with this recipient, but the person has not approved {} for them: an employer receives only documents the person has approved",
                 question.document.as_deref().unwrap_or("this document")
             ),
-            basis: Basis::DocumentNotApproved {
-                consent: c.reference.clone(),
-            },
-        };
-    }
-    Decision {
-        purpose: question.purpose,
-        effect: Effect::Deny,
-        reason: format!("no active consent permits {what}"),
-        basis: Basis::NoConsent,
+            basis: Basis::DocumentNotApproved { consent: reference },
+        },
     }
 }
 
@@ -287,7 +365,218 @@ mod tests {
             reference: format!("Consent/{id}"),
             status,
             provision,
+            decided_at: None,
+            recorded_by: None,
         }
+    }
+
+    /// A consent decided on day `day`, recorded by `by`.
+    fn decided(
+        id: &str,
+        status: ConsentStatus,
+        provision: Provision,
+        day: u32,
+        by: Option<Party>,
+    ) -> ConsentRecord {
+        ConsentRecord {
+            decided_at: Some(t(day)),
+            recorded_by: by,
+            ..consent(id, status, provision)
+        }
+    }
+
+    fn deny_service(org: &str) -> Provision {
+        Provision {
+            kind: Some(ProvisionType::Deny),
+            actors: vec![ActorRule {
+                class: RecipientClass::WorkHealthService,
+                organisation: Some(org.into()),
+            }],
+            ..Provision::default()
+        }
+    }
+
+    fn service_party(org: &str) -> Party {
+        Party {
+            class: RecipientClass::WorkHealthService,
+            organisation: org.into(),
+        }
+    }
+
+    fn practice_party() -> Party {
+        Party {
+            class: RecipientClass::ReferringPractice,
+            organisation: "https://fhir.nhs.uk/Id/ods-organization-code|C88901".into(),
+        }
+    }
+
+    fn whs_referral() -> Question {
+        Question {
+            at: t(20),
+            ..question(
+                RecipientClass::WorkHealthService,
+                Some(WHS),
+                DataClass::Referral,
+            )
+        }
+    }
+
+    #[test]
+    fn the_most_recent_decision_governs() {
+        let agreed = decided(
+            "a",
+            ConsentStatus::Active,
+            permit_service(WHS, &[]),
+            1,
+            Some(practice_party()),
+        );
+        let refused = decided(
+            "r",
+            ConsentStatus::Active,
+            deny_service(WHS),
+            2,
+            Some(practice_party()),
+        );
+        let agreed_again = decided(
+            "b",
+            ConsentStatus::Active,
+            permit_service(WHS, &[]),
+            3,
+            Some(practice_party()),
+        );
+        let q = whs_referral();
+        let d = decide(&[agreed.clone(), refused.clone()], &[], &q);
+        assert_eq!(
+            d.basis,
+            Basis::Refused {
+                consent: "Consent/r".into()
+            }
+        );
+        let d = decide(&[agreed, refused, agreed_again], &[], &q);
+        assert_eq!(
+            d.basis,
+            Basis::Permitted {
+                consent: "Consent/b".into()
+            },
+            "a new agreement recorded by the practice undoes the refusal"
+        );
+    }
+
+    #[test]
+    fn a_later_no_outranks_an_earlier_yes() {
+        // A referral whose consent says "no" (a rejected Consent) after an earlier agreement.
+        let agreed = decided(
+            "a",
+            ConsentStatus::Active,
+            permit_service(WHS, &[]),
+            1,
+            Some(practice_party()),
+        );
+        let no = decided(
+            "n",
+            ConsentStatus::Rejected,
+            permit_service(WHS, &[]),
+            2,
+            Some(practice_party()),
+        );
+        let d = decide(&[agreed, no], &[], &whs_referral());
+        assert_eq!(
+            d.basis,
+            Basis::Withdrawn {
+                consent: "Consent/n".into()
+            }
+        );
+        assert!(!d.permitted());
+    }
+
+    #[test]
+    fn a_withdrawal_outranks_every_earlier_agreement_it_covers() {
+        let first = decided(
+            "a",
+            ConsentStatus::Active,
+            permit_service(WHS, &[]),
+            1,
+            Some(practice_party()),
+        );
+        let withdrawn = decided(
+            "w",
+            ConsentStatus::Inactive,
+            permit_service(WHS, &[]),
+            5,
+            Some(practice_party()),
+        );
+        let d = decide(&[first.clone(), withdrawn.clone()], &[], &whs_referral());
+        assert_eq!(
+            d.basis,
+            Basis::Withdrawn {
+                consent: "Consent/w".into()
+            }
+        );
+        // A withdrawal covers only what it would have permitted.
+        let diagnosis_only = decided(
+            "w",
+            ConsentStatus::Inactive,
+            permit_service(WHS, &[DataClass::Diagnosis]),
+            5,
+            None,
+        );
+        assert!(decide(&[first, diagnosis_only], &[], &whs_referral()).permitted());
+    }
+
+    #[test]
+    fn a_recipient_never_undoes_a_refusal_by_agreeing_for_itself() {
+        let refused = decided(
+            "r",
+            ConsentStatus::Active,
+            deny_service(WHS),
+            2,
+            Some(practice_party()),
+        );
+        let self_granted = decided(
+            "s",
+            ConsentStatus::Active,
+            permit_service(WHS, &[]),
+            3,
+            Some(service_party(WHS)),
+        );
+        let d = decide(
+            &[refused.clone(), self_granted.clone()],
+            &[],
+            &whs_referral(),
+        );
+        assert_eq!(
+            d.basis,
+            Basis::Refused {
+                consent: "Consent/r".into()
+            }
+        );
+        // Without a refusal on record, the same agreement counts (e.g. one the adviser recorded
+        // at first contact for an onward recipient is judged the same way).
+        assert!(decide(&[self_granted.clone()], &[], &whs_referral()).permitted());
+        // Another service's own agreement is not this service's.
+        let other = decided(
+            "o",
+            ConsentStatus::Active,
+            permit_service(WHS, &[]),
+            3,
+            Some(service_party(WORKWELL)),
+        );
+        assert!(decide(&[refused, other], &[], &whs_referral()).permitted());
+    }
+
+    #[test]
+    fn at_the_same_time_a_refusal_wins_and_an_undated_decision_is_oldest() {
+        let agreed = decided(
+            "a",
+            ConsentStatus::Active,
+            permit_service(WHS, &[]),
+            4,
+            None,
+        );
+        let refused = decided("r", ConsentStatus::Active, deny_service(WHS), 4, None);
+        assert!(!decide(&[agreed.clone(), refused], &[], &whs_referral()).permitted());
+        let undated_refusal = consent("u", ConsentStatus::Active, deny_service(WHS));
+        assert!(decide(&[undated_refusal, agreed], &[], &whs_referral()).permitted());
     }
 
     fn permit_service(org: &str, classes: &[DataClass]) -> Provision {
@@ -681,9 +970,31 @@ mod tests {
         }
 
         #[test]
-        fn an_inactive_consent_never_decides(p in any_provision(), q in any_question()) {
-            let d = decide(&[consent("x", ConsentStatus::Inactive, p)], &[], &q);
-            prop_assert_eq!(d.basis, Basis::NoConsent);
+        fn a_withdrawn_or_declined_consent_never_permits(p in any_provision(), q in any_question()) {
+            for status in [ConsentStatus::Inactive, ConsentStatus::Rejected] {
+                let d = decide(&[consent("x", status, p.clone())], &[], &q);
+                prop_assert!(!d.permitted());
+                let refused_or_nothing = matches!(d.basis, Basis::Withdrawn { .. } | Basis::NoConsent);
+                prop_assert!(refused_or_nothing);
+            }
+        }
+
+        #[test]
+        fn a_newer_matching_refusal_always_governs(
+            consents in prop::collection::vec(any_provision(), 0..4),
+            q in any_question(),
+            by_recipient in any::<bool>(),
+        ) {
+            // Whatever was agreed before (by anyone), a refusal dated after it governs.
+            let by = by_recipient.then(|| Party { class: q.recipient.class, organisation: q.recipient.organisation.clone().unwrap_or_default() });
+            let mut records: Vec<ConsentRecord> = active(consents).into_iter().map(|mut c| { c.decided_at = Some(t(1)); c.recorded_by = by.clone(); c }).collect();
+            records.push(ConsentRecord { decided_at: Some(t(2)), ..consent("deny", ConsentStatus::Active, Provision {
+                kind: Some(ProvisionType::Deny),
+                actors: vec![ActorRule { class: q.recipient.class, organisation: q.recipient.organisation.clone() }],
+                classes: vec![q.class],
+                ..Provision::default()
+            }) });
+            prop_assert!(!decide(&records, &[], &q).permitted());
         }
 
         #[test]

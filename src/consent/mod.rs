@@ -2,13 +2,14 @@
 //! and the classification of stored resources into the data classes consents talk about.
 //! Everything here is pure; loading consents and recording decisions is the caller's job.
 
+pub mod authorship;
 pub mod decide;
 pub mod model;
 
 pub use decide::{Basis, Decision, Effect, Question, Recipient, decide};
 pub use model::{
-    Action, Code, ConsentRecord, ConsentStatus, DataClass, Override, OverrideReason, Purpose,
-    RecipientClass, read_consent,
+    Action, Code, ConsentRecord, ConsentStatus, DataClass, Override, OverrideReason, Party,
+    Purpose, RecipientClass, read_consent,
 };
 
 use serde_json::Value;
@@ -29,10 +30,42 @@ pub fn data_class_of(resource: &Value) -> Option<DataClass> {
         // A referral prompt is the practice's own to-do, about the fit note it sent.
         "Task" if is_referral_prompt(resource) => DataClass::Referral,
         "Task" | "EpisodeOfCare" => DataClass::Outcome,
+        // The service's contacts with the person; a referrer's Encounter (the consultation a
+        // BaRS referral comes from) is part of the referral.
+        "Encounter" if is_service_record(resource) => DataClass::Outcome,
         // Patient, ServiceRequest, employment Observations, Encounter, CarePlan, Consent,
         // Provenance, QuestionnaireResponse: the referral and what came with it.
         _ => DataClass::Referral,
     })
+}
+
+/// The `meta.tag` the gateway puts on records the service writes about its work with a person.
+pub fn service_record_tag() -> Value {
+    serde_json::json!({
+        "system": systems::local_code_system("record-origin"),
+        "code": "work-health-service",
+    })
+}
+
+/// Whether a stored resource carries [`service_record_tag`]. Intake removes the tag from
+/// everything it receives, so only the gateway's own records carry it.
+pub fn is_service_record(resource: &Value) -> bool {
+    let system = systems::local_code_system("record-origin");
+    resource["meta"]["tag"]
+        .as_array()
+        .is_some_and(|tags| tags.iter().any(|t| t["system"] == system.as_str()))
+}
+
+/// Removes record-origin tags a sender put on a resource (see [`is_service_record`]).
+pub fn strip_origin_tags(resource: &mut Value) {
+    let system = systems::local_code_system("record-origin");
+    if let Some(tags) = resource
+        .get_mut("meta")
+        .and_then(|m| m.get_mut("tag"))
+        .and_then(Value::as_array_mut)
+    {
+        tags.retain(|t| t["system"] != system.as_str());
+    }
 }
 
 /// Whether a Task is a referral prompt (`task-code#referral-prompt`), not a referral's workflow.

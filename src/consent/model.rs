@@ -201,6 +201,32 @@ pub struct Provision {
     pub children: Vec<Provision>,
 }
 
+/// A party to a person's referrals that records Consents: a practice or a service, named by
+/// `system|value` of its identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Party {
+    pub class: RecipientClass,
+    pub organisation: OrgId,
+}
+
+impl Party {
+    /// The party an organisation identifier names: an ODS code is a practice, a service id a
+    /// work-and-health service; anything else records nothing the rules can attribute.
+    pub fn from_identifier(system: &str, value: &str) -> Option<Party> {
+        let class = if system == systems::ODS_ORGANIZATION {
+            RecipientClass::ReferringPractice
+        } else if system == systems::service_identifier_system() {
+            RecipientClass::WorkHealthService
+        } else {
+            return None;
+        };
+        Some(Party {
+            class,
+            organisation: format!("{system}|{value}"),
+        })
+    }
+}
+
 /// One stored Consent, as the decision function sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsentRecord {
@@ -208,6 +234,13 @@ pub struct ConsentRecord {
     pub reference: String,
     pub status: ConsentStatus,
     pub provision: Provision,
+    /// When the person made the decision this record holds: for an agreement or a refusal its
+    /// `dateTime` (never later than when the gateway stored it, so a sender cannot date a
+    /// decision ahead to outrank the person's later ones); for a withdrawal (`inactive`) when it
+    /// was withdrawn. `None` sorts before every time.
+    pub decided_at: Option<DateTime<Utc>>,
+    /// Who recorded it for the person (`Consent.organization`), when the gateway knows.
+    pub recorded_by: Option<Party>,
 }
 
 /// An authorised decision to act against a deny ("break glass"), valid until it expires.
@@ -251,10 +284,36 @@ pub fn read_consent(resource: &Value) -> Result<ConsentRecord, Issues> {
     if !issues.is_empty() {
         return Err(issues);
     }
+    let stored_at = resource["meta"]["lastUpdated"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let stated = resource["dateTime"]
+        .as_str()
+        .and_then(|t| parse_bound(t, false));
+    let decided_at = match status {
+        ConsentStatus::Inactive => stored_at.or(stated),
+        _ => match (stated, stored_at) {
+            (Some(s), Some(at)) => Some(s.min(at)),
+            (s, at) => s.or(at),
+        },
+    };
     Ok(ConsentRecord {
         reference: format!("Consent/{id}"),
         status,
         provision,
+        decided_at,
+        recorded_by: recorder_of(resource),
+    })
+}
+
+/// The party named as the Consent's `organization` (the first with an identifier).
+pub fn recorder_of(resource: &Value) -> Option<Party> {
+    array(resource, "organization").iter().find_map(|o| {
+        Party::from_identifier(
+            o["identifier"]["system"].as_str()?,
+            o["identifier"]["value"].as_str()?,
+        )
     })
 }
 

@@ -477,7 +477,7 @@ impl Worker {
                 retry_after: None,
             });
         };
-        let patient = self.required(d, "Patient", &d.patient_id).await?;
+        let patient = self.patient(d).await?;
         let document = self
             .required(d, "DocumentReference", &d.document_id)
             .await?;
@@ -605,14 +605,49 @@ impl Worker {
         })
     }
 
+    /// The person as the referral's practice stated them (see
+    /// [`crate::access::patient_of_referral`]).
+    async fn patient(&self, d: &Delivery) -> Result<Value, StoreError> {
+        crate::access::patient_of_referral(&*self.store, &d.referral_id)
+            .await?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "letter {}: the referral's Patient is missing",
+                    d.id
+                ))
+            })
+    }
+
     /// The message for a letter, from what is stored now.
     async fn message(&self, d: &Delivery) -> Result<Value, StoreError> {
         let referral = self.required(d, "ServiceRequest", &d.referral_id).await?;
-        let patient = self.required(d, "Patient", &d.patient_id).await?;
+        let patient = self.patient(d).await?;
         let document = self
             .required(d, "DocumentReference", &d.document_id)
             .await?;
-        let task = workflow_task(&*self.store, &d.referral_id).await?;
+        // The workflow Task carries the outcome: it goes with the letter only if the person's
+        // consent lets the service disclose outcomes to the practice too (decided and audited
+        // like the letter itself).
+        let outcome = Question {
+            recipient: Recipient {
+                class: RecipientClass::ReferringPractice,
+                organisation: Some(d.practice.clone()),
+            },
+            action: Action::Disclose,
+            purpose: Purpose::Treatment,
+            class: DataClass::Outcome,
+            at: Utc::now(),
+            document: None,
+        };
+        let task =
+            if crate::access::decide_disclosure(&*self.store, None, &d.patient_id, &outcome, None)
+                .await?
+                .permitted()
+            {
+                workflow_task(&*self.store, &d.referral_id).await?
+            } else {
+                None
+            };
         let base_url = self.config.base_url();
         Ok(super::fhir::message(&Message {
             id: &d.message_id,

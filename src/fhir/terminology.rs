@@ -36,6 +36,7 @@ const SOURCES: &[(&str, &str)] = code_systems!(
     "occupational-health-access",
     "preferred-contact-method",
     "recorded-list-status",
+    "record-origin",
     "referral-decline-reason",
     "referral-prompt-input",
     "referral-route",

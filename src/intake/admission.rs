@@ -119,9 +119,18 @@ pub fn referral(
     request_id: Option<String>,
     now: DateTime<Utc>,
     expression: CriterionExpression,
+    consent_expression: &'static str,
 ) -> Admission {
-    let consent = access::intake_question(submission, now)
-        .map(|q| access::intake_consent(submission, q, principal, request_id, now));
+    let consent = access::intake_question(submission, now).map(|q| {
+        access::intake_consent(
+            submission,
+            q,
+            principal,
+            request_id,
+            now,
+            consent_expression,
+        )
+    });
     let eligibility: Option<(String, EligibilityConfig)> =
         service.and_then(|s| Some((s.id.clone(), s.eligibility.clone()?)));
     let practice = submission.practice.clone();
@@ -131,7 +140,7 @@ pub fn referral(
     Box::new(
         move |history: &History, entries: &mut Vec<SubmissionEntry>| {
             let audit = match consent {
-                Some(check) => Some(check(&history.consents).map_err(Refusal::Consent)?),
+                Some(check) => Some(check(&history.consents)?),
                 None => None,
             };
             if let Some((service, rules)) = eligibility {

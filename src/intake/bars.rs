@@ -41,6 +41,46 @@ const RETIRED_VERIFICATION: &[(&str, &str)] = &[
     ("trace-postponed", "08"),
 ];
 
+/// The resource types of the BaRS referral MessageDefinition
+/// (`https://fhir.nhs.uk/MessageDefinition/bars-message-servicerequest-request-referral`, its
+/// `focus` list) that the gateway takes from a sender.
+pub const REFERRAL_MESSAGE_TYPES: &[&str] = &[
+    "MessageHeader",
+    "ServiceRequest",
+    "Patient",
+    "Encounter",
+    "CarePlan",
+    "Location",
+    "Organization",
+    "Practitioner",
+    "PractitionerRole",
+    "Observation",
+    "Flag",
+    "MedicationStatement",
+    "AllergyIntolerance",
+    "Questionnaire",
+    "QuestionnaireResponse",
+    "Consent",
+    "HealthcareService",
+    "Condition",
+    "Procedure",
+    "Device",
+    "RelatedPerson",
+];
+
+/// Types the MessageDefinition lists or FHIR allows but that the gateway only ever writes
+/// itself: the workflow (Task), letters and their delivery (Communication, Composition,
+/// DocumentReference), the audit trail and its own provenance.
+pub const GATEWAY_AUTHORED: &[&str] = &[
+    "AuditEvent",
+    "Task",
+    "Communication",
+    "Composition",
+    "DocumentReference",
+    "Provenance",
+    "Binary",
+];
+
 /// Validates and normalises a BaRS referral message. `body` is the raw request (for strict
 /// parsing with line numbers); `bundle` the same body as JSON.
 pub fn validate(body: &[u8], bundle: &Value, ctx: &IntakeContext) -> Result<Submission, Rejection> {
@@ -114,6 +154,7 @@ impl<'a> Message<'a> {
         if let Some(sr) = focus {
             m.check_service_request(sr, ctx);
         }
+        m.check_resource_types();
         m.check_patients(ctx);
         m.check_organizations();
         m.check_references();
@@ -439,6 +480,31 @@ impl<'a> Message<'a> {
         }
     }
 
+    /// A referral message carries exactly the resource types the BaRS referral MessageDefinition
+    /// lists, less those the gateway itself authors: anything else would be stored as if the
+    /// gateway or the service had written it (an AuditEvent, a workflow Task, a letter).
+    fn check_resource_types(&mut self) {
+        for (i, (_, resource)) in self.entries.iter().enumerate() {
+            let rt = resource_type(resource).unwrap_or_default();
+            if GATEWAY_AUTHORED.contains(&rt) {
+                self.issues.error(
+                    IssueType::NotSupported,
+                    at(i, "resourceType"),
+                    format!("a referral message cannot carry a {rt}: the gateway and the service record {rt}s themselves"),
+                );
+            } else if !REFERRAL_MESSAGE_TYPES.contains(&rt) {
+                self.issues.error(
+                    IssueType::NotSupported,
+                    at(i, "resourceType"),
+                    format!(
+                        "'{rt}' is not a resource the BaRS referral message (bars-message-servicerequest-request-referral) carries: send only {}",
+                        REFERRAL_MESSAGE_TYPES.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
     /// References between entries must resolve inside the message: the gateway cannot follow
     /// references to the sender's own server.
     fn check_references(&mut self) {
@@ -560,6 +626,13 @@ impl<'a> Message<'a> {
         for e in &mut entries {
             e.match_identifier = match_identifier(&e.resource);
         }
+        // Who recorded the person's consent is the sender, whatever the message says: the
+        // consent rules judge what each party may record by it.
+        for e in entries.iter_mut().filter(|e| e.resource_type == "Consent") {
+            e.resource["organization"] = json!([{
+                "identifier": { "system": systems::ODS_ORGANIZATION, "value": sender_ods }
+            }]);
+        }
         if implied_consent_counts {
             for e in entries.iter_mut().filter(|e| e.resource_type == "Consent") {
                 make_implied_consent_explicit(&mut e.resource, &service_id);
@@ -662,8 +735,10 @@ fn normalise_verification(system: &str, code: &str) -> Result<&'static str, Stri
     found.ok_or_else(|| format!("'{code}' is not a code of {system}"))
 }
 
-/// Rewrites accepted older forms to the canonical ones and claims UK Core profiles.
+/// Rewrites accepted older forms to the canonical ones and claims UK Core profiles. A tag only
+/// the gateway may set (who wrote a record) is removed.
 fn normalise(resource: &mut Value) {
+    crate::consent::strip_origin_tags(resource);
     if let Some(ids) = resource.get_mut("identifier").and_then(Value::as_array_mut) {
         for id in ids {
             let Some((system, code)) = verification_code(id) else {

@@ -521,7 +521,12 @@ impl<'a> Mapper<'a> {
             "patient": self.reference("patient"),
             "dateTime": instant(&c.recorded_at),
             "performer": [self.reference("patient")],
-            "organization": [self.reference("practice")],
+            // The practice records the agreement: named by ODS code too, so the consent rules
+            // know who recorded it without resolving local ids.
+            "organization": [{
+                "reference": self.url("practice"),
+                "identifier": { "system": systems::ODS_ORGANIZATION, "value": self.r.practice.ods_code },
+            }],
             "policyRule": { "coding": [{ "system": systems::V3_ACT_CODE, "code": "OPTIN", "display": "opt-in" }] },
             "provision": provision,
         });

@@ -127,10 +127,14 @@ pub struct RecordParties {
     /// `ServiceRequest/{id}` or `Observation/{id}`.
     pub record: String,
     pub patient_id: String,
-    /// `system|value` of the sending practice.
-    pub practice: String,
+    /// `system|value` of the practice that sent the record, when it is a party to this
+    /// resource (a fit note reaches the services of the person's referrals, not their practices).
+    pub practice: Option<String>,
     /// `system|value` of the receiving service; none for a fit note.
     pub service: Option<String>,
+    /// The version of the person's Patient that came with the record (see `docs/security.md`,
+    /// demographics): what each party is shown of the person.
+    pub patient_version: Option<i64>,
 }
 
 /// A search hit before paging: its id and the person it is about (`Patient/id`), so results can
@@ -250,6 +254,14 @@ pub trait Store: Send + Sync {
     /// The current version of a resource, stamped with `id` and `meta`.
     async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Value>, StoreError>;
 
+    /// A resource as it was at `version`: the current one, or one kept in its history.
+    async fn read_version(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<Option<Value>, StoreError>;
+
     /// Resources matching every filter, newest first.
     async fn search(&self, request: &SearchRequest) -> Result<SearchPage, StoreError>;
 
@@ -265,7 +277,8 @@ pub trait Store: Send + Sync {
         expected_version: Option<i64>,
     ) -> Result<Value, StoreError>;
 
-    /// The referrals and fit notes a stored resource came in with.
+    /// The records (referrals and fit notes) a stored resource belongs to, with their parties:
+    /// the one tenancy relation (`resource_parties`), which searches are limited by too.
     async fn records_of(
         &self,
         resource_type: &str,

@@ -20,6 +20,8 @@ pub struct Existing {
     pub content: String,
     /// When the information stored was authored (see `Submission::source_time`).
     pub source_time: String,
+    /// Who stated it: `system|value` of the practice whose submission wrote this version.
+    pub source_practice: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +37,8 @@ pub struct PlannedWrite {
     pub identity: Option<(String, String)>,
     /// When the written information was authored.
     pub source_time: String,
+    /// Who stated it (the submitting practice; empty for what the gateway writes itself).
+    pub source_practice: String,
 }
 
 /// What storing a submission takes.
@@ -47,6 +51,9 @@ pub struct Plan {
     pub patient_id: Option<String>,
     /// `Type/id` of each entry, by its `full_url`.
     pub ids: HashMap<String, String>,
+    /// The version of the person's Patient this submission comes with: the one it wrote, or
+    /// the stored one its statement matched.
+    pub patient_version: Option<i64>,
 }
 
 /// Plans the writes for `submission` (see [`plan`]).
@@ -68,6 +75,7 @@ pub fn plan(
     last_updated: &str,
 ) -> Plan {
     let source_time = submission.source_time();
+    let source_practice = submission.practice.clone();
     // Each entry's id, in entry order: reserved for the focus, the stored one for a match, shared
     // by entries of this submission with the same identifier, otherwise new.
     let mut by_identity: HashMap<(&str, &(String, String)), String> = HashMap::new();
@@ -123,7 +131,8 @@ pub fn plan(
         .find(|(t, _)| t == "Patient")
         .map(|(_, id)| id.clone());
 
-    let writes = submission
+    let mut patient_version = None;
+    let writes: Vec<PlannedWrite> = submission
         .entries
         .into_iter()
         .zip(assigned)
@@ -135,25 +144,45 @@ pub fn plan(
             let mut content = e.resource;
             rewrite_references(&mut content, &targets);
             if let Some(prior) = prior {
-                if e.keep_existing {
+                let is_patient = e.resource_type == "Patient";
+                // What a fit note says of the person does not replace what its own practice
+                // stated in a referral; another practice's statement is a version of its own.
+                if e.keep_existing && (!is_patient || prior.source_practice == source_practice) {
+                    if is_patient {
+                        patient_version = Some(prior.version_id);
+                    }
                     return None;
                 }
                 // Details authored before the stored ones (a referral arriving late) do not
-                // overwrite them; the new referral still points at the shared resource.
-                if source_time < prior.source_time {
+                // overwrite them; the new referral still points at the shared resource. A
+                // person's details another sender stated are never taken for this sender's:
+                // its statement becomes a version of its own, which its parties are shown.
+                if source_time < prior.source_time
+                    && (!is_patient || prior.source_practice == source_practice)
+                {
+                    if is_patient {
+                        patient_version = Some(prior.version_id);
+                    }
                     return None;
                 }
                 // Unchanged (the same practice, clinician or person details again): no new version.
                 stamp(&mut content, &id, prior.version_id, &prior.last_updated);
                 if serde_json::to_string(&content).is_ok_and(|text| text == prior.content) {
+                    if is_patient {
+                        patient_version = Some(prior.version_id);
+                    }
                     return None;
                 }
             }
             let version_id = prior.map_or(1, |p| p.version_id + 1);
+            if e.resource_type == "Patient" {
+                patient_version = Some(version_id);
+            }
             stamp(&mut content, &id, version_id, last_updated);
             let index = index_entries(&content);
             Some(PlannedWrite {
                 source_time: source_time.clone(),
+                source_practice: source_practice.clone(),
                 resource_type: e.resource_type,
                 id,
                 version_id,
@@ -173,6 +202,7 @@ pub fn plan(
         members,
         patient_id,
         ids: targets,
+        patient_version,
     }
 }
 
@@ -264,6 +294,7 @@ mod tests {
                 last_updated: "t0".into(),
                 content: "{}".into(),
                 source_time: String::new(),
+                source_practice: String::new(),
             },
         )]);
         let writes = plan_writes(submission(), &existing, "f", "t");
@@ -297,6 +328,7 @@ mod tests {
             last_updated: "t1".into(),
             content: serde_json::to_string(&patient.content).unwrap(),
             source_time: String::new(),
+            source_practice: "ods|A1".into(),
         };
         let again = plan_writes(
             s.clone(),
@@ -342,6 +374,7 @@ mod tests {
             last_updated: "t".into(),
             content: "{}".into(),
             source_time: source_time.into(),
+            source_practice: "ods|A1".into(),
         };
         let newer = HashMap::from([(
             "urn:uuid:p".to_string(),
@@ -371,6 +404,47 @@ mod tests {
             (p.version_id, p.source_time.as_str()),
             (5, "2026-03-02T08:40:00.000000Z")
         );
+    }
+
+    #[test]
+    fn another_senders_details_never_stand_for_this_senders() {
+        let s = submission();
+        let theirs = Existing {
+            id: "p1".into(),
+            version_id: 4,
+            last_updated: "t".into(),
+            content: "{}".into(),
+            source_time: "2026-06-01T00:00:00.000000Z".into(),
+            source_practice: "ods|B2".into(),
+        };
+        // Newer details from another practice: this practice's statement is a version of its
+        // own, and the submission is pinned to it.
+        let planned = plan(
+            s.clone(),
+            &HashMap::from([("urn:uuid:p".to_string(), theirs.clone())]),
+            "f",
+            "t2",
+        );
+        let p = planned
+            .writes
+            .iter()
+            .find(|w| w.resource_type == "Patient")
+            .unwrap();
+        assert_eq!((p.version_id, p.source_practice.as_str()), (5, "ods|A1"));
+        assert_eq!(planned.patient_version, Some(5));
+        // The same details again from the same practice: pinned to the stored version.
+        let mine = Existing {
+            source_practice: "ods|A1".into(),
+            ..theirs
+        };
+        let planned = plan(
+            s,
+            &HashMap::from([("urn:uuid:p".to_string(), mine)]),
+            "f",
+            "t2",
+        );
+        assert!(planned.writes.iter().all(|w| w.resource_type != "Patient"));
+        assert_eq!(planned.patient_version, Some(4));
     }
 
     #[test]

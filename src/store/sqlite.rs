@@ -72,7 +72,7 @@ macro_rules! in_savepoint {
 /// what it brought in, and the search index entries of everything written.
 #[derive(Default)]
 struct Pending {
-    /// `[service_request_id, patient_id, practice, service, created_at]`
+    /// `[service_request_id, patient_id, practice, service, created_at, patient_version]`
     referrals: Vec<Value>,
     /// `[resource_type, resource_id, service_request_id]`
     members: Vec<Value>,
@@ -96,8 +96,8 @@ impl Pending {
     async fn write(self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
         if !self.referrals.is_empty() {
             sqlx::query(
-                "INSERT INTO referrals (service_request_id, patient_id, practice, service, created_at)
-                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?)",
+                "INSERT INTO referrals (service_request_id, patient_id, practice, service, created_at, patient_version)
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 FROM json_each(?)",
             )
             .bind(Value::Array(self.referrals).to_string())
             .execute(&mut *conn)
@@ -457,20 +457,27 @@ async fn apply(
     let kind = s.kind.clone();
     let plan = plan(s, &existing, &focus_id, &now);
     write_all(conn, &plan.writes, &now, own).await?;
+    let patient_version = plan.patient_version;
     let patient_id = plan
         .patient_id
         .ok_or_else(|| StoreError::Corrupt("a submission without a Patient".into()))?;
     match kind {
         SubmissionKind::Referral { service } => {
-            own.referrals
-                .push(json!([focus_id, patient_id, practice, service, now]));
+            own.referrals.push(json!([
+                focus_id,
+                patient_id,
+                practice,
+                service,
+                now,
+                patient_version
+            ]));
             own.members
                 .extend(plan.members.iter().map(|(t, id)| json!([t, id, focus_id])));
         }
         SubmissionKind::FitNote(note) => {
             sqlx::query(
-                "INSERT INTO fit_notes (observation_id, patient_id, practice, period_start, period_end, issued, not_fit, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO fit_notes (observation_id, patient_id, practice, period_start, period_end, issued, not_fit, created_at, patient_version)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&focus_id)
             .bind(&patient_id)
@@ -480,6 +487,7 @@ async fn apply(
             .bind(note.issued.to_string())
             .bind(note.not_fit)
             .bind(&now)
+            .bind(patient_version)
             .execute(&mut *conn)
             .await?;
         }
@@ -606,6 +614,7 @@ async fn insert_new(
             index,
             identity: None,
             source_time: now.clone(),
+            source_practice: String::new(),
         });
     }
     if !writes.is_empty() {
@@ -656,6 +665,7 @@ async fn update_one(
         index,
         identity: None,
         source_time: now.clone(),
+        source_practice: String::new(),
     };
     write_all(conn, std::slice::from_ref(&write), &now, own).await?;
     Ok(write.content)
@@ -930,6 +940,7 @@ fn parties(row: &sqlx::sqlite::SqliteRow) -> RecordParties {
         patient_id: row.get(1),
         practice: row.get(2),
         service: row.get(3),
+        patient_version: row.get(4),
     }
 }
 
@@ -997,7 +1008,7 @@ async fn matched_resources(
         return Ok(existing);
     }
     let rows = sqlx::query(
-        "SELECT j.value ->> 3, r.id, r.version_id, r.last_updated, r.content, r.source_time
+        "SELECT j.value ->> 3, r.id, r.version_id, r.last_updated, r.content, r.source_time, r.source_practice
          FROM json_each(?) j
          JOIN identities i ON i.resource_type = j.value ->> 0 AND i.system = j.value ->> 1 AND i.value = j.value ->> 2
          JOIN resources r ON r.resource_type = i.resource_type AND r.id = i.resource_id",
@@ -1014,6 +1025,7 @@ async fn matched_resources(
                 last_updated: row.get(3),
                 content: row.get(4),
                 source_time: row.get(5),
+                source_practice: row.get(6),
             },
         );
     }
@@ -1064,7 +1076,7 @@ async fn write_all(
         );
     }
     let mut insert = QueryBuilder::<Sqlite>::new(
-        "INSERT INTO resources (resource_type, id, version_id, last_updated, content, source_time) ",
+        "INSERT INTO resources (resource_type, id, version_id, last_updated, content, source_time, source_practice) ",
     );
     insert.push_values(writes.iter().zip(contents), |mut row, (w, content)| {
         row.push_bind(w.resource_type.clone())
@@ -1072,12 +1084,14 @@ async fn write_all(
             .push_bind(w.version_id)
             .push_bind(now.to_string())
             .push_bind(content)
-            .push_bind(w.source_time.clone());
+            .push_bind(w.source_time.clone())
+            .push_bind(w.source_practice.clone());
     });
     insert.push(
         " ON CONFLICT (resource_type, id) DO UPDATE
           SET version_id = excluded.version_id, last_updated = excluded.last_updated,
-              content = excluded.content, source_time = excluded.source_time",
+              content = excluded.content, source_time = excluded.source_time,
+              source_practice = excluded.source_practice",
     );
     insert.build().persistent(true).execute(&mut *conn).await?;
 
@@ -1115,47 +1129,17 @@ fn push_filters(qb: &mut QueryBuilder<Sqlite>, req: &SearchRequest) {
     qb.push(" WHERE r.resource_type = ")
         .push_bind(req.resource_type.clone());
     if let Some(tenancy) = &req.tenancy {
+        // The same relation read-by-id decides by (`records_of`): a search never returns what
+        // a read would refuse.
         let (column, org) = match tenancy {
             Tenancy::Practice(org) => ("practice", org),
             Tenancy::Service(org) => ("service", org),
         };
-        match (req.resource_type.as_str(), tenancy) {
-            ("ServiceRequest", _) => {
-                qb.push(format!(
-                    " AND r.id IN (SELECT service_request_id FROM referrals WHERE {column} = "
-                ))
-                .push_bind(org.clone())
-                .push(")");
-            }
-            // A referral prompt is the practice's own to-do: only the practice whose fit note
-            // fired it sees it. A referral's workflow Task, and its letters, are seen by the two
-            // parties to the referral.
-            ("Task", Tenancy::Practice(org)) => {
-                qb.push(" AND (r.id IN (SELECT p.task_id FROM referral_prompts p JOIN fit_notes n ON n.observation_id = p.fit_note_id WHERE n.practice = ")
-                    .push_bind(org.clone())
-                    .push(") OR r.id IN (SELECT m.resource_id FROM referral_members m JOIN referrals f ON f.service_request_id = m.service_request_id WHERE m.resource_type = 'Task' AND f.practice = ")
-                    .push_bind(org.clone())
-                    .push("))");
-            }
-            ("Task" | "Communication", _) => {
-                qb.push(format!(" AND r.id IN (SELECT m.resource_id FROM referral_members m JOIN referrals f ON f.service_request_id = m.service_request_id WHERE m.resource_type = r.resource_type AND f.{column} = "))
-                    .push_bind(org.clone())
-                    .push(")");
-            }
-            (_, Tenancy::Practice(org)) => {
-                // About people the practice referred or sent fit notes for.
-                qb.push(" AND EXISTS (SELECT 1 FROM search_tokens pt WHERE pt.resource_type = r.resource_type AND pt.resource_id = r.id AND pt.param = 'patient' AND (pt.value IN (SELECT 'Patient/' || patient_id FROM referrals WHERE practice = ")
-                    .push_bind(org.clone())
-                    .push(") OR pt.value IN (SELECT 'Patient/' || patient_id FROM fit_notes WHERE practice = ")
-                    .push_bind(org.clone())
-                    .push(")))");
-            }
-            (_, Tenancy::Service(org)) => {
-                qb.push(" AND EXISTS (SELECT 1 FROM search_tokens pt JOIN referrals f ON pt.value = 'Patient/' || f.patient_id WHERE pt.resource_type = r.resource_type AND pt.resource_id = r.id AND pt.param = 'patient' AND f.service = ")
-                    .push_bind(org.clone())
-                    .push(")");
-            }
-        }
+        qb.push(format!(
+            " AND EXISTS (SELECT 1 FROM resource_parties v WHERE v.resource_type = r.resource_type AND v.resource_id = r.id AND v.{column} = "
+        ))
+        .push_bind(org.clone())
+        .push(")");
     }
     for f in &req.filters {
         match f {
@@ -1339,24 +1323,9 @@ impl Store for SqliteStore {
         resource_type: &str,
         id: &str,
     ) -> Result<Vec<RecordParties>, StoreError> {
-        // A resource belongs to the referrals it came in with; a fit note to itself and to the
-        // person's referrals (as fit-note searches are, so reads and searches agree; consent
-        // still decides what a service sees); a referral prompt to the fit note that fired it.
         let rows = sqlx::query(
-            "SELECT 'ServiceRequest/' || f.service_request_id, f.patient_id, f.practice, f.service
-             FROM referral_members m JOIN referrals f ON f.service_request_id = m.service_request_id
-             WHERE m.resource_type = ?1 AND m.resource_id = ?2
-             UNION ALL
-             SELECT 'Observation/' || observation_id, patient_id, practice, NULL FROM fit_notes
-             WHERE ?1 = 'Observation' AND observation_id = ?2
-             UNION ALL
-             SELECT 'ServiceRequest/' || f.service_request_id, f.patient_id, f.practice, f.service
-             FROM fit_notes n JOIN referrals f ON f.patient_id = n.patient_id
-             WHERE ?1 = 'Observation' AND n.observation_id = ?2
-             UNION ALL
-             SELECT 'Observation/' || n.observation_id, n.patient_id, n.practice, NULL
-             FROM referral_prompts p JOIN fit_notes n ON n.observation_id = p.fit_note_id
-             WHERE ?1 = 'Task' AND p.task_id = ?2",
+            "SELECT record, patient_id, practice, service, patient_version FROM resource_parties
+             WHERE resource_type = ?1 AND resource_id = ?2",
         )
         .bind(resource_type)
         .bind(id)
@@ -1367,10 +1336,10 @@ impl Store for SqliteStore {
 
     async fn records_of_patient(&self, patient_id: &str) -> Result<Vec<RecordParties>, StoreError> {
         let rows = sqlx::query(
-            "SELECT 'ServiceRequest/' || service_request_id, patient_id, practice, service
+            "SELECT 'ServiceRequest/' || service_request_id, patient_id, practice, service, patient_version
              FROM referrals WHERE patient_id = ?1
              UNION ALL
-             SELECT 'Observation/' || observation_id, patient_id, practice, NULL
+             SELECT 'Observation/' || observation_id, patient_id, practice, NULL, patient_version
              FROM fit_notes WHERE patient_id = ?1",
         )
         .bind(patient_id)
@@ -1470,6 +1439,25 @@ impl Store for SqliteStore {
             .bind(id)
             .fetch_optional(&self.readers)
             .await?;
+        row.map(|r| parse_content(r.get::<&str, _>(0))).transpose()
+    }
+
+    async fn read_version(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<Option<Value>, StoreError> {
+        let row = sqlx::query(
+            "SELECT content FROM resources WHERE resource_type = ?1 AND id = ?2 AND version_id = ?3
+             UNION ALL
+             SELECT content FROM resource_history WHERE resource_type = ?1 AND id = ?2 AND version_id = ?3",
+        )
+        .bind(resource_type)
+        .bind(id)
+        .bind(version)
+        .fetch_optional(&self.readers)
+        .await?;
         row.map(|r| parse_content(r.get::<&str, _>(0))).transpose()
     }
 
@@ -1671,6 +1659,7 @@ mod tests {
             None,
             Utc::now(),
             crate::intake::admission::practice_criterion_expression,
+            crate::access::PRACTICE_CONSENT_EXPRESSION,
         );
         let mut own = Pending::default();
         let result = in_savepoint!(

@@ -180,6 +180,7 @@ impl Encounter {
         json!({
             "resourceType": "Encounter",
             "id": id,
+            "meta": { "tag": [crate::consent::service_record_tag()] },
             "status": if self.attended { "finished" } else { "cancelled" },
             "class": { "system": crate::fhir::systems::V3_ACT_CODE, "code": class, "display": class_display },
             "type": [{ "coding": [coding("contact-channel", &self.channel)] }],
