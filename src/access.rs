@@ -227,7 +227,8 @@ impl Guard<'_> {
             let current_version = current["meta"]["versionId"]
                 .as_str()
                 .and_then(|v| v.parse::<i64>().ok());
-            if !stated.contains(&version) && !(legacy && current_version == Some(version)) {
+            let shown = stated.contains(&version) || (legacy && current_version == Some(version));
+            if !shown {
                 return Err(not_found());
             }
         }

@@ -135,7 +135,7 @@ fn check_permits(
             if names_itself && refused_for(recorder, p, stored, now) {
                 issues.error(
                     IssueType::Forbidden,
-                    format!("{at}"),
+                    at.clone(),
                     "the person refused or withdrew this: a recipient cannot record a new agreement for itself. Another party to their care must record it with them",
                 );
             }

@@ -552,7 +552,7 @@ mod tests {
         );
         // Without a refusal on record, the same agreement counts (e.g. one the adviser recorded
         // at first contact for an onward recipient is judged the same way).
-        assert!(decide(&[self_granted.clone()], &[], &whs_referral()).permitted());
+        assert!(decide(std::slice::from_ref(&self_granted), &[], &whs_referral()).permitted());
         // Another service's own agreement is not this service's.
         let other = decided(
             "o",
