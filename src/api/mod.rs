@@ -356,10 +356,16 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         Duration::from_secs(state.config.auth.revocation_poll_secs),
     ));
     if state.config.delivery.enabled {
+        // The practice directory's endpoints are the operator's: no address policy, but no
+        // redirects either (see `crate::outbound`).
+        let delivery_http = crate::outbound::client(Duration::from_millis(
+            state.config.delivery.attempt_timeout_ms,
+        ))
+        .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
         tokio::spawn(crate::delivery::worker::run(
             store.clone(),
             state.config.clone(),
-            state.http.clone(),
+            delivery_http,
             state.outbox.clone(),
         ));
     }
