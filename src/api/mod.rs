@@ -58,7 +58,8 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     pub tokens: crate::auth::TokenVerifier,
     pub issuer: crate::auth::TokenIssuer,
-    /// Outbound HTTP (registered clients' JWKS URLs).
+    /// Outbound HTTP to URLs registered clients supplied (their JWKS URLs): the outbound policy's
+    /// guarded client (`crate::outbound`).
     pub http: reqwest::Client,
     pub limiter: limits::RateLimiter,
     /// Wakes the letter worker and holds its counters.
@@ -338,15 +339,16 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     if config.base_url.is_none() {
         config.base_url = Some(format!("{scheme}://{local}"));
     }
+    let jwks_http =
+        crate::outbound::guarded_client(&config.outbound.policy(), config.outbound.timeout())
+            .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
     let state = AppState::new(Shared {
         config: Arc::new(config),
         store: store.clone(),
         tokens: tokens.clone(),
         issuer,
         limiter: Default::default(),
-        http: reqwest::Client::builder()
-            .build()
-            .map_err(|e| ServeError::Io(std::io::Error::other(e)))?,
+        http: jwks_http,
         outbox: Default::default(),
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
@@ -374,9 +376,13 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let app = router(state);
     let served = match tls {
         None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
+            // The peer's address is what unauthenticated requests are limited by.
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown_signal())
+            .await
         }
         Some(tls) => {
             let handle = axum_server::Handle::new();
@@ -390,7 +396,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
                 axum_server::tls_rustls::RustlsConfig::from_config(tls),
             )
             .handle(handle)
-            .serve(app.into_make_service())
+            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
             .await
         }
     };

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use whg::auth::Principal;
 
+use super::token::{claims, exchange, key_pair, register, try_register};
 use crate::common::*;
 
 /// What a [`Remote`] answers every request with.
@@ -32,6 +33,8 @@ pub enum Answer {
         total: usize,
         declare_length: bool,
     },
+    /// Reads the request and never answers.
+    Hang,
 }
 
 #[derive(Default)]
@@ -169,8 +172,211 @@ async fn serve(
                 counters.most_written.fetch_max(written, Ordering::SeqCst);
             }
         }
+        Answer::Hang => tokio::time::sleep(Duration::from_secs(60)).await,
     }
     socket.shutdown().await
+}
+
+/// A gateway that may fetch from this host (the JWKS servers here are all on loopback).
+fn gateway_allowing_loopback(extra: &str) -> Server {
+    Server::start_with(&format!(
+        "[outbound]\nallow_non_public = [\"loopback\"]\n{extra}"
+    ))
+}
+
+/// A client whose JWKS URL is `url`; returns its signing key.
+fn client_at(server: &Server, id: &str, url: &str) -> whg::auth::SigningKey {
+    let (key, _) = key_pair(server, id);
+    register(server, id, &["--jwks-url", url]);
+    key
+}
+
+/// A JWKS server for `key`.
+async fn jwks_server(key: &whg::auth::SigningKey) -> Remote {
+    Remote::start(Answer::Json(200, key.public_jwks().to_string())).await
+}
+
+/// Asks for a token as client `id`; asserts the generic refusal, within `secs`, and returns the
+/// answer's text.
+async fn refused_token(
+    server: &Server,
+    id: &str,
+    key: &whg::auth::SigningKey,
+    secs: u64,
+) -> String {
+    let started = Instant::now();
+    let (status, answer) = exchange(server, &key.sign(&claims(server, id, json!({})))).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{id}: {answer}"
+    );
+    assert!(
+        answer["error_description"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("the client could not be authenticated")),
+        "{id}: a generic answer: {answer}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(secs),
+        "{id}: answered after {:?}",
+        started.elapsed()
+    );
+    answer.to_string()
+}
+
+#[tokio::test]
+async fn jwks_urls_are_parsed_not_prefix_matched() {
+    let server = Server::start();
+    let (_, _) = key_pair(&server, "x");
+    for (id, url) in [
+        ("prefix", "http://127.0.0.1.evil.example/jwks"),
+        ("userinfo", "http://localhost@evil.example/jwks"),
+        (
+            "credentials",
+            "https://user:secret@gp-supplier.example/jwks",
+        ),
+        ("plain-http", "http://gp-supplier.example/jwks"),
+        ("file", "file:///etc/passwd"),
+    ] {
+        let out = try_register(&server, id, &["--jwks-url", url]);
+        assert!(!out.status.success(), "{url} was registered");
+    }
+    let listed = server.whg(&["clients", "list"]);
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).trim(),
+        "",
+        "nothing was registered"
+    );
+}
+
+#[tokio::test]
+async fn non_public_addresses_are_refused_unless_the_deployment_allows_them() {
+    let server = Server::start();
+    let (key, _) = key_pair(&server, "k");
+    let remote = jwks_server(&key).await;
+    let port = remote.url.rsplit(':').next().unwrap().to_string();
+    let targets = [
+        ("by-address", format!("http://127.0.0.1:{port}/jwks")),
+        ("by-name", format!("http://localhost:{port}/jwks")),
+        ("mapped", format!("http://[::ffff:127.0.0.1]:{port}/jwks")),
+        (
+            "metadata",
+            "https://169.254.169.254/latest/meta-data".to_string(),
+        ),
+        ("private", "https://10.0.0.1/jwks".to_string()),
+        ("unspecified", format!("https://0.0.0.0:{port}/jwks")),
+    ];
+    for (id, url) in &targets {
+        register(&server, id, &["--jwks-url", url]);
+        refused_token(&server, id, &key, 3).await;
+    }
+    assert_eq!(remote.hits(), 0, "nothing was fetched from this host");
+
+    // A deployment that allows exactly loopback reaches its test JWKS server, and nothing else.
+    let open = gateway_allowing_loopback("");
+    for (id, url) in &targets {
+        register(&open, id, &["--jwks-url", url]);
+    }
+    for id in ["by-address", "by-name"] {
+        let (status, answer) = exchange(&open, &key.sign(&claims(&open, id, json!({})))).await;
+        assert_eq!(status, 200, "{id} with loopback allowed: {answer}");
+    }
+    for id in ["metadata", "private", "unspecified"] {
+        refused_token(&open, id, &key, 3).await;
+    }
+    assert_eq!(remote.hits(), 2);
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let server = gateway_allowing_loopback("");
+    let (key, _) = key_pair(&server, "k");
+    let target = jwks_server(&key).await;
+    for status in [301, 302, 307, 308] {
+        let bouncer = Remote::start(Answer::Redirect(status, format!("{}/jwks", target.url))).await;
+        let id = format!("bounced-{status}");
+        register(
+            &server,
+            &id,
+            &["--jwks-url", &format!("{}/jwks", bouncer.url)],
+        );
+        refused_token(&server, &id, &key, 3).await;
+        assert_eq!(bouncer.hits(), 1);
+    }
+    assert_eq!(target.hits(), 0, "the redirect target was never asked");
+}
+
+#[tokio::test]
+async fn jwks_answers_are_read_only_up_to_the_bound() {
+    let server = gateway_allowing_loopback("");
+    let (key, _) = key_pair(&server, "k");
+    let total = 256 * 1024 * 1024;
+    let undeclared = Remote::start(Answer::Endless {
+        status: 200,
+        total,
+        declare_length: false,
+    })
+    .await;
+    let declared = Remote::start(Answer::Endless {
+        status: 200,
+        total,
+        declare_length: true,
+    })
+    .await;
+    for (id, remote) in [("undeclared", &undeclared), ("declared", &declared)] {
+        let id = format!("big-{id}");
+        let key = client_at(&server, &id, &format!("{}/jwks", remote.url));
+        refused_token(&server, &id, &key, 5).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(remote.hits(), 1);
+        // What the server could write is the 64 KiB the gateway read plus what the kernel's
+        // socket buffers hold before the gateway closes the connection.
+        assert!(
+            remote.most_written() < 40 * 1024 * 1024,
+            "{id}: the gateway read on: {} bytes written",
+            remote.most_written()
+        );
+    }
+    let _ = key;
+}
+
+#[tokio::test]
+async fn a_jwks_url_that_never_answers_times_out() {
+    let server = gateway_allowing_loopback("timeout_ms = 1000\n");
+    let hang = Remote::start(Answer::Hang).await;
+    let key = client_at(&server, "slow", &format!("{}/jwks", hang.url));
+    refused_token(&server, "slow", &key, 4).await;
+    assert_eq!(hang.hits(), 1);
+}
+
+#[tokio::test]
+async fn nothing_fetched_is_echoed_to_the_caller_or_logged() {
+    let server = gateway_allowing_loopback("");
+    let marker = "MARKER-from-the-jwks-host";
+    for (id, answer) in [
+        (
+            "not-a-key-set",
+            Answer::Json(200, json!({ "keys": [{ "kty": marker }] }).to_string()),
+        ),
+        (
+            "not-json",
+            Answer::Json(200, format!("<html>{marker}</html>")),
+        ),
+        (
+            "an-error",
+            Answer::Json(500, json!({ "error": marker }).to_string()),
+        ),
+    ] {
+        let remote = Remote::start(answer).await;
+        let key = client_at(&server, id, &format!("{}/jwks", remote.url));
+        let answer = refused_token(&server, id, &key, 3).await;
+        assert!(!answer.contains("MARKER"), "{id}: {answer}");
+        assert_eq!(remote.hits(), 1);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = server.logs();
+    assert!(!logs.contains("MARKER"), "{logs}");
 }
 
 // Letters to a practice's FHIR endpoint.
