@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 use serde_json::json;
+use whg::auth::{Principal, Role};
 
-use super::outbound::{Answer, Remote, attempts, letter_gateway, send_letter, wait_letter};
+use super::outbound::{Answer, Remote, WHS, attempts, letter_gateway, send_letter, wait_letter};
 use crate::common::*;
 
 /// An NHS number written as people write it: `999 000 0018`.
@@ -97,4 +98,119 @@ async fn a_receiving_systems_error_text_is_never_logged() {
     );
     assert!(logs.contains("letter-rejected") && logs.contains("letter-dead"));
     assert_no_person_in(&logs, &[first, second]);
+}
+
+/// Every AuditEvent the information-governance team can read, as text.
+async fn audit_trail(server: &Server) -> Vec<String> {
+    let (status, bundle) = server
+        .as_(Principal::new(Role::InformationGovernance, "ig"))
+        .get("/fhir/AuditEvent?_count=1000")
+        .await;
+    assert_eq!(status, 200, "{bundle}");
+    bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["resource"].to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn client_chosen_request_ids_are_replaced_unless_they_are_tokens() {
+    let server = Server::start();
+    let (referral, _) = refer(&server, &referral_for(7, WHS)).await;
+    let token = server.token(&Principal::practice(DEFAULT_PRACTICE));
+    let read = async |request_id: &str| {
+        let r = reqwest::Client::new()
+            .get(server.url(&format!("/fhir/ServiceRequest/{referral}")))
+            .bearer_auth(&token)
+            .header("x-request-id", request_id)
+            .send()
+            .await
+            .unwrap();
+        let answered_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        let status = r.status().as_u16();
+        (status, answered_id)
+    };
+    let nhs = nhs_number(7);
+    let hostile = [
+        format!("{nhs} Joanne Whitworth"),
+        format!("req-{}", spaced(&nhs).replace(' ', "-")),
+        "id\" forged=\"yes".to_string(),
+        "r".repeat(5000),
+    ];
+    let before = audit_trail(&server).await.len();
+    for id in &hostile {
+        let (status, answered) = read(id).await;
+        assert_eq!(status, 200);
+        assert_ne!(&answered, id);
+        assert!(
+            uuid::Uuid::parse_str(&answered).is_ok(),
+            "a generated id: {answered}"
+        );
+    }
+    let (status, answered) = read("req-7.ok_A").await;
+    assert_eq!(
+        (status, answered.as_str()),
+        (200, "req-7.ok_A"),
+        "a token is kept"
+    );
+
+    let trail = audit_trail(&server).await;
+    assert!(trail.len() > before, "the reads were audited");
+    let text = trail.join("\n");
+    assert!(text.contains("request req-7.ok_A"), "{text}");
+    for fragment in [
+        "Whitworth",
+        "forged",
+        "rrrrrrrrrr",
+        nhs.as_str(),
+        &spaced(&nhs).replace(' ', "-"),
+    ] {
+        assert!(
+            !text.contains(fragment),
+            "{fragment} stored in the audit trail"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = server.logs();
+    assert!(logs.contains("req-7.ok_A"));
+    assert_no_person_in(&logs, std::slice::from_ref(&nhs));
+    assert!(
+        !logs.contains("forged=") && !logs.contains("rrrrrrrrrr"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn an_nhs_number_inside_a_path_segment_is_masked() {
+    let server = Server::start();
+    let nhs = nhs_number(8);
+    let (a, b, c) = (&nhs[..3], &nhs[3..6], &nhs[6..]);
+    let paths = [
+        format!("/fhir/Patient/patient-nhs-number-{nhs}-with-more-words"),
+        format!("/fhir/Patient/00000000-0000-0000-0000-00{nhs}"),
+        format!("/api/v1/patients/nhs{nhs}x/fit-notes/summary"),
+        format!("/fhir/Patient/person-{a}%20{b}%20{c}-and-more-words"),
+        format!("/api/v1/letters/letter-for-{a}-{b}-{c}-written-in-march"),
+        format!("/fhir/Observation/note.{a}.{b}.{c}.for.review.in.the.practice"),
+    ];
+    for path in &paths {
+        let (status, body) = server.get(path).await;
+        assert!((400..500).contains(&status), "{path}: {status} {body}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = server.logs();
+    assert!(
+        logs.matches("{number}").count() >= paths.len(),
+        "the requests were logged, masked:\n{logs}"
+    );
+    assert_no_person_in(&logs, std::slice::from_ref(&nhs));
+    for digits in [
+        format!("{a}-{b}-{c}"),
+        format!("{a}%20{b}%20{c}"),
+        format!("{a}.{b}.{c}"),
+    ] {
+        assert!(!logs.contains(&digits), "{digits} in the log");
+    }
 }
