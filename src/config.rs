@@ -51,6 +51,30 @@ pub struct Config {
     /// How each GP practice takes letters, by ODS code.
     #[serde(default)]
     pub directory: std::collections::BTreeMap<String, PracticeRoute>,
+    pub outbound: OutboundConfig,
+}
+
+/// Fetches of URLs that come from outside the deployment (a registered client's JWKS URL).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Non-public address classes such fetches may reach besides the public Internet:
+    /// `loopback`, `private`, `link-local`. Empty (the default) refuses them all.
+    pub allow_non_public: Vec<crate::outbound::AddressClass>,
+    /// One fetch's time limit (connect, send and answer).
+    pub timeout_ms: u64,
+    /// The largest JWK Set read from a client's JWKS URL.
+    pub max_jwks_bytes: usize,
+}
+
+impl OutboundConfig {
+    pub fn policy(&self) -> crate::outbound::AddressPolicy {
+        crate::outbound::AddressPolicy::allowing(&self.allow_non_public)
+    }
+
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.timeout_ms)
+    }
 }
 
 /// The adviser workflow.
@@ -313,6 +337,12 @@ pub struct Limits {
     /// Each client's sustained request rate, and the burst it may spend at once.
     pub requests_per_second_per_client: f64,
     pub burst_per_client: f64,
+    /// The same for requests without a valid access token (the token endpoint, discovery,
+    /// probes, refused tokens), per source address, counted before anything is parsed.
+    pub unauthenticated_requests_per_second_per_source: f64,
+    pub unauthenticated_burst_per_source: f64,
+    /// The largest token request body (a form with one signed assertion is about 2 KiB).
+    pub max_token_request_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -483,6 +513,21 @@ impl Config {
         if self.limits.requests_per_second_per_client <= 0.0 || self.limits.burst_per_client < 1.0 {
             return Err(ConfigError::Invalid(
                 "limits: requests_per_second_per_client must be above 0 and burst_per_client at least 1".into(),
+            ));
+        }
+        if self.limits.unauthenticated_requests_per_second_per_source <= 0.0
+            || self.limits.unauthenticated_burst_per_source < 1.0
+        {
+            return Err(ConfigError::Invalid(
+                "limits: unauthenticated_requests_per_second_per_source must be above 0 and unauthenticated_burst_per_source at least 1".into(),
+            ));
+        }
+        if self.limits.max_token_request_bytes == 0
+            || self.outbound.timeout_ms == 0
+            || self.outbound.max_jwks_bytes == 0
+        {
+            return Err(ConfigError::Invalid(
+                "limits.max_token_request_bytes, outbound.timeout_ms and outbound.max_jwks_bytes must be above zero".into(),
             ));
         }
         if self.limits.max_body_bytes == 0

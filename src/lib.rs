@@ -17,6 +17,7 @@ pub mod fit_notes;
 pub mod intake;
 pub mod letters;
 pub mod mapping;
+pub mod outbound;
 pub mod secret_file;
 pub mod store;
 pub mod telemetry;

@@ -48,11 +48,14 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
-/// The request id the request-id layer set (or the client's own), for the audit trail.
+/// The request id the request-id layer set (or the client's own, when acceptable), for the
+/// audit trail. The router already replaced an unacceptable one; checking again here keeps
+/// anything else out of AuditEvents whatever layers a route is served behind.
 pub fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
+        .filter(|id| super::acceptable_request_id(id))
         .map(str::to_string)
 }
 

@@ -24,7 +24,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -58,7 +60,8 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     pub tokens: crate::auth::TokenVerifier,
     pub issuer: crate::auth::TokenIssuer,
-    /// Outbound HTTP (registered clients' JWKS URLs).
+    /// Outbound HTTP to URLs registered clients supplied (their JWKS URLs): the outbound policy's
+    /// guarded client (`crate::outbound`).
     pub http: reqwest::Client,
     pub limiter: limits::RateLimiter,
     /// Wakes the letter worker and holds its counters.
@@ -158,29 +161,107 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(CatchPanicLayer::custom(|_| ApiError::Internal("a handler panicked".into()).into_response()))
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
-        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeAcceptableUuid))
+        // Outermost: a caller's request id is kept only if it is one (see below); otherwise the
+        // layer above gives the request a generated one, before anything logs or stores it.
+        .layer(middleware::from_fn(drop_unacceptable_request_id))
 }
 
-/// `path` with every segment that holds a run of six or more digits masked: NHS numbers (with or
-/// without separators) never reach the logs, while resource ids (UUIDs) and route words stay.
+/// The longest request id taken from a caller.
+const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// Whether a caller's `X-Request-ID` can be kept: 1 to 64 letters, digits, `.`, `-` or `_`
+/// (a UUID, or any token of that kind). Anything else (a name, an NHS number with spaces, text
+/// shaped to look like a log field, a megabyte) is replaced with a generated id before the
+/// request is logged or audited.
+pub fn acceptable_request_id(id: &str) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !holds_nhs_number(id)
+}
+
+/// Request ids the gateway makes: random UUIDs, each one [`acceptable_request_id`] itself (one
+/// in a hundred or so has hex digits that happen to read as an NHS number, and is drawn again),
+/// so the audit trail's check never drops one.
+#[derive(Clone, Copy)]
+struct MakeAcceptableUuid;
+
+impl MakeRequestId for MakeAcceptableUuid {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = std::iter::repeat_with(|| uuid::Uuid::new_v4().to_string())
+            .find(|id| acceptable_request_id(id))?;
+        id.parse().ok().map(RequestId::new)
+    }
+}
+
+/// Removes a caller's `X-Request-ID` unless it is exactly one acceptable value.
+async fn drop_unacceptable_request_id(mut req: Request, next: Next) -> Response {
+    let mut given = req.headers().get_all(&X_REQUEST_ID).iter();
+    let keep = match (given.next(), given.next()) {
+        (None, _) => true,
+        (Some(one), None) => one.to_str().is_ok_and(acceptable_request_id),
+        (Some(_), Some(_)) => false,
+    };
+    if !keep {
+        req.headers_mut().remove(&X_REQUEST_ID);
+    }
+    next.run(req).await
+}
+
+/// `path` with every segment that could hold an NHS number masked, so none reaches the logs,
+/// while the gateway's resource ids (UUIDs) and route words stay. A segment is read
+/// percent-decoded, and digits separated by a space, `-`, `.` or `_` count as one number (NHS
+/// numbers are written `999 000 0018` or `999-000-0018`). A segment other than a UUID is masked
+/// when it holds a number of six digits or more, wherever in the segment; a UUID, whose hex
+/// digits often run to six, when ten digits in a row make a valid NHS number.
 fn loggable_path(path: &str) -> String {
     path.split('/')
         .map(|segment| {
-            let mut run = 0;
-            let long_number = segment.bytes().any(|b| {
-                run = if b.is_ascii_digit() { run + 1 } else { 0 };
-                run >= 6
-            });
-            let digits = segment.bytes().filter(u8::is_ascii_digit).count();
-            let mostly_digits = digits >= 6 && digits * 2 > segment.len();
-            if (long_number && !segment.contains('-')) || mostly_digits && !is_uuid(segment) {
-                "{number}"
+            let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+            let masked = if is_uuid(&decoded) {
+                holds_nhs_number(&decoded.replace('-', ""))
             } else {
-                segment
-            }
+                longest_number(&decoded) >= 6
+            };
+            if masked { "{number}" } else { segment }
         })
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// The digits of each number in `text`, where single separators between digits are part of it.
+fn numbers(text: &str) -> Vec<String> {
+    let mut found = vec![String::new()];
+    let mut pending_separator = false;
+    for c in text.chars() {
+        let current = found.last_mut().expect("never empty");
+        if c.is_ascii_digit() {
+            current.push(c);
+            pending_separator = false;
+        } else if matches!(c, ' ' | '-' | '.' | '_') && !current.is_empty() && !pending_separator {
+            pending_separator = true;
+        } else if !current.is_empty() {
+            found.push(String::new());
+            pending_separator = false;
+        }
+    }
+    found.retain(|n| !n.is_empty());
+    found
+}
+
+fn longest_number(text: &str) -> usize {
+    numbers(text).iter().map(String::len).max().unwrap_or(0)
+}
+
+/// Whether ten digits in a row anywhere in `text` are a valid NHS number (Modulus 11).
+fn holds_nhs_number(text: &str) -> bool {
+    numbers(text).iter().any(|digits| {
+        digits.len() >= 10
+            && (0..=digits.len() - 10)
+                .any(|i| crate::fhir::identifiers::nhs_number(&digits[i..i + 10]).is_ok())
+    })
 }
 
 fn is_uuid(segment: &str) -> bool {
@@ -268,6 +349,56 @@ mod tests {
             loggable_path("/api/v1/patients/999-000-0018"),
             "/api/v1/patients/{number}"
         );
+        for inside in [
+            "/fhir/Patient/nhs-9990000018",
+            "/fhir/Patient/abc9990000018def",
+            "/fhir/Patient/x-999%20000%200018-y",
+            "/fhir/Patient/prefix-999.000.0018",
+            "/api/v1/letters/letter-for-999-000-0018-smith",
+            "/fhir/Patient/00000000-0000-0000-0000-009990000018",
+            "/fhir/Patient/99900000-18ab-4cde-8f00-000000000000",
+        ] {
+            assert!(
+                !loggable_path(inside).contains("0018"),
+                "{inside} -> {}",
+                loggable_path(inside)
+            );
+        }
+        assert_eq!(loggable_path("/api/v1/referrals"), "/api/v1/referrals");
+        assert_eq!(
+            loggable_path("/fhir/Task/019a20dc-0ae8-7719-8d30-a12345678abc"),
+            "/fhir/Task/019a20dc-0ae8-7719-8d30-a12345678abc",
+            "a UUID whose digits are no NHS number stays"
+        );
+    }
+
+    #[test]
+    fn generated_request_ids_are_acceptable() {
+        use tower_http::request_id::MakeRequestId;
+        let request = axum::http::Request::new(());
+        for _ in 0..2000 {
+            let id = super::MakeAcceptableUuid.make_request_id(&request).unwrap();
+            let id = id.header_value().to_str().unwrap();
+            assert!(super::acceptable_request_id(id) && id.len() == 36, "{id}");
+        }
+    }
+
+    #[test]
+    fn request_ids_from_callers_are_bounded_tokens() {
+        use super::acceptable_request_id as ok;
+        assert!(ok("req-123") && ok("01a20dc0-0ae8-7719-8d30-ffebaffc788f") && ok(&"a".repeat(64)));
+        for bad in [
+            "",
+            &"a".repeat(65),
+            "a b",
+            "id\" forged=\"x",
+            "Jane Smith",
+            "9990000018",
+            "req-999-000-0018",
+            "ünïcode",
+        ] {
+            assert!(!ok(bad), "{bad:?}");
+        }
     }
 
     #[test]
@@ -339,15 +470,16 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     if config.base_url.is_none() {
         config.base_url = Some(format!("{scheme}://{local}"));
     }
+    let jwks_http =
+        crate::outbound::guarded_client(&config.outbound.policy(), config.outbound.timeout())
+            .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
     let state = AppState::new(Shared {
         config: Arc::new(config),
         store: store.clone(),
         tokens: tokens.clone(),
         issuer,
         limiter: Default::default(),
-        http: reqwest::Client::builder()
-            .build()
-            .map_err(|e| ServeError::Io(std::io::Error::other(e)))?,
+        http: jwks_http,
         outbox: Default::default(),
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
@@ -357,10 +489,16 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         Duration::from_secs(state.config.auth.revocation_poll_secs),
     ));
     if state.config.delivery.enabled {
+        // The practice directory's endpoints are the operator's: no address policy, but no
+        // redirects either (see `crate::outbound`).
+        let delivery_http = crate::outbound::client(Duration::from_millis(
+            state.config.delivery.attempt_timeout_ms,
+        ))
+        .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
         tokio::spawn(crate::delivery::worker::run(
             store.clone(),
             state.config.clone(),
-            state.http.clone(),
+            delivery_http,
             state.outbox.clone(),
         ));
     }
@@ -369,9 +507,13 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let app = router(state);
     let served = match tls {
         None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
+            // The peer's address is what unauthenticated requests are limited by.
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown_signal())
+            .await
         }
         Some(tls) => {
             let handle = axum_server::Handle::new();
@@ -385,7 +527,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
                 axum_server::tls_rustls::RustlsConfig::from_config(tls),
             )
             .handle(handle)
-            .serve(app.into_make_service())
+            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
             .await
         }
     };

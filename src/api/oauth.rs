@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use crate::auth::assertion::{self, ASSERTION_TYPE, OAuthError};
 use crate::auth::{Principal, scope};
+use crate::outbound;
 use crate::store::ClientRecord;
 
 /// Where clients send assertions: also the `aud` their assertions must name.
@@ -43,25 +44,103 @@ pub async fn jwks(State(app): State<AppState>) -> Response {
     (StatusCode::OK, axum::Json(app.tokens.jwks())).into_response()
 }
 
-/// `POST /oauth2/token` (`application/x-www-form-urlencoded`).
-pub async fn token(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    match issue(&app, &headers, &body).await {
-        Ok(answer) => no_store(StatusCode::OK, answer),
-        Err(e) => {
-            tracing::info!(error = e.code(), reason = %e, "token request refused");
-            let status = match e {
-                OAuthError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
-                _ => StatusCode::BAD_REQUEST,
-            };
-            no_store(
-                status,
-                json!({ "error": e.code(), "error_description": e.to_string() }),
-            )
+/// A refused token request: the OAuth error, its HTTP status, and the client the request named
+/// once that id passed the registry's rule (for the log: nothing else the caller sent is logged).
+struct Refused {
+    error: OAuthError,
+    status: StatusCode,
+    retry_after: Option<u64>,
+    client: Option<String>,
+}
+
+impl From<OAuthError> for Refused {
+    fn from(error: OAuthError) -> Self {
+        let status = match error {
+            OAuthError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Refused {
+            error,
+            status,
+            retry_after: None,
+            client: None,
         }
     }
 }
 
-async fn issue(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Value, OAuthError> {
+impl Refused {
+    fn with_status(error: OAuthError, status: StatusCode) -> Self {
+        Refused {
+            status,
+            ..error.into()
+        }
+    }
+
+    fn for_client(mut self, client: &str) -> Self {
+        self.client = Some(client.to_string());
+        self
+    }
+
+    /// The answer, with a log line saying why.
+    fn into_response(self) -> Response {
+        tracing::info!(
+            error = self.error.code(),
+            reason = self.error.log_reason(),
+            client = self.client.as_deref().unwrap_or("-"),
+            "token request refused"
+        );
+        self.answer()
+    }
+
+    /// The answer alone.
+    fn answer(self) -> Response {
+        let mut response = no_store(
+            self.status,
+            json!({ "error": self.error.code(), "error_description": self.error.to_string() }),
+        );
+        if let Some(wait) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        }
+        response
+    }
+}
+
+/// The answer for a caller over the per-source limit for unauthenticated requests (not logged
+/// each time: the limiter reports a flood once).
+pub fn throttled(wait: u64) -> Response {
+    Refused {
+        retry_after: Some(wait),
+        ..Refused::with_status(
+            OAuthError::InvalidRequest(format!(
+                "too many unauthenticated requests from this address: retry after {wait} s"
+            )),
+            StatusCode::TOO_MANY_REQUESTS,
+        )
+    }
+    .answer()
+}
+
+/// `POST /oauth2/token` (`application/x-www-form-urlencoded`). The caller is not authenticated
+/// yet, so everything here is bounded before it costs anything: the per-source limit for
+/// unauthenticated requests has been taken ([`super::limits::rate_limit`]) before the body is
+/// read; the body is read only up to `limits.max_token_request_bytes`; and the named client's
+/// own rate is charged only once its assertion has verified, so forged assertions naming a
+/// registered client never lock that client out.
+pub async fn token(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let answer = match read_form(&app, &headers, body).await {
+        Ok(form) => issue(&app, &form).await,
+        Err(refused) => Err(refused),
+    };
+    match answer {
+        Ok(answer) => no_store(StatusCode::OK, answer),
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// The request's form body, once its content type and size are acceptable.
+async fn read_form(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, Refused> {
     let form_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -71,86 +150,151 @@ async fn issue(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Value
     if !form_type {
         return Err(OAuthError::InvalidRequest(
             "send the token request as application/x-www-form-urlencoded".into(),
-        ));
+        )
+        .into());
     }
-    let mut grant_type = None;
-    let mut assertion_type = None;
-    let mut client_assertion = None;
-    let mut requested_scope = None;
+    let limit = app.config.limits.max_token_request_bytes;
+    let too_large = || {
+        Refused::with_status(
+            OAuthError::InvalidRequest(format!("the token request is larger than {limit} bytes")),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())
+}
+
+/// The form's fields, each at most once.
+struct TokenForm {
+    grant_type: Option<String>,
+    assertion_type: Option<String>,
+    client_assertion: Option<String>,
+    scope: Option<String>,
+}
+
+fn parse_form(body: &[u8]) -> Result<TokenForm, OAuthError> {
+    let mut form = TokenForm {
+        grant_type: None,
+        assertion_type: None,
+        client_assertion: None,
+        scope: None,
+    };
     for (k, v) in form_urlencoded::parse(body) {
-        let slot = match k.as_ref() {
-            "grant_type" => &mut grant_type,
-            "client_assertion_type" => &mut assertion_type,
-            "client_assertion" => &mut client_assertion,
-            "scope" => &mut requested_scope,
+        let (name, slot) = match k.as_ref() {
+            "grant_type" => ("grant_type", &mut form.grant_type),
+            "client_assertion_type" => ("client_assertion_type", &mut form.assertion_type),
+            "client_assertion" => ("client_assertion", &mut form.client_assertion),
+            "scope" => ("scope", &mut form.scope),
             _ => continue,
         };
         if slot.replace(v.into_owned()).is_some() {
             return Err(OAuthError::InvalidRequest(format!(
-                "{k} is given more than once"
+                "{name} is given more than once"
             )));
         }
     }
-    match grant_type.as_deref() {
+    match form.grant_type.as_deref() {
         Some("client_credentials") => {}
-        Some(other) => {
-            return Err(OAuthError::UnsupportedGrantType(format!(
-                "grant_type {other} is not supported: use client_credentials"
-            )));
+        Some(_) => {
+            return Err(OAuthError::UnsupportedGrantType(
+                "the only grant_type supported is client_credentials".into(),
+            ));
         }
         None => return Err(OAuthError::InvalidRequest("grant_type is required".into())),
     }
-    if assertion_type.as_deref() != Some(ASSERTION_TYPE) {
+    if form.assertion_type.as_deref() != Some(ASSERTION_TYPE) {
         return Err(OAuthError::InvalidRequest(format!(
             "client_assertion_type must be {ASSERTION_TYPE}"
         )));
     }
-    let client_assertion = client_assertion
-        .ok_or_else(|| OAuthError::InvalidRequest("client_assertion is required".into()))?;
-    let (jwt_header, client_id) = assertion::claimed_client(&client_assertion)?;
-    // Checking a signature costs CPU: token requests count against the claimed client's rate.
-    if let Err(wait) = app
-        .limiter
-        .admit(&format!("token:{client_id}"), &app.config.limits)
-    {
-        return Err(OAuthError::InvalidRequest(format!(
-            "too many token requests for this client: retry after {wait} s"
-        )));
+    if form.client_assertion.is_none() {
+        return Err(OAuthError::InvalidRequest(
+            "client_assertion is required".into(),
+        ));
     }
+    Ok(form)
+}
+
+async fn issue(app: &AppState, body: &[u8]) -> Result<Value, Refused> {
+    let form = parse_form(body)?;
+    let client_assertion = form.client_assertion.as_deref().unwrap_or_default();
+    let (jwt_header, client_id) = assertion::claimed_client(client_assertion)?;
+    let refused = |e: OAuthError| Refused::from(e).for_client(&client_id);
     let client = app
         .store
         .client(&client_id)
         .await
         .map_err(|e| {
-            OAuthError::InvalidRequest(format!("the client registry cannot be read now: {e}"))
+            tracing::error!(error = %e, "the client registry cannot be read");
+            Refused::with_status(
+                OAuthError::InvalidRequest(
+                    "the token endpoint cannot answer now: try again shortly".into(),
+                ),
+                StatusCode::SERVICE_UNAVAILABLE,
+            )
         })?
         .filter(|c| c.revoked_at.is_none())
         .ok_or_else(|| {
-            OAuthError::InvalidClient(format!("'{client_id}' is not a registered, active client"))
+            refused(OAuthError::InvalidClient(
+                "the client is not registered, or revoked",
+            ))
         })?;
-    let keys = client_keys(app, &client).await?;
+    let keys = client_keys(app, &client).await.map_err(refused)?;
     let now = chrono::Utc::now().timestamp().max(0) as u64;
     let verified = assertion::verify(
-        &client_assertion,
+        client_assertion,
         &jwt_header,
         &client.id,
         &keys,
         &token_url(app),
         now,
-    )?;
+    )
+    .map_err(refused)?;
     let first_use = app
         .store
         .consume_assertion(&client.id, &verified.jti, verified.exp as i64)
         .await
         .map_err(|e| {
-            OAuthError::InvalidRequest(format!("the assertion cannot be recorded now: {e}"))
+            tracing::error!(error = %e, "an assertion's jti cannot be recorded");
+            Refused::with_status(
+                OAuthError::InvalidRequest(
+                    "the token endpoint cannot answer now: try again shortly".into(),
+                ),
+                StatusCode::SERVICE_UNAVAILABLE,
+            )
         })?;
     if !first_use {
-        return Err(OAuthError::InvalidGrant(
+        return Err(refused(OAuthError::InvalidGrant(
             "this client assertion was used before: sign a new one, with a new jti, for each token request".into(),
-        ));
+        )));
     }
-    let scopes = assertion::grant_scopes(requested_scope.as_deref(), &client.scopes)?;
+    // Only now, with the client proven, does the request count against the client's own rate:
+    // forged or replayed assertions spend the sender's per-source allowance, never the client's.
+    if let Err(throttled) = app
+        .limiter
+        .admit(&format!("token:{}", client.id), &app.config.limits)
+    {
+        let wait = throttled.wait;
+        return Err(Refused {
+            retry_after: Some(wait),
+            ..Refused::with_status(
+                OAuthError::InvalidRequest(format!(
+                    "too many token requests for this client: retry after {wait} s"
+                )),
+                StatusCode::TOO_MANY_REQUESTS,
+            )
+            .for_client(&client.id)
+        });
+    }
+    let scopes = assertion::grant_scopes(form.scope.as_deref(), &client.scopes).map_err(refused)?;
     let mut principal = Principal::new(client.role, &client.organisation);
     principal.client_id = client.id.clone();
     principal.scopes = scopes;
@@ -172,28 +316,51 @@ async fn client_keys(
 ) -> Result<jsonwebtoken::jwk::JwkSet, OAuthError> {
     let set = match (&client.jwks, &client.jwks_url) {
         (Some(set), _) => set.clone(),
-        (None, Some(url)) => app
-            .http
-            .get(url)
-            .timeout(Duration::from_secs(5))
-            .send()
+        (None, Some(url)) => fetch_jwks(app, url)
             .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| {
-                OAuthError::InvalidClient(format!("the client's JWKS URL cannot be read: {e}"))
-            })?
-            .json::<Value>()
-            .await
-            .map_err(|e| {
-                OAuthError::InvalidClient(format!("the client's JWKS URL does not give JSON: {e}"))
-            })?,
+            .map_err(OAuthError::InvalidClient)?,
         (None, None) => Value::Null,
     };
-    serde_json::from_value(set).map_err(|e| {
-        OAuthError::InvalidClient(format!(
-            "the client's registered keys are not a JWK Set: {e}"
-        ))
-    })
+    serde_json::from_value(set)
+        .map_err(|_| OAuthError::InvalidClient("the client's keys are not a JWK Set"))
+}
+
+/// A client's JWK Set from its registered URL, under the outbound policy: the URL parsed and
+/// its addresses checked, no redirect followed, the answer read up to `outbound.max_jwks_bytes`
+/// within `outbound.timeout_ms`. The error is the log's reason, in the gateway's words: nothing
+/// the remote end sent reaches the log or the caller.
+async fn fetch_jwks(app: &AppState, url: &str) -> Result<Value, &'static str> {
+    let outbound = &app.config.outbound;
+    let url = outbound::checked_url(url, &outbound.policy())
+        .map_err(|_| "the client's JWKS URL is refused by the outbound policy")?;
+    let response = app.http.get(url).send().await.map_err(|e| {
+        if outbound::refused_by_policy(&e) {
+            "the client's JWKS URL resolves only to addresses the outbound policy refuses"
+        } else if e.is_timeout() {
+            "the client's JWKS URL did not answer in time"
+        } else {
+            "the client's JWKS URL cannot be reached"
+        }
+    })?;
+    let status = response.status();
+    if status.is_redirection() {
+        return Err("the client's JWKS URL answered with a redirect, which is not followed");
+    }
+    if !status.is_success() {
+        return Err("the client's JWKS URL answered with an HTTP error status");
+    }
+    let body = outbound::read_bounded(response, outbound.max_jwks_bytes)
+        .await
+        .map_err(|e| match e {
+            outbound::BodyError::TooLarge(_) => {
+                "the client's JWK Set is larger than outbound.max_jwks_bytes"
+            }
+            outbound::BodyError::Read(e) if e.is_timeout() => {
+                "the client's JWK Set did not arrive in time"
+            }
+            outbound::BodyError::Read(_) => "the client's JWK Set could not be read",
+        })?;
+    serde_json::from_slice(&body).map_err(|_| "the client's JWKS URL did not answer JSON")
 }
 
 fn no_store(status: StatusCode, body: Value) -> Response {

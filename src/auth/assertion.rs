@@ -20,13 +20,22 @@ const LEEWAY_SECS: u64 = 30;
 /// The signing algorithms accepted (SMART Backend Services requires RS384 and ES384).
 pub const ALGORITHMS: [Algorithm; 2] = [Algorithm::RS384, Algorithm::ES384];
 
+/// What the token endpoint answers a caller whose client authentication failed, whatever the
+/// reason: an unauthenticated caller learns nothing about which registered clients exist, what
+/// their keys are or what a fetched key set said. The reason goes to the log only.
+pub const CLIENT_AUTHENTICATION_FAILED: &str = "the client could not be authenticated: the assertion must be signed (RS384 or ES384) with a key registered for the client, with iss = sub = the client id, aud = the token endpoint, exp at most five minutes ahead, no nbf or iat in the future, and a new jti";
+
 /// An OAuth 2.0 token-endpoint error (RFC 6749 §5.2).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OAuthError {
+    /// The request is malformed; the description is the gateway's own words, never the caller's
+    /// text.
     #[error("{0}")]
     InvalidRequest(String),
-    #[error("{0}")]
-    InvalidClient(String),
+    /// Client authentication failed (RFC 7523 §3.2). The reason, in the gateway's own words, is
+    /// for the log; the caller is told only [`CLIENT_AUTHENTICATION_FAILED`].
+    #[error("{CLIENT_AUTHENTICATION_FAILED}")]
+    InvalidClient(&'static str),
     #[error("{0}")]
     InvalidGrant(String),
     #[error("{0}")]
@@ -45,6 +54,17 @@ impl OAuthError {
             OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
         }
     }
+
+    /// Why, for the log: the gateway's own words only (a scope request is the caller's text).
+    pub fn log_reason(&self) -> &str {
+        match self {
+            OAuthError::InvalidClient(reason) => reason,
+            OAuthError::InvalidScope(_) => "scopes beyond the client's registration",
+            OAuthError::InvalidRequest(why)
+            | OAuthError::InvalidGrant(why)
+            | OAuthError::UnsupportedGrantType(why) => why,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +73,8 @@ struct AssertionClaims {
     sub: String,
     exp: u64,
     jti: String,
+    #[serde(default)]
+    iat: Option<u64>,
 }
 
 /// A client assertion whose signature and claims checked out.
@@ -65,16 +87,15 @@ pub struct VerifiedAssertion {
 
 /// Who an assertion claims to come from (`iss`, which must equal `sub`), read before its
 /// signature is checked so the client's keys can be found. Refuses algorithms other than RS384
-/// and ES384 (so `none` and HMAC never reach a key).
+/// and ES384 (so `none` and HMAC never reach a key), and ids that break the registry's rule for
+/// client ids (so an id that can never be registered is never looked up, kept or logged).
 pub fn claimed_client(assertion: &str) -> Result<(Header, String), OAuthError> {
-    let header = jsonwebtoken::decode_header(assertion).map_err(|e| {
-        OAuthError::InvalidClient(format!("the client assertion is not a JWT: {e}"))
-    })?;
+    let header = jsonwebtoken::decode_header(assertion)
+        .map_err(|_| OAuthError::InvalidClient("the client assertion is not a JWT"))?;
     if !ALGORITHMS.contains(&header.alg) {
-        return Err(OAuthError::InvalidClient(format!(
-            "client assertions must be signed with RS384 or ES384, not {:?}",
-            header.alg
-        )));
+        return Err(OAuthError::InvalidClient(
+            "the client assertion is not signed with RS384 or ES384",
+        ));
     }
     let payload = assertion
         .split('.')
@@ -85,14 +106,17 @@ pub fn claimed_client(assertion: &str) -> Result<(Header, String), OAuthError> {
                 .ok()
         })
         .and_then(|bytes| serde_json::from_slice::<AssertionClaims>(&bytes).ok())
-        .ok_or_else(|| {
-            OAuthError::InvalidClient(
-                "the client assertion needs iss, sub, aud, exp and jti claims".into(),
-            )
-        })?;
+        .ok_or(OAuthError::InvalidClient(
+            "the client assertion lacks iss, sub, exp or jti",
+        ))?;
+    if !super::registry::valid_client_id(&payload.iss) {
+        return Err(OAuthError::InvalidClient(
+            "the client assertion's iss breaks the registry's rule for client ids",
+        ));
+    }
     if payload.iss != payload.sub {
         return Err(OAuthError::InvalidClient(
-            "the client assertion's iss and sub must both be the client id".into(),
+            "the client assertion's iss and sub differ",
         ));
     }
     Ok((header, payload.iss))
@@ -110,7 +134,8 @@ fn key_fits(jwk: &Jwk, alg: Algorithm) -> bool {
 
 /// Checks the assertion's signature against the client's keys (the one its `kid` names, or each
 /// that fits the algorithm) and its claims: `iss` = `sub` = the client, `aud` the token URL,
-/// `exp` in the future but at most five minutes ahead, a `jti`.
+/// `exp` in the future but at most five minutes ahead, `nbf` and `iat` (when present) not in the
+/// future, a `jti`. Each allows [`LEEWAY_SECS`] of clock difference.
 pub fn verify(
     assertion: &str,
     header: &Header,
@@ -125,47 +150,65 @@ pub fn verify(
     validation.sub = Some(client_id.to_string());
     validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
     validation.leeway = LEEWAY_SECS;
-    let last = match decode_with_any::<AssertionClaims>(assertion, header, &keys.keys, &validation)
-    {
-        Ok(None) => {
-            return Err(OAuthError::InvalidClient(format!(
-                "no registered key of the client fits this assertion (alg {:?}, kid {:?})",
-                header.alg, header.kid
-            )));
-        }
-        Ok(Some(c)) => {
-            if c.exp > now + MAX_LIFETIME_SECS + LEEWAY_SECS {
-                return Err(OAuthError::InvalidClient(format!(
-                    "the client assertion expires {} s from now; at most {MAX_LIFETIME_SECS} s is allowed",
-                    c.exp.saturating_sub(now)
-                )));
-            }
-            if c.jti.is_empty() || c.jti.len() > 256 {
+    // RFC 7523 §3: a JWT used before its nbf must be rejected.
+    validation.validate_nbf = true;
+    let claims =
+        match decode_with_any::<AssertionClaims>(assertion, header, &keys.keys, &validation) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
                 return Err(OAuthError::InvalidClient(
-                    "the client assertion needs a jti of 1 to 256 characters".into(),
+                    "no registered key of the client fits the assertion's alg and kid",
                 ));
             }
-            return Ok(VerifiedAssertion {
-                client_id: client_id.to_string(),
-                jti: c.jti,
-                exp: c.exp,
-            });
+            Err(e) => return Err(OAuthError::InvalidClient(refusal(e.kind()))),
+        };
+    checked_claims(claims, client_id, now)
+}
+
+/// The checks on a verified assertion's claims that the JWT library does not make.
+fn checked_claims(
+    c: AssertionClaims,
+    client_id: &str,
+    now: u64,
+) -> Result<VerifiedAssertion, OAuthError> {
+    if c.exp > now + MAX_LIFETIME_SECS + LEEWAY_SECS {
+        return Err(OAuthError::InvalidClient(
+            "the client assertion expires more than five minutes ahead",
+        ));
+    }
+    // An assertion "issued" in the future was not made now (a clock set wrong, or one made in
+    // advance to be used later): refused, as RFC 7523 allows and SMART Backend Services expects.
+    if c.iat.is_some_and(|iat| iat > now + LEEWAY_SECS) {
+        return Err(OAuthError::InvalidClient(
+            "the client assertion's iat is in the future",
+        ));
+    }
+    if c.jti.is_empty() || c.jti.len() > 256 {
+        return Err(OAuthError::InvalidClient(
+            "the client assertion's jti is empty or longer than 256 characters",
+        ));
+    }
+    Ok(VerifiedAssertion {
+        client_id: client_id.to_string(),
+        jti: c.jti,
+        exp: c.exp,
+    })
+}
+
+/// The log's words for why the JWT library refused an assertion.
+fn refusal(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind;
+    match kind {
+        ErrorKind::ExpiredSignature => "the client assertion has expired",
+        ErrorKind::ImmatureSignature => "the client assertion's nbf is in the future",
+        ErrorKind::InvalidAudience => "the client assertion's aud is not the token endpoint",
+        ErrorKind::InvalidSignature => "the client assertion's signature does not match",
+        ErrorKind::InvalidIssuer | ErrorKind::InvalidSubject => {
+            "the client assertion's iss or sub is not the client"
         }
-        Err(e) => e,
-    };
-    let why = match last.kind() {
-        jsonwebtoken::errors::ErrorKind::ExpiredSignature => "it has expired".to_string(),
-        jsonwebtoken::errors::ErrorKind::InvalidAudience => {
-            format!("its aud must be the token endpoint, {token_url}")
-        }
-        jsonwebtoken::errors::ErrorKind::InvalidSignature => {
-            "its signature does not match the client's registered keys".to_string()
-        }
-        other => format!("{other:?}"),
-    };
-    Err(OAuthError::InvalidClient(format!(
-        "the client assertion is not valid: {why}"
-    )))
+        ErrorKind::MissingRequiredClaim(_) => "the client assertion lacks a required claim",
+        _ => "the client assertion cannot be verified",
+    }
 }
 
 /// Verifies `token` with each of `keys` that fits its algorithm (and its `kid`, when it names
@@ -268,11 +311,51 @@ mod tests {
         }
         let token = format!("{}.{claims}.sig", b64(r#"{"alg":"ES384"}"#));
         assert_eq!(claimed_client(&token).unwrap().1, "c");
+        for id in ["a\nforged", "", "x y", &"x".repeat(65)] {
+            let claims = b64(
+                &serde_json::json!({"iss": id, "sub": id, "aud": "u", "exp": 1, "jti": "j"})
+                    .to_string(),
+            );
+            let token = format!("{}.{claims}.sig", b64(r#"{"alg":"ES384"}"#));
+            assert!(
+                matches!(claimed_client(&token), Err(OAuthError::InvalidClient(_))),
+                "{id:?}"
+            );
+        }
         let mismatched = format!(
             "{}.{}.sig",
             b64(r#"{"alg":"ES384"}"#),
             b64(r#"{"iss":"a","sub":"b","aud":"u","exp":1,"jti":"j"}"#)
         );
         assert!(claimed_client(&mismatched).is_err());
+    }
+
+    #[test]
+    fn claims_from_the_future_are_refused() {
+        let claims = |iat: Option<u64>| AssertionClaims {
+            iss: "c".into(),
+            sub: "c".into(),
+            exp: 1_000_200,
+            jti: "j".into(),
+            iat,
+        };
+        let now = 1_000_000;
+        assert!(checked_claims(claims(None), "c", now).is_ok());
+        assert!(checked_claims(claims(Some(now - 10)), "c", now).is_ok());
+        assert!(
+            checked_claims(claims(Some(now + LEEWAY_SECS)), "c", now).is_ok(),
+            "within the clock-skew allowance"
+        );
+        assert!(matches!(
+            checked_claims(claims(Some(now + LEEWAY_SECS + 1)), "c", now),
+            Err(OAuthError::InvalidClient(_))
+        ));
+    }
+
+    #[test]
+    fn refusals_say_nothing_to_the_caller() {
+        let e = OAuthError::InvalidClient("the client assertion's signature does not match");
+        assert_eq!(e.to_string(), CLIENT_AUTHENTICATION_FAILED);
+        assert_eq!(e.code(), "invalid_client");
     }
 }

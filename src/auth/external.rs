@@ -102,8 +102,15 @@ impl ExternalIssuers {
                 }
             };
         let id = claims.client_id.unwrap_or(claims.sub);
+        // The registry's rule first: an id that could never be registered is not looked up,
+        // and no id from the token is written into the error (it may be shown or logged).
+        if !super::registry::valid_client_id(&id) {
+            return Err(TokenError::Invalid(
+                "the token's client id breaks the registry's rule for client ids".into(),
+            ));
+        }
         let client = clients.get(&id).ok_or_else(|| {
-            TokenError::Invalid(format!("'{id}' is not a client registered here"))
+            TokenError::Invalid("the token's client is not registered here".into())
         })?;
         if client.revoked_at.is_some() {
             return Err(TokenError::Revoked);

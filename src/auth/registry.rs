@@ -21,8 +21,8 @@ pub enum RegistryError {
     PublicKey(String),
     #[error("the JWK Set is not usable: {0}")]
     Jwks(String),
-    #[error("a JWKS URL must be https (or http on loopback, for testing): {0}")]
-    Url(String),
+    #[error("the JWKS URL '{0}' cannot be used: {1}")]
+    Url(String, crate::outbound::UrlRefusal),
     #[error("{0}")]
     Tenant(String),
 }
@@ -37,13 +37,27 @@ pub enum KeySource {
     JwksUrl(String),
 }
 
-/// Checks a registration and returns the record to store.
 /// Which tenant a client works in, and the test tenant's organisations.
 pub struct Tenancy<'a> {
     pub test: bool,
     pub test_organisations: &'a [String],
 }
 
+/// The longest client id the registry takes.
+pub const MAX_CLIENT_ID_LEN: usize = 64;
+
+/// The registry's rule for client ids: 1 to 64 letters, digits, `.`, `-` or `_`. Every place
+/// that is handed a client id by a caller (the token endpoint's assertion, an external issuer's
+/// token) applies it before looking the id up or writing it anywhere, so an id that could never
+/// have been registered is refused without being stored, echoed or logged.
+pub fn valid_client_id(id: &str) -> bool {
+    (1..=MAX_CLIENT_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// Checks a registration and returns the record to store.
 pub fn new_client(
     id: &str,
     role: Role,
@@ -64,11 +78,7 @@ pub fn new_client(
             "{organisation} is a test organisation: register its clients with --tenant test"
         )));
     }
-    let id_ok = (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if !id_ok {
+    if !valid_client_id(id) {
         return Err(RegistryError::Id(id.to_string()));
     }
     if let Some(bad) = scopes.iter().find(|s| !scope::is_known(s)) {
@@ -85,15 +95,12 @@ pub fn new_client(
     let (jwks, jwks_url) = match keys {
         KeySource::PublicKeyPem(pem) => (Some(jwks_from_pem(&pem)?), None),
         KeySource::Jwks(set) => (Some(checked_jwks(set)?), None),
-        KeySource::JwksUrl(url) => {
-            let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-                .iter()
-                .any(|p| url.starts_with(p));
-            if !url.starts_with("https://") && !loopback {
-                return Err(RegistryError::Url(url));
-            }
-            (None, Some(url))
-        }
+        // Parsed, not matched as a string: `http://127.0.0.1.evil.example/` is not a loopback
+        // host. Which addresses may be fetched is the deployment's policy, applied at each fetch.
+        KeySource::JwksUrl(url) => match crate::outbound::parsed_url(&url) {
+            Ok(parsed) => (None, Some(parsed.to_string())),
+            Err(why) => return Err(RegistryError::Url(url, why)),
+        },
     };
     Ok(ClientRecord {
         id: id.to_string(),
@@ -198,10 +205,16 @@ mod tests {
             ok.scopes.contains(&"system/ServiceRequest.c".to_string()),
             "role defaults"
         );
-        assert!(matches!(
-            add("bad id", vec![], KeySource::Jwks(jwks.clone())),
-            Err(RegistryError::Id(_))
-        ));
+        for bad in ["bad id", "", "gp\nforged", &"a".repeat(65)] {
+            assert!(
+                matches!(
+                    add(bad, vec![], KeySource::Jwks(jwks.clone())),
+                    Err(RegistryError::Id(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(add(&"a".repeat(64), vec![], KeySource::Jwks(jwks.clone())).is_ok());
         assert!(matches!(
             add("gp", vec!["openid".into()], KeySource::Jwks(jwks.clone())),
             Err(RegistryError::Scope(_))
@@ -217,11 +230,21 @@ mod tests {
             Err(RegistryError::Jwks(_))
         ));
         let remote = |url: &str| add("gp", vec![], KeySource::JwksUrl(url.into()));
-        assert!(matches!(
-            remote("http://example.org/jwks"),
-            Err(RegistryError::Url(_))
-        ));
+        for refused in [
+            "http://example.org/jwks",
+            "http://127.0.0.1.evil.example/jwks",
+            "http://localhost@evil.example/jwks",
+            "https://user:secret@gp-supplier.example/jwks",
+            "ftp://gp-supplier.example/jwks",
+            "jwks.json",
+        ] {
+            assert!(
+                matches!(remote(refused), Err(RegistryError::Url(..))),
+                "{refused}"
+            );
+        }
         assert!(remote("http://127.0.0.1:9/jwks").is_ok());
+        assert!(remote("http://[::1]:9/jwks").is_ok());
         assert!(remote("https://gp-supplier.example/jwks").is_ok());
     }
 }

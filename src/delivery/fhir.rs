@@ -12,10 +12,11 @@ use oauth2::basic::BasicClient;
 use oauth2::{ClientId, ClientSecret, Scope, TokenResponse, TokenUrl};
 use serde_json::{Value, json};
 
-use super::Outcome;
+use super::{Failure, MAX_ANSWER_BYTES, Outcome};
 use crate::config::FhirRoute;
 use crate::fhir::identifiers::identifier_reference;
 use crate::fhir::systems;
+use crate::outbound::{BodyError, read_bounded};
 
 const BARS_BUNDLE_PROFILE: &str = "https://fhir.nhs.uk/StructureDefinition/BARSBundleMessage";
 const RESPONSE_DEFINITION: &str =
@@ -107,7 +108,9 @@ impl FhirChannel {
         }
     }
 
-    /// Posts `bundle` to the practice's endpoint and says what the answer means.
+    /// Posts `bundle` to the practice's endpoint and says what the answer means. A redirect is
+    /// a failed attempt: it is not followed, so the letter goes nowhere but the configured
+    /// endpoint. The answer is read only up to [`MAX_ANSWER_BYTES`].
     pub async fn send(
         &self,
         ods: &str,
@@ -161,8 +164,23 @@ impl FhirChannel {
         if status.is_success() {
             return Outcome::Accepted;
         }
-        let body = response.text().await.unwrap_or_default();
-        let error = format!("HTTP {}{}", status.as_u16(), diagnostics(&body));
+        if status.is_redirection() {
+            return Outcome::Retry {
+                error: Failure::new(format!(
+                    "HTTP {}: the endpoint answered with a redirect, which is not followed (check the practice directory's endpoint)",
+                    status.as_u16()
+                )),
+                retry_after: None,
+            };
+        }
+        // An answer too large or cut short is judged by its status alone.
+        let body = read_bounded(response, MAX_ANSWER_BYTES)
+            .await
+            .unwrap_or_default();
+        let mut error = Failure::new(format!("HTTP {}", status.as_u16()));
+        if let Some(text) = diagnostics(&body) {
+            error = error.with_remote(&text);
+        }
         match status.as_u16() {
             401 => {
                 // A token the receiver no longer takes: fetch a new one next time.
@@ -185,13 +203,15 @@ impl FhirChannel {
             .remove(ods);
     }
 
-    /// A current access token for the practice's endpoint (none if it takes none).
+    /// A current access token for the practice's endpoint (none if it takes none). The token
+    /// endpoint, like the FHIR endpoint, is never followed through a redirect and its answer is
+    /// read only up to [`MAX_ANSWER_BYTES`].
     async fn token(
         &self,
         ods: &str,
         route: &FhirRoute,
         timeout: Duration,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, Failure> {
         let FhirRoute {
             token_url: Some(token_url),
             client_id: Some(client_id),
@@ -211,13 +231,14 @@ impl FhirChannel {
         {
             return Ok(Some(token.clone()));
         }
-        let secret = std::fs::read_to_string(secret_file)
-            .map_err(|e| format!("cannot read the client secret file for {ods}: {e}"))?;
+        let secret = std::fs::read_to_string(secret_file).map_err(|e| {
+            Failure::new(format!("cannot read the client secret file for {ods}: {e}"))
+        })?;
         let client = BasicClient::new(ClientId::new(client_id.clone()))
             .set_client_secret(ClientSecret::new(secret.trim().to_string()))
             .set_token_uri(
                 TokenUrl::new(token_url.clone())
-                    .map_err(|e| format!("token_url for {ods}: {e}"))?,
+                    .map_err(|e| Failure::new(format!("token_url for {ods}: {e}")))?,
             );
         let http = self.http.clone();
         let call = move |request: oauth2::HttpRequest| {
@@ -226,12 +247,20 @@ impl FhirChannel {
                 let mut request = reqwest::Request::try_from(request)?;
                 *request.timeout_mut() = Some(timeout);
                 let response = http.execute(request).await?;
+                if response.status().is_redirection() {
+                    return Err(TokenFetchError::Redirect(response.status().as_u16()));
+                }
                 let mut built = oauth2::http::Response::builder().status(response.status());
                 for (name, value) in response.headers() {
                     built = built.header(name, value);
                 }
-                let body = response.bytes().await?.to_vec();
-                Ok::<_, reqwest::Error>(built.body(body).unwrap_or_default())
+                let body = read_bounded(response, MAX_ANSWER_BYTES)
+                    .await
+                    .map_err(|e| match e {
+                        BodyError::TooLarge(limit) => TokenFetchError::TooLarge(limit),
+                        BodyError::Read(e) => TokenFetchError::Http(e),
+                    })?;
+                Ok::<_, TokenFetchError>(built.body(body).unwrap_or_default())
             }
         };
         let mut exchange = client.exchange_client_credentials();
@@ -241,7 +270,7 @@ impl FhirChannel {
         let response = exchange
             .request_async(&call)
             .await
-            .map_err(|e| format!("token request to {token_url} failed: {}", token_error(&e)))?;
+            .map_err(|e| token_error(&e))?;
         let token = response.access_token().secret().clone();
         // Renewed 30 s before it runs out; a token with no stated lifetime is kept 5 minutes.
         let lifetime = response
@@ -256,32 +285,57 @@ impl FhirChannel {
     }
 }
 
-fn token_error<E: std::error::Error, T: oauth2::ErrorResponse>(
-    e: &oauth2::RequestTokenError<E, T>,
-) -> String {
+/// Why a token request got no usable answer, before OAuth reads it.
+#[derive(Debug, thiserror::Error)]
+enum TokenFetchError {
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+    #[error("the token endpoint answered with a redirect (HTTP {0}), which is not followed")]
+    Redirect(u16),
+    #[error("the token endpoint's answer is larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+/// A failed token request: what kind of failure in the gateway's words; anything the token
+/// endpoint said (its error and description, a misread field) as the remote text.
+fn token_error<T: oauth2::ErrorResponse>(
+    e: &oauth2::RequestTokenError<TokenFetchError, T>,
+) -> Failure {
+    let failure = |reason: &str| Failure::new(format!("token request failed: {reason}"));
     match e {
-        oauth2::RequestTokenError::ServerResponse(r) => format!("the server refused: {r}"),
-        oauth2::RequestTokenError::Request(r) => format!("no answer: {r}"),
-        oauth2::RequestTokenError::Parse(p, _) => format!("unreadable answer: {p}"),
-        oauth2::RequestTokenError::Other(o) => o.clone(),
+        oauth2::RequestTokenError::ServerResponse(r) => {
+            failure("the token endpoint refused the gateway's credentials")
+                .with_remote(&r.to_string())
+        }
+        oauth2::RequestTokenError::Request(TokenFetchError::Http(e)) => {
+            failure(&describe(e).reason)
+        }
+        oauth2::RequestTokenError::Request(other) => failure(&other.to_string()),
+        oauth2::RequestTokenError::Parse(p, _) => {
+            failure("the token endpoint's answer is not a token response")
+                .with_remote(&p.to_string())
+        }
+        oauth2::RequestTokenError::Other(o) => {
+            failure("the token endpoint's answer is not usable").with_remote(o)
+        }
     }
 }
 
-pub(super) fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
+/// A request that got no answer, in the gateway's words.
+pub(super) fn describe(e: &reqwest::Error) -> Failure {
+    Failure::new(if e.is_timeout() {
+        "timed out".to_string()
     } else if e.is_connect() {
-        "cannot connect".into()
+        "cannot connect".to_string()
     } else {
         format!("request failed: {e}")
-    }
+    })
 }
 
-/// The receiver's diagnostics, when it answered with an OperationOutcome.
-fn diagnostics(body: &str) -> String {
-    let Ok(v) = serde_json::from_str::<Value>(body) else {
-        return String::new();
-    };
+/// The receiver's diagnostics, when it answered with an OperationOutcome (raw: the caller
+/// cleans and bounds them as remote text).
+fn diagnostics(body: &[u8]) -> Option<String> {
+    let v = serde_json::from_slice::<Value>(body).ok()?;
     let texts: Vec<&str> = v["issue"]
         .as_array()
         .into_iter()
@@ -289,12 +343,5 @@ fn diagnostics(body: &str) -> String {
         .filter_map(|i| i["diagnostics"].as_str().or(i["details"]["text"].as_str()))
         .take(3)
         .collect();
-    if texts.is_empty() {
-        String::new()
-    } else {
-        format!(
-            ": {}",
-            texts.join("; ").chars().take(500).collect::<String>()
-        )
-    }
+    (!texts.is_empty()).then(|| texts.join("; "))
 }

@@ -15,7 +15,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::Outcome;
+use super::{Failure, Outcome};
 use crate::config::{MeshConfig, MeshRoute};
 use crate::fhir::identifiers::identifier_reference;
 use crate::fhir::systems::{NHS_NUMBER, SNOMED};
@@ -311,7 +311,8 @@ impl MeshClient {
                 .map(|s| s.trim().to_string())
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))
         };
-        let mut http = reqwest::Client::builder().timeout(timeout);
+        // Redirects are not followed: a letter goes to the configured MESH server only.
+        let mut http = crate::outbound::builder(timeout);
         if let (Some(cert), Some(key)) = (&config.client_cert, &config.client_key) {
             let pem = format!("{}\n{}", read(cert)?, read(key)?);
             let identity = reqwest::Identity::from_pem(pem.as_bytes())
@@ -371,30 +372,29 @@ impl MeshClient {
             Ok(r) => r,
             Err(e) => {
                 return Outcome::Retry {
-                    error: format!("MESH: {}", super::fhir::describe(&e)),
+                    error: Failure::new(format!("MESH: {}", super::fhir::describe(&e).reason)),
                     retry_after: None,
                 };
             }
         };
         let status = response.status();
-        let text = response.text().await.unwrap_or_default();
+        let text = crate::outbound::read_bounded(response, super::MAX_ANSWER_BYTES)
+            .await
+            .unwrap_or_default();
         if status.is_success() {
-            return match serde_json::from_str::<Value>(&text)
+            return match serde_json::from_slice::<Value>(&text)
                 .ok()
                 .and_then(|v| v["message_id"].as_str().map(str::to_string))
             {
                 Some(transport_id) => Outcome::Sent { transport_id },
                 None => Outcome::Retry {
-                    error: "MESH accepted the message without giving its id".into(),
+                    error: Failure::new("MESH accepted the message without giving its id"),
                     retry_after: None,
                 },
             };
         }
-        let error = format!(
-            "MESH HTTP {}: {}",
-            status.as_u16(),
-            text.chars().take(300).collect::<String>()
-        );
+        let error = Failure::new(format!("MESH HTTP {}", status.as_u16()))
+            .with_remote(&String::from_utf8_lossy(&text));
         match status.as_u16() {
             // 417: MESH refuses the addressing (unknown recipient, workflow not allowed).
             400 | 403 | 417 => Outcome::Rejected { error },

@@ -27,13 +27,56 @@ pub enum Outcome {
     Accepted,
     /// Handed to MESH (its message id); the practice's acknowledgements come later.
     Sent { transport_id: String },
-    /// Try again later: a timeout, a 5xx, a 429 (after `retry_after` if it said), no route yet.
+    /// Try again later: a timeout, a 5xx, a 429 (after `retry_after` if it said), a redirect
+    /// (never followed), no route yet.
     Retry {
-        error: String,
+        error: Failure,
         retry_after: Option<Duration>,
     },
     /// The receiver refused the letter for good (a 4xx other than 408/429).
-    Rejected { error: String },
+    Rejected { error: Failure },
+}
+
+/// The most characters of a receiving system's own text kept with a delivery.
+pub const MAX_REMOTE_TEXT_CHARS: usize = 300;
+
+/// The most bytes of a receiving system's answer read (its error text, a token response).
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Why an attempt failed, in two parts kept apart. `reason` is the gateway's own words (an HTTP
+/// status, "timed out", "cannot connect"): it is logged. `remote` is what the receiving system
+/// said (an OperationOutcome's diagnostics, MESH's text), which can name the person (a
+/// receiver's "NHS number 943 476 5919 (Jane Smith) not registered here"): it is never logged,
+/// only kept, cleaned of control characters and bounded, with the letter's delivery record,
+/// which only the sending service and the practice whose system said it read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: String,
+    pub remote: Option<String>,
+}
+
+impl Failure {
+    pub fn new(reason: impl Into<String>) -> Self {
+        Failure {
+            reason: reason.into(),
+            remote: None,
+        }
+    }
+
+    /// With the receiving system's own text (none if it said nothing printable).
+    pub fn with_remote(mut self, text: &str) -> Self {
+        let cleaned = crate::outbound::cleaned_remote_text(text, MAX_REMOTE_TEXT_CHARS);
+        self.remote = (!cleaned.is_empty()).then_some(cleaned);
+        self
+    }
+
+    /// What the delivery record keeps: the reason, then what the receiver said.
+    pub fn detail(&self) -> String {
+        match &self.remote {
+            Some(text) => format!("{}: {text}", self.reason),
+            None => self.reason.clone(),
+        }
+    }
 }
 
 /// How long to wait before attempt `attempt + 1`, after `attempt` failed: exponential from the
@@ -124,6 +167,26 @@ mod tests {
             let j = jitter();
             assert!((0.0..1.0).contains(&j));
         }
+    }
+
+    #[test]
+    fn a_receivers_text_is_kept_apart_cleaned_and_bounded() {
+        let f = Failure::new("HTTP 422")
+            .with_remote(&format!("bad\nINFO forged\u{1b}[0m {}", "x".repeat(1000)));
+        assert_eq!(f.reason, "HTTP 422");
+        let remote = f.remote.as_deref().unwrap();
+        assert!(remote.starts_with("bad INFO forged [0m xxx"), "{remote}");
+        assert!(!remote.chars().any(char::is_control));
+        assert_eq!(
+            remote.chars().count(),
+            MAX_REMOTE_TEXT_CHARS + 1,
+            "with the ellipsis"
+        );
+        assert!(f.detail().starts_with("HTTP 422: bad INFO"));
+        assert_eq!(
+            Failure::new("timed out").with_remote(" \r\n").detail(),
+            "timed out"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::fhir::{FhirChannel, Message};
 use super::mesh::{AckKind, MeshClient};
-use super::{Outcome, backoff, communication_with_state, jitter};
+use super::{Failure, Outcome, backoff, communication_with_state, jitter};
 use crate::config::{Config, MeshRoute, PracticeRoute};
 use crate::consent::{Action, DataClass, Purpose, Question, Recipient, RecipientClass};
 use crate::fhir::identifiers::value_part;
@@ -356,7 +356,8 @@ impl Worker {
                 d.attempts,
                 d.last_error.as_deref().unwrap_or("none")
             );
-            tracing::error!(delivery = %d.id, practice = %d.practice, attempts = d.attempts, alert = "letter-dead", "{detail}");
+            // The last error can hold the receiver's own text: it stays in the record.
+            tracing::error!(delivery = %d.id, practice = %d.practice, attempts = d.attempts, alert = "letter-dead", "letter not delivered within the retry window");
             self.outbox.metrics.dead.fetch_add(1, Ordering::Relaxed);
             let mut change = Change::to(&d, "dead");
             change.attempt = Some(log("dead", Some(detail.clone())));
@@ -400,7 +401,9 @@ impl Worker {
         let route = self.config.directory.get(ods);
         let outcome = match route {
             None => Outcome::Retry {
-                error: format!("the practice directory has no delivery route for {ods}"),
+                error: Failure::new(format!(
+                    "the practice directory has no delivery route for {ods}"
+                )),
                 retry_after: None,
             },
             Some(PracticeRoute::Fhir(route)) => {
@@ -449,12 +452,14 @@ impl Worker {
                     format_instant(now + chrono::Duration::seconds(wait as i64));
                 change.transport_id = Some(transport_id);
             }
+            // Logged: the gateway's reason (a status, a timeout). The receiver's own text is kept
+            // with the delivery only.
             Outcome::Rejected { error } => {
-                tracing::warn!(delivery = %d.id, attempt = number, error = %error, alert = "letter-rejected", "letter refused by the practice's system");
+                tracing::warn!(delivery = %d.id, attempt = number, reason = %error.reason, alert = "letter-rejected", "letter refused by the practice's system");
                 self.outbox.metrics.rejected.fetch_add(1, Ordering::Relaxed);
                 change.state = "rejected".into();
-                change.attempt = Some(log("permanent", Some(error.clone())));
-                change.last_error = Some(error);
+                change.attempt = Some(log("permanent", Some(error.detail())));
+                change.last_error = Some(error.detail());
             }
             Outcome::Retry { error, retry_after } => {
                 self.outbox.metrics.retries.fetch_add(1, Ordering::Relaxed);
@@ -462,8 +467,14 @@ impl Worker {
                 // undelivered at the end of the window is dead either way).
                 let wait = retry_after
                     .unwrap_or_else(|| backoff(number as u32, &self.config.delivery, jitter()));
-                tracing::info!(delivery = %d.id, attempt = number, error = %error, retry_in_ms = wait.as_millis() as u64, "letter not delivered; will retry");
-                change.retry(&d, log("retry", Some(error.clone())), error, wait, now);
+                tracing::info!(delivery = %d.id, attempt = number, reason = %error.reason, retry_in_ms = wait.as_millis() as u64, "letter not delivered; will retry");
+                change.retry(
+                    &d,
+                    log("retry", Some(error.detail())),
+                    error.detail(),
+                    wait,
+                    now,
+                );
             }
         }
         self.record(&d, change, now).await
@@ -473,7 +484,9 @@ impl Worker {
     async fn send_mesh(&self, d: &Delivery, route: &MeshRoute) -> Result<Outcome, StoreError> {
         let Some(mesh) = &self.mesh else {
             return Ok(Outcome::Retry {
-                error: "the gateway's MESH mailbox is not configured or cannot be used".into(),
+                error: Failure::new(
+                    "the gateway's MESH mailbox is not configured or cannot be used",
+                ),
                 retry_after: None,
             });
         };
@@ -493,7 +506,11 @@ impl Worker {
         };
         let to = match super::mesh::recipient(route, &person) {
             Ok(to) => to,
-            Err(error) => return Ok(Outcome::Rejected { error }),
+            Err(error) => {
+                return Ok(Outcome::Rejected {
+                    error: Failure::new(error),
+                });
+            }
         };
         let service_name = self.config.service_name(&d.service);
         let title = document["description"].as_str().unwrap_or("Letter");
@@ -541,10 +558,12 @@ impl Worker {
             let inbound = mesh.download(&id).await?;
             let (message_id, answer) = if inbound.message_type == "REPORT" {
                 // MESH's own non-delivery report names the letter by the local id sent with it.
-                let detail = format!(
-                    "MESH could not deliver the letter ({}): {}",
-                    inbound.status_code, inbound.status_description
-                );
+                let detail = Failure::new(format!(
+                    "MESH could not deliver the letter ({})",
+                    crate::outbound::cleaned_remote_text(&inbound.status_code, 40)
+                ))
+                .with_remote(&inbound.status_description)
+                .detail();
                 (inbound.local_id.clone(), Answer::Report(detail))
             } else if let Some(ack) = super::mesh::read_ack(&inbound.body) {
                 (ack.answers.clone(), Answer::Ack(ack))
@@ -688,7 +707,12 @@ impl Worker {
                 Some(c)
             }
             Answer::Ack(ack) => {
-                let detail = format!("ITK {} {}", ack.code, ack.detail);
+                // The practice system's diagnostics are its own text: cleaned and bounded.
+                let detail = format!(
+                    "ITK {} {}",
+                    crate::outbound::cleaned_remote_text(&ack.code, 20),
+                    crate::outbound::cleaned_remote_text(&ack.detail, super::MAX_REMOTE_TEXT_CHARS)
+                );
                 let mut c = match ack.kind {
                     // A late or repeated 20013 never undoes an acceptance.
                     AckKind::Received if d.state == "accepted" => return None,

@@ -68,9 +68,11 @@ impl Server {
             key_path.display().to_string(),
             dir.path().join("pseudonym-key").display().to_string()
         );
-        // Tests send far faster than any real client; the rate-limit test sets its own limits.
+        // Tests send far faster than any real client (and all from one address); the rate-limit
+        // tests set their own limits.
         if !extra_config.contains("[limits]") {
             auth.push_str("[limits]\nrequests_per_second_per_client = 100000.0\nburst_per_client = 100000.0\n");
+            auth.push_str("unauthenticated_requests_per_second_per_source = 100000.0\nunauthenticated_burst_per_source = 100000.0\n");
         }
         std::fs::write(&config, format!("{auth}{extra_config}")).unwrap();
         let defaults = whg::config::Config::defaults();

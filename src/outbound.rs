@@ -1,0 +1,417 @@
+//! Every HTTP request the gateway makes goes through here: a client that never follows
+//! redirects and gives up after a time limit, answers read only up to a bound, remote text
+//! cleaned before it is kept, and, for URLs that come from outside (a registered client's JWKS
+//! URL), an address policy against server-side request forgery.
+//!
+//! Two kinds of destination:
+//! - **Supplied from outside** ([`guarded_client`]): a client system's vendor chose the URL and
+//!   controls its DNS. The URL must parse, name no credentials, and reach only public addresses
+//!   unless the deployment allows more (`[outbound] allow_non_public`). The check is made on the
+//!   URL's literal address and again on every address its name resolves to, by the resolver the
+//!   connection uses, so a name cannot be re-pointed between the check and the connection. No
+//!   proxy is used: a proxy would make the connection's real destination invisible to the check.
+//! - **Configured by the operator** ([`client`]): the practice directory's FHIR endpoints and
+//!   token URLs, the MESH mailbox. They may rightly be on private networks (HSCN), so the address
+//!   policy does not apply; but a redirect is still never followed (a `307` would otherwise
+//!   re-send a letter, with the person's details, wherever the answer pointed).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Address ranges other than the public Internet that a deployment may open to fetches of
+/// URLs supplied from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AddressClass {
+    /// 127.0.0.0/8 and ::1: this host (tests run their JWKS servers here).
+    Loopback,
+    /// 10/8, 172.16/12, 192.168/16, 100.64/10 (carrier-grade NAT) and fc00::/7.
+    Private,
+    /// 169.254/16 and fe80::/10, which hold cloud metadata services.
+    LinkLocal,
+}
+
+/// Why an address is never reached, whatever is allowed: it names no single host (0.0.0.0
+/// reaches this host on Linux), or many (multicast, broadcast), or none (documentation ranges).
+fn never_reachable(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_unspecified()
+                || v4.octets()[0] == 0
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || v4.octets()[0] >= 240
+        }
+        IpAddr::V6(v6) => v6.is_unspecified() || v6.is_multicast(),
+    }
+}
+
+/// The non-public class an address belongs to, if any.
+fn class_of(ip: IpAddr) -> Option<AddressClass> {
+    match ip {
+        IpAddr::V4(v4) => class_of_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = embedded_v4(v6) {
+                return class_of_v4(v4);
+            }
+            let first = v6.segments()[0];
+            if v6.is_loopback() {
+                Some(AddressClass::Loopback)
+            } else if first & 0xfe00 == 0xfc00 {
+                Some(AddressClass::Private)
+            } else if first & 0xffc0 == 0xfe80 {
+                Some(AddressClass::LinkLocal)
+            } else {
+                None
+            }
+        }
+    }
+}
+
+fn class_of_v4(v4: Ipv4Addr) -> Option<AddressClass> {
+    let [a, b, ..] = v4.octets();
+    if v4.is_loopback() {
+        Some(AddressClass::Loopback)
+    } else if v4.is_private() || (a == 100 && (64..128).contains(&b)) {
+        Some(AddressClass::Private)
+    } else if v4.is_link_local() {
+        Some(AddressClass::LinkLocal)
+    } else {
+        None
+    }
+}
+
+/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`) or NAT64 (`64:ff9b::a.b.c.d`)
+/// IPv6 address: connecting to one reaches the other, so both are judged as the IPv4 address.
+fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let s = v6.segments();
+    (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0])
+        .then(|| Ipv4Addr::from(((s[6] as u32) << 16) | s[7] as u32))
+}
+
+/// Which addresses fetches of URLs supplied from outside may reach.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddressPolicy {
+    allowed: Vec<AddressClass>,
+}
+
+impl AddressPolicy {
+    /// Public addresses, and those of the `allowed` classes.
+    pub fn allowing(allowed: &[AddressClass]) -> Self {
+        Self {
+            allowed: allowed.to_vec(),
+        }
+    }
+
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        if never_reachable(ip) {
+            return false;
+        }
+        class_of(ip).is_none_or(|class| self.allowed.contains(&class))
+    }
+}
+
+/// Why a URL supplied from outside is not fetched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlRefusal {
+    #[error("it is not a URL")]
+    NotAUrl,
+    #[error("it must be https (http only to a loopback address, for testing)")]
+    Scheme,
+    #[error("it must not carry a user name or password")]
+    Credentials,
+    #[error("it must name a host")]
+    NoHost,
+    #[error("its address is not one the gateway may reach")]
+    Address,
+}
+
+/// Parses a URL supplied from outside and checks what can be checked without resolving it:
+/// https (or http to a loopback host, for testing), no credentials, and, when the host is an
+/// address, that the policy permits it. The host is judged as the URL parser reads it, so
+/// `http://127.0.0.1.evil.example/` is the host `127.0.0.1.evil.example` and
+/// `http://localhost@evil.example/` is `evil.example` with a user name.
+pub fn checked_url(text: &str, policy: &AddressPolicy) -> Result<url::Url, UrlRefusal> {
+    let url = parsed_url(text)?;
+    if let Some(ip) = literal_address(&url)
+        && !policy.permits(ip)
+    {
+        return Err(UrlRefusal::Address);
+    }
+    Ok(url)
+}
+
+/// The same rules without the address policy: what registering a URL needs (the policy is the
+/// deployment's and is applied at every fetch).
+pub fn parsed_url(text: &str) -> Result<url::Url, UrlRefusal> {
+    let url = url::Url::parse(text).map_err(|_| UrlRefusal::NotAUrl)?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(UrlRefusal::Scheme);
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(UrlRefusal::Credentials);
+    }
+    let host = url.host().ok_or(UrlRefusal::NoHost)?;
+    let loopback = match host {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(v4) => class_of(IpAddr::V4(v4)) == Some(AddressClass::Loopback),
+        url::Host::Ipv6(v6) => class_of(IpAddr::V6(v6)) == Some(AddressClass::Loopback),
+    };
+    if url.scheme() == "http" && !loopback {
+        return Err(UrlRefusal::Scheme);
+    }
+    Ok(url)
+}
+
+fn literal_address(url: &url::Url) -> Option<IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
+        url::Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
+        url::Host::Domain(_) => None,
+    }
+}
+
+/// The resolver a name that resolved only to refused addresses fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("the name resolves to no address the gateway may reach")]
+pub struct AddressRefused;
+
+/// Resolves names with the system resolver and keeps only the addresses the policy permits, so
+/// the connection can only be made to a checked address.
+struct GuardedResolver {
+    policy: AddressPolicy,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let permitted: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| policy.permits(a.ip()))
+                .collect();
+            if permitted.is_empty() {
+                return Err(Box::new(AddressRefused) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(permitted.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The builder every outbound client starts from: no redirects followed (a redirect is an
+/// answer like any other, for the caller to refuse), a connect timeout and an overall timeout.
+pub fn builder(timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .timeout(timeout)
+}
+
+/// A client for operator-configured destinations.
+pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    builder(timeout).build()
+}
+
+/// A client for URLs supplied from outside: [`builder`], no proxy, and only the addresses
+/// `policy` permits (check the URL itself with [`checked_url`] first: literal addresses are not
+/// resolved).
+pub fn guarded_client(
+    policy: &AddressPolicy,
+    timeout: Duration,
+) -> Result<reqwest::Client, reqwest::Error> {
+    builder(timeout)
+        .no_proxy()
+        .dns_resolver(Arc::new(GuardedResolver {
+            policy: policy.clone(),
+        }))
+        .build()
+}
+
+/// Whether a request failed because the resolver refused every address of the name.
+pub fn refused_by_policy(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<AddressRefused>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Why an answer's body was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the answer is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the answer could not be read: {0}")]
+    Read(#[from] reqwest::Error),
+}
+
+/// Reads an answer's body, chunk by chunk, stopping (and dropping the connection) as soon as it
+/// passes `limit` bytes; an answer that declares a larger length is refused before any is read.
+pub async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Text from a remote system made fit to keep and show: control characters (line breaks,
+/// terminal escapes) become spaces, runs of spaces one, and at most `max_chars` characters
+/// remain. Never for logs: remote text can name a person.
+pub fn cleaned_remote_text(text: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    let mut kept = 0;
+    let mut last_space = true;
+    for c in text.chars() {
+        if kept == max_chars {
+            out.push('…');
+            break;
+        }
+        let c = if c.is_control() || c.is_whitespace() {
+            ' '
+        } else {
+            c
+        };
+        if c == ' ' && last_space {
+            continue;
+        }
+        last_space = c == ' ';
+        out.push(c);
+        kept += 1;
+    }
+    out.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn only_public_addresses_by_default() {
+        let none = AddressPolicy::default();
+        for refused in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "100.64.0.1",
+            "169.254.169.254",
+            "fe80::1",
+            "fd00::1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "::",
+            "255.255.255.255",
+            "224.0.0.1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a00:1",
+        ] {
+            assert!(!none.permits(ip(refused)), "{refused}");
+        }
+        for public in ["81.144.1.1", "2a00:1450::1", "172.32.0.1", "100.128.0.1"] {
+            assert!(none.permits(ip(public)), "{public}");
+        }
+    }
+
+    #[test]
+    fn a_deployment_opens_exactly_the_classes_it_names() {
+        let loopback = AddressPolicy::allowing(&[AddressClass::Loopback]);
+        assert!(loopback.permits(ip("127.0.0.1")) && loopback.permits(ip("::1")));
+        assert!(loopback.permits(ip("::ffff:127.0.0.1")));
+        assert!(!loopback.permits(ip("10.0.0.1")) && !loopback.permits(ip("169.254.169.254")));
+        assert!(
+            !loopback.permits(ip("0.0.0.0")),
+            "never the unspecified address"
+        );
+        let all = AddressPolicy::allowing(&[
+            AddressClass::Loopback,
+            AddressClass::Private,
+            AddressClass::LinkLocal,
+        ]);
+        assert!(all.permits(ip("10.0.0.1")) && all.permits(ip("fe80::1")));
+        assert!(!all.permits(ip("::")) && !all.permits(ip("224.0.0.1")));
+    }
+
+    #[test]
+    fn urls_are_judged_as_parsed_not_as_strings() {
+        let none = AddressPolicy::default();
+        let loopback = AddressPolicy::allowing(&[AddressClass::Loopback]);
+        assert_eq!(
+            checked_url("http://127.0.0.1.evil.example/jwks", &loopback),
+            Err(UrlRefusal::Scheme),
+            "a domain that starts with an address is not loopback"
+        );
+        assert_eq!(
+            checked_url("http://localhost@evil.example/jwks", &loopback),
+            Err(UrlRefusal::Credentials)
+        );
+        assert_eq!(
+            checked_url("https://user:pw@gp-supplier.example/jwks", &none),
+            Err(UrlRefusal::Credentials)
+        );
+        assert_eq!(
+            checked_url("http://127.0.0.1:9/jwks", &none),
+            Err(UrlRefusal::Address)
+        );
+        assert!(checked_url("http://127.0.0.1:9/jwks", &loopback).is_ok());
+        assert!(checked_url("http://[::1]:9/jwks", &loopback).is_ok());
+        assert!(checked_url("http://localhost:9/jwks", &loopback).is_ok());
+        assert_eq!(
+            checked_url("https://169.254.169.254/latest/meta-data", &loopback),
+            Err(UrlRefusal::Address)
+        );
+        assert_eq!(
+            checked_url("https://0x7f000001/", &none),
+            Err(UrlRefusal::Address),
+            "the parser reads other spellings of an address as the address"
+        );
+        assert_eq!(
+            checked_url("http://gp-supplier.example/jwks", &none),
+            Err(UrlRefusal::Scheme)
+        );
+        assert_eq!(
+            checked_url("file:///etc/passwd", &none),
+            Err(UrlRefusal::Scheme)
+        );
+        assert_eq!(checked_url("jwks", &none), Err(UrlRefusal::NotAUrl));
+        assert!(checked_url("https://gp-supplier.example/jwks", &none).is_ok());
+    }
+
+    #[test]
+    fn remote_text_is_one_bounded_line() {
+        assert_eq!(
+            cleaned_remote_text("bad\r\nINFO forged line\u{1b}[31m  red\t", 100),
+            "bad INFO forged line [31m red"
+        );
+        assert_eq!(cleaned_remote_text("abcdef", 3), "abc…");
+        assert_eq!(cleaned_remote_text("", 3), "");
+    }
+}
