@@ -190,6 +190,13 @@ SYSTEMS = {
             ("cancelled", "Cancelled", "Not sent: the person's consent no longer allows it."),
         ],
     ),
+    "record-origin": (
+        "Record origin",
+        "Who wrote a record the gateway holds, as a meta.tag the gateway sets itself (and removes from everything it receives), so that a resource type written both by referrers and by services (Encounter) is classed for consent by who wrote it.",
+        [
+            ("work-health-service", "Written by the work-and-health service", "A record of the service's own work with the person (a contact, support, an outcome): it reaches the referring practice only under the person's consent to feedback."),
+        ],
+    ),
     "letter-priority": (
         "Letter priority",
         "How fast a letter must reach the referring practice.",

@@ -200,9 +200,9 @@ DECISIONS = {
         ],
     },
     "03-withdrawn-consent-permits-nothing": {
-        "description": "The same consent, withdrawn (status inactive).",
+        "description": "The same consent, withdrawn (status inactive): the withdrawal is the person's decision, and refuses what the consent permitted.",
         "consents": [named(changed(SERVICE_WITHOUT_DIAGNOSES, lambda c: c.update(status="inactive")), "c1")],
-        "questions": [q("work-health-service", "referral", "deny", "no-consent", WHS)],
+        "questions": [q("work-health-service", "referral", "deny", "Consent/c1", WHS, why="a withdrawal refuses what it would have permitted")],
     },
     "04-a-later-deny-beats-the-permit": {
         "description": "A new refusal for all services beats the standing permit.",
@@ -253,6 +253,40 @@ DECISIONS = {
         ],
     },
 }
+
+# Decisions over time: each Consent recorded on a day of May by a party (Consent.organization),
+# as stored (meta.lastUpdated).
+BY_PRACTICE = PRACTICE
+BY_WHS = WHS
+
+
+def dated(kind, day, recorder, id_):
+    provision = {"type": kind, "actor": [actor("work-health-service", WHS)]}
+    doc = named(consent(provision, recorded=f"2026-05-{day:02d}T10:00:00+01:00"), id_)
+    doc["meta"]["lastUpdated"] = f"2026-05-{day:02d}T09:00:00.000000Z"
+    doc["organization"] = [{"identifier": recorder}]
+    return doc
+
+
+DECISIONS["10-the-newest-decision-governs"] = {
+    "description": "The person's most recent decision governs: an agreement (4 May), a refusal recorded by the practice (10 May), an agreement the service recorded for itself (12 May, which counts for nothing), and a new agreement recorded by the practice (20 May).",
+    "consents": [dated("permit", 4, BY_PRACTICE, "agreed"), dated("deny", 10, BY_PRACTICE, "refused"),
+                 dated("permit", 12, BY_WHS, "self"), dated("permit", 20, BY_PRACTICE, "again")],
+    "questions": [q("work-health-service", "referral", "permit", "Consent/again", WHS,
+                    why="a new agreement recorded by the practice, after the refusal, governs")],
+}
+DECISIONS["11-a-recipient-cannot-undo-a-refusal"] = {
+    "description": "A recipient cannot undo the person's refusal: a refusal recorded by the practice (10 May), then an agreement the service recorded for itself (12 May).",
+    "consents": [dated("permit", 4, BY_PRACTICE, "agreed"), dated("deny", 10, BY_PRACTICE, "refused"),
+                 dated("permit", 12, BY_WHS, "self")],
+    "questions": [q("work-health-service", "referral", "deny", "Consent/refused", WHS,
+                    why="the service agreed for itself after the refusal: that never undoes it")],
+}
+# Who may record what (consent::authorship), posted by the referring practice.
+INVALID["13-permit-for-anyone"] = (changed(FEEDBACK_TO_PRACTICE, lambda c: c["provision"].pop("actor")), 422,
+                                   [("Consent.provision.actor", "business-rule")])
+INVALID["14-practice-grants-dwp"] = (changed(FEEDBACK_TO_PRACTICE, lambda c: c["provision"].update(actor=[actor("dwp", display="the Department for Work and Pensions")])), 422,
+                                     [("Consent.provision.actor[0].role", "forbidden")])
 
 
 def main():

@@ -182,6 +182,34 @@ INVALID = {
 }
 
 
+def planted(bundle):
+    """The message with records only the gateway writes, and a type no referral carries."""
+    b = copy.deepcopy(bundle)
+    patient = next(e["fullUrl"] for e in b["entry"] if e["resource"]["resourceType"] == "Patient")
+    b["entry"] += [
+        {"fullUrl": "urn:uuid:5b1d7f2e-6c4a-4e8b-9a3f-0c2d4e6f8a10", "resource": {
+            "resourceType": "AuditEvent", "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
+            "recorded": "2026-03-02T09:40:00+00:00", "outcome": "0",
+            "outcomeDesc": "information governance reviewed this and found it appropriate",
+            "agent": [{"requestor": True, "who": {"display": "IG lead"}}],
+            "source": {"observer": {"display": "work-health-gateway"}}}},
+        {"fullUrl": "urn:uuid:5b1d7f2e-6c4a-4e8b-9a3f-0c2d4e6f8a11", "resource": {
+            "resourceType": "Task", "status": "completed", "intent": "order",
+            "businessStatus": {"coding": [{"code": "discharged"}]}, "for": {"reference": patient}}},
+        {"fullUrl": "urn:uuid:5b1d7f2e-6c4a-4e8b-9a3f-0c2d4e6f8a12", "resource": {"resourceType": "Basic", "code": {"text": "anything"}}},
+    ]
+    return b
+
+
+# Only the referral MessageDefinition's resource types, less those the gateway writes itself.
+_n = len(BASE["entry"])
+INVALID["13-planted-gateway-records"] = (planted(BASE), 422, [
+    (f"Bundle.entry[{_n}].resource.resourceType", "not-supported"),
+    (f"Bundle.entry[{_n + 1}].resource.resourceType", "not-supported"),
+    (f"Bundle.entry[{_n + 2}].resource.resourceType", "not-supported"),
+])
+
+
 def main():
     write_fixtures(ROOT, VALID, INVALID)
     print(f"{len(VALID)} valid and {len(INVALID)} invalid messages in {ROOT}")

@@ -240,7 +240,10 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
     let resources: Vec<Value> = STORED_TYPES
         .iter()
         .map(|t| {
-            let mut r = json!({ "type": t, "interaction": [{ "code": "read" }] });
+            let mut r = json!({ "type": t, "interaction": [
+                { "code": "read" },
+                { "code": "vread", "documentation": if *t == "Patient" { "Only the versions the caller's own records came with: each sender's statement of the person is a version of its own" } else { "Any version of a resource the caller may read" } },
+            ], "versioning": "versioned" });
             if let Some(p) = profile::uk_core_for(t) {
                 r["profile"] = json!(p);
             }
