@@ -563,8 +563,8 @@ pub const PRACTICE_CONSENT_EXPRESSION: &str = "consent.patientAgreed";
 /// Where a BaRS message carries consent.
 pub const BARS_CONSENT_EXPRESSION: &str = "Bundle.entry.resource.ofType(Consent)";
 
-/// A disclosure decision, made at the moment of sending and audited: what the delivery outbox
-/// calls before every attempt, and what the disclosure API answers.
+/// A disclosure decision, made at the moment of sending and audited: what the disclosure API
+/// answers. The decision is the only thing it records.
 pub async fn decide_disclosure(
     store: &dyn Store,
     principal: Option<&Principal>,
@@ -572,26 +572,38 @@ pub async fn decide_disclosure(
     question: &Question,
     request_id: Option<String>,
 ) -> Result<Decision, StoreError> {
+    let (decision, event) =
+        disclosure_decision(store, principal, patient_id, question, request_id).await?;
+    store.create(vec![event]).await?;
+    Ok(decision)
+}
+
+/// A disclosure decision and the AuditEvent that records it, not yet stored: the delivery outbox
+/// stores the event in the transaction that records what the decision led to (the attempt, or
+/// the letter cancelled).
+pub async fn disclosure_decision(
+    store: &dyn Store,
+    principal: Option<&Principal>,
+    patient_id: &str,
+    question: &Question,
+    request_id: Option<String>,
+) -> Result<(Decision, Value), StoreError> {
     let file = consent_file(store, patient_id).await?;
     let decision = file.decide(question);
     let mut entities = Vec::new();
     if let Some(doc) = &question.document {
         entities.push(doc.clone());
     }
-    audit::append(
-        store,
-        &[Event {
-            kind: Kind::Disclosure,
-            principal,
-            patient: Some(format!("Patient/{patient_id}")),
-            entities,
-            decision: Some(&decision),
-            permitted: decision.permitted(),
-            description: decision.reason.clone(),
-            at: question.at,
-            request_id,
-        }],
-    )
-    .await?;
-    Ok(decision)
+    let event = audit::audit_event(&Event {
+        kind: Kind::Disclosure,
+        principal,
+        patient: Some(format!("Patient/{patient_id}")),
+        entities,
+        decision: Some(&decision),
+        permitted: decision.permitted(),
+        description: decision.reason.clone(),
+        at: question.at,
+        request_id,
+    });
+    Ok((decision, event))
 }

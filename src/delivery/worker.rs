@@ -112,6 +112,8 @@ struct Change {
     escalated_at: Option<String>,
     channel: Option<String>,
     transport_id: Option<String>,
+    /// AuditEvents of what led to the change (the disclosure decision), stored with it.
+    audit: Vec<Value>,
 }
 
 impl Change {
@@ -125,6 +127,7 @@ impl Change {
             escalated_at: None,
             channel: None,
             transport_id: None,
+            audit: Vec::new(),
         }
     }
 
@@ -324,6 +327,7 @@ impl Worker {
                 transport_id: c.transport_id,
                 deadline_at: None,
                 communication,
+                audit: c.audit,
             })
             .await
     }
@@ -365,7 +369,8 @@ impl Worker {
         }
 
         // Consent is decided now, at the moment of sending: a withdrawal since the letter was
-        // written stops it.
+        // written stops it. The decision is audited in the transaction that records what it led
+        // to (the attempt, or the cancellation), so neither is stored without the other.
         let question = Question {
             recipient: Recipient {
                 class: RecipientClass::ReferringPractice,
@@ -377,8 +382,8 @@ impl Worker {
             at: now,
             document: Some(format!("DocumentReference/{}", d.document_id)),
         };
-        let decision =
-            crate::access::decide_disclosure(&*self.store, None, &d.patient_id, &question, None)
+        let (decision, decided) =
+            crate::access::disclosure_decision(&*self.store, None, &d.patient_id, &question, None)
                 .await?;
         if !decision.permitted() {
             let detail = format!(
@@ -393,6 +398,7 @@ impl Worker {
             let mut change = Change::to(&d, "cancelled");
             change.attempt = Some(log("cancelled", Some(detail.clone())));
             change.last_error = Some(detail);
+            change.audit.push(decided);
             return self.record(&d, change, now).await;
         }
 
@@ -421,6 +427,7 @@ impl Worker {
         };
         let mut change = Change::to(&d, "queued");
         change.channel = route.map(|r| r.channel().to_string());
+        change.audit.push(decided);
         match outcome {
             Outcome::Accepted => {
                 tracing::info!(delivery = %d.id, attempt = number, "letter accepted by the practice's system");

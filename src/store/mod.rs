@@ -150,10 +150,14 @@ pub struct Transaction {
     /// Changed resources, each with the version it was based on: another change in between
     /// refuses the whole transaction with [`StoreError::VersionConflict`].
     pub updates: Vec<(Value, i64)>,
-    /// The referral (ServiceRequest id) the new resources belong to, for tenancy.
+    /// The referral (ServiceRequest id) the new resources belong to, for tenancy (unused when
+    /// nothing is created, e.g. a referral prompt answered).
     pub referral: String,
     /// Letters to queue for delivery.
     pub deliveries: Vec<Delivery>,
+    /// The AuditEvents recording the change, written in its transaction (not members of the
+    /// referral): a change is never stored without its audit, nor audited without being stored.
+    pub audit: Vec<Value>,
 }
 
 /// A letter in the outbox.
@@ -216,6 +220,9 @@ pub struct DeliveryUpdate {
     pub deadline_at: Option<String>,
     /// The letter's Communication with its new status (stored as a new version).
     pub communication: Value,
+    /// The AuditEvents recording what led to the change (a disclosure decision, a resend),
+    /// written in its transaction.
+    pub audit: Vec<Value>,
 }
 
 /// Which deliveries to list.

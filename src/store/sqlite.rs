@@ -678,6 +678,7 @@ async fn transact(
             .push(json!([r["resourceType"], r["id"], t.referral]));
     }
     stored.extend(created);
+    append_audit(conn, t.audit, own).await?;
     for d in t.deliveries {
         sqlx::query(
             "INSERT INTO deliveries (id, document_id, referral_id, patient_id, service, practice, priority, state,
@@ -749,7 +750,25 @@ async fn record_delivery(
         .await?;
     }
     update_one(conn, u.communication, None, own).await?;
-    Ok(())
+    append_audit(conn, u.audit, own).await
+}
+
+/// Appends the AuditEvents of a change in the change's own savepoint, so both are kept or
+/// neither. Anything else is refused: what is passed as audit never replaces a record.
+async fn append_audit(
+    conn: &mut SqliteConnection,
+    events: Vec<Value>,
+    own: &mut Pending,
+) -> Result<(), StoreError> {
+    if let Some(other) = events.iter().find(|e| e["resourceType"] != "AuditEvent") {
+        return Err(StoreError::Corrupt(format!(
+            "a {} passed as an AuditEvent",
+            other["resourceType"]
+                .as_str()
+                .unwrap_or("value without a resourceType")
+        )));
+    }
+    insert_new(conn, events, false, own).await.map(drop)
 }
 
 macro_rules! select_deliveries {
@@ -1745,5 +1764,213 @@ mod tests {
             duplicates, 0,
             "a re-versioned Patient keeps one set of entries"
         );
+    }
+
+    // ---- a state change and its audit are one write -----------------------------------------
+
+    /// A store on a fresh database, and the database's URL for a second connection.
+    async fn fresh_store(dir: &std::path::Path) -> (SqliteStore, String) {
+        let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
+        let store = SqliteStore::open(&url, &Config::defaults().store)
+            .await
+            .unwrap();
+        (store, url)
+    }
+
+    /// Makes every AuditEvent insert fail from now on, as a crash or a full disk between the
+    /// change and its audit would.
+    async fn refuse_audit_inserts(url: &str) {
+        let mut conn = SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON resources
+             WHEN NEW.resource_type = 'AuditEvent'
+             BEGIN SELECT RAISE(ABORT, 'audit refused by the test'); END",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+
+    async fn allow_audit_inserts(url: &str) {
+        let mut conn = SqliteConnection::connect(url).await.unwrap();
+        sqlx::query("DROP TRIGGER refuse_audit")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    async fn audit_count(store: &SqliteStore) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM resources WHERE resource_type = 'AuditEvent'")
+            .fetch_one(&store.readers)
+            .await
+            .unwrap()
+    }
+
+    fn audit_of(what: &str) -> Value {
+        crate::audit::audit_event(&crate::audit::Event {
+            kind: crate::audit::Kind::Updated,
+            principal: None,
+            patient: Some("Patient/p1".into()),
+            entities: vec![what.to_string()],
+            decision: None,
+            permitted: true,
+            description: format!("{what} changed"),
+            at: Utc::now(),
+            request_id: None,
+        })
+    }
+
+    fn delivery(id: &str) -> Delivery {
+        let now = format_instant(Utc::now());
+        Delivery {
+            id: id.into(),
+            document_id: "d1".into(),
+            referral_id: "sr1".into(),
+            patient_id: "p1".into(),
+            service: "s|whs".into(),
+            practice: "o|C88901".into(),
+            urgent: false,
+            state: "dead".into(),
+            attempts: 3,
+            message_id: "m1".into(),
+            correlation_id: "c1".into(),
+            created_at: now.clone(),
+            next_attempt_at: now.clone(),
+            deadline_at: now.clone(),
+            escalate_at: None,
+            escalated_at: None,
+            channel: None,
+            last_error: None,
+            updated_at: now,
+            transport_id: None,
+        }
+    }
+
+    fn requeue(id: &str, communication: Value, audit: Vec<Value>) -> DeliveryUpdate {
+        DeliveryUpdate {
+            id: id.into(),
+            state: "queued".into(),
+            attempt: Some(DeliveryAttempt {
+                attempt: 3,
+                at: format_instant(Utc::now()),
+                outcome: "requeued".into(),
+                detail: None,
+            }),
+            next_attempt_at: format_instant(Utc::now()),
+            last_error: None,
+            channel: None,
+            escalated_at: None,
+            transport_id: None,
+            deadline_at: None,
+            communication,
+            audit,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_workflow_change_whose_audit_cannot_be_written_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, url) = fresh_store(dir.path()).await;
+        let task = store
+            .create(vec![
+                json!({ "resourceType": "Task", "status": "requested", "intent": "proposal" }),
+            ])
+            .await
+            .unwrap()
+            .remove(0);
+        let id = task["id"].as_str().unwrap().to_string();
+        let mut answered = task.clone();
+        answered["status"] = json!("accepted");
+        let change = |audit| Transaction {
+            updates: vec![(answered.clone(), 1)],
+            audit,
+            ..Default::default()
+        };
+        refuse_audit_inserts(&url).await;
+        let before = audit_count(&store).await;
+        let refused = store.transact(change(vec![audit_of("Task/x")])).await;
+        assert!(refused.is_err(), "{refused:?}");
+        let stored = store.read("Task", &id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                stored["status"].as_str(),
+                stored["meta"]["versionId"].as_str()
+            ),
+            (Some("requested"), Some("1")),
+            "the change went with its audit"
+        );
+        allow_audit_inserts(&url).await;
+        store
+            .transact(change(vec![audit_of("Task/x")]))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.read("Task", &id).await.unwrap().unwrap()["status"],
+            "accepted"
+        );
+        assert_eq!(audit_count(&store).await, before + 1);
+        // What is passed as audit is an AuditEvent, never a record in disguise.
+        let mut again = answered.clone();
+        again["status"] = json!("rejected");
+        let disguised = store
+            .transact(Transaction {
+                updates: vec![(again, 2)],
+                audit: vec![json!({ "resourceType": "Task", "id": id, "status": "completed" })],
+                ..Default::default()
+            })
+            .await;
+        assert!(
+            matches!(disguised, Err(StoreError::Corrupt(_))),
+            "{disguised:?}"
+        );
+        assert_eq!(
+            store.read("Task", &id).await.unwrap().unwrap()["status"],
+            "accepted"
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_delivery_change_whose_audit_cannot_be_written_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, url) = fresh_store(dir.path()).await;
+        let communication =
+            json!({ "resourceType": "Communication", "id": "l1", "status": "not-done" });
+        store
+            .transact(Transaction {
+                creates: vec![communication.clone()],
+                referral: "sr1".into(),
+                deliveries: vec![delivery("l1")],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut queued = store.read("Communication", "l1").await.unwrap().unwrap();
+        queued["status"] = json!("preparation");
+        refuse_audit_inserts(&url).await;
+        let refused = store
+            .update_delivery(requeue(
+                "l1",
+                queued.clone(),
+                vec![audit_of("Communication/l1")],
+            ))
+            .await;
+        assert!(refused.is_err(), "{refused:?}");
+        let (d, attempts) = store.delivery("l1").await.unwrap().unwrap();
+        assert_eq!((d.state.as_str(), attempts.len()), ("dead", 0));
+        assert_eq!(
+            store.read("Communication", "l1").await.unwrap().unwrap()["meta"]["versionId"],
+            "1"
+        );
+        allow_audit_inserts(&url).await;
+        let before = audit_count(&store).await;
+        store
+            .update_delivery(requeue("l1", queued, vec![audit_of("Communication/l1")]))
+            .await
+            .unwrap();
+        let (d, attempts) = store.delivery("l1").await.unwrap().unwrap();
+        assert_eq!((d.state.as_str(), attempts.len()), ("queued", 1));
+        assert_eq!(audit_count(&store).await, before + 1);
+        store.close().await;
     }
 }
