@@ -10,8 +10,8 @@ use serde_json::Value;
 use crate::audit::{self, Event, Kind};
 use crate::auth::{Principal, Role};
 use crate::consent::{
-    self, Action, ConsentRecord, DataClass, Decision, Override, OverrideReason, Purpose, Question,
-    Recipient, RecipientClass,
+    self, Action, ConsentRecord, DataClass, Decision, Override, Purpose, Question, Recipient,
+    RecipientClass,
 };
 use crate::fhir::search::{Filter, SearchRequest, Tenancy};
 use crate::fit_notes::FitNoteFacts;
@@ -73,12 +73,7 @@ pub async fn consent_file(store: &dyn Store, patient_id: &str) -> Result<Consent
         // policy does not accept) permits nothing, and so cannot deny either.
         .filter_map(|c| consent::read_consent(c).ok())
         .collect();
-    let overrides = store
-        .overrides_of_patient(patient_id)
-        .await?
-        .iter()
-        .filter_map(override_from_record)
-        .collect();
+    let overrides = store.overrides_of_patient(patient_id).await?;
     Ok(ConsentFile {
         consents,
         overrides,
@@ -120,26 +115,9 @@ fn needs_consent(role: Role, resource_type: &str, class: DataClass) -> bool {
         }
 }
 
-/// Reads a stored override record (the JSON the overrides API returns).
+/// Reads an override as the overrides API shows it (and the decision fixtures write it).
 pub fn override_from_record(r: &Value) -> Option<Override> {
-    let time = |k: &str| {
-        DateTime::parse_from_rfc3339(r[k].as_str()?)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
-    };
-    Some(Override {
-        id: r["id"].as_str()?.to_string(),
-        recipient: <RecipientClass as consent::Code>::from_code(r["recipient"].as_str()?)?,
-        organisation: r["recipientOrganisation"].as_str().map(str::to_string),
-        classes: r["dataClasses"]
-            .as_array()?
-            .iter()
-            .filter_map(|c| <DataClass as consent::Code>::from_code(c.as_str()?))
-            .collect(),
-        reason: <OverrideReason as consent::Code>::from_code(r["reason"].as_str()?)?,
-        granted_at: time("grantedAt")?,
-        expires_at: time("expiresAt")?,
-    })
+    Override::from_json(r)
 }
 
 /// Checks and audits one caller's access.

@@ -7,15 +7,17 @@
 //! 3. Any matching deny, at any depth of any consent, beats every permit.
 //! 4. Disclosure to an employer is permitted only by a provision naming the specific document.
 //! 5. With no matching permit the answer is deny (default deny).
-//! 6. A deny (never a missing document approval) can be overridden by an unexpired override for
-//!    the same recipient and data class.
+//! 6. A deny (never a missing document approval) can be overridden by an override granted by
+//!    information governance and in force, for the same recipient organisation and data class
+//!    (see [`super::overrides`]).
 
 use chrono::{DateTime, Utc};
 
 use super::model::{
-    Action, ActorRule, Code, ConsentRecord, ConsentStatus, DataClass, OrgId, Override, Provision,
+    Action, ActorRule, Code, ConsentRecord, ConsentStatus, DataClass, OrgId, Provision,
     ProvisionType, Purpose, RecipientClass,
 };
+use super::overrides::{Override, covering_grant};
 
 /// Who would receive the information.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +122,10 @@ pub fn decide(consents: &[ConsentRecord], overrides: &[Override], question: &Que
     let what = describe(question);
     if let Some(refusing) = deny {
         let consent = refusing.reference.clone();
-        if let Some(o) = overrides.iter().find(|o| override_covers(o, question)) {
+        if let Some((o, grant)) = overrides
+            .iter()
+            .find_map(|o| covering_grant(o, question).map(|g| (o, g)))
+        {
             return Decision {
                 purpose: question.purpose,
                 effect: Effect::Permit,
@@ -128,7 +133,7 @@ pub fn decide(consents: &[ConsentRecord], overrides: &[Override], question: &Que
                     "{consent} refuses {what}; permitted under override {} ({}) until {}",
                     o.id,
                     o.reason.code(),
-                    o.expires_at.to_rfc3339()
+                    grant.until.to_rfc3339()
                 ),
                 basis: Basis::Overridden {
                     consent,
@@ -229,16 +234,6 @@ fn actor_matches(rule: &ActorRule, recipient: &Recipient) -> bool {
         }
 }
 
-fn override_covers(o: &Override, q: &Question) -> bool {
-    o.recipient == q.recipient.class
-        && o.organisation
-            .as_ref()
-            .is_none_or(|org| q.recipient.organisation.as_ref() == Some(org))
-        && o.classes.contains(&q.class)
-        && o.granted_at <= q.at
-        && q.at < o.expires_at
-}
-
 fn describe(q: &Question) -> String {
     let to = match &q.recipient.organisation {
         Some(org) => format!("{} {}", q.recipient.class.code(), org),
@@ -257,6 +252,7 @@ fn describe(q: &Question) -> String {
 mod tests {
     use super::*;
     use crate::consent::model::{OverrideReason, Period};
+    use crate::consent::overrides::{Grant, OverrideState, Party};
     use chrono::{Duration, TimeZone};
     use proptest::prelude::*;
 
@@ -535,29 +531,82 @@ mod tests {
                 ..Provision::default()
             },
         )];
-        let o = Override {
+        const EMPLOYER: &str = "https://fhir.nhs.uk/Id/ods-organization-code|X12345";
+        let ig = Party {
+            client: "information-governance:IG1".into(),
+            organisation: "https://fhir.work-health-gateway.org/Id/organisation|IG1".into(),
+        };
+        let grant = Grant {
+            by: ig,
+            at: t(9),
+            until: t(11),
+            note: "risk to others outweighs the refusal".into(),
+        };
+        let mut o = Override {
             id: "o1".into(),
+            patient_id: "p1".into(),
             recipient: RecipientClass::Employer,
-            organisation: None,
+            organisation: EMPLOYER.into(),
             classes: vec![DataClass::AdviserLetter],
             reason: OverrideReason::RiskToOthers,
-            granted_at: t(9),
-            expires_at: t(11),
+            justification: "Falls asleep operating site gates on night shifts.".into(),
+            hours: 48,
+            requested_by: Party {
+                client: "service:sheffield-whs".into(),
+                organisation: WHS.into(),
+            },
+            requested_at: t(8),
+            state: OverrideState::Granted(grant.clone()),
+            review: None,
         };
-        let mut q = question(RecipientClass::Employer, None, DataClass::AdviserLetter);
+        let mut q = question(
+            RecipientClass::Employer,
+            Some(EMPLOYER),
+            DataClass::AdviserLetter,
+        );
         q.action = Action::Disclose;
         let d = decide(&deny, std::slice::from_ref(&o), &q);
         assert!(d.permitted());
         assert_eq!(d.override_id(), Some("o1"));
         assert_eq!(d.consent(), Some("Consent/a"));
+        assert!(
+            d.reason.contains("until 2026-03-11T12:00:00+00:00"),
+            "{}",
+            d.reason
+        );
         q.at = t(11);
         assert!(
             !decide(&deny, std::slice::from_ref(&o), &q).permitted(),
             "expired"
         );
         q.at = t(10);
+        let mut other_employer = q.clone();
+        other_employer.recipient.organisation = None;
+        assert!(
+            !decide(&deny, std::slice::from_ref(&o), &other_employer).permitted(),
+            "only the organisation named"
+        );
         q.class = DataClass::Diagnosis;
-        assert!(!decide(&deny, &[o], &q).permitted(), "other data class");
+        assert!(
+            !decide(&deny, std::slice::from_ref(&o), &q).permitted(),
+            "other data class"
+        );
+        q.class = DataClass::AdviserLetter;
+        for state in [
+            OverrideState::Requested,
+            OverrideState::Ended { grant, at: t(10) },
+        ] {
+            o.state = state;
+            let d = decide(&deny, std::slice::from_ref(&o), &q);
+            assert_eq!(
+                d.basis,
+                Basis::Refused {
+                    consent: "Consent/a".into()
+                },
+                "{:?}",
+                o.state
+            );
+        }
     }
 
     // Property tests over arbitrary consents and questions.

@@ -4,12 +4,14 @@
 
 pub mod decide;
 pub mod model;
+pub mod overrides;
 
 pub use decide::{Basis, Decision, Effect, Question, Recipient, decide};
 pub use model::{
-    Action, Code, ConsentRecord, ConsentStatus, DataClass, Override, OverrideReason, Purpose,
-    RecipientClass, read_consent,
+    Action, Code, ConsentRecord, ConsentStatus, DataClass, OverrideReason, Purpose, RecipientClass,
+    read_consent,
 };
+pub use overrides::{Override, OverrideState, OverrideStatus};
 
 use serde_json::Value;
 

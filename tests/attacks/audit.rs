@@ -1,6 +1,7 @@
 //! Attack 13, audit that is not atomic: a state change stored without its AuditEvent, or an
-//! AuditEvent of a change that never happened. Referral prompt answers, `$resend` and the
-//! outbox's disclosure decisions each write the change and its audit in one transaction. Each test does the operation over HTTP and finds exactly one
+//! AuditEvent of a change that never happened. Overrides (request, grant, review), referral
+//! prompt answers, `$resend` and the outbox's disclosure decisions each write the change and its
+//! audit in one transaction. Each test does the operation over HTTP and finds exactly one
 //! matching AuditEvent as information governance; a refused operation leaves neither the change
 //! nor an audit of it; and with the audit made to fail on disk (a trigger in the real database,
 //! standing in for a crash or a full disk between the two writes) the change is not stored
@@ -9,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use whg::auth::{Principal, Role};
+use whg::auth::{Principal, Role, scope};
 
 use crate::common::*;
 
@@ -38,6 +39,22 @@ pub(crate) async fn audit_events(server: &Server, query: &str) -> Vec<Value> {
             return events;
         }
     }
+}
+
+/// The override AuditEvents that name override `id`.
+pub(crate) fn override_events<'a>(events: &'a [Value], id: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["subtype"][0]["code"] == "consent-override")
+        .filter(|e| {
+            e["entity"].as_array().into_iter().flatten().any(|x| {
+                x["what"]["identifier"]["value"] == id
+                    && x["what"]["identifier"]["system"]
+                        .as_str()
+                        .is_some_and(|s| s.ends_with("/Id/consent-override"))
+            })
+        })
+        .collect()
 }
 
 /// The events of `events` naming `reference` among their entities.
@@ -99,6 +116,131 @@ async fn allow_delivery_changes(server: &Server) {
         .execute(&mut database(server).await)
         .await
         .unwrap();
+}
+
+// ---- overrides ------------------------------------------------------------------------------
+
+fn clinician() -> Principal {
+    let mut p = Principal::service(WHS);
+    p.scopes.push(scope::CONSENT_OVERRIDE.into());
+    p
+}
+
+/// A person referred to the service who then refused it: (ServiceRequest id, Patient id).
+async fn refused_referral(server: &Server, n: usize) -> (String, String) {
+    let (sr, patient) = refer(server, &referral_for(n, WHS)).await;
+    let mut refusal = read_json(&root().join("fixtures/consent/valid/05-nothing-to-dwp.json"));
+    refusal["patient"]["reference"] = json!(format!("Patient/{patient}"));
+    refusal["provision"]["actor"][0]["role"]["coding"][1]["code"] = json!("work-health-service");
+    let (status, _, body) = server
+        .as_(Principal::practice(DEFAULT_PRACTICE))
+        .post("/fhir/Consent", &refusal)
+        .await;
+    assert_eq!(status, 201, "{body}");
+    (sr, patient)
+}
+
+#[tokio::test]
+async fn an_override_step_and_its_audit_are_one_write() {
+    let server = Server::start();
+    let (sr, patient) = refused_referral(&server, 1301).await;
+    let referral = format!("/fhir/ServiceRequest/{sr}");
+    let whs = server.as_(clinician());
+    let request = json!({
+        "patient": format!("Patient/{patient}"),
+        "recipient": "work-health-service",
+        "recipientOrganisation": Principal::service(WHS).organisation,
+        "dataClasses": ["referral"],
+        "reason": "risk-to-person",
+        "justification": "The practice reports disclosed suicidal intent; assess today.",
+        "hours": 2,
+    });
+    let overrides = || async {
+        let (status, list) = server.as_(ig()).get("/api/v1/consent-overrides").await;
+        assert_eq!(status, 200, "{list}");
+        list["overrides"].as_array().cloned().unwrap_or_default()
+    };
+    let override_audit = || async {
+        audit_events(&server, &format!("patient=Patient/{patient}"))
+            .await
+            .into_iter()
+            .filter(|e| e["subtype"][0]["code"] == "consent-override")
+            .collect::<Vec<_>>()
+    };
+
+    // The request: its audit fails, so it is not stored.
+    refuse_audit_containing(&server, "requested (risk-to-person)").await;
+    let (status, _, body) = whs.post("/api/v1/consent-overrides", &request).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["resourceType"], "OperationOutcome");
+    assert_eq!(overrides().await.len(), 0, "no request without its audit");
+    allow_audit(&server).await;
+    let (status, _, requested) = whs.post("/api/v1/consent-overrides", &request).await;
+    assert_eq!(status, 201, "{requested}");
+    let id = requested["id"].as_str().unwrap().to_string();
+    let events = override_audit().await;
+    assert_eq!(override_events(&events, &id).len(), 1, "{events:#?}");
+    assert_eq!(events.len(), 1, "and none of the failed attempt");
+
+    // The grant: its audit fails, so the override stays requested and permits nothing.
+    let grant = json!({ "note": "Proportionate for a same-day assessment." });
+    refuse_audit_containing(&server, "granted by information governance").await;
+    let (status, _, body) = server
+        .as_(ig())
+        .post(&format!("/api/v1/consent-overrides/{id}/grant"), &grant)
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(overrides().await[0]["state"], "requested");
+    assert_eq!(
+        whs.get(&referral).await.0,
+        403,
+        "not granted without its audit"
+    );
+    allow_audit(&server).await;
+    // A refused grant (by the requester) changes nothing and audits nothing.
+    let mut both = clinician();
+    both.scopes.push(scope::OVERRIDE_REVIEW.into());
+    let (status, _, _) = server
+        .as_(both)
+        .post(&format!("/api/v1/consent-overrides/{id}/grant"), &grant)
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(override_audit().await.len(), 1);
+    let (status, _, body) = server
+        .as_(ig())
+        .post(&format!("/api/v1/consent-overrides/{id}/grant"), &grant)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(whs.get(&referral).await.0, 200);
+    let events = override_audit().await;
+    let grants: Vec<_> = events
+        .iter()
+        .filter(|e| e["outcomeDesc"].as_str().unwrap().contains("granted"))
+        .collect();
+    assert_eq!(grants.len(), 1, "{events:#?}");
+
+    // The review: its audit fails, so the override stays in force and unreviewed.
+    let review =
+        json!({ "outcome": "inappropriate", "note": "No risk was recorded; the refusal stands." });
+    refuse_audit_containing(&server, "reviewed by information governance").await;
+    let (status, _, _) = server
+        .as_(ig())
+        .post(&format!("/api/v1/consent-overrides/{id}/review"), &review)
+        .await;
+    assert_eq!(status, 503);
+    let stored = overrides().await.remove(0);
+    assert_eq!(stored["state"], "granted");
+    assert!(stored.get("review").is_none(), "{stored}");
+    assert_eq!(whs.get(&referral).await.0, 200);
+    allow_audit(&server).await;
+    let (status, _, body) = server
+        .as_(ig())
+        .post(&format!("/api/v1/consent-overrides/{id}/review"), &review)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(whs.get(&referral).await.0, 403);
+    let events = override_audit().await;
+    assert_eq!(events.len(), 3, "request, grant, review: {events:#?}");
 }
 
 // ---- referral prompt answers ----------------------------------------------------------------
