@@ -10,8 +10,8 @@ use serde_json::Value;
 use crate::audit::{self, Event, Kind};
 use crate::auth::{Principal, Role};
 use crate::consent::{
-    self, Action, ConsentRecord, DataClass, Decision, Override, OverrideReason, Party, Purpose,
-    Question, Recipient, RecipientClass,
+    self, Action, ConsentRecord, DataClass, Decision, Override, Party, Purpose, Question,
+    Recipient, RecipientClass,
 };
 use crate::fhir::search::{Filter, SearchRequest, Tenancy};
 use crate::fit_notes::FitNoteFacts;
@@ -73,12 +73,7 @@ pub async fn consent_file(store: &dyn Store, patient_id: &str) -> Result<Consent
         // policy does not accept) permits nothing, and so cannot deny either.
         .filter_map(|c| consent::read_consent(c).ok())
         .collect();
-    let overrides = store
-        .overrides_of_patient(patient_id)
-        .await?
-        .iter()
-        .filter_map(override_from_record)
-        .collect();
+    let overrides = store.overrides_of_patient(patient_id).await?;
     Ok(ConsentFile {
         consents,
         overrides,
@@ -130,26 +125,9 @@ fn class_varies(resource_type: &str) -> bool {
     matches!(resource_type, "Observation" | "Task" | "Encounter")
 }
 
-/// Reads a stored override record (the JSON the overrides API returns).
+/// Reads an override as the overrides API shows it (and the decision fixtures write it).
 pub fn override_from_record(r: &Value) -> Option<Override> {
-    let time = |k: &str| {
-        DateTime::parse_from_rfc3339(r[k].as_str()?)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
-    };
-    Some(Override {
-        id: r["id"].as_str()?.to_string(),
-        recipient: <RecipientClass as consent::Code>::from_code(r["recipient"].as_str()?)?,
-        organisation: r["recipientOrganisation"].as_str().map(str::to_string),
-        classes: r["dataClasses"]
-            .as_array()?
-            .iter()
-            .filter_map(|c| <DataClass as consent::Code>::from_code(c.as_str()?))
-            .collect(),
-        reason: <OverrideReason as consent::Code>::from_code(r["reason"].as_str()?)?,
-        granted_at: time("grantedAt")?,
-        expires_at: time("expiresAt")?,
-    })
+    Override::from_json(r)
 }
 
 /// Checks and audits one caller's access.
@@ -697,8 +675,8 @@ pub const PRACTICE_CONSENT_EXPRESSION: &str = "consent.patientAgreed";
 /// Where a BaRS message carries consent.
 pub const BARS_CONSENT_EXPRESSION: &str = "Bundle.entry.resource.ofType(Consent)";
 
-/// A disclosure decision, made at the moment of sending and audited: what the delivery outbox
-/// calls before every attempt, and what the disclosure API answers.
+/// A disclosure decision, made at the moment of sending and audited: what the disclosure API
+/// answers. The decision is the only thing it records.
 pub async fn decide_disclosure(
     store: &dyn Store,
     principal: Option<&Principal>,
@@ -706,28 +684,40 @@ pub async fn decide_disclosure(
     question: &Question,
     request_id: Option<String>,
 ) -> Result<Decision, StoreError> {
+    let (decision, event) =
+        disclosure_decision(store, principal, patient_id, question, request_id).await?;
+    store.create(vec![event]).await?;
+    Ok(decision)
+}
+
+/// A disclosure decision and the AuditEvent that records it, not yet stored: the delivery outbox
+/// stores the event in the transaction that records what the decision led to (the attempt, or
+/// the letter cancelled).
+pub async fn disclosure_decision(
+    store: &dyn Store,
+    principal: Option<&Principal>,
+    patient_id: &str,
+    question: &Question,
+    request_id: Option<String>,
+) -> Result<(Decision, Value), StoreError> {
     let file = consent_file(store, patient_id).await?;
     let decision = file.decide(question);
     let mut entities = Vec::new();
     if let Some(doc) = &question.document {
         entities.push(doc.clone());
     }
-    audit::append(
-        store,
-        &[Event {
-            kind: Kind::Disclosure,
-            principal,
-            patient: Some(format!("Patient/{patient_id}")),
-            entities,
-            decision: Some(&decision),
-            permitted: decision.permitted(),
-            description: decision.reason.clone(),
-            at: question.at,
-            request_id,
-        }],
-    )
-    .await?;
-    Ok(decision)
+    let event = audit::audit_event(&Event {
+        kind: Kind::Disclosure,
+        principal,
+        patient: Some(format!("Patient/{patient_id}")),
+        entities,
+        decision: Some(&decision),
+        permitted: decision.permitted(),
+        description: decision.reason.clone(),
+        at: question.at,
+        request_id,
+    });
+    Ok((decision, event))
 }
 
 /// The person as the referral's practice stated them when it referred (the Patient version

@@ -377,9 +377,11 @@ async fn an_override_acts_against_a_deny_for_a_stated_reason_and_is_reviewed() {
     refusal["provision"]["actor"][0]["role"]["coding"][1]["code"] = json!("employer");
     let whs = service(&server, WHS);
     assert_eq!(whs.post("/fhir/Consent", &refusal).await.0, 201);
+    let employer = "https://fhir.work-health-gateway.org/Id/employer|gatewise-security";
     let ask = json!({
         "patient": format!("Patient/{patient}"),
         "recipient": "employer",
+        "recipientOrganisation": employer,
         "dataClass": "adviser-letter",
         "document": "DocumentReference/fitness-to-drive",
     });
@@ -388,6 +390,7 @@ async fn an_override_acts_against_a_deny_for_a_stated_reason_and_is_reviewed() {
     let request = json!({
         "patient": format!("Patient/{patient}"),
         "recipient": "employer",
+        "recipientOrganisation": employer,
         "dataClasses": ["adviser-letter"],
         "reason": "risk-to-others",
         "justification": "Security guard with untreated sleep apnoea; falls asleep on night shifts operating gates.",
@@ -413,9 +416,23 @@ async fn an_override_acts_against_a_deny_for_a_stated_reason_and_is_reviewed() {
         )
         .await;
     assert_eq!(status, 422);
-    assert_eq!(issue_keys(&outcome).len(), 6, "{outcome}");
-    let (status, _, granted) = clinician.post("/api/v1/consent-overrides", &request).await;
-    assert_eq!(status, 201, "{granted}");
+    // patient, recipient, recipientOrganisation, dataClasses, reason, justification, hours.
+    assert_eq!(issue_keys(&outcome).len(), 7, "{outcome}");
+    let (status, _, requested) = clinician.post("/api/v1/consent-overrides", &request).await;
+    assert_eq!(status, 201, "{requested}");
+    assert_eq!(requested["state"], "requested");
+    let id = requested["id"].as_str().unwrap().to_string();
+    // A request permits nothing until information governance grants it.
+    assert_eq!(decide(&whs, ask.clone()).await["decision"], "deny");
+    let ig = ig(&server);
+    let (status, _, granted) = ig
+        .post(
+            &format!("/api/v1/consent-overrides/{id}/grant"),
+            &json!({ "note": "Risk to others outweighs the refusal for night-shift gate duty." }),
+        )
+        .await;
+    assert_eq!(status, 200, "{granted}");
+    assert_eq!(granted["state"], "granted");
     let answer = decide(&whs, ask.clone()).await;
     assert_eq!(answer["decision"], "permit", "{answer}");
     assert_eq!(answer["override"], granted["id"]);
@@ -428,13 +445,12 @@ async fn an_override_acts_against_a_deny_for_a_stated_reason_and_is_reviewed() {
     );
 
     // Listed for review until reviewed.
-    let ig = ig(&server);
     let (_, list) = ig.get("/api/v1/consent-overrides?unreviewed=true").await;
     assert_eq!(list["total"], 1, "{list}");
     assert_eq!(list["overrides"][0]["reason"], "risk-to-others");
     let (status, _, reviewed) = ig
         .post(
-            &format!("/api/v1/consent-overrides/{}/review", granted["id"].as_str().unwrap()),
+            &format!("/api/v1/consent-overrides/{id}/review"),
             &json!({ "outcome": "appropriate", "note": "Proportionate; employer told only of fitness for night shifts." }),
         )
         .await;

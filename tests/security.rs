@@ -593,6 +593,8 @@ const WRITE_ROUTES: &[(reqwest::Method, &str)] = &[
     (reqwest::Method::PUT, "/fhir/Consent/x"),
     (reqwest::Method::PUT, "/fhir/Task/x"),
     (reqwest::Method::POST, "/api/v1/consent-overrides"),
+    (reqwest::Method::POST, "/api/v1/consent-overrides/x/grant"),
+    (reqwest::Method::POST, "/api/v1/consent-overrides/x/refuse"),
     (reqwest::Method::POST, "/api/v1/consent-overrides/x/review"),
     (reqwest::Method::POST, "/api/v1/disclosures/$decide"),
     (reqwest::Method::POST, "/api/v1/referrals/x/triage"),

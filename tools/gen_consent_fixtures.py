@@ -23,6 +23,25 @@ ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
 WHS = {"system": SERVICE, "value": "sheffield-whs"}
 WORKWELL = {"system": SERVICE, "value": "workwell-south-tyneside"}
 PRACTICE = {"system": ODS, "value": "C88901"}
+EMPLOYER = {"system": f"{BASE}/Id/employer", "value": "gatewise-security"}
+OTHER_EMPLOYER = {"system": f"{BASE}/Id/employer", "value": "another-employer"}
+IG = {"client": "information-governance:IG1", "organisation": f"{BASE}/Id/organisation|IG1"}
+CLINICIAN = {"client": "service:sheffield-whs", "organisation": f"{SERVICE}|sheffield-whs"}
+
+
+def override(id_, classes_, state, granted_at, expires_at, **extra):
+    """An override as the overrides API shows it: requested by the service, granted by information
+    governance (and, when `state` is ended, ended by a review)."""
+    out = {"id": id_, "patient": "Patient/example", "recipient": "employer",
+           "recipientOrganisation": f"{EMPLOYER['system']}|{EMPLOYER['value']}",
+           "dataClasses": classes_, "reason": "risk-to-others",
+           "justification": "Security guard with untreated sleep apnoea; falls asleep on night shifts operating gates.",
+           "hours": 24, "requestedAt": "2026-06-15T08:30:00+01:00", "requestedBy": CLINICIAN,
+           "state": state, "grantedAt": granted_at, "grantedBy": IG,
+           "grantNote": "Risk to others outweighs the refusal; employer told of fitness for night shifts only.",
+           "expiresAt": expires_at}
+    out.update(extra)
+    return out
 
 
 def coding(cs, code):
@@ -233,14 +252,21 @@ DECISIONS = {
         "questions": [q("dwp", "referral", "deny", "Consent/c1", action="disclose")],
     },
     "08-override-for-risk-to-others": {
-        "description": "Mr N (SOM case 2): the person refuses employer disclosure; a clinician overrides for a risk to others, for 24 hours.",
+        "description": "Mr N (SOM case 2): the person refuses employer disclosure; a clinician asks to override for a risk to others, for 24 hours, and information governance grants it. A second override, for diagnoses, was ended by a review that found it inappropriate.",
         "consents": [named(consent({"type": "deny", "actor": [actor("employer", display="The person's employer")]}), "c1")],
-        "overrides": [{"id": "o1", "recipient": "employer", "dataClasses": ["adviser-letter"], "reason": "risk-to-others",
-                       "grantedAt": "2026-06-15T09:00:00+01:00", "expiresAt": "2026-06-16T09:00:00+01:00"}],
+        "overrides": [
+            override("o1", ["adviser-letter"], "granted", "2026-06-15T09:00:00+01:00", "2026-06-16T09:00:00+01:00"),
+            override("o2", ["diagnosis"], "ended", "2026-06-15T09:00:00+01:00", "2026-06-16T09:00:00+01:00",
+                     endedAt="2026-06-15T10:00:00+01:00",
+                     review={"outcome": "inappropriate", "note": "The employer needs fitness for duty, never the diagnosis.",
+                             "reviewedAt": "2026-06-15T10:00:00+01:00",
+                             "reviewedBy": {"client": "information-governance:IG2", "organisation": f"{BASE}/Id/organisation|IG2"}}),
+        ],
         "questions": [
-            q("employer", "adviser-letter", "permit", "override o1", action="disclose", document="DocumentReference/fitness-letter"),
-            q("employer", "diagnosis", "deny", "Consent/c1", action="disclose", why="override covers letters only"),
-            q("employer", "adviser-letter", "deny", "Consent/c1", action="disclose", at="2026-06-16T09:00:00+01:00", why="override expired"),
+            q("employer", "adviser-letter", "permit", "override o1", EMPLOYER, action="disclose", document="DocumentReference/fitness-letter"),
+            q("employer", "adviser-letter", "deny", "Consent/c1", OTHER_EMPLOYER, action="disclose", document="DocumentReference/fitness-letter", why="the override names one employer"),
+            q("employer", "diagnosis", "deny", "Consent/c1", EMPLOYER, action="disclose", why="o1 covers letters only; o2 was ended by its review"),
+            q("employer", "adviser-letter", "deny", "Consent/c1", EMPLOYER, action="disclose", at="2026-06-16T09:00:00+01:00", why="override expired"),
         ],
     },
     "09-evaluation-needs-research-purpose": {

@@ -1,12 +1,12 @@
-//! Consent routes: recording and changing Consents, overrides and their review, and disclosure
-//! decisions.
+//! Consent routes: recording and changing Consents, overrides (requested by a practice or
+//! service, granted or refused and reviewed by information governance), and disclosure decisions.
 
 use axum::Json;
-use axum::extract::rejection::PathRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{Duration, Utc};
+use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -16,16 +16,17 @@ use super::body::JsonBody;
 use super::error::{ApiError, fhir_response, set_location};
 use crate::access::{self, AccessError};
 use crate::audit::{self, Event, Kind};
-use crate::auth::{Principal, scope};
+use crate::auth::{Principal, Role, scope};
+use crate::consent::overrides::{self, Agent, ReviewOutcome, StepError, Verdict};
 use crate::consent::{
-    self, Action, Code, DataClass, OverrideReason, Party, Purpose, Question, Recipient,
-    RecipientClass, authorship,
+    self, Action, Code, DataClass, Override, OverrideReason, OverrideState, OverrideStatus,
+    Purpose, Question, Recipient, RecipientClass, authorship,
 };
 use crate::fhir::identifiers::identifier_reference;
 use crate::fhir::resource::claim_profile;
 use crate::fhir::systems::profile;
 use crate::fhir::{Issue, IssueType, Issues};
-use crate::store::Transaction;
+use crate::store::{OverrideFilter, Transaction};
 
 /// `POST /fhir/Consent`: a practice, or a service's adviser at first contact, records a Consent
 /// for a person it has a referral for. What each may record is [`consent::authorship`]'s rule;
@@ -77,7 +78,8 @@ pub async fn create(
     let stored = app
         .store
         .transact(Transaction {
-            creates: vec![resource, audit],
+            creates: vec![resource],
+            audit: vec![audit],
             referral,
             ..Transaction::default()
         })
@@ -175,7 +177,7 @@ pub async fn update(
         .store
         .transact(Transaction {
             updates: vec![(resource, expected)],
-            creates: vec![audit],
+            audit: vec![audit],
             referral,
             ..Transaction::default()
         })
@@ -194,7 +196,7 @@ async fn recorder(
     app: &AppState,
     principal: &Principal,
     patient_id: &str,
-) -> Result<(Party, String), ApiError> {
+) -> Result<(consent::Party, String), ApiError> {
     let not_found = || ApiError::from(AccessError::NotFound(format!("Patient/{patient_id}")));
     let party = principal.as_party().ok_or_else(not_found)?;
     let referral = app
@@ -324,7 +326,7 @@ async fn require_party(
     }
 }
 
-/// What a user asks to override.
+/// What a practice or service asks to override.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OverrideRequest {
@@ -377,8 +379,10 @@ fn code_in<C: Code>(raw: &str, field: &str, issues: &mut Issues) -> Option<C> {
 /// Shortest justification accepted: one sentence a reviewer can judge.
 const MIN_JUSTIFICATION: usize = 20;
 
-/// `POST /api/v1/consent-overrides`: act against a person's consent decision ("break glass") for
-/// a stated reason, for a limited time. Recorded, audited and listed for review.
+/// `POST /api/v1/consent-overrides`: a practice or service asks to act against a person's
+/// consent decision ("break glass") for a stated reason, for a limited time, for itself or for
+/// the one third party it discloses to. The request permits nothing until information governance
+/// grants it. Stored with its AuditEvent.
 pub async fn create_override(
     State(app): State<AppState>,
     principal: Principal,
@@ -389,7 +393,11 @@ pub async fn create_override(
     let req: OverrideRequest = parse_request(&body, "an override request")?;
     let mut issues = Issues::new();
     let patient = patient_in(&req.patient, &mut issues).map(str::to_string);
-    code_in::<RecipientClass>(&req.recipient, "recipient", &mut issues);
+    let recipient = code_in::<RecipientClass>(&req.recipient, "recipient", &mut issues);
+    let organisation = req.recipient_organisation.as_deref().map(str::trim);
+    if let Err(more) = overrides::check_request(&principal, recipient, organisation) {
+        issues.extend(more);
+    }
     if req.data_classes.is_empty() {
         issues.error(
             IssueType::Required,
@@ -397,16 +405,19 @@ pub async fn create_override(
             "name at least one data class the override covers",
         );
     }
-    for (i, c) in req.data_classes.iter().enumerate() {
-        code_in::<DataClass>(c, &format!("dataClasses[{i}]"), &mut issues);
-    }
-    code_in::<OverrideReason>(&req.reason, "reason", &mut issues);
+    let classes: Vec<Option<DataClass>> = req
+        .data_classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| code_in::<DataClass>(c, &format!("dataClasses[{i}]"), &mut issues))
+        .collect();
+    let reason = code_in::<OverrideReason>(&req.reason, "reason", &mut issues);
     if req.justification.trim().chars().count() < MIN_JUSTIFICATION {
         issues.error(
             IssueType::Required,
             "justification",
             format!(
-                "explain why in at least {MIN_JUSTIFICATION} characters: the override is reviewed"
+                "explain why in at least {MIN_JUSTIFICATION} characters: information governance decides on it"
             ),
         );
     }
@@ -415,83 +426,247 @@ pub async fn create_override(
         issues.error(
             IssueType::Value,
             "hours",
-            format!("an override lasts from 1 to {max} hours"),
+            format!("an override lasts from 1 to {max} hours from its grant"),
         );
     }
-    let patient = issues
-        .into_result(patient)
+    let classes: Option<Vec<DataClass>> = classes.into_iter().collect();
+    let (Some(patient), Some(recipient), Some(classes), Some(reason), Some(organisation)) = issues
+        .into_result((patient, recipient, classes, reason, organisation))
         .map_err(ApiError::Invalid)?
-        .unwrap_or_default();
+    else {
+        unreachable!("every missing part was reported")
+    };
     require_party(&app, &principal, &patient).await?;
-    let now = Utc::now();
-    let id = uuid::Uuid::now_v7().to_string();
-    let record = json!({
-        "id": id,
-        "patient": format!("Patient/{patient}"),
-        "recipient": req.recipient,
-        "recipientOrganisation": req.recipient_organisation,
-        "dataClasses": req.data_classes,
-        "reason": req.reason,
-        "justification": req.justification,
-        "grantedAt": now.to_rfc3339(),
-        "expiresAt": (now + Duration::hours(i64::from(req.hours))).to_rfc3339(),
-        "grantedBy": { "client": principal.client_id, "organisation": principal.organisation, "role": principal.role.as_str() },
-    });
-    app.store.create_override(&patient, record.clone()).await?;
-    audit::append(
-        &*app.store,
-        &[Event {
-            kind: Kind::Override,
-            principal: Some(&principal),
-            patient: Some(format!("Patient/{patient}")),
-            entities: Vec::new(),
-            decision: None,
-            permitted: true,
-            description: format!(
-                "override {id} granted ({}) for {} of {} until {}",
-                record["reason"].as_str().unwrap_or_default(),
-                record["recipient"].as_str().unwrap_or_default(),
-                req_classes(&record),
-                record["expiresAt"].as_str().unwrap_or_default()
-            ),
-            at: now,
-            request_id: request_id(&headers),
-        }],
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(record)).into_response())
+    let now = now_to_the_microsecond();
+    let request = Override {
+        id: uuid::Uuid::now_v7().to_string(),
+        patient_id: patient,
+        recipient,
+        organisation: organisation.to_string(),
+        classes,
+        reason,
+        justification: req.justification.trim().to_string(),
+        hours: req.hours,
+        requested_by: Agent::of(&principal),
+        requested_at: now,
+        state: OverrideState::Requested,
+        review: None,
+    };
+    let requested = override_event(
+        &principal,
+        &headers,
+        &request,
+        format!(
+            "override {} requested ({}) for {} {} of {} for {} hours; in force only once information governance grants it",
+            request.id,
+            request.reason.code(),
+            request.recipient.code(),
+            request.organisation,
+            classes_of(&request),
+            request.hours
+        ),
+        now,
+    );
+    app.store
+        .create_override(request.clone(), vec![requested])
+        .await?;
+    let mut response = (StatusCode::CREATED, Json(request.to_json())).into_response();
+    set_location(
+        &mut response,
+        &format!(
+            "{}/api/v1/consent-overrides/{}",
+            app.config.base_url(),
+            request.id
+        ),
+    );
+    Ok(response)
 }
 
-fn req_classes(record: &Value) -> String {
-    record["dataClasses"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default()
+/// Now, as precisely as the store keeps times: what is answered is what is stored.
+fn now_to_the_microsecond() -> chrono::DateTime<Utc> {
+    chrono::SubsecRound::trunc_subsecs(Utc::now(), 6)
+}
+
+fn classes_of(o: &Override) -> String {
+    o.classes
+        .iter()
+        .map(|c| c.code())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The AuditEvent of one step on an override, naming the override by its identifier.
+fn override_event(
+    principal: &Principal,
+    headers: &HeaderMap,
+    o: &Override,
+    description: String,
+    at: chrono::DateTime<Utc>,
+) -> Value {
+    let mut event = audit::audit_event(&Event {
+        kind: Kind::Override,
+        principal: Some(principal),
+        patient: Some(format!("Patient/{}", o.patient_id)),
+        entities: Vec::new(),
+        decision: None,
+        permitted: true,
+        description,
+        at,
+        request_id: request_id(headers),
+    });
+    if let Some(entities) = event["entity"].as_array_mut() {
+        entities.push(json!({
+            "what": { "identifier": { "system": audit::override_system(), "value": o.id } },
+            "description": "the override",
+        }));
+    }
+    event
+}
+
+/// Information governance: a client in that role, holding the review scope.
+fn require_information_governance(principal: &Principal) -> Result<(), ApiError> {
+    require_scope(principal, scope::OVERRIDE_REVIEW)?;
+    if principal.role != Role::InformationGovernance {
+        return Err(ApiError::Forbidden(
+            "only information governance lists, grants, refuses and reviews overrides".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     #[serde(default)]
     unreviewed: Option<bool>,
+    #[serde(default)]
+    state: Option<String>,
 }
 
-/// `GET /api/v1/consent-overrides[?unreviewed=true]`: overrides for information-governance review.
+/// `GET /api/v1/consent-overrides[?state=requested][&unreviewed=true]`: overrides for
+/// information governance: requests to decide, granted ones to review.
 pub async fn list_overrides(
     State(app): State<AppState>,
     principal: Principal,
-    Query(q): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    require_scope(&principal, scope::OVERRIDE_REVIEW)?;
-    let list = app
+    require_information_governance(&principal)?;
+    let Query(q) = query.map_err(|e| {
+        ApiError::BadRequest(Issue::general(IssueType::Invalid, e.body_text()).into())
+    })?;
+    let status = match q.state.as_deref() {
+        None => None,
+        Some(code) => Some(OverrideStatus::from_code(code).ok_or_else(|| {
+            ApiError::BadRequest(
+                Issue::error(
+                    IssueType::CodeInvalid,
+                    "state",
+                    format!("'{code}' is not an override state: use requested, granted, refused or ended"),
+                )
+                .into(),
+            )
+        })?),
+    };
+    let list: Vec<Value> = app
         .store
-        .list_overrides(q.unreviewed.unwrap_or(false))
-        .await?;
+        .list_overrides(OverrideFilter {
+            status,
+            unreviewed: q.unreviewed.unwrap_or(false),
+        })
+        .await?
+        .iter()
+        .map(Override::to_json)
+        .collect();
     Ok(Json(json!({ "total": list.len(), "overrides": list })).into_response())
+}
+
+/// `GET /api/v1/consent-overrides/{id}`: one override, for information governance and for the
+/// organisation that asked for it (to see whether it was granted). Anyone else is told it does
+/// not exist.
+pub async fn show_override(
+    State(app): State<AppState>,
+    principal: Principal,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = path.map_err(|e| ApiError::NotFound(format!("no such override: {e}")))?;
+    let not_found = || ApiError::NotFound(format!("override {id} is not known to this gateway"));
+    let information_governance = principal.role == Role::InformationGovernance;
+    require_scope(
+        &principal,
+        if information_governance {
+            scope::OVERRIDE_REVIEW
+        } else {
+            scope::CONSENT_OVERRIDE
+        },
+    )?;
+    let may_read = |o: &Override| {
+        information_governance || o.requested_by.organisation == principal.organisation
+    };
+    match app.store.override_by_id(&id).await? {
+        Some((o, _)) if may_read(&o) => Ok(Json(o.to_json()).into_response()),
+        _ => Err(not_found()),
+    }
+}
+
+/// What information governance says when it grants or refuses a request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerdictRequest {
+    note: String,
+}
+
+/// `POST /api/v1/consent-overrides/{id}/grant`: information governance grants a request; it is in
+/// force from now for the hours asked.
+pub async fn grant_override(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    decide_override(app, principal, headers, path, body, Verdict::Grant).await
+}
+
+/// `POST /api/v1/consent-overrides/{id}/refuse`: information governance turns a request down.
+pub async fn refuse_override(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    decide_override(app, principal, headers, path, body, Verdict::Refuse).await
+}
+
+async fn decide_override(
+    app: AppState,
+    principal: Principal,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: JsonBody,
+    verdict: Verdict,
+) -> Result<Response, ApiError> {
+    require_information_governance(&principal)?;
+    let Path(id) = path.map_err(|e| ApiError::NotFound(format!("no such override: {e}")))?;
+    let req: VerdictRequest = parse_request(&body, "a grant or refusal")?;
+    require_note(&req.note)?;
+    let (stored, version) = stored_override(&app, &id).await?;
+    let now = now_to_the_microsecond();
+    let mut changed = stored.clone();
+    changed.state = overrides::decide_request(&stored, &principal, verdict, req.note.trim(), now)
+        .map_err(step_refused)?;
+    let description = match changed.state.grant() {
+        Some(g) => format!(
+            "override {id} granted by information governance: in force until {}",
+            g.until.to_rfc3339()
+        ),
+        None => format!("override {id} refused by information governance"),
+    };
+    let event = override_event(&principal, &headers, &changed, description, now);
+    app.store
+        .update_override(changed.clone(), version, vec![event])
+        .await?;
+    Ok(Json(changed.to_json()).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -502,38 +677,86 @@ pub struct ReviewRequest {
     note: String,
 }
 
-/// `POST /api/v1/consent-overrides/{id}/review`: records an information-governance review.
+/// `POST /api/v1/consent-overrides/{id}/review`: information governance reviews a granted
+/// override. `inappropriate` ends it at once.
 pub async fn review_override(
     State(app): State<AppState>,
     principal: Principal,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     body: JsonBody,
 ) -> Result<Response, ApiError> {
-    require_scope(&principal, scope::OVERRIDE_REVIEW)?;
+    require_information_governance(&principal)?;
     let Path(id) = path.map_err(|e| ApiError::NotFound(format!("no such override: {e}")))?;
     let req: ReviewRequest = parse_request(&body, "a review")?;
-    if !matches!(req.outcome.as_str(), "appropriate" | "inappropriate") {
-        return Err(ApiError::Invalid(
+    let outcome = ReviewOutcome::from_code(&req.outcome).ok_or_else(|| {
+        ApiError::Invalid(
             Issue::error(
                 IssueType::CodeInvalid,
                 "outcome",
                 "outcome must be appropriate or inappropriate",
             )
             .into(),
+        )
+    })?;
+    require_note(&req.note)?;
+    let (stored, version) = stored_override(&app, &id).await?;
+    let now = now_to_the_microsecond();
+    let (state, review) = overrides::review(&stored, &principal, outcome, req.note.trim(), now)
+        .map_err(step_refused)?;
+    let ends = matches!(
+        (&stored.state, &state),
+        (OverrideState::Granted(_), OverrideState::Ended { .. })
+    );
+    let mut changed = stored;
+    changed.state = state;
+    changed.review = Some(review);
+    let description = if ends {
+        format!("override {id} reviewed by information governance: inappropriate; ended at once")
+    } else {
+        format!(
+            "override {id} reviewed by information governance: {}",
+            outcome.code()
+        )
+    };
+    let event = override_event(&principal, &headers, &changed, description, now);
+    app.store
+        .update_override(changed.clone(), version, vec![event])
+        .await?;
+    Ok(Json(changed.to_json()).into_response())
+}
+
+async fn stored_override(app: &AppState, id: &str) -> Result<(Override, i64), ApiError> {
+    app.store
+        .override_by_id(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("override {id} is not known to this gateway")))
+}
+
+/// Every grant, refusal and review says why: the requester and later reviewers read it.
+fn require_note(note: &str) -> Result<(), ApiError> {
+    if note.trim().is_empty() {
+        return Err(ApiError::Invalid(
+            Issue::error(
+                IssueType::Required,
+                "note",
+                "say why, in a sentence the requester and later reviewers can read",
+            )
+            .into(),
         ));
     }
-    let review = json!({
-        "outcome": req.outcome,
-        "note": req.note,
-        "reviewedAt": Utc::now().to_rfc3339(),
-        "reviewedBy": { "client": principal.client_id, "organisation": principal.organisation },
-    });
-    let updated = app
-        .store
-        .review_override(&id, review)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("override {id} is not known to this gateway")))?;
-    Ok(Json(updated).into_response())
+    Ok(())
+}
+
+fn step_refused(e: StepError) -> ApiError {
+    match e {
+        StepError::NotInformationGovernance | StepError::OwnRequest => {
+            ApiError::Forbidden(e.to_string())
+        }
+        StepError::WrongState(why) => {
+            ApiError::Invalid(Issue::general(IssueType::BusinessRule, why).into())
+        }
+    }
 }
 
 /// A disclosure to be decided.

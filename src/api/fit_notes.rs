@@ -19,7 +19,7 @@ use crate::auth::{Principal, Role, scope};
 use crate::fhir::identifiers;
 use crate::fhir::{Issue, IssueType, NhsErrorCode, operation_outcome};
 use crate::intake::{IntakeContext, Submission, admission, fhir_fit_note, practice_fit_note};
-use crate::store::Stored;
+use crate::store::{Stored, Transaction};
 
 /// `POST /api/v1/fit-notes`: 201 when stored, 200 for an identical resend.
 pub async fn create_practice_fit_note(
@@ -290,21 +290,41 @@ pub async fn update_task(
             }
         }
     }
-    let updated = app.store.update(updated, if_match(&headers)?).await?;
-    audit::append(
-        &*app.store,
-        &[Event {
-            kind: Kind::Updated,
-            principal: Some(&principal),
-            patient: updated["for"]["reference"].as_str().map(str::to_string),
-            entities: vec![format!("Task/{id}")],
-            decision: None,
-            permitted: true,
-            description: format!("referral prompt {new_status} by the practice"),
-            at: chrono::Utc::now(),
-            request_id: request_id(&headers),
-        }],
-    )
-    .await?;
+    // The answer is stored at the version it was checked against (the one the caller named with
+    // If-Match, or the one read above), so a concurrent answer is refused, never overwritten;
+    // and with its AuditEvent, in one transaction.
+    let based_on = match if_match(&headers)? {
+        Some(version) => version,
+        None => stored_version(&stored)?,
+    };
+    let answered = audit::audit_event(&Event {
+        kind: Kind::Updated,
+        principal: Some(&principal),
+        patient: updated["for"]["reference"].as_str().map(str::to_string),
+        entities: vec![format!("Task/{id}")],
+        decision: None,
+        permitted: true,
+        description: format!("referral prompt {new_status} by the practice"),
+        at: chrono::Utc::now(),
+        request_id: request_id(&headers),
+    });
+    let updated = app
+        .store
+        .transact(Transaction {
+            updates: vec![(updated, based_on)],
+            audit: vec![answered],
+            ..Default::default()
+        })
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::Internal("the answered prompt was not returned".into()))?;
     Ok(fhir_response(StatusCode::OK, &updated))
+}
+
+/// The version of a stored resource, from its `meta.versionId`.
+fn stored_version(resource: &Value) -> Result<i64, ApiError> {
+    resource["meta"]["versionId"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ApiError::Internal("a stored resource without a version".into()))
 }

@@ -108,6 +108,18 @@ pub fn router(state: AppState) -> Router {
             post(consents::create_override).get(consents::list_overrides),
         )
         .route(
+            "/api/v1/consent-overrides/{id}",
+            get(consents::show_override),
+        )
+        .route(
+            "/api/v1/consent-overrides/{id}/grant",
+            post(consents::grant_override),
+        )
+        .route(
+            "/api/v1/consent-overrides/{id}/refuse",
+            post(consents::refuse_override),
+        )
+        .route(
             "/api/v1/consent-overrides/{id}/review",
             post(consents::review_override),
         )

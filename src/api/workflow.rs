@@ -516,21 +516,17 @@ pub async fn resend_letter(
         "sent again by {} after it was {}",
         principal.client_id, delivery.state
     );
-    audit::append(
-        &*app.store,
-        &[Event {
-            kind: Kind::Updated,
-            principal: Some(&principal),
-            patient: Some(format!("Patient/{}", delivery.patient_id)),
-            entities: vec![format!("Communication/{id}")],
-            decision: None,
-            permitted: true,
-            description: detail.clone(),
-            at: now,
-            request_id: super::auth::request_id(&headers),
-        }],
-    )
-    .await?;
+    let resent = audit::audit_event(&Event {
+        kind: Kind::Updated,
+        principal: Some(&principal),
+        patient: Some(format!("Patient/{}", delivery.patient_id)),
+        entities: vec![format!("Communication/{id}")],
+        decision: None,
+        permitted: true,
+        description: detail.clone(),
+        at: now,
+        request_id: super::auth::request_id(&headers),
+    });
     let window = chrono::Duration::seconds(app.config.delivery.retry_window_secs as i64);
     app.store
         .update_delivery(crate::store::DeliveryUpdate {
@@ -554,6 +550,8 @@ pub async fn resend_letter(
                 Some(&detail),
                 now,
             ),
+            // The resend and its audit are one write: neither is stored without the other.
+            audit: vec![resent],
         })
         .await?;
     app.outbox.wake.notify_one();

@@ -15,15 +15,17 @@
 //!    party to the person's care does.
 //! 6. Disclosure to an employer is permitted only by a provision naming the specific document.
 //! 7. With no matching permit the answer is deny (default deny).
-//! 8. A refusal (never a missing document approval) can be overridden by a granted, unexpired
-//!    override for the same recipient and data class.
+//! 8. A refusal (never a missing document approval) can be overridden by an override granted by
+//!    information governance and in force, for the same recipient organisation and data class
+//!    (see [`super::overrides`]).
 
 use chrono::{DateTime, Utc};
 
 use super::model::{
-    Action, ActorRule, Code, ConsentRecord, ConsentStatus, DataClass, OrgId, Override, Party,
-    Provision, ProvisionType, Purpose, RecipientClass,
+    Action, ActorRule, Code, ConsentRecord, ConsentStatus, DataClass, OrgId, Party, Provision,
+    ProvisionType, Purpose, RecipientClass,
 };
+use super::overrides::{Override, covering_grant};
 
 /// Who would receive the information.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,7 +210,10 @@ pub fn decide(consents: &[ConsentRecord], overrides: &[Override], question: &Que
             } else {
                 "was withdrawn or declined, and so refuses"
             };
-            if let Some(o) = overrides.iter().find(|o| override_covers(o, question)) {
+            if let Some((o, grant)) = overrides
+                .iter()
+                .find_map(|o| covering_grant(o, question).map(|g| (o, g)))
+            {
                 return Decision {
                     purpose: question.purpose,
                     effect: Effect::Permit,
@@ -216,7 +221,7 @@ pub fn decide(consents: &[ConsentRecord], overrides: &[Override], question: &Que
                         "{reference} {verb} {what}; permitted under override {} ({}) until {}",
                         o.id,
                         o.reason.code(),
-                        o.expires_at.to_rfc3339()
+                        grant.until.to_rfc3339()
                     ),
                     basis: Basis::Overridden {
                         consent: reference,
@@ -307,16 +312,6 @@ fn actor_matches(rule: &ActorRule, recipient: &Recipient) -> bool {
         }
 }
 
-fn override_covers(o: &Override, q: &Question) -> bool {
-    o.recipient == q.recipient.class
-        && o.organisation
-            .as_ref()
-            .is_none_or(|org| q.recipient.organisation.as_ref() == Some(org))
-        && o.classes.contains(&q.class)
-        && o.granted_at <= q.at
-        && q.at < o.expires_at
-}
-
 fn describe(q: &Question) -> String {
     let to = match &q.recipient.organisation {
         Some(org) => format!("{} {}", q.recipient.class.code(), org),
@@ -335,6 +330,7 @@ fn describe(q: &Question) -> String {
 mod tests {
     use super::*;
     use crate::consent::model::{OverrideReason, Period};
+    use crate::consent::overrides::{Agent, Grant, OverrideState};
     use chrono::{Duration, TimeZone};
     use proptest::prelude::*;
 
@@ -824,29 +820,82 @@ mod tests {
                 ..Provision::default()
             },
         )];
-        let o = Override {
+        const EMPLOYER: &str = "https://fhir.nhs.uk/Id/ods-organization-code|X12345";
+        let ig = Agent {
+            client: "information-governance:IG1".into(),
+            organisation: "https://fhir.work-health-gateway.org/Id/organisation|IG1".into(),
+        };
+        let grant = Grant {
+            by: ig,
+            at: t(9),
+            until: t(11),
+            note: "risk to others outweighs the refusal".into(),
+        };
+        let mut o = Override {
             id: "o1".into(),
+            patient_id: "p1".into(),
             recipient: RecipientClass::Employer,
-            organisation: None,
+            organisation: EMPLOYER.into(),
             classes: vec![DataClass::AdviserLetter],
             reason: OverrideReason::RiskToOthers,
-            granted_at: t(9),
-            expires_at: t(11),
+            justification: "Falls asleep operating site gates on night shifts.".into(),
+            hours: 48,
+            requested_by: Agent {
+                client: "service:sheffield-whs".into(),
+                organisation: WHS.into(),
+            },
+            requested_at: t(8),
+            state: OverrideState::Granted(grant.clone()),
+            review: None,
         };
-        let mut q = question(RecipientClass::Employer, None, DataClass::AdviserLetter);
+        let mut q = question(
+            RecipientClass::Employer,
+            Some(EMPLOYER),
+            DataClass::AdviserLetter,
+        );
         q.action = Action::Disclose;
         let d = decide(&deny, std::slice::from_ref(&o), &q);
         assert!(d.permitted());
         assert_eq!(d.override_id(), Some("o1"));
         assert_eq!(d.consent(), Some("Consent/a"));
+        assert!(
+            d.reason.contains("until 2026-03-11T12:00:00+00:00"),
+            "{}",
+            d.reason
+        );
         q.at = t(11);
         assert!(
             !decide(&deny, std::slice::from_ref(&o), &q).permitted(),
             "expired"
         );
         q.at = t(10);
+        let mut other_employer = q.clone();
+        other_employer.recipient.organisation = None;
+        assert!(
+            !decide(&deny, std::slice::from_ref(&o), &other_employer).permitted(),
+            "only the organisation named"
+        );
         q.class = DataClass::Diagnosis;
-        assert!(!decide(&deny, &[o], &q).permitted(), "other data class");
+        assert!(
+            !decide(&deny, std::slice::from_ref(&o), &q).permitted(),
+            "other data class"
+        );
+        q.class = DataClass::AdviserLetter;
+        for state in [
+            OverrideState::Requested,
+            OverrideState::Ended { grant, at: t(10) },
+        ] {
+            o.state = state;
+            let d = decide(&deny, std::slice::from_ref(&o), &q);
+            assert_eq!(
+                d.basis,
+                Basis::Refused {
+                    consent: "Consent/a".into()
+                },
+                "{:?}",
+                o.state
+            );
+        }
     }
 
     // Property tests over arbitrary consents and questions.

@@ -5,12 +5,14 @@
 pub mod authorship;
 pub mod decide;
 pub mod model;
+pub mod overrides;
 
 pub use decide::{Basis, Decision, Effect, Question, Recipient, decide};
 pub use model::{
-    Action, Code, ConsentRecord, ConsentStatus, DataClass, Override, OverrideReason, Party,
-    Purpose, RecipientClass, read_consent,
+    Action, Code, ConsentRecord, ConsentStatus, DataClass, OverrideReason, Party, Purpose,
+    RecipientClass, read_consent,
 };
+pub use overrides::{Override, OverrideState, OverrideStatus};
 
 use serde_json::Value;
 

@@ -243,18 +243,6 @@ pub struct ConsentRecord {
     pub recorded_by: Option<Party>,
 }
 
-/// An authorised decision to act against a deny ("break glass"), valid until it expires.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Override {
-    pub id: String,
-    pub recipient: RecipientClass,
-    pub organisation: Option<OrgId>,
-    pub classes: Vec<DataClass>,
-    pub reason: OverrideReason,
-    pub granted_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-}
-
 /// Reads a Consent resource into the model. Every problem is reported, each with the FHIRPath of
 /// the element, so the same function validates a posted Consent and loads a stored one.
 pub fn read_consent(resource: &Value) -> Result<ConsentRecord, Issues> {

@@ -112,6 +112,8 @@ struct Change {
     escalated_at: Option<String>,
     channel: Option<String>,
     transport_id: Option<String>,
+    /// AuditEvents of what led to the change (the disclosure decision), stored with it.
+    audit: Vec<Value>,
 }
 
 impl Change {
@@ -125,6 +127,7 @@ impl Change {
             escalated_at: None,
             channel: None,
             transport_id: None,
+            audit: Vec::new(),
         }
     }
 
@@ -324,6 +327,7 @@ impl Worker {
                 transport_id: c.transport_id,
                 deadline_at: None,
                 communication,
+                audit: c.audit,
             })
             .await
     }
@@ -366,7 +370,8 @@ impl Worker {
         }
 
         // Consent is decided now, at the moment of sending: a withdrawal since the letter was
-        // written stops it.
+        // written stops it. The decision is audited in the transaction that records what it led
+        // to (the attempt, or the cancellation), so neither is stored without the other.
         let question = Question {
             recipient: Recipient {
                 class: RecipientClass::ReferringPractice,
@@ -378,8 +383,8 @@ impl Worker {
             at: now,
             document: Some(format!("DocumentReference/{}", d.document_id)),
         };
-        let decision =
-            crate::access::decide_disclosure(&*self.store, None, &d.patient_id, &question, None)
+        let (decision, decided) =
+            crate::access::disclosure_decision(&*self.store, None, &d.patient_id, &question, None)
                 .await?;
         if !decision.permitted() {
             let detail = format!(
@@ -394,11 +399,14 @@ impl Worker {
             let mut change = Change::to(&d, "cancelled");
             change.attempt = Some(log("cancelled", Some(detail.clone())));
             change.last_error = Some(detail);
+            change.audit.push(decided);
             return self.record(&d, change, now).await;
         }
 
         let ods = value_part(&d.practice);
         let route = self.config.directory.get(ods);
+        // Further decisions the message needed (the outcome class), audited with the attempt.
+        let mut decided_too = Vec::new();
         let outcome = match route {
             None => Outcome::Retry {
                 error: Failure::new(format!(
@@ -407,7 +415,8 @@ impl Worker {
                 retry_after: None,
             },
             Some(PracticeRoute::Fhir(route)) => {
-                let bundle = self.message(&d).await?;
+                let (bundle, outcome_decided) = self.message(&d).await?;
+                decided_too.push(outcome_decided);
                 self.outbox.metrics.attempts.fetch_add(1, Ordering::Relaxed);
                 self.channel
                     .send(
@@ -424,6 +433,8 @@ impl Worker {
         };
         let mut change = Change::to(&d, "queued");
         change.channel = route.map(|r| r.channel().to_string());
+        change.audit.push(decided);
+        change.audit.extend(decided_too);
         match outcome {
             Outcome::Accepted => {
                 tracing::info!(delivery = %d.id, attempt = number, "letter accepted by the practice's system");
@@ -637,8 +648,9 @@ impl Worker {
             })
     }
 
-    /// The message for a letter, from what is stored now.
-    async fn message(&self, d: &Delivery) -> Result<Value, StoreError> {
+    /// The message for a letter, from what is stored now, and the AuditEvent of the outcome
+    /// decision it took (to be stored with the attempt).
+    async fn message(&self, d: &Delivery) -> Result<(Value, Value), StoreError> {
         let referral = self.required(d, "ServiceRequest", &d.referral_id).await?;
         let patient = self.patient(d).await?;
         let document = self
@@ -658,17 +670,16 @@ impl Worker {
             at: Utc::now(),
             document: None,
         };
-        let task =
-            if crate::access::decide_disclosure(&*self.store, None, &d.patient_id, &outcome, None)
-                .await?
-                .permitted()
-            {
-                workflow_task(&*self.store, &d.referral_id).await?
-            } else {
-                None
-            };
+        let (decision, decided) =
+            crate::access::disclosure_decision(&*self.store, None, &d.patient_id, &outcome, None)
+                .await?;
+        let task = if decision.permitted() {
+            workflow_task(&*self.store, &d.referral_id).await?
+        } else {
+            None
+        };
         let base_url = self.config.base_url();
-        Ok(super::fhir::message(&Message {
+        let message = super::fhir::message(&Message {
             id: &d.message_id,
             timestamp: &d.created_at,
             base_url: &base_url,
@@ -678,7 +689,8 @@ impl Worker {
             patient: &patient,
             workflow_task: task.as_ref(),
             document: &document,
-        }))
+        });
+        Ok((message, decided))
     }
 }
 

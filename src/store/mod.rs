@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::consent::Decision;
+use crate::consent::{Decision, Override, OverrideStatus};
 use crate::fhir::Issues;
 use crate::fhir::search::SearchRequest;
 use crate::fit_notes::FitNoteFacts;
@@ -154,10 +154,14 @@ pub struct Transaction {
     /// Changed resources, each with the version it was based on: another change in between
     /// refuses the whole transaction with [`StoreError::VersionConflict`].
     pub updates: Vec<(Value, i64)>,
-    /// The referral (ServiceRequest id) the new resources belong to, for tenancy.
+    /// The referral (ServiceRequest id) the new resources belong to, for tenancy (unused when
+    /// nothing is created, e.g. a referral prompt answered).
     pub referral: String,
     /// Letters to queue for delivery.
     pub deliveries: Vec<Delivery>,
+    /// The AuditEvents recording the change, written in its transaction (not members of the
+    /// referral): a change is never stored without its audit, nor audited without being stored.
+    pub audit: Vec<Value>,
 }
 
 /// A letter in the outbox.
@@ -220,6 +224,17 @@ pub struct DeliveryUpdate {
     pub deadline_at: Option<String>,
     /// The letter's Communication with its new status (stored as a new version).
     pub communication: Value,
+    /// The AuditEvents recording what led to the change (a disclosure decision, a resend),
+    /// written in its transaction.
+    pub audit: Vec<Value>,
+}
+
+/// Which overrides to list.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OverrideFilter {
+    pub status: Option<OverrideStatus>,
+    /// Only overrides that were granted (in force, expired or ended since) and never reviewed.
+    pub unreviewed: bool,
 }
 
 /// Which deliveries to list.
@@ -301,17 +316,27 @@ pub trait Store: Send + Sync {
         ids: &[String],
     ) -> Result<Vec<Value>, StoreError>;
 
-    /// Records a consent override for a person.
-    async fn create_override(&self, patient_id: &str, record: Value) -> Result<(), StoreError>;
+    /// Records a requested override, with the AuditEvents of the request, in one transaction.
+    async fn create_override(&self, request: Override, audit: Vec<Value>)
+    -> Result<(), StoreError>;
+
+    /// One override and its version, to base a change on.
+    async fn override_by_id(&self, id: &str) -> Result<Option<(Override, i64)>, StoreError>;
+
+    /// Stores an override's new state (a grant, a refusal, a review) with its AuditEvents, in one
+    /// transaction. Refused with [`StoreError::VersionConflict`] if it changed since `version`.
+    async fn update_override(
+        &self,
+        changed: Override,
+        version: i64,
+        audit: Vec<Value>,
+    ) -> Result<(), StoreError>;
 
     /// A person's overrides, newest first.
-    async fn overrides_of_patient(&self, patient_id: &str) -> Result<Vec<Value>, StoreError>;
+    async fn overrides_of_patient(&self, patient_id: &str) -> Result<Vec<Override>, StoreError>;
 
-    /// Overrides for review, newest first; only those not yet reviewed when `unreviewed`.
-    async fn list_overrides(&self, unreviewed: bool) -> Result<Vec<Value>, StoreError>;
-
-    /// Records the review of an override; `None` if there is no such override.
-    async fn review_override(&self, id: &str, review: Value) -> Result<Option<Value>, StoreError>;
+    /// Overrides for information governance, newest first.
+    async fn list_overrides(&self, filter: OverrideFilter) -> Result<Vec<Override>, StoreError>;
 
     /// A person's fit notes, as the history rules read them.
     async fn fit_notes_of_patient(&self, patient_id: &str)

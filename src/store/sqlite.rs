@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
@@ -21,9 +21,14 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use super::plan::{Existing, PlannedWrite, plan};
 use super::{
     Admission, Candidate, ClientRecord, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryUpdate,
-    History, RecordParties, Refusal, SearchPage, Store, StoreError, Stored, Transaction,
+    History, OverrideFilter, RecordParties, Refusal, SearchPage, Store, StoreError, Stored,
+    Transaction,
 };
 use crate::config::StoreConfig;
+use crate::consent::overrides::{Agent, Grant, Review, ReviewOutcome};
+use crate::consent::{
+    Code, DataClass, Override, OverrideReason, OverrideState, OverrideStatus, RecipientClass,
+};
 use crate::fhir::resource::stamp;
 use crate::fhir::search::{
     Comparator, Filter, IndexEntry, SearchRequest, Sort, Tenancy, Token, format_instant,
@@ -140,8 +145,8 @@ enum WriteJob {
     Submit(Submission, Option<Admission>, Reply<Stored>),
     Create(Vec<Value>, Reply<Vec<Value>>),
     Update(Value, Option<i64>, Reply<Value>),
-    CreateOverride(String, Value, Reply<()>),
-    ReviewOverride(String, Value, Reply<Option<Value>>),
+    CreateOverride(Override, Vec<Value>, Reply<()>),
+    UpdateOverride(Override, i64, Vec<Value>, Reply<()>),
     /// Client registry changes and assertion `jti`s, small writes that must be durable too.
     Client(ClientWrite, Reply<bool>),
     Transact(Transaction, Reply<Vec<Value>>),
@@ -164,7 +169,7 @@ enum Answer {
     Create(Reply<Vec<Value>>, Result<Vec<Value>, StoreError>),
     Update(Reply<Value>, Result<Value, StoreError>),
     CreateOverride(Reply<()>, Result<(), StoreError>),
-    ReviewOverride(Reply<Option<Value>>, Result<Option<Value>, StoreError>),
+    UpdateOverride(Reply<()>, Result<(), StoreError>),
     Client(Reply<bool>, Result<bool, StoreError>),
     Transact(Reply<Vec<Value>>, Result<Vec<Value>, StoreError>),
     Delivery(Reply<()>, Result<(), StoreError>),
@@ -178,7 +183,7 @@ impl Answer {
             Answer::Create(_, r) => r.is_ok(),
             Answer::Update(_, r) => r.is_ok(),
             Answer::CreateOverride(_, r) => r.is_ok(),
-            Answer::ReviewOverride(_, r) => r.is_ok(),
+            Answer::UpdateOverride(_, r) => r.is_ok(),
             Answer::Client(_, r) => r.is_ok(),
             Answer::Transact(_, r) => r.is_ok(),
             Answer::Delivery(_, r) => r.is_ok(),
@@ -191,7 +196,7 @@ impl Answer {
             Answer::Create(r, v) => drop(r.send(v)),
             Answer::Update(r, v) => drop(r.send(v)),
             Answer::CreateOverride(r, v) => drop(r.send(v)),
-            Answer::ReviewOverride(r, v) => drop(r.send(v)),
+            Answer::UpdateOverride(r, v) => drop(r.send(v)),
             Answer::Client(r, v) => drop(r.send(v)),
             Answer::Transact(r, v) => drop(r.send(v)),
             Answer::Delivery(r, v) => drop(r.send(v)),
@@ -204,7 +209,7 @@ impl Answer {
             Answer::Create(r, _) => drop(r.send(Err(e()))),
             Answer::Update(r, _) => drop(r.send(Err(e()))),
             Answer::CreateOverride(r, _) => drop(r.send(Err(e()))),
-            Answer::ReviewOverride(r, _) => drop(r.send(Err(e()))),
+            Answer::UpdateOverride(r, _) => drop(r.send(Err(e()))),
             Answer::Client(r, _) => drop(r.send(Err(e()))),
             Answer::Transact(r, _) => drop(r.send(Err(e()))),
             Answer::Delivery(r, _) => drop(r.send(Err(e()))),
@@ -219,7 +224,7 @@ impl WriteJob {
             WriteJob::Create(_, r) => drop(r.send(Err(e))),
             WriteJob::Update(_, _, r) => drop(r.send(Err(e))),
             WriteJob::CreateOverride(_, _, r) => drop(r.send(Err(e))),
-            WriteJob::ReviewOverride(_, _, r) => drop(r.send(Err(e))),
+            WriteJob::UpdateOverride(_, _, _, r) => drop(r.send(Err(e))),
             WriteJob::Client(_, r) => drop(r.send(Err(e))),
             WriteJob::Transact(_, r) => drop(r.send(Err(e))),
             WriteJob::Delivery(_, r) => drop(r.send(Err(e))),
@@ -246,13 +251,14 @@ impl WriteJob {
                 reply,
                 in_savepoint!(conn, update_one(conn, resource, expected, own)),
             ),
-            WriteJob::CreateOverride(patient, record, reply) => Answer::CreateOverride(
+            WriteJob::CreateOverride(request, audit, reply) => Answer::CreateOverride(
                 reply,
-                in_savepoint!(conn, insert_override(conn, patient, record)),
+                in_savepoint!(conn, insert_override(conn, request, audit, own)),
             ),
-            WriteJob::ReviewOverride(id, review, reply) => {
-                Answer::ReviewOverride(reply, in_savepoint!(conn, record_review(conn, id, review)))
-            }
+            WriteJob::UpdateOverride(changed, version, audit, reply) => Answer::UpdateOverride(
+                reply,
+                in_savepoint!(conn, save_override(conn, changed, version, audit, own)),
+            ),
             WriteJob::Client(write, reply) => {
                 Answer::Client(reply, in_savepoint!(conn, client_write(conn, write)))
             }
@@ -688,6 +694,7 @@ async fn transact(
             .push(json!([r["resourceType"], r["id"], t.referral]));
     }
     stored.extend(created);
+    append_audit(conn, t.audit, own).await?;
     for d in t.deliveries {
         sqlx::query(
             "INSERT INTO deliveries (id, document_id, referral_id, patient_id, service, practice, priority, state,
@@ -759,7 +766,25 @@ async fn record_delivery(
         .await?;
     }
     update_one(conn, u.communication, None, own).await?;
-    Ok(())
+    append_audit(conn, u.audit, own).await
+}
+
+/// Appends the AuditEvents of a change in the change's own savepoint, so both are kept or
+/// neither. Anything else is refused: what is passed as audit never replaces a record.
+async fn append_audit(
+    conn: &mut SqliteConnection,
+    events: Vec<Value>,
+    own: &mut Pending,
+) -> Result<(), StoreError> {
+    if let Some(other) = events.iter().find(|e| e["resourceType"] != "AuditEvent") {
+        return Err(StoreError::Corrupt(format!(
+            "a {} passed as an AuditEvent",
+            other["resourceType"]
+                .as_str()
+                .unwrap_or("value without a resourceType")
+        )));
+    }
+    insert_new(conn, events, false, own).await.map(drop)
 }
 
 macro_rules! select_deliveries {
@@ -798,47 +823,242 @@ fn delivery_of(r: &sqlx::sqlite::SqliteRow) -> Delivery {
     }
 }
 
-async fn insert_override(
-    conn: &mut SqliteConnection,
-    patient_id: String,
-    record: Value,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO consent_overrides (id, patient_id, granted_at, expires_at, content)
-         VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(record["id"].as_str().unwrap_or_default())
-    .bind(&patient_id)
-    .bind(record["grantedAt"].as_str().unwrap_or_default())
-    .bind(record["expiresAt"].as_str().unwrap_or_default())
-    .bind(record.to_string())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+/// An override's columns, as stored: the state and who moved it there.
+struct OverrideRow {
+    decided: Option<(String, Agent, String)>,
+    expires_at: Option<String>,
+    ended_at: Option<String>,
 }
 
-async fn record_review(
+impl OverrideRow {
+    fn of(o: &Override) -> OverrideRow {
+        let grant = o.state.grant();
+        let decided = match &o.state {
+            OverrideState::Refused { by, at, note } => {
+                Some((format_instant(*at), by.clone(), note.clone()))
+            }
+            _ => grant.map(|g| (format_instant(g.at), g.by.clone(), g.note.clone())),
+        };
+        OverrideRow {
+            decided,
+            expires_at: grant.map(|g| format_instant(g.until)),
+            ended_at: match &o.state {
+                OverrideState::Ended { at, .. } => Some(format_instant(*at)),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// What the request asked for, kept as JSON beside the state columns.
+fn override_content(o: &Override) -> String {
+    json!({
+        "dataClasses": o.classes.iter().map(|c| c.code()).collect::<Vec<_>>(),
+        "reason": o.reason.code(),
+        "justification": o.justification,
+    })
+    .to_string()
+}
+
+async fn insert_override(
     conn: &mut SqliteConnection,
-    id: String,
-    review: Value,
-) -> Result<Option<Value>, StoreError> {
-    let stored: Option<String> =
-        sqlx::query_scalar("SELECT content FROM consent_overrides WHERE id = ?")
-            .bind(&id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let Some(stored) = stored else {
-        return Ok(None);
+    o: Override,
+    audit: Vec<Value>,
+    own: &mut Pending,
+) -> Result<(), StoreError> {
+    let row = OverrideRow::of(&o);
+    let (decided_at, decided_by, note) = row.decided.clone().unzip3();
+    sqlx::query(
+        "INSERT INTO consent_overrides (id, patient_id, version, state, recipient, recipient_organisation, hours,
+             requested_at, requested_by, requester_organisation, decided_at, decided_by, decider_organisation,
+             decision_note, expires_at, ended_at, reviewed_at, reviewed_by, reviewer_organisation,
+             review_outcome, review_note, content)
+         VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&o.id)
+    .bind(&o.patient_id)
+    .bind(o.state.status().code())
+    .bind(o.recipient.code())
+    .bind(&o.organisation)
+    .bind(o.hours)
+    .bind(format_instant(o.requested_at))
+    .bind(&o.requested_by.client)
+    .bind(&o.requested_by.organisation)
+    .bind(decided_at)
+    .bind(decided_by.as_ref().map(|p| p.client.clone()))
+    .bind(decided_by.map(|p| p.organisation))
+    .bind(note)
+    .bind(row.expires_at)
+    .bind(row.ended_at)
+    .bind(o.review.as_ref().map(|r| format_instant(r.at)))
+    .bind(o.review.as_ref().map(|r| r.by.client.clone()))
+    .bind(o.review.as_ref().map(|r| r.by.organisation.clone()))
+    .bind(o.review.as_ref().map(|r| r.outcome.code()))
+    .bind(o.review.as_ref().map(|r| r.note.clone()))
+    .bind(override_content(&o))
+    .execute(&mut *conn)
+    .await?;
+    append_audit(conn, audit, own).await
+}
+
+/// Stores an override's state as `o` has it, if it is still at `version`.
+async fn save_override(
+    conn: &mut SqliteConnection,
+    o: Override,
+    version: i64,
+    audit: Vec<Value>,
+    own: &mut Pending,
+) -> Result<(), StoreError> {
+    let row = OverrideRow::of(&o);
+    let (decided_at, decided_by, note) = row.decided.clone().unzip3();
+    let updated = sqlx::query(
+        "UPDATE consent_overrides SET version = version + 1, state = ?, decided_at = ?, decided_by = ?,
+             decider_organisation = ?, decision_note = ?, expires_at = ?, ended_at = ?, reviewed_at = ?,
+             reviewed_by = ?, reviewer_organisation = ?, review_outcome = ?, review_note = ?
+         WHERE id = ? AND version = ?",
+    )
+    .bind(o.state.status().code())
+    .bind(decided_at)
+    .bind(decided_by.as_ref().map(|p| p.client.clone()))
+    .bind(decided_by.map(|p| p.organisation))
+    .bind(note)
+    .bind(row.expires_at)
+    .bind(row.ended_at)
+    .bind(o.review.as_ref().map(|r| format_instant(r.at)))
+    .bind(o.review.as_ref().map(|r| r.by.client.clone()))
+    .bind(o.review.as_ref().map(|r| r.by.organisation.clone()))
+    .bind(o.review.as_ref().map(|r| r.outcome.code()))
+    .bind(o.review.as_ref().map(|r| r.note.clone()))
+    .bind(&o.id)
+    .bind(version)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM consent_overrides WHERE id = ?")
+                .bind(&o.id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        return Err(match current {
+            Some(current) => StoreError::VersionConflict {
+                resource: format!("override {}", o.id),
+                current,
+                expected: version,
+            },
+            None => StoreError::NotFound(format!("override {}", o.id)),
+        });
+    }
+    append_audit(conn, audit, own).await
+}
+
+trait Unzip3<A, B, C> {
+    fn unzip3(self) -> (Option<A>, Option<B>, Option<C>);
+}
+
+impl<A, B, C> Unzip3<A, B, C> for Option<(A, B, C)> {
+    fn unzip3(self) -> (Option<A>, Option<B>, Option<C>) {
+        match self {
+            Some((a, b, c)) => (Some(a), Some(b), Some(c)),
+            None => (None, None, None),
+        }
+    }
+}
+
+macro_rules! select_overrides {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, patient_id, version, state, recipient, recipient_organisation, hours, requested_at,
+                    requested_by, requester_organisation, decided_at, decided_by, decider_organisation,
+                    decision_note, expires_at, ended_at, reviewed_at, reviewed_by, reviewer_organisation,
+                    review_outcome, review_note, content FROM consent_overrides ",
+            $rest
+        )
     };
-    let mut record = parse_content(&stored)?;
-    record["review"] = review;
-    sqlx::query("UPDATE consent_overrides SET reviewed_at = ?, content = ? WHERE id = ?")
-        .bind(record["review"]["reviewedAt"].as_str().unwrap_or_default())
-        .bind(record.to_string())
-        .bind(&id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(Some(record))
+}
+
+/// An override as stored, with its version.
+fn override_of(r: &sqlx::sqlite::SqliteRow) -> Result<(Override, i64), StoreError> {
+    let id: String = r.get(0);
+    let corrupt = |what: &str| StoreError::Corrupt(format!("override {id}: {what}"));
+    let time = |i: usize| -> Result<Option<DateTime<Utc>>, StoreError> {
+        r.get::<Option<&str>, _>(i)
+            .map(|t| {
+                DateTime::parse_from_rfc3339(t)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|e| corrupt(&format!("time '{t}': {e}")))
+            })
+            .transpose()
+    };
+    let party = |client: usize, organisation: usize| -> Option<Agent> {
+        Some(Agent {
+            client: r.get::<Option<String>, _>(client)?,
+            organisation: r.get::<Option<String>, _>(organisation).unwrap_or_default(),
+        })
+    };
+    let content = parse_content(r.get::<&str, _>(21))?;
+    let grant = || -> Result<Grant, StoreError> {
+        Ok(Grant {
+            by: party(11, 12).ok_or_else(|| corrupt("a grant without its grantor"))?,
+            at: time(10)?.ok_or_else(|| corrupt("a grant without its time"))?,
+            until: time(14)?.ok_or_else(|| corrupt("a grant without its end"))?,
+            note: r.get::<Option<String>, _>(13).unwrap_or_default(),
+        })
+    };
+    let status: &str = r.get(3);
+    let state = match OverrideStatus::from_code(status) {
+        Some(OverrideStatus::Requested) => OverrideState::Requested,
+        Some(OverrideStatus::Granted) => OverrideState::Granted(grant()?),
+        Some(OverrideStatus::Refused) => OverrideState::Refused {
+            by: party(11, 12).ok_or_else(|| corrupt("a refusal without who refused"))?,
+            at: time(10)?.ok_or_else(|| corrupt("a refusal without its time"))?,
+            note: r.get::<Option<String>, _>(13).unwrap_or_default(),
+        },
+        Some(OverrideStatus::Ended) => OverrideState::Ended {
+            grant: grant()?,
+            at: time(15)?.ok_or_else(|| corrupt("ended without a time"))?,
+        },
+        None => return Err(corrupt(&format!("state '{status}'"))),
+    };
+    let review = match r.get::<Option<&str>, _>(19) {
+        None => None,
+        Some(outcome) => Some(Review {
+            by: party(17, 18).ok_or_else(|| corrupt("a review without its reviewer"))?,
+            at: time(16)?.ok_or_else(|| corrupt("a review without its time"))?,
+            outcome: ReviewOutcome::from_code(outcome)
+                .ok_or_else(|| corrupt(&format!("review outcome '{outcome}'")))?,
+            note: r.get::<Option<String>, _>(20).unwrap_or_default(),
+        }),
+    };
+    let recipient: &str = r.get(4);
+    let o = Override {
+        patient_id: r.get(1),
+        recipient: RecipientClass::from_code(recipient)
+            .ok_or_else(|| corrupt(&format!("recipient '{recipient}'")))?,
+        organisation: r.get(5),
+        classes: content["dataClasses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c.as_str().and_then(DataClass::from_code))
+            .collect::<Option<_>>()
+            .ok_or_else(|| corrupt("data classes"))?,
+        reason: content["reason"]
+            .as_str()
+            .and_then(OverrideReason::from_code)
+            .ok_or_else(|| corrupt("reason"))?,
+        justification: content["justification"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        hours: r.get(6),
+        requested_by: party(8, 9).ok_or_else(|| corrupt("no requester"))?,
+        requested_at: time(7)?.ok_or_else(|| corrupt("no request time"))?,
+        state,
+        review,
+        id: id.clone(),
+    };
+    Ok((o, r.get(2)))
 }
 
 async fn client_write(conn: &mut SqliteConnection, write: ClientWrite) -> Result<bool, StoreError> {
@@ -1285,13 +1505,6 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Unavailable("the writer stopped before answering".into()))?
     }
-
-    async fn contents(&self, sql: &'static str, bind: &str) -> Result<Vec<Value>, StoreError> {
-        let rows = sqlx::query(sql).bind(bind).fetch_all(&self.readers).await?;
-        rows.iter()
-            .map(|r| parse_content(r.get::<&str, _>(0)))
-            .collect()
-    }
 }
 
 #[async_trait]
@@ -1401,36 +1614,60 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn create_override(&self, patient_id: &str, record: Value) -> Result<(), StoreError> {
-        let patient_id = patient_id.to_string();
-        self.write(|reply| WriteJob::CreateOverride(patient_id, record, reply))
+    async fn create_override(
+        &self,
+        request: Override,
+        audit: Vec<Value>,
+    ) -> Result<(), StoreError> {
+        self.write(|reply| WriteJob::CreateOverride(request, audit, reply))
             .await
     }
 
-    async fn overrides_of_patient(&self, patient_id: &str) -> Result<Vec<Value>, StoreError> {
-        self.contents(
-            "SELECT content FROM consent_overrides WHERE patient_id = ? ORDER BY granted_at DESC",
-            patient_id,
-        )
-        .await
+    async fn override_by_id(&self, id: &str) -> Result<Option<(Override, i64)>, StoreError> {
+        sqlx::query(select_overrides!("WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await?
+            .as_ref()
+            .map(override_of)
+            .transpose()
     }
 
-    async fn list_overrides(&self, unreviewed: bool) -> Result<Vec<Value>, StoreError> {
-        let sql = if unreviewed {
-            "SELECT content FROM consent_overrides WHERE reviewed_at IS NULL ORDER BY granted_at DESC"
-        } else {
-            "SELECT content FROM consent_overrides ORDER BY granted_at DESC"
-        };
-        let rows = sqlx::query(sql).fetch_all(&self.readers).await?;
-        rows.iter()
-            .map(|r| parse_content(r.get::<&str, _>(0)))
-            .collect()
-    }
-
-    async fn review_override(&self, id: &str, review: Value) -> Result<Option<Value>, StoreError> {
-        let id = id.to_string();
-        self.write(|reply| WriteJob::ReviewOverride(id, review, reply))
+    async fn update_override(
+        &self,
+        changed: Override,
+        version: i64,
+        audit: Vec<Value>,
+    ) -> Result<(), StoreError> {
+        self.write(|reply| WriteJob::UpdateOverride(changed, version, audit, reply))
             .await
+    }
+
+    async fn overrides_of_patient(&self, patient_id: &str) -> Result<Vec<Override>, StoreError> {
+        sqlx::query(select_overrides!(
+            "WHERE patient_id = ? ORDER BY requested_at DESC, id"
+        ))
+        .bind(patient_id)
+        .fetch_all(&self.readers)
+        .await?
+        .iter()
+        .map(|r| override_of(r).map(|(o, _)| o))
+        .collect()
+    }
+
+    async fn list_overrides(&self, filter: OverrideFilter) -> Result<Vec<Override>, StoreError> {
+        sqlx::query(select_overrides!(
+            "WHERE (?1 IS NULL OR state = ?1)
+               AND (NOT ?2 OR (state IN ('granted', 'ended') AND reviewed_at IS NULL))
+             ORDER BY requested_at DESC, id"
+        ))
+        .bind(filter.status.map(OverrideStatus::code))
+        .bind(filter.unreviewed)
+        .fetch_all(&self.readers)
+        .await?
+        .iter()
+        .map(|r| override_of(r).map(|(o, _)| o))
+        .collect()
     }
 
     async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Value>, StoreError> {
@@ -1734,5 +1971,408 @@ mod tests {
             duplicates, 0,
             "a re-versioned Patient keeps one set of entries"
         );
+    }
+
+    // ---- a state change and its audit are one write -----------------------------------------
+
+    /// A store on a fresh database, and the database's URL for a second connection.
+    async fn fresh_store(dir: &std::path::Path) -> (SqliteStore, String) {
+        let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
+        let store = SqliteStore::open(&url, &Config::defaults().store)
+            .await
+            .unwrap();
+        (store, url)
+    }
+
+    /// Makes every AuditEvent insert fail from now on, as a crash or a full disk between the
+    /// change and its audit would.
+    async fn refuse_audit_inserts(url: &str) {
+        let mut conn = SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON resources
+             WHEN NEW.resource_type = 'AuditEvent'
+             BEGIN SELECT RAISE(ABORT, 'audit refused by the test'); END",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+
+    async fn allow_audit_inserts(url: &str) {
+        let mut conn = SqliteConnection::connect(url).await.unwrap();
+        sqlx::query("DROP TRIGGER refuse_audit")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+
+    async fn audit_count(store: &SqliteStore) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM resources WHERE resource_type = 'AuditEvent'")
+            .fetch_one(&store.readers)
+            .await
+            .unwrap()
+    }
+
+    fn audit_of(what: &str) -> Value {
+        crate::audit::audit_event(&crate::audit::Event {
+            kind: crate::audit::Kind::Updated,
+            principal: None,
+            patient: Some("Patient/p1".into()),
+            entities: vec![what.to_string()],
+            decision: None,
+            permitted: true,
+            description: format!("{what} changed"),
+            at: Utc::now(),
+            request_id: None,
+        })
+    }
+
+    fn delivery(id: &str) -> Delivery {
+        let now = format_instant(Utc::now());
+        Delivery {
+            id: id.into(),
+            document_id: "d1".into(),
+            referral_id: "sr1".into(),
+            patient_id: "p1".into(),
+            service: "s|whs".into(),
+            practice: "o|C88901".into(),
+            urgent: false,
+            state: "dead".into(),
+            attempts: 3,
+            message_id: "m1".into(),
+            correlation_id: "c1".into(),
+            created_at: now.clone(),
+            next_attempt_at: now.clone(),
+            deadline_at: now.clone(),
+            escalate_at: None,
+            escalated_at: None,
+            channel: None,
+            last_error: None,
+            updated_at: now,
+            transport_id: None,
+        }
+    }
+
+    fn requeue(id: &str, communication: Value, audit: Vec<Value>) -> DeliveryUpdate {
+        DeliveryUpdate {
+            id: id.into(),
+            state: "queued".into(),
+            attempt: Some(DeliveryAttempt {
+                attempt: 3,
+                at: format_instant(Utc::now()),
+                outcome: "requeued".into(),
+                detail: None,
+            }),
+            next_attempt_at: format_instant(Utc::now()),
+            last_error: None,
+            channel: None,
+            escalated_at: None,
+            transport_id: None,
+            deadline_at: None,
+            communication,
+            audit,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_workflow_change_whose_audit_cannot_be_written_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, url) = fresh_store(dir.path()).await;
+        let task = store
+            .create(vec![
+                json!({ "resourceType": "Task", "status": "requested", "intent": "proposal" }),
+            ])
+            .await
+            .unwrap()
+            .remove(0);
+        let id = task["id"].as_str().unwrap().to_string();
+        let mut answered = task.clone();
+        answered["status"] = json!("accepted");
+        let change = |audit| Transaction {
+            updates: vec![(answered.clone(), 1)],
+            audit,
+            ..Default::default()
+        };
+        refuse_audit_inserts(&url).await;
+        let before = audit_count(&store).await;
+        let refused = store.transact(change(vec![audit_of("Task/x")])).await;
+        assert!(refused.is_err(), "{refused:?}");
+        let stored = store.read("Task", &id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                stored["status"].as_str(),
+                stored["meta"]["versionId"].as_str()
+            ),
+            (Some("requested"), Some("1")),
+            "the change went with its audit"
+        );
+        allow_audit_inserts(&url).await;
+        store
+            .transact(change(vec![audit_of("Task/x")]))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.read("Task", &id).await.unwrap().unwrap()["status"],
+            "accepted"
+        );
+        assert_eq!(audit_count(&store).await, before + 1);
+        // What is passed as audit is an AuditEvent, never a record in disguise.
+        let mut again = answered.clone();
+        again["status"] = json!("rejected");
+        let disguised = store
+            .transact(Transaction {
+                updates: vec![(again, 2)],
+                audit: vec![json!({ "resourceType": "Task", "id": id, "status": "completed" })],
+                ..Default::default()
+            })
+            .await;
+        assert!(
+            matches!(disguised, Err(StoreError::Corrupt(_))),
+            "{disguised:?}"
+        );
+        assert_eq!(
+            store.read("Task", &id).await.unwrap().unwrap()["status"],
+            "accepted"
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_delivery_change_whose_audit_cannot_be_written_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, url) = fresh_store(dir.path()).await;
+        let communication =
+            json!({ "resourceType": "Communication", "id": "l1", "status": "not-done" });
+        store
+            .transact(Transaction {
+                creates: vec![communication.clone()],
+                referral: "sr1".into(),
+                deliveries: vec![delivery("l1")],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut queued = store.read("Communication", "l1").await.unwrap().unwrap();
+        queued["status"] = json!("preparation");
+        refuse_audit_inserts(&url).await;
+        let refused = store
+            .update_delivery(requeue(
+                "l1",
+                queued.clone(),
+                vec![audit_of("Communication/l1")],
+            ))
+            .await;
+        assert!(refused.is_err(), "{refused:?}");
+        let (d, attempts) = store.delivery("l1").await.unwrap().unwrap();
+        assert_eq!((d.state.as_str(), attempts.len()), ("dead", 0));
+        assert_eq!(
+            store.read("Communication", "l1").await.unwrap().unwrap()["meta"]["versionId"],
+            "1"
+        );
+        allow_audit_inserts(&url).await;
+        let before = audit_count(&store).await;
+        store
+            .update_delivery(requeue("l1", queued, vec![audit_of("Communication/l1")]))
+            .await
+            .unwrap();
+        let (d, attempts) = store.delivery("l1").await.unwrap().unwrap();
+        assert_eq!((d.state.as_str(), attempts.len()), ("queued", 1));
+        assert_eq!(audit_count(&store).await, before + 1);
+        store.close().await;
+    }
+
+    fn requested_override() -> Override {
+        use crate::consent::overrides::Agent;
+        Override {
+            id: "o1".into(),
+            patient_id: "p1".into(),
+            recipient: RecipientClass::WorkHealthService,
+            organisation: "s|whs".into(),
+            classes: vec![DataClass::Referral],
+            reason: OverrideReason::RiskToPerson,
+            justification: "Risk to the person disclosed at the practice today.".into(),
+            hours: 4,
+            requested_by: Agent {
+                client: "service:whs".into(),
+                organisation: "s|whs".into(),
+            },
+            // Stored to the microsecond.
+            requested_at: chrono::SubsecRound::trunc_subsecs(Utc::now(), 6),
+            state: OverrideState::Requested,
+            review: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_override_step_whose_audit_cannot_be_written_is_not_stored() {
+        use crate::auth::{Principal, Role};
+        use crate::consent::overrides::{Verdict, decide_request};
+        let dir = tempfile::tempdir().unwrap();
+        let (store, url) = fresh_store(dir.path()).await;
+        let request = requested_override();
+        refuse_audit_inserts(&url).await;
+        let refused = store
+            .create_override(request.clone(), vec![audit_of("override o1")])
+            .await;
+        assert!(refused.is_err(), "{refused:?}");
+        assert_eq!(store.override_by_id("o1").await.unwrap(), None);
+        allow_audit_inserts(&url).await;
+        store
+            .create_override(request.clone(), vec![audit_of("override o1")])
+            .await
+            .unwrap();
+        let (stored, version) = store.override_by_id("o1").await.unwrap().unwrap();
+        assert_eq!((&stored, version), (&request, 1));
+
+        let ig = Principal::new(Role::InformationGovernance, "IG1");
+        let mut granted = stored.clone();
+        let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+        granted.state = decide_request(&stored, &ig, Verdict::Grant, "ok", now).unwrap();
+        refuse_audit_inserts(&url).await;
+        let refused = store
+            .update_override(granted.clone(), version, vec![audit_of("override o1")])
+            .await;
+        assert!(refused.is_err(), "{refused:?}");
+        let (unchanged, version) = store.override_by_id("o1").await.unwrap().unwrap();
+        assert_eq!((unchanged.state, version), (OverrideState::Requested, 1));
+        allow_audit_inserts(&url).await;
+        store
+            .update_override(granted.clone(), 1, vec![audit_of("override o1")])
+            .await
+            .unwrap();
+        let (now_granted, version) = store.override_by_id("o1").await.unwrap().unwrap();
+        assert_eq!((&now_granted, version), (&granted, 2));
+        // A change based on the old version is refused: two grants cannot both land.
+        let stale = store
+            .update_override(granted, 1, vec![audit_of("override o1")])
+            .await;
+        assert!(
+            matches!(
+                stale,
+                Err(StoreError::VersionConflict {
+                    current: 2,
+                    expected: 1,
+                    ..
+                })
+            ),
+            "{stale:?}"
+        );
+        assert_eq!(
+            store.overrides_of_patient("p1").await.unwrap(),
+            [now_granted]
+        );
+        store.close().await;
+    }
+
+    /// Overrides recorded before grants existed were self-granted: the migration keeps them as
+    /// they happened, and leaves none in force that information governance has not approved.
+    #[tokio::test]
+    async fn self_granted_overrides_from_before_grants_stop_unless_reviewed_appropriate() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let mut conn = SqliteConnection::connect(&url).await.unwrap();
+        MIGRATOR.run_to(7, &mut conn).await.unwrap();
+        let legacy = |id: &str, from: chrono::DateTime<Utc>, review: Option<&str>| {
+            let mut content = json!({
+                "id": id, "patient": "Patient/p1", "recipient": "employer",
+                "recipientOrganisation": "e|acme", "dataClasses": ["adviser-letter"],
+                "reason": "risk-to-others", "justification": "Falls asleep on night shifts at the gates.",
+                "grantedAt": from.to_rfc3339(), "expiresAt": (from + chrono::Duration::hours(24)).to_rfc3339(),
+                "grantedBy": { "client": "service:whs", "organisation": "s|whs", "role": "service" },
+            });
+            if let Some(outcome) = review {
+                content["review"] = json!({
+                    "outcome": outcome, "note": "looked at", "reviewedAt": (from + chrono::Duration::hours(1)).to_rfc3339(),
+                    "reviewedBy": { "client": "information-governance:IG1", "organisation": "i|IG1" },
+                });
+            }
+            (id.to_string(), content)
+        };
+        let running = Utc::now() - chrono::Duration::hours(2);
+        let past = Utc::now() - chrono::Duration::days(10);
+        let mut no_org = legacy("no-org", running, Some("appropriate"));
+        no_org
+            .1
+            .as_object_mut()
+            .unwrap()
+            .remove("recipientOrganisation");
+        for (id, content) in [
+            legacy("running", running, None),
+            legacy("approved", running, Some("appropriate")),
+            legacy("inappropriate", running, Some("inappropriate")),
+            legacy("expired", past, None),
+            no_org,
+        ] {
+            sqlx::query(
+                "INSERT INTO consent_overrides (id, patient_id, granted_at, expires_at, reviewed_at, content)
+                 VALUES (?, 'p1', ?, ?, ?, ?)",
+            )
+            .bind(&id)
+            .bind(content["grantedAt"].as_str())
+            .bind(content["expiresAt"].as_str())
+            .bind(content["review"]["reviewedAt"].as_str())
+            .bind(content.to_string())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        MIGRATOR.run(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+        let store = SqliteStore::open(&url, &Config::defaults().store)
+            .await
+            .unwrap();
+        let state = |id: &'static str| {
+            let store = &store;
+            async move {
+                let (o, _) = store.override_by_id(id).await.unwrap().unwrap();
+                o
+            }
+        };
+        let running = state("running").await;
+        assert_eq!(
+            running.state.status(),
+            OverrideStatus::Ended,
+            "self-granted, not approved"
+        );
+        assert_eq!(running.hours, 24);
+        assert_eq!(
+            running.state.grant().unwrap().by.client,
+            "service:whs",
+            "kept as it happened"
+        );
+        let approved = state("approved").await;
+        assert_eq!(approved.state.status(), OverrideStatus::Granted);
+        assert_eq!(approved.review.unwrap().outcome, ReviewOutcome::Appropriate);
+        let inappropriate = state("inappropriate").await;
+        assert!(
+            matches!(inappropriate.state, OverrideState::Ended { at, .. } if at == inappropriate.review.as_ref().unwrap().at)
+        );
+        let expired = state("expired").await;
+        assert_eq!(
+            expired.state.status(),
+            OverrideStatus::Granted,
+            "expired: left for review"
+        );
+        assert!(expired.review.is_none());
+        assert_eq!(
+            state("no-org").await.organisation,
+            "",
+            "names no organisation: covers none"
+        );
+        assert_eq!(
+            store
+                .list_overrides(OverrideFilter {
+                    status: None,
+                    unreviewed: true
+                })
+                .await
+                .unwrap()
+                .iter()
+                .map(|o| o.id.as_str())
+                .collect::<Vec<_>>(),
+            ["running", "expired"],
+            "granted (ended since, or expired) and never reviewed: newest first"
+        );
+        store.close().await;
     }
 }
