@@ -460,14 +460,16 @@ pub async fn show_letter(
 ) -> Result<Response, ApiError> {
     require_scope(&principal, &scope::read("Communication"))?;
     let Path(id) = id.map_err(|e| ApiError::NotFound(format!("no such letter: {e}")))?;
-    let communication = guard(&app, &principal, &headers)
-        .fetch("Communication", &id)
-        .await?;
+    // The delivery first: the outbox commits it with the Communication's new version, so the
+    // Communication read after it is never older than the state shown beside it.
     let (delivery, attempts) = app
         .store
         .delivery(&id)
         .await?
         .ok_or_else(|| unknown_letter(&id))?;
+    let communication = guard(&app, &principal, &headers)
+        .fetch("Communication", &id)
+        .await?;
     Ok(
         Json(json!({ "delivery": delivery, "attempts": attempts, "communication": communication }))
             .into_response(),
