@@ -6,6 +6,7 @@
 //! own savepoint, so one failing submission never takes its batch-mates down with it.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -287,12 +288,8 @@ impl SqliteStore {
             .pragma("cache_size", "-65536")
             .pragma("mmap_size", "268435456")
             .pragma("temp_store", "memory");
-        if let Some(dir) = options.get_filename().parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
+        if on_disk(url) {
+            make_owner_only(options.get_filename())?;
         }
         let mut writer = SqliteConnection::connect_with(&options).await?;
         MIGRATOR
@@ -327,6 +324,56 @@ impl SqliteStore {
             writer: Mutex::new(Some((tx, done_rx))),
         })
     }
+}
+
+/// Whether `url` names a database file (not `sqlite::memory:` or `?mode=memory`).
+fn on_disk(url: &str) -> bool {
+    !(url.contains(":memory:") || url.contains("mode=memory"))
+}
+
+/// The database and its `-wal` and `-shm` files, as SQLite names them.
+fn database_files(db: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [db.to_path_buf(), with("-wal"), with("-shm")]
+}
+
+/// Makes the database owner-only before SQLite opens it. SQLite would create a new database file
+/// as 0644 less the umask, and creates its `-wal` and `-shm` files with the database file's own
+/// mode: a database file created here as 0600 keeps all three owner-only, whatever the umask.
+///
+/// Files found more open (a database copied or restored by hand) are made owner-only at once,
+/// with a warning naming the mode they had: refusing to start would leave the personal data
+/// exposed and the service down until someone came. Only if they cannot be changed (another
+/// owner) does the store refuse to open.
+fn make_owner_only(db: &Path) -> Result<(), StoreError> {
+    crate::secret_file::precreate(db).map_err(|e| {
+        StoreError::Unavailable(format!("cannot create the database {}: {e}", db.display()))
+    })?;
+    for file in database_files(db) {
+        let too_open = crate::secret_file::too_open(&file).map_err(|e| {
+            StoreError::Unavailable(format!("cannot check {}: {e}", file.display()))
+        })?;
+        let Some(mode) = too_open else { continue };
+        crate::secret_file::restrict(&file).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "{} holds personal data and is readable by other users (mode {mode:04o}), and cannot be made owner-only: {e}; \
+                 run `chmod 600 {}` as its owner",
+                file.display(),
+                file.display()
+            ))
+        })?;
+        tracing::warn!(
+            file = %file.display(),
+            previous_mode = %format!("{mode:04o}"),
+            alert = "database-permissions",
+            "the database was readable by other users; made owner-only (0600). Check who could read it and how it came to be so"
+        );
+    }
+    Ok(())
 }
 
 async fn writer_loop(

@@ -58,6 +58,11 @@ impl Server {
 
     /// Starts the gateway with `extra_config` (TOML) merged over the defaults.
     pub fn start_with(extra_config: &str) -> Server {
+        Server::start_under(extra_config, None)
+    }
+
+    /// [`Server::start_with`], with the process's umask set to `umask` when given.
+    fn start_under(extra_config: &str, umask: Option<u32>) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("test.toml");
         let key_path = dir.path().join("signing-key.pem");
@@ -75,7 +80,7 @@ impl Server {
         std::fs::write(&config, format!("{auth}{extra_config}")).unwrap();
         let defaults = whg::config::Config::defaults();
         let issuer = whg::auth::TokenIssuer::new(key, &defaults.auth);
-        let (child, base, stderr_buf) = spawn(dir.path(), &config);
+        let (child, base, stderr_buf) = spawn_under(dir.path(), &config, umask);
         let default = whg::auth::Principal::practice(DEFAULT_PRACTICE);
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(
@@ -231,8 +236,17 @@ impl Server {
 /// Starts `whg serve` on the database in `dir` with `config`; returns the process, its base URL
 /// and its captured stderr.
 fn spawn(dir: &Path, config: &Path) -> (Child, String, std::sync::Arc<std::sync::Mutex<String>>) {
+    spawn_under(dir, config, None)
+}
+
+/// [`spawn`], with the process's umask set to `umask` when given.
+fn spawn_under(
+    dir: &Path,
+    config: &Path,
+    umask: Option<u32>,
+) -> (Child, String, std::sync::Arc<std::sync::Mutex<String>>) {
     let db = format!("sqlite://{}", dir.join("whg.db").display());
-    let mut child = Command::new(WHG)
+    let mut child = whg_command(umask)
         .args([
             "serve",
             "--listen",
@@ -516,4 +530,32 @@ pub async fn consent_for(server: &Server, patient: &str, recipient: &str) -> Val
                 .contains(&format!("consent-recipient\",\"code\":\"{recipient}"))
         })
         .unwrap_or_else(|| panic!("no {recipient} consent in {bundle}"))
+}
+
+impl Server {
+    /// Starts the gateway as [`Server::start_with`] does, with the process's umask set to `umask`
+    /// (0o000 lets everything a program creates be world-readable unless it says otherwise).
+    pub fn start_with_umask(extra_config: &str, umask: u32) -> Server {
+        Server::start_under(extra_config, Some(umask))
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// A command running `whg`, under `umask` when given (through `sh`, which `exec`s `whg`: the
+/// process id is whg's).
+pub fn whg_command(umask: Option<u32>) -> Command {
+    match umask {
+        None => Command::new(WHG),
+        Some(mask) => {
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
+                .arg(WHG);
+            sh
+        }
+    }
 }
