@@ -22,7 +22,8 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use super::plan::{Existing, PlannedWrite, plan};
 use super::{
     Admission, Candidate, ClientRecord, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryUpdate,
-    History, RecordParties, Refusal, SearchPage, Store, StoreError, Stored, Transaction,
+    History, QuarantinedMessage, RecordParties, Refusal, SearchPage, Store, StoreError, Stored,
+    Transaction,
 };
 use crate::config::StoreConfig;
 use crate::fhir::resource::stamp;
@@ -147,6 +148,8 @@ enum WriteJob {
     Client(ClientWrite, Reply<bool>),
     Transact(Transaction, Reply<Vec<Value>>),
     Delivery(DeliveryUpdate, Reply<()>),
+    /// A MESH message set aside, its content and its AuditEvent.
+    Quarantine(QuarantinedMessage, Option<Vec<u8>>, Value, Reply<bool>),
 }
 
 enum ClientWrite {
@@ -169,6 +172,7 @@ enum Answer {
     Client(Reply<bool>, Result<bool, StoreError>),
     Transact(Reply<Vec<Value>>, Result<Vec<Value>, StoreError>),
     Delivery(Reply<()>, Result<(), StoreError>),
+    Quarantine(Reply<bool>, Result<bool, StoreError>),
 }
 
 impl Answer {
@@ -183,6 +187,7 @@ impl Answer {
             Answer::Client(_, r) => r.is_ok(),
             Answer::Transact(_, r) => r.is_ok(),
             Answer::Delivery(_, r) => r.is_ok(),
+            Answer::Quarantine(_, r) => r.is_ok(),
         }
     }
 
@@ -196,6 +201,7 @@ impl Answer {
             Answer::Client(r, v) => drop(r.send(v)),
             Answer::Transact(r, v) => drop(r.send(v)),
             Answer::Delivery(r, v) => drop(r.send(v)),
+            Answer::Quarantine(r, v) => drop(r.send(v)),
         }
     }
 
@@ -209,6 +215,7 @@ impl Answer {
             Answer::Client(r, _) => drop(r.send(Err(e()))),
             Answer::Transact(r, _) => drop(r.send(Err(e()))),
             Answer::Delivery(r, _) => drop(r.send(Err(e()))),
+            Answer::Quarantine(r, _) => drop(r.send(Err(e()))),
         }
     }
 }
@@ -224,6 +231,7 @@ impl WriteJob {
             WriteJob::Client(_, r) => drop(r.send(Err(e))),
             WriteJob::Transact(_, r) => drop(r.send(Err(e))),
             WriteJob::Delivery(_, r) => drop(r.send(Err(e))),
+            WriteJob::Quarantine(_, _, _, r) => drop(r.send(Err(e))),
         }
     }
 
@@ -263,6 +271,10 @@ impl WriteJob {
             WriteJob::Delivery(update, reply) => Answer::Delivery(
                 reply,
                 in_savepoint!(conn, record_delivery(conn, update, own)),
+            ),
+            WriteJob::Quarantine(message, content, audit, reply) => Answer::Quarantine(
+                reply,
+                in_savepoint!(conn, quarantine(conn, message, content, audit, own)),
             ),
         }
     }
@@ -797,6 +809,65 @@ async fn record_delivery(
     }
     update_one(conn, u.communication, None, own).await?;
     Ok(())
+}
+
+/// A MESH message set aside and its AuditEvent, together; nothing if it was set aside before.
+async fn quarantine(
+    conn: &mut SqliteConnection,
+    m: QuarantinedMessage,
+    content: Option<Vec<u8>>,
+    audit: Value,
+    own: &mut Pending,
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO mesh_quarantine (message_id, sender, workflow_id, message_type, local_id,
+             received_at, size, reason, letter_id, content)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING",
+    )
+    .bind(&m.id)
+    .bind(&m.sender)
+    .bind(&m.workflow_id)
+    .bind(&m.message_type)
+    .bind(&m.local_id)
+    .bind(&m.received_at)
+    .bind(i64::try_from(m.size).unwrap_or(i64::MAX))
+    .bind(&m.reason)
+    .bind(&m.letter_id)
+    .bind(content)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if inserted {
+        insert_new(conn, vec![audit], false, own).await?;
+    }
+    Ok(inserted)
+}
+
+/// `SELECT` of what [`quarantined_of`] reads, then `$rest`.
+macro_rules! select_quarantined {
+    ($rest:literal) => {
+        concat!(
+            "SELECT message_id, sender, workflow_id, message_type, local_id, received_at, size,
+                    reason, letter_id, content IS NOT NULL, ",
+            $rest
+        )
+    };
+}
+
+fn quarantined_of(r: &sqlx::sqlite::SqliteRow) -> QuarantinedMessage {
+    QuarantinedMessage {
+        id: r.get(0),
+        sender: r.get(1),
+        workflow_id: r.get(2),
+        message_type: r.get(3),
+        local_id: r.get(4),
+        received_at: r.get(5),
+        size: u64::try_from(r.get::<i64, _>(6)).unwrap_or_default(),
+        reason: r.get(7),
+        letter_id: r.get(8),
+        has_content: r.get(9),
+    }
 }
 
 macro_rules! select_deliveries {
@@ -1661,6 +1732,53 @@ impl Store for SqliteStore {
         .fetch_all(&self.readers)
         .await?;
         Ok(rows.iter().map(delivery_of).collect())
+    }
+
+    async fn quarantine_mesh_message(
+        &self,
+        message: QuarantinedMessage,
+        content: Option<Vec<u8>>,
+        audit: Value,
+    ) -> Result<bool, StoreError> {
+        self.write(|reply| WriteJob::Quarantine(message, content, audit, reply))
+            .await
+    }
+
+    async fn quarantined_mesh_messages(
+        &self,
+        limit: u32,
+        offset: u32,
+    ) -> Result<(u64, Vec<QuarantinedMessage>), StoreError> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM mesh_quarantine")
+            .fetch_one(&self.readers)
+            .await?;
+        let rows = sqlx::query(select_quarantined!(
+            "NULL FROM mesh_quarantine ORDER BY received_at DESC, rowid DESC LIMIT ? OFFSET ?"
+        ))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.readers)
+        .await?;
+        Ok((
+            u64::try_from(total).unwrap_or_default(),
+            rows.iter().map(quarantined_of).collect(),
+        ))
+    }
+
+    async fn quarantined_mesh_message(
+        &self,
+        id: &str,
+    ) -> Result<Option<(QuarantinedMessage, Option<Vec<u8>>)>, StoreError> {
+        let row = sqlx::query(select_quarantined!(
+            "content FROM mesh_quarantine WHERE message_id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.readers)
+        .await?;
+        Ok(row.map(|r| {
+            let content: Option<Vec<u8>> = r.get(10);
+            (quarantined_of(&r), content)
+        }))
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
