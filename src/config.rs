@@ -137,6 +137,10 @@ pub struct MeshConfig {
     /// is sent again.
     #[serde(default = "mesh_business_ack_secs")]
     pub business_ack_secs: u64,
+    /// The largest inbox message the gateway reads, in bytes. An ITK3 acknowledgement is a few
+    /// kilobytes; anything larger is acknowledged to MESH and quarantined with its size, unread.
+    #[serde(default = "mesh_max_message_bytes")]
+    pub max_message_bytes: u64,
 }
 
 fn mesh_poll_ms() -> u64 {
@@ -149,6 +153,10 @@ fn mesh_infrastructure_ack_secs() -> u64 {
 
 fn mesh_business_ack_secs() -> u64 {
     24 * 3600
+}
+
+fn mesh_max_message_bytes() -> u64 {
+    1024 * 1024
 }
 
 /// Where and how a practice takes letters.

@@ -42,7 +42,8 @@ impl PseudonymKey {
             problem,
         };
         if path.exists() {
-            let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+            // Whoever can read the key can re-identify everyone in every export.
+            let text = crate::secret_file::read(path).map_err(|e| err(e.to_string()))?;
             let bytes = hex::decode(text.trim()).map_err(|e| err(e.to_string()))?;
             if bytes.len() < 32 {
                 return Err(err("must hold at least 32 bytes, as hex".into()));

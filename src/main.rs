@@ -223,7 +223,8 @@ fn export(mut config: Config, out: &Path, database_url: Option<String>) -> ExitC
         if out.as_os_str() == "-" {
             std::io::Write::write_all(&mut std::io::stdout(), &buffer)?;
         } else {
-            std::fs::write(out, &buffer)?;
+            // Pseudonymised, but still personal data: owner-only whatever the umask.
+            whg::secret_file::write_private(out, &buffer)?;
         }
         Ok::<_, whg::export::ExportError>(summary)
     });

@@ -932,204 +932,6 @@ async fn every_letter_fixture_gives_its_expected_result() {
     }
 }
 
-/// NHS England's MESH server (`mesh-sandbox` from PyPI), run on loopback for one test.
-struct MeshSandbox {
-    child: std::process::Child,
-    url: String,
-}
-
-const MESH_KEY: &str = "sandbox-shared-key";
-const MESH_PASSWORD: &str = "password"; // the sandbox's canned mailboxes all have this password
-const GATEWAY_MAILBOX: &str = "X26ABC1";
-const PRACTICE_MAILBOX: &str = "X26ABC2";
-
-impl MeshSandbox {
-    async fn start() -> MeshSandbox {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new(python())
-            .args([
-                "-m",
-                "uvicorn",
-                "mesh_sandbox.api:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-            ])
-            .arg(port.to_string())
-            .env("STORE_MODE", "memory")
-            .env("AUTH_MODE", "full")
-            .env("SHARED_KEY", MESH_KEY)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start mesh-sandbox (pip install -r tools/requirements.txt)");
-        let sandbox = MeshSandbox {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        let until = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = reqwest::get(format!("{}/health", sandbox.url)).await
-                && r.status().is_success()
-            {
-                return sandbox;
-            }
-            assert!(Instant::now() < until, "mesh-sandbox did not start");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-impl Drop for MeshSandbox {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The GP practice's system on the other side of MESH: reads its mailbox and answers with ITK3
-/// acknowledgements, as a GP system taking GP Connect Send Document does.
-struct GpMailbox {
-    http: reqwest::Client,
-    url: String,
-}
-
-/// One message as the practice's system downloads it.
-struct Delivered {
-    id: String,
-    workflow: String,
-    subject: String,
-    body: Value,
-}
-
-impl GpMailbox {
-    fn auth(&self) -> String {
-        whg::delivery::mesh::authorization(
-            PRACTICE_MAILBOX,
-            MESH_PASSWORD,
-            MESH_KEY,
-            &uuid::Uuid::new_v4().to_string(),
-            chrono::Utc::now(),
-        )
-    }
-
-    /// A request to the practice's mailbox, authorised.
-    fn request(&self, method: reqwest::Method, rest: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(
-                method,
-                format!("{}/messageexchange/{PRACTICE_MAILBOX}{rest}", self.url),
-            )
-            .header("authorization", self.auth())
-            .header("accept", "application/vnd.mesh.v2+json")
-    }
-
-    /// Waits for the next message, downloads and acknowledges it to MESH.
-    async fn next(&self) -> Delivered {
-        let until = Instant::now() + Duration::from_secs(20);
-        let id = loop {
-            let inbox: Value = self
-                .request(reqwest::Method::GET, "/inbox")
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if let Some(id) = inbox["messages"][0].as_str() {
-                break id.to_string();
-            }
-            assert!(
-                Instant::now() < until,
-                "nothing reached the practice's mailbox"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let r = self
-            .request(reqwest::Method::GET, &format!("/inbox/{id}"))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-        let header = |n: &str| r.headers()[n].to_str().unwrap().to_string();
-        let (workflow, subject) = (header("mex-workflowid"), header("mex-subject"));
-        let body = r.json().await.unwrap();
-        let acked = self
-            .request(
-                reqwest::Method::PUT,
-                &format!("/inbox/{id}/status/acknowledged"),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert!(acked.status().is_success());
-        Delivered {
-            id,
-            workflow,
-            subject,
-            body,
-        }
-    }
-
-    /// Acknowledges a message both ways, as a practice system that files it: 20013, then 30001.
-    async fn file(&self, message: &Delivered) {
-        let original = message_header_id(message);
-        self.respond(&original, "20013", "Success").await;
-        self.respond(&original, "30001", "Success").await;
-    }
-
-    /// Sends an ITK3 response with `code` for the message whose MessageHeader id is `original`.
-    async fn respond(&self, original: &str, code: &str, display: &str) {
-        let positive = code == "20013" || code == "30001";
-        let header_id = uuid::Uuid::new_v4().to_string();
-        let outcome_id = uuid::Uuid::new_v4().to_string();
-        let response = json!({
-            "resourceType": "Bundle", "id": uuid::Uuid::new_v4().to_string(), "type": "message",
-            "meta": { "profile": ["https://fhir.nhs.uk/STU3/StructureDefinition/ITK-Message-Bundle-1"] },
-            "entry": [
-                { "fullUrl": format!("urn:uuid:{header_id}"), "resource": {
-                    "resourceType": "MessageHeader", "id": header_id,
-                    "event": { "system": "https://fhir.nhs.uk/STU3/CodeSystem/ITK-MessageEvent-2", "code": "ITK008M", "display": "ITK Response" },
-                    "response": { "identifier": original, "code": if positive { "ok" } else { "fatal-error" } },
-                    "source": { "endpoint": PRACTICE_MAILBOX },
-                    "focus": [{ "reference": format!("urn:uuid:{outcome_id}") }],
-                } },
-                { "fullUrl": format!("urn:uuid:{outcome_id}"), "resource": {
-                    "resourceType": "OperationOutcome", "id": outcome_id,
-                    "issue": [{
-                        "severity": if positive { "information" } else { "error" },
-                        "code": if positive { "informational" } else { "processing" },
-                        "details": { "coding": [{ "system": "https://fhir.nhs.uk/STU3/CodeSystem/ITK-ResponseCodes-1", "code": code, "display": display }] },
-                    }],
-                } },
-            ],
-        });
-        let r = self
-            .request(reqwest::Method::POST, "/outbox")
-            .header("content-type", "application/fhir+json")
-            .header("mex-from", PRACTICE_MAILBOX)
-            .header("mex-to", GATEWAY_MAILBOX)
-            .header("mex-workflowid", "GPCONNECT_SEND_DOCUMENT_ACK")
-            .header("mex-localid", original)
-            .body(response.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 202, "{}", r.text().await.unwrap());
-    }
-}
-
-fn message_header_id(d: &Delivered) -> String {
-    d.body["entry"][0]["resource"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 fn itk_pdf(d: &Delivered) -> Vec<u8> {
     let document = &d.body["entry"][2]["resource"];
     let binary = document["entry"]
@@ -1147,10 +949,6 @@ fn itk_pdf(d: &Delivered) -> Vec<u8> {
 async fn letters_go_over_mesh_and_both_itk3_acknowledgements_are_recorded() {
     let sandbox = MeshSandbox::start().await;
     let tmp = tempfile::tempdir().unwrap();
-    let password = tmp.path().join("mesh-password");
-    let key = tmp.path().join("mesh-shared-key");
-    std::fs::write(&password, MESH_PASSWORD).unwrap();
-    std::fs::write(&key, MESH_KEY).unwrap();
     let server = Server::start_with(&format!(
         r#"
 [delivery]
@@ -1158,12 +956,7 @@ initial_backoff_ms = 100
 max_backoff_ms = 400
 poll_interval_ms = 100
 
-[mesh]
-url = "{url}"
-mailbox = "{GATEWAY_MAILBOX}"
-password_file = {password:?}
-shared_key_file = {key:?}
-poll_interval_ms = 200
+{mesh}poll_interval_ms = 200
 infrastructure_ack_secs = 3
 business_ack_secs = 30
 
@@ -1172,12 +965,9 @@ channel = "mesh"
 name = "Porter Brook Surgery"
 mailbox = "{PRACTICE_MAILBOX}"
 "#,
-        url = sandbox.url
+        mesh = sandbox.gateway_config(tmp.path())
     ));
-    let gp = GpMailbox {
-        http: reqwest::Client::new(),
-        url: sandbox.url.clone(),
-    };
+    let gp = sandbox.mailbox(PRACTICE_MAILBOX);
     let (sr, _) = accepted_referral(&server, 8).await;
 
     // A letter goes out as GP Connect Send Document; the practice acknowledges it twice.

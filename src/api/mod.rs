@@ -9,6 +9,7 @@ mod fit_notes;
 mod health;
 mod limits;
 mod oauth;
+mod quarantine;
 mod referrals;
 pub mod tls;
 mod workflow;
@@ -148,6 +149,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/letters", get(workflow::list_letters))
         .route("/api/v1/letters/{id}", get(workflow::show_letter))
         .route("/api/v1/letters/{id}/$resend", post(workflow::resend_letter))
+        .route("/api/v1/mesh/quarantine", get(quarantine::list))
+        .route("/api/v1/mesh/quarantine/{id}", get(quarantine::show))
         .route("/metrics", get(workflow::metrics))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))

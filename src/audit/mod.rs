@@ -34,6 +34,9 @@ pub enum Kind {
     Override,
     /// A pseudonymised export for evaluation.
     Export,
+    /// A MESH inbox message that answers none of the gateway's letters, set aside unread or
+    /// unused.
+    MeshQuarantine,
 }
 
 impl Kind {
@@ -47,6 +50,7 @@ impl Kind {
             Kind::Disclosure => ("110106", "Export", "disclosure", "E"),
             Kind::Override => ("110113", "Security Alert", "consent-override", "E"),
             Kind::Export => ("110106", "Export", "evaluation-export", "E"),
+            Kind::MeshQuarantine => ("110107", "Import", "mesh-quarantine", "C"),
         }
     }
 }
@@ -175,6 +179,25 @@ pub fn client_system() -> String {
 /// Identifier system of consent overrides.
 pub fn override_system() -> String {
     format!("{}/Id/consent-override", systems::CANONICAL_BASE)
+}
+
+/// Identifier system of MESH messages (MESH's message ids).
+pub fn mesh_message_system() -> String {
+    format!("{}/Id/mesh-message", systems::CANONICAL_BASE)
+}
+
+/// Adds to `event` an entity for the MESH message with id `message_id`, described as `role`.
+pub fn with_mesh_message(mut event: Value, message_id: &str, role: &str) -> Value {
+    let entity = json!({
+        "what": { "identifier": { "system": mesh_message_system(), "value": message_id } },
+        "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object" },
+        "description": role,
+    });
+    match event["entity"].as_array_mut() {
+        Some(entities) => entities.push(entity),
+        None => event["entity"] = json!([entity]),
+    }
+    event
 }
 
 /// Appends events to the audit trail, durably, before the caller goes on.

@@ -24,6 +24,9 @@ pub enum KeyError {
     },
     #[error("signing key {0} is not a PKCS#8 PEM ECDSA P-384 private key")]
     Format(String),
+    /// The key file lets others read or change it: whoever copied it can mint tokens.
+    #[error("signing key: {0}")]
+    Exposed(crate::secret_file::Exposed),
 }
 
 #[derive(Clone)]
@@ -61,9 +64,12 @@ impl SigningKey {
 
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
-            path: display.clone(),
-            source,
+        let text = crate::secret_file::read(path).map_err(|e| match e {
+            crate::secret_file::ReadError::Exposed(e) => KeyError::Exposed(e),
+            crate::secret_file::ReadError::Io(source) => KeyError::Read {
+                path: display.clone(),
+                source,
+            },
         })?;
         let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
         let der = STANDARD
@@ -160,14 +166,27 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        std::fs::write(
-            dir.path().join("bad.pem"),
-            "-----BEGIN PRIVATE KEY-----\nAAAA\n",
+        crate::secret_file::create(
+            &dir.path().join("bad.pem"),
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n",
         )
         .unwrap();
         assert!(matches!(
             SigningKey::load(&dir.path().join("bad.pem")),
             Err(KeyError::Format(_))
         ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("signing.pem");
+        SigningKey::generate().save(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = SigningKey::load_or_create(&path).err().unwrap();
+        assert!(matches!(err, KeyError::Exposed(_)), "{err}");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 }

@@ -27,6 +27,8 @@ pub mod scope {
     pub const DISCLOSURE: &str = "whg/disclosure";
     /// Triage, contacts, support, discharge and letters on referrals addressed to the service.
     pub const WORKFLOW: &str = "whg/workflow";
+    /// Review the MESH inbox messages the gateway quarantined (information governance).
+    pub const MESH_QUARANTINE: &str = "whg/mesh.quarantine";
 
     /// Every scope a route asks for, as published in the SMART configuration.
     pub const ALL: &[&str] = &[
@@ -41,6 +43,7 @@ pub mod scope {
         OVERRIDE_REVIEW,
         DISCLOSURE,
         WORKFLOW,
+        MESH_QUARANTINE,
     ];
 
     /// Reading one resource of `resource_type` by id.
@@ -89,7 +92,14 @@ pub mod scope {
     /// Whether `scope` is one the gateway understands (a SMART system scope, or one of its own).
     pub fn is_known(scope: &str) -> bool {
         smart(scope).is_some()
-            || [CONSENT_OVERRIDE, OVERRIDE_REVIEW, DISCLOSURE, WORKFLOW].contains(&scope)
+            || [
+                CONSENT_OVERRIDE,
+                OVERRIDE_REVIEW,
+                DISCLOSURE,
+                WORKFLOW,
+                MESH_QUARANTINE,
+            ]
+            .contains(&scope)
     }
 
     #[cfg(test)]
@@ -258,7 +268,11 @@ impl Role {
                 scope::DISCLOSURE,
                 scope::WORKFLOW,
             ],
-            Role::InformationGovernance => &[scope::AUDIT_READ, scope::OVERRIDE_REVIEW],
+            Role::InformationGovernance => &[
+                scope::AUDIT_READ,
+                scope::OVERRIDE_REVIEW,
+                scope::MESH_QUARANTINE,
+            ],
         }
     }
 }

@@ -285,12 +285,120 @@ pub struct Inbound {
     /// `DATA` or `REPORT` (MESH's own non-delivery report).
     pub message_type: String,
     pub workflow: String,
+    /// The mailbox that sent it (`mex-from`), as MESH states it: MESH checks it against the
+    /// sender's authenticated mailbox, the sender cannot choose it.
+    pub sender: String,
     /// The sender's `mex-localid`: for a report, the letter's message id the gateway sent.
     pub local_id: String,
     /// For a report: MESH's error code (e.g. `EPL-151`, no mailbox for the practice) and text.
     pub status_code: String,
     pub status_description: String,
-    pub body: Vec<u8>,
+    /// Its size in bytes: as MESH gave it, or (read in part) at least this many.
+    pub size: u64,
+    /// The content, or `None` when it is larger than the gateway reads (see
+    /// [`MeshClient::download`]).
+    pub body: Option<Vec<u8>>,
+}
+
+/// Why an inbox message was set aside instead of being taken as an answer to a letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quarantine {
+    /// Larger than the configured maximum (or in several chunks): never read.
+    TooLarge,
+    /// On a workflow other than the acknowledgements' (`GPCONNECT_SEND_DOCUMENT_ACK`).
+    UnexpectedWorkflow,
+    /// Not an ITK3 response message.
+    NotAnAcknowledgement,
+    /// Names a message id that none of the gateway's letters has.
+    AnswersNoLetter,
+    /// From a mailbox other than the one the letter it names was sent to.
+    WrongSender,
+}
+
+impl Quarantine {
+    /// The `mesh-quarantine-reason` code, as stored and listed.
+    pub fn code(self) -> &'static str {
+        match self {
+            Quarantine::TooLarge => "too-large",
+            Quarantine::UnexpectedWorkflow => "unexpected-workflow",
+            Quarantine::NotAnAcknowledgement => "not-an-acknowledgement",
+            Quarantine::AnswersNoLetter => "answers-no-letter",
+            Quarantine::WrongSender => "wrong-sender",
+        }
+    }
+
+    /// What a reviewer reads.
+    pub fn description(self) -> &'static str {
+        match self {
+            Quarantine::TooLarge => {
+                "larger than the gateway reads from MESH; acknowledged without being read"
+            }
+            Quarantine::UnexpectedWorkflow => {
+                "not on the acknowledgement workflow GPCONNECT_SEND_DOCUMENT_ACK"
+            }
+            Quarantine::NotAnAcknowledgement => "not an ITK3 response message",
+            Quarantine::AnswersNoLetter => "names no letter this gateway sent",
+            Quarantine::WrongSender => {
+                "an acknowledgement from a mailbox the letter was not sent to; the letter is unchanged"
+            }
+        }
+    }
+}
+
+/// How a message from the inbox is taken, before any letter is looked up: as an answer
+/// (MESH's report, or an ITK3 acknowledgement) or set aside.
+pub enum Reading {
+    /// MESH's non-delivery report of the letter with this message id, and what MESH said.
+    Report {
+        answers: String,
+        detail: String,
+    },
+    Ack(Ack),
+    Quarantine(Quarantine),
+}
+
+/// Reads an inbox message as an answer to a letter, or says why it is none.
+pub fn reading(inbound: &Inbound) -> Reading {
+    let Some(body) = &inbound.body else {
+        return Reading::Quarantine(Quarantine::TooLarge);
+    };
+    // Only MESH writes reports: a mailbox can send nothing but DATA.
+    if inbound.message_type == "REPORT" {
+        return Reading::Report {
+            answers: inbound.local_id.clone(),
+            // MESH's code and text are remote text: bounded and cleaned, and kept only in the
+            // delivery record (never logged).
+            detail: super::Failure::new(format!(
+                "MESH could not deliver the letter ({})",
+                crate::outbound::cleaned_remote_text(&inbound.status_code, 40)
+            ))
+            .with_remote(&inbound.status_description)
+            .detail(),
+        };
+    }
+    if inbound.workflow != ACK_WORKFLOW {
+        return Reading::Quarantine(Quarantine::UnexpectedWorkflow);
+    }
+    match read_ack(body) {
+        Some(ack) => Reading::Ack(ack),
+        None => Reading::Quarantine(Quarantine::NotAnAcknowledgement),
+    }
+}
+
+/// Whether `sender` is the mailbox a letter went to. MESH mailbox ids are case-insensitive.
+pub fn is_recipient(sender: &str, recipient: &str) -> bool {
+    !sender.is_empty() && sender.eq_ignore_ascii_case(recipient)
+}
+
+/// `text` as it may go into a log line or an audit description: a MESH-style identifier
+/// (letters, digits, `_ - . :`, at most 64), or a placeholder. Header values come from outside.
+pub fn plain(text: &str) -> &str {
+    let fits = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
+    if fits { text } else { "(not shown)" }
 }
 
 /// A MESH mailbox client.
@@ -427,8 +535,11 @@ impl MeshClient {
             .collect())
     }
 
-    pub async fn download(&self, id: &str) -> Result<Inbound, String> {
-        let response = self
+    /// Downloads a message, reading at most `max_bytes` of it. A larger one (by its
+    /// Content-Length, or found so while reading) is not read further, nor is a message in more
+    /// than one chunk (no acknowledgement is): its body is `None`.
+    pub async fn download(&self, id: &str, max_bytes: u64) -> Result<Inbound, String> {
+        let mut response = self
             .http
             .get(self.path(&format!("/inbox/{id}")))
             .header("authorization", self.auth())
@@ -445,27 +556,66 @@ impl MeshClient {
                 .unwrap_or_default()
                 .to_string()
         };
-        let (message_type, workflow, local_id, status_code, status_description) = (
-            header("mex-messagetype"),
-            header("mex-workflowid"),
-            header("mex-localid"),
-            header("mex-statuscode"),
-            header("mex-statusdescription"),
-        );
-        let body = response
-            .bytes()
+        let mut inbound = Inbound {
+            id: id.to_string(),
+            message_type: header("mex-messagetype"),
+            workflow: header("mex-workflowid"),
+            sender: header("mex-from"),
+            local_id: header("mex-localid"),
+            status_code: header("mex-statuscode"),
+            status_description: header("mex-statusdescription"),
+            size: response.content_length().unwrap_or(0),
+            body: None,
+        };
+        // `1:N`; MESH's reports, which have no content, say `1:0`.
+        let chunked = header("mex-chunk-range")
+            .split_once(':')
+            .and_then(|(_, total)| total.trim().parse::<u32>().ok())
+            .is_some_and(|total| total > 1);
+        if chunked || inbound.size > max_bytes {
+            // Dropping the response closes the connection: the rest is never read.
+            return Ok(inbound);
+        }
+        let mut body = Vec::with_capacity(usize::try_from(inbound.size).unwrap_or(0));
+        while let Some(part) = response
+            .chunk()
             .await
             .map_err(|e| format!("MESH download {id}: {e}"))?
-            .to_vec();
-        Ok(Inbound {
-            id: id.to_string(),
-            message_type,
-            workflow,
-            local_id,
-            status_code,
-            status_description,
-            body,
-        })
+        {
+            let read = (body.len() + part.len()) as u64;
+            if read > max_bytes {
+                inbound.size = inbound.size.max(read);
+                return Ok(inbound);
+            }
+            body.extend_from_slice(&part);
+        }
+        inbound.size = body.len() as u64;
+        inbound.body = Some(body);
+        Ok(inbound)
+    }
+
+    /// The mailbox MESH delivered one of the gateway's messages to (its tracking record), for a
+    /// letter MESH routed by the person's demographics; `None` if MESH names none.
+    pub async fn recipient_of(&self, message_id: &str) -> Result<Option<String>, String> {
+        let tracking: Value = self
+            .http
+            .get(self.path(&format!(
+                "/outbox/tracking?messageID={}",
+                form_urlencoded::byte_serialize(message_id.as_bytes()).collect::<String>()
+            )))
+            .header("authorization", self.auth())
+            .header("accept", ACCEPT)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| format!("MESH tracking: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("MESH tracking: {e}"))?;
+        Ok(tracking["recipient"]
+            .as_str()
+            .filter(|r| !r.is_empty())
+            .map(str::to_string))
     }
 
     /// Removes a handled message from the inbox.
@@ -561,6 +711,84 @@ mod tests {
         }
         assert!(read_ack(b"not json").is_none());
         assert!(read_ack(br#"{"resourceType":"Bundle","entry":[]}"#).is_none());
+    }
+
+    fn inbound(message_type: &str, workflow: &str, body: Option<&[u8]>) -> Inbound {
+        Inbound {
+            id: "20260101000000000000_ABCDEF".into(),
+            message_type: message_type.into(),
+            workflow: workflow.into(),
+            sender: "X26ABC2".into(),
+            local_id: "m-1".into(),
+            status_code: "EPL-151".into(),
+            status_description: "No mailbox matched".into(),
+            size: body.map_or(10_000_000, |b| b.len() as u64),
+            body: body.map(<[u8]>::to_vec),
+        }
+    }
+
+    #[test]
+    fn inbox_messages_are_answers_or_set_aside_with_a_reason() {
+        let ack = response("30001");
+        let quarantined = |i: &Inbound| match reading(i) {
+            Reading::Quarantine(q) => Some(q),
+            _ => None,
+        };
+        assert!(matches!(
+            reading(&inbound("DATA", ACK_WORKFLOW, Some(&ack))),
+            Reading::Ack(Ack {
+                kind: AckKind::Accepted,
+                ..
+            })
+        ));
+        assert!(matches!(
+            reading(&inbound("REPORT", WORKFLOW, Some(b""))),
+            Reading::Report { answers, detail } if answers == "m-1" && detail.contains("(EPL-151)")
+        ));
+        assert_eq!(
+            quarantined(&inbound("DATA", ACK_WORKFLOW, None)),
+            Some(Quarantine::TooLarge)
+        );
+        assert_eq!(
+            quarantined(&inbound("REPORT", WORKFLOW, None)),
+            Some(Quarantine::TooLarge),
+            "nothing unread is taken as an answer"
+        );
+        assert_eq!(
+            quarantined(&inbound("DATA", "OTHER_WORKFLOW", Some(&ack))),
+            Some(Quarantine::UnexpectedWorkflow),
+            "an acknowledgement on another workflow"
+        );
+        assert_eq!(
+            quarantined(&inbound("DATA", ACK_WORKFLOW, Some(b"junk"))),
+            Some(Quarantine::NotAnAcknowledgement)
+        );
+        let codes: std::collections::HashSet<&str> = [
+            Quarantine::TooLarge,
+            Quarantine::UnexpectedWorkflow,
+            Quarantine::NotAnAcknowledgement,
+            Quarantine::AnswersNoLetter,
+            Quarantine::WrongSender,
+        ]
+        .iter()
+        .map(|q| q.code())
+        .collect();
+        assert_eq!(codes.len(), 5);
+    }
+
+    #[test]
+    fn only_the_recipient_mailbox_answers_and_outside_text_stays_out_of_logs() {
+        assert!(is_recipient("X26ABC2", "X26ABC2"));
+        assert!(is_recipient("x26abc2", "X26ABC2"));
+        assert!(!is_recipient("X26ABC3", "X26ABC2"));
+        assert!(!is_recipient("", ""));
+        assert_eq!(
+            plain("GPCONNECT_SEND_DOCUMENT_ACK"),
+            "GPCONNECT_SEND_DOCUMENT_ACK"
+        );
+        assert_eq!(plain("X26ABC1\nforged log line"), "(not shown)");
+        assert_eq!(plain(&"A".repeat(65)), "(not shown)");
+        assert_eq!(plain(""), "(not shown)");
     }
 
     #[test]

@@ -14,13 +14,16 @@ use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 
 use super::fhir::{FhirChannel, Message};
-use super::mesh::{AckKind, MeshClient};
+use super::mesh::{AckKind, Inbound, MeshClient, Quarantine, Reading, plain};
 use super::{Failure, Outcome, backoff, communication_with_state, jitter};
 use crate::config::{Config, MeshRoute, PracticeRoute};
 use crate::consent::{Action, DataClass, Purpose, Question, Recipient, RecipientClass};
 use crate::fhir::identifiers::value_part;
 use crate::fhir::search::{Filter, SearchRequest, format_instant};
-use crate::store::{Delivery, DeliveryAttempt, DeliveryFilter, DeliveryUpdate, Store, StoreError};
+use crate::store::{
+    Delivery, DeliveryAttempt, DeliveryFilter, DeliveryUpdate, QuarantinedMessage, Store,
+    StoreError,
+};
 
 /// Counters for the metrics endpoint.
 #[derive(Debug, Default)]
@@ -99,8 +102,6 @@ struct Worker {
     mesh: Option<MeshClient>,
     outbox: Outbox,
     in_flight: Mutex<HashSet<String>>,
-    /// Inbox messages that are not acknowledgements of the gateway's letters, logged once.
-    unknown_inbound: Mutex<HashSet<String>>,
 }
 
 /// What to record about a delivery: its new state and what goes with it.
@@ -178,7 +179,6 @@ pub async fn run(
         mesh,
         outbox,
         in_flight: Mutex::new(HashSet::new()),
-        unknown_inbound: Mutex::new(HashSet::new()),
         config,
     });
     let slots = Arc::new(Semaphore::new(worker.config.delivery.concurrency));
@@ -193,7 +193,7 @@ pub async fn run(
         let now = Utc::now();
         if let (Some(every), true) = (mesh_poll, tokio::time::Instant::now() >= next_mesh_poll) {
             next_mesh_poll = tokio::time::Instant::now() + every;
-            if let Err(e) = worker.read_acknowledgements().await {
+            if let Err(e) = worker.read_inbox().await {
                 tracing::warn!(error = %e, "cannot read the MESH inbox");
             }
         }
@@ -552,73 +552,246 @@ impl Worker {
     }
 
     /// Reads the MESH inbox: ITK3 acknowledgements of letters, and MESH's own non-delivery
-    /// reports. Each handled message is acknowledged to MESH after its result is recorded.
-    async fn read_acknowledgements(&self) -> Result<(), String> {
+    /// reports. Every message is acknowledged to MESH once it is dealt with: an answer to a letter
+    /// after its result is recorded, anything else after it is quarantined. Nothing stays in the
+    /// inbox for good, so junk can never fill the page MESH lists (500) and hide the answers
+    /// behind it; the pages are read until one brings nothing new.
+    async fn read_inbox(self: &Arc<Self>) -> Result<(), String> {
         let Some(mesh) = &self.mesh else {
             return Ok(());
         };
-        for id in mesh.inbox().await? {
-            if self
-                .unknown_inbound
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&id)
-            {
-                continue;
+        for _ in 0..INBOX_PAGES_PER_POLL {
+            let ids = mesh.inbox().await?;
+            if ids.is_empty() {
+                break;
             }
-            let inbound = mesh.download(&id).await?;
-            let (message_id, answer) = if inbound.message_type == "REPORT" {
-                // MESH's own non-delivery report names the letter by the local id sent with it.
-                let detail = Failure::new(format!(
-                    "MESH could not deliver the letter ({})",
-                    crate::outbound::cleaned_remote_text(&inbound.status_code, 40)
-                ))
-                .with_remote(&inbound.status_description)
-                .detail();
-                (inbound.local_id.clone(), Answer::Report(detail))
-            } else if let Some(ack) = super::mesh::read_ack(&inbound.body) {
-                (ack.answers.clone(), Answer::Ack(ack))
-            } else {
-                tracing::warn!(mesh_message = %id, workflow = %inbound.workflow, "an inbox message that is not an acknowledgement of a letter; left in the inbox");
-                self.unknown_inbound
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id);
-                continue;
-            };
-            let found = self
-                .store
-                .deliveries(&DeliveryFilter {
-                    message_id: Some(message_id.clone()),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-            match found.first() {
-                Some(d) if !matches!(d.state.as_str(), "rejected" | "dead" | "cancelled") => {
-                    // A letter being sent again right now takes its answer at the next poll.
-                    if !self.claim(&d.id) {
-                        continue;
+            let mut acknowledged = 0;
+            // Downloading and setting aside run side by side; answers are then applied one by
+            // one in the order MESH lists them, so a letter's 20013 is recorded before its 30001.
+            for (id, examined) in self.examine_all(ids).await {
+                let settled = match examined {
+                    Ok(Examined::Settled(acknowledged)) => Ok(acknowledged),
+                    Ok(Examined::Answer(letter, answer)) => {
+                        self.apply_answer(mesh, &id, &letter, answer).await
                     }
-                    let now = Utc::now();
-                    self.holding(&d.id, async |d| match self.answered(&d, &answer, now) {
-                        Some(change) => self.record(&d, change, now).await,
-                        None => Ok(()),
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
-                }
-                Some(_) => {}
-                None => {
-                    tracing::warn!(mesh_message = %id, "an acknowledgement of no letter this gateway sent; left in the inbox");
-                    self.unknown_inbound
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(id);
-                    continue;
+                    Err(e) => Err(e),
+                };
+                match settled {
+                    Ok(true) => acknowledged += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(mesh_message = %plain(&id), error = %e, "cannot take an inbox message; it stays for the next poll")
+                    }
                 }
             }
-            mesh.acknowledge(&inbound.id).await?;
+            if acknowledged == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Worker::examine`] for every message of a page, [`INBOX_CONCURRENCY`] at a time; the
+    /// results in the page's order.
+    async fn examine_all(
+        self: &Arc<Self>,
+        ids: Vec<String>,
+    ) -> Vec<(String, Result<Examined, String>)> {
+        let mut done = Vec::with_capacity(ids.len());
+        let mut running = tokio::task::JoinSet::new();
+        for (position, id) in ids.into_iter().enumerate() {
+            if running.len() >= INBOX_CONCURRENCY
+                && let Some(finished) = running.join_next().await
+            {
+                done.push(finished);
+            }
+            let worker = self.clone();
+            running.spawn(async move {
+                let examined = worker.examine(&id).await;
+                (position, id, examined)
+            });
+        }
+        while let Some(finished) = running.join_next().await {
+            done.push(finished);
+        }
+        let mut examined: Vec<(usize, String, Result<Examined, String>)> = done
+            .into_iter()
+            .filter_map(|joined| {
+                joined
+                    .inspect_err(|e| tracing::warn!(error = %e, "an inbox task failed"))
+                    .ok()
+            })
+            .collect();
+        examined.sort_by_key(|(position, _, _)| *position);
+        examined
+            .into_iter()
+            .map(|(_, id, result)| (id, result))
+            .collect()
+    }
+
+    /// Downloads one inbox message (bounded) and decides what it is. Anything that answers no
+    /// letter, or answers one from the wrong mailbox, is quarantined and acknowledged here.
+    async fn examine(&self, id: &str) -> Result<Examined, String> {
+        let Some(mesh) = &self.mesh else {
+            return Ok(Examined::Settled(false));
+        };
+        let max_bytes = self.config.mesh.as_ref().map_or(0, |m| m.max_message_bytes);
+        let inbound = mesh.download(id, max_bytes).await?;
+        let (message_id, answer) = match super::mesh::reading(&inbound) {
+            Reading::Quarantine(reason) => {
+                return self.set_aside(mesh, &inbound, reason, None).await;
+            }
+            Reading::Report { answers, detail } => (answers, Answer::Report(detail)),
+            Reading::Ack(ack) => (ack.answers.clone(), Answer::Ack(ack)),
+        };
+        let found = self
+            .store
+            .deliveries(&DeliveryFilter {
+                message_id: Some(message_id),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(d) = found.into_iter().next() else {
+            return self
+                .set_aside(mesh, &inbound, Quarantine::AnswersNoLetter, None)
+                .await;
+        };
+        // Only the practice's system the letter went to speaks for it: anyone else's
+        // "received", "filed" or "refused" changes nothing.
+        if matches!(answer, Answer::Ack(_)) && !self.sent_to(&d, &inbound.sender).await? {
+            return self
+                .set_aside(mesh, &inbound, Quarantine::WrongSender, Some(&d.id))
+                .await;
+        }
+        if is_final(&d.state) {
+            return self.acknowledge(mesh, id).await;
+        }
+        Ok(Examined::Answer(d.id, answer))
+    }
+
+    /// Records what an answer means for its letter, then acknowledges the message; false if the
+    /// letter is being sent again right now (the answer is taken at the next poll).
+    async fn apply_answer(
+        &self,
+        mesh: &MeshClient,
+        id: &str,
+        letter: &str,
+        answer: Answer,
+    ) -> Result<bool, String> {
+        if !self.claim(letter) {
+            return Ok(false);
+        }
+        let now = Utc::now();
+        // As stored now: an attempt may have finished since the message was examined.
+        self.holding(letter, async |d| {
+            if is_final(&d.state) {
+                return Ok(());
+            }
+            match self.answered(&d, &answer, now) {
+                Some(change) => self.record(&d, change, now).await,
+                None => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        mesh.acknowledge(id).await.map(|()| true)
+    }
+
+    /// Quarantines a message and acknowledges it to MESH.
+    async fn set_aside(
+        &self,
+        mesh: &MeshClient,
+        inbound: &Inbound,
+        reason: Quarantine,
+        letter: Option<&str>,
+    ) -> Result<Examined, String> {
+        self.quarantine(inbound, reason, letter).await?;
+        self.acknowledge(mesh, &inbound.id).await
+    }
+
+    async fn acknowledge(&self, mesh: &MeshClient, id: &str) -> Result<Examined, String> {
+        mesh.acknowledge(id).await.map(|()| Examined::Settled(true))
+    }
+
+    /// Whether `sender` is the mailbox the letter was sent to: the practice's mailbox in the
+    /// directory or, for a letter MESH routed by the person's demographics, the mailbox MESH says
+    /// it delivered the letter's last send to.
+    async fn sent_to(&self, d: &Delivery, sender: &str) -> Result<bool, String> {
+        if d.channel.as_deref() != Some("mesh") {
+            return Ok(false);
+        }
+        match self.config.directory.get(value_part(&d.practice)) {
+            Some(PracticeRoute::Mesh(MeshRoute {
+                mailbox: Some(mailbox),
+                ..
+            })) => Ok(super::mesh::is_recipient(sender, mailbox)),
+            Some(PracticeRoute::Mesh(_)) => match (&self.mesh, &d.transport_id) {
+                (Some(mesh), Some(sent)) => Ok(mesh
+                    .recipient_of(sent)
+                    .await?
+                    .is_some_and(|recipient| super::mesh::is_recipient(sender, &recipient))),
+                _ => Ok(false),
+            },
+            _ => Ok(false),
+        }
+    }
+
+    /// Keeps a message that answers no letter, with its AuditEvent, before it leaves the inbox.
+    async fn quarantine(
+        &self,
+        inbound: &Inbound,
+        reason: Quarantine,
+        letter: Option<&str>,
+    ) -> Result<(), String> {
+        let now = Utc::now();
+        let record = QuarantinedMessage {
+            id: inbound.id.clone(),
+            sender: bounded(&inbound.sender),
+            workflow_id: bounded(&inbound.workflow),
+            message_type: bounded(&inbound.message_type),
+            local_id: bounded(&inbound.local_id),
+            received_at: format_instant(now),
+            size: inbound.size,
+            reason: reason.code().to_string(),
+            letter_id: letter.map(str::to_string),
+            has_content: inbound.body.is_some(),
+        };
+        let event = crate::audit::audit_event(&crate::audit::Event {
+            kind: crate::audit::Kind::MeshQuarantine,
+            principal: None,
+            patient: None,
+            entities: letter
+                .map(|l| format!("Communication/{l}"))
+                .into_iter()
+                .collect(),
+            decision: None,
+            permitted: false,
+            description: format!(
+                "MESH message quarantined ({}): {}; from mailbox {}, workflow {}, {} bytes",
+                reason.code(),
+                reason.description(),
+                plain(&inbound.sender),
+                plain(&inbound.workflow),
+                inbound.size
+            ),
+            at: now,
+            request_id: None,
+        });
+        let event = crate::audit::with_mesh_message(event, &inbound.id, "the message quarantined");
+        let new = self
+            .store
+            .quarantine_mesh_message(record, inbound.body.clone(), event)
+            .await
+            .map_err(|e| e.to_string())?;
+        if new {
+            tracing::warn!(
+                mesh_message = %plain(&inbound.id),
+                reason = reason.code(),
+                letter = letter.unwrap_or_default(),
+                alert = "mesh-quarantine",
+                "an inbox message answers none of the gateway's letters; quarantined and acknowledged"
+            );
         }
         Ok(())
     }
@@ -694,6 +867,14 @@ impl Worker {
     }
 }
 
+/// What was made of one inbox message before any letter changes.
+enum Examined {
+    /// Dealt with: set aside and acknowledged to MESH (true), or left for the next poll (false).
+    Settled(bool),
+    /// An answer to the letter with this id, applied in inbox order.
+    Answer(String, Answer),
+}
+
 /// What came back about a letter sent over MESH.
 enum Answer {
     /// MESH could not deliver it (its non-delivery report, with the reason).
@@ -751,6 +932,23 @@ impl Worker {
             }
         }
     }
+}
+
+/// Inbox messages taken at once: each is a download, a store write and an acknowledgement, mostly
+/// waiting on MESH, so a few in flight take a page of 500 in seconds.
+const INBOX_CONCURRENCY: usize = 8;
+
+/// Pages of the inbox read in one poll at most, so that a flood cannot hold the worker.
+const INBOX_PAGES_PER_POLL: usize = 20;
+
+/// Whether a letter's delivery is over: no answer changes it any more.
+fn is_final(state: &str) -> bool {
+    matches!(state, "rejected" | "dead" | "cancelled")
+}
+
+/// A header value as kept with a quarantined message: at most 256 characters.
+fn bounded(text: &str) -> String {
+    text.chars().take(256).collect()
 }
 
 /// The log entry for an acknowledgement or report: it answers the delivery's latest attempt.

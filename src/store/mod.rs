@@ -392,6 +392,30 @@ pub trait Store: Send + Sync {
 
     /// Finishes queued writes and closes connections.
     async fn close(&self);
+
+    /// Quarantines a MESH message with its content (none when it was too large to read) and its
+    /// AuditEvent, in one transaction. False if the message was quarantined before (a crash
+    /// before it was acknowledged to MESH brings it back): nothing is written twice.
+    async fn quarantine_mesh_message(
+        &self,
+        message: QuarantinedMessage,
+        content: Option<Vec<u8>>,
+        audit: Value,
+    ) -> Result<bool, StoreError>;
+
+    /// Quarantined MESH messages, newest first: `limit` of them from `offset`, and how many there
+    /// are in all.
+    async fn quarantined_mesh_messages(
+        &self,
+        limit: u32,
+        offset: u32,
+    ) -> Result<(u64, Vec<QuarantinedMessage>), StoreError>;
+
+    /// One quarantined MESH message and its content.
+    async fn quarantined_mesh_message(
+        &self,
+        id: &str,
+    ) -> Result<Option<(QuarantinedMessage, Option<Vec<u8>>)>, StoreError>;
 }
 
 /// Opens the store named by `config.database_url`.
@@ -404,4 +428,28 @@ pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))
     }
+}
+
+/// A message from the gateway's MESH inbox that answers none of its letters, kept for review.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuarantinedMessage {
+    /// MESH's message id.
+    pub id: String,
+    /// The mailbox that sent it (`mex-from`), as MESH states it.
+    pub sender: String,
+    pub workflow_id: String,
+    /// `DATA`, or `REPORT` (MESH's own).
+    pub message_type: String,
+    /// The sender's `mex-localid`.
+    pub local_id: String,
+    pub received_at: String,
+    /// Its size in bytes; at least this many when it was too large to read.
+    pub size: u64,
+    /// A `mesh-quarantine-reason` code (see [`crate::delivery::mesh::Quarantine`]).
+    pub reason: String,
+    /// The letter (its Communication's id) an acknowledgement named, if it named one.
+    pub letter_id: Option<String>,
+    /// Whether its content was kept (not when it was too large to read).
+    pub has_content: bool,
 }

@@ -6,6 +6,7 @@
 //! own savepoint, so one failing submission never takes its batch-mates down with it.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -21,8 +22,8 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use super::plan::{Existing, PlannedWrite, plan};
 use super::{
     Admission, Candidate, ClientRecord, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryUpdate,
-    History, OverrideFilter, RecordParties, Refusal, SearchPage, Store, StoreError, Stored,
-    Transaction,
+    History, OverrideFilter, QuarantinedMessage, RecordParties, Refusal, SearchPage, Store,
+    StoreError, Stored, Transaction,
 };
 use crate::config::StoreConfig;
 use crate::consent::overrides::{Agent, Grant, Review, ReviewOutcome};
@@ -151,6 +152,8 @@ enum WriteJob {
     Client(ClientWrite, Reply<bool>),
     Transact(Transaction, Reply<Vec<Value>>),
     Delivery(DeliveryUpdate, Reply<()>),
+    /// A MESH message set aside, its content and its AuditEvent.
+    Quarantine(QuarantinedMessage, Option<Vec<u8>>, Value, Reply<bool>),
 }
 
 enum ClientWrite {
@@ -173,6 +176,7 @@ enum Answer {
     Client(Reply<bool>, Result<bool, StoreError>),
     Transact(Reply<Vec<Value>>, Result<Vec<Value>, StoreError>),
     Delivery(Reply<()>, Result<(), StoreError>),
+    Quarantine(Reply<bool>, Result<bool, StoreError>),
 }
 
 impl Answer {
@@ -187,6 +191,7 @@ impl Answer {
             Answer::Client(_, r) => r.is_ok(),
             Answer::Transact(_, r) => r.is_ok(),
             Answer::Delivery(_, r) => r.is_ok(),
+            Answer::Quarantine(_, r) => r.is_ok(),
         }
     }
 
@@ -200,6 +205,7 @@ impl Answer {
             Answer::Client(r, v) => drop(r.send(v)),
             Answer::Transact(r, v) => drop(r.send(v)),
             Answer::Delivery(r, v) => drop(r.send(v)),
+            Answer::Quarantine(r, v) => drop(r.send(v)),
         }
     }
 
@@ -213,6 +219,7 @@ impl Answer {
             Answer::Client(r, _) => drop(r.send(Err(e()))),
             Answer::Transact(r, _) => drop(r.send(Err(e()))),
             Answer::Delivery(r, _) => drop(r.send(Err(e()))),
+            Answer::Quarantine(r, _) => drop(r.send(Err(e()))),
         }
     }
 }
@@ -228,6 +235,7 @@ impl WriteJob {
             WriteJob::Client(_, r) => drop(r.send(Err(e))),
             WriteJob::Transact(_, r) => drop(r.send(Err(e))),
             WriteJob::Delivery(_, r) => drop(r.send(Err(e))),
+            WriteJob::Quarantine(_, _, _, r) => drop(r.send(Err(e))),
         }
     }
 
@@ -269,6 +277,10 @@ impl WriteJob {
                 reply,
                 in_savepoint!(conn, record_delivery(conn, update, own)),
             ),
+            WriteJob::Quarantine(message, content, audit, reply) => Answer::Quarantine(
+                reply,
+                in_savepoint!(conn, quarantine(conn, message, content, audit, own)),
+            ),
         }
     }
 }
@@ -293,12 +305,8 @@ impl SqliteStore {
             .pragma("cache_size", "-65536")
             .pragma("mmap_size", "268435456")
             .pragma("temp_store", "memory");
-        if let Some(dir) = options.get_filename().parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
+        if on_disk(url) {
+            make_owner_only(options.get_filename())?;
         }
         let mut writer = SqliteConnection::connect_with(&options).await?;
         MIGRATOR
@@ -333,6 +341,56 @@ impl SqliteStore {
             writer: Mutex::new(Some((tx, done_rx))),
         })
     }
+}
+
+/// Whether `url` names a database file (not `sqlite::memory:` or `?mode=memory`).
+fn on_disk(url: &str) -> bool {
+    !(url.contains(":memory:") || url.contains("mode=memory"))
+}
+
+/// The database and its `-wal` and `-shm` files, as SQLite names them.
+fn database_files(db: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [db.to_path_buf(), with("-wal"), with("-shm")]
+}
+
+/// Makes the database owner-only before SQLite opens it. SQLite would create a new database file
+/// as 0644 less the umask, and creates its `-wal` and `-shm` files with the database file's own
+/// mode: a database file created here as 0600 keeps all three owner-only, whatever the umask.
+///
+/// Files found more open (a database copied or restored by hand) are made owner-only at once,
+/// with a warning naming the mode they had: refusing to start would leave the personal data
+/// exposed and the service down until someone came. Only if they cannot be changed (another
+/// owner) does the store refuse to open.
+fn make_owner_only(db: &Path) -> Result<(), StoreError> {
+    crate::secret_file::precreate(db).map_err(|e| {
+        StoreError::Unavailable(format!("cannot create the database {}: {e}", db.display()))
+    })?;
+    for file in database_files(db) {
+        let too_open = crate::secret_file::too_open(&file).map_err(|e| {
+            StoreError::Unavailable(format!("cannot check {}: {e}", file.display()))
+        })?;
+        let Some(mode) = too_open else { continue };
+        crate::secret_file::restrict(&file).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "{} holds personal data and is readable by other users (mode {mode:04o}), and cannot be made owner-only: {e}; \
+                 run `chmod 600 {}` as its owner",
+                file.display(),
+                file.display()
+            ))
+        })?;
+        tracing::warn!(
+            file = %file.display(),
+            previous_mode = %format!("{mode:04o}"),
+            alert = "database-permissions",
+            "the database was readable by other users; made owner-only (0600). Check who could read it and how it came to be so"
+        );
+    }
+    Ok(())
 }
 
 async fn writer_loop(
@@ -785,6 +843,65 @@ async fn append_audit(
         )));
     }
     insert_new(conn, events, false, own).await.map(drop)
+}
+
+/// A MESH message set aside and its AuditEvent, together; nothing if it was set aside before.
+async fn quarantine(
+    conn: &mut SqliteConnection,
+    m: QuarantinedMessage,
+    content: Option<Vec<u8>>,
+    audit: Value,
+    own: &mut Pending,
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO mesh_quarantine (message_id, sender, workflow_id, message_type, local_id,
+             received_at, size, reason, letter_id, content)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING",
+    )
+    .bind(&m.id)
+    .bind(&m.sender)
+    .bind(&m.workflow_id)
+    .bind(&m.message_type)
+    .bind(&m.local_id)
+    .bind(&m.received_at)
+    .bind(i64::try_from(m.size).unwrap_or(i64::MAX))
+    .bind(&m.reason)
+    .bind(&m.letter_id)
+    .bind(content)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if inserted {
+        insert_new(conn, vec![audit], false, own).await?;
+    }
+    Ok(inserted)
+}
+
+/// `SELECT` of what [`quarantined_of`] reads, then `$rest`.
+macro_rules! select_quarantined {
+    ($rest:literal) => {
+        concat!(
+            "SELECT message_id, sender, workflow_id, message_type, local_id, received_at, size,
+                    reason, letter_id, content IS NOT NULL, ",
+            $rest
+        )
+    };
+}
+
+fn quarantined_of(r: &sqlx::sqlite::SqliteRow) -> QuarantinedMessage {
+    QuarantinedMessage {
+        id: r.get(0),
+        sender: r.get(1),
+        workflow_id: r.get(2),
+        message_type: r.get(3),
+        local_id: r.get(4),
+        received_at: r.get(5),
+        size: u64::try_from(r.get::<i64, _>(6)).unwrap_or_default(),
+        reason: r.get(7),
+        letter_id: r.get(8),
+        has_content: r.get(9),
+    }
 }
 
 macro_rules! select_deliveries {
@@ -1839,6 +1956,53 @@ impl Store for SqliteStore {
         .fetch_all(&self.readers)
         .await?;
         Ok(rows.iter().map(delivery_of).collect())
+    }
+
+    async fn quarantine_mesh_message(
+        &self,
+        message: QuarantinedMessage,
+        content: Option<Vec<u8>>,
+        audit: Value,
+    ) -> Result<bool, StoreError> {
+        self.write(|reply| WriteJob::Quarantine(message, content, audit, reply))
+            .await
+    }
+
+    async fn quarantined_mesh_messages(
+        &self,
+        limit: u32,
+        offset: u32,
+    ) -> Result<(u64, Vec<QuarantinedMessage>), StoreError> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM mesh_quarantine")
+            .fetch_one(&self.readers)
+            .await?;
+        let rows = sqlx::query(select_quarantined!(
+            "NULL FROM mesh_quarantine ORDER BY received_at DESC, rowid DESC LIMIT ? OFFSET ?"
+        ))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.readers)
+        .await?;
+        Ok((
+            u64::try_from(total).unwrap_or_default(),
+            rows.iter().map(quarantined_of).collect(),
+        ))
+    }
+
+    async fn quarantined_mesh_message(
+        &self,
+        id: &str,
+    ) -> Result<Option<(QuarantinedMessage, Option<Vec<u8>>)>, StoreError> {
+        let row = sqlx::query(select_quarantined!(
+            "content FROM mesh_quarantine WHERE message_id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.readers)
+        .await?;
+        Ok(row.map(|r| {
+            let content: Option<Vec<u8>> = r.get(10);
+            (quarantined_of(&r), content)
+        }))
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

@@ -58,6 +58,11 @@ impl Server {
 
     /// Starts the gateway with `extra_config` (TOML) merged over the defaults.
     pub fn start_with(extra_config: &str) -> Server {
+        Server::start_under(extra_config, None)
+    }
+
+    /// [`Server::start_with`], with the process's umask set to `umask` when given.
+    fn start_under(extra_config: &str, umask: Option<u32>) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("test.toml");
         let key_path = dir.path().join("signing-key.pem");
@@ -77,7 +82,7 @@ impl Server {
         std::fs::write(&config, format!("{auth}{extra_config}")).unwrap();
         let defaults = whg::config::Config::defaults();
         let issuer = whg::auth::TokenIssuer::new(key, &defaults.auth);
-        let (child, base, stderr_buf) = spawn(dir.path(), &config);
+        let (child, base, stderr_buf) = spawn_under(dir.path(), &config, umask);
         let default = whg::auth::Principal::practice(DEFAULT_PRACTICE);
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(
@@ -233,8 +238,17 @@ impl Server {
 /// Starts `whg serve` on the database in `dir` with `config`; returns the process, its base URL
 /// and its captured stderr.
 fn spawn(dir: &Path, config: &Path) -> (Child, String, std::sync::Arc<std::sync::Mutex<String>>) {
+    spawn_under(dir, config, None)
+}
+
+/// [`spawn`], with the process's umask set to `umask` when given.
+fn spawn_under(
+    dir: &Path,
+    config: &Path,
+    umask: Option<u32>,
+) -> (Child, String, std::sync::Arc<std::sync::Mutex<String>>) {
     let db = format!("sqlite://{}", dir.join("whg.db").display());
-    let mut child = Command::new(WHG)
+    let mut child = whg_command(umask)
         .args([
             "serve",
             "--listen",
@@ -518,4 +532,295 @@ pub async fn consent_for(server: &Server, patient: &str, recipient: &str) -> Val
                 .contains(&format!("consent-recipient\",\"code\":\"{recipient}"))
         })
         .unwrap_or_else(|| panic!("no {recipient} consent in {bundle}"))
+}
+
+impl Server {
+    /// Starts the gateway as [`Server::start_with`] does, with the process's umask set to `umask`
+    /// (0o000 lets everything a program creates be world-readable unless it says otherwise).
+    pub fn start_with_umask(extra_config: &str, umask: u32) -> Server {
+        Server::start_under(extra_config, Some(umask))
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// A command running `whg`, under `umask` when given (through `sh`, which `exec`s `whg`: the
+/// process id is whg's).
+pub fn whg_command(umask: Option<u32>) -> Command {
+    match umask {
+        None => Command::new(WHG),
+        Some(mask) => {
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
+                .arg(WHG);
+            sh
+        }
+    }
+}
+
+// MESH: NHS England's `mesh-sandbox` on loopback, and mailboxes on it.
+
+pub const MESH_KEY: &str = "sandbox-shared-key";
+/// The sandbox's canned mailboxes all have this password.
+pub const MESH_PASSWORD: &str = "password";
+pub const GATEWAY_MAILBOX: &str = "X26ABC1";
+pub const PRACTICE_MAILBOX: &str = "X26ABC2";
+/// The sandbox's third canned mailbox: a mailbox no letter goes to.
+pub const OTHER_MAILBOX: &str = "X26ABC3";
+
+/// NHS England's MESH server (`mesh-sandbox` from PyPI), run on loopback for one test.
+pub struct MeshSandbox {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl MeshSandbox {
+    pub async fn start() -> MeshSandbox {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(python())
+            .args([
+                "-m",
+                "uvicorn",
+                "mesh_sandbox.api:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+            ])
+            .arg(port.to_string())
+            .env("STORE_MODE", "memory")
+            .env("AUTH_MODE", "full")
+            .env("SHARED_KEY", MESH_KEY)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mesh-sandbox (pip install -r tools/requirements.txt)");
+        let sandbox = MeshSandbox {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/health", sandbox.url)).await
+                && r.status().is_success()
+            {
+                return sandbox;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "mesh-sandbox did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The gateway's `[mesh]` table for this sandbox's [`GATEWAY_MAILBOX`], its secrets written
+    /// owner-only in `dir`; more keys of the table may follow it.
+    pub fn gateway_config(&self, dir: &Path) -> String {
+        let password = dir.join("mesh-password");
+        let key = dir.join("mesh-shared-key");
+        whg::secret_file::create(&password, MESH_PASSWORD.as_bytes()).unwrap();
+        whg::secret_file::create(&key, MESH_KEY.as_bytes()).unwrap();
+        format!(
+            "[mesh]\nurl = \"{}\"\nmailbox = \"{GATEWAY_MAILBOX}\"\npassword_file = {:?}\nshared_key_file = {:?}\n",
+            self.url,
+            password.display().to_string(),
+            key.display().to_string()
+        )
+    }
+
+    /// The mailbox `id` on this sandbox, as its owner's system uses it.
+    pub fn mailbox(&self, id: &'static str) -> GpMailbox {
+        GpMailbox {
+            http: reqwest::Client::new(),
+            url: self.url.clone(),
+            mailbox: id,
+        }
+    }
+}
+
+impl Drop for MeshSandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A system on the other side of MESH (a GP practice's, or anyone else with a mailbox): reads its
+/// mailbox and sends, as a GP system taking GP Connect Send Document does.
+pub struct GpMailbox {
+    http: reqwest::Client,
+    url: String,
+    pub mailbox: &'static str,
+}
+
+/// One message as the practice's system downloads it.
+pub struct Delivered {
+    pub id: String,
+    pub workflow: String,
+    pub subject: String,
+    pub body: Value,
+}
+
+impl GpMailbox {
+    fn auth(&self) -> String {
+        whg::delivery::mesh::authorization(
+            self.mailbox,
+            MESH_PASSWORD,
+            MESH_KEY,
+            &uuid::Uuid::new_v4().to_string(),
+            chrono::Utc::now(),
+        )
+    }
+
+    /// A request to this mailbox, authorised.
+    pub fn request(&self, method: reqwest::Method, rest: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(
+                method,
+                format!("{}/messageexchange/{}{rest}", self.url, self.mailbox),
+            )
+            .header("authorization", self.auth())
+            .header("accept", "application/vnd.mesh.v2+json")
+    }
+
+    /// The ids of the messages waiting in this mailbox's inbox (MESH lists at most 500).
+    pub async fn inbox(&self) -> Vec<String> {
+        let inbox: Value = self
+            .request(reqwest::Method::GET, "/inbox")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        inbox["messages"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{inbox}"))
+            .iter()
+            .map(|m| m.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Waits for the next message, downloads and acknowledges it to MESH.
+    pub async fn next(&self) -> Delivered {
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        let id = loop {
+            if let Some(id) = self.inbox().await.into_iter().next() {
+                break id;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "nothing reached the practice's mailbox"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let r = self
+            .request(reqwest::Method::GET, &format!("/inbox/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let header = |n: &str| r.headers()[n].to_str().unwrap().to_string();
+        let (workflow, subject) = (header("mex-workflowid"), header("mex-subject"));
+        let body = r.json().await.unwrap();
+        let acked = self
+            .request(
+                reqwest::Method::PUT,
+                &format!("/inbox/{id}/status/acknowledged"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(acked.status().is_success());
+        Delivered {
+            id,
+            workflow,
+            subject,
+            body,
+        }
+    }
+
+    /// Acknowledges a message both ways, as a practice system that files it: 20013, then 30001.
+    pub async fn file(&self, message: &Delivered) {
+        let original = message_header_id(message);
+        self.respond(&original, "20013", "Success").await;
+        self.respond(&original, "30001", "Success").await;
+    }
+
+    /// Sends the gateway an ITK3 response with `code` for the message whose MessageHeader id is
+    /// `original`.
+    pub async fn respond(&self, original: &str, code: &str, display: &str) {
+        let response = itk_response(original, code, display, self.mailbox);
+        self.send(
+            GATEWAY_MAILBOX,
+            "GPCONNECT_SEND_DOCUMENT_ACK",
+            original,
+            response.to_string().into_bytes(),
+        )
+        .await;
+    }
+
+    /// Sends `body` to the mailbox `to` on `workflow`; returns MESH's message id.
+    pub async fn send(&self, to: &str, workflow: &str, local_id: &str, body: Vec<u8>) -> String {
+        let r = self
+            .request(reqwest::Method::POST, "/outbox")
+            .header("content-type", "application/fhir+json")
+            .header("mex-from", self.mailbox)
+            .header("mex-to", to)
+            .header("mex-workflowid", workflow)
+            .header("mex-localid", local_id)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let answer: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 202, "{answer}");
+        answer["message_id"].as_str().unwrap().to_string()
+    }
+}
+
+/// An ITK3 response message (STU3) with `code` for the message whose MessageHeader id is
+/// `original`, as the system behind mailbox `from` sends it.
+pub fn itk_response(original: &str, code: &str, display: &str, from: &str) -> Value {
+    let positive = code == "20013" || code == "30001";
+    let header_id = uuid::Uuid::new_v4().to_string();
+    let outcome_id = uuid::Uuid::new_v4().to_string();
+    json!({
+        "resourceType": "Bundle", "id": uuid::Uuid::new_v4().to_string(), "type": "message",
+        "meta": { "profile": ["https://fhir.nhs.uk/STU3/StructureDefinition/ITK-Message-Bundle-1"] },
+        "entry": [
+            { "fullUrl": format!("urn:uuid:{header_id}"), "resource": {
+                "resourceType": "MessageHeader", "id": header_id,
+                "event": { "system": "https://fhir.nhs.uk/STU3/CodeSystem/ITK-MessageEvent-2", "code": "ITK008M", "display": "ITK Response" },
+                "response": { "identifier": original, "code": if positive { "ok" } else { "fatal-error" } },
+                "source": { "endpoint": from },
+                "focus": [{ "reference": format!("urn:uuid:{outcome_id}") }],
+            } },
+            { "fullUrl": format!("urn:uuid:{outcome_id}"), "resource": {
+                "resourceType": "OperationOutcome", "id": outcome_id,
+                "issue": [{
+                    "severity": if positive { "information" } else { "error" },
+                    "code": if positive { "informational" } else { "processing" },
+                    "details": { "coding": [{ "system": "https://fhir.nhs.uk/STU3/CodeSystem/ITK-ResponseCodes-1", "code": code, "display": display }] },
+                }],
+            } },
+        ],
+    })
+}
+
+/// The ITK MessageHeader id of a letter as delivered: what its acknowledgements answer.
+pub fn message_header_id(d: &Delivered) -> String {
+    d.body["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
