@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::audit::{self, Event, Kind};
 use crate::auth::{Principal, Role};
+use crate::consent::authorship::{CareRelation, Person};
 use crate::consent::{
     self, Action, ConsentRecord, DataClass, Decision, Override, Party, Purpose, Question,
     Recipient, RecipientClass,
@@ -16,7 +17,7 @@ use crate::consent::{
 use crate::fhir::search::{Filter, SearchRequest, Tenancy};
 use crate::fit_notes::FitNoteFacts;
 use crate::intake::{Submission, SubmissionEntry, SubmissionKind};
-use crate::store::{Delivery, RecordParties, Refusal, SearchPage, Store, StoreError};
+use crate::store::{Delivery, History, RecordParties, Refusal, SearchPage, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
@@ -118,11 +119,19 @@ fn consent_class(role: Role, resource_type: &str, class: DataClass) -> Option<Da
     }
 }
 
-/// Types whose records differ in class one by one (fit notes among Observations, referral
-/// prompts among Tasks, the service's contacts among Encounters): a search reads and classes
-/// each.
-fn class_varies(resource_type: &str) -> bool {
-    matches!(resource_type, "Observation" | "Task" | "Encounter")
+/// Types whose records are decided one by one, so a search reads each: their class differs
+/// (fit notes among Observations, referral prompts among Tasks, the service's contacts among
+/// Encounters), or each is a letter a consent may name by its document.
+fn decided_each(resource_type: &str) -> bool {
+    matches!(
+        resource_type,
+        "Observation"
+            | "Task"
+            | "Encounter"
+            | "DocumentReference"
+            | "Composition"
+            | "Communication"
+    )
 }
 
 /// Reads an override as the overrides API shows it (and the decision fixtures write it).
@@ -199,16 +208,8 @@ impl Guard<'_> {
             .await?
             .ok_or_else(not_found)?;
         let mine = self.check(&current).await?;
-        if resource_type == "Patient" {
-            let stated: Vec<i64> = mine.iter().filter_map(|r| r.patient_version).collect();
-            let legacy = mine.iter().any(|r| r.patient_version.is_none());
-            let current_version = current["meta"]["versionId"]
-                .as_str()
-                .and_then(|v| v.parse::<i64>().ok());
-            let shown = stated.contains(&version) || (legacy && current_version == Some(version));
-            if !shown {
-                return Err(not_found());
-            }
+        if resource_type == "Patient" && !mine.iter().any(|r| r.patient_version == Some(version)) {
+            return Err(not_found());
         }
         self.store
             .read_version(resource_type, id, version)
@@ -263,9 +264,10 @@ impl Guard<'_> {
         let decision = match consent_class(self.principal.role, resource_type, class) {
             Some(class) => {
                 let file = consent_file(self.store, &first.patient_id).await?;
-                let question = self
+                let mut question = self
                     .question(class)
                     .expect("practices and services are recipients");
+                question.document = consent::letter_document(resource);
                 Some(file.decide(&question))
             }
             None => None,
@@ -297,8 +299,13 @@ impl Guard<'_> {
         if resource["resourceType"] != "Patient" {
             return Ok(resource);
         }
+        // Every record is pinned to a version (migration 0008 pinned the older ones): one that
+        // is not would show whatever another sender stated last, so it is refused as corrupt.
+        let id = resource["id"].as_str().unwrap_or_default().to_string();
         let Some(version) = mine.iter().filter_map(|r| r.patient_version).max() else {
-            return Ok(resource); // records from before versions were kept: the current one
+            return Err(
+                StoreError::Corrupt(format!("Patient/{id}: no record pins a version")).into(),
+            );
         };
         let current = resource["meta"]["versionId"]
             .as_str()
@@ -306,9 +313,8 @@ impl Guard<'_> {
         if current == Some(version) {
             return Ok(resource);
         }
-        let id = resource["id"].as_str().unwrap_or_default();
         self.store
-            .read_version("Patient", id, version)
+            .read_version("Patient", &id, version)
             .await?
             .ok_or_else(|| {
                 StoreError::Corrupt(format!("Patient/{id} version {version} is missing")).into()
@@ -391,13 +397,13 @@ impl Guard<'_> {
             consent::data_class_of(&serde_json::json!({ "resourceType": resource_type }))
                 .unwrap_or(DataClass::Referral);
         let role = self.principal.role;
-        let mixed_type = class_varies(&resource_type);
+        let mixed_type = decided_each(&resource_type);
         let consent_filtered =
             mixed_type || consent_class(role, &resource_type, type_class).is_some();
         let mut page = if consent_filtered {
             let candidates = self.store.search_candidates(&request).await?;
             // The data class decides which consent applies. It is the same for every resource of
-            // a type except those `class_varies` names: those are read here, and the page is
+            // a type except those `decided_each` names: those are read here, and the page is
             // then served from what was read.
             let mut read: HashMap<String, Value> = if mixed_type {
                 let ids: Vec<String> = candidates.iter().map(|c| c.id.clone()).collect();
@@ -427,9 +433,10 @@ impl Guard<'_> {
                 let file = files
                     .of(self.store, patient.trim_start_matches("Patient/"))
                     .await?;
-                let question = self
+                let mut question = self
                     .question(class)
                     .expect("practices and services are recipients");
+                question.document = read.get(&c.id).and_then(consent::letter_document);
                 if file.decide(&question).permitted() {
                     visible.push(c.id);
                 }
@@ -587,7 +594,7 @@ pub fn intake_consent(
     request_id: Option<String>,
     now: DateTime<Utc>,
     consent_expression: &'static str,
-) -> impl FnOnce(&[Value]) -> Result<SubmissionEntry, Refusal> + Send + use<> {
+) -> impl FnOnce(&History) -> Result<SubmissionEntry, Refusal> + Send + use<> {
     let submitted: Vec<ConsentRecord> = submitted_consents(submission)
         .into_iter()
         .map(|mut c| {
@@ -600,6 +607,13 @@ pub fn intake_consent(
         .practice
         .split_once('|')
         .and_then(|(system, value)| Party::from_identifier(system, value));
+    let this_referral = match &submission.kind {
+        SubmissionKind::Referral { service } => Some(CareRelation {
+            practice: submission.practice.clone(),
+            service: service.clone(),
+        }),
+        SubmissionKind::FitNote(_) => None,
+    };
     let patient = submission
         .entries
         .iter()
@@ -607,10 +621,17 @@ pub fn intake_consent(
         .map(|e| e.full_url.clone());
     let focus = submission.focus.clone();
     let principal = principal.clone();
-    move |stored: &[Value]| {
-        let mut consents: Vec<ConsentRecord> = stored
+    move |history: &History| {
+        let mut consents: Vec<ConsentRecord> = history
+            .consents
             .iter()
             .filter_map(|c| consent::read_consent(c).ok())
+            .collect();
+        let referrals: Vec<CareRelation> = history
+            .referrals
+            .iter()
+            .cloned()
+            .chain(this_referral)
             .collect();
         let mut issues = crate::fhir::Issues::new();
         if let Some(recorder) = &recorder {
@@ -618,7 +639,10 @@ pub fn intake_consent(
                 consent::authorship::may_record(
                     recorder,
                     c,
-                    &consents,
+                    Person {
+                        consents: &consents,
+                        referrals: &referrals,
+                    },
                     now,
                     &mut issues,
                     consent_base(consent_expression),
@@ -735,8 +759,12 @@ pub async fn patient_of_referral(
     let Some(own) = own else {
         return Ok(None);
     };
-    match own.patient_version {
-        Some(v) => store.read_version("Patient", &own.patient_id, v).await,
-        None => store.read("Patient", &own.patient_id).await,
-    }
+    let version = own.patient_version.ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "ServiceRequest/{referral_id} pins no Patient version"
+        ))
+    })?;
+    store
+        .read_version("Patient", &own.patient_id, version)
+        .await
 }

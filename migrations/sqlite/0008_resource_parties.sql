@@ -9,12 +9,32 @@
 -- NULL for records stored before this migration: they are shown the current version.
 ALTER TABLE referrals ADD COLUMN patient_version INTEGER;
 ALTER TABLE fit_notes ADD COLUMN patient_version INTEGER;
+-- Records stored before this migration are pinned to the Patient version current when they
+-- were stored (their submission wrote it, in the same transaction, at the same instant).
+UPDATE referrals SET patient_version = (
+    SELECT MAX(v.version_id) FROM (
+        SELECT version_id, last_updated FROM resources
+        WHERE resource_type = 'Patient' AND id = referrals.patient_id
+        UNION ALL
+        SELECT version_id, last_updated FROM resource_history
+        WHERE resource_type = 'Patient' AND id = referrals.patient_id
+    ) v WHERE v.last_updated <= referrals.created_at);
+UPDATE fit_notes SET patient_version = (
+    SELECT MAX(v.version_id) FROM (
+        SELECT version_id, last_updated FROM resources
+        WHERE resource_type = 'Patient' AND id = fit_notes.patient_id
+        UNION ALL
+        SELECT version_id, last_updated FROM resource_history
+        WHERE resource_type = 'Patient' AND id = fit_notes.patient_id
+    ) v WHERE v.last_updated <= fit_notes.created_at);
 -- Who stated each resource's current version (the submitting practice's system|value; empty
 -- for what the gateway wrote itself), so one sender's details never replace another's.
 ALTER TABLE resources ADD COLUMN source_practice TEXT NOT NULL DEFAULT '';
 
 CREATE VIEW resource_parties (resource_type, resource_id, record, patient_id, practice, service, patient_version) AS
-    -- What came in with a referral, or was written to it since (workflow, letters, consents).
+    -- What came in with a referral, or was written to it since (workflow, letters, consents):
+    -- a Consent is seen by the parties of the referral it came with or was recorded on (the
+    -- recording party's referral with the party it names), never by every party of the person.
     SELECT m.resource_type, m.resource_id, 'ServiceRequest/' || f.service_request_id,
            f.patient_id, f.practice, f.service, f.patient_version
     FROM referral_members m JOIN referrals f ON f.service_request_id = m.service_request_id
@@ -42,11 +62,4 @@ CREATE VIEW resource_parties (resource_type, resource_id, record, patient_id, pr
     UNION ALL
     SELECT 'Patient', n.patient_id, 'Observation/' || n.observation_id,
            n.patient_id, n.practice, NULL, n.patient_version
-    FROM fit_notes n
-    UNION ALL
-    -- The person's Consents, to the parties of each of their referrals, so a withdrawal
-    -- recorded by one is seen by the other.
-    SELECT 'Consent', t.resource_id, 'ServiceRequest/' || f.service_request_id,
-           f.patient_id, f.practice, f.service, f.patient_version
-    FROM search_tokens t JOIN referrals f ON f.patient_id = substr(t.value, 9)
-    WHERE t.resource_type = 'Consent' AND t.param = 'patient' AND t.value LIKE 'Patient/%';
+    FROM fit_notes n;

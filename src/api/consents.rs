@@ -50,15 +50,26 @@ pub async fn create(
         ));
     }
     let patient = patient_id(&resource)?;
-    let (party, referral) = recorder(&app, &principal, &patient).await?;
+    let care = Care::of(&app, &principal, &patient).await?;
     // Who recorded it is the caller, whatever the body says.
-    resource["organization"] = json!([identifier_reference(&party.organisation)]);
+    resource["organization"] = json!([identifier_reference(&care.party.organisation)]);
     let now = Utc::now();
     let record = consent::read_consent(&resource).map_err(ApiError::Invalid)?;
     let file = access::consent_file(&*app.store, &patient).await?;
     let mut issues = Issues::new();
-    authorship::may_record(&party, &record, &file.consents, now, &mut issues, "Consent");
+    authorship::may_record(
+        &care.party,
+        &record,
+        authorship::Person {
+            consents: &file.consents,
+            referrals: &care.relations,
+        },
+        now,
+        &mut issues,
+        "Consent",
+    );
     issues.into_result(()).map_err(ApiError::Invalid)?;
+    let referral = care.referral_for(&record);
     let id = uuid::Uuid::now_v7().to_string();
     resource["id"] = json!(id);
     claim_profile(&mut resource, &profile::whg_consent());
@@ -124,7 +135,7 @@ pub async fn update(
             ApiError::NotFound(format!("Consent/{id} is not known to this gateway"))
         })?;
     let patient = patient_id(&stored)?;
-    let (_, referral) = recorder(&app, &principal, &patient).await?;
+    let care = Care::of(&app, &principal, &patient).await?;
     if patient_id(&resource)? != patient {
         return Err(ApiError::Invalid(
             Issue::error(
@@ -149,20 +160,15 @@ pub async fn update(
         }
         .into());
     }
-    let before = consent::read_consent(&stored).map_err(|_| {
-        ApiError::Invalid(
-            Issue::error(
-                IssueType::BusinessRule,
-                "Consent",
-                "this Consent does not read as the gateway's consent model and decides nothing: it cannot be changed",
-            )
-            .into(),
-        )
-    })?;
-    let after = consent::read_consent(&resource).map_err(ApiError::Invalid)?;
+    consent::read_consent(&resource).map_err(ApiError::Invalid)?;
     let mut issues = Issues::new();
-    authorship::may_amend(&before, &after, &mut issues);
+    let amendment = authorship::may_amend(&care.party, &stored, &resource, &mut issues);
     issues.into_result(()).map_err(ApiError::Invalid)?;
+    if amendment == Some(authorship::Amendment::Unchanged) {
+        // Nothing to store: a re-sent withdrawal must not re-date it.
+        return Ok(fhir_response(StatusCode::OK, &stored));
+    }
+    let referral = care.referral_for(&consent::read_consent(&stored).map_err(ApiError::Invalid)?);
     claim_profile(&mut resource, &profile::whg_consent());
     let status = resource["status"].as_str().unwrap_or_default().to_string();
     let audit = consent_audit(
@@ -188,27 +194,70 @@ pub async fn update(
     Ok(fhir_response(StatusCode::OK, &updated))
 }
 
-/// The party recording a Consent for the person, and the referral it records it under: the
-/// caller must be party to one of the person's referrals (the practice that referred them, a
-/// service they were referred to). Sending a fit note does not make a practice one; anyone else
-/// is told the person is not found.
-async fn recorder(
-    app: &AppState,
-    principal: &Principal,
-    patient_id: &str,
-) -> Result<(consent::Party, String), ApiError> {
-    let not_found = || ApiError::from(AccessError::NotFound(format!("Patient/{patient_id}")));
-    let party = principal.as_party().ok_or_else(not_found)?;
-    let referral = app
-        .store
-        .records_of_patient(patient_id)
-        .await?
-        .into_iter()
-        .filter(|r| r.service.is_some() && access::is_party(principal, r))
-        .filter_map(|r| r.record.strip_prefix("ServiceRequest/").map(str::to_string))
-        .max()
-        .ok_or_else(not_found)?;
-    Ok((party, referral))
+/// The caller's part in a person's care: the caller must be party to one of the person's
+/// referrals (the practice that referred them, a service they were referred to). Sending a fit
+/// note does not make a practice one; anyone else is told the person is not found.
+struct Care {
+    party: consent::Party,
+    /// The person's referrals, as the authorship rule reads them.
+    relations: Vec<authorship::CareRelation>,
+    /// The caller's own referrals of the person: (ServiceRequest id, the other party).
+    mine: Vec<(String, String)>,
+}
+
+impl Care {
+    async fn of(app: &AppState, principal: &Principal, patient_id: &str) -> Result<Care, ApiError> {
+        let not_found = || ApiError::from(AccessError::NotFound(format!("Patient/{patient_id}")));
+        let party = principal.as_party().ok_or_else(not_found)?;
+        let referrals: Vec<_> = app
+            .store
+            .records_of_patient(patient_id)
+            .await?
+            .into_iter()
+            .filter_map(|r| {
+                let id = r.record.strip_prefix("ServiceRequest/")?.to_string();
+                Some((id, r.practice?, r.service?))
+            })
+            .collect();
+        let mine: Vec<(String, String)> = referrals
+            .iter()
+            .filter_map(|(id, practice, service)| match principal.role {
+                Role::Practice if *practice == principal.organisation => {
+                    Some((id.clone(), service.clone()))
+                }
+                Role::Service if *service == principal.organisation => {
+                    Some((id.clone(), practice.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        if mine.is_empty() {
+            return Err(not_found());
+        }
+        let relations = referrals
+            .into_iter()
+            .map(|(_, practice, service)| authorship::CareRelation { practice, service })
+            .collect();
+        Ok(Care {
+            party,
+            relations,
+            mine,
+        })
+    }
+
+    /// The caller's referral a Consent is recorded on (and so whose parties see it): the one
+    /// with the party it names, or else the caller's latest.
+    fn referral_for(&self, consent: &consent::ConsentRecord) -> String {
+        let named = consent.provision.organisations();
+        self.mine
+            .iter()
+            .filter(|(_, other)| named.contains(&other.as_str()))
+            .map(|(id, _)| id)
+            .max()
+            .or_else(|| self.mine.iter().map(|(id, _)| id).max())
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 /// The AuditEvent of a Consent recorded or changed.
@@ -311,19 +360,13 @@ fn patient_id(consent: &Value) -> Result<String, ApiError> {
         })
 }
 
-/// The caller must have a referral for the person: a practice one it sent, a service one
-/// addressed to it. Anyone else is told the person is not found.
+/// The caller must be party to one of the person's referrals (see [`Care`]).
 async fn require_party(
     app: &AppState,
     principal: &Principal,
     patient_id: &str,
 ) -> Result<(), ApiError> {
-    let referrals = app.store.records_of_patient(patient_id).await?;
-    if referrals.iter().any(|r| access::is_party(principal, r)) {
-        Ok(())
-    } else {
-        Err(AccessError::NotFound(format!("Patient/{patient_id}")).into())
-    }
+    Care::of(app, principal, patient_id).await.map(drop)
 }
 
 /// What a practice or service asks to override.
@@ -783,6 +826,13 @@ pub async fn decide_disclosure(
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     require_scope(&principal, scope::DISCLOSURE)?;
+    // The service is the one that discloses (to the practice, an employer, another service):
+    // nobody else asks what the person allows.
+    if principal.role != Role::Service {
+        return Err(ApiError::Forbidden(
+            "only a service the person was referred to asks whether it may disclose".into(),
+        ));
+    }
     let req: DisclosureRequest = parse_request(&body, "a disclosure request")?;
     let mut issues = Issues::new();
     let patient = patient_in(&req.patient, &mut issues);

@@ -218,9 +218,12 @@ fn queue_letter(
     tx: &mut Transaction,
     now: DateTime<Utc>,
 ) -> String {
+    // The letter's Composition and DocumentReference are one document in two forms and share
+    // its id, so a consent naming the document (`DocumentReference/{id}`) covers both.
+    let document = uuid::Uuid::now_v7().to_string();
     let ids = LetterIds {
-        composition: uuid::Uuid::now_v7().to_string(),
-        document: uuid::Uuid::now_v7().to_string(),
+        composition: document.clone(),
+        document,
         communication: uuid::Uuid::now_v7().to_string(),
     };
     let pdf = letters::pdf::render(letter);

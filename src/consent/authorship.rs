@@ -7,21 +7,33 @@
 //!   recipient class may name it: a practice refers to a service and records agreement to
 //!   feedback and to evaluation at referral; a service records the person's agreement to
 //!   feedback and to onward sharing (employer, other services, union, DWP). Nobody grants a
-//!   service access to a referral but the referrer.
+//!   service access to a referral but the referrer. Agreements between parties follow the
+//!   person's care: a practice grants only a service it referred them to, a service only
+//!   feedback to a practice that referred them to it, each named by organisation.
 //! - A recipient never undoes the person's refusal or withdrawal by agreeing for itself (see
 //!   rule 5 of [`super::decide`]); recording such an agreement is refused outright.
-//! - A stored Consent changes only by being withdrawn: an agreement may become `inactive` (or
-//!   `entered-in-error`); a refusal stays until a new agreement is recorded; nothing else about
-//!   a Consent changes (record a new one instead).
+//! - A stored Consent changes only by being withdrawn: an agreement may become `inactive`, or
+//!   `entered-in-error` by the party that recorded it; a refusal stays until a new agreement is
+//!   recorded; nothing else about a Consent changes, its date included (record a new one).
 
 use chrono::{DateTime, Duration, Utc};
 
 use super::decide::{Question, Recipient, decide};
+use serde_json::Value;
+
 use super::model::{
-    Action, Code, ConsentRecord, ConsentStatus, DataClass, Party, Provision, ProvisionType,
-    Purpose, RecipientClass,
+    Action, ActorRule, Code, ConsentRecord, ConsentStatus, DataClass, OrgId, Party, Provision,
+    ProvisionType, Purpose, RecipientClass, read_consent,
 };
 use crate::fhir::outcome::{IssueType, Issues};
+
+/// One of the person's referrals: the practice that sent it and the service it went to, each
+/// `system|value`. The relationships agreements between parties follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CareRelation {
+    pub practice: OrgId,
+    pub service: OrgId,
+}
 
 /// How far ahead of the gateway's clock a decision may be dated (clock skew between systems).
 const MAX_CLOCK_SKEW: Duration = Duration::minutes(5);
@@ -43,13 +55,20 @@ pub fn grantable(recorder: RecipientClass) -> &'static [RecipientClass] {
     }
 }
 
-/// Whether `recorder` may record `consent` for the person whose stored consents are `stored`,
-/// at `now`. Every problem is reported at its element. Any status may be recorded: only an
-/// active agreement widens anything (a withdrawn or declined one refuses).
+/// What a Consent is recorded against: the person's stored consents and their referrals.
+#[derive(Debug, Clone, Copy)]
+pub struct Person<'a> {
+    pub consents: &'a [ConsentRecord],
+    pub referrals: &'a [CareRelation],
+}
+
+/// Whether `recorder` may record `consent` for `person`, at `now`. Every problem is reported at
+/// its element. Any status may be recorded: only an active agreement widens anything (a
+/// withdrawn or declined one refuses).
 pub fn may_record(
     recorder: &Party,
     consent: &ConsentRecord,
-    stored: &[ConsentRecord],
+    person: Person<'_>,
     now: DateTime<Utc>,
     issues: &mut Issues,
     at: &str,
@@ -68,7 +87,7 @@ pub fn may_record(
         recorder,
         &consent.provision,
         &format!("{at}.provision"),
-        stored,
+        person,
         now,
         issues,
     );
@@ -78,7 +97,7 @@ fn check_permits(
     recorder: &Party,
     p: &Provision,
     path: &str,
-    stored: &[ConsentRecord],
+    person: Person<'_>,
     now: DateTime<Utc>,
     issues: &mut Issues,
 ) {
@@ -109,21 +128,8 @@ fn check_permits(
                 );
                 continue;
             }
-            if actor.class == recorder.class
-                && actor
-                    .organisation
-                    .as_ref()
-                    .is_some_and(|o| *o != recorder.organisation)
-            {
-                issues.error(
-                    IssueType::Forbidden,
-                    format!("{at}.reference"),
-                    format!(
-                        "a {} records agreements for itself, not for another {}",
-                        party_name(recorder.class),
-                        party_name(recorder.class)
-                    ),
-                );
+            if let Err(why) = follows_care(recorder, actor, person.referrals) {
+                issues.error(IssueType::Forbidden, format!("{at}.reference"), why);
                 continue;
             }
             let recipient = Recipient {
@@ -132,7 +138,7 @@ fn check_permits(
             };
             let names_itself = recipient.is(recorder)
                 || (actor.organisation.is_none() && actor.class == recorder.class);
-            if names_itself && refused_for(recorder, p, stored, now) {
+            if names_itself && refused_for(recorder, p, person.consents, now) {
                 issues.error(
                     IssueType::Forbidden,
                     at.clone(),
@@ -146,10 +152,69 @@ fn check_permits(
             recorder,
             child,
             &format!("{path}.provision[{i}]"),
-            stored,
+            person,
             now,
             issues,
         );
+    }
+}
+
+/// An agreement between parties follows the person's care: a practice grants a service it
+/// referred them to, or feedback to itself; a service grants feedback to a practice that
+/// referred them to it. Each is named by organisation. Recipients outside the gateway
+/// (employers, other services, DWP…) are the granting party's to name.
+fn follows_care(
+    recorder: &Party,
+    actor: &ActorRule,
+    referrals: &[CareRelation],
+) -> Result<(), String> {
+    let named = |what: &str| {
+        format!(
+            "name the {what} by its identifier: an agreement between parties to the person's care is with one organisation"
+        )
+    };
+    match (recorder.class, actor.class) {
+        (RecipientClass::ReferringPractice, RecipientClass::WorkHealthService) => {
+            let Some(service) = &actor.organisation else {
+                return Err(named("service"));
+            };
+            if referrals
+                .iter()
+                .any(|r| r.practice == recorder.organisation && r.service == *service)
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "a practice records agreement only for a service it referred the person to, and it has not referred them to {service}"
+                ))
+            }
+        }
+        (RecipientClass::ReferringPractice, RecipientClass::ReferringPractice) => {
+            match &actor.organisation {
+                Some(o) if *o == recorder.organisation => Ok(()),
+                Some(_) => Err(
+                    "a practice records agreement to feedback for itself, not for another practice"
+                        .into(),
+                ),
+                None => Err(named("practice")),
+            }
+        }
+        (RecipientClass::WorkHealthService, RecipientClass::ReferringPractice) => {
+            let Some(practice) = &actor.organisation else {
+                return Err(named("practice"));
+            };
+            if referrals
+                .iter()
+                .any(|r| r.service == recorder.organisation && r.practice == *practice)
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "a service records agreement to feedback only for a practice that referred the person to it, and {practice} did not"
+                ))
+            }
+        }
+        _ => Ok(()),
     }
 }
 
@@ -199,28 +264,87 @@ fn refused_for(
     })
 }
 
-/// Whether a stored Consent may change from `stored` to `changed` (by any party to the person's
-/// care: the caller checks that). Only the status changes, and only by withdrawing an agreement.
-pub fn may_amend(stored: &ConsentRecord, changed: &ConsentRecord, issues: &mut Issues) {
-    if changed.provision != stored.provision {
+/// What a change to a stored Consent does, once allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Amendment {
+    /// The same Consent again: nothing to store (a re-sent withdrawal must not re-date it).
+    Unchanged,
+    /// A new status: the agreement withdrawn, or marked entered in error by its recorder.
+    Status(ConsentStatus),
+}
+
+/// Whether `by` (a party to the person's care: the caller checks that) may change the stored
+/// Consent `stored` (as stored, with `id` and `meta`) to `changed`. Only the status changes,
+/// and only by withdrawing an agreement; only its recorder marks one entered in error.
+pub fn may_amend(
+    by: &Party,
+    stored: &Value,
+    changed: &Value,
+    issues: &mut Issues,
+) -> Option<Amendment> {
+    let Ok(before) = read_consent(stored) else {
         issues.error(
             IssueType::BusinessRule,
-            "Consent.provision",
-            "a Consent's provisions cannot be changed: withdraw it (status inactive) and record a new Consent",
+            "Consent",
+            "this Consent does not read as the gateway's consent model and decides nothing: it cannot be changed",
         );
-    }
-    if changed.recorded_by != stored.recorded_by {
-        issues.error(
-            IssueType::BusinessRule,
-            "Consent.organization",
-            "who recorded a Consent cannot be changed",
-        );
+        return None;
+    };
+    let Ok(after) = read_consent(changed) else {
+        return None; // the caller reports the body's own problems
+    };
+    // Everything but the status (and what the gateway stamps) stays as recorded: the
+    // provisions, who recorded it, and when the person decided.
+    let rest = |c: &Value| {
+        let mut c = c.clone();
+        if let Some(o) = c.as_object_mut() {
+            for k in ["id", "meta", "status"] {
+                o.remove(k);
+            }
+        }
+        c
+    };
+    if rest(stored) != rest(changed) {
+        for (field, differs) in [
+            ("Consent.provision", before.provision != after.provision),
+            (
+                "Consent.organization",
+                stored["organization"] != changed["organization"],
+            ),
+            (
+                "Consent.dateTime",
+                stored["dateTime"] != changed["dateTime"],
+            ),
+        ] {
+            if differs {
+                issues.error(
+                    IssueType::BusinessRule,
+                    field,
+                    "only a Consent's status changes (to withdraw it): its provisions, who recorded it and when the person decided stay as recorded. Record a new Consent instead",
+                );
+            }
+        }
+        if issues.is_empty() {
+            issues.error(
+                IssueType::BusinessRule,
+                "Consent",
+                "only a Consent's status changes (to withdraw it): send the stored Consent with its new status",
+            );
+        }
+        return None;
     }
     use ConsentStatus::*;
-    let agreement = stored.provision.kind == Some(ProvisionType::Permit);
-    match (stored.status, changed.status) {
-        (a, b) if a == b => {}
-        (Active, Inactive | EnteredInError) if agreement => {}
+    let agreement = before.provision.kind == Some(ProvisionType::Permit);
+    let recorder = before.recorded_by.as_ref() == Some(by);
+    match (before.status, after.status) {
+        (a, b) if a == b => return Some(Amendment::Unchanged),
+        (Active, Inactive) if agreement => {}
+        (Active, EnteredInError) if agreement && recorder => {}
+        (Active, EnteredInError) if agreement => issues.error(
+            IssueType::Forbidden,
+            "Consent.status",
+            "only the party that recorded a Consent marks it entered in error: to record that the person withdrew it, set status inactive",
+        ),
         (Active, _) if !agreement => issues.error(
             IssueType::BusinessRule,
             "Consent.status",
@@ -234,9 +358,10 @@ pub fn may_amend(stored: &ConsentRecord, changed: &ConsentRecord, issues: &mut I
         _ => issues.error(
             IssueType::BusinessRule,
             "Consent.status",
-            "an agreement can only be withdrawn (status inactive) or marked entered-in-error",
+            "an agreement can only be withdrawn (status inactive)",
         ),
     }
+    issues.is_empty().then_some(Amendment::Status(after.status))
 }
 
 fn party_name(class: RecipientClass) -> &'static str {

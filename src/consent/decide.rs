@@ -9,7 +9,8 @@
 //! 3. Within one consent, a matching deny beats a matching permit.
 //! 4. Across consents, the person's most recent decision about the question governs (see
 //!    `ConsentRecord::decided_at`); at the same time, a refusal beats an agreement. A withdrawal
-//!    or a "no" refuses what it would have permitted.
+//!    or a "no" refuses whatever it decided (withdrawing an agreement never lifts a refusal
+//!    nested in it).
 //! 5. An agreement recorded by its own recipient (a service for itself, a practice for itself)
 //!    never undoes the person's refusal or withdrawal: only a new agreement recorded by another
 //!    party to the person's care does.
@@ -155,9 +156,10 @@ fn stance(consent: &ConsentRecord, question: &Question) -> Option<Stance> {
         ConsentStatus::Active if found.permit_without_document => {
             Some(Stance::PermitWithoutDocument)
         }
-        // A withdrawn agreement, or a recorded "no", refuses what it would have permitted.
+        // A withdrawn agreement, or a recorded "no", refuses what it would have decided:
+        // withdrawing an agreement never lifts a refusal nested in it.
         ConsentStatus::Inactive | ConsentStatus::Rejected
-            if found.permit || found.permit_without_document =>
+            if found.permit || found.permit_without_document || found.deny =>
         {
             Some(Stance::Withdrawn)
         }

@@ -70,6 +70,23 @@ pub fn strip_origin_tags(resource: &mut Value) {
     }
 }
 
+/// The letter (`DocumentReference/{id}`) a stored letter resource is a form of, so a consent
+/// naming that one document decides its every form: the DocumentReference itself, its
+/// Composition (which shares its id), and the Communication that sends it.
+pub fn letter_document(resource: &Value) -> Option<String> {
+    let id = resource["id"].as_str()?;
+    match resource["resourceType"].as_str()? {
+        "DocumentReference" | "Composition" => Some(format!("DocumentReference/{id}")),
+        "Communication" => resource["payload"]
+            .as_array()?
+            .iter()
+            .find_map(|p| p["contentReference"]["reference"].as_str())
+            .filter(|r| r.starts_with("DocumentReference/"))
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
 /// Whether a Task is a referral prompt (`task-code#referral-prompt`), not a referral's workflow.
 pub fn is_referral_prompt(task: &Value) -> bool {
     task["code"]["coding"][0]["code"] == "referral-prompt"

@@ -227,6 +227,21 @@ impl Party {
     }
 }
 
+impl Provision {
+    /// Every organisation the provision or its nested ones name, as `system|value`.
+    pub fn organisations(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .actors
+            .iter()
+            .filter_map(|a| a.organisation.as_deref())
+            .collect();
+        for child in &self.children {
+            out.extend(child.organisations());
+        }
+        out
+    }
+}
+
 /// One stored Consent, as the decision function sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsentRecord {

@@ -140,7 +140,7 @@ pub fn referral(
     Box::new(
         move |history: &History, entries: &mut Vec<SubmissionEntry>| {
             let audit = match consent {
-                Some(check) => Some(check(&history.consents)?),
+                Some(check) => Some(check(history)?),
                 None => None,
             };
             if let Some((service, rules)) = eligibility {

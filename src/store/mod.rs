@@ -24,6 +24,8 @@ use crate::intake::{Submission, SubmissionEntry};
 #[derive(Debug, Default)]
 pub struct History {
     pub consents: Vec<Value>,
+    /// The person's referrals (practice and service), committed before this submission.
+    pub referrals: Vec<crate::consent::authorship::CareRelation>,
     pub fit_notes: Vec<FitNoteFacts>,
     pub prompts: Vec<PastPrompt>,
 }

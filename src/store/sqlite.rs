@@ -507,6 +507,7 @@ async fn apply(
         let history = match known_person {
             Some(p) => History {
                 consents: consents_of(conn, &p.id, batch_tokens).await?,
+                referrals: care_relations_of(conn, &p.id).await?,
                 fit_notes: fit_notes_of(&mut *conn, &p.id).await?,
                 prompts: prompts_of(conn, &p.id).await?,
             },
@@ -611,6 +612,22 @@ where
             })
         })
         .collect()
+}
+
+/// The person's referrals, as the consent authorship rule reads them.
+async fn care_relations_of(
+    conn: &mut SqliteConnection,
+    patient_id: &str,
+) -> Result<Vec<crate::consent::authorship::CareRelation>, StoreError> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT practice, service FROM referrals WHERE patient_id = ?")
+            .bind(patient_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(practice, service)| crate::consent::authorship::CareRelation { practice, service })
+        .collect())
 }
 
 async fn prompts_of(

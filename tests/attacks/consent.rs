@@ -237,3 +237,164 @@ async fn a_later_no_for_the_same_service_governs() {
     let (_, list) = whs.get("/fhir/ServiceRequest?_count=100").await;
     assert_eq!(list["total"], 1, "{list}");
 }
+
+#[tokio::test]
+async fn re_dating_a_consent_by_put_changes_nothing() {
+    let server = Server::start();
+    let (sr, patient) = refer(&server, &referral_for(115, WHS)).await;
+    let whs = service(&server, WHS);
+    let agreement = consent_for(&server, &patient, "work-health-service").await;
+    let refusal = consent(
+        &patient,
+        "deny",
+        "work-health-service",
+        whs_identifier(),
+        &[],
+    );
+    let (status, _, refusal) = practice_a(&server).post("/fhir/Consent", &refusal).await;
+    assert_eq!(status, 201, "{refusal}");
+    assert_eq!(whs.get(&format!("/fhir/ServiceRequest/{sr}")).await.0, 403);
+    let before = consent_versions(&server).await;
+    // Date the refusal before the agreement, or take the agreement's date away (so it would
+    // count as decided now).
+    let mut earlier = refusal.clone();
+    earlier["dateTime"] = json!("2000-01-01");
+    let mut undated = agreement.clone();
+    undated.as_object_mut().unwrap().remove("dateTime");
+    for (id, body) in [(&refusal["id"], earlier), (&agreement["id"], undated)] {
+        let (status, _, outcome) = whs
+            .put(&format!("/fhir/Consent/{}", id.as_str().unwrap()), &body)
+            .await;
+        assert_eq!(status, 422, "{outcome}");
+        assert_eq!(
+            issue_keys(&outcome),
+            [("Consent.dateTime".to_string(), "business-rule".to_string())]
+        );
+    }
+    // The same Consent again changes nothing either (no new version re-dating it).
+    let (status, _, _) = whs
+        .put(
+            &format!("/fhir/Consent/{}", refusal["id"].as_str().unwrap()),
+            &refusal,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(consent_versions(&server).await, before);
+    assert_eq!(whs.get(&format!("/fhir/ServiceRequest/{sr}")).await.0, 403);
+}
+
+#[tokio::test]
+async fn only_the_recorder_marks_a_consent_entered_in_error() {
+    let server = Server::start();
+    let (_, patient) = refer(&server, &referral_for(116, WHS)).await;
+    let whs = service(&server, WHS);
+    // The practice's record of the person's agreement to feedback: the service cannot erase it.
+    let mut feedback = consent_for(&server, &patient, "referring-practice").await;
+    feedback["status"] = json!("entered-in-error");
+    let before = consent_versions(&server).await;
+    let (status, _, outcome) = whs
+        .put(
+            &format!("/fhir/Consent/{}", feedback["id"].as_str().unwrap()),
+            &feedback,
+        )
+        .await;
+    assert_eq!(status, 422, "{outcome}");
+    assert_eq!(
+        issue_keys(&outcome),
+        [("Consent.status".to_string(), "forbidden".to_string())]
+    );
+    assert_eq!(consent_versions(&server).await, before);
+    // The practice that recorded it may.
+    let (status, _, outcome) = practice_a(&server)
+        .put(
+            &format!("/fhir/Consent/{}", feedback["id"].as_str().unwrap()),
+            &feedback,
+        )
+        .await;
+    assert_eq!(status, 200, "{outcome}");
+}
+
+#[tokio::test]
+async fn a_party_grants_only_along_the_persons_care() {
+    let server = Server::start();
+    // Practice B referred the person to WorkWell only; A referred them to WHS.
+    let (_, patient) = refer(&server, &referral_for(117, WHS)).await;
+    let mut to_workwell = referral_for(117, crate::tenancy::WORKWELL);
+    to_workwell["referralId"] = json!("B-117");
+    to_workwell["practice"]["odsCode"] = json!(crate::tenancy::OTHER_PRACTICE);
+    let (status, _, body) = server.post_json("/api/v1/referrals", &to_workwell).await;
+    assert_eq!(status, 201, "{body}");
+    let before = consent_versions(&server).await;
+    let grant = consent(
+        &patient,
+        "permit",
+        "work-health-service",
+        whs_identifier(),
+        &[],
+    );
+    let (status, _, outcome) = crate::tenancy::practice_b(&server)
+        .post("/fhir/Consent", &grant)
+        .await;
+    assert_eq!(status, 422, "{outcome}");
+    assert_eq!(
+        issue_keys(&outcome),
+        [(
+            "Consent.provision.actor[0].reference".to_string(),
+            "forbidden".to_string()
+        )]
+    );
+    // WorkWell cannot grant feedback to A, which did not refer the person to it.
+    let feedback = consent(
+        &patient,
+        "permit",
+        "referring-practice",
+        json!({ "identifier": { "system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": DEFAULT_PRACTICE } }),
+        &["outcome"],
+    );
+    let (status, _, outcome) = service(&server, crate::tenancy::WORKWELL)
+        .post("/fhir/Consent", &feedback)
+        .await;
+    assert_eq!(status, 422, "{outcome}");
+    assert_eq!(consent_versions(&server).await, before);
+}
+
+#[tokio::test]
+async fn filing_a_fit_note_gives_no_say_in_consent() {
+    let server = Server::start();
+    let s = crate::tenancy::scenario(&server).await;
+    let b = crate::tenancy::practice_b(&server);
+    let refusal = consent(
+        &s.person,
+        "deny",
+        "work-health-service",
+        whs_identifier(),
+        &[],
+    );
+    assert_eq!(b.post("/fhir/Consent", &refusal).await.0, 404);
+    let ask = json!({
+        "patient": format!("Patient/{}", s.person),
+        "recipient": "employer",
+        "dataClass": "adviser-letter",
+    });
+    assert_eq!(
+        b.post("/api/v1/disclosures/$decide", &ask).await.0,
+        403,
+        "a practice never asks"
+    );
+    let mut b_with_scopes = whg::auth::Principal::practice(crate::tenancy::OTHER_PRACTICE);
+    b_with_scopes
+        .scopes
+        .push(whg::auth::scope::CONSENT_OVERRIDE.into());
+    let overrides = server.as_(b_with_scopes);
+    let request = json!({
+        "patient": format!("Patient/{}", s.person),
+        "recipient": "referring-practice",
+        "recipientOrganisation": format!("https://fhir.nhs.uk/Id/ods-organization-code|{}", crate::tenancy::OTHER_PRACTICE),
+        "dataClasses": ["outcome"],
+        "reason": "risk-to-person",
+        "justification": "The person may come to harm without the practice knowing.",
+        "hours": 4
+    });
+    let (status, _, outcome) = overrides.post("/api/v1/consent-overrides", &request).await;
+    assert_eq!(status, 404, "{outcome}");
+}

@@ -207,3 +207,84 @@ async fn the_services_contact_records_reach_the_practice_only_under_consent_to_f
         );
     }
 }
+
+#[tokio::test]
+async fn a_refusal_of_one_letter_withholds_it_in_every_form() {
+    let server = Server::start();
+    let (sr, patient) = refer(&server, &referral_for(134, WHS)).await;
+    let whs = service(&server, WHS);
+    for (step, body) in [
+        ("triage", json!({ "decision": "accept" })),
+        (
+            "letters",
+            json!({
+                "priority": "routine",
+                "summary": "Something the person does not want their GP to read.",
+                "supportGiven": ["advice-session"],
+                "plan": { "type": "return-to-work-plan", "text": "Phased return over four weeks." },
+                "recommendations": "None.",
+                "outcomes": { "employment": "returned-to-work", "health": ["managing-health-better"] },
+                "author": { "name": "Sam Patel", "role": "Work and health adviser" }
+            }),
+        ),
+    ] {
+        let (status, _, body) = whs
+            .post(&format!("/api/v1/referrals/{sr}/{step}"), &body)
+            .await;
+        assert!(status == 200 || status == 201, "{step}: {body}");
+    }
+    let document = members(&server, &sr, "DocumentReference")
+        .await
+        .into_iter()
+        .next()
+        .unwrap();
+    let communication = members(&server, &sr, "Communication")
+        .await
+        .into_iter()
+        .next()
+        .unwrap();
+    let gp = practice_a(&server);
+    assert_eq!(
+        gp.get(&format!("/fhir/DocumentReference/{document}"))
+            .await
+            .0,
+        200
+    );
+    // The person tells the adviser this one letter must not reach their GP.
+    let refusal = json!({
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy" }] },
+        "category": [{ "coding": [{ "system": "http://loinc.org", "code": "59284-0" }] }],
+        "patient": { "reference": format!("Patient/{patient}") },
+        "dateTime": chrono::Utc::now().to_rfc3339(),
+        "provision": {
+            "type": "deny",
+            "actor": [{
+                "role": { "coding": [{ "system": "https://fhir.work-health-gateway.org/CodeSystem/consent-recipient", "code": "referring-practice" }] },
+                "reference": { "identifier": { "system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": DEFAULT_PRACTICE } }
+            }],
+            "data": [{ "meaning": "instance", "reference": { "reference": format!("DocumentReference/{document}") } }]
+        }
+    });
+    let (status, _, body) = whs.post("/fhir/Consent", &refusal).await;
+    assert_eq!(status, 201, "{body}");
+    for path in [
+        format!("/fhir/DocumentReference/{document}"),
+        format!("/fhir/Composition/{document}"),
+        format!("/fhir/Communication/{communication}"),
+    ] {
+        assert_eq!(gp.get(&path).await.0, 403, "{path}");
+    }
+    let (_, found) = gp
+        .get(&format!("/fhir/Communication?based-on=ServiceRequest/{sr}"))
+        .await;
+    assert_eq!(found["total"], 0, "{found}");
+    // The service's own view and the rest of the person's feedback are unaffected.
+    assert_eq!(
+        whs.get(&format!("/fhir/DocumentReference/{document}"))
+            .await
+            .0,
+        200
+    );
+}

@@ -225,8 +225,23 @@ async fn a_service_searches_only_the_records_of_referrals_addressed_to_it() {
             404
         );
     }
+    // Nor the person's Consents about WHS (what they agreed or refused with another service).
+    let (_, consents) = workwell
+        .get(&format!(
+            "/fhir/Consent?patient=Patient/{}&_count=100",
+            s.person
+        ))
+        .await;
+    let whs_consents = members(&server, &s.a_to_whs, "Consent").await;
+    assert!(!whs_consents.is_empty());
+    assert!(ids(&consents).is_disjoint(&whs_consents), "{consents}");
+    assert_eq!(
+        ids(&consents),
+        members(&server, &s.a_to_workwell, "Consent").await
+    );
     // Nor WHS's contact with the person, its workflow or its letters.
     for t in [
+        "Consent",
         "Encounter",
         "Task",
         "Communication",

@@ -1,5 +1,5 @@
 use super::*;
-use crate::consent::model::{ActorRule, Period};
+use crate::consent::model::ActorRule;
 use chrono::TimeZone;
 
 const PRACTICE: &str = "https://fhir.nhs.uk/Id/ods-organization-code|C88901";
@@ -50,9 +50,30 @@ fn record(
     }
 }
 
+/// The person was referred by the practice to the service.
+fn referrals() -> Vec<CareRelation> {
+    vec![CareRelation {
+        practice: PRACTICE.into(),
+        service: WHS.into(),
+    }]
+}
+
 fn problems(by: &Party, c: &ConsentRecord, stored: &[ConsentRecord]) -> Vec<String> {
+    problems_in_care(by, c, stored, &referrals())
+}
+
+fn problems_in_care(
+    by: &Party,
+    c: &ConsentRecord,
+    stored: &[ConsentRecord],
+    referrals: &[CareRelation],
+) -> Vec<String> {
     let mut issues = Issues::new();
-    may_record(by, c, stored, now(), &mut issues, "Consent");
+    let person = Person {
+        consents: stored,
+        referrals,
+    };
+    may_record(by, c, person, now(), &mut issues, "Consent");
     issues
         .iter()
         .map(|i| i.expression.clone().unwrap_or_default())
@@ -63,7 +84,12 @@ fn problems(by: &Party, c: &ConsentRecord, stored: &[ConsentRecord]) -> Vec<Stri
 fn each_party_grants_exactly_its_table() {
     for by in [practice(), service()] {
         for &class in RecipientClass::ALL {
-            let org = (class == by.class).then_some(by.organisation.as_str());
+            // The party it has the referral with, or itself for feedback to a practice.
+            let org = match class {
+                RecipientClass::WorkHealthService => Some(WHS),
+                RecipientClass::ReferringPractice => Some(PRACTICE),
+                _ => None,
+            };
             let c = record(
                 ConsentStatus::Active,
                 provision(ProvisionType::Permit, class, org),
@@ -223,46 +249,50 @@ fn decisions_are_not_dated_ahead() {
     }
 }
 
-fn amend(stored: &ConsentRecord, changed: &ConsentRecord) -> Vec<String> {
-    let mut issues = Issues::new();
-    may_amend(stored, changed, &mut issues);
-    issues
-        .iter()
-        .map(|i| i.expression.clone().unwrap_or_default())
-        .collect()
-}
-
 #[test]
-fn every_status_change_is_judged() {
-    use ConsentStatus::*;
-    let all = [Draft, Proposed, Active, Rejected, Inactive, EnteredInError];
-    for kind in [ProvisionType::Permit, ProvisionType::Deny] {
-        for from in all {
-            for to in all {
-                let stored = record(
-                    from,
-                    provision(kind, RecipientClass::WorkHealthService, Some(WHS)),
-                    Some(1),
-                    Some(practice()),
-                );
-                let changed = ConsentRecord {
-                    status: to,
-                    ..stored.clone()
-                };
-                let allowed = amend(&stored, &changed).is_empty();
-                let expected = from == to
-                    || (kind == ProvisionType::Permit
-                        && from == Active
-                        && matches!(to, Inactive | EnteredInError));
-                assert_eq!(allowed, expected, "{kind:?} {from:?} -> {to:?}");
-            }
-        }
-    }
-}
-
-#[test]
-fn nothing_but_the_status_changes() {
-    let stored = record(
+fn agreements_between_parties_follow_the_persons_care() {
+    const WORKWELL: &str =
+        "https://fhir.work-health-gateway.org/Id/service|workwell-south-tyneside";
+    // A practice grants only a service it referred the person to, named.
+    let to_workwell = record(
+        ConsentStatus::Active,
+        provision(
+            ProvisionType::Permit,
+            RecipientClass::WorkHealthService,
+            Some(WORKWELL),
+        ),
+        Some(1),
+        Some(practice()),
+    );
+    assert_eq!(
+        problems(&practice(), &to_workwell, &[]),
+        vec!["Consent.provision.actor[0].reference"]
+    );
+    let any_service = record(
+        ConsentStatus::Active,
+        provision(
+            ProvisionType::Permit,
+            RecipientClass::WorkHealthService,
+            None,
+        ),
+        Some(1),
+        Some(practice()),
+    );
+    assert_eq!(
+        problems(&practice(), &any_service, &[]),
+        vec!["Consent.provision.actor[0].reference"]
+    );
+    let also = [CareRelation {
+        practice: PRACTICE.into(),
+        service: WORKWELL.into(),
+    }];
+    assert!(problems_in_care(&practice(), &to_workwell, &[], &also).is_empty());
+    // Another practice that referred the person elsewhere does not grant this service.
+    let other = Party {
+        class: RecipientClass::ReferringPractice,
+        organisation: OTHER_PRACTICE.into(),
+    };
+    let by_other = record(
         ConsentStatus::Active,
         provision(
             ProvisionType::Permit,
@@ -270,18 +300,150 @@ fn nothing_but_the_status_changes() {
             Some(WHS),
         ),
         Some(1),
-        Some(practice()),
+        Some(other.clone()),
     );
-    let mut wider = stored.clone();
-    wider.provision.period = Period {
-        start: None,
-        end: None,
-    };
-    wider.provision.actors[0].organisation = None;
-    assert_eq!(amend(&stored, &wider), vec!["Consent.provision"]);
-    let moved = ConsentRecord {
-        recorded_by: Some(service()),
-        ..stored.clone()
-    };
-    assert_eq!(amend(&stored, &moved), vec!["Consent.organization"]);
+    let elsewhere = [CareRelation {
+        practice: OTHER_PRACTICE.into(),
+        service: WORKWELL.into(),
+    }];
+    assert_eq!(
+        problems_in_care(&other, &by_other, &[], &elsewhere),
+        vec!["Consent.provision.actor[0].reference"]
+    );
+    // A service grants feedback only to a practice that referred the person to it, named.
+    let feedback_other = record(
+        ConsentStatus::Active,
+        provision(
+            ProvisionType::Permit,
+            RecipientClass::ReferringPractice,
+            Some(OTHER_PRACTICE),
+        ),
+        Some(1),
+        Some(service()),
+    );
+    assert_eq!(
+        problems(&service(), &feedback_other, &[]),
+        vec!["Consent.provision.actor[0].reference"]
+    );
+    let feedback_any = record(
+        ConsentStatus::Active,
+        provision(
+            ProvisionType::Permit,
+            RecipientClass::ReferringPractice,
+            None,
+        ),
+        Some(1),
+        Some(service()),
+    );
+    assert_eq!(
+        problems(&service(), &feedback_any, &[]),
+        vec!["Consent.provision.actor[0].reference"]
+    );
+}
+
+fn consent_json(status: &str, kind: &str, by: &str) -> serde_json::Value {
+    serde_json::json!({
+        "resourceType": "Consent", "id": "c1", "status": status,
+        "meta": { "versionId": "1", "lastUpdated": "2026-05-01T09:00:00.000000Z" },
+        "dateTime": "2026-05-01T10:00:00+01:00",
+        "organization": [{ "identifier": { "system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": by } }],
+        "provision": { "type": kind, "actor": [{ "role": { "coding": [{ "system": RecipientClass::system(), "code": "work-health-service" }] }, "reference": { "identifier": { "system": "https://fhir.work-health-gateway.org/Id/service", "value": "sheffield-whs" } } }] }
+    })
+}
+
+fn amend(
+    by: &Party,
+    stored: &serde_json::Value,
+    changed: &serde_json::Value,
+) -> (Option<Amendment>, Vec<String>) {
+    let mut issues = Issues::new();
+    let a = may_amend(by, stored, changed, &mut issues);
+    (
+        a,
+        issues
+            .iter()
+            .map(|i| i.expression.clone().unwrap_or_default())
+            .collect(),
+    )
+}
+
+#[test]
+fn every_status_change_is_judged() {
+    use ConsentStatus::*;
+    let all = [
+        (Draft, "draft"),
+        (Proposed, "proposed"),
+        (Active, "active"),
+        (Rejected, "rejected"),
+        (Inactive, "inactive"),
+        (EnteredInError, "entered-in-error"),
+    ];
+    for kind in ["permit", "deny"] {
+        for (by, is_recorder) in [(practice(), true), (service(), false)] {
+            for (from, from_code) in all {
+                for (to, to_code) in all {
+                    let stored = consent_json(from_code, kind, "C88901");
+                    let changed = consent_json(to_code, kind, "C88901");
+                    let (amendment, problems) = amend(&by, &stored, &changed);
+                    let expected = if from == to {
+                        Some(Amendment::Unchanged)
+                    } else if kind == "permit"
+                        && from == Active
+                        && (to == Inactive || (to == EnteredInError && is_recorder))
+                    {
+                        Some(Amendment::Status(to))
+                    } else {
+                        None
+                    };
+                    assert_eq!(
+                        amendment, expected,
+                        "{kind} {from:?} -> {to:?} by recorder {is_recorder}: {problems:?}"
+                    );
+                    assert_eq!(problems.is_empty(), expected.is_some());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn nothing_but_the_status_changes() {
+    let stored = consent_json("active", "permit", "C88901");
+    for (field, change) in [
+        (
+            "Consent.dateTime",
+            serde_json::json!({ "dateTime": "2000-01-01" }),
+        ),
+        (
+            "Consent.organization",
+            serde_json::json!({ "organization": [{ "identifier": { "system": "https://fhir.work-health-gateway.org/Id/service", "value": "sheffield-whs" } }] }),
+        ),
+        (
+            "Consent.provision",
+            serde_json::json!({ "provision": { "type": "permit", "actor": [{ "role": { "coding": [{ "system": RecipientClass::system(), "code": "work-health-service" }] }, "reference": { "display": "any service" } }] } }),
+        ),
+        (
+            "Consent",
+            serde_json::json!({ "scope": { "text": "something else" } }),
+        ),
+    ] {
+        let mut changed = stored.clone();
+        changed["status"] = serde_json::json!("inactive");
+        for (k, v) in change.as_object().unwrap() {
+            changed[k] = v.clone();
+        }
+        let (amendment, problems) = amend(&practice(), &stored, &changed);
+        assert_eq!(
+            (amendment, problems),
+            (None, vec![field.to_string()]),
+            "{field}"
+        );
+    }
+    // Leaving the date out re-dates it too.
+    let mut undated = stored.clone();
+    undated.as_object_mut().unwrap().remove("dateTime");
+    assert_eq!(
+        amend(&service(), &stored, &undated).1,
+        vec!["Consent.dateTime"]
+    );
 }
