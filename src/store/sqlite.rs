@@ -2557,3 +2557,76 @@ mod tests {
         store.close().await;
     }
 }
+
+#[cfg(test)]
+mod upgrade_tests {
+    use super::*;
+    use sqlx::Connection;
+
+    /// A database at migration 0007 (before Patient versions were pinned), holding a person
+    /// with two versions and a referral and a fit note stored with each, is pinned by 0008 to
+    /// the version each came with, never the current one.
+    #[tokio::test]
+    async fn records_stored_before_versions_were_pinned_get_the_version_current_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let early = dir.path().join("migrations");
+        std::fs::create_dir(&early).unwrap();
+        let all = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
+        for entry in std::fs::read_dir(all).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            if name.as_str() < "0008" {
+                std::fs::copy(&path, early.join(name)).unwrap();
+            }
+        }
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+        let mut conn = SqliteConnection::connect(&url).await.unwrap();
+        sqlx::migrate::Migrator::new(early.as_path())
+            .await
+            .unwrap()
+            .run(&mut conn)
+            .await
+            .unwrap();
+        let (t1, t2) = ("2026-03-01T09:00:00.000000Z", "2026-04-01T09:00:00.000000Z");
+        for (sql, at) in [
+            (
+                "INSERT INTO resource_history VALUES ('Patient', 'p1', 1, ?, '{}')",
+                t1,
+            ),
+            (
+                "INSERT INTO resources VALUES ('Patient', 'p1', 2, ?, '{}', '')",
+                t2,
+            ),
+            (
+                "INSERT INTO referrals VALUES ('sr1', 'p1', 'ods|A', 'svc|s', ?)",
+                t1,
+            ),
+            (
+                "INSERT INTO referrals VALUES ('sr2', 'p1', 'ods|B', 'svc|s', ?)",
+                t2,
+            ),
+            (
+                "INSERT INTO fit_notes VALUES ('o1', 'p1', 'ods|A', '2026-03-01', NULL, '2026-03-01', 1, ?)",
+                t1,
+            ),
+        ] {
+            sqlx::query(sql).bind(at).execute(&mut conn).await.unwrap();
+        }
+        MIGRATOR.run(&mut conn).await.unwrap();
+        let pinned: Vec<(String, Option<i64>)> = sqlx::query_as(
+            "SELECT service_request_id, patient_version FROM referrals
+             UNION ALL SELECT observation_id, patient_version FROM fit_notes ORDER BY 1",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            pinned,
+            [
+                ("o1".into(), Some(1)),
+                ("sr1".into(), Some(1)),
+                ("sr2".into(), Some(2))
+            ]
+        );
+    }
+}
