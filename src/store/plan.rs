@@ -47,12 +47,12 @@ pub struct Plan {
     pub writes: Vec<PlannedWrite>,
     /// Every resource the referral consists of, as `(type, id)`, written or reused unchanged.
     pub members: Vec<(String, String)>,
-    /// The id of the person the referral is about.
+    /// The id of the person the referral is about: its subject's (never another entry's).
     pub patient_id: Option<String>,
     /// `Type/id` of each entry, by its `full_url`.
     pub ids: HashMap<String, String>,
-    /// The version of the person's Patient this submission comes with: the one it wrote, or
-    /// the stored one its statement matched.
+    /// The version of the person's Patient this submission comes with: the one its subject
+    /// entry wrote, or the stored one that entry's statement matched.
     pub patient_version: Option<i64>,
 }
 
@@ -126,10 +126,14 @@ pub fn plan(
         .collect();
     members.sort();
     members.dedup();
-    let patient_id = members
+    // The person is the subject the submission names, whatever the order of its entries or of
+    // their ids.
+    let patient_id = submission
+        .entries
         .iter()
-        .find(|(t, _)| t == "Patient")
-        .map(|(_, id)| id.clone());
+        .zip(&assigned)
+        .find(|(e, _)| e.full_url == submission.subject && e.resource_type == "Patient")
+        .map(|(_, (id, _))| id.clone());
 
     let mut patient_version = None;
     let writes: Vec<PlannedWrite> = submission
@@ -141,14 +145,13 @@ pub fn plan(
             if !keep {
                 return None;
             }
-            let mut content = e.resource;
-            rewrite_references(&mut content, &targets);
+            let is_patient = e.resource_type == "Patient";
+            let is_subject = is_patient && patient_id.as_ref() == Some(&id);
             if let Some(prior) = prior {
-                let is_patient = e.resource_type == "Patient";
                 // What a fit note says of the person does not replace what its own practice
                 // stated in a referral; another practice's statement is a version of its own.
                 if e.keep_existing && (!is_patient || prior.source_practice == source_practice) {
-                    if is_patient {
+                    if is_subject {
                         patient_version = Some(prior.version_id);
                     }
                     return None;
@@ -160,22 +163,26 @@ pub fn plan(
                 if source_time < prior.source_time
                     && (!is_patient || prior.source_practice == source_practice)
                 {
-                    if is_patient {
+                    if is_subject {
                         patient_version = Some(prior.version_id);
                     }
                     return None;
                 }
+            }
+            let mut content = e.resource;
+            rewrite_references(&mut content, &targets);
+            if let Some(prior) = prior {
                 // Unchanged (the same practice, clinician or person details again): no new version.
                 stamp(&mut content, &id, prior.version_id, &prior.last_updated);
                 if serde_json::to_string(&content).is_ok_and(|text| text == prior.content) {
-                    if is_patient {
+                    if is_subject {
                         patient_version = Some(prior.version_id);
                     }
                     return None;
                 }
             }
             let version_id = prior.map_or(1, |p| p.version_id + 1);
-            if e.resource_type == "Patient" {
+            if is_subject {
                 patient_version = Some(version_id);
             }
             stamp(&mut content, &id, version_id, last_updated);
@@ -254,6 +261,18 @@ mod tests {
                 ),
             ],
             focus: "urn:uuid:s".into(),
+            subject: "urn:uuid:p".into(),
+        }
+    }
+
+    fn stored(id: &str, version_id: i64, content: &str, source_practice: &str) -> Existing {
+        Existing {
+            id: id.into(),
+            version_id,
+            last_updated: "t".into(),
+            content: content.into(),
+            source_time: "2022-01-01T00:00:00.000000Z".into(),
+            source_practice: source_practice.into(),
         }
     }
 
@@ -469,5 +488,34 @@ mod tests {
             patients[0].content["gender"], "female",
             "the last duplicate wins"
         );
+    }
+
+    #[test]
+    fn the_person_is_the_subject_whatever_the_entry_order() {
+        // The subject matched a stored person another practice stated; a second, new person is
+        // written last. The submission is about the subject, pinned to its own statement of them.
+        let mut s = submission();
+        s.entries.push(entry(
+            "urn:uuid:q",
+            "Patient",
+            json!({"resourceType": "Patient", "gender": "male"}),
+            Some(("nhs", "2")),
+        ));
+        let theirs = stored("p1", 4, "{}", "ods|B2");
+        let planned = plan(
+            s,
+            &HashMap::from([("urn:uuid:p".to_string(), theirs)]),
+            "f",
+            "t2",
+        );
+        assert_eq!(planned.patient_id.as_deref(), Some("p1"));
+        assert_eq!(planned.patient_version, Some(5));
+    }
+
+    #[test]
+    fn a_submission_whose_subject_is_no_patient_entry_has_no_person() {
+        let mut s = submission();
+        s.subject = "urn:uuid:o".into();
+        assert_eq!(plan(s, &HashMap::new(), "f", "t").patient_id, None);
     }
 }
