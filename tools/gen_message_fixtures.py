@@ -227,6 +227,19 @@ def second_person(bundle):
 INVALID["14-second-patient"] = (second_person(BASE), 422, [(f"Bundle.entry[{_n}].resource", "business-rule")])
 
 
+def service_identifier(bundle):
+    """The message naming its performer Organization by the gateway's own service identifier."""
+    def claim(r):
+        if r.get("name", "").endswith("(as named by the sender)"):
+            r["identifier"] = [{"system": "https://fhir.work-health-gateway.org/Id/service", "value": "workwell-south-tyneside"}]
+    return edit(bundle, "Organization", claim)
+
+
+# The gateway states its configured services itself; a sender cannot name an Organization as one.
+INVALID["15-gateway-service-identifier"] = (service_identifier(BASE), 422,
+                                            [("Bundle.entry[2].resource.identifier[0].system", "business-rule")])
+
+
 def main():
     write_fixtures(ROOT, VALID, INVALID)
     print(f"{len(VALID)} valid and {len(INVALID)} invalid messages in {ROOT}")

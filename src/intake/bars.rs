@@ -503,6 +503,7 @@ impl<'a> Message<'a> {
     }
 
     fn check_organizations(&mut self) {
+        let service_system = systems::service_identifier_system();
         for i in 0..self.entries.len() {
             let org = self.entries[i].1;
             if resource_type(org) != Some("Organization") {
@@ -516,6 +517,13 @@ impl<'a> Message<'a> {
                 .enumerate()
             {
                 let system = id.get("system").and_then(Value::as_str);
+                if system == Some(service_system.as_str()) {
+                    self.issues.error(
+                        IssueType::BusinessRule,
+                        at(i, &format!("identifier[{j}].system")),
+                        format!("{service_system} identifies the gateway's own services: the gateway states the service a message is addressed to from its configuration, so a message cannot name an Organization by it; leave this identifier out"),
+                    );
+                }
                 if matches!(
                     system,
                     Some(
@@ -633,26 +641,20 @@ impl<'a> Message<'a> {
                 resource,
             });
         }
-        // Make the ServiceRequest's performer carry the configured service's identifier, so reads
-        // and searches by service work the same for both intake paths.
+        // The ServiceRequest's performer is the configured service the message is addressed
+        // to, stated as the gateway's configuration states it (as on the practice path): so reads
+        // and searches by service work the same for both intake paths, and no sender's name or
+        // contact details for a service reach the service Organization every referral shares.
         let service_id =
             json!({ "system": systems::service_identifier_system(), "value": service.id });
+        let mut service_org = crate::mapping::service_organization(service);
+        claim_profile(&mut service_org, profile::ORGANIZATION);
         match performer.and_then(|p| {
             entries
                 .iter_mut()
                 .find(|e| e.full_url == p && e.resource_type == "Organization")
         }) {
-            Some(org) => {
-                let ids = org
-                    .resource
-                    .as_object_mut()
-                    .unwrap()
-                    .entry("identifier")
-                    .or_insert_with(|| json!([]));
-                if let Some(list) = ids.as_array_mut() {
-                    list.push(service_id.clone());
-                }
-            }
+            Some(org) => org.resource = service_org,
             None => {
                 // Name-based, so the same message always normalises to the same transaction.
                 let name = format!("{}/{}/service", key.namespace, key.value);
@@ -660,14 +662,12 @@ impl<'a> Message<'a> {
                     "urn:uuid:{}",
                     Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes())
                 );
-                let mut org = json!({ "resourceType": "Organization", "identifier": [service_id.clone()], "name": service.name });
-                claim_profile(&mut org, profile::ORGANIZATION);
                 entries.push(SubmissionEntry {
                     full_url: url.clone(),
                     resource_type: "Organization".into(),
                     match_identifier: None,
                     keep_existing: false,
-                    resource: org,
+                    resource: service_org,
                 });
                 let sr_url = self.entries[focus].0.clone();
                 if let Some(sr) = entries.iter_mut().find(|e| e.full_url == sr_url) {

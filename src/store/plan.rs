@@ -8,7 +8,9 @@ use uuid::Uuid;
 
 use crate::fhir::resource::{rewrite_references, stamp};
 use crate::fhir::search::{IndexEntry, index_entries};
-use crate::intake::Submission;
+use crate::fhir::systems;
+use crate::intake::submission::is_service_organization;
+use crate::intake::{Submission, SubmissionEntry};
 
 /// A resource already stored that a submission entry matched by identifier.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,7 +149,18 @@ pub fn plan(
             }
             let is_patient = e.resource_type == "Patient";
             let is_subject = is_patient && patient_id.as_ref() == Some(&id);
+            // What the gateway states from its configuration is its own, not the sender's.
+            let stated_by = if is_service_organization(&e.resource) {
+                String::new()
+            } else {
+                source_practice.clone()
+            };
             if let Some(prior) = prior {
+                // A shared record other than the person is the statement of whoever may speak
+                // for it; anyone else's submission points at it as stored.
+                if !is_patient && !restates(&e, prior, &source_practice) {
+                    return None;
+                }
                 // What a fit note says of the person does not replace what its own practice
                 // stated in a referral; another practice's statement is a version of its own.
                 if e.keep_existing && (!is_patient || prior.source_practice == source_practice) {
@@ -189,7 +202,7 @@ pub fn plan(
             let index = index_entries(&content);
             Some(PlannedWrite {
                 source_time: source_time.clone(),
-                source_practice: source_practice.clone(),
+                source_practice: stated_by,
                 resource_type: e.resource_type,
                 id,
                 version_id,
@@ -211,6 +224,36 @@ pub fn plan(
         ids: targets,
         patient_version,
     }
+}
+
+/// Whether a submission from `sender` (`system|value` of its practice) replaces the stored
+/// version of a shared record that is not a person (a person's statements are versions of their
+/// own): the gateway restates its configured services' Organizations, from its configuration;
+/// a sender restates its own Organization and the records it stated itself. Nothing another
+/// sender or the gateway stated is replaced, so no sender can rename another practice, a
+/// clinician another practice registered, or a service, on the referrals others sent.
+fn restates(entry: &SubmissionEntry, prior: &Existing, sender: &str) -> bool {
+    if is_service_organization(&entry.resource) {
+        return true;
+    }
+    let prior_is_service = serde_json::from_str::<Value>(&prior.content)
+        .is_ok_and(|stored| is_service_organization(&stored));
+    if prior_is_service {
+        return false;
+    }
+    is_own_organization(entry, sender) || prior.source_practice == sender
+}
+
+/// Whether `entry` is the sender's own Organization: matched by the ODS code the sender is.
+fn is_own_organization(entry: &SubmissionEntry, sender: &str) -> bool {
+    entry.resource_type == "Organization"
+        && entry
+            .match_identifier
+            .as_ref()
+            .is_some_and(|(system, value)| {
+                system == systems::ODS_ORGANIZATION
+                    && sender.split_once('|') == Some((system.as_str(), value.as_str()))
+            })
 }
 
 #[cfg(test)]
@@ -517,5 +560,54 @@ mod tests {
         let mut s = submission();
         s.subject = "urn:uuid:o".into();
         assert_eq!(plan(s, &HashMap::new(), "f", "t").patient_id, None);
+    }
+
+    /// Plans `s` with its Organization entry matched to `org`, and tells whether it restated it.
+    fn restated(s: Submission, org: Existing) -> bool {
+        let writes = plan_writes(
+            s,
+            &HashMap::from([("urn:uuid:o".to_string(), org)]),
+            "f",
+            "t",
+        );
+        writes.iter().any(|w| w.resource_type == "Organization")
+    }
+
+    #[test]
+    fn a_sender_restates_only_its_own_organization_and_what_it_stated() {
+        let own = |s: &mut Submission| {
+            s.entries[1].match_identifier = Some((systems::ODS_ORGANIZATION.into(), "A1".into()));
+            s.practice = format!("{}|A1", systems::ODS_ORGANIZATION);
+        };
+        // Another practice's Organization, stated by that practice: reused as stored.
+        assert!(!restated(submission(), stored("o1", 1, "{}", "ods|B2")));
+        // One this sender stated itself: its own to restate.
+        assert!(restated(submission(), stored("o1", 1, "{}", "ods|A1")));
+        // Its own Organization, whoever stated it before.
+        let mut s = submission();
+        own(&mut s);
+        assert!(restated(s, stored("o1", 1, "{}", "ods|B2")));
+        // A configured service's Organization, never by a sender, not even one named like it.
+        let service = json!({"resourceType": "Organization", "identifier": [{"system": systems::service_identifier_system(), "value": "svc"}]}).to_string();
+        let mut s = submission();
+        own(&mut s);
+        assert!(!restated(s, stored("o1", 1, &service, "ods|A1")));
+    }
+
+    #[test]
+    fn the_gateway_states_its_services_organizations() {
+        let mut s = submission();
+        s.entries[1].resource = json!({"resourceType": "Organization", "name": "From configuration", "identifier": [{"system": systems::service_identifier_system(), "value": "svc"}]});
+        let writes = plan_writes(
+            s,
+            &HashMap::from([("urn:uuid:o".to_string(), stored("o1", 1, "{}", "ods|B2"))]),
+            "f",
+            "t",
+        );
+        let org = writes
+            .iter()
+            .find(|w| w.resource_type == "Organization")
+            .expect("restated from configuration");
+        assert_eq!((org.version_id, org.source_practice.as_str()), (2, ""));
     }
 }
