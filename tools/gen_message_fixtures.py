@@ -210,6 +210,36 @@ INVALID["13-planted-gateway-records"] = (planted(BASE), 422, [
 ])
 
 
+
+def second_person(bundle):
+    """The message with a second Patient entry (another person, by NHS number) after the rest."""
+    b = copy.deepcopy(bundle)
+    patient = copy.deepcopy(next(e for e in b["entry"] if e["resource"]["resourceType"] == "Patient"))
+    patient["fullUrl"] = "urn:uuid:5b1d7f2e-6c4a-4e8b-9a3f-0c2d4e6f8a20"
+    patient["resource"]["identifier"][0]["value"] = "9990378142"
+    patient["resource"]["name"] = [{"use": "official", "family": "Okafor", "given": ["Chidi"]}]
+    b["entry"].append(patient)
+    return b
+
+
+# A referral message is about one person, the ServiceRequest's subject: a second Patient would
+# make the sender party to another person's record.
+INVALID["14-second-patient"] = (second_person(BASE), 422, [(f"Bundle.entry[{_n}].resource", "business-rule")])
+
+
+def service_identifier(bundle):
+    """The message naming its performer Organization by the gateway's own service identifier."""
+    def claim(r):
+        if r.get("name", "").endswith("(as named by the sender)"):
+            r["identifier"] = [{"system": "https://fhir.work-health-gateway.org/Id/service", "value": "workwell-south-tyneside"}]
+    return edit(bundle, "Organization", claim)
+
+
+# The gateway states its configured services itself; a sender cannot name an Organization as one.
+INVALID["15-gateway-service-identifier"] = (service_identifier(BASE), 422,
+                                            [("Bundle.entry[2].resource.identifier[0].system", "business-rule")])
+
+
 def main():
     write_fixtures(ROOT, VALID, INVALID)
     print(f"{len(VALID)} valid and {len(INVALID)} invalid messages in {ROOT}")

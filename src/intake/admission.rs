@@ -45,15 +45,17 @@ pub fn bars_criterion_expression(criterion: &str) -> &'static str {
     }
 }
 
-/// What the eligibility rules can know from a submission's own entries.
+/// What the eligibility rules can know from a submission's own entries, about the person whose
+/// Patient entry is `person` (the submission's subject).
 fn subject_of<'a>(
     entries: &'a [SubmissionEntry],
+    person: &str,
     practice: &'a str,
     history: &[FitNoteFacts],
 ) -> Subject<'a> {
     let patient = entries
         .iter()
-        .find(|e| e.resource_type == "Patient")
+        .find(|e| e.full_url == person && e.resource_type == "Patient")
         .map(|e| &e.resource);
     let observation_coded = |code: &str| {
         entries.iter().map(|e| &e.resource).find(|r| {
@@ -135,6 +137,7 @@ pub fn referral(
         service.and_then(|s| Some((s.id.clone(), s.eligibility.clone()?)));
     let practice = submission.practice.clone();
     let focus = submission.focus.clone();
+    let person = submission.subject.clone();
     let service_identifier =
         service.map(|s| format!("{}|{}", systems::service_identifier_system(), s.id));
     Box::new(
@@ -145,7 +148,7 @@ pub fn referral(
             };
             if let Some((service, rules)) = eligibility {
                 let assessment = {
-                    let subject = subject_of(entries, &practice, &history.fit_notes);
+                    let subject = subject_of(entries, &person, &practice, &history.fit_notes);
                     eligibility::assess(&service, &rules, &subject, now.date_naive())
                 };
                 if rules.refuse_when_not_met && assessment.outcome == Outcome::NotMet {
@@ -170,14 +173,10 @@ pub fn referral(
                 }
             }
             entries.extend(audit);
-            let patient = entries
-                .iter()
-                .find(|e| e.resource_type == "Patient")
-                .map(|e| e.full_url.clone());
-            if let (Some(service), Some(patient)) = (service_identifier, patient) {
+            if let Some(service) = service_identifier {
                 let parties = crate::workflow::Parties {
                     referral: focus.clone(),
-                    patient,
+                    patient: person,
                     practice: practice.clone(),
                     service,
                     referred_on: None,
@@ -219,6 +218,7 @@ pub fn fit_note(
     let gap = config.fit_notes.consecutive_gap_days;
     let practice = submission.practice.clone();
     let focus = submission.focus.clone();
+    let person = submission.subject.clone();
     let principal = principal.clone();
     Box::new(
         move |history: &History, entries: &mut Vec<SubmissionEntry>| {
@@ -239,10 +239,6 @@ pub fn fit_note(
                     return Err(Refusal::Rules(issue.into()));
                 }
             }
-            let patient_url = entries
-                .iter()
-                .find(|e| e.resource_type == "Patient")
-                .map(|e| e.full_url.clone());
             let practice_url = entries
                 .iter()
                 .find(|e| e.resource_type == "Organization")
@@ -252,7 +248,7 @@ pub fn fit_note(
             // long-term conditions a service's criteria ask about.
             let subject = Subject {
                 conditions: None,
-                ..subject_of(entries, &practice, &all)
+                ..subject_of(entries, &person, &practice, &all)
             };
             let mut created = Vec::new();
             let mut tasks = Vec::new();
@@ -278,7 +274,7 @@ pub fn fit_note(
                         service,
                         &firing,
                         &focus,
-                        patient_url.as_deref(),
+                        &person,
                         &practice,
                         practice_url.as_deref(),
                         now,
@@ -304,7 +300,7 @@ pub fn fit_note(
             let event = audit::audit_event(&Event {
                 kind: Kind::Intake,
                 principal: Some(&principal),
-                patient: patient_url,
+                patient: Some(person),
                 entities: std::iter::once(focus.clone())
                     .chain(tasks.iter().map(|t| t.full_url.clone()))
                     .collect(),
@@ -331,7 +327,7 @@ fn prompt_task(
     service: &ServiceConfig,
     firing: &prompts::Firing,
     focus: &str,
-    patient_url: Option<&str>,
+    patient_url: &str,
     practice: &str,
     practice_url: Option<&str>,
     now: DateTime<Utc>,
@@ -348,7 +344,7 @@ fn prompt_task(
     if let Some(u) = practice_url {
         owner["reference"] = json!(u);
     }
-    let mut task = json!({
+    json!({
         "resourceType": "Task",
         "meta": { "profile": [profile::whg_referral_prompt()] },
         "status": "requested",
@@ -362,9 +358,6 @@ fn prompt_task(
         "owner": owner,
         "reasonCode": { "text": firing.reason },
         "input": inputs,
-    });
-    if let Some(p) = patient_url {
-        task["for"] = json!({ "reference": p });
-    }
-    task
+        "for": { "reference": patient_url },
+    })
 }

@@ -156,6 +156,7 @@ impl<'a> Message<'a> {
         }
         m.check_resource_types();
         m.check_patients(ctx);
+        m.check_one_person(focus);
         m.check_organizations();
         m.check_references();
         if !m.issues.is_empty() {
@@ -449,7 +450,60 @@ impl<'a> Message<'a> {
         }
     }
 
+    /// A referral message is about one person, the focus's subject: a second Patient entry, or
+    /// a record whose `subject` or `patient` is anyone but that entry, is refused. Otherwise the
+    /// sender would become party to a second person, and be shown them in whichever version the
+    /// referral was pinned to; and consent and eligibility could be decided for one person while
+    /// the referral is stored against another.
+    fn check_one_person(&mut self, focus: Option<usize>) {
+        let subject = focus
+            .and_then(|sr| self.resolve(self.entries[sr].1.get("subject")))
+            .filter(|(_, p)| resource_type(p) == Some("Patient"))
+            .map(|(i, _)| i);
+        // Without one, the ServiceRequest's subject is reported by `check_service_request`, and
+        // the first Patient stands for the person so that every other one is still reported.
+        let first_patient = || {
+            self.entries
+                .iter()
+                .position(|(_, r)| resource_type(r) == Some("Patient"))
+        };
+        let Some(person) = subject.or_else(first_patient) else {
+            return; // no Patient at all: reported as the ServiceRequest's subject
+        };
+        let person_url = self.entries[person].0.clone();
+        for i in 0..self.entries.len() {
+            let resource = self.entries[i].1;
+            if i == person {
+                continue;
+            }
+            if resource_type(resource) == Some("Patient") {
+                self.issues.error(
+                    IssueType::BusinessRule,
+                    at(i, ""),
+                    format!("a referral message is about one person, the ServiceRequest's subject ({person_url}): this is a second Patient; send each person's referral as a message of its own"),
+                );
+                continue;
+            }
+            if focus == Some(i) && subject.is_none() {
+                continue;
+            }
+            for element in ["subject", "patient"] {
+                let Some(reference) = resource.get(element) else {
+                    continue;
+                };
+                if reference.get("reference").and_then(Value::as_str) != Some(&person_url) {
+                    self.issues.error(
+                        IssueType::Invalid,
+                        at(i, element),
+                        format!("{element} must reference the message's Patient entry ({person_url}): a referral message is about that one person"),
+                    );
+                }
+            }
+        }
+    }
+
     fn check_organizations(&mut self) {
+        let service_system = systems::service_identifier_system();
         for i in 0..self.entries.len() {
             let org = self.entries[i].1;
             if resource_type(org) != Some("Organization") {
@@ -463,6 +517,13 @@ impl<'a> Message<'a> {
                 .enumerate()
             {
                 let system = id.get("system").and_then(Value::as_str);
+                if system == Some(service_system.as_str()) {
+                    self.issues.error(
+                        IssueType::BusinessRule,
+                        at(i, &format!("identifier[{j}].system")),
+                        format!("{service_system} identifies the gateway's own services: the gateway states the service a message is addressed to from its configuration, so a message cannot name an Organization by it; leave this identifier out"),
+                    );
+                }
                 if matches!(
                     system,
                     Some(
@@ -580,26 +641,20 @@ impl<'a> Message<'a> {
                 resource,
             });
         }
-        // Make the ServiceRequest's performer carry the configured service's identifier, so reads
-        // and searches by service work the same for both intake paths.
+        // The ServiceRequest's performer is the configured service the message is addressed
+        // to, stated as the gateway's configuration states it (as on the practice path): so reads
+        // and searches by service work the same for both intake paths, and no sender's name or
+        // contact details for a service reach the service Organization every referral shares.
         let service_id =
             json!({ "system": systems::service_identifier_system(), "value": service.id });
+        let mut service_org = crate::mapping::service_organization(service);
+        claim_profile(&mut service_org, profile::ORGANIZATION);
         match performer.and_then(|p| {
             entries
                 .iter_mut()
                 .find(|e| e.full_url == p && e.resource_type == "Organization")
         }) {
-            Some(org) => {
-                let ids = org
-                    .resource
-                    .as_object_mut()
-                    .unwrap()
-                    .entry("identifier")
-                    .or_insert_with(|| json!([]));
-                if let Some(list) = ids.as_array_mut() {
-                    list.push(service_id.clone());
-                }
-            }
+            Some(org) => org.resource = service_org,
             None => {
                 // Name-based, so the same message always normalises to the same transaction.
                 let name = format!("{}/{}/service", key.namespace, key.value);
@@ -607,14 +662,12 @@ impl<'a> Message<'a> {
                     "urn:uuid:{}",
                     Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes())
                 );
-                let mut org = json!({ "resourceType": "Organization", "identifier": [service_id.clone()], "name": service.name });
-                claim_profile(&mut org, profile::ORGANIZATION);
                 entries.push(SubmissionEntry {
                     full_url: url.clone(),
                     resource_type: "Organization".into(),
                     match_identifier: None,
                     keep_existing: false,
-                    resource: org,
+                    resource: service_org,
                 });
                 let sr_url = self.entries[focus].0.clone();
                 if let Some(sr) = entries.iter_mut().find(|e| e.full_url == sr_url) {
@@ -639,6 +692,12 @@ impl<'a> Message<'a> {
             }
         }
         let focus_url = self.entries[focus].0.clone();
+        let subject = sr
+            .get("subject")
+            .and_then(|s| s.get("reference"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         Submission {
             practice: format!("{}|{sender_ods}", systems::ODS_ORGANIZATION),
             kind: SubmissionKind::Referral {
@@ -648,6 +707,7 @@ impl<'a> Message<'a> {
             content_hash: hash,
             entries,
             focus: focus_url,
+            subject,
         }
     }
 }

@@ -68,7 +68,7 @@ pub fn practice_referral(value: &Value, ctx: &IntakeContext) -> Result<Submissio
         ),
     };
     let submission = Submission::from_transaction(key, practice, kind, content_hash(value), bundle)
-        .expect("the mapping emits a transaction with fullUrls and a ServiceRequest");
+        .expect("the mapping emits a transaction with fullUrls and a ServiceRequest about its one Patient");
     Ok(submission)
 }
 
@@ -119,8 +119,9 @@ fn fit_note_submission(note: &fit_note::FitNote, system: &str, hash: String) -> 
         issued: note.note.issued_on,
         not_fit: note.not_fit(),
     });
-    let mut submission = Submission::from_transaction(key, practice, kind, hash, bundle)
-        .expect("the mapping emits a transaction with fullUrls and an Observation");
+    let mut submission = Submission::from_transaction(key, practice, kind, hash, bundle).expect(
+        "the mapping emits a transaction with fullUrls and an Observation about its one Patient",
+    );
     if let SubmissionKind::FitNote(facts) = &mut submission.kind {
         facts.reference = submission.focus.clone();
     }

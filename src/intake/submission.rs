@@ -68,11 +68,16 @@ pub struct Submission {
     pub entries: Vec<SubmissionEntry>,
     /// `full_url` of the ServiceRequest the submission is about.
     pub focus: String,
+    /// `full_url` of the Patient entry the submission is about: the focus's `subject`. The record
+    /// is stored against this person, pinned to the version of them this entry states, and its
+    /// consent and eligibility are decided for them; a submission carries no other Patient.
+    pub subject: String,
 }
 
 impl Submission {
     /// Builds a submission from a FHIR transaction Bundle whose entries carry `fullUrl`s,
-    /// taking the resources out of it rather than copying them.
+    /// taking the resources out of it rather than copying them; `None` unless its focus has a
+    /// `subject` and it is [about one person](Submission::is_about_one_person).
     pub fn from_transaction(
         key: SubmissionKey,
         practice: String,
@@ -106,17 +111,37 @@ impl Submission {
             .collect::<Option<_>>()?;
         let focus = entries
             .iter()
-            .find(|e| e.resource_type == kind.focus_type())?
-            .full_url
-            .clone();
-        Some(Submission {
+            .find(|e| e.resource_type == kind.focus_type())?;
+        let subject = focus.resource.get("subject")?.get("reference")?.as_str()?;
+        let (focus, subject) = (focus.full_url.clone(), subject.to_string());
+        let submission = Submission {
             key,
             practice,
             kind,
             content_hash,
             entries,
             focus,
-        })
+            subject,
+        };
+        submission.is_about_one_person().then_some(submission)
+    }
+
+    /// The Patient entry the submission is about (see [`Submission::subject`]).
+    pub fn subject_entry(&self) -> Option<&SubmissionEntry> {
+        self.entries
+            .iter()
+            .find(|e| e.full_url == self.subject && e.resource_type == "Patient")
+    }
+
+    /// Whether the submission is about exactly one person: its subject is a Patient entry and no
+    /// other entry is a Patient. Another Patient would make its sender party to a second person
+    /// (and show them that person's details in the version the subject was pinned to).
+    pub fn is_about_one_person(&self) -> bool {
+        self.subject_entry().is_some()
+            && self
+                .entries
+                .iter()
+                .all(|e| e.resource_type != "Patient" || e.full_url == self.subject)
     }
 
     /// When the submission was authored (a referral's `authoredOn`, a fit note's `issued`), as
@@ -198,6 +223,15 @@ pub fn match_identifier(resource: &Value) -> Option<(String, String)> {
         };
         identifier_value(resource, system).map(|v| (system.to_string(), v.to_string()))
     })
+}
+
+/// Whether `resource` is the Organization of one of the gateway's configured services: it carries
+/// the gateway's own service identifier. Only the gateway states one, from its configuration
+/// ([`crate::mapping::service_organization`]); a BaRS message naming an Organization by that
+/// identifier is refused, so no sender's statement is ever taken for a service's.
+pub fn is_service_organization(resource: &Value) -> bool {
+    resource_type(resource) == Some("Organization")
+        && identifier_value(resource, &systems::service_identifier_system()).is_some()
 }
 
 /// SHA-256 over a canonical serialisation (object keys sorted), so key order and whitespace in

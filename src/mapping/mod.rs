@@ -46,6 +46,21 @@ pub fn consent_provision(
     provision
 }
 
+/// The Organization of a configured service, as every intake path states it: from the gateway's
+/// configuration only, never from what a sender says of the service (see
+/// [`crate::intake::submission::is_service_organization`]).
+pub fn service_organization(service: &ServiceConfig) -> Value {
+    let mut identifiers =
+        vec![json!({ "system": systems::service_identifier_system(), "value": service.id })];
+    if let Some(ods) = &service.ods_code {
+        identifiers.insert(
+            0,
+            json!({ "system": systems::ODS_ORGANIZATION, "value": ods }),
+        );
+    }
+    json!({ "resourceType": "Organization", "identifier": identifiers, "name": service.name })
+}
+
 /// Namespace for the name-based UUIDs of mapped entries.
 pub(crate) const ENTRY_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a4e_8b3d_4c5f_9e7a_1d2b_3c4d_5e6f);
 
@@ -185,19 +200,7 @@ impl<'a> Mapper<'a> {
     }
 
     fn service_organization(&mut self) {
-        let s = self.service;
-        let mut identifiers =
-            vec![json!({ "system": systems::service_identifier_system(), "value": s.id })];
-        if let Some(ods) = &s.ods_code {
-            identifiers.insert(
-                0,
-                json!({ "system": systems::ODS_ORGANIZATION, "value": ods }),
-            );
-        }
-        self.add(
-            "service",
-            json!({ "resourceType": "Organization", "identifier": identifiers, "name": s.name }),
-        );
+        self.add("service", service_organization(self.service));
     }
 
     fn patient(&mut self) {

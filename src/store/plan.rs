@@ -8,7 +8,9 @@ use uuid::Uuid;
 
 use crate::fhir::resource::{rewrite_references, stamp};
 use crate::fhir::search::{IndexEntry, index_entries};
-use crate::intake::Submission;
+use crate::fhir::systems;
+use crate::intake::submission::is_service_organization;
+use crate::intake::{Submission, SubmissionEntry};
 
 /// A resource already stored that a submission entry matched by identifier.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,12 +49,12 @@ pub struct Plan {
     pub writes: Vec<PlannedWrite>,
     /// Every resource the referral consists of, as `(type, id)`, written or reused unchanged.
     pub members: Vec<(String, String)>,
-    /// The id of the person the referral is about.
+    /// The id of the person the referral is about: its subject's (never another entry's).
     pub patient_id: Option<String>,
     /// `Type/id` of each entry, by its `full_url`.
     pub ids: HashMap<String, String>,
-    /// The version of the person's Patient this submission comes with: the one it wrote, or
-    /// the stored one its statement matched.
+    /// The version of the person's Patient this submission comes with: the one its subject
+    /// entry wrote, or the stored one that entry's statement matched.
     pub patient_version: Option<i64>,
 }
 
@@ -126,10 +128,14 @@ pub fn plan(
         .collect();
     members.sort();
     members.dedup();
-    let patient_id = members
+    // The person is the subject the submission names, whatever the order of its entries or of
+    // their ids.
+    let patient_id = submission
+        .entries
         .iter()
-        .find(|(t, _)| t == "Patient")
-        .map(|(_, id)| id.clone());
+        .zip(&assigned)
+        .find(|(e, _)| e.full_url == submission.subject && e.resource_type == "Patient")
+        .map(|(_, (id, _))| id.clone());
 
     let mut patient_version = None;
     let writes: Vec<PlannedWrite> = submission
@@ -141,14 +147,24 @@ pub fn plan(
             if !keep {
                 return None;
             }
-            let mut content = e.resource;
-            rewrite_references(&mut content, &targets);
+            let is_patient = e.resource_type == "Patient";
+            let is_subject = is_patient && patient_id.as_ref() == Some(&id);
+            // What the gateway states from its configuration is its own, not the sender's.
+            let stated_by = if is_service_organization(&e.resource) {
+                String::new()
+            } else {
+                source_practice.clone()
+            };
             if let Some(prior) = prior {
-                let is_patient = e.resource_type == "Patient";
+                // A shared record other than the person is the statement of whoever may speak
+                // for it; anyone else's submission points at it as stored.
+                if !is_patient && !restates(&e, prior, &source_practice) {
+                    return None;
+                }
                 // What a fit note says of the person does not replace what its own practice
                 // stated in a referral; another practice's statement is a version of its own.
                 if e.keep_existing && (!is_patient || prior.source_practice == source_practice) {
-                    if is_patient {
+                    if is_subject {
                         patient_version = Some(prior.version_id);
                     }
                     return None;
@@ -160,29 +176,33 @@ pub fn plan(
                 if source_time < prior.source_time
                     && (!is_patient || prior.source_practice == source_practice)
                 {
-                    if is_patient {
+                    if is_subject {
                         patient_version = Some(prior.version_id);
                     }
                     return None;
                 }
+            }
+            let mut content = e.resource;
+            rewrite_references(&mut content, &targets);
+            if let Some(prior) = prior {
                 // Unchanged (the same practice, clinician or person details again): no new version.
                 stamp(&mut content, &id, prior.version_id, &prior.last_updated);
                 if serde_json::to_string(&content).is_ok_and(|text| text == prior.content) {
-                    if is_patient {
+                    if is_subject {
                         patient_version = Some(prior.version_id);
                     }
                     return None;
                 }
             }
             let version_id = prior.map_or(1, |p| p.version_id + 1);
-            if e.resource_type == "Patient" {
+            if is_subject {
                 patient_version = Some(version_id);
             }
             stamp(&mut content, &id, version_id, last_updated);
             let index = index_entries(&content);
             Some(PlannedWrite {
                 source_time: source_time.clone(),
-                source_practice: source_practice.clone(),
+                source_practice: stated_by,
                 resource_type: e.resource_type,
                 id,
                 version_id,
@@ -204,6 +224,36 @@ pub fn plan(
         ids: targets,
         patient_version,
     }
+}
+
+/// Whether a submission from `sender` (`system|value` of its practice) replaces the stored
+/// version of a shared record that is not a person (a person's statements are versions of their
+/// own): the gateway restates its configured services' Organizations, from its configuration;
+/// a sender restates its own Organization and the records it stated itself. Nothing another
+/// sender or the gateway stated is replaced, so no sender can rename another practice, a
+/// clinician another practice registered, or a service, on the referrals others sent.
+fn restates(entry: &SubmissionEntry, prior: &Existing, sender: &str) -> bool {
+    if is_service_organization(&entry.resource) {
+        return true;
+    }
+    let prior_is_service = serde_json::from_str::<Value>(&prior.content)
+        .is_ok_and(|stored| is_service_organization(&stored));
+    if prior_is_service {
+        return false;
+    }
+    is_own_organization(entry, sender) || prior.source_practice == sender
+}
+
+/// Whether `entry` is the sender's own Organization: matched by the ODS code the sender is.
+fn is_own_organization(entry: &SubmissionEntry, sender: &str) -> bool {
+    entry.resource_type == "Organization"
+        && entry
+            .match_identifier
+            .as_ref()
+            .is_some_and(|(system, value)| {
+                system == systems::ODS_ORGANIZATION
+                    && sender.split_once('|') == Some((system.as_str(), value.as_str()))
+            })
 }
 
 #[cfg(test)]
@@ -254,6 +304,18 @@ mod tests {
                 ),
             ],
             focus: "urn:uuid:s".into(),
+            subject: "urn:uuid:p".into(),
+        }
+    }
+
+    fn stored(id: &str, version_id: i64, content: &str, source_practice: &str) -> Existing {
+        Existing {
+            id: id.into(),
+            version_id,
+            last_updated: "t".into(),
+            content: content.into(),
+            source_time: "2022-01-01T00:00:00.000000Z".into(),
+            source_practice: source_practice.into(),
         }
     }
 
@@ -469,5 +531,83 @@ mod tests {
             patients[0].content["gender"], "female",
             "the last duplicate wins"
         );
+    }
+
+    #[test]
+    fn the_person_is_the_subject_whatever_the_entry_order() {
+        // The subject matched a stored person another practice stated; a second, new person is
+        // written last. The submission is about the subject, pinned to its own statement of them.
+        let mut s = submission();
+        s.entries.push(entry(
+            "urn:uuid:q",
+            "Patient",
+            json!({"resourceType": "Patient", "gender": "male"}),
+            Some(("nhs", "2")),
+        ));
+        let theirs = stored("p1", 4, "{}", "ods|B2");
+        let planned = plan(
+            s,
+            &HashMap::from([("urn:uuid:p".to_string(), theirs)]),
+            "f",
+            "t2",
+        );
+        assert_eq!(planned.patient_id.as_deref(), Some("p1"));
+        assert_eq!(planned.patient_version, Some(5));
+    }
+
+    #[test]
+    fn a_submission_whose_subject_is_no_patient_entry_has_no_person() {
+        let mut s = submission();
+        s.subject = "urn:uuid:o".into();
+        assert_eq!(plan(s, &HashMap::new(), "f", "t").patient_id, None);
+    }
+
+    /// Plans `s` with its Organization entry matched to `org`, and tells whether it restated it.
+    fn restated(s: Submission, org: Existing) -> bool {
+        let writes = plan_writes(
+            s,
+            &HashMap::from([("urn:uuid:o".to_string(), org)]),
+            "f",
+            "t",
+        );
+        writes.iter().any(|w| w.resource_type == "Organization")
+    }
+
+    #[test]
+    fn a_sender_restates_only_its_own_organization_and_what_it_stated() {
+        let own = |s: &mut Submission| {
+            s.entries[1].match_identifier = Some((systems::ODS_ORGANIZATION.into(), "A1".into()));
+            s.practice = format!("{}|A1", systems::ODS_ORGANIZATION);
+        };
+        // Another practice's Organization, stated by that practice: reused as stored.
+        assert!(!restated(submission(), stored("o1", 1, "{}", "ods|B2")));
+        // One this sender stated itself: its own to restate.
+        assert!(restated(submission(), stored("o1", 1, "{}", "ods|A1")));
+        // Its own Organization, whoever stated it before.
+        let mut s = submission();
+        own(&mut s);
+        assert!(restated(s, stored("o1", 1, "{}", "ods|B2")));
+        // A configured service's Organization, never by a sender, not even one named like it.
+        let service = json!({"resourceType": "Organization", "identifier": [{"system": systems::service_identifier_system(), "value": "svc"}]}).to_string();
+        let mut s = submission();
+        own(&mut s);
+        assert!(!restated(s, stored("o1", 1, &service, "ods|A1")));
+    }
+
+    #[test]
+    fn the_gateway_states_its_services_organizations() {
+        let mut s = submission();
+        s.entries[1].resource = json!({"resourceType": "Organization", "name": "From configuration", "identifier": [{"system": systems::service_identifier_system(), "value": "svc"}]});
+        let writes = plan_writes(
+            s,
+            &HashMap::from([("urn:uuid:o".to_string(), stored("o1", 1, "{}", "ods|B2"))]),
+            "f",
+            "t",
+        );
+        let org = writes
+            .iter()
+            .find(|w| w.resource_type == "Organization")
+            .expect("restated from configuration");
+        assert_eq!((org.version_id, org.source_practice.as_str()), (2, ""));
     }
 }

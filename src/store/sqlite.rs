@@ -35,6 +35,7 @@ use crate::fhir::search::{
     Comparator, Filter, IndexEntry, SearchRequest, Sort, Tenancy, Token, format_instant,
     index_entries,
 };
+use crate::fhir::{Issue, IssueType};
 use crate::fit_notes::FitNoteFacts;
 use crate::fit_notes::prompts::PastPrompt;
 use crate::intake::{Submission, SubmissionKind};
@@ -450,6 +451,21 @@ async fn apply(
     batch_tokens: &HashMap<(String, String), Vec<IndexEntry>>,
     own: &mut Pending,
 ) -> Result<Stored, StoreError> {
+    // Every intake path checks this; the store holds to it whatever hands it a submission, since
+    // a second Patient would make the sender party to a second person.
+    if !s.is_about_one_person() {
+        return Err(StoreError::Rejected(
+            Issue::error(
+                IssueType::BusinessRule,
+                "Bundle.entry.resource.ofType(Patient)",
+                format!(
+                    "a {} is about one person, its subject: it cannot carry another Patient",
+                    s.kind.noun()
+                ),
+            )
+            .into(),
+        ));
+    }
     let now = format_instant(Utc::now());
     // Time-ordered ids: new rows land at the end of every index instead of on random pages.
     let focus_id = uuid::Uuid::now_v7().to_string();
@@ -499,11 +515,7 @@ async fn apply(
     let existing = matched_resources(conn, &s).await?;
     let mut new_prompts = Vec::new();
     if let Some(admit) = admission {
-        let known_person = s
-            .entries
-            .iter()
-            .find(|e| e.resource_type == "Patient")
-            .and_then(|e| existing.get(&e.full_url));
+        let known_person = s.subject_entry().and_then(|e| existing.get(&e.full_url));
         let history = match known_person {
             Some(p) => History {
                 consents: consents_of(conn, &p.id, batch_tokens).await?,

@@ -16,5 +16,6 @@ mod logs;
 mod mesh;
 mod messages;
 mod outbound;
+mod shared_records;
 mod tenancy;
 mod token;
