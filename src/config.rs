@@ -65,6 +65,12 @@ pub struct OutboundConfig {
     pub timeout_ms: u64,
     /// The largest JWK Set read from a client's JWKS URL.
     pub max_jwks_bytes: usize,
+    /// How long a JWK Set fetched from a client's JWKS URL is used before it is fetched again.
+    pub jwks_cache_secs: u64,
+    /// The least time between two fetches from one client's JWKS URL, whatever the token
+    /// requests say: an assertion naming a `kid` the cached set lacks (a rotated key) is fetched
+    /// for no sooner, and a failed fetch is remembered this long.
+    pub jwks_min_refetch_secs: u64,
 }
 
 impl OutboundConfig {
@@ -74,6 +80,13 @@ impl OutboundConfig {
 
     pub fn timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.timeout_ms)
+    }
+
+    pub fn jwks_cache_policy(&self) -> crate::auth::jwks_cache::CachePolicy {
+        crate::auth::jwks_cache::CachePolicy {
+            ttl: std::time::Duration::from_secs(self.jwks_cache_secs),
+            min_refetch: std::time::Duration::from_secs(self.jwks_min_refetch_secs),
+        }
     }
 }
 
@@ -536,6 +549,13 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "limits.max_token_request_bytes, outbound.timeout_ms and outbound.max_jwks_bytes must be above zero".into(),
+            ));
+        }
+        if self.outbound.jwks_min_refetch_secs == 0
+            || self.outbound.jwks_cache_secs < self.outbound.jwks_min_refetch_secs
+        {
+            return Err(ConfigError::Invalid(
+                "outbound: jwks_min_refetch_secs must be above zero and jwks_cache_secs at least jwks_min_refetch_secs".into(),
             ));
         }
         if self.limits.max_body_bytes == 0

@@ -116,7 +116,8 @@ enum ClientsWhat {
         /// A JWK Set file.
         #[arg(long, group = "keys")]
         jwks: Option<PathBuf>,
-        /// A URL the gateway fetches the client's JWK Set from.
+        /// A URL the gateway fetches the client's JWK Set from (kept for `[outbound]
+        /// jwks_cache_secs`).
         #[arg(long, group = "keys")]
         jwks_url: Option<String>,
         /// `test` for an integrator's client: it acts only for the test organisations and sends

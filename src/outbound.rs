@@ -28,72 +28,101 @@ use serde::Deserialize;
 pub enum AddressClass {
     /// 127.0.0.0/8 and ::1: this host (tests run their JWKS servers here).
     Loopback,
-    /// 10/8, 172.16/12, 192.168/16, 100.64/10 (carrier-grade NAT) and fc00::/7.
+    /// 10/8, 172.16/12, 192.168/16, 100.64/10 (carrier-grade NAT), fc00::/7, the deprecated
+    /// site-local fec0::/10, and local-use NAT64 64:ff9b:1::/48 (which translates to whatever
+    /// IPv4 addresses the local network chose).
     Private,
     /// 169.254/16 and fe80::/10, which hold cloud metadata services.
     LinkLocal,
 }
 
-/// Why an address is never reached, whatever is allowed: it names no single host (0.0.0.0
-/// reaches this host on Linux), or many (multicast, broadcast), or none (documentation ranges).
-fn never_reachable(ip: IpAddr) -> bool {
+/// How an address is reached, judged by where a connection to it really goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// A public address.
+    Public,
+    /// One of the non-public classes a deployment may open.
+    NonPublic(AddressClass),
+    /// Never, whatever is allowed: the address names no single host (0.0.0.0 reaches this host
+    /// on Linux), or many (multicast, broadcast), or none on a real network (documentation,
+    /// benchmarking, protocol-assignment ranges), or hides where it goes (Teredo, the
+    /// deprecated IPv4-compatible form).
+    Never,
+}
+
+/// Where a connection to `ip` goes.
+fn reach(ip: IpAddr) -> Reach {
     match ip {
-        IpAddr::V4(v4) => {
-            v4.is_unspecified()
-                || v4.octets()[0] == 0
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || v4.octets()[0] >= 240
-        }
-        IpAddr::V6(v6) => v6.is_unspecified() || v6.is_multicast(),
+        IpAddr::V4(v4) => reach_v4(v4),
+        IpAddr::V6(v6) => embedded_v4(v6).map_or_else(|| reach_v6(v6), reach_v4),
     }
 }
 
-/// The non-public class an address belongs to, if any.
-fn class_of(ip: IpAddr) -> Option<AddressClass> {
-    match ip {
-        IpAddr::V4(v4) => class_of_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = embedded_v4(v6) {
-                return class_of_v4(v4);
-            }
-            let first = v6.segments()[0];
-            if v6.is_loopback() {
-                Some(AddressClass::Loopback)
-            } else if first & 0xfe00 == 0xfc00 {
-                Some(AddressClass::Private)
-            } else if first & 0xffc0 == 0xfe80 {
-                Some(AddressClass::LinkLocal)
-            } else {
-                None
-            }
-        }
-    }
-}
-
-fn class_of_v4(v4: Ipv4Addr) -> Option<AddressClass> {
-    let [a, b, ..] = v4.octets();
-    if v4.is_loopback() {
-        Some(AddressClass::Loopback)
+fn reach_v4(v4: Ipv4Addr) -> Reach {
+    let [a, b, c, _] = v4.octets();
+    let never = v4.is_unspecified()
+        || a == 0
+        || v4.is_broadcast()
+        || v4.is_multicast()
+        || v4.is_documentation()
+        || a >= 240
+        // 192.0.0.0/24: IETF protocol assignments (DS-Lite, NAT64 discovery, ...).
+        || (a, b, c) == (192, 0, 0)
+        // 198.18.0.0/15: benchmarking.
+        || (a == 198 && (b & 0xfe) == 18);
+    if never {
+        Reach::Never
+    } else if v4.is_loopback() {
+        Reach::NonPublic(AddressClass::Loopback)
     } else if v4.is_private() || (a == 100 && (64..128).contains(&b)) {
-        Some(AddressClass::Private)
+        Reach::NonPublic(AddressClass::Private)
     } else if v4.is_link_local() {
-        Some(AddressClass::LinkLocal)
+        Reach::NonPublic(AddressClass::LinkLocal)
     } else {
-        None
+        Reach::Public
     }
 }
 
-/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`) or NAT64 (`64:ff9b::a.b.c.d`)
-/// IPv6 address: connecting to one reaches the other, so both are judged as the IPv4 address.
+/// An IPv6 address that carries no IPv4 address [`embedded_v4`] unwraps.
+fn reach_v6(v6: Ipv6Addr) -> Reach {
+    let s = v6.segments();
+    // ::a.b.c.d (IPv4-compatible, deprecated by RFC 4291: no public host is reached so) and
+    // Teredo 2001::/32 (a tunnel whose IPv4 ends are hidden in the address and reached
+    // through whatever relay routes it).
+    let hides_destination = s[..6] == [0; 6] || s[..2] == [0x2001, 0];
+    // Documentation 2001:db8::/32, benchmarking 2001:2::/48, discard-only 100::/64.
+    let reaches_no_host =
+        s[..2] == [0x2001, 0xdb8] || s[..3] == [0x2001, 2, 0] || s[..4] == [0x100, 0, 0, 0];
+    if v6.is_loopback() {
+        Reach::NonPublic(AddressClass::Loopback)
+    } else if v6.is_unspecified() || v6.is_multicast() || hides_destination || reaches_no_host {
+        Reach::Never
+    } else if s[0] & 0xfe00 == 0xfc00 || s[0] & 0xffc0 == 0xfec0 || s[..3] == [0x64, 0xff9b, 1] {
+        Reach::NonPublic(AddressClass::Private)
+    } else if s[0] & 0xffc0 == 0xfe80 {
+        Reach::NonPublic(AddressClass::LinkLocal)
+    } else {
+        Reach::Public
+    }
+}
+
+/// The IPv4 address a connection to this IPv6 address reaches: IPv4-mapped
+/// (`::ffff:a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`) and 6to4 (`2002:AABB:CCDD::/48`, whose
+/// relay delivers to `A.B.C.D`). Each is judged as that IPv4 address, never-reachable ranges
+/// included.
 fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     if let Some(v4) = v6.to_ipv4_mapped() {
         return Some(v4);
     }
     let s = v6.segments();
-    (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0])
-        .then(|| Ipv4Addr::from(((s[6] as u32) << 16) | s[7] as u32))
+    let from = |high: u16, low: u16| Ipv4Addr::from(((high as u32) << 16) | low as u32);
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        Some(from(s[6], s[7]))
+    } else if s[0] == 0x2002 {
+        Some(from(s[1], s[2]))
+    } else {
+        None
+    }
 }
 
 /// Which addresses fetches of URLs supplied from outside may reach.
@@ -111,10 +140,11 @@ impl AddressPolicy {
     }
 
     pub fn permits(&self, ip: IpAddr) -> bool {
-        if never_reachable(ip) {
-            return false;
+        match reach(ip) {
+            Reach::Public => true,
+            Reach::NonPublic(class) => self.allowed.contains(&class),
+            Reach::Never => false,
         }
-        class_of(ip).is_none_or(|class| self.allowed.contains(&class))
     }
 }
 
@@ -161,8 +191,8 @@ pub fn parsed_url(text: &str) -> Result<url::Url, UrlRefusal> {
     let host = url.host().ok_or(UrlRefusal::NoHost)?;
     let loopback = match host {
         url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
-        url::Host::Ipv4(v4) => class_of(IpAddr::V4(v4)) == Some(AddressClass::Loopback),
-        url::Host::Ipv6(v6) => class_of(IpAddr::V6(v6)) == Some(AddressClass::Loopback),
+        url::Host::Ipv4(v4) => reach_v4(v4) == Reach::NonPublic(AddressClass::Loopback),
+        url::Host::Ipv6(v6) => reach(IpAddr::V6(v6)) == Reach::NonPublic(AddressClass::Loopback),
     };
     if url.scheme() == "http" && !loopback {
         return Err(UrlRefusal::Scheme);
@@ -338,6 +368,104 @@ mod tests {
         }
         for public in ["81.144.1.1", "2a00:1450::1", "172.32.0.1", "100.128.0.1"] {
             assert!(none.permits(ip(public)), "{public}");
+        }
+    }
+
+    /// Special-purpose ranges that reach no public host, each refused by default; those that
+    /// name no single host, or none, stay refused whatever the deployment allows.
+    #[test]
+    fn special_purpose_ranges_are_refused() {
+        let none = AddressPolicy::default();
+        let all = AddressPolicy::allowing(&[
+            AddressClass::Loopback,
+            AddressClass::Private,
+            AddressClass::LinkLocal,
+        ]);
+        for (range, addresses) in [
+            (
+                "192.0.0.0/24 (IETF protocol assignments)",
+                &["192.0.0.1", "192.0.0.170", "192.0.0.255"][..],
+            ),
+            (
+                "198.18.0.0/15 (benchmarking)",
+                &["198.18.0.1", "198.19.255.254"],
+            ),
+            (
+                "Teredo 2001::/32",
+                &["2001::1", "2001:0:4136:e378:8000:63bf:3fff:fdd2"],
+            ),
+            (
+                "IPv4-compatible ::a.b.c.d",
+                &["::8.8.8.8", "::127.0.0.1", "::10.0.0.1"],
+            ),
+            ("2001:db8::/32 (documentation)", &["2001:db8::1"]),
+            ("2001:2::/48 (benchmarking)", &["2001:2::1"]),
+            ("100::/64 (discard)", &["100::1"]),
+            (
+                "IPv4-mapped 0.0.0.0/8",
+                &["::ffff:0.0.0.0", "::ffff:0.1.2.3"],
+            ),
+            (
+                "IPv4-mapped documentation",
+                &["::ffff:192.0.2.1", "64:ff9b::cb00:7101"],
+            ),
+            ("6to4 of 0.0.0.0", &["2002::1", "2002:0:0::1"]),
+            ("6to4 of a broadcast address", &["2002:ffff:ffff::1"]),
+        ] {
+            for a in addresses {
+                assert!(!none.permits(ip(a)), "{range}: {a} by default");
+                assert!(!all.permits(ip(a)), "{range}: {a} whatever is allowed");
+            }
+        }
+        for (range, addresses, class) in [
+            (
+                "fec0::/10 (site-local)",
+                &["fec0::1", "feff::1"][..],
+                AddressClass::Private,
+            ),
+            (
+                "64:ff9b:1::/48 (local-use NAT64)",
+                &["64:ff9b:1::a00:1", "64:ff9b:1:ffff::1"],
+                AddressClass::Private,
+            ),
+            (
+                "6to4 of 127.0.0.1",
+                &["2002:7f00:1::1"],
+                AddressClass::Loopback,
+            ),
+            (
+                "6to4 of 10.0.0.1",
+                &["2002:a00:1::1"],
+                AddressClass::Private,
+            ),
+            (
+                "6to4 of 192.168.1.1",
+                &["2002:c0a8:101::"],
+                AddressClass::Private,
+            ),
+            (
+                "6to4 of 169.254.169.254",
+                &["2002:a9fe:a9fe::1"],
+                AddressClass::LinkLocal,
+            ),
+        ] {
+            for a in addresses {
+                assert!(!none.permits(ip(a)), "{range}: {a} by default");
+                assert!(
+                    AddressPolicy::allowing(&[class]).permits(ip(a)),
+                    "{range}: {a} is {class:?}"
+                );
+            }
+        }
+        for public in [
+            "2002:5190:101::1",
+            "64:ff9b::5190:101",
+            "192.0.1.1",
+            "198.17.255.1",
+            "198.20.0.1",
+            "2001:4860:4860::8888",
+        ] {
+            assert!(none.permits(ip(public)), "{public} is public");
         }
     }
 

@@ -2,7 +2,7 @@
 //! per source address for requests without a valid token; security headers on every answer; and
 //! a bound on JSON nesting.
 
-use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -11,16 +11,44 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use hashlink::LruCache;
 
 use super::AppState;
 use super::auth::Authentication;
 use super::error::ApiError;
 
-/// Token buckets by client id (or other key): each may make `rate` requests a second on
-/// average, in bursts of up to `burst`.
-#[derive(Clone, Default)]
+/// The request rate limits: token buckets for authenticated clients (and each client's token
+/// requests) apart from those for unauthenticated source addresses, so a flood from new
+/// sources never touches, or waits on the lock of, a client's bucket.
+#[derive(Clone)]
 pub struct RateLimiter {
-    buckets: Arc<Mutex<HashMap<String, Bucket>>>,
+    clients: Arc<Buckets>,
+    sources: Arc<Buckets>,
+}
+
+impl Default for RateLimiter {
+    fn default() -> Self {
+        Self {
+            clients: Arc::new(Buckets::new(MAX_TRACKED_CLIENTS)),
+            sources: Arc::new(Buckets::new(MAX_TRACKED_SOURCES)),
+        }
+    }
+}
+
+/// Most client buckets kept at once (the registry's clients, each also with a token-request
+/// bucket).
+const MAX_TRACKED_CLIENTS: usize = 100_000;
+/// Most source buckets kept at once: about 16 MiB when full (measured with IPv6 /64 keys).
+const MAX_TRACKED_SOURCES: usize = 100_000;
+
+/// At most `capacity` token buckets, by key. A new key past the cap drops the least recently
+/// used bucket, in constant time: memory is bounded whatever the traffic, and no request scans
+/// the other buckets. Dropping a bucket can only ever admit more, never refuse anyone: its key
+/// starts again with a full burst. So a sender with more keys than the cap (IPv6 /64s) gains at
+/// most one fresh burst per key each time it cycles through them all.
+struct Buckets {
+    /// Keyed by SipHash with a per-process key: the keys are the senders' (source addresses).
+    buckets: Mutex<LruCache<String, Bucket, RandomState>>,
 }
 
 struct Bucket {
@@ -38,14 +66,11 @@ pub struct Throttled {
     pub first: bool,
 }
 
-/// Most clients tracked at once; idle (full) buckets are dropped first.
-const MAX_TRACKED_CLIENTS: usize = 100_000;
-
 impl RateLimiter {
     /// Takes one request from `key`'s bucket at the configured per-client rate, or says how many
     /// seconds until one is free.
     pub fn admit(&self, key: &str, limits: &crate::config::Limits) -> Result<(), Throttled> {
-        self.take(
+        self.clients.take(
             key,
             limits.requests_per_second_per_client,
             limits.burst_per_client,
@@ -60,38 +85,58 @@ impl RateLimiter {
         source: IpAddr,
         limits: &crate::config::Limits,
     ) -> Result<(), Throttled> {
-        self.take(
+        self.sources.take(
             &source_key(source),
             limits.unauthenticated_requests_per_second_per_source,
             limits.unauthenticated_burst_per_source,
             Instant::now(),
         )
     }
+}
 
-    /// Takes one request from `key`'s bucket, or says how long until one is free.
-    pub fn take(&self, key: &str, rate: f64, burst: f64, now: Instant) -> Result<(), Throttled> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() >= MAX_TRACKED_CLIENTS && !buckets.contains_key(key) {
-            buckets.retain(|_, b| {
-                (b.tokens + now.duration_since(b.last).as_secs_f64() * rate) < burst
-            });
+impl Buckets {
+    fn new(capacity: usize) -> Self {
+        Self {
+            buckets: Mutex::new(LruCache::with_hasher(capacity.max(1), RandomState::new())),
         }
-        let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
+    }
+
+    /// Takes one request from `key`'s bucket (a new key's starts full), or says how long until
+    /// one is free.
+    fn take(&self, key: &str, rate: f64, burst: f64, now: Instant) -> Result<(), Throttled> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bucket) = buckets.get_mut(key) {
+            return bucket.take(rate, burst, now);
+        }
+        let mut bucket = Bucket {
             tokens: burst,
             last: now,
             refusal_reported: false,
-        });
-        bucket.tokens =
-            (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * rate).min(burst);
-        bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            bucket.refusal_reported = false;
+        };
+        let taken = bucket.take(rate, burst, now);
+        // Past the cap, this drops the least recently used bucket.
+        buckets.insert(key.to_owned(), bucket);
+        taken
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl Bucket {
+    fn take(&mut self, rate: f64, burst: f64, now: Instant) -> Result<(), Throttled> {
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * rate).min(burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.refusal_reported = false;
             Ok(())
         } else {
-            let first = !std::mem::replace(&mut bucket.refusal_reported, true);
+            let first = !std::mem::replace(&mut self.refusal_reported, true);
             Err(Throttled {
-                wait: ((1.0 - bucket.tokens) / rate).ceil().max(1.0) as u64,
+                wait: ((1.0 - self.tokens) / rate).ceil().max(1.0) as u64,
                 first,
             })
         }
@@ -214,7 +259,7 @@ mod tests {
 
     #[test]
     fn buckets_refill_at_the_rate_and_cap_at_the_burst() {
-        let l = RateLimiter::default();
+        let l = Buckets::new(MAX_TRACKED_CLIENTS);
         let t0 = Instant::now();
         for _ in 0..3 {
             assert!(l.take("a", 1.0, 3.0, t0).is_ok());
@@ -245,6 +290,64 @@ mod tests {
             Err((9, true)),
             "0.1 of a request left, refilling at 0.1 a second; reported again after an admission"
         );
+    }
+
+    #[test]
+    fn a_flood_of_sources_that_never_go_idle_stays_within_the_cap() {
+        let l = RateLimiter::default();
+        // Rates slow enough that no bucket refills while the test runs.
+        let mut limits = crate::config::Config::defaults().limits;
+        limits.requests_per_second_per_client = 0.001;
+        limits.burst_per_client = 5.0;
+        limits.unauthenticated_requests_per_second_per_source = 0.001;
+        limits.unauthenticated_burst_per_source = 5.0;
+        let client = "gp-1";
+        while l.admit(client, &limits).is_ok() {}
+        // Each source, its own IPv6 /64, spends one request of its burst, so no bucket is ever
+        // full (idle).
+        let flood = MAX_TRACKED_SOURCES + 1_000;
+        let source =
+            |i: usize| IpAddr::from([0x2001, 0xdb8, (i >> 16) as u16, i as u16, 0, 0, 0, 1]);
+        for i in 0..flood {
+            assert!(l.admit_unauthenticated(source(i), &limits).is_ok());
+        }
+        assert_eq!(l.sources.len(), MAX_TRACKED_SOURCES);
+        assert_eq!(l.clients.len(), 1);
+        assert!(
+            l.admit(client, &limits).is_err(),
+            "the flood did not reset the client's bucket"
+        );
+        let latest = source(flood - 1);
+        let burst = limits.unauthenticated_burst_per_source as usize;
+        for _ in 1..burst {
+            assert!(l.admit_unauthenticated(latest, &limits).is_ok());
+        }
+        assert!(
+            l.admit_unauthenticated(latest, &limits).is_err(),
+            "a recent source keeps its bucket"
+        );
+    }
+
+    #[test]
+    fn past_the_cap_the_least_recently_used_bucket_is_dropped() {
+        let b = Buckets::new(2);
+        let t0 = Instant::now();
+        for key in ["a", "b", "a", "a"] {
+            assert!(b.take(key, 0.001, 3.0, t0).is_ok());
+        }
+        assert!(
+            b.take("a", 0.001, 3.0, t0).is_err(),
+            "a has spent its burst"
+        );
+        assert!(
+            b.take("c", 0.001, 3.0, t0).is_ok(),
+            "c drops b, used least recently"
+        );
+        assert_eq!(b.len(), 2);
+        assert!(b.take("a", 0.001, 3.0, t0).is_err(), "a was kept");
+        for _ in 0..3 {
+            assert!(b.take("b", 0.001, 3.0, t0).is_ok(), "b starts again full");
+        }
     }
 
     #[test]

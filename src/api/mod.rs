@@ -64,6 +64,8 @@ pub struct Shared {
     /// Outbound HTTP to URLs registered clients supplied (their JWKS URLs): the outbound policy's
     /// guarded client (`crate::outbound`).
     pub http: reqwest::Client,
+    /// Registered clients' JWK Sets fetched from their JWKS URLs.
+    pub jwks_cache: crate::auth::jwks_cache::JwksCache,
     pub limiter: limits::RateLimiter,
     /// Wakes the letter worker and holds its counters.
     pub outbox: crate::delivery::worker::Outbox,
@@ -488,6 +490,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let jwks_http =
         crate::outbound::guarded_client(&config.outbound.policy(), config.outbound.timeout())
             .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+    let jwks_cache = crate::auth::jwks_cache::JwksCache::new(config.outbound.jwks_cache_policy());
     let state = AppState::new(Shared {
         config: Arc::new(config),
         store: store.clone(),
@@ -495,6 +498,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         issuer,
         limiter: Default::default(),
         http: jwks_http,
+        jwks_cache,
         outbox: Default::default(),
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });

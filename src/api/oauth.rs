@@ -2,12 +2,14 @@
 //! gateway's public key, and the token endpoint that swaps a signed client assertion for a
 //! short-lived access token.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use jsonwebtoken::jwk::JwkSet;
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -247,7 +249,9 @@ async fn issue(app: &AppState, body: &[u8]) -> Result<Value, Refused> {
                 "the client is not registered, or revoked",
             ))
         })?;
-    let keys = client_keys(app, &client).await.map_err(refused)?;
+    let keys = client_keys(app, &client, jwt_header.kid.as_deref())
+        .await
+        .map_err(refused)?;
     let now = chrono::Utc::now().timestamp().max(0) as u64;
     let verified = assertion::verify(
         client_assertion,
@@ -309,18 +313,26 @@ async fn issue(app: &AppState, body: &[u8]) -> Result<Value, Refused> {
     }))
 }
 
-/// The client's registered keys, fetched when it registered a JWKS URL.
+/// The client's registered keys: those in the registry, or, for a JWKS URL, the set fetched
+/// from it, through the cache (see [`crate::auth::jwks_cache`]: an anonymous request naming
+/// the client does not make the gateway fetch). `kid` is the assertion's.
 async fn client_keys(
     app: &AppState,
     client: &ClientRecord,
-) -> Result<jsonwebtoken::jwk::JwkSet, OAuthError> {
-    let set = match (&client.jwks, &client.jwks_url) {
-        (Some(set), _) => set.clone(),
-        (None, Some(url)) => fetch_jwks(app, url)
+    kid: Option<&str>,
+) -> Result<Arc<JwkSet>, OAuthError> {
+    match (&client.jwks, &client.jwks_url) {
+        (Some(set), _) => key_set(set.clone()).map(Arc::new),
+        (None, Some(url)) => app
+            .jwks_cache
+            .keys(&client.id, url, kid, || fetch_jwks(app, &client.id, url))
             .await
-            .map_err(OAuthError::InvalidClient)?,
-        (None, None) => Value::Null,
-    };
+            .map_err(OAuthError::InvalidClient),
+        (None, None) => key_set(Value::Null).map(Arc::new),
+    }
+}
+
+fn key_set(set: Value) -> Result<JwkSet, OAuthError> {
     serde_json::from_value(set)
         .map_err(|_| OAuthError::InvalidClient("the client's keys are not a JWK Set"))
 }
@@ -329,7 +341,23 @@ async fn client_keys(
 /// its addresses checked, no redirect followed, the answer read up to `outbound.max_jwks_bytes`
 /// within `outbound.timeout_ms`. The error is the log's reason, in the gateway's words: nothing
 /// the remote end sent reaches the log or the caller.
-async fn fetch_jwks(app: &AppState, url: &str) -> Result<Value, &'static str> {
+async fn fetch_jwks(app: &AppState, client: &str, url: &str) -> Result<JwkSet, &'static str> {
+    let fetched = fetch_jwks_body(app, url).await.and_then(|body| {
+        let json: Value = serde_json::from_slice(&body)
+            .map_err(|_| "the client's JWKS URL did not answer JSON")?;
+        serde_json::from_value(json).map_err(|_| "the client's keys are not a JWK Set")
+    });
+    tracing::info!(
+        client,
+        outcome = fetched
+            .as_ref()
+            .map_or_else(|reason| *reason, |_| "fetched"),
+        "the client's JWKS URL was fetched"
+    );
+    fetched
+}
+
+async fn fetch_jwks_body(app: &AppState, url: &str) -> Result<Vec<u8>, &'static str> {
     let outbound = &app.config.outbound;
     let url = outbound::checked_url(url, &outbound.policy())
         .map_err(|_| "the client's JWKS URL is refused by the outbound policy")?;
@@ -349,7 +377,7 @@ async fn fetch_jwks(app: &AppState, url: &str) -> Result<Value, &'static str> {
     if !status.is_success() {
         return Err("the client's JWKS URL answered with an HTTP error status");
     }
-    let body = outbound::read_bounded(response, outbound.max_jwks_bytes)
+    outbound::read_bounded(response, outbound.max_jwks_bytes)
         .await
         .map_err(|e| match e {
             outbound::BodyError::TooLarge(_) => {
@@ -359,8 +387,7 @@ async fn fetch_jwks(app: &AppState, url: &str) -> Result<Value, &'static str> {
                 "the client's JWK Set did not arrive in time"
             }
             outbound::BodyError::Read(_) => "the client's JWK Set could not be read",
-        })?;
-    serde_json::from_slice(&body).map_err(|_| "the client's JWKS URL did not answer JSON")
+        })
 }
 
 fn no_store(status: StatusCode, body: Value) -> Response {

@@ -6,6 +6,7 @@
 
 pub mod assertion;
 pub mod external;
+pub mod jwks_cache;
 mod key;
 mod principal;
 pub mod registry;

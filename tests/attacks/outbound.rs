@@ -39,6 +39,8 @@ pub enum Answer {
 
 #[derive(Default)]
 struct Counters {
+    /// Connections accepted, whether or not a request followed (a TLS handshake never does).
+    connections: AtomicUsize,
     hits: AtomicUsize,
     /// The most body bytes written on one connection before it closed.
     most_written: AtomicUsize,
@@ -69,6 +71,7 @@ impl Remote {
         );
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
+                counters.connections.fetch_add(1, Ordering::SeqCst);
                 let (counters, answer, requests) =
                     (counters.clone(), answer.clone(), requests.clone());
                 tokio::spawn(async move {
@@ -85,6 +88,10 @@ impl Remote {
 
     pub fn hits(&self) -> usize {
         self.counters.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.counters.connections.load(Ordering::SeqCst)
     }
 
     pub fn most_written(&self) -> usize {
@@ -286,6 +293,63 @@ async fn non_public_addresses_are_refused_unless_the_deployment_allows_them() {
         refused_token(&open, id, &key, 3).await;
     }
     assert_eq!(remote.hits(), 2);
+}
+
+/// An IPv6 address that carries an IPv4 address is judged as that IPv4 address, never-reachable
+/// ranges included: `::ffff:0.0.0.0` connects to this host on Linux, like 0.0.0.0 itself. The
+/// deprecated IPv4-compatible form is never reached; 6to4 is judged by its IPv4 address.
+#[tokio::test]
+async fn addresses_hidden_in_ipv6_are_judged_as_what_they_reach() {
+    let (key, _) = key_pair(&Server::start(), "k");
+    let remote = jwks_server(&key).await;
+    let port = remote.url.rsplit(':').next().unwrap().to_string();
+    let never = [
+        (
+            "mapped-unspecified",
+            format!("https://[::ffff:0.0.0.0]:{port}/jwks"),
+        ),
+        (
+            "mapped-zero-net",
+            format!("https://[::ffff:0.0.0.1]:{port}/jwks"),
+        ),
+        (
+            "compatible-loopback",
+            format!("https://[::127.0.0.1]:{port}/jwks"),
+        ),
+    ];
+    let six_to_four_loopback = (
+        "6to4-loopback",
+        format!("https://[2002:7f00:1::1]:{port}/jwks"),
+    );
+    let closed = Server::start();
+    let open = gateway_allowing_loopback("");
+    for (server, refused) in [
+        (
+            &closed,
+            never
+                .iter()
+                .chain([&six_to_four_loopback])
+                .collect::<Vec<_>>(),
+        ),
+        (&open, never.iter().collect()),
+    ] {
+        for (id, url) in &refused {
+            let key = client_at(server, id, url);
+            refused_token(server, id, &key, 3).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let logs = server.logs();
+        let refusals = logs
+            .lines()
+            .filter(|l| l.contains("token request refused"))
+            .filter(|l| l.contains("refused by the outbound policy"));
+        assert_eq!(
+            refusals.count(),
+            refused.len(),
+            "each refused before any connection:\n{logs}"
+        );
+    }
+    assert_eq!(remote.connections(), 0, "nothing connected to this host");
 }
 
 #[tokio::test]

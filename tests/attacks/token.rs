@@ -3,7 +3,9 @@
 //! flood would lock the genuine client out); unauthenticated callers are limited per source
 //! address before anything is parsed; client ids are bounded by the registry's own rule, bodies
 //! by a small limit, and attacker text never reaches the log; assertions from the future are
-//! refused; every failed client authentication gets one generic answer.
+//! refused; every failed client authentication gets one generic answer. A client's JWK Set
+//! fetched from its JWKS URL is cached, so anonymous requests naming the client cannot make the
+//! gateway fetch from its vendor on demand (review finding 10).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use whg::auth::SigningKey;
 
+use super::outbound::{Answer, Remote};
 use crate::common::*;
 
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -380,4 +383,142 @@ async fn failed_authentication_tells_the_caller_nothing() {
         logs.contains("gp-known"),
         "a registered client's id is logged: {logs}"
     );
+}
+
+// A client's JWKS URL: the gateway fetches the client's keys from its vendor. Unauthenticated
+// callers must not be able to make it fetch on demand (it would amplify their traffic onto
+// the vendor, which may then throttle the gateway and lock the genuine client out).
+
+/// A gateway that may fetch from this host (the JWKS servers here are on loopback); per-source
+/// limits high enough that the flood reaches the token endpoint.
+fn jwks_gateway(outbound: &str) -> Server {
+    Server::start_with(&format!(
+        "[limits]\nunauthenticated_requests_per_second_per_source = 1000.0\nunauthenticated_burst_per_source = 1000.0\n\
+         [outbound]\nallow_non_public = [\"loopback\"]\n{outbound}"
+    ))
+}
+
+/// A JWKS server publishing `keys`.
+async fn publishing(keys: &[&SigningKey]) -> Remote {
+    Remote::start(Answer::Json(200, key_set(keys))).await
+}
+
+fn key_set(keys: &[&SigningKey]) -> String {
+    let keys: Vec<Value> = keys
+        .iter()
+        .flat_map(|k| k.public_jwks()["keys"].as_array().unwrap().clone())
+        .collect();
+    json!({ "keys": keys }).to_string()
+}
+
+/// The token request's answer for `client` signed with `key`: status only.
+async fn as_signed_by(server: &Server, client: &str, key: &SigningKey) -> u16 {
+    exchange(server, &key.sign(&claims(server, client, json!({}))))
+        .await
+        .0
+}
+
+#[tokio::test]
+async fn anonymous_token_requests_do_not_make_the_gateway_fetch_a_clients_keys() {
+    let server = jwks_gateway("");
+    let key = SigningKey::generate();
+    let vendor = publishing(&[&key]).await;
+    register(
+        &server,
+        "gp-hosted",
+        &["--jwks-url", &format!("{}/jwks", vendor.url)],
+    );
+    // The attacker names the client in assertions it cannot sign: unsigned ones (no kid), and
+    // ones signed with keys of its own, each with a kid the client never published.
+    for i in 0..40 {
+        let forged = if i % 2 == 0 {
+            unsigned(&claims(&server, "gp-hosted", json!({})))
+        } else {
+            SigningKey::generate().sign(&claims(&server, "gp-hosted", json!({})))
+        };
+        let (status, answer) = exchange(&server, &forged).await;
+        assert_generic_refusal(status, &answer, &format!("forged assertion {i}"));
+    }
+    assert_eq!(
+        vendor.hits(),
+        1,
+        "the client's keys were fetched once, not once a request"
+    );
+    // The genuine client is served from what was fetched.
+    for i in 0..3 {
+        assert_eq!(
+            as_signed_by(&server, "gp-hosted", &key).await,
+            200,
+            "genuine request {i}"
+        );
+    }
+    assert_eq!(vendor.hits(), 1);
+
+    // A vendor that answers with an error is not asked again on every request either.
+    let failing = Remote::start(Answer::Json(503, "{}".into())).await;
+    register(
+        &server,
+        "gp-down",
+        &["--jwks-url", &format!("{}/jwks", failing.url)],
+    );
+    for i in 0..20 {
+        let (status, answer) =
+            exchange(&server, &unsigned(&claims(&server, "gp-down", json!({})))).await;
+        assert_generic_refusal(
+            status,
+            &answer,
+            &format!("request {i} while the vendor fails"),
+        );
+    }
+    assert_eq!(failing.hits(), 1, "a failed fetch is remembered too");
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_fetched_once_its_kid_is_new_and_a_withdrawn_one_stops_working() {
+    let server = jwks_gateway("jwks_cache_secs = 3\njwks_min_refetch_secs = 1\n");
+    let (old, new) = (SigningKey::generate(), SigningKey::generate());
+    let vendor = publishing(&[&old]).await;
+    register(
+        &server,
+        "gp-rotating",
+        &["--jwks-url", &format!("{}/jwks", vendor.url)],
+    );
+    assert_eq!(as_signed_by(&server, "gp-rotating", &old).await, 200);
+    let first_fetch = std::time::Instant::now();
+    // The vendor rotates: the new key replaces the old one.
+    vendor.set(Answer::Json(200, key_set(&[&new])));
+    assert_eq!(
+        as_signed_by(&server, "gp-rotating", &new).await,
+        401,
+        "within jwks_min_refetch_secs of the last fetch a new kid is not fetched"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        as_signed_by(&server, "gp-rotating", &new).await,
+        200,
+        "the new kid made the gateway fetch again"
+    );
+    assert_eq!(vendor.hits(), 2);
+    // Kids nobody published, at once: no fetch.
+    for _ in 0..10 {
+        assert_eq!(
+            as_signed_by(&server, "gp-rotating", &SigningKey::generate()).await,
+            401
+        );
+    }
+    assert_eq!(
+        vendor.hits(),
+        2,
+        "at most one fetch per jwks_min_refetch_secs"
+    );
+    assert_eq!(
+        as_signed_by(&server, "gp-rotating", &old).await,
+        401,
+        "the withdrawn key no longer works"
+    );
+    // Once the fetched set is older than jwks_cache_secs it is fetched again, whatever the kid.
+    let stale = first_fetch + Duration::from_millis(1100 + 3100);
+    tokio::time::sleep(stale.saturating_duration_since(std::time::Instant::now())).await;
+    assert_eq!(as_signed_by(&server, "gp-rotating", &new).await, 200);
+    assert_eq!(vendor.hits(), 3);
 }
