@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::*;
-use crate::tenancy::{WHS, members, practice_a, service};
+use crate::tenancy::{WHS, letter, members, practice_a, service};
 
 /// A practice system that takes letters: an OAuth2 token endpoint and `$process-message`,
 /// keeping every message it receives.
@@ -102,18 +102,7 @@ async fn a_letter_carries_only_what_the_person_agreed_the_practice_may_have() {
     assert_eq!(status, 201, "{body}");
     for (step, body) in [
         ("triage", json!({ "decision": "accept" })),
-        (
-            "letters",
-            json!({
-                "priority": "routine",
-                "summary": "Met twice; agreed a phased return.",
-                "supportGiven": ["advice-session"],
-                "plan": { "type": "return-to-work-plan", "text": "Phased return over four weeks." },
-                "recommendations": "Consider amended duties on the next fit note.",
-                "outcomes": { "employment": "returned-to-work", "health": ["managing-health-better"] },
-                "author": { "name": "Sam Patel", "role": "Work and health adviser" }
-            }),
-        ),
+        ("letters", letter("Met twice; agreed a phased return.")),
     ] {
         let (status, _, body) = whs
             .post(&format!("/api/v1/referrals/{sr}/{step}"), &body)
@@ -217,15 +206,7 @@ async fn a_refusal_of_one_letter_withholds_it_in_every_form() {
         ("triage", json!({ "decision": "accept" })),
         (
             "letters",
-            json!({
-                "priority": "routine",
-                "summary": "Something the person does not want their GP to read.",
-                "supportGiven": ["advice-session"],
-                "plan": { "type": "return-to-work-plan", "text": "Phased return over four weeks." },
-                "recommendations": "None.",
-                "outcomes": { "employment": "returned-to-work", "health": ["managing-health-better"] },
-                "author": { "name": "Sam Patel", "role": "Work and health adviser" }
-            }),
+            letter("Something the person does not want their GP to read."),
         ),
     ] {
         let (status, _, body) = whs

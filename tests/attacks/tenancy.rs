@@ -76,6 +76,19 @@ pub fn other_practices_fit_note(nhs: &str) -> Value {
     note
 }
 
+/// A routine letter from the service to the practice.
+pub fn letter(summary: &str) -> Value {
+    json!({
+        "priority": "routine",
+        "summary": summary,
+        "supportGiven": ["advice-session"],
+        "plan": { "type": "return-to-work-plan", "text": "Phased return over four weeks." },
+        "recommendations": "Consider amended duties on the next fit note.",
+        "outcomes": { "employment": "returned-to-work", "health": ["managing-health-better"] },
+        "author": { "name": "Sam Patel", "role": "Work and health adviser" }
+    })
+}
+
 /// What the attacks are tried against.
 pub struct Scenario {
     /// The person practice A referred to both services, and B filed a fit note for.
@@ -111,15 +124,7 @@ pub async fn scenario(server: &Server) -> Scenario {
         ),
         (
             "letters",
-            json!({
-                "priority": "routine",
-                "summary": "Did not attend the first appointment; offered another.",
-                "supportGiven": ["advice-session"],
-                "plan": { "type": "return-to-work-plan", "text": "Phased return over four weeks." },
-                "recommendations": "Consider amended duties on the next fit note.",
-                "outcomes": { "employment": "returned-to-work", "health": ["managing-health-better"] },
-                "author": { "name": "Sam Patel", "role": "Work and health adviser" }
-            }),
+            letter("Did not attend the first appointment; offered another."),
         ),
     ] {
         let (status, _, body) = whs
