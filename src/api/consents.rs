@@ -160,7 +160,6 @@ pub async fn update(
         }
         .into());
     }
-    consent::read_consent(&resource).map_err(ApiError::Invalid)?;
     let mut issues = Issues::new();
     let amendment = authorship::may_amend(&care.party, &stored, &resource, &mut issues);
     issues.into_result(()).map_err(ApiError::Invalid)?;
@@ -168,7 +167,6 @@ pub async fn update(
         // Nothing to store: a re-sent withdrawal must not re-date it.
         return Ok(fhir_response(StatusCode::OK, &stored));
     }
-    let referral = care.referral_for(&consent::read_consent(&stored).map_err(ApiError::Invalid)?);
     claim_profile(&mut resource, &profile::whg_consent());
     let status = resource["status"].as_str().unwrap_or_default().to_string();
     let audit = consent_audit(
@@ -182,9 +180,10 @@ pub async fn update(
     let updated = app
         .store
         .transact(Transaction {
+            // Nothing is created, so no referral to attach anything to: the Consent stays
+            // on the referral it was recorded on.
             updates: vec![(resource, expected)],
             audit: vec![audit],
-            referral,
             ..Transaction::default()
         })
         .await?
