@@ -1,8 +1,18 @@
-//! Persistence behind the [`Store`] trait. SQLite (embedded, the default) lives in [`sqlite`];
-//! a PostgreSQL implementation plugs in behind the same trait. What to write for a submission is
-//! planned by pure code in [`plan`], shared by every backend.
+//! Persistence, split by capability: [`Submissions`], [`Resources`] (reads, searches under the
+//! one tenancy relation, workflow changes with their AuditEvents), [`Overrides`], [`Outbox`],
+//! [`Registry`], [`MeshQuarantine`] and [`Lifecycle`]; [`Store`] is all of them, which every
+//! backend implements. What to write for a submission is planned by pure code in [`plan`].
+//!
+//! Two backends: [`sqlite`], the embedded default (one process), and [`postgres`], for several
+//! instances on one database. Both run the same SQL: the files under `store/sql/` are included
+//! into each backend module (`include!`) and compiled against that backend's concrete sqlx types
+//! (`Conn`, `DbRow`, `Pool`), with the few places the dialects differ (JSON arrays as rows, row
+//! locks, advisory locks) named by macros each backend defines. One text of every query, with no
+//! generic executor bounds repeated on every function; `tests/store_contract.rs` holds both to
+//! the same behaviour.
 
 pub mod plan;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -84,7 +94,7 @@ pub enum StoreError {
     /// Stored data could not be read back: a bug or tampering, never the caller's fault.
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
-    #[error("unsupported database URL '{0}': use sqlite://PATH")]
+    #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://USER@HOST/DATABASE")]
     UnsupportedUrl(String),
 }
 
@@ -256,22 +266,26 @@ pub struct SearchPage {
     pub resources: Vec<Value>,
 }
 
+/// Referrals and fit notes as they arrive: stored once per write-once key, with what intake reads of the person.
 #[async_trait]
-pub trait Store: Send + Sync {
-    /// Stores every resource of a submission atomically and durably, or nothing. A resend of a
-    /// stored key with the same content returns the stored record; with other content, a
-    /// [`StoreError::Conflict`]. A new one is stored only if `admission` (when given) lets it
-    /// in; otherwise [`StoreError::Refused`] or [`StoreError::Rejected`].
+pub trait Submissions: Send + Sync {
     async fn submit(
         &self,
         submission: Submission,
         admission: Option<Admission>,
     ) -> Result<Stored, StoreError>;
 
-    /// The current version of a resource, stamped with `id` and `meta`.
+    async fn fit_notes_of_patient(&self, patient_id: &str)
+    -> Result<Vec<FitNoteFacts>, StoreError>;
+
+    async fn patient_by_nhs_number(&self, nhs_number: &str) -> Result<Option<String>, StoreError>;
+}
+
+/// Stored FHIR resources: reads, searches (limited by the one tenancy relation), and workflow changes with their AuditEvents.
+#[async_trait]
+pub trait Resources: Send + Sync {
     async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Value>, StoreError>;
 
-    /// A resource as it was at `version`: the current one, or one kept in its history.
     async fn read_version(
         &self,
         resource_type: &str,
@@ -279,54 +293,46 @@ pub trait Store: Send + Sync {
         version: i64,
     ) -> Result<Option<Value>, StoreError>;
 
-    /// Resources matching every filter, newest first.
-    async fn search(&self, request: &SearchRequest) -> Result<SearchPage, StoreError>;
-
-    /// Stores new resources (Consents, AuditEvents) atomically and durably, assigning ids. Returns
-    /// them as stored.
-    async fn create(&self, resources: Vec<Value>) -> Result<Vec<Value>, StoreError>;
-
-    /// Replaces a stored resource with a new version (keeping the old one in history). With
-    /// `expected_version`, refuses with [`StoreError::VersionConflict`] if another change came first.
-    async fn update(
-        &self,
-        resource: Value,
-        expected_version: Option<i64>,
-    ) -> Result<Value, StoreError>;
-
-    /// The records (referrals and fit notes) a stored resource belongs to, with their parties:
-    /// the one tenancy relation (`resource_parties`), which searches are limited by too.
-    async fn records_of(
-        &self,
-        resource_type: &str,
-        id: &str,
-    ) -> Result<Vec<RecordParties>, StoreError>;
-
-    /// Every referral and fit note about a person.
-    async fn records_of_patient(&self, patient_id: &str) -> Result<Vec<RecordParties>, StoreError>;
-
-    /// Every match of a search (ignoring `count` and `offset`), newest first.
-    async fn search_candidates(
-        &self,
-        request: &SearchRequest,
-    ) -> Result<Vec<Candidate>, StoreError>;
-
-    /// Resources by id, in the order asked; missing ones are left out.
     async fn read_many(
         &self,
         resource_type: &str,
         ids: &[String],
     ) -> Result<Vec<Value>, StoreError>;
 
-    /// Records a requested override, with the AuditEvents of the request, in one transaction.
+    async fn search(&self, request: &SearchRequest) -> Result<SearchPage, StoreError>;
+
+    async fn search_candidates(
+        &self,
+        request: &SearchRequest,
+    ) -> Result<Vec<Candidate>, StoreError>;
+
+    async fn create(&self, resources: Vec<Value>) -> Result<Vec<Value>, StoreError>;
+
+    async fn update(
+        &self,
+        resource: Value,
+        expected_version: Option<i64>,
+    ) -> Result<Value, StoreError>;
+
+    async fn transact(&self, transaction: Transaction) -> Result<Vec<Value>, StoreError>;
+
+    async fn records_of(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Vec<RecordParties>, StoreError>;
+
+    async fn records_of_patient(&self, patient_id: &str) -> Result<Vec<RecordParties>, StoreError>;
+}
+
+/// Break-glass overrides of a consent decision and their grants and reviews.
+#[async_trait]
+pub trait Overrides: Send + Sync {
     async fn create_override(&self, request: Override, audit: Vec<Value>)
     -> Result<(), StoreError>;
 
-    /// One override and its version, to base a change on.
     async fn override_by_id(&self, id: &str) -> Result<Option<(Override, i64)>, StoreError>;
 
-    /// Stores an override's new state (a grant, a refusal, a review) with its AuditEvents, in one
-    /// transaction. Refused with [`StoreError::VersionConflict`] if it changed since `version`.
     async fn update_override(
         &self,
         changed: Override,
@@ -334,70 +340,50 @@ pub trait Store: Send + Sync {
         audit: Vec<Value>,
     ) -> Result<(), StoreError>;
 
-    /// A person's overrides, newest first.
     async fn overrides_of_patient(&self, patient_id: &str) -> Result<Vec<Override>, StoreError>;
 
-    /// Overrides for information governance, newest first.
     async fn list_overrides(&self, filter: OverrideFilter) -> Result<Vec<Override>, StoreError>;
+}
 
-    /// A person's fit notes, as the history rules read them.
-    async fn fit_notes_of_patient(&self, patient_id: &str)
-    -> Result<Vec<FitNoteFacts>, StoreError>;
+/// Letters queued for delivery to practices, their attempts and states.
+#[async_trait]
+pub trait Outbox: Send + Sync {
+    async fn due_deliveries(&self, now: &str, limit: u32) -> Result<Vec<Delivery>, StoreError>;
 
-    /// The id of the Patient with this NHS number, if the gateway holds one.
-    async fn patient_by_nhs_number(&self, nhs_number: &str) -> Result<Option<String>, StoreError>;
+    async fn overdue_urgent(&self, now: &str) -> Result<Vec<Delivery>, StoreError>;
 
-    /// Registers a client; [`StoreError::Conflict`] if the id is taken.
+    async fn update_delivery(&self, update: DeliveryUpdate) -> Result<(), StoreError>;
+
+    async fn delivery(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Delivery, Vec<DeliveryAttempt>)>, StoreError>;
+
+    async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError>;
+}
+
+/// Registered client systems and the client assertions they have used.
+#[async_trait]
+pub trait Registry: Send + Sync {
     async fn register_client(&self, client: ClientRecord) -> Result<(), StoreError>;
 
-    /// Every registered client, revoked ones included.
     async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
 
     async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError>;
 
-    /// Revokes a client; false if there is no such client or it was already revoked.
     async fn revoke_client(&self, id: &str) -> Result<bool, StoreError>;
 
-    /// Records a client assertion's `jti` as used until `expires_at` (Unix seconds); false if it
-    /// was used before (a replay).
     async fn consume_assertion(
         &self,
         client_id: &str,
         jti: &str,
         expires_at: i64,
     ) -> Result<bool, StoreError>;
+}
 
-    /// Stores a workflow change atomically and durably (see [`Transaction`]); returns the
-    /// resources as stored.
-    async fn transact(&self, transaction: Transaction) -> Result<Vec<Value>, StoreError>;
-
-    /// Letters due for an attempt at `now`: urgent first, then oldest due.
-    async fn due_deliveries(&self, now: &str, limit: u32) -> Result<Vec<Delivery>, StoreError>;
-
-    /// Urgent letters not yet delivered whose escalation time has passed, not yet escalated.
-    async fn overdue_urgent(&self, now: &str) -> Result<Vec<Delivery>, StoreError>;
-
-    /// Records an attempt's result (or an escalation), with the letter's Communication.
-    async fn update_delivery(&self, update: DeliveryUpdate) -> Result<(), StoreError>;
-
-    /// One delivery and its attempts.
-    async fn delivery(
-        &self,
-        id: &str,
-    ) -> Result<Option<(Delivery, Vec<DeliveryAttempt>)>, StoreError>;
-
-    /// Deliveries matching `filter`, newest first.
-    async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError>;
-
-    /// Whether the store can take reads and writes now.
-    async fn ready(&self) -> Result<(), StoreError>;
-
-    /// Finishes queued writes and closes connections.
-    async fn close(&self);
-
-    /// Quarantines a MESH message with its content (none when it was too large to read) and its
-    /// AuditEvent, in one transaction. False if the message was quarantined before (a crash
-    /// before it was acknowledged to MESH brings it back): nothing is written twice.
+/// MESH messages that answer none of the gateway's letters, kept for review.
+#[async_trait]
+pub trait MeshQuarantine: Send + Sync {
     async fn quarantine_mesh_message(
         &self,
         message: QuarantinedMessage,
@@ -405,19 +391,36 @@ pub trait Store: Send + Sync {
         audit: Value,
     ) -> Result<bool, StoreError>;
 
-    /// Quarantined MESH messages, newest first: `limit` of them from `offset`, and how many there
-    /// are in all.
     async fn quarantined_mesh_messages(
         &self,
         limit: u32,
         offset: u32,
     ) -> Result<(u64, Vec<QuarantinedMessage>), StoreError>;
 
-    /// One quarantined MESH message and its content.
     async fn quarantined_mesh_message(
         &self,
         id: &str,
     ) -> Result<Option<(QuarantinedMessage, Option<Vec<u8>>)>, StoreError>;
+}
+
+/// Whether the store can serve, and closing it.
+#[async_trait]
+pub trait Lifecycle: Send + Sync {
+    async fn ready(&self) -> Result<(), StoreError>;
+
+    async fn close(&self);
+}
+
+/// Everything the gateway keeps, by capability. Each backend implements every part; callers
+/// hold an `Arc<dyn Store>` and name the part they use.
+pub trait Store:
+    Submissions + Resources + Overrides + Outbox + Registry + MeshQuarantine + Lifecycle
+{
+}
+
+impl<T> Store for T where
+    T: Submissions + Resources + Overrides + Outbox + Registry + MeshQuarantine + Lifecycle
+{
 }
 
 /// Opens the store named by `config.database_url`.
@@ -426,6 +429,10 @@ pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(
             sqlite::SqliteStore::open(url, &config.store).await?,
+        ))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(
+            postgres::PostgresStore::open(url, &config.store).await?,
         ))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))

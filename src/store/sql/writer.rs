@@ -1,0 +1,367 @@
+async fn begin_savepoint(conn: &mut Conn) -> Result<(), StoreError> {
+    sqlx::query("SAVEPOINT job").execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Keeps the savepoint's writes if `result` is a success, undoes them otherwise.
+async fn end_savepoint<T>(conn: &mut Conn, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    if result.is_err() {
+        sqlx::query("ROLLBACK TO job").execute(&mut *conn).await?;
+    }
+    sqlx::query("RELEASE job").execute(&mut *conn).await?;
+    result
+}
+
+/// Runs `$work` (a future using `$conn`) in a savepoint: kept if it succeeds, undone if it fails.
+macro_rules! in_savepoint {
+    ($conn:expr, $work:expr) => {
+        match begin_savepoint($conn).await {
+            Ok(()) => {
+                let result = $work.await;
+                end_savepoint($conn, result).await
+            }
+            Err(e) => Err(e),
+        }
+    };
+}
+
+/// Rows that nothing in a batch reads back through SQL, held until the batch ends and written
+/// then in a few statements instead of a few per job: who each referral is from, for and about,
+/// what it brought in, and the search index entries of everything written.
+#[derive(Default)]
+struct Pending {
+    /// `[service_request_id, patient_id, practice, service, created_at, patient_version]`
+    referrals: Vec<Value>,
+    /// `[resource_type, resource_id, service_request_id]`
+    members: Vec<Value>,
+    /// Index entries of resources written in the batch, by `(type, id)`: the last write wins.
+    tokens: HashMap<(String, String), Vec<IndexEntry>>,
+    /// Resources a job replaced: their entries from earlier jobs of the batch are dropped.
+    replaced: Vec<(String, String)>,
+}
+
+impl Pending {
+    /// Takes in what a job that was kept left pending.
+    fn absorb(&mut self, job: Pending) {
+        for key in &job.replaced {
+            self.tokens.remove(key);
+        }
+        self.tokens.extend(job.tokens);
+        self.referrals.extend(job.referrals);
+        self.members.extend(job.members);
+    }
+
+    async fn write(self, conn: &mut Conn) -> Result<(), sqlx::Error> {
+        if !self.referrals.is_empty() {
+            sqlx::query(concat!(
+                "INSERT INTO referrals (service_request_id, patient_id, practice, service, created_at, patient_version)
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, ",
+                json_int!("value ->> 5"),
+                " FROM ",
+                json_rows!("$1"),
+            ))
+            .bind(Value::Array(self.referrals).to_string())
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !self.members.is_empty() {
+            sqlx::query(concat!(
+                "INSERT INTO referral_members (resource_type, resource_id, service_request_id)
+                 SELECT value ->> 0, value ->> 1, value ->> 2 FROM ",
+                json_rows!("$1"),
+                // `WHERE true`: SQLite reads `ON` right after a FROM clause as a join condition.
+                " WHERE true ON CONFLICT DO NOTHING",
+            ))
+            .bind(Value::Array(self.members).to_string())
+            .execute(&mut *conn)
+            .await?;
+        }
+        let rows: Vec<(&(String, String), &IndexEntry)> = self
+            .tokens
+            .iter()
+            .flat_map(|(key, entries)| entries.iter().map(move |e| (key, e)))
+            .collect();
+        // SQLite allows 32766 bound parameters: 5 per row.
+        for chunk in rows.chunks(4000) {
+            let mut insert = QueryBuilder::<Db>::new(
+                "INSERT INTO search_tokens (resource_type, resource_id, param, system, value) ",
+            );
+            insert.push_values(chunk, |mut row, ((t, id), e)| {
+                row.push_bind(t.clone())
+                    .push_bind(id.clone())
+                    .push_bind(e.param)
+                    .push_bind(e.system.clone())
+                    .push_bind(e.value.clone());
+            });
+            insert.build().execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Work for the single writer. Each job runs in its own savepoint within a group commit.
+enum WriteJob {
+    Submit(Submission, Option<Admission>, Reply<Stored>),
+    Create(Vec<Value>, Reply<Vec<Value>>),
+    Update(Value, Option<i64>, Reply<Value>),
+    CreateOverride(Override, Vec<Value>, Reply<()>),
+    UpdateOverride(Override, i64, Vec<Value>, Reply<()>),
+    /// Client registry changes and assertion `jti`s, small writes that must be durable too.
+    Client(ClientWrite, Reply<bool>),
+    Transact(Transaction, Reply<Vec<Value>>),
+    Delivery(DeliveryUpdate, Reply<()>),
+    /// A MESH message set aside, its content and its AuditEvent.
+    Quarantine(QuarantinedMessage, Option<Vec<u8>>, Value, Reply<bool>),
+}
+
+enum ClientWrite {
+    Register(ClientRecord),
+    Revoke(String),
+    ConsumeAssertion {
+        client_id: String,
+        jti: String,
+        expires_at: i64,
+    },
+}
+
+/// A job's answer, held until its batch is durable.
+enum Answer {
+    Submit(Reply<Stored>, Result<Stored, StoreError>),
+    Create(Reply<Vec<Value>>, Result<Vec<Value>, StoreError>),
+    Update(Reply<Value>, Result<Value, StoreError>),
+    CreateOverride(Reply<()>, Result<(), StoreError>),
+    UpdateOverride(Reply<()>, Result<(), StoreError>),
+    Client(Reply<bool>, Result<bool, StoreError>),
+    Transact(Reply<Vec<Value>>, Result<Vec<Value>, StoreError>),
+    Delivery(Reply<()>, Result<(), StoreError>),
+    Quarantine(Reply<bool>, Result<bool, StoreError>),
+}
+
+impl Answer {
+    /// Whether the job's writes stay (so what it left pending is written with the batch).
+    fn kept(&self) -> bool {
+        match self {
+            Answer::Submit(_, r) => matches!(r, Ok(Stored { created: true, .. })),
+            Answer::Create(_, r) => r.is_ok(),
+            Answer::Update(_, r) => r.is_ok(),
+            Answer::CreateOverride(_, r) => r.is_ok(),
+            Answer::UpdateOverride(_, r) => r.is_ok(),
+            Answer::Client(_, r) => r.is_ok(),
+            Answer::Transact(_, r) => r.is_ok(),
+            Answer::Delivery(_, r) => r.is_ok(),
+            Answer::Quarantine(_, r) => r.is_ok(),
+        }
+    }
+
+    fn send(self) {
+        match self {
+            Answer::Submit(r, v) => drop(r.send(v)),
+            Answer::Create(r, v) => drop(r.send(v)),
+            Answer::Update(r, v) => drop(r.send(v)),
+            Answer::CreateOverride(r, v) => drop(r.send(v)),
+            Answer::UpdateOverride(r, v) => drop(r.send(v)),
+            Answer::Client(r, v) => drop(r.send(v)),
+            Answer::Transact(r, v) => drop(r.send(v)),
+            Answer::Delivery(r, v) => drop(r.send(v)),
+            Answer::Quarantine(r, v) => drop(r.send(v)),
+        }
+    }
+
+    fn fail(self, e: impl Fn() -> StoreError) {
+        match self {
+            Answer::Submit(r, _) => drop(r.send(Err(e()))),
+            Answer::Create(r, _) => drop(r.send(Err(e()))),
+            Answer::Update(r, _) => drop(r.send(Err(e()))),
+            Answer::CreateOverride(r, _) => drop(r.send(Err(e()))),
+            Answer::UpdateOverride(r, _) => drop(r.send(Err(e()))),
+            Answer::Client(r, _) => drop(r.send(Err(e()))),
+            Answer::Transact(r, _) => drop(r.send(Err(e()))),
+            Answer::Delivery(r, _) => drop(r.send(Err(e()))),
+            Answer::Quarantine(r, _) => drop(r.send(Err(e()))),
+        }
+    }
+}
+
+impl WriteJob {
+    fn fail(self, e: StoreError) {
+        match self {
+            WriteJob::Submit(_, _, r) => drop(r.send(Err(e))),
+            WriteJob::Create(_, r) => drop(r.send(Err(e))),
+            WriteJob::Update(_, _, r) => drop(r.send(Err(e))),
+            WriteJob::CreateOverride(_, _, r) => drop(r.send(Err(e))),
+            WriteJob::UpdateOverride(_, _, _, r) => drop(r.send(Err(e))),
+            WriteJob::Client(_, r) => drop(r.send(Err(e))),
+            WriteJob::Transact(_, r) => drop(r.send(Err(e))),
+            WriteJob::Delivery(_, r) => drop(r.send(Err(e))),
+            WriteJob::Quarantine(_, _, _, r) => drop(r.send(Err(e))),
+        }
+    }
+
+    async fn run(
+        self,
+        conn: &mut Conn,
+        batch_tokens: &HashMap<(String, String), Vec<IndexEntry>>,
+        own: &mut Pending,
+    ) -> Answer {
+        match self {
+            // A resend writes nothing before it answers, and a conflict or refusal is an error,
+            // so the one savepoint rule (keep on success, undo on error) serves submissions too.
+            WriteJob::Submit(submission, admission, reply) => Answer::Submit(
+                reply,
+                in_savepoint!(conn, apply(conn, submission, admission, batch_tokens, own)),
+            ),
+            WriteJob::Create(resources, reply) => {
+                Answer::Create(reply, in_savepoint!(conn, create_all(conn, resources, own)))
+            }
+            WriteJob::Update(resource, expected, reply) => Answer::Update(
+                reply,
+                in_savepoint!(conn, update_one(conn, resource, expected, own)),
+            ),
+            WriteJob::CreateOverride(request, audit, reply) => Answer::CreateOverride(
+                reply,
+                in_savepoint!(conn, insert_override(conn, request, audit, own)),
+            ),
+            WriteJob::UpdateOverride(changed, version, audit, reply) => Answer::UpdateOverride(
+                reply,
+                in_savepoint!(conn, save_override(conn, changed, version, audit, own)),
+            ),
+            WriteJob::Client(write, reply) => {
+                Answer::Client(reply, in_savepoint!(conn, client_write(conn, write)))
+            }
+            WriteJob::Transact(transaction, reply) => {
+                Answer::Transact(reply, in_savepoint!(conn, transact(conn, transaction, own)))
+            }
+            WriteJob::Delivery(update, reply) => Answer::Delivery(
+                reply,
+                in_savepoint!(conn, record_delivery(conn, update, own)),
+            ),
+            WriteJob::Quarantine(message, content, audit, reply) => Answer::Quarantine(
+                reply,
+                in_savepoint!(conn, quarantine(conn, message, content, audit, own)),
+            ),
+        }
+    }
+}
+
+async fn writer_loop(mut conn: Conn, mut rx: mpsc::Receiver<WriteJob>, max_batch: usize) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut batch, max_batch).await > 0 {
+        commit_batch(&mut conn, &mut batch).await;
+    }
+    let _ = conn.close().await;
+}
+
+/// Applies every job of `batch` in one transaction and answers each once the commit is durable.
+async fn commit_batch(conn: &mut Conn, batch: &mut Vec<WriteJob>) {
+    if let Err(e) = sqlx::query(BEGIN_BATCH).execute(&mut *conn).await {
+        for job in batch.drain(..) {
+            job.fail(StoreError::Unavailable(format!(
+                "cannot begin a transaction: {e}"
+            )));
+        }
+        return;
+    }
+    let mut answers = Vec::with_capacity(batch.len());
+    let mut pending = Pending::default();
+    for job in batch.drain(..) {
+        let mut own = Pending::default();
+        let answer = job.run(conn, &pending.tokens, &mut own).await;
+        if answer.kept() {
+            pending.absorb(own);
+        }
+        answers.push(answer);
+    }
+    let committed = match pending.write(conn).await {
+        Ok(()) => sqlx::query("COMMIT").execute(&mut *conn).await.map(drop),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = committed {
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        tracing::error!(error = %e, batch = answers.len(), "commit failed; batch rolled back");
+        for answer in answers {
+            answer.fail(|| StoreError::Unavailable(format!("commit failed: {e}")));
+        }
+        return;
+    }
+    // Only now, with the batch on disk, does any caller hear "stored".
+    for answer in answers {
+        answer.send();
+    }
+}
+
+/// The store over one database: a pool of readers, and one writer (a connection on a thread of
+/// its own) that applies writes in batches.
+pub struct SqlStore {
+    readers: Pool,
+    writer: Mutex<Option<(mpsc::Sender<WriteJob>, oneshot::Receiver<()>)>>,
+}
+
+impl SqlStore {
+    /// Starts the writer on `writer` (migrated, configured by the backend) beside `readers`.
+    fn start(writer: Conn, readers: Pool, max_batch: usize) -> Result<SqlStore, StoreError> {
+        let (tx, rx) = mpsc::channel(max_batch * 4);
+        // The writer gets a thread of its own. Each statement is a round trip to the database
+        // (for SQLite, to sqlx's SQLite thread); on the shared runtime every one of them waited
+        // for a worker busy validating requests, and the writer spent most of its time waiting
+        // to be scheduled.
+        let (done_tx, done_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("whg-writer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(writer_loop(writer, rx, max_batch)),
+                    Err(e) => tracing::error!(error = %e, "cannot start the writer's runtime"),
+                }
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
+        Ok(SqlStore {
+            readers,
+            writer: Mutex::new(Some((tx, done_rx))),
+        })
+    }
+
+    /// Hands a job to the writer and waits for its durable answer.
+    async fn write<T>(&self, job: impl FnOnce(Reply<T>) -> WriteJob) -> Result<T, StoreError> {
+        let sender = match self.writer.lock().await.as_ref() {
+            Some((tx, _)) => tx.clone(),
+            None => return Err(StoreError::Unavailable("the store is shutting down".into())),
+        };
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(job(reply))
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer stopped before answering".into()))?
+    }
+}
+
+#[async_trait]
+impl Lifecycle for SqlStore {
+    async fn ready(&self) -> Result<(), StoreError> {
+        if self
+            .writer
+            .lock()
+            .await
+            .as_ref()
+            .is_none_or(|(tx, _)| tx.is_closed())
+        {
+            return Err(StoreError::Unavailable("the writer is not running".into()));
+        }
+        sqlx::query("SELECT 1").execute(&self.readers).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        if let Some((tx, done)) = self.writer.lock().await.take() {
+            drop(tx);
+            let _ = done.await;
+        }
+        self.readers.close().await;
+    }
+}
