@@ -1,0 +1,439 @@
+//! The storage contract: what every backend must do, run against each (SQLite on a temporary
+//! file; PostgreSQL on a fresh database of the server `WHG_TEST_POSTGRES` names, which
+//! `scripts/test.sh` starts). Each contract is one function over an [`Instances`] pair: two store
+//! handles on one database, as two gateway instances would hold them (on SQLite, where one
+//! process owns the file, both are the same store).
+
+mod common;
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use common::nhs_number;
+use serde_json::{Value, json};
+use whg::auth::Principal;
+use whg::config::Config;
+use whg::fhir::search::{SearchRequest, Sort, Tenancy, format_instant};
+use whg::intake::{IntakeContext, Submission, practice_referral};
+use whg::store::{ClientRecord, QuarantinedMessage, Store, StoreError, Transaction};
+
+const REFERRAL: &str = include_str!("../fixtures/referrals/valid/01-gp-work-stress-off-sick.json");
+const REFUSAL: &str = include_str!("../fixtures/consent/valid/05-nothing-to-dwp.json");
+const PRACTICE: &str = "https://fhir.nhs.uk/Id/ods-organization-code|C88901";
+
+/// Two handles on one database.
+struct Instances {
+    a: Arc<dyn Store>,
+    b: Arc<dyn Store>,
+    config: Config,
+    _dir: tempfile::TempDir,
+}
+
+async fn sqlite() -> Instances {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::defaults();
+    config.database_url = format!("sqlite://{}", dir.path().join("contract.db").display());
+    let a = whg::store::open(&config).await.unwrap();
+    Instances {
+        b: a.clone(),
+        a,
+        config,
+        _dir: dir,
+    }
+}
+
+/// A fresh database on the test PostgreSQL server, or `None` (and a note) when there is none
+/// outside CI. In CI (`CI` set) a missing server fails the test: both backends always run there.
+async fn postgres() -> Option<Instances> {
+    let Some(url) = common_postgres::fresh_database().await else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "WHG_TEST_POSTGRES is not set: CI runs the contract on PostgreSQL too"
+        );
+        eprintln!("WHG_TEST_POSTGRES not set: the PostgreSQL half of this contract was not run");
+        return None;
+    };
+    let mut config = Config::defaults();
+    config.database_url = url;
+    let a = whg::store::open(&config).await.unwrap();
+    let b = whg::store::open(&config).await.unwrap();
+    Some(Instances {
+        a,
+        b,
+        config,
+        _dir: tempfile::tempdir().unwrap(),
+    })
+}
+
+mod common_postgres {
+    /// Creates `whg_c_<random>` on the server `WHG_TEST_POSTGRES` names and returns its URL.
+    pub async fn fresh_database() -> Option<String> {
+        use sqlx::Connection;
+        let admin = std::env::var("WHG_TEST_POSTGRES").ok()?;
+        let name = format!("whg_c_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let mut url = url::Url::parse(&admin).unwrap();
+        url.set_path(&name);
+        Some(url.to_string())
+    }
+}
+
+/// One test per backend for each contract.
+macro_rules! contract {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::sqlite().await).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(instances) = super::postgres().await {
+                    super::$name(instances).await;
+                }
+            }
+        }
+    )+};
+}
+
+contract!(
+    a_resend_stores_nothing_and_other_content_conflicts,
+    concurrent_identical_referrals_store_one,
+    referrals_for_a_new_person_on_two_instances_make_one_person,
+    a_refusal_recorded_on_one_instance_refuses_the_next_referral_on_another,
+    a_change_based_on_an_old_version_is_refused_and_stores_nothing,
+    searches_and_reads_see_only_the_parties_records,
+    clients_and_assertions,
+    quarantine_keeps_a_message_once,
+);
+
+fn submission(config: &Config, referral_id: &str, nhs_number: Option<&str>) -> Submission {
+    let mut r: Value = serde_json::from_str(REFERRAL).unwrap();
+    r["referralId"] = json!(referral_id);
+    if let Some(n) = nhs_number {
+        r["patient"]["nhsNumber"] = json!(n);
+    }
+    practice_referral(&r, &IntakeContext::now(config)).unwrap()
+}
+
+/// A referral as the API submits it: with the admission that checks the person's consent.
+async fn refer(
+    store: &dyn Store,
+    config: &Config,
+    referral_id: &str,
+    nhs_number: Option<&str>,
+) -> Result<whg::store::Stored, StoreError> {
+    let s = submission(config, referral_id, nhs_number);
+    let admission = whg::intake::admission::referral(
+        &s,
+        None,
+        &Principal::practice("C88901"),
+        None,
+        Utc::now(),
+        whg::intake::admission::practice_criterion_expression,
+        whg::access::PRACTICE_CONSENT_EXPRESSION,
+    );
+    store.submit(s, Some(admission)).await
+}
+
+fn search(resource_type: &str, tenancy: Option<Tenancy>) -> SearchRequest {
+    SearchRequest {
+        resource_type: resource_type.into(),
+        filters: vec![],
+        count: 100,
+        offset: 0,
+        sort: Sort::LastUpdatedDesc,
+        tenancy,
+    }
+}
+
+async fn a_resend_stores_nothing_and_other_content_conflicts(db: Instances) {
+    let first = refer(&*db.a, &db.config, "C-1", None).await.unwrap();
+    assert!(first.created);
+    let again = refer(&*db.b, &db.config, "C-1", None).await.unwrap();
+    assert_eq!((again.created, &again.focus_id), (false, &first.focus_id));
+
+    let mut changed = submission(&db.config, "C-1", None);
+    changed.content_hash = "different".into();
+    match db.b.submit(changed, None).await {
+        Err(StoreError::Conflict { existing_id, .. }) => assert_eq!(existing_id, first.focus_id),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let all = db.a.search(&search("ServiceRequest", None)).await.unwrap();
+    assert_eq!(all.total, 1);
+}
+
+async fn concurrent_identical_referrals_store_one(db: Instances) {
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = if i % 2 == 0 {
+                db.a.clone()
+            } else {
+                db.b.clone()
+            };
+            let config = db.config.clone();
+            tokio::spawn(async move { refer(&*store, &config, "C-16", None).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    let mut created = 0;
+    for t in tasks {
+        let stored = t.await.unwrap().unwrap();
+        created += usize::from(stored.created);
+        ids.push(stored.focus_id);
+    }
+    ids.dedup();
+    assert_eq!(
+        (created, ids.len()),
+        (1, 1),
+        "one referral, one id: {ids:?}"
+    );
+    let all = db.a.search(&search("ServiceRequest", None)).await.unwrap();
+    assert_eq!(all.total, 1);
+}
+
+async fn referrals_for_a_new_person_on_two_instances_make_one_person(db: Instances) {
+    let nhs = nhs_number(7);
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = if i % 2 == 0 {
+                db.a.clone()
+            } else {
+                db.b.clone()
+            };
+            let config = db.config.clone();
+            let nhs = nhs.clone();
+            tokio::spawn(
+                async move { refer(&*store, &config, &format!("P-{i}"), Some(&nhs)).await },
+            )
+        })
+        .collect();
+    for t in tasks {
+        assert!(t.await.unwrap().unwrap().created);
+    }
+    let patients = db.a.search(&search("Patient", None)).await.unwrap();
+    assert_eq!(patients.total, 1, "one Patient for one NHS number");
+    let patient = patients.resources[0]["id"].as_str().unwrap();
+    assert_eq!(
+        db.b.patient_by_nhs_number(&nhs).await.unwrap().as_deref(),
+        Some(patient)
+    );
+    assert_eq!(
+        db.b.records_of_patient(patient).await.unwrap().len(),
+        8,
+        "every referral is about that one person"
+    );
+}
+
+async fn a_refusal_recorded_on_one_instance_refuses_the_next_referral_on_another(db: Instances) {
+    let nhs = nhs_number(11);
+    refer(&*db.a, &db.config, "R-1", Some(&nhs)).await.unwrap();
+    let patient = db.a.patient_by_nhs_number(&nhs).await.unwrap().unwrap();
+    let mut refusal: Value =
+        serde_json::from_str(&REFUSAL.replace("Patient/example", &format!("Patient/{patient}")))
+            .unwrap();
+    refusal["provision"]["actor"][0]["role"]["coding"][1]["code"] = json!("work-health-service");
+    db.a.create(vec![refusal]).await.unwrap();
+    // The very next referral, on the other instance, reads the refusal.
+    match refer(&*db.b, &db.config, "R-2", Some(&nhs)).await {
+        Err(StoreError::Refused(_)) => {}
+        other => panic!("expected the refusal to refuse, got {other:?}"),
+    }
+    let referrals = db.b.records_of_patient(&patient).await.unwrap();
+    assert_eq!(
+        referrals.len(),
+        1,
+        "nothing of the refused referral was stored"
+    );
+}
+
+async fn a_change_based_on_an_old_version_is_refused_and_stores_nothing(db: Instances) {
+    let task =
+        db.a.create(vec![
+            json!({ "resourceType": "Task", "status": "requested", "intent": "proposal" }),
+        ])
+        .await
+        .unwrap()
+        .remove(0);
+    let id = task["id"].as_str().unwrap().to_string();
+    let mut accepted = task.clone();
+    accepted["status"] = json!("accepted");
+    db.a.update(accepted.clone(), Some(1)).await.unwrap();
+
+    // Based on version 1, now at 2: refused whole, with its new resource and its audit.
+    let mut rejected = task.clone();
+    rejected["status"] = json!("rejected");
+    let before =
+        db.b.search(&search("AuditEvent", None))
+            .await
+            .unwrap()
+            .total;
+    let stale =
+        db.b.transact(Transaction {
+            creates: vec![json!({
+                "resourceType": "Communication", "id": uuid::Uuid::now_v7().to_string(),
+                "status": "completed"
+            })],
+            updates: vec![(rejected, 1)],
+            audit: vec![json!({
+                "resourceType": "AuditEvent", "recorded": format_instant(Utc::now())
+            })],
+            ..Default::default()
+        })
+        .await;
+    match stale {
+        Err(StoreError::VersionConflict {
+            current, expected, ..
+        }) => assert_eq!((current, expected), (2, 1)),
+        other => panic!("expected a version conflict, got {other:?}"),
+    }
+    let stored = db.a.read("Task", &id).await.unwrap().unwrap();
+    assert_eq!(stored["status"], "accepted");
+    assert_eq!(
+        db.a.read_version("Task", &id, 1).await.unwrap().unwrap()["status"],
+        "requested",
+        "the first version is kept in history"
+    );
+    assert_eq!(
+        db.a.search(&search("Communication", None))
+            .await
+            .unwrap()
+            .total,
+        0
+    );
+    assert_eq!(
+        db.a.search(&search("AuditEvent", None))
+            .await
+            .unwrap()
+            .total,
+        before
+    );
+}
+
+async fn searches_and_reads_see_only_the_parties_records(db: Instances) {
+    let stored = refer(&*db.a, &db.config, "T-1", None).await.unwrap();
+    let own =
+        db.b.search(&search(
+            "ServiceRequest",
+            Some(Tenancy::Practice(PRACTICE.into())),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(own.total, 1);
+    let other =
+        db.b.search(&search(
+            "ServiceRequest",
+            Some(Tenancy::Practice(
+                "https://fhir.nhs.uk/Id/ods-organization-code|A99999".into(),
+            )),
+        ))
+        .await
+        .unwrap();
+    assert_eq!((other.total, other.resources.len()), (0, 0));
+    let parties =
+        db.b.records_of("ServiceRequest", &stored.focus_id)
+            .await
+            .unwrap();
+    assert_eq!(parties.len(), 1);
+    assert_eq!(parties[0].practice.as_deref(), Some(PRACTICE));
+    let candidates =
+        db.a.search_candidates(&search("Patient", Some(Tenancy::Practice(PRACTICE.into()))))
+            .await
+            .unwrap();
+    assert_eq!(candidates.len(), 1);
+    let ids = vec![stored.focus_id.clone(), "missing".to_string()];
+    assert_eq!(
+        db.b.read_many("ServiceRequest", &ids).await.unwrap().len(),
+        1
+    );
+}
+
+async fn clients_and_assertions(db: Instances) {
+    let client = ClientRecord {
+        id: "gp-1".into(),
+        role: whg::auth::Role::Practice,
+        organisation: "C88901".into(),
+        scopes: vec!["system/ServiceRequest.c".into()],
+        jwks: Some(json!({ "keys": [] })),
+        jwks_url: None,
+        created_at: format_instant(Utc::now()),
+        revoked_at: None,
+        test_tenant: true,
+    };
+    db.a.register_client(client.clone()).await.unwrap();
+    assert!(matches!(
+        db.b.register_client(client.clone()).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(db.b.client("gp-1").await.unwrap().as_ref(), Some(&client));
+    let expires = Utc::now().timestamp() + 300;
+    assert!(
+        db.a.consume_assertion("gp-1", "jti-1", expires)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.b
+            .consume_assertion("gp-1", "jti-1", expires)
+            .await
+            .unwrap(),
+        "an assertion used on one instance is a replay on the other"
+    );
+    assert!(db.b.revoke_client("gp-1").await.unwrap());
+    assert!(!db.a.revoke_client("gp-1").await.unwrap());
+    assert!(
+        db.a.client("gp-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+}
+
+async fn quarantine_keeps_a_message_once(db: Instances) {
+    let message = QuarantinedMessage {
+        id: "20261201120000000000_ABCDEF".into(),
+        sender: "X26OT001".into(),
+        workflow_id: "GPFED_CONFIG_LOADER".into(),
+        message_type: "DATA".into(),
+        local_id: "junk".into(),
+        received_at: format_instant(Utc::now()),
+        size: 5,
+        reason: "unknown-workflow".into(),
+        letter_id: None,
+        has_content: true,
+    };
+    let audit = || json!({ "resourceType": "AuditEvent", "recorded": format_instant(Utc::now()) });
+    assert!(
+        db.a.quarantine_mesh_message(message.clone(), Some(b"hello".to_vec()), audit())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.b
+            .quarantine_mesh_message(message.clone(), Some(b"hello".to_vec()), audit())
+            .await
+            .unwrap()
+    );
+    let (total, listed) = db.b.quarantined_mesh_messages(10, 0).await.unwrap();
+    assert_eq!((total, listed), (1, vec![message.clone()]));
+    let (_, content) =
+        db.a.quarantined_mesh_message(&message.id)
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(content.as_deref(), Some(&b"hello"[..]));
+    assert_eq!(
+        db.a.search(&search("AuditEvent", None))
+            .await
+            .unwrap()
+            .total,
+        1,
+        "audited once"
+    );
+}
