@@ -16,6 +16,7 @@ use hashlink::LruCache;
 use super::AppState;
 use super::auth::Authentication;
 use super::error::ApiError;
+use crate::store::{Allowance, Coordination};
 
 /// The request rate limits: token buckets for authenticated clients (and each client's token
 /// requests) apart from those for unauthenticated source addresses, so a flood from new
@@ -67,30 +68,67 @@ pub struct Throttled {
 }
 
 impl RateLimiter {
-    /// Takes one request from `key`'s bucket at the configured per-client rate, or says how many
-    /// seconds until one is free.
-    pub fn admit(&self, key: &str, limits: &crate::config::Limits) -> Result<(), Throttled> {
-        self.clients.take(
-            key,
+    /// Takes one request from `client`'s bucket at the configured per-client rate, or says how
+    /// many seconds until one is free.
+    pub async fn admit(
+        &self,
+        shared: &dyn Coordination,
+        client: &str,
+        limits: &crate::config::Limits,
+    ) -> Result<(), Throttled> {
+        let key = format!("client:{client}");
+        let (rate, burst) = (
             limits.requests_per_second_per_client,
             limits.burst_per_client,
-            Instant::now(),
-        )
+        );
+        take(&self.clients, shared, &key, rate, burst).await
     }
 
     /// The same for an unauthenticated request from `source`, at the per-source rate. Its
     /// buckets are apart from every client's (a source can never spend a client's allowance).
-    pub fn admit_unauthenticated(
+    pub async fn admit_unauthenticated(
         &self,
+        shared: &dyn Coordination,
         source: IpAddr,
         limits: &crate::config::Limits,
     ) -> Result<(), Throttled> {
-        self.sources.take(
-            &source_key(source),
+        let (rate, burst) = (
             limits.unauthenticated_requests_per_second_per_source,
             limits.unauthenticated_burst_per_source,
-            Instant::now(),
-        )
+        );
+        take(&self.sources, shared, &source_key(source), rate, burst).await
+    }
+}
+
+/// Takes one request from `key`'s allowance: in the store, where instances share it (several
+/// gateways behind one load balancer allow a client its rate in all, not per instance), else in
+/// `local`. A shared store that cannot answer falls back to this instance's own buckets: the
+/// limit then holds per instance until it answers again, and requests are never refused because
+/// the limiter's store is down.
+async fn take(
+    local: &Buckets,
+    shared: &dyn Coordination,
+    key: &str,
+    rate: f64,
+    burst: f64,
+) -> Result<(), Throttled> {
+    match shared
+        .take_shared_allowance(key, rate, burst, chrono::Utc::now())
+        .await
+    {
+        Ok(None) => local.take(key, rate, burst, Instant::now()),
+        Ok(Some(Allowance::Admitted)) => {
+            local.admitted(key);
+            Ok(())
+        }
+        Ok(Some(Allowance::Refused { wait_secs })) => Err(Throttled {
+            wait: wait_secs,
+            first: local.refused(key),
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "the shared rate limits cannot be read; limiting per instance");
+            local.take(key, rate, burst, Instant::now())
+        }
     }
 }
 
@@ -117,6 +155,32 @@ impl Buckets {
         // Past the cap, this drops the least recently used bucket.
         buckets.insert(key.to_owned(), bucket);
         taken
+    }
+
+    /// Notes that the shared allowance admitted `key` (a later refusal is reported again).
+    fn admitted(&self, key: &str) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bucket) = buckets.get_mut(key) {
+            bucket.refusal_reported = false;
+        }
+    }
+
+    /// Notes that the shared allowance refused `key`; true if this is the first refusal since it
+    /// last admitted one.
+    fn refused(&self, key: &str) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        match buckets.get_mut(key) {
+            Some(bucket) => !std::mem::replace(&mut bucket.refusal_reported, true),
+            None => {
+                let bucket = Bucket {
+                    tokens: 0.0,
+                    last: Instant::now(),
+                    refusal_reported: true,
+                };
+                buckets.insert(key.to_owned(), bucket);
+                true
+            }
+        }
     }
 
     #[cfg(test)]
@@ -167,7 +231,11 @@ pub async fn rate_limit(State(app): State<AppState>, req: Request, next: Next) -
     let limits = &app.config.limits;
     match req.extensions().get::<Authentication>() {
         Some(Authentication(Ok(principal))) => {
-            if let Err(t) = app.limiter.admit(&principal.client_id, limits) {
+            if let Err(t) = app
+                .limiter
+                .admit(&*app.store, &principal.client_id, limits)
+                .await
+            {
                 if t.first {
                     tracing::warn!(client = %principal.client_id, retry_after = t.wait, "rate limit reached");
                 }
@@ -179,7 +247,11 @@ pub async fn rate_limit(State(app): State<AppState>, req: Request, next: Next) -
                 .extensions()
                 .get::<ConnectInfo<SocketAddr>>()
                 .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
-            if let Err(t) = app.limiter.admit_unauthenticated(source, limits) {
+            if let Err(t) = app
+                .limiter
+                .admit_unauthenticated(&*app.store, source, limits)
+                .await
+            {
                 if t.first {
                     tracing::warn!(source = %source, retry_after = t.wait, "unauthenticated rate limit reached; further refusals are not logged until it admits again");
                 }
@@ -292,9 +364,32 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_flood_of_sources_that_never_go_idle_stays_within_the_cap() {
+    /// A store that shares nothing between instances (as SQLite): allowances stay in memory.
+    struct Unshared;
+
+    #[async_trait::async_trait]
+    impl Coordination for Unshared {
+        async fn take_shared_allowance(
+            &self,
+            _: &str,
+            _: f64,
+            _: f64,
+            _: chrono::DateTime<chrono::Utc>,
+        ) -> Result<Option<Allowance>, crate::store::StoreError> {
+            Ok(None)
+        }
+        async fn leads(
+            &self,
+            _: crate::store::Singleton,
+        ) -> Result<bool, crate::store::StoreError> {
+            Ok(true)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_sources_that_never_go_idle_stays_within_the_cap() {
         let l = RateLimiter::default();
+        let s = &Unshared;
         // Rates slow enough that no bucket refills while the test runs.
         let mut limits = crate::config::Config::defaults().limits;
         limits.requests_per_second_per_client = 0.001;
@@ -302,28 +397,28 @@ mod tests {
         limits.unauthenticated_requests_per_second_per_source = 0.001;
         limits.unauthenticated_burst_per_source = 5.0;
         let client = "gp-1";
-        while l.admit(client, &limits).is_ok() {}
+        while l.admit(s, client, &limits).await.is_ok() {}
         // Each source, its own IPv6 /64, spends one request of its burst, so no bucket is ever
         // full (idle).
         let flood = MAX_TRACKED_SOURCES + 1_000;
         let source =
             |i: usize| IpAddr::from([0x2001, 0xdb8, (i >> 16) as u16, i as u16, 0, 0, 0, 1]);
         for i in 0..flood {
-            assert!(l.admit_unauthenticated(source(i), &limits).is_ok());
+            assert!(l.admit_unauthenticated(s, source(i), &limits).await.is_ok());
         }
         assert_eq!(l.sources.len(), MAX_TRACKED_SOURCES);
         assert_eq!(l.clients.len(), 1);
         assert!(
-            l.admit(client, &limits).is_err(),
+            l.admit(s, client, &limits).await.is_err(),
             "the flood did not reset the client's bucket"
         );
         let latest = source(flood - 1);
         let burst = limits.unauthenticated_burst_per_source as usize;
         for _ in 1..burst {
-            assert!(l.admit_unauthenticated(latest, &limits).is_ok());
+            assert!(l.admit_unauthenticated(s, latest, &limits).await.is_ok());
         }
         assert!(
-            l.admit_unauthenticated(latest, &limits).is_err(),
+            l.admit_unauthenticated(s, latest, &limits).await.is_err(),
             "a recent source keeps its bucket"
         );
     }

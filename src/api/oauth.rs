@@ -284,7 +284,12 @@ async fn issue(app: &AppState, body: &[u8]) -> Result<Value, Refused> {
     // forged or replayed assertions spend the sender's per-source allowance, never the client's.
     if let Err(throttled) = app
         .limiter
-        .admit(&format!("token:{}", client.id), &app.config.limits)
+        .admit(
+            &*app.store,
+            &format!("token:{}", client.id),
+            &app.config.limits,
+        )
+        .await
     {
         let wait = throttled.wait;
         return Err(Refused {

@@ -18,6 +18,7 @@ pub mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::config::Config;
@@ -411,15 +412,67 @@ pub trait Lifecycle: Send + Sync {
     async fn close(&self);
 }
 
+/// What instances of the gateway on one database share beyond the data: request allowances,
+/// and which instance runs a task that only one may run at a time.
+#[async_trait]
+pub trait Coordination: Send + Sync {
+    /// Takes one request from `key`'s allowance (`rate` a second, `burst` at once) at `now`, in
+    /// the store every instance shares; `Ok(None)` when instances share nothing (SQLite: one
+    /// process owns the database, and the caller keeps its allowances in memory).
+    async fn take_shared_allowance(
+        &self,
+        key: &str,
+        rate: f64,
+        burst: f64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Allowance>, StoreError>;
+
+    /// Whether this instance is, now, the one that runs `task`. The first to ask holds it until
+    /// it stops (or its database session ends, when it is killed); the others are told no.
+    async fn leads(&self, task: Singleton) -> Result<bool, StoreError>;
+}
+
+/// Whether a request was within its allowance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowance {
+    Admitted,
+    /// Refused: whole seconds until a request would be admitted (at least 1).
+    Refused {
+        wait_secs: u64,
+    },
+}
+
+/// A task only one instance may run at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Singleton {
+    /// Reading the gateway's MESH inbox: one reader, so a message is examined once.
+    MeshInbox,
+}
+
+impl Singleton {
+    pub fn key(self) -> &'static str {
+        match self {
+            Singleton::MeshInbox => "singleton|mesh-inbox",
+        }
+    }
+}
+
 /// Everything the gateway keeps, by capability. Each backend implements every part; callers
 /// hold an `Arc<dyn Store>` and name the part they use.
 pub trait Store:
-    Submissions + Resources + Overrides + Outbox + Registry + MeshQuarantine + Lifecycle
+    Submissions + Resources + Overrides + Outbox + Registry + MeshQuarantine + Coordination + Lifecycle
 {
 }
 
 impl<T> Store for T where
-    T: Submissions + Resources + Overrides + Outbox + Registry + MeshQuarantine + Lifecycle
+    T: Submissions
+        + Resources
+        + Overrides
+        + Outbox
+        + Registry
+        + MeshQuarantine
+        + Coordination
+        + Lifecycle
 {
 }
 

@@ -114,6 +114,100 @@ include!("../sql/quarantine.rs");
 
 pub type PostgresStore = SqlStore;
 
+/// What only PostgreSQL keeps: the connection a singleton task's lock lives on, and how to open
+/// another when it is lost.
+struct BackendState {
+    options: PgConnectOptions,
+    /// A session of its own, so its advisory locks last as long as this instance does (a
+    /// pooled connection would hand them to whichever request took it next).
+    leader: Mutex<Option<PgConnection>>,
+    /// Allowances taken since expired ones were last swept.
+    since_sweep: std::sync::atomic::AtomicU32,
+}
+
+/// How many allowances are taken between sweeps of expired ones (a flood from many source
+/// addresses leaves a row per address; swept, the table stays the size of the last minutes).
+const SWEEP_EVERY: u32 = 1024;
+
+#[async_trait]
+impl crate::store::Coordination for SqlStore {
+    /// GCRA, which is the token bucket the in-memory limiter keeps, held as one number per key:
+    /// each admitted request moves the key's theoretical arrival time (`tat`) on by one interval
+    /// (`1 / rate`) from whichever is later, it or now; a request is admitted while that stays
+    /// within `burst` intervals of now. One statement, atomic across instances.
+    async fn take_shared_allowance(
+        &self,
+        key: &str,
+        rate: f64,
+        burst: f64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<crate::store::Allowance>, StoreError> {
+        use crate::store::Allowance;
+        let now = now.timestamp_micros() as f64 / 1e6;
+        let interval = 1.0 / rate.max(f64::MIN_POSITIVE);
+        let tolerance = burst.max(1.0) * interval;
+        let admitted: Option<f64> = sqlx::query_scalar(
+            "INSERT INTO rate_allowances AS a (key, tat) VALUES ($1, $2 + $3)
+             ON CONFLICT (key) DO UPDATE SET tat = GREATEST(a.tat, $2) + $3
+             WHERE GREATEST(a.tat, $2) + $3 - $2 <= $4
+             RETURNING tat",
+        )
+        .bind(key)
+        .bind(now)
+        .bind(interval)
+        .bind(tolerance)
+        .fetch_optional(&self.readers)
+        .await?;
+        let swept = self
+            .backend
+            .since_sweep
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if swept % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            sqlx::query("DELETE FROM rate_allowances WHERE tat < $1")
+                .bind(now)
+                .execute(&self.readers)
+                .await?;
+        }
+        if admitted.is_some() {
+            return Ok(Some(Allowance::Admitted));
+        }
+        let tat: Option<f64> = sqlx::query_scalar("SELECT tat FROM rate_allowances WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.readers)
+            .await?;
+        let wait = tat.map_or(1.0, |tat| tat + interval - now - tolerance);
+        Ok(Some(Allowance::Refused {
+            wait_secs: wait.ceil().max(1.0) as u64,
+        }))
+    }
+
+    /// A session-level advisory lock on the leader connection: held until this instance's
+    /// session ends, so a killed instance's task passes to the next instance that asks. Asking
+    /// again while holding it keeps it (PostgreSQL counts the holds; the session's end releases
+    /// them all).
+    async fn leads(&self, task: crate::store::Singleton) -> Result<bool, StoreError> {
+        let mut leader = self.backend.leader.lock().await;
+        if leader.is_none() {
+            *leader = Some(PgConnection::connect_with(&self.backend.options).await?);
+        }
+        let Some(conn) = leader.as_mut() else {
+            return Ok(false);
+        };
+        match sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+            .bind(task.key())
+            .fetch_one(&mut *conn)
+            .await
+        {
+            Ok(held) => Ok(held),
+            Err(e) => {
+                // The session is gone, and its locks with it: start a new one next time.
+                *leader = None;
+                Err(e.into())
+            }
+        }
+    }
+}
+
 impl SqlStore {
     /// Connects to `url` (`postgres://user:password@host:port/database`), brings the schema up
     /// to date and starts the writer. Instances starting together migrate once: sqlx's migrator
@@ -129,9 +223,14 @@ impl SqlStore {
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
         let readers = PgPoolOptions::new()
             .max_connections(settings.read_connections)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        SqlStore::start(writer, readers, settings.max_batch)
+        let backend = BackendState {
+            options,
+            leader: Mutex::new(None),
+            since_sweep: Default::default(),
+        };
+        SqlStore::start(writer, readers, settings.max_batch, backend)
     }
 }
 

@@ -294,11 +294,19 @@ async fn commit_batch(conn: &mut Conn, batch: &mut Vec<WriteJob>) {
 pub struct SqlStore {
     readers: Pool,
     writer: Mutex<Option<(mpsc::Sender<WriteJob>, oneshot::Receiver<()>)>>,
+    /// What only this backend keeps (see its `Coordination`; SQLite's is empty).
+    #[allow(dead_code)]
+    backend: BackendState,
 }
 
 impl SqlStore {
     /// Starts the writer on `writer` (migrated, configured by the backend) beside `readers`.
-    fn start(writer: Conn, readers: Pool, max_batch: usize) -> Result<SqlStore, StoreError> {
+    fn start(
+        writer: Conn,
+        readers: Pool,
+        max_batch: usize,
+        backend: BackendState,
+    ) -> Result<SqlStore, StoreError> {
         let (tx, rx) = mpsc::channel(max_batch * 4);
         // The writer gets a thread of its own. Each statement is a round trip to the database
         // (for SQLite, to sqlx's SQLite thread); on the shared runtime every one of them waited
@@ -321,6 +329,7 @@ impl SqlStore {
         Ok(SqlStore {
             readers,
             writer: Mutex::new(Some((tx, done_rx))),
+            backend,
         })
     }
 

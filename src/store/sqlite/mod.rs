@@ -101,6 +101,26 @@ include!("../sql/quarantine.rs");
 
 pub type SqliteStore = SqlStore;
 
+/// Nothing beyond the shared state: one process owns an SQLite database.
+struct BackendState;
+
+#[async_trait]
+impl crate::store::Coordination for SqlStore {
+    async fn take_shared_allowance(
+        &self,
+        _key: &str,
+        _rate: f64,
+        _burst: f64,
+        _now: DateTime<Utc>,
+    ) -> Result<Option<crate::store::Allowance>, StoreError> {
+        Ok(None)
+    }
+
+    async fn leads(&self, _task: crate::store::Singleton) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+}
+
 impl SqlStore {
     pub async fn open(url: &str, settings: &StoreConfig) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
@@ -128,7 +148,7 @@ impl SqlStore {
             .max_connections(settings.read_connections)
             .connect_with(options.read_only(true))
             .await?;
-        SqlStore::start(writer, readers, settings.max_batch)
+        SqlStore::start(writer, readers, settings.max_batch, BackendState)
     }
 }
 
