@@ -285,8 +285,13 @@ fn consent_audit(
     })
 }
 
+/// The `If-Match` header's text, if one was sent (the use case reads the version it names).
+pub(super) fn version_tag(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok())
+}
+
 /// The version an `If-Match: W/"n"` header names, if one was sent.
-pub(super) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     headers
         .get(header::IF_MATCH)
         .and_then(|v| v.to_str().ok())
