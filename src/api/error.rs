@@ -290,6 +290,47 @@ impl From<crate::app::fit_notes::PromptAnswerError> for ApiError {
     }
 }
 
+impl From<crate::app::consents::ConsentError> for ApiError {
+    fn from(e: crate::app::consents::ConsentError) -> Self {
+        use crate::app::consents::ConsentError as E;
+        match e {
+            E::Invalid(issues) => ApiError::Invalid(issues),
+            E::IdMismatch(_) => ApiError::BadRequest(
+                Issue::error(IssueType::Invalid, "Consent.id", e.to_string()).into(),
+            ),
+            E::UnknownConsent(_) => ApiError::NotFound(e.to_string()),
+            E::BadVersionTag(t) => t.into(),
+            E::Unversioned(_) | E::NotReturned(_) => ApiError::Internal(e.to_string()),
+            E::NotAService => ApiError::Forbidden(e.to_string()),
+            E::Access(a) => a.into(),
+            E::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
+impl From<crate::app::overrides::OverrideError> for ApiError {
+    fn from(e: crate::app::overrides::OverrideError) -> Self {
+        use crate::app::overrides::OverrideError as E;
+        use crate::consent::overrides::StepError;
+        match e {
+            E::NotInformationGovernance => ApiError::Forbidden(e.to_string()),
+            E::Invalid(issues) => ApiError::Invalid(issues),
+            E::UnknownState(_) => ApiError::BadRequest(
+                Issue::error(IssueType::CodeInvalid, "state", e.to_string()).into(),
+            ),
+            E::UnknownOverride(_) => ApiError::NotFound(e.to_string()),
+            E::Step(step @ (StepError::NotInformationGovernance | StepError::OwnRequest)) => {
+                ApiError::Forbidden(step.to_string())
+            }
+            E::Step(StepError::WrongState(why)) => {
+                ApiError::Invalid(Issue::general(IssueType::BusinessRule, why).into())
+            }
+            E::Access(a) => a.into(),
+            E::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let challenge = match &self {

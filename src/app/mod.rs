@@ -11,7 +11,9 @@
 //! - [`overrides`]: break-glass overrides requested, granted or refused, and reviewed;
 //! - [`workflow`]: triage, contacts, support, discharge, letters and their resending.
 
+pub mod consents;
 pub mod fit_notes;
+pub mod overrides;
 pub mod referrals;
 pub mod submissions;
 
