@@ -331,6 +331,20 @@ impl From<crate::app::overrides::OverrideError> for ApiError {
     }
 }
 
+impl From<crate::app::workflow::WorkflowError> for ApiError {
+    fn from(e: crate::app::workflow::WorkflowError) -> Self {
+        use crate::app::workflow::WorkflowError as E;
+        match e {
+            E::Invalid(issues) => ApiError::Invalid(issues),
+            E::NotAReferral(_) | E::UnknownLetter(_) => ApiError::NotFound(e.to_string()),
+            E::NotTheService | E::NoLetters => ApiError::Forbidden(e.to_string()),
+            E::UnknownLetterState(issues) => ApiError::BadRequest(issues),
+            E::Access(a) => a.into(),
+            E::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let challenge = match &self {

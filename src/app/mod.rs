@@ -16,6 +16,7 @@ pub mod fit_notes;
 pub mod overrides;
 pub mod referrals;
 pub mod submissions;
+pub mod workflow;
 
 use crate::access::Guard;
 use crate::caller::Principal;
