@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::audit::{self, Event, Kind};
-use crate::auth::{Principal, Role};
+use crate::caller::{Principal, Role};
 use crate::consent::authorship::{CareRelation, Person};
 use crate::consent::{
     self, Action, ConsentRecord, DataClass, Decision, Override, Party, Purpose, Question,

@@ -6,6 +6,11 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+// The rule types a service's configuration holds live with the pure rules that read them; they
+// are re-exported here, where the configuration file is read.
+pub use crate::eligibility::EligibilityConfig;
+pub use crate::fit_notes::prompts::{PromptRule, PromptTrigger};
+
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
 #[derive(Debug, thiserror::Error)]
@@ -251,54 +256,6 @@ pub struct FitNoteConfig {
     pub consecutive_gap_days: u32,
     /// The window, in months, the history summary counts fit notes over.
     pub summary_window_months: u32,
-}
-
-/// A rule that prompts the practice to consider referring a person to a service when a fit note
-/// arrives. Versioned: the version is written on every prompt it creates.
-// Not `deny_unknown_fields`: serde cannot combine it with the flattened trigger.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct PromptRule {
-    /// Stable name, e.g. `three-consecutive`.
-    pub id: String,
-    pub version: String,
-    #[serde(flatten)]
-    pub trigger: PromptTrigger,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(tag = "when", rename_all = "kebab-case")]
-pub enum PromptTrigger {
-    /// The person's current run of consecutive fit notes reaches `count`.
-    Consecutive { count: u32 },
-    /// A fit note starts a new run (the first of a spell of absence).
-    FirstInRun,
-    /// The person has had at least `count` fit notes in the last `months` months.
-    WithinMonths { count: u32, months: u32 },
-}
-
-/// A service's eligibility criteria, versioned. Every criterion given must be met; one left out is
-/// not checked.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct EligibilityConfig {
-    pub version: String,
-    /// Refuse (422) referrals for which a criterion is not met, rather than accept them marked.
-    #[serde(default)]
-    pub refuse_when_not_met: bool,
-    pub min_age: Option<u32>,
-    pub max_age: Option<u32>,
-    /// Postcode districts covered, e.g. `NE33`.
-    pub postcode_districts: Option<Vec<String>>,
-    /// ODS codes of the practices whose patients the service takes.
-    pub registered_practices: Option<Vec<String>>,
-    /// Employment statuses (employment-status codes) the service supports.
-    pub employment_statuses: Option<Vec<String>>,
-    #[serde(default)]
-    pub long_term_condition: bool,
-    /// A fit note within this many months.
-    pub fit_note_within_months: Option<u32>,
-    #[serde(default)]
-    pub right_to_work: bool,
 }
 
 /// Access tokens.

@@ -3,10 +3,35 @@
 //! and the result names the criteria version it was checked against.
 
 use chrono::{Datelike, NaiveDate};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::config::EligibilityConfig;
 use crate::fit_notes::window_start;
+
+/// A service's eligibility criteria, versioned. Every criterion given must be met; one left out is
+/// not checked. Read from the configuration file (each service's `eligibility`), hence the
+/// serde derives.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EligibilityConfig {
+    pub version: String,
+    /// Refuse (422) referrals for which a criterion is not met, rather than accept them marked.
+    #[serde(default)]
+    pub refuse_when_not_met: bool,
+    pub min_age: Option<u32>,
+    pub max_age: Option<u32>,
+    /// Postcode districts covered, e.g. `NE33`.
+    pub postcode_districts: Option<Vec<String>>,
+    /// ODS codes of the practices whose patients the service takes.
+    pub registered_practices: Option<Vec<String>>,
+    /// Employment statuses (employment-status codes) the service supports.
+    pub employment_statuses: Option<Vec<String>>,
+    #[serde(default)]
+    pub long_term_condition: bool,
+    /// A fit note within this many months.
+    pub fit_note_within_months: Option<u32>,
+    #[serde(default)]
+    pub right_to_work: bool,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

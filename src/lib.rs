@@ -1,12 +1,16 @@
 //! Work and Health Gateway: a FHIR R4 interoperability gateway for UK work-and-health services.
 //!
 //! Pure core, thin shell: [`intake`] validates, [`mapping`] turns practice data into FHIR,
-//! [`store`] persists, [`api`] is the HTTP edge. See README.md for the architecture.
+//! [`app`] holds the use cases (no HTTP types), [`store`] persists, [`api`] is the HTTP edge
+//! (parse, call one use case, answer). [`caller`] is who asks, a core value that [`auth`] proves
+//! from an access token. See README.md for the architecture.
 
 pub mod access;
 pub mod api;
+pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod caller;
 pub mod config;
 pub mod consent;
 pub mod delivery;

@@ -59,6 +59,11 @@ pub fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The caller of a use case: the request's principal and its request id (see [`request_id`]).
+pub fn caller<'a>(principal: &'a Principal, headers: &HeaderMap) -> crate::app::Caller<'a> {
+    crate::app::Caller::new(principal, request_id(headers))
+}
+
 /// Refuses a caller without `scope`.
 pub fn require_scope(principal: &Principal, scope: &str) -> Result<(), ApiError> {
     if principal.has_scope(scope) {

@@ -243,6 +243,108 @@ impl From<crate::access::AccessError> for ApiError {
     }
 }
 
+impl From<crate::app::submissions::SubmitError> for ApiError {
+    fn from(e: crate::app::submissions::SubmitError) -> Self {
+        use crate::app::submissions::SubmitError as E;
+        match e {
+            E::Malformed(issues) => ApiError::BadRequest(issues),
+            E::Invalid(issues) => ApiError::Invalid(issues),
+            E::NotTheSender { .. } | E::RealPersonFromTestTenant { .. } => {
+                ApiError::Forbidden(e.to_string())
+            }
+            E::ConsentRefused(issues) => ApiError::ConsentRefused(issues),
+            E::NotReadBack(_) => ApiError::Internal(e.to_string()),
+            E::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
+impl From<crate::app::BadVersionTag> for ApiError {
+    fn from(e: crate::app::BadVersionTag) -> Self {
+        ApiError::BadRequest(Issue::general(IssueType::Value, e.to_string()).into())
+    }
+}
+
+impl From<crate::app::fit_notes::SummaryError> for ApiError {
+    fn from(e: crate::app::fit_notes::SummaryError) -> Self {
+        use crate::app::fit_notes::SummaryError as E;
+        match e {
+            E::NoneYouMaySee => ApiError::NotFound(e.to_string()),
+            E::Access(a) => a.into(),
+            E::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
+impl From<crate::app::fit_notes::PromptAnswerError> for ApiError {
+    fn from(e: crate::app::fit_notes::PromptAnswerError) -> Self {
+        use crate::app::fit_notes::PromptAnswerError as E;
+        match e {
+            E::NotAPrompt | E::NotThePractice => ApiError::Forbidden(e.to_string()),
+            E::Invalid(issues) => ApiError::Invalid(issues),
+            E::BadVersionTag(t) => t.into(),
+            E::Unversioned | E::NotReturned => ApiError::Internal(e.to_string()),
+            E::Access(a) => a.into(),
+            E::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
+impl From<crate::app::consents::ConsentError> for ApiError {
+    fn from(e: crate::app::consents::ConsentError) -> Self {
+        use crate::app::consents::ConsentError as E;
+        match e {
+            E::Invalid(issues) => ApiError::Invalid(issues),
+            E::IdMismatch(_) => ApiError::BadRequest(
+                Issue::error(IssueType::Invalid, "Consent.id", e.to_string()).into(),
+            ),
+            E::UnknownConsent(_) => ApiError::NotFound(e.to_string()),
+            E::BadVersionTag(t) => t.into(),
+            E::Unversioned(_) | E::NotReturned(_) => ApiError::Internal(e.to_string()),
+            E::NotAService => ApiError::Forbidden(e.to_string()),
+            E::Access(a) => a.into(),
+            E::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
+impl From<crate::app::overrides::OverrideError> for ApiError {
+    fn from(e: crate::app::overrides::OverrideError) -> Self {
+        use crate::app::overrides::OverrideError as E;
+        use crate::consent::overrides::StepError;
+        match e {
+            E::NotInformationGovernance => ApiError::Forbidden(e.to_string()),
+            E::Invalid(issues) => ApiError::Invalid(issues),
+            E::UnknownState(_) => ApiError::BadRequest(
+                Issue::error(IssueType::CodeInvalid, "state", e.to_string()).into(),
+            ),
+            E::UnknownOverride(_) => ApiError::NotFound(e.to_string()),
+            E::Step(step @ (StepError::NotInformationGovernance | StepError::OwnRequest)) => {
+                ApiError::Forbidden(step.to_string())
+            }
+            E::Step(StepError::WrongState(why)) => {
+                ApiError::Invalid(Issue::general(IssueType::BusinessRule, why).into())
+            }
+            E::Access(a) => a.into(),
+            E::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
+impl From<crate::app::workflow::WorkflowError> for ApiError {
+    fn from(e: crate::app::workflow::WorkflowError) -> Self {
+        use crate::app::workflow::WorkflowError as E;
+        match e {
+            E::Invalid(issues) => ApiError::Invalid(issues),
+            E::NotAReferral(_) | E::UnknownLetter(_) => ApiError::NotFound(e.to_string()),
+            E::NotTheService | E::NoLetters => ApiError::Forbidden(e.to_string()),
+            E::UnknownLetterState(issues) => ApiError::BadRequest(issues),
+            E::Access(a) => a.into(),
+            E::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let challenge = match &self {
@@ -284,17 +386,9 @@ pub fn fhir_response(status: StatusCode, body: &serde_json::Value) -> Response {
     response
 }
 
-/// What a client asked to get back from a create (`Prefer: return=…`, RFC 7240).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Return {
-    /// The stored resource.
-    Representation,
-    /// Nothing but the status and headers.
-    Minimal,
-    /// An OperationOutcome saying what happened (the default).
-    OperationOutcome,
-}
+pub use crate::app::Return;
 
+/// What a client asked to get back from a create, from `Prefer: return=…` (RFC 7240).
 pub fn return_preference(headers: &axum::http::HeaderMap) -> Return {
     let prefer = headers
         .get("prefer")

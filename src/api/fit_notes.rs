@@ -8,18 +8,14 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::auth::{request_id, require_scope};
+use super::auth::{caller, require_scope};
 use super::body::{JsonBody, require_resource};
-use super::consents::if_match;
+use super::consents::version_tag;
 use super::error::{ApiError, Return, fhir_response, return_preference, set_location};
-use super::fhir_read::guard;
-use super::referrals::submit;
-use crate::audit::{self, Event, Kind};
-use crate::auth::{Principal, Role, scope};
+use crate::app::fit_notes::{self, FitNote};
+use crate::auth::{Principal, scope};
 use crate::fhir::identifiers;
 use crate::fhir::{Issue, IssueType, NhsErrorCode, operation_outcome};
-use crate::intake::{IntakeContext, Submission, admission, fhir_fit_note, practice_fit_note};
-use crate::store::{Stored, Transaction};
 
 /// `POST /api/v1/fit-notes`: 201 when stored, 200 for an identical resend.
 pub async fn create_practice_fit_note(
@@ -29,19 +25,16 @@ pub async fn create_practice_fit_note(
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     require_scope(&principal, scope::FIT_NOTE_CREATE)?;
-    let ctx = IntakeContext::now(&app.config);
-    let (submission, note) = practice_fit_note(&body.value, &ctx).map_err(ApiError::Invalid)?;
-    let absence_given = note.note.absence_start.is_some();
-    let stored = accept(
-        &app,
-        &principal,
-        &headers,
-        submission,
-        absence_given,
-        "period",
+    let wanted = return_preference(&headers);
+    let note = fit_notes::submit_practice_fit_note(
+        &*app.store,
+        &app.config,
+        &caller(&principal, &headers),
+        &body.value,
+        wanted,
     )
     .await?;
-    answer(&app, &headers, &stored).await
+    Ok(answer(&app, wanted, note))
 }
 
 /// `POST /fhir/Observation`: a fit note in the gateway's profile from a FHIR client.
@@ -53,51 +46,27 @@ pub async fn create_observation(
 ) -> Result<Response, ApiError> {
     require_scope(&principal, scope::FIT_NOTE_CREATE)?;
     require_resource(&body, "Observation")?;
-    let ctx = IntakeContext::now(&app.config);
-    let sender_ods = principal.organisation_code();
-    let (submission, note) =
-        fhir_fit_note(&body.value, sender_ods, &ctx).map_err(ApiError::Invalid)?;
-    let absence_given = note.note.absence_start.is_some();
-    let stored = accept(
-        &app,
-        &principal,
-        &headers,
-        submission,
-        absence_given,
-        "Observation.effectivePeriod",
+    let wanted = return_preference(&headers);
+    let note = fit_notes::submit_observation(
+        &*app.store,
+        &app.config,
+        &caller(&principal, &headers),
+        &body.value,
+        wanted,
     )
     .await?;
-    answer(&app, &headers, &stored).await
-}
-
-async fn accept(
-    app: &AppState,
-    principal: &Principal,
-    headers: &HeaderMap,
-    submission: Submission,
-    absence_start_given: bool,
-    period_expression: &'static str,
-) -> Result<Stored, ApiError> {
-    let admission = admission::fit_note(
-        &submission,
-        absence_start_given,
-        &app.config,
-        principal,
-        request_id(headers),
-        chrono::Utc::now(),
-        period_expression,
-    );
-    submit(app, principal, headers, submission, admission, "").await
+    Ok(answer(&app, wanted, note))
 }
 
 /// The answer to a stored fit note: an OperationOutcome naming the Observation and every referral
 /// prompt it created; with `Prefer: return=representation`, a collection Bundle of the Observation
 /// and its prompt Tasks. Always a Location header.
-async fn answer(
-    app: &AppState,
-    headers: &HeaderMap,
-    stored: &Stored,
-) -> Result<Response, ApiError> {
+fn answer(app: &AppState, wanted: Return, note: FitNote) -> Response {
+    let FitNote {
+        stored,
+        observation,
+        prompts: tasks,
+    } = note;
     let status = if stored.created {
         StatusCode::CREATED
     } else {
@@ -105,17 +74,8 @@ async fn answer(
     };
     let base = app.config.base_url();
     let id = &stored.focus_id;
-    let preference = return_preference(headers);
-    let tasks = if stored.prompts.is_empty() || preference == Return::Minimal {
-        Vec::new()
-    } else {
-        app.store.read_many("Task", &stored.prompts).await?
-    };
-    let mut response = match preference {
-        Return::Representation => {
-            let observation = app.store.read("Observation", id).await?.ok_or_else(|| {
-                ApiError::Internal(format!("stored Observation/{id} cannot be read back"))
-            })?;
+    let mut response = match observation {
+        Some(observation) => {
             let entries: Vec<Value> = std::iter::once(observation)
                 .chain(tasks)
                 .map(|r| {
@@ -132,8 +92,8 @@ async fn answer(
                 &json!({ "resourceType": "Bundle", "type": "collection", "entry": entries }),
             )
         }
-        Return::Minimal => status.into_response(),
-        Return::OperationOutcome => {
+        None if wanted == Return::Minimal => status.into_response(),
+        None => {
             let mut issues = vec![Issue::information(if stored.created {
                 format!("fit note stored as Observation/{id}")
             } else {
@@ -156,7 +116,7 @@ async fn answer(
         }
     };
     set_location(&mut response, &format!("{base}/fhir/Observation/{id}"));
-    Ok(response)
+    response
 }
 
 /// `GET /api/v1/patients/{nhs-number}/fit-notes/summary`
@@ -178,34 +138,18 @@ pub async fn summary(
             .into(),
         )
     })?;
-    // Unknown and not-yours answer alike, so the route cannot be used to probe who is known.
-    let not_found =
-        || ApiError::NotFound("no fit notes are held for this person that you may see".into());
-    let patient_id = app
-        .store
-        .patient_by_nhs_number(&nhs)
-        .await?
-        .ok_or_else(not_found)?;
-    let notes = match guard(&app, &principal, &headers)
-        .fit_note_history(&patient_id)
-        .await
-    {
-        Err(crate::access::AccessError::NotFound(_)) => return Err(not_found()),
-        other => other?,
-    };
-    let f = &app.config.fit_notes;
-    let today = chrono::Utc::now().date_naive();
-    let summary = crate::fit_notes::summary(
-        &notes,
-        today,
-        f.consecutive_gap_days,
-        f.summary_window_months,
-    );
+    let summary = fit_notes::summary(
+        &*app.store,
+        &app.config,
+        &caller(&principal, &headers),
+        &nhs,
+    )
+    .await?;
     let body = json!({
-        "patient": format!("Patient/{patient_id}"),
-        "asOf": today,
-        "consecutiveGapDays": f.consecutive_gap_days,
-        "summary": summary,
+        "patient": format!("Patient/{}", summary.patient_id),
+        "asOf": summary.as_of,
+        "consecutiveGapDays": summary.consecutive_gap_days,
+        "summary": summary.summary,
     });
     Ok((StatusCode::OK, axum::Json(body)).into_response())
 }
@@ -232,99 +176,13 @@ pub async fn update_task(
             .into(),
         ));
     }
-    let stored = guard(&app, &principal, &headers).fetch("Task", &id).await?;
-    if !crate::consent::is_referral_prompt(&stored) {
-        return Err(ApiError::Forbidden(
-            "only referral prompts are answered with PUT: a referral's workflow Task changes through the service's workflow routes (/api/v1/referrals/{id}/…)".into(),
-        ));
-    }
-    if principal.role != Role::Practice {
-        return Err(ApiError::Forbidden(
-            "only the practice a referral prompt is for answers it".into(),
-        ));
-    }
-    let mut issues = crate::fhir::Issues::new();
-    let new_status = body.value["status"].as_str().unwrap_or_default();
-    if !matches!(new_status, "accepted" | "rejected") {
-        issues.error(IssueType::Value, "Task.status", "a referral prompt is answered with status accepted (the practice will consider a referral) or rejected");
-    }
-    if stored["status"] != "requested" {
-        issues.error(
-            IssueType::BusinessRule,
-            "Task.status",
-            format!(
-                "this prompt was already answered ({})",
-                stored["status"].as_str().unwrap_or_default()
-            ),
-        );
-    }
-    for field in [
-        "intent",
-        "code",
-        "focus",
-        "for",
-        "owner",
-        "input",
-        "authoredOn",
-        "description",
-        "reasonCode",
-    ] {
-        if body.value.get(field) != stored.get(field) {
-            issues.error(IssueType::BusinessRule, format!("Task.{field}"), format!("Task.{field} cannot be changed: only status, statusReason and note are the practice's to set"));
-        }
-    }
-    if !issues.is_empty() {
-        return Err(ApiError::Invalid(issues));
-    }
-    let mut updated = stored.clone();
-    updated["status"] = json!(new_status);
-    updated["lastModified"] =
-        json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    for field in ["statusReason", "note"] {
-        match body.value.get(field) {
-            Some(v) => updated[field] = v.clone(),
-            None => {
-                if let Some(o) = updated.as_object_mut() {
-                    o.remove(field);
-                }
-            }
-        }
-    }
-    // The answer is stored at the version it was checked against (the one the caller named with
-    // If-Match, or the one read above), so a concurrent answer is refused, never overwritten;
-    // and with its AuditEvent, in one transaction.
-    let based_on = match if_match(&headers)? {
-        Some(version) => version,
-        None => stored_version(&stored)?,
-    };
-    let answered = audit::audit_event(&Event {
-        kind: Kind::Updated,
-        principal: Some(&principal),
-        patient: updated["for"]["reference"].as_str().map(str::to_string),
-        entities: vec![format!("Task/{id}")],
-        decision: None,
-        permitted: true,
-        description: format!("referral prompt {new_status} by the practice"),
-        at: chrono::Utc::now(),
-        request_id: request_id(&headers),
-    });
-    let updated = app
-        .store
-        .transact(Transaction {
-            updates: vec![(updated, based_on)],
-            audit: vec![answered],
-            ..Default::default()
-        })
-        .await?
-        .pop()
-        .ok_or_else(|| ApiError::Internal("the answered prompt was not returned".into()))?;
+    let updated = fit_notes::answer_prompt(
+        &*app.store,
+        &caller(&principal, &headers),
+        &id,
+        &body.value,
+        version_tag(&headers),
+    )
+    .await?;
     Ok(fhir_response(StatusCode::OK, &updated))
-}
-
-/// The version of a stored resource, from its `meta.versionId`.
-fn stored_version(resource: &Value) -> Result<i64, ApiError> {
-    resource["meta"]["versionId"]
-        .as_str()
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| ApiError::Internal("a stored resource without a version".into()))
 }

@@ -1,4 +1,5 @@
-//! HTTP routes (axum) and the server around them. Handlers parse, call the core, store, answer.
+//! HTTP routes (axum) and the server around them. Handlers extract a request, call one use case in
+//! [`crate::app`] and answer; the use cases' errors become OperationOutcomes in `error.rs`.
 
 mod auth;
 mod body;

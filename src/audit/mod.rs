@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::auth::Principal;
+use crate::caller::Principal;
 use crate::consent::{Code, Decision};
 use crate::fhir::search::format_instant;
 use crate::fhir::systems;

@@ -8,11 +8,10 @@ pub mod assertion;
 pub mod external;
 pub mod jwks_cache;
 mod key;
-mod principal;
 pub mod registry;
 
+pub use crate::caller::{Principal, Role, scope};
 pub use key::{KeyError, SigningKey};
-pub use principal::{Principal, Role, scope};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

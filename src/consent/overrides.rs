@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::decide::Question;
 use super::model::{Code, DataClass, OrgId, OverrideReason, RecipientClass};
-use crate::auth::{Principal, Role};
+use crate::caller::{Principal, Role};
 use crate::fhir::search::format_instant;
 use crate::fhir::{IssueType, Issues};
 
@@ -631,7 +631,7 @@ mod tests {
         let mut scoped = service();
         scoped
             .scopes
-            .push(crate::auth::scope::OVERRIDE_REVIEW.into());
+            .push(crate::caller::scope::OVERRIDE_REVIEW.into());
         assert_eq!(
             decide_request(&o, &scoped, Verdict::Grant, "", t(9)),
             Err(StepError::OwnRequest)
@@ -855,7 +855,7 @@ mod tests {
         colleague.client_id = "whs-second-desk".into();
         colleague
             .scopes
-            .push(crate::auth::scope::OVERRIDE_REVIEW.into());
+            .push(crate::caller::scope::OVERRIDE_REVIEW.into());
         let outsiders = [
             service(),
             colleague,

@@ -4,9 +4,33 @@
 //! consecutive note does not re-fire "three consecutive"; a gap that starts a new run can).
 
 use chrono::NaiveDate;
+use serde::Deserialize;
 
 use super::{FitNoteFacts, runs, window_start};
-use crate::config::{PromptRule, PromptTrigger};
+
+/// A rule that prompts the practice to consider referring a person to a service when a fit note
+/// arrives. Versioned: the version is written on every prompt it creates. Read from the
+/// configuration file (each service's `prompts`), hence the serde derives.
+// Not `deny_unknown_fields`: serde cannot combine it with the flattened trigger.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct PromptRule {
+    /// Stable name, e.g. `three-consecutive`.
+    pub id: String,
+    pub version: String,
+    #[serde(flatten)]
+    pub trigger: PromptTrigger,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(tag = "when", rename_all = "kebab-case")]
+pub enum PromptTrigger {
+    /// The person's current run of consecutive fit notes reaches `count`.
+    Consecutive { count: u32 },
+    /// A fit note starts a new run (the first of a spell of absence).
+    FirstInRun,
+    /// The person has had at least `count` fit notes in the last `months` months.
+    WithinMonths { count: u32, months: u32 },
+}
 
 /// A prompt already created, as the rules need it.
 #[derive(Debug, Clone, PartialEq, Eq)]

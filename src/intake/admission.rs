@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::access;
 use crate::audit::{self, Event, Kind};
-use crate::auth::Principal;
+use crate::caller::Principal;
 use crate::config::{Config, EligibilityConfig, ServiceConfig};
 use crate::eligibility::{self, Assessment, Outcome, Subject};
 use crate::fhir::systems::{self, profile};

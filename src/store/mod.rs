@@ -109,7 +109,7 @@ impl From<sqlx::Error> for StoreError {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ClientRecord {
     pub id: String,
-    pub role: crate::auth::Role,
+    pub role: crate::caller::Role,
     /// The organisation's local code: an ODS code or a service id.
     pub organisation: String,
     pub scopes: Vec<String>,

@@ -1,4 +1,7 @@
-//! The caller: a client acting for one organisation in one role, with scopes.
+//! The caller: a client acting for one organisation in one role, with scopes. A core value that
+//! the store (a registered client's role), the consent rules (who asks for an override) and the
+//! use cases read; [`crate::auth`] proves it from an access token and re-exports it, so neither
+//! the store nor the core depends on the token machinery.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,470 @@
+//! Consents: a practice, or a service's adviser at first contact, records a person's Consent or
+//! withdraws one; a service asks whether it may disclose. What each may record is
+//! [`consent::authorship`]'s rule, what a disclosure may do [`consent::decide`]'s; every change
+//! is stored with its AuditEvent in one transaction, every decision audited.
+
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{BadVersionTag, Caller, version_named};
+use crate::access::{self, AccessError};
+use crate::audit::{self, Event, Kind};
+use crate::caller::{Principal, Role};
+use crate::consent::{
+    self, Action, Code, DataClass, Decision, Purpose, Question, Recipient, RecipientClass,
+    authorship,
+};
+use crate::fhir::identifiers::identifier_reference;
+use crate::fhir::resource::claim_profile;
+use crate::fhir::systems::profile;
+use crate::fhir::{Issue, IssueType, Issues};
+use crate::store::{Store, StoreError, Transaction};
+
+/// Why a Consent was not recorded or changed, or a disclosure not decided.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsentError {
+    /// The Consent breaks the gateway's consent model or the authorship rule, or a request
+    /// names something unknown.
+    #[error("invalid")]
+    Invalid(Issues),
+    /// A changed Consent must keep the id it is stored under.
+    #[error("the Consent's id must be '{0}', the id in the URL")]
+    IdMismatch(String),
+    #[error("Consent/{0} is not known to this gateway")]
+    UnknownConsent(String),
+    #[error(transparent)]
+    BadVersionTag(#[from] BadVersionTag),
+    #[error("Consent/{0} has no version")]
+    Unversioned(String),
+    /// The store did not return the Consent it created or changed.
+    #[error("{0} Consent not returned")]
+    NotReturned(&'static str),
+    /// The service is the one that discloses (to the practice, an employer, another service):
+    /// nobody else asks what the person allows.
+    #[error("only a service the person was referred to asks whether it may disclose")]
+    NotAService,
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Records the Consent `body` for a person the caller has a referral for, as recorded by the
+/// caller (whatever the body says). Returns it as stored.
+pub async fn record(
+    store: &dyn Store,
+    caller: &Caller<'_>,
+    body: &Value,
+) -> Result<Value, ConsentError> {
+    let principal = caller.principal;
+    let mut resource = checked_consent(body)?;
+    if resource.get("id").is_some() {
+        return Err(ConsentError::Invalid(
+            Issue::error(
+                IssueType::Invalid,
+                "Consent.id",
+                "a new Consent must not carry an id: the gateway assigns one (to change a Consent, PUT it to /fhir/Consent/{id})",
+            )
+            .into(),
+        ));
+    }
+    let patient = patient_id(&resource)?;
+    let care = Care::of(store, principal, &patient).await?;
+    // Who recorded it is the caller, whatever the body says.
+    resource["organization"] = json!([identifier_reference(&care.party.organisation)]);
+    let now = Utc::now();
+    let record = consent::read_consent(&resource).map_err(ConsentError::Invalid)?;
+    let file = access::consent_file(store, &patient).await?;
+    let mut issues = Issues::new();
+    authorship::may_record(
+        &care.party,
+        &record,
+        authorship::Person {
+            consents: &file.consents,
+            referrals: &care.relations,
+        },
+        now,
+        &mut issues,
+        "Consent",
+    );
+    issues.into_result(()).map_err(ConsentError::Invalid)?;
+    let referral = care.referral_for(&record);
+    let id = uuid::Uuid::now_v7().to_string();
+    resource["id"] = json!(id);
+    claim_profile(&mut resource, &profile::whg_consent());
+    claim_profile(
+        &mut resource,
+        "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Consent",
+    );
+    let status = resource["status"].as_str().unwrap_or_default().to_string();
+    let audit = consent_audit(
+        caller,
+        &patient,
+        &id,
+        now,
+        format!("recorded with status {status}"),
+    );
+    store
+        .transact(Transaction {
+            creates: vec![resource],
+            audit: vec![audit],
+            referral,
+            ..Transaction::default()
+        })
+        .await?
+        .into_iter()
+        .find(|r| r["resourceType"] == "Consent")
+        .ok_or(ConsentError::NotReturned("created"))
+}
+
+/// Withdraws an agreement (`status` `inactive`, or `entered-in-error`) with `body`, the Consent
+/// `Consent/{id}` changed — the only change a stored Consent takes
+/// ([`consent::authorship::may_amend`]). The change is made against the version read (or the
+/// one `version_tag` names), so a concurrent change fails rather than being undone, and commits
+/// with its AuditEvent. Returns the Consent as it now stands.
+pub async fn amend(
+    store: &dyn Store,
+    caller: &Caller<'_>,
+    id: &str,
+    body: &Value,
+    version_tag: Option<&str>,
+) -> Result<Value, ConsentError> {
+    let principal = caller.principal;
+    let mut resource = checked_consent(body)?;
+    if resource["id"].as_str() != Some(id) {
+        return Err(ConsentError::IdMismatch(id.to_string()));
+    }
+    let stored = store
+        .read("Consent", id)
+        .await?
+        .ok_or_else(|| ConsentError::UnknownConsent(id.to_string()))?;
+    let patient = patient_id(&stored)?;
+    let care = Care::of(store, principal, &patient).await?;
+    if patient_id(&resource)? != patient {
+        return Err(ConsentError::Invalid(
+            Issue::error(
+                IssueType::BusinessRule,
+                "Consent.patient",
+                "a Consent cannot be moved to another person: record a new one",
+            )
+            .into(),
+        ));
+    }
+    // A change based on an older version fails first, as a stale write, whatever it is.
+    let version =
+        super::stored_version(&stored).ok_or_else(|| ConsentError::Unversioned(id.to_string()))?;
+    let expected = version_named(version_tag)?.unwrap_or(version);
+    if expected != version {
+        return Err(StoreError::VersionConflict {
+            resource: format!("Consent/{id}"),
+            current: version,
+            expected,
+        }
+        .into());
+    }
+    let mut issues = Issues::new();
+    let amendment = authorship::may_amend(&care.party, &stored, &resource, &mut issues);
+    issues.into_result(()).map_err(ConsentError::Invalid)?;
+    if amendment == Some(authorship::Amendment::Unchanged) {
+        // Nothing to store: a re-sent withdrawal must not re-date it.
+        return Ok(stored);
+    }
+    claim_profile(&mut resource, &profile::whg_consent());
+    let status = resource["status"].as_str().unwrap_or_default().to_string();
+    let audit = consent_audit(
+        caller,
+        &patient,
+        id,
+        Utc::now(),
+        format!("changed to status {status}"),
+    );
+    store
+        .transact(Transaction {
+            // Nothing is created, so no referral to attach anything to: the Consent stays
+            // on the referral it was recorded on.
+            updates: vec![(resource, expected)],
+            audit: vec![audit],
+            ..Transaction::default()
+        })
+        .await?
+        .into_iter()
+        .find(|r| r["resourceType"] == "Consent")
+        .ok_or(ConsentError::NotReturned("updated"))
+}
+
+/// The caller's part in a person's care: the caller must be party to one of the person's
+/// referrals (the practice that referred them, a service they were referred to). Sending a fit
+/// note does not make a practice one; anyone else is told the person is not found.
+pub(super) struct Care {
+    party: consent::Party,
+    /// The person's referrals, as the authorship rule reads them.
+    relations: Vec<authorship::CareRelation>,
+    /// The caller's own referrals of the person: (ServiceRequest id, the other party).
+    mine: Vec<(String, String)>,
+}
+
+impl Care {
+    pub(super) async fn of(
+        store: &dyn Store,
+        principal: &Principal,
+        patient_id: &str,
+    ) -> Result<Care, AccessError> {
+        let not_found = || AccessError::NotFound(format!("Patient/{patient_id}"));
+        let party = principal.as_party().ok_or_else(not_found)?;
+        let referrals: Vec<_> = store
+            .records_of_patient(patient_id)
+            .await?
+            .into_iter()
+            .filter_map(|r| {
+                let id = r.record.strip_prefix("ServiceRequest/")?.to_string();
+                Some((id, r.practice?, r.service?))
+            })
+            .collect();
+        let mine: Vec<(String, String)> = referrals
+            .iter()
+            .filter_map(|(id, practice, service)| match principal.role {
+                Role::Practice if *practice == principal.organisation => {
+                    Some((id.clone(), service.clone()))
+                }
+                Role::Service if *service == principal.organisation => {
+                    Some((id.clone(), practice.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        if mine.is_empty() {
+            return Err(not_found());
+        }
+        let relations = referrals
+            .into_iter()
+            .map(|(_, practice, service)| authorship::CareRelation { practice, service })
+            .collect();
+        Ok(Care {
+            party,
+            relations,
+            mine,
+        })
+    }
+
+    /// The caller's referral a Consent is recorded on (and so whose parties see it): the one
+    /// with the party it names, or else the caller's latest.
+    fn referral_for(&self, consent: &consent::ConsentRecord) -> String {
+        let named = consent.provision.organisations();
+        self.mine
+            .iter()
+            .filter(|(_, other)| named.contains(&other.as_str()))
+            .map(|(id, _)| id)
+            .max()
+            .or_else(|| self.mine.iter().map(|(id, _)| id).max())
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// The caller must be party to one of the person's referrals (see [`Care`]).
+pub(super) async fn require_party(
+    store: &dyn Store,
+    principal: &Principal,
+    patient_id: &str,
+) -> Result<(), AccessError> {
+    Care::of(store, principal, patient_id).await.map(drop)
+}
+
+/// The AuditEvent of a Consent recorded or changed.
+fn consent_audit(
+    caller: &Caller<'_>,
+    patient_id: &str,
+    consent_id: &str,
+    at: chrono::DateTime<Utc>,
+    what: String,
+) -> Value {
+    let principal = caller.principal;
+    audit::audit_event(&Event {
+        kind: Kind::ConsentRecorded,
+        principal: Some(principal),
+        patient: Some(format!("Patient/{patient_id}")),
+        entities: vec![format!("Consent/{consent_id}")],
+        decision: None,
+        permitted: true,
+        description: format!(
+            "Consent/{consent_id} {what} by the {} {}",
+            principal.role.as_str(),
+            principal.organisation
+        ),
+        at,
+        request_id: caller.request_id.clone(),
+    })
+}
+
+/// Validates a Consent (already read as FHIR R4) against the gateway's consent model, with
+/// every problem.
+fn checked_consent(body: &Value) -> Result<Value, ConsentError> {
+    let mut issues = match consent::read_consent(body) {
+        Ok(_) => Issues::new(),
+        Err(issues) => issues,
+    };
+    if body["scope"]["coding"].as_array().is_none() {
+        issues.error(
+            IssueType::Required,
+            "Consent.scope",
+            "scope is required: patient-privacy for sharing, research for evaluation",
+        );
+    }
+    if body["category"].as_array().is_none() {
+        issues.error(
+            IssueType::Required,
+            "Consent.category",
+            "category is required, e.g. http://loinc.org|59284-0 (Patient Consent)",
+        );
+    }
+    if body["patient"]["reference"].as_str().is_none() {
+        issues.error(
+            IssueType::Required,
+            "Consent.patient",
+            "patient is required, as a reference Patient/{id} to a person known to the gateway",
+        );
+    }
+    issues
+        .into_result(body.clone())
+        .map_err(ConsentError::Invalid)
+}
+
+fn patient_id(consent: &Value) -> Result<String, ConsentError> {
+    consent["patient"]["reference"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("Patient/"))
+        .filter(|id| crate::fhir::search::is_fhir_id(id))
+        .map(str::to_string)
+        .ok_or_else(|| {
+            ConsentError::Invalid(
+                Issue::error(
+                    IssueType::Value,
+                    "Consent.patient.reference",
+                    "patient must reference a stored person as Patient/{id}",
+                )
+                .into(),
+            )
+        })
+}
+
+/// The id in a `Patient/{id}` reference, or an issue at `patient`.
+pub(super) fn patient_in<'a>(reference: &'a str, issues: &mut Issues) -> Option<&'a str> {
+    let id = reference
+        .strip_prefix("Patient/")
+        .filter(|id| crate::fhir::search::is_fhir_id(id));
+    if id.is_none() {
+        issues.error(IssueType::Value, "patient", "patient must be Patient/{id}");
+    }
+    id
+}
+
+/// The `C` code `raw`, or an issue at `field` listing the codes allowed.
+pub(super) fn code_in<C: Code>(raw: &str, field: &str, issues: &mut Issues) -> Option<C> {
+    let code = C::from_code(raw);
+    if code.is_none() {
+        issues.error(
+            IssueType::CodeInvalid,
+            field,
+            format!("'{raw}' is not one of {}", consent::model::codes_of::<C>()),
+        );
+    }
+    code
+}
+
+/// A disclosure to be decided.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DisclosureRequest {
+    pub patient: String,
+    pub recipient: String,
+    #[serde(default)]
+    pub recipient_organisation: Option<String>,
+    pub data_class: String,
+    #[serde(default)]
+    pub purpose: Option<String>,
+    #[serde(default)]
+    pub document: Option<String>,
+}
+
+/// A disclosure decided.
+#[derive(Debug)]
+pub struct Disclosure {
+    pub decision: Decision,
+    pub decided_at: chrono::DateTime<Utc>,
+}
+
+/// Whether the caller asks disclosure questions at all (a service): checked before its request
+/// is read, and again by [`decide_disclosure`].
+pub fn may_ask_disclosure(principal: &Principal) -> Result<(), ConsentError> {
+    if principal.role != Role::Service {
+        return Err(ConsentError::NotAService);
+    }
+    Ok(())
+}
+
+/// May this be sent now? Decided at the moment of asking and audited: the delivery outbox asks
+/// before every attempt.
+pub async fn decide_disclosure(
+    store: &dyn Store,
+    caller: &Caller<'_>,
+    req: &DisclosureRequest,
+) -> Result<Disclosure, ConsentError> {
+    may_ask_disclosure(caller.principal)?;
+    let mut issues = Issues::new();
+    let patient = patient_in(&req.patient, &mut issues);
+    let recipient = code_in::<RecipientClass>(&req.recipient, "recipient", &mut issues);
+    let class = code_in::<DataClass>(&req.data_class, "dataClass", &mut issues);
+    let purpose = match req.purpose.as_deref() {
+        None => Some(Purpose::Treatment),
+        Some(p) => Purpose::from_code(p),
+    };
+    if purpose.is_none() {
+        issues.error(
+            IssueType::CodeInvalid,
+            "purpose",
+            "purpose must be TREAT or HRESCH",
+        );
+    }
+    if let Some(doc) = &req.document
+        && !doc
+            .split_once('/')
+            .is_some_and(|(t, id)| !t.is_empty() && crate::fhir::search::is_fhir_id(id))
+    {
+        issues.error(
+            IssueType::Value,
+            "document",
+            "document must be Type/id, e.g. DocumentReference/123",
+        );
+    }
+    let (Some(patient), Some(recipient), Some(class), Some(purpose)) = issues
+        .into_result((patient, recipient, class, purpose))
+        .map_err(ConsentError::Invalid)?
+    else {
+        unreachable!("every missing part was reported")
+    };
+    require_party(store, caller.principal, patient).await?;
+    let question = Question {
+        recipient: Recipient {
+            class: recipient,
+            organisation: req.recipient_organisation.clone(),
+        },
+        action: Action::Disclose,
+        purpose,
+        class,
+        at: Utc::now(),
+        document: req.document.clone(),
+    };
+    let decision = access::decide_disclosure(
+        store,
+        Some(caller.principal),
+        patient,
+        &question,
+        caller.request_id.clone(),
+    )
+    .await?;
+    Ok(Disclosure {
+        decision,
+        decided_at: question.at,
+    })
+}

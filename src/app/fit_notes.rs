@@ -1,0 +1,284 @@
+//! Fit notes: submitting one (practice format or FHIR Observation), a person's fit-note summary,
+//! and a practice's answer to a referral prompt a fit note raised.
+
+use chrono::NaiveDate;
+use serde_json::{Value, json};
+
+use super::submissions::{SubmitError, submit};
+use super::{BadVersionTag, Caller, Return, stored_version, version_named};
+use crate::access::AccessError;
+use crate::audit::{self, Event, Kind};
+use crate::caller::Role;
+use crate::config::Config;
+use crate::fhir::{IssueType, Issues};
+use crate::intake::{IntakeContext, Submission, admission, fhir_fit_note, practice_fit_note};
+use crate::store::{Store, Stored, Transaction};
+
+/// A fit note taken in.
+#[derive(Debug)]
+pub struct FitNote {
+    pub stored: Stored,
+    /// The stored Observation, when [`Return::Representation`] was asked for.
+    pub observation: Option<Value>,
+    /// The referral-prompt Tasks it raised (none read for [`Return::Minimal`]).
+    pub prompts: Vec<Value>,
+}
+
+/// A fit note in the practice format.
+pub async fn submit_practice_fit_note(
+    store: &dyn Store,
+    config: &Config,
+    caller: &Caller<'_>,
+    body: &Value,
+    wanted: Return,
+) -> Result<FitNote, SubmitError> {
+    let ctx = IntakeContext::now(config);
+    let (submission, note) = practice_fit_note(body, &ctx).map_err(SubmitError::Invalid)?;
+    let absence_given = note.note.absence_start.is_some();
+    let stored = accept(store, config, caller, submission, absence_given, "period").await?;
+    read_back(store, stored, wanted).await
+}
+
+/// A fit note in the gateway's Observation profile, from a FHIR client.
+pub async fn submit_observation(
+    store: &dyn Store,
+    config: &Config,
+    caller: &Caller<'_>,
+    observation: &Value,
+    wanted: Return,
+) -> Result<FitNote, SubmitError> {
+    let ctx = IntakeContext::now(config);
+    let sender_ods = caller.principal.organisation_code();
+    let (submission, note) =
+        fhir_fit_note(observation, sender_ods, &ctx).map_err(SubmitError::Invalid)?;
+    let absence_given = note.note.absence_start.is_some();
+    let stored = accept(
+        store,
+        config,
+        caller,
+        submission,
+        absence_given,
+        "Observation.effectivePeriod",
+    )
+    .await?;
+    read_back(store, stored, wanted).await
+}
+
+async fn accept(
+    store: &dyn Store,
+    config: &Config,
+    caller: &Caller<'_>,
+    submission: Submission,
+    absence_start_given: bool,
+    period_expression: &'static str,
+) -> Result<Stored, SubmitError> {
+    let admission = admission::fit_note(
+        &submission,
+        absence_start_given,
+        config,
+        caller.principal,
+        caller.request_id.clone(),
+        chrono::Utc::now(),
+        period_expression,
+    );
+    submit(store, caller, submission, admission, "").await
+}
+
+/// The prompts the fit note raised (unless nothing is wanted back) and, when wanted, the
+/// Observation as stored.
+async fn read_back(
+    store: &dyn Store,
+    stored: Stored,
+    wanted: Return,
+) -> Result<FitNote, SubmitError> {
+    let prompts = if stored.prompts.is_empty() || wanted == Return::Minimal {
+        Vec::new()
+    } else {
+        store.read_many("Task", &stored.prompts).await?
+    };
+    let observation = if wanted == Return::Representation {
+        let id = &stored.focus_id;
+        let observation = store
+            .read("Observation", id)
+            .await?
+            .ok_or_else(|| SubmitError::NotReadBack(format!("Observation/{id}")))?;
+        Some(observation)
+    } else {
+        None
+    };
+    Ok(FitNote {
+        stored,
+        observation,
+        prompts,
+    })
+}
+
+/// Why a fit-note summary was not given.
+#[derive(Debug, thiserror::Error)]
+pub enum SummaryError {
+    /// Unknown and not-yours alike, so the summary cannot be used to probe who is known.
+    #[error("no fit notes are held for this person that you may see")]
+    NoneYouMaySee,
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// A person's fit-note history, summarised.
+#[derive(Debug)]
+pub struct Summary {
+    pub patient_id: String,
+    pub as_of: NaiveDate,
+    pub consecutive_gap_days: u32,
+    pub summary: crate::fit_notes::Summary,
+}
+
+/// The fit-note summary of the person with NHS number `nhs_number` (already checked), as the
+/// caller may see it (audited).
+pub async fn summary(
+    store: &dyn Store,
+    config: &Config,
+    caller: &Caller<'_>,
+    nhs_number: &str,
+) -> Result<Summary, SummaryError> {
+    let patient_id = store
+        .patient_by_nhs_number(nhs_number)
+        .await?
+        .ok_or(SummaryError::NoneYouMaySee)?;
+    let notes = match caller.guard(store).fit_note_history(&patient_id).await {
+        Err(AccessError::NotFound(_)) => return Err(SummaryError::NoneYouMaySee),
+        other => other?,
+    };
+    let f = &config.fit_notes;
+    let today = chrono::Utc::now().date_naive();
+    let summary = crate::fit_notes::summary(
+        &notes,
+        today,
+        f.consecutive_gap_days,
+        f.summary_window_months,
+    );
+    Ok(Summary {
+        patient_id,
+        as_of: today,
+        consecutive_gap_days: f.consecutive_gap_days,
+        summary,
+    })
+}
+
+/// Why a practice's answer to a referral prompt was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum PromptAnswerError {
+    #[error(
+        "only referral prompts are answered with PUT: a referral's workflow Task changes through the service's workflow routes (/api/v1/referrals/{{id}}/…)"
+    )]
+    NotAPrompt,
+    #[error("only the practice a referral prompt is for answers it")]
+    NotThePractice,
+    #[error("the answer breaks the prompt's rules")]
+    Invalid(Issues),
+    #[error(transparent)]
+    BadVersionTag(#[from] BadVersionTag),
+    #[error("a stored resource without a version")]
+    Unversioned,
+    #[error("the answered prompt was not returned")]
+    NotReturned,
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// The practice accepts or rejects the referral prompt `Task/{id}` with `task` (its id already
+/// checked to be `id`). Only `status` (requested → accepted or rejected), `statusReason` and
+/// `note` may change. The answer is stored against the version `version_tag` names, or else the
+/// one read, with its AuditEvent.
+pub async fn answer_prompt(
+    store: &dyn Store,
+    caller: &Caller<'_>,
+    id: &str,
+    task: &Value,
+    version_tag: Option<&str>,
+) -> Result<Value, PromptAnswerError> {
+    let stored = caller.guard(store).fetch("Task", id).await?;
+    if !crate::consent::is_referral_prompt(&stored) {
+        return Err(PromptAnswerError::NotAPrompt);
+    }
+    if caller.principal.role != Role::Practice {
+        return Err(PromptAnswerError::NotThePractice);
+    }
+    let mut issues = Issues::new();
+    let new_status = task["status"].as_str().unwrap_or_default();
+    if !matches!(new_status, "accepted" | "rejected") {
+        issues.error(IssueType::Value, "Task.status", "a referral prompt is answered with status accepted (the practice will consider a referral) or rejected");
+    }
+    if stored["status"] != "requested" {
+        issues.error(
+            IssueType::BusinessRule,
+            "Task.status",
+            format!(
+                "this prompt was already answered ({})",
+                stored["status"].as_str().unwrap_or_default()
+            ),
+        );
+    }
+    for field in [
+        "intent",
+        "code",
+        "focus",
+        "for",
+        "owner",
+        "input",
+        "authoredOn",
+        "description",
+        "reasonCode",
+    ] {
+        if task.get(field) != stored.get(field) {
+            issues.error(IssueType::BusinessRule, format!("Task.{field}"), format!("Task.{field} cannot be changed: only status, statusReason and note are the practice's to set"));
+        }
+    }
+    if !issues.is_empty() {
+        return Err(PromptAnswerError::Invalid(issues));
+    }
+    let mut updated = stored.clone();
+    updated["status"] = json!(new_status);
+    updated["lastModified"] =
+        json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    for field in ["statusReason", "note"] {
+        match task.get(field) {
+            Some(v) => updated[field] = v.clone(),
+            None => {
+                if let Some(o) = updated.as_object_mut() {
+                    o.remove(field);
+                }
+            }
+        }
+    }
+    // The answer is stored at the version it was checked against (the one the caller named, or
+    // the one read above), so a concurrent answer is refused, never overwritten; and with its
+    // AuditEvent, in one transaction.
+    let based_on = match version_named(version_tag)? {
+        Some(version) => version,
+        None => stored_version(&stored).ok_or(PromptAnswerError::Unversioned)?,
+    };
+    let answered = audit::audit_event(&Event {
+        kind: Kind::Updated,
+        principal: Some(caller.principal),
+        patient: updated["for"]["reference"].as_str().map(str::to_string),
+        entities: vec![format!("Task/{id}")],
+        decision: None,
+        permitted: true,
+        description: format!("referral prompt {new_status} by the practice"),
+        at: chrono::Utc::now(),
+        request_id: caller.request_id.clone(),
+    });
+    store
+        .transact(Transaction {
+            updates: vec![(updated, based_on)],
+            audit: vec![answered],
+            ..Default::default()
+        })
+        .await?
+        .pop()
+        .ok_or(PromptAnswerError::NotReturned)
+}

@@ -1,0 +1,130 @@
+//! What every submission (a referral, a fit note) goes through once it is validated: only from
+//! the practice it names, only synthetic people from a test client, stored under its admission
+//! (consent, eligibility, the fit-note rules, checked in the store's transaction), and audited —
+//! a resend as such, a refusal without the person (nothing about them is stored).
+
+use super::Caller;
+use crate::audit::{self, Event, Kind};
+use crate::caller::Role;
+use crate::fhir::Issues;
+use crate::intake::Submission;
+use crate::store::{Admission, Store, StoreError, Stored};
+
+/// Why a submission was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// Not the format at all, or breaks basic FHIR rules.
+    #[error("malformed submission")]
+    Malformed(Issues),
+    /// Well-formed, but breaks the format's rules or a rule over the person's history.
+    #[error("invalid submission")]
+    Invalid(Issues),
+    #[error(
+        "a practice sends {what}s only as itself: this {what} comes from {from} but the access token is for {token_for}"
+    )]
+    NotTheSender {
+        what: &'static str,
+        from: String,
+        token_for: String,
+    },
+    #[error(
+        "this client is in the test tenant: it may send only synthetic people, with NHS numbers from the 999 test range; this {what} is not rejected for its content, but it cannot be sent from a test client"
+    )]
+    RealPersonFromTestTenant { what: &'static str },
+    /// The person's consent does not let it go to the service; the issues say where to record it.
+    #[error("refused by consent")]
+    ConsentRefused(Issues),
+    /// Stored, but the stored resource (`Type/id`) could not be read back to answer with.
+    #[error("stored {0} cannot be read back")]
+    NotReadBack(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Stores a submission a practice sent as itself, under `admission`; a refusal by consent is
+/// answered with what to change at `consent_expression`.
+pub async fn submit(
+    store: &dyn Store,
+    caller: &Caller<'_>,
+    submission: Submission,
+    admission: Admission,
+    consent_expression: &str,
+) -> Result<Stored, SubmitError> {
+    let principal = caller.principal;
+    let what = submission.kind.noun();
+    if principal.role != Role::Practice || submission.practice != principal.organisation {
+        return Err(SubmitError::NotTheSender {
+            what,
+            from: submission.practice.clone(),
+            token_for: principal.organisation.clone(),
+        });
+    }
+    if principal.test_tenant {
+        let real = submission
+            .entries
+            .iter()
+            .filter(|e| e.resource_type == "Patient")
+            .find_map(|e| {
+                crate::fhir::resource::identifier_value(
+                    &e.resource,
+                    crate::fhir::systems::NHS_NUMBER,
+                )
+                .filter(|n| !n.starts_with("999"))
+            });
+        if real.is_some() {
+            return Err(SubmitError::RealPersonFromTestTenant { what });
+        }
+    }
+    let key = submission.key.clone();
+    let focus_type = submission.kind.focus_type();
+    let mut event = Event {
+        kind: Kind::Intake,
+        principal: Some(principal),
+        patient: None,
+        entities: Vec::new(),
+        decision: None,
+        permitted: true,
+        description: String::new(),
+        at: chrono::Utc::now(),
+        request_id: caller.request_id.clone(),
+    };
+    match store.submit(submission, Some(admission)).await {
+        Ok(stored) if stored.created => Ok(stored),
+        Ok(stored) => {
+            // A resend stores nothing; the decision that let it in was recorded with it.
+            event.entities = vec![format!("{focus_type}/{}", stored.focus_id)];
+            event.description = format!("{what} resent: already stored, nothing new stored");
+            audit::append(store, &[event]).await?;
+            Ok(stored)
+        }
+        Err(StoreError::Refused(decision)) => {
+            event.decision = Some(&decision);
+            event.permitted = false;
+            event.description = format!(
+                "{what} {} from {} refused: {}",
+                key.value, key.namespace, decision.reason
+            );
+            audit::append(store, &[event]).await?;
+            Err(SubmitError::ConsentRefused(crate::access::intake_refusal(
+                consent_expression,
+                &decision,
+            )))
+        }
+        Err(StoreError::Rejected(issues)) => {
+            event.permitted = false;
+            event.description = format!(
+                "{what} {} from {} refused: {}",
+                key.value,
+                key.namespace,
+                issues
+                    .iter()
+                    .map(|i| i.diagnostics.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            audit::append(store, &[event]).await?;
+            Err(SubmitError::Invalid(issues))
+        }
+        Err(e) => Err(e.into()),
+    }
+}

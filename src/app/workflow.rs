@@ -1,0 +1,539 @@
+//! The adviser workflow and letters. Each action reads the referral (tenancy and consent checked
+//! and audited by the guard), asks the pure [`workflow`] or [`letters`] core what changes, and
+//! stores it all in one transaction, letters with their outbox rows; a letter queued wakes the
+//! outbox (`letters_queued`).
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use super::Caller;
+use crate::access::{AccessError, Guard};
+use crate::audit::{self, Event, Kind};
+use crate::caller::Role;
+use crate::config::Config;
+use crate::delivery::worker::workflow_task;
+use crate::fhir::identifiers::value_part;
+use crate::fhir::search::format_instant;
+use crate::fhir::{Issue, IssueType, Issues};
+use crate::letters::{self, Context, LetterBody, LetterIds};
+use crate::store::{
+    Delivery, DeliveryAttempt, DeliveryFilter, RecordParties, Store, StoreError, Transaction,
+};
+use crate::workflow::{self, Action, Parties, Stage};
+
+/// Why a workflow step, a letter or a resend was not made, or a letter not shown.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    /// The step or letter breaks the workflow's or the letter's rules.
+    #[error("invalid")]
+    Invalid(Issues),
+    #[error("ServiceRequest/{0} is not a referral")]
+    NotAReferral(String),
+    #[error("only the service the referral is addressed to records its workflow")]
+    NotTheService,
+    /// Not known, or not the caller's to know of: answered alike.
+    #[error("letter {0} is not known to this gateway")]
+    UnknownLetter(String),
+    /// A letter list asked for by a state that is not one.
+    #[error("not a letter-delivery state")]
+    UnknownLetterState(Issues),
+    #[error("information-governance clients read the audit trail, not letters")]
+    NoLetters,
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The referral `id`, checked readable by the caller, with its parties.
+async fn referral(
+    store: &dyn Store,
+    caller: &Caller<'_>,
+    id: &str,
+) -> Result<(Value, RecordParties), WorkflowError> {
+    let sr = caller.guard(store).fetch("ServiceRequest", id).await?;
+    let parties = store
+        .records_of("ServiceRequest", id)
+        .await?
+        .into_iter()
+        .find(|r| r.record == format!("ServiceRequest/{id}") && r.practice.is_some())
+        .ok_or_else(|| WorkflowError::NotAReferral(id.to_string()))?;
+    Ok((sr, parties))
+}
+
+/// Only the service a referral is addressed to works on it.
+fn require_service(caller: &Caller<'_>, parties: &RecordParties) -> Result<(), WorkflowError> {
+    let principal = caller.principal;
+    if principal.role != Role::Service
+        || parties.service.as_deref() != Some(&principal.organisation)
+    {
+        return Err(WorkflowError::NotTheService);
+    }
+    Ok(())
+}
+
+fn workflow_parties(sr: &Value, p: &RecordParties) -> Parties {
+    Parties {
+        referral: p.record.clone(),
+        patient: format!("Patient/{}", p.patient_id),
+        // The referral's own row (see `referral`) always names its practice and service.
+        practice: p.practice.clone().unwrap_or_default(),
+        service: p.service.clone().unwrap_or_default(),
+        referred_on: sr["authoredOn"]
+            .as_str()
+            .and_then(|d| d.get(..10))
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()),
+    }
+}
+
+fn version_of(resource: &Value) -> i64 {
+    super::stored_version(resource).unwrap_or(1)
+}
+
+/// Applies one workflow action (triage, a contact, support, discharge) to the referral `id` and
+/// answers with the workflow's new state (see [`show`]). A decline queues its letter.
+pub async fn act(
+    store: &dyn Store,
+    config: &Config,
+    letters_queued: &Notify,
+    caller: &Caller<'_>,
+    id: &str,
+    action: Action,
+) -> Result<Value, WorkflowError> {
+    let (sr, record) = referral(store, caller, id).await?;
+    require_service(caller, &record)?;
+    let parties = workflow_parties(&sr, &record);
+    let referral_id = sr["id"].as_str().unwrap_or_default().to_string();
+    let task = workflow_task(store, &referral_id).await?;
+    let now = Utc::now();
+    let encounter_id = uuid::Uuid::now_v7().to_string();
+    let change = workflow::apply(&parties, task.as_ref(), &action, &encounter_id, now)
+        .map_err(WorkflowError::Invalid)?;
+
+    let mut tx = Transaction {
+        referral: referral_id.clone(),
+        ..Default::default()
+    };
+    let new_sr_status = change.stage.service_request_status();
+    if sr["status"].as_str() != Some(new_sr_status) {
+        let mut updated = sr.clone();
+        updated["status"] = json!(new_sr_status);
+        tx.updates.push((updated, version_of(&sr)));
+    }
+    let mut task_value = change.task.clone();
+    match &task {
+        Some(stored) => tx.updates.push((task_value, version_of(stored))),
+        None => {
+            task_value["id"] = json!(uuid::Uuid::now_v7().to_string());
+            tx.creates.push(task_value);
+        }
+    }
+    if let Some(e) = change.encounter {
+        tx.creates.push(e);
+    }
+    let mut letter_id = None;
+    if let Some(notice) = &change.decline {
+        let context = letter_context(store, config, &parties).await?;
+        let author = format!("{} triage team", context.service_name);
+        let letter = context.decline(notice, &author, now);
+        letter_id = Some(queue_letter(config, &context, &letter, &mut tx, now));
+    }
+    tx.creates.push(audit::audit_event(&Event {
+        kind: Kind::Updated,
+        principal: Some(caller.principal),
+        patient: Some(parties.patient.clone()),
+        entities: vec![parties.referral.clone()],
+        decision: None,
+        permitted: true,
+        description: format!("referral workflow: {}", change.stage.code()),
+        at: now,
+        request_id: caller.request_id.clone(),
+    }));
+    let stored = commit(store, tx).await?;
+    if letter_id.is_some() {
+        letters_queued.notify_one();
+    }
+    let task = stored.into_iter().find(|r| r["resourceType"] == "Task");
+    workflow_state(store, config, &referral_id, &parties, task, None).await
+}
+
+/// Stores a workflow change, new resources claiming their UK Core profiles.
+async fn commit(store: &dyn Store, mut tx: Transaction) -> Result<Vec<Value>, StoreError> {
+    for r in &mut tx.creates {
+        crate::fhir::resource::claim_uk_core(r);
+    }
+    store.transact(tx).await
+}
+
+/// Everything a letter needs to know about the referral's parties.
+async fn letter_context(
+    store: &dyn Store,
+    config: &Config,
+    parties: &Parties,
+) -> Result<Context, StoreError> {
+    let referral_id = parties.referral.trim_start_matches("ServiceRequest/");
+    let patient = crate::access::patient_of_referral(store, referral_id)
+        .await?
+        .unwrap_or_default();
+    let ods = value_part(&parties.practice);
+    let person = crate::fhir::patient::demographics(&patient);
+    Ok(Context {
+        referral: parties.referral.clone(),
+        patient: parties.patient.clone(),
+        referral_date: parties.referred_on,
+        service_name: config.service_name(&parties.service).to_string(),
+        service: parties.service.clone(),
+        practice: parties.practice.clone(),
+        practice_name: config
+            .directory
+            .get(ods)
+            .and_then(|r| r.name())
+            .map(str::to_string),
+        patient_name: person.full_name(),
+        nhs_number: person.nhs_number,
+        birth_date: person.birth_date,
+    })
+}
+
+/// Renders the letter and adds its resources and outbox row to `tx`; returns the letter's id.
+fn queue_letter(
+    config: &Config,
+    context: &Context,
+    letter: &letters::Letter,
+    tx: &mut Transaction,
+    now: DateTime<Utc>,
+) -> String {
+    // The letter's Composition and DocumentReference are one document in two forms and share
+    // its id, so a consent naming the document (`DocumentReference/{id}`) covers both.
+    let document = uuid::Uuid::now_v7().to_string();
+    let ids = LetterIds {
+        composition: document.clone(),
+        document,
+        communication: uuid::Uuid::now_v7().to_string(),
+    };
+    let pdf = letters::pdf::render(letter);
+    tx.creates
+        .extend(letters::resources(letter, context, &ids, &pdf, now));
+    let d = &config.delivery;
+    let at = |secs: u64| format_instant(now + chrono::Duration::seconds(secs as i64));
+    tx.deliveries.push(Delivery {
+        id: ids.communication.clone(),
+        document_id: ids.document,
+        referral_id: tx.referral.clone(),
+        patient_id: context.patient.trim_start_matches("Patient/").to_string(),
+        service: context.service.clone(),
+        practice: context.practice.clone(),
+        urgent: letter.urgent,
+        state: "queued".into(),
+        attempts: 0,
+        message_id: uuid::Uuid::now_v7().to_string(),
+        // One conversation per referral, as BaRS keeps one correlation id per conversation.
+        correlation_id: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, context.referral.as_bytes())
+            .to_string(),
+        created_at: format_instant(now),
+        next_attempt_at: format_instant(now),
+        deadline_at: at(d.retry_window_secs),
+        escalate_at: letter.urgent.then(|| at(d.urgent_ack_secs)),
+        escalated_at: None,
+        channel: None,
+        transport_id: None,
+        last_error: None,
+        updated_at: format_instant(now),
+    });
+    ids.communication
+}
+
+/// A letter queued: its id (its Communication's) and its Communication as stored.
+#[derive(Debug)]
+pub struct QueuedLetter {
+    pub id: String,
+    pub communication: Value,
+}
+
+/// An adviser's letter (`body`) to the practice that made the referral `id`, queued for
+/// delivery.
+pub async fn write_letter(
+    store: &dyn Store,
+    config: &Config,
+    letters_queued: &Notify,
+    caller: &Caller<'_>,
+    id: &str,
+    body: &LetterBody,
+) -> Result<QueuedLetter, WorkflowError> {
+    let (sr, record) = referral(store, caller, id).await?;
+    require_service(caller, &record)?;
+    let issues = body.validate();
+    if !issues.is_empty() {
+        return Err(WorkflowError::Invalid(issues));
+    }
+    let parties = workflow_parties(&sr, &record);
+    let referral_id = sr["id"].as_str().unwrap_or_default().to_string();
+    let task = workflow_task(store, &referral_id).await?;
+    if matches!(workflow::stage_of(task.as_ref()), Stage::Received) {
+        return Err(WorkflowError::Invalid(
+            Issue::general(
+                IssueType::BusinessRule,
+                "triage the referral first: a declined referral's letter is sent by the decline itself",
+            )
+            .into(),
+        ));
+    }
+    let now = Utc::now();
+    let context = letter_context(store, config, &parties).await?;
+    let letter = context.feedback(body, now);
+    let mut tx = Transaction {
+        referral: referral_id,
+        ..Default::default()
+    };
+    let letter_id = queue_letter(config, &context, &letter, &mut tx, now);
+    tx.creates.push(audit::audit_event(&Event {
+        kind: Kind::Intake,
+        principal: Some(caller.principal),
+        patient: Some(parties.patient.clone()),
+        entities: vec![format!("Communication/{letter_id}")],
+        decision: None,
+        permitted: true,
+        description: format!(
+            "{} letter queued for the referring practice",
+            body.priority.code()
+        ),
+        at: now,
+        request_id: caller.request_id.clone(),
+    }));
+    let stored = commit(store, tx).await?;
+    letters_queued.notify_one();
+    let communication = stored
+        .into_iter()
+        .find(|r| r["resourceType"] == "Communication")
+        .unwrap_or_default();
+    Ok(QueuedLetter {
+        id: letter_id,
+        communication,
+    })
+}
+
+/// The workflow's state as JSON: stage, the referral's workflow `task` as stored, timeliness and
+/// the letters (those the reader may know of, when a reader's guard is given; all of them for
+/// the service that acted).
+async fn workflow_state(
+    store: &dyn Store,
+    config: &Config,
+    referral_id: &str,
+    parties: &Parties,
+    task: Option<Value>,
+    reader: Option<&Guard<'_>>,
+) -> Result<Value, WorkflowError> {
+    let stage = workflow::stage_of(task.as_ref());
+    let first_contact = match task.as_ref().and_then(|t| {
+        t["input"].as_array()?.iter().find(|i| i["type"]["coding"][0]["code"] == "first-contact")?["valueReference"]["reference"]
+            .as_str()
+            .map(str::to_string)
+    }) {
+        Some(r) => store
+            .read("Encounter", r.trim_start_matches("Encounter/"))
+            .await?
+            .and_then(|e| e["period"]["start"].as_str().and_then(|d| NaiveDate::parse_from_str(d.get(..10)?, "%Y-%m-%d").ok())),
+        None => None,
+    };
+    let mut letters = store
+        .deliveries(&DeliveryFilter {
+            referral: Some(referral_id.to_string()),
+            ..Default::default()
+        })
+        .await?;
+    if let Some(guard) = reader {
+        letters = guard.letters(letters).await?;
+    }
+    Ok(json!({
+        "referral": parties.referral,
+        "stage": stage.code(),
+        "serviceRequestStatus": stage.service_request_status(),
+        "timeliness": workflow::timeliness(
+            parties.referred_on,
+            first_contact,
+            config.workflow.first_contact_target_days,
+            Utc::now().date_naive(),
+        ),
+        "task": task,
+        "letters": letters,
+    }))
+}
+
+/// The workflow of the referral `id` as the caller may see it: for the service, all of it; for
+/// the referring practice, what the person's consent to feedback lets it see — without that
+/// consent, its referral's status and nothing more.
+pub async fn show(
+    store: &dyn Store,
+    config: &Config,
+    caller: &Caller<'_>,
+    id: &str,
+) -> Result<Value, WorkflowError> {
+    let (sr, record) = referral(store, caller, id).await?;
+    let referral_id = sr["id"].as_str().unwrap_or_default();
+    let reader = caller.guard(store);
+    // What the service recorded reaches the practice only under the person's consent to
+    // feedback; without it the practice sees its referral's status and nothing more.
+    let task = workflow_task(store, referral_id).await?;
+    if let Some(task) = &task {
+        match reader.read(task).await {
+            Ok(()) => {}
+            Err(AccessError::ConsentDenied(reason)) => {
+                return Ok(json!({
+                    "referral": record.record,
+                    "serviceRequestStatus": sr["status"],
+                    "withheld": format!("the service's record of this referral is withheld: {reason}"),
+                }));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let parties = workflow_parties(&sr, &record);
+    let mut state =
+        workflow_state(store, config, referral_id, &parties, task, Some(&reader)).await?;
+    // The person as this referral's practice stated them (read with vread): what the service
+    // contacts them by for this referral, whatever other senders stated since.
+    if let Some(v) = record.patient_version {
+        state["patient"] = json!(format!("Patient/{}/_history/{v}", record.patient_id));
+    }
+    Ok(state)
+}
+
+/// The caller's letters (a service's sent, a practice's received), in `state` and of `referral`
+/// when given: those the caller may know of, audited.
+pub async fn list_letters(
+    store: &dyn Store,
+    caller: &Caller<'_>,
+    state: Option<String>,
+    referral: Option<String>,
+) -> Result<Vec<Delivery>, WorkflowError> {
+    if let Some(s) = &state {
+        let mut issues = Issues::new();
+        crate::workflow::action::check_code(&mut issues, "state", "letter-delivery-state", s);
+        if !issues.is_empty() {
+            return Err(WorkflowError::UnknownLetterState(issues));
+        }
+    }
+    let principal = caller.principal;
+    let mut filter = DeliveryFilter {
+        state,
+        referral,
+        ..Default::default()
+    };
+    match principal.role {
+        Role::Service => filter.service = Some(principal.organisation.clone()),
+        Role::Practice => filter.practice = Some(principal.organisation.clone()),
+        Role::InformationGovernance => return Err(WorkflowError::NoLetters),
+    }
+    Ok(caller
+        .guard(store)
+        .letters(store.deliveries(&filter).await?)
+        .await?)
+}
+
+/// One letter: its delivery, attempts and Communication, if the caller may read it.
+#[derive(Debug)]
+pub struct Letter {
+    pub delivery: Delivery,
+    pub attempts: Vec<DeliveryAttempt>,
+    pub communication: Value,
+}
+
+/// The letter `id` with its delivery and attempts.
+pub async fn show_letter(
+    store: &dyn Store,
+    caller: &Caller<'_>,
+    id: &str,
+) -> Result<Letter, WorkflowError> {
+    // The delivery first: the outbox commits it with the Communication's new version, so the
+    // Communication read after it is never older than the state shown beside it.
+    let (delivery, attempts) = store
+        .delivery(id)
+        .await?
+        .ok_or_else(|| WorkflowError::UnknownLetter(id.to_string()))?;
+    let communication = caller.guard(store).fetch("Communication", id).await?;
+    Ok(Letter {
+        delivery,
+        attempts,
+        communication,
+    })
+}
+
+/// The service sends its rejected or dead letter `id` again (the practice fixed what refused it,
+/// or a route was configured): queued now, with a new retry window and the same message id.
+/// Returns the delivery and its attempts as they now stand.
+pub async fn resend_letter(
+    store: &dyn Store,
+    config: &Config,
+    letters_queued: &Notify,
+    caller: &Caller<'_>,
+    id: &str,
+) -> Result<(Delivery, Vec<DeliveryAttempt>), WorkflowError> {
+    let principal = caller.principal;
+    let not_found = || WorkflowError::UnknownLetter(id.to_string());
+    let (delivery, _) = store.delivery(id).await?.ok_or_else(not_found)?;
+    if principal.role != Role::Service || delivery.service != principal.organisation {
+        return Err(not_found());
+    }
+    if !matches!(delivery.state.as_str(), "rejected" | "dead") {
+        return Err(WorkflowError::Invalid(
+            Issue::general(
+                IssueType::BusinessRule,
+                format!(
+                    "only a rejected or dead letter is sent again by hand; this one is {}",
+                    delivery.state
+                ),
+            )
+            .into(),
+        ));
+    }
+    let now = Utc::now();
+    let communication = store
+        .read("Communication", id)
+        .await?
+        .ok_or_else(not_found)?;
+    let detail = format!(
+        "sent again by {} after it was {}",
+        principal.client_id, delivery.state
+    );
+    let resent = audit::audit_event(&Event {
+        kind: Kind::Updated,
+        principal: Some(principal),
+        patient: Some(format!("Patient/{}", delivery.patient_id)),
+        entities: vec![format!("Communication/{id}")],
+        decision: None,
+        permitted: true,
+        description: detail.clone(),
+        at: now,
+        request_id: caller.request_id.clone(),
+    });
+    let window = chrono::Duration::seconds(config.delivery.retry_window_secs as i64);
+    store
+        .update_delivery(crate::store::DeliveryUpdate {
+            id: id.to_string(),
+            state: "queued".into(),
+            attempt: Some(DeliveryAttempt {
+                attempt: delivery.attempts,
+                at: format_instant(now),
+                outcome: "requeued".into(),
+                detail: Some(detail.clone()),
+            }),
+            next_attempt_at: format_instant(now),
+            last_error: None,
+            channel: None,
+            escalated_at: None,
+            transport_id: None,
+            deadline_at: Some(format_instant(now + window)),
+            communication: crate::delivery::communication_with_state(
+                communication,
+                "queued",
+                Some(&detail),
+                now,
+            ),
+            // The resend and its audit are one write: neither is stored without the other.
+            audit: vec![resent],
+        })
+        .await?;
+    letters_queued.notify_one();
+    store.delivery(id).await?.ok_or_else(not_found)
+}
