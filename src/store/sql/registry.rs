@@ -63,7 +63,7 @@ fn client_of(row: &DbRow) -> Result<ClientRecord, StoreError> {
     let role: String = row.get(1);
     Ok(ClientRecord {
         id: row.get(0),
-        role: crate::auth::Role::from_str_code(&role)
+        role: crate::caller::Role::from_str_code(&role)
             .ok_or_else(|| StoreError::Corrupt(format!("client role '{role}'")))?,
         organisation: row.get(2),
         scopes: row

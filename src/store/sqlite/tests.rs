@@ -1,7 +1,7 @@
 //! The SQLite backend's own tests: what only SQLite shows (its triggers, its upgrade path).
 
 use super::*;
-use crate::auth::Principal;
+use crate::caller::Principal;
 use crate::config::Config;
 use crate::intake::{IntakeContext, practice_referral};
 
@@ -338,7 +338,7 @@ fn requested_override() -> Override {
 
 #[tokio::test]
 async fn an_override_step_whose_audit_cannot_be_written_is_not_stored() {
-    use crate::auth::{Principal, Role};
+    use crate::caller::{Principal, Role};
     use crate::consent::overrides::{Verdict, decide_request};
     let dir = tempfile::tempdir().unwrap();
     let (store, url) = fresh_store(dir.path()).await;
