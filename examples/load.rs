@@ -6,6 +6,11 @@
 //!
 //!   cargo build --release && cargo run --release --example load -- [REQUESTS] [CONCURRENCY] [fit-notes|letters]
 //!
+//! The gateway stores on a fresh SQLite file, or, with `WHG_LOAD_POSTGRES` set to a PostgreSQL
+//! server's admin URL (`postgres://whg@127.0.0.1:5432/postgres`), on a fresh database there;
+//! `scripts/load-both.sh` runs the same load on each, one after the other, for figures side by
+//! side.
+//!
 //! Defaults: 20000 requests, 64 concurrent clients, referrals. With `fit-notes`, each person gets
 //! four consecutive fortnightly fit notes (sent concurrently, in any order), so the history,
 //! the three-month rule and the default services' prompt rules run on every one. With `letters`,
@@ -62,7 +67,18 @@ async fn main() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("load.db").display());
+    let db = match std::env::var("WHG_LOAD_POSTGRES") {
+        Ok(admin) => fresh_postgres_database(&admin).await,
+        Err(_) => format!("sqlite://{}", dir.path().join("load.db").display()),
+    };
+    println!(
+        "backend: {}",
+        if db.starts_with("sqlite:") {
+            "sqlite"
+        } else {
+            "postgres"
+        }
+    );
     // A signing key of the run's own, and a token for the sending practice.
     let key_path = dir.path().join("signing-key.pem");
     let key = whg::auth::SigningKey::generate();
@@ -344,4 +360,18 @@ async fn send_all(
     run.elapsed = started.elapsed();
     run.failures = run.statuses.iter().filter(|s| **s != 201).count();
     run
+}
+
+/// Creates `whg_load_<random>` on the PostgreSQL server `admin` names; returns its URL.
+async fn fresh_postgres_database(admin: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("whg_load_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(admin).unwrap();
+    url.set_path(&name);
+    url.to_string()
 }

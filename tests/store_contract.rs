@@ -437,3 +437,46 @@ async fn quarantine_keeps_a_message_once(db: Instances) {
         "audited once"
     );
 }
+
+/// A database restarted or failed over under a live instance ends its sessions; the instance
+/// goes on writing once the database is back, without a restart of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_writes_go_on_after_the_database_ends_the_instances_sessions() {
+    use sqlx::Connection;
+    let Some(db) = postgres().await else { return };
+    refer(&*db.a, &db.config, "S-1", None).await.unwrap();
+    let database = url::Url::parse(&db.config.database_url).unwrap().path()[1..].to_string();
+    let mut admin = sqlx::PgConnection::connect(&std::env::var("WHG_TEST_POSTGRES").unwrap())
+        .await
+        .unwrap();
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = $1 AND pid <> pg_backend_pid()) t",
+    )
+    .bind(&database)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        ended >= 2,
+        "the writer's and the readers' sessions ended ({ended})"
+    );
+    // The first write may find the session gone (and is refused as unavailable, to be retried);
+    // one of the next few is stored.
+    let mut stored = None;
+    for attempt in 0..5 {
+        match refer(&*db.a, &db.config, "S-2", None).await {
+            Ok(s) => {
+                stored = Some(s);
+                break;
+            }
+            Err(StoreError::Unavailable(_)) if attempt < 4 => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(stored.unwrap().created);
+    let all = db.a.search(&search("ServiceRequest", None)).await.unwrap();
+    assert_eq!(all.total, 2);
+}

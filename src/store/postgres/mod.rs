@@ -226,11 +226,11 @@ impl SqlStore {
             .connect_with(options.clone())
             .await?;
         let backend = BackendState {
-            options,
+            options: options.clone(),
             leader: Mutex::new(None),
             since_sweep: Default::default(),
         };
-        SqlStore::start(writer, readers, settings.max_batch, backend)
+        SqlStore::start(writer, options, readers, settings.max_batch, backend)
     }
 }
 

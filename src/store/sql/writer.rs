@@ -243,23 +243,50 @@ impl WriteJob {
     }
 }
 
-async fn writer_loop(mut conn: Conn, mut rx: mpsc::Receiver<WriteJob>, max_batch: usize) {
+async fn writer_loop(
+    mut conn: Conn,
+    options: <Conn as Connection>::Options,
+    mut rx: mpsc::Receiver<WriteJob>,
+    max_batch: usize,
+) {
     let mut batch = Vec::with_capacity(max_batch);
+    let mut healthy = true;
     while rx.recv_many(&mut batch, max_batch).await > 0 {
-        commit_batch(&mut conn, &mut batch).await;
+        // A database restarted or failed over under a live instance: the writer's session is
+        // gone, so it opens a new one rather than failing every later write. Until one opens,
+        // each batch fails as unavailable (the callers retry; the write-once keys make that
+        // safe even where a lost COMMIT had in fact committed).
+        if !healthy && conn.ping().await.is_err() {
+            match Conn::connect_with(&options).await {
+                Ok(new) => {
+                    tracing::warn!("the writer's database session was lost; reconnected");
+                    conn = new;
+                }
+                Err(e) => {
+                    for job in batch.drain(..) {
+                        job.fail(StoreError::Unavailable(format!(
+                            "cannot reach the database: {e}"
+                        )));
+                    }
+                    continue;
+                }
+            }
+        }
+        healthy = commit_batch(&mut conn, &mut batch).await;
     }
     let _ = conn.close().await;
 }
 
 /// Applies every job of `batch` in one transaction and answers each once the commit is durable.
-async fn commit_batch(conn: &mut Conn, batch: &mut Vec<WriteJob>) {
+/// False if the transaction itself could not begin or end (the session may be lost).
+async fn commit_batch(conn: &mut Conn, batch: &mut Vec<WriteJob>) -> bool {
     if let Err(e) = sqlx::query(BEGIN_BATCH).execute(&mut *conn).await {
         for job in batch.drain(..) {
             job.fail(StoreError::Unavailable(format!(
                 "cannot begin a transaction: {e}"
             )));
         }
-        return;
+        return false;
     }
     let mut answers = Vec::with_capacity(batch.len());
     let mut pending = Pending::default();
@@ -281,12 +308,13 @@ async fn commit_batch(conn: &mut Conn, batch: &mut Vec<WriteJob>) {
         for answer in answers {
             answer.fail(|| StoreError::Unavailable(format!("commit failed: {e}")));
         }
-        return;
+        return false;
     }
     // Only now, with the batch on disk, does any caller hear "stored".
     for answer in answers {
         answer.send();
     }
+    true
 }
 
 /// The store over one database: a pool of readers, and one writer (a connection on a thread of
@@ -300,9 +328,11 @@ pub struct SqlStore {
 }
 
 impl SqlStore {
-    /// Starts the writer on `writer` (migrated, configured by the backend) beside `readers`.
+    /// Starts the writer on `writer` (migrated, configured by the backend; `options` open another
+    /// if its session is lost) beside `readers`.
     fn start(
         writer: Conn,
+        options: <Conn as Connection>::Options,
         readers: Pool,
         max_batch: usize,
         backend: BackendState,
@@ -320,7 +350,7 @@ impl SqlStore {
                     .enable_all()
                     .build()
                 {
-                    Ok(runtime) => runtime.block_on(writer_loop(writer, rx, max_batch)),
+                    Ok(runtime) => runtime.block_on(writer_loop(writer, options, rx, max_batch)),
                     Err(e) => tracing::error!(error = %e, "cannot start the writer's runtime"),
                 }
                 let _ = done_tx.send(());

@@ -146,9 +146,9 @@ impl SqlStore {
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
         let readers = SqlitePoolOptions::new()
             .max_connections(settings.read_connections)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
-        SqlStore::start(writer, readers, settings.max_batch, BackendState)
+        SqlStore::start(writer, options, readers, settings.max_batch, BackendState)
     }
 }
 
