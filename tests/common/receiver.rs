@@ -1,0 +1,215 @@
+//! A practice's GP system as the letters tests meet it: a BaRS `$process-message` endpoint with
+//! an OAuth2 token endpoint, that fails on demand (500s, 429 with Retry-After, hangs past the
+//! gateway's timeout, slowness) and records every message it is sent, and how many of one letter
+//! it was handling at once.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde_json::{Value, json};
+
+pub const SECRET: &str = "receiver-secret-for-tests";
+
+/// What the receiver does with the next message.
+#[derive(Debug, Clone, Copy)]
+pub enum Reply {
+    Ok,
+    Status(u16),
+    TooMany {
+        retry_after: u64,
+    },
+    /// Answers 200 only after this long: past the gateway's attempt timeout, the gateway gives up
+    /// although the receiver has the message (the at-least-once case).
+    Hang(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub request_id: String,
+    pub correlation_id: String,
+    pub bundle: Value,
+    pub answered: u16,
+    pub at: Instant,
+}
+
+#[derive(Default)]
+pub struct ReceiverState {
+    pub script: VecDeque<Reply>,
+    /// What happens when the script has run out.
+    pub default: Option<Reply>,
+    pub received: Vec<Received>,
+    pub token_requests: usize,
+    pub issued: HashSet<String>,
+    /// Each message takes at least this long (a slow receiver).
+    pub delay: Duration,
+    /// How many requests carrying each X-Request-ID are being handled now,
+    pub in_flight: HashMap<String, usize>,
+    /// and how many arrived while another with the same X-Request-ID was being handled: one
+    /// letter sent twice at the same time.
+    pub overlaps: usize,
+}
+
+#[derive(Clone, Default)]
+pub struct Receiver(pub Arc<Mutex<ReceiverState>>);
+
+impl Receiver {
+    pub async fn start() -> (Receiver, String) {
+        let receiver = Receiver::default();
+        let app = axum::Router::new()
+            .route("/token", axum::routing::post(token))
+            .route(
+                "/fhir/$process-message",
+                axum::routing::post(process_message),
+            )
+            .with_state(receiver.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (receiver, url)
+    }
+
+    pub fn script(&self, replies: &[Reply], then: Reply) {
+        let mut s = self.0.lock().unwrap();
+        s.script = replies.iter().copied().collect();
+        s.default = Some(then);
+    }
+
+    /// Letters sent while the same letter was still being handled (should be none).
+    pub fn overlaps(&self) -> usize {
+        self.0.lock().unwrap().overlaps
+    }
+
+    pub fn set_delay(&self, d: Duration) {
+        self.0.lock().unwrap().delay = d;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.0.lock().unwrap().received.clone()
+    }
+
+    /// Messages the receiver took (answered 2xx), de-duplicated by X-Request-ID as a real
+    /// receiver would, in order of first arrival.
+    pub fn delivered(&self) -> Vec<Received> {
+        let mut seen = HashSet::new();
+        self.received()
+            .into_iter()
+            .filter(|r| r.answered == 200 && seen.insert(r.request_id.clone()))
+            .collect()
+    }
+}
+
+/// OAuth2 client credentials, the client authenticating with HTTP Basic (RFC 6749 2.3.1).
+async fn token(State(r): State<Receiver>, headers: HeaderMap, body: String) -> Response {
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("whg-test:{SECRET}"))
+    );
+    let form: HashMap<String, String> = form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str())
+        || form.get("grant_type").map(String::as_str) != Some("client_credentials")
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({ "error": "invalid_client" })),
+        )
+            .into_response();
+    }
+    let mut s = r.0.lock().unwrap();
+    s.token_requests += 1;
+    let token = format!("token-{}", s.token_requests);
+    s.issued.insert(token.clone());
+    axum::Json(json!({ "access_token": token, "token_type": "bearer", "expires_in": 3600, "scope": form.get("scope") })).into_response()
+}
+
+async fn process_message(State(r): State<Receiver>, headers: HeaderMap, body: String) -> Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let request_id = header("x-request-id");
+    let (reply, delay, authorised) = {
+        let mut s = r.0.lock().unwrap();
+        let handling = s.in_flight.entry(request_id.clone()).or_default();
+        *handling += 1;
+        if *handling > 1 {
+            s.overlaps += 1;
+        }
+        let bearer = header("authorization");
+        let authorised = bearer
+            .strip_prefix("Bearer ")
+            .is_some_and(|t| s.issued.contains(t));
+        let reply = s.script.pop_front().or(s.default).unwrap_or(Reply::Ok);
+        (reply, s.delay, authorised)
+    };
+    tokio::time::sleep(delay).await;
+    let answered = if !authorised {
+        401
+    } else {
+        match reply {
+            Reply::Ok => 200,
+            Reply::Status(code) => code,
+            Reply::TooMany { .. } => 429,
+            Reply::Hang(_) => 200,
+        }
+    };
+    // Recorded as taken before any hang: the receiver has the message even if its answer never
+    // reaches the gateway.
+    r.0.lock().unwrap().received.push(Received {
+        request_id: request_id.clone(),
+        correlation_id: header("x-correlation-id"),
+        bundle: serde_json::from_str(&body).unwrap_or(Value::Null),
+        answered,
+        at: Instant::now(),
+    });
+    if let Reply::Hang(d) = reply {
+        tokio::time::sleep(d).await;
+    }
+    if let Some(handling) = r.0.lock().unwrap().in_flight.get_mut(&request_id) {
+        *handling -= 1;
+    }
+    let outcome = json!({ "resourceType": "OperationOutcome", "issue": [{ "severity": "error", "code": "processing", "diagnostics": format!("test receiver answered {answered}") }] });
+    let mut response =
+        (StatusCode::from_u16(answered).unwrap(), axum::Json(outcome)).into_response();
+    if let Reply::TooMany { retry_after } = reply {
+        response
+            .headers_mut()
+            .insert("retry-after", retry_after.to_string().parse().unwrap());
+    }
+    response
+}
+
+/// The configuration of a gateway whose practice C88901 takes letters at the receiver at
+/// `receiver_url`, with `extra` (more configuration) and short retry times.
+pub fn letters_config(receiver_url: &str, dir_for_secret: &std::path::Path, extra: &str) -> String {
+    let secret = dir_for_secret.join("c88901-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    format!(
+        r#"
+[delivery]
+initial_backoff_ms = 100
+max_backoff_ms = 400
+attempt_timeout_ms = 1000
+poll_interval_ms = 100
+{extra}
+
+[directory.C88901]
+channel = "fhir"
+name = "Porter Brook Surgery"
+endpoint = "{receiver_url}/fhir"
+token_url = "{receiver_url}/token"
+client_id = "whg-test"
+client_secret_file = {secret:?}
+scope = "system/DocumentReference.c"
+"#
+    )
+}
