@@ -2,16 +2,17 @@
 # Runs every test. Installs what the tests need first (an independent FHIR R4 implementation from
 # PyPI, in a virtualenv under target/), so it works the same on a fresh machine and in CI.
 #
-# Every test runs on SQLite; then the suites that drive the gateway over HTTP run again on
-# PostgreSQL, on a throwaway cluster this script starts (scripts/postgres.sh) and stops on exit.
+# Every test runs on SQLite; then the suites that drive the gateway over HTTP, and the storage
+# contract, run again on PostgreSQL, on a throwaway cluster this script starts (scripts/postgres.sh) and stops on exit.
 # WHG_BACKENDS chooses the passes (default "sqlite postgres"); leaving one out is for local
 # iteration only: CI runs both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 backends=${WHG_BACKENDS:-sqlite postgres}
-# The suites that start gateways (tests/common's Server) and so run on either backend.
-http_suites=(http_api consent fit_notes delivery security robustness attacks fixtures backup)
+# The suites that run on either backend: those that start gateways (tests/common's Server), and
+# the storage contract.
+both_backends=(http_api consent fit_notes delivery security robustness attacks fixtures backup store_contract)
 
 venv=target/pyenv
 if [ ! -x "$venv/bin/python" ]; then
@@ -58,7 +59,9 @@ for backend in $backends; do
       url=$(scripts/postgres.sh start)
       export WHG_TEST_POSTGRES=$url
       args=()
-      for suite in "${http_suites[@]}"; do args+=(--test "$suite"); done
+      for suite in "${both_backends[@]}"; do
+        if [ -f "tests/$suite.rs" ] || [ -f "tests/$suite/main.rs" ]; then args+=(--test "$suite"); fi
+      done
       set +e
       cargo test "${args[@]}" "$@" 2>&1 | tee "$log"
       code=${PIPESTATUS[0]}
