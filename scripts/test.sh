@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need first (an independent FHIR R4 implementation from
 # PyPI, in a virtualenv under target/), so it works the same on a fresh machine and in CI.
+#
+# Every test runs on SQLite; then the suites that drive the gateway over HTTP, and the storage
+# contract, run again on PostgreSQL, on a throwaway cluster this script starts (scripts/postgres.sh) and stops on exit.
+# WHG_BACKENDS chooses the passes (default "sqlite postgres"); leaving one out is for local
+# iteration only: CI runs both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+backends=${WHG_BACKENDS:-sqlite postgres}
+# The suites that run on either backend: those that start gateways (tests/common's Server), and
+# the storage contract.
+both_backends=(http_api consent fit_notes delivery security robustness attacks fixtures backup store_contract)
 
 venv=target/pyenv
 if [ ! -x "$venv/bin/python" ]; then
@@ -11,14 +21,67 @@ fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tools/requirements.txt
 export WHG_PYTHON="$PWD/$venv/bin/python"
 
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-set +e
-cargo test --all-targets "$@" 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
-set -e
-# One closing line over every test binary (cargo prints one "test result" per binary, and the
+logs=$(mktemp -d)
+started_postgres=no
+cleanup() {
+  if [ "$started_postgres" = yes ]; then
+    scripts/postgres.sh stop || true
+  fi
+  rm -rf "$logs"
+}
+trap cleanup EXIT
+
+# Passed and failed tests in a cargo test log: cargo prints one "test result" per binary (the
 # last ones are targets without tests).
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+count() {
+  awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+       END { printf "%d %d\n", p, f }' "$1"
+}
+
+status=0
+summary=()
+total_passed=0
+total_failed=0
+for backend in $backends; do
+  log=$logs/$backend.log
+  case $backend in
+    sqlite)
+      unset WHG_TEST_POSTGRES
+      echo "== tests on SQLite"
+      set +e
+      cargo test --all-targets "$@" 2>&1 | tee "$log"
+      code=${PIPESTATUS[0]}
+      set -e
+      ;;
+    postgres)
+      echo "== tests on PostgreSQL"
+      scripts/postgres.sh url >/dev/null 2>&1 || started_postgres=yes
+      url=$(scripts/postgres.sh start)
+      export WHG_TEST_POSTGRES=$url
+      args=()
+      for suite in "${both_backends[@]}"; do
+        if [ -f "tests/$suite.rs" ] || [ -f "tests/$suite/main.rs" ]; then args+=(--test "$suite"); fi
+      done
+      set +e
+      cargo test "${args[@]}" "$@" 2>&1 | tee "$log"
+      code=${PIPESTATUS[0]}
+      set -e
+      unset WHG_TEST_POSTGRES
+      ;;
+    *)
+      echo "scripts/test.sh: unknown backend '$backend' in WHG_BACKENDS (sqlite, postgres)" >&2
+      exit 2
+      ;;
+  esac
+  read -r passed failed < <(count "$log")
+  # A pass whose cargo failed without a failing test (a build error) still fails the run.
+  [ "$code" = 0 ] || status=$code
+  summary+=("$backend: $passed passed, $failed failed")
+  total_passed=$((total_passed + passed))
+  total_failed=$((total_failed + failed))
+done
+
+# One closing line per backend, then one over both.
+printf '%s\n' "${summary[@]}"
+echo "tests: $total_passed passed, $total_failed failed"
 exit "$status"

@@ -80,6 +80,28 @@ enum Command {
         #[arg(long, env = "WHG_DATABASE_URL")]
         database_url: Option<String>,
     },
+    /// Write a consistent copy of the database to a new file while the gateway runs (SQLite:
+    /// `VACUUM INTO`; PostgreSQL: `pg_dump --format=custom`). See docs/operations-backup.md.
+    Backup {
+        /// The file to write (owner-only); it must not exist.
+        #[arg(long)]
+        to: PathBuf,
+        /// Database URL, e.g. sqlite://data/whg.db or postgres://whg@db.internal:5432/whg.
+        #[arg(long, env = "WHG_DATABASE_URL")]
+        database_url: Option<String>,
+    },
+    /// Put a backup back as the database. Stop every gateway using the database first.
+    Restore {
+        /// A file `whg backup` wrote.
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace a database that holds data (without it, only an empty or missing one).
+        #[arg(long)]
+        force: bool,
+        /// Database URL, e.g. sqlite://data/whg.db or postgres://whg@db.internal:5432/whg.
+        #[arg(long, env = "WHG_DATABASE_URL")]
+        database_url: Option<String>,
+    },
     /// Register, list and revoke the client systems that may get access tokens.
     Clients {
         #[command(subcommand)]
@@ -193,6 +215,70 @@ fn main() -> ExitCode {
             database_url,
         } => token(&config, client, role.zip(org), scope, ttl, database_url),
         Command::Clients { what, database_url } => clients::run(config, what, database_url),
+        Command::Backup { to, database_url } => {
+            backup_or_restore(&config, database_url, BackupStep::Backup { to })
+        }
+        Command::Restore {
+            from,
+            force,
+            database_url,
+        } => backup_or_restore(&config, database_url, BackupStep::Restore { from, force }),
+    }
+}
+
+enum BackupStep {
+    Backup { to: PathBuf },
+    Restore { from: PathBuf, force: bool },
+}
+
+/// Exit codes: 0 done, 1 failed, 2 refused (it would have overwritten something, or the URL or
+/// file is not one it can use).
+fn backup_or_restore(config: &Config, database_url: Option<String>, step: BackupStep) -> ExitCode {
+    let url = database_url.unwrap_or_else(|| config.database_url.clone());
+    let database = match whg::backup::Database::from_url(&url) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("whg: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("whg: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match &step {
+        BackupStep::Backup { to } => runtime.block_on(whg::backup::backup(&database, to)),
+        BackupStep::Restore { from, force } => {
+            runtime.block_on(whg::backup::restore(&database, from, *force))
+        }
+    };
+    let what = database.describe();
+    match (result, step) {
+        (Ok(done), BackupStep::Backup { .. }) => {
+            let file = done.file.display();
+            eprintln!("whg: backed up {what} to {file} ({} bytes)", done.bytes);
+            ExitCode::SUCCESS
+        }
+        (Ok(done), BackupStep::Restore { .. }) => {
+            let file = done.file.display();
+            eprintln!("whg: restored {what} from {file} ({} bytes)", done.bytes);
+            ExitCode::SUCCESS
+        }
+        (Err(e), step) => {
+            let noun = match step {
+                BackupStep::Backup { .. } => "backup",
+                BackupStep::Restore { .. } => "restore",
+            };
+            eprintln!("whg: {noun} failed: {e}");
+            if e.is_refusal() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
     }
 }
 

@@ -39,13 +39,10 @@ async fn decide(actor: &Actor<'_>, body: Value) -> Value {
 }
 
 async fn db_count(server: &Server, sql: &'static str) -> i64 {
-    use sqlx::Connection;
-    let url = format!(
-        "sqlite://{}?mode=ro",
-        server.dir.path().join("whg.db").display()
-    );
-    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+    sqlx::query_scalar(sql)
+        .fetch_one(&mut server.db().await)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -577,10 +574,7 @@ async fn the_evaluation_export_holds_only_people_who_agreed_pseudonymised() {
             .arg("--config")
             .arg(server.dir.path().join("test.toml"))
             .arg("--database-url")
-            .arg(format!(
-                "sqlite://{}",
-                server.dir.path().join("whg.db").display()
-            ))
+            .arg(server.database_url())
             .status()
             .unwrap();
         assert!(status.success());

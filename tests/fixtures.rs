@@ -12,7 +12,6 @@ use std::process::Command;
 
 use common::*;
 use serde_json::Value;
-use sqlx::Connection;
 
 fn cli_validate(kind: &str, fixture: &Path) -> (i32, Value) {
     let out = Command::new(WHG)
@@ -146,17 +145,12 @@ fn bars_messages_validate_through_the_cli() {
 }
 
 async fn stored_rows(server: &Server) -> i64 {
-    let url = format!(
-        "sqlite://{}?mode=ro",
-        server.dir.path().join("whg.db").display()
-    );
-    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
     let n: i64 = sqlx::query_scalar(
         "SELECT (SELECT COUNT(*) FROM resources WHERE resource_type != 'AuditEvent')
               + (SELECT COUNT(*) FROM submissions) + (SELECT COUNT(*) FROM referrals)
-              + (SELECT COUNT(*) FROM resources WHERE resource_type = 'AuditEvent' AND content LIKE '%Patient/%')",
+              + (SELECT COUNT(*) FROM resources WHERE resource_type = 'AuditEvent' AND CAST(content AS TEXT) LIKE '%Patient/%')",
     )
-    .fetch_one(&mut conn)
+    .fetch_one(&mut server.db().await)
     .await
     .unwrap();
     n

@@ -530,15 +530,8 @@ async fn sigterm_finishes_in_flight_requests_then_exits_cleanly() {
         }
     }
     // Every answered referral is in the database.
-    let url = format!(
-        "sqlite://{}?mode=ro",
-        server.dir.path().join("whg.db").display()
-    );
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
     let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM submissions")
-        .fetch_one(&mut conn)
+        .fetch_one(&mut server.db().await)
         .await
         .unwrap();
     assert_eq!(stored, answered, "every 201 was durable");

@@ -71,51 +71,107 @@ fn naming<'a>(events: &'a [Value], reference: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-async fn database(server: &Server) -> sqlx::SqliteConnection {
-    use sqlx::Connection;
-    let url = format!("sqlite://{}", server.dir.path().join("whg.db").display());
-    sqlx::SqliteConnection::connect(&url).await.unwrap()
+/// Runs each statement on the server's database, in order.
+async fn execute_all(server: &Server, statements: &[String]) {
+    let mut db = server.db().await;
+    for sql in statements {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+            .execute(&mut db)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+/// A trigger named `name` that fails a statement `timing` (e.g. `BEFORE INSERT ON resources`)
+/// with `message` when `condition` holds of the row (`NEW`), in the server's backend's dialect.
+fn refusing_trigger(
+    server: &Server,
+    name: &str,
+    timing: &str,
+    condition: &str,
+    message: &str,
+) -> Vec<String> {
+    if server.on_postgres() {
+        vec![
+            format!(
+                "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $body$
+                 BEGIN
+                     IF {condition} THEN RAISE EXCEPTION '{message}'; END IF;
+                     RETURN NEW;
+                 END $body$"
+            ),
+            format!("CREATE TRIGGER {name} {timing} FOR EACH ROW EXECUTE FUNCTION {name}()"),
+        ]
+    } else {
+        vec![format!(
+            "CREATE TRIGGER {name} {timing} WHEN {condition}
+             BEGIN SELECT RAISE(ABORT, '{message}'); END"
+        )]
+    }
+}
+
+/// Removes a trigger [`refusing_trigger`] made on `table`.
+fn dropping_trigger(server: &Server, name: &str, table: &str) -> Vec<String> {
+    if server.on_postgres() {
+        vec![
+            format!("DROP TRIGGER {name} ON {table}"),
+            format!("DROP FUNCTION {name}()"),
+        ]
+    } else {
+        vec![format!("DROP TRIGGER {name}")]
+    }
 }
 
 /// From now on the database refuses to store an AuditEvent whose text contains `marker`: the
 /// audit of one operation fails after its change was written, as a crash between the two would.
 async fn refuse_audit_containing(server: &Server, marker: &str) {
-    let sql = format!(
-        "CREATE TRIGGER refuse_audit BEFORE INSERT ON resources
-         WHEN NEW.resource_type = 'AuditEvent' AND instr(NEW.content, '{}') > 0
-         BEGIN SELECT RAISE(ABORT, 'the audit trail refused this event'); END",
+    // The position of a substring: strpos in PostgreSQL, instr in SQLite.
+    let position = if server.on_postgres() {
+        "strpos"
+    } else {
+        "instr"
+    };
+    let condition = format!(
+        "NEW.resource_type = 'AuditEvent' AND {position}(CAST(NEW.content AS TEXT), '{}') > 0",
         marker.replace('\'', "''")
     );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .execute(&mut database(server).await)
-        .await
-        .unwrap();
+    let statements = refusing_trigger(
+        server,
+        "refuse_audit",
+        "BEFORE INSERT ON resources",
+        &condition,
+        "the audit trail refused this event",
+    );
+    execute_all(server, &statements).await;
 }
 
 async fn allow_audit(server: &Server) {
-    sqlx::query("DROP TRIGGER refuse_audit")
-        .execute(&mut database(server).await)
-        .await
-        .unwrap();
+    execute_all(
+        server,
+        &dropping_trigger(server, "refuse_audit", "resources"),
+    )
+    .await;
 }
 
 /// From now on the database refuses to change any letter's delivery state: the change an
 /// operation audits fails, as a crash before it would.
 async fn refuse_delivery_changes(server: &Server) {
-    sqlx::query(
-        "CREATE TRIGGER refuse_delivery_change BEFORE UPDATE ON deliveries
-         BEGIN SELECT RAISE(ABORT, 'the outbox refused this change'); END",
-    )
-    .execute(&mut database(server).await)
-    .await
-    .unwrap();
+    let statements = refusing_trigger(
+        server,
+        "refuse_delivery_change",
+        "BEFORE UPDATE ON deliveries",
+        "true",
+        "the outbox refused this change",
+    );
+    execute_all(server, &statements).await;
 }
 
 async fn allow_delivery_changes(server: &Server) {
-    sqlx::query("DROP TRIGGER refuse_delivery_change")
-        .execute(&mut database(server).await)
-        .await
-        .unwrap();
+    execute_all(
+        server,
+        &dropping_trigger(server, "refuse_delivery_change", "deliveries"),
+    )
+    .await;
 }
 
 // ---- overrides ------------------------------------------------------------------------------

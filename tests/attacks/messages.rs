@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::common::*;
-use crate::tenancy::{db, ig, service};
+use crate::tenancy::{ig, service};
 
 fn message() -> Value {
     read_json(&root().join("fixtures/messages/valid/01-bars-referral-current-forms.json"))
@@ -24,7 +24,7 @@ fn patient_url(bundle: &Value) -> String {
 
 async fn stored_count(server: &Server) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM resources")
-        .fetch_one(&mut db(server).await)
+        .fetch_one(&mut server.db().await)
         .await
         .unwrap()
 }
@@ -134,9 +134,9 @@ async fn a_sender_cannot_tag_its_encounter_as_the_services_own_record() {
     let (status, _, answer) = server.post_json("/fhir/$process-message", &bundle).await;
     assert_eq!(status, 200, "{answer}");
     let tagged: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM resources WHERE resource_type = 'Encounter' AND content LIKE '%record-origin%'",
+        "SELECT COUNT(*) FROM resources WHERE resource_type = 'Encounter' AND CAST(content AS TEXT) LIKE '%record-origin%'",
     )
-    .fetch_one(&mut db(&server).await)
+    .fetch_one(&mut server.db().await)
     .await
     .unwrap();
     assert_eq!(tagged, 0);

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use whg::auth::Principal;
 
 use crate::common::*;
-use crate::tenancy::{WHS, WORKWELL, db, practice_a, service};
+use crate::tenancy::{WHS, WORKWELL, practice_a, service};
 
 /// The practice the BaRS message fixtures come from (the attacker here).
 const SENDER: &str = "C88902";
@@ -51,17 +51,17 @@ fn entry_of<'a>(bundle: &'a mut Value, resource_type: &str) -> &'a mut Value {
 /// Everything stored that a refused message could have changed (an audit of the refusal aside).
 async fn stored_state(server: &Server) -> Vec<(String, String, i64, String)> {
     sqlx::query_as(
-        "SELECT resource_type, id, version_id, content FROM resources
+        "SELECT resource_type, id, version_id, CAST(content AS TEXT) FROM resources
          WHERE resource_type <> 'AuditEvent' ORDER BY resource_type, id",
     )
-    .fetch_all(&mut db(server).await)
+    .fetch_all(&mut server.db().await)
     .await
     .unwrap()
 }
 
 async fn referral_count(server: &Server) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM referrals")
-        .fetch_one(&mut db(server).await)
+        .fetch_one(&mut server.db().await)
         .await
         .unwrap()
 }
@@ -74,14 +74,14 @@ async fn shared_record(
     value: &str,
 ) -> (String, i64, String) {
     sqlx::query_as(
-        "SELECT r.id, r.version_id, r.content FROM identities i
+        "SELECT r.id, r.version_id, CAST(r.content AS TEXT) FROM identities i
          JOIN resources r ON r.resource_type = i.resource_type AND r.id = i.resource_id
-         WHERE i.resource_type = ? AND i.system = ? AND i.value = ?",
+         WHERE i.resource_type = $1 AND i.system = $2 AND i.value = $3",
     )
     .bind(resource_type)
     .bind(system)
     .bind(value)
-    .fetch_one(&mut db(server).await)
+    .fetch_one(&mut server.db().await)
     .await
     .unwrap_or_else(|e| panic!("no {resource_type} {system}|{value}: {e}"))
 }

@@ -30,24 +30,14 @@ pub fn ig(server: &Server) -> Actor<'_> {
     server.as_(Principal::new(Role::InformationGovernance, "ig-team"))
 }
 
-/// A read-only connection to the server's database, to check what is stored.
-pub async fn db(server: &Server) -> sqlx::SqliteConnection {
-    use sqlx::Connection;
-    let url = format!(
-        "sqlite://{}?mode=ro",
-        server.dir.path().join("whg.db").display()
-    );
-    sqlx::SqliteConnection::connect(&url).await.unwrap()
-}
-
 /// Ids of the resources of `resource_type` a referral brought in or was given since.
 pub async fn members(server: &Server, referral: &str, resource_type: &str) -> BTreeSet<String> {
     let rows: Vec<String> = sqlx::query_scalar(
-        "SELECT resource_id FROM referral_members WHERE service_request_id = ? AND resource_type = ?",
+        "SELECT resource_id FROM referral_members WHERE service_request_id = $1 AND resource_type = $2",
     )
     .bind(referral)
     .bind(resource_type)
-    .fetch_all(&mut db(server).await)
+    .fetch_all(&mut server.db().await)
     .await
     .unwrap();
     rows.into_iter().collect()
@@ -298,7 +288,7 @@ async fn after_a_withdrawal_the_work_queue_no_longer_lists_the_person() {
 async fn stored(server: &Server) -> BTreeMap<String, BTreeSet<String>> {
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT resource_type, id FROM resources ORDER BY resource_type, id")
-            .fetch_all(&mut db(server).await)
+            .fetch_all(&mut server.db().await)
             .await
             .unwrap();
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -323,11 +313,11 @@ async fn values(
         other => panic!("unexpected parameter type {other}"),
     }
     let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT DISTINCT system, value FROM search_tokens WHERE resource_type = ? AND param = ? ORDER BY value LIMIT 6",
+        "SELECT DISTINCT system, value FROM search_tokens WHERE resource_type = $1 AND param = $2 ORDER BY value LIMIT 6",
     )
     .bind(resource_type)
     .bind(param)
-    .fetch_all(&mut db(server).await)
+    .fetch_all(&mut server.db().await)
     .await
     .unwrap();
     let mut out: Vec<String> = rows

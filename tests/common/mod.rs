@@ -1,5 +1,10 @@
-//! Test harness: runs the real `whg` binary on a random loopback port with a real SQLite file,
-//! and talks to it over HTTP.
+//! Test harness: runs the real `whg` binary on a random loopback port with a real database, and
+//! talks to it over HTTP.
+//!
+//! The database is an SQLite file in the server's directory, or, when `WHG_TEST_POSTGRES` holds
+//! the admin URL of a PostgreSQL server (scripts/test.sh starts a throwaway one with
+//! scripts/postgres.sh), a fresh PostgreSQL database of each server's own. Tests that look into
+//! the database do so through [`Server::db`], with SQL that runs on both.
 #![allow(dead_code)]
 
 pub mod receiver;
@@ -22,6 +27,7 @@ pub struct Server {
     child: Child,
     pub base: String,
     pub dir: tempfile::TempDir,
+    database: TestDatabase,
     /// Sends as the practice most fixtures come from ([`DEFAULT_PRACTICE`]) unless a request sets
     /// its own Authorization header.
     pub client: reqwest::Client,
@@ -84,7 +90,8 @@ impl Server {
         std::fs::write(&config, format!("{auth}{extra_config}")).unwrap();
         let defaults = whg::config::Config::defaults();
         let issuer = whg::auth::TokenIssuer::new(key, &defaults.auth);
-        let (child, base, stderr_buf) = spawn_under(dir.path(), &config, umask);
+        let database = TestDatabase::create(dir.path());
+        let (child, base, stderr_buf) = spawn_under(&database.url(), &config, umask);
         let default = whg::auth::Principal::practice(DEFAULT_PRACTICE);
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(
@@ -100,6 +107,7 @@ impl Server {
             child,
             base,
             dir,
+            database,
             client: reqwest::Client::builder()
                 .default_headers(headers)
                 .build()
@@ -112,7 +120,46 @@ impl Server {
 
     /// The database the server uses, for running `whg` commands against it.
     pub fn database_url(&self) -> String {
-        format!("sqlite://{}", self.dir.path().join("whg.db").display())
+        self.database.url()
+    }
+
+    /// Whether the server runs on PostgreSQL (`WHG_TEST_POSTGRES`) rather than SQLite.
+    pub fn on_postgres(&self) -> bool {
+        matches!(self.database, TestDatabase::Postgres { .. })
+    }
+
+    /// A connection to the server's database, to check (or, to stage a failure, change) what is
+    /// stored. SQL through it must run on SQLite and PostgreSQL alike: `$1` parameters, and
+    /// `CAST(content AS TEXT)` where a resource's JSON is read as text.
+    pub async fn db(&self) -> sqlx::AnyConnection {
+        install_drivers();
+        let url = self.database_url();
+        <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot open the test database: {e}"))
+    }
+
+    /// Stops the server (SIGTERM, then waits for it): its database and configuration stay, for
+    /// [`Server::start_again`].
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.terminate()
+    }
+
+    /// Starts the gateway again on the same database and configuration, after [`Server::stop`].
+    /// Logs of the earlier process are kept.
+    pub fn start_again(&mut self) {
+        let (child, base, stderr) = spawn(&self.database.url(), &self.config_path());
+        let earlier = self.stderr.lock().unwrap().clone();
+        stderr.lock().unwrap().insert_str(0, &earlier);
+        self.child = child;
+        self.base = base;
+        self.stderr = stderr;
+    }
+
+    /// Deletes everything the (stopped) server stored: the SQLite file with its WAL and shared
+    /// memory, or the PostgreSQL database, dropped and created again empty.
+    pub fn wipe_database(&self) {
+        self.database.wipe();
     }
 
     /// The configuration file the server was started with.
@@ -220,7 +267,7 @@ impl Server {
     pub fn kill_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, base, stderr) = spawn(self.dir.path(), &self.config_path());
+        let (child, base, stderr) = spawn(&self.database.url(), &self.config_path());
         let earlier = self.stderr.lock().unwrap().clone();
         stderr.lock().unwrap().insert_str(0, &earlier);
         self.child = child;
@@ -237,26 +284,28 @@ impl Server {
     }
 }
 
-/// Starts `whg serve` on the database in `dir` with `config`; returns the process, its base URL
-/// and its captured stderr.
-fn spawn(dir: &Path, config: &Path) -> (Child, String, std::sync::Arc<std::sync::Mutex<String>>) {
-    spawn_under(dir, config, None)
+/// Starts `whg serve` on the database `database_url` with `config`; returns the process, its base
+/// URL and its captured stderr.
+fn spawn(
+    database_url: &str,
+    config: &Path,
+) -> (Child, String, std::sync::Arc<std::sync::Mutex<String>>) {
+    spawn_under(database_url, config, None)
 }
 
 /// [`spawn`], with the process's umask set to `umask` when given.
 fn spawn_under(
-    dir: &Path,
+    db: &str,
     config: &Path,
     umask: Option<u32>,
 ) -> (Child, String, std::sync::Arc<std::sync::Mutex<String>>) {
-    let db = format!("sqlite://{}", dir.join("whg.db").display());
     let mut child = whg_command(umask)
         .args([
             "serve",
             "--listen",
             "127.0.0.1:0",
             "--database-url",
-            &db,
+            db,
             "--config",
         ])
         .arg(config)
@@ -346,7 +395,122 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Then its fields: the database after the process that used it.
     }
+}
+
+// The test database: SQLite or PostgreSQL.
+
+/// The environment variable holding the admin URL of the PostgreSQL server the tests run on
+/// (`postgres://user:password@host:port/postgres`); unset, they run on SQLite.
+pub const POSTGRES_ENV: &str = "WHG_TEST_POSTGRES";
+
+/// The database one test server runs on.
+pub enum TestDatabase {
+    /// `whg.db` in the server's directory.
+    Sqlite { path: PathBuf },
+    /// A database of its own (`whg_t_<random>`) on the server `admin_url` names.
+    Postgres { admin_url: String, name: String },
+}
+
+impl TestDatabase {
+    /// The database for a server whose files are in `dir`: PostgreSQL when [`POSTGRES_ENV`] is
+    /// set (a new, empty database is created), SQLite otherwise.
+    pub fn create(dir: &Path) -> TestDatabase {
+        match std::env::var(POSTGRES_ENV) {
+            Ok(admin_url) if !admin_url.is_empty() => {
+                let name = format!("whg_t_{}", uuid::Uuid::new_v4().simple());
+                let database = TestDatabase::Postgres { admin_url, name };
+                database
+                    .admin(|name| vec![format!("CREATE DATABASE {name}")])
+                    .unwrap_or_else(|e| panic!("{e}"));
+                database
+            }
+            _ => TestDatabase::Sqlite {
+                path: dir.join("whg.db"),
+            },
+        }
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            TestDatabase::Sqlite { path } => format!("sqlite://{}", path.display()),
+            TestDatabase::Postgres { admin_url, name } => {
+                let mut url = url::Url::parse(admin_url)
+                    .unwrap_or_else(|e| panic!("{POSTGRES_ENV} is not a URL: {e}"));
+                url.set_path(name);
+                url.to_string()
+            }
+        }
+    }
+
+    /// Deletes everything stored, leaving an empty database (PostgreSQL) or none (SQLite).
+    pub fn wipe(&self) {
+        match self {
+            TestDatabase::Sqlite { path } => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let file = PathBuf::from(format!("{}{suffix}", path.display()));
+                    match std::fs::remove_file(&file) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => panic!("cannot delete {}: {e}", file.display()),
+                    }
+                }
+            }
+            TestDatabase::Postgres { .. } => self
+                .admin(|name| {
+                    vec![
+                        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                        format!("CREATE DATABASE {name}"),
+                    ]
+                })
+                .unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+
+    /// Runs `statements(database name)` on the admin database. On a thread of its own with its
+    /// own runtime: servers start and stop from synchronous code, inside the tests' runtime.
+    fn admin(&self, statements: impl FnOnce(&str) -> Vec<String>) -> Result<(), String> {
+        let TestDatabase::Postgres { admin_url, name } = self else {
+            return Ok(());
+        };
+        let statements = statements(name);
+        let admin_url = admin_url.clone();
+        std::thread::spawn(move || {
+            install_drivers();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url)
+                    .await
+                    .map_err(|e| format!("cannot reach {POSTGRES_ENV}: {e}"))?;
+                for sql in statements {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+                        .execute(&mut conn)
+                        .await
+                        .map_err(|e| format!("{sql}: {e}"))?;
+                }
+                Ok(())
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err("administering the test database panicked".into()))
+    }
+}
+
+impl Drop for TestDatabase {
+    /// A PostgreSQL database is dropped, so a test run leaves none behind (an SQLite file goes
+    /// with the server's directory). Best effort: this may run while a failed test unwinds.
+    fn drop(&mut self) {
+        let _ = self.admin(|name| vec![format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")]);
+    }
+}
+
+/// sqlx's drivers for [`sqlx::AnyConnection`] (SQLite and PostgreSQL), installed once.
+pub fn install_drivers() {
+    sqlx::any::install_default_drivers();
 }
 
 /// The id at the end of a response's `Location` header.
