@@ -118,6 +118,48 @@ impl Server {
         }
     }
 
+    /// A second instance of the gateway beside this one: on the same database, with the same
+    /// configuration and keys (as two instances behind a load balancer are run). Its database
+    /// stays this server's: dropping the second leaves it.
+    pub fn start_beside(&self) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::copy(self.config_path(), dir.path().join("test.toml")).unwrap();
+        let database = TestDatabase::Shared {
+            url: self.database_url(),
+        };
+        let (child, base, stderr) = spawn(&database.url(), &dir.path().join("test.toml"));
+        let default = whg::auth::Principal::practice(DEFAULT_PRACTICE);
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!(
+                "Bearer {}",
+                self.issuer.issue(&default, Duration::from_secs(3600))
+            )
+            .parse()
+            .unwrap(),
+        );
+        Server {
+            child,
+            base,
+            dir,
+            database,
+            client: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap(),
+            stderr,
+            issuer: self.issuer.clone(),
+            acting_as: std::sync::Mutex::new(default),
+        }
+    }
+
+    /// Kills the gateway (SIGKILL: no shutdown, no last writes), leaving it dead.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The database the server uses, for running `whg` commands against it.
     pub fn database_url(&self) -> String {
         self.database.url()
@@ -125,7 +167,7 @@ impl Server {
 
     /// Whether the server runs on PostgreSQL (`WHG_TEST_POSTGRES`) rather than SQLite.
     pub fn on_postgres(&self) -> bool {
-        matches!(self.database, TestDatabase::Postgres { .. })
+        self.database_url().starts_with("postgres")
     }
 
     /// A connection to the server's database, to check (or, to stage a failure, change) what is
@@ -411,6 +453,8 @@ pub enum TestDatabase {
     Sqlite { path: PathBuf },
     /// A database of its own (`whg_t_<random>`) on the server `admin_url` names.
     Postgres { admin_url: String, name: String },
+    /// Another server's database (see [`Server::start_beside`]), left as it is.
+    Shared { url: String },
 }
 
 impl TestDatabase {
@@ -435,6 +479,7 @@ impl TestDatabase {
     pub fn url(&self) -> String {
         match self {
             TestDatabase::Sqlite { path } => format!("sqlite://{}", path.display()),
+            TestDatabase::Shared { url } => url.clone(),
             TestDatabase::Postgres { admin_url, name } => {
                 let mut url = url::Url::parse(admin_url)
                     .unwrap_or_else(|e| panic!("{POSTGRES_ENV} is not a URL: {e}"));
@@ -457,6 +502,7 @@ impl TestDatabase {
                     }
                 }
             }
+            TestDatabase::Shared { .. } => panic!("wipe the database through the server that owns it"),
             TestDatabase::Postgres { .. } => self
                 .admin(|name| {
                     vec![
