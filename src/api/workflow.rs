@@ -19,6 +19,7 @@ use super::error::{ApiError, fhir_response, set_location};
 use super::fhir_read::guard;
 use crate::audit::{self, Event, Kind};
 use crate::auth::{Principal, Role, scope};
+use crate::delivery::state::{AttemptOutcome, DeliveryState, Event as DeliveryEvent};
 use crate::delivery::worker::workflow_task;
 use crate::fhir::identifiers::value_part;
 use crate::fhir::search::format_instant;
@@ -239,7 +240,7 @@ fn queue_letter(
         service: context.service.clone(),
         practice: context.practice.clone(),
         urgent: letter.urgent,
-        state: "queued".into(),
+        state: DeliveryState::Queued,
         attempts: 0,
         message_id: uuid::Uuid::now_v7().to_string(),
         // One conversation per referral, as BaRS keeps one correlation id per conversation.
@@ -435,7 +436,8 @@ pub async fn list_letters(
         }
     }
     let mut filter = DeliveryFilter {
-        state: q.state,
+        // Checked against the CodeSystem above.
+        state: q.state.as_deref().and_then(DeliveryState::from_code),
         referral: q.referral,
         ..Default::default()
     };
@@ -499,7 +501,7 @@ pub async fn resend_letter(
     if principal.role != Role::Service || delivery.service != principal.organisation {
         return Err(not_found());
     }
-    if !matches!(delivery.state.as_str(), "rejected" | "dead") {
+    let Ok(queued) = crate::delivery::next(delivery.state, DeliveryEvent::ResentByHand) else {
         return Err(ApiError::Invalid(
             Issue::general(
                 IssueType::BusinessRule,
@@ -510,7 +512,7 @@ pub async fn resend_letter(
             )
             .into(),
         ));
-    }
+    };
     let now = Utc::now();
     let communication = app
         .store
@@ -536,11 +538,11 @@ pub async fn resend_letter(
     app.store
         .update_delivery(crate::store::DeliveryUpdate {
             id: id.clone(),
-            state: "queued".into(),
+            state: queued,
             attempt: Some(crate::store::DeliveryAttempt {
                 attempt: delivery.attempts,
                 at: format_instant(now),
-                outcome: "requeued".into(),
+                outcome: AttemptOutcome::Requeued,
                 detail: Some(detail.clone()),
             }),
             next_attempt_at: format_instant(now),
@@ -551,7 +553,7 @@ pub async fn resend_letter(
             deadline_at: Some(format_instant(now + window)),
             communication: crate::delivery::communication_with_state(
                 communication,
-                "queued",
+                queued,
                 Some(&detail),
                 now,
             ),

@@ -15,6 +15,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::fhir::{FhirChannel, Message};
 use super::mesh::{AckKind, Inbound, MeshClient, Quarantine, Reading, plain};
+use super::state::{AttemptOutcome, DeliveryState, Event, next};
 use super::{Failure, Outcome, backoff, communication_with_state, jitter};
 use crate::config::{Config, MeshRoute, PracticeRoute};
 use crate::consent::{Action, DataClass, Purpose, Question, Recipient, RecipientClass};
@@ -104,9 +105,10 @@ struct Worker {
     in_flight: Mutex<HashSet<String>>,
 }
 
-/// What to record about a delivery: its new state and what goes with it.
+/// What to record about a delivery: what happened to it (which gives its new state) and what
+/// goes with it.
 struct Change {
-    state: String,
+    event: Event,
     attempt: Option<DeliveryAttempt>,
     next_attempt_at: String,
     last_error: Option<String>,
@@ -118,10 +120,10 @@ struct Change {
 }
 
 impl Change {
-    /// The delivery moves to `state`, otherwise as it was.
-    fn to(d: &Delivery, state: &str) -> Change {
+    /// `event` happened to the delivery, which is otherwise as it was.
+    fn on(d: &Delivery, event: Event) -> Change {
         Change {
-            state: state.to_string(),
+            event,
             attempt: None,
             next_attempt_at: d.next_attempt_at.clone(),
             last_error: None,
@@ -133,7 +135,7 @@ impl Change {
     }
 
     /// The letter waits for another attempt in `wait`, with `error` as the reason and `log` as
-    /// the entry that says so. An escalated letter keeps its state until it is delivered.
+    /// the entry that says so. An escalated letter stays escalated until it is delivered.
     fn retry(
         &mut self,
         d: &Delivery,
@@ -142,12 +144,9 @@ impl Change {
         wait: Duration,
         now: DateTime<Utc>,
     ) {
-        self.state = if d.escalated_at.is_some() {
-            "escalated"
-        } else {
-            "queued"
-        }
-        .into();
+        self.event = Event::RetryableFailure {
+            escalated: d.escalated_at.is_some(),
+        };
         self.attempt = Some(log);
         self.next_attempt_at =
             format_instant(now + chrono::Duration::from_std(wait).unwrap_or_default());
@@ -283,7 +282,7 @@ impl Worker {
 
     async fn escalate(&self, d: Delivery, now: DateTime<Utc>) -> Result<(), StoreError> {
         // An attempt may have delivered it since it was found overdue.
-        if d.escalated_at.is_some() || !matches!(d.state.as_str(), "queued" | "sent" | "received") {
+        if d.escalated_at.is_some() || next(d.state, Event::UrgentAckOverdue).is_err() {
             return Ok(());
         }
         let detail = format!(
@@ -296,29 +295,33 @@ impl Worker {
             .escalated
             .fetch_add(1, Ordering::Relaxed);
         // A letter waiting for MESH acknowledgements keeps waiting; escalated_at marks it.
-        let state = if d.state == "queued" {
-            "escalated"
-        } else {
-            d.state.as_str()
-        };
-        let mut change = Change::to(&d, state);
+        let mut change = Change::on(&d, Event::UrgentAckOverdue);
         change.last_error = Some(detail);
         change.escalated_at = Some(format_instant(now));
         self.record(&d, change, now).await
     }
 
+    /// Records a change of a delivery in the state its event takes it to; nothing if the event
+    /// no longer applies to the letter as it stands.
     async fn record(&self, d: &Delivery, c: Change, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let state = match next(d.state, c.event) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(delivery = %d.id, error = %e, "delivery change not recorded");
+                return Ok(());
+            }
+        };
         let communication = self
             .store
             .read("Communication", &d.id)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("letter {} has no Communication", d.id)))?;
         let communication =
-            communication_with_state(communication, &c.state, c.last_error.as_deref(), now);
+            communication_with_state(communication, state, c.last_error.as_deref(), now);
         self.store
             .update_delivery(DeliveryUpdate {
                 id: d.id.clone(),
-                state: c.state,
+                state,
                 attempt: c.attempt,
                 next_attempt_at: c.next_attempt_at,
                 last_error: c.last_error,
@@ -335,20 +338,17 @@ impl Worker {
     /// Attempts a letter if it is still due: an attempt or acknowledgement may have finished
     /// while this one waited for a slot.
     async fn attempt_if_due(&self, d: Delivery) -> Result<(), StoreError> {
-        let due = matches!(
-            d.state.as_str(),
-            "queued" | "escalated" | "sent" | "received"
-        ) && d.next_attempt_at <= format_instant(Utc::now());
+        let due = d.state.awaits_attempt() && d.next_attempt_at <= format_instant(Utc::now());
         if due { self.attempt(d).await } else { Ok(()) }
     }
 
     async fn attempt(&self, d: Delivery) -> Result<(), StoreError> {
         let now = Utc::now();
         let number = d.attempts + 1;
-        let log = |outcome: &str, detail: Option<String>| DeliveryAttempt {
+        let log = |outcome: AttemptOutcome, detail: Option<String>| DeliveryAttempt {
             attempt: number,
             at: format_instant(now),
-            outcome: outcome.to_string(),
+            outcome,
             detail,
         };
         let deadline = DateTime::parse_from_rfc3339(&d.deadline_at)
@@ -363,8 +363,8 @@ impl Worker {
             // The last error can hold the receiver's own text: it stays in the record.
             tracing::error!(delivery = %d.id, practice = %d.practice, attempts = d.attempts, alert = "letter-dead", "letter not delivered within the retry window");
             self.outbox.metrics.dead.fetch_add(1, Ordering::Relaxed);
-            let mut change = Change::to(&d, "dead");
-            change.attempt = Some(log("dead", Some(detail.clone())));
+            let mut change = Change::on(&d, Event::DeadlinePassed);
+            change.attempt = Some(log(AttemptOutcome::Dead, Some(detail.clone())));
             change.last_error = Some(detail);
             return self.record(&d, change, now).await;
         }
@@ -396,8 +396,8 @@ impl Worker {
                 .metrics
                 .cancelled
                 .fetch_add(1, Ordering::Relaxed);
-            let mut change = Change::to(&d, "cancelled");
-            change.attempt = Some(log("cancelled", Some(detail.clone())));
+            let mut change = Change::on(&d, Event::ConsentWithdrawn);
+            change.attempt = Some(log(AttemptOutcome::Cancelled, Some(detail.clone())));
             change.last_error = Some(detail);
             change.audit.push(decided);
             return self.record(&d, change, now).await;
@@ -431,7 +431,8 @@ impl Worker {
             }
             Some(PracticeRoute::Mesh(route)) => self.send_mesh(&d, route).await?,
         };
-        let mut change = Change::to(&d, "queued");
+        // The event is set below, from what the attempt came to.
+        let mut change = Change::on(&d, Event::Delivered);
         change.channel = route.map(|r| r.channel().to_string());
         change.audit.push(decided);
         change.audit.extend(decided_too);
@@ -439,8 +440,8 @@ impl Worker {
             Outcome::Accepted => {
                 tracing::info!(delivery = %d.id, attempt = number, "letter accepted by the practice's system");
                 self.outbox.metrics.accepted.fetch_add(1, Ordering::Relaxed);
-                change.state = "accepted".into();
-                change.attempt = Some(log("delivered", None));
+                change.event = Event::Delivered;
+                change.attempt = Some(log(AttemptOutcome::Delivered, None));
             }
             Outcome::Sent { transport_id } => {
                 tracing::info!(delivery = %d.id, attempt = number, "letter sent over MESH; waiting for acknowledgements");
@@ -449,14 +450,14 @@ impl Worker {
                     .mesh
                     .as_ref()
                     .map_or(0, |m| m.infrastructure_ack_secs);
-                change.state = "sent".into();
-                let again = if matches!(d.state.as_str(), "sent" | "received") {
+                change.event = Event::SentOverMesh;
+                let again = if matches!(d.state, DeliveryState::Sent | DeliveryState::Received) {
                     " (again: the acknowledgements did not come in time)"
                 } else {
                     ""
                 };
                 change.attempt = Some(log(
-                    "sent",
+                    AttemptOutcome::Sent,
                     Some(format!("MESH message {transport_id}{again}")),
                 ));
                 change.next_attempt_at =
@@ -468,8 +469,8 @@ impl Worker {
             Outcome::Rejected { error } => {
                 tracing::warn!(delivery = %d.id, attempt = number, reason = %error.reason, alert = "letter-rejected", "letter refused by the practice's system");
                 self.outbox.metrics.rejected.fetch_add(1, Ordering::Relaxed);
-                change.state = "rejected".into();
-                change.attempt = Some(log("permanent", Some(error.detail())));
+                change.event = Event::Refused;
+                change.attempt = Some(log(AttemptOutcome::Permanent, Some(error.detail())));
                 change.last_error = Some(error.detail());
             }
             Outcome::Retry { error, retry_after } => {
@@ -481,7 +482,7 @@ impl Worker {
                 tracing::info!(delivery = %d.id, attempt = number, reason = %error.reason, retry_in_ms = wait.as_millis() as u64, "letter not delivered; will retry");
                 change.retry(
                     &d,
-                    log("retry", Some(error.detail())),
+                    log(AttemptOutcome::Retry, Some(error.detail())),
                     error.detail(),
                     wait,
                     now,
@@ -664,7 +665,7 @@ impl Worker {
                 .set_aside(mesh, &inbound, Quarantine::WrongSender, Some(&d.id))
                 .await;
         }
-        if is_final(&d.state) {
+        if d.state.is_final() {
             return self.acknowledge(mesh, id).await;
         }
         Ok(Examined::Answer(d.id, answer))
@@ -685,13 +686,11 @@ impl Worker {
         let now = Utc::now();
         // As stored now: an attempt may have finished since the message was examined.
         self.holding(letter, async |d| {
-            if is_final(&d.state) {
+            if d.state.is_final() {
                 return Ok(());
             }
-            match self.answered(&d, &answer, now) {
-                Some(change) => self.record(&d, change, now).await,
-                None => Ok(()),
-            }
+            // A late or repeated acknowledgement of an accepted letter changes nothing.
+            self.record(&d, self.answered(&d, &answer, now), now).await
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -883,21 +882,21 @@ enum Answer {
 }
 
 impl Worker {
-    /// The change an answer makes to a letter (none for a late 20013 after acceptance).
-    fn answered(&self, d: &Delivery, answer: &Answer, now: DateTime<Utc>) -> Option<Change> {
+    /// The change an answer makes to a letter that is still being delivered.
+    fn answered(&self, d: &Delivery, answer: &Answer, now: DateTime<Utc>) -> Change {
         let at = |secs: u64| format_instant(now + chrono::Duration::seconds(secs as i64));
         match answer {
             Answer::Report(detail) => {
-                let mut c = Change::to(d, "queued");
+                let mut c = Change::on(d, Event::RetryableFailure { escalated: false });
                 let wait = backoff(1, &self.config.delivery, jitter());
                 c.retry(
                     d,
-                    ack_log(d, "retry", detail, now),
+                    ack_log(d, AttemptOutcome::Retry, detail, now),
                     detail.clone(),
                     wait,
                     now,
                 );
-                Some(c)
+                c
             }
             Answer::Ack(ack) => {
                 // The practice system's diagnostics are its own text: cleaned and bounded.
@@ -907,28 +906,26 @@ impl Worker {
                     crate::outbound::cleaned_remote_text(&ack.detail, super::MAX_REMOTE_TEXT_CHARS)
                 );
                 let mut c = match ack.kind {
-                    // A late or repeated 20013 never undoes an acceptance.
-                    AckKind::Received if d.state == "accepted" => return None,
                     AckKind::Received => {
-                        let mut c = Change::to(d, "received");
+                        let mut c = Change::on(d, Event::AckReceived);
                         c.next_attempt_at =
                             at(self.config.mesh.as_ref().map_or(0, |m| m.business_ack_secs));
                         c
                     }
                     AckKind::Accepted => {
                         self.outbox.metrics.accepted.fetch_add(1, Ordering::Relaxed);
-                        Change::to(d, "accepted")
+                        Change::on(d, Event::AckAccepted)
                     }
                     AckKind::Negative => {
                         self.outbox.metrics.rejected.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(delivery = %d.id, alert = "letter-rejected", "the practice's system refused the letter");
-                        let mut c = Change::to(d, "rejected");
+                        let mut c = Change::on(d, Event::AckRejected);
                         c.last_error = Some(detail.clone());
                         c
                     }
                 };
-                c.attempt = Some(ack_log(d, "acknowledged", &detail, now));
-                Some(c)
+                c.attempt = Some(ack_log(d, AttemptOutcome::Acknowledged, &detail, now));
+                c
             }
         }
     }
@@ -941,22 +938,22 @@ const INBOX_CONCURRENCY: usize = 8;
 /// Pages of the inbox read in one poll at most, so that a flood cannot hold the worker.
 const INBOX_PAGES_PER_POLL: usize = 20;
 
-/// Whether a letter's delivery is over: no answer changes it any more.
-fn is_final(state: &str) -> bool {
-    matches!(state, "rejected" | "dead" | "cancelled")
-}
-
 /// A header value as kept with a quarantined message: at most 256 characters.
 fn bounded(text: &str) -> String {
     text.chars().take(256).collect()
 }
 
 /// The log entry for an acknowledgement or report: it answers the delivery's latest attempt.
-fn ack_log(d: &Delivery, outcome: &str, detail: &str, at: DateTime<Utc>) -> DeliveryAttempt {
+fn ack_log(
+    d: &Delivery,
+    outcome: AttemptOutcome,
+    detail: &str,
+    at: DateTime<Utc>,
+) -> DeliveryAttempt {
     DeliveryAttempt {
         attempt: d.attempts,
         at: format_instant(at),
-        outcome: outcome.to_string(),
+        outcome,
         detail: Some(detail.to_string()),
     }
 }

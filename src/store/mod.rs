@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::consent::{Decision, Override, OverrideStatus};
+use crate::delivery::state::{AttemptOutcome, DeliveryState};
 use crate::fhir::Issues;
 use crate::fhir::search::SearchRequest;
 use crate::fit_notes::FitNoteFacts;
@@ -181,8 +182,7 @@ pub struct Delivery {
     pub service: String,
     pub practice: String,
     pub urgent: bool,
-    /// A `letter-delivery-state` code.
-    pub state: String,
+    pub state: DeliveryState,
     pub attempts: i64,
     /// The same on every attempt (the FHIR message's Bundle id and X-Request-ID).
     pub message_id: String,
@@ -204,8 +204,7 @@ pub struct Delivery {
 pub struct DeliveryAttempt {
     pub attempt: i64,
     pub at: String,
-    /// delivered | sent | acknowledged | retry | permanent | cancelled | dead | requeued
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub detail: Option<String>,
 }
 
@@ -213,7 +212,7 @@ pub struct DeliveryAttempt {
 #[derive(Debug, Clone)]
 pub struct DeliveryUpdate {
     pub id: String,
-    pub state: String,
+    pub state: DeliveryState,
     /// The attempt made, if one was: its number becomes the delivery's attempt count.
     pub attempt: Option<DeliveryAttempt>,
     pub next_attempt_at: String,
@@ -242,7 +241,7 @@ pub struct OverrideFilter {
 /// Which deliveries to list.
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryFilter {
-    pub state: Option<String>,
+    pub state: Option<DeliveryState>,
     pub service: Option<String>,
     pub practice: Option<String>,
     pub referral: Option<String>,

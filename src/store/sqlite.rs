@@ -30,6 +30,7 @@ use crate::consent::overrides::{Agent, Grant, Review, ReviewOutcome};
 use crate::consent::{
     Code, DataClass, Override, OverrideReason, OverrideState, OverrideStatus, RecipientClass,
 };
+use crate::delivery::state::{AttemptOutcome, DeliveryState};
 use crate::fhir::resource::stamp;
 use crate::fhir::search::{
     Comparator, Filter, IndexEntry, SearchRequest, Sort, Tenancy, Token, format_instant,
@@ -795,7 +796,7 @@ async fn transact(
         .bind(&d.service)
         .bind(&d.practice)
         .bind(if d.urgent { 0 } else { 1 })
-        .bind(&d.state)
+        .bind(d.state.code())
         .bind(&d.message_id)
         .bind(&d.correlation_id)
         .bind(&d.created_at)
@@ -823,7 +824,7 @@ async fn record_delivery(
              updated_at = ?
          WHERE id = ?",
     )
-    .bind(&u.state)
+    .bind(u.state.code())
     .bind(u.attempt.as_ref().map(|a| a.attempt))
     .bind(&u.next_attempt_at)
     .bind(&u.last_error)
@@ -847,7 +848,7 @@ async fn record_delivery(
         .bind(&u.id)
         .bind(a.attempt)
         .bind(&a.at)
-        .bind(&a.outcome)
+        .bind(a.outcome.code())
         .bind(&a.detail)
         .execute(&mut *conn)
         .await?;
@@ -944,16 +945,21 @@ macro_rules! select_deliveries {
     };
 }
 
-fn delivery_of(r: &sqlx::sqlite::SqliteRow) -> Delivery {
-    Delivery {
-        id: r.get(0),
+fn delivery_of(r: &sqlx::sqlite::SqliteRow) -> Result<Delivery, StoreError> {
+    let id: String = r.get(0);
+    let state: String = r.get(7);
+    let state = DeliveryState::from_code(&state).ok_or_else(|| {
+        StoreError::Corrupt(format!("delivery {id} has the unknown state '{state}'"))
+    })?;
+    Ok(Delivery {
+        id,
         document_id: r.get(1),
         referral_id: r.get(2),
         patient_id: r.get(3),
         service: r.get(4),
         practice: r.get(5),
         urgent: r.get::<i64, _>(6) == 0,
-        state: r.get(7),
+        state,
         attempts: r.get(8),
         message_id: r.get(9),
         correlation_id: r.get(10),
@@ -966,7 +972,11 @@ fn delivery_of(r: &sqlx::sqlite::SqliteRow) -> Delivery {
         last_error: r.get(17),
         updated_at: r.get(18),
         transport_id: r.get(19),
-    }
+    })
+}
+
+fn deliveries_of(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<Delivery>, StoreError> {
+    rows.iter().map(delivery_of).collect()
 }
 
 /// An override's columns, as stored: the state and who moved it there.
@@ -1925,7 +1935,7 @@ impl Store for SqliteStore {
         .bind(limit)
         .fetch_all(&self.readers)
         .await?;
-        Ok(rows.iter().map(delivery_of).collect())
+        deliveries_of(&rows)
     }
 
     async fn overdue_urgent(&self, now: &str) -> Result<Vec<Delivery>, StoreError> {
@@ -1935,7 +1945,7 @@ impl Store for SqliteStore {
         .bind(now)
         .fetch_all(&self.readers)
         .await?;
-        Ok(rows.iter().map(delivery_of).collect())
+        deliveries_of(&rows)
     }
 
     async fn update_delivery(&self, update: DeliveryUpdate) -> Result<(), StoreError> {
@@ -1960,14 +1970,21 @@ impl Store for SqliteStore {
         .fetch_all(&self.readers)
         .await?
         .iter()
-        .map(|r| DeliveryAttempt {
-            attempt: r.get(0),
-            at: r.get(1),
-            outcome: r.get(2),
-            detail: r.get(3),
+        .map(|r| {
+            let outcome: String = r.get(2);
+            Ok(DeliveryAttempt {
+                attempt: r.get(0),
+                at: r.get(1),
+                outcome: AttemptOutcome::from_code(&outcome).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "delivery {id} has an attempt with the unknown outcome '{outcome}'"
+                    ))
+                })?,
+                detail: r.get(3),
+            })
         })
-        .collect();
-        Ok(Some((delivery_of(&row), attempts)))
+        .collect::<Result<_, StoreError>>()?;
+        Ok(Some((delivery_of(&row)?, attempts)))
     }
 
     async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {
@@ -1977,14 +1994,14 @@ impl Store for SqliteStore {
                AND (?5 IS NULL OR message_id = ?5)
              ORDER BY created_at DESC, id LIMIT 1000"
         ))
-        .bind(&filter.state)
+        .bind(filter.state.map(DeliveryState::code))
         .bind(&filter.service)
         .bind(&filter.practice)
         .bind(&filter.referral)
         .bind(&filter.message_id)
         .fetch_all(&self.readers)
         .await?;
-        Ok(rows.iter().map(delivery_of).collect())
+        deliveries_of(&rows)
     }
 
     async fn quarantine_mesh_message(
@@ -2230,7 +2247,7 @@ mod tests {
             service: "s|whs".into(),
             practice: "o|C88901".into(),
             urgent: false,
-            state: "dead".into(),
+            state: DeliveryState::Dead,
             attempts: 3,
             message_id: "m1".into(),
             correlation_id: "c1".into(),
@@ -2249,11 +2266,11 @@ mod tests {
     fn requeue(id: &str, communication: Value, audit: Vec<Value>) -> DeliveryUpdate {
         DeliveryUpdate {
             id: id.into(),
-            state: "queued".into(),
+            state: DeliveryState::Queued,
             attempt: Some(DeliveryAttempt {
                 attempt: 3,
                 at: format_instant(Utc::now()),
-                outcome: "requeued".into(),
+                outcome: AttemptOutcome::Requeued,
                 detail: None,
             }),
             next_attempt_at: format_instant(Utc::now()),
@@ -2357,7 +2374,7 @@ mod tests {
             .await;
         assert!(refused.is_err(), "{refused:?}");
         let (d, attempts) = store.delivery("l1").await.unwrap().unwrap();
-        assert_eq!((d.state.as_str(), attempts.len()), ("dead", 0));
+        assert_eq!((d.state, attempts.len()), (DeliveryState::Dead, 0));
         assert_eq!(
             store.read("Communication", "l1").await.unwrap().unwrap()["meta"]["versionId"],
             "1"
@@ -2369,8 +2386,50 @@ mod tests {
             .await
             .unwrap();
         let (d, attempts) = store.delivery("l1").await.unwrap().unwrap();
-        assert_eq!((d.state.as_str(), attempts.len()), ("queued", 1));
+        assert_eq!((d.state, attempts.len()), (DeliveryState::Queued, 1));
         assert_eq!(audit_count(&store).await, before + 1);
+        store.close().await;
+    }
+
+    /// A state or outcome code the gateway does not know is damage, never a letter in some
+    /// other state.
+    #[tokio::test]
+    async fn an_unknown_stored_delivery_state_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, url) = fresh_store(dir.path()).await;
+        store
+            .transact(Transaction {
+                referral: "sr1".into(),
+                deliveries: vec![delivery("l1")],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let (d, _) = store.delivery("l1").await.unwrap().unwrap();
+        assert_eq!(d.state, DeliveryState::Dead);
+        let filter = DeliveryFilter {
+            state: Some(DeliveryState::Dead),
+            ..Default::default()
+        };
+        assert_eq!(store.deliveries(&filter).await.unwrap().len(), 1);
+        let mut conn = SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("UPDATE deliveries SET state = 'lost' WHERE id = 'l1'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let read = store.delivery("l1").await;
+        assert!(matches!(read, Err(StoreError::Corrupt(_))), "{read:?}");
+        let listed = store.deliveries(&DeliveryFilter::default()).await;
+        assert!(matches!(listed, Err(StoreError::Corrupt(_))), "{listed:?}");
+        sqlx::query(
+            "UPDATE deliveries SET state = 'dead' WHERE id = 'l1';
+             INSERT INTO delivery_attempts (delivery_id, seq, attempt, at, outcome) VALUES ('l1', 1, 1, '', 'lost')",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let read = store.delivery("l1").await;
+        assert!(matches!(read, Err(StoreError::Corrupt(_))), "{read:?}");
         store.close().await;
     }
 
