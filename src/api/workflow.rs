@@ -501,24 +501,48 @@ pub async fn resend_letter(
     if principal.role != Role::Service || delivery.service != principal.organisation {
         return Err(not_found());
     }
-    let Ok(queued) = crate::delivery::next(delivery.state, DeliveryEvent::ResentByHand) else {
-        return Err(ApiError::Invalid(
+    let refused = |state: DeliveryState| {
+        ApiError::Invalid(
             Issue::general(
                 IssueType::BusinessRule,
                 format!(
-                    "only a rejected or dead letter is sent again by hand; this one is {}",
-                    delivery.state
+                    "only a rejected or dead letter is sent again by hand; this one is {state}"
                 ),
             )
             .into(),
-        ));
+        )
     };
+    crate::delivery::next(delivery.state, DeliveryEvent::ResentByHand)
+        .map_err(|_| refused(delivery.state))?;
+    // Held while it is changed, so that no worker of any instance acts on it meanwhile, and let
+    // go if the change fails. As claimed, it may have changed since it was read (a resend at the
+    // same time).
     let now = Utc::now();
-    let communication = app
+    let lease = app.outbox.lease(&app.config.delivery, now);
+    let delivery = app
         .store
-        .read("Communication", &id)
+        .claim_delivery(&lease, &id, &format_instant(now))
         .await?
-        .ok_or_else(not_found)?;
+        .ok_or_else(|| {
+            ApiError::Invalid(
+                Issue::general(
+                    IssueType::Conflict,
+                    "the letter is being worked on right now: try again in a moment",
+                )
+                .into(),
+            )
+        })?;
+    let Ok(queued) = crate::delivery::next(delivery.state, DeliveryEvent::ResentByHand) else {
+        app.store.release_delivery(&lease, &id).await?;
+        return Err(refused(delivery.state));
+    };
+    let communication = match app.store.read("Communication", &id).await {
+        Ok(Some(communication)) => communication,
+        failed => {
+            app.store.release_delivery(&lease, &id).await?;
+            return Err(failed.map_or_else(ApiError::from, |_| not_found()));
+        }
+    };
     let detail = format!(
         "sent again by {} after it was {}",
         principal.client_id, delivery.state
@@ -535,9 +559,11 @@ pub async fn resend_letter(
         request_id: super::auth::request_id(&headers),
     });
     let window = chrono::Duration::seconds(app.config.delivery.retry_window_secs as i64);
-    app.store
+    let requeued = app
+        .store
         .update_delivery(crate::store::DeliveryUpdate {
             id: id.clone(),
+            lease: lease.clone(),
             state: queued,
             attempt: Some(crate::store::DeliveryAttempt {
                 attempt: delivery.attempts,
@@ -560,7 +586,13 @@ pub async fn resend_letter(
             // The resend and its audit are one write: neither is stored without the other.
             audit: vec![resent],
         })
-        .await?;
+        .await;
+    if let Err(e) = requeued {
+        // So that the resend can be tried again at once (if the store cannot take this either,
+        // the lease runs out).
+        let _ = app.store.release_delivery(&lease, &id).await;
+        return Err(e.into());
+    }
     app.outbox.wake.notify_one();
     let (delivery, attempts) = app.store.delivery(&id).await?.ok_or_else(not_found)?;
     Ok(Json(json!({ "delivery": delivery, "attempts": attempts })).into_response())

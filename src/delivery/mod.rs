@@ -142,6 +142,7 @@ mod tests {
             attempt_timeout_ms: 30_000,
             poll_interval_ms: 1000,
             concurrency: 4,
+            lease_seconds: None,
         }
     }
 

@@ -3,10 +3,15 @@
 //! letters not acknowledged in time are escalated; letters still undelivered at the end of the
 //! retry window are dead. Both raise an alert: an `error` log line, a counter, and the state in
 //! the API.
+//!
+//! Every letter it works on is first claimed in the database under a lease held by this instance
+//! ([`Outbox::instance`]) for `lease_seconds`: several instances on one database never work on the
+//! same letter at once, and a killed instance's letters are taken over when its leases end.
+//! The lease also keeps this instance's own tasks apart (an attempt, an escalation, an answer
+//! from MESH), so there is no claim in memory.
 
-use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -17,12 +22,12 @@ use super::fhir::{FhirChannel, Message};
 use super::mesh::{AckKind, Inbound, MeshClient, Quarantine, Reading, plain};
 use super::state::{AttemptOutcome, DeliveryState, Event, next};
 use super::{Failure, Outcome, backoff, communication_with_state, jitter};
-use crate::config::{Config, MeshRoute, PracticeRoute};
+use crate::config::{Config, DeliveryConfig, MeshRoute, PracticeRoute};
 use crate::consent::{Action, DataClass, Purpose, Question, Recipient, RecipientClass};
 use crate::fhir::identifiers::value_part;
 use crate::fhir::search::{Filter, SearchRequest, format_instant};
 use crate::store::{
-    Delivery, DeliveryAttempt, DeliveryFilter, DeliveryUpdate, QuarantinedMessage, Store,
+    Delivery, DeliveryAttempt, DeliveryFilter, DeliveryUpdate, Lease, QuarantinedMessage, Store,
     StoreError,
 };
 
@@ -88,11 +93,37 @@ impl Metrics {
     }
 }
 
-/// What the worker and the API share: the wake-up call for newly queued letters, and the counters.
-#[derive(Clone, Default)]
+/// What the worker and the API share: the wake-up call for newly queued letters, the counters,
+/// and the instance's id that the leases it takes on letters are held under.
+#[derive(Clone)]
 pub struct Outbox {
     pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
+    /// This gateway instance, chosen at random at start-up (a UUID v7): the owner of every
+    /// lease it takes, its worker's and its routes' alike.
+    pub instance: Arc<str>,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox {
+            wake: Arc::default(),
+            metrics: Arc::default(),
+            instance: uuid::Uuid::now_v7().to_string().into(),
+        }
+    }
+}
+
+impl Outbox {
+    /// A lease for this instance from `now`, as long as `config` says.
+    pub fn lease(&self, config: &DeliveryConfig, now: DateTime<Utc>) -> Lease {
+        Lease {
+            owner: self.instance.to_string(),
+            until: format_instant(
+                now + chrono::Duration::from_std(config.lease()).unwrap_or_default(),
+            ),
+        }
+    }
 }
 
 struct Worker {
@@ -102,7 +133,17 @@ struct Worker {
     /// The gateway's MESH mailbox, if configured and usable.
     mesh: Option<MeshClient>,
     outbox: Outbox,
-    in_flight: Mutex<HashSet<String>>,
+}
+
+/// Urgent letters escalated in one poll at most (the rest are in the next one).
+const ESCALATIONS_PER_POLL: u32 = 64;
+
+/// What acting on a letter held under a lease came to.
+enum Acted {
+    /// A change was recorded, which let the lease go.
+    Recorded,
+    /// Nothing changed: the lease is still to be let go.
+    Unchanged,
 }
 
 /// What to record about a delivery: what happened to it (which gives its new state) and what
@@ -177,7 +218,6 @@ pub async fn run(
         channel: FhirChannel::new(http),
         mesh,
         outbox,
-        in_flight: Mutex::new(HashSet::new()),
         config,
     });
     let slots = Arc::new(Semaphore::new(worker.config.delivery.concurrency));
@@ -199,33 +239,41 @@ pub async fn run(
         if let Err(e) = worker.escalate_overdue(now).await {
             tracing::warn!(error = %e, "cannot check urgent letters for escalation");
         }
-        let limit = (worker.config.delivery.concurrency * 4) as u32;
-        match worker
-            .store
-            .due_deliveries(&format_instant(now), limit)
-            .await
-        {
-            Ok(due) => {
-                for delivery in due {
-                    if !worker.claim(&delivery.id) {
-                        continue;
+        // Only as many letters are claimed as there are free slots, so that no letter waits for
+        // a slot while its lease runs. Due letters come urgent first, so an urgent letter waits
+        // for one attempt in flight at most, never for the backlog. Only this loop takes slots.
+        let free = slots.available_permits();
+        if free > 0 {
+            let lease = worker.outbox.lease(&worker.config.delivery, now);
+            let limit = u32::try_from(free).unwrap_or(u32::MAX);
+            match worker
+                .store
+                .claim_due(&lease, &format_instant(now), limit)
+                .await
+            {
+                Ok(due) => {
+                    for delivery in due {
+                        let Ok(permit) = slots.clone().acquire_owned().await else {
+                            return;
+                        };
+                        let w = worker.clone();
+                        let lease = lease.clone();
+                        tokio::spawn(async move {
+                            let id = delivery.id.clone();
+                            let attempted = w
+                                .holding(delivery, &lease, async |d| w.attempt(d, &lease).await)
+                                .await;
+                            if let Err(e) = attempted {
+                                tracing::warn!(delivery = %id, error = %e, "delivery attempt not recorded; it will be repeated");
+                            }
+                            drop(permit);
+                            // A slot is free: look again at once rather than at the next poll.
+                            w.outbox.wake.notify_one();
+                        });
                     }
-                    // Due letters come urgent first: each takes the next free slot, so an urgent
-                    // letter waits for one attempt in flight at most, never for the backlog.
-                    let Ok(permit) = slots.clone().acquire_owned().await else {
-                        return;
-                    };
-                    let w = worker.clone();
-                    tokio::spawn(async move {
-                        let id = delivery.id.clone();
-                        if let Err(e) = w.holding(&id, async |d| w.attempt_if_due(d).await).await {
-                            tracing::warn!(delivery = %id, error = %e, "delivery attempt not recorded; it will be repeated");
-                        }
-                        drop(permit);
-                    });
                 }
+                Err(e) => tracing::warn!(error = %e, "cannot claim letters from the outbox"),
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read the outbox"),
         }
         tokio::select! {
             _ = worker.outbox.wake.notified() => {}
@@ -235,55 +283,58 @@ pub async fn run(
 }
 
 impl Worker {
-    fn claim(&self, id: &str) -> bool {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string())
-    }
-
-    fn release(&self, id: &str) {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
-        // A slot is free: look again at once rather than at the next poll.
-        self.outbox.wake.notify_one();
-    }
-
-    /// Acts on a letter this worker has claimed, as it is stored now (the list that named it
-    /// may be older than an attempt or acknowledgement that finished since), then releases it.
+    /// Acts on a letter claimed under `lease` (as stored when it was claimed: nothing else
+    /// changes it while the lease holds), then lets the lease go if nothing was recorded
+    /// (recording a change lets it go itself), so that the letter is free again at once.
     async fn holding(
         &self,
-        id: &str,
-        act: impl AsyncFnOnce(Delivery) -> Result<(), StoreError>,
+        d: Delivery,
+        lease: &Lease,
+        act: impl AsyncFnOnce(Delivery) -> Result<Acted, StoreError>,
     ) -> Result<(), StoreError> {
-        let acted = match self.store.delivery(id).await {
-            Ok(Some((d, _))) => act(d).await,
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
-        };
-        self.release(id);
-        acted
+        let id = d.id.clone();
+        match act(d).await {
+            Ok(Acted::Recorded) => Ok(()),
+            Ok(Acted::Unchanged) => self.store.release_delivery(lease, &id).await,
+            Err(e) => {
+                // If the store cannot take this either, the lease runs out.
+                if let Err(release) = self.store.release_delivery(lease, &id).await {
+                    tracing::warn!(delivery = %id, error = %release, "cannot let a letter go; it is free once its lease runs out");
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn escalate_overdue(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
-        for d in self.store.overdue_urgent(&format_instant(now)).await? {
-            // A letter with an attempt in flight is escalated (if still due) next time round:
-            // two writers of one letter's state would overwrite each other.
-            if !self.claim(&d.id) {
-                continue;
+        // A letter with an attempt in flight (here or on another instance) is held by it, and
+        // escalated, if still due, once the attempt is recorded: two writers of one letter's
+        // state would overwrite each other.
+        let lease = self.outbox.lease(&self.config.delivery, now);
+        let overdue = self
+            .store
+            .claim_overdue_urgent(&lease, &format_instant(now), ESCALATIONS_PER_POLL)
+            .await?;
+        for d in overdue {
+            let id = d.id.clone();
+            if let Err(e) = self
+                .holding(d, &lease, async |d| self.escalate(d, &lease, now).await)
+                .await
+            {
+                tracing::warn!(delivery = %id, error = %e, "escalation not recorded; it will be repeated");
             }
-            self.holding(&d.id, async |d| self.escalate(d, now).await)
-                .await?;
         }
         Ok(())
     }
 
-    async fn escalate(&self, d: Delivery, now: DateTime<Utc>) -> Result<(), StoreError> {
-        // An attempt may have delivered it since it was found overdue.
+    async fn escalate(
+        &self,
+        d: Delivery,
+        lease: &Lease,
+        now: DateTime<Utc>,
+    ) -> Result<Acted, StoreError> {
         if d.escalated_at.is_some() || next(d.state, Event::UrgentAckOverdue).is_err() {
-            return Ok(());
+            return Ok(Acted::Unchanged);
         }
         let detail = format!(
             "urgent letter not acknowledged within {} s of being queued: phone the practice",
@@ -298,17 +349,23 @@ impl Worker {
         let mut change = Change::on(&d, Event::UrgentAckOverdue);
         change.last_error = Some(detail);
         change.escalated_at = Some(format_instant(now));
-        self.record(&d, change, now).await
+        self.record(&d, lease, change, now).await
     }
 
     /// Records a change of a delivery in the state its event takes it to; nothing if the event
     /// no longer applies to the letter as it stands.
-    async fn record(&self, d: &Delivery, c: Change, now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn record(
+        &self,
+        d: &Delivery,
+        lease: &Lease,
+        c: Change,
+        now: DateTime<Utc>,
+    ) -> Result<Acted, StoreError> {
         let state = match next(d.state, c.event) {
             Ok(state) => state,
             Err(e) => {
                 tracing::warn!(delivery = %d.id, error = %e, "delivery change not recorded");
-                return Ok(());
+                return Ok(Acted::Unchanged);
             }
         };
         let communication = self
@@ -321,6 +378,7 @@ impl Worker {
         self.store
             .update_delivery(DeliveryUpdate {
                 id: d.id.clone(),
+                lease: lease.clone(),
                 state,
                 attempt: c.attempt,
                 next_attempt_at: c.next_attempt_at,
@@ -332,17 +390,12 @@ impl Worker {
                 communication,
                 audit: c.audit,
             })
-            .await
+            .await?;
+        Ok(Acted::Recorded)
     }
 
-    /// Attempts a letter if it is still due: an attempt or acknowledgement may have finished
-    /// while this one waited for a slot.
-    async fn attempt_if_due(&self, d: Delivery) -> Result<(), StoreError> {
-        let due = d.state.awaits_attempt() && d.next_attempt_at <= format_instant(Utc::now());
-        if due { self.attempt(d).await } else { Ok(()) }
-    }
-
-    async fn attempt(&self, d: Delivery) -> Result<(), StoreError> {
+    /// Attempts a letter claimed as due under `lease`.
+    async fn attempt(&self, d: Delivery, lease: &Lease) -> Result<Acted, StoreError> {
         let now = Utc::now();
         let number = d.attempts + 1;
         let log = |outcome: AttemptOutcome, detail: Option<String>| DeliveryAttempt {
@@ -366,7 +419,7 @@ impl Worker {
             let mut change = Change::on(&d, Event::DeadlinePassed);
             change.attempt = Some(log(AttemptOutcome::Dead, Some(detail.clone())));
             change.last_error = Some(detail);
-            return self.record(&d, change, now).await;
+            return self.record(&d, lease, change, now).await;
         }
 
         // Consent is decided now, at the moment of sending: a withdrawal since the letter was
@@ -400,7 +453,7 @@ impl Worker {
             change.attempt = Some(log(AttemptOutcome::Cancelled, Some(detail.clone())));
             change.last_error = Some(detail);
             change.audit.push(decided);
-            return self.record(&d, change, now).await;
+            return self.record(&d, lease, change, now).await;
         }
 
         let ods = value_part(&d.practice);
@@ -489,7 +542,7 @@ impl Worker {
                 );
             }
         }
-        self.record(&d, change, now).await
+        self.record(&d, lease, change, now).await
     }
 
     /// Sends a letter as GP Connect Send Document over MESH.
@@ -680,17 +733,26 @@ impl Worker {
         letter: &str,
         answer: Answer,
     ) -> Result<bool, String> {
-        if !self.claim(letter) {
-            return Ok(false);
-        }
         let now = Utc::now();
-        // As stored now: an attempt may have finished since the message was examined.
-        self.holding(letter, async |d| {
-            if d.state.is_final() {
-                return Ok(());
-            }
+        // As stored now, and held, so that no attempt here or on another instance changes it
+        // meanwhile (one may have finished since the message was examined). A letter held by an
+        // attempt in flight takes the answer at the next poll.
+        let lease = self.outbox.lease(&self.config.delivery, now);
+        let Some(d) = self
+            .store
+            .claim_delivery(&lease, letter, &format_instant(now))
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(false);
+        };
+        self.holding(d, &lease, async |d| {
             // A late or repeated acknowledgement of an accepted letter changes nothing.
-            self.record(&d, self.answered(&d, &answer, now), now).await
+            if d.state.is_final() {
+                return Ok(Acted::Unchanged);
+            }
+            self.record(&d, &lease, self.answered(&d, &answer, now), now)
+                .await
         })
         .await
         .map_err(|e| e.to_string())?;

@@ -85,6 +85,10 @@ pub enum StoreError {
     /// Stored data could not be read back: a bug or tampering, never the caller's fault.
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    /// The letter is no longer held under the lease the change was made under (it ran out and
+    /// another instance took the letter over): nothing was recorded.
+    #[error("delivery {0} is no longer held under this lease")]
+    LeaseLost(String),
     #[error("unsupported database URL '{0}': use sqlite://PATH")]
     UnsupportedUrl(String),
 }
@@ -208,10 +212,25 @@ pub struct DeliveryAttempt {
     pub detail: Option<String>,
 }
 
+/// A hold on letters: while it lasts, no other holder claims them. Whatever changes a delivery
+/// claims it first; recording the change (or [`Store::release_delivery`]) lets it go, and a
+/// holder that dies lets it go when `until` passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The holder: the gateway instance's id, chosen at start-up.
+    pub owner: String,
+    /// Until when (fixed-width UTC, [`crate::fhir::search::format_instant`]). With `owner`, it
+    /// names one claim: a change is recorded only under the claim that took the letter.
+    pub until: String,
+}
+
 /// What the outbox worker records after an attempt (or an escalation).
 #[derive(Debug, Clone)]
 pub struct DeliveryUpdate {
     pub id: String,
+    /// The lease the letter was claimed under: the update is refused with
+    /// [`StoreError::LeaseLost`] if the letter is no longer held under it, and releases it.
+    pub lease: Lease,
     pub state: DeliveryState,
     /// The attempt made, if one was: its number becomes the delivery's attempt count.
     pub attempt: Option<DeliveryAttempt>,
@@ -370,13 +389,39 @@ pub trait Store: Send + Sync {
     /// resources as stored.
     async fn transact(&self, transaction: Transaction) -> Result<Vec<Value>, StoreError>;
 
-    /// Letters due for an attempt at `now`: urgent first, then oldest due.
-    async fn due_deliveries(&self, now: &str, limit: u32) -> Result<Vec<Delivery>, StoreError>;
+    /// Takes up to `limit` letters due for an attempt at `now` that no unexpired lease holds,
+    /// urgent first, then oldest due, under `lease`; returns them as stored, in that order.
+    async fn claim_due(
+        &self,
+        lease: &Lease,
+        now: &str,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError>;
 
-    /// Urgent letters not yet delivered whose escalation time has passed, not yet escalated.
-    async fn overdue_urgent(&self, now: &str) -> Result<Vec<Delivery>, StoreError>;
+    /// Takes up to `limit` urgent letters not yet delivered whose escalation time has passed, not
+    /// yet escalated, that no unexpired lease holds, under `lease`.
+    async fn claim_overdue_urgent(
+        &self,
+        lease: &Lease,
+        now: &str,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError>;
 
-    /// Records an attempt's result (or an escalation), with the letter's Communication.
+    /// Takes one letter under `lease`, as stored now; none if there is no such letter or an
+    /// unexpired lease (this holder's too) holds it.
+    async fn claim_delivery(
+        &self,
+        lease: &Lease,
+        id: &str,
+        now: &str,
+    ) -> Result<Option<Delivery>, StoreError>;
+
+    /// Lets go of a letter held under `lease` without changing it (nothing if it is not held
+    /// under it).
+    async fn release_delivery(&self, lease: &Lease, id: &str) -> Result<(), StoreError>;
+
+    /// Records an attempt's result (or an escalation), with the letter's Communication, if the
+    /// letter is still held under `update.lease`; releases it.
     async fn update_delivery(&self, update: DeliveryUpdate) -> Result<(), StoreError>;
 
     /// One delivery and its attempts.

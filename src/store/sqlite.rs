@@ -22,7 +22,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use super::plan::{Existing, PlannedWrite, plan};
 use super::{
     Admission, Candidate, ClientRecord, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryUpdate,
-    History, OverrideFilter, QuarantinedMessage, RecordParties, Refusal, SearchPage, Store,
+    History, Lease, OverrideFilter, QuarantinedMessage, RecordParties, Refusal, SearchPage, Store,
     StoreError, Stored, Transaction,
 };
 use crate::config::StoreConfig;
@@ -154,6 +154,9 @@ enum WriteJob {
     Client(ClientWrite, Reply<bool>),
     Transact(Transaction, Reply<Vec<Value>>),
     Delivery(DeliveryUpdate, Reply<()>),
+    /// Letters taken under a lease, and a lease let go.
+    Claim(Lease, Claim, Reply<Vec<Delivery>>),
+    Release(Lease, String, Reply<()>),
     /// A MESH message set aside, its content and its AuditEvent.
     Quarantine(QuarantinedMessage, Option<Vec<u8>>, Value, Reply<bool>),
 }
@@ -178,6 +181,8 @@ enum Answer {
     Client(Reply<bool>, Result<bool, StoreError>),
     Transact(Reply<Vec<Value>>, Result<Vec<Value>, StoreError>),
     Delivery(Reply<()>, Result<(), StoreError>),
+    Claim(Reply<Vec<Delivery>>, Result<Vec<Delivery>, StoreError>),
+    Release(Reply<()>, Result<(), StoreError>),
     Quarantine(Reply<bool>, Result<bool, StoreError>),
 }
 
@@ -193,6 +198,8 @@ impl Answer {
             Answer::Client(_, r) => r.is_ok(),
             Answer::Transact(_, r) => r.is_ok(),
             Answer::Delivery(_, r) => r.is_ok(),
+            Answer::Claim(_, r) => r.is_ok(),
+            Answer::Release(_, r) => r.is_ok(),
             Answer::Quarantine(_, r) => r.is_ok(),
         }
     }
@@ -207,6 +214,8 @@ impl Answer {
             Answer::Client(r, v) => drop(r.send(v)),
             Answer::Transact(r, v) => drop(r.send(v)),
             Answer::Delivery(r, v) => drop(r.send(v)),
+            Answer::Claim(r, v) => drop(r.send(v)),
+            Answer::Release(r, v) => drop(r.send(v)),
             Answer::Quarantine(r, v) => drop(r.send(v)),
         }
     }
@@ -221,6 +230,8 @@ impl Answer {
             Answer::Client(r, _) => drop(r.send(Err(e()))),
             Answer::Transact(r, _) => drop(r.send(Err(e()))),
             Answer::Delivery(r, _) => drop(r.send(Err(e()))),
+            Answer::Claim(r, _) => drop(r.send(Err(e()))),
+            Answer::Release(r, _) => drop(r.send(Err(e()))),
             Answer::Quarantine(r, _) => drop(r.send(Err(e()))),
         }
     }
@@ -237,6 +248,8 @@ impl WriteJob {
             WriteJob::Client(_, r) => drop(r.send(Err(e))),
             WriteJob::Transact(_, r) => drop(r.send(Err(e))),
             WriteJob::Delivery(_, r) => drop(r.send(Err(e))),
+            WriteJob::Claim(_, _, r) => drop(r.send(Err(e))),
+            WriteJob::Release(_, _, r) => drop(r.send(Err(e))),
             WriteJob::Quarantine(_, _, _, r) => drop(r.send(Err(e))),
         }
     }
@@ -279,6 +292,12 @@ impl WriteJob {
                 reply,
                 in_savepoint!(conn, record_delivery(conn, update, own)),
             ),
+            WriteJob::Claim(lease, which, reply) => {
+                Answer::Claim(reply, in_savepoint!(conn, claim(conn, lease, which)))
+            }
+            WriteJob::Release(lease, id, reply) => {
+                Answer::Release(reply, in_savepoint!(conn, release(conn, lease, id)))
+            }
             WriteJob::Quarantine(message, content, audit, reply) => Answer::Quarantine(
                 reply,
                 in_savepoint!(conn, quarantine(conn, message, content, audit, own)),
@@ -821,8 +840,8 @@ async fn record_delivery(
         "UPDATE deliveries SET state = ?, attempts = MAX(attempts, COALESCE(?, attempts)), next_attempt_at = ?,
              last_error = ?, channel = COALESCE(?, channel), escalated_at = COALESCE(escalated_at, ?),
              transport_id = COALESCE(?, transport_id), deadline_at = COALESCE(?, deadline_at),
-             updated_at = ?
-         WHERE id = ?",
+             updated_at = ?, lease_owner = NULL, lease_until = NULL
+         WHERE id = ? AND lease_owner = ? AND lease_until = ?",
     )
     .bind(u.state.code())
     .bind(u.attempt.as_ref().map(|a| a.attempt))
@@ -834,11 +853,13 @@ async fn record_delivery(
     .bind(&u.deadline_at)
     .bind(&now)
     .bind(&u.id)
+    .bind(&u.lease.owner)
+    .bind(&u.lease.until)
     .execute(&mut *conn)
     .await?
     .rows_affected();
     if updated == 0 {
-        return Err(StoreError::NotFound(format!("delivery {}", u.id)));
+        return Err(lease_refusal(conn, &u.id).await);
     }
     if let Some(a) = &u.attempt {
         sqlx::query(
@@ -934,14 +955,18 @@ fn quarantined_of(r: &sqlx::sqlite::SqliteRow) -> QuarantinedMessage {
     }
 }
 
+/// The columns [`delivery_of`] reads, in its order.
+macro_rules! delivery_columns {
+    () => {
+        "id, document_id, referral_id, patient_id, service, practice, priority, state, attempts,
+         message_id, correlation_id, created_at, next_attempt_at, deadline_at, escalate_at,
+         escalated_at, channel, last_error, updated_at, transport_id"
+    };
+}
+
 macro_rules! select_deliveries {
     ($rest:literal) => {
-        concat!(
-            "SELECT id, document_id, referral_id, patient_id, service, practice, priority, state, attempts,
-                    message_id, correlation_id, created_at, next_attempt_at, deadline_at, escalate_at,
-                    escalated_at, channel, last_error, updated_at, transport_id FROM deliveries ",
-            $rest
-        )
+        concat!("SELECT ", delivery_columns!(), " FROM deliveries ", $rest)
     };
 }
 
@@ -1927,25 +1952,53 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn due_deliveries(&self, now: &str, limit: u32) -> Result<Vec<Delivery>, StoreError> {
-        let rows = sqlx::query(select_deliveries!(
-            "WHERE state IN ('queued', 'escalated', 'sent', 'received') AND next_attempt_at <= ? ORDER BY priority, next_attempt_at LIMIT ?"
-        ))
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.readers)
-        .await?;
-        deliveries_of(&rows)
+    async fn claim_due(
+        &self,
+        lease: &Lease,
+        now: &str,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let which = Claim::Due {
+            now: now.to_string(),
+            limit,
+        };
+        self.write(|reply| WriteJob::Claim(lease.clone(), which, reply))
+            .await
     }
 
-    async fn overdue_urgent(&self, now: &str) -> Result<Vec<Delivery>, StoreError> {
-        let rows = sqlx::query(select_deliveries!(
-            "WHERE priority = 0 AND escalated_at IS NULL AND escalate_at <= ? AND state IN ('queued', 'sent', 'received')"
-        ))
-        .bind(now)
-        .fetch_all(&self.readers)
-        .await?;
-        deliveries_of(&rows)
+    async fn claim_overdue_urgent(
+        &self,
+        lease: &Lease,
+        now: &str,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let which = Claim::OverdueUrgent {
+            now: now.to_string(),
+            limit,
+        };
+        self.write(|reply| WriteJob::Claim(lease.clone(), which, reply))
+            .await
+    }
+
+    async fn claim_delivery(
+        &self,
+        lease: &Lease,
+        id: &str,
+        now: &str,
+    ) -> Result<Option<Delivery>, StoreError> {
+        let which = Claim::One {
+            id: id.to_string(),
+            now: now.to_string(),
+        };
+        let claimed = self
+            .write(|reply| WriteJob::Claim(lease.clone(), which, reply))
+            .await?;
+        Ok(claimed.into_iter().next())
+    }
+
+    async fn release_delivery(&self, lease: &Lease, id: &str) -> Result<(), StoreError> {
+        self.write(|reply| WriteJob::Release(lease.clone(), id.to_string(), reply))
+            .await
     }
 
     async fn update_delivery(&self, update: DeliveryUpdate) -> Result<(), StoreError> {
@@ -2071,6 +2124,118 @@ impl Store for SqliteStore {
             let _ = done.await;
         }
         self.readers.close().await;
+    }
+}
+
+// --- leases ----------------------------------------------------------------------------------
+// Claims on letters, so that several gateway instances on one database never work on the same
+// letter at once. A letter is free when nobody holds it or its lease has run out (a killed
+// instance's letters are taken over then). Each claim is one statement, written through the
+// writer; the PostgreSQL backend adds `FOR UPDATE SKIP LOCKED` to its inner SELECT. `$1`-style
+// numbered placeholders, integers as i64.
+
+/// Which letters a claim takes.
+enum Claim {
+    /// Due for an attempt at `now`: urgent first, then oldest due.
+    Due { now: String, limit: u32 },
+    /// Urgent, not yet delivered or escalated, past their escalation time at `now`.
+    OverdueUrgent { now: String, limit: u32 },
+    /// One letter, whatever its state.
+    One { id: String, now: String },
+}
+
+/// `UPDATE` taking for `$1` until `$2` the letters the inner `SELECT` names among those free
+/// at `$3`, and returning them.
+macro_rules! claim_deliveries {
+    ($which:literal) => {
+        concat!(
+            "UPDATE deliveries SET lease_owner = $1, lease_until = $2
+             WHERE id IN (SELECT id FROM deliveries
+                          WHERE (lease_until IS NULL OR lease_until <= $3) AND ",
+            $which,
+            ") RETURNING ",
+            delivery_columns!()
+        )
+    };
+}
+
+async fn claim(
+    conn: &mut SqliteConnection,
+    lease: Lease,
+    which: Claim,
+) -> Result<Vec<Delivery>, StoreError> {
+    let rows = match which {
+        // The states are those where DeliveryState::awaits_attempt (checked by a test), written
+        // as literals so that the partial index `deliveries_due` serves the query.
+        Claim::Due { now, limit } => {
+            sqlx::query(claim_deliveries!(
+                "state IN ('queued', 'escalated', 'sent', 'received') AND next_attempt_at <= $3
+                 ORDER BY priority, next_attempt_at, id LIMIT $4"
+            ))
+            .bind(&lease.owner)
+            .bind(&lease.until)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        // The states an escalation applies to (where next(state, UrgentAckOverdue) is not an
+        // error; checked by a test).
+        Claim::OverdueUrgent { now, limit } => {
+            sqlx::query(claim_deliveries!(
+                "priority = 0 AND escalated_at IS NULL AND escalate_at <= $3
+                 AND state IN ('queued', 'sent', 'received')
+                 ORDER BY escalate_at, id LIMIT $4"
+            ))
+            .bind(&lease.owner)
+            .bind(&lease.until)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        Claim::One { id, now } => {
+            sqlx::query(claim_deliveries!("id = $4"))
+                .bind(&lease.owner)
+                .bind(&lease.until)
+                .bind(now)
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?
+        }
+    };
+    let mut claimed = deliveries_of(&rows)?;
+    // RETURNING keeps no order: urgent first, then oldest due, as the inner SELECT chose them.
+    claimed.sort_by(|a, b| {
+        (!a.urgent, &a.next_attempt_at, &a.id).cmp(&(!b.urgent, &b.next_attempt_at, &b.id))
+    });
+    Ok(claimed)
+}
+
+async fn release(conn: &mut SqliteConnection, lease: Lease, id: String) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
+         WHERE id = $1 AND lease_owner = $2 AND lease_until = $3",
+    )
+    .bind(id)
+    .bind(lease.owner)
+    .bind(lease.until)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Why a change of a letter under a lease matched no row: no such letter, or the lease is not
+/// (any longer) the one that holds it.
+async fn lease_refusal(conn: &mut SqliteConnection, id: &str) -> StoreError {
+    match sqlx::query_scalar::<_, i64>("SELECT 1 FROM deliveries WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+    {
+        Ok(Some(_)) => StoreError::LeaseLost(id.to_string()),
+        Ok(None) => StoreError::NotFound(format!("delivery {id}")),
+        Err(e) => e.into(),
     }
 }
 
@@ -2266,6 +2431,7 @@ mod tests {
     fn requeue(id: &str, communication: Value, audit: Vec<Value>) -> DeliveryUpdate {
         DeliveryUpdate {
             id: id.into(),
+            lease: lease_of("test"),
             state: DeliveryState::Queued,
             attempt: Some(DeliveryAttempt {
                 attempt: 3,
@@ -2364,6 +2530,9 @@ mod tests {
             .unwrap();
         let mut queued = store.read("Communication", "l1").await.unwrap().unwrap();
         queued["status"] = json!("preparation");
+        let now = format_instant(Utc::now());
+        let held = store.claim_delivery(&lease_of("test"), "l1", &now).await;
+        assert!(held.unwrap().is_some());
         refuse_audit_inserts(&url).await;
         let refused = store
             .update_delivery(requeue(
@@ -2430,6 +2599,294 @@ mod tests {
         .unwrap();
         let read = store.delivery("l1").await;
         assert!(matches!(read, Err(StoreError::Corrupt(_))), "{read:?}");
+        store.close().await;
+    }
+
+    // --- leases
+
+    fn lease_of(owner: &str) -> Lease {
+        Lease {
+            owner: owner.into(),
+            until: "2999-01-01T00:00:00.000000Z".into(),
+        }
+    }
+
+    /// `owner`'s lease from `at` for `secs`.
+    fn lease_at(owner: &str, at: DateTime<Utc>, secs: i64) -> Lease {
+        Lease {
+            owner: owner.into(),
+            until: format_instant(at + chrono::Duration::seconds(secs)),
+        }
+    }
+
+    /// A letter in `state`, due (and, if urgent, to be escalated) at `due`.
+    fn letter(id: &str, state: DeliveryState, urgent: bool, due: DateTime<Utc>) -> Delivery {
+        let mut d = delivery(id);
+        d.state = state;
+        d.urgent = urgent;
+        d.next_attempt_at = format_instant(due);
+        d.escalate_at = urgent.then(|| format_instant(due));
+        d.message_id = format!("m-{id}");
+        d
+    }
+
+    async fn queue(store: &SqliteStore, letters: Vec<Delivery>) {
+        let creates = letters
+            .iter()
+            .map(
+                |d| json!({ "resourceType": "Communication", "id": d.id, "status": "preparation" }),
+            )
+            .collect();
+        store
+            .transact(Transaction {
+                creates,
+                referral: "sr1".into(),
+                deliveries: letters,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    fn ids(claimed: &[Delivery]) -> Vec<&str> {
+        claimed.iter().map(|d| d.id.as_str()).collect()
+    }
+
+    /// Two gateway instances on one database (two stores on one file here, each with its own
+    /// writer) claiming at once never take the same letter, and between them take every one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_owners_claiming_at_once_never_take_the_same_letter() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, url) = fresh_store(dir.path()).await;
+        let b = SqliteStore::open(&url, &Config::defaults().store)
+            .await
+            .unwrap();
+        let t0 = Utc::now();
+        let letters: Vec<Delivery> = (0..120)
+            .map(|n| letter(&format!("l{n:03}"), DeliveryState::Queued, n % 7 == 0, t0))
+            .collect();
+        queue(&a, letters).await;
+        let now = format_instant(t0 + chrono::Duration::seconds(1));
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let take = |store: SqliteStore, owner: &'static str, now: String| {
+            let start = start.clone();
+            tokio::spawn(async move {
+                let lease = lease_at(owner, t0, 600);
+                let mut taken = Vec::new();
+                start.wait().await;
+                loop {
+                    let claimed = store.claim_due(&lease, &now, 3).await.unwrap();
+                    if claimed.is_empty() {
+                        break;
+                    }
+                    taken.extend(claimed.into_iter().map(|d| d.id));
+                    // As a worker does between claims (it sends): the other gets its turn at
+                    // the database's write lock.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                store.close().await;
+                taken
+            })
+        };
+        let (by_a, by_b) = tokio::join!(take(a, "a", now.clone()), take(b, "b", now));
+        let (by_a, by_b) = (by_a.unwrap(), by_b.unwrap());
+        let mut all: Vec<&String> = by_a.iter().chain(&by_b).collect();
+        let claims = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(claims, all.len(), "a letter was taken twice");
+        assert_eq!(all.len(), 120, "every letter was taken");
+        assert!(!by_a.is_empty() && !by_b.is_empty(), "both took some");
+    }
+
+    #[tokio::test]
+    async fn a_lease_holds_until_it_runs_out_then_another_owner_takes_the_letter_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = fresh_store(dir.path()).await;
+        let t0 = Utc::now();
+        let at = |secs: i64| format_instant(t0 + chrono::Duration::seconds(secs));
+        queue(&store, vec![letter("l1", DeliveryState::Queued, false, t0)]).await;
+        let a = lease_at("a", t0, 60);
+        let claimed = store.claim_due(&a, &at(0), 10).await.unwrap();
+        assert_eq!(ids(&claimed), ["l1"]);
+        assert_eq!(claimed[0].state, DeliveryState::Queued);
+
+        // While a's lease lasts, nobody takes it: not another owner, not a itself again, not by
+        // name.
+        for (owner, secs) in [("b", 1), ("a", 30), ("b", 59)] {
+            let lease = lease_at(owner, t0 + chrono::Duration::seconds(secs), 60);
+            assert!(
+                store
+                    .claim_due(&lease, &at(secs), 10)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "{owner} at {secs} s"
+            );
+            assert!(
+                store
+                    .claim_delivery(&lease, "l1", &at(secs))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        // Once it runs out (a killed instance), another owner takes the letter over...
+        let b = lease_at("b", t0 + chrono::Duration::seconds(60), 60);
+        assert_eq!(
+            ids(&store.claim_due(&b, &at(60), 10).await.unwrap()),
+            ["l1"]
+        );
+        // ...and a change made under the old lease is refused: nothing is recorded.
+        let communication = store.read("Communication", "l1").await.unwrap().unwrap();
+        let mut stale = requeue("l1", communication.clone(), vec![]);
+        stale.lease = a.clone();
+        stale.state = DeliveryState::Accepted;
+        let refused = store.update_delivery(stale).await;
+        assert!(
+            matches!(refused, Err(StoreError::LeaseLost(ref id)) if id == "l1"),
+            "{refused:?}"
+        );
+        let (d, attempts) = store.delivery("l1").await.unwrap().unwrap();
+        assert_eq!((d.state, attempts.len()), (DeliveryState::Queued, 0));
+        // Letting go under the old lease does nothing either: b still holds it.
+        store.release_delivery(&a, "l1").await.unwrap();
+        let c = lease_at("c", t0 + chrono::Duration::seconds(61), 60);
+        assert!(
+            store
+                .claim_delivery(&c, "l1", &at(61))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // A letter that is not there is not found, whoever asks.
+        let mut missing = requeue("l9", communication, vec![]);
+        missing.lease = b.clone();
+        let refused = store.update_delivery(missing).await;
+        assert!(
+            matches!(refused, Err(StoreError::NotFound(_))),
+            "{refused:?}"
+        );
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn recording_a_change_or_letting_go_frees_the_letter_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = fresh_store(dir.path()).await;
+        let t0 = Utc::now();
+        let at = |secs: i64| format_instant(t0 + chrono::Duration::seconds(secs));
+        queue(&store, vec![letter("l1", DeliveryState::Queued, false, t0)]).await;
+        let a = lease_at("a", t0, 600);
+        assert_eq!(ids(&store.claim_due(&a, &at(0), 1).await.unwrap()), ["l1"]);
+        let communication = store.read("Communication", "l1").await.unwrap().unwrap();
+        let mut retry = requeue("l1", communication, vec![]);
+        retry.lease = a.clone();
+        retry.next_attempt_at = at(1);
+        store.update_delivery(retry.clone()).await.unwrap();
+        let (d, attempts) = store.delivery("l1").await.unwrap().unwrap();
+        assert_eq!((d.state, attempts.len()), (DeliveryState::Queued, 1));
+        // The update let the lease go: due again, b takes it long before a's lease would end.
+        let b = lease_at("b", t0, 600);
+        assert_eq!(ids(&store.claim_due(&b, &at(2), 1).await.unwrap()), ["l1"]);
+        // The released lease is no longer a's: a second update under it is refused.
+        let again = store.update_delivery(retry).await;
+        assert!(matches!(again, Err(StoreError::LeaseLost(_))), "{again:?}");
+        // Letting go without a change frees it too.
+        store.release_delivery(&b, "l1").await.unwrap();
+        let c = lease_at("c", t0, 600);
+        assert!(
+            store
+                .claim_delivery(&c, "l1", &at(3))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        store.close().await;
+    }
+
+    /// What each claim takes: due letters in the states the worker sends (urgent first, then
+    /// oldest due, none not yet due), overdue urgent letters in the states an escalation
+    /// applies to, and one letter by name whatever its state.
+    #[tokio::test]
+    async fn claims_take_the_letters_the_state_machine_says() {
+        use crate::delivery::state::{Event, next};
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = fresh_store(dir.path()).await;
+        let t0 = Utc::now();
+        let secs = |n: i64| t0 + chrono::Duration::seconds(n);
+        let mut letters = Vec::new();
+        for (n, state) in DeliveryState::ALL.into_iter().enumerate() {
+            let n = n as i64;
+            letters.push(letter(&format!("r-{state}"), state, false, secs(n)));
+            letters.push(letter(&format!("u-{state}"), state, true, secs(10 + n)));
+        }
+        letters.push(letter(
+            "u-escalated-before",
+            DeliveryState::Sent,
+            true,
+            secs(20),
+        ));
+        letters.push(letter("not-yet", DeliveryState::Queued, true, secs(1000)));
+        queue(&store, letters).await;
+        // The escalation fields are not written by `transact`: set them as the worker would.
+        let mut conn =
+            SqliteConnection::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
+                .await
+                .unwrap();
+        sqlx::query("UPDATE deliveries SET escalated_at = $1 WHERE id = 'u-escalated-before'")
+            .bind(format_instant(t0))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+
+        let now = format_instant(secs(100));
+        let overdue = store
+            .claim_overdue_urgent(&lease_at("e", t0, 600), &now, 100)
+            .await
+            .unwrap();
+        let expected: Vec<String> = DeliveryState::ALL
+            .into_iter()
+            .filter(|s| next(*s, Event::UrgentAckOverdue).is_ok())
+            .map(|s| format!("u-{s}"))
+            .collect();
+        assert_eq!(ids(&overdue), expected);
+        // Those are held now; letting them go makes them due for attempts like the rest.
+        for d in &overdue {
+            store
+                .release_delivery(&lease_at("e", t0, 600), &d.id)
+                .await
+                .unwrap();
+        }
+
+        let due = store
+            .claim_due(&lease_at("w", t0, 600), &now, 100)
+            .await
+            .unwrap();
+        let awaiting: Vec<DeliveryState> = DeliveryState::ALL
+            .into_iter()
+            .filter(|s| s.awaits_attempt())
+            .collect();
+        let mut expected: Vec<String> = awaiting.iter().map(|s| format!("u-{s}")).collect();
+        expected.push("u-escalated-before".into());
+        expected.extend(awaiting.iter().map(|s| format!("r-{s}")));
+        assert_eq!(ids(&due), expected, "urgent first, then oldest due");
+
+        for state in DeliveryState::ALL {
+            let id = format!("r-{state}");
+            let one = store
+                .claim_delivery(&lease_at("x", t0, 600), &id, &format_instant(secs(700)))
+                .await
+                .unwrap();
+            assert_eq!(one.map(|d| d.state), Some(state), "{id}");
+        }
+        assert!(
+            store
+                .claim_delivery(&lease_at("x", t0, 600), "nothing", &now)
+                .await
+                .unwrap()
+                .is_none()
+        );
         store.close().await;
     }
 
