@@ -123,6 +123,31 @@ pub struct DeliveryConfig {
     pub poll_interval_ms: u64,
     /// Attempts in flight at once.
     pub concurrency: usize,
+    /// How long an instance holds a letter it works on (an attempt, an escalation, an
+    /// acknowledgement, a resend) before another instance may take it over: at least the
+    /// longest attempt, and as long as a killed instance's letters wait (a restarted instance
+    /// is a new one). Unset: the longest attempt ([`DeliveryConfig::longest_attempt_ms`]).
+    #[serde(default)]
+    pub lease_seconds: Option<u64>,
+}
+
+impl DeliveryConfig {
+    /// The longest one attempt can take: a token request and the send, each with the attempt's
+    /// time limit (a MESH send is one request), and 10 s for the store's reads and writes around
+    /// them.
+    pub fn longest_attempt_ms(&self) -> u64 {
+        self.attempt_timeout_ms
+            .saturating_mul(2)
+            .saturating_add(10_000)
+    }
+
+    /// How long a lease on a letter lasts: `lease_seconds`, or the longest attempt.
+    pub fn lease(&self) -> std::time::Duration {
+        match self.lease_seconds {
+            Some(secs) => std::time::Duration::from_secs(secs),
+            None => std::time::Duration::from_millis(self.longest_attempt_ms()),
+        }
+    }
 }
 
 /// The gateway's own MESH mailbox (GP Connect Send Document goes out, ITK3 acknowledgements
@@ -488,6 +513,14 @@ impl Config {
                 "delivery: concurrency, backoffs, attempt_timeout_ms and poll_interval_ms must be above zero, max_backoff_ms at least initial_backoff_ms".into(),
             ));
         }
+        if d.lease_seconds
+            .is_some_and(|secs| secs.saturating_mul(1000) < d.longest_attempt_ms() || secs > 86_400)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "delivery.lease_seconds must outlast the longest attempt, twice attempt_timeout_ms plus 10 s ({} s here), and be at most a day",
+                d.longest_attempt_ms().div_ceil(1000)
+            )));
+        }
         if self.limits.requests_per_second_per_client <= 0.0 || self.limits.burst_per_client < 1.0 {
             return Err(ConfigError::Invalid(
                 "limits: requests_per_second_per_client must be above 0 and burst_per_client at least 1".into(),
@@ -613,5 +646,33 @@ mod tests {
         )
         .unwrap();
         assert!(Config::load(Some(&path)).is_err());
+    }
+
+    #[test]
+    fn a_letter_lease_outlasts_the_longest_attempt() {
+        let c = Config::defaults();
+        assert_eq!(c.delivery.lease(), std::time::Duration::from_secs(70));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let lease = |toml: &str| {
+            std::fs::write(&path, format!("[delivery]\n{toml}\n")).unwrap();
+            Config::load(Some(&path)).map(|c| c.delivery.lease().as_secs())
+        };
+        assert_eq!(lease("attempt_timeout_ms = 1000").unwrap(), 12);
+        assert_eq!(lease("lease_seconds = 300").unwrap(), 300);
+        assert_eq!(
+            lease("attempt_timeout_ms = 1000\nlease_seconds = 12").unwrap(),
+            12
+        );
+        for short_or_long in [
+            "lease_seconds = 69",
+            "lease_seconds = 86401",
+            "attempt_timeout_ms = 1000\nlease_seconds = 11",
+        ] {
+            assert!(
+                matches!(lease(short_or_long), Err(ConfigError::Invalid(_))),
+                "{short_or_long}"
+            );
+        }
     }
 }

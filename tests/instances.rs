@@ -53,9 +53,7 @@ fn letter(n: usize) -> Value {
 
 /// The letters both instances list as accepted by the practice's system.
 async fn accepted(server: &Server) -> usize {
-    let (status, list) = whs(server)
-        .get("/api/v1/letters?state=accepted")
-        .await;
+    let (status, list) = whs(server).get("/api/v1/letters?state=accepted").await;
     assert_eq!(status, 200, "{list}");
     list["total"].as_u64().unwrap() as usize
 }
@@ -118,13 +116,19 @@ async fn two_instances_deliver_a_thousand_letters_through_a_kill_9_and_a_receive
     receiver.script(&[], Reply::Ok);
     let started = Instant::now();
     while receiver.delivered().len() < 200 {
-        assert!(started.elapsed() < Duration::from_secs(60), "deliveries stalled");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "deliveries stalled"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Mid-batch: instance A holds leases on the letters it is sending.
     a.kill();
     let killed_at = receiver.delivered().len();
-    assert!(killed_at < 1000, "instance A was killed before the batch was done");
+    assert!(
+        killed_at < 1000,
+        "instance A was killed before the batch was done"
+    );
 
     let started = Instant::now();
     while accepted(&b).await < 1000 {

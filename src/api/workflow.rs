@@ -173,7 +173,7 @@ pub async fn resend_letter(
     let (delivery, attempts) = use_case::resend_letter(
         &*app.store,
         &app.config,
-        &app.outbox.wake,
+        &app.outbox,
         &caller(&principal, &headers),
         &id,
     )

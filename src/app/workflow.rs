@@ -7,6 +7,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
+use crate::delivery::state::{AttemptOutcome, DeliveryState, Event as DeliveryEvent};
+use crate::delivery::worker::Outbox;
+
 use super::Caller;
 use crate::access::{AccessError, Guard};
 use crate::audit::{self, Event, Kind};
@@ -225,7 +228,7 @@ fn queue_letter(
         service: context.service.clone(),
         practice: context.practice.clone(),
         urgent: letter.urgent,
-        state: "queued".into(),
+        state: DeliveryState::Queued,
         attempts: 0,
         message_id: uuid::Uuid::now_v7().to_string(),
         // One conversation per referral, as BaRS keeps one correlation id per conversation.
@@ -416,7 +419,8 @@ pub async fn list_letters(
     }
     let principal = caller.principal;
     let mut filter = DeliveryFilter {
-        state,
+        // Checked against the CodeSystem above.
+        state: state.as_deref().and_then(DeliveryState::from_code),
         referral,
         ..Default::default()
     };
@@ -465,7 +469,7 @@ pub async fn show_letter(
 pub async fn resend_letter(
     store: &dyn Store,
     config: &Config,
-    letters_queued: &Notify,
+    outbox: &Outbox,
     caller: &Caller<'_>,
     id: &str,
 ) -> Result<(Delivery, Vec<DeliveryAttempt>), WorkflowError> {
@@ -475,23 +479,47 @@ pub async fn resend_letter(
     if principal.role != Role::Service || delivery.service != principal.organisation {
         return Err(not_found());
     }
-    if !matches!(delivery.state.as_str(), "rejected" | "dead") {
-        return Err(WorkflowError::Invalid(
+    let refused = |state: DeliveryState| {
+        WorkflowError::Invalid(
             Issue::general(
                 IssueType::BusinessRule,
                 format!(
-                    "only a rejected or dead letter is sent again by hand; this one is {}",
-                    delivery.state
+                    "only a rejected or dead letter is sent again by hand; this one is {state}"
                 ),
             )
             .into(),
-        ));
-    }
+        )
+    };
+    crate::delivery::next(delivery.state, DeliveryEvent::ResentByHand)
+        .map_err(|_| refused(delivery.state))?;
+    // Held while it is changed, so that no worker of any instance acts on it meanwhile, and let
+    // go if the change fails. As claimed, it may have changed since it was read (a resend at the
+    // same time).
     let now = Utc::now();
-    let communication = store
-        .read("Communication", id)
+    let lease = outbox.lease(&config.delivery, now);
+    let delivery = store
+        .claim_delivery(&lease, id, &format_instant(now))
         .await?
-        .ok_or_else(not_found)?;
+        .ok_or_else(|| {
+            WorkflowError::Invalid(
+                Issue::general(
+                    IssueType::Conflict,
+                    "the letter is being worked on right now: try again in a moment",
+                )
+                .into(),
+            )
+        })?;
+    let Ok(queued) = crate::delivery::next(delivery.state, DeliveryEvent::ResentByHand) else {
+        store.release_delivery(&lease, id).await?;
+        return Err(refused(delivery.state));
+    };
+    let communication = match store.read("Communication", id).await {
+        Ok(Some(communication)) => communication,
+        failed => {
+            store.release_delivery(&lease, id).await?;
+            return Err(failed.map_or_else(WorkflowError::from, |_| not_found()));
+        }
+    };
     let detail = format!(
         "sent again by {} after it was {}",
         principal.client_id, delivery.state
@@ -508,14 +536,15 @@ pub async fn resend_letter(
         request_id: caller.request_id.clone(),
     });
     let window = chrono::Duration::seconds(config.delivery.retry_window_secs as i64);
-    store
+    let requeued = store
         .update_delivery(crate::store::DeliveryUpdate {
             id: id.to_string(),
-            state: "queued".into(),
+            lease: lease.clone(),
+            state: queued,
             attempt: Some(DeliveryAttempt {
                 attempt: delivery.attempts,
                 at: format_instant(now),
-                outcome: "requeued".into(),
+                outcome: AttemptOutcome::Requeued,
                 detail: Some(detail.clone()),
             }),
             next_attempt_at: format_instant(now),
@@ -526,14 +555,20 @@ pub async fn resend_letter(
             deadline_at: Some(format_instant(now + window)),
             communication: crate::delivery::communication_with_state(
                 communication,
-                "queued",
+                queued,
                 Some(&detail),
                 now,
             ),
             // The resend and its audit are one write: neither is stored without the other.
             audit: vec![resent],
         })
-        .await?;
-    letters_queued.notify_one();
+        .await;
+    if let Err(e) = requeued {
+        // So that the resend can be tried again at once (if the store cannot take this either,
+        // the lease runs out).
+        let _ = store.release_delivery(&lease, id).await;
+        return Err(e.into());
+    }
+    outbox.wake.notify_one();
     store.delivery(id).await?.ok_or_else(not_found)
 }

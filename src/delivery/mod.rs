@@ -10,6 +10,7 @@
 
 pub mod fhir;
 pub mod mesh;
+pub mod state;
 pub mod worker;
 
 use std::time::Duration;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+pub use self::state::{AttemptOutcome, DeliveryState, Event, InvalidTransition, next};
 use crate::config::DeliveryConfig;
 use crate::fhir::terminology::coding;
 
@@ -101,36 +103,26 @@ pub fn jitter() -> f64 {
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// The FHIR `Communication.status` for a delivery state.
-pub fn communication_status(state: &str) -> &'static str {
-    match state {
-        "queued" => "preparation",
-        "sent" | "received" | "escalated" => "in-progress",
-        "accepted" => "completed",
-        "rejected" | "dead" => "not-done",
-        "cancelled" => "stopped",
-        _ => "unknown",
-    }
-}
-
 /// The letter's Communication with its delivery state written in: `status`, `statusReason` (the
 /// `letter-delivery-state` code, with the last error as text), and `sent` once delivered.
 pub fn communication_with_state(
     mut communication: Value,
-    state: &str,
+    state: DeliveryState,
     detail: Option<&str>,
     at: DateTime<Utc>,
 ) -> Value {
-    communication["status"] = json!(communication_status(state));
-    let mut reason = json!({ "coding": [coding("letter-delivery-state", state)] });
+    communication["status"] = json!(state.communication_status());
+    let mut reason = json!({ "coding": [coding("letter-delivery-state", state.code())] });
     if let Some(d) = detail {
         reason["text"] = json!(d);
     }
     communication["statusReason"] = reason;
-    if state == "accepted" {
+    if state == DeliveryState::Accepted {
         communication["received"] = json!(crate::fhir::search::format_instant(at));
     }
-    if matches!(state, "sent" | "accepted") && communication.get("sent").is_none() {
+    if matches!(state, DeliveryState::Sent | DeliveryState::Accepted)
+        && communication.get("sent").is_none()
+    {
         communication["sent"] = json!(crate::fhir::search::format_instant(at));
     }
     communication
@@ -150,6 +142,7 @@ mod tests {
             attempt_timeout_ms: 30_000,
             poll_interval_ms: 1000,
             concurrency: 4,
+            lease_seconds: None,
         }
     }
 
@@ -193,19 +186,16 @@ mod tests {
     fn states_map_to_communication_status() {
         let c = json!({ "resourceType": "Communication", "id": "x", "status": "preparation", "meta": { "versionId": "1" } });
         let at = Utc::now();
-        let sent = communication_with_state(c.clone(), "accepted", None, at);
+        let sent = communication_with_state(c.clone(), DeliveryState::Accepted, None, at);
         assert_eq!(sent["status"], "completed");
         assert_eq!(sent["statusReason"]["coding"][0]["code"], "accepted");
         assert!(sent["sent"].is_string() && sent["received"].is_string());
-        let dead = communication_with_state(c.clone(), "dead", Some("HTTP 503"), at);
+        let dead = communication_with_state(c.clone(), DeliveryState::Dead, Some("HTTP 503"), at);
         assert_eq!(dead["status"], "not-done");
         assert_eq!(dead["statusReason"]["text"], "HTTP 503");
         assert_eq!(
-            communication_with_state(c, "cancelled", None, at)["status"],
+            communication_with_state(c, DeliveryState::Cancelled, None, at)["status"],
             "stopped"
         );
-        for s in ["queued", "sent", "received", "escalated", "rejected"] {
-            assert_ne!(communication_status(s), "unknown", "{s}");
-        }
     }
 }

@@ -3,10 +3,15 @@
 //! letters not acknowledged in time are escalated; letters still undelivered at the end of the
 //! retry window are dead. Both raise an alert: an `error` log line, a counter, and the state in
 //! the API.
+//!
+//! Every letter it works on is first claimed in the database under a lease held by this instance
+//! ([`Outbox::instance`]) for `lease_seconds`: several instances on one database never work on the
+//! same letter at once, and a killed instance's letters are taken over when its leases end.
+//! The lease also keeps this instance's own tasks apart (an attempt, an escalation, an answer
+//! from MESH), so there is no claim in memory.
 
-use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -15,13 +20,14 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::fhir::{FhirChannel, Message};
 use super::mesh::{AckKind, Inbound, MeshClient, Quarantine, Reading, plain};
+use super::state::{AttemptOutcome, DeliveryState, Event, next};
 use super::{Failure, Outcome, backoff, communication_with_state, jitter};
-use crate::config::{Config, MeshRoute, PracticeRoute};
+use crate::config::{Config, DeliveryConfig, MeshRoute, PracticeRoute};
 use crate::consent::{Action, DataClass, Purpose, Question, Recipient, RecipientClass};
 use crate::fhir::identifiers::value_part;
 use crate::fhir::search::{Filter, SearchRequest, format_instant};
 use crate::store::{
-    Delivery, DeliveryAttempt, DeliveryFilter, DeliveryUpdate, QuarantinedMessage, Store,
+    Delivery, DeliveryAttempt, DeliveryFilter, DeliveryUpdate, Lease, QuarantinedMessage, Store,
     StoreError,
 };
 
@@ -87,11 +93,37 @@ impl Metrics {
     }
 }
 
-/// What the worker and the API share: the wake-up call for newly queued letters, and the counters.
-#[derive(Clone, Default)]
+/// What the worker and the API share: the wake-up call for newly queued letters, the counters,
+/// and the instance's id that the leases it takes on letters are held under.
+#[derive(Clone)]
 pub struct Outbox {
     pub wake: Arc<Notify>,
     pub metrics: Arc<Metrics>,
+    /// This gateway instance, chosen at random at start-up (a UUID v7): the owner of every
+    /// lease it takes, its worker's and its routes' alike.
+    pub instance: Arc<str>,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox {
+            wake: Arc::default(),
+            metrics: Arc::default(),
+            instance: uuid::Uuid::now_v7().to_string().into(),
+        }
+    }
+}
+
+impl Outbox {
+    /// A lease for this instance from `now`, as long as `config` says.
+    pub fn lease(&self, config: &DeliveryConfig, now: DateTime<Utc>) -> Lease {
+        Lease {
+            owner: self.instance.to_string(),
+            until: format_instant(
+                now + chrono::Duration::from_std(config.lease()).unwrap_or_default(),
+            ),
+        }
+    }
 }
 
 struct Worker {
@@ -101,12 +133,23 @@ struct Worker {
     /// The gateway's MESH mailbox, if configured and usable.
     mesh: Option<MeshClient>,
     outbox: Outbox,
-    in_flight: Mutex<HashSet<String>>,
 }
 
-/// What to record about a delivery: its new state and what goes with it.
+/// Urgent letters escalated in one poll at most (the rest are in the next one).
+const ESCALATIONS_PER_POLL: u32 = 64;
+
+/// What acting on a letter held under a lease came to.
+enum Acted {
+    /// A change was recorded, which let the lease go.
+    Recorded,
+    /// Nothing changed: the lease is still to be let go.
+    Unchanged,
+}
+
+/// What to record about a delivery: what happened to it (which gives its new state) and what
+/// goes with it.
 struct Change {
-    state: String,
+    event: Event,
     attempt: Option<DeliveryAttempt>,
     next_attempt_at: String,
     last_error: Option<String>,
@@ -118,10 +161,10 @@ struct Change {
 }
 
 impl Change {
-    /// The delivery moves to `state`, otherwise as it was.
-    fn to(d: &Delivery, state: &str) -> Change {
+    /// `event` happened to the delivery, which is otherwise as it was.
+    fn on(d: &Delivery, event: Event) -> Change {
         Change {
-            state: state.to_string(),
+            event,
             attempt: None,
             next_attempt_at: d.next_attempt_at.clone(),
             last_error: None,
@@ -133,7 +176,7 @@ impl Change {
     }
 
     /// The letter waits for another attempt in `wait`, with `error` as the reason and `log` as
-    /// the entry that says so. An escalated letter keeps its state until it is delivered.
+    /// the entry that says so. An escalated letter stays escalated until it is delivered.
     fn retry(
         &mut self,
         d: &Delivery,
@@ -142,12 +185,9 @@ impl Change {
         wait: Duration,
         now: DateTime<Utc>,
     ) {
-        self.state = if d.escalated_at.is_some() {
-            "escalated"
-        } else {
-            "queued"
-        }
-        .into();
+        self.event = Event::RetryableFailure {
+            escalated: d.escalated_at.is_some(),
+        };
         self.attempt = Some(log);
         self.next_attempt_at =
             format_instant(now + chrono::Duration::from_std(wait).unwrap_or_default());
@@ -178,7 +218,6 @@ pub async fn run(
         channel: FhirChannel::new(http),
         mesh,
         outbox,
-        in_flight: Mutex::new(HashSet::new()),
         config,
     });
     let slots = Arc::new(Semaphore::new(worker.config.delivery.concurrency));
@@ -200,33 +239,41 @@ pub async fn run(
         if let Err(e) = worker.escalate_overdue(now).await {
             tracing::warn!(error = %e, "cannot check urgent letters for escalation");
         }
-        let limit = (worker.config.delivery.concurrency * 4) as u32;
-        match worker
-            .store
-            .due_deliveries(&format_instant(now), limit)
-            .await
-        {
-            Ok(due) => {
-                for delivery in due {
-                    if !worker.claim(&delivery.id) {
-                        continue;
+        // Only as many letters are claimed as there are free slots, so that no letter waits for
+        // a slot while its lease runs. Due letters come urgent first, so an urgent letter waits
+        // for one attempt in flight at most, never for the backlog. Only this loop takes slots.
+        let free = slots.available_permits();
+        if free > 0 {
+            let lease = worker.outbox.lease(&worker.config.delivery, now);
+            let limit = u32::try_from(free).unwrap_or(u32::MAX);
+            match worker
+                .store
+                .claim_due(&lease, &format_instant(now), limit)
+                .await
+            {
+                Ok(due) => {
+                    for delivery in due {
+                        let Ok(permit) = slots.clone().acquire_owned().await else {
+                            return;
+                        };
+                        let w = worker.clone();
+                        let lease = lease.clone();
+                        tokio::spawn(async move {
+                            let id = delivery.id.clone();
+                            let attempted = w
+                                .holding(delivery, &lease, async |d| w.attempt(d, &lease).await)
+                                .await;
+                            if let Err(e) = attempted {
+                                tracing::warn!(delivery = %id, error = %e, "delivery attempt not recorded; it will be repeated");
+                            }
+                            drop(permit);
+                            // A slot is free: look again at once rather than at the next poll.
+                            w.outbox.wake.notify_one();
+                        });
                     }
-                    // Due letters come urgent first: each takes the next free slot, so an urgent
-                    // letter waits for one attempt in flight at most, never for the backlog.
-                    let Ok(permit) = slots.clone().acquire_owned().await else {
-                        return;
-                    };
-                    let w = worker.clone();
-                    tokio::spawn(async move {
-                        let id = delivery.id.clone();
-                        if let Err(e) = w.holding(&id, async |d| w.attempt_if_due(d).await).await {
-                            tracing::warn!(delivery = %id, error = %e, "delivery attempt not recorded; it will be repeated");
-                        }
-                        drop(permit);
-                    });
                 }
+                Err(e) => tracing::warn!(error = %e, "cannot claim letters from the outbox"),
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read the outbox"),
         }
         tokio::select! {
             _ = worker.outbox.wake.notified() => {}
@@ -236,55 +283,58 @@ pub async fn run(
 }
 
 impl Worker {
-    fn claim(&self, id: &str) -> bool {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string())
-    }
-
-    fn release(&self, id: &str) {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
-        // A slot is free: look again at once rather than at the next poll.
-        self.outbox.wake.notify_one();
-    }
-
-    /// Acts on a letter this worker has claimed, as it is stored now (the list that named it
-    /// may be older than an attempt or acknowledgement that finished since), then releases it.
+    /// Acts on a letter claimed under `lease` (as stored when it was claimed: nothing else
+    /// changes it while the lease holds), then lets the lease go if nothing was recorded
+    /// (recording a change lets it go itself), so that the letter is free again at once.
     async fn holding(
         &self,
-        id: &str,
-        act: impl AsyncFnOnce(Delivery) -> Result<(), StoreError>,
+        d: Delivery,
+        lease: &Lease,
+        act: impl AsyncFnOnce(Delivery) -> Result<Acted, StoreError>,
     ) -> Result<(), StoreError> {
-        let acted = match self.store.delivery(id).await {
-            Ok(Some((d, _))) => act(d).await,
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
-        };
-        self.release(id);
-        acted
+        let id = d.id.clone();
+        match act(d).await {
+            Ok(Acted::Recorded) => Ok(()),
+            Ok(Acted::Unchanged) => self.store.release_delivery(lease, &id).await,
+            Err(e) => {
+                // If the store cannot take this either, the lease runs out.
+                if let Err(release) = self.store.release_delivery(lease, &id).await {
+                    tracing::warn!(delivery = %id, error = %release, "cannot let a letter go; it is free once its lease runs out");
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn escalate_overdue(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
-        for d in self.store.overdue_urgent(&format_instant(now)).await? {
-            // A letter with an attempt in flight is escalated (if still due) next time round:
-            // two writers of one letter's state would overwrite each other.
-            if !self.claim(&d.id) {
-                continue;
+        // A letter with an attempt in flight (here or on another instance) is held by it, and
+        // escalated, if still due, once the attempt is recorded: two writers of one letter's
+        // state would overwrite each other.
+        let lease = self.outbox.lease(&self.config.delivery, now);
+        let overdue = self
+            .store
+            .claim_overdue_urgent(&lease, &format_instant(now), ESCALATIONS_PER_POLL)
+            .await?;
+        for d in overdue {
+            let id = d.id.clone();
+            if let Err(e) = self
+                .holding(d, &lease, async |d| self.escalate(d, &lease, now).await)
+                .await
+            {
+                tracing::warn!(delivery = %id, error = %e, "escalation not recorded; it will be repeated");
             }
-            self.holding(&d.id, async |d| self.escalate(d, now).await)
-                .await?;
         }
         Ok(())
     }
 
-    async fn escalate(&self, d: Delivery, now: DateTime<Utc>) -> Result<(), StoreError> {
-        // An attempt may have delivered it since it was found overdue.
-        if d.escalated_at.is_some() || !matches!(d.state.as_str(), "queued" | "sent" | "received") {
-            return Ok(());
+    async fn escalate(
+        &self,
+        d: Delivery,
+        lease: &Lease,
+        now: DateTime<Utc>,
+    ) -> Result<Acted, StoreError> {
+        if d.escalated_at.is_some() || next(d.state, Event::UrgentAckOverdue).is_err() {
+            return Ok(Acted::Unchanged);
         }
         let detail = format!(
             "urgent letter not acknowledged within {} s of being queued: phone the practice",
@@ -296,29 +346,40 @@ impl Worker {
             .escalated
             .fetch_add(1, Ordering::Relaxed);
         // A letter waiting for MESH acknowledgements keeps waiting; escalated_at marks it.
-        let state = if d.state == "queued" {
-            "escalated"
-        } else {
-            d.state.as_str()
-        };
-        let mut change = Change::to(&d, state);
+        let mut change = Change::on(&d, Event::UrgentAckOverdue);
         change.last_error = Some(detail);
         change.escalated_at = Some(format_instant(now));
-        self.record(&d, change, now).await
+        self.record(&d, lease, change, now).await
     }
 
-    async fn record(&self, d: &Delivery, c: Change, now: DateTime<Utc>) -> Result<(), StoreError> {
+    /// Records a change of a delivery in the state its event takes it to; nothing if the event
+    /// no longer applies to the letter as it stands.
+    async fn record(
+        &self,
+        d: &Delivery,
+        lease: &Lease,
+        c: Change,
+        now: DateTime<Utc>,
+    ) -> Result<Acted, StoreError> {
+        let state = match next(d.state, c.event) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(delivery = %d.id, error = %e, "delivery change not recorded");
+                return Ok(Acted::Unchanged);
+            }
+        };
         let communication = self
             .store
             .read("Communication", &d.id)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("letter {} has no Communication", d.id)))?;
         let communication =
-            communication_with_state(communication, &c.state, c.last_error.as_deref(), now);
+            communication_with_state(communication, state, c.last_error.as_deref(), now);
         self.store
             .update_delivery(DeliveryUpdate {
                 id: d.id.clone(),
-                state: c.state,
+                lease: lease.clone(),
+                state,
                 attempt: c.attempt,
                 next_attempt_at: c.next_attempt_at,
                 last_error: c.last_error,
@@ -329,26 +390,18 @@ impl Worker {
                 communication,
                 audit: c.audit,
             })
-            .await
+            .await?;
+        Ok(Acted::Recorded)
     }
 
-    /// Attempts a letter if it is still due: an attempt or acknowledgement may have finished
-    /// while this one waited for a slot.
-    async fn attempt_if_due(&self, d: Delivery) -> Result<(), StoreError> {
-        let due = matches!(
-            d.state.as_str(),
-            "queued" | "escalated" | "sent" | "received"
-        ) && d.next_attempt_at <= format_instant(Utc::now());
-        if due { self.attempt(d).await } else { Ok(()) }
-    }
-
-    async fn attempt(&self, d: Delivery) -> Result<(), StoreError> {
+    /// Attempts a letter claimed as due under `lease`.
+    async fn attempt(&self, d: Delivery, lease: &Lease) -> Result<Acted, StoreError> {
         let now = Utc::now();
         let number = d.attempts + 1;
-        let log = |outcome: &str, detail: Option<String>| DeliveryAttempt {
+        let log = |outcome: AttemptOutcome, detail: Option<String>| DeliveryAttempt {
             attempt: number,
             at: format_instant(now),
-            outcome: outcome.to_string(),
+            outcome,
             detail,
         };
         let deadline = DateTime::parse_from_rfc3339(&d.deadline_at)
@@ -363,10 +416,10 @@ impl Worker {
             // The last error can hold the receiver's own text: it stays in the record.
             tracing::error!(delivery = %d.id, practice = %d.practice, attempts = d.attempts, alert = "letter-dead", "letter not delivered within the retry window");
             self.outbox.metrics.dead.fetch_add(1, Ordering::Relaxed);
-            let mut change = Change::to(&d, "dead");
-            change.attempt = Some(log("dead", Some(detail.clone())));
+            let mut change = Change::on(&d, Event::DeadlinePassed);
+            change.attempt = Some(log(AttemptOutcome::Dead, Some(detail.clone())));
             change.last_error = Some(detail);
-            return self.record(&d, change, now).await;
+            return self.record(&d, lease, change, now).await;
         }
 
         // Consent is decided now, at the moment of sending: a withdrawal since the letter was
@@ -396,11 +449,11 @@ impl Worker {
                 .metrics
                 .cancelled
                 .fetch_add(1, Ordering::Relaxed);
-            let mut change = Change::to(&d, "cancelled");
-            change.attempt = Some(log("cancelled", Some(detail.clone())));
+            let mut change = Change::on(&d, Event::ConsentWithdrawn);
+            change.attempt = Some(log(AttemptOutcome::Cancelled, Some(detail.clone())));
             change.last_error = Some(detail);
             change.audit.push(decided);
-            return self.record(&d, change, now).await;
+            return self.record(&d, lease, change, now).await;
         }
 
         let ods = value_part(&d.practice);
@@ -431,7 +484,8 @@ impl Worker {
             }
             Some(PracticeRoute::Mesh(route)) => self.send_mesh(&d, route).await?,
         };
-        let mut change = Change::to(&d, "queued");
+        // The event is set below, from what the attempt came to.
+        let mut change = Change::on(&d, Event::Delivered);
         change.channel = route.map(|r| r.channel().to_string());
         change.audit.push(decided);
         change.audit.extend(decided_too);
@@ -439,8 +493,8 @@ impl Worker {
             Outcome::Accepted => {
                 tracing::info!(delivery = %d.id, attempt = number, "letter accepted by the practice's system");
                 self.outbox.metrics.accepted.fetch_add(1, Ordering::Relaxed);
-                change.state = "accepted".into();
-                change.attempt = Some(log("delivered", None));
+                change.event = Event::Delivered;
+                change.attempt = Some(log(AttemptOutcome::Delivered, None));
             }
             Outcome::Sent { transport_id } => {
                 tracing::info!(delivery = %d.id, attempt = number, "letter sent over MESH; waiting for acknowledgements");
@@ -449,14 +503,14 @@ impl Worker {
                     .mesh
                     .as_ref()
                     .map_or(0, |m| m.infrastructure_ack_secs);
-                change.state = "sent".into();
-                let again = if matches!(d.state.as_str(), "sent" | "received") {
+                change.event = Event::SentOverMesh;
+                let again = if matches!(d.state, DeliveryState::Sent | DeliveryState::Received) {
                     " (again: the acknowledgements did not come in time)"
                 } else {
                     ""
                 };
                 change.attempt = Some(log(
-                    "sent",
+                    AttemptOutcome::Sent,
                     Some(format!("MESH message {transport_id}{again}")),
                 ));
                 change.next_attempt_at =
@@ -468,8 +522,8 @@ impl Worker {
             Outcome::Rejected { error } => {
                 tracing::warn!(delivery = %d.id, attempt = number, reason = %error.reason, alert = "letter-rejected", "letter refused by the practice's system");
                 self.outbox.metrics.rejected.fetch_add(1, Ordering::Relaxed);
-                change.state = "rejected".into();
-                change.attempt = Some(log("permanent", Some(error.detail())));
+                change.event = Event::Refused;
+                change.attempt = Some(log(AttemptOutcome::Permanent, Some(error.detail())));
                 change.last_error = Some(error.detail());
             }
             Outcome::Retry { error, retry_after } => {
@@ -481,14 +535,14 @@ impl Worker {
                 tracing::info!(delivery = %d.id, attempt = number, reason = %error.reason, retry_in_ms = wait.as_millis() as u64, "letter not delivered; will retry");
                 change.retry(
                     &d,
-                    log("retry", Some(error.detail())),
+                    log(AttemptOutcome::Retry, Some(error.detail())),
                     error.detail(),
                     wait,
                     now,
                 );
             }
         }
-        self.record(&d, change, now).await
+        self.record(&d, lease, change, now).await
     }
 
     /// Sends a letter as GP Connect Send Document over MESH.
@@ -664,7 +718,7 @@ impl Worker {
                 .set_aside(mesh, &inbound, Quarantine::WrongSender, Some(&d.id))
                 .await;
         }
-        if is_final(&d.state) {
+        if d.state.is_final() {
             return self.acknowledge(mesh, id).await;
         }
         Ok(Examined::Answer(d.id, answer))
@@ -679,19 +733,26 @@ impl Worker {
         letter: &str,
         answer: Answer,
     ) -> Result<bool, String> {
-        if !self.claim(letter) {
-            return Ok(false);
-        }
         let now = Utc::now();
-        // As stored now: an attempt may have finished since the message was examined.
-        self.holding(letter, async |d| {
-            if is_final(&d.state) {
-                return Ok(());
+        // As stored now, and held, so that no attempt here or on another instance changes it
+        // meanwhile (one may have finished since the message was examined). A letter held by an
+        // attempt in flight takes the answer at the next poll.
+        let lease = self.outbox.lease(&self.config.delivery, now);
+        let Some(d) = self
+            .store
+            .claim_delivery(&lease, letter, &format_instant(now))
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(false);
+        };
+        self.holding(d, &lease, async |d| {
+            // A late or repeated acknowledgement of an accepted letter changes nothing.
+            if d.state.is_final() {
+                return Ok(Acted::Unchanged);
             }
-            match self.answered(&d, &answer, now) {
-                Some(change) => self.record(&d, change, now).await,
-                None => Ok(()),
-            }
+            self.record(&d, &lease, self.answered(&d, &answer, now), now)
+                .await
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -883,21 +944,21 @@ enum Answer {
 }
 
 impl Worker {
-    /// The change an answer makes to a letter (none for a late 20013 after acceptance).
-    fn answered(&self, d: &Delivery, answer: &Answer, now: DateTime<Utc>) -> Option<Change> {
+    /// The change an answer makes to a letter that is still being delivered.
+    fn answered(&self, d: &Delivery, answer: &Answer, now: DateTime<Utc>) -> Change {
         let at = |secs: u64| format_instant(now + chrono::Duration::seconds(secs as i64));
         match answer {
             Answer::Report(detail) => {
-                let mut c = Change::to(d, "queued");
+                let mut c = Change::on(d, Event::RetryableFailure { escalated: false });
                 let wait = backoff(1, &self.config.delivery, jitter());
                 c.retry(
                     d,
-                    ack_log(d, "retry", detail, now),
+                    ack_log(d, AttemptOutcome::Retry, detail, now),
                     detail.clone(),
                     wait,
                     now,
                 );
-                Some(c)
+                c
             }
             Answer::Ack(ack) => {
                 // The practice system's diagnostics are its own text: cleaned and bounded.
@@ -907,28 +968,26 @@ impl Worker {
                     crate::outbound::cleaned_remote_text(&ack.detail, super::MAX_REMOTE_TEXT_CHARS)
                 );
                 let mut c = match ack.kind {
-                    // A late or repeated 20013 never undoes an acceptance.
-                    AckKind::Received if d.state == "accepted" => return None,
                     AckKind::Received => {
-                        let mut c = Change::to(d, "received");
+                        let mut c = Change::on(d, Event::AckReceived);
                         c.next_attempt_at =
                             at(self.config.mesh.as_ref().map_or(0, |m| m.business_ack_secs));
                         c
                     }
                     AckKind::Accepted => {
                         self.outbox.metrics.accepted.fetch_add(1, Ordering::Relaxed);
-                        Change::to(d, "accepted")
+                        Change::on(d, Event::AckAccepted)
                     }
                     AckKind::Negative => {
                         self.outbox.metrics.rejected.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(delivery = %d.id, alert = "letter-rejected", "the practice's system refused the letter");
-                        let mut c = Change::to(d, "rejected");
+                        let mut c = Change::on(d, Event::AckRejected);
                         c.last_error = Some(detail.clone());
                         c
                     }
                 };
-                c.attempt = Some(ack_log(d, "acknowledged", &detail, now));
-                Some(c)
+                c.attempt = Some(ack_log(d, AttemptOutcome::Acknowledged, &detail, now));
+                c
             }
         }
     }
@@ -941,22 +1000,22 @@ const INBOX_CONCURRENCY: usize = 8;
 /// Pages of the inbox read in one poll at most, so that a flood cannot hold the worker.
 const INBOX_PAGES_PER_POLL: usize = 20;
 
-/// Whether a letter's delivery is over: no answer changes it any more.
-fn is_final(state: &str) -> bool {
-    matches!(state, "rejected" | "dead" | "cancelled")
-}
-
 /// A header value as kept with a quarantined message: at most 256 characters.
 fn bounded(text: &str) -> String {
     text.chars().take(256).collect()
 }
 
 /// The log entry for an acknowledgement or report: it answers the delivery's latest attempt.
-fn ack_log(d: &Delivery, outcome: &str, detail: &str, at: DateTime<Utc>) -> DeliveryAttempt {
+fn ack_log(
+    d: &Delivery,
+    outcome: AttemptOutcome,
+    detail: &str,
+    at: DateTime<Utc>,
+) -> DeliveryAttempt {
     DeliveryAttempt {
         attempt: d.attempts,
         at: format_instant(at),
-        outcome: outcome.to_string(),
+        outcome,
         detail: Some(detail.to_string()),
     }
 }

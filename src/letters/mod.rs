@@ -11,6 +11,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::delivery::state::DeliveryState;
 use crate::fhir::identifiers::value_part;
 use crate::fhir::search::format_instant;
 use crate::fhir::systems::{self, SNOMED};
@@ -421,8 +422,8 @@ pub fn resources(
         "id": ids.communication,
         "identifier": [{ "system": systems::local_code_system("letter-id"), "value": ids.communication }],
         "basedOn": [{ "reference": context.referral }],
-        "status": "preparation",
-        "statusReason": { "coding": [coding("letter-delivery-state", "queued")] },
+        "status": DeliveryState::Queued.communication_status(),
+        "statusReason": { "coding": [coding("letter-delivery-state", DeliveryState::Queued.code())] },
         "category": [{ "text": letter.kind }],
         "priority": letter.priority.code(),
         "subject": { "reference": context.patient },

@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::consent::{Decision, Override, OverrideStatus};
+use crate::delivery::state::{AttemptOutcome, DeliveryState};
 use crate::fhir::Issues;
 use crate::fhir::search::SearchRequest;
 use crate::fit_notes::FitNoteFacts;
@@ -95,6 +96,10 @@ pub enum StoreError {
     /// Stored data could not be read back: a bug or tampering, never the caller's fault.
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    /// The letter is no longer held under the lease the change was made under (it ran out and
+    /// another instance took the letter over): nothing was recorded.
+    #[error("delivery {0} is no longer held under this lease")]
+    LeaseLost(String),
     #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://USER@HOST/DATABASE")]
     UnsupportedUrl(String),
 }
@@ -192,8 +197,7 @@ pub struct Delivery {
     pub service: String,
     pub practice: String,
     pub urgent: bool,
-    /// A `letter-delivery-state` code.
-    pub state: String,
+    pub state: DeliveryState,
     pub attempts: i64,
     /// The same on every attempt (the FHIR message's Bundle id and X-Request-ID).
     pub message_id: String,
@@ -215,16 +219,30 @@ pub struct Delivery {
 pub struct DeliveryAttempt {
     pub attempt: i64,
     pub at: String,
-    /// delivered | sent | acknowledged | retry | permanent | cancelled | dead | requeued
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub detail: Option<String>,
+}
+
+/// A hold on letters: while it lasts, no other holder claims them. Whatever changes a delivery
+/// claims it first; recording the change (or [`Outbox::release_delivery`]) lets it go, and a
+/// holder that dies lets it go when `until` passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The holder: the gateway instance's id, chosen at start-up.
+    pub owner: String,
+    /// Until when (fixed-width UTC, [`crate::fhir::search::format_instant`]). With `owner`, it
+    /// names one claim: a change is recorded only under the claim that took the letter.
+    pub until: String,
 }
 
 /// What the outbox worker records after an attempt (or an escalation).
 #[derive(Debug, Clone)]
 pub struct DeliveryUpdate {
     pub id: String,
-    pub state: String,
+    /// The lease the letter was claimed under: the update is refused with
+    /// [`StoreError::LeaseLost`] if the letter is no longer held under it, and releases it.
+    pub lease: Lease,
+    pub state: DeliveryState,
     /// The attempt made, if one was: its number becomes the delivery's attempt count.
     pub attempt: Option<DeliveryAttempt>,
     pub next_attempt_at: String,
@@ -253,7 +271,7 @@ pub struct OverrideFilter {
 /// Which deliveries to list.
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryFilter {
-    pub state: Option<String>,
+    pub state: Option<DeliveryState>,
     pub service: Option<String>,
     pub practice: Option<String>,
     pub referral: Option<String>,
@@ -270,23 +288,31 @@ pub struct SearchPage {
 /// Referrals and fit notes as they arrive: stored once per write-once key, with what intake reads of the person.
 #[async_trait]
 pub trait Submissions: Send + Sync {
+    /// Stores every resource of a submission atomically and durably, or nothing. A resend of a
+    /// stored key with the same content returns the stored record; with other content, a
+    /// [`StoreError::Conflict`]. A new one is stored only if `admission` (when given) lets it
+    /// in; otherwise [`StoreError::Refused`] or [`StoreError::Rejected`].
     async fn submit(
         &self,
         submission: Submission,
         admission: Option<Admission>,
     ) -> Result<Stored, StoreError>;
 
+    /// A person's fit notes, as the history rules read them.
     async fn fit_notes_of_patient(&self, patient_id: &str)
     -> Result<Vec<FitNoteFacts>, StoreError>;
 
+    /// The id of the Patient with this NHS number, if the gateway holds one.
     async fn patient_by_nhs_number(&self, nhs_number: &str) -> Result<Option<String>, StoreError>;
 }
 
 /// Stored FHIR resources: reads, searches (limited by the one tenancy relation), and workflow changes with their AuditEvents.
 #[async_trait]
 pub trait Resources: Send + Sync {
+    /// The current version of a resource, stamped with `id` and `meta`.
     async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Value>, StoreError>;
 
+    /// A resource as it was at `version`: the current one, or one kept in its history.
     async fn read_version(
         &self,
         resource_type: &str,
@@ -294,46 +320,62 @@ pub trait Resources: Send + Sync {
         version: i64,
     ) -> Result<Option<Value>, StoreError>;
 
+    /// Resources by id, in the order asked; missing ones are left out.
     async fn read_many(
         &self,
         resource_type: &str,
         ids: &[String],
     ) -> Result<Vec<Value>, StoreError>;
 
+    /// Resources matching every filter, newest first.
     async fn search(&self, request: &SearchRequest) -> Result<SearchPage, StoreError>;
 
+    /// Every match of a search (ignoring `count` and `offset`), newest first.
     async fn search_candidates(
         &self,
         request: &SearchRequest,
     ) -> Result<Vec<Candidate>, StoreError>;
 
+    /// Stores new resources (Consents, AuditEvents) atomically and durably, assigning ids. Returns
+    /// them as stored.
     async fn create(&self, resources: Vec<Value>) -> Result<Vec<Value>, StoreError>;
 
+    /// Replaces a stored resource with a new version (keeping the old one in history). With
+    /// `expected_version`, refuses with [`StoreError::VersionConflict`] if another change came first.
     async fn update(
         &self,
         resource: Value,
         expected_version: Option<i64>,
     ) -> Result<Value, StoreError>;
 
+    /// Stores a workflow change atomically and durably (see [`Transaction`]); returns the
+    /// resources as stored.
     async fn transact(&self, transaction: Transaction) -> Result<Vec<Value>, StoreError>;
 
+    /// The records (referrals and fit notes) a stored resource belongs to, with their parties:
+    /// the one tenancy relation (`resource_parties`), which searches are limited by too.
     async fn records_of(
         &self,
         resource_type: &str,
         id: &str,
     ) -> Result<Vec<RecordParties>, StoreError>;
 
+    /// Every referral and fit note about a person.
     async fn records_of_patient(&self, patient_id: &str) -> Result<Vec<RecordParties>, StoreError>;
 }
 
 /// Break-glass overrides of a consent decision and their grants and reviews.
 #[async_trait]
 pub trait Overrides: Send + Sync {
+    /// Records a requested override, with the AuditEvents of the request, in one transaction.
     async fn create_override(&self, request: Override, audit: Vec<Value>)
     -> Result<(), StoreError>;
 
+    /// One override and its version, to base a change on.
     async fn override_by_id(&self, id: &str) -> Result<Option<(Override, i64)>, StoreError>;
 
+    /// Stores an override's new state (a grant, a refusal, a review) with its AuditEvents, in one
+    /// transaction. Refused with [`StoreError::VersionConflict`] if it changed since `version`.
     async fn update_override(
         &self,
         changed: Override,
@@ -341,39 +383,77 @@ pub trait Overrides: Send + Sync {
         audit: Vec<Value>,
     ) -> Result<(), StoreError>;
 
+    /// A person's overrides, newest first.
     async fn overrides_of_patient(&self, patient_id: &str) -> Result<Vec<Override>, StoreError>;
 
+    /// Overrides for information governance, newest first.
     async fn list_overrides(&self, filter: OverrideFilter) -> Result<Vec<Override>, StoreError>;
 }
 
 /// Letters queued for delivery to practices, their attempts and states.
 #[async_trait]
 pub trait Outbox: Send + Sync {
-    async fn due_deliveries(&self, now: &str, limit: u32) -> Result<Vec<Delivery>, StoreError>;
+    /// Takes up to `limit` letters due for an attempt at `now` that no unexpired lease holds,
+    /// urgent first, then oldest due, under `lease`; returns them as stored, in that order.
+    async fn claim_due(
+        &self,
+        lease: &Lease,
+        now: &str,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError>;
 
-    async fn overdue_urgent(&self, now: &str) -> Result<Vec<Delivery>, StoreError>;
+    /// Takes up to `limit` urgent letters not yet delivered whose escalation time has passed, not
+    /// yet escalated, that no unexpired lease holds, under `lease`.
+    async fn claim_overdue_urgent(
+        &self,
+        lease: &Lease,
+        now: &str,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError>;
 
+    /// Takes one letter under `lease`, as stored now; none if there is no such letter or an
+    /// unexpired lease (this holder's too) holds it.
+    async fn claim_delivery(
+        &self,
+        lease: &Lease,
+        id: &str,
+        now: &str,
+    ) -> Result<Option<Delivery>, StoreError>;
+
+    /// Lets go of a letter held under `lease` without changing it (nothing if it is not held
+    /// under it).
+    async fn release_delivery(&self, lease: &Lease, id: &str) -> Result<(), StoreError>;
+
+    /// Records an attempt's result (or an escalation), with the letter's Communication, if the
+    /// letter is still held under `update.lease`; releases it.
     async fn update_delivery(&self, update: DeliveryUpdate) -> Result<(), StoreError>;
 
+    /// One delivery and its attempts.
     async fn delivery(
         &self,
         id: &str,
     ) -> Result<Option<(Delivery, Vec<DeliveryAttempt>)>, StoreError>;
 
+    /// Deliveries matching `filter`, newest first.
     async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError>;
 }
 
 /// Registered client systems and the client assertions they have used.
 #[async_trait]
 pub trait Registry: Send + Sync {
+    /// Registers a client; [`StoreError::Conflict`] if the id is taken.
     async fn register_client(&self, client: ClientRecord) -> Result<(), StoreError>;
 
+    /// Every registered client, revoked ones included.
     async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
 
     async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError>;
 
+    /// Revokes a client; false if there is no such client or it was already revoked.
     async fn revoke_client(&self, id: &str) -> Result<bool, StoreError>;
 
+    /// Records a client assertion's `jti` as used until `expires_at` (Unix seconds); false if it
+    /// was used before (a replay).
     async fn consume_assertion(
         &self,
         client_id: &str,
@@ -385,6 +465,9 @@ pub trait Registry: Send + Sync {
 /// MESH messages that answer none of the gateway's letters, kept for review.
 #[async_trait]
 pub trait MeshQuarantine: Send + Sync {
+    /// Quarantines a MESH message with its content (none when it was too large to read) and its
+    /// AuditEvent, in one transaction. False if the message was quarantined before (a crash
+    /// before it was acknowledged to MESH brings it back): nothing is written twice.
     async fn quarantine_mesh_message(
         &self,
         message: QuarantinedMessage,
@@ -392,12 +475,15 @@ pub trait MeshQuarantine: Send + Sync {
         audit: Value,
     ) -> Result<bool, StoreError>;
 
+    /// Quarantined MESH messages, newest first: `limit` of them from `offset`, and how many there
+    /// are in all.
     async fn quarantined_mesh_messages(
         &self,
         limit: u32,
         offset: u32,
     ) -> Result<(u64, Vec<QuarantinedMessage>), StoreError>;
 
+    /// One quarantined MESH message and its content.
     async fn quarantined_mesh_message(
         &self,
         id: &str,
@@ -407,8 +493,10 @@ pub trait MeshQuarantine: Send + Sync {
 /// Whether the store can serve, and closing it.
 #[async_trait]
 pub trait Lifecycle: Send + Sync {
+    /// Whether the store can take reads and writes now.
     async fn ready(&self) -> Result<(), StoreError>;
 
+    /// Finishes queued writes and closes connections.
     async fn close(&self);
 }
 

@@ -502,7 +502,9 @@ impl TestDatabase {
                     }
                 }
             }
-            TestDatabase::Shared { .. } => panic!("wipe the database through the server that owns it"),
+            TestDatabase::Shared { .. } => {
+                panic!("wipe the database through the server that owns it")
+            }
             TestDatabase::Postgres { .. } => self
                 .admin(|name| {
                     vec![

@@ -80,6 +80,13 @@ macro_rules! for_update {
     };
 }
 
+/// Skips rows another instance's claim is locking at this moment, rather than waiting for it.
+macro_rules! skip_locked {
+    () => {
+        " FOR UPDATE SKIP LOCKED"
+    };
+}
+
 /// The order rows of a table were inserted in.
 macro_rules! insertion_order {
     () => {

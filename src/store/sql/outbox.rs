@@ -1,11 +1,15 @@
+/// The columns [`delivery_of`] reads, in its order.
+macro_rules! delivery_columns {
+    () => {
+        "id, document_id, referral_id, patient_id, service, practice, priority, state, attempts,
+         message_id, correlation_id, created_at, next_attempt_at, deadline_at, escalate_at,
+         escalated_at, channel, last_error, updated_at, transport_id"
+    };
+}
+
 macro_rules! select_deliveries {
     ($($rest:expr),+ $(,)?) => {
-        concat!(
-            "SELECT id, document_id, referral_id, patient_id, service, practice, priority, state, attempts,
-                    message_id, correlation_id, created_at, next_attempt_at, deadline_at, escalate_at,
-                    escalated_at, channel, last_error, updated_at, transport_id FROM deliveries ",
-            $($rest),+
-        )
+        concat!("SELECT ", delivery_columns!(), " FROM deliveries ", $($rest),+)
     };
 }
 
@@ -22,10 +26,10 @@ async fn record_delivery(
         "(attempts, COALESCE($2, attempts)), next_attempt_at = $3,
              last_error = $4, channel = COALESCE($5, channel), escalated_at = COALESCE(escalated_at, $6),
              transport_id = COALESCE($7, transport_id), deadline_at = COALESCE($8, deadline_at),
-             updated_at = $9
-         WHERE id = $10",
+             updated_at = $9, lease_owner = NULL, lease_until = NULL
+         WHERE id = $10 AND lease_owner = $11 AND lease_until = $12",
     ))
-    .bind(&u.state)
+    .bind(u.state.code())
     .bind(u.attempt.as_ref().map(|a| a.attempt))
     .bind(&u.next_attempt_at)
     .bind(&u.last_error)
@@ -35,11 +39,13 @@ async fn record_delivery(
     .bind(&u.deadline_at)
     .bind(&now)
     .bind(&u.id)
+    .bind(&u.lease.owner)
+    .bind(&u.lease.until)
     .execute(&mut *conn)
     .await?
     .rows_affected();
     if updated == 0 {
-        return Err(StoreError::NotFound(format!("delivery {}", u.id)));
+        return Err(lease_refusal(conn, &u.id).await);
     }
     if let Some(a) = &u.attempt {
         sqlx::query(
@@ -49,7 +55,7 @@ async fn record_delivery(
         .bind(&u.id)
         .bind(a.attempt)
         .bind(&a.at)
-        .bind(&a.outcome)
+        .bind(a.outcome.code())
         .bind(&a.detail)
         .execute(&mut *conn)
         .await?;
@@ -58,16 +64,21 @@ async fn record_delivery(
     append_audit(conn, u.audit, own).await
 }
 
-fn delivery_of(r: &DbRow) -> Delivery {
-    Delivery {
-        id: r.get(0),
+fn delivery_of(r: &DbRow) -> Result<Delivery, StoreError> {
+    let id: String = r.get(0);
+    let state: String = r.get(7);
+    let state = DeliveryState::from_code(&state).ok_or_else(|| {
+        StoreError::Corrupt(format!("delivery {id} has the unknown state '{state}'"))
+    })?;
+    Ok(Delivery {
+        id,
         document_id: r.get(1),
         referral_id: r.get(2),
         patient_id: r.get(3),
         service: r.get(4),
         practice: r.get(5),
         urgent: r.get::<i64, _>(6) == 0,
-        state: r.get(7),
+        state,
         attempts: r.get(8),
         message_id: r.get(9),
         correlation_id: r.get(10),
@@ -80,30 +91,171 @@ fn delivery_of(r: &DbRow) -> Delivery {
         last_error: r.get(17),
         updated_at: r.get(18),
         transport_id: r.get(19),
+    })
+}
+
+fn deliveries_of(rows: &[DbRow]) -> Result<Vec<Delivery>, StoreError> {
+    rows.iter().map(delivery_of).collect()
+}
+
+// --- leases ----------------------------------------------------------------------------------
+// Claims on letters, so that several gateway instances on one database never work on the same
+// letter at once. A letter is free when nobody holds it or its lease has run out (a killed
+// instance's letters are taken over then). Each claim is one statement, written through the
+// writer; on PostgreSQL the inner SELECT skips rows another instance's claim is
+// taking at that moment (`FOR UPDATE SKIP LOCKED`), so two claims never wait on each other.
+
+/// Which letters a claim takes.
+enum Claim {
+    /// Due for an attempt at `now`: urgent first, then oldest due.
+    Due { now: String, limit: u32 },
+    /// Urgent, not yet delivered or escalated, past their escalation time at `now`.
+    OverdueUrgent { now: String, limit: u32 },
+    /// One letter, whatever its state.
+    One { id: String, now: String },
+}
+
+/// `UPDATE` taking for `$1` until `$2` the letters the inner `SELECT` names among those free
+/// at `$3`, and returning them.
+macro_rules! claim_deliveries {
+    ($which:literal) => {
+        concat!(
+            "UPDATE deliveries SET lease_owner = $1, lease_until = $2
+             WHERE id IN (SELECT id FROM deliveries
+                          WHERE (lease_until IS NULL OR lease_until <= $3) AND ",
+            $which,
+            skip_locked!(),
+            ") RETURNING ",
+            delivery_columns!()
+        )
+    };
+}
+
+async fn claim(conn: &mut Conn, lease: Lease, which: Claim) -> Result<Vec<Delivery>, StoreError> {
+    let rows = match which {
+        // The states are those where DeliveryState::awaits_attempt (checked by a test), written
+        // as literals so that the partial index `deliveries_due` serves the query.
+        Claim::Due { now, limit } => {
+            sqlx::query(claim_deliveries!(
+                "state IN ('queued', 'escalated', 'sent', 'received') AND next_attempt_at <= $3
+                 ORDER BY priority, next_attempt_at, id LIMIT $4"
+            ))
+            .bind(&lease.owner)
+            .bind(&lease.until)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        // The states an escalation applies to (where next(state, UrgentAckOverdue) is not an
+        // error; checked by a test).
+        Claim::OverdueUrgent { now, limit } => {
+            sqlx::query(claim_deliveries!(
+                "priority = 0 AND escalated_at IS NULL AND escalate_at <= $3
+                 AND state IN ('queued', 'sent', 'received')
+                 ORDER BY escalate_at, id LIMIT $4"
+            ))
+            .bind(&lease.owner)
+            .bind(&lease.until)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        Claim::One { id, now } => {
+            sqlx::query(claim_deliveries!("id = $4"))
+                .bind(&lease.owner)
+                .bind(&lease.until)
+                .bind(now)
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?
+        }
+    };
+    let mut claimed = deliveries_of(&rows)?;
+    // RETURNING keeps no order: urgent first, then oldest due, as the inner SELECT chose them.
+    claimed.sort_by(|a, b| {
+        (!a.urgent, &a.next_attempt_at, &a.id).cmp(&(!b.urgent, &b.next_attempt_at, &b.id))
+    });
+    Ok(claimed)
+}
+
+async fn release(conn: &mut Conn, lease: Lease, id: String) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL
+         WHERE id = $1 AND lease_owner = $2 AND lease_until = $3",
+    )
+    .bind(id)
+    .bind(lease.owner)
+    .bind(lease.until)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Why a change of a letter under a lease matched no row: no such letter, or the lease is not
+/// (any longer) the one that holds it.
+async fn lease_refusal(conn: &mut Conn, id: &str) -> StoreError {
+    match sqlx::query_scalar::<_, i64>("SELECT 1 FROM deliveries WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+    {
+        Ok(Some(_)) => StoreError::LeaseLost(id.to_string()),
+        Ok(None) => StoreError::NotFound(format!("delivery {id}")),
+        Err(e) => e.into(),
     }
 }
 
 #[async_trait]
 impl Outbox for SqlStore {
-    async fn due_deliveries(&self, now: &str, limit: u32) -> Result<Vec<Delivery>, StoreError> {
-        let rows = sqlx::query(select_deliveries!(
-            "WHERE state IN ('queued', 'escalated', 'sent', 'received') AND next_attempt_at <= $1 ORDER BY priority, next_attempt_at LIMIT $2"
-        ))
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&self.readers)
-        .await?;
-        Ok(rows.iter().map(delivery_of).collect())
+    async fn claim_due(
+        &self,
+        lease: &Lease,
+        now: &str,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let which = Claim::Due {
+            now: now.to_string(),
+            limit,
+        };
+        self.write(|reply| WriteJob::Claim(lease.clone(), which, reply))
+            .await
     }
 
-    async fn overdue_urgent(&self, now: &str) -> Result<Vec<Delivery>, StoreError> {
-        let rows = sqlx::query(select_deliveries!(
-            "WHERE priority = 0 AND escalated_at IS NULL AND escalate_at <= $1 AND state IN ('queued', 'sent', 'received')"
-        ))
-        .bind(now)
-        .fetch_all(&self.readers)
-        .await?;
-        Ok(rows.iter().map(delivery_of).collect())
+    async fn claim_overdue_urgent(
+        &self,
+        lease: &Lease,
+        now: &str,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let which = Claim::OverdueUrgent {
+            now: now.to_string(),
+            limit,
+        };
+        self.write(|reply| WriteJob::Claim(lease.clone(), which, reply))
+            .await
+    }
+
+    async fn claim_delivery(
+        &self,
+        lease: &Lease,
+        id: &str,
+        now: &str,
+    ) -> Result<Option<Delivery>, StoreError> {
+        let which = Claim::One {
+            id: id.to_string(),
+            now: now.to_string(),
+        };
+        let claimed = self
+            .write(|reply| WriteJob::Claim(lease.clone(), which, reply))
+            .await?;
+        Ok(claimed.into_iter().next())
+    }
+
+    async fn release_delivery(&self, lease: &Lease, id: &str) -> Result<(), StoreError> {
+        self.write(|reply| WriteJob::Release(lease.clone(), id.to_string(), reply))
+            .await
     }
 
     async fn update_delivery(&self, update: DeliveryUpdate) -> Result<(), StoreError> {
@@ -128,14 +280,21 @@ impl Outbox for SqlStore {
         .fetch_all(&self.readers)
         .await?
         .iter()
-        .map(|r| DeliveryAttempt {
-            attempt: r.get(0),
-            at: r.get(1),
-            outcome: r.get(2),
-            detail: r.get(3),
+        .map(|r| {
+            let outcome: String = r.get(2);
+            Ok(DeliveryAttempt {
+                attempt: r.get(0),
+                at: r.get(1),
+                outcome: AttemptOutcome::from_code(&outcome).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "delivery {id} has an attempt with the unknown outcome '{outcome}'"
+                    ))
+                })?,
+                detail: r.get(3),
+            })
         })
-        .collect();
-        Ok(Some((delivery_of(&row), attempts)))
+        .collect::<Result<_, StoreError>>()?;
+        Ok(Some((delivery_of(&row)?, attempts)))
     }
 
     async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {
@@ -145,13 +304,13 @@ impl Outbox for SqlStore {
                AND ($5 IS NULL OR message_id = $5)
              ORDER BY created_at DESC, id LIMIT 1000"
         ))
-        .bind(&filter.state)
+        .bind(filter.state.map(DeliveryState::code))
         .bind(&filter.service)
         .bind(&filter.practice)
         .bind(&filter.referral)
         .bind(&filter.message_id)
         .fetch_all(&self.readers)
         .await?;
-        Ok(rows.iter().map(delivery_of).collect())
+        deliveries_of(&rows)
     }
 }

@@ -12,6 +12,7 @@ use crate::consent::overrides::{Agent, Grant, Review, ReviewOutcome};
 use crate::consent::{
     Code, DataClass, Override, OverrideReason, OverrideState, OverrideStatus, RecipientClass,
 };
+use crate::delivery::state::{AttemptOutcome, DeliveryState};
 use crate::fhir::resource::stamp;
 use crate::fhir::search::{
     Comparator, Filter, IndexEntry, SearchRequest, Sort, Tenancy, Token, format_instant,
@@ -24,9 +25,9 @@ use crate::intake::{Submission, SubmissionKind};
 use crate::store::plan::{Existing, PlannedWrite, plan};
 use crate::store::{
     Admission, Candidate, ClientRecord, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryUpdate,
-    History, Lifecycle, MeshQuarantine, Outbox, OverrideFilter, Overrides, QuarantinedMessage,
-    RecordParties, Refusal, Registry, Resources, SearchPage, StoreError, Stored, Submissions,
-    Transaction,
+    History, Lease, Lifecycle, MeshQuarantine, Outbox, OverrideFilter, Overrides,
+    QuarantinedMessage, RecordParties, Refusal, Registry, Resources, SearchPage, StoreError,
+    Stored, Submissions, Transaction,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;

@@ -128,7 +128,7 @@ async fn transact(
         .bind(&d.service)
         .bind(&d.practice)
         .bind(if d.urgent { 0_i64 } else { 1_i64 })
-        .bind(&d.state)
+        .bind(d.state.code())
         .bind(&d.message_id)
         .bind(&d.correlation_id)
         .bind(&d.created_at)

@@ -110,6 +110,9 @@ enum WriteJob {
     Client(ClientWrite, Reply<bool>),
     Transact(Transaction, Reply<Vec<Value>>),
     Delivery(DeliveryUpdate, Reply<()>),
+    /// Letters taken under a lease, and a lease let go.
+    Claim(Lease, Claim, Reply<Vec<Delivery>>),
+    Release(Lease, String, Reply<()>),
     /// A MESH message set aside, its content and its AuditEvent.
     Quarantine(QuarantinedMessage, Option<Vec<u8>>, Value, Reply<bool>),
 }
@@ -134,6 +137,8 @@ enum Answer {
     Client(Reply<bool>, Result<bool, StoreError>),
     Transact(Reply<Vec<Value>>, Result<Vec<Value>, StoreError>),
     Delivery(Reply<()>, Result<(), StoreError>),
+    Claim(Reply<Vec<Delivery>>, Result<Vec<Delivery>, StoreError>),
+    Release(Reply<()>, Result<(), StoreError>),
     Quarantine(Reply<bool>, Result<bool, StoreError>),
 }
 
@@ -149,6 +154,8 @@ impl Answer {
             Answer::Client(_, r) => r.is_ok(),
             Answer::Transact(_, r) => r.is_ok(),
             Answer::Delivery(_, r) => r.is_ok(),
+            Answer::Claim(_, r) => r.is_ok(),
+            Answer::Release(_, r) => r.is_ok(),
             Answer::Quarantine(_, r) => r.is_ok(),
         }
     }
@@ -163,6 +170,8 @@ impl Answer {
             Answer::Client(r, v) => drop(r.send(v)),
             Answer::Transact(r, v) => drop(r.send(v)),
             Answer::Delivery(r, v) => drop(r.send(v)),
+            Answer::Claim(r, v) => drop(r.send(v)),
+            Answer::Release(r, v) => drop(r.send(v)),
             Answer::Quarantine(r, v) => drop(r.send(v)),
         }
     }
@@ -177,6 +186,8 @@ impl Answer {
             Answer::Client(r, _) => drop(r.send(Err(e()))),
             Answer::Transact(r, _) => drop(r.send(Err(e()))),
             Answer::Delivery(r, _) => drop(r.send(Err(e()))),
+            Answer::Claim(r, _) => drop(r.send(Err(e()))),
+            Answer::Release(r, _) => drop(r.send(Err(e()))),
             Answer::Quarantine(r, _) => drop(r.send(Err(e()))),
         }
     }
@@ -193,6 +204,8 @@ impl WriteJob {
             WriteJob::Client(_, r) => drop(r.send(Err(e))),
             WriteJob::Transact(_, r) => drop(r.send(Err(e))),
             WriteJob::Delivery(_, r) => drop(r.send(Err(e))),
+            WriteJob::Claim(_, _, r) => drop(r.send(Err(e))),
+            WriteJob::Release(_, _, r) => drop(r.send(Err(e))),
             WriteJob::Quarantine(_, _, _, r) => drop(r.send(Err(e))),
         }
     }
@@ -235,6 +248,12 @@ impl WriteJob {
                 reply,
                 in_savepoint!(conn, record_delivery(conn, update, own)),
             ),
+            WriteJob::Claim(lease, which, reply) => {
+                Answer::Claim(reply, in_savepoint!(conn, claim(conn, lease, which)))
+            }
+            WriteJob::Release(lease, id, reply) => {
+                Answer::Release(reply, in_savepoint!(conn, release(conn, lease, id)))
+            }
             WriteJob::Quarantine(message, content, audit, reply) => Answer::Quarantine(
                 reply,
                 in_savepoint!(conn, quarantine(conn, message, content, audit, own)),

@@ -76,6 +76,13 @@ macro_rules! for_update {
     };
 }
 
+/// Skips rows another writer is locking: nothing to add, as one writer holds the database.
+macro_rules! skip_locked {
+    () => {
+        ""
+    };
+}
+
 /// The order rows of a table were inserted in.
 macro_rules! insertion_order {
     () => {

@@ -1,4 +1,5 @@
-//! The SQLite backend's own tests: what only SQLite shows (its triggers, its upgrade path).
+//! The SQLite backend's own tests: what only SQLite shows (its triggers, its upgrade path), and
+//! the outbox's leases between two stores on one file.
 
 use super::*;
 use crate::caller::Principal;
@@ -17,7 +18,7 @@ fn submission(config: &Config, id: &str) -> Submission {
 
 /// Runs one referral job the way `commit_batch` does, keeping what it leaves pending.
 async fn refer(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     batch: &mut Pending,
     config: &Config,
     id: &str,
@@ -49,7 +50,7 @@ async fn refer(
 async fn later_jobs_in_a_batch_see_consents_recorded_earlier_in_it() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-    let mut conn = SqliteConnection::connect(&url).await.unwrap();
+    let mut conn = Conn::connect(&url).await.unwrap();
     MIGRATOR.run(&mut conn).await.unwrap();
     let config = Config::defaults();
     sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
@@ -120,7 +121,7 @@ async fn fresh_store(dir: &std::path::Path) -> (SqliteStore, String) {
 /// Makes every AuditEvent insert fail from now on, as a crash or a full disk between the
 /// change and its audit would.
 async fn refuse_audit_inserts(url: &str) {
-    let mut conn = SqliteConnection::connect(url).await.unwrap();
+    let mut conn = Conn::connect(url).await.unwrap();
     sqlx::query(
         "CREATE TRIGGER refuse_audit BEFORE INSERT ON resources
          WHEN NEW.resource_type = 'AuditEvent'
@@ -132,7 +133,7 @@ async fn refuse_audit_inserts(url: &str) {
 }
 
 async fn allow_audit_inserts(url: &str) {
-    let mut conn = SqliteConnection::connect(url).await.unwrap();
+    let mut conn = Conn::connect(url).await.unwrap();
     sqlx::query("DROP TRIGGER refuse_audit")
         .execute(&mut conn)
         .await
@@ -170,7 +171,7 @@ fn delivery(id: &str) -> Delivery {
         service: "s|whs".into(),
         practice: "o|C88901".into(),
         urgent: false,
-        state: "dead".into(),
+        state: DeliveryState::Dead,
         attempts: 3,
         message_id: "m1".into(),
         correlation_id: "c1".into(),
@@ -189,11 +190,12 @@ fn delivery(id: &str) -> Delivery {
 fn requeue(id: &str, communication: Value, audit: Vec<Value>) -> DeliveryUpdate {
     DeliveryUpdate {
         id: id.into(),
-        state: "queued".into(),
+        lease: lease_of("test"),
+        state: DeliveryState::Queued,
         attempt: Some(DeliveryAttempt {
             attempt: 3,
             at: format_instant(Utc::now()),
-            outcome: "requeued".into(),
+            outcome: AttemptOutcome::Requeued,
             detail: None,
         }),
         next_attempt_at: format_instant(Utc::now()),
@@ -287,6 +289,9 @@ async fn a_delivery_change_whose_audit_cannot_be_written_is_not_stored() {
         .unwrap();
     let mut queued = store.read("Communication", "l1").await.unwrap().unwrap();
     queued["status"] = json!("preparation");
+    let now = format_instant(Utc::now());
+    let held = store.claim_delivery(&lease_of("test"), "l1", &now).await;
+    assert!(held.unwrap().is_some());
     refuse_audit_inserts(&url).await;
     let refused = store
         .update_delivery(requeue(
@@ -297,7 +302,7 @@ async fn a_delivery_change_whose_audit_cannot_be_written_is_not_stored() {
         .await;
     assert!(refused.is_err(), "{refused:?}");
     let (d, attempts) = store.delivery("l1").await.unwrap().unwrap();
-    assert_eq!((d.state.as_str(), attempts.len()), ("dead", 0));
+    assert_eq!((d.state, attempts.len()), (DeliveryState::Dead, 0));
     assert_eq!(
         store.read("Communication", "l1").await.unwrap().unwrap()["meta"]["versionId"],
         "1"
@@ -309,8 +314,335 @@ async fn a_delivery_change_whose_audit_cannot_be_written_is_not_stored() {
         .await
         .unwrap();
     let (d, attempts) = store.delivery("l1").await.unwrap().unwrap();
-    assert_eq!((d.state.as_str(), attempts.len()), ("queued", 1));
+    assert_eq!((d.state, attempts.len()), (DeliveryState::Queued, 1));
     assert_eq!(audit_count(&store).await, before + 1);
+    store.close().await;
+}
+
+/// A state or outcome code the gateway does not know is damage, never a letter in some
+/// other state.
+#[tokio::test]
+async fn an_unknown_stored_delivery_state_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, url) = fresh_store(dir.path()).await;
+    store
+        .transact(Transaction {
+            referral: "sr1".into(),
+            deliveries: vec![delivery("l1")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (d, _) = store.delivery("l1").await.unwrap().unwrap();
+    assert_eq!(d.state, DeliveryState::Dead);
+    let filter = DeliveryFilter {
+        state: Some(DeliveryState::Dead),
+        ..Default::default()
+    };
+    assert_eq!(store.deliveries(&filter).await.unwrap().len(), 1);
+    let mut conn = Conn::connect(&url).await.unwrap();
+    sqlx::query("UPDATE deliveries SET state = 'lost' WHERE id = 'l1'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let read = store.delivery("l1").await;
+    assert!(matches!(read, Err(StoreError::Corrupt(_))), "{read:?}");
+    let listed = store.deliveries(&DeliveryFilter::default()).await;
+    assert!(matches!(listed, Err(StoreError::Corrupt(_))), "{listed:?}");
+    sqlx::query(
+        "UPDATE deliveries SET state = 'dead' WHERE id = 'l1';
+         INSERT INTO delivery_attempts (delivery_id, seq, attempt, at, outcome) VALUES ('l1', 1, 1, '', 'lost')",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let read = store.delivery("l1").await;
+    assert!(matches!(read, Err(StoreError::Corrupt(_))), "{read:?}");
+    store.close().await;
+}
+
+// --- leases
+
+fn lease_of(owner: &str) -> Lease {
+    Lease {
+        owner: owner.into(),
+        until: "2999-01-01T00:00:00.000000Z".into(),
+    }
+}
+
+/// `owner`'s lease from `at` for `secs`.
+fn lease_at(owner: &str, at: DateTime<Utc>, secs: i64) -> Lease {
+    Lease {
+        owner: owner.into(),
+        until: format_instant(at + chrono::Duration::seconds(secs)),
+    }
+}
+
+/// A letter in `state`, due (and, if urgent, to be escalated) at `due`.
+fn letter(id: &str, state: DeliveryState, urgent: bool, due: DateTime<Utc>) -> Delivery {
+    let mut d = delivery(id);
+    d.state = state;
+    d.urgent = urgent;
+    d.next_attempt_at = format_instant(due);
+    d.escalate_at = urgent.then(|| format_instant(due));
+    d.message_id = format!("m-{id}");
+    d
+}
+
+async fn queue(store: &SqliteStore, letters: Vec<Delivery>) {
+    let creates = letters
+        .iter()
+        .map(|d| json!({ "resourceType": "Communication", "id": d.id, "status": "preparation" }))
+        .collect();
+    store
+        .transact(Transaction {
+            creates,
+            referral: "sr1".into(),
+            deliveries: letters,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+fn ids(claimed: &[Delivery]) -> Vec<&str> {
+    claimed.iter().map(|d| d.id.as_str()).collect()
+}
+
+/// Two gateway instances on one database (two stores on one file here, each with its own
+/// writer) claiming at once never take the same letter, and between them take every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_owners_claiming_at_once_never_take_the_same_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, url) = fresh_store(dir.path()).await;
+    let b = SqliteStore::open(&url, &Config::defaults().store)
+        .await
+        .unwrap();
+    let t0 = Utc::now();
+    let letters: Vec<Delivery> = (0..120)
+        .map(|n| letter(&format!("l{n:03}"), DeliveryState::Queued, n % 7 == 0, t0))
+        .collect();
+    queue(&a, letters).await;
+    let now = format_instant(t0 + chrono::Duration::seconds(1));
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    let take = |store: SqliteStore, owner: &'static str, now: String| {
+        let start = start.clone();
+        tokio::spawn(async move {
+            let lease = lease_at(owner, t0, 600);
+            let mut taken = Vec::new();
+            start.wait().await;
+            loop {
+                let claimed = store.claim_due(&lease, &now, 3).await.unwrap();
+                if claimed.is_empty() {
+                    break;
+                }
+                taken.extend(claimed.into_iter().map(|d| d.id));
+                // As a worker does between claims (it sends): the other gets its turn at
+                // the database's write lock.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            store.close().await;
+            taken
+        })
+    };
+    let (by_a, by_b) = tokio::join!(take(a, "a", now.clone()), take(b, "b", now));
+    let (by_a, by_b) = (by_a.unwrap(), by_b.unwrap());
+    let mut all: Vec<&String> = by_a.iter().chain(&by_b).collect();
+    let claims = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(claims, all.len(), "a letter was taken twice");
+    assert_eq!(all.len(), 120, "every letter was taken");
+    assert!(!by_a.is_empty() && !by_b.is_empty(), "both took some");
+}
+
+#[tokio::test]
+async fn a_lease_holds_until_it_runs_out_then_another_owner_takes_the_letter_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = fresh_store(dir.path()).await;
+    let t0 = Utc::now();
+    let at = |secs: i64| format_instant(t0 + chrono::Duration::seconds(secs));
+    queue(&store, vec![letter("l1", DeliveryState::Queued, false, t0)]).await;
+    let a = lease_at("a", t0, 60);
+    let claimed = store.claim_due(&a, &at(0), 10).await.unwrap();
+    assert_eq!(ids(&claimed), ["l1"]);
+    assert_eq!(claimed[0].state, DeliveryState::Queued);
+
+    // While a's lease lasts, nobody takes it: not another owner, not a itself again, not by
+    // name.
+    for (owner, secs) in [("b", 1), ("a", 30), ("b", 59)] {
+        let lease = lease_at(owner, t0 + chrono::Duration::seconds(secs), 60);
+        assert!(
+            store
+                .claim_due(&lease, &at(secs), 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{owner} at {secs} s"
+        );
+        assert!(
+            store
+                .claim_delivery(&lease, "l1", &at(secs))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    // Once it runs out (a killed instance), another owner takes the letter over...
+    let b = lease_at("b", t0 + chrono::Duration::seconds(60), 60);
+    assert_eq!(
+        ids(&store.claim_due(&b, &at(60), 10).await.unwrap()),
+        ["l1"]
+    );
+    // ...and a change made under the old lease is refused: nothing is recorded.
+    let communication = store.read("Communication", "l1").await.unwrap().unwrap();
+    let mut stale = requeue("l1", communication.clone(), vec![]);
+    stale.lease = a.clone();
+    stale.state = DeliveryState::Accepted;
+    let refused = store.update_delivery(stale).await;
+    assert!(
+        matches!(refused, Err(StoreError::LeaseLost(ref id)) if id == "l1"),
+        "{refused:?}"
+    );
+    let (d, attempts) = store.delivery("l1").await.unwrap().unwrap();
+    assert_eq!((d.state, attempts.len()), (DeliveryState::Queued, 0));
+    // Letting go under the old lease does nothing either: b still holds it.
+    store.release_delivery(&a, "l1").await.unwrap();
+    let c = lease_at("c", t0 + chrono::Duration::seconds(61), 60);
+    assert!(
+        store
+            .claim_delivery(&c, "l1", &at(61))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A letter that is not there is not found, whoever asks.
+    let mut missing = requeue("l9", communication, vec![]);
+    missing.lease = b.clone();
+    let refused = store.update_delivery(missing).await;
+    assert!(
+        matches!(refused, Err(StoreError::NotFound(_))),
+        "{refused:?}"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn recording_a_change_or_letting_go_frees_the_letter_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = fresh_store(dir.path()).await;
+    let t0 = Utc::now();
+    let at = |secs: i64| format_instant(t0 + chrono::Duration::seconds(secs));
+    queue(&store, vec![letter("l1", DeliveryState::Queued, false, t0)]).await;
+    let a = lease_at("a", t0, 600);
+    assert_eq!(ids(&store.claim_due(&a, &at(0), 1).await.unwrap()), ["l1"]);
+    let communication = store.read("Communication", "l1").await.unwrap().unwrap();
+    let mut retry = requeue("l1", communication, vec![]);
+    retry.lease = a.clone();
+    retry.next_attempt_at = at(1);
+    store.update_delivery(retry.clone()).await.unwrap();
+    let (d, attempts) = store.delivery("l1").await.unwrap().unwrap();
+    assert_eq!((d.state, attempts.len()), (DeliveryState::Queued, 1));
+    // The update let the lease go: due again, b takes it long before a's lease would end.
+    let b = lease_at("b", t0, 600);
+    assert_eq!(ids(&store.claim_due(&b, &at(2), 1).await.unwrap()), ["l1"]);
+    // The released lease is no longer a's: a second update under it is refused.
+    let again = store.update_delivery(retry).await;
+    assert!(matches!(again, Err(StoreError::LeaseLost(_))), "{again:?}");
+    // Letting go without a change frees it too.
+    store.release_delivery(&b, "l1").await.unwrap();
+    let c = lease_at("c", t0, 600);
+    assert!(
+        store
+            .claim_delivery(&c, "l1", &at(3))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    store.close().await;
+}
+
+/// What each claim takes: due letters in the states the worker sends (urgent first, then
+/// oldest due, none not yet due), overdue urgent letters in the states an escalation
+/// applies to, and one letter by name whatever its state.
+#[tokio::test]
+async fn claims_take_the_letters_the_state_machine_says() {
+    use crate::delivery::state::{Event, next};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = fresh_store(dir.path()).await;
+    let t0 = Utc::now();
+    let secs = |n: i64| t0 + chrono::Duration::seconds(n);
+    let mut letters = Vec::new();
+    for (n, state) in DeliveryState::ALL.into_iter().enumerate() {
+        let n = n as i64;
+        letters.push(letter(&format!("r-{state}"), state, false, secs(n)));
+        letters.push(letter(&format!("u-{state}"), state, true, secs(10 + n)));
+    }
+    letters.push(letter(
+        "u-escalated-before",
+        DeliveryState::Sent,
+        true,
+        secs(20),
+    ));
+    letters.push(letter("not-yet", DeliveryState::Queued, true, secs(1000)));
+    queue(&store, letters).await;
+    // The escalation fields are not written by `transact`: set them as the worker would.
+    let mut conn = Conn::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE deliveries SET escalated_at = $1 WHERE id = 'u-escalated-before'")
+        .bind(format_instant(t0))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    let now = format_instant(secs(100));
+    let overdue = store
+        .claim_overdue_urgent(&lease_at("e", t0, 600), &now, 100)
+        .await
+        .unwrap();
+    let expected: Vec<String> = DeliveryState::ALL
+        .into_iter()
+        .filter(|s| next(*s, Event::UrgentAckOverdue).is_ok())
+        .map(|s| format!("u-{s}"))
+        .collect();
+    assert_eq!(ids(&overdue), expected);
+    // Those are held now; letting them go makes them due for attempts like the rest.
+    for d in &overdue {
+        store
+            .release_delivery(&lease_at("e", t0, 600), &d.id)
+            .await
+            .unwrap();
+    }
+
+    let due = store
+        .claim_due(&lease_at("w", t0, 600), &now, 100)
+        .await
+        .unwrap();
+    let awaiting: Vec<DeliveryState> = DeliveryState::ALL
+        .into_iter()
+        .filter(|s| s.awaits_attempt())
+        .collect();
+    let mut expected: Vec<String> = awaiting.iter().map(|s| format!("u-{s}")).collect();
+    expected.push("u-escalated-before".into());
+    expected.extend(awaiting.iter().map(|s| format!("r-{s}")));
+    assert_eq!(ids(&due), expected, "urgent first, then oldest due");
+
+    for state in DeliveryState::ALL {
+        let id = format!("r-{state}");
+        let one = store
+            .claim_delivery(&lease_at("x", t0, 600), &id, &format_instant(secs(700)))
+            .await
+            .unwrap();
+        assert_eq!(one.map(|d| d.state), Some(state), "{id}");
+    }
+    assert!(
+        store
+            .claim_delivery(&lease_at("x", t0, 600), "nothing", &now)
+            .await
+            .unwrap()
+            .is_none()
+    );
     store.close().await;
 }
 
@@ -403,7 +735,7 @@ async fn an_override_step_whose_audit_cannot_be_written_is_not_stored() {
 async fn self_granted_overrides_from_before_grants_stop_unless_reviewed_appropriate() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-    let mut conn = SqliteConnection::connect(&url).await.unwrap();
+    let mut conn = Conn::connect(&url).await.unwrap();
     MIGRATOR.run_to(7, &mut conn).await.unwrap();
     let legacy = |id: &str, from: chrono::DateTime<Utc>, review: Option<&str>| {
         let mut content = json!({
@@ -530,7 +862,7 @@ mod upgrade_tests {
             }
         }
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
-        let mut conn = SqliteConnection::connect(&url).await.unwrap();
+        let mut conn = Conn::connect(&url).await.unwrap();
         sqlx::migrate::Migrator::new(early.as_path())
             .await
             .unwrap()
