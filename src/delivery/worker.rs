@@ -27,8 +27,8 @@ use crate::consent::{Action, DataClass, Purpose, Question, Recipient, RecipientC
 use crate::fhir::identifiers::value_part;
 use crate::fhir::search::{Filter, SearchRequest, format_instant};
 use crate::store::{
-    Delivery, DeliveryAttempt, DeliveryFilter, DeliveryUpdate, Lease, QuarantinedMessage, Store,
-    StoreError,
+    Delivery, DeliveryAttempt, DeliveryFilter, DeliveryUpdate, Lease, QuarantinedMessage,
+    Singleton, Store, StoreError,
 };
 
 /// Counters for the metrics endpoint.
@@ -232,8 +232,18 @@ pub async fn run(
         let now = Utc::now();
         if let (Some(every), true) = (mesh_poll, tokio::time::Instant::now() >= next_mesh_poll) {
             next_mesh_poll = tokio::time::Instant::now() + every;
-            if let Err(e) = worker.read_inbox().await {
-                tracing::warn!(error = %e, "cannot read the MESH inbox");
+            // One instance reads the inbox (its acknowledgements are examined once); the others
+            // ask again each poll, and one takes over when the reader's session ends.
+            match worker.store.leads(Singleton::MeshInbox).await {
+                Ok(true) => {
+                    if let Err(e) = worker.read_inbox().await {
+                        tracing::warn!(error = %e, "cannot read the MESH inbox");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot tell which instance reads the MESH inbox")
+                }
             }
         }
         if let Err(e) = worker.escalate_overdue(now).await {
