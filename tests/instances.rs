@@ -76,7 +76,7 @@ async fn two_instances_deliver_a_thousand_letters_through_a_kill_9_and_a_receive
     let config = letters_config(
         &url,
         tmp.path(),
-        "concurrency = 8\nlease_seconds = 4\n\n[limits]\nrequests_per_second_per_client = 100000.0\nburst_per_client = 100000.0\n",
+        "concurrency = 8\n\n[limits]\nrequests_per_second_per_client = 100000.0\nburst_per_client = 100000.0\n",
     );
     let mut a = Server::start_with(&config);
     let b = a.start_beside();
