@@ -12,11 +12,10 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
+use common::receiver::{WHS, accepted_referral, letter, whs};
 use common::*;
 use serde_json::{Value, json};
 use whg::auth::{Principal, Role};
-
-const WHS: &str = "sheffield-whs";
 
 /// A GP system's BaRS endpoint that is up (200) or down (503), and counts the distinct messages
 /// it took.
@@ -88,31 +87,14 @@ fn gp(server: &Server) -> Actor<'_> {
     server.as_(Principal::practice(DEFAULT_PRACTICE))
 }
 
-fn whs(server: &Server) -> Actor<'_> {
-    server.as_(Principal::service(WHS))
-}
-
 /// A letter to the GP on an accepted referral for person `n`; returns the letter's id.
 async fn letter_on_new_referral(server: &Server, n: usize, summary: &str) -> String {
-    let (sr, _) = refer(server, &referral_for(n, WHS)).await;
-    let (status, _, body) = whs(server)
-        .post(
-            &format!("/api/v1/referrals/{sr}/triage"),
-            &json!({ "decision": "accept" }),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let letter = json!({
-        "priority": "routine",
-        "summary": summary,
-        "supportGiven": ["advice-session"],
-        "plan": { "type": "return-to-work-plan", "text": "Phased return over four weeks." },
-        "recommendations": "Consider amended duties on the next fit note.",
-        "outcomes": { "employment": "returned-to-work", "health": ["managing-health-better"] },
-        "author": { "name": "Sam Patel", "role": "Work and health adviser" }
-    });
+    let (sr, _) = accepted_referral(server, n).await;
     let (status, headers, body) = whs(server)
-        .post(&format!("/api/v1/referrals/{sr}/letters"), &letter)
+        .post(
+            &format!("/api/v1/referrals/{sr}/letters"),
+            &letter("routine", summary),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     location_id(&headers)

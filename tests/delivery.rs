@@ -16,43 +16,13 @@ use common::*;
 use serde_json::{Value, json};
 use whg::auth::Principal;
 
-const WHS: &str = "sheffield-whs";
 /// A gateway whose practice C88901 takes letters at the receiver.
 fn gateway(receiver_url: &str, dir_for_secret: &std::path::Path, extra: &str) -> Server {
     Server::start_with(&letters_config(receiver_url, dir_for_secret, extra))
 }
 
-fn whs(server: &Server) -> Actor<'_> {
-    server.as_(Principal::service(WHS))
-}
-
 fn gp(server: &Server) -> Actor<'_> {
     server.as_(Principal::practice(DEFAULT_PRACTICE))
-}
-
-/// A referral to WHS, triaged as accepted and first contacted; returns its id and Patient id.
-async fn accepted_referral(server: &Server, n: usize) -> (String, String) {
-    let (sr, patient) = refer(server, &referral_for(n, WHS)).await;
-    let (status, _, body) = whs(server)
-        .post(
-            &format!("/api/v1/referrals/{sr}/triage"),
-            &json!({ "decision": "accept" }),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    (sr, patient)
-}
-
-fn letter(priority: &str, summary: &str) -> Value {
-    json!({
-        "priority": priority,
-        "summary": summary,
-        "supportGiven": ["advice-session", "return-to-work-plan"],
-        "plan": { "type": "return-to-work-plan", "text": "Phased return over four weeks." },
-        "recommendations": "Consider amended duties on the next fit note.",
-        "outcomes": { "employment": "returned-to-work", "health": ["managing-health-better"] },
-        "author": { "name": "Sam Patel", "role": "Work and health adviser" }
-    })
 }
 
 async fn send_letter(server: &Server, sr: &str, priority: &str, summary: &str) -> String {

@@ -11,10 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::receiver::*;
 use common::*;
-use serde_json::{Value, json};
 use whg::auth::Principal;
-
-const WHS: &str = "sheffield-whs";
 
 /// Whether this run is on PostgreSQL; if not, says why the test does nothing.
 fn on_postgres(test: &str) -> bool {
@@ -23,32 +20,6 @@ fn on_postgres(test: &str) -> bool {
         eprintln!("{test}: several instances need PostgreSQL ({POSTGRES_ENV} unset); not run");
     }
     on
-}
-
-fn whs(server: &Server) -> Actor<'_> {
-    server.as_(Principal::service(WHS))
-}
-
-async fn accepted_referral(server: &Server, n: usize) -> String {
-    let (sr, _) = refer(server, &referral_for(n, WHS)).await;
-    let (status, _, body) = whs(server)
-        .post(
-            &format!("/api/v1/referrals/{sr}/triage"),
-            &json!({ "decision": "accept" }),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    sr
-}
-
-fn letter(n: usize) -> Value {
-    json!({
-        "priority": "routine",
-        "summary": format!("Letter {n} of the two-instance run."),
-        "supportGiven": ["advice-session"],
-        "outcomes": { "employment": "returned-to-work" },
-        "author": { "name": "Sam Patel", "role": "Work and health adviser" }
-    })
 }
 
 /// The letters both instances list as accepted by the practice's system.
@@ -85,7 +56,7 @@ async fn two_instances_deliver_a_thousand_letters_through_a_kill_9_and_a_receive
         let mut v = Vec::new();
         for n in 0..100 {
             let on = if n % 2 == 0 { &a } else { &b };
-            v.push(accepted_referral(on, n).await);
+            v.push(accepted_referral(on, n).await.0);
         }
         v
     };
@@ -97,7 +68,10 @@ async fn two_instances_deliver_a_thousand_letters_through_a_kill_9_and_a_receive
             let sr = &referrals[n / 10];
             async move {
                 let (status, headers, body) = whs(on)
-                    .post(&format!("/api/v1/referrals/{sr}/letters"), &letter(n))
+                    .post(
+                        &format!("/api/v1/referrals/{sr}/letters"),
+                        &letter("routine", &format!("Letter {n} of the two-instance run.")),
+                    )
                     .await;
                 assert_eq!(status, 201, "{body}");
                 location_id(&headers)

@@ -91,7 +91,19 @@ impl Server {
         let defaults = whg::config::Config::defaults();
         let issuer = whg::auth::TokenIssuer::new(key, &defaults.auth);
         let database = TestDatabase::create(dir.path());
-        let (child, base, stderr_buf) = spawn_under(&database.url(), &config, umask);
+        let (child, base, stderr) = spawn_under(&database.url(), &config, umask);
+        Server::running(child, base, dir, database, stderr, issuer)
+    }
+
+    /// The server as started: its client acting as [`DEFAULT_PRACTICE`].
+    fn running(
+        child: Child,
+        base: String,
+        dir: tempfile::TempDir,
+        database: TestDatabase,
+        stderr: std::sync::Arc<std::sync::Mutex<String>>,
+        issuer: whg::auth::TokenIssuer,
+    ) -> Server {
         let default = whg::auth::Principal::practice(DEFAULT_PRACTICE);
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(
@@ -112,7 +124,7 @@ impl Server {
                 .default_headers(headers)
                 .build()
                 .unwrap(),
-            stderr: stderr_buf,
+            stderr,
             issuer,
             acting_as: std::sync::Mutex::new(default),
         }
@@ -128,30 +140,7 @@ impl Server {
             url: self.database_url(),
         };
         let (child, base, stderr) = spawn(&database.url(), &dir.path().join("test.toml"));
-        let default = whg::auth::Principal::practice(DEFAULT_PRACTICE);
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!(
-                "Bearer {}",
-                self.issuer.issue(&default, Duration::from_secs(3600))
-            )
-            .parse()
-            .unwrap(),
-        );
-        Server {
-            child,
-            base,
-            dir,
-            database,
-            client: reqwest::Client::builder()
-                .default_headers(headers)
-                .build()
-                .unwrap(),
-            stderr,
-            issuer: self.issuer.clone(),
-            acting_as: std::sync::Mutex::new(default),
-        }
+        Server::running(child, base, dir, database, stderr, self.issuer.clone())
     }
 
     /// Kills the gateway (SIGKILL: no shutdown, no last writes), leaving it dead.

@@ -12,6 +12,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
+use whg::auth::Principal;
+
+use super::{Actor, Server, refer, referral_for};
 
 pub const SECRET: &str = "receiver-secret-for-tests";
 
@@ -212,4 +215,37 @@ client_secret_file = {secret:?}
 scope = "system/DocumentReference.c"
 "#
     )
+}
+
+/// The service the letters tests' referrals go to, and its adviser.
+pub const WHS: &str = "sheffield-whs";
+
+pub fn whs(server: &Server) -> Actor<'_> {
+    server.as_(Principal::service(WHS))
+}
+
+/// A referral for person `n` to WHS, triaged as accepted; returns its id and Patient id.
+pub async fn accepted_referral(server: &Server, n: usize) -> (String, String) {
+    let (sr, patient) = refer(server, &referral_for(n, WHS)).await;
+    let (status, _, body) = whs(server)
+        .post(
+            &format!("/api/v1/referrals/{sr}/triage"),
+            &json!({ "decision": "accept" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    (sr, patient)
+}
+
+/// An adviser's letter to the GP.
+pub fn letter(priority: &str, summary: &str) -> Value {
+    json!({
+        "priority": priority,
+        "summary": summary,
+        "supportGiven": ["advice-session", "return-to-work-plan"],
+        "plan": { "type": "return-to-work-plan", "text": "Phased return over four weeks." },
+        "recommendations": "Consider amended duties on the next fit note.",
+        "outcomes": { "employment": "returned-to-work", "health": ["managing-health-better"] },
+        "author": { "name": "Sam Patel", "role": "Work and health adviser" }
+    })
 }
