@@ -42,15 +42,13 @@ async fn sqlite() -> Instances {
     }
 }
 
-/// A fresh database on the test PostgreSQL server, or `None` (and a note) when there is none
-/// outside CI. In CI (`CI` set) a missing server fails the test: both backends always run there.
+/// A fresh database on the test PostgreSQL server, or `None` (and a note) when there is none:
+/// `scripts/test.sh` runs this suite a second time with one (its PostgreSQL pass).
 async fn postgres() -> Option<Instances> {
     let Some(url) = common_postgres::fresh_database().await else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "WHG_TEST_POSTGRES is not set: CI runs the contract on PostgreSQL too"
+        eprintln!(
+            "WHG_TEST_POSTGRES not set: the PostgreSQL half of this contract runs in the PostgreSQL pass"
         );
-        eprintln!("WHG_TEST_POSTGRES not set: the PostgreSQL half of this contract was not run");
         return None;
     };
     let mut config = Config::defaults();
