@@ -10,7 +10,9 @@
 
 pub mod fhir;
 pub mod mesh;
-pub mod state;
+/// The delivery state machine lives with the letters (pure core), so the store can name its
+/// states without depending on the worker that moves them.
+pub use crate::letters::delivery_state as state;
 pub mod worker;
 
 use std::time::Duration;

@@ -4,6 +4,7 @@
 //! structured letter), a DocumentReference (the PDF, for filing) and a Communication (the letter
 //! as sent, whose status the outbox keeps current).
 
+pub mod delivery_state;
 pub mod pdf;
 
 use base64::Engine;
@@ -11,12 +12,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::delivery::state::DeliveryState;
 use crate::fhir::identifiers::value_part;
 use crate::fhir::search::format_instant;
 use crate::fhir::systems::{self, SNOMED};
 use crate::fhir::terminology::{code_system, coding};
 use crate::fhir::{IssueType, Issues};
+use crate::letters::delivery_state::DeliveryState;
 use crate::workflow::DeclineNotice;
 use crate::workflow::action::{check_code, check_note};
 

@@ -23,12 +23,12 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::consent::{Decision, Override, OverrideStatus};
-use crate::delivery::state::{AttemptOutcome, DeliveryState};
 use crate::fhir::Issues;
 use crate::fhir::search::SearchRequest;
 use crate::fit_notes::FitNoteFacts;
 use crate::fit_notes::prompts::PastPrompt;
 use crate::intake::{Submission, SubmissionEntry};
+use crate::letters::delivery_state::{AttemptOutcome, DeliveryState};
 
 /// What is stored about the person a submission is about, read inside the transaction that would
 /// store it (empty for a new person), so a withdrawal or a fit note committed a moment earlier is

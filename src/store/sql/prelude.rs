@@ -12,7 +12,7 @@ use crate::consent::overrides::{Agent, Grant, Review, ReviewOutcome};
 use crate::consent::{
     Code, DataClass, Override, OverrideReason, OverrideState, OverrideStatus, RecipientClass,
 };
-use crate::delivery::state::{AttemptOutcome, DeliveryState};
+use crate::letters::delivery_state::{AttemptOutcome, DeliveryState};
 use crate::fhir::resource::stamp;
 use crate::fhir::search::{
     Comparator, Filter, IndexEntry, SearchRequest, Sort, Tenancy, Token, format_instant,

@@ -567,7 +567,7 @@ async fn recording_a_change_or_letting_go_frees_the_letter_at_once() {
 /// applies to, and one letter by name whatever its state.
 #[tokio::test]
 async fn claims_take_the_letters_the_state_machine_says() {
-    use crate::delivery::state::{Event, next};
+    use crate::letters::delivery_state::{Event, next};
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = fresh_store(dir.path()).await;
     let t0 = Utc::now();
