@@ -12,7 +12,6 @@ use crate::consent::overrides::{Agent, Grant, Review, ReviewOutcome};
 use crate::consent::{
     Code, DataClass, Override, OverrideReason, OverrideState, OverrideStatus, RecipientClass,
 };
-use crate::letters::delivery_state::{AttemptOutcome, DeliveryState};
 use crate::fhir::resource::stamp;
 use crate::fhir::search::{
     Comparator, Filter, IndexEntry, SearchRequest, Sort, Tenancy, Token, format_instant,
@@ -22,6 +21,7 @@ use crate::fhir::{Issue, IssueType};
 use crate::fit_notes::FitNoteFacts;
 use crate::fit_notes::prompts::PastPrompt;
 use crate::intake::{Submission, SubmissionKind};
+use crate::letters::delivery_state::{AttemptOutcome, DeliveryState};
 use crate::store::plan::{Existing, PlannedWrite, plan};
 use crate::store::{
     Admission, Candidate, ClientRecord, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryUpdate,
