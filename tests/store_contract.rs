@@ -478,3 +478,35 @@ async fn postgres_writes_go_on_after_the_database_ends_the_instances_sessions() 
     let all = db.a.search(&search("ServiceRequest", None)).await.unwrap();
     assert_eq!(all.total, 2);
 }
+
+/// One instance at a time reads the MESH inbox: the first to ask leads; the other is told no
+/// until the leader's session ends (it stopped, or was killed), and then takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_one_instance_at_a_time_reads_the_mesh_inbox() {
+    use whg::store::Singleton;
+    let Some(db) = postgres().await else { return };
+    let Instances { a, b, .. } = db;
+    assert!(a.leads(Singleton::MeshInbox).await.unwrap());
+    assert!(
+        a.leads(Singleton::MeshInbox).await.unwrap(),
+        "and keeps leading"
+    );
+    assert!(!b.leads(Singleton::MeshInbox).await.unwrap());
+    a.close().await;
+    drop(a);
+    let started = std::time::Instant::now();
+    while !b.leads(Singleton::MeshInbox).await.unwrap() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the other instance never took over"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// SQLite: one process owns the database, so it always leads.
+#[tokio::test]
+async fn sqlite_the_only_instance_reads_the_mesh_inbox() {
+    let db = sqlite().await;
+    assert!(db.a.leads(whg::store::Singleton::MeshInbox).await.unwrap());
+}
