@@ -154,6 +154,12 @@ async fn process_message(State(r): State<Receiver>, headers: HeaderMap, body: St
         let reply = s.script.pop_front().or(s.default).unwrap_or(Reply::Ok);
         (reply, s.delay, authorised)
     };
+    // Handled until this is dropped: when the answer is sent, or when the sender goes away
+    // mid-request (killed) and the server drops this handler, which then sends nothing more.
+    let handling = Handling {
+        receiver: r.clone(),
+        request_id: request_id.clone(),
+    };
     tokio::time::sleep(delay).await;
     let answered = if !authorised {
         401
@@ -177,9 +183,7 @@ async fn process_message(State(r): State<Receiver>, headers: HeaderMap, body: St
     if let Reply::Hang(d) = reply {
         tokio::time::sleep(d).await;
     }
-    if let Some(handling) = r.0.lock().unwrap().in_flight.get_mut(&request_id) {
-        *handling -= 1;
-    }
+    drop(handling);
     let outcome = json!({ "resourceType": "OperationOutcome", "issue": [{ "severity": "error", "code": "processing", "diagnostics": format!("test receiver answered {answered}") }] });
     let mut response =
         (StatusCode::from_u16(answered).unwrap(), axum::Json(outcome)).into_response();
@@ -248,4 +252,19 @@ pub fn letter(priority: &str, summary: &str) -> Value {
         "outcomes": { "employment": "returned-to-work", "health": ["managing-health-better"] },
         "author": { "name": "Sam Patel", "role": "Work and health adviser" }
     })
+}
+
+/// A message being handled, counted in [`ReceiverState::in_flight`] until dropped.
+struct Handling {
+    receiver: Receiver,
+    request_id: String,
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        let mut s = self.receiver.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = s.in_flight.get_mut(&self.request_id) {
+            *n -= 1;
+        }
+    }
 }
