@@ -26,6 +26,8 @@ struct Instances {
     a: Arc<dyn Store>,
     b: Arc<dyn Store>,
     config: Config,
+    /// The PostgreSQL database, dropped after the stores (the harness's, so none is left behind).
+    _database: Option<common::TestDatabase>,
     _dir: tempfile::TempDir,
 }
 
@@ -38,6 +40,7 @@ async fn sqlite() -> Instances {
         b: a.clone(),
         a,
         config,
+        _database: None,
         _dir: dir,
     }
 }
@@ -45,39 +48,25 @@ async fn sqlite() -> Instances {
 /// A fresh database on the test PostgreSQL server, or `None` (and a note) when there is none:
 /// `scripts/test.sh` runs this suite a second time with one (its PostgreSQL pass).
 async fn postgres() -> Option<Instances> {
-    let Some(url) = common_postgres::fresh_database().await else {
+    if std::env::var_os(common::POSTGRES_ENV).is_none() {
         eprintln!(
             "WHG_TEST_POSTGRES not set: the PostgreSQL half of this contract runs in the PostgreSQL pass"
         );
         return None;
-    };
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let database = common::TestDatabase::create(dir.path());
     let mut config = Config::defaults();
-    config.database_url = url;
+    config.database_url = database.url();
     let a = whg::store::open(&config).await.unwrap();
     let b = whg::store::open(&config).await.unwrap();
     Some(Instances {
         a,
         b,
         config,
-        _dir: tempfile::tempdir().unwrap(),
+        _database: Some(database),
+        _dir: dir,
     })
-}
-
-mod common_postgres {
-    /// Creates `whg_c_<random>` on the server `WHG_TEST_POSTGRES` names and returns its URL.
-    pub async fn fresh_database() -> Option<String> {
-        use sqlx::Connection;
-        let admin = std::env::var("WHG_TEST_POSTGRES").ok()?;
-        let name = format!("whg_c_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let mut url = url::Url::parse(&admin).unwrap();
-        url.set_path(&name);
-        Some(url.to_string())
-    }
 }
 
 /// One test per backend for each contract.
