@@ -9,15 +9,12 @@ use serde_json::Value;
 
 use crate::audit::{self, Event, Kind};
 use crate::caller::{Principal, Role};
-use crate::consent::authorship::{CareRelation, Person};
 use crate::consent::{
-    self, Action, ConsentRecord, DataClass, Decision, Override, Party, Purpose, Question,
-    Recipient, RecipientClass,
+    self, Action, ConsentRecord, DataClass, Decision, Override, Purpose, Question, Recipient,
 };
 use crate::fhir::search::{Filter, SearchRequest, Tenancy};
 use crate::fit_notes::FitNoteFacts;
-use crate::intake::{Submission, SubmissionEntry, SubmissionKind};
-use crate::store::{Delivery, History, RecordParties, Refusal, SearchPage, Store, StoreError};
+use crate::store::{AuditTrail, Delivery, RecordParties, SearchPage, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
@@ -170,7 +167,7 @@ impl Guard<'_> {
             _ => Action::Access,
         };
         Some(Question {
-            recipient: self.principal.as_recipient()?,
+            recipient: Recipient::of(self.principal)?,
             action,
             purpose: Purpose::Treatment,
             class,
@@ -281,7 +278,7 @@ impl Guard<'_> {
                 self.principal.role.as_str()
             ),
         };
-        audit::append(self.store, &[event]).await?;
+        self.store.append_audit(&[event]).await?;
         match decision {
             Some(d) if !d.permitted() => Err(AccessError::ConsentDenied(d.reason)),
             _ => Ok(mine),
@@ -364,7 +361,7 @@ impl Guard<'_> {
             .map(|d| format!("Communication/{}", d.id))
             .collect();
         event.description = format!("list letters: {} returned", visible.len());
-        audit::append(self.store, &[event]).await?;
+        self.store.append_audit(&[event]).await?;
         Ok(visible)
     }
 
@@ -472,7 +469,7 @@ impl Guard<'_> {
             page.resources.len(),
             page.total
         );
-        audit::append(self.store, &[event]).await?;
+        self.store.append_audit(&[event]).await?;
         Ok(page)
     }
 }
@@ -529,7 +526,7 @@ impl Guard<'_> {
                 self.principal.role.as_str()
             ),
         };
-        audit::append(self.store, &[event]).await?;
+        self.store.append_audit(&[event]).await?;
         match decision {
             Some(d) if !d.permitted() => Err(AccessError::ConsentDenied(d.reason)),
             _ => Ok(notes),
@@ -546,158 +543,6 @@ pub fn is_party(principal: &Principal, r: &RecordParties) -> bool {
         Role::InformationGovernance => false,
     }
 }
-
-/// The Consents that came with a referral, as the decision function reads them.
-pub fn submitted_consents(submission: &Submission) -> Vec<ConsentRecord> {
-    submission
-        .entries
-        .iter()
-        .filter(|e| e.resource_type == "Consent")
-        .enumerate()
-        .filter_map(|(i, e)| {
-            // Not stored yet, so no id: named by their place in the referral.
-            let mut record = consent::read_consent(&e.resource).ok()?;
-            record.reference = format!("Consent/in-this-referral-{}", i + 1);
-            Some(record)
-        })
-        .collect()
-}
-
-/// The question intake asks: may the referral be disclosed to its service, for direct care?
-/// `None` for a submission that goes to no service (a fit note).
-pub fn intake_question(submission: &Submission, now: DateTime<Utc>) -> Option<Question> {
-    let SubmissionKind::Referral { service } = &submission.kind else {
-        return None;
-    };
-    Some(Question {
-        recipient: Recipient {
-            class: RecipientClass::WorkHealthService,
-            organisation: Some(service.clone()),
-        },
-        action: Action::Disclose,
-        purpose: Purpose::Treatment,
-        class: DataClass::Referral,
-        at: now,
-        document: None,
-    })
-}
-
-/// The intake consent check for a referral, to run in the store's transaction over the person's
-/// stored Consents. The Consents the referral brings must be ones its practice may record
-/// ([`consent::authorship`]); with them, the person's consents must permit disclosing the
-/// referral to its service. On a permit it returns the referral's audit record, which refers to
-/// the referral's own entries by fullUrl (the store rewrites them to ids).
-pub fn intake_consent(
-    submission: &Submission,
-    question: Question,
-    principal: &Principal,
-    request_id: Option<String>,
-    now: DateTime<Utc>,
-    consent_expression: &'static str,
-) -> impl FnOnce(&History) -> Result<SubmissionEntry, Refusal> + Send + use<> {
-    let submitted: Vec<ConsentRecord> = submitted_consents(submission)
-        .into_iter()
-        .map(|mut c| {
-            // Not stored yet: decided no later than now.
-            c.decided_at = Some(c.decided_at.map_or(now, |t| t.min(now)));
-            c
-        })
-        .collect();
-    let recorder = submission
-        .practice
-        .split_once('|')
-        .and_then(|(system, value)| Party::from_identifier(system, value));
-    let this_referral = match &submission.kind {
-        SubmissionKind::Referral { service } => Some(CareRelation {
-            practice: submission.practice.clone(),
-            service: service.clone(),
-        }),
-        SubmissionKind::FitNote(_) => None,
-    };
-    let patient = submission
-        .entries
-        .iter()
-        .find(|e| e.resource_type == "Patient")
-        .map(|e| e.full_url.clone());
-    let focus = submission.focus.clone();
-    let principal = principal.clone();
-    move |history: &History| {
-        let mut consents: Vec<ConsentRecord> = history
-            .consents
-            .iter()
-            .filter_map(|c| consent::read_consent(c).ok())
-            .collect();
-        let referrals: Vec<CareRelation> = history
-            .referrals
-            .iter()
-            .cloned()
-            .chain(this_referral)
-            .collect();
-        let mut issues = crate::fhir::Issues::new();
-        if let Some(recorder) = &recorder {
-            for c in &submitted {
-                consent::authorship::may_record(
-                    recorder,
-                    c,
-                    Person {
-                        consents: &consents,
-                        referrals: &referrals,
-                    },
-                    now,
-                    &mut issues,
-                    consent_base(consent_expression),
-                );
-            }
-        }
-        if !issues.is_empty() {
-            return Err(Refusal::Rules(issues));
-        }
-        consents.extend(submitted);
-        let decision = consent::decide(&consents, &[], &question);
-        if !decision.permitted() {
-            return Err(Refusal::Consent(decision));
-        }
-        let event = audit::audit_event(&Event {
-            kind: Kind::Intake,
-            principal: Some(&principal),
-            patient,
-            entities: vec![focus],
-            decision: Some(&decision),
-            permitted: true,
-            description: format!("referral accepted: {}", decision.reason),
-            at: now,
-            request_id,
-        });
-        Ok(audit::entry(event))
-    }
-}
-
-/// Where a referral format's Consents are, for issues about one of them.
-fn consent_base(consent_expression: &'static str) -> &'static str {
-    if consent_expression == PRACTICE_CONSENT_EXPRESSION {
-        "consent"
-    } else {
-        consent_expression
-    }
-}
-
-/// The issue a referral refused by consent gets, pointing at where its consent is recorded.
-pub fn intake_refusal(expression: &str, decision: &Decision) -> crate::fhir::Issues {
-    crate::fhir::Issue::error(
-        crate::fhir::IssueType::BusinessRule,
-        expression,
-        format!(
-            "the person's consent does not allow this referral to go to the service ({}). Record their agreement to be referred there and send it again",
-            decision.reason
-        ),
-    )
-    .into()
-}
-
-/// Where a practice referral records consent.
-pub const PRACTICE_CONSENT_EXPRESSION: &str = "consent.patientAgreed";
-/// Where a BaRS message carries consent.
-pub const BARS_CONSENT_EXPRESSION: &str = "Bundle.entry.resource.ofType(Consent)";
 
 /// A disclosure decision, made at the moment of sending and audited: what the disclosure API
 /// answers. The decision is the only thing it records.

@@ -5,7 +5,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::consent::{Recipient, RecipientClass};
 use crate::fhir::systems;
 
 /// Scopes the gateway checks: SMART v2 system scopes (`system/<Type>.<cruds>`) for FHIR
@@ -210,31 +209,6 @@ impl Principal {
 
     pub fn service_id(&self) -> Option<&str> {
         (self.role == Role::Service).then(|| self.organisation_code())
-    }
-
-    /// As the party that records a Consent for a person (practices and services only).
-    pub fn as_party(&self) -> Option<crate::consent::Party> {
-        let Recipient {
-            class,
-            organisation,
-        } = self.as_recipient()?;
-        Some(crate::consent::Party {
-            class,
-            organisation: organisation?,
-        })
-    }
-
-    /// As a recipient of a person's information, for consent decisions.
-    pub fn as_recipient(&self) -> Option<Recipient> {
-        let class = match self.role {
-            Role::Practice => RecipientClass::ReferringPractice,
-            Role::Service => RecipientClass::WorkHealthService,
-            Role::InformationGovernance => return None,
-        };
-        Some(Recipient {
-            class,
-            organisation: Some(self.organisation.clone()),
-        })
     }
 }
 

@@ -108,7 +108,6 @@ fn execute(config: &Config, what: ClientsWhat) -> Result<(), String> {
                 (_, _, Some(u)) => KeySource::JwksUrl(u),
                 _ => return Err("give the client's key: --public-key, --jwks or --jwks-url".into()),
             };
-            let now = whg::fhir::search::format_instant(chrono::Utc::now());
             let record = registry::new_client(
                 &id,
                 role,
@@ -119,7 +118,7 @@ fn execute(config: &Config, what: ClientsWhat) -> Result<(), String> {
                     test: tenant == super::Tenant::Test,
                     test_organisations: &config.auth.test_organisations,
                 },
-                &now,
+                chrono::Utc::now(),
             )
             .map_err(|e| e.to_string())?;
             runtime()?.block_on(async {

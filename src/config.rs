@@ -86,13 +86,6 @@ impl OutboundConfig {
     pub fn timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.timeout_ms)
     }
-
-    pub fn jwks_cache_policy(&self) -> crate::auth::jwks_cache::CachePolicy {
-        crate::auth::jwks_cache::CachePolicy {
-            ttl: std::time::Duration::from_secs(self.jwks_cache_secs),
-            min_refetch: std::time::Duration::from_secs(self.jwks_min_refetch_secs),
-        }
-    }
 }
 
 /// The adviser workflow.

@@ -13,12 +13,12 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::access::consent_file;
-use crate::audit::{self, Event, Kind};
+use crate::audit::{Event, Kind};
 use crate::consent::{Action, DataClass, Purpose, Question, Recipient, RecipientClass};
 use crate::fhir::resource::identifier_value;
 use crate::fhir::search::SearchRequest;
 use crate::fhir::systems;
-use crate::store::{Store, StoreError};
+use crate::store::{AuditTrail, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -172,7 +172,7 @@ pub async fn evaluation_export(
         })
         .collect();
     for chunk in audit_events.chunks(500) {
-        audit::append(store, chunk).await?;
+        store.append_audit(chunk).await?;
     }
     Ok(summary)
 }

@@ -21,7 +21,6 @@ pub mod fhir;
 pub mod fit_notes;
 pub mod intake;
 pub mod letters;
-pub mod mapping;
 pub mod outbound;
 pub mod secret_file;
 pub mod store;

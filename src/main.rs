@@ -420,14 +420,14 @@ fn validate(config: &Config, file: &Path, kind: Kind) -> ExitCode {
     let (submission, consent_expression) = match kind {
         Kind::Referral => (
             practice_referral(&value, &ctx).map_err(|i| (i, NhsErrorCode::UNPROCESSABLE_ENTITY)),
-            whg::access::PRACTICE_CONSENT_EXPRESSION,
+            whg::intake::admission::PRACTICE_CONSENT_EXPRESSION,
         ),
         Kind::Message => (
             bars::validate(&bytes, &value, &ctx).map_err(|r| match r {
                 bars::Rejection::Malformed(i) => (i, NhsErrorCode::BAD_REQUEST),
                 bars::Rejection::Invalid(i) => (i, NhsErrorCode::UNPROCESSABLE_ENTITY),
             }),
-            whg::access::BARS_CONSENT_EXPRESSION,
+            whg::intake::admission::BARS_CONSENT_EXPRESSION,
         ),
         Kind::FitNote => (
             whg::intake::practice_fit_note(&value, &ctx)
@@ -440,15 +440,19 @@ fn validate(config: &Config, file: &Path, kind: Kind) -> ExitCode {
     // weigh the person's stored consents).
     // A fit note goes to no service, so no consent question is asked of it here.
     let result = submission.and_then(|s| {
-        let Some(question) = whg::access::intake_question(&s, ctx.now) else {
+        let Some(question) = whg::intake::admission::intake_question(&s, ctx.now) else {
             return Ok(s.transaction_bundle());
         };
-        let decision = whg::consent::decide(&whg::access::submitted_consents(&s), &[], &question);
+        let decision = whg::consent::decide(
+            &whg::intake::admission::submitted_consents(&s),
+            &[],
+            &question,
+        );
         if decision.permitted() {
             Ok(s.transaction_bundle())
         } else {
             Err((
-                whg::access::intake_refusal(consent_expression, &decision),
+                whg::intake::admission::intake_refusal(consent_expression, &decision),
                 NhsErrorCode::UNPROCESSABLE_ENTITY,
             ))
         }

@@ -8,7 +8,7 @@ mod common;
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use common::nhs_number;
 use serde_json::{Value, json};
 use whg::auth::Principal;
@@ -122,7 +122,7 @@ async fn refer(
         None,
         Utc::now(),
         whg::intake::admission::practice_criterion_expression,
-        whg::access::PRACTICE_CONSENT_EXPRESSION,
+        whg::intake::admission::PRACTICE_CONSENT_EXPRESSION,
     );
     store.submit(s, Some(admission)).await
 }
@@ -347,7 +347,7 @@ async fn clients_and_assertions(db: Instances) {
         scopes: vec!["system/ServiceRequest.c".into()],
         jwks: Some(json!({ "keys": [] })),
         jwks_url: None,
-        created_at: format_instant(Utc::now()),
+        created_at: Utc::now().trunc_subsecs(6),
         revoked_at: None,
         test_tenant: true,
     };
@@ -389,7 +389,7 @@ async fn quarantine_keeps_a_message_once(db: Instances) {
         workflow_id: "GPFED_CONFIG_LOADER".into(),
         message_type: "DATA".into(),
         local_id: "junk".into(),
-        received_at: format_instant(Utc::now()),
+        received_at: Utc::now().trunc_subsecs(6),
         size: 5,
         reason: "unknown-workflow".into(),
         letter_id: None,

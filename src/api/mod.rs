@@ -491,7 +491,9 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let jwks_http =
         crate::outbound::guarded_client(&config.outbound.policy(), config.outbound.timeout())
             .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
-    let jwks_cache = crate::auth::jwks_cache::JwksCache::new(config.outbound.jwks_cache_policy());
+    let jwks_cache = crate::auth::jwks_cache::JwksCache::new(
+        crate::auth::jwks_cache::CachePolicy::configured(&config.outbound),
+    );
     let state = AppState::new(Shared {
         config: Arc::new(config),
         store: store.clone(),

@@ -211,7 +211,7 @@ impl Care {
         patient_id: &str,
     ) -> Result<Care, AccessError> {
         let not_found = || AccessError::NotFound(format!("Patient/{patient_id}"));
-        let party = principal.as_party().ok_or_else(not_found)?;
+        let party = crate::consent::Party::of(principal).ok_or_else(not_found)?;
         let referrals: Vec<_> = store
             .records_of_patient(patient_id)
             .await?

@@ -33,7 +33,7 @@ pub async fn submit_practice_referral(
         config,
         caller,
         submission,
-        crate::access::PRACTICE_CONSENT_EXPRESSION,
+        crate::intake::admission::PRACTICE_CONSENT_EXPRESSION,
         admission::practice_criterion_expression,
     )
     .await?;
@@ -59,7 +59,7 @@ pub async fn process_message(
         config,
         caller,
         submission,
-        crate::access::BARS_CONSENT_EXPRESSION,
+        crate::intake::admission::BARS_CONSENT_EXPRESSION,
         admission::bars_criterion_expression,
     )
     .await?;

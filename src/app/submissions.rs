@@ -4,11 +4,12 @@
 //! a resend as such, a refusal without the person (nothing about them is stored).
 
 use super::Caller;
-use crate::audit::{self, Event, Kind};
+use crate::audit::{Event, Kind};
 use crate::caller::Role;
 use crate::fhir::Issues;
 use crate::intake::Submission;
-use crate::store::{Admission, Store, StoreError, Stored};
+use crate::intake::admission::Admission;
+use crate::store::{AuditTrail, Store, StoreError, Stored};
 
 /// Why a submission was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +95,7 @@ pub async fn submit(
             // A resend stores nothing; the decision that let it in was recorded with it.
             event.entities = vec![format!("{focus_type}/{}", stored.focus_id)];
             event.description = format!("{what} resent: already stored, nothing new stored");
-            audit::append(store, &[event]).await?;
+            store.append_audit(&[event]).await?;
             Ok(stored)
         }
         Err(StoreError::Refused(decision)) => {
@@ -104,11 +105,10 @@ pub async fn submit(
                 "{what} {} from {} refused: {}",
                 key.value, key.namespace, decision.reason
             );
-            audit::append(store, &[event]).await?;
-            Err(SubmitError::ConsentRefused(crate::access::intake_refusal(
-                consent_expression,
-                &decision,
-            )))
+            store.append_audit(&[event]).await?;
+            Err(SubmitError::ConsentRefused(
+                crate::intake::admission::intake_refusal(consent_expression, &decision),
+            ))
         }
         Err(StoreError::Rejected(issues)) => {
             event.permitted = false;
@@ -122,7 +122,7 @@ pub async fn submit(
                     .collect::<Vec<_>>()
                     .join("; ")
             );
-            audit::append(store, &[event]).await?;
+            store.append_audit(&[event]).await?;
             Err(SubmitError::Invalid(issues))
         }
         Err(e) => Err(e.into()),

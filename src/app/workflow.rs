@@ -17,7 +17,6 @@ use crate::caller::Role;
 use crate::config::Config;
 use crate::delivery::worker::workflow_task;
 use crate::fhir::identifiers::value_part;
-use crate::fhir::search::format_instant;
 use crate::fhir::{Issue, IssueType, Issues};
 use crate::letters::{self, Context, LetterBody, LetterIds};
 use crate::store::{
@@ -219,7 +218,7 @@ fn queue_letter(
     tx.creates
         .extend(letters::resources(letter, context, &ids, &pdf, now));
     let d = &config.delivery;
-    let at = |secs: u64| format_instant(now + chrono::Duration::seconds(secs as i64));
+    let at = |secs: u64| now + chrono::Duration::seconds(secs as i64);
     tx.deliveries.push(Delivery {
         id: ids.communication.clone(),
         document_id: ids.document,
@@ -234,15 +233,15 @@ fn queue_letter(
         // One conversation per referral, as BaRS keeps one correlation id per conversation.
         correlation_id: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, context.referral.as_bytes())
             .to_string(),
-        created_at: format_instant(now),
-        next_attempt_at: format_instant(now),
+        created_at: now,
+        next_attempt_at: now,
         deadline_at: at(d.retry_window_secs),
         escalate_at: letter.urgent.then(|| at(d.urgent_ack_secs)),
         escalated_at: None,
         channel: None,
         transport_id: None,
         last_error: None,
-        updated_at: format_instant(now),
+        updated_at: now,
     });
     ids.communication
 }
@@ -498,7 +497,7 @@ pub async fn resend_letter(
     let now = Utc::now();
     let lease = outbox.lease(&config.delivery, now);
     let delivery = store
-        .claim_delivery(&lease, id, &format_instant(now))
+        .claim_delivery(&lease, id, now)
         .await?
         .ok_or_else(|| {
             WorkflowError::Invalid(
@@ -543,16 +542,16 @@ pub async fn resend_letter(
             state: queued,
             attempt: Some(DeliveryAttempt {
                 attempt: delivery.attempts,
-                at: format_instant(now),
+                at: now,
                 outcome: AttemptOutcome::Requeued,
                 detail: Some(detail.clone()),
             }),
-            next_attempt_at: format_instant(now),
+            next_attempt_at: now,
             last_error: None,
             channel: None,
             escalated_at: None,
             transport_id: None,
-            deadline_at: Some(format_instant(now + window)),
+            deadline_at: Some(now + window),
             communication: crate::delivery::communication_with_state(
                 communication,
                 queued,

@@ -1,6 +1,7 @@
 //! The audit trail: an AuditEvent for every consent decision, read of a person's data, disclosure
 //! and override. Events are only ever appended (the API has no route that updates or deletes
-//! them). Building an event is pure; [`append`] stores a batch.
+//! them). Building an event is pure;
+//! [`crate::store::AuditTrail`] stores a batch.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -9,7 +10,6 @@ use crate::caller::Principal;
 use crate::consent::{Code, Decision};
 use crate::fhir::search::format_instant;
 use crate::fhir::systems;
-use crate::store::{Store, StoreError};
 
 const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 const UK_CORE_AUDIT_EVENT: &str = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-AuditEvent";
@@ -74,17 +74,6 @@ pub struct Event<'a> {
     pub at: DateTime<Utc>,
     /// Request id, so the audit trail and the logs can be joined.
     pub request_id: Option<String>,
-}
-
-/// An AuditEvent to store with a submission, in its transaction.
-pub fn entry(event: Value) -> crate::intake::SubmissionEntry {
-    crate::intake::SubmissionEntry {
-        full_url: format!("urn:uuid:{}", uuid::Uuid::now_v7()),
-        resource_type: "AuditEvent".into(),
-        resource: event,
-        match_identifier: None,
-        keep_existing: false,
-    }
 }
 
 /// The AuditEvent for `event`.
@@ -198,17 +187,6 @@ pub fn with_mesh_message(mut event: Value, message_id: &str, role: &str) -> Valu
         None => event["entity"] = json!([entity]),
     }
     event
-}
-
-/// Appends events to the audit trail, durably, before the caller goes on.
-pub async fn append(store: &dyn Store, events: &[Event<'_>]) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    store
-        .create(events.iter().map(audit_event).collect())
-        .await
-        .map(drop)
 }
 
 #[cfg(test)]

@@ -24,6 +24,16 @@ pub struct CachePolicy {
     pub min_refetch: Duration,
 }
 
+impl CachePolicy {
+    /// The policy the `[outbound]` configuration sets.
+    pub fn configured(outbound: &crate::config::OutboundConfig) -> Self {
+        CachePolicy {
+            ttl: Duration::from_secs(outbound.jwks_cache_secs),
+            min_refetch: Duration::from_secs(outbound.jwks_min_refetch_secs),
+        }
+    }
+}
+
 /// A fetch's outcome: the set, or why it could not be had (the gateway's own words, for the log).
 pub type Fetched = Result<Arc<JwkSet>, &'static str>;
 

@@ -1,6 +1,7 @@
 //! Registering client systems: checking what `whg clients add` is given and turning a public key
 //! into the JWK Set its assertions are checked against. Pure; the store keeps the records.
 
+use chrono::{DateTime, Utc};
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
@@ -65,7 +66,7 @@ pub fn new_client(
     scopes: Vec<String>,
     keys: KeySource,
     tenancy: Tenancy,
-    now: &str,
+    now: DateTime<Utc>,
 ) -> Result<ClientRecord, RegistryError> {
     let test_org = tenancy.test_organisations.iter().any(|o| o == organisation);
     if tenancy.test && !test_org {
@@ -109,7 +110,7 @@ pub fn new_client(
         scopes,
         jwks,
         jwks_url,
-        created_at: now.to_string(),
+        created_at: now,
         revoked_at: None,
         test_tenant: tenancy.test,
     })
@@ -179,7 +180,7 @@ mod tests {
                     test: t,
                     test_organisations: &orgs,
                 },
-                "t",
+                Utc::now(),
             )
         };
         assert!(test("C88901", true).unwrap().test_tenant);
@@ -198,7 +199,15 @@ mod tests {
     fn registrations_are_checked() {
         let jwks = SigningKey::generate().public_jwks();
         let add = |id: &str, scopes: Vec<String>, keys: KeySource| {
-            new_client(id, Role::Practice, "C88901", scopes, keys, live(), "t")
+            new_client(
+                id,
+                Role::Practice,
+                "C88901",
+                scopes,
+                keys,
+                live(),
+                Utc::now(),
+            )
         };
         let ok = add("gp-1", vec![], KeySource::Jwks(jwks.clone())).unwrap();
         assert!(

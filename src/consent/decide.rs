@@ -20,6 +20,7 @@
 //!    information governance and in force, for the same recipient organisation and data class
 //!    (see [`super::overrides`]).
 
+use crate::caller::{Principal, Role};
 use chrono::{DateTime, Utc};
 
 use super::model::{
@@ -37,6 +38,20 @@ pub struct Recipient {
 }
 
 impl Recipient {
+    /// The caller as a recipient of a person's information, for consent decisions
+    /// (practices and services; information governance receives no one's records).
+    pub fn of(caller: &Principal) -> Option<Recipient> {
+        let class = match caller.role {
+            Role::Practice => RecipientClass::ReferringPractice,
+            Role::Service => RecipientClass::WorkHealthService,
+            Role::InformationGovernance => return None,
+        };
+        Some(Recipient {
+            class,
+            organisation: Some(caller.organisation.clone()),
+        })
+    }
+
     /// Whether `party` is this recipient: the same class, and the same organisation (a
     /// recipient named by class alone is every organisation of the class).
     pub fn is(&self, party: &Party) -> bool {

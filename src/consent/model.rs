@@ -210,6 +210,19 @@ pub struct Party {
 }
 
 impl Party {
+    /// The caller as the party that records a Consent for a person (practices and services
+    /// only).
+    pub fn of(caller: &crate::caller::Principal) -> Option<Party> {
+        let super::decide::Recipient {
+            class,
+            organisation,
+        } = super::decide::Recipient::of(caller)?;
+        Some(Party {
+            class,
+            organisation: organisation?,
+        })
+    }
+
     /// The party an organisation identifier names: an ODS code is a practice, a service id a
     /// work-and-health service; anything else records nothing the rules can attribute.
     pub fn from_identifier(system: &str, value: &str) -> Option<Party> {

@@ -117,12 +117,10 @@ impl Default for Outbox {
 impl Outbox {
     /// A lease for this instance from `now`, as long as `config` says.
     pub fn lease(&self, config: &DeliveryConfig, now: DateTime<Utc>) -> Lease {
-        Lease {
-            owner: self.instance.to_string(),
-            until: format_instant(
-                now + chrono::Duration::from_std(config.lease()).unwrap_or_default(),
-            ),
-        }
+        Lease::new(
+            self.instance.to_string(),
+            now + chrono::Duration::from_std(config.lease()).unwrap_or_default(),
+        )
     }
 }
 
@@ -151,9 +149,9 @@ enum Acted {
 struct Change {
     event: Event,
     attempt: Option<DeliveryAttempt>,
-    next_attempt_at: String,
+    next_attempt_at: DateTime<Utc>,
     last_error: Option<String>,
-    escalated_at: Option<String>,
+    escalated_at: Option<DateTime<Utc>>,
     channel: Option<String>,
     transport_id: Option<String>,
     /// AuditEvents of what led to the change (the disclosure decision), stored with it.
@@ -166,7 +164,7 @@ impl Change {
         Change {
             event,
             attempt: None,
-            next_attempt_at: d.next_attempt_at.clone(),
+            next_attempt_at: d.next_attempt_at,
             last_error: None,
             escalated_at: None,
             channel: None,
@@ -189,8 +187,7 @@ impl Change {
             escalated: d.escalated_at.is_some(),
         };
         self.attempt = Some(log);
-        self.next_attempt_at =
-            format_instant(now + chrono::Duration::from_std(wait).unwrap_or_default());
+        self.next_attempt_at = now + chrono::Duration::from_std(wait).unwrap_or_default();
         self.last_error = Some(error);
     }
 }
@@ -256,11 +253,7 @@ pub async fn run(
         if free > 0 {
             let lease = worker.outbox.lease(&worker.config.delivery, now);
             let limit = u32::try_from(free).unwrap_or(u32::MAX);
-            match worker
-                .store
-                .claim_due(&lease, &format_instant(now), limit)
-                .await
-            {
+            match worker.store.claim_due(&lease, now, limit).await {
                 Ok(due) => {
                     for delivery in due {
                         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -323,7 +316,7 @@ impl Worker {
         let lease = self.outbox.lease(&self.config.delivery, now);
         let overdue = self
             .store
-            .claim_overdue_urgent(&lease, &format_instant(now), ESCALATIONS_PER_POLL)
+            .claim_overdue_urgent(&lease, now, ESCALATIONS_PER_POLL)
             .await?;
         for d in overdue {
             let id = d.id.clone();
@@ -358,7 +351,7 @@ impl Worker {
         // A letter waiting for MESH acknowledgements keeps waiting; escalated_at marks it.
         let mut change = Change::on(&d, Event::UrgentAckOverdue);
         change.last_error = Some(detail);
-        change.escalated_at = Some(format_instant(now));
+        change.escalated_at = Some(now);
         self.record(&d, lease, change, now).await
     }
 
@@ -410,13 +403,11 @@ impl Worker {
         let number = d.attempts + 1;
         let log = |outcome: AttemptOutcome, detail: Option<String>| DeliveryAttempt {
             attempt: number,
-            at: format_instant(now),
+            at: now,
             outcome,
             detail,
         };
-        let deadline = DateTime::parse_from_rfc3339(&d.deadline_at)
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or(now);
+        let deadline = d.deadline_at;
         if now >= deadline {
             let detail = format!(
                 "not delivered within the retry window after {} attempts; last error: {}",
@@ -523,8 +514,7 @@ impl Worker {
                     AttemptOutcome::Sent,
                     Some(format!("MESH message {transport_id}{again}")),
                 ));
-                change.next_attempt_at =
-                    format_instant(now + chrono::Duration::seconds(wait as i64));
+                change.next_attempt_at = now + chrono::Duration::seconds(wait as i64);
                 change.transport_id = Some(transport_id);
             }
             // Logged: the gateway's reason (a status, a timeout). The receiver's own text is kept
@@ -595,7 +585,7 @@ impl Worker {
         let message = super::mesh::itk_message(&super::mesh::Letter {
             message_id: &d.message_id,
             letter_id: &d.id,
-            timestamp: &d.created_at,
+            timestamp: &format_instant(d.created_at),
             title,
             author,
             service: &d.service,
@@ -750,7 +740,7 @@ impl Worker {
         let lease = self.outbox.lease(&self.config.delivery, now);
         let Some(d) = self
             .store
-            .claim_delivery(&lease, letter, &format_instant(now))
+            .claim_delivery(&lease, letter, now)
             .await
             .map_err(|e| e.to_string())?
         else {
@@ -822,7 +812,7 @@ impl Worker {
             workflow_id: bounded(&inbound.workflow),
             message_type: bounded(&inbound.message_type),
             local_id: bounded(&inbound.local_id),
-            received_at: format_instant(now),
+            received_at: now,
             size: inbound.size,
             reason: reason.code().to_string(),
             letter_id: letter.map(str::to_string),
@@ -925,7 +915,7 @@ impl Worker {
         let base_url = self.config.base_url();
         let message = super::fhir::message(&Message {
             id: &d.message_id,
-            timestamp: &d.created_at,
+            timestamp: &format_instant(d.created_at),
             base_url: &base_url,
             service: &d.service,
             practice: &d.practice,
@@ -956,7 +946,7 @@ enum Answer {
 impl Worker {
     /// The change an answer makes to a letter that is still being delivered.
     fn answered(&self, d: &Delivery, answer: &Answer, now: DateTime<Utc>) -> Change {
-        let at = |secs: u64| format_instant(now + chrono::Duration::seconds(secs as i64));
+        let at = |secs: u64| now + chrono::Duration::seconds(secs as i64);
         match answer {
             Answer::Report(detail) => {
                 let mut c = Change::on(d, Event::RetryableFailure { escalated: false });
@@ -1024,7 +1014,7 @@ fn ack_log(
 ) -> DeliveryAttempt {
     DeliveryAttempt {
         attempt: d.attempts,
-        at: format_instant(at),
+        at,
         outcome,
         detail: Some(detail.to_string()),
     }

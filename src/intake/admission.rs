@@ -1,15 +1,20 @@
 //! The checks a submission passes inside the transaction that stores it, over the person's stored
 //! history: consent (referrals), the service's eligibility criteria (referrals), the DWP duration
 //! rule when the absence start comes from earlier fit notes, and the services' referral prompts
-//! (fit notes). Each returns a [`crate::store::Admission`] for the store to run.
+//! (fit notes). Each returns an [`Admission`] for the store to run. All of it is pure: the store
+//! reads the person's [`History`] in its transaction and runs the admission over it.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::access;
 use crate::audit::{self, Event, Kind};
 use crate::caller::Principal;
 use crate::config::{Config, EligibilityConfig, ServiceConfig};
+use crate::consent::authorship::{CareRelation, Person};
+use crate::consent::{
+    self, Action, ConsentRecord, DataClass, Decision, Party, Purpose, Question, Recipient,
+    RecipientClass,
+};
 use crate::eligibility::{self, Assessment, Outcome, Subject};
 use crate::fhir::systems::{self, profile};
 use crate::fhir::terminology::coding;
@@ -17,7 +22,53 @@ use crate::fhir::{Issue, IssueType, Issues};
 use crate::fit_notes::prompts::{self, PastPrompt};
 use crate::fit_notes::{FitNoteFacts, runs};
 use crate::intake::{Submission, SubmissionEntry, SubmissionKind};
-use crate::store::{Admission, History, NewPrompt, Refusal};
+
+/// What is stored about the person a submission is about, read inside the transaction that would
+/// store it (empty for a new person), so a withdrawal or a fit note committed a moment earlier is
+/// always seen.
+#[derive(Debug, Default)]
+pub struct History {
+    pub consents: Vec<Value>,
+    /// The person's referrals (practice and service), committed before this submission.
+    pub referrals: Vec<CareRelation>,
+    pub fit_notes: Vec<FitNoteFacts>,
+    pub prompts: Vec<PastPrompt>,
+}
+
+/// A referral prompt an admission creates: the Task entry's `fullUrl` and what it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPrompt {
+    pub full_url: String,
+    pub record: PastPrompt,
+}
+
+/// Why an admission turned a submission away.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    /// The person's consent does not let it in.
+    Consent(Decision),
+    /// A rule that needs the person's history (e.g. the fit-note duration limit, a service's
+    /// eligibility criteria) is broken.
+    Rules(Issues),
+}
+
+/// The checks a submission must pass inside the transaction that would store it. Given the
+/// person's [`History`], it may add entries to store with the submission (its audit record,
+/// prompts) or amend them (an eligibility result), and returns the prompts it created; or it
+/// refuses, and nothing is stored.
+pub type Admission =
+    Box<dyn FnOnce(&History, &mut Vec<SubmissionEntry>) -> Result<Vec<NewPrompt>, Refusal> + Send>;
+
+/// An AuditEvent to store with a submission, in its transaction.
+fn audit_entry(event: Value) -> SubmissionEntry {
+    SubmissionEntry {
+        full_url: format!("urn:uuid:{}", uuid::Uuid::now_v7()),
+        resource_type: "AuditEvent".into(),
+        resource: event,
+        match_identifier: None,
+        keep_existing: false,
+    }
+}
 
 /// Where a referral format says what each eligibility criterion reads.
 pub type CriterionExpression = fn(&str) -> &'static str;
@@ -123,8 +174,8 @@ pub fn referral(
     expression: CriterionExpression,
     consent_expression: &'static str,
 ) -> Admission {
-    let consent = access::intake_question(submission, now).map(|q| {
-        access::intake_consent(
+    let consent = intake_question(submission, now).map(|q| {
+        intake_consent(
             submission,
             q,
             principal,
@@ -314,7 +365,7 @@ pub fn fit_note(
                 request_id,
             });
             entries.extend(tasks);
-            entries.push(audit::entry(event));
+            entries.push(audit_entry(event));
             Ok(created)
         },
     )
@@ -361,3 +412,155 @@ fn prompt_task(
         "for": { "reference": patient_url },
     })
 }
+
+/// The Consents that came with a referral, as the decision function reads them.
+pub fn submitted_consents(submission: &Submission) -> Vec<ConsentRecord> {
+    submission
+        .entries
+        .iter()
+        .filter(|e| e.resource_type == "Consent")
+        .enumerate()
+        .filter_map(|(i, e)| {
+            // Not stored yet, so no id: named by their place in the referral.
+            let mut record = consent::read_consent(&e.resource).ok()?;
+            record.reference = format!("Consent/in-this-referral-{}", i + 1);
+            Some(record)
+        })
+        .collect()
+}
+
+/// The question intake asks: may the referral be disclosed to its service, for direct care?
+/// `None` for a submission that goes to no service (a fit note).
+pub fn intake_question(submission: &Submission, now: DateTime<Utc>) -> Option<Question> {
+    let SubmissionKind::Referral { service } = &submission.kind else {
+        return None;
+    };
+    Some(Question {
+        recipient: Recipient {
+            class: RecipientClass::WorkHealthService,
+            organisation: Some(service.clone()),
+        },
+        action: Action::Disclose,
+        purpose: Purpose::Treatment,
+        class: DataClass::Referral,
+        at: now,
+        document: None,
+    })
+}
+
+/// The intake consent check for a referral, to run in the store's transaction over the person's
+/// stored Consents. The Consents the referral brings must be ones its practice may record
+/// ([`consent::authorship`]); with them, the person's consents must permit disclosing the
+/// referral to its service. On a permit it returns the referral's audit record, which refers to
+/// the referral's own entries by fullUrl (the store rewrites them to ids).
+pub fn intake_consent(
+    submission: &Submission,
+    question: Question,
+    principal: &Principal,
+    request_id: Option<String>,
+    now: DateTime<Utc>,
+    consent_expression: &'static str,
+) -> impl FnOnce(&History) -> Result<SubmissionEntry, Refusal> + Send + use<> {
+    let submitted: Vec<ConsentRecord> = submitted_consents(submission)
+        .into_iter()
+        .map(|mut c| {
+            // Not stored yet: decided no later than now.
+            c.decided_at = Some(c.decided_at.map_or(now, |t| t.min(now)));
+            c
+        })
+        .collect();
+    let recorder = submission
+        .practice
+        .split_once('|')
+        .and_then(|(system, value)| Party::from_identifier(system, value));
+    let this_referral = match &submission.kind {
+        SubmissionKind::Referral { service } => Some(CareRelation {
+            practice: submission.practice.clone(),
+            service: service.clone(),
+        }),
+        SubmissionKind::FitNote(_) => None,
+    };
+    let patient = submission
+        .entries
+        .iter()
+        .find(|e| e.resource_type == "Patient")
+        .map(|e| e.full_url.clone());
+    let focus = submission.focus.clone();
+    let principal = principal.clone();
+    move |history: &History| {
+        let mut consents: Vec<ConsentRecord> = history
+            .consents
+            .iter()
+            .filter_map(|c| consent::read_consent(c).ok())
+            .collect();
+        let referrals: Vec<CareRelation> = history
+            .referrals
+            .iter()
+            .cloned()
+            .chain(this_referral)
+            .collect();
+        let mut issues = crate::fhir::Issues::new();
+        if let Some(recorder) = &recorder {
+            for c in &submitted {
+                consent::authorship::may_record(
+                    recorder,
+                    c,
+                    Person {
+                        consents: &consents,
+                        referrals: &referrals,
+                    },
+                    now,
+                    &mut issues,
+                    consent_base(consent_expression),
+                );
+            }
+        }
+        if !issues.is_empty() {
+            return Err(Refusal::Rules(issues));
+        }
+        consents.extend(submitted);
+        let decision = consent::decide(&consents, &[], &question);
+        if !decision.permitted() {
+            return Err(Refusal::Consent(decision));
+        }
+        let event = audit::audit_event(&Event {
+            kind: Kind::Intake,
+            principal: Some(&principal),
+            patient,
+            entities: vec![focus],
+            decision: Some(&decision),
+            permitted: true,
+            description: format!("referral accepted: {}", decision.reason),
+            at: now,
+            request_id,
+        });
+        Ok(audit_entry(event))
+    }
+}
+
+/// Where a referral format's Consents are, for issues about one of them.
+fn consent_base(consent_expression: &'static str) -> &'static str {
+    if consent_expression == PRACTICE_CONSENT_EXPRESSION {
+        "consent"
+    } else {
+        consent_expression
+    }
+}
+
+/// The issue a referral refused by consent gets, pointing at where its consent is recorded.
+pub fn intake_refusal(expression: &str, decision: &Decision) -> crate::fhir::Issues {
+    crate::fhir::Issue::error(
+        crate::fhir::IssueType::BusinessRule,
+        expression,
+        format!(
+            "the person's consent does not allow this referral to go to the service ({}). Record their agreement to be referred there and send it again",
+            decision.reason
+        ),
+    )
+    .into()
+}
+
+/// Where a practice referral records consent.
+pub const PRACTICE_CONSENT_EXPRESSION: &str = "consent.patientAgreed";
+/// Where a BaRS message carries consent.
+pub const BARS_CONSENT_EXPRESSION: &str = "Bundle.entry.resource.ofType(Consent)";

@@ -647,7 +647,7 @@ impl<'a> Message<'a> {
         // contact details for a service reach the service Organization every referral shares.
         let service_id =
             json!({ "system": systems::service_identifier_system(), "value": service.id });
-        let mut service_org = crate::mapping::service_organization(service);
+        let mut service_org = crate::intake::mapping::service_organization(service);
         claim_profile(&mut service_org, profile::ORGANIZATION);
         match performer.and_then(|p| {
             entries
@@ -731,7 +731,7 @@ fn make_implied_consent_explicit(consent: &mut Value, service_id: &Value) {
     if !(is_drc && implied) || consent.get("provision").is_some() {
         return;
     }
-    consent["provision"] = crate::mapping::consent_provision(
+    consent["provision"] = crate::intake::mapping::consent_provision(
         "work-health-service",
         json!({ "identifier": service_id }),
         None,

@@ -5,6 +5,7 @@ pub mod admission;
 pub mod bars;
 pub mod fit_note;
 pub mod fit_note_fhir;
+pub mod mapping;
 pub mod practice;
 pub mod schema;
 pub mod submission;
@@ -50,7 +51,7 @@ pub fn practice_referral(value: &Value, ctx: &IntakeContext) -> Result<Submissio
                 "unknown service",
             ))
         })?;
-    let bundle = crate::mapping::referral_bundle(&referral, service);
+    let bundle = crate::intake::mapping::referral_bundle(&referral, service);
     let key = SubmissionKey {
         namespace: format!("practice:{}", referral.practice.ods_code),
         value: referral.referral_id.clone(),
@@ -106,7 +107,7 @@ pub fn fhir_fit_note(
 /// The submission of a checked fit note whose sender's id lives in identifier `system`.
 fn fit_note_submission(note: &fit_note::FitNote, system: &str, hash: String) -> Submission {
     let ods = &note.note.practice.ods_code;
-    let bundle = crate::mapping::fit_note::fit_note_bundle(note, system);
+    let bundle = crate::intake::mapping::fit_note::fit_note_bundle(note, system);
     let key = SubmissionKey {
         namespace: format!("fit-note:{ods}|{system}"),
         value: note.note.fit_note_id.clone(),

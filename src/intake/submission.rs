@@ -227,7 +227,7 @@ pub fn match_identifier(resource: &Value) -> Option<(String, String)> {
 
 /// Whether `resource` is the Organization of one of the gateway's configured services: it carries
 /// the gateway's own service identifier. Only the gateway states one, from its configuration
-/// ([`crate::mapping::service_organization`]); a BaRS message naming an Organization by that
+/// ([`crate::intake::mapping::service_organization`]); a BaRS message naming an Organization by that
 /// identifier is refused, so no sender's statement is ever taken for a service's.
 pub fn is_service_organization(resource: &Value) -> bool {
     resource_type(resource) == Some("Organization")

@@ -18,53 +18,18 @@ pub mod sqlite;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::Value;
 
+use crate::audit::{self, Event};
 use crate::config::Config;
 use crate::consent::{Decision, Override, OverrideStatus};
 use crate::fhir::Issues;
 use crate::fhir::search::SearchRequest;
 use crate::fit_notes::FitNoteFacts;
-use crate::fit_notes::prompts::PastPrompt;
-use crate::intake::{Submission, SubmissionEntry};
+use crate::intake::Submission;
+use crate::intake::admission::Admission;
 use crate::letters::delivery_state::{AttemptOutcome, DeliveryState};
-
-/// What is stored about the person a submission is about, read inside the transaction that would
-/// store it (empty for a new person), so a withdrawal or a fit note committed a moment earlier is
-/// always seen.
-#[derive(Debug, Default)]
-pub struct History {
-    pub consents: Vec<Value>,
-    /// The person's referrals (practice and service), committed before this submission.
-    pub referrals: Vec<crate::consent::authorship::CareRelation>,
-    pub fit_notes: Vec<FitNoteFacts>,
-    pub prompts: Vec<PastPrompt>,
-}
-
-/// A referral prompt an admission creates: the Task entry's `fullUrl` and what it covers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewPrompt {
-    pub full_url: String,
-    pub record: PastPrompt,
-}
-
-/// Why an admission turned a submission away.
-#[derive(Debug, Clone)]
-pub enum Refusal {
-    /// The person's consent does not let it in.
-    Consent(Decision),
-    /// A rule that needs the person's history (e.g. the fit-note duration limit, a service's
-    /// eligibility criteria) is broken.
-    Rules(Issues),
-}
-
-/// The checks a submission must pass inside the transaction that would store it. Given the
-/// person's [`History`], it may add entries to store with the submission (its audit record,
-/// prompts) or amend them (an eligibility result), and returns the prompts it created; or it
-/// refuses, and nothing is stored.
-pub type Admission =
-    Box<dyn FnOnce(&History, &mut Vec<SubmissionEntry>) -> Result<Vec<NewPrompt>, Refusal> + Send>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -122,8 +87,10 @@ pub struct ClientRecord {
     pub jwks: Option<Value>,
     /// where to fetch one.
     pub jwks_url: Option<String>,
-    pub created_at: String,
-    pub revoked_at: Option<String>,
+    #[serde(serialize_with = "instant::write")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "instant::write_optional")]
+    pub revoked_at: Option<DateTime<Utc>>,
     /// An integrator's client, in the test tenant.
     pub test_tenant: bool,
 }
@@ -202,14 +169,22 @@ pub struct Delivery {
     /// The same on every attempt (the FHIR message's Bundle id and X-Request-ID).
     pub message_id: String,
     pub correlation_id: String,
-    pub created_at: String,
-    pub next_attempt_at: String,
-    pub deadline_at: String,
-    pub escalate_at: Option<String>,
-    pub escalated_at: Option<String>,
+    #[serde(serialize_with = "instant::write")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "instant::write")]
+    pub next_attempt_at: DateTime<Utc>,
+    /// The end of the retry window: a letter undelivered by then is dead.
+    #[serde(serialize_with = "instant::write")]
+    pub deadline_at: DateTime<Utc>,
+    /// When an urgent letter not yet acknowledged is escalated.
+    #[serde(serialize_with = "instant::write_optional")]
+    pub escalate_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "instant::write_optional")]
+    pub escalated_at: Option<DateTime<Utc>>,
     pub channel: Option<String>,
     pub last_error: Option<String>,
-    pub updated_at: String,
+    #[serde(serialize_with = "instant::write")]
+    pub updated_at: DateTime<Utc>,
     /// The MESH message id of the last send.
     pub transport_id: Option<String>,
 }
@@ -218,7 +193,8 @@ pub struct Delivery {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DeliveryAttempt {
     pub attempt: i64,
-    pub at: String,
+    #[serde(serialize_with = "instant::write")]
+    pub at: DateTime<Utc>,
     pub outcome: AttemptOutcome,
     pub detail: Option<String>,
 }
@@ -230,9 +206,21 @@ pub struct DeliveryAttempt {
 pub struct Lease {
     /// The holder: the gateway instance's id, chosen at start-up.
     pub owner: String,
-    /// Until when (fixed-width UTC, [`crate::fhir::search::format_instant`]). With `owner`, it
-    /// names one claim: a change is recorded only under the claim that took the letter.
-    pub until: String,
+    /// Until when. With `owner`, it names one claim: a change is recorded only under the claim
+    /// that took the letter. Stored to the microsecond (as every timestamp), so the holder
+    /// should make it from a time truncated to one ([`Lease::new`]).
+    pub until: DateTime<Utc>,
+}
+
+impl Lease {
+    /// `owner`'s lease until `until`, to the microsecond the store keeps: the lease a change is
+    /// recorded under must compare equal to the one stored.
+    pub fn new(owner: impl Into<String>, until: DateTime<Utc>) -> Lease {
+        Lease {
+            owner: owner.into(),
+            until: until.trunc_subsecs(6),
+        }
+    }
 }
 
 /// What the outbox worker records after an attempt (or an escalation).
@@ -245,14 +233,14 @@ pub struct DeliveryUpdate {
     pub state: DeliveryState,
     /// The attempt made, if one was: its number becomes the delivery's attempt count.
     pub attempt: Option<DeliveryAttempt>,
-    pub next_attempt_at: String,
+    pub next_attempt_at: DateTime<Utc>,
     pub last_error: Option<String>,
     pub channel: Option<String>,
-    pub escalated_at: Option<String>,
+    pub escalated_at: Option<DateTime<Utc>>,
     /// The MESH message id of a send.
     pub transport_id: Option<String>,
     /// A new end of the retry window (a letter sent again by hand).
-    pub deadline_at: Option<String>,
+    pub deadline_at: Option<DateTime<Utc>>,
     /// The letter's Communication with its new status (stored as a new version).
     pub communication: Value,
     /// The AuditEvents recording what led to the change (a disclosure decision, a resend),
@@ -398,7 +386,7 @@ pub trait Outbox: Send + Sync {
     async fn claim_due(
         &self,
         lease: &Lease,
-        now: &str,
+        now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<Delivery>, StoreError>;
 
@@ -407,7 +395,7 @@ pub trait Outbox: Send + Sync {
     async fn claim_overdue_urgent(
         &self,
         lease: &Lease,
-        now: &str,
+        now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<Delivery>, StoreError>;
 
@@ -417,7 +405,7 @@ pub trait Outbox: Send + Sync {
         &self,
         lease: &Lease,
         id: &str,
-        now: &str,
+        now: DateTime<Utc>,
     ) -> Result<Option<Delivery>, StoreError>;
 
     /// Lets go of a letter held under `lease` without changing it (nothing if it is not held
@@ -564,6 +552,25 @@ impl<T> Store for T where
 {
 }
 
+/// The audit trail: AuditEvents are only ever appended (no route updates or deletes them). A
+/// use case whose change is its own transaction stores its events with the change instead.
+#[async_trait]
+pub trait AuditTrail: Send + Sync {
+    async fn append_audit(&self, events: &[Event<'_>]) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl<T: Resources + ?Sized> AuditTrail for T {
+    async fn append_audit(&self, events: &[Event<'_>]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.create(events.iter().map(audit::audit_event).collect())
+            .await
+            .map(drop)
+    }
+}
+
 /// Opens the store named by `config.database_url`.
 pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     let url = config.database_url.as_str();
@@ -593,7 +600,8 @@ pub struct QuarantinedMessage {
     pub message_type: String,
     /// The sender's `mex-localid`.
     pub local_id: String,
-    pub received_at: String,
+    #[serde(serialize_with = "instant::write")]
+    pub received_at: DateTime<Utc>,
     /// Its size in bytes; at least this many when it was too large to read.
     pub size: u64,
     /// A `mesh-quarantine-reason` code (see [`crate::delivery::mesh::Quarantine`]).
@@ -602,4 +610,26 @@ pub struct QuarantinedMessage {
     pub letter_id: Option<String>,
     /// Whether its content was kept (not when it was too large to read).
     pub has_content: bool,
+}
+
+/// Timestamps in what the store answers (a letter's delivery in the API, a client listed) as
+/// the store keeps them: fixed-width UTC to the microsecond.
+mod instant {
+    use chrono::{DateTime, Utc};
+
+    use crate::fhir::search::format_instant;
+
+    pub fn write<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_instant(*t))
+    }
+
+    pub fn write_optional<S: serde::Serializer>(
+        t: &Option<DateTime<Utc>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => write(t, s),
+            None => s.serialize_none(),
+        }
+    }
 }

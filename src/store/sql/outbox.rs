@@ -31,16 +31,16 @@ async fn record_delivery(
     ))
     .bind(u.state.code())
     .bind(u.attempt.as_ref().map(|a| a.attempt))
-    .bind(&u.next_attempt_at)
+    .bind(stored_instant(u.next_attempt_at))
     .bind(&u.last_error)
     .bind(&u.channel)
-    .bind(&u.escalated_at)
+    .bind(stored_instants(u.escalated_at))
     .bind(&u.transport_id)
-    .bind(&u.deadline_at)
+    .bind(stored_instants(u.deadline_at))
     .bind(&now)
     .bind(&u.id)
     .bind(&u.lease.owner)
-    .bind(&u.lease.until)
+    .bind(stored_instant(u.lease.until))
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -54,7 +54,7 @@ async fn record_delivery(
         )
         .bind(&u.id)
         .bind(a.attempt)
-        .bind(&a.at)
+        .bind(stored_instant(a.at))
         .bind(a.outcome.code())
         .bind(&a.detail)
         .execute(&mut *conn)
@@ -70,8 +70,10 @@ fn delivery_of(r: &DbRow) -> Result<Delivery, StoreError> {
     let state = DeliveryState::from_code(&state).ok_or_else(|| {
         StoreError::Corrupt(format!("delivery {id} has the unknown state '{state}'"))
     })?;
+    let what = format!("delivery {id}");
+    let at = |i: usize| instant_of(&what, r.get::<&str, _>(i));
+    let at_maybe = |i: usize| instants_of(&what, r.get::<Option<&str>, _>(i));
     Ok(Delivery {
-        id,
         document_id: r.get(1),
         referral_id: r.get(2),
         patient_id: r.get(3),
@@ -82,15 +84,16 @@ fn delivery_of(r: &DbRow) -> Result<Delivery, StoreError> {
         attempts: r.get(8),
         message_id: r.get(9),
         correlation_id: r.get(10),
-        created_at: r.get(11),
-        next_attempt_at: r.get(12),
-        deadline_at: r.get(13),
-        escalate_at: r.get(14),
-        escalated_at: r.get(15),
+        created_at: at(11)?,
+        next_attempt_at: at(12)?,
+        deadline_at: at(13)?,
+        escalate_at: at_maybe(14)?,
+        escalated_at: at_maybe(15)?,
         channel: r.get(16),
         last_error: r.get(17),
-        updated_at: r.get(18),
+        updated_at: at(18)?,
         transport_id: r.get(19),
+        id,
     })
 }
 
@@ -108,11 +111,11 @@ fn deliveries_of(rows: &[DbRow]) -> Result<Vec<Delivery>, StoreError> {
 /// Which letters a claim takes.
 enum Claim {
     /// Due for an attempt at `now`: urgent first, then oldest due.
-    Due { now: String, limit: u32 },
+    Due { now: DateTime<Utc>, limit: u32 },
     /// Urgent, not yet delivered or escalated, past their escalation time at `now`.
-    OverdueUrgent { now: String, limit: u32 },
+    OverdueUrgent { now: DateTime<Utc>, limit: u32 },
     /// One letter, whatever its state.
-    One { id: String, now: String },
+    One { id: String, now: DateTime<Utc> },
 }
 
 /// `UPDATE` taking for `$1` until `$2` the letters the inner `SELECT` names among those free
@@ -141,8 +144,8 @@ async fn claim(conn: &mut Conn, lease: Lease, which: Claim) -> Result<Vec<Delive
                  ORDER BY priority, next_attempt_at, id LIMIT $4"
             ))
             .bind(&lease.owner)
-            .bind(&lease.until)
-            .bind(now)
+            .bind(stored_instant(lease.until))
+            .bind(stored_instant(now))
             .bind(i64::from(limit))
             .fetch_all(&mut *conn)
             .await?
@@ -156,8 +159,8 @@ async fn claim(conn: &mut Conn, lease: Lease, which: Claim) -> Result<Vec<Delive
                  ORDER BY escalate_at, id LIMIT $4"
             ))
             .bind(&lease.owner)
-            .bind(&lease.until)
-            .bind(now)
+            .bind(stored_instant(lease.until))
+            .bind(stored_instant(now))
             .bind(i64::from(limit))
             .fetch_all(&mut *conn)
             .await?
@@ -165,8 +168,8 @@ async fn claim(conn: &mut Conn, lease: Lease, which: Claim) -> Result<Vec<Delive
         Claim::One { id, now } => {
             sqlx::query(claim_deliveries!("id = $4"))
                 .bind(&lease.owner)
-                .bind(&lease.until)
-                .bind(now)
+                .bind(stored_instant(lease.until))
+                .bind(stored_instant(now))
                 .bind(id)
                 .fetch_all(&mut *conn)
                 .await?
@@ -187,7 +190,7 @@ async fn release(conn: &mut Conn, lease: Lease, id: String) -> Result<(), StoreE
     )
     .bind(id)
     .bind(lease.owner)
-    .bind(lease.until)
+    .bind(stored_instant(lease.until))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -212,13 +215,10 @@ impl Outbox for SqlStore {
     async fn claim_due(
         &self,
         lease: &Lease,
-        now: &str,
+        now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let which = Claim::Due {
-            now: now.to_string(),
-            limit,
-        };
+        let which = Claim::Due { now, limit };
         self.write(|reply| WriteJob::Claim(lease.clone(), which, reply))
             .await
     }
@@ -226,13 +226,10 @@ impl Outbox for SqlStore {
     async fn claim_overdue_urgent(
         &self,
         lease: &Lease,
-        now: &str,
+        now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let which = Claim::OverdueUrgent {
-            now: now.to_string(),
-            limit,
-        };
+        let which = Claim::OverdueUrgent { now, limit };
         self.write(|reply| WriteJob::Claim(lease.clone(), which, reply))
             .await
     }
@@ -241,11 +238,11 @@ impl Outbox for SqlStore {
         &self,
         lease: &Lease,
         id: &str,
-        now: &str,
+        now: DateTime<Utc>,
     ) -> Result<Option<Delivery>, StoreError> {
         let which = Claim::One {
             id: id.to_string(),
-            now: now.to_string(),
+            now,
         };
         let claimed = self
             .write(|reply| WriteJob::Claim(lease.clone(), which, reply))
@@ -284,7 +281,7 @@ impl Outbox for SqlStore {
             let outcome: String = r.get(2);
             Ok(DeliveryAttempt {
                 attempt: r.get(0),
-                at: r.get(1),
+                at: instant_of(&format!("delivery {id}"), r.get::<&str, _>(1))?,
                 outcome: AttemptOutcome::from_code(&outcome).ok_or_else(|| {
                     StoreError::Corrupt(format!(
                         "delivery {id} has an attempt with the unknown outcome '{outcome}'"

@@ -20,14 +20,35 @@ use crate::fhir::search::{
 use crate::fhir::{Issue, IssueType};
 use crate::fit_notes::FitNoteFacts;
 use crate::fit_notes::prompts::PastPrompt;
+use crate::intake::admission::{Admission, History, Refusal};
 use crate::intake::{Submission, SubmissionKind};
 use crate::letters::delivery_state::{AttemptOutcome, DeliveryState};
 use crate::store::plan::{Existing, PlannedWrite, plan};
 use crate::store::{
-    Admission, Candidate, ClientRecord, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryUpdate,
-    History, Lease, Lifecycle, MeshQuarantine, Outbox, OverrideFilter, Overrides,
-    QuarantinedMessage, RecordParties, Refusal, Registry, Resources, SearchPage, StoreError,
-    Stored, Submissions, Transaction,
+    Candidate, ClientRecord, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryUpdate, Lease,
+    Lifecycle, MeshQuarantine, Outbox, OverrideFilter, Overrides, QuarantinedMessage,
+    RecordParties, Registry, Resources, SearchPage, StoreError, Stored, Submissions, Transaction,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A timestamp as stored: fixed-width UTC text, whose order as text is its order in time (the
+/// claims and sorts compare them in SQL).
+fn stored_instant(t: DateTime<Utc>) -> String {
+    format_instant(t)
+}
+
+fn stored_instants(t: Option<DateTime<Utc>>) -> Option<String> {
+    t.map(stored_instant)
+}
+
+/// A stored timestamp read back; `what` names the record for the error.
+fn instant_of(what: &str, text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| StoreError::Corrupt(format!("{what} has the unreadable time '{text}'")))
+}
+
+fn instants_of(what: &str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    text.map(|t| instant_of(what, t)).transpose()
+}

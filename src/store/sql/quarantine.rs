@@ -16,7 +16,7 @@ async fn quarantine(
     .bind(&m.workflow_id)
     .bind(&m.message_type)
     .bind(&m.local_id)
-    .bind(&m.received_at)
+    .bind(stored_instant(m.received_at))
     .bind(i64::try_from(m.size).unwrap_or(i64::MAX))
     .bind(&m.reason)
     .bind(&m.letter_id)
@@ -42,19 +42,20 @@ macro_rules! select_quarantined {
     };
 }
 
-fn quarantined_of(r: &DbRow) -> QuarantinedMessage {
-    QuarantinedMessage {
-        id: r.get(0),
+fn quarantined_of(r: &DbRow) -> Result<QuarantinedMessage, StoreError> {
+    let id: String = r.get(0);
+    Ok(QuarantinedMessage {
+        received_at: instant_of(&format!("MESH message {id}"), r.get::<&str, _>(5))?,
+        id,
         sender: r.get(1),
         workflow_id: r.get(2),
         message_type: r.get(3),
         local_id: r.get(4),
-        received_at: r.get(5),
         size: u64::try_from(r.get::<i64, _>(6)).unwrap_or_default(),
         reason: r.get(7),
         letter_id: r.get(8),
         has_content: r.get(9),
-    }
+    })
 }
 
 #[async_trait]
@@ -88,7 +89,7 @@ impl MeshQuarantine for SqlStore {
         .await?;
         Ok((
             u64::try_from(total).unwrap_or_default(),
-            rows.iter().map(quarantined_of).collect(),
+            rows.iter().map(quarantined_of).collect::<Result<_, _>>()?,
         ))
     }
 
@@ -102,9 +103,10 @@ impl MeshQuarantine for SqlStore {
         .bind(id)
         .fetch_optional(&self.readers)
         .await?;
-        Ok(row.map(|r| {
+        row.map(|r| {
             let content: Option<Vec<u8>> = r.get(10);
-            (quarantined_of(&r), content)
-        }))
+            Ok((quarantined_of(&r)?, content))
+        })
+        .transpose()
     }
 }

@@ -11,7 +11,7 @@ async fn client_write(conn: &mut Conn, write: ClientWrite) -> Result<bool, Store
             .bind(c.scopes.join(" "))
             .bind(c.jwks.as_ref().map(Value::to_string))
             .bind(&c.jwks_url)
-            .bind(&c.created_at)
+            .bind(stored_instant(c.created_at))
             .bind(if c.test_tenant { "test" } else { "live" })
             .execute(&mut *conn)
             .await?
@@ -61,8 +61,8 @@ async fn client_write(conn: &mut Conn, write: ClientWrite) -> Result<bool, Store
 
 fn client_of(row: &DbRow) -> Result<ClientRecord, StoreError> {
     let role: String = row.get(1);
+    let id: String = row.get(0);
     Ok(ClientRecord {
-        id: row.get(0),
         role: crate::caller::Role::from_str_code(&role)
             .ok_or_else(|| StoreError::Corrupt(format!("client role '{role}'")))?,
         organisation: row.get(2),
@@ -76,9 +76,10 @@ fn client_of(row: &DbRow) -> Result<ClientRecord, StoreError> {
             .map(parse_content)
             .transpose()?,
         jwks_url: row.get(5),
-        created_at: row.get(6),
-        revoked_at: row.get(7),
+        created_at: instant_of(&format!("client {id}"), row.get::<&str, _>(6))?,
+        revoked_at: instants_of(&format!("client {id}"), row.get::<Option<&str>, _>(7))?,
         test_tenant: row.get::<&str, _>(8) == "test",
+        id,
     })
 }
 

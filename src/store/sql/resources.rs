@@ -131,11 +131,11 @@ async fn transact(
         .bind(d.state.code())
         .bind(&d.message_id)
         .bind(&d.correlation_id)
-        .bind(&d.created_at)
-        .bind(&d.next_attempt_at)
-        .bind(&d.deadline_at)
-        .bind(&d.escalate_at)
-        .bind(&d.updated_at)
+        .bind(stored_instant(d.created_at))
+        .bind(stored_instant(d.next_attempt_at))
+        .bind(stored_instant(d.deadline_at))
+        .bind(stored_instants(d.escalate_at))
+        .bind(stored_instant(d.updated_at))
         .execute(&mut *conn)
         .await?;
     }

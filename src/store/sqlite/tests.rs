@@ -31,7 +31,7 @@ async fn refer(
         None,
         Utc::now(),
         crate::intake::admission::practice_criterion_expression,
-        crate::access::PRACTICE_CONSENT_EXPRESSION,
+        crate::intake::admission::PRACTICE_CONSENT_EXPRESSION,
     );
     let mut own = Pending::default();
     let result = in_savepoint!(
@@ -162,7 +162,7 @@ fn audit_of(what: &str) -> Value {
 }
 
 fn delivery(id: &str) -> Delivery {
-    let now = format_instant(Utc::now());
+    let now = Utc::now();
     Delivery {
         id: id.into(),
         document_id: "d1".into(),
@@ -175,9 +175,9 @@ fn delivery(id: &str) -> Delivery {
         attempts: 3,
         message_id: "m1".into(),
         correlation_id: "c1".into(),
-        created_at: now.clone(),
-        next_attempt_at: now.clone(),
-        deadline_at: now.clone(),
+        created_at: now,
+        next_attempt_at: now,
+        deadline_at: now,
         escalate_at: None,
         escalated_at: None,
         channel: None,
@@ -194,11 +194,11 @@ fn requeue(id: &str, communication: Value, audit: Vec<Value>) -> DeliveryUpdate 
         state: DeliveryState::Queued,
         attempt: Some(DeliveryAttempt {
             attempt: 3,
-            at: format_instant(Utc::now()),
+            at: Utc::now(),
             outcome: AttemptOutcome::Requeued,
             detail: None,
         }),
-        next_attempt_at: format_instant(Utc::now()),
+        next_attempt_at: Utc::now(),
         last_error: None,
         channel: None,
         escalated_at: None,
@@ -289,8 +289,9 @@ async fn a_delivery_change_whose_audit_cannot_be_written_is_not_stored() {
         .unwrap();
     let mut queued = store.read("Communication", "l1").await.unwrap().unwrap();
     queued["status"] = json!("preparation");
-    let now = format_instant(Utc::now());
-    let held = store.claim_delivery(&lease_of("test"), "l1", &now).await;
+    let held = store
+        .claim_delivery(&lease_of("test"), "l1", Utc::now())
+        .await;
     assert!(held.unwrap().is_some());
     refuse_audit_inserts(&url).await;
     let refused = store
@@ -364,18 +365,12 @@ async fn an_unknown_stored_delivery_state_is_corrupt() {
 // --- leases
 
 fn lease_of(owner: &str) -> Lease {
-    Lease {
-        owner: owner.into(),
-        until: "2999-01-01T00:00:00.000000Z".into(),
-    }
+    Lease::new(owner, "2999-01-01T00:00:00Z".parse().unwrap())
 }
 
 /// `owner`'s lease from `at` for `secs`.
 fn lease_at(owner: &str, at: DateTime<Utc>, secs: i64) -> Lease {
-    Lease {
-        owner: owner.into(),
-        until: format_instant(at + chrono::Duration::seconds(secs)),
-    }
+    Lease::new(owner, at + chrono::Duration::seconds(secs))
 }
 
 /// A letter in `state`, due (and, if urgent, to be escalated) at `due`.
@@ -383,8 +378,8 @@ fn letter(id: &str, state: DeliveryState, urgent: bool, due: DateTime<Utc>) -> D
     let mut d = delivery(id);
     d.state = state;
     d.urgent = urgent;
-    d.next_attempt_at = format_instant(due);
-    d.escalate_at = urgent.then(|| format_instant(due));
+    d.next_attempt_at = due;
+    d.escalate_at = urgent.then_some(due);
     d.message_id = format!("m-{id}");
     d
 }
@@ -423,16 +418,16 @@ async fn two_owners_claiming_at_once_never_take_the_same_letter() {
         .map(|n| letter(&format!("l{n:03}"), DeliveryState::Queued, n % 7 == 0, t0))
         .collect();
     queue(&a, letters).await;
-    let now = format_instant(t0 + chrono::Duration::seconds(1));
+    let now = t0 + chrono::Duration::seconds(1);
     let start = std::sync::Arc::new(tokio::sync::Barrier::new(2));
-    let take = |store: SqliteStore, owner: &'static str, now: String| {
+    let take = |store: SqliteStore, owner: &'static str, now: DateTime<Utc>| {
         let start = start.clone();
         tokio::spawn(async move {
             let lease = lease_at(owner, t0, 600);
             let mut taken = Vec::new();
             start.wait().await;
             loop {
-                let claimed = store.claim_due(&lease, &now, 3).await.unwrap();
+                let claimed = store.claim_due(&lease, now, 3).await.unwrap();
                 if claimed.is_empty() {
                     break;
                 }
@@ -445,7 +440,7 @@ async fn two_owners_claiming_at_once_never_take_the_same_letter() {
             taken
         })
     };
-    let (by_a, by_b) = tokio::join!(take(a, "a", now.clone()), take(b, "b", now));
+    let (by_a, by_b) = tokio::join!(take(a, "a", now), take(b, "b", now));
     let (by_a, by_b) = (by_a.unwrap(), by_b.unwrap());
     let mut all: Vec<&String> = by_a.iter().chain(&by_b).collect();
     let claims = all.len();
@@ -461,10 +456,10 @@ async fn a_lease_holds_until_it_runs_out_then_another_owner_takes_the_letter_ove
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = fresh_store(dir.path()).await;
     let t0 = Utc::now();
-    let at = |secs: i64| format_instant(t0 + chrono::Duration::seconds(secs));
+    let at = |secs: i64| t0 + chrono::Duration::seconds(secs);
     queue(&store, vec![letter("l1", DeliveryState::Queued, false, t0)]).await;
     let a = lease_at("a", t0, 60);
-    let claimed = store.claim_due(&a, &at(0), 10).await.unwrap();
+    let claimed = store.claim_due(&a, at(0), 10).await.unwrap();
     assert_eq!(ids(&claimed), ["l1"]);
     assert_eq!(claimed[0].state, DeliveryState::Queued);
 
@@ -474,7 +469,7 @@ async fn a_lease_holds_until_it_runs_out_then_another_owner_takes_the_letter_ove
         let lease = lease_at(owner, t0 + chrono::Duration::seconds(secs), 60);
         assert!(
             store
-                .claim_due(&lease, &at(secs), 10)
+                .claim_due(&lease, at(secs), 10)
                 .await
                 .unwrap()
                 .is_empty(),
@@ -482,7 +477,7 @@ async fn a_lease_holds_until_it_runs_out_then_another_owner_takes_the_letter_ove
         );
         assert!(
             store
-                .claim_delivery(&lease, "l1", &at(secs))
+                .claim_delivery(&lease, "l1", at(secs))
                 .await
                 .unwrap()
                 .is_none()
@@ -490,10 +485,7 @@ async fn a_lease_holds_until_it_runs_out_then_another_owner_takes_the_letter_ove
     }
     // Once it runs out (a killed instance), another owner takes the letter over...
     let b = lease_at("b", t0 + chrono::Duration::seconds(60), 60);
-    assert_eq!(
-        ids(&store.claim_due(&b, &at(60), 10).await.unwrap()),
-        ["l1"]
-    );
+    assert_eq!(ids(&store.claim_due(&b, at(60), 10).await.unwrap()), ["l1"]);
     // ...and a change made under the old lease is refused: nothing is recorded.
     let communication = store.read("Communication", "l1").await.unwrap().unwrap();
     let mut stale = requeue("l1", communication.clone(), vec![]);
@@ -511,7 +503,7 @@ async fn a_lease_holds_until_it_runs_out_then_another_owner_takes_the_letter_ove
     let c = lease_at("c", t0 + chrono::Duration::seconds(61), 60);
     assert!(
         store
-            .claim_delivery(&c, "l1", &at(61))
+            .claim_delivery(&c, "l1", at(61))
             .await
             .unwrap()
             .is_none()
@@ -532,10 +524,10 @@ async fn recording_a_change_or_letting_go_frees_the_letter_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = fresh_store(dir.path()).await;
     let t0 = Utc::now();
-    let at = |secs: i64| format_instant(t0 + chrono::Duration::seconds(secs));
+    let at = |secs: i64| t0 + chrono::Duration::seconds(secs);
     queue(&store, vec![letter("l1", DeliveryState::Queued, false, t0)]).await;
     let a = lease_at("a", t0, 600);
-    assert_eq!(ids(&store.claim_due(&a, &at(0), 1).await.unwrap()), ["l1"]);
+    assert_eq!(ids(&store.claim_due(&a, at(0), 1).await.unwrap()), ["l1"]);
     let communication = store.read("Communication", "l1").await.unwrap().unwrap();
     let mut retry = requeue("l1", communication, vec![]);
     retry.lease = a.clone();
@@ -545,7 +537,7 @@ async fn recording_a_change_or_letting_go_frees_the_letter_at_once() {
     assert_eq!((d.state, attempts.len()), (DeliveryState::Queued, 1));
     // The update let the lease go: due again, b takes it long before a's lease would end.
     let b = lease_at("b", t0, 600);
-    assert_eq!(ids(&store.claim_due(&b, &at(2), 1).await.unwrap()), ["l1"]);
+    assert_eq!(ids(&store.claim_due(&b, at(2), 1).await.unwrap()), ["l1"]);
     // The released lease is no longer a's: a second update under it is refused.
     let again = store.update_delivery(retry).await;
     assert!(matches!(again, Err(StoreError::LeaseLost(_))), "{again:?}");
@@ -554,7 +546,7 @@ async fn recording_a_change_or_letting_go_frees_the_letter_at_once() {
     let c = lease_at("c", t0, 600);
     assert!(
         store
-            .claim_delivery(&c, "l1", &at(3))
+            .claim_delivery(&c, "l1", at(3))
             .await
             .unwrap()
             .is_some()
@@ -596,9 +588,9 @@ async fn claims_take_the_letters_the_state_machine_says() {
         .await
         .unwrap();
 
-    let now = format_instant(secs(100));
+    let now = secs(100);
     let overdue = store
-        .claim_overdue_urgent(&lease_at("e", t0, 600), &now, 100)
+        .claim_overdue_urgent(&lease_at("e", t0, 600), now, 100)
         .await
         .unwrap();
     let expected: Vec<String> = DeliveryState::ALL
@@ -616,7 +608,7 @@ async fn claims_take_the_letters_the_state_machine_says() {
     }
 
     let due = store
-        .claim_due(&lease_at("w", t0, 600), &now, 100)
+        .claim_due(&lease_at("w", t0, 600), now, 100)
         .await
         .unwrap();
     let awaiting: Vec<DeliveryState> = DeliveryState::ALL
@@ -631,14 +623,14 @@ async fn claims_take_the_letters_the_state_machine_says() {
     for state in DeliveryState::ALL {
         let id = format!("r-{state}");
         let one = store
-            .claim_delivery(&lease_at("x", t0, 600), &id, &format_instant(secs(700)))
+            .claim_delivery(&lease_at("x", t0, 600), &id, secs(700))
             .await
             .unwrap();
         assert_eq!(one.map(|d| d.state), Some(state), "{id}");
     }
     assert!(
         store
-            .claim_delivery(&lease_at("x", t0, 600), "nothing", &now)
+            .claim_delivery(&lease_at("x", t0, 600), "nothing", now)
             .await
             .unwrap()
             .is_none()
