@@ -119,12 +119,12 @@ impl Database {
                 ));
             }
             let options = SqliteConnectOptions::from_str(url)
-                .map_err(|_| BackupError::UnsupportedUrl(redacted(url)))?;
+                .map_err(|_| BackupError::UnsupportedUrl(crate::store::redacted_url(url)))?;
             return Ok(Database::Sqlite(options.get_filename().to_path_buf()));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let mut parsed =
-                url::Url::parse(url).map_err(|_| BackupError::UnsupportedUrl(redacted(url)))?;
+                url::Url::parse(url).map_err(|_| BackupError::UnsupportedUrl(crate::store::redacted_url(url)))?;
             let password = parsed.password().map(|p| {
                 percent_encoding::percent_decode_str(p)
                     .decode_utf8_lossy()
@@ -137,7 +137,7 @@ impl Database {
                 password,
             });
         }
-        Err(BackupError::UnsupportedUrl(redacted(url)))
+        Err(BackupError::UnsupportedUrl(crate::store::redacted_url(url)))
     }
 
     /// How to name the database in messages: its path, or its URL without the password.
@@ -146,18 +146,6 @@ impl Database {
             Database::Sqlite(path) => path.display().to_string(),
             Database::Postgres { url, .. } => url.clone(),
         }
-    }
-}
-
-/// `url` with any password replaced by `***`, fit for messages and logs.
-pub fn redacted(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => "(unparseable URL)".into(),
     }
 }
 
@@ -474,7 +462,7 @@ mod tests {
         let err = Database::from_url("mysql://root:hunter2@db/whg").unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert_eq!(
-            redacted("postgres://u:p@h/d"),
+            crate::store::redacted_url("postgres://u:p@h/d"),
             "postgres://u:***@h/d".to_string()
         );
     }

@@ -243,6 +243,17 @@ impl From<crate::access::AccessError> for ApiError {
     }
 }
 
+impl From<crate::app::quarantine::QuarantineError> for ApiError {
+    fn from(e: crate::app::quarantine::QuarantineError) -> Self {
+        use crate::app::quarantine::QuarantineError as E;
+        match e {
+            E::NotReviewer => ApiError::Forbidden(e.to_string()),
+            E::UnknownMessage => ApiError::NotFound(e.to_string()),
+            E::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
 impl From<crate::app::submissions::SubmitError> for ApiError {
     fn from(e: crate::app::submissions::SubmitError) -> Self {
         use crate::app::submissions::SubmitError as E;

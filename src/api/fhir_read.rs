@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::{request_id, require_scope};
 use super::error::{ApiError, fhir_response};
-use crate::access::Guard;
+use crate::app::{Caller, records};
 use crate::auth::{Principal, scope};
 use crate::fhir::search::{self, is_fhir_id, supported_params};
 use crate::fhir::systems::profile;
@@ -34,19 +34,6 @@ const STORED_TYPES: &[&str] = &[
     "Composition",
     "DocumentReference",
 ];
-
-pub(super) fn guard<'a>(
-    app: &'a AppState,
-    principal: &'a Principal,
-    headers: &axum::http::HeaderMap,
-) -> Guard<'a> {
-    Guard {
-        store: &*app.store,
-        principal,
-        request_id: request_id(headers),
-        now: chrono::Utc::now(),
-    }
-}
 
 fn is_resource_type_name(s: &str) -> bool {
     s.len() <= 64
@@ -87,9 +74,9 @@ pub async fn vread(
         )));
     };
     require_scope(&principal, &scope::read(&resource_type))?;
-    let resource = guard(&app, &principal, &headers)
-        .fetch_version(&resource_type, &id, version)
-        .await?;
+    let caller = Caller::new(&principal, request_id(&headers));
+    let resource =
+        records::read_version(&*app.store, &caller, &resource_type, &id, version).await?;
     let mut response = fhir_response(StatusCode::OK, &resource);
     if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{version}\"")) {
         response.headers_mut().insert(header::ETAG, etag);
@@ -121,9 +108,8 @@ async fn read_resource(
         )));
     }
     require_scope(principal, &scope::read(&resource_type))?;
-    let resource = guard(app, principal, headers)
-        .fetch(&resource_type, &id)
-        .await?;
+    let caller = Caller::new(principal, request_id(headers));
+    let resource = records::read(&*app.store, &caller, &resource_type, &id).await?;
     let mut response = fhir_response(StatusCode::OK, &resource);
     if let Some(v) = resource.pointer("/meta/versionId").and_then(Value::as_str)
         && let Ok(etag) = HeaderValue::from_str(&format!("W/\"{v}\""))
@@ -195,9 +181,8 @@ async fn search_type(
             .collect();
     let request = search::parse(&resource_type, &pairs).map_err(ApiError::BadRequest)?;
     require_scope(principal, &scope::search(&resource_type))?;
-    let page = guard(app, principal, headers)
-        .search(request.clone())
-        .await?;
+    let caller = Caller::new(principal, request_id(headers));
+    let page = records::search(&*app.store, &caller, request.clone()).await?;
 
     let base = app.config.base_url();
     let link = |offset: u32| -> String {

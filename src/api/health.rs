@@ -14,7 +14,7 @@ pub async fn live() -> Json<Value> {
 
 /// `GET /health/ready`: the store can take reads and writes.
 pub async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
-    match app.store.ready().await {
+    match crate::app::records::ready(&*app.store).await {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "pass" }))),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");

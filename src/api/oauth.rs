@@ -2,21 +2,18 @@
 //! gateway's public key, and the token endpoint that swaps a signed client assertion for a
 //! short-lived access token.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use jsonwebtoken::jwk::JwkSet;
 use serde_json::{Value, json};
 
 use super::AppState;
+use crate::app::tokens::{self, AuthenticationError, KeySources};
 use crate::auth::assertion::{self, ASSERTION_TYPE, OAuthError};
 use crate::auth::{Principal, scope};
-use crate::outbound;
-use crate::store::ClientRecord;
 
 /// Where clients send assertions: also the `aud` their assertions must name.
 pub fn token_url(app: &AppState) -> String {
@@ -230,56 +227,31 @@ async fn issue(app: &AppState, body: &[u8]) -> Result<Value, Refused> {
     let client_assertion = form.client_assertion.as_deref().unwrap_or_default();
     let (jwt_header, client_id) = assertion::claimed_client(client_assertion)?;
     let refused = |e: OAuthError| Refused::from(e).for_client(&client_id);
-    let client = app
-        .store
-        .client(&client_id)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "the client registry cannot be read");
-            Refused::with_status(
-                OAuthError::InvalidRequest(
-                    "the token endpoint cannot answer now: try again shortly".into(),
-                ),
-                StatusCode::SERVICE_UNAVAILABLE,
-            )
-        })?
-        .filter(|c| c.revoked_at.is_none())
-        .ok_or_else(|| {
-            refused(OAuthError::InvalidClient(
-                "the client is not registered, or revoked",
-            ))
-        })?;
-    let keys = client_keys(app, &client, jwt_header.kid.as_deref())
-        .await
-        .map_err(refused)?;
+    let sources = KeySources {
+        jwks_cache: &app.jwks_cache,
+        http: &app.http,
+        outbound: &app.config.outbound,
+    };
     let now = chrono::Utc::now().timestamp().max(0) as u64;
-    let verified = assertion::verify(
+    let client = tokens::authenticate(
+        &*app.store,
+        &sources,
         client_assertion,
         &jwt_header,
-        &client.id,
-        &keys,
+        &client_id,
         &token_url(app),
         now,
     )
-    .map_err(refused)?;
-    let first_use = app
-        .store
-        .consume_assertion(&client.id, &verified.jti, verified.exp as i64)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "an assertion's jti cannot be recorded");
-            Refused::with_status(
-                OAuthError::InvalidRequest(
-                    "the token endpoint cannot answer now: try again shortly".into(),
-                ),
-                StatusCode::SERVICE_UNAVAILABLE,
-            )
-        })?;
-    if !first_use {
-        return Err(refused(OAuthError::InvalidGrant(
-            "this client assertion was used before: sign a new one, with a new jti, for each token request".into(),
-        )));
-    }
+    .await
+    .map_err(|e| match e {
+        AuthenticationError::Unavailable => Refused::with_status(
+            OAuthError::InvalidRequest(
+                "the token endpoint cannot answer now: try again shortly".into(),
+            ),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        AuthenticationError::Refused(e) => refused(e),
+    })?;
     // Only now, with the client proven, does the request count against the client's own rate:
     // forged or replayed assertions spend the sender's per-source allowance, never the client's.
     if let Err(throttled) = app
@@ -316,83 +288,6 @@ async fn issue(app: &AppState, body: &[u8]) -> Result<Value, Refused> {
         "expires_in": ttl.as_secs(),
         "scope": principal.scopes.join(" "),
     }))
-}
-
-/// The client's registered keys: those in the registry, or, for a JWKS URL, the set fetched
-/// from it, through the cache (see [`crate::auth::jwks_cache`]: an anonymous request naming
-/// the client does not make the gateway fetch). `kid` is the assertion's.
-async fn client_keys(
-    app: &AppState,
-    client: &ClientRecord,
-    kid: Option<&str>,
-) -> Result<Arc<JwkSet>, OAuthError> {
-    match (&client.jwks, &client.jwks_url) {
-        (Some(set), _) => key_set(set.clone()).map(Arc::new),
-        (None, Some(url)) => app
-            .jwks_cache
-            .keys(&client.id, url, kid, || fetch_jwks(app, &client.id, url))
-            .await
-            .map_err(OAuthError::InvalidClient),
-        (None, None) => key_set(Value::Null).map(Arc::new),
-    }
-}
-
-fn key_set(set: Value) -> Result<JwkSet, OAuthError> {
-    serde_json::from_value(set)
-        .map_err(|_| OAuthError::InvalidClient("the client's keys are not a JWK Set"))
-}
-
-/// A client's JWK Set from its registered URL, under the outbound policy: the URL parsed and
-/// its addresses checked, no redirect followed, the answer read up to `outbound.max_jwks_bytes`
-/// within `outbound.timeout_ms`. The error is the log's reason, in the gateway's words: nothing
-/// the remote end sent reaches the log or the caller.
-async fn fetch_jwks(app: &AppState, client: &str, url: &str) -> Result<JwkSet, &'static str> {
-    let fetched = fetch_jwks_body(app, url).await.and_then(|body| {
-        let json: Value = serde_json::from_slice(&body)
-            .map_err(|_| "the client's JWKS URL did not answer JSON")?;
-        serde_json::from_value(json).map_err(|_| "the client's keys are not a JWK Set")
-    });
-    tracing::info!(
-        client,
-        outcome = fetched
-            .as_ref()
-            .map_or_else(|reason| *reason, |_| "fetched"),
-        "the client's JWKS URL was fetched"
-    );
-    fetched
-}
-
-async fn fetch_jwks_body(app: &AppState, url: &str) -> Result<Vec<u8>, &'static str> {
-    let outbound = &app.config.outbound;
-    let url = outbound::checked_url(url, &outbound.policy())
-        .map_err(|_| "the client's JWKS URL is refused by the outbound policy")?;
-    let response = app.http.get(url).send().await.map_err(|e| {
-        if outbound::refused_by_policy(&e) {
-            "the client's JWKS URL resolves only to addresses the outbound policy refuses"
-        } else if e.is_timeout() {
-            "the client's JWKS URL did not answer in time"
-        } else {
-            "the client's JWKS URL cannot be reached"
-        }
-    })?;
-    let status = response.status();
-    if status.is_redirection() {
-        return Err("the client's JWKS URL answered with a redirect, which is not followed");
-    }
-    if !status.is_success() {
-        return Err("the client's JWKS URL answered with an HTTP error status");
-    }
-    outbound::read_bounded(response, outbound.max_jwks_bytes)
-        .await
-        .map_err(|e| match e {
-            outbound::BodyError::TooLarge(_) => {
-                "the client's JWK Set is larger than outbound.max_jwks_bytes"
-            }
-            outbound::BodyError::Read(e) if e.is_timeout() => {
-                "the client's JWK Set did not arrive in time"
-            }
-            outbound::BodyError::Read(_) => "the client's JWK Set could not be read",
-        })
 }
 
 fn no_store(status: StatusCode, body: Value) -> Response {

@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::{request_id, require_scope};
 use super::error::ApiError;
-use crate::audit::{self, Event, Kind};
-use crate::auth::{Principal, Role, scope};
+use crate::app::{Caller, quarantine};
+use crate::auth::{Principal, scope};
 use crate::fhir::{Issue, IssueType};
 
 /// Messages listed when the caller does not say, and at most.
@@ -35,17 +35,6 @@ pub struct ListQuery {
     offset: Option<u32>,
 }
 
-/// Refuses anyone but an information-governance client with the quarantine scope.
-fn require_reviewer(principal: &Principal) -> Result<(), ApiError> {
-    require_scope(principal, scope::MESH_QUARANTINE)?;
-    if principal.role != Role::InformationGovernance {
-        return Err(ApiError::Forbidden(
-            "the MESH quarantine holds messages from any mailbox about anyone: only information-governance clients review it".into(),
-        ));
-    }
-    Ok(())
-}
-
 /// `GET /api/v1/mesh/quarantine[?_count=&_offset=]`: quarantined messages, newest first, without
 /// their content.
 pub async fn list(
@@ -53,7 +42,7 @@ pub async fn list(
     principal: Principal,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    require_reviewer(&principal)?;
+    require_scope(&principal, scope::MESH_QUARANTINE)?;
     let Query(q) = query.map_err(|e| {
         ApiError::BadRequest(Issue::general(IssueType::Invalid, e.body_text()).into())
     })?;
@@ -68,10 +57,9 @@ pub async fn list(
             .into(),
         ));
     }
-    let (total, messages) = app
-        .store
-        .quarantined_mesh_messages(count, q.offset.unwrap_or(0))
-        .await?;
+    let caller = Caller::new(&principal, None);
+    let (total, messages) =
+        quarantine::list(&*app.store, &caller, count, q.offset.unwrap_or(0)).await?;
     Ok(Json(json!({ "total": total, "messages": messages })).into_response())
 }
 
@@ -83,31 +71,10 @@ pub async fn show(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    require_reviewer(&principal)?;
+    require_scope(&principal, scope::MESH_QUARANTINE)?;
     let Path(id) = id.map_err(|e| ApiError::NotFound(format!("no such message: {e}")))?;
-    let Some((message, content)) = app.store.quarantined_mesh_message(&id).await? else {
-        return Err(ApiError::NotFound(
-            "no quarantined MESH message has this id".into(),
-        ));
-    };
-    let event = audit::audit_event(&Event {
-        kind: Kind::Read,
-        principal: Some(&principal),
-        patient: None,
-        entities: Vec::new(),
-        decision: None,
-        permitted: true,
-        description: "read a quarantined MESH message".into(),
-        at: chrono::Utc::now(),
-        request_id: request_id(&headers),
-    });
-    app.store
-        .create(vec![audit::with_mesh_message(
-            event,
-            &message.id,
-            "the quarantined message read",
-        )])
-        .await?;
+    let caller = Caller::new(&principal, request_id(&headers));
+    let (message, content) = quarantine::show(&*app.store, &caller, &id).await?;
     let mut body = json!({ "message": message });
     match content.map(String::from_utf8) {
         Some(Ok(text)) => body["content"] = Value::String(text),

@@ -9,13 +9,19 @@
 //! - [`fit_notes`]: a fit note, the fit-note summary, and a practice's answer to a prompt;
 //! - [`consents`]: a Consent recorded or amended (withdrawn), and disclosure decisions;
 //! - [`overrides`]: break-glass overrides requested, granted or refused, and reviewed;
-//! - [`workflow`]: triage, contacts, support, discharge, letters and their resending.
+//! - [`workflow`]: triage, contacts, support, discharge, letters and their resending;
+//! - [`records`]: FHIR reads, version reads and searches, under the one tenancy rule;
+//! - [`quarantine`]: the MESH messages set aside, for information governance;
+//! - [`tokens`]: a registered system proving itself with a client assertion.
 
 pub mod consents;
 pub mod fit_notes;
 pub mod overrides;
+pub mod quarantine;
+pub mod records;
 pub mod referrals;
 pub mod submissions;
+pub mod tokens;
 pub mod workflow;
 
 use crate::access::Guard;

@@ -7,6 +7,7 @@
 pub mod assertion;
 pub mod external;
 pub mod jwks_cache;
+pub mod jwks_fetch;
 mod key;
 pub mod registry;
 

@@ -571,6 +571,18 @@ impl<T: Resources + ?Sized> AuditTrail for T {
     }
 }
 
+/// A database URL fit for a message or a log: its password, if it has one, replaced.
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "(a database URL that does not parse)".into(),
+    }
+}
+
 /// Opens the store named by `config.database_url`.
 pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     let url = config.database_url.as_str();
@@ -583,7 +595,7 @@ pub async fn open(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
             postgres::PostgresStore::open(url, &config.store).await?,
         ))
     } else {
-        Err(StoreError::UnsupportedUrl(url.to_string()))
+        Err(StoreError::UnsupportedUrl(redacted_url(url)))
     }
 }
 

@@ -221,7 +221,7 @@ impl SqlStore {
     /// holds an advisory lock while it runs.
     pub async fn open(url: &str, settings: &StoreConfig) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::UnsupportedUrl(format!("{}: {e}", redacted(url))))?
+            .map_err(|e| StoreError::UnsupportedUrl(format!("{}: {e}", super::redacted_url(url))))?
             .application_name("whg");
         // The writer's statements look rows up by the keys a bound JSON list names (a handful per
         // job). PostgreSQL cannot see how long such a list is (it guesses 100 rows) and, planning
@@ -254,17 +254,5 @@ impl SqlStore {
             since_sweep: Default::default(),
         };
         SqlStore::start(writer, writer_options, readers, settings.max_batch, backend)
-    }
-}
-
-/// `url` without its password, for messages.
-fn redacted(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => "the database URL".into(),
     }
 }

@@ -131,7 +131,7 @@ impl crate::store::Coordination for SqlStore {
 impl SqlStore {
     pub async fn open(url: &str, settings: &StoreConfig) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::UnsupportedUrl(format!("{url}: {e}")))?
+            .map_err(|e| StoreError::UnsupportedUrl(format!("{}: {e}", super::redacted_url(url))))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a commit is on disk before any caller hears "stored".

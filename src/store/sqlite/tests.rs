@@ -904,3 +904,16 @@ mod upgrade_tests {
         );
     }
 }
+
+/// A database URL in an error says where, never the password.
+#[tokio::test]
+async fn an_unusable_database_url_is_named_without_its_password() {
+    let mut config = Config::defaults();
+    config.database_url = "mysql://root:hunter2@db.example/whg".into();
+    let Err(refused) = crate::store::open(&config).await else {
+        panic!("a MySQL URL was taken");
+    };
+    let said = refused.to_string();
+    assert!(!said.contains("hunter2"), "{said}");
+    assert!(said.contains("mysql://root:***@db.example/whg"), "{said}");
+}
