@@ -14,7 +14,7 @@ use crate::consent::{
 };
 use crate::fhir::search::{Filter, SearchRequest, Tenancy};
 use crate::fit_notes::FitNoteFacts;
-use crate::store::{AuditTrail, Delivery, RecordParties, SearchPage, Store, StoreError};
+use crate::store::{AuditTrail, Delivery, PatientId, RecordParties, SearchPage, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
@@ -45,12 +45,15 @@ impl ConsentFile {
 }
 
 /// Loads everything recorded about a person's consent.
-pub async fn consent_file(store: &dyn Store, patient_id: &str) -> Result<ConsentFile, StoreError> {
+pub async fn consent_file(
+    store: &dyn Store,
+    patient_id: &PatientId,
+) -> Result<ConsentFile, StoreError> {
     let request = SearchRequest {
         resource_type: "Consent".into(),
         filters: vec![Filter::Reference {
             param: "patient",
-            any_of: vec![format!("Patient/{patient_id}")],
+            any_of: vec![patient_id.reference()],
         }],
         count: u32::MAX,
         offset: 0,
@@ -80,17 +83,17 @@ pub async fn consent_file(store: &dyn Store, patient_id: &str) -> Result<Consent
 
 /// People's consent files, each loaded once for a run of decisions (a search, a list).
 #[derive(Default)]
-struct ConsentFiles(HashMap<String, ConsentFile>);
+struct ConsentFiles(HashMap<PatientId, ConsentFile>);
 
 impl ConsentFiles {
     async fn of(
         &mut self,
         store: &dyn Store,
-        patient_id: &str,
+        patient_id: &PatientId,
     ) -> Result<&ConsentFile, StoreError> {
         if !self.0.contains_key(patient_id) {
             let file = consent_file(store, patient_id).await?;
-            self.0.insert(patient_id.to_string(), file);
+            self.0.insert(patient_id.clone(), file);
         }
         Ok(&self.0[patient_id])
     }
@@ -428,7 +431,7 @@ impl Guard<'_> {
                     continue;
                 };
                 let file = files
-                    .of(self.store, patient.trim_start_matches("Patient/"))
+                    .of(self.store, &PatientId::of_reference(patient))
                     .await?;
                 let mut question = self
                     .question(class)
@@ -480,9 +483,9 @@ impl Guard<'_> {
     /// notes, all of them. Audited.
     pub async fn fit_note_history(
         &self,
-        patient_id: &str,
+        patient_id: &PatientId,
     ) -> Result<Vec<FitNoteFacts>, AccessError> {
-        let reference = format!("Patient/{patient_id}");
+        let reference = patient_id.reference();
         if self.principal.role == Role::InformationGovernance {
             return Err(AccessError::Forbidden(
                 "information-governance clients read the audit trail, not people's records".into(),
@@ -549,7 +552,7 @@ pub fn is_party(principal: &Principal, r: &RecordParties) -> bool {
 pub async fn decide_disclosure(
     store: &dyn Store,
     principal: Option<&Principal>,
-    patient_id: &str,
+    patient_id: &PatientId,
     question: &Question,
     request_id: Option<String>,
 ) -> Result<Decision, StoreError> {
@@ -565,7 +568,7 @@ pub async fn decide_disclosure(
 pub async fn disclosure_decision(
     store: &dyn Store,
     principal: Option<&Principal>,
-    patient_id: &str,
+    patient_id: &PatientId,
     question: &Question,
     request_id: Option<String>,
 ) -> Result<(Decision, Value), StoreError> {
@@ -610,6 +613,6 @@ pub async fn patient_of_referral(
         ))
     })?;
     store
-        .read_version("Patient", &own.patient_id, version)
+        .read_version("Patient", own.patient_id.as_str(), version)
         .await
 }

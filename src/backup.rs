@@ -123,8 +123,8 @@ impl Database {
             return Ok(Database::Sqlite(options.get_filename().to_path_buf()));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let mut parsed =
-                url::Url::parse(url).map_err(|_| BackupError::UnsupportedUrl(crate::store::redacted_url(url)))?;
+            let mut parsed = url::Url::parse(url)
+                .map_err(|_| BackupError::UnsupportedUrl(crate::store::redacted_url(url)))?;
             let password = parsed.password().map(|p| {
                 percent_encoding::percent_decode_str(p)
                     .decode_utf8_lossy()

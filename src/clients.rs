@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use whg::auth::registry::{self, KeySource};
 use whg::auth::{Principal, SigningKey};
 use whg::config::Config;
-use whg::store::{Store, StoreError};
+use whg::store::{ClientId, Store, StoreError};
 
 use super::ClientsWhat;
 
@@ -30,14 +30,17 @@ pub fn registered(
     }
     runtime()?.block_on(async {
         let store = open(&config).await?;
-        let client = store.client(id).await.map_err(|e| e.to_string());
+        let client = store
+            .client(&ClientId::new(id))
+            .await
+            .map_err(|e| e.to_string());
         store.close().await;
         let client = client?.ok_or_else(|| format!("no client '{id}' is registered"))?;
         if client.revoked_at.is_some() {
             return Err(format!("client '{id}' has been revoked"));
         }
         let mut p = Principal::new(client.role, &client.organisation);
-        p.client_id = client.id;
+        p.client_id = client.id.to_string();
         p.scopes = client.scopes;
         p.test_tenant = client.test_tenant;
         Ok(p)
@@ -148,7 +151,10 @@ fn execute(config: &Config, what: ClientsWhat) -> Result<(), String> {
         }),
         ClientsWhat::Revoke { id } => runtime()?.block_on(async {
             let store = open(config).await?;
-            let revoked = store.revoke_client(&id).await.map_err(|e| e.to_string());
+            let revoked = store
+                .revoke_client(&ClientId::new(id.as_str()))
+                .await
+                .map_err(|e| e.to_string());
             store.close().await;
             if revoked? {
                 eprintln!(

@@ -18,7 +18,7 @@ use crate::consent::{Action, DataClass, Purpose, Question, Recipient, RecipientC
 use crate::fhir::resource::identifier_value;
 use crate::fhir::search::SearchRequest;
 use crate::fhir::systems;
-use crate::store::{AuditTrail, Store, StoreError};
+use crate::store::{AuditTrail, PatientId, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -127,13 +127,13 @@ pub async fn evaluation_export(
     let mut summary = ExportSummary::default();
     let mut events = Vec::new();
     for (patient_ref, referral_ids) in &by_patient {
-        let patient_id = patient_ref.trim_start_matches("Patient/");
-        let decision = consent_file(store, patient_id).await?.decide(&question);
+        let patient_id = PatientId::of_reference(patient_ref);
+        let decision = consent_file(store, &patient_id).await?.decide(&question);
         if !decision.permitted() {
             summary.withheld += 1;
             continue;
         }
-        let Some(patient) = store.read("Patient", patient_id).await? else {
+        let Some(patient) = store.read("Patient", patient_id.as_str()).await? else {
             continue;
         };
         let Some(nhs_number) = identifier_value(&patient, systems::NHS_NUMBER) else {

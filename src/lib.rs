@@ -19,6 +19,7 @@ pub mod eligibility;
 pub mod export;
 pub mod fhir;
 pub mod fit_notes;
+pub mod ids;
 pub mod intake;
 pub mod letters;
 pub mod outbound;

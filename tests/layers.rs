@@ -21,6 +21,7 @@ const CORE: &[&str] = &[
     "eligibility",
     "intake",
     "audit",
+    "ids",
 ];
 
 /// What the core may name besides itself.

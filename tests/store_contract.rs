@@ -15,7 +15,9 @@ use whg::auth::Principal;
 use whg::config::Config;
 use whg::fhir::search::{SearchRequest, Sort, Tenancy, format_instant};
 use whg::intake::{IntakeContext, Submission, practice_referral};
-use whg::store::{ClientRecord, QuarantinedMessage, Store, StoreError, Transaction};
+use whg::store::{
+    ClientId, ClientRecord, PatientId, QuarantinedMessage, Store, StoreError, Transaction,
+};
 
 const REFERRAL: &str = include_str!("../fixtures/referrals/valid/01-gp-work-stress-off-sick.json");
 const REFUSAL: &str = include_str!("../fixtures/consent/valid/05-nothing-to-dwp.json");
@@ -204,13 +206,13 @@ async fn referrals_for_a_new_person_on_two_instances_make_one_person(db: Instanc
     }
     let patients = db.a.search(&search("Patient", None)).await.unwrap();
     assert_eq!(patients.total, 1, "one Patient for one NHS number");
-    let patient = patients.resources[0]["id"].as_str().unwrap();
+    let patient = PatientId::new(patients.resources[0]["id"].as_str().unwrap());
     assert_eq!(
-        db.b.patient_by_nhs_number(&nhs).await.unwrap().as_deref(),
-        Some(patient)
+        db.b.patient_by_nhs_number(&nhs).await.unwrap().as_ref(),
+        Some(&patient)
     );
     assert_eq!(
-        db.b.records_of_patient(patient).await.unwrap().len(),
+        db.b.records_of_patient(&patient).await.unwrap().len(),
         8,
         "every referral is about that one person"
     );
@@ -340,8 +342,9 @@ async fn searches_and_reads_see_only_the_parties_records(db: Instances) {
 }
 
 async fn clients_and_assertions(db: Instances) {
+    let id = ClientId::new("gp-1");
     let client = ClientRecord {
-        id: "gp-1".into(),
+        id: id.clone(),
         role: whg::auth::Role::Practice,
         organisation: "C88901".into(),
         scopes: vec!["system/ServiceRequest.c".into()],
@@ -356,24 +359,17 @@ async fn clients_and_assertions(db: Instances) {
         db.b.register_client(client.clone()).await,
         Err(StoreError::Conflict { .. })
     ));
-    assert_eq!(db.b.client("gp-1").await.unwrap().as_ref(), Some(&client));
+    assert_eq!(db.b.client(&id).await.unwrap().as_ref(), Some(&client));
     let expires = Utc::now().timestamp() + 300;
+    assert!(db.a.consume_assertion(&id, "jti-1", expires).await.unwrap());
     assert!(
-        db.a.consume_assertion("gp-1", "jti-1", expires)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !db.b
-            .consume_assertion("gp-1", "jti-1", expires)
-            .await
-            .unwrap(),
+        !db.b.consume_assertion(&id, "jti-1", expires).await.unwrap(),
         "an assertion used on one instance is a replay on the other"
     );
-    assert!(db.b.revoke_client("gp-1").await.unwrap());
-    assert!(!db.a.revoke_client("gp-1").await.unwrap());
+    assert!(db.b.revoke_client(&id).await.unwrap());
+    assert!(!db.a.revoke_client(&id).await.unwrap());
     assert!(
-        db.a.client("gp-1")
+        db.a.client(&id)
             .await
             .unwrap()
             .unwrap()

@@ -14,6 +14,7 @@ use super::AppState;
 use crate::app::tokens::{self, AuthenticationError, KeySources};
 use crate::auth::assertion::{self, ASSERTION_TYPE, OAuthError};
 use crate::auth::{Principal, scope};
+use crate::store::ClientId;
 
 /// Where clients send assertions: also the `aud` their assertions must name.
 pub fn token_url(app: &AppState) -> String {
@@ -238,7 +239,7 @@ async fn issue(app: &AppState, body: &[u8]) -> Result<Value, Refused> {
         &sources,
         client_assertion,
         &jwt_header,
-        &client_id,
+        &ClientId::new(client_id.as_str()),
         &token_url(app),
         now,
     )
@@ -272,12 +273,12 @@ async fn issue(app: &AppState, body: &[u8]) -> Result<Value, Refused> {
                 )),
                 StatusCode::TOO_MANY_REQUESTS,
             )
-            .for_client(&client.id)
+            .for_client(client.id.as_str())
         });
     }
     let scopes = assertion::grant_scopes(form.scope.as_deref(), &client.scopes).map_err(refused)?;
     let mut principal = Principal::new(client.role, &client.organisation);
-    principal.client_id = client.id.clone();
+    principal.client_id = client.id.to_string();
     principal.scopes = scopes;
     principal.test_tenant = client.test_tenant;
     let ttl = Duration::from_secs(app.config.auth.token_ttl_secs);

@@ -19,7 +19,7 @@ use crate::fhir::identifiers::identifier_reference;
 use crate::fhir::resource::claim_profile;
 use crate::fhir::systems::profile;
 use crate::fhir::{Issue, IssueType, Issues};
-use crate::store::{Store, StoreError, Transaction};
+use crate::store::{PatientId, Store, StoreError, Transaction};
 
 /// Why a Consent was not recorded or changed, or a disclosure not decided.
 #[derive(Debug, thiserror::Error)]
@@ -208,9 +208,9 @@ impl Care {
     pub(super) async fn of(
         store: &dyn Store,
         principal: &Principal,
-        patient_id: &str,
+        patient_id: &PatientId,
     ) -> Result<Care, AccessError> {
-        let not_found = || AccessError::NotFound(format!("Patient/{patient_id}"));
+        let not_found = || AccessError::NotFound(patient_id.reference());
         let party = crate::consent::Party::of(principal).ok_or_else(not_found)?;
         let referrals: Vec<_> = store
             .records_of_patient(patient_id)
@@ -266,7 +266,7 @@ impl Care {
 pub(super) async fn require_party(
     store: &dyn Store,
     principal: &Principal,
-    patient_id: &str,
+    patient_id: &PatientId,
 ) -> Result<(), AccessError> {
     Care::of(store, principal, patient_id).await.map(drop)
 }
@@ -274,7 +274,7 @@ pub(super) async fn require_party(
 /// The AuditEvent of a Consent recorded or changed.
 fn consent_audit(
     caller: &Caller<'_>,
-    patient_id: &str,
+    patient_id: &PatientId,
     consent_id: &str,
     at: chrono::DateTime<Utc>,
     what: String,
@@ -283,7 +283,7 @@ fn consent_audit(
     audit::audit_event(&Event {
         kind: Kind::ConsentRecorded,
         principal: Some(principal),
-        patient: Some(format!("Patient/{patient_id}")),
+        patient: Some(patient_id.reference()),
         entities: vec![format!("Consent/{consent_id}")],
         decision: None,
         permitted: true,
@@ -330,12 +330,12 @@ fn checked_consent(body: &Value) -> Result<Value, ConsentError> {
         .map_err(ConsentError::Invalid)
 }
 
-fn patient_id(consent: &Value) -> Result<String, ConsentError> {
+fn patient_id(consent: &Value) -> Result<PatientId, ConsentError> {
     consent["patient"]["reference"]
         .as_str()
         .and_then(|r| r.strip_prefix("Patient/"))
         .filter(|id| crate::fhir::search::is_fhir_id(id))
-        .map(str::to_string)
+        .map(PatientId::from)
         .ok_or_else(|| {
             ConsentError::Invalid(
                 Issue::error(
@@ -349,10 +349,11 @@ fn patient_id(consent: &Value) -> Result<String, ConsentError> {
 }
 
 /// The id in a `Patient/{id}` reference, or an issue at `patient`.
-pub(super) fn patient_in<'a>(reference: &'a str, issues: &mut Issues) -> Option<&'a str> {
+pub(super) fn patient_in(reference: &str, issues: &mut Issues) -> Option<PatientId> {
     let id = reference
         .strip_prefix("Patient/")
-        .filter(|id| crate::fhir::search::is_fhir_id(id));
+        .filter(|id| crate::fhir::search::is_fhir_id(id))
+        .map(PatientId::from);
     if id.is_none() {
         issues.error(IssueType::Value, "patient", "patient must be Patient/{id}");
     }
@@ -443,7 +444,7 @@ pub async fn decide_disclosure(
     else {
         unreachable!("every missing part was reported")
     };
-    require_party(store, caller.principal, patient).await?;
+    require_party(store, caller.principal, &patient).await?;
     let question = Question {
         recipient: Recipient {
             class: recipient,
@@ -458,7 +459,7 @@ pub async fn decide_disclosure(
     let decision = access::decide_disclosure(
         store,
         Some(caller.principal),
-        patient,
+        &patient,
         &question,
         caller.request_id.clone(),
     )

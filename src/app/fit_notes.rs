@@ -12,7 +12,7 @@ use crate::caller::Role;
 use crate::config::Config;
 use crate::fhir::{IssueType, Issues};
 use crate::intake::{IntakeContext, Submission, admission, fhir_fit_note, practice_fit_note};
-use crate::store::{Store, Stored, Transaction};
+use crate::store::{PatientId, Store, Stored, Transaction};
 
 /// A fit note taken in.
 #[derive(Debug)]
@@ -128,7 +128,7 @@ pub enum SummaryError {
 /// A person's fit-note history, summarised.
 #[derive(Debug)]
 pub struct Summary {
-    pub patient_id: String,
+    pub patient_id: PatientId,
     pub as_of: NaiveDate,
     pub consecutive_gap_days: u32,
     pub summary: crate::fit_notes::Summary,

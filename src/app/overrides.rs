@@ -70,7 +70,7 @@ pub async fn request(
 ) -> Result<Override, OverrideError> {
     let principal = caller.principal;
     let mut issues = Issues::new();
-    let patient = patient_in(&req.patient, &mut issues).map(str::to_string);
+    let patient = patient_in(&req.patient, &mut issues);
     let recipient = code_in::<RecipientClass>(&req.recipient, "recipient", &mut issues);
     let organisation = req.recipient_organisation.as_deref().map(str::trim);
     if let Err(more) = overrides::check_request(principal, recipient, organisation) {
@@ -173,7 +173,7 @@ fn override_event(
     let mut event = audit::audit_event(&Event {
         kind: Kind::Override,
         principal: Some(caller.principal),
-        patient: Some(format!("Patient/{}", o.patient_id)),
+        patient: Some(o.patient_id.reference()),
         entities: Vec::new(),
         decision: None,
         permitted: true,

@@ -12,7 +12,7 @@ use crate::auth::assertion::{self, OAuthError};
 use crate::auth::jwks_cache::JwksCache;
 use crate::auth::jwks_fetch::fetch_jwks;
 use crate::config::OutboundConfig;
-use crate::store::{ClientRecord, Store};
+use crate::store::{ClientId, ClientRecord, Store};
 
 /// Where a client's keys come from when it registered a URL rather than the keys themselves.
 pub struct KeySources<'a> {
@@ -43,7 +43,7 @@ pub async fn authenticate(
     sources: &KeySources<'_>,
     client_assertion: &str,
     header: &Header,
-    client_id: &str,
+    client_id: &ClientId,
     audience: &str,
     now: u64,
 ) -> Result<ClientRecord, AuthenticationError> {
@@ -59,7 +59,14 @@ pub async fn authenticate(
             "the client is not registered, or revoked",
         ))?;
     let keys = client_keys(sources, &client, header.kid.as_deref()).await?;
-    let verified = assertion::verify(client_assertion, header, &client.id, &keys, audience, now)?;
+    let verified = assertion::verify(
+        client_assertion,
+        header,
+        client.id.as_str(),
+        &keys,
+        audience,
+        now,
+    )?;
     let first_use = store
         .consume_assertion(&client.id, &verified.jti, verified.exp as i64)
         .await
@@ -88,8 +95,8 @@ async fn client_keys(
         (Some(set), _) => key_set(set.clone()).map(Arc::new),
         (None, Some(url)) => sources
             .jwks_cache
-            .keys(&client.id, url, kid, || {
-                fetch_jwks(sources.http, sources.outbound, &client.id, url)
+            .keys(client.id.as_str(), url, kid, || {
+                fetch_jwks(sources.http, sources.outbound, client.id.as_str(), url)
             })
             .await
             .map_err(OAuthError::InvalidClient),

@@ -20,7 +20,8 @@ use crate::fhir::identifiers::value_part;
 use crate::fhir::{Issue, IssueType, Issues};
 use crate::letters::{self, Context, LetterBody, LetterIds};
 use crate::store::{
-    Delivery, DeliveryAttempt, DeliveryFilter, RecordParties, Store, StoreError, Transaction,
+    Delivery, DeliveryAttempt, DeliveryFilter, DeliveryId, PatientId, RecordParties, Store,
+    StoreError, Transaction,
 };
 use crate::workflow::{self, Action, Parties, Stage};
 
@@ -220,10 +221,10 @@ fn queue_letter(
     let d = &config.delivery;
     let at = |secs: u64| now + chrono::Duration::seconds(secs as i64);
     tx.deliveries.push(Delivery {
-        id: ids.communication.clone(),
+        id: DeliveryId::new(ids.communication.clone()),
         document_id: ids.document,
         referral_id: tx.referral.clone(),
-        patient_id: context.patient.trim_start_matches("Patient/").to_string(),
+        patient_id: PatientId::of_reference(&context.patient),
         service: context.service.clone(),
         practice: context.practice.clone(),
         urgent: letter.urgent,
@@ -448,10 +449,11 @@ pub async fn show_letter(
     caller: &Caller<'_>,
     id: &str,
 ) -> Result<Letter, WorkflowError> {
+    let letter = DeliveryId::from(id);
     // The delivery first: the outbox commits it with the Communication's new version, so the
     // Communication read after it is never older than the state shown beside it.
     let (delivery, attempts) = store
-        .delivery(id)
+        .delivery(&letter)
         .await?
         .ok_or_else(|| WorkflowError::UnknownLetter(id.to_string()))?;
     let communication = caller.guard(store).fetch("Communication", id).await?;
@@ -472,9 +474,10 @@ pub async fn resend_letter(
     caller: &Caller<'_>,
     id: &str,
 ) -> Result<(Delivery, Vec<DeliveryAttempt>), WorkflowError> {
+    let letter = DeliveryId::from(id);
     let principal = caller.principal;
     let not_found = || WorkflowError::UnknownLetter(id.to_string());
-    let (delivery, _) = store.delivery(id).await?.ok_or_else(not_found)?;
+    let (delivery, _) = store.delivery(&letter).await?.ok_or_else(not_found)?;
     if principal.role != Role::Service || delivery.service != principal.organisation {
         return Err(not_found());
     }
@@ -497,7 +500,7 @@ pub async fn resend_letter(
     let now = Utc::now();
     let lease = outbox.lease(&config.delivery, now);
     let delivery = store
-        .claim_delivery(&lease, id, now)
+        .claim_delivery(&lease, &letter, now)
         .await?
         .ok_or_else(|| {
             WorkflowError::Invalid(
@@ -509,13 +512,13 @@ pub async fn resend_letter(
             )
         })?;
     let Ok(queued) = crate::delivery::next(delivery.state, DeliveryEvent::ResentByHand) else {
-        store.release_delivery(&lease, id).await?;
+        store.release_delivery(&lease, &letter).await?;
         return Err(refused(delivery.state));
     };
     let communication = match store.read("Communication", id).await {
         Ok(Some(communication)) => communication,
         failed => {
-            store.release_delivery(&lease, id).await?;
+            store.release_delivery(&lease, &letter).await?;
             return Err(failed.map_or_else(WorkflowError::from, |_| not_found()));
         }
     };
@@ -537,7 +540,7 @@ pub async fn resend_letter(
     let window = chrono::Duration::seconds(config.delivery.retry_window_secs as i64);
     let requeued = store
         .update_delivery(crate::store::DeliveryUpdate {
-            id: id.to_string(),
+            id: letter.clone(),
             lease: lease.clone(),
             state: queued,
             attempt: Some(DeliveryAttempt {
@@ -565,9 +568,9 @@ pub async fn resend_letter(
     if let Err(e) = requeued {
         // So that the resend can be tried again at once (if the store cannot take this either,
         // the lease runs out).
-        let _ = store.release_delivery(&lease, id).await;
+        let _ = store.release_delivery(&lease, &letter).await;
         return Err(e.into());
     }
     outbox.wake.notify_one();
-    store.delivery(id).await?.ok_or_else(not_found)
+    store.delivery(&letter).await?.ok_or_else(not_found)
 }

@@ -116,7 +116,7 @@ impl ExternalIssuers {
             return Err(TokenError::Revoked);
         }
         let mut principal = Principal::new(client.role, &client.organisation);
-        principal.client_id = client.id.clone();
+        principal.client_id = client.id.to_string();
         principal.test_tenant = client.test_tenant;
         principal.scopes = claims
             .scope

@@ -144,11 +144,11 @@ impl TokenVerifier {
         let revoked = clients
             .iter()
             .filter(|c| c.revoked_at.is_some())
-            .map(|c| c.id.clone())
+            .map(|c| c.id.to_string())
             .collect();
         *self.revoked.write().unwrap_or_else(|e| e.into_inner()) = revoked;
         *self.clients.write().unwrap_or_else(|e| e.into_inner()) =
-            clients.into_iter().map(|c| (c.id.clone(), c)).collect();
+            clients.into_iter().map(|c| (c.id.to_string(), c)).collect();
     }
 
     fn check_revoked(&self, principal: Principal) -> Result<Principal, TokenError> {

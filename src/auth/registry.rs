@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::assertion::ALGORITHMS;
 use super::{Role, scope};
-use crate::store::ClientRecord;
+use crate::store::{ClientId, ClientRecord};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RegistryError {
@@ -104,7 +104,7 @@ pub fn new_client(
         },
     };
     Ok(ClientRecord {
-        id: id.to_string(),
+        id: ClientId::new(id),
         role,
         organisation: organisation.to_string(),
         scopes,

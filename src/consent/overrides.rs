@@ -158,7 +158,7 @@ pub struct Review {
 pub struct Override {
     pub id: String,
     /// The person (the Patient's id).
-    pub patient_id: String,
+    pub patient_id: crate::ids::PatientId,
     pub recipient: RecipientClass,
     /// The one organisation that may receive under it.
     pub organisation: OrgId,
@@ -395,7 +395,7 @@ impl Override {
     pub fn to_json(&self) -> Value {
         let mut out = json!({
             "id": self.id,
-            "patient": format!("Patient/{}", self.patient_id),
+            "patient": self.patient_id.reference(),
             "recipient": self.recipient.code(),
             "recipientOrganisation": self.organisation,
             "dataClasses": self.classes.iter().map(|c| c.code()).collect::<Vec<_>>(),
@@ -478,7 +478,7 @@ impl Override {
         };
         Some(Override {
             id: text(&v["id"])?,
-            patient_id: v["patient"].as_str()?.strip_prefix("Patient/")?.to_string(),
+            patient_id: v["patient"].as_str()?.strip_prefix("Patient/")?.into(),
             recipient: RecipientClass::from_code(v["recipient"].as_str()?)?,
             organisation: text(&v["recipientOrganisation"])?,
             classes: v["dataClasses"]

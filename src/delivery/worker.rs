@@ -27,8 +27,8 @@ use crate::consent::{Action, DataClass, Purpose, Question, Recipient, RecipientC
 use crate::fhir::identifiers::value_part;
 use crate::fhir::search::{Filter, SearchRequest, format_instant};
 use crate::store::{
-    Delivery, DeliveryAttempt, DeliveryFilter, DeliveryUpdate, Lease, QuarantinedMessage,
-    Singleton, Store, StoreError,
+    Delivery, DeliveryAttempt, DeliveryFilter, DeliveryId, DeliveryUpdate, Lease,
+    QuarantinedMessage, Singleton, Store, StoreError,
 };
 
 /// Counters for the metrics endpoint.
@@ -373,7 +373,7 @@ impl Worker {
         };
         let communication = self
             .store
-            .read("Communication", &d.id)
+            .read("Communication", d.id.as_str())
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("letter {} has no Communication", d.id)))?;
         let communication =
@@ -584,7 +584,7 @@ impl Worker {
             .unwrap_or(service_name);
         let message = super::mesh::itk_message(&super::mesh::Letter {
             message_id: &d.message_id,
-            letter_id: &d.id,
+            letter_id: d.id.as_str(),
             timestamp: &format_instant(d.created_at),
             title,
             author,
@@ -715,7 +715,7 @@ impl Worker {
         // "received", "filed" or "refused" changes nothing.
         if matches!(answer, Answer::Ack(_)) && !self.sent_to(&d, &inbound.sender).await? {
             return self
-                .set_aside(mesh, &inbound, Quarantine::WrongSender, Some(&d.id))
+                .set_aside(mesh, &inbound, Quarantine::WrongSender, Some(d.id.as_str()))
                 .await;
         }
         if d.state.is_final() {
@@ -730,7 +730,7 @@ impl Worker {
         &self,
         mesh: &MeshClient,
         id: &str,
-        letter: &str,
+        letter: &DeliveryId,
         answer: Answer,
     ) -> Result<bool, String> {
         let now = Utc::now();
@@ -933,7 +933,7 @@ enum Examined {
     /// Dealt with: set aside and acknowledged to MESH (true), or left for the next poll (false).
     Settled(bool),
     /// An answer to the letter with this id, applied in inbox order.
-    Answer(String, Answer),
+    Answer(DeliveryId, Answer),
 }
 
 /// What came back about a letter sent over MESH.

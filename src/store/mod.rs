@@ -27,6 +27,7 @@ use crate::consent::{Decision, Override, OverrideStatus};
 use crate::fhir::Issues;
 use crate::fhir::search::SearchRequest;
 use crate::fit_notes::FitNoteFacts;
+pub use crate::ids::{ClientId, DeliveryId, PatientId};
 use crate::intake::Submission;
 use crate::intake::admission::Admission;
 use crate::letters::delivery_state::{AttemptOutcome, DeliveryState};
@@ -78,7 +79,7 @@ impl From<sqlx::Error> for StoreError {
 /// A registered client system.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ClientRecord {
-    pub id: String,
+    pub id: ClientId,
     pub role: crate::caller::Role,
     /// The organisation's local code: an ODS code or a service id.
     pub organisation: String,
@@ -111,7 +112,7 @@ pub struct Stored {
 pub struct RecordParties {
     /// `ServiceRequest/{id}` or `Observation/{id}`.
     pub record: String,
-    pub patient_id: String,
+    pub patient_id: PatientId,
     /// `system|value` of the practice that sent the record, when it is a party to this
     /// resource (a fit note reaches the services of the person's referrals, not their practices).
     pub practice: Option<String>,
@@ -154,12 +155,12 @@ pub struct Transaction {
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
     /// The Communication's id.
-    pub id: String,
+    pub id: DeliveryId,
     /// The DocumentReference holding the PDF.
     pub document_id: String,
     pub referral_id: String,
     #[serde(skip)]
-    pub patient_id: String,
+    pub patient_id: PatientId,
     /// `system|value` of the service and of the practice.
     pub service: String,
     pub practice: String,
@@ -226,7 +227,7 @@ impl Lease {
 /// What the outbox worker records after an attempt (or an escalation).
 #[derive(Debug, Clone)]
 pub struct DeliveryUpdate {
-    pub id: String,
+    pub id: DeliveryId,
     /// The lease the letter was claimed under: the update is refused with
     /// [`StoreError::LeaseLost`] if the letter is no longer held under it, and releases it.
     pub lease: Lease,
@@ -287,11 +288,16 @@ pub trait Submissions: Send + Sync {
     ) -> Result<Stored, StoreError>;
 
     /// A person's fit notes, as the history rules read them.
-    async fn fit_notes_of_patient(&self, patient_id: &str)
-    -> Result<Vec<FitNoteFacts>, StoreError>;
+    async fn fit_notes_of_patient(
+        &self,
+        patient_id: &PatientId,
+    ) -> Result<Vec<FitNoteFacts>, StoreError>;
 
     /// The id of the Patient with this NHS number, if the gateway holds one.
-    async fn patient_by_nhs_number(&self, nhs_number: &str) -> Result<Option<String>, StoreError>;
+    async fn patient_by_nhs_number(
+        &self,
+        nhs_number: &str,
+    ) -> Result<Option<PatientId>, StoreError>;
 }
 
 /// Stored FHIR resources: reads, searches (limited by the one tenancy relation), and workflow changes with their AuditEvents.
@@ -349,7 +355,10 @@ pub trait Resources: Send + Sync {
     ) -> Result<Vec<RecordParties>, StoreError>;
 
     /// Every referral and fit note about a person.
-    async fn records_of_patient(&self, patient_id: &str) -> Result<Vec<RecordParties>, StoreError>;
+    async fn records_of_patient(
+        &self,
+        patient_id: &PatientId,
+    ) -> Result<Vec<RecordParties>, StoreError>;
 }
 
 /// Break-glass overrides of a consent decision and their grants and reviews.
@@ -372,7 +381,10 @@ pub trait Overrides: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// A person's overrides, newest first.
-    async fn overrides_of_patient(&self, patient_id: &str) -> Result<Vec<Override>, StoreError>;
+    async fn overrides_of_patient(
+        &self,
+        patient_id: &PatientId,
+    ) -> Result<Vec<Override>, StoreError>;
 
     /// Overrides for information governance, newest first.
     async fn list_overrides(&self, filter: OverrideFilter) -> Result<Vec<Override>, StoreError>;
@@ -404,13 +416,13 @@ pub trait Outbox: Send + Sync {
     async fn claim_delivery(
         &self,
         lease: &Lease,
-        id: &str,
+        id: &DeliveryId,
         now: DateTime<Utc>,
     ) -> Result<Option<Delivery>, StoreError>;
 
     /// Lets go of a letter held under `lease` without changing it (nothing if it is not held
     /// under it).
-    async fn release_delivery(&self, lease: &Lease, id: &str) -> Result<(), StoreError>;
+    async fn release_delivery(&self, lease: &Lease, id: &DeliveryId) -> Result<(), StoreError>;
 
     /// Records an attempt's result (or an escalation), with the letter's Communication, if the
     /// letter is still held under `update.lease`; releases it.
@@ -419,7 +431,7 @@ pub trait Outbox: Send + Sync {
     /// One delivery and its attempts.
     async fn delivery(
         &self,
-        id: &str,
+        id: &DeliveryId,
     ) -> Result<Option<(Delivery, Vec<DeliveryAttempt>)>, StoreError>;
 
     /// Deliveries matching `filter`, newest first.
@@ -435,16 +447,16 @@ pub trait Registry: Send + Sync {
     /// Every registered client, revoked ones included.
     async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
 
-    async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError>;
+    async fn client(&self, id: &ClientId) -> Result<Option<ClientRecord>, StoreError>;
 
     /// Revokes a client; false if there is no such client or it was already revoked.
-    async fn revoke_client(&self, id: &str) -> Result<bool, StoreError>;
+    async fn revoke_client(&self, id: &ClientId) -> Result<bool, StoreError>;
 
     /// Records a client assertion's `jti` as used until `expires_at` (Unix seconds); false if it
     /// was used before (a replay).
     async fn consume_assertion(
         &self,
-        client_id: &str,
+        client_id: &ClientId,
         jti: &str,
         expires_at: i64,
     ) -> Result<bool, StoreError>;

@@ -38,21 +38,21 @@ async fn record_delivery(
     .bind(&u.transport_id)
     .bind(stored_instants(u.deadline_at))
     .bind(&now)
-    .bind(&u.id)
+    .bind(u.id.as_str())
     .bind(&u.lease.owner)
     .bind(stored_instant(u.lease.until))
     .execute(&mut *conn)
     .await?
     .rows_affected();
     if updated == 0 {
-        return Err(lease_refusal(conn, &u.id).await);
+        return Err(lease_refusal(conn, u.id.as_str()).await);
     }
     if let Some(a) = &u.attempt {
         sqlx::query(
             "INSERT INTO delivery_attempts (delivery_id, seq, attempt, at, outcome, detail)
              SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5 FROM delivery_attempts WHERE delivery_id = $1",
         )
-        .bind(&u.id)
+        .bind(u.id.as_str())
         .bind(a.attempt)
         .bind(stored_instant(a.at))
         .bind(a.outcome.code())
@@ -65,7 +65,7 @@ async fn record_delivery(
 }
 
 fn delivery_of(r: &DbRow) -> Result<Delivery, StoreError> {
-    let id: String = r.get(0);
+    let id = DeliveryId::new(r.get::<String, _>(0));
     let state: String = r.get(7);
     let state = DeliveryState::from_code(&state).ok_or_else(|| {
         StoreError::Corrupt(format!("delivery {id} has the unknown state '{state}'"))
@@ -76,7 +76,7 @@ fn delivery_of(r: &DbRow) -> Result<Delivery, StoreError> {
     Ok(Delivery {
         document_id: r.get(1),
         referral_id: r.get(2),
-        patient_id: r.get(3),
+        patient_id: PatientId::new(r.get::<String, _>(3)),
         service: r.get(4),
         practice: r.get(5),
         urgent: r.get::<i64, _>(6) == 0,
@@ -237,7 +237,7 @@ impl Outbox for SqlStore {
     async fn claim_delivery(
         &self,
         lease: &Lease,
-        id: &str,
+        id: &DeliveryId,
         now: DateTime<Utc>,
     ) -> Result<Option<Delivery>, StoreError> {
         let which = Claim::One {
@@ -250,7 +250,7 @@ impl Outbox for SqlStore {
         Ok(claimed.into_iter().next())
     }
 
-    async fn release_delivery(&self, lease: &Lease, id: &str) -> Result<(), StoreError> {
+    async fn release_delivery(&self, lease: &Lease, id: &DeliveryId) -> Result<(), StoreError> {
         self.write(|reply| WriteJob::Release(lease.clone(), id.to_string(), reply))
             .await
     }
@@ -261,10 +261,10 @@ impl Outbox for SqlStore {
 
     async fn delivery(
         &self,
-        id: &str,
+        id: &DeliveryId,
     ) -> Result<Option<(Delivery, Vec<DeliveryAttempt>)>, StoreError> {
         let Some(row) = sqlx::query(select_deliveries!("WHERE id = $1"))
-            .bind(id)
+            .bind(id.as_str())
             .fetch_optional(&self.readers)
             .await?
         else {
@@ -273,7 +273,7 @@ impl Outbox for SqlStore {
         let attempts = sqlx::query(
             "SELECT attempt, at, outcome, detail FROM delivery_attempts WHERE delivery_id = $1 ORDER BY seq",
         )
-        .bind(id)
+        .bind(id.as_str())
         .fetch_all(&self.readers)
         .await?
         .iter()

@@ -51,7 +51,7 @@ async fn insert_override(
          VALUES ($1, $2, 1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
     )
     .bind(&o.id)
-    .bind(&o.patient_id)
+    .bind(o.patient_id.as_str())
     .bind(o.state.status().code())
     .bind(o.recipient.code())
     .bind(&o.organisation)
@@ -207,7 +207,7 @@ fn override_of(r: &DbRow) -> Result<(Override, i64), StoreError> {
     };
     let recipient: &str = r.get(4);
     let o = Override {
-        patient_id: r.get(1),
+        patient_id: PatientId::new(r.get::<String, _>(1)),
         recipient: RecipientClass::from_code(recipient)
             .ok_or_else(|| corrupt(&format!("recipient '{recipient}'")))?,
         organisation: r.get(5),
@@ -267,11 +267,14 @@ impl Overrides for SqlStore {
             .await
     }
 
-    async fn overrides_of_patient(&self, patient_id: &str) -> Result<Vec<Override>, StoreError> {
+    async fn overrides_of_patient(
+        &self,
+        patient_id: &PatientId,
+    ) -> Result<Vec<Override>, StoreError> {
         sqlx::query(select_overrides!(
             "WHERE patient_id = $1 ORDER BY requested_at DESC, id"
         ))
-        .bind(patient_id)
+        .bind(patient_id.as_str())
         .fetch_all(&self.readers)
         .await?
         .iter()

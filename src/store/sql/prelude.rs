@@ -25,9 +25,10 @@ use crate::intake::{Submission, SubmissionKind};
 use crate::letters::delivery_state::{AttemptOutcome, DeliveryState};
 use crate::store::plan::{Existing, PlannedWrite, plan};
 use crate::store::{
-    Candidate, ClientRecord, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryUpdate, Lease,
-    Lifecycle, MeshQuarantine, Outbox, OverrideFilter, Overrides, QuarantinedMessage,
-    RecordParties, Registry, Resources, SearchPage, StoreError, Stored, Submissions, Transaction,
+    Candidate, ClientId, ClientRecord, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryId,
+    DeliveryUpdate, Lease, Lifecycle, MeshQuarantine, Outbox, OverrideFilter, Overrides, PatientId,
+    QuarantinedMessage, RecordParties, Registry, Resources, SearchPage, StoreError, Stored,
+    Submissions, Transaction,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;

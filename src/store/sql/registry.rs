@@ -5,7 +5,7 @@ async fn client_write(conn: &mut Conn, write: ClientWrite) -> Result<bool, Store
                 "INSERT INTO clients (id, role, organisation, scopes, jwks, jwks_url, created_at, tenant)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
             )
-            .bind(&c.id)
+            .bind(c.id.as_str())
             .bind(c.role.as_str())
             .bind(&c.organisation)
             .bind(c.scopes.join(" "))
@@ -19,8 +19,8 @@ async fn client_write(conn: &mut Conn, write: ClientWrite) -> Result<bool, Store
             if inserted == 0 {
                 return Err(StoreError::Conflict {
                     namespace: "client".into(),
-                    key: c.id.clone(),
-                    existing_id: c.id,
+                    key: c.id.to_string(),
+                    existing_id: c.id.to_string(),
                 });
             }
             Ok(true)
@@ -29,7 +29,7 @@ async fn client_write(conn: &mut Conn, write: ClientWrite) -> Result<bool, Store
             "UPDATE clients SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
         )
         .bind(format_instant(Utc::now()))
-        .bind(&id)
+        .bind(id.as_str())
         .execute(&mut *conn)
         .await?
         .rows_affected()
@@ -48,7 +48,7 @@ async fn client_write(conn: &mut Conn, write: ClientWrite) -> Result<bool, Store
                 "INSERT INTO client_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3)
                  ON CONFLICT (client_id, jti) DO NOTHING",
             )
-            .bind(&client_id)
+            .bind(client_id.as_str())
             .bind(&jti)
             .bind(expires_at)
             .execute(&mut *conn)
@@ -61,7 +61,7 @@ async fn client_write(conn: &mut Conn, write: ClientWrite) -> Result<bool, Store
 
 fn client_of(row: &DbRow) -> Result<ClientRecord, StoreError> {
     let role: String = row.get(1);
-    let id: String = row.get(0);
+    let id = ClientId::new(row.get::<String, _>(0));
     Ok(ClientRecord {
         role: crate::caller::Role::from_str_code(&role)
             .ok_or_else(|| StoreError::Corrupt(format!("client role '{role}'")))?,
@@ -107,29 +107,29 @@ impl Registry for SqlStore {
         rows.iter().map(client_of).collect()
     }
 
-    async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
+    async fn client(&self, id: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
         let row = sqlx::query(select_clients!(" WHERE id = $1"))
-            .bind(id)
+            .bind(id.as_str())
             .fetch_optional(&self.readers)
             .await?;
         row.as_ref().map(client_of).transpose()
     }
 
-    async fn revoke_client(&self, id: &str) -> Result<bool, StoreError> {
-        self.write(|reply| WriteJob::Client(ClientWrite::Revoke(id.to_string()), reply))
+    async fn revoke_client(&self, id: &ClientId) -> Result<bool, StoreError> {
+        self.write(|reply| WriteJob::Client(ClientWrite::Revoke(id.clone()), reply))
             .await
     }
 
     async fn consume_assertion(
         &self,
-        client_id: &str,
+        client_id: &ClientId,
         jti: &str,
         expires_at: i64,
     ) -> Result<bool, StoreError> {
         self.write(|reply| {
             WriteJob::Client(
                 ClientWrite::ConsumeAssertion {
-                    client_id: client_id.to_string(),
+                    client_id: client_id.clone(),
                     jti: jti.to_string(),
                     expires_at,
                 },

@@ -121,10 +121,10 @@ async fn transact(
                  attempts, message_id, correlation_id, created_at, next_attempt_at, deadline_at, escalate_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $12, $13, $14, $15)",
         )
-        .bind(&d.id)
+        .bind(d.id.as_str())
         .bind(&d.document_id)
         .bind(&d.referral_id)
-        .bind(&d.patient_id)
+        .bind(d.patient_id.as_str())
         .bind(&d.service)
         .bind(&d.practice)
         .bind(if d.urgent { 0_i64 } else { 1_i64 })
@@ -163,7 +163,7 @@ async fn append_audit(
 fn parties(row: &DbRow) -> RecordParties {
     RecordParties {
         record: row.get(0),
-        patient_id: row.get(1),
+        patient_id: PatientId::new(row.get::<String, _>(1)),
         practice: row.get(2),
         service: row.get(3),
         patient_version: row.get(4),
@@ -394,7 +394,10 @@ impl Resources for SqlStore {
         Ok(rows.iter().map(parties).collect())
     }
 
-    async fn records_of_patient(&self, patient_id: &str) -> Result<Vec<RecordParties>, StoreError> {
+    async fn records_of_patient(
+        &self,
+        patient_id: &PatientId,
+    ) -> Result<Vec<RecordParties>, StoreError> {
         let rows = sqlx::query(
             "SELECT 'ServiceRequest/' || service_request_id, patient_id, practice, service, patient_version
              FROM referrals WHERE patient_id = $1
@@ -402,7 +405,7 @@ impl Resources for SqlStore {
              SELECT 'Observation/' || observation_id, patient_id, practice, NULL, patient_version
              FROM fit_notes WHERE patient_id = $1",
         )
-        .bind(patient_id)
+        .bind(patient_id.as_str())
         .fetch_all(&self.readers)
         .await?;
         Ok(rows.iter().map(parties).collect())

@@ -329,19 +329,23 @@ impl Submissions for SqlStore {
 
     async fn fit_notes_of_patient(
         &self,
-        patient_id: &str,
+        patient_id: &PatientId,
     ) -> Result<Vec<FitNoteFacts>, StoreError> {
-        fit_notes_of(&self.readers, patient_id).await
+        fit_notes_of(&self.readers, patient_id.as_str()).await
     }
 
-    async fn patient_by_nhs_number(&self, nhs_number: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+    async fn patient_by_nhs_number(
+        &self,
+        nhs_number: &str,
+    ) -> Result<Option<PatientId>, StoreError> {
+        Ok(sqlx::query_scalar::<_, String>(
             "SELECT resource_id FROM identities WHERE resource_type = 'Patient' AND system = $1 AND value = $2",
         )
         .bind(crate::fhir::systems::NHS_NUMBER)
         .bind(nhs_number)
         .fetch_optional(&self.readers)
-        .await?)
+        .await?
+        .map(PatientId::new))
     }
 }
 

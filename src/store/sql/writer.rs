@@ -119,9 +119,9 @@ enum WriteJob {
 
 enum ClientWrite {
     Register(ClientRecord),
-    Revoke(String),
+    Revoke(ClientId),
     ConsumeAssertion {
-        client_id: String,
+        client_id: ClientId,
         jti: String,
         expires_at: i64,
     },

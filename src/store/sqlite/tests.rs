@@ -290,7 +290,7 @@ async fn a_delivery_change_whose_audit_cannot_be_written_is_not_stored() {
     let mut queued = store.read("Communication", "l1").await.unwrap().unwrap();
     queued["status"] = json!("preparation");
     let held = store
-        .claim_delivery(&lease_of("test"), "l1", Utc::now())
+        .claim_delivery(&lease_of("test"), &DeliveryId::from("l1"), Utc::now())
         .await;
     assert!(held.unwrap().is_some());
     refuse_audit_inserts(&url).await;
@@ -302,7 +302,11 @@ async fn a_delivery_change_whose_audit_cannot_be_written_is_not_stored() {
         ))
         .await;
     assert!(refused.is_err(), "{refused:?}");
-    let (d, attempts) = store.delivery("l1").await.unwrap().unwrap();
+    let (d, attempts) = store
+        .delivery(&DeliveryId::from("l1"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((d.state, attempts.len()), (DeliveryState::Dead, 0));
     assert_eq!(
         store.read("Communication", "l1").await.unwrap().unwrap()["meta"]["versionId"],
@@ -314,7 +318,11 @@ async fn a_delivery_change_whose_audit_cannot_be_written_is_not_stored() {
         .update_delivery(requeue("l1", queued, vec![audit_of("Communication/l1")]))
         .await
         .unwrap();
-    let (d, attempts) = store.delivery("l1").await.unwrap().unwrap();
+    let (d, attempts) = store
+        .delivery(&DeliveryId::from("l1"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((d.state, attempts.len()), (DeliveryState::Queued, 1));
     assert_eq!(audit_count(&store).await, before + 1);
     store.close().await;
@@ -334,7 +342,11 @@ async fn an_unknown_stored_delivery_state_is_corrupt() {
         })
         .await
         .unwrap();
-    let (d, _) = store.delivery("l1").await.unwrap().unwrap();
+    let (d, _) = store
+        .delivery(&DeliveryId::from("l1"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(d.state, DeliveryState::Dead);
     let filter = DeliveryFilter {
         state: Some(DeliveryState::Dead),
@@ -346,7 +358,7 @@ async fn an_unknown_stored_delivery_state_is_corrupt() {
         .execute(&mut conn)
         .await
         .unwrap();
-    let read = store.delivery("l1").await;
+    let read = store.delivery(&DeliveryId::from("l1")).await;
     assert!(matches!(read, Err(StoreError::Corrupt(_))), "{read:?}");
     let listed = store.deliveries(&DeliveryFilter::default()).await;
     assert!(matches!(listed, Err(StoreError::Corrupt(_))), "{listed:?}");
@@ -357,7 +369,7 @@ async fn an_unknown_stored_delivery_state_is_corrupt() {
     .execute(&mut conn)
     .await
     .unwrap();
-    let read = store.delivery("l1").await;
+    let read = store.delivery(&DeliveryId::from("l1")).await;
     assert!(matches!(read, Err(StoreError::Corrupt(_))), "{read:?}");
     store.close().await;
 }
@@ -442,7 +454,7 @@ async fn two_owners_claiming_at_once_never_take_the_same_letter() {
     };
     let (by_a, by_b) = tokio::join!(take(a, "a", now), take(b, "b", now));
     let (by_a, by_b) = (by_a.unwrap(), by_b.unwrap());
-    let mut all: Vec<&String> = by_a.iter().chain(&by_b).collect();
+    let mut all: Vec<&DeliveryId> = by_a.iter().chain(&by_b).collect();
     let claims = all.len();
     all.sort();
     all.dedup();
@@ -477,7 +489,7 @@ async fn a_lease_holds_until_it_runs_out_then_another_owner_takes_the_letter_ove
         );
         assert!(
             store
-                .claim_delivery(&lease, "l1", at(secs))
+                .claim_delivery(&lease, &DeliveryId::from("l1"), at(secs))
                 .await
                 .unwrap()
                 .is_none()
@@ -496,14 +508,21 @@ async fn a_lease_holds_until_it_runs_out_then_another_owner_takes_the_letter_ove
         matches!(refused, Err(StoreError::LeaseLost(ref id)) if id == "l1"),
         "{refused:?}"
     );
-    let (d, attempts) = store.delivery("l1").await.unwrap().unwrap();
+    let (d, attempts) = store
+        .delivery(&DeliveryId::from("l1"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((d.state, attempts.len()), (DeliveryState::Queued, 0));
     // Letting go under the old lease does nothing either: b still holds it.
-    store.release_delivery(&a, "l1").await.unwrap();
+    store
+        .release_delivery(&a, &DeliveryId::from("l1"))
+        .await
+        .unwrap();
     let c = lease_at("c", t0 + chrono::Duration::seconds(61), 60);
     assert!(
         store
-            .claim_delivery(&c, "l1", at(61))
+            .claim_delivery(&c, &DeliveryId::from("l1"), at(61))
             .await
             .unwrap()
             .is_none()
@@ -533,7 +552,11 @@ async fn recording_a_change_or_letting_go_frees_the_letter_at_once() {
     retry.lease = a.clone();
     retry.next_attempt_at = at(1);
     store.update_delivery(retry.clone()).await.unwrap();
-    let (d, attempts) = store.delivery("l1").await.unwrap().unwrap();
+    let (d, attempts) = store
+        .delivery(&DeliveryId::from("l1"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((d.state, attempts.len()), (DeliveryState::Queued, 1));
     // The update let the lease go: due again, b takes it long before a's lease would end.
     let b = lease_at("b", t0, 600);
@@ -542,11 +565,14 @@ async fn recording_a_change_or_letting_go_frees_the_letter_at_once() {
     let again = store.update_delivery(retry).await;
     assert!(matches!(again, Err(StoreError::LeaseLost(_))), "{again:?}");
     // Letting go without a change frees it too.
-    store.release_delivery(&b, "l1").await.unwrap();
+    store
+        .release_delivery(&b, &DeliveryId::from("l1"))
+        .await
+        .unwrap();
     let c = lease_at("c", t0, 600);
     assert!(
         store
-            .claim_delivery(&c, "l1", at(3))
+            .claim_delivery(&c, &DeliveryId::from("l1"), at(3))
             .await
             .unwrap()
             .is_some()
@@ -623,14 +649,18 @@ async fn claims_take_the_letters_the_state_machine_says() {
     for state in DeliveryState::ALL {
         let id = format!("r-{state}");
         let one = store
-            .claim_delivery(&lease_at("x", t0, 600), &id, secs(700))
+            .claim_delivery(
+                &lease_at("x", t0, 600),
+                &DeliveryId::new(id.as_str()),
+                secs(700),
+            )
             .await
             .unwrap();
         assert_eq!(one.map(|d| d.state), Some(state), "{id}");
     }
     assert!(
         store
-            .claim_delivery(&lease_at("x", t0, 600), "nothing", now)
+            .claim_delivery(&lease_at("x", t0, 600), &DeliveryId::from("nothing"), now)
             .await
             .unwrap()
             .is_none()
@@ -715,7 +745,10 @@ async fn an_override_step_whose_audit_cannot_be_written_is_not_stored() {
         "{stale:?}"
     );
     assert_eq!(
-        store.overrides_of_patient("p1").await.unwrap(),
+        store
+            .overrides_of_patient(&PatientId::from("p1"))
+            .await
+            .unwrap(),
         [now_granted]
     );
     store.close().await;
