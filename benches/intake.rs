@@ -7,7 +7,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::Value;
 use std::hint::black_box;
 use whg::config::Config;
-use whg::intake::{IntakeContext, practice_fit_note, practice_referral};
+use whg::intake::{practice_fit_note, practice_referral};
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
@@ -16,10 +16,7 @@ fn fixture(name: &str) -> Value {
 
 fn bench(c: &mut Criterion) {
     let config = Config::defaults();
-    let ctx = IntakeContext {
-        now: chrono::Utc::now(),
-        config: &config,
-    };
+    let ctx = config.intake_now();
     let referral = fixture("referrals/valid/01-gp-work-stress-off-sick");
     let body = serde_json::to_vec(&referral).unwrap();
     assert!(practice_referral(&referral, &ctx).is_ok());

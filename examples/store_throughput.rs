@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 use whg::config::Config;
-use whg::intake::{IntakeContext, practice_referral};
+use whg::intake::practice_referral;
 #[tokio::main]
 async fn main() {
     whg::telemetry::init(&whg::config::Config::defaults().log);
@@ -20,7 +20,7 @@ async fn main() {
             .unwrap(),
     )
     .unwrap();
-    let ctx = IntakeContext::now(&config);
+    let ctx = config.intake_now();
     let n = 4000;
     let subs: Vec<_> = (0..n)
         .map(|i| {

@@ -10,6 +10,8 @@ use serde::Deserialize;
 // are re-exported here, where the configuration file is read.
 pub use crate::eligibility::EligibilityConfig;
 pub use crate::fit_notes::prompts::{PromptRule, PromptTrigger};
+use crate::intake::IntakeContext;
+pub use crate::services::Service;
 
 const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -47,7 +49,7 @@ pub struct Config {
     #[serde(default)]
     pub tls: Option<TlsConfig>,
     #[serde(default)]
-    pub services: Vec<ServiceConfig>,
+    pub services: Vec<Service>,
     pub workflow: WorkflowConfig,
     pub delivery: DeliveryConfig,
     /// The gateway's MESH mailbox, for practices that take letters over MESH.
@@ -362,24 +364,6 @@ pub struct StoreConfig {
     pub read_connections: u32,
 }
 
-/// A work-and-health service that referrals can be addressed to.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceConfig {
-    pub id: String,
-    pub name: String,
-    #[serde(default)]
-    pub ods_code: Option<String>,
-    /// `system|value` of the service's BaRS target identifier.
-    #[serde(default)]
-    pub bars_endpoint: Option<String>,
-    /// Fit-note rules that prompt practices to consider a referral to this service.
-    #[serde(default)]
-    pub prompts: Vec<PromptRule>,
-    #[serde(default)]
-    pub eligibility: Option<EligibilityConfig>,
-}
-
 impl Config {
     /// The embedded defaults with `file` (if any) merged over them.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
@@ -403,6 +387,16 @@ impl Config {
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// What intake validates against, as of now: the configured services and the consent
+    /// policy for BaRS messages.
+    pub fn intake_now(&self) -> IntakeContext<'_> {
+        IntakeContext {
+            now: chrono::Utc::now(),
+            services: &self.services,
+            bars_implied_direct_care: self.consent.bars_implied_direct_care,
+        }
     }
 
     /// The embedded defaults alone.
@@ -562,7 +556,7 @@ impl Config {
         }
     }
 
-    pub fn service(&self, id: &str) -> Option<&ServiceConfig> {
+    pub fn service(&self, id: &str) -> Option<&Service> {
         self.services.iter().find(|s| s.id == id)
     }
 

@@ -24,6 +24,7 @@ pub mod intake;
 pub mod letters;
 pub mod outbound;
 pub mod secret_file;
+pub mod services;
 pub mod store;
 pub mod telemetry;
 pub mod workflow;

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use whg::config::Config;
 use whg::fhir::{NhsErrorCode, operation_outcome};
-use whg::intake::{IntakeContext, bars, practice_referral};
+use whg::intake::{bars, practice_referral};
 
 // Intake builds and drops many small JSON trees per request; glibc malloc spent about 30% of
 // the server's CPU under load on fragmentation bookkeeping. mimalloc handles that pattern well.
@@ -416,7 +416,7 @@ fn validate(config: &Config, file: &Path, kind: Kind) -> ExitCode {
             return print_outcome(&[issue], NhsErrorCode::BAD_REQUEST);
         }
     };
-    let ctx = IntakeContext::now(config);
+    let ctx = config.intake_now();
     let (submission, consent_expression) = match kind {
         Kind::Referral => (
             practice_referral(&value, &ctx).map_err(|i| (i, NhsErrorCode::UNPROCESSABLE_ENTITY)),

@@ -815,7 +815,7 @@ fn the_consent_profile_describes_what_is_emitted_and_published() {
         whg::consent::read_consent(&c).unwrap();
     }
     let config = whg::config::Config::defaults();
-    let ctx = whg::intake::IntakeContext::now(&config);
+    let ctx = config.intake_now();
     for f in fixtures("referrals/valid") {
         let submission = whg::intake::practice_referral(&read_json(&f), &ctx).unwrap();
         let consents: Vec<&Value> = submission

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 use whg::config::Config;
-use whg::intake::{IntakeContext, bars, practice_referral};
+use whg::intake::{bars, practice_referral};
 
 /// Every JSON pointer in a document.
 fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
@@ -75,7 +75,7 @@ fn mutate(doc: &Value, pointer: &str, replacement: &Option<Value>) -> Value {
 #[test]
 fn practice_referrals_never_crash_validation() {
     let config = Config::defaults();
-    let ctx = IntakeContext::now(&config);
+    let ctx = config.intake_now();
     let mut checked = 0;
     for f in fixtures("referrals/valid").iter().take(6) {
         let doc = read_json(f);
@@ -98,7 +98,7 @@ fn practice_referrals_never_crash_validation() {
 #[test]
 fn bars_messages_never_crash_validation() {
     let config = Config::defaults();
-    let ctx = IntakeContext::now(&config);
+    let ctx = config.intake_now();
     let doc =
         read_json(&root().join("fixtures/messages/valid/01-bars-referral-current-forms.json"));
     let mut paths = Vec::new();

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use whg::auth::Principal;
 use whg::config::Config;
 use whg::fhir::search::{SearchRequest, Sort, Tenancy, format_instant};
-use whg::intake::{IntakeContext, Submission, practice_referral};
+use whg::intake::{Submission, practice_referral};
 use whg::store::{
     ClientId, ClientRecord, PatientId, QuarantinedMessage, Store, StoreError, Transaction,
 };
@@ -106,7 +106,7 @@ fn submission(config: &Config, referral_id: &str, nhs_number: Option<&str>) -> S
     if let Some(n) = nhs_number {
         r["patient"]["nhsNumber"] = json!(n);
     }
-    practice_referral(&r, &IntakeContext::now(config)).unwrap()
+    practice_referral(&r, &config.intake_now()).unwrap()
 }
 
 /// A referral as the API submits it: with the admission that checks the person's consent.

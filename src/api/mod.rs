@@ -67,7 +67,7 @@ pub struct Shared {
     pub http: reqwest::Client,
     /// Registered clients' JWK Sets fetched from their JWKS URLs.
     pub jwks_cache: crate::auth::jwks_cache::JwksCache,
-    pub limiter: limits::RateLimiter,
+    pub limiter: crate::app::rate_limits::RateLimiter,
     /// Wakes the letter worker and holds its counters.
     pub outbox: crate::delivery::worker::Outbox,
     /// For the CapabilityStatement's `date`.

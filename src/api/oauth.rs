@@ -233,7 +233,6 @@ async fn issue(app: &AppState, body: &[u8]) -> Result<Value, Refused> {
         http: &app.http,
         outbound: &app.config.outbound,
     };
-    let now = chrono::Utc::now().timestamp().max(0) as u64;
     let client = tokens::authenticate(
         &*app.store,
         &sources,
@@ -241,7 +240,6 @@ async fn issue(app: &AppState, body: &[u8]) -> Result<Value, Refused> {
         &jwt_header,
         &ClientId::new(client_id.as_str()),
         &token_url(app),
-        now,
     )
     .await
     .map_err(|e| match e {

@@ -43,6 +43,8 @@ pub async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     require_scope(&principal, scope::MESH_QUARANTINE)?;
+    let caller = Caller::new(&principal, None);
+    quarantine::reviewer(&caller)?;
     let Query(q) = query.map_err(|e| {
         ApiError::BadRequest(Issue::general(IssueType::Invalid, e.body_text()).into())
     })?;
@@ -57,7 +59,6 @@ pub async fn list(
             .into(),
         ));
     }
-    let caller = Caller::new(&principal, None);
     let (total, messages) =
         quarantine::list(&*app.store, &caller, count, q.offset.unwrap_or(0)).await?;
     Ok(Json(json!({ "total": total, "messages": messages })).into_response())
@@ -72,8 +73,9 @@ pub async fn show(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     require_scope(&principal, scope::MESH_QUARANTINE)?;
-    let Path(id) = id.map_err(|e| ApiError::NotFound(format!("no such message: {e}")))?;
     let caller = Caller::new(&principal, request_id(&headers));
+    quarantine::reviewer(&caller)?;
+    let Path(id) = id.map_err(|e| ApiError::NotFound(format!("no such message: {e}")))?;
     let (message, content) = quarantine::show(&*app.store, &caller, &id).await?;
     let mut body = json!({ "message": message });
     match content.map(String::from_utf8) {

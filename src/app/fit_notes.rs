@@ -11,7 +11,7 @@ use crate::audit::{self, Event, Kind};
 use crate::caller::Role;
 use crate::config::Config;
 use crate::fhir::{IssueType, Issues};
-use crate::intake::{IntakeContext, Submission, admission, fhir_fit_note, practice_fit_note};
+use crate::intake::{Submission, admission, fhir_fit_note, practice_fit_note};
 use crate::store::{PatientId, Store, Stored, Transaction};
 
 /// A fit note taken in.
@@ -32,7 +32,7 @@ pub async fn submit_practice_fit_note(
     body: &Value,
     wanted: Return,
 ) -> Result<FitNote, SubmitError> {
-    let ctx = IntakeContext::now(config);
+    let ctx = config.intake_now();
     let (submission, note) = practice_fit_note(body, &ctx).map_err(SubmitError::Invalid)?;
     let absence_given = note.note.absence_start.is_some();
     let stored = accept(store, config, caller, submission, absence_given, "period").await?;
@@ -47,7 +47,7 @@ pub async fn submit_observation(
     observation: &Value,
     wanted: Return,
 ) -> Result<FitNote, SubmitError> {
-    let ctx = IntakeContext::now(config);
+    let ctx = config.intake_now();
     let sender_ods = caller.principal.organisation_code();
     let (submission, note) =
         fhir_fit_note(observation, sender_ods, &ctx).map_err(SubmitError::Invalid)?;
@@ -75,7 +75,8 @@ async fn accept(
     let admission = admission::fit_note(
         &submission,
         absence_start_given,
-        config,
+        &config.services,
+        config.fit_notes.consecutive_gap_days,
         caller.principal,
         caller.request_id.clone(),
         chrono::Utc::now(),

@@ -18,6 +18,7 @@ pub mod consents;
 pub mod fit_notes;
 pub mod overrides;
 pub mod quarantine;
+pub mod rate_limits;
 pub mod records;
 pub mod referrals;
 pub mod submissions;

@@ -5,9 +5,7 @@ use serde_json::Value;
 use super::submissions::{SubmitError, submit};
 use super::{Caller, Return};
 use crate::config::Config;
-use crate::intake::{
-    IntakeContext, Submission, SubmissionKind, admission, bars, practice_referral,
-};
+use crate::intake::{Submission, SubmissionKind, admission, bars, practice_referral};
 use crate::store::{Store, Stored};
 
 /// A referral taken in.
@@ -26,7 +24,7 @@ pub async fn submit_practice_referral(
     body: &Value,
     wanted: Return,
 ) -> Result<Referral, SubmitError> {
-    let ctx = IntakeContext::now(config);
+    let ctx = config.intake_now();
     let submission = practice_referral(body, &ctx).map_err(SubmitError::Invalid)?;
     let stored = accept(
         store,
@@ -49,7 +47,7 @@ pub async fn process_message(
     bundle: &Value,
     wanted: Return,
 ) -> Result<Referral, SubmitError> {
-    let ctx = IntakeContext::now(config);
+    let ctx = config.intake_now();
     let submission = bars::validate(bytes, bundle, &ctx).map_err(|r| match r {
         bars::Rejection::Malformed(issues) => SubmitError::Malformed(issues),
         bars::Rejection::Invalid(issues) => SubmitError::Invalid(issues),

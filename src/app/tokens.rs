@@ -36,8 +36,9 @@ impl From<OAuthError> for AuthenticationError {
 }
 
 /// The registered, unrevoked client `client_id` whose `client_assertion` (with its parsed
-/// `header`) verifies against its keys for `audience` at `now` (Unix seconds), and was not used
-/// before: its `jti` is recorded as used until the assertion expires.
+/// `header`) verifies against its keys for `audience`, and was not used before: its `jti` is
+/// recorded as used until the assertion expires. The assertion's times are checked against the
+/// clock once its keys are in hand (a JWKS fetch may take a while).
 pub async fn authenticate(
     store: &dyn Store,
     sources: &KeySources<'_>,
@@ -45,7 +46,6 @@ pub async fn authenticate(
     header: &Header,
     client_id: &ClientId,
     audience: &str,
-    now: u64,
 ) -> Result<ClientRecord, AuthenticationError> {
     let client = store
         .client(client_id)
@@ -59,6 +59,7 @@ pub async fn authenticate(
             "the client is not registered, or revoked",
         ))?;
     let keys = client_keys(sources, &client, header.kid.as_deref()).await?;
+    let now = chrono::Utc::now().timestamp().max(0) as u64;
     let verified = assertion::verify(
         client_assertion,
         header,

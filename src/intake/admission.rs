@@ -9,12 +9,12 @@ use serde_json::{Value, json};
 
 use crate::audit::{self, Event, Kind};
 use crate::caller::Principal;
-use crate::config::{Config, EligibilityConfig, ServiceConfig};
 use crate::consent::authorship::{CareRelation, Person};
 use crate::consent::{
     self, Action, ConsentRecord, DataClass, Decision, Party, Purpose, Question, Recipient,
     RecipientClass,
 };
+use crate::eligibility::EligibilityConfig;
 use crate::eligibility::{self, Assessment, Outcome, Subject};
 use crate::fhir::systems::{self, profile};
 use crate::fhir::terminology::coding;
@@ -22,6 +22,7 @@ use crate::fhir::{Issue, IssueType, Issues};
 use crate::fit_notes::prompts::{self, PastPrompt};
 use crate::fit_notes::{FitNoteFacts, runs};
 use crate::intake::{Submission, SubmissionEntry, SubmissionKind};
+use crate::services::Service;
 
 /// What is stored about the person a submission is about, read inside the transaction that would
 /// store it (empty for a new person), so a withdrawal or a fit note committed a moment earlier is
@@ -167,7 +168,7 @@ fn eligibility_extension(a: &Assessment, at: DateTime<Utc>) -> Value {
 /// the ServiceRequest, or refusing it when the service asks for that).
 pub fn referral(
     submission: &Submission,
-    service: Option<&ServiceConfig>,
+    service: Option<&Service>,
     principal: &Principal,
     request_id: Option<String>,
     now: DateTime<Utc>,
@@ -251,7 +252,8 @@ pub fn referral(
 pub fn fit_note(
     submission: &Submission,
     absence_start_given: bool,
-    config: &Config,
+    services: &[Service],
+    consecutive_gap_days: u32,
     principal: &Principal,
     request_id: Option<String>,
     now: DateTime<Utc>,
@@ -260,13 +262,12 @@ pub fn fit_note(
     let SubmissionKind::FitNote(new_note) = submission.kind.clone() else {
         unreachable!("a fit-note admission is made for fit notes only")
     };
-    let services: Vec<ServiceConfig> = config
-        .services
+    let services: Vec<Service> = services
         .iter()
         .filter(|s| !s.prompts.is_empty())
         .cloned()
         .collect();
-    let gap = config.fit_notes.consecutive_gap_days;
+    let gap = consecutive_gap_days;
     let practice = submission.practice.clone();
     let focus = submission.focus.clone();
     let person = submission.subject.clone();
@@ -375,7 +376,7 @@ pub fn fit_note(
 /// to the practice (`practice`, `system|value`), about the person, naming the service, the rule
 /// and its version, and the fit notes that fired it.
 fn prompt_task(
-    service: &ServiceConfig,
+    service: &Service,
     firing: &prompts::Firing,
     focus: &str,
     patient_url: &str,

@@ -13,13 +13,13 @@ use super::practice::{MAX_AGE_YEARS, age_on};
 use super::submission::{
     Submission, SubmissionEntry, SubmissionKey, SubmissionKind, content_hash, match_identifier,
 };
-use crate::config::ServiceConfig;
 use crate::fhir::identifiers;
 use crate::fhir::resource::{
     claim_profile, parse_strict, references, resource_type, rewrite_strings,
 };
 use crate::fhir::systems::{self, profile};
 use crate::fhir::{Issue, IssueType, Issues};
+use crate::services::Service;
 
 /// Why a message was refused: it is not FHIR at all (400), or it is FHIR that breaks the message
 /// rules (422).
@@ -165,12 +165,7 @@ impl<'a> Message<'a> {
         let (Some(sender_ods), Some(service), Some(focus)) = (sender_ods, service, focus) else {
             return Err(Issue::general(IssueType::Invalid, "the message could not be read").into());
         };
-        Ok(m.into_submission(
-            &sender_ods,
-            service,
-            focus,
-            ctx.config.consent.bars_implied_direct_care,
-        ))
+        Ok(m.into_submission(&sender_ods, service, focus, ctx.bars_implied_direct_care))
     }
 
     fn index_entries(&mut self) {
@@ -271,7 +266,7 @@ impl<'a> Message<'a> {
         &mut self,
         header: &'a Value,
         ctx: &'c IntakeContext,
-    ) -> Option<&'c ServiceConfig> {
+    ) -> Option<&'c Service> {
         let endpoints: Vec<&str> = header
             .get("destination")
             .and_then(Value::as_array)
@@ -281,7 +276,7 @@ impl<'a> Message<'a> {
                     .collect()
             })
             .unwrap_or_default();
-        let found = ctx.config.services.iter().find(|s| {
+        let found = ctx.services.iter().find(|s| {
             s.bars_endpoint
                 .as_deref()
                 .is_some_and(|ep| endpoints.contains(&ep))
@@ -585,7 +580,7 @@ impl<'a> Message<'a> {
     fn into_submission(
         self,
         sender_ods: &str,
-        service: &ServiceConfig,
+        service: &Service,
         focus: usize,
         implied_consent_counts: bool,
     ) -> Submission {

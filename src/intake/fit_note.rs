@@ -374,7 +374,7 @@ mod tests {
     fn ctx(config: &Config) -> IntakeContext<'_> {
         IntakeContext {
             now: Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap(),
-            config,
+            ..config.intake_now()
         }
     }
 

@@ -13,26 +13,26 @@ pub mod submission;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::config::Config;
 use crate::fhir::{Issue, IssueType, Issues};
+use crate::services::Service;
 use submission::content_hash;
 
 pub use submission::{Submission, SubmissionEntry, SubmissionKey, SubmissionKind};
 
-/// What validation needs from outside the input: the time now and the configured services.
+/// What validation needs from outside the input: the time now, the services referrals may be
+/// addressed to, and whether a BaRS message's implied direct-care Consent counts as the
+/// person's agreement (`crate::config::Config::intake_now` gives the configured ones).
 #[derive(Debug, Clone, Copy)]
 pub struct IntakeContext<'a> {
     pub now: DateTime<Utc>,
-    pub config: &'a Config,
+    pub services: &'a [Service],
+    pub bars_implied_direct_care: bool,
 }
 
-impl<'a> IntakeContext<'a> {
-    /// Context for validating input received now.
-    pub fn now(config: &'a Config) -> Self {
-        IntakeContext {
-            now: Utc::now(),
-            config,
-        }
+impl IntakeContext<'_> {
+    /// The service with id `id`.
+    pub fn service(&self, id: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.id == id)
     }
 }
 
@@ -41,16 +41,13 @@ impl<'a> IntakeContext<'a> {
 /// serves the HTTP API, the CLI and the benchmark.
 pub fn practice_referral(value: &Value, ctx: &IntakeContext) -> Result<Submission, Issues> {
     let referral = practice::validate(value, ctx)?;
-    let service = ctx
-        .config
-        .service(&referral.target_service)
-        .ok_or_else(|| {
-            Issues::from(Issue::error(
-                IssueType::NotFound,
-                "targetService",
-                "unknown service",
-            ))
-        })?;
+    let service = ctx.service(&referral.target_service).ok_or_else(|| {
+        Issues::from(Issue::error(
+            IssueType::NotFound,
+            "targetService",
+            "unknown service",
+        ))
+    })?;
     let bundle = crate::intake::mapping::referral_bundle(&referral, service);
     let key = SubmissionKey {
         namespace: format!("practice:{}", referral.practice.ods_code),

@@ -251,9 +251,9 @@ fn business_rules(v: &Value, ctx: &IntakeContext, issues: &mut Issues) {
     }
 
     if let Some(service) = str_at("targetService")
-        && ctx.config.service(service).is_none()
+        && ctx.service(service).is_none()
     {
-        let known: Vec<&str> = ctx.config.services.iter().map(|s| s.id.as_str()).collect();
+        let known: Vec<&str> = ctx.services.iter().map(|s| s.id.as_str()).collect();
         rules.error(
             IssueType::NotFound,
             "targetService",

@@ -591,6 +591,8 @@ pub fn redacted_url(url: &str) -> String {
             u.to_string()
         }
         Ok(u) => u.to_string(),
+        // Not a URL, so no password to find, unless it has the `user:password@` part of one.
+        Err(_) if !url.contains('@') => url.to_string(),
         Err(_) => "(a database URL that does not parse)".into(),
     }
 }

@@ -11,11 +11,11 @@ use chrono::{DateTime, FixedOffset, SecondsFormat};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::config::ServiceConfig;
 use crate::fhir::systems;
 use crate::fhir::terminology::{self, coding};
 use crate::intake::practice::{HumanName, PracticeReferral, is_off_sick};
 use crate::intake::submission::{match_identifier, transaction_request};
+use crate::services::Service;
 
 /// A Consent provision in the gateway's profile: permit `recipient` (a `consent-recipient` code;
 /// `actor` is its Reference, by identifier or display) to `actions` on `classes` for `purpose`.
@@ -49,7 +49,7 @@ pub fn consent_provision(
 /// The Organization of a configured service, as every intake path states it: from the gateway's
 /// configuration only, never from what a sender says of the service (see
 /// [`crate::intake::submission::is_service_organization`]).
-pub fn service_organization(service: &ServiceConfig) -> Value {
+pub fn service_organization(service: &Service) -> Value {
     let mut identifiers =
         vec![json!({ "system": systems::service_identifier_system(), "value": service.id })];
     if let Some(ods) = &service.ods_code {
@@ -65,20 +65,20 @@ pub fn service_organization(service: &ServiceConfig) -> Value {
 pub(crate) const ENTRY_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_2a4e_8b3d_4c5f_9e7a_1d2b_3c4d_5e6f);
 
 /// Maps a validated practice referral addressed to `service` into a FHIR transaction Bundle.
-pub fn referral_bundle(r: &PracticeReferral, service: &ServiceConfig) -> Value {
+pub fn referral_bundle(r: &PracticeReferral, service: &Service) -> Value {
     Mapper::new(r, service).bundle()
 }
 
 struct Mapper<'a> {
     r: &'a PracticeReferral,
-    service: &'a ServiceConfig,
+    service: &'a Service,
     entries: Vec<Value>,
     /// fullUrls by role: each is a SHA-1 (UUIDv5), and roles are referenced many times.
     urls: RefCell<HashMap<String, String>>,
 }
 
 impl<'a> Mapper<'a> {
-    fn new(r: &'a PracticeReferral, service: &'a ServiceConfig) -> Self {
+    fn new(r: &'a PracticeReferral, service: &'a Service) -> Self {
         Mapper {
             r,
             service,

@@ -10,15 +10,15 @@ impl OverrideRow {
         let grant = o.state.grant();
         let decided = match &o.state {
             OverrideState::Refused { by, at, note } => {
-                Some((format_instant(*at), by.clone(), note.clone()))
+                Some((stored_instant(*at), by.clone(), note.clone()))
             }
-            _ => grant.map(|g| (format_instant(g.at), g.by.clone(), g.note.clone())),
+            _ => grant.map(|g| (stored_instant(g.at), g.by.clone(), g.note.clone())),
         };
         OverrideRow {
             decided,
-            expires_at: grant.map(|g| format_instant(g.until)),
+            expires_at: grant.map(|g| stored_instant(g.until)),
             ended_at: match &o.state {
-                OverrideState::Ended { at, .. } => Some(format_instant(*at)),
+                OverrideState::Ended { at, .. } => Some(stored_instant(*at)),
                 _ => None,
             },
         }
@@ -56,7 +56,7 @@ async fn insert_override(
     .bind(o.recipient.code())
     .bind(&o.organisation)
     .bind(i64::from(o.hours))
-    .bind(format_instant(o.requested_at))
+    .bind(stored_instant(o.requested_at))
     .bind(&o.requested_by.client)
     .bind(&o.requested_by.organisation)
     .bind(decided_at)
@@ -65,7 +65,7 @@ async fn insert_override(
     .bind(note)
     .bind(row.expires_at)
     .bind(row.ended_at)
-    .bind(o.review.as_ref().map(|r| format_instant(r.at)))
+    .bind(o.review.as_ref().map(|r| stored_instant(r.at)))
     .bind(o.review.as_ref().map(|r| r.by.client.clone()))
     .bind(o.review.as_ref().map(|r| r.by.organisation.clone()))
     .bind(o.review.as_ref().map(|r| r.outcome.code()))
@@ -99,7 +99,7 @@ async fn save_override(
     .bind(note)
     .bind(row.expires_at)
     .bind(row.ended_at)
-    .bind(o.review.as_ref().map(|r| format_instant(r.at)))
+    .bind(o.review.as_ref().map(|r| stored_instant(r.at)))
     .bind(o.review.as_ref().map(|r| r.by.client.clone()))
     .bind(o.review.as_ref().map(|r| r.by.organisation.clone()))
     .bind(o.review.as_ref().map(|r| r.outcome.code()))
@@ -156,15 +156,8 @@ macro_rules! select_overrides {
 fn override_of(r: &DbRow) -> Result<(Override, i64), StoreError> {
     let id: String = r.get(0);
     let corrupt = |what: &str| StoreError::Corrupt(format!("override {id}: {what}"));
-    let time = |i: usize| -> Result<Option<DateTime<Utc>>, StoreError> {
-        r.get::<Option<&str>, _>(i)
-            .map(|t| {
-                DateTime::parse_from_rfc3339(t)
-                    .map(|t| t.with_timezone(&Utc))
-                    .map_err(|e| corrupt(&format!("time '{t}': {e}")))
-            })
-            .transpose()
-    };
+    let what = format!("override {id}");
+    let time = |i: usize| instants_of(&what, r.get::<Option<&str>, _>(i));
     let party = |client: usize, organisation: usize| -> Option<Agent> {
         Some(Agent {
             client: r.get::<Option<String>, _>(client)?,

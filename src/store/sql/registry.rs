@@ -28,7 +28,7 @@ async fn client_write(conn: &mut Conn, write: ClientWrite) -> Result<bool, Store
         ClientWrite::Revoke(id) => Ok(sqlx::query(
             "UPDATE clients SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
         )
-        .bind(format_instant(Utc::now()))
+        .bind(stored_instant(Utc::now()))
         .bind(id.as_str())
         .execute(&mut *conn)
         .await?

@@ -15,7 +15,7 @@ async fn insert_new(
     own: &mut Pending,
 ) -> Result<Vec<Value>, StoreError> {
     lock_keys(conn, &consent_people(&resources)).await?;
-    let now = format_instant(Utc::now());
+    let now = stored_instant(Utc::now());
     let mut writes = Vec::with_capacity(resources.len());
     for mut content in resources {
         let resource_type = content["resourceType"]
@@ -79,7 +79,7 @@ async fn update_one(
             expected,
         });
     }
-    let now = format_instant(Utc::now());
+    let now = stored_instant(Utc::now());
     stamp(&mut content, &id, current + 1, &now);
     let index = index_entries(&content);
     let write = PlannedWrite {

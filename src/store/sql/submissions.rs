@@ -20,7 +20,7 @@ async fn apply(
             .into(),
         ));
     }
-    let now = format_instant(Utc::now());
+    let now = stored_instant(Utc::now());
     // Time-ordered ids: new rows land at the end of every index instead of on random pages.
     let focus_id = uuid::Uuid::now_v7().to_string();
     // The key's primary key decides: the first insert wins, every later one sees the stored row.

@@ -1,0 +1,26 @@
+//! The work-and-health services referrals may be addressed to: who each is, how BaRS names it,
+//! its eligibility criteria and the fit-note rules that prompt a referral to it. Plain values:
+//! the configuration's `[[services]]` are read into them, and the core takes them as they are.
+
+use serde::Deserialize;
+
+use crate::eligibility::EligibilityConfig;
+use crate::fit_notes::prompts::PromptRule;
+
+/// A work-and-health service that referrals can be addressed to.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub ods_code: Option<String>,
+    /// `system|value` of the service's BaRS target identifier.
+    #[serde(default)]
+    pub bars_endpoint: Option<String>,
+    /// Fit-note rules that prompt practices to consider a referral to this service.
+    #[serde(default)]
+    pub prompts: Vec<PromptRule>,
+    #[serde(default)]
+    pub eligibility: Option<EligibilityConfig>,
+}
