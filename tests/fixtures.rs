@@ -214,10 +214,13 @@ async fn fixtures_over_http() {
         emitted.extend(resources);
     }
     for f in fixtures("messages/valid") {
-        let (status, headers, outcome) = server
+        let (status, headers, answer) = server
             .post_json("/fhir/$process-message", &read_json(&f))
             .await;
-        assert_eq!(status, 200, "{}: {outcome}", f.display());
+        assert_eq!(status, 200, "{}: {answer}", f.display());
+        // The answer is a response message, checked with what was stored.
+        assert_eq!(answer["type"], "message", "{}: {answer}", f.display());
+        emitted.push(answer);
         let id = location_id(&headers);
         let resources = read_back(&server, &id).await;
         let patient = resources

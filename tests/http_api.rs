@@ -582,3 +582,74 @@ async fn a_referral_arriving_late_does_not_overwrite_newer_details() {
     );
     assert_eq!(patient["address"][0]["postalCode"], "S13 9AS");
 }
+
+/// FHIR R4 `$process-message`: the `return` parameter is "a response message, if synchronous
+/// messaging is being used (mandatory in this case)"
+/// (http://hl7.org/fhir/R4/messageheader-operation-process-message.html), and the BaRS API's
+/// `200` for `POST /$process-message` is a `MessageBundle` (NHS England's
+/// booking-and-referral OpenAPI specification). The response MessageHeader's
+/// `response.identifier` is "the MessageHeader.id of the message to which this message is a
+/// response" (http://hl7.org/fhir/R4/messageheader-definitions.html#MessageHeader.response.identifier).
+#[tokio::test]
+async fn process_message_answers_with_a_response_message() {
+    let server = Server::start();
+    let msg =
+        read_json(&root().join("fixtures/messages/valid/01-bars-referral-current-forms.json"));
+    let request_header = msg["entry"][0]["fullUrl"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("urn:uuid:")
+        .to_string();
+    let (status, headers, first) = server.post_json("/fhir/$process-message", &msg).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["resourceType"], "Bundle");
+    assert_eq!(first["type"], "message");
+    let header = &first["entry"][0]["resource"];
+    assert_eq!(header["resourceType"], "MessageHeader");
+    assert_eq!(header["response"]["identifier"], request_header.as_str());
+    assert_eq!(header["response"]["code"], "ok");
+    assert_eq!(
+        header["destination"][0]["endpoint"],
+        msg["entry"][0]["resource"]["source"]["endpoint"]
+    );
+    let location = headers["location"].to_str().unwrap();
+    assert_eq!(header["focus"][0]["reference"], location);
+    whg::fhir::resource::check_strict(&first).unwrap();
+
+    // A resend is answered the same way, saying nothing new was stored.
+    let (status, _, again) = server.post_json("/fhir/$process-message", &msg).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["id"], first["id"]);
+    let said = again["entry"][1]["resource"]["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap();
+    assert!(said.contains("already received"), "{said}");
+
+    // With the stored referral, when asked for; nothing at all with return=minimal.
+    let sender = whg::auth::Principal::practice(&sender_practice(&msg).unwrap());
+    for (prefer, entries) in [("return=representation", Some(3)), ("return=minimal", None)] {
+        let r = server
+            .client
+            .post(server.url("/fhir/$process-message"))
+            .header("authorization", format!("Bearer {}", server.token(&sender)))
+            .header("content-type", "application/fhir+json")
+            .header("prefer", prefer)
+            .body(serde_json::to_vec(&msg).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{prefer}");
+        let body = r.bytes().await.unwrap();
+        match entries {
+            Some(n) => {
+                let answer: Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(answer["entry"].as_array().unwrap().len(), n, "{answer}");
+                assert_eq!(
+                    answer["entry"][2]["resource"]["resourceType"],
+                    "ServiceRequest"
+                );
+            }
+            None => assert!(body.is_empty(), "{prefer}"),
+        }
+    }
+}

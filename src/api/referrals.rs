@@ -12,6 +12,7 @@ use super::error::{ApiError, Return, fhir_response, return_preference, set_locat
 use crate::app::referrals::{self, Referral};
 use crate::auth::{Principal, scope};
 use crate::fhir::{Issue, NhsErrorCode, operation_outcome};
+use crate::intake::bars_response;
 
 /// `POST /api/v1/referrals`: 201 when stored, 200 for an identical resend.
 pub async fn create_practice_referral(
@@ -38,7 +39,9 @@ pub async fn create_practice_referral(
     Ok(answer(&app, wanted, status, referral))
 }
 
-/// `POST /fhir/$process-message`: BaRS answers 200 for an accepted message, new or resent.
+/// `POST /fhir/$process-message`: 200 for an accepted message, new or resent, with a response
+/// message ([`crate::intake::bars_response`]) carrying the stored ServiceRequest when
+/// `Prefer: return=representation` asks for it; nothing with `return=minimal`.
 pub async fn process_message(
     State(app): State<AppState>,
     principal: Principal,
@@ -56,7 +59,30 @@ pub async fn process_message(
         wanted,
     )
     .await?;
-    Ok(answer(&app, wanted, StatusCode::OK, referral))
+    let Referral { stored, resource } = referral;
+    let location = format!(
+        "{}/fhir/ServiceRequest/{}",
+        app.config.base_url(),
+        stored.focus_id
+    );
+    let mut response = if wanted == Return::Minimal {
+        StatusCode::OK.into_response()
+    } else {
+        let accepted = bars_response::Accepted {
+            service_request_id: &stored.focus_id,
+            created: stored.created,
+            service_request: resource.as_ref(),
+        };
+        let message = bars_response::response_message(
+            &body.value,
+            &accepted,
+            &app.config.base_url(),
+            chrono::Utc::now(),
+        );
+        fhir_response(StatusCode::OK, &message)
+    };
+    set_location(&mut response, &location);
+    Ok(response)
 }
 
 /// The answer to a stored referral: an OperationOutcome by default, the ServiceRequest with

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod bars;
+pub mod bars_response;
 pub mod fit_note;
 pub mod fit_note_fhir;
 pub mod mapping;

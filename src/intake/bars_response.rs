@@ -1,0 +1,235 @@
+//! The synchronous answer to a BaRS message taken at `$process-message`: a response message.
+//!
+//! FHIR R4 `$process-message` (http://hl7.org/fhir/R4/messageheader-operation-process-message.html):
+//! the `return` is "a response message, if synchronous messaging is being used (mandatory in this
+//! case)", and the BaRS API (`POST /$process-message`, `200`) answers with a `MessageBundle`.
+//! A response message is a Bundle of type `message` whose MessageHeader's `response` names the
+//! request (`response.identifier`, "the MessageHeader.id of the message to which this message is
+//! a response") and how it went (`response.code`, `ok` here: refusals are 4xx OperationOutcomes).
+//! Pure: the same request and result always give the same answer but for its timestamp.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::fhir::search::format_instant;
+use crate::fhir::systems::profile;
+
+/// UK Core's MessageHeader profile (2.4.0: the event, destination, sender, source and focus are
+/// must-support; no other constraint on R4's).
+const UK_CORE_MESSAGE_HEADER: &str =
+    "https://fhir.hl7.org.uk/StructureDefinition/UKCore-MessageHeader";
+
+/// What the gateway did with a message, for its answer.
+pub struct Accepted<'a> {
+    /// Id of the stored ServiceRequest.
+    pub service_request_id: &'a str,
+    /// False for a resend of a message stored before (nothing new was stored).
+    pub created: bool,
+    /// The stored ServiceRequest, when the sender asked for it (`Prefer: return=representation`).
+    pub service_request: Option<&'a Value>,
+}
+
+/// The id of the request's MessageHeader: its `id`, or the UUID its entry's `fullUrl` names (a
+/// message's entries are usually named by `urn:uuid:` only), or lacking both the Bundle's id.
+pub fn request_header_id(request: &Value) -> Option<String> {
+    let entry = request.get("entry")?.get(0)?;
+    let header = entry.get("resource")?;
+    if header.get("resourceType")?.as_str()? != "MessageHeader" {
+        return None;
+    }
+    header
+        .get("id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| {
+            entry
+                .get("fullUrl")
+                .and_then(Value::as_str)
+                .and_then(|u| u.strip_prefix("urn:uuid:"))
+                .map(str::to_string)
+        })
+        .or_else(|| {
+            request
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+}
+
+/// The response message for `request`, which was taken in as `accepted`. `base` is the
+/// gateway's public base URL (`https://…`, without `/fhir`).
+pub fn response_message(
+    request: &Value,
+    accepted: &Accepted<'_>,
+    base: &str,
+    now: DateTime<Utc>,
+) -> Value {
+    let request_header = &request["entry"][0]["resource"];
+    let request_id = request_header_id(request).unwrap_or_default();
+    // Named from the request, so a resend is answered with the same message ids.
+    let name = |what: &str| {
+        Uuid::new_v5(
+            &Uuid::NAMESPACE_URL,
+            format!("{base}/fhir/$process-message/{request_id}/{what}").as_bytes(),
+        )
+    };
+    let (header_id, outcome_id) = (name("header"), name("outcome"));
+    let service_request_url = format!("{base}/fhir/ServiceRequest/{}", accepted.service_request_id);
+    let diagnostics = if accepted.created {
+        format!(
+            "referral stored as ServiceRequest/{}",
+            accepted.service_request_id
+        )
+    } else {
+        format!(
+            "this referral was already received and is stored as ServiceRequest/{}; nothing new was stored",
+            accepted.service_request_id
+        )
+    };
+    let mut header = json!({
+        "resourceType": "MessageHeader",
+        "id": header_id.to_string(),
+        "meta": { "profile": [UK_CORE_MESSAGE_HEADER] },
+        // A response message carries the event of the message it answers.
+        "eventCoding": request_header["eventCoding"],
+        "source": {
+            "name": "Work and Health Gateway",
+            "software": "Work and Health Gateway",
+            "version": env!("CARGO_PKG_VERSION"),
+            "endpoint": format!("{base}/fhir/$process-message"),
+        },
+        "response": {
+            "identifier": request_id,
+            "code": "ok",
+            "details": { "reference": format!("urn:uuid:{outcome_id}") },
+        },
+        "focus": [{ "reference": service_request_url }],
+    });
+    // Back to where the request came from, when it said.
+    if let Some(endpoint) = request_header["source"]["endpoint"].as_str() {
+        header["destination"] = json!([{ "endpoint": endpoint }]);
+    }
+    let outcome = json!({
+        "resourceType": "OperationOutcome",
+        "id": outcome_id.to_string(),
+        "meta": { "profile": [profile::OPERATION_OUTCOME] },
+        "issue": [{ "severity": "information", "code": "informational", "diagnostics": diagnostics }],
+    });
+    let mut entries = vec![
+        json!({ "fullUrl": format!("urn:uuid:{header_id}"), "resource": header }),
+        json!({ "fullUrl": format!("urn:uuid:{outcome_id}"), "resource": outcome }),
+    ];
+    if let Some(sr) = accepted.service_request {
+        entries.push(json!({ "fullUrl": service_request_url, "resource": sr }));
+    }
+    json!({
+        "resourceType": "Bundle",
+        "id": name("bundle").to_string(),
+        "meta": { "lastUpdated": format_instant(now) },
+        "type": "message",
+        "timestamp": format_instant(now),
+        "entry": entries,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> Value {
+        serde_json::from_str(include_str!(
+            "../../fixtures/messages/valid/01-bars-referral-current-forms.json"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_answer_is_a_response_message_naming_the_request() {
+        let now = "2026-12-01T10:00:00Z".parse().unwrap();
+        let accepted = Accepted {
+            service_request_id: "sr1",
+            created: true,
+            service_request: None,
+        };
+        let answer = response_message(&request(), &accepted, "https://whg.example", now);
+        assert_eq!(answer["type"], "message");
+        assert_eq!(answer["timestamp"], "2026-12-01T10:00:00.000000Z");
+        let header = &answer["entry"][0]["resource"];
+        assert_eq!(header["resourceType"], "MessageHeader");
+        // The request's MessageHeader has no id: its entry's fullUrl names it.
+        assert_eq!(
+            header["response"]["identifier"],
+            "00000000-0000-4000-8000-000000000001"
+        );
+        assert_eq!(header["response"]["code"], "ok");
+        assert_eq!(header["eventCoding"]["code"], "servicerequest-request");
+        assert_eq!(
+            header["destination"][0]["endpoint"],
+            "https://fhir.nhs.uk/Id/dos-service-id|1000000042"
+        );
+        assert_eq!(
+            header["focus"][0]["reference"],
+            "https://whg.example/fhir/ServiceRequest/sr1"
+        );
+        // The details it refers to are in the message.
+        let details = header["response"]["details"]["reference"].as_str().unwrap();
+        assert_eq!(answer["entry"][1]["fullUrl"], details);
+        assert_eq!(
+            answer["entry"][1]["resource"]["resourceType"],
+            "OperationOutcome"
+        );
+        assert_eq!(answer["entry"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_resend_gets_the_same_message_ids_and_says_nothing_new_was_stored() {
+        let now = Utc::now();
+        let first = Accepted {
+            service_request_id: "sr1",
+            created: true,
+            service_request: None,
+        };
+        let again = Accepted {
+            created: false,
+            ..first
+        };
+        let a = response_message(&request(), &first, "https://whg.example", now);
+        let b = response_message(&request(), &again, "https://whg.example", now);
+        assert_eq!(a["id"], b["id"]);
+        assert_eq!(a["entry"][0]["fullUrl"], b["entry"][0]["fullUrl"]);
+        let said = b["entry"][1]["resource"]["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap();
+        assert!(said.contains("already received"), "{said}");
+    }
+
+    #[test]
+    fn the_stored_referral_comes_with_the_answer_when_asked_for() {
+        let sr = json!({ "resourceType": "ServiceRequest", "id": "sr1" });
+        let accepted = Accepted {
+            service_request_id: "sr1",
+            created: true,
+            service_request: Some(&sr),
+        };
+        let answer = response_message(&request(), &accepted, "https://whg.example", Utc::now());
+        assert_eq!(answer["entry"][2]["resource"], sr);
+        assert_eq!(
+            answer["entry"][2]["fullUrl"],
+            answer["entry"][0]["resource"]["focus"][0]["reference"]
+        );
+    }
+
+    #[test]
+    fn a_header_with_an_id_is_named_by_it() {
+        let mut r = request();
+        r["entry"][0]["resource"]["id"] = json!("mh-1");
+        assert_eq!(request_header_id(&r).as_deref(), Some("mh-1"));
+        r["entry"][0]["resource"]
+            .as_object_mut()
+            .unwrap()
+            .remove("id");
+        r["entry"][0].as_object_mut().unwrap().remove("fullUrl");
+        assert_eq!(request_header_id(&r), r["id"].as_str().map(str::to_string));
+    }
+}
