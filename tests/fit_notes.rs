@@ -601,6 +601,21 @@ async fn history_search_summary_and_answering_prompts() {
         ))
         .await;
     assert_eq!(both["total"], 2);
+    // R4 search (http://hl7.org/fhir/R4/search.html#prefix), `eq`: "the range of the search
+    // value fully contains the range of the target value". January contains note 1 only: note 2
+    // runs into 1 February (overlapping January, not contained by it).
+    let (_, january) = practice
+        .get(&format!("/fhir/Observation?{by_nhs}&date=2026-01"))
+        .await;
+    assert_eq!(january["total"], 1, "{january}");
+    assert_eq!(
+        january["entry"][0]["resource"]["effectivePeriod"]["start"],
+        "2026-01-05"
+    );
+    let (_, not_january) = practice
+        .get(&format!("/fhir/Observation?{by_nhs}&date=ne2026-01"))
+        .await;
+    assert_eq!(not_january["total"], 3, "{not_january}");
     let (_, may) = practice
         .get(&format!(
             "/fhir/Observation?{by_nhs}&code=http://snomed.info/sct|751601000000107"
@@ -706,7 +721,7 @@ async fn history_search_summary_and_answering_prompts() {
     );
     let (_, left) = practice
         .get(
-            "/fhir/Task?owner=https://fhir.nhs.uk/Id/ods-organization-code|C88901&status=requested",
+            "/fhir/Task?owner:identifier=https://fhir.nhs.uk/Id/ods-organization-code|C88901&status=requested",
         )
         .await;
     assert_eq!(left["total"], 1);

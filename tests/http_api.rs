@@ -418,6 +418,41 @@ async fn capability_statement_tells_the_truth() {
             r["type"]
         );
     }
+    // R4's own definitions type Task's `owner` (SearchParameter Task-owner) and AuditEvent's
+    // `agent` (AuditEvent-agent) as `reference`
+    // (http://hl7.org/fhir/R4/task.html#search, http://hl7.org/fhir/R4/auditevent.html#search);
+    // their targets are kept by identifier, so the `:identifier` modifier
+    // (http://hl7.org/fhir/R4/search.html#reference, "identifier") finds them.
+    let param_type = |resource: &str, name: &str| {
+        resources
+            .iter()
+            .find(|r| r["type"] == resource)
+            .and_then(|r| r["searchParam"].as_array())
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .map(|p| p["type"].as_str().unwrap().to_string())
+    };
+    assert_eq!(param_type("Task", "owner").as_deref(), Some("reference"));
+    assert_eq!(
+        param_type("AuditEvent", "agent").as_deref(),
+        Some("reference")
+    );
+    let (status, found) = server
+        .as_(whg::auth::Principal::practice(DEFAULT_PRACTICE))
+        .get("/fhir/Task?owner:identifier=https://fhir.nhs.uk/Id/ods-organization-code|C88901")
+        .await;
+    assert_eq!(status, 200, "{found}");
+    let (status, refused) = server
+        .as_(whg::auth::Principal::practice(DEFAULT_PRACTICE))
+        .get("/fhir/Task?owner:missing=true")
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("owner:identifier"),
+        "{refused}"
+    );
     check_with_independent_fhir(&[cs]);
 }
 

@@ -262,7 +262,8 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
                     .map(|p| {
                         let kind = match p.kind {
                             search::ParamKind::Token => "token",
-                            search::ParamKind::Reference { .. } => "reference",
+                            search::ParamKind::Reference { .. }
+                            | search::ParamKind::IdentifierReference => "reference",
                             search::ParamKind::Date | search::ParamKind::Period => "date",
                         };
                         json!({ "name": p.name, "type": kind, "documentation": p.documentation })

@@ -17,6 +17,10 @@ pub enum ParamKind {
     Reference {
         target: &'static str,
     },
+    /// A reference parameter whose targets are named by identifier only (a Task's owner, an
+    /// AuditEvent's agent): R4 types it `reference`, and its `:identifier` modifier matches
+    /// the reference's identifier. The bare parameter takes the same `system|value` token.
+    IdentifierReference,
     /// `_lastUpdated`.
     Date,
     /// A resource's period (a fit note's `effectivePeriod`), indexed as its start and end.
@@ -80,8 +84,8 @@ const AUDIT_EVENT_PARAMS: &[ParamDef] = &[
     },
     ParamDef {
         name: "agent",
-        kind: ParamKind::Token,
-        documentation: "Events by a client or organisation: the client id, or system|value of the organisation",
+        kind: ParamKind::IdentifierReference,
+        documentation: "Events by a client or organisation, by the identifier the event names it by: agent:identifier=<client id>, or agent:identifier=system|value of the organisation",
     },
     ParamDef {
         name: "outcome",
@@ -109,7 +113,7 @@ const OBSERVATION_PARAMS: &[ParamDef] = &[
     ParamDef {
         name: "date",
         kind: ParamKind::Period,
-        documentation: "The period covered (effectivePeriod; an indefinite fit note has no end). ge/gt: covers time at or after the value; le/lt: starts at or before; eq (the default): overlaps it; ne: does not overlap. _sort=date or -date orders by the period's start",
+        documentation: "The period covered (effectivePeriod; an indefinite fit note has no end). ge/gt: covers time at or after the value; le/lt: starts at or before; eq (the default): the period lies wholly within the value (R4: the search range contains the target; an indefinite note is within none); ne: it does not. _sort=date or -date orders by the period's start",
     },
     ParamDef {
         name: "_lastUpdated",
@@ -121,8 +125,8 @@ const OBSERVATION_PARAMS: &[ParamDef] = &[
 const TASK_PARAMS: &[ParamDef] = &[
     ParamDef {
         name: "owner",
-        kind: ParamKind::Token,
-        documentation: "The organisation the task is for, by identifier, e.g. https://fhir.nhs.uk/Id/ods-organization-code|C88901 or C88901",
+        kind: ParamKind::IdentifierReference,
+        documentation: "The organisation the task is for, by its identifier: owner:identifier=https://fhir.nhs.uk/Id/ods-organization-code|C88901 (or C88901)",
     },
     ParamDef {
         name: "status",
@@ -338,6 +342,11 @@ fn parse_param(defs: &[ParamDef], name: &str, raw: &str) -> Result<Filter, Strin
         Some((b, c)) => (b, Some(c)),
         None => (name, None),
     };
+    // A modifier (`owner:identifier`) is the parameter's own; only identifier references take one.
+    let (base, modifier) = match base.split_once(':') {
+        Some((b, m)) => (b, Some(m)),
+        None => (base, None),
+    };
     let Some(def) = defs.iter().find(|d| d.name == base) else {
         let known: Vec<&str> = defs.iter().map(|d| d.name).collect();
         return Err(if known.is_empty() {
@@ -353,6 +362,23 @@ fn parse_param(defs: &[ParamDef], name: &str, raw: &str) -> Result<Filter, Strin
     };
     if raw.is_empty() {
         return Err(format!("search parameter '{name}' has no value"));
+    }
+    match (def.kind, modifier) {
+        (ParamKind::IdentifierReference, None | Some("identifier")) => {
+            return Ok(Filter::Token {
+                param: def.name,
+                any_of: raw.split(',').map(parse_token).collect(),
+            });
+        }
+        (ParamKind::IdentifierReference, Some(m)) => {
+            return Err(format!(
+                "modifier ':{m}' is not supported on '{base}': its targets are named by identifier, so use {base}:identifier=system|value"
+            ));
+        }
+        (_, Some(m)) => {
+            return Err(format!("modifier ':{m}' is not supported on '{base}'"));
+        }
+        (_, None) => {}
     }
     match (def.kind, chain) {
         (ParamKind::Token, None) => Ok(Filter::Token {
@@ -397,6 +423,7 @@ fn parse_param(defs: &[ParamDef], name: &str, raw: &str) -> Result<Filter, Strin
             }),
             other => Ok(other),
         },
+        (ParamKind::IdentifierReference, _) => unreachable!("taken above"),
         (_, Some(c)) => Err(format!("chained search '{base}.{c}' is not supported")),
     }
 }

@@ -99,14 +99,17 @@ fn push_filters(qb: &mut QueryBuilder<Db>, req: &SearchRequest) {
                     Comparator::Gt => bound(qb, "end", ">", upper),
                     Comparator::Le => bound(qb, "start", "<", upper),
                     Comparator::Lt => bound(qb, "start", "<", lower),
+                    // R4 search, date prefixes: `eq` holds when "the range of the search value
+                    // fully contains the range of the target value" (an open-ended period is
+                    // contained by none); `ne`, when it does not.
                     Comparator::Eq | Comparator::Ne => {
                         if *comparator == Comparator::Ne {
                             qb.push(" NOT");
                         }
                         qb.push(" (");
-                        bound(qb, "start", "<", upper);
+                        bound(qb, "start", ">=", lower);
                         qb.push(" AND");
-                        bound(qb, "end", ">", lower);
+                        bound(qb, "end", "<=", upper);
                         qb.push(")");
                     }
                 }
