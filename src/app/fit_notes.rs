@@ -75,8 +75,10 @@ async fn accept(
     let admission = admission::fit_note(
         &submission,
         absence_start_given,
-        &config.services,
-        config.fit_notes.consecutive_gap_days,
+        admission::FitNoteRules {
+            services: &config.services,
+            consecutive_gap_days: config.fit_notes.consecutive_gap_days,
+        },
         caller.principal,
         caller.request_id.clone(),
         chrono::Utc::now(),

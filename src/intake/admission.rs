@@ -246,14 +246,21 @@ pub fn referral(
     )
 }
 
+/// What a fit note's admission reads of the configuration: the services (with their prompt
+/// rules and eligibility criteria) and the gap that still counts as consecutive.
+#[derive(Debug, Clone, Copy)]
+pub struct FitNoteRules<'a> {
+    pub services: &'a [Service],
+    pub consecutive_gap_days: u32,
+}
+
 /// The admission of a fit note: the DWP duration rule with the absence start taken from the
 /// person's run of fit notes when the sender did not give one, then each service's prompt rules
 /// (for people the service's criteria do not rule out), creating a Task per rule that fires.
 pub fn fit_note(
     submission: &Submission,
     absence_start_given: bool,
-    services: &[Service],
-    consecutive_gap_days: u32,
+    rules: FitNoteRules<'_>,
     principal: &Principal,
     request_id: Option<String>,
     now: DateTime<Utc>,
@@ -262,12 +269,13 @@ pub fn fit_note(
     let SubmissionKind::FitNote(new_note) = submission.kind.clone() else {
         unreachable!("a fit-note admission is made for fit notes only")
     };
-    let services: Vec<Service> = services
+    let services: Vec<Service> = rules
+        .services
         .iter()
         .filter(|s| !s.prompts.is_empty())
         .cloned()
         .collect();
-    let gap = consecutive_gap_days;
+    let gap = rules.consecutive_gap_days;
     let practice = submission.practice.clone();
     let focus = submission.focus.clone();
     let person = submission.subject.clone();
