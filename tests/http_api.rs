@@ -313,12 +313,54 @@ async fn search_filters_and_pages() {
     ids.sort();
     assert_eq!(seen, ids);
 
-    // Unknown or malformed parameters are refused, all at once.
+    // R4 search, "Handling Errors" (http://hl7.org/fhir/R4/search.html#errors): a server
+    // SHOULD ignore a parameter it does not support unless the client sends
+    // `Prefer: handling=strict`, which asks for an error; the self link says what was applied.
+    let (status, lenient) = server
+        .get("/fhir/ServiceRequest?colour=red&status=active")
+        .await;
+    assert_eq!(status, 200, "{lenient}");
+    let self_link = lenient["link"][0]["url"].as_str().unwrap();
+    assert!(
+        self_link.contains("status=active") && !self_link.contains("colour"),
+        "{self_link}"
+    );
+    let said: Vec<&Value> = lenient["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["search"]["mode"] == "outcome")
+        .collect();
+    assert_eq!(said.len(), 1, "{lenient}");
+    assert_eq!(said[0]["resource"]["issue"][0]["severity"], "warning");
+    assert_eq!(
+        said[0]["resource"]["issue"][0]["expression"][0],
+        "ServiceRequest?colour"
+    );
+    // A malformed value of a parameter it does take is refused either way; strict refuses the
+    // unknown one too, all at once.
     let (status, outcome) = server
         .get("/fhir/ServiceRequest?colour=red&_lastUpdated=yesterday")
         .await;
     assert_eq!(status, 400);
-    assert_eq!(outcome["issue"].as_array().unwrap().len(), 2);
+    assert_eq!(outcome["issue"].as_array().unwrap().len(), 1, "{outcome}");
+    let strict = server
+        .client
+        .get(server.url("/fhir/ServiceRequest?colour=red&_lastUpdated=yesterday"))
+        .header(
+            "authorization",
+            format!(
+                "Bearer {}",
+                server.token(&whg::auth::Principal::practice(DEFAULT_PRACTICE))
+            ),
+        )
+        .header("prefer", "handling=strict")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(strict.status().as_u16(), 400);
+    let outcome: Value = strict.json().await.unwrap();
+    assert_eq!(outcome["issue"].as_array().unwrap().len(), 2, "{outcome}");
     let (status, _) = server.get("/fhir/Patient?name=Smith").await;
     assert_eq!(status, 400, "Patient search is not offered");
     let (status, empty) = server.get("/fhir/ServiceRequest?status=revoked").await;

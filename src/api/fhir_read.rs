@@ -13,7 +13,7 @@ use crate::app::{Caller, records};
 use crate::auth::{Principal, scope};
 use crate::fhir::search::{self, is_fhir_id, supported_params};
 use crate::fhir::systems::profile;
-use crate::fhir::{Issue, IssueType};
+use crate::fhir::{Issue, IssueType, NhsErrorCode, operation_outcome};
 
 /// Resource types the gateway writes; others carried in BaRS messages are readable too.
 const STORED_TYPES: &[&str] = &[
@@ -179,7 +179,9 @@ async fn search_type(
         form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
-    let request = search::parse(&resource_type, &pairs).map_err(ApiError::BadRequest)?;
+    let handling = search::Handling::preferred(headers.get("prefer").and_then(|v| v.to_str().ok()));
+    let search::ParsedSearch { request, ignored } =
+        search::parse_with(&resource_type, &pairs, handling).map_err(ApiError::BadRequest)?;
     require_scope(principal, &scope::search(&resource_type))?;
     let caller = Caller::new(principal, request_id(headers));
     let page = records::search(&*app.store, &caller, request.clone()).await?;
@@ -187,9 +189,11 @@ async fn search_type(
     let base = app.config.base_url();
     let link = |offset: u32| -> String {
         let mut q = form_urlencoded::Serializer::new(String::new());
+        // The links carry the parameters the search used (R4: the self link says what was
+        // applied), so an ignored one is not in them.
         for (k, v) in pairs
             .iter()
-            .filter(|(k, _)| k != "_count" && k != "_offset")
+            .filter(|(k, _)| k != "_count" && k != "_offset" && !ignored.contains(k))
         {
             q.append_pair(k, v);
         }
@@ -204,7 +208,7 @@ async fn search_type(
     if request.offset > 0 {
         links.push(json!({ "relation": "previous", "url": link(request.offset.saturating_sub(request.count)) }));
     }
-    let entries: Vec<Value> = page
+    let mut entries: Vec<Value> = page
         .resources
         .into_iter()
         .map(|r| {
@@ -212,6 +216,25 @@ async fn search_type(
             json!({ "fullUrl": format!("{base}/fhir/{resource_type}/{id}"), "resource": r, "search": { "mode": "match" } })
         })
         .collect();
+    // What was ignored is said in the answer (an entry of search mode `outcome`), so a misspelt
+    // parameter is not mistaken for an empty filter.
+    if !ignored.is_empty() {
+        let issues: Vec<Issue> = ignored
+            .iter()
+            .map(|name| {
+                Issue::warning(
+                    IssueType::NotSupported,
+                    format!("{resource_type}?{name}"),
+                    format!("search parameter '{name}' is not supported and was ignored (see /fhir/metadata); send Prefer: handling=strict to have it refused instead"),
+                )
+            })
+            .collect();
+        entries.push(json!({
+            "fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
+            "resource": operation_outcome(&issues, None::<NhsErrorCode>),
+            "search": { "mode": "outcome" },
+        }));
+    }
     let mut bundle = json!({ "resourceType": "Bundle", "type": "searchset", "total": page.total, "link": links });
     // FHIR JSON forbids empty arrays: an empty page has no `entry` at all.
     if !entries.is_empty() {

@@ -108,6 +108,20 @@ impl Issue {
         }
     }
 
+    /// A warning about the field at `expression`: the request went ahead.
+    pub fn warning(
+        code: IssueType,
+        expression: impl Into<String>,
+        diagnostics: impl Into<String>,
+    ) -> Self {
+        Issue {
+            severity: Severity::Warning,
+            code,
+            expression: Some(expression.into()),
+            diagnostics: diagnostics.into(),
+        }
+    }
+
     pub fn information(diagnostics: impl Into<String>) -> Self {
         Issue {
             severity: Severity::Information,

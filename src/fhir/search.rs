@@ -281,6 +281,67 @@ pub enum Tenancy {
 
 /// Parses decoded query pairs. Unknown parameters are errors (a silently ignored filter would
 /// return records the caller did not ask for).
+/// What a search does with a parameter it does not know: R4 search, "Handling Errors"
+/// (http://hl7.org/fhir/R4/search.html#errors): a server SHOULD ignore an unknown or unsupported
+/// parameter, unless the client sends `Prefer: handling=strict`, which asks for an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Handling {
+    #[default]
+    Lenient,
+    Strict,
+}
+
+impl Handling {
+    /// The handling a `Prefer` header value asks for (lenient when it says nothing about it).
+    pub fn preferred(prefer: Option<&str>) -> Handling {
+        let strict = prefer.is_some_and(|p| {
+            p.split([',', ';'])
+                .any(|part| part.trim().eq_ignore_ascii_case("handling=strict"))
+        });
+        if strict {
+            Handling::Strict
+        } else {
+            Handling::Lenient
+        }
+    }
+}
+
+/// A parsed search, with the parameters it left out as unknown (lenient handling).
+#[derive(Debug, Clone)]
+pub struct ParsedSearch {
+    pub request: SearchRequest,
+    /// Names of the parameters ignored, in the order given.
+    pub ignored: Vec<String>,
+}
+
+/// Parses a search on `resource_type`. Unknown parameters are ignored, or refused under
+/// [`Handling::Strict`]; a known parameter with a value, modifier or chain it does not take is
+/// refused either way (R4: a server SHALL reject a parameter with a modifier it does not support).
+pub fn parse_with(
+    resource_type: &str,
+    pairs: &[(String, String)],
+    handling: Handling,
+) -> Result<ParsedSearch, Issues> {
+    let defs = supported_params(resource_type);
+    let known = |name: &str| {
+        let base = name.split(['.', ':']).next().unwrap_or(name);
+        RESULT_PARAMS.contains(&base) || defs.iter().any(|d| d.name == base)
+    };
+    let (used, ignored): (Vec<(String, String)>, Vec<(String, String)>) = pairs
+        .iter()
+        .cloned()
+        .partition(|(name, _)| handling == Handling::Strict || known(name));
+    let request = parse(resource_type, &used)?;
+    Ok(ParsedSearch {
+        request,
+        ignored: ignored.into_iter().map(|(name, _)| name).collect(),
+    })
+}
+
+/// The search-result parameters the gateway takes on every type.
+const RESULT_PARAMS: &[&str] = &["_count", "_offset", "_sort", "_format"];
+
+/// Parses a search on `resource_type`, refusing every parameter it does not take (strict).
 pub fn parse(resource_type: &str, pairs: &[(String, String)]) -> Result<SearchRequest, Issues> {
     let defs = supported_params(resource_type);
     let mut issues = Issues::new();
@@ -328,6 +389,11 @@ pub fn parse(resource_type: &str, pairs: &[(String, String)]) -> Result<SearchRe
                     raw.as_str(),
                     "json" | "application/json" | "application/fhir+json"
                 ) => {}
+            "_format" => issues.error(
+                IssueType::NotSupported,
+                expr,
+                "_format takes json, application/json or application/fhir+json",
+            ),
             _ => match parse_param(defs, name, raw) {
                 Ok(filter) => req.filters.push(filter),
                 Err(message) => issues.error(IssueType::NotSupported, expr, message),
@@ -729,6 +795,37 @@ pub fn index_entries(resource: &Value) -> Vec<IndexEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_parameters_are_ignored_unless_strict_handling_is_asked_for() {
+        assert_eq!(Handling::preferred(None), Handling::Lenient);
+        assert_eq!(
+            Handling::preferred(Some("return=minimal, handling=strict")),
+            Handling::Strict
+        );
+        assert_eq!(
+            Handling::preferred(Some("handling=lenient")),
+            Handling::Lenient
+        );
+        let pairs = |q: &[(&str, &str)]| -> Vec<(String, String)> {
+            q.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let q = pairs(&[
+            ("colour", "red"),
+            ("status", "active"),
+            ("owner:identifier", "C88901"),
+        ]);
+        let lenient = parse_with("Task", &q, Handling::Lenient).unwrap();
+        assert_eq!(lenient.ignored, ["colour"]);
+        assert_eq!(lenient.request.filters.len(), 2);
+        let strict = parse_with("Task", &q, Handling::Strict).unwrap_err();
+        assert_eq!(strict.len(), 1);
+        // A modifier a known parameter does not take is refused whatever the handling.
+        let bad = pairs(&[("owner:missing", "true")]);
+        assert!(parse_with("Task", &bad, Handling::Lenient).is_err());
+    }
     use serde_json::json;
 
     fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
