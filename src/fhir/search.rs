@@ -327,15 +327,17 @@ pub fn parse_with(
         let base = name.split(['.', ':']).next().unwrap_or(name);
         RESULT_PARAMS.contains(&base) || defs.iter().any(|d| d.name == base)
     };
-    let (used, ignored): (Vec<(String, String)>, Vec<(String, String)>) = pairs
-        .iter()
-        .cloned()
-        .partition(|(name, _)| handling == Handling::Strict || known(name));
+    let mut used = Vec::with_capacity(pairs.len());
+    let mut ignored = Vec::new();
+    for (name, value) in pairs {
+        if handling == Handling::Strict || known(name) {
+            used.push((name.clone(), value.clone()));
+        } else {
+            ignored.push(name.clone());
+        }
+    }
     let request = parse(resource_type, &used)?;
-    Ok(ParsedSearch {
-        request,
-        ignored: ignored.into_iter().map(|(name, _)| name).collect(),
-    })
+    Ok(ParsedSearch { request, ignored })
 }
 
 /// The search-result parameters the gateway takes on every type.
