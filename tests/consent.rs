@@ -892,3 +892,31 @@ async fn mangled_consents_get_a_4xx_never_a_500() {
     }
     assert!(statuses.len() >= 3, "{statuses:?}");
 }
+
+/// R4 create (http://hl7.org/fhir/R4/http.html#create): "If an id is provided, the server SHALL
+/// ignore it." A Consent posted with an id is stored under one the gateway assigns, and naming
+/// another Consent's id changes nothing of it.
+#[tokio::test]
+async fn a_consent_created_with_an_id_gets_its_own() {
+    let server = Server::start();
+    let (_, patient) = refer(&server, &referral_for(9, WHS)).await;
+    let mut first = fixture_consent("05-nothing-to-dwp", &patient);
+    first["provision"]["actor"][0]["role"]["coding"][1]["code"] = json!("work-health-service");
+    let (status, _, stored) = practice(&server).post("/fhir/Consent", &first).await;
+    assert_eq!(status, 201, "{stored}");
+    let existing = stored["id"].as_str().unwrap().to_string();
+
+    let mut second = first.clone();
+    second["id"] = json!(existing);
+    second["meta"] = json!({ "versionId": "7", "lastUpdated": "2001-01-01T00:00:00Z" });
+    second["status"] = json!("inactive");
+    let (status, _, created) = practice(&server).post("/fhir/Consent", &second).await;
+    assert_eq!(status, 201, "{created}");
+    assert_ne!(created["id"], json!(existing), "{created}");
+    assert_eq!(created["meta"]["versionId"], "1", "{created}");
+    let (_, unchanged) = practice(&server)
+        .get(&format!("/fhir/Consent/{existing}"))
+        .await;
+    assert_eq!(unchanged["status"], first["status"], "{unchanged}");
+    assert_eq!(unchanged["meta"]["versionId"], "1");
+}

@@ -178,8 +178,8 @@ INVALID = {
                             [("Consent.provision.action[0]", "code-invalid"), ("Consent.provision.purpose[0]", "code-invalid"), ("Consent.provision.type", "required")]),
     # FHIR R4 requires scope: not a Consent at all (400, before the gateway's own rules).
     "12-no-scope": (changed(FEEDBACK_TO_PRACTICE, lambda c: c.pop("scope")), 400, [("", "structure")]),
-    "11-client-assigned-id": (changed(FEEDBACK_TO_PRACTICE, lambda c: c.update(id="my-own-id")), 422,
-                              [("Consent.id", "invalid")]),
+    # No "client-assigned id" case: R4 create ignores an id the client sends
+    # (tests/consent.rs, a_consent_created_with_an_id_gets_its_own).
 }
 
 

@@ -59,15 +59,15 @@ pub async fn record(
 ) -> Result<Value, ConsentError> {
     let principal = caller.principal;
     let mut resource = checked_consent(body)?;
-    if resource.get("id").is_some() {
-        return Err(ConsentError::Invalid(
-            Issue::error(
-                IssueType::Invalid,
-                "Consent.id",
-                "a new Consent must not carry an id: the gateway assigns one (to change a Consent, PUT it to /fhir/Consent/{id})",
-            )
-            .into(),
-        ));
+    // R4 create (http://hl7.org/fhir/R4/http.html#create): "If an id is provided, the server
+    // SHALL ignore it", as it does meta.versionId and meta.lastUpdated: the gateway assigns them
+    // (a Consent is changed by PUT to /fhir/Consent/{id}, never by naming it here).
+    if let Some(fields) = resource.as_object_mut() {
+        fields.remove("id");
+    }
+    if let Some(meta) = resource.get_mut("meta").and_then(Value::as_object_mut) {
+        meta.remove("versionId");
+        meta.remove("lastUpdated");
     }
     let patient = patient_id(&resource)?;
     let care = Care::of(store, principal, &patient).await?;
