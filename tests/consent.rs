@@ -182,11 +182,15 @@ async fn withdrawal_stops_reads_at_once_and_searches_do_not_leak_it() {
     let mut consent = consent_for(&server, &first_patient, "work-health-service").await;
     consent["status"] = json!("inactive");
     let id = consent["id"].as_str().unwrap().to_string();
-    let (status, _, updated) = practice(&server)
+    let (status, headers, updated) = practice(&server)
         .put(&format!("/fhir/Consent/{id}"), &consent)
         .await;
     assert_eq!(status, 200, "{updated}");
     assert_eq!(updated["meta"]["versionId"], "2");
+    // R4 update (http://hl7.org/fhir/R4/http.html#update): the answer carries the new version's
+    // ETag and Last-Modified.
+    assert_eq!(headers["etag"], "W/\"2\"");
+    assert!(headers.contains_key("last-modified"));
 
     let (status, outcome) = whs.get(&format!("/fhir/ServiceRequest/{first}")).await;
     assert_eq!(status, 403, "{outcome}");
@@ -623,12 +627,20 @@ async fn the_published_consent_examples_are_accepted_and_the_invalid_ones_explai
         };
         let (status, headers, body) = recorder.post("/fhir/Consent", &consent).await;
         assert_eq!(status, 201, "{name}: {body}");
+        // R4 create (http://hl7.org/fhir/R4/http.html#create): the Location "contains the new
+        // Logical Id and Version Id of the created resource version", [base]/[type]/[id]/_history/[vid],
+        // and the ETag carries the version.
+        let id = body["id"].as_str().unwrap();
         assert!(
             headers["location"]
                 .to_str()
                 .unwrap()
-                .contains("/fhir/Consent/")
+                .ends_with(&format!("/fhir/Consent/{id}/_history/1")),
+            "{:?}",
+            headers["location"]
         );
+        assert_eq!(headers["etag"], "W/\"1\"");
+        assert!(headers.contains_key("last-modified"));
         whg::fhir::resource::check_strict(&body).unwrap();
         stored.push(body);
     }

@@ -386,6 +386,14 @@ async fn fhir_clients_post_fit_note_observations() {
     let (status, headers, outcome) = practice.post("/fhir/Observation", &obs).await;
     assert_eq!(status, 201, "{outcome}");
     let id = location_id(&headers);
+    // R4 create (http://hl7.org/fhir/R4/http.html#create): [base]/[type]/[id]/_history/[vid].
+    assert!(
+        headers["location"]
+            .to_str()
+            .unwrap()
+            .ends_with(&format!("/fhir/Observation/{id}/_history/1"))
+    );
+    assert_eq!(headers["etag"], "W/\"1\"");
     let stored = practice.get(&format!("/fhir/Observation/{id}")).await.1;
     assert_conforms(
         &profile("whg-fit-note"),

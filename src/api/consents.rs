@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::{caller, require_scope};
 use super::body::{JsonBody, require_resource};
-use super::error::{ApiError, fhir_response, set_location};
+use super::error::{ApiError, set_location, versioned_response};
 use crate::app::consents::{self, DisclosureRequest};
 use crate::app::overrides::{self, OverrideRequest};
 use crate::auth::{Principal, Role, scope};
@@ -34,16 +34,11 @@ pub async fn create(
     require_scope(&principal, scope::CONSENT_CREATE)?;
     require_resource(&body, "Consent")?;
     let stored = consents::record(&*app.store, &caller(&principal, &headers), &body.value).await?;
-    let mut response = fhir_response(StatusCode::CREATED, &stored);
-    set_location(
-        &mut response,
-        &format!(
-            "{}/fhir/Consent/{}",
-            app.config.base_url(),
-            stored["id"].as_str().unwrap_or_default()
-        ),
-    );
-    Ok(response)
+    Ok(versioned_response(
+        StatusCode::CREATED,
+        &stored,
+        &app.config.base_url(),
+    ))
 }
 
 /// `PUT /fhir/Consent/{id}`: withdraws an agreement (`status` `inactive`, or `entered-in-error`)
@@ -68,7 +63,11 @@ pub async fn update(
         version_tag(&headers),
     )
     .await?;
-    Ok(fhir_response(StatusCode::OK, &amended))
+    Ok(versioned_response(
+        StatusCode::OK,
+        &amended,
+        &app.config.base_url(),
+    ))
 }
 
 /// The `If-Match` header's text, if one was sent (the use case reads the version it names).

@@ -414,6 +414,55 @@ pub fn return_preference(headers: &axum::http::HeaderMap) -> Return {
     }
 }
 
+/// A created or updated resource's answer, with the headers R4 asks of it
+/// (http://hl7.org/fhir/R4/http.html#create, #update): `ETag: W/"{versionId}"` and
+/// `Last-Modified` from its `meta`, and for a create `Location: [base]/fhir/[type]/[id]/_history/[vid]`.
+pub fn versioned_response(
+    status: StatusCode,
+    resource: &serde_json::Value,
+    base: &str,
+) -> Response {
+    let mut response = fhir_response(status, resource);
+    let version = resource
+        .pointer("/meta/versionId")
+        .and_then(serde_json::Value::as_str);
+    if let Some(v) = version
+        && let Ok(etag) = HeaderValue::from_str(&format!("W/\"{v}\""))
+    {
+        response
+            .headers_mut()
+            .insert(axum::http::header::ETAG, etag);
+    }
+    if let Some(modified) = resource
+        .pointer("/meta/lastUpdated")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        && let Ok(value) = HeaderValue::from_str(
+            &modified
+                .with_timezone(&chrono::Utc)
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string(),
+        )
+    {
+        response
+            .headers_mut()
+            .insert(axum::http::header::LAST_MODIFIED, value);
+    }
+    if status == StatusCode::CREATED
+        && let (Some(kind), Some(id), Some(v)) = (
+            resource["resourceType"].as_str(),
+            resource["id"].as_str(),
+            version,
+        )
+    {
+        set_location(
+            &mut response,
+            &format!("{base}/fhir/{kind}/{id}/_history/{v}"),
+        );
+    }
+    response
+}
+
 /// Sets the `Location` header to `url` (left out if `url` is not a valid header value).
 pub fn set_location(response: &mut Response, url: &str) {
     if let Ok(v) = HeaderValue::from_str(url) {

@@ -11,7 +11,9 @@ use super::AppState;
 use super::auth::{caller, require_scope};
 use super::body::{JsonBody, require_resource};
 use super::consents::version_tag;
-use super::error::{ApiError, Return, fhir_response, return_preference, set_location};
+use super::error::{
+    ApiError, Return, fhir_response, return_preference, set_location, versioned_response,
+};
 use crate::app::fit_notes::{self, FitNote};
 use crate::auth::{Principal, scope};
 use crate::fhir::identifiers;
@@ -115,7 +117,20 @@ fn answer(app: &AppState, wanted: Return, note: FitNote) -> Response {
             fhir_response(status, &outcome)
         }
     };
-    set_location(&mut response, &format!("{base}/fhir/Observation/{id}"));
+    // A new fit note is version 1 of its Observation (R4 create: the Location names the
+    // version); a resend answers where the stored one is.
+    let location = if stored.created {
+        format!("{base}/fhir/Observation/{id}/_history/1")
+    } else {
+        format!("{base}/fhir/Observation/{id}")
+    };
+    set_location(&mut response, &location);
+    if stored.created {
+        response.headers_mut().insert(
+            axum::http::header::ETAG,
+            axum::http::HeaderValue::from_static("W/\"1\""),
+        );
+    }
     response
 }
 
@@ -184,5 +199,9 @@ pub async fn update_task(
         version_tag(&headers),
     )
     .await?;
-    Ok(fhir_response(StatusCode::OK, &updated))
+    Ok(versioned_response(
+        StatusCode::OK,
+        &updated,
+        &app.config.base_url(),
+    ))
 }

@@ -551,9 +551,15 @@ pub fn install_drivers() {
 }
 
 /// The id at the end of a response's `Location` header.
+/// The resource id a `Location` names: `[base]/[type]/[id]`, or a created version's
+/// `[base]/[type]/[id]/_history/[vid]`.
 pub fn location_id(headers: &reqwest::header::HeaderMap) -> String {
     let location = headers["location"].to_str().expect("Location header");
-    location.rsplit('/').next().unwrap().to_string()
+    let path = match location.split_once("/_history/") {
+        Some((resource, _)) => resource,
+        None => location,
+    };
+    path.rsplit('/').next().unwrap().to_string()
 }
 
 pub fn read_json(path: &Path) -> Value {
