@@ -473,6 +473,24 @@ async fn capability_statement_tells_the_truth() {
             .and_then(|ps| ps.iter().find(|p| p["name"] == name))
             .map(|p| p["type"].as_str().unwrap().to_string())
     };
+    // R4 CapabilityStatement: rest.security.service (restful-security-service, SMART-on-FHIR)
+    // and messaging.supportedMessage for the BaRS messages taken and sent
+    // (http://hl7.org/fhir/R4/capabilitystatement.html).
+    assert_eq!(
+        cs["rest"][0]["security"]["service"][0]["coding"][0]["code"],
+        "SMART-on-FHIR"
+    );
+    let messages = cs["messaging"][0]["supportedMessage"].as_array().unwrap();
+    assert!(messages.iter().any(|m| m["mode"] == "receiver"
+        && m["definition"]
+            == "https://fhir.nhs.uk/MessageDefinition/bars-message-servicerequest-request-referral"));
+    assert!(messages.iter().any(|m| m["mode"] == "sender"));
+    assert!(
+        cs["messaging"][0]["endpoint"][0]["address"]
+            .as_str()
+            .unwrap()
+            .ends_with("/fhir/$process-message")
+    );
     assert_eq!(param_type("Task", "owner").as_deref(), Some("reference"));
     assert_eq!(
         param_type("AuditEvent", "agent").as_deref(),

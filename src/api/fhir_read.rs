@@ -12,7 +12,7 @@ use super::error::{ApiError, fhir_response};
 use crate::app::{Caller, records};
 use crate::auth::{Principal, scope};
 use crate::fhir::search::{self, is_fhir_id, supported_params};
-use crate::fhir::systems::profile;
+use crate::fhir::systems::{self, profile};
 use crate::fhir::{Issue, IssueType, NhsErrorCode, operation_outcome};
 
 /// Resource types the gateway writes; others carried in BaRS messages are readable too.
@@ -319,10 +319,32 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
             "mode": "server",
             "documentation": "Other resource types carried in BaRS messages are stored and readable by id as well. What a caller sees is limited to its organisation's referrals and, for a person's data, by that person's consent; records withheld by consent are neither returned nor counted.",
             "security": {
+                // SMART Backend Services: the token endpoint is also in
+                // /.well-known/smart-configuration.
+                "extension": [{
+                    "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                    "extension": [{ "url": "token", "valueUri": format!("{}/oauth2/token", app.config.base_url()) }],
+                }],
+                "cors": false,
+                "service": [{
+                    "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR", "display": "SMART-on-FHIR" }],
+                    "text": "SMART Backend Services: a registered system signs a client assertion for a short-lived access token",
+                }],
                 "description": "Every interaction except metadata needs an access token (Authorization: Bearer), an ES384 JWT issued by this gateway to a registered system: a GP practice, a work-and-health service or information-governance staff. 401 without a valid token, 403 without the role or scope.",
             },
             "resource": resources,
             "operation": [{ "name": "process-message", "definition": "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message" }],
+        }],
+        "messaging": [{
+            "endpoint": [{
+                "protocol": { "system": "http://terminology.hl7.org/CodeSystem/message-transport", "code": "http" },
+                "address": format!("{}/fhir/$process-message", app.config.base_url()),
+            }],
+            "documentation": "BaRS: referrals are taken at $process-message and answered there with a response message; advisers' letters go back to the referring practice as BaRS servicerequest-response messages (or over MESH as GP Connect Send Document).",
+            "supportedMessage": [
+                { "mode": "receiver", "definition": systems::BARS_REFERRAL_REQUEST_DEFINITION },
+                { "mode": "sender", "definition": systems::BARS_REFERRAL_RESPONSE_DEFINITION },
+            ],
         }],
     });
     fhir_response(StatusCode::OK, &capability)

@@ -19,8 +19,6 @@ use crate::fhir::systems;
 use crate::outbound::{BodyError, read_bounded};
 
 const BARS_BUNDLE_PROFILE: &str = "https://fhir.nhs.uk/StructureDefinition/BARSBundleMessage";
-const RESPONSE_DEFINITION: &str =
-    "https://fhir.nhs.uk/MessageDefinition/bars-message-servicerequest-response-referral";
 
 /// What one message carries, as stored.
 pub struct Message<'a> {
@@ -73,7 +71,7 @@ pub fn message(m: &Message) -> Value {
             "endpoint": format!("{}/fhir/$process-message", m.base_url),
         },
         "focus": [{ "reference": focus }],
-        "definition": RESPONSE_DEFINITION,
+        "definition": systems::BARS_REFERRAL_RESPONSE_DEFINITION,
     });
     let mut entries = vec![
         json!({ "fullUrl": format!("urn:uuid:{header_id}"), "resource": header }),

@@ -55,6 +55,12 @@ pub const PROVENANCE_PARTICIPANT_TYPE: &str =
 
 pub const BARS_MESSAGE_EVENTS: &str = "https://fhir.nhs.uk/CodeSystem/message-events-bars";
 pub const BARS_MESSAGE_REASON: &str = "https://fhir.nhs.uk/CodeSystem/message-reason-bars";
+/// The BaRS MessageDefinitions of a referral the gateway takes in and of the responses (letters)
+/// it sends back.
+pub const BARS_REFERRAL_REQUEST_DEFINITION: &str =
+    "https://fhir.nhs.uk/MessageDefinition/bars-message-servicerequest-request-referral";
+pub const BARS_REFERRAL_RESPONSE_DEFINITION: &str =
+    "https://fhir.nhs.uk/MessageDefinition/bars-message-servicerequest-response-referral";
 pub const BARS_SERVICE_REQUEST_CATEGORY: &str =
     "https://fhir.nhs.uk/CodeSystem/message-category-servicerequest";
 pub const NHS_HTTP_ERROR_CODES: &str = "https://fhir.nhs.uk/CodeSystem/http-error-codes";
