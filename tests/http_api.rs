@@ -313,6 +313,16 @@ async fn search_filters_and_pages() {
     ids.sort();
     assert_eq!(seen, ids);
 
+    // `_id` (R4: a token parameter of every resource) finds the ones named.
+    let (status, one) = server
+        .get(&format!("/fhir/ServiceRequest?_id={}", ids[0]))
+        .await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["total"], 1);
+    assert_eq!(one["entry"][0]["resource"]["id"], json!(ids[0]));
+    let (status, _) = server.get("/fhir/ServiceRequest?_id=not%20an%20id").await;
+    assert_eq!(status, 400);
+
     // R4 search, "Handling Errors" (http://hl7.org/fhir/R4/search.html#errors): a server
     // SHOULD ignore a parameter it does not support unless the client sends
     // `Prefer: handling=strict`, which asks for an error; the self link says what was applied.

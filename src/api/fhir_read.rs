@@ -291,6 +291,12 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
                         };
                         json!({ "name": p.name, "type": kind, "documentation": p.documentation })
                     })
+                    .chain(std::iter::once(json!({
+                        "name": "_id",
+                        "definition": "http://hl7.org/fhir/SearchParameter/Resource-id",
+                        "type": "token",
+                        "documentation": "The resource's id; several separated by commas",
+                    })))
                     .collect();
             }
             r

@@ -221,6 +221,8 @@ pub enum Filter {
         param: &'static str,
         any_of: Vec<Token>,
     },
+    /// `_id`: the resource is any of these.
+    Id { any_of: Vec<String> },
     /// The reference parameter points at any of these `Type/id` values.
     Reference {
         param: &'static str,
@@ -341,7 +343,7 @@ pub fn parse_with(
 }
 
 /// The search-result parameters the gateway takes on every type.
-const RESULT_PARAMS: &[&str] = &["_count", "_offset", "_sort", "_format"];
+const RESULT_PARAMS: &[&str] = &["_id", "_count", "_offset", "_sort", "_format"];
 
 /// Parses a search on `resource_type`, refusing every parameter it does not take (strict).
 pub fn parse(resource_type: &str, pairs: &[(String, String)]) -> Result<SearchRequest, Issues> {
@@ -367,6 +369,18 @@ pub fn parse(resource_type: &str, pairs: &[(String, String)]) -> Result<SearchRe
                     format!("_count must be a whole number from 0 to {MAX_COUNT}"),
                 ),
             },
+            "_id" => {
+                let ids: Vec<String> = raw.split(',').map(str::to_string).collect();
+                if ids.iter().all(|id| is_fhir_id(id)) {
+                    req.filters.push(Filter::Id { any_of: ids });
+                } else {
+                    issues.error(
+                        IssueType::Value,
+                        expr,
+                        "_id takes resource ids (letters, digits, '-' and '.', up to 64), separated by commas",
+                    );
+                }
+            }
             "_offset" => match raw.parse::<u32>() {
                 Ok(n) => req.offset = n,
                 Err(_) => issues.error(IssueType::Value, expr, "_offset must be a whole number"),

@@ -24,6 +24,14 @@ fn push_filters(qb: &mut QueryBuilder<Db>, req: &SearchRequest) {
                 push_token_alternatives(qb, "t", any_of);
                 qb.push("))");
             }
+            Filter::Id { any_of } => {
+                qb.push(" AND r.id IN (");
+                let mut sep = qb.separated(", ");
+                for id in any_of {
+                    sep.push_bind(id.clone());
+                }
+                qb.push(")");
+            }
             Filter::Reference { param, any_of } => {
                 qb.push(" AND EXISTS (SELECT 1 FROM search_tokens t WHERE t.resource_type = r.resource_type AND t.resource_id = r.id AND t.param = ")
                     .push_bind(*param)
