@@ -83,6 +83,9 @@ pub struct Letter<'a> {
     /// `system|value` of the sending service, and its name.
     pub service: &'a str,
     pub service_name: &'a str,
+    /// The service's ODS code, when it has one: GP Connect Send Document's custodian is the
+    /// sending Organization by its ODS code.
+    pub service_ods: Option<&'a str>,
     pub sender_mailbox: &'a str,
     pub person: Person<'a>,
     pub pdf_base64: &'a str,
@@ -94,6 +97,19 @@ fn uuid_for(message_id: &str, part: &str) -> String {
         format!("{message_id}#{part}").as_bytes(),
     )
     .to_string()
+}
+
+/// The sending service's identifiers: its ODS code first when it has one (what a GP system
+/// recognises a custodian by), then the gateway's own service id.
+fn organisation_identifiers(l: &Letter) -> Value {
+    let local = identifier_reference(l.service)["identifier"].clone();
+    match l.service_ods {
+        Some(ods) => json!([
+            { "system": crate::fhir::systems::ODS_ORGANIZATION, "value": ods },
+            local,
+        ]),
+        None => json!([local]),
+    }
 }
 
 /// The ITK3 GP Connect Send Document message (FHIR STU3, CareConnect profiles).
@@ -108,7 +124,7 @@ pub fn itk_message(l: &Letter) -> Value {
         "resourceType": "Organization",
         "id": org,
         "meta": { "profile": ["https://fhir.nhs.uk/STU3/StructureDefinition/CareConnect-ITK-Header-Organization-1"] },
-        "identifier": [identifier_reference(l.service)["identifier"]],
+        "identifier": organisation_identifiers(l),
         "name": l.service_name,
     });
     let given: Vec<&str> = l.person.given.split_whitespace().collect();
@@ -801,6 +817,7 @@ mod tests {
             author: "Sam Patel",
             service: "https://fhir.work-health-gateway.org/Id/service|sheffield-whs",
             service_name: "Sheffield Work and Health Service",
+            service_ods: Some("RHQ01"),
             sender_mailbox: "X26ABC1",
             person: Person {
                 nhs_number: "9990000018",
@@ -818,6 +835,14 @@ mod tests {
         assert_eq!(handling[1]["valueBoolean"], true);
         let document = &m["entry"][2]["resource"];
         assert_eq!(document["type"], "document");
+        // GP Connect Send Document: the custodian is the sending Organization by its ODS code.
+        let custodian = &document["entry"][2]["resource"];
+        assert_eq!(custodian["resourceType"], "Organization");
+        assert_eq!(
+            custodian["identifier"][0]["system"],
+            "https://fhir.nhs.uk/Id/ods-organization-code"
+        );
+        assert_eq!(custodian["identifier"][0]["value"], "RHQ01");
         let binary = &document["entry"][4]["resource"];
         assert_eq!(
             (binary["contentType"].as_str(), binary["content"].as_str()),

@@ -590,6 +590,10 @@ impl Worker {
             author,
             service: &d.service,
             service_name,
+            service_ods: self
+                .config
+                .service(crate::fhir::identifiers::value_part(&d.service))
+                .and_then(|s| s.ods_code.as_deref()),
             sender_mailbox: mesh.mailbox(),
             person,
             pdf_base64: pdf,
