@@ -179,7 +179,12 @@ async fn search_type(
         form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
-    let handling = search::Handling::preferred(headers.get("prefer").and_then(|v| v.to_str().ok()));
+    let handling = search::Handling::preferred(
+        headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
     let search::ParsedSearch { request, ignored } =
         search::parse_with(&resource_type, &pairs, handling).map_err(ApiError::BadRequest)?;
     require_scope(principal, &scope::search(&resource_type))?;

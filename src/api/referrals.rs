@@ -41,7 +41,7 @@ pub async fn create_practice_referral(
 
 /// `POST /fhir/$process-message`: 200 for an accepted message, new or resent, with a response
 /// message ([`crate::intake::bars_response`]) carrying the stored ServiceRequest when
-/// `Prefer: return=representation` asks for it; nothing with `return=minimal`.
+/// `Prefer: return=representation` asks for it.
 pub async fn process_message(
     State(app): State<AppState>,
     principal: Principal,
@@ -65,9 +65,9 @@ pub async fn process_message(
         app.config.base_url(),
         stored.focus_id
     );
-    let mut response = if wanted == Return::Minimal {
-        StatusCode::OK.into_response()
-    } else {
+    // The response message is the operation's return, whatever `Prefer: return=` says (R4:
+    // mandatory for synchronous messaging); `representation` adds the ServiceRequest to it.
+    let mut response = {
         let accepted = bars_response::Accepted {
             service_request_id: &stored.focus_id,
             created: stored.created,

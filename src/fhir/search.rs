@@ -283,27 +283,53 @@ pub enum Tenancy {
 
 /// Parses decoded query pairs. Unknown parameters are errors (a silently ignored filter would
 /// return records the caller did not ask for).
-/// What a search does with a parameter it does not know: R4 search, "Handling Errors"
-/// (http://hl7.org/fhir/R4/search.html#errors): a server SHOULD ignore an unknown or unsupported
-/// parameter, unless the client sends `Prefer: handling=strict`, which asks for an error.
+/// What a search does with a parameter it does not know. R4 search, "Handling Errors"
+/// (http://hl7.org/fhir/R4/search.html#errors): a client asks with `Prefer: handling=strict`
+/// (refuse it) or `handling=lenient` (ignore it), and a server SHOULD otherwise ignore it.
+///
+/// Without a preference the gateway ignores an unknown *result* parameter (`_summary`,
+/// `_elements`, `_include`…: leaving one out never widens what matches) but refuses an unknown
+/// *filter*: a dropped `subject:identifier=<NHS number>` would answer with everyone's records
+/// as if they were one person's, a misattribution no warning entry makes safe. A client that
+/// wants unknown filters ignored says `handling=lenient`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Handling {
+    /// No preference: unknown result parameters ignored, unknown filters refused.
     #[default]
+    Default,
     Lenient,
     Strict,
 }
 
 impl Handling {
-    /// The handling a `Prefer` header value asks for (lenient when it says nothing about it).
-    pub fn preferred(prefer: Option<&str>) -> Handling {
-        let strict = prefer.is_some_and(|p| {
-            p.split([',', ';'])
-                .any(|part| part.trim().eq_ignore_ascii_case("handling=strict"))
-        });
-        if strict {
-            Handling::Strict
-        } else {
-            Handling::Lenient
+    /// The handling the `Prefer` header values ask for (RFC 7240: a preference may be quoted,
+    /// and several may come in one header or in several).
+    pub fn preferred<'a>(prefer: impl IntoIterator<Item = &'a str>) -> Handling {
+        let mut handling = Handling::Default;
+        for value in prefer {
+            for part in value.split([',', ';']) {
+                let Some((name, asked)) = part.split_once('=') else {
+                    continue;
+                };
+                if !name.trim().eq_ignore_ascii_case("handling") {
+                    continue;
+                }
+                match asked.trim().trim_matches('"').to_ascii_lowercase().as_str() {
+                    "strict" => return Handling::Strict,
+                    "lenient" => handling = Handling::Lenient,
+                    _ => {}
+                }
+            }
+        }
+        handling
+    }
+
+    /// Whether an unknown parameter `name` is left out rather than refused.
+    fn ignores(self, name: &str) -> bool {
+        match self {
+            Handling::Strict => false,
+            Handling::Lenient => true,
+            Handling::Default => name.starts_with('_'),
         }
     }
 }
@@ -316,9 +342,9 @@ pub struct ParsedSearch {
     pub ignored: Vec<String>,
 }
 
-/// Parses a search on `resource_type`. Unknown parameters are ignored, or refused under
-/// [`Handling::Strict`]; a known parameter with a value, modifier or chain it does not take is
-/// refused either way (R4: a server SHALL reject a parameter with a modifier it does not support).
+/// Parses a search on `resource_type`. An unknown parameter is ignored or refused as
+/// [`Handling`] says; a known parameter with a value, modifier or chain it does not take is
+/// refused whatever the handling (R4: a server SHALL reject a modifier it does not support).
 pub fn parse_with(
     resource_type: &str,
     pairs: &[(String, String)],
@@ -332,7 +358,7 @@ pub fn parse_with(
     let mut used = Vec::with_capacity(pairs.len());
     let mut ignored = Vec::new();
     for (name, value) in pairs {
-        if handling == Handling::Strict || known(name) {
+        if known(name) || !handling.ignores(name) {
             used.push((name.clone(), value.clone()));
         } else {
             ignored.push(name.clone());
@@ -341,6 +367,9 @@ pub fn parse_with(
     let request = parse(resource_type, &used)?;
     Ok(ParsedSearch { request, ignored })
 }
+
+/// The most ids one `_id` takes.
+const MAX_IDS: usize = 100;
 
 /// The search-result parameters the gateway takes on every type.
 const RESULT_PARAMS: &[&str] = &["_id", "_count", "_offset", "_sort", "_format"];
@@ -371,7 +400,13 @@ pub fn parse(resource_type: &str, pairs: &[(String, String)]) -> Result<SearchRe
             },
             "_id" => {
                 let ids: Vec<String> = raw.split(',').map(str::to_string).collect();
-                if ids.iter().all(|id| is_fhir_id(id)) {
+                if ids.len() > MAX_IDS {
+                    issues.error(
+                        IssueType::TooLong,
+                        expr,
+                        format!("_id takes at most {MAX_IDS} ids; search in pages of them"),
+                    );
+                } else if ids.iter().all(|id| is_fhir_id(id)) {
                     req.filters.push(Filter::Id { any_of: ids });
                 } else {
                     issues.error(
@@ -437,7 +472,7 @@ fn parse_param(defs: &[ParamDef], name: &str, raw: &str) -> Result<Filter, Strin
             )
         } else {
             format!(
-                "search parameter '{name}' is not supported; supported: {}, _count, _offset",
+                "search parameter '{name}' is not supported; supported: {}, _id, _count, _offset (send Prefer: handling=lenient to have unknown parameters ignored)",
                 known.join(", ")
             )
         });
@@ -446,6 +481,11 @@ fn parse_param(defs: &[ParamDef], name: &str, raw: &str) -> Result<Filter, Strin
         return Err(format!("search parameter '{name}' has no value"));
     }
     match (def.kind, modifier) {
+        (ParamKind::IdentifierReference, _) if chain.is_some() => {
+            return Err(format!(
+                "chained search on '{base}' is not supported: its targets are named by identifier, so use {base}:identifier=system|value"
+            ));
+        }
         (ParamKind::IdentifierReference, None | Some("identifier")) => {
             return Ok(Filter::Token {
                 param: def.name,
@@ -813,34 +853,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unknown_parameters_are_ignored_unless_strict_handling_is_asked_for() {
-        assert_eq!(Handling::preferred(None), Handling::Lenient);
+    fn unknown_parameters_are_handled_as_the_client_prefers() {
+        assert_eq!(Handling::preferred([]), Handling::Default);
         assert_eq!(
-            Handling::preferred(Some("return=minimal, handling=strict")),
+            Handling::preferred(["return=minimal, handling=strict"]),
             Handling::Strict
         );
         assert_eq!(
-            Handling::preferred(Some("handling=lenient")),
-            Handling::Lenient
+            Handling::preferred(["respond-async", "handling=\"strict\""]),
+            Handling::Strict,
+            "quoted, in a second header"
         );
+        assert_eq!(Handling::preferred(["handling=lenient"]), Handling::Lenient);
         let pairs = |q: &[(&str, &str)]| -> Vec<(String, String)> {
             q.iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         };
         let q = pairs(&[
-            ("colour", "red"),
+            ("_summary", "count"),
             ("status", "active"),
             ("owner:identifier", "C88901"),
         ]);
-        let lenient = parse_with("Task", &q, Handling::Lenient).unwrap();
-        assert_eq!(lenient.ignored, ["colour"]);
-        assert_eq!(lenient.request.filters.len(), 2);
-        let strict = parse_with("Task", &q, Handling::Strict).unwrap_err();
-        assert_eq!(strict.len(), 1);
-        // A modifier a known parameter does not take is refused whatever the handling.
-        let bad = pairs(&[("owner:missing", "true")]);
-        assert!(parse_with("Task", &bad, Handling::Lenient).is_err());
+        // An unknown result parameter is left out by default; an unknown filter is refused
+        // unless the client asks for leniency (leaving it out would widen what matches).
+        let default = parse_with("Task", &q, Handling::Default).unwrap();
+        assert_eq!(default.ignored, ["_summary"]);
+        assert_eq!(default.request.filters.len(), 2);
+        let with_filter = pairs(&[("subject:identifier", "9990000018"), ("status", "active")]);
+        assert!(parse_with("Task", &with_filter, Handling::Default).is_err());
+        let lenient = parse_with("Task", &with_filter, Handling::Lenient).unwrap();
+        assert_eq!(lenient.ignored, ["subject:identifier"]);
+        assert_eq!(
+            parse_with("Task", &q, Handling::Strict).unwrap_err().len(),
+            1
+        );
+        // A modifier or chain a known parameter does not take is refused whatever the handling.
+        for bad in [("owner:missing", "true"), ("owner.name", "Foo")] {
+            assert!(
+                parse_with("Task", &pairs(&[bad]), Handling::Lenient).is_err(),
+                "{bad:?}"
+            );
+        }
+        let many: Vec<String> = (0..101).map(|n| format!("id{n}")).collect();
+        assert!(
+            parse_with(
+                "Task",
+                &pairs(&[("_id", &many.join(","))]),
+                Handling::Default
+            )
+            .is_err()
+        );
     }
     use serde_json::json;
 

@@ -146,6 +146,15 @@ impl<'a> Message<'a> {
         }
         m.index_entries();
         let header = m.message_header();
+        // The synchronous answer names the request by its MessageHeader's id (R4:
+        // MessageHeader.response.identifier, an `id`), so the message must give it one.
+        if header.is_some() && super::bars_response::request_header_id(bundle).is_none() {
+            m.issues.error(
+                IssueType::Required,
+                "Bundle.entry[0]",
+                "the MessageHeader must be identified: give it an id, or its entry a fullUrl urn:uuid:<uuid>, so the response can name the message it answers",
+            );
+        }
         let (sender_ods, service) = match header {
             Some(h) => (m.sender_ods(h), m.destination_service(h, ctx)),
             None => (None, None),

@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::fhir::search::format_instant;
+use crate::fhir::search::{format_instant, is_fhir_id};
+use crate::fhir::systems;
 use crate::fhir::systems::profile;
 
 /// UK Core's MessageHeader profile (2.4.0: the event, destination, sender, source and focus are
@@ -31,8 +32,13 @@ pub struct Accepted<'a> {
 }
 
 /// The id of the request's MessageHeader: its `id`, or the UUID its entry's `fullUrl` names (a
-/// message's entries are usually named by `urn:uuid:` only), or lacking both the Bundle's id.
+/// message's entries are usually named by `urn:uuid:` only), or lacking both the Bundle's id;
+/// only a valid FHIR id (intake refuses a message without one: the response must name it).
 pub fn request_header_id(request: &Value) -> Option<String> {
+    named_header(request).filter(|id| is_fhir_id(id))
+}
+
+fn named_header(request: &Value) -> Option<String> {
     let entry = request.get("entry")?.get(0)?;
     let header = entry.get("resource")?;
     if header.get("resourceType")?.as_str()? != "MessageHeader" {
@@ -67,11 +73,16 @@ pub fn response_message(
 ) -> Value {
     let request_header = &request["entry"][0]["resource"];
     let request_id = request_header_id(request).unwrap_or_default();
-    // Named from the request, so a resend is answered with the same message ids.
+    // Named from the request and what it became, so a resend is answered with the same message
+    // ids, and two senders' messages that share a header id never share an answer's.
     let name = |what: &str| {
         Uuid::new_v5(
             &Uuid::NAMESPACE_URL,
-            format!("{base}/fhir/$process-message/{request_id}/{what}").as_bytes(),
+            format!(
+                "{base}/fhir/$process-message/{}/{request_id}/{what}",
+                accepted.service_request_id
+            )
+            .as_bytes(),
         )
     };
     let (header_id, outcome_id) = (name("header"), name("outcome"));
@@ -91,13 +102,21 @@ pub fn response_message(
         "resourceType": "MessageHeader",
         "id": header_id.to_string(),
         "meta": { "profile": [UK_CORE_MESSAGE_HEADER] },
-        // A response message carries the event of the message it answers.
-        "eventCoding": request_header["eventCoding"],
+        // A response message carries the event of the message it answers (the one intake
+        // accepts), written by the gateway rather than echoed.
+        "eventCoding": {
+            "system": systems::BARS_MESSAGE_EVENTS,
+            "code": "servicerequest-request",
+            "display": "Referral Request",
+        },
         "source": {
             "name": "Work and Health Gateway",
             "software": "Work and Health Gateway",
             "version": env!("CARGO_PKG_VERSION"),
-            "endpoint": format!("{base}/fhir/$process-message"),
+            // The endpoint the message was addressed to (the service's BaRS endpoint, which
+            // intake matched to a configured service), else the gateway's own.
+            "endpoint": endpoint(&request_header["destination"][0]["endpoint"])
+                .unwrap_or_else(|| format!("{base}/fhir/$process-message")),
         },
         "response": {
             "identifier": request_id,
@@ -106,8 +125,8 @@ pub fn response_message(
         },
         "focus": [{ "reference": service_request_url }],
     });
-    // Back to where the request came from, when it said.
-    if let Some(endpoint) = request_header["source"]["endpoint"].as_str() {
+    // Back to where the request came from, when it said so in a form an endpoint takes.
+    if let Some(endpoint) = endpoint(&request_header["source"]["endpoint"]) {
         header["destination"] = json!([{ "endpoint": endpoint }]);
     }
     let outcome = json!({
@@ -131,6 +150,17 @@ pub fn response_message(
         "timestamp": format_instant(now),
         "entry": entries,
     })
+}
+
+/// A sender's endpoint as the answer may carry it: an `http(s)` URI (BaRS also writes them as
+/// `https://fhir.nhs.uk/Id/dos-service-id|<id>`) of printable characters, bounded in length.
+fn endpoint(value: &Value) -> Option<String> {
+    let text = value.as_str()?;
+    let printable = text.chars().all(|c| c.is_ascii_graphic());
+    (text.len() <= 256
+        && printable
+        && (text.starts_with("https://") || text.starts_with("http://")))
+    .then(|| text.to_string())
 }
 
 #[cfg(test)]
@@ -171,6 +201,10 @@ mod tests {
         assert_eq!(
             header["focus"][0]["reference"],
             "https://whg.example/fhir/ServiceRequest/sr1"
+        );
+        assert_eq!(
+            header["source"]["endpoint"], "https://fhir.nhs.uk/Id/dos-service-id|2000100001",
+            "the endpoint the message was addressed to"
         );
         // The details it refers to are in the message.
         let details = header["response"]["details"]["reference"].as_str().unwrap();
@@ -218,6 +252,31 @@ mod tests {
             answer["entry"][2]["fullUrl"],
             answer["entry"][0]["resource"]["focus"][0]["reference"]
         );
+    }
+
+    #[test]
+    fn nothing_the_sender_wrote_but_a_plain_endpoint_comes_back() {
+        let mut r = request();
+        r["entry"][0]["resource"]["eventCoding"]["extension"] = json!([{ "url": "x" }]);
+        r["entry"][0]["resource"]["source"]["endpoint"] =
+            json!("https://a.example/\nX-Injected: 1");
+        let accepted = Accepted {
+            service_request_id: "sr1",
+            created: true,
+            service_request: None,
+        };
+        let answer = response_message(&r, &accepted, "https://whg.example", Utc::now());
+        let header = &answer["entry"][0]["resource"];
+        assert!(header["eventCoding"].get("extension").is_none());
+        assert!(header.get("destination").is_none(), "{header}");
+    }
+
+    #[test]
+    fn a_header_named_by_no_valid_id_has_none() {
+        let mut r = request();
+        r["entry"][0]["fullUrl"] = json!("urn:uuid:not a uuid!");
+        r["id"] = json!("also not valid!");
+        assert_eq!(request_header_id(&r), None);
     }
 
     #[test]
