@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use std::sync::{LazyLock, Once};
 use whg::config::Config;
-use whg::intake::{IntakeContext, bars, fhir_fit_note};
+use whg::intake::{bars, fhir_fit_note};
 
 static CONFIG: LazyLock<Config> = LazyLock::new(Config::defaults);
 static CONTAINED_PANICS_ARE_QUIET: Once = Once::new();
@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     CONTAINED_PANICS_ARE_QUIET.call_once(|| std::panic::set_hook(Box::new(|_| {})));
     let _ = whg::delivery::mesh::read_ack(data);
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
-        let ctx = IntakeContext::now(&CONFIG);
+        let ctx = CONFIG.intake_now();
         let _ = bars::validate(data, &value, &ctx);
         let _ = fhir_fit_note(&value, "C88901", &ctx);
     }

@@ -4,13 +4,13 @@
 use libfuzzer_sys::fuzz_target;
 use std::sync::LazyLock;
 use whg::config::Config;
-use whg::intake::{IntakeContext, practice_fit_note};
+use whg::intake::practice_fit_note;
 
 static CONFIG: LazyLock<Config> = LazyLock::new(Config::defaults);
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
-        let ctx = IntakeContext::now(&CONFIG);
+        let ctx = CONFIG.intake_now();
         if let Ok((submission, note)) = practice_fit_note(&value, &ctx) {
             let _ = submission.transaction_bundle();
             let _ =

@@ -5,13 +5,13 @@
 use libfuzzer_sys::fuzz_target;
 use std::sync::LazyLock;
 use whg::config::Config;
-use whg::intake::{IntakeContext, practice_referral};
+use whg::intake::practice_referral;
 
 static CONFIG: LazyLock<Config> = LazyLock::new(Config::defaults);
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) {
-        let ctx = IntakeContext::now(&CONFIG);
+        let ctx = CONFIG.intake_now();
         if let Ok(submission) = practice_referral(&value, &ctx) {
             let _ = submission.transaction_bundle();
         }
