@@ -557,7 +557,7 @@ impl Config {
     }
 
     pub fn service(&self, id: &str) -> Option<&Service> {
-        self.services.iter().find(|s| s.id == id)
+        crate::services::by_id(&self.services, id)
     }
 
     /// The name of the service identified as `system|id` (its id if it is not configured).

@@ -24,3 +24,8 @@ pub struct Service {
     #[serde(default)]
     pub eligibility: Option<EligibilityConfig>,
 }
+
+/// The service with id `id` among `services`.
+pub fn by_id<'a>(services: &'a [Service], id: &str) -> Option<&'a Service> {
+    services.iter().find(|s| s.id == id)
+}

@@ -327,14 +327,9 @@ async fn search_filters_and_pages() {
     // chooses with `Prefer: handling=strict` (refuse) or `handling=lenient` (ignore), and the
     // self link says what was applied. Unasked, the gateway ignores an unknown result parameter
     // but refuses an unknown filter: dropping one would widen what matches.
+    let practice = server.as_(whg::auth::Principal::practice(DEFAULT_PRACTICE));
     let as_practice = |path: &str, prefer: Option<&str>| {
-        let mut request = server.client.get(server.url(path)).header(
-            "authorization",
-            format!(
-                "Bearer {}",
-                server.token(&whg::auth::Principal::practice(DEFAULT_PRACTICE))
-            ),
-        );
+        let mut request = practice.request(reqwest::Method::GET, path);
         if let Some(p) = prefer {
             request = request.header("prefer", p);
         }
@@ -760,12 +755,12 @@ async fn process_message_answers_with_a_response_message() {
 
     // With the stored referral, when asked for; the message alone with return=minimal (the
     // response message is the operation's return, "mandatory" for synchronous messaging).
-    let sender = whg::auth::Principal::practice(&sender_practice(&msg).unwrap());
+    let sender = server.as_(whg::auth::Principal::practice(
+        &sender_practice(&msg).unwrap(),
+    ));
     for (prefer, entries) in [("return=representation", 3), ("return=minimal", 2)] {
-        let r = server
-            .client
-            .post(server.url("/fhir/$process-message"))
-            .header("authorization", format!("Bearer {}", server.token(&sender)))
+        let r = sender
+            .request(reqwest::Method::POST, "/fhir/$process-message")
             .header("content-type", "application/fhir+json")
             .header("prefer", prefer)
             .body(serde_json::to_vec(&msg).unwrap())

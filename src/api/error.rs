@@ -426,12 +426,8 @@ pub fn versioned_response(
     let version = resource
         .pointer("/meta/versionId")
         .and_then(serde_json::Value::as_str);
-    if let Some(v) = version
-        && let Ok(etag) = HeaderValue::from_str(&format!("W/\"{v}\""))
-    {
-        response
-            .headers_mut()
-            .insert(axum::http::header::ETAG, etag);
+    if let Some(v) = version {
+        set_etag(&mut response, v);
     }
     if let Some(modified) = resource
         .pointer("/meta/lastUpdated")
@@ -461,6 +457,15 @@ pub fn versioned_response(
         );
     }
     response
+}
+
+/// Sets the `ETag` header to the weak tag of `version` (`W/"n"`, what `If-Match` takes back).
+pub fn set_etag(response: &mut Response, version: &str) {
+    if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{version}\"")) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::ETAG, etag);
+    }
 }
 
 /// Sets the `Location` header to `url` (left out if `url` is not a valid header value).

@@ -2,13 +2,13 @@
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::{request_id, require_scope};
-use super::error::{ApiError, fhir_response};
+use super::error::{ApiError, fhir_response, set_etag};
 use crate::app::{Caller, records};
 use crate::auth::{Principal, scope};
 use crate::fhir::search::{self, is_fhir_id, supported_params};
@@ -78,9 +78,7 @@ pub async fn vread(
     let resource =
         records::read_version(&*app.store, &caller, &resource_type, &id, version).await?;
     let mut response = fhir_response(StatusCode::OK, &resource);
-    if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{version}\"")) {
-        response.headers_mut().insert(header::ETAG, etag);
-    }
+    set_etag(&mut response, &version.to_string());
     Ok(response)
 }
 
@@ -111,10 +109,8 @@ async fn read_resource(
     let caller = Caller::new(principal, request_id(headers));
     let resource = records::read(&*app.store, &caller, &resource_type, &id).await?;
     let mut response = fhir_response(StatusCode::OK, &resource);
-    if let Some(v) = resource.pointer("/meta/versionId").and_then(Value::as_str)
-        && let Ok(etag) = HeaderValue::from_str(&format!("W/\"{v}\""))
-    {
-        response.headers_mut().insert(header::ETAG, etag);
+    if let Some(v) = resource.pointer("/meta/versionId").and_then(Value::as_str) {
+        set_etag(&mut response, v);
     }
     Ok(response)
 }

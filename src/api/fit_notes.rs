@@ -12,7 +12,7 @@ use super::auth::{caller, require_scope};
 use super::body::{JsonBody, require_resource};
 use super::consents::version_tag;
 use super::error::{
-    ApiError, Return, fhir_response, return_preference, set_location, versioned_response,
+    ApiError, Return, fhir_response, return_preference, set_etag, set_location, versioned_response,
 };
 use crate::app::fit_notes::{self, FitNote};
 use crate::auth::{Principal, scope};
@@ -126,10 +126,7 @@ fn answer(app: &AppState, wanted: Return, note: FitNote) -> Response {
     };
     set_location(&mut response, &location);
     if stored.created {
-        response.headers_mut().insert(
-            axum::http::header::ETAG,
-            axum::http::HeaderValue::from_static("W/\"1\""),
-        );
+        set_etag(&mut response, "1");
     }
     response
 }

@@ -67,20 +67,18 @@ pub async fn process_message(
     );
     // The response message is the operation's return, whatever `Prefer: return=` says (R4:
     // mandatory for synchronous messaging); `representation` adds the ServiceRequest to it.
-    let mut response = {
-        let accepted = bars_response::Accepted {
-            service_request_id: &stored.focus_id,
-            created: stored.created,
-            service_request: resource.as_ref(),
-        };
-        let message = bars_response::response_message(
-            &body.value,
-            &accepted,
-            &app.config.base_url(),
-            chrono::Utc::now(),
-        );
-        fhir_response(StatusCode::OK, &message)
+    let accepted = bars_response::Accepted {
+        service_request_id: &stored.focus_id,
+        created: stored.created,
+        service_request: resource.as_ref(),
     };
+    let message = bars_response::response_message(
+        &body.value,
+        &accepted,
+        &app.config.base_url(),
+        chrono::Utc::now(),
+    );
+    let mut response = fhir_response(StatusCode::OK, &message);
     set_location(&mut response, &location);
     Ok(response)
 }

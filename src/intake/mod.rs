@@ -33,7 +33,7 @@ pub struct IntakeContext<'a> {
 impl IntakeContext<'_> {
     /// The service with id `id`.
     pub fn service(&self, id: &str) -> Option<&Service> {
-        self.services.iter().find(|s| s.id == id)
+        crate::services::by_id(self.services, id)
     }
 }
 

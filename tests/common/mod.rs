@@ -389,17 +389,21 @@ pub struct Actor<'a> {
 }
 
 impl Actor<'_> {
+    /// A request as this principal, for a test that adds headers of its own (`Prefer`, …).
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.server
+            .client
+            .request(method, self.server.url(path))
+            .header("authorization", format!("Bearer {}", self.token))
+    }
+
     pub async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
     ) -> (u16, reqwest::header::HeaderMap, Value) {
-        let mut req = self
-            .server
-            .client
-            .request(method, self.server.url(path))
-            .header("authorization", format!("Bearer {}", self.token));
+        let mut req = self.request(method, path);
         if let Some(b) = body {
             req = req
                 .header("content-type", "application/fhir+json")
