@@ -33,6 +33,12 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// READ COMMITTED: each statement sees what other instances committed before it began.
 const BEGIN_BATCH: &str = "BEGIN";
 
+/// Under READ COMMITTED each statement takes its own snapshot, so a page and its total could
+/// disagree with another instance's commit between them; REPEATABLE READ gives the
+/// transaction one.
+const SNAPSHOT_READ: Option<&str> =
+    Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+
 /// The elements of a JSON array bound as `$p`, as rows `j` with a column `value`.
 macro_rules! json_rows {
     ($p:literal) => {

@@ -273,9 +273,11 @@ impl Outbox for SqlStore {
         &self,
         id: &DeliveryId,
     ) -> Result<Option<(Delivery, Vec<DeliveryAttempt>)>, StoreError> {
+        // One snapshot, so the attempts listed are the ones the delivery's state counts.
+        let mut read = snapshot(&self.readers).await?;
         let Some(row) = sqlx::query(select_deliveries!("WHERE id = $1"))
             .bind(id.as_str())
-            .fetch_optional(&self.readers)
+            .fetch_optional(&mut *read)
             .await?
         else {
             return Ok(None);
@@ -284,7 +286,7 @@ impl Outbox for SqlStore {
             "SELECT attempt, at, outcome, detail FROM delivery_attempts WHERE delivery_id = $1 ORDER BY seq",
         )
         .bind(id.as_str())
-        .fetch_all(&self.readers)
+        .fetch_all(&mut *read)
         .await?
         .iter()
         .map(|r| {
@@ -301,6 +303,7 @@ impl Outbox for SqlStore {
             })
         })
         .collect::<Result<_, StoreError>>()?;
+        read.commit().await?;
         Ok(Some((delivery_of(&row)?, attempts)))
     }
 

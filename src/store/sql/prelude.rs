@@ -33,6 +33,16 @@ use crate::store::{
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// A read-only transaction whose statements all see one snapshot of the database: for reads of
+/// more than one statement that must agree, such as a page and the total it is counted in.
+async fn snapshot(pool: &Pool) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
+    let mut tx = pool.begin().await?;
+    if let Some(set) = SNAPSHOT_READ {
+        sqlx::query(set).execute(&mut *tx).await?;
+    }
+    Ok(tx)
+}
+
 /// A timestamp as stored: fixed-width UTC text, whose order as text is its order in time (the
 /// claims and sorts compare them in SQL).
 fn stored_instant(t: DateTime<Utc>) -> String {

@@ -75,8 +75,9 @@ impl MeshQuarantine for SqlStore {
         limit: u32,
         offset: u32,
     ) -> Result<(u64, Vec<QuarantinedMessage>), StoreError> {
+        let mut read = snapshot(&self.readers).await?;
         let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM mesh_quarantine")
-            .fetch_one(&self.readers)
+            .fetch_one(&mut *read)
             .await?;
         let rows = sqlx::query(select_quarantined!(
             "NULL FROM mesh_quarantine ORDER BY received_at DESC, ",
@@ -85,8 +86,9 @@ impl MeshQuarantine for SqlStore {
         ))
         .bind(i64::from(limit))
         .bind(i64::from(offset))
-        .fetch_all(&self.readers)
+        .fetch_all(&mut *read)
         .await?;
+        read.commit().await?;
         Ok((
             u64::try_from(total).unwrap_or_default(),
             rows.iter().map(quarantined_of).collect::<Result<_, _>>()?,

@@ -324,7 +324,8 @@ impl Resources for SqlStore {
     async fn search(&self, req: &SearchRequest) -> Result<SearchPage, StoreError> {
         let mut count = QueryBuilder::<Db>::new("SELECT COUNT(*) FROM resources r");
         push_filters(&mut count, req);
-        let total: i64 = count.build_query_scalar().fetch_one(&self.readers).await?;
+        let mut read = snapshot(&self.readers).await?;
+        let total: i64 = count.build_query_scalar().fetch_one(&mut *read).await?;
 
         let mut page = QueryBuilder::<Db>::new("SELECT r.content FROM resources r");
         push_filters(&mut page, req);
@@ -333,7 +334,8 @@ impl Resources for SqlStore {
             .push_bind(i64::from(req.count))
             .push(" OFFSET ")
             .push_bind(i64::from(req.offset));
-        let rows = page.build().fetch_all(&self.readers).await?;
+        let rows = page.build().fetch_all(&mut *read).await?;
+        read.commit().await?;
         let resources = rows
             .iter()
             .map(|r| parse_content(r.get::<&str, _>(0)))

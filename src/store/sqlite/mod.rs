@@ -32,6 +32,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// Takes the write lock at once: a batch never fails half-way for want of it.
 const BEGIN_BATCH: &str = "BEGIN IMMEDIATE";
 
+/// Nothing to set: a deferred transaction on a WAL database reads one snapshot from its first
+/// read to its end.
+const SNAPSHOT_READ: Option<&str> = None;
+
 /// The elements of a JSON array bound as `$p`, as rows `j` with a column `value`.
 macro_rules! json_rows {
     ($p:literal) => {
