@@ -932,3 +932,72 @@ async fn a_consent_created_with_an_id_gets_its_own() {
     assert_eq!(unchanged["status"], first["status"], "{unchanged}");
     assert_eq!(unchanged["meta"]["versionId"], "1");
 }
+
+/// R4 Consent (http://hl7.org/fhir/R4/consent.html) names who may receive information as a
+/// `provision.actor` with a `role` and a `reference`; other systems use v3 ParticipationType
+/// `IRCP` ("information recipient") for it rather than the gateway's recipient classes. The
+/// gateway places such an actor itself (src/consent/standard.rs), keeps the sender's coding, and
+/// refuses only an organisation it cannot place, saying why. Before, both were refused.
+#[tokio::test]
+async fn a_consent_in_standard_r4_terms_is_read_as_the_person_meant_it() {
+    let server = Server::start();
+    let mut r = referral_for(21, WHS);
+    r["consent"]["feedbackToPractice"] = json!(false);
+    let (_, patient) = refer(&server, &r).await;
+    let whs = service(&server, WHS);
+    let letter = json!({
+        "patient": format!("Patient/{patient}"),
+        "recipient": "referring-practice",
+        "recipientOrganisation": format!("https://fhir.nhs.uk/Id/ods-organization-code|{DEFAULT_PRACTICE}"),
+        "dataClass": "adviser-letter",
+        "document": "DocumentReference/letter-1",
+    });
+    assert_eq!(decide(&whs, letter.clone()).await["decision"], "deny");
+
+    // Feedback to the practice, in R4's terms only: IRCP naming the practice by ODS code.
+    let mut consent = fixture_consent("02-feedback-to-practice", &patient);
+    let roles = consent["provision"]["actor"][0]["role"]["coding"]
+        .as_array_mut()
+        .unwrap();
+    roles.retain(|c| c["code"] == "IRCP");
+    assert_eq!(roles.len(), 1);
+    let (status, _, stored) = practice(&server).post("/fhir/Consent", &consent).await;
+    assert_eq!(status, 201, "{stored}");
+    let stored_roles = &stored["provision"]["actor"][0]["role"]["coding"];
+    assert_eq!(
+        stored_roles[0]["code"], "IRCP",
+        "the sender's coding is kept"
+    );
+    assert_eq!(stored_roles[1]["code"], "referring-practice", "{stored}");
+    assert_eq!(decide(&whs, letter).await["decision"], "permit");
+
+    // An organisation that is neither the service nor the practice cannot be placed.
+    consent["provision"]["actor"][0]["reference"] = json!({ "identifier": { "system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "Y01234" } });
+    let (status, _, outcome) = practice(&server).post("/fhir/Consent", &consent).await;
+    assert_eq!(status, 422, "{outcome}");
+    assert_eq!(
+        issue_keys(&outcome),
+        [(
+            "Consent.provision.actor[0].reference".to_string(),
+            "code-invalid".to_string()
+        )]
+    );
+    let why = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(
+        why.contains("Y01234") && why.contains("could be an employer"),
+        "{why}"
+    );
+
+    // A permit narrowed by an element the gateway does not apply would be read wider.
+    let mut narrowed = fixture_consent("02-feedback-to-practice", &patient);
+    narrowed["provision"]["securityLabel"] = json!([{ "system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R" }]);
+    let (status, _, outcome) = practice(&server).post("/fhir/Consent", &narrowed).await;
+    assert_eq!(status, 422, "{outcome}");
+    assert_eq!(
+        issue_keys(&outcome),
+        [(
+            "Consent.provision.securityLabel".to_string(),
+            "not-supported".to_string()
+        )]
+    );
+}

@@ -157,8 +157,14 @@ INVALID = {
                         [("Consent.provision", "required")]),
     "02-unknown-status": (changed(FEEDBACK_TO_PRACTICE, lambda c: c.update(status="withdrawn")), 422,
                           [("Consent.status", "code-invalid")]),
-    "03-recipient-not-coded": (changed(FEEDBACK_TO_PRACTICE, lambda c: c["provision"]["actor"][0]["role"]["coding"].pop(1)), 422,
-                               [("Consent.provision.actor[0].role", "code-invalid")]),
+    # In R4's own terms (IRCP) an organisation the gateway cannot place: neither a service it
+    # receives for nor the practice recording the Consent, so its class (employer? other
+    # service?) and what the person allowed it are unclear. (IRCP naming the practice itself is
+    # read as the referring practice: tests/consent.rs.)
+    "03-recipient-not-coded": (changed(FEEDBACK_TO_PRACTICE, lambda c: (
+        c["provision"]["actor"][0]["role"]["coding"].pop(1),
+        c["provision"]["actor"][0].update(reference={"identifier": {"system": ODS, "value": "Y01234"}}))), 422,
+                               [("Consent.provision.actor[0].reference", "code-invalid")]),
     "04-resource-type-as-class": (changed(FEEDBACK_TO_PRACTICE, lambda c: c["provision"].update(
         **{"class": [{"system": "http://hl7.org/fhir/resource-types", "code": "DocumentReference"}]})), 422,
                                   [("Consent.provision.class[0]", "code-invalid")]),

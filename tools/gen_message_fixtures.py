@@ -154,6 +154,33 @@ VALID = {
 }
 VALID["03-bars-referral-to-workwell-minimal"] = without(VALID["03-bars-referral-to-workwell-minimal"], "CarePlan")
 
+
+def r4_opt_in(recipient_reference):
+    """The person's explicit agreement in standard R4 terms, as other systems record it
+    (http://hl7.org/fhir/R4/consent.html): permit, the recipient as v3 ParticipationType IRCP
+    (information recipient), disclose, for treatment. No gateway codes: the gateway places the
+    recipient itself (src/consent/standard.rs)."""
+    def change(consent):
+        consent.pop("policyRule")
+        consent["category"] = [{"coding": [{"system": "http://loinc.org", "code": "59284-0", "display": "Patient Consent"}]}]
+        consent["policyRule"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]}
+        consent["provision"] = {
+            "type": "permit",
+            "actor": [{
+                "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP", "display": "information recipient"}]},
+                "reference": recipient_reference,
+            }],
+            "action": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "disclose"}]}],
+            "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}],
+        }
+    return change
+
+
+# The receiving Organization (the MessageHeader's destination.receiver) is the addressed service.
+VALID["04-bars-referral-standard-r4-consent"] = edit(
+    message("4d5e6f7a-8b9c-4d4e-8f5a-6b7c8d9e0f1a", "REF-BARS-0004", "9995000008"),
+    "Consent", r4_opt_in({"reference": uuid(3)}))
+
 INVALID = {
     "01-not-a-message": (edit(BASE, "Bundle", lambda r: None) | {"type": "collection"}, 422, [("Bundle.type", "value")]),
     "02-booking-request-event": (edit(BASE, "MessageHeader", lambda r: r["eventCoding"].update(code="booking-request")), 422,
@@ -238,6 +265,12 @@ def service_identifier(bundle):
 # The gateway states its configured services itself; a sender cannot name an Organization as one.
 INVALID["15-gateway-service-identifier"] = (service_identifier(BASE), 422,
                                             [("Bundle.entry[2].resource.identifier[0].system", "business-rule")])
+
+# An information recipient the gateway cannot place: an ODS code that is neither the service nor
+# the sending practice (an employer? another service?), so what the person allowed is unclear.
+INVALID["16-consent-recipient-unplaced"] = (
+    edit(BASE, "Consent", r4_opt_in({"identifier": {"system": ODS, "value": "Y01234"}})), 422,
+    [(f"Bundle.entry[{next(i for i, e in enumerate(BASE['entry']) if e['resource']['resourceType'] == 'Consent')}].resource.provision.actor[0].reference", "code-invalid")])
 
 
 def main():

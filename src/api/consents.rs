@@ -33,7 +33,13 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     require_scope(&principal, scope::CONSENT_CREATE)?;
     require_resource(&body, "Consent")?;
-    let stored = consents::record(&*app.store, &caller(&principal, &headers), &body.value).await?;
+    let stored = consents::record(
+        &*app.store,
+        &app.config.services,
+        &caller(&principal, &headers),
+        &body.value,
+    )
+    .await?;
     Ok(versioned_response(
         StatusCode::CREATED,
         &stored,
@@ -57,6 +63,7 @@ pub async fn update(
     require_resource(&body, "Consent")?;
     let amended = consents::amend(
         &*app.store,
+        &app.config.services,
         &caller(&principal, &headers),
         &id,
         &body.value,

@@ -19,6 +19,7 @@ use crate::fhir::identifiers::identifier_reference;
 use crate::fhir::resource::claim_profile;
 use crate::fhir::systems::profile;
 use crate::fhir::{Issue, IssueType, Issues};
+use crate::services::Service;
 use crate::store::{PatientId, Store, StoreError, Transaction};
 
 /// Why a Consent was not recorded or changed, or a disclosure not decided.
@@ -54,11 +55,12 @@ pub enum ConsentError {
 /// caller (whatever the body says). Returns it as stored.
 pub async fn record(
     store: &dyn Store,
+    services: &[Service],
     caller: &Caller<'_>,
     body: &Value,
 ) -> Result<Value, ConsentError> {
     let principal = caller.principal;
-    let mut resource = checked_consent(body)?;
+    let mut resource = checked_consent(body, services, principal)?;
     // R4 create (http://hl7.org/fhir/R4/http.html#create): "If an id is provided, the server
     // SHALL ignore it", as it does meta.versionId and meta.lastUpdated: the gateway assigns them
     // (a Consent is changed by PUT to /fhir/Consent/{id}, never by naming it here).
@@ -125,13 +127,14 @@ pub async fn record(
 /// with its AuditEvent. Returns the Consent as it now stands.
 pub async fn amend(
     store: &dyn Store,
+    services: &[Service],
     caller: &Caller<'_>,
     id: &str,
     body: &Value,
     version_tag: Option<&str>,
 ) -> Result<Value, ConsentError> {
     let principal = caller.principal;
-    let mut resource = checked_consent(body)?;
+    let mut resource = checked_consent(body, services, principal)?;
     if resource["id"].as_str() != Some(id) {
         return Err(ConsentError::IdMismatch(id.to_string()));
     }
@@ -298,12 +301,43 @@ fn consent_audit(
 }
 
 /// Validates a Consent (already read as FHIR R4) against the gateway's consent model, with
-/// every problem.
-fn checked_consent(body: &Value) -> Result<Value, ConsentError> {
-    let mut issues = match consent::read_consent(body) {
-        Ok(_) => Issues::new(),
-        Err(issues) => issues,
+/// every problem, once actors in standard R4 terms are translated into the gateway's
+/// ([`consent::standard`]: the caller's own organisation and the configured services are the
+/// recipients it can place). Returns the Consent as translated.
+fn checked_consent(
+    body: &Value,
+    services: &[Service],
+    principal: &Principal,
+) -> Result<Value, ConsentError> {
+    let party = consent::Party::of(principal);
+    let own = party
+        .as_ref()
+        .and_then(|p| p.organisation.split_once('|'))
+        .map(|(_, value)| value);
+    let parties = consent::standard::Parties {
+        services,
+        receiving: own
+            .and_then(|id| crate::services::by_id(services, id))
+            .filter(|_| {
+                party
+                    .as_ref()
+                    .is_some_and(|p| p.class == RecipientClass::WorkHealthService)
+            })
+            .map(|s| (s, &[][..])),
+        referring: own
+            .filter(|_| {
+                party
+                    .as_ref()
+                    .is_some_and(|p| p.class == RecipientClass::ReferringPractice)
+            })
+            .map(|ods| (ods, &[][..])),
     };
+    let mut body = body.clone();
+    let mut issues =
+        match consent::standard::translate_and_read(&mut body, "Consent", &parties, &|_| None) {
+            Ok(_) => Issues::new(),
+            Err(issues) => issues,
+        };
     if body["scope"]["coding"].as_array().is_none() {
         issues.error(
             IssueType::Required,
@@ -325,9 +359,7 @@ fn checked_consent(body: &Value) -> Result<Value, ConsentError> {
             "patient is required, as a reference Patient/{id} to a person known to the gateway",
         );
     }
-    issues
-        .into_result(body.clone())
-        .map_err(ConsentError::Invalid)
+    issues.into_result(body).map_err(ConsentError::Invalid)
 }
 
 fn patient_id(consent: &Value) -> Result<PatientId, ConsentError> {

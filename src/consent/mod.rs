@@ -6,6 +6,7 @@ pub mod authorship;
 pub mod decide;
 pub mod model;
 pub mod overrides;
+pub mod standard;
 
 pub use decide::{Basis, Decision, Effect, Question, Recipient, decide};
 pub use model::{

@@ -356,6 +356,16 @@ fn read_provision(p: &Value, path: &str, top: bool, issues: &mut Issues) -> Prov
     if let Some(period) = p.get("period") {
         out.period = read_period(period, &format!("{path}.period"), issues);
     }
+    // R4 provision elements the model does not apply. Each narrows what its provision covers, so
+    // a permit read without it would allow more than the person agreed to; a deny read without
+    // it withholds more, which is safe.
+    if out.kind == Some(ProvisionType::Permit) {
+        for element in NARROWING_NOT_APPLIED {
+            if p.get(element).is_some() {
+                issues.error(IssueType::NotSupported, format!("{path}.{element}"), format!("the gateway does not apply provision.{element}: a permit narrowed by it would be applied more widely than the person agreed. Say what is permitted with class (or data for one document), or leave {element} out"));
+            }
+        }
+    }
     for (i, actor) in array(p, "actor").iter().enumerate() {
         let at = format!("{path}.actor[{i}]");
         if let Some(rule) = read_actor(actor, &at, issues) {
@@ -394,6 +404,15 @@ fn read_provision(p: &Value, path: &str, top: bool, issues: &mut Issues) -> Prov
         let at = format!("{path}.class[{i}]");
         match coding_is::<DataClass>(class) {
             Some(x) => out.classes.push(x),
+            None if class["system"] == RESOURCE_TYPES => issues.error(
+                IssueType::CodeInvalid,
+                at,
+                format!(
+                    "class names a resource type, which the gateway cannot map without changing what the person agreed to: its classes group records by what they are to the person (a referral is its ServiceRequest with the Patient and all that came with it; an adviser letter a Composition, DocumentReference or Communication). Use a code from {} ({})",
+                    DataClass::system(),
+                    codes_of::<DataClass>()
+                ),
+            ),
             None => issues.error(
                 IssueType::CodeInvalid,
                 at,
@@ -419,6 +438,12 @@ fn read_provision(p: &Value, path: &str, top: bool, issues: &mut Issues) -> Prov
     out
 }
 
+/// R4 `Consent.provision.class`'s example binding, resource types.
+const RESOURCE_TYPES: &str = "http://hl7.org/fhir/resource-types";
+
+/// Provision elements that narrow a provision and that the model does not read.
+const NARROWING_NOT_APPLIED: [&str; 3] = ["securityLabel", "code", "dataPeriod"];
+
 fn read_actor(actor: &Value, path: &str, issues: &mut Issues) -> Option<ActorRule> {
     let codings = actor["role"]["coding"]
         .as_array()
@@ -430,9 +455,10 @@ fn read_actor(actor: &Value, path: &str, issues: &mut Issues) -> Option<ActorRul
             IssueType::CodeInvalid,
             format!("{path}.role"),
             format!(
-                "actor.role must include a recipient class from {} ({})",
+                "actor.role must include a recipient class from {} ({}), or be {}|IRCP (information recipient) naming a service this gateway receives for or the referring practice by ODS code",
                 RecipientClass::system(),
-                codes_of::<RecipientClass>()
+                codes_of::<RecipientClass>(),
+                super::standard::PARTICIPATION_TYPE,
             ),
         );
         return None;

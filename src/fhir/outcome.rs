@@ -194,6 +194,25 @@ impl Issues {
     pub fn into_vec(self) -> Vec<Issue> {
         self.0
     }
+
+    /// The issues found in a resource read on its own (expressions from `root`, e.g.
+    /// `Consent`), as found where it sits inside another (`at`, e.g. `Bundle.entry[3].resource`).
+    pub fn rebased(self, root: &str, at: &str) -> Issues {
+        Issues(
+            self.0
+                .into_iter()
+                .map(|mut issue| {
+                    issue.expression = issue.expression.map(|e| match e.strip_prefix(root) {
+                        Some(rest) if rest.is_empty() || rest.starts_with(['.', '[']) => {
+                            format!("{at}{rest}")
+                        }
+                        _ => e,
+                    });
+                    issue
+                })
+                .collect(),
+        )
+    }
 }
 
 impl From<Issue> for Issues {

@@ -13,6 +13,7 @@ use super::practice::{MAX_AGE_YEARS, age_on};
 use super::submission::{
     Submission, SubmissionEntry, SubmissionKey, SubmissionKind, content_hash, match_identifier,
 };
+use crate::consent;
 use crate::fhir::identifiers;
 use crate::fhir::resource::{
     claim_profile, parse_strict, references, resource_type, rewrite_strings,
@@ -110,6 +111,8 @@ struct Message<'a> {
     bundle: &'a Value,
     entries: Vec<(String, &'a Value)>,
     by_url: HashMap<&'a str, usize>,
+    /// The Consent entries, by index, as read into the gateway's terms.
+    consents: HashMap<usize, Value>,
     issues: Issues,
 }
 
@@ -127,6 +130,7 @@ impl<'a> Message<'a> {
             bundle,
             entries: Vec::new(),
             by_url: HashMap::new(),
+            consents: HashMap::new(),
             issues: Issues::new(),
         };
         if resource_type(bundle) != Some("Bundle") {
@@ -168,6 +172,9 @@ impl<'a> Message<'a> {
         m.check_one_person(focus);
         m.check_organizations();
         m.check_references();
+        if let (Some(h), Some(sender), Some(service)) = (header, sender_ods.as_deref(), service) {
+            m.check_consents(h, sender, service, focus, ctx);
+        }
         if !m.issues.is_empty() {
             return Err(m.issues);
         }
@@ -586,6 +593,56 @@ impl<'a> Message<'a> {
         }
     }
 
+    /// Each Consent is read as the gateway's consent model reads it, after standard R4 terms
+    /// are translated ([`consent::standard`]): a Consent the model cannot read would permit
+    /// nothing, and the sender should hear why rather than that no consent was found. A BaRS
+    /// implied direct-care Consent without provisions is left to the admission's policy.
+    fn check_consents(
+        &mut self,
+        header: &'a Value,
+        sender_ods: &str,
+        service: &Service,
+        focus: Option<usize>,
+        ctx: &IntakeContext,
+    ) {
+        let reference_of = |v: &Value| v["reference"].as_str().map(str::to_string);
+        let receiving: Vec<String> = header["destination"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| reference_of(&d["receiver"]))
+            .chain(
+                focus
+                    .and_then(|i| self.entries[i].1["performer"].as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(reference_of),
+            )
+            .collect();
+        let sender: Vec<String> = reference_of(&header["sender"]).into_iter().collect();
+        let parties = consent::standard::Parties {
+            services: ctx.services,
+            receiving: Some((service, &receiving)),
+            referring: Some((sender_ods, &sender)),
+        };
+        let resolve = |r: &str| self.by_url.get(r).map(|&i| self.entries[i].1.clone());
+        let mut translated = HashMap::new();
+        for (i, (_, resource)) in self.entries.iter().enumerate() {
+            if resource_type(resource) != Some("Consent") {
+                continue;
+            }
+            let mut c = (*resource).clone();
+            if !(is_implied_direct_care(&c) && c.get("provision").is_none())
+                && let Err(found) =
+                    consent::standard::translate_and_read(&mut c, &at(i, ""), &parties, &resolve)
+            {
+                self.issues.extend(found);
+            }
+            translated.insert(i, c);
+        }
+        self.consents = translated;
+    }
+
     fn into_submission(
         self,
         sender_ods: &str,
@@ -626,7 +683,11 @@ impl<'a> Message<'a> {
             if rt == "MessageHeader" {
                 continue;
             }
-            let mut resource = (*resource).clone();
+            let mut resource = self
+                .consents
+                .get(&i)
+                .cloned()
+                .unwrap_or_else(|| (*resource).clone());
             normalise(&mut resource);
             if i == focus {
                 performer = resource
@@ -721,6 +782,21 @@ impl<'a> Message<'a> {
 /// with the provision it implies: the receiving service may receive and see the referral and its
 /// diagnoses, for direct care. Anything else is left as sent (and so permits nothing).
 fn make_implied_consent_explicit(consent: &mut Value, service_id: &Value) {
+    if !is_implied_direct_care(consent) || consent.get("provision").is_some() {
+        return;
+    }
+    consent["provision"] = crate::intake::mapping::consent_provision(
+        "work-health-service",
+        json!({ "identifier": service_id }),
+        None,
+        &["disclose", "access"],
+        "TREAT",
+        &["referral", "diagnosis"],
+    );
+}
+
+/// A BaRS implied direct-care Consent: category DRC, policy rule IMPLIED.
+fn is_implied_direct_care(consent: &Value) -> bool {
     let is_drc = consent["category"].as_array().is_some_and(|cats| {
         cats.iter().any(|c| {
             c["coding"].as_array().is_some_and(|cs| {
@@ -732,17 +808,7 @@ fn make_implied_consent_explicit(consent: &mut Value, service_id: &Value) {
     let implied = consent["policyRule"]["coding"]
         .as_array()
         .is_some_and(|cs| cs.iter().any(|x| x["code"] == "IMPLIED"));
-    if !(is_drc && implied) || consent.get("provision").is_some() {
-        return;
-    }
-    consent["provision"] = crate::intake::mapping::consent_provision(
-        "work-health-service",
-        json!({ "identifier": service_id }),
-        None,
-        &["disclose", "access"],
-        "TREAT",
-        &["referral", "diagnosis"],
-    );
+    is_drc && implied
 }
 
 fn ods_of(org: &Value) -> Option<String> {
