@@ -363,6 +363,9 @@ async fn letters_arrive_through_failures_and_a_kill_9_each_once_after_de_duplica
         header["destination"][0]["receiver"]["identifier"]["value"],
         "C88901"
     );
+    assert_eq!(header["reason"]["coding"][0]["code"], "new");
+    // A practice-JSON referral came in no message, so there is no MessageHeader to name.
+    assert!(header.get("response").is_none(), "{header}");
     let text = pdf_text(&document_pdf(bundle));
     for needed in [
         "Sheffield Work and Health Service",
@@ -975,4 +978,139 @@ async fn without_consent_to_feedback_the_practice_sees_only_its_referrals_status
     );
     let (_, listed) = whs(&server).get("/api/v1/letters").await;
     assert_eq!(listed["total"], 1, "{listed}");
+}
+
+/// The answer to a BaRS referral is a BaRS `servicerequest-response` to the sender, as the
+/// BaRS MessageHeader profile (BARSMessageHeader-servicerequest-response 1.0.3) and API ask:
+/// `reason` from message-reason-bars; `response` naming the request (R4: "The MessageHeader.id
+/// of the message to which this message is a response"); sender and receiver as Organization
+/// entries; `destination.endpoint` the request's `source.endpoint` (BaRS Core, Message Headers:
+/// "Store MessageHeader.source.endpoint as NHSD-Target-Identifier"); and the NHSD headers,
+/// "Standard Base64 encoded JSON" (booking-and-referral-1.4.0.yaml). Before, none of these.
+#[tokio::test]
+async fn a_letter_answers_a_bars_referral_as_a_bars_response_to_its_sender() {
+    let (receiver, url) = Receiver::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = gateway(&url, tmp.path(), "");
+    let mut message =
+        read_json(&root().join("fixtures/messages/valid/01-bars-referral-current-forms.json"));
+    let entries = message["entry"].as_array_mut().unwrap();
+    let sender_url = entries[0]["resource"]["sender"]["reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let request_header = entries[0]["fullUrl"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("urn:uuid:")
+        .to_string();
+    let source_endpoint = entries[0]["resource"]["source"]["endpoint"].clone();
+    let sender = entries
+        .iter_mut()
+        .find(|e| e["fullUrl"] == sender_url.as_str())
+        .unwrap();
+    sender["resource"]["identifier"][0]["value"] = json!(DEFAULT_PRACTICE);
+    // Feedback to the practice, agreed in standard R4 terms: the sender as information recipient.
+    let mut feedback = entries
+        .iter()
+        .find(|e| e["resource"]["resourceType"] == "Consent")
+        .unwrap()
+        .clone();
+    feedback["fullUrl"] = json!("urn:uuid:00000000-0000-4000-8000-0000000000f1");
+    let consent = &mut feedback["resource"];
+    consent.as_object_mut().unwrap().remove("policyRule");
+    consent["category"] =
+        json!([{ "coding": [{ "system": "http://loinc.org", "code": "59284-0" }] }]);
+    consent["provision"] = json!({
+        "type": "permit",
+        "actor": [{
+            "role": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP" }] },
+            "reference": { "reference": sender_url }
+        }],
+        "action": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "disclose" }] }],
+        "purpose": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT" }]
+    });
+    entries.push(feedback);
+    let (status, headers, answer) = gp(&server).post("/fhir/$process-message", &message).await;
+    assert_eq!(status, 200, "{answer}");
+    let sr = location_id(&headers);
+    let (status, _, body) = whs(&server)
+        .post(
+            &format!("/api/v1/referrals/{sr}/triage"),
+            &json!({ "decision": "accept" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = send_letter(&server, &sr, "routine", "Seen for advice.").await;
+    wait_one(&server, &id, "accepted", 30).await;
+
+    let delivered = &receiver.delivered()[0];
+    let bundle = &delivered.bundle;
+    let header = &bundle["entry"][0]["resource"];
+    assert_eq!(header["eventCoding"]["code"], "servicerequest-response");
+    assert_eq!(
+        header["reason"]["coding"][0],
+        json!({ "system": "https://fhir.nhs.uk/CodeSystem/message-reason-bars", "code": "new" })
+    );
+    assert_eq!(
+        header["response"],
+        json!({ "identifier": request_header, "code": "ok" })
+    );
+    assert_eq!(header["destination"][0]["endpoint"], source_endpoint);
+    let entry = |reference: &Value| {
+        bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["fullUrl"] == *reference)
+            .map(|e| e["resource"].clone())
+            .unwrap_or_else(|| panic!("{reference} is not an entry of {bundle:#}"))
+    };
+    let receiver_org = entry(&header["destination"][0]["receiver"]["reference"]);
+    assert_eq!(receiver_org["resourceType"], "Organization");
+    assert_eq!(receiver_org["identifier"][0]["value"], DEFAULT_PRACTICE);
+    let sender_org = entry(&header["sender"]["reference"]);
+    assert!(
+        sender_org["identifier"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["value"] == WHS),
+        "{sender_org}"
+    );
+    assert_eq!(
+        header["definition"],
+        "https://fhir.nhs.uk/MessageDefinition/bars-message-servicerequest-response-referral"
+    );
+
+    let decoded = |name: &str| -> Value {
+        let text = delivered
+            .nhsd
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} in {:?}", delivered.nhsd));
+        serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let (system, value) = source_endpoint.as_str().unwrap().split_once('|').unwrap();
+    assert_eq!(
+        decoded("nhsd-target-identifier"),
+        json!({ "system": system, "value": value })
+    );
+    assert_eq!(decoded("nhsd-end-user-organisation"), sender_org);
+    assert_eq!(
+        decoded("nhsd-requesting-software")["resourceType"],
+        "Device"
+    );
+    check_with_independent_fhir(
+        &bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"].clone())
+            .collect::<Vec<_>>(),
+    );
 }

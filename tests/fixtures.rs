@@ -137,11 +137,61 @@ fn bars_messages_validate_through_the_cli() {
         let (code, bundle) = cli_validate("message", f);
         assert_eq!(code, 0, "{} should be valid: {bundle}", f.display());
         check_entries_strict(&bundle, f);
+        check_request_recorded(&read_json(f), &bundle, f);
         check_or_update_expected(f, &bundle);
     }
     for f in &fixtures("messages/invalid") {
         assert_cli_rejects_as_expected("message", f);
     }
+}
+
+/// The ServiceRequest records the request message it came in once, as the gateway read it:
+/// a sender's own copy of the gateway's extensions (whg-bars-request, whg-eligibility-assessment)
+/// never survives intake.
+fn check_request_recorded(message: &Value, bundle: &Value, what: &Path) {
+    let sr = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|r| r["resourceType"] == "ServiceRequest")
+        .unwrap();
+    let extensions = sr["extension"].as_array().cloned().unwrap_or_default();
+    let recorded: Vec<&Value> = extensions
+        .iter()
+        .filter(|e| {
+            e["url"] == "https://fhir.work-health-gateway.org/StructureDefinition/whg-bars-request"
+        })
+        .collect();
+    assert_eq!(recorded.len(), 1, "{}: {sr}", what.display());
+    let header = &message["entry"][0]["resource"];
+    let part = |name: &str| {
+        recorded[0]["extension"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["url"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(
+        part("sourceEndpoint")["valueString"],
+        header["source"]["endpoint"],
+        "{}",
+        what.display()
+    );
+    assert_eq!(
+        part("bundle")["valueId"],
+        message["id"],
+        "{}",
+        what.display()
+    );
+    assert!(
+        !extensions.iter().any(|e| e["url"]
+            == "https://fhir.work-health-gateway.org/StructureDefinition/whg-eligibility-assessment"),
+        "{}: the validator adds no eligibility result, and keeps none a sender wrote",
+        what.display()
+    );
 }
 
 async fn stored_rows(server: &Server) -> i64 {

@@ -181,6 +181,20 @@ VALID["04-bars-referral-standard-r4-consent"] = edit(
     message("4d5e6f7a-8b9c-4d4e-8f5a-6b7c8d9e0f1a", "REF-BARS-0004", "9995000008"),
     "Consent", r4_opt_in({"reference": uuid(3)}))
 
+def planted_extensions(sr):
+    """A sender's copies of extensions only the gateway writes: intake removes them."""
+    sr["extension"] = [
+        {"url": "https://fhir.work-health-gateway.org/StructureDefinition/whg-bars-request", "extension": [
+            {"url": "sourceEndpoint", "valueString": "https://fhir.nhs.uk/Id/dos-service-id|6666666666"}]},
+        {"url": "https://fhir.work-health-gateway.org/StructureDefinition/whg-eligibility-assessment", "extension": [
+            {"url": "outcome", "valueCoding": {"system": "https://fhir.work-health-gateway.org/CodeSystem/eligibility-result", "code": "eligible"}}]},
+    ]
+
+
+VALID["05-bars-referral-planted-gateway-extensions"] = edit(
+    message("5e6f7a8b-9c0d-4e5f-8a6b-7c8d9e0f1a2b", "REF-BARS-0005", "9995000377"),
+    "ServiceRequest", planted_extensions)
+
 INVALID = {
     "01-not-a-message": (edit(BASE, "Bundle", lambda r: None) | {"type": "collection"}, 422, [("Bundle.type", "value")]),
     "02-booking-request-event": (edit(BASE, "MessageHeader", lambda r: r["eventCoding"].update(code="booking-request")), 422,

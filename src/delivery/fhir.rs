@@ -1,7 +1,7 @@
-//! The FHIR channel: a BaRS-style `servicerequest-response` message, carrying the letter as a
+//! The FHIR channel: a BaRS `servicerequest-response` message, carrying the letter as a
 //! DocumentReference with its PDF, posted to the practice's `$process-message` with an OAuth2
-//! client-credentials token (cached until it expires) and BaRS's `X-Request-ID` and
-//! `X-Correlation-ID`. The message id and request id are the letter's, on every attempt, so
+//! client-credentials token (cached until it expires), BaRS's `X-Request-ID` and
+//! `X-Correlation-ID`, and the NHSD headers ([`bars_headers`]). The message id and request id are the letter's, on every attempt, so
 //! the receiver can de-duplicate.
 
 use std::collections::HashMap;
@@ -19,6 +19,8 @@ use crate::fhir::systems;
 use crate::outbound::{BodyError, read_bounded};
 
 const BARS_BUNDLE_PROFILE: &str = "https://fhir.nhs.uk/StructureDefinition/BARSBundleMessage";
+const BARS_RESPONSE_HEADER_PROFILE: &str =
+    "https://fhir.nhs.uk/StructureDefinition/BARSMessageHeader-servicerequest-response";
 
 /// What one message carries, as stored.
 pub struct Message<'a> {
@@ -30,24 +32,74 @@ pub struct Message<'a> {
     /// `system|value` of the service and of the practice.
     pub service: &'a str,
     pub practice: &'a str,
+    /// The service's and the practice's Organization resources, as stored (or as the gateway
+    /// knows them).
+    pub service_organization: &'a Value,
+    pub practice_organization: &'a Value,
     pub referral: &'a Value,
     pub patient: &'a Value,
     pub workflow_task: Option<&'a Value>,
     pub document: &'a Value,
 }
 
-fn entry(base_url: &str, resource: &Value) -> Value {
-    json!({
-        "fullUrl": format!(
-            "{base_url}/fhir/{}/{}",
-            resource["resourceType"].as_str().unwrap_or_default(),
-            resource["id"].as_str().unwrap_or_default()
-        ),
-        "resource": resource,
-    })
+/// The request message a referral came in, as intake recorded it on the ServiceRequest
+/// (`whg-bars-request`): none for a referral made another way.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RequestMessage {
+    pub header_id: Option<String>,
+    pub bundle_id: Option<String>,
+    pub source_endpoint: Option<String>,
 }
 
-/// The `servicerequest-response` message Bundle.
+impl RequestMessage {
+    pub fn of(referral: &Value) -> RequestMessage {
+        let url = systems::profile::whg_bars_request_extension();
+        let Some(ext) = referral["extension"]
+            .as_array()
+            .and_then(|es| es.iter().find(|e| e["url"] == url.as_str()))
+        else {
+            return RequestMessage::default();
+        };
+        let part = |name: &str, value: &str| {
+            ext["extension"]
+                .as_array()?
+                .iter()
+                .find(|p| p["url"] == name)?[value]
+                .as_str()
+                .map(str::to_string)
+        };
+        RequestMessage {
+            header_id: part("messageHeader", "valueId"),
+            bundle_id: part("bundle", "valueId"),
+            source_endpoint: part("sourceEndpoint", "valueString"),
+        }
+    }
+}
+
+fn full_url(base_url: &str, resource: &Value) -> String {
+    match resource["id"].as_str() {
+        Some(id) => format!(
+            "{base_url}/fhir/{}/{id}",
+            resource["resourceType"].as_str().unwrap_or_default()
+        ),
+        // An Organization the gateway knows only by its identifier: named from it, so each
+        // attempt names it the same.
+        None => format!(
+            "urn:uuid:{}",
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, resource.to_string().as_bytes())
+        ),
+    }
+}
+
+fn entry(base_url: &str, resource: &Value) -> Value {
+    json!({ "fullUrl": full_url(base_url, resource), "resource": resource })
+}
+
+/// The `servicerequest-response` message Bundle, as the BaRS MessageHeader profile
+/// (BARSMessageHeader-servicerequest-response) asks: `reason` from message-reason-bars,
+/// `response` naming the referral's request message, sender and receiver as Organization entries
+/// with their identifiers, and the destination endpoint the request's `source.endpoint` (BaRS:
+/// "the receiver knows where any response messages SHOULD be addressed").
 pub fn message(m: &Message) -> Value {
     let focus = format!(
         "{}/fhir/ServiceRequest/{}",
@@ -58,25 +110,46 @@ pub fn message(m: &Message) -> Value {
         &uuid::Uuid::NAMESPACE_URL,
         format!("{}#header", m.id).as_bytes(),
     );
-    let header = json!({
+    let request = RequestMessage::of(m.referral);
+    let service_url = full_url(m.base_url, m.service_organization);
+    let practice_url = full_url(m.base_url, m.practice_organization);
+    let with_identifier = |url: &str, id: &str| {
+        let mut r = identifier_reference(id);
+        r["reference"] = json!(url);
+        r
+    };
+    let mut header = json!({
         "resourceType": "MessageHeader",
         "id": header_id.to_string(),
+        "meta": { "profile": [BARS_RESPONSE_HEADER_PROFILE], "lastUpdated": m.timestamp },
         "eventCoding": { "system": systems::BARS_MESSAGE_EVENTS, "code": "servicerequest-response" },
-        "destination": [{ "endpoint": m.practice, "receiver": identifier_reference(m.practice) }],
-        "sender": identifier_reference(m.service),
+        "destination": [{
+            "endpoint": request.source_endpoint.as_deref().unwrap_or(m.practice),
+            "receiver": with_identifier(&practice_url, m.practice),
+        }],
+        "sender": with_identifier(&service_url, m.service),
         "source": {
             "name": "Work and Health Gateway",
             "software": "whg",
             "version": env!("CARGO_PKG_VERSION"),
             "endpoint": format!("{}/fhir/$process-message", m.base_url),
         },
+        // Every letter is a response message of its own, not a change to an earlier one.
+        "reason": { "coding": [{ "system": systems::BARS_MESSAGE_REASON, "code": "new" }] },
         "focus": [{ "reference": focus }],
         "definition": systems::BARS_REFERRAL_RESPONSE_DEFINITION,
     });
+    // R4: "The MessageHeader.id of the message to which this message is a response". A
+    // referral that came in no message (the practice JSON API) has none to name.
+    if let Some(id) = &request.header_id {
+        header["response"] = json!({ "identifier": id, "code": "ok" });
+    }
     let mut entries = vec![
         json!({ "fullUrl": format!("urn:uuid:{header_id}"), "resource": header }),
         entry(m.base_url, m.referral),
         entry(m.base_url, m.patient),
+        entry(m.base_url, m.service_organization),
+        entry(m.base_url, m.practice_organization),
     ];
     if let Some(task) = m.workflow_task {
         entries.push(entry(m.base_url, task));
@@ -90,6 +163,49 @@ pub fn message(m: &Message) -> Value {
         "timestamp": m.timestamp,
         "entry": entries,
     })
+}
+
+/// The BaRS headers a message is sent with besides `X-Request-ID` and `X-Correlation-ID`, each
+/// "Standard Base64 encoded JSON" (BaRS API 1.4.0, booking-and-referral-1.4.0.yaml):
+/// `NHSD-Target-Identifier` the destination endpoint as `{"system", "value"}`,
+/// `NHSD-End-User-Organisation` the sending Organization, `NHSD-Requesting-Software` the
+/// gateway as a Device.
+pub fn bars_headers(bundle: &Value) -> Vec<(&'static str, String)> {
+    use base64::Engine;
+    let encode = |v: &Value| base64::engine::general_purpose::STANDARD.encode(v.to_string());
+    let entries = bundle["entry"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let header = entries
+        .first()
+        .map(|e| &e["resource"])
+        .unwrap_or(&Value::Null);
+    let mut out = Vec::new();
+    if let Some((system, value)) = header["destination"][0]["endpoint"]
+        .as_str()
+        .and_then(|e| e.split_once('|'))
+    {
+        out.push((
+            "nhsd-target-identifier",
+            encode(&json!({ "system": system, "value": value })),
+        ));
+    }
+    if let Some(sender) = header["sender"]["reference"]
+        .as_str()
+        .and_then(|r| entries.iter().find(|e| e["fullUrl"] == r))
+    {
+        out.push(("nhsd-end-user-organisation", encode(&sender["resource"])));
+    }
+    out.push((
+        "nhsd-requesting-software",
+        encode(&json!({
+            "resourceType": "Device",
+            "deviceName": [{ "name": "Work and Health Gateway", "type": "manufacturer-name" }],
+            "version": [{ "value": env!("CARGO_PKG_VERSION") }],
+        })),
+    ));
+    out
 }
 
 /// Sends messages over HTTP, holding each practice's access token until it expires.
@@ -140,6 +256,9 @@ impl FhirChannel {
             .header("x-request-id", request_id)
             .header("x-correlation-id", correlation_id)
             .body(bundle.to_string());
+        for (name, value) in bars_headers(bundle) {
+            request = request.header(name, value);
+        }
         if let Some(t) = &token {
             request = request.bearer_auth(t);
         }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
 
 use super::fhir::{FhirChannel, Message};
@@ -873,6 +873,37 @@ impl Worker {
         })
     }
 
+    /// A stored resource by its `Type/id` reference, if there is one.
+    async fn resolve(&self, reference: &str) -> Result<Option<Value>, StoreError> {
+        match reference.split_once('/') {
+            Some((resource_type, id)) => self.store.read(resource_type, id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The Organization `reference` names when it is the one identified as `identifier`
+    /// (`system|value`); otherwise the organisation as the gateway knows it, by that identifier.
+    async fn organisation(
+        &self,
+        reference: Option<&str>,
+        identifier: &str,
+    ) -> Result<Value, StoreError> {
+        let (system, value) = identifier.split_once('|').unwrap_or(("", identifier));
+        if let Some(r) = reference
+            && let Some(org) = self.resolve(r).await?
+            && org["identifier"].as_array().is_some_and(|ids| {
+                ids.iter()
+                    .any(|i| i["system"] == system && i["value"] == value)
+            })
+        {
+            return Ok(org);
+        }
+        Ok(json!({
+            "resourceType": "Organization",
+            "identifier": [{ "system": system, "value": value }],
+        }))
+    }
+
     /// The person as the referral's practice stated them (see
     /// [`crate::access::patient_of_referral`]).
     async fn patient(&self, d: &Delivery) -> Result<Value, StoreError> {
@@ -916,6 +947,21 @@ impl Worker {
         } else {
             None
         };
+        let service_organization = self
+            .organisation(referral["performer"][0]["reference"].as_str(), &d.service)
+            .await?;
+        let requester = match referral["requester"]["reference"].as_str() {
+            Some(r) => self.resolve(r).await?,
+            None => None,
+        };
+        let practice_organization = self
+            .organisation(
+                requester
+                    .as_ref()
+                    .and_then(|r| r["organization"]["reference"].as_str()),
+                &d.practice,
+            )
+            .await?;
         let base_url = self.config.base_url();
         let message = super::fhir::message(&Message {
             id: &d.message_id,
@@ -923,6 +969,8 @@ impl Worker {
             base_url: &base_url,
             service: &d.service,
             practice: &d.practice,
+            service_organization: &service_organization,
+            practice_organization: &practice_organization,
             referral: &referral,
             patient: &patient,
             workflow_task: task.as_ref(),

@@ -131,6 +131,21 @@ pub mod profile {
         )
     }
 
+    /// Extension on a ServiceRequest received as a BaRS message: the request message it came
+    /// in (its MessageHeader id and Bundle id) and where answers go (its `source.endpoint`),
+    /// which the service's response messages name.
+    pub fn whg_bars_request_extension() -> String {
+        format!(
+            "{}/StructureDefinition/whg-bars-request",
+            super::CANONICAL_BASE
+        )
+    }
+
+    /// Extensions only the gateway writes: intake removes any copy a sender sends.
+    pub fn gateway_authored_extensions() -> [String; 2] {
+        [whg_eligibility_extension(), whg_bars_request_extension()]
+    }
+
     /// The gateway's referral-prompt Task profile (derived from UKCore-Task).
     pub fn whg_referral_prompt() -> String {
         format!(

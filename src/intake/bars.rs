@@ -690,6 +690,11 @@ impl<'a> Message<'a> {
                 .unwrap_or_else(|| (*resource).clone());
             normalise(&mut resource);
             if i == focus {
+                let request = request_message_extension(self.bundle, self.entries[0].1);
+                match resource["extension"].as_array_mut() {
+                    Some(extensions) => extensions.push(request),
+                    None => resource["extension"] = json!([request]),
+                }
                 performer = resource
                     .get("performer")
                     .and_then(Value::as_array)
@@ -795,6 +800,27 @@ fn make_implied_consent_explicit(consent: &mut Value, service_id: &Value) {
     );
 }
 
+/// The request message a referral came in, for the service's answers to name: R4
+/// `MessageHeader.response.identifier` is "the MessageHeader.id of the message to which this
+/// message is a response"; BaRS reads it as the request's Bundle.id, so both are kept; and BaRS
+/// says to "store MessageHeader.source.endpoint" to address responses to.
+fn request_message_extension(bundle: &Value, header: &Value) -> Value {
+    let mut parts = Vec::new();
+    if let Some(id) = super::bars_response::request_header_id(bundle) {
+        parts.push(json!({ "url": "messageHeader", "valueId": id }));
+    }
+    if let Some(id) = bundle["id"]
+        .as_str()
+        .filter(|id| crate::fhir::search::is_fhir_id(id))
+    {
+        parts.push(json!({ "url": "bundle", "valueId": id }));
+    }
+    if let Some(endpoint) = header["source"]["endpoint"].as_str() {
+        parts.push(json!({ "url": "sourceEndpoint", "valueString": endpoint }));
+    }
+    json!({ "url": profile::whg_bars_request_extension(), "extension": parts })
+}
+
 /// A BaRS implied direct-care Consent: category DRC, policy rule IMPLIED.
 fn is_implied_direct_care(consent: &Value) -> bool {
     let is_drc = consent["category"].as_array().is_some_and(|cats| {
@@ -869,6 +895,14 @@ fn normalise_verification(system: &str, code: &str) -> Result<&'static str, Stri
 /// the gateway may set (who wrote a record) is removed.
 fn normalise(resource: &mut Value) {
     crate::consent::strip_origin_tags(resource);
+    let gateway_authored = profile::gateway_authored_extensions();
+    if let Some(extensions) = resource.get_mut("extension").and_then(Value::as_array_mut) {
+        extensions.retain(|e| {
+            !e["url"]
+                .as_str()
+                .is_some_and(|url| gateway_authored.iter().any(|g| g == url))
+        });
+    }
     if let Some(ids) = resource.get_mut("identifier").and_then(Value::as_array_mut) {
         for id in ids {
             let Some((system, code)) = verification_code(id) else {

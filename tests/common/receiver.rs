@@ -35,6 +35,8 @@ pub enum Reply {
 pub struct Received {
     pub request_id: String,
     pub correlation_id: String,
+    /// The `nhsd-*` headers, by lower-case name.
+    pub nhsd: HashMap<String, String>,
     pub bundle: Value,
     pub answered: u16,
     pub at: Instant,
@@ -140,6 +142,11 @@ async fn process_message(State(r): State<Receiver>, headers: HeaderMap, body: St
             .to_string()
     };
     let request_id = header("x-request-id");
+    let nhsd_headers: HashMap<String, String> = headers
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("nhsd-"))
+        .filter_map(|(name, v)| Some((name.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
     let (reply, delay, authorised) = {
         let mut s = r.0.lock().unwrap();
         let handling = s.in_flight.entry(request_id.clone()).or_default();
@@ -176,6 +183,7 @@ async fn process_message(State(r): State<Receiver>, headers: HeaderMap, body: St
     r.0.lock().unwrap().received.push(Received {
         request_id: request_id.clone(),
         correlation_id: header("x-correlation-id"),
+        nhsd: nhsd_headers,
         bundle: serde_json::from_str(&body).unwrap_or(Value::Null),
         answered,
         at: Instant::now(),
