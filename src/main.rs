@@ -423,10 +423,29 @@ fn validate(config: &Config, file: &Path, kind: Kind) -> ExitCode {
             whg::intake::admission::PRACTICE_CONSENT_EXPRESSION,
         ),
         Kind::Message => (
-            bars::validate(&bytes, &value, &ctx).map_err(|r| match r {
-                bars::Rejection::Malformed(i) => (i, NhsErrorCode::BAD_REQUEST),
-                bars::Rejection::Invalid(i) => (i, NhsErrorCode::UNPROCESSABLE_ENTITY),
-            }),
+            match bars::validate(&bytes, &value, &ctx) {
+                Ok(bars::BarsMessage::Referral(s)) => Ok(s),
+                // What a cancellation does depends on the stored referral: offline, it can only
+                // be said to be well formed.
+                Ok(bars::BarsMessage::Cancellation(c)) => {
+                    let outcome = operation_outcome(
+                        &[whg::fhir::Issue::information(format!(
+                            "a valid cancellation ({}) of the referral {} sent by {}",
+                            c.withdrawal.status(),
+                            c.key.value,
+                            c.practice
+                        ))],
+                        None::<NhsErrorCode>,
+                    );
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&outcome).unwrap_or_default()
+                    );
+                    return ExitCode::SUCCESS;
+                }
+                Err(bars::Rejection::Malformed(i)) => Err((i, NhsErrorCode::BAD_REQUEST)),
+                Err(bars::Rejection::Invalid(i)) => Err((i, NhsErrorCode::UNPROCESSABLE_ENTITY)),
+            },
             whg::intake::admission::BARS_CONSENT_EXPRESSION,
         ),
         Kind::FitNote => (

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn cli_validate(kind: &str, fixture: &Path) -> (i32, Value) {
     let out = Command::new(WHG)
@@ -320,4 +320,142 @@ async fn fixtures_over_http() {
         "the later referral updated the person's details"
     );
     assert_eq!(patient["address"][0]["postalCode"], "S13 9AS");
+}
+
+/// A referrer cancels a BaRS referral (BaRS Core, Cancellation: reason 'update' or 'delete',
+/// the ServiceRequest 'revoked' or 'entered-in-error', definition
+/// bars-message-servicerequest-request-cancelled): the ServiceRequest takes the status, the
+/// service sees the referral withdrawn and can do no more with it, the practice is answered
+/// with a response message, and it is audited. Only the practice that sent the referral can
+/// cancel it, only about that person, only while it is current ("The Receiver must not process
+/// a cancellation request for a booking or referral which is not current").
+#[tokio::test]
+async fn a_referrer_cancels_a_bars_referral_and_the_service_sees_it_withdrawn() {
+    use whg::auth::{Principal, Role};
+    let server = Server::start();
+    let whs = server.as_(Principal::service("sheffield-whs"));
+    let valid =
+        |name: &str| read_json(&root().join(format!("fixtures/messages/valid/{name}.json")));
+    let cancellation = |name: &str| {
+        read_json(&root().join(format!("fixtures/messages/cancellations/{name}.json")))
+    };
+    let (status, headers, _) = server
+        .post_json(
+            "/fhir/$process-message",
+            &valid("01-bars-referral-current-forms"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let sr = location_id(&headers);
+    let (status, _, body) = whs
+        .post(
+            &format!("/api/v1/referrals/{sr}/triage"),
+            &json!({ "decision": "accept" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let cancel = cancellation("01-revoked");
+
+    // Another practice, naming itself as the sender, finds no referral of its own to cancel.
+    let mut elsewhere = cancel.clone();
+    for e in elsewhere["entry"].as_array_mut().unwrap() {
+        if e["fullUrl"] == cancel["entry"][0]["resource"]["sender"]["reference"] {
+            e["resource"]["identifier"][0]["value"] = json!("C88999");
+        }
+    }
+    let (status, _, outcome) = server.post_json("/fhir/$process-message", &elsewhere).await;
+    assert_eq!(status, 404, "{outcome}");
+    // Nor does the sender cancel someone else's referral by naming another person.
+    let mut other_person = cancel.clone();
+    for e in other_person["entry"].as_array_mut().unwrap() {
+        if e["resource"]["resourceType"] == "Patient" {
+            e["resource"]["identifier"][0]["value"] = json!(nhs_number(40));
+        }
+    }
+    let (status, _, outcome) = server
+        .post_json("/fhir/$process-message", &other_person)
+        .await;
+    assert_eq!(status, 422, "{outcome}");
+    // A service cannot send one.
+    let (status, _, _) = whs.post("/fhir/$process-message", &cancel).await;
+    assert_eq!(status, 403);
+    let (_, workflow) = whs.get(&format!("/api/v1/referrals/{sr}/workflow")).await;
+    assert_eq!(workflow["stage"], "accepted", "nothing changed: {workflow}");
+
+    let (status, _, answer) = server.post_json("/fhir/$process-message", &cancel).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["type"], "message");
+    let header = &answer["entry"][0]["resource"];
+    assert_eq!(
+        header["response"]["identifier"],
+        cancel["entry"][0]["fullUrl"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("urn:uuid:")
+    );
+    assert!(
+        answer
+            .to_string()
+            .contains(&format!("ServiceRequest/{sr} cancelled (revoked)")),
+        "{answer}"
+    );
+    let (_, stored) = whs.get(&format!("/fhir/ServiceRequest/{sr}")).await;
+    assert_eq!(stored["status"], "revoked");
+    let (_, workflow) = whs.get(&format!("/api/v1/referrals/{sr}/workflow")).await;
+    assert_eq!(workflow["stage"], "withdrawn", "{workflow}");
+    assert_eq!(workflow["task"]["status"], "cancelled", "{workflow}");
+    // The service can do nothing more with it.
+    let (status, _, outcome) = whs
+        .post(
+            &format!("/api/v1/referrals/{sr}/contacts"),
+            &json!({ "date": "2026-05-07", "channel": "phone", "note": "Called." }),
+        )
+        .await;
+    assert_eq!(status, 422, "{outcome}");
+    // Sent again: nothing changes, and the answer says so.
+    let (status, _, again) = server.post_json("/fhir/$process-message", &cancel).await;
+    assert_eq!(status, 200, "{again}");
+    assert!(
+        again.to_string().contains("was already cancelled"),
+        "{again}"
+    );
+    let (_, history) = whs.get(&format!("/fhir/ServiceRequest/{sr}")).await;
+    assert_eq!(history["meta"]["versionId"], stored["meta"]["versionId"]);
+    let (_, events) = server
+        .as_(Principal::new(Role::InformationGovernance, "ig-team"))
+        .get("/fhir/AuditEvent?_count=100")
+        .await;
+    assert_eq!(
+        events
+            .to_string()
+            .matches("referral cancelled by the referrer (revoked)")
+            .count(),
+        1,
+        "{events}"
+    );
+
+    // A referral that is no longer current is not cancelled: declined, here.
+    let (status, headers, _) = server
+        .post_json(
+            "/fhir/$process-message",
+            &valid("02-bars-referral-retired-verification-and-lowercase-ods"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let declined = location_id(&headers);
+    let (status, _, body) = whs
+        .post(
+            &format!("/api/v1/referrals/{declined}/triage"),
+            &json!({ "decision": "decline", "reason": "person-declined" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, outcome) = server
+        .post_json(
+            "/fhir/$process-message",
+            &cancellation("02-entered-in-error"),
+        )
+        .await;
+    assert_eq!(status, 422, "{outcome}");
+    assert!(outcome.to_string().contains("declined"), "{outcome}");
 }

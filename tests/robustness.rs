@@ -108,7 +108,8 @@ fn bars_messages_never_crash_validation() {
             let mutated = mutate(&doc, p, &m);
             let bytes = serde_json::to_vec(&mutated).unwrap();
             match bars::validate(&bytes, &mutated, &ctx) {
-                Ok(s) => assert!(!s.entries.is_empty()),
+                Ok(bars::BarsMessage::Referral(s)) => assert!(!s.entries.is_empty()),
+                Ok(bars::BarsMessage::Cancellation(c)) => assert!(!c.key.value.is_empty()),
                 Err(bars::Rejection::Malformed(i) | bars::Rejection::Invalid(i)) => {
                     assert!(!i.is_empty(), "{p}")
                 }

@@ -108,6 +108,7 @@ SYSTEMS = {
             ("contacted", "Contacted", "The service has made first contact with the person (the two-week target is measured to this)."),
             ("in-support", "In support", "The person has had an appointment or support from the service."),
             ("discharged", "Discharged", "The person's support has ended, with outcomes recorded."),
+            ("withdrawn", "Withdrawn by the referrer", "The referrer cancelled the referral (a BaRS cancellation: ServiceRequest revoked, or entered-in-error if it was sent by mistake) before the service's work with the person ended."),
         ],
     ),
     "contact-channel": (

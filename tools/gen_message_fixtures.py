@@ -13,7 +13,7 @@ then: UPDATE_EXPECTED=1 cargo test --test fixtures   (rewrites *.expected.json f
 import copy
 import pathlib
 
-from fixture_io import write_fixtures
+from fixture_io import write, write_fixtures
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "messages"
 ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
@@ -116,6 +116,13 @@ def message(bundle_id, sr_identifier, nhs, destination=SHEFFIELD_WHS, ods_system
             "dateTime": "2026-05-05T09:50:00+00:00",
             "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMPLIED"}]},
         }},
+        # The service the referral is for, as the sender's directory (DoS) describes it.
+        {"fullUrl": uuid(12), "resource": {
+            "resourceType": "HealthcareService", "meta": {"lastUpdated": "2026-05-05T10:00:00+00:00"},
+            "identifier": [{"system": destination.split("|")[0], "value": destination.split("|")[1]}],
+            "providedBy": {"reference": uuid(3)},
+            "name": "Work and health support (as listed in the directory)",
+        }},
     ]
     return {
         "resourceType": "Bundle", "id": bundle_id,
@@ -147,12 +154,14 @@ VALID = {
         "1a2b3c4d-5e6f-4a1b-9c2d-3e4f5a6b7c8d", "REF-BARS-0002", "9990378142",
         ods_system=ODS_LOWER, verification=(VER_RETIRED, "number-present-and-verified", "Number present and verified"),
     ),
-    "03-bars-referral-to-workwell-minimal": without(without(without(
+    # Only what the referral MessageDefinition requires (bars-message-servicerequest-request-referral:
+    # ServiceRequest, Patient, Encounter, CarePlan, two Organizations, Practitioner, PractitionerRole,
+    # Consent, HealthcareService).
+    "03-bars-referral-to-workwell-minimal": without(without(
         edit(message("2b3c4d5e-6f7a-4b2c-8d3e-4f5a6b7c8d9e", "REF-BARS-0003", "9991134409", destination=WORKWELL_ST),
-             "ServiceRequest", lambda r: (r.pop("reasonReference"), r.pop("supportingInfo"), r.pop("encounter"), r.pop("basedOn"))),
-        "Condition"), "Observation"), "Encounter"),
+             "ServiceRequest", lambda r: (r.pop("reasonReference"), r.pop("supportingInfo"))),
+        "Condition"), "Observation"),
 }
-VALID["03-bars-referral-to-workwell-minimal"] = without(VALID["03-bars-referral-to-workwell-minimal"], "CarePlan")
 
 
 def r4_opt_in(recipient_reference):
@@ -216,7 +225,7 @@ INVALID = {
     "10-empty-array-and-null": (edit(BASE, "Patient", lambda r: r.update(name=[], telecom=None)), 400,
                                 [("Bundle.entry[3].resource.name", "structure"), ("Bundle.entry[3].resource.telecom", "structure")]),
     # No Consent in the message: nothing says the person agreed to be referred (default deny).
-    "11-no-consent": (without(edit(BASE, "ServiceRequest", lambda r: r.update(supportingInfo=[x for x in r["supportingInfo"] if x["reference"] != uuid(11)]) if [x for x in r["supportingInfo"] if x["reference"] != uuid(11)] else r.pop("supportingInfo")), "Consent"), 422, [("Bundle.entry.resource.ofType(Consent)", "business-rule")]),
+    "11-no-consent": (without(edit(BASE, "ServiceRequest", lambda r: r.update(supportingInfo=[x for x in r["supportingInfo"] if x["reference"] != uuid(11)]) if [x for x in r["supportingInfo"] if x["reference"] != uuid(11)] else r.pop("supportingInfo")), "Consent"), 422, [("Bundle.entry", "required")]),
     # A Consent that was withdrawn before the message was sent permits nothing.
     "12-consent-inactive": (edit(BASE, "Consent", lambda r: r.update(status="inactive")), 422,
                             [("Bundle.entry.resource.ofType(Consent)", "business-rule")]),
@@ -287,9 +296,64 @@ INVALID["16-consent-recipient-unplaced"] = (
     [(f"Bundle.entry[{next(i for i, e in enumerate(BASE['entry']) if e['resource']['resourceType'] == 'Consent')}].resource.provision.actor[0].reference", "code-invalid")])
 
 
+# Cancellations (fixtures/messages/cancellations/): each cancels the valid message of the same number,
+# sent before it, as BaRS Core's Cancellation page describes (bars-message-servicerequest-request-cancelled:
+# the MessageHeader, the ServiceRequest with status revoked or entered-in-error, the Patient and the two
+# Organizations; reason 'update', or 'delete' as the same page's table and its second example have it).
+CANCELLED_DEFINITION = "https://fhir.nhs.uk/MessageDefinition/bars-message-servicerequest-request-cancelled"
+
+
+def cancellation(original, bundle_id, status, reason):
+    b = copy.deepcopy(original)
+    b["id"] = bundle_id
+    keep = {"MessageHeader", "ServiceRequest", "Patient", "Organization"}
+    b["entry"] = [e for e in b["entry"] if e["resource"]["resourceType"] in keep]
+    header = b["entry"][0]
+    header["fullUrl"] = "urn:uuid:" + bundle_id[:-4] + "c0c0"
+    header["resource"]["reason"]["coding"][0]["code"] = reason
+    header["resource"]["definition"] = CANCELLED_DEFINITION
+    for e in b["entry"]:
+        r = e["resource"]
+        r["meta"]["lastUpdated"] = "2026-05-06T09:00:00+00:00"
+        if r["resourceType"] == "ServiceRequest":
+            r["status"] = status
+            for k in ("basedOn", "encounter", "requester", "reasonReference", "supportingInfo"):
+                r.pop(k, None)
+    return b
+
+
+CANCELLATIONS = {
+    "01-revoked": cancellation(VALID["01-bars-referral-current-forms"], "7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d", "revoked", "update"),
+    "02-entered-in-error": cancellation(VALID["02-bars-referral-retired-verification-and-lowercase-ods"], "8b9c0d1e-2f3a-4b4c-9d5e-6f7a8b9c0d1e", "entered-in-error", "delete"),
+}
+
+_sr = next(i for i, e in enumerate(BASE["entry"]) if e["resource"]["resourceType"] == "ServiceRequest")
+INVALID["17-cancellation-delete-of-active-referral"] = (
+    edit(edit(CANCELLATIONS["01-revoked"], "MessageHeader", lambda r: r["reason"]["coding"][0].update(code="delete")),
+         "ServiceRequest", lambda r: r.update(status="active")),
+    422, [("Bundle.entry[0].resource.reason", "business-rule")])
+INVALID["18-cancellation-without-identifier"] = (
+    edit(CANCELLATIONS["01-revoked"], "ServiceRequest", lambda r: r.pop("identifier")), 422,
+    [(f"Bundle.entry[{next(i for i, e in enumerate(CANCELLATIONS['01-revoked']['entry']) if e['resource']['resourceType'] == 'ServiceRequest')}].resource.identifier", "required")])
+INVALID["19-no-definition"] = (edit(BASE, "MessageHeader", lambda r: r.pop("definition")), 422,
+                               [("Bundle.entry[0].resource.definition", "required")])
+INVALID["20-cancellation-claiming-the-referral-definition"] = (
+    edit(CANCELLATIONS["01-revoked"], "MessageHeader", lambda r: r.update(definition=BASE["entry"][0]["resource"]["definition"])), 422,
+    [("Bundle.entry[0].resource.definition", "business-rule")])
+# BaRS Core: the receiver checks the message against MessageHeader.definition, and a message that
+# fails "must be rejected"; the referral definition requires a CarePlan and a HealthcareService.
+INVALID["21-referral-without-required-entries"] = (
+    without(without(edit(BASE, "ServiceRequest", lambda r: r.pop("basedOn")), "CarePlan"), "HealthcareService"), 422,
+    [("Bundle.entry", "required"), ("Bundle.entry", "required")])
+
+
 def main():
     write_fixtures(ROOT, VALID, INVALID)
-    print(f"{len(VALID)} valid and {len(INVALID)} invalid messages in {ROOT}")
+    out = ROOT / "cancellations"
+    out.mkdir(exist_ok=True)
+    for name, doc in CANCELLATIONS.items():
+        write(out / f"{name}.json", doc)
+    print(f"{len(VALID)} valid and {len(INVALID)} invalid messages, {len(CANCELLATIONS)} cancellations in {ROOT}")
 
 
 if __name__ == "__main__":

@@ -264,6 +264,7 @@ impl From<crate::app::submissions::SubmitError> for ApiError {
                 ApiError::Forbidden(e.to_string())
             }
             E::ConsentRefused(issues) => ApiError::ConsentRefused(issues),
+            E::UnknownReferral(_) => ApiError::NotFound(e.to_string()),
             E::NotReadBack(_) => ApiError::Internal(e.to_string()),
             E::Store(s) => ApiError::Store(s),
         }

@@ -9,7 +9,7 @@ use super::AppState;
 use super::auth::{caller, require_scope};
 use super::body::JsonBody;
 use super::error::{ApiError, Return, fhir_response, return_preference, set_location};
-use crate::app::referrals::{self, Referral};
+use crate::app::referrals::{self, Processed, Referral};
 use crate::auth::{Principal, scope};
 use crate::fhir::{Issue, NhsErrorCode, operation_outcome};
 use crate::intake::bars_response;
@@ -50,7 +50,7 @@ pub async fn process_message(
 ) -> Result<Response, ApiError> {
     require_scope(&principal, scope::REFERRAL_CREATE)?;
     let wanted = return_preference(&headers);
-    let referral = referrals::process_message(
+    let processed = referrals::process_message(
         &*app.store,
         &app.config,
         &caller(&principal, &headers),
@@ -59,17 +59,31 @@ pub async fn process_message(
         wanted,
     )
     .await?;
-    let Referral { stored, resource } = referral;
-    let location = format!(
-        "{}/fhir/ServiceRequest/{}",
-        app.config.base_url(),
-        stored.focus_id
-    );
+    let (id, outcome, resource) = match processed {
+        Processed::Referral(Referral { stored, resource }) => {
+            let outcome = if stored.created {
+                bars_response::Outcome::Stored
+            } else {
+                bars_response::Outcome::Resent
+            };
+            (stored.focus_id, outcome, resource)
+        }
+        Processed::Cancelled(c) => {
+            let status = c.withdrawal.status();
+            let outcome = if c.newly {
+                bars_response::Outcome::Cancelled(status)
+            } else {
+                bars_response::Outcome::CancellationResent(status)
+            };
+            (c.service_request_id, outcome, c.resource)
+        }
+    };
+    let location = format!("{}/fhir/ServiceRequest/{id}", app.config.base_url());
     // The response message is the operation's return, whatever `Prefer: return=` says (R4:
     // mandatory for synchronous messaging); `representation` adds the ServiceRequest to it.
     let accepted = bars_response::Accepted {
-        service_request_id: &stored.focus_id,
-        created: stored.created,
+        service_request_id: &id,
+        outcome,
         service_request: resource.as_ref(),
     };
     let message = bars_response::response_message(

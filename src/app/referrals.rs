@@ -1,12 +1,20 @@
-//! Submitting a referral: in the practice format, or as a BaRS `$process-message` Bundle.
+//! Submitting a referral: in the practice format, or as a BaRS `$process-message` Bundle; and
+//! its referrer cancelling it by BaRS message.
 
-use serde_json::Value;
+use chrono::Utc;
+use serde_json::{Value, json};
 
 use super::submissions::{SubmitError, submit};
 use super::{Caller, Return};
+use crate::audit::{self, Event, Kind};
+use crate::caller::Role;
 use crate::config::Config;
+use crate::delivery::worker::workflow_task;
+use crate::fhir::systems;
+use crate::fhir::{Issue, IssueType};
 use crate::intake::{Submission, SubmissionKind, admission, bars, practice_referral};
-use crate::store::{Store, Stored};
+use crate::store::{Store, Stored, Transaction};
+use crate::workflow::{self, Action, Stage};
 
 /// A referral taken in.
 #[derive(Debug)]
@@ -38,7 +46,28 @@ pub async fn submit_practice_referral(
     read_back(store, stored, wanted).await
 }
 
-/// A BaRS referral message (`bytes` as received, `bundle` parsed from them).
+/// What a BaRS message did.
+#[derive(Debug)]
+pub enum Processed {
+    /// A referral taken in.
+    Referral(Referral),
+    /// A referral cancelled by its referrer.
+    Cancelled(Cancelled),
+}
+
+/// A referral its referrer cancelled.
+#[derive(Debug)]
+pub struct Cancelled {
+    pub service_request_id: String,
+    pub withdrawal: workflow::Withdrawal,
+    /// False when it had already been cancelled so (a resent cancellation changes nothing).
+    pub newly: bool,
+    /// The ServiceRequest as it now stands, when [`Return::Representation`] was asked for.
+    pub resource: Option<Value>,
+}
+
+/// A BaRS message (`bytes` as received, `bundle` parsed from them): a new referral, stored, or
+/// the cancellation of one.
 pub async fn process_message(
     store: &dyn Store,
     config: &Config,
@@ -46,22 +75,145 @@ pub async fn process_message(
     bytes: &[u8],
     bundle: &Value,
     wanted: Return,
-) -> Result<Referral, SubmitError> {
+) -> Result<Processed, SubmitError> {
     let ctx = config.intake_now();
-    let submission = bars::validate(bytes, bundle, &ctx).map_err(|r| match r {
+    let message = bars::validate(bytes, bundle, &ctx).map_err(|r| match r {
         bars::Rejection::Malformed(issues) => SubmitError::Malformed(issues),
         bars::Rejection::Invalid(issues) => SubmitError::Invalid(issues),
     })?;
-    let stored = accept(
-        store,
-        config,
-        caller,
-        submission,
-        crate::intake::admission::BARS_CONSENT_EXPRESSION,
-        admission::bars_criterion_expression,
+    match message {
+        bars::BarsMessage::Referral(submission) => {
+            let stored = accept(
+                store,
+                config,
+                caller,
+                submission,
+                crate::intake::admission::BARS_CONSENT_EXPRESSION,
+                admission::bars_criterion_expression,
+            )
+            .await?;
+            Ok(Processed::Referral(read_back(store, stored, wanted).await?))
+        }
+        bars::BarsMessage::Cancellation(c) => Ok(Processed::Cancelled(
+            cancel(store, caller, c, wanted).await?,
+        )),
+    }
+}
+
+/// The referrer withdraws a referral it sent: only the practice that sent it, naming it as it
+/// was sent, about the same person, while it is current (BaRS: "The Receiver must not process a
+/// cancellation request for a booking or referral which is not current"). The ServiceRequest
+/// takes the cancellation's status and the workflow Task is cancelled (business status
+/// `withdrawn`), with the AuditEvent, in one transaction: the service sees it in its worklist,
+/// the practice in the response message. A resent cancellation changes nothing.
+async fn cancel(
+    store: &dyn Store,
+    caller: &Caller<'_>,
+    c: bars::Cancellation,
+    wanted: Return,
+) -> Result<Cancelled, SubmitError> {
+    let principal = caller.principal;
+    if principal.role != Role::Practice || c.practice != principal.organisation {
+        return Err(SubmitError::NotTheSender {
+            what: "cancellation",
+            from: c.practice.clone(),
+            token_for: principal.organisation.clone(),
+        });
+    }
+    // Keyed by the sender, so another practice's referral is never found.
+    let id = store
+        .submitted(&c.key)
+        .await?
+        .ok_or_else(|| SubmitError::UnknownReferral(c.key.value.clone()))?;
+    let sr = store
+        .read("ServiceRequest", &id)
+        .await?
+        .ok_or_else(|| SubmitError::UnknownReferral(c.key.value.clone()))?;
+    let record = store
+        .records_of("ServiceRequest", &id)
+        .await?
+        .into_iter()
+        .find(|r| r.record == format!("ServiceRequest/{id}") && r.practice.is_some())
+        .ok_or_else(|| SubmitError::UnknownReferral(c.key.value.clone()))?;
+    if record.service.as_deref() != Some(c.service.as_str()) {
+        return Err(SubmitError::Invalid(Issue::error(IssueType::BusinessRule, "Bundle.entry[0].resource.destination", "the referral this cancels was sent to another service: address the cancellation to the service the referral went to").into()));
+    }
+    let patient = crate::access::patient_of_referral(store, &id).await?;
+    let referral_person = patient
+        .as_ref()
+        .and_then(|p| crate::fhir::resource::identifier_value(p, systems::NHS_NUMBER));
+    if referral_person.is_none() || referral_person != c.nhs_number.as_deref() {
+        return Err(SubmitError::Invalid(Issue::error(IssueType::BusinessRule, "Bundle.entry", "the cancellation's Patient is not the person the referral is about: a cancellation carries the referral's Patient").into()));
+    }
+    let task = workflow_task(store, &id).await?;
+    let status = c.withdrawal.status();
+    if workflow::stage_of(task.as_ref()) == Stage::Withdrawn && sr["status"] == status {
+        let resource = (wanted == Return::Representation).then_some(sr);
+        return Ok(Cancelled {
+            service_request_id: id,
+            withdrawal: c.withdrawal,
+            newly: false,
+            resource,
+        });
+    }
+    let parties = super::workflow::workflow_parties(&sr, &record);
+    let now = Utc::now();
+    let change = workflow::apply(
+        &parties,
+        task.as_ref(),
+        &Action::Withdraw(c.withdrawal),
+        "",
+        now,
     )
-    .await?;
-    read_back(store, stored, wanted).await
+    .map_err(|issues| {
+        SubmitError::Invalid(
+            issues.rebased("ServiceRequest.status", "Bundle.entry[0].resource.focus"),
+        )
+    })?;
+    let mut tx = Transaction {
+        referral: id.clone(),
+        ..Transaction::default()
+    };
+    let mut withdrawn = sr.clone();
+    withdrawn["status"] = json!(status);
+    tx.updates
+        .push((withdrawn, super::stored_version(&sr).unwrap_or(1)));
+    match &task {
+        Some(stored) => tx
+            .updates
+            .push((change.task, super::stored_version(stored).unwrap_or(1))),
+        None => {
+            let mut task = change.task;
+            task["id"] = json!(uuid::Uuid::now_v7().to_string());
+            crate::fhir::resource::claim_uk_core(&mut task);
+            tx.creates.push(task);
+        }
+    }
+    tx.audit.push(audit::audit_event(&Event {
+        kind: Kind::Updated,
+        principal: Some(principal),
+        patient: Some(format!("Patient/{}", record.patient_id)),
+        entities: vec![format!("ServiceRequest/{id}")],
+        decision: None,
+        permitted: true,
+        description: format!("referral cancelled by the referrer ({status})"),
+        at: now,
+        request_id: caller.request_id.clone(),
+    }));
+    let stored = store.transact(tx).await?;
+    let resource = if wanted == Return::Representation {
+        stored
+            .into_iter()
+            .find(|r| r["resourceType"] == "ServiceRequest")
+    } else {
+        None
+    };
+    Ok(Cancelled {
+        service_request_id: id,
+        withdrawal: c.withdrawal,
+        newly: true,
+        resource,
+    })
 }
 
 /// Takes a validated referral in: only from the practice it names, only with the person's

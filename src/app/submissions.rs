@@ -35,6 +35,9 @@ pub enum SubmitError {
     /// The person's consent does not let it go to the service; the issues say where to record it.
     #[error("refused by consent")]
     ConsentRefused(Issues),
+    /// A message about a referral (a cancellation) names none the sender sent.
+    #[error("no referral from this sender has the ServiceRequest identifier '{0}'")]
+    UnknownReferral(String),
     /// Stored, but the stored resource (`Type/id`) could not be read back to answer with.
     #[error("stored {0} cannot be read back")]
     NotReadBack(String),

@@ -76,7 +76,7 @@ fn require_service(caller: &Caller<'_>, parties: &RecordParties) -> Result<(), W
     Ok(())
 }
 
-fn workflow_parties(sr: &Value, p: &RecordParties) -> Parties {
+pub(super) fn workflow_parties(sr: &Value, p: &RecordParties) -> Parties {
     Parties {
         referral: p.record.clone(),
         patient: format!("Patient/{}", p.patient_id),

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::IntakeContext;
+use super::message_definition;
 use super::practice::{MAX_AGE_YEARS, age_on};
 use super::submission::{
     Submission, SubmissionEntry, SubmissionKey, SubmissionKind, content_hash, match_identifier,
@@ -21,6 +22,30 @@ use crate::fhir::resource::{
 use crate::fhir::systems::{self, profile};
 use crate::fhir::{Issue, IssueType, Issues};
 use crate::services::Service;
+
+/// What a valid message asks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BarsMessage {
+    /// A new referral (reason `new`), to store.
+    Referral(Submission),
+    /// The referrer cancels a referral it sent (reason `update` or `delete`, the ServiceRequest
+    /// `revoked` or `entered-in-error`).
+    Cancellation(Cancellation),
+}
+
+/// A referrer's cancellation of a referral it sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancellation {
+    /// `system|value` of the sending practice, and of the service the message is addressed to.
+    pub practice: String,
+    pub service: String,
+    /// The write-once key the referral was stored under: its new message was keyed by the
+    /// sender and the ServiceRequest's identifier, as this one is.
+    pub key: SubmissionKey,
+    pub withdrawal: crate::workflow::Withdrawal,
+    /// The person's NHS number as the cancellation states it: it must be the referral's.
+    pub nhs_number: Option<String>,
+}
 
 /// Why a message was refused: it is not FHIR at all (400), or it is FHIR that breaks the message
 /// rules (422).
@@ -42,33 +67,6 @@ const RETIRED_VERIFICATION: &[(&str, &str)] = &[
     ("trace-postponed", "08"),
 ];
 
-/// The resource types of the BaRS referral MessageDefinition
-/// (`https://fhir.nhs.uk/MessageDefinition/bars-message-servicerequest-request-referral`, its
-/// `focus` list) that the gateway takes from a sender.
-pub const REFERRAL_MESSAGE_TYPES: &[&str] = &[
-    "MessageHeader",
-    "ServiceRequest",
-    "Patient",
-    "Encounter",
-    "CarePlan",
-    "Location",
-    "Organization",
-    "Practitioner",
-    "PractitionerRole",
-    "Observation",
-    "Flag",
-    "MedicationStatement",
-    "AllergyIntolerance",
-    "Questionnaire",
-    "QuestionnaireResponse",
-    "Consent",
-    "HealthcareService",
-    "Condition",
-    "Procedure",
-    "Device",
-    "RelatedPerson",
-];
-
 /// Types the MessageDefinition lists or FHIR allows but that the gateway only ever writes
 /// itself: the workflow (Task), letters and their delivery (Communication, Composition,
 /// DocumentReference), the audit trail and its own provenance.
@@ -84,7 +82,11 @@ pub const GATEWAY_AUTHORED: &[&str] = &[
 
 /// Validates and normalises a BaRS referral message. `body` is the raw request (for strict
 /// parsing with line numbers); `bundle` the same body as JSON.
-pub fn validate(body: &[u8], bundle: &Value, ctx: &IntakeContext) -> Result<Submission, Rejection> {
+pub fn validate(
+    body: &[u8],
+    bundle: &Value,
+    ctx: &IntakeContext,
+) -> Result<BarsMessage, Rejection> {
     let mut breaches = Vec::new();
     crate::fhir::resource::json_rule_violations(bundle, "Bundle", &mut breaches);
     if !breaches.is_empty() {
@@ -116,6 +118,13 @@ struct Message<'a> {
     issues: Issues,
 }
 
+/// What a message asks, read from its reason and its ServiceRequest's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    New,
+    Cancel(crate::workflow::Withdrawal),
+}
+
 fn at(i: usize, rest: &str) -> String {
     if rest.is_empty() {
         format!("Bundle.entry[{i}].resource")
@@ -125,7 +134,7 @@ fn at(i: usize, rest: &str) -> String {
 }
 
 impl<'a> Message<'a> {
-    fn read(bundle: &'a Value, ctx: &IntakeContext) -> Result<Submission, Issues> {
+    fn read(bundle: &'a Value, ctx: &IntakeContext) -> Result<BarsMessage, Issues> {
         let mut m = Message {
             bundle,
             entries: Vec::new(),
@@ -164,24 +173,160 @@ impl<'a> Message<'a> {
             None => (None, None),
         };
         let focus = header.and_then(|h| m.focus(h));
-        if let Some(sr) = focus {
-            m.check_service_request(sr, ctx);
+        let intent = header.and_then(|h| m.intent(h, focus));
+        if let (Some(h), Some(intent)) = (header, intent) {
+            m.check_definition(h, intent);
+        }
+        match intent {
+            Some(Intent::Cancel(_)) => {
+                if let Some(sr) = focus {
+                    m.check_cancelled_request(sr);
+                }
+            }
+            _ => {
+                if let Some(sr) = focus {
+                    m.check_service_request(sr, ctx);
+                }
+            }
         }
         m.check_resource_types();
         m.check_patients(ctx);
         m.check_one_person(focus);
         m.check_organizations();
         m.check_references();
-        if let (Some(h), Some(sender), Some(service)) = (header, sender_ods.as_deref(), service) {
+        if let (Some(Intent::New), Some(h), Some(sender), Some(service)) =
+            (intent, header, sender_ods.as_deref(), service)
+        {
             m.check_consents(h, sender, service, focus, ctx);
         }
         if !m.issues.is_empty() {
             return Err(m.issues);
         }
-        let (Some(sender_ods), Some(service), Some(focus)) = (sender_ods, service, focus) else {
+        let (Some(sender_ods), Some(service), Some(focus), Some(intent)) =
+            (sender_ods, service, focus, intent)
+        else {
             return Err(Issue::general(IssueType::Invalid, "the message could not be read").into());
         };
-        Ok(m.into_submission(&sender_ods, service, focus, ctx.bars_implied_direct_care))
+        Ok(match intent {
+            Intent::New => BarsMessage::Referral(m.into_submission(
+                &sender_ods,
+                service,
+                focus,
+                ctx.bars_implied_direct_care,
+            )),
+            Intent::Cancel(withdrawal) => BarsMessage::Cancellation(m.into_cancellation(
+                &sender_ods,
+                service,
+                focus,
+                withdrawal,
+            )),
+        })
+    }
+
+    /// What the message asks, from its reason and its ServiceRequest's status (BaRS Core,
+    /// Cancellation: "a cancellation follows an initial request, therefore, this must always be
+    /// 'update' for cancellation" and "the .status, in the request, must either be 'revoked' or
+    /// 'entered-in-error'"; the same page's table, and its examples, also use 'delete', so both
+    /// are taken).
+    fn intent(&mut self, header: &'a Value, focus: Option<usize>) -> Option<Intent> {
+        let reason = header["reason"]["coding"].as_array().and_then(|c| {
+            c.iter()
+                .find(|c| c["system"].as_str() == Some(systems::BARS_MESSAGE_REASON))
+        });
+        let status = focus.and_then(|i| self.entries[i].1["status"].as_str());
+        let withdrawal = status.and_then(crate::workflow::Withdrawal::from_status);
+        match (reason.and_then(|c| c["code"].as_str()), withdrawal) {
+            (Some("new"), _) => Some(Intent::New),
+            (Some("update" | "delete"), Some(w)) => Some(Intent::Cancel(w)),
+            (Some("update"), None) => {
+                self.issues.error(IssueType::NotSupported, at(0, "reason"), "an update to a referral (reason 'update' with an active ServiceRequest) is not taken yet: cancel the referral (status 'revoked') and send the corrected one as new");
+                None
+            }
+            (Some("delete"), None) => {
+                self.issues.error(IssueType::BusinessRule, at(0, "reason"), "a cancellation (reason 'delete') must carry the ServiceRequest with status 'revoked', or 'entered-in-error' if it was sent by mistake");
+                None
+            }
+            (Some(other), _) => {
+                self.issues.error(
+                    IssueType::CodeInvalid,
+                    at(0, "reason"),
+                    format!(
+                        "'{other}' is not a code of {} (new, update, delete)",
+                        systems::BARS_MESSAGE_REASON
+                    ),
+                );
+                None
+            }
+            (None, _) => {
+                self.issues.error(
+                    IssueType::Required,
+                    at(0, "reason"),
+                    format!(
+                        "reason must carry a code from {}",
+                        systems::BARS_MESSAGE_REASON
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// The message must name the MessageDefinition of what it asks (BaRS: "MessageHeader.definition
+    /// ... MUST be populated"), and carry what that definition requires.
+    fn check_definition(&mut self, header: &'a Value, intent: Intent) {
+        let expected = match intent {
+            Intent::New => &message_definition::REFERRAL,
+            Intent::Cancel(_) => &message_definition::CANCELLED,
+        };
+        let Some(named) = header["definition"].as_str() else {
+            self.issues.error(
+                IssueType::Required,
+                at(0, "definition"),
+                format!(
+                    "definition is required: name the MessageDefinition of the message ({})",
+                    expected.url
+                ),
+            );
+            return;
+        };
+        match message_definition::named(named) {
+            Some(d) if d.url == expected.url => {
+                // The types the gateway writes itself are refused on their own account
+                // (`check_resource_types`), and a second Patient as a second person
+                // (`check_one_person`).
+                let mut patients = 0;
+                let types: Vec<&str> = self
+                    .entries
+                    .iter()
+                    .map(|(_, r)| resource_type(r).unwrap_or_default())
+                    .map(|rt| {
+                        if rt == "Patient" {
+                            patients += 1;
+                        }
+                        let elsewhere =
+                            GATEWAY_AUTHORED.contains(&rt) || (rt == "Patient" && patients > 1);
+                        if elsewhere { "" } else { rt }
+                    })
+                    .collect();
+                message_definition::check(d, &types, &mut self.issues);
+            }
+            Some(d) => self.issues.error(
+                IssueType::BusinessRule,
+                at(0, "definition"),
+                format!(
+                    "the message is a {} but names the {} ({}): name {}",
+                    expected.title, d.title, d.url, expected.url
+                ),
+            ),
+            None => self.issues.error(
+                IssueType::NotSupported,
+                at(0, "definition"),
+                format!(
+                    "'{named}' is not a MessageDefinition this endpoint takes: {}",
+                    message_definition::TAKEN.map(|d| d.url).join(", ")
+                ),
+            ),
+        }
     }
 
     fn index_entries(&mut self) {
@@ -245,20 +390,6 @@ impl<'a> Message<'a> {
             );
         } else if code != Some("servicerequest-request") {
             self.issues.error(IssueType::NotSupported, at(0, "eventCoding.code"), format!("event '{}' is not accepted here: this endpoint takes referrals (servicerequest-request)", code.unwrap_or_default()));
-        }
-        let reason = h
-            .get("reason")
-            .and_then(|r| r.get("coding"))
-            .and_then(Value::as_array)
-            .and_then(|c| {
-                c.iter().find(|c| {
-                    c.get("system").and_then(Value::as_str) == Some(systems::BARS_MESSAGE_REASON)
-                })
-            });
-        match reason.and_then(|c| c.get("code")).and_then(Value::as_str) {
-            Some("new") => {}
-            Some(other) => self.issues.error(IssueType::NotSupported, at(0, "reason"), format!("reason '{other}' is not supported yet: only new referrals (reason 'new') are accepted")),
-            None => self.issues.error(IssueType::Required, at(0, "reason"), format!("reason must carry a code from {}", systems::BARS_MESSAGE_REASON)),
         }
         Some(h)
     }
@@ -552,9 +683,10 @@ impl<'a> Message<'a> {
         }
     }
 
-    /// A referral message carries exactly the resource types the BaRS referral MessageDefinition
-    /// lists, less those the gateway itself authors: anything else would be stored as if the
-    /// gateway or the service had written it (an AuditEvent, a workflow Task, a letter).
+    /// A message carries none of the resource types the gateway itself authors, although the
+    /// MessageDefinition lists some: they would be stored as if the gateway or the service had
+    /// written them (an AuditEvent, a workflow Task, a letter). What else it may carry is its
+    /// MessageDefinition's to say ([`Message::check_definition`]).
     fn check_resource_types(&mut self) {
         for (i, (_, resource)) in self.entries.iter().enumerate() {
             let rt = resource_type(resource).unwrap_or_default();
@@ -563,15 +695,6 @@ impl<'a> Message<'a> {
                     IssueType::NotSupported,
                     at(i, "resourceType"),
                     format!("a referral message cannot carry a {rt}: the gateway and the service record {rt}s themselves"),
-                );
-            } else if !REFERRAL_MESSAGE_TYPES.contains(&rt) {
-                self.issues.error(
-                    IssueType::NotSupported,
-                    at(i, "resourceType"),
-                    format!(
-                        "'{rt}' is not a resource the BaRS referral message (bars-message-servicerequest-request-referral) carries: send only {}",
-                        REFERRAL_MESSAGE_TYPES.join(", ")
-                    ),
                 );
             }
         }
@@ -643,15 +766,11 @@ impl<'a> Message<'a> {
         self.consents = translated;
     }
 
-    fn into_submission(
-        self,
-        sender_ods: &str,
-        service: &Service,
-        focus: usize,
-        implied_consent_counts: bool,
-    ) -> Submission {
+    /// The write-once key of the referral a message is about: the sender and the ServiceRequest's
+    /// first identifier (else the Bundle's id).
+    fn submission_key(&self, sender_ods: &str, focus: usize) -> SubmissionKey {
         let sr = self.entries[focus].1;
-        let key_value = sr
+        let value = sr
             .get("identifier")
             .and_then(Value::as_array)
             .and_then(|ids| {
@@ -670,10 +789,66 @@ impl<'a> Message<'a> {
                     .map(|id| format!("bundle:{id}"))
             })
             .unwrap_or_default();
-        let key = SubmissionKey {
+        SubmissionKey {
             namespace: format!("bars:{sender_ods}"),
-            value: key_value,
-        };
+            value,
+        }
+    }
+
+    /// A cancellation names the referral by the ServiceRequest identifier it was sent with, and
+    /// carries the status it is cancelled with ([`Message::intent`] read it).
+    fn check_cancelled_request(&mut self, i: usize) {
+        let sr = self.entries[i].1;
+        let has_identifier = sr["identifier"]
+            .as_array()
+            .is_some_and(|ids| ids.iter().any(|id| id["value"].as_str().is_some()));
+        if !has_identifier {
+            self.issues.error(
+                IssueType::Required,
+                at(i, "identifier"),
+                "a cancellation names the referral it cancels by the ServiceRequest identifier the referral was sent with",
+            );
+        }
+        match self.resolve(sr.get("subject")) {
+            Some((_, p)) if resource_type(p) == Some("Patient") => {}
+            _ => self.issues.error(
+                IssueType::Required,
+                at(i, "subject"),
+                "subject must reference the Patient entry of the message",
+            ),
+        }
+    }
+
+    fn into_cancellation(
+        self,
+        sender_ods: &str,
+        service: &Service,
+        focus: usize,
+        withdrawal: crate::workflow::Withdrawal,
+    ) -> Cancellation {
+        let nhs_number = self
+            .resolve(self.entries[focus].1.get("subject"))
+            .and_then(|(_, p)| {
+                crate::fhir::resource::identifier_value(p, systems::NHS_NUMBER).map(str::to_string)
+            });
+        Cancellation {
+            practice: format!("{}|{sender_ods}", systems::ODS_ORGANIZATION),
+            service: format!("{}|{}", systems::service_identifier_system(), service.id),
+            key: self.submission_key(sender_ods, focus),
+            withdrawal,
+            nhs_number,
+        }
+    }
+
+    fn into_submission(
+        self,
+        sender_ods: &str,
+        service: &Service,
+        focus: usize,
+        implied_consent_counts: bool,
+    ) -> Submission {
+        let sr = self.entries[focus].1;
+        let key = self.submission_key(sender_ods, focus);
         let hash = content_hash(self.bundle);
 
         let mut entries: Vec<SubmissionEntry> = Vec::new();

@@ -25,10 +25,39 @@ const UK_CORE_MESSAGE_HEADER: &str =
 pub struct Accepted<'a> {
     /// Id of the stored ServiceRequest.
     pub service_request_id: &'a str,
-    /// False for a resend of a message stored before (nothing new was stored).
-    pub created: bool,
+    pub outcome: Outcome,
     /// The stored ServiceRequest, when the sender asked for it (`Prefer: return=representation`).
     pub service_request: Option<&'a Value>,
+}
+
+/// What the request did, as the answer tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new referral stored.
+    Stored,
+    /// A referral received before: nothing new was stored.
+    Resent,
+    /// The referral cancelled (`revoked` or `entered-in-error`).
+    Cancelled(&'static str),
+    /// A cancellation received before: nothing changed.
+    CancellationResent(&'static str),
+}
+
+impl Outcome {
+    fn diagnostics(self, id: &str) -> String {
+        match self {
+            Outcome::Stored => format!("referral stored as ServiceRequest/{id}"),
+            Outcome::Resent => format!(
+                "this referral was already received and is stored as ServiceRequest/{id}; nothing new was stored"
+            ),
+            Outcome::Cancelled(status) => {
+                format!("ServiceRequest/{id} cancelled ({status}); the service sees it withdrawn")
+            }
+            Outcome::CancellationResent(status) => {
+                format!("ServiceRequest/{id} was already cancelled ({status}); nothing changed")
+            }
+        }
+    }
 }
 
 /// The id of the request's MessageHeader: its `id`, or the UUID its entry's `fullUrl` names (a
@@ -87,17 +116,7 @@ pub fn response_message(
     };
     let (header_id, outcome_id) = (name("header"), name("outcome"));
     let service_request_url = format!("{base}/fhir/ServiceRequest/{}", accepted.service_request_id);
-    let diagnostics = if accepted.created {
-        format!(
-            "referral stored as ServiceRequest/{}",
-            accepted.service_request_id
-        )
-    } else {
-        format!(
-            "this referral was already received and is stored as ServiceRequest/{}; nothing new was stored",
-            accepted.service_request_id
-        )
-    };
+    let diagnostics = accepted.outcome.diagnostics(accepted.service_request_id);
     let mut header = json!({
         "resourceType": "MessageHeader",
         "id": header_id.to_string(),
@@ -179,7 +198,7 @@ mod tests {
         let now = "2026-12-01T10:00:00Z".parse().unwrap();
         let accepted = Accepted {
             service_request_id: "sr1",
-            created: true,
+            outcome: Outcome::Stored,
             service_request: None,
         };
         let answer = response_message(&request(), &accepted, "https://whg.example", now);
@@ -221,11 +240,11 @@ mod tests {
         let now = Utc::now();
         let first = Accepted {
             service_request_id: "sr1",
-            created: true,
+            outcome: Outcome::Stored,
             service_request: None,
         };
         let again = Accepted {
-            created: false,
+            outcome: Outcome::Resent,
             ..first
         };
         let a = response_message(&request(), &first, "https://whg.example", now);
@@ -243,7 +262,7 @@ mod tests {
         let sr = json!({ "resourceType": "ServiceRequest", "id": "sr1" });
         let accepted = Accepted {
             service_request_id: "sr1",
-            created: true,
+            outcome: Outcome::Stored,
             service_request: Some(&sr),
         };
         let answer = response_message(&request(), &accepted, "https://whg.example", Utc::now());
@@ -262,7 +281,7 @@ mod tests {
             json!("https://a.example/\nX-Injected: 1");
         let accepted = Accepted {
             service_request_id: "sr1",
-            created: true,
+            outcome: Outcome::Stored,
             service_request: None,
         };
         let answer = response_message(&r, &accepted, "https://whg.example", Utc::now());

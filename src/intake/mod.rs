@@ -7,6 +7,7 @@ pub mod bars_response;
 pub mod fit_note;
 pub mod fit_note_fhir;
 pub mod mapping;
+pub mod message_definition;
 pub mod practice;
 pub mod schema;
 pub mod submission;

@@ -28,8 +28,8 @@ use crate::fhir::Issues;
 use crate::fhir::search::SearchRequest;
 use crate::fit_notes::FitNoteFacts;
 pub use crate::ids::{ClientId, DeliveryId, PatientId};
-use crate::intake::Submission;
 use crate::intake::admission::Admission;
+use crate::intake::{Submission, SubmissionKey};
 use crate::letters::delivery_state::{AttemptOutcome, DeliveryState};
 
 #[derive(Debug, thiserror::Error)]
@@ -298,6 +298,10 @@ pub trait Submissions: Send + Sync {
         &self,
         nhs_number: &str,
     ) -> Result<Option<PatientId>, StoreError>;
+
+    /// The id of the record (a ServiceRequest, an Observation) stored under a write-once key,
+    /// if one was: how a later message about a submission (a cancellation) finds it.
+    async fn submitted(&self, key: &SubmissionKey) -> Result<Option<String>, StoreError>;
 }
 
 /// Stored FHIR resources: reads, searches (limited by the one tenancy relation), and workflow changes with their AuditEvents.

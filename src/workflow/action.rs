@@ -18,6 +18,42 @@ pub enum Action {
     Contact(Encounter),
     Support(Support),
     Discharge(Discharge),
+    /// The referrer cancels the referral (never an adviser's action).
+    Withdraw(Withdrawal),
+}
+
+/// Why the referrer cancelled: BaRS's two cancellation statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Withdrawal {
+    /// `revoked`: the referral is no longer wanted.
+    Revoked,
+    /// `entered-in-error`: it should never have been sent.
+    EnteredInError,
+}
+
+impl Withdrawal {
+    /// The ServiceRequest status a cancellation carries.
+    pub fn from_status(status: &str) -> Option<Withdrawal> {
+        match status {
+            "revoked" => Some(Withdrawal::Revoked),
+            "entered-in-error" => Some(Withdrawal::EnteredInError),
+            _ => None,
+        }
+    }
+
+    pub fn status(self) -> &'static str {
+        match self {
+            Withdrawal::Revoked => "revoked",
+            Withdrawal::EnteredInError => "entered-in-error",
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Withdrawal::Revoked => "Cancelled by the referrer",
+            Withdrawal::EnteredInError => "Cancelled by the referrer: sent in error",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +258,7 @@ impl Action {
         match self {
             Action::Triage(_) => "decision",
             Action::Contact(_) | Action::Support(_) | Action::Discharge(_) => "date",
+            Action::Withdraw(_) => "ServiceRequest.status",
         }
     }
 
@@ -231,6 +268,7 @@ impl Action {
             Action::Contact(c) => c.note.as_deref(),
             Action::Support(s) => s.note.as_deref(),
             Action::Discharge(d) => d.note.as_deref(),
+            Action::Withdraw(_) => None,
         }
     }
 
@@ -247,7 +285,7 @@ impl Action {
             }
         };
         match self {
-            Action::Triage(_) => {}
+            Action::Triage(_) | Action::Withdraw(_) => {}
             Action::Contact(c) => {
                 not_future(&mut issues, c.date);
                 check_code(&mut issues, "channel", "contact-channel", &c.channel);

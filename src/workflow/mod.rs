@@ -13,7 +13,7 @@ pub mod action;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Value, json};
 
-pub use action::{Action, Discharge, Encounter as Contact, Triage, TriageDecision};
+pub use action::{Action, Discharge, Encounter as Contact, Triage, TriageDecision, Withdrawal};
 
 use crate::fhir::identifiers::identifier_reference;
 use crate::fhir::systems::local_code_system;
@@ -29,6 +29,8 @@ pub enum Stage {
     Contacted,
     InSupport,
     Discharged,
+    /// The referrer cancelled the referral.
+    Withdrawn,
 }
 
 impl Stage {
@@ -40,6 +42,7 @@ impl Stage {
             Stage::Contacted => "contacted",
             Stage::InSupport => "in-support",
             Stage::Discharged => "discharged",
+            Stage::Withdrawn => "withdrawn",
         }
     }
 
@@ -51,6 +54,7 @@ impl Stage {
             Stage::Contacted,
             Stage::InSupport,
             Stage::Discharged,
+            Stage::Withdrawn,
         ]
         .into_iter()
         .find(|s| s.code() == code)
@@ -70,13 +74,14 @@ impl Stage {
             Stage::Declined => "rejected",
             Stage::Contacted | Stage::InSupport => "in-progress",
             Stage::Discharged => "completed",
+            Stage::Withdrawn => "cancelled",
         }
     }
 
     /// The ServiceRequest's `status` once the referral is at this stage.
     pub fn service_request_status(self) -> &'static str {
         match self {
-            Stage::Declined => "revoked",
+            Stage::Declined | Stage::Withdrawn => "revoked",
             Stage::Discharged => "completed",
             _ => "active",
         }
@@ -226,6 +231,9 @@ pub fn apply(
                 );
             }
         }
+        Action::Withdraw(w) => {
+            task["statusReason"] = json!({ "text": w.reason() });
+        }
         Action::Discharge(d) => {
             if let Some(e) = &d.employment_outcome {
                 push(
@@ -297,6 +305,13 @@ fn next_stage(current: Stage, action: &Action) -> Result<Stage, String> {
         },
         Action::Support(_) => allowed(&[Contacted, InSupport], InSupport, "recording support"),
         Action::Discharge(_) => allowed(&[Contacted, InSupport], Discharged, "discharging"),
+        // BaRS: "The Receiver must not process a cancellation request for a booking or referral
+        // which is not current".
+        Action::Withdraw(_) => allowed(
+            &[Received, Accepted, Contacted, InSupport],
+            Withdrawn,
+            "cancelling",
+        ),
     }
 }
 

@@ -21,7 +21,7 @@ use crate::fhir::{Issue, IssueType};
 use crate::fit_notes::FitNoteFacts;
 use crate::fit_notes::prompts::PastPrompt;
 use crate::intake::admission::{Admission, History, Refusal};
-use crate::intake::{Submission, SubmissionKind};
+use crate::intake::{Submission, SubmissionKey, SubmissionKind};
 use crate::letters::delivery_state::{AttemptOutcome, DeliveryState};
 use crate::store::plan::{Existing, PlannedWrite, plan};
 use crate::store::{

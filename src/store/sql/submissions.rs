@@ -347,6 +347,16 @@ impl Submissions for SqlStore {
         .await?
         .map(PatientId::new))
     }
+
+    async fn submitted(&self, key: &SubmissionKey) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar::<_, String>(
+            "SELECT focus_id FROM submissions WHERE namespace = $1 AND key = $2",
+        )
+        .bind(&key.namespace)
+        .bind(&key.value)
+        .fetch_optional(&self.readers)
+        .await?)
+    }
 }
 
 /// The lock key of a shared resource a submission matches by identifier.
