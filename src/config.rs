@@ -224,6 +224,11 @@ pub struct FhirRoute {
     pub client_secret_file: Option<std::path::PathBuf>,
     #[serde(default)]
     pub scope: Option<String>,
+    /// The practice system's BaRS target identifier (`system|value`, e.g. its DoS id): sent as
+    /// `NHSD-Target-Identifier` and as the message's `destination.endpoint`. Only the directory
+    /// says where a letter is addressed, never a message a sender sent.
+    #[serde(default)]
+    pub target_identifier: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -468,6 +473,7 @@ impl Config {
                 token_url,
                 client_id,
                 client_secret_file,
+                target_identifier,
                 ..
             }) = route
             else {
@@ -481,6 +487,13 @@ impl Config {
             if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
                 return Err(ConfigError::Invalid(format!(
                     "directory.{ods}: endpoint must be an http(s) URL"
+                )));
+            }
+            if let Some(target) = target_identifier
+                && crate::fhir::identifiers::bars_endpoint(target).is_none()
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "directory.{ods}: target_identifier must be a BaRS endpoint, system|value (e.g. https://fhir.nhs.uk/Id/dos-service-id|2000100001)"
                 )));
             }
             if token_url.is_some() && (client_id.is_none() || client_secret_file.is_none()) {
@@ -633,6 +646,29 @@ mod tests {
         )
         .unwrap();
         assert!(Config::load(Some(&path)).is_err());
+    }
+
+    #[test]
+    fn a_practice_target_identifier_is_a_bars_endpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let load = |target: &str| {
+            std::fs::write(
+                &path,
+                format!("[directory.C88901]\nchannel = \"fhir\"\nendpoint = \"https://gp.example/fhir\"\ntarget_identifier = \"{target}\"\n"),
+            )
+            .unwrap();
+            Config::load(Some(&path))
+        };
+        assert!(load("https://fhir.nhs.uk/Id/dos-service-id|1000000042").is_ok());
+        for bad in [
+            "1000000042",
+            "https://fhir.nhs.uk/Id/dos-service-id|",
+            "ftp://x|1",
+            "https://x|a b",
+        ] {
+            assert!(matches!(load(bad), Err(ConfigError::Invalid(_))), "{bad}");
+        }
     }
 
     #[test]

@@ -971,6 +971,14 @@ async fn a_consent_in_standard_r4_terms_is_read_as_the_person_meant_it() {
     assert_eq!(stored_roles[1]["code"], "referring-practice", "{stored}");
     assert_eq!(decide(&whs, letter).await["decision"], "permit");
 
+    // A service's adviser may name, in the same terms, a practice that referred the person.
+    let (status, _, by_service) = whs.post("/fhir/Consent", &consent).await;
+    assert_eq!(status, 201, "{by_service}");
+    assert_eq!(
+        by_service["provision"]["actor"][0]["role"]["coding"][1]["code"],
+        "referring-practice"
+    );
+
     // An organisation that is neither the service nor the practice cannot be placed.
     consent["provision"]["actor"][0]["reference"] = json!({ "identifier": { "system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "Y01234" } });
     let (status, _, outcome) = practice(&server).post("/fhir/Consent", &consent).await;

@@ -982,11 +982,12 @@ async fn without_consent_to_feedback_the_practice_sees_only_its_referrals_status
 
 /// The answer to a BaRS referral is a BaRS `servicerequest-response` to the sender, as the
 /// BaRS MessageHeader profile (BARSMessageHeader-servicerequest-response 1.0.3) and API ask:
-/// `reason` from message-reason-bars; `response` naming the request (R4: "The MessageHeader.id
-/// of the message to which this message is a response"); sender and receiver as Organization
-/// entries; `destination.endpoint` the request's `source.endpoint` (BaRS Core, Message Headers:
-/// "Store MessageHeader.source.endpoint as NHSD-Target-Identifier"); and the NHSD headers,
-/// "Standard Base64 encoded JSON" (booking-and-referral-1.4.0.yaml). Before, none of these.
+/// `reason` from message-reason-bars; `response` naming the request (BaRS Core, Message
+/// Headers: "MessageHeader.response.identifier with the Bundle.Id of the original request
+/// payload"); sender and receiver as Organization entries; `destination.endpoint` and
+/// `NHSD-Target-Identifier` the practice's target identifier, from the practice directory and
+/// never from what a sender's message says; and the NHSD headers, "Standard Base64 encoded
+/// JSON" (booking-and-referral-1.4.0.yaml). Before, none of these.
 #[tokio::test]
 async fn a_letter_answers_a_bars_referral_as_a_bars_response_to_its_sender() {
     let (receiver, url) = Receiver::start().await;
@@ -999,12 +1000,9 @@ async fn a_letter_answers_a_bars_referral_as_a_bars_response_to_its_sender() {
         .as_str()
         .unwrap()
         .to_string();
-    let request_header = entries[0]["fullUrl"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("urn:uuid:")
-        .to_string();
-    let source_endpoint = entries[0]["resource"]["source"]["endpoint"].clone();
+    // The sender says to answer elsewhere: only the practice directory says where letters go.
+    entries[0]["resource"]["source"]["endpoint"] =
+        json!("https://fhir.nhs.uk/Id/dos-service-id|6666666666");
     let sender = entries
         .iter_mut()
         .find(|e| e["fullUrl"] == sender_url.as_str())
@@ -1054,9 +1052,9 @@ async fn a_letter_answers_a_bars_referral_as_a_bars_response_to_its_sender() {
     );
     assert_eq!(
         header["response"],
-        json!({ "identifier": request_header, "code": "ok" })
+        json!({ "identifier": message["id"], "code": "ok" })
     );
-    assert_eq!(header["destination"][0]["endpoint"], source_endpoint);
+    assert_eq!(header["destination"][0]["endpoint"], PRACTICE_TARGET);
     let entry = |reference: &Value| {
         bundle["entry"]
             .as_array()
@@ -1095,7 +1093,7 @@ async fn a_letter_answers_a_bars_referral_as_a_bars_response_to_its_sender() {
         )
         .unwrap()
     };
-    let (system, value) = source_endpoint.as_str().unwrap().split_once('|').unwrap();
+    let (system, value) = PRACTICE_TARGET.split_once('|').unwrap();
     assert_eq!(
         decoded("nhsd-target-identifier"),
         json!({ "system": system, "value": value })

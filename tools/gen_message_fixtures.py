@@ -347,6 +347,27 @@ INVALID["21-referral-without-required-entries"] = (
     [("Bundle.entry", "required"), ("Bundle.entry", "required")])
 
 
+
+def second_performer(bundle):
+    """From review: a second performer (an employer's occupational health team) is not the service
+    the message is addressed to, so a Consent naming it as information recipient is not consent
+    to the service."""
+    b = copy.deepcopy(bundle)
+    b["entry"].append({"fullUrl": uuid(13), "resource": {
+        "resourceType": "Organization", "meta": {"lastUpdated": "2026-05-05T10:00:00+00:00"},
+        "identifier": [{"system": ODS, "value": "Y01234"}], "name": "Employer occupational health (synthetic)"}})
+    for e in b["entry"]:
+        r = e["resource"]
+        if r["resourceType"] == "ServiceRequest":
+            r["performer"].append({"reference": uuid(13)})
+    return edit(b, "Consent", r4_opt_in({"reference": uuid(13)}))
+
+
+INVALID["22-consent-recipient-a-second-performer"] = (
+    second_performer(BASE), 422,
+    [(f"Bundle.entry[{next(i for i, e in enumerate(BASE['entry']) if e['resource']['resourceType'] == 'Consent')}].resource.provision.actor[0].reference", "code-invalid")])
+
+
 def main():
     write_fixtures(ROOT, VALID, INVALID)
     out = ROOT / "cancellations"

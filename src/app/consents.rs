@@ -15,7 +15,7 @@ use crate::consent::{
     self, Action, Code, DataClass, Decision, Purpose, Question, Recipient, RecipientClass,
     authorship,
 };
-use crate::fhir::identifiers::identifier_reference;
+use crate::fhir::identifiers::{identifier_reference, value_part};
 use crate::fhir::resource::claim_profile;
 use crate::fhir::systems::profile;
 use crate::fhir::{Issue, IssueType, Issues};
@@ -60,7 +60,14 @@ pub async fn record(
     body: &Value,
 ) -> Result<Value, ConsentError> {
     let principal = caller.principal;
-    let mut resource = checked_consent(body, services, principal)?;
+    // Known before the Consent is checked where it can be, so a service's Consent may name the
+    // practices that referred the person; an access failure is reported as before, after it.
+    let known_care = match patient_id(body) {
+        Ok(p) => Care::of(store, principal, &p).await.ok(),
+        Err(_) => None,
+    };
+    let referring = referring_practices(principal, known_care.as_ref());
+    let mut resource = checked_consent(body, services, principal, &referring)?;
     // R4 create (http://hl7.org/fhir/R4/http.html#create): "If an id is provided, the server
     // SHALL ignore it", as it does meta.versionId and meta.lastUpdated: the gateway assigns them
     // (a Consent is changed by PUT to /fhir/Consent/{id}, never by naming it here).
@@ -72,7 +79,10 @@ pub async fn record(
         meta.remove("lastUpdated");
     }
     let patient = patient_id(&resource)?;
-    let care = Care::of(store, principal, &patient).await?;
+    let care = match known_care {
+        Some(care) => care,
+        None => Care::of(store, principal, &patient).await?,
+    };
     // Who recorded it is the caller, whatever the body says.
     resource["organization"] = json!([identifier_reference(&care.party.organisation)]);
     let now = Utc::now();
@@ -134,7 +144,12 @@ pub async fn amend(
     version_tag: Option<&str>,
 ) -> Result<Value, ConsentError> {
     let principal = caller.principal;
-    let mut resource = checked_consent(body, services, principal)?;
+    let known_care = match patient_id(body) {
+        Ok(p) => Care::of(store, principal, &p).await.ok(),
+        Err(_) => None,
+    };
+    let referring = referring_practices(principal, known_care.as_ref());
+    let mut resource = checked_consent(body, services, principal, &referring)?;
     if resource["id"].as_str() != Some(id) {
         return Err(ConsentError::IdMismatch(id.to_string()));
     }
@@ -300,6 +315,27 @@ fn consent_audit(
     })
 }
 
+/// The practices a Consent the caller records may name as the referring practice: a practice
+/// itself; a service, the practices that referred the person to it (as far as `care`, when the
+/// caller's care of the person is known yet, says).
+fn referring_practices(principal: &Principal, care: Option<&Care>) -> Vec<(String, Vec<String>)> {
+    let ods = |org: &str| (value_part(org).to_string(), Vec::new());
+    match principal.role {
+        Role::Practice => vec![ods(&principal.organisation)],
+        Role::Service => {
+            let mut out: Vec<(String, Vec<String>)> = Vec::new();
+            for (_, practice) in care.map(|c| c.mine.as_slice()).unwrap_or_default() {
+                let entry = ods(practice);
+                if !out.contains(&entry) {
+                    out.push(entry);
+                }
+            }
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// Validates a Consent (already read as FHIR R4) against the gateway's consent model, with
 /// every problem, once actors in standard R4 terms are translated into the gateway's
 /// ([`consent::standard`]: the caller's own organisation and the configured services are the
@@ -308,29 +344,17 @@ fn checked_consent(
     body: &Value,
     services: &[Service],
     principal: &Principal,
+    referring: &[(String, Vec<String>)],
 ) -> Result<Value, ConsentError> {
     let party = consent::Party::of(principal);
-    let own = party
+    let own_service = party
         .as_ref()
-        .and_then(|p| p.organisation.split_once('|'))
-        .map(|(_, value)| value);
+        .filter(|p| p.class == RecipientClass::WorkHealthService)
+        .and_then(|p| crate::services::by_id(services, value_part(&p.organisation)));
     let parties = consent::standard::Parties {
         services,
-        receiving: own
-            .and_then(|id| crate::services::by_id(services, id))
-            .filter(|_| {
-                party
-                    .as_ref()
-                    .is_some_and(|p| p.class == RecipientClass::WorkHealthService)
-            })
-            .map(|s| (s, &[][..])),
-        referring: own
-            .filter(|_| {
-                party
-                    .as_ref()
-                    .is_some_and(|p| p.class == RecipientClass::ReferringPractice)
-            })
-            .map(|ods| (ods, &[][..])),
+        receiving: own_service.map(|s| (s, &[][..])),
+        referring,
     };
     let mut body = body.clone();
     let mut issues =

@@ -296,6 +296,14 @@ pub fn read_consent(resource: &Value) -> Result<ConsentRecord, Issues> {
             Provision::default()
         }
     };
+    // R4 (http://hl7.org/fhir/R4/extensibility.html#modifierExtension): an application that
+    // does not understand a modifier extension "SHALL NOT" process the element as if it were
+    // absent; a Consent changed by one could mean the opposite of what the model reads.
+    let mut modifiers = Vec::new();
+    modifier_extensions(resource, "Consent", &mut modifiers);
+    for at in modifiers {
+        issues.error(IssueType::NotSupported, at, "the gateway does not understand this modifierExtension, and FHIR forbids reading a Consent as if an unknown modifier were absent: leave it out, or say what it says with the Consent's own elements");
+    }
     let id = resource["id"].as_str().unwrap_or_default();
     if !issues.is_empty() {
         return Err(issues);
@@ -321,6 +329,29 @@ pub fn read_consent(resource: &Value) -> Result<ConsentRecord, Issues> {
         decided_at,
         recorded_by: recorder_of(resource),
     })
+}
+
+/// The FHIRPath of every `modifierExtension` in `v` (at `path`).
+fn modifier_extensions(v: &Value, path: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Object(fields) => {
+            for (name, value) in fields {
+                let at = format!("{path}.{name}");
+                if name == "modifierExtension" {
+                    out.push(at);
+                } else {
+                    modifier_extensions(value, &at, out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                // An array's elements are named by index on the element's own path.
+                modifier_extensions(item, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The party named as the Consent's `organization` (the first with an identifier).
@@ -620,6 +651,29 @@ mod tests {
         );
         assert_eq!(r.provision.children[0].kind, Some(ProvisionType::Deny));
         assert_eq!(r.provision.children[0].classes, vec![DataClass::Diagnosis]);
+    }
+
+    #[test]
+    fn a_modifier_extension_anywhere_is_refused() {
+        let mut c = json!({
+            "resourceType": "Consent", "id": "c1", "status": "active",
+            "provision": { "type": "permit", "actor": [{
+                "role": { "coding": [{ "system": RecipientClass::system(), "code": "employer" }] },
+                "reference": { "display": "any employer" },
+                "modifierExtension": [{ "url": "https://example.org/not", "valueBoolean": true }]
+            }]}
+        });
+        let paths: Vec<String> = read_consent(&c)
+            .unwrap_err()
+            .iter()
+            .map(|i| i.expression.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(paths, ["Consent.provision.actor[0].modifierExtension"]);
+        c["provision"]["actor"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("modifierExtension");
+        assert!(read_consent(&c).is_ok());
     }
 
     #[test]

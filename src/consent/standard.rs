@@ -44,9 +44,40 @@ pub struct Parties<'a> {
     /// The service a message is addressed to, and the references (`fullUrl`s) by which the
     /// message names its Organization.
     pub receiving: Option<(&'a Service, &'a [String])>,
-    /// The ODS code of the practice that sent or records the Consent, and the references by
-    /// which a message names it.
-    pub referring: Option<(&'a str, &'a [String])>,
+    /// The practices that may be named as the referring practice: each ODS code, with the
+    /// references by which a message names it.
+    pub referring: &'a [(String, Vec<String>)],
+}
+
+/// What one identifier or reference of an actor names, to the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Named<'a> {
+    Service(&'a Service),
+    Practice(String),
+    /// An organisation identified the gateway cannot place (`system|value`).
+    Unplaced(String),
+}
+
+impl Named<'_> {
+    fn class_and_identifier(&self) -> (RecipientClass, Value) {
+        match self {
+            Named::Service(s) => (
+                RecipientClass::WorkHealthService,
+                json!({ "system": systems::service_identifier_system(), "value": s.id }),
+            ),
+            Named::Practice(ods) => (
+                RecipientClass::ReferringPractice,
+                json!({ "system": systems::ODS_ORGANIZATION, "value": ods }),
+            ),
+            Named::Unplaced(id) => {
+                let (system, value) = id.split_once('|').unwrap_or(("", id));
+                (
+                    RecipientClass::OtherService,
+                    json!({ "system": system, "value": value }),
+                )
+            }
+        }
+    }
 }
 
 /// Adds the gateway's recipient class to every actor of `consent` (at FHIRPath `path`, e.g.
@@ -60,6 +91,18 @@ pub fn translate(
     resolve: &dyn Fn(&str) -> Option<Value>,
     issues: &mut Issues,
 ) {
+    translate_collecting(consent, path, parties, resolve, issues);
+}
+
+/// [`translate`], returning the paths of the actors it placed or tried to.
+fn translate_collecting(
+    consent: &mut Value,
+    path: &str,
+    parties: &Parties<'_>,
+    resolve: &dyn Fn(&str) -> Option<Value>,
+    issues: &mut Issues,
+) -> Vec<String> {
+    let mut in_standard_terms = Vec::new();
     if let Some(provision) = consent.get_mut("provision") {
         translate_provision(
             provision,
@@ -67,38 +110,42 @@ pub fn translate(
             parties,
             resolve,
             issues,
+            &mut in_standard_terms,
         );
     }
+    in_standard_terms
 }
 
 /// [`translate`]s `consent` and reads it into the model, with every problem once, each at its
-/// path from `path` (an actor that could not be placed is reported for that, not again for
-/// lacking a class).
+/// path from `path`. When it cannot be read, the problems are those of the Consent as sent
+/// (whose paths the sender knows; placing may add actors), less the class the actors in
+/// standard terms lack.
 pub fn translate_and_read(
     consent: &mut Value,
     path: &str,
     parties: &Parties<'_>,
     resolve: &dyn Fn(&str) -> Option<Value>,
 ) -> Result<ConsentRecord, Issues> {
+    let sent = consent.clone();
     let mut issues = Issues::new();
-    translate(consent, path, parties, resolve, &mut issues);
-    let found = match read_consent(consent) {
-        Ok(record) => return issues.into_result(record),
+    let in_standard_terms = translate_collecting(consent, path, parties, resolve, &mut issues);
+    if issues.is_empty()
+        && let Ok(record) = read_consent(consent)
+    {
+        return Ok(record);
+    }
+    let found = match read_consent(&sent) {
+        Ok(_) => Issues::new(),
         Err(found) => found.rebased("Consent", path),
     };
-    let unplaced: Vec<String> = issues
-        .iter()
-        .filter_map(|i| i.expression.as_deref()?.strip_suffix(".reference"))
-        .map(str::to_string)
-        .collect();
     for issue in found.into_vec() {
-        let about_unplaced = issue.expression.as_deref().is_some_and(|e| {
-            unplaced.iter().any(|actor| {
+        let about_placed = issue.expression.as_deref().is_some_and(|e| {
+            in_standard_terms.iter().any(|actor| {
                 e.strip_prefix(actor.as_str())
                     .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
             })
         });
-        if !about_unplaced {
+        if !about_placed {
             issues.push(issue);
         }
     }
@@ -111,17 +158,27 @@ fn translate_provision(
     parties: &Parties<'_>,
     resolve: &dyn Fn(&str) -> Option<Value>,
     issues: &mut Issues,
+    in_standard_terms: &mut Vec<String>,
 ) {
+    let deny = provision["type"] == "deny";
     if let Some(actors) = provision.get_mut("actor").and_then(Value::as_array_mut) {
-        for (i, actor) in actors.iter_mut().enumerate() {
-            translate_actor(
-                actor,
-                &format!("{path}.actor[{i}]"),
-                parties,
-                resolve,
-                issues,
-            );
+        let mut out = Vec::with_capacity(actors.len());
+        for (i, actor) in actors.iter().enumerate() {
+            if !needs_placing(actor) {
+                out.push(actor.clone());
+                continue;
+            }
+            let at = format!("{path}.actor[{i}]");
+            match placed(actor, deny, parties, resolve) {
+                Ok(placed) => out.extend(placed),
+                Err(why) => {
+                    issues.error(IssueType::CodeInvalid, format!("{at}.reference"), why);
+                    out.push(actor.clone());
+                }
+            }
+            in_standard_terms.push(at);
         }
+        *actors = out;
     }
     if let Some(children) = provision.get_mut("provision").and_then(Value::as_array_mut) {
         for (i, child) in children.iter_mut().enumerate() {
@@ -131,86 +188,150 @@ fn translate_provision(
                 parties,
                 resolve,
                 issues,
+                in_standard_terms,
             );
         }
     }
 }
 
-/// What an actor in standard terms is to the gateway: its class and the identifier it is known
-/// by, or why that cannot be told.
-fn classify(
+/// Everything an actor in standard terms names: the parties its literal reference is known as
+/// (the message's receiver, its sender) and those its identifiers name (its own, and those of
+/// the entry it references). Identifiers of other systems (a local id) name nothing.
+fn named_by<'p>(
     actor: &Value,
-    parties: &Parties<'_>,
+    parties: &Parties<'p>,
     resolve: &dyn Fn(&str) -> Option<Value>,
-) -> Result<(RecipientClass, Value), String> {
+) -> (Vec<Named<'p>>, bool) {
     let reference = &actor["reference"];
     let literal = reference["reference"].as_str();
-    let service_id =
-        |s: &Service| json!({ "system": systems::service_identifier_system(), "value": s.id });
-    let practice_id = |ods: &str| json!({ "system": systems::ODS_ORGANIZATION, "value": ods });
+    let mut named = Vec::new();
     if let Some(r) = literal {
         if let Some((service, refs)) = parties.receiving
             && refs.iter().any(|x| x == r)
         {
-            return Ok((RecipientClass::WorkHealthService, service_id(service)));
+            named.push(Named::Service(service));
         }
-        if let Some((ods, refs)) = parties.referring
-            && refs.iter().any(|x| x == r)
-        {
-            return Ok((RecipientClass::ReferringPractice, practice_id(ods)));
+        for (ods, refs) in parties.referring {
+            if refs.iter().any(|x| x == r) {
+                named.push(Named::Practice(ods.clone()));
+            }
         }
     }
-    let mut identifiers: Vec<(String, String)> = Vec::new();
-    let mut add = |id: &Value| {
-        if let (Some(system), Some(value)) = (id["system"].as_str(), id["value"].as_str()) {
-            identifiers.push((system.to_string(), value.to_string()));
-        }
-    };
-    add(&reference["identifier"]);
     let resolved = literal.and_then(resolve);
-    if let Some(ids) = resolved.as_ref().and_then(|r| r["identifier"].as_array()) {
-        ids.iter().for_each(&mut add);
-    }
-    for (system, value) in &identifiers {
+    let listed = resolved
+        .as_ref()
+        .and_then(|r| r["identifier"].as_array().cloned())
+        .unwrap_or_default();
+    for id in std::iter::once(&reference["identifier"]).chain(listed.iter()) {
+        let (Some(system), Some(value)) = (id["system"].as_str(), id["value"].as_str()) else {
+            continue;
+        };
         let is_ods = matches!(
-            system.as_str(),
+            system,
             systems::ODS_ORGANIZATION | systems::ODS_ORGANIZATION_LOWERCASE
         );
-        let service = parties.services.iter().find(|s| {
-            (*system == systems::service_identifier_system() && s.id == *value)
-                || (is_ods && s.ods_code.as_deref() == Some(value.as_str()))
-        });
-        if let Some(service) = service {
-            return Ok((RecipientClass::WorkHealthService, service_id(service)));
+        let is_service_id = system == systems::service_identifier_system();
+        if !is_ods && !is_service_id {
+            continue;
         }
-        if is_ods && parties.referring.is_some_and(|(ods, _)| ods == value) {
-            return Ok((RecipientClass::ReferringPractice, practice_id(value)));
+        let service = parties.services.iter().find(|s| {
+            (is_service_id && s.id == value) || (is_ods && s.ods_code.as_deref() == Some(value))
+        });
+        named.push(match service {
+            Some(s) => Named::Service(s),
+            None if is_ods && parties.referring.iter().any(|(ods, _)| ods == value) => {
+                Named::Practice(value.to_string())
+            }
+            None => Named::Unplaced(format!("{system}|{value}")),
+        });
+    }
+    named.dedup_by(|a, b| a == b);
+    let mut distinct: Vec<Named<'p>> = Vec::new();
+    for n in named {
+        if !distinct.contains(&n) {
+            distinct.push(n);
         }
     }
-    let named = match identifiers.first() {
-        Some((system, value)) => format!("the organisation {system}|{value}"),
-        None if literal.is_some() && resolved.is_none() && parties.receiving.is_none() => {
-            "an organisation by a local reference".to_string()
+    let unresolved_literal = literal.is_some() && resolved.is_none();
+    (distinct, unresolved_literal)
+}
+
+/// Why an actor cannot be placed, for its issue.
+fn unplaced_reason(named: &[Named<'_>], unresolved_literal: bool) -> String {
+    let what = match named.iter().find(|n| matches!(n, Named::Unplaced(_))) {
+        Some(Named::Unplaced(id)) => format!("the organisation {id}"),
+        _ if unresolved_literal => {
+            "an organisation by a reference the gateway cannot follow".to_string()
         }
-        None => "an organisation with no identifier".to_string(),
+        _ => "an organisation with no ODS code or service id".to_string(),
     };
-    Err(format!(
-        "this actor is an information recipient, {named}, which is neither a service this \
+    format!(
+        "this actor is an information recipient, {what}, which is neither a service this \
          gateway receives for nor the referring practice: it could be an employer, another \
          service or a union, and what the person allows each differs. Name it by ODS code or \
          service id if it is one of those, or add its class from {} ({}) to actor.role",
         RecipientClass::system(),
         super::model::codes_of::<RecipientClass>()
-    ))
+    )
 }
 
-fn translate_actor(
-    actor: &mut Value,
-    path: &str,
+/// An actor in standard terms, placed: the actors to store in its stead, or why it cannot be.
+/// Under a deny, an organisation the gateway cannot place is denied as every class (it is
+/// one of them, whichever it is, and a wider refusal only withholds more), so a person's
+/// refusal never blocks their referral.
+fn placed(
+    actor: &Value,
+    deny: bool,
     parties: &Parties<'_>,
     resolve: &dyn Fn(&str) -> Option<Value>,
-    issues: &mut Issues,
-) {
+) -> Result<Vec<Value>, String> {
+    let (named, unresolved_literal) = named_by(actor, parties, resolve);
+    let with = |class: RecipientClass, identifier: Value| {
+        let mut out = actor.clone();
+        if let Some(codings) = out["role"]["coding"].as_array_mut() {
+            codings.push(class.coding());
+        }
+        out["reference"]["identifier"] = identifier;
+        out
+    };
+    let unplaced = named.iter().any(|n| matches!(n, Named::Unplaced(_)));
+    match named.as_slice() {
+        [one] if !unplaced => {
+            let (class, identifier) = one.class_and_identifier();
+            Ok(vec![with(class, identifier)])
+        }
+        _ if deny && !named.is_empty() => Ok(named
+            .iter()
+            .flat_map(|n| {
+                let (_, identifier) = n.class_and_identifier();
+                RecipientClass::ALL
+                    .iter()
+                    .map(move |c| (*c, identifier.clone()))
+            })
+            .map(|(class, identifier)| with(class, identifier))
+            .collect()),
+        [] => Err(unplaced_reason(&named, unresolved_literal)),
+        _ if unplaced => Err(unplaced_reason(&named, unresolved_literal)),
+        _ => Err(format!(
+            "this actor names more than one organisation ({}): name the one recipient by its reference or identifier, not both differently",
+            named
+                .iter()
+                .map(|n| {
+                    let (_, id) = n.class_and_identifier();
+                    format!(
+                        "{}|{}",
+                        id["system"].as_str().unwrap_or_default(),
+                        id["value"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// Whether an actor is in standard terms only: an information recipient without a class.
+fn needs_placing(actor: &Value) -> bool {
     let codings = actor["role"]["coding"].as_array();
     let has_class = codings.is_some_and(|cs| {
         cs.iter()
@@ -224,18 +345,7 @@ fn translate_actor(
                     .is_some_and(|code| RECIPIENT_ROLES.contains(&code))
         })
     });
-    if has_class || !is_recipient {
-        return;
-    }
-    match classify(actor, parties, resolve) {
-        Ok((class, identifier)) => {
-            if let Some(codings) = actor["role"]["coding"].as_array_mut() {
-                codings.push(class.coding());
-            }
-            actor["reference"]["identifier"] = identifier;
-        }
-        Err(why) => issues.error(IssueType::CodeInvalid, format!("{path}.reference"), why),
-    }
+    is_recipient && !has_class
 }
 
 #[cfg(test)]
@@ -306,7 +416,7 @@ mod tests {
         let parties = Parties {
             services: &services,
             receiving: Some((&services[1], &receiver)),
-            referring: None,
+            referring: &[],
         };
         let mut c = standard_opt_in(json!({ "reference": "urn:uuid:r" }));
         assert!(run(&mut c, &parties, &[]).is_empty());
@@ -333,11 +443,11 @@ mod tests {
     #[test]
     fn a_service_by_its_ods_code_or_id_and_the_practice_by_its_ods_code() {
         let services = [service("whs", Some("RHQ01"))];
-        let sender = vec!["urn:uuid:gp".to_string()];
+        let referring = [("C88901".to_string(), vec!["urn:uuid:gp".to_string()])];
         let parties = Parties {
             services: &services,
             receiving: None,
-            referring: Some(("C88901", &sender)),
+            referring: &referring,
         };
         let ods =
             |v: &str| json!({ "identifier": { "system": systems::ODS_ORGANIZATION, "value": v } });
@@ -379,7 +489,7 @@ mod tests {
         let parties = Parties {
             services: &services,
             receiving: None,
-            referring: None,
+            referring: &[],
         };
         let org = json!({ "resourceType": "Organization", "identifier": [
             { "system": "https://example.org/local", "value": "x" },
@@ -393,11 +503,11 @@ mod tests {
     #[test]
     fn an_organisation_it_cannot_place_is_refused_saying_why() {
         let services = [service("whs", None)];
-        let sender = vec!["urn:uuid:gp".to_string()];
+        let referring = [("C88901".to_string(), vec!["urn:uuid:gp".to_string()])];
         let parties = Parties {
             services: &services,
             receiving: None,
-            referring: Some(("C88901", &sender)),
+            referring: &referring,
         };
         // An ODS code of an organisation that is neither the service nor the practice (an
         // employer's occupational health team, say), an entry without identifiers, a reference
@@ -433,7 +543,7 @@ mod tests {
         let parties = Parties {
             services: &services,
             receiving: None,
-            referring: None,
+            referring: &[],
         };
         let mut c = standard_opt_in(
             json!({ "identifier": { "system": systems::ODS_ORGANIZATION, "value": "RHQ01" } }),
@@ -471,5 +581,90 @@ mod tests {
             c["provision"]["provision"][0]["actor"][0]["role"]["coding"][1]["code"],
             "work-health-service"
         );
+    }
+
+    /// From review: a reference that is the message's receiver, or the sender, counts only when
+    /// every ODS code or service id the actor and its entry carry names the same party; and an
+    /// actor's own identifier never gives way to its reference.
+    #[test]
+    fn a_reference_and_identifiers_naming_different_parties_are_refused() {
+        let services = [service("whs", Some("RHQ01"))];
+        let receiver = vec!["urn:uuid:r".to_string()];
+        let referring = [("C88901".to_string(), vec!["urn:uuid:gp".to_string()])];
+        let parties = Parties {
+            services: &services,
+            receiving: Some((&services[0], &receiver)),
+            referring: &referring,
+        };
+        let ods = |v: &str| json!({ "system": systems::ODS_ORGANIZATION, "value": v });
+        for (reference, entries) in [
+            // The receiver, but the actor says it is an employer's ODS code.
+            (
+                json!({ "reference": "urn:uuid:r", "identifier": ods("Y01234") }),
+                vec![],
+            ),
+            // The receiver entry itself carries another organisation's code.
+            (
+                json!({ "reference": "urn:uuid:r" }),
+                vec![(
+                    "urn:uuid:r",
+                    json!({ "resourceType": "Organization", "identifier": [ods("Y01234")] }),
+                )],
+            ),
+            // The sender, named as the service.
+            (
+                json!({ "reference": "urn:uuid:gp", "identifier": ods("RHQ01") }),
+                vec![],
+            ),
+            // An entry whose codes name an employer first and the service second.
+            (
+                json!({ "reference": "urn:uuid:o" }),
+                vec![(
+                    "urn:uuid:o",
+                    json!({ "resourceType": "Organization", "identifier": [ods("Y01234"), ods("RHQ01")] }),
+                )],
+            ),
+        ] {
+            let mut c = standard_opt_in(reference.clone());
+            let issues = run(&mut c, &parties, &entries);
+            assert_eq!(issues.len(), 1, "{reference}: {issues:?}");
+        }
+        // Agreeing ones are placed.
+        let mut c =
+            standard_opt_in(json!({ "reference": "urn:uuid:r", "identifier": ods("RHQ01") }));
+        assert!(run(&mut c, &parties, &[]).is_empty());
+        assert_eq!(actor_class(&c).unwrap().0, "work-health-service");
+    }
+
+    /// From review: a refusal in standard terms of an organisation the gateway cannot place is
+    /// kept as a refusal to that organisation as every class, so it never blocks the referral.
+    #[test]
+    fn a_refusal_of_an_organisation_it_cannot_place_is_kept_for_every_class() {
+        let services = [service("whs", None)];
+        let parties = Parties {
+            services: &services,
+            receiving: None,
+            referring: &[],
+        };
+        let mut c = standard_opt_in(
+            json!({ "identifier": { "system": systems::ODS_ORGANIZATION, "value": "Y01234" } }),
+        );
+        c["provision"]["type"] = json!("deny");
+        assert!(run(&mut c, &parties, &[]).is_empty());
+        let actors = c["provision"]["actor"].as_array().unwrap();
+        assert_eq!(actors.len(), RecipientClass::ALL.len());
+        let record = crate::consent::read_consent(&c).unwrap();
+        assert!(
+            record
+                .provision
+                .actors
+                .iter()
+                .all(|a| a.organisation.as_deref()
+                    == Some(&*format!("{}|Y01234", systems::ODS_ORGANIZATION)))
+        );
+        // Without any identifier there is nothing to refuse by: still refused as unclear.
+        let mut c = standard_opt_in(json!({ "display": "my employer" }));
+        c["provision"]["type"] = json!("deny");
+        assert_eq!(run(&mut c, &parties, &[]).len(), 1);
     }
 }

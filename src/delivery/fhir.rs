@@ -36,6 +36,8 @@ pub struct Message<'a> {
     /// knows them).
     pub service_organization: &'a Value,
     pub practice_organization: &'a Value,
+    /// The practice system's BaRS target identifier, from the practice directory.
+    pub target_identifier: Option<&'a str>,
     pub referral: &'a Value,
     pub patient: &'a Value,
     pub workflow_task: Option<&'a Value>,
@@ -98,8 +100,9 @@ fn entry(base_url: &str, resource: &Value) -> Value {
 /// The `servicerequest-response` message Bundle, as the BaRS MessageHeader profile
 /// (BARSMessageHeader-servicerequest-response) asks: `reason` from message-reason-bars,
 /// `response` naming the referral's request message, sender and receiver as Organization entries
-/// with their identifiers, and the destination endpoint the request's `source.endpoint` (BaRS:
-/// "the receiver knows where any response messages SHOULD be addressed").
+/// with their identifiers, and the destination endpoint the practice's target identifier (the
+/// directory's; else the request's `source.endpoint`, BaRS: "to ensure the receiver knows where
+/// any response messages SHOULD be addressed"; else its ODS code).
 pub fn message(m: &Message) -> Value {
     let focus = format!(
         "{}/fhir/ServiceRequest/{}",
@@ -121,10 +124,13 @@ pub fn message(m: &Message) -> Value {
     let mut header = json!({
         "resourceType": "MessageHeader",
         "id": header_id.to_string(),
-        "meta": { "profile": [BARS_RESPONSE_HEADER_PROFILE], "lastUpdated": m.timestamp },
+        "meta": { "lastUpdated": m.timestamp },
         "eventCoding": { "system": systems::BARS_MESSAGE_EVENTS, "code": "servicerequest-response" },
         "destination": [{
-            "endpoint": request.source_endpoint.as_deref().unwrap_or(m.practice),
+            "endpoint": m
+                .target_identifier
+                .or(request.source_endpoint.as_deref())
+                .unwrap_or(m.practice),
             "receiver": with_identifier(&practice_url, m.practice),
         }],
         "sender": with_identifier(&service_url, m.service),
@@ -139,10 +145,14 @@ pub fn message(m: &Message) -> Value {
         "focus": [{ "reference": focus }],
         "definition": systems::BARS_REFERRAL_RESPONSE_DEFINITION,
     });
-    // R4: "The MessageHeader.id of the message to which this message is a response". A
-    // referral that came in no message (the practice JSON API) has none to name.
-    if let Some(id) = &request.header_id {
+    // BaRS Core (Message Headers): "MessageHeader.response.identifier with the Bundle.Id of the
+    // original request payload" (R4 says the request's MessageHeader.id; a BaRS receiver looks
+    // the Bundle id up, so it is named when the request had one). A referral that came in no
+    // message (the practice JSON API) has none to name, and so does not claim BaRS's response
+    // header profile, which requires `response`.
+    if let Some(id) = request.bundle_id.as_ref().or(request.header_id.as_ref()) {
         header["response"] = json!({ "identifier": id, "code": "ok" });
+        header["meta"]["profile"] = json!([BARS_RESPONSE_HEADER_PROFILE]);
     }
     let mut entries = vec![
         json!({ "fullUrl": format!("urn:uuid:{header_id}"), "resource": header }),
@@ -167,10 +177,11 @@ pub fn message(m: &Message) -> Value {
 
 /// The BaRS headers a message is sent with besides `X-Request-ID` and `X-Correlation-ID`, each
 /// "Standard Base64 encoded JSON" (BaRS API 1.4.0, booking-and-referral-1.4.0.yaml):
-/// `NHSD-Target-Identifier` the destination endpoint as `{"system", "value"}`,
+/// `NHSD-Target-Identifier` the practice's target identifier from the directory (`target`) as
+/// `{"system", "value"}` (a BaRS proxy routes by it, so it never comes from a message),
 /// `NHSD-End-User-Organisation` the sending Organization, `NHSD-Requesting-Software` the
 /// gateway as a Device.
-pub fn bars_headers(bundle: &Value) -> Vec<(&'static str, String)> {
+pub fn bars_headers(bundle: &Value, target: Option<&str>) -> Vec<(&'static str, String)> {
     use base64::Engine;
     let encode = |v: &Value| base64::engine::general_purpose::STANDARD.encode(v.to_string());
     let entries = bundle["entry"]
@@ -182,10 +193,7 @@ pub fn bars_headers(bundle: &Value) -> Vec<(&'static str, String)> {
         .map(|e| &e["resource"])
         .unwrap_or(&Value::Null);
     let mut out = Vec::new();
-    if let Some((system, value)) = header["destination"][0]["endpoint"]
-        .as_str()
-        .and_then(|e| e.split_once('|'))
-    {
+    if let Some((system, value)) = target.and_then(crate::fhir::identifiers::bars_endpoint) {
         out.push((
             "nhsd-target-identifier",
             encode(&json!({ "system": system, "value": value })),
@@ -256,7 +264,7 @@ impl FhirChannel {
             .header("x-request-id", request_id)
             .header("x-correlation-id", correlation_id)
             .body(bundle.to_string());
-        for (name, value) in bars_headers(bundle) {
+        for (name, value) in bars_headers(bundle, route.target_identifier.as_deref()) {
             request = request.header(name, value);
         }
         if let Some(t) = &token {

@@ -971,6 +971,10 @@ impl Worker {
             practice: &d.practice,
             service_organization: &service_organization,
             practice_organization: &practice_organization,
+            target_identifier: match self.config.directory.get(value_part(&d.practice)) {
+                Some(PracticeRoute::Fhir(route)) => route.target_identifier.as_deref(),
+                _ => None,
+            },
             referral: &referral,
             patient: &patient,
             workflow_task: task.as_ref(),

@@ -66,6 +66,22 @@ pub fn is_ods_code(code: &str) -> bool {
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
+/// A BaRS endpoint, `system|value` ("the system and Service ID separated by a pipe", e.g.
+/// `https://fhir.nhs.uk/Id/dos-service-id|2000100001`): an http(s) system of printable
+/// characters (at most 200) and an id of 1 to 64 letters, digits, `-` and `.`. Anything else is
+/// not an endpoint the gateway repeats or addresses to.
+pub fn bars_endpoint(text: &str) -> Option<(&str, &str)> {
+    let (system, value) = text.split_once('|')?;
+    let system_ok = (system.starts_with("https://") || system.starts_with("http://"))
+        && system.len() <= 200
+        && system.bytes().all(|b| b.is_ascii_graphic() && b != b'|');
+    let value_ok = (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    (system_ok && value_ok).then_some((system, value))
+}
+
 /// Checks a registration number against its register's published format. Returns a description of
 /// the expected format when it does not match.
 pub fn registration_number(register: &str, number: &str) -> Result<(), &'static str> {

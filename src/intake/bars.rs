@@ -729,24 +729,30 @@ impl<'a> Message<'a> {
         ctx: &IntakeContext,
     ) {
         let reference_of = |v: &Value| v["reference"].as_str().map(str::to_string);
+        // The Organization the message is addressed to: the receiver of the destination whose
+        // endpoint named the service, and the referral's performer (which intake replaces with
+        // the service). No other destination or performer is taken for the service.
         let receiving: Vec<String> = header["destination"]
             .as_array()
             .into_iter()
             .flatten()
+            .filter(|d| {
+                d["endpoint"].as_str().is_some()
+                    && d["endpoint"].as_str() == service.bars_endpoint.as_deref()
+            })
             .filter_map(|d| reference_of(&d["receiver"]))
-            .chain(
-                focus
-                    .and_then(|i| self.entries[i].1["performer"].as_array())
-                    .into_iter()
-                    .flatten()
-                    .filter_map(reference_of),
-            )
+            .chain(focus.and_then(|i| reference_of(&self.entries[i].1["performer"][0])))
             .collect();
-        let sender: Vec<String> = reference_of(&header["sender"]).into_iter().collect();
+        let referring = [(
+            sender_ods.to_string(),
+            reference_of(&header["sender"])
+                .into_iter()
+                .collect::<Vec<_>>(),
+        )];
         let parties = consent::standard::Parties {
             services: ctx.services,
             receiving: Some((service, &receiving)),
-            referring: Some((sender_ods, &sender)),
+            referring: &referring,
         };
         let resolve = |r: &str| self.by_url.get(r).map(|&i| self.entries[i].1.clone());
         let mut translated = HashMap::new();
@@ -978,7 +984,7 @@ fn make_implied_consent_explicit(consent: &mut Value, service_id: &Value) {
 /// The request message a referral came in, for the service's answers to name: R4
 /// `MessageHeader.response.identifier` is "the MessageHeader.id of the message to which this
 /// message is a response"; BaRS reads it as the request's Bundle.id, so both are kept; and BaRS
-/// says to "store MessageHeader.source.endpoint" to address responses to.
+/// says to "store MessageHeader.source.endpoint" as where responses go.
 fn request_message_extension(bundle: &Value, header: &Value) -> Value {
     let mut parts = Vec::new();
     if let Some(id) = super::bars_response::request_header_id(bundle) {
@@ -990,7 +996,12 @@ fn request_message_extension(bundle: &Value, header: &Value) -> Value {
     {
         parts.push(json!({ "url": "bundle", "valueId": id }));
     }
-    if let Some(endpoint) = header["source"]["endpoint"].as_str() {
+    // Only a BaRS endpoint (system|id) is kept: it is repeated to the sender, never used to
+    // route (the practice directory says where letters go).
+    if let Some(endpoint) = header["source"]["endpoint"]
+        .as_str()
+        .filter(|e| identifiers::bars_endpoint(e).is_some())
+    {
         parts.push(json!({ "url": "sourceEndpoint", "valueString": endpoint }));
     }
     json!({ "url": profile::whg_bars_request_extension(), "extension": parts })

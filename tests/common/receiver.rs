@@ -225,9 +225,13 @@ token_url = "{receiver_url}/token"
 client_id = "whg-test"
 client_secret_file = {secret:?}
 scope = "system/DocumentReference.c"
+target_identifier = "{PRACTICE_TARGET}"
 "#
     )
 }
+
+/// The practice system's BaRS target identifier in the letters tests' directory.
+pub const PRACTICE_TARGET: &str = "https://fhir.nhs.uk/Id/dos-service-id|1000000042";
 
 /// The service the letters tests' referrals go to, and its adviser.
 pub const WHS: &str = "sheffield-whs";
