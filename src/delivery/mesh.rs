@@ -20,6 +20,16 @@ use crate::config::{MeshConfig, MeshRoute};
 use crate::fhir::identifiers::identifier_reference;
 use crate::fhir::systems::{NHS_NUMBER, SNOMED};
 
+/// CareConnect's care-setting-type extension, which CareConnect-Composition-1 slices as
+/// `careSettingTypeExtension`.
+const CARE_SETTING_TYPE_EXTENSION: &str =
+    "https://fhir.hl7.org.uk/STU3/StructureDefinition/Extension-CareConnect-CareSettingType-1";
+
+/// The care setting a work-and-health service's letter comes from: "Occupational health
+/// service", a member of UK Core Care Setting Type (ValueSet UKCore-CareSettingType 3.1.0, the
+/// SNOMED CT UK 'Services' refset 1127531000000102).
+const CARE_SETTING_TYPE: (&str, &str) = ("310064001", "Occupational health service");
+
 pub const WORKFLOW: &str = "GPCONNECT_SEND_DOCUMENT";
 pub const ACK_WORKFLOW: &str = "GPCONNECT_SEND_DOCUMENT_ACK";
 const ITK_RESPONSE_CODES: &str = "https://fhir.nhs.uk/STU3/CodeSystem/ITK-ResponseCodes-1";
@@ -149,6 +159,13 @@ pub fn itk_message(l: &Letter) -> Value {
                 "resourceType": "Composition",
                 "id": composition,
                 "meta": { "profile": ["https://fhir.hl7.org.uk/STU3/StructureDefinition/CareConnect-Composition-1"] },
+                // GP Connect Send Document: careSettingType, "a required element used to
+                // represent the service that is sending the document using a SNOMED-CT code from
+                // the FHIR UK Core Care Setting Type valueset".
+                "extension": [{
+                    "url": CARE_SETTING_TYPE_EXTENSION,
+                    "valueCodeableConcept": { "coding": [{ "system": SNOMED, "code": CARE_SETTING_TYPE.0, "display": CARE_SETTING_TYPE.1 }] },
+                }],
                 "identifier": { "system": "https://tools.ietf.org/html/rfc4122", "value": l.letter_id },
                 "status": "final",
                 "type": { "coding": [{ "system": SNOMED, "code": crate::letters::DOCUMENT_TYPE.0, "display": crate::letters::DOCUMENT_TYPE.1 }] },
@@ -835,6 +852,15 @@ mod tests {
         assert_eq!(handling[1]["valueBoolean"], true);
         let document = &m["entry"][2]["resource"];
         assert_eq!(document["type"], "document");
+        let composition = &document["entry"][0]["resource"];
+        assert_eq!(
+            composition["extension"][0]["url"],
+            "https://fhir.hl7.org.uk/STU3/StructureDefinition/Extension-CareConnect-CareSettingType-1"
+        );
+        assert_eq!(
+            composition["extension"][0]["valueCodeableConcept"]["coding"][0]["code"],
+            "310064001"
+        );
         // GP Connect Send Document: the custodian is the sending Organization by its ODS code.
         let custodian = &document["entry"][2]["resource"];
         assert_eq!(custodian["resourceType"], "Organization");
