@@ -357,10 +357,13 @@ async fn search_filters_and_pages() {
             "{self_link}"
         );
     };
-    let (status, summary) =
-        as_practice("/fhir/ServiceRequest?_summary=count&status=active", None).await;
+    let (status, summary) = as_practice(
+        "/fhir/ServiceRequest?_include=ServiceRequest:subject&status=active",
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{summary}");
-    warned(&summary, "_summary");
+    warned(&summary, "_include");
     let (status, refused) =
         as_practice("/fhir/ServiceRequest?colour=red&status=active", None).await;
     assert_eq!(status, 400, "{refused}");
@@ -388,7 +391,7 @@ async fn search_filters_and_pages() {
     assert_eq!(status, 400);
     assert_eq!(outcome["issue"].as_array().unwrap().len(), 1, "{outcome}");
     let (status, outcome) = as_practice(
-        "/fhir/ServiceRequest?_summary=count&_lastUpdated=yesterday",
+        "/fhir/ServiceRequest?_include=ServiceRequest:subject&_lastUpdated=yesterday",
         Some("handling=strict"),
     )
     .await;
@@ -782,4 +785,118 @@ async fn process_message_answers_with_a_response_message() {
             );
         }
     }
+}
+
+/// R4 search result parameters (http://hl7.org/fhir/R4/search.html): `_summary=count` "Return
+/// only the count of matches"; `_summary=data` removes the text element; `_elements` returns the
+/// elements asked for and the mandatory ones, tagged SUBSETTED ("Servers SHOULD mark the
+/// resources with the tag SUBSETTED"); `_total=none` leaves the total out; and POST
+/// `[type]/_search` with the parameters form-encoded in the body is the same search. Each under
+/// the same tenancy rule as GET. Before, none of these.
+#[tokio::test]
+async fn search_result_parameters_and_post_search() {
+    use whg::auth::Principal;
+    let server = Server::start();
+    for n in [
+        "01-gp-work-stress-off-sick",
+        "02-gp-depression-teacher-at-work",
+    ] {
+        let (s, _, body) = server.post_json("/api/v1/referrals", &referral(n)).await;
+        assert_eq!(s, 201, "{body}");
+    }
+    let gp = server.as_(Principal::practice(DEFAULT_PRACTICE));
+    let (status, counted) = gp.get("/fhir/ServiceRequest?_summary=count").await;
+    assert_eq!(status, 200, "{counted}");
+    assert_eq!(counted["total"], 2);
+    assert!(counted.get("entry").is_none(), "{counted}");
+
+    let (_, subset) = gp.get("/fhir/ServiceRequest?_elements=priority").await;
+    let sr = &subset["entry"][0]["resource"];
+    for kept in [
+        "resourceType",
+        "id",
+        "meta",
+        "priority",
+        "status",
+        "intent",
+        "subject",
+    ] {
+        assert!(sr.get(kept).is_some(), "{kept} missing: {sr}");
+    }
+    assert!(
+        sr.get("note").is_none() && sr.get("authoredOn").is_none(),
+        "{sr}"
+    );
+    assert!(
+        sr["meta"]["tag"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["code"] == "SUBSETTED"),
+        "{sr}"
+    );
+    let (_, data) = gp.get("/fhir/ServiceRequest?_summary=data").await;
+    assert!(data["entry"][0]["resource"].get("text").is_none());
+    let (_, untotalled) = gp.get("/fhir/ServiceRequest?_total=none").await;
+    assert!(untotalled.get("total").is_none(), "{untotalled}");
+    assert_eq!(untotalled["entry"].as_array().unwrap().len(), 2);
+    for bad in [
+        "_summary=true",
+        "_summary=maybe",
+        "_elements=a.b",
+        "_total=some",
+    ] {
+        let (status, outcome) = gp.get(&format!("/fhir/ServiceRequest?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {outcome}");
+    }
+
+    // POST _search: the parameters in the body, the same answer as GET.
+    let (_, by_get) = gp
+        .get("/fhir/ServiceRequest?identifier=WHS-2026-0002")
+        .await;
+    let post = |path: &str, content_type: &str, body: &str| {
+        gp.request(reqwest::Method::POST, path)
+            .header("content-type", content_type)
+            .body(body.to_string())
+            .send()
+    };
+    for path in [
+        "/fhir/ServiceRequest/_search",
+        "/fhir/Consent/_search",
+        "/fhir/Task/_search",
+    ] {
+        let r = post(path, "application/x-www-form-urlencoded", "_count=5")
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+    }
+    let r = post(
+        "/fhir/ServiceRequest/_search",
+        "application/x-www-form-urlencoded",
+        "identifier=WHS-2026-0002",
+    )
+    .await
+    .unwrap();
+    let by_post: Value = r.json().await.unwrap();
+    assert_eq!(by_post["total"], by_get["total"]);
+    assert_eq!(by_post["total"], 1);
+    assert_eq!(
+        by_post["entry"][0]["resource"]["id"],
+        by_get["entry"][0]["resource"]["id"]
+    );
+    let r = post("/fhir/ServiceRequest/_search", "application/json", "{}")
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+    // Another practice finds none of these by POST either.
+    let other = server.as_(Principal::practice("C88999"));
+    let r = other
+        .request(reqwest::Method::POST, "/fhir/ServiceRequest/_search")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("_summary=count")
+        .send()
+        .await
+        .unwrap();
+    let none: Value = r.json().await.unwrap();
+    assert_eq!(none["total"], 0, "{none}");
 }

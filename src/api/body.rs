@@ -44,7 +44,10 @@ where
             .unwrap_or("(none)")
             .to_string();
         if !accepted_media_type(&content_type) {
-            return Err(ApiError::UnsupportedMediaType(content_type));
+            return Err(ApiError::UnsupportedMediaType(
+                content_type,
+                "application/fhir+json or application/json",
+            ));
         }
         let declared = req
             .headers()

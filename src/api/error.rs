@@ -11,7 +11,8 @@ pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("unsupported content type")]
-    UnsupportedMediaType(String),
+    /// The Content-Type sent, and what the route takes instead.
+    UnsupportedMediaType(String, &'static str),
     #[error("body too large")]
     PayloadTooLarge(usize),
     /// The client is over its request rate; it may retry after this many seconds.
@@ -54,13 +55,11 @@ impl ApiError {
     fn parts(self) -> (StatusCode, Vec<Issue>, NhsErrorCode) {
         use ApiError::*;
         match self {
-            UnsupportedMediaType(got) => (
+            UnsupportedMediaType(got, want) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 vec![Issue::general(
                     IssueType::NotSupported,
-                    format!(
-                        "Content-Type {got} is not accepted: send application/fhir+json or application/json"
-                    ),
+                    format!("Content-Type {got} is not accepted: send {want}"),
                 )],
                 NhsErrorCode::UNSUPPORTED_MEDIA_TYPE,
             ),

@@ -133,7 +133,14 @@ pub async fn search_observations(
     headers: axum::http::HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    search_type(&app, &principal, &headers, "Observation".into(), query).await
+    search_type(
+        &app,
+        &principal,
+        &headers,
+        "Observation".into(),
+        query_pairs(query.as_deref()),
+    )
+    .await
 }
 
 /// `GET /fhir/{type}?…`
@@ -146,7 +153,14 @@ pub async fn search(
 ) -> Result<Response, ApiError> {
     let Path(resource_type) =
         path.map_err(|e| ApiError::NotFound(format!("no such resource type: {e}")))?;
-    search_type(&app, &principal, &headers, resource_type, query).await
+    search_type(
+        &app,
+        &principal,
+        &headers,
+        resource_type,
+        query_pairs(query.as_deref()),
+    )
+    .await
 }
 
 /// `GET /fhir/Consent?…` (the Consent type route also takes POST).
@@ -156,7 +170,89 @@ pub async fn search_consents(
     headers: axum::http::HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    search_type(&app, &principal, &headers, "Consent".into(), query).await
+    search_type(
+        &app,
+        &principal,
+        &headers,
+        "Consent".into(),
+        query_pairs(query.as_deref()),
+    )
+    .await
+}
+
+/// `POST /fhir/{type}/_search`: the same search with its parameters in an
+/// `application/x-www-form-urlencoded` body (and any in the URL), R4 search: "the server
+/// SHALL also support POST based searches" with the parameters "in the body of the request",
+/// so they stay out of URLs and their logs.
+pub async fn search_by_post(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: axum::http::HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let Path(resource_type) =
+        path.map_err(|e| ApiError::NotFound(format!("no such resource type: {e}")))?;
+    post_search(&app, &principal, &headers, resource_type, query, &body).await
+}
+
+/// `POST /fhir/{Consent,Task,Observation}/_search`: as [`search_by_post`], the type from the
+/// path itself.
+pub async fn search_by_post_typed(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let resource_type = uri
+        .path()
+        .trim_start_matches("/fhir/")
+        .trim_end_matches("/_search")
+        .to_string();
+    post_search(
+        &app,
+        &principal,
+        &headers,
+        resource_type,
+        uri.query().map(str::to_string),
+        &body,
+    )
+    .await
+}
+
+async fn post_search(
+    app: &AppState,
+    principal: &Principal,
+    headers: &axum::http::HeaderMap,
+    resource_type: String,
+    query: Option<String>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let form = content_type.split(';').next().is_some_and(|v| {
+        v.trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    });
+    if !form && !body.is_empty() {
+        return Err(ApiError::UnsupportedMediaType(
+            content_type.to_string(),
+            "the search parameters as application/x-www-form-urlencoded",
+        ));
+    }
+    let mut pairs = query_pairs(query.as_deref());
+    pairs.extend(form_urlencoded::parse(body).into_owned());
+    search_type(app, principal, headers, resource_type, pairs).await
+}
+
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
 }
 
 async fn search_type(
@@ -164,25 +260,24 @@ async fn search_type(
     principal: &Principal,
     headers: &axum::http::HeaderMap,
     resource_type: String,
-    query: Option<String>,
+    pairs: Vec<(String, String)>,
 ) -> Result<Response, ApiError> {
     if supported_params(&resource_type).is_empty() {
         return Err(ApiError::BadRequest(
             Issue::general(IssueType::NotSupported, format!("search is not supported for '{resource_type}': read it by id (GET /fhir/{resource_type}/{{id}}), or see /fhir/metadata")).into(),
         ));
     }
-    let pairs: Vec<(String, String)> =
-        form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
     let handling = search::Handling::preferred(
         headers
             .get_all("prefer")
             .iter()
             .filter_map(|v| v.to_str().ok()),
     );
-    let search::ParsedSearch { request, ignored } =
-        search::parse_with(&resource_type, &pairs, handling).map_err(ApiError::BadRequest)?;
+    let search::ParsedSearch {
+        request,
+        presentation,
+        ignored,
+    } = search::parse_with(&resource_type, &pairs, handling).map_err(ApiError::BadRequest)?;
     require_scope(principal, &scope::search(&resource_type))?;
     let caller = Caller::new(principal, request_id(headers));
     let page = records::search(&*app.store, &caller, request.clone()).await?;
@@ -214,7 +309,7 @@ async fn search_type(
         .into_iter()
         .map(|r| {
             let id = r.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
-            json!({ "fullUrl": format!("{base}/fhir/{resource_type}/{id}"), "resource": r, "search": { "mode": "match" } })
+            json!({ "fullUrl": format!("{base}/fhir/{resource_type}/{id}"), "resource": presentation.show(r), "search": { "mode": "match" } })
         })
         .collect();
     // What was ignored is said in the answer (an entry of search mode `outcome`), so a misspelt
@@ -236,7 +331,10 @@ async fn search_type(
             "search": { "mode": "outcome" },
         }));
     }
-    let mut bundle = json!({ "resourceType": "Bundle", "type": "searchset", "total": page.total, "link": links });
+    let mut bundle = json!({ "resourceType": "Bundle", "type": "searchset", "link": links });
+    if !presentation.no_total {
+        bundle["total"] = json!(page.total);
+    }
     // FHIR JSON forbids empty arrays: an empty page has no `entry` at all.
     if !entries.is_empty() {
         bundle["entry"] = json!(entries);

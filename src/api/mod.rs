@@ -129,6 +129,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/disclosures/$decide", post(consents::decide_disclosure))
         .route("/fhir/{type}", get(fhir_read::search))
+        .route("/fhir/{type}/_search", post(fhir_read::search_by_post))
+        // The types with routes of their own match `{id}` before the route above would.
+        .route("/fhir/Consent/_search", post(fhir_read::search_by_post_typed))
+        .route("/fhir/Task/_search", post(fhir_read::search_by_post_typed))
+        .route("/fhir/Observation/_search", post(fhir_read::search_by_post_typed))
         .route("/fhir/{type}/{id}", get(fhir_read::read))
         .route("/fhir/{type}/{id}/_history/{vid}", get(fhir_read::vread))
         .route(

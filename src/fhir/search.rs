@@ -338,8 +338,100 @@ impl Handling {
 #[derive(Debug, Clone)]
 pub struct ParsedSearch {
     pub request: SearchRequest,
+    /// How the matches are shown (not what matches).
+    pub presentation: Presentation,
     /// Names of the parameters ignored, in the order given.
     pub ignored: Vec<String>,
+}
+
+/// How a search's matches are returned: R4 search's `_summary`, `_elements` and `_total`
+/// (http://hl7.org/fhir/R4/search.html#summary, #elements, #total).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presentation {
+    pub summary: Summary,
+    /// `_elements`: the top-level elements to return (and the mandatory ones, `id` and `meta`).
+    pub elements: Option<Vec<String>>,
+    /// `_total=none`: the Bundle carries no total.
+    pub no_total: bool,
+}
+
+/// `_summary`. `true` and `text` need each type's summary elements, which the gateway does not
+/// hold; they are refused rather than answered with full resources as if summarised.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Summary {
+    /// `false`, or not given: whole resources.
+    #[default]
+    Full,
+    /// `data`: without the narrative (`text`).
+    Data,
+    /// `count`: the total only, no entries.
+    Count,
+}
+
+/// The tag R4 asks for on a resource returned with fewer elements than it has ("Servers SHOULD
+/// mark the resources with the tag SUBSETTED").
+pub fn subsetted_tag() -> Value {
+    serde_json::json!({
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+        "code": "SUBSETTED",
+        "display": "subsetted",
+    })
+}
+
+impl Presentation {
+    /// `resource` as the search shows it: subsetted (and tagged so) for `_elements` or
+    /// `_summary=data`.
+    pub fn show(&self, mut resource: Value) -> Value {
+        let mut subsetted = false;
+        if let Some(elements) = &self.elements
+            && let Some(fields) = resource.as_object_mut()
+        {
+            let rt = fields
+                .get("resourceType")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let before = fields.len();
+            fields.retain(|name, _| {
+                matches!(name.as_str(), "resourceType" | "id" | "meta")
+                    || elements.iter().any(|e| e == name)
+                    || mandatory_elements(&rt).contains(&name.as_str())
+            });
+            subsetted = fields.len() < before;
+        }
+        if self.summary == Summary::Data
+            && let Some(fields) = resource.as_object_mut()
+        {
+            subsetted |= fields.remove("text").is_some();
+        }
+        if subsetted {
+            let tags = &mut resource["meta"]["tag"];
+            match tags.as_array_mut() {
+                Some(t) => t.push(subsetted_tag()),
+                None => *tags = serde_json::json!([subsetted_tag()]),
+            }
+        }
+        resource
+    }
+}
+
+/// The top-level elements R4 requires (min 1) of the types the gateway searches, which a
+/// server "SHOULD always return ... whether they are requested or not" (R4 search, _elements).
+fn mandatory_elements(resource_type: &str) -> &'static [&'static str] {
+    match resource_type {
+        "ServiceRequest" => &["status", "intent", "subject"],
+        "Task" => &["status", "intent"],
+        "Observation" => &["status", "code"],
+        "Consent" => &["status", "scope", "category"],
+        "AuditEvent" => &["type", "recorded", "agent", "source"],
+        "Communication" => &["status"],
+        "Encounter" => &["status", "class"],
+        "Condition" => &["subject"],
+        "DocumentReference" => &["status", "content"],
+        "Composition" => &["status", "type", "date", "author", "title"],
+        "EpisodeOfCare" => &["status"],
+        _ => &[],
+    }
 }
 
 /// Parses a search on `resource_type`. An unknown parameter is ignored or refused as
@@ -364,15 +456,80 @@ pub fn parse_with(
             ignored.push(name.clone());
         }
     }
-    let request = parse(resource_type, &used)?;
-    Ok(ParsedSearch { request, ignored })
+    let mut issues = Issues::new();
+    let mut presentation = Presentation::default();
+    let mut filters = Vec::with_capacity(used.len());
+    for (name, raw) in used {
+        let expr = format!("{resource_type}?{name}");
+        match name.as_str() {
+            "_summary" => match raw.as_str() {
+                "false" => presentation.summary = Summary::Full,
+                "data" => presentation.summary = Summary::Data,
+                "count" => presentation.summary = Summary::Count,
+                "true" | "text" => issues.error(IssueType::NotSupported, expr, format!("_summary={raw} is not supported (the gateway does not subset by each type's summary elements): use _summary=data, count or false, or _elements to choose elements")),
+                _ => issues.error(IssueType::Value, expr, "_summary takes true, text, data, count or false"),
+            },
+            "_elements" => {
+                let elements: Vec<String> = raw
+                    .split(',')
+                    .map(|e| e.trim().to_string())
+                    .filter(|e| !e.is_empty())
+                    .collect();
+                let well_formed = !elements.is_empty()
+                    && elements
+                        .iter()
+                        .all(|e| e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') && e.len() <= 64);
+                if well_formed {
+                    presentation.elements = Some(elements);
+                } else {
+                    issues.error(IssueType::Value, expr, "_elements takes top-level element names separated by commas, e.g. _elements=status,subject");
+                }
+            }
+            "_total" => match raw.as_str() {
+                "none" => presentation.no_total = true,
+                "estimate" | "accurate" => presentation.no_total = false,
+                _ => issues.error(IssueType::Value, expr, "_total takes none, estimate or accurate"),
+            },
+            _ => filters.push((name, raw)),
+        }
+    }
+    let request = match parse(resource_type, &filters) {
+        Ok(mut request) => {
+            if presentation.summary == Summary::Count {
+                // Only the total is wanted: no page is read.
+                request.count = 0;
+            }
+            Some(request)
+        }
+        Err(found) => {
+            issues.extend(found);
+            None
+        }
+    };
+    match (request, issues.is_empty()) {
+        (Some(request), true) => Ok(ParsedSearch {
+            request,
+            presentation,
+            ignored,
+        }),
+        _ => Err(issues),
+    }
 }
 
 /// The most ids one `_id` takes.
 const MAX_IDS: usize = 100;
 
 /// The search-result parameters the gateway takes on every type.
-const RESULT_PARAMS: &[&str] = &["_id", "_count", "_offset", "_sort", "_format"];
+const RESULT_PARAMS: &[&str] = &[
+    "_id",
+    "_count",
+    "_offset",
+    "_sort",
+    "_format",
+    "_summary",
+    "_elements",
+    "_total",
+];
 
 /// Parses a search on `resource_type`, refusing every parameter it does not take (strict).
 pub fn parse(resource_type: &str, pairs: &[(String, String)]) -> Result<SearchRequest, Issues> {
@@ -871,14 +1028,14 @@ mod tests {
                 .collect()
         };
         let q = pairs(&[
-            ("_summary", "count"),
+            ("_include", "Task:focus"),
             ("status", "active"),
             ("owner:identifier", "C88901"),
         ]);
         // An unknown result parameter is left out by default; an unknown filter is refused
         // unless the client asks for leniency (leaving it out would widen what matches).
         let default = parse_with("Task", &q, Handling::Default).unwrap();
-        assert_eq!(default.ignored, ["_summary"]);
+        assert_eq!(default.ignored, ["_include"]);
         assert_eq!(default.request.filters.len(), 2);
         let with_filter = pairs(&[("subject:identifier", "9990000018"), ("status", "active")]);
         assert!(parse_with("Task", &with_filter, Handling::Default).is_err());
