@@ -900,3 +900,109 @@ async fn search_result_parameters_and_post_search() {
     let none: Value = r.json().await.unwrap();
     assert_eq!(none["total"], 0, "{none}");
 }
+
+/// The gateway's conformance resources are served as profiles/ publishes them, by id and by
+/// canonical url (R4 conformance resources; no one's data, so no token, like the
+/// CapabilityStatement), and `$validate` (R4 Resource/$validate: "the outcome is returned
+/// whether or not the resource is valid") runs intake's checks with nothing stored.
+#[tokio::test]
+async fn conformance_resources_are_served_and_validate_checks_without_storing() {
+    use whg::auth::Principal;
+    let server = Server::start();
+    let anonymous = reqwest::Client::new();
+    let mut served = 0;
+    for entry in std::fs::read_dir(root().join("profiles")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let Some((rt, rest)) = name.split_once('-') else {
+            continue;
+        };
+        if !["StructureDefinition", "ValueSet", "CodeSystem"].contains(&rt) {
+            continue;
+        }
+        let published = read_json(&root().join("profiles").join(&name));
+        let id = rest.trim_end_matches(".json");
+        let r = anonymous
+            .get(server.url(&format!("/fhir/{rt}/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{name}");
+        assert!(r.headers().contains_key("etag"));
+        assert_eq!(r.json::<Value>().await.unwrap(), published, "{name}");
+        let url = published["url"].as_str().unwrap();
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("url", url)
+            .finish();
+        let r = anonymous
+            .get(server.url(&format!("/fhir/{rt}?{query}")))
+            .send()
+            .await
+            .unwrap();
+        let found: Value = r.json().await.unwrap();
+        assert_eq!(found["total"], 1, "{name}: {found}");
+        served += 1;
+    }
+    assert!(served >= 70, "{served}");
+    let r = anonymous
+        .get(server.url("/fhir/StructureDefinition/not-ours"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    // $validate: a token is needed (it runs intake's checks), nothing is stored.
+    let r = anonymous
+        .post(server.url("/fhir/Bundle/$validate"))
+        .header("content-type", "application/fhir+json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let gp = server.as_(Principal::practice("C88902"));
+    let message =
+        read_json(&root().join("fixtures/messages/valid/01-bars-referral-current-forms.json"));
+    let (status, _, outcome) = gp.post("/fhir/Bundle/$validate", &message).await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(outcome["issue"][0]["severity"], "information", "{outcome}");
+    let invalid = root().join("fixtures/messages/invalid/09-several-problems.json");
+    let (status, _, outcome) = gp
+        .post("/fhir/Bundle/$validate", &read_json(&invalid))
+        .await;
+    assert_eq!(status, 200, "{outcome}");
+    let (_, expected) = (
+        0,
+        read_json(&invalid.with_extension("").with_extension("expected.json")),
+    );
+    assert_eq!(
+        issue_keys(&outcome),
+        expected_issue_keys(&expected),
+        "the same issues as $process-message gives"
+    );
+    // As a Parameters, with the profile named.
+    let consent =
+        read_json(&root().join("fixtures/consent/invalid/05-period-ends-before-start.json"));
+    let parameters = json!({ "resourceType": "Parameters", "parameter": [
+        { "name": "resource", "resource": consent },
+        { "name": "profile", "valueUri": "https://fhir.work-health-gateway.org/StructureDefinition/whg-consent" },
+    ]});
+    let (status, _, outcome) = gp.post("/fhir/Consent/$validate", &parameters).await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(
+        issue_keys(&outcome),
+        [(
+            "Consent.provision.period.end".to_string(),
+            "value".to_string()
+        )]
+    );
+    let (_, _, outcome) = gp.post("/fhir/Consent/$validate", &message).await;
+    assert_eq!(
+        outcome["issue"][0]["severity"], "error",
+        "a Bundle is not a Consent"
+    );
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM resources")
+        .fetch_one(&mut server.db().await)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "nothing stored");
+}

@@ -344,6 +344,14 @@ async fn search_type(
 
 /// `GET /fhir/metadata`: what this server really supports.
 pub async fn metadata(State(app): State<AppState>) -> Response {
+    let conformance_types = crate::fhir::conformance::TYPES.iter().map(|t| {
+        json!({
+            "type": t,
+            "interaction": [{ "code": "read" }, { "code": "search-type" }],
+            "searchParam": [{ "name": "url", "definition": "http://hl7.org/fhir/SearchParameter/conformance-url", "type": "uri", "documentation": "The canonical URL; url|version for one version" }],
+            "documentation": "The gateway's own, as its profiles/ directory publishes them; no token needed",
+        })
+    });
     let resources: Vec<Value> = STORED_TYPES
         .iter()
         .map(|t| {
@@ -400,6 +408,7 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
             }
             r
         })
+        .chain(conformance_types)
         .collect();
     let services: Vec<String> = app
         .config
@@ -435,10 +444,13 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
                     "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR", "display": "SMART-on-FHIR" }],
                     "text": "SMART Backend Services: a registered system signs a client assertion for a short-lived access token",
                 }],
-                "description": "Every interaction except metadata needs an access token (Authorization: Bearer), an ES384 JWT issued by this gateway to a registered system: a GP practice, a work-and-health service or information-governance staff. 401 without a valid token, 403 without the role or scope.",
+                "description": "Every interaction except metadata and the gateway's own conformance resources (StructureDefinition, ValueSet, CodeSystem) needs an access token (Authorization: Bearer), an ES384 JWT issued by this gateway to a registered system: a GP practice, a work-and-health service or information-governance staff. 401 without a valid token, 403 without the role or scope.",
             },
             "resource": resources,
-            "operation": [{ "name": "process-message", "definition": "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message" }],
+            "operation": [
+                { "name": "process-message", "definition": "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message" },
+                { "name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate", "documentation": "Intake's checks with nothing stored: a BaRS message Bundle, a fit-note Observation (whg-fit-note), a Consent (whg-consent); other types as base FHIR R4" },
+            ],
         }],
         "messaging": [{
             "endpoint": [{
@@ -448,6 +460,7 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
             "documentation": "BaRS: referrals are taken at $process-message and answered there with a response message; advisers' letters go back to the referring practice as BaRS servicerequest-response messages (or over MESH as GP Connect Send Document).",
             "supportedMessage": [
                 { "mode": "receiver", "definition": systems::BARS_REFERRAL_REQUEST_DEFINITION },
+                { "mode": "receiver", "definition": crate::intake::message_definition::CANCELLED.url },
                 { "mode": "sender", "definition": systems::BARS_REFERRAL_RESPONSE_DEFINITION },
             ],
         }],

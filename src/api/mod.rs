@@ -3,6 +3,7 @@
 
 mod auth;
 mod body;
+mod conformance;
 mod consents;
 mod error;
 mod fhir_read;
@@ -129,6 +130,16 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/disclosures/$decide", post(consents::decide_disclosure))
         .route("/fhir/{type}", get(fhir_read::search))
+        .route("/fhir/StructureDefinition", get(conformance::search))
+        .route("/fhir/StructureDefinition/{id}", get(conformance::read))
+        .route("/fhir/ValueSet", get(conformance::search))
+        .route("/fhir/ValueSet/{id}", get(conformance::read))
+        .route("/fhir/CodeSystem", get(conformance::search))
+        .route("/fhir/CodeSystem/{id}", get(conformance::read))
+        .route("/fhir/{type}/$validate", post(conformance::validate))
+        .route("/fhir/Consent/$validate", post(conformance::validate))
+        .route("/fhir/Task/$validate", post(conformance::validate))
+        .route("/fhir/Observation/$validate", post(conformance::validate))
         .route("/fhir/{type}/_search", post(fhir_read::search_by_post))
         // The types with routes of their own match `{id}` before the route above would.
         .route("/fhir/Consent/_search", post(fhir_read::search_by_post_typed))

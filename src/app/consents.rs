@@ -315,6 +315,17 @@ fn consent_audit(
     })
 }
 
+/// What is wrong with a Consent the caller might record, as recording would find it before
+/// weighing the person's other Consents (`$validate`).
+pub fn validate(services: &[Service], principal: &Principal, body: &Value) -> Issues {
+    let referring = referring_practices(principal, None);
+    match checked_consent(body, services, principal, &referring) {
+        Ok(_) => Issues::new(),
+        Err(ConsentError::Invalid(issues)) => issues,
+        Err(other) => Issue::general(IssueType::Invalid, other.to_string()).into(),
+    }
+}
+
 /// The practices a Consent the caller records may name as the referring practice: a practice
 /// itself; a service, the practices that referred the person to it (as far as `care`, when the
 /// caller's care of the person is known yet, says).

@@ -23,6 +23,7 @@ pub mod records;
 pub mod referrals;
 pub mod submissions;
 pub mod tokens;
+pub mod validation;
 pub mod workflow;
 
 use crate::access::Guard;

@@ -1,6 +1,7 @@
 //! FHIR helpers: identifier systems and checks, OperationOutcome, strict parsing (fhirbolt),
 //! search parameters and the project's terminology. Other modules talk FHIR through here.
 
+pub mod conformance;
 pub mod identifiers;
 pub mod outcome;
 pub mod patient;

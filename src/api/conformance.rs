@@ -1,0 +1,145 @@
+//! The gateway's conformance resources and `$validate`: `GET /fhir/StructureDefinition/{id}`,
+//! `/ValueSet/{id}`, `/CodeSystem/{id}` (and each type searched by `url`), served as `profiles/`
+//! publishes them, without a token (they hold no one's data, like the CapabilityStatement); and
+//! `POST /fhir/{type}/$validate`, intake's checks with nothing stored.
+
+use axum::extract::{RawQuery, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::body::JsonBody;
+use super::error::{ApiError, fhir_response, set_etag};
+use crate::app::validation;
+use crate::auth::Principal;
+use crate::fhir::conformance;
+use crate::fhir::{Issue, IssueType, NhsErrorCode, operation_outcome};
+
+/// `(type, rest)` of a `/fhir/{type}/{rest}` path.
+fn split(uri: &Uri) -> (&str, &str) {
+    let path = uri.path().trim_start_matches("/fhir/");
+    path.split_once('/').unwrap_or((path, ""))
+}
+
+/// `GET /fhir/{StructureDefinition,ValueSet,CodeSystem}/{id}`.
+pub async fn read(uri: Uri) -> Result<Response, ApiError> {
+    let (resource_type, id) = split(&uri);
+    let resource = conformance::by_id(resource_type, id).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "{resource_type}/{id} is not published by this gateway"
+        ))
+    })?;
+    let mut response = fhir_response(StatusCode::OK, resource);
+    if let Some(version) = resource["version"].as_str() {
+        set_etag(&mut response, version);
+    }
+    Ok(response)
+}
+
+/// `GET /fhir/{StructureDefinition,ValueSet,CodeSystem}?url=…`: every published one of the
+/// type, or those with that canonical URL (`url|version` for one version).
+pub async fn search(uri: Uri, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    let (resource_type, _) = split(&uri);
+    let mut url = None;
+    for (name, value) in form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes()) {
+        match name.as_ref() {
+            "url" => url = Some(value.into_owned()),
+            "_count" | "_format" => {}
+            other => {
+                return Err(ApiError::BadRequest(
+                    Issue::error(
+                        IssueType::NotSupported,
+                        format!("{resource_type}?{other}"),
+                        format!("{resource_type} is searched by url (url=<canonical> or url=<canonical>|<version>) only"),
+                    )
+                    .into(),
+                ));
+            }
+        }
+    }
+    let matches: Vec<&Value> = match &url {
+        Some(u) => conformance::by_url(resource_type, u).collect(),
+        None => conformance::all(resource_type).collect(),
+    };
+    let base = uri.path();
+    let entries: Vec<Value> = matches
+        .iter()
+        .map(|r| {
+            json!({
+                "fullUrl": format!("{base}/{}", r["id"].as_str().unwrap_or_default()),
+                "resource": r,
+                "search": { "mode": "match" },
+            })
+        })
+        .collect();
+    let mut bundle =
+        json!({ "resourceType": "Bundle", "type": "searchset", "total": entries.len() });
+    if !entries.is_empty() {
+        bundle["entry"] = json!(entries);
+    }
+    Ok(fhir_response(StatusCode::OK, &bundle))
+}
+
+/// `POST /fhir/{type}/$validate` (R4 `Resource/$validate`): the resource as the body, or a
+/// Parameters with `resource` (and optionally `profile`). Answers 200 with an OperationOutcome
+/// that lists every problem, or says it is valid: R4, "the outcome is returned whether or not
+/// the resource is valid".
+pub async fn validate(
+    State(app): State<AppState>,
+    principal: Principal,
+    uri: Uri,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let (resource_type, _) = split(&uri);
+    let (resource, profile) = if body.value["resourceType"] == "Parameters"
+        && resource_type != "Parameters"
+    {
+        let parameters = body.value["parameter"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let named = |name: &str| parameters.iter().find(|p| p["name"] == name).cloned();
+        let resource = named("resource")
+            .map(|p| p["resource"].clone())
+            .ok_or_else(|| ApiError::Invalid(Issue::error(IssueType::Required, "Parameters.parameter", "send the resource to validate as the parameter 'resource' (or as the body itself)").into()))?;
+        let profile = named("profile").and_then(|p| {
+            p["valueUri"]
+                .as_str()
+                .or(p["valueCanonical"].as_str())
+                .map(str::to_string)
+        });
+        (resource, profile)
+    } else {
+        (body.value.clone(), None)
+    };
+    let bytes = if resource == body.value {
+        body.bytes.to_vec()
+    } else {
+        serde_json::to_vec(&resource).unwrap_or_default()
+    };
+    let issues = validation::validate(
+        &app.config,
+        &principal,
+        resource_type,
+        &resource,
+        &bytes,
+        profile.as_deref(),
+    );
+    let listed: Vec<Issue> = if issues.is_empty() {
+        vec![Issue::information(format!(
+            "valid: {resource_type} passes the gateway's checks{}",
+            validation::profile_for(resource_type)
+                .map(|p| format!(" for {p}"))
+                .unwrap_or_else(
+                    || " (base FHIR R4: the gateway has no profile of its own for it)".into()
+                )
+        ))]
+    } else {
+        issues.into_vec()
+    };
+    Ok(fhir_response(
+        StatusCode::OK,
+        &operation_outcome(&listed, None::<NhsErrorCode>),
+    ))
+}

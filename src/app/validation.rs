@@ -1,0 +1,88 @@
+//! `$validate`: a resource checked as the gateway would check it on the way in, storing
+//! nothing. The checks are intake's own (a BaRS message Bundle, a fit-note Observation, a
+//! Consent), so what `$validate` accepts is what a submission would get past validation
+//! (the person's stored records, consent and eligibility are weighed only by a real submission).
+
+use serde_json::Value;
+
+use super::consents;
+use crate::caller::Principal;
+use crate::config::Config;
+use crate::fhir::resource::{json_rule_violations, parse_strict};
+use crate::fhir::systems::profile;
+use crate::fhir::{Issue, IssueType, Issues};
+use crate::intake::{bars, fhir_fit_note};
+
+/// The profile the gateway checks a resource of `resource_type` against, if it has one.
+pub fn profile_for(resource_type: &str) -> Option<String> {
+    match resource_type {
+        "Consent" => Some(profile::whg_consent()),
+        "Observation" => Some(profile::whg_fit_note()),
+        "Bundle" => Some("https://fhir.nhs.uk/StructureDefinition/BARSBundleMessage".to_string()),
+        _ => None,
+    }
+}
+
+/// What is wrong with `resource` (its JSON text `bytes`), posted to `[resource_type]/$validate`
+/// by `principal`, checked against `wanted_profile` when one is named. Empty when valid.
+pub fn validate(
+    config: &Config,
+    principal: &Principal,
+    resource_type: &str,
+    resource: &Value,
+    bytes: &[u8],
+    wanted_profile: Option<&str>,
+) -> Issues {
+    let mut issues = Issues::new();
+    if resource["resourceType"] != resource_type {
+        issues.error(
+            IssueType::Invalid,
+            "resourceType",
+            format!("this is {resource_type}/$validate: send a {resource_type}"),
+        );
+        return issues;
+    }
+    let ours = profile_for(resource_type);
+    if let Some(wanted) = wanted_profile
+        && ours.as_deref() != Some(wanted.split('|').next().unwrap_or_default())
+    {
+        issues.error(
+            IssueType::NotSupported,
+            "profile",
+            format!(
+                "the gateway validates {resource_type} against {} only",
+                ours.as_deref().unwrap_or("base FHIR R4")
+            ),
+        );
+        return issues;
+    }
+    let mut breaches = Vec::new();
+    json_rule_violations(resource, resource_type, &mut breaches);
+    for (path, message) in breaches {
+        issues.push(Issue::error(IssueType::Structure, path, message));
+    }
+    if let Err(message) = parse_strict(bytes) {
+        issues.push(Issue::general(
+            IssueType::Structure,
+            format!("not a valid FHIR R4 {resource_type}: {message}"),
+        ));
+    }
+    if !issues.is_empty() {
+        return issues;
+    }
+    let ctx = config.intake_now();
+    let found = match resource_type {
+        "Bundle" => match bars::validate(bytes, resource, &ctx) {
+            Ok(_) => Issues::new(),
+            Err(bars::Rejection::Malformed(i) | bars::Rejection::Invalid(i)) => i,
+        },
+        "Observation" => match fhir_fit_note(resource, principal.organisation_code(), &ctx) {
+            Ok(_) => Issues::new(),
+            Err(i) => i,
+        },
+        "Consent" => consents::validate(&config.services, principal, resource),
+        _ => Issues::new(),
+    };
+    issues.extend(found);
+    issues
+}
