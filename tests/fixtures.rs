@@ -376,6 +376,14 @@ async fn a_referrer_cancels_a_bars_referral_and_the_service_sees_it_withdrawn() 
         .post_json("/fhir/$process-message", &other_person)
         .await;
     assert_eq!(status, 422, "{outcome}");
+    let ig = server.as_(Principal::new(Role::InformationGovernance, "ig-team"));
+    let (_, refused) = ig.get("/fhir/AuditEvent?outcome=4&_count=100").await;
+    assert!(
+        refused
+            .to_string()
+            .contains("referral cancellation refused: its Patient is not the referral's"),
+        "a refused cancellation is audited: {refused}"
+    );
     // A service cannot send one.
     let (status, _, _) = whs.post("/fhir/$process-message", &cancel).await;
     assert_eq!(status, 403);
@@ -421,10 +429,7 @@ async fn a_referrer_cancels_a_bars_referral_and_the_service_sees_it_withdrawn() 
     );
     let (_, history) = whs.get(&format!("/fhir/ServiceRequest/{sr}")).await;
     assert_eq!(history["meta"]["versionId"], stored["meta"]["versionId"]);
-    let (_, events) = server
-        .as_(Principal::new(Role::InformationGovernance, "ig-team"))
-        .get("/fhir/AuditEvent?_count=100")
-        .await;
+    let (_, events) = ig.get("/fhir/AuditEvent?_count=100").await;
     assert_eq!(
         events
             .to_string()
@@ -433,6 +438,20 @@ async fn a_referrer_cancels_a_bars_referral_and_the_service_sees_it_withdrawn() 
         1,
         "{events}"
     );
+
+    // Cancelled as revoked, then said to have been sent in error: the status is corrected.
+    let mut in_error = cancel.clone();
+    for e in in_error["entry"].as_array_mut().unwrap() {
+        if e["resource"]["resourceType"] == "ServiceRequest" {
+            e["resource"]["status"] = json!("entered-in-error");
+        }
+    }
+    let (status, _, answer) = server.post_json("/fhir/$process-message", &in_error).await;
+    assert_eq!(status, 200, "{answer}");
+    let (_, corrected) = whs.get(&format!("/fhir/ServiceRequest/{sr}")).await;
+    assert_eq!(corrected["status"], "entered-in-error");
+    let (_, workflow) = whs.get(&format!("/api/v1/referrals/{sr}/workflow")).await;
+    assert_eq!(workflow["stage"], "withdrawn");
 
     // A referral that is no longer current is not cancelled: declined, here.
     let (status, headers, _) = server

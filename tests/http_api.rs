@@ -486,10 +486,11 @@ async fn capability_statement_tells_the_truth() {
             .await;
         assert_eq!(status, 200, "advertised {p} must work");
     }
-    for r in resources
-        .iter()
-        .filter(|r| whg::fhir::search::supported_params(r["type"].as_str().unwrap()).is_empty())
-    {
+    let conformance = whg::fhir::conformance::TYPES;
+    for r in resources.iter().filter(|r| {
+        let t = r["type"].as_str().unwrap();
+        whg::fhir::search::supported_params(t).is_empty() && !conformance.contains(&t)
+    }) {
         assert!(
             r.get("searchParam").is_none(),
             "{} advertises search it does not support",
@@ -878,6 +879,15 @@ async fn search_result_parameters_and_post_search() {
     .await
     .unwrap();
     let by_post: Value = r.json().await.unwrap();
+    // A POST search's parameters stay out of URLs: no link repeats them.
+    assert!(
+        by_post["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| !l["url"].as_str().unwrap().contains("WHS-2026-0002")),
+        "{by_post}"
+    );
     assert_eq!(by_post["total"], by_get["total"]);
     assert_eq!(by_post["total"], 1);
     assert_eq!(
@@ -888,6 +898,27 @@ async fn search_result_parameters_and_post_search() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 415);
+    // Bounded: at most 50 parameters, and the body within the configured limit.
+    let many = vec!["status=active"; 51].join("&");
+    let r = post(
+        "/fhir/ServiceRequest/_search",
+        "application/x-www-form-urlencoded",
+        &many,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let huge = format!("_id={}", "a".repeat(2 * 1024 * 1024));
+    let r = post(
+        "/fhir/ServiceRequest/_search",
+        "application/x-www-form-urlencoded",
+        &huge,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let outcome: Value = r.json().await.unwrap();
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
     // Another practice finds none of these by POST either.
     let other = server.as_(Principal::practice("C88999"));
     let r = other

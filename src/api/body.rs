@@ -49,25 +49,7 @@ where
                 "application/fhir+json or application/json",
             ));
         }
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(ApiError::PayloadTooLarge(limit));
-        }
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|e| {
-                if std::error::Error::source(&e)
-                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                {
-                    ApiError::PayloadTooLarge(limit)
-                } else {
-                    ApiError::MalformedJson(format!("the body could not be read: {e}"))
-                }
-            })?;
+        let bytes = read_limited(req, limit).await?;
         // Deep nesting costs every recursive walk of the document (and serde_json stops at 128
         // levels anyway); no payload of the gateway's formats nests more than about 15.
         let depth = AppState::from_ref(state).config.limits.max_json_depth;
@@ -79,6 +61,65 @@ where
         let value =
             serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
         Ok(JsonBody { bytes, value })
+    }
+}
+
+/// The body, at most `limit` bytes (413 beyond, said or found).
+async fn read_limited(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|e| {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
+                ApiError::PayloadTooLarge(limit)
+            } else {
+                ApiError::MalformedJson(format!("the body could not be read: {e}"))
+            }
+        })
+}
+
+/// A form-encoded body (`POST [type]/_search`), within the configured size limit: its
+/// `name=value` pairs. An empty body needs no content type.
+pub struct FormBody(pub Vec<(String, String)>);
+
+impl<S> FromRequest<S> for FormBody
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = AppState::from_ref(state).config.limits.max_body_bytes;
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let form = content_type.split(';').next().is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+        let bytes = read_limited(req, limit).await?;
+        if !form && !bytes.is_empty() {
+            return Err(ApiError::UnsupportedMediaType(
+                content_type,
+                "the search parameters as application/x-www-form-urlencoded",
+            ));
+        }
+        Ok(FormBody(
+            form_urlencoded::parse(&bytes).into_owned().collect(),
+        ))
     }
 }
 

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::{request_id, require_scope};
+use super::body::FormBody;
 use super::error::{ApiError, fhir_response, set_etag};
 use crate::app::{Caller, records};
 use crate::auth::{Principal, scope};
@@ -139,6 +140,7 @@ pub async fn search_observations(
         &headers,
         "Observation".into(),
         query_pairs(query.as_deref()),
+        Via::Get,
     )
     .await
 }
@@ -159,6 +161,7 @@ pub async fn search(
         &headers,
         resource_type,
         query_pairs(query.as_deref()),
+        Via::Get,
     )
     .await
 }
@@ -176,6 +179,7 @@ pub async fn search_consents(
         &headers,
         "Consent".into(),
         query_pairs(query.as_deref()),
+        Via::Get,
     )
     .await
 }
@@ -190,11 +194,13 @@ pub async fn search_by_post(
     headers: axum::http::HeaderMap,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
-    body: axum::body::Bytes,
+    FormBody(form): FormBody,
 ) -> Result<Response, ApiError> {
     let Path(resource_type) =
         path.map_err(|e| ApiError::NotFound(format!("no such resource type: {e}")))?;
-    post_search(&app, &principal, &headers, resource_type, query, &body).await
+    let mut pairs = query_pairs(query.as_deref());
+    pairs.extend(form);
+    search_type(&app, &principal, &headers, resource_type, pairs, Via::Post).await
 }
 
 /// `POST /fhir/{Consent,Task,Observation}/_search`: as [`search_by_post`], the type from the
@@ -204,49 +210,24 @@ pub async fn search_by_post_typed(
     principal: Principal,
     headers: axum::http::HeaderMap,
     uri: axum::http::Uri,
-    body: axum::body::Bytes,
+    FormBody(form): FormBody,
 ) -> Result<Response, ApiError> {
     let resource_type = uri
         .path()
         .trim_start_matches("/fhir/")
         .trim_end_matches("/_search")
         .to_string();
-    post_search(
-        &app,
-        &principal,
-        &headers,
-        resource_type,
-        uri.query().map(str::to_string),
-        &body,
-    )
-    .await
+    let mut pairs = query_pairs(uri.query());
+    pairs.extend(form);
+    search_type(&app, &principal, &headers, resource_type, pairs, Via::Post).await
 }
 
-async fn post_search(
-    app: &AppState,
-    principal: &Principal,
-    headers: &axum::http::HeaderMap,
-    resource_type: String,
-    query: Option<String>,
-    body: &[u8],
-) -> Result<Response, ApiError> {
-    let content_type = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let form = content_type.split(';').next().is_some_and(|v| {
-        v.trim()
-            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-    });
-    if !form && !body.is_empty() {
-        return Err(ApiError::UnsupportedMediaType(
-            content_type.to_string(),
-            "the search parameters as application/x-www-form-urlencoded",
-        ));
-    }
-    let mut pairs = query_pairs(query.as_deref());
-    pairs.extend(form_urlencoded::parse(body).into_owned());
-    search_type(app, principal, headers, resource_type, pairs).await
+/// How a search was asked: its links repeat a GET's parameters, but never a POST's, which were
+/// sent in the body to keep them (NHS numbers among them) out of URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Get,
+    Post,
 }
 
 fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
@@ -261,6 +242,7 @@ async fn search_type(
     headers: &axum::http::HeaderMap,
     resource_type: String,
     pairs: Vec<(String, String)>,
+    via: Via,
 ) -> Result<Response, ApiError> {
     if supported_params(&resource_type).is_empty() {
         return Err(ApiError::BadRequest(
@@ -297,12 +279,22 @@ async fn search_type(
         q.append_pair("_offset", &offset.to_string());
         format!("{base}/fhir/{resource_type}?{}", q.finish())
     };
-    let mut links = vec![json!({ "relation": "self", "url": link(request.offset) })];
-    if u64::from(request.offset) + u64::from(request.count) < page.total && request.count > 0 {
-        links.push(json!({ "relation": "next", "url": link(request.offset + request.count) }));
-    }
-    if request.offset > 0 {
-        links.push(json!({ "relation": "previous", "url": link(request.offset.saturating_sub(request.count)) }));
+    // A POST search's parameters stay in bodies: its self link names the search endpoint only,
+    // and the next page is another POST with `_offset` (a GET link without the filters would
+    // be a different, wider search).
+    let mut links = match via {
+        Via::Get => vec![json!({ "relation": "self", "url": link(request.offset) })],
+        Via::Post => vec![
+            json!({ "relation": "self", "url": format!("{base}/fhir/{resource_type}/_search") }),
+        ],
+    };
+    if via == Via::Get {
+        if u64::from(request.offset) + u64::from(request.count) < page.total && request.count > 0 {
+            links.push(json!({ "relation": "next", "url": link(request.offset + request.count) }));
+        }
+        if request.offset > 0 {
+            links.push(json!({ "relation": "previous", "url": link(request.offset.saturating_sub(request.count)) }));
+        }
     }
     let mut entries: Vec<Value> = page
         .resources

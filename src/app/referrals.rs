@@ -13,7 +13,7 @@ use crate::delivery::worker::workflow_task;
 use crate::fhir::systems;
 use crate::fhir::{Issue, IssueType};
 use crate::intake::{Submission, SubmissionKind, admission, bars, practice_referral};
-use crate::store::{Store, Stored, Transaction};
+use crate::store::{AuditTrail, Store, Stored, Transaction};
 use crate::workflow::{self, Action, Stage};
 
 /// A referral taken in.
@@ -135,71 +135,110 @@ async fn cancel(
         .into_iter()
         .find(|r| r.record == format!("ServiceRequest/{id}") && r.practice.is_some())
         .ok_or_else(|| SubmitError::UnknownReferral(c.key.value.clone()))?;
+    let now = Utc::now();
+    let status = c.withdrawal.status();
+    let event = |permitted: bool, description: String| Event {
+        kind: Kind::Updated,
+        principal: Some(principal),
+        patient: Some(format!("Patient/{}", record.patient_id)),
+        entities: vec![format!("ServiceRequest/{id}")],
+        decision: None,
+        permitted,
+        description,
+        at: now,
+        request_id: caller.request_id.clone(),
+    };
+    // A refusal about the sender's own referral is audited (information governance wants to
+    // see a cancellation naming the wrong person); nothing else is stored.
+    let refuse = async |why: &str, issue: Issue| -> Result<Cancelled, SubmitError> {
+        store
+            .append_audit(&[event(
+                false,
+                format!("referral cancellation refused: {why}"),
+            )])
+            .await?;
+        Err(SubmitError::Invalid(issue.into()))
+    };
     if record.service.as_deref() != Some(c.service.as_str()) {
-        return Err(SubmitError::Invalid(Issue::error(IssueType::BusinessRule, "Bundle.entry[0].resource.destination", "the referral this cancels was sent to another service: address the cancellation to the service the referral went to").into()));
+        return refuse("addressed to another service", Issue::error(IssueType::BusinessRule, "Bundle.entry[0].resource.destination", "the referral this cancels was sent to another service: address the cancellation to the service the referral went to")).await;
     }
     let patient = crate::access::patient_of_referral(store, &id).await?;
     let referral_person = patient
         .as_ref()
         .and_then(|p| crate::fhir::resource::identifier_value(p, systems::NHS_NUMBER));
     if referral_person.is_none() || referral_person != c.nhs_number.as_deref() {
-        return Err(SubmitError::Invalid(Issue::error(IssueType::BusinessRule, "Bundle.entry", "the cancellation's Patient is not the person the referral is about: a cancellation carries the referral's Patient").into()));
+        return refuse("its Patient is not the referral's", Issue::error(IssueType::BusinessRule, "Bundle.entry", "the cancellation's Patient is not the person the referral is about: a cancellation carries the referral's Patient")).await;
     }
     let task = workflow_task(store, &id).await?;
-    let status = c.withdrawal.status();
-    if workflow::stage_of(task.as_ref()) == Stage::Withdrawn && sr["status"] == status {
-        let resource = (wanted == Return::Representation).then_some(sr);
-        return Ok(Cancelled {
-            service_request_id: id,
-            withdrawal: c.withdrawal,
-            newly: false,
-            resource,
-        });
-    }
-    let parties = super::workflow::workflow_parties(&sr, &record);
-    let now = Utc::now();
-    let change = workflow::apply(
-        &parties,
-        task.as_ref(),
-        &Action::Withdraw(c.withdrawal),
-        "",
-        now,
-    )
-    .map_err(|issues| {
-        SubmitError::Invalid(
-            issues.rebased("ServiceRequest.status", "Bundle.entry[0].resource.focus"),
-        )
-    })?;
     let mut tx = Transaction {
         referral: id.clone(),
         ..Transaction::default()
     };
     let mut withdrawn = sr.clone();
     withdrawn["status"] = json!(status);
-    tx.updates
-        .push((withdrawn, super::stored_version(&sr).unwrap_or(1)));
-    match &task {
-        Some(stored) => tx
-            .updates
-            .push((change.task, super::stored_version(stored).unwrap_or(1))),
-        None => {
-            let mut task = change.task;
-            task["id"] = json!(uuid::Uuid::now_v7().to_string());
-            crate::fhir::resource::claim_uk_core(&mut task);
-            tx.creates.push(task);
+    let sr_version = super::stored_version(&sr).unwrap_or(1);
+    if workflow::stage_of(task.as_ref()) == Stage::Withdrawn {
+        if sr["status"] == status {
+            store
+                .append_audit(&[event(
+                    true,
+                    format!("referral cancellation ({status}) resent: nothing changed"),
+                )])
+                .await?;
+            let resource = (wanted == Return::Representation).then_some(sr);
+            return Ok(Cancelled {
+                service_request_id: id,
+                withdrawal: c.withdrawal,
+                newly: false,
+                resource,
+            });
         }
+        // Already withdrawn, now said to have been sent in error (or the reverse): the status
+        // is corrected; the workflow stays withdrawn.
+        tx.updates.push((withdrawn, sr_version));
+        tx.audit.push(audit::audit_event(&event(
+            true,
+            format!("referral cancellation corrected by the referrer to {status}"),
+        )));
+    } else {
+        let parties = super::workflow::workflow_parties(&sr, &record);
+        let change = match workflow::apply(
+            &parties,
+            task.as_ref(),
+            &Action::Withdraw(c.withdrawal),
+            "",
+            now,
+        ) {
+            Ok(change) => change,
+            Err(issues) => {
+                let issue = issues
+                    .rebased("ServiceRequest.status", "Bundle.entry[0].resource.focus")
+                    .into_vec()
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| {
+                        Issue::general(IssueType::BusinessRule, "the referral cannot be cancelled")
+                    });
+                return refuse("the referral is not current", issue).await;
+            }
+        };
+        tx.updates.push((withdrawn, sr_version));
+        match &task {
+            Some(stored) => tx
+                .updates
+                .push((change.task, super::stored_version(stored).unwrap_or(1))),
+            None => {
+                let mut task = change.task;
+                task["id"] = json!(uuid::Uuid::now_v7().to_string());
+                crate::fhir::resource::claim_uk_core(&mut task);
+                tx.creates.push(task);
+            }
+        }
+        tx.audit.push(audit::audit_event(&event(
+            true,
+            format!("referral cancelled by the referrer ({status})"),
+        )));
     }
-    tx.audit.push(audit::audit_event(&Event {
-        kind: Kind::Updated,
-        principal: Some(principal),
-        patient: Some(format!("Patient/{}", record.patient_id)),
-        entities: vec![format!("ServiceRequest/{id}")],
-        decision: None,
-        permitted: true,
-        description: format!("referral cancelled by the referrer ({status})"),
-        at: now,
-        request_id: caller.request_id.clone(),
-    }));
     let stored = store.transact(tx).await?;
     let resource = if wanted == Return::Representation {
         stored

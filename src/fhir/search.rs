@@ -5,7 +5,7 @@
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use serde_json::Value;
 
-use super::outcome::{IssueType, Issues};
+use super::outcome::{Issue, IssueType, Issues};
 
 pub const DEFAULT_COUNT: u32 = 20;
 pub const MAX_COUNT: u32 = 100;
@@ -392,10 +392,15 @@ impl Presentation {
                 .unwrap_or_default()
                 .to_string();
             let before = fields.len();
+            // What changes a resource's meaning always stays: a subset never reads as the
+            // opposite of the whole (a ServiceRequest not to be performed, say).
             fields.retain(|name, _| {
-                matches!(name.as_str(), "resourceType" | "id" | "meta")
-                    || elements.iter().any(|e| e == name)
+                matches!(
+                    name.as_str(),
+                    "resourceType" | "id" | "meta" | "implicitRules" | "modifierExtension"
+                ) || elements.iter().any(|e| e == name)
                     || mandatory_elements(&rt).contains(&name.as_str())
+                    || modifier_elements(&rt).contains(&name.as_str())
             });
             subsetted = fields.len() < before;
         }
@@ -412,6 +417,20 @@ impl Presentation {
             }
         }
         resource
+    }
+}
+
+/// The top-level modifier elements (R4 "isModifier") of the types the gateway searches,
+/// beyond their mandatory ones.
+fn modifier_elements(resource_type: &str) -> &'static [&'static str] {
+    match resource_type {
+        "ServiceRequest" => &["doNotPerform"],
+        "Condition" => &["clinicalStatus", "verificationStatus"],
+        "AllergyIntolerance" => &["clinicalStatus", "verificationStatus"],
+        "Patient" => &["active"],
+        "Practitioner" | "Organization" | "PractitionerRole" => &["active"],
+        "DocumentReference" => &["docStatus"],
+        _ => &[],
     }
 }
 
@@ -442,6 +461,16 @@ pub fn parse_with(
     pairs: &[(String, String)],
     handling: Handling,
 ) -> Result<ParsedSearch, Issues> {
+    if pairs.len() > MAX_PARAMS {
+        return Err(Issue::general(
+            IssueType::TooLong,
+            format!(
+                "a search takes at most {MAX_PARAMS} parameters; this one has {}",
+                pairs.len()
+            ),
+        )
+        .into());
+    }
     let defs = supported_params(resource_type);
     let known = |name: &str| {
         let base = name.split(['.', ':']).next().unwrap_or(name);
@@ -493,6 +522,13 @@ pub fn parse_with(
             _ => filters.push((name, raw)),
         }
     }
+    if presentation.summary == Summary::Count && presentation.no_total {
+        issues.error(
+            IssueType::Value,
+            format!("{resource_type}?_total"),
+            "_summary=count asks for the total only, so it cannot be given with _total=none",
+        );
+    }
     let request = match parse(resource_type, &filters) {
         Ok(mut request) => {
             if presentation.summary == Summary::Count {
@@ -515,6 +551,10 @@ pub fn parse_with(
         _ => Err(issues),
     }
 }
+
+/// The most parameters one search takes (each filter is a join; a POST body could carry
+/// thousands).
+const MAX_PARAMS: usize = 50;
 
 /// The most ids one `_id` takes.
 const MAX_IDS: usize = 100;
@@ -1007,6 +1047,38 @@ pub fn index_entries(resource: &Value) -> Vec<IndexEntry> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_subset_keeps_what_changes_meaning_and_is_tagged() {
+        let presentation = Presentation {
+            elements: Some(vec!["subject".into()]),
+            ..Presentation::default()
+        };
+        let shown = presentation.show(serde_json::json!({
+            "resourceType": "ServiceRequest", "id": "x", "status": "active", "intent": "order",
+            "subject": { "reference": "Patient/p" }, "doNotPerform": true,
+            "modifierExtension": [{ "url": "https://example.org/m", "valueBoolean": true }],
+            "note": [{ "text": "dropped" }]
+        }));
+        for kept in [
+            "status",
+            "intent",
+            "subject",
+            "doNotPerform",
+            "modifierExtension",
+        ] {
+            assert!(shown.get(kept).is_some(), "{kept}: {shown}");
+        }
+        assert!(shown.get("note").is_none());
+        assert_eq!(shown["meta"]["tag"][0]["code"], "SUBSETTED");
+        let pairs = |q: &[(&str, &str)]| -> Vec<(String, String)> {
+            q.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let count_without_total = pairs(&[("_summary", "count"), ("_total", "none")]);
+        assert!(parse_with("Task", &count_without_total, Handling::Default).is_err());
+    }
     use super::*;
 
     #[test]
