@@ -7,6 +7,8 @@ use std::fmt::Write;
 use std::path::Path;
 
 fn main() {
+    // sqlx's migrate! embeds the migrations at compile time: a new one must rebuild the crate.
+    println!("cargo:rerun-if-changed=migrations");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut names: Vec<String> = std::fs::read_dir(&dir)

@@ -14,6 +14,8 @@ use crate::fhir::systems;
 pub mod scope {
     pub const REFERRAL_CREATE: &str = "system/ServiceRequest.c";
     pub const FIT_NOTE_CREATE: &str = "system/Observation.c";
+    /// Mark a fit note the practice sent entered in error.
+    pub const FIT_NOTE_UPDATE: &str = "system/Observation.u";
     /// Accept or reject a referral prompt.
     pub const TASK_UPDATE: &str = "system/Task.u";
     /// Read and search everything the client's tenancy and consent allow.
@@ -36,6 +38,7 @@ pub mod scope {
     pub const ALL: &[&str] = &[
         REFERRAL_CREATE,
         FIT_NOTE_CREATE,
+        FIT_NOTE_UPDATE,
         TASK_UPDATE,
         READ,
         CONSENT_CREATE,
@@ -233,6 +236,7 @@ impl Role {
             Role::Practice => &[
                 scope::REFERRAL_CREATE,
                 scope::FIT_NOTE_CREATE,
+                scope::FIT_NOTE_UPDATE,
                 scope::TASK_UPDATE,
                 scope::READ,
                 scope::CONSENT_CREATE,

@@ -204,6 +204,8 @@ fn conformance_problems(sd: &Value, resource: &Value) -> Vec<String> {
                         .iter()
                         .filter_map(|c| c.as_str())
                         .chain(v["code"].as_str())
+                        // A bound `code` element is the code itself.
+                        .chain(v.as_str())
                         .collect();
                     if !coded.iter().any(|c| codes.iter().any(|k| k == c)) {
                         problems.push(format!("{id}: {v} is not in {}", e["binding"]["valueSet"]));
@@ -1002,4 +1004,125 @@ async fn mangled_fit_notes_get_a_4xx_never_a_500() {
         }
     }
     assert!(n > 300, "{n} mutations");
+}
+
+/// The practice that sent a fit note corrects it by marking it entered in error (R4
+/// Observation.status `entered-in-error`: "The observation has been withdrawn following previous
+/// final release"): kept and readable, but no longer in the person's history (the summary), the
+/// referral prompts it raised still waiting are cancelled so the practice sees them withdrawn, it
+/// is audited, and nobody else can do it. Before, a fit note could only ever be `final`.
+#[tokio::test]
+async fn a_fit_note_entered_in_error_leaves_the_history_and_withdraws_its_prompts() {
+    use whg::auth::{Principal, Role};
+    let seq = read_json(
+        &root().join("fixtures/fit-notes/sequences/01-three-consecutive-then-a-fourth.json"),
+    );
+    let server = server_with_rules(&seq["rules"]);
+    let practice = server.as_(Principal::practice(DEFAULT_PRACTICE));
+    let mut last = Value::Null;
+    for step in seq["steps"].as_array().unwrap() {
+        let (status, _, body) = practice.post(FIT_NOTES, &step["fitNote"]).await;
+        assert_eq!(status, 201, "{body}");
+        last = body;
+    }
+    let nhs = seq["steps"][0]["fitNote"]["patient"]["nhsNumber"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, before) = practice
+        .get(&format!("/api/v1/patients/{nhs}/fit-notes/summary"))
+        .await;
+    assert_eq!(before["summary"]["total"], 4, "{before}");
+    // The third note raised a prompt (three consecutive), still waiting.
+    let (_, waiting) = practice
+        .get("/fhir/Task?owner=C88901&status=requested")
+        .await;
+    let focus = waiting["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["resource"]["focus"]["reference"].as_str())
+        .find(|f| f.starts_with("Observation/"))
+        .unwrap_or_else(|| panic!("no prompt about a fit note: {waiting}"))
+        .to_string();
+    let (_, note) = practice.get(&format!("/fhir/{focus}")).await;
+    let id = note["id"].as_str().unwrap().to_string();
+    let raised_by_it: Vec<String> = waiting["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["resource"]
+                .to_string()
+                .contains(&format!("Observation/{id}"))
+        })
+        .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !raised_by_it.is_empty(),
+        "the fourth note raised a prompt: {last}"
+    );
+
+    let mut withdrawn = note.clone();
+    withdrawn["status"] = json!("entered-in-error");
+    // Nobody but the practice that sent it.
+    let other = server.as_(Principal::practice("C88902"));
+    assert_eq!(
+        other
+            .put(&format!("/fhir/Observation/{id}"), &withdrawn)
+            .await
+            .0,
+        404
+    );
+    // Only the status changes; amending content is not taken (yet), and says what to do.
+    let mut changed = withdrawn.clone();
+    changed["effectivePeriod"]["end"] = json!("2026-12-31");
+    let (status, _, outcome) = practice
+        .put(&format!("/fhir/Observation/{id}"), &changed)
+        .await;
+    assert_eq!(status, 422, "{outcome}");
+    let mut amended = note.clone();
+    amended["status"] = json!("amended");
+    let (status, _, outcome) = practice
+        .put(&format!("/fhir/Observation/{id}"), &amended)
+        .await;
+    assert_eq!(status, 422, "{outcome}");
+    assert!(
+        outcome.to_string().contains("entered-in-error"),
+        "{outcome}"
+    );
+
+    let (status, headers, stored) = practice
+        .put(&format!("/fhir/Observation/{id}"), &withdrawn)
+        .await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["status"], "entered-in-error");
+    assert_eq!(headers["etag"], "W/\"2\"");
+    let (_, read) = practice.get(&format!("/fhir/Observation/{id}")).await;
+    assert_eq!(read["status"], "entered-in-error", "kept, and readable");
+    let (_, after) = practice
+        .get(&format!("/api/v1/patients/{nhs}/fit-notes/summary"))
+        .await;
+    assert_eq!(after["summary"]["total"], 3, "out of the history: {after}");
+    for task in &raised_by_it {
+        let (_, t) = practice.get(&format!("/fhir/Task/{task}")).await;
+        assert_eq!(t["status"], "cancelled", "{t}");
+    }
+    // Sent again: nothing changes.
+    let (status, _, again) = practice
+        .put(&format!("/fhir/Observation/{id}"), &withdrawn)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(again["meta"]["versionId"], "2");
+    let (_, events) = server
+        .as_(Principal::new(Role::InformationGovernance, "ig-team"))
+        .get("/fhir/AuditEvent?_count=200")
+        .await;
+    assert_eq!(
+        events
+            .to_string()
+            .matches("fit note entered in error by the practice")
+            .count(),
+        1
+    );
 }

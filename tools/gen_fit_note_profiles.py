@@ -81,7 +81,8 @@ fit_note_elements = [
        type=[{"code": "Extension", "profile": ["http://hl7.org/fhir/StructureDefinition/workflow-reasonReference"]}],
        short="\"because of the following condition(s)\": a reference to a contained Condition (#condition-N)"),
     el("Observation.identifier", min=1, short="The sender's own fit-note id (write-once: a resend with the same id is idempotent)"),
-    el("Observation.status", fixedCode="final"),
+    el("Observation.status", short="final; entered-in-error once the practice that sent it withdraws it (PUT)",
+       binding={"strength": "required", "valueSet": f"{BASE}/ValueSet/fit-note-status"}),
     el("Observation.category", min=1, patternCodeableConcept={"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "social-history"}]}),
     el("Observation.code", short="The advice: not fit for work, or may be fit for work", comment=VERIFIED,
        binding={"strength": "required", "valueSet": f"{BASE}/ValueSet/fit-note-advice"}),
@@ -152,6 +153,21 @@ eligibility_elements = [
     el("Extension.extension:assessed.value[x]", type=[{"code": "dateTime"}]),
     el("Extension.extension:criterion", sliceName="criterion", min=0, max="*"),
     el("Extension.extension:criterion.url", fixedUri="criterion"),
+    # Each criterion as intake writes it (src/intake/admission.rs eligibility_extension): its code,
+    # its result and the reason.
+    el("Extension.extension:criterion.extension", min=3),
+    el("Extension.extension:criterion.extension:code", sliceName="code", min=1, max="1"),
+    el("Extension.extension:criterion.extension:code.url", fixedUri="code"),
+    el("Extension.extension:criterion.extension:code.value[x]", type=[{"code": "Coding"}],
+       binding={"strength": "required", "valueSet": f"{BASE}/ValueSet/eligibility-criterion"}),
+    el("Extension.extension:criterion.extension:result", sliceName="result", min=1, max="1"),
+    el("Extension.extension:criterion.extension:result.url", fixedUri="result"),
+    el("Extension.extension:criterion.extension:result.value[x]", type=[{"code": "Coding"}],
+       binding={"strength": "required", "valueSet": f"{BASE}/ValueSet/eligibility-result"}),
+    el("Extension.extension:criterion.extension:detail", sliceName="detail", min=1, max="1"),
+    el("Extension.extension:criterion.extension:detail.url", fixedUri="detail"),
+    el("Extension.extension:criterion.extension:detail.value[x]", type=[{"code": "string"}]),
+    el("Extension.extension:criterion.value[x]", max="0"),
     el("Extension.url", fixedUri=f"{BASE}/StructureDefinition/whg-eligibility-assessment"),
     el("Extension.value[x]", max="0"),
 ]
@@ -167,6 +183,17 @@ advice_vs = {
     ]}]},
 }
 
+status_vs = {
+    "resourceType": "ValueSet", "id": "fit-note-status", "url": f"{BASE}/ValueSet/fit-note-status", "version": "0.1.0",
+    "name": "FitNoteStatus", "title": "Fit-note status", "status": "draft", "experimental": False,
+    "publisher": "Work and Health Gateway project",
+    "description": "The statuses a fit note takes: final as issued; entered-in-error once the practice that sent it withdraws it.",
+    "compose": {"include": [{"system": "http://hl7.org/fhir/observation-status", "concept": [
+        {"code": "final", "display": "Final"},
+        {"code": "entered-in-error", "display": "Entered in Error"},
+    ]}]},
+}
+
 docs = {
     "StructureDefinition-whg-fit-note.json": sd("whg-fit-note", "Work and Health Gateway fit note", "Observation", UKCORE + "UKCore-Observation",
         "A Statement of Fitness for Work (MED3) as an Observation, derived from UKCore-Observation (standards 3.3; no national profile exists). See the root element's definition and docs/fit-notes.md.", fit_note_elements),
@@ -176,6 +203,7 @@ docs = {
         "The result of checking a referral against its service's versioned eligibility criteria (brief 2.3).", eligibility_elements,
         kind="complex-type", context=[{"type": "element", "expression": "ServiceRequest"}]),
     "ValueSet-fit-note-advice.json": advice_vs,
+    "ValueSet-fit-note-status.json": status_vs,
 }
 for name, doc in docs.items():
     (OUT / name).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")

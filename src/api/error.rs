@@ -287,6 +287,20 @@ impl From<crate::app::fit_notes::SummaryError> for ApiError {
     }
 }
 
+impl From<crate::app::fit_notes::CorrectionError> for ApiError {
+    fn from(e: crate::app::fit_notes::CorrectionError) -> Self {
+        use crate::app::fit_notes::CorrectionError as E;
+        match e {
+            E::NotAFitNote(_) | E::NotThePractice => ApiError::Forbidden(e.to_string()),
+            E::Invalid(issues) => ApiError::Invalid(issues),
+            E::BadVersionTag(t) => t.into(),
+            E::Unversioned | E::NotReturned => ApiError::Internal(e.to_string()),
+            E::Access(a) => a.into(),
+            E::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
 impl From<crate::app::fit_notes::PromptAnswerError> for ApiError {
     fn from(e: crate::app::fit_notes::PromptAnswerError) -> Self {
         use crate::app::fit_notes::PromptAnswerError as E;

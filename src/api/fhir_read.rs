@@ -127,6 +127,17 @@ pub async fn read_task(
     read_resource(&app, &principal, &headers, "Task".into(), id).await
 }
 
+/// `GET /fhir/Observation/{id}` (the Observation instance route also takes PUT).
+pub async fn read_observation(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: axum::http::HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = path.map_err(|e| ApiError::NotFound(format!("no such resource: {e}")))?;
+    read_resource(&app, &principal, &headers, "Observation".into(), id).await
+}
+
 /// `GET /fhir/Observation?…` (the Observation type route also takes POST).
 pub async fn search_observations(
     State(app): State<AppState>,
@@ -364,6 +375,7 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
             }
             if *t == "Observation" {
                 r["interaction"].as_array_mut().unwrap().push(json!({ "code": "create", "documentation": "Fit notes in the profile whg-fit-note, checked by the DWP's rules; the response names any referral prompts created" }));
+                r["interaction"].as_array_mut().unwrap().push(json!({ "code": "update", "documentation": "The practice that sent a fit note marks it entered-in-error (only the status changes): it leaves the person's fit-note history and its waiting referral prompts are cancelled. If-Match guards against lost updates." }));
                 r["supportedProfile"] = json!([profile::whg_fit_note()]);
             }
             if *t == "Task" {

@@ -202,3 +202,40 @@ pub async fn update_task(
         &app.config.base_url(),
     ))
 }
+
+/// `PUT /fhir/Observation/{id}`: the practice that sent a fit note marks it entered in error
+/// ([`fit_notes::correct_fit_note`]); `If-Match: W/"n"` makes a stale correction fail with 412.
+pub async fn update_observation(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    require_scope(&principal, scope::FIT_NOTE_UPDATE)?;
+    let Path(id) = path.map_err(|e| ApiError::NotFound(format!("no such Observation: {e}")))?;
+    require_resource(&body, "Observation")?;
+    if body.value["id"].as_str() != Some(id.as_str()) {
+        return Err(ApiError::BadRequest(
+            Issue::error(
+                IssueType::Invalid,
+                "Observation.id",
+                format!("the Observation's id must be '{id}', the id in the URL"),
+            )
+            .into(),
+        ));
+    }
+    let corrected = fit_notes::correct_fit_note(
+        &*app.store,
+        &caller(&principal, &headers),
+        &id,
+        &body.value,
+        version_tag(&headers),
+    )
+    .await?;
+    Ok(versioned_response(
+        StatusCode::OK,
+        &corrected,
+        &app.config.base_url(),
+    ))
+}

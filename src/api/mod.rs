@@ -97,6 +97,10 @@ pub fn router(state: AppState) -> Router {
             post(fit_notes::create_observation).get(fhir_read::search_observations),
         )
         .route(
+            "/fhir/Observation/{id}",
+            axum::routing::put(fit_notes::update_observation).get(fhir_read::read_observation),
+        )
+        .route(
             "/fhir/Task/{id}",
             axum::routing::put(fit_notes::update_task).get(fhir_read::read_task),
         )

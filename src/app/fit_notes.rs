@@ -285,3 +285,125 @@ pub async fn answer_prompt(
         .pop()
         .ok_or(PromptAnswerError::NotReturned)
 }
+
+/// Why a fit note was not corrected.
+#[derive(Debug, thiserror::Error)]
+pub enum CorrectionError {
+    #[error("Observation/{0} is not a fit note: only fit notes are corrected with PUT")]
+    NotAFitNote(String),
+    #[error("only the practice that sent a fit note corrects it")]
+    NotThePractice,
+    #[error("the correction breaks the fit note's rules")]
+    Invalid(Issues),
+    #[error(transparent)]
+    BadVersionTag(#[from] BadVersionTag),
+    #[error("a stored resource without a version")]
+    Unversioned,
+    #[error("the corrected fit note was not returned")]
+    NotReturned,
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// The elements a correction leaves as they are (everything but these).
+const CORRECTION_CHANGES: [&str; 3] = ["status", "meta", "text"];
+
+/// The practice that sent a fit note marks it entered in error (`Observation/{id}` with
+/// `observation`, status `entered-in-error`, otherwise as stored). It is kept, as R4 keeps an
+/// entered-in-error resource, but no longer counts in the person's fit-note history (the
+/// referral prompts, the summary, eligibility), and the referral prompts it raised that are
+/// still waiting are cancelled, so the practice sees them withdrawn; a service the person's
+/// consent lets see fit notes reads the new status. One transaction, with the AuditEvent,
+/// against the version read (or the one `version_tag` names). A resend changes nothing.
+pub async fn correct_fit_note(
+    store: &dyn Store,
+    caller: &Caller<'_>,
+    id: &str,
+    observation: &Value,
+    version_tag: Option<&str>,
+) -> Result<Value, CorrectionError> {
+    let stored = caller.guard(store).fetch("Observation", id).await?;
+    if crate::consent::data_class_of(&stored) != Some(crate::consent::DataClass::FitNote) {
+        return Err(CorrectionError::NotAFitNote(id.to_string()));
+    }
+    let sent_it = store
+        .records_of("Observation", id)
+        .await?
+        .into_iter()
+        .any(|r| {
+            r.record == format!("Observation/{id}")
+                && r.practice.as_deref() == Some(caller.principal.organisation.as_str())
+        });
+    if caller.principal.role != Role::Practice || !sent_it {
+        return Err(CorrectionError::NotThePractice);
+    }
+    let mut issues = Issues::new();
+    match observation["status"].as_str() {
+        Some("entered-in-error") => {}
+        Some("amended" | "corrected") => issues.error(IssueType::NotSupported, "Observation.status", "amending a fit note's content is not taken yet: mark it entered-in-error, and send the corrected fit note as a new one (with an identifier of its own)"),
+        Some("final") => issues.error(IssueType::BusinessRule, "Observation.status", "a fit note is corrected by marking it entered-in-error; it is stored 'final' already"),
+        other => issues.error(IssueType::CodeInvalid, "Observation.status", format!("'{}' is not a correction of a fit note: use entered-in-error", other.unwrap_or("(missing)"))),
+    }
+    let unchanged = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            for field in CORRECTION_CHANGES {
+                o.remove(field);
+            }
+        }
+        v
+    };
+    if unchanged(observation) != unchanged(&stored) {
+        issues.error(IssueType::BusinessRule, "Observation", "only the status changes when a fit note is entered in error: send the Observation as read, with status entered-in-error");
+    }
+    if !issues.is_empty() {
+        return Err(CorrectionError::Invalid(issues));
+    }
+    if stored["status"] == "entered-in-error" {
+        return Ok(stored);
+    }
+    let based_on = match version_named(version_tag)? {
+        Some(version) => version,
+        None => stored_version(&stored).ok_or(CorrectionError::Unversioned)?,
+    };
+    let now = chrono::Utc::now();
+    let mut withdrawn = stored.clone();
+    withdrawn["status"] = json!("entered-in-error");
+    let mut updates = vec![(withdrawn, based_on)];
+    let prompts = store
+        .read_many("Task", &store.prompts_of_fit_note(id).await?)
+        .await?;
+    for prompt in prompts.into_iter().filter(|t| t["status"] == "requested") {
+        let version = stored_version(&prompt).ok_or(CorrectionError::Unversioned)?;
+        let mut cancelled = prompt;
+        cancelled["status"] = json!("cancelled");
+        cancelled["statusReason"] =
+            json!({ "text": "The fit note that raised this prompt was entered in error" });
+        cancelled["lastModified"] = json!(crate::fhir::search::format_instant(now));
+        updates.push((cancelled, version));
+    }
+    let event = audit::audit_event(&Event {
+        kind: Kind::Updated,
+        principal: Some(caller.principal),
+        patient: stored["subject"]["reference"].as_str().map(str::to_string),
+        entities: vec![format!("Observation/{id}")],
+        decision: None,
+        permitted: true,
+        description: "fit note entered in error by the practice".to_string(),
+        at: now,
+        request_id: caller.request_id.clone(),
+    });
+    store
+        .transact(Transaction {
+            updates,
+            audit: vec![event],
+            withdrawn_fit_notes: vec![id.to_string()],
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .find(|r| r["resourceType"] == "Observation")
+        .ok_or(CorrectionError::NotReturned)
+}

@@ -148,6 +148,9 @@ pub struct Transaction {
     /// The AuditEvents recording the change, written in its transaction (not members of the
     /// referral): a change is never stored without its audit, nor audited without being stored.
     pub audit: Vec<Value>,
+    /// Fit notes (Observation ids) entered in error by this change: kept, but no longer counted
+    /// in the person's fit-note history.
+    pub withdrawn_fit_notes: Vec<String>,
 }
 
 /// A letter in the outbox.
@@ -298,6 +301,9 @@ pub trait Submissions: Send + Sync {
         &self,
         nhs_number: &str,
     ) -> Result<Option<PatientId>, StoreError>;
+
+    /// The referral-prompt Tasks a fit note (Observation id) raised.
+    async fn prompts_of_fit_note(&self, observation_id: &str) -> Result<Vec<String>, StoreError>;
 
     /// The id of the record (a ServiceRequest, an Observation) stored under a write-once key,
     /// if one was: how a later message about a submission (a cancellation) finds it.

@@ -114,6 +114,15 @@ async fn transact(
             .push(json!([r["resourceType"], r["id"], t.referral]));
     }
     stored.extend(created);
+    for observation_id in &t.withdrawn_fit_notes {
+        sqlx::query(
+            "UPDATE fit_notes SET withdrawn_at = $1 WHERE observation_id = $2 AND withdrawn_at IS NULL",
+        )
+        .bind(stored_instant(Utc::now()))
+        .bind(observation_id)
+        .execute(&mut *conn)
+        .await?;
+    }
     append_audit(conn, t.audit, own).await?;
     for d in t.deliveries {
         sqlx::query(

@@ -171,7 +171,7 @@ where
 {
     let rows = sqlx::query(
         "SELECT observation_id, period_start, period_end, issued, not_fit FROM fit_notes
-         WHERE patient_id = $1 ORDER BY period_start, issued, observation_id",
+         WHERE patient_id = $1 AND withdrawn_at IS NULL ORDER BY period_start, issued, observation_id",
     )
     .bind(patient_id)
     .fetch_all(executor)
@@ -346,6 +346,15 @@ impl Submissions for SqlStore {
         .fetch_optional(&self.readers)
         .await?
         .map(PatientId::new))
+    }
+
+    async fn prompts_of_fit_note(&self, observation_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT task_id FROM referral_prompts WHERE fit_note_id = $1 ORDER BY task_id",
+        )
+        .bind(observation_id)
+        .fetch_all(&self.readers)
+        .await?)
     }
 
     async fn submitted(&self, key: &SubmissionKey) -> Result<Option<String>, StoreError> {

@@ -1,0 +1,2 @@
+-- See migrations/sqlite/0012_fit_note_withdrawal.sql.
+ALTER TABLE fit_notes ADD COLUMN withdrawn_at TEXT;
