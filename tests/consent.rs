@@ -1009,3 +1009,63 @@ async fn a_consent_in_standard_r4_terms_is_read_as_the_person_meant_it() {
         )]
     );
 }
+
+/// R4 create and update (http://hl7.org/fhir/R4/http.html#ins-return): `Prefer:
+/// return=minimal` answers with no body, `return=OperationOutcome` with an outcome, and
+/// otherwise the resource; each with its ETag and, for a create, its versioned Location.
+#[tokio::test]
+async fn creates_and_updates_answer_as_the_client_prefers() {
+    let server = Server::start();
+    let (_, patient) = refer(&server, &referral_for(22, WHS)).await;
+    let consent = fixture_consent("02-feedback-to-practice", &patient);
+    let gp = practice(&server);
+    let send = |method: reqwest::Method, path: String, prefer: &'static str, body: Value| {
+        gp.request(method, &path)
+            .header("content-type", "application/fhir+json")
+            .header("prefer", prefer)
+            .body(serde_json::to_vec(&body).unwrap())
+            .send()
+    };
+    let r = send(
+        reqwest::Method::POST,
+        "/fhir/Consent".into(),
+        "return=minimal",
+        consent.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(r.headers()["etag"], "W/\"1\"");
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.ends_with("/_history/1"), "{location}");
+    assert!(r.bytes().await.unwrap().is_empty(), "no body");
+    let id = location
+        .split("/Consent/")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let (_, mut stored) = gp.get(&format!("/fhir/Consent/{id}")).await;
+    stored["status"] = json!("inactive");
+    let r = send(
+        reqwest::Method::PUT,
+        format!("/fhir/Consent/{id}"),
+        "return=OperationOutcome",
+        stored,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["etag"], "W/\"2\"");
+    let outcome: Value = r.json().await.unwrap();
+    assert_eq!(outcome["resourceType"], "OperationOutcome", "{outcome}");
+    let other = fixture_consent("01-service-without-diagnoses", &patient);
+    let (status, _, created) = gp.post("/fhir/Consent", &other).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        created["resourceType"], "Consent",
+        "the resource by default"
+    );
+}

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::{caller, require_scope};
 use super::body::{JsonBody, require_resource};
-use super::error::{ApiError, set_location, versioned_response};
+use super::error::{ApiError, resource_preference, set_location, versioned_response};
 use crate::app::consents::{self, DisclosureRequest};
 use crate::app::overrides::{self, OverrideRequest};
 use crate::auth::{Principal, Role, scope};
@@ -44,6 +44,7 @@ pub async fn create(
         StatusCode::CREATED,
         &stored,
         &app.config.base_url(),
+        resource_preference(&headers),
     ))
 }
 
@@ -74,6 +75,7 @@ pub async fn update(
         StatusCode::OK,
         &amended,
         &app.config.base_url(),
+        resource_preference(&headers),
     ))
 }
 

@@ -428,15 +428,59 @@ pub fn return_preference(headers: &axum::http::HeaderMap) -> Return {
     }
 }
 
+/// What a client asked to get back from a FHIR create or update (R4 http.html#ins-return:
+/// `Prefer: return=minimal | representation | OperationOutcome`): the resource unless it asked
+/// for less or for an OperationOutcome.
+pub fn resource_preference(headers: &axum::http::HeaderMap) -> Return {
+    let asked = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .filter_map(|p| p.trim().strip_prefix("return="))
+        .map(|v| v.trim().trim_matches('"'))
+        .next();
+    match asked {
+        Some("minimal") => Return::Minimal,
+        Some("OperationOutcome") => Return::OperationOutcome,
+        _ => Return::Representation,
+    }
+}
+
 /// A created or updated resource's answer, with the headers R4 asks of it
 /// (http://hl7.org/fhir/R4/http.html#create, #update): `ETag: W/"{versionId}"` and
-/// `Last-Modified` from its `meta`, and for a create `Location: [base]/fhir/[type]/[id]/_history/[vid]`.
+/// `Last-Modified` from its `meta`, and for a create `Location: [base]/fhir/[type]/[id]/_history/[vid]`;
+/// the body as `wanted` ([`resource_preference`]).
 pub fn versioned_response(
     status: StatusCode,
     resource: &serde_json::Value,
     base: &str,
+    wanted: Return,
 ) -> Response {
-    let mut response = fhir_response(status, resource);
+    let mut response = match wanted {
+        Return::Representation => fhir_response(status, resource),
+        Return::Minimal => status.into_response(),
+        Return::OperationOutcome => {
+            let what = format!(
+                "{}/{} {} as version {}",
+                resource["resourceType"].as_str().unwrap_or_default(),
+                resource["id"].as_str().unwrap_or_default(),
+                if status == StatusCode::CREATED {
+                    "created"
+                } else {
+                    "stored"
+                },
+                resource
+                    .pointer("/meta/versionId")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("1"),
+            );
+            fhir_response(
+                status,
+                &crate::fhir::operation_outcome(&[Issue::information(what)], None::<NhsErrorCode>),
+            )
+        }
+    };
     let version = resource
         .pointer("/meta/versionId")
         .and_then(serde_json::Value::as_str);

@@ -12,7 +12,8 @@ use super::auth::{caller, require_scope};
 use super::body::{JsonBody, require_resource};
 use super::consents::version_tag;
 use super::error::{
-    ApiError, Return, fhir_response, return_preference, set_etag, set_location, versioned_response,
+    ApiError, Return, fhir_response, resource_preference, return_preference, set_etag,
+    set_location, versioned_response,
 };
 use crate::app::fit_notes::{self, FitNote};
 use crate::auth::{Principal, scope};
@@ -200,6 +201,7 @@ pub async fn update_task(
         StatusCode::OK,
         &updated,
         &app.config.base_url(),
+        resource_preference(&headers),
     ))
 }
 
@@ -237,5 +239,6 @@ pub async fn update_observation(
         StatusCode::OK,
         &corrected,
         &app.config.base_url(),
+        resource_preference(&headers),
     ))
 }
