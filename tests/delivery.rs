@@ -723,6 +723,13 @@ async fn every_letter_fixture_gives_its_expected_result() {
             let needed = flat(needed.as_str().unwrap());
             assert!(text.contains(&needed), "{name}: '{needed}' not in:\n{text}");
         }
+        // The exact message, ids and times aside (fixtures/outbound/: what an integrator's
+        // receiver is built against).
+        let stem = name.trim_end_matches(".json");
+        check_golden(
+            &root().join(format!("fixtures/outbound/{stem}.bars-response.json")),
+            &golden_form(&message.bundle, &server.base),
+        );
     }
 }
 
@@ -1111,4 +1118,59 @@ async fn a_letter_answers_a_bars_referral_as_a_bars_response_to_its_sender() {
             .map(|e| e["resource"].clone())
             .collect::<Vec<_>>(),
     );
+}
+
+/// Every letter fixture as the ITK3 message GP Connect Send Document carries it over MESH, exact
+/// but for ids and times (fixtures/outbound/*.itk3.json): what an integrator's MESH receiver is
+/// built against.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_letter_fixture_goes_over_mesh_as_its_golden_itk3_message() {
+    let sandbox = MeshSandbox::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&format!(
+        r#"
+[delivery]
+initial_backoff_ms = 100
+max_backoff_ms = 400
+poll_interval_ms = 100
+
+{mesh}poll_interval_ms = 200
+
+[directory.C88901]
+channel = "mesh"
+name = "Porter Brook Surgery"
+mailbox = "{PRACTICE_MAILBOX}"
+"#,
+        mesh = sandbox.gateway_config(tmp.path())
+    ));
+    let gp = sandbox.mailbox(PRACTICE_MAILBOX);
+    let mut checked = 0;
+    for (n, path) in fixtures("letters").into_iter().enumerate() {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let expected = read_json(&expected_path(&path));
+        if expected.get("expressions").is_some() {
+            continue; // an invalid letter: nothing is sent
+        }
+        let route = expected["route"].as_str().unwrap();
+        let (sr, _) = if route == "letters" {
+            accepted_referral(&server, 200 + n).await
+        } else {
+            refer(&server, &referral_for(200 + n, WHS)).await
+        };
+        let (status, _, answer) = whs(&server)
+            .post(
+                &format!("/api/v1/referrals/{sr}/{route}"),
+                &read_json(&path),
+            )
+            .await;
+        assert_eq!(status, expected["status"], "{name}: {answer}");
+        let got = gp.next().await;
+        let stem = name.trim_end_matches(".json");
+        check_golden(
+            &root().join(format!("fixtures/outbound/{stem}.itk3.json")),
+            &golden_form(&got.body, &server.base),
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 15);
 }

@@ -1037,3 +1037,93 @@ pub fn message_header_id(d: &Delivered) -> String {
         .unwrap()
         .to_string()
 }
+
+/// A message as a golden file holds it: every UUID named `<id-N>` by first appearance, every
+/// instant `<instant>`, today's date `<today>`, the test server's base URL `<base>`, and base64
+/// attachment data `<attachment>` (a PDF's bytes carry its creation time). Everything else is
+/// compared byte for byte.
+pub fn golden_form(message: &Value, base: &str) -> Value {
+    fn is_uuid(s: &str) -> bool {
+        let parts: Vec<&str> = s.split('-').collect();
+        parts.len() == 5
+            && parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+            && parts
+                .iter()
+                .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+    fn is_instant(s: &str) -> bool {
+        s.len() >= 20
+            && s.as_bytes()[4] == b'-'
+            && s.as_bytes()[10] == b'T'
+            && chrono::DateTime::parse_from_rfc3339(s).is_ok()
+    }
+    fn walk(v: &Value, key: Option<&str>, ids: &mut Vec<String>, base: &str, today: &str) -> Value {
+        match v {
+            Value::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), walk(v, Some(k), ids, base, today)))
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|v| walk(v, key, ids, base, today))
+                    .collect(),
+            ),
+            Value::String(s) => {
+                if matches!(key, Some("data" | "content")) && s.len() > 64 {
+                    return json!("<attachment>");
+                }
+                if is_instant(s) {
+                    return json!("<instant>");
+                }
+                if s == today {
+                    return json!("<today>");
+                }
+                let mut out = s.replace(base, "<base>");
+                // UUIDs anywhere in the string (ids, urn:uuid:, references).
+                let mut i = 0;
+                while i + 36 <= out.len() {
+                    let candidate = &out[i..i + 36];
+                    if out.is_char_boundary(i) && out.is_char_boundary(i + 36) && is_uuid(candidate)
+                    {
+                        let candidate = candidate.to_string();
+                        let n = match ids.iter().position(|x| *x == candidate) {
+                            Some(n) => n,
+                            None => {
+                                ids.push(candidate.clone());
+                                ids.len() - 1
+                            }
+                        };
+                        let name = format!("<id-{n}>");
+                        out.replace_range(i..i + 36, &name);
+                        i += name.len();
+                    } else {
+                        i += 1;
+                    }
+                }
+                json!(out)
+            }
+            other => other.clone(),
+        }
+    }
+    let today = chrono::Utc::now().date_naive().to_string();
+    walk(message, None, &mut Vec::new(), base, &today)
+}
+
+/// Compares `actual` with the golden file at `path` (`UPDATE_EXPECTED=1` rewrites it).
+pub fn check_golden(path: &Path, actual: &Value) {
+    if std::env::var("UPDATE_EXPECTED").is_ok() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, serde_json::to_string_pretty(actual).unwrap() + "\n").unwrap();
+        return;
+    }
+    let expected = read_json(path);
+    assert!(
+        expected == *actual,
+        "{} differs from what the gateway now sends: run UPDATE_EXPECTED=1 and review the diff\n{}",
+        path.display(),
+        serde_json::to_string_pretty(actual).unwrap()
+    );
+}
