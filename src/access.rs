@@ -217,6 +217,34 @@ impl Guard<'_> {
             .ok_or_else(not_found)
     }
 
+    /// Every version of `resource_type/id` the caller may read (FHIR instance history), newest
+    /// first: checked, and audited, once; of a person, only the versions the caller's own records
+    /// came with, as [`Guard::fetch_version`].
+    pub async fn history(&self, resource_type: &str, id: &str) -> Result<Vec<Value>, AccessError> {
+        let current = self
+            .store
+            .read(resource_type, id)
+            .await?
+            .ok_or_else(|| AccessError::NotFound(format!("{resource_type}/{id}")))?;
+        let mine = self.check(&current).await?;
+        let latest = current["meta"]["versionId"]
+            .as_str()
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(1);
+        let mut versions = Vec::new();
+        for version in (1..=latest).rev() {
+            if resource_type == "Patient"
+                && !mine.iter().any(|r| r.patient_version == Some(version))
+            {
+                continue;
+            }
+            if let Some(v) = self.store.read_version(resource_type, id, version).await? {
+                versions.push(v);
+            }
+        }
+        Ok(versions)
+    }
+
     /// May the caller read `resource` (as stored)? Audited when it concerns a person.
     pub async fn read(&self, resource: &Value) -> Result<(), AccessError> {
         self.check(resource).await.map(drop)

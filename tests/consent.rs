@@ -1061,6 +1061,38 @@ async fn creates_and_updates_answer_as_the_client_prefers() {
     assert_eq!(r.headers()["etag"], "W/\"2\"");
     let outcome: Value = r.json().await.unwrap();
     assert_eq!(outcome["resourceType"], "OperationOutcome", "{outcome}");
+    // Its history (R4 history interaction): both versions, newest first, each with the request
+    // that made it; nobody outside the referral sees it.
+    let (status, history) = gp.get(&format!("/fhir/Consent/{id}/_history")).await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history["type"], "history");
+    assert_eq!(history["total"], 2);
+    assert_eq!(history["entry"][0]["resource"]["status"], "inactive");
+    assert_eq!(history["entry"][0]["request"]["method"], "PUT");
+    assert_eq!(history["entry"][1]["resource"]["status"], "active");
+    assert_eq!(history["entry"][1]["request"]["method"], "POST");
+    assert_eq!(history["entry"][1]["response"]["etag"], "W/\"1\"");
+    let stranger = server.as_(Principal::practice("C88999"));
+    assert_eq!(
+        stranger
+            .get(&format!("/fhir/Consent/{id}/_history"))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        stranger
+            .get(&format!("/fhir/Patient/{patient}/_history"))
+            .await
+            .0,
+        404
+    );
+    let (status, person) = gp.get(&format!("/fhir/Patient/{patient}/_history")).await;
+    assert_eq!(status, 200, "{person}");
+    assert_eq!(
+        person["total"], 1,
+        "the version the practice's referral came with: {person}"
+    );
     let other = fixture_consent("01-service-without-diagnoses", &patient);
     let (status, _, created) = gp.post("/fhir/Consent", &other).await;
     assert_eq!(status, 201, "{created}");

@@ -83,6 +83,62 @@ pub async fn vread(
     Ok(response)
 }
 
+/// `GET /fhir/{type}/{id}/_history` (R4 history, http://hl7.org/fhir/R4/http.html#history):
+/// a Bundle of type `history`, newest first, of the versions the caller may read, each entry
+/// with the `request` that made it and its `response` (R4: "each entry SHALL contain request").
+pub async fn history(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
+) -> Result<Response, ApiError> {
+    let path = uri.path().trim_start_matches("/fhir/");
+    let (resource_type, id) = path
+        .strip_suffix("/_history")
+        .and_then(|p| p.split_once('/'))
+        .unwrap_or(("", ""));
+    if !(is_resource_type_name(resource_type) && is_fhir_id(id)) {
+        return Err(ApiError::NotFound(format!(
+            "there is no resource at {path}"
+        )));
+    }
+    require_scope(&principal, &scope::read(resource_type))?;
+    let caller = Caller::new(&principal, request_id(&headers));
+    let versions = records::history(&*app.store, &caller, resource_type, id).await?;
+    let base = app.config.base_url();
+    let entries: Vec<Value> = versions
+        .iter()
+        .map(|v| {
+            let version = v["meta"]["versionId"].as_str().unwrap_or("1");
+            let (method, url, status) = if version == "1" {
+                ("POST", resource_type.to_string(), "201 Created")
+            } else {
+                ("PUT", format!("{resource_type}/{id}"), "200 OK")
+            };
+            let mut response = json!({ "status": status, "etag": format!("W/\"{version}\"") });
+            if let Some(t) = v["meta"]["lastUpdated"].as_str() {
+                response["lastModified"] = json!(t);
+            }
+            json!({
+                "fullUrl": format!("{base}/fhir/{resource_type}/{id}"),
+                "resource": v,
+                "request": { "method": method, "url": url },
+                "response": response,
+            })
+        })
+        .collect();
+    let mut bundle = json!({
+        "resourceType": "Bundle",
+        "type": "history",
+        "total": entries.len(),
+        "link": [{ "relation": "self", "url": format!("{base}/fhir/{resource_type}/{id}/_history") }],
+    });
+    if !entries.is_empty() {
+        bundle["entry"] = json!(entries);
+    }
+    Ok(fhir_response(StatusCode::OK, &bundle))
+}
+
 /// `GET /fhir/Consent/{id}` (the Consent routes also take PUT).
 pub async fn read_consent(
     State(app): State<AppState>,
@@ -361,6 +417,7 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
             let mut r = json!({ "type": t, "interaction": [
                 { "code": "read" },
                 { "code": "vread", "documentation": if *t == "Patient" { "Only the versions the caller's own records came with: each sender's statement of the person is a version of its own" } else { "Any version of a resource the caller may read" } },
+                { "code": "history-instance", "documentation": "The versions vread would give, newest first" },
             ], "versioning": "versioned" });
             if let Some(p) = profile::uk_core_for(t) {
                 r["profile"] = json!(p);

@@ -151,6 +151,7 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/Observation/_search", post(fhir_read::search_by_post_typed))
         .route("/fhir/{type}/{id}", get(fhir_read::read))
         .route("/fhir/{type}/{id}/_history/{vid}", get(fhir_read::vread))
+        .route("/fhir/{type}/{id}/_history", get(fhir_read::history))
         .route(
             "/api/v1/referrals/{id}/triage",
             post(workflow::step::<crate::workflow::action::TriageBody>),

@@ -34,6 +34,16 @@ pub async fn read_version(
         .await
 }
 
+/// Every version of `resource_type/id` the caller may read, newest first (FHIR history).
+pub async fn history(
+    store: &dyn Store,
+    caller: &Caller<'_>,
+    resource_type: &str,
+    id: &str,
+) -> Result<Vec<Value>, AccessError> {
+    caller.guard(store).history(resource_type, id).await
+}
+
 /// One page of `request`'s matches among what the caller may see: records consent withholds
 /// are neither returned nor counted.
 pub async fn search(
