@@ -212,6 +212,13 @@ async fn prefer_header_chooses_the_response_body() {
     );
 }
 
+async fn practice_get(server: &Server, path: &str) -> (u16, Value) {
+    server
+        .as_(whg::auth::Principal::practice(DEFAULT_PRACTICE))
+        .get(path)
+        .await
+}
+
 #[tokio::test]
 async fn search_filters_and_pages() {
     let server = Server::start();
@@ -410,7 +417,29 @@ async fn search_filters_and_pages() {
     assert_eq!(status, 400);
     assert_eq!(outcome["issue"].as_array().unwrap().len(), 2, "{outcome}");
     let (status, _) = server.get("/fhir/Patient?name=Smith").await;
-    assert_eq!(status, 400, "Patient search is not offered");
+    assert_eq!(status, 400, "Patient is searched by NHS number only");
+    // By NHS number: the caller's own person, as its records' senders stated them; someone it
+    // has no record of is not found, never refused, so the answer reveals nothing.
+    let nhs = "https://fhir.nhs.uk/Id/nhs-number|9990378142";
+    let (status, found) = practice_get(&server, &format!("/fhir/Patient?identifier={nhs}")).await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["total"], 1, "{found}");
+    assert_eq!(found["entry"][0]["resource"]["resourceType"], "Patient");
+    assert!(
+        !found["link"][0]["url"]
+            .as_str()
+            .unwrap()
+            .contains("9990378142")
+    );
+    let other = server.as_(whg::auth::Principal::practice("C88999"));
+    let (status, none) = other.get(&format!("/fhir/Patient?identifier={nhs}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(none["total"], 0, "{none}");
+    assert!(none.get("entry").is_none());
+    let (status, _) = server
+        .get("/fhir/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|9990378143")
+        .await;
+    assert_eq!(status, 400, "not a valid NHS number");
     let (status, empty) = server.get("/fhir/ServiceRequest?status=revoked").await;
     assert_eq!(status, 200);
     assert!(empty.get("entry").is_none(), "no empty arrays in FHIR JSON");
@@ -498,10 +527,13 @@ async fn capability_statement_tells_the_truth() {
             .await;
         assert_eq!(status, 200, "advertised {p} must work");
     }
+    // Conformance resources are searched by url, and Patient by NHS number, on routes of their own.
     let conformance = whg::fhir::conformance::TYPES;
     for r in resources.iter().filter(|r| {
         let t = r["type"].as_str().unwrap();
-        whg::fhir::search::supported_params(t).is_empty() && !conformance.contains(&t)
+        whg::fhir::search::supported_params(t).is_empty()
+            && !conformance.contains(&t)
+            && t != "Patient"
     }) {
         assert!(
             r.get("searchParam").is_none(),

@@ -83,6 +83,71 @@ pub async fn vread(
     Ok(response)
 }
 
+/// `GET /fhir/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{number}`: the person by
+/// NHS number, if the caller may see them (a searchset of one or none; a person the caller may
+/// not see is not found, never refused, so the answer reveals nothing). Patients are searched by
+/// NHS number only.
+pub async fn search_patients(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: axum::http::HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    require_scope(&principal, &scope::search("Patient"))?;
+    let pairs = query_pairs(query.as_deref());
+    let refuse = |message: String| {
+        ApiError::BadRequest(
+            Issue::error(IssueType::NotSupported, "Patient?identifier", message).into(),
+        )
+    };
+    let mut number = None;
+    for (name, value) in &pairs {
+        match name.as_str() {
+            "identifier" if number.is_none() => {
+                let Some(n) = value.strip_prefix(&format!("{}|", systems::NHS_NUMBER)) else {
+                    return Err(refuse(format!(
+                        "Patient is searched by NHS number: identifier={}|<number>",
+                        systems::NHS_NUMBER
+                    )));
+                };
+                let n = crate::fhir::identifiers::nhs_number(n).map_err(|e| {
+                    ApiError::BadRequest(
+                        Issue::error(IssueType::Value, "Patient?identifier", e.to_string()).into(),
+                    )
+                })?;
+                number = Some(n);
+            }
+            "_count" | "_format" => {}
+            other => {
+                return Err(refuse(format!(
+                    "'{other}' is not a Patient search parameter here: Patient is searched by identifier (NHS number) only"
+                )));
+            }
+        }
+    }
+    let Some(number) = number else {
+        return Err(refuse(format!(
+            "Patient is searched by NHS number: identifier={}|<number>",
+            systems::NHS_NUMBER
+        )));
+    };
+    let caller = Caller::new(&principal, request_id(&headers));
+    let found = records::patient_by_nhs_number(&*app.store, &caller, &number).await?;
+    let base = app.config.base_url();
+    // The self link names the search endpoint, not the NHS number.
+    let mut bundle = json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": u64::from(found.is_some()),
+        "link": [{ "relation": "self", "url": format!("{base}/fhir/Patient") }],
+    });
+    if let Some(person) = found {
+        let id = person["id"].as_str().unwrap_or_default().to_string();
+        bundle["entry"] = json!([{ "fullUrl": format!("{base}/fhir/Patient/{id}"), "resource": person, "search": { "mode": "match" } }]);
+    }
+    Ok(fhir_response(StatusCode::OK, &bundle))
+}
+
 /// `GET /fhir/{type}/{id}/_history` (R4 history, http://hl7.org/fhir/R4/http.html#history):
 /// a Bundle of type `history`, newest first, of the versions the caller may read, each entry
 /// with the `request` that made it and its `response` (R4: "each entry SHALL contain request").
@@ -438,6 +503,10 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
             if *t == "Task" {
                 r["interaction"].as_array_mut().unwrap().push(json!({ "code": "update", "documentation": "The practice accepts or rejects a referral prompt (status, statusReason, note)" }));
                 r["supportedProfile"] = json!([profile::whg_referral_prompt()]);
+            }
+            if *t == "Patient" {
+                r["interaction"].as_array_mut().unwrap().push(json!({ "code": "search-type", "documentation": "By NHS number only; a person the caller may not see is not found" }));
+                r["searchParam"] = json!([{ "name": "identifier", "definition": "http://hl7.org/fhir/SearchParameter/Patient-identifier", "type": "token", "documentation": "https://fhir.nhs.uk/Id/nhs-number|<number>" }]);
             }
             if *t == "AuditEvent" {
                 r["documentation"] = json!("Append-only: every consent decision, read of a person's data, disclosure and override. Information-governance clients only.");

@@ -133,6 +133,7 @@ pub fn router(state: AppState) -> Router {
             post(consents::review_override),
         )
         .route("/api/v1/disclosures/$decide", post(consents::decide_disclosure))
+        .route("/fhir/Patient", get(fhir_read::search_patients))
         .route("/fhir/{type}", get(fhir_read::search))
         .route("/fhir/StructureDefinition", get(conformance::search))
         .route("/fhir/StructureDefinition/{id}", get(conformance::read))
