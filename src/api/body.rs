@@ -15,17 +15,36 @@ pub struct JsonBody {
     pub value: Value,
 }
 
-fn accepted_media_type(content_type: &str) -> bool {
-    let essence = content_type
+/// The media type of a Content-Type, without its parameters, in lower case.
+fn essence(content_type: &str) -> String {
+    content_type
         .split(';')
         .next()
         .unwrap_or_default()
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+fn accepted_media_type(content_type: &str) -> bool {
     matches!(
-        essence.as_str(),
+        essence(content_type).as_str(),
         "application/json" | "application/fhir+json"
     )
+}
+
+/// The id a PUT body must carry: the one in the URL (R4 update: a mismatch is a 400).
+pub fn require_id(body: &JsonBody, resource_type: &str, id: &str) -> Result<(), ApiError> {
+    if body.value["id"].as_str() == Some(id) {
+        return Ok(());
+    }
+    Err(ApiError::BadRequest(
+        crate::fhir::Issue::error(
+            crate::fhir::IssueType::Invalid,
+            format!("{resource_type}.id"),
+            format!("the {resource_type}'s id must be '{id}', the id in the URL"),
+        )
+        .into(),
+    ))
 }
 
 impl<S> FromRequest<S> for JsonBody
@@ -106,10 +125,7 @@ where
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let form = content_type.split(';').next().is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
+        let form = essence(&content_type) == "application/x-www-form-urlencoded";
         let bytes = read_limited(req, limit).await?;
         if !form && !bytes.is_empty() {
             return Err(ApiError::UnsupportedMediaType(

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::{caller, require_scope};
-use super::body::{JsonBody, require_resource};
+use super::body::{JsonBody, require_id, require_resource};
 use super::consents::version_tag;
 use super::error::{
     ApiError, Return, fhir_response, resource_preference, return_preference, set_etag,
@@ -179,16 +179,7 @@ pub async fn update_task(
     require_scope(&principal, scope::TASK_UPDATE)?;
     let Path(id) = path.map_err(|e| ApiError::NotFound(format!("no such Task: {e}")))?;
     require_resource(&body, "Task")?;
-    if body.value["id"].as_str() != Some(id.as_str()) {
-        return Err(ApiError::BadRequest(
-            Issue::error(
-                IssueType::Invalid,
-                "Task.id",
-                format!("the Task's id must be '{id}', the id in the URL"),
-            )
-            .into(),
-        ));
-    }
+    require_id(&body, "Task", &id)?;
     let updated = fit_notes::answer_prompt(
         &*app.store,
         &caller(&principal, &headers),
@@ -217,16 +208,7 @@ pub async fn update_observation(
     require_scope(&principal, scope::FIT_NOTE_UPDATE)?;
     let Path(id) = path.map_err(|e| ApiError::NotFound(format!("no such Observation: {e}")))?;
     require_resource(&body, "Observation")?;
-    if body.value["id"].as_str() != Some(id.as_str()) {
-        return Err(ApiError::BadRequest(
-            Issue::error(
-                IssueType::Invalid,
-                "Observation.id",
-                format!("the Observation's id must be '{id}', the id in the URL"),
-            )
-            .into(),
-        ));
-    }
+    require_id(&body, "Observation", &id)?;
     let corrected = fit_notes::correct_fit_note(
         &*app.store,
         &caller(&principal, &headers),

@@ -483,14 +483,7 @@ impl<'a> Message<'a> {
                 ),
             ),
         }
-        match self.resolve(sr.get("subject")) {
-            Some((_, p)) if resource_type(p) == Some("Patient") => {}
-            _ => self.issues.error(
-                IssueType::Required,
-                at(i, "subject"),
-                "subject must reference the Patient entry of the message",
-            ),
-        }
+        self.check_subject(i);
         match sr.get("authoredOn").and_then(Value::as_str) {
             None => self.issues.error(
                 IssueType::Required,
@@ -801,6 +794,18 @@ impl<'a> Message<'a> {
         }
     }
 
+    /// The ServiceRequest at entry `i` is about the message's Patient entry.
+    fn check_subject(&mut self, i: usize) {
+        match self.resolve(self.entries[i].1.get("subject")) {
+            Some((_, p)) if resource_type(p) == Some("Patient") => {}
+            _ => self.issues.error(
+                IssueType::Required,
+                at(i, "subject"),
+                "subject must reference the Patient entry of the message",
+            ),
+        }
+    }
+
     /// A cancellation names the referral by the ServiceRequest identifier it was sent with, and
     /// carries the status it is cancelled with ([`Message::intent`] read it).
     fn check_cancelled_request(&mut self, i: usize) {
@@ -815,14 +820,7 @@ impl<'a> Message<'a> {
                 "a cancellation names the referral it cancels by the ServiceRequest identifier the referral was sent with",
             );
         }
-        match self.resolve(sr.get("subject")) {
-            Some((_, p)) if resource_type(p) == Some("Patient") => {}
-            _ => self.issues.error(
-                IssueType::Required,
-                at(i, "subject"),
-                "subject must reference the Patient entry of the message",
-            ),
-        }
+        self.check_subject(i);
     }
 
     fn into_cancellation(
