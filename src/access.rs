@@ -217,6 +217,42 @@ impl Guard<'_> {
             .ok_or_else(not_found)
     }
 
+    /// The person with NHS number `nhs_number`, if the gateway holds them and the caller may
+    /// read them (as [`Guard::fetch`], so as their own records' senders stated them): a search's
+    /// answer, so a person the caller may not see, for tenancy or consent, is simply not found.
+    /// Every lookup is audited as a search, found or not (a run through NHS numbers shows).
+    pub async fn find_person(&self, nhs_number: &str) -> Result<Option<Value>, AccessError> {
+        if self.principal.role == Role::InformationGovernance {
+            return Err(AccessError::Forbidden(
+                "information-governance clients search the audit trail, not people's records"
+                    .into(),
+            ));
+        }
+        let found = match self.store.patient_by_nhs_number(nhs_number).await? {
+            None => None,
+            Some(id) => match self.fetch("Patient", id.as_str()).await {
+                Ok(person) => Some(person),
+                Err(
+                    AccessError::NotFound(_)
+                    | AccessError::Forbidden(_)
+                    | AccessError::ConsentDenied(_),
+                ) => None,
+                Err(other) => return Err(other),
+            },
+        };
+        let mut event = self.event(Kind::Search);
+        event.entities = found
+            .iter()
+            .filter_map(|p| Some(format!("Patient/{}", p["id"].as_str()?)))
+            .collect();
+        event.description = format!(
+            "search Patient by NHS number: {} returned",
+            found.as_ref().map_or(0, |_| 1)
+        );
+        self.store.append_audit(&[event]).await?;
+        Ok(found)
+    }
+
     /// Every version of `resource_type/id` the caller may read (FHIR instance history), newest
     /// first: checked, and audited, once; of a person, only the versions the caller's own records
     /// came with, as [`Guard::fetch_version`].

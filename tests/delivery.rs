@@ -1165,6 +1165,12 @@ mailbox = "{PRACTICE_MAILBOX}"
             .await;
         assert_eq!(status, expected["status"], "{name}: {answer}");
         let got = gp.next().await;
+        // The letter itself (the golden file names its bytes only).
+        let text = flat(&pdf_text(&itk_pdf(&got)));
+        for needed in expected["pdfContains"].as_array().unwrap() {
+            let needed = flat(needed.as_str().unwrap());
+            assert!(text.contains(&needed), "{name}: '{needed}' not in:\n{text}");
+        }
         let stem = name.trim_end_matches(".json");
         check_golden(
             &root().join(format!("fixtures/outbound/{stem}.itk3.json")),

@@ -1033,20 +1033,18 @@ async fn a_fit_note_entered_in_error_leaves_the_history_and_withdraws_its_prompt
         .get(&format!("/api/v1/patients/{nhs}/fit-notes/summary"))
         .await;
     assert_eq!(before["summary"]["total"], 4, "{before}");
-    // The third note raised a prompt (three consecutive), still waiting.
+    // The first note: it raised the first-fit-note prompt, and the third note's prompt (three
+    // consecutive) rests on it too. Both still wait.
+    let (_, first) = practice
+        .get(&format!(
+            "/fhir/Observation?patient.identifier=https://fhir.nhs.uk/Id/nhs-number|{nhs}&_sort=date&_count=1"
+        ))
+        .await;
+    let note = first["entry"][0]["resource"].clone();
+    let id = note["id"].as_str().unwrap().to_string();
     let (_, waiting) = practice
         .get("/fhir/Task?owner=C88901&status=requested")
         .await;
-    let focus = waiting["entry"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["resource"]["focus"]["reference"].as_str())
-        .find(|f| f.starts_with("Observation/"))
-        .unwrap_or_else(|| panic!("no prompt about a fit note: {waiting}"))
-        .to_string();
-    let (_, note) = practice.get(&format!("/fhir/{focus}")).await;
-    let id = note["id"].as_str().unwrap().to_string();
     let raised_by_it: Vec<String> = waiting["entry"]
         .as_array()
         .unwrap()
@@ -1054,14 +1052,11 @@ async fn a_fit_note_entered_in_error_leaves_the_history_and_withdraws_its_prompt
         .filter(|e| {
             e["resource"]
                 .to_string()
-                .contains(&format!("Observation/{id}"))
+                .contains(&format!("\"Observation/{id}\""))
         })
         .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
         .collect();
-    assert!(
-        !raised_by_it.is_empty(),
-        "the fourth note raised a prompt: {last}"
-    );
+    assert_eq!(raised_by_it.len(), 2, "{waiting} {last}");
 
     let mut withdrawn = note.clone();
     withdrawn["status"] = json!("entered-in-error");
@@ -1108,6 +1103,22 @@ async fn a_fit_note_entered_in_error_leaves_the_history_and_withdraws_its_prompt
         let (_, t) = practice.get(&format!("/fhir/Task/{task}")).await;
         assert_eq!(t["status"], "cancelled", "{t}");
     }
+    // Corrected and sent again as a new fit note, it raises its prompt again: the withdrawn one
+    // no longer counts.
+    let mut corrected = seq["steps"][0]["fitNote"].clone();
+    corrected["fitNoteId"] = json!(format!(
+        "{}-corrected",
+        corrected["fitNoteId"].as_str().unwrap()
+    ));
+    let (status, _, body) = practice.post(FIT_NOTES, &corrected).await;
+    assert_eq!(status, 201, "{body}");
+    let (_, again_waiting) = practice
+        .get("/fhir/Task?owner=C88901&status=requested")
+        .await;
+    assert!(
+        again_waiting["total"].as_u64().unwrap() >= 1,
+        "the corrected note raises a prompt: {again_waiting}"
+    );
     // Sent again: nothing changes.
     let (status, _, again) = practice
         .put(&format!("/fhir/Observation/{id}"), &withdrawn)

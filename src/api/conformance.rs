@@ -9,10 +9,11 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::auth::require_scope;
 use super::body::JsonBody;
 use super::error::{ApiError, fhir_response, set_etag};
 use crate::app::validation;
-use crate::auth::Principal;
+use crate::auth::{Principal, scope};
 use crate::fhir::conformance;
 use crate::fhir::{Issue, IssueType, NhsErrorCode, operation_outcome};
 
@@ -39,7 +40,11 @@ pub async fn read(uri: Uri) -> Result<Response, ApiError> {
 
 /// `GET /fhir/{StructureDefinition,ValueSet,CodeSystem}?url=…`: every published one of the
 /// type, or those with that canonical URL (`url|version` for one version).
-pub async fn search(uri: Uri, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+pub async fn search(
+    State(app): State<AppState>,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     let (resource_type, _) = split(&uri);
     let mut url = None;
     for (name, value) in form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes()) {
@@ -62,7 +67,7 @@ pub async fn search(uri: Uri, RawQuery(query): RawQuery) -> Result<Response, Api
         Some(u) => conformance::by_url(resource_type, u).collect(),
         None => conformance::all(resource_type).collect(),
     };
-    let base = uri.path();
+    let base = format!("{}{}", app.config.base_url(), uri.path());
     let entries: Vec<Value> = matches
         .iter()
         .map(|r| {
@@ -92,6 +97,20 @@ pub async fn validate(
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     let (resource_type, _) = split(&uri);
+    // The checks are intake's, so a caller needs the scope intake would ask of it.
+    if principal.role == crate::caller::Role::InformationGovernance {
+        return Err(ApiError::Forbidden(
+            "information-governance clients read the audit trail; $validate is for senders".into(),
+        ));
+    }
+    let needed = match resource_type {
+        "Bundle" => scope::REFERRAL_CREATE.to_string(),
+        "Observation" => scope::FIT_NOTE_CREATE.to_string(),
+        "Consent" => scope::CONSENT_CREATE.to_string(),
+        other => scope::read(other),
+    };
+    require_scope(&principal, &needed)?;
+    let mut notes = Vec::new();
     let (resource, profile) = if body.value["resourceType"] == "Parameters"
         && resource_type != "Parameters"
     {
@@ -109,6 +128,13 @@ pub async fn validate(
                 .or(p["valueCanonical"].as_str())
                 .map(str::to_string)
         });
+        // R4 $validate's mode: the gateway checks what a create would be checked against.
+        if let Some(mode) = named("mode").and_then(|p| p["valueCode"].as_str().map(str::to_string))
+            && mode != "create"
+        {
+            return Err(ApiError::Invalid(Issue::error(IssueType::NotSupported, "Parameters.parameter", format!("mode '{mode}' is not supported: the gateway validates a resource as a create (mode create, or no mode)")).into()));
+        }
+        notes.push(Issue::information("the resource was read from the Parameters: checks of its raw JSON text (a key given twice, say) apply when it is posted as the body itself"));
         (resource, profile)
     } else {
         (body.value.clone(), None)
@@ -126,7 +152,7 @@ pub async fn validate(
         &bytes,
         profile.as_deref(),
     );
-    let listed: Vec<Issue> = if issues.is_empty() {
+    let mut listed: Vec<Issue> = if issues.is_empty() {
         vec![Issue::information(format!(
             "valid: {resource_type} passes the gateway's checks{}",
             validation::profile_for(resource_type)
@@ -138,6 +164,7 @@ pub async fn validate(
     } else {
         issues.into_vec()
     };
+    listed.extend(notes);
     Ok(fhir_response(
         StatusCode::OK,
         &operation_outcome(&listed, None::<NhsErrorCode>),

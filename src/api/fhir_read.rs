@@ -93,8 +93,30 @@ pub async fn search_patients(
     headers: axum::http::HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    require_scope(&principal, &scope::search("Patient"))?;
-    let pairs = query_pairs(query.as_deref());
+    find_patient(&app, &principal, &headers, query_pairs(query.as_deref())).await
+}
+
+/// `POST /fhir/Patient/_search`: as [`search_patients`], the NHS number in a form body, out of
+/// the URL.
+pub async fn search_patients_by_post(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: axum::http::HeaderMap,
+    RawQuery(query): RawQuery,
+    FormBody(form): FormBody,
+) -> Result<Response, ApiError> {
+    let mut pairs = query_pairs(query.as_deref());
+    pairs.extend(form);
+    find_patient(&app, &principal, &headers, pairs).await
+}
+
+async fn find_patient(
+    app: &AppState,
+    principal: &Principal,
+    headers: &axum::http::HeaderMap,
+    pairs: Vec<(String, String)>,
+) -> Result<Response, ApiError> {
+    require_scope(principal, &scope::search("Patient"))?;
     let refuse = |message: String| {
         ApiError::BadRequest(
             Issue::error(IssueType::NotSupported, "Patient?identifier", message).into(),
@@ -131,7 +153,7 @@ pub async fn search_patients(
             systems::NHS_NUMBER
         )));
     };
-    let caller = Caller::new(&principal, request_id(&headers));
+    let caller = Caller::new(principal, request_id(headers));
     let found = records::patient_by_nhs_number(&*app.store, &caller, &number).await?;
     let base = app.config.base_url();
     // The self link names the search endpoint, not the NHS number.

@@ -134,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/disclosures/$decide", post(consents::decide_disclosure))
         .route("/fhir/Patient", get(fhir_read::search_patients))
+        .route("/fhir/Patient/_search", post(fhir_read::search_patients_by_post))
         .route("/fhir/{type}", get(fhir_read::search))
         .route("/fhir/StructureDefinition", get(conformance::search))
         .route("/fhir/StructureDefinition/{id}", get(conformance::read))

@@ -372,15 +372,27 @@ pub async fn correct_fit_note(
     let mut withdrawn = stored.clone();
     withdrawn["status"] = json!("entered-in-error");
     let mut updates = vec![(withdrawn, based_on)];
+    // Every prompt resting on this fit note: the one it raised, and those it was part of the
+    // evidence for (a prompt names each fit note of its run in its focus or inputs). They no
+    // longer count for the rules either, so a corrected note can raise its prompt again.
+    let reference = format!("Observation/{id}");
     let prompts = store
-        .read_many("Task", &store.prompts_of_fit_note(id).await?)
+        .read_many("Task", &store.prompts_of_person_of(id).await?)
         .await?;
-    for prompt in prompts.into_iter().filter(|t| t["status"] == "requested") {
+    let mut withdrawn_prompts = Vec::new();
+    for prompt in prompts
+        .into_iter()
+        .filter(|t| t.to_string().contains(&format!("\"{reference}\"")))
+    {
+        withdrawn_prompts.push(prompt["id"].as_str().unwrap_or_default().to_string());
+        if prompt["status"] != "requested" {
+            continue; // answered already: the practice's answer stands
+        }
         let version = stored_version(&prompt).ok_or(CorrectionError::Unversioned)?;
         let mut cancelled = prompt;
         cancelled["status"] = json!("cancelled");
         cancelled["statusReason"] =
-            json!({ "text": "The fit note that raised this prompt was entered in error" });
+            json!({ "text": "A fit note this prompt rests on was entered in error" });
         cancelled["lastModified"] = json!(crate::fhir::search::format_instant(now));
         updates.push((cancelled, version));
     }
@@ -400,6 +412,7 @@ pub async fn correct_fit_note(
             updates,
             audit: vec![event],
             withdrawn_fit_notes: vec![id.to_string()],
+            withdrawn_prompts,
             ..Default::default()
         })
         .await?

@@ -34,22 +34,14 @@ pub async fn read_version(
         .await
 }
 
-/// The person with NHS number `nhs_number`, if the gateway holds them and the caller may read
-/// them (as their own records' senders stated them): a search's answer, so a person the caller
-/// may not see is simply not found.
+/// The person with NHS number `nhs_number`, if the caller may see them (see
+/// [`crate::access::Guard::find_person`]).
 pub async fn patient_by_nhs_number(
     store: &dyn Store,
     caller: &Caller<'_>,
     nhs_number: &str,
 ) -> Result<Option<Value>, AccessError> {
-    let Some(id) = store.patient_by_nhs_number(nhs_number).await? else {
-        return Ok(None);
-    };
-    match caller.guard(store).fetch("Patient", id.as_str()).await {
-        Ok(person) => Ok(Some(person)),
-        Err(AccessError::NotFound(_) | AccessError::Forbidden(_)) => Ok(None),
-        Err(other) => Err(other),
-    }
+    caller.guard(store).find_person(nhs_number).await
 }
 
 /// Every version of `resource_type/id` the caller may read, newest first (FHIR history).

@@ -149,8 +149,11 @@ pub struct Transaction {
     /// referral): a change is never stored without its audit, nor audited without being stored.
     pub audit: Vec<Value>,
     /// Fit notes (Observation ids) entered in error by this change: kept, but no longer counted
-    /// in the person's fit-note history.
+    /// in the person's fit-note history,
     pub withdrawn_fit_notes: Vec<String>,
+    /// and the referral prompts (Task ids) withdrawn with them: no longer counted when the rules
+    /// decide whether a prompt fired before.
+    pub withdrawn_prompts: Vec<String>,
 }
 
 /// A letter in the outbox.
@@ -302,8 +305,9 @@ pub trait Submissions: Send + Sync {
         nhs_number: &str,
     ) -> Result<Option<PatientId>, StoreError>;
 
-    /// The referral-prompt Tasks a fit note (Observation id) raised.
-    async fn prompts_of_fit_note(&self, observation_id: &str) -> Result<Vec<String>, StoreError>;
+    /// The referral-prompt Tasks (still counted) of the person a fit note (Observation id) is
+    /// about: those a correction of it may have to withdraw.
+    async fn prompts_of_person_of(&self, observation_id: &str) -> Result<Vec<String>, StoreError>;
 
     /// The id of the record (a ServiceRequest, an Observation) stored under a write-once key,
     /// if one was: how a later message about a submission (a cancellation) finds it.

@@ -114,12 +114,22 @@ async fn transact(
             .push(json!([r["resourceType"], r["id"], t.referral]));
     }
     stored.extend(created);
+    let now = stored_instant(Utc::now());
     for observation_id in &t.withdrawn_fit_notes {
         sqlx::query(
             "UPDATE fit_notes SET withdrawn_at = $1 WHERE observation_id = $2 AND withdrawn_at IS NULL",
         )
-        .bind(stored_instant(Utc::now()))
+        .bind(&now)
         .bind(observation_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for task_id in &t.withdrawn_prompts {
+        sqlx::query(
+            "UPDATE referral_prompts SET withdrawn_at = $1 WHERE task_id = $2 AND withdrawn_at IS NULL",
+        )
+        .bind(&now)
+        .bind(task_id)
         .execute(&mut *conn)
         .await?;
     }

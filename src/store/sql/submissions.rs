@@ -207,7 +207,7 @@ async fn care_relations_of(
 
 async fn prompts_of(conn: &mut Conn, patient_id: &str) -> Result<Vec<PastPrompt>, StoreError> {
     let rows = sqlx::query(
-        "SELECT service, rule, covers_from, covers_to FROM referral_prompts WHERE patient_id = $1",
+        "SELECT service, rule, covers_from, covers_to FROM referral_prompts WHERE patient_id = $1 AND withdrawn_at IS NULL",
     )
     .bind(patient_id)
     .fetch_all(&mut *conn)
@@ -348,9 +348,10 @@ impl Submissions for SqlStore {
         .map(PatientId::new))
     }
 
-    async fn prompts_of_fit_note(&self, observation_id: &str) -> Result<Vec<String>, StoreError> {
+    async fn prompts_of_person_of(&self, observation_id: &str) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT task_id FROM referral_prompts WHERE fit_note_id = $1 ORDER BY task_id",
+            "SELECT p.task_id FROM referral_prompts p JOIN fit_notes n ON n.patient_id = p.patient_id
+             WHERE n.observation_id = $1 AND p.withdrawn_at IS NULL ORDER BY p.task_id",
         )
         .bind(observation_id)
         .fetch_all(&self.readers)
