@@ -15,6 +15,13 @@ pub struct JsonBody {
     pub value: Value,
 }
 
+/// A request's Content-Type, if it sent a readable one.
+fn content_type(req: &Request) -> Option<&str> {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+}
+
 /// The media type of a Content-Type, without its parameters, in lower case.
 fn essence(content_type: &str) -> String {
     content_type
@@ -56,12 +63,7 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let limit = AppState::from_ref(state).config.limits.max_body_bytes;
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("(none)")
-            .to_string();
+        let content_type = content_type(&req).unwrap_or("(none)").to_string();
         if !accepted_media_type(&content_type) {
             return Err(ApiError::UnsupportedMediaType(
                 content_type,
@@ -119,12 +121,7 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let limit = AppState::from_ref(state).config.limits.max_body_bytes;
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
+        let content_type = content_type(&req).unwrap_or_default().to_string();
         let form = essence(&content_type) == "application/x-www-form-urlencoded";
         let bytes = read_limited(req, limit).await?;
         if !form && !bytes.is_empty() {
