@@ -671,17 +671,9 @@ async fn every_letter_fixture_gives_its_expected_result() {
     let mut pending = Vec::new();
     for (n, path) in fixtures("letters").into_iter().enumerate() {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let body = read_json(&path);
         let expected = read_json(&expected_path(&path));
         let route = expected["route"].as_str().unwrap();
-        let (sr, _) = if route == "letters" {
-            accepted_referral(&server, 100 + n).await
-        } else {
-            refer(&server, &referral_for(100 + n, WHS)).await
-        };
-        let (status, _, answer) = whs(&server)
-            .post(&format!("/api/v1/referrals/{sr}/{route}"), &body)
-            .await;
+        let (status, answer) = act_on_fixture(&server, 100 + n, &path, route).await;
         assert_eq!(status, expected["status"], "{name}: {answer}");
         if let Some(expressions) = expected["expressions"].as_array() {
             let got: Vec<&str> = answer["issue"]
@@ -746,11 +738,10 @@ fn itk_pdf(d: &Delivered) -> Vec<u8> {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn letters_go_over_mesh_and_both_itk3_acknowledgements_are_recorded() {
-    let sandbox = MeshSandbox::start().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start_with(&format!(
+/// A gateway whose practice C88901 takes letters over MESH through `sandbox`, with short retry
+/// times and `mesh_extra` (more of the `[mesh]` table).
+fn mesh_gateway(sandbox: &MeshSandbox, dir: &std::path::Path, mesh_extra: &str) -> Server {
+    Server::start_with(&format!(
         r#"
 [delivery]
 initial_backoff_ms = 100
@@ -758,16 +749,44 @@ max_backoff_ms = 400
 poll_interval_ms = 100
 
 {mesh}poll_interval_ms = 200
-infrastructure_ack_secs = 3
-business_ack_secs = 30
-
+{mesh_extra}
 [directory.C88901]
 channel = "mesh"
 name = "Porter Brook Surgery"
 mailbox = "{PRACTICE_MAILBOX}"
 "#,
-        mesh = sandbox.gateway_config(tmp.path())
-    ));
+        mesh = sandbox.gateway_config(dir)
+    ))
+}
+
+/// The adviser action a letter fixture is (a letter, or a decline by triage), taken on a referral
+/// of its own (person `n`): its status and answer.
+async fn act_on_fixture(
+    server: &Server,
+    n: usize,
+    path: &std::path::Path,
+    route: &str,
+) -> (u16, Value) {
+    let (sr, _) = if route == "letters" {
+        accepted_referral(server, n).await
+    } else {
+        refer(server, &referral_for(n, WHS)).await
+    };
+    let (status, _, answer) = whs(server)
+        .post(&format!("/api/v1/referrals/{sr}/{route}"), &read_json(path))
+        .await;
+    (status, answer)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn letters_go_over_mesh_and_both_itk3_acknowledgements_are_recorded() {
+    let sandbox = MeshSandbox::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = mesh_gateway(
+        &sandbox,
+        tmp.path(),
+        "infrastructure_ack_secs = 3\nbusiness_ack_secs = 30\n",
+    );
     let gp = sandbox.mailbox(PRACTICE_MAILBOX);
     let (sr, _) = accepted_referral(&server, 8).await;
 
@@ -1127,22 +1146,7 @@ async fn a_letter_answers_a_bars_referral_as_a_bars_response_to_its_sender() {
 async fn every_letter_fixture_goes_over_mesh_as_its_golden_itk3_message() {
     let sandbox = MeshSandbox::start().await;
     let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start_with(&format!(
-        r#"
-[delivery]
-initial_backoff_ms = 100
-max_backoff_ms = 400
-poll_interval_ms = 100
-
-{mesh}poll_interval_ms = 200
-
-[directory.C88901]
-channel = "mesh"
-name = "Porter Brook Surgery"
-mailbox = "{PRACTICE_MAILBOX}"
-"#,
-        mesh = sandbox.gateway_config(tmp.path())
-    ));
+    let server = mesh_gateway(&sandbox, tmp.path(), "");
     let gp = sandbox.mailbox(PRACTICE_MAILBOX);
     let mut checked = 0;
     for (n, path) in fixtures("letters").into_iter().enumerate() {
@@ -1152,17 +1156,7 @@ mailbox = "{PRACTICE_MAILBOX}"
             continue; // an invalid letter: nothing is sent
         }
         let route = expected["route"].as_str().unwrap();
-        let (sr, _) = if route == "letters" {
-            accepted_referral(&server, 200 + n).await
-        } else {
-            refer(&server, &referral_for(200 + n, WHS)).await
-        };
-        let (status, _, answer) = whs(&server)
-            .post(
-                &format!("/api/v1/referrals/{sr}/{route}"),
-                &read_json(&path),
-            )
-            .await;
+        let (status, answer) = act_on_fixture(&server, 200 + n, &path, route).await;
         assert_eq!(status, expected["status"], "{name}: {answer}");
         let got = gp.next().await;
         // The letter itself (the golden file names its bytes only).
