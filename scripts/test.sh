@@ -20,8 +20,13 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tools/requirements.txt
 export WHG_PYTHON="$PWD/$venv/bin/python"
+# The FHIR package build and the profile validators (fhir-snapshot-generator, @medplum/core,
+# FHIR.js), pinned by tools/conformance/package-lock.json.
+npm ci --prefix tools/conformance --no-audit --no-fund --loglevel=error
 
 logs=$(mktemp -d)
+# Every validation by tools/conformance/validate.mjs adds a line of counts here (docs/conformance.md).
+export WHG_CONFORMANCE_SUMMARY=$logs/conformance.jsonl
 started_postgres=no
 cleanup() {
   if [ "$started_postgres" = yes ]; then
@@ -83,5 +88,14 @@ done
 
 # One closing line per backend, then one over both.
 printf '%s\n' "${summary[@]}"
+if [ -s "$WHG_CONFORMANCE_SUMMARY" ]; then
+  node -e '
+    const lines = require("fs").readFileSync(process.argv[1], "utf8").trim().split("\n").map(JSON.parse);
+    const sum = (k) => lines.reduce((n, l) => n + l[k], 0);
+    const by = {};
+    for (const l of lines) for (const [p, n] of Object.entries(l.byProfile)) by[p] = (by[p] ?? 0) + n;
+    console.log(`profile validation: ${sum("resources")} resources validated (medplum, FHIR.js), ${sum("profiled")} against gateway profiles ${JSON.stringify(by)}, ${sum("problems")} problems`);
+  ' "$WHG_CONFORMANCE_SUMMARY"
+fi
 echo "tests: $total_passed passed, $total_failed failed"
 exit "$status"

@@ -504,6 +504,8 @@ fn fired_rules(bundle: &Value) -> Vec<String> {
 #[tokio::test]
 async fn fit_note_sequences_fire_exactly_the_expected_prompts() {
     let task_profile = profile("whg-referral-prompt");
+    // Every answer (the fit note and the prompts it raised), for the independent validators.
+    let mut answers = Vec::new();
     for f in fixtures("fit-notes/sequences") {
         let seq = read_json(&f);
         let server = server_with_rules(&seq["rules"]);
@@ -549,8 +551,10 @@ async fn fit_note_sequences_fire_exactly_the_expected_prompts() {
                 assert_conforms(&task_profile, &t["resource"], &what);
                 whg::fhir::resource::check_strict(&t["resource"]).unwrap();
             }
+            answers.push(body);
         }
     }
+    check_with_independent_fhir(&answers);
 }
 
 #[tokio::test]

@@ -223,11 +223,13 @@ async fn fixtures_over_http() {
     let server = Server::start();
 
     // Invalid first: each is refused with its expected issues and leaves nothing behind.
+    let mut refusals = Vec::new();
     for f in fixtures("referrals/invalid") {
         let (status, _, outcome) = server.post_json("/api/v1/referrals", &read_json(&f)).await;
         let (expected_status, expected) = expected_issues(&f);
         assert_eq!(status, expected_status, "{}", f.display());
         assert_eq!(issue_keys(&outcome), expected, "{}", f.display());
+        refusals.push(outcome);
     }
     for f in fixtures("messages/invalid") {
         let (status, _, outcome) = server
@@ -243,7 +245,10 @@ async fn fixtures_over_http() {
                 .starts_with("REC_"),
             "BaRS error codes"
         );
+        refusals.push(outcome);
     }
+    // The refusals are FHIR too: every OperationOutcome, to the independent validators.
+    check_with_independent_fhir(&refusals);
     assert_eq!(
         stored_rows(&server).await,
         0,

@@ -83,7 +83,11 @@ fit_note_elements = [
     el("Observation.identifier", min=1, short="The sender's own fit-note id (write-once: a resend with the same id is idempotent)"),
     el("Observation.status", short="final; entered-in-error once the practice that sent it withdraws it (PUT)",
        binding={"strength": "required", "valueSet": f"{BASE}/ValueSet/fit-note-status"}),
-    el("Observation.category", min=1, patternCodeableConcept={"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "social-history"}]}),
+    # A slice rather than a pattern on the repeating element: a sender may add categories of its
+    # own, and validators read a slice's pattern for one repetition, not the whole array.
+    el("Observation.category", min=1, slicing={"discriminator": [{"type": "pattern", "path": "$this"}], "rules": "open"}),
+    el("Observation.category:socialHistory", sliceName="socialHistory", min=1, max="1",
+       patternCodeableConcept={"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "social-history"}]}),
     el("Observation.code", short="The advice: not fit for work, or may be fit for work", comment=VERIFIED,
        binding={"strength": "required", "valueSet": f"{BASE}/ValueSet/fit-note-advice"}),
     el("Observation.subject", min=1, type=[{"code": "Reference", "targetProfile": [UKCORE + "UKCore-Patient"]}],
@@ -94,6 +98,10 @@ fit_note_elements = [
     el("Observation.issued", min=1, short="Date of the statement"),
     el("Observation.performer", min=1, max="1", short="The issuer: #issuer-role, a contained PractitionerRole"),
     el("Observation.value[x]", max="0", short="Not used: the advice is the code"),
+    # UKCore-Observation 2.5.0 sets bodySite's binding strength with no ValueSet; the snapshot
+    # generated from that binding alone breaks sdf-10 (a binding needs a ValueSet or a
+    # description), so the base R4 ValueSet is restated with UK Core's strength.
+    el("Observation.bodySite", binding={"strength": "preferred", "valueSet": "http://hl7.org/fhir/ValueSet/body-site"}),
     el("Observation.method", min=1, short="How the person was assessed",
        binding={"strength": "required", "valueSet": f"{BASE}/ValueSet/fit-note-assessment-method"}),
     el("Observation.note", max="1", short="Comments, including functional effects of the condition(s)"),
@@ -195,9 +203,9 @@ status_vs = {
 }
 
 docs = {
-    "StructureDefinition-whg-fit-note.json": sd("whg-fit-note", "Work and Health Gateway fit note", "Observation", UKCORE + "UKCore-Observation",
+    "StructureDefinition-whg-fit-note.json": sd("whg-fit-note", "Work and Health Gateway fit note", "Observation", UKCORE + "UKCore-Observation|2.5.0",
         "A Statement of Fitness for Work (MED3) as an Observation, derived from UKCore-Observation (standards 3.3; no national profile exists). See the root element's definition and docs/fit-notes.md.", fit_note_elements),
-    "StructureDefinition-whg-referral-prompt.json": sd("whg-referral-prompt", "Work and Health Gateway referral prompt", "Task", UKCORE + "UKCore-Task",
+    "StructureDefinition-whg-referral-prompt.json": sd("whg-referral-prompt", "Work and Health Gateway referral prompt", "Task", UKCORE + "UKCore-Task|1.2.0",
         "A prompt to a practice to consider a referral, created when a service's fit-note rule fires (brief 3).", prompt_elements),
     "StructureDefinition-whg-eligibility-assessment.json": sd("whg-eligibility-assessment", "Eligibility assessment", "Extension", "http://hl7.org/fhir/StructureDefinition/Extension",
         "The result of checking a referral against its service's versioned eligibility criteria (brief 2.3).", eligibility_elements,

@@ -678,6 +678,39 @@ fn check_fhir_version(resources: &[Value], version: &str) {
         )),
         "{text}"
     );
+    if version == "R4" {
+        check_with_profile_validators(&file, resources.len());
+    }
+}
+
+/// Checks R4 resources with @medplum/core against the snapshots in profiles/ (every gateway
+/// profile they claim) and with FHIR.js against base R4 (tools/conformance/validate.mjs;
+/// scripts/test.sh installs both from npm). WHG_CONFORMANCE_SUMMARY names a file that gathers
+/// the counts for docs/conformance.md.
+fn check_with_profile_validators(file: &Path, count: usize) {
+    let tools = root().join("tools/conformance");
+    assert!(
+        tools.join("node_modules/@medplum/core").is_dir(),
+        "the profile validators are not installed: run the tests with scripts/test.sh (npm ci --prefix tools/conformance)"
+    );
+    let mut command = Command::new("node");
+    command.arg(tools.join("validate.mjs"));
+    if let Ok(summary) = std::env::var("WHG_CONFORMANCE_SUMMARY") {
+        command.arg(format!("--summary={summary}"));
+    }
+    let out = command
+        .arg(file)
+        .output()
+        .expect("run node tools/conformance/validate.mjs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains(&format!("validated {count} resources")),
+        "profile validation (medplum, FHIR.js) failed:\n{text}"
+    );
 }
 
 // Referrals for the tests: a fixture made into a different person with its own id.
