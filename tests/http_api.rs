@@ -1108,3 +1108,114 @@ async fn conformance_resources_are_served_and_validate_checks_without_storing() 
         .unwrap();
     assert_eq!(n, 0, "nothing stored");
 }
+
+/// FHIR XML (R4 http.html#mime: application/fhir+xml; xml.html): the FHIR API takes it and
+/// answers in it when Accept asks, the same resources as in JSON; the practice formats stay JSON.
+#[tokio::test]
+async fn the_fhir_api_speaks_xml_too() {
+    let server = Server::start();
+    let message =
+        read_json(&root().join("fixtures/messages/valid/01-bars-referral-current-forms.json"));
+    let practice = server.as_(whg::auth::Principal::practice(
+        &sender_practice(&message).unwrap(),
+    ));
+    let xml = whg::fhir::resource::json_to_xml(&serde_json::to_vec(&message).unwrap()).unwrap();
+    assert!(
+        String::from_utf8_lossy(&xml).contains("<Bundle xmlns=\"http://hl7.org/fhir\""),
+        "{}",
+        String::from_utf8_lossy(&xml[..200])
+    );
+    let answer = practice
+        .request(reqwest::Method::POST, "/fhir/$process-message")
+        .header("content-type", "application/fhir+xml")
+        .header("accept", "application/fhir+xml")
+        .body(xml.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer.headers()["content-type"],
+        "application/fhir+xml; charset=utf-8"
+    );
+    let body = answer.bytes().await.unwrap();
+    let response = whg::fhir::resource::xml_to_json(&body).unwrap();
+    assert_eq!(response["resourceType"], "Bundle");
+    assert_eq!(response["type"], "message");
+    assert_eq!(
+        response["entry"][0]["resource"]["response"]["code"], "ok",
+        "{response}"
+    );
+    // A resend in JSON is the same message: one referral, answered alike (in JSON by default).
+    let (status, _, again) = practice.post("/fhir/$process-message", &message).await;
+    assert_eq!(status, 200, "{again}");
+    let (_, page) = practice.get("/fhir/ServiceRequest").await;
+    assert_eq!(page["total"], 1, "{page}");
+
+    // The CapabilityStatement says so, and comes in XML when asked.
+    let cs = server
+        .client
+        .get(server.url("/fhir/metadata"))
+        .header("accept", "application/fhir+xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        cs.headers()["content-type"],
+        "application/fhir+xml; charset=utf-8"
+    );
+    let cs = whg::fhir::resource::xml_to_json(&cs.bytes().await.unwrap()).unwrap();
+    assert!(
+        cs["format"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("application/fhir+xml"))
+    );
+
+    // Broken XML, XML that is not FHIR, and an entity bomb are 400s with an outcome (in JSON,
+    // which the caller accepts), and store nothing.
+    let bomb = br#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;"><!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]><Bundle xmlns="http://hl7.org/fhir"><id value="&lol3;"/></Bundle>"#;
+    for bad in [
+        &b"<Bundle xmlns=\"http://hl7.org/fhir\"><type value=\"message\""[..],
+        b"<Referral><who>someone</who></Referral>",
+        b"<Bundle xmlns=\"http://hl7.org/fhir\"><notAnElement value=\"x\"/></Bundle>",
+        &bomb[..],
+    ] {
+        let (status, headers, outcome) = server
+            .post_raw(
+                "/fhir/$process-message",
+                "application/fhir+xml",
+                bad.to_vec(),
+            )
+            .await;
+        assert_eq!(status, 400, "{outcome}");
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/fhir+json")
+        );
+        let diagnostics = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+        assert!(
+            diagnostics.contains("FHIR R4 resource in XML"),
+            "{diagnostics}"
+        );
+    }
+    let (_, page) = practice.get("/fhir/ServiceRequest").await;
+    assert_eq!(page["total"], 1, "{page}");
+
+    // The practice JSON format is not FHIR: XML there is 415.
+    let (status, _, outcome) = server
+        .post_raw("/api/v1/referrals", "application/fhir+xml", xml)
+        .await;
+    assert_eq!(status, 415, "{outcome}");
+    // An Accept naming neither format is still 406.
+    let refused = server
+        .client
+        .get(server.url("/fhir/metadata"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 406);
+}

@@ -32,11 +32,18 @@ fn essence(content_type: &str) -> String {
         .to_ascii_lowercase()
 }
 
-fn accepted_media_type(content_type: &str) -> bool {
-    matches!(
-        essence(content_type).as_str(),
-        "application/json" | "application/fhir+json"
-    )
+/// The FHIR formats a body may come in (R4 http.html#mime).
+enum BodyFormat {
+    Json,
+    Xml,
+}
+
+fn body_format(content_type: &str) -> Option<BodyFormat> {
+    match essence(content_type).as_str() {
+        "application/json" | "application/fhir+json" => Some(BodyFormat::Json),
+        "application/fhir+xml" | "application/xml" => Some(BodyFormat::Xml),
+        _ => None,
+    }
 }
 
 /// The id a PUT body must carry: the one in the URL (R4 update: a mismatch is a 400).
@@ -64,13 +71,29 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let limit = AppState::from_ref(state).config.limits.max_body_bytes;
         let content_type = content_type(&req).unwrap_or("(none)").to_string();
-        if !accepted_media_type(&content_type) {
+        // XML is a FHIR syntax: the FHIR API takes it, the practice JSON formats (/api/v1) do not.
+        let fhir = req.uri().path().starts_with("/fhir/");
+        let format = match body_format(&content_type) {
+            Some(BodyFormat::Xml) if !fhir => None,
+            format => format,
+        };
+        let Some(format) = format else {
             return Err(ApiError::UnsupportedMediaType(
                 content_type,
-                "application/fhir+json or application/json",
+                if fhir {
+                    "application/fhir+json, application/json or application/fhir+xml"
+                } else {
+                    "application/json or application/fhir+json"
+                },
             ));
+        };
+        let mut bytes = read_limited(req, limit).await?;
+        // FHIR XML is read into the JSON form every handler takes: one model, two syntaxes.
+        if let BodyFormat::Xml = format {
+            let value =
+                crate::fhir::resource::xml_to_json(&bytes).map_err(ApiError::MalformedXml)?;
+            bytes = Bytes::from(serde_json::to_vec(&value).expect("a JSON value serialises"));
         }
-        let bytes = read_limited(req, limit).await?;
         // Deep nesting costs every recursive walk of the document (and serde_json stops at 128
         // levels anyway); no payload of the gateway's formats nests more than about 15.
         let depth = AppState::from_ref(state).config.limits.max_json_depth;
@@ -178,13 +201,15 @@ mod tests {
 
     #[test]
     fn media_types() {
-        assert!(accepted_media_type("application/fhir+json"));
-        assert!(accepted_media_type(
-            "application/fhir+json; fhirVersion=4.0"
-        ));
-        assert!(accepted_media_type("Application/JSON; charset=utf-8"));
-        assert!(!accepted_media_type("application/xml"));
-        assert!(!accepted_media_type("text/plain"));
-        assert!(!accepted_media_type("(none)"));
+        let json = |t| matches!(body_format(t), Some(BodyFormat::Json));
+        let xml = |t| matches!(body_format(t), Some(BodyFormat::Xml));
+        assert!(json("application/fhir+json"));
+        assert!(json("application/fhir+json; fhirVersion=4.0"));
+        assert!(json("Application/JSON; charset=utf-8"));
+        // R4 http.html#mime: application/fhir+xml is FHIR's XML type.
+        assert!(xml("application/fhir+xml; charset=utf-8"));
+        assert!(xml("application/xml"));
+        assert!(body_format("text/plain").is_none());
+        assert!(body_format("(none)").is_none());
     }
 }

@@ -7,6 +7,7 @@ use crate::fhir::{Issue, IssueType, Issues, NhsErrorCode, operation_outcome};
 use crate::store::StoreError;
 
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+pub const FHIR_XML: &str = "application/fhir+xml; charset=utf-8";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -20,6 +21,9 @@ pub enum ApiError {
     TooManyRequests(u64),
     #[error("malformed JSON")]
     MalformedJson(String),
+    /// A body sent as FHIR XML that is not an R4 resource fhirbolt reads strictly.
+    #[error("malformed FHIR XML")]
+    MalformedXml(String),
     /// Not FHIR, or breaks basic FHIR rules (400).
     #[error("bad request")]
     BadRequest(Issues),
@@ -87,6 +91,14 @@ impl ApiError {
                 )],
                 NhsErrorCode::BAD_REQUEST,
             ),
+            MalformedXml(message) => (
+                StatusCode::BAD_REQUEST,
+                vec![Issue::general(
+                    IssueType::Structure,
+                    format!("the body is not a FHIR R4 resource in XML: {message}"),
+                )],
+                NhsErrorCode::BAD_REQUEST,
+            ),
             BadRequest(issues) => (
                 StatusCode::BAD_REQUEST,
                 issues.into_vec(),
@@ -139,7 +151,7 @@ impl ApiError {
                 StatusCode::NOT_ACCEPTABLE,
                 vec![Issue::general(
                     IssueType::NotSupported,
-                    format!("cannot answer in {accept}: this server speaks application/fhir+json"),
+                    format!("cannot answer in {accept}: this server speaks application/fhir+json and application/fhir+xml"),
                 )],
                 NhsErrorCode::BAD_REQUEST,
             ),

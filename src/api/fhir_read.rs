@@ -580,7 +580,7 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
             "url": format!("{}/fhir", app.config.base_url()),
         },
         "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json", "json"],
+        "format": ["application/fhir+json", "json", "application/fhir+xml", "xml"],
         "rest": [{
             "mode": "server",
             "documentation": "Other resource types carried in BaRS messages are stored and readable by id as well. What a caller sees is limited to its organisation's referrals and, for a person's data, by that person's consent; records withheld by consent are neither returned nor counted.",

@@ -188,7 +188,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .layer(middleware::from_fn(move |req, next| enforce_timeout(timeout, req, next)))
         .layer(middleware::from_fn(echo_correlation_id))
-        .layer(middleware::from_fn(require_json_accept))
+        .layer(middleware::from_fn(negotiate_format))
         // Only method and path are logged, never the query string, and a path's numbers are
         // masked: both can carry NHS numbers (e.g. /api/v1/patients/{nhs-number}/…).
         .layer(
@@ -326,28 +326,104 @@ async fn not_found(req: Request) -> ApiError {
 }
 
 /// Refuses (406) a request whose `Accept` header admits no JSON: every answer here is JSON.
-async fn require_json_accept(req: Request, next: Next) -> Response {
+/// Answers in the FHIR format the caller's `Accept` prefers (R4 http.html#mime): JSON, or XML
+/// for `application/fhir+xml`. Handlers always answer JSON; an XML answer is made here, at the
+/// edge, from it. An Accept naming neither is refused with 406.
+async fn negotiate_format(req: Request, next: Next) -> Response {
     let accept = req
         .headers()
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    match accept {
-        Some(accept) if !accepts_json(&accept) => ApiError::NotAcceptable(accept).into_response(),
-        _ => next.run(req).await,
+    let format = match &accept {
+        None => ResponseFormat::Json,
+        Some(accept) => match response_format(accept) {
+            Some(format) => format,
+            None => return ApiError::NotAcceptable(accept.clone()).into_response(),
+        },
+    };
+    let response = next.run(req).await;
+    match format {
+        ResponseFormat::Json => response,
+        ResponseFormat::Xml => as_xml(response).await,
     }
 }
 
-fn accepts_json(accept: &str) -> bool {
-    accept.split(',').any(|range| {
-        let essence = range
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        essence == "*/*" || essence == "application/*" || essence.ends_with("json")
-    })
+#[derive(Debug, PartialEq)]
+enum ResponseFormat {
+    Json,
+    Xml,
+}
+
+/// The format an Accept header prefers: the acceptable range with the highest q, JSON on a tie
+/// (and for `*/*`); none if it accepts neither.
+fn response_format(accept: &str) -> Option<ResponseFormat> {
+    let mut best: Option<(f32, ResponseFormat)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|v| v.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let format = if essence == "*/*" || essence == "application/*" || essence.ends_with("json")
+        {
+            ResponseFormat::Json
+        } else if essence == "application/fhir+xml" || essence == "application/xml" {
+            ResponseFormat::Xml
+        } else {
+            continue;
+        };
+        if q <= 0.0 {
+            continue;
+        }
+        let better = match &best {
+            None => true,
+            Some((best_q, best_format)) => {
+                q > *best_q
+                    || (q == *best_q
+                        && format == ResponseFormat::Json
+                        && *best_format == ResponseFormat::Xml)
+            }
+        };
+        if better {
+            best = Some((q, format));
+        }
+    }
+    best.map(|(_, format)| format)
+}
+
+/// The response in FHIR XML, when it is FHIR JSON (other answers, such as a PDF, are left alone).
+async fn as_xml(response: Response) -> Response {
+    let is_fhir_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/fhir+json"));
+    if !is_fhir_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let xml = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) if bytes.is_empty() => {
+            return Response::from_parts(parts, axum::body::Body::empty());
+        }
+        Ok(bytes) => crate::fhir::resource::json_to_xml(&bytes),
+        Err(e) => Err(e.to_string()),
+    };
+    match xml {
+        Ok(xml) => {
+            parts.headers.insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static(error::FHIR_XML),
+            );
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+            Response::from_parts(parts, axum::body::Body::from(xml))
+        }
+        // Every resource the gateway emits is read strictly by fhirbolt in the tests: this is a bug.
+        Err(e) => ApiError::Internal(format!("an answer could not be written as XML: {e}"))
+            .into_response(),
+    }
 }
 
 /// Echoes a caller's `X-Correlation-ID` (BaRS keeps one per conversation).
@@ -444,21 +520,31 @@ mod tests {
 
     #[test]
     fn accept_headers() {
-        for ok in [
-            "*/*",
-            "application/fhir+json",
-            "application/json; charset=utf-8",
-            "text/html, application/*;q=0.8",
-            "application/fhir+json; fhirVersion=4.0",
+        use super::{ResponseFormat::*, response_format};
+        for (accept, format) in [
+            ("*/*", Some(Json)),
+            ("application/fhir+json", Some(Json)),
+            ("application/json; charset=utf-8", Some(Json)),
+            ("text/html, application/*;q=0.8", Some(Json)),
+            ("application/fhir+json; fhirVersion=4.0", Some(Json)),
+            // R4 http.html#mime: application/fhir+xml asks for XML.
+            ("application/fhir+xml", Some(Xml)),
+            ("application/xml, text/plain", Some(Xml)),
+            (
+                "application/fhir+xml, application/fhir+json;q=0.5",
+                Some(Xml),
+            ),
+            (
+                "application/fhir+xml;q=0.5, application/fhir+json",
+                Some(Json),
+            ),
+            ("application/fhir+xml, application/fhir+json", Some(Json)),
+            ("application/fhir+xml, */*;q=0.1", Some(Xml)),
+            ("application/fhir+json;q=0, application/fhir+xml", Some(Xml)),
+            ("text/html", None),
+            ("application/fhir+xml;q=0", None),
         ] {
-            assert!(super::accepts_json(ok), "{ok}");
-        }
-        for no in [
-            "application/fhir+xml",
-            "text/html",
-            "application/xml, text/plain",
-        ] {
-            assert!(!super::accepts_json(no), "{no}");
+            assert_eq!(response_format(accept), format, "{accept}");
         }
     }
 }

@@ -23,6 +23,33 @@ pub fn parse_strict(bytes: &[u8]) -> Result<(), String> {
     }
 }
 
+/// An R4 resource in FHIR XML as FHIR JSON (R4 xml.html and json.html are two forms of one
+/// model). Read strictly, as JSON bodies are: what XML cannot say in JSON is an error. quick-xml,
+/// under fhirbolt, expands no entities beyond XML's five, so a DTD cannot make a payload grow.
+pub fn xml_to_json(bytes: &[u8]) -> Result<Value, String> {
+    let config = DeserializationConfig {
+        mode: DeserializationMode::Strict,
+    };
+    let resource =
+        std::panic::catch_unwind(|| fhirbolt::xml::from_slice::<Resource>(bytes, Some(config)))
+            .map_err(|_| "an element has a value of an impossible shape".to_string())?
+            .map_err(|e| e.to_string())?;
+    fhirbolt::json::to_json_value(resource, None).map_err(|e| e.to_string())
+}
+
+/// A resource held as FHIR JSON, in FHIR XML. Fails only for JSON fhirbolt does not read strictly,
+/// which the gateway never emits (every emitted resource is checked by the tests).
+pub fn json_to_xml(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let config = DeserializationConfig {
+        mode: DeserializationMode::Strict,
+    };
+    let resource =
+        std::panic::catch_unwind(|| fhirbolt::json::from_slice::<Resource>(bytes, Some(config)))
+            .map_err(|_| "an element has a value of an impossible shape".to_string())?
+            .map_err(|e| e.to_string())?;
+    fhirbolt::xml::to_vec(&resource, None).map_err(|e| e.to_string())
+}
+
 /// Breaches of the FHIR JSON rules that parsers let through: empty arrays, objects or strings,
 /// and nulls, each with the FHIRPath-like location of the offending element.
 pub fn json_rule_violations(value: &Value, at: &str, out: &mut Vec<(String, &'static str)>) {
