@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{read_json, root};
+use common::{read_json, root, run};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
@@ -17,18 +17,10 @@ fn node(script: &str, args: &[&str]) -> (bool, String) {
         tools.join("node_modules/@medplum/core").is_dir(),
         "run the tests with scripts/test.sh, which installs tools/conformance's npm packages"
     );
-    let out = Command::new("node")
+    run(Command::new("node")
         .arg(tools.join(script))
         .args(args)
-        .current_dir(root())
-        .output()
-        .expect("node runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+        .current_dir(root()))
 }
 
 fn validate(files: &[&Path]) -> (bool, String) {

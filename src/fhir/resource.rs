@@ -10,13 +10,20 @@ use serde_json::Value;
 /// Parses `bytes` as an R4 resource in fhirbolt's strict mode: unknown elements, wrong types and
 /// missing mandatory elements are errors. Returns fhirbolt's message (with line and column).
 pub fn parse_strict(bytes: &[u8]) -> Result<(), String> {
+    read_strict(|config| fhirbolt::json::from_slice::<Resource>(bytes, Some(config))).map(|_| ())
+}
+
+/// Runs a fhirbolt reader in strict mode. fhirbolt 0.4 (unmaintained) panics on some malformed
+/// input, e.g. an empty array where a primitive is expected. Contained here, that is a parse
+/// error, not a crashed request.
+fn read_strict<E: std::fmt::Display>(
+    read: impl FnOnce(DeserializationConfig) -> Result<Resource, E> + std::panic::UnwindSafe,
+) -> Result<Resource, String> {
     let config = DeserializationConfig {
         mode: DeserializationMode::Strict,
     };
-    // fhirbolt 0.4 (unmaintained) panics on some malformed input, e.g. an empty array where a
-    // primitive is expected. Contained here, that is a parse error, not a crashed request.
-    match std::panic::catch_unwind(|| fhirbolt::json::from_slice::<Resource>(bytes, Some(config))) {
-        Ok(parsed) => parsed.map(|_| ()).map_err(|e| e.to_string()),
+    match std::panic::catch_unwind(|| read(config)) {
+        Ok(parsed) => parsed.map_err(|e| e.to_string()),
         Err(_) => {
             Err("an element has a value of an impossible shape (such as an empty array)".into())
         }
@@ -27,26 +34,16 @@ pub fn parse_strict(bytes: &[u8]) -> Result<(), String> {
 /// model). Read strictly, as JSON bodies are: what XML cannot say in JSON is an error. quick-xml,
 /// under fhirbolt, expands no entities beyond XML's five, so a DTD cannot make a payload grow.
 pub fn xml_to_json(bytes: &[u8]) -> Result<Value, String> {
-    let config = DeserializationConfig {
-        mode: DeserializationMode::Strict,
-    };
     let resource =
-        std::panic::catch_unwind(|| fhirbolt::xml::from_slice::<Resource>(bytes, Some(config)))
-            .map_err(|_| "an element has a value of an impossible shape".to_string())?
-            .map_err(|e| e.to_string())?;
+        read_strict(|config| fhirbolt::xml::from_slice::<Resource>(bytes, Some(config)))?;
     fhirbolt::json::to_json_value(resource, None).map_err(|e| e.to_string())
 }
 
 /// A resource held as FHIR JSON, in FHIR XML. Fails only for JSON fhirbolt does not read strictly,
 /// which the gateway never emits (every emitted resource is checked by the tests).
 pub fn json_to_xml(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    let config = DeserializationConfig {
-        mode: DeserializationMode::Strict,
-    };
     let resource =
-        std::panic::catch_unwind(|| fhirbolt::json::from_slice::<Resource>(bytes, Some(config)))
-            .map_err(|_| "an element has a value of an impossible shape".to_string())?
-            .map_err(|e| e.to_string())?;
+        read_strict(|config| fhirbolt::json::from_slice::<Resource>(bytes, Some(config)))?;
     fhirbolt::xml::to_vec(&resource, None).map_err(|e| e.to_string())
 }
 

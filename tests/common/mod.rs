@@ -656,21 +656,11 @@ fn check_fhir_version(resources: &[Value], version: &str) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("resources.json");
     std::fs::write(&file, serde_json::to_vec(resources).unwrap()).unwrap();
-    let out = Command::new(python())
+    let (ok, text) = run(Command::new(python())
         .arg(root().join("tools/check_fhir.py"))
         .arg(format!("--version={version}"))
-        .arg(&file)
-        .output()
-        .expect("run check_fhir.py");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "independent FHIR check failed:\n{text}"
-    );
+        .arg(&file));
+    assert!(ok, "independent FHIR check failed:\n{text}");
     assert!(
         text.contains(&format!(
             "checked {} resources: 0 problems",
@@ -681,6 +671,19 @@ fn check_fhir_version(resources: &[Value], version: &str) {
     if version == "R4" {
         check_with_profile_validators(&file, resources.len());
     }
+}
+
+/// Runs a checking tool: whether it succeeded, and everything it printed.
+pub fn run(command: &mut Command) -> (bool, String) {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("run {command:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }
 
 /// Checks R4 resources with @medplum/core against the snapshots in profiles/ (every gateway
@@ -698,17 +701,9 @@ fn check_with_profile_validators(file: &Path, count: usize) {
     if let Ok(summary) = std::env::var("WHG_CONFORMANCE_SUMMARY") {
         command.arg(format!("--summary={summary}"));
     }
-    let out = command
-        .arg(file)
-        .output()
-        .expect("run node tools/conformance/validate.mjs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text) = run(command.arg(file));
     assert!(
-        out.status.success() && text.contains(&format!("validated {count} resources")),
+        ok && text.contains(&format!("validated {count} resources")),
         "profile validation (medplum, FHIR.js) failed:\n{text}"
     );
 }
