@@ -834,7 +834,9 @@ async fn process_message_answers_with_a_response_message() {
     let sender = server.as_(whg::auth::Principal::practice(
         &sender_practice(&msg).unwrap(),
     ));
-    for (prefer, entries) in [("return=representation", 3), ("return=minimal", 2)] {
+    // The MessageHeader, its OperationOutcome and the sending service's Organization; with
+    // representation, the ServiceRequest too.
+    for (prefer, entries) in [("return=representation", 4), ("return=minimal", 3)] {
         let r = sender
             .request(reqwest::Method::POST, "/fhir/$process-message")
             .header("content-type", "application/fhir+json")
@@ -851,12 +853,20 @@ async fn process_message_answers_with_a_response_message() {
             entries,
             "{answer}"
         );
-        if entries == 3 {
+        if entries == 4 {
             assert_eq!(
                 answer["entry"][2]["resource"]["resourceType"],
                 "ServiceRequest"
             );
         }
+        let sender = answer["entry"][0]["resource"]["sender"]["reference"].as_str();
+        let organization = answer["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["fullUrl"].as_str() == sender)
+            .unwrap_or_else(|| panic!("the sender is in the message: {answer}"));
+        assert_eq!(organization["resource"]["resourceType"], "Organization");
     }
 }
 

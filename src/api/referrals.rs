@@ -85,6 +85,10 @@ pub async fn process_message(
         service_request_id: &id,
         outcome,
         service_request: resource.as_ref(),
+        service: bars_response::addressed_service(
+            &body.value["entry"][0]["resource"],
+            &app.config.services,
+        ),
     };
     let message = bars_response::response_message(
         &body.value,

@@ -414,21 +414,14 @@ impl<'a> Message<'a> {
         header: &'a Value,
         ctx: &'c IntakeContext,
     ) -> Option<&'c Service> {
-        let endpoints: Vec<&str> = header
-            .get("destination")
-            .and_then(Value::as_array)
-            .map(|d| {
-                d.iter()
-                    .filter_map(|d| d.get("endpoint").and_then(Value::as_str))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let found = ctx.services.iter().find(|s| {
-            s.bars_endpoint
-                .as_deref()
-                .is_some_and(|ep| endpoints.contains(&ep))
-        });
+        let found = super::bars_response::addressed_service(header, ctx.services);
         if found.is_none() {
+            let endpoints: Vec<&str> = header["destination"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d["endpoint"].as_str())
+                .collect();
             self.issues.error(
                 IssueType::NotFound,
                 at(0, "destination"),

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::fhir::search::{format_instant, is_fhir_id};
 use crate::fhir::systems;
 use crate::fhir::systems::profile;
+use crate::services::Service;
 
 /// UK Core's MessageHeader profile (2.4.0: the event, destination, sender, source and focus are
 /// must-support; no other constraint on R4's).
@@ -28,6 +29,27 @@ pub struct Accepted<'a> {
     pub outcome: Outcome,
     /// The stored ServiceRequest, when the sender asked for it (`Prefer: return=representation`).
     pub service_request: Option<&'a Value>,
+    /// The service the message was addressed to: it sends the answer.
+    pub service: Option<&'a Service>,
+}
+
+/// The configured service a message is addressed to: the one whose BaRS endpoint its
+/// MessageHeader's destination names (the one rule intake and the answer both use).
+pub fn addressed_service<'s>(header: &Value, services: &'s [Service]) -> Option<&'s Service> {
+    let endpoints: Vec<&str> = header
+        .get("destination")
+        .and_then(Value::as_array)
+        .map(|d| {
+            d.iter()
+                .filter_map(|d| d.get("endpoint").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    services.iter().find(|s| {
+        s.bars_endpoint
+            .as_deref()
+            .is_some_and(|ep| endpoints.contains(&ep))
+    })
 }
 
 /// What the request did, as the answer tells it.
@@ -148,6 +170,31 @@ pub fn response_message(
     if let Some(endpoint) = endpoint(&request_header["source"]["endpoint"]) {
         header["destination"] = json!([{ "endpoint": endpoint }]);
     }
+    // The answer is the service's (R4 MessageHeader.sender: "the real world sender of the
+    // message"): an Organization in the message, by ODS code when it has one, else its id here.
+    let sender = accepted.service.map(|service| {
+        let sender_id = name("sender");
+        header["sender"] = json!({
+            "reference": format!("urn:uuid:{sender_id}"),
+            "display": service.name,
+        });
+        let mut identifiers = Vec::new();
+        if let Some(ods) = &service.ods_code {
+            identifiers.push(json!({ "system": systems::ODS_ORGANIZATION, "value": ods }));
+        }
+        identifiers
+            .push(json!({ "system": systems::service_identifier_system(), "value": service.id }));
+        json!({
+            "fullUrl": format!("urn:uuid:{sender_id}"),
+            "resource": {
+                "resourceType": "Organization",
+                "id": sender_id.to_string(),
+                "meta": { "profile": [profile::ORGANIZATION] },
+                "identifier": identifiers,
+                "name": service.name,
+            },
+        })
+    });
     let outcome = json!({
         "resourceType": "OperationOutcome",
         "id": outcome_id.to_string(),
@@ -161,6 +208,7 @@ pub fn response_message(
     if let Some(sr) = accepted.service_request {
         entries.push(json!({ "fullUrl": service_request_url, "resource": sr }));
     }
+    entries.extend(sender);
     json!({
         "resourceType": "Bundle",
         "id": name("bundle").to_string(),
@@ -200,6 +248,7 @@ mod tests {
             service_request_id: "sr1",
             outcome: Outcome::Stored,
             service_request: None,
+            service: None,
         };
         let answer = response_message(&request(), &accepted, "https://whg.example", now);
         assert_eq!(answer["type"], "message");
@@ -236,12 +285,52 @@ mod tests {
     }
 
     #[test]
+    fn the_service_addressed_sends_the_answer() {
+        let services: Vec<Service> = vec![Service {
+            id: "sheffield-whs".into(),
+            name: "Sheffield Work and Health Service".into(),
+            ods_code: Some("8JK62".into()),
+            bars_endpoint: Some("https://fhir.nhs.uk/Id/dos-service-id|2000100001".into()),
+            prompts: Vec::new(),
+            eligibility: None,
+        }];
+        let r = request();
+        let service = addressed_service(&r["entry"][0]["resource"], &services);
+        assert_eq!(service.map(|s| s.id.as_str()), Some("sheffield-whs"));
+        let accepted = Accepted {
+            service_request_id: "sr1",
+            outcome: Outcome::Stored,
+            service_request: None,
+            service,
+        };
+        let answer = response_message(&r, &accepted, "https://whg.example", Utc::now());
+        let header = &answer["entry"][0]["resource"];
+        let sender = header["sender"]["reference"].as_str().unwrap();
+        let org = answer["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["fullUrl"] == sender)
+            .expect("the sender is in the message");
+        assert_eq!(org["resource"]["resourceType"], "Organization");
+        assert_eq!(org["resource"]["identifier"][0]["value"], "8JK62");
+        assert_eq!(org["resource"]["identifier"][1]["value"], "sheffield-whs");
+        assert_eq!(org["resource"]["name"], "Sheffield Work and Health Service");
+        // A message addressed to no configured service names no sender (intake refuses it).
+        let mut elsewhere = r.clone();
+        elsewhere["entry"][0]["resource"]["destination"][0]["endpoint"] =
+            json!("https://elsewhere.example");
+        assert!(addressed_service(&elsewhere["entry"][0]["resource"], &services).is_none());
+    }
+
+    #[test]
     fn a_resend_gets_the_same_message_ids_and_says_nothing_new_was_stored() {
         let now = Utc::now();
         let first = Accepted {
             service_request_id: "sr1",
             outcome: Outcome::Stored,
             service_request: None,
+            service: None,
         };
         let again = Accepted {
             outcome: Outcome::Resent,
@@ -264,6 +353,7 @@ mod tests {
             service_request_id: "sr1",
             outcome: Outcome::Stored,
             service_request: Some(&sr),
+            service: None,
         };
         let answer = response_message(&request(), &accepted, "https://whg.example", Utc::now());
         assert_eq!(answer["entry"][2]["resource"], sr);
@@ -283,6 +373,7 @@ mod tests {
             service_request_id: "sr1",
             outcome: Outcome::Stored,
             service_request: None,
+            service: None,
         };
         let answer = response_message(&r, &accepted, "https://whg.example", Utc::now());
         let header = &answer["entry"][0]["resource"];
