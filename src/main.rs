@@ -425,6 +425,9 @@ fn validate(config: &Config, file: &Path, kind: Kind) -> ExitCode {
         Kind::Message => (
             match bars::validate(&bytes, &value, &ctx) {
                 Ok(bars::BarsMessage::Referral(s)) => Ok(s),
+                // An amendment maps as the referral it restates; what it changes depends on the
+                // stored referral.
+                Ok(bars::BarsMessage::Amendment(a)) => Ok(a.submission),
                 // What a cancellation does depends on the stored referral: offline, it can only
                 // be said to be well formed.
                 Ok(bars::BarsMessage::Cancellation(c)) => {
@@ -432,8 +435,8 @@ fn validate(config: &Config, file: &Path, kind: Kind) -> ExitCode {
                         &[whg::fhir::Issue::information(format!(
                             "a valid cancellation ({}) of the referral {} sent by {}",
                             c.withdrawal.status(),
-                            c.key.value,
-                            c.practice
+                            c.referral.key.value,
+                            c.referral.practice
                         ))],
                         None::<NhsErrorCode>,
                     );

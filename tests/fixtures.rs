@@ -483,3 +483,155 @@ async fn a_referrer_cancels_a_bars_referral_and_the_service_sees_it_withdrawn() 
     assert_eq!(status, 422, "{outcome}");
     assert!(outcome.to_string().contains("declined"), "{outcome}");
 }
+
+/// BaRS update (issue 14): the referrer restates its referral with reason `update` and the
+/// ServiceRequest active ("'update' for an update", BaRS Referral Payload); what the
+/// ServiceRequest says changes in a new version, the service sees a note on its workflow Task,
+/// the practice is answered with the response message. Nothing else changes by amendment.
+#[tokio::test]
+async fn a_referrer_amends_a_bars_referral_and_the_service_sees_what_changed() {
+    use whg::auth::{Principal, Role};
+    let server = Server::start();
+    let whs = server.as_(Principal::service("sheffield-whs"));
+    let ig = server.as_(Principal::new(Role::InformationGovernance, "ig-team"));
+    let amendment =
+        |name: &str| read_json(&root().join(format!("fixtures/messages/amendments/{name}.json")));
+    let original =
+        read_json(&root().join("fixtures/messages/valid/01-bars-referral-current-forms.json"));
+    let more_urgent = amendment("01-more-urgent");
+
+    // Nothing to amend before the referral is sent.
+    let (status, _, outcome) = server
+        .post_json("/fhir/$process-message", &more_urgent)
+        .await;
+    assert_eq!(status, 404, "{outcome}");
+    let (status, headers, _) = server.post_json("/fhir/$process-message", &original).await;
+    assert_eq!(status, 200);
+    let sr = location_id(&headers);
+    let (status, _, body) = whs
+        .post(
+            &format!("/api/v1/referrals/{sr}/triage"),
+            &json!({ "decision": "accept" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, before) = whs.get(&format!("/fhir/ServiceRequest/{sr}")).await;
+
+    // Only the sender amends: a service cannot, another practice finds nothing of its own.
+    let (status, _, _) = whs.post("/fhir/$process-message", &more_urgent).await;
+    assert_eq!(status, 403);
+    let mut elsewhere = more_urgent.clone();
+    for e in elsewhere["entry"].as_array_mut().unwrap() {
+        if e["fullUrl"] == more_urgent["entry"][0]["resource"]["sender"]["reference"] {
+            e["resource"]["identifier"][0]["value"] = json!("C88999");
+        }
+    }
+    let (status, _, outcome) = server.post_json("/fhir/$process-message", &elsewhere).await;
+    assert_eq!(status, 404, "{outcome}");
+
+    // What the referral is, and what it names, are not amended: refused, saying how, audited.
+    let (status, _, outcome) = server
+        .post_json("/fhir/$process-message", &amendment("01-another-condition"))
+        .await;
+    assert_eq!(status, 422, "{outcome}");
+    assert!(outcome.to_string().contains("reasonReference"), "{outcome}");
+    let mut recoded = more_urgent.clone();
+    for e in recoded["entry"].as_array_mut().unwrap() {
+        if e["resource"]["resourceType"] == "ServiceRequest" {
+            e["resource"]["code"]["coding"][0]["code"] = json!("183444007");
+        }
+    }
+    let (status, _, outcome) = server.post_json("/fhir/$process-message", &recoded).await;
+    assert_eq!(status, 422, "{outcome}");
+    assert!(
+        outcome.to_string().contains("never what the referral is"),
+        "{outcome}"
+    );
+    let (_, unchanged) = whs.get(&format!("/fhir/ServiceRequest/{sr}")).await;
+    assert_eq!(unchanged["meta"]["versionId"], before["meta"]["versionId"]);
+    let (_, refused) = ig.get("/fhir/AuditEvent?outcome=4&_count=100").await;
+    assert!(
+        refused.to_string().contains("referral amendment refused"),
+        "{refused}"
+    );
+
+    // The amendment: the practice is told, the service sees the new version and a note.
+    let (status, _, answer) = server
+        .post_json("/fhir/$process-message", &more_urgent)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["type"], "message");
+    let header = &answer["entry"][0]["resource"];
+    assert_eq!(header["response"]["code"], "ok");
+    assert_eq!(
+        header["response"]["identifier"],
+        more_urgent["entry"][0]["fullUrl"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("urn:uuid:")
+    );
+    assert!(
+        answer
+            .to_string()
+            .contains(&format!("ServiceRequest/{sr} amended (priority, note)")),
+        "{answer}"
+    );
+    let (_, after) = whs.get(&format!("/fhir/ServiceRequest/{sr}")).await;
+    assert_eq!(after["priority"], "urgent");
+    assert!(
+        after["note"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("formal absence review")
+    );
+    assert_eq!(after["status"], "active");
+    assert_eq!(after["identifier"], before["identifier"]);
+    assert_eq!(after["reasonReference"], before["reasonReference"]);
+    assert_ne!(after["meta"]["versionId"], before["meta"]["versionId"]);
+    let (status, history) = whs
+        .get(&format!("/fhir/ServiceRequest/{sr}/_history"))
+        .await;
+    assert_eq!(status, 200);
+    assert!(history["total"].as_u64().unwrap() >= 2, "{history}");
+    let (_, workflow) = whs.get(&format!("/api/v1/referrals/{sr}/workflow")).await;
+    assert_eq!(workflow["stage"], "accepted", "the stage stays: {workflow}");
+    assert!(
+        workflow
+            .to_string()
+            .contains("Amended by the referrer: priority, note"),
+        "{workflow}"
+    );
+    check_with_independent_fhir(&[answer.clone(), after.clone()]);
+
+    // Sent again: nothing changes, and the answer says so.
+    let (status, _, again) = server
+        .post_json("/fhir/$process-message", &more_urgent)
+        .await;
+    assert_eq!(status, 200, "{again}");
+    assert!(again.to_string().contains("nothing changed"), "{again}");
+    let (_, still) = whs.get(&format!("/fhir/ServiceRequest/{sr}")).await;
+    assert_eq!(still["meta"]["versionId"], after["meta"]["versionId"]);
+    let (_, events) = ig.get("/fhir/AuditEvent?_count=100").await;
+    assert_eq!(
+        events
+            .to_string()
+            .matches("referral amended by the referrer (priority, note)")
+            .count(),
+        1,
+        "{events}"
+    );
+
+    // A closed referral is not amended: cancelled, here.
+    let cancel = read_json(&root().join("fixtures/messages/cancellations/01-revoked.json"));
+    let (status, _, _) = server.post_json("/fhir/$process-message", &cancel).await;
+    assert_eq!(status, 200);
+    let mut later = more_urgent.clone();
+    for e in later["entry"].as_array_mut().unwrap() {
+        if e["resource"]["resourceType"] == "ServiceRequest" {
+            e["resource"]["priority"] = json!("asap");
+        }
+    }
+    let (status, _, outcome) = server.post_json("/fhir/$process-message", &later).await;
+    assert_eq!(status, 422, "{outcome}");
+    assert!(outcome.to_string().contains("withdrawn"), "{outcome}");
+}

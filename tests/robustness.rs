@@ -109,7 +109,12 @@ fn bars_messages_never_crash_validation() {
             let bytes = serde_json::to_vec(&mutated).unwrap();
             match bars::validate(&bytes, &mutated, &ctx) {
                 Ok(bars::BarsMessage::Referral(s)) => assert!(!s.entries.is_empty()),
-                Ok(bars::BarsMessage::Cancellation(c)) => assert!(!c.key.value.is_empty()),
+                Ok(bars::BarsMessage::Cancellation(c)) => {
+                    assert!(!c.referral.key.value.is_empty())
+                }
+                Ok(bars::BarsMessage::Amendment(a)) => {
+                    assert!(!a.referral.key.value.is_empty() && !a.submission.entries.is_empty())
+                }
                 Err(bars::Rejection::Malformed(i) | bars::Rejection::Invalid(i)) => {
                     assert!(!i.is_empty(), "{p}")
                 }

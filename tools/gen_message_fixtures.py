@@ -208,8 +208,10 @@ INVALID = {
     "01-not-a-message": (edit(BASE, "Bundle", lambda r: None) | {"type": "collection"}, 422, [("Bundle.type", "value")]),
     "02-booking-request-event": (edit(BASE, "MessageHeader", lambda r: r["eventCoding"].update(code="booking-request")), 422,
                                  [("Bundle.entry[0].resource.eventCoding.code", "not-supported")]),
-    "03-reason-update": (edit(BASE, "MessageHeader", lambda r: r["reason"]["coding"][0].update(code="update")), 422,
-                         [("Bundle.entry[0].resource.reason", "not-supported")]),
+    # An update carries the ServiceRequest active (an amendment) or revoked/entered-in-error.
+    "03-reason-update": (edit(edit(BASE, "MessageHeader", lambda r: r["reason"]["coding"][0].update(code="update")),
+                              "ServiceRequest", lambda r: r.update(status="on-hold")), 422,
+                         [(f"Bundle.entry[{next(i for i, e in enumerate(BASE['entry']) if e['resource']['resourceType'] == 'ServiceRequest')}].resource.status", "business-rule")]),
     "04-invalid-nhs-number": (message("3c4d5e6f-7a8b-4c3d-9e4f-5a6b7c8d9e0f", "REF-BARS-0004", "3478526985"), 422,
                               [("Bundle.entry[3].resource.identifier[0].value", "invariant")]),
     "05-reference-outside-message": (edit(BASE, "ServiceRequest", lambda r: r.update(requester={"reference": "PractitionerRole/abc"})), 422,
@@ -327,6 +329,40 @@ CANCELLATIONS = {
     "02-entered-in-error": cancellation(VALID["02-bars-referral-retired-verification-and-lowercase-ods"], "8b9c0d1e-2f3a-4b4c-9d5e-6f7a8b9c0d1e", "entered-in-error", "delete"),
 }
 
+# Amendments (fixtures/messages/amendments/): each restates the valid message of the same number
+# with reason 'update' and the ServiceRequest active (BaRS: "'update' for an update"), later
+# lastUpdated values on what changed ("must be a later timestamp, on updates").
+def amendment(original, bundle_id, change):
+    b = copy.deepcopy(original)
+    b["id"] = bundle_id
+    header = b["entry"][0]
+    header["fullUrl"] = "urn:uuid:" + bundle_id[:-4] + "a0a0"
+    header["resource"]["reason"]["coding"][0]["code"] = "update"
+    header["resource"]["meta"]["lastUpdated"] = "2026-05-06T09:00:00+00:00"
+    for e in b["entry"]:
+        change(e["resource"])
+    return b
+
+
+def more_urgent(r):
+    if r["resourceType"] == "ServiceRequest":
+        r["priority"] = "urgent"
+        r["note"] = [{"text": "Now at risk of losing her job: her employer has started a formal absence review."}]
+        r["meta"]["lastUpdated"] = "2026-05-06T09:00:00+00:00"
+
+
+def another_condition(r):
+    if r["resourceType"] == "Condition":
+        r["code"] = {"coding": [{"system": "http://snomed.info/sct", "code": "35489007", "display": "Depressive disorder"}]}
+        r["meta"]["lastUpdated"] = "2026-05-06T09:00:00+00:00"
+
+
+AMENDMENTS = {
+    "01-more-urgent": amendment(VALID["01-bars-referral-current-forms"], "9c0d1e2f-3a4b-4c5d-8e6f-7a8b9c0d1e2f", more_urgent),
+    # Refused when processed: the Conditions the referral names are the referral itself.
+    "01-another-condition": amendment(VALID["01-bars-referral-current-forms"], "0d1e2f3a-4b5c-4d6e-9f7a-8b9c0d1e2f3a", another_condition),
+}
+
 _sr = next(i for i, e in enumerate(BASE["entry"]) if e["resource"]["resourceType"] == "ServiceRequest")
 INVALID["17-cancellation-delete-of-active-referral"] = (
     edit(edit(CANCELLATIONS["01-revoked"], "MessageHeader", lambda r: r["reason"]["coding"][0].update(code="delete")),
@@ -373,6 +409,10 @@ def main():
     out = ROOT / "cancellations"
     out.mkdir(exist_ok=True)
     for name, doc in CANCELLATIONS.items():
+        write(out / f"{name}.json", doc)
+    out = ROOT / "amendments"
+    out.mkdir(exist_ok=True)
+    for name, doc in AMENDMENTS.items():
         write(out / f"{name}.json", doc)
     print(f"{len(VALID)} valid and {len(INVALID)} invalid messages, {len(CANCELLATIONS)} cancellations in {ROOT}")
 

@@ -609,7 +609,7 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
                 "protocol": { "system": "http://terminology.hl7.org/CodeSystem/message-transport", "code": "http" },
                 "address": format!("{}/fhir/$process-message", app.config.base_url()),
             }],
-            "documentation": "BaRS: referrals are taken at $process-message and answered there with a response message; advisers' letters go back to the referring practice as BaRS servicerequest-response messages (or over MESH as GP Connect Send Document).",
+            "documentation": "BaRS: referrals are taken at $process-message (new, amended with reason update, or cancelled) and answered there with a response message; advisers' letters go back to the referring practice as BaRS servicerequest-response messages (or over MESH as GP Connect Send Document).",
             "supportedMessage": [
                 { "mode": "receiver", "definition": systems::BARS_REFERRAL_REQUEST_DEFINITION },
                 { "mode": "receiver", "definition": crate::intake::message_definition::CANCELLED.url },

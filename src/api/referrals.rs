@@ -77,13 +77,21 @@ pub async fn process_message(
             };
             (c.service_request_id, outcome, c.resource)
         }
+        Processed::Amended(a) => {
+            let outcome = if a.changed.is_empty() {
+                bars_response::Outcome::AmendmentResent
+            } else {
+                bars_response::Outcome::Amended(a.changed.join(", "))
+            };
+            (a.service_request_id, outcome, a.resource)
+        }
     };
     let location = format!("{}/fhir/ServiceRequest/{id}", app.config.base_url());
     // The response message is the operation's return, whatever `Prefer: return=` says (R4:
     // mandatory for synchronous messaging); `representation` adds the ServiceRequest to it.
     let accepted = bars_response::Accepted {
         service_request_id: &id,
-        outcome,
+        outcome: &outcome,
         service_request: resource.as_ref(),
         service: bars_response::addressed_service(
             &body.value["entry"][0]["resource"],

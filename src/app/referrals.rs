@@ -53,6 +53,18 @@ pub enum Processed {
     Referral(Referral),
     /// A referral cancelled by its referrer.
     Cancelled(Cancelled),
+    /// A referral amended by its referrer.
+    Amended(Amended),
+}
+
+/// A referral its referrer amended.
+#[derive(Debug)]
+pub struct Amended {
+    pub service_request_id: String,
+    /// The ServiceRequest elements the amendment changed; none for a resend.
+    pub changed: Vec<&'static str>,
+    /// The ServiceRequest as it now stands, when [`Return::Representation`] was asked for.
+    pub resource: Option<Value>,
 }
 
 /// A referral its referrer cancelled.
@@ -97,86 +109,134 @@ pub async fn process_message(
         bars::BarsMessage::Cancellation(c) => Ok(Processed::Cancelled(
             cancel(store, caller, c, wanted).await?,
         )),
+        bars::BarsMessage::Amendment(a) => {
+            Ok(Processed::Amended(amend(store, caller, a, wanted).await?))
+        }
     }
 }
 
-/// The referrer withdraws a referral it sent: only the practice that sent it, naming it as it
-/// was sent, about the same person, while it is current (BaRS: "The Receiver must not process a
-/// cancellation request for a booking or referral which is not current"). The ServiceRequest
-/// takes the cancellation's status and the workflow Task is cancelled (business status
-/// `withdrawn`), with the AuditEvent, in one transaction: the service sees it in its worklist,
-/// the practice in the response message. A resent cancellation changes nothing.
+/// The referral a message from its referrer names, found as [`own_referral`] finds it.
+struct OwnReferral {
+    id: String,
+    sr: Value,
+    record: crate::store::RecordParties,
+}
+
+/// The referral a referrer's message (a cancellation, an amendment) is about: only the practice
+/// that sent it, naming it as it was sent (by its write-once key, so another practice's is never
+/// found), addressed to the service it went to, about the same person. A refusal about the
+/// sender's own referral is audited (information governance wants to see a message naming the
+/// wrong person); nothing else is stored.
+async fn own_referral(
+    store: &dyn Store,
+    caller: &Caller<'_>,
+    named: &bars::NamedReferral,
+    what: &'static str,
+) -> Result<OwnReferral, SubmitError> {
+    let principal = caller.principal;
+    if principal.role != Role::Practice || named.practice != principal.organisation {
+        return Err(SubmitError::NotTheSender {
+            what,
+            from: named.practice.clone(),
+            token_for: principal.organisation.clone(),
+        });
+    }
+    let unknown = || SubmitError::UnknownReferral(named.key.value.clone());
+    let id = store.submitted(&named.key).await?.ok_or_else(unknown)?;
+    let sr = store
+        .read("ServiceRequest", &id)
+        .await?
+        .ok_or_else(unknown)?;
+    let record = store
+        .records_of("ServiceRequest", &id)
+        .await?
+        .into_iter()
+        .find(|r| r.record == format!("ServiceRequest/{id}") && r.practice.is_some())
+        .ok_or_else(unknown)?;
+    let found = OwnReferral { id, sr, record };
+    if found.record.service.as_deref() != Some(named.service.as_str()) {
+        return Err(refuse(store, caller, &found, what, "addressed to another service", Issue::error(IssueType::BusinessRule, "Bundle.entry[0].resource.destination", format!("the referral this {what} is about was sent to another service: address the {what} to the service the referral went to"))).await);
+    }
+    let patient = crate::access::patient_of_referral(store, &found.id).await?;
+    let referral_person = patient
+        .as_ref()
+        .and_then(|p| crate::fhir::resource::identifier_value(p, systems::NHS_NUMBER));
+    if referral_person.is_none() || referral_person != named.nhs_number.as_deref() {
+        return Err(refuse(store, caller, &found, what, "its Patient is not the referral's", Issue::error(IssueType::BusinessRule, "Bundle.entry", format!("the {what}'s Patient is not the person the referral is about: a {what} carries the referral's Patient"))).await);
+    }
+    Ok(found)
+}
+
+/// The AuditEvent of a referrer's message about its referral.
+fn referral_event<'p>(
+    caller: &Caller<'p>,
+    referral: &OwnReferral,
+    permitted: bool,
+    description: String,
+    at: chrono::DateTime<Utc>,
+) -> Event<'p> {
+    Event {
+        kind: Kind::Updated,
+        principal: Some(caller.principal),
+        patient: Some(format!("Patient/{}", referral.record.patient_id)),
+        entities: vec![format!("ServiceRequest/{}", referral.id)],
+        decision: None,
+        permitted,
+        description,
+        at,
+        request_id: caller.request_id.clone(),
+    }
+}
+
+/// A refused message about the sender's own referral, audited; the error to answer with.
+async fn refuse(
+    store: &dyn Store,
+    caller: &Caller<'_>,
+    referral: &OwnReferral,
+    what: &str,
+    why: &str,
+    issue: Issue,
+) -> SubmitError {
+    let event = referral_event(
+        caller,
+        referral,
+        false,
+        format!("referral {what} refused: {why}"),
+        Utc::now(),
+    );
+    match store.append_audit(&[event]).await {
+        Ok(()) => SubmitError::Invalid(issue.into()),
+        Err(e) => e.into(),
+    }
+}
+
+/// The referrer withdraws a referral it sent ([`own_referral`]), while it is current (BaRS: "The
+/// Receiver must not process a cancellation request for a booking or referral which is not
+/// current"). The ServiceRequest takes the cancellation's status and the workflow Task is
+/// cancelled (business status `withdrawn`), with the AuditEvent, in one transaction: the service
+/// sees it in its worklist, the practice in the response message. A resent cancellation changes
+/// nothing.
 async fn cancel(
     store: &dyn Store,
     caller: &Caller<'_>,
     c: bars::Cancellation,
     wanted: Return,
 ) -> Result<Cancelled, SubmitError> {
-    let principal = caller.principal;
-    if principal.role != Role::Practice || c.practice != principal.organisation {
-        return Err(SubmitError::NotTheSender {
-            what: "cancellation",
-            from: c.practice.clone(),
-            token_for: principal.organisation.clone(),
-        });
-    }
-    // Keyed by the sender, so another practice's referral is never found.
-    let id = store
-        .submitted(&c.key)
-        .await?
-        .ok_or_else(|| SubmitError::UnknownReferral(c.key.value.clone()))?;
-    let sr = store
-        .read("ServiceRequest", &id)
-        .await?
-        .ok_or_else(|| SubmitError::UnknownReferral(c.key.value.clone()))?;
-    let record = store
-        .records_of("ServiceRequest", &id)
-        .await?
-        .into_iter()
-        .find(|r| r.record == format!("ServiceRequest/{id}") && r.practice.is_some())
-        .ok_or_else(|| SubmitError::UnknownReferral(c.key.value.clone()))?;
+    let referral = own_referral(store, caller, &c.referral, "cancellation").await?;
     let now = Utc::now();
     let status = c.withdrawal.status();
-    let event = |permitted: bool, description: String| Event {
-        kind: Kind::Updated,
-        principal: Some(principal),
-        patient: Some(format!("Patient/{}", record.patient_id)),
-        entities: vec![format!("ServiceRequest/{id}")],
-        decision: None,
-        permitted,
-        description,
-        at: now,
-        request_id: caller.request_id.clone(),
+    let event = |permitted: bool, description: String| {
+        referral_event(caller, &referral, permitted, description, now)
     };
-    // A refusal about the sender's own referral is audited (information governance wants to
-    // see a cancellation naming the wrong person); nothing else is stored.
-    let refuse = async |why: &str, issue: Issue| -> Result<Cancelled, SubmitError> {
-        store
-            .append_audit(&[event(
-                false,
-                format!("referral cancellation refused: {why}"),
-            )])
-            .await?;
-        Err(SubmitError::Invalid(issue.into()))
-    };
-    if record.service.as_deref() != Some(c.service.as_str()) {
-        return refuse("addressed to another service", Issue::error(IssueType::BusinessRule, "Bundle.entry[0].resource.destination", "the referral this cancels was sent to another service: address the cancellation to the service the referral went to")).await;
-    }
-    let patient = crate::access::patient_of_referral(store, &id).await?;
-    let referral_person = patient
-        .as_ref()
-        .and_then(|p| crate::fhir::resource::identifier_value(p, systems::NHS_NUMBER));
-    if referral_person.is_none() || referral_person != c.nhs_number.as_deref() {
-        return refuse("its Patient is not the referral's", Issue::error(IssueType::BusinessRule, "Bundle.entry", "the cancellation's Patient is not the person the referral is about: a cancellation carries the referral's Patient")).await;
-    }
-    let task = workflow_task(store, &id).await?;
+    let (id, sr, record) = (&referral.id, &referral.sr, &referral.record);
+    let task = workflow_task(store, id).await?;
     let mut tx = Transaction {
         referral: id.clone(),
         ..Transaction::default()
     };
     let mut withdrawn = sr.clone();
     withdrawn["status"] = json!(status);
-    let sr_version = super::stored_version(&sr).unwrap_or(1);
+    let sr_version = super::stored_version(sr).unwrap_or(1);
     if workflow::stage_of(task.as_ref()) == Stage::Withdrawn {
         if sr["status"] == status {
             store
@@ -185,9 +245,9 @@ async fn cancel(
                     format!("referral cancellation ({status}) resent: nothing changed"),
                 )])
                 .await?;
-            let resource = (wanted == Return::Representation).then_some(sr);
+            let resource = (wanted == Return::Representation).then(|| sr.clone());
             return Ok(Cancelled {
-                service_request_id: id,
+                service_request_id: id.clone(),
                 withdrawal: c.withdrawal,
                 newly: false,
                 resource,
@@ -201,7 +261,7 @@ async fn cancel(
             format!("referral cancellation corrected by the referrer to {status}"),
         )));
     } else {
-        let parties = super::workflow::workflow_parties(&sr, &record);
+        let parties = super::workflow::workflow_parties(sr, record);
         let change = match workflow::apply(
             &parties,
             task.as_ref(),
@@ -211,48 +271,311 @@ async fn cancel(
         ) {
             Ok(change) => change,
             Err(issues) => {
-                let issue = issues
-                    .rebased("ServiceRequest.status", "Bundle.entry[0].resource.focus")
-                    .into_vec()
-                    .into_iter()
-                    .next()
-                    .unwrap_or_else(|| {
-                        Issue::general(IssueType::BusinessRule, "the referral cannot be cancelled")
-                    });
-                return refuse("the referral is not current", issue).await;
+                let issue = first_issue(issues, "the referral cannot be cancelled");
+                return Err(refuse(
+                    store,
+                    caller,
+                    &referral,
+                    "cancellation",
+                    "the referral is not current",
+                    issue,
+                )
+                .await);
             }
         };
         tx.updates.push((withdrawn, sr_version));
-        match &task {
-            Some(stored) => tx
-                .updates
-                .push((change.task, super::stored_version(stored).unwrap_or(1))),
-            None => {
-                let mut task = change.task;
-                task["id"] = json!(uuid::Uuid::now_v7().to_string());
-                crate::fhir::resource::claim_uk_core(&mut task);
-                tx.creates.push(task);
-            }
-        }
+        push_task(&mut tx, task.as_ref(), change.task);
         tx.audit.push(audit::audit_event(&event(
             true,
             format!("referral cancelled by the referrer ({status})"),
         )));
     }
     let stored = store.transact(tx).await?;
-    let resource = if wanted == Return::Representation {
-        stored
-            .into_iter()
-            .find(|r| r["resourceType"] == "ServiceRequest")
-    } else {
-        None
-    };
     Ok(Cancelled {
-        service_request_id: id,
+        service_request_id: id.clone(),
         withdrawal: c.withdrawal,
         newly: true,
-        resource,
+        resource: service_request_if(stored, wanted),
     })
+}
+
+/// What an amendment may change: what the ServiceRequest itself says of the referral. Who it is
+/// about, who sent it, where it goes and what it is for are the referral itself (a change to them
+/// is a cancellation and a new referral), and so are the resources it references.
+const AMENDABLE: [&str; 11] = [
+    "priority",
+    "note",
+    "reasonCode",
+    "occurrenceDateTime",
+    "occurrencePeriod",
+    "occurrenceTiming",
+    "patientInstruction",
+    "orderDetail",
+    "quantityQuantity",
+    "asNeededBoolean",
+    "asNeededCodeableConcept",
+];
+
+/// The ServiceRequest's references to other resources of the referral, compared by content.
+const REFERENCED: [&str; 7] = [
+    "basedOn",
+    "encounter",
+    "requester",
+    "reasonReference",
+    "supportingInfo",
+    "specimen",
+    "relevantHistory",
+];
+
+/// The referrer amends a referral it sent ([`own_referral`]): the referral restated whole with
+/// reason `update` and its ServiceRequest active (BaRS: "'update' for an update"). What the
+/// ServiceRequest says of the referral ([`AMENDABLE`]) takes the restated values, in a new
+/// version; anything else restated differently is refused, saying to cancel and refer anew. The
+/// workflow Task gets a note naming what changed, so the service sees it in its worklist, and the
+/// practice is answered with the response message; one transaction with the AuditEvent. Only a
+/// current referral (not declined, discharged or withdrawn) is amended; a resend changes nothing.
+async fn amend(
+    store: &dyn Store,
+    caller: &Caller<'_>,
+    a: bars::Amendment,
+    wanted: Return,
+) -> Result<Amended, SubmitError> {
+    let referral = own_referral(store, caller, &a.referral, "amendment").await?;
+    let now = Utc::now();
+    let restated = a
+        .submission
+        .entries
+        .iter()
+        .find(|e| e.full_url == a.submission.focus)
+        .map(|e| e.resource.clone())
+        .ok_or_else(|| {
+            SubmitError::Invalid(
+                Issue::general(IssueType::Invalid, "the amendment has no ServiceRequest").into(),
+            )
+        })?;
+    // The rest of the referral, restated: each resource the ServiceRequest references must be
+    // as stored.
+    let by_url: std::collections::HashMap<&str, &Value> = a
+        .submission
+        .entries
+        .iter()
+        .map(|e| (e.full_url.as_str(), &e.resource))
+        .collect();
+    let sent_kind = |r: &str| -> String {
+        by_url
+            .get(r)
+            .and_then(|v| v["resourceType"].as_str())
+            .map_or_else(|| stored_kind(r), str::to_string)
+    };
+    for field in REFERENCED {
+        let sent: Vec<Option<Value>> = references(&restated[field])
+            .into_iter()
+            .map(|r| by_url.get(r.as_str()).map(|v| fingerprint(v, &sent_kind)))
+            .collect();
+        let mut held = Vec::new();
+        for r in references(&referral.sr[field]) {
+            held.push(match r.split_once('/') {
+                Some((t, id)) => store
+                    .read(t, id)
+                    .await?
+                    .map(|v| fingerprint(&v, &stored_kind)),
+                None => None,
+            });
+        }
+        if sent != held {
+            let issue = Issue::error(
+                IssueType::BusinessRule,
+                format!("Bundle.entry.resource.ofType(ServiceRequest).{field}"),
+                format!(
+                    "an amendment changes what the ServiceRequest says (priority, notes, reason codes, dates, instructions); what its {field} names differs from the referral as sent: cancel the referral (status 'revoked') and send it anew"
+                ),
+            );
+            return Err(refuse(
+                store,
+                caller,
+                &referral,
+                "amendment",
+                "it changes more than the ServiceRequest says",
+                issue,
+            )
+            .await);
+        }
+    }
+    let identity = |sr: &Value, kind_of: &dyn Fn(&str) -> String| {
+        let mut sr = fingerprint(sr, kind_of);
+        if let Some(o) = sr.as_object_mut() {
+            for f in AMENDABLE.iter().chain(&REFERENCED).chain(&[
+                "status",
+                "authoredOn",
+                "extension",
+                "subject",
+                "performer",
+            ]) {
+                o.remove(*f);
+            }
+        }
+        sr
+    };
+    if identity(&restated, &sent_kind) != identity(&referral.sr, &stored_kind) {
+        let issue = Issue::error(
+            IssueType::BusinessRule,
+            "Bundle.entry.resource.ofType(ServiceRequest)",
+            "an amendment changes what the ServiceRequest says (priority, notes, reason codes, dates, instructions), never what the referral is (its identifier, code, category, intent): cancel the referral (status 'revoked') and send it anew",
+        );
+        return Err(refuse(
+            store,
+            caller,
+            &referral,
+            "amendment",
+            "it changes what the referral is",
+            issue,
+        )
+        .await);
+    }
+    let changed: Vec<&'static str> = AMENDABLE
+        .into_iter()
+        .filter(|f| restated.get(*f) != referral.sr.get(*f))
+        .collect();
+    let event = |description: String| referral_event(caller, &referral, true, description, now);
+    if changed.is_empty() {
+        store
+            .append_audit(&[event("referral amendment resent: nothing changed".into())])
+            .await?;
+        return Ok(Amended {
+            service_request_id: referral.id.clone(),
+            changed,
+            resource: (wanted == Return::Representation).then(|| referral.sr.clone()),
+        });
+    }
+    let (id, sr, record) = (&referral.id, &referral.sr, &referral.record);
+    let task = workflow_task(store, id).await?;
+    let parties = super::workflow::workflow_parties(sr, record);
+    let what = changed.join(", ");
+    let change = match workflow::apply(
+        &parties,
+        task.as_ref(),
+        &Action::Amend(workflow::Amendment {
+            note: format!("Amended by the referrer: {what}"),
+        }),
+        "",
+        now,
+    ) {
+        Ok(change) => change,
+        Err(issues) => {
+            let issue = first_issue(issues, "the referral cannot be amended");
+            return Err(refuse(
+                store,
+                caller,
+                &referral,
+                "amendment",
+                "the referral is not current",
+                issue,
+            )
+            .await);
+        }
+    };
+    let mut amended = sr.clone();
+    if let (Some(o), Some(r)) = (amended.as_object_mut(), restated.as_object()) {
+        for f in AMENDABLE {
+            match r.get(f) {
+                Some(v) => o.insert(f.to_string(), v.clone()),
+                None => o.remove(f),
+            };
+        }
+    }
+    let mut tx = Transaction {
+        referral: id.clone(),
+        ..Transaction::default()
+    };
+    tx.updates
+        .push((amended, super::stored_version(sr).unwrap_or(1)));
+    push_task(&mut tx, task.as_ref(), change.task);
+    tx.audit.push(audit::audit_event(&event(format!(
+        "referral amended by the referrer ({what})"
+    ))));
+    let stored = store.transact(tx).await?;
+    Ok(Amended {
+        service_request_id: id.clone(),
+        changed,
+        resource: service_request_if(stored, wanted),
+    })
+}
+
+/// The `reference` strings of a Reference or a list of them.
+fn references(value: &Value) -> Vec<String> {
+    let one = |v: &Value| v["reference"].as_str().map(str::to_string);
+    match value {
+        Value::Array(items) => items.iter().filter_map(one).collect(),
+        Value::Object(_) => one(value).into_iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A resource's content as a comparison sees it: without its id, meta and narrative, and with
+/// each reference as the type it names (a message names by `urn:uuid`, the store by `Type/id`).
+fn fingerprint(resource: &Value, kind_of: &dyn Fn(&str) -> String) -> Value {
+    fn walk(v: &mut Value, kind_of: &dyn Fn(&str) -> String) {
+        match v {
+            Value::Object(o) => {
+                if let Some(Value::String(r)) = o.get("reference") {
+                    let kind = kind_of(r);
+                    o.insert("reference".into(), Value::String(kind));
+                }
+                o.values_mut().for_each(|v| walk(v, kind_of));
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| walk(v, kind_of)),
+            _ => {}
+        }
+    }
+    let mut v = resource.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("id");
+        o.remove("meta");
+        o.remove("text");
+    }
+    walk(&mut v, kind_of);
+    v
+}
+
+/// The type a stored reference (`Type/id`) names.
+fn stored_kind(reference: &str) -> String {
+    reference.split('/').next().unwrap_or_default().to_string()
+}
+
+/// The workflow's first issue, placed on the message's ServiceRequest.
+fn first_issue(issues: crate::fhir::Issues, otherwise: &str) -> Issue {
+    issues
+        .rebased("ServiceRequest.status", "Bundle.entry[0].resource.focus")
+        .into_vec()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| Issue::general(IssueType::BusinessRule, otherwise))
+}
+
+/// The workflow Task as a change leaves it: an update of the stored one, or the first one.
+fn push_task(tx: &mut Transaction, stored: Option<&Value>, task: Value) {
+    match stored {
+        Some(stored) => tx
+            .updates
+            .push((task, super::stored_version(stored).unwrap_or(1))),
+        None => {
+            let mut task = task;
+            task["id"] = json!(uuid::Uuid::now_v7().to_string());
+            crate::fhir::resource::claim_uk_core(&mut task);
+            tx.creates.push(task);
+        }
+    }
+}
+
+/// The ServiceRequest a transaction stored, when the sender asked for it back.
+fn service_request_if(stored: Vec<Value>, wanted: Return) -> Option<Value> {
+    (wanted == Return::Representation)
+        .then(|| {
+            stored
+                .into_iter()
+                .find(|r| r["resourceType"] == "ServiceRequest")
+        })
+        .flatten()
 }
 
 /// Takes a validated referral in: only from the practice it names, only with the person's

@@ -31,20 +31,39 @@ pub enum BarsMessage {
     /// The referrer cancels a referral it sent (reason `update` or `delete`, the ServiceRequest
     /// `revoked` or `entered-in-error`).
     Cancellation(Cancellation),
+    /// The referrer amends a referral it sent (reason `update`, the ServiceRequest `active`).
+    Amendment(Amendment),
 }
 
-/// A referrer's cancellation of a referral it sent.
+/// A referrer's amendment of a referral it sent: the referral restated whole with reason
+/// `update` (BaRS: "'update' for an update"), mapped as a new referral would be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Amendment {
+    /// Which referral, as a cancellation names it.
+    pub referral: NamedReferral,
+    /// The referral as restated.
+    pub submission: Submission,
+}
+
+/// A referral a message about it names: by the sender, the service it went to, the write-once
+/// key it was stored under, and the person it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cancellation {
+pub struct NamedReferral {
     /// `system|value` of the sending practice, and of the service the message is addressed to.
     pub practice: String,
     pub service: String,
     /// The write-once key the referral was stored under: its new message was keyed by the
     /// sender and the ServiceRequest's identifier, as this one is.
     pub key: SubmissionKey,
-    pub withdrawal: crate::workflow::Withdrawal,
-    /// The person's NHS number as the cancellation states it: it must be the referral's.
+    /// The person's NHS number as the message states it: it must be the referral's.
     pub nhs_number: Option<String>,
+}
+
+/// A referrer's cancellation of a referral it sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancellation {
+    pub referral: NamedReferral,
+    pub withdrawal: crate::workflow::Withdrawal,
 }
 
 /// Why a message was refused: it is not FHIR at all (400), or it is FHIR that breaks the message
@@ -122,6 +141,8 @@ struct Message<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Intent {
     New,
+    /// An update with the ServiceRequest still active: the referral restated, amended.
+    Amend,
     Cancel(crate::workflow::Withdrawal),
 }
 
@@ -194,7 +215,7 @@ impl<'a> Message<'a> {
         m.check_one_person(focus);
         m.check_organizations();
         m.check_references();
-        if let (Some(Intent::New), Some(h), Some(sender), Some(service)) =
+        if let (Some(Intent::New | Intent::Amend), Some(h), Some(sender), Some(service)) =
             (intent, header, sender_ods.as_deref(), service)
         {
             m.check_consents(h, sender, service, focus, ctx);
@@ -214,12 +235,19 @@ impl<'a> Message<'a> {
                 focus,
                 ctx.bars_implied_direct_care,
             )),
-            Intent::Cancel(withdrawal) => BarsMessage::Cancellation(m.into_cancellation(
-                &sender_ods,
-                service,
-                focus,
+            Intent::Amend => BarsMessage::Amendment(Amendment {
+                referral: m.named_referral(&sender_ods, service, focus),
+                submission: m.into_submission(
+                    &sender_ods,
+                    service,
+                    focus,
+                    ctx.bars_implied_direct_care,
+                ),
+            }),
+            Intent::Cancel(withdrawal) => BarsMessage::Cancellation(Cancellation {
+                referral: m.named_referral(&sender_ods, service, focus),
                 withdrawal,
-            )),
+            }),
         })
     }
 
@@ -238,8 +266,11 @@ impl<'a> Message<'a> {
         match (reason.and_then(|c| c["code"].as_str()), withdrawal) {
             (Some("new"), _) => Some(Intent::New),
             (Some("update" | "delete"), Some(w)) => Some(Intent::Cancel(w)),
+            (Some("update"), None) if status == Some("active") => Some(Intent::Amend),
+            // Another status is refused where the ServiceRequest is checked.
+            (Some("update"), None) if focus.is_some() => None,
             (Some("update"), None) => {
-                self.issues.error(IssueType::NotSupported, at(0, "reason"), "an update to a referral (reason 'update' with an active ServiceRequest) is not taken yet: cancel the referral (status 'revoked') and send the corrected one as new");
+                self.issues.error(IssueType::Required, at(0, "focus"), "an update names the ServiceRequest it restates (amended, 'active') or cancels ('revoked' or 'entered-in-error')");
                 None
             }
             (Some("delete"), None) => {
@@ -275,7 +306,7 @@ impl<'a> Message<'a> {
     /// ... MUST be populated"), and carry what that definition requires.
     fn check_definition(&mut self, header: &'a Value, intent: Intent) {
         let expected = match intent {
-            Intent::New => &message_definition::REFERRAL,
+            Intent::New | Intent::Amend => &message_definition::REFERRAL,
             Intent::Cancel(_) => &message_definition::CANCELLED,
         };
         let Some(named) = header["definition"].as_str() else {
@@ -460,7 +491,7 @@ impl<'a> Message<'a> {
                 IssueType::BusinessRule,
                 at(i, "status"),
                 format!(
-                    "a new referral must have status 'active', not '{}'",
+                    "a referral, new or amended (reason 'update'), has status 'active', not '{}'; a cancellation carries 'revoked' or 'entered-in-error'",
                     other.unwrap_or("(missing)")
                 ),
             ),
@@ -816,23 +847,16 @@ impl<'a> Message<'a> {
         self.check_subject(i);
     }
 
-    fn into_cancellation(
-        self,
-        sender_ods: &str,
-        service: &Service,
-        focus: usize,
-        withdrawal: crate::workflow::Withdrawal,
-    ) -> Cancellation {
+    fn named_referral(&self, sender_ods: &str, service: &Service, focus: usize) -> NamedReferral {
         let nhs_number = self
             .resolve(self.entries[focus].1.get("subject"))
             .and_then(|(_, p)| {
                 crate::fhir::resource::identifier_value(p, systems::NHS_NUMBER).map(str::to_string)
             });
-        Cancellation {
+        NamedReferral {
             practice: format!("{}|{sender_ods}", systems::ODS_ORGANIZATION),
             service: format!("{}|{}", systems::service_identifier_system(), service.id),
             key: self.submission_key(sender_ods, focus),
-            withdrawal,
             nhs_number,
         }
     }

@@ -26,7 +26,7 @@ const UK_CORE_MESSAGE_HEADER: &str =
 pub struct Accepted<'a> {
     /// Id of the stored ServiceRequest.
     pub service_request_id: &'a str,
-    pub outcome: Outcome,
+    pub outcome: &'a Outcome,
     /// The stored ServiceRequest, when the sender asked for it (`Prefer: return=representation`).
     pub service_request: Option<&'a Value>,
     /// The service the message was addressed to: it sends the answer.
@@ -53,7 +53,7 @@ pub fn addressed_service<'s>(header: &Value, services: &'s [Service]) -> Option<
 }
 
 /// What the request did, as the answer tells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// A new referral stored.
     Stored,
@@ -63,11 +63,21 @@ pub enum Outcome {
     Cancelled(&'static str),
     /// A cancellation received before: nothing changed.
     CancellationResent(&'static str),
+    /// The referral amended: the ServiceRequest elements that changed.
+    Amended(String),
+    /// An amendment that changes nothing (received before, or restating the referral as it is).
+    AmendmentResent,
 }
 
 impl Outcome {
-    fn diagnostics(self, id: &str) -> String {
+    fn diagnostics(&self, id: &str) -> String {
         match self {
+            Outcome::Amended(changed) => format!(
+                "ServiceRequest/{id} amended ({changed}); the service sees the amendment with the referral"
+            ),
+            Outcome::AmendmentResent => {
+                format!("ServiceRequest/{id} already says this; nothing changed")
+            }
             Outcome::Stored => format!("referral stored as ServiceRequest/{id}"),
             Outcome::Resent => format!(
                 "this referral was already received and is stored as ServiceRequest/{id}; nothing new was stored"
@@ -246,7 +256,7 @@ mod tests {
         let now = "2026-12-01T10:00:00Z".parse().unwrap();
         let accepted = Accepted {
             service_request_id: "sr1",
-            outcome: Outcome::Stored,
+            outcome: &Outcome::Stored,
             service_request: None,
             service: None,
         };
@@ -299,7 +309,7 @@ mod tests {
         assert_eq!(service.map(|s| s.id.as_str()), Some("sheffield-whs"));
         let accepted = Accepted {
             service_request_id: "sr1",
-            outcome: Outcome::Stored,
+            outcome: &Outcome::Stored,
             service_request: None,
             service,
         };
@@ -328,12 +338,12 @@ mod tests {
         let now = Utc::now();
         let first = Accepted {
             service_request_id: "sr1",
-            outcome: Outcome::Stored,
+            outcome: &Outcome::Stored,
             service_request: None,
             service: None,
         };
         let again = Accepted {
-            outcome: Outcome::Resent,
+            outcome: &Outcome::Resent,
             ..first
         };
         let a = response_message(&request(), &first, "https://whg.example", now);
@@ -351,7 +361,7 @@ mod tests {
         let sr = json!({ "resourceType": "ServiceRequest", "id": "sr1" });
         let accepted = Accepted {
             service_request_id: "sr1",
-            outcome: Outcome::Stored,
+            outcome: &Outcome::Stored,
             service_request: Some(&sr),
             service: None,
         };
@@ -371,7 +381,7 @@ mod tests {
             json!("https://a.example/\nX-Injected: 1");
         let accepted = Accepted {
             service_request_id: "sr1",
-            outcome: Outcome::Stored,
+            outcome: &Outcome::Stored,
             service_request: None,
             service: None,
         };

@@ -20,6 +20,15 @@ pub enum Action {
     Discharge(Discharge),
     /// The referrer cancels the referral (never an adviser's action).
     Withdraw(Withdrawal),
+    /// The referrer amends the referral: the stage stays, the note says what changed.
+    Amend(Amendment),
+}
+
+/// The referrer's amendment of a referral, as the workflow records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Amendment {
+    /// What the service is told changed.
+    pub note: String,
 }
 
 /// Why the referrer cancelled: BaRS's two cancellation statuses.
@@ -259,6 +268,7 @@ impl Action {
             Action::Triage(_) => "decision",
             Action::Contact(_) | Action::Support(_) | Action::Discharge(_) => "date",
             Action::Withdraw(_) => "ServiceRequest.status",
+            Action::Amend(_) => "ServiceRequest",
         }
     }
 
@@ -269,6 +279,7 @@ impl Action {
             Action::Support(s) => s.note.as_deref(),
             Action::Discharge(d) => d.note.as_deref(),
             Action::Withdraw(_) => None,
+            Action::Amend(a) => Some(&a.note),
         }
     }
 
@@ -285,7 +296,7 @@ impl Action {
             }
         };
         match self {
-            Action::Triage(_) | Action::Withdraw(_) => {}
+            Action::Triage(_) | Action::Withdraw(_) | Action::Amend(_) => {}
             Action::Contact(c) => {
                 not_future(&mut issues, c.date);
                 check_code(&mut issues, "channel", "contact-channel", &c.channel);

@@ -13,7 +13,9 @@ pub mod action;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Value, json};
 
-pub use action::{Action, Discharge, Encounter as Contact, Triage, TriageDecision, Withdrawal};
+pub use action::{
+    Action, Amendment, Discharge, Encounter as Contact, Triage, TriageDecision, Withdrawal,
+};
 
 use crate::fhir::identifiers::identifier_reference;
 use crate::fhir::systems::local_code_system;
@@ -234,6 +236,7 @@ pub fn apply(
         Action::Withdraw(w) => {
             task["statusReason"] = json!({ "text": w.reason() });
         }
+        Action::Amend(_) => {}
         Action::Discharge(d) => {
             if let Some(e) = &d.employment_outcome {
                 push(
@@ -311,6 +314,13 @@ fn next_stage(current: Stage, action: &Action) -> Result<Stage, String> {
             &[Received, Accepted, Contacted, InSupport],
             Withdrawn,
             "cancelling",
+        ),
+        // An amendment leaves the referral where it is: while the service is still working on
+        // it, never after it is closed.
+        Action::Amend(_) => allowed(
+            &[Received, Accepted, Contacted, InSupport],
+            current,
+            "amending",
         ),
     }
 }
