@@ -1214,6 +1214,54 @@ async fn the_fhir_api_speaks_xml_too() {
     let (_, page) = practice.get("/fhir/ServiceRequest").await;
     assert_eq!(page["total"], 1, "{page}");
 
+    // XML nested beyond the JSON nesting limit is refused before it is read (fhirbolt's reader
+    // would recurse once per level): a 400, and the gateway still answers.
+    let deep = format!(
+        "<Bundle xmlns=\"http://hl7.org/fhir\">{}{}</Bundle>",
+        "<extension url=\"a\">".repeat(30_000),
+        "</extension>".repeat(30_000)
+    );
+    let (status, _, outcome) = server
+        .post_raw(
+            "/fhir/$process-message",
+            "application/fhir+xml",
+            deep.into_bytes(),
+        )
+        .await;
+    assert_eq!(status, 400, "{outcome}");
+    assert!(outcome.to_string().contains("nests deeper"), "{outcome}");
+    let (status, _) = server.get("/fhir/metadata").await;
+    assert_eq!(status, 200);
+
+    // Narrative that is not well-formed XHTML is refused on the way in, in JSON as in XML, so
+    // nothing stored breaks an answer written as XML (R4 narrative.html).
+    for div in [
+        "<div xmlns=\"http://www.w3.org/1999/xhtml\">a < b</div>",
+        "<div>no namespace</div>",
+        "<div xmlns=\"http://www.w3.org/1999/xhtml\"><p>open</div>",
+        "</x>",
+    ] {
+        let mut broken = message.clone();
+        broken["entry"][0]["resource"]["text"] = json!({ "status": "generated", "div": div });
+        let (status, _, outcome) = practice.post("/fhir/$process-message", &broken).await;
+        assert!(status == 400 || status == 422, "{div}: {status} {outcome}");
+        assert!(outcome.to_string().contains("XHTML"), "{div}: {outcome}");
+    }
+    // _format asks as Accept does (R4 http.html#mime), and wins over it.
+    let cs = server
+        .client
+        .get(server.url("/fhir/metadata?_format=xml"))
+        .header("accept", "application/fhir+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        cs.headers()["content-type"],
+        "application/fhir+xml; charset=utf-8"
+    );
+    let (_, page) = practice.get("/fhir/ServiceRequest?_format=json").await;
+    assert_eq!(page["total"], 1, "{page}");
+
     // The practice JSON format is not FHIR: XML there is 415.
     let (status, _, outcome) = server
         .post_raw("/api/v1/referrals", "application/fhir+xml", xml)

@@ -326,71 +326,109 @@ async fn not_found(req: Request) -> ApiError {
 }
 
 /// Refuses (406) a request whose `Accept` header admits no JSON: every answer here is JSON.
-/// Answers in the FHIR format the caller's `Accept` prefers (R4 http.html#mime): JSON, or XML
-/// for `application/fhir+xml`. Handlers always answer JSON; an XML answer is made here, at the
-/// edge, from it. An Accept naming neither is refused with 406.
+/// Answers in the FHIR format the caller asks for (R4 http.html#mime): `_format` in the query
+/// if given, else the `Accept` header; JSON, or XML for `application/fhir+xml`. Handlers always
+/// answer JSON; an XML answer is made here, at the edge, from it. Naming neither format is
+/// refused with 406.
 async fn negotiate_format(req: Request, next: Next) -> Response {
-    let accept = req
-        .headers()
-        .get(axum::http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let format = match &accept {
+    let asked = format_parameter(req.uri().query()).or_else(|| {
+        req.headers()
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    });
+    let format = match &asked {
         None => ResponseFormat::Json,
-        Some(accept) => match response_format(accept) {
+        Some(asked) => match response_format(asked) {
             Some(format) => format,
-            None => return ApiError::NotAcceptable(accept.clone()).into_response(),
+            None => return ApiError::NotAcceptable(asked.clone()).into_response(),
         },
     };
-    let response = next.run(req).await;
+    let mut response = next.run(req).await;
+    // Caches keep the two forms of one resource apart.
+    response.headers_mut().append(
+        axum::http::header::VARY,
+        axum::http::HeaderValue::from_static("accept"),
+    );
     match format {
         ResponseFormat::Json => response,
         ResponseFormat::Xml => as_xml(response).await,
     }
 }
 
-#[derive(Debug, PartialEq)]
+/// R4's `_format` parameter as a media range: `json` and `xml` stand for FHIR's types.
+fn format_parameter(query: Option<&str>) -> Option<String> {
+    let value = form_urlencoded::parse(query?.as_bytes())
+        .find(|(name, _)| name == "_format")?
+        .1
+        .into_owned();
+    Some(match value.as_str() {
+        "json" => "application/fhir+json".to_string(),
+        "xml" => "application/fhir+xml".to_string(),
+        _ => value,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum ResponseFormat {
     Json,
     Xml,
 }
 
-/// The format an Accept header prefers: the acceptable range with the highest q, JSON on a tie
-/// (and for `*/*`); none if it accepts neither.
+/// The format a media-range list (an Accept header, RFC 9110 12.5.1) prefers: each format takes
+/// the quality of the most specific range matching it, the higher wins, JSON on a tie; none if
+/// neither is acceptable. A range with an unreadable quality is left out.
 fn response_format(accept: &str) -> Option<ResponseFormat> {
-    let mut best: Option<(f32, ResponseFormat)> = None;
+    // (specificity, quality in thousandths) of the range deciding each format so far.
+    let mut json: Option<(u8, u16)> = None;
+    let mut xml: Option<(u8, u16)> = None;
     for range in accept.split(',') {
         let mut parts = range.split(';');
         let essence = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .find_map(|v| v.trim().parse::<f32>().ok())
-            .unwrap_or(1.0);
-        let format = if essence == "*/*" || essence == "application/*" || essence.ends_with("json")
-        {
-            ResponseFormat::Json
-        } else if essence == "application/fhir+xml" || essence == "application/xml" {
-            ResponseFormat::Xml
-        } else {
-            continue;
-        };
-        if q <= 0.0 {
-            continue;
-        }
-        let better = match &best {
-            None => true,
-            Some((best_q, best_format)) => {
-                q > *best_q
-                    || (q == *best_q
-                        && format == ResponseFormat::Json
-                        && *best_format == ResponseFormat::Xml)
+        let mut quality = Some(1000);
+        for parameter in parts {
+            if let Some((name, value)) = parameter.split_once('=')
+                && name.trim().eq_ignore_ascii_case("q")
+            {
+                quality = qvalue(value.trim());
             }
+        }
+        let Some(quality) = quality else { continue };
+        let (json_specificity, xml_specificity) = match essence.as_str() {
+            "*/*" => (1, 1),
+            "application/*" => (2, 2),
+            "application/fhir+json" | "application/json" => (3, 0),
+            "application/fhir+xml" | "application/xml" => (0, 3),
+            _ => (0, 0),
         };
-        if better {
-            best = Some((q, format));
+        for (slot, specificity) in [(&mut json, json_specificity), (&mut xml, xml_specificity)] {
+            if specificity > 0
+                && slot.is_none_or(|(s, q)| specificity > s || (specificity == s && quality > q))
+            {
+                *slot = Some((specificity, quality));
+            }
         }
     }
-    best.map(|(_, format)| format)
+    let q = |slot: Option<(u8, u16)>| slot.map_or(0, |(_, q)| q);
+    match (q(json), q(xml)) {
+        (0, 0) => None,
+        (j, x) if x > j => Some(ResponseFormat::Xml),
+        _ => Some(ResponseFormat::Json),
+    }
+}
+
+/// An RFC 9110 qvalue (`0`, `0.5`, `1.000`) in thousandths; none if it is not one.
+fn qvalue(value: &str) -> Option<u16> {
+    let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
+    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths: u16 = format!("{fraction:0<3}").parse().ok()?;
+    match whole {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
 }
 
 /// The response in FHIR XML, when it is FHIR JSON (other answers, such as a PDF, are left alone).
@@ -404,14 +442,19 @@ async fn as_xml(response: Response) -> Response {
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    let xml = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(bytes) if bytes.is_empty() => {
-            return Response::from_parts(parts, axum::body::Body::empty());
-        }
-        Ok(bytes) => crate::fhir::resource::json_to_xml(&bytes),
-        Err(e) => Err(e.to_string()),
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => bytes,
+        Err(_) => return ApiError::Internal("an answer could not be read".into()).into_response(),
     };
-    match xml {
+    if bytes.is_empty() {
+        // HEAD, or nothing to say: the headers stand, the type is the one asked for.
+        parts.headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static(error::FHIR_XML),
+        );
+        return Response::from_parts(parts, axum::body::Body::empty());
+    }
+    match crate::fhir::resource::json_to_xml(&bytes) {
         Ok(xml) => {
             parts.headers.insert(
                 axum::http::header::CONTENT_TYPE,
@@ -420,9 +463,16 @@ async fn as_xml(response: Response) -> Response {
             parts.headers.remove(axum::http::header::CONTENT_LENGTH);
             Response::from_parts(parts, axum::body::Body::from(xml))
         }
-        // Every resource the gateway emits is read strictly by fhirbolt in the tests: this is a bug.
-        Err(e) => ApiError::Internal(format!("an answer could not be written as XML: {e}"))
-            .into_response(),
+        // A bug (every resource the gateway emits is read strictly by fhirbolt in the tests),
+        // but what was done stands: the answer goes in JSON rather than as a 500 after a write.
+        // fhirbolt's message may quote values, so it is not logged.
+        Err(_) => {
+            tracing::error!(
+                status = parts.status.as_u16(),
+                "an answer could not be written as XML; sent as JSON"
+            );
+            Response::from_parts(parts, axum::body::Body::from(bytes))
+        }
     }
 }
 
@@ -529,23 +579,52 @@ mod tests {
             ("application/fhir+json; fhirVersion=4.0", Some(Json)),
             // R4 http.html#mime: application/fhir+xml asks for XML.
             ("application/fhir+xml", Some(Xml)),
+            ("application/fhir+xml;fhirVersion=4.0", Some(Xml)),
+            ("APPLICATION/FHIR+XML", Some(Xml)),
             ("application/xml, text/plain", Some(Xml)),
             (
                 "application/fhir+xml, application/fhir+json;q=0.5",
                 Some(Xml),
             ),
             (
-                "application/fhir+xml;q=0.5, application/fhir+json",
+                "application/fhir+xml;Q=0.5, application/fhir+json",
                 Some(Json),
             ),
             ("application/fhir+xml, application/fhir+json", Some(Json)),
             ("application/fhir+xml, */*;q=0.1", Some(Xml)),
             ("application/fhir+json;q=0, application/fhir+xml", Some(Xml)),
+            // The most specific range decides: JSON refused outright is not taken back by */*.
+            ("application/fhir+json;q=0, */*", Some(Xml)),
+            (
+                "application/fhir+json;q=0, application/fhir+xml;q=0, */*",
+                None,
+            ),
+            // Unreadable qualities are left out, never read as 1 (or NaN).
+            (
+                "application/fhir+xml;q=nan, application/fhir+json;q=0.1",
+                Some(Json),
+            ),
+            ("application/fhir+xml;q=abc", None),
+            ("application/fhir+xml;q=1.5", None),
             ("text/html", None),
             ("application/fhir+xml;q=0", None),
         ] {
             assert_eq!(response_format(accept), format, "{accept}");
         }
+    }
+
+    #[test]
+    fn format_parameter() {
+        assert_eq!(
+            super::format_parameter(Some("_format=xml")).as_deref(),
+            Some("application/fhir+xml")
+        );
+        assert_eq!(
+            super::format_parameter(Some("a=1&_format=application%2Ffhir%2Bjson")).as_deref(),
+            Some("application/fhir+json")
+        );
+        assert_eq!(super::format_parameter(Some("a=1")), None);
+        assert_eq!(super::format_parameter(None), None);
     }
 }
 

@@ -74,10 +74,84 @@ pub fn json_rule_violations(value: &Value, at: &str, out: &mut Vec<(String, &'st
         }
         Value::Object(map) => {
             for (k, child) in map {
-                json_rule_violations(child, &format!("{at}.{k}"), out);
+                let path = format!("{at}.{k}");
+                // Narrative is XHTML (R4 narrative.html: "The XHTML ... SHALL be well-formed",
+                // a `div` in the XHTML namespace): what is not is refused on the way in, so
+                // nothing stored breaks a resource written as XML.
+                if k == "div"
+                    && let Value::String(div) = child
+                    && !is_xhtml_div(div)
+                {
+                    out.push((path, "the narrative must be a well-formed XHTML <div xmlns=\"http://www.w3.org/1999/xhtml\">: leave text out, or escape < and & in it"));
+                    continue;
+                }
+                json_rule_violations(child, &path, out);
             }
         }
         _ => {}
+    }
+}
+
+/// Whether `div` is one well-formed XHTML `div` element (R4 narrative.html, txt-1's base).
+pub fn is_xhtml_div(div: &str) -> bool {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(div);
+    let mut depth = 0usize;
+    let mut roots = 0;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) => {
+                if depth == 0 {
+                    roots += 1;
+                    let xhtml = e.attributes().flatten().any(|a| {
+                        a.key.as_ref() == b"xmlns" && &*a.value == b"http://www.w3.org/1999/xhtml"
+                    });
+                    if e.name().as_ref() != b"div" || !xhtml {
+                        return false;
+                    }
+                }
+                depth += 1;
+            }
+            Ok(Event::End(_)) if depth > 0 => depth -= 1,
+            Ok(Event::End(_)) => return false,
+            Ok(Event::Empty(e)) if depth == 0 => {
+                roots += 1;
+                if e.name().as_ref() != b"div" {
+                    return false;
+                }
+            }
+            Ok(Event::Text(t)) if depth == 0 && !t.iter().all(u8::is_ascii_whitespace) => {
+                return false;
+            }
+            Ok(Event::DocType(_)) | Ok(Event::PI(_)) => return false,
+            Ok(Event::Eof) => return depth == 0 && roots == 1,
+            Err(_) => return false,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Whether XML nests elements deeper than `limit`. Checked before fhirbolt reads it, which
+/// recurses once per level with no limit of its own (a stack overflow is no panic to catch).
+/// Unreadable XML is not too deep: fhirbolt says what is wrong with it.
+pub fn xml_nesting_exceeds(xml: &[u8], limit: usize) -> bool {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(xml);
+    let mut buf = Vec::new();
+    let mut depth = 0usize;
+    loop {
+        match reader.read_event_into(&mut buf) {
+            Ok(Event::Start(_)) => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            Ok(Event::End(_)) => depth = depth.saturating_sub(1),
+            Ok(Event::Eof) | Err(_) => return false,
+            Ok(_) => {}
+        }
+        buf.clear();
     }
 }
 

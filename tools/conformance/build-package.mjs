@@ -136,7 +136,7 @@ writeJson(join(pkgDir, 'example', '.index.json'), { 'index-version': 1, files: e
 
 // Reproducible: sorted names, fixed times and owners, gzip without a timestamp.
 const tgz = join(outDir, 'package.tgz');
-execFileSync('sh', ['-c', 'tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - package | gzip -n > package.tgz'], { cwd: outDir });
+execFileSync('sh', ['-c', 'tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --mode=a+rX,u+w,go-w -cf - package | gzip -n > package.tgz'], { cwd: outDir });
 const digest = createHash('sha256').update(readFileSync(tgz)).digest('hex');
 console.log(`${PACKAGE.id}#${PACKAGE.version}: ${index.length} resources, ${examples.length} examples -> ${tgz} (sha256 ${digest})`);
 

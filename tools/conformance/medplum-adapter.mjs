@@ -9,7 +9,8 @@
 // 2. medplum reads one level of slicing: every element with a sliceName starts a slice of the
 //    current slicing, so the sub-extensions of a complex extension slice (`a.extension:x.extension:y`)
 //    are taken for slices of `a.extension` itself. Such a subtree is cut from the profile and
-//    checked on its own: re-rooted as an Extension profile and applied to each value of the slice.
+//    checked on its own: re-rooted as an Extension profile and applied to each value of the slice,
+//    whose number is checked against the slice's cardinality (validate.mjs).
 export function adaptForMedplum(sd) {
   const elements = sd.snapshot.element;
   const nested = [];
@@ -47,6 +48,9 @@ export function adaptForMedplum(sd) {
       },
       // Where the slice's values are, from the profile's root: e.g. ['extension'].
       parentPath: rootPath.split('.').slice(1),
+      // The slice's own cardinality, which medplum no longer sees once the subtree is cut.
+      min: rootElement.min ?? 0,
+      max: rootElement.max ?? '*',
     });
   }
   for (const e of elements) {

@@ -73,18 +73,28 @@ function checkProfiles(resource, where) {
     counts.byProfile[sd.id] = (counts.byProfile[sd.id] ?? 0) + 1;
     medplum(resource, where, sd.id, { profile: sd.profile });
     // The nested slices medplum cannot read in place (medplum-adapter.mjs), value by value.
-    for (const { url: extensionUrl, profile, parentPath } of sd.nested) {
-      for (const value of valuesAt(resource, parentPath).filter((v) => v?.url === extensionUrl)) {
-        try {
-          validateTypedValue({ type: 'Extension', value }, { profile });
-        } catch (e) {
-          for (const t of errors(e)) problems.push(`${where} ${resource.resourceType} (${sd.id}, medplum, ${profile.url}): ${t}`);
-        }
-      }
-    }
+    checkNested(sd, resource, where, resource.resourceType);
   }
   if (resource.resourceType === 'Bundle') {
     (resource.entry ?? []).forEach((e, i) => e.resource && checkProfiles(e.resource, `${where} entry[${i}]`));
+  }
+}
+
+// The nested slices medplum cannot read in place (medplum-adapter.mjs): their number against the
+// slice's cardinality, and each value against the slice's own profile.
+function checkNested(sd, node, where, resourceType) {
+  for (const { url: extensionUrl, profile, parentPath, min, max } of sd.nested) {
+    const values = valuesAt(node, parentPath).filter((v) => v?.url === extensionUrl);
+    if (values.length < min || (max !== '*' && values.length > Number(max))) {
+      problems.push(`${where} ${resourceType} (${sd.id}, ${profile.url}): ${values.length} values, allowed ${min}..${max}`);
+    }
+    for (const value of values) {
+      try {
+        validateTypedValue({ type: 'Extension', value }, { profile });
+      } catch (e) {
+        for (const t of errors(e)) problems.push(`${where} ${resourceType} (${sd.id}, medplum, ${profile.url}): ${t}`);
+      }
+    }
   }
 }
 
@@ -101,15 +111,7 @@ function checkExtensions(node, where, resourceType) {
   if (!node || typeof node !== 'object') return;
   const sd = typeof node.url === 'string' && profiles.get(node.url);
   if (sd && sd.profile.type === 'Extension') {
-    for (const { url: extensionUrl, profile, parentPath } of sd.nested) {
-      for (const value of valuesAt(node, parentPath).filter((v) => v?.url === extensionUrl)) {
-        try {
-          validateTypedValue({ type: 'Extension', value }, { profile });
-        } catch (e) {
-          for (const t of errors(e)) problems.push(`${where} ${resourceType} (${sd.id}, medplum, ${profile.url}): ${t}`);
-        }
-      }
-    }
+    checkNested(sd, node, where, resourceType);
   }
   for (const v of Object.values(node)) checkExtensions(v, where, resourceType);
 }
