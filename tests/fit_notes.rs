@@ -1073,21 +1073,16 @@ async fn a_fit_note_entered_in_error_leaves_the_history_and_withdraws_its_prompt
             .0,
         404
     );
-    // Only the status changes; amending content is not taken (yet), and says what to do.
+    // Only the status changes when a fit note is entered in error (a change of content is an
+    // amendment).
     let mut changed = withdrawn.clone();
     changed["effectivePeriod"]["end"] = json!("2026-12-31");
     let (status, _, outcome) = practice
         .put(&format!("/fhir/Observation/{id}"), &changed)
         .await;
     assert_eq!(status, 422, "{outcome}");
-    let mut amended = note.clone();
-    amended["status"] = json!("amended");
-    let (status, _, outcome) = practice
-        .put(&format!("/fhir/Observation/{id}"), &amended)
-        .await;
-    assert_eq!(status, 422, "{outcome}");
     assert!(
-        outcome.to_string().contains("entered-in-error"),
+        outcome.to_string().contains("only the status changes"),
         "{outcome}"
     );
 
@@ -1140,4 +1135,153 @@ async fn a_fit_note_entered_in_error_leaves_the_history_and_withdraws_its_prompt
             .count(),
         1
     );
+}
+
+/// The practice that sent a fit note amends it (R4 Observation.status `amended`: "Subsequent to
+/// being Final, the observation has been modified"): checked as a new fit note is, the same fit
+/// note (its identifier) about the same person; a new version others read, the history the rules
+/// read takes the new period, waiting prompts resting on it are cancelled when what fired them
+/// changed, and it is audited. Nobody else can, and a resend changes nothing.
+#[tokio::test]
+async fn a_practice_amends_a_fit_note_it_sent() {
+    use whg::auth::{Principal, Role};
+    let seq = read_json(
+        &root().join("fixtures/fit-notes/sequences/01-three-consecutive-then-a-fourth.json"),
+    );
+    let server = server_with_rules(&seq["rules"]);
+    let practice = server.as_(Principal::practice(DEFAULT_PRACTICE));
+    let first = &seq["steps"][0]["fitNote"];
+    let (status, _, body) = practice.post(FIT_NOTES, first).await;
+    assert_eq!(status, 201, "{body}");
+    let nhs = first["patient"]["nhsNumber"].as_str().unwrap().to_string();
+    let (_, found) = practice
+        .get(&format!(
+            "/fhir/Observation?patient.identifier=https://fhir.nhs.uk/Id/nhs-number|{nhs}&_count=1"
+        ))
+        .await;
+    let note = found["entry"][0]["resource"].clone();
+    let id = note["id"].as_str().unwrap().to_string();
+    let (_, waiting) = practice
+        .get("/fhir/Task?owner=C88901&status=requested")
+        .await;
+    assert_eq!(
+        waiting["total"], 1,
+        "the first fit note's prompt: {waiting}"
+    );
+    let prompt = waiting["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Its comments corrected: a new version, nothing the rules read changed, the prompt waits.
+    let mut reworded = note.clone();
+    reworded["status"] = json!("amended");
+    reworded["note"] = json!([{ "text": "Cannot lift, or sit for more than twenty minutes, while the pain settles." }]);
+    let other = server.as_(Principal::practice("C88902"));
+    assert_eq!(
+        other
+            .put(&format!("/fhir/Observation/{id}"), &reworded)
+            .await
+            .0,
+        404
+    );
+    let (status, headers, amended) = practice
+        .put(&format!("/fhir/Observation/{id}"), &reworded)
+        .await;
+    assert_eq!(status, 200, "{amended}");
+    assert_eq!(amended["status"], "amended");
+    assert_eq!(headers["etag"], "W/\"2\"");
+    assert_eq!(amended["subject"], note["subject"]);
+    assert_eq!(amended["identifier"], note["identifier"]);
+    let (_, t) = practice.get(&format!("/fhir/Task/{prompt}")).await;
+    assert_eq!(t["status"], "requested", "{t}");
+    // Sent again: nothing changes.
+    let (status, _, again) = practice
+        .put(&format!("/fhir/Observation/{id}"), &reworded)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(again["meta"]["versionId"], "2");
+
+    // What an amendment cannot be: another fit note's identifier, another person, a fit note
+    // that breaks the DWP's rules (adjustments with "not fit"), a stale version.
+    let mut renamed = reworded.clone();
+    renamed["identifier"][0]["value"] = json!("SOMETHING-ELSE");
+    let (status, _, outcome) = practice
+        .put(&format!("/fhir/Observation/{id}"), &renamed)
+        .await;
+    assert_eq!(status, 422, "{outcome}");
+    assert!(
+        outcome.to_string().contains("Observation.identifier"),
+        "{outcome}"
+    );
+    let mut broken = reworded.clone();
+    for c in broken["component"].as_array_mut().unwrap() {
+        if c["valueBoolean"].is_boolean() {
+            c["valueBoolean"] = json!(true);
+        }
+    }
+    let (status, _, outcome) = practice
+        .put(&format!("/fhir/Observation/{id}"), &broken)
+        .await;
+    assert_eq!(status, 422, "{outcome}");
+    // Its period extended: the history the summary and the rules read follows, and the prompt
+    // that rested on the old period is cancelled. (Based on a version since replaced: 412.)
+    let mut longer = reworded.clone();
+    longer["effectivePeriod"]["end"] = json!("2026-01-25");
+    let stale = practice
+        .request(reqwest::Method::PUT, &format!("/fhir/Observation/{id}"))
+        .header("content-type", "application/fhir+json")
+        .header("if-match", "W/\"1\"")
+        .body(serde_json::to_vec(&longer).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 412);
+    let (status, _, amended) = practice
+        .put(&format!("/fhir/Observation/{id}"), &longer)
+        .await;
+    assert_eq!(status, 200, "{amended}");
+    assert_eq!(amended["effectivePeriod"]["end"], "2026-01-25");
+    let (_, summary) = practice
+        .get(&format!("/api/v1/patients/{nhs}/fit-notes/summary"))
+        .await;
+    assert!(summary.to_string().contains("2026-01-25"), "{summary}");
+    let (_, t) = practice.get(&format!("/fhir/Task/{prompt}")).await;
+    assert_eq!(t["status"], "cancelled", "{t}");
+    assert!(
+        t["statusReason"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("amended"),
+        "{t}"
+    );
+    let (_, history) = practice
+        .get(&format!("/fhir/Observation/{id}/_history"))
+        .await;
+    assert_eq!(history["total"], 3, "{history}");
+    check_with_independent_fhir(std::slice::from_ref(&amended));
+    let (_, events) = server
+        .as_(Principal::new(Role::InformationGovernance, "ig-team"))
+        .get("/fhir/AuditEvent?_count=200")
+        .await;
+    assert_eq!(
+        events
+            .to_string()
+            .matches("fit note amended by the practice")
+            .count(),
+        2,
+        "{events}"
+    );
+
+    // Entered in error, it is not amended any more.
+    let mut withdrawn = amended.clone();
+    withdrawn["status"] = json!("entered-in-error");
+    let (status, _, _) = practice
+        .put(&format!("/fhir/Observation/{id}"), &withdrawn)
+        .await;
+    assert_eq!(status, 200);
+    let (status, _, outcome) = practice
+        .put(&format!("/fhir/Observation/{id}"), &longer)
+        .await;
+    assert_eq!(status, 422, "{outcome}");
 }

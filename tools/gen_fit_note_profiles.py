@@ -195,9 +195,10 @@ status_vs = {
     "resourceType": "ValueSet", "id": "fit-note-status", "url": f"{BASE}/ValueSet/fit-note-status", "version": "0.1.0",
     "name": "FitNoteStatus", "title": "Fit-note status", "status": "draft", "experimental": False,
     "publisher": "Work and Health Gateway project",
-    "description": "The statuses a fit note takes: final as issued; entered-in-error once the practice that sent it withdraws it.",
+    "description": "The statuses a fit note takes: final as issued; amended once the practice that sent it changes its content; entered-in-error once that practice withdraws it.",
     "compose": {"include": [{"system": "http://hl7.org/fhir/observation-status", "concept": [
         {"code": "final", "display": "Final"},
+        {"code": "amended", "display": "Amended"},
         {"code": "entered-in-error", "display": "Entered in Error"},
     ]}]},
 }

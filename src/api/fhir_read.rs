@@ -519,7 +519,7 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
             }
             if *t == "Observation" {
                 r["interaction"].as_array_mut().unwrap().push(json!({ "code": "create", "documentation": "Fit notes in the profile whg-fit-note, checked by the DWP's rules; the response names any referral prompts created" }));
-                r["interaction"].as_array_mut().unwrap().push(json!({ "code": "update", "documentation": "The practice that sent a fit note marks it entered-in-error (only the status changes): it leaves the person's fit-note history and its waiting referral prompts are cancelled. If-Match guards against lost updates." }));
+                r["interaction"].as_array_mut().unwrap().push(json!({ "code": "update", "documentation": "The practice that sent a fit note marks it entered-in-error (only the status changes: it leaves the person's fit-note history and its waiting referral prompts are cancelled) or amends it (status amended, checked as a new fit note is). If-Match guards against lost updates." }));
                 r["supportedProfile"] = json!([profile::whg_fit_note()]);
             }
             if *t == "Task" {

@@ -196,8 +196,9 @@ pub async fn update_task(
     ))
 }
 
-/// `PUT /fhir/Observation/{id}`: the practice that sent a fit note marks it entered in error
-/// ([`fit_notes::correct_fit_note`]); `If-Match: W/"n"` makes a stale correction fail with 412.
+/// `PUT /fhir/Observation/{id}`: the practice that sent a fit note marks it entered in error or
+/// amends it ([`fit_notes::correct_fit_note`]); `If-Match: W/"n"` makes a stale correction fail
+/// with 412.
 pub async fn update_observation(
     State(app): State<AppState>,
     principal: Principal,
@@ -211,6 +212,7 @@ pub async fn update_observation(
     require_id(&body, "Observation", &id)?;
     let corrected = fit_notes::correct_fit_note(
         &*app.store,
+        &app.config,
         &caller(&principal, &headers),
         &id,
         &body.value,

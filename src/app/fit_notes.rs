@@ -11,7 +11,7 @@ use crate::audit::{self, Event, Kind};
 use crate::caller::Role;
 use crate::config::Config;
 use crate::fhir::{IssueType, Issues};
-use crate::intake::{Submission, admission, fhir_fit_note, practice_fit_note};
+use crate::intake::{Submission, SubmissionKind, admission, fhir_fit_note, practice_fit_note};
 use crate::store::{PatientId, Store, Stored, Transaction};
 
 /// A fit note taken in.
@@ -319,6 +319,7 @@ const CORRECTION_CHANGES: [&str; 3] = ["status", "meta", "text"];
 /// against the version read (or the one `version_tag` names). A resend changes nothing.
 pub async fn correct_fit_note(
     store: &dyn Store,
+    config: &Config,
     caller: &Caller<'_>,
     id: &str,
     observation: &Value,
@@ -342,9 +343,13 @@ pub async fn correct_fit_note(
     let mut issues = Issues::new();
     match observation["status"].as_str() {
         Some("entered-in-error") => {}
-        Some("amended" | "corrected") => issues.error(IssueType::NotSupported, "Observation.status", "amending a fit note's content is not taken yet: mark it entered-in-error, and send the corrected fit note as a new one (with an identifier of its own)"),
-        Some("final") => issues.error(IssueType::BusinessRule, "Observation.status", "a fit note is corrected by marking it entered-in-error; it is stored 'final' already"),
-        other => issues.error(IssueType::CodeInvalid, "Observation.status", format!("'{}' is not a correction of a fit note: use entered-in-error", other.unwrap_or("(missing)"))),
+        Some("amended") => {
+            return amend_fit_note(store, config, caller, id, stored, observation, version_tag)
+                .await;
+        }
+        Some("corrected") => issues.error(IssueType::CodeInvalid, "Observation.status", "a fit note whose content changes is 'amended' (R4 observation-status: 'corrected' is a kind of amended; the gateway records amended)"),
+        Some("final") => issues.error(IssueType::BusinessRule, "Observation.status", "a fit note is corrected by marking it entered-in-error or amended; it is stored 'final' already"),
+        other => issues.error(IssueType::CodeInvalid, "Observation.status", format!("'{}' is not a correction of a fit note: use entered-in-error or amended", other.unwrap_or("(missing)"))),
     }
     let unchanged = |v: &Value| {
         let mut v = v.clone();
@@ -372,30 +377,14 @@ pub async fn correct_fit_note(
     let mut withdrawn = stored.clone();
     withdrawn["status"] = json!("entered-in-error");
     let mut updates = vec![(withdrawn, based_on)];
-    // Every prompt resting on this fit note: the one it raised, and those it was part of the
-    // evidence for (a prompt names each fit note of its run in its focus or inputs). They no
-    // longer count for the rules either, so a corrected note can raise its prompt again.
-    let reference = format!("Observation/{id}");
-    let prompts = store
-        .read_many("Task", &store.prompts_of_person_of(id).await?)
-        .await?;
-    let mut withdrawn_prompts = Vec::new();
-    for prompt in prompts
-        .into_iter()
-        .filter(|t| t.to_string().contains(&format!("\"{reference}\"")))
-    {
-        withdrawn_prompts.push(prompt["id"].as_str().unwrap_or_default().to_string());
-        if prompt["status"] != "requested" {
-            continue; // answered already: the practice's answer stands
-        }
-        let version = stored_version(&prompt).ok_or(CorrectionError::Unversioned)?;
-        let mut cancelled = prompt;
-        cancelled["status"] = json!("cancelled");
-        cancelled["statusReason"] =
-            json!({ "text": "A fit note this prompt rests on was entered in error" });
-        cancelled["lastModified"] = json!(crate::fhir::search::format_instant(now));
-        updates.push((cancelled, version));
-    }
+    let withdrawn_prompts = prompts_resting_on(
+        store,
+        id,
+        "A fit note this prompt rests on was entered in error",
+        now,
+        &mut updates,
+    )
+    .await?;
     let event = audit::audit_event(&Event {
         kind: Kind::Updated,
         principal: Some(caller.principal),
@@ -413,6 +402,241 @@ pub async fn correct_fit_note(
             audit: vec![event],
             withdrawn_fit_notes: vec![id.to_string()],
             withdrawn_prompts,
+            ..Default::default()
+        })
+        .await?
+        .into_iter()
+        .find(|r| r["resourceType"] == "Observation")
+        .ok_or(CorrectionError::NotReturned)
+}
+
+/// Every referral prompt resting on the fit note `id` (the one it raised, and those it was part of
+/// the evidence for: a prompt names each fit note of its run in its focus or inputs): their ids,
+/// no longer counted by the rules, and for those still waiting a cancellation added to `updates`
+/// (an answered prompt's answer stands).
+async fn prompts_resting_on(
+    store: &dyn Store,
+    id: &str,
+    why: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    updates: &mut Vec<(Value, i64)>,
+) -> Result<Vec<String>, CorrectionError> {
+    let reference = format!("Observation/{id}");
+    let prompts = store
+        .read_many("Task", &store.prompts_of_person_of(id).await?)
+        .await?;
+    let mut withdrawn = Vec::new();
+    for prompt in prompts
+        .into_iter()
+        .filter(|t| t.to_string().contains(&format!("\"{reference}\"")))
+    {
+        withdrawn.push(prompt["id"].as_str().unwrap_or_default().to_string());
+        if prompt["status"] != "requested" {
+            continue;
+        }
+        let version = stored_version(&prompt).ok_or(CorrectionError::Unversioned)?;
+        let mut cancelled = prompt;
+        cancelled["status"] = json!("cancelled");
+        cancelled["statusReason"] = json!({ "text": why });
+        cancelled["lastModified"] = json!(crate::fhir::search::format_instant(now));
+        updates.push((cancelled, version));
+    }
+    Ok(withdrawn)
+}
+
+/// The practice that sent a fit note amends it (`Observation/{id}` restated with status
+/// `amended`; R4 observation-status: "the observation has been modified subsequent to being
+/// Final"): checked as a new fit note is (the DWP's rules, the duration rule over the person's
+/// other fit notes), the same fit note (its identifier) about the same person. The Observation
+/// takes the restated content in a new version, and the history the rules read takes its
+/// period, advice and date; if those changed, the referral prompts resting on it that are still
+/// waiting are cancelled (what fired them may no longer hold; the next fit note is judged on the
+/// amended history). A service the person's consent lets see fit notes reads the new version.
+/// One transaction with the AuditEvent, against the version read (or the one `version_tag`
+/// names). A resend changes nothing.
+async fn amend_fit_note(
+    store: &dyn Store,
+    config: &Config,
+    caller: &Caller<'_>,
+    id: &str,
+    stored: Value,
+    observation: &Value,
+    version_tag: Option<&str>,
+) -> Result<Value, CorrectionError> {
+    let invalid = |expression: &str, message: &str| {
+        CorrectionError::Invalid(
+            crate::fhir::Issue::error(IssueType::BusinessRule, expression, message).into(),
+        )
+    };
+    if stored["status"] == "entered-in-error" {
+        return Err(invalid(
+            "Observation.status",
+            "a fit note entered in error is not amended: send the corrected fit note as a new one",
+        ));
+    }
+    let record = store
+        .records_of("Observation", id)
+        .await?
+        .into_iter()
+        .find(|r| r.record == format!("Observation/{id}"))
+        .ok_or(CorrectionError::NotThePractice)?;
+    // The content rules are a new fit note's (which is 'final'); only the status differs. The
+    // Observation as read names its person by reference: the person it names is the one stored.
+    let mut as_final = observation.clone();
+    as_final["status"] = json!("final");
+    if observation["subject"] == stored["subject"]
+        && observation["subject"]["identifier"].is_null()
+        && let Some(patient) = store.read("Patient", record.patient_id.as_str()).await?
+        && let Some(nhs) =
+            crate::fhir::resource::identifier_value(&patient, crate::fhir::systems::NHS_NUMBER)
+    {
+        as_final["subject"]["identifier"] =
+            json!({ "system": crate::fhir::systems::NHS_NUMBER, "value": nhs });
+    }
+    let ctx = config.intake_now();
+    let (submission, note) = fhir_fit_note(&as_final, caller.principal.organisation_code(), &ctx)
+        .map_err(CorrectionError::Invalid)?;
+    if store.submitted(&submission.key).await?.as_deref() != Some(id) {
+        return Err(invalid(
+            "Observation.identifier",
+            "an amendment keeps the fit note's identifier: this one names another fit note, or none",
+        ));
+    }
+    let person = submission
+        .entries
+        .iter()
+        .find(|e| e.resource_type == "Patient")
+        .and_then(|e| {
+            crate::fhir::resource::identifier_value(&e.resource, crate::fhir::systems::NHS_NUMBER)
+                .map(str::to_string)
+        });
+    let same_person = match person {
+        Some(n) => store.patient_by_nhs_number(&n).await?.as_ref() == Some(&record.patient_id),
+        None => false,
+    };
+    if !same_person {
+        return Err(invalid(
+            "Observation.subject",
+            "an amendment is about the person the fit note is about: a fit note for someone else is a new one",
+        ));
+    }
+    let Some(restated) = submission
+        .entries
+        .iter()
+        .find(|e| e.full_url == submission.focus)
+        .map(|e| e.resource.clone())
+    else {
+        return Err(CorrectionError::NotReturned);
+    };
+    let mut amended = restated;
+    amended["id"] = json!(id);
+    amended["status"] = json!("amended");
+    // The people and organisations it names are the stored ones.
+    for field in ["subject", "performer"] {
+        match stored.get(field) {
+            Some(v) => amended[field] = v.clone(),
+            None => {
+                if let Some(o) = amended.as_object_mut() {
+                    o.remove(field);
+                }
+            }
+        }
+    }
+    if let Some(meta) = stored.get("meta") {
+        amended["meta"] = meta.clone();
+    }
+    let content = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("meta");
+            o.remove("text");
+        }
+        v
+    };
+    if content(&amended) == content(&stored) {
+        return Ok(stored);
+    }
+    let SubmissionKind::FitNote(mut facts) = submission.kind else {
+        return Err(CorrectionError::NotReturned);
+    };
+    facts.reference = format!("Observation/{id}");
+    // The duration rule over the person's other fit notes, with this one as amended.
+    if note.note.absence_start.is_none() {
+        let mut all: Vec<_> = store
+            .fit_notes_of_patient(&record.patient_id)
+            .await?
+            .into_iter()
+            .filter(|f| f.reference != facts.reference)
+            .collect();
+        all.push(facts.clone());
+        let run_start = crate::fit_notes::runs(&all, config.fit_notes.consecutive_gap_days)
+            .iter()
+            .find(|r| r.contains(&facts.reference))
+            .map_or(facts.start, |r| r.start);
+        if let Some(issue) = crate::intake::fit_note::duration_rule(
+            facts.start,
+            facts.end,
+            run_start,
+            "Observation.effectivePeriod",
+        ) {
+            return Err(CorrectionError::Invalid(issue.into()));
+        }
+    }
+    let held = store
+        .fit_notes_of_patient(&record.patient_id)
+        .await?
+        .into_iter()
+        .find(|f| f.reference == facts.reference);
+    let rules_read_changed = held.as_ref() != Some(&facts);
+    let based_on = match version_named(version_tag)? {
+        Some(version) => version,
+        None => stored_version(&stored).ok_or(CorrectionError::Unversioned)?,
+    };
+    let now = chrono::Utc::now();
+    let mut updates = vec![(amended, based_on)];
+    let withdrawn_prompts = if rules_read_changed {
+        let ids = prompts_resting_on(
+            store,
+            id,
+            "A fit note this prompt rests on was amended",
+            now,
+            &mut updates,
+        )
+        .await?;
+        // Only the waiting ones are withdrawn from the rules' history: an answered prompt stands.
+        let cancelled: Vec<String> = updates[1..]
+            .iter()
+            .filter_map(|(t, _)| t["id"].as_str().map(str::to_string))
+            .collect();
+        ids.into_iter().filter(|i| cancelled.contains(i)).collect()
+    } else {
+        Vec::new()
+    };
+    let event = audit::audit_event(&Event {
+        kind: Kind::Updated,
+        principal: Some(caller.principal),
+        patient: stored["subject"]["reference"].as_str().map(str::to_string),
+        entities: vec![format!("Observation/{id}")],
+        decision: None,
+        permitted: true,
+        description: if rules_read_changed {
+            "fit note amended by the practice (period, advice or date)".to_string()
+        } else {
+            "fit note amended by the practice".to_string()
+        },
+        at: now,
+        request_id: caller.request_id.clone(),
+    });
+    store
+        .transact(Transaction {
+            updates,
+            audit: vec![event],
+            withdrawn_prompts,
+            amended_fit_notes: if rules_read_changed {
+                vec![facts]
+            } else {
+                Vec::new()
+            },
             ..Default::default()
         })
         .await?

@@ -154,6 +154,9 @@ pub struct Transaction {
     /// and the referral prompts (Task ids) withdrawn with them: no longer counted when the rules
     /// decide whether a prompt fired before.
     pub withdrawn_prompts: Vec<String>,
+    /// Fit notes amended by this change, as the history rules now read them (`reference`
+    /// `Observation/{id}`).
+    pub amended_fit_notes: Vec<crate::fit_notes::FitNoteFacts>,
 }
 
 /// A letter in the outbox.

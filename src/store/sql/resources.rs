@@ -124,6 +124,20 @@ async fn transact(
         .execute(&mut *conn)
         .await?;
     }
+    for note in &t.amended_fit_notes {
+        let observation_id = note.reference.trim_start_matches("Observation/");
+        sqlx::query(
+            "UPDATE fit_notes SET period_start = $1, period_end = $2, issued = $3, not_fit = $4
+             WHERE observation_id = $5 AND withdrawn_at IS NULL",
+        )
+        .bind(note.start.to_string())
+        .bind(note.end.map(|d| d.to_string()))
+        .bind(note.issued.to_string())
+        .bind(note.not_fit)
+        .bind(observation_id)
+        .execute(&mut *conn)
+        .await?;
+    }
     for task_id in &t.withdrawn_prompts {
         sqlx::query(
             "UPDATE referral_prompts SET withdrawn_at = $1 WHERE task_id = $2 AND withdrawn_at IS NULL",
