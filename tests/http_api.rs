@@ -1189,6 +1189,8 @@ async fn the_fhir_api_speaks_xml_too() {
         &b"<Bundle xmlns=\"http://hl7.org/fhir\"><type value=\"message\""[..],
         b"<Referral><who>someone</who></Referral>",
         b"<Bundle xmlns=\"http://hl7.org/fhir\"><notAnElement value=\"x\"/></Bundle>",
+        // An attribute FHIR XML does not define is refused, as an unknown JSON element is.
+        b"<Bundle xmlns=\"http://hl7.org/fhir\"><type value=\"message\" smuggled=\"x\"/></Bundle>",
         &bomb[..],
     ] {
         let (status, headers, outcome) = server

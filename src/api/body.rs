@@ -91,11 +91,7 @@ where
         // FHIR XML is read into the JSON form every handler takes: one model, two syntaxes.
         if let BodyFormat::Xml = format {
             let depth = AppState::from_ref(state).config.limits.max_json_depth;
-            if crate::fhir::resource::xml_nesting_exceeds(&bytes, depth) {
-                return Err(ApiError::MalformedXml(format!(
-                    "the XML nests deeper than {depth} levels"
-                )));
-            }
+            crate::fhir::resource::xml_precheck(&bytes, depth).map_err(ApiError::MalformedXml)?;
             let value =
                 crate::fhir::resource::xml_to_json(&bytes).map_err(ApiError::MalformedXml)?;
             bytes = Bytes::from(serde_json::to_vec(&value).expect("a JSON value serialises"));

@@ -131,25 +131,62 @@ pub fn is_xhtml_div(div: &str) -> bool {
     }
 }
 
-/// Whether XML nests elements deeper than `limit`. Checked before fhirbolt reads it, which
-/// recurses once per level with no limit of its own (a stack overflow is no panic to catch).
-/// Unreadable XML is not too deep: fhirbolt says what is wrong with it.
-pub fn xml_nesting_exceeds(xml: &[u8], limit: usize) -> bool {
+/// What FHIR XML must be before fhirbolt reads it: nested at most `depth_limit` elements deep
+/// (fhirbolt's reader recurses once per level with no limit of its own, and a stack overflow is no
+/// panic to catch), and with no attribute FHIR XML does not define outside the narrative (R4
+/// xml.html: `value`, `id`, an extension's `url`, and the namespace; fhirbolt would drop an
+/// unknown one silently, where JSON's strict reading refuses an unknown element). Unreadable XML
+/// passes: fhirbolt says what is wrong with it.
+pub fn xml_precheck(xml: &[u8], depth_limit: usize) -> Result<(), String> {
     use quick_xml::events::Event;
     let mut reader = quick_xml::Reader::from_reader(xml);
     let mut buf = Vec::new();
     let mut depth = 0usize;
+    // The depth of the narrative's div while inside it: XHTML, whose attributes are its own.
+    let mut narrative_at: Option<usize> = None;
     loop {
-        match reader.read_event_into(&mut buf) {
-            Ok(Event::Start(_)) => {
-                depth += 1;
-                if depth > limit {
-                    return true;
+        let event = match reader.read_event_into(&mut buf) {
+            Ok(Event::Eof) | Err(_) => return Ok(()),
+            Ok(event) => event,
+        };
+        let element = match &event {
+            Event::Start(e) | Event::Empty(e) => Some(e.clone()),
+            _ => None,
+        };
+        if let Some(e) = element {
+            if narrative_at.is_none() && e.local_name().as_ref() == b"div" {
+                narrative_at = Some(depth);
+            }
+            if narrative_at.is_none() {
+                for attribute in e.attributes().flatten() {
+                    let key = attribute.key.as_ref();
+                    if !matches!(key, b"value" | b"id" | b"url" | b"xmlns")
+                        && !key.starts_with(b"xmlns:")
+                    {
+                        return Err(format!(
+                            "<{}> has an attribute '{}' that FHIR XML does not define",
+                            String::from_utf8_lossy(e.name().as_ref()),
+                            String::from_utf8_lossy(key)
+                        ));
+                    }
                 }
             }
-            Ok(Event::End(_)) => depth = depth.saturating_sub(1),
-            Ok(Event::Eof) | Err(_) => return false,
-            Ok(_) => {}
+        }
+        match event {
+            Event::Start(_) => {
+                depth += 1;
+                if depth > depth_limit {
+                    return Err(format!("the XML nests deeper than {depth_limit} levels"));
+                }
+            }
+            Event::End(_) => {
+                depth = depth.saturating_sub(1);
+                if narrative_at == Some(depth) {
+                    narrative_at = None;
+                }
+            }
+            Event::Empty(_) if narrative_at == Some(depth) => narrative_at = None,
+            _ => {}
         }
         buf.clear();
     }
@@ -281,6 +318,69 @@ pub fn identifier_value<'a>(resource: &'a Value, system: &str) -> Option<&'a str
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn narrative_is_one_well_formed_xhtml_div() {
+        let ok = [
+            r#"<div xmlns="http://www.w3.org/1999/xhtml">Plain</div>"#,
+            r#"<div xmlns="http://www.w3.org/1999/xhtml"><p>One &amp; <b>two</b></p></div>"#,
+            r#"  <div xmlns="http://www.w3.org/1999/xhtml"><br/></div>  "#,
+        ];
+        for d in ok {
+            assert!(is_xhtml_div(d), "{d}");
+        }
+        let bad = [
+            r#"<div xmlns="http://www.w3.org/1999/xhtml">a < b</div>"#,
+            r#"<div>no namespace</div>"#,
+            r#"<div xmlns="http://www.w3.org/1999/xhtml"><p>open</div>"#,
+            r#"<div xmlns="http://www.w3.org/1999/xhtml">one</div><div xmlns="http://www.w3.org/1999/xhtml">two</div>"#,
+            r#"<p xmlns="http://www.w3.org/1999/xhtml">not a div</p>"#,
+            r#"text <div xmlns="http://www.w3.org/1999/xhtml">x</div>"#,
+            "</x>",
+            "",
+        ];
+        for d in bad {
+            assert!(!is_xhtml_div(d), "{d}");
+        }
+    }
+
+    #[test]
+    fn xml_is_prechecked_for_depth_and_undefined_attributes() {
+        let fhir = |body: &str| format!(r#"<Patient xmlns="http://hl7.org/fhir">{body}</Patient>"#);
+        assert!(
+            xml_precheck(
+                fhir(r#"<id value="a"/><extension url="u"><valueString value="v"/></extension>"#)
+                    .as_bytes(),
+                10
+            )
+            .is_ok()
+        );
+        // The narrative's XHTML has attributes of its own.
+        assert!(xml_precheck(fhir(r#"<text><status value="generated"/><div xmlns="http://www.w3.org/1999/xhtml"><p class="x" style="y">t</p></div></text><active value="true"/>"#).as_bytes(), 10).is_ok());
+        let err = xml_precheck(
+            fhir(r#"<active value="true" hidden="yes"/>"#).as_bytes(),
+            10,
+        )
+        .unwrap_err();
+        assert!(err.contains("'hidden'"), "{err}");
+        // After the narrative, FHIR's rules apply again.
+        let err = xml_precheck(fhir(r#"<text><div xmlns="http://www.w3.org/1999/xhtml"/></text><active value="true" x="1"/>"#).as_bytes(), 10).unwrap_err();
+        assert!(err.contains("'x'"), "{err}");
+        let deep = fhir(&format!(
+            "{}{}",
+            "<extension url=\"a\">".repeat(12),
+            "</extension>".repeat(12)
+        ));
+        assert!(
+            xml_precheck(deep.as_bytes(), 10)
+                .unwrap_err()
+                .contains("deeper than 10")
+        );
+        assert!(xml_precheck(deep.as_bytes(), 20).is_ok());
+        // Unreadable XML is fhirbolt's to describe.
+        assert!(xml_precheck(b"<Patient", 10).is_ok());
+    }
+
     use super::*;
     use serde_json::json;
 
