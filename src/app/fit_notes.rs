@@ -264,17 +264,13 @@ pub async fn answer_prompt(
         Some(version) => version,
         None => stored_version(&stored).ok_or(PromptAnswerError::Unversioned)?,
     };
-    let answered = audit::audit_event(&Event {
-        kind: Kind::Updated,
-        principal: Some(caller.principal),
-        patient: updated["for"]["reference"].as_str().map(str::to_string),
-        entities: vec![format!("Task/{id}")],
-        decision: None,
-        permitted: true,
-        description: format!("referral prompt {new_status} by the practice"),
-        at: chrono::Utc::now(),
-        request_id: caller.request_id.clone(),
-    });
+    let answered = practice_event(
+        caller,
+        updated["for"]["reference"].as_str().map(str::to_string),
+        format!("Task/{id}"),
+        format!("referral prompt {new_status} by the practice"),
+        chrono::Utc::now(),
+    );
     store
         .transact(Transaction {
             updates: vec![(updated, based_on)],
@@ -385,17 +381,13 @@ pub async fn correct_fit_note(
         &mut updates,
     )
     .await?;
-    let event = audit::audit_event(&Event {
-        kind: Kind::Updated,
-        principal: Some(caller.principal),
-        patient: stored["subject"]["reference"].as_str().map(str::to_string),
-        entities: vec![format!("Observation/{id}")],
-        decision: None,
-        permitted: true,
-        description: "fit note entered in error by the practice".to_string(),
-        at: now,
-        request_id: caller.request_id.clone(),
-    });
+    let event = practice_event(
+        caller,
+        stored["subject"]["reference"].as_str().map(str::to_string),
+        format!("Observation/{id}"),
+        "fit note entered in error by the practice".to_string(),
+        now,
+    );
     store
         .transact(Transaction {
             updates,
@@ -612,21 +604,17 @@ async fn amend_fit_note(
     } else {
         Vec::new()
     };
-    let event = audit::audit_event(&Event {
-        kind: Kind::Updated,
-        principal: Some(caller.principal),
-        patient: stored["subject"]["reference"].as_str().map(str::to_string),
-        entities: vec![format!("Observation/{id}")],
-        decision: None,
-        permitted: true,
-        description: if rules_read_changed {
+    let event = practice_event(
+        caller,
+        stored["subject"]["reference"].as_str().map(str::to_string),
+        format!("Observation/{id}"),
+        if rules_read_changed {
             "fit note amended by the practice (period, advice or date)".to_string()
         } else {
             "fit note amended by the practice".to_string()
         },
-        at: now,
-        request_id: caller.request_id.clone(),
-    });
+        now,
+    );
     store
         .transact(Transaction {
             updates,
@@ -643,4 +631,25 @@ async fn amend_fit_note(
         .into_iter()
         .find(|r| r["resourceType"] == "Observation")
         .ok_or(CorrectionError::NotReturned)
+}
+
+/// The AuditEvent of a practice's change to a fit note or a prompt it raised.
+fn practice_event(
+    caller: &Caller<'_>,
+    patient: Option<String>,
+    entity: String,
+    description: String,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Value {
+    audit::audit_event(&Event {
+        kind: Kind::Updated,
+        principal: Some(caller.principal),
+        patient,
+        entities: vec![entity],
+        decision: None,
+        permitted: true,
+        description,
+        at,
+        request_id: caller.request_id.clone(),
+    })
 }
