@@ -1193,6 +1193,14 @@ async fn a_practice_amends_a_fit_note_it_sent() {
     assert_eq!(headers["etag"], "W/\"2\"");
     assert_eq!(amended["subject"], note["subject"]);
     assert_eq!(amended["identifier"], note["identifier"]);
+    // What it names, in its contained issuer and conditions too, is what is stored.
+    assert!(!amended.to_string().contains("urn:uuid:"), "{amended}");
+    let sorted = |v: &Value| {
+        let mut items = v.as_array().unwrap().clone();
+        items.sort_by_key(|r| r["id"].to_string());
+        items
+    };
+    assert_eq!(sorted(&amended["contained"]), sorted(&note["contained"]));
     let (_, t) = practice.get(&format!("/fhir/Task/{prompt}")).await;
     assert_eq!(t["status"], "requested", "{t}");
     // Sent again: nothing changes.

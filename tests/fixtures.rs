@@ -547,8 +547,27 @@ async fn a_referrer_amends_a_bars_referral_and_the_service_sees_what_changed() {
         outcome.to_string().contains("never what the referral is"),
         "{outcome}"
     );
+    // An amended element that names another resource is refused: references are the
+    // referral's own (here, one to another person, under an entry named as if stored).
+    let mut smuggled = more_urgent.clone();
+    for e in smuggled["entry"].as_array_mut().unwrap() {
+        if e["resource"]["resourceType"] == "ServiceRequest" {
+            e["resource"]["note"][0]["authorReference"] =
+                json!({ "reference": "Patient/someone-else" });
+        }
+    }
+    smuggled["entry"].as_array_mut().unwrap().push(json!({
+        "fullUrl": "Patient/someone-else",
+        "resource": { "resourceType": "Patient", "meta": { "lastUpdated": "2026-05-06T09:00:00+00:00" } },
+    }));
+    let (status, _, outcome) = server.post_json("/fhir/$process-message", &smuggled).await;
+    assert!(status == 422, "{status} {outcome}");
     let (_, unchanged) = whs.get(&format!("/fhir/ServiceRequest/{sr}")).await;
     assert_eq!(unchanged["meta"]["versionId"], before["meta"]["versionId"]);
+    assert!(
+        !unchanged.to_string().contains("someone-else"),
+        "{unchanged}"
+    );
     let (_, refused) = ig.get("/fhir/AuditEvent?outcome=4&_count=100").await;
     assert!(
         refused.to_string().contains("referral amendment refused"),

@@ -12,7 +12,7 @@ use crate::caller::Role;
 use crate::config::Config;
 use crate::fhir::{IssueType, Issues};
 use crate::intake::{Submission, SubmissionKind, admission, fhir_fit_note, practice_fit_note};
-use crate::store::{PatientId, Store, Stored, Transaction};
+use crate::store::{AuditTrail, PatientId, Store, Stored, Transaction};
 
 /// A fit note taken in.
 #[derive(Debug)]
@@ -264,13 +264,13 @@ pub async fn answer_prompt(
         Some(version) => version,
         None => stored_version(&stored).ok_or(PromptAnswerError::Unversioned)?,
     };
-    let answered = practice_event(
+    let answered = audit::audit_event(&practice_event(
         caller,
         updated["for"]["reference"].as_str().map(str::to_string),
         format!("Task/{id}"),
         format!("referral prompt {new_status} by the practice"),
         chrono::Utc::now(),
-    );
+    ));
     store
         .transact(Transaction {
             updates: vec![(updated, based_on)],
@@ -381,13 +381,13 @@ pub async fn correct_fit_note(
         &mut updates,
     )
     .await?;
-    let event = practice_event(
+    let event = audit::audit_event(&practice_event(
         caller,
         stored["subject"]["reference"].as_str().map(str::to_string),
         format!("Observation/{id}"),
         "fit note entered in error by the practice".to_string(),
         now,
-    );
+    ));
     store
         .transact(Transaction {
             updates,
@@ -523,6 +523,23 @@ async fn amend_fit_note(
     let mut amended = restated;
     amended["id"] = json!(id);
     amended["status"] = json!("amended");
+    // The mapped fit note names its person and practice by the message's entries (`urn:uuid:`,
+    // in its contained issuer and conditions too): they are the stored ones.
+    let targets: std::collections::HashMap<String, String> = submission
+        .entries
+        .iter()
+        .filter(|e| e.full_url != submission.focus)
+        .filter_map(|e| {
+            first_reference(&stored, &e.resource_type).map(|stored| (e.full_url.clone(), stored))
+        })
+        .collect();
+    crate::fhir::resource::rewrite_references(&mut amended, &targets);
+    if amended.to_string().contains("\"urn:uuid:") {
+        return Err(invalid(
+            "Observation",
+            "an amendment names the person and practice the fit note names, and nothing else outside it",
+        ));
+    }
     // The people and organisations it names are the stored ones.
     for field in ["subject", "performer"] {
         match stored.get(field) {
@@ -546,6 +563,15 @@ async fn amend_fit_note(
         v
     };
     if content(&amended) == content(&stored) {
+        store
+            .append_audit(&[practice_event(
+                caller,
+                stored["subject"]["reference"].as_str().map(str::to_string),
+                format!("Observation/{id}"),
+                "fit note amendment resent: nothing changed".to_string(),
+                chrono::Utc::now(),
+            )])
+            .await?;
         return Ok(stored);
     }
     let SubmissionKind::FitNote(mut facts) = submission.kind else {
@@ -604,7 +630,7 @@ async fn amend_fit_note(
     } else {
         Vec::new()
     };
-    let event = practice_event(
+    let event = audit::audit_event(&practice_event(
         caller,
         stored["subject"]["reference"].as_str().map(str::to_string),
         format!("Observation/{id}"),
@@ -614,7 +640,7 @@ async fn amend_fit_note(
             "fit note amended by the practice".to_string()
         },
         now,
-    );
+    ));
     store
         .transact(Transaction {
             updates,
@@ -634,14 +660,14 @@ async fn amend_fit_note(
 }
 
 /// The AuditEvent of a practice's change to a fit note or a prompt it raised.
-fn practice_event(
-    caller: &Caller<'_>,
+fn practice_event<'p>(
+    caller: &Caller<'p>,
     patient: Option<String>,
     entity: String,
     description: String,
     at: chrono::DateTime<chrono::Utc>,
-) -> Value {
-    audit::audit_event(&Event {
+) -> Event<'p> {
+    Event {
         kind: Kind::Updated,
         principal: Some(caller.principal),
         patient,
@@ -651,5 +677,19 @@ fn practice_event(
         description,
         at,
         request_id: caller.request_id.clone(),
-    })
+    }
+}
+
+/// The first `reference` in `value` naming a resource of type `kind` (`Organization/…`).
+fn first_reference(value: &Value, kind: &str) -> Option<String> {
+    match value {
+        Value::Object(map) => map.iter().find_map(|(k, v)| match v {
+            Value::String(r) if k == "reference" && r.starts_with(&format!("{kind}/")) => {
+                Some(r.clone())
+            }
+            other => first_reference(other, kind),
+        }),
+        Value::Array(items) => items.iter().find_map(|v| first_reference(v, kind)),
+        _ => None,
+    }
 }

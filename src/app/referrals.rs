@@ -317,14 +317,27 @@ const AMENDABLE: [&str; 11] = [
 ];
 
 /// The ServiceRequest's references to other resources of the referral, compared by content.
-const REFERENCED: [&str; 7] = [
+/// (Who made it, `requester`, is a shared record another submission may restate since: the
+/// sender is checked as the practice instead.)
+const REFERENCED: [&str; 6] = [
     "basedOn",
     "encounter",
-    "requester",
     "reasonReference",
     "supportingInfo",
     "specimen",
     "relevantHistory",
+];
+
+/// Records an amendment does not compare: shared ones that other submissions restate (the person,
+/// organisations, practitioners, services), and the Consent, which changes by its own route
+/// (`PUT /fhir/Consent/{id}`) and is read at every disclosure.
+const NOT_COMPARED: [&str; 6] = [
+    "Patient",
+    "Organization",
+    "Practitioner",
+    "PractitionerRole",
+    "HealthcareService",
+    "Consent",
 ];
 
 /// The referrer amends a referral it sent ([`own_referral`]): the referral restated whole with
@@ -342,6 +355,30 @@ async fn amend(
 ) -> Result<Amended, SubmitError> {
     let referral = own_referral(store, caller, &a.referral, "amendment").await?;
     let now = Utc::now();
+    // Only a current referral is amended, whatever the amendment says.
+    let task = workflow_task(store, &referral.id).await?;
+    if matches!(
+        workflow::stage_of(task.as_ref()),
+        Stage::Declined | Stage::Discharged | Stage::Withdrawn
+    ) {
+        let stage = workflow::stage_of(task.as_ref()).code();
+        let issue = Issue::error(
+            IssueType::BusinessRule,
+            "Bundle.entry[0].resource.focus",
+            format!(
+                "the referral is {stage}: only a referral the service is still working on is amended"
+            ),
+        );
+        return Err(refuse(
+            store,
+            caller,
+            &referral,
+            "amendment",
+            "the referral is not current",
+            issue,
+        )
+        .await);
+    }
     let restated = a
         .submission
         .entries
@@ -370,10 +407,14 @@ async fn amend(
     for field in REFERENCED {
         let sent: Vec<Option<Value>> = references(&restated[field])
             .into_iter()
+            .filter(|r| !NOT_COMPARED.contains(&sent_kind(r).as_str()))
             .map(|r| by_url.get(r.as_str()).map(|v| fingerprint(v, &sent_kind)))
             .collect();
         let mut held = Vec::new();
-        for r in references(&referral.sr[field]) {
+        for r in references(&referral.sr[field])
+            .into_iter()
+            .filter(|r| !NOT_COMPARED.contains(&stored_kind(r).as_str()))
+        {
             held.push(match r.split_once('/') {
                 Some((t, id)) => store
                     .read(t, id)
@@ -410,6 +451,7 @@ async fn amend(
                 "extension",
                 "subject",
                 "performer",
+                "requester",
             ]) {
                 o.remove(*f);
             }
@@ -432,10 +474,38 @@ async fn amend(
         )
         .await);
     }
+    // Compared as content (a note's author, say, is named by the message's entry and by the
+    // store's id): what is unchanged keeps its stored form.
     let changed: Vec<&'static str> = AMENDABLE
         .into_iter()
-        .filter(|f| restated.get(*f) != referral.sr.get(*f))
+        .filter(|f| {
+            restated.get(*f).map(|v| fingerprint(v, &sent_kind))
+                != referral.sr.get(*f).map(|v| fingerprint(v, &stored_kind))
+        })
         .collect();
+    // What changes is taken as sent, so it may name no other resource: references are the
+    // referral's own, never the message's to set.
+    if let Some(field) = changed
+        .iter()
+        .find(|f| restated[**f].to_string().contains("\"reference\""))
+    {
+        let issue = Issue::error(
+            IssueType::BusinessRule,
+            format!("Bundle.entry.resource.ofType(ServiceRequest).{field}"),
+            format!(
+                "an amended {field} names no other resource: leave its references out, or cancel the referral and send it anew"
+            ),
+        );
+        return Err(refuse(
+            store,
+            caller,
+            &referral,
+            "amendment",
+            "an amended element names another resource",
+            issue,
+        )
+        .await);
+    }
     let event = |description: String| referral_event(caller, &referral, true, description, now);
     if changed.is_empty() {
         store
@@ -448,7 +518,6 @@ async fn amend(
         });
     }
     let (id, sr, record) = (&referral.id, &referral.sr, &referral.record);
-    let task = workflow_task(store, id).await?;
     let parties = super::workflow::workflow_parties(sr, record);
     let what = changed.join(", ");
     let change = match workflow::apply(
@@ -476,12 +545,14 @@ async fn amend(
     };
     let mut amended = sr.clone();
     if let (Some(o), Some(r)) = (amended.as_object_mut(), restated.as_object()) {
-        for f in AMENDABLE {
-            match r.get(f) {
+        for f in &changed {
+            match r.get(*f) {
                 Some(v) => o.insert(f.to_string(), v.clone()),
-                None => o.remove(f),
+                None => o.remove(*f),
             };
         }
+        // The narrative told what the ServiceRequest said before: it goes rather than mislead.
+        o.remove("text");
     }
     let mut tx = Transaction {
         referral: id.clone(),

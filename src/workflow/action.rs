@@ -268,7 +268,7 @@ impl Action {
             Action::Triage(_) => "decision",
             Action::Contact(_) | Action::Support(_) | Action::Discharge(_) => "date",
             Action::Withdraw(_) => "ServiceRequest.status",
-            Action::Amend(_) => "ServiceRequest",
+            Action::Amend(_) => "ServiceRequest.status",
         }
     }
 
