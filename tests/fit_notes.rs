@@ -1281,6 +1281,22 @@ async fn a_practice_amends_a_fit_note_it_sent() {
         "{events}"
     );
 
+    // The DWP's duration rule holds for an amendment as for a new fit note: more than three
+    // months in the first six months of absence is refused (checked in the store's transaction,
+    // over the person's fit notes as committed).
+    let mut too_long = longer.clone();
+    too_long["effectivePeriod"]["end"] = json!("2026-06-30");
+    let (status, _, outcome) = practice
+        .put(&format!("/fhir/Observation/{id}"), &too_long)
+        .await;
+    assert_eq!(status, 422, "{outcome}");
+    assert!(
+        outcome.to_string().contains("Observation.effectivePeriod"),
+        "{outcome}"
+    );
+    let (_, kept) = practice.get(&format!("/fhir/Observation/{id}")).await;
+    assert_eq!(kept["effectivePeriod"]["end"], "2026-01-25");
+
     // Entered in error, it is not amended any more.
     let mut withdrawn = amended.clone();
     withdrawn["status"] = json!("entered-in-error");

@@ -578,28 +578,6 @@ async fn amend_fit_note(
         return Err(CorrectionError::NotReturned);
     };
     facts.reference = format!("Observation/{id}");
-    // The duration rule over the person's other fit notes, with this one as amended.
-    if note.note.absence_start.is_none() {
-        let mut all: Vec<_> = store
-            .fit_notes_of_patient(&record.patient_id)
-            .await?
-            .into_iter()
-            .filter(|f| f.reference != facts.reference)
-            .collect();
-        all.push(facts.clone());
-        let run_start = crate::fit_notes::runs(&all, config.fit_notes.consecutive_gap_days)
-            .iter()
-            .find(|r| r.contains(&facts.reference))
-            .map_or(facts.start, |r| r.start);
-        if let Some(issue) = crate::intake::fit_note::duration_rule(
-            facts.start,
-            facts.end,
-            run_start,
-            "Observation.effectivePeriod",
-        ) {
-            return Err(CorrectionError::Invalid(issue.into()));
-        }
-    }
     let held = store
         .fit_notes_of_patient(&record.patient_id)
         .await?
@@ -647,13 +625,26 @@ async fn amend_fit_note(
             audit: vec![event],
             withdrawn_prompts,
             amended_fit_notes: if rules_read_changed {
-                vec![facts]
+                vec![crate::store::AmendedFitNote {
+                    facts,
+                    patient_id: record.patient_id.clone(),
+                    duration_rule: note.note.absence_start.is_none().then_some((
+                        config.fit_notes.consecutive_gap_days,
+                        "Observation.effectivePeriod",
+                    )),
+                }]
             } else {
                 Vec::new()
             },
+
             ..Default::default()
         })
-        .await?
+        .await
+        // The duration rule, kept over the person's fit notes as committed (in the store).
+        .map_err(|e| match e {
+            crate::store::StoreError::Rejected(issues) => CorrectionError::Invalid(issues),
+            e => e.into(),
+        })?
         .into_iter()
         .find(|r| r["resourceType"] == "Observation")
         .ok_or(CorrectionError::NotReturned)

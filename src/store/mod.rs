@@ -154,9 +154,21 @@ pub struct Transaction {
     /// and the referral prompts (Task ids) withdrawn with them: no longer counted when the rules
     /// decide whether a prompt fired before.
     pub withdrawn_prompts: Vec<String>,
-    /// Fit notes amended by this change, as the history rules now read them (`reference`
-    /// `Observation/{id}`).
-    pub amended_fit_notes: Vec<crate::fit_notes::FitNoteFacts>,
+    /// Fit notes amended by this change, as the history rules now read them.
+    pub amended_fit_notes: Vec<AmendedFitNote>,
+}
+
+/// A fit note amended: what the history rules now read of it, and the rule it must still keep,
+/// checked in the change's transaction under the person's lock (as a new fit note's admission
+/// is), so a fit note of theirs committed a moment earlier by any instance is counted.
+#[derive(Debug, Clone)]
+pub struct AmendedFitNote {
+    /// `reference` is `Observation/{id}`.
+    pub facts: crate::fit_notes::FitNoteFacts,
+    pub patient_id: PatientId,
+    /// The DWP's duration rule over the person's run of fit notes (when the sender gave no
+    /// absence start): the gap that still counts as consecutive, and where a breach is reported.
+    pub duration_rule: Option<(u32, &'static str)>,
 }
 
 /// A letter in the outbox.

@@ -105,6 +105,28 @@ async fn transact(
     own: &mut Pending,
 ) -> Result<Vec<Value>, StoreError> {
     let mut stored = Vec::with_capacity(t.creates.len() + t.updates.len());
+    // An amended fit note keeps the duration rule over the person's fit notes as committed now.
+    for amended in &t.amended_fit_notes {
+        lock_keys(conn, &[person_key(amended.patient_id.as_str())]).await?;
+        if let Some((gap, expression)) = amended.duration_rule {
+            let mut all: Vec<_> = fit_notes_of(&mut *conn, amended.patient_id.as_str())
+                .await?
+                .into_iter()
+                .filter(|f| f.reference != amended.facts.reference)
+                .collect();
+            all.push(amended.facts.clone());
+            let note = &amended.facts;
+            let run_start = crate::fit_notes::runs(&all, gap)
+                .iter()
+                .find(|r| r.contains(&note.reference))
+                .map_or(note.start, |r| r.start);
+            if let Some(issue) =
+                crate::intake::fit_note::duration_rule(note.start, note.end, run_start, expression)
+            {
+                return Err(StoreError::Rejected(issue.into()));
+            }
+        }
+    }
     for (resource, version) in t.updates {
         stored.push(update_one(conn, resource, Some(version), own).await?);
     }
@@ -124,7 +146,8 @@ async fn transact(
         .execute(&mut *conn)
         .await?;
     }
-    for note in &t.amended_fit_notes {
+    for amended in &t.amended_fit_notes {
+        let note = &amended.facts;
         let observation_id = note.reference.trim_start_matches("Observation/");
         sqlx::query(
             "UPDATE fit_notes SET period_start = $1, period_end = $2, issued = $3, not_fit = $4
