@@ -355,19 +355,17 @@ async fn amend(
 ) -> Result<Amended, SubmitError> {
     let referral = own_referral(store, caller, &a.referral, "amendment").await?;
     let now = Utc::now();
-    // Only a current referral is amended, whatever the amendment says.
+    // Only a current referral is amended, whatever the amendment says: the workflow's rule,
+    // asked before what changed is known (apply keeps it again when the note is written).
     let task = workflow_task(store, &referral.id).await?;
-    if matches!(
-        workflow::stage_of(task.as_ref()),
-        Stage::Declined | Stage::Discharged | Stage::Withdrawn
-    ) {
-        let stage = workflow::stage_of(task.as_ref()).code();
+    let gate = Action::Amend(workflow::Amendment {
+        note: String::new(),
+    });
+    if let Err(why) = workflow::allowed(task.as_ref(), &gate) {
         let issue = Issue::error(
             IssueType::BusinessRule,
             "Bundle.entry[0].resource.focus",
-            format!(
-                "the referral is {stage}: only a referral the service is still working on is amended"
-            ),
+            why,
         );
         return Err(refuse(
             store,

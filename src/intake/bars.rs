@@ -447,12 +447,7 @@ impl<'a> Message<'a> {
     ) -> Option<&'c Service> {
         let found = super::bars_response::addressed_service(header, ctx.services);
         if found.is_none() {
-            let endpoints: Vec<&str> = header["destination"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|d| d["endpoint"].as_str())
-                .collect();
+            let endpoints = super::bars_response::destination_endpoints(header);
             self.issues.error(
                 IssueType::NotFound,
                 at(0, "destination"),

@@ -36,20 +36,22 @@ pub struct Accepted<'a> {
 /// The configured service a message is addressed to: the one whose BaRS endpoint its
 /// MessageHeader's destination names (the one rule intake and the answer both use).
 pub fn addressed_service<'s>(header: &Value, services: &'s [Service]) -> Option<&'s Service> {
-    let endpoints: Vec<&str> = header
-        .get("destination")
-        .and_then(Value::as_array)
-        .map(|d| {
-            d.iter()
-                .filter_map(|d| d.get("endpoint").and_then(Value::as_str))
-                .collect()
-        })
-        .unwrap_or_default();
+    let endpoints = destination_endpoints(header);
     services.iter().find(|s| {
         s.bars_endpoint
             .as_deref()
             .is_some_and(|ep| endpoints.contains(&ep))
     })
+}
+
+/// The endpoints a MessageHeader's destinations name.
+pub fn destination_endpoints(header: &Value) -> Vec<&str> {
+    header["destination"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["endpoint"].as_str())
+        .collect()
 }
 
 /// What the request did, as the answer tells it.

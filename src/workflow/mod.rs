@@ -273,6 +273,13 @@ pub fn apply(
     })
 }
 
+/// Whether `action` may be taken on the referral whose stored workflow Task is `task`: the stage
+/// it leads to, or why not (the rule [`apply`] keeps, for a caller that must know before it has
+/// the action's details).
+pub fn allowed(task: Option<&Value>, action: &Action) -> Result<Stage, String> {
+    next_stage(stage_of(task), action)
+}
+
 /// The stage `action` moves a referral at `current` to, or why it cannot.
 fn next_stage(current: Stage, action: &Action) -> Result<Stage, String> {
     use Stage::*;
