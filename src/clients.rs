@@ -1,6 +1,6 @@
 //! `whg clients …`: the client registry from the command line.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use whg::auth::registry::{self, KeySource};
@@ -8,7 +8,7 @@ use whg::auth::{Principal, SigningKey};
 use whg::config::Config;
 use whg::store::{ClientId, Store, StoreError};
 
-use super::ClientsWhat;
+use super::{ClientsWhat, KeysWhat};
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))
@@ -64,8 +64,80 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
+/// The key source a command names: a PEM public key or a JWK Set file.
+fn key_source(
+    public_key: Option<PathBuf>,
+    jwks: Option<PathBuf>,
+) -> Result<Option<KeySource>, String> {
+    Ok(match (public_key, jwks) {
+        (Some(p), _) => Some(KeySource::PublicKeyPem(read(&p)?)),
+        (_, Some(j)) => Some(KeySource::Jwks(
+            serde_json::from_slice(&read(&j)?)
+                .map_err(|e| format!("{} is not JSON: {e}", j.display()))?,
+        )),
+        _ => None,
+    })
+}
+
+/// `whg clients keys …`: a rotation, applied only to the keys it was worked out from.
+fn keys(config: &Config, what: KeysWhat) -> Result<(), String> {
+    let id = match &what {
+        KeysWhat::List { id } | KeysWhat::Add { id, .. } | KeysWhat::Retire { id, .. } => {
+            id.clone()
+        }
+    };
+    runtime()?.block_on(async {
+        let store = open(config).await?;
+        let result = async {
+            let client = store
+                .client(&ClientId::new(id.as_str()))
+                .await
+                .map_err(|e| e.to_string())?
+                .filter(|c| c.revoked_at.is_none())
+                .ok_or_else(|| format!("no active client '{id}'"))?;
+            let keys = match what {
+                KeysWhat::List { .. } => {
+                    if let Some(url) = &client.jwks_url {
+                        println!("(fetched from {url})");
+                    }
+                    for kid in registry::key_ids(&client) {
+                        println!("{kid}");
+                    }
+                    return Ok(());
+                }
+                KeysWhat::Add { public_key, jwks, .. } => {
+                    let source = key_source(public_key, jwks)?
+                        .ok_or("give the key to add: --public-key or --jwks")?;
+                    registry::add_keys(&client, source)
+                }
+                KeysWhat::Retire { kid, .. } => registry::retire_key(&client, &kid),
+            }
+            .map_err(|e| e.to_string())?;
+            let current = client.jwks.clone().unwrap_or_default();
+            if !store
+                .replace_client_keys(&client.id, &current, keys.clone())
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                return Err(format!(
+                    "client '{id}' changed while its keys were being rotated (revoked, or another rotation): try again"
+                ));
+            }
+            let kids: Vec<&str> = keys["keys"].as_array().into_iter().flatten()
+                .filter_map(|k| k["kid"].as_str())
+                .collect();
+            eprintln!("whg: client '{id}' now has the keys {}", kids.join(", "));
+            Ok(())
+        }
+        .await;
+        store.close().await;
+        result
+    })
+}
+
 fn execute(config: &Config, what: ClientsWhat) -> Result<(), String> {
     match what {
+        ClientsWhat::Keys { what } => keys(config, what),
         ClientsWhat::Keygen { out } => {
             let key = SigningKey::generate();
             key.save(&out).map_err(|e| e.to_string())?;
@@ -102,13 +174,9 @@ fn execute(config: &Config, what: ClientsWhat) -> Result<(), String> {
             jwks_url,
             tenant,
         } => {
-            let keys = match (public_key, jwks, jwks_url) {
-                (Some(p), _, _) => KeySource::PublicKeyPem(read(&p)?),
-                (_, Some(j), _) => KeySource::Jwks(
-                    serde_json::from_slice(&read(&j)?)
-                        .map_err(|e| format!("{} is not JSON: {e}", j.display()))?,
-                ),
-                (_, _, Some(u)) => KeySource::JwksUrl(u),
+            let keys = match (key_source(public_key, jwks)?, jwks_url) {
+                (Some(source), _) => source,
+                (None, Some(u)) => KeySource::JwksUrl(u),
                 _ => return Err("give the client's key: --public-key, --jwks or --jwks-url".into()),
             };
             let record = registry::new_client(

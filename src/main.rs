@@ -151,6 +151,12 @@ enum ClientsWhat {
     List,
     /// Revoke a client: no new tokens, and its current ones stop working.
     Revoke { id: String },
+    /// Rotate a client's keys: add the new key, let the client sign with it (its assertions'
+    /// `kid` header names it), retire the old one.
+    Keys {
+        #[command(subcommand)]
+        what: KeysWhat,
+    },
     /// Make an ES384 key pair for a client: the private key to FILE (owner-only), the public
     /// JWK Set to standard output (give it to `clients add --jwks`).
     Keygen {
@@ -167,6 +173,30 @@ enum ClientsWhat {
         /// The token endpoint, e.g. http://127.0.0.1:8080/oauth2/token.
         #[arg(long)]
         token_url: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysWhat {
+    /// The kids of a client's registered keys, one per line.
+    List { id: String },
+    /// Register more keys for a client, beside the ones it has (each needs its own kid; a key
+    /// without one is given its RFC 7638 thumbprint).
+    Add {
+        id: String,
+        /// A PEM public key (RSA for RS384 or RS512, P-384 EC for ES384).
+        #[arg(long, group = "keys", required = true)]
+        public_key: Option<PathBuf>,
+        /// A JWK Set file (`whg clients keygen` writes one).
+        #[arg(long, group = "keys", required = true)]
+        jwks: Option<PathBuf>,
+    },
+    /// Retire a client's key: assertions signed with it are refused from now on. The last key
+    /// cannot be retired (revoke the client instead).
+    Retire {
+        id: String,
+        #[arg(long)]
+        kid: String,
     },
 }
 

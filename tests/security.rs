@@ -142,7 +142,7 @@ async fn discovery_and_the_gateway_key_need_no_token() {
     );
     assert_eq!(
         config["token_endpoint_auth_signing_alg_values_supported"],
-        json!(["RS384", "ES384"])
+        json!(["RS384", "ES384", "RS512"])
     );
     assert_eq!(
         config["grant_types_supported"],
@@ -249,6 +249,51 @@ async fn the_token_flow_works_for_es384_and_rs384_clients() {
         (200, json!(1)),
         "the referral addressed to the service"
     );
+    // RS512 (NHS England's signed-JWT client credentials) with the same key: a PEM-registered
+    // RSA key names no `alg`, so either RSA algorithm is its holder's choice.
+    let claims = json!({ "iss": "whs-system", "sub": "whs-system", "aud": server.url("/oauth2/token"), "exp": now() + 240, "jti": "rsa-512" });
+    let rs512 = jsonwebtoken::encode(&Header::new(Algorithm::RS512), &claims, &rsa).unwrap();
+    let (status, body) = exchange(&server, &rs512, None).await;
+    assert_eq!(status, 200, "RS512: {body}");
+    // A JWK that says it is for RS384 checks no RS512 signature (RFC 7517 §4.4).
+    let mut set: Value = serde_json::from_str(
+        &stdout(&server.whg(&["clients", "list"]))
+            .lines()
+            .find(|l| l.contains("\"whs-system\""))
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["jwks"].to_string())
+            .unwrap(),
+    )
+    .unwrap();
+    set["keys"][0]["alg"] = json!("RS384");
+    set["keys"][0]["kid"] = json!("rs384-only");
+    let pinned = dir.path().join("pinned.jwks.json");
+    std::fs::write(&pinned, set.to_string()).unwrap();
+    stdout(&server.whg(&[
+        "clients",
+        "add",
+        "whs-pinned",
+        "--role",
+        "service",
+        "--org",
+        "sheffield-whs",
+        "--jwks",
+        pinned.to_str().unwrap(),
+    ]));
+    let claims = json!({ "iss": "whs-pinned", "sub": "whs-pinned", "aud": server.url("/oauth2/token"), "exp": now() + 240, "jti": "pinned-1" });
+    let refused = jsonwebtoken::encode(&Header::new(Algorithm::RS512), &claims, &rsa).unwrap();
+    assert_eq!(
+        exchange(&server, &refused, None).await.0,
+        401,
+        "alg the key does not name"
+    );
+    let claims = json!({ "iss": "whs-pinned", "sub": "whs-pinned", "aud": server.url("/oauth2/token"), "exp": now() + 240, "jti": "pinned-2" });
+    let taken = jsonwebtoken::encode(&Header::new(Algorithm::RS384), &claims, &rsa).unwrap();
+    assert_eq!(
+        exchange(&server, &taken, None).await.0,
+        200,
+        "the alg it names"
+    );
+
     let (status, headers, outcome) = bearer_get(&server, token, "/fhir/Consent?patient=x").await;
     assert_eq!(status, 403, "not granted: {outcome}");
     assert!(
@@ -261,6 +306,115 @@ async fn the_token_flow_works_for_es384_and_rs384_clients() {
     // No token or assertion ever reaches the logs.
     let logs = server.logs();
     assert!(!logs.contains(token) && !logs.contains(&assertion) && !logs.contains(&local));
+}
+
+/// A key rotation with the CLI: the new key is added beside the old, both sign while the client
+/// switches (each assertion's `kid` names its key), the old one is retired and its assertions
+/// refused; the last key is never retired, and a client whose keys are fetched rotates there.
+#[tokio::test]
+async fn a_client_rotates_its_keys_without_a_new_client_id() {
+    let server = Server::start();
+    let old = es384_client(&server, "gp-rotating", "practice", "C88901", &[]);
+    let old_kid = whg::auth::SigningKey::load(&old)
+        .unwrap()
+        .key_id()
+        .to_string();
+    let listed = stdout(&server.whg(&["clients", "keys", "list", "gp-rotating"]));
+    assert_eq!(listed, old_kid);
+
+    let new = server.config_path().with_file_name("gp-rotating-2.pem");
+    let jwks = stdout(&server.whg(&["clients", "keygen", "--out", new.to_str().unwrap()]));
+    let new_jwks = new.with_extension("jwks.json");
+    std::fs::write(&new_jwks, &jwks).unwrap();
+    stdout(&server.whg(&[
+        "clients",
+        "keys",
+        "add",
+        "gp-rotating",
+        "--jwks",
+        new_jwks.to_str().unwrap(),
+    ]));
+    let new_kid = whg::auth::SigningKey::load(&new)
+        .unwrap()
+        .key_id()
+        .to_string();
+    assert_eq!(
+        stdout(&server.whg(&["clients", "keys", "list", "gp-rotating"])),
+        format!("{old_kid}\n{new_kid}")
+    );
+    // The same key twice is one key with one kid: refused.
+    let again = server.whg(&[
+        "clients",
+        "keys",
+        "add",
+        "gp-rotating",
+        "--jwks",
+        new_jwks.to_str().unwrap(),
+    ]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("kid"),
+        "{again:?}"
+    );
+
+    for key in [&old, &new] {
+        let (status, body) =
+            exchange(&server, &cli_assertion(&server, "gp-rotating", key), None).await;
+        assert_eq!(status, 200, "both keys sign during the switch: {body}");
+    }
+    stdout(&server.whg(&[
+        "clients",
+        "keys",
+        "retire",
+        "gp-rotating",
+        "--kid",
+        &old_kid,
+    ]));
+    assert_eq!(
+        exchange(&server, &cli_assertion(&server, "gp-rotating", &old), None)
+            .await
+            .0,
+        401,
+        "retired"
+    );
+    assert_eq!(
+        exchange(&server, &cli_assertion(&server, "gp-rotating", &new), None)
+            .await
+            .0,
+        200
+    );
+
+    for (args, says) in [
+        (
+            vec!["retire", "gp-rotating", "--kid", new_kid.as_str()],
+            "only key",
+        ),
+        (
+            vec!["retire", "gp-rotating", "--kid", "no-such-kid"],
+            "no key with kid",
+        ),
+        (vec!["list", "nobody"], "no active client"),
+    ] {
+        let mut all = vec!["clients", "keys"];
+        all.extend(args);
+        let out = server.whg(&all);
+        assert!(!out.status.success(), "{all:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{all:?}: {out:?}"
+        );
+    }
+    // A revoked client's keys are not rotated.
+    stdout(&server.whg(&["clients", "revoke", "gp-rotating"]));
+    let out = server.whg(&[
+        "clients",
+        "keys",
+        "add",
+        "gp-rotating",
+        "--jwks",
+        new_jwks.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
 }
 
 #[tokio::test]

@@ -32,7 +32,7 @@ pub async fn smart_configuration(State(app): State<AppState>) -> Response {
             "jwks_uri": format!("{base}/.well-known/jwks.json"),
             "grant_types_supported": ["client_credentials"],
             "token_endpoint_auth_methods_supported": ["private_key_jwt"],
-            "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
+            "token_endpoint_auth_signing_alg_values_supported": crate::auth::assertion::ALGORITHMS.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
             "scopes_supported": scope::ALL,
             "capabilities": ["client-confidential-asymmetric", "permission-v2", "permission-v1"],
         }),

@@ -15,15 +15,18 @@ use super::scope;
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// The furthest ahead an assertion may expire (SMART Backend Services: five minutes).
 pub const MAX_LIFETIME_SECS: u64 = 300;
-/// Clock difference tolerated between a client and the gateway.
-const LEEWAY_SECS: u64 = 30;
-/// The signing algorithms accepted (SMART Backend Services requires RS384 and ES384).
-pub const ALGORITHMS: [Algorithm; 2] = [Algorithm::RS384, Algorithm::ES384];
+/// Clock difference tolerated between a client and the gateway, on `exp`, `nbf` and `iat`
+/// (docs/security.md states it).
+pub const LEEWAY_SECS: u64 = 30;
+/// The signing algorithms accepted: SMART Backend Services requires RS384 and ES384; NHS
+/// England's signed-JWT client credentials (the pattern its APIs' application-restricted access
+/// uses) signs with RS512.
+pub const ALGORITHMS: [Algorithm; 3] = [Algorithm::RS384, Algorithm::ES384, Algorithm::RS512];
 
 /// What the token endpoint answers a caller whose client authentication failed, whatever the
 /// reason: an unauthenticated caller learns nothing about which registered clients exist, what
 /// their keys are or what a fetched key set said. The reason goes to the log only.
-pub const CLIENT_AUTHENTICATION_FAILED: &str = "the client could not be authenticated: the assertion must be signed (RS384 or ES384) with a key registered for the client, with iss = sub = the client id, aud = the token endpoint, exp at most five minutes ahead, no nbf or iat in the future, and a new jti";
+pub const CLIENT_AUTHENTICATION_FAILED: &str = "the client could not be authenticated: the assertion must be signed (RS384, RS512 or ES384) with a key registered for the client, with iss = sub = the client id, aud = the token endpoint, exp at most five minutes ahead, no nbf or iat in the future, and a new jti";
 
 /// An OAuth 2.0 token-endpoint error (RFC 6749 §5.2).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,15 +89,15 @@ pub struct VerifiedAssertion {
 }
 
 /// Who an assertion claims to come from (`iss`, which must equal `sub`), read before its
-/// signature is checked so the client's keys can be found. Refuses algorithms other than RS384
-/// and ES384 (so `none` and HMAC never reach a key), and ids that break the registry's rule for
+/// signature is checked so the client's keys can be found. Refuses algorithms other than
+/// [`ALGORITHMS`] (so `none` and HMAC never reach a key), and ids that break the registry's rule for
 /// client ids (so an id that can never be registered is never looked up, kept or logged).
 pub fn claimed_client(assertion: &str) -> Result<(Header, String), OAuthError> {
     let header = jsonwebtoken::decode_header(assertion)
         .map_err(|_| OAuthError::InvalidClient("the client assertion is not a JWT"))?;
     if !ALGORITHMS.contains(&header.alg) {
         return Err(OAuthError::InvalidClient(
-            "the client assertion is not signed with RS384 or ES384",
+            "the client assertion is not signed with RS384, RS512 or ES384",
         ));
     }
     let payload = assertion
@@ -122,9 +125,18 @@ pub fn claimed_client(assertion: &str) -> Result<(Header, String), OAuthError> {
     Ok((header, payload.iss))
 }
 
-fn key_fits(jwk: &Jwk, alg: Algorithm) -> bool {
+/// Whether `jwk` can check a signature made with `alg`: its type and curve fit, and it names no
+/// other algorithm (a JWK's `alg` says what its holder signs with, RFC 7517 §4.4).
+pub fn key_fits(jwk: &Jwk, alg: Algorithm) -> bool {
+    if jwk
+        .common
+        .key_algorithm
+        .is_some_and(|declared| declared.to_string() != format!("{alg:?}"))
+    {
+        return false;
+    }
     match (&jwk.algorithm, alg) {
-        (AlgorithmParameters::RSA(_), Algorithm::RS384) => true,
+        (AlgorithmParameters::RSA(_), Algorithm::RS384 | Algorithm::RS512) => true,
         (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES384) => {
             ec.curve == EllipticCurve::P384
         }

@@ -30,7 +30,7 @@ pub enum RegistryError {
 
 /// Where a client's public keys come from.
 pub enum KeySource {
-    /// A PEM public key (RSA for RS384, P-384 EC for ES384).
+    /// A PEM public key (RSA for RS384 or RS512, P-384 EC for ES384).
     PublicKeyPem(Vec<u8>),
     /// A JWK Set.
     Jwks(Value),
@@ -116,39 +116,108 @@ pub fn new_client(
     })
 }
 
-/// The JWK Set of one PEM public key.
+/// The JWK Set of one PEM public key. An EC key is for ES384; an RSA key names no `alg`, so
+/// its holder may sign with RS384 or RS512.
 pub fn jwks_from_pem(pem: &[u8]) -> Result<Value, RegistryError> {
     let (key, alg) = DecodingKey::from_ec_pem(pem)
-        .map(|k| (k, Algorithm::ES384))
-        .or_else(|_| DecodingKey::from_rsa_pem(pem).map(|k| (k, Algorithm::RS384)))
+        .map(|k| (k, Some(Algorithm::ES384)))
+        .or_else(|_| DecodingKey::from_rsa_pem(pem).map(|k| (k, None)))
         .map_err(|e| RegistryError::PublicKey(e.to_string()))?;
-    let jwk = Jwk::from_decoding_key(&key, Some(alg))
-        .map_err(|e| RegistryError::PublicKey(e.to_string()))?;
+    let jwk =
+        Jwk::from_decoding_key(&key, alg).map_err(|e| RegistryError::PublicKey(e.to_string()))?;
     checked_jwks(serde_json::json!({ "keys": [jwk] }))
 }
 
-/// A JWK Set whose every key can check RS384 or ES384 assertions.
+/// A JWK Set whose every key can check assertions in one of [`ALGORITHMS`], each with a `kid`
+/// of its own: a key without one is given its RFC 7638 thumbprint, so every key can be named
+/// when it is retired and selected by an assertion's `kid` header.
 fn checked_jwks(set: Value) -> Result<Value, RegistryError> {
-    let parsed: JwkSet =
-        serde_json::from_value(set.clone()).map_err(|e| RegistryError::Jwks(e.to_string()))?;
+    let mut parsed: JwkSet =
+        serde_json::from_value(set).map_err(|e| RegistryError::Jwks(e.to_string()))?;
     if parsed.keys.is_empty() {
         return Err(RegistryError::Jwks("it has no keys".into()));
     }
-    for k in &parsed.keys {
-        let fits = ALGORITHMS.iter().any(|a| match (&k.algorithm, a) {
-            (jsonwebtoken::jwk::AlgorithmParameters::RSA(_), Algorithm::RS384) => true,
-            (jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(ec), Algorithm::ES384) => {
-                ec.curve == jsonwebtoken::jwk::EllipticCurve::P384
-            }
-            _ => false,
-        });
+    let mut kids = std::collections::HashSet::new();
+    for k in &mut parsed.keys {
+        let fits = ALGORITHMS.iter().any(|a| super::assertion::key_fits(k, *a));
         if !fits || DecodingKey::from_jwk(k).is_err() {
             return Err(RegistryError::Jwks(
-                "every key must be an RSA key (RS384) or a P-384 EC key (ES384)".into(),
+                "every key must be an RSA key (RS384 or RS512) or a P-384 EC key (ES384)".into(),
             ));
         }
+        if k.common.key_id.is_none() {
+            let thumbprint = k
+                .thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
+                .map_err(|e| RegistryError::Jwks(e.to_string()))?;
+            k.common.key_id = Some(thumbprint);
+        }
+        let kid = k.common.key_id.clone().unwrap_or_default();
+        if !kids.insert(kid.clone()) {
+            return Err(RegistryError::Jwks(format!(
+                "two keys have the kid '{kid}': each key needs its own"
+            )));
+        }
     }
-    Ok(set)
+    serde_json::to_value(&parsed).map_err(|e| RegistryError::Jwks(e.to_string()))
+}
+
+/// Why a client's keys could not be changed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RotationError {
+    #[error(transparent)]
+    Keys(#[from] RegistryError),
+    #[error(
+        "the client's keys are fetched from its JWKS URL: it rotates them by publishing a new JWK Set there"
+    )]
+    FetchedKeys,
+    #[error("the client has no key with kid '{0}' (see `whg clients keys list`)")]
+    UnknownKid(String),
+    #[error(
+        "'{0}' is the client's only key: add its successor first (`whg clients keys add`), or revoke the client"
+    )]
+    LastKey(String),
+}
+
+/// The kids of a client's registered keys, in the order registered.
+pub fn key_ids(client: &ClientRecord) -> Vec<String> {
+    client
+        .jwks
+        .as_ref()
+        .and_then(|set| set["keys"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|k| k["kid"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The client's JWK Set with `added`'s keys beside the ones it has (a rotation's first step:
+/// both keys work until the old one is retired). A key already registered is refused, as is a
+/// kid the client has.
+pub fn add_keys(client: &ClientRecord, added: KeySource) -> Result<Value, RotationError> {
+    let current = client.jwks.as_ref().ok_or(RotationError::FetchedKeys)?;
+    let added = match added {
+        KeySource::PublicKeyPem(pem) => jwks_from_pem(&pem)?,
+        KeySource::Jwks(set) => checked_jwks(set)?,
+        KeySource::JwksUrl(_) => return Err(RotationError::FetchedKeys),
+    };
+    let mut keys = current["keys"].as_array().cloned().unwrap_or_default();
+    keys.extend(added["keys"].as_array().cloned().unwrap_or_default());
+    Ok(checked_jwks(serde_json::json!({ "keys": keys }))?)
+}
+
+/// The client's JWK Set without the key `kid` (a rotation's last step). The last key is not
+/// retired: a client with no key is a revoked one, and `whg clients revoke` says so.
+pub fn retire_key(client: &ClientRecord, kid: &str) -> Result<Value, RotationError> {
+    let current = client.jwks.as_ref().ok_or(RotationError::FetchedKeys)?;
+    let keys = current["keys"].as_array().cloned().unwrap_or_default();
+    if !keys.iter().any(|k| k["kid"] == kid) {
+        return Err(RotationError::UnknownKid(kid.to_string()));
+    }
+    let kept: Vec<Value> = keys.into_iter().filter(|k| k["kid"] != kid).collect();
+    if kept.is_empty() {
+        return Err(RotationError::LastKey(kid.to_string()));
+    }
+    Ok(checked_jwks(serde_json::json!({ "keys": kept }))?)
 }
 
 #[cfg(test)]
@@ -193,6 +262,72 @@ mod tests {
             Err(RegistryError::Tenant(_))
         ));
         assert!(!test("A12345", false).unwrap().test_tenant);
+    }
+
+    fn client_with(keys: Value) -> ClientRecord {
+        new_client(
+            "gp",
+            Role::Practice,
+            "C88901",
+            vec![],
+            KeySource::Jwks(keys),
+            live(),
+            Utc::now(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn every_key_gets_a_kid_and_kids_are_distinct() {
+        let mut jwk = SigningKey::generate().public_jwks();
+        jwk["keys"][0].as_object_mut().unwrap().remove("kid");
+        let client = client_with(jwk.clone());
+        let kid = key_ids(&client);
+        let parsed: Jwk = serde_json::from_value(jwk["keys"][0].clone()).unwrap();
+        assert_eq!(
+            kid,
+            vec![
+                parsed
+                    .thumbprint(jsonwebtoken::jwk::ThumbprintHash::SHA256)
+                    .unwrap()
+            ],
+            "the RFC 7638 thumbprint"
+        );
+        let twice = serde_json::json!({"keys": [jwk["keys"][0], jwk["keys"][0]]});
+        assert!(matches!(
+            new_client("gp", Role::Practice, "C88901", vec![], KeySource::Jwks(twice), live(), Utc::now()),
+            Err(RegistryError::Jwks(why)) if why.contains("kid")
+        ));
+    }
+
+    #[test]
+    fn a_rotation_adds_beside_and_retires_but_never_the_last_key() {
+        let (a, b) = (SigningKey::generate(), SigningKey::generate());
+        let mut client = client_with(a.public_jwks());
+        let both = add_keys(&client, KeySource::Jwks(b.public_jwks())).unwrap();
+        client.jwks = Some(both);
+        assert_eq!(key_ids(&client), vec![a.key_id(), b.key_id()]);
+        assert!(matches!(
+            add_keys(&client, KeySource::Jwks(b.public_jwks())),
+            Err(RotationError::Keys(RegistryError::Jwks(_)))
+        ));
+        let only_b = retire_key(&client, a.key_id()).unwrap();
+        client.jwks = Some(only_b);
+        assert_eq!(key_ids(&client), vec![b.key_id()]);
+        assert_eq!(
+            retire_key(&client, b.key_id()),
+            Err(RotationError::LastKey(b.key_id().to_string()))
+        );
+        assert_eq!(
+            retire_key(&client, "nope"),
+            Err(RotationError::UnknownKid("nope".into()))
+        );
+        client.jwks = None;
+        client.jwks_url = Some("https://gp-supplier.example/jwks".into());
+        assert_eq!(
+            add_keys(&client, KeySource::Jwks(a.public_jwks())),
+            Err(RotationError::FetchedKeys)
+        );
     }
 
     #[test]

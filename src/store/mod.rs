@@ -481,6 +481,16 @@ pub trait Registry: Send + Sync {
     /// Revokes a client; false if there is no such client or it was already revoked.
     async fn revoke_client(&self, id: &ClientId) -> Result<bool, StoreError>;
 
+    /// Replaces an active client's JWK Set with `keys` if it is still `current` (a key rotation:
+    /// one added or retired); false if the client is revoked, unknown, or its keys changed since
+    /// they were read, so two rotations at once cannot lose one.
+    async fn replace_client_keys(
+        &self,
+        id: &ClientId,
+        current: &Value,
+        keys: Value,
+    ) -> Result<bool, StoreError>;
+
     /// Records a client assertion's `jti` as used until `expires_at` (Unix seconds); false if it
     /// was used before (a replay).
     async fn consume_assertion(

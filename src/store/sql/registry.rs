@@ -34,6 +34,18 @@ async fn client_write(conn: &mut Conn, write: ClientWrite) -> Result<bool, Store
         .await?
         .rows_affected()
             == 1),
+        // The keys are compared as stored (the JSON text `Value::to_string` wrote), so a rotation
+        // applies only to the keys it was worked out from.
+        ClientWrite::ReplaceKeys { id, current, keys } => Ok(sqlx::query(
+            "UPDATE clients SET jwks = $1 WHERE id = $2 AND jwks = $3 AND revoked_at IS NULL",
+        )
+        .bind(keys.to_string())
+        .bind(id.as_str())
+        .bind(current.to_string())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+            == 1),
         ClientWrite::ConsumeAssertion {
             client_id,
             jti,
@@ -118,6 +130,19 @@ impl Registry for SqlStore {
     async fn revoke_client(&self, id: &ClientId) -> Result<bool, StoreError> {
         self.write(|reply| WriteJob::Client(ClientWrite::Revoke(id.clone()), reply))
             .await
+    }
+
+    async fn replace_client_keys(
+        &self,
+        id: &ClientId,
+        current: &Value,
+        keys: Value,
+    ) -> Result<bool, StoreError> {
+        let (id, current) = (id.clone(), current.clone());
+        self.write(|reply| {
+            WriteJob::Client(ClientWrite::ReplaceKeys { id, current, keys }, reply)
+        })
+        .await
     }
 
     async fn consume_assertion(

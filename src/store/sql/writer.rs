@@ -120,6 +120,11 @@ enum WriteJob {
 enum ClientWrite {
     Register(ClientRecord),
     Revoke(ClientId),
+    ReplaceKeys {
+        id: ClientId,
+        current: Value,
+        keys: Value,
+    },
     ConsumeAssertion {
         client_id: ClientId,
         jti: String,
