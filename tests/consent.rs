@@ -317,9 +317,62 @@ async fn consent_recorded_by_an_adviser_at_first_contact_hides_diagnoses() {
         whs.get(&format!("/fhir/ServiceRequest/{sr_id}")).await.0,
         200
     );
-    // A service cannot record consent for a person it has no referral for.
+    // A service cannot record consent for a person it has no referral for: the patient field is
+    // wrong (422 there), and the answer is the same whether the gateway holds the person or not,
+    // and whether they are named by id or by NHS number, so it tells the caller nothing.
     let other = service(&server, WORKWELL);
-    assert_eq!(other.post("/fhir/Consent", &refusal).await.0, 404);
+    let answer = |outcome: &Value| {
+        assert_eq!(
+            outcome["issue"][0]["expression"][0], "Consent.patient",
+            "{outcome}"
+        );
+        outcome["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (status, _, outcome) = other.post("/fhir/Consent", &refusal).await;
+    assert_eq!(status, 422, "{outcome}");
+    assert!(answer(&outcome).contains(&format!(
+        "Patient/{patient} is not a person you have referred"
+    )));
+    let mut nobody = refusal.clone();
+    nobody["patient"] = json!({ "reference": "Patient/0190aaaa-0000-7000-8000-000000000000" });
+    let (status, _, outcome) = other.post("/fhir/Consent", &nobody).await;
+    assert_eq!(status, 422, "{outcome}");
+    let by_number = |n: usize| {
+        let mut c = refusal.clone();
+        c["patient"] = json!({ "identifier": { "system": "https://fhir.nhs.uk/Id/nhs-number", "value": nhs_number(n) } });
+        c
+    };
+    let (s1, _, held) = other.post("/fhir/Consent", &by_number(8)).await;
+    let (s2, _, not_held) = other.post("/fhir/Consent", &by_number(9_999)).await;
+    assert_eq!((s1, s2), (422, 422), "{held} {not_held}");
+    assert_eq!(
+        answer(&held),
+        answer(&not_held),
+        "held and not held read alike"
+    );
+    assert!(
+        !answer(&held).contains(&patient),
+        "the id is not given away"
+    );
+    let mut bad = by_number(8);
+    bad["patient"]["identifier"]["value"] = json!("9990000019");
+    let (status, _, outcome) = other.post("/fhir/Consent", &bad).await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        outcome["issue"][0]["expression"][0], "Consent.patient.identifier.value",
+        "{outcome}"
+    );
+
+    // The service the person was referred to names them by NHS number, as its own system knows
+    // them: the gateway finds the id, and the Consent references it.
+    let mut again = by_number(8);
+    again["provision"]["class"][0]["code"] = json!("outcome");
+    let (status, _, stored) = whs.post("/fhir/Consent", &again).await;
+    assert_eq!(status, 201, "{stored}");
+    assert_eq!(stored["patient"]["reference"], format!("Patient/{patient}"));
 }
 
 #[tokio::test]
@@ -715,8 +768,22 @@ async fn every_route_but_health_and_metadata_needs_a_valid_token() {
     // A practice sends only as itself; a service does not send referrals.
     let mut other = referral_for(15, WHS);
     other["practice"]["odsCode"] = json!("C88999");
-    let (status, _, outcome) = practice(&server).post("/api/v1/referrals", &other).await;
+    let (status, headers, outcome) = practice(&server).post("/api/v1/referrals", &other).await;
     assert_eq!(status, 403, "{outcome}");
+    // It says so: the wrong practice, not a missing scope (RFC 6750's insufficient_scope is for
+    // scopes, and the token's are fine).
+    assert!(
+        outcome["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("comes from C88999 but the access token is for C88901"),
+        "{outcome}"
+    );
+    assert!(
+        !headers
+            .get("www-authenticate")
+            .is_some_and(|h| h.to_str().unwrap().contains("insufficient_scope"))
+    );
     let (status, _, _) = service(&server, WHS)
         .post("/api/v1/referrals", &referral_for(16, WHS))
         .await;

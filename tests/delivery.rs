@@ -485,6 +485,65 @@ async fn a_decline_reaches_the_gp_with_its_reason() {
     assert_eq!(status, 422);
 }
 
+/// A workflow body serde cannot read is a 422 naming the field and what it takes, as intake's
+/// errors do; nothing changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn workflow_bodies_that_cannot_be_read_name_the_field_and_the_fix() {
+    let (_receiver, url) = Receiver::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = gateway(&url, tmp.path(), "");
+    let (sr, _) = accepted_referral(&server, 5).await;
+    for (route, body, field, says) in [
+        (
+            "contacts",
+            json!({ "date": "07/05/2026", "channel": "phone" }),
+            Some("date"),
+            "YYYY-MM-DD",
+        ),
+        (
+            "support",
+            json!({ "date": "2026-13-01" }),
+            Some("date"),
+            "YYYY-MM-DD",
+        ),
+        (
+            "contacts",
+            json!({ "channel": "phone" }),
+            None,
+            "missing field `date`",
+        ),
+        (
+            "contacts",
+            json!({ "date": "2026-05-07", "channel": "phone", "colour": "blue" }),
+            None,
+            "unknown field `colour`",
+        ),
+        (
+            "discharge",
+            json!({ "date": "2026-05-07", "outcomes": "all good" }),
+            None,
+            "a discharge",
+        ),
+    ] {
+        let (status, _, outcome) = whs(&server)
+            .post(&format!("/api/v1/referrals/{sr}/{route}"), &body)
+            .await;
+        assert_eq!(status, 422, "{route} {body}: {outcome}");
+        let issue = &outcome["issue"][0];
+        if let Some(field) = field {
+            assert_eq!(issue["expression"][0], field, "{outcome}");
+        }
+        assert!(
+            issue["diagnostics"].as_str().unwrap().contains(says),
+            "{route} {body}: {outcome}"
+        );
+    }
+    let (_, state) = whs(&server)
+        .get(&format!("/api/v1/referrals/{sr}/workflow"))
+        .await;
+    assert_eq!(state["stage"], "accepted", "nothing changed: {state}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_withdrawn_consent_stops_a_waiting_letter() {
     let (receiver, url) = Receiver::start().await;

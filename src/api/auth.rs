@@ -69,7 +69,7 @@ pub fn require_scope(principal: &Principal, scope: &str) -> Result<(), ApiError>
     if principal.has_scope(scope) {
         Ok(())
     } else {
-        Err(ApiError::Forbidden(format!(
+        Err(ApiError::MissingScope(format!(
             "this needs the scope {scope}, which the access token does not carry"
         )))
     }

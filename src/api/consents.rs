@@ -84,18 +84,6 @@ pub(super) fn version_tag(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok())
 }
 
-/// A JSON request body as `T`, or a 400 naming what was expected.
-fn parse_request<T: serde::de::DeserializeOwned>(
-    body: &JsonBody,
-    what: &str,
-) -> Result<T, ApiError> {
-    serde_json::from_value(body.value.clone()).map_err(|e| {
-        ApiError::BadRequest(
-            Issue::general(IssueType::Structure, format!("not {what}: {e}")).into(),
-        )
-    })
-}
-
 /// `POST /api/v1/consent-overrides`: a practice or service asks to act against a person's
 /// consent decision ("break glass") for a stated reason, for a limited time, for itself or for
 /// the one third party it discloses to. The request permits nothing until information governance
@@ -107,7 +95,7 @@ pub async fn create_override(
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     require_scope(&principal, scope::CONSENT_OVERRIDE)?;
-    let req: OverrideRequest = parse_request(&body, "an override request")?;
+    let req: OverrideRequest = body.parse("an override request")?;
     let request =
         overrides::request(&*app.store, &app.config, &caller(&principal, &headers), req).await?;
     let mut response = (StatusCode::CREATED, Json(request.to_json())).into_response();
@@ -224,7 +212,7 @@ async fn decide_override(
 ) -> Result<Response, ApiError> {
     require_information_governance(&principal)?;
     let Path(id) = path.map_err(|e| ApiError::NotFound(format!("no such override: {e}")))?;
-    let req: VerdictRequest = parse_request(&body, "a grant or refusal")?;
+    let req: VerdictRequest = body.parse("a grant or refusal")?;
     let changed = overrides::decide(
         &*app.store,
         &caller(&principal, &headers),
@@ -255,7 +243,7 @@ pub async fn review_override(
 ) -> Result<Response, ApiError> {
     require_information_governance(&principal)?;
     let Path(id) = path.map_err(|e| ApiError::NotFound(format!("no such override: {e}")))?;
-    let req: ReviewRequest = parse_request(&body, "a review")?;
+    let req: ReviewRequest = body.parse("a review")?;
     let changed = overrides::review(
         &*app.store,
         &caller(&principal, &headers),
@@ -278,7 +266,7 @@ pub async fn decide_disclosure(
     require_scope(&principal, scope::DISCLOSURE)?;
     // Refused before the request is read, as the use case would refuse it.
     consents::may_ask_disclosure(&principal)?;
-    let req: DisclosureRequest = parse_request(&body, "a disclosure request")?;
+    let req: DisclosureRequest = body.parse("a disclosure request")?;
     let disclosure =
         consents::decide_disclosure(&*app.store, &caller(&principal, &headers), &req).await?;
     let decision = &disclosure.decision;

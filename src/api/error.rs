@@ -34,9 +34,14 @@ pub enum ApiError {
     NotFound(String),
     #[error("unauthorized: {0}")]
     Unauthorized(crate::auth::TokenError),
-    /// The caller's role, scopes or organisation do not allow this.
+    /// The caller's role or organisation does not allow this (a practice acting for another,
+    /// a service reading what is not addressed to it).
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// The access token lacks the scope this needs (403 with RFC 6750's `insufficient_scope`,
+    /// which is said of scopes only: a token for the wrong organisation is [`ApiError::Forbidden`]).
+    #[error("insufficient scope: {0}")]
+    MissingScope(String),
     /// The person's consent does not allow this (403); the diagnostic names the deciding Consent.
     #[error("consent: {0}")]
     ConsentDenied(String),
@@ -127,7 +132,7 @@ impl ApiError {
                 )],
                 NhsErrorCode::UNAUTHORIZED,
             ),
-            Forbidden(why) => (
+            Forbidden(why) | MissingScope(why) => (
                 StatusCode::FORBIDDEN,
                 vec![Issue::general(IssueType::Forbidden, why)],
                 NhsErrorCode::FORBIDDEN,
@@ -391,7 +396,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(_) => {
                 Some("Bearer realm=\"whg\", error=\"invalid_token\"".to_string())
             }
-            ApiError::Forbidden(_) => {
+            ApiError::MissingScope(_) => {
                 Some("Bearer realm=\"whg\", error=\"insufficient_scope\"".to_string())
             }
             _ => None,

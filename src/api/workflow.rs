@@ -19,19 +19,6 @@ use crate::fhir::{Issue, IssueType};
 use crate::letters::LetterBody;
 use crate::workflow::action::IntoAction;
 
-/// The body as the action's type, or a 400 naming what serde could not read.
-fn parse<T: DeserializeOwned>(body: JsonBody) -> Result<T, ApiError> {
-    serde_json::from_value(body.value).map_err(|e| {
-        ApiError::BadRequest(
-            Issue::general(
-                IssueType::Structure,
-                format!("the body does not have the expected shape: {e}"),
-            )
-            .into(),
-        )
-    })
-}
-
 /// The referral id in the path.
 fn referral_id(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let Path(id) = id.map_err(|e| ApiError::NotFound(format!("no such referral: {e}")))?;
@@ -48,7 +35,10 @@ pub async fn step<B: DeserializeOwned + IntoAction>(
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     require_scope(&principal, scope::WORKFLOW)?;
-    let action = parse::<B>(body)?.into_action().map_err(ApiError::Invalid)?;
+    let action = body
+        .parse::<B>(B::NAME)?
+        .into_action()
+        .map_err(ApiError::Invalid)?;
     let id = referral_id(id)?;
     let state = use_case::act(
         &*app.store,
@@ -71,7 +61,7 @@ pub async fn create_letter(
     body: JsonBody,
 ) -> Result<Response, ApiError> {
     require_scope(&principal, scope::WORKFLOW)?;
-    let body: LetterBody = parse(body)?;
+    let body: LetterBody = body.parse("a letter")?;
     let id = referral_id(id)?;
     let letter = use_case::write_letter(
         &*app.store,

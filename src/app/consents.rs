@@ -17,7 +17,7 @@ use crate::consent::{
 };
 use crate::fhir::identifiers::{identifier_reference, value_part};
 use crate::fhir::resource::claim_profile;
-use crate::fhir::systems::profile;
+use crate::fhir::systems::{self, profile};
 use crate::fhir::{Issue, IssueType, Issues};
 use crate::services::Service;
 use crate::store::{PatientId, Store, StoreError, Transaction};
@@ -60,6 +60,9 @@ pub async fn record(
     body: &Value,
 ) -> Result<Value, ConsentError> {
     let principal = caller.principal;
+    let body_as_sent = body;
+    let named = with_patient_reference(store, body).await?;
+    let body = &named;
     // Known before the Consent is checked where it can be, so a service's Consent may name the
     // practices that referred the person; an access failure is reported as before, after it.
     let known_care = match patient_id(body) {
@@ -81,7 +84,13 @@ pub async fn record(
     let patient = patient_id(&resource)?;
     let care = match known_care {
         Some(care) => care,
-        None => Care::of(store, principal, &patient).await?,
+        None => Care::of(store, principal, &patient).await.map_err(|e| {
+            let named = match patient_nhs_number(&body_as_sent) {
+                Some(_) => "the person with the NHS number given".to_string(),
+                None => patient.reference(),
+            };
+            not_in_care(e, &named)
+        })?,
     };
     // Who recorded it is the caller, whatever the body says.
     resource["organization"] = json!([identifier_reference(&care.party.organisation)]);
@@ -387,14 +396,75 @@ fn checked_consent(
             "category is required, e.g. http://loinc.org|59284-0 (Patient Consent)",
         );
     }
-    if body["patient"]["reference"].as_str().is_none() {
+    if body["patient"]["reference"].as_str().is_none() && patient_nhs_number(&body).is_none() {
         issues.error(
             IssueType::Required,
             "Consent.patient",
-            "patient is required, as a reference Patient/{id} to a person known to the gateway",
+            format!("patient is required: a reference Patient/{{id}} to a person you have referred or been referred, or their NHS number as patient.identifier (system {})", systems::NHS_NUMBER),
         );
     }
     issues.into_result(body).map_err(ConsentError::Invalid)
+}
+
+/// A person the caller has no referral of, named as a Consent's patient: the field is wrong
+/// (422 there), and the answer is the same whether or not the gateway holds the person, so it
+/// tells the caller nothing about anyone else's records.
+fn not_in_care(e: AccessError, named: &str) -> ConsentError {
+    match e {
+        AccessError::NotFound(_) => ConsentError::Invalid(
+            Issue::error(
+                IssueType::Value,
+                "Consent.patient",
+                format!(
+                    "{named} is not a person you have referred or been referred: name the person by NHS number (patient.identifier, system {}), or find their id with GET /fhir/Patient?identifier={}|<NHS number>",
+                    systems::NHS_NUMBER,
+                    systems::NHS_NUMBER
+                ),
+            )
+            .into(),
+        ),
+        other => ConsentError::Access(other),
+    }
+}
+
+/// The NHS number of a patient given by identifier (`patient.identifier`, the NHS number
+/// system), when the Consent names no `Patient/{id}` reference.
+fn patient_nhs_number(consent: &Value) -> Option<&str> {
+    let patient = &consent["patient"];
+    if patient.get("reference").is_some() {
+        return None;
+    }
+    let identifier = &patient["identifier"];
+    (identifier["system"] == systems::NHS_NUMBER)
+        .then(|| identifier["value"].as_str())
+        .flatten()
+}
+
+/// The Consent with its patient as a `Patient/{id}` reference: a caller that knows the person by
+/// NHS number (its own system's key) names them by `patient.identifier`, and the gateway finds
+/// the id. An NHS number that is not valid is an issue at the field; one the gateway does not
+/// hold is left unresolved, to be answered as a person outside the caller's care is.
+async fn with_patient_reference(store: &dyn Store, body: &Value) -> Result<Value, ConsentError> {
+    let Some(number) = patient_nhs_number(body) else {
+        return Ok(body.clone());
+    };
+    let number = crate::fhir::identifiers::nhs_number(number).map_err(|why| {
+        ConsentError::Invalid(
+            Issue::error(
+                IssueType::Value,
+                "Consent.patient.identifier.value",
+                format!("not an NHS number: {why}"),
+            )
+            .into(),
+        )
+    })?;
+    let mut named = body.clone();
+    let id = store.patient_by_nhs_number(&number).await?;
+    // Not held: an id no person has, so the caller's care of "them" is none and the answer is
+    // the one a person held but not in its care gets.
+    let reference = id.map_or_else(|| "Patient/not-held".to_string(), |id| id.reference());
+    named["patient"]["reference"] = json!(reference);
+    Ok(named)
 }
 
 fn patient_id(consent: &Value) -> Result<PatientId, ConsentError> {

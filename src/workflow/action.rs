@@ -97,28 +97,34 @@ pub struct TriageBody {
 
 /// A workflow route's body, as the action it asks for (or every problem with it).
 pub trait IntoAction {
+    /// What the body is, in a person's words ("a triage"), for errors about it.
+    const NAME: &'static str;
     fn into_action(self) -> Result<Action, Issues>;
 }
 
 impl IntoAction for Encounter {
+    const NAME: &'static str = "a contact";
     fn into_action(self) -> Result<Action, Issues> {
         Ok(Action::Contact(self))
     }
 }
 
 impl IntoAction for Support {
+    const NAME: &'static str = "a record of support";
     fn into_action(self) -> Result<Action, Issues> {
         Ok(Action::Support(self))
     }
 }
 
 impl IntoAction for Discharge {
+    const NAME: &'static str = "a discharge";
     fn into_action(self) -> Result<Action, Issues> {
         Ok(Action::Discharge(self))
     }
 }
 
 impl IntoAction for TriageBody {
+    const NAME: &'static str = "a triage";
     /// The triage it asks for, or every problem with it.
     fn into_action(self) -> Result<Action, Issues> {
         let mut issues = Issues::new();
