@@ -542,6 +542,44 @@ async fn workflow_bodies_that_cannot_be_read_name_the_field_and_the_fix() {
         .get(&format!("/api/v1/referrals/{sr}/workflow"))
         .await;
     assert_eq!(state["stage"], "accepted", "nothing changed: {state}");
+
+    // The routes take the sender's own referral id too, as `{ODS code}:{referralId}`, for the
+    // parties to the referral only: another service finds nothing, as for a made-up id.
+    let business = format!(
+        "c88901:{}",
+        referral_for(5, WHS)["referralId"].as_str().unwrap()
+    );
+    let (status, by_key) = whs(&server)
+        .get(&format!("/api/v1/referrals/{business}/workflow"))
+        .await;
+    assert_eq!(status, 200, "{by_key}");
+    assert_eq!(
+        by_key["referral"],
+        format!("ServiceRequest/{sr}"),
+        "{by_key}"
+    );
+    let (status, _) = server
+        .get(&format!("/api/v1/referrals/{business}/workflow"))
+        .await;
+    assert_eq!(status, 200, "the referring practice");
+    let other = server.as_(Principal::service("workwell-south-tyneside"));
+    for named in [
+        business.clone(),
+        "C88901:no-such-referral".to_string(),
+        sr.clone(),
+    ] {
+        let (status, outcome) = other
+            .get(&format!("/api/v1/referrals/{named}/workflow"))
+            .await;
+        assert_eq!(status, 404, "{named}: {outcome}");
+    }
+    let (status, _, state) = whs(&server)
+        .post(
+            &format!("/api/v1/referrals/{business}/contacts"),
+            &json!({ "date": "2026-05-07", "channel": "phone" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{state}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -55,6 +55,7 @@ async fn referral(
     caller: &Caller<'_>,
     id: &str,
 ) -> Result<(Value, RecordParties), WorkflowError> {
+    let id = &gateway_id(store, id).await?;
     let sr = caller.guard(store).fetch("ServiceRequest", id).await?;
     let parties = store
         .records_of("ServiceRequest", id)
@@ -63,6 +64,37 @@ async fn referral(
         .find(|r| r.record == format!("ServiceRequest/{id}") && r.practice.is_some())
         .ok_or_else(|| WorkflowError::NotAReferral(id.to_string()))?;
     Ok((sr, parties))
+}
+
+/// The gateway's ServiceRequest id a route names: its own id, or the sender's referral id as
+/// `{ODS code}:{referral id}` (a practice referral's `referralId`; a BaRS referral's
+/// ServiceRequest identifier as `system|value`), so a practice or service system can use the
+/// key it already holds. Only the id is found here: what the caller may see of it is the tenancy
+/// rule's, applied by the read that follows, so a referral the caller may not see is not found
+/// whether it exists or not.
+pub(super) async fn gateway_id(store: &dyn Store, named: &str) -> Result<String, WorkflowError> {
+    let Some((ods, referral_id)) = named.split_once(':') else {
+        return Ok(named.to_string());
+    };
+    let ods = &ods.to_ascii_uppercase();
+    let not_found = || {
+        WorkflowError::Access(AccessError::NotFound(format!(
+            "a referral {referral_id} from {ods}"
+        )))
+    };
+    if !crate::fhir::identifiers::is_ods_code(ods) || referral_id.is_empty() {
+        return Err(not_found());
+    }
+    for namespace in [format!("practice:{ods}"), format!("bars:{ods}")] {
+        let key = crate::intake::SubmissionKey {
+            namespace,
+            value: referral_id.to_string(),
+        };
+        if let Some(id) = store.submitted(&key).await? {
+            return Ok(id);
+        }
+    }
+    Err(not_found())
 }
 
 /// Only the service a referral is addressed to works on it.
