@@ -1279,3 +1279,97 @@ async fn the_fhir_api_speaks_xml_too() {
         .unwrap();
     assert_eq!(refused.status(), 406);
 }
+
+/// `POST /api/v1/{referrals,fit-notes}/$validate`: intake's checks for this caller, nothing stored.
+/// The sender rules apply as they would to a real submission (a practice sends only as itself; a
+/// test-tenant client only synthetic people), so an integrator's online check is the real one.
+#[tokio::test]
+async fn practice_formats_are_validated_online_for_their_sender_with_nothing_stored() {
+    let server = Server::start();
+    let gp = server.as_(whg::auth::Principal::practice(DEFAULT_PRACTICE));
+    let valid = referral("01-gp-work-stress-off-sick");
+    let (status, _, outcome) = gp.post("/api/v1/referrals/$validate", &valid).await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(outcome["issue"].as_array().unwrap().len(), 1, "{outcome}");
+    assert_eq!(outcome["issue"][0]["severity"], "information");
+    assert!(
+        outcome["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .starts_with("valid:")
+    );
+
+    let several =
+        read_json(&root().join("fixtures/referrals/invalid/18-several-problems-at-once.json"));
+    let (status, _, outcome) = gp.post("/api/v1/referrals/$validate", &several).await;
+    assert_eq!(status, 200, "{outcome}");
+    let expected = read_json(&expected_path(
+        &root().join("fixtures/referrals/invalid/18-several-problems-at-once.json"),
+    ));
+    assert_eq!(
+        issue_keys(&outcome),
+        expected_issue_keys(&expected),
+        "the same issues intake gives"
+    );
+
+    // Sent as another practice: the sender rule, at the field.
+    let other = server.as_(whg::auth::Principal::practice("C88999"));
+    let (status, _, outcome) = other.post("/api/v1/referrals/$validate", &valid).await;
+    assert_eq!(status, 200);
+    assert_eq!(outcome["issue"][0]["code"], "forbidden", "{outcome}");
+    assert_eq!(
+        outcome["issue"][0]["expression"][0], "practice.odsCode",
+        "{outcome}"
+    );
+
+    // A test-tenant client with a real person's NHS number.
+    let mut tester = whg::auth::Principal::practice(DEFAULT_PRACTICE);
+    tester.test_tenant = true;
+    let tester = server.as_(tester);
+    let mut real = valid.clone();
+    real["patient"]["nhsNumber"] = json!("9434765919");
+    let (_, _, outcome) = tester.post("/api/v1/referrals/$validate", &real).await;
+    assert_eq!(outcome["issue"][0]["code"], "forbidden", "{outcome}");
+    assert!(
+        outcome["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("test tenant"),
+        "{outcome}"
+    );
+
+    let note =
+        read_json(&root().join("fixtures/fit-notes/valid/02-doctor-may-be-fit-phased-return.json"));
+    let (status, _, outcome) = gp.post("/api/v1/fit-notes/$validate", &note).await;
+    assert_eq!(
+        (status, outcome["issue"][0]["severity"].as_str()),
+        (200, Some("information")),
+        "{outcome}"
+    );
+    // A service has no scope to send either.
+    let whs = server.as_(whg::auth::Principal::service("sheffield-whs"));
+    assert_eq!(whs.post("/api/v1/fit-notes/$validate", &note).await.0, 403);
+
+    // Nothing was stored.
+    assert_eq!(gp.get("/fhir/ServiceRequest").await.1["total"], 0);
+    assert_eq!(
+        gp.get("/fhir/Observation?patient.identifier=https://fhir.nhs.uk/Id/nhs-number|9990005524")
+            .await
+            .1["total"],
+        0
+    );
+
+    // The API contract is served without a token.
+    let contract: Value = reqwest::get(server.url("/api/v1/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        contract["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        contract["openapi"]
+    );
+    assert!(contract["paths"]["/api/v1/referrals/$validate"].is_object());
+}

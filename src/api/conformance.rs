@@ -152,21 +152,87 @@ pub async fn validate(
         &bytes,
         profile.as_deref(),
     );
+    let valid = format!(
+        "valid: {resource_type} passes the gateway's checks{}",
+        validation::profile_for(resource_type)
+            .map(|p| format!(" for {p}"))
+            .unwrap_or_else(
+                || " (base FHIR R4: the gateway has no profile of its own for it)".into()
+            )
+    );
+    Ok(validation_answer(issues, valid, notes))
+}
+
+/// A `$validate` answer: 200 with every issue found, or one information issue saying it is
+/// valid (`valid`), then any `notes`.
+pub(super) fn validation_answer(
+    issues: crate::fhir::Issues,
+    valid: String,
+    notes: Vec<Issue>,
+) -> Response {
     let mut listed: Vec<Issue> = if issues.is_empty() {
-        vec![Issue::information(format!(
-            "valid: {resource_type} passes the gateway's checks{}",
-            validation::profile_for(resource_type)
-                .map(|p| format!(" for {p}"))
-                .unwrap_or_else(
-                    || " (base FHIR R4: the gateway has no profile of its own for it)".into()
-                )
-        ))]
+        vec![Issue::information(valid)]
     } else {
         issues.into_vec()
     };
     listed.extend(notes);
-    Ok(fhir_response(
+    fhir_response(
         StatusCode::OK,
         &operation_outcome(&listed, None::<NhsErrorCode>),
+    )
+}
+
+/// The OpenAPI 3.1 document of the routes outside `/fhir` (`profiles/openapi.json`, generated
+/// by tools/gen_openapi.py; the tests check every exchange they make against it).
+const OPENAPI: &str = include_str!("../../profiles/openapi.json");
+
+/// `GET /api/v1/openapi.json`: the API contract, without a token (it holds no one's data).
+pub async fn openapi() -> Response {
+    let mut response = Response::new(axum::body::Body::from(OPENAPI));
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `POST /api/v1/referrals/$validate` and `/api/v1/fit-notes/$validate`: a practice-format body
+/// checked as intake would check it from this caller (the format's rules, and the sender's: its
+/// own ODS code, a test client's synthetic people), storing nothing.
+pub async fn validate_practice_referral(
+    app: State<AppState>,
+    principal: Principal,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    validate_practice(app, principal, validation::PracticeFormat::Referral, body)
+}
+
+/// `POST /api/v1/fit-notes/$validate`: as [`validate_practice_referral`], for a fit note.
+pub async fn validate_practice_fit_note(
+    app: State<AppState>,
+    principal: Principal,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    validate_practice(app, principal, validation::PracticeFormat::FitNote, body)
+}
+
+fn validate_practice(
+    State(app): State<AppState>,
+    principal: Principal,
+    format: validation::PracticeFormat,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let (needed, what) = match format {
+        validation::PracticeFormat::Referral => (scope::REFERRAL_CREATE, "referral"),
+        validation::PracticeFormat::FitNote => (scope::FIT_NOTE_CREATE, "fit note"),
+    };
+    require_scope(&principal, needed)?;
+    let issues = validation::validate_practice(&app.config, &principal, format, &body.value);
+    Ok(validation_answer(
+        issues,
+        format!(
+            "valid: the {what} passes the gateway's checks for its sender (consent, eligibility and the person's history are weighed when it is sent)"
+        ),
+        Vec::new(),
     ))
 }

@@ -82,6 +82,9 @@ pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.limits.request_timeout_secs);
     Router::new()
         .route("/api/v1/referrals", post(referrals::create_practice_referral))
+        .route("/api/v1/referrals/$validate", post(conformance::validate_practice_referral))
+        .route("/api/v1/fit-notes/$validate", post(conformance::validate_practice_fit_note))
+        .route("/api/v1/openapi.json", get(conformance::openapi))
         .route("/fhir/$process-message", post(referrals::process_message))
         .route("/fhir/metadata", get(fhir_read::metadata))
         .route("/.well-known/smart-configuration", get(oauth::smart_configuration))

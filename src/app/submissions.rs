@@ -5,7 +5,7 @@
 
 use super::Caller;
 use crate::audit::{Event, Kind};
-use crate::caller::Role;
+use crate::caller::{Principal, Role};
 use crate::fhir::Issues;
 use crate::intake::Submission;
 use crate::intake::admission::Admission;
@@ -47,14 +47,10 @@ pub enum SubmitError {
 
 /// Stores a submission a practice sent as itself, under `admission`; a refusal by consent is
 /// answered with what to change at `consent_expression`.
-pub async fn submit(
-    store: &dyn Store,
-    caller: &Caller<'_>,
-    submission: Submission,
-    admission: Admission,
-    consent_expression: &str,
-) -> Result<Stored, SubmitError> {
-    let principal = caller.principal;
+/// The sender rules a submission meets before anything about the person is weighed (also what
+/// `$validate` applies for its caller): a practice sends only as itself, and a test-tenant client
+/// only synthetic people, with NHS numbers from the 999 test range.
+pub fn may_send(principal: &Principal, submission: &Submission) -> Result<(), SubmitError> {
     let what = submission.kind.noun();
     if principal.role != Role::Practice || submission.practice != principal.organisation {
         return Err(SubmitError::NotTheSender {
@@ -79,6 +75,19 @@ pub async fn submit(
             return Err(SubmitError::RealPersonFromTestTenant { what });
         }
     }
+    Ok(())
+}
+
+pub async fn submit(
+    store: &dyn Store,
+    caller: &Caller<'_>,
+    submission: Submission,
+    admission: Admission,
+    consent_expression: &str,
+) -> Result<Stored, SubmitError> {
+    let principal = caller.principal;
+    let what = submission.kind.noun();
+    may_send(principal, &submission)?;
     let key = submission.key.clone();
     let focus_type = submission.kind.focus_type();
     let mut event = Event {

@@ -6,12 +6,13 @@
 use serde_json::Value;
 
 use super::consents;
+use super::submissions::{SubmitError, may_send};
 use crate::caller::Principal;
 use crate::config::Config;
 use crate::fhir::resource::{json_rule_violations, parse_strict};
 use crate::fhir::systems::profile;
 use crate::fhir::{Issue, IssueType, Issues};
-use crate::intake::{bars, fhir_fit_note};
+use crate::intake::{Submission, bars, fhir_fit_note, practice_fit_note, practice_referral};
 
 /// The profile the gateway checks a resource of `resource_type` against, if it has one.
 pub fn profile_for(resource_type: &str) -> Option<String> {
@@ -71,18 +72,75 @@ pub fn validate(
         return issues;
     }
     let ctx = config.intake_now();
+    const SENDER: &str = "Bundle.entry.resource.where(resourceType='MessageHeader').sender";
     let found = match resource_type {
         "Bundle" => match bars::validate(bytes, resource, &ctx) {
-            Ok(_) => Issues::new(),
+            Ok(bars::BarsMessage::Referral(submission)) => {
+                sender_issues(principal, &submission, SENDER)
+            }
+            Ok(bars::BarsMessage::Amendment(a)) => sender_issues(principal, &a.submission, SENDER),
+            Ok(bars::BarsMessage::Cancellation(c)) => {
+                let mut issues = Issues::new();
+                if c.referral.practice != principal.organisation {
+                    issues.error(IssueType::Forbidden, SENDER, format!(
+                        "a practice cancels only referrals it sent: this message comes from {} but the access token is for {}",
+                        c.referral.practice, principal.organisation
+                    ));
+                }
+                issues
+            }
             Err(bars::Rejection::Malformed(i) | bars::Rejection::Invalid(i)) => i,
         },
         "Observation" => match fhir_fit_note(resource, principal.organisation_code(), &ctx) {
-            Ok(_) => Issues::new(),
+            Ok((submission, _)) => sender_issues(principal, &submission, "Observation.subject"),
             Err(i) => i,
         },
         "Consent" => consents::validate(&config.services, principal, resource),
         _ => Issues::new(),
     };
     issues.extend(found);
+    issues
+}
+
+/// The practice formats `POST /api/v1/…/$validate` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PracticeFormat {
+    Referral,
+    FitNote,
+}
+
+/// What is wrong with a practice-format body sent by `principal`, as intake would find it before
+/// weighing the person's stored records (consent, eligibility and the DWP's duration rule are
+/// weighed by a real submission only). Empty when valid.
+pub fn validate_practice(
+    config: &Config,
+    principal: &Principal,
+    format: PracticeFormat,
+    body: &Value,
+) -> Issues {
+    let ctx = config.intake_now();
+    let (submission, sender) = match format {
+        PracticeFormat::Referral => (practice_referral(body, &ctx), "practice.odsCode"),
+        PracticeFormat::FitNote => (
+            practice_fit_note(body, &ctx).map(|(s, _)| s),
+            "practice.odsCode",
+        ),
+    };
+    match submission {
+        Ok(submission) => sender_issues(principal, &submission, sender),
+        Err(issues) => issues,
+    }
+}
+
+/// The sender rules ([`may_send`]) as issues of a `$validate` answer, at `expression`.
+fn sender_issues(principal: &Principal, submission: &Submission, expression: &str) -> Issues {
+    let mut issues = Issues::new();
+    match may_send(principal, submission) {
+        Ok(()) => {}
+        Err(e @ SubmitError::RealPersonFromTestTenant { .. }) => {
+            issues.error(IssueType::Forbidden, "Patient.identifier", e.to_string());
+        }
+        Err(e) => issues.error(IssueType::Forbidden, expression, e.to_string()),
+    }
     issues
 }
