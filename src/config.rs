@@ -55,9 +55,11 @@ pub struct Config {
     /// The gateway's MESH mailbox, for practices that take letters over MESH.
     #[serde(default)]
     pub mesh: Option<MeshConfig>,
-    /// How each GP practice takes letters, by ODS code.
+    /// How each GP practice takes letters, by ODS code (with the test tenant's practice system
+    /// for the test organisations that have no entry: [`TestTenantConfig`]).
     #[serde(default)]
     pub directory: std::collections::BTreeMap<String, PracticeRoute>,
+    pub test_tenant: TestTenantConfig,
     pub outbound: OutboundConfig,
 }
 
@@ -195,6 +197,15 @@ fn mesh_business_ack_secs() -> u64 {
 
 fn mesh_max_message_bytes() -> u64 {
     1024 * 1024
+}
+
+/// The test tenant's practice system (`whg mock-practice`, or an integrator's own test system).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TestTenantConfig {
+    /// The FHIR base the test organisations without a directory entry take letters at; empty
+    /// for none.
+    pub practice_endpoint: String,
 }
 
 /// Where and how a practice takes letters.
@@ -387,9 +398,10 @@ impl Config {
             })?;
             merge(&mut merged, overlay);
         }
-        let config: Config = toml::Value::Table(merged)
+        let mut config: Config = toml::Value::Table(merged)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        config.route_test_organisations();
         config.validate()?;
         Ok(config)
     }
@@ -401,6 +413,31 @@ impl Config {
             now: chrono::Utc::now(),
             services: &self.services,
             bars_implied_direct_care: self.consent.bars_implied_direct_care,
+        }
+    }
+
+    /// The test organisations without a directory entry of their own take letters at the test
+    /// tenant's practice system, as any FHIR practice does (an entry is the operator's choice and
+    /// always wins).
+    fn route_test_organisations(&mut self) {
+        let endpoint = self.test_tenant.practice_endpoint.trim();
+        if endpoint.is_empty() {
+            return;
+        }
+        for ods in &self.auth.test_organisations {
+            self.directory.entry(ods.clone()).or_insert_with(|| {
+                PracticeRoute::Fhir(FhirRoute {
+                    name: Some(format!(
+                        "Test practice {ods} (the test tenant's practice system)"
+                    )),
+                    endpoint: endpoint.to_string(),
+                    token_url: None,
+                    client_id: None,
+                    client_secret_file: None,
+                    scope: None,
+                    target_identifier: None,
+                })
+            });
         }
     }
 

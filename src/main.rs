@@ -102,6 +102,21 @@ enum Command {
         #[arg(long, env = "WHG_DATABASE_URL")]
         database_url: Option<String>,
     },
+    /// A GP practice system in a box: takes the gateway's letters at FHIR $process-message and
+    /// answers as a practice system would (the test tenant's practices deliver to it by default).
+    /// `GET /received` lists what arrived; `PUT /mode` switches how it answers.
+    MockPractice {
+        /// Address to listen on (the embedded defaults' [test_tenant] practice_endpoint).
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
+        /// accept: 200 with a BaRS response message; reject: 422; down: 503 with Retry-After;
+        /// slow: accept after --delay-ms.
+        #[arg(long, value_enum, default_value = "accept")]
+        mode: mock_practice::Mode,
+        /// How long `slow` waits before answering, in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        delay_ms: u64,
+    },
     /// Register, list and revoke the client systems that may get access tokens.
     Clients {
         #[command(subcommand)]
@@ -211,6 +226,7 @@ enum ValidateWhat {
 }
 
 mod clients;
+mod mock_practice;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -245,6 +261,11 @@ fn main() -> ExitCode {
             database_url,
         } => token(&config, client, role.zip(org), scope, ttl, database_url),
         Command::Clients { what, database_url } => clients::run(config, what, database_url),
+        Command::MockPractice {
+            listen,
+            mode,
+            delay_ms,
+        } => mock_practice::run(listen, mode, delay_ms),
         Command::Backup { to, database_url } => {
             backup_or_restore(&config, database_url, BackupStep::Backup { to })
         }

@@ -85,7 +85,7 @@ pub async fn record(
     let care = match known_care {
         Some(care) => care,
         None => Care::of(store, principal, &patient).await.map_err(|e| {
-            let named = match patient_nhs_number(&body_as_sent) {
+            let named = match patient_nhs_number(body_as_sent) {
                 Some(_) => "the person with the NHS number given".to_string(),
                 None => patient.reference(),
             };
