@@ -1,0 +1,282 @@
+//! What an integrator is given, run as they would run it: `whg mock-practice` taking the
+//! gateway's letters in each of its modes, the Python example client signing an assertion and
+//! sending a referral, and the Postman collection's whole journey under newman.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+use whg::auth::Principal;
+
+const WHS: &str = "sheffield-whs";
+
+/// A `whg mock-practice` on a port of its own: the process and its FHIR base.
+struct MockPractice {
+    child: Child,
+    base: String,
+}
+
+impl MockPractice {
+    fn start(args: &[&str]) -> MockPractice {
+        let mut child = Command::new(WHG)
+            .args(["mock-practice", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        // "mock practice listening on http://127.0.0.1:PORT (FHIR base http://127.0.0.1:PORT/fhir, …"
+        let base = first
+            .split("FHIR base ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .to_string();
+        // Keep reading its output, so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        MockPractice { child, base }
+    }
+
+    fn root(&self) -> String {
+        self.base.trim_end_matches("/fhir").to_string()
+    }
+
+    async fn set_mode(&self, mode: &str) {
+        let r = reqwest::Client::new()
+            .put(format!("{}/mode", self.root()))
+            .body(mode.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "mode {mode}");
+    }
+
+    async fn received(&self) -> Value {
+        reqwest::get(format!("{}/received", self.root()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for MockPractice {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A gateway whose test organisations deliver to `practice` (the embedded defaults' route, at
+/// the mock's port), retrying quickly.
+fn gateway_for(practice: &MockPractice) -> Server {
+    Server::start_with(&format!(
+        "[test_tenant]\npractice_endpoint = {:?}\n[delivery]\ninitial_backoff_ms = 100\nmax_backoff_ms = 200\npoll_interval_ms = 50\nattempt_timeout_ms = 1000\n",
+        practice.base
+    ))
+}
+
+async fn letter_to_practice(server: &Server, n: usize) -> String {
+    let (sr, _) = refer(server, &referral_for(n, WHS)).await;
+    let whs = server.as_(Principal::service(WHS));
+    let (status, _, state) = whs
+        .post(
+            &format!("/api/v1/referrals/{sr}/triage"),
+            &json!({ "decision": "accept" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{state}");
+    let letter = read_json(&root().join("fixtures/letters/02-letter-returned-to-work.json"));
+    let (status, headers, body) = whs
+        .post(&format!("/api/v1/referrals/{sr}/letters"), &letter)
+        .await;
+    assert_eq!(status, 201, "{body}");
+    location_id(&headers)
+}
+
+async fn letter_state(server: &Server, id: &str, wanted: &str) -> Value {
+    let whs = server.as_(Principal::service(WHS));
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, letter) = whs.get(&format!("/api/v1/letters/{id}")).await;
+        if letter["delivery"]["state"] == wanted || Instant::now() > until {
+            assert_eq!(letter["delivery"]["state"], wanted, "{letter}");
+            return letter;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mock_practice_takes_letters_and_its_modes_show_what_the_gateway_does() {
+    let practice = MockPractice::start(&["--mode", "down"]);
+    let server = gateway_for(&practice);
+
+    // Down: the gateway retries, and says why.
+    let id = letter_to_practice(&server, 1).await;
+    let whs = server.as_(Principal::service(WHS));
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, letter) = whs.get(&format!("/api/v1/letters/{id}")).await;
+        if letter["attempts"].as_array().is_some_and(|a| !a.is_empty()) {
+            assert_eq!(letter["delivery"]["state"], "queued", "{letter}");
+            assert!(letter.to_string().contains("HTTP 503"), "{letter}");
+            break;
+        }
+        assert!(Instant::now() < until, "no attempt: {letter}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Up again: the next attempt delivers it, acknowledged by the practice's response message.
+    practice.set_mode("accept").await;
+    letter_state(&server, &id, "accepted").await;
+    let received = practice.received().await;
+    assert_eq!(received["total"], 1, "{received}");
+    let record = &received["received"][0];
+    assert_eq!(record["event"], "servicerequest-response", "{record}");
+    assert!(
+        record["documents"]
+            .to_string()
+            .contains("DocumentReference"),
+        "{record}"
+    );
+    // Ids, events and document types only: nothing about the person.
+    let patient = referral_for(1, WHS)["patient"].clone();
+    assert!(
+        !received
+            .to_string()
+            .contains(patient["nhsNumber"].as_str().unwrap())
+    );
+
+    // Rejecting: the letter is rejected, with the practice's words kept as its error.
+    practice.set_mode("reject").await;
+    let id = letter_to_practice(&server, 2).await;
+    let letter = letter_state(&server, &id, "rejected").await;
+    assert!(letter.to_string().contains("HTTP 422"), "{letter}");
+
+    // Slow: longer than the gateway waits, so the attempt times out and is retried.
+    practice.set_mode("slow").await;
+    let id = letter_to_practice(&server, 3).await;
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, letter) = whs.get(&format!("/api/v1/letters/{id}")).await;
+        if letter["attempts"].as_array().is_some_and(|a| !a.is_empty()) {
+            assert_eq!(
+                letter["delivery"]["state"], "queued",
+                "retried after a timeout: {letter}"
+            );
+            break;
+        }
+        assert!(Instant::now() < until, "no attempt: {letter}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        practice.received().await["total"],
+        1,
+        "the slow one was not taken yet"
+    );
+
+    // What a practice system answers to what is not a letter.
+    let client = reqwest::Client::new();
+    practice.set_mode("accept").await;
+    let r = client
+        .post(format!("{}/$process-message", practice.base))
+        .header("content-type", "application/fhir+json")
+        .body(r#"{"resourceType":"Bundle","type":"collection"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = client
+        .put(format!("{}/mode", practice.root()))
+        .body("sideways")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+}
+
+/// examples/python/whg_client.py, as its README runs it: a client registered with the CLI signs
+/// an assertion, gets a token and sends a referral; then a broken one is refused, with exit 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_example_client_signs_an_assertion_and_sends_a_referral() {
+    let server = Server::start();
+    let key = server.config_path().with_file_name("py-gp.pem");
+    let out = server.whg(&["clients", "keygen", "--out", key.to_str().unwrap()]);
+    assert!(out.status.success());
+    let jwks = key.with_extension("jwks.json");
+    std::fs::write(&jwks, &out.stdout).unwrap();
+    let out = server.whg(&[
+        "clients",
+        "add",
+        "py-gp",
+        "--role",
+        "practice",
+        "--org",
+        DEFAULT_PRACTICE,
+        "--tenant",
+        "test",
+        "--jwks",
+        jwks.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let client = |fixture: &str| {
+        Command::new(python())
+            .arg(root().join("examples/python/whg_client.py"))
+            .args([
+                "--base-url",
+                &server.base,
+                "--client-id",
+                "py-gp",
+                "--key",
+                key.to_str().unwrap(),
+            ])
+            .args(["send-referral", root().join(fixture).to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let sent = client("fixtures/referrals/valid/01-gp-work-stress-off-sick.json");
+    let said =
+        String::from_utf8_lossy(&sent.stdout).to_string() + &String::from_utf8_lossy(&sent.stderr);
+    assert!(sent.status.success(), "{said}");
+    assert!(said.contains("201"), "{said}");
+    let (_, found) = server.get("/fhir/ServiceRequest").await;
+    assert_eq!(found["total"], 1, "{found}");
+    let refused = client("fixtures/referrals/invalid/18-several-problems-at-once.json");
+    let said = String::from_utf8_lossy(&refused.stdout).to_string();
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(said.contains("422"), "{said}");
+}
+
+/// examples/postman's collection, run by newman (pinned in tools/conformance): the whole journey
+/// with its own assertions on every answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_postman_collection_runs_the_whole_journey() {
+    let server = Server::start();
+    let practice = server.token(&Principal::practice(DEFAULT_PRACTICE));
+    let service = server.token(&Principal::service(WHS));
+    let newman = root().join("tools/conformance/node_modules/.bin/newman");
+    assert!(
+        newman.exists(),
+        "run `npm ci --prefix tools/conformance` (scripts/test.sh does)"
+    );
+    let out = Command::new(newman)
+        .arg("run")
+        .arg(root().join("examples/postman/whg.postman_collection.json"))
+        .args(["--env-var", &format!("baseUrl={}", server.base)])
+        .args(["--env-var", &format!("practiceToken={practice}")])
+        .args(["--env-var", &format!("serviceToken={service}")])
+        .args(["--reporters", "cli", "--color", "off"])
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("assertions"), "{said}");
+}
