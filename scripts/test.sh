@@ -53,10 +53,14 @@ for backend in $backends; do
     sqlite)
       unset WHG_TEST_POSTGRES
       echo "== tests on SQLite"
+      # Every exchange the tests make with the routes outside /fhir is recorded, then checked
+      # against the API contract (profiles/openapi.json) below.
+      export WHG_RECORD_EXCHANGES=$logs/exchanges.ndjson
       set +e
       cargo test --all-targets "$@" 2>&1 | tee "$log"
       code=${PIPESTATUS[0]}
       set -e
+      unset WHG_RECORD_EXCHANGES
       ;;
     postgres)
       echo "== tests on PostgreSQL"
@@ -86,8 +90,26 @@ for backend in $backends; do
   total_failed=$((total_failed + failed))
 done
 
+# The API contract: generated from its source and in step with the router, and every recorded
+# exchange conforms to it, every operation exercised (tools/openapi/check_exchanges.py).
+openapi_line="openapi: not checked (no exchanges recorded)"
+if ! python3 tools/gen_openapi.py --check; then
+  status=1
+  openapi_line="openapi: profiles/openapi.json is stale (python3 tools/gen_openapi.py)"
+elif [ -s "$logs/exchanges.ndjson" ]; then
+  set +e
+  "$venv/bin/python" tools/openapi/check_exchanges.py "$logs/exchanges.ndjson" > "$logs/openapi.log" 2>&1
+  openapi_code=$?
+  set -e
+  tail -n 60 "$logs/openapi.log"
+  openapi_line="openapi: $(grep -E '^== result' "$logs/openapi.log" | sed 's/^== result: //') over $(wc -l < "$logs/exchanges.ndjson") exchanges"
+  # A run of only some tests (arguments given) does not exercise every operation.
+  if [ "$openapi_code" != 0 ] && [ $# = 0 ]; then status=1; fi
+fi
+
 # One closing line per backend, then one over both.
 printf '%s\n' "${summary[@]}"
+echo "$openapi_line"
 if [ -s "$WHG_CONFORMANCE_SUMMARY" ]; then
   node -e '
     const lines = require("fs").readFileSync(process.argv[1], "utf8").trim().split("\n").map(JSON.parse);

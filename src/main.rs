@@ -6,11 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
-use serde_json::Value;
 
 use whg::config::Config;
-use whg::fhir::{NhsErrorCode, operation_outcome};
-use whg::intake::{bars, practice_referral};
 
 // Intake builds and drops many small JSON trees per request; glibc malloc spent about 30% of
 // the server's CPU under load on fragmentation bookkeeping. mimalloc handles that pattern well.
@@ -42,10 +39,30 @@ enum Command {
         #[arg(long, env = "WHG_DATABASE_URL")]
         database_url: Option<String>,
     },
-    /// Check a payload offline: prints the mapped FHIR, or an OperationOutcome and exits 1.
+    /// Check bodies as the gateway would: every problem with its field, for a person (or the
+    /// API's JSON with --json). Offline, or by the gateway itself with --online. Exits 0 when
+    /// every body is valid, 1 when one is not, 2 when one cannot be read or checked.
     Validate {
-        #[command(subcommand)]
-        what: ValidateWhat,
+        /// What the bodies are (the route they would be sent to).
+        #[arg(value_enum)]
+        kind: validate_cli::Kind,
+        /// Files, directories (their .json files, not .expected.json) or - for standard input
+        /// (also when none is given).
+        paths: Vec<PathBuf>,
+        /// Print the OperationOutcome (or, offline, the mapped FHIR) as JSON: one document for
+        /// one body, one line per body for several.
+        #[arg(long)]
+        json: bool,
+        /// Who sends it, offline, for a Consent or a fit-note Observation: practice:ODS or
+        /// service:ID.
+        #[arg(long = "as", value_name = "ROLE:ORG")]
+        acting_as: Option<String>,
+        /// Ask the gateway at this URL (its $validate, as the token's caller: tenancy included).
+        #[arg(long, value_name = "URL")]
+        online: Option<String>,
+        /// The access token for --online.
+        #[arg(long, env = "WHG_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Write the pseudonymised evaluation export (NDJSON, one referral per line) for people whose
     /// consent covers evaluation.
@@ -215,18 +232,9 @@ enum KeysWhat {
     },
 }
 
-#[derive(Subcommand)]
-enum ValidateWhat {
-    /// A practice referral (profiles/practice-referral.schema.json).
-    Referral { file: PathBuf },
-    /// A BaRS servicerequest-request message Bundle.
-    Message { file: PathBuf },
-    /// A practice fit note (profiles/practice-fit-note.schema.json).
-    FitNote { file: PathBuf },
-}
-
 mod clients;
 mod mock_practice;
+mod validate_cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -243,14 +251,23 @@ fn main() -> ExitCode {
             database_url,
         } => serve(config, listen, database_url),
         Command::Validate {
-            what: ValidateWhat::Referral { file },
-        } => validate(&config, &file, Kind::Referral),
-        Command::Validate {
-            what: ValidateWhat::Message { file },
-        } => validate(&config, &file, Kind::Message),
-        Command::Validate {
-            what: ValidateWhat::FitNote { file },
-        } => validate(&config, &file, Kind::FitNote),
+            kind,
+            paths,
+            json,
+            acting_as,
+            online,
+            token,
+        } => validate_cli::run(
+            &config,
+            validate_cli::Options {
+                kind,
+                paths,
+                json,
+                acting_as,
+                online,
+                token,
+            },
+        ),
         Command::Export { out, database_url } => export(config, &out, database_url),
         Command::Token {
             client,
@@ -440,112 +457,4 @@ fn serve(mut config: Config, listen: Option<SocketAddr>, database_url: Option<St
             ExitCode::FAILURE
         }
     }
-}
-
-enum Kind {
-    Referral,
-    Message,
-    FitNote,
-}
-
-/// Exit codes: 0 valid, 1 invalid, 2 unreadable.
-fn validate(config: &Config, file: &Path, kind: Kind) -> ExitCode {
-    let bytes = match std::fs::read(file) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("whg: cannot read {}: {e}", file.display());
-            return ExitCode::from(2);
-        }
-    };
-    let value: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(e) => {
-            let issue = whg::fhir::Issue::general(
-                whg::fhir::IssueType::Structure,
-                format!("the file is not well-formed JSON: {e}"),
-            );
-            return print_outcome(&[issue], NhsErrorCode::BAD_REQUEST);
-        }
-    };
-    let ctx = config.intake_now();
-    let (submission, consent_expression) = match kind {
-        Kind::Referral => (
-            practice_referral(&value, &ctx).map_err(|i| (i, NhsErrorCode::UNPROCESSABLE_ENTITY)),
-            whg::intake::admission::PRACTICE_CONSENT_EXPRESSION,
-        ),
-        Kind::Message => (
-            match bars::validate(&bytes, &value, &ctx) {
-                Ok(bars::BarsMessage::Referral(s)) => Ok(s),
-                // An amendment maps as the referral it restates; what it changes depends on the
-                // stored referral.
-                Ok(bars::BarsMessage::Amendment(a)) => Ok(a.submission),
-                // What a cancellation does depends on the stored referral: offline, it can only
-                // be said to be well formed.
-                Ok(bars::BarsMessage::Cancellation(c)) => {
-                    let outcome = operation_outcome(
-                        &[whg::fhir::Issue::information(format!(
-                            "a valid cancellation ({}) of the referral {} sent by {}",
-                            c.withdrawal.status(),
-                            c.referral.key.value,
-                            c.referral.practice
-                        ))],
-                        None::<NhsErrorCode>,
-                    );
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&outcome).unwrap_or_default()
-                    );
-                    return ExitCode::SUCCESS;
-                }
-                Err(bars::Rejection::Malformed(i)) => Err((i, NhsErrorCode::BAD_REQUEST)),
-                Err(bars::Rejection::Invalid(i)) => Err((i, NhsErrorCode::UNPROCESSABLE_ENTITY)),
-            },
-            whg::intake::admission::BARS_CONSENT_EXPRESSION,
-        ),
-        Kind::FitNote => (
-            whg::intake::practice_fit_note(&value, &ctx)
-                .map(|(s, _)| s)
-                .map_err(|i| (i, NhsErrorCode::UNPROCESSABLE_ENTITY)),
-            "",
-        ),
-    };
-    // Offline, only the consents in the payload itself can permit it (the gateway would also
-    // weigh the person's stored consents).
-    // A fit note goes to no service, so no consent question is asked of it here.
-    let result = submission.and_then(|s| {
-        let Some(question) = whg::intake::admission::intake_question(&s, ctx.now) else {
-            return Ok(s.transaction_bundle());
-        };
-        let decision = whg::consent::decide(
-            &whg::intake::admission::submitted_consents(&s),
-            &[],
-            &question,
-        );
-        if decision.permitted() {
-            Ok(s.transaction_bundle())
-        } else {
-            Err((
-                whg::intake::admission::intake_refusal(consent_expression, &decision),
-                NhsErrorCode::UNPROCESSABLE_ENTITY,
-            ))
-        }
-    });
-    match result {
-        Ok(bundle) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&bundle).unwrap_or_default()
-            );
-            ExitCode::SUCCESS
-        }
-        Err((issues, code)) => print_outcome(&issues.into_vec(), code),
-    }
-}
-
-fn print_outcome(issues: &[whg::fhir::Issue], code: NhsErrorCode) -> ExitCode {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&operation_outcome(issues, Some(code))).unwrap_or_default()
-    );
-    ExitCode::from(1)
 }

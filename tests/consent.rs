@@ -723,7 +723,7 @@ async fn the_published_consent_examples_are_accepted_and_the_invalid_ones_explai
 #[tokio::test]
 async fn every_route_but_health_and_metadata_needs_a_valid_token() {
     let server = Server::start();
-    let anonymous = reqwest::Client::new();
+    let anonymous = http();
     for (method, path) in [
         (reqwest::Method::GET, "/fhir/ServiceRequest"),
         (reqwest::Method::GET, "/fhir/Patient/x"),

@@ -14,7 +14,7 @@ const FIT_NOTES: &str = "/api/v1/fit-notes";
 
 fn cli_fit_note(fixture: &Path) -> (i32, Value) {
     let out = Command::new(WHG)
-        .args(["validate", "fit-note"])
+        .args(["validate", "fit-note", "--json"])
         .arg(fixture)
         .output()
         .expect("run whg validate");

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 fn cli_validate(kind: &str, fixture: &Path) -> (i32, Value) {
     let out = Command::new(WHG)
-        .args(["validate", kind])
+        .args(["validate", kind, "--json"])
         .arg(fixture)
         .output()
         .expect("run whg validate");

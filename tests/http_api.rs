@@ -699,7 +699,7 @@ async fn sigterm_finishes_in_flight_requests_then_exits_cleanly() {
             r
         })
         .collect();
-    let client = server.client.clone();
+    let client = server.direct_client.clone();
     let url = server.url("/api/v1/referrals");
     let sends: Vec<_> = referrals
         .iter()
@@ -1012,7 +1012,7 @@ async fn search_result_parameters_and_post_search() {
 async fn conformance_resources_are_served_and_validate_checks_without_storing() {
     use whg::auth::Principal;
     let server = Server::start();
-    let anonymous = reqwest::Client::new();
+    let anonymous = http();
     let mut served = 0;
     for entry in std::fs::read_dir(root().join("profiles")).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
@@ -1360,7 +1360,7 @@ async fn practice_formats_are_validated_online_for_their_sender_with_nothing_sto
     );
 
     // The API contract is served without a token.
-    let contract: Value = reqwest::get(server.url("/api/v1/openapi.json"))
+    let contract: Value = http_get(server.url("/api/v1/openapi.json"))
         .await
         .unwrap()
         .json()

@@ -196,7 +196,7 @@ async fn a_revoked_client_is_refused_by_every_instance() {
         let url = on.url("/fhir/ServiceRequest");
         let token = token.clone();
         async move {
-            reqwest::Client::new()
+            http()
                 .get(url)
                 .bearer_auth(token)
                 .header("accept", "application/fhir+json")

@@ -48,7 +48,7 @@ impl MockPractice {
     }
 
     async fn set_mode(&self, mode: &str) {
-        let r = reqwest::Client::new()
+        let r = http()
             .put(format!("{}/mode", self.root()))
             .body(mode.to_string())
             .send()
@@ -58,7 +58,7 @@ impl MockPractice {
     }
 
     async fn received(&self) -> Value {
-        reqwest::get(format!("{}/received", self.root()))
+        http_get(format!("{}/received", self.root()))
             .await
             .unwrap()
             .json()
@@ -183,7 +183,7 @@ async fn the_mock_practice_takes_letters_and_its_modes_show_what_the_gateway_doe
     );
 
     // What a practice system answers to what is not a letter.
-    let client = reqwest::Client::new();
+    let client = http();
     practice.set_mode("accept").await;
     let r = client
         .post(format!("{}/$process-message", practice.base))
@@ -279,4 +279,196 @@ async fn the_postman_collection_runs_the_whole_journey() {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("assertions"), "{said}");
+}
+
+fn whg_validate(args: &[&str], stdin: Option<&[u8]>) -> (i32, String) {
+    let mut child = Command::new(WHG)
+        .arg("validate")
+        .args(args)
+        .current_dir(root())
+        .env_remove("WHG_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().unwrap();
+        if let Some(bytes) = stdin {
+            input.write_all(bytes).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), said)
+}
+
+/// `whg validate`: standard input, directories, every body the API takes, a person's output by
+/// default and the API's JSON with --json; and --online, where the gateway applies the caller's
+/// tenancy as well.
+#[tokio::test(flavor = "multi_thread")]
+async fn whg_validate_reads_stdin_and_directories_and_checks_every_body_online_too() {
+    let valid =
+        std::fs::read(root().join("fixtures/referrals/valid/01-gp-work-stress-off-sick.json"))
+            .unwrap();
+    let (code, said) = whg_validate(&["referral"], Some(&valid));
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.starts_with("valid    standard input: referral, maps to"),
+        "{said}"
+    );
+    let (code, said) = whg_validate(&["referral", "-"], Some(b"{\"referralId\": "));
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("not well-formed JSON"), "{said}");
+
+    // A directory: each file, every problem with its field, then the count.
+    let invalid: Vec<_> = fixtures("referrals/invalid");
+    let (code, said) = whg_validate(&["referral", "fixtures/referrals/invalid"], None);
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains(&format!("0 valid, {} invalid", invalid.len())),
+        "{said}"
+    );
+    assert!(
+        said.contains("invalid  fixtures/referrals/invalid/18-several-problems-at-once.json: "),
+        "{said}"
+    );
+    assert!(
+        said.contains("  patient.nhsNumber ["),
+        "a problem names its field: {said}"
+    );
+    assert!(!said.contains(".expected.json"), "{said}");
+    let (code, said) = whg_validate(
+        &[
+            "referral",
+            "--json",
+            "fixtures/referrals/valid",
+            "fixtures/referrals/invalid/01-nhs-number-check-digit.json",
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    let lines: Vec<Value> = said
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), fixtures("referrals/valid").len() + 1);
+    assert!(
+        lines[..lines.len() - 1]
+            .iter()
+            .all(|l| l["valid"] == true && l["result"]["resourceType"] == "Bundle"),
+        "{said}"
+    );
+    assert_eq!(
+        lines.last().unwrap()["result"]["resourceType"],
+        "OperationOutcome"
+    );
+
+    // Every body the API takes.
+    for (kind, path, extra, ok) in [
+        (
+            "consent",
+            "fixtures/consent/valid",
+            vec!["--as", "practice:C88901"],
+            0,
+        ),
+        ("fit-note", "fixtures/fit-notes/valid", vec![], 0),
+        ("fit-note", "fixtures/fit-notes/invalid", vec![], 1),
+        ("message", "fixtures/messages/valid", vec![], 0),
+        ("message", "fixtures/messages/cancellations", vec![], 0),
+        (
+            "letter",
+            "fixtures/letters/02-letter-returned-to-work.json",
+            vec![],
+            0,
+        ),
+        (
+            "letter",
+            "fixtures/letters/16-invalid-letter-bad-codes.json",
+            vec![],
+            1,
+        ),
+    ] {
+        let mut args = vec![kind, path];
+        args.extend(extra);
+        let (code, said) = whg_validate(&args, None);
+        assert_eq!(code, ok, "{kind} {path}: {said}");
+    }
+    let (code, said) = whg_validate(&["consent", "fixtures/consent/valid"], None);
+    assert_eq!(code, 1, "a Consent's author must be named offline: {said}");
+    assert!(said.contains("--as"), "{said}");
+    for (kind, body, field) in [
+        (
+            "contact",
+            r#"{"date": "07/05/2026", "channel": "phone"}"#,
+            "date",
+        ),
+        (
+            "support",
+            r#"{"date": "2099-01-01", "codes": ["return-to-work-plan"]}"#,
+            "date",
+        ),
+        ("support", r#"{"date": "2026-05-07"}"#, "codes"),
+        ("triage", r#"{"decision": "maybe"}"#, "decision"),
+    ] {
+        let (code, said) = whg_validate(&[kind], Some(body.as_bytes()));
+        assert_eq!(code, 1, "{kind}: {said}");
+        assert!(said.contains(&format!("  {field} [")), "{kind}: {said}");
+    }
+    let (code, said) = whg_validate(
+        &["discharge"],
+        Some(br#"{"date": "2026-05-07", "employmentOutcome": "returned-to-work"}"#),
+    );
+    assert_eq!(code, 0, "{said}");
+
+    // Online: the gateway's own checks, with the caller's tenancy.
+    let server = Server::start();
+    let gp = server.token(&Principal::practice(DEFAULT_PRACTICE));
+    let other = server.token(&Principal::practice("C88999"));
+    let file = "fixtures/referrals/valid/01-gp-work-stress-off-sick.json";
+    let (code, said) = whg_validate(
+        &["referral", file, "--online", &server.base, "--token", &gp],
+        None,
+    );
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.contains("passes the gateway's checks for its sender"),
+        "{said}"
+    );
+    let (code, said) = whg_validate(
+        &[
+            "referral",
+            file,
+            "--online",
+            &server.base,
+            "--token",
+            &other,
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("practice.odsCode [forbidden]"), "{said}");
+    let (code, said) = whg_validate(
+        &[
+            "message",
+            "fixtures/messages/valid/01-bars-referral-current-forms.json",
+            "--online",
+            &server.base,
+            "--token",
+            &server.token(&Principal::practice("C88902")),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{said}");
+    let (code, said) = whg_validate(
+        &["triage", "--online", &server.base, "--token", &gp],
+        Some(br#"{"decision": "accept"}"#),
+    );
+    assert_eq!(code, 2, "{said}");
+    let (code, said) = whg_validate(&["referral", file, "--online", &server.base], None);
+    assert_eq!(code, 2, "no token: {said}");
+    // Nothing stored.
+    assert_eq!(server.get("/fhir/ServiceRequest").await.1["total"], 0);
 }

@@ -68,7 +68,7 @@ fn shell(dir: &Path, home: &Path, shim: &Path, script: &str) -> Command {
 async fn wait_for(url: &str, what: &str, children: &mut Running) {
     let until = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(r) = reqwest::get(url).await
+        if let Ok(r) = http_get(url).await
             && r.status().is_success()
         {
             return;
@@ -170,7 +170,7 @@ async fn the_readme_quick_start_works_as_written_from_a_fresh_clone() {
     // The letter reached the practice system and its acknowledgement was recorded.
     let until = Instant::now() + Duration::from_secs(30);
     let received = loop {
-        let received: Value = reqwest::get("http://127.0.0.1:8090/received")
+        let received: Value = http_get("http://127.0.0.1:8090/received")
             .await
             .unwrap()
             .json()

@@ -30,7 +30,7 @@ async fn token_request(
     server: &Server,
     form: &[(&str, &str)],
 ) -> (u16, reqwest::header::HeaderMap, Value) {
-    let r = reqwest::Client::new()
+    let r = http()
         .post(server.url("/oauth2/token"))
         .form(form)
         .send()
@@ -106,7 +106,7 @@ async fn bearer_get(
     token: &str,
     path: &str,
 ) -> (u16, reqwest::header::HeaderMap, Value) {
-    let r = reqwest::Client::new()
+    let r = http()
         .get(server.url(path))
         .bearer_auth(token)
         .send()
@@ -116,7 +116,7 @@ async fn bearer_get(
 }
 
 async fn bearer_post(server: &Server, token: &str, path: &str, body: &Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
+    let r = http()
         .post(server.url(path))
         .bearer_auth(token)
         .json(body)
@@ -130,7 +130,7 @@ async fn bearer_post(server: &Server, token: &str, path: &str, body: &Value) -> 
 #[tokio::test]
 async fn discovery_and_the_gateway_key_need_no_token() {
     let server = Server::start();
-    let r = reqwest::get(server.url("/.well-known/smart-configuration"))
+    let r = http_get(server.url("/.well-known/smart-configuration"))
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
@@ -148,7 +148,7 @@ async fn discovery_and_the_gateway_key_need_no_token() {
         config["grant_types_supported"],
         json!(["client_credentials"])
     );
-    let jwks: Value = reqwest::get(server.url("/.well-known/jwks.json"))
+    let jwks: Value = http_get(server.url("/.well-known/jwks.json"))
         .await
         .unwrap()
         .json()
@@ -581,7 +581,7 @@ async fn bad_forged_expired_and_replayed_assertions_are_refused() {
             "{form:?}"
         );
     }
-    let r = reqwest::Client::new()
+    let r = http()
         .post(server.url("/oauth2/token"))
         .json(&json!({ "grant_type": "client_credentials" }))
         .send()
@@ -729,7 +729,7 @@ async fn hostile_bodies_get_4xx_and_every_answer_carries_security_headers() {
         .post_raw("/api/v1/referrals", "text/plain", b"{}".to_vec())
         .await;
     assert_eq!(status, 415);
-    let r = reqwest::get(server.url("/health/live")).await.unwrap();
+    let r = http_get(server.url("/health/live")).await.unwrap();
     assert_eq!(
         r.headers()["x-content-type-options"],
         "nosniff",
@@ -896,7 +896,7 @@ async fn the_isolation_matrix() {
         );
     }
     // Anonymous: every route but health, metadata and the well-known documents is refused.
-    let anonymous = reqwest::Client::new();
+    let anonymous = http();
     let reads = [
         (reqwest::Method::GET, "/fhir/Task/x".to_string()),
         (reqwest::Method::GET, format!("/fhir/ServiceRequest/{sr}")),
@@ -943,7 +943,7 @@ async fn the_isolation_matrix() {
         "/api/v1/consent-overrides",
         &format!("/api/v1/patients/{nhs}/fit-notes/summary"),
     ] {
-        let r = reqwest::get(server.url(route)).await.unwrap();
+        let r = http_get(server.url(route)).await.unwrap();
         assert_eq!(r.status(), 401, "{route}");
     }
     for route in [
@@ -952,7 +952,7 @@ async fn the_isolation_matrix() {
         "/.well-known/smart-configuration",
         "/.well-known/jwks.json",
     ] {
-        let r = reqwest::get(server.url(route)).await.unwrap();
+        let r = http_get(server.url(route)).await.unwrap();
         assert_eq!(r.status(), 200, "{route}");
     }
 }
@@ -1064,7 +1064,7 @@ async fn tls_and_mutual_tls() {
         .url("/health/live")
         .replacen("https://", "http://", 1);
     assert!(
-        reqwest::get(&plain).await.is_err() || reqwest::get(&plain).await.unwrap().status() != 200,
+        http_get(&plain).await.is_err() || http_get(&plain).await.unwrap().status() != 200,
         "no plaintext on the TLS port"
     );
 

@@ -17,51 +17,9 @@ pub struct JsonBody {
 
 impl JsonBody {
     /// The body as `T` (`what` names it for the caller, e.g. "a triage"), or a 422 whose issue
-    /// names the field that could not be read (`expression`, e.g. `date` or `outcomes[0].code`)
-    /// and what it should hold. serde's own messages say what was wrong but not where.
+    /// names the field that could not be read ([`crate::app::read_body`]).
     pub fn parse<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T, ApiError> {
-        serde_path_to_error::deserialize(&self.value).map_err(|e| {
-            let field = e.path().to_string();
-            let why = e.inner().to_string();
-            ApiError::Invalid(field_issue(what, &field, &why).into())
-        })
-    }
-}
-
-/// The issue for a body field serde could not read: `field` is `.` for the body itself.
-fn field_issue(what: &str, field: &str, why: &str) -> crate::fhir::Issue {
-    use crate::fhir::{Issue, IssueType};
-    // chrono's parse errors say nothing of the form expected.
-    const CHRONO: [&str; 6] = [
-        "input contains invalid characters",
-        "premature end of input",
-        "trailing input",
-        "input is out of range",
-        "input is not enough for unique date and time",
-        "no possible date and time matching input",
-    ];
-    let (code, diagnostic) = if why.starts_with("unknown field") {
-        (
-            IssueType::Structure,
-            format!("{what} has no field here: {why}; leave it out"),
-        )
-    } else if why.starts_with("missing field") {
-        (IssueType::Required, format!("{what} needs it: {why}"))
-    } else if CHRONO.iter().any(|m| why.starts_with(m)) {
-        (
-            IssueType::Value,
-            format!("not a date: write it as YYYY-MM-DD, e.g. 2026-12-01 ({why})"),
-        )
-    } else {
-        (
-            IssueType::Value,
-            format!("not what {what} takes here: {why}"),
-        )
-    };
-    if field == "." || field.is_empty() {
-        Issue::general(code, format!("{what}: {diagnostic}"))
-    } else {
-        Issue::error(code, field, diagnostic)
+        crate::app::read_body(&self.value, what).map_err(|issue| ApiError::Invalid(issue.into()))
     }
 }
 

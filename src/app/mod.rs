@@ -93,6 +93,75 @@ fn stored_version(resource: &serde_json::Value) -> Option<i64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// A JSON request body as `T` (`what` names it for the caller, e.g. "a triage"), or the issue
+/// naming the field that could not be read (`expression`, e.g. `date` or `outcomes[0].code`) and
+/// what it should hold: serde's own messages say what was wrong but not where. The API answers
+/// it as a 422; `whg validate` prints it.
+pub fn read_body<T: serde::de::DeserializeOwned>(
+    value: &serde_json::Value,
+    what: &str,
+) -> Result<T, crate::fhir::Issue> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        let why = e.inner().to_string();
+        field_issue(what, &field, &why)
+    })
+}
+
+/// The issue for a body field serde could not read: `field` is `.` for the body itself.
+fn field_issue(what: &str, field: &str, why: &str) -> crate::fhir::Issue {
+    use crate::fhir::{Issue, IssueType};
+    // chrono's parse errors say nothing of the form expected.
+    const CHRONO: [&str; 6] = [
+        "input contains invalid characters",
+        "premature end of input",
+        "trailing input",
+        "input is out of range",
+        "input is not enough for unique date and time",
+        "no possible date and time matching input",
+    ];
+    let within = |name: &str| match field {
+        "." | "" => name.to_string(),
+        parent => format!("{parent}.{name}"),
+    };
+    // serde names a missing field in its message, the path being its container's; an unknown
+    // field's path is the field's own.
+    let missing = why
+        .strip_prefix("missing field")
+        .and_then(|rest| rest.split('`').nth(1))
+        .map(within);
+    if let Some(missing) = missing {
+        return Issue::error(
+            IssueType::Required,
+            missing,
+            format!("{what} needs this field"),
+        );
+    }
+    if why.starts_with("unknown field") {
+        return Issue::error(
+            IssueType::Structure,
+            field,
+            format!("{what} has no such field: leave it out ({why})"),
+        );
+    }
+    let (code, diagnostic) = if CHRONO.iter().any(|m| why.starts_with(m)) {
+        (
+            IssueType::Value,
+            format!("not a date: write it as YYYY-MM-DD, e.g. 2026-12-01 ({why})"),
+        )
+    } else {
+        (
+            IssueType::Value,
+            format!("not what {what} takes here: {why}"),
+        )
+    };
+    if field == "." || field.is_empty() {
+        Issue::general(code, format!("{what}: {diagnostic}"))
+    } else {
+        Issue::error(code, field, diagnostic)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

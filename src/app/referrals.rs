@@ -137,8 +137,8 @@ async fn own_referral(
     if principal.role != Role::Practice || named.practice != principal.organisation {
         return Err(SubmitError::NotTheSender {
             what,
-            from: named.practice.clone(),
-            token_for: principal.organisation.clone(),
+            from: crate::fhir::identifiers::value_part(&named.practice).to_string(),
+            token_for: crate::fhir::identifiers::value_part(&principal.organisation).to_string(),
         });
     }
     let unknown = || SubmitError::UnknownReferral(named.key.value.clone());

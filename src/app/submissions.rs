@@ -55,8 +55,8 @@ pub fn may_send(principal: &Principal, submission: &Submission) -> Result<(), Su
     if principal.role != Role::Practice || submission.practice != principal.organisation {
         return Err(SubmitError::NotTheSender {
             what,
-            from: submission.practice.clone(),
-            token_for: principal.organisation.clone(),
+            from: crate::fhir::identifiers::value_part(&submission.practice).to_string(),
+            token_for: crate::fhir::identifiers::value_part(&principal.organisation).to_string(),
         });
     }
     if principal.test_tenant {

@@ -84,7 +84,8 @@ pub fn validate(
                 if c.referral.practice != principal.organisation {
                     issues.error(IssueType::Forbidden, SENDER, format!(
                         "a practice cancels only referrals it sent: this message comes from {} but the access token is for {}",
-                        c.referral.practice, principal.organisation
+                        crate::fhir::identifiers::value_part(&c.referral.practice),
+                        crate::fhir::identifiers::value_part(&principal.organisation)
                     ));
                 }
                 issues

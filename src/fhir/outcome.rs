@@ -48,6 +48,36 @@ pub enum IssueType {
 }
 
 impl IssueType {
+    /// The issue type a FHIR `code` names (one another server answered with); `invalid` for one
+    /// outside the gateway's subset.
+    pub fn from_code(code: &str) -> IssueType {
+        use IssueType::*;
+        [
+            Invalid,
+            Structure,
+            Required,
+            Value,
+            Invariant,
+            CodeInvalid,
+            BusinessRule,
+            Conflict,
+            Duplicate,
+            NotFound,
+            NotSupported,
+            TooLong,
+            Security,
+            Login,
+            Forbidden,
+            Transient,
+            Throttled,
+            Exception,
+            Informational,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == code)
+        .unwrap_or(Invalid)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             IssueType::Invalid => "invalid",

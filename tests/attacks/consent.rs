@@ -378,7 +378,13 @@ async fn filing_a_fit_note_gives_no_say_in_consent() {
         whs_identifier(),
         &[],
     );
-    assert_eq!(b.post("/fhir/Consent", &refusal).await.0, 404);
+    // Not a person in its care: refused at the field, as for anyone it never referred.
+    let (status, _, outcome) = b.post("/fhir/Consent", &refusal).await;
+    assert_eq!(status, 422, "{outcome}");
+    assert_eq!(
+        outcome["issue"][0]["expression"][0], "Consent.patient",
+        "{outcome}"
+    );
     let ask = json!({
         "patient": format!("Patient/{}", s.person),
         "recipient": "employer",

@@ -121,7 +121,7 @@ async fn client_chosen_request_ids_are_replaced_unless_they_are_tokens() {
     let (referral, _) = refer(&server, &referral_for(7, WHS)).await;
     let token = server.token(&Principal::practice(DEFAULT_PRACTICE));
     let read = async |request_id: &str| {
-        let r = reqwest::Client::new()
+        let r = http()
             .get(server.url(&format!("/fhir/ServiceRequest/{referral}")))
             .bearer_auth(&token)
             .header("x-request-id", request_id)

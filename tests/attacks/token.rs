@@ -75,7 +75,7 @@ pub async fn token_request(
     server: &Server,
     body: String,
 ) -> (u16, reqwest::header::HeaderMap, Value) {
-    let r = reqwest::Client::new()
+    let r = http()
         .post(server.url("/oauth2/token"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body)
@@ -223,7 +223,7 @@ async fn unauthenticated_callers_are_limited_per_source_before_parsing() {
     assert_eq!(status, 429, "{answer}");
     assert_eq!(answer["error"], "invalid_request");
     let (status, _) = {
-        let r = reqwest::get(server.url("/.well-known/smart-configuration"))
+        let r = http_get(server.url("/.well-known/smart-configuration"))
             .await
             .unwrap();
         (r.status().as_u16(), ())

@@ -7,6 +7,7 @@
 //! the database do so through [`Server::db`], with SQL that runs on both.
 #![allow(dead_code)]
 
+pub mod exchanges;
 pub mod receiver;
 
 use std::io::{BufRead, BufReader};
@@ -31,6 +32,9 @@ pub struct Server {
     /// Sends as the practice most fixtures come from ([`DEFAULT_PRACTICE`]) unless a request sets
     /// its own Authorization header.
     pub client: reqwest::Client,
+    /// The same, never through the exchange recorder: for a test about connections themselves
+    /// (a proxy between would answer for a refused one).
+    pub direct_client: reqwest::Client,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
     issuer: whg::auth::TokenIssuer,
     /// Who `post_json`, `post_raw` and `get` act as: the practice a posted referral names, and
@@ -125,7 +129,11 @@ impl Server {
             base,
             dir,
             database,
-            client: reqwest::Client::builder()
+            client: exchanges::client_builder()
+                .default_headers(headers.clone())
+                .build()
+                .unwrap(),
+            direct_client: reqwest::Client::builder()
                 .default_headers(headers)
                 .build()
                 .unwrap(),
@@ -373,6 +381,17 @@ fn spawn_under(
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("whg did not start: {}", stderr_buf.lock().unwrap()));
     (child, base, stderr_buf)
+}
+
+/// An HTTP client without credentials (through the exchange recorder when one runs:
+/// [`exchanges`]).
+pub fn http() -> reqwest::Client {
+    exchanges::client_builder().build().expect("an HTTP client")
+}
+
+/// `GET url` without credentials, as `reqwest::get`, through [`http`].
+pub async fn http_get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    http().get(url).send().await
 }
 
 /// Status, headers and JSON body (`Null` if the body is not JSON) of a response.
