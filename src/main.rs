@@ -119,6 +119,35 @@ enum Command {
         #[arg(long, env = "WHG_DATABASE_URL")]
         database_url: Option<String>,
     },
+    /// An Inferno-style conformance run: a gateway driven as a practice system drives it
+    /// (discovery, SMART Backend Services, every fixture, the BaRS scenarios, the declared
+    /// interactions, error states, test triggers), or a practice system's receiver sent what the
+    /// gateway sends. Exits 1 if a check fails.
+    Conformance {
+        #[arg(long, value_enum)]
+        target: kit::Target,
+        /// The gateway's base URL, or the receiver's FHIR base (where $process-message is).
+        #[arg(long)]
+        url: String,
+        /// A registered test-tenant practice client (gateway target).
+        #[arg(long)]
+        client: Option<String>,
+        /// The client's private key (from `whg clients keygen`, or RSA).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The client's practice (ODS code): the fixtures are sent as it.
+        #[arg(long)]
+        org: Option<String>,
+        /// The fixtures directory.
+        #[arg(long, default_value = "fixtures")]
+        fixtures: PathBuf,
+        /// Write the results as JUnit XML.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Write the results as one self-contained HTML page.
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
     /// A GP practice system in a box: takes the gateway's letters at FHIR $process-message and
     /// answers as a practice system would (the test tenant's practices deliver to it by default).
     /// `GET /received` lists what arrived; `PUT /mode` switches how it answers.
@@ -233,6 +262,7 @@ enum KeysWhat {
 }
 
 mod clients;
+mod kit;
 mod mock_practice;
 mod validate_cli;
 
@@ -278,6 +308,25 @@ fn main() -> ExitCode {
             database_url,
         } => token(&config, client, role.zip(org), scope, ttl, database_url),
         Command::Clients { what, database_url } => clients::run(config, what, database_url),
+        Command::Conformance {
+            target,
+            url,
+            client,
+            key,
+            org,
+            fixtures,
+            junit,
+            html,
+        } => kit::run(kit::Options {
+            target,
+            url,
+            client,
+            key,
+            org,
+            fixtures,
+            junit,
+            html,
+        }),
         Command::MockPractice {
             listen,
             mode,

@@ -1373,3 +1373,46 @@ async fn practice_formats_are_validated_online_for_their_sender_with_nothing_sto
     );
     assert!(contract["paths"]["/api/v1/referrals/$validate"].is_object());
 }
+
+/// The test tenant's triggers (docs/onboarding.md#test-triggers): a test client sees each error
+/// state on demand; a live client's header changes nothing.
+#[tokio::test]
+async fn test_triggers_answer_for_test_clients_only() {
+    let server = Server::start();
+    let mut tester = whg::auth::Principal::practice(DEFAULT_PRACTICE);
+    tester.test_tenant = true;
+    let tester = server.as_(tester);
+    let live = server.as_(whg::auth::Principal::practice("C88999"));
+    for (trigger, status) in [
+        ("throttled", 429),
+        ("unavailable", 503),
+        ("timeout", 503),
+        ("sideways", 400),
+    ] {
+        let r = tester
+            .request(reqwest::Method::GET, "/fhir/ServiceRequest")
+            .header("x-test-trigger", trigger)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{trigger}");
+        if trigger == "throttled" {
+            assert!(r.headers().contains_key("retry-after"));
+        }
+        let r = live
+            .request(reqwest::Method::GET, "/fhir/ServiceRequest")
+            .header("x-test-trigger", trigger)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            200,
+            "a live client's {trigger} changes nothing"
+        );
+    }
+    assert!(
+        !server.logs().contains("store unavailable"),
+        "a trigger is not an incident"
+    );
+}

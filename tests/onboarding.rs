@@ -472,3 +472,179 @@ async fn whg_validate_reads_stdin_and_directories_and_checks_every_body_online_t
     // Nothing stored.
     assert_eq!(server.get("/fhir/ServiceRequest").await.1["total"], 0);
 }
+
+/// A registered test-tenant client for `org`, made with the CLI: (client id, private key file).
+fn test_client(server: &Server, id: &str, org: &str) -> std::path::PathBuf {
+    let key = server.config_path().with_file_name(format!("{id}.pem"));
+    let out = server.whg(&["clients", "keygen", "--out", key.to_str().unwrap()]);
+    assert!(out.status.success());
+    let jwks = key.with_extension("jwks.json");
+    std::fs::write(&jwks, &out.stdout).unwrap();
+    let out = server.whg(&[
+        "clients",
+        "add",
+        id,
+        "--role",
+        "practice",
+        "--org",
+        org,
+        "--tenant",
+        "test",
+        "--jwks",
+        jwks.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    key
+}
+
+fn conformance(args: &[&str]) -> (i32, String) {
+    let out = Command::new(WHG)
+        .arg("conformance")
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), said)
+}
+
+/// A gateway with one thing broken, as a faulty build would be: a proxy that answers 400 where
+/// the gateway answered 422. Everything else passes through unchanged.
+async fn broken_gateway(upstream: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (http, upstream) = (http.clone(), upstream.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, 64 << 20).await.unwrap();
+            let mut out = http.request(
+                parts.method,
+                format!(
+                    "{upstream}{}",
+                    parts
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.as_str())
+                        .unwrap_or("/")
+                ),
+            );
+            for (k, v) in &parts.headers {
+                if k != "host" && k != "content-length" {
+                    out = out.header(k, v);
+                }
+            }
+            let answer = out.body(body).send().await.unwrap();
+            let status = match answer.status().as_u16() {
+                422 => 400,
+                s => s,
+            };
+            let mut response = axum::response::Response::builder().status(status);
+            for (k, v) in answer.headers() {
+                if k != "content-length" && k != "transfer-encoding" {
+                    response = response.header(k, v);
+                }
+            }
+            response
+                .body(axum::body::Body::from(answer.bytes().await.unwrap()))
+                .unwrap()
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// `whg conformance --target gateway` passes against this gateway, writes JUnit XML and an HTML
+/// report, and fails against a broken one; `--target receiver` passes against the mock practice
+/// and fails against one that refuses every letter.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_conformance_kit_passes_this_gateway_and_fails_a_broken_one() {
+    let server = Server::start();
+    let key = test_client(&server, "kit-gp", DEFAULT_PRACTICE);
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("junit.xml");
+    let html = dir.path().join("report.html");
+    let args = |url: &str| -> Vec<String> {
+        [
+            "--target",
+            "gateway",
+            "--url",
+            url,
+            "--client",
+            "kit-gp",
+            "--key",
+            key.to_str().unwrap(),
+            "--org",
+            DEFAULT_PRACTICE,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let mut first = args(&server.base);
+    first.extend([
+        "--junit".into(),
+        junit.display().to_string(),
+        "--html".into(),
+        html.display().to_string(),
+    ]);
+    let (code, said) = conformance(&first.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{said}");
+    let summary = said
+        .lines()
+        .find(|l| l.starts_with("conformance (gateway"))
+        .unwrap_or_else(|| panic!("{said}"));
+    let passed: usize = summary
+        .split(": ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(passed >= 100, "{summary}");
+    assert!(summary.contains(" 0 failed"), "{summary}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.starts_with("<?xml") && xml.contains("<testsuites") && xml.contains("failures=\"0\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("GW-SMART-04") && xml.contains("name=\"requirement\""),
+        "each check names its requirement"
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("<table>") && page.contains("GW-BARS-01") && !page.contains("<script"),
+        "self-contained"
+    );
+
+    // Again, against the same gateway: what is stored answers as a resend, and still passes.
+    let (code, said) = conformance(
+        &args(&server.base)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(code, 0, "a second run: {said}");
+
+    // A gateway that answers 400 where it should answer 422.
+    let broken = broken_gateway(server.base.clone()).await;
+    let (code, said) = conformance(&args(&broken).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("FAIL GW-FIX-REFERRALS-INVALID-01"), "{said}");
+    assert!(said.contains("expected [422], answered 400"), "{said}");
+
+    // The receiver side, against the mock practice; then against one refusing every letter.
+    let practice = MockPractice::start(&[]);
+    let (code, said) = conformance(&["--target", "receiver", "--url", &practice.base]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains(" 0 failed"), "{said}");
+    practice.set_mode("reject").await;
+    let (code, said) = conformance(&["--target", "receiver", "--url", &practice.base]);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("FAIL RX-LETTER-01"), "{said}");
+}

@@ -10,6 +10,7 @@ normalise. Synthetic people; NHS numbers from the 999 test range.
 Run:  python3 tools/gen_message_fixtures.py
 then: UPDATE_EXPECTED=1 cargo test --test fixtures   (rewrites *.expected.json for valid messages)
 """
+import json
 import copy
 import pathlib
 
@@ -404,8 +405,14 @@ INVALID["22-consent-recipient-a-second-performer"] = (
     [(f"Bundle.entry[{next(i for i, e in enumerate(BASE['entry']) if e['resource']['resourceType'] == 'Consent')}].resource.provision.actor[0].reference", "code-invalid")])
 
 
+def with_own_id(name, doc):
+    """An invalid message with a referral identifier of its own: sent one after another (and after
+    the valid ones), each gets its documented error, never a 409 for an identifier another used."""
+    return json.loads(json.dumps(doc).replace('"REF-BARS-0001"', f'"REF-BARS-INV-{name[:2]}"'))
+
+
 def main():
-    write_fixtures(ROOT, VALID, INVALID)
+    write_fixtures(ROOT, VALID, {n: (with_own_id(n, d), status, issues) for n, (d, status, issues) in INVALID.items()})
     out = ROOT / "cancellations"
     out.mkdir(exist_ok=True)
     for name, doc in CANCELLATIONS.items():

@@ -450,8 +450,20 @@ INVALID = {
 }
 
 
+def with_own_id(name, patch):
+    """An invalid fixture with a referralId of its own (unless it is about the id): sent one after
+    another, each gets its documented error, never a 409 for an id an earlier one used."""
+    if "referralId" in patch:
+        return patch
+    return {**patch, "referralId": f"WHS-2026-INV-{name[:2]}"}
+
+
 def main():
-    write_fixtures(ROOT, {n: case(p) for n, p in VALID.items()}, {n: (case(p), 422, issues) for n, (p, issues) in INVALID.items()})
+    write_fixtures(
+        ROOT,
+        {n: case(p) for n, p in VALID.items()},
+        {n: (case(with_own_id(n, p)), 422, issues) for n, (p, issues) in INVALID.items()},
+    )
     print(f"{len(VALID)} valid and {len(INVALID)} invalid referrals in {ROOT}")
 
 

@@ -54,6 +54,9 @@ pub enum ApiError {
     NotAcceptable(String),
     #[error("timed out")]
     Timeout(u64),
+    /// Unavailable for a reason the diagnostic gives (503, safe to resend).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     #[error("storage: {0}")]
     Store(#[from] StoreError),
     #[error("internal error")]
@@ -159,6 +162,11 @@ impl ApiError {
                     format!("cannot answer in {accept}: this server speaks application/fhir+json and application/fhir+xml"),
                 )],
                 NhsErrorCode::BAD_REQUEST,
+            ),
+            Unavailable(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                vec![Issue::general(IssueType::Transient, why)],
+                NhsErrorCode::SERVICE_UNAVAILABLE,
             ),
             Timeout(secs) => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -115,6 +115,48 @@ pub fn nesting_exceeds(json: &[u8], limit: usize) -> bool {
     false
 }
 
+/// The header a test-tenant client sets to see an error state on demand, as NHS England's BaRS
+/// workbench has test values for each: what a live system answers only when something is wrong
+/// (throttled, unavailable, timed out), so an integrator can prove its handling before it meets
+/// one. A live client's header has no effect: triggers are for synthetic traffic only.
+pub const TEST_TRIGGER: &str = "x-test-trigger";
+
+/// The trigger values and the answer each gives, as docs/onboarding.md lists them.
+pub const TEST_TRIGGERS: [&str; 3] = ["throttled", "unavailable", "timeout"];
+
+pub async fn test_triggers(req: Request, next: Next) -> Response {
+    let Some(Authentication(Ok(principal))) = req.extensions().get::<Authentication>() else {
+        return next.run(req).await;
+    };
+    let Some(trigger) = req.headers().get(TEST_TRIGGER) else {
+        return next.run(req).await;
+    };
+    if !principal.test_tenant {
+        return next.run(req).await;
+    }
+    match trigger.to_str().unwrap_or_default().trim() {
+        "throttled" => ApiError::TooManyRequests(5).into_response(),
+        "unavailable" => ApiError::Unavailable(
+            "the gateway is unavailable (the test trigger 'unavailable'); nothing was stored and it is safe to resend".into(),
+        )
+        .into_response(),
+        "timeout" => ApiError::Timeout(0).into_response(),
+        other => ApiError::BadRequest(
+            crate::fhir::Issue::error(
+                crate::fhir::IssueType::Value,
+                "X-Test-Trigger",
+                format!(
+                    "no test trigger '{}': use one of {}",
+                    other.chars().take(40).collect::<String>(),
+                    TEST_TRIGGERS.join(", ")
+                ),
+            )
+            .into(),
+        )
+        .into_response(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
