@@ -127,8 +127,18 @@ enum Command {
         #[arg(long, value_enum)]
         target: kit::Target,
         /// The gateway's base URL, or the receiver's FHIR base (where $process-message is).
+        #[arg(long, required_unless_present = "mesh_to")]
+        url: Option<String>,
+        /// The receiver over MESH instead: the practice system's mailbox, sent to from the
+        /// gateway's [mesh] mailbox (--config), its ITK3 acknowledgements read back.
         #[arg(long)]
-        url: String,
+        mesh_to: Option<String>,
+        /// How long to wait for each MESH acknowledgement, in seconds.
+        #[arg(long, default_value_t = 120)]
+        ack_wait_secs: u64,
+        /// A bearer token for a receiver behind OAuth2.
+        #[arg(long, env = "WHG_RECEIVER_TOKEN", hide_env_values = true)]
+        receiver_token: Option<String>,
         /// A registered test-tenant practice client (gateway target).
         #[arg(long)]
         client: Option<String>,
@@ -162,6 +172,10 @@ enum Command {
         /// How long `slow` waits before answering, in milliseconds.
         #[arg(long, default_value_t = 10_000)]
         delay_ms: u64,
+        /// Also take letters over MESH: a TOML file whose [mesh] table names the practice's
+        /// mailbox (the keys of the gateway's own [mesh]); ITK3 acknowledgements go back.
+        #[arg(long)]
+        mesh: Option<PathBuf>,
     },
     /// Register, list and revoke the client systems that may get access tokens.
     Clients {
@@ -193,7 +207,7 @@ enum ClientsWhat {
         /// Scopes (repeatable); the role's defaults when absent.
         #[arg(long)]
         scope: Vec<String>,
-        /// A PEM public key (RSA for RS384, P-384 EC for ES384).
+        /// A PEM public key (RSA for RS384 or RS512, P-384 EC for ES384).
         #[arg(long, group = "keys")]
         public_key: Option<PathBuf>,
         /// A JWK Set file.
@@ -311,6 +325,9 @@ fn main() -> ExitCode {
         Command::Conformance {
             target,
             url,
+            mesh_to,
+            ack_wait_secs,
+            receiver_token,
             client,
             key,
             org,
@@ -319,7 +336,13 @@ fn main() -> ExitCode {
             html,
         } => kit::run(kit::Options {
             target,
-            url,
+            url: url.unwrap_or_default(),
+            mesh: mesh_to.map(|to| kit::MeshTarget {
+                to,
+                from: config.mesh.clone(),
+                ack_wait: std::time::Duration::from_secs(ack_wait_secs),
+            }),
+            receiver_token,
             client,
             key,
             org,
@@ -331,7 +354,8 @@ fn main() -> ExitCode {
             listen,
             mode,
             delay_ms,
-        } => mock_practice::run(listen, mode, delay_ms),
+            mesh,
+        } => mock_practice::run(listen, mode, delay_ms, mesh),
         Command::Backup { to, database_url } => {
             backup_or_restore(&config, database_url, BackupStep::Backup { to })
         }

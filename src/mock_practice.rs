@@ -35,7 +35,8 @@ pub enum Mode {
     Reject,
     /// Unavailable: 503 with `Retry-After`, as a system down for maintenance answers.
     Down,
-    /// Takes each letter after `--delay-ms`, longer than the gateway waits by default.
+    /// Takes each letter after `--delay-ms` (set it above the gateway's `[delivery]
+    /// attempt_timeout_ms` to see an attempt time out and be retried).
     Slow,
 }
 
@@ -51,7 +52,32 @@ struct Practice {
 
 type Shared = Arc<Practice>;
 
-pub fn run(listen: SocketAddr, mode: Mode, delay_ms: u64) -> std::process::ExitCode {
+/// A practice system's MESH mailbox, read from a TOML file's `[mesh]` table (the keys the
+/// gateway's own `[mesh]` takes: url, mailbox, password_file, shared_key_file, TLS files).
+pub fn mesh_mailbox(path: &std::path::Path) -> Result<whg::delivery::mesh::MeshClient, String> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        mesh: whg::config::MeshConfig,
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let file: File = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    whg::delivery::mesh::MeshClient::new(&file.mesh, Duration::from_secs(30))
+}
+
+pub fn run(
+    listen: SocketAddr,
+    mode: Mode,
+    delay_ms: u64,
+    mesh: Option<std::path::PathBuf>,
+) -> std::process::ExitCode {
+    let mesh = match mesh.as_deref().map(mesh_mailbox).transpose() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("whg: --mesh: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -79,6 +105,10 @@ pub fn run(listen: SocketAddr, mode: Mode, delay_ms: u64) -> std::process::ExitC
             "mock practice listening on http://{address} (FHIR base http://{address}/fhir, mode {})",
             mode_name(mode)
         );
+        if let Some(mailbox) = mesh {
+            println!("reading the MESH mailbox {} for letters (GP Connect Send Document)", mailbox.mailbox());
+            tokio::spawn(read_mailbox(practice.clone(), mailbox));
+        }
         let app = router(practice);
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
@@ -127,7 +157,7 @@ fn outcome(code: &str, nhs_code: &str, diagnostics: &str) -> Value {
             "severity": "error",
             "code": code,
             "details": { "coding": [{
-                "system": "https://fhir.nhs.uk/CodeSystem/NHSD-API-ErrorOrWarningCode",
+                "system": "https://fhir.nhs.uk/CodeSystem/http-error-codes",
                 "code": nhs_code,
             }] },
             "diagnostics": diagnostics,
@@ -152,13 +182,28 @@ fn read_letter(body: &[u8]) -> Result<(Value, Value), String> {
     if header["id"].as_str().is_none_or(str::is_empty) {
         return Err("the MessageHeader has no id, so no response can name it".into());
     }
+    // A BaRS message carries the document's resources itself; an ITK3 (STU3) one carries them
+    // in a document Bundle inside the message.
+    let resources: Vec<&Value> = entries
+        .iter()
+        .map(|e| &e["resource"])
+        .flat_map(|r| {
+            let inner: Vec<&Value> = r["entry"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| &e["resource"])
+                .collect();
+            std::iter::once(r).chain(inner)
+        })
+        .collect();
     let summary = json!({
         "bundle": bundle["id"],
         "messageHeader": header["id"],
-        "event": header["eventCoding"]["code"],
-        "resources": entries.iter().filter_map(|e| e["resource"]["resourceType"].as_str()).collect::<Vec<_>>(),
-        "documents": entries.iter()
-            .map(|e| &e["resource"])
+        // R4 names the event eventCoding; STU3 (ITK3) event.
+        "event": header["eventCoding"]["code"].as_str().or(header["event"]["code"].as_str()),
+        "resources": resources.iter().filter_map(|r| r["resourceType"].as_str()).collect::<Vec<_>>(),
+        "documents": resources.iter()
             .filter(|r| r["resourceType"] == "DocumentReference" || r["resourceType"] == "Composition")
             .map(|r| json!({
                 "resourceType": r["resourceType"],
@@ -327,4 +372,89 @@ async fn metadata(State(practice): State<Shared>) -> Response {
             }],
         }),
     )
+}
+
+/// The practice system's side of GP Connect Send Document over MESH: it reads its inbox, takes
+/// each letter off MESH, and answers with ITK3 acknowledgements as its mode says: 20013 (it has
+/// the message) then 30001 (filed) when accepting; 20013 then 30002 ("patient not known here")
+/// when rejecting; 20009 (payload validation failure) for what is not a letter; nothing while
+/// down (letters wait in MESH); the acknowledgements after the delay when slow.
+async fn read_mailbox(practice: Shared, mailbox: whg::delivery::mesh::MeshClient) {
+    use whg::delivery::mesh::{ACK_WORKFLOW, WORKFLOW, itk_response};
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mode = *practice.mode.lock().unwrap_or_else(|p| p.into_inner());
+        if mode == Mode::Down {
+            continue;
+        }
+        let Ok(ids) = mailbox.inbox().await else {
+            continue;
+        };
+        for id in ids {
+            let Ok(inbound) = mailbox.download(&id, 16 << 20).await else {
+                continue;
+            };
+            if mailbox.acknowledge(&id).await.is_err() || inbound.workflow != WORKFLOW {
+                continue;
+            }
+            if mode == Mode::Slow {
+                tokio::time::sleep(practice.delay).await;
+            }
+            let body = inbound.body.unwrap_or_default();
+            let answers = |code: &'static str, display: &'static str, original: &str| {
+                (
+                    code,
+                    itk_response(original, code, display, mailbox.mailbox()),
+                )
+            };
+            let acks = match read_letter(&body) {
+                Ok((header, summary)) => {
+                    let original = header["id"].as_str().unwrap_or_default().to_string();
+                    println!(
+                        "received MESH message {} ({}): {} document(s)",
+                        summary["messageHeader"],
+                        summary["event"],
+                        summary["documents"].as_array().map_or(0, Vec::len)
+                    );
+                    let filed = !summary["documents"].as_array().is_none_or(Vec::is_empty);
+                    let mut record = summary;
+                    record["channel"] = json!("mesh");
+                    record["receivedAt"] = json!(
+                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    );
+                    if !filed {
+                        vec![answers("20009", "Payload validation failure", &original)]
+                    } else if mode == Mode::Reject {
+                        vec![
+                            answers("20013", "Success", &original),
+                            answers("30002", "Patient not known here", &original),
+                        ]
+                    } else {
+                        let mut kept = practice.received.lock().unwrap_or_else(|p| p.into_inner());
+                        if kept.len() == KEPT {
+                            kept.pop_front();
+                        }
+                        kept.push_back(record);
+                        vec![
+                            answers("20013", "Success", &original),
+                            answers("30001", "Patient known here", &original),
+                        ]
+                    }
+                }
+                // Unreadable: answered to the sender's mailbox, as ITK3 says (10009), naming
+                // what MESH says the sender's id for it was.
+                Err(_) => vec![answers(
+                    "10009",
+                    "Unreadable message received",
+                    &inbound.local_id,
+                )],
+            };
+            for (code, ack) in acks {
+                let local = format!("{}-{code}", inbound.local_id);
+                let _ = mailbox
+                    .send_on(ACK_WORKFLOW, &inbound.sender, "ITK3 response", &local, &ack)
+                    .await;
+            }
+        }
+    }
 }

@@ -402,6 +402,19 @@ async fn online(
     bytes: &[u8],
 ) -> Result<Verdict, String> {
     let base = url::Url::parse(base).map_err(|e| format!("--online {base}: not a URL: {e}"))?;
+    // The token and the body (a real person's details, perhaps) go in the clear over http: only
+    // to this machine.
+    let loopback = match base.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    if base.scheme() != "https" && !(base.scheme() == "http" && loopback) {
+        return Err(format!(
+            "--online {base}: use https (http only to this machine): the token and the body would travel in the clear"
+        ));
+    }
     let (path, content_type) = match kind {
         Kind::Referral => ("api/v1/referrals/$validate", "application/json"),
         Kind::FitNote => ("api/v1/fit-notes/$validate", "application/json"),
@@ -418,8 +431,10 @@ async fn online(
         root.set_path(&format!("{}/", root.path()));
     }
     let url = root.join(path).map_err(|e| e.to_string())?;
+    // Never followed: a redirect would take the body, and on the same origin the token, elsewhere.
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| e.to_string())?;
     let response = client

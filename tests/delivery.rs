@@ -567,6 +567,28 @@ async fn workflow_bodies_that_cannot_be_read_name_the_field_and_the_fix() {
         .await;
     assert_eq!(status, 200, "the referring practice");
     let other = server.as_(Principal::service("workwell-south-tyneside"));
+    // Held but not its own, and not held at all, read alike: nothing says the first exists.
+    let (_, held) = other
+        .get(&format!("/api/v1/referrals/{business}/workflow"))
+        .await;
+    let made_up = format!(
+        "c88901:{}-X",
+        referral_for(5, WHS)["referralId"].as_str().unwrap()
+    );
+    let (_, not_held) = other
+        .get(&format!("/api/v1/referrals/{made_up}/workflow"))
+        .await;
+    let text = |o: &Value| {
+        o["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .replace("-X", "")
+    };
+    assert_eq!(text(&held), text(&not_held), "{held} {not_held}");
+    assert!(
+        !held.to_string().contains(&sr),
+        "the gateway id is not given away: {held}"
+    );
     for named in [
         business.clone(),
         "C88901:no-such-referral".to_string(),

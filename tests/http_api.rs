@@ -1278,6 +1278,21 @@ async fn the_fhir_api_speaks_xml_too() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 406);
+    // Outside the FHIR API, routes answer in their own format whatever Accept says: a scraper
+    // asking for text/plain gets the metrics, not a 406.
+    let metrics = http()
+        .get(server.url("/metrics"))
+        .header("accept", "text/plain;version=0.0.4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
 }
 
 /// `POST /api/v1/{referrals,fit-notes}/$validate`: intake's checks for this caller, nothing stored.

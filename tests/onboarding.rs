@@ -613,7 +613,7 @@ async fn the_conformance_kit_passes_this_gateway_and_fails_a_broken_one() {
         "{xml}"
     );
     assert!(
-        xml.contains("GW-SMART-04") && xml.contains("name=\"requirement\""),
+        xml.contains("GW-SMART-04") && xml.contains("<system-out>requirement: "),
         "each check names its requirement"
     );
     let page = std::fs::read_to_string(&html).unwrap();
@@ -638,6 +638,47 @@ async fn the_conformance_kit_passes_this_gateway_and_fails_a_broken_one() {
     assert!(said.contains("FAIL GW-FIX-REFERRALS-INVALID-01"), "{said}");
     assert!(said.contains("expected [422], answered 400"), "{said}");
 
+    // A live client's run would send every fixture as real referrals: it does not start.
+    let live_key = dir.path().join("live.pem");
+    let out = server.whg(&["clients", "keygen", "--out", live_key.to_str().unwrap()]);
+    let live_jwks = dir.path().join("live.jwks.json");
+    std::fs::write(&live_jwks, &out.stdout).unwrap();
+    let out = server.whg(&[
+        "clients",
+        "add",
+        "live-gp",
+        "--role",
+        "practice",
+        "--org",
+        "C88999",
+        "--jwks",
+        live_jwks.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let (code, said) = conformance(&[
+        "--target",
+        "gateway",
+        "--url",
+        &server.base,
+        "--client",
+        "live-gp",
+        "--key",
+        live_key.to_str().unwrap(),
+        "--org",
+        "C88999",
+    ]);
+    assert_eq!(code, 2, "{said}");
+    assert!(said.contains("is not a test-tenant client"), "{said}");
+    assert_eq!(
+        server
+            .as_(Principal::practice("C88999"))
+            .get("/fhir/ServiceRequest")
+            .await
+            .1["total"],
+        0,
+        "nothing was sent"
+    );
+
     // The receiver side, against the mock practice; then against one refusing every letter.
     let practice = MockPractice::start(&[]);
     let (code, said) = conformance(&["--target", "receiver", "--url", &practice.base]);
@@ -647,4 +688,66 @@ async fn the_conformance_kit_passes_this_gateway_and_fails_a_broken_one() {
     let (code, said) = conformance(&["--target", "receiver", "--url", &practice.base]);
     assert_eq!(code, 1, "{said}");
     assert!(said.contains("FAIL RX-LETTER-01"), "{said}");
+}
+
+/// The receiver side over MESH: the kit sends the golden ITK3 letters from the gateway's mailbox
+/// to the practice's, and reads back the acknowledgements the mock practice (reading its MESH
+/// mailbox) returns: all pass when it files them, and the business acknowledgements fail when it
+/// refuses them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_conformance_kit_checks_a_receiver_over_mesh_by_its_itk3_acknowledgements() {
+    let sandbox = MeshSandbox::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = dir.path().join("gateway.toml");
+    std::fs::write(&gateway, sandbox.gateway_config(dir.path())).unwrap();
+    let practice_mesh = dir.path().join("practice.toml");
+    let practice_dir = dir.path().join("practice");
+    std::fs::create_dir(&practice_dir).unwrap();
+    std::fs::write(
+        &practice_mesh,
+        sandbox.gateway_config(&practice_dir).replace(
+            &format!("mailbox = \"{GATEWAY_MAILBOX}\""),
+            &format!("mailbox = \"{PRACTICE_MAILBOX}\""),
+        ),
+    )
+    .unwrap();
+    let practice = MockPractice::start(&["--mesh", practice_mesh.to_str().unwrap()]);
+    let kit = |extra: &[&str]| {
+        let out = Command::new(WHG)
+            .env("WHG_CONFIG", &gateway)
+            .args([
+                "conformance",
+                "--target",
+                "receiver",
+                "--mesh-to",
+                PRACTICE_MAILBOX,
+                "--ack-wait-secs",
+                "30",
+            ])
+            .args(extra)
+            .current_dir(root())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, said) = kit(&[]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains(" 0 failed"), "{said}");
+    assert!(practice.received().await["total"].as_u64().unwrap() >= 1);
+
+    practice.set_mode("reject").await;
+    let (code, said) = kit(&[]);
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("FAIL RX-MESH-30001-01") && said.contains("30002"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("FAIL RX-MESH-20013-01"),
+        "it still had them: {said}"
+    );
 }

@@ -529,7 +529,7 @@ async fn bad_forged_expired_and_replayed_assertions_are_refused() {
     let (s, body) = exchange(&server, &good, None).await;
     assert_eq!(
         (s, body["error"].as_str().unwrap()),
-        (400, "invalid_grant"),
+        (401, "invalid_client"),
         "a replay: {body}"
     );
     // Scopes beyond the registration.

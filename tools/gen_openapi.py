@@ -13,9 +13,9 @@ that no copy of them in the document can go stale:
 - `info.version` `$cargoVersion` becomes the crate's version from Cargo.toml.
 
 And what every route gets from the router's layers (src/api/mod.rs) is added to every operation
-rather than written thirty times: 406, 429, 500 and 503 answers (where the source does not
-say otherwise), `application/fhir+xml` beside every `application/fhir+json` answer (the format
-negotiation converts them), and the X-Request-ID / X-Correlation-ID headers.
+rather than written thirty times: 429, 500 and 503 answers (where the source does not say
+otherwise) and the X-Request-ID / X-Correlation-ID headers. (Format negotiation, and so 406 and
+FHIR XML, is the FHIR API's only: these routes answer JSON whatever Accept says.)
 
 It also compares the document's paths and methods with the non-FHIR routes of `router()` in
 src/api/mod.rs and reports any difference: a route the document lacks, or one it describes that
@@ -43,13 +43,11 @@ ROUTER = ROOT / "src" / "api" / "mod.rs"
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 # The router's layers answer these on any route (src/api/mod.rs, limits.rs, error.rs).
 LAYER_RESPONSES = {
-    "406": "NotAcceptable",
     "429": "TooManyRequests",
     "500": "InternalServerError",
     "503": "ServiceUnavailable",
 }
 FHIR_JSON = "application/fhir+json"
-FHIR_XML = "application/fhir+xml"
 
 
 class GenError(Exception):
@@ -183,21 +181,6 @@ def add_layers(doc):
             for status, name in LAYER_RESPONSES.items():
                 responses.setdefault(status, {"$ref": f"#/components/responses/{name}"})
             op["responses"] = dict(sorted(responses.items()))
-    for response in list(doc["components"]["responses"].values()) + [
-        r for item in doc["paths"].values() for m in METHODS if m in item for r in item[m]["responses"].values()
-    ]:
-        content = response.get("content")
-        if content and FHIR_JSON in content and FHIR_XML not in content:
-            # Inserted after the JSON entry, so that JSON stays the first (preferred) form.
-            items = list(content.items())
-            at = [k for k, _ in items].index(FHIR_JSON) + 1
-            items.insert(at, (FHIR_XML, {
-                "schema": {
-                    "type": "string",
-                    "description": "The same resource in FHIR R4 XML, when `Accept` (or `_format`) prefers application/fhir+xml.",
-                }
-            }))
-            response["content"] = dict(items)
 
 
 def leftover_placeholders(node, where="#"):

@@ -89,6 +89,9 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/$process-message", post(referrals::process_message))
         .route("/fhir/metadata", get(fhir_read::metadata))
         .route("/.well-known/smart-configuration", get(oauth::smart_configuration))
+        // SMART App Launch 2.0 §Conformance: the document is found by appending
+        // /.well-known/smart-configuration to the FHIR base URL, which here is {base}/fhir.
+        .route("/fhir/.well-known/smart-configuration", get(oauth::smart_configuration))
         .route("/.well-known/jwks.json", get(oauth::jwks))
         .route("/oauth2/token", post(oauth::token))
         .route("/api/v1/fit-notes", post(fit_notes::create_practice_fit_note))
@@ -336,6 +339,12 @@ async fn not_found(req: Request) -> ApiError {
 /// answer JSON; an XML answer is made here, at the edge, from it. Naming neither format is
 /// refused with 406.
 async fn negotiate_format(req: Request, next: Next) -> Response {
+    // Only the FHIR API has two formats; the other routes answer in their own (JSON, the OAuth
+    // token endpoint's JSON, Prometheus text for /metrics), whatever Accept says, as RFC 9110
+    // 12.5.1 allows: a scraper asking for text/plain must not get a 406.
+    if !req.uri().path().starts_with("/fhir") {
+        return next.run(req).await;
+    }
     let asked = format_parameter(req.uri().query()).or_else(|| {
         req.headers()
             .get(axum::http::header::ACCEPT)

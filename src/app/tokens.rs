@@ -75,9 +75,12 @@ pub async fn authenticate(
             tracing::error!(error = %e, "an assertion's jti cannot be recorded");
             AuthenticationError::Unavailable
         })?;
+    // A replay is a failed client authentication like any other (SMART App Launch 2.0,
+    // client-confidential-asymmetric: "the server SHALL respond with an invalid_client error"),
+    // and is told apart only in the log.
     if !first_use {
-        return Err(OAuthError::InvalidGrant(
-            "this client assertion was used before: sign a new one, with a new jti, for each token request".into(),
+        return Err(OAuthError::InvalidClient(
+            "the client assertion's jti was used before (a replay)",
         )
         .into());
     }

@@ -55,8 +55,15 @@ async fn referral(
     caller: &Caller<'_>,
     id: &str,
 ) -> Result<(Value, RecordParties), WorkflowError> {
-    let id = &gateway_id(store, id).await?;
-    let sr = caller.guard(store).fetch("ServiceRequest", id).await?;
+    let named = id;
+    let id = &gateway_id(store, named).await?;
+    let sr = match caller.guard(store).fetch("ServiceRequest", id).await {
+        // Named by the sender's id: not found in the words it was named in, as a referral that
+        // does not exist is, never by the gateway id it was found under (which would say that
+        // it exists, and when it was made).
+        Err(AccessError::NotFound(_)) if id != named => return Err(sender_id_not_found(named)),
+        other => other?,
+    };
     let parties = store
         .records_of("ServiceRequest", id)
         .await?
@@ -77,11 +84,7 @@ pub(super) async fn gateway_id(store: &dyn Store, named: &str) -> Result<String,
         return Ok(named.to_string());
     };
     let ods = &ods.to_ascii_uppercase();
-    let not_found = || {
-        WorkflowError::Access(AccessError::NotFound(format!(
-            "a referral {referral_id} from {ods}"
-        )))
-    };
+    let not_found = || sender_id_not_found(named);
     if !crate::fhir::identifiers::is_ods_code(ods) || referral_id.is_empty() {
         return Err(not_found());
     }
@@ -95,6 +98,16 @@ pub(super) async fn gateway_id(store: &dyn Store, named: &str) -> Result<String,
         }
     }
     Err(not_found())
+}
+
+/// The one answer for a referral named `{ODS}:{referral id}` that the caller may not see, whether
+/// or not it exists.
+fn sender_id_not_found(named: &str) -> WorkflowError {
+    let (ods, referral_id) = named.split_once(':').unwrap_or(("", named));
+    WorkflowError::Access(AccessError::NotFound(format!(
+        "a referral {referral_id} from {}",
+        ods.to_ascii_uppercase()
+    )))
 }
 
 /// Only the service a referral is addressed to works on it.

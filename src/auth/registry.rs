@@ -180,21 +180,27 @@ pub enum RotationError {
 
 /// The kids of a client's registered keys, in the order registered.
 pub fn key_ids(client: &ClientRecord) -> Vec<String> {
-    client
-        .jwks
-        .as_ref()
-        .and_then(|set| set["keys"].as_array())
+    current_keys(client)
+        .ok()
+        .and_then(|set| set["keys"].as_array().cloned())
         .into_iter()
         .flatten()
         .filter_map(|k| k["kid"].as_str().map(str::to_string))
         .collect()
 }
 
+/// A client's JWK Set as rotations see it: every key with its kid (a set registered before kids
+/// were assigned gets its thumbprints, so its keys can be named).
+fn current_keys(client: &ClientRecord) -> Result<Value, RotationError> {
+    let stored = client.jwks.as_ref().ok_or(RotationError::FetchedKeys)?;
+    Ok(checked_jwks(stored.clone())?)
+}
+
 /// The client's JWK Set with `added`'s keys beside the ones it has (a rotation's first step:
 /// both keys work until the old one is retired). A key already registered is refused, as is a
 /// kid the client has.
 pub fn add_keys(client: &ClientRecord, added: KeySource) -> Result<Value, RotationError> {
-    let current = client.jwks.as_ref().ok_or(RotationError::FetchedKeys)?;
+    let current = &current_keys(client)?;
     let added = match added {
         KeySource::PublicKeyPem(pem) => jwks_from_pem(&pem)?,
         KeySource::Jwks(set) => checked_jwks(set)?,
@@ -208,7 +214,7 @@ pub fn add_keys(client: &ClientRecord, added: KeySource) -> Result<Value, Rotati
 /// The client's JWK Set without the key `kid` (a rotation's last step). The last key is not
 /// retired: a client with no key is a revoked one, and `whg clients revoke` says so.
 pub fn retire_key(client: &ClientRecord, kid: &str) -> Result<Value, RotationError> {
-    let current = client.jwks.as_ref().ok_or(RotationError::FetchedKeys)?;
+    let current = current_keys(client)?;
     let keys = current["keys"].as_array().cloned().unwrap_or_default();
     if !keys.iter().any(|k| k["kid"] == kid) {
         return Err(RotationError::UnknownKid(kid.to_string()));

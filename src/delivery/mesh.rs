@@ -260,6 +260,36 @@ pub enum AckKind {
     Negative,
 }
 
+/// An ITK3 response message (STU3) with `code` (20013, 30001, or a negative code) answering the
+/// message whose MessageHeader id is `original`, as the system behind mailbox `from` sends it:
+/// what a practice system returns, and what [`read_ack`] reads.
+pub fn itk_response(original: &str, code: &str, display: &str, from: &str) -> Value {
+    let positive = code == "20013" || code == "30001";
+    let header_id = uuid::Uuid::new_v4().to_string();
+    let outcome_id = uuid::Uuid::new_v4().to_string();
+    serde_json::json!({
+        "resourceType": "Bundle", "id": uuid::Uuid::new_v4().to_string(), "type": "message",
+        "meta": { "profile": ["https://fhir.nhs.uk/STU3/StructureDefinition/ITK-Message-Bundle-1"] },
+        "entry": [
+            { "fullUrl": format!("urn:uuid:{header_id}"), "resource": {
+                "resourceType": "MessageHeader", "id": header_id,
+                "event": { "system": "https://fhir.nhs.uk/STU3/CodeSystem/ITK-MessageEvent-2", "code": "ITK008M", "display": "ITK Response" },
+                "response": { "identifier": original, "code": if positive { "ok" } else { "fatal-error" } },
+                "source": { "endpoint": from },
+                "focus": [{ "reference": format!("urn:uuid:{outcome_id}") }],
+            } },
+            { "fullUrl": format!("urn:uuid:{outcome_id}"), "resource": {
+                "resourceType": "OperationOutcome", "id": outcome_id,
+                "issue": [{
+                    "severity": if positive { "information" } else { "error" },
+                    "code": if positive { "informational" } else { "processing" },
+                    "details": { "coding": [{ "system": ITK_RESPONSE_CODES, "code": code, "display": display }] },
+                }],
+            } },
+        ],
+    })
+}
+
 /// Reads an ITK3 response message (JSON); `None` if it is not one.
 pub fn read_ack(body: &[u8]) -> Option<Ack> {
     let bundle: Value = serde_json::from_slice(body).ok()?;
@@ -494,6 +524,18 @@ impl MeshClient {
 
     /// Sends one message; `Outcome::Sent` with MESH's message id, or what went wrong.
     pub async fn send(&self, to: &str, subject: &str, local_id: &str, body: &Value) -> Outcome {
+        self.send_on(WORKFLOW, to, subject, local_id, body).await
+    }
+
+    /// Sends one message on `workflow` (a practice system answers on [`ACK_WORKFLOW`]).
+    pub async fn send_on(
+        &self,
+        workflow: &str,
+        to: &str,
+        subject: &str,
+        local_id: &str,
+        body: &Value,
+    ) -> Outcome {
         let response = self
             .http
             .post(self.path("/outbox"))
@@ -502,7 +544,7 @@ impl MeshClient {
             .header("content-type", "application/fhir+json")
             .header("mex-from", &self.mailbox)
             .header("mex-to", to)
-            .header("mex-workflowid", WORKFLOW)
+            .header("mex-workflowid", workflow)
             .header("mex-subject", subject)
             .header("mex-localid", local_id)
             .header("mex-filename", format!("{local_id}.json"))

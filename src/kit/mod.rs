@@ -12,6 +12,7 @@
 //! self-contained HTML page. The exit code is 0 only if nothing failed.
 
 mod gateway;
+mod golden;
 mod receiver;
 mod report;
 
@@ -28,9 +29,20 @@ pub enum Target {
     Receiver,
 }
 
+/// A receiver reached over MESH: its mailbox, the gateway's own to send from, and how long to
+/// wait for each acknowledgement.
+pub struct MeshTarget {
+    pub to: String,
+    pub from: Option<whg::config::MeshConfig>,
+    pub ack_wait: Duration,
+}
+
 pub struct Options {
     pub target: Target,
     pub url: String,
+    pub mesh: Option<MeshTarget>,
+    /// A bearer token for a receiver behind OAuth2 (receiver target).
+    pub receiver_token: Option<String>,
     /// A registered test-tenant practice client (gateway target).
     pub client: Option<String>,
     pub key: Option<PathBuf>,
@@ -135,13 +147,14 @@ pub fn run(options: Options) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let url = match url::Url::parse(&options.url) {
-        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
+    let url = match (&options.mesh, url::Url::parse(&options.url)) {
+        (Some(mesh), _) if options.target == Target::Receiver => format!("mesh:{}", mesh.to),
+        (_, Ok(u)) if u.scheme() == "http" || u.scheme() == "https" => {
             u.as_str().trim_end_matches('/').to_string()
         }
         _ => {
             eprintln!(
-                "whg: --url {}: give the base URL, e.g. http://127.0.0.1:8080",
+                "whg: --url {:?}: give the base URL, e.g. http://127.0.0.1:8080 (or, for a receiver over MESH, --mesh-to MAILBOX)",
                 options.url
             );
             return ExitCode::from(2);
@@ -152,7 +165,10 @@ pub fn run(options: Options) -> ExitCode {
     let setup = runtime.block_on(async {
         match options.target {
             Target::Gateway => gateway::run(&mut run, &url, &options).await,
-            Target::Receiver => receiver::run(&mut run, &url, &options).await,
+            Target::Receiver => match &options.mesh {
+                Some(mesh) => receiver::run_mesh(&mut run, mesh, &options).await,
+                None => receiver::run(&mut run, &url, &options).await,
+            },
         }
     });
     run.bar.finish_and_clear();

@@ -13,30 +13,14 @@ const BARS: &str =
     "BaRS receiver (docs/letters.md#delivery-over-fhir; BaRS messaging: servicerequest-response)";
 
 pub async fn run(run: &mut Run, url: &str, options: &Options) -> Result<(), String> {
-    let dir = options.fixtures.join("outbound");
-    let mut golden: Vec<_> = std::fs::read_dir(&dir)
-        .map_err(|e| {
-            format!(
-                "cannot read {}: {e} (--fixtures names the fixtures directory)",
-                dir.display()
-            )
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with(".bars-response.json"))
-        .collect();
-    golden.sort();
-    if golden.is_empty() {
-        return Err(format!(
-            "{} holds no *.bars-response.json golden messages",
-            dir.display()
-        ));
-    }
+    let golden = golden_files(&options.fixtures, ".bars-response.json")?;
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| e.to_string())?;
     let endpoint = format!("{url}/$process-message");
+    let token = options.receiver_token.as_deref();
 
     run.check(
         "RX-META-01",
@@ -44,12 +28,13 @@ pub async fn run(run: &mut Run, url: &str, options: &Options) -> Result<(), Stri
         "the receiver's CapabilityStatement declares it receives messages",
         "FHIR R4 messaging: CapabilityStatement.messaging",
         async {
-            let r = http
+            let mut request = http
                 .get(format!("{url}/metadata"))
-                .header("accept", "application/fhir+json")
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
+                .header("accept", "application/fhir+json");
+            if let Some(t) = token {
+                request = request.bearer_auth(t);
+            }
+            let r = request.send().await.map_err(|e| e.to_string())?;
             if !r.status().is_success() {
                 return Err(super::skip(format!(
                     "GET /metadata answered {} (optional for a receiver)",
@@ -84,18 +69,17 @@ pub async fn run(run: &mut Run, url: &str, options: &Options) -> Result<(), Stri
     .await;
 
     for (n, path) in golden.iter().enumerate() {
-        let name = path
-            .file_name()
-            .map(|f| f.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let text = std::fs::read_to_string(path)
+        let name = file_name(path);
+        let template = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let message: Value =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let message =
+            super::golden::filled(&template).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = message.to_string();
         let header_id = message["entry"][0]["resource"]["id"]
             .as_str()
             .unwrap_or_default()
             .to_string();
+        let bundle_id = message["id"].as_str().unwrap_or_default().to_string();
         let id = format!("RX-LETTER-{:02}", n + 1);
         run.check(
             &id,
@@ -103,12 +87,11 @@ pub async fn run(run: &mut Run, url: &str, options: &Options) -> Result<(), Stri
             format!("takes the golden letter {name}"),
             BARS,
             async {
-                let r = post(&http, &endpoint, &text).await?;
-                let status = r.0;
+                let (status, body) = post(&http, &endpoint, token, &text).await?;
                 if !(200..300).contains(&status) {
-                    return Err(format!("answered {status}: {}", said(&r.1)));
+                    return Err(format!("answered {status}: {}", said(&body)));
                 }
-                answered_as_receiver(&r.1, &header_id)
+                answered_as_receiver(&body, &[&header_id, &bundle_id])
             },
         )
         .await;
@@ -116,10 +99,12 @@ pub async fn run(run: &mut Run, url: &str, options: &Options) -> Result<(), Stri
             run.check(
                 "RX-LETTER-RESEND",
                 "letters",
-                format!("takes {name} again (the gateway resends until acknowledged)"),
+                format!(
+                    "takes {name} again, the same message (the gateway resends until acknowledged)"
+                ),
                 BARS,
                 async {
-                    let (status, body) = post(&http, &endpoint, &text).await?;
+                    let (status, body) = post(&http, &endpoint, token, &text).await?;
                     if (200..300).contains(&status) {
                         Ok(())
                     } else {
@@ -136,12 +121,13 @@ pub async fn run(run: &mut Run, url: &str, options: &Options) -> Result<(), Stri
         ("RX-REFUSE-02", "refuses a message without its MessageHeader", json!({ "resourceType": "Bundle", "type": "message", "entry": [{ "resource": { "resourceType": "Patient" } }] }).to_string()),
         ("RX-REFUSE-03", "refuses a body that is not JSON", "this is not FHIR".to_string()),
     ] {
-        run.check(id, "refusals", name, "BaRS receiver: an unprocessable message is refused with 4xx and an OperationOutcome, which the gateway treats as final (docs/letters.md)", async {
-            let (status, body) = post(&http, &endpoint, &body).await?;
-            if (400..500).contains(&status) {
-                if body.is_null() || body["resourceType"] == "OperationOutcome" { Ok(()) } else { Err(format!("answered {status} with a {} rather than an OperationOutcome", body["resourceType"])) }
-            } else {
-                Err(format!("answered {status}: a receiver must refuse what it cannot file (4xx), or the gateway keeps resending"))
+        run.check(id, "refusals", name, "BaRS receiver: an unprocessable message is refused with a 4xx and an OperationOutcome; the gateway takes a 4xx other than 401, 408, 425 and 429 as final (src/delivery/fhir.rs)", async {
+            let (status, body) = post(&http, &endpoint, token, &body).await?;
+            match status {
+                401 | 408 | 425 | 429 => Err(format!("answered {status}, which the gateway retries: a refusal of what cannot be filed is final (400, 422…)")),
+                400..=499 if body["resourceType"] == "OperationOutcome" => Ok(()),
+                400..=499 => Err(format!("answered {status} without an OperationOutcome saying why")),
+                _ => Err(format!("answered {status}: a receiver must refuse what it cannot file (4xx), or the gateway keeps resending")),
             }
         })
         .await;
@@ -149,12 +135,53 @@ pub async fn run(run: &mut Run, url: &str, options: &Options) -> Result<(), Stri
     Ok(())
 }
 
-async fn post(http: &reqwest::Client, endpoint: &str, body: &str) -> Result<(u16, Value), String> {
-    let r = http
+/// The golden files in `fixtures/outbound` whose names end with `suffix`, sorted.
+fn golden_files(
+    fixtures: &std::path::Path,
+    suffix: &str,
+) -> Result<Vec<std::path::PathBuf>, String> {
+    let dir = fixtures.join("outbound");
+    let mut golden: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| {
+            format!(
+                "cannot read {}: {e} (--fixtures names the fixtures directory)",
+                dir.display()
+            )
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    golden.sort();
+    if golden.is_empty() {
+        return Err(format!(
+            "{} holds no *{suffix} golden messages",
+            dir.display()
+        ));
+    }
+    Ok(golden)
+}
+
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_default()
+}
+
+async fn post(
+    http: &reqwest::Client,
+    endpoint: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Result<(u16, Value), String> {
+    let mut request = http
         .post(endpoint)
         .header("content-type", "application/fhir+json")
         .header("accept", "application/fhir+json")
-        .body(body.to_string())
+        .body(body.to_string());
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    let r = request
         .send()
         .await
         .map_err(|e| format!("{endpoint}: {e}"))?;
@@ -170,9 +197,10 @@ fn said(body: &Value) -> String {
         .unwrap_or_else(|| body.to_string().chars().take(200).collect())
 }
 
-/// A 2xx answer with a body is a response message naming the request (or an OperationOutcome
-/// without errors); an empty one is taken as accepted.
-fn answered_as_receiver(body: &Value, request_header: &str) -> Result<(), String> {
+/// A 2xx answer with a body is a response message naming the request (FHIR R4 names its
+/// MessageHeader id in `response.identifier`; BaRS Core, its Bundle id: either is taken) with
+/// code `ok`, or an OperationOutcome without errors; an empty one is taken as accepted.
+fn answered_as_receiver(body: &Value, request: &[&str]) -> Result<(), String> {
     match body["resourceType"].as_str() {
         None => Ok(()),
         Some("Bundle") => {
@@ -182,9 +210,12 @@ fn answered_as_receiver(body: &Value, request_header: &str) -> Result<(), String
                     "the answer is a Bundle whose first entry is not a MessageHeader".into(),
                 );
             }
-            if header["response"]["identifier"] != request_header {
+            let answers = header["response"]["identifier"]
+                .as_str()
+                .unwrap_or_default();
+            if !request.contains(&answers) {
                 return Err(format!(
-                    "the response message's MessageHeader.response.identifier is {}, not the request's MessageHeader id {request_header}",
+                    "the response message's MessageHeader.response.identifier is {:?}, neither the request's MessageHeader id nor its Bundle id ({request:?})",
                     header["response"]["identifier"]
                 ));
             }
@@ -207,4 +238,191 @@ fn answered_as_receiver(body: &Value, request_header: &str) -> Result<(), String
         }
         Some(other) => Err(format!("answered with a {other}, not a response message")),
     }
+}
+
+const ITK3: &str = "GP Connect Send Document over MESH: ITK3 acknowledgements 20013 and 30001, negative codes for what is not filed (docs/letters.md#delivery-over-mesh; ITK3 Messaging Distribution: response codes)";
+
+/// `--target receiver --mesh-to MAILBOX`: the golden ITK3 letters (fixtures/outbound/*.itk3.json,
+/// each with a fresh MessageHeader id so its acknowledgements are this run's) sent to the
+/// practice system's mailbox from the gateway's own, and its acknowledgements read back: 20013
+/// and 30001 for each letter, and a negative one for a message that is no letter.
+pub async fn run_mesh(
+    run: &mut Run,
+    mesh: &super::MeshTarget,
+    options: &Options,
+) -> Result<(), String> {
+    use whg::delivery::mesh::{AckKind, MeshClient, Reading, reading};
+    let from = mesh
+        .from
+        .as_ref()
+        .ok_or("a receiver over MESH is sent to from the gateway's [mesh] mailbox: give --config with a [mesh] table")?;
+    let client = MeshClient::new(from, std::time::Duration::from_secs(30))?;
+    let golden = golden_files(&options.fixtures, ".itk3.json")?;
+    // What each sent message's acknowledgements must answer: its MessageHeader id.
+    let mut sent: Vec<(String, String, bool)> = Vec::new();
+    for (n, path) in golden.iter().enumerate() {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let message =
+            super::golden::filled(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let header = message["entry"][0]["resource"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let name = path
+            .file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let id = format!("RX-MESH-SEND-{:02}", n + 1);
+        let mut ok = false;
+        run.check(
+            &id,
+            "mesh",
+            format!("MESH takes the golden letter {name} for {}", mesh.to),
+            ITK3,
+            async {
+                match client
+                    .send(
+                        &mesh.to,
+                        "Feedback from a work and health service",
+                        &header,
+                        &message,
+                    )
+                    .await
+                {
+                    whg::delivery::Outcome::Sent { .. } => {
+                        ok = true;
+                        Ok(())
+                    }
+                    other => Err(format!("MESH did not take it: {other:?}")),
+                }
+            },
+        )
+        .await;
+        if ok {
+            sent.push((name, header, true));
+        }
+    }
+    // A message that is no letter: an ITK3 Bundle without its document.
+    let mut broken =
+        super::golden::filled(&std::fs::read_to_string(&golden[0]).map_err(|e| e.to_string())?)?;
+    let header = uuid::Uuid::new_v4().to_string();
+    broken["id"] = json!(uuid::Uuid::new_v4().to_string());
+    broken["entry"][0]["resource"]["id"] = json!(header);
+    if let Some(entries) = broken["entry"].as_array_mut() {
+        entries.retain(|e| e["resource"]["resourceType"] == "MessageHeader");
+    }
+    if let whg::delivery::Outcome::Sent { .. } = client
+        .send(
+            &mesh.to,
+            "Not a letter (conformance check)",
+            &header,
+            &broken,
+        )
+        .await
+    {
+        sent.push(("a message without its document".into(), header, false));
+    }
+
+    // The acknowledgements, as they come: read from the gateway's mailbox until each letter has
+    // its two (or the broken one its negative) or the wait is over.
+    let mut acks: std::collections::HashMap<String, Vec<(AckKind, String)>> =
+        std::collections::HashMap::new();
+    let until = std::time::Instant::now() + mesh.ack_wait;
+    let complete = |acks: &std::collections::HashMap<String, Vec<(AckKind, String)>>| {
+        sent.iter().all(|(_, h, letter)| {
+            let got = acks.get(h).map(Vec::as_slice).unwrap_or_default();
+            if *letter {
+                got.iter().any(|(k, _)| *k == AckKind::Received)
+                    && got.iter().any(|(k, _)| *k == AckKind::Accepted)
+                    || got.iter().any(|(k, _)| *k == AckKind::Negative)
+            } else {
+                !got.is_empty()
+            }
+        })
+    };
+    while !complete(&acks) && std::time::Instant::now() < until {
+        for id in client.inbox().await.unwrap_or_default() {
+            let Ok(inbound) = client.download(&id, 1 << 20).await else {
+                continue;
+            };
+            if let Reading::Ack(ack) = reading(&inbound)
+                && sent.iter().any(|(_, h, _)| *h == ack.answers)
+            {
+                acks.entry(ack.answers.clone())
+                    .or_default()
+                    .push((ack.kind, format!("{} {}", ack.code, ack.detail)));
+                let _ = client.acknowledge(&id).await;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let wait = mesh.ack_wait.as_secs();
+    for (n, (name, header, letter)) in sent.iter().enumerate() {
+        let got = acks.get(header).cloned().unwrap_or_default();
+        let said = got
+            .iter()
+            .map(|(_, d)| d.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if *letter {
+            let id = format!("RX-MESH-20013-{:02}", n + 1);
+            run.check(
+                &id,
+                "mesh",
+                format!("{name}: an infrastructure acknowledgement (20013)"),
+                ITK3,
+                async {
+                    if got.iter().any(|(k, _)| *k == AckKind::Received) {
+                        Ok(())
+                    } else if said.is_empty() {
+                        Err(format!("none within {wait} s"))
+                    } else {
+                        Err(format!("answered {said}"))
+                    }
+                },
+            )
+            .await;
+            let id = format!("RX-MESH-30001-{:02}", n + 1);
+            run.check(
+                &id,
+                "mesh",
+                format!("{name}: a business acknowledgement (30001), nothing negative"),
+                ITK3,
+                async {
+                    let negative = got.iter().any(|(k, _)| *k == AckKind::Negative);
+                    if got.iter().any(|(k, _)| *k == AckKind::Accepted) && !negative {
+                        Ok(())
+                    } else if said.is_empty() {
+                        Err(format!("none within {wait} s"))
+                    } else {
+                        Err(format!("answered {said}"))
+                    }
+                },
+            )
+            .await;
+        } else {
+            run.check(
+                "RX-MESH-NEGATIVE",
+                "mesh",
+                "a message without its document gets a negative acknowledgement, never 30001",
+                ITK3,
+                async {
+                    let negative = got.iter().any(|(k, _)| *k == AckKind::Negative);
+                    let filed = got.iter().any(|(k, _)| *k == AckKind::Accepted);
+                    if negative && !filed {
+                        Ok(())
+                    } else if said.is_empty() {
+                        Err(format!(
+                            "no acknowledgement within {wait} s: ITK3 asks for a negative one"
+                        ))
+                    } else {
+                        Err(format!("answered {said}"))
+                    }
+                },
+            )
+            .await;
+        }
+    }
+    Ok(())
 }

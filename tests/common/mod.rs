@@ -1053,33 +1053,10 @@ impl GpMailbox {
     }
 }
 
-/// An ITK3 response message (STU3) with `code` for the message whose MessageHeader id is
-/// `original`, as the system behind mailbox `from` sends it.
+/// An ITK3 response message, as the gateway's own library builds one for a practice system
+/// (`whg mock-practice` answers with it too).
 pub fn itk_response(original: &str, code: &str, display: &str, from: &str) -> Value {
-    let positive = code == "20013" || code == "30001";
-    let header_id = uuid::Uuid::new_v4().to_string();
-    let outcome_id = uuid::Uuid::new_v4().to_string();
-    json!({
-        "resourceType": "Bundle", "id": uuid::Uuid::new_v4().to_string(), "type": "message",
-        "meta": { "profile": ["https://fhir.nhs.uk/STU3/StructureDefinition/ITK-Message-Bundle-1"] },
-        "entry": [
-            { "fullUrl": format!("urn:uuid:{header_id}"), "resource": {
-                "resourceType": "MessageHeader", "id": header_id,
-                "event": { "system": "https://fhir.nhs.uk/STU3/CodeSystem/ITK-MessageEvent-2", "code": "ITK008M", "display": "ITK Response" },
-                "response": { "identifier": original, "code": if positive { "ok" } else { "fatal-error" } },
-                "source": { "endpoint": from },
-                "focus": [{ "reference": format!("urn:uuid:{outcome_id}") }],
-            } },
-            { "fullUrl": format!("urn:uuid:{outcome_id}"), "resource": {
-                "resourceType": "OperationOutcome", "id": outcome_id,
-                "issue": [{
-                    "severity": if positive { "information" } else { "error" },
-                    "code": if positive { "informational" } else { "processing" },
-                    "details": { "coding": [{ "system": "https://fhir.nhs.uk/STU3/CodeSystem/ITK-ResponseCodes-1", "code": code, "display": display }] },
-                }],
-            } },
-        ],
-    })
+    whg::delivery::mesh::itk_response(original, code, display, from)
 }
 
 /// The ITK MessageHeader id of a letter as delivered: what its acknowledgements answer.
