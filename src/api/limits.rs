@@ -124,7 +124,7 @@ pub const TEST_TRIGGER: &str = "x-test-trigger";
 /// The trigger values and the answer each gives, as docs/onboarding.md lists them.
 pub const TEST_TRIGGERS: [&str; 3] = ["throttled", "unavailable", "timeout"];
 
-pub async fn test_triggers(req: Request, next: Next) -> Response {
+pub async fn test_triggers(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let Some(Authentication(Ok(principal))) = req.extensions().get::<Authentication>() else {
         return next.run(req).await;
     };
@@ -140,7 +140,7 @@ pub async fn test_triggers(req: Request, next: Next) -> Response {
             "the gateway is unavailable (the test trigger 'unavailable'); nothing was stored and it is safe to resend".into(),
         )
         .into_response(),
-        "timeout" => ApiError::Timeout(0).into_response(),
+        "timeout" => ApiError::Timeout(app.config.limits.request_timeout_secs).into_response(),
         other => ApiError::BadRequest(
             crate::fhir::Issue::error(
                 crate::fhir::IssueType::Value,

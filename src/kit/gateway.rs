@@ -449,25 +449,12 @@ pub async fn run(run: &mut Run, url: &str, options: &Options) -> Result<(), Stri
     let probe = g
         .send(
             reqwest::Method::GET,
-            "/fhir/metadata",
-            Some(&token),
-            None,
-            &[(whg::api::TEST_TRIGGER, "throttled")],
-        )
-        .await?;
-    let probe = if probe.status == 429 {
-        probe
-    } else {
-        // metadata may be answered before the trigger layer; a searched route is not.
-        g.send(
-            reqwest::Method::GET,
             "/fhir/ServiceRequest?_count=1",
             Some(&token),
             None,
             &[(whg::api::TEST_TRIGGER, "throttled")],
         )
-        .await?
-    };
+        .await?;
     if probe.status != 429 {
         return Err(format!(
             "{} is not a test-tenant client (the test trigger answered {}, not 429): the run sends every fixture as a referral, so it runs only as a test-tenant client (whg clients add … --tenant test)",

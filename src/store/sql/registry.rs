@@ -139,10 +139,8 @@ impl Registry for SqlStore {
         keys: Value,
     ) -> Result<bool, StoreError> {
         let (id, current) = (id.clone(), current.clone());
-        self.write(|reply| {
-            WriteJob::Client(ClientWrite::ReplaceKeys { id, current, keys }, reply)
-        })
-        .await
+        self.write(|reply| WriteJob::Client(ClientWrite::ReplaceKeys { id, current, keys }, reply))
+            .await
     }
 
     async fn consume_assertion(
