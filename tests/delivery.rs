@@ -547,6 +547,18 @@ async fn workflow_bodies_that_cannot_be_read_name_the_field_and_the_fix() {
         .await;
     assert_eq!(state["stage"], "accepted", "nothing changed: {state}");
 
+    // A query parameter a route does not take is named, with what it does take.
+    let (status, outcome) = whs(&server).get("/api/v1/letters?colour=blue").await;
+    assert_eq!(status, 400, "{outcome}");
+    assert_eq!(outcome["issue"][0]["expression"][0], "colour", "{outcome}");
+    assert!(
+        outcome["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("it takes `state`"),
+        "{outcome}"
+    );
+
     // The routes take the sender's own referral id too, as `{ODS code}:{referralId}`, for the
     // parties to the referral only: another service finds nothing, as for a made-up id.
     let business = format!(

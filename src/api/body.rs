@@ -205,6 +205,32 @@ pub fn require_resource(body: &JsonBody, resource_type: &str) -> Result<(), ApiE
     })
 }
 
+/// A query string the route's parameters could not be read from, as a 400 naming the parameter
+/// when serde says which (an unknown one, the usual mistake) and what the route takes.
+pub fn query_error(e: axum::extract::rejection::QueryRejection, takes: &str) -> ApiError {
+    use crate::fhir::{Issue, IssueType};
+    let text = e.body_text();
+    let why = text
+        .strip_prefix("Failed to deserialize query string: ")
+        .unwrap_or(&text);
+    // axum reads the query with serde_path_to_error: "name: unknown field `name`, expected …".
+    let unknown = why
+        .split_once("unknown field `")
+        .and_then(|(_, rest)| rest.split('`').next());
+    let issue = match unknown {
+        Some(name) => Issue::error(
+            IssueType::NotSupported,
+            name,
+            format!("this route takes no parameter '{name}': it takes {takes}"),
+        ),
+        None => Issue::general(
+            IssueType::Value,
+            format!("the query cannot be read ({why}): this route takes {takes}"),
+        ),
+    };
+    ApiError::BadRequest(issue.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,6 @@ use crate::app::overrides::{self, OverrideRequest};
 use crate::auth::{Principal, Role, scope};
 use crate::consent::Override;
 use crate::consent::overrides::Verdict;
-use crate::fhir::{Issue, IssueType};
 
 /// `POST /fhir/Consent`: a practice, or a service's adviser at first contact, records a Consent
 /// for a person it has a referral for. What each may record is [`crate::consent::authorship`]'s
@@ -134,9 +133,7 @@ pub async fn list_overrides(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     require_information_governance(&principal)?;
-    let Query(q) = query.map_err(|e| {
-        ApiError::BadRequest(Issue::general(IssueType::Invalid, e.body_text()).into())
-    })?;
+    let Query(q) = query.map_err(|e| super::body::query_error(e, "`state` (requested, granted, refused, expired, withdrawn) and `unreviewed` (true or false)"))?;
     let list: Vec<Value> = overrides::list(
         &*app.store,
         &caller(&principal, &headers),

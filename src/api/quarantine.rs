@@ -46,7 +46,7 @@ pub async fn list(
     let caller = Caller::new(&principal, None);
     quarantine::reviewer(&caller)?;
     let Query(q) = query.map_err(|e| {
-        ApiError::BadRequest(Issue::general(IssueType::Invalid, e.body_text()).into())
+        super::body::query_error(e, "`_count` (1 to 100) and `_offset` (0 or more)")
     })?;
     let count = q.count.unwrap_or(DEFAULT_COUNT);
     if count > MAX_COUNT {

@@ -15,7 +15,6 @@ use super::body::JsonBody;
 use super::error::{ApiError, fhir_response, set_location};
 use crate::app::workflow::{self as use_case, Letter};
 use crate::auth::{Principal, scope};
-use crate::fhir::{Issue, IssueType};
 use crate::letters::LetterBody;
 use crate::workflow::action::IntoAction;
 
@@ -111,7 +110,10 @@ pub async fn list_letters(
 ) -> Result<Response, ApiError> {
     require_scope(&principal, &scope::search("Communication"))?;
     let Query(q) = query.map_err(|e| {
-        ApiError::BadRequest(Issue::general(IssueType::Invalid, e.body_text()).into())
+        super::body::query_error(
+            e,
+            "`state` (a letter-delivery-state code) and `referral` (a ServiceRequest id)",
+        )
     })?;
     let letters = use_case::list_letters(
         &*app.store,
