@@ -207,25 +207,7 @@ async fn the_mock_practice_takes_letters_and_its_modes_show_what_the_gateway_doe
 #[tokio::test(flavor = "multi_thread")]
 async fn the_python_example_client_signs_an_assertion_and_sends_a_referral() {
     let server = Server::start();
-    let key = server.config_path().with_file_name("py-gp.pem");
-    let out = server.whg(&["clients", "keygen", "--out", key.to_str().unwrap()]);
-    assert!(out.status.success());
-    let jwks = key.with_extension("jwks.json");
-    std::fs::write(&jwks, &out.stdout).unwrap();
-    let out = server.whg(&[
-        "clients",
-        "add",
-        "py-gp",
-        "--role",
-        "practice",
-        "--org",
-        DEFAULT_PRACTICE,
-        "--tenant",
-        "test",
-        "--jwks",
-        jwks.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{out:?}");
+    let key = test_client(&server, "py-gp", DEFAULT_PRACTICE);
     let client = |fixture: &str| {
         Command::new(python())
             .arg(root().join("examples/python/whg_client.py"))
