@@ -618,6 +618,20 @@ async fn workflow_bodies_that_cannot_be_read_name_the_field_and_the_fix() {
         )
         .await;
     assert_eq!(status, 200, "{state}");
+    // Letters are listed by the sender's id too; one nobody may see, or nobody sent, has none.
+    let letter = read_json(&root().join("fixtures/letters/02-letter-returned-to-work.json"));
+    let (status, _, body) = whs(&server)
+        .post(&format!("/api/v1/referrals/{business}/letters"), &letter)
+        .await;
+    assert_eq!(status, 201, "{body}");
+    for (who, named, total) in [
+        (whs(&server), business.clone(), 1),
+        (other, business.clone(), 0),
+        (whs(&server), "C88901:nobody-sent-this".to_string(), 0),
+    ] {
+        let (_, page) = who.get(&format!("/api/v1/letters?referral={named}")).await;
+        assert_eq!(page["total"], total, "{named}: {page}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
