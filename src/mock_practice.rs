@@ -50,6 +50,20 @@ struct Practice {
     base: String,
 }
 
+impl Practice {
+    /// Records a letter taken, with the time, for `GET /received` (at most [`KEPT`], the oldest
+    /// dropped first).
+    fn keep(&self, mut record: Value) {
+        record["receivedAt"] =
+            json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        let mut kept = self.received.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() == KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(record);
+    }
+}
+
 type Shared = Arc<Practice>;
 
 /// A practice system's MESH mailbox, read from a TOML file's `[mesh]` table (the keys the
@@ -306,17 +320,9 @@ async fn process_message(
         summary["documents"].as_array().map_or(0, Vec::len)
     );
     let answer = response_message(&practice, &header_resource);
-    {
-        let mut kept = practice.received.lock().unwrap_or_else(|p| p.into_inner());
-        if kept.len() == KEPT {
-            kept.pop_front();
-        }
-        let mut record = summary;
-        record["receivedAt"] =
-            json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        record["response"] = answer["entry"][0]["resource"]["id"].clone();
-        kept.push_back(record);
-    }
+    let mut record = summary;
+    record["response"] = answer["entry"][0]["resource"]["id"].clone();
+    practice.keep(record);
     fhir(StatusCode::OK, answer)
 }
 
@@ -419,9 +425,6 @@ async fn read_mailbox(practice: Shared, mailbox: whg::delivery::mesh::MeshClient
                     let filed = !summary["documents"].as_array().is_none_or(Vec::is_empty);
                     let mut record = summary;
                     record["channel"] = json!("mesh");
-                    record["receivedAt"] = json!(
-                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                    );
                     if !filed {
                         vec![answers("20009", "Payload validation failure", &original)]
                     } else if mode == Mode::Reject {
@@ -430,11 +433,7 @@ async fn read_mailbox(practice: Shared, mailbox: whg::delivery::mesh::MeshClient
                             answers("30002", "Patient not known here", &original),
                         ]
                     } else {
-                        let mut kept = practice.received.lock().unwrap_or_else(|p| p.into_inner());
-                        if kept.len() == KEPT {
-                            kept.pop_front();
-                        }
-                        kept.push_back(record);
+                        practice.keep(record);
                         vec![
                             answers("20013", "Success", &original),
                             answers("30001", "Patient known here", &original),

@@ -195,6 +195,21 @@ fn principal_named(text: &str) -> Result<Principal, String> {
 
 type Input = (String, std::io::Result<Vec<u8>>);
 
+/// The bodies a directory holds: its `*.json` files, sorted, not the fixtures' `*.expected.json`
+/// (what `whg validate` reads of a directory, and `whg conformance` sends of a fixture folder).
+pub fn bodies_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension().is_some_and(|e| e == "json")
+                && !p.to_string_lossy().ends_with(".expected.json")
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// The bodies named: files; directories' `*.json` files (sorted, the fixtures' `*.expected.json`
 /// left out); `-` or nothing for standard input.
 fn inputs(paths: &[PathBuf]) -> Result<Vec<Input>, String> {
@@ -209,16 +224,8 @@ fn inputs(paths: &[PathBuf]) -> Result<Vec<Input>, String> {
     let mut out = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| format!("cannot read the directory {}: {e}", path.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.is_file()
-                        && p.extension().is_some_and(|e| e == "json")
-                        && !p.to_string_lossy().ends_with(".expected.json")
-                })
-                .collect();
-            files.sort();
+            let files = bodies_in(path)
+                .map_err(|e| format!("cannot read the directory {}: {e}", path.display()))?;
             if files.is_empty() {
                 return Err(format!("{} holds no .json files", path.display()));
             }

@@ -444,9 +444,12 @@ fn patient_nhs_number(consent: &Value) -> Option<&str> {
 /// NHS number (its own system's key) names them by `patient.identifier`, and the gateway finds
 /// the id. An NHS number that is not valid is an issue at the field; one the gateway does not
 /// hold is left unresolved, to be answered as a person outside the caller's care is.
-async fn with_patient_reference(store: &dyn Store, body: &Value) -> Result<Value, ConsentError> {
+async fn with_patient_reference<'a>(
+    store: &dyn Store,
+    body: &'a Value,
+) -> Result<std::borrow::Cow<'a, Value>, ConsentError> {
     let Some(number) = patient_nhs_number(body) else {
-        return Ok(body.clone());
+        return Ok(std::borrow::Cow::Borrowed(body));
     };
     let number = crate::fhir::identifiers::nhs_number(number).map_err(|why| {
         ConsentError::Invalid(
@@ -464,7 +467,7 @@ async fn with_patient_reference(store: &dyn Store, body: &Value) -> Result<Value
     // the one a person held but not in its care gets.
     let reference = id.map_or_else(|| "Patient/not-held".to_string(), |id| id.reference());
     named["patient"]["reference"] = json!(reference);
-    Ok(named)
+    Ok(std::borrow::Cow::Owned(named))
 }
 
 fn patient_id(consent: &Value) -> Result<PatientId, ConsentError> {

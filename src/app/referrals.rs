@@ -7,7 +7,6 @@ use serde_json::{Value, json};
 use super::submissions::{SubmitError, submit};
 use super::{Caller, Return};
 use crate::audit::{self, Event, Kind};
-use crate::caller::Role;
 use crate::config::Config;
 use crate::delivery::worker::workflow_task;
 use crate::fhir::systems;
@@ -133,14 +132,7 @@ async fn own_referral(
     named: &bars::NamedReferral,
     what: &'static str,
 ) -> Result<OwnReferral, SubmitError> {
-    let principal = caller.principal;
-    if principal.role != Role::Practice || named.practice != principal.organisation {
-        return Err(SubmitError::NotTheSender {
-            what,
-            from: crate::fhir::identifiers::value_part(&named.practice).to_string(),
-            token_for: crate::fhir::identifiers::value_part(&principal.organisation).to_string(),
-        });
-    }
+    super::submissions::sends_as(caller.principal, &named.practice, what)?;
     let unknown = || SubmitError::UnknownReferral(named.key.value.clone());
     let id = store.submitted(&named.key).await?.ok_or_else(unknown)?;
     let sr = store

@@ -47,18 +47,30 @@ pub enum SubmitError {
 
 /// Stores a submission a practice sent as itself, under `admission`; a refusal by consent is
 /// answered with what to change at `consent_expression`.
+/// A practice sends (and amends and cancels) only as itself: `practice` (`system|value`), the
+/// sender a `what` names, must be the caller's own organisation. The one rule for every intake
+/// path and for `$validate`.
+pub fn sends_as(
+    principal: &Principal,
+    practice: &str,
+    what: &'static str,
+) -> Result<(), SubmitError> {
+    if principal.role != Role::Practice || practice != principal.organisation {
+        return Err(SubmitError::NotTheSender {
+            what,
+            from: crate::fhir::identifiers::value_part(practice).to_string(),
+            token_for: crate::fhir::identifiers::value_part(&principal.organisation).to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// The sender rules a submission meets before anything about the person is weighed (also what
 /// `$validate` applies for its caller): a practice sends only as itself, and a test-tenant client
 /// only synthetic people, with NHS numbers from the 999 test range.
 pub fn may_send(principal: &Principal, submission: &Submission) -> Result<(), SubmitError> {
     let what = submission.kind.noun();
-    if principal.role != Role::Practice || submission.practice != principal.organisation {
-        return Err(SubmitError::NotTheSender {
-            what,
-            from: crate::fhir::identifiers::value_part(&submission.practice).to_string(),
-            token_for: crate::fhir::identifiers::value_part(&principal.organisation).to_string(),
-        });
-    }
+    sends_as(principal, &submission.practice, what)?;
     if principal.test_tenant {
         let real = submission
             .entries

@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::consents;
-use super::submissions::{SubmitError, may_send};
+use super::submissions::{SubmitError, may_send, sends_as};
 use crate::caller::Principal;
 use crate::config::Config;
 use crate::fhir::resource::{json_rule_violations, parse_strict};
@@ -79,17 +79,10 @@ pub fn validate(
                 sender_issues(principal, &submission, SENDER)
             }
             Ok(bars::BarsMessage::Amendment(a)) => sender_issues(principal, &a.submission, SENDER),
-            Ok(bars::BarsMessage::Cancellation(c)) => {
-                let mut issues = Issues::new();
-                if c.referral.practice != principal.organisation {
-                    issues.error(IssueType::Forbidden, SENDER, format!(
-                        "a practice cancels only referrals it sent: this message comes from {} but the access token is for {}",
-                        crate::fhir::identifiers::value_part(&c.referral.practice),
-                        crate::fhir::identifiers::value_part(&principal.organisation)
-                    ));
-                }
-                issues
-            }
+            Ok(bars::BarsMessage::Cancellation(c)) => as_issues(
+                sends_as(principal, &c.referral.practice, "cancellation"),
+                SENDER,
+            ),
             Err(bars::Rejection::Malformed(i) | bars::Rejection::Invalid(i)) => i,
         },
         "Observation" => match fhir_fit_note(resource, principal.organisation_code(), &ctx) {
@@ -135,8 +128,14 @@ pub fn validate_practice(
 
 /// The sender rules ([`may_send`]) as issues of a `$validate` answer, at `expression`.
 fn sender_issues(principal: &Principal, submission: &Submission, expression: &str) -> Issues {
+    as_issues(may_send(principal, submission), expression)
+}
+
+/// A sender rule's refusal as a `$validate` issue: a real person from a test client at the
+/// person's identifier, any other at `expression`.
+fn as_issues(checked: Result<(), SubmitError>, expression: &str) -> Issues {
     let mut issues = Issues::new();
-    match may_send(principal, submission) {
+    match checked {
         Ok(()) => {}
         Err(e @ SubmitError::RealPersonFromTestTenant { .. }) => {
             issues.error(IssueType::Forbidden, "Patient.identifier", e.to_string());

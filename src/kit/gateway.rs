@@ -306,17 +306,7 @@ impl Gateway {
 
 /// The fixtures of `dir` (not their `.expected.json`), sorted.
 fn fixtures_in(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "json")
-                && !p.to_string_lossy().ends_with(".expected.json")
-        })
-        .collect();
-    files.sort();
-    files
+    crate::validate_cli::bodies_in(dir).unwrap_or_default()
 }
 
 fn expected_of(fixture: &Path) -> Option<Value> {
