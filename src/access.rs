@@ -112,7 +112,7 @@ impl ConsentFiles {
 fn consent_class(role: Role, resource_type: &str, class: DataClass) -> Option<DataClass> {
     let service_authored = matches!(class, DataClass::AdviserLetter | DataClass::Outcome);
     match (role, resource_type) {
-        (_, "Consent") | (Role::InformationGovernance, _) => None,
+        (_, "Consent") | (Role::InformationGovernance | Role::Commissioner, _) => None,
         (Role::Service, "Task") => Some(DataClass::Referral),
         (Role::Service, _) => (!service_authored).then_some(class),
         (Role::Practice, _) => service_authored.then_some(class),
@@ -222,11 +222,8 @@ impl Guard<'_> {
     /// answer, so a person the caller may not see, for tenancy or consent, is simply not found.
     /// Every lookup is audited as a search, found or not (a run through NHS numbers shows).
     pub async fn find_person(&self, nhs_number: &str) -> Result<Option<Value>, AccessError> {
-        if self.principal.role == Role::InformationGovernance {
-            return Err(AccessError::Forbidden(
-                "information-governance clients search the audit trail, not people's records"
-                    .into(),
-            ));
+        if !self.principal.role.reads_records() {
+            return Err(no_records(self.principal.role));
         }
         let found = match self.store.patient_by_nhs_number(nhs_number).await? {
             None => None,
@@ -306,10 +303,8 @@ impl Guard<'_> {
         let Some(class) = consent::data_class_of(resource) else {
             return Ok(Vec::new()); // organisations and practitioners: directory data
         };
-        if self.principal.role == Role::InformationGovernance {
-            return Err(AccessError::Forbidden(
-                "information-governance clients read the audit trail, not people's records".into(),
-            ));
+        if !self.principal.role.reads_records() {
+            return Err(no_records(self.principal.role));
         }
         let mine: Vec<RecordParties> = self
             .store
@@ -450,6 +445,7 @@ impl Guard<'_> {
                         .into(),
                 ));
             }
+            (_, Role::Commissioner) => return Err(no_records(self.principal.role)),
             (_, Role::Practice) => {
                 request.tenancy = Some(Tenancy::Practice(self.principal.organisation.clone()))
             }
@@ -550,10 +546,8 @@ impl Guard<'_> {
         patient_id: &PatientId,
     ) -> Result<Vec<FitNoteFacts>, AccessError> {
         let reference = patient_id.reference();
-        if self.principal.role == Role::InformationGovernance {
-            return Err(AccessError::Forbidden(
-                "information-governance clients read the audit trail, not people's records".into(),
-            ));
+        if !self.principal.role.reads_records() {
+            return Err(no_records(self.principal.role));
         }
         let records = self.store.records_of_patient(patient_id).await?;
         if !records.iter().any(|r| is_party(self.principal, r)) {
@@ -601,13 +595,24 @@ impl Guard<'_> {
     }
 }
 
+/// The refusal for a role that is never party to a person's records.
+fn no_records(role: Role) -> AccessError {
+    AccessError::Forbidden(match role {
+        Role::Commissioner => {
+            "commissioners read aggregate reports (/api/v1/reports), never a person's records"
+                .into()
+        }
+        _ => "information-governance clients read the audit trail, not people's records".into(),
+    })
+}
+
 /// Whether `principal` is a party to referral `r`: the practice that sent it, or the service it
 /// is addressed to.
 pub fn is_party(principal: &Principal, r: &RecordParties) -> bool {
     match principal.role {
         Role::Practice => r.practice.as_ref() == Some(&principal.organisation),
         Role::Service => r.service.as_ref() == Some(&principal.organisation),
-        Role::InformationGovernance => false,
+        Role::InformationGovernance | Role::Commissioner => false,
     }
 }
 

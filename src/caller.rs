@@ -33,6 +33,8 @@ pub mod scope {
     pub const WORKFLOW: &str = "whg/workflow";
     /// Review the MESH inbox messages the gateway quarantined (information governance).
     pub const MESH_QUARANTINE: &str = "whg/mesh.quarantine";
+    /// Read the aggregate reports (commissioners; a service's managers, for their service).
+    pub const REPORTS: &str = "whg/reports";
 
     /// Every scope a route asks for, as published in the SMART configuration.
     pub const ALL: &[&str] = &[
@@ -49,6 +51,7 @@ pub mod scope {
         DISCLOSURE,
         WORKFLOW,
         MESH_QUARANTINE,
+        REPORTS,
     ];
 
     /// Reading one resource of `resource_type` by id.
@@ -103,6 +106,7 @@ pub mod scope {
                 DISCLOSURE,
                 WORKFLOW,
                 MESH_QUARANTINE,
+                REPORTS,
             ]
             .contains(&scope)
     }
@@ -149,6 +153,9 @@ pub enum Role {
     Service,
     /// Information-governance staff: read the audit trail and review overrides.
     InformationGovernance,
+    /// A commissioner (an ICB or local authority): reads aggregate reports on the services it
+    /// commissions, never a person's record.
+    Commissioner,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,7 +185,7 @@ impl Principal {
     /// practice, a configured service id for a service), with the role's default scopes.
     pub fn new(role: Role, code: &str) -> Self {
         let organisation = match role {
-            Role::Practice => format!("{}|{code}", systems::ODS_ORGANIZATION),
+            Role::Practice | Role::Commissioner => format!("{}|{code}", systems::ODS_ORGANIZATION),
             Role::Service => format!("{}|{code}", systems::service_identifier_system()),
             Role::InformationGovernance => {
                 format!("{}/Id/organisation|{code}", systems::CANONICAL_BASE)
@@ -216,11 +223,23 @@ impl Principal {
 }
 
 impl Role {
-    /// The role named by its code (`practice`, `service`, `information-governance`).
+    /// The role named by its code (`practice`, `service`, `information-governance`,
+    /// `commissioner`).
     pub fn from_str_code(code: &str) -> Option<Role> {
-        [Role::Practice, Role::Service, Role::InformationGovernance]
-            .into_iter()
-            .find(|r| r.as_str() == code)
+        [
+            Role::Practice,
+            Role::Service,
+            Role::InformationGovernance,
+            Role::Commissioner,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == code)
+    }
+
+    /// Whether the role is ever party to a person's records (practices and services are; the
+    /// audit trail's readers and commissioners never are).
+    pub fn reads_records(self) -> bool {
+        matches!(self, Role::Practice | Role::Service)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -228,6 +247,7 @@ impl Role {
             Role::Practice => "practice",
             Role::Service => "service",
             Role::InformationGovernance => "information-governance",
+            Role::Commissioner => "commissioner",
         }
     }
 
@@ -248,12 +268,14 @@ impl Role {
                 scope::CONSENT_UPDATE,
                 scope::DISCLOSURE,
                 scope::WORKFLOW,
+                scope::REPORTS,
             ],
             Role::InformationGovernance => &[
                 scope::AUDIT_READ,
                 scope::OVERRIDE_REVIEW,
                 scope::MESH_QUARANTINE,
             ],
+            Role::Commissioner => &[scope::REPORTS],
         }
     }
 }

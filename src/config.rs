@@ -51,6 +51,7 @@ pub struct Config {
     #[serde(default)]
     pub services: Vec<Service>,
     pub workflow: WorkflowConfig,
+    pub reports: ReportsConfig,
     pub delivery: DeliveryConfig,
     /// The gateway's MESH mailbox, for practices that take letters over MESH.
     #[serde(default)]
@@ -99,6 +100,17 @@ pub struct WorkflowConfig {
     /// Days from referral to first contact the services aim for ("all clients seen within two
     /// weeks of referral").
     pub first_contact_target_days: u32,
+}
+
+/// The aggregate reports.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsConfig {
+    /// Counts under this are suppressed (and so is any count that would reveal one). At least 1.
+    pub suppression_threshold: u64,
+    /// Count referrals from the test tenant's organisations (`[auth] test_organisations`):
+    /// integrators' synthetic referrals, which would otherwise swell a live service's figures.
+    pub include_test_tenant: bool,
 }
 
 /// The letter outbox.
@@ -447,6 +459,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.reports.suppression_threshold < 1 {
+            return Err(ConfigError::Invalid(
+                "reports.suppression_threshold must be at least 1: 0 would publish every small count"
+                    .into(),
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for s in &self.services {
             if !seen.insert(&s.id) {

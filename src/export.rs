@@ -14,7 +14,7 @@ use sha2::Sha256;
 
 use crate::access::consent_file;
 use crate::audit::{Event, Kind};
-use crate::consent::{Action, DataClass, Purpose, Question, Recipient, RecipientClass};
+use crate::consent::Question;
 use crate::fhir::resource::identifier_value;
 use crate::fhir::search::SearchRequest;
 use crate::fhir::systems;
@@ -71,18 +71,7 @@ impl PseudonymKey {
     }
 }
 
-/// Age band at a date, as evaluations report them.
-pub fn age_band(birth_date: NaiveDate, on: NaiveDate) -> &'static str {
-    let age = on.years_since(birth_date).unwrap_or(0);
-    match age {
-        0..=24 => "16-24",
-        25..=34 => "25-34",
-        35..=44 => "35-44",
-        45..=54 => "45-54",
-        55..=64 => "55-64",
-        _ => "65+",
-    }
-}
+pub use crate::reports::facts::age_band;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ExportSummary {
@@ -113,17 +102,7 @@ pub async fn evaluation_export(
             by_patient.entry(p).or_default().push(c.id);
         }
     }
-    let question = Question {
-        recipient: Recipient {
-            class: RecipientClass::Evaluation,
-            organisation: None,
-        },
-        action: Action::Disclose,
-        purpose: Purpose::Research,
-        class: DataClass::Referral,
-        at: now,
-        document: None,
-    };
+    let question = Question::evaluation(now);
     let mut summary = ExportSummary::default();
     let mut events = Vec::new();
     for (patient_ref, referral_ids) in &by_patient {
@@ -147,8 +126,17 @@ pub async fn evaluation_export(
             .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
         let mut referrals = store.read_many("ServiceRequest", referral_ids).await?;
         referrals.sort_by(|a, b| a["authoredOn"].as_str().cmp(&b["authoredOn"].as_str()));
+        let mut facts = Vec::new();
         for sr in &referrals {
-            let line = referral_line(store, &person, &patient, birth_date, sr).await?;
+            if let Some(f) = crate::app::reports::facts_in_store(store, sr, now).await? {
+                facts.push((sr, f));
+            }
+        }
+        // New or returning is told from all of the person's referrals, as the reports tell it.
+        let mut marked: Vec<_> = facts.iter().map(|(_, f)| f.clone()).collect();
+        crate::reports::facts::mark_returning(&mut marked);
+        for ((sr, _), f) in facts.iter().zip(&marked) {
+            let line = referral_line(&person, &patient, birth_date, sr, f);
             serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
             out.write_all(b"\n")?;
             summary.referrals += 1;
@@ -177,61 +165,43 @@ pub async fn evaluation_export(
     Ok(summary)
 }
 
-/// One referral, pseudonymised: no name, NHS number, address or exact date.
-async fn referral_line(
-    store: &dyn Store,
+/// One referral, pseudonymised: no name, NHS number, address or exact date (the fields are
+/// documented in `docs/reports.md#the-evaluation-export`).
+fn referral_line(
     person: &str,
     patient: &Value,
     birth_date: Option<NaiveDate>,
     sr: &Value,
-) -> Result<Value, StoreError> {
-    let authored = sr["authoredOn"]
-        .as_str()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.date_naive());
-    let route = sr["extension"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["url"] == systems::SOURCE_OF_SERVICE_REQUEST_EXT)
-        .flat_map(|e| {
-            e["valueCodeableConcept"]["coding"]
-                .as_array()
-                .into_iter()
-                .flatten()
-        })
-        .find(|c| c["system"] == systems::local_code_system("referral-route"))
-        .and_then(|c| c["code"].as_str());
-    let mut employment_status = None;
-    for info in sr["supportingInfo"].as_array().into_iter().flatten() {
-        let Some(id) = info["reference"]
-            .as_str()
-            .and_then(|r| r.strip_prefix("Observation/"))
-        else {
-            continue;
-        };
-        if let Some(obs) = store.read("Observation", id).await?
-            && obs["code"]["coding"][0]["code"] == "employment-status"
-        {
-            employment_status = obs["valueCodeableConcept"]["coding"][0]["code"]
-                .as_str()
-                .map(str::to_string);
-        }
-    }
-    Ok(json!({
+    f: &crate::reports::ReferralFacts,
+) -> Value {
+    json!({
         "person": person,
-        "referralMonth": authored.map(|d| d.format("%Y-%m").to_string()),
-        "service": sr["performer"][0]["display"],
-        "route": route,
+        "referralMonth": f.referred_on.format("%Y-%m").to_string(),
+        "service": f.service,
+        "route": f.route,
         "status": sr["status"],
+        "stage": f.stage.code(),
         "priority": sr["priority"],
-        "ageBandAtReferral": match (birth_date, authored) {
-            (Some(b), Some(a)) => Some(age_band(b, a)),
-            _ => None,
-        },
+        "returning": f.returning,
+        "ageBandAtReferral": birth_date.map(|b| age_band(b, f.referred_on)),
         "sex": patient["gender"],
-        "employmentStatusAtReferral": employment_status,
-    }))
+        "place": f.place,
+        "ethnicity": f.ethnicity,
+        "disability": f.disability,
+        "employmentStatusAtReferral": f.employment_status,
+        "employerSize": f.employer_size,
+        "conditionCategories": f.conditions,
+        "daysToFirstContact": f.days_to_first_contact,
+        "declineReason": f.decline_reason,
+        "supportGiven": f.support,
+        "employmentOutcomeAtDischarge": f.employment_outcome,
+        "endedEarlyReason": f.ended_early,
+        "followUps": f.follow_ups.iter().map(|u| json!({
+            "weeksAfterDischarge": u.interval,
+            "workStatus": u.work_status,
+            "wellbeingSwemwbs": u.wellbeing,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 #[cfg(test)]

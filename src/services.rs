@@ -23,6 +23,10 @@ pub struct Service {
     pub prompts: Vec<PromptRule>,
     #[serde(default)]
     pub eligibility: Option<EligibilityConfig>,
+    /// ODS codes of the commissioners (ICBs, local authorities) that fund the service: their
+    /// `commissioner` clients read its aggregate reports. None: no commissioner does.
+    #[serde(default)]
+    pub commissioners: Vec<String>,
 }
 
 /// The service with id `id` among `services`.

@@ -648,6 +648,17 @@ async fn the_evaluation_export_holds_only_people_who_agreed_pseudonymised() {
     assert_eq!(line["ageBandAtReferral"], "45-54");
     assert_eq!(line["route"], "gp");
     assert_eq!(line["employmentStatusAtReferral"], "off-sick-work-related");
+    // What the evaluations needed (docs/reports.md#the-evaluation-export), still naming no one.
+    assert_eq!(line["place"], "S2");
+    assert_eq!(line["stage"], "received");
+    assert_eq!(line["returning"], false);
+    assert_eq!(line["ethnicity"], "not-recorded");
+    assert_eq!(line["employerSize"], "50-249");
+    assert_eq!(
+        line["conditionCategories"].as_array().map(Vec::is_empty),
+        Some(false)
+    );
+    assert_eq!(line["followUps"], serde_json::json!([]));
     for secret in [
         nhs_number(12),
         nhs_number(13),

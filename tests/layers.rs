@@ -24,6 +24,8 @@ const CORE: &[&str] = &[
     "audit",
     "ids",
     "services",
+    "monitoring",
+    "reports",
 ];
 
 /// The HTTP edge: routes that parse, call one use case and answer.

@@ -351,6 +351,19 @@ VALID = {
         "workplaceExposures": {"_replace": True, "status": "none"},
         "supportWanted": {"needs": ["job-change", "confidence-wellbeing"], "text": "Caring for her mother; wants part-time work."},
     },
+    "27-gp-equality-monitoring-answered": {
+        "referralId": "WHS-2026-0027", "authoredOn": "2026-09-08T10:15:00+01:00",
+        "consent": {"recordedAt": "2026-09-08T10:10:00+01:00"},
+        "patient": person("9990000204", ["Ilinca"], "Dumitru", "1991-05-19", "female", "S4 7QQ", phone="07700 900321", email=None, addressLines=None,
+                          ethnicity="white-roma", disability="limited-a-little"),
+        "employment": {"employerSize": "prefer-not-to-say"},
+    },
+    "28-gp-equality-monitoring-declined": {
+        "referralId": "WHS-2026-0028", "authoredOn": "2026-09-09T11:30:00+01:00",
+        "consent": {"recordedAt": "2026-09-09T11:25:00+01:00"},
+        "patient": person("9990000212", ["Kwame"], "Asante", "1984-12-02", "male", "S3 8AB", phone="07700 900322", email=None, addressLines=None,
+                          ethnicity="prefer-not-to-say", disability="prefer-not-to-say"),
+    },
 }
 
 # Invalid cases: the referral, and every issue the gateway must report as (expression, code).
@@ -446,6 +459,10 @@ INVALID = {
     "23-verification-says-no-nhs-number": (
         {"patient": {"nhsNumberVerification": "07"}},
         [("patient.nhsNumberVerification", "business-rule")],
+    ),
+    "24-monitoring-codes-unknown": (
+        {"patient": {"ethnicity": "white", "disability": "yes"}},
+        [("patient.ethnicity", "code-invalid"), ("patient.disability", "code-invalid")],
     ),
 }
 

@@ -98,10 +98,11 @@ pub async fn validate(
 ) -> Result<Response, ApiError> {
     let (resource_type, _) = split(&uri);
     // The checks are intake's, so a caller needs the scope intake would ask of it.
-    if principal.role == crate::caller::Role::InformationGovernance {
-        return Err(ApiError::Forbidden(
-            "information-governance clients read the audit trail; $validate is for senders".into(),
-        ));
+    if !principal.role.reads_records() {
+        return Err(ApiError::Forbidden(format!(
+            "{} clients send nothing; $validate is for senders",
+            principal.role.as_str()
+        )));
     }
     let needed = match resource_type {
         "Bundle" => scope::REFERRAL_CREATE.to_string(),

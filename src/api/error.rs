@@ -267,6 +267,18 @@ impl From<crate::access::AccessError> for ApiError {
     }
 }
 
+impl From<crate::app::reports::ReportsError> for ApiError {
+    fn from(e: crate::app::reports::ReportsError) -> Self {
+        use crate::app::reports::ReportsError;
+        match e {
+            ReportsError::Forbidden(why) => ApiError::Forbidden(why),
+            ReportsError::UnknownReport(_) => ApiError::NotFound(e.to_string()),
+            ReportsError::BadFilter(issues) => ApiError::BadRequest(issues),
+            ReportsError::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
 impl From<crate::app::quarantine::QuarantineError> for ApiError {
     fn from(e: crate::app::quarantine::QuarantineError) -> Self {
         use crate::app::quarantine::QuarantineError as E;

@@ -14,6 +14,7 @@ pub use limits::TEST_TRIGGER;
 mod oauth;
 mod quarantine;
 mod referrals;
+mod reports;
 pub mod tls;
 mod workflow;
 
@@ -149,6 +150,8 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/ValueSet/{id}", get(conformance::read))
         .route("/fhir/CodeSystem", get(conformance::search))
         .route("/fhir/CodeSystem/{id}", get(conformance::read))
+        .route("/fhir/Measure", get(conformance::search))
+        .route("/fhir/Measure/{id}", get(conformance::read))
         .route("/fhir/{type}/$validate", post(conformance::validate))
         .route("/fhir/Consent/$validate", post(conformance::validate))
         .route("/fhir/Task/$validate", post(conformance::validate))
@@ -177,11 +180,17 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/referrals/{id}/discharge",
             post(workflow::step::<crate::workflow::Discharge>),
         )
+        .route(
+            "/api/v1/referrals/{id}/follow-ups",
+            post(workflow::step::<crate::workflow::FollowUp>),
+        )
         .route("/api/v1/referrals/{id}/letters", post(workflow::create_letter))
         .route("/api/v1/referrals/{id}/workflow", get(workflow::show))
         .route("/api/v1/letters", get(workflow::list_letters))
         .route("/api/v1/letters/{id}", get(workflow::show_letter))
         .route("/api/v1/letters/{id}/$resend", post(workflow::resend_letter))
+        .route("/api/v1/reports", get(reports::list))
+        .route("/api/v1/reports/{name}", get(reports::show))
         .route("/api/v1/mesh/quarantine", get(quarantine::list))
         .route("/api/v1/mesh/quarantine/{id}", get(quarantine::show))
         .route("/metrics", get(workflow::metrics))

@@ -21,6 +21,7 @@ pub mod quarantine;
 pub mod rate_limits;
 pub mod records;
 pub mod referrals;
+pub mod reports;
 pub mod submissions;
 pub mod tokens;
 pub mod validation;

@@ -41,7 +41,7 @@ pub enum WorkflowError {
     /// A letter list asked for by a state that is not one.
     #[error("not a letter-delivery state")]
     UnknownLetterState(Issues),
-    #[error("information-governance clients read the audit trail, not letters")]
+    #[error("only the referring practice and the service read letters")]
     NoLetters,
     #[error(transparent)]
     Access(#[from] AccessError),
@@ -155,8 +155,8 @@ pub async fn act(
     let referral_id = sr["id"].as_str().unwrap_or_default().to_string();
     let task = workflow_task(store, &referral_id).await?;
     let now = Utc::now();
-    let encounter_id = uuid::Uuid::now_v7().to_string();
-    let change = workflow::apply(&parties, task.as_ref(), &action, &encounter_id, now)
+    let record_id = uuid::Uuid::now_v7().to_string();
+    let change = workflow::apply(&parties, task.as_ref(), &action, &record_id, now)
         .map_err(WorkflowError::Invalid)?;
 
     let mut tx = Transaction {
@@ -177,7 +177,14 @@ pub async fn act(
             tx.creates.push(task_value);
         }
     }
-    if let Some(e) = change.encounter {
+    let mut entities = vec![parties.referral.clone()];
+    if let Some(e) = change.record {
+        // The contact's Encounter or the follow-up's Observation: named in the audit event.
+        entities.push(format!(
+            "{}/{}",
+            e["resourceType"].as_str().unwrap_or_default(),
+            e["id"].as_str().unwrap_or_default()
+        ));
         tx.creates.push(e);
     }
     let mut letter_id = None;
@@ -191,10 +198,14 @@ pub async fn act(
         kind: Kind::Updated,
         principal: Some(caller.principal),
         patient: Some(parties.patient.clone()),
-        entities: vec![parties.referral.clone()],
+        entities,
         decision: None,
         permitted: true,
-        description: format!("referral workflow: {}", change.stage.code()),
+        description: format!(
+            "referral workflow: {} ({})",
+            change.stage.code(),
+            action.kind()
+        ),
         at: now,
         request_id: caller.request_id.clone(),
     }));
@@ -482,7 +493,7 @@ pub async fn list_letters(
     match principal.role {
         Role::Service => filter.service = Some(principal.organisation.clone()),
         Role::Practice => filter.practice = Some(principal.organisation.clone()),
-        Role::InformationGovernance => return Err(WorkflowError::NoLetters),
+        Role::InformationGovernance | Role::Commissioner => return Err(WorkflowError::NoLetters),
     }
     Ok(caller
         .guard(store)

@@ -37,6 +37,8 @@ pub enum Kind {
     /// A MESH inbox message that answers none of the gateway's letters, set aside unread or
     /// unused.
     MeshQuarantine,
+    /// An aggregate report read: no person in it, but who looked at what is kept.
+    Report,
 }
 
 impl Kind {
@@ -51,6 +53,7 @@ impl Kind {
             Kind::Override => ("110113", "Security Alert", "consent-override", "E"),
             Kind::Export => ("110106", "Export", "evaluation-export", "E"),
             Kind::MeshQuarantine => ("110107", "Import", "mesh-quarantine", "C"),
+            Kind::Report => ("110112", "Query", "aggregate-report", "E"),
         }
     }
 }

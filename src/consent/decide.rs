@@ -44,7 +44,7 @@ impl Recipient {
         let class = match caller.role {
             Role::Practice => RecipientClass::ReferringPractice,
             Role::Service => RecipientClass::WorkHealthService,
-            Role::InformationGovernance => return None,
+            Role::InformationGovernance | Role::Commissioner => return None,
         };
         Some(Recipient {
             class,
@@ -73,6 +73,24 @@ pub struct Question {
     pub at: DateTime<Utc>,
     /// The document to be disclosed (`Type/id`), for disclosures of one document.
     pub document: Option<String>,
+}
+
+impl Question {
+    /// May the person's referral data be disclosed, pseudonymised, for evaluation (research)?
+    /// The question the evaluation export asks, and the consent-coverage report counts.
+    pub fn evaluation(at: DateTime<Utc>) -> Question {
+        Question {
+            recipient: Recipient {
+                class: RecipientClass::Evaluation,
+                organisation: None,
+            },
+            action: Action::Disclose,
+            purpose: Purpose::Research,
+            class: DataClass::Referral,
+            at,
+            document: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,6 +27,8 @@ pub fn data_class_of(resource: &Value) -> Option<DataClass> {
         "Organization" | "Practitioner" | "PractitionerRole" => return None,
         "Condition" => DataClass::Diagnosis,
         "Observation" if is_fit_note(resource) => DataClass::FitNote,
+        // What the service recorded after discharge (a follow-up outcome).
+        "Observation" if is_service_record(resource) => DataClass::Outcome,
         "Composition" | "DocumentReference" | "Binary" | "Communication" => {
             DataClass::AdviserLetter
         }

@@ -360,6 +360,7 @@ mod tests {
             bars_endpoint: None,
             prompts: vec![],
             eligibility: None,
+            commissioners: Vec::new(),
         }
     }
 

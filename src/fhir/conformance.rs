@@ -1,5 +1,6 @@
 //! The gateway's conformance resources, as `profiles/` publishes them (embedded by `build.rs`):
-//! what `GET /fhir/StructureDefinition/{id}`, `/ValueSet/{id}` and `/CodeSystem/{id}` serve, and
+//! what `GET /fhir/StructureDefinition/{id}`, `/ValueSet/{id}`, `/CodeSystem/{id}` and
+//! `/Measure/{id}` (the reports' definitions) serve, and
 //! what an integrator's validator loads.
 
 use std::sync::LazyLock;
@@ -9,7 +10,7 @@ use serde_json::Value;
 include!(concat!(env!("OUT_DIR"), "/conformance.rs"));
 
 /// The types served.
-pub const TYPES: [&str; 3] = ["StructureDefinition", "ValueSet", "CodeSystem"];
+pub const TYPES: [&str; 4] = ["StructureDefinition", "ValueSet", "CodeSystem", "Measure"];
 
 static PARSED: LazyLock<Vec<Value>> = LazyLock::new(|| {
     EMBEDDED

@@ -37,6 +37,8 @@ pub const INTERPRETER_REQUIRED_EXT: &str =
 pub const DATA_ABSENT_REASON_EXT: &str =
     "http://hl7.org/fhir/StructureDefinition/data-absent-reason";
 pub const DATA_ABSENT_REASON: &str = "http://terminology.hl7.org/CodeSystem/data-absent-reason";
+/// FHIR's measure population types (`initial-population`, …).
+pub const MEASURE_POPULATION: &str = "http://terminology.hl7.org/CodeSystem/measure-population";
 
 pub const OBSERVATION_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/observation-category";
 pub const CONDITION_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/condition-category";

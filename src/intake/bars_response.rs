@@ -305,6 +305,7 @@ mod tests {
             bars_endpoint: Some("https://fhir.nhs.uk/Id/dos-service-id|2000100001".into()),
             prompts: Vec::new(),
             eligibility: None,
+            commissioners: Vec::new(),
         }];
         let r = request();
         let service = addressed_service(&r["entry"][0]["resource"], &services);

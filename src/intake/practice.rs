@@ -85,6 +85,12 @@ pub struct PatientDetails {
     pub preferred_contact: String,
     pub language: String,
     pub interpreter_needed: bool,
+    /// An `ethnic-group` code (ONS 2021); none is "not recorded".
+    #[serde(default)]
+    pub ethnicity: Option<String>,
+    /// A `disability-status` code; none is "not recorded".
+    #[serde(default)]
+    pub disability: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -22,6 +22,8 @@ pub enum Action {
     Withdraw(Withdrawal),
     /// The referrer amends the referral: the stage stays, the note says what changed.
     Amend(Amendment),
+    /// What became of the person weeks after discharge.
+    FollowUp(FollowUp),
 }
 
 /// The referrer's amendment of a referral, as the workflow records it.
@@ -120,6 +122,13 @@ impl IntoAction for Discharge {
     const NAME: &'static str = "a discharge";
     fn into_action(self) -> Result<Action, Issues> {
         Ok(Action::Discharge(self))
+    }
+}
+
+impl IntoAction for FollowUp {
+    const NAME: &'static str = "a follow-up outcome";
+    fn into_action(self) -> Result<Action, Issues> {
+        Ok(Action::FollowUp(self))
     }
 }
 
@@ -263,8 +272,65 @@ pub struct Discharge {
     /// `health-outcome` codes.
     #[serde(default)]
     pub health_outcomes: Vec<String>,
+    /// A `support-ended-reason` code, when support ended before it was planned to.
+    #[serde(default)]
+    pub ended_early_reason: Option<String>,
     #[serde(default)]
     pub note: Option<String>,
+}
+
+/// The lowest and highest total of the Short Warwick-Edinburgh Mental Wellbeing Scale (seven
+/// items scored 1 to 5).
+pub const SWEMWBS_RANGE: std::ops::RangeInclusive<u8> = 7..=35;
+
+/// An outcome recorded after discharge (`POST …/follow-ups`), stored as an Observation.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FollowUp {
+    /// When the service followed the person up.
+    pub date: NaiveDate,
+    /// A `follow-up-interval` code: the weeks after discharge ("4", "12", "26").
+    pub interval: String,
+    /// A `follow-up-work-status` code.
+    pub work_status: String,
+    /// The person's SWEMWBS total, when they gave one.
+    #[serde(default)]
+    pub wellbeing_score: Option<u8>,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+impl FollowUp {
+    /// The follow-up as an Observation the service wrote (`id`), about the referral in `parties`.
+    pub fn observation(&self, id: &str, parties: &Parties) -> Value {
+        let local = |code: &str| json!({ "coding": [coding("observation-type", code)] });
+        let mut components = vec![
+            json!({ "code": local("follow-up-interval"),
+                    "valueCodeableConcept": { "coding": [coding("follow-up-interval", &self.interval)] } }),
+            json!({ "code": local("follow-up-work-status"),
+                    "valueCodeableConcept": { "coding": [coding("follow-up-work-status", &self.work_status)] } }),
+        ];
+        if let Some(score) = self.wellbeing_score {
+            components.push(json!({ "code": local("wellbeing-swemwbs"), "valueInteger": score }));
+        }
+        let mut obs = json!({
+            "resourceType": "Observation",
+            "id": id,
+            "meta": { "tag": [crate::consent::service_record_tag()] },
+            "status": "final",
+            "category": [{ "coding": [{ "system": crate::fhir::systems::OBSERVATION_CATEGORY, "code": "social-history", "display": "Social History" }] }],
+            "code": local("follow-up-outcome"),
+            "subject": { "reference": parties.patient },
+            "basedOn": [{ "reference": parties.referral }],
+            "effectiveDateTime": self.date.to_string(),
+            "performer": [crate::fhir::identifiers::identifier_reference(&parties.service)],
+            "component": components,
+        });
+        if let Some(note) = &self.note {
+            obs["note"] = json!([{ "text": note }]);
+        }
+        obs
+    }
 }
 
 impl Action {
@@ -273,8 +339,25 @@ impl Action {
         match self {
             Action::Triage(_) => "decision",
             Action::Contact(_) | Action::Support(_) | Action::Discharge(_) => "date",
+            Action::FollowUp(_) => "interval",
             Action::Withdraw(_) => "ServiceRequest.status",
             Action::Amend(_) => "ServiceRequest.status",
+        }
+    }
+
+    /// What the action is, for the audit trail (no free text of the adviser's).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Triage(t) => match t.decision {
+                TriageDecision::Accept => "triage: accepted",
+                TriageDecision::Decline { .. } => "triage: declined",
+            },
+            Action::Contact(_) => "contact",
+            Action::Support(_) => "support",
+            Action::Discharge(_) => "discharge",
+            Action::Withdraw(_) => "cancelled by the referrer",
+            Action::Amend(_) => "amended by the referrer",
+            Action::FollowUp(_) => "follow-up",
         }
     }
 
@@ -284,6 +367,7 @@ impl Action {
             Action::Contact(c) => c.note.as_deref(),
             Action::Support(s) => s.note.as_deref(),
             Action::Discharge(d) => d.note.as_deref(),
+            Action::FollowUp(f) => f.note.as_deref(),
             Action::Withdraw(_) => None,
             Action::Amend(a) => Some(&a.note),
         }
@@ -344,6 +428,39 @@ impl Action {
                         &format!("healthOutcomes[{i}]"),
                         "health-outcome",
                         h,
+                    );
+                }
+                if let Some(r) = &d.ended_early_reason {
+                    check_code(&mut issues, "endedEarlyReason", "support-ended-reason", r);
+                    if r == "other" && d.note.as_deref().is_none_or(|n| n.trim().is_empty()) {
+                        issues.error(
+                            IssueType::Required,
+                            "note",
+                            "support that ended early for another reason says what it was in the note",
+                        );
+                    }
+                }
+            }
+            Action::FollowUp(f) => {
+                not_future(&mut issues, f.date);
+                check_code(&mut issues, "interval", "follow-up-interval", &f.interval);
+                check_code(
+                    &mut issues,
+                    "workStatus",
+                    "follow-up-work-status",
+                    &f.work_status,
+                );
+                if let Some(score) = f.wellbeing_score
+                    && !SWEMWBS_RANGE.contains(&score)
+                {
+                    issues.error(
+                        IssueType::Value,
+                        "wellbeingScore",
+                        format!(
+                            "{score} is not a SWEMWBS total: the scale's seven items add up to {} to {}",
+                            SWEMWBS_RANGE.start(),
+                            SWEMWBS_RANGE.end()
+                        ),
                     );
                 }
             }

@@ -14,7 +14,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Value, json};
 
 pub use action::{
-    Action, Amendment, Discharge, Encounter as Contact, Triage, TriageDecision, Withdrawal,
+    Action, Amendment, Discharge, Encounter as Contact, FollowUp, Triage, TriageDecision,
+    Withdrawal,
 };
 
 use crate::fhir::identifiers::identifier_reference;
@@ -122,8 +123,9 @@ pub struct Change {
     pub stage: Stage,
     /// The workflow Task to store: new (no `id`) or the stored one amended.
     pub task: Value,
-    /// A new Encounter (a contact), already given its `id`.
-    pub encounter: Option<Value>,
+    /// A new record of the service's work, already given its `id`: a contact's Encounter or a
+    /// follow-up's Observation.
+    pub record: Option<Value>,
     /// For a decline: what the automatic letter to the practice says.
     pub decline: Option<DeclineNotice>,
 }
@@ -138,12 +140,12 @@ pub struct DeclineNotice {
 }
 
 /// Applies `action` to the referral whose stored workflow Task is `task` (none before triage).
-/// `encounter_id` is the id a contact's Encounter gets.
+/// `record_id` is the id a contact's Encounter or a follow-up's Observation gets.
 pub fn apply(
     parties: &Parties,
     task: Option<&Value>,
     action: &Action,
-    encounter_id: &str,
+    record_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Change, Issues> {
     let current = stage_of(task);
@@ -165,6 +167,36 @@ pub fn apply(
             format!("a contact cannot be before the referral was made ({referred})"),
         );
     }
+    if let Action::FollowUp(f) = action {
+        if follow_up_intervals(task).contains(&f.interval) {
+            issues.error(
+                IssueType::Duplicate,
+                "interval",
+                format!(
+                    "the follow-up {} is already recorded: each interval is recorded once",
+                    coding("follow-up-interval", &f.interval)["display"]
+                        .as_str()
+                        .unwrap_or(&f.interval)
+                ),
+            );
+        }
+        if let Some(ended) = discharged_on(task)
+            && let Ok(weeks) = f.interval.parse::<i64>()
+        {
+            // A week's grace either way of the interval: services follow people up when they
+            // can reach them, not on the day.
+            let earliest = ended + chrono::Duration::weeks(weeks - 1);
+            if f.date < earliest {
+                issues.error(
+                    IssueType::BusinessRule,
+                    "date",
+                    format!(
+                        "a follow-up {weeks} weeks after the discharge ({ended}) is recorded from {earliest}"
+                    ),
+                );
+            }
+        }
+    }
     let Some(next) = issues.is_empty().then_some(next).flatten() else {
         return Err(issues);
     };
@@ -172,7 +204,7 @@ pub fn apply(
     task["status"] = json!(next.task_status());
     task["businessStatus"] = next.business_status();
     task["lastModified"] = json!(crate::fhir::search::format_instant(now));
-    let mut encounter = None;
+    let mut record = None;
     let mut decline = None;
     match action {
         Action::Triage(t) => match &t.decision {
@@ -214,14 +246,14 @@ pub fn apply(
             } else {
                 "appointment"
             };
-            let reference = format!("Encounter/{encounter_id}");
+            let reference = format!("Encounter/{record_id}");
             push(
                 &mut task,
                 "input",
                 kind,
                 json!({ "valueReference": { "reference": reference } }),
             );
-            encounter = Some(c.encounter(encounter_id, parties));
+            record = Some(c.encounter(record_id, parties));
         }
         Action::Support(s) => {
             for code in &s.codes {
@@ -254,7 +286,36 @@ pub fn apply(
                     json!({ "valueCodeableConcept": { "coding": [coding("health-outcome", h)] } }),
                 );
             }
+            if let Some(r) = &d.ended_early_reason {
+                push(
+                    &mut task,
+                    "output",
+                    "ended-early-reason",
+                    json!({ "valueCodeableConcept": { "coding": [coding("support-ended-reason", r)] } }),
+                );
+            }
             task["executionPeriod"]["end"] = json!(d.date.to_string());
+        }
+        Action::FollowUp(f) => {
+            // The interval is an output of its own, so the Task alone says which follow-ups
+            // are recorded (see `follow_up_intervals`).
+            let interval = coding("follow-up-interval", &f.interval);
+            push(
+                &mut task,
+                "output",
+                "follow-up",
+                json!({ "valueReference": {
+                    "reference": format!("Observation/{record_id}"),
+                    "display": interval["display"],
+                } }),
+            );
+            push(
+                &mut task,
+                "output",
+                "follow-up-interval",
+                json!({ "valueCodeableConcept": { "coding": [interval] } }),
+            );
+            record = Some(f.observation(record_id, parties));
         }
     }
     if let Some(note) = action.note()
@@ -268,7 +329,7 @@ pub fn apply(
     Ok(Change {
         stage: next,
         task,
-        encounter,
+        record,
         decline,
     })
 }
@@ -315,6 +376,8 @@ fn next_stage(current: Stage, action: &Action) -> Result<Stage, String> {
         },
         Action::Support(_) => allowed(&[Contacted, InSupport], InSupport, "recording support"),
         Action::Discharge(_) => allowed(&[Contacted, InSupport], Discharged, "discharging"),
+        // What became of the person is asked after support has ended, and changes nothing.
+        Action::FollowUp(_) => allowed(&[Discharged], Discharged, "recording a follow-up"),
         // BaRS: "The Receiver must not process a cancellation request for a booking or referral
         // which is not current".
         Action::Withdraw(_) => allowed(
@@ -330,6 +393,54 @@ fn next_stage(current: Stage, action: &Action) -> Result<Stage, String> {
             "amending",
         ),
     }
+}
+
+/// The `follow-up-interval` codes of the follow-ups a workflow Task records.
+pub fn follow_up_intervals(task: Option<&Value>) -> Vec<String> {
+    let system = local_code_system("follow-up-interval");
+    outputs(task, "follow-up-interval")
+        .filter_map(|o| {
+            o["valueCodeableConcept"]["coding"]
+                .as_array()?
+                .iter()
+                .find(|c| c["system"] == system.as_str())?["code"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// The day support ended, as the workflow Task records it.
+pub fn discharged_on(task: Option<&Value>) -> Option<NaiveDate> {
+    let end = task?["executionPeriod"]["end"].as_str()?;
+    NaiveDate::parse_from_str(end.get(..10)?, "%Y-%m-%d").ok()
+}
+
+/// A workflow Task's outputs of one `workflow-task-input` kind.
+pub fn outputs<'a>(task: Option<&'a Value>, kind: &'a str) -> impl Iterator<Item = &'a Value> {
+    io_of(task, "output", kind)
+}
+
+/// A workflow Task's inputs of one `workflow-task-input` kind.
+pub fn inputs<'a>(task: Option<&'a Value>, kind: &'a str) -> impl Iterator<Item = &'a Value> {
+    io_of(task, "input", kind)
+}
+
+fn io_of<'a>(
+    task: Option<&'a Value>,
+    list: &'static str,
+    kind: &'a str,
+) -> impl Iterator<Item = &'a Value> {
+    let system = local_code_system("workflow-task-input");
+    task.and_then(|t| t[list].as_array())
+        .into_iter()
+        .flatten()
+        .filter(move |item| {
+            item["type"]["coding"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["system"] == system.as_str() && c["code"] == kind)
+            })
+        })
 }
 
 fn push(task: &mut Value, list: &str, kind: &str, value: Value) {

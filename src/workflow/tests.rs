@@ -62,7 +62,7 @@ fn the_whole_pathway_from_triage_to_discharge() {
         first.task["input"][0]["valueReference"]["reference"],
         "Encounter/e-1"
     );
-    let e = first.encounter.unwrap();
+    let e = first.record.unwrap();
     assert_eq!(e["class"]["code"], "VR");
     assert_eq!(e["type"][0]["coding"][0]["code"], "phone");
     assert_eq!(e["status"], "finished");
@@ -80,7 +80,7 @@ fn the_whole_pathway_from_triage_to_discharge() {
         again.task["input"][1]["type"]["coding"][0]["code"],
         "appointment"
     );
-    assert_eq!(again.encounter.unwrap()["class"]["code"], "AMB");
+    assert_eq!(again.record.unwrap()["class"]["code"], "AMB");
 
     let support = Action::Support(
         serde_json::from_value(

@@ -67,13 +67,14 @@ def fhir_json(value, **_parameters):
     return json.loads(value)
 
 
-def fhir_xml(value, **_parameters):
-    # FHIR XML is schematised as a string: the FHIR tools check what it says.
+def text(value, **_parameters):
+    # FHIR XML and the reports' CSV are schematised as strings: the FHIR tools and the reports'
+    # own tests check what they say.
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 # openapi-core deserialises application/json only; the gateway's FHIR answers are +json.
-DESERIALIZERS = {"application/fhir+json": fhir_json, "application/fhir+xml": fhir_xml}
+DESERIALIZERS = {"application/fhir+json": fhir_json, "application/fhir+xml": text, "text/csv": text}
 
 
 # ------------------------------------------------------------------------------- the document

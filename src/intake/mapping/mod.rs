@@ -213,6 +213,13 @@ impl<'a> Mapper<'a> {
             }));
         }
         extension.push(json!({ "url": systems::INTERPRETER_REQUIRED_EXT, "valueBoolean": p.interpreter_needed }));
+        if let Some(ext) = p
+            .ethnicity
+            .as_deref()
+            .and_then(crate::monitoring::ethnic_category_extension)
+        {
+            extension.push(ext);
+        }
 
         let mut telecom = Vec::new();
         if let Some(phone) = &p.phone {
@@ -395,6 +402,11 @@ impl<'a> Mapper<'a> {
                     json!([{ "text": coding("employment-status", &e.status)["display"] }]);
             }
             out.push(self.add("obs-sickness-absence", absence));
+        }
+        if let Some(answer) = &self.r.patient.disability {
+            let mut obs = self.observation(local_code("disability-status"));
+            set_coded_value(&mut obs, "disability-status", answer);
+            out.push(self.add("obs-disability", obs));
         }
         if let Some(right) = e.right_to_work {
             let mut obs = self.observation(local_code("right-to-work"));
