@@ -9,7 +9,7 @@ use crate::access::consent_file;
 use crate::audit::{Event, Kind};
 use crate::caller::Role;
 use crate::config::Config;
-use crate::consent::{Action, DataClass, Purpose, Question, Recipient, RecipientClass};
+use crate::consent::Question;
 use crate::delivery::state::DeliveryState;
 use crate::delivery::worker::workflow_task;
 use crate::fhir::search::{SearchRequest, Tenancy};
@@ -429,13 +429,7 @@ pub async fn facts_in_store(
     }
     .unwrap_or(Value::Null);
     let task = workflow_task(store, &id).await?;
-    let first_contact = match crate::workflow::inputs(task.as_ref(), "first-contact")
-        .find_map(|i| i["valueReference"]["reference"].as_str())
-        .and_then(|r| r.strip_prefix("Encounter/"))
-    {
-        Some(e) => store.read("Encounter", e).await?,
-        None => None,
-    };
+    let first_contact = super::workflow::first_contact(store, task.as_ref()).await?;
     let refs = |list: &str, prefix: &str| -> Vec<String> {
         sr[list]
             .as_array()
@@ -465,17 +459,7 @@ pub async fn facts_in_store(
     let practice = parties.practice.clone().unwrap_or_default();
     let file = consent_file(store, &parties.patient_id).await?;
     let feedback = file
-        .decide(&Question {
-            recipient: Recipient {
-                class: RecipientClass::ReferringPractice,
-                organisation: Some(practice.clone()),
-            },
-            action: Action::Disclose,
-            purpose: Purpose::Treatment,
-            class: DataClass::Outcome,
-            at: now,
-            document: None,
-        })
+        .decide(&Question::outcomes_to_practice(&practice, now))
         .permitted();
     let evaluation = file.decide(&Question::evaluation(now)).permitted();
     Ok(facts::referral_facts(&ReferralRecords {

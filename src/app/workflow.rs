@@ -375,6 +375,20 @@ pub async fn write_letter(
 /// The workflow's state as JSON: stage, the referral's workflow `task` as stored, timeliness and
 /// the letters (those the reader may know of, when a reader's guard is given; all of them for
 /// the service that acted).
+/// The Encounter a workflow Task names as the service's first contact with the person.
+pub(super) async fn first_contact(
+    store: &dyn Store,
+    task: Option<&Value>,
+) -> Result<Option<Value>, StoreError> {
+    match workflow::inputs(task, "first-contact")
+        .find_map(|i| i["valueReference"]["reference"].as_str())
+        .and_then(|r| r.strip_prefix("Encounter/"))
+    {
+        Some(id) => store.read("Encounter", id).await,
+        None => Ok(None),
+    }
+}
+
 async fn workflow_state(
     store: &dyn Store,
     config: &Config,
@@ -384,17 +398,11 @@ async fn workflow_state(
     reader: Option<&Guard<'_>>,
 ) -> Result<Value, WorkflowError> {
     let stage = workflow::stage_of(task.as_ref());
-    let first_contact = match task.as_ref().and_then(|t| {
-        t["input"].as_array()?.iter().find(|i| i["type"]["coding"][0]["code"] == "first-contact")?["valueReference"]["reference"]
+    let first_contact = first_contact(store, task.as_ref()).await?.and_then(|e| {
+        e["period"]["start"]
             .as_str()
-            .map(str::to_string)
-    }) {
-        Some(r) => store
-            .read("Encounter", r.trim_start_matches("Encounter/"))
-            .await?
-            .and_then(|e| e["period"]["start"].as_str().and_then(|d| NaiveDate::parse_from_str(d.get(..10)?, "%Y-%m-%d").ok())),
-        None => None,
-    };
+            .and_then(|d| NaiveDate::parse_from_str(d.get(..10)?, "%Y-%m-%d").ok())
+    });
     let mut letters = store
         .deliveries(&DeliveryFilter {
             referral: Some(referral_id.to_string()),

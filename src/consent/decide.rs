@@ -76,6 +76,23 @@ pub struct Question {
 }
 
 impl Question {
+    /// May the service disclose its outcomes for the person to the referring practice
+    /// `practice` (`system|value`)? What the outbox asks before a letter's outcomes go with it,
+    /// and what the consent-coverage report counts as "feedback".
+    pub fn outcomes_to_practice(practice: &str, at: DateTime<Utc>) -> Question {
+        Question {
+            recipient: Recipient {
+                class: RecipientClass::ReferringPractice,
+                organisation: Some(practice.to_string()),
+            },
+            action: Action::Disclose,
+            purpose: Purpose::Treatment,
+            class: DataClass::Outcome,
+            at,
+            document: None,
+        }
+    }
+
     /// May the person's referral data be disclosed, pseudonymised, for evaluation (research)?
     /// The question the evaluation export asks, and the consent-coverage report counts.
     pub fn evaluation(at: DateTime<Utc>) -> Question {

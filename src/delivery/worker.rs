@@ -928,17 +928,7 @@ impl Worker {
         // The workflow Task carries the outcome: it goes with the letter only if the person's
         // consent lets the service disclose outcomes to the practice too (decided and audited
         // like the letter itself).
-        let outcome = Question {
-            recipient: Recipient {
-                class: RecipientClass::ReferringPractice,
-                organisation: Some(d.practice.clone()),
-            },
-            action: Action::Disclose,
-            purpose: Purpose::Treatment,
-            class: DataClass::Outcome,
-            at: Utc::now(),
-            document: None,
-        };
+        let outcome = Question::outcomes_to_practice(&d.practice, Utc::now());
         let (decision, decided) =
             crate::access::disclosure_decision(&*self.store, None, &d.patient_id, &outcome, None)
                 .await?;
