@@ -62,6 +62,58 @@ pub struct Config {
     pub directory: std::collections::BTreeMap<String, PracticeRoute>,
     pub test_tenant: TestTenantConfig,
     pub outbound: OutboundConfig,
+    /// Sign-in for people (the dashboard), by OpenID Connect. Absent, nobody can sign in.
+    #[serde(default)]
+    pub sign_in: Option<SignInConfig>,
+}
+
+/// People sign in to the dashboard at an OpenID Connect provider the deployment trusts (NHS
+/// CIS2, an ICB's Entra ID, or `whg dev-issuer` on a developer's machine): the authorization
+/// code flow with PKCE, the ID token's signature, issuer, audience, lifetime and nonce checked.
+/// The person's role and organisation come from two claims the provider is set up to send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignInConfig {
+    /// The provider's issuer URL; its `/.well-known/openid-configuration` is read.
+    pub issuer: String,
+    /// The gateway's client id at the provider (the ID token's audience).
+    pub client_id: String,
+    /// The client secret, for a confidential client; absent, a public client (PKCE only).
+    #[serde(default)]
+    pub client_secret_file: Option<std::path::PathBuf>,
+    /// The claim naming the person's role: `commissioner` or `service-manager`.
+    #[serde(default = "default_role_claim")]
+    pub role_claim: String,
+    /// The claim naming the organisation the person acts for: a commissioner's ODS code, a
+    /// service manager's service id.
+    #[serde(default = "default_organisation_claim")]
+    pub organisation_claim: String,
+    /// The HMAC key that signs session cookies (created, owner-only, on first use). Every
+    /// instance behind one address must share it.
+    #[serde(default = "default_session_key")]
+    pub session_key: std::path::PathBuf,
+    /// A session not used for this long ends.
+    #[serde(default = "default_idle_minutes")]
+    pub idle_minutes: u64,
+    /// A session ends this long after sign-in, used or not.
+    #[serde(default = "default_max_hours")]
+    pub max_hours: u64,
+}
+
+fn default_role_claim() -> String {
+    "whg_role".into()
+}
+fn default_organisation_claim() -> String {
+    "whg_org".into()
+}
+fn default_session_key() -> std::path::PathBuf {
+    "data/session-key".into()
+}
+fn default_idle_minutes() -> u64 {
+    30
+}
+fn default_max_hours() -> u64 {
+    8
 }
 
 /// Fetches of URLs that come from outside the deployment (a registered client's JWKS URL).
@@ -459,6 +511,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(sign_in) = &self.sign_in {
+            sign_in.validate()?;
+        }
         if self.reports.suppression_threshold < 1 {
             return Err(ConfigError::Invalid(
                 "reports.suppression_threshold must be at least 1: 0 would publish every small count"
@@ -632,6 +687,38 @@ impl Config {
     pub fn service_name<'a>(&'a self, identifier: &'a str) -> &'a str {
         let id = crate::fhir::identifiers::value_part(identifier);
         self.service(id).map_or(id, |s| s.name.as_str())
+    }
+}
+
+impl SignInConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let issuer = url::Url::parse(&self.issuer)
+            .map_err(|e| ConfigError::Invalid(format!("sign_in.issuer is not a URL: {e}")))?;
+        // An ID token's issuer is only as trustworthy as the connection it was fetched over:
+        // plaintext is for a development issuer on this host.
+        let loopback = matches!(issuer.host(), Some(url::Host::Domain("localhost")))
+            || matches!(issuer.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+            || matches!(issuer.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback());
+        if issuer.scheme() != "https" && !(issuer.scheme() == "http" && loopback) {
+            return Err(ConfigError::Invalid(
+                "sign_in.issuer must be an https URL (plain http only on this host, for whg dev-issuer)".into(),
+            ));
+        }
+        if self.client_id.is_empty()
+            || self.role_claim.is_empty()
+            || self.organisation_claim.is_empty()
+        {
+            return Err(ConfigError::Invalid(
+                "sign_in: client_id, role_claim and organisation_claim must not be empty".into(),
+            ));
+        }
+        if self.idle_minutes == 0 || self.max_hours == 0 || self.idle_minutes > self.max_hours * 60
+        {
+            return Err(ConfigError::Invalid(
+                "sign_in: idle_minutes and max_hours must be above zero, idle_minutes at most max_hours".into(),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -37,24 +37,13 @@ pub struct PseudonymKey(Vec<u8>);
 impl PseudonymKey {
     /// Loads the key (hex) at `path`, creating a random one (owner-only) if there is none.
     pub fn load_or_create(path: &Path) -> Result<Self, ExportError> {
-        let err = |problem: String| ExportError::Key {
-            path: path.display().to_string(),
-            problem,
-        };
-        if path.exists() {
-            // Whoever can read the key can re-identify everyone in every export.
-            let text = crate::secret_file::read(path).map_err(|e| err(e.to_string()))?;
-            let bytes = hex::decode(text.trim()).map_err(|e| err(e.to_string()))?;
-            if bytes.len() < 32 {
-                return Err(err("must hold at least 32 bytes, as hex".into()));
-            }
-            return Ok(Self(bytes));
-        }
-        let mut bytes = vec![0u8; 32];
-        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| err("no system randomness".into()))?;
-        crate::secret_file::create(path, hex::encode(&bytes).as_bytes())
-            .map_err(|e| err(e.to_string()))?;
-        Ok(Self(bytes))
+        // Whoever can read the key can re-identify everyone in every export.
+        crate::secret_file::load_or_create_key(path)
+            .map(Self)
+            .map_err(|problem| ExportError::Key {
+                path: path.display().to_string(),
+                problem,
+            })
     }
 
     pub fn from_bytes(bytes: Vec<u8>) -> Self {

@@ -27,6 +27,7 @@ pub mod outbound;
 pub mod reports;
 pub mod secret_file;
 pub mod services;
+pub mod signin;
 pub mod store;
 pub mod telemetry;
 pub mod workflow;

@@ -305,6 +305,54 @@ pub async fn read_bounded(
     Ok(body)
 }
 
+/// Why an OAuth2 or OpenID Connect endpoint's answer never reached the protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthFetchError {
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+    #[error("the token endpoint answered with a redirect (HTTP {0}), which is not followed")]
+    Redirect(u16),
+    #[error("the token endpoint's answer is larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+/// The future an [`oauth_http`] call gives.
+pub type OAuthFuture = std::pin::Pin<
+    Box<dyn Future<Output = Result<oauth2::HttpResponse, OAuthFetchError>> + Send + 'static>,
+>;
+
+/// The `oauth2` crate's HTTP client over one of ours: each request within `timeout`, a
+/// redirect refused rather than followed, the answer read up to `max_bytes`. Used for the
+/// practice directory's client-credentials tokens and for people's sign-in alike.
+pub fn oauth_http(
+    http: reqwest::Client,
+    timeout: Duration,
+    max_bytes: usize,
+) -> impl Fn(oauth2::HttpRequest) -> OAuthFuture {
+    move |request: oauth2::HttpRequest| -> OAuthFuture {
+        let http = http.clone();
+        Box::pin(async move {
+            let mut request = reqwest::Request::try_from(request)?;
+            *request.timeout_mut() = Some(timeout);
+            let response = http.execute(request).await?;
+            if response.status().is_redirection() {
+                return Err(OAuthFetchError::Redirect(response.status().as_u16()));
+            }
+            let mut built = oauth2::http::Response::builder().status(response.status());
+            for (name, value) in response.headers() {
+                built = built.header(name, value);
+            }
+            let body = read_bounded(response, max_bytes)
+                .await
+                .map_err(|e| match e {
+                    BodyError::TooLarge(limit) => OAuthFetchError::TooLarge(limit),
+                    BodyError::Read(e) => OAuthFetchError::Http(e),
+                })?;
+            Ok(built.body(body).unwrap_or_default())
+        })
+    }
+}
+
 /// Text from a remote system made fit to keep and show: control characters (line breaks,
 /// terminal escapes) become spaces, runs of spaces one, and at most `max_chars` characters
 /// remain. Never for logs: remote text can name a person.

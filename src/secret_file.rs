@@ -218,3 +218,24 @@ mod tests {
         assert_eq!(too_open(&dir.path().join("missing")).unwrap(), None);
     }
 }
+
+/// The shortest random key kept in a key file: 256 bits.
+const KEY_BYTES: usize = 32;
+
+/// A random key kept as hex in `path` (the pseudonym key, the session key): read if the file
+/// exists (refused if others can read it, or it is shorter than 32 bytes), else created with 32
+/// random bytes, owner-only. The error says what is wrong with the file, in words.
+pub fn load_or_create_key(path: &Path) -> Result<Vec<u8>, String> {
+    if path.exists() {
+        let text = read(path).map_err(|e| e.to_string())?;
+        let bytes = hex::decode(text.trim()).map_err(|e| e.to_string())?;
+        if bytes.len() < KEY_BYTES {
+            return Err("must hold at least 32 bytes, as hex".into());
+        }
+        return Ok(bytes);
+    }
+    let mut bytes = vec![0u8; KEY_BYTES];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| "no system randomness".to_string())?;
+    create(path, hex::encode(&bytes).as_bytes()).map_err(|e| e.to_string())?;
+    Ok(bytes)
+}

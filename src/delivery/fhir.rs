@@ -16,7 +16,7 @@ use super::{Failure, MAX_ANSWER_BYTES, Outcome};
 use crate::config::FhirRoute;
 use crate::fhir::identifiers::identifier_reference;
 use crate::fhir::systems;
-use crate::outbound::{BodyError, read_bounded};
+use crate::outbound::{OAuthFetchError, read_bounded};
 
 const BARS_BUNDLE_PROFILE: &str = "https://fhir.nhs.uk/StructureDefinition/BARSBundleMessage";
 const BARS_RESPONSE_HEADER_PROFILE: &str =
@@ -365,29 +365,7 @@ impl FhirChannel {
                 TokenUrl::new(token_url.clone())
                     .map_err(|e| Failure::new(format!("token_url for {ods}: {e}")))?,
             );
-        let http = self.http.clone();
-        let call = move |request: oauth2::HttpRequest| {
-            let http = http.clone();
-            async move {
-                let mut request = reqwest::Request::try_from(request)?;
-                *request.timeout_mut() = Some(timeout);
-                let response = http.execute(request).await?;
-                if response.status().is_redirection() {
-                    return Err(TokenFetchError::Redirect(response.status().as_u16()));
-                }
-                let mut built = oauth2::http::Response::builder().status(response.status());
-                for (name, value) in response.headers() {
-                    built = built.header(name, value);
-                }
-                let body = read_bounded(response, MAX_ANSWER_BYTES)
-                    .await
-                    .map_err(|e| match e {
-                        BodyError::TooLarge(limit) => TokenFetchError::TooLarge(limit),
-                        BodyError::Read(e) => TokenFetchError::Http(e),
-                    })?;
-                Ok::<_, TokenFetchError>(built.body(body).unwrap_or_default())
-            }
-        };
+        let call = crate::outbound::oauth_http(self.http.clone(), timeout, MAX_ANSWER_BYTES);
         let mut exchange = client.exchange_client_credentials();
         if let Some(s) = scope {
             exchange = exchange.add_scope(Scope::new(s.clone()));
@@ -410,21 +388,10 @@ impl FhirChannel {
     }
 }
 
-/// Why a token request got no usable answer, before OAuth reads it.
-#[derive(Debug, thiserror::Error)]
-enum TokenFetchError {
-    #[error(transparent)]
-    Http(#[from] reqwest::Error),
-    #[error("the token endpoint answered with a redirect (HTTP {0}), which is not followed")]
-    Redirect(u16),
-    #[error("the token endpoint's answer is larger than {0} bytes")]
-    TooLarge(usize),
-}
-
 /// A failed token request: what kind of failure in the gateway's words; anything the token
 /// endpoint said (its error and description, a misread field) as the remote text.
 fn token_error<T: oauth2::ErrorResponse>(
-    e: &oauth2::RequestTokenError<TokenFetchError, T>,
+    e: &oauth2::RequestTokenError<OAuthFetchError, T>,
 ) -> Failure {
     let failure = |reason: &str| Failure::new(format!("token request failed: {reason}"));
     match e {
@@ -432,7 +399,7 @@ fn token_error<T: oauth2::ErrorResponse>(
             failure("the token endpoint refused the gateway's credentials")
                 .with_remote(&r.to_string())
         }
-        oauth2::RequestTokenError::Request(TokenFetchError::Http(e)) => {
+        oauth2::RequestTokenError::Request(OAuthFetchError::Http(e)) => {
             failure(&describe(e).reason)
         }
         oauth2::RequestTokenError::Request(other) => failure(&other.to_string()),
