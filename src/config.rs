@@ -696,10 +696,7 @@ impl SignInConfig {
             .map_err(|e| ConfigError::Invalid(format!("sign_in.issuer is not a URL: {e}")))?;
         // An ID token's issuer is only as trustworthy as the connection it was fetched over:
         // plaintext is for a development issuer on this host.
-        let loopback = matches!(issuer.host(), Some(url::Host::Domain("localhost")))
-            || matches!(issuer.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
-            || matches!(issuer.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback());
-        if issuer.scheme() != "https" && !(issuer.scheme() == "http" && loopback) {
+        if !crate::outbound::private_in_transit(&issuer) {
             return Err(ConfigError::Invalid(
                 "sign_in.issuer must be an https URL (plain http only on this host, for whg dev-issuer)".into(),
             ));

@@ -305,6 +305,18 @@ pub async fn read_bounded(
     Ok(body)
 }
 
+/// Whether what is sent to `url` stays private on the way: https, or plain http only to this
+/// host (`localhost` or a loopback address), where nothing travels over a network.
+pub fn private_in_transit(url: &url::Url) -> bool {
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    url.scheme() == "https" || (url.scheme() == "http" && loopback)
+}
+
 /// Why an OAuth2 or OpenID Connect endpoint's answer never reached the protocol.
 #[derive(Debug, thiserror::Error)]
 pub enum OAuthFetchError {

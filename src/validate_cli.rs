@@ -411,13 +411,7 @@ async fn online(
     let base = url::Url::parse(base).map_err(|e| format!("--online {base}: not a URL: {e}"))?;
     // The token and the body (a real person's details, perhaps) go in the clear over http: only
     // to this machine.
-    let loopback = match base.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
-    };
-    if base.scheme() != "https" && !(base.scheme() == "http" && loopback) {
+    if !whg::outbound::private_in_transit(&base) {
         return Err(format!(
             "--online {base}: use https (http only to this machine): the token and the body would travel in the clear"
         ));
