@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 backends=${WHG_BACKENDS:-sqlite postgres}
 # The suites that run on either backend: those that start gateways (tests/common's Server), and
 # the storage contract.
-both_backends=(http_api consent fit_notes delivery security robustness attacks fixtures backup store_contract instances)
+both_backends=(http_api consent fit_notes delivery security robustness attacks fixtures backup store_contract instances dashboard)
 
 venv=target/pyenv
 if [ ! -x "$venv/bin/python" ]; then
@@ -23,6 +23,17 @@ export WHG_PYTHON="$PWD/$venv/bin/python"
 # The FHIR package build and the profile validators (fhir-snapshot-generator, @medplum/core,
 # FHIR.js), pinned by tools/conformance/package-lock.json.
 npm ci --prefix tools/conformance --no-audit --no-fund --loglevel=error
+# The dashboard's browser test (tests/dashboard.rs): playwright-core and axe-core, pinned by
+# tools/browser/package-lock.json, driving Debian's Chromium (no browser is downloaded).
+npm ci --prefix tools/browser --no-audit --no-fund --loglevel=error
+if [ ! -x /usr/bin/chromium ] && [ -z "${WHG_CHROMIUM:-}" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing Debian's chromium for the dashboard's browser test"
+    apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+  else
+    echo "no Chromium at /usr/bin/chromium and no apt-get as root: the browser test is skipped (CI fails it)"
+  fi
+fi
 
 logs=$(mktemp -d)
 # Every validation by tools/conformance/validate.mjs adds a line of counts here (docs/conformance.md).

@@ -419,6 +419,10 @@ pub struct Limits {
     /// probes, refused tokens), per source address, counted before anything is parsed.
     pub unauthenticated_requests_per_second_per_source: f64,
     pub unauthenticated_burst_per_source: f64,
+    /// A signed-in person's dashboard pages and downloads: each counts every referral of the
+    /// person's services, far more work than an API request.
+    pub dashboard_pages_per_second_per_person: f64,
+    pub dashboard_page_burst_per_person: f64,
     /// The largest token request body (a form with one signed assertion is about 2 KiB).
     pub max_token_request_bytes: usize,
 }

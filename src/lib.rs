@@ -14,6 +14,7 @@ pub mod backup;
 pub mod caller;
 pub mod config;
 pub mod consent;
+pub mod dashboard;
 pub mod delivery;
 pub mod eligibility;
 pub mod export;

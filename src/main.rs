@@ -177,6 +177,17 @@ enum Command {
         #[arg(long)]
         mesh: Option<PathBuf>,
     },
+    /// A development OpenID Connect provider for the dashboard's sign-in, on this host only: a
+    /// page to choose a commissioner or service manager of the configured services, and ID
+    /// tokens for the gateway (PKCE S256 checked). Point `[sign_in] issuer` at it.
+    DevIssuer {
+        /// Address to listen on (loopback only).
+        #[arg(long, default_value = "127.0.0.1:8091")]
+        listen: std::net::SocketAddr,
+        /// The client id the gateway signs in with (its `[sign_in] client_id`).
+        #[arg(long, default_value = "whg-dashboard")]
+        client_id: String,
+    },
     /// Register, list and revoke the client systems that may get access tokens.
     Clients {
         #[command(subcommand)]
@@ -276,6 +287,7 @@ enum KeysWhat {
 }
 
 mod clients;
+mod dev_issuer;
 mod kit;
 mod mock_practice;
 mod validate_cli;
@@ -356,6 +368,7 @@ fn main() -> ExitCode {
             delay_ms,
             mesh,
         } => mock_practice::run(listen, mode, delay_ms, mesh),
+        Command::DevIssuer { listen, client_id } => dev_issuer::run(&config, listen, client_id),
         Command::Backup { to, database_url } => {
             backup_or_restore(&config, database_url, BackupStep::Backup { to })
         }

@@ -308,13 +308,17 @@ pub async fn read_bounded(
 /// Whether what is sent to `url` stays private on the way: https, or plain http only to this
 /// host (`localhost` or a loopback address), where nothing travels over a network.
 pub fn private_in_transit(url: &url::Url) -> bool {
-    let loopback = match url.host() {
+    url.scheme() == "https" || (url.scheme() == "http" && on_this_host(url))
+}
+
+/// Whether `url` names this host: a loopback address, or `localhost`.
+pub fn on_this_host(url: &url::Url) -> bool {
+    match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         Some(url::Host::Domain(d)) => d == "localhost",
         None => false,
-    };
-    url.scheme() == "https" || (url.scheme() == "http" && loopback)
+    }
 }
 
 /// Why an OAuth2 or OpenID Connect endpoint's answer never reached the protocol.

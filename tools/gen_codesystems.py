@@ -293,6 +293,8 @@ SYSTEMS = {
             ("consent-override", "Consent override", "A user acted against a person's consent decision for a stated reason."),
             ("evaluation-export", "Evaluation export", "A pseudonymised extract for evaluation was written."),
             ("aggregate-report", "Aggregate report", "A commissioner's or service manager's report was read: counts only, small numbers suppressed, no person in it."),
+            ("sign-in", "Sign-in", "A person signed in to the dashboard at the configured OpenID Connect provider, or was refused (outcome 4)."),
+            ("sign-out", "Sign-out", "A person signed out of the dashboard."),
         ],
     ),
     "consent-recipient": (

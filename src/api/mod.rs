@@ -5,6 +5,7 @@ mod auth;
 mod body;
 mod conformance;
 mod consents;
+mod dashboard;
 mod error;
 mod fhir_read;
 mod fit_notes;
@@ -75,6 +76,8 @@ pub struct Shared {
     pub outbox: crate::delivery::worker::Outbox,
     /// For the CapabilityStatement's `date`.
     pub started_at: String,
+    /// Sign-in for people to the dashboard; `None` when `[sign_in]` is not configured.
+    pub sign_in: Option<crate::app::sign_in::SignIn>,
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -196,6 +199,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(workflow::metrics))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
+        .merge(dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), limits::test_triggers))
@@ -705,6 +709,17 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let jwks_cache = crate::auth::jwks_cache::JwksCache::new(
         crate::auth::jwks_cache::CachePolicy::configured(&config.outbound),
     );
+    let sign_in = match &config.sign_in {
+        Some(sign_in) => Some(
+            crate::app::sign_in::SignIn::new(
+                sign_in,
+                config.base_url.as_deref().unwrap_or_default(),
+                config.outbound.timeout(),
+            )
+            .map_err(|e| ServeError::Io(std::io::Error::other(e)))?,
+        ),
+        None => None,
+    };
     let state = AppState::new(Shared {
         config: Arc::new(config),
         store: store.clone(),
@@ -715,6 +730,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         jwks_cache,
         outbox: Default::default(),
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        sign_in,
     });
     tokio::spawn(watch_client_registry(
         store.clone(),

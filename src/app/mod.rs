@@ -22,6 +22,7 @@ pub mod rate_limits;
 pub mod records;
 pub mod referrals;
 pub mod reports;
+pub mod sign_in;
 pub mod submissions;
 pub mod tokens;
 pub mod validation;

@@ -93,6 +93,24 @@ impl RateLimiter {
         );
         take(&self.sources, shared, &source_key(source), rate, burst).await
     }
+
+    /// The same for a signed-in person's dashboard page, at the per-person rate: a page
+    /// counts every referral of the person's services, far more work than an API request, and a
+    /// person's pages are not a client system's traffic. Keyed by the person's subject, apart
+    /// from every client and source.
+    pub async fn admit_person(
+        &self,
+        shared: &dyn Coordination,
+        subject: &str,
+        limits: &crate::config::Limits,
+    ) -> Result<(), Throttled> {
+        let key = format!("person:{subject}");
+        let (rate, burst) = (
+            limits.dashboard_pages_per_second_per_person,
+            limits.dashboard_page_burst_per_person,
+        );
+        take(&self.clients, shared, &key, rate, burst).await
+    }
 }
 
 /// Takes one request from `key`'s allowance: in the store, where instances share it (several

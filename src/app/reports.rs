@@ -153,9 +153,26 @@ pub async fn make(
     name: &str,
     filters: &Filters,
 ) -> Result<Made, ReportsError> {
+    let mut made = make_several(store, config, caller, &[name], filters).await?;
+    Ok(made.remove(0))
+}
+
+/// The reports `names`, in that order, as [`make`] makes each, over one reading of the records
+/// (a dashboard page shows several), audited together.
+pub async fn make_several(
+    store: &dyn Store,
+    config: &Config,
+    caller: &Caller<'_>,
+    names: &[&str],
+    filters: &Filters,
+) -> Result<Vec<Made>, ReportsError> {
     let services = readable_services(config, caller)?;
-    let report =
-        reports::report(name).ok_or_else(|| ReportsError::UnknownReport(name.to_string()))?;
+    let wanted = names
+        .iter()
+        .map(|name| {
+            reports::report(name).ok_or_else(|| ReportsError::UnknownReport(name.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     check(filters, &services)?;
     let now = Utc::now();
     let today = now.date_naive();
@@ -186,108 +203,118 @@ pub async fn make(
         .collect();
     let threshold = config.reports.suppression_threshold;
     let target_days = config.workflow.first_contact_target_days;
-    // The report over the referrals `keep` keeps, and their letters.
-    let over = |keep: &dyn Fn(&ReferralFacts) -> bool| -> (Vec<ReferralFacts>, Vec<LetterFacts>) {
-        let kept: Vec<ReferralFacts> = referrals.iter().filter(|f| keep(f)).cloned().collect();
-        let ids: std::collections::HashSet<&str> =
-            kept.iter().map(|f| f.referral.as_str()).collect();
-        let letters = letters
-            .iter()
-            .filter(|(referral, _)| ids.contains(referral.as_str()))
-            .map(|(_, l)| l.clone())
-            .collect();
-        (kept, letters)
-    };
-    let total_over = |keep: &dyn Fn(&ReferralFacts) -> bool| {
-        let (r, l) = over(keep);
-        report
-            .build(&Population {
-                referrals: &r,
-                letters: &l,
-                target_days,
-                service_names: &service_names,
-                today,
-            })
-            .grand_total()
-    };
-    // A report limited by a filter is one slice of the breakdown by that filter (by service, by
-    // place, by month). Where that breakdown would withhold the slice's own total, the sliced
-    // report withholds its total too, or the withheld count could be read off it (the
-    // unfiltered total less the other slices).
-    let mut withhold_total = false;
-    let mut slices = |selected: &[String],
-                      key: &dyn Fn(&ReferralFacts) -> String,
-                      rest: &dyn Fn(&ReferralFacts) -> bool| {
-        let mut keys: std::collections::BTreeSet<String> =
-            referrals.iter().filter(|f| rest(f)).map(key).collect();
-        keys.extend(selected.iter().cloned());
-        let counts = keys
-            .into_iter()
-            .map(|k| {
-                let total = total_over(&|f: &ReferralFacts| rest(f) && key(f) == k);
-                (k, total)
-            })
-            .collect();
-        withhold_total |=
-            reports::withheld_in(&counts, selected.iter().map(String::as_str), threshold);
-    };
-    if let Some(service) = &filters.service {
-        slices(
-            std::slice::from_ref(service),
-            &|f| f.service.clone(),
-            &|f| in_months(f) && in_place(f),
-        );
-    }
-    if let Some(p) = &place {
-        slices(std::slice::from_ref(p), &|f| f.place.clone(), &|f| {
-            in_service(f) && in_months(f)
-        });
-    }
-    if from.is_some() || to.is_some() {
-        let month_of = |f: &ReferralFacts| f.referred_on.format("%Y-%m").to_string();
-        let selected: Vec<String> = referrals
-            .iter()
-            .filter(|f| in_service(f) && in_place(f) && in_months(f))
-            .map(month_of)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        slices(&selected, &month_of, &|f| in_service(f) && in_place(f));
-    }
-    let (referrals, letters) = over(&|f| in_service(f) && in_months(f) && in_place(f));
-    let services: Vec<&Service> = services
-        .into_iter()
-        .filter(|s| filters.service.as_ref().is_none_or(|id| &s.id == id))
-        .collect();
-    let published = reports::publish(
-        report,
-        &Population {
-            referrals: &referrals,
-            letters: &letters,
-            target_days,
-            service_names: &service_names,
-            today,
-        },
-        threshold,
-        withhold_total,
-    );
-    let scope = Scope {
-        services: services.iter().map(|s| s.id.clone()).collect(),
-        from: filters.from.clone(),
-        to: filters.to.clone(),
-        place,
-    };
-    let earliest = referrals
+    // Unfiltered, the period starts with the month of the first referral the caller may see at
+    // all: never a date of the slice asked for (a rare district's only referral would be dated
+    // to the day by it, whatever its counts withhold).
+    let first_month = referrals
         .iter()
         .map(|f| f.referred_on)
         .min()
-        .unwrap_or(today);
-    let period = (
-        from.unwrap_or(earliest).to_string(),
-        to.map_or(today, |t| t.min(today)).to_string(),
-    );
-    store
-        .append_audit(&[Event {
+        .unwrap_or(today)
+        .with_day(1)
+        .expect("the first of a month");
+    let mut made = Vec::with_capacity(wanted.len());
+    let mut events = Vec::with_capacity(wanted.len());
+    for report in wanted {
+        // The report over the referrals `keep` keeps, and their letters.
+        let over =
+            |keep: &dyn Fn(&ReferralFacts) -> bool| -> (Vec<ReferralFacts>, Vec<LetterFacts>) {
+                let kept: Vec<ReferralFacts> =
+                    referrals.iter().filter(|f| keep(f)).cloned().collect();
+                let ids: std::collections::HashSet<&str> =
+                    kept.iter().map(|f| f.referral.as_str()).collect();
+                let letters = letters
+                    .iter()
+                    .filter(|(referral, _)| ids.contains(referral.as_str()))
+                    .map(|(_, l)| l.clone())
+                    .collect();
+                (kept, letters)
+            };
+        let total_over = |keep: &dyn Fn(&ReferralFacts) -> bool| {
+            let (r, l) = over(keep);
+            report
+                .build(&Population {
+                    referrals: &r,
+                    letters: &l,
+                    target_days,
+                    service_names: &service_names,
+                    today,
+                })
+                .grand_total()
+        };
+        // A report limited by a filter is one slice of the breakdown by that filter (by service, by
+        // place, by month). Where that breakdown would withhold the slice's own total, the sliced
+        // report withholds its total too, or the withheld count could be read off it (the
+        // unfiltered total less the other slices).
+        let mut withhold_total = false;
+        let mut slices = |selected: &[String],
+                          key: &dyn Fn(&ReferralFacts) -> String,
+                          rest: &dyn Fn(&ReferralFacts) -> bool| {
+            let mut keys: std::collections::BTreeSet<String> =
+                referrals.iter().filter(|f| rest(f)).map(key).collect();
+            keys.extend(selected.iter().cloned());
+            let counts = keys
+                .into_iter()
+                .map(|k| {
+                    let total = total_over(&|f: &ReferralFacts| rest(f) && key(f) == k);
+                    (k, total)
+                })
+                .collect();
+            withhold_total |=
+                reports::withheld_in(&counts, selected.iter().map(String::as_str), threshold);
+        };
+        if let Some(service) = &filters.service {
+            slices(
+                std::slice::from_ref(service),
+                &|f| f.service.clone(),
+                &|f| in_months(f) && in_place(f),
+            );
+        }
+        if let Some(p) = &place {
+            slices(std::slice::from_ref(p), &|f| f.place.clone(), &|f| {
+                in_service(f) && in_months(f)
+            });
+        }
+        if from.is_some() || to.is_some() {
+            let month_of = |f: &ReferralFacts| f.referred_on.format("%Y-%m").to_string();
+            let selected: Vec<String> = referrals
+                .iter()
+                .filter(|f| in_service(f) && in_place(f) && in_months(f))
+                .map(month_of)
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            slices(&selected, &month_of, &|f| in_service(f) && in_place(f));
+        }
+        let (referrals, letters) = over(&|f| in_service(f) && in_months(f) && in_place(f));
+        let services: Vec<&Service> = services
+            .iter()
+            .copied()
+            .filter(|s| filters.service.as_ref().is_none_or(|id| &s.id == id))
+            .collect();
+        let published = reports::publish(
+            report,
+            &Population {
+                referrals: &referrals,
+                letters: &letters,
+                target_days,
+                service_names: &service_names,
+                today,
+            },
+            threshold,
+            withhold_total,
+        );
+        let scope = Scope {
+            services: services.iter().map(|s| s.id.clone()).collect(),
+            from: filters.from.clone(),
+            to: filters.to.clone(),
+            place: place.clone(),
+        };
+        let period = (
+            from.unwrap_or(first_month).to_string(),
+            to.map_or(today, |t| t.min(today)).to_string(),
+        );
+        events.push(Event {
             kind: Kind::Report,
             principal: Some(caller.principal),
             patient: None,
@@ -308,15 +335,17 @@ pub async fn make(
             ),
             at: now,
             request_id: caller.request_id.clone(),
-        }])
-        .await?;
-    Ok(Made {
-        report,
-        published,
-        scope,
-        generated: crate::fhir::search::format_instant(now),
-        period,
-    })
+        });
+        made.push(Made {
+            report,
+            published,
+            scope,
+            generated: crate::fhir::search::format_instant(now),
+            period,
+        });
+    }
+    store.append_audit(&events).await?;
+    Ok(made)
 }
 
 fn end_of_month(first: NaiveDate) -> NaiveDate {

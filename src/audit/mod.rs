@@ -39,6 +39,10 @@ pub enum Kind {
     MeshQuarantine,
     /// An aggregate report read: no person in it, but who looked at what is kept.
     Report,
+    /// A person signed in to the dashboard (or was refused, `permitted: false`).
+    SignIn,
+    /// A person signed out of the dashboard.
+    SignOut,
 }
 
 impl Kind {
@@ -54,6 +58,8 @@ impl Kind {
             Kind::Export => ("110106", "Export", "evaluation-export", "E"),
             Kind::MeshQuarantine => ("110107", "Import", "mesh-quarantine", "C"),
             Kind::Report => ("110112", "Query", "aggregate-report", "E"),
+            Kind::SignIn => ("110114", "User Authentication", "sign-in", "E"),
+            Kind::SignOut => ("110114", "User Authentication", "sign-out", "E"),
         }
     }
 }

@@ -450,11 +450,11 @@ fn first_contact_bands(target: i64) -> Vec<Category> {
         ),
         Category::new(
             format!("{}-{}", target + 1, 2 * target),
-            format!("{} to {} days", target + 1, 2 * target),
+            format!("{} to {} days (past the target)", target + 1, 2 * target),
         ),
         Category::new(
             format!("over-{}", 2 * target),
-            format!("Over {} days", 2 * target),
+            format!("Over {} days (past the target)", 2 * target),
         ),
         Category::new(
             "waiting-within-target",
@@ -462,6 +462,16 @@ fn first_contact_bands(target: i64) -> Vec<Category> {
         ),
         Category::new("waiting-past-target", "Not yet contacted, target passed"),
     ]
+}
+
+/// Whether a row of the time-to-first-contact report is within the first-contact target of
+/// `target_days` (contacted within it, or waiting and not yet past it): `None` for a row that is
+/// not one of its bands.
+pub fn first_contact_within_target(code: &str, target_days: u32) -> Option<bool> {
+    let bands = first_contact_bands(i64::from(target_days));
+    let at = bands.iter().position(|b| b.code == code)?;
+    // The bands in order: two within the target, two past it, then waiting within and past.
+    Some(matches!(at, 0 | 1 | 4))
 }
 
 /// The band a referral falls in; `None` for a referral closed without a contact (declined at

@@ -119,6 +119,32 @@ fn time_to_first_contact_bands_around_the_target() {
 }
 
 #[test]
+fn each_first_contact_band_is_within_the_target_or_past_it() {
+    let within: Vec<(String, bool)> = report("time-to-first-contact")
+        .unwrap()
+        .build(&population(&[]))
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r.code.clone(),
+                super::first_contact_within_target(&r.code, 14).unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("0-7", true),
+        ("8-14", true),
+        ("15-28", false),
+        ("over-28", false),
+        ("waiting-within-target", true),
+        ("waiting-past-target", false),
+    ];
+    assert_eq!(within, expected.map(|(c, w)| (c.to_string(), w)).to_vec());
+    assert_eq!(super::first_contact_within_target("gp", 14), None);
+}
+
+#[test]
 fn follow_ups_count_each_interval() {
     let mut f = referral("p", "gp", "2026-01-01");
     f.follow_ups = vec![

@@ -87,7 +87,13 @@ pub struct Provider {
     http: reqwest::Client,
     timeout: Duration,
     known: Mutex<Option<(Discovery, JwkSet, Instant)>>,
+    /// When the provider last could not be read: for [`RETRY_AFTER_FAILURE`] sign-ins are
+    /// refused at once rather than each waiting on the same dead provider.
+    failed: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How long a provider that could not be read is not asked again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
 impl Provider {
     pub fn new(config: SignInConfig, timeout: Duration) -> Result<Self, reqwest::Error> {
@@ -96,6 +102,7 @@ impl Provider {
             config,
             timeout,
             known: Mutex::new(None),
+            failed: std::sync::Mutex::new(None),
         })
     }
 
@@ -122,6 +129,22 @@ impl Provider {
     /// The discovery document and keys, read again when stale or when `refresh` is asked for
     /// (an ID token signed with a key the cached set lacks: the provider rotated its keys).
     async fn known(&self, refresh: bool) -> Result<(Discovery, JwkSet), SignInError> {
+        let recently_failed = self
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() < RETRY_AFTER_FAILURE);
+        if recently_failed && !refresh {
+            return Err(SignInError::Unavailable(
+                "it could not be reached a moment ago",
+            ));
+        }
+        let read = self.read_known(refresh).await;
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = read.is_err().then(Instant::now);
+        read
+    }
+
+    async fn read_known(&self, refresh: bool) -> Result<(Discovery, JwkSet), SignInError> {
         let mut known = self.known.lock().await;
         if let Some((d, k, at)) = known.as_ref()
             && !refresh
@@ -137,16 +160,21 @@ impl Provider {
         let discovery: Discovery = serde_json::from_value(document)
             .map_err(|_| SignInError::Unavailable("its discovery document lacks an endpoint"))?;
         // OpenID Connect Discovery 1.0 §4.3: the document's issuer is exactly the one asked.
-        if discovery.issuer.trim_end_matches('/') != issuer {
+        if discovery.issuer != self.config.issuer {
             return Err(SignInError::Unavailable(
                 "its discovery document names another issuer",
             ));
         }
         for endpoint in [
-            &discovery.authorization_endpoint,
-            &discovery.token_endpoint,
-            &discovery.jwks_uri,
-        ] {
+            Some(&discovery.authorization_endpoint),
+            Some(&discovery.token_endpoint),
+            Some(&discovery.jwks_uri),
+            // The signed-out page links to it: no other scheme (javascript:, data:) either.
+            discovery.end_session_endpoint.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             if !same_scheme(endpoint, issuer) {
                 return Err(SignInError::Unavailable(
                     "its discovery document names an endpoint on another scheme",
@@ -255,9 +283,17 @@ impl Provider {
         )
     }
 
-    /// Where the browser goes to end the person's session at the provider too, if it says.
-    pub async fn end_session_url(&self) -> Option<String> {
-        self.known(false).await.ok()?.0.end_session_endpoint
+    /// Where the browser goes to end the person's session at the provider too, if it says
+    /// and the discovery document is at hand (never fetched for this: the signed-out page is
+    /// anyone's to ask for).
+    pub fn end_session_url(&self) -> Option<String> {
+        self.known
+            .try_lock()
+            .ok()?
+            .as_ref()?
+            .0
+            .end_session_endpoint
+            .clone()
     }
 }
 
@@ -323,10 +359,18 @@ pub fn verify_id_token(
     if number("iat").is_none_or(|iat| iat > now + LEEWAY_SECS) {
         return Err(rejected("the ID token was issued in the future"));
     }
-    // §3.1.3.7 item 3: with several audiences, the authorized party must be this gateway.
+    // §3.1.3.7 items 3 to 5: no audience the gateway does not trust (it trusts only itself),
+    // and an authorized party, when named, that is this gateway.
     if let Some(Value::Array(aud)) = claims.get("aud")
-        && aud.len() > 1
-        && claims.get("azp").and_then(Value::as_str) != Some(config.client_id.as_str())
+        && aud
+            .iter()
+            .any(|a| a.as_str() != Some(config.client_id.as_str()))
+    {
+        return Err(rejected("the ID token is also for another party"));
+    }
+    if claims
+        .get("azp")
+        .is_some_and(|azp| azp.as_str() != Some(config.client_id.as_str()))
     {
         return Err(rejected("the ID token was issued to another party"));
     }
@@ -387,6 +431,13 @@ mod tests {
                 "two audiences, no azp",
                 changed("aud", json!(["whg-dashboard", "other"])),
             ),
+            ("another authorized party", changed("azp", json!("other"))),
+            ("another audience beside this one, with azp", {
+                let mut c = claims(now);
+                c["aud"] = json!(["whg-dashboard", "other"]);
+                c["azp"] = json!("whg-dashboard");
+                key.sign(&c)
+            }),
             (
                 "signed by another key",
                 SigningKey::generate().sign(&claims(now)),

@@ -92,8 +92,10 @@ const HOP: &[&str] = &[
     "proxy-authorization",
 ];
 
+/// The API's routes: not the FHIR API (its own contract is the CapabilityStatement), nor the
+/// dashboard's pages (HTML for people, checked in a browser by tests/dashboard.rs).
 fn recorded(path: &str) -> bool {
-    !path.starts_with("/fhir")
+    !path.starts_with("/fhir") && !path.starts_with("/dashboard")
 }
 
 fn text(bytes: &[u8]) -> Value {

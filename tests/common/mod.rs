@@ -95,6 +95,7 @@ impl Server {
         if !extra_config.contains("[limits]") {
             auth.push_str("[limits]\nrequests_per_second_per_client = 100000.0\nburst_per_client = 100000.0\n");
             auth.push_str("unauthenticated_requests_per_second_per_source = 100000.0\nunauthenticated_burst_per_source = 100000.0\n");
+            auth.push_str("dashboard_pages_per_second_per_person = 100000.0\ndashboard_page_burst_per_person = 100000.0\n");
         }
         std::fs::write(&config, format!("{auth}{extra_config}")).unwrap();
         let defaults = whg::config::Config::defaults();
