@@ -98,23 +98,8 @@ pub fn run(config: &Config, listen: SocketAddr, client_id: String) -> std::proce
         eprintln!("whg: dev-issuer signs anyone in, so it listens on loopback only (not {listen})");
         return std::process::ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("whg: cannot start the runtime: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
     let accounts = accounts(config);
-    runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("whg: cannot listen on {listen}: {e}");
-                return std::process::ExitCode::from(2);
-            }
-        };
-        let address = listener.local_addr().unwrap_or(listen);
+    crate::local_server::run("dev-issuer", listen, |address| async move {
         let issuer = Arc::new(Issuer {
             url: format!("http://{address}"),
             client_id,
@@ -128,20 +113,13 @@ pub fn run(config: &Config, listen: SocketAddr, client_id: String) -> std::proce
             "  for the gateway: [sign_in] issuer = \"{}\", client_id = \"{}\"",
             issuer.url, issuer.client_id
         );
-        let app = Router::new()
+        Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
             .route("/authorize", get(authorize).post(choose))
             .route("/token", axum::routing::post(token))
             .route("/signed-out", get(signed_out))
-            .with_state(issuer);
-        match axum::serve(listener, app).await {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("whg: dev-issuer: {e}");
-                std::process::ExitCode::from(1)
-            }
-        }
+            .with_state(issuer)
     })
 }
 

@@ -289,6 +289,7 @@ enum KeysWhat {
 mod clients;
 mod dev_issuer;
 mod kit;
+mod local_server;
 mod mock_practice;
 mod validate_cli;
 

@@ -92,22 +92,7 @@ pub fn run(
             return std::process::ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("whg: cannot start the runtime: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("whg: cannot listen on {listen}: {e}");
-                return std::process::ExitCode::from(2);
-            }
-        };
-        let address = listener.local_addr().unwrap_or(listen);
+    crate::local_server::run("mock practice", listen, |address| async move {
         let practice = Arc::new(Practice {
             mode: Mutex::new(mode),
             delay: Duration::from_millis(delay_ms),
@@ -120,20 +105,13 @@ pub fn run(
             mode_name(mode)
         );
         if let Some(mailbox) = mesh {
-            println!("reading the MESH mailbox {} for letters (GP Connect Send Document)", mailbox.mailbox());
+            println!(
+                "reading the MESH mailbox {} for letters (GP Connect Send Document)",
+                mailbox.mailbox()
+            );
             tokio::spawn(read_mailbox(practice.clone(), mailbox));
         }
-        let app = router(practice);
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        match axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("whg: mock practice stopped: {e}");
-                std::process::ExitCode::from(1)
-            }
-        }
+        router(practice)
     })
 }
 

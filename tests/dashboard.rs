@@ -67,6 +67,14 @@ fn gateway(issuer: &DevIssuer, keys: &tempfile::TempDir, extra: &str) -> Server 
     ))
 }
 
+/// A dev issuer and a gateway signing in at it; the first two live as long as the gateway is used.
+fn started(extra: &str) -> (DevIssuer, tempfile::TempDir, Server) {
+    let issuer = DevIssuer::start();
+    let keys = tempfile::tempdir().unwrap();
+    let server = gateway(&issuer, &keys, extra);
+    (issuer, keys, server)
+}
+
 /// A browser, as far as the dashboard can tell: cookies kept per name (every party here is on
 /// 127.0.0.1, where browsers share cookies across ports too), redirects not followed, so each
 /// step can be looked at.
@@ -302,9 +310,7 @@ fn service_options(html: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_commissioner_signs_in_and_sees_only_the_services_it_commissions() {
-    let issuer = DevIssuer::start();
-    let keys = tempfile::tempdir().unwrap();
-    let server = gateway(&issuer, &keys, "");
+    let (_issuer, _keys, server) = started("");
     seed(&server).await;
     let browser = Browser::new();
 
@@ -413,9 +419,7 @@ async fn a_commissioner_signs_in_and_sees_only_the_services_it_commissions() {
 
 #[tokio::test]
 async fn a_service_manager_sees_its_own_service_and_no_other() {
-    let issuer = DevIssuer::start();
-    let keys = tempfile::tempdir().unwrap();
-    let server = gateway(&issuer, &keys, "");
+    let (_issuer, _keys, server) = started("");
     seed(&server).await;
     let browser = Browser::new();
     assert_eq!(
@@ -456,9 +460,7 @@ async fn a_service_manager_sees_its_own_service_and_no_other() {
 
 #[tokio::test]
 async fn no_session_no_figures_whatever_token_is_sent() {
-    let issuer = DevIssuer::start();
-    let keys = tempfile::tempdir().unwrap();
-    let server = gateway(&issuer, &keys, "");
+    let (_issuer, _keys, server) = started("");
     seed(&server).await;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -505,9 +507,7 @@ async fn no_session_no_figures_whatever_token_is_sent() {
 
 #[tokio::test]
 async fn a_cookie_the_gateway_did_not_seal_as_a_session_opens_nothing() {
-    let issuer = DevIssuer::start();
-    let keys = tempfile::tempdir().unwrap();
-    let server = gateway(&issuer, &keys, "");
+    let (_issuer, _keys, server) = started("");
     let browser = Browser::new();
     assert_eq!(
         sign_in(&browser, &server, MANAGER_WORKWELL).await.status,
@@ -568,9 +568,7 @@ async fn a_cookie_the_gateway_did_not_seal_as_a_session_opens_nothing() {
 
 #[tokio::test]
 async fn a_providers_answer_counts_only_in_the_browser_and_sign_in_it_belongs_to() {
-    let issuer = DevIssuer::start();
-    let keys = tempfile::tempdir().unwrap();
-    let server = gateway(&issuer, &keys, "");
+    let (_issuer, _keys, server) = started("");
 
     // The answer delivered to another browser (a login CSRF: the attacker's own code, sent to
     // a victim): that browser started no sign-in.
@@ -661,9 +659,7 @@ async fn a_providers_answer_counts_only_in_the_browser_and_sign_in_it_belongs_to
 
 #[tokio::test]
 async fn an_account_with_no_dashboard_role_is_refused_and_audited() {
-    let issuer = DevIssuer::start();
-    let keys = tempfile::tempdir().unwrap();
-    let server = gateway(&issuer, &keys, "");
+    let (_issuer, _keys, server) = started("");
     let browser = Browser::new();
     let page = sign_in(&browser, &server, "dev-adviser").await;
     assert_eq!(page.status, 403, "{}", page.body);
@@ -694,9 +690,7 @@ async fn an_account_with_no_dashboard_role_is_refused_and_audited() {
 
 #[tokio::test]
 async fn sign_out_needs_the_sessions_own_token_from_the_gateways_own_page() {
-    let issuer = DevIssuer::start();
-    let keys = tempfile::tempdir().unwrap();
-    let server = gateway(&issuer, &keys, "");
+    let (_issuer, _keys, server) = started("");
     let browser = Browser::new();
     assert_eq!(
         sign_in(&browser, &server, COMMISSIONER_QF7).await.status,
@@ -745,9 +739,7 @@ async fn sign_out_needs_the_sessions_own_token_from_the_gateways_own_page() {
 
 #[tokio::test]
 async fn filters_that_are_wrong_are_shown_at_their_fields() {
-    let issuer = DevIssuer::start();
-    let keys = tempfile::tempdir().unwrap();
-    let server = gateway(&issuer, &keys, "");
+    let (_issuer, _keys, server) = started("");
     let browser = Browser::new();
     assert_eq!(
         sign_in(&browser, &server, COMMISSIONER_QF7).await.status,
@@ -772,9 +764,7 @@ async fn filters_that_are_wrong_are_shown_at_their_fields() {
 
 #[tokio::test]
 async fn no_page_or_download_names_anyone() {
-    let issuer = DevIssuer::start();
-    let keys = tempfile::tempdir().unwrap();
-    let server = gateway(&issuer, &keys, "");
+    let (_issuer, _keys, server) = started("");
     let seeded = seed(&server).await;
     let mut everything = String::new();
     for subject in [COMMISSIONER_QF7, MANAGER_WORKWELL] {
@@ -860,9 +850,7 @@ fn chromium() -> Option<String> {
 #[tokio::test]
 async fn the_dashboard_in_chromium_over_the_fixtures() {
     let Some(chromium) = chromium() else { return };
-    let issuer = DevIssuer::start();
-    let keys = tempfile::tempdir().unwrap();
-    let server = gateway(&issuer, &keys, "[reports]\ninclude_test_tenant = true\n");
+    let (_issuer, _keys, server) = started("[reports]\ninclude_test_tenant = true\n");
     let root = common::root();
     let (ok, out) = common::run(
         Command::new("python3")
@@ -916,11 +904,7 @@ async fn the_dashboard_in_chromium_over_the_fixtures() {
 /// over the burst the answer is 429 with Retry-After, and another person is not held up.
 #[tokio::test]
 async fn a_person_who_asks_for_page_after_page_is_slowed_alone() {
-    let issuer = DevIssuer::start();
-    let keys = tempfile::tempdir().unwrap();
-    let server = gateway(
-        &issuer,
-        &keys,
+    let (_issuer, _keys, server) = started(
         "[limits]\nrequests_per_second_per_client = 100000.0\nburst_per_client = 100000.0\n\
          unauthenticated_requests_per_second_per_source = 100000.0\nunauthenticated_burst_per_source = 100000.0\n\
          dashboard_pages_per_second_per_person = 0.01\ndashboard_page_burst_per_person = 3.0\n",

@@ -21,6 +21,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::auth::request_id;
+use super::reports::ReportQuery;
 use crate::app::Caller;
 use crate::app::reports::{self, Filters, Made, ReportsError};
 use crate::app::sign_in::{Answer, Live, SignIn, SignInFailure, SignOutRefused, organisation_name};
@@ -230,31 +231,6 @@ fn signed_in<'a>(app: &'a AppState, headers: &HeaderMap) -> Result<(&'a SignIn, 
     Ok((sign_in, live))
 }
 
-/// The filters as the form sends them: an empty field is no filter.
-#[derive(Debug, Default, Deserialize)]
-pub struct FilterQuery {
-    #[serde(default)]
-    service: Option<String>,
-    #[serde(default)]
-    from: Option<String>,
-    #[serde(default)]
-    to: Option<String>,
-    #[serde(default)]
-    place: Option<String>,
-}
-
-impl FilterQuery {
-    fn filters(self) -> Filters {
-        let given = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-        Filters {
-            service: given(self.service),
-            from: given(self.from),
-            to: given(self.to),
-            place: given(self.place),
-        }
-    }
-}
-
 /// What one page of reports needs, made or refused.
 struct Viewing<'a> {
     app: &'a AppState,
@@ -389,15 +365,51 @@ fn bad_query(app: &AppState, e: &QueryRejection) -> Response {
     )
 }
 
+/// Why no page of figures can be made for a request.
+enum Refusal {
+    Away(Away),
+    /// An address the dashboard's own forms and links never make.
+    Query(QueryRejection),
+}
+
+impl Refusal {
+    fn response(self, app: &AppState) -> Response {
+        match self {
+            Refusal::Away(away) => away.response(app),
+            Refusal::Query(e) => bad_query(app, &e),
+        }
+    }
+}
+
+/// The signed-in person and the filters they asked for, or why there is no page to make.
+async fn asked<'a>(
+    app: &'a AppState,
+    headers: &HeaderMap,
+    query: Result<Query<ReportQuery>, QueryRejection>,
+) -> Result<(Viewing<'a>, Filters), Refusal> {
+    let v = viewing(app, headers).await.map_err(Refusal::Away)?;
+    let Query(q) = query.map_err(Refusal::Query)?;
+    Ok((v, q.filters()))
+}
+
+/// A page's status: 400 when the filters were wrong (the form shows where).
+fn status_for(problems: &[(String, String)]) -> StatusCode {
+    if problems.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    }
+}
+
 /// `GET /dashboard`: the landing page, or for a signed-in person the overview.
 async fn overview(
     State(app): State<AppState>,
     headers: HeaderMap,
-    query: Result<Query<FilterQuery>, QueryRejection>,
+    query: Result<Query<ReportQuery>, QueryRejection>,
 ) -> Response {
-    let v = match viewing(&app, &headers).await {
-        Ok(v) => v,
-        Err(away) => {
+    let (v, filters) = match asked(&app, &headers, query).await {
+        Ok(asked) => asked,
+        Err(Refusal::Away(away)) => {
             let mut response = away.response(&app);
             // Not signed in: the landing page is the dashboard's front door, not an error.
             if response.status() == StatusCode::UNAUTHORIZED {
@@ -405,10 +417,7 @@ async fn overview(
             }
             return response;
         }
-    };
-    let filters = match query {
-        Ok(Query(q)) => q.filters(),
-        Err(e) => return bad_query(&app, &e),
+        Err(refusal) => return refusal.response(&app),
     };
     let target_days = app.config.workflow.first_contact_target_days;
     let (made, problems) = match v.make(OVERVIEW, &filters).await {
@@ -436,11 +445,7 @@ async fn overview(
         filters: &filters,
         problems: &problems,
     };
-    let status = if problems.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::BAD_REQUEST
-    };
+    let status = status_for(&problems);
     v.answer(
         status,
         pages::overview(&v.viewer(), &form, &sections, &others),
@@ -452,15 +457,11 @@ async fn report(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    query: Result<Query<FilterQuery>, QueryRejection>,
+    query: Result<Query<ReportQuery>, QueryRejection>,
 ) -> Response {
-    let v = match viewing(&app, &headers).await {
-        Ok(v) => v,
-        Err(away) => return away.response(&app),
-    };
-    let filters = match query {
-        Ok(Query(q)) => q.filters(),
-        Err(e) => return bad_query(&app, &e),
+    let (v, filters) = match asked(&app, &headers, query).await {
+        Ok(asked) => asked,
+        Err(refusal) => return refusal.response(&app),
     };
     let (made, problems) = match v.make(&[name.as_str()], &filters).await {
         Ok(mut made) => (made.pop(), Vec::new()),
@@ -485,11 +486,7 @@ async fn report(
         filters: &filters,
         problems: &problems,
     };
-    let status = if problems.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::BAD_REQUEST
-    };
+    let status = status_for(&problems);
     v.answer(
         status,
         pages::report(&v.viewer(), &form, section.as_ref(), title),
@@ -501,15 +498,11 @@ async fn report_csv(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    query: Result<Query<FilterQuery>, QueryRejection>,
+    query: Result<Query<ReportQuery>, QueryRejection>,
 ) -> Response {
-    let v = match viewing(&app, &headers).await {
-        Ok(v) => v,
-        Err(away) => return away.response(&app),
-    };
-    let filters = match query {
-        Ok(Query(q)) => q.filters(),
-        Err(e) => return bad_query(&app, &e),
+    let (v, filters) = match asked(&app, &headers, query).await {
+        Ok(asked) => asked,
+        Err(refusal) => return refusal.response(&app),
     };
     let made = match v.make(&[name.as_str()], &filters).await {
         Ok(mut made) => made.remove(0),
@@ -526,18 +519,8 @@ async fn report_csv(
         }
         Err(ReportProblem::Page(response)) => return response,
     };
-    let mut response = crate::reports::render::csv(&made.published).into_response();
+    let mut response = super::reports::csv_response(&made);
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/csv; charset=utf-8"),
-    );
-    if let Ok(value) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"{}.csv\"",
-        made.report.name
-    )) {
-        h.insert(header::CONTENT_DISPOSITION, value);
-    }
     set_cookies(h, &[renewal(&app, v.sign_in, &v.live)]);
     response
 }

@@ -17,7 +17,8 @@ use crate::app::reports::{self, Filters};
 use crate::auth::{Principal, scope};
 use crate::reports::render;
 
-#[derive(Debug, Deserialize)]
+/// A report's filters as a query string: the API's, and the dashboard's form.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportQuery {
     #[serde(default)]
@@ -28,6 +29,19 @@ pub struct ReportQuery {
     to: Option<String>,
     #[serde(default)]
     place: Option<String>,
+}
+
+impl ReportQuery {
+    /// The filters asked for; a parameter left empty (a form's blank field) is no filter.
+    pub(super) fn filters(self) -> Filters {
+        let given = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        Filters {
+            service: given(self.service),
+            from: given(self.from),
+            to: given(self.to),
+            place: given(self.place),
+        }
+    }
 }
 
 const TAKES: &str =
@@ -102,12 +116,7 @@ pub async fn show(
     require_scope(&principal, scope::REPORTS)?;
     let Path(name) = name.map_err(|e| ApiError::NotFound(format!("no such report: {e}")))?;
     let Query(q) = query.map_err(|e| super::body::query_error(e, TAKES))?;
-    let filters = Filters {
-        service: q.service,
-        from: q.from,
-        to: q.to,
-        place: q.place,
-    };
+    let filters = q.filters();
     let made = reports::make(
         &*app.store,
         &app.config,
@@ -124,21 +133,7 @@ pub async fn show(
             &made.generated,
         ))
         .into_response(),
-        Form::Csv => {
-            let mut response = render::csv(&made.published).into_response();
-            let h = response.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/csv; charset=utf-8"),
-            );
-            if let Ok(v) = HeaderValue::from_str(&format!(
-                "attachment; filename=\"{}.csv\"",
-                made.report.name
-            )) {
-                h.insert(header::CONTENT_DISPOSITION, v);
-            }
-            response
-        }
+        Form::Csv => csv_response(&made),
         Form::MeasureReport => {
             let body = render::measure_report(
                 made.report,
@@ -149,4 +144,21 @@ pub async fn show(
             super::error::fhir_response(axum::http::StatusCode::OK, &body)
         }
     })
+}
+
+/// A report's figures as a CSV download (`{name}.csv`): the API's and the dashboard's alike.
+pub(super) fn csv_response(made: &reports::Made) -> Response {
+    let mut response = render::csv(&made.published).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"{}.csv\"",
+        made.report.name
+    )) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    response
 }
