@@ -62,6 +62,9 @@ pub struct Config {
     pub directory: std::collections::BTreeMap<String, PracticeRoute>,
     pub test_tenant: TestTenantConfig,
     pub outbound: OutboundConfig,
+    /// Local authorities, by their postcode districts: the reports' places beside districts.
+    #[serde(default)]
+    pub local_authorities: Vec<crate::reports::places::LocalAuthority>,
     /// Sign-in for people (the dashboard), by OpenID Connect. Absent, nobody can sign in.
     #[serde(default)]
     pub sign_in: Option<SignInConfig>,
@@ -518,6 +521,7 @@ impl Config {
         if let Some(sign_in) = &self.sign_in {
             sign_in.validate()?;
         }
+        crate::reports::places::check(&self.local_authorities).map_err(ConfigError::Invalid)?;
         if self.reports.suppression_threshold < 1 {
             return Err(ConfigError::Invalid(
                 "reports.suppression_threshold must be at least 1: 0 would publish every small count"

@@ -455,6 +455,51 @@ async fn reports_count_what_happened_and_give_away_no_one() {
     .await;
     assert_eq!(sliced["total"], json!(shown_count), "{sliced}");
 
+    // By local authority: both seeded districts (S2 and S35) are listed under Sheffield
+    // ([[local_authorities]] in the default configuration), so it counts everyone; and a
+    // listed authority is a place as a district is.
+    let (_, by_authority) = report(
+        &server,
+        &icb,
+        "/api/v1/reports/referrals-by-local-authority",
+    )
+    .await;
+    published_as_expected(
+        &by_authority,
+        &BTreeMap::from([("E08000019", seeds.len() as u64)]),
+    );
+    assert_eq!(
+        by_authority["rows"][0]["label"], "Sheffield",
+        "{by_authority}"
+    );
+    let (_, sheffield) = report(
+        &server,
+        &icb,
+        "/api/v1/reports/referrals-by-route?place=E08000019",
+    )
+    .await;
+    assert_eq!(sheffield["total"], json!(seeds.len()), "{sheffield}");
+    assert_eq!(sheffield["scope"]["place"], "E08000019");
+    let (status, tyneside) = report(
+        &server,
+        &icb,
+        "/api/v1/reports/referrals-by-route?place=E08000023",
+    )
+    .await;
+    assert_eq!((status, &tyneside["total"]), (200, &json!(0)), "{tyneside}");
+    let (status, unlisted) = report(
+        &server,
+        &icb,
+        "/api/v1/reports/referrals-by-route?place=E09000001",
+    )
+    .await;
+    assert_eq!(status, 400, "{unlisted}");
+    assert!(
+        unlisted
+            .to_string()
+            .contains("not one of the local authorities this gateway lists")
+    );
+
     // CSV: the same figures, suppressed counts marked.
     let csv = fetch(
         &server,

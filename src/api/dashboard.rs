@@ -237,6 +237,7 @@ struct Viewing<'a> {
     sign_in: &'a SignIn,
     live: Live,
     services: Vec<(String, String)>,
+    local_authorities: Vec<(String, String)>,
     organisation: String,
     request_id: Option<String>,
 }
@@ -344,6 +345,12 @@ async fn viewing<'a>(app: &'a AppState, headers: &HeaderMap) -> Result<Viewing<'
         sign_in,
         live,
         services,
+        local_authorities: app
+            .config
+            .local_authorities
+            .iter()
+            .map(|la| (la.code.clone(), la.name.clone()))
+            .collect(),
         organisation,
         request_id: request_id(headers),
     })
@@ -444,6 +451,7 @@ async fn overview(
         services: &v.services,
         filters: &filters,
         problems: &problems,
+        local_authorities: &v.local_authorities,
     };
     let status = status_for(&problems);
     v.answer(
@@ -485,6 +493,7 @@ async fn report(
         services: &v.services,
         filters: &filters,
         problems: &problems,
+        local_authorities: &v.local_authorities,
     };
     let status = status_for(&problems);
     v.answer(

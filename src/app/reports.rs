@@ -15,6 +15,7 @@ use crate::delivery::worker::workflow_task;
 use crate::fhir::search::{SearchRequest, Tenancy};
 use crate::fhir::{IssueType, Issues};
 use crate::reports::facts::{self, ReferralRecords};
+use crate::reports::places;
 use crate::reports::render::Scope;
 use crate::reports::{self, LetterFacts, Population, Published, ReferralFacts, Report};
 use crate::services::Service;
@@ -98,7 +99,11 @@ fn month(text: &str) -> Option<NaiveDate> {
 }
 
 /// Checks the filters: every problem at once, each at its parameter.
-fn check(filters: &Filters, services: &[&Service]) -> Result<(), ReportsError> {
+fn check(
+    filters: &Filters,
+    services: &[&Service],
+    listed: &[places::LocalAuthority],
+) -> Result<(), ReportsError> {
     let mut issues = Issues::new();
     for (name, value) in [("from", &filters.from), ("to", &filters.to)] {
         if let Some(v) = value
@@ -122,17 +127,23 @@ fn check(filters: &Filters, services: &[&Service]) -> Result<(), ReportsError> {
             "the last month is before the first: swap from and to",
         );
     }
-    if let Some(place) = &filters.place
-        && (place.is_empty()
-            || place.len() > 4
-            || !place.bytes().all(|b| b.is_ascii_alphanumeric())
-            || !place.as_bytes()[0].is_ascii_alphabetic())
-    {
-        issues.error(
-            IssueType::Value,
-            "place",
-            format!("'{place}' is not a postcode district: use the outward code, e.g. S1 or S10"),
-        );
+    if let Some(place) = &filters.place {
+        let upper = place.to_ascii_uppercase();
+        if places::is_local_authority_code(&upper) {
+            if !listed.iter().any(|la| la.code == upper) {
+                issues.error(
+                    IssueType::Value,
+                    "place",
+                    format!("'{place}' is not one of the local authorities this gateway lists ([[local_authorities]] in its configuration)"),
+                );
+            }
+        } else if !places::is_district(place) {
+            issues.error(
+                IssueType::Value,
+                "place",
+                format!("'{place}' is not a postcode district or a local authority: use the outward code, e.g. S1 or S10, or the authority's ONS code, e.g. E08000019"),
+            );
+        }
     }
     if let Some(service) = &filters.service
         && !services.iter().any(|s| &s.id == service)
@@ -173,7 +184,7 @@ pub async fn make_several(
             reports::report(name).ok_or_else(|| ReportsError::UnknownReport(name.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    check(filters, &services)?;
+    check(filters, &services, &config.local_authorities)?;
     let now = Utc::now();
     let today = now.date_naive();
     let (mut referrals, letters) = gather(
@@ -188,18 +199,41 @@ pub async fn make_several(
     )
     .await?;
     facts::mark_returning(&mut referrals);
+    for f in &mut referrals {
+        f.local_authority =
+            places::local_authority_of(&f.place, &config.local_authorities).map(str::to_string);
+    }
 
     let from = filters.from.as_deref().and_then(month);
     let to = filters.to.as_deref().and_then(month).map(end_of_month);
     let place = filters.place.as_ref().map(|p| p.to_ascii_uppercase());
+    // A place is a local authority (by its code) or a postcode district: what a referral is
+    // compared with, and what the breakdown of a place-limited report is by.
+    let by_authority = place
+        .as_deref()
+        .is_some_and(places::is_local_authority_code);
+    let place_of = |f: &ReferralFacts| -> String {
+        if by_authority {
+            f.local_authority
+                .clone()
+                .unwrap_or_else(|| places::NOT_LISTED.to_string())
+        } else {
+            f.place.clone()
+        }
+    };
     let in_service = |f: &ReferralFacts| filters.service.as_ref().is_none_or(|s| &f.service == s);
     let in_months = |f: &ReferralFacts| {
         from.is_none_or(|m| f.referred_on >= m) && to.is_none_or(|m| f.referred_on <= m)
     };
-    let in_place = |f: &ReferralFacts| place.as_ref().is_none_or(|p| &f.place == p);
+    let in_place = |f: &ReferralFacts| place.as_ref().is_none_or(|p| &place_of(f) == p);
     let service_names: Vec<(String, String)> = services
         .iter()
         .map(|s| (s.id.clone(), s.name.clone()))
+        .collect();
+    let local_authorities: Vec<(String, String)> = config
+        .local_authorities
+        .iter()
+        .map(|la| (la.code.clone(), la.name.clone()))
         .collect();
     let threshold = config.reports.suppression_threshold;
     let target_days = config.workflow.first_contact_target_days;
@@ -238,6 +272,7 @@ pub async fn make_several(
                     letters: &l,
                     target_days,
                     service_names: &service_names,
+                    local_authorities: &local_authorities,
                     today,
                 })
                 .grand_total()
@@ -271,7 +306,7 @@ pub async fn make_several(
             );
         }
         if let Some(p) = &place {
-            slices(std::slice::from_ref(p), &|f| f.place.clone(), &|f| {
+            slices(std::slice::from_ref(p), &place_of, &|f| {
                 in_service(f) && in_months(f)
             });
         }
@@ -299,6 +334,7 @@ pub async fn make_several(
                 letters: &letters,
                 target_days,
                 service_names: &service_names,
+                local_authorities: &local_authorities,
                 today,
             },
             threshold,

@@ -350,6 +350,7 @@ mod tests {
             letters: &[],
             target_days: 14,
             service_names: &[],
+            local_authorities: &[],
             today: chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
         });
         t.cells[0][0] = 10; // 0 to 7 days

@@ -27,6 +27,8 @@ pub struct FilterForm<'a> {
     pub filters: &'a Filters,
     /// Problems with what was filled in: (field, what to do), in form order.
     pub problems: &'a [(String, String)],
+    /// The listed local authorities: (ONS code, name), offered as places.
+    pub local_authorities: &'a [(String, String)],
 }
 
 /// One report on a page: what was made, and how it is drawn.
@@ -254,10 +256,15 @@ fn filter_form(form: &FilterForm<'_>) -> Markup {
                         }))
                     }
                     div class="nhsuk-grid-column-one-quarter" {
-                        (group(problems, "place", "Postcode district", "Where people live, for example S1", |described, error| html! {
+                        (group(problems, "place", "Place", "Where people live: a postcode district such as S1, or a local authority's code such as E08000019", |described, error| html! {
                             input class=(if error { "nhsuk-input nhsuk-input--width-5 nhsuk-input--error" } else { "nhsuk-input nhsuk-input--width-5" })
                                 id="place" name="place" type="text" spellcheck="false" autocomplete="off"
-                                value=[f.place.as_deref()] aria-describedby=[described];
+                                value=[f.place.as_deref()] aria-describedby=[described] list="places";
+                            datalist id="places" {
+                                @for (code, name) in form.local_authorities {
+                                    option value=(code) { (name) }
+                                }
+                            }
                         }))
                     }
                 }
@@ -380,7 +387,8 @@ fn section(s: &Section<'_>, heading_level_2: bool) -> Markup {
 }
 
 /// What the figures cover, in words.
-fn covering(made: &Made, services: &[(String, String)]) -> Markup {
+fn covering(made: &Made, form: &FilterForm<'_>) -> Markup {
+    let services = form.services;
     let names: Vec<&str> = made
         .scope
         .services
@@ -396,7 +404,13 @@ fn covering(made: &Made, services: &[(String, String)]) -> Markup {
         p class="nhsuk-body" {
             "Referrals made from " (long_date(&made.period.0)) " to " (long_date(&made.period.1))
             " to " (names.join(", "))
-            @if let Some(place) = &made.scope.place { ", by people living in " (place) }
+            @if let Some(place) = &made.scope.place {
+                ", by people living in "
+                @match form.local_authorities.iter().find(|(code, _)| code == place) {
+                    Some((_, name)) => (name),
+                    None => (place),
+                }
+            }
             ". Counted at " (made_at(&made.generated)) "."
         }
     }
@@ -421,7 +435,7 @@ pub fn overview(
             h1 { "Referrals and outcomes" }
             (filter_form(form))
             @if let Some(first) = sections.first() {
-                (covering(first.made, form.services))
+                (covering(first.made, form))
             }
             @for s in sections {
                 (section(s, true))
@@ -458,7 +472,7 @@ pub fn report(
             h1 { (title) }
             (filter_form(form))
             @if let Some(s) = s {
-                (covering(s.made, form.services))
+                (covering(s.made, form))
                 (section(s, false))
             }
         },

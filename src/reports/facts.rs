@@ -26,6 +26,9 @@ pub struct ReferralFacts {
     pub referred_on: NaiveDate,
     /// The outward code of the person's postcode (e.g. `S1`), or `unknown`.
     pub place: String,
+    /// The code of the local authority the district is listed under (set by the application
+    /// layer from the configured list; `None` when none holds it).
+    pub local_authority: Option<String>,
     /// Whether the person had been referred to the same service before (derived, never typed).
     pub returning: bool,
     pub stage: Stage,
@@ -232,6 +235,7 @@ pub fn referral_facts(r: &ReferralRecords<'_>) -> Option<ReferralFacts> {
         route,
         referred_on,
         place,
+        local_authority: None,
         returning: false,
         stage,
         days_to_first_contact: first_contact.map(|c| (c - referred_on).num_days()),

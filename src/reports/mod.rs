@@ -9,6 +9,7 @@
 //! export, which is about people, stays for people whose consent covers evaluation only.
 
 pub mod facts;
+pub mod places;
 pub mod render;
 pub mod table;
 
@@ -39,6 +40,8 @@ pub struct Population<'a> {
     pub target_days: u32,
     /// Service ids and names, for labels.
     pub service_names: &'a [(String, String)],
+    /// The listed local authorities' codes and names, for labels.
+    pub local_authorities: &'a [(String, String)],
     /// The day the report is made, for referrals still waiting.
     pub today: NaiveDate,
 }
@@ -143,6 +146,29 @@ pub const CATALOGUE: &[Report] = &[
                 t.count(&f.place, || f.place.clone());
             }
             sort_rows(&mut t);
+            t
+        },
+    },
+    Report {
+        linked: None,
+        name: "referrals-by-local-authority",
+        title: "Referrals by local authority",
+        description: "Referrals received, by the local authority the person lives in (found from the postcode district, by the gateway's list of local authorities).",
+        build: |p| {
+            let mut rows: Vec<Category> = p
+                .local_authorities
+                .iter()
+                .map(|(code, name)| Category::new(code.clone(), name.clone()))
+                .collect();
+            rows.push(Category::new(
+                places::NOT_LISTED,
+                "Not in a listed local authority",
+            ));
+            let mut t = Table::one_way("Local authority", rows, "Referrals");
+            for f in p.referrals {
+                let row = f.local_authority.as_deref().unwrap_or(places::NOT_LISTED);
+                t.count(row, || row.to_string());
+            }
             t
         },
     },

@@ -16,6 +16,7 @@ fn referral(person: &str, route: &str, on: &str) -> ReferralFacts {
         route: route.into(),
         referred_on: day(on),
         place: "S1".into(),
+        local_authority: None,
         returning: false,
         stage: Stage::Received,
         days_to_first_contact: None,
@@ -41,6 +42,7 @@ fn population(referrals: &[ReferralFacts]) -> Population<'_> {
         letters: &[],
         target_days: 14,
         service_names: &[],
+        local_authorities: &[],
         today: day("2026-06-30"),
     }
 }

@@ -130,7 +130,7 @@ try {
   await visit("03-filtered");
 
   // 4. A filter that is wrong: the error summary, and the error at its field.
-  await page.getByLabel("Postcode district").fill("S1 1AA!");
+  await page.getByLabel("Place", { exact: true }).fill("S1 1AA!");
   expectedStatus = 400;
   await page.getByRole("button", { name: "Show figures" }).click();
   await page.waitForSelector(".nhsuk-error-summary");
