@@ -296,8 +296,12 @@ async fn choose(State(issuer): State<Arc<Issuer>>, Form(c): Form<Choice>) -> Res
             html! { p { (why) "." } },
         );
     }
+    // The state goes back only if the request sent one (RFC 6749 §4.1.2).
     let state = c.state.clone().unwrap_or_default();
-    let mut params = vec![("state", state.as_str())];
+    let mut params = Vec::new();
+    if c.state.is_some() {
+        params.push(("state", state.as_str()));
+    }
     if c.cancel.is_some() {
         params.push(("error", "access_denied"));
         return redirect(&c.redirect_uri, &params);
@@ -403,7 +407,12 @@ async fn token(
     }
     let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(sha2::Sha256::digest(t.code_verifier.as_bytes()));
-    if t.code_verifier.len() < 43 || computed != grant.challenge {
+    // RFC 7636 §4.1: 43 to 128 characters of [A-Z] / [a-z] / [0-9] / "-" / "." / "_" / "~".
+    let well_formed = (43..=128).contains(&t.code_verifier.len())
+        && t.code_verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    if !well_formed || computed != grant.challenge {
         return token_error(
             "invalid_grant",
             "the PKCE code_verifier does not match the challenge",
