@@ -725,6 +725,7 @@ async fn sign_out_needs_the_sessions_own_token_from_the_gateways_own_page() {
             .contains("Sign out")
     );
 
+    let copy = browser.cookie("whg_session").unwrap();
     let out = browser
         .post_form(&url, &[("csrf".into(), csrf)], &server.base)
         .await;
@@ -735,6 +736,21 @@ async fn sign_out_needs_the_sessions_own_token_from_the_gateways_own_page() {
         .get(&server.url("/dashboard/reports/referrals-by-route"))
         .await;
     assert_eq!(after.status, 401);
+    // A copy of the cookie taken before sign-out opens nothing either, on any instance (a
+    // second one beside this, on PostgreSQL: SQLite has one instance).
+    let beside = server.on_postgres().then(|| server.start_beside());
+    for gateway in std::iter::once(&server).chain(beside.as_ref()) {
+        browser.set_cookie("whg_session", &copy);
+        let replayed = browser
+            .get(&gateway.url("/dashboard/reports/referrals-by-route/csv"))
+            .await;
+        assert_eq!(replayed.status, 401, "{}", replayed.body);
+        assert!(
+            replayed.body.contains("You signed out"),
+            "{}",
+            replayed.body
+        );
+    }
 }
 
 #[tokio::test]

@@ -98,7 +98,41 @@ contract!(
     searches_and_reads_see_only_the_parties_records,
     clients_and_assertions,
     quarantine_keeps_a_message_once,
+    a_session_ended_on_one_instance_is_ended_on_every_one,
 );
+
+/// Signing out on one instance ends the session on all of them, once, audited once; a session
+/// past its time is forgotten when the next one ends.
+async fn a_session_ended_on_one_instance_is_ended_on_every_one(db: Instances) {
+    let audit = || json!({ "resourceType": "AuditEvent", "recorded": format_instant(Utc::now()) });
+    let until = Utc::now().timestamp() + 1800;
+    assert!(!db.b.session_ended("session-1").await.unwrap());
+    assert!(db.a.end_session("session-1", until, audit()).await.unwrap());
+    assert!(db.b.session_ended("session-1").await.unwrap());
+    assert!(
+        !db.b.end_session("session-1", until, audit()).await.unwrap(),
+        "ended once"
+    );
+    assert!(!db.a.session_ended("session-2").await.unwrap());
+    assert_eq!(
+        db.a.search(&search("AuditEvent", None))
+            .await
+            .unwrap()
+            .total,
+        1,
+        "audited once"
+    );
+    // One that had already run out is not kept past the next sign-out.
+    let past = Utc::now().timestamp() - 10;
+    assert!(
+        db.a.end_session("session-old", past, audit())
+            .await
+            .unwrap()
+    );
+    assert!(db.b.end_session("session-3", until, audit()).await.unwrap());
+    assert!(!db.a.session_ended("session-old").await.unwrap());
+    assert!(db.a.session_ended("session-1").await.unwrap());
+}
 
 fn submission(config: &Config, referral_id: &str, nhs_number: Option<&str>) -> Submission {
     let mut r: Value = serde_json::from_str(REFERRAL).unwrap();

@@ -212,6 +212,19 @@ impl Away {
             Ended::Expired => {
                 Some("Your session reached its time limit. Sign in again to carry on.")
             }
+            Ended::SignedOut => Some("You signed out of this session. Sign in again to carry on."),
+            Ended::Unchecked => {
+                return page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    pages::problem(
+                        None,
+                        "Sorry, there is a problem with the service",
+                        "Your session cannot be checked just now. Try again in a few minutes.",
+                        false,
+                    ),
+                    &[],
+                );
+            }
         };
         let clear = [removal(app, names(app).session)];
         page(
@@ -223,10 +236,14 @@ impl Away {
 }
 
 /// The signed-in person, or why there is none.
-fn signed_in<'a>(app: &'a AppState, headers: &HeaderMap) -> Result<(&'a SignIn, Live), Away> {
+async fn signed_in<'a>(app: &'a AppState, headers: &HeaderMap) -> Result<(&'a SignIn, Live), Away> {
     let sign_in = app.sign_in.as_ref().ok_or(Away::Disabled)?;
     let live = sign_in
-        .session(read_cookie(headers, names(app).session).as_deref())
+        .session(
+            &*app.store,
+            read_cookie(headers, names(app).session).as_deref(),
+        )
+        .await
         .map_err(Away::Ended)?;
     Ok((sign_in, live))
 }
@@ -323,7 +340,7 @@ enum ReportProblem {
 
 /// The session and what the pages need of it, or why there is none.
 async fn viewing<'a>(app: &'a AppState, headers: &HeaderMap) -> Result<Viewing<'a>, Away> {
-    let (sign_in, live) = signed_in(app, headers)?;
+    let (sign_in, live) = signed_in(app, headers).await?;
     app.limiter
         .admit_person(
             &*app.store,
@@ -673,7 +690,7 @@ async fn sign_out(
     headers: HeaderMap,
     form: Result<Form<SignOutForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let (sign_in, live) = match signed_in(&app, &headers) {
+    let (sign_in, live) = match signed_in(&app, &headers).await {
         Ok(s) => s,
         Err(away) => return away.response(&app),
     };

@@ -201,6 +201,7 @@ impl SignIn {
             }
         };
         let session = Session {
+            id: random_token(),
             person,
             csrf: random_token(),
             signed_in: unix(now),
@@ -244,13 +245,21 @@ impl SignIn {
         Live { session, cookie }
     }
 
-    /// The session a request's cookie carries, still alive, with the cookie that renews it.
-    pub fn session(&self, cookie: Option<&str>) -> Result<Live, Ended> {
+    /// The session a request's cookie carries, still alive and not signed out, with the
+    /// cookie that renews it.
+    pub async fn session(&self, store: &dyn Store, cookie: Option<&str>) -> Result<Live, Ended> {
         let now = unix(Utc::now());
         let cookie = cookie.ok_or(Ended::Absent)?;
         let sealed = self.key.open(cookie, now)?;
         let session = self.lifetime.check(sealed, now)?;
-        Ok(self.renewed(session))
+        match store.session_ended(&session.id).await {
+            Ok(false) => Ok(self.renewed(session)),
+            Ok(true) => Err(Ended::SignedOut),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read whether a session was signed out");
+                Err(Ended::Unchecked)
+            }
+        }
     }
 
     /// Signs the session's person out, if the form carried the session's own CSRF token;
@@ -267,19 +276,21 @@ impl SignIn {
         }
         let principal = session.person.principal();
         let caller = Caller::new(&principal, request_id);
-        store
-            .append_audit(&[Event {
-                kind: Kind::SignOut,
-                principal: Some(caller.principal),
-                patient: None,
-                entities: Vec::new(),
-                decision: None,
-                permitted: true,
-                description: "signed out of the dashboard".into(),
-                at: Utc::now(),
-                request_id: caller.request_id.clone(),
-            }])
-            .await?;
+        let audit = crate::audit::audit_event(&Event {
+            kind: Kind::SignOut,
+            principal: Some(caller.principal),
+            patient: None,
+            entities: Vec::new(),
+            decision: None,
+            permitted: true,
+            description: "signed out of the dashboard".into(),
+            at: Utc::now(),
+            request_id: caller.request_id.clone(),
+        });
+        // Ended in the store with its AuditEvent: every copy of the cookie is refused from now
+        // until the session would have run out anyway.
+        let until = i64::try_from(self.lifetime.until(session)).unwrap_or(i64::MAX);
+        store.end_session(&session.id, until, audit).await?;
         Ok(())
     }
 

@@ -23,6 +23,8 @@ pub enum Sealed {
 /// A signed-in person's session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
+    /// Random: what signing out records as ended (`crate::store::Sessions`).
+    pub id: String,
     pub person: Person,
     /// The token every form the session posts must carry (the sign-out form).
     pub csrf: String,
@@ -58,6 +60,11 @@ pub enum Ended {
     Idle,
     #[error("the session reached its time limit")]
     Expired,
+    #[error("the session was signed out")]
+    SignedOut,
+    /// The store could not say whether it was signed out: refused, not assumed alive.
+    #[error("the session could not be checked just now")]
+    Unchecked,
 }
 
 /// The session key, for signing and reading cookies.
@@ -167,6 +174,7 @@ mod tests {
 
     fn session(signed_in: u64, seen: u64) -> Session {
         Session {
+            id: random_token(),
             person: Person {
                 subject: "555011".into(),
                 role: PersonRole::Commissioner,

@@ -584,10 +584,30 @@ impl Singleton {
     }
 }
 
+/// People's dashboard sessions ended before their time (signed out): sessions are sealed
+/// cookies, not rows, so only the ended ones are kept, each until it would have run out anyway.
+#[async_trait]
+pub trait Sessions: Send + Sync {
+    /// Records session `id` as ended until `until` (Unix seconds), with its AuditEvent, in one
+    /// transaction; false (and no AuditEvent) if it was ended before.
+    async fn end_session(&self, id: &str, until: i64, audit: Value) -> Result<bool, StoreError>;
+
+    /// Whether session `id` was ended.
+    async fn session_ended(&self, id: &str) -> Result<bool, StoreError>;
+}
+
 /// Everything the gateway keeps, by capability. Each backend implements every part; callers
 /// hold an `Arc<dyn Store>` and name the part they use.
 pub trait Store:
-    Submissions + Resources + Overrides + Outbox + Registry + MeshQuarantine + Coordination + Lifecycle
+    Submissions
+    + Resources
+    + Overrides
+    + Outbox
+    + Registry
+    + MeshQuarantine
+    + Sessions
+    + Coordination
+    + Lifecycle
 {
 }
 
@@ -598,6 +618,7 @@ impl<T> Store for T where
         + Outbox
         + Registry
         + MeshQuarantine
+        + Sessions
         + Coordination
         + Lifecycle
 {

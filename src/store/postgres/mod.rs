@@ -124,6 +124,7 @@ include!("../sql/outbox.rs");
 include!("../sql/overrides.rs");
 include!("../sql/registry.rs");
 include!("../sql/quarantine.rs");
+include!("../sql/sessions.rs");
 
 pub type PostgresStore = SqlStore;
 

@@ -27,8 +27,8 @@ use crate::store::plan::{Existing, PlannedWrite, plan};
 use crate::store::{
     Candidate, ClientId, ClientRecord, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryId,
     DeliveryUpdate, Lease, Lifecycle, MeshQuarantine, Outbox, OverrideFilter, Overrides, PatientId,
-    QuarantinedMessage, RecordParties, Registry, Resources, SearchPage, StoreError, Stored,
-    Submissions, Transaction,
+    QuarantinedMessage, RecordParties, Registry, Resources, SearchPage, Sessions, StoreError,
+    Stored, Submissions, Transaction,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;

@@ -115,6 +115,8 @@ enum WriteJob {
     Release(Lease, String, Reply<()>),
     /// A MESH message set aside, its content and its AuditEvent.
     Quarantine(QuarantinedMessage, Option<Vec<u8>>, Value, Reply<bool>),
+    /// A person's session ended (its id, until when), and its AuditEvent.
+    EndSession(String, i64, Value, Reply<bool>),
 }
 
 enum ClientWrite {
@@ -212,6 +214,7 @@ impl WriteJob {
             WriteJob::Claim(_, _, r) => drop(r.send(Err(e))),
             WriteJob::Release(_, _, r) => drop(r.send(Err(e))),
             WriteJob::Quarantine(_, _, _, r) => drop(r.send(Err(e))),
+            WriteJob::EndSession(_, _, _, r) => drop(r.send(Err(e))),
         }
     }
 
@@ -262,6 +265,10 @@ impl WriteJob {
             WriteJob::Quarantine(message, content, audit, reply) => Answer::Quarantine(
                 reply,
                 in_savepoint!(conn, quarantine(conn, message, content, audit, own)),
+            ),
+            WriteJob::EndSession(id, until, audit, reply) => Answer::Quarantine(
+                reply,
+                in_savepoint!(conn, end_session(conn, id, until, audit, own)),
             ),
         }
     }

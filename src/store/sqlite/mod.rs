@@ -109,6 +109,7 @@ include!("../sql/outbox.rs");
 include!("../sql/overrides.rs");
 include!("../sql/registry.rs");
 include!("../sql/quarantine.rs");
+include!("../sql/sessions.rs");
 
 pub type SqliteStore = SqlStore;
 
