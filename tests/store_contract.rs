@@ -114,14 +114,7 @@ async fn a_session_ended_on_one_instance_is_ended_on_every_one(db: Instances) {
         "ended once"
     );
     assert!(!db.a.session_ended("session-2").await.unwrap());
-    assert_eq!(
-        db.a.search(&search("AuditEvent", None))
-            .await
-            .unwrap()
-            .total,
-        1,
-        "audited once"
-    );
+    assert_eq!(audit_events(&db).await, 1, "audited once");
     // One that had already run out is not kept past the next sign-out.
     let past = Utc::now().timestamp() - 10;
     assert!(
@@ -161,6 +154,14 @@ async fn refer(
         whg::intake::admission::PRACTICE_CONSENT_EXPRESSION,
     );
     store.submit(s, Some(admission)).await
+}
+
+/// How many AuditEvents the store holds.
+async fn audit_events(db: &Instances) -> u64 {
+    db.a.search(&search("AuditEvent", None))
+        .await
+        .unwrap()
+        .total
 }
 
 fn search(resource_type: &str, tenancy: Option<Tenancy>) -> SearchRequest {
@@ -445,14 +446,7 @@ async fn quarantine_keeps_a_message_once(db: Instances) {
             .unwrap()
             .unwrap();
     assert_eq!(content.as_deref(), Some(&b"hello"[..]));
-    assert_eq!(
-        db.a.search(&search("AuditEvent", None))
-            .await
-            .unwrap()
-            .total,
-        1,
-        "audited once"
-    );
+    assert_eq!(audit_events(&db).await, 1, "audited once");
 }
 
 /// A database restarted or failed over under a live instance ends its sessions; the instance
