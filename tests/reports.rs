@@ -698,3 +698,82 @@ async fn follow_ups_come_after_discharge_once_per_interval() {
     assert_eq!(status, 422, "{again}");
     assert_eq!(again["issue"][0]["code"], "duplicate");
 }
+
+/// The monitoring fields reach the reports over BaRS as over the practice format: UK Core's
+/// ethnic-category extension on the Patient (here with the Data Dictionary code alone, as a GP
+/// system sends it), and disability and employer size as Observations in the gateway's own
+/// CodeSystems (profiles/), referenced from the ServiceRequest's supportingInfo.
+#[tokio::test]
+async fn monitoring_fields_sent_over_bars_are_counted() {
+    let server =
+        Server::start_with("[reports]\nsuppression_threshold = 1\ninclude_test_tenant = true\n");
+    let local = whg::fhir::systems::local_code_system;
+    let mut message = common::read_json(
+        &common::root().join("fixtures/messages/valid/01-bars-referral-current-forms.json"),
+    );
+    let patient = "urn:uuid:00000000-0000-4000-8000-000000000004";
+    let entries = message["entry"].as_array_mut().unwrap();
+    for e in entries.iter_mut() {
+        match e["resource"]["resourceType"].as_str() {
+            Some("Patient") => {
+                e["resource"]["extension"] = json!([{
+                    "url": "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-EthnicCategory",
+                    "valueCodeableConcept": { "coding": [{
+                        "system": "https://fhir.hl7.org.uk/CodeSystem/UKCore-EthnicCategoryEngland",
+                        "code": "H", "display": "Asian or Asian British - Indian",
+                    }] },
+                }])
+            }
+            Some("ServiceRequest") => {
+                let info = e["resource"]["supportingInfo"].as_array_mut().unwrap();
+                info.push(json!({ "reference": "urn:uuid:00000000-0000-4000-8000-000000000013" }));
+                info.push(json!({ "reference": "urn:uuid:00000000-0000-4000-8000-000000000014" }));
+            }
+            _ => {}
+        }
+    }
+    entries.push(json!({
+        "fullUrl": "urn:uuid:00000000-0000-4000-8000-000000000013",
+        "resource": {
+            "resourceType": "Observation", "status": "final",
+            "code": { "coding": [{ "system": local("observation-type"), "code": "disability-status" }] },
+            "subject": { "reference": patient },
+            "valueCodeableConcept": { "coding": [{ "system": local("disability-status"), "code": "limited-a-lot" }] },
+        },
+    }));
+    entries.push(json!({
+        "fullUrl": "urn:uuid:00000000-0000-4000-8000-000000000014",
+        "resource": {
+            "resourceType": "Observation", "status": "final",
+            "code": { "coding": [{ "system": "http://loinc.org", "code": "11341-5", "display": "History of Occupation" }] },
+            "subject": { "reference": patient },
+            "component": [{
+                "code": { "coding": [{ "system": local("observation-type"), "code": "employer-size" }] },
+                "valueCodeableConcept": { "coding": [{ "system": local("employer-size-band"), "code": "50-249" }] },
+            }],
+        },
+    }));
+    let sender = common::sender_practice(&message).unwrap();
+    let (status, _, answer) = server
+        .as_(Principal::practice(&sender))
+        .post("/fhir/$process-message", &message)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+
+    let icb = commissioner();
+    for (name, code) in [
+        ("ethnicity", "asian-indian"),
+        ("disability", "limited-a-lot"),
+        ("employer-size", "50-249"),
+    ] {
+        let (status, published) = report(&server, &icb, &format!("/api/v1/reports/{name}")).await;
+        assert_eq!(status, 200, "{published}");
+        let counts = one_way(&published);
+        assert_eq!(counts[code], Some(1), "{name}: {published}");
+        assert_eq!(
+            counts.get("not-recorded").copied().flatten(),
+            Some(0),
+            "{name}: {published}"
+        );
+    }
+}
