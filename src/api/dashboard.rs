@@ -3,11 +3,10 @@
 //! Each handler reads the session, calls the reports or sign-in use case, and answers with a
 //! page from [`crate::dashboard::pages`].
 //!
-//! Cookies: `whg_session` (the session) and `whg_sign_in` (a sign-in under way), both sealed
-//! by the gateway, `HttpOnly`, `SameSite=Lax` (the provider sends the browser back by a
-//! top-level GET, which `Strict` would strip them from), `Path=/dashboard`, `Secure` when the
-//! gateway is reached over https. The one form that changes anything (sign-out) carries the
-//! session's CSRF token and must come from the gateway's own origin.
+//! Cookies: the session and a sign-in under way, both sealed by the gateway, `HttpOnly`,
+//! `SameSite=Lax` (the provider sends the browser back by a top-level GET, which `Strict` would
+//! strip them from); their names and path are in [`Names`]. The one form that changes anything
+//! (sign-out) carries the session's CSRF token and must come from the gateway's own origin.
 
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
@@ -156,9 +155,8 @@ fn read_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// The session cookie renewing a live session (its idle clock restarted).
-fn renewal<'c>(app: &AppState, sign_in: &SignIn, live: &Live) -> Cookie<'c> {
-    let life = sign_in.lifetime();
-    let left = life.until(&live.session).saturating_sub(live.session.seen);
+fn renewal<'c>(app: &AppState, live: &Live) -> Cookie<'c> {
+    let left = live.until.saturating_sub(live.session.seen);
     cookie(app, names(app).session, live.cookie.clone(), left)
 }
 
@@ -251,10 +249,8 @@ async fn signed_in<'a>(app: &'a AppState, headers: &HeaderMap) -> Result<(&'a Si
 /// What one page of reports needs, made or refused.
 struct Viewing<'a> {
     app: &'a AppState,
-    sign_in: &'a SignIn,
     live: Live,
     services: Vec<(String, String)>,
-    local_authorities: Vec<(String, String)>,
     organisation: String,
     request_id: Option<String>,
 }
@@ -269,11 +265,7 @@ impl Viewing<'_> {
     }
 
     fn answer(&self, status: StatusCode, markup: Markup) -> Response {
-        page(
-            status,
-            markup,
-            &[renewal(self.app, self.sign_in, &self.live)],
-        )
+        page(status, markup, &[renewal(self.app, &self.live)])
     }
 
     /// The reports `names` for this person under `filters`, or the page that says why not.
@@ -340,7 +332,7 @@ enum ReportProblem {
 
 /// The session and what the pages need of it, or why there is none.
 async fn viewing<'a>(app: &'a AppState, headers: &HeaderMap) -> Result<Viewing<'a>, Away> {
-    let (sign_in, live) = signed_in(app, headers).await?;
+    let (_, live) = signed_in(app, headers).await?;
     app.limiter
         .admit_person(
             &*app.store,
@@ -359,15 +351,8 @@ async fn viewing<'a>(app: &'a AppState, headers: &HeaderMap) -> Result<Viewing<'
     let organisation = organisation_name(&live.session.person, &app.config.services).to_string();
     Ok(Viewing {
         app,
-        sign_in,
         live,
         services,
-        local_authorities: app
-            .config
-            .local_authorities
-            .iter()
-            .map(|la| (la.code.clone(), la.name.clone()))
-            .collect(),
         organisation,
         request_id: request_id(headers),
     })
@@ -468,7 +453,7 @@ async fn overview(
         services: &v.services,
         filters: &filters,
         problems: &problems,
-        local_authorities: &v.local_authorities,
+        local_authorities: &app.config.local_authorities,
     };
     let status = status_for(&problems);
     v.answer(
@@ -510,7 +495,7 @@ async fn report(
         services: &v.services,
         filters: &filters,
         problems: &problems,
-        local_authorities: &v.local_authorities,
+        local_authorities: &app.config.local_authorities,
     };
     let status = status_for(&problems);
     v.answer(
@@ -547,18 +532,14 @@ async fn report_csv(
     };
     let mut response = super::reports::csv_response(&made);
     let h = response.headers_mut();
-    set_cookies(h, &[renewal(&app, v.sign_in, &v.live)]);
+    set_cookies(h, &[renewal(&app, &v.live)]);
     response
 }
 
 /// `GET /dashboard/sign-in`: off to the provider, with a cookie remembering the sign-in.
 async fn sign_in(State(app): State<AppState>) -> Response {
     let Some(sign_in) = app.sign_in.as_ref() else {
-        return page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            pages::landing(None, false),
-            &[],
-        );
+        return Away::Disabled.response(&app);
     };
     match sign_in.start().await {
         Ok((url, pending)) => see_other(
@@ -598,11 +579,7 @@ async fn callback(
     query: Result<Query<CallbackQuery>, QueryRejection>,
 ) -> Response {
     let Some(sign_in) = app.sign_in.as_ref() else {
-        return page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            pages::landing(None, false),
-            &[],
-        );
+        return Away::Disabled.response(&app);
     };
     let q = match query {
         Ok(Query(q)) => q,
@@ -624,7 +601,7 @@ async fn callback(
         .await;
     let clear = removal(&app, names(&app).sign_in);
     match finished {
-        Ok(live) => see_other("/dashboard", &[clear, renewal(&app, sign_in, &live)]),
+        Ok(live) => see_other("/dashboard", &[clear, renewal(&app, &live)]),
         Err(failure) => {
             let status = match &failure {
                 SignInFailure::NotStarted | SignInFailure::StateMismatch => StatusCode::BAD_REQUEST,
@@ -674,13 +651,21 @@ fn same_origin(app: &AppState, headers: &HeaderMap) -> bool {
     else {
         return false;
     };
-    let origin_of = |v: &str| url::Url::parse(v).ok().map(|u| u.origin());
-    match (headers.get(header::ORIGIN), headers.get(header::REFERER)) {
-        (Some(o), _) => o.to_str().ok().and_then(origin_of) == Some(base.origin()),
-        (None, Some(r)) => r.to_str().ok().and_then(origin_of) == Some(base.origin()),
+    match headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+    {
+        Some(claimed) => {
+            claimed
+                .to_str()
+                .ok()
+                .and_then(|v| url::Url::parse(v).ok())
+                .map(|u| u.origin())
+                == Some(base.origin())
+        }
         // A form post with neither (a browser told to send no referrer) is judged by the
         // CSRF token alone.
-        (None, None) => true,
+        None => true,
     }
 }
 

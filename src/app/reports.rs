@@ -230,11 +230,6 @@ pub async fn make_several(
         .iter()
         .map(|s| (s.id.clone(), s.name.clone()))
         .collect();
-    let local_authorities: Vec<(String, String)> = config
-        .local_authorities
-        .iter()
-        .map(|la| (la.code.clone(), la.name.clone()))
-        .collect();
     let threshold = config.reports.suppression_threshold;
     let target_days = config.workflow.first_contact_target_days;
     // Unfiltered, the period starts with the month of the first referral the caller may see at
@@ -247,23 +242,49 @@ pub async fn make_several(
         .unwrap_or(today)
         .with_day(1)
         .expect("the first of a month");
+    // The referrals `keep` keeps, and their letters.
+    let over = |keep: &dyn Fn(&ReferralFacts) -> bool| -> (Vec<ReferralFacts>, Vec<LetterFacts>) {
+        let kept: Vec<ReferralFacts> = referrals.iter().filter(|f| keep(f)).cloned().collect();
+        let ids: std::collections::HashSet<&str> =
+            kept.iter().map(|f| f.referral.as_str()).collect();
+        let letters = letters
+            .iter()
+            .filter(|(referral, _)| ids.contains(referral.as_str()))
+            .map(|(_, l)| l.clone())
+            .collect();
+        (kept, letters)
+    };
+    // What every report is made over, and says it covers: the same for each of them.
+    let (asked_referrals, asked_letters) = over(&|f| in_service(f) && in_months(f) && in_place(f));
+    let scope = Scope {
+        services: services
+            .iter()
+            .filter(|s| filters.service.as_ref().is_none_or(|id| &s.id == id))
+            .map(|s| s.id.clone())
+            .collect(),
+        from: filters.from.clone(),
+        to: filters.to.clone(),
+        place: place.clone(),
+    };
+    let period = (
+        from.unwrap_or(first_month).to_string(),
+        to.map_or(today, |t| t.min(today)).to_string(),
+    );
+    let covered = format!(
+        "over services {} ({} to {}{})",
+        scope.services.join(", "),
+        period.0,
+        period.1,
+        scope
+            .place
+            .as_ref()
+            .map(|p| format!(", {p}"))
+            .unwrap_or_default()
+    );
+    let generated = crate::fhir::search::format_instant(now);
     let mut made = Vec::with_capacity(wanted.len());
     let mut events = Vec::with_capacity(wanted.len());
     for report in wanted {
-        // The report over the referrals `keep` keeps, and their letters.
-        let over =
-            |keep: &dyn Fn(&ReferralFacts) -> bool| -> (Vec<ReferralFacts>, Vec<LetterFacts>) {
-                let kept: Vec<ReferralFacts> =
-                    referrals.iter().filter(|f| keep(f)).cloned().collect();
-                let ids: std::collections::HashSet<&str> =
-                    kept.iter().map(|f| f.referral.as_str()).collect();
-                let letters = letters
-                    .iter()
-                    .filter(|(referral, _)| ids.contains(referral.as_str()))
-                    .map(|(_, l)| l.clone())
-                    .collect();
-                (kept, letters)
-            };
         let total_over = |keep: &dyn Fn(&ReferralFacts) -> bool| {
             let (r, l) = over(keep);
             report
@@ -272,7 +293,7 @@ pub async fn make_several(
                     letters: &l,
                     target_days,
                     service_names: &service_names,
-                    local_authorities: &local_authorities,
+                    local_authorities: &config.local_authorities,
                     today,
                 })
                 .grand_total()
@@ -321,34 +342,18 @@ pub async fn make_several(
                 .collect();
             slices(&selected, &month_of, &|f| in_service(f) && in_place(f));
         }
-        let (referrals, letters) = over(&|f| in_service(f) && in_months(f) && in_place(f));
-        let services: Vec<&Service> = services
-            .iter()
-            .copied()
-            .filter(|s| filters.service.as_ref().is_none_or(|id| &s.id == id))
-            .collect();
         let published = reports::publish(
             report,
             &Population {
-                referrals: &referrals,
-                letters: &letters,
+                referrals: &asked_referrals,
+                letters: &asked_letters,
                 target_days,
                 service_names: &service_names,
-                local_authorities: &local_authorities,
+                local_authorities: &config.local_authorities,
                 today,
             },
             threshold,
             withhold_total,
-        );
-        let scope = Scope {
-            services: services.iter().map(|s| s.id.clone()).collect(),
-            from: filters.from.clone(),
-            to: filters.to.clone(),
-            place: place.clone(),
-        };
-        let period = (
-            from.unwrap_or(first_month).to_string(),
-            to.map_or(today, |t| t.min(today)).to_string(),
         );
         events.push(Event {
             kind: Kind::Report,
@@ -357,27 +362,16 @@ pub async fn make_several(
             entities: Vec::new(),
             decision: None,
             permitted: true,
-            description: format!(
-                "report {} over services {} ({} to {}{})",
-                report.name,
-                scope.services.join(", "),
-                period.0,
-                period.1,
-                scope
-                    .place
-                    .as_ref()
-                    .map(|p| format!(", {p}"))
-                    .unwrap_or_default()
-            ),
+            description: format!("report {} {covered}", report.name),
             at: now,
             request_id: caller.request_id.clone(),
         });
         made.push(Made {
             report,
             published,
-            scope,
-            generated: crate::fhir::search::format_instant(now),
-            period,
+            scope: scope.clone(),
+            generated: generated.clone(),
+            period: period.clone(),
         });
     }
     store.append_audit(&events).await?;

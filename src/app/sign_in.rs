@@ -5,7 +5,6 @@
 
 use chrono::Utc;
 
-use super::Caller;
 use crate::audit::{Event, Kind};
 use crate::config::SignInConfig;
 use crate::services::Service;
@@ -74,10 +73,12 @@ pub struct Answer {
     pub error: Option<String>,
 }
 
-/// A session in use: who, and the cookie that carries it on (its idle clock renewed).
+/// A session in use: who, the cookie that carries it on (its idle clock renewed), and when that
+/// cookie stops being accepted (unix seconds).
 pub struct Live {
     pub session: Session,
     pub cookie: String,
+    pub until: u64,
 }
 
 /// The OAuth2 authorization error codes (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6) shown back to
@@ -111,7 +112,7 @@ impl SignIn {
         // An issuer over plain http is one on this host (`whg dev-issuer`, which signs anyone
         // in): only for a gateway that is itself reached only from this host, never one that
         // people elsewhere use, where any local user could then sign in as anyone.
-        let plain_issuer = config.issuer.starts_with("http://");
+        let plain_issuer = url::Url::parse(&config.issuer).is_ok_and(|u| u.scheme() == "http");
         let local_gateway =
             url::Url::parse(base_url).is_ok_and(|u| crate::outbound::on_this_host(&u));
         if plain_issuer && !local_gateway {
@@ -128,10 +129,6 @@ impl SignIn {
             lifetime: Lifetime::from_config(config),
             redirect_uri: format!("{}{CALLBACK_PATH}", base_url.trim_end_matches('/')),
         })
-    }
-
-    pub fn lifetime(&self) -> Lifetime {
-        self.lifetime
     }
 
     /// Starts a sign-in: where to send the browser, and the cookie that remembers what the
@@ -182,20 +179,13 @@ impl SignIn {
             Ok(person) => person,
             Err(refused) => {
                 store
-                    .append_audit(&[Event {
-                        kind: Kind::SignIn,
-                        principal: None,
-                        patient: None,
-                        entities: Vec::new(),
-                        decision: None,
-                        permitted: false,
-                        description: format!(
-                            "dashboard sign-in refused: {}",
-                            refused_code(&refused)
-                        ),
-                        at: now,
+                    .append_audit(&[access_event(
+                        Kind::SignIn,
+                        None,
+                        false,
+                        format!("dashboard sign-in refused: {}", refused_code(&refused)),
                         request_id,
-                    }])
+                    )])
                     .await?;
                 return Err(SignInFailure::Refused(refused));
             }
@@ -209,21 +199,17 @@ impl SignIn {
         };
         let principal = session.person.principal();
         store
-            .append_audit(&[Event {
-                kind: Kind::SignIn,
-                principal: Some(&principal),
-                patient: None,
-                entities: Vec::new(),
-                decision: None,
-                permitted: true,
-                description: format!(
+            .append_audit(&[access_event(
+                Kind::SignIn,
+                Some(&principal),
+                true,
+                format!(
                     "signed in to the dashboard as {} for {}",
                     session.person.role.label().to_lowercase(),
                     session.person.organisation
                 ),
-                at: now,
                 request_id,
-            }])
+            )])
             .await?;
         Ok(self.renewed(session))
     }
@@ -242,7 +228,11 @@ impl SignIn {
     fn renewed(&self, session: Session) -> Live {
         let until = self.lifetime.until(&session);
         let cookie = self.key.seal(&Sealed::Session(session.clone()), until);
-        Live { session, cookie }
+        Live {
+            session,
+            cookie,
+            until,
+        }
     }
 
     /// The session a request's cookie carries, still alive and not signed out, with the
@@ -275,18 +265,13 @@ impl SignIn {
             return Err(SignOutRefused::Csrf);
         }
         let principal = session.person.principal();
-        let caller = Caller::new(&principal, request_id);
-        let audit = crate::audit::audit_event(&Event {
-            kind: Kind::SignOut,
-            principal: Some(caller.principal),
-            patient: None,
-            entities: Vec::new(),
-            decision: None,
-            permitted: true,
-            description: "signed out of the dashboard".into(),
-            at: Utc::now(),
-            request_id: caller.request_id.clone(),
-        });
+        let audit = crate::audit::audit_event(&access_event(
+            Kind::SignOut,
+            Some(&principal),
+            true,
+            "signed out of the dashboard".into(),
+            request_id,
+        ));
         // Ended in the store with its AuditEvent: every copy of the cookie is refused from now
         // until the session would have run out anyway.
         let until = i64::try_from(self.lifetime.until(session)).unwrap_or(i64::MAX);
@@ -307,6 +292,28 @@ pub enum SignOutRefused {
     Csrf,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A sign-in or sign-out as the audit trail records it: the person (when the provider named one
+/// the dashboard takes) and what happened, about no patient or record.
+fn access_event(
+    kind: Kind,
+    principal: Option<&crate::caller::Principal>,
+    permitted: bool,
+    description: String,
+    request_id: Option<String>,
+) -> Event<'_> {
+    Event {
+        kind,
+        principal,
+        patient: None,
+        entities: Vec::new(),
+        decision: None,
+        permitted,
+        description,
+        at: Utc::now(),
+        request_id,
+    }
 }
 
 /// A refusal as the audit trail records it: its kind, never the claim values behind it.

@@ -6,6 +6,7 @@ use maud::{DOCTYPE, Markup, html};
 
 use super::charts;
 use crate::app::reports::{Filters, Made};
+use crate::reports::places::LocalAuthority;
 use crate::reports::render::SUPPRESSED_MARK;
 
 /// The person the page is for, as the header shows them.
@@ -27,8 +28,8 @@ pub struct FilterForm<'a> {
     pub filters: &'a Filters,
     /// Problems with what was filled in: (field, what to do), in form order.
     pub problems: &'a [(String, String)],
-    /// The listed local authorities: (ONS code, name), offered as places.
-    pub local_authorities: &'a [(String, String)],
+    /// The listed local authorities, offered as places.
+    pub local_authorities: &'a [LocalAuthority],
 }
 
 /// One report on a page: what was made, and how it is drawn.
@@ -182,7 +183,7 @@ fn group(
     field: &str,
     label: &str,
     hint: &str,
-    control: impl FnOnce(Option<String>, bool) -> Markup,
+    control: impl FnOnce(&str, bool) -> Markup,
 ) -> Markup {
     let error = error_for(problems, field);
     let hint_id = format!("{field}-hint");
@@ -200,7 +201,7 @@ fn group(
                     span class="nhsuk-u-visually-hidden" { "Error:" } " " (e)
                 }
             }
-            (control(Some(described), error.is_some()))
+            (control(&described, error.is_some()))
         }
     }
 }
@@ -233,7 +234,7 @@ fn filter_form(form: &FilterForm<'_>) -> Markup {
                     div class="nhsuk-grid-column-one-quarter" {
                         (group(problems, "service", "Service", "Every service you can see, or one", |described, error| html! {
                             select class=(if error { "nhsuk-select nhsuk-select--error" } else { "nhsuk-select" })
-                                id="service" name="service" aria-describedby=[described] {
+                                id="service" name="service" aria-describedby=(described) {
                                 option value="" selected[f.service.is_none()] { "All your services" }
                                 @for (id, name) in form.services {
                                     option value=(id) selected[f.service.as_deref() == Some(id.as_str())] { (name) }
@@ -245,24 +246,24 @@ fn filter_form(form: &FilterForm<'_>) -> Markup {
                         (group(problems, "from", "From (month)", "For example, 2026-04", |described, error| html! {
                             input class=(if error { "nhsuk-input nhsuk-input--width-10 nhsuk-input--error" } else { "nhsuk-input nhsuk-input--width-10" })
                                 id="from" name="from" type="text" inputmode="numeric" spellcheck="false" value=[f.from.as_deref()]
-                                aria-describedby=[described];
+                                aria-describedby=(described);
                         }))
                     }
                     div class="nhsuk-grid-column-one-quarter" {
                         (group(problems, "to", "To (month)", "For example, 2026-09", |described, error| html! {
                             input class=(if error { "nhsuk-input nhsuk-input--width-10 nhsuk-input--error" } else { "nhsuk-input nhsuk-input--width-10" })
                                 id="to" name="to" type="text" inputmode="numeric" spellcheck="false" value=[f.to.as_deref()]
-                                aria-describedby=[described];
+                                aria-describedby=(described);
                         }))
                     }
                     div class="nhsuk-grid-column-one-quarter" {
                         (group(problems, "place", "Place", "Where people live: a postcode district such as S1, or a local authority's code such as E08000019", |described, error| html! {
                             input class=(if error { "nhsuk-input nhsuk-input--width-5 nhsuk-input--error" } else { "nhsuk-input nhsuk-input--width-5" })
                                 id="place" name="place" type="text" spellcheck="false" autocomplete="off"
-                                value=[f.place.as_deref()] aria-describedby=[described] list="places";
+                                value=[f.place.as_deref()] aria-describedby=(described) list="places";
                             datalist id="places" {
-                                @for (code, name) in form.local_authorities {
-                                    option value=(code) { (name) }
+                                @for la in form.local_authorities {
+                                    option value=(la.code) { (la.name) }
                                 }
                             }
                         }))
@@ -406,8 +407,8 @@ fn covering(made: &Made, form: &FilterForm<'_>) -> Markup {
             " to " (names.join(", "))
             @if let Some(place) = &made.scope.place {
                 ", by people living in "
-                @match form.local_authorities.iter().find(|(code, _)| code == place) {
-                    Some((_, name)) => (name),
+                @match form.local_authorities.iter().find(|la| &la.code == place) {
+                    Some(la) => (la.name),
                     None => (place),
                 }
             }

@@ -40,8 +40,8 @@ pub struct Population<'a> {
     pub target_days: u32,
     /// Service ids and names, for labels.
     pub service_names: &'a [(String, String)],
-    /// The listed local authorities' codes and names, for labels.
-    pub local_authorities: &'a [(String, String)],
+    /// The listed local authorities, for the rows of the report by authority.
+    pub local_authorities: &'a [places::LocalAuthority],
     /// The day the report is made, for referrals still waiting.
     pub today: NaiveDate,
 }
@@ -158,7 +158,7 @@ pub const CATALOGUE: &[Report] = &[
             let mut rows: Vec<Category> = p
                 .local_authorities
                 .iter()
-                .map(|(code, name)| Category::new(code.clone(), name.clone()))
+                .map(|la| Category::new(la.code.clone(), la.name.clone()))
                 .collect();
             rows.push(Category::new(
                 places::NOT_LISTED,
