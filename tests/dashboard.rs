@@ -638,6 +638,18 @@ async fn a_providers_answer_counts_only_in_the_browser_and_sign_in_it_belongs_to
     );
     assert_eq!(browser.get(&callback).await.status, 303, "and finishes");
 
+    // Nor does an address the callback cannot read: it is refused, says nothing of itself, and
+    // the sign-in under way still finishes.
+    let browser = Browser::new();
+    let callback = answer_from_provider(&browser, &server, COMMISSIONER_QF7).await;
+    let garbled = browser
+        .get(&server.url("/dashboard/callback?state=a&state=b&mischief=1"))
+        .await;
+    assert_eq!(garbled.status, 400, "{}", garbled.body);
+    assert!(!garbled.body.contains("mischief") && !garbled.body.contains("`state`"));
+    assert!(browser.cookie("whg_sign_in").is_some());
+    assert_eq!(browser.get(&callback).await.status, 303);
+
     // A second sign-in cookie planted beside the real one (by a sibling site, or over plain
     // http): which is which cannot be told, so neither is used.
     let browser = Browser::new();

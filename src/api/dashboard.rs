@@ -358,19 +358,19 @@ async fn viewing<'a>(app: &'a AppState, headers: &HeaderMap) -> Result<Viewing<'
     })
 }
 
-fn bad_query(app: &AppState, e: &QueryRejection) -> Response {
+/// An address the dashboard's forms and links never make. It changes nothing (a sign-in under
+/// way is left to finish: anyone can send a browser such an address) and repeats nothing of
+/// what it said.
+fn bad_query() -> Response {
     page(
         StatusCode::BAD_REQUEST,
         pages::problem(
             None,
             "The address is not one the dashboard makes",
-            &format!(
-                "Its filters could not be read ({}). Go back to the dashboard and use the form.",
-                e.body_text()
-            ),
+            "Its filters could not be read. Go back to the dashboard and use the form.",
             false,
         ),
-        &[removal(app, names(app).sign_in)],
+        &[],
     )
 }
 
@@ -378,14 +378,14 @@ fn bad_query(app: &AppState, e: &QueryRejection) -> Response {
 enum Refusal {
     Away(Away),
     /// An address the dashboard's own forms and links never make.
-    Query(QueryRejection),
+    Query,
 }
 
 impl Refusal {
     fn response(self, app: &AppState) -> Response {
         match self {
             Refusal::Away(away) => away.response(app),
-            Refusal::Query(e) => bad_query(app, &e),
+            Refusal::Query => bad_query(),
         }
     }
 }
@@ -397,7 +397,7 @@ async fn asked<'a>(
     query: Result<Query<ReportQuery>, QueryRejection>,
 ) -> Result<(Viewing<'a>, Filters), Refusal> {
     let v = viewing(app, headers).await.map_err(Refusal::Away)?;
-    let Query(q) = query.map_err(Refusal::Query)?;
+    let Query(q) = query.map_err(|_| Refusal::Query)?;
     Ok((v, q.filters()))
 }
 
@@ -583,7 +583,7 @@ async fn callback(
     };
     let q = match query {
         Ok(Query(q)) => q,
-        Err(e) => return bad_query(&app, &e),
+        Err(_) => return bad_query(),
     };
     let answer = Answer {
         code: q.code,
