@@ -10,7 +10,8 @@ use whg::config::Config;
 use whg::intake::practice_referral;
 #[tokio::main]
 async fn main() {
-    whg::telemetry::init(&whg::config::Config::defaults().log);
+    let defaults = whg::config::Config::defaults();
+    let _telemetry = whg::telemetry::init(&defaults.log, &defaults.telemetry);
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::defaults();
     config.database_url = format!("sqlite://{}", dir.path().join("p.db").display());

@@ -39,8 +39,12 @@ pub struct ConsentFile {
 }
 
 impl ConsentFile {
+    /// The decision: every path that asks (reads, searches, reports, disclosures) asks here,
+    /// so this is where decisions are counted for the metrics.
     pub fn decide(&self, question: &Question) -> Decision {
-        consent::decide(&self.consents, &self.overrides, question)
+        let decision = consent::decide(&self.consents, &self.overrides, question);
+        crate::telemetry::instruments::consent_decided(&decision);
+        decision
     }
 }
 
@@ -112,7 +116,8 @@ impl ConsentFiles {
 fn consent_class(role: Role, resource_type: &str, class: DataClass) -> Option<DataClass> {
     let service_authored = matches!(class, DataClass::AdviserLetter | DataClass::Outcome);
     match (role, resource_type) {
-        (_, "Consent") | (Role::InformationGovernance | Role::Commissioner, _) => None,
+        (_, "Consent")
+        | (Role::InformationGovernance | Role::Commissioner | Role::Operations, _) => None,
         (Role::Service, "Task") => Some(DataClass::Referral),
         (Role::Service, _) => (!service_authored).then_some(class),
         (Role::Practice, _) => service_authored.then_some(class),
@@ -445,7 +450,9 @@ impl Guard<'_> {
                         .into(),
                 ));
             }
-            (_, Role::Commissioner) => return Err(no_records(self.principal.role)),
+            (_, Role::Commissioner | Role::Operations) => {
+                return Err(no_records(self.principal.role));
+            }
             (_, Role::Practice) => {
                 request.tenancy = Some(Tenancy::Practice(self.principal.organisation.clone()))
             }
@@ -602,6 +609,10 @@ fn no_records(role: Role) -> AccessError {
             "commissioners read aggregate reports (/api/v1/reports), never a person's records"
                 .into()
         }
+        Role::Operations => {
+            "operations staff see the gateway's alerts (/dashboard/ops), never a person's records"
+                .into()
+        }
         _ => "information-governance clients read the audit trail, not people's records".into(),
     })
 }
@@ -612,7 +623,7 @@ pub fn is_party(principal: &Principal, r: &RecordParties) -> bool {
     match principal.role {
         Role::Practice => r.practice.as_ref() == Some(&principal.organisation),
         Role::Service => r.service.as_ref() == Some(&principal.organisation),
-        Role::InformationGovernance | Role::Commissioner => false,
+        Role::InformationGovernance | Role::Commissioner | Role::Operations => false,
     }
 }
 

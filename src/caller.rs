@@ -156,6 +156,10 @@ pub enum Role {
     /// A commissioner (an ICB or local authority): reads aggregate reports on the services it
     /// commissions, never a person's record.
     Commissioner,
+    /// The deployment's on-call operations staff (people only, never a client system): see
+    /// and acknowledge the gateway's operational alerts, which carry no personal data; never a
+    /// person's record or a service's figures.
+    Operations,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,7 +189,9 @@ impl Principal {
     /// practice, a configured service id for a service), with the role's default scopes.
     pub fn new(role: Role, code: &str) -> Self {
         let organisation = match role {
-            Role::Practice | Role::Commissioner => format!("{}|{code}", systems::ODS_ORGANIZATION),
+            Role::Practice | Role::Commissioner | Role::Operations => {
+                format!("{}|{code}", systems::ODS_ORGANIZATION)
+            }
             Role::Service => format!("{}|{code}", systems::service_identifier_system()),
             Role::InformationGovernance => {
                 format!("{}/Id/organisation|{code}", systems::CANONICAL_BASE)
@@ -248,6 +254,7 @@ impl Role {
             Role::Service => "service",
             Role::InformationGovernance => "information-governance",
             Role::Commissioner => "commissioner",
+            Role::Operations => "operations",
         }
     }
 
@@ -276,6 +283,7 @@ impl Role {
                 scope::MESH_QUARANTINE,
             ],
             Role::Commissioner => &[scope::REPORTS],
+            Role::Operations => &[],
         }
     }
 }

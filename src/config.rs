@@ -41,6 +41,8 @@ pub struct Config {
     pub allow_plaintext_non_loopback: bool,
     pub limits: Limits,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
+    pub alerts: AlertsConfig,
     pub store: StoreConfig,
     pub auth: AuthConfig,
     pub consent: ConsentConfig,
@@ -328,10 +330,14 @@ impl PracticeRoute {
         }
     }
 
+    /// The channel's name, as deliveries and their metrics record it.
+    pub const FHIR: &'static str = "fhir";
+    pub const MESH: &'static str = "mesh";
+
     pub fn channel(&self) -> &'static str {
         match self {
-            PracticeRoute::Fhir(_) => "fhir",
-            PracticeRoute::Mesh(_) => "mesh",
+            PracticeRoute::Fhir(_) => Self::FHIR,
+            PracticeRoute::Mesh(_) => Self::MESH,
         }
     }
 }
@@ -444,6 +450,91 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+/// Operational alerts for a person (`crate::alerts`): where they are sent, and when a failing
+/// practice endpoint becomes one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// The on-call routes: each alert goes to every route that takes its kind.
+    #[serde(default)]
+    pub routes: Vec<AlertRoute>,
+    /// The mail server e-mail routes send through.
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
+    /// Letters to a practice failing every attempt for longer than this raise an alert.
+    pub endpoint_failing_after_secs: u64,
+    /// How often the notifier looks for alerts to send.
+    pub poll_interval_ms: u64,
+    /// One webhook call's time limit.
+    pub notify_timeout_ms: u64,
+    /// How long after a failed notification it is tried again.
+    pub notify_retry_secs: u64,
+}
+
+/// An on-call route: a webhook (an incident tool, a chat channel's incoming hook) that is
+/// POSTed each alert as JSON, with an `Idempotency-Key` of the alert's id and, when a secret is
+/// configured, `X-WHG-Signature: sha256=<HMAC of the body>`; or an e-mail address sent each
+/// alert as plain text through `[alerts.smtp]`. One of the two.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRoute {
+    pub name: String,
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The alert kinds it takes (`letter-dead`, `letter-escalated`, `endpoint-failing`,
+    /// `mesh-mailbox`); none: every kind.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// A file holding the HMAC key the body is signed with (owner-only).
+    #[serde(default)]
+    pub secret_file: Option<std::path::PathBuf>,
+}
+
+/// The mail server alerts are sent through (a relay such as NHSmail's `send.nhs.net:587`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    /// `starttls` (submission, 587), `tls` (implicit, 465), or `none` (plain; loopback only).
+    pub tls: SmtpTls,
+    /// The sender address, e.g. `whg-alerts@example.nhs.uk`.
+    pub from: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A file holding the password (owner-only).
+    #[serde(default)]
+    pub password_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    Starttls,
+    Tls,
+    None,
+}
+
+/// OpenTelemetry: traces and metrics exported over OTLP/HTTP (protobuf) to the platform's
+/// collector. Off unless `otlp_endpoint` is set; `/metrics` and the logs do not depend on it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL, e.g. `http://otel-collector:4318`: traces go to
+    /// `{endpoint}/v1/traces`, metrics to `{endpoint}/v1/metrics`.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` on every span and metric.
+    pub service_name: String,
+    /// How often metrics are exported (and the outbox's depth read for them).
+    pub metrics_interval_ms: u64,
+    /// The share of traces kept that begin here (0.0 to 1.0); a caller's sampled flag
+    /// (W3C `traceparent`) is followed whatever this says.
+    pub sample_ratio: f64,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
@@ -522,6 +613,70 @@ impl Config {
             sign_in.validate()?;
         }
         crate::reports::places::check(&self.local_authorities).map_err(ConfigError::Invalid)?;
+        for route in &self.alerts.routes {
+            if let Some(kind) = route
+                .kinds
+                .iter()
+                .find(|k| crate::alerts::AlertKind::from_code(k).is_none())
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "alerts.routes '{}': '{kind}' is not an alert kind (letter-dead, letter-escalated, endpoint-failing, mesh-mailbox)",
+                    route.name
+                )));
+            }
+            match (&route.webhook_url, &route.email) {
+                (Some(webhook), None) => {
+                    let url = url::Url::parse(webhook).ok();
+                    let loopback = url
+                        .as_ref()
+                        .and_then(url::Url::host_str)
+                        .is_some_and(is_loopback_host);
+                    match url.as_ref().map(url::Url::scheme) {
+                        Some("https") => {}
+                        Some("http") if loopback => {}
+                        _ => {
+                            return Err(ConfigError::Invalid(format!(
+                                "alerts.routes '{}': webhook_url must be an https URL (plain http only on loopback)",
+                                route.name
+                            )));
+                        }
+                    }
+                }
+                (None, Some(address)) => {
+                    if address.parse::<lettre::Address>().is_err() {
+                        return Err(ConfigError::Invalid(format!(
+                            "alerts.routes '{}': '{address}' is not an e-mail address",
+                            route.name
+                        )));
+                    }
+                    if self.alerts.smtp.is_none() {
+                        return Err(ConfigError::Invalid(format!(
+                            "alerts.routes '{}' sends e-mail, but [alerts.smtp] names no mail server",
+                            route.name
+                        )));
+                    }
+                }
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "alerts.routes '{}': give webhook_url or email (one of the two)",
+                        route.name
+                    )));
+                }
+            }
+        }
+        if let Some(smtp) = &self.alerts.smtp {
+            if smtp.from.parse::<lettre::Address>().is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "alerts.smtp.from: '{}' is not an e-mail address",
+                    smtp.from
+                )));
+            }
+            if smtp.tls == SmtpTls::None && !is_loopback_host(&smtp.host) {
+                return Err(ConfigError::Invalid(
+                    "alerts.smtp: tls = \"none\" only for a mail server on loopback; use starttls or tls".into(),
+                ));
+            }
+        }
         if self.reports.suppression_threshold < 1 {
             return Err(ConfigError::Invalid(
                 "reports.suppression_threshold must be at least 1: 0 would publish every small count"
@@ -696,6 +851,15 @@ impl Config {
         let id = crate::fhir::identifiers::value_part(identifier);
         self.service(id).map_or(id, |s| s.name.as_str())
     }
+}
+
+/// Whether `host` (a name or an address, IPv6 in brackets or not) is this machine.
+fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare == "localhost"
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl SignInConfig {

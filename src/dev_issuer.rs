@@ -56,7 +56,7 @@ struct Issuer {
 }
 
 /// The accounts for the gateway's configuration: a commissioner for each ODS code its services
-/// name, a manager for each service, and one account with no dashboard role.
+/// name, a manager for each service, an operations account, and one account with no role.
 fn accounts(config: &Config) -> Vec<Account> {
     let mut codes: Vec<&str> = config
         .services
@@ -80,6 +80,12 @@ fn accounts(config: &Config) -> Vec<Account> {
         organisation: s.id.clone(),
         label: format!("Service manager, {}", s.name),
     }));
+    out.push(Account {
+        subject: "dev-operations".into(),
+        role: "operations",
+        organisation: "X26".into(),
+        label: "On call for the gateway (operations: the alerts page)".into(),
+    });
     out.push(Account {
         subject: "dev-adviser".into(),
         role: "adviser",

@@ -6,6 +6,7 @@
 //! from an access token. See README.md for the architecture.
 
 pub mod access;
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod audit;

@@ -107,6 +107,27 @@ enum Command {
         #[arg(long, env = "WHG_DATABASE_URL")]
         database_url: Option<String>,
     },
+    /// Bring the database's schema up to this version's and exit (what `serve` does at start,
+    /// as a step of its own: a Kubernetes Job before a rollout, say). Safe beside running
+    /// instances and another `migrate`: PostgreSQL migrations run under an advisory lock.
+    Migrate {
+        /// Database URL, e.g. sqlite://data/whg.db or postgres://whg@db.internal:5432/whg.
+        #[arg(long, env = "WHG_DATABASE_URL")]
+        database_url: Option<String>,
+    },
+    /// Create the gateway's keys where the configuration names them (the token-signing key,
+    /// the pseudonym key, and the sign-in session key when `[sign_in]` is set), owner-only;
+    /// keys already there are checked and kept. For instances that must share keys (each
+    /// would otherwise create its own on first start): make them once, then give every
+    /// instance the same files (a Kubernetes Secret, say).
+    Keys,
+    /// Ask a gateway's health endpoint and exit 0 if it answers 2xx within 5 s, 1 otherwise:
+    /// a container's health check, in images that have no curl.
+    Probe {
+        /// The URL to ask.
+        #[arg(default_value = "http://127.0.0.1:8080/health/ready")]
+        url: String,
+    },
     /// Put a backup back as the database. Stop every gateway using the database first.
     Restore {
         /// A file `whg backup` wrote.
@@ -370,6 +391,9 @@ fn main() -> ExitCode {
             mesh,
         } => mock_practice::run(listen, mode, delay_ms, mesh),
         Command::DevIssuer { listen, client_id } => dev_issuer::run(&config, listen, client_id),
+        Command::Migrate { database_url } => migrate(config, database_url),
+        Command::Probe { url } => probe(&url),
+        Command::Keys => keys(&config),
         Command::Backup { to, database_url } => {
             backup_or_restore(&config, database_url, BackupStep::Backup { to })
         }
@@ -378,6 +402,88 @@ fn main() -> ExitCode {
             force,
             database_url,
         } => backup_or_restore(&config, database_url, BackupStep::Restore { from, force }),
+    }
+}
+
+fn migrate(mut config: Config, database_url: Option<String>) -> ExitCode {
+    if let Some(url) = database_url {
+        config.database_url = url;
+    }
+    let migrated = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                let store = whg::store::open(&config).await.map_err(|e| e.to_string())?;
+                store.close().await;
+                Ok::<_, String>(())
+            })
+        });
+    match migrated {
+        Ok(()) => {
+            println!("whg: the database's schema is up to date");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("whg: cannot migrate the database: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn keys(config: &Config) -> ExitCode {
+    let mut made = vec![
+        whg::auth::SigningKey::load_or_create(&config.auth.signing_key)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        whg::export::PseudonymKey::load_or_create(&config.consent.pseudonym_key)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+    ];
+    if let Some(sign_in) = &config.sign_in {
+        made.push(
+            whg::secret_file::load_or_create_key(&sign_in.session_key)
+                .map(drop)
+                .map_err(|e| format!("{}: {e}", sign_in.session_key.display())),
+        );
+    }
+    let mut status = ExitCode::SUCCESS;
+    for result in made {
+        if let Err(e) = result {
+            eprintln!("whg: {e}");
+            status = ExitCode::FAILURE;
+        }
+    }
+    status
+}
+
+fn probe(url: &str) -> ExitCode {
+    let answered = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                let client = reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(5))
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(response.status())
+            })
+        });
+    match answered {
+        Ok(status) if status.is_success() => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("whg: {url} answered {status}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("whg: {url}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -529,7 +635,15 @@ fn serve(mut config: Config, listen: Option<SocketAddr>, database_url: Option<St
     if let Some(url) = database_url {
         config.database_url = url;
     }
-    whg::telemetry::init(&config.log);
+    // Made before the runtime: the exporters' HTTP clients run on threads of their own. Kept
+    // until the gateway has stopped, then flushed.
+    let mut telemetry = match whg::telemetry::init(&config.log, &config.telemetry) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("whg: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -537,7 +651,10 @@ fn serve(mut config: Config, listen: Option<SocketAddr>, database_url: Option<St
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(whg::api::serve(config)) {
+    let served = runtime.block_on(whg::api::serve(config));
+    drop(runtime);
+    telemetry.shutdown();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("whg: {e}");

@@ -27,6 +27,10 @@ pub struct Service {
     /// `commissioner` clients read its aggregate reports. None: no commissioner does.
     #[serde(default)]
     pub commissioners: Vec<String>,
+    /// Who to call when an urgent letter of the service's is not acknowledged in time (a duty
+    /// adviser's line, say): named in the escalation's alert. Not a person's own details.
+    #[serde(default)]
+    pub duty_contact: Option<String>,
 }
 
 /// The service with id `id` among `services`.

@@ -878,7 +878,12 @@ fn chromium() -> Option<String> {
 #[tokio::test]
 async fn the_dashboard_in_chromium_over_the_fixtures() {
     let Some(chromium) = chromium() else { return };
-    let (_issuer, _keys, server) = started("[reports]\ninclude_test_tenant = true\n");
+    // A MESH mailbox whose password file is missing: an alert for the alerts page.
+    let missing = tempfile::tempdir().unwrap();
+    let missing = missing.path().join("missing").display().to_string();
+    let (_issuer, _keys, server) = started(&format!(
+        "[reports]\ninclude_test_tenant = true\n[mesh]\nurl = \"https://127.0.0.1:9\"\nmailbox = \"X26ABC1\"\npassword_file = {missing:?}\nshared_key_file = {missing:?}\n"
+    ));
     let root = common::root();
     let (ok, out) = common::run(
         Command::new("python3")
@@ -925,6 +930,7 @@ async fn the_dashboard_in_chromium_over_the_fixtures() {
         serde_json::from_str(out.lines().rev().find(|l| l.starts_with('{')).unwrap()).unwrap();
     assert_eq!(seen["ok"], true, "{seen}");
     assert!(seen["charts"].as_u64().unwrap() >= 6, "{seen}");
+    assert_eq!(seen["alertsAcknowledged"], 1, "{seen}");
     assert!(shots.join("02-overview.png").exists());
 }
 
@@ -954,4 +960,328 @@ async fn a_person_who_asks_for_page_after_page_is_slowed_alone() {
     let other = Browser::new();
     assert_eq!(sign_in(&other, &server, MANAGER_WORKWELL).await.status, 303);
     assert_eq!(other.get(&server.url("/dashboard")).await.status, 200);
+}
+
+/// An on-call webhook: records every POST (headers and body) it is sent.
+#[derive(Clone, Default)]
+struct Webhook(std::sync::Arc<Mutex<Vec<(reqwest::header::HeaderMap, String)>>>);
+
+impl Webhook {
+    async fn start() -> (Webhook, String) {
+        let hook = Webhook::default();
+        let recorded = hook.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let recorded = recorded.clone();
+                async move {
+                    recorded.0.lock().unwrap().push((headers, body));
+                    axum::http::StatusCode::ACCEPTED
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (hook, url)
+    }
+
+    fn received(&self) -> Vec<(reqwest::header::HeaderMap, serde_json::Value)> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(h, b)| (h.clone(), serde_json::from_str(b).unwrap()))
+            .collect()
+    }
+
+    fn raw(&self) -> String {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(h, b)| format!("{h:?}\n{b}\n"))
+            .collect()
+    }
+}
+
+/// The alert ids on a page of `/dashboard/ops` with an Acknowledge button.
+fn open_alerts(html: &str) -> Vec<String> {
+    html.match_indices("action=\"/dashboard/ops/alerts/")
+        .map(|(at, m)| {
+            let rest = &html[at + m.len()..];
+            rest[..rest.find('/').unwrap()].to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_and_escalated_letters_reach_the_on_call_webhook_once_and_wait_for_a_person() {
+    use common::receiver::*;
+    use std::time::Duration;
+    let (hook, hook_url) = Webhook::start().await;
+    let (receiver, receiver_url) = Receiver::start().await;
+    // The practice's system is down: every attempt fails, and may be retried.
+    receiver.script(&[], Reply::Status(503));
+    let issuer = DevIssuer::start();
+    let keys = tempfile::tempdir().unwrap();
+    let hook_key = keys.path().join("hook-key");
+    whg::secret_file::create(&hook_key, b"webhook-signing-key-for-tests").unwrap();
+    let mesh_missing = keys.path().join("no-such-file");
+    // An SMTP server (aiosmtpd) recording every message it takes.
+    let smtp = common::RecordingServer::start("tools/smtp_receiver.py");
+    let config = format!(
+        "{}\n[alerts]\npoll_interval_ms = 100\nendpoint_failing_after_secs = 1\n\
+         [[alerts.routes]]\nname = \"on-call\"\nwebhook_url = {hook_url:?}\nsecret_file = {:?}\n\
+         [[alerts.routes]]\nname = \"duty-inbox\"\nemail = \"whs-duty@example.nhs.uk\"\nkinds = [\"letter-escalated\"]\n\
+         [alerts.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"whg-alerts@example.nhs.uk\"\n\
+         [mesh]\nurl = \"https://127.0.0.1:9\"\nmailbox = \"X26ABC1\"\npassword_file = {:?}\nshared_key_file = {:?}\n",
+        letters_config(
+            &receiver_url,
+            keys.path(),
+            "retry_window_secs = 3\nurgent_ack_secs = 1"
+        ),
+        hook_key.display().to_string(),
+        smtp.port,
+        mesh_missing.display().to_string(),
+        mesh_missing.display().to_string(),
+    );
+    let server = gateway(&issuer, &keys, &config);
+    let (sr, _) = accepted_referral(&server, 1).await;
+    let person = common::referral_for(1, WHS)["patient"].clone();
+    let (status, headers, body) = whs(&server)
+        .post(
+            &format!("/api/v1/referrals/{sr}/letters"),
+            &letter("routine", "Seen twice."),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let routine = common::location_id(&headers);
+    let (status, headers, body) = whs(&server)
+        .post(
+            &format!("/api/v1/referrals/{sr}/letters"),
+            &letter(
+                "urgent",
+                "Safeguarding concern: please contact the patient today.",
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let urgent = common::location_id(&headers);
+
+    // Each alert reaches the webhook: the urgent letter escalated, both letters dead at the end
+    // of the window, the practice's endpoint failing, the MESH mailbox unusable.
+    let kinds = [
+        "letter-dead",
+        "letter-escalated",
+        "endpoint-failing",
+        "mesh-mailbox",
+    ];
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: Vec<String> = hook
+            .received()
+            .iter()
+            .map(|(_, b)| b["kind"].as_str().unwrap().to_string())
+            .collect();
+        if kinds.iter().all(|k| got.iter().any(|g| g == k)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "alerts so far: {got:?}\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The letters go on failing (and the endpoint-failing alert is raised again each time):
+    // still one of each, each sent once.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let received = hook.received();
+    let mut ids: Vec<&str> = received
+        .iter()
+        .map(|(h, _)| h["idempotency-key"].to_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        received.len(),
+        "an alert was sent twice: {}",
+        hook.raw()
+    );
+    assert_eq!(received.len(), 5, "{}", hook.raw());
+    let of = |kind: &str, subject: &str| {
+        received
+            .iter()
+            .find(|(_, b)| b["kind"] == kind && (subject.is_empty() || b["subject"] == subject))
+            .map(|(h, b)| (h.clone(), b.clone()))
+            .unwrap_or_else(|| panic!("no {kind} alert about {subject}: {}", hook.raw()))
+    };
+    let (dead_headers, dead) = of("letter-dead", &routine);
+    of("letter-dead", &urgent);
+    assert_eq!(dead["subject"], routine.as_str());
+    assert_eq!(dead["service"], "sheffield-whs");
+    assert_eq!(
+        dead["acknowledge"],
+        server.url("/dashboard/ops").as_str(),
+        "the webhook says where to acknowledge it"
+    );
+    assert_eq!(
+        dead_headers["x-whg-signature"].to_str().unwrap(),
+        whg::app::alerts::signature(
+            b"webhook-signing-key-for-tests",
+            serde_json::to_string(&dead).unwrap().as_bytes()
+        ),
+        "signed with the route's key"
+    );
+    let (_, escalated) = of("letter-escalated", &urgent);
+    assert_eq!(escalated["subject"], urgent.as_str());
+    assert_eq!(escalated["dutyContact"], "Duty adviser, 0114 496 0000");
+    assert!(
+        escalated["summary"]
+            .as_str()
+            .unwrap()
+            .contains("Phone the practice now")
+    );
+    let (_, failing) = of("endpoint-failing", "");
+    assert_eq!(failing["subject"], common::DEFAULT_PRACTICE);
+    let (_, mesh) = of("mesh-mailbox", "");
+    assert_eq!(mesh["subject"], "X26ABC1");
+    // The escalation, and only it, went to the duty inbox by e-mail too.
+    let mails = smtp.records();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let mail = &mails[0];
+    assert_eq!(mail["to"][0], "whs-duty@example.nhs.uk");
+    assert_eq!(mail["from"], "whg-alerts@example.nhs.uk");
+    assert!(
+        mail["headers"]["subject"]
+            .as_str()
+            .unwrap()
+            .contains(escalated["id"].as_str().unwrap()),
+        "{mail}"
+    );
+    let text = mail["body"].as_str().unwrap();
+    assert!(
+        text.contains("Duty contact: Duty adviser, 0114 496 0000"),
+        "{text}"
+    );
+    assert!(text.contains(&server.url("/dashboard/ops")), "{text}");
+    // Nothing about the person in any of them.
+    let raw = format!("{}{mails:?}", hook.raw());
+    for secret in [
+        person["nhsNumber"].as_str().unwrap(),
+        person["name"]["family"].as_str().unwrap(),
+        person["name"]["given"][0].as_str().unwrap(),
+        person["birthDate"].as_str().unwrap(),
+        "Safeguarding concern",
+    ] {
+        assert!(!raw.contains(secret), "'{secret}' reached the webhook");
+    }
+
+    // The operations page: every alert for operations staff; a service manager only their
+    // service's letters; another service's manager none; a commissioner no page.
+    let operations = Browser::new();
+    sign_in(&operations, &server, "dev-operations").await;
+    let page = operations.get(&server.url("/dashboard/ops")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let all = open_alerts(&page.body);
+    assert_eq!(all.len(), 5, "{}", page.body);
+    assert!(page.body.contains("Duty adviser, 0114 496 0000"));
+    let dashboard = operations.get(&server.url("/dashboard")).await;
+    assert_eq!(dashboard.status, 303, "operations staff have no figures");
+    assert_eq!(dashboard.location(), "/dashboard/ops");
+
+    let manager = Browser::new();
+    sign_in(&manager, &server, "dev-manager-sheffield-whs").await;
+    let page = manager.get(&server.url("/dashboard/ops")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let own = open_alerts(&page.body);
+    assert_eq!(own.len(), 3, "the service's letters' alerts: {}", page.body);
+    assert!(!page.body.contains("X26ABC1") && !page.body.contains("has been failing"));
+
+    let other = Browser::new();
+    sign_in(&other, &server, MANAGER_WORKWELL).await;
+    let page = other.get(&server.url("/dashboard/ops")).await;
+    assert_eq!(open_alerts(&page.body).len(), 0, "{}", page.body);
+    let csrf_other = field(&page.body, "csrf").unwrap();
+    let dead_id = dead["id"].as_str().unwrap().to_string();
+    let acknowledge = server.url(&format!("/dashboard/ops/alerts/{dead_id}/acknowledge"));
+    let origin = server.url("");
+    let origin = origin.trim_end_matches('/');
+    let refused = other
+        .post_form(&acknowledge, &[("csrf".into(), csrf_other)], origin)
+        .await;
+    assert_eq!(
+        refused.status, 404,
+        "another service's alert is not theirs to acknowledge"
+    );
+
+    let commissioner = Browser::new();
+    sign_in(&commissioner, &server, COMMISSIONER_QF7).await;
+    assert_eq!(
+        commissioner.get(&server.url("/dashboard/ops")).await.status,
+        403
+    );
+
+    // Acknowledged by the service's manager: the page's own token, from the gateway's origin.
+    let page = manager.get(&server.url("/dashboard/ops")).await;
+    let csrf = field(&page.body, "csrf").unwrap();
+    let forged = manager
+        .post_form(
+            &acknowledge,
+            &[("csrf".into(), "not-the-token".into())],
+            origin,
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    let cross_site = manager
+        .post_form(
+            &acknowledge,
+            &[("csrf".into(), csrf.clone())],
+            "https://evil.example",
+        )
+        .await;
+    assert_eq!(cross_site.status, 403);
+    let done = manager
+        .post_form(&acknowledge, &[("csrf".into(), csrf.clone())], origin)
+        .await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(done.location(), "/dashboard/ops?done=acknowledged");
+    let page = manager.get(&server.url(&done.location())).await;
+    assert!(page.body.contains("The alert is acknowledged."));
+    assert_eq!(open_alerts(&page.body).len(), 2);
+    assert!(page.body.contains("by dev-manager-sheffield-whs"));
+    let again = manager
+        .post_form(&acknowledge, &[("csrf".into(), csrf)], origin)
+        .await;
+    assert_eq!(again.location(), "/dashboard/ops?done=already");
+    let page = operations.get(&server.url("/dashboard/ops")).await;
+    assert_eq!(open_alerts(&page.body).len(), 4, "gone for everyone");
+
+    // Raised and acknowledged, in the audit trail.
+    let (status, trail) = server
+        .as_(Principal::new(Role::InformationGovernance, "IG1"))
+        .get("/fhir/AuditEvent?_count=500")
+        .await;
+    assert_eq!(status, 200, "{trail}");
+    let subtypes: Vec<&str> = trail["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["resource"]["subtype"][0]["code"].as_str())
+        .collect();
+    assert_eq!(
+        subtypes.iter().filter(|s| **s == "alert-raised").count(),
+        5,
+        "{subtypes:?}"
+    );
+    assert_eq!(
+        subtypes
+            .iter()
+            .filter(|s| **s == "alert-acknowledged")
+            .count(),
+        1
+    );
+    drop(receiver);
 }

@@ -750,6 +750,13 @@ async fn an_urgent_letter_overtakes_a_backlog_and_is_escalated_if_unacknowledged
         metrics.contains("whg_letters_escalated_total 1"),
         "{metrics}"
     );
+    // The outbox's depth: the one letter still in its hands, escalated, and how long it waits.
+    assert!(
+        metrics.contains("whg_outbox_letters{state=\"escalated\"} 1\n")
+            && metrics.contains("whg_outbox_letters{state=\"queued\"} 0\n")
+            && metrics.contains("whg_outbox_oldest_age_seconds{state=\"escalated\"} "),
+        "{metrics}"
+    );
     receiver.script(&[], Reply::Ok);
     wait_one(&server, &stuck, "accepted", 10).await;
 }

@@ -26,6 +26,7 @@ const CORE: &[&str] = &[
     "services",
     "monitoring",
     "reports",
+    "alerts",
 ];
 
 /// The HTTP edge: routes that parse, call one use case and answer.

@@ -295,6 +295,8 @@ SYSTEMS = {
             ("aggregate-report", "Aggregate report", "A commissioner's or service manager's report was read: counts only, small numbers suppressed, no person in it."),
             ("sign-in", "Sign-in", "A person signed in to the dashboard at the configured OpenID Connect provider, or was refused (outcome 4)."),
             ("sign-out", "Sign-out", "A person signed out of the dashboard."),
+            ("alert-raised", "Alert raised", "An operational alert was raised for the on-call staff (a dead or escalated letter, a failing practice endpoint, the MESH mailbox): no personal data in it."),
+            ("alert-acknowledged", "Alert acknowledged", "A person acknowledged an operational alert on the operations page."),
         ],
     ),
     "consent-recipient": (

@@ -66,6 +66,8 @@ pub fn routes() -> Router<AppState> {
         .route("/dashboard/sign-out", post(sign_out))
         .route("/dashboard/signed-out", get(signed_out))
         .route("/dashboard/assets/{*path}", get(asset))
+        .route("/dashboard/ops", get(operations))
+        .route("/dashboard/ops/alerts/{id}/acknowledge", post(acknowledge))
 }
 
 /// The dashboard's Content-Security-Policy: its own stylesheets and images, forms only to
@@ -428,6 +430,10 @@ async fn overview(
         }
         Err(refusal) => return refusal.response(&app),
     };
+    // Operations staff have no figures: their page is the alerts.
+    if v.live.session.person.role == crate::signin::PersonRole::Operations {
+        return see_other("/dashboard/ops", &[renewal(&app, &v.live)]);
+    }
     let target_days = app.config.workflow.first_contact_target_days;
     let (made, problems) = match v.make(OVERVIEW, &filters).await {
         Ok(made) => (made, Vec::new()),
@@ -739,5 +745,177 @@ async fn asset(Path(path): Path<String>) -> Response {
             response
         }
         None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// What `/dashboard/ops` says after an acknowledgement: a code the acknowledge handler puts in
+/// its redirect, never text from the address shown back.
+#[derive(Debug, Deserialize)]
+pub struct OpsQuery {
+    #[serde(default)]
+    done: Option<String>,
+}
+
+/// `GET /dashboard/ops`: the alerts the signed-in person may see (operations staff every one, a
+/// service manager their service's), open first.
+async fn operations(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<OpsQuery>, QueryRejection>,
+) -> Response {
+    let live = match signed_in(&app, &headers).await {
+        Ok((_, live)) => live,
+        Err(away) => return away.response(&app),
+    };
+    if let Err(t) = app
+        .limiter
+        .admit_person(
+            &*app.store,
+            &live.session.person.subject,
+            &app.config.limits,
+        )
+        .await
+    {
+        return Away::Throttled(t.wait).response(&app);
+    }
+    let person = &live.session.person;
+    let principal = person.principal();
+    let organisation = organisation_name(person, &app.config.services).to_string();
+    let viewer = pages::Viewer {
+        role: person.role.label(),
+        organisation: &organisation,
+        csrf: &live.session.csrf,
+    };
+    let answer = |status: StatusCode, markup: Markup| page(status, markup, &[renewal(&app, &live)]);
+    if !matches!(
+        person.role,
+        crate::signin::PersonRole::Operations | crate::signin::PersonRole::ServiceManager
+    ) {
+        return answer(
+            StatusCode::FORBIDDEN,
+            pages::problem(
+                Some(&viewer),
+                "You cannot see alerts",
+                "Alerts are for the gateway's operations staff and for service managers (their own service's). Ask for one of those roles if you need them.",
+                false,
+            ),
+        );
+    }
+    let alerts = match crate::app::alerts::visible(&*app.store, &principal, false).await {
+        Ok(alerts) => alerts,
+        Err(e) => {
+            tracing::error!(error = %e, "operations page: the store failed");
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::problem(
+                    Some(&viewer),
+                    "Sorry, there is a problem with the service",
+                    "The alerts cannot be read just now. Try again in a few minutes.",
+                    false,
+                ),
+            );
+        }
+    };
+    let row = |alert| pages::AlertRow {
+        service: alert_service(&app, alert),
+        alert,
+    };
+    let open: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.acknowledged.is_none())
+        .map(row)
+        .collect();
+    let done: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.acknowledged.is_some())
+        .take(20)
+        .map(row)
+        .collect();
+    let notice = match query.ok().and_then(|Query(q)| q.done).as_deref() {
+        Some("acknowledged") => Some("The alert is acknowledged."),
+        Some("already") => Some("Someone else acknowledged that alert first."),
+        _ => None,
+    };
+    let routes = !app.config.alerts.routes.is_empty();
+    answer(
+        StatusCode::OK,
+        pages::operations(&viewer, &open, &done, notice, routes),
+    )
+}
+
+fn alert_service<'a>(app: &'a AppState, alert: &crate::alerts::Alert) -> Option<&'a str> {
+    let id = alert.raised.service.as_deref()?;
+    app.config.service(id).map(|s| s.name.as_str())
+}
+
+/// `POST /dashboard/ops/alerts/{id}/acknowledge`: the alert acknowledged by the signed-in person
+/// (the session's CSRF token and the gateway's origin checked), audited.
+async fn acknowledge(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<SignOutForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let live = match signed_in(&app, &headers).await {
+        Ok((_, live)) => live,
+        Err(away) => return away.response(&app),
+    };
+    let refused = |message: &str| {
+        page(
+            StatusCode::FORBIDDEN,
+            pages::problem(None, "The alert was not acknowledged", message, false),
+            &[],
+        )
+    };
+    let csrf = form.map(|Form(f)| f.csrf).unwrap_or_default();
+    if !same_origin(&app, &headers)
+        || !crate::signin::session::same_secret(&csrf, &live.session.csrf)
+    {
+        return refused(
+            "The form did not come from your alerts page. Use the Acknowledge button on the alerts page.",
+        );
+    }
+    let person = &live.session.person;
+    let principal = person.principal();
+    let renewed = [renewal(&app, &live)];
+    match crate::app::alerts::acknowledge(
+        &*app.store,
+        &principal,
+        &person.subject,
+        &id,
+        request_id(&headers),
+    )
+    .await
+    {
+        Ok(crate::app::alerts::Acknowledged::Done) => {
+            see_other("/dashboard/ops?done=acknowledged", &renewed)
+        }
+        Ok(crate::app::alerts::Acknowledged::Already) => {
+            see_other("/dashboard/ops?done=already", &renewed)
+        }
+        // Not there, or not this person's to see: the same page for both.
+        Ok(crate::app::alerts::Acknowledged::NotFound) => page(
+            StatusCode::NOT_FOUND,
+            pages::problem(
+                None,
+                "Alert not found",
+                "There is no alert of yours at this address. The alerts page lists them.",
+                false,
+            ),
+            &renewed,
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "an alert's acknowledgement could not be recorded");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::problem(
+                    None,
+                    "Sorry, there is a problem with the service",
+                    "The alert was not acknowledged. Try again in a few minutes.",
+                    false,
+                ),
+                &renewed,
+            )
+        }
     }
 }

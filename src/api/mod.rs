@@ -33,8 +33,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::TraceLayer;
 
 pub use error::{ApiError, FHIR_JSON};
 
@@ -86,19 +85,37 @@ const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id")
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.limits.request_timeout_secs);
     Router::new()
-        .route("/api/v1/referrals", post(referrals::create_practice_referral))
-        .route("/api/v1/referrals/$validate", post(conformance::validate_practice_referral))
-        .route("/api/v1/fit-notes/$validate", post(conformance::validate_practice_fit_note))
+        .route(
+            "/api/v1/referrals",
+            post(referrals::create_practice_referral),
+        )
+        .route(
+            "/api/v1/referrals/$validate",
+            post(conformance::validate_practice_referral),
+        )
+        .route(
+            "/api/v1/fit-notes/$validate",
+            post(conformance::validate_practice_fit_note),
+        )
         .route("/api/v1/openapi.json", get(conformance::openapi))
         .route("/fhir/$process-message", post(referrals::process_message))
         .route("/fhir/metadata", get(fhir_read::metadata))
-        .route("/.well-known/smart-configuration", get(oauth::smart_configuration))
+        .route(
+            "/.well-known/smart-configuration",
+            get(oauth::smart_configuration),
+        )
         // SMART App Launch 2.0 §Conformance: the document is found by appending
         // /.well-known/smart-configuration to the FHIR base URL, which here is {base}/fhir.
-        .route("/fhir/.well-known/smart-configuration", get(oauth::smart_configuration))
+        .route(
+            "/fhir/.well-known/smart-configuration",
+            get(oauth::smart_configuration),
+        )
         .route("/.well-known/jwks.json", get(oauth::jwks))
         .route("/oauth2/token", post(oauth::token))
-        .route("/api/v1/fit-notes", post(fit_notes::create_practice_fit_note))
+        .route(
+            "/api/v1/fit-notes",
+            post(fit_notes::create_practice_fit_note),
+        )
         .route(
             "/api/v1/patients/{nhs_number}/fit-notes/summary",
             get(fit_notes::summary),
@@ -143,9 +160,15 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/consent-overrides/{id}/review",
             post(consents::review_override),
         )
-        .route("/api/v1/disclosures/$decide", post(consents::decide_disclosure))
+        .route(
+            "/api/v1/disclosures/$decide",
+            post(consents::decide_disclosure),
+        )
         .route("/fhir/Patient", get(fhir_read::search_patients))
-        .route("/fhir/Patient/_search", post(fhir_read::search_patients_by_post))
+        .route(
+            "/fhir/Patient/_search",
+            post(fhir_read::search_patients_by_post),
+        )
         .route("/fhir/{type}", get(fhir_read::search))
         .route("/fhir/StructureDefinition", get(conformance::search))
         .route("/fhir/StructureDefinition/{id}", get(conformance::read))
@@ -161,9 +184,15 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/Observation/$validate", post(conformance::validate))
         .route("/fhir/{type}/_search", post(fhir_read::search_by_post))
         // The types with routes of their own match `{id}` before the route above would.
-        .route("/fhir/Consent/_search", post(fhir_read::search_by_post_typed))
+        .route(
+            "/fhir/Consent/_search",
+            post(fhir_read::search_by_post_typed),
+        )
         .route("/fhir/Task/_search", post(fhir_read::search_by_post_typed))
-        .route("/fhir/Observation/_search", post(fhir_read::search_by_post_typed))
+        .route(
+            "/fhir/Observation/_search",
+            post(fhir_read::search_by_post_typed),
+        )
         .route("/fhir/{type}/{id}", get(fhir_read::read))
         .route("/fhir/{type}/{id}/_history/{vid}", get(fhir_read::vread))
         .route("/fhir/{type}/{id}/_history", get(fhir_read::history))
@@ -187,11 +216,17 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/referrals/{id}/follow-ups",
             post(workflow::step::<crate::workflow::FollowUp>),
         )
-        .route("/api/v1/referrals/{id}/letters", post(workflow::create_letter))
+        .route(
+            "/api/v1/referrals/{id}/letters",
+            post(workflow::create_letter),
+        )
         .route("/api/v1/referrals/{id}/workflow", get(workflow::show))
         .route("/api/v1/letters", get(workflow::list_letters))
         .route("/api/v1/letters/{id}", get(workflow::show_letter))
-        .route("/api/v1/letters/{id}/$resend", post(workflow::resend_letter))
+        .route(
+            "/api/v1/letters/{id}/$resend",
+            post(workflow::resend_letter),
+        )
         .route("/api/v1/reports", get(reports::list))
         .route("/api/v1/reports/{name}", get(reports::show))
         .route("/api/v1/mesh/quarantine", get(quarantine::list))
@@ -200,33 +235,153 @@ pub fn router(state: AppState) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .merge(dashboard::routes())
+        // After every route, before the fallbacks: runs once a route has matched.
+        .route_layer(middleware::from_fn(name_request_span))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), limits::test_triggers))
-        .layer(middleware::from_fn_with_state(state.clone(), limits::rate_limit))
-        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
-        .layer(middleware::from_fn_with_state(state.clone(), limits::security_headers))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::test_triggers,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::rate_limit,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::security_headers,
+        ))
         .with_state(state)
-        .layer(middleware::from_fn(move |req, next| enforce_timeout(timeout, req, next)))
+        .layer(middleware::from_fn(move |req, next| {
+            enforce_timeout(timeout, req, next)
+        }))
         .layer(middleware::from_fn(echo_correlation_id))
         .layer(middleware::from_fn(negotiate_format))
         // Only method and path are logged, never the query string, and a path's numbers are
         // masked: both can carry NHS numbers (e.g. /api/v1/patients/{nhs-number}/…).
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(|req: &Request| {
-                    let request_id = req.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
-                    tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %loggable_path(req.uri().path()))
-                })
+                .make_span_with(request_span)
                 .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .on_response(request_finished),
         )
-        .layer(CatchPanicLayer::custom(|_| ApiError::Internal("a handler panicked".into()).into_response()))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("a handler panicked".into()).into_response()
+        }))
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
         .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeAcceptableUuid))
         // Outermost: a caller's request id is kept only if it is one (see below); otherwise the
         // layer above gives the request a generated one, before anything logs or stores it.
         .layer(middleware::from_fn(drop_unacceptable_request_id))
+}
+
+/// The span of one request, the parent of everything done for it: a child of the caller's trace
+/// when the request carries W3C trace context. Its fields are the log lines' too, so they hold
+/// nothing a log may not (the path masked, no query).
+fn request_span(req: &Request) -> tracing::Span {
+    let request_id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %req.method(),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        request_id = %request_id,
+        http.request.method = %req.method(),
+        url.path = %loggable_path(req.uri().path()),
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        fhir.interaction = tracing::field::Empty,
+        fhir.resource_type = tracing::field::Empty,
+    );
+    crate::telemetry::propagation::continue_trace(&span, req.headers());
+    span
+}
+
+/// The method and route template a request matched, passed from [`name_request_span`] to
+/// [`request_finished`] on the response.
+#[derive(Clone)]
+struct MatchedRoute {
+    method: axum::http::Method,
+    route: Arc<str>,
+}
+
+/// Names the request span by its route template and FHIR interaction, once routing has matched.
+async fn name_request_span(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| Arc::<str>::from(m.as_str()));
+    if let Some(route) = &route {
+        let span = tracing::Span::current();
+        span.record("http.route", &**route);
+        // The exported span's name, as the HTTP semantic conventions give it ("{method}
+        // {route}"): set on the OpenTelemetry span itself, already started by now.
+        {
+            use opentelemetry::trace::TraceContextExt as _;
+            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+            span.context()
+                .span()
+                .update_name(format!("{} {route}", req.method()));
+        }
+        if let Some((interaction, resource)) =
+            crate::telemetry::interaction::of(req.method().as_str(), route, req.uri().path())
+        {
+            span.record("fhir.interaction", interaction);
+            if let Some(resource) = resource {
+                span.record("fhir.resource_type", resource);
+            }
+        }
+    }
+    let method = req.method().clone();
+    let mut response = next.run(req).await;
+    if let Some(route) = route {
+        response
+            .extensions_mut()
+            .insert(MatchedRoute { method, route });
+    }
+    response
+}
+
+/// Logs a finished request, records its status on its span and its duration in the
+/// `http.server.request.duration` histogram (by route template; none for unmatched paths, so
+/// a scan of made-up paths cannot grow the series).
+fn request_finished(response: &Response, latency: Duration, span: &tracing::Span) {
+    let status = response.status();
+    // As i64: the OpenTelemetry layer writes a u64 as text.
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    let mut attributes = vec![opentelemetry::KeyValue::new(
+        "http.response.status_code",
+        i64::from(status.as_u16()),
+    )];
+    if let Some(MatchedRoute { method, route }) = response.extensions().get::<MatchedRoute>() {
+        attributes.push(opentelemetry::KeyValue::new(
+            "http.request.method",
+            method.to_string(),
+        ));
+        attributes.push(opentelemetry::KeyValue::new(
+            "http.route",
+            route.to_string(),
+        ));
+    }
+    crate::telemetry::instruments::instruments()
+        .request_duration
+        .record(latency.as_secs_f64(), &attributes);
+    tracing::info!(
+        latency_ms = latency.as_millis() as u64,
+        status = status.as_u16(),
+        "finished processing request"
+    );
 }
 
 /// The longest request id taken from a caller.
@@ -749,6 +904,26 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             state.config.clone(),
             delivery_http,
             state.outbox.clone(),
+        ));
+    }
+    crate::app::alerts::check_routes(&state.config)
+        .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+    if !state.config.alerts.routes.is_empty() {
+        // The routes are the operator's (an incident tool, a chat hook): no address policy,
+        // no redirects.
+        let alert_http =
+            crate::outbound::client(Duration::from_millis(state.config.alerts.notify_timeout_ms))
+                .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+        tokio::spawn(crate::app::alerts::run_notifier(
+            store.clone(),
+            state.config.clone(),
+            alert_http,
+        ));
+    }
+    if state.config.telemetry.otlp_endpoint.is_some() {
+        tokio::spawn(crate::delivery::worker::sample_depth(
+            store.clone(),
+            Duration::from_millis(state.config.telemetry.metrics_interval_ms.max(100)),
         ));
     }
     tracing::info!(address = %local, scheme, "listening");

@@ -173,14 +173,15 @@ pub async fn resend_letter(
     Ok(Json(json!({ "delivery": delivery, "attempts": attempts })).into_response())
 }
 
-/// `GET /metrics`: delivery counters (no personal data), for Prometheus.
-pub async fn metrics(State(app): State<AppState>) -> Response {
-    (
+/// `GET /metrics`: delivery counters and the outbox's depth (no personal data), for Prometheus.
+pub async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let text = use_case::metrics(&*app.store, &app.outbox.metrics).await?;
+    Ok((
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        app.outbox.metrics.render(),
+        text,
     )
-        .into_response()
+        .into_response())
 }

@@ -9,11 +9,13 @@
 //! - [`fit_notes`]: a fit note, the fit-note summary, and a practice's answer to a prompt;
 //! - [`consents`]: a Consent recorded or amended (withdrawn), and disclosure decisions;
 //! - [`overrides`]: break-glass overrides requested, granted or refused, and reviewed;
+//! - [`alerts`]: operational alerts raised, listed, acknowledged and sent to the on-call routes;
 //! - [`workflow`]: triage, contacts, support, discharge, letters and their resending;
 //! - [`records`]: FHIR reads, version reads and searches, under the one tenancy rule;
 //! - [`quarantine`]: the MESH messages set aside, for information governance;
 //! - [`tokens`]: a registered system proving itself with a client assertion.
 
+pub mod alerts;
 pub mod consents;
 pub mod fit_notes;
 pub mod overrides;

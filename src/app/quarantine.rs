@@ -25,7 +25,9 @@ pub enum QuarantineError {
 pub fn reviewer(caller: &Caller<'_>) -> Result<(), QuarantineError> {
     match caller.principal.role {
         Role::InformationGovernance => Ok(()),
-        Role::Practice | Role::Service | Role::Commissioner => Err(QuarantineError::NotReviewer),
+        Role::Practice | Role::Service | Role::Commissioner | Role::Operations => {
+            Err(QuarantineError::NotReviewer)
+        }
     }
 }
 

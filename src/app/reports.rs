@@ -79,7 +79,7 @@ pub fn readable_services<'c>(
             .filter(|s| s.commissioners.iter().any(|c| c.eq_ignore_ascii_case(code)))
             .collect(),
         Role::Service => config.services.iter().filter(|s| s.id == code).collect(),
-        Role::Practice | Role::InformationGovernance => {
+        Role::Practice | Role::InformationGovernance | Role::Operations => {
             return Err(ReportsError::Forbidden(format!(
                 "{} clients read no reports: they are for commissioners and service managers",
                 principal.role.as_str()

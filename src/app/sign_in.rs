@@ -332,7 +332,9 @@ fn refused_code(refused: &Refused) -> &'static str {
 /// service's name.
 pub fn organisation_name<'a>(person: &'a Person, services: &'a [Service]) -> &'a str {
     match person.role {
-        crate::signin::PersonRole::Commissioner => &person.organisation,
+        crate::signin::PersonRole::Commissioner | crate::signin::PersonRole::Operations => {
+            &person.organisation
+        }
         crate::signin::PersonRole::ServiceManager => services
             .iter()
             .find(|s| s.id == person.organisation)

@@ -501,7 +501,9 @@ pub async fn list_letters(
     match principal.role {
         Role::Service => filter.service = Some(principal.organisation.clone()),
         Role::Practice => filter.practice = Some(principal.organisation.clone()),
-        Role::InformationGovernance | Role::Commissioner => return Err(WorkflowError::NoLetters),
+        Role::InformationGovernance | Role::Commissioner | Role::Operations => {
+            return Err(WorkflowError::NoLetters);
+        }
     }
     Ok(caller
         .guard(store)
@@ -637,6 +639,7 @@ pub async fn resend_letter(
             ),
             // The resend and its audit are one write: neither is stored without the other.
             audit: vec![resent],
+            alert: None,
         })
         .await;
     if let Err(e) = requeued {
@@ -647,4 +650,18 @@ pub async fn resend_letter(
     }
     outbox.wake.notify_one();
     store.delivery(&letter).await?.ok_or_else(not_found)
+}
+
+/// What `GET /metrics` shows: the outbox's counters and its depth by state, as Prometheus text.
+pub async fn metrics(
+    store: &dyn Store,
+    counters: &crate::delivery::worker::Metrics,
+) -> Result<String, StoreError> {
+    let depth = store.outbox_depth().await?;
+    let mut text = counters.render();
+    text.push_str(&crate::delivery::worker::render_depth(
+        &depth,
+        chrono::Utc::now(),
+    ));
+    Ok(text)
 }

@@ -43,6 +43,10 @@ pub enum Kind {
     SignIn,
     /// A person signed out of the dashboard.
     SignOut,
+    /// An operational alert raised (no person in it).
+    AlertRaised,
+    /// A person acknowledged an operational alert.
+    AlertAcknowledged,
 }
 
 impl Kind {
@@ -60,6 +64,10 @@ impl Kind {
             Kind::Report => ("110112", "Query", "aggregate-report", "E"),
             Kind::SignIn => ("110114", "User Authentication", "sign-in", "E"),
             Kind::SignOut => ("110114", "User Authentication", "sign-out", "E"),
+            Kind::AlertRaised => ("110100", "Application Activity", "alert-raised", "C"),
+            Kind::AlertAcknowledged => {
+                ("110100", "Application Activity", "alert-acknowledged", "U")
+            }
         }
     }
 }

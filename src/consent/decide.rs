@@ -44,7 +44,7 @@ impl Recipient {
         let class = match caller.role {
             Role::Practice => RecipientClass::ReferringPractice,
             Role::Service => RecipientClass::WorkHealthService,
-            Role::InformationGovernance | Role::Commissioner => return None,
+            Role::InformationGovernance | Role::Commissioner | Role::Operations => return None,
         };
         Some(Recipient {
             class,

@@ -198,7 +198,7 @@ fn client_class(role: Role) -> Option<RecipientClass> {
     match role {
         Role::Practice => Some(RecipientClass::ReferringPractice),
         Role::Service => Some(RecipientClass::WorkHealthService),
-        Role::InformationGovernance | Role::Commissioner => None,
+        Role::InformationGovernance | Role::Commissioner | Role::Operations => None,
     }
 }
 

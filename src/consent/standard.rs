@@ -361,6 +361,7 @@ mod tests {
             prompts: vec![],
             eligibility: None,
             commissioners: Vec::new(),
+            duty_contact: None,
         }
     }
 

@@ -479,3 +479,112 @@ pub fn report(
         },
     )
 }
+
+/// One alert as the operations page lists it.
+pub struct AlertRow<'a> {
+    pub alert: &'a crate::alerts::Alert,
+    /// The service it concerns, by name.
+    pub service: Option<&'a str>,
+}
+
+fn alert_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%-d %B %Y at %H:%M UTC").to_string()
+}
+
+/// The operations page: open alerts, each with what to do and a button to acknowledge it, then
+/// those acknowledged lately. `acknowledged`: the notice after an acknowledgement (or a refusal).
+pub fn operations(
+    viewer: &Viewer<'_>,
+    open: &[AlertRow<'_>],
+    done: &[AlertRow<'_>],
+    notice: Option<&str>,
+    routes_configured: bool,
+) -> Markup {
+    layout(
+        "Alerts",
+        Some(viewer),
+        html! {
+            h1 { "Alerts" }
+            @if let Some(notice) = notice {
+                div class="nhsuk-inset-text" {
+                    span class="nhsuk-u-visually-hidden" { "Information: " }
+                    p { (notice) }
+                }
+            }
+            p class="nhsuk-lede-text" {
+                "Letters that did not reach a GP practice, urgent letters not acknowledged, practices' systems failing and the MESH mailbox. Each stays here until someone acknowledges it."
+            }
+            h2 { "Open alerts (" (open.len()) ")" }
+            @if open.is_empty() {
+                p { "There are no open alerts." }
+            }
+            @for row in open {
+                div class="nhsuk-card nhsuk-card--feature whg-alert" {
+                    div class="nhsuk-card__content nhsuk-card__content--feature" {
+                        h3 class="nhsuk-card__heading nhsuk-card__heading--feature" { (row.alert.raised.kind.title()) }
+                        p { (row.alert.raised.summary) }
+                        dl class="nhsuk-summary-list" {
+                            div class="nhsuk-summary-list__row" {
+                                dt class="nhsuk-summary-list__key" { "Raised" }
+                                dd class="nhsuk-summary-list__value" { (alert_time(row.alert.raised.raised_at)) }
+                            }
+                            @if let Some(service) = row.service {
+                                div class="nhsuk-summary-list__row" {
+                                    dt class="nhsuk-summary-list__key" { "Service" }
+                                    dd class="nhsuk-summary-list__value" { (service) }
+                                }
+                            }
+                            @if let Some(contact) = &row.alert.raised.duty_contact {
+                                div class="nhsuk-summary-list__row" {
+                                    dt class="nhsuk-summary-list__key" { "Duty contact" }
+                                    dd class="nhsuk-summary-list__value" { (contact) }
+                                }
+                            }
+                            div class="nhsuk-summary-list__row" {
+                                dt class="nhsuk-summary-list__key" { "On-call routes" }
+                                dd class="nhsuk-summary-list__value" {
+                                    @match (row.alert.notified_at, routes_configured) {
+                                        (Some(at), _) => { "Sent " (alert_time(at)) }
+                                        (None, true) => { "Not sent yet" }
+                                        (None, false) => { "None is configured: this page is the only place it shows" }
+                                    }
+                                }
+                            }
+                        }
+                        form method="post" action={ "/dashboard/ops/alerts/" (row.alert.id) "/acknowledge" } {
+                            input type="hidden" name="csrf" value=(viewer.csrf);
+                            button class="nhsuk-button nhsuk-button--secondary" type="submit" {
+                                "Acknowledge"
+                                span class="nhsuk-u-visually-hidden" { ": " (row.alert.raised.kind.title()) }
+                            }
+                        }
+                    }
+                }
+            }
+            @if !done.is_empty() {
+                h2 { "Acknowledged lately" }
+                table class="nhsuk-table" {
+                    caption class="nhsuk-table__caption" { "Alerts acknowledged, newest first" }
+                    thead class="nhsuk-table__head" {
+                        tr {
+                            th scope="col" { "Alert" }
+                            th scope="col" { "Raised" }
+                            th scope="col" { "Acknowledged" }
+                        }
+                    }
+                    tbody class="nhsuk-table__body" {
+                        @for row in done {
+                            tr class="nhsuk-table__row" {
+                                td class="nhsuk-table__cell" { (row.alert.raised.kind.title()) ": " (row.alert.raised.subject) }
+                                td class="nhsuk-table__cell" { (alert_time(row.alert.raised.raised_at)) }
+                                td class="nhsuk-table__cell" {
+                                    @if let Some(a) = &row.alert.acknowledged { (alert_time(a.at)) " by " (a.by) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}

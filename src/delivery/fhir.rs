@@ -270,7 +270,21 @@ impl FhirChannel {
         if let Some(t) = &token {
             request = request.bearer_auth(t);
         }
-        let response = match request.send().await {
+        // The send is a client span of the attempt's trace, and the practice's system is given
+        // its context (W3C traceparent) so that its own spans can join.
+        let span = tracing::info_span!(
+            "delivery.send",
+            otel.name = "POST $process-message",
+            otel.kind = "client",
+            http.request.method = "POST",
+            server.address = url::Url::parse(endpoint)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default(),
+            http.response.status_code = tracing::field::Empty,
+        );
+        request = request.headers(span.in_scope(crate::telemetry::propagation::trace_headers));
+        let response = match tracing::Instrument::instrument(request.send(), span.clone()).await {
             Ok(r) => r,
             Err(e) => {
                 return Outcome::Retry {
@@ -280,6 +294,7 @@ impl FhirChannel {
             }
         };
         let status = response.status();
+        span.record("http.response.status_code", i64::from(status.as_u16()));
         let retry_after = response
             .headers()
             .get("retry-after")

@@ -31,65 +31,141 @@ use crate::store::{
     QuarantinedMessage, Singleton, Store, StoreError,
 };
 
-/// Counters for the metrics endpoint.
+/// What a delivery step came to, as counted: on `/metrics` and as OpenTelemetry's
+/// `whg.letters.outcomes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    Attempt,
+    Accepted,
+    Retry,
+    Rejected,
+    Dead,
+    Escalated,
+    Cancelled,
+}
+
+impl Counted {
+    const ALL: [Counted; 7] = [
+        Counted::Attempt,
+        Counted::Accepted,
+        Counted::Retry,
+        Counted::Rejected,
+        Counted::Dead,
+        Counted::Escalated,
+        Counted::Cancelled,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Counted::Attempt => "attempt",
+            Counted::Accepted => "accepted",
+            Counted::Retry => "retry",
+            Counted::Rejected => "rejected",
+            Counted::Dead => "dead",
+            Counted::Escalated => "escalated",
+            Counted::Cancelled => "cancelled",
+        }
+    }
+
+    /// The Prometheus counter's name and help text.
+    fn exposition(self) -> (&'static str, &'static str) {
+        match self {
+            Counted::Attempt => ("whg_letter_attempts_total", "Delivery attempts made"),
+            Counted::Accepted => (
+                "whg_letters_accepted_total",
+                "Letters accepted by the practice's system",
+            ),
+            Counted::Retry => (
+                "whg_letter_retries_total",
+                "Attempts that failed and will be retried",
+            ),
+            Counted::Rejected => (
+                "whg_letters_rejected_total",
+                "Letters refused permanently by the receiver",
+            ),
+            Counted::Dead => (
+                "whg_letters_dead_total",
+                "Letters undelivered at the end of the retry window (alert)",
+            ),
+            Counted::Escalated => (
+                "whg_letters_escalated_total",
+                "Urgent letters not acknowledged in time (alert)",
+            ),
+            Counted::Cancelled => (
+                "whg_letters_cancelled_total",
+                "Letters stopped because consent no longer allows them",
+            ),
+        }
+    }
+}
+
+/// Counters for the metrics endpoint, one per [`Counted`].
 #[derive(Debug, Default)]
 pub struct Metrics {
-    pub attempts: AtomicU64,
-    pub accepted: AtomicU64,
-    pub retries: AtomicU64,
-    pub rejected: AtomicU64,
-    pub dead: AtomicU64,
-    pub escalated: AtomicU64,
-    pub cancelled: AtomicU64,
+    counts: [AtomicU64; Counted::ALL.len()],
 }
 
 impl Metrics {
+    /// Counts one `what`, here and in OpenTelemetry (by the letter's channel, if it has one).
+    pub fn count(&self, what: Counted, channel: Option<&str>) {
+        self.counts[what as usize].fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::instruments::letter_outcome(what.code(), channel);
+    }
+
+    pub fn counted(&self, what: Counted) -> u64 {
+        self.counts[what as usize].load(Ordering::Relaxed)
+    }
+
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        for (name, help, value) in [
-            (
-                "whg_letter_attempts_total",
-                "Delivery attempts made",
-                &self.attempts,
-            ),
-            (
-                "whg_letters_accepted_total",
-                "Letters accepted by the practice's system",
-                &self.accepted,
-            ),
-            (
-                "whg_letter_retries_total",
-                "Attempts that failed and will be retried",
-                &self.retries,
-            ),
-            (
-                "whg_letters_rejected_total",
-                "Letters refused permanently by the receiver",
-                &self.rejected,
-            ),
-            (
-                "whg_letters_dead_total",
-                "Letters undelivered at the end of the retry window (alert)",
-                &self.dead,
-            ),
-            (
-                "whg_letters_escalated_total",
-                "Urgent letters not acknowledged in time (alert)",
-                &self.escalated,
-            ),
-            (
-                "whg_letters_cancelled_total",
-                "Letters stopped because consent no longer allows them",
-                &self.cancelled,
-            ),
-        ] {
+        for what in Counted::ALL {
+            let (name, help) = what.exposition();
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                value.load(Ordering::Relaxed)
+                self.counted(what)
             ));
         }
         out
+    }
+}
+
+/// The outbox's depth as Prometheus gauges: letters still in its hands, and the age of the
+/// oldest, by state (every such state, 0 when it has none).
+pub fn render_depth(depth: &[crate::store::OutboxDepth], now: DateTime<Utc>) -> String {
+    let mut letters = String::from(
+        "# HELP whg_outbox_letters Letters waiting in the outbox, by state\n# TYPE whg_outbox_letters gauge\n",
+    );
+    let mut ages = String::from(
+        "# HELP whg_outbox_oldest_age_seconds Age of the oldest letter waiting, by state\n# TYPE whg_outbox_oldest_age_seconds gauge\n",
+    );
+    for state in DeliveryState::ALL.into_iter().filter(|s| !s.is_final()) {
+        let here = depth.iter().find(|d| d.state == state);
+        let age = here
+            .and_then(|d| d.oldest)
+            .map_or(0, |t| (now - t).num_seconds().max(0));
+        letters.push_str(&format!(
+            "whg_outbox_letters{{state=\"{}\"}} {}\n",
+            state.code(),
+            here.map_or(0, |d| d.letters)
+        ));
+        ages.push_str(&format!(
+            "whg_outbox_oldest_age_seconds{{state=\"{}\"}} {age}\n",
+            state.code()
+        ));
+    }
+    letters + &ages
+}
+
+/// Reads the outbox's depth into the OpenTelemetry gauges every `every`, while the process runs.
+pub async fn sample_depth(store: Arc<dyn Store>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        match store.outbox_depth().await {
+            Ok(depth) => crate::telemetry::instruments::outbox_depth(&depth, Utc::now()),
+            Err(e) => tracing::warn!(error = %e, "cannot read the outbox's depth for the metrics"),
+        }
     }
 }
 
@@ -133,6 +209,24 @@ struct Worker {
     outbox: Outbox,
 }
 
+/// Raises `alert` on its own (not with a letter's change), with its AuditEvent; none if one
+/// like it is open.
+async fn raise(
+    store: &dyn Store,
+    alert: crate::alerts::NewAlert,
+) -> Result<Option<String>, StoreError> {
+    let audit = crate::alerts::raised_event(&alert, None);
+    let kind = alert.kind;
+    let raised = store.raise_alert(alert, audit).await?;
+    if let Some(id) = &raised {
+        tracing::error!(alert = kind.code(), alert_id = %id, "alert raised for the on-call staff");
+    }
+    Ok(raised)
+}
+
+/// Failed reads of the MESH inbox in a row that raise an alert (one failure is often a blip).
+const MESH_FAILURES_FOR_ALERT: u32 = 3;
+
 /// Urgent letters escalated in one poll at most (the rest are in the next one).
 const ESCALATIONS_PER_POLL: u32 = 64;
 
@@ -156,6 +250,8 @@ struct Change {
     transport_id: Option<String>,
     /// AuditEvents of what led to the change (the disclosure decision), stored with it.
     audit: Vec<Value>,
+    /// The alert the change raises, and its AuditEvent.
+    alert: Option<(crate::alerts::NewAlert, Value)>,
 }
 
 impl Change {
@@ -170,6 +266,7 @@ impl Change {
             channel: None,
             transport_id: None,
             audit: Vec::new(),
+            alert: None,
         }
     }
 
@@ -200,6 +297,7 @@ pub async fn run(
     outbox: Outbox,
 ) {
     let timeout = Duration::from_millis(config.delivery.attempt_timeout_ms);
+    let mut unusable = None;
     let mesh = config
         .mesh
         .as_ref()
@@ -207,9 +305,20 @@ pub async fn run(
             Ok(client) => Some(client),
             Err(e) => {
                 tracing::error!(error = %e, alert = "mesh-unusable", "the MESH mailbox cannot be used; letters to MESH practices will wait");
+                unusable = Some(m.mailbox.clone());
                 None
             }
         });
+    if let Some(mailbox) = unusable {
+        let alert = crate::alerts::mesh_mailbox(
+            &mailbox,
+            "its settings or credentials cannot be used (the gateway's log at start-up says which)",
+            Utc::now(),
+        );
+        if let Err(e) = raise(&*store, alert).await {
+            tracing::warn!(error = %e, "cannot raise the MESH mailbox's alert");
+        }
+    }
     let worker = Arc::new(Worker {
         store,
         channel: FhirChannel::new(http),
@@ -225,6 +334,8 @@ pub async fn run(
         .as_ref()
         .map(|m| Duration::from_millis(m.poll_interval_ms));
     let mut next_mesh_poll = tokio::time::Instant::now();
+    // Inbox reads failed in a row: at MESH_FAILURES_FOR_ALERT someone is told.
+    let mut inbox_failures = 0u32;
     loop {
         let now = Utc::now();
         if let (Some(every), true) = (mesh_poll, tokio::time::Instant::now() >= next_mesh_poll) {
@@ -232,11 +343,27 @@ pub async fn run(
             // One instance reads the inbox (its acknowledgements are examined once); the others
             // ask again each poll, and one takes over when the reader's session ends.
             match worker.store.leads(Singleton::MeshInbox).await {
-                Ok(true) => {
-                    if let Err(e) = worker.read_inbox().await {
+                Ok(true) => match worker.read_inbox().await {
+                    Ok(()) => inbox_failures = 0,
+                    Err(e) => {
                         tracing::warn!(error = %e, "cannot read the MESH inbox");
+                        inbox_failures += 1;
+                        if inbox_failures == MESH_FAILURES_FOR_ALERT
+                            && let Some(m) = &worker.config.mesh
+                        {
+                            let alert = crate::alerts::mesh_mailbox(
+                                &m.mailbox,
+                                &format!(
+                                    "its inbox could not be read {MESH_FAILURES_FOR_ALERT} times in a row (the gateway's log says why)"
+                                ),
+                                Utc::now(),
+                            );
+                            if let Err(e) = raise(&*worker.store, alert).await {
+                                tracing::warn!(error = %e, "cannot raise the MESH mailbox's alert");
+                            }
+                        }
                     }
-                }
+                },
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot tell which instance reads the MESH inbox")
@@ -261,18 +388,22 @@ pub async fn run(
                         };
                         let w = worker.clone();
                         let lease = lease.clone();
-                        tokio::spawn(async move {
-                            let id = delivery.id.clone();
-                            let attempted = w
-                                .holding(delivery, &lease, async |d| w.attempt(d, &lease).await)
-                                .await;
-                            if let Err(e) = attempted {
-                                tracing::warn!(delivery = %id, error = %e, "delivery attempt not recorded; it will be repeated");
-                            }
-                            drop(permit);
-                            // A slot is free: look again at once rather than at the next poll.
-                            w.outbox.wake.notify_one();
-                        });
+                        let span = attempt_span(&delivery);
+                        tokio::spawn(tracing::Instrument::instrument(
+                            async move {
+                                let id = delivery.id.clone();
+                                let attempted = w
+                                    .holding(delivery, &lease, async |d| w.attempt(d, &lease).await)
+                                    .await;
+                                if let Err(e) = attempted {
+                                    tracing::warn!(delivery = %id, error = %e, "delivery attempt not recorded; it will be repeated");
+                                }
+                                drop(permit);
+                                // A slot is free: look again at once rather than at the next poll.
+                                w.outbox.wake.notify_one();
+                            },
+                            span,
+                        ));
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot claim letters from the outbox"),
@@ -285,7 +416,48 @@ pub async fn run(
     }
 }
 
+/// The span of one delivery attempt: a trace of its own (the letter was written by an earlier
+/// request), named by the letter and its message id, which every retry of it shares, so a
+/// letter's attempts are found together. Its state afterwards is recorded on it.
+fn attempt_span(d: &Delivery) -> tracing::Span {
+    letter_span("delivery.attempt", d)
+}
+
+/// A span about one letter: `name` is what is done (an attempt, an escalation).
+fn letter_span(name: &'static str, d: &Delivery) -> tracing::Span {
+    tracing::info_span!(
+        "letter",
+        otel.name = name,
+        otel.kind = "internal",
+        whg.letter.id = %d.id,
+        whg.letter.message_id = %d.message_id,
+        whg.letter.attempt = d.attempts + 1,
+        whg.letter.urgent = d.urgent,
+        whg.practice.ods = value_part(&d.practice),
+        whg.letter.state = tracing::field::Empty,
+    )
+}
+
 impl Worker {
+    /// What an alert about letter `d` says of it.
+    fn letter_facts<'a>(&'a self, d: &'a Delivery) -> crate::alerts::LetterFacts<'a> {
+        let ods = value_part(&d.practice);
+        crate::alerts::LetterFacts {
+            letter_id: d.id.as_str(),
+            service_id: value_part(&d.service),
+            service_name: self.config.service_name(&d.service),
+            practice_ods: ods,
+            practice_name: self.config.directory.get(ods).and_then(PracticeRoute::name),
+            attempts: d.attempts,
+        }
+    }
+
+    /// `change` raises `alert` about letter `d`, with its AuditEvent, in its transaction.
+    fn raising(change: &mut Change, d: &Delivery, alert: crate::alerts::NewAlert) {
+        let audit = crate::alerts::raised_event(&alert, Some(d.id.as_str()));
+        change.alert = Some((alert, audit));
+    }
+
     /// Acts on a letter claimed under `lease` (as stored when it was claimed: nothing else
     /// changes it while the lease holds), then lets the lease go if nothing was recorded
     /// (recording a change lets it go itself), so that the letter is free again at once.
@@ -320,9 +492,12 @@ impl Worker {
             .await?;
         for d in overdue {
             let id = d.id.clone();
-            if let Err(e) = self
-                .holding(d, &lease, async |d| self.escalate(d, &lease, now).await)
-                .await
+            let span = letter_span("delivery.escalation", &d);
+            if let Err(e) = tracing::Instrument::instrument(
+                self.holding(d, &lease, async |d| self.escalate(d, &lease, now).await),
+                span,
+            )
+            .await
             {
                 tracing::warn!(delivery = %id, error = %e, "escalation not recorded; it will be repeated");
             }
@@ -346,12 +521,22 @@ impl Worker {
         tracing::error!(delivery = %d.id, practice = %d.practice, attempts = d.attempts, alert = "letter-escalated", "{detail}");
         self.outbox
             .metrics
-            .escalated
-            .fetch_add(1, Ordering::Relaxed);
+            .count(Counted::Escalated, d.channel.as_deref());
         // A letter waiting for MESH acknowledgements keeps waiting; escalated_at marks it.
         let mut change = Change::on(&d, Event::UrgentAckOverdue);
         change.last_error = Some(detail);
         change.escalated_at = Some(now);
+        let duty = self
+            .config
+            .service(value_part(&d.service))
+            .and_then(|s| s.duty_contact.as_deref());
+        let alert = crate::alerts::letter_escalated(
+            &self.letter_facts(&d),
+            self.config.delivery.urgent_ack_secs,
+            duty,
+            now,
+        );
+        Self::raising(&mut change, &d, alert);
         self.record(&d, lease, change, now).await
     }
 
@@ -371,6 +556,7 @@ impl Worker {
                 return Ok(Acted::Unchanged);
             }
         };
+        tracing::Span::current().record("whg.letter.state", state.code());
         let communication = self
             .store
             .read("Communication", d.id.as_str())
@@ -392,6 +578,7 @@ impl Worker {
                 deadline_at: None,
                 communication,
                 audit: c.audit,
+                alert: c.alert,
             })
             .await?;
         Ok(Acted::Recorded)
@@ -416,10 +603,18 @@ impl Worker {
             );
             // The last error can hold the receiver's own text: it stays in the record.
             tracing::error!(delivery = %d.id, practice = %d.practice, attempts = d.attempts, alert = "letter-dead", "letter not delivered within the retry window");
-            self.outbox.metrics.dead.fetch_add(1, Ordering::Relaxed);
+            self.outbox
+                .metrics
+                .count(Counted::Dead, d.channel.as_deref());
             let mut change = Change::on(&d, Event::DeadlinePassed);
             change.attempt = Some(log(AttemptOutcome::Dead, Some(detail.clone())));
             change.last_error = Some(detail);
+            let alert = crate::alerts::letter_dead(
+                &self.letter_facts(&d),
+                self.config.delivery.retry_window_secs,
+                now,
+            );
+            Self::raising(&mut change, &d, alert);
             return self.record(&d, lease, change, now).await;
         }
 
@@ -448,8 +643,7 @@ impl Worker {
             tracing::info!(delivery = %d.id, "letter cancelled by consent");
             self.outbox
                 .metrics
-                .cancelled
-                .fetch_add(1, Ordering::Relaxed);
+                .count(Counted::Cancelled, d.channel.as_deref());
             let mut change = Change::on(&d, Event::ConsentWithdrawn);
             change.attempt = Some(log(AttemptOutcome::Cancelled, Some(detail.clone())));
             change.last_error = Some(detail);
@@ -471,7 +665,9 @@ impl Worker {
             Some(PracticeRoute::Fhir(route)) => {
                 let (bundle, outcome_decided) = self.message(&d).await?;
                 decided_too.push(outcome_decided);
-                self.outbox.metrics.attempts.fetch_add(1, Ordering::Relaxed);
+                self.outbox
+                    .metrics
+                    .count(Counted::Attempt, Some(PracticeRoute::FHIR));
                 self.channel
                     .send(
                         ods,
@@ -493,7 +689,9 @@ impl Worker {
         match outcome {
             Outcome::Accepted => {
                 tracing::info!(delivery = %d.id, attempt = number, "letter accepted by the practice's system");
-                self.outbox.metrics.accepted.fetch_add(1, Ordering::Relaxed);
+                self.outbox
+                    .metrics
+                    .count(Counted::Accepted, change.channel.as_deref());
                 change.event = Event::Delivered;
                 change.attempt = Some(log(AttemptOutcome::Delivered, None));
             }
@@ -521,18 +719,38 @@ impl Worker {
             // with the delivery only.
             Outcome::Rejected { error } => {
                 tracing::warn!(delivery = %d.id, attempt = number, reason = %error.reason, alert = "letter-rejected", "letter refused by the practice's system");
-                self.outbox.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                self.outbox
+                    .metrics
+                    .count(Counted::Rejected, change.channel.as_deref());
                 change.event = Event::Refused;
                 change.attempt = Some(log(AttemptOutcome::Permanent, Some(error.detail())));
                 change.last_error = Some(error.detail());
             }
             Outcome::Retry { error, retry_after } => {
-                self.outbox.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                self.outbox
+                    .metrics
+                    .count(Counted::Retry, change.channel.as_deref());
                 // The receiver's own Retry-After wins over the backoff (a letter still
                 // undelivered at the end of the window is dead either way).
                 let wait = retry_after
                     .unwrap_or_else(|| backoff(number as u32, &self.config.delivery, jitter()));
                 tracing::info!(delivery = %d.id, attempt = number, reason = %error.reason, retry_in_ms = wait.as_millis() as u64, "letter not delivered; will retry");
+                // Failing every attempt since it was written, for longer than the threshold:
+                // the practice's system is down, and someone should tell the practice.
+                if crate::alerts::failing_for_long(
+                    d.created_at,
+                    now,
+                    self.config.alerts.endpoint_failing_after_secs,
+                ) {
+                    let alert = crate::alerts::endpoint_failing(
+                        ods,
+                        route.and_then(PracticeRoute::name),
+                        d.created_at,
+                        &error.reason,
+                        now,
+                    );
+                    Self::raising(&mut change, &d, alert);
+                }
                 change.retry(
                     &d,
                     log(AttemptOutcome::Retry, Some(error.detail())),
@@ -605,7 +823,9 @@ impl Worker {
             who.full_name().unwrap_or_default(),
             who.nhs_number.as_deref().unwrap_or_default()
         );
-        self.outbox.metrics.attempts.fetch_add(1, Ordering::Relaxed);
+        self.outbox
+            .metrics
+            .count(Counted::Attempt, Some(PracticeRoute::MESH));
         Ok(mesh.send(&to, &subject, &d.message_id, &message).await)
     }
 
@@ -1021,11 +1241,15 @@ impl Worker {
                         c
                     }
                     AckKind::Accepted => {
-                        self.outbox.metrics.accepted.fetch_add(1, Ordering::Relaxed);
+                        self.outbox
+                            .metrics
+                            .count(Counted::Accepted, Some(PracticeRoute::MESH));
                         Change::on(d, Event::AckAccepted)
                     }
                     AckKind::Negative => {
-                        self.outbox.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+                        self.outbox
+                            .metrics
+                            .count(Counted::Rejected, Some(PracticeRoute::MESH));
                         tracing::warn!(delivery = %d.id, alert = "letter-rejected", "the practice's system refused the letter");
                         let mut c = Change::on(d, Event::AckRejected);
                         c.last_error = Some(detail.clone());

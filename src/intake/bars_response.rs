@@ -306,6 +306,7 @@ mod tests {
             prompts: Vec::new(),
             eligibility: None,
             commissioners: Vec::new(),
+            duty_contact: None,
         }];
         let r = request();
         let service = addressed_service(&r["entry"][0]["resource"], &services);

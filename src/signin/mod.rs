@@ -22,8 +22,11 @@ use crate::services::Service;
 pub enum PersonRole {
     /// Of an ICB or local authority: the services it commissions, in aggregate.
     Commissioner,
-    /// Of one work-and-health service: that service's figures, in aggregate.
+    /// Of one work-and-health service: that service's figures, in aggregate, and its alerts.
     ServiceManager,
+    /// Of the organisation running the gateway (on call): every operational alert, none of the
+    /// figures and no person's record.
+    Operations,
 }
 
 impl PersonRole {
@@ -31,6 +34,7 @@ impl PersonRole {
         match text {
             "commissioner" => Some(Self::Commissioner),
             "service-manager" => Some(Self::ServiceManager),
+            "operations" => Some(Self::Operations),
             _ => None,
         }
     }
@@ -39,6 +43,7 @@ impl PersonRole {
         match self {
             Self::Commissioner => "Commissioner",
             Self::ServiceManager => "Service manager",
+            Self::Operations => "Operations",
         }
     }
 }
@@ -54,15 +59,20 @@ pub struct Person {
 }
 
 impl Person {
-    /// The principal the person acts as: the role's organisation, the reports scope only.
+    /// The principal the person acts as: the role's organisation, the reports scope only (an
+    /// operations person none: what they see is decided by the alerts' own rule).
     pub fn principal(&self) -> Principal {
         let role = match self.role {
             PersonRole::Commissioner => Role::Commissioner,
             PersonRole::ServiceManager => Role::Service,
+            PersonRole::Operations => Role::Operations,
         };
         let mut principal = Principal::new(role, &self.organisation);
         principal.client_id = format!("person:{}", self.subject);
-        principal.scopes = vec![scope::REPORTS.to_string()];
+        principal.scopes = match self.role {
+            PersonRole::Operations => Vec::new(),
+            _ => vec![scope::REPORTS.to_string()],
+        };
         principal
     }
 }
@@ -73,11 +83,11 @@ pub enum Refused {
     #[error("the sign-in service did not say who you are (no usable subject identifier)")]
     NoSubject,
     #[error(
-        "your account has no role for this dashboard: ask for the commissioner or service-manager role"
+        "your account has no role for this dashboard: ask for the commissioner, service-manager or operations role"
     )]
     NoRole,
     #[error(
-        "the role your account has ('{0}') is not one this dashboard knows: ask for commissioner or service-manager"
+        "the role your account has ('{0}') is not one this dashboard knows: ask for commissioner, service-manager or operations"
     )]
     UnknownRole(String),
     #[error("your account does not say which organisation you act for")]
@@ -86,7 +96,9 @@ pub enum Refused {
         "'{0}' is not a service this gateway runs: a service manager's organisation is a service id"
     )]
     UnknownService(String),
-    #[error("'{0}' is not an ODS code: a commissioner's organisation is its ODS code (e.g. QF7)")]
+    #[error(
+        "'{0}' is not an ODS code: a commissioner's or operations person's organisation is its ODS code (e.g. QF7)"
+    )]
     NotAnOdsCode(String),
 }
 
@@ -115,13 +127,17 @@ pub fn person(
         Some(Value::Array(values)) => values.iter().filter_map(Value::as_str).collect(),
         _ => Vec::new(),
     };
-    let role = [PersonRole::Commissioner, PersonRole::ServiceManager]
-        .into_iter()
-        .find(|r| {
-            roles
-                .iter()
-                .any(|given| PersonRole::parse(given) == Some(*r))
-        });
+    let role = [
+        PersonRole::Commissioner,
+        PersonRole::ServiceManager,
+        PersonRole::Operations,
+    ]
+    .into_iter()
+    .find(|r| {
+        roles
+            .iter()
+            .any(|given| PersonRole::parse(given) == Some(*r))
+    });
     let role = match (role, roles.first()) {
         (Some(role), _) => role,
         (None, Some(other)) => return Err(Refused::UnknownRole(clip(other))),
@@ -140,7 +156,7 @@ pub fn person(
             }
             organisation.to_string()
         }
-        PersonRole::Commissioner => {
+        PersonRole::Commissioner | PersonRole::Operations => {
             // ODS codes are upper case; a provider may send them either way.
             let code = organisation.to_ascii_uppercase();
             if !crate::fhir::identifiers::is_ods_code(&code) {

@@ -268,6 +268,10 @@ pub struct DeliveryUpdate {
     /// The AuditEvents recording what led to the change (a disclosure decision, a resend),
     /// written in its transaction.
     pub audit: Vec<Value>,
+    /// An alert the change raises (a letter dead or escalated, its practice failing) and the
+    /// AuditEvent recording it, both stored in its transaction unless an alert of its kind
+    /// about its subject is open.
+    pub alert: Option<(crate::alerts::NewAlert, Value)>,
 }
 
 /// Which overrides to list.
@@ -286,6 +290,14 @@ pub struct DeliveryFilter {
     pub practice: Option<String>,
     pub referral: Option<String>,
     pub message_id: Option<String>,
+}
+
+/// How many letters in one state the outbox still has in hand, and when the oldest was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxDepth {
+    pub state: DeliveryState,
+    pub letters: u64,
+    pub oldest: Option<DateTime<Utc>>,
 }
 
 /// One page of search results.
@@ -465,6 +477,10 @@ pub trait Outbox: Send + Sync {
 
     /// Deliveries matching `filter`, newest first.
     async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError>;
+
+    /// For each state a letter is still in the outbox's hands in (not final), how many letters
+    /// and the oldest one's time of writing; states with none are left out.
+    async fn outbox_depth(&self) -> Result<Vec<OutboxDepth>, StoreError>;
 }
 
 /// Registered client systems and the client assertions they have used.
@@ -574,12 +590,15 @@ pub enum Allowance {
 pub enum Singleton {
     /// Reading the gateway's MESH inbox: one reader, so a message is examined once.
     MeshInbox,
+    /// Sending alerts to the on-call routes: one sender, so each alert is sent once.
+    AlertNotifier,
 }
 
 impl Singleton {
     pub fn key(self) -> &'static str {
         match self {
             Singleton::MeshInbox => "singleton|mesh-inbox",
+            Singleton::AlertNotifier => "singleton|alert-notifier",
         }
     }
 }
@@ -596,6 +615,55 @@ pub trait Sessions: Send + Sync {
     async fn session_ended(&self, id: &str) -> Result<bool, StoreError>;
 }
 
+/// How an alert's notification to the on-call routes went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertNotice {
+    /// Every route took it.
+    Sent { at: DateTime<Utc> },
+    /// A route did not: tried again at `retry_at`.
+    Failed { retry_at: DateTime<Utc> },
+}
+
+/// Operational alerts (`crate::alerts`): raised once while open, notified, acknowledged.
+#[async_trait]
+pub trait Alerts: Send + Sync {
+    /// Stores `alert` with its AuditEvent, in one transaction, unless an alert of its kind
+    /// about its subject is open (not acknowledged): the new alert's id, or none.
+    async fn raise_alert(
+        &self,
+        alert: crate::alerts::NewAlert,
+        audit: Value,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// The newest alerts first, at most `limit`; only those not acknowledged if `open_only`.
+    async fn alerts(
+        &self,
+        open_only: bool,
+        limit: u32,
+    ) -> Result<Vec<crate::alerts::Alert>, StoreError>;
+
+    async fn alert(&self, id: &str) -> Result<Option<crate::alerts::Alert>, StoreError>;
+
+    /// Records alert `id` acknowledged by `by` at `at`, with its AuditEvent, in one
+    /// transaction; false (and no AuditEvent) if it was acknowledged before or does not exist.
+    async fn acknowledge_alert(
+        &self,
+        id: &str,
+        by: &str,
+        at: DateTime<Utc>,
+        audit: Value,
+    ) -> Result<bool, StoreError>;
+
+    /// Alerts not yet taken by the on-call routes and due to be tried at `now`, oldest first.
+    async fn alerts_to_notify(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<crate::alerts::Alert>, StoreError>;
+
+    async fn record_alert_notice(&self, id: &str, notice: AlertNotice) -> Result<(), StoreError>;
+}
+
 /// Everything the gateway keeps, by capability. Each backend implements every part; callers
 /// hold an `Arc<dyn Store>` and name the part they use.
 pub trait Store:
@@ -606,6 +674,7 @@ pub trait Store:
     + Registry
     + MeshQuarantine
     + Sessions
+    + Alerts
     + Coordination
     + Lifecycle
 {
@@ -619,6 +688,7 @@ impl<T> Store for T where
         + Registry
         + MeshQuarantine
         + Sessions
+        + Alerts
         + Coordination
         + Lifecycle
 {

@@ -1165,3 +1165,57 @@ pub fn check_golden(path: &Path, actual: &Value) {
         serde_json::to_string_pretty(actual).unwrap()
     );
 }
+
+/// A tool of ours in Python that serves on a port of its own (tools/otlp_receiver.py,
+/// tools/smtp_receiver.py): started with the file it records to, ready once it prints
+/// "listening on PORT"; killed when dropped.
+pub struct RecordingServer {
+    child: Child,
+    pub port: u16,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RecordingServer {
+    pub fn start(script: &str) -> RecordingServer {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("recorded.jsonl");
+        let mut child = Command::new(python())
+            .arg(root().join(script))
+            .arg(&out)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{script} starts (tools/requirements.txt installed?): {e}"));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{script} did not start: {line:?}"));
+        RecordingServer {
+            child,
+            port,
+            out,
+            _dir: dir,
+        }
+    }
+
+    /// Every record so far, one JSON value per line written.
+    pub fn records(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for RecordingServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -35,6 +35,8 @@ pub enum Reply {
 pub struct Received {
     pub request_id: String,
     pub correlation_id: String,
+    /// W3C trace context (`traceparent`), empty when none came.
+    pub traceparent: String,
     /// The `nhsd-*` headers, by lower-case name.
     pub nhsd: HashMap<String, String>,
     pub bundle: Value,
@@ -183,6 +185,7 @@ async fn process_message(State(r): State<Receiver>, headers: HeaderMap, body: St
     r.0.lock().unwrap().received.push(Received {
         request_id: request_id.clone(),
         correlation_id: header("x-correlation-id"),
+        traceparent: header("traceparent"),
         nhsd: nhsd_headers,
         bundle: serde_json::from_str(&body).unwrap_or(Value::Null),
         answered,

@@ -1,5 +1,6 @@
 // Drives the dashboard in headless Chromium (Debian's /usr/bin/chromium, through playwright-core:
-// no browser is downloaded) as a commissioner would, and checks every page with axe-core.
+// no browser is downloaded) as a commissioner would, then the alerts page as the on-call person
+// would, and checks every page with axe-core.
 //
 //   node tools/browser/dashboard.mjs --base http://127.0.0.1:PORT --account "Commissioner at QF7" \
 //        --screenshots target/artefacts/dashboard
@@ -20,6 +21,7 @@ const { values: opts } = parseArgs({
   options: {
     base: { type: "string" },
     account: { type: "string", default: "Commissioner at QF7" },
+    "ops-account": { type: "string", default: "On call for the gateway (operations: the alerts page)" },
     screenshots: { type: "string", default: "target/artefacts/dashboard" },
     chromium: { type: "string", default: process.env.WHG_CHROMIUM || "/usr/bin/chromium" },
   },
@@ -157,6 +159,22 @@ try {
   await visit("06-signed-out");
   await page.goto(`${opts.base}/dashboard`);
   if (!(await page.getByRole("link", { name: "Sign in" }).isVisible())) fail("after sign-out: still signed in");
+
+  // 7. On call: the alerts page (the gateway's MESH mailbox is unusable in this run, so there
+  //    is one), an alert acknowledged, the page after.
+  await page.getByRole("link", { name: "Sign in" }).click();
+  await page.getByRole("button", { name: opts["ops-account"] }).click();
+  await page.waitForURL(`${opts.base}/dashboard/ops`);
+  if ((await page.locator("h1").innerText()) !== "Alerts") fail("operations: not the alerts page");
+  const open = await page.getByRole("button", { name: /^Acknowledge/ }).count();
+  if (open < 1) fail(`operations: ${open} open alerts`);
+  await visit("07-alerts");
+  await page.getByRole("button", { name: /^Acknowledge/ }).first().click();
+  await page.waitForURL(/done=acknowledged/);
+  if (!(await page.locator(".nhsuk-inset-text").innerText()).includes("acknowledged")) fail("operations: no notice of the acknowledgement");
+  if ((await page.getByRole("button", { name: /^Acknowledge/ }).count()) !== open - 1) fail("operations: the acknowledged alert is still open");
+  await visit("08-alert-acknowledged");
+  seen.alertsAcknowledged = 1;
 } catch (e) {
   fail(`stopped: ${e.message.split("\n")[0]}`);
 } finally {

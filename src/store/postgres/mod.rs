@@ -31,6 +31,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 // ---- the dialect the shared SQL is written in
 
 /// READ COMMITTED: each statement sees what other instances committed before it began.
+/// OpenTelemetry's `db.system.name` for this backend.
+const DB_SYSTEM: &str = "postgresql";
 const BEGIN_BATCH: &str = "BEGIN";
 
 /// Under READ COMMITTED each statement takes its own snapshot, so a page and its total could
@@ -125,6 +127,7 @@ include!("../sql/overrides.rs");
 include!("../sql/registry.rs");
 include!("../sql/quarantine.rs");
 include!("../sql/sessions.rs");
+include!("../sql/alerts.rs");
 
 pub type PostgresStore = SqlStore;
 

@@ -60,8 +60,14 @@ async fn record_delivery(
         .execute(&mut *conn)
         .await?;
     }
+    let mut audit = u.audit;
+    if let Some((alert, raised)) = u.alert
+        && insert_alert(conn, alert).await?.is_some()
+    {
+        audit.push(raised);
+    }
     update_one(conn, u.communication, None, own).await?;
-    append_audit(conn, u.audit, own).await
+    append_audit(conn, audit, own).await
 }
 
 fn delivery_of(r: &DbRow) -> Result<Delivery, StoreError> {
@@ -305,6 +311,29 @@ impl Outbox for SqlStore {
         .collect::<Result<_, StoreError>>()?;
         read.commit().await?;
         Ok(Some((delivery_of(&row)?, attempts)))
+    }
+
+    async fn outbox_depth(&self) -> Result<Vec<OutboxDepth>, StoreError> {
+        // The states where DeliveryState::is_final is false (checked by a test), as literals
+        // so that the index on state serves the query.
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*), MIN(created_at) FROM deliveries
+             WHERE state IN ('queued', 'escalated', 'sent', 'received') GROUP BY state",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.get(0);
+                Ok(OutboxDepth {
+                    state: DeliveryState::from_code(&state).ok_or_else(|| {
+                        StoreError::Corrupt(format!("a delivery has the unknown state '{state}'"))
+                    })?,
+                    letters: u64::try_from(r.get::<i64, _>(1)).unwrap_or_default(),
+                    oldest: instants_of("the oldest delivery", r.get::<Option<&str>, _>(2))?,
+                })
+            })
+            .collect()
     }
 
     async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError> {

@@ -25,10 +25,10 @@ use crate::intake::{Submission, SubmissionKey, SubmissionKind};
 use crate::letters::delivery_state::{AttemptOutcome, DeliveryState};
 use crate::store::plan::{Existing, PlannedWrite, plan};
 use crate::store::{
-    Candidate, ClientId, ClientRecord, Delivery, DeliveryAttempt, DeliveryFilter, DeliveryId,
-    DeliveryUpdate, Lease, Lifecycle, MeshQuarantine, Outbox, OverrideFilter, Overrides, PatientId,
-    QuarantinedMessage, RecordParties, Registry, Resources, SearchPage, Sessions, StoreError,
-    Stored, Submissions, Transaction,
+    AlertNotice, Alerts, Candidate, ClientId, ClientRecord, Delivery, DeliveryAttempt,
+    DeliveryFilter, DeliveryId, DeliveryUpdate, Lease, Lifecycle, MeshQuarantine, Outbox,
+    OutboxDepth, OverrideFilter, Overrides, PatientId, QuarantinedMessage, RecordParties, Registry,
+    Resources, SearchPage, Sessions, StoreError, Stored, Submissions, Transaction,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;

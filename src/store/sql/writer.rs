@@ -117,6 +117,12 @@ enum WriteJob {
     Quarantine(QuarantinedMessage, Option<Vec<u8>>, Value, Reply<bool>),
     /// A person's session ended (its id, until when), and its AuditEvent.
     EndSession(String, i64, Value, Reply<bool>),
+    /// An operational alert and its AuditEvent.
+    RaiseAlert(crate::alerts::NewAlert, Value, Reply<Option<String>>),
+    /// An alert acknowledged (its id, by whom, when) and its AuditEvent.
+    AcknowledgeAlert(String, String, DateTime<Utc>, Value, Reply<bool>),
+    /// How an alert's notification went.
+    AlertNotice(String, AlertNotice, Reply<()>),
 }
 
 enum ClientWrite {
@@ -147,6 +153,7 @@ enum Answer {
     Claim(Reply<Vec<Delivery>>, Result<Vec<Delivery>, StoreError>),
     Release(Reply<()>, Result<(), StoreError>),
     Quarantine(Reply<bool>, Result<bool, StoreError>),
+    Raised(Reply<Option<String>>, Result<Option<String>, StoreError>),
 }
 
 impl Answer {
@@ -164,6 +171,7 @@ impl Answer {
             Answer::Claim(_, r) => r.is_ok(),
             Answer::Release(_, r) => r.is_ok(),
             Answer::Quarantine(_, r) => r.is_ok(),
+            Answer::Raised(_, r) => r.is_ok(),
         }
     }
 
@@ -180,6 +188,7 @@ impl Answer {
             Answer::Claim(r, v) => drop(r.send(v)),
             Answer::Release(r, v) => drop(r.send(v)),
             Answer::Quarantine(r, v) => drop(r.send(v)),
+            Answer::Raised(r, v) => drop(r.send(v)),
         }
     }
 
@@ -196,11 +205,40 @@ impl Answer {
             Answer::Claim(r, _) => drop(r.send(Err(e()))),
             Answer::Release(r, _) => drop(r.send(Err(e()))),
             Answer::Quarantine(r, _) => drop(r.send(Err(e()))),
+            Answer::Raised(r, _) => drop(r.send(Err(e()))),
         }
     }
 }
 
+/// A job as queued for the writer, with the span of the call that waits for it: the batch's
+/// transaction span links to each, so a trace shows which transaction a write went in.
+struct Queued {
+    job: WriteJob,
+    caller: tracing::Span,
+}
+
 impl WriteJob {
+    /// What the job does, for its span (`db.operation.name`).
+    fn kind(&self) -> &'static str {
+        match self {
+            WriteJob::Submit(..) => "submit",
+            WriteJob::Create(..) => "create",
+            WriteJob::Update(..) => "update",
+            WriteJob::CreateOverride(..) => "create-override",
+            WriteJob::UpdateOverride(..) => "update-override",
+            WriteJob::Client(..) => "client",
+            WriteJob::Transact(..) => "transaction",
+            WriteJob::Delivery(..) => "record-delivery",
+            WriteJob::Claim(..) => "claim-deliveries",
+            WriteJob::Release(..) => "release-delivery",
+            WriteJob::Quarantine(..) => "quarantine",
+            WriteJob::EndSession(..) => "end-session",
+            WriteJob::RaiseAlert(..) => "raise-alert",
+            WriteJob::AcknowledgeAlert(..) => "acknowledge-alert",
+            WriteJob::AlertNotice(..) => "alert-notice",
+        }
+    }
+
     fn fail(self, e: StoreError) {
         match self {
             WriteJob::Submit(_, _, r) => drop(r.send(Err(e))),
@@ -215,6 +253,9 @@ impl WriteJob {
             WriteJob::Release(_, _, r) => drop(r.send(Err(e))),
             WriteJob::Quarantine(_, _, _, r) => drop(r.send(Err(e))),
             WriteJob::EndSession(_, _, _, r) => drop(r.send(Err(e))),
+            WriteJob::RaiseAlert(_, _, r) => drop(r.send(Err(e))),
+            WriteJob::AcknowledgeAlert(_, _, _, _, r) => drop(r.send(Err(e))),
+            WriteJob::AlertNotice(_, _, r) => drop(r.send(Err(e))),
         }
     }
 
@@ -270,6 +311,18 @@ impl WriteJob {
                 reply,
                 in_savepoint!(conn, end_session(conn, id, until, audit, own)),
             ),
+            WriteJob::RaiseAlert(alert, audit, reply) => Answer::Raised(
+                reply,
+                in_savepoint!(conn, raise_alert(conn, alert, audit, own)),
+            ),
+            WriteJob::AcknowledgeAlert(id, by, at, audit, reply) => Answer::Quarantine(
+                reply,
+                in_savepoint!(conn, acknowledge_alert(conn, id, by, at, audit, own)),
+            ),
+            WriteJob::AlertNotice(id, notice, reply) => Answer::Release(
+                reply,
+                in_savepoint!(conn, record_alert_notice(conn, id, notice)),
+            ),
         }
     }
 }
@@ -277,7 +330,7 @@ impl WriteJob {
 async fn writer_loop(
     mut conn: Conn,
     options: <Conn as Connection>::Options,
-    mut rx: mpsc::Receiver<WriteJob>,
+    mut rx: mpsc::Receiver<Queued>,
     max_batch: usize,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
@@ -294,8 +347,8 @@ async fn writer_loop(
                     conn = new;
                 }
                 Err(e) => {
-                    for job in batch.drain(..) {
-                        job.fail(StoreError::Unavailable(format!(
+                    for queued in batch.drain(..) {
+                        queued.job.fail(StoreError::Unavailable(format!(
                             "cannot reach the database: {e}"
                         )));
                     }
@@ -309,19 +362,37 @@ async fn writer_loop(
 }
 
 /// Applies every job of `batch` in one transaction and answers each once the commit is durable.
-/// False if the transaction itself could not begin or end (the session may be lost).
-async fn commit_batch(conn: &mut Conn, batch: &mut Vec<WriteJob>) -> bool {
+/// False if the transaction itself could not begin or end (the session may be lost). The
+/// transaction is a span of its own, linked to the span of every write it carries.
+async fn commit_batch(conn: &mut Conn, batch: &mut Vec<Queued>) -> bool {
+    use tracing::Instrument as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let span = tracing::info_span!(
+        "store.transaction",
+        otel.kind = "client",
+        db.system.name = DB_SYSTEM,
+        whg.store.writes = batch.len() as i64,
+    );
+    for queued in batch.iter() {
+        use opentelemetry::trace::TraceContextExt as _;
+        span.add_link(queued.caller.context().span().span_context().clone());
+    }
+    let jobs = batch.drain(..).map(|q| q.job).collect();
+    commit_jobs(conn, jobs).instrument(span).await
+}
+
+async fn commit_jobs(conn: &mut Conn, jobs: Vec<WriteJob>) -> bool {
     if let Err(e) = sqlx::query(BEGIN_BATCH).execute(&mut *conn).await {
-        for job in batch.drain(..) {
+        for job in jobs {
             job.fail(StoreError::Unavailable(format!(
                 "cannot begin a transaction: {e}"
             )));
         }
         return false;
     }
-    let mut answers = Vec::with_capacity(batch.len());
+    let mut answers = Vec::with_capacity(jobs.len());
     let mut pending = Pending::default();
-    for job in batch.drain(..) {
+    for job in jobs {
         let mut own = Pending::default();
         let answer = job.run(conn, &pending.tokens, &mut own).await;
         if answer.kept() {
@@ -352,7 +423,7 @@ async fn commit_batch(conn: &mut Conn, batch: &mut Vec<WriteJob>) -> bool {
 /// its own) that applies writes in batches.
 pub struct SqlStore {
     readers: Pool,
-    writer: Mutex<Option<(mpsc::Sender<WriteJob>, oneshot::Receiver<()>)>>,
+    writer: Mutex<Option<(mpsc::Sender<Queued>, oneshot::Receiver<()>)>>,
     /// What only this backend keeps (see its `Coordination`; SQLite's is empty).
     #[allow(dead_code)]
     backend: BackendState,
@@ -394,20 +465,37 @@ impl SqlStore {
         })
     }
 
-    /// Hands a job to the writer and waits for its durable answer.
+    /// Hands a job to the writer and waits for its durable answer, in a span of the caller's
+    /// trace (the wait for the group commit included).
     async fn write<T>(&self, job: impl FnOnce(Reply<T>) -> WriteJob) -> Result<T, StoreError> {
+        use tracing::Instrument as _;
         let sender = match self.writer.lock().await.as_ref() {
             Some((tx, _)) => tx.clone(),
             None => return Err(StoreError::Unavailable("the store is shutting down".into())),
         };
         let (reply, answer) = oneshot::channel();
-        sender
-            .send(job(reply))
-            .await
-            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the writer stopped before answering".into()))?
+        let job = job(reply);
+        let caller = tracing::info_span!(
+            "store.write",
+            otel.kind = "client",
+            db.system.name = DB_SYSTEM,
+            db.operation.name = job.kind(),
+        );
+        let queued = Queued {
+            job,
+            caller: caller.clone(),
+        };
+        async move {
+            sender
+                .send(queued)
+                .await
+                .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+            answer.await.map_err(|_| {
+                StoreError::Unavailable("the writer stopped before answering".into())
+            })?
+        }
+        .instrument(caller)
+        .await
     }
 }
 

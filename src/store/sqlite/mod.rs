@@ -30,6 +30,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 // ---- the dialect the shared SQL is written in
 
 /// Takes the write lock at once: a batch never fails half-way for want of it.
+/// OpenTelemetry's `db.system.name` for this backend.
+const DB_SYSTEM: &str = "sqlite";
 const BEGIN_BATCH: &str = "BEGIN IMMEDIATE";
 
 /// Nothing to set: a deferred transaction on a WAL database reads one snapshot from its first
@@ -110,6 +112,7 @@ include!("../sql/overrides.rs");
 include!("../sql/registry.rs");
 include!("../sql/quarantine.rs");
 include!("../sql/sessions.rs");
+include!("../sql/alerts.rs");
 
 pub type SqliteStore = SqlStore;
 

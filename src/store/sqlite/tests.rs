@@ -206,6 +206,7 @@ fn requeue(id: &str, communication: Value, audit: Vec<Value>) -> DeliveryUpdate 
         deadline_at: None,
         communication,
         audit,
+        alert: None,
     }
 }
 

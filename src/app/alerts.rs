@@ -1,0 +1,353 @@
+//! Use cases of the operational alerts: list what a person may see, acknowledge one, and the
+//! notifier that sends them to the on-call routes. (They are raised by the outbox worker, in
+//! the transaction of the change that raises them.)
+
+use std::time::Duration;
+
+use chrono::Utc;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::alerts::{self, Alert};
+use crate::audit::{Event, Kind, audit_event};
+use crate::caller::Principal;
+use crate::config::{AlertRoute, Config};
+use crate::store::{AlertNotice, Singleton, Store, StoreError};
+
+/// The alerts `principal` may see (the one rule: [`alerts::visible_to`]), newest first.
+pub async fn visible(
+    store: &dyn Store,
+    principal: &Principal,
+    open_only: bool,
+) -> Result<Vec<Alert>, StoreError> {
+    Ok(store
+        .alerts(open_only, 500)
+        .await?
+        .into_iter()
+        .filter(|a| alerts::visible_to(principal, &a.raised))
+        .collect())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Acknowledged {
+    Done,
+    /// Someone acknowledged it first.
+    Already,
+    /// No such alert, or not one this person may see: the same answer for both.
+    NotFound,
+}
+
+/// Alert `id` acknowledged by the person `principal` stands for (`subject`, their sign-in
+/// subject), audited in the same transaction.
+pub async fn acknowledge(
+    store: &dyn Store,
+    principal: &Principal,
+    subject: &str,
+    id: &str,
+    request_id: Option<String>,
+) -> Result<Acknowledged, StoreError> {
+    let Some(alert) = store.alert(id).await? else {
+        return Ok(Acknowledged::NotFound);
+    };
+    if !alerts::visible_to(principal, &alert.raised) {
+        return Ok(Acknowledged::NotFound);
+    }
+    if alert.acknowledged.is_some() {
+        return Ok(Acknowledged::Already);
+    }
+    let now = Utc::now();
+    let audit = audit_event(&Event {
+        kind: Kind::AlertAcknowledged,
+        principal: Some(principal),
+        patient: None,
+        entities: Vec::new(),
+        decision: None,
+        permitted: true,
+        description: format!(
+            "alert {id} acknowledged: {} about {}",
+            alert.raised.kind.code(),
+            alert.raised.subject
+        ),
+        at: now,
+        request_id,
+    });
+    Ok(if store.acknowledge_alert(id, subject, now, audit).await? {
+        Acknowledged::Done
+    } else {
+        Acknowledged::Already
+    })
+}
+
+/// Sends alerts to the on-call routes until the process ends: one instance at a time (the
+/// others ask each poll and one takes over if it stops), each alert once it is stored, again
+/// after `notify_retry_secs` if a route did not take it. A receiver de-duplicates by the
+/// alert's id (a webhook's `Idempotency-Key`, an e-mail's subject): an instance stopped between
+/// a send and its record sends it again.
+pub async fn run_notifier(
+    store: std::sync::Arc<dyn Store>,
+    config: std::sync::Arc<Config>,
+    http: reqwest::Client,
+) {
+    let routes = match prepared_routes(&config) {
+        Ok(routes) => routes,
+        Err(e) => {
+            tracing::error!(error = %e, "alerts will not be sent to the on-call routes");
+            return;
+        }
+    };
+    if routes.is_empty() {
+        return;
+    }
+    let ops_page = format!(
+        "{}/dashboard/ops",
+        config
+            .base_url
+            .as_deref()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+    );
+    let poll = Duration::from_millis(config.alerts.poll_interval_ms.max(100));
+    loop {
+        tokio::time::sleep(poll).await;
+        match store.leads(Singleton::AlertNotifier).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell which instance sends alerts");
+                continue;
+            }
+        }
+        let due = match store.alerts_to_notify(Utc::now(), 50).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the alerts to send");
+                continue;
+            }
+        };
+        for alert in due {
+            let notice = notify(&http, &routes, &alert, &ops_page, &config).await;
+            if let Err(e) = store.record_alert_notice(&alert.id, notice).await {
+                tracing::warn!(alert_id = %alert.id, error = %e, "alert sent but not recorded as sent; it will be sent again");
+            }
+        }
+    }
+}
+
+type Mailer = lettre::AsyncSmtpTransport<lettre::Tokio1Executor>;
+
+/// Where a route sends, ready to send.
+enum Channel {
+    Webhook {
+        url: String,
+        key: Option<Vec<u8>>,
+    },
+    Email {
+        to: lettre::message::Mailbox,
+        from: lettre::message::Mailbox,
+        mailer: Box<Mailer>,
+    },
+}
+
+struct Prepared<'a> {
+    route: &'a AlertRoute,
+    channel: Channel,
+}
+
+/// Whether every route can be sent through (its signing key read, its mail server's settings
+/// and password usable): checked at start, so a route that could never work stops the gateway
+/// with the reason rather than failing quietly later.
+pub fn check_routes(config: &Config) -> Result<(), String> {
+    prepared_routes(config).map(drop)
+}
+
+fn prepared_routes(config: &Config) -> Result<Vec<Prepared<'_>>, String> {
+    let timeout = Duration::from_millis(config.alerts.notify_timeout_ms);
+    config
+        .alerts
+        .routes
+        .iter()
+        .map(|route| {
+            let problem = |e: String| format!("alerts.routes '{}': {e}", route.name);
+            let channel = match (&route.webhook_url, &route.email) {
+                (Some(url), _) => Channel::Webhook {
+                    url: url.clone(),
+                    key: route
+                        .secret_file
+                        .as_ref()
+                        .map(|path| {
+                            crate::secret_file::read(path)
+                                .map(|text| text.trim().as_bytes().to_vec())
+                                .map_err(|e| problem(e.to_string()))
+                        })
+                        .transpose()?,
+                },
+                (None, Some(to)) => {
+                    let smtp =
+                        config.alerts.smtp.as_ref().ok_or_else(|| {
+                            problem("no [alerts.smtp] to send e-mail through".into())
+                        })?;
+                    Channel::Email {
+                        to: to.parse().map_err(|e| problem(format!("{to}: {e}")))?,
+                        from: smtp
+                            .from
+                            .parse()
+                            .map_err(|e| problem(format!("alerts.smtp.from: {e}")))?,
+                        mailer: Box::new(mailer(smtp, timeout).map_err(problem)?),
+                    }
+                }
+                (None, None) => return Err(problem("no webhook_url or email".into())),
+            };
+            Ok(Prepared { route, channel })
+        })
+        .collect()
+}
+
+/// The SMTP transport `[alerts.smtp]` describes.
+fn mailer(smtp: &crate::config::SmtpConfig, timeout: Duration) -> Result<Mailer, String> {
+    use crate::config::SmtpTls;
+    let builder = match smtp.tls {
+        SmtpTls::Starttls => Mailer::starttls_relay(&smtp.host).map_err(|e| e.to_string())?,
+        SmtpTls::Tls => Mailer::relay(&smtp.host).map_err(|e| e.to_string())?,
+        SmtpTls::None => Mailer::builder_dangerous(&smtp.host),
+    };
+    let mut builder = builder.port(smtp.port).timeout(Some(timeout));
+    if let Some(user) = &smtp.username {
+        let password = match &smtp.password_file {
+            Some(path) => crate::secret_file::read(path)
+                .map_err(|e| format!("alerts.smtp.password_file: {e}"))?
+                .trim()
+                .to_string(),
+            None => String::new(),
+        };
+        builder = builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
+            user.clone(),
+            password,
+        ));
+    }
+    Ok(builder.build())
+}
+
+/// The e-mail for `alert`: plain text, the alert's id in the subject.
+fn email_text(alert: &Alert, ops_page: &str) -> (String, String) {
+    let raised = &alert.raised;
+    let subject = format!("[WHG alert] {} ({})", raised.kind.title(), alert.id);
+    let mut body = format!("{}\n\n{}\n\n", raised.kind.title(), raised.summary);
+    body.push_str(&format!(
+        "Raised: {}\n",
+        crate::fhir::search::format_instant(raised.raised_at)
+    ));
+    if let Some(service) = &raised.service {
+        body.push_str(&format!("Service: {service}\n"));
+    }
+    if let Some(contact) = &raised.duty_contact {
+        body.push_str(&format!("Duty contact: {contact}\n"));
+    }
+    body.push_str(&format!(
+        "Alert: {}\n\nAcknowledge it on the alerts page: {ops_page}\n",
+        alert.id
+    ));
+    (subject, body)
+}
+
+/// Sends `alert` to every route that takes its kind.
+async fn notify(
+    http: &reqwest::Client,
+    routes: &[Prepared<'_>],
+    alert: &Alert,
+    ops_page: &str,
+    config: &Config,
+) -> AlertNotice {
+    let body = alerts::webhook_payload(alert, ops_page).to_string();
+    let timeout = Duration::from_millis(config.alerts.notify_timeout_ms);
+    let mut all_taken = true;
+    for prepared in routes
+        .iter()
+        .filter(|p| alerts::routed(&p.route.kinds, alert.raised.kind))
+    {
+        let name = &prepared.route.name;
+        let taken = match &prepared.channel {
+            Channel::Webhook { url, key } => {
+                let mut request = http
+                    .post(url)
+                    .timeout(timeout)
+                    .header("content-type", "application/json")
+                    .header("idempotency-key", &alert.id)
+                    .body(body.clone());
+                if let Some(key) = key {
+                    request = request.header("x-whg-signature", signature(key, body.as_bytes()));
+                }
+                match request.send().await {
+                    Ok(r) if r.status().is_success() => true,
+                    Ok(r) => {
+                        tracing::warn!(route = %name, status = r.status().as_u16(), alert_id = %alert.id, "an on-call route refused an alert");
+                        false
+                    }
+                    Err(e) => {
+                        // The error's own text holds the URL, which for many webhooks is the
+                        // secret.
+                        let why = if e.is_timeout() {
+                            "timed out"
+                        } else if e.is_connect() {
+                            "cannot connect"
+                        } else {
+                            "request failed"
+                        };
+                        tracing::warn!(route = %name, error = why, alert_id = %alert.id, "an on-call route could not be reached");
+                        false
+                    }
+                }
+            }
+            Channel::Email { to, from, mailer } => {
+                use lettre::AsyncTransport as _;
+                let (subject, text) = email_text(alert, ops_page);
+                let message = lettre::Message::builder()
+                    .from(from.clone())
+                    .to(to.clone())
+                    .subject(subject)
+                    .header(lettre::message::header::ContentType::TEXT_PLAIN)
+                    .body(text);
+                match message {
+                    Ok(message) => match mailer.send(message).await {
+                        Ok(_) => true,
+                        Err(e) => {
+                            // The mail server's own answer stays out of the logs; its class does not.
+                            let why = if e.is_permanent() {
+                                "refused permanently"
+                            } else if e.is_transient() {
+                                "refused for now"
+                            } else {
+                                "cannot reach the mail server"
+                            };
+                            tracing::warn!(route = %name, error = why, alert_id = %alert.id, "an on-call e-mail was not sent");
+                            false
+                        }
+                    },
+                    Err(e) => {
+                        tracing::error!(route = %name, error = %e, alert_id = %alert.id, "an on-call e-mail could not be made");
+                        false
+                    }
+                }
+            }
+        };
+        all_taken &= taken;
+    }
+    let now = Utc::now();
+    if all_taken {
+        AlertNotice::Sent { at: now }
+    } else {
+        AlertNotice::Failed {
+            retry_at: now + retry_after(config),
+        }
+    }
+}
+
+fn retry_after(config: &Config) -> chrono::Duration {
+    chrono::Duration::seconds(i64::try_from(config.alerts.notify_retry_secs).unwrap_or(60))
+}
+
+/// `sha256=<hex HMAC-SHA256 of body>`.
+pub fn signature(key: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
