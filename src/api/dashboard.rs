@@ -248,6 +248,20 @@ async fn signed_in<'a>(app: &'a AppState, headers: &HeaderMap) -> Result<(&'a Si
     Ok((sign_in, live))
 }
 
+/// The signed-in person, admitted by their per-person page limit; or why not.
+async fn admitted(app: &AppState, headers: &HeaderMap) -> Result<Live, Away> {
+    let (_, live) = signed_in(app, headers).await?;
+    app.limiter
+        .admit_person(
+            &*app.store,
+            &live.session.person.subject,
+            &app.config.limits,
+        )
+        .await
+        .map_err(|t| Away::Throttled(t.wait))?;
+    Ok(live)
+}
+
 /// What one page of reports needs, made or refused.
 struct Viewing<'a> {
     app: &'a AppState,
@@ -334,15 +348,7 @@ enum ReportProblem {
 
 /// The session and what the pages need of it, or why there is none.
 async fn viewing<'a>(app: &'a AppState, headers: &HeaderMap) -> Result<Viewing<'a>, Away> {
-    let (_, live) = signed_in(app, headers).await?;
-    app.limiter
-        .admit_person(
-            &*app.store,
-            &live.session.person.subject,
-            &app.config.limits,
-        )
-        .await
-        .map_err(|t| Away::Throttled(t.wait))?;
+    let live = admitted(app, headers).await?;
     let principal = live.session.person.principal();
     let caller = Caller::new(&principal, None);
     // The services the person may filter by: the reports' one tenancy rule decides.
@@ -763,21 +769,10 @@ async fn operations(
     headers: HeaderMap,
     query: Result<Query<OpsQuery>, QueryRejection>,
 ) -> Response {
-    let live = match signed_in(&app, &headers).await {
-        Ok((_, live)) => live,
+    let live = match admitted(&app, &headers).await {
+        Ok(live) => live,
         Err(away) => return away.response(&app),
     };
-    if let Err(t) = app
-        .limiter
-        .admit_person(
-            &*app.store,
-            &live.session.person.subject,
-            &app.config.limits,
-        )
-        .await
-    {
-        return Away::Throttled(t.wait).response(&app);
-    }
     let person = &live.session.person;
     let principal = person.principal();
     let organisation = organisation_name(person, &app.config.services).to_string();
