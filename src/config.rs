@@ -93,6 +93,11 @@ pub struct SignInConfig {
     /// service manager's service id.
     #[serde(default = "default_organisation_claim")]
     pub organisation_claim: String,
+    /// The organisations (ODS codes) whose people may sign in as `operations`: that role sees
+    /// every service's alerts, so it is limited to the deployment's own platform team, not
+    /// whoever the provider calls operations. Empty: nobody signs in as operations.
+    #[serde(default)]
+    pub operations_organisations: Vec<String>,
     /// The HMAC key that signs session cookies (created, owner-only, on first use). Every
     /// instance behind one address must share it.
     #[serde(default = "default_session_key")]
@@ -428,6 +433,11 @@ pub struct Limits {
     /// probes, refused tokens), per source address, counted before anything is parsed.
     pub unauthenticated_requests_per_second_per_source: f64,
     pub unauthenticated_burst_per_source: f64,
+    /// Reverse proxies and ingress controllers believed about the address a request came from
+    /// (`X-Forwarded-For`): without them, behind a proxy every anonymous caller shares the
+    /// proxy's one bucket. Only the proxies' own ranges belong here, never a public range.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// A signed-in person's dashboard pages and downloads: each counts every referral of the
     /// person's services, far more work than an API request.
     pub dashboard_pages_per_second_per_person: f64,
@@ -469,6 +479,9 @@ pub struct AlertsConfig {
     pub notify_timeout_ms: u64,
     /// How long after a failed notification it is tried again.
     pub notify_retry_secs: u64,
+    /// How many tries at the on-call routes an alert gets before the notifier gives up (with
+    /// an error log line; it stays on the operations page).
+    pub max_notify_attempts: u32,
 }
 
 /// An on-call route: a webhook (an incident tool, a chat channel's incoming hook) that is
@@ -530,9 +543,13 @@ pub struct TelemetryConfig {
     pub service_name: String,
     /// How often metrics are exported (and the outbox's depth read for them).
     pub metrics_interval_ms: u64,
-    /// The share of traces kept that begin here (0.0 to 1.0); a caller's sampled flag
-    /// (W3C `traceparent`) is followed whatever this says.
+    /// The share of requests traced (0.0 to 1.0), whether or not a caller's `traceparent`
+    /// asks for it: the caller's trace is joined, its sampled flag not obeyed (an anonymous
+    /// caller could otherwise have every one of its requests traced and exported).
     pub sample_ratio: f64,
+    /// Who may read `GET /metrics`: direct connections from these ranges (the scraper's), never
+    /// a request passed on by a trusted proxy. Anyone else is answered 404.
+    pub metrics_scrapers: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -794,11 +811,26 @@ impl Config {
                 d.longest_attempt_ms().div_ceil(1000)
             )));
         }
+        if self.alerts.max_notify_attempts == 0 {
+            return Err(ConfigError::Invalid(
+                "alerts.max_notify_attempts must be at least 1".into(),
+            ));
+        }
         if self.limits.requests_per_second_per_client <= 0.0 || self.limits.burst_per_client < 1.0 {
             return Err(ConfigError::Invalid(
                 "limits: requests_per_second_per_client must be above 0 and burst_per_client at least 1".into(),
             ));
         }
+        check_ranges(
+            "limits.trusted_proxies",
+            &self.limits.trusted_proxies,
+            "would believe almost any caller about its own address; list only the proxies' own ranges",
+        )?;
+        check_ranges(
+            "telemetry.metrics_scrapers",
+            &self.telemetry.metrics_scrapers,
+            "would show the gateway's counters to almost anyone; list only the scrapers' own ranges",
+        )?;
         if self.limits.unauthenticated_requests_per_second_per_source <= 0.0
             || self.limits.unauthenticated_burst_per_source < 1.0
         {
@@ -903,6 +935,31 @@ fn merge(base: &mut toml::Table, overlay: toml::Table) {
     }
 }
 
+/// Address ranges the gateway trusts for something: none wider than an IPv4 /8 or an IPv6 /32
+/// (`why` says what so wide a range would do), and IPv4 written as IPv4 (a caller's mapped
+/// address, `::ffff:a.b.c.d`, is compared as the IPv4 address, so a mapped range would match
+/// nobody, silently).
+fn check_ranges(name: &str, nets: &[ipnet::IpNet], why: &str) -> Result<(), ConfigError> {
+    for net in nets {
+        let (too_wide, mapped) = match net {
+            ipnet::IpNet::V4(v4) => (v4.prefix_len() < 8, false),
+            ipnet::IpNet::V6(v6) => (
+                v6.prefix_len() < 32,
+                v6.network().to_ipv4_mapped().is_some() && v6.prefix_len() >= 96,
+            ),
+        };
+        if too_wide {
+            return Err(ConfigError::Invalid(format!("{name}: {net} {why}")));
+        }
+        if mapped {
+            return Err(ConfigError::Invalid(format!(
+                "{name}: {net} is an IPv4-mapped range; write the IPv4 range itself (e.g. 10.0.0.0/8)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -932,6 +989,40 @@ mod tests {
             "untouched keys keep their defaults"
         );
         assert_eq!(c.services.len(), 1);
+    }
+
+    #[test]
+    fn trusted_and_scraper_ranges_must_be_narrow_and_written_as_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Config::load(Some(&path))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        for (text, says) in [
+            (
+                "[limits]\ntrusted_proxies = [\"0.0.0.0/0\"]\n",
+                "limits.trusted_proxies: 0.0.0.0/0",
+            ),
+            (
+                "[limits]\ntrusted_proxies = [\"2000::/8\"]\n",
+                "limits.trusted_proxies: 2000::/8",
+            ),
+            (
+                "[limits]\ntrusted_proxies = [\"::ffff:10.0.0.0/104\"]\n",
+                "IPv4-mapped",
+            ),
+            (
+                "[telemetry]\nmetrics_scrapers = [\"::/0\"]\n",
+                "telemetry.metrics_scrapers: ::/0",
+            ),
+        ] {
+            let got = load(text).unwrap_err();
+            assert!(got.contains(says), "{text}: {got}");
+        }
+        load("[limits]\ntrusted_proxies = [\"10.0.0.0/8\", \"fd00::/32\"]\n").unwrap();
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl Drop for DevIssuer {
 /// A gateway whose `[sign_in]` is the dev issuer, its session key in a directory of its own.
 fn gateway(issuer: &DevIssuer, keys: &tempfile::TempDir, extra: &str) -> Server {
     Server::start_with(&format!(
-        "[sign_in]\nissuer = {:?}\nclient_id = \"whg-dashboard\"\nsession_key = {:?}\n{extra}",
+        "[sign_in]\nissuer = {:?}\nclient_id = \"whg-dashboard\"\noperations_organisations = [\"X26\"]\nsession_key = {:?}\n{extra}",
         issuer.url,
         keys.path().join("session-key").display().to_string()
     ))
@@ -700,6 +700,40 @@ async fn an_account_with_no_dashboard_role_is_refused_and_audited() {
     assert!(events.contains("person:dev-commissioner-qf7"), "{events}");
 }
 
+/// The operations role sees every service's alerts, so an identity provider's say-so is not
+/// enough: only people of the organisations `[sign_in] operations_organisations` lists may
+/// sign in with it (none, unless listed).
+#[tokio::test]
+async fn operations_is_only_for_the_organisations_the_gateway_lists() {
+    let issuer = DevIssuer::start();
+    let keys = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&format!(
+        "[sign_in]\nissuer = {:?}\nclient_id = \"whg-dashboard\"\noperations_organisations = [\"Y12\"]\nsession_key = {:?}\n",
+        issuer.url,
+        keys.path().join("session-key").display().to_string()
+    ));
+    let browser = Browser::new();
+    let page = sign_in(&browser, &server, "dev-operations").await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(
+        page.body.contains("cannot sign in as operations here"),
+        "{}",
+        page.body
+    );
+    assert!(browser.cookie("whg_session").is_none());
+    let ops = browser.get(&server.url("/dashboard/ops")).await;
+    assert_ne!(ops.status, 200, "{}", ops.body);
+    let ig = server.as_(Principal::new(Role::InformationGovernance, "X26"));
+    let (status, bundle) = ig.get("/fhir/AuditEvent?_count=100").await;
+    assert_eq!(status, 200, "{bundle}");
+    assert!(
+        bundle
+            .to_string()
+            .contains("operations from an organisation not listed for it"),
+        "{bundle}"
+    );
+}
+
 #[tokio::test]
 async fn sign_out_needs_the_sessions_own_token_from_the_gateways_own_page() {
     let (_issuer, _keys, server) = started("");
@@ -1251,13 +1285,18 @@ async fn dead_and_escalated_letters_reach_the_on_call_webhook_once_and_wait_for_
     let page = manager.get(&server.url(&done.location())).await;
     assert!(page.body.contains("The alert is acknowledged."));
     assert_eq!(open_alerts(&page.body).len(), 2);
-    assert!(page.body.contains("by dev-manager-sheffield-whs"));
+    assert!(page.body.contains(" by you"), "{}", page.body);
     let again = manager
         .post_form(&acknowledge, &[("csrf".into(), csrf)], origin)
         .await;
     assert_eq!(again.location(), "/dashboard/ops?done=already");
     let page = operations.get(&server.url("/dashboard/ops")).await;
     assert_eq!(open_alerts(&page.body).len(), 4, "gone for everyone");
+    assert!(page.body.contains("by a colleague"), "{}", page.body);
+    assert!(
+        !page.body.contains("dev-manager-sheffield-whs"),
+        "who acknowledged is not shown to another organisation"
+    );
 
     // Raised and acknowledged, in the audit trail.
     let (status, trail) = server

@@ -1274,3 +1274,82 @@ async fn fuzzing_regressions_get_an_answer() {
     }
     assert!(n > 0);
 }
+
+/// `GET /metrics` answers only a scraper on a listed range connecting directly: through a proxy
+/// (which adds `X-Forwarded-For`) or from anywhere else it is not there.
+#[tokio::test]
+async fn metrics_are_only_for_the_scrapers_ranges() {
+    let direct = reqwest::Client::new();
+    let server = Server::start();
+    let url = server.url("/metrics");
+    let r = direct.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200, "loopback is a scraper by default");
+    let r = direct
+        .get(&url)
+        .header("x-forwarded-for", "203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "through a proxy it is not there");
+
+    let elsewhere = Server::start_with("[telemetry]\nmetrics_scrapers = [\"10.0.0.0/8\"]\n");
+    let r = direct.get(elsewhere.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 404, "loopback is not listed");
+    let (status, _, body) = read_response(r).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["resourceType"], "OperationOutcome");
+}
+
+/// The anonymous limit is per caller behind a trusted proxy (from the address the proxy says it
+/// was sent from), and an untrusted caller's `X-Forwarded-For` buys it nothing.
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_caller_has_its_own_anonymous_limit() {
+    let direct = reqwest::Client::new();
+    let limits = "unauthenticated_requests_per_second_per_source = 0.01\nunauthenticated_burst_per_source = 2.0\n";
+    let get = |server: &Server, forwarded: &'static str| {
+        direct
+            .get(server.url("/fhir/metadata"))
+            .header("x-forwarded-for", forwarded)
+            .send()
+    };
+
+    // Loopback is the proxy here (as the ingress controller's range is in a cluster).
+    let proxied = Server::start_with(&format!(
+        "[limits]\ntrusted_proxies = [\"127.0.0.0/8\"]\n{limits}"
+    ));
+    for _ in 0..2 {
+        assert_eq!(get(&proxied, "203.0.113.1").await.unwrap().status(), 200);
+    }
+    assert_eq!(get(&proxied, "203.0.113.1").await.unwrap().status(), 429);
+    assert_eq!(
+        get(&proxied, "203.0.113.2").await.unwrap().status(),
+        200,
+        "another caller behind the same proxy is unaffected"
+    );
+    // Only the entry the proxy appended counts: a caller writing its own header to the left
+    // of it is still itself.
+    assert_eq!(
+        get(&proxied, "198.51.100.9, 203.0.113.1")
+            .await
+            .unwrap()
+            .status(),
+        429
+    );
+
+    // Nobody trusted: the header is the caller's own word, and every caller here is one.
+    let untrusted = Server::start_with(&format!("[limits]\n{limits}"));
+    for forwarded in ["203.0.113.1", "203.0.113.2"] {
+        assert_eq!(get(&untrusted, forwarded).await.unwrap().status(), 200);
+    }
+    assert_eq!(
+        get(&untrusted, "203.0.113.3").await.unwrap().status(),
+        429,
+        "a new X-Forwarded-For is not a new caller"
+    );
+}
+
+#[test]
+fn a_proxy_range_that_would_trust_everyone_is_refused() {
+    let stderr = refused_at_start("[limits]\ntrusted_proxies = [\"0.0.0.0/0\"]\n");
+    assert!(stderr.contains("limits.trusted_proxies"), "{stderr}");
+}

@@ -99,7 +99,197 @@ contract!(
     clients_and_assertions,
     quarantine_keeps_a_message_once,
     a_session_ended_on_one_instance_is_ended_on_every_one,
+    alerts_are_raised_once_listed_by_scope_and_sent_once_per_route,
 );
+
+fn letter_alert(letter: &str, service: &str, at: chrono::DateTime<Utc>) -> whg::alerts::NewAlert {
+    let facts = whg::alerts::LetterFacts {
+        letter_id: letter,
+        service_id: service,
+        service_name: service,
+        practice_ods: "C88901",
+        practice_name: None,
+        attempts: 3,
+    };
+    whg::alerts::letter_dead(&facts, 3600, at)
+}
+
+/// One open alert per kind and subject whichever instance raises it, and none again within the
+/// kind's quiet time after an acknowledgement; each person's scope asked of the store; each
+/// on-call route sent an alert once, however often another route fails; an acknowledged alert
+/// or one out of attempts never sent again.
+async fn alerts_are_raised_once_listed_by_scope_and_sent_once_per_route(db: Instances) {
+    use whg::alerts::{AlertScope, endpoint_failing, raised_event};
+    use whg::store::{AlertNotice, NoticeOutcome};
+    let now = Utc::now().trunc_subsecs(0);
+    let failing = endpoint_failing("C88901", None, now, "HTTP 503", now);
+    let first =
+        db.a.raise_alert(failing.clone(), raised_event(&failing, None))
+            .await
+            .unwrap()
+            .expect("stored");
+    assert_eq!(
+        db.b.raise_alert(failing.clone(), raised_event(&failing, None))
+            .await
+            .unwrap(),
+        None,
+        "open already: not raised twice"
+    );
+    let whs = letter_alert("letter-1", "sheffield-whs", now);
+    let ww = letter_alert("letter-2", "workwell-south-tyneside", now);
+    for alert in [&whs, &ww] {
+        db.a.raise_alert(alert.clone(), raised_event(alert, Some(&alert.subject)))
+            .await
+            .unwrap()
+            .expect("stored");
+    }
+    let subjects = |alerts: Vec<whg::alerts::Alert>| {
+        let mut s: Vec<String> = alerts.into_iter().map(|a| a.raised.subject).collect();
+        s.sort();
+        s
+    };
+    let own = AlertScope::Service("sheffield-whs".into());
+    assert_eq!(
+        subjects(db.b.alerts(&own, false, 50).await.unwrap()),
+        ["letter-1"]
+    );
+    assert_eq!(
+        subjects(db.b.alerts(&AlertScope::Every, false, 50).await.unwrap()),
+        ["C88901", "letter-1", "letter-2"]
+    );
+
+    // Two routes: one takes it, one fails; the retry goes to the one that failed only.
+    db.a.record_alert_notice(
+        &first,
+        AlertNotice {
+            taken_by: vec!["webhook".into()],
+            at: now,
+            outcome: NoticeOutcome::RetryAt(now),
+        },
+    )
+    .await
+    .unwrap();
+    let due = db.b.alerts_to_notify(now, 10, 50).await.unwrap();
+    let again = due.iter().find(|a| a.id == first).expect("due again");
+    assert_eq!(again.taken_by, ["webhook"]);
+    assert_eq!(again.notify_attempts, 1);
+    assert!(
+        db.b.alerts_to_notify(now, 1, 50)
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| a.id != first),
+        "out of attempts: not tried again"
+    );
+    db.a.record_alert_notice(
+        &first,
+        AlertNotice {
+            taken_by: vec!["email".into()],
+            at: now,
+            outcome: NoticeOutcome::AllTaken,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        db.b.alerts_to_notify(now, 10, 50)
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| a.id != first),
+        "taken by every route"
+    );
+
+    // Acknowledged: never sent, listed as done; the same trouble stays quiet for a while.
+    let letter = db.a.alerts(&own, false, 50).await.unwrap().remove(0);
+    let audit = raised_event(&whs, None);
+    assert!(
+        db.a.acknowledge_alert(&letter.id, "person-1", now, audit.clone())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.b
+            .acknowledge_alert(&letter.id, "person-2", now, audit.clone())
+            .await
+            .unwrap(),
+        "acknowledged once"
+    );
+    assert!(
+        db.b.alerts_to_notify(now, 10, 50)
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| a.id != letter.id),
+        "a person has it: nobody is sent it"
+    );
+    let done = db.b.alerts(&own, true, 50).await.unwrap();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].acknowledged.as_ref().unwrap().by, "person-1");
+    assert!(db.b.alerts(&own, false, 50).await.unwrap().is_empty());
+
+    assert!(
+        db.a.acknowledge_alert(&first, "person-1", now, audit.clone())
+            .await
+            .unwrap()
+    );
+    // The same outage (failing since before the acknowledgement), five minutes on: quiet.
+    let soon = endpoint_failing(
+        "C88901",
+        None,
+        now - chrono::Duration::hours(1),
+        "HTTP 503",
+        now + chrono::Duration::minutes(5),
+    );
+    assert_eq!(
+        db.b.raise_alert(soon.clone(), raised_event(&soon, None))
+            .await
+            .unwrap(),
+        None,
+        "acknowledged five minutes ago: not raised again"
+    );
+    // It recovered and failed again since: a new outage, which nobody has acknowledged.
+    let again = endpoint_failing(
+        "C88901",
+        None,
+        now + chrono::Duration::minutes(1),
+        "HTTP 503",
+        now + chrono::Duration::minutes(10),
+    );
+    let second =
+        db.b.raise_alert(again.clone(), raised_event(&again, None))
+            .await
+            .unwrap()
+            .expect("a new outage is raised, within the quiet time of the last");
+    assert!(
+        db.a.acknowledge_alert(
+            &second,
+            "person-1",
+            now + chrono::Duration::minutes(11),
+            audit.clone()
+        )
+        .await
+        .unwrap()
+    );
+    // Still failing, long after the quiet time: raised again.
+    let later = endpoint_failing(
+        "C88901",
+        None,
+        now + chrono::Duration::minutes(1),
+        "HTTP 503",
+        now + chrono::Duration::hours(5),
+    );
+    assert!(
+        db.b.raise_alert(later.clone(), raised_event(&later, None))
+            .await
+            .unwrap()
+            .is_some(),
+        "still failing after the quiet time: raised again"
+    );
+    // The acknowledged, the one acknowledged last first.
+    let done = db.b.alerts(&AlertScope::Every, true, 50).await.unwrap();
+    assert_eq!(done[0].id, second, "{done:?}");
+}
 
 /// Signing out on one instance ends the session on all of them, once, audited once; a session
 /// past its time is forgotten when the next one ends.

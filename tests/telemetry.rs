@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::receiver::*;
@@ -158,6 +157,16 @@ async fn spans_and_metrics_reach_the_collector_linked_and_without_personal_data(
     let sr = location_id(response.headers());
     let (status, _) = gp.get(&format!("/fhir/ServiceRequest/{sr}")).await;
     assert_eq!(status, 200);
+    // The NHS number in a search's query and in a path: neither may reach a span.
+    let nhs = referral["patient"]["nhsNumber"].as_str().unwrap();
+    let (status, found) = gp
+        .get(&format!(
+            "/fhir/ServiceRequest?patient.identifier=https://fhir.nhs.uk/Id/nhs-number|{nhs}"
+        ))
+        .await;
+    assert_eq!(status, 200, "{found}");
+    let (status, _) = gp.get(&format!("/fhir/Patient/{nhs}")).await;
+    assert!((400..500).contains(&status), "{status}");
     let (status, _, body) = whs(&server)
         .post(
             &format!("/api/v1/referrals/{sr}/triage"),
@@ -219,6 +228,7 @@ async fn spans_and_metrics_reach_the_collector_linked_and_without_personal_data(
     );
     let read = one(&spans, "FHIR read", |s| {
         s["name"] == "GET /fhir/{type}/{id}"
+            && attr(s, "fhir.resource_type").as_deref() == Some("ServiceRequest")
     });
     assert_eq!(attr(read, "fhir.interaction").as_deref(), Some("read"));
     assert_eq!(
@@ -372,51 +382,98 @@ async fn spans_and_metrics_reach_the_collector_linked_and_without_personal_data(
     }
 }
 
+/// Person `n` referred and accepted, then a letter written in a caller's sampled trace (W3C
+/// Trace Context) by the service's system and delivered; the gateway stopped cleanly after a
+/// metrics export, which flushes its spans.
+async fn letter_in_a_sampled_trace_delivered(server: &mut Server, receiver: &Receiver, n: usize) {
+    let (sr, _) = accepted_referral(server, n).await;
+    let response = whs(server)
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/referrals/{sr}/letters"),
+        )
+        .header("content-type", "application/json")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .body(letter("routine", "Seen once.").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let until = Instant::now() + Duration::from_secs(20);
+    while receiver.delivered().is_empty() {
+        assert!(
+            Instant::now() < until,
+            "the letter did not arrive: {}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(server.terminate().success());
+}
+
+/// Off unless `[telemetry]` says otherwise: the OpenTelemetry SDK's own environment variables,
+/// pointing at a collector that is listening, turn nothing on (configuration is in one place),
+/// and a caller's trace context is not passed on to the practice.
 #[tokio::test(flavor = "multi_thread")]
 async fn without_an_endpoint_nothing_is_exported_and_no_trace_context_is_passed_on() {
     let collector = Collector::start();
+    let collector_url = format!("http://127.0.0.1:{}", collector.0.port);
     let (receiver, url) = Receiver::start().await;
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = Server::start_with(&letters_config(&url, tmp.path(), ""));
-    let (sr, _) = accepted_referral(&server, 2).await;
-    let (status, _, body) = whs(&server)
-        .post(
-            &format!("/api/v1/referrals/{sr}/letters"),
-            &letter("routine", "Seen once."),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let until = Instant::now() + Duration::from_secs(20);
-    while receiver.delivered().is_empty() {
-        assert!(Instant::now() < until, "the letter did not arrive");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(server.terminate().success());
+    let mut server = Server::start_with_env(
+        &letters_config(&url, tmp.path(), ""),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector_url),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_TRACES_EXPORTER", "otlp"),
+            ("OTEL_METRICS_EXPORTER", "otlp"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+        ],
+    );
+    letter_in_a_sampled_trace_delivered(&mut server, &receiver, 2).await;
     assert_eq!(receiver.delivered()[0].traceparent, "");
-    assert!(collector.exports().is_empty());
+    assert!(
+        collector.exports().is_empty(),
+        "exported without [telemetry]: {:?}",
+        collector.exports()
+    );
+}
+
+/// At `sample_ratio = 0` no trace is kept, whatever the caller's `traceparent` says about its
+/// own sampling: a caller cannot have its requests traced at the gateway's cost. Metrics go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callers_sampled_flag_does_not_override_the_gateways_ratio() {
+    let collector = Collector::start();
+    let (receiver, url) = Receiver::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = format!("{}sample_ratio = 0.0\n", collector.config());
+    let mut server = Server::start_with(&letters_config(&url, tmp.path(), &config));
+    letter_in_a_sampled_trace_delivered(&mut server, &receiver, 3).await;
+    let exports = collector.exports();
+    assert!(
+        spans(&exports).is_empty(),
+        "spans exported at ratio 0: {:?}",
+        spans(&exports)
+    );
+    assert!(
+        metrics(&exports)
+            .iter()
+            .any(|(name, _)| name == "http.server.request.duration"),
+        "metrics are not sampled: {:?}",
+        metrics(&exports).iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    // Whatever reaches the practice does not say the gateway kept the trace.
+    let passed = &receiver.delivered()[0].traceparent;
+    assert!(!passed.ends_with("-01"), "{passed}");
 }
 
 #[test]
 fn an_endpoint_that_is_not_a_url_stops_the_gateway_with_the_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("bad.toml");
-    std::fs::write(&config, "[telemetry]\notlp_endpoint = \"collector:4318\"\n").unwrap();
-    let out = Command::new(WHG)
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env(
-            "WHG_DATABASE_URL",
-            format!("sqlite://{}", dir.path().join("db").display()),
-        )
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused_at_start("[telemetry]\notlp_endpoint = \"collector:4318\"\n");
     assert!(
         stderr.contains("telemetry.otlp_endpoint 'collector:4318' is not an http or https URL"),
         "{stderr}"

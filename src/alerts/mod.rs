@@ -57,6 +57,18 @@ impl AlertKind {
             AlertKind::MeshMailbox => "The MESH mailbox cannot be used",
         }
     }
+
+    /// How long after a person acknowledges an alert of this kind the same trouble with the
+    /// same thing may raise it again. A failing endpoint or mailbox usually goes on failing
+    /// after someone has taken it on: raising it again at the next retry would page the
+    /// on-call person every few minutes for what they are already dealing with. A letter's
+    /// alerts are about that one letter and never come back.
+    pub fn quiet_after_acknowledged(self) -> chrono::Duration {
+        match self {
+            AlertKind::LetterDead | AlertKind::LetterEscalated => chrono::Duration::zero(),
+            AlertKind::EndpointFailing | AlertKind::MeshMailbox => chrono::Duration::hours(4),
+        }
+    }
 }
 
 /// An alert as raised, before it is stored.
@@ -73,6 +85,19 @@ pub struct NewAlert {
     /// Who to call: the service's duty contact, for an escalated urgent letter.
     pub duty_contact: Option<String>,
     pub raised_at: DateTime<Utc>,
+    /// When the condition it reports began, for one that goes on by itself (a practice's
+    /// endpoint failing since its first failure): an acknowledgement from before then was of an
+    /// earlier outage and does not keep this one quiet. Not stored (none when read back).
+    pub ongoing_since: Option<DateTime<Utc>>,
+}
+
+impl NewAlert {
+    /// An acknowledgement of its kind about its subject after this instant keeps it from being
+    /// raised again: within the kind's quiet time, and of this same outage.
+    pub fn quiet_since(&self) -> DateTime<Utc> {
+        let quiet = self.raised_at - self.kind.quiet_after_acknowledged();
+        self.ongoing_since.map_or(quiet, |since| quiet.max(since))
+    }
 }
 
 /// A stored alert.
@@ -80,9 +105,11 @@ pub struct NewAlert {
 pub struct Alert {
     pub id: String,
     pub raised: NewAlert,
-    /// When the on-call routes took it; none yet.
+    /// When every on-call route had taken it; none yet.
     pub notified_at: Option<DateTime<Utc>>,
     pub notify_attempts: i64,
+    /// The on-call routes (by name) that have taken it: not sent it again.
+    pub taken_by: Vec<String>,
     pub acknowledged: Option<Acknowledgement>,
 }
 
@@ -147,6 +174,7 @@ pub fn letter_dead(letter: &LetterFacts<'_>, window_secs: u64, at: DateTime<Utc>
         ),
         duty_contact: None,
         raised_at: at,
+        ongoing_since: None,
     }
 }
 
@@ -178,6 +206,7 @@ pub fn letter_escalated(
         ),
         duty_contact: duty_contact.map(str::to_string),
         raised_at: at,
+        ongoing_since: None,
     }
 }
 
@@ -207,6 +236,7 @@ pub fn endpoint_failing(
         ),
         duty_contact: None,
         raised_at: at,
+        ongoing_since: Some(failing_since),
     }
 }
 
@@ -222,6 +252,7 @@ pub fn mesh_mailbox(mailbox: &str, problem: &str, at: DateTime<Utc>) -> NewAlert
         ),
         duty_contact: None,
         raised_at: at,
+        ongoing_since: None,
     }
 }
 
@@ -247,21 +278,51 @@ pub fn raised_event(alert: &NewAlert, letter: Option<&str>) -> Value {
     })
 }
 
-/// Whether a letter written at `written` and failing every attempt since has failed for long
-/// enough (`threshold_secs`) to say its practice's system is down.
-pub fn failing_for_long(written: DateTime<Utc>, now: DateTime<Utc>, threshold_secs: u64) -> bool {
-    (now - written).num_seconds() >= i64::try_from(threshold_secs).unwrap_or(i64::MAX)
+/// Whether a practice's endpoint, every attempt at which has failed since `failing_since` (the
+/// first failure after its last answer, whichever letter it was), has failed for long enough
+/// (`threshold_secs`) to say its system is down.
+pub fn failing_for_long(
+    failing_since: DateTime<Utc>,
+    now: DateTime<Utc>,
+    threshold_secs: u64,
+) -> bool {
+    (now - failing_since).num_seconds() >= i64::try_from(threshold_secs).unwrap_or(i64::MAX)
 }
 
-/// Whether `principal` may see and acknowledge `alert`: the one rule for the page, the list and
-/// the acknowledgement. Operations staff see every alert; a service (its managers) the alerts
-/// about its own letters; nobody else any.
-pub fn visible_to(principal: &Principal, alert: &NewAlert) -> bool {
-    match principal.role {
-        Role::Operations => true,
-        Role::Service => alert.service.as_deref() == principal.service_id(),
-        Role::Practice | Role::InformationGovernance | Role::Commissioner => false,
+/// Which alerts a person sees: the one rule for the page, the list and the acknowledgement,
+/// asked of the store as a query and of one alert by [`AlertScope::covers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlertScope {
+    /// Operations staff: every alert.
+    Every,
+    /// A service's managers: the alerts about that service's letters.
+    Service(String),
+}
+
+impl AlertScope {
+    /// The alerts `principal` may see and acknowledge; none for anyone who is neither the
+    /// operations staff nor a service.
+    pub fn of(principal: &Principal) -> Option<AlertScope> {
+        match principal.role {
+            Role::Operations => Some(AlertScope::Every),
+            Role::Service => principal
+                .service_id()
+                .map(|id| AlertScope::Service(id.to_string())),
+            Role::Practice | Role::InformationGovernance | Role::Commissioner => None,
+        }
     }
+
+    pub fn covers(&self, alert: &NewAlert) -> bool {
+        match self {
+            AlertScope::Every => true,
+            AlertScope::Service(id) => alert.service.as_deref() == Some(id.as_str()),
+        }
+    }
+}
+
+/// Whether `principal` may see and acknowledge `alert` ([`AlertScope`]).
+pub fn visible_to(principal: &Principal, alert: &NewAlert) -> bool {
+    AlertScope::of(principal).is_some_and(|scope| scope.covers(alert))
 }
 
 /// Whether an on-call route taking `kinds` (none: every kind) takes `kind`.
@@ -371,7 +432,55 @@ mod tests {
             Principal::new(Role::InformationGovernance, "IG1"),
         ] {
             assert!(!visible_to(&other, &own) && !visible_to(&other, &platform));
+            assert_eq!(
+                AlertScope::of(&other),
+                None,
+                "the store is never asked for them"
+            );
         }
+        assert_eq!(
+            AlertScope::of(&whs),
+            Some(AlertScope::Service("sheffield-whs".into()))
+        );
+        assert_eq!(AlertScope::of(&operations), Some(AlertScope::Every));
+    }
+
+    #[test]
+    fn only_trouble_that_goes_on_is_kept_quiet_after_an_acknowledgement() {
+        for kind in AlertKind::ALL {
+            let quiet = kind.quiet_after_acknowledged();
+            match kind {
+                AlertKind::EndpointFailing | AlertKind::MeshMailbox => {
+                    assert!(quiet >= chrono::Duration::hours(1), "{kind:?}")
+                }
+                AlertKind::LetterDead | AlertKind::LetterEscalated => {
+                    assert_eq!(quiet, chrono::Duration::zero(), "{kind:?}")
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_acknowledgement_quiets_only_the_outage_it_was_about() {
+        let now = at();
+        let failing = |since| endpoint_failing("C88901", None, since, "HTTP 503", now);
+        // Failing for a day: acknowledged within the last four hours keeps it quiet.
+        let long = failing(now - chrono::Duration::days(1));
+        assert_eq!(long.quiet_since(), now - chrono::Duration::hours(4));
+        // Failing again since an hour ago (it recovered in between): an acknowledgement of the
+        // earlier outage, two hours ago, does not count.
+        let again = failing(now - chrono::Duration::hours(1));
+        assert_eq!(again.quiet_since(), now - chrono::Duration::hours(1));
+        let mesh = mesh_mailbox("X26ABC1", "its password was refused", now);
+        assert_eq!(mesh.quiet_since(), now - chrono::Duration::hours(4));
+    }
+
+    #[test]
+    fn an_endpoint_is_failing_for_long_from_its_first_failure() {
+        let since: DateTime<Utc> = "2026-12-02T09:00:00Z".parse().unwrap();
+        assert!(!failing_for_long(since, at(), 3601));
+        assert!(failing_for_long(since, at(), 3600));
+        assert!(failing_for_long(since, at(), 0));
     }
 
     #[test]

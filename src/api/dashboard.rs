@@ -213,6 +213,9 @@ impl Away {
                 Some("Your session reached its time limit. Sign in again to carry on.")
             }
             Ended::SignedOut => Some("You signed out of this session. Sign in again to carry on."),
+            Ended::NoLongerAdmitted => Some(
+                "Your organisation can no longer use this role here. Ask the gateway's administrators if you think that is wrong.",
+            ),
             Ended::Unchecked => {
                 return page(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -796,8 +799,8 @@ async fn operations(
             ),
         );
     }
-    let alerts = match crate::app::alerts::visible(&*app.store, &principal, false).await {
-        Ok(alerts) => alerts,
+    let listed = match crate::app::alerts::listed(&*app.store, &principal).await {
+        Ok(listed) => listed,
         Err(e) => {
             tracing::error!(error = %e, "operations page: the store failed");
             return answer(
@@ -811,20 +814,15 @@ async fn operations(
             );
         }
     };
-    let row = |alert| pages::AlertRow {
-        service: alert_service(&app, alert),
-        alert,
-    };
-    let open: Vec<_> = alerts
+    let open: Vec<_> = listed
+        .open
         .iter()
-        .filter(|a| a.acknowledged.is_none())
-        .map(row)
+        .map(|alert| alert_row(&app, alert, &person.subject))
         .collect();
-    let done: Vec<_> = alerts
+    let done: Vec<_> = listed
+        .acknowledged
         .iter()
-        .filter(|a| a.acknowledged.is_some())
-        .take(20)
-        .map(row)
+        .map(|alert| alert_row(&app, alert, &person.subject))
         .collect();
     let notice = match query.ok().and_then(|Query(q)| q.done).as_deref() {
         Some("acknowledged") => Some("The alert is acknowledged."),
@@ -838,9 +836,22 @@ async fn operations(
     )
 }
 
-fn alert_service<'a>(app: &'a AppState, alert: &crate::alerts::Alert) -> Option<&'a str> {
-    let id = alert.raised.service.as_deref()?;
-    app.config.service(id).map(|s| s.name.as_str())
+/// `alert` as the page of the person signed in as `subject` shows it.
+fn alert_row<'a>(
+    app: &'a AppState,
+    alert: &'a crate::alerts::Alert,
+    subject: &str,
+) -> pages::AlertRow<'a> {
+    pages::AlertRow {
+        service: alert
+            .raised
+            .service
+            .as_deref()
+            .and_then(|id| app.config.service(id))
+            .map(|s| s.name.as_str()),
+        acknowledged_by_viewer: alert.acknowledged.as_ref().is_some_and(|a| a.by == subject),
+        alert,
+    }
 }
 
 /// `POST /dashboard/ops/alerts/{id}/acknowledge`: the alert acknowledged by the signed-in person
@@ -851,8 +862,8 @@ async fn acknowledge(
     Path(id): Path<String>,
     form: Result<Form<SignOutForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let live = match signed_in(&app, &headers).await {
-        Ok((_, live)) => live,
+    let live = match admitted(&app, &headers).await {
+        Ok(live) => live,
         Err(away) => return away.response(&app),
     };
     let refused = |message: &str| {

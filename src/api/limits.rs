@@ -34,10 +34,7 @@ pub async fn rate_limit(State(app): State<AppState>, req: Request, next: Next) -
             }
         }
         _ => {
-            let source = req
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+            let source = source_address(&req, limits);
             if let Err(t) = app
                 .limiter
                 .admit_unauthenticated(&*app.store, source, limits)
@@ -55,6 +52,23 @@ pub async fn rate_limit(State(app): State<AppState>, req: Request, next: Next) -
         }
     }
     next.run(req).await
+}
+
+/// The address `req` came from: its connection's, or behind a proxy listed in
+/// `[limits] trusted_proxies` the one that proxy says it was sent from
+/// ([`super::client_address::client_address`]).
+pub fn source_address(req: &Request, limits: &crate::config::Limits) -> IpAddr {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let forwarded: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    super::client_address::client_address(peer, &forwarded, &limits.trusted_proxies)
 }
 
 /// Headers every answer carries: it is health data, for machines, never to be cached, framed,

@@ -3,6 +3,7 @@
 
 mod auth;
 mod body;
+mod client_address;
 mod conformance;
 mod consents;
 mod dashboard;

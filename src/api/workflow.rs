@@ -174,7 +174,21 @@ pub async fn resend_letter(
 }
 
 /// `GET /metrics`: delivery counters and the outbox's depth (no personal data), for Prometheus.
-pub async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
+pub async fn metrics(
+    State(app): State<AppState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let peer = peer.ip();
+    let forwarded = headers.contains_key("x-forwarded-for");
+    if !super::client_address::may_scrape(
+        peer,
+        forwarded,
+        &app.config.telemetry.metrics_scrapers,
+        &app.config.limits.trusted_proxies,
+    ) {
+        return Err(ApiError::NotFound("There is no such page here.".into()));
+    }
     let text = use_case::metrics(&*app.store, &app.outbox.metrics).await?;
     Ok((
         [(

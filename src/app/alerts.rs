@@ -12,20 +12,28 @@ use crate::alerts::{self, Alert};
 use crate::audit::{Event, Kind, audit_event};
 use crate::caller::Principal;
 use crate::config::{AlertRoute, Config};
-use crate::store::{AlertNotice, Singleton, Store, StoreError};
+use crate::store::{AlertNotice, NoticeOutcome, Singleton, Store, StoreError};
 
-/// The alerts `principal` may see (the one rule: [`alerts::visible_to`]), newest first.
-pub async fn visible(
-    store: &dyn Store,
-    principal: &Principal,
-    open_only: bool,
-) -> Result<Vec<Alert>, StoreError> {
-    Ok(store
-        .alerts(open_only, 500)
-        .await?
-        .into_iter()
-        .filter(|a| alerts::visible_to(principal, &a.raised))
-        .collect())
+/// What the operations page lists for a person: the alerts still open, and the latest
+/// acknowledged, newest first.
+pub struct Listed {
+    pub open: Vec<Alert>,
+    pub acknowledged: Vec<Alert>,
+}
+
+/// The alerts `principal` may see (the one rule: [`alerts::AlertScope`], asked of the store):
+/// up to 500 open and the 20 acknowledged last.
+pub async fn listed(store: &dyn Store, principal: &Principal) -> Result<Listed, StoreError> {
+    let Some(scope) = alerts::AlertScope::of(principal) else {
+        return Ok(Listed {
+            open: Vec::new(),
+            acknowledged: Vec::new(),
+        });
+    };
+    Ok(Listed {
+        open: store.alerts(&scope, false, 500).await?,
+        acknowledged: store.alerts(&scope, true, 20).await?,
+    })
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -46,6 +54,10 @@ pub async fn acknowledge(
     id: &str,
     request_id: Option<String>,
 ) -> Result<Acknowledged, StoreError> {
+    // Alert ids are the gateway's UUIDs: anything else is not looked up.
+    if uuid::Uuid::try_parse(id).is_err() {
+        return Ok(Acknowledged::NotFound);
+    }
     let Some(alert) = store.alert(id).await? else {
         return Ok(Acknowledged::NotFound);
     };
@@ -79,8 +91,9 @@ pub async fn acknowledge(
 }
 
 /// Sends alerts to the on-call routes until the process ends: one instance at a time (the
-/// others ask each poll and one takes over if it stops), each alert once it is stored, again
-/// after `notify_retry_secs` if a route did not take it. A receiver de-duplicates by the
+/// others ask each poll and one takes over if it stops), each alert once it is stored, to the
+/// routes that did not take it again after `notify_retry_secs`, at most `max_notify_attempts`
+/// times, and never once a person has acknowledged it. A receiver de-duplicates by the
 /// alert's id (a webhook's `Idempotency-Key`, an e-mail's subject): an instance stopped between
 /// a send and its record sends it again.
 pub async fn run_notifier(
@@ -117,7 +130,8 @@ pub async fn run_notifier(
                 continue;
             }
         }
-        let due = match store.alerts_to_notify(Utc::now(), 50).await {
+        let max_attempts = config.alerts.max_notify_attempts;
+        let due = match store.alerts_to_notify(Utc::now(), max_attempts, 50).await {
             Ok(due) => due,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the alerts to send");
@@ -125,7 +139,19 @@ pub async fn run_notifier(
             }
         };
         for alert in due {
+            // A batch can take minutes to send (each route has its timeout): one a person
+            // acknowledged since it was read is not sent.
+            if let Ok(Some(now)) = store.alert(&alert.id).await
+                && now.acknowledged.is_some()
+            {
+                continue;
+            }
             let notice = notify(&http, &routes, &alert, &ops_page, &config).await;
+            if matches!(notice.outcome, NoticeOutcome::RetryAt(_))
+                && alert.notify_attempts + 1 >= i64::from(max_attempts)
+            {
+                tracing::error!(alert_id = %alert.id, attempts = max_attempts, "an alert could not be sent to every on-call route and will not be tried again; it stays on the operations page");
+            }
             if let Err(e) = store.record_alert_notice(&alert.id, notice).await {
                 tracing::warn!(alert_id = %alert.id, error = %e, "alert sent but not recorded as sent; it will be sent again");
             }
@@ -249,7 +275,7 @@ fn email_text(alert: &Alert, ops_page: &str) -> (String, String) {
     (subject, body)
 }
 
-/// Sends `alert` to every route that takes its kind.
+/// Sends `alert` to every route that takes its kind and has not taken it already.
 async fn notify(
     http: &reqwest::Client,
     routes: &[Prepared<'_>],
@@ -260,10 +286,10 @@ async fn notify(
     let body = alerts::webhook_payload(alert, ops_page).to_string();
     let timeout = Duration::from_millis(config.alerts.notify_timeout_ms);
     let mut all_taken = true;
-    for prepared in routes
-        .iter()
-        .filter(|p| alerts::routed(&p.route.kinds, alert.raised.kind))
-    {
+    let mut taken_by = Vec::new();
+    for prepared in routes.iter().filter(|p| {
+        alerts::routed(&p.route.kinds, alert.raised.kind) && !alert.taken_by.contains(&p.route.name)
+    }) {
         let name = &prepared.route.name;
         let taken = match &prepared.channel {
             Channel::Webhook { url, key } => {
@@ -329,15 +355,20 @@ async fn notify(
                 }
             }
         };
+        if taken {
+            taken_by.push(name.clone());
+        }
         all_taken &= taken;
     }
     let now = Utc::now();
-    if all_taken {
-        AlertNotice::Sent { at: now }
-    } else {
-        AlertNotice::Failed {
-            retry_at: now + retry_after(config),
-        }
+    AlertNotice {
+        taken_by,
+        at: now,
+        outcome: if all_taken {
+            NoticeOutcome::AllTaken
+        } else {
+            NoticeOutcome::RetryAt(now + retry_after(config))
+        },
     }
 }
 

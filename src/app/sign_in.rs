@@ -25,6 +25,8 @@ pub struct SignIn {
     lifetime: Lifetime,
     /// `{base_url}/dashboard/callback`: registered at the provider as the redirect URI.
     redirect_uri: String,
+    /// Who may sign in with which role: asked again of every session.
+    config: SignInConfig,
 }
 
 /// Why a sign-in did not end with a session.
@@ -128,6 +130,7 @@ impl SignIn {
             key: SessionKey::new(&secret),
             lifetime: Lifetime::from_config(config),
             redirect_uri: format!("{}{CALLBACK_PATH}", base_url.trim_end_matches('/')),
+            config: config.clone(),
         })
     }
 
@@ -242,6 +245,9 @@ impl SignIn {
         let cookie = cookie.ok_or(Ended::Absent)?;
         let sealed = self.key.open(cookie, now)?;
         let session = self.lifetime.check(sealed, now)?;
+        if !crate::signin::still_admitted(&session.person, &self.config) {
+            return Err(Ended::NoLongerAdmitted);
+        }
         match store.session_ended(&session.id).await {
             Ok(false) => Ok(self.renewed(session)),
             Ok(true) => Err(Ended::SignedOut),
@@ -325,6 +331,9 @@ fn refused_code(refused: &Refused) -> &'static str {
         Refused::NoOrganisation => "no organisation",
         Refused::UnknownService(_) => "a service this gateway does not run",
         Refused::NotAnOdsCode(_) => "an organisation that is not an ODS code",
+        Refused::NotAnOperationsOrganisation(_) => {
+            "operations from an organisation not listed for it"
+        }
     }
 }
 

@@ -485,6 +485,9 @@ pub struct AlertRow<'a> {
     pub alert: &'a crate::alerts::Alert,
     /// The service it concerns, by name.
     pub service: Option<&'a str>,
+    /// Whether the person viewing acknowledged it. Who else did is the audit trail's to say:
+    /// a sign-in subject is an identifier at the provider, not for every colleague's page.
+    pub acknowledged_by_viewer: bool,
 }
 
 fn alert_time(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -578,7 +581,10 @@ pub fn operations(
                                 td class="nhsuk-table__cell" { (row.alert.raised.kind.title()) ": " (row.alert.raised.subject) }
                                 td class="nhsuk-table__cell" { (alert_time(row.alert.raised.raised_at)) }
                                 td class="nhsuk-table__cell" {
-                                    @if let Some(a) = &row.alert.acknowledged { (alert_time(a.at)) " by " (a.by) }
+                                    @if let Some(a) = &row.alert.acknowledged {
+                                        (alert_time(a.at))
+                                        @if row.acknowledged_by_viewer { " by you" } @else { " by a colleague" }
+                                    }
                                 }
                             }
                         }

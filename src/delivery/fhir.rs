@@ -435,7 +435,17 @@ pub(super) fn describe(e: &reqwest::Error) -> Failure {
     } else if e.is_connect() {
         "cannot connect".to_string()
     } else {
-        format!("request failed: {e}")
+        // reqwest's text names the URL, which may hold a token or a secret path: what went
+        // wrong is said by the error's source, never by the error itself.
+        let why = std::error::Error::source(e).map_or_else(
+            || "no further detail".to_string(),
+            |source| source.to_string(),
+        );
+        let why = match e.url() {
+            Some(url) => why.replace(url.as_str(), "the practice's endpoint"),
+            None => why,
+        };
+        format!("request failed: {why}")
     })
 }
 

@@ -735,17 +735,23 @@ impl Worker {
                 let wait = retry_after
                     .unwrap_or_else(|| backoff(number as u32, &self.config.delivery, jitter()));
                 tracing::info!(delivery = %d.id, attempt = number, reason = %error.reason, retry_in_ms = wait.as_millis() as u64, "letter not delivered; will retry");
-                // Failing every attempt since it was written, for longer than the threshold:
-                // the practice's system is down, and someone should tell the practice.
+                // Every attempt at the practice's endpoint failing (whichever letters they
+                // carried) for longer than the threshold: its system is down, and someone
+                // should tell the practice. This failure is the first if none is recorded.
+                let failing_since = self
+                    .store
+                    .endpoint_failing_since(&d.practice)
+                    .await?
+                    .unwrap_or(now);
                 if crate::alerts::failing_for_long(
-                    d.created_at,
+                    failing_since,
                     now,
                     self.config.alerts.endpoint_failing_after_secs,
                 ) {
                     let alert = crate::alerts::endpoint_failing(
                         ods,
                         route.and_then(PracticeRoute::name),
-                        d.created_at,
+                        failing_since,
                         &error.reason,
                         now,
                     );

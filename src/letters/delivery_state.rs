@@ -220,6 +220,26 @@ impl AttemptOutcome {
     pub fn from_code(code: &str) -> Option<AttemptOutcome> {
         AttemptOutcome::ALL.into_iter().find(|o| o.code() == code)
     }
+
+    /// What the attempt says of the practice's endpoint: it answered (took the letter, or
+    /// refused it for good: it is up), it failed, or nothing (no attempt at the endpoint).
+    pub fn endpoint(self) -> Option<EndpointHealth> {
+        match self {
+            AttemptOutcome::Delivered
+            | AttemptOutcome::Sent
+            | AttemptOutcome::Acknowledged
+            | AttemptOutcome::Permanent => Some(EndpointHealth::Answered),
+            AttemptOutcome::Retry => Some(EndpointHealth::Failed),
+            AttemptOutcome::Cancelled | AttemptOutcome::Dead | AttemptOutcome::Requeued => None,
+        }
+    }
+}
+
+/// A practice's endpoint as one attempt found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointHealth {
+    Answered,
+    Failed,
 }
 
 impl serde::Serialize for AttemptOutcome {
@@ -233,6 +253,18 @@ mod tests {
     use super::DeliveryState::*;
     use super::Event::*;
     use super::*;
+
+    #[test]
+    fn only_an_attempt_at_the_endpoint_says_how_it_is() {
+        for outcome in AttemptOutcome::ALL {
+            let expected = match outcome {
+                AttemptOutcome::Retry => Some(EndpointHealth::Failed),
+                AttemptOutcome::Cancelled | AttemptOutcome::Dead | AttemptOutcome::Requeued => None,
+                _ => Some(EndpointHealth::Answered),
+            };
+            assert_eq!(outcome.endpoint(), expected, "{outcome:?}");
+        }
+    }
 
     const EVENTS: [Event; 12] = [
         Delivered,

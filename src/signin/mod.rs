@@ -100,6 +100,10 @@ pub enum Refused {
         "'{0}' is not an ODS code: a commissioner's or operations person's organisation is its ODS code (e.g. QF7)"
     )]
     NotAnOdsCode(String),
+    #[error(
+        "people of '{0}' cannot sign in as operations here: ask the gateway's administrators to list the organisation in [sign_in] operations_organisations"
+    )]
+    NotAnOperationsOrganisation(String),
 }
 
 /// The longest subject identifier kept (CIS2's UUIDs are 12 digits, Entra's object ids 36).
@@ -162,6 +166,9 @@ pub fn person(
             if !crate::fhir::identifiers::is_ods_code(&code) {
                 return Err(Refused::NotAnOdsCode(clip(organisation)));
             }
+            if role == PersonRole::Operations && !operations_listed(config, &code) {
+                return Err(Refused::NotAnOperationsOrganisation(code));
+            }
             code
         }
     };
@@ -170,6 +177,22 @@ pub fn person(
         role,
         organisation,
     })
+}
+
+/// Whether people of organisation `code` may hold the operations role here. Asked at sign-in
+/// and again of every session's request: an organisation taken off the list loses it at once,
+/// not when its people's sessions run out.
+fn operations_listed(config: &SignInConfig, code: &str) -> bool {
+    config
+        .operations_organisations
+        .iter()
+        .any(|listed| listed.eq_ignore_ascii_case(code))
+}
+
+/// Whether `person`, signed in earlier, may still use the role they signed in with under
+/// today's configuration.
+pub fn still_admitted(person: &Person, config: &SignInConfig) -> bool {
+    person.role != PersonRole::Operations || operations_listed(config, &person.organisation)
 }
 
 /// A claim's value as shown back to the person: short, and only printable ASCII.
@@ -194,6 +217,7 @@ pub(crate) mod tests {
             client_secret_file: None,
             role_claim: "whg_role".into(),
             organisation_claim: "whg_org".into(),
+            operations_organisations: vec!["X26".into()],
             session_key: "data/session-key".into(),
             idle_minutes: 30,
             max_hours: 8,
@@ -233,6 +257,35 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn operations_is_only_for_the_listed_organisations() {
+        let services = crate::config::Config::defaults().services;
+        let given = claims(json!({"sub": "ops1", "whg_role": "operations", "whg_org": "x26"}));
+        let ops = person(&given, &config(), &services).unwrap();
+        assert_eq!(
+            (ops.role, ops.organisation.as_str()),
+            (PersonRole::Operations, "X26")
+        );
+        let unlisted = SignInConfig {
+            operations_organisations: Vec::new(),
+            ..config()
+        };
+        assert_eq!(
+            person(&given, &unlisted, &services),
+            Err(Refused::NotAnOperationsOrganisation("X26".into()))
+        );
+        // Signed in while listed, then taken off the list: the session no longer admits them.
+        assert!(still_admitted(&ops, &config()));
+        assert!(!still_admitted(&ops, &unlisted));
+        let commissioner =
+            claims(json!({"sub": "c1", "whg_role": "commissioner", "whg_org": "QF7"}));
+        let commissioner = person(&commissioner, &unlisted, &services).unwrap();
+        assert!(
+            still_admitted(&commissioner, &unlisted),
+            "only operations is listed"
+        );
+    }
+
+    #[test]
     fn accounts_without_a_known_role_subject_or_organisation_are_refused() {
         let services = crate::config::Config::defaults().services;
         let cases = [
@@ -264,6 +317,11 @@ pub(crate) mod tests {
             (
                 json!({"sub": "1", "whg_role": "commissioner", "whg_org": "not an ods code"}),
                 Refused::NotAnOdsCode("not an ods code".into()),
+            ),
+            // Operations sees every service's alerts: only the listed platform team's people.
+            (
+                json!({"sub": "1", "whg_role": "operations", "whg_org": "QF7"}),
+                Refused::NotAnOperationsOrganisation("QF7".into()),
             ),
         ];
         for (given, refused) in cases {

@@ -62,6 +62,10 @@ pub enum Ended {
     Expired,
     #[error("the session was signed out")]
     SignedOut,
+    /// The person's role is no longer open to their organisation (taken off
+    /// `[sign_in] operations_organisations` since they signed in).
+    #[error("the session's role is no longer open to the person's organisation")]
+    NoLongerAdmitted,
     /// The store could not say whether it was signed out: refused, not assumed alive.
     #[error("the session could not be checked just now")]
     Unchecked,

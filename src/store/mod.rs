@@ -478,6 +478,13 @@ pub trait Outbox: Send + Sync {
     /// Deliveries matching `filter`, newest first.
     async fn deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<Delivery>, StoreError>;
 
+    /// Since when every attempt at practice `practice`'s endpoint (`system|value`) has failed,
+    /// whichever letter it carried; none if its last attempt was answered, or none was made.
+    async fn endpoint_failing_since(
+        &self,
+        practice: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError>;
+
     /// For each state a letter is still in the outbox's hands in (not final), how many letters
     /// and the oldest one's time of writing; states with none are left out.
     async fn outbox_depth(&self) -> Result<Vec<OutboxDepth>, StoreError>;
@@ -615,13 +622,21 @@ pub trait Sessions: Send + Sync {
     async fn session_ended(&self, id: &str) -> Result<bool, StoreError>;
 }
 
-/// How an alert's notification to the on-call routes went.
+/// How one try at sending an alert to its on-call routes went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertNotice {
+    /// The routes (by name) that took it this time: never sent it again.
+    pub taken_by: Vec<String>,
+    pub at: DateTime<Utc>,
+    pub outcome: NoticeOutcome,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlertNotice {
-    /// Every route took it.
-    Sent { at: DateTime<Utc> },
-    /// A route did not: tried again at `retry_at`.
-    Failed { retry_at: DateTime<Utc> },
+pub enum NoticeOutcome {
+    /// Every route that takes its kind has it now.
+    AllTaken,
+    /// A route did not: the others are tried again at this time.
+    RetryAt(DateTime<Utc>),
 }
 
 /// Operational alerts (`crate::alerts`): raised once while open, notified, acknowledged.
@@ -635,10 +650,12 @@ pub trait Alerts: Send + Sync {
         audit: Value,
     ) -> Result<Option<String>, StoreError>;
 
-    /// The newest alerts first, at most `limit`; only those not acknowledged if `open_only`.
+    /// The alerts in `scope`, newest first, at most `limit`: those still open, or those
+    /// acknowledged.
     async fn alerts(
         &self,
-        open_only: bool,
+        scope: &crate::alerts::AlertScope,
+        acknowledged: bool,
         limit: u32,
     ) -> Result<Vec<crate::alerts::Alert>, StoreError>;
 
@@ -654,10 +671,12 @@ pub trait Alerts: Send + Sync {
         audit: Value,
     ) -> Result<bool, StoreError>;
 
-    /// Alerts not yet taken by the on-call routes and due to be tried at `now`, oldest first.
+    /// Alerts still open, not yet taken by every on-call route, tried fewer than
+    /// `max_attempts` times and due at `now`, oldest first, each with the routes that took it.
     async fn alerts_to_notify(
         &self,
         now: DateTime<Utc>,
+        max_attempts: u32,
         limit: u32,
     ) -> Result<Vec<crate::alerts::Alert>, StoreError>;
 

@@ -10,6 +10,7 @@
 pub mod instruments;
 pub mod interaction;
 pub mod propagation;
+pub mod sampler;
 
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -132,6 +133,12 @@ fn exporters(
             "service.version",
             env!("CARGO_PKG_VERSION"),
         ))
+        // Tells two instances' series apart (the collector would otherwise add their points
+        // together); a fresh id per process, as the semantic conventions recommend.
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.instance.id",
+            uuid::Uuid::now_v7().to_string(),
+        ))
         .build();
     let spans = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
@@ -139,10 +146,7 @@ fn exporters(
         .with_timeout(EXPORT_TIMEOUT)
         .build()
         .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-    // A caller's sampled flag is followed; traces that begin here are kept at the ratio.
-    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-        config.sample_ratio.clamp(0.0, 1.0),
-    )));
+    let sampler = sampler::OwnDecision::new(config.sample_ratio);
     let tracer = SdkTracerProvider::builder()
         .with_batch_exporter(spans)
         .with_sampler(sampler)

@@ -70,11 +70,17 @@ impl Server {
 
     /// Starts the gateway with `extra_config` (TOML) merged over the defaults.
     pub fn start_with(extra_config: &str) -> Server {
-        Server::start_under(extra_config, None)
+        Server::start_under(extra_config, None, &[])
     }
 
-    /// [`Server::start_with`], with the process's umask set to `umask` when given.
-    fn start_under(extra_config: &str, umask: Option<u32>) -> Server {
+    /// [`Server::start_with`], with `env` added to the process's environment.
+    pub fn start_with_env(extra_config: &str, env: &[(&str, &str)]) -> Server {
+        Server::start_under(extra_config, None, env)
+    }
+
+    /// [`Server::start_with`], with the process's umask set to `umask` when given and `env`
+    /// added to its environment.
+    fn start_under(extra_config: &str, umask: Option<u32>, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("test.toml");
         let key_path = dir.path().join("signing-key.pem");
@@ -101,7 +107,7 @@ impl Server {
         let defaults = whg::config::Config::defaults();
         let issuer = whg::auth::TokenIssuer::new(key, &defaults.auth);
         let database = TestDatabase::create(dir.path());
-        let (child, base, stderr) = spawn_under(&database.url(), &config, umask);
+        let (child, base, stderr) = spawn_under(&database.url(), &config, umask, env);
         Server::running(child, base, dir, database, stderr, issuer)
     }
 
@@ -335,7 +341,7 @@ fn spawn(
     database_url: &str,
     config: &Path,
 ) -> (Child, String, std::sync::Arc<std::sync::Mutex<String>>) {
-    spawn_under(database_url, config, None)
+    spawn_under(database_url, config, None, &[])
 }
 
 /// [`spawn`], with the process's umask set to `umask` when given.
@@ -343,6 +349,7 @@ fn spawn_under(
     db: &str,
     config: &Path,
     umask: Option<u32>,
+    env: &[(&str, &str)],
 ) -> (Child, String, std::sync::Arc<std::sync::Mutex<String>>) {
     let mut child = whg_command(umask)
         .args([
@@ -355,6 +362,7 @@ fn spawn_under(
         ])
         .arg(config)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -382,6 +390,26 @@ fn spawn_under(
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("whg did not start: {}", stderr_buf.lock().unwrap()));
     (child, base, stderr_buf)
+}
+
+/// What `whg serve` says on stderr as it refuses to start with `config` (TOML, merged over the
+/// defaults): the test fails if it starts.
+pub fn refused_at_start(config: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("refused.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(WHG)
+        .arg("--config")
+        .arg(&path)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env(
+            "WHG_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("db").display()),
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started with {config}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// An HTTP client without credentials (through the exchange recorder when one runs:
@@ -804,7 +832,7 @@ impl Server {
     /// Starts the gateway as [`Server::start_with`] does, with the process's umask set to `umask`
     /// (0o000 lets everything a program creates be world-readable unless it says otherwise).
     pub fn start_with_umask(extra_config: &str, umask: u32) -> Server {
-        Server::start_under(extra_config, Some(umask))
+        Server::start_under(extra_config, Some(umask), &[])
     }
 
     /// The server's process id.

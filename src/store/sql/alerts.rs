@@ -32,24 +32,31 @@ fn alert_of(r: &DbRow) -> Result<crate::alerts::Alert, StoreError> {
             summary: r.get(4),
             duty_contact: r.get(5),
             raised_at: instant_of(&what, r.get::<&str, _>(6))?,
+            ongoing_since: None,
         },
         notified_at: instants_of(&what, r.get::<Option<&str>, _>(7))?,
         notify_attempts: r.get(8),
+        taken_by: Vec::new(),
         acknowledged,
         id,
     })
 }
 
-/// Stores `alert` unless one of its kind about its subject is open; its id if stored.
+/// Stores `alert` unless one of its kind about its subject is open, or was acknowledged
+/// within its kind's quiet time ([`crate::alerts::AlertKind::quiet_after_acknowledged`]); its
+/// id if stored.
 async fn insert_alert(
     conn: &mut Conn,
     alert: crate::alerts::NewAlert,
 ) -> Result<Option<String>, StoreError> {
     let id = uuid::Uuid::now_v7().to_string();
     let raised = stored_instant(alert.raised_at);
+    let quiet_since = stored_instant(alert.quiet_since());
+    // Stored instants are fixed-width UTC text, so they compare as they sort.
     let inserted = sqlx::query(
         "INSERT INTO alerts (id, kind, subject, service, summary, duty_contact, raised_at, next_notify_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $7
+         WHERE NOT EXISTS (SELECT 1 FROM alerts WHERE kind = $2 AND subject = $3 AND acknowledged_at > $8)
          ON CONFLICT (kind, subject) WHERE acknowledged_at IS NULL DO NOTHING",
     )
     .bind(&id)
@@ -59,6 +66,7 @@ async fn insert_alert(
     .bind(&alert.summary)
     .bind(&alert.duty_contact)
     .bind(&raised)
+    .bind(&quiet_since)
     .execute(&mut *conn)
     .await?
     .rows_affected()
@@ -110,10 +118,22 @@ async fn record_alert_notice(
     id: String,
     notice: AlertNotice,
 ) -> Result<(), StoreError> {
-    // Sent: when; failed: when to try again. Either way one more attempt was made.
-    let (notified, retry) = match notice {
-        AlertNotice::Sent { at } => (Some(stored_instant(at)), None),
-        AlertNotice::Failed { retry_at } => (None, Some(stored_instant(retry_at))),
+    let at = stored_instant(notice.at);
+    for route in &notice.taken_by {
+        sqlx::query(
+            "INSERT INTO alert_route_notices (alert_id, route, sent_at) VALUES ($1, $2, $3)
+             ON CONFLICT (alert_id, route) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(route)
+        .bind(&at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    // Taken by all: when; not: when to try the rest again. Either way one more try was made.
+    let (notified, retry) = match notice.outcome {
+        NoticeOutcome::AllTaken => (Some(at), None),
+        NoticeOutcome::RetryAt(retry_at) => (None, Some(stored_instant(retry_at))),
     };
     sqlx::query(
         "UPDATE alerts SET notified_at = COALESCE($1, notified_at),
@@ -141,15 +161,23 @@ impl Alerts for SqlStore {
 
     async fn alerts(
         &self,
-        open_only: bool,
+        scope: &crate::alerts::AlertScope,
+        acknowledged: bool,
         limit: u32,
     ) -> Result<Vec<crate::alerts::Alert>, StoreError> {
+        let service = match scope {
+            crate::alerts::AlertScope::Every => None,
+            crate::alerts::AlertScope::Service(id) => Some(id.as_str()),
+        };
         sqlx::query(concat!(
             "SELECT ",
             alert_columns!(),
-            " FROM alerts WHERE ($1 = 0 OR acknowledged_at IS NULL) ORDER BY raised_at DESC, id DESC LIMIT $2"
+            " FROM alerts WHERE ($1 IS NULL OR service = $1)
+               AND (CASE WHEN acknowledged_at IS NULL THEN 0 ELSE 1 END) = $2
+             ORDER BY COALESCE(acknowledged_at, raised_at) DESC, id DESC LIMIT $3"
         ))
-        .bind(i64::from(open_only))
+        .bind(service)
+        .bind(i64::from(acknowledged))
         .bind(i64::from(limit))
         .fetch_all(&self.readers)
         .await?
@@ -187,21 +215,35 @@ impl Alerts for SqlStore {
     async fn alerts_to_notify(
         &self,
         now: DateTime<Utc>,
+        max_attempts: u32,
         limit: u32,
     ) -> Result<Vec<crate::alerts::Alert>, StoreError> {
-        sqlx::query(concat!(
+        // Acknowledged: a person has it, so nobody need be told. Out of attempts: the on-call
+        // routes have been failing for hours, and the operations page still lists it.
+        let mut due: Vec<crate::alerts::Alert> = sqlx::query(concat!(
             "SELECT ",
             alert_columns!(),
-            " FROM alerts WHERE notified_at IS NULL AND next_notify_at <= $1
-              ORDER BY next_notify_at, id LIMIT $2"
+            " FROM alerts WHERE notified_at IS NULL AND acknowledged_at IS NULL
+                AND notify_attempts < $2 AND next_notify_at <= $1
+              ORDER BY next_notify_at, id LIMIT $3"
         ))
         .bind(stored_instant(now))
+        .bind(i64::from(max_attempts))
         .bind(i64::from(limit))
         .fetch_all(&self.readers)
         .await?
         .iter()
         .map(alert_of)
-        .collect()
+        .collect::<Result<_, _>>()?;
+        for alert in due.iter_mut().filter(|a| a.notify_attempts > 0) {
+            alert.taken_by = sqlx::query_scalar(
+                "SELECT route FROM alert_route_notices WHERE alert_id = $1 ORDER BY route",
+            )
+            .bind(&alert.id)
+            .fetch_all(&self.readers)
+            .await?;
+        }
+        Ok(due)
     }
 
     async fn record_alert_notice(&self, id: &str, notice: AlertNotice) -> Result<(), StoreError> {

@@ -59,6 +59,7 @@ async fn record_delivery(
         .bind(&a.detail)
         .execute(&mut *conn)
         .await?;
+        record_endpoint_health(conn, u.id.as_str(), a).await?;
     }
     let mut audit = u.audit;
     if let Some((alert, raised)) = u.alert
@@ -68,6 +69,33 @@ async fn record_delivery(
     }
     update_one(conn, u.communication, None, own).await?;
     append_audit(conn, audit, own).await
+}
+
+/// What attempt `a` at letter `id` says of its practice's endpoint: failing since the first
+/// failure after its last answer, or answering.
+async fn record_endpoint_health(
+    conn: &mut Conn,
+    id: &str,
+    a: &DeliveryAttempt,
+) -> Result<(), StoreError> {
+    use crate::letters::delivery_state::EndpointHealth;
+    let failing_since = match a.outcome.endpoint() {
+        None => return Ok(()),
+        Some(EndpointHealth::Answered) => None,
+        Some(EndpointHealth::Failed) => Some(stored_instant(a.at)),
+    };
+    sqlx::query(
+        "INSERT INTO endpoint_health (practice, failing_since)
+         SELECT practice, $2 FROM deliveries WHERE id = $1
+         ON CONFLICT (practice) DO UPDATE SET failing_since = CASE
+             WHEN excluded.failing_since IS NULL THEN NULL
+             ELSE COALESCE(endpoint_health.failing_since, excluded.failing_since) END",
+    )
+    .bind(id)
+    .bind(failing_since)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 fn delivery_of(r: &DbRow) -> Result<Delivery, StoreError> {
@@ -311,6 +339,21 @@ impl Outbox for SqlStore {
         .collect::<Result<_, StoreError>>()?;
         read.commit().await?;
         Ok(Some((delivery_of(&row)?, attempts)))
+    }
+
+    async fn endpoint_failing_since(
+        &self,
+        practice: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let since: Option<Option<String>> =
+            sqlx::query_scalar("SELECT failing_since FROM endpoint_health WHERE practice = $1")
+                .bind(practice)
+                .fetch_optional(&self.readers)
+                .await?;
+        instants_of(
+            &format!("the endpoint of {practice}"),
+            since.flatten().as_deref(),
+        )
     }
 
     async fn outbox_depth(&self) -> Result<Vec<OutboxDepth>, StoreError> {

@@ -26,9 +26,9 @@ use crate::letters::delivery_state::{AttemptOutcome, DeliveryState};
 use crate::store::plan::{Existing, PlannedWrite, plan};
 use crate::store::{
     AlertNotice, Alerts, Candidate, ClientId, ClientRecord, Delivery, DeliveryAttempt,
-    DeliveryFilter, DeliveryId, DeliveryUpdate, Lease, Lifecycle, MeshQuarantine, Outbox,
-    OutboxDepth, OverrideFilter, Overrides, PatientId, QuarantinedMessage, RecordParties, Registry,
-    Resources, SearchPage, Sessions, StoreError, Stored, Submissions, Transaction,
+    DeliveryFilter, DeliveryId, DeliveryUpdate, Lease, Lifecycle, MeshQuarantine, NoticeOutcome,
+    Outbox, OutboxDepth, OverrideFilter, Overrides, PatientId, QuarantinedMessage, RecordParties,
+    Registry, Resources, SearchPage, Sessions, StoreError, Stored, Submissions, Transaction,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;

@@ -329,6 +329,81 @@ async fn a_delivery_change_whose_audit_cannot_be_written_is_not_stored() {
     store.close().await;
 }
 
+/// A practice's endpoint is failing from the first failed attempt after its last answer,
+/// whichever of its letters the attempts carried; an answer (even a refusal) ends it.
+#[tokio::test]
+async fn an_endpoint_fails_from_its_first_failure_since_it_last_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = fresh_store(dir.path()).await;
+    for id in ["l1", "l2"] {
+        store
+            .transact(Transaction {
+                creates: vec![
+                    json!({ "resourceType": "Communication", "id": id, "status": "preparation" }),
+                ],
+                referral: "sr1".into(),
+                deliveries: vec![delivery(id)],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let t0 = "2026-12-02T10:00:00Z"
+        .parse::<chrono::DateTime<Utc>>()
+        .unwrap();
+    let attempt = |id: &'static str, outcome, at: chrono::DateTime<Utc>| {
+        let store = &store;
+        async move {
+            let lease = lease_of("test");
+            let held = store
+                .claim_delivery(&lease, &DeliveryId::from(id), Utc::now())
+                .await
+                .unwrap();
+            assert!(held.is_some());
+            let communication = store.read("Communication", id).await.unwrap().unwrap();
+            let mut update = requeue(id, communication, vec![audit_of("Communication/x")]);
+            update.attempt = Some(DeliveryAttempt {
+                attempt: 4,
+                at,
+                outcome,
+                detail: None,
+            });
+            store.update_delivery(update).await.unwrap();
+            store.endpoint_failing_since("o|C88901").await.unwrap()
+        }
+    };
+    assert_eq!(
+        store.endpoint_failing_since("o|C88901").await.unwrap(),
+        None
+    );
+    let minutes = |m| t0 + chrono::Duration::minutes(m);
+    assert_eq!(attempt("l1", AttemptOutcome::Retry, t0).await, Some(t0));
+    assert_eq!(
+        attempt("l2", AttemptOutcome::Retry, minutes(30)).await,
+        Some(t0),
+        "another letter's failure does not restart the clock"
+    );
+    assert_eq!(
+        attempt("l2", AttemptOutcome::Permanent, minutes(40)).await,
+        None
+    );
+    assert_eq!(
+        attempt("l1", AttemptOutcome::Requeued, minutes(45)).await,
+        None,
+        "a resend by hand says nothing of the endpoint"
+    );
+    assert_eq!(
+        attempt("l1", AttemptOutcome::Retry, minutes(50)).await,
+        Some(minutes(50))
+    );
+    assert_eq!(
+        attempt("l2", AttemptOutcome::Delivered, minutes(55)).await,
+        None
+    );
+    assert_eq!(store.endpoint_failing_since("o|OTHER").await.unwrap(), None);
+    store.close().await;
+}
+
 /// A state or outcome code the gateway does not know is damage, never a letter in some
 /// other state.
 #[tokio::test]
