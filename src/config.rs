@@ -630,6 +630,21 @@ impl Config {
             sign_in.validate()?;
         }
         crate::reports::places::check(&self.local_authorities).map_err(ConfigError::Invalid)?;
+        let routes = crate::fhir::terminology::code_system("referral-route");
+        for service in &self.services {
+            if let Some(route) = service
+                .referral_routes
+                .iter()
+                .find(|r| routes.display(r).is_none())
+            {
+                let known: Vec<&str> = routes.codes().collect();
+                return Err(ConfigError::Invalid(format!(
+                    "services '{}': referral_routes '{route}' is not a referral route ({})",
+                    service.id,
+                    known.join(", ")
+                )));
+            }
+        }
         for route in &self.alerts.routes {
             if let Some(kind) = route
                 .kinds

@@ -17,6 +17,7 @@ pub mod config;
 pub mod consent;
 pub mod dashboard;
 pub mod delivery;
+pub mod directory;
 pub mod eligibility;
 pub mod export;
 pub mod fhir;

@@ -31,6 +31,14 @@ pub struct Service {
     /// adviser's line, say): named in the escalation's alert. Not a person's own details.
     #[serde(default)]
     pub duty_contact: Option<String>,
+    /// Whom the service takes referrals from (`referral-route` codes), as the service directory
+    /// says (`GET /fhir/HealthcareService`). Default: GP practices.
+    #[serde(default = "gp_only")]
+    pub referral_routes: Vec<String>,
+}
+
+fn gp_only() -> Vec<String> {
+    vec!["gp".to_string()]
 }
 
 /// The service with id `id` among `services`.

@@ -271,19 +271,28 @@ fn offline(config: &Config, kind: Kind, acting_as: Option<&Principal>, bytes: &[
     };
     match kind {
         Kind::Referral => match practice_referral(&value, &ctx) {
-            Ok(s) => with_consent(s, &ctx, whg::intake::admission::PRACTICE_CONSENT_EXPRESSION),
+            Ok(s) => with_consent(
+                s,
+                &ctx,
+                whg::intake::admission::PRACTICE_CONSENT_EXPRESSION,
+                whg::intake::admission::practice_criterion_expression,
+            ),
             Err(i) => unprocessable(i),
         },
         Kind::Message => match bars::validate(bytes, &value, &ctx) {
-            Ok(bars::BarsMessage::Referral(s)) => {
-                with_consent(s, &ctx, whg::intake::admission::BARS_CONSENT_EXPRESSION)
-            }
+            Ok(bars::BarsMessage::Referral(s)) => with_consent(
+                s,
+                &ctx,
+                whg::intake::admission::BARS_CONSENT_EXPRESSION,
+                whg::intake::admission::bars_criterion_expression,
+            ),
             // An amendment maps as the referral it restates; what it changes depends on the
             // stored referral.
             Ok(bars::BarsMessage::Amendment(a)) => with_consent(
                 a.submission,
                 &ctx,
                 whg::intake::admission::BARS_CONSENT_EXPRESSION,
+                whg::intake::admission::bars_criterion_expression,
             ),
             // What a cancellation does depends on the stored referral: offline, it can only be
             // said to be well formed.
@@ -382,23 +391,42 @@ fn with_consent(
     s: whg::intake::Submission,
     ctx: &whg::intake::IntakeContext,
     consent_expression: &str,
+    criterion_expression: whg::intake::admission::CriterionExpression,
 ) -> Verdict {
-    let Some(question) = whg::intake::admission::intake_question(&s, ctx.now) else {
-        return Verdict::ok(Some(s.transaction_bundle()), None);
-    };
-    let decision = whg::consent::decide(
-        &whg::intake::admission::submitted_consents(&s),
-        &[],
-        &question,
-    );
-    if decision.permitted() {
-        Verdict::ok(Some(s.transaction_bundle()), None)
-    } else {
-        Verdict::invalid(
-            whg::intake::admission::intake_refusal(consent_expression, &decision).into_vec(),
-            NhsErrorCode::UNPROCESSABLE_ENTITY,
-        )
+    if let Some(question) = whg::intake::admission::intake_question(&s, ctx.now) {
+        let decision = whg::consent::decide(
+            &whg::intake::admission::submitted_consents(&s),
+            &[],
+            &question,
+        );
+        if !decision.permitted() {
+            return Verdict::invalid(
+                whg::intake::admission::intake_refusal(consent_expression, &decision).into_vec(),
+                NhsErrorCode::UNPROCESSABLE_ENTITY,
+            );
+        }
     }
+    // The service's criteria, as far as the referral says: a criterion missed is an error
+    // where the service refuses such referrals, a warning shown beside "valid" where it takes
+    // them marked.
+    let eligibility = s
+        .target_service(ctx.services)
+        .map(|service| {
+            whg::intake::admission::eligibility_before_sending(
+                &s,
+                service,
+                ctx.now.date_naive(),
+                criterion_expression,
+            )
+        })
+        .map(Issues::into_vec)
+        .unwrap_or_default();
+    if eligibility.iter().any(is_error) {
+        return Verdict::invalid(eligibility, NhsErrorCode::UNPROCESSABLE_ENTITY);
+    }
+    let mut verdict = Verdict::ok(Some(s.transaction_bundle()), None);
+    verdict.issues = eligibility;
+    verdict
 }
 
 /// The gateway's own `$validate` for this kind, as the caller the token names.
@@ -508,6 +536,10 @@ fn print_human(name: &str, kind: Kind, verdict: &Verdict) {
             })
             .unwrap_or_else(|| "passes the gateway's checks".into());
         println!("valid    {name}: {kind_name}, {detail}");
+        for issue in &verdict.issues {
+            let field = issue.expression.as_deref().unwrap_or("(the whole body)");
+            println!("  warning {field}: {}", issue.diagnostics);
+        }
         return;
     }
     let errors: Vec<&Issue> = verdict.issues.iter().filter(|i| is_error(i)).collect();

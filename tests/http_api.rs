@@ -562,12 +562,30 @@ async fn capability_statement_tells_the_truth() {
         whg::fhir::search::supported_params(t).is_empty()
             && !conformance.contains(&t)
             && t != "Patient"
+            && t != "HealthcareService"
     }) {
         assert!(
             r.get("searchParam").is_none(),
             "{} advertises search it does not support",
             r["type"]
         );
+    }
+    // The service directory, on a route of its own: every parameter it advertises works.
+    let directory = resources
+        .iter()
+        .find(|r| r["type"] == "HealthcareService")
+        .unwrap();
+    for p in directory["searchParam"].as_array().unwrap() {
+        let name = p["name"].as_str().unwrap();
+        let value = match name {
+            "postcode-district" => "NE33",
+            "referral-route" => "gp",
+            _ => "x",
+        };
+        let (status, _) = server
+            .get(&format!("/fhir/HealthcareService?{name}={value}"))
+            .await;
+        assert_eq!(status, 200, "advertised HealthcareService {name} must work");
     }
     // R4's own definitions type Task's `owner` (SearchParameter Task-owner) and AuditEvent's
     // `agent` (AuditEvent-agent) as `reference`

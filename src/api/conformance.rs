@@ -232,7 +232,7 @@ fn validate_practice(
     Ok(validation_answer(
         issues,
         format!(
-            "valid: the {what} passes the gateway's checks for its sender (consent, eligibility and the person's history are weighed when it is sent)"
+            "valid: the {what} passes the gateway's checks for its sender and, as far as it says, its service's criteria (consent and the person's history are weighed when it is sent)"
         ),
         Vec::new(),
     ))

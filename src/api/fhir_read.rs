@@ -561,6 +561,14 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
             r
         })
         .chain(conformance_types)
+        .chain(std::iter::once(json!({
+            "type": "HealthcareService",
+            "interaction": [{ "code": "read" }, { "code": "search-type" }],
+            "searchParam": crate::directory::SEARCH_PARAMETERS.iter().map(|(name, kind, doc)| json!({
+                "name": name, "type": kind, "documentation": doc,
+            })).collect::<Vec<_>>(),
+            "documentation": "The service directory: each work-and-health service this gateway refers to, its area, criteria (in words and as the versioned rules), the routes it takes referrals by, its first-contact aim and where to send. No token needed.",
+        })))
         .collect();
     let services: Vec<String> = app
         .config
@@ -583,7 +591,7 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
         "format": ["application/fhir+json", "json", "application/fhir+xml", "xml"],
         "rest": [{
             "mode": "server",
-            "documentation": "Other resource types carried in BaRS messages are stored and readable by id as well. What a caller sees is limited to its organisation's referrals and, for a person's data, by that person's consent; records withheld by consent are neither returned nor counted.",
+            "documentation": "Other resource types carried in BaRS messages are stored and readable by id as well, except HealthcareService, which is the gateway's service directory. What a caller sees is limited to its organisation's referrals and, for a person's data, by that person's consent; records withheld by consent are neither returned nor counted.",
             "security": {
                 // SMART Backend Services: the token endpoint is also in
                 // /.well-known/smart-configuration.
@@ -596,7 +604,7 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
                     "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR", "display": "SMART-on-FHIR" }],
                     "text": "SMART Backend Services: a registered system signs a client assertion for a short-lived access token",
                 }],
-                "description": "Every interaction except metadata and the gateway's own conformance resources (StructureDefinition, ValueSet, CodeSystem) needs an access token (Authorization: Bearer), an ES384 JWT issued by this gateway to a registered system: a GP practice, a work-and-health service or information-governance staff. 401 without a valid token, 403 without the role or scope.",
+                "description": "Every interaction except metadata, the service directory (HealthcareService) and the gateway's own conformance resources (StructureDefinition, ValueSet, CodeSystem) needs an access token (Authorization: Bearer), an ES384 JWT issued by this gateway to a registered system: a GP practice, a work-and-health service or information-governance staff. 401 without a valid token, 403 without the role or scope.",
             },
             "resource": resources,
             "operation": [

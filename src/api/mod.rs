@@ -7,6 +7,7 @@ mod client_address;
 mod conformance;
 mod consents;
 mod dashboard;
+mod directory;
 mod error;
 mod fhir_read;
 mod fit_notes;
@@ -170,6 +171,8 @@ pub fn router(state: AppState) -> Router {
             "/fhir/Patient/_search",
             post(fhir_read::search_patients_by_post),
         )
+        .route("/fhir/HealthcareService", get(directory::search))
+        .route("/fhir/HealthcareService/{id}", get(directory::read))
         .route("/fhir/{type}", get(fhir_read::search))
         .route("/fhir/StructureDefinition", get(conformance::search))
         .route("/fhir/StructureDefinition/{id}", get(conformance::read))

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::delivery::worker::workflow_task;
 use crate::fhir::systems;
 use crate::fhir::{Issue, IssueType};
-use crate::intake::{Submission, SubmissionKind, admission, bars, practice_referral};
+use crate::intake::{Submission, admission, bars, practice_referral};
 use crate::store::{AuditTrail, Store, Stored, Transaction};
 use crate::workflow::{self, Action, Stage};
 
@@ -651,12 +651,7 @@ async fn accept(
     consent_expression: &'static str,
     criterion_expression: admission::CriterionExpression,
 ) -> Result<Stored, SubmitError> {
-    let service = match &submission.kind {
-        SubmissionKind::Referral { service } => service
-            .split_once('|')
-            .and_then(|(_, id)| config.service(id)),
-        SubmissionKind::FitNote(_) => None,
-    };
+    let service = submission.target_service(&config.services);
     let admission = admission::referral(
         &submission,
         service,

@@ -1,7 +1,10 @@
 //! `$validate`: a resource checked as the gateway would check it on the way in, storing
 //! nothing. The checks are intake's own (a BaRS message Bundle, a fit-note Observation, a
-//! Consent), so what `$validate` accepts is what a submission would get past validation
-//! (the person's stored records, consent and eligibility are weighed only by a real submission).
+//! Consent), so what `$validate` accepts is what a submission would get past validation. A
+//! referral is also checked against its service's eligibility criteria as far as it says
+//! itself (a criterion it misses is an error where the service refuses such referrals, a
+//! warning where it takes them marked); the person's stored records (consent, the fit notes
+//! held) are weighed only by a real submission.
 
 use serde_json::Value;
 
@@ -12,7 +15,9 @@ use crate::config::Config;
 use crate::fhir::resource::{json_rule_violations, parse_strict};
 use crate::fhir::systems::profile;
 use crate::fhir::{Issue, IssueType, Issues};
-use crate::intake::{Submission, bars, fhir_fit_note, practice_fit_note, practice_referral};
+use crate::intake::{
+    Submission, admission, bars, fhir_fit_note, practice_fit_note, practice_referral,
+};
 
 /// The profile the gateway checks a resource of `resource_type` against, if it has one.
 pub fn profile_for(resource_type: &str) -> Option<String> {
@@ -76,7 +81,13 @@ pub fn validate(
     let found = match resource_type {
         "Bundle" => match bars::validate(bytes, resource, &ctx) {
             Ok(bars::BarsMessage::Referral(submission)) => {
-                sender_issues(principal, &submission, SENDER)
+                let mut found = sender_issues(principal, &submission, SENDER);
+                found.extend(eligibility(
+                    config,
+                    &submission,
+                    admission::bars_criterion_expression,
+                ));
+                found
             }
             Ok(bars::BarsMessage::Amendment(a)) => sender_issues(principal, &a.submission, SENDER),
             Ok(bars::BarsMessage::Cancellation(c)) => as_issues(
@@ -121,9 +132,40 @@ pub fn validate_practice(
         ),
     };
     match submission {
-        Ok(submission) => sender_issues(principal, &submission, sender),
+        Ok(submission) => {
+            let mut found = sender_issues(principal, &submission, sender);
+            if format == PracticeFormat::Referral {
+                found.extend(eligibility(
+                    config,
+                    &submission,
+                    admission::practice_criterion_expression,
+                ));
+            }
+            found
+        }
         Err(issues) => issues,
     }
+}
+
+/// The referral against its service's eligibility criteria, as it says them
+/// ([`admission::eligibility_before_sending`]): a GP learns before sending which criterion the
+/// person misses.
+fn eligibility(
+    config: &Config,
+    submission: &Submission,
+    expression: admission::CriterionExpression,
+) -> Issues {
+    submission
+        .target_service(&config.services)
+        .map(|service| {
+            admission::eligibility_before_sending(
+                submission,
+                service,
+                chrono::Utc::now().date_naive(),
+                expression,
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// The sender rules ([`may_send`]) as issues of a `$validate` answer, at `expression`.

@@ -146,6 +146,56 @@ fn subject_of<'a>(
     }
 }
 
+/// Each criterion `assessment` found not met, at the field it reads: an error where the service
+/// refuses such referrals (`refusing`), a warning where it takes them marked for review.
+fn unmet(assessment: &Assessment, refusing: bool, expression: CriterionExpression) -> Issues {
+    assessment
+        .failed()
+        .map(|c| {
+            let text = format!(
+                "the person does not meet {}'s eligibility criterion '{}' (criteria version {}): {}{}",
+                assessment.service,
+                c.criterion,
+                assessment.version,
+                c.detail,
+                if refusing {
+                    ""
+                } else {
+                    "; the service takes the referral marked for review"
+                }
+            );
+            if refusing {
+                Issue::error(IssueType::BusinessRule, expression(c.criterion), text)
+            } else {
+                Issue::warning(IssueType::BusinessRule, expression(c.criterion), text)
+            }
+        })
+        .collect()
+}
+
+/// A referral checked against `service`'s eligibility criteria before it is sent (`$validate`,
+/// `whg validate`), from what the referral itself says: the criteria it does not meet, as a
+/// real submission would weigh them ([`unmet`]). The fit notes the gateway holds are weighed
+/// only when it is sent, so a recent-fit-note criterion is never found unmet here.
+pub fn eligibility_before_sending(
+    submission: &Submission,
+    service: &Service,
+    today: chrono::NaiveDate,
+    expression: CriterionExpression,
+) -> Issues {
+    let Some(rules) = &service.eligibility else {
+        return Issues::new();
+    };
+    let subject = subject_of(
+        &submission.entries,
+        &submission.subject,
+        &submission.practice,
+        &[],
+    );
+    let assessment = eligibility::assess(&service.id, rules, &subject, today);
+    unmet(&assessment, rules.refuse_when_not_met, expression)
+}
+
 /// The eligibility result as an extension on the ServiceRequest.
 fn eligibility_extension(a: &Assessment, at: DateTime<Utc>) -> Value {
     let mut parts = vec![
@@ -204,17 +254,7 @@ pub fn referral(
                     eligibility::assess(&service, &rules, &subject, now.date_naive())
                 };
                 if rules.refuse_when_not_met && assessment.outcome == Outcome::NotMet {
-                    let issues: Issues = assessment
-                    .failed()
-                    .map(|c| {
-                        Issue::error(
-                            IssueType::BusinessRule,
-                            expression(c.criterion),
-                            format!("the person does not meet {service}'s eligibility criterion '{}' (criteria version {}): {}", c.criterion, assessment.version, c.detail),
-                        )
-                    })
-                    .collect();
-                    return Err(Refusal::Rules(issues));
+                    return Err(Refusal::Rules(unmet(&assessment, true, expression)));
                 }
                 if let Some(sr) = entries.iter_mut().find(|e| e.full_url == focus) {
                     let ext = eligibility_extension(&assessment, now);

@@ -307,6 +307,7 @@ mod tests {
             eligibility: None,
             commissioners: Vec::new(),
             duty_contact: None,
+            referral_routes: vec!["gp".into()],
         }];
         let r = request();
         let service = addressed_service(&r["entry"][0]["resource"], &services);

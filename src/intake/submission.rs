@@ -75,6 +75,20 @@ pub struct Submission {
 }
 
 impl Submission {
+    /// The service a referral is addressed to, among `services`; none for a fit note, or a
+    /// service this gateway does not run.
+    pub fn target_service<'a>(
+        &self,
+        services: &'a [crate::services::Service],
+    ) -> Option<&'a crate::services::Service> {
+        match &self.kind {
+            SubmissionKind::Referral { service } => service
+                .split_once('|')
+                .and_then(|(_, id)| crate::services::by_id(services, id)),
+            SubmissionKind::FitNote(_) => None,
+        }
+    }
+
     /// Builds a submission from a FHIR transaction Bundle whose entries carry `fullUrl`s,
     /// taking the resources out of it rather than copying them; `None` unless its focus has a
     /// `subject` and it is [about one person](Submission::is_about_one_person).
