@@ -632,6 +632,32 @@ impl Config {
         crate::reports::places::check(&self.local_authorities).map_err(ConfigError::Invalid)?;
         let routes = crate::fhir::terminology::code_system("referral-route");
         for service in &self.services {
+            if service.referral_routes.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "services '{}': referral_routes is empty; list whom it takes referrals from (e.g. [\"gp\"])",
+                    service.id
+                )));
+            }
+            let districts = service
+                .eligibility
+                .as_ref()
+                .and_then(|e| e.postcode_districts.as_deref())
+                .unwrap_or_default();
+            let mut seen = std::collections::BTreeSet::new();
+            for district in districts {
+                if crate::directory::outward_code(district).as_deref() != Some(district.as_str()) {
+                    return Err(ConfigError::Invalid(format!(
+                        "services '{}': eligibility.postcode_districts '{district}' is not a postcode district in capitals (the first half of a postcode, such as NE33)",
+                        service.id
+                    )));
+                }
+                if !seen.insert(district) {
+                    return Err(ConfigError::Invalid(format!(
+                        "services '{}': eligibility.postcode_districts lists '{district}' twice",
+                        service.id
+                    )));
+                }
+            }
             if let Some(route) = service
                 .referral_routes
                 .iter()

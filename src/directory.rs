@@ -82,7 +82,7 @@ pub fn healthcare_service(service: &Service, cx: &Context<'_>) -> Value {
         "address": format!("{base}/fhir/$process-message"),
     })];
     if let Some(rules) = &service.eligibility {
-        if let Some(districts) = &rules.postcode_districts {
+        if let Some(districts) = rules.postcode_districts.as_ref().filter(|d| !d.is_empty()) {
             let mut areas = Vec::new();
             for district in districts {
                 let id = format!("area-{}", district.to_ascii_uppercase());
@@ -99,7 +99,10 @@ pub fn healthcare_service(service: &Service, cx: &Context<'_>) -> Value {
             }
             resource["coverageArea"] = json!(areas);
         }
-        resource["eligibility"] = json!(eligibility(rules));
+        let criteria = eligibility(rules);
+        if !criteria.is_empty() {
+            resource["eligibility"] = json!(criteria);
+        }
     }
     resource["contained"] = json!(contained);
     resource
@@ -204,21 +207,39 @@ pub fn criteria_in_words(rules: &EligibilityConfig) -> Vec<(&'static str, String
     out
 }
 
-/// A directory search, parsed from its query.
+/// One search parameter's value: a comma-separated list, any of which may match (FHIR's OR).
+/// A parameter given more than once is every one of its values at once (FHIR's AND).
+type AnyOf<T> = Vec<T>;
+
+/// An identifier to match: `system|value`, or a value in any system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentifierToken {
+    pub system: Option<String>,
+    pub value: String,
+}
+
+/// FHIR string search on the name, ignoring case: starts with (`name`) or holds
+/// (`name:contains`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameMatch {
+    pub text: String,
+    pub contains: bool,
+}
+
+/// A directory search, parsed from its query: each filter a list of AND-ed parameters, each
+/// an OR of its comma-separated values.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Query {
     /// A page of at most this many, from the `offset`th match.
     pub count: u32,
     pub offset: u32,
-    pub id: Option<String>,
-    /// Upper-case outward code (`NE33`), from a district or a whole postcode.
-    pub postcode_district: Option<String>,
-    /// A `referral-route` code.
-    pub route: Option<String>,
-    /// FHIR string search: the name starts with it (`name`) or holds it (`name:contains`),
-    /// case-insensitive.
-    pub name: Option<(String, bool)>,
-    pub identifier: Option<(Option<String>, String)>,
+    pub ids: Vec<AnyOf<String>>,
+    /// Upper-case outward codes (`NE33`), from districts or whole postcodes.
+    pub districts: Vec<AnyOf<String>>,
+    /// `referral-route` codes.
+    pub routes: Vec<AnyOf<String>>,
+    pub names: Vec<AnyOf<NameMatch>>,
+    pub identifiers: Vec<AnyOf<IdentifierToken>>,
     /// Parameters not supported here, by name.
     pub ignored: Vec<String>,
 }
@@ -228,20 +249,35 @@ impl Default for Query {
         Query {
             count: DEFAULT_COUNT,
             offset: 0,
-            id: None,
-            postcode_district: None,
-            route: None,
-            name: None,
-            identifier: None,
+            ids: Vec::new(),
+            districts: Vec::new(),
+            routes: Vec::new(),
+            names: Vec::new(),
+            identifiers: Vec::new(),
             ignored: Vec::new(),
         }
+    }
+}
+
+impl Query {
+    /// The `(name, value)` pairs of the query that were used (not ignored): for the searchset's
+    /// links, which say the search as the server ran it.
+    pub fn used<'a>(&self, pairs: &'a [(String, String)]) -> Vec<&'a (String, String)> {
+        pairs
+            .iter()
+            .filter(|(name, _)| !self.ignored.iter().any(|i| i == name))
+            .collect()
     }
 }
 
 /// The search parameters the directory supports, for the CapabilityStatement:
 /// `(name, type, what it matches)`.
 pub const SEARCH_PARAMETERS: &[(&str, &str, &str)] = &[
-    ("_id", "token", "The service's id in this gateway"),
+    (
+        "_id",
+        "token",
+        "The service's id in this gateway; several separated by commas",
+    ),
     (
         "identifier",
         "token",
@@ -270,83 +306,107 @@ pub fn parse_query<'a>(
 ) -> Result<Query, Vec<Issue>> {
     let mut q = Query::default();
     let mut problems = Vec::new();
-    let route_system = &code_system("referral-route").url;
+    let routes = code_system("referral-route");
     for (name, value) in params {
         let at = format!("HealthcareService?{name}");
         let value = value.trim();
+        let mut problem = |code, text: String| problems.push(Issue::error(code, at.clone(), text));
+        let items = || value.split(',').map(str::trim).filter(|v| !v.is_empty());
         match name {
             "_format" => {}
             "_count" => match value.parse::<u32>() {
                 Ok(n) => q.count = n.min(MAX_COUNT),
-                Err(_) => problems.push(Issue::error(
+                Err(_) => problem(
                     IssueType::Invalid,
-                    at,
                     format!("_count must be a whole number from 0 to {MAX_COUNT}"),
-                )),
+                ),
             },
             "_offset" => match value.parse::<u32>() {
                 Ok(n) => q.offset = n,
-                Err(_) => problems.push(Issue::error(
+                Err(_) => problem(
                     IssueType::Invalid,
-                    at,
-                    "_offset must be a whole number (the first match to show, from 0)".to_string(),
-                )),
+                    "_offset must be a whole number (the first match to show, from 0)".into(),
+                ),
             },
-            "_id" => q.id = Some(value.to_string()),
-            "name" | "name:contains" if value.is_empty() => problems.push(Issue::error(
-                IssueType::Invalid,
-                at,
-                "name needs some text to look for".to_string(),
-            )),
-            "name" => q.name = Some((value.to_lowercase(), false)),
-            "name:contains" => q.name = Some((value.to_lowercase(), true)),
-            "postcode-district" => match district_of(value) {
-                Some(d) => q.postcode_district = Some(d),
-                None => problems.push(Issue::error(
+            _ if SEARCH_PARAMETERS
+                .iter()
+                .any(|(n, ..)| *n == name.split(':').next().unwrap_or(name))
+                && items().next().is_none() =>
+            {
+                problem(
                     IssueType::Invalid,
-                    at,
-                    format!(
-                        "'{}' is not a postcode district (its first half, such as NE33 or S1) or a postcode",
-                        clip(value)
-                    ),
-                )),
-            },
-            "referral-route" => {
-                let code = match value.split_once('|') {
-                    Some((system, code)) if system == route_system.as_str() || system.is_empty() => {
-                        code
-                    }
-                    Some(_) => {
-                        problems.push(Issue::error(
+                    format!("{name} needs a value to look for"),
+                )
+            }
+            "_id" => q.ids.push(items().map(str::to_string).collect()),
+            "name" | "name:contains" => q.names.push(
+                items()
+                    .map(|v| NameMatch {
+                        text: v.to_lowercase(),
+                        contains: name == "name:contains",
+                    })
+                    .collect(),
+            ),
+            "postcode-district" => {
+                let mut any = Vec::new();
+                for v in items() {
+                    match outward_code(v) {
+                        Some(d) => any.push(d),
+                        None => problem(
                             IssueType::Invalid,
-                            at,
-                            format!("referral-route codes are from {route_system}"),
-                        ));
-                        continue;
-                    }
-                    None => value,
-                };
-                if code_system("referral-route").display(code).is_some() {
-                    q.route = Some(code.to_string());
-                } else {
-                    let known: Vec<&str> = code_system("referral-route").codes().collect();
-                    problems.push(Issue::error(
-                        IssueType::CodeInvalid,
-                        at,
-                        format!(
-                            "'{}' is not a referral route: use one of {}",
-                            clip(code),
-                            known.join(", ")
+                            format!(
+                                "'{}' is not a postcode district (its first half, such as NE33 or S1) or a postcode",
+                                clip(v)
+                            ),
                         ),
-                    ));
+                    }
                 }
+                q.districts.push(any);
             }
-            "identifier" => {
-                q.identifier = Some(match value.split_once('|') {
-                    Some((system, v)) => (Some(system.to_string()), v.to_string()),
-                    None => (None, value.to_string()),
-                })
+            "referral-route" => {
+                let mut any = Vec::new();
+                for v in items() {
+                    let code = match v.split_once('|') {
+                        Some((system, code)) if system == routes.url || system.is_empty() => code,
+                        Some(_) => {
+                            problem(
+                                IssueType::Invalid,
+                                format!("referral-route codes are from {}", routes.url),
+                            );
+                            continue;
+                        }
+                        None => v,
+                    };
+                    if routes.display(code).is_some() {
+                        any.push(code.to_string());
+                    } else {
+                        let known: Vec<&str> = routes.codes().collect();
+                        problem(
+                            IssueType::CodeInvalid,
+                            format!(
+                                "'{}' is not a referral route: use one of {}",
+                                clip(code),
+                                known.join(", ")
+                            ),
+                        );
+                    }
+                }
+                q.routes.push(any);
             }
+            "identifier" => q.identifiers.push(
+                items()
+                    .map(|v| match v.split_once('|') {
+                        Some((system, value)) => IdentifierToken {
+                            system: Some(system.to_string()),
+                            value: value.to_string(),
+                        },
+                        None => IdentifierToken {
+                            system: None,
+                            value: v.to_string(),
+                        },
+                    })
+                    .collect(),
+            ),
             other => q.ignored.push(clip(other)),
         }
     }
@@ -358,7 +418,8 @@ pub fn parse_query<'a>(
 }
 
 /// The outward code of `value`: a district as given (`NE33`, `s1`), or a whole postcode's.
-fn district_of(value: &str) -> Option<String> {
+/// Also what a configured postcode district must be.
+pub fn outward_code(value: &str) -> Option<String> {
     let compact: String = value
         .split_whitespace()
         .collect::<String>()
@@ -373,12 +434,11 @@ fn district_of(value: &str) -> Option<String> {
         return Some(compact);
     }
     postcode_district(&compact).filter(|d| {
-        is_outward(d) && {
-            let inward = &compact[d.len()..];
-            inward.len() == 3
-                && inward.starts_with(|c: char| c.is_ascii_digit())
-                && inward[1..].chars().all(|c| c.is_ascii_alphabetic())
-        }
+        let inward = &compact[d.len()..];
+        is_outward(d)
+            && inward.len() == 3
+            && inward.starts_with(|c: char| c.is_ascii_digit())
+            && inward[1..].chars().all(|c| c.is_ascii_alphabetic())
     })
 }
 
@@ -390,41 +450,40 @@ fn clip(text: &str) -> String {
         .collect()
 }
 
-/// Whether `service` answers `q`.
+/// Whether `service` answers `q`: every parameter, each by any of its values.
 pub fn matches(service: &Service, q: &Query) -> bool {
-    let covers = |district: &str| {
-        service
-            .eligibility
-            .as_ref()
-            .and_then(|r| r.postcode_districts.as_ref())
-            .is_some_and(|ds| ds.iter().any(|d| d.eq_ignore_ascii_case(district)))
+    fn all<T>(params: &[AnyOf<T>], hit: impl Fn(&T) -> bool) -> bool {
+        params.iter().all(|any| any.iter().any(&hit))
+    }
+    let districts = service
+        .eligibility
+        .as_ref()
+        .and_then(|r| r.postcode_districts.as_deref())
+        .unwrap_or_default();
+    let bars = service
+        .bars_endpoint
+        .as_deref()
+        .and_then(|e| e.split_once('|'));
+    let identified = |t: &IdentifierToken| {
+        let system = t.system.as_deref();
+        let ours = system.is_none_or(|s| s == service_identifier_system()) && t.value == service.id;
+        let theirs = bars.is_some_and(|(s, v)| system.is_none_or(|sys| sys == s) && v == t.value);
+        ours || theirs
     };
-    let identified = |(system, value): &(Option<String>, String)| {
-        let ours = (system
-            .as_deref()
-            .is_none_or(|s| s == service_identifier_system()))
-            && value == &service.id;
-        let bars = service
-            .bars_endpoint
-            .as_deref()
-            .and_then(|e| e.split_once('|'))
-            .is_some_and(|(s, v)| system.as_deref().is_none_or(|sys| sys == s) && v == value);
-        ours || bars
-    };
-    q.id.as_ref().is_none_or(|id| id == &service.id)
-        && q.postcode_district.as_deref().is_none_or(covers)
-        && q.route
-            .as_ref()
-            .is_none_or(|r| service.referral_routes.contains(r))
-        && q.name.as_ref().is_none_or(|(text, contains)| {
-            let name = service.name.to_lowercase();
-            if *contains {
-                name.contains(text.as_str())
+    let name = service.name.to_lowercase();
+    all(&q.ids, |id| id == &service.id)
+        && all(&q.districts, |d| {
+            districts.iter().any(|c| c.eq_ignore_ascii_case(d))
+        })
+        && all(&q.routes, |r| service.referral_routes.contains(r))
+        && all(&q.names, |n| {
+            if n.contains {
+                name.contains(n.text.as_str())
             } else {
-                name.starts_with(text.as_str())
+                name.starts_with(n.text.as_str())
             }
         })
-        && q.identifier.as_ref().is_none_or(identified)
+        && all(&q.identifiers, identified)
 }
 
 /// The services answering `q`, as `HealthcareService`s, in configured order.
@@ -593,6 +652,27 @@ mod tests {
             by_gp
         );
         assert!(ids(&query(&[("referral-route", "employer")])).is_empty());
+        // Commas are OR, a parameter repeated is AND.
+        assert_eq!(
+            ids(&query(&[("_id", "sheffield-whs,pas-county-durham")])),
+            ["sheffield-whs", "pas-county-durham"]
+        );
+        assert_eq!(
+            ids(&query(&[("postcode-district", "NE33,S1")])),
+            ["workwell-south-tyneside"]
+        );
+        assert!(
+            ids(&query(&[
+                ("_id", "sheffield-whs"),
+                ("_id", "pas-county-durham")
+            ]))
+            .is_empty(),
+            "one service is never both"
+        );
+        assert_eq!(
+            ids(&query(&[("name", "workwell"), ("name:contains", "tyne")])),
+            ["workwell-south-tyneside"]
+        );
     }
 
     #[test]
@@ -634,8 +714,10 @@ mod tests {
             ("NE33 1A", None),
             ("NE33 AAA", None),
             ("<script>", None),
+            ("NE33É1A", None),
+            ("ÉÉÉÉÉ", None),
         ] {
-            assert_eq!(district_of(given).as_deref(), district, "{given}");
+            assert_eq!(outward_code(given).as_deref(), district, "{given}");
         }
     }
 }

@@ -87,13 +87,14 @@ impl Assessment {
     }
 }
 
-/// The outward code of a UK postcode (`NE33 1AB` → `NE33`).
+/// The outward code of a UK postcode (`NE33 1AB` → `NE33`). A postcode is ASCII: anything
+/// else has no district (and is never cut inside a character, which would panic).
 pub fn postcode_district(postcode: &str) -> Option<String> {
     let compact: String = postcode
         .split_whitespace()
         .collect::<String>()
         .to_ascii_uppercase();
-    (compact.len() >= 5).then(|| compact[..compact.len() - 3].to_string())
+    (compact.is_ascii() && compact.len() >= 5).then(|| compact[..compact.len() - 3].to_string())
 }
 
 fn age_on(birth: NaiveDate, today: NaiveDate) -> u32 {
@@ -362,5 +363,9 @@ mod tests {
         assert_eq!(postcode_district("NE331AB").as_deref(), Some("NE33"));
         assert_eq!(postcode_district("S1 2HE").as_deref(), Some("S1"));
         assert_eq!(postcode_district("S1"), None);
+        // Not a postcode, and never a panic: multi-byte characters where the cut would fall.
+        for odd in ["NE33É1A", "ÉÉÉ", "NE33 1AÉ", "日本語日本語"] {
+            assert_eq!(postcode_district(odd), None, "{odd}");
+        }
     }
 }

@@ -275,7 +275,7 @@ fn offline(config: &Config, kind: Kind, acting_as: Option<&Principal>, bytes: &[
                 s,
                 &ctx,
                 whg::intake::admission::PRACTICE_CONSENT_EXPRESSION,
-                whg::intake::admission::practice_criterion_expression,
+                Some(whg::intake::admission::practice_criterion_expression),
             ),
             Err(i) => unprocessable(i),
         },
@@ -284,15 +284,17 @@ fn offline(config: &Config, kind: Kind, acting_as: Option<&Principal>, bytes: &[
                 s,
                 &ctx,
                 whg::intake::admission::BARS_CONSENT_EXPRESSION,
-                whg::intake::admission::bars_criterion_expression,
+                Some(whg::intake::admission::bars_criterion_expression),
             ),
             // An amendment maps as the referral it restates; what it changes depends on the
             // stored referral.
+            // An amendment is not weighed against the criteria again (the gateway does not),
+            // so it gets no eligibility check here either.
             Ok(bars::BarsMessage::Amendment(a)) => with_consent(
                 a.submission,
                 &ctx,
                 whg::intake::admission::BARS_CONSENT_EXPRESSION,
-                whg::intake::admission::bars_criterion_expression,
+                None,
             ),
             // What a cancellation does depends on the stored referral: offline, it can only be
             // said to be well formed.
@@ -391,7 +393,7 @@ fn with_consent(
     s: whg::intake::Submission,
     ctx: &whg::intake::IntakeContext,
     consent_expression: &str,
-    criterion_expression: whg::intake::admission::CriterionExpression,
+    criterion_expression: Option<whg::intake::admission::CriterionExpression>,
 ) -> Verdict {
     if let Some(question) = whg::intake::admission::intake_question(&s, ctx.now) {
         let decision = whg::consent::decide(
@@ -409,9 +411,9 @@ fn with_consent(
     // The service's criteria, as far as the referral says: a criterion missed is an error
     // where the service refuses such referrals, a warning shown beside "valid" where it takes
     // them marked.
-    let eligibility = s
-        .target_service(ctx.services)
-        .map(|service| {
+    let eligibility = criterion_expression
+        .zip(s.target_service(ctx.services))
+        .map(|(criterion_expression, service)| {
             whg::intake::admission::eligibility_before_sending(
                 &s,
                 service,
@@ -557,6 +559,14 @@ fn print_human(name: &str, kind: Kind, verdict: &Verdict) {
 /// One body as JSON: alone, the mapped FHIR or the OperationOutcome as the API would answer;
 /// among several, one line each naming its file.
 fn print_json(name: &str, verdict: &Verdict, single: bool) {
+    // A valid body's answer is its mapped FHIR, which has no place for warnings (a service's
+    // criterion the referral misses, where the service takes it marked): they go to stderr.
+    if verdict.valid() {
+        for issue in &verdict.issues {
+            let field = issue.expression.as_deref().unwrap_or("(the whole body)");
+            eprintln!("warning {name}: {field}: {}", issue.diagnostics);
+        }
+    }
     let document = match (&verdict.mapped, verdict.valid()) {
         (Some(mapped), true) => mapped.clone(),
         (None, true) => operation_outcome(

@@ -352,3 +352,31 @@ async fn a_gp_learns_before_sending_which_criterion_a_referral_misses() {
         "{printed}"
     );
 }
+
+/// The HealthcareService a BaRS message carried is stored with its referral: read by its id
+/// with a token, under the tenancy rule, as before the directory; never without one.
+#[tokio::test]
+async fn a_healthcare_service_a_message_carried_is_read_as_a_stored_record() {
+    let server = Server::start();
+    let message =
+        read_json(&root().join("fixtures/messages/valid/01-bars-referral-current-forms.json"));
+    let sender = sender_practice(&message).unwrap();
+    let (status, _, body) = server.post_json("/fhir/$process-message", &message).await;
+    assert!((200..300).contains(&status), "{body}");
+    let stored: String =
+        sqlx::query_scalar("SELECT id FROM resources WHERE resource_type = 'HealthcareService'")
+            .fetch_one(&mut server.db().await)
+            .await
+            .unwrap();
+    let path = format!("/fhir/HealthcareService/{stored}");
+    let (status, read) = server.as_(Principal::practice(&sender)).get(&path).await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["id"], stored.as_str());
+    let (status, _) = anonymous(&server, &path).await;
+    assert_eq!(status, 404, "not without a token");
+    let (status, _) = server.as_(Principal::practice("Y99999")).get(&path).await;
+    assert!(
+        status == 404 || status == 403,
+        "another practice does not read it: {status}"
+    );
+}

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::{ApiError, fhir_response};
+use crate::auth::Principal;
 use crate::directory::{self, Context};
 use crate::fhir::search::Handling;
 use crate::fhir::{Issue, IssueType, Issues, NhsErrorCode, operation_outcome};
@@ -79,8 +80,9 @@ pub async fn search(
     // Paging links keep the caller's other parameters and set their own.
     let link = |offset: u32| {
         let mut url = form_urlencoded::Serializer::new(String::new());
-        for (name, value) in pairs
-            .iter()
+        for (name, value) in q
+            .used(&pairs)
+            .into_iter()
             .filter(|(n, _)| n != "_offset" && n != "_count")
         {
             url.append_pair(name, value);
@@ -140,16 +142,33 @@ pub async fn search(
     Ok(fhir_response(StatusCode::OK, &bundle))
 }
 
-/// `GET /fhir/HealthcareService/{id}`.
+/// `GET /fhir/HealthcareService/{id}`: a configured service's directory entry, to anyone. Any
+/// other id is a HealthcareService a BaRS message carried (a referral's target as its sender
+/// described it), stored with the referral: read as every stored resource is, with a token and
+/// under the one tenancy and consent rule ([`super::fhir_read::read_resource`]).
 pub async fn read(
     State(app): State<AppState>,
+    caller: Result<Principal, ApiError>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let service = crate::services::by_id(&app.config.services, &id).ok_or_else(|| {
-        ApiError::NotFound(
-            "There is no such service in this gateway's directory: GET /fhir/HealthcareService lists them".into(),
-        )
-    })?;
+    let Some(service) = crate::services::by_id(&app.config.services, &id) else {
+        return match caller {
+            Ok(principal) => {
+                super::fhir_read::read_resource(
+                    &app,
+                    &principal,
+                    &headers,
+                    "HealthcareService".into(),
+                    id,
+                )
+                .await
+            }
+            Err(_) => Err(ApiError::NotFound(
+                "There is no such service in this gateway's directory: GET /fhir/HealthcareService lists them".into(),
+            )),
+        };
+    };
     let (base, days) = context(&app);
     let cx = Context {
         base_url: &base,

@@ -16,7 +16,8 @@ use crate::fhir::search::{self, is_fhir_id, supported_params};
 use crate::fhir::systems::{self, profile};
 use crate::fhir::{Issue, IssueType, NhsErrorCode, operation_outcome};
 
-/// Resource types the gateway writes; others carried in BaRS messages are readable too.
+/// Resource types the gateway writes; others carried in BaRS messages are readable too (a
+/// HealthcareService by an id that is not a configured service's: `super::directory::read`).
 const STORED_TYPES: &[&str] = &[
     "ServiceRequest",
     "Patient",
@@ -237,7 +238,7 @@ pub async fn read_consent(
     read_resource(&app, &principal, &headers, "Consent".into(), id).await
 }
 
-async fn read_resource(
+pub(super) async fn read_resource(
     app: &AppState,
     principal: &Principal,
     headers: &axum::http::HeaderMap,
@@ -591,7 +592,7 @@ pub async fn metadata(State(app): State<AppState>) -> Response {
         "format": ["application/fhir+json", "json", "application/fhir+xml", "xml"],
         "rest": [{
             "mode": "server",
-            "documentation": "Other resource types carried in BaRS messages are stored and readable by id as well, except HealthcareService, which is the gateway's service directory. What a caller sees is limited to its organisation's referrals and, for a person's data, by that person's consent; records withheld by consent are neither returned nor counted.",
+            "documentation": "Other resource types carried in BaRS messages are stored and readable by id as well; a HealthcareService read by a configured service's id is the gateway's service directory entry (no token needed), by any other id the one a BaRS message carried. What a caller sees is limited to its organisation's referrals and, for a person's data, by that person's consent; records withheld by consent are neither returned nor counted.",
             "security": {
                 // SMART Backend Services: the token endpoint is also in
                 // /.well-known/smart-configuration.
