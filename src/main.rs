@@ -635,6 +635,15 @@ fn serve(mut config: Config, listen: Option<SocketAddr>, database_url: Option<St
     if let Some(url) = database_url {
         config.database_url = url;
     }
+    // A panic is a bug; its message may quote what was being handled (a postcode sliced, a
+    // name parsed), so only where it happened is logged, never the message itself.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(location = %at, "a bug: the gateway panicked (its message is not logged: it may hold personal data)");
+    }));
     // Made before the runtime: the exporters' HTTP clients run on threads of their own. Kept
     // until the gateway has stopped, then flushed.
     let mut telemetry = match whg::telemetry::init(&config.log, &config.telemetry) {

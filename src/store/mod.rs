@@ -62,6 +62,10 @@ pub enum StoreError {
     /// Stored data could not be read back: a bug or tampering, never the caller's fault.
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    /// The gateway's own code failed (a rule panicked): this change was not made, and the
+    /// writer goes on with the others.
+    #[error("a bug stopped this change: {0}")]
+    Bug(&'static str),
     /// The letter is no longer held under the lease the change was made under (it ran out and
     /// another instance took the letter over): nothing was recorded.
     #[error("delivery {0} is no longer held under this lease")]

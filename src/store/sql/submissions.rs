@@ -88,7 +88,13 @@ async fn apply(
             }
             None => History::default(),
         };
-        new_prompts = admit(&history, &mut s.entries).map_err(|r| match r {
+        // The admission is the core's rules, run here on the writer's thread that every write
+        // waits on: a panic in one (a bug) refuses this submission, not every write after it.
+        let admitted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            admit(&history, &mut s.entries)
+        }))
+        .map_err(|_| StoreError::Bug("the submission's admission rules failed"))?;
+        new_prompts = admitted.map_err(|r| match r {
             Refusal::Consent(d) => StoreError::Refused(d),
             Refusal::Rules(issues) => StoreError::Rejected(issues),
         })?;

@@ -1060,3 +1060,25 @@ async fn a_damaged_letter_is_left_out_of_a_claim_and_the_rest_are_taken() {
     assert_eq!(ids(&claimed), ["l1", "l3"]);
     store.close().await;
 }
+
+/// Admission rules run on the writer's thread: one that panics (a bug) refuses its own
+/// submission with [`StoreError::Bug`], stores nothing of it, and the writer takes the next.
+#[tokio::test]
+async fn a_panicking_admission_refuses_its_submission_and_the_writer_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = fresh_store(dir.path()).await;
+    let config = Config::defaults();
+    let panicking: crate::intake::admission::Admission =
+        Box::new(|_, _| panic!("a rule with a bug"));
+    let failed = store
+        .submit(submission(&config, "PANIC-1"), Some(panicking))
+        .await;
+    assert!(matches!(failed, Err(StoreError::Bug(_))), "{failed:?}");
+    let key = submission(&config, "PANIC-1").key;
+    assert_eq!(store.submitted(&key).await.unwrap(), None, "nothing stored");
+    let stored = store
+        .submit(submission(&config, "PANIC-2"), None)
+        .await
+        .expect("the writer is still running");
+    assert!(stored.created);
+}
