@@ -486,13 +486,10 @@ pub fn matches(service: &Service, q: &Query) -> bool {
         && all(&q.identifiers, identified)
 }
 
-/// The services answering `q`, as `HealthcareService`s, in configured order.
-pub fn search(services: &[Service], q: &Query, cx: &Context<'_>) -> Vec<Value> {
-    services
-        .iter()
-        .filter(|s| matches(s, q))
-        .map(|s| healthcare_service(s, cx))
-        .collect()
+/// The services answering `q`, in configured order (the caller builds the
+/// `HealthcareService`s of the page it shows, [`healthcare_service`]).
+pub fn search<'a>(services: &'a [Service], q: &Query) -> Vec<&'a Service> {
+    services.iter().filter(|s| matches(s, q)).collect()
 }
 
 #[cfg(test)]
@@ -515,9 +512,9 @@ mod tests {
     }
 
     fn ids(q: &Query) -> Vec<String> {
-        search(&services(), q, &cx())
+        search(&services(), q)
             .iter()
-            .map(|s| s["id"].as_str().unwrap().to_string())
+            .map(|s| s.id.clone())
             .collect()
     }
 

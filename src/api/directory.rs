@@ -76,7 +76,7 @@ pub async fn search(
         base_url: &base,
         first_contact_days: days,
     };
-    let found = directory::search(&app.config.services, &q, &cx);
+    let found = directory::search(&app.config.services, &q);
     // Paging links keep the caller's other parameters and set their own.
     let link = |offset: u32| {
         let mut url = form_urlencoded::Serializer::new(String::new());
@@ -104,10 +104,10 @@ pub async fn search(
         .iter()
         .skip(q.offset as usize)
         .take(q.count as usize)
-        .map(|r| {
+        .map(|service| {
             json!({
-                "fullUrl": format!("{base}/fhir/HealthcareService/{}", r["id"].as_str().unwrap_or_default()),
-                "resource": r,
+                "fullUrl": format!("{base}/fhir/HealthcareService/{}", service.id),
+                "resource": directory::healthcare_service(service, &cx),
                 "search": { "mode": "match" },
             })
         })
