@@ -23,6 +23,7 @@ pub mod export;
 pub mod fhir;
 pub mod fit_notes;
 pub mod ids;
+pub mod import;
 pub mod intake;
 pub mod letters;
 pub mod monitoring;

@@ -50,6 +50,17 @@ pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Opens `path` for writing, owner-only (created with mode 0600, or an existing regular file made
+/// so), without truncating it: a report a resumed run goes on writing.
+pub fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    owner_only(&mut options);
+    let file = options.open(path)?;
+    restrict_regular_file(&file)?;
+    Ok(file)
+}
+
 /// Creates an empty `path` with mode 0600 if there is none, so that what later opens it (SQLite)
 /// finds an owner-only file instead of creating one under the umask. An existing file is left
 /// as it is.

@@ -107,7 +107,7 @@ where
         // Deep nesting costs every recursive walk of the document (and serde_json stops at 128
         // levels anyway); no payload of the gateway's formats nests more than about 15.
         let depth = AppState::from_ref(state).config.limits.max_json_depth;
-        if super::limits::nesting_exceeds(&bytes, depth) {
+        if crate::fhir::resource::nesting_exceeds(&bytes, depth) {
             return Err(ApiError::MalformedJson(format!(
                 "the JSON nests deeper than {depth} levels"
             )));

@@ -32,11 +32,42 @@ pub async fn submit_practice_fit_note(
     body: &Value,
     wanted: Return,
 ) -> Result<FitNote, SubmitError> {
+    let stored = store_practice_fit_note(store, config, caller, body, false).await?;
+    read_back(store, stored, wanted).await
+}
+
+/// A fit note in the practice format from a file of history (`whg import`): checked and stored
+/// exactly as [`submit_practice_fit_note`] does, except that it raises referral prompts only
+/// while its absence is still current ([`admission::FitNoteRules::history_import`]).
+pub async fn import_practice_fit_note(
+    store: &dyn Store,
+    config: &Config,
+    caller: &Caller<'_>,
+    body: &Value,
+) -> Result<Stored, SubmitError> {
+    store_practice_fit_note(store, config, caller, body, true).await
+}
+
+async fn store_practice_fit_note(
+    store: &dyn Store,
+    config: &Config,
+    caller: &Caller<'_>,
+    body: &Value,
+    history_import: bool,
+) -> Result<Stored, SubmitError> {
     let ctx = config.intake_now();
     let (submission, note) = practice_fit_note(body, &ctx).map_err(SubmitError::Invalid)?;
     let absence_given = note.note.absence_start.is_some();
-    let stored = accept(store, config, caller, submission, absence_given, "period").await?;
-    read_back(store, stored, wanted).await
+    accept(
+        store,
+        config,
+        caller,
+        submission,
+        absence_given,
+        "period",
+        history_import,
+    )
+    .await
 }
 
 /// A fit note in the gateway's Observation profile, from a FHIR client.
@@ -59,6 +90,7 @@ pub async fn submit_observation(
         submission,
         absence_given,
         "Observation.effectivePeriod",
+        false,
     )
     .await?;
     read_back(store, stored, wanted).await
@@ -71,6 +103,7 @@ async fn accept(
     submission: Submission,
     absence_start_given: bool,
     period_expression: &'static str,
+    history_import: bool,
 ) -> Result<Stored, SubmitError> {
     let admission = admission::fit_note(
         &submission,
@@ -78,6 +111,7 @@ async fn accept(
         admission::FitNoteRules {
             services: &config.services,
             consecutive_gap_days: config.fit_notes.consecutive_gap_days,
+            history_import,
         },
         caller.principal,
         caller.request_id.clone(),

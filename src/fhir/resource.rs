@@ -316,8 +316,46 @@ pub fn identifier_value<'a>(resource: &'a Value, system: &str) -> Option<&'a str
         })
 }
 
+/// The deepest nesting of arrays and objects in `json` (strings skipped), stopping once it
+/// passes `limit`. Deep nesting costs every recursive walk of a document: the HTTP bodies and
+/// the lines `whg import` reads are both checked with it before they are parsed.
+pub fn nesting_exceeds(json: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn nesting_is_measured_outside_strings() {
+        assert!(!nesting_exceeds(br#"{"a":[{"b":"[[[[[[["}]}"#, 3));
+        assert!(nesting_exceeds(br#"{"a":[{"b":[1]}]}"#, 3));
+        assert!(!nesting_exceeds(br#"{"a":"\"[[[[[["}"#, 1));
+        assert!(nesting_exceeds(&b"[".repeat(10_000), 64));
+    }
 
     #[test]
     fn narrative_is_one_well_formed_xhtml_div() {

@@ -292,6 +292,10 @@ pub fn referral(
 pub struct FitNoteRules<'a> {
     pub services: &'a [Service],
     pub consecutive_gap_days: u32,
+    /// The fit note is history a service or region is importing (`whg import`): a referral
+    /// prompt is raised only while its absence is still current (the note covers today or
+    /// later). A practice has nothing to act on for a spell of sickness that ended years ago.
+    pub history_import: bool,
 }
 
 /// The admission of a fit note: the DWP duration rule with the absence start taken from the
@@ -316,6 +320,7 @@ pub fn fit_note(
         .cloned()
         .collect();
     let gap = rules.consecutive_gap_days;
+    let history_import = rules.history_import;
     let practice = submission.practice.clone();
     let focus = submission.focus.clone();
     let person = submission.subject.clone();
@@ -352,7 +357,8 @@ pub fn fit_note(
             };
             let mut created = Vec::new();
             let mut tasks = Vec::new();
-            for service in &services {
+            let prompts_due = !history_import || new_note.end.is_none_or(|end| end >= today);
+            for service in services.iter().filter(|_| prompts_due) {
                 if let Some(rules) = &service.eligibility
                     && eligibility::assess(&service.id, rules, &subject, today).outcome
                         == Outcome::NotMet
