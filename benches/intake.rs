@@ -63,6 +63,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let s = whg::fit_notes::summary(black_box(&history), today, 7, 6);
             let f = whg::fit_notes::prompts::fired(
+                whg::fit_notes::prompts::Arrival::Live,
                 "pas-county-durham",
                 rules,
                 &history,

@@ -84,17 +84,18 @@ enum Command {
         /// What the file holds.
         #[arg(value_enum)]
         kind: whg::import::Kind,
-        /// The NDJSON file.
+        /// The NDJSON file (or, with --columns, the CSV file).
         file: PathBuf,
+        /// The file is CSV with a header row (a spreadsheet's export), each row made a record by
+        /// this column-mapping file (TOML; see docs/import.md).
+        #[arg(long, value_name = "MAPPING.toml")]
+        columns: Option<PathBuf>,
         /// Where refused lines go (default: FILE.rejected.ndjson), owner-only.
         #[arg(long)]
         report: Option<PathBuf>,
         /// Where progress is saved (default: FILE.checkpoint).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
-        /// Lines in flight at once.
-        #[arg(long, default_value_t = 8)]
-        concurrency: usize,
         /// Database URL, e.g. sqlite://data/whg.db.
         #[arg(long, env = "WHG_DATABASE_URL")]
         database_url: Option<String>,
@@ -375,15 +376,22 @@ fn main() -> ExitCode {
         Command::Import {
             kind,
             file,
+            columns,
             report,
             checkpoint,
-            concurrency,
             database_url,
         } => {
             let mut options = whg::import::Options::beside(kind, file);
+            match columns.as_deref().map(read_column_map).transpose() {
+                Ok(Some(map)) => options.format = whg::import::Format::Csv(map),
+                Ok(None) => {}
+                Err(e) => {
+                    eprintln!("whg: {e}");
+                    return ExitCode::from(2);
+                }
+            }
             options.report = report.unwrap_or(options.report);
             options.checkpoint = checkpoint.unwrap_or(options.checkpoint);
-            options.concurrency = concurrency;
             import(config, &options, database_url)
         }
         Command::Token {
@@ -586,6 +594,7 @@ fn export(mut config: Config, out: &Path, database_url: Option<String>) -> ExitC
     if let Some(url) = database_url {
         config.database_url = url;
     }
+    hide_panic_messages(panic_on_stderr);
     let key = match whg::export::PseudonymKey::load_or_create(&config.consent.pseudonym_key) {
         Ok(k) => k,
         Err(e) => {
@@ -630,6 +639,30 @@ fn export(mut config: Config, out: &Path, database_url: Option<String>) -> ExitC
     }
 }
 
+/// A panic is a bug; its message may quote what was being handled (a postcode sliced, a name
+/// parsed), so only where it happened is said (by `report`), never the message itself.
+fn hide_panic_messages(report: impl Fn(&str) + Send + Sync + 'static) {
+    std::panic::set_hook(Box::new(move |info| {
+        let at = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        report(&at);
+    }));
+}
+
+/// A column-mapping file for `whg import --columns`.
+fn read_column_map(path: &Path) -> Result<whg::import::columns::ColumnMap, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{} is not a column mapping: {e}", path.display()))
+}
+
+/// What a command run by a person says of a panic.
+fn panic_on_stderr(at: &str) {
+    eprintln!("whg: a bug at {at} (its message is not shown: it may hold personal data)");
+}
+
 fn import(
     mut config: Config,
     options: &whg::import::Options,
@@ -638,11 +671,12 @@ fn import(
     if let Some(url) = database_url {
         config.database_url = url;
     }
+    hide_panic_messages(panic_on_stderr);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("whg: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
     };
     // Drawn on standard error only when it is a terminal; counts, never a line's content.
@@ -734,15 +768,9 @@ fn serve(mut config: Config, listen: Option<SocketAddr>, database_url: Option<St
     if let Some(url) = database_url {
         config.database_url = url;
     }
-    // A panic is a bug; its message may quote what was being handled (a postcode sliced, a
-    // name parsed), so only where it happened is logged, never the message itself.
-    std::panic::set_hook(Box::new(|info| {
-        let at = info
-            .location()
-            .map(|l| format!("{}:{}", l.file(), l.line()))
-            .unwrap_or_default();
+    hide_panic_messages(|at| {
         tracing::error!(location = %at, "a bug: the gateway panicked (its message is not logged: it may hold personal data)");
-    }));
+    });
     // Made before the runtime: the exporters' HTTP clients run on threads of their own. Kept
     // until the gateway has stopped, then flushed.
     let mut telemetry = match whg::telemetry::init(&config.log, &config.telemetry) {

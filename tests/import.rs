@@ -65,6 +65,13 @@ async fn refused_lines_are_reported_as_the_api_would_answer_and_the_rest_stored_
     }
     lines.push("{\"fitNoteId\": ".to_string());
     let not_json = lines.len() as u64;
+    // A test organisation's line is sent under the test tenant's rules: synthetic people only
+    // (this is the NHS's published example number, outside the 999 range).
+    let mut real = read_json(&valid[0]);
+    real["fitNoteId"] = json!("REAL-PERSON-1");
+    real["patient"]["nhsNumber"] = json!("9434765919");
+    lines.push(compact(&real));
+    let real_person = lines.len() as u64;
     write_lines(&file, &lines);
 
     let out = server.whg(&["import", "fit-notes", file.to_str().unwrap()]);
@@ -80,7 +87,7 @@ async fn refused_lines_are_reported_as_the_api_would_answer_and_the_rest_stored_
     );
     let report_path = dir.path().join("fit-notes.ndjson.rejected.ndjson");
     let report = report_of(&report_path);
-    assert_eq!(report.len(), expected_rejects.len() + 1, "{report:?}");
+    assert_eq!(report.len(), expected_rejects.len() + 2, "{report:?}");
     for (line, keys) in &expected_rejects {
         let row = report
             .iter()
@@ -91,6 +98,12 @@ async fn refused_lines_are_reported_as_the_api_would_answer_and_the_rest_stored_
     }
     let last = report.iter().find(|r| r["line"] == not_json).unwrap();
     assert_eq!(last["outcome"]["issue"][0]["code"], "structure");
+    let refused = report.iter().find(|r| r["line"] == real_person).unwrap();
+    assert_eq!(
+        refused["outcome"]["issue"][0]["code"], "forbidden",
+        "{refused}"
+    );
+    assert_eq!(notes_of(&server, "9434765919").await, 0);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -121,7 +134,7 @@ async fn refused_lines_are_reported_as_the_api_would_answer_and_the_rest_stored_
     assert_eq!(notes_of(&server, nhs).await, before);
     assert_eq!(
         report_of(&report_path).len(),
-        expected_rejects.len() + 1,
+        expected_rejects.len() + 2,
         "the report is the run's, not both runs'"
     );
 
@@ -160,9 +173,17 @@ async fn a_run_killed_mid_file_resumes_from_its_checkpoint_without_duplicates() 
     let checkpoint: PathBuf = dir.path().join("history.ndjson.checkpoint");
     let total = 1_500;
     let from = chrono::NaiveDate::from_ymd_opt(2025, 6, 2).unwrap();
+    // Every hundredth line is refused, so the report is resumed too.
     let lines: Vec<String> = (0..total)
-        .map(|n| compact(&generated_note(n, from)))
+        .map(|n| {
+            if n % 100 == 99 {
+                format!("not a fit note {n}")
+            } else {
+                compact(&generated_note(n, from))
+            }
+        })
         .collect();
+    let refused = (total / 100) as u64;
     write_lines(&file, &lines);
 
     let mut child = whg_command(None)
@@ -194,14 +215,27 @@ async fn a_run_killed_mid_file_resumes_from_its_checkpoint_without_duplicates() 
         );
         std::thread::sleep(Duration::from_millis(20));
     };
+    // A little past the checkpoint (they come each second), so lines stored after it are
+    // sent again on resume.
+    std::thread::sleep(Duration::from_millis(300));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(saved_at < total as u64);
+    let at_kill: Value = serde_json::from_slice(&std::fs::read(&checkpoint).unwrap()).unwrap();
+    let (_, stored) = server
+        .as_(Principal::practice(DEFAULT_PRACTICE))
+        .get("/fhir/Observation?_summary=count")
+        .await;
+    let stored_at_kill = stored["total"].as_u64().unwrap();
+    let beyond_checkpoint = stored_at_kill - at_kill["counts"]["imported"].as_u64().unwrap();
 
     let out = server.whg(&["import", "fit-notes", file.to_str().unwrap()]);
     let said = stderr(&out);
-    assert!(out.status.success(), "{said}");
-    assert!(said.contains("resumed after line"), "{said}");
+    assert_eq!(out.status.code(), Some(1), "lines were refused: {said}");
+    assert!(
+        said.contains(&format!("resumed after line {}", at_kill["line"])),
+        "{said}"
+    );
     // Every line settled once over the two runs: imported or (stored by the killed run after
     // its last checkpoint) found already stored — and each person has exactly one fit note.
     let summary = said
@@ -209,6 +243,7 @@ async fn a_run_killed_mid_file_resumes_from_its_checkpoint_without_duplicates() 
         .find(|l| l.contains("finished"))
         .unwrap()
         .to_string();
+    eprintln!("resumed: {summary}");
     let number_before = |word: &str| -> u64 {
         let at = summary.find(word).unwrap();
         summary[..at]
@@ -221,19 +256,42 @@ async fn a_run_killed_mid_file_resumes_from_its_checkpoint_without_duplicates() 
     };
     assert_eq!(
         number_before("imported") + number_before("already stored"),
-        total as u64,
+        total as u64 - refused,
         "{summary}"
     );
-    assert_eq!(number_before("rejected"), 0, "{summary}");
-    for n in [0, total / 2, total - 1] {
+    assert_eq!(number_before("rejected"), refused, "{summary}");
+    assert_eq!(
+        number_before("already stored"),
+        beyond_checkpoint,
+        "exactly the lines stored after the checkpoint are found stored: {summary}"
+    );
+    // Each line stored once: the practice has exactly one fit note per valid line (the killed
+    // run's lines after its checkpoint were sent again and found stored).
+    let (status, all) = server
+        .as_(Principal::practice(DEFAULT_PRACTICE))
+        .get("/fhir/Observation?_summary=count")
+        .await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(all["total"].as_u64(), Some(total as u64 - refused), "{all}");
+    for n in [0, saved_at as usize, total - 2] {
         assert_eq!(notes_of(&server, &nhs_number(n)).await, 1, "person {n}");
     }
+    // The report holds each refused line once, however the runs divided the file.
+    let report = report_of(&dir.path().join("history.ndjson.rejected.ndjson"));
+    let mut reported: Vec<u64> = report.iter().map(|r| r["line"].as_u64().unwrap()).collect();
+    reported.dedup();
+    assert_eq!(
+        reported,
+        (1..=total as u64)
+            .filter(|l| l % 100 == 0)
+            .collect::<Vec<_>>()
+    );
     assert!(!checkpoint.exists());
 
     // A checkpoint for another file is refused rather than trusted.
     std::fs::write(
         &checkpoint,
-        json!({"kind": "fit-notes", "head_sha256": "00", "offset": 10, "line": 1,
+        json!({"kind": "fit-notes", "head_sha256": "00", "tail_sha256": "00", "offset": 10, "line": 1,
                "counts": {"imported": 1, "already_stored": 0, "rejected": 0}, "report_len": 0})
         .to_string(),
     )
@@ -259,7 +317,21 @@ async fn imported_history_raises_prompts_only_for_an_absence_still_current() {
     let today = chrono::Utc::now().date_naive();
     let past = generated_note(1, today - chrono::Duration::days(400));
     let current = generated_note(2, today - chrono::Duration::days(3));
-    write_lines(&file, &[compact(&past), compact(&current)]);
+    // One spell of absence whose first note is over and whose second covers today: the spell
+    // is current, so "first in run" fires once, at the second note.
+    let mut ended = generated_note(4, today - chrono::Duration::days(30));
+    ended["fitNoteId"] = json!("IMPORT-4a");
+    let mut continued = generated_note(4, today - chrono::Duration::days(16));
+    continued["fitNoteId"] = json!("IMPORT-4b");
+    write_lines(
+        &file,
+        &[
+            compact(&past),
+            compact(&current),
+            compact(&ended),
+            compact(&continued),
+        ],
+    );
     let out = server.whg(&["import", "fit-notes", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let (_, tasks) = server
@@ -267,7 +339,10 @@ async fn imported_history_raises_prompts_only_for_an_absence_still_current() {
         .get(&format!("/fhir/Task?owner={DEFAULT_PRACTICE}"))
         .await;
     let prompts = tasks["entry"].as_array().map_or(0, Vec::len);
-    assert_eq!(prompts, 1, "one prompt, for the current absence: {tasks}");
+    assert_eq!(
+        prompts, 2,
+        "one prompt for each current absence, none for the spell that is over: {tasks}"
+    );
     // The same past note sent over the API would have raised one: only imports hold back.
     let mut live = generated_note(3, today - chrono::Duration::days(400));
     live["fitNoteId"] = json!("LIVE-3");
@@ -280,5 +355,128 @@ async fn imported_history_raises_prompts_only_for_an_absence_still_current() {
         .as_(Principal::practice(DEFAULT_PRACTICE))
         .get(&format!("/fhir/Task?owner={DEFAULT_PRACTICE}"))
         .await;
-    assert_eq!(after["entry"].as_array().map_or(0, Vec::len), 2, "{after}");
+    assert_eq!(after["entry"].as_array().map_or(0, Vec::len), 3, "{after}");
+}
+
+#[tokio::test]
+async fn referrals_are_imported_as_the_api_takes_them() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("referrals.ndjson");
+    let valid = fixtures("referrals/valid");
+    let mut lines: Vec<String> = valid.iter().map(|f| compact(&read_json(f))).collect();
+    let mut expected_rejects = Vec::new();
+    for f in fixtures("referrals/invalid") {
+        lines.push(compact(&read_json(&f)));
+        expected_rejects.push((
+            lines.len() as u64,
+            expected_issue_keys(&read_json(&expected_path(&f))),
+        ));
+    }
+    write_lines(&file, &lines);
+    let out = server.whg(&["import", "referrals", file.to_str().unwrap()]);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "{} imported, 0 already stored, {} rejected",
+            valid.len(),
+            expected_rejects.len()
+        )),
+        "{said}"
+    );
+    let report = report_of(&dir.path().join("referrals.ndjson.rejected.ndjson"));
+    for (line, keys) in &expected_rejects {
+        let row = report.iter().find(|r| r["line"] == *line).unwrap();
+        assert_eq!(&issue_keys(&row["outcome"]), keys, "line {line}: {row}");
+    }
+    // Each practice reads back the referrals it sent, as if it had sent them over the API.
+    let first = read_json(&valid[0]);
+    let ods = first["practice"]["odsCode"].as_str().unwrap();
+    let from_it = valid
+        .iter()
+        .filter(|f| read_json(f)["practice"]["odsCode"] == ods)
+        .count() as u64;
+    let (status, bundle) = server
+        .as_(Principal::practice(ods))
+        .get("/fhir/ServiceRequest?_summary=count")
+        .await;
+    assert_eq!(status, 200, "{bundle}");
+    assert_eq!(bundle["total"].as_u64(), Some(from_it), "{bundle}");
+    let again = server.whg(&["import", "referrals", file.to_str().unwrap()]);
+    assert!(
+        stderr(&again).contains(&format!("0 imported, {} already stored", valid.len())),
+        "{}",
+        stderr(&again)
+    );
+}
+
+#[tokio::test]
+async fn a_spreadsheet_export_is_imported_through_its_column_mapping() {
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The fixture copied beside its report: the report and checkpoint go next to the file.
+    let file = dir.path().join("fit-notes.csv");
+    std::fs::copy(root().join("fixtures/import/fit-notes.csv"), &file).unwrap();
+    let mapping = root().join("fixtures/import/fit-notes.columns.toml");
+    let expected = read_json(&root().join("fixtures/import/fit-notes.expected.json"));
+    let out = server.whg(&[
+        "import",
+        "fit-notes",
+        "--columns",
+        mapping.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    let said = stderr(&out);
+    let rejected = expected["rejected"].as_array().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "{} imported, 0 already stored, {} rejected",
+            expected["imported"],
+            rejected.len()
+        )),
+        "{said}"
+    );
+    let report = report_of(&dir.path().join("fit-notes.csv.rejected.ndjson"));
+    assert_eq!(report.len(), rejected.len());
+    for (row, want) in report.iter().zip(rejected) {
+        assert_eq!(
+            row["line"], want["line"],
+            "the row's line in the file: {row}"
+        );
+        assert_eq!(
+            issue_keys(&row["outcome"]),
+            expected_issue_keys(want),
+            "{row}"
+        );
+    }
+    // A quoted cell keeps its comma and its line break; UK dates are read as dates.
+    let (_, found) = server
+        .as_(Principal::practice(DEFAULT_PRACTICE))
+        .get("/fhir/Observation?patient.identifier=https://fhir.nhs.uk/Id/nhs-number|9992000007")
+        .await;
+    let note = &found["entry"][0]["resource"];
+    assert_eq!(note["effectivePeriod"]["start"], "2026-03-02", "{found}");
+    assert!(
+        note.to_string()
+            .contains("Cannot lift, or sit for long periods.\\nReview in four weeks."),
+        "{note}"
+    );
+    // A mapping naming a column the file lacks is refused before any row.
+    let wrong = dir.path().join("wrong.toml");
+    std::fs::write(&wrong, "[fields]\nfitNoteId = \"Reference\"\n").unwrap();
+    let refused = server.whg(&[
+        "import",
+        "fit-notes",
+        "--columns",
+        wrong.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr(&refused).contains("'Reference'"),
+        "{}",
+        stderr(&refused)
+    );
 }

@@ -55,8 +55,31 @@ pub struct Firing<'a> {
     pub reason: String,
 }
 
-/// The rules of `service` that `new_note` (already in `history`) fires, as of `today`.
+/// How a fit note reached the gateway, which decides what its prompts are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Sent as it was issued (the API, MESH): notes arrive in the order they are written.
+    Live,
+    /// History taken in later (`whg import`): a practice has nothing to act on for a spell of
+    /// sickness that is over, so only a run still current as of today prompts; and as the run
+    /// may become current only at a later note, "first in run" fires at the first note
+    /// imported while it is current (once per run, as every rule).
+    Imported,
+}
+
+/// Whether a spell of absence is still current on `today`: open-ended, or ended no longer ago
+/// than the gap that still counts as consecutive (the next note may yet continue it).
+pub fn is_current(run: &super::Run<'_>, gap_days: u32, today: NaiveDate) -> bool {
+    run.end
+        .is_none_or(|end| end + chrono::Days::new(u64::from(gap_days)) >= today)
+}
+
+/// The rules of `service` that `new_note` (already in `history`) fires, as of `today`, for a
+/// note that arrived as `arrival` says.
+// Each argument is one fact the rules weigh; a struct of them would only rename the list.
+#[allow(clippy::too_many_arguments)]
 pub fn fired<'a>(
+    arrival: Arrival,
     service: &str,
     rules: &'a [PromptRule],
     history: &[FitNoteFacts],
@@ -69,6 +92,9 @@ pub fn fired<'a>(
     let Some(run) = all_runs.iter().find(|r| r.contains(new_note)) else {
         return Vec::new();
     };
+    if arrival == Arrival::Imported && !is_current(run, gap_days, today) {
+        return Vec::new();
+    }
     rules
         .iter()
         .filter_map(|rule| {
@@ -87,7 +113,7 @@ pub fn fired<'a>(
                     )
                 }
                 PromptTrigger::FirstInRun => {
-                    if run.notes.len() != 1 {
+                    if run.notes.len() != 1 && arrival == Arrival::Live {
                         return None;
                     }
                     (
@@ -158,12 +184,30 @@ mod tests {
         notes: &[FitNoteFacts],
         today: NaiveDate,
     ) -> Vec<(String, String)> {
+        replay_as(Arrival::Live, rules, notes, today)
+    }
+
+    fn replay_as(
+        arrival: Arrival,
+        rules: &[PromptRule],
+        notes: &[FitNoteFacts],
+        today: NaiveDate,
+    ) -> Vec<(String, String)> {
         let mut history = Vec::new();
         let mut past = Vec::new();
         let mut out = Vec::new();
         for n in notes {
             history.push(n.clone());
-            for f in fired("svc", rules, &history, &n.reference, &past, 7, today) {
+            for f in fired(
+                arrival,
+                "svc",
+                rules,
+                &history,
+                &n.reference,
+                &past,
+                7,
+                today,
+            ) {
                 past.push(PastPrompt {
                     service: "svc".into(),
                     rule: f.rule.id.clone(),
@@ -180,6 +224,54 @@ mod tests {
         p.iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn imported_history_prompts_only_for_a_spell_still_current() {
+        let rules = [
+            rule("first", PromptTrigger::FirstInRun),
+            rule("three", PromptTrigger::Consecutive { count: 3 }),
+        ];
+        let today = d("2026-12-03");
+        // A spell that ended long ago: sent live it prompted; imported it does not.
+        let over = [
+            note("a1", "2025-01-06", Some("2025-01-19")),
+            note("a2", "2025-01-20", Some("2025-02-02")),
+            note("a3", "2025-02-03", Some("2025-02-16")),
+        ];
+        assert_eq!(
+            replay(&rules, &over, today),
+            pairs(&[("a1", "first"), ("a3", "three")])
+        );
+        assert!(replay_as(Arrival::Imported, &rules, &over, today).is_empty());
+        // A spell over its first notes and current at its last: "first in run" fires once, at
+        // the note that makes it current, with "three consecutive"; a fourth fires nothing.
+        let current = [
+            note("b1", "2026-10-05", Some("2026-10-18")),
+            note("b2", "2026-10-19", Some("2026-11-15")),
+            note("b3", "2026-11-16", Some("2026-12-13")),
+            note("b4", "2026-12-14", Some("2026-12-27")),
+        ];
+        assert_eq!(
+            replay_as(Arrival::Imported, &rules, &current, today),
+            pairs(&[("b3", "first"), ("b3", "three")])
+        );
+    }
+
+    #[test]
+    fn a_spell_is_current_until_the_gap_after_its_last_day_has_passed() {
+        let gap = 7;
+        let ended = [note("n", "2026-11-01", Some("2026-11-26"))];
+        let run = &super::super::runs(&ended, gap)[0];
+        assert!(is_current(run, gap, d("2026-11-26")), "its last day");
+        assert!(is_current(run, gap, d("2026-12-03")), "the gap's last day");
+        assert!(!is_current(run, gap, d("2026-12-04")), "the day after");
+        let open = [note("o", "2020-01-01", None)];
+        assert!(is_current(
+            &super::super::runs(&open, gap)[0],
+            gap,
+            d("2026-12-03")
+        ));
     }
 
     #[test]
@@ -281,7 +373,16 @@ mod tests {
             from: d("2026-01-01"),
             to: Some(d("2026-01-14")),
         }];
-        let f = fired("svc", &rules, &history, "n1", &past, 7, d("2026-01-02"));
+        let f = fired(
+            Arrival::Live,
+            "svc",
+            &rules,
+            &history,
+            "n1",
+            &past,
+            7,
+            d("2026-01-02"),
+        );
         assert_eq!(f.len(), 2);
         assert_eq!(f[0].fit_notes, ["n1"]);
     }

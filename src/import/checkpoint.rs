@@ -23,8 +23,8 @@ impl Counts {
     }
 }
 
-/// Which file a checkpoint is about: its length and a hash of its first bytes. A file that grew
-/// since (more rows appended to an export) is still the same file; one whose start changed is not.
+/// Which file a checkpoint is about: its length and a hash of its first bytes (with, at resume,
+/// a hash of the bytes just before the checkpoint's offset: see [`start`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileIdentity {
     pub len: u64,
@@ -41,6 +41,10 @@ pub struct Checkpoint {
     /// What the file holds (`fit-notes`, `referrals`).
     pub kind: String,
     pub head_sha256: String,
+    /// SHA-256 (hex) of the [`HEAD_BYTES`] that end at `offset`: the file up to where the run
+    /// stopped is the file it read, so the next byte starts the next line. (Rows appended to
+    /// the file since change neither hash.)
+    pub tail_sha256: String,
     /// Bytes of the file read and settled (stored, found stored, or reported).
     pub offset: u64,
     /// Lines settled, blank ones included: the next line's number is `line + 1`.
@@ -68,16 +72,24 @@ pub enum Mismatch {
     #[error("the checkpoint is for an import of {saved}, not {wanted}")]
     Kind { saved: String, wanted: String },
     #[error(
-        "the checkpoint is for another file (its first bytes differ, or it is shorter than where the checkpoint stopped)"
+        "the checkpoint is for another file (its first bytes, or those before where the checkpoint stopped, differ; or it is shorter than that)"
     )]
     File,
+    #[error(
+        "the report of the lines refused so far holds {found} bytes, not the {expected} the checkpoint counts (it was cut or removed): those refusals would be lost"
+    )]
+    Report { expected: u64, found: u64 },
 }
 
-/// Where an import of `kind` from the file `identity` starts, given the checkpoint found (if any).
+/// Where an import of `kind` from the file `identity` starts, given the checkpoint found (if
+/// any), the hash of the file's bytes before that checkpoint's offset (`tail_sha256`, as
+/// [`Checkpoint::tail_sha256`]) and the report's length now.
 pub fn start(
     saved: Option<&Checkpoint>,
     kind: &str,
     identity: &FileIdentity,
+    tail_sha256: &str,
+    report_len: u64,
 ) -> Result<Start, Mismatch> {
     let Some(saved) = saved else {
         return Ok(Start {
@@ -94,8 +106,17 @@ pub fn start(
             wanted: kind.to_string(),
         });
     }
-    if saved.head_sha256 != identity.head_sha256 || saved.offset > identity.len {
+    if saved.head_sha256 != identity.head_sha256
+        || saved.offset > identity.len
+        || saved.tail_sha256 != tail_sha256
+    {
         return Err(Mismatch::File);
+    }
+    if report_len < saved.report_len {
+        return Err(Mismatch::Report {
+            expected: saved.report_len,
+            found: report_len,
+        });
     }
     Ok(Start {
         offset: saved.offset,
@@ -121,6 +142,7 @@ mod tests {
         Checkpoint {
             kind: "fit-notes".into(),
             head_sha256: "abc".into(),
+            tail_sha256: "tail".into(),
             offset,
             line: 40,
             counts: Counts {
@@ -134,36 +156,105 @@ mod tests {
 
     #[test]
     fn without_a_checkpoint_a_run_starts_at_the_top() {
-        let s = start(None, "fit-notes", &identity(10, "abc")).unwrap();
+        let s = start(None, "fit-notes", &identity(10, "abc"), "", 0).unwrap();
         assert_eq!((s.offset, s.line, s.resumed), (0, 0, false));
         assert_eq!(s.counts.lines(), 0);
     }
 
     #[test]
     fn a_checkpoint_for_the_same_file_resumes_where_it_stopped() {
-        let s = start(Some(&saved(5000)), "fit-notes", &identity(5000, "abc")).unwrap();
+        let s = start(
+            Some(&saved(5000)),
+            "fit-notes",
+            &identity(5000, "abc"),
+            "tail",
+            900,
+        )
+        .unwrap();
         assert_eq!(
             (s.offset, s.line, s.report_len, s.resumed),
             (5000, 40, 900, true)
         );
         assert_eq!(s.counts.imported, 30);
         // Rows appended to the file since: still the same file.
-        assert!(start(Some(&saved(5000)), "fit-notes", &identity(9000, "abc")).is_ok());
+        assert!(
+            start(
+                Some(&saved(5000)),
+                "fit-notes",
+                &identity(9000, "abc"),
+                "tail",
+                900
+            )
+            .is_ok()
+        );
+        // A report that grew past the checkpoint (lines refused after it): cut back, not refused.
+        assert!(
+            start(
+                Some(&saved(5000)),
+                "fit-notes",
+                &identity(5000, "abc"),
+                "tail",
+                1200
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn a_checkpoint_for_another_file_or_kind_is_refused() {
         assert_eq!(
-            start(Some(&saved(5000)), "fit-notes", &identity(5000, "def")),
+            start(
+                Some(&saved(5000)),
+                "fit-notes",
+                &identity(5000, "def"),
+                "tail",
+                900
+            ),
             Err(Mismatch::File)
         );
         assert_eq!(
-            start(Some(&saved(5000)), "fit-notes", &identity(4999, "abc")),
+            start(
+                Some(&saved(5000)),
+                "fit-notes",
+                &identity(4999, "abc"),
+                "tail",
+                900
+            ),
             Err(Mismatch::File),
             "a file shorter than the checkpoint's offset was cut or replaced"
         );
+        assert_eq!(
+            start(
+                Some(&saved(5000)),
+                "fit-notes",
+                &identity(5000, "abc"),
+                "changed",
+                900
+            ),
+            Err(Mismatch::File),
+            "a row changed before the offset: resuming there would skip or split lines"
+        );
+        assert_eq!(
+            start(
+                Some(&saved(5000)),
+                "fit-notes",
+                &identity(5000, "abc"),
+                "tail",
+                10
+            ),
+            Err(Mismatch::Report {
+                expected: 900,
+                found: 10
+            })
+        );
         assert!(matches!(
-            start(Some(&saved(5000)), "referrals", &identity(5000, "abc")),
+            start(
+                Some(&saved(5000)),
+                "referrals",
+                &identity(5000, "abc"),
+                "tail",
+                900
+            ),
             Err(Mismatch::Kind { .. })
         ));
     }

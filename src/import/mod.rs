@@ -6,15 +6,20 @@
 //! from it after being killed, without storing anything twice.
 //!
 //! The operator who runs it holds the database (as for `whg export`), so each line is sent as
-//! the practice it names; the audit trail records the sender as the `whg-import` client.
+//! the practice it names (a test organisation's lines under the test tenant's rules); the audit
+//! trail records the sender as the `whg-import` client.
+//!
+//! Lines are stored one after another, in file order: a person's later fit note is weighed
+//! against the earlier ones (the duration rule, runs, prompts) exactly as if they had been sent
+//! in that order.
 
 pub mod checkpoint;
+pub mod columns;
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -44,17 +49,26 @@ impl Kind {
     }
 }
 
+/// How the file is written.
+#[derive(Debug, Clone)]
+pub enum Format {
+    /// One JSON record per line in the practice format.
+    Ndjson,
+    /// A spreadsheet's export (RFC 4180 CSV with a header row), each row made a practice-format
+    /// record by a column-mapping file ([`columns`]).
+    Csv(columns::ColumnMap),
+}
+
 /// How to run one import.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub kind: Kind,
+    pub format: Format,
     pub file: PathBuf,
     /// Where refused lines go, one `{"line": n, "outcome": OperationOutcome}` per line.
     pub report: PathBuf,
     /// Where progress is saved; removed when the run reaches the end of the file.
     pub checkpoint: PathBuf,
-    /// Lines in flight at once (validated and mapped while earlier ones are written).
-    pub concurrency: usize,
 }
 
 impl Options {
@@ -67,10 +81,10 @@ impl Options {
         };
         Options {
             kind,
+            format: Format::Ndjson,
             report: with(".rejected.ndjson"),
             checkpoint: with(".checkpoint"),
             file,
-            concurrency: 8,
         }
     }
 }
@@ -96,6 +110,8 @@ pub enum ImportError {
     BadCheckpoint(PathBuf, String),
     #[error("{why}: delete {path} to start the import again", path = .0.display(), why = .1)]
     CheckpointMismatch(PathBuf, checkpoint::Mismatch),
+    #[error("the column mapping does not fit {path}: {why}", path = .0.display(), why = .1)]
+    Mapping(PathBuf, columns::MappingError),
     /// The store cannot take records now: the run stops at its last checkpoint, to be resumed.
     #[error(
         "the store failed ({0}); the import stopped and resumes from its checkpoint when run again"
@@ -103,13 +119,16 @@ pub enum ImportError {
     Store(StoreError),
 }
 
-/// A line taken from the file.
-struct Line {
-    /// 1-based.
-    number: u64,
+/// A record taken from the file.
+struct Record {
+    /// The line it starts on (1-based): what the report names.
+    line: u64,
     /// Byte offset just after it.
     end: u64,
-    text: Result<String, Issue>,
+    /// Lines of the file up to `end` (a CSV row may span several).
+    lines_to_end: u64,
+    /// The record; `None` for a blank line; the issues when it cannot be read.
+    body: Result<Option<Value>, Issues>,
 }
 
 /// What became of one line.
@@ -137,8 +156,29 @@ pub async fn run(
     let mut file = std::fs::File::open(file_path).map_err(read_err)?;
     let identity = identify(&mut file).map_err(read_err)?;
     let saved = read_checkpoint(&options.checkpoint)?;
-    let start = checkpoint::start(saved.as_ref(), options.kind.as_str(), &identity)
-        .map_err(|m| ImportError::CheckpointMismatch(options.checkpoint.clone(), m))?;
+    let tail = match &saved {
+        Some(c) => tail_hash(file_path, c.offset).map_err(read_err)?,
+        None => String::new(),
+    };
+    let report_found = match std::fs::symlink_metadata(&options.report) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(ImportError::Write(
+                options.report.clone(),
+                std::io::Error::other("it is a symbolic link: name the report file itself"),
+            ));
+        }
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(ImportError::Read(options.report.clone(), e)),
+    };
+    let start = checkpoint::start(
+        saved.as_ref(),
+        options.kind.as_str(),
+        &identity,
+        &tail,
+        report_found,
+    )
+    .map_err(|m| ImportError::CheckpointMismatch(options.checkpoint.clone(), m))?;
 
     let write_err = |path: &Path| {
         let path = path.to_path_buf();
@@ -154,29 +194,31 @@ pub async fn run(
     let mut report = std::io::BufWriter::new(report);
     let mut report_len = start.report_len;
 
-    file.seek(SeekFrom::Start(start.offset)).map_err(read_err)?;
-    let lines = LineReader {
-        reader: BufReader::with_capacity(256 * 1024, file),
-        number: start.line,
-        offset: start.offset,
-        max_bytes: config.limits.max_body_bytes,
+    let records: Box<dyn Iterator<Item = std::io::Result<Record>>> = match &options.format {
+        Format::Ndjson => {
+            file.seek(SeekFrom::Start(start.offset)).map_err(read_err)?;
+            let lines = LineReader {
+                reader: BufReader::with_capacity(256 * 1024, file),
+                number: start.line,
+                offset: start.offset,
+                max_bytes: config.limits.max_body_bytes,
+            };
+            let depth = config.limits.max_json_depth;
+            Box::new(lines.map(move |line| line.map(|l| l.parsed(depth))))
+        }
+        Format::Csv(map) => Box::new(
+            CsvRecords::open(file_path, file, map, start.offset, start.line).map_err(
+                |e| match e {
+                    CsvOpenError::Read(e) => read_err(e),
+                    CsvOpenError::Mapping(m) => ImportError::Mapping(file_path.clone(), m),
+                },
+            )?,
+        ),
     };
     bar.set_length(identity.len);
     bar.set_position(start.offset);
 
     let kind = options.kind;
-    let depth = config.limits.max_json_depth;
-    let mut settled = futures_util::stream::iter(lines)
-        .map(|line| async move {
-            let line = line?;
-            let outcome = match line.text {
-                Ok(text) => settle(store, config, kind, text.as_str(), depth).await?,
-                Err(issue) => Settled::Rejected(outcome_of(&issue.into())),
-            };
-            Ok::<_, LineError>((line.number, line.end, outcome))
-        })
-        .buffered(options.concurrency.max(1));
-
     let mut counts = start.counts;
     let (mut line_no, mut offset) = (start.line, start.offset);
     let mut since_saved = (0u64, Instant::now());
@@ -194,6 +236,7 @@ pub async fn run(
         let checkpoint = Checkpoint {
             kind: kind.as_str().to_string(),
             head_sha256: identity.head_sha256.clone(),
+            tail_sha256: tail_hash(file_path, offset).map_err(read_err)?,
             offset,
             line,
             counts,
@@ -201,17 +244,25 @@ pub async fn run(
         };
         write_checkpoint(&options.checkpoint, &checkpoint)
     };
-    while let Some(next) = settled.next().await {
-        let (number, end, outcome) = match next {
-            Ok(done) => done,
-            Err(LineError::Read(e)) => {
+    for record in records {
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
                 save(&mut report, line_no, offset, counts, report_len)?;
                 return Err(read_err(e));
             }
-            Err(LineError::Store(e)) => {
-                save(&mut report, line_no, offset, counts, report_len)?;
-                return Err(ImportError::Store(e));
-            }
+        };
+        let outcome = match &record.body {
+            Ok(None) => Settled::Blank,
+            Ok(Some(body)) => match settle(store, config, kind, body).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    // Stopped where the last settled record ends: this one is tried again.
+                    save(&mut report, line_no, offset, counts, report_len)?;
+                    return Err(ImportError::Store(e));
+                }
+            },
+            Err(issues) => Settled::Rejected(outcome_of(issues)),
         };
         match outcome {
             Settled::Blank => {}
@@ -219,17 +270,18 @@ pub async fn run(
             Settled::AlreadyStored => counts.already_stored += 1,
             Settled::Rejected(outcome) => {
                 counts.rejected += 1;
-                let mut row = serde_json::to_vec(&json!({ "line": number, "outcome": outcome }))
-                    .expect("a JSON value serialises");
+                let mut row =
+                    serde_json::to_vec(&json!({ "line": record.line, "outcome": outcome }))
+                        .expect("a JSON value serialises");
                 row.push(b'\n');
                 report.write_all(&row).map_err(write_err(&options.report))?;
                 report_len += row.len() as u64;
             }
         }
-        (line_no, offset) = (number, end);
+        (line_no, offset) = (record.lines_to_end, record.end);
         this_run += 1;
         since_saved.0 += 1;
-        bar.set_position(end);
+        bar.set_position(offset);
         if since_saved.0 >= CHECKPOINT_LINES || since_saved.1.elapsed() >= CHECKPOINT_EVERY {
             save(&mut report, line_no, offset, counts, report_len)?;
             bar.set_message(describe(&counts));
@@ -263,59 +315,28 @@ pub fn describe(counts: &Counts) -> String {
     )
 }
 
-/// Why a line could not be settled: the run stops.
-enum LineError {
-    Read(std::io::Error),
-    Store(StoreError),
-}
-
-impl From<std::io::Error> for LineError {
-    fn from(e: std::io::Error) -> Self {
-        LineError::Read(e)
-    }
-}
-
-/// One line through its use case, as the practice it names.
+/// One record through its use case, as the practice it names.
 async fn settle(
     store: &dyn Store,
     config: &Config,
     kind: Kind,
-    text: &str,
-    depth: usize,
-) -> Result<Settled, LineError> {
-    if text.trim().is_empty() {
-        return Ok(Settled::Blank);
-    }
-    if crate::fhir::resource::nesting_exceeds(text.as_bytes(), depth) {
-        let issue = Issue::general(
-            IssueType::Structure,
-            format!("the line's JSON nests deeper than {depth} levels"),
-        );
-        return Ok(Settled::Rejected(outcome_of(&issue.into())));
-    }
-    let body: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(e) => {
-            // serde's message gives the position, never the content.
-            let issue = Issue::general(IssueType::Structure, format!("the line is not JSON: {e}"));
-            return Ok(Settled::Rejected(outcome_of(&issue.into())));
-        }
-    };
+    body: &Value,
+) -> Result<Settled, StoreError> {
     let ods = body
         .pointer("/practice/odsCode")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let principal = sender(ods);
+    let principal = sender(ods, config);
     let caller = Caller::new(&principal, None);
     let stored = match kind {
         Kind::FitNotes => {
-            crate::app::fit_notes::import_practice_fit_note(store, config, &caller, &body).await
+            crate::app::fit_notes::import_practice_fit_note(store, config, &caller, body).await
         }
         Kind::Referrals => crate::app::referrals::submit_practice_referral(
             store,
             config,
             &caller,
-            &body,
+            body,
             Return::Minimal,
         )
         .await
@@ -328,17 +349,25 @@ async fn settle(
     }
 }
 
-/// The practice a line names, sending as itself through the import.
-fn sender(ods: &str) -> Principal {
+/// The practice a line names, sending as itself through the import: a test organisation only
+/// under the test tenant's rules (synthetic people only), as its registered client would be.
+fn sender(ods: &str, config: &Config) -> Principal {
     let mut principal = Principal::new(Role::Practice, ods);
     principal.client_id = "whg-import".to_string();
     principal.organisation = format!("{}|{ods}", systems::ODS_ORGANIZATION);
+    principal.test_tenant = config
+        .auth
+        .test_organisations
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(ods));
     principal
 }
 
 /// The OperationOutcome a refused line is reported with (what the API would answer), or the
-/// store failure that stops the run.
-fn refused(e: SubmitError) -> Result<Value, LineError> {
+/// store failure that stops the run: only a store that cannot be written now (or whose data is
+/// unreadable) stops it. A line the store turns away for itself — a bug in a rule, say — is
+/// reported, so one line never blocks the rest of the file, run after run.
+fn refused(e: SubmitError) -> Result<Value, StoreError> {
     let issues = match e {
         SubmitError::Malformed(issues)
         | SubmitError::Invalid(issues)
@@ -350,7 +379,14 @@ fn refused(e: SubmitError) -> Result<Value, LineError> {
             ),
         )
         .into(),
-        SubmitError::Store(e) => return Err(LineError::Store(e)),
+        SubmitError::Store(
+            e @ (StoreError::Unavailable(_) | StoreError::Corrupt(_) | StoreError::UnsupportedUrl(_)),
+        ) => return Err(e),
+        SubmitError::Store(e) => Issue::general(
+            IssueType::Exception,
+            format!("the gateway could not store this line ({e}); the others go on"),
+        )
+        .into(),
         e @ (SubmitError::NotTheSender { .. }
         | SubmitError::RealPersonFromTestTenant { .. }
         | SubmitError::UnknownReferral(_)
@@ -391,13 +427,243 @@ fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>, ImportError> {
 /// Replaces the checkpoint whole (a new file renamed over the old), so a crash mid-write leaves
 /// the previous one.
 fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) -> Result<(), ImportError> {
+    // A new name each time, created only if nothing is there (`O_EXCL` follows no symlink).
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".{}.tmp", uuid::Uuid::now_v7().simple()));
     let tmp = PathBuf::from(tmp);
     let bytes = serde_json::to_vec(checkpoint).expect("a checkpoint serialises");
-    crate::secret_file::write_private(&tmp, &bytes)
+    crate::secret_file::create(&tmp, &bytes)
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
         .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| ImportError::Write(path.to_path_buf(), e))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            ImportError::Write(path.to_path_buf(), e)
+        })
+}
+
+/// SHA-256 (hex) of the [`HEAD_BYTES`] of the file that end at `offset`, and whether a line
+/// ends there: what a resumed run checks it is resuming the same file at a line's end.
+fn tail_hash(path: &Path, offset: u64) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let from = offset.saturating_sub(HEAD_BYTES as u64);
+    file.seek(SeekFrom::Start(from))?;
+    let mut tail = Vec::with_capacity((offset - from) as usize);
+    file.take(offset - from).read_to_end(&mut tail)?;
+    if tail.len() as u64 != offset - from {
+        return Ok(String::new());
+    }
+    Ok(hex::encode(Sha256::digest(&tail)))
+}
+
+/// A line of an NDJSON file.
+struct Line {
+    /// 1-based.
+    number: u64,
+    /// Byte offset just after it.
+    end: u64,
+    text: Result<String, Issue>,
+}
+
+impl Line {
+    /// The line as a record: parsed as JSON within the API's nesting limit.
+    fn parsed(self, depth: usize) -> Record {
+        let body = self.text.map_err(Issues::from).and_then(|text| {
+            // A spreadsheet program's export often starts with a byte-order mark.
+            let text = if self.number == 1 {
+                text.strip_prefix('\u{feff}').unwrap_or(&text)
+            } else {
+                &text
+            };
+            if text.trim().is_empty() {
+                return Ok(None);
+            }
+            if crate::fhir::resource::nesting_exceeds(text.as_bytes(), depth) {
+                return Err(Issue::general(
+                    IssueType::Structure,
+                    format!("the line's JSON nests deeper than {depth} levels"),
+                )
+                .into());
+            }
+            // serde's message gives the position, never the content.
+            serde_json::from_str(text).map(Some).map_err(|e| {
+                Issue::general(IssueType::Structure, format!("the line is not JSON: {e}")).into()
+            })
+        });
+        Record {
+            line: self.number,
+            end: self.end,
+            lines_to_end: self.number,
+            body,
+        }
+    }
+}
+
+/// Why a CSV file cannot be read at all.
+enum CsvOpenError {
+    Read(std::io::Error),
+    Mapping(columns::MappingError),
+}
+
+/// A CSV file's rows from where the run starts, each made a record by the mapping.
+struct CsvRecords {
+    reader: csv::Reader<std::fs::File>,
+    mapper: columns::RowMapper,
+    /// Where `reader` started in the file (its positions count from there).
+    base_offset: u64,
+    /// Line numbers, counted from the bytes themselves: the csv crate's own line count is not
+    /// the file's (a quoted line break, the header).
+    lines: NewlineCounter,
+    row: csv::StringRecord,
+}
+
+/// Counts the line breaks in a file up to an offset, reading it once, forwards.
+struct NewlineCounter {
+    reader: BufReader<std::fs::File>,
+    at: u64,
+    newlines: u64,
+}
+
+impl NewlineCounter {
+    /// The number of the line a record at `offset` starts on. The csv crate puts a row that
+    /// follows a CRLF at the LF (it ends rows at the CR): such a row starts on the next line.
+    /// (A row's end is moved past that LF, so a resumed reader starts at a line's start.)
+    fn line_at(&mut self, offset: u64) -> std::io::Result<u64> {
+        let before = self.to(offset)?;
+        let at_lf = self.reader.fill_buf()?.first() == Some(&b'\n');
+        Ok(before + 1 + u64::from(at_lf))
+    }
+
+    /// The line breaks before `offset` (at or after where the counter is).
+    fn to(&mut self, offset: u64) -> std::io::Result<u64> {
+        while self.at < offset {
+            let available = self.reader.fill_buf()?;
+            if available.is_empty() {
+                break;
+            }
+            let n = available.len().min((offset - self.at) as usize);
+            self.newlines += available[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+            self.at += n as u64;
+            self.reader.consume(n);
+        }
+        Ok(self.newlines)
+    }
+}
+
+impl CsvRecords {
+    /// Reads the header row from the top, then goes to `offset` (after the header, at least) to
+    /// read rows; `lines` are the file's line breaks before `offset`.
+    fn open(
+        path: &Path,
+        mut file: std::fs::File,
+        map: &columns::ColumnMap,
+        offset: u64,
+        lines: u64,
+    ) -> Result<CsvRecords, CsvOpenError> {
+        let io = CsvOpenError::Read;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        let mut head = csv::ReaderBuilder::new()
+            .flexible(true)
+            .from_reader(file.try_clone().map_err(io)?);
+        let header: Vec<String> = head
+            .headers()
+            .map_err(|e| CsvOpenError::Read(csv_io(e)))?
+            .iter()
+            .map(str::to_string)
+            .collect();
+        let mapper = map.for_header(&header).map_err(CsvOpenError::Mapping)?;
+        let after_header = head.position().byte();
+        let (start, counted) = if offset == 0 {
+            (after_header, (0, 0))
+        } else {
+            (offset.max(after_header), (offset, lines))
+        };
+        // Its own handle: a clone would share the reader's file position.
+        let mut counter_file = std::fs::File::open(path).map_err(io)?;
+        counter_file.seek(SeekFrom::Start(counted.0)).map_err(io)?;
+        let lines = NewlineCounter {
+            reader: BufReader::with_capacity(256 * 1024, counter_file),
+            at: counted.0,
+            newlines: counted.1,
+        };
+        file.seek(SeekFrom::Start(start)).map_err(io)?;
+        let reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .buffer_capacity(256 * 1024)
+            .from_reader(file);
+        Ok(CsvRecords {
+            reader,
+            mapper,
+            base_offset: start,
+            lines,
+            row: csv::StringRecord::new(),
+        })
+    }
+}
+
+/// A CSV error as the I/O error it is (a row it cannot split is reported, not returned).
+fn csv_io(e: csv::Error) -> std::io::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => e,
+        other => std::io::Error::other(format!("{other:?}")),
+    }
+}
+
+impl Iterator for CsvRecords {
+    type Item = std::io::Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let read = self.reader.read_record(&mut self.row);
+        let end = self.base_offset + self.reader.position().byte();
+        let started = self
+            .row
+            .position()
+            .map_or(end, |p| self.base_offset + p.byte());
+        let body = match read {
+            Ok(false) => return None,
+            Ok(true) => {
+                let cells: Vec<&str> = self.row.iter().collect();
+                if cells.iter().all(|c| c.trim().is_empty()) {
+                    Ok(None)
+                } else {
+                    self.mapper.record(&cells).map(Some)
+                }
+            }
+            Err(e) => match e.kind() {
+                csv::ErrorKind::Io(_) => return Some(Err(csv_io(e))),
+                csv::ErrorKind::Utf8 { .. } => {
+                    Err(Issue::general(IssueType::Structure, "the row is not UTF-8 text").into())
+                }
+                _ => Err(
+                    Issue::general(IssueType::Structure, "the row cannot be read as CSV").into(),
+                ),
+            },
+        };
+        let line = match self.lines.line_at(started) {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
+        // The row's end, past the LF of its CRLF (see `line_at`): where a resumed run starts.
+        let end = match self
+            .lines
+            .to(end)
+            .and_then(|_| self.lines.reader.fill_buf())
+        {
+            Ok(next) if next.first() == Some(&b'\n') => end + 1,
+            Ok(_) => end,
+            Err(e) => return Some(Err(e)),
+        };
+        let lines_to_end = match self.lines.to(end) {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(Ok(Record {
+            line,
+            end,
+            lines_to_end,
+            body,
+        }))
+    }
 }
 
 /// The file's lines from where the run starts, each at most `max_bytes` (the API's body limit):
@@ -430,7 +696,8 @@ impl<R: BufRead> Iterator for LineReader<R> {
                 None => (available, false),
             };
             if !too_long {
-                if bytes.len() + chunk.len() > self.max_bytes + 1 {
+                let content = chunk.len() - usize::from(done);
+                if bytes.len() + content > self.max_bytes {
                     too_long = true;
                     bytes = Vec::new();
                 } else {
@@ -525,6 +792,53 @@ mod tests {
         assert_eq!(got[1].2, Ok("{}".into()));
     }
 
+    fn csv_records(path: &Path, offset: u64, lines: u64) -> Vec<(u64, u64, u64, Value)> {
+        let map: columns::ColumnMap =
+            toml::from_str("[fields]\nid = \"Id\"\nnote = \"Note\"\n").unwrap();
+        let file = std::fs::File::open(path).unwrap();
+        let Ok(records) = CsvRecords::open(path, file, &map, offset, lines) else {
+            panic!("the mapping fits")
+        };
+        records
+            .map(|r| {
+                let r = r.unwrap();
+                let body = match r.body {
+                    Ok(Some(v)) => v,
+                    Ok(None) => Value::Null,
+                    Err(_) => json!("unreadable"),
+                };
+                (r.line, r.end, r.lines_to_end, body)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn csv_rows_resume_at_the_checkpoint_with_the_same_lines_and_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.csv");
+        // A byte-order mark, a row over two lines, a blank row, and a last row without a line end.
+        std::fs::write(
+            &path,
+            "\u{feff}Id,Note\r\na,\"one,\r\ntwo\"\r\nb,plain\r\n,\r\nc,\"last\"",
+        )
+        .unwrap();
+        let all = csv_records(&path, 0, 0);
+        let ids: Vec<&Value> = all.iter().map(|r| &r.3["id"]).collect();
+        assert_eq!(ids, [&json!("a"), &json!("b"), &Value::Null, &json!("c")]);
+        assert_eq!(all[0].3["note"], "one,\r\ntwo");
+        let lines: Vec<u64> = all.iter().map(|r| r.0).collect();
+        assert_eq!(
+            lines,
+            [2, 4, 5, 6],
+            "each row named by the line it starts on"
+        );
+        assert_eq!(all[3].1, std::fs::metadata(&path).unwrap().len());
+        // Resumed after the first row: the rest are the same rows at the same places.
+        let (_, end, lines_to_end, _) = all[0];
+        assert_eq!(lines_to_end, 3);
+        assert_eq!(csv_records(&path, end, lines_to_end), all[1..].to_vec());
+    }
+
     #[test]
     fn the_defaults_sit_beside_the_file() {
         let o = Options::beside(Kind::FitNotes, PathBuf::from("/tmp/notes.ndjson"));
@@ -534,13 +848,19 @@ mod tests {
 
     #[test]
     fn each_line_is_sent_as_the_practice_it_names_by_the_import_client() {
-        let p = sender("C88901");
+        let mut config = Config::defaults();
+        config.auth.test_organisations = vec!["C88901".into()];
+        let p = sender("C88901", &config);
         assert_eq!(p.role, Role::Practice);
         assert_eq!(p.client_id, "whg-import");
         assert_eq!(
             p.organisation,
             format!("{}|C88901", systems::ODS_ORGANIZATION)
         );
-        assert!(!p.test_tenant);
+        assert!(
+            p.test_tenant,
+            "a test organisation sends under the test tenant's rules"
+        );
+        assert!(!sender("A81001", &config).test_tenant);
     }
 }

@@ -292,9 +292,8 @@ pub fn referral(
 pub struct FitNoteRules<'a> {
     pub services: &'a [Service],
     pub consecutive_gap_days: u32,
-    /// The fit note is history a service or region is importing (`whg import`): a referral
-    /// prompt is raised only while its absence is still current (the note covers today or
-    /// later). A practice has nothing to act on for a spell of sickness that ended years ago.
+    /// The fit note is history a service or region is importing (`whg import`): its prompts
+    /// are those of [`prompts::Arrival::Imported`] — only for an absence still current.
     pub history_import: bool,
 }
 
@@ -357,8 +356,12 @@ pub fn fit_note(
             };
             let mut created = Vec::new();
             let mut tasks = Vec::new();
-            let prompts_due = !history_import || new_note.end.is_none_or(|end| end >= today);
-            for service in services.iter().filter(|_| prompts_due) {
+            let arrival = if history_import {
+                prompts::Arrival::Imported
+            } else {
+                prompts::Arrival::Live
+            };
+            for service in &services {
                 if let Some(rules) = &service.eligibility
                     && eligibility::assess(&service.id, rules, &subject, today).outcome
                         == Outcome::NotMet
@@ -366,6 +369,7 @@ pub fn fit_note(
                     continue;
                 }
                 let fired = prompts::fired(
+                    arrival,
                     &service.id,
                     &service.prompts,
                     &all,
