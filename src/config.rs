@@ -392,6 +392,14 @@ pub struct AuthConfig {
     pub external_issuers: Vec<ExternalIssuerConfig>,
 }
 
+impl AuthConfig {
+    /// Whether `ods` is one of the test tenant's organisations: compared exactly, as the client
+    /// registry compares them (ODS codes are upper case).
+    pub fn is_test_organisation(&self, ods: &str) -> bool {
+        self.test_organisations.iter().any(|o| o == ods)
+    }
+}
+
 /// An authorization server the gateway trusts (e.g. a regional identity service). Its tokens'
 /// `sub` (or `client_id`) must be a client registered here, which fixes the organisation and
 /// role; the token's scopes count only as far as the registration allows.

@@ -96,6 +96,9 @@ enum Command {
         /// Where progress is saved (default: FILE.checkpoint).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
+        /// Records between checkpoints, at most (one is also saved each second).
+        #[arg(long, default_value_t = 2_000)]
+        checkpoint_every: u64,
         /// Database URL, e.g. sqlite://data/whg.db.
         #[arg(long, env = "WHG_DATABASE_URL")]
         database_url: Option<String>,
@@ -379,6 +382,7 @@ fn main() -> ExitCode {
             columns,
             report,
             checkpoint,
+            checkpoint_every,
             database_url,
         } => {
             let mut options = whg::import::Options::beside(kind, file);
@@ -392,6 +396,7 @@ fn main() -> ExitCode {
             }
             options.report = report.unwrap_or(options.report);
             options.checkpoint = checkpoint.unwrap_or(options.checkpoint);
+            options.checkpoint_every = checkpoint_every;
             import(config, &options, database_url)
         }
         Command::Token {

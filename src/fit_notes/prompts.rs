@@ -67,11 +67,12 @@ pub enum Arrival {
     Imported,
 }
 
-/// Whether a spell of absence is still current on `today`: open-ended, or ended no longer ago
-/// than the gap that still counts as consecutive (the next note may yet continue it).
+/// Whether a spell of absence is still current on `today`: open-ended (an indefinite note is
+/// still in force), or a note starting today would still join it — as [`runs`] joins notes,
+/// up to `gap_days` clear days after its last day.
 pub fn is_current(run: &super::Run<'_>, gap_days: u32, today: NaiveDate) -> bool {
     run.end
-        .is_none_or(|end| end + chrono::Days::new(u64::from(gap_days)) >= today)
+        .is_none_or(|end| end + chrono::Days::new(u64::from(gap_days) + 1) >= today)
 }
 
 /// The rules of `service` that `new_note` (already in `history`) fires, as of `today`, for a
@@ -113,13 +114,14 @@ pub fn fired<'a>(
                     )
                 }
                 PromptTrigger::FirstInRun => {
-                    if run.notes.len() != 1 && arrival == Arrival::Live {
-                        return None;
-                    }
-                    (
-                        run.notes.clone(),
-                        "the first fit note of a spell of sickness absence".to_string(),
-                    )
+                    let reason = match (run.notes.len(), arrival) {
+                        (1, _) => "the first fit note of a spell of sickness absence",
+                        (_, Arrival::Live) => return None,
+                        (_, Arrival::Imported) => {
+                            "a current spell of sickness absence, imported with its earlier fit notes, with no prompt yet"
+                        }
+                    };
+                    (run.notes.clone(), reason.to_string())
                 }
                 PromptTrigger::WithinMonths { count, months } => {
                     let from = window_start(today, months);
@@ -265,7 +267,20 @@ mod tests {
         let run = &super::super::runs(&ended, gap)[0];
         assert!(is_current(run, gap, d("2026-11-26")), "its last day");
         assert!(is_current(run, gap, d("2026-12-03")), "the gap's last day");
-        assert!(!is_current(run, gap, d("2026-12-04")), "the day after");
+        assert!(
+            is_current(run, gap, d("2026-12-04")),
+            "a note starting the day after the gap still joins the spell"
+        );
+        let joined = [
+            note("n", "2026-11-01", Some("2026-11-26")),
+            note("m", "2026-12-04", Some("2026-12-10")),
+        ];
+        assert_eq!(
+            super::super::runs(&joined, gap).len(),
+            1,
+            "as runs() joins it"
+        );
+        assert!(!is_current(run, gap, d("2026-12-05")), "the day after that");
         let open = [note("o", "2020-01-01", None)];
         assert!(is_current(
             &super::super::runs(&open, gap)[0],

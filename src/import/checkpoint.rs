@@ -40,6 +40,8 @@ pub const HEAD_BYTES: usize = 64 * 1024;
 pub struct Checkpoint {
     /// What the file holds (`fit-notes`, `referrals`).
     pub kind: String,
+    /// How it is read (`ndjson`, or `csv:` and the mapping's hash): see `Format::identity`.
+    pub format: String,
     pub head_sha256: String,
     /// SHA-256 (hex) of the [`HEAD_BYTES`] that end at `offset`: the file up to where the run
     /// stopped is the file it read, so the next byte starts the next line. (Rows appended to
@@ -72,6 +74,10 @@ pub enum Mismatch {
     #[error("the checkpoint is for an import of {saved}, not {wanted}")]
     Kind { saved: String, wanted: String },
     #[error(
+        "the checkpoint is for the file read another way (as NDJSON or CSV, or with another column mapping)"
+    )]
+    Format,
+    #[error(
         "the checkpoint is for another file (its first bytes, or those before where the checkpoint stopped, differ; or it is shorter than that)"
     )]
     File,
@@ -87,6 +93,7 @@ pub enum Mismatch {
 pub fn start(
     saved: Option<&Checkpoint>,
     kind: &str,
+    format: &str,
     identity: &FileIdentity,
     tail_sha256: &str,
     report_len: u64,
@@ -105,6 +112,9 @@ pub fn start(
             saved: saved.kind.clone(),
             wanted: kind.to_string(),
         });
+    }
+    if saved.format != format {
+        return Err(Mismatch::Format);
     }
     if saved.head_sha256 != identity.head_sha256
         || saved.offset > identity.len
@@ -141,6 +151,7 @@ mod tests {
     fn saved(offset: u64) -> Checkpoint {
         Checkpoint {
             kind: "fit-notes".into(),
+            format: "ndjson".into(),
             head_sha256: "abc".into(),
             tail_sha256: "tail".into(),
             offset,
@@ -156,7 +167,7 @@ mod tests {
 
     #[test]
     fn without_a_checkpoint_a_run_starts_at_the_top() {
-        let s = start(None, "fit-notes", &identity(10, "abc"), "", 0).unwrap();
+        let s = start(None, "fit-notes", "ndjson", &identity(10, "abc"), "", 0).unwrap();
         assert_eq!((s.offset, s.line, s.resumed), (0, 0, false));
         assert_eq!(s.counts.lines(), 0);
     }
@@ -166,6 +177,7 @@ mod tests {
         let s = start(
             Some(&saved(5000)),
             "fit-notes",
+            "ndjson",
             &identity(5000, "abc"),
             "tail",
             900,
@@ -181,6 +193,7 @@ mod tests {
             start(
                 Some(&saved(5000)),
                 "fit-notes",
+                "ndjson",
                 &identity(9000, "abc"),
                 "tail",
                 900
@@ -192,6 +205,7 @@ mod tests {
             start(
                 Some(&saved(5000)),
                 "fit-notes",
+                "ndjson",
                 &identity(5000, "abc"),
                 "tail",
                 1200
@@ -206,6 +220,7 @@ mod tests {
             start(
                 Some(&saved(5000)),
                 "fit-notes",
+                "ndjson",
                 &identity(5000, "def"),
                 "tail",
                 900
@@ -216,6 +231,7 @@ mod tests {
             start(
                 Some(&saved(5000)),
                 "fit-notes",
+                "ndjson",
                 &identity(4999, "abc"),
                 "tail",
                 900
@@ -227,6 +243,7 @@ mod tests {
             start(
                 Some(&saved(5000)),
                 "fit-notes",
+                "ndjson",
                 &identity(5000, "abc"),
                 "changed",
                 900
@@ -238,6 +255,7 @@ mod tests {
             start(
                 Some(&saved(5000)),
                 "fit-notes",
+                "ndjson",
                 &identity(5000, "abc"),
                 "tail",
                 10
@@ -247,10 +265,23 @@ mod tests {
                 found: 10
             })
         );
+        assert_eq!(
+            start(
+                Some(&saved(5000)),
+                "fit-notes",
+                "csv:1234",
+                &identity(5000, "abc"),
+                "tail",
+                900
+            ),
+            Err(Mismatch::Format),
+            "read another way, the offset means something else"
+        );
         assert!(matches!(
             start(
                 Some(&saved(5000)),
                 "referrals",
+                "ndjson",
                 &identity(5000, "abc"),
                 "tail",
                 900

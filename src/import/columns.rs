@@ -19,13 +19,13 @@
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::fhir::{Issue, IssueType, Issues};
 
 /// The mapping file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnMap {
     /// Field path → where its value comes from.
@@ -37,14 +37,14 @@ pub struct ColumnMap {
 }
 
 /// A column, named alone (read as text) or with how to read it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum Source {
     Column(String),
     Read(ColumnRead),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnRead {
     pub column: String,
@@ -56,9 +56,13 @@ pub struct ColumnRead {
     /// What separates a list's items (default `;`).
     #[serde(default)]
     pub separator: Option<String>,
+    /// The column's cells may hold line breaks (a free-text comment). Elsewhere a line break
+    /// in a cell means a quote was left open and rows ran together: the row is refused.
+    #[serde(default)]
+    pub multiline: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CellType {
     String,
@@ -84,6 +88,18 @@ pub enum MappingError {
     Twice(String),
     #[error("field '{0}' has a date form but is not a date")]
     DateFormNotDate(String),
+    #[error(
+        "field '{0}' has a two-digit year (%y): a date of birth in 1920 would be read as 2020; use %Y"
+    )]
+    TwoDigitYear(String),
+    #[error("field '{0}' has an empty list separator")]
+    EmptySeparator(String),
+    #[error("fields '{0}' and '{1}' overlap: one would overwrite the other")]
+    Overlap(String, String),
+    #[error("the file's header row has column '{0}' more than once, and the mapping reads it")]
+    AmbiguousColumn(String),
+    #[error("fixed value of '{0}' is a TOML date: write it as quoted text, such as \"2026-03-02\"")]
+    FixedDate(String),
 }
 
 /// One field's reading, resolved against the header row.
@@ -96,6 +112,7 @@ struct Field {
     kind: CellType,
     date_form: String,
     separator: String,
+    multiline: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +126,8 @@ enum Segment {
 pub struct RowMapper {
     fields: Vec<Field>,
     fixed: Vec<(Vec<Segment>, Value)>,
+    /// Cells in the header row: a row with more (not empty) has a comma out of place.
+    columns: usize,
 }
 
 fn parse_path(path: &str) -> Result<Vec<Segment>, MappingError> {
@@ -139,13 +158,22 @@ fn parse_path(path: &str) -> Result<Vec<Segment>, MappingError> {
 impl ColumnMap {
     /// The mapping for a file whose header row is `header`: every named column must be there.
     pub fn for_header(&self, header: &[String]) -> Result<RowMapper, MappingError> {
+        // One field may not sit inside another (`a` and `a.b`): one would overwrite the other.
+        let paths: Vec<&String> = self.fields.keys().chain(self.fixed.keys()).collect();
+        for a in &paths {
+            for b in &paths {
+                if b.len() > a.len() && b.starts_with(a.as_str()) && b[a.len()..].starts_with('.') {
+                    return Err(MappingError::Overlap(a.to_string(), b.to_string()));
+                }
+            }
+        }
         let mut fields = Vec::new();
         for (path, source) in &self.fields {
             if self.fixed.contains_key(path) {
                 return Err(MappingError::Twice(path.clone()));
             }
-            let (column, kind, date_form, separator) = match source {
-                Source::Column(c) => (c.clone(), CellType::String, None, None),
+            let (column, kind, date_form, separator, multiline) = match source {
+                Source::Column(c) => (c.clone(), CellType::String, None, None, false),
                 Source::Read(r) => {
                     let kind = match (r.kind, &r.date) {
                         (None, Some(_)) => CellType::Date,
@@ -154,13 +182,32 @@ impl ColumnMap {
                         }
                         (k, _) => k.unwrap_or(CellType::String),
                     };
-                    (r.column.clone(), kind, r.date.clone(), r.separator.clone())
+                    if r.date.as_deref().is_some_and(|f| f.contains("%y")) {
+                        return Err(MappingError::TwoDigitYear(path.clone()));
+                    }
+                    if r.separator.as_deref() == Some("") {
+                        return Err(MappingError::EmptySeparator(path.clone()));
+                    }
+                    (
+                        r.column.clone(),
+                        kind,
+                        r.date.clone(),
+                        r.separator.clone(),
+                        r.multiline,
+                    )
                 }
             };
-            let index = header
+            let mut named = header
                 .iter()
-                .position(|h| h.trim() == column.trim())
+                .enumerate()
+                .filter(|(_, h)| h.trim() == column.trim())
+                .map(|(i, _)| i);
+            let index = named
+                .next()
                 .ok_or_else(|| MappingError::NoSuchColumn(column.clone()))?;
+            if named.next().is_some() {
+                return Err(MappingError::AmbiguousColumn(column.clone()));
+            }
             fields.push(Field {
                 path: parse_path(path)?,
                 expression: path.clone(),
@@ -169,18 +216,26 @@ impl ColumnMap {
                 kind,
                 date_form: date_form.unwrap_or_else(|| "%Y-%m-%d".to_string()),
                 separator: separator.unwrap_or_else(|| ";".to_string()),
+                multiline,
             });
         }
         let fixed = self
             .fixed
             .iter()
             .map(|(path, value)| {
+                if has_datetime(value) {
+                    return Err(MappingError::FixedDate(path.clone()));
+                }
                 let value =
                     serde_json::to_value(value).map_err(|_| MappingError::BadPath(path.clone()))?;
                 Ok((parse_path(path)?, value))
             })
             .collect::<Result<_, MappingError>>()?;
-        Ok(RowMapper { fields, fixed })
+        Ok(RowMapper {
+            fields,
+            fixed,
+            columns: header.len(),
+        })
     }
 }
 
@@ -190,12 +245,36 @@ impl RowMapper {
     pub fn record(&self, row: &[&str]) -> Result<Value, Issues> {
         let mut record = Value::Object(Map::new());
         let mut issues = Issues::new();
+        // Fewer cells is a row whose last ones were left empty; more, not empty, is a comma
+        // that was not quoted, and every cell after it is in the wrong column.
+        if row.len() > self.columns && row[self.columns..].iter().any(|c| !c.trim().is_empty()) {
+            issues.push(Issue::general(
+                IssueType::Structure,
+                format!(
+                    "the row has {} cells but the header {}: a comma in a cell is probably not quoted",
+                    row.len(),
+                    self.columns
+                ),
+            ));
+            return Err(issues);
+        }
         for (path, value) in &self.fixed {
             put(&mut record, path, value.clone());
         }
         for f in &self.fields {
             let cell = row.get(f.index).map_or("", |c| c.trim());
             if cell.is_empty() {
+                continue;
+            }
+            if !f.multiline && cell.contains(['\n', '\r']) {
+                issues.push(Issue::error(
+                    IssueType::Structure,
+                    f.expression.clone(),
+                    format!(
+                        "column '{}' holds a line break: a quote is probably not closed and rows ran together (a column whose cells may hold line breaks is marked multiline = true)",
+                        f.column
+                    ),
+                ));
                 continue;
             }
             match read(f, cell) {
@@ -208,6 +287,15 @@ impl RowMapper {
             }
         }
         issues.into_result(record)
+    }
+}
+
+fn has_datetime(value: &toml::Value) -> bool {
+    match value {
+        toml::Value::Datetime(_) => true,
+        toml::Value::Array(items) => items.iter().any(has_datetime),
+        toml::Value::Table(t) => t.values().any(has_datetime),
+        _ => false,
     }
 }
 
@@ -329,6 +417,7 @@ mod tests {
         "conditions.1.text" = "Second diagnosis"
         "support.hours" = { column = "Hours", type = "number" }
         "support.needs" = { column = "Needs", type = "list" }
+        "support.notes" = { column = "Notes", multiline = true }
         [fixed]
         "issuer.profession" = "doctor"
         "issuer.name.given" = ["Asha"]
@@ -346,6 +435,7 @@ mod tests {
                 "Second diagnosis",
                 "Hours",
                 "Needs",
+                "Notes",
             ]))
             .unwrap()
     }
@@ -424,6 +514,44 @@ mod tests {
     }
 
     #[test]
+    fn rows_that_ran_together_or_shifted_are_refused() {
+        let m = mapper();
+        let broke = m
+            .record(&[
+                "FN-1",
+                "C88901",
+                "9990005516\nFN-2",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "a\nb",
+            ])
+            .unwrap_err();
+        let exprs: Vec<String> = broke.iter().filter_map(|i| i.expression.clone()).collect();
+        assert_eq!(
+            exprs,
+            ["patient.nhsNumber"],
+            "a line break only where allowed"
+        );
+        let shifted = m
+            .record(&["FN-1", "C88901", "x", "", "", "", "", "", "", "", "spill"])
+            .unwrap_err();
+        assert!(
+            shifted
+                .iter()
+                .next()
+                .unwrap()
+                .diagnostics
+                .contains("not quoted")
+        );
+        let trailing_empty = m.record(&["FN-1", "C88901", "", "", "", "", "", "", "", "", " "]);
+        assert!(trailing_empty.is_ok());
+    }
+
+    #[test]
     fn a_short_row_leaves_its_missing_cells_out() {
         let record = mapper().record(&["FN-2", "C88901"]).unwrap();
         assert_eq!(record["fitNoteId"], "FN-2");
@@ -448,6 +576,35 @@ mod tests {
             huge.for_header(&header(&["A"])),
             Err(MappingError::BadPath(_))
         ));
+        for (text, want) in [
+            (
+                "[fields]\na = \"A\"\n\"a.b\" = \"A\"\n",
+                MappingError::Overlap("a".into(), "a.b".into()),
+            ),
+            (
+                "[fields]\na = { column = \"A\", date = \"%d/%m/%y\" }\n",
+                MappingError::TwoDigitYear("a".into()),
+            ),
+            (
+                "[fields]\na = { column = \"A\", type = \"list\", separator = \"\" }\n",
+                MappingError::EmptySeparator("a".into()),
+            ),
+            (
+                "[fields]\nb = \"B\"\n[fixed]\na = 2026-03-02\n",
+                MappingError::FixedDate("a".into()),
+            ),
+        ] {
+            assert_eq!(
+                mapping(text).for_header(&header(&["A", "B"])).unwrap_err(),
+                want
+            );
+        }
+        assert_eq!(
+            mapping("[fields]\na = \"A\"\n")
+                .for_header(&header(&["A", "A"]))
+                .unwrap_err(),
+            MappingError::AmbiguousColumn("A".into())
+        );
         let twice = mapping("[fields]\na = \"A\"\n[fixed]\na = \"x\"\n");
         assert_eq!(
             twice.for_header(&header(&["A"])).unwrap_err(),

@@ -59,6 +59,22 @@ pub enum Format {
     Csv(columns::ColumnMap),
 }
 
+impl Format {
+    /// What a checkpoint records of the format: a resumed run must read the file the same way
+    /// (a CSV checkpoint names its mapping by hash).
+    pub fn identity(&self) -> String {
+        match self {
+            Format::Ndjson => "ndjson".to_string(),
+            Format::Csv(map) => format!(
+                "csv:{}",
+                hex::encode(Sha256::digest(
+                    serde_json::to_vec(map).expect("a mapping serialises")
+                ))
+            ),
+        }
+    }
+}
+
 /// How to run one import.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -69,6 +85,8 @@ pub struct Options {
     pub report: PathBuf,
     /// Where progress is saved; removed when the run reaches the end of the file.
     pub checkpoint: PathBuf,
+    /// Records between checkpoints (at most; one is also saved each second).
+    pub checkpoint_every: u64,
 }
 
 impl Options {
@@ -85,6 +103,7 @@ impl Options {
             report: with(".rejected.ndjson"),
             checkpoint: with(".checkpoint"),
             file,
+            checkpoint_every: 2_000,
         }
     }
 }
@@ -139,8 +158,7 @@ enum Settled {
     Rejected(Value),
 }
 
-/// How often progress is saved: whichever comes first.
-const CHECKPOINT_LINES: u64 = 2_000;
+/// Progress is saved at least this often (and every [`Options::checkpoint_every`] records).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// Imports `options.file` into `store`, reporting progress on `bar` (its length is set to the
@@ -154,10 +172,14 @@ pub async fn run(
     let file_path = &options.file;
     let read_err = |e| ImportError::Read(file_path.clone(), e);
     let mut file = std::fs::File::open(file_path).map_err(read_err)?;
+    // Every check reads the file this run opened (by position, never moving the readers'
+    // place), not whatever is at its path by then: a spreadsheet program saves by renaming.
+    let opened = file.try_clone().map_err(read_err)?;
     let identity = identify(&mut file).map_err(read_err)?;
+    let format = options.format.identity();
     let saved = read_checkpoint(&options.checkpoint)?;
     let tail = match &saved {
-        Some(c) => tail_hash(file_path, c.offset).map_err(read_err)?,
+        Some(c) => tail_hash(&opened, c.offset).map_err(read_err)?,
         None => String::new(),
     };
     let report_found = match std::fs::symlink_metadata(&options.report) {
@@ -174,6 +196,7 @@ pub async fn run(
     let start = checkpoint::start(
         saved.as_ref(),
         options.kind.as_str(),
+        &format,
         &identity,
         &tail,
         report_found,
@@ -207,12 +230,18 @@ pub async fn run(
             Box::new(lines.map(move |line| line.map(|l| l.parsed(depth))))
         }
         Format::Csv(map) => Box::new(
-            CsvRecords::open(file_path, file, map, start.offset, start.line).map_err(
-                |e| match e {
-                    CsvOpenError::Read(e) => read_err(e),
-                    CsvOpenError::Mapping(m) => ImportError::Mapping(file_path.clone(), m),
-                },
-            )?,
+            CsvRecords::open(
+                &opened,
+                file,
+                map,
+                start.offset,
+                start.line,
+                config.limits.max_body_bytes,
+            )
+            .map_err(|e| match e {
+                CsvOpenError::Read(e) => read_err(e),
+                CsvOpenError::Mapping(m) => ImportError::Mapping(file_path.clone(), m),
+            })?,
         ),
     };
     bar.set_length(identity.len);
@@ -235,8 +264,9 @@ pub async fn run(
             .map_err(write_err(&options.report))?;
         let checkpoint = Checkpoint {
             kind: kind.as_str().to_string(),
+            format: format.clone(),
             head_sha256: identity.head_sha256.clone(),
-            tail_sha256: tail_hash(file_path, offset).map_err(read_err)?,
+            tail_sha256: tail_hash(&opened, offset).map_err(read_err)?,
             offset,
             line,
             counts,
@@ -248,7 +278,8 @@ pub async fn run(
         let record = match record {
             Ok(record) => record,
             Err(e) => {
-                save(&mut report, line_no, offset, counts, report_len)?;
+                // The error is the news; if this save fails too, the previous checkpoint holds.
+                let _ = save(&mut report, line_no, offset, counts, report_len);
                 return Err(read_err(e));
             }
         };
@@ -258,7 +289,7 @@ pub async fn run(
                 Ok(outcome) => outcome,
                 Err(e) => {
                     // Stopped where the last settled record ends: this one is tried again.
-                    save(&mut report, line_no, offset, counts, report_len)?;
+                    let _ = save(&mut report, line_no, offset, counts, report_len);
                     return Err(ImportError::Store(e));
                 }
             },
@@ -282,7 +313,9 @@ pub async fn run(
         this_run += 1;
         since_saved.0 += 1;
         bar.set_position(offset);
-        if since_saved.0 >= CHECKPOINT_LINES || since_saved.1.elapsed() >= CHECKPOINT_EVERY {
+        if since_saved.0 >= options.checkpoint_every.max(1)
+            || since_saved.1.elapsed() >= CHECKPOINT_EVERY
+        {
             save(&mut report, line_no, offset, counts, report_len)?;
             bar.set_message(describe(&counts));
             since_saved = (0, Instant::now());
@@ -355,11 +388,7 @@ fn sender(ods: &str, config: &Config) -> Principal {
     let mut principal = Principal::new(Role::Practice, ods);
     principal.client_id = "whg-import".to_string();
     principal.organisation = format!("{}|{ods}", systems::ODS_ORGANIZATION);
-    principal.test_tenant = config
-        .auth
-        .test_organisations
-        .iter()
-        .any(|t| t.eq_ignore_ascii_case(ods));
+    principal.test_tenant = config.auth.is_test_organisation(ods);
     principal
 }
 
@@ -443,16 +472,34 @@ fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) -> Result<(), ImportEr
 
 /// SHA-256 (hex) of the [`HEAD_BYTES`] of the file that end at `offset`, and whether a line
 /// ends there: what a resumed run checks it is resuming the same file at a line's end.
-fn tail_hash(path: &Path, offset: u64) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
+fn tail_hash(file: &std::fs::File, offset: u64) -> std::io::Result<String> {
     let from = offset.saturating_sub(HEAD_BYTES as u64);
-    file.seek(SeekFrom::Start(from))?;
     let mut tail = Vec::with_capacity((offset - from) as usize);
-    file.take(offset - from).read_to_end(&mut tail)?;
+    Positional {
+        file: file.try_clone()?,
+        at: from,
+    }
+    .take(offset - from)
+    .read_to_end(&mut tail)?;
     if tail.len() as u64 != offset - from {
         return Ok(String::new());
     }
     Ok(hex::encode(Sha256::digest(&tail)))
+}
+
+/// Reads a file from a position of its own (`pread`), leaving the file's shared position (the
+/// row reader's) where it is.
+struct Positional {
+    file: std::fs::File,
+    at: u64,
+}
+
+impl Read for Positional {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(&self.file, buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
 }
 
 /// A line of an NDJSON file.
@@ -506,31 +553,70 @@ enum CsvOpenError {
 
 /// A CSV file's rows from where the run starts, each made a record by the mapping.
 struct CsvRecords {
-    reader: csv::Reader<std::fs::File>,
+    reader: csv::Reader<std::io::Chain<&'static [u8], RowCap>>,
     mapper: columns::RowMapper,
-    /// Where `reader` started in the file (its positions count from there).
+    /// The file offset of the reader's byte 0.
     base_offset: u64,
-    /// Line numbers, counted from the bytes themselves: the csv crate's own line count is not
-    /// the file's (a quoted line break, the header).
-    lines: NewlineCounter,
+    /// Line numbers, counted from the bytes themselves: the csv crate's own count is not the
+    /// file's (the header, quoted line breaks, blank lines it skips).
+    lines: LineBreaks,
     row: csv::StringRecord,
+    /// Bytes the reader has taken since the last row: a row may not hold more than the cap.
+    taken: std::rc::Rc<std::cell::Cell<u64>>,
+    max_row_bytes: usize,
+    /// Where the last row ended (the next one starts at or after it).
+    last_end: u64,
 }
 
-/// Counts the line breaks in a file up to an offset, reading it once, forwards.
-struct NewlineCounter {
-    reader: BufReader<std::fs::File>,
+/// The row reader's file, refusing to give a row more than its cap: an unclosed quote would
+/// otherwise make the rest of the file one cell, held whole.
+struct RowCap {
+    file: std::fs::File,
+    taken: std::rc::Rc<std::cell::Cell<u64>>,
+    cap: u64,
+}
+
+impl Read for RowCap {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.taken.get() > self.cap {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                RowTooLong,
+            ));
+        }
+        let n = self.file.read(buf)?;
+        self.taken.set(self.taken.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// The error [`RowCap`] gives; the row reader names the row's line.
+#[derive(Debug, thiserror::Error)]
+#[error("a row is too long")]
+struct RowTooLong;
+
+/// Counts a file's line breaks (CRLF, LF or a lone CR, each one) up to an offset, reading it
+/// forwards by position.
+struct LineBreaks {
+    reader: BufReader<Positional>,
     at: u64,
-    newlines: u64,
+    breaks: u64,
+    /// The last byte counted was a CR: an LF next is the same break.
+    after_cr: bool,
 }
 
-impl NewlineCounter {
-    /// The number of the line a record at `offset` starts on. The csv crate puts a row that
-    /// follows a CRLF at the LF (it ends rows at the CR): such a row starts on the next line.
-    /// (A row's end is moved past that LF, so a resumed reader starts at a line's start.)
-    fn line_at(&mut self, offset: u64) -> std::io::Result<u64> {
-        let before = self.to(offset)?;
-        let at_lf = self.reader.fill_buf()?.first() == Some(&b'\n');
-        Ok(before + 1 + u64::from(at_lf))
+impl LineBreaks {
+    fn new(file: &std::fs::File, at: u64, breaks: u64) -> std::io::Result<LineBreaks> {
+        let positional = Positional {
+            file: file.try_clone()?,
+            at,
+        };
+        Ok(LineBreaks {
+            reader: BufReader::with_capacity(256 * 1024, positional),
+            at,
+            breaks,
+            after_cr: false,
+        })
     }
 
     /// The line breaks before `offset` (at or after where the counter is).
@@ -541,29 +627,62 @@ impl NewlineCounter {
                 break;
             }
             let n = available.len().min((offset - self.at) as usize);
-            self.newlines += available[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+            for &b in &available[..n] {
+                match b {
+                    b'\r' => {
+                        self.breaks += 1;
+                        self.after_cr = true;
+                    }
+                    b'\n' if self.after_cr => self.after_cr = false,
+                    b'\n' => self.breaks += 1,
+                    _ => self.after_cr = false,
+                }
+            }
             self.at += n as u64;
             self.reader.consume(n);
         }
-        Ok(self.newlines)
+        Ok(self.breaks)
+    }
+
+    /// The number of the line a row read from `offset` starts on: the first line with
+    /// something other than line breaks on it (the csv crate skips blank lines before a row),
+    /// and the offset just past those breaks.
+    fn row_start(&mut self, offset: u64) -> std::io::Result<(u64, u64)> {
+        self.to(offset)?;
+        loop {
+            let next = self.reader.fill_buf()?.first().copied();
+            match next {
+                Some(b @ (b'\r' | b'\n')) => {
+                    let _ = b;
+                    self.to(self.at + 1)?;
+                }
+                _ => return Ok((self.breaks + 1, self.at)),
+            }
+        }
     }
 }
 
 impl CsvRecords {
-    /// Reads the header row from the top, then goes to `offset` (after the header, at least) to
-    /// read rows; `lines` are the file's line breaks before `offset`.
+    /// Reads the header row from the top of `opened` (by position), then rows from `offset`
+    /// (after the header, at least) on `file`; `lines` are the file's line breaks before
+    /// `offset`.
     fn open(
-        path: &Path,
+        opened: &std::fs::File,
         mut file: std::fs::File,
         map: &columns::ColumnMap,
         offset: u64,
         lines: u64,
+        max_row_bytes: usize,
     ) -> Result<CsvRecords, CsvOpenError> {
         let io = CsvOpenError::Read;
-        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        let from_top = Positional {
+            file: opened.try_clone().map_err(io)?,
+            at: 0,
+        };
+        // The header row is as capped as any other.
         let mut head = csv::ReaderBuilder::new()
             .flexible(true)
-            .from_reader(file.try_clone().map_err(io)?);
+            .from_reader(from_top.take(max_row_bytes as u64));
         let header: Vec<String> = head
             .headers()
             .map_err(|e| CsvOpenError::Read(csv_io(e)))?
@@ -571,35 +690,49 @@ impl CsvRecords {
             .map(str::to_string)
             .collect();
         let mapper = map.for_header(&header).map_err(CsvOpenError::Mapping)?;
+        // The csv crate's positions count the byte-order mark it skips.
         let after_header = head.position().byte();
         let (start, counted) = if offset == 0 {
             (after_header, (0, 0))
         } else {
             (offset.max(after_header), (offset, lines))
         };
-        // Its own handle: a clone would share the reader's file position.
-        let mut counter_file = std::fs::File::open(path).map_err(io)?;
-        counter_file.seek(SeekFrom::Start(counted.0)).map_err(io)?;
-        let lines = NewlineCounter {
-            reader: BufReader::with_capacity(256 * 1024, counter_file),
-            at: counted.0,
-            newlines: counted.1,
-        };
+        let lines = LineBreaks::new(opened, counted.0, counted.1).map_err(io)?;
         file.seek(SeekFrom::Start(start)).map_err(io)?;
+        let taken = std::rc::Rc::new(std::cell::Cell::new(0));
+        let capped = RowCap {
+            file,
+            taken: taken.clone(),
+            // The reader reads ahead by its buffer: a row is refused only well past the limit.
+            cap: max_row_bytes as u64 + 2 * CSV_BUFFER as u64,
+        };
+        // A new reader would strip a byte-order mark at the offset (two exports put end to end)
+        // that a run from the top keeps in its cell: it is given a line break to start with,
+        // which it skips, so it reads from the offset exactly as a run from the top does.
+        let (lead, base_offset): (&'static [u8], u64) = if start > 0 {
+            (b"\n", start - 1)
+        } else {
+            (b"", 0)
+        };
         let reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
-            .buffer_capacity(256 * 1024)
-            .from_reader(file);
+            .buffer_capacity(CSV_BUFFER)
+            .from_reader(lead.chain(capped));
         Ok(CsvRecords {
             reader,
             mapper,
-            base_offset: start,
+            base_offset,
             lines,
             row: csv::StringRecord::new(),
+            taken,
+            max_row_bytes,
+            last_end: start,
         })
     }
 }
+
+const CSV_BUFFER: usize = 256 * 1024;
 
 /// A CSV error as the I/O error it is (a row it cannot split is reported, not returned).
 fn csv_io(e: csv::Error) -> std::io::Error {
@@ -609,16 +742,28 @@ fn csv_io(e: csv::Error) -> std::io::Error {
     }
 }
 
+impl CsvRecords {
+    fn row_too_long(&mut self) -> std::io::Error {
+        let line = self
+            .lines
+            .row_start(self.last_end)
+            .map_or(0, |(line, _)| line);
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the row starting on line {line} runs past {} bytes: a quote is probably not closed (fix the file and run the import again)",
+                self.max_row_bytes
+            ),
+        )
+    }
+}
+
 impl Iterator for CsvRecords {
     type Item = std::io::Result<Record>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let read = self.reader.read_record(&mut self.row);
         let end = self.base_offset + self.reader.position().byte();
-        let started = self
-            .row
-            .position()
-            .map_or(end, |p| self.base_offset + p.byte());
         let body = match read {
             Ok(false) => return None,
             Ok(true) => {
@@ -630,20 +775,32 @@ impl Iterator for CsvRecords {
                 }
             }
             Err(e) => match e.kind() {
-                csv::ErrorKind::Io(_) => return Some(Err(csv_io(e))),
-                csv::ErrorKind::Utf8 { .. } => {
-                    Err(Issue::general(IssueType::Structure, "the row is not UTF-8 text").into())
+                csv::ErrorKind::Io(io)
+                    if io.get_ref().is_some_and(|inner| inner.is::<RowTooLong>()) =>
+                {
+                    return Some(Err(self.row_too_long()));
                 }
+                csv::ErrorKind::Io(_) => return Some(Err(csv_io(e))),
+                csv::ErrorKind::Utf8 { .. } => Err(Issue::general(
+                    IssueType::Structure,
+                    "the row is not UTF-8 text (save the spreadsheet as \"CSV UTF-8\")",
+                )
+                .into()),
                 _ => Err(
                     Issue::general(IssueType::Structure, "the row cannot be read as CSV").into(),
                 ),
             },
         };
-        let line = match self.lines.line_at(started) {
-            Ok(n) => n,
+        self.taken.set(0);
+        if (end - self.last_end) > self.max_row_bytes as u64 {
+            return Some(Err(self.row_too_long()));
+        }
+        let line = match self.lines.row_start(self.last_end) {
+            Ok((line, _)) => line,
             Err(e) => return Some(Err(e)),
         };
-        // The row's end, past the LF of its CRLF (see `line_at`): where a resumed run starts.
+        // The row's end, past the LF of its CRLF (the crate ends a row at the CR): where a
+        // resumed run starts, at a line's start.
         let end = match self
             .lines
             .to(end)
@@ -657,6 +814,7 @@ impl Iterator for CsvRecords {
             Ok(n) => n,
             Err(e) => return Some(Err(e)),
         };
+        self.last_end = end;
         Some(Ok(Record {
             line,
             end,
@@ -793,23 +951,94 @@ mod tests {
     }
 
     fn csv_records(path: &Path, offset: u64, lines: u64) -> Vec<(u64, u64, u64, Value)> {
-        let map: columns::ColumnMap =
-            toml::from_str("[fields]\nid = \"Id\"\nnote = \"Note\"\n").unwrap();
+        csv_read(path, offset, lines, 1 << 20)
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    fn csv_read(
+        path: &Path,
+        offset: u64,
+        lines: u64,
+        max_row_bytes: usize,
+    ) -> Vec<Result<(u64, u64, u64, Value), String>> {
+        let map: columns::ColumnMap = toml::from_str(
+            "[fields]\nid = \"Id\"\nnote = { column = \"Note\", multiline = true }\n",
+        )
+        .unwrap();
         let file = std::fs::File::open(path).unwrap();
-        let Ok(records) = CsvRecords::open(path, file, &map, offset, lines) else {
+        let opened = std::fs::File::open(path).unwrap();
+        let Ok(records) = CsvRecords::open(&opened, file, &map, offset, lines, max_row_bytes)
+        else {
             panic!("the mapping fits")
         };
         records
             .map(|r| {
-                let r = r.unwrap();
+                let r = r.map_err(|e| e.to_string())?;
                 let body = match r.body {
                     Ok(Some(v)) => v,
                     Ok(None) => Value::Null,
                     Err(_) => json!("unreadable"),
                 };
-                (r.line, r.end, r.lines_to_end, body)
+                Ok((r.line, r.end, r.lines_to_end, body))
             })
             .collect()
+    }
+
+    /// Every row read from the top, then from after each row: the same rows at the same places.
+    fn resumes_alike(path: &Path) -> Vec<(u64, u64, u64, Value)> {
+        let all = csv_records(path, 0, 0);
+        for (i, (_, end, lines_to_end, _)) in all.iter().enumerate() {
+            assert_eq!(
+                csv_records(path, *end, *lines_to_end),
+                all[i + 1..].to_vec(),
+                "resumed after row {i}"
+            );
+        }
+        all
+    }
+
+    #[test]
+    fn csv_line_numbers_hold_for_every_line_end_and_blank_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [
+            ("crlf", "Id,Note\r\na,x\r\n\r\n\r\n\r\nb,y\r\n"),
+            ("lf", "Id,Note\na,x\n\n\n\nb,y\n"),
+            ("cr", "Id,Note\ra,x\r\r\r\rb,y\r"),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            let rows = resumes_alike(&path);
+            let lines: Vec<(u64, &Value)> = rows.iter().map(|r| (r.0, &r.3["id"])).collect();
+            let (a, b) = (json!("a"), json!("b"));
+            assert_eq!(lines, [(2, &a), (6, &b)], "{name}");
+        }
+    }
+
+    #[test]
+    fn a_byte_order_mark_mid_file_is_read_alike_from_the_top_and_on_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("joined.csv");
+        std::fs::write(&path, "Id,Note\na,x\n\u{feff}b,y\n").unwrap();
+        let rows = resumes_alike(&path);
+        assert_eq!(rows[1].3["id"], "\u{feff}b");
+    }
+
+    #[test]
+    fn an_unclosed_quote_stops_the_run_naming_the_row_instead_of_swallowing_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("open-quote.csv");
+        let mut text = String::from("Id,Note\na,\"never closed\n");
+        for i in 0..2_000 {
+            text.push_str(&format!("r{i},some words about row {i}\n"));
+        }
+        std::fs::write(&path, text).unwrap();
+        let read = csv_read(&path, 0, 0, 1_000);
+        let last = read.last().unwrap();
+        let e = last.as_ref().unwrap_err();
+        assert!(e.contains("row starting on line 2"), "{e}");
+        assert!(e.contains("quote"), "{e}");
     }
 
     #[test]
