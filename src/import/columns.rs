@@ -128,6 +128,9 @@ pub struct RowMapper {
     fixed: Vec<(Vec<Segment>, Value)>,
     /// Cells in the header row: a row with more (not empty) has a comma out of place.
     columns: usize,
+    /// The columns whose cells may hold line breaks (read by a `multiline` field).
+    multiline_columns: Vec<usize>,
+    header: Vec<String>,
 }
 
 fn parse_path(path: &str) -> Result<Vec<Segment>, MappingError> {
@@ -158,12 +161,23 @@ fn parse_path(path: &str) -> Result<Vec<Segment>, MappingError> {
 impl ColumnMap {
     /// The mapping for a file whose header row is `header`: every named column must be there.
     pub fn for_header(&self, header: &[String]) -> Result<RowMapper, MappingError> {
-        // One field may not sit inside another (`a` and `a.b`): one would overwrite the other.
-        let paths: Vec<&String> = self.fields.keys().chain(self.fixed.keys()).collect();
-        for a in &paths {
-            for b in &paths {
-                if b.len() > a.len() && b.starts_with(a.as_str()) && b[a.len()..].starts_with('.') {
-                    return Err(MappingError::Overlap(a.to_string(), b.to_string()));
+        // One field may not be another (`a.0`, `a.00`) or sit inside it (`a` and `a.b`): one
+        // would overwrite the other. Compared as parsed paths.
+        let paths: Vec<(&String, Vec<Segment>)> = self
+            .fields
+            .keys()
+            .chain(self.fixed.keys())
+            .map(|p| parse_path(p).map(|segments| (p, segments)))
+            .collect::<Result<_, _>>()?;
+        for (i, (a, pa)) in paths.iter().enumerate() {
+            for (b, pb) in &paths[i + 1..] {
+                if a == b {
+                    // The same field in [fields] and [fixed].
+                    return Err(MappingError::Twice(a.to_string()));
+                }
+                if pb.starts_with(pa) || pa.starts_with(pb) {
+                    let (short, long) = if pa.len() <= pb.len() { (a, b) } else { (b, a) };
+                    return Err(MappingError::Overlap(short.to_string(), long.to_string()));
                 }
             }
         }
@@ -182,7 +196,7 @@ impl ColumnMap {
                         }
                         (k, _) => k.unwrap_or(CellType::String),
                     };
-                    if r.date.as_deref().is_some_and(|f| f.contains("%y")) {
+                    if r.date.as_deref().is_some_and(two_digit_year) {
                         return Err(MappingError::TwoDigitYear(path.clone()));
                     }
                     if r.separator.as_deref() == Some("") {
@@ -231,10 +245,17 @@ impl ColumnMap {
                 Ok((parse_path(path)?, value))
             })
             .collect::<Result<_, MappingError>>()?;
+        let multiline_columns = fields
+            .iter()
+            .filter(|f| f.multiline)
+            .map(|f| f.index)
+            .collect();
         Ok(RowMapper {
             fields,
             fixed,
             columns: header.len(),
+            multiline_columns,
+            header: header.to_vec(),
         })
     }
 }
@@ -258,23 +279,34 @@ impl RowMapper {
             ));
             return Err(issues);
         }
+        // A line break in any cell — read or not — that no `multiline` field reads means a
+        // quote was left open and the rows after it ran into this one.
+        for (i, cell) in row.iter().enumerate() {
+            if cell.contains(['\n', '\r']) && !self.multiline_columns.contains(&i) {
+                let column = self.header.get(i).map_or("", String::as_str);
+                let expression = self
+                    .fields
+                    .iter()
+                    .find(|f| f.index == i)
+                    .map_or(String::new(), |f| f.expression.clone());
+                issues.push(Issue::error(
+                    IssueType::Structure,
+                    expression,
+                    format!(
+                        "column '{column}' holds a line break: a quote is probably not closed and rows ran together (a column whose cells may hold line breaks is read by a field marked multiline = true)"
+                    ),
+                ));
+            }
+        }
+        if !issues.is_empty() {
+            return Err(issues);
+        }
         for (path, value) in &self.fixed {
             put(&mut record, path, value.clone());
         }
         for f in &self.fields {
             let cell = row.get(f.index).map_or("", |c| c.trim());
             if cell.is_empty() {
-                continue;
-            }
-            if !f.multiline && cell.contains(['\n', '\r']) {
-                issues.push(Issue::error(
-                    IssueType::Structure,
-                    f.expression.clone(),
-                    format!(
-                        "column '{}' holds a line break: a quote is probably not closed and rows ran together (a column whose cells may hold line breaks is marked multiline = true)",
-                        f.column
-                    ),
-                ));
                 continue;
             }
             match read(f, cell) {
@@ -288,6 +320,14 @@ impl RowMapper {
         }
         issues.into_result(record)
     }
+}
+
+/// Whether a date form reads a year of two digits (`%y`, and the forms that include it: `%D`,
+/// `%x`, padding variants), as chrono parses the form.
+fn two_digit_year(form: &str) -> bool {
+    use chrono::format::{Item, Numeric, StrftimeItems};
+    StrftimeItems::new(form)
+        .any(|item| matches!(item, Item::Numeric(Numeric::YearMod100, _) | Item::Error))
 }
 
 fn has_datetime(value: &toml::Value) -> bool {
@@ -440,6 +480,24 @@ mod tests {
             .unwrap()
     }
 
+    fn mapper_with_extra() -> RowMapper {
+        mapping(MAP)
+            .for_header(&header(&[
+                "Ref",
+                "Practice",
+                "NHS number",
+                "DOB",
+                "Review",
+                "Diagnosis",
+                "Second diagnosis",
+                "Hours",
+                "Needs",
+                "Notes",
+                "Extra",
+            ]))
+            .unwrap()
+    }
+
     #[test]
     fn a_row_becomes_the_record_its_mapping_describes() {
         let record = mapper()
@@ -536,6 +594,31 @@ mod tests {
             ["patient.nhsNumber"],
             "a line break only where allowed"
         );
+        // A column the mapping does not read is checked too.
+        let unread = mapper_with_extra()
+            .record(&[
+                "FN-1",
+                "C88901",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "x\nFN-2,C88901",
+            ])
+            .unwrap_err();
+        assert!(
+            unread
+                .iter()
+                .next()
+                .unwrap()
+                .diagnostics
+                .contains("'Extra'"),
+            "{unread:?}"
+        );
         let shifted = m
             .record(&["FN-1", "C88901", "x", "", "", "", "", "", "", "", "spill"])
             .unwrap_err();
@@ -584,6 +667,18 @@ mod tests {
             (
                 "[fields]\na = { column = \"A\", date = \"%d/%m/%y\" }\n",
                 MappingError::TwoDigitYear("a".into()),
+            ),
+            (
+                "[fields]\na = { column = \"A\", date = \"%D\" }\n",
+                MappingError::TwoDigitYear("a".into()),
+            ),
+            (
+                "[fields]\na = { column = \"A\", date = \"%d/%m/%-y\" }\n",
+                MappingError::TwoDigitYear("a".into()),
+            ),
+            (
+                "[fields]\n\"a.0\" = \"A\"\n\"a.00\" = \"B\"\n",
+                MappingError::Overlap("a.0".into(), "a.00".into()),
             ),
             (
                 "[fields]\na = { column = \"A\", type = \"list\", separator = \"\" }\n",

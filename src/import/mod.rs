@@ -607,6 +607,11 @@ struct LineBreaks {
 
 impl LineBreaks {
     fn new(file: &std::fs::File, at: u64, breaks: u64) -> std::io::Result<LineBreaks> {
+        // Resuming just after a lone CR: an LF now there (the file grew) is the same break.
+        let mut before = [0u8; 1];
+        let after_cr = at > 0
+            && std::os::unix::fs::FileExt::read_at(file, &mut before, at - 1)? == 1
+            && before[0] == b'\r';
         let positional = Positional {
             file: file.try_clone()?,
             at,
@@ -615,7 +620,7 @@ impl LineBreaks {
             reader: BufReader::with_capacity(256 * 1024, positional),
             at,
             breaks,
-            after_cr: false,
+            after_cr,
         })
     }
 
@@ -689,9 +694,15 @@ impl CsvRecords {
             .iter()
             .map(str::to_string)
             .collect();
-        let mapper = map.for_header(&header).map_err(CsvOpenError::Mapping)?;
         // The csv crate's positions count the byte-order mark it skips.
         let after_header = head.position().byte();
+        if header.iter().any(|h| h.contains(['\n', '\r'])) || after_header >= max_row_bytes as u64 {
+            return Err(CsvOpenError::Read(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the header row holds a line break or runs on: a quote in it is probably not closed",
+            )));
+        }
+        let mapper = map.for_header(&header).map_err(CsvOpenError::Mapping)?;
         let (start, counted) = if offset == 0 {
             (after_header, (0, 0))
         } else {
@@ -792,13 +803,14 @@ impl Iterator for CsvRecords {
             },
         };
         self.taken.set(0);
-        if (end - self.last_end) > self.max_row_bytes as u64 {
-            return Some(Err(self.row_too_long()));
-        }
-        let line = match self.lines.row_start(self.last_end) {
-            Ok((line, _)) => line,
+        let (line, row_from) = match self.lines.row_start(self.last_end) {
+            Ok(start) => start,
             Err(e) => return Some(Err(e)),
         };
+        // The row itself, from its first byte to the CR or LF that ends it.
+        if end.saturating_sub(row_from) > self.max_row_bytes as u64 + 1 {
+            return Some(Err(self.row_too_long()));
+        }
         // The row's end, past the LF of its CRLF (the crate ends a row at the CR): where a
         // resumed run starts, at a line's start.
         let end = match self
@@ -1023,6 +1035,20 @@ mod tests {
         std::fs::write(&path, "Id,Note\na,x\n\u{feff}b,y\n").unwrap();
         let rows = resumes_alike(&path);
         assert_eq!(rows[1].3["id"], "\u{feff}b");
+    }
+
+    #[test]
+    fn a_header_with_an_open_quote_is_refused_rather_than_swallowing_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad-header.csv");
+        std::fs::write(&path, "Id,\"Note\na,x\nb,\"y\"\n").unwrap();
+        let map: columns::ColumnMap = toml::from_str("[fields]\nid = \"Id\"\n").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let opened = std::fs::File::open(&path).unwrap();
+        assert!(matches!(
+            CsvRecords::open(&opened, file, &map, 0, 0, 1 << 20),
+            Err(CsvOpenError::Read(_))
+        ));
     }
 
     #[test]
