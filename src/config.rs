@@ -70,6 +70,31 @@ pub struct Config {
     /// Sign-in for people (the dashboard), by OpenID Connect. Absent, nobody can sign in.
     #[serde(default)]
     pub sign_in: Option<SignInConfig>,
+    pub self_referral: SelfReferralConfig,
+}
+
+/// The public self-referral form (`/refer`): anyone may send it, so what it may cost is bounded
+/// here. The services it offers are those whose `referral_routes` include `self-referral`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfReferralConfig {
+    /// The key the form's tokens are signed with: created on first start; instances behind one
+    /// address share the file, so a form drawn by one is taken by another.
+    pub form_key: std::path::PathBuf,
+    /// Forms taken from one source address: a sustained rate per hour and a burst (a family or
+    /// a library's computers share an address).
+    pub per_source_per_hour: f64,
+    pub burst_per_source: f64,
+    /// Forms taken from every source together, per minute, and a burst: a flood from many
+    /// addresses fills neither the store nor the services' worklists.
+    pub all_sources_per_minute: f64,
+    pub burst_all_sources: f64,
+    /// A form sent sooner than this after it was drawn is not a person filling it in.
+    pub min_fill_secs: u64,
+    /// How long a drawn form may be sent (then it is drawn again with the answers kept).
+    pub form_lifetime_secs: u64,
+    /// The largest form body: the questions' own limits add up to about 10 KiB.
+    pub max_body_bytes: usize,
 }
 
 /// People sign in to the dashboard at an OpenID Connect provider the deployment trusts (NHS

@@ -28,6 +28,7 @@ pub mod intake;
 pub mod letters;
 pub mod monitoring;
 pub mod outbound;
+pub mod refer;
 pub mod reports;
 pub mod secret_file;
 pub mod services;

@@ -31,6 +31,10 @@ pub struct Service {
     /// adviser's line, say): named in the escalation's alert. Not a person's own details.
     #[serde(default)]
     pub duty_contact: Option<String>,
+    /// How a person reaches the service (a phone number, an e-mail address), as the
+    /// self-referral form's confirmation page gives it for questions and for withdrawing.
+    #[serde(default)]
+    pub public_contact: Option<String>,
     /// Whom the service takes referrals from (`referral-route` codes), as the service directory
     /// says (`GET /fhir/HealthcareService`). Default: GP practices.
     #[serde(default = "gp_only")]

@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 
-use common::{Server, WHG, nhs_number, referral};
+use common::{Server, WHG, chromium, nhs_number, referral};
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use serde_json::json;
 use whg::auth::{Principal, Role};
@@ -891,20 +891,6 @@ async fn without_sign_in_configured_nobody_can_sign_in() {
     assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
 }
 
-/// Where Chromium is, if this machine has it; CI installs it (`.ci/run`) and must not skip.
-fn chromium() -> Option<String> {
-    let path = std::env::var("WHG_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if std::path::Path::new(&path).exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must run the browser test: install Debian's chromium (scripts/test.sh does)"
-    );
-    eprintln!("skipped: no Chromium at {path} (apt-get install chromium)");
-    None
-}
-
 /// The README's steps for a commissioner, in a real browser: the fixtures loaded with
 /// tools/load_fixtures.py, then sign-in, charts, filters, a report, its CSV and sign-out, each
 /// page checked by axe-core (tools/browser/dashboard.mjs). Screenshots stay in
@@ -928,24 +914,7 @@ async fn the_dashboard_in_chromium_over_the_fixtures() {
     assert!(ok, "{out}");
     assert!(out.contains("33 referrals sent"), "{out}");
 
-    // scripts/test.sh installs them; a `cargo test` on its own may need to.
-    if !root
-        .join("tools/browser/node_modules/playwright-core")
-        .exists()
-    {
-        let (ok, out) = common::run(
-            Command::new("npm")
-                .args([
-                    "ci",
-                    "--no-audit",
-                    "--no-fund",
-                    "--loglevel=error",
-                    "--prefix",
-                ])
-                .arg(root.join("tools/browser")),
-        );
-        assert!(ok, "{out}");
-    }
+    common::install_browser_tools();
     let shots = root.join("target/artefacts/dashboard");
     let (ok, out) = common::run(
         Command::new("node")

@@ -337,7 +337,7 @@ async fn refer(
     let admission = whg::intake::admission::referral(
         &s,
         None,
-        &Principal::practice("C88901"),
+        Some(&Principal::practice("C88901")),
         None,
         Utc::now(),
         whg::intake::admission::practice_criterion_expression,

@@ -178,6 +178,7 @@ SYSTEMS = {
             ("ended-early-reason", "Support ended early", "Why support ended before the planned end (valueCodeableConcept from support-ended-reason)."),
             ("follow-up", "Follow-up outcome", "An outcome recorded weeks after discharge (valueReference to the follow-up Observation)."),
             ("follow-up-interval", "Follow-up interval", "Which follow-up a follow-up output is (valueCodeableConcept from follow-up-interval)."),
+            ("nhs-number-to-trace", "NHS number to trace", "The person referred themselves and either gave no NHS number or gave one nobody has traced (valueString says which): trace it on the Personal Demographics Service before the person's records are joined to any others."),
         ],
     ),
     "support-ended-reason": (
@@ -305,7 +306,7 @@ SYSTEMS = {
         "Carried in Consent.provision.actor.role alongside v3-ParticipationType IRCP; the actor reference "
         "names a specific organisation, or carries only a display for any organisation of the class.",
         [
-            ("referring-practice", "Referring GP practice", "The practice that referred the person, for feedback letters and outcomes."),
+            ("referring-practice", "Referring GP practice", "The person's GP practice, for feedback letters and outcomes: the practice that referred them, or, when they referred themselves, the practice they said they are registered with."),
             ("work-health-service", "Work-and-health service", "The service the person is referred to, and its advisers."),
             ("employer", "Employer", "The person's employer, manager or HR. Disclosure also needs the person's approval of the specific document (brief 4)."),
             ("other-service", "Other named service", "Another service the person is signposted to, e.g. NHS Talking Therapies or Waiting Well."),

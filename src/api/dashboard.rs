@@ -76,7 +76,7 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-ac
                    frame-ancestors 'none'; base-uri 'none'";
 
 /// A page, with the dashboard's CSP, and these cookies set.
-fn page(status: StatusCode, markup: Markup, cookies: &[Cookie<'_>]) -> Response {
+pub(super) fn page(status: StatusCode, markup: Markup, cookies: &[Cookie<'_>]) -> Response {
     let mut response = (status, axum::response::Html(markup.into_string())).into_response();
     let h = response.headers_mut();
     page_headers(h);
@@ -105,7 +105,7 @@ fn set_cookies(h: &mut HeaderMap, cookies: &[Cookie<'_>]) {
     }
 }
 
-fn see_other(location: &str, cookies: &[Cookie<'_>]) -> Response {
+pub(super) fn see_other(location: &str, cookies: &[Cookie<'_>]) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
     let h = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(location) {
@@ -117,7 +117,7 @@ fn see_other(location: &str, cookies: &[Cookie<'_>]) -> Response {
 }
 
 /// Whether the gateway is reached over https (cookies are then `Secure`).
-fn secure(app: &AppState) -> bool {
+pub(super) fn secure(app: &AppState) -> bool {
     app.config
         .base_url
         .as_deref()
@@ -142,7 +142,7 @@ fn removal<'c>(app: &AppState, name: &'c str) -> Cookie<'c> {
 
 /// The value of the request's cookie `name`; none if it is sent more than once (a second one
 /// was planted beside the gateway's, and which is which cannot be told).
-fn read_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(super) fn read_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     let mut found = headers
         .get_all(header::COOKIE)
         .iter()
@@ -657,7 +657,7 @@ pub struct SignOutForm {
 
 /// Whether a form post comes from the gateway's own pages: its `Origin` (or, without one, its
 /// `Referer`) is the gateway's origin. Browsers send `Origin` on every cross-site POST.
-fn same_origin(app: &AppState, headers: &HeaderMap) -> bool {
+pub(super) fn same_origin(app: &AppState, headers: &HeaderMap) -> bool {
     let Some(base) = app
         .config
         .base_url

@@ -16,6 +16,7 @@ mod limits;
 pub use limits::TEST_TRIGGER;
 mod oauth;
 mod quarantine;
+mod refer;
 mod referrals;
 mod reports;
 pub mod tls;
@@ -79,6 +80,8 @@ pub struct Shared {
     pub started_at: String,
     /// Sign-in for people to the dashboard; `None` when `[sign_in]` is not configured.
     pub sign_in: Option<crate::app::sign_in::SignIn>,
+    /// Signs the self-referral form's tokens.
+    pub form_key: crate::app::self_referral::FormKey,
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -239,6 +242,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .merge(dashboard::routes())
+        .merge(refer::routes())
         // After every route, before the fallbacks: runs once a route has matched.
         .route_layer(middleware::from_fn(name_request_span))
         .fallback(not_found)
@@ -879,6 +883,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         ),
         None => None,
     };
+    let form_key = crate::app::self_referral::FormKey::load(&config)
+        .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
     let state = AppState::new(Shared {
         config: Arc::new(config),
         store: store.clone(),
@@ -890,6 +896,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         outbox: Default::default(),
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         sign_in,
+        form_key,
     });
     tokio::spawn(watch_client_registry(
         store.clone(),

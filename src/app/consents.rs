@@ -227,8 +227,9 @@ pub(super) struct Care {
     party: consent::Party,
     /// The person's referrals, as the authorship rule reads them.
     relations: Vec<authorship::CareRelation>,
-    /// The caller's own referrals of the person: (ServiceRequest id, the other party).
-    mine: Vec<(String, String)>,
+    /// The caller's own referrals of the person: (ServiceRequest id, the other party; none for
+    /// a service's self-referral, which has no practice).
+    mine: Vec<(String, Option<String>)>,
 }
 
 impl Care {
@@ -245,14 +246,14 @@ impl Care {
             .into_iter()
             .filter_map(|r| {
                 let id = r.record.strip_prefix("ServiceRequest/")?.to_string();
-                Some((id, r.practice?, r.service?))
+                Some((id, r.practice, r.service?))
             })
             .collect();
-        let mine: Vec<(String, String)> = referrals
+        let mine: Vec<(String, Option<String>)> = referrals
             .iter()
             .filter_map(|(id, practice, service)| match principal.role {
-                Role::Practice if *practice == principal.organisation => {
-                    Some((id.clone(), service.clone()))
+                Role::Practice if practice.as_ref() == Some(&principal.organisation) => {
+                    Some((id.clone(), Some(service.clone())))
                 }
                 Role::Service if *service == principal.organisation => {
                     Some((id.clone(), practice.clone()))
@@ -280,7 +281,7 @@ impl Care {
         let named = consent.provision.organisations();
         self.mine
             .iter()
-            .filter(|(_, other)| named.contains(&other.as_str()))
+            .filter(|(_, other)| other.as_deref().is_some_and(|o| named.contains(&o)))
             .map(|(id, _)| id)
             .max()
             .or_else(|| self.mine.iter().map(|(id, _)| id).max())
@@ -345,6 +346,8 @@ fn referring_practices(principal: &Principal, care: Option<&Care>) -> Vec<(Strin
         Role::Service => {
             let mut out: Vec<(String, Vec<String>)> = Vec::new();
             for (_, practice) in care.map(|c| c.mine.as_slice()).unwrap_or_default() {
+                // A self-referral has no referring practice to name.
+                let Some(practice) = practice else { continue };
                 let entry = ods(practice);
                 if !out.contains(&entry) {
                     out.push(entry);

@@ -24,6 +24,7 @@ pub mod rate_limits;
 pub mod records;
 pub mod referrals;
 pub mod reports;
+pub mod self_referral;
 pub mod sign_in;
 pub mod submissions;
 pub mod tokens;

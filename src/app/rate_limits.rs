@@ -113,6 +113,36 @@ impl RateLimiter {
     }
 }
 
+impl RateLimiter {
+    /// Takes one self-referral form from `source`'s allowance and one from every source's
+    /// together (`[self_referral]`): a flood from one address is stopped at it, one from many
+    /// at the shared cap, and neither touches a client's bucket or the form's pages.
+    pub async fn admit_self_referral(
+        &self,
+        shared: &dyn Coordination,
+        source: IpAddr,
+        limits: &crate::config::SelfReferralConfig,
+    ) -> Result<(), Throttled> {
+        let key = format!("refer:{}", source_key(source));
+        take(
+            &self.sources,
+            shared,
+            &key,
+            limits.per_source_per_hour / 3600.0,
+            limits.burst_per_source,
+        )
+        .await?;
+        take(
+            &self.sources,
+            shared,
+            "refer:all",
+            limits.all_sources_per_minute / 60.0,
+            limits.burst_all_sources,
+        )
+        .await
+    }
+}
+
 /// Takes one request from `key`'s allowance: in the store, where instances share it (several
 /// gateways behind one load balancer allow a client its rate in all, not per instance), else in
 /// `local`. A shared store that cannot answer falls back to this instance's own buckets: the

@@ -143,7 +143,10 @@ async fn own_referral(
         .records_of("ServiceRequest", &id)
         .await?
         .into_iter()
-        .find(|r| r.record == format!("ServiceRequest/{id}") && r.practice.is_some())
+        .find(|r| {
+            r.record == format!("ServiceRequest/{id}")
+                && r.practice.as_deref() == Some(caller.principal.organisation.as_str())
+        })
         .ok_or_else(unknown)?;
     let found = OwnReferral { id, sr, record };
     if found.record.service.as_deref() != Some(named.service.as_str()) {
@@ -655,7 +658,7 @@ async fn accept(
     let admission = admission::referral(
         &submission,
         service,
-        caller.principal,
+        Some(caller.principal),
         caller.request_id.clone(),
         chrono::Utc::now(),
         criterion_expression,

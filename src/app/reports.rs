@@ -474,7 +474,7 @@ pub async fn facts_in_store(
         .records_of("ServiceRequest", &id)
         .await?
         .into_iter()
-        .find(|r| r.record == format!("ServiceRequest/{id}") && r.practice.is_some())
+        .find(|r| r.record == format!("ServiceRequest/{id}"))
     else {
         return Ok(None); // not a referral
     };
@@ -517,9 +517,11 @@ pub async fn facts_in_store(
     let follow_ups = store.read_many("Observation", &follow_up_ids).await?;
     let practice = parties.practice.clone().unwrap_or_default();
     let file = consent_file(store, &parties.patient_id).await?;
-    let feedback = file
-        .decide(&Question::outcomes_to_practice(&practice, now))
-        .permitted();
+    let feedback = crate::workflow::feedback_practice(parties.practice.as_deref(), &patient)
+        .is_some_and(|to| {
+            file.decide(&Question::outcomes_to_practice(&to, now))
+                .permitted()
+        });
     let evaluation = file.decide(&Question::evaluation(now)).permitted();
     Ok(facts::referral_facts(&ReferralRecords {
         service_request: sr,

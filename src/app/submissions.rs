@@ -70,7 +70,18 @@ pub fn sends_as(
 /// only synthetic people, with NHS numbers from the 999 test range.
 pub fn may_send(principal: &Principal, submission: &Submission) -> Result<(), SubmitError> {
     let what = submission.kind.noun();
-    sends_as(principal, &submission.practice, what)?;
+    match submission.sender.practice() {
+        Some(practice) => sends_as(principal, practice, what)?,
+        // Only the self-referral form sends as the person (`app::self_referral`), never a
+        // client system.
+        None => {
+            return Err(SubmitError::NotTheSender {
+                what,
+                from: "the person".into(),
+                token_for: principal.organisation_code().to_string(),
+            });
+        }
+    }
     if principal.test_tenant {
         let real = submission
             .entries
@@ -97,21 +108,42 @@ pub async fn submit(
     admission: Admission,
     consent_expression: &str,
 ) -> Result<Stored, SubmitError> {
-    let principal = caller.principal;
+    may_send(caller.principal, &submission)?;
+    store_submission(
+        store,
+        Some(caller.principal),
+        caller.request_id.clone(),
+        submission,
+        admission,
+        consent_expression,
+    )
+    .await
+}
+
+/// Stores a submission whose sender was checked ([`may_send`] for a client; the form's own
+/// checks for a person, `principal` none), under `admission`: a resend audited as such, a
+/// refusal audited without the person.
+pub async fn store_submission(
+    store: &dyn Store,
+    principal: Option<&Principal>,
+    request_id: Option<String>,
+    submission: Submission,
+    admission: Admission,
+    consent_expression: &str,
+) -> Result<Stored, SubmitError> {
     let what = submission.kind.noun();
-    may_send(principal, &submission)?;
     let key = submission.key.clone();
     let focus_type = submission.kind.focus_type();
     let mut event = Event {
         kind: Kind::Intake,
-        principal: Some(principal),
+        principal,
         patient: None,
         entities: Vec::new(),
         decision: None,
         permitted: true,
         description: String::new(),
         at: chrono::Utc::now(),
-        request_id: caller.request_id.clone(),
+        request_id,
     };
     match store.submit(submission, Some(admission)).await {
         Ok(stored) if stored.created => Ok(stored),

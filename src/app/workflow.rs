@@ -68,7 +68,7 @@ async fn referral(
         .records_of("ServiceRequest", id)
         .await?
         .into_iter()
-        .find(|r| r.record == format!("ServiceRequest/{id}") && r.practice.is_some())
+        .find(|r| r.record == format!("ServiceRequest/{id}"))
         .ok_or_else(|| WorkflowError::NotAReferral(id.to_string()))?;
     Ok((sr, parties))
 }
@@ -125,8 +125,9 @@ pub(super) fn workflow_parties(sr: &Value, p: &RecordParties) -> Parties {
     Parties {
         referral: p.record.clone(),
         patient: format!("Patient/{}", p.patient_id),
-        // The referral's own row (see `referral`) always names its practice and service.
-        practice: p.practice.clone().unwrap_or_default(),
+        // The referral's own row (see `referral`) names its service, and its practice unless the
+        // person referred themselves.
+        practice: p.practice.clone(),
         service: p.service.clone().unwrap_or_default(),
         referred_on: sr["authoredOn"]
             .as_str()
@@ -188,8 +189,11 @@ pub async fn act(
         tx.creates.push(e);
     }
     let mut letter_id = None;
-    if let Some(notice) = &change.decline {
-        let context = letter_context(store, config, &parties).await?;
+    // A decline tells the practice; a person who referred themselves and named no practice is
+    // told by the service itself.
+    if let Some(notice) = &change.decline
+        && let Some(context) = letter_context(store, config, &parties).await?
+    {
         let author = format!("{} triage team", context.service_name);
         let letter = context.decline(notice, &author, now);
         letter_id = Some(queue_letter(config, &context, &letter, &mut tx, now));
@@ -225,25 +229,29 @@ async fn commit(store: &dyn Store, mut tx: Transaction) -> Result<Vec<Value>, St
     store.transact(tx).await
 }
 
-/// Everything a letter needs to know about the referral's parties.
+/// Everything a letter needs to know about the referral's parties; none when there is no
+/// practice to write to (a person who referred themselves and named none).
 async fn letter_context(
     store: &dyn Store,
     config: &Config,
     parties: &Parties,
-) -> Result<Context, StoreError> {
+) -> Result<Option<Context>, StoreError> {
     let referral_id = parties.referral.trim_start_matches("ServiceRequest/");
     let patient = crate::access::patient_of_referral(store, referral_id)
         .await?
         .unwrap_or_default();
-    let ods = value_part(&parties.practice);
+    let Some(practice) = workflow::feedback_practice(parties.practice.as_deref(), &patient) else {
+        return Ok(None);
+    };
+    let ods = value_part(&practice);
     let person = crate::fhir::patient::demographics(&patient);
-    Ok(Context {
+    Ok(Some(Context {
         referral: parties.referral.clone(),
         patient: parties.patient.clone(),
         referral_date: parties.referred_on,
         service_name: config.service_name(&parties.service).to_string(),
         service: parties.service.clone(),
-        practice: parties.practice.clone(),
+        practice: practice.clone(),
         practice_name: config
             .directory
             .get(ods)
@@ -252,7 +260,7 @@ async fn letter_context(
         patient_name: person.full_name(),
         nhs_number: person.nhs_number,
         birth_date: person.birth_date,
-    })
+    }))
 }
 
 /// Renders the letter and adds its resources and outbox row to `tx`; returns the letter's id.
@@ -339,7 +347,15 @@ pub async fn write_letter(
         ));
     }
     let now = Utc::now();
-    let context = letter_context(store, config, &parties).await?;
+    let context = letter_context(store, config, &parties).await?.ok_or_else(|| {
+        WorkflowError::Invalid(
+            Issue::general(
+                IssueType::BusinessRule,
+                "the person referred themselves and named no GP practice: there is no practice to write to",
+            )
+            .into(),
+        )
+    })?;
     let letter = context.feedback(body, now);
     let mut tx = Transaction {
         referral: referral_id,

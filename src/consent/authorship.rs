@@ -31,7 +31,8 @@ use crate::fhir::outcome::{IssueType, Issues};
 /// `system|value`. The relationships agreements between parties follow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CareRelation {
-    pub practice: OrgId,
+    /// None when the person referred themselves: no practice is party to that referral.
+    pub practice: Option<OrgId>,
     pub service: OrgId,
 }
 
@@ -178,10 +179,9 @@ fn follows_care(
             let Some(service) = &actor.organisation else {
                 return Err(named("service"));
             };
-            if referrals
-                .iter()
-                .any(|r| r.practice == recorder.organisation && r.service == *service)
-            {
+            if referrals.iter().any(|r| {
+                r.practice.as_ref() == Some(&recorder.organisation) && r.service == *service
+            }) {
                 Ok(())
             } else {
                 Err(format!(
@@ -203,10 +203,9 @@ fn follows_care(
             let Some(practice) = &actor.organisation else {
                 return Err(named("practice"));
             };
-            if referrals
-                .iter()
-                .any(|r| r.service == recorder.organisation && r.practice == *practice)
-            {
+            if referrals.iter().any(|r| {
+                r.service == recorder.organisation && r.practice.as_ref() == Some(practice)
+            }) {
                 Ok(())
             } else {
                 Err(format!(

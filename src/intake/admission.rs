@@ -102,13 +102,25 @@ pub fn bars_criterion_expression(criterion: &str) -> &'static str {
 fn subject_of<'a>(
     entries: &'a [SubmissionEntry],
     person: &str,
-    practice: &'a str,
+    practice: Option<&'a str>,
     history: &[FitNoteFacts],
 ) -> Subject<'a> {
     let patient = entries
         .iter()
         .find(|e| e.full_url == person && e.resource_type == "Patient")
         .map(|e| &e.resource);
+    // The practice the person is registered with: the referring one, or the one a person
+    // referring themselves named (by its ODS code, as the self-referral states it).
+    let registered = practice
+        .and_then(|p| p.split_once('|').map(|(_, v)| v))
+        .or_else(|| {
+            patient
+                .and_then(|p| p["generalPractitioner"][0]["identifier"].as_object())
+                .filter(|i| {
+                    i.get("system").and_then(Value::as_str) == Some(systems::ODS_ORGANIZATION)
+                })
+                .and_then(|i| i.get("value")?.as_str())
+        });
     let observation_coded = |code: &str| {
         entries.iter().map(|e| &e.resource).find(|r| {
             r["resourceType"] == "Observation"
@@ -137,7 +149,7 @@ fn subject_of<'a>(
             .and_then(|p| p["birthDate"].as_str())
             .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()),
         postcode: patient.and_then(|p| p["address"][0]["postalCode"].as_str()),
-        practice_ods: practice.split_once('|').map(|(_, v)| v),
+        practice_ods: registered,
         employment_status: observation_coded("employment-status")
             .and_then(|o| o["valueCodeableConcept"]["coding"][0]["code"].as_str()),
         conditions,
@@ -189,7 +201,7 @@ pub fn eligibility_before_sending(
     let subject = subject_of(
         &submission.entries,
         &submission.subject,
-        &submission.practice,
+        submission.sender.practice(),
         &[],
     );
     let assessment = eligibility::assess(&service.id, rules, &subject, today);
@@ -219,7 +231,7 @@ fn eligibility_extension(a: &Assessment, at: DateTime<Utc>) -> Value {
 pub fn referral(
     submission: &Submission,
     service: Option<&Service>,
-    principal: &Principal,
+    principal: Option<&Principal>,
     request_id: Option<String>,
     now: DateTime<Utc>,
     expression: CriterionExpression,
@@ -237,7 +249,7 @@ pub fn referral(
     });
     let eligibility: Option<(String, EligibilityConfig)> =
         service.and_then(|s| Some((s.id.clone(), s.eligibility.clone()?)));
-    let practice = submission.practice.clone();
+    let practice = submission.sender.practice().map(str::to_string);
     let focus = submission.focus.clone();
     let person = submission.subject.clone();
     let service_identifier =
@@ -250,7 +262,8 @@ pub fn referral(
             };
             if let Some((service, rules)) = eligibility {
                 let assessment = {
-                    let subject = subject_of(entries, &person, &practice, &history.fit_notes);
+                    let subject =
+                        subject_of(entries, &person, practice.as_deref(), &history.fit_notes);
                     eligibility::assess(&service, &rules, &subject, now.date_naive())
                 };
                 if rules.refuse_when_not_met && assessment.outcome == Outcome::NotMet {
@@ -273,10 +286,33 @@ pub fn referral(
                     service,
                     referred_on: None,
                 };
+                let mut task = crate::workflow::received(&parties, now);
+                if practice.is_none() {
+                    // The person referred themselves: what they gave of their NHS number is
+                    // theirs to have typed, not a traced identity.
+                    let given = entries
+                        .iter()
+                        .find(|e| e.full_url == parties.patient)
+                        .and_then(|e| {
+                            crate::fhir::resource::identifier_value(
+                                &e.resource,
+                                systems::NHS_NUMBER,
+                            )
+                        })
+                        .is_some();
+                    crate::workflow::to_trace(
+                        &mut task,
+                        if given {
+                            "The person gave an NHS number that has not been traced"
+                        } else {
+                            "The person did not give their NHS number"
+                        },
+                    );
+                }
                 entries.push(SubmissionEntry {
                     full_url: format!("urn:uuid:{}", uuid::Uuid::now_v7()),
                     resource_type: "Task".into(),
-                    resource: crate::workflow::received(&parties, now),
+                    resource: task,
                     match_identifier: None,
                     keep_existing: false,
                 });
@@ -320,7 +356,7 @@ pub fn fit_note(
         .collect();
     let gap = rules.consecutive_gap_days;
     let history_import = rules.history_import;
-    let practice = submission.practice.clone();
+    let practice = submission.sender.practice().map(str::to_string);
     let focus = submission.focus.clone();
     let person = submission.subject.clone();
     let principal = principal.clone();
@@ -352,7 +388,7 @@ pub fn fit_note(
             // long-term conditions a service's criteria ask about.
             let subject = Subject {
                 conditions: None,
-                ..subject_of(entries, &person, &practice, &all)
+                ..subject_of(entries, &person, practice.as_deref(), &all)
             };
             let mut created = Vec::new();
             let mut tasks = Vec::new();
@@ -385,7 +421,7 @@ pub fn fit_note(
                         &firing,
                         &focus,
                         &person,
-                        &practice,
+                        practice.as_deref().unwrap_or_default(),
                         practice_url.as_deref(),
                         now,
                     );
@@ -515,7 +551,7 @@ pub fn intake_question(submission: &Submission, now: DateTime<Utc>) -> Option<Qu
 pub fn intake_consent(
     submission: &Submission,
     question: Question,
-    principal: &Principal,
+    principal: Option<&Principal>,
     request_id: Option<String>,
     now: DateTime<Utc>,
     consent_expression: &'static str,
@@ -528,13 +564,18 @@ pub fn intake_consent(
             c
         })
         .collect();
+    // Who records the Consents the submission brings: its practice, under the authorship rule;
+    // a person referring themselves records their own, which the form states (it asks only who
+    // may see what of them, and nothing they record reaches anyone else's record: see
+    // `intake::self_referral`).
     let recorder = submission
-        .practice
-        .split_once('|')
+        .sender
+        .practice()
+        .and_then(|p| p.split_once('|'))
         .and_then(|(system, value)| Party::from_identifier(system, value));
     let this_referral = match &submission.kind {
         SubmissionKind::Referral { service } => Some(CareRelation {
-            practice: submission.practice.clone(),
+            practice: submission.sender.practice().map(str::to_string),
             service: service.clone(),
         }),
         SubmissionKind::FitNote(_) => None,
@@ -545,7 +586,7 @@ pub fn intake_consent(
         .find(|e| e.resource_type == "Patient")
         .map(|e| e.full_url.clone());
     let focus = submission.focus.clone();
-    let principal = principal.clone();
+    let principal = principal.cloned();
     move |history: &History| {
         let mut consents: Vec<ConsentRecord> = history
             .consents
@@ -584,12 +625,19 @@ pub fn intake_consent(
         }
         let event = audit::audit_event(&Event {
             kind: Kind::Intake,
-            principal: Some(&principal),
+            // None: the person, through the self-referral form.
+            principal: principal.as_ref(),
             patient,
             entities: vec![focus],
             decision: Some(&decision),
             permitted: true,
-            description: format!("referral accepted: {}", decision.reason),
+            description: match principal {
+                Some(_) => format!("referral accepted: {}", decision.reason),
+                None => format!(
+                    "self-referral from the public form accepted: {}",
+                    decision.reason
+                ),
+            },
             at: now,
             request_id,
         });

@@ -960,7 +960,10 @@ impl<'a> Message<'a> {
             .unwrap_or_default()
             .to_string();
         Submission {
-            practice: format!("{}|{sender_ods}", systems::ODS_ORGANIZATION),
+            sender: crate::intake::Sender::Practice(format!(
+                "{}|{sender_ods}",
+                systems::ODS_ORGANIZATION
+            )),
             kind: SubmissionKind::Referral {
                 service: format!("{}|{}", systems::service_identifier_system(), service.id),
             },

@@ -307,6 +307,7 @@ mod tests {
             eligibility: None,
             commissioners: Vec::new(),
             duty_contact: None,
+            public_contact: None,
             referral_routes: vec!["gp".into()],
         }];
         let r = request();

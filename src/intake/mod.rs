@@ -10,6 +10,7 @@ pub mod mapping;
 pub mod message_definition;
 pub mod practice;
 pub mod schema;
+pub mod self_referral;
 pub mod submission;
 
 use chrono::{DateTime, Utc};
@@ -19,7 +20,7 @@ use crate::fhir::{Issue, IssueType, Issues};
 use crate::services::Service;
 use submission::content_hash;
 
-pub use submission::{Submission, SubmissionEntry, SubmissionKey, SubmissionKind};
+pub use submission::{Sender, Submission, SubmissionEntry, SubmissionKey, SubmissionKind};
 
 /// What validation needs from outside the input: the time now, the services referrals may be
 /// addressed to, and whether a BaRS message's implied direct-care Consent counts as the
@@ -55,11 +56,11 @@ pub fn practice_referral(value: &Value, ctx: &IntakeContext) -> Result<Submissio
         namespace: format!("practice:{}", referral.practice.ods_code),
         value: referral.referral_id.clone(),
     };
-    let practice = format!(
+    let practice = Sender::Practice(format!(
         "{}|{}",
         crate::fhir::systems::ODS_ORGANIZATION,
         referral.practice.ods_code
-    );
+    ));
     let kind = SubmissionKind::Referral {
         service: format!(
             "{}|{}",
@@ -111,7 +112,7 @@ fn fit_note_submission(note: &fit_note::FitNote, system: &str, hash: String) -> 
         namespace: format!("fit-note:{ods}|{system}"),
         value: note.note.fit_note_id.clone(),
     };
-    let practice = format!("{}|{ods}", crate::fhir::systems::ODS_ORGANIZATION);
+    let practice = Sender::Practice(format!("{}|{ods}", crate::fhir::systems::ODS_ORGANIZATION));
     let kind = SubmissionKind::FitNote(crate::fit_notes::FitNoteFacts {
         reference: String::new(), // the Observation's fullUrl, set below
         start: note.start,

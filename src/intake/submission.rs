@@ -57,11 +57,45 @@ impl SubmissionKind {
     }
 }
 
+/// Who sent a submission, and so who is party to it: the tenancy every later read is checked
+/// against is the sender's and the receiving service's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sender {
+    /// A GP practice system sending as itself (`system|value` of the practice): it reads back
+    /// what it sent.
+    Practice(String),
+    /// The person themselves, through the public self-referral form (`/refer`). No organisation
+    /// is party to what they send: the GP practice they name is not (it did not refer them, and
+    /// is told only what the person's consent to feedback lets a letter carry), and the form
+    /// reads nothing back.
+    Person,
+}
+
+impl Sender {
+    /// `system|value` of the sending practice; none when the person referred themselves.
+    pub fn practice(&self) -> Option<&str> {
+        match self {
+            Sender::Practice(p) => Some(p),
+            Sender::Person => None,
+        }
+    }
+
+    /// Who the store records as having stated what this sender sends (see
+    /// `store::plan::restates`): the practice's `system|value`, or `person` for the person
+    /// themselves — not an organisation identifier, so it never passes for a practice's, and
+    /// not the gateway's empty statement.
+    pub fn stated_by(&self) -> String {
+        match self {
+            Sender::Practice(p) => p.clone(),
+            Sender::Person => "person".to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Submission {
     pub key: SubmissionKey,
-    /// `system|value` of the sending practice.
-    pub practice: String,
+    pub sender: Sender,
     pub kind: SubmissionKind,
     /// Hash of the sender's content: a resend with the same key must carry the same hash.
     pub content_hash: String,
@@ -94,7 +128,7 @@ impl Submission {
     /// `subject` and it is [about one person](Submission::is_about_one_person).
     pub fn from_transaction(
         key: SubmissionKey,
-        practice: String,
+        sender: Sender,
         kind: SubmissionKind,
         content_hash: String,
         bundle: Value,
@@ -130,7 +164,7 @@ impl Submission {
         let (focus, subject) = (focus.full_url.clone(), subject.to_string());
         let submission = Submission {
             key,
-            practice,
+            sender,
             kind,
             content_hash,
             entries,

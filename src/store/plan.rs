@@ -77,7 +77,7 @@ pub fn plan(
     last_updated: &str,
 ) -> Plan {
     let source_time = submission.source_time();
-    let source_practice = submission.practice.clone();
+    let source_practice = submission.sender.stated_by();
     // Each entry's id, in entry order: reserved for the focus, the stored one for a match, shared
     // by entries of this submission with the same identifier, otherwise new.
     let mut by_identity: HashMap<(&str, &(String, String)), String> = HashMap::new();
@@ -278,7 +278,7 @@ mod tests {
                 namespace: "n".into(),
                 value: "k".into(),
             },
-            practice: "ods|A1".into(),
+            sender: crate::intake::Sender::Practice("ods|A1".into()),
             kind: crate::intake::SubmissionKind::Referral {
                 service: "svc|s".into(),
             },
@@ -577,7 +577,7 @@ mod tests {
     fn a_sender_restates_only_its_own_organization_and_what_it_stated() {
         let own = |s: &mut Submission| {
             s.entries[1].match_identifier = Some((systems::ODS_ORGANIZATION.into(), "A1".into()));
-            s.practice = format!("{}|A1", systems::ODS_ORGANIZATION);
+            s.sender = crate::intake::Sender::Practice(format!("{}|A1", systems::ODS_ORGANIZATION));
         };
         // Another practice's Organization, stated by that practice: reused as stored.
         assert!(!restated(submission(), stored("o1", 1, "{}", "ods|B2")));

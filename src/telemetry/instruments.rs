@@ -24,6 +24,9 @@ pub struct Instruments {
     pub letter_outcomes: Counter<u64>,
     /// Consent decisions, by effect, what decided it and the purpose asked about.
     pub consent_decisions: Counter<u64>,
+    /// What became of each self-referral form sent (stored, refused and why): a flood shows
+    /// here before anywhere else.
+    pub self_referrals: Counter<u64>,
 }
 
 /// The instruments, made on first use.
@@ -63,8 +66,21 @@ pub fn instruments() -> &'static Instruments {
                 .with_unit("{decision}")
                 .with_description("Consent decisions, by effect and basis")
                 .build(),
+            self_referrals: meter
+                .u64_counter("whg.self_referrals")
+                .with_unit("{form}")
+                .with_description("Self-referral forms sent, by what became of them")
+                .build(),
         }
     })
+}
+
+/// Counts one self-referral form sent, by what became of it (`stored`, `resent`, `invalid`,
+/// `redrawn`, `throttled`, `forged`, `trap`, `too-large`).
+pub fn self_referral(outcome: &'static str) {
+    instruments()
+        .self_referrals
+        .add(1, &[KeyValue::new("whg.self_referral.outcome", outcome)]);
 }
 
 /// Counts one consent decision.

@@ -110,11 +110,34 @@ pub struct Parties {
     pub referral: String,
     /// `Patient/{id}`.
     pub patient: String,
-    /// `system|value` of the referring practice and of the service.
-    pub practice: String,
+    /// `system|value` of the referring practice (none when the person referred themselves) and
+    /// of the service.
+    pub practice: Option<String>,
     pub service: String,
     /// When the referral was made (ServiceRequest.authoredOn), for the two-week target.
     pub referred_on: Option<NaiveDate>,
+}
+
+/// The GP practice feedback on a referral goes to (`system|value`): the referring practice, or,
+/// when the person referred themselves, the practice they said they are registered with (their
+/// Patient's `generalPractitioner`, by ODS code). Whether anything reaches it is the person's
+/// consent to feedback, asked at each disclosure; none when there is no practice to write to.
+pub fn feedback_practice(referring: Option<&str>, patient: &Value) -> Option<String> {
+    if let Some(practice) = referring {
+        return Some(practice.to_string());
+    }
+    let named = patient["generalPractitioner"]
+        .as_array()?
+        .iter()
+        .find_map(|gp| {
+            let id = &gp["identifier"];
+            (id["system"] == crate::fhir::systems::ODS_ORGANIZATION)
+                .then(|| id["value"].as_str())?
+        })?;
+    Some(format!(
+        "{}|{named}",
+        crate::fhir::systems::ODS_ORGANIZATION
+    ))
 }
 
 /// What one action changes.
@@ -465,6 +488,17 @@ pub fn received(parties: &Parties, now: DateTime<Utc>) -> Value {
     task
 }
 
+/// Marks a received referral's Task for the service to trace the person's NHS number (a person
+/// who referred themselves gave none, or one nobody has traced): `why` says which.
+pub fn to_trace(task: &mut Value, why: &str) {
+    push(
+        task,
+        "input",
+        "nhs-number-to-trace",
+        json!({ "valueString": why }),
+    );
+}
+
 fn new_task(parties: &Parties, now: DateTime<Utc>) -> Value {
     json!({
         "resourceType": "Task",
@@ -474,7 +508,11 @@ fn new_task(parties: &Parties, now: DateTime<Utc>) -> Value {
         "focus": { "reference": parties.referral },
         "for": { "reference": parties.patient },
         "authoredOn": crate::fhir::search::format_instant(now),
-        "requester": identifier_reference(&parties.practice),
+        // Who asked for the work: the referring practice, or the person referring themselves.
+        "requester": match &parties.practice {
+            Some(practice) => identifier_reference(practice),
+            None => json!({ "reference": parties.patient }),
+        },
         "owner": identifier_reference(&parties.service),
         "executionPeriod": { "start": crate::fhir::search::format_instant(now) },
     })

@@ -8,7 +8,7 @@ fn parties() -> Parties {
     Parties {
         referral: "ServiceRequest/sr-1".into(),
         patient: "Patient/p-1".into(),
-        practice: "https://fhir.nhs.uk/Id/ods-organization-code|C88901".into(),
+        practice: Some("https://fhir.nhs.uk/Id/ods-organization-code|C88901".into()),
         service: "https://fhir.work-health-gateway.org/Id/service|sheffield-whs".into(),
         referred_on: NaiveDate::from_ymd_opt(2026, 11, 2),
     }

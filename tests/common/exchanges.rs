@@ -93,9 +93,10 @@ const HOP: &[&str] = &[
 ];
 
 /// The API's routes: not the FHIR API (its own contract is the CapabilityStatement), nor the
-/// dashboard's pages (HTML for people, checked in a browser by tests/dashboard.rs).
+/// pages for people (HTML: the dashboard's and the self-referral form's, checked in a browser by
+/// tests/dashboard.rs and tests/self_referral.rs).
 fn recorded(path: &str) -> bool {
-    !path.starts_with("/fhir") && !path.starts_with("/dashboard")
+    !path.starts_with("/fhir") && !path.starts_with("/dashboard") && !path.starts_with("/refer")
 }
 
 fn text(bytes: &[u8]) -> Value {

@@ -103,6 +103,22 @@ impl Server {
             auth.push_str("unauthenticated_requests_per_second_per_source = 100000.0\nunauthenticated_burst_per_source = 100000.0\n");
             auth.push_str("dashboard_pages_per_second_per_person = 100000.0\ndashboard_page_burst_per_person = 100000.0\n");
         }
+        // The self-referral form's key lives with the server's other keys (never in the
+        // repository's data/): inside a test's own [self_referral] table when it has one.
+        let form_key = format!(
+            "form_key = {:?}\n",
+            dir.path().join("form-key").display().to_string()
+        );
+        let extra_config = if extra_config.contains("[self_referral]\n") {
+            extra_config.replacen(
+                "[self_referral]\n",
+                &format!("[self_referral]\n{form_key}"),
+                1,
+            )
+        } else {
+            auth.push_str(&format!("[self_referral]\n{form_key}"));
+            extra_config.to_string()
+        };
         std::fs::write(&config, format!("{auth}{extra_config}")).unwrap();
         let defaults = whg::config::Config::defaults();
         let issuer = whg::auth::TokenIssuer::new(key, &defaults.auth);
@@ -1245,5 +1261,37 @@ impl Drop for RecordingServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Where Chromium is, if this machine has it; CI installs it (`.ci/run`) and must not skip.
+pub fn chromium() -> Option<String> {
+    let path = std::env::var("WHG_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if std::path::Path::new(&path).exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run the browser tests: install Debian's chromium (scripts/test.sh does)"
+    );
+    eprintln!("skipped: no Chromium at {path} (apt-get install chromium)");
+    None
+}
+
+/// playwright-core and axe-core for the browser tests (tools/browser): scripts/test.sh
+/// installs them; a `cargo test` on its own may need to.
+pub fn install_browser_tools() {
+    let tools = root().join("tools/browser");
+    if !tools.join("node_modules/playwright-core").exists() {
+        let (ok, out) = run(Command::new("npm")
+            .args([
+                "ci",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                "--prefix",
+            ])
+            .arg(&tools));
+        assert!(ok, "{out}");
     }
 }

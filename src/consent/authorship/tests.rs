@@ -53,7 +53,7 @@ fn record(
 /// The person was referred by the practice to the service.
 fn referrals() -> Vec<CareRelation> {
     vec![CareRelation {
-        practice: PRACTICE.into(),
+        practice: Some(PRACTICE.into()),
         service: WHS.into(),
     }]
 }
@@ -283,7 +283,7 @@ fn agreements_between_parties_follow_the_persons_care() {
         vec!["Consent.provision.actor[0].reference"]
     );
     let also = [CareRelation {
-        practice: PRACTICE.into(),
+        practice: Some(PRACTICE.into()),
         service: WORKWELL.into(),
     }];
     assert!(problems_in_care(&practice(), &to_workwell, &[], &also).is_empty());
@@ -303,7 +303,7 @@ fn agreements_between_parties_follow_the_persons_care() {
         Some(other.clone()),
     );
     let elsewhere = [CareRelation {
-        practice: OTHER_PRACTICE.into(),
+        practice: Some(OTHER_PRACTICE.into()),
         service: WORKWELL.into(),
     }];
     assert_eq!(

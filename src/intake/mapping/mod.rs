@@ -3,6 +3,7 @@
 //! outputs can be published as fixtures.
 
 pub mod fit_note;
+pub mod self_referral;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -205,37 +206,12 @@ impl<'a> Mapper<'a> {
 
     fn patient(&mut self) {
         let p = &self.r.patient;
-        let mut extension = Vec::new();
-        if let Some(method) = ukcore_contact_method(&p.preferred_contact) {
-            extension.push(json!({
-                "url": systems::CONTACT_PREFERENCE_EXT,
-                "extension": [{ "url": "PreferredContactMethod", "valueCodeableConcept": { "coding": [method] } }],
-            }));
-        }
-        extension.push(json!({ "url": systems::INTERPRETER_REQUIRED_EXT, "valueBoolean": p.interpreter_needed }));
-        if let Some(ext) = p
-            .ethnicity
-            .as_deref()
-            .and_then(crate::monitoring::ethnic_category_extension)
-        {
-            extension.push(ext);
-        }
-
-        let mut telecom = Vec::new();
-        if let Some(phone) = &p.phone {
-            let mut t = json!({ "system": "phone", "value": phone, "use": if phone.starts_with("07") || phone.starts_with("+447") { "mobile" } else { "home" } });
-            if matches!(p.preferred_contact.as_str(), "phone" | "sms") {
-                t["rank"] = json!(1);
-            }
-            telecom.push(t);
-        }
-        if let Some(email) = &p.email {
-            let mut t = json!({ "system": "email", "value": email, "use": "home" });
-            if p.preferred_contact == "email" {
-                t["rank"] = json!(1);
-            }
-            telecom.push(t);
-        }
+        let extension = patient_extensions(
+            &p.preferred_contact,
+            p.interpreter_needed,
+            p.ethnicity.as_deref(),
+        );
+        let telecom = telecom(p.phone.as_deref(), p.email.as_deref(), &p.preferred_contact);
         let mut address = json!({ "use": "home", "postalCode": p.postcode });
         if !p.address_lines.is_empty() {
             address["line"] = json!(p.address_lines);
@@ -577,35 +553,89 @@ impl<'a> Mapper<'a> {
     }
 
     fn route_concept(&self) -> Value {
-        let mut codings = vec![coding("referral-route", &self.r.route)];
-        // Only routes with an exact concept in UK Core's SourceOfServiceRequest value set.
-        let snomed = match self.r.route.as_str() {
-            "gp" => Some(("108161000000109", "Referred by general practitioner")),
-            "other-primary-care" => Some((
-                "276491000",
-                "Referred by member of Primary Health Care Team",
-            )),
-            "self-referral" => Some(("310434002", "Self-referral to service")),
-            _ => None,
-        };
-        if let Some((code, display)) = snomed {
-            codings.push(json!({ "system": systems::SNOMED, "code": code, "display": display }));
-        }
-        let mut concept = json!({ "coding": codings });
-        if let Some(detail) = &self.r.route_detail {
-            concept["text"] = json!(detail);
-        }
-        concept
+        route_concept(&self.r.route, self.r.route_detail.as_deref())
     }
 }
 
-fn local_code(code: &str) -> Value {
+/// The Patient's extensions every referral format states: how the person wants to be
+/// contacted, whether they need an interpreter, their ethnic group when given.
+pub(super) fn patient_extensions(
+    preferred_contact: &str,
+    interpreter_needed: bool,
+    ethnicity: Option<&str>,
+) -> Vec<Value> {
+    let mut extension = Vec::new();
+    if let Some(method) = ukcore_contact_method(preferred_contact) {
+        extension.push(json!({
+            "url": systems::CONTACT_PREFERENCE_EXT,
+            "extension": [{ "url": "PreferredContactMethod", "valueCodeableConcept": { "coding": [method] } }],
+        }));
+    }
+    extension.push(
+        json!({ "url": systems::INTERPRETER_REQUIRED_EXT, "valueBoolean": interpreter_needed }),
+    );
+    if let Some(ext) = ethnicity.and_then(crate::monitoring::ethnic_category_extension) {
+        extension.push(ext);
+    }
+    extension
+}
+
+/// The Patient's telecoms: the way they want to be contacted ranked first.
+pub(super) fn telecom(
+    phone: Option<&str>,
+    email: Option<&str>,
+    preferred_contact: &str,
+) -> Vec<Value> {
+    let mut telecom = Vec::new();
+    if let Some(phone) = phone {
+        let mobile = phone.starts_with("07") || phone.starts_with("+447");
+        let mut t = json!({ "system": "phone", "value": phone, "use": if mobile { "mobile" } else { "home" } });
+        if matches!(preferred_contact, "phone" | "sms") {
+            t["rank"] = json!(1);
+        }
+        telecom.push(t);
+    }
+    if let Some(email) = email {
+        let mut t = json!({ "system": "email", "value": email, "use": "home" });
+        if preferred_contact == "email" {
+            t["rank"] = json!(1);
+        }
+        telecom.push(t);
+    }
+    telecom
+}
+
+/// The ServiceRequest's source-of-referral extension value: the `referral-route` code, with
+/// UK Core's SNOMED concept where it has one, and who referred as text.
+pub(super) fn route_concept(route: &str, detail: Option<&str>) -> Value {
+    let mut codings = vec![coding("referral-route", route)];
+    // Only routes with an exact concept in UK Core's SourceOfServiceRequest value set.
+    let snomed = match route {
+        "gp" => Some(("108161000000109", "Referred by general practitioner")),
+        "other-primary-care" => Some((
+            "276491000",
+            "Referred by member of Primary Health Care Team",
+        )),
+        "self-referral" => Some(("310434002", "Self-referral to service")),
+        _ => None,
+    };
+    if let Some((code, display)) = snomed {
+        codings.push(json!({ "system": systems::SNOMED, "code": code, "display": display }));
+    }
+    let mut concept = json!({ "coding": codings });
+    if let Some(detail) = detail {
+        concept["text"] = json!(detail);
+    }
+    concept
+}
+
+pub(super) fn local_code(code: &str) -> Value {
     json!({ "coding": [coding("observation-type", code)] })
 }
 
 /// Puts a practice code into `valueCodeableConcept`, or, for the explicit absent answers, into
 /// `dataAbsentReason`, so "prefer not to say" and "not recorded" stay distinct from any answer.
-fn set_coded_value(target: &mut Value, system_name: &str, code: &str) {
+pub(super) fn set_coded_value(target: &mut Value, system_name: &str, code: &str) {
     match data_absent_reason(code) {
         Some(reason) => target["dataAbsentReason"] = reason,
         None => target["valueCodeableConcept"] = json!({ "coding": [coding(system_name, code)] }),
@@ -629,7 +659,7 @@ fn data_absent_reason(code: &str) -> Option<Value> {
 }
 
 /// The primitive-element extension form, for an absent answer (`code` is one of them).
-fn data_absent_extension(code: &str) -> Value {
+pub(super) fn data_absent_extension(code: &str) -> Value {
     let (dar, _) = absent_reason(code).unwrap_or(("not-asked", "Not Asked"));
     json!({ "url": systems::DATA_ABSENT_REASON_EXT, "valueCode": dar })
 }

@@ -220,7 +220,8 @@ fn parties(row: &DbRow) -> RecordParties {
     RecordParties {
         record: row.get(0),
         patient_id: PatientId::new(row.get::<String, _>(1)),
-        practice: row.get(2),
+        // '' is a self-referral's: no practice is party to it.
+        practice: row.get::<Option<String>, _>(2).filter(|p| !p.is_empty()),
         service: row.get(3),
         patient_version: row.get(4),
     }

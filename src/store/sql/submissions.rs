@@ -99,7 +99,9 @@ async fn apply(
             Refusal::Rules(issues) => StoreError::Rejected(issues),
         })?;
     }
-    let practice = s.practice.clone();
+    // A self-referral has no practice party: '' names none (no organisation identifier is
+    // empty), read back as none (`resources::parties`).
+    let practice = s.sender.practice().unwrap_or_default().to_string();
     let kind = s.kind.clone();
     let plan = plan(s, &existing, &focus_id, &now);
     write_all(conn, &plan.writes, &now, own).await?;
@@ -207,7 +209,12 @@ async fn care_relations_of(
             .await?;
     Ok(rows
         .into_iter()
-        .map(|(practice, service)| crate::consent::authorship::CareRelation { practice, service })
+        .map(
+            |(practice, service)| crate::consent::authorship::CareRelation {
+                practice: (!practice.is_empty()).then_some(practice),
+                service,
+            },
+        )
         .collect())
 }
 

@@ -27,7 +27,7 @@ async fn refer(
     let admission = crate::intake::admission::referral(
         &s,
         None,
-        &Principal::practice("C88901"),
+        Some(&Principal::practice("C88901")),
         None,
         Utc::now(),
         crate::intake::admission::practice_criterion_expression,
