@@ -683,3 +683,84 @@ async fn a_person_refers_themselves_in_chromium_with_and_without_javascript() {
     }
     assert!(shots.join("nojs-05-sent.png").exists());
 }
+
+/// The self-referral fixtures (fixtures/self-referral/): each form's answers, checked and mapped
+/// as the form's use case does, give the expected FHIR transaction or the expected problems,
+/// each at its question; the mapped resources pass the independent FHIR R4 checks and the
+/// profile validators. `UPDATE_EXPECTED=1` rewrites the expected files (review the diff).
+#[test]
+fn the_self_referral_fixtures_map_to_their_expected_fhir() {
+    use whg::intake::self_referral::{self as form, Answers, FormContext};
+    let config = whg::config::Config::defaults();
+    let services = form::self_referral_services(&config.services);
+    let practices = vec![(
+        "C88901".to_string(),
+        "Norfolk Park Medical Practice (synthetic)".to_string(),
+    )];
+    let mut resources = Vec::new();
+    let mut valid = 0;
+    for path in fixtures("self-referral") {
+        let fixture = read_json(&path);
+        let mut answers = vec![(
+            "service".to_string(),
+            fixture["service"].as_str().unwrap().to_string(),
+        )];
+        for (k, v) in fixture["answers"].as_object().unwrap() {
+            match v {
+                Value::Array(values) => answers.extend(
+                    values
+                        .iter()
+                        .map(|v| (k.clone(), v.as_str().unwrap().to_string())),
+                ),
+                v => answers.push((k.clone(), v.as_str().unwrap().to_string())),
+            }
+        }
+        let answers = Answers(answers);
+        let today =
+            chrono::NaiveDate::parse_from_str(fixture["today"].as_str().unwrap(), "%Y-%m-%d")
+                .unwrap();
+        let sent_at: chrono::DateTime<chrono::Utc> =
+            fixture["sentAt"].as_str().unwrap().parse().unwrap();
+        let cx = FormContext {
+            today,
+            services: &services,
+            practices: &practices,
+        };
+        let actual = match form::read(&answers, &cx) {
+            Ok(r) => {
+                let service = config.service(&r.service).unwrap();
+                let reference = fixture["reference"].as_str().unwrap();
+                let s = form::submission(&r, service, reference, answers.content_hash(), sent_at);
+                let bundle = s.transaction_bundle();
+                resources.extend(
+                    bundle["entry"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| e["resource"].clone()),
+                );
+                valid += 1;
+                json!({ "bundle": bundle })
+            }
+            Err(issues) => json!({
+                "issues": issues.iter().map(|i| json!({
+                    "expression": i.expression,
+                    "code": i.code.as_str(),
+                    "diagnostics": i.diagnostics,
+                })).collect::<Vec<_>>()
+            }),
+        };
+        let expected = expected_path(&path);
+        if std::env::var_os("UPDATE_EXPECTED").is_some() {
+            std::fs::write(
+                &expected,
+                format!("{}\n", serde_json::to_string_pretty(&actual).unwrap()),
+            )
+            .unwrap();
+            continue;
+        }
+        assert_eq!(actual, read_json(&expected), "{}", path.display());
+    }
+    assert_eq!(valid, 3, "three valid fixtures");
+    check_with_independent_fhir(&resources);
+}

@@ -123,7 +123,12 @@ impl Mapper<'_> {
         let r = self.r;
         let mut patient = json!({
             "resourceType": "Patient",
-            "extension": patient_extensions(&r.preferred_contact, r.interpreter.is_some(), Some(&r.ethnicity)),
+            // An unanswered question records nothing, as the practice format's absent answer.
+            "extension": patient_extensions(
+                &r.preferred_contact,
+                r.interpreter.is_some(),
+                (r.ethnicity != "not-recorded").then_some(r.ethnicity.as_str()),
+            ),
             "name": [human_name(&r.name, Some("official"))],
             "birthDate": r.birth_date.format("%Y-%m-%d").to_string(),
             "address": [{ "use": "home", "postalCode": r.postcode }],
@@ -207,9 +212,11 @@ impl Mapper<'_> {
                 json!([{ "text": coding("employment-status", &r.employment_status)["display"] }]);
             out.push(self.add("obs-sickness-absence", absence));
         }
-        let mut disability = self.observation(local_code("disability-status"));
-        set_coded_value(&mut disability, "disability-status", &r.disability);
-        out.push(self.add("obs-disability", disability));
+        if r.disability != "not-recorded" {
+            let mut disability = self.observation(local_code("disability-status"));
+            set_coded_value(&mut disability, "disability-status", &r.disability);
+            out.push(self.add("obs-disability", disability));
+        }
         out
     }
 

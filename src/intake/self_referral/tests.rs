@@ -393,3 +393,38 @@ fn a_self_referral_is_the_persons_own_and_never_joins_a_stored_record() {
 fn the_mapping_is_repeatable() {
     assert_eq!(mapped().1, mapped().1);
 }
+
+#[test]
+fn the_persons_answers_decide_as_consents_do() {
+    use crate::consent::{Question, decide, read_consent};
+    let (_, bundle) = mapped();
+    let consents: Vec<_> = of_type(&bundle, "Consent")
+        .into_iter()
+        .map(|c| {
+            let mut record = read_consent(c).unwrap();
+            record.decided_at = Some(Utc.with_ymd_and_hms(2026, 12, 4, 9, 30, 0).unwrap());
+            record
+        })
+        .collect();
+    let later = Utc.with_ymd_and_hms(2026, 12, 10, 9, 0, 0).unwrap();
+    let named = format!("{}|C88901", crate::fhir::systems::ODS_ORGANIZATION);
+    let another = format!("{}|C88902", crate::fhir::systems::ODS_ORGANIZATION);
+    // Feedback to the practice the person chose, and to no other; no evaluation (they said no).
+    assert!(
+        decide(
+            &consents,
+            &[],
+            &Question::outcomes_to_practice(&named, later)
+        )
+        .permitted()
+    );
+    assert!(
+        !decide(
+            &consents,
+            &[],
+            &Question::outcomes_to_practice(&another, later)
+        )
+        .permitted()
+    );
+    assert!(!decide(&consents, &[], &Question::evaluation(later)).permitted());
+}
