@@ -456,6 +456,9 @@ async fn a_form_is_taken_only_from_the_gateways_own_page_in_the_same_browser() {
     let _ = draw(&stranger, &server, "sheffield-whs").await;
     let stolen = send(&stranger, &server, "sheffield-whs", &token, &answers(None)).await;
     assert_eq!(stolen.status, 403, "{}", stolen.body);
+    // Drawn again for the browser it came from, the answers kept (a person's other window).
+    assert!(stolen.body.contains("value=\"Self-Referrer\""));
+    assert_ne!(hidden(&stolen.body, "form-token"), token);
     let cookieless = Browser::new(&server);
     let forged = send(
         &cookieless,
@@ -505,6 +508,10 @@ async fn a_form_is_taken_only_from_the_gateways_own_page_in_the_same_browser() {
     trapped.push(("website-address".into(), "http://spam.example".into()));
     let trap = send(&person, &server, "sheffield-whs", &token, &trapped).await;
     assert_eq!(trap.status, 400);
+    assert!(
+        !trap.body.contains("spam.example"),
+        "the trap's value is not drawn back"
+    );
     let mut huge = answers(None);
     huge.push(("support-text".into(), "x".repeat(20_000)));
     let big = send(&person, &server, "sheffield-whs", &token, &huge).await;
@@ -594,14 +601,19 @@ async fn a_flood_is_held_at_the_limits_and_nothing_else_waits() {
     assert_eq!(page.status, 200);
 }
 
+/// What a person types is not an identity until the service has traced it: anyone can type
+/// anyone's NHS number and practice, and a letter naming them could be filed in that person's
+/// record. So no letter goes to a practice about a self-referral, even one the person named and
+/// agreed to feedback to, while their NHS number is untraced; a decline queues none.
 #[tokio::test]
-async fn the_service_writes_to_the_gp_the_person_named_and_to_no_other() {
+async fn no_letter_goes_to_a_practice_about_a_self_referral_until_the_person_is_traced() {
     let server = start();
-    // Named a listed practice and agreed to feedback.
-    let with_gp = refer_self(&server, &answers(None)).await;
+    let service = server.as_(sheffield());
+    let letter = read_json(&root().join("fixtures/letters/01-letter-kept-job.json"));
+    // Named a listed practice, gave an NHS number and agreed to feedback.
+    let with_gp = refer_self(&server, &answers(Some("9990000018"))).await;
     let sr = found(&server, &with_gp).await;
     let id = sr["id"].as_str().unwrap();
-    let service = server.as_(sheffield());
     let (status, _, body) = service
         .post(
             &format!("/api/v1/referrals/{id}/triage"),
@@ -609,22 +621,15 @@ async fn the_service_writes_to_the_gp_the_person_named_and_to_no_other() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let letter = read_json(&root().join("fixtures/letters/01-letter-kept-job.json"));
-    let (status, _, queued) = service
+    let (status, _, body) = service
         .post(&format!("/api/v1/referrals/{id}/letters"), &letter)
         .await;
-    assert_eq!(status, 201, "{queued}");
-    let (_, letters) = service.get("/api/v1/letters").await;
-    assert_eq!(letters["total"], 1, "{letters}");
-    assert!(
-        letters.to_string().contains("C88901"),
-        "the letter is addressed to the practice the person named: {letters}"
-    );
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("traced and verified"), "{body}");
 
-    // Named none: a decline tells the person, not a practice; a letter has nowhere to go.
+    // Named none: a decline tells the person, not a practice.
     let mut no_gp = answers(None);
-    no_gp.retain(|(k, _)| k != "gp");
-    no_gp.retain(|(k, _)| k != "consent-feedback");
+    no_gp.retain(|(k, _)| k != "gp" && k != "consent-feedback");
     no_gp.push(("consent-feedback".into(), "no".into()));
     let reference = refer_self(&server, &no_gp).await;
     let sr = found(&server, &reference).await;
@@ -634,11 +639,14 @@ async fn the_service_writes_to_the_gp_the_person_named_and_to_no_other() {
         .post(&format!("/api/v1/referrals/{id}/triage"), &decline)
         .await;
     assert_eq!(status, 200, "{state}");
-    let (status, _, body) = service
-        .post(&format!("/api/v1/referrals/{id}/letters"), &letter)
+    let (_, letters) = service.get("/api/v1/letters").await;
+    assert_eq!(letters["total"], 0, "no letter queued: {letters}");
+    // And the practice the first person named sees no letter either.
+    let (_, theirs) = server
+        .as_(Principal::practice("C88901"))
+        .get("/api/v1/letters")
         .await;
-    assert_eq!(status, 422, "{body}");
-    assert!(body.to_string().contains("named no GP practice"), "{body}");
+    assert_eq!(theirs["total"], 0, "{theirs}");
 }
 
 /// A person refers themselves in a real browser (Debian's Chromium, tools/browser/refer.mjs),

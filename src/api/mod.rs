@@ -445,6 +445,10 @@ fn loggable_path(path: &str) -> String {
     path.split('/')
         .map(|segment| {
             let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+            // A self-referral's reference (in its confirmation's address) is the person's.
+            if crate::app::self_referral::is_reference(&decoded) {
+                return "{reference}";
+            }
             let masked = if is_uuid(&decoded) {
                 holds_nhs_number(&decoded.replace('-', ""))
             } else {

@@ -50,7 +50,10 @@ fn set_binding(app: &AppState, value: String) -> Cookie<'static> {
     Cookie::build((binding_cookie(app), value))
         .path(if secure(app) { "/" } else { "/refer" })
         .http_only(true)
-        .same_site(SameSite::Strict)
+        // Lax, not Strict: a person arriving from a service's website by a link keeps the
+        // cookie (and so the forms open in their other tabs); a cross-site POST still arrives
+        // without it.
+        .same_site(SameSite::Lax)
         .secure(secure(app))
         .max_age(cookie::time::Duration::seconds(
             i64::try_from(app.config.self_referral.form_lifetime_secs).unwrap_or(i64::MAX),
@@ -164,6 +167,11 @@ async fn send(
     let Some(service) = offer.service(&service) else {
         return unknown_service();
     };
+    // Another site's page posting the form: refused before anything is spent or read.
+    if !same_origin(&app, &headers) || cross_site(&headers) {
+        crate::telemetry::instruments::self_referral("forged");
+        return refused(&format!("/refer/{}", service.id));
+    }
     let forwarded: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
@@ -176,73 +184,70 @@ async fn send(
     );
     if let Err(t) = app
         .limiter
-        .admit_self_referral(&*app.store, source, &app.config.self_referral)
+        .admit_self_referral_from(&*app.store, source, &app.config.self_referral)
         .await
     {
         if t.first {
             tracing::warn!(
                 retry_after = t.wait,
-                "self-referral limit reached; further refusals are not logged until it admits again"
+                "self-referral limit for one source reached; further refusals are not logged until it admits again"
             );
         }
         crate::telemetry::instruments::self_referral("throttled");
         return throttled(t.wait);
-    }
-    if !same_origin(&app, &headers) || cross_site(&headers) {
-        crate::telemetry::instruments::self_referral("forged");
-        return refused(&format!("/refer/{}", service.id));
     }
     let Some(bytes) = read_body(&app, body).await else {
         crate::telemetry::instruments::self_referral("too-large");
         return too_large();
     };
     let mut answers = Answers::from_urlencoded(&bytes);
-    if answers.one(pages::TRAP).is_some() {
-        // Filled by something that is not a person: nothing is stored, and it is told no more.
-        crate::telemetry::instruments::self_referral("trap");
-        return page(
-            StatusCode::BAD_REQUEST,
-            pages::problem(
-                "We could not send your form",
-                "Something went wrong with this form. Open it again and send it once more.",
-                Some(&format!("/refer/{}", service.id)),
-            ),
-            &[],
-        );
-    }
     // The address names the service; what the body says of it is not believed.
     answers.0.retain(|(k, _)| k != field::SERVICE);
     answers.0.push((field::SERVICE.into(), service.id.clone()));
     let token = answers.one(pages::TOKEN).unwrap_or_default().to_string();
     let binding = read_cookie(&headers, binding_cookie(&app)).unwrap_or_default();
-    let form = match app
+    let opened = app
         .form_key
-        .open(&token, &binding, now_secs(), &app.config.self_referral)
-    {
-        Ok(form) => form,
-        Err(TokenProblem::Forged) => {
-            crate::telemetry::instruments::self_referral("forged");
-            return refused(&format!("/refer/{}", service.id));
-        }
-        Err(problem) => {
-            // A person who was quick, or who left the form open: their answers are kept and
-            // the form drawn again to send.
+        .open(&token, &binding, now_secs(), &app.config.self_referral);
+    // Whatever stops a form here, a person's answers are kept and the form drawn again (with a
+    // new token) to send: one filled in too quickly, left open too long, sent from a window
+    // whose cookie was replaced, or with the trap filled (by a browser's autofill, say).
+    // Nothing is stored, so something that is not a person gains nothing by being redrawn.
+    let trapped = answers.one(pages::TRAP).is_some();
+    let form = match opened {
+        Ok(form) if !trapped => form,
+        refused => {
+            let (outcome, status, notice) = match refused {
+                _ if trapped => (
+                    "trap",
+                    StatusCode::BAD_REQUEST,
+                    "Your form was not sent. Check your answers, then select 'Send my referral' again.",
+                ),
+                Err(TokenProblem::Forged) => (
+                    "forged",
+                    StatusCode::FORBIDDEN,
+                    "This form could not be sent from this window. Your answers are below: check them and send it again.",
+                ),
+                Err(TokenProblem::Expired) => (
+                    "redrawn",
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "This form was open for a long time, so it was not sent. Your answers are below: check them and send it again.",
+                ),
+                _ => (
+                    "redrawn",
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Check your answers, then select 'Send my referral' again.",
+                ),
+            };
+            crate::telemetry::instruments::self_referral(outcome);
+            answers.0.retain(|(k, _)| k != pages::TRAP);
             let (binding, cookie) = binding_of(&app, &headers);
             let token = app
                 .form_key
                 .seal(now_secs(), &app::new_reference(), &binding);
-            let notice = match problem {
-                TokenProblem::TooSoon => {
-                    "Check your answers, then select 'Send my referral' again."
-                }
-                _ => {
-                    "This form was open for a long time, so it was not sent. Your answers are below: check them and send it again."
-                }
-            };
-            crate::telemetry::instruments::self_referral("redrawn");
             return form_page(
                 &app,
-                StatusCode::UNPROCESSABLE_ENTITY,
+                status,
                 service,
                 &offer,
                 &answers,
@@ -256,6 +261,7 @@ async fn send(
     match app::refer_self(
         &*app.store,
         &app.config,
+        &app.limiter,
         &answers,
         &form,
         request_id(&headers),
@@ -287,6 +293,10 @@ async fn send(
                 &token,
                 None,
             )
+        }
+        Err(SelfReferralError::Throttled(wait)) => {
+            crate::telemetry::instruments::self_referral("throttled");
+            throttled(wait)
         }
         Err(SelfReferralError::SentDifferently) => page(
             StatusCode::CONFLICT,
@@ -325,7 +335,7 @@ async fn sent(
     let (Some(service), true) = (offer.service(&service), is_reference(&reference)) else {
         return unknown_service();
     };
-    page(
+    let mut response = page(
         StatusCode::OK,
         pages::sent(
             &service.name,
@@ -334,7 +344,11 @@ async fn sent(
             service.public_contact.as_deref(),
         ),
         &[],
-    )
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -114,10 +114,10 @@ impl RateLimiter {
 }
 
 impl RateLimiter {
-    /// Takes one self-referral form from `source`'s allowance and one from every source's
-    /// together (`[self_referral]`): a flood from one address is stopped at it, one from many
-    /// at the shared cap, and neither touches a client's bucket or the form's pages.
-    pub async fn admit_self_referral(
+    /// Takes one self-referral form sent from `source` from its allowance (`[self_referral]`
+    /// per source): every attempt counts, so a flood from one address is stopped at it. Apart
+    /// from every client's bucket.
+    pub async fn admit_self_referral_from(
         &self,
         shared: &dyn Coordination,
         source: IpAddr,
@@ -131,7 +131,17 @@ impl RateLimiter {
             limits.per_source_per_hour / 3600.0,
             limits.burst_per_source,
         )
-        .await?;
+        .await
+    }
+
+    /// Takes one self-referral about to be stored from every source's allowance together: a
+    /// flood from many addresses fills neither the store nor the services' worklists. Only
+    /// forms that passed every check count, so forged or broken ones cannot spend it.
+    pub async fn admit_self_referral_stored(
+        &self,
+        shared: &dyn Coordination,
+        limits: &crate::config::SelfReferralConfig,
+    ) -> Result<(), Throttled> {
         take(
             &self.sources,
             shared,

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use super::rate_limits::RateLimiter;
 use super::submissions::{SubmitError, store_submission};
 use crate::config::Config;
 use crate::fhir::Issues;
@@ -142,13 +143,22 @@ pub fn new_binding() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
-/// The GP practices a person may choose from: those the gateway can write to, by name.
+/// The GP practices a person may choose from: those the gateway can write to, by name, in
+/// order of name. Not the test tenant's (routed to the integrators' practice system): a real
+/// person's letters must never go there.
 pub fn listed_practices(config: &Config) -> Vec<(String, String)> {
-    config
+    let test_system = config.test_tenant.practice_endpoint.trim();
+    let mut listed: Vec<(String, String)> = config
         .directory
         .iter()
+        .filter(|(_, route)| {
+            !matches!(route, crate::config::PracticeRoute::Fhir(f)
+                if !test_system.is_empty() && f.endpoint.trim() == test_system)
+        })
         .filter_map(|(ods, route)| Some((ods.clone(), route.name()?.to_string())))
-        .collect()
+        .collect();
+    listed.sort_by(|a, b| a.1.cmp(&b.1));
+    listed
 }
 
 /// What the form offers, from the configuration.
@@ -180,6 +190,9 @@ pub enum SelfReferralError {
     /// The same form (its reference) was already sent with other answers.
     #[error("this form was already sent with different answers")]
     SentDifferently,
+    /// Every source's allowance is spent for now: seconds until it has one again.
+    #[error("too many self-referrals just now")]
+    Throttled(u64),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -193,10 +206,12 @@ pub struct Sent {
     pub created: bool,
 }
 
-/// Checks `answers` and stores the self-referral under the form's `reference`, sent at `now`.
+/// Checks `answers` and stores the self-referral under the form's `reference`, sent at `now`,
+/// if every source's allowance (`limiter`) has room for it.
 pub async fn refer_self(
     store: &dyn Store,
     config: &Config,
+    limiter: &RateLimiter,
     answers: &Answers,
     form: &DrawnForm,
     request_id: Option<String>,
@@ -209,6 +224,19 @@ pub async fn refer_self(
         practices: &offer.practices,
     };
     let referral = self_referral::read(answers, &cx).map_err(SelfReferralError::Invalid)?;
+    if let Err(t) = limiter
+        .admit_self_referral_stored(store, &config.self_referral)
+        .await
+    {
+        if t.first {
+            tracing::warn!(
+                retry_after = t.wait,
+                alert = "self-referral-cap",
+                "the self-referral form's cap on all sources is reached: forms are refused until it admits again"
+            );
+        }
+        return Err(SelfReferralError::Throttled(t.wait));
+    }
     let service = offer
         .service(&referral.service)
         .expect("read takes only an offered service");
@@ -333,6 +361,28 @@ mod tests {
                 "{junk}"
             );
         }
+    }
+
+    #[test]
+    fn the_test_tenants_practices_are_never_offered_to_a_person() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[directory.B82001]\nchannel = \"fhir\"\nname = \"Zeta Surgery\"\nendpoint = \"https://gp.example.nhs.uk/fhir\"\n\
+             [directory.B82002]\nchannel = \"fhir\"\nname = \"Alpha Surgery\"\nendpoint = \"https://gp2.example.nhs.uk/fhir\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        // The defaults route the test organisations to the test tenant's practice system.
+        assert!(config.directory.contains_key("C88901"));
+        assert_eq!(
+            listed_practices(&config),
+            [
+                ("B82002".to_string(), "Alpha Surgery".to_string()),
+                ("B82001".to_string(), "Zeta Surgery".to_string()),
+            ]
+        );
     }
 
     #[test]

@@ -351,7 +351,7 @@ pub async fn write_letter(
         WorkflowError::Invalid(
             Issue::general(
                 IssueType::BusinessRule,
-                "the person referred themselves and named no GP practice: there is no practice to write to",
+                "the person referred themselves: a letter goes to the GP practice they named only once their NHS number has been traced and verified, and never when they named none; until then, tell the person directly",
             )
             .into(),
         )

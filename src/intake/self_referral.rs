@@ -264,7 +264,7 @@ pub fn read(a: &Answers, cx: &FormContext<'_>) -> Result<SelfReferral, Issues> {
     for (name, value) in &a.0 {
         if value
             .chars()
-            .any(|c| c.is_control() && c != '\n' && c != '\r')
+            .any(|c| (c.is_control() && c != '\n' && c != '\r') || is_invisible(c))
         {
             p.at(
                 name_of(name),
@@ -821,6 +821,14 @@ fn codes_except(system: &str, except: &[&str], message: &'static str) -> Choices
             .collect(),
         message,
     }
+}
+
+/// Characters that change how text reads without being seen: zero-width ones, bidirectional
+/// controls (which can make a name read differently in a letter), the soft hyphen, the BOM.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}')
 }
 
 /// Whole years from `birth` to `today`.

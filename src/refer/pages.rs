@@ -205,7 +205,7 @@ pub fn form(p: &FormPage<'_>) -> Markup {
                 (text_group(&errors, field::EMAIL, "Email address (optional)", "", &value(field::EMAIL), "email", "nhsuk-input"))
                 (radios(&errors, field::CONTACT, "How would you like the service to contact you?", "", &[("phone", "Phone call"), ("sms", "Text message"), ("email", "Email"), ("letter", "Letter")], a))
                 (radios(&errors, field::INTERPRETER, "Do you need an interpreter?", "", &[("yes", "Yes"), ("no", "No")], a))
-                (text_group(&errors, field::LANGUAGE, "If yes, which language? (optional)", "", &value(field::LANGUAGE), "off", "nhsuk-input nhsuk-input--width-20"))
+                (text_group(&errors, field::LANGUAGE, "If you need an interpreter, which language?", "", &value(field::LANGUAGE), "off", "nhsuk-input nhsuk-input--width-20"))
 
                 h2 { "Your GP" }
                 (group(&errors, field::GP, "Your GP practice (optional)", "The service will only write to your GP if you say they can, below.", |described, error| html! {
@@ -354,7 +354,10 @@ fn summary(errors: &[(String, String)]) -> Markup {
             div class="nhsuk-error-summary__body" {
                 ul class="nhsuk-list nhsuk-error-summary__list" role="list" {
                     @for (name, message) in errors {
-                        li { a href=(format!("#{name}")) { (message) } }
+                        // A problem with the form as a whole (the service question is the
+                        // form's address, not a field) links to the page's content.
+                        @let target = if name == field::SERVICE { "maincontent" } else { name.as_str() };
+                        li { a href=(format!("#{target}")) { (message) } }
                     }
                 }
             }

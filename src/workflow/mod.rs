@@ -120,11 +120,27 @@ pub struct Parties {
 
 /// The GP practice feedback on a referral goes to (`system|value`): the referring practice, or,
 /// when the person referred themselves, the practice they said they are registered with (their
-/// Patient's `generalPractitioner`, by ODS code). Whether anything reaches it is the person's
-/// consent to feedback, asked at each disclosure; none when there is no practice to write to.
+/// Patient's `generalPractitioner`, by ODS code) — but only once their NHS number has been traced
+/// and verified (UK Core NHSNumberVerificationStatus `01`). Until then what the person typed is
+/// not an identity: a letter naming it could be filed in the record of whoever that number is
+/// (anyone can type anyone's number and practice). Whether anything reaches the practice is the
+/// person's consent to feedback, asked at each disclosure; none when there is no practice to
+/// write to.
 pub fn feedback_practice(referring: Option<&str>, patient: &Value) -> Option<String> {
     if let Some(practice) = referring {
         return Some(practice.to_string());
+    }
+    let traced = patient["identifier"].as_array()?.iter().any(|id| {
+        id["system"] == crate::fhir::systems::NHS_NUMBER
+            && id["extension"].as_array().is_some_and(|ext| {
+                ext.iter().any(|e| {
+                    e["url"] == crate::fhir::systems::NHS_NUMBER_VERIFICATION_EXT
+                        && e["valueCodeableConcept"]["coding"][0]["code"] == "01"
+                })
+            })
+    });
+    if !traced {
+        return None;
     }
     let named = patient["generalPractitioner"]
         .as_array()?

@@ -264,3 +264,43 @@ fn time_to_first_contact_against_the_target() {
         "overdue without contact"
     );
 }
+
+#[test]
+fn feedback_on_a_self_referral_waits_for_a_traced_nhs_number() {
+    let ods = "https://fhir.nhs.uk/Id/ods-organization-code";
+    let patient = |status: Option<&str>| {
+        let mut p = json!({
+            "resourceType": "Patient",
+            "generalPractitioner": [{ "identifier": { "system": ods, "value": "C88901" } }],
+        });
+        if let Some(code) = status {
+            p["identifier"] = json!([{
+                "system": crate::fhir::systems::NHS_NUMBER,
+                "value": "9990000018",
+                "extension": [{
+                    "url": crate::fhir::systems::NHS_NUMBER_VERIFICATION_EXT,
+                    "valueCodeableConcept": { "coding": [{ "code": code }] },
+                }],
+            }]);
+        }
+        p
+    };
+    // A referring practice is written to whatever the Patient says.
+    let referring = format!("{ods}|C88902");
+    assert_eq!(
+        feedback_practice(Some(&referring), &patient(None)),
+        Some(referring.clone())
+    );
+    // A self-referral: no number, or one typed and untraced (02), writes to nobody.
+    assert_eq!(feedback_practice(None, &patient(None)), None);
+    assert_eq!(feedback_practice(None, &patient(Some("02"))), None);
+    // Traced and verified (01): the practice the person named.
+    assert_eq!(
+        feedback_practice(None, &patient(Some("01"))),
+        Some(format!("{ods}|C88901"))
+    );
+    // Verified, but no practice named by its ODS code.
+    let mut unnamed = patient(Some("01"));
+    unnamed["generalPractitioner"] = json!([{ "display": "Crookes Valley Surgery" }]);
+    assert_eq!(feedback_practice(None, &unnamed), None);
+}

@@ -47,6 +47,59 @@ pub fn consent_provision(
     provision
 }
 
+/// The person's agreement to evaluation: pseudonymised extracts of their referral and outcomes.
+pub(super) fn evaluation_provision(period: Value) -> Value {
+    consent_provision(
+        "evaluation",
+        json!({ "display": "Evaluators of the service (pseudonymised extracts only)" }),
+        Some(period),
+        &["use", "disclose"],
+        "HRESCH",
+        &["referral", "outcome"],
+    )
+}
+
+/// A Consent in the gateway's profile, as a referral brings it: `status` (`active`, or
+/// `rejected` for a recorded "no"), `scope` (`patient-privacy` or `research`), the person's
+/// `patient` reference (also the performer: the person decides), decided at `date` (FHIR
+/// dateTime text), opting in to `provision`. `recorder`: the organisation that recorded it on
+/// the person's behalf (the consent rules read it as who may mark it entered in error); none
+/// when the person recorded it themselves.
+pub(super) fn consent_resource(
+    status: &str,
+    scope: &str,
+    patient: Value,
+    date: &str,
+    recorder: Option<Value>,
+    provision: Value,
+) -> Value {
+    let mut categories = vec![
+        json!({ "coding": [{ "system": systems::LOINC, "code": systems::LOINC_CONSENT_DOCUMENT, "display": "Patient Consent" }] }),
+    ];
+    let scope_display = if scope == "research" {
+        "Research"
+    } else {
+        categories.push(json!({ "coding": [{ "system": systems::CONSENT_CATEGORY_BARS, "code": "DRC", "display": "Direct Care" }] }));
+        "Privacy Consent"
+    };
+    let mut consent = json!({
+        "resourceType": "Consent",
+        "status": status,
+        "scope": { "coding": [{ "system": systems::CONSENT_SCOPE, "code": scope, "display": scope_display }] },
+        "category": categories,
+        "patient": patient,
+        "dateTime": date,
+        "performer": [patient],
+        "policyRule": { "coding": [{ "system": systems::V3_ACT_CODE, "code": "OPTIN", "display": "opt-in" }] },
+        "provision": provision,
+    });
+    if let Some(recorder) = recorder {
+        consent["organization"] = json!([recorder]);
+    }
+    crate::fhir::resource::claim_profile(&mut consent, &systems::profile::whg_consent());
+    consent
+}
+
 /// The Organization of a configured service, as every intake path states it: from the gateway's
 /// configuration only, never from what a sender says of the service (see
 /// [`crate::intake::submission::is_service_organization`]).
@@ -474,14 +527,7 @@ impl<'a> Mapper<'a> {
             out.push(self.consent_resource(
                 "consent-evaluation",
                 "research",
-                consent_provision(
-                    "evaluation",
-                    json!({ "display": "Evaluators of the service (pseudonymised extracts only)" }),
-                    Some(period),
-                    &["use", "disclose"],
-                    "HRESCH",
-                    &["referral", "outcome"],
-                ),
+                evaluation_provision(period),
             ));
         }
         out
@@ -495,34 +541,20 @@ impl<'a> Mapper<'a> {
         } else {
             "rejected"
         };
-        let mut categories = vec![
-            json!({ "coding": [{ "system": systems::LOINC, "code": systems::LOINC_CONSENT_DOCUMENT, "display": "Patient Consent" }] }),
-        ];
-        let scope_display = if scope == "research" {
-            "Research"
-        } else {
-            categories.push(json!({ "coding": [{ "system": systems::CONSENT_CATEGORY_BARS, "code": "DRC", "display": "Direct Care" }] }));
-            "Privacy Consent"
-        };
-        let consent = json!({
-            "resourceType": "Consent",
-            "status": status,
-            "scope": { "coding": [{ "system": systems::CONSENT_SCOPE, "code": scope, "display": scope_display }] },
-            "category": categories,
-            "patient": self.reference("patient"),
-            "dateTime": instant(&c.recorded_at),
-            "performer": [self.reference("patient")],
-            // The practice records the agreement: named by ODS code too, so the consent rules
-            // know who recorded it without resolving local ids.
-            "organization": [{
-                "reference": self.url("practice"),
-                "identifier": { "system": systems::ODS_ORGANIZATION, "value": self.r.practice.ods_code },
-            }],
-            "policyRule": { "coding": [{ "system": systems::V3_ACT_CODE, "code": "OPTIN", "display": "opt-in" }] },
-            "provision": provision,
+        // The practice records the agreement: named by ODS code too, so the consent rules know
+        // who recorded it without resolving local ids.
+        let organization = json!({
+            "reference": self.url("practice"),
+            "identifier": { "system": systems::ODS_ORGANIZATION, "value": self.r.practice.ods_code },
         });
-        let mut consent = consent;
-        crate::fhir::resource::claim_profile(&mut consent, &systems::profile::whg_consent());
+        let consent = consent_resource(
+            status,
+            scope,
+            self.reference("patient"),
+            &instant(&c.recorded_at),
+            Some(organization),
+            provision,
+        );
         self.add(role, consent)
     }
 

@@ -8,8 +8,9 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{
-    ENTRY_NAMESPACE, consent_provision, data_absent_extension, human_name, local_code,
-    patient_extensions, route_concept, service_organization, set_coded_value, telecom,
+    ENTRY_NAMESPACE, consent_provision, consent_resource, data_absent_extension,
+    evaluation_provision, human_name, local_code, patient_extensions, route_concept,
+    service_organization, set_coded_value, telecom,
 };
 use crate::fhir::search::format_instant;
 use crate::fhir::systems;
@@ -232,6 +233,8 @@ impl Mapper<'_> {
                 let condition = json!({
                     "resourceType": "Condition",
                     "clinicalStatus": { "coding": [{ "system": systems::CONDITION_CLINICAL, "code": "active", "display": "Active" }] },
+                    // What the person says of their health: no clinician has confirmed it.
+                    "verificationStatus": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "unconfirmed", "display": "Unconfirmed" }] },
                     "category": [
                         { "coding": [{ "system": systems::CONDITION_CATEGORY, "code": "problem-list-item", "display": "Problem List Item" }] },
                         { "coding": [coding("health-condition-category", &c.category)] },
@@ -254,7 +257,7 @@ impl Mapper<'_> {
 
     /// The person's agreements, one Consent each so each can be withdrawn on its own: to the
     /// service seeing the referral (always: the form is not sent without it), to feedback to
-    /// their GP practice, to evaluation. They record them themselves; the service manages them.
+    /// their GP practice, to evaluation. They record them themselves.
     fn consents(&mut self, service: &Service) -> Vec<String> {
         let r = self.r;
         let period = json!({ "start": self.at });
@@ -263,7 +266,6 @@ impl Mapper<'_> {
         let mut out = vec![self.consent(
             "consent",
             "patient-privacy",
-            service,
             consent_provision(
                 "work-health-service",
                 json!({ "reference": self.url("service"), "identifier": service_id, "display": service.name }),
@@ -277,7 +279,6 @@ impl Mapper<'_> {
             out.push(self.consent(
                 "consent-feedback",
                 "patient-privacy",
-                service,
                 consent_provision(
                     "referring-practice",
                     json!({ "identifier": { "system": systems::ODS_ORGANIZATION, "value": ods }, "display": name }),
@@ -292,46 +293,24 @@ impl Mapper<'_> {
             out.push(self.consent(
                 "consent-evaluation",
                 "research",
-                service,
-                consent_provision(
-                    "evaluation",
-                    json!({ "display": "Evaluators of the service (pseudonymised extracts only)" }),
-                    Some(period),
-                    &["use", "disclose"],
-                    "HRESCH",
-                    &["referral", "outcome"],
-                ),
+                evaluation_provision(period),
             ));
         }
         out
     }
 
-    fn consent(&mut self, role: &str, scope: &str, service: &Service, provision: Value) -> String {
-        let mut categories = vec![
-            json!({ "coding": [{ "system": systems::LOINC, "code": systems::LOINC_CONSENT_DOCUMENT, "display": "Patient Consent" }] }),
-        ];
-        let scope_display = if scope == "research" {
-            "Research"
-        } else {
-            categories.push(json!({ "coding": [{ "system": systems::CONSENT_CATEGORY_BARS, "code": "DRC", "display": "Direct Care" }] }));
-            "Privacy Consent"
-        };
-        let mut consent = json!({
-            "resourceType": "Consent",
-            "status": "active",
-            "scope": { "coding": [{ "system": systems::CONSENT_SCOPE, "code": scope, "display": scope_display }] },
-            "category": categories,
-            "patient": self.reference("patient"),
-            "dateTime": self.at,
-            "performer": [self.reference("patient")],
-            "organization": [{
-                "reference": self.url("service"),
-                "identifier": { "system": systems::service_identifier_system(), "value": service.id },
-            }],
-            "policyRule": { "coding": [{ "system": systems::V3_ACT_CODE, "code": "OPTIN", "display": "opt-in" }] },
-            "provision": provision,
-        });
-        crate::fhir::resource::claim_profile(&mut consent, &systems::profile::whg_consent());
+    /// One of the person's agreements. They recorded it themselves: no organisation is its
+    /// recorder (the service may withdraw it, as any party to their care may, but not mark it
+    /// entered in error as a recorder could).
+    fn consent(&mut self, role: &str, scope: &str, provision: Value) -> String {
+        let consent = consent_resource(
+            "active",
+            scope,
+            self.reference("patient"),
+            &self.at,
+            None,
+            provision,
+        );
         self.add(role, consent)
     }
 

@@ -428,3 +428,17 @@ fn the_persons_answers_decide_as_consents_do() {
     );
     assert!(!decide(&consents, &[], &Question::evaluation(later)).permitted());
 }
+
+#[test]
+fn invisible_characters_that_change_how_a_name_reads_are_refused() {
+    for sneaky in ["Jo\u{200B}anne", "\u{202E}ennaoJ", "Jo\u{FEFF}"] {
+        assert_eq!(
+            problems(&with(answers(), field::GIVEN_NAME, sneaky)),
+            [field::GIVEN_NAME],
+            "{sneaky:?}"
+        );
+    }
+    // Letters from any script are a name.
+    assert!(check(&with(answers(), field::GIVEN_NAME, "Siân")).is_ok());
+    assert!(check(&with(answers(), field::GIVEN_NAME, "محمد")).is_ok());
+}
