@@ -93,7 +93,8 @@ pub const CATALOGUE: &[Report] = &[
         build: |p| {
             let mut t = Table::one_way("Referrer (ODS code)", Vec::new(), "Referrals");
             for f in p.referrals {
-                t.count(&f.practice, || f.practice.clone());
+                let (row, label) = referrer(f);
+                t.count(row, || label);
             }
             sort_rows(&mut t);
             t
@@ -228,7 +229,8 @@ pub const CATALOGUE: &[Report] = &[
                 Table::two_way("Referrer (ODS code)", Vec::new(), "Decline reason", columns);
             for f in p.referrals {
                 if let Some(reason) = &f.decline_reason {
-                    t.count_at(&f.practice, || f.practice.clone(), reason);
+                    let (row, label) = referrer(f);
+                    t.count_at(row, || label, reason);
                 }
             }
             sort_rows(&mut t);
@@ -529,6 +531,19 @@ fn first_contact_band(f: &ReferralFacts, target: i64, p: &Population<'_>) -> Opt
             )
         }
         None => None,
+    }
+}
+
+/// A referral's row in the reports by referrer: its practice, or one row for the people who
+/// referred themselves (no organisation referred them).
+fn referrer(f: &ReferralFacts) -> (&str, String) {
+    if f.practice.is_empty() {
+        (
+            "self-referral",
+            "Self-referral (no referring organisation)".to_string(),
+        )
+    } else {
+        (&f.practice, f.practice.clone())
     }
 }
 

@@ -270,3 +270,29 @@ fn a_slice_withheld_in_its_breakdown_withholds_its_total() {
     );
     assert_eq!(one.grand_total, None);
 }
+
+#[test]
+fn people_who_referred_themselves_are_one_row_of_the_reports_by_referrer() {
+    let mut own = referral("p1", "self-referral", "2026-03-01");
+    own.practice = String::new();
+    let mut declined = referral("p2", "self-referral", "2026-03-02");
+    declined.practice = String::new();
+    declined.decline_reason = Some("not-eligible".into());
+    let facts = [own, declined, referral("p3", "gp", "2026-03-03")];
+    let by_referrer = (report("referrals-by-practice").unwrap().build)(&population(&facts));
+    let rows: Vec<(&str, &str)> = by_referrer
+        .rows
+        .iter()
+        .map(|r| (r.code.as_str(), r.label.as_str()))
+        .collect();
+    assert!(
+        rows.contains(&("self-referral", "Self-referral (no referring organisation)")),
+        "{rows:?}"
+    );
+    assert!(
+        !rows.iter().any(|(code, _)| code.is_empty()),
+        "no blank row: {rows:?}"
+    );
+    let declines = (report("declines-by-referrer").unwrap().build)(&population(&facts));
+    assert_eq!(declines.rows[0].code, "self-referral");
+}
