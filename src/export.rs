@@ -104,7 +104,19 @@ pub async fn evaluation_export(
         let Some(patient) = store.read("Patient", patient_id.as_str()).await? else {
             continue;
         };
-        let Some(nhs_number) = identifier_value(&patient, systems::NHS_NUMBER) else {
+        // A person only ever referred by themselves has, until traced, only the number they
+        // typed: anyone's, so no basis for a pseudonym that follows one person.
+        let referred_by_a_practice = store
+            .records_of_patient(&patient_id)
+            .await?
+            .iter()
+            .any(|r| r.practice.is_some());
+        let nhs_number = if referred_by_a_practice {
+            identifier_value(&patient, systems::NHS_NUMBER)
+        } else {
+            crate::fhir::patient::verified_nhs_number(&patient)
+        };
+        let Some(nhs_number) = nhs_number else {
             // No NHS number, no stable pseudonym: left out rather than given a random one.
             summary.withheld += 1;
             continue;

@@ -10,8 +10,10 @@ use common::*;
 use serde_json::{Value, json};
 use whg::auth::Principal;
 
-/// Letters to C88901 have a name in the directory, so a person may choose it; C88902 has none.
-const PRACTICES: &str = "[directory.C88901]\nchannel = \"fhir\"\nname = \"Norfolk Park Medical Practice (synthetic)\"\nendpoint = \"http://127.0.0.1:9/fhir\"\n";
+/// A practice with a name in the directory, so a person may choose it (a made-up code, not one of
+/// the test tenant's organisations, which are never offered to a person, even with a route).
+const PRACTICES: &str = "[directory.Z99901]\nchannel = \"fhir\"\nname = \"Norfolk Park Medical Practice (synthetic)\"\nendpoint = \"http://127.0.0.1:9/fhir\"\n[directory.C88902]\nchannel = \"fhir\"\nname = \"A test practice\"\nendpoint = \"http://127.0.0.1:9/fhir\"\n";
+const NAMED_GP: &str = "Z99901";
 
 fn start() -> Server {
     Server::start_with(&format!(
@@ -107,7 +109,7 @@ fn answers(nhs: Option<&str>) -> Vec<(String, String)> {
         ("phone", "07700 900982"),
         ("contact", "phone"),
         ("interpreter", "no"),
-        ("gp", "C88901"),
+        ("gp", NAMED_GP),
         ("employment", "off-sick"),
         ("off-sick-day", "2"),
         ("off-sick-month", "11"),
@@ -232,7 +234,18 @@ async fn a_person_refers_themselves_and_the_service_finds_it() {
         !location.contains("Joanne") && !location.contains("S2"),
         "{location}"
     );
+    let form_page = browser.get(&server.url("/refer/sheffield-whs")).await;
+    assert!(
+        form_page
+            .body
+            .contains("Norfolk Park Medical Practice (synthetic)")
+    );
+    assert!(
+        !form_page.body.contains("A test practice"),
+        "the test tenant's are never offered"
+    );
     let confirmation = browser.get(&server.url(&location)).await;
+    assert_eq!(confirmation.headers["cache-control"], "no-store");
     assert_eq!(confirmation.status, 200);
     assert!(confirmation.body.contains("Referral sent"));
     assert!(confirmation.body.contains("within 14 days"));
@@ -282,7 +295,7 @@ async fn a_person_refers_themselves_and_the_service_finds_it() {
     assert!(patient.get("identifier").is_none(), "{patient}");
     assert_eq!(
         patient["generalPractitioner"][0]["identifier"]["value"],
-        "C88901"
+        NAMED_GP
     );
     let patient_id = patient["id"].as_str().unwrap();
     let (_, consents) = server
@@ -290,6 +303,25 @@ async fn a_person_refers_themselves_and_the_service_finds_it() {
         .get(&format!("/fhir/Consent?patient=Patient/{patient_id}"))
         .await;
     assert_eq!(consents["total"], 2, "service and feedback: {consents}");
+    // The person recorded them, and the service withdraws one when they ask it to.
+    let mut feedback = consents["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"].clone())
+        .find(|c| c.to_string().contains("referring-practice"))
+        .expect("the feedback Consent");
+    assert!(
+        feedback.get("organization").is_none(),
+        "no recording organisation: {feedback}"
+    );
+    feedback["status"] = json!("inactive");
+    let consent_id = feedback["id"].as_str().unwrap().to_string();
+    let (status, _, withdrawn) = server
+        .as_(sheffield())
+        .put(&format!("/fhir/Consent/{consent_id}"), &feedback)
+        .await;
+    assert_eq!(status, 200, "{withdrawn}");
 
     // The same form sent again (a double click, a reload) is the same referral.
     let again = send(&browser, &server, "sheffield-whs", &token, &answers(None)).await;
@@ -320,7 +352,7 @@ async fn nobody_but_the_service_reads_a_self_referral() {
     let patient = sr["subject"]["reference"].as_str().unwrap();
 
     // The practice the person named did not refer them: it reads none of it, finds none of it.
-    let gp = server.as_(Principal::practice("C88901"));
+    let gp = server.as_(Principal::practice(NAMED_GP));
     for path in [
         format!("/fhir/ServiceRequest/{id}"),
         format!("/fhir/{patient}"),
@@ -512,6 +544,29 @@ async fn a_form_is_taken_only_from_the_gateways_own_page_in_the_same_browser() {
         !trap.body.contains("spam.example"),
         "the trap's value is not drawn back"
     );
+    assert!(
+        trap.body.contains("value=\"Self-Referrer\""),
+        "the answers are"
+    );
+    // A post with no word of where it came from (no Origin, Referer or Fetch Metadata) and a
+    // token not this browser's is refused outright: redrawing another site's answers into a
+    // fresh form would let it plant one.
+    let mut fields = answers(None);
+    fields.push(("form-token".into(), token.clone()));
+    let unsourced = Browser::new(&server)
+        .send(
+            reqwest::Client::new()
+                .post(server.url("/refer/sheffield-whs"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(
+                    form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(&fields)
+                        .finish(),
+                ),
+        )
+        .await;
+    assert_eq!(unsourced.status, 403);
+    assert!(!unsourced.body.contains("Self-Referrer"), "not drawn back");
     let mut huge = answers(None);
     huge.push(("support-text".into(), "x".repeat(20_000)));
     let big = send(&person, &server, "sheffield-whs", &token, &huge).await;
@@ -570,6 +625,37 @@ async fn a_flood_is_held_at_the_limits_and_nothing_else_waits() {
     let refused = send_from("203.0.113.7".into()).await;
     assert!(refused.headers.contains_key("retry-after"));
     assert!(refused.body.contains("Too many forms"));
+    // Forged and broken forms from many addresses spend nothing of the cap on all sources.
+    for i in 0..20 {
+        let browser = Browser::new(&server);
+        let token = draw(&browser, &server, "sheffield-whs").await;
+        let mut broken = answers(None);
+        broken.retain(|(k, _)| k != "given-name");
+        broken.push(("form-token".into(), token.clone()));
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&broken)
+            .finish();
+        let post = |origin: &str, source: String| {
+            browser
+                .http
+                .post(server.url("/refer/sheffield-whs"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("origin", origin)
+                .header("x-forwarded-for", source)
+                .body(body.clone())
+        };
+        let invalid = browser
+            .send(post(&browser.origin, format!("192.0.2.{i}")))
+            .await;
+        assert_eq!(invalid.status, 422);
+        let forged = browser
+            .send(post(
+                "https://attacker.example",
+                format!("192.0.2.{}", 100 + i),
+            ))
+            .await;
+        assert_eq!(forged.status, 403);
+    }
     // Many addresses at once: the cap on all of them (6 in all, 3 already taken).
     let sends: Vec<_> = (0..12)
         .map(|i| send_from(format!("198.51.100.{i}")))
@@ -627,12 +713,9 @@ async fn no_letter_goes_to_a_practice_about_a_self_referral_until_the_person_is_
     assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("traced and verified"), "{body}");
 
-    // Named none: a decline tells the person, not a practice.
-    let mut no_gp = answers(None);
-    no_gp.retain(|(k, _)| k != "gp" && k != "consent-feedback");
-    no_gp.push(("consent-feedback".into(), "no".into()));
-    let reference = refer_self(&server, &no_gp).await;
-    let sr = found(&server, &reference).await;
+    // Declined, with a practice named, feedback agreed and an NHS number typed: no letter.
+    let declined = refer_self(&server, &answers(Some("9990000026"))).await;
+    let sr = found(&server, &declined).await;
     let id = sr["id"].as_str().unwrap();
     let decline = read_json(&root().join("fixtures/letters/10-decline-supported-elsewhere.json"));
     let (status, _, state) = service
@@ -643,7 +726,7 @@ async fn no_letter_goes_to_a_practice_about_a_self_referral_until_the_person_is_
     assert_eq!(letters["total"], 0, "no letter queued: {letters}");
     // And the practice the first person named sees no letter either.
     let (_, theirs) = server
-        .as_(Principal::practice("C88901"))
+        .as_(Principal::practice(NAMED_GP))
         .get("/api/v1/letters")
         .await;
     assert_eq!(theirs["total"], 0, "{theirs}");

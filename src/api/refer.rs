@@ -172,6 +172,36 @@ async fn send(
         crate::telemetry::instruments::self_referral("forged");
         return refused(&format!("/refer/{}", service.id));
     }
+    let Some(bytes) = read_body(&app, body).await else {
+        crate::telemetry::instruments::self_referral("too-large");
+        return too_large();
+    };
+    let mut answers = Answers::from_urlencoded(&bytes);
+    // The address names the service; what the body says of it is not believed.
+    answers.0.retain(|(k, _)| k != field::SERVICE);
+    answers.0.push((field::SERVICE.into(), service.id.clone()));
+    // What is drawn back is never the trap's value.
+    let trapped = answers.one(pages::TRAP).is_some();
+    answers.0.retain(|(k, _)| k != pages::TRAP);
+    let redraw = |status: StatusCode, outcome: &'static str, notice: &str| {
+        crate::telemetry::instruments::self_referral(outcome);
+        let (binding, cookie) = binding_of(&app, &headers);
+        let token = app
+            .form_key
+            .seal(now_secs(), &app::new_reference(), &binding);
+        form_page(
+            &app,
+            status,
+            service,
+            &offer,
+            &answers,
+            &Issues::new(),
+            Some(notice),
+            &token,
+            cookie,
+        )
+    };
+
     let forwarded: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
@@ -193,17 +223,19 @@ async fn send(
                 "self-referral limit for one source reached; further refusals are not logged until it admits again"
             );
         }
-        crate::telemetry::instruments::self_referral("throttled");
-        return throttled(t.wait);
+        return with_retry_after(
+            redraw(
+                StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                &format!(
+                    "Too many forms have been sent from this address in a short time, so yours was not sent. Your answers are kept below: send it again in about {}, or ask your GP to refer you.",
+                    minutes(t.wait)
+                ),
+            ),
+            t.wait,
+        );
     }
-    let Some(bytes) = read_body(&app, body).await else {
-        crate::telemetry::instruments::self_referral("too-large");
-        return too_large();
-    };
-    let mut answers = Answers::from_urlencoded(&bytes);
-    // The address names the service; what the body says of it is not believed.
-    answers.0.retain(|(k, _)| k != field::SERVICE);
-    answers.0.push((field::SERVICE.into(), service.id.clone()));
+
     let token = answers.one(pages::TOKEN).unwrap_or_default().to_string();
     let binding = read_cookie(&headers, binding_cookie(&app)).unwrap_or_default();
     let opened = app
@@ -212,49 +244,41 @@ async fn send(
     // Whatever stops a form here, a person's answers are kept and the form drawn again (with a
     // new token) to send: one filled in too quickly, left open too long, sent from a window
     // whose cookie was replaced, or with the trap filled (by a browser's autofill, say).
-    // Nothing is stored, so something that is not a person gains nothing by being redrawn.
-    let trapped = answers.one(pages::TRAP).is_some();
+    // Nothing is stored, so something that is not a person gains nothing by being redrawn. A
+    // token that is not this browser's is redrawn only for a post the browser says is the
+    // gateway's own: drawing another site's answers into a fresh form would let it plant one.
     let form = match opened {
         Ok(form) if !trapped => form,
-        refused => {
-            let (outcome, status, notice) = match refused {
-                _ if trapped => (
-                    "trap",
-                    StatusCode::BAD_REQUEST,
-                    "Your form was not sent. Check your answers, then select 'Send my referral' again.",
-                ),
-                Err(TokenProblem::Forged) => (
-                    "forged",
-                    StatusCode::FORBIDDEN,
-                    "This form could not be sent from this window. Your answers are below: check them and send it again.",
-                ),
-                Err(TokenProblem::Expired) => (
-                    "redrawn",
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "This form was open for a long time, so it was not sent. Your answers are below: check them and send it again.",
-                ),
-                _ => (
-                    "redrawn",
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "Check your answers, then select 'Send my referral' again.",
-                ),
-            };
-            crate::telemetry::instruments::self_referral(outcome);
-            answers.0.retain(|(k, _)| k != pages::TRAP);
-            let (binding, cookie) = binding_of(&app, &headers);
-            let token = app
-                .form_key
-                .seal(now_secs(), &app::new_reference(), &binding);
-            return form_page(
-                &app,
-                status,
-                service,
-                &offer,
-                &answers,
-                &Issues::new(),
-                Some(notice),
-                &token,
-                cookie,
+        _ if trapped => {
+            return redraw(
+                StatusCode::BAD_REQUEST,
+                "trap",
+                "Your form was not sent. Check your answers, then select 'Send my referral' again.",
+            );
+        }
+        Err(TokenProblem::Forged) if !positively_same_origin(&app, &headers) => {
+            crate::telemetry::instruments::self_referral("forged");
+            return refused(&format!("/refer/{}", service.id));
+        }
+        Err(TokenProblem::Forged) => {
+            return redraw(
+                StatusCode::FORBIDDEN,
+                "forged",
+                "This form could not be sent from this window. Your answers are below: check them and send it again.",
+            );
+        }
+        Err(TokenProblem::Expired) => {
+            return redraw(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "redrawn",
+                "This form was open for a long time, so it was not sent. Your answers are below: check them and send it again.",
+            );
+        }
+        Err(TokenProblem::TooSoon) | Ok(_) => {
+            return redraw(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "redrawn",
+                "Check your answers, then select 'Send my referral' again.",
             );
         }
     };
@@ -294,10 +318,17 @@ async fn send(
                 None,
             )
         }
-        Err(SelfReferralError::Throttled(wait)) => {
-            crate::telemetry::instruments::self_referral("throttled");
-            throttled(wait)
-        }
+        Err(SelfReferralError::Throttled(wait)) => with_retry_after(
+            redraw(
+                StatusCode::TOO_MANY_REQUESTS,
+                "throttled",
+                &format!(
+                    "Too many people are sending this form just now, so yours was not sent. Your answers are kept below: send it again in about {}, or ask your GP to refer you.",
+                    minutes(wait)
+                ),
+            ),
+            wait,
+        ),
         Err(SelfReferralError::SentDifferently) => page(
             StatusCode::CONFLICT,
             pages::problem(
@@ -451,18 +482,29 @@ fn too_large() -> Response {
     )
 }
 
-fn throttled(wait: u64) -> Response {
-    let mut response = page(
-        StatusCode::TOO_MANY_REQUESTS,
-        pages::problem(
-            "Too many forms have been sent",
-            "Too many referral forms have been sent from here in a short time, so this one has not been sent. Try again later. Your GP can also refer you.",
-            None,
-        ),
-        &[],
-    );
+/// `response` with `Retry-After: wait` (seconds).
+fn with_retry_after(mut response: Response, wait: u64) -> Response {
     if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
         response.headers_mut().insert(header::RETRY_AFTER, v);
     }
     response
+}
+
+/// `secs` in words, rounded up to whole minutes.
+fn minutes(secs: u64) -> String {
+    match secs.div_ceil(60).max(1) {
+        1 => "a minute".to_string(),
+        n => format!("{n} minutes"),
+    }
+}
+
+/// Whether the browser says this post came from the gateway's own page: its `Origin` is the
+/// gateway's, or Fetch Metadata says `same-origin` (not merely the absence of either).
+fn positively_same_origin(app: &AppState, headers: &HeaderMap) -> bool {
+    let fetch_same = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "same-origin");
+    let origin_same = headers.contains_key(header::ORIGIN) && same_origin(app, headers);
+    fetch_same || origin_same
 }

@@ -20,6 +20,9 @@ use crate::store::{Allowance, Coordination};
 pub struct RateLimiter {
     clients: Arc<Buckets>,
     sources: Arc<Buckets>,
+    /// Caps over every source together: a bucket set of their own, so no flood of new
+    /// sources can push one out of the least-recently-used set (it would come back full).
+    shared_caps: Arc<Buckets>,
 }
 
 impl Default for RateLimiter {
@@ -27,6 +30,7 @@ impl Default for RateLimiter {
         Self {
             clients: Arc::new(Buckets::new(MAX_TRACKED_CLIENTS)),
             sources: Arc::new(Buckets::new(MAX_TRACKED_SOURCES)),
+            shared_caps: Arc::new(Buckets::new(8)),
         }
     }
 }
@@ -143,7 +147,7 @@ impl RateLimiter {
         limits: &crate::config::SelfReferralConfig,
     ) -> Result<(), Throttled> {
         take(
-            &self.sources,
+            &self.shared_caps,
             shared,
             "refer:all",
             limits.all_sources_per_minute / 60.0,

@@ -144,17 +144,13 @@ pub fn new_binding() -> String {
 }
 
 /// The GP practices a person may choose from: those the gateway can write to, by name, in
-/// order of name. Not the test tenant's (routed to the integrators' practice system): a real
-/// person's letters must never go there.
+/// order of name. Never the test tenant's organisations (`[auth] test_organisations`, whatever
+/// route they have): a real person's letters must never go to an integrator's system.
 pub fn listed_practices(config: &Config) -> Vec<(String, String)> {
-    let test_system = config.test_tenant.practice_endpoint.trim();
     let mut listed: Vec<(String, String)> = config
         .directory
         .iter()
-        .filter(|(_, route)| {
-            !matches!(route, crate::config::PracticeRoute::Fhir(f)
-                if !test_system.is_empty() && f.endpoint.trim() == test_system)
-        })
+        .filter(|(ods, _)| !config.auth.is_test_organisation(ods))
         .filter_map(|(ods, route)| Some((ods.clone(), route.name()?.to_string())))
         .collect();
     listed.sort_by(|a, b| a.1.cmp(&b.1));
@@ -224,9 +220,17 @@ pub async fn refer_self(
         practices: &offer.practices,
     };
     let referral = self_referral::read(answers, &cx).map_err(SelfReferralError::Invalid)?;
-    if let Err(t) = limiter
-        .admit_self_referral_stored(store, &config.self_referral)
-        .await
+    // A form already stored (a double click, a reload) is answered as before whatever the cap:
+    // refusing it would have the person start again and send it twice.
+    let key = crate::intake::SubmissionKey {
+        namespace: self_referral::NAMESPACE.to_string(),
+        value: form.reference.clone(),
+    };
+    let already = store.submitted(&key).await?.is_some();
+    if !already
+        && let Err(t) = limiter
+            .admit_self_referral_stored(store, &config.self_referral)
+            .await
     {
         if t.first {
             tracing::warn!(
@@ -370,7 +374,8 @@ mod tests {
         std::fs::write(
             &path,
             "[directory.B82001]\nchannel = \"fhir\"\nname = \"Zeta Surgery\"\nendpoint = \"https://gp.example.nhs.uk/fhir\"\n\
-             [directory.B82002]\nchannel = \"fhir\"\nname = \"Alpha Surgery\"\nendpoint = \"https://gp2.example.nhs.uk/fhir\"\n",
+             [directory.B82002]\nchannel = \"fhir\"\nname = \"Alpha Surgery\"\nendpoint = \"https://gp2.example.nhs.uk/fhir\"\n\
+             [directory.C88902]\nchannel = \"fhir\"\nname = \"A test practice with a route of its own\"\nendpoint = \"https://gp3.example.nhs.uk/fhir\"\n",
         )
         .unwrap();
         let config = Config::load(Some(&path)).unwrap();

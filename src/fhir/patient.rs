@@ -23,6 +23,30 @@ impl Demographics {
     }
 }
 
+/// The Patient's NHS number, if it has been traced and verified (UK Core
+/// NHSNumberVerificationStatus, England, `01` "Number present and verified"). A number a person
+/// typed about themselves (`02`) is what they said, not who they are: anyone can type anyone's.
+pub fn verified_nhs_number(patient: &Value) -> Option<&str> {
+    patient["identifier"].as_array()?.iter().find_map(|id| {
+        let verified = id["extension"].as_array().is_some_and(|ext| {
+            ext.iter().any(|e| {
+                e["url"] == super::systems::NHS_NUMBER_VERIFICATION_EXT
+                    && e["valueCodeableConcept"]["coding"]
+                        .as_array()
+                        .is_some_and(|codings| {
+                            codings.iter().any(|c| {
+                                c["system"] == super::systems::NHS_NUMBER_VERIFICATION_ENGLAND
+                                    && c["code"] == "01"
+                            })
+                        })
+            })
+        });
+        (id["system"] == NHS_NUMBER && verified)
+            .then(|| id["value"].as_str())
+            .flatten()
+    })
+}
+
 /// The person's demographics: the NHS number identifier, the first name (the mapping writes the
 /// official name first) and the date of birth.
 pub fn demographics(patient: &Value) -> Demographics {

@@ -130,15 +130,7 @@ pub fn feedback_practice(referring: Option<&str>, patient: &Value) -> Option<Str
     if let Some(practice) = referring {
         return Some(practice.to_string());
     }
-    let traced = patient["identifier"].as_array()?.iter().any(|id| {
-        id["system"] == crate::fhir::systems::NHS_NUMBER
-            && id["extension"].as_array().is_some_and(|ext| {
-                ext.iter().any(|e| {
-                    e["url"] == crate::fhir::systems::NHS_NUMBER_VERIFICATION_EXT
-                        && e["valueCodeableConcept"]["coding"][0]["code"] == "01"
-                })
-            })
-    });
+    let traced = crate::fhir::patient::verified_nhs_number(patient).is_some();
     if !traced {
         return None;
     }

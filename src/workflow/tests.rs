@@ -279,7 +279,10 @@ fn feedback_on_a_self_referral_waits_for_a_traced_nhs_number() {
                 "value": "9990000018",
                 "extension": [{
                     "url": crate::fhir::systems::NHS_NUMBER_VERIFICATION_EXT,
-                    "valueCodeableConcept": { "coding": [{ "code": code }] },
+                    "valueCodeableConcept": { "coding": [{
+                        "system": crate::fhir::systems::NHS_NUMBER_VERIFICATION_ENGLAND,
+                        "code": code,
+                    }] },
                 }],
             }]);
         }
@@ -299,6 +302,11 @@ fn feedback_on_a_self_referral_waits_for_a_traced_nhs_number() {
         feedback_practice(None, &patient(Some("01"))),
         Some(format!("{ods}|C88901"))
     );
+    // 01 in some other code system is not UK Core's "number present and verified".
+    let mut elsewhere = patient(Some("01"));
+    elsewhere["identifier"][0]["extension"][0]["valueCodeableConcept"]["coding"][0]["system"] =
+        json!("https://example.org/CodeSystem/made-up");
+    assert_eq!(feedback_practice(None, &elsewhere), None);
     // Verified, but no practice named by its ODS code.
     let mut unnamed = patient(Some("01"));
     unnamed["generalPractitioner"] = json!([{ "display": "Crookes Valley Surgery" }]);

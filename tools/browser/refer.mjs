@@ -4,7 +4,7 @@
 //
 //   node tools/browser/refer.mjs --base http://127.0.0.1:PORT --screenshots target/artefacts/refer
 //
-// The gateway must offer Sheffield Work and Health Service for self-referral, with C88901 among
+// The gateway must offer Sheffield Work and Health Service for self-referral, with Z99901 among
 // the GP practices (tests/self_referral.rs starts it so). Prints one JSON line of what it saw
 // ({"ok": true, "references": [...]} or {"ok": false, "failures": [...]}) and exits 1 on any
 // failure: a console error (a CSP violation is one), an unexpected status, an axe violation of
@@ -144,7 +144,7 @@ async function person(javaScriptEnabled) {
   await page.getByLabel("Phone number (optional)").fill("07700 900982");
   await group("How would you like the service to contact you?").getByLabel("Phone call").check();
   await group("Do you need an interpreter?").getByLabel("No").check();
-  await page.getByLabel("Your GP practice (optional)").selectOption("C88901");
+  await page.getByLabel("Your GP practice (optional)").selectOption("Z99901");
   await group("Which of these describes you now?").getByLabel("Off sick", { exact: true }).check();
   await group("If you are off sick, when did it start?").getByLabel("Day").fill("2");
   await group("If you are off sick, when did it start?").getByLabel("Month").fill("11");
