@@ -145,7 +145,8 @@ enum Command {
         database_url: Option<String>,
     },
     /// Create the gateway's keys where the configuration names them (the token-signing key,
-    /// the pseudonym key, and the sign-in session key when `[sign_in]` is set), owner-only;
+    /// the pseudonym key, the self-referral form's key, and the sign-in session key when
+    /// `[sign_in]` is set), owner-only;
     /// keys already there are checked and kept. For instances that must share keys (each
     /// would otherwise create its own on first start): make them once, then give every
     /// instance the same files (a Kubernetes Secret, say).
@@ -493,6 +494,12 @@ fn keys(config: &Config) -> ExitCode {
             .map(drop)
             .map_err(|e| e.to_string()),
     ];
+    // Every instance behind one address takes the forms any of them drew.
+    made.push(
+        whg::secret_file::load_or_create_key(&config.self_referral.form_key)
+            .map(drop)
+            .map_err(|e| format!("{}: {e}", config.self_referral.form_key.display())),
+    );
     if let Some(sign_in) = &config.sign_in {
         made.push(
             whg::secret_file::load_or_create_key(&sign_in.session_key)
