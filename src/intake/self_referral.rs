@@ -51,6 +51,7 @@ pub mod field {
     pub const CONTACT: &str = "contact";
     pub const INTERPRETER: &str = "interpreter";
     pub const LANGUAGE: &str = "language";
+    pub const LANGUAGE_OTHER: &str = "language-other";
     pub const GP: &str = "gp";
     pub const GP_NAME: &str = "gp-name";
     pub const EMPLOYMENT: &str = "employment";
@@ -147,6 +148,7 @@ pub const QUESTIONS: &[&str] = &[
     field::CONTACT,
     field::INTERPRETER,
     field::LANGUAGE,
+    field::LANGUAGE_OTHER,
     field::GP,
     field::GP_NAME,
     field::EMPLOYMENT,
@@ -165,6 +167,45 @@ pub const QUESTIONS: &[&str] = &[
     field::CONSENT_FEEDBACK,
     field::CONSENT_EVALUATION,
 ];
+
+/// The languages the form offers an interpreter in, as BCP 47 tags (the binding UK Core's
+/// `Patient.communication.language` requires) with their names in English: the languages
+/// most spoken in England after English (ONS Census 2021), and British Sign Language. Another
+/// language is named in words (`Interpreter::Named`).
+pub const LANGUAGES: &[(&str, &str)] = &[
+    ("ar", "Arabic"),
+    ("bn", "Bengali"),
+    ("bfi", "British Sign Language"),
+    ("yue", "Cantonese"),
+    ("fa", "Farsi (Persian)"),
+    ("fr", "French"),
+    ("gu", "Gujarati"),
+    ("it", "Italian"),
+    ("ku", "Kurdish"),
+    ("lt", "Lithuanian"),
+    ("cmn", "Mandarin"),
+    ("pl", "Polish"),
+    ("pt", "Portuguese"),
+    ("pa", "Punjabi"),
+    ("ro", "Romanian"),
+    ("ru", "Russian"),
+    ("so", "Somali"),
+    ("es", "Spanish"),
+    ("ta", "Tamil"),
+    ("ti", "Tigrinya"),
+    ("tr", "Turkish"),
+    ("uk", "Ukrainian"),
+    ("ur", "Urdu"),
+];
+
+/// The interpreter a person needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interpreter {
+    /// One of [`LANGUAGES`]: its tag.
+    Listed(&'static str),
+    /// Another language, in the person's words (no code a FHIR language binding takes).
+    Named(String),
+}
 
 /// The GP practice the person named.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,8 +254,8 @@ pub struct SelfReferral {
     pub email: Option<String>,
     /// A `preferred-contact-method` code.
     pub preferred_contact: String,
-    /// The language the person needs an interpreter for, if they need one.
-    pub interpreter: Option<String>,
+    /// The interpreter the person needs, if they need one.
+    pub interpreter: Option<Interpreter>,
     pub gp: Gp,
     /// An `employment-status` code (`prefer-not-to-say` among them).
     pub employment_status: String,
@@ -419,14 +460,34 @@ pub fn read(a: &Answers, cx: &FormContext<'_>) -> Result<SelfReferral, Issues> {
         )
         .as_deref()
     {
-        Some("yes") => Some(
-            p.line(
-                a,
-                field::LANGUAGE,
-                "Enter the language you need an interpreter for",
-            )
-            .unwrap_or_default(),
-        ),
+        Some("yes") => match a.one(field::LANGUAGE) {
+            Some("other") => p
+                .line(
+                    a,
+                    field::LANGUAGE_OTHER,
+                    "Enter the language you need an interpreter for",
+                )
+                .map(Interpreter::Named),
+            Some(tag) => match LANGUAGES.iter().find(|(t, _)| *t == tag) {
+                Some((tag, _)) => Some(Interpreter::Listed(tag)),
+                None => {
+                    p.at(
+                        field::LANGUAGE,
+                        IssueType::CodeInvalid,
+                        "Choose the language from the list, or 'Another language'",
+                    );
+                    None
+                }
+            },
+            None => {
+                p.at(
+                    field::LANGUAGE,
+                    IssueType::Required,
+                    "Choose the language you need an interpreter for",
+                );
+                None
+            }
+        },
         _ => None,
     };
 

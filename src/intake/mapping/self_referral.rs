@@ -15,7 +15,7 @@ use super::{
 use crate::fhir::search::format_instant;
 use crate::fhir::systems;
 use crate::fhir::terminology::{coding, nhs_number_verification};
-use crate::intake::self_referral::{Conditions, Gp, SelfReferral};
+use crate::intake::self_referral::{Conditions, Gp, Interpreter, LANGUAGES, SelfReferral};
 use crate::intake::submission::transaction_request;
 use crate::services::Service;
 
@@ -65,8 +65,15 @@ pub fn bundle(r: &SelfReferral, service: &Service, reference: &str, now: DateTim
             .map(|u| json!({ "reference": u }))
             .collect();
     }
+    let mut notes = Vec::new();
     if let Some(text) = &r.support_text {
-        sr["note"] = json!([{ "text": text }]);
+        notes.push(json!({ "text": text }));
+    }
+    if let Some(Interpreter::Named(language)) = &r.interpreter {
+        notes.push(json!({ "text": format!("Needs an interpreter: {language}") }));
+    }
+    if !notes.is_empty() {
+        sr["note"] = json!(notes);
     }
     m.add("service-request", sr);
 
@@ -152,9 +159,17 @@ impl Mapper<'_> {
         if !telecom.is_empty() {
             patient["telecom"] = json!(telecom);
         }
-        if let Some(language) = &r.interpreter {
-            patient["communication"] =
-                json!([{ "language": { "text": language }, "preferred": true }]);
+        // UK Core binds the language to BCP 47 (required): a language the form has no tag for
+        // is said on the referral instead (its note).
+        if let Some(Interpreter::Listed(tag)) = &r.interpreter {
+            let name = LANGUAGES
+                .iter()
+                .find(|(t, _)| t == tag)
+                .map_or(*tag, |(_, n)| n);
+            patient["communication"] = json!([{
+                "language": { "coding": [{ "system": systems::BCP47, "code": tag, "display": name }] },
+                "preferred": true,
+            }]);
         }
         match &r.gp {
             Gp::Listed { ods, name } => {

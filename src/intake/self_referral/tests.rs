@@ -199,13 +199,28 @@ fn the_way_to_contact_must_be_given() {
     assert_eq!(problems(&a), [field::EMAIL]);
     let a = with(answers(), field::INTERPRETER, "yes");
     assert_eq!(problems(&a), [field::LANGUAGE]);
-    let r = check(&with(
-        with(answers(), field::INTERPRETER, "yes"),
-        field::LANGUAGE,
-        "Urdu",
-    ))
-    .unwrap();
-    assert_eq!(r.interpreter.as_deref(), Some("Urdu"));
+    let interpreter = |language: &str| {
+        with(
+            with(answers(), field::INTERPRETER, "yes"),
+            field::LANGUAGE,
+            language,
+        )
+    };
+    assert_eq!(
+        check(&interpreter("ur")).unwrap().interpreter,
+        Some(Interpreter::Listed("ur"))
+    );
+    assert_eq!(
+        problems(&interpreter("Urdu")),
+        [field::LANGUAGE],
+        "a tag from the list"
+    );
+    assert_eq!(problems(&interpreter("other")), [field::LANGUAGE_OTHER]);
+    let named = with(interpreter("other"), field::LANGUAGE_OTHER, "Amharic");
+    assert_eq!(
+        check(&named).unwrap().interpreter,
+        Some(Interpreter::Named("Amharic".into()))
+    );
 }
 
 #[test]
@@ -441,4 +456,28 @@ fn invisible_characters_that_change_how_a_name_reads_are_refused() {
     // Letters from any script are a name.
     assert!(check(&with(answers(), field::GIVEN_NAME, "Siân")).is_ok());
     assert!(check(&with(answers(), field::GIVEN_NAME, "محمد")).is_ok());
+}
+
+#[test]
+fn an_interpreter_language_is_coded_as_uk_core_binds_it_or_said_on_the_referral() {
+    let config = Config::defaults();
+    let service = config.service("sheffield-whs").unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 12, 4, 9, 30, 0).unwrap();
+    let map = |a: Answers| {
+        let r = check(&a).unwrap();
+        submission(&r, service, "ABCD-EFGH-JKMN", "h".into(), now).transaction_bundle()
+    };
+    let yes = with(answers(), field::INTERPRETER, "yes");
+    let listed = map(with(yes.clone(), field::LANGUAGE, "pl"));
+    let language = &of_type(&listed, "Patient")[0]["communication"][0]["language"];
+    assert_eq!(language["coding"][0]["system"], "urn:ietf:bcp:47");
+    assert_eq!(language["coding"][0]["code"], "pl");
+    let named = map(with(
+        with(yes, field::LANGUAGE, "other"),
+        field::LANGUAGE_OTHER,
+        "Amharic",
+    ));
+    assert!(of_type(&named, "Patient")[0].get("communication").is_none());
+    let notes = of_type(&named, "ServiceRequest")[0]["note"].to_string();
+    assert!(notes.contains("Needs an interpreter: Amharic"), "{notes}");
 }
