@@ -57,6 +57,10 @@ pub mod field {
     pub const EMPLOYMENT: &str = "employment";
     pub const JOB_TITLE: &str = "job-title";
     pub const EMPLOYER: &str = "employer";
+    pub const EMPLOYER_SIZE: &str = "employer-size";
+    pub const SECTOR: &str = "sector";
+    pub const CONTRACT: &str = "contract";
+    pub const OCCUPATIONAL_HEALTH: &str = "occupational-health";
     pub const OFF_SICK_DAY: &str = "off-sick-day";
     pub const OFF_SICK_MONTH: &str = "off-sick-month";
     pub const OFF_SICK_YEAR: &str = "off-sick-year";
@@ -154,6 +158,10 @@ pub const QUESTIONS: &[&str] = &[
     field::EMPLOYMENT,
     field::JOB_TITLE,
     field::EMPLOYER,
+    field::EMPLOYER_SIZE,
+    field::SECTOR,
+    field::CONTRACT,
+    field::OCCUPATIONAL_HEALTH,
     field::OFF_SICK_DAY,
     field::OFF_SICK_MONTH,
     field::OFF_SICK_YEAR,
@@ -261,6 +269,13 @@ pub struct SelfReferral {
     pub employment_status: String,
     pub job_title: Option<String>,
     pub employer_name: Option<String>,
+    /// The work questions the practice format asks, each a code of its system
+    /// (`employer-size-band`, `employment-sector`, `contract-type`,
+    /// `occupational-health-access`); `not-recorded` when not answered.
+    pub employer_size: String,
+    pub sector: String,
+    pub contract: String,
+    pub occupational_health: String,
     pub off_sick_since: Option<NaiveDate>,
     pub conditions: Conditions,
     /// `support-need` codes: at least one.
@@ -521,6 +536,16 @@ pub fn read(a: &Answers, cx: &FormContext<'_>) -> Result<SelfReferral, Issues> {
     let employment_status = p.choice(a, field::EMPLOYMENT, &statuses.codes, statuses.message);
     let job_title = p.optional_line(a, field::JOB_TITLE);
     let employer_name = p.optional_line(a, field::EMPLOYER);
+    let choose = "Choose an answer from the list, or 'Prefer not to say'";
+    let employer_size = p.optional_code(a, field::EMPLOYER_SIZE, "employer-size-band", choose);
+    let sector = p.optional_code(a, field::SECTOR, "employment-sector", choose);
+    let contract = p.optional_code(a, field::CONTRACT, "contract-type", choose);
+    let occupational_health = p.optional_code(
+        a,
+        field::OCCUPATIONAL_HEALTH,
+        "occupational-health-access",
+        choose,
+    );
     let off_sick_since = match employment_status.as_deref() {
         Some(s) if super::practice::is_off_sick(s) => {
             let d = p.date(
@@ -662,6 +687,10 @@ pub fn read(a: &Answers, cx: &FormContext<'_>) -> Result<SelfReferral, Issues> {
         employment_status: employment_status.unwrap_or_default(),
         job_title,
         employer_name,
+        employer_size,
+        sector,
+        contract,
+        occupational_health,
         off_sick_since,
         conditions,
         needs,

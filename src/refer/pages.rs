@@ -224,6 +224,10 @@ pub fn form(p: &FormPage<'_>) -> Markup {
                 (radios(&errors, field::EMPLOYMENT, "Which of these describes you now?", "", &statuses, a))
                 (text_group(&errors, field::JOB_TITLE, "Your job (optional)", "For example, care assistant", &value(field::JOB_TITLE), "organization-title", "nhsuk-input"))
                 (text_group(&errors, field::EMPLOYER, "Your employer (optional)", "The service will not contact your employer unless you agree with your adviser first.", &value(field::EMPLOYER), "organization", "nhsuk-input"))
+                (select_group(&errors, field::EMPLOYER_SIZE, "How many people work for your employer? (optional)", &options("employer-size-band", &["not-recorded"]), a))
+                (select_group(&errors, field::SECTOR, "What kind of work does your employer do? (optional)", &options("employment-sector", &["not-recorded"]), a))
+                (select_group(&errors, field::CONTRACT, "What kind of contract do you have? (optional)", &options("contract-type", &["not-recorded"]), a))
+                (select_group(&errors, field::OCCUPATIONAL_HEALTH, "Does your employer have an occupational health service? (optional)", &options("occupational-health-access", &["not-recorded"]), a))
                 (date_group(&errors, "If you are off sick, when did it start?", "For example, 2 11 2026. Needed only if you are off sick.", [field::OFF_SICK_DAY, field::OFF_SICK_MONTH, field::OFF_SICK_YEAR], a, None))
 
                 h2 { "Your health" }
@@ -245,14 +249,7 @@ pub fn form(p: &FormPage<'_>) -> Markup {
 
                 h2 { "Questions that help the service treat people fairly" }
                 p { "These are optional. Your answers are counted with other people's to check the service is fair to everyone." }
-                (group(&errors, field::ETHNICITY, "What is your ethnic group? (optional)", "", |described, error| html! {
-                    select class=(if error { "nhsuk-select nhsuk-select--error" } else { "nhsuk-select" }) id=(field::ETHNICITY) name=(field::ETHNICITY) aria-describedby=(described) {
-                        option value="" selected[a.one(field::ETHNICITY).is_none()] { "Choose one" }
-                        @for (code, display) in &ethnic {
-                            option value=(code) selected[a.has(field::ETHNICITY, code)] { (display) }
-                        }
-                    }
-                }))
+                (select_group(&errors, field::ETHNICITY, "What is your ethnic group? (optional)", &ethnic, a))
                 (radios(&errors, field::DISABILITY, "Do you have a condition or illness that limits your day-to-day activities? (optional)", "", &disability, a))
 
                 h2 { "Who can see your answers" }
@@ -450,6 +447,28 @@ fn textarea_group(
                 id=(name) name=(name) rows="4"
                 aria-describedby=[(!described.is_empty()).then_some(described)]
                 aria-invalid=[error.then_some("true")] { (value) }
+        }
+    })
+}
+
+/// An optional question answered by one of `choices` (code, label), as a select whose first
+/// option is no answer.
+fn select_group(
+    errors: &[(String, String)],
+    name: &str,
+    label: &str,
+    choices: &[(&str, &str)],
+    a: &Answers,
+) -> Markup {
+    group(errors, name, label, "", |described, error| {
+        html! {
+            select class=(if error { "nhsuk-select nhsuk-select--error" } else { "nhsuk-select" })
+                id=(name) name=(name) aria-describedby=[(!described.is_empty()).then_some(described)] {
+                option value="" selected[a.one(name).is_none()] { "Choose one" }
+                @for (code, display) in choices {
+                    option value=(code) selected[a.has(name, code)] { (display) }
+                }
+            }
         }
     })
 }

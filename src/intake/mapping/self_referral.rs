@@ -208,16 +208,36 @@ impl Mapper<'_> {
         let mut status = self.observation(local_code("employment-status"));
         set_coded_value(&mut status, "employment-status", &r.employment_status);
         out.push(self.add("obs-employment-status", status));
-        if r.job_title.is_some() || r.employer_name.is_some() {
+        let mut components = Vec::new();
+        if let Some(name) = &r.employer_name {
+            components.push(json!({ "code": local_code("employer-name"), "valueString": name }));
+        }
+        for (code, system, answer) in [
+            ("employer-size", "employer-size-band", &r.employer_size),
+            ("employment-sector", "employment-sector", &r.sector),
+            ("contract-type", "contract-type", &r.contract),
+            (
+                "occupational-health-access",
+                "occupational-health-access",
+                &r.occupational_health,
+            ),
+        ] {
+            // An unanswered question records nothing, as the practice format's absent one.
+            if answer != "not-recorded" {
+                let mut c = json!({ "code": local_code(code) });
+                set_coded_value(&mut c, system, answer);
+                components.push(c);
+            }
+        }
+        if r.job_title.is_some() || !components.is_empty() {
             let mut occupation = self.observation(json!({
                 "coding": [{ "system": systems::LOINC, "code": "11341-5", "display": "History of Occupation" }],
             }));
             if let Some(title) = &r.job_title {
                 occupation["valueCodeableConcept"] = json!({ "text": title });
             }
-            if let Some(name) = &r.employer_name {
-                occupation["component"] =
-                    json!([{ "code": local_code("employer-name"), "valueString": name }]);
+            if !components.is_empty() {
+                occupation["component"] = json!(components);
             }
             out.push(self.add("obs-occupation", occupation));
         }

@@ -247,7 +247,12 @@ fn prefer_not_to_say_is_an_answer_where_the_practice_format_has_one() {
     let a = with(a, field::EMPLOYMENT, "prefer-not-to-say");
     let a = with(a, field::ETHNICITY, "prefer-not-to-say");
     let a = with(a, field::CONDITION, "prefer-not-to-say");
+    let a = with(a, field::EMPLOYER_SIZE, "prefer-not-to-say");
+    let a = with(a, field::CONTRACT, "prefer-not-to-say");
     let r = check(&without(a, field::OFF_SICK_DAY)).unwrap();
+    assert_eq!(r.employer_size, "prefer-not-to-say");
+    assert_eq!(r.contract, "prefer-not-to-say");
+    assert_eq!(r.sector, "not-recorded", "not answered");
     assert_eq!(r.sex, "prefer-not-to-say");
     assert_eq!(r.employment_status, "prefer-not-to-say");
     assert_eq!(r.ethnicity, "prefer-not-to-say");
@@ -480,4 +485,19 @@ fn an_interpreter_language_is_coded_as_uk_core_binds_it_or_said_on_the_referral(
     assert!(of_type(&named, "Patient")[0].get("communication").is_none());
     let notes = of_type(&named, "ServiceRequest")[0]["note"].to_string();
     assert!(notes.contains("Needs an interpreter: Amharic"), "{notes}");
+}
+
+#[test]
+fn the_work_questions_take_their_code_systems_codes_only() {
+    assert_eq!(
+        problems(&with(answers(), field::EMPLOYER_SIZE, "huge")),
+        [field::EMPLOYER_SIZE]
+    );
+    assert_eq!(
+        problems(&with(answers(), field::SECTOR, "not-recorded")),
+        [field::SECTOR],
+        "no answer is the form's to record, not a choice"
+    );
+    let r = check(&with(answers(), field::OCCUPATIONAL_HEALTH, "no")).unwrap();
+    assert_eq!(r.occupational_health, "no");
 }
