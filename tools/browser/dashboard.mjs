@@ -9,13 +9,9 @@
 // ({"ok": true, ...} or {"ok": false, "failures": [...]}) and exits 1 on any failure: a console
 // error (a CSP violation is one), a failed request, an axe violation of WCAG 2.x A/AA, a chart
 // missing, or figures that a filter did not change.
-import { readFileSync, mkdirSync } from "node:fs";
-import { createRequire } from "node:module";
+import { mkdirSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { chromium } from "playwright-core";
-
-const require = createRequire(import.meta.url);
-const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
+import { launch, watch, axe as runAxe, violations } from "./common.mjs";
 
 const { values: opts } = parseArgs({
   options: {
@@ -36,51 +32,20 @@ const failures = [];
 const seen = { pages: [], charts: 0, axeRulesChecked: 0 };
 const fail = (what) => failures.push(what);
 
-const browser = await chromium.launch({
-  executablePath: opts.chromium,
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launch(opts.chromium);
 try {
   const context = await browser.newContext({ javaScriptEnabled: true, viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
   // A status the page is expected to answer with next (a form with an error: 400).
   let expectedStatus = null;
-  page.on("console", (m) => {
-    // A failed load is reported again below, with its URL and status.
-    if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) {
-      fail(`console error on ${page.url()}: ${m.text()}`);
-    }
-  });
-  page.on("pageerror", (e) => fail(`page error on ${page.url()}: ${e.message}`));
-  page.on("requestfailed", (r) => fail(`request failed: ${r.url()} (${r.failure()?.errorText})`));
-  page.on("response", (r) => {
-    const status = r.status();
-    if (status === expectedStatus) return;
-    if (status >= 400) fail(`${status} from ${r.url()}`);
-  });
+  watch(page, fail, () => expectedStatus);
 
   // axe-core, evaluated through the DevTools protocol (the page's CSP allows no script of its
   // own, and this is not one), over WCAG 2.0-2.2 A and AA.
   async function axe(name) {
-    await page.evaluate(axeSource);
-    const result = await page.evaluate(() =>
-      window.axe.run(document, {
-        runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"] },
-      }),
-    );
+    const result = await runAxe(page);
     seen.axeRulesChecked += result.passes.length;
-    for (const v of result.violations) {
-      fail(`axe on ${name}: ${v.id} (${v.impact}): ${v.help}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
-    }
+    for (const v of violations(result, name)) fail(v);
   }
   async function visit(name) {
     seen.pages.push(name);

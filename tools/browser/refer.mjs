@@ -9,13 +9,9 @@
 // ({"ok": true, "references": [...]} or {"ok": false, "failures": [...]}) and exits 1 on any
 // failure: a console error (a CSP violation is one), an unexpected status, an axe violation of
 // WCAG 2.x A/AA, an error not shown at its field and in the summary, or no confirmation.
-import { readFileSync, mkdirSync } from "node:fs";
-import { createRequire } from "node:module";
+import { mkdirSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { chromium } from "playwright-core";
-
-const require = createRequire(import.meta.url);
-const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
+import { launch, watch, axe as runAxe, violations } from "./common.mjs";
 
 const { values: opts } = parseArgs({
   options: {
@@ -34,37 +30,14 @@ const failures = [];
 const seen = { pages: [], axeRulesChecked: 0, references: [] };
 const fail = (what) => failures.push(what);
 
-const browser = await chromium.launch({
-  executablePath: opts.chromium,
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launch(opts.chromium);
 
 async function person(javaScriptEnabled) {
   const mode = javaScriptEnabled ? "js" : "nojs";
   const context = await browser.newContext({ javaScriptEnabled, viewport: { width: 1024, height: 900 } });
   const page = await context.newPage();
   let expectedStatus = null;
-  page.on("console", (m) => {
-    if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) {
-      fail(`${mode}: console error on ${page.url()}: ${m.text()}`);
-    }
-  });
-  page.on("pageerror", (e) => fail(`${mode}: page error on ${page.url()}: ${e.message}`));
-  page.on("requestfailed", (r) => fail(`${mode}: request failed: ${r.url()} (${r.failure()?.errorText})`));
-  page.on("response", (r) => {
-    const status = r.status();
-    if (status === expectedStatus) return;
-    if (status >= 400) fail(`${mode}: ${status} from ${r.url()}`);
-  });
+  watch(page, fail, () => expectedStatus, mode);
 
   // axe-core through the DevTools protocol (the page allows no script of its own, and this is
   // not one). With JavaScript off nothing evaluated can wait on a promise, so the page's HTML,
@@ -79,16 +52,9 @@ async function person(javaScriptEnabled) {
       await target.goto(`${opts.base}/refer`);
       await target.setContent(await page.content(), { waitUntil: "load" });
     }
-    await target.evaluate(axeSource);
-    const result = await target.evaluate(() =>
-      window.axe.run(document, {
-        runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"] },
-      }),
-    );
+    const result = await runAxe(target);
     seen.axeRulesChecked += result.passes.length;
-    for (const v of result.violations) {
-      fail(`${mode}: axe on ${name}: ${v.id} (${v.impact}): ${v.help}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
-    }
+    for (const v of violations(result, name)) fail(`${mode}: ${v}`);
     if (scratch) await scratch.close();
   }
   async function visit(name) {

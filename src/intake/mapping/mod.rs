@@ -384,26 +384,13 @@ impl<'a> Mapper<'a> {
         set_coded_value(&mut status, "employment-status", &e.status);
         out.push(self.add("obs-employment-status", status));
 
-        let mut components = Vec::new();
-        if let Some(name) = &e.employer_name {
-            components.push(json!({ "code": local_code("employer-name"), "valueString": name }));
-        }
-        for (code, system, value) in [
-            ("employer-size", "employer-size-band", &e.employer_size),
-            ("employment-sector", "employment-sector", &e.sector),
-            ("contract-type", "contract-type", &e.contract_type),
-            (
-                "occupational-health-access",
-                "occupational-health-access",
-                &e.employer_occupational_health,
-            ),
-        ] {
-            if let Some(v) = value {
-                let mut c = json!({ "code": local_code(code) });
-                set_coded_value(&mut c, system, v);
-                components.push(c);
-            }
-        }
+        let mut components = employer_components(&WorkAnswers {
+            employer_name: e.employer_name.as_deref(),
+            employer_size: e.employer_size.as_deref(),
+            sector: e.sector.as_deref(),
+            contract_type: e.contract_type.as_deref(),
+            occupational_health: e.employer_occupational_health.as_deref(),
+        });
         if let Some(hours) = e.hours_per_week {
             components.push(json!({
                 "code": local_code("hours-per-week"),
@@ -587,6 +574,41 @@ impl<'a> Mapper<'a> {
     fn route_concept(&self) -> Value {
         route_concept(&self.r.route, self.r.route_detail.as_deref())
     }
+}
+
+/// What a person's referral says of their employer, each answer a code of its system.
+pub(super) struct WorkAnswers<'a> {
+    pub employer_name: Option<&'a str>,
+    pub employer_size: Option<&'a str>,
+    pub sector: Option<&'a str>,
+    pub contract_type: Option<&'a str>,
+    pub occupational_health: Option<&'a str>,
+}
+
+/// The occupation Observation's components for `w`: the employer's name and each coded answer
+/// given (an absent answer records nothing; *prefer not to say* is a data-absent reason).
+pub(super) fn employer_components(w: &WorkAnswers<'_>) -> Vec<Value> {
+    let mut components = Vec::new();
+    if let Some(name) = w.employer_name {
+        components.push(json!({ "code": local_code("employer-name"), "valueString": name }));
+    }
+    for (code, system, value) in [
+        ("employer-size", "employer-size-band", w.employer_size),
+        ("employment-sector", "employment-sector", w.sector),
+        ("contract-type", "contract-type", w.contract_type),
+        (
+            "occupational-health-access",
+            "occupational-health-access",
+            w.occupational_health,
+        ),
+    ] {
+        if let Some(v) = value {
+            let mut c = json!({ "code": local_code(code) });
+            set_coded_value(&mut c, system, v);
+            components.push(c);
+        }
+    }
+    components
 }
 
 /// The Patient's extensions every referral format states: how the person wants to be

@@ -8,9 +8,9 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{
-    ENTRY_NAMESPACE, consent_provision, consent_resource, data_absent_extension,
-    evaluation_provision, human_name, local_code, patient_extensions, route_concept,
-    service_organization, set_coded_value, telecom,
+    ENTRY_NAMESPACE, WorkAnswers, consent_provision, consent_resource, data_absent_extension,
+    employer_components, evaluation_provision, human_name, local_code, patient_extensions,
+    route_concept, service_organization, set_coded_value, telecom,
 };
 use crate::fhir::search::format_instant;
 use crate::fhir::systems;
@@ -208,27 +208,17 @@ impl Mapper<'_> {
         let mut status = self.observation(local_code("employment-status"));
         set_coded_value(&mut status, "employment-status", &r.employment_status);
         out.push(self.add("obs-employment-status", status));
-        let mut components = Vec::new();
-        if let Some(name) = &r.employer_name {
-            components.push(json!({ "code": local_code("employer-name"), "valueString": name }));
+        // An unanswered question records nothing, as the practice format's absent one.
+        fn answered(code: &str) -> Option<&str> {
+            (code != "not-recorded").then_some(code)
         }
-        for (code, system, answer) in [
-            ("employer-size", "employer-size-band", &r.employer_size),
-            ("employment-sector", "employment-sector", &r.sector),
-            ("contract-type", "contract-type", &r.contract),
-            (
-                "occupational-health-access",
-                "occupational-health-access",
-                &r.occupational_health,
-            ),
-        ] {
-            // An unanswered question records nothing, as the practice format's absent one.
-            if answer != "not-recorded" {
-                let mut c = json!({ "code": local_code(code) });
-                set_coded_value(&mut c, system, answer);
-                components.push(c);
-            }
-        }
+        let components = employer_components(&WorkAnswers {
+            employer_name: r.employer_name.as_deref(),
+            employer_size: answered(&r.employer_size),
+            sector: answered(&r.sector),
+            contract_type: answered(&r.contract),
+            occupational_health: answered(&r.occupational_health),
+        });
         if r.job_title.is_some() || !components.is_empty() {
             let mut occupation = self.observation(json!({
                 "coding": [{ "system": systems::LOINC, "code": "11341-5", "display": "History of Occupation" }],
