@@ -137,20 +137,14 @@ async fn draw(
     let Some(service) = offer.service(&service) else {
         return unknown_service();
     };
-    let (binding, cookie) = binding_of(&app, &headers);
-    let token = app
-        .form_key
-        .seal(now_secs(), &app::new_reference(), &binding);
-    form_page(
+    fresh_form(
         &app,
+        &headers,
         StatusCode::OK,
         service,
         &offer,
         &Answers::default(),
-        &Issues::new(),
         None,
-        &token,
-        cookie,
     )
 }
 
@@ -185,20 +179,14 @@ async fn send(
     answers.0.retain(|(k, _)| k != pages::TRAP);
     let redraw = |status: StatusCode, outcome: &'static str, notice: &str| {
         crate::telemetry::instruments::self_referral(outcome);
-        let (binding, cookie) = binding_of(&app, &headers);
-        let token = app
-            .form_key
-            .seal(now_secs(), &app::new_reference(), &binding);
-        form_page(
+        fresh_form(
             &app,
+            &headers,
             status,
             service,
             &offer,
             &answers,
-            &Issues::new(),
             Some(notice),
-            &token,
-            cookie,
         )
     };
 
@@ -380,6 +368,34 @@ async fn sent(
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// The form with `answers` and a new token for this browser (setting its cookie if it has
+/// none): drawn first, or drawn again after a refusal that stored nothing.
+fn fresh_form(
+    app: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    service: &Service,
+    offer: &Offer<'_>,
+    answers: &Answers,
+    notice: Option<&str>,
+) -> Response {
+    let (binding, cookie) = binding_of(app, headers);
+    let token = app
+        .form_key
+        .seal(now_secs(), &app::new_reference(), &binding);
+    form_page(
+        app,
+        status,
+        service,
+        offer,
+        answers,
+        &Issues::new(),
+        notice,
+        &token,
+        cookie,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
