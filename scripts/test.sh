@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 backends=${WHG_BACKENDS:-sqlite postgres}
 # The suites that run on either backend: those that start gateways (tests/common's Server), and
 # the storage contract.
-both_backends=(http_api consent fit_notes delivery security robustness attacks fixtures backup store_contract instances dashboard telemetry directory import self_referral)
+both_backends=(http_api consent fit_notes delivery security robustness attacks fixtures backup store_contract instances dashboard telemetry directory import self_referral referrers)
 
 venv=target/pyenv
 if [ ! -x "$venv/bin/python" ]; then

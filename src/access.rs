@@ -120,7 +120,17 @@ fn consent_class(role: Role, resource_type: &str, class: DataClass) -> Option<Da
         | (Role::InformationGovernance | Role::Commissioner | Role::Operations, _) => None,
         (Role::Service, "Task") => Some(DataClass::Referral),
         (Role::Service, _) => (!service_authored).then_some(class),
-        (Role::Practice, _) => service_authored.then_some(class),
+        // A referrer of any kind: as a practice (an employer's consent names documents only,
+        // so what the service wrote never reaches it otherwise: rule 6 of `consent::decide`).
+        (
+            Role::Practice
+            | Role::TalkingTherapies
+            | Role::Physiotherapy
+            | Role::SecondaryCare
+            | Role::VoluntarySector
+            | Role::Employer,
+            _,
+        ) => service_authored.then_some(class),
     }
 }
 
@@ -170,9 +180,10 @@ impl Guard<'_> {
     fn question(&self, class: DataClass) -> Option<Question> {
         // A service accesses what was sent to it; what a practice reads under consent is the
         // service's record disclosed to it, the same question the outbox asks before a letter.
-        let action = match self.principal.role {
-            Role::Practice => Action::Disclose,
-            _ => Action::Access,
+        let action = if self.principal.role.refers() {
+            Action::Disclose
+        } else {
+            Action::Access
         };
         Some(Question {
             recipient: Recipient::of(self.principal)?,
@@ -405,7 +416,7 @@ impl Guard<'_> {
     /// may know of: a service all it wrote; a practice only those the person's consent lets the
     /// service disclose to it, so a list never shows a withheld letter. Audited as a search.
     pub async fn letters(&self, letters: Vec<Delivery>) -> Result<Vec<Delivery>, AccessError> {
-        let visible = if self.principal.role == Role::Practice {
+        let visible = if self.principal.role.refers() {
             let mut files = ConsentFiles::default();
             let mut visible = Vec::with_capacity(letters.len());
             for d in letters {
@@ -453,9 +464,17 @@ impl Guard<'_> {
             (_, Role::Commissioner | Role::Operations) => {
                 return Err(no_records(self.principal.role));
             }
-            (_, Role::Practice) => {
-                request.tenancy = Some(Tenancy::Practice(self.principal.organisation.clone()))
-            }
+            // A referrer of any kind: what it sent (its organisation's identifier is of its
+            // kind's system, so never another kind's).
+            (
+                _,
+                Role::Practice
+                | Role::TalkingTherapies
+                | Role::Physiotherapy
+                | Role::SecondaryCare
+                | Role::VoluntarySector
+                | Role::Employer,
+            ) => request.tenancy = Some(Tenancy::Practice(self.principal.organisation.clone())),
             (_, Role::Service) => {
                 request.tenancy = Some(Tenancy::Service(self.principal.organisation.clone()))
             }
@@ -573,9 +592,9 @@ impl Guard<'_> {
             Some(d) if !d.permitted() => Vec::new(),
             _ => self.store.fit_notes_of_patient(patient_id).await?,
         };
-        if self.principal.role == Role::Practice {
-            // A practice is party to the fit notes it sent, not to other practices' (the same
-            // rule as reading each one).
+        if self.principal.role.refers() {
+            // A referrer is party to the fit notes it sent (a practice's own; another kind
+            // sends none), not to other practices' (the same rule as reading each one).
             notes.retain(|n| {
                 records
                     .iter()
@@ -617,11 +636,18 @@ fn no_records(role: Role) -> AccessError {
     })
 }
 
-/// Whether `principal` is a party to referral `r`: the practice that sent it, or the service it
+/// Whether `principal` is a party to referral `r`: the referrer that sent it, or the service it
 /// is addressed to.
 pub fn is_party(principal: &Principal, r: &RecordParties) -> bool {
     match principal.role {
-        Role::Practice => r.practice.as_ref() == Some(&principal.organisation),
+        // The organisation that referred (a practice, or a referrer of another kind: the
+        // identifier's system tells them apart, `Principal::new`).
+        Role::Practice
+        | Role::TalkingTherapies
+        | Role::Physiotherapy
+        | Role::SecondaryCare
+        | Role::VoluntarySector
+        | Role::Employer => r.practice.as_ref() == Some(&principal.organisation),
         Role::Service => r.service.as_ref() == Some(&principal.organisation),
         Role::InformationGovernance | Role::Commissioner | Role::Operations => false,
     }

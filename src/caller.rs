@@ -149,6 +149,20 @@ pub mod scope {
 pub enum Role {
     /// A GP practice system: sends referrals, reads its own.
     Practice,
+    /// An NHS Talking Therapies service's system: refers on the `talking-therapies` route.
+    TalkingTherapies,
+    /// A physiotherapy service's system (first-contact, community or MSK): refers on the
+    /// `other-primary-care` and `secondary-care` routes.
+    Physiotherapy,
+    /// A hospital or specialist service's system: refers on the `secondary-care` route.
+    SecondaryCare,
+    /// A voluntary, community or social-enterprise organisation (a social prescriber, a link
+    /// worker): refers on the `voluntary-sector` route.
+    VoluntarySector,
+    /// An employer (its HR or occupational-health system): refers on the `employer` route,
+    /// only with the person's recorded agreement, and is never disclosed their health data
+    /// (what reaches an employer is a document the person approved, named by a consent).
+    Employer,
     /// A work-and-health service (its advisers' system): reads referrals addressed to it.
     Service,
     /// Information-governance staff: read the audit trail and review overrides.
@@ -193,6 +207,19 @@ impl Principal {
                 format!("{}|{code}", systems::ODS_ORGANIZATION)
             }
             Role::Service => format!("{}|{code}", systems::service_identifier_system()),
+            // A referrer that is not a GP practice is named in the gateway's own systems, so
+            // its identifier never passes for a practice's (an NHS trust's ODS code is the
+            // usual value): the system says what kind of party it is (`consent::Party`).
+            Role::TalkingTherapies
+            | Role::Physiotherapy
+            | Role::SecondaryCare
+            | Role::VoluntarySector => {
+                format!(
+                    "{}|{code}",
+                    systems::referrer_identifier_system(role.as_str())
+                )
+            }
+            Role::Employer => format!("{}|{code}", systems::employer_identifier_system()),
             Role::InformationGovernance => {
                 format!("{}/Id/organisation|{code}", systems::CANONICAL_BASE)
             }
@@ -229,28 +256,80 @@ impl Principal {
 }
 
 impl Role {
-    /// The role named by its code (`practice`, `service`, `information-governance`,
-    /// `commissioner`).
+    /// Roles a registered client system may hold (never operations: that is people only).
+    pub const CLIENT_ROLES: &'static [Role] = &[
+        Role::Practice,
+        Role::TalkingTherapies,
+        Role::Physiotherapy,
+        Role::SecondaryCare,
+        Role::VoluntarySector,
+        Role::Employer,
+        Role::Service,
+        Role::InformationGovernance,
+        Role::Commissioner,
+    ];
+
+    /// The role named by its code (`practice`, `employer`, `service`, …).
     pub fn from_str_code(code: &str) -> Option<Role> {
-        [
-            Role::Practice,
-            Role::Service,
-            Role::InformationGovernance,
-            Role::Commissioner,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == code)
+        Self::CLIENT_ROLES
+            .iter()
+            .copied()
+            .find(|r| r.as_str() == code)
     }
 
-    /// Whether the role is ever party to a person's records (practices and services are; the
+    /// Whether the role is ever party to a person's records (referrers and services are; the
     /// audit trail's readers and commissioners never are).
     pub fn reads_records(self) -> bool {
-        matches!(self, Role::Practice | Role::Service)
+        self.refers() || self == Role::Service
+    }
+
+    /// Whether the role sends referrals as itself and reads back what it sent: a GP practice,
+    /// or a referrer of another kind.
+    pub fn refers(self) -> bool {
+        !self.referral_routes().is_empty()
+    }
+
+    /// The referral routes (`referral-route` codes) a referrer of this role may refer on; none
+    /// for a role that does not refer. A practice states any route (it records who in the
+    /// practice, or who outside it, prompted the referral it sends); a referrer of another
+    /// kind only its own.
+    pub fn referral_routes(self) -> &'static [&'static str] {
+        match self {
+            Role::Practice => &[
+                "gp",
+                "other-primary-care",
+                "talking-therapies",
+                "secondary-care",
+                "voluntary-sector",
+                "employer",
+                "self-referral",
+                "other",
+            ],
+            Role::TalkingTherapies => &["talking-therapies"],
+            Role::Physiotherapy => &["other-primary-care", "secondary-care"],
+            Role::SecondaryCare => &["secondary-care"],
+            Role::VoluntarySector => &["voluntary-sector"],
+            Role::Employer => &["employer"],
+            Role::Service | Role::InformationGovernance | Role::Commissioner | Role::Operations => {
+                &[]
+            }
+        }
+    }
+
+    /// A referrer that is not a GP practice, by the code the practice format's
+    /// `referringOrganisation.kind` names it with (its role code).
+    pub fn other_referrer(kind: &str) -> Option<Role> {
+        Self::from_str_code(kind).filter(|r| r.refers() && *r != Role::Practice)
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Practice => "practice",
+            Role::TalkingTherapies => "talking-therapies",
+            Role::Physiotherapy => "physiotherapy",
+            Role::SecondaryCare => "secondary-care",
+            Role::VoluntarySector => "voluntary-sector",
+            Role::Employer => "employer",
             Role::Service => "service",
             Role::InformationGovernance => "information-governance",
             Role::Commissioner => "commissioner",
@@ -269,6 +348,13 @@ impl Role {
                 scope::CONSENT_CREATE,
                 scope::CONSENT_UPDATE,
             ],
+            // A referrer of another kind sends referrals, reads back what it sent and withdraws
+            // an agreement it recorded; it sends no fit notes and answers no prompts.
+            Role::TalkingTherapies
+            | Role::Physiotherapy
+            | Role::SecondaryCare
+            | Role::VoluntarySector
+            | Role::Employer => &[scope::REFERRAL_CREATE, scope::READ, scope::CONSENT_UPDATE],
             Role::Service => &[
                 scope::READ,
                 scope::CONSENT_CREATE,

@@ -648,7 +648,11 @@ mod tests {
             ids(&query(&[("referral-route", &format!("{system}|gp"))])),
             by_gp
         );
-        assert!(ids(&query(&[("referral-route", "employer")])).is_empty());
+        assert_eq!(
+            ids(&query(&[("referral-route", "employer")])),
+            ["workwell-south-tyneside"]
+        );
+        assert!(ids(&query(&[("referral-route", "other")])).is_empty());
         // Commas are OR, a parameter repeated is AND.
         assert_eq!(
             ids(&query(&[("_id", "sheffield-whs,pas-county-durham")])),

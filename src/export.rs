@@ -110,7 +110,11 @@ pub async fn evaluation_export(
             .records_of_patient(&patient_id)
             .await?
             .iter()
-            .any(|r| r.practice.is_some());
+            .any(|r| {
+                r.practice
+                    .as_deref()
+                    .is_some_and(crate::workflow::is_practice)
+            });
         let nhs_number = if referred_by_a_practice {
             identifier_value(&patient, systems::NHS_NUMBER)
         } else {

@@ -403,7 +403,8 @@ fn with_consent(
         );
         if !decision.permitted() {
             return Verdict::invalid(
-                whg::intake::admission::intake_refusal(consent_expression, &decision).into_vec(),
+                whg::intake::admission::intake_refusal(consent_expression, &decision, true)
+                    .into_vec(),
                 NhsErrorCode::UNPROCESSABLE_ENTITY,
             );
         }

@@ -912,7 +912,7 @@ async fn the_dashboard_in_chromium_over_the_fixtures() {
             .arg(server.config_path()),
     );
     assert!(ok, "{out}");
-    assert!(out.contains("33 referrals sent"), "{out}");
+    assert!(out.contains("38 referrals sent"), "{out}");
 
     common::install_browser_tools();
     let shots = root.join("target/artefacts/dashboard");

@@ -307,8 +307,9 @@ SYSTEMS = {
         "names a specific organisation, or carries only a display for any organisation of the class.",
         [
             ("referring-practice", "Referring GP practice", "The person's GP practice, for feedback letters and outcomes: the practice that referred them, or, when they referred themselves, the practice they said they are registered with."),
+            ("referrer", "Referring organisation", "The organisation that referred the person when it is neither their GP practice nor their employer (NHS Talking Therapies, physiotherapy, secondary care, a voluntary-sector organisation), for feedback letters and outcomes."),
             ("work-health-service", "Work-and-health service", "The service the person is referred to, and its advisers."),
-            ("employer", "Employer", "The person's employer, manager or HR. Disclosure also needs the person's approval of the specific document (brief 4)."),
+            ("employer", "Employer", "The person's employer, manager or HR, including an employer that referred them. Disclosure also needs the person's approval of the specific document (brief 4)."),
             ("other-service", "Other named service", "Another service the person is signposted to, e.g. NHS Talking Therapies or Waiting Well."),
             ("union-representative", "Union representative", "The person's trade union representative (SOM case 2, brief 4)."),
             ("evaluation", "Evaluation and research", "Evaluators of the service, who receive only pseudonymised extracts (brief 4, research consent)."),

@@ -56,7 +56,12 @@ def main() -> int:
     fixtures = sorted((ROOT / "fixtures" / "referrals" / "valid").glob("*.json"))
     for n, path in enumerate(f for f in fixtures if not f.name.endswith(".expected.json")):
         body = json.loads(path.read_text())
-        status, location = post("/api/v1/referrals", body, ("practice", body["practice"]["odsCode"]))
+        # Each as its sender: its practice, or a referrer of another kind (its kind is its role).
+        if "practice" in body:
+            sender = ("practice", body["practice"]["odsCode"])
+        else:
+            sender = (body["referringOrganisation"]["kind"], body["referringOrganisation"]["code"])
+        status, location = post("/api/v1/referrals", body, sender)
         if status not in (200, 201):
             problems.append(f"{path.name}: HTTP {status}")
             continue

@@ -308,7 +308,14 @@ impl AlertScope {
             Role::Service => principal
                 .service_id()
                 .map(|id| AlertScope::Service(id.to_string())),
-            Role::Practice | Role::InformationGovernance | Role::Commissioner => None,
+            Role::Practice
+            | Role::TalkingTherapies
+            | Role::Physiotherapy
+            | Role::SecondaryCare
+            | Role::VoluntarySector
+            | Role::Employer
+            | Role::InformationGovernance
+            | Role::Commissioner => None,
         }
     }
 

@@ -252,7 +252,7 @@ impl Care {
         let mine: Vec<(String, Option<String>)> = referrals
             .iter()
             .filter_map(|(id, practice, service)| match principal.role {
-                Role::Practice if practice.as_ref() == Some(&principal.organisation) => {
+                role if role.refers() && practice.as_ref() == Some(&principal.organisation) => {
                     Some((id.clone(), Some(service.clone())))
                 }
                 Role::Service if *service == principal.organisation => {
@@ -266,7 +266,7 @@ impl Care {
         }
         let relations = referrals
             .into_iter()
-            .map(|(_, practice, service)| authorship::CareRelation { practice, service })
+            .map(|(_, referrer, service)| authorship::CareRelation { referrer, service })
             .collect();
         Ok(Care {
             party,

@@ -25,9 +25,15 @@ pub enum QuarantineError {
 pub fn reviewer(caller: &Caller<'_>) -> Result<(), QuarantineError> {
     match caller.principal.role {
         Role::InformationGovernance => Ok(()),
-        Role::Practice | Role::Service | Role::Commissioner | Role::Operations => {
-            Err(QuarantineError::NotReviewer)
-        }
+        Role::Practice
+        | Role::TalkingTherapies
+        | Role::Physiotherapy
+        | Role::SecondaryCare
+        | Role::VoluntarySector
+        | Role::Employer
+        | Role::Service
+        | Role::Commissioner
+        | Role::Operations => Err(QuarantineError::NotReviewer),
     }
 }
 

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::submissions::{SubmitError, submit};
 use super::{Caller, Return};
 use crate::audit::{self, Event, Kind};
+use crate::caller::Role;
 use crate::config::Config;
 use crate::delivery::worker::workflow_task;
 use crate::fhir::systems;
@@ -132,7 +133,7 @@ async fn own_referral(
     named: &bars::NamedReferral,
     what: &'static str,
 ) -> Result<OwnReferral, SubmitError> {
-    super::submissions::sends_as(caller.principal, &named.practice, what)?;
+    super::submissions::sends_as(caller.principal, Role::Practice, &named.practice, what)?;
     let unknown = || SubmitError::UnknownReferral(named.key.value.clone());
     let id = store.submitted(&named.key).await?.ok_or_else(unknown)?;
     let sr = store

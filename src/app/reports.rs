@@ -79,7 +79,14 @@ pub fn readable_services<'c>(
             .filter(|s| s.commissioners.iter().any(|c| c.eq_ignore_ascii_case(code)))
             .collect(),
         Role::Service => config.services.iter().filter(|s| s.id == code).collect(),
-        Role::Practice | Role::InformationGovernance | Role::Operations => {
+        Role::Practice
+        | Role::TalkingTherapies
+        | Role::Physiotherapy
+        | Role::SecondaryCare
+        | Role::VoluntarySector
+        | Role::Employer
+        | Role::InformationGovernance
+        | Role::Operations => {
             return Err(ReportsError::Forbidden(format!(
                 "{} clients read no reports: they are for commissioners and service managers",
                 principal.role.as_str()
@@ -533,10 +540,27 @@ pub async fn facts_in_store(
         service: crate::fhir::identifiers::value_part(
             parties.service.as_deref().unwrap_or_default(),
         ),
-        practice: crate::fhir::identifiers::value_part(&practice),
+        practice: &referrer_row(&practice),
         feedback_allowed: feedback,
         evaluation_allowed: evaluation,
     }))
+}
+
+/// The row a referring organisation (`system|value`) is counted under in the reports by
+/// referrer: a practice's ODS code, another kind's code after its kind (`physiotherapy RHQ`,
+/// `employer E1234`), so no referrer's code passes for a practice's.
+fn referrer_row(referrer: &str) -> String {
+    let code = crate::fhir::identifiers::value_part(referrer);
+    let system = referrer.split_once('|').map(|(system, _)| system);
+    if let Some(kind) = system.and_then(crate::fhir::systems::referrer_kind_of_system) {
+        return format!("{kind} {code}");
+    }
+    match system {
+        Some(s) if s == crate::fhir::systems::employer_identifier_system() => {
+            format!("employer {code}")
+        }
+        _ => code.to_string(),
+    }
 }
 
 /// Every report the caller may read, for the list.

@@ -7,8 +7,8 @@ use super::Caller;
 use crate::audit::{Event, Kind};
 use crate::caller::{Principal, Role};
 use crate::fhir::Issues;
-use crate::intake::Submission;
 use crate::intake::admission::Admission;
+use crate::intake::{Sender, Submission};
 use crate::store::{AuditTrail, Store, StoreError, Stored};
 
 /// Why a submission was not stored.
@@ -21,7 +21,7 @@ pub enum SubmitError {
     #[error("invalid submission")]
     Invalid(Issues),
     #[error(
-        "a practice sends {what}s only as itself: this {what} comes from {from} but the access token is for {token_for}"
+        "a referrer sends {what}s only as itself: this {what} comes from {from} but the access token is for {token_for}"
     )]
     NotTheSender {
         what: &'static str,
@@ -45,20 +45,20 @@ pub enum SubmitError {
     Store(#[from] StoreError),
 }
 
-/// Stores a submission a practice sent as itself, under `admission`; a refusal by consent is
-/// answered with what to change at `consent_expression`.
-/// A practice sends (and amends and cancels) only as itself: `practice` (`system|value`), the
-/// sender a `what` names, must be the caller's own organisation. The one rule for every intake
-/// path and for `$validate`.
+/// A referrer sends (and amends and cancels) only as itself: `sender` (`system|value`), the
+/// organisation a `what` names, must be the caller's own, and the caller a referrer of the kind
+/// `role` the `what` says it is (a GP practice, or a referrer of another kind). The one rule
+/// for every intake path and for `$validate`.
 pub fn sends_as(
     principal: &Principal,
-    practice: &str,
+    role: Role,
+    sender: &str,
     what: &'static str,
 ) -> Result<(), SubmitError> {
-    if principal.role != Role::Practice || practice != principal.organisation {
+    if !principal.role.refers() || principal.role != role || sender != principal.organisation {
         return Err(SubmitError::NotTheSender {
             what,
-            from: crate::fhir::identifiers::value_part(practice).to_string(),
+            from: crate::fhir::identifiers::value_part(sender).to_string(),
             token_for: crate::fhir::identifiers::value_part(&principal.organisation).to_string(),
         });
     }
@@ -66,15 +66,17 @@ pub fn sends_as(
 }
 
 /// The sender rules a submission meets before anything about the person is weighed (also what
-/// `$validate` applies for its caller): a practice sends only as itself, and a test-tenant client
+/// `$validate` applies for its caller): a referrer sends only as itself, and a test-tenant client
 /// only synthetic people, with NHS numbers from the 999 test range.
 pub fn may_send(principal: &Principal, submission: &Submission) -> Result<(), SubmitError> {
     let what = submission.kind.noun();
-    match submission.sender.practice() {
-        Some(practice) => sends_as(principal, practice, what)?,
+    match &submission.sender {
+        Sender::Organisation { role, organisation } => {
+            sends_as(principal, *role, organisation, what)?
+        }
         // Only the self-referral form sends as the person (`app::self_referral`), never a
         // client system.
-        None => {
+        Sender::Person => {
             return Err(SubmitError::NotTheSender {
                 what,
                 from: "the person".into(),
@@ -163,7 +165,11 @@ pub async fn store_submission(
             );
             store.append_audit(&[event]).await?;
             Err(SubmitError::ConsentRefused(
-                crate::intake::admission::intake_refusal(consent_expression, &decision),
+                crate::intake::admission::intake_refusal(
+                    consent_expression,
+                    &decision,
+                    principal.is_some_and(|p| p.role == crate::caller::Role::Practice),
+                ),
             ))
         }
         Err(StoreError::Rejected(issues)) => {

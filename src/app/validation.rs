@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::consents;
 use super::submissions::{SubmitError, may_send, sends_as};
-use crate::caller::Principal;
+use crate::caller::{Principal, Role};
 use crate::config::Config;
 use crate::fhir::resource::{json_rule_violations, parse_strict};
 use crate::fhir::systems::profile;
@@ -91,7 +91,12 @@ pub fn validate(
             }
             Ok(bars::BarsMessage::Amendment(a)) => sender_issues(principal, &a.submission, SENDER),
             Ok(bars::BarsMessage::Cancellation(c)) => as_issues(
-                sends_as(principal, &c.referral.practice, "cancellation"),
+                sends_as(
+                    principal,
+                    Role::Practice,
+                    &c.referral.practice,
+                    "cancellation",
+                ),
                 SENDER,
             ),
             Err(bars::Rejection::Malformed(i) | bars::Rejection::Invalid(i)) => i,

@@ -516,7 +516,13 @@ pub async fn list_letters(
     };
     match principal.role {
         Role::Service => filter.service = Some(principal.organisation.clone()),
-        Role::Practice => filter.practice = Some(principal.organisation.clone()),
+        // Letters addressed to the referrer (the outbox's recipient column holds any kind's).
+        Role::Practice
+        | Role::TalkingTherapies
+        | Role::Physiotherapy
+        | Role::SecondaryCare
+        | Role::VoluntarySector
+        | Role::Employer => filter.practice = Some(principal.organisation.clone()),
         Role::InformationGovernance | Role::Commissioner | Role::Operations => {
             return Err(WorkflowError::NoLetters);
         }

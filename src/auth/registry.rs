@@ -26,6 +26,10 @@ pub enum RegistryError {
     Url(String, crate::outbound::UrlRefusal),
     #[error("{0}")]
     Tenant(String),
+    #[error(
+        "'{0}' cannot name a referring organisation: use its code (for an NHS organisation its ODS code), 1 to 32 letters, digits or '-', as its referrals' referringOrganisation.code will"
+    )]
+    Organisation(String),
 }
 
 /// Where a client's public keys come from.
@@ -58,6 +62,14 @@ pub fn valid_client_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// Whether `code` can be a referring organisation's code, as the practice format's
+/// `referringOrganisation.code` takes it (`^[A-Za-z0-9][A-Za-z0-9-]{0,31}$`).
+fn valid_referrer_code(code: &str) -> bool {
+    (1..=32).contains(&code.len())
+        && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && code.as_bytes()[0] != b'-'
+}
+
 /// Checks a registration and returns the record to store.
 pub fn new_client(
     id: &str,
@@ -81,6 +93,9 @@ pub fn new_client(
     }
     if !valid_client_id(id) {
         return Err(RegistryError::Id(id.to_string()));
+    }
+    if role.refers() && role != Role::Practice && !valid_referrer_code(organisation) {
+        return Err(RegistryError::Organisation(organisation.to_string()));
     }
     if let Some(bad) = scopes.iter().find(|s| !scope::is_known(s)) {
         return Err(RegistryError::Scope(bad.clone()));

@@ -31,8 +31,10 @@ use crate::fhir::outcome::{IssueType, Issues};
 /// `system|value`. The relationships agreements between parties follow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CareRelation {
-    /// None when the person referred themselves: no practice is party to that referral.
-    pub practice: Option<OrgId>,
+    /// The organisation that referred the person (a practice, or a referrer of another kind,
+    /// its identifier's system saying which: `Party::from_identifier`); none when the person
+    /// referred themselves: no organisation is party to that referral.
+    pub referrer: Option<OrgId>,
     pub service: OrgId,
 }
 
@@ -44,15 +46,22 @@ pub fn grantable(recorder: RecipientClass) -> &'static [RecipientClass] {
     use RecipientClass::*;
     match recorder {
         ReferringPractice => &[WorkHealthService, ReferringPractice, Evaluation],
+        // A referrer of another kind records, as a practice does, the person's agreement to
+        // the referral, to feedback to itself and to evaluation.
+        Referrer => &[WorkHealthService, Referrer, Evaluation],
+        // An employer records only the person's agreement to the referral it makes and to
+        // evaluation: what reaches an employer is never its own to grant (rule 6 of `decide`).
+        Employer => &[WorkHealthService, Evaluation],
         WorkHealthService => &[
             ReferringPractice,
+            Referrer,
             Employer,
             OtherService,
             UnionRepresentative,
             Dwp,
         ],
         // Recipients outside the gateway's tenancy record nothing.
-        Employer | OtherService | UnionRepresentative | Evaluation | Dwp => &[],
+        OtherService | UnionRepresentative | Evaluation | Dwp => &[],
     }
 }
 
@@ -160,56 +169,58 @@ fn check_permits(
     }
 }
 
-/// An agreement between parties follows the person's care: a practice grants a service it
-/// referred them to, or feedback to itself; a service grants feedback to a practice that
-/// referred them to it. Each is named by organisation. Recipients outside the gateway
-/// (employers, other services, DWP…) are the granting party's to name.
+/// An agreement between parties follows the person's care: a referrer (a practice, or another
+/// kind) grants a service it referred them to, or feedback to itself; a service grants
+/// feedback to a referrer that referred them to it. Each is named by organisation. Recipients
+/// outside the gateway (employers, other services, DWP…) are the granting party's to name.
 fn follows_care(
     recorder: &Party,
     actor: &ActorRule,
     referrals: &[CareRelation],
 ) -> Result<(), String> {
+    use RecipientClass::{Employer, Referrer, ReferringPractice, WorkHealthService};
     let named = |what: &str| {
         format!(
             "name the {what} by its identifier: an agreement between parties to the person's care is with one organisation"
         )
     };
+    let me = party_name(recorder.class);
     match (recorder.class, actor.class) {
-        (RecipientClass::ReferringPractice, RecipientClass::WorkHealthService) => {
+        (ReferringPractice | Referrer | Employer, WorkHealthService) => {
             let Some(service) = &actor.organisation else {
                 return Err(named("service"));
             };
             if referrals.iter().any(|r| {
-                r.practice.as_ref() == Some(&recorder.organisation) && r.service == *service
+                r.referrer.as_ref() == Some(&recorder.organisation) && r.service == *service
             }) {
                 Ok(())
             } else {
                 Err(format!(
-                    "a practice records agreement only for a service it referred the person to, and it has not referred them to {service}"
+                    "a {me} records agreement only for a service it referred the person to, and it has not referred them to {service}"
                 ))
             }
         }
-        (RecipientClass::ReferringPractice, RecipientClass::ReferringPractice) => {
+        (ReferringPractice, ReferringPractice) | (Referrer, Referrer) => {
             match &actor.organisation {
                 Some(o) if *o == recorder.organisation => Ok(()),
-                Some(_) => Err(
-                    "a practice records agreement to feedback for itself, not for another practice"
-                        .into(),
-                ),
-                None => Err(named("practice")),
+                Some(_) => Err(format!(
+                    "a {me} records agreement to feedback for itself, not for another {me}"
+                )),
+                None => Err(named(me)),
             }
         }
-        (RecipientClass::WorkHealthService, RecipientClass::ReferringPractice) => {
-            let Some(practice) = &actor.organisation else {
-                return Err(named("practice"));
+        (WorkHealthService, ReferringPractice | Referrer) => {
+            let what = party_name(actor.class);
+            let Some(referrer) = &actor.organisation else {
+                return Err(named(what));
             };
             if referrals.iter().any(|r| {
-                r.service == recorder.organisation && r.practice.as_ref() == Some(practice)
+                r.service == recorder.organisation && r.referrer.as_ref() == Some(referrer)
             }) {
                 Ok(())
             } else {
                 Err(format!(
-                    "a service records agreement to feedback only for a practice that referred the person to it, and {practice} did not"
+                    "a service records agreement to feedback only for a {what} that referred the person to it, and {referrer} did not"
                 ))
             }
         }
@@ -337,6 +348,17 @@ pub fn may_amend(
     let recorder = before.recorded_by.as_ref() == Some(by);
     match (before.status, after.status) {
         (a, b) if a == b => return Some(Amendment::Unchanged),
+        // An employer is not party to the person's care: it withdraws only what it recorded
+        // (the person's agreement to its own referral), never what the person told anyone else.
+        (Active, Inactive | EnteredInError)
+            if by.class == RecipientClass::Employer && !recorder =>
+        {
+            issues.error(
+                IssueType::Forbidden,
+                "Consent.status",
+                "an employer changes only the Consents it recorded: the person withdraws any other through their practice or the service",
+            )
+        }
         (Active, Inactive) if agreement => {}
         (Active, EnteredInError) if agreement && recorder => {}
         (Active, EnteredInError) if agreement => issues.error(
@@ -366,6 +388,8 @@ pub fn may_amend(
 fn party_name(class: RecipientClass) -> &'static str {
     match class {
         RecipientClass::ReferringPractice => "practice",
+        RecipientClass::Referrer => "referrer",
+        RecipientClass::Employer => "employer",
         RecipientClass::WorkHealthService => "work-and-health service",
         _ => "recipient",
     }

@@ -41,14 +41,26 @@ impl Recipient {
     /// The caller as a recipient of a person's information, for consent decisions
     /// (practices and services; information governance receives no one's records).
     pub fn of(caller: &Principal) -> Option<Recipient> {
-        let class = match caller.role {
+        Some(Recipient {
+            class: Self::class_of(caller.role)?,
+            organisation: Some(caller.organisation.clone()),
+        })
+    }
+
+    /// The recipient class a client of `role` is: a practice the referring practice, another
+    /// referrer the referrer (an employer the employer, whom rule 6 holds to documents the
+    /// person approved), a service the work-and-health service; none for the roles that
+    /// receive no one's records.
+    pub fn class_of(role: Role) -> Option<RecipientClass> {
+        Some(match role {
             Role::Practice => RecipientClass::ReferringPractice,
+            Role::TalkingTherapies
+            | Role::Physiotherapy
+            | Role::SecondaryCare
+            | Role::VoluntarySector => RecipientClass::Referrer,
+            Role::Employer => RecipientClass::Employer,
             Role::Service => RecipientClass::WorkHealthService,
             Role::InformationGovernance | Role::Commissioner | Role::Operations => return None,
-        };
-        Some(Recipient {
-            class,
-            organisation: Some(caller.organisation.clone()),
         })
     }
 
@@ -224,14 +236,15 @@ pub fn decide(consents: &[ConsentRecord], overrides: &[Override], question: &Que
         .filter_map(|c| Some((c, stance(c, question)?)))
         .collect();
     // Rule 5: once the person has refused, an agreement its recipient recorded for itself counts
-    // for nothing.
+    // for nothing; nor does one an employer recorded, whoever it names: an employer says the
+    // person agreed to be referred, and that never undoes a refusal the person gave someone
+    // else (however the employer dates it).
     if said.iter().any(|(_, s)| s.refuses()) {
         said.retain(|(c, s)| {
             s.refuses()
-                || !c
-                    .recorded_by
-                    .as_ref()
-                    .is_some_and(|by| question.recipient.is(by))
+                || !c.recorded_by.as_ref().is_some_and(|by| {
+                    question.recipient.is(by) || by.class == RecipientClass::Employer
+                })
         });
     }
     // Rule 4: the most recent decision governs; at the same time a refusal, then the first listed.
@@ -610,6 +623,58 @@ mod tests {
             Some(service_party(WORKWELL)),
         );
         assert!(decide(&[refused, other], &[], &whs_referral()).permitted());
+    }
+
+    #[test]
+    fn an_employer_saying_the_person_agreed_never_undoes_their_refusal() {
+        let employer = Party {
+            class: RecipientClass::Employer,
+            organisation: "https://fhir.work-health-gateway.org/Id/employer|E1234".into(),
+        };
+        let refused = decided(
+            "r",
+            ConsentStatus::Active,
+            deny_service(WHS),
+            2,
+            Some(practice_party()),
+        );
+        // Dated after the refusal (as an employer may date it): still counts for nothing.
+        let employer_says = decided(
+            "e",
+            ConsentStatus::Active,
+            permit_service(WHS, &[]),
+            5,
+            Some(employer),
+        );
+        let d = decide(
+            &[refused.clone(), employer_says.clone()],
+            &[],
+            &whs_referral(),
+        );
+        assert_eq!(
+            d.basis,
+            Basis::Refused {
+                consent: "Consent/r".into()
+            }
+        );
+        // With no refusal on record it is the person's agreement to the employer's referral.
+        assert!(decide(std::slice::from_ref(&employer_says), &[], &whs_referral()).permitted());
+        // The person agreeing later through their practice does lift it.
+        let agreed_again = decided(
+            "p",
+            ConsentStatus::Active,
+            permit_service(WHS, &[]),
+            6,
+            Some(practice_party()),
+        );
+        assert!(
+            decide(
+                &[refused, employer_says, agreed_again],
+                &[],
+                &whs_referral()
+            )
+            .permitted()
+        );
     }
 
     #[test]

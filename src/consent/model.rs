@@ -46,6 +46,7 @@ local_code!(
     /// Who receives information (`consent-recipient`).
     RecipientClass, "consent-recipient", {
         ReferringPractice => "referring-practice",
+        Referrer => "referrer",
         WorkHealthService => "work-health-service",
         Employer => "employer",
         OtherService => "other-service",
@@ -224,12 +225,20 @@ impl Party {
     }
 
     /// The party an organisation identifier names: an ODS code is a practice, a service id a
-    /// work-and-health service; anything else records nothing the rules can attribute.
+    /// work-and-health service, a registered referrer's or employer's id that referrer (see
+    /// `Principal::new`); anything else records nothing the rules can attribute.
     pub fn from_identifier(system: &str, value: &str) -> Option<Party> {
         let class = if system == systems::ODS_ORGANIZATION {
             RecipientClass::ReferringPractice
         } else if system == systems::service_identifier_system() {
             RecipientClass::WorkHealthService
+        } else if systems::referrer_kind_of_system(system)
+            .and_then(crate::caller::Role::other_referrer)
+            .is_some_and(|r| r != crate::caller::Role::Employer)
+        {
+            RecipientClass::Referrer
+        } else if system == systems::employer_identifier_system() {
+            RecipientClass::Employer
         } else {
             return None;
         };

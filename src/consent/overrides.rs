@@ -194,11 +194,13 @@ pub fn override_covers(o: &Override, q: &Question) -> bool {
 
 /// The recipient classes a gateway client acts as: an override for one of them is for the
 /// requester itself.
+/// Who may ask for an override: a GP practice or a work-and-health service, the parties with a
+/// duty of care that can outweigh a refusal. A referrer of another kind or an employer asks the
+/// service to (rule 1): an override is never theirs to ask for.
 fn client_class(role: Role) -> Option<RecipientClass> {
     match role {
-        Role::Practice => Some(RecipientClass::ReferringPractice),
-        Role::Service => Some(RecipientClass::WorkHealthService),
-        Role::InformationGovernance | Role::Commissioner | Role::Operations => None,
+        Role::Practice | Role::Service => super::decide::Recipient::class_of(role),
+        _ => None,
     }
 }
 
@@ -217,7 +219,7 @@ pub fn check_request(
         issues.error(
             IssueType::Forbidden,
             "recipient",
-            "information governance grants overrides; a practice or a service asks for them",
+            "a GP practice or a work-and-health service asks for an override, and information governance grants it: this client may do neither",
         );
         return Err(issues);
     };
@@ -1003,7 +1005,8 @@ mod tests {
             ["recipientOrganisation"],
             "system|value"
         );
-        // Information governance grants; it does not ask.
+        // Information governance grants; it does not ask. Nor does a referrer of another kind
+        // or an employer, even for itself.
         assert_eq!(
             expressions(check_request(
                 &ig("IG1"),
@@ -1012,6 +1015,21 @@ mod tests {
             )),
             ["recipient"]
         );
+        for (role, class, org) in [
+            (
+                Role::TalkingTherapies,
+                RecipientClass::Referrer,
+                "https://fhir.work-health-gateway.org/Id/referrer/talking-therapies|TAJ",
+            ),
+            (Role::Employer, RecipientClass::Employer, employer),
+        ] {
+            let asker = Principal::new(role, crate::fhir::identifiers::value_part(org));
+            assert_eq!(
+                expressions(check_request(&asker, Some(class), Some(org))),
+                ["recipient"],
+                "{role:?}"
+            );
+        }
     }
 
     #[test]

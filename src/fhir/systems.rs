@@ -192,6 +192,29 @@ pub fn service_identifier_system() -> String {
     format!("{CANONICAL_BASE}/Id/service")
 }
 
+/// Identifier system of a referrer that is neither a GP practice nor an employer (a Talking
+/// Therapies, physiotherapy, secondary-care or voluntary-sector organisation), as registered
+/// with the gateway: one system per kind (`…/Id/referrer/physiotherapy`), so two kinds of
+/// referrer registered under the same code (an NHS trust's ODS code is the usual value, and one
+/// trust runs several services) are two parties, never one.
+pub fn referrer_identifier_system(kind: &str) -> String {
+    format!("{CANONICAL_BASE}/Id/referrer/{kind}")
+}
+
+/// The kind of referrer an identifier system names (`talking-therapies`, …), if it is one of
+/// `referrer_identifier_system`'s.
+pub fn referrer_kind_of_system(system: &str) -> Option<&str> {
+    system
+        .strip_prefix(CANONICAL_BASE)?
+        .strip_prefix("/Id/referrer/")
+        .filter(|kind| !kind.is_empty() && !kind.contains('/'))
+}
+
+/// Identifier system of an employer registered with the gateway as a referrer.
+pub fn employer_identifier_system() -> String {
+    format!("{CANONICAL_BASE}/Id/employer")
+}
+
 /// Identifier system for a sending practice's own referral ids: one namespace per ODS code, so two
 /// practices can both use "REF-1" without colliding.
 pub fn practice_referral_id_system(ods_code: &str) -> String {

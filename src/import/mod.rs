@@ -355,11 +355,7 @@ async fn settle(
     kind: Kind,
     body: &Value,
 ) -> Result<Settled, StoreError> {
-    let ods = body
-        .pointer("/practice/odsCode")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let principal = sender(ods, config);
+    let principal = sender_of(body, config);
     let caller = Caller::new(&principal, None);
     let stored = match kind {
         Kind::FitNotes => {
@@ -380,6 +376,30 @@ async fn settle(
         Ok(_) => Ok(Settled::AlreadyStored),
         Err(e) => refused(e).map(Settled::Rejected),
     }
+}
+
+/// The referrer a line names, sending as itself through the import: its practice, or the
+/// referring organisation of another kind (`referringOrganisation`, a referral's only). A line
+/// that names neither is refused by the format's own rules, as the API would refuse it.
+fn sender_of(body: &Value, config: &Config) -> Principal {
+    let other = body.pointer("/referringOrganisation");
+    let kind = other
+        .and_then(|o| o.get("kind"))
+        .and_then(Value::as_str)
+        .and_then(Role::other_referrer);
+    let code = other.and_then(|o| o.get("code")).and_then(Value::as_str);
+    if body.get("practice").is_none()
+        && let (Some(role), Some(code)) = (kind, code)
+    {
+        let mut principal = Principal::new(role, code);
+        principal.client_id = "whg-import".to_string();
+        return principal;
+    }
+    let ods = body
+        .pointer("/practice/odsCode")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    sender(ods, config)
 }
 
 /// The practice a line names, sending as itself through the import: a test organisation only

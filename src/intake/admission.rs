@@ -201,7 +201,7 @@ pub fn eligibility_before_sending(
     let subject = subject_of(
         &submission.entries,
         &submission.subject,
-        submission.sender.practice(),
+        submission.sender.gp_practice(),
         &[],
     );
     let assessment = eligibility::assess(&service.id, rules, &subject, today);
@@ -249,7 +249,8 @@ pub fn referral(
     });
     let eligibility: Option<(String, EligibilityConfig)> =
         service.and_then(|s| Some((s.id.clone(), s.eligibility.clone()?)));
-    let practice = submission.sender.practice().map(str::to_string);
+    let practice = submission.sender.gp_practice().map(str::to_string);
+    let self_referral = submission.sender.organisation().is_none();
     let focus = submission.focus.clone();
     let person = submission.subject.clone();
     let service_identifier =
@@ -262,8 +263,15 @@ pub fn referral(
             };
             if let Some((service, rules)) = eligibility {
                 let assessment = {
-                    let subject =
-                        subject_of(entries, &person, practice.as_deref(), &history.fit_notes);
+                    // Only a GP practice is weighed against the fit notes the gateway holds: they
+                    // came from practices, and a finding on them (a date) written into another
+                    // sender's referral would tell that sender of notes it never saw.
+                    let fit_notes: &[FitNoteFacts] = if practice.is_some() {
+                        &history.fit_notes
+                    } else {
+                        &[]
+                    };
+                    let subject = subject_of(entries, &person, practice.as_deref(), fit_notes);
                     eligibility::assess(&service, &rules, &subject, now.date_naive())
                 };
                 if rules.refuse_when_not_met && assessment.outcome == Outcome::NotMet {
@@ -287,7 +295,7 @@ pub fn referral(
                     referred_on: None,
                 };
                 let mut task = crate::workflow::received(&parties, now);
-                if practice.is_none() {
+                if self_referral {
                     // The person referred themselves: what they gave of their NHS number is
                     // theirs to have typed, not a traced identity.
                     let given = entries
@@ -356,7 +364,7 @@ pub fn fit_note(
         .collect();
     let gap = rules.consecutive_gap_days;
     let history_import = rules.history_import;
-    let practice = submission.sender.practice().map(str::to_string);
+    let practice = submission.sender.gp_practice().map(str::to_string);
     let focus = submission.focus.clone();
     let person = submission.subject.clone();
     let principal = principal.clone();
@@ -570,12 +578,12 @@ pub fn intake_consent(
     // `intake::self_referral`).
     let recorder = submission
         .sender
-        .practice()
+        .organisation()
         .and_then(|p| p.split_once('|'))
         .and_then(|(system, value)| Party::from_identifier(system, value));
     let this_referral = match &submission.kind {
         SubmissionKind::Referral { service } => Some(CareRelation {
-            practice: submission.sender.practice().map(str::to_string),
+            referrer: submission.sender.organisation().map(str::to_string),
             service: service.clone(),
         }),
         SubmissionKind::FitNote(_) => None,
@@ -655,16 +663,25 @@ fn consent_base(consent_expression: &'static str) -> &'static str {
 }
 
 /// The issue a referral refused by consent gets, pointing at where its consent is recorded.
-pub fn intake_refusal(expression: &str, decision: &Decision) -> crate::fhir::Issues {
-    crate::fhir::Issue::error(
-        crate::fhir::IssueType::BusinessRule,
-        expression,
+///
+/// Only a GP practice is told which Consent refused, and when: the person's record is its
+/// patient's. Anyone else (a referrer of another kind, an employer, a person at the public form)
+/// learns only that the person's recorded wishes stop the referral, never what another party
+/// recorded about them.
+pub fn intake_refusal(
+    expression: &str,
+    decision: &Decision,
+    sender_is_practice: bool,
+) -> crate::fhir::Issues {
+    let text = if sender_is_practice {
         format!(
             "the person's consent does not allow this referral to go to the service ({}). Record their agreement to be referred there and send it again",
             decision.reason
-        ),
-    )
-    .into()
+        )
+    } else {
+        "the person's consent does not allow this referral to go to the service. If the person has agreed to this referral, record that in it and send it again; if they have not, the service cannot take it".to_string()
+    };
+    crate::fhir::Issue::error(crate::fhir::IssueType::BusinessRule, expression, text).into()
 }
 
 /// Where a practice referral records consent.

@@ -960,10 +960,7 @@ impl<'a> Message<'a> {
             .unwrap_or_default()
             .to_string();
         Submission {
-            sender: crate::intake::Sender::Practice(format!(
-                "{}|{sender_ods}",
-                systems::ODS_ORGANIZATION
-            )),
+            sender: crate::intake::Sender::practice(sender_ods),
             kind: SubmissionKind::Referral {
                 service: format!("{}|{}", systems::service_identifier_system(), service.id),
             },

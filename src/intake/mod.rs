@@ -52,15 +52,15 @@ pub fn practice_referral(value: &Value, ctx: &IntakeContext) -> Result<Submissio
         ))
     })?;
     let bundle = crate::intake::mapping::referral_bundle(&referral, service);
+    let sender = referral.sender();
     let key = SubmissionKey {
-        namespace: format!("practice:{}", referral.practice.ods_code),
+        namespace: sender.namespace(),
         value: referral.referral_id.clone(),
     };
-    let practice = Sender::Practice(format!(
-        "{}|{}",
-        crate::fhir::systems::ODS_ORGANIZATION,
-        referral.practice.ods_code
-    ));
+    let practice = Sender::Organisation {
+        role: sender.role,
+        organisation: sender.organisation(),
+    };
     let kind = SubmissionKind::Referral {
         service: format!(
             "{}|{}",
@@ -112,7 +112,7 @@ fn fit_note_submission(note: &fit_note::FitNote, system: &str, hash: String) -> 
         namespace: format!("fit-note:{ods}|{system}"),
         value: note.note.fit_note_id.clone(),
     };
-    let practice = Sender::Practice(format!("{}|{ods}", crate::fhir::systems::ODS_ORGANIZATION));
+    let practice = Sender::practice(ods);
     let kind = SubmissionKind::FitNote(crate::fit_notes::FitNoteFacts {
         reference: String::new(), // the Observation's fullUrl, set below
         start: note.start,

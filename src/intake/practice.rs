@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{IntakeContext, schema};
+use crate::caller::{Principal, Role};
 use crate::fhir::identifiers::{self, NhsNumberError};
 use crate::fhir::{IssueType, Issues};
 
@@ -25,7 +26,12 @@ pub const MAX_AGE_YEARS: i32 = 120;
 pub struct PracticeReferral {
     pub referral_id: String,
     pub authored_on: DateTime<FixedOffset>,
-    pub practice: Practice,
+    /// The sender when a GP practice sends it; else `referring_organisation` (exactly one is
+    /// present once validated: see [`PracticeReferral::sender`]).
+    #[serde(default)]
+    pub practice: Option<Practice>,
+    #[serde(default)]
+    pub referring_organisation: Option<ReferringOrganisation>,
     pub referrer: Option<Referrer>,
     pub route: String,
     pub route_detail: Option<String>,
@@ -45,6 +51,80 @@ pub struct Practice {
     pub ods_code: String,
     pub name: Option<String>,
     pub phone: Option<String>,
+}
+
+/// A referring organisation that is not a GP practice.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferringOrganisation {
+    /// Its kind: the role code of a referrer of another kind (`Role::other_referrer`).
+    pub kind: String,
+    pub code: String,
+    pub name: String,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+}
+
+/// The organisation that sent a referral, whichever block of the format names it.
+#[derive(Debug, Clone, Copy)]
+pub struct SendingOrganisation<'a> {
+    /// The kind of referrer (`Role::Practice` for a GP practice).
+    pub role: Role,
+    /// Its code: a practice's ODS code, another kind's registered code.
+    pub code: &'a str,
+    pub name: Option<&'a str>,
+    pub phone: Option<&'a str>,
+    pub email: Option<&'a str>,
+}
+
+impl<'a> SendingOrganisation<'a> {
+    /// Its identifier (`system|value`): the organisation an access token for it is for
+    /// (`Principal::new`).
+    pub fn organisation(&self) -> String {
+        Principal::new(self.role, self.code).organisation
+    }
+
+    /// `(system, value)` of its identifier.
+    pub fn identifier(&self) -> (String, &'a str) {
+        let organisation = self.organisation();
+        let system = organisation
+            .rsplit_once('|')
+            .map_or(String::new(), |(s, _)| s.to_string());
+        (system, self.code)
+    }
+
+    /// The namespace its referral ids live in: `practice:C88038`, `employer:E1234`.
+    pub fn namespace(&self) -> String {
+        format!("{}:{}", self.role.as_str(), self.code)
+    }
+
+    pub fn is_practice(&self) -> bool {
+        self.role == Role::Practice
+    }
+}
+
+impl PracticeReferral {
+    /// The organisation that sent it.
+    pub fn sender(&self) -> SendingOrganisation<'_> {
+        match (&self.practice, &self.referring_organisation) {
+            (Some(p), _) => SendingOrganisation {
+                role: Role::Practice,
+                code: &p.ods_code,
+                name: p.name.as_deref(),
+                phone: p.phone.as_deref(),
+                email: None,
+            },
+            (None, Some(o)) => SendingOrganisation {
+                role: Role::other_referrer(&o.kind)
+                    .expect("validation admits only the kinds of referrer the schema lists"),
+                code: &o.code,
+                name: Some(&o.name),
+                phone: o.phone.as_deref(),
+                email: o.email.as_deref(),
+            },
+            (None, None) => unreachable!("validation requires practice or referringOrganisation"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -147,6 +227,10 @@ pub struct ConsentBlock {
     /// The service may send letters and outcomes back to the referring practice.
     #[serde(default)]
     pub feedback_to_practice: Option<bool>,
+    /// The service may send letters and outcomes back to the referring organisation (not a
+    /// practice, not an employer).
+    #[serde(default)]
+    pub feedback_to_referrer: Option<bool>,
     /// Pseudonymised data may be used to evaluate the service.
     #[serde(default)]
     pub evaluation: Option<bool>,
@@ -206,6 +290,7 @@ fn business_rules(v: &Value, ctx: &IntakeContext, issues: &mut Issues) {
     {
         rules.error(IssueType::Value, "practice.odsCode", format!("'{ods}' is not a GP practice ODS code: expected one upper-case letter and five digits, e.g. C88038"));
     }
+    sender_rules(v, ctx, &mut rules);
 
     if let Some(nhs) = str_at("patient.nhsNumber")
         && let Err(e) = identifiers::nhs_number(nhs)
@@ -367,6 +452,103 @@ fn business_rules(v: &Value, ctx: &IntakeContext, issues: &mut Issues) {
         let expr = issue.expression.as_deref().unwrap_or_default();
         if !issues.touches(expr) {
             issues.push(issue);
+        }
+    }
+}
+
+/// Who sent it, and what that kind of referrer may say: exactly one of `practice` and
+/// `referringOrganisation`; a referrer of another kind only on its own routes, to a service
+/// that takes referrals on that route, recording only the agreements it may (a practice's
+/// fit notes are the practice's to share; an employer is never sent feedback).
+fn sender_rules(v: &Value, ctx: &IntakeContext, rules: &mut Issues) {
+    let organisation = pointer(v, "referringOrganisation");
+    match (pointer(v, "practice").is_some(), organisation.is_some()) {
+        (true, true) => rules.error(
+            IssueType::Invariant,
+            "referringOrganisation",
+            "give practice or referringOrganisation, not both: the referral has one sender",
+        ),
+        (false, false) => rules.error(
+            IssueType::Required,
+            "practice",
+            "practice is required (the referring GP practice), or referringOrganisation when the referrer is not a GP practice",
+        ),
+        (true, false) => {
+            if pointer(v, "consent.feedbackToReferrer").is_some() {
+                rules.error(
+                    IssueType::BusinessRule,
+                    "consent.feedbackToReferrer",
+                    "a practice's referral states feedback to the practice as consent.feedbackToPractice",
+                );
+            }
+            return;
+        }
+        (false, true) => {}
+    }
+    let Some(kind) = pointer(v, "referringOrganisation.kind")
+        .and_then(Value::as_str)
+        .and_then(Role::other_referrer)
+    else {
+        return; // the schema reports an unknown kind
+    };
+    let route = pointer(v, "route").and_then(Value::as_str);
+    if let Some(route) = route {
+        let allowed = kind.referral_routes();
+        if !allowed.contains(&route) {
+            rules.error(
+                IssueType::BusinessRule,
+                "route",
+                format!(
+                    "a {} referrer refers on the route{} {}, not '{route}'",
+                    kind.as_str(),
+                    if allowed.len() > 1 { "s" } else { "" },
+                    allowed.join(" or ")
+                ),
+            );
+        } else if let Some(service) = pointer(v, "targetService")
+            .and_then(Value::as_str)
+            .and_then(|id| ctx.service(id))
+            && !service.referral_routes.iter().any(|r| r == route)
+        {
+            rules.error(
+                IssueType::BusinessRule,
+                "route",
+                format!(
+                    "{} does not take referrals on the '{route}' route (it takes: {}); see its HealthcareService at GET /fhir/HealthcareService",
+                    service.name,
+                    service.referral_routes.join(", ")
+                ),
+            );
+        }
+    }
+    if pointer(v, "consent.feedbackToPractice").is_some() {
+        rules.error(
+            IssueType::BusinessRule,
+            "consent.feedbackToPractice",
+            "only a practice's referral states feedback to the practice; a referring organisation states consent.feedbackToReferrer",
+        );
+    }
+    if pointer(v, "consent.shareFitNotes").and_then(Value::as_bool) == Some(true) {
+        rules.error(
+            IssueType::Forbidden,
+            "consent.shareFitNotes",
+            "only the person's GP practice, which sent their fit notes, records their agreement to share them: leave shareFitNotes out",
+        );
+    }
+    if kind == Role::Employer {
+        if pointer(v, "consent.feedbackToReferrer").and_then(Value::as_bool) == Some(true) {
+            rules.error(
+                IssueType::Forbidden,
+                "consent.feedbackToReferrer",
+                "an employer is never sent letters or outcomes about the person: what reaches an employer is a letter the person has approved. Leave feedbackToReferrer out",
+            );
+        }
+        if pointer(v, "patient.nhsNumberVerification").and_then(Value::as_str) == Some("01") {
+            rules.error(
+                IssueType::BusinessRule,
+                "patient.nhsNumberVerification",
+                "an employer cannot have traced the NHS number against the national record (PDS): state 02 (not traced), and the service will trace it",
+            );
         }
     }
 }

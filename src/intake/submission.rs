@@ -1,6 +1,7 @@
 //! What an intake path hands the store: a FHIR transaction's entries plus the write-once key that
 //! makes a resend idempotent.
 
+use crate::caller::Role;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -61,9 +62,15 @@ impl SubmissionKind {
 /// against is the sender's and the receiving service's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sender {
-    /// A GP practice system sending as itself (`system|value` of the practice): it reads back
-    /// what it sent.
-    Practice(String),
+    /// A referring organisation's system sending as itself (`system|value` of the
+    /// organisation): a GP practice (an ODS code), or a referrer of another kind (its identifier
+    /// in the gateway's referrer or employer system, `Principal::new`). It reads back what it
+    /// sent.
+    Organisation {
+        /// The kind of referrer it is (`Role::refers`), as what it sent says.
+        role: Role,
+        organisation: String,
+    },
     /// The person themselves, through the public self-referral form (`/refer`). No organisation
     /// is party to what they send: the GP practice they name is not (it did not refer them, and
     /// is told only what the person's consent to feedback lets a letter carry), and the form
@@ -72,21 +79,43 @@ pub enum Sender {
 }
 
 impl Sender {
-    /// `system|value` of the sending practice; none when the person referred themselves.
-    pub fn practice(&self) -> Option<&str> {
+    /// A GP practice sending as itself (`system|value`, by its ODS code).
+    pub fn practice(ods_code: &str) -> Sender {
+        Sender::Organisation {
+            role: Role::Practice,
+            organisation: format!("{}|{ods_code}", crate::fhir::systems::ODS_ORGANIZATION),
+        }
+    }
+
+    /// `system|value` of the sending organisation, of whatever kind; none when the person
+    /// referred themselves. The party the submission's records belong to.
+    pub fn organisation(&self) -> Option<&str> {
         match self {
-            Sender::Practice(p) => Some(p),
+            Sender::Organisation { organisation, .. } => Some(organisation),
             Sender::Person => None,
         }
     }
 
+    /// `system|value` of the sending GP practice: the person's own practice, which the rules
+    /// about where they live and their fit notes read; none for a referrer of another kind or
+    /// the person.
+    pub fn gp_practice(&self) -> Option<&str> {
+        match self {
+            Sender::Organisation {
+                role: Role::Practice,
+                organisation,
+            } => Some(organisation),
+            _ => None,
+        }
+    }
+
     /// Who the store records as having stated what this sender sends (see
-    /// `store::plan::restates`): the practice's `system|value`, or `person` for the person
+    /// `store::plan::restates`): the organisation's `system|value`, or `person` for the person
     /// themselves — not an organisation identifier, so it never passes for a practice's, and
     /// not the gateway's empty statement.
     pub fn stated_by(&self) -> String {
         match self {
-            Sender::Practice(p) => p.clone(),
+            Sender::Organisation { organisation, .. } => organisation.clone(),
             Sender::Person => "person".to_string(),
         }
     }

@@ -278,7 +278,10 @@ mod tests {
                 namespace: "n".into(),
                 value: "k".into(),
             },
-            sender: crate::intake::Sender::Practice("ods|A1".into()),
+            sender: crate::intake::Sender::Organisation {
+                role: crate::caller::Role::Practice,
+                organisation: "ods|A1".into(),
+            },
             kind: crate::intake::SubmissionKind::Referral {
                 service: "svc|s".into(),
             },
@@ -577,7 +580,7 @@ mod tests {
     fn a_sender_restates_only_its_own_organization_and_what_it_stated() {
         let own = |s: &mut Submission| {
             s.entries[1].match_identifier = Some((systems::ODS_ORGANIZATION.into(), "A1".into()));
-            s.sender = crate::intake::Sender::Practice(format!("{}|A1", systems::ODS_ORGANIZATION));
+            s.sender = crate::intake::Sender::practice("A1");
         };
         // Another practice's Organization, stated by that practice: reused as stored.
         assert!(!restated(submission(), stored("o1", 1, "{}", "ods|B2")));

@@ -127,8 +127,9 @@ pub struct Parties {
 /// person's consent to feedback, asked at each disclosure; none when there is no practice to
 /// write to.
 pub fn feedback_practice(referring: Option<&str>, patient: &Value) -> Option<String> {
-    if let Some(practice) = referring {
-        return Some(practice.to_string());
+    if let Some(referrer) = referring {
+        // A referrer of another kind is not the person's practice, and told nothing as one.
+        return is_practice(referrer).then(|| referrer.to_string());
     }
     let traced = crate::fhir::patient::verified_nhs_number(patient).is_some();
     if !traced {
@@ -146,6 +147,14 @@ pub fn feedback_practice(referring: Option<&str>, patient: &Value) -> Option<Str
         "{}|{named}",
         crate::fhir::systems::ODS_ORGANIZATION
     ))
+}
+
+/// Whether a referring organisation (`system|value`) is a GP practice: named by its ODS code,
+/// where a referrer of another kind is named in the gateway's own systems (`Principal::new`).
+pub fn is_practice(referrer: &str) -> bool {
+    referrer
+        .split_once('|')
+        .is_some_and(|(system, _)| system == crate::fhir::systems::ODS_ORGANIZATION)
 }
 
 /// What one action changes.

@@ -353,7 +353,17 @@ async fn the_tenancy_matrix_search_is_never_looser_than_read() {
     own["referralId"] = json!("B-REF-103");
     let (status, _, body) = server.post_json("/api/v1/referrals", &own).await;
     assert_eq!(status, 201, "{body}");
-    let nhs = vec![s.nhs.clone(), nhs_number(102), nhs_number(103)];
+    // A Talking Therapies service and an employer refer someone each, as themselves.
+    let mut nhs = vec![s.nhs.clone(), nhs_number(102), nhs_number(103)];
+    for name in [
+        "29-talking-therapies-service-depression-retail",
+        "33-employer-hr-driver-stay-in-work",
+    ] {
+        let body = read_json(&root().join(format!("fixtures/referrals/valid/{name}.json")));
+        let (status, _, outcome) = server.post_json("/api/v1/referrals", &body).await;
+        assert_eq!(status, 201, "{name}: {outcome}");
+        nhs.push(body["patient"]["nhsNumber"].as_str().unwrap().to_string());
+    }
 
     let (_, metadata) = practice_a(&server).get("/fhir/metadata").await;
     let searchable: Vec<(String, Vec<(String, String)>)> = metadata["rest"][0]["resource"]
@@ -388,6 +398,15 @@ async fn the_tenancy_matrix_search_is_never_looser_than_read() {
         ("WHS", Principal::service(WHS)),
         ("WorkWell", Principal::service(WORKWELL)),
         ("IG", Principal::new(Role::InformationGovernance, "ig-team")),
+        (
+            "Talking Therapies",
+            Principal::new(Role::TalkingTherapies, "TAJ"),
+        ),
+        (
+            "another referrer",
+            Principal::new(Role::VoluntarySector, "TAJ"),
+        ),
+        ("employer", Principal::new(Role::Employer, "EMP-4471")),
     ];
     let everything = stored(&server).await;
     let mut searches = 0;

@@ -7,6 +7,7 @@
 //! the database do so through [`Server::db`], with SQL that runs on both.
 #![allow(dead_code)]
 
+pub mod clients;
 pub mod exchanges;
 pub mod receiver;
 
@@ -44,6 +45,18 @@ pub struct Server {
 
 /// The ODS code of the practice most fixtures come from.
 pub const DEFAULT_PRACTICE: &str = "C88901";
+
+/// The referrer a referral in the practice format (a practice, or a referringOrganisation of
+/// another kind) or a BaRS message names as its sender, as a client acting for it.
+pub fn sender_of(body: &Value) -> Option<whg::auth::Principal> {
+    let o = &body["referringOrganisation"];
+    if let (Some(kind), Some(code)) = (o["kind"].as_str(), o["code"].as_str()) {
+        return whg::caller::Role::other_referrer(kind).map(|r| whg::auth::Principal::new(r, code));
+    }
+    sender_practice(body)
+        .filter(|ods| whg::fhir::identifiers::is_ods_code(ods))
+        .map(|ods| whg::auth::Principal::practice(&ods))
+}
 
 /// The practice a practice referral or BaRS message names as its sender.
 pub fn sender_practice(body: &Value) -> Option<String> {
@@ -291,12 +304,11 @@ impl Server {
         content_type: &str,
         body: Vec<u8>,
     ) -> (u16, reqwest::header::HeaderMap, Value) {
-        if let Some(ods) = serde_json::from_slice::<Value>(&body)
+        if let Some(sender) = serde_json::from_slice::<Value>(&body)
             .ok()
-            .and_then(|v| sender_practice(&v))
-            .filter(|ods| whg::fhir::identifiers::is_ods_code(ods))
+            .and_then(|v| sender_of(&v))
         {
-            *self.acting_as.lock().unwrap() = whg::auth::Principal::practice(&ods);
+            *self.acting_as.lock().unwrap() = sender;
         }
         let r = self
             .client

@@ -5,6 +5,11 @@ use chrono::TimeZone;
 const PRACTICE: &str = "https://fhir.nhs.uk/Id/ods-organization-code|C88901";
 const OTHER_PRACTICE: &str = "https://fhir.nhs.uk/Id/ods-organization-code|B82005";
 const WHS: &str = "https://fhir.work-health-gateway.org/Id/service|sheffield-whs";
+const TALKING_THERAPIES: &str =
+    "https://fhir.work-health-gateway.org/Id/referrer/talking-therapies|TAJ";
+const OTHER_REFERRER: &str =
+    "https://fhir.work-health-gateway.org/Id/referrer/talking-therapies|RHQ";
+const EMPLOYER: &str = "https://fhir.work-health-gateway.org/Id/employer|EMP-4471";
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap()
@@ -21,6 +26,20 @@ fn service() -> Party {
     Party {
         class: RecipientClass::WorkHealthService,
         organisation: WHS.into(),
+    }
+}
+
+fn referrer() -> Party {
+    Party {
+        class: RecipientClass::Referrer,
+        organisation: TALKING_THERAPIES.into(),
+    }
+}
+
+fn employer() -> Party {
+    Party {
+        class: RecipientClass::Employer,
+        organisation: EMPLOYER.into(),
     }
 }
 
@@ -50,12 +69,16 @@ fn record(
     }
 }
 
-/// The person was referred by the practice to the service.
+/// The person was referred to the service by the practice, by Talking Therapies and by their
+/// employer.
 fn referrals() -> Vec<CareRelation> {
-    vec![CareRelation {
-        practice: Some(PRACTICE.into()),
-        service: WHS.into(),
-    }]
+    [PRACTICE, TALKING_THERAPIES, EMPLOYER]
+        .into_iter()
+        .map(|by| CareRelation {
+            referrer: Some(by.into()),
+            service: WHS.into(),
+        })
+        .collect()
 }
 
 fn problems(by: &Party, c: &ConsentRecord, stored: &[ConsentRecord]) -> Vec<String> {
@@ -82,12 +105,13 @@ fn problems_in_care(
 
 #[test]
 fn each_party_grants_exactly_its_table() {
-    for by in [practice(), service()] {
+    for by in [practice(), service(), referrer(), employer()] {
         for &class in RecipientClass::ALL {
-            // The party it has the referral with, or itself for feedback to a practice.
+            // The party it has the referral with, or itself for feedback to a referrer.
             let org = match class {
                 RecipientClass::WorkHealthService => Some(WHS),
                 RecipientClass::ReferringPractice => Some(PRACTICE),
+                RecipientClass::Referrer => Some(TALKING_THERAPIES),
                 _ => None,
             };
             let c = record(
@@ -111,6 +135,59 @@ fn each_party_grants_exactly_its_table() {
         !grantable(RecipientClass::WorkHealthService).contains(&RecipientClass::WorkHealthService)
     );
     assert!(!grantable(RecipientClass::WorkHealthService).contains(&RecipientClass::Evaluation));
+    // An employer grants nobody anything of the person's but the service its referral.
+    assert_eq!(
+        grantable(RecipientClass::Employer),
+        &[
+            RecipientClass::WorkHealthService,
+            RecipientClass::Evaluation
+        ]
+    );
+}
+
+#[test]
+fn a_referrer_of_another_kind_grants_as_a_practice_does_within_its_own_care() {
+    let grant = |by: &Party, class, org: &str| {
+        let c = record(
+            ConsentStatus::Active,
+            provision(ProvisionType::Permit, class, Some(org)),
+            Some(1),
+            Some(by.clone()),
+        );
+        problems(by, &c, &[])
+    };
+    // Feedback to itself, never to another referrer or to a practice.
+    assert!(grant(&referrer(), RecipientClass::Referrer, TALKING_THERAPIES).is_empty());
+    assert_eq!(
+        grant(&referrer(), RecipientClass::Referrer, OTHER_REFERRER),
+        ["Consent.provision.actor[0].reference"]
+    );
+    assert_eq!(
+        grant(&referrer(), RecipientClass::ReferringPractice, PRACTICE),
+        ["Consent.provision.actor[0].role"]
+    );
+    // A service only the service it referred the person to.
+    let other_service = "https://fhir.work-health-gateway.org/Id/service|working-win";
+    for by in [referrer(), employer()] {
+        assert!(grant(&by, RecipientClass::WorkHealthService, WHS).is_empty());
+        assert_eq!(
+            grant(&by, RecipientClass::WorkHealthService, other_service),
+            ["Consent.provision.actor[0].reference"],
+            "{:?}",
+            by.class
+        );
+    }
+    // An employer grants itself nothing, named or not.
+    assert_eq!(
+        grant(&employer(), RecipientClass::Employer, EMPLOYER),
+        ["Consent.provision.actor[0].role"]
+    );
+    // The service grants feedback to a referrer that referred the person to it, not another.
+    assert!(grant(&service(), RecipientClass::Referrer, TALKING_THERAPIES).is_empty());
+    assert_eq!(
+        grant(&service(), RecipientClass::Referrer, OTHER_REFERRER),
+        ["Consent.provision.actor[0].reference"]
+    );
 }
 
 #[test]
@@ -283,7 +360,7 @@ fn agreements_between_parties_follow_the_persons_care() {
         vec!["Consent.provision.actor[0].reference"]
     );
     let also = [CareRelation {
-        practice: Some(PRACTICE.into()),
+        referrer: Some(PRACTICE.into()),
         service: WORKWELL.into(),
     }];
     assert!(problems_in_care(&practice(), &to_workwell, &[], &also).is_empty());
@@ -303,7 +380,7 @@ fn agreements_between_parties_follow_the_persons_care() {
         Some(other.clone()),
     );
     let elsewhere = [CareRelation {
-        practice: Some(OTHER_PRACTICE.into()),
+        referrer: Some(OTHER_PRACTICE.into()),
         service: WORKWELL.into(),
     }];
     assert_eq!(
@@ -404,6 +481,28 @@ fn every_status_change_is_judged() {
             }
         }
     }
+}
+
+#[test]
+fn an_employer_withdraws_only_what_it_recorded() {
+    let others = consent_json("active", "permit", "C88901");
+    let mut withdrawn = others.clone();
+    withdrawn["status"] = serde_json::json!("inactive");
+    let (amendment, problems) = amend(&employer(), &others, &withdrawn);
+    assert_eq!(amendment, None);
+    assert_eq!(problems, ["Consent.status"]);
+
+    let mut its_own = others.clone();
+    its_own["organization"] = serde_json::json!([{ "identifier": {
+        "system": "https://fhir.work-health-gateway.org/Id/employer", "value": "EMP-4471" } }]);
+    let mut withdrawn = its_own.clone();
+    withdrawn["status"] = serde_json::json!("inactive");
+    let (amendment, problems) = amend(&employer(), &its_own, &withdrawn);
+    assert_eq!(
+        amendment,
+        Some(Amendment::Status(ConsentStatus::Inactive)),
+        "{problems:?}"
+    );
 }
 
 #[test]

@@ -146,7 +146,15 @@ impl<'a> Mapper<'a> {
         if let Some(url) = self.urls.borrow().get(role) {
             return url.clone();
         }
-        let name = format!("{}/{}/{role}", self.r.practice.ods_code, self.r.referral_id);
+        // A practice's entries are named by its ODS code alone, as they always were; another
+        // kind's by its namespace, so no two senders' entries share a fullUrl.
+        let sender = self.r.sender();
+        let owner = if sender.is_practice() {
+            sender.code.to_string()
+        } else {
+            sender.namespace()
+        };
+        let name = format!("{owner}/{}/{role}", self.r.referral_id);
         let url = format!(
             "urn:uuid:{}",
             Uuid::new_v5(&ENTRY_NAMESPACE, name.as_bytes())
@@ -199,7 +207,7 @@ impl<'a> Mapper<'a> {
             "resourceType": "ServiceRequest",
             "extension": [{ "url": systems::SOURCE_OF_SERVICE_REQUEST_EXT, "valueCodeableConcept": self.route_concept() }],
             "identifier": [{
-                "system": systems::practice_referral_id_system(&r.practice.ods_code),
+                "system": referral_id_system(&r.sender()),
                 "value": r.referral_id,
                 "assigner": self.reference("practice"),
             }],
@@ -238,19 +246,39 @@ impl<'a> Mapper<'a> {
         Value::Object(bundle)
     }
 
+    /// The sending organisation's Organization (the entry's role is `practice`, whatever kind
+    /// of referrer sends: it names the sender).
     fn practice(&mut self) {
-        let p = &self.r.practice;
+        let p = self.r.sender();
+        let (system, value) = p.identifier();
         let mut org = json!({
             "resourceType": "Organization",
-            "identifier": [{ "system": systems::ODS_ORGANIZATION, "value": p.ods_code }],
+            "identifier": [{ "system": system, "value": value }],
         });
-        if let Some(name) = &p.name {
+        if let Some(name) = p.name {
             org["name"] = json!(name);
         }
-        if let Some(phone) = &p.phone {
-            org["telecom"] = json!([{ "system": "phone", "value": phone, "use": "work" }]);
+        let mut telecom = Vec::new();
+        if let Some(phone) = p.phone {
+            telecom.push(json!({ "system": "phone", "value": phone, "use": "work" }));
+        }
+        if let Some(email) = p.email {
+            telecom.push(json!({ "system": "email", "value": email, "use": "work" }));
+        }
+        if !telecom.is_empty() {
+            org["telecom"] = json!(telecom);
         }
         self.add("practice", org);
+    }
+
+    /// The sender as a reference with its identifier, so the consent rules know who it is
+    /// without resolving local ids (`consent::Party::from_identifier`).
+    fn sender_reference(&self) -> Value {
+        let (system, value) = self.r.sender().identifier();
+        json!({
+            "reference": self.url("practice"),
+            "identifier": { "system": system, "value": value },
+        })
     }
 
     fn service_organization(&mut self) {
@@ -289,8 +317,11 @@ impl<'a> Mapper<'a> {
                 "language": { "coding": [{ "system": systems::BCP47, "code": p.language }] },
                 "preferred": true,
             }],
-            "generalPractitioner": [self.reference("practice")],
         });
+        // The person's GP practice, when it is the sender (another kind of referrer is not).
+        if self.r.sender().is_practice() {
+            patient["generalPractitioner"] = json!([self.reference("practice")]);
+        }
         if !telecom.is_empty() {
             patient["telecom"] = json!(telecom);
         }
@@ -323,6 +354,10 @@ impl<'a> Mapper<'a> {
             return Some(self.add("referrer-role", role));
         }
         match r.route.as_str() {
+            // An employer sending as itself asked for it.
+            "employer" if r.sender().role == crate::caller::Role::Employer => {
+                Some(self.url("practice"))
+            }
             "employer" => r.employment.employer_name.as_ref().map(|name| {
                 self.add(
                     "employer",
@@ -335,7 +370,10 @@ impl<'a> Mapper<'a> {
 
     fn conditions(&mut self, requester: Option<&String>) -> Vec<String> {
         let r = self.r;
-        let asserter = requester.filter(|u| *u != &self.url("employer")).cloned();
+        // An Organization asserts no Condition (R4 `Condition.asserter` is a person or role).
+        let asserter = requester
+            .filter(|u| *u != &self.url("employer") && *u != &self.url("practice"))
+            .cloned();
         r.health_conditions
             .items
             .iter()
@@ -494,15 +532,22 @@ impl<'a> Mapper<'a> {
                 &classes,
             ),
         )];
-        if c.feedback_to_practice == Some(true) {
-            let practice_id =
-                json!({ "system": systems::ODS_ORGANIZATION, "value": self.r.practice.ods_code });
+        // Feedback to the sender, as its kind is a recipient: a practice, or another referrer
+        // (never an employer: the rules refuse it).
+        let feedback = match self.r.sender().role {
+            crate::caller::Role::Practice => {
+                c.feedback_to_practice.map(|f| (f, "referring-practice"))
+            }
+            crate::caller::Role::Employer => None,
+            _ => c.feedback_to_referrer.map(|f| (f, "referrer")),
+        };
+        if let Some((true, recipient)) = feedback {
             out.push(self.consent_resource(
                 "consent-feedback",
                 "patient-privacy",
                 consent_provision(
-                    "referring-practice",
-                    json!({ "reference": self.url("practice"), "identifier": practice_id }),
+                    recipient,
+                    self.sender_reference(),
                     Some(period.clone()),
                     &["disclose"],
                     "TREAT",
@@ -528,12 +573,8 @@ impl<'a> Mapper<'a> {
         } else {
             "rejected"
         };
-        // The practice records the agreement: named by ODS code too, so the consent rules know
-        // who recorded it without resolving local ids.
-        let organization = json!({
-            "reference": self.url("practice"),
-            "identifier": { "system": systems::ODS_ORGANIZATION, "value": self.r.practice.ods_code },
-        });
+        // The sender records the agreement.
+        let organization = self.sender_reference();
         let consent = consent_resource(
             status,
             scope,
@@ -573,6 +614,21 @@ impl<'a> Mapper<'a> {
 
     fn route_concept(&self) -> Value {
         route_concept(&self.r.route, self.r.route_detail.as_deref())
+    }
+}
+
+/// The identifier system of a sender's own referral ids: one namespace per sending
+/// organisation.
+fn referral_id_system(sender: &crate::intake::practice::SendingOrganisation<'_>) -> String {
+    if sender.is_practice() {
+        systems::practice_referral_id_system(sender.code)
+    } else {
+        format!(
+            "{}/Id/referral-id/{}/{}",
+            systems::CANONICAL_BASE,
+            sender.role.as_str(),
+            sender.code
+        )
     }
 }
 

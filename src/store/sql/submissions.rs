@@ -99,9 +99,10 @@ async fn apply(
             Refusal::Rules(issues) => StoreError::Rejected(issues),
         })?;
     }
-    // A self-referral has no practice party: '' names none (no organisation identifier is
-    // empty), read back as none (`resources::parties`).
-    let practice = s.sender.practice().unwrap_or_default().to_string();
+    // The referring organisation (the `practice` column holds any referrer's: its
+    // identifier's system says which kind). A self-referral has none: '' names none (no
+    // organisation identifier is empty), read back as none (`resources::parties`).
+    let practice = s.sender.organisation().unwrap_or_default().to_string();
     let kind = s.kind.clone();
     let plan = plan(s, &existing, &focus_id, &now);
     write_all(conn, &plan.writes, &now, own).await?;
@@ -211,7 +212,7 @@ async fn care_relations_of(
         .into_iter()
         .map(
             |(practice, service)| crate::consent::authorship::CareRelation {
-                practice: (!practice.is_empty()).then_some(practice),
+                referrer: (!practice.is_empty()).then_some(practice),
                 service,
             },
         )
