@@ -62,6 +62,11 @@ pub struct Config {
     /// for the test organisations that have no entry: [`TestTenantConfig`]).
     #[serde(default)]
     pub directory: std::collections::BTreeMap<String, PracticeRoute>,
+    /// How referrers of other kinds take letters, by kind and code (`[referrers.talking-therapies.TAJ]`):
+    /// the triage decision and the adviser's letters, under the person's consent to feedback.
+    #[serde(default)]
+    pub referrers:
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, PracticeRoute>>,
     pub test_tenant: TestTenantConfig,
     pub outbound: OutboundConfig,
     /// Local authorities, by their postcode districts: the reports' places beside districts.
@@ -225,6 +230,10 @@ pub struct DeliveryConfig {
     /// is a new one). Unset: the longest attempt ([`DeliveryConfig::longest_attempt_ms`]).
     #[serde(default)]
     pub lease_seconds: Option<u64>,
+    /// The mail server letters go through to recipients that take them by secure e-mail
+    /// (`channel = "email"`: an NHSmail relay such as `send.nhs.net:587`).
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
 }
 
 impl DeliveryConfig {
@@ -307,14 +316,26 @@ pub struct TestTenantConfig {
     pub practice_endpoint: String,
 }
 
-/// Where and how a practice takes letters.
+/// Where and how a recipient of letters (a practice, or a referrer of another kind) takes them.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(tag = "channel", rename_all = "lowercase")]
 pub enum PracticeRoute {
     /// A BaRS-style FHIR endpoint: `POST {endpoint}/$process-message`.
     Fhir(FhirRoute),
-    /// GP Connect Send Document over MESH (workflow `GPCONNECT_SEND_DOCUMENT`).
+    /// GP Connect Send Document over MESH (workflow `GPCONNECT_SEND_DOCUMENT`): practices only.
     Mesh(MeshRoute),
+    /// Secure e-mail through `[delivery.smtp]`: the letter's PDF attached to a message that
+    /// names no one.
+    Email(EmailRoute),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EmailRoute {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The recipient's secure mailbox (e.g. an NHSmail shared mailbox).
+    pub address: String,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -356,18 +377,21 @@ impl PracticeRoute {
     pub fn name(&self) -> Option<&str> {
         match self {
             PracticeRoute::Fhir(FhirRoute { name, .. })
-            | PracticeRoute::Mesh(MeshRoute { name, .. }) => name.as_deref(),
+            | PracticeRoute::Mesh(MeshRoute { name, .. })
+            | PracticeRoute::Email(EmailRoute { name, .. }) => name.as_deref(),
         }
     }
 
     /// The channel's name, as deliveries and their metrics record it.
     pub const FHIR: &'static str = "fhir";
     pub const MESH: &'static str = "mesh";
+    pub const EMAIL: &'static str = "email";
 
     pub fn channel(&self) -> &'static str {
         match self {
             PracticeRoute::Fhir(_) => Self::FHIR,
             PracticeRoute::Mesh(_) => Self::MESH,
+            PracticeRoute::Email(_) => Self::EMAIL,
         }
     }
 }
@@ -555,6 +579,25 @@ pub struct SmtpConfig {
     pub password_file: Option<std::path::PathBuf>,
 }
 
+impl SmtpConfig {
+    /// Whether the settings can work: a sender address, and TLS unless the server is on
+    /// loopback (`label` names the table in the error).
+    fn check(&self, label: &str) -> Result<(), ConfigError> {
+        if self.from.parse::<lettre::Address>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "{label}.from: '{}' is not an e-mail address",
+                self.from
+            )));
+        }
+        if self.tls == SmtpTls::None && !is_loopback_host(&self.host) {
+            return Err(ConfigError::Invalid(format!(
+                "{label}: tls = \"none\" only for a mail server on loopback; use starttls or tls"
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SmtpTls {
@@ -658,6 +701,74 @@ impl Config {
         Config::load(None).expect("embedded defaults are a valid configuration")
     }
 
+    /// Where letters to `recipient` (`system|value`: a practice's ODS code, or a referrer of
+    /// another kind in its own identifier system) go, if anywhere.
+    pub fn route_to(&self, recipient: &str) -> Option<&PracticeRoute> {
+        let (system, value) = recipient.split_once('|')?;
+        if system == crate::fhir::systems::ODS_ORGANIZATION {
+            return self.directory.get(value);
+        }
+        let kind = crate::fhir::systems::referrer_kind_of_system(system)?;
+        self.referrers.get(kind)?.get(value)
+    }
+
+    /// Whether one letter route (`label`: where it is configured) can work.
+    fn check_route(&self, label: &str, route: &PracticeRoute) -> Result<(), ConfigError> {
+        let (endpoint, token_url, client_id, client_secret_file, target_identifier) = match route {
+            PracticeRoute::Fhir(FhirRoute {
+                endpoint,
+                token_url,
+                client_id,
+                client_secret_file,
+                target_identifier,
+                ..
+            }) => (
+                endpoint,
+                token_url,
+                client_id,
+                client_secret_file,
+                target_identifier,
+            ),
+            PracticeRoute::Mesh(_) if self.mesh.is_none() => {
+                return Err(ConfigError::Invalid(format!(
+                    "{label}: channel mesh needs the gateway's [mesh] mailbox"
+                )));
+            }
+            PracticeRoute::Mesh(_) => return Ok(()),
+            PracticeRoute::Email(EmailRoute { address, .. }) => {
+                if address.parse::<lettre::Address>().is_err() {
+                    return Err(ConfigError::Invalid(format!(
+                        "{label}: '{address}' is not an e-mail address"
+                    )));
+                }
+                if self.delivery.smtp.is_none() {
+                    return Err(ConfigError::Invalid(format!(
+                        "{label}: channel email needs the mail server letters go through, [delivery.smtp]"
+                    )));
+                }
+                return Ok(());
+            }
+        };
+        if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+            return Err(ConfigError::Invalid(format!(
+                "{label}: endpoint must be an http(s) URL"
+            )));
+        }
+        if let Some(target) = target_identifier
+            && crate::fhir::identifiers::bars_endpoint(target).is_none()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "{label}: target_identifier must be a BaRS endpoint, system|value (e.g. https://fhir.nhs.uk/Id/dos-service-id|2000100001)"
+            )));
+        }
+        if token_url.is_some() && (client_id.is_none() || client_secret_file.is_none()) {
+            return Err(ConfigError::Invalid(format!(
+                "{label}: token_url needs client_id and client_secret_file"
+            )));
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if let Some(sign_in) = &self.sign_in {
             sign_in.validate()?;
@@ -756,17 +867,10 @@ impl Config {
             }
         }
         if let Some(smtp) = &self.alerts.smtp {
-            if smtp.from.parse::<lettre::Address>().is_err() {
-                return Err(ConfigError::Invalid(format!(
-                    "alerts.smtp.from: '{}' is not an e-mail address",
-                    smtp.from
-                )));
-            }
-            if smtp.tls == SmtpTls::None && !is_loopback_host(&smtp.host) {
-                return Err(ConfigError::Invalid(
-                    "alerts.smtp: tls = \"none\" only for a mail server on loopback; use starttls or tls".into(),
-                ));
-            }
+            smtp.check("alerts.smtp")?;
+        }
+        if let Some(smtp) = &self.delivery.smtp {
+            smtp.check("delivery.smtp")?;
         }
         if self.reports.suppression_threshold < 1 {
             return Err(ConfigError::Invalid(
@@ -832,38 +936,25 @@ impl Config {
             }
         }
         for (ods, route) in &self.directory {
-            let PracticeRoute::Fhir(FhirRoute {
-                endpoint,
-                token_url,
-                client_id,
-                client_secret_file,
-                target_identifier,
-                ..
-            }) = route
-            else {
-                if self.mesh.is_none() {
-                    return Err(ConfigError::Invalid(format!(
-                        "directory.{ods}: channel mesh needs the gateway's [mesh] mailbox"
-                    )));
-                }
-                continue;
-            };
-            if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
-                return Err(ConfigError::Invalid(format!(
-                    "directory.{ods}: endpoint must be an http(s) URL"
-                )));
-            }
-            if let Some(target) = target_identifier
-                && crate::fhir::identifiers::bars_endpoint(target).is_none()
+            self.check_route(&format!("directory.{ods}"), route)?;
+        }
+        for (kind, routes) in &self.referrers {
+            // Employers take only letters the person approved, addressed by the adviser.
+            if crate::caller::Role::other_referrer(kind)
+                .is_none_or(|r| r == crate::caller::Role::Employer)
             {
                 return Err(ConfigError::Invalid(format!(
-                    "directory.{ods}: target_identifier must be a BaRS endpoint, system|value (e.g. https://fhir.nhs.uk/Id/dos-service-id|2000100001)"
+                    "referrers.{kind}: not a kind of referrer that takes letters (talking-therapies, physiotherapy, secondary-care, voluntary-sector)"
                 )));
             }
-            if token_url.is_some() && (client_id.is_none() || client_secret_file.is_none()) {
-                return Err(ConfigError::Invalid(format!(
-                    "directory.{ods}: token_url needs client_id and client_secret_file"
-                )));
+            for (code, route) in routes {
+                let label = format!("referrers.{kind}.{code}");
+                if matches!(route, PracticeRoute::Mesh(_)) {
+                    return Err(ConfigError::Invalid(format!(
+                        "{label}: channel mesh is GP Connect Send Document, which only a GP practice's system files; use fhir or email"
+                    )));
+                }
+                self.check_route(&label, route)?;
             }
         }
         let d = &self.delivery;
@@ -1097,6 +1188,61 @@ mod tests {
             assert!(got.contains(says), "{text}: {got}");
         }
         load("[limits]\ntrusted_proxies = [\"10.0.0.0/8\", \"fd00::/32\"]\n").unwrap();
+    }
+
+    #[test]
+    fn referrers_take_letters_only_by_routes_that_can_reach_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Config::load(Some(&path)).map_err(|e| e.to_string())
+        };
+        let smtp = "[delivery.smtp]\nhost = \"127.0.0.1\"\nport = 2525\ntls = \"none\"\nfrom = \"whg@example.nhs.uk\"\n";
+        let tt = format!(
+            "{smtp}[referrers.talking-therapies.TAJ]\nchannel = \"email\"\naddress = \"tt@nhs.net\"\n"
+        );
+        let c = load(&tt).unwrap();
+        let to_tt = "https://fhir.work-health-gateway.org/Id/referrer/talking-therapies|TAJ";
+        assert!(matches!(c.route_to(to_tt), Some(PracticeRoute::Email(_))));
+        // The same code of another kind is another organisation, with no route.
+        assert!(
+            c.route_to("https://fhir.work-health-gateway.org/Id/referrer/physiotherapy|TAJ")
+                .is_none()
+        );
+        assert!(
+            c.route_to("https://fhir.nhs.uk/Id/ods-organization-code|TAJ")
+                .is_none()
+        );
+        for (text, says) in [
+            (
+                "[referrers.talking-therapies.TAJ]\nchannel = \"email\"\naddress = \"tt@nhs.net\"\n".to_string(),
+                "needs the mail server",
+            ),
+            (
+                format!("{smtp}[referrers.talking-therapies.TAJ]\nchannel = \"email\"\naddress = \"not an address\"\n"),
+                "is not an e-mail address",
+            ),
+            (
+                "[referrers.talking-therapies.TAJ]\nchannel = \"mesh\"\n".to_string(),
+                "only a GP practice's system files",
+            ),
+            (
+                format!("{smtp}[referrers.employer.E1234]\nchannel = \"email\"\naddress = \"hr@example.com\"\n"),
+                "not a kind of referrer that takes letters",
+            ),
+            (
+                "[referrers.talking-therapies.TAJ]\nchannel = \"fhir\"\nendpoint = \"ftp://x\"\n".to_string(),
+                "endpoint must be an http(s) URL",
+            ),
+            (
+                "[delivery.smtp]\nhost = \"mail.example.org\"\nport = 25\ntls = \"none\"\nfrom = \"whg@example.nhs.uk\"\n".to_string(),
+                "delivery.smtp: tls = \"none\" only for a mail server on loopback",
+            ),
+        ] {
+            let e = load(&text).unwrap_err();
+            assert!(e.contains(says), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod ids;
 pub mod import;
 pub mod intake;
 pub mod letters;
+pub mod mail;
 pub mod monitoring;
 pub mod outbound;
 pub mod refer;

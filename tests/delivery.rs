@@ -37,50 +37,6 @@ async fn send_letter(server: &Server, sr: &str, priority: &str, summary: &str) -
     location_id(&headers)
 }
 
-async fn letter_state(server: &Server, id: &str) -> Value {
-    let (status, body) = whs(server).get(&format!("/api/v1/letters/{id}")).await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
-/// Waits until every letter in `ids` is in one of `states`; returns their status documents.
-async fn wait_for(
-    server: &Server,
-    ids: &[String],
-    states: &[&str],
-    within: Duration,
-) -> Vec<Value> {
-    let until = Instant::now() + within;
-    loop {
-        let mut all = Vec::new();
-        for id in ids {
-            all.push(letter_state(server, id).await);
-        }
-        if all
-            .iter()
-            .all(|l| states.contains(&l["delivery"]["state"].as_str().unwrap_or_default()))
-        {
-            return all;
-        }
-        assert!(
-            Instant::now() < until,
-            "letters not {states:?} in time: {:#?}\n{}",
-            all.iter()
-                .map(|l| (&l["delivery"]["state"], &l["delivery"]["lastError"]))
-                .collect::<Vec<_>>(),
-            server.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until one letter is in `state`; returns its status document.
-async fn wait_one(server: &Server, id: &str, state: &str, secs: u64) -> Value {
-    let ids = [id.to_string()];
-    let mut done = wait_for(server, &ids, &[state], Duration::from_secs(secs)).await;
-    done.remove(0)
-}
-
 async fn metrics(server: &Server) -> String {
     http_get(server.url("/metrics"))
         .await
@@ -98,43 +54,6 @@ fn outcomes_of(letter: &Value) -> Vec<&str> {
         .iter()
         .map(|a| a["outcome"].as_str().unwrap())
         .collect()
-}
-
-fn document_pdf(bundle: &Value) -> Vec<u8> {
-    let doc = bundle["entry"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["resource"]["resourceType"] == "DocumentReference")
-        .expect("a DocumentReference in the message");
-    base64::engine::general_purpose::STANDARD
-        .decode(
-            doc["resource"]["content"][0]["attachment"]["data"]
-                .as_str()
-                .unwrap(),
-        )
-        .unwrap()
-}
-
-/// The text of a PDF, read by an independent implementation (pypdf).
-fn pdf_text(pdf: &[u8]) -> String {
-    let path = std::env::temp_dir().join(format!("whg-letter-{}.pdf", uuid::Uuid::now_v7()));
-    std::fs::write(&path, pdf).unwrap();
-    let out = std::process::Command::new(python())
-        .args([
-            "-c",
-            "import sys, pypdf; r = pypdf.PdfReader(sys.argv[1]); print(len(r.pages)); print('\\n'.join(p.extract_text() for p in r.pages))",
-        ])
-        .arg(&path)
-        .output()
-        .expect("run python");
-    let _ = std::fs::remove_file(&path);
-    assert!(
-        out.status.success(),
-        "pypdf: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -809,12 +728,6 @@ async fn letters_die_after_the_window_and_permanent_refusals_stop_at_once() {
     assert!(metrics.contains("whg_letters_dead_total 1"), "{metrics}");
     let (status, _) = whs(&server).get("/api/v1/letters?state=lost").await;
     assert_eq!(status, 400);
-}
-
-/// Text with every run of whitespace made one space: PDF text extraction breaks lines where the
-/// layout wrapped them.
-fn flat(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Every fixture in fixtures/letters: letters for each outcome and declines for each reason reach

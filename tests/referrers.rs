@@ -461,3 +461,235 @@ async fn an_employer_never_undoes_a_refusal_and_is_not_told_what_others_recorded
     );
     assert_eq!(stored_referrals(&server).await, 1, "only the practice's");
 }
+
+/// A gateway whose referrers take letters: Talking Therapies TAJ at a FHIR endpoint (the
+/// receiver), the Long COVID clinic and the physiotherapy service by secure e-mail (the SMTP
+/// server).
+fn letters_gateway(receiver_url: &str, smtp: &RecordingServer, dir: &std::path::Path) -> Server {
+    let smtp_table = format!(
+        "[delivery.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"whg-letters@example.nhs.uk\"\n",
+        smtp.port
+    );
+    Server::start_with(&format!(
+        "{}\n\
+         [referrers.talking-therapies.TAJ]\nchannel = \"fhir\"\nname = \"Sheffield Talking Therapies\"\nendpoint = \"{receiver_url}/fhir\"\n\
+         token_url = \"{receiver_url}/token\"\nclient_id = \"whg-test\"\nclient_secret_file = {:?}\n\
+         [referrers.secondary-care.RHQ-LC]\nchannel = \"email\"\naddress = \"longcovid.clinic@nhs.net\"\n\
+         [referrers.physiotherapy.RHQ]\nchannel = \"email\"\naddress = \"msk.physio@nhs.net\"\n",
+        common::receiver::letters_config(receiver_url, dir, &smtp_table),
+        // The secret letters_config wrote for the practice's system: the receiver takes one.
+        dir.join("c88901-secret").display().to_string(),
+    ))
+}
+
+/// The e-mails the SMTP server took for `to`, once there are `n` of them.
+async fn mails_to(smtp: &RecordingServer, to: &str, n: usize) -> Vec<Value> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let mails: Vec<Value> = smtp
+            .records()
+            .into_iter()
+            .filter(|m| m["to"][0] == to)
+            .collect();
+        if mails.len() >= n || std::time::Instant::now() > until {
+            return mails;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_triage_decision_and_letters_reach_each_referrer_by_its_own_route_under_the_persons_consent()
+ {
+    use base64::Engine as _;
+    use common::receiver::{Receiver, flat, letter, pdf_text, wait_one, whs};
+    let (receiver, receiver_url) = Receiver::start().await;
+    let smtp = RecordingServer::start("tools/smtp_receiver.py");
+    let dir = tempfile::tempdir().unwrap();
+    let server = letters_gateway(&receiver_url, &smtp, dir.path());
+
+    // Talking Therapies referred; the person agreed to feedback to it. The service declines:
+    // the decision, with its reason, reaches TAJ's system as a BaRS message.
+    let tt_body = fixture(TALKING_THERAPIES);
+    let tt = server.token(&sender(&tt_body));
+    let (status, headers, outcome) = post_as(&server, &tt, "/api/v1/referrals", &tt_body).await;
+    assert_eq!(status, 201, "{outcome}");
+    let tt_referral = location_id(&headers);
+    let (status, _, state) = whs(&server)
+        .post(
+            &format!("/api/v1/referrals/{tt_referral}/triage"),
+            &json!({ "decision": "decline", "reason": "not-eligible", "criterion": "area", "note": "Rotherham's service can help." }),
+        )
+        .await;
+    assert_eq!(status, 200, "{state}");
+    let decline = state["letters"][0]["id"].as_str().unwrap().to_string();
+    let delivered = wait_one(&server, &decline, "accepted", 15).await;
+    assert_eq!(delivered["delivery"]["channel"], "fhir", "{delivered}");
+    let messages = receiver.delivered();
+    assert_eq!(messages.len(), 1, "only the decline went anywhere");
+    let bundle = &messages[0].bundle;
+    assert!(
+        bundle
+            .to_string()
+            .contains("https://fhir.work-health-gateway.org/Id/referrer/talking-therapies"),
+        "the message is addressed to the Talking Therapies service as itself: {bundle}"
+    );
+    let text = flat(&pdf_text(&common::receiver::document_pdf(bundle)));
+    for needed in [
+        "Sheffield Talking Therapies",
+        "Talking Therapies TAJ",
+        "Referral not accepted",
+        "Rotherham's service can help.",
+        "No further action is needed from you",
+    ] {
+        assert!(text.contains(needed), "{needed} not in the letter:\n{text}");
+    }
+    assert!(
+        !text.contains("GP"),
+        "a Talking Therapies service is not written to as a GP: {text}"
+    );
+    // The referrer reads the letter it was sent; another referrer does not learn of it.
+    let (status, letters) = get_as(&server, &tt, "/api/v1/letters").await;
+    assert_eq!(status, 200, "{letters}");
+    assert!(letters.to_string().contains(&decline), "{letters}");
+    let physio_body = fixture(PHYSIOTHERAPY);
+    let physio = server.token(&sender(&physio_body));
+    let (status, letters) = get_as(&server, &physio, "/api/v1/letters").await;
+    assert_eq!(status, 200, "{letters}");
+    assert!(!letters.to_string().contains(&decline), "{letters}");
+    let (status, _) = get_as(&server, &physio, &format!("/api/v1/letters/{decline}")).await;
+    assert_eq!(status, 404, "another referrer's letter is not known to it");
+
+    // The Long COVID clinic referred, with the person's agreement to feedback; it takes letters
+    // by secure e-mail. The adviser's letter arrives as a PDF attached to a message that names
+    // nobody.
+    let clinic_body = fixture(SECONDARY_CARE);
+    let clinic = server.token(&sender(&clinic_body));
+    let (status, headers, outcome) =
+        post_as(&server, &clinic, "/api/v1/referrals", &clinic_body).await;
+    assert_eq!(status, 201, "{outcome}");
+    let clinic_referral = location_id(&headers);
+    let (status, _, state) = whs(&server)
+        .post(
+            &format!("/api/v1/referrals/{clinic_referral}/triage"),
+            &json!({ "decision": "accept" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{state}");
+    let (status, headers, body) = whs(&server)
+        .post(
+            &format!("/api/v1/referrals/{clinic_referral}/letters"),
+            &letter(
+                "routine",
+                "Seen twice; a phased return is agreed with the school.",
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let feedback = location_id(&headers);
+    let delivered = wait_one(&server, &feedback, "accepted", 15).await;
+    assert_eq!(delivered["delivery"]["channel"], "email", "{delivered}");
+    let mails = mails_to(&smtp, "longcovid.clinic@nhs.net", 1).await;
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let mail = &mails[0];
+    assert_eq!(mail["from"], "whg-letters@example.nhs.uk");
+    let attachment = &mail["attachments"][0];
+    assert_eq!(attachment["contentType"], "application/pdf", "{mail}");
+    let pdf = base64::engine::general_purpose::STANDARD
+        .decode(attachment["base64"].as_str().unwrap())
+        .unwrap();
+    let text = flat(&pdf_text(&pdf));
+    for needed in [
+        "Long COVID clinic, Sheffield (synthetic)",
+        "Secondary care RHQ-LC",
+        "Seen twice; a phased return is agreed with the school.",
+    ] {
+        assert!(text.contains(needed), "{needed} not in the letter:\n{text}");
+    }
+    assert!(
+        mail["body"]
+            .as_str()
+            .unwrap()
+            .contains("Your reference for the referral: LCC-2026-311"),
+        "{mail}"
+    );
+    let person = &clinic_body["patient"];
+    let outside_pdf = format!("{} {}", mail["headers"], mail["body"]);
+    for secret in [
+        person["nhsNumber"].as_str().unwrap(),
+        person["name"]["family"].as_str().unwrap(),
+        person["birthDate"].as_str().unwrap(),
+    ] {
+        assert!(
+            !outside_pdf.contains(secret),
+            "the e-mail itself names nobody ({secret}): {outside_pdf}"
+        );
+    }
+
+    // The physiotherapy service referred, but the person did not agree to feedback to it: the
+    // letter is written, and stopped by consent before it leaves.
+    let (status, headers, outcome) =
+        post_as(&server, &physio, "/api/v1/referrals", &physio_body).await;
+    assert_eq!(status, 201, "{outcome}");
+    let physio_referral = location_id(&headers);
+    let (status, _, state) = whs(&server)
+        .post(
+            &format!("/api/v1/referrals/{physio_referral}/triage"),
+            &json!({ "decision": "accept" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{state}");
+    let (status, headers, body) = whs(&server)
+        .post(
+            &format!("/api/v1/referrals/{physio_referral}/letters"),
+            &letter("routine", "Seen once."),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let stopped = wait_one(&server, &location_id(&headers), "cancelled", 15).await;
+    assert!(
+        stopped["delivery"]["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("consent does not allow this letter"),
+        "{stopped}"
+    );
+    assert!(mails_to(&smtp, "msk.physio@nhs.net", 0).await.is_empty());
+
+    // An employer referred: nothing about the person is ever written to it, whether the service
+    // declines or writes a letter.
+    let employer_body = fixture(EMPLOYER);
+    let employer = server.token(&sender(&employer_body));
+    let (status, headers, outcome) =
+        post_as(&server, &employer, "/api/v1/referrals", &employer_body).await;
+    assert_eq!(status, 201, "{outcome}");
+    let employer_referral = location_id(&headers);
+    let workwell = server.as_(Principal::service(
+        employer_body["targetService"].as_str().unwrap(),
+    ));
+    let (status, _, state) = workwell
+        .post(
+            &format!("/api/v1/referrals/{employer_referral}/triage"),
+            &json!({ "decision": "accept" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{state}");
+    let (status, _, outcome) = workwell
+        .post(
+            &format!("/api/v1/referrals/{employer_referral}/letters"),
+            &letter("routine", "Seen once."),
+        )
+        .await;
+    assert_eq!(status, 422, "{outcome}");
+    assert!(
+        outcome["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("an employer is never sent letters"),
+        "{outcome}"
+    );
+    let (status, letters) = get_as(&server, &employer, "/api/v1/letters").await;
+    assert_eq!(status, 200, "{letters}");
+    assert_eq!(letters["total"], 0, "{letters}");
+    assert_eq!(receiver.delivered().len(), 1);
+}

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""An SMTP server for the alert tests (tests/dashboard.rs): takes every message sent to it
-(aiosmtpd from PyPI, plain SMTP on 127.0.0.1) and appends each as one JSON line to the file
-given: the envelope's sender and recipients, the headers, and the text body.
+"""An SMTP server for the tests (alerts in tests/dashboard.rs, letters by e-mail in
+tests/referrers.rs): takes every message sent to it (aiosmtpd from PyPI, plain SMTP on
+127.0.0.1) and appends each as one JSON line to the file given: the envelope's sender and
+recipients, the headers, the text body, and each attachment (its file name, type and content
+in base64).
 
 Usage: smtp_receiver.py OUT.jsonl   prints "listening on PORT" once ready, then serves until killed.
 """
+import base64
 import email
 import email.policy
 import json
@@ -22,11 +25,20 @@ class Recorder:
     async def handle_DATA(self, server, session, envelope):
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         body = message.get_body(preferencelist=("plain",))
+        attachments = [
+            {
+                "filename": part.get_filename(),
+                "contentType": part.get_content_type(),
+                "base64": base64.b64encode(part.get_payload(decode=True) or b"").decode(),
+            }
+            for part in message.iter_attachments()
+        ]
         record = {
             "from": envelope.mail_from,
             "to": envelope.rcpt_tos,
             "headers": {k.lower(): str(v) for k, v in message.items()},
             "body": body.get_content() if body is not None else "",
+            "attachments": attachments,
         }
         with open(self.out_path, "a", encoding="utf-8") as out:
             out.write(json.dumps(record) + "\n")

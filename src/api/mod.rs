@@ -907,6 +907,15 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         tokens,
         Duration::from_secs(state.config.auth.revocation_poll_secs),
     ));
+    if let Some(smtp) = &state.config.delivery.smtp {
+        // A mail server for letters that could never work stops the gateway with the reason
+        // (its password file unreadable), rather than letters waiting without one.
+        crate::delivery::email::EmailChannel::new(
+            smtp,
+            Duration::from_millis(state.config.delivery.attempt_timeout_ms),
+        )
+        .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+    }
     if state.config.delivery.enabled {
         // The practice directory's endpoints are the operator's: no address policy, but no
         // redirects either (see `crate::outbound`).

@@ -159,7 +159,7 @@ pub async fn run_notifier(
     }
 }
 
-type Mailer = lettre::AsyncSmtpTransport<lettre::Tokio1Executor>;
+use crate::mail::Mailer;
 
 /// Where a route sends, ready to send.
 enum Channel {
@@ -218,7 +218,10 @@ fn prepared_routes(config: &Config) -> Result<Vec<Prepared<'_>>, String> {
                             .from
                             .parse()
                             .map_err(|e| problem(format!("alerts.smtp.from: {e}")))?,
-                        mailer: Box::new(mailer(smtp, timeout).map_err(problem)?),
+                        mailer: Box::new(
+                            crate::mail::transport(smtp, timeout, "alerts.smtp")
+                                .map_err(problem)?,
+                        ),
                     }
                 }
                 (None, None) => return Err(problem("no webhook_url or email".into())),
@@ -226,31 +229,6 @@ fn prepared_routes(config: &Config) -> Result<Vec<Prepared<'_>>, String> {
             Ok(Prepared { route, channel })
         })
         .collect()
-}
-
-/// The SMTP transport `[alerts.smtp]` describes.
-fn mailer(smtp: &crate::config::SmtpConfig, timeout: Duration) -> Result<Mailer, String> {
-    use crate::config::SmtpTls;
-    let builder = match smtp.tls {
-        SmtpTls::Starttls => Mailer::starttls_relay(&smtp.host).map_err(|e| e.to_string())?,
-        SmtpTls::Tls => Mailer::relay(&smtp.host).map_err(|e| e.to_string())?,
-        SmtpTls::None => Mailer::builder_dangerous(&smtp.host),
-    };
-    let mut builder = builder.port(smtp.port).timeout(Some(timeout));
-    if let Some(user) = &smtp.username {
-        let password = match &smtp.password_file {
-            Some(path) => crate::secret_file::read(path)
-                .map_err(|e| format!("alerts.smtp.password_file: {e}"))?
-                .trim()
-                .to_string(),
-            None => String::new(),
-        };
-        builder = builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
-            user.clone(),
-            password,
-        ));
-    }
-    Ok(builder.build())
 }
 
 /// The e-mail for `alert`: plain text, the alert's id in the subject.
@@ -337,13 +315,7 @@ async fn notify(
                         Ok(_) => true,
                         Err(e) => {
                             // The mail server's own answer stays out of the logs; its class does not.
-                            let why = if e.is_permanent() {
-                                "refused permanently"
-                            } else if e.is_transient() {
-                                "refused for now"
-                            } else {
-                                "cannot reach the mail server"
-                            };
+                            let why = crate::mail::failure_class(&e);
                             tracing::warn!(route = %name, error = why, alert_id = %alert.id, "an on-call e-mail was not sent");
                             false
                         }

@@ -524,11 +524,8 @@ pub async fn facts_in_store(
     let follow_ups = store.read_many("Observation", &follow_up_ids).await?;
     let practice = parties.practice.clone().unwrap_or_default();
     let file = consent_file(store, &parties.patient_id).await?;
-    let feedback = crate::workflow::feedback_practice(parties.practice.as_deref(), &patient)
-        .is_some_and(|to| {
-            file.decide(&Question::outcomes_to_practice(&to, now))
-                .permitted()
-        });
+    let feedback = crate::workflow::feedback_recipient(parties.practice.as_deref(), &patient)
+        .is_some_and(|to| file.decide(&Question::outcomes_to(&to, now)).permitted());
     let evaluation = file.decide(&Question::evaluation(now)).permitted();
     Ok(facts::referral_facts(&ReferralRecords {
         service_request: sr,

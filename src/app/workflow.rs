@@ -16,7 +16,6 @@ use crate::audit::{self, Event, Kind};
 use crate::caller::Role;
 use crate::config::Config;
 use crate::delivery::worker::workflow_task;
-use crate::fhir::identifiers::value_part;
 use crate::fhir::{Issue, IssueType, Issues};
 use crate::letters::{self, Context, LetterBody, LetterIds};
 use crate::store::{
@@ -192,7 +191,7 @@ pub async fn act(
     // A decline tells the practice; a person who referred themselves and named no practice is
     // told by the service itself.
     if let Some(notice) = &change.decline
-        && let Some(context) = letter_context(store, config, &parties).await?
+        && let Some(context) = letter_context(store, config, &sr, &parties).await?
     {
         let author = format!("{} triage team", context.service_name);
         let letter = context.decline(notice, &author, now);
@@ -229,21 +228,27 @@ async fn commit(store: &dyn Store, mut tx: Transaction) -> Result<Vec<Value>, St
     store.transact(tx).await
 }
 
-/// Everything a letter needs to know about the referral's parties; none when there is no
-/// practice to write to (a person who referred themselves and named none).
+/// Everything a letter needs to know about the referral's parties; none when there is nobody to
+/// write to (a person who referred themselves and named no practice, an employer).
 async fn letter_context(
     store: &dyn Store,
     config: &Config,
+    sr: &Value,
     parties: &Parties,
 ) -> Result<Option<Context>, StoreError> {
     let referral_id = parties.referral.trim_start_matches("ServiceRequest/");
     let patient = crate::access::patient_of_referral(store, referral_id)
         .await?
         .unwrap_or_default();
-    let Some(practice) = workflow::feedback_practice(parties.practice.as_deref(), &patient) else {
+    let Some(recipient) = workflow::feedback_recipient(parties.practice.as_deref(), &patient)
+    else {
         return Ok(None);
     };
-    let ods = value_part(&practice);
+    // The name the directory gives the recipient, else the one the referrer gave itself.
+    let name = match config.route_to(&recipient).and_then(|r| r.name()) {
+        Some(name) => Some(name.to_string()),
+        None => stated_name(store, sr, &recipient).await?,
+    };
     let person = crate::fhir::patient::demographics(&patient);
     Ok(Some(Context {
         referral: parties.referral.clone(),
@@ -251,16 +256,39 @@ async fn letter_context(
         referral_date: parties.referred_on,
         service_name: config.service_name(&parties.service).to_string(),
         service: parties.service.clone(),
-        practice: practice.clone(),
-        practice_name: config
-            .directory
-            .get(ods)
-            .and_then(|r| r.name())
-            .map(str::to_string),
+        practice: recipient,
+        practice_name: name,
         patient_name: person.full_name(),
         nhs_number: person.nhs_number,
         birth_date: person.birth_date,
     }))
+}
+
+/// The name of the organisation `recipient` (`system|value`) as the referral stated it: the
+/// Organization that assigned the referral's id, when it is that organisation.
+async fn stated_name(
+    store: &dyn Store,
+    sr: &Value,
+    recipient: &str,
+) -> Result<Option<String>, StoreError> {
+    let (system, value) = recipient.split_once('|').unwrap_or_default();
+    for identifier in sr["identifier"].as_array().into_iter().flatten() {
+        let Some(id) = identifier["assigner"]["reference"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("Organization/"))
+        else {
+            continue;
+        };
+        if let Some(org) = store.read("Organization", id).await?
+            && org["identifier"].as_array().is_some_and(|ids| {
+                ids.iter()
+                    .any(|i| i["system"] == system && i["value"] == value)
+            })
+        {
+            return Ok(org["name"].as_str().map(str::to_string));
+        }
+    }
+    Ok(None)
 }
 
 /// Renders the letter and adds its resources and outbox row to `tx`; returns the letter's id.
@@ -318,8 +346,8 @@ pub struct QueuedLetter {
     pub communication: Value,
 }
 
-/// An adviser's letter (`body`) to the practice that made the referral `id`, queued for
-/// delivery.
+/// An adviser's letter (`body`) to the practice or other referrer that made the referral `id`,
+/// queued for delivery.
 pub async fn write_letter(
     store: &dyn Store,
     config: &Config,
@@ -347,15 +375,16 @@ pub async fn write_letter(
         ));
     }
     let now = Utc::now();
-    let context = letter_context(store, config, &parties).await?.ok_or_else(|| {
-        WorkflowError::Invalid(
-            Issue::general(
-                IssueType::BusinessRule,
-                "the person referred themselves: a letter goes to the GP practice they named only once their NHS number has been traced and verified, and never when they named none; until then, tell the person directly",
-            )
-            .into(),
-        )
-    })?;
+    let context = letter_context(store, config, &sr, &parties)
+        .await?
+        .ok_or_else(|| {
+            let why = if parties.practice.is_some() {
+                "an employer referred the person: an employer is never sent letters or outcomes about them; what reaches an employer is a letter the person has approved"
+            } else {
+                "the person referred themselves: a letter goes to the GP practice they named only once their NHS number has been traced and verified, and never when they named none; until then, tell the person directly"
+            };
+            WorkflowError::Invalid(Issue::general(IssueType::BusinessRule, why).into())
+        })?;
     let letter = context.feedback(body, now);
     let mut tx = Transaction {
         referral: referral_id,
@@ -370,8 +399,13 @@ pub async fn write_letter(
         decision: None,
         permitted: true,
         description: format!(
-            "{} letter queued for the referring practice",
-            body.priority.code()
+            "{} letter queued for the {}",
+            body.priority.code(),
+            if workflow::is_practice(&context.practice) {
+                "referring practice"
+            } else {
+                "referrer"
+            }
         ),
         at: now,
         request_id: caller.request_id.clone(),

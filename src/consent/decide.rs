@@ -64,6 +64,18 @@ impl Recipient {
         })
     }
 
+    /// The recipient a letter addressed to `organisation` (`system|value`) reaches: the
+    /// referring practice by its ODS code, a referrer of another kind (or an employer) in its
+    /// own identifier system; none for an identifier no rule can attribute.
+    pub fn addressed(organisation: &str) -> Option<Recipient> {
+        let (system, value) = organisation.split_once('|')?;
+        let party = Party::from_identifier(system, value)?;
+        Some(Recipient {
+            class: party.class,
+            organisation: Some(party.organisation),
+        })
+    }
+
     /// Whether `party` is this recipient: the same class, and the same organisation (a
     /// recipient named by class alone is every organisation of the class).
     pub fn is(&self, party: &Party) -> bool {
@@ -88,15 +100,17 @@ pub struct Question {
 }
 
 impl Question {
-    /// May the service disclose its outcomes for the person to the referring practice
-    /// `practice` (`system|value`)? What the outbox asks before a letter's outcomes go with it,
-    /// and what the consent-coverage report counts as "feedback".
-    pub fn outcomes_to_practice(practice: &str, at: DateTime<Utc>) -> Question {
+    /// May the service disclose its outcomes for the person to the organisation that referred
+    /// them, `referrer` (`system|value`: a practice, or a referrer of another kind)? What the
+    /// outbox asks before a letter's outcomes go with it, and what the consent-coverage report
+    /// counts as "feedback". An organisation no rule can attribute is asked about as a practice
+    /// by that identifier, which no consent names: it is refused.
+    pub fn outcomes_to(referrer: &str, at: DateTime<Utc>) -> Question {
         Question {
-            recipient: Recipient {
+            recipient: Recipient::addressed(referrer).unwrap_or(Recipient {
                 class: RecipientClass::ReferringPractice,
-                organisation: Some(practice.to_string()),
-            },
+                organisation: Some(referrer.to_string()),
+            }),
             action: Action::Disclose,
             purpose: Purpose::Treatment,
             class: DataClass::Outcome,

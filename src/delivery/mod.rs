@@ -8,6 +8,7 @@
 //! de-duplicates the next. A crash between sending and recording repeats one attempt, never loses
 //! one.
 
+pub mod email;
 pub mod fhir;
 pub mod mesh;
 /// The delivery state machine lives with the letters (pure core), so the store can name its
@@ -145,6 +146,7 @@ mod tests {
             poll_interval_ms: 1000,
             concurrency: 4,
             lease_seconds: None,
+            smtp: None,
         }
     }
 

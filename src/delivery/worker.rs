@@ -18,12 +18,13 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
 
+use super::email::{EmailChannel, LetterMail};
 use super::fhir::{FhirChannel, Message};
 use super::mesh::{AckKind, Inbound, MeshClient, Quarantine, Reading, plain};
 use super::state::{AttemptOutcome, DeliveryState, Event, next};
 use super::{Failure, Outcome, backoff, communication_with_state, jitter};
-use crate::config::{Config, DeliveryConfig, MeshRoute, PracticeRoute};
-use crate::consent::{Action, DataClass, Purpose, Question, Recipient, RecipientClass};
+use crate::config::{Config, DeliveryConfig, EmailRoute, MeshRoute, PracticeRoute};
+use crate::consent::{Action, DataClass, Purpose, Question, Recipient};
 use crate::fhir::identifiers::value_part;
 use crate::fhir::search::{Filter, SearchRequest, format_instant};
 use crate::store::{
@@ -206,6 +207,8 @@ struct Worker {
     channel: FhirChannel,
     /// The gateway's MESH mailbox, if configured and usable.
     mesh: Option<MeshClient>,
+    /// The mail server for letters by secure e-mail, if configured and usable.
+    email: Option<EmailChannel>,
     outbox: Outbox,
 }
 
@@ -319,10 +322,23 @@ pub async fn run(
             tracing::warn!(error = %e, "cannot raise the MESH mailbox's alert");
         }
     }
+    // Checked at start (`api::serve`): a failure here is its password file changing since.
+    let email = config
+        .delivery
+        .smtp
+        .as_ref()
+        .and_then(|smtp| match EmailChannel::new(smtp, timeout) {
+            Ok(channel) => Some(channel),
+            Err(e) => {
+                tracing::error!(error = %e, "the mail server for letters cannot be used; letters by e-mail will wait");
+                None
+            }
+        });
     let worker = Arc::new(Worker {
         store,
         channel: FhirChannel::new(http),
         mesh,
+        email,
         outbox,
         config,
     });
@@ -416,6 +432,16 @@ pub async fn run(
     }
 }
 
+/// A letter's recipient (`system|value`) in words for the delivery record: a practice by its ODS
+/// code, a referrer of another kind by its kind and code.
+fn recipient_words(recipient: &str) -> String {
+    let (system, code) = recipient.split_once('|').unwrap_or(("", recipient));
+    match crate::fhir::systems::referrer_kind_of_system(system) {
+        Some(kind) => format!("the {kind} referrer {code}"),
+        None => code.to_string(),
+    }
+}
+
 /// The span of one delivery attempt: a trace of its own (the letter was written by an earlier
 /// request), named by the letter and its message id, which every retry of it shares, so a
 /// letter's attempts are found together. Its state afterwards is recorded on it.
@@ -447,7 +473,10 @@ impl Worker {
             service_id: value_part(&d.service),
             service_name: self.config.service_name(&d.service),
             practice_ods: ods,
-            practice_name: self.config.directory.get(ods).and_then(PracticeRoute::name),
+            practice_name: self
+                .config
+                .route_to(&d.practice)
+                .and_then(PracticeRoute::name),
             attempts: d.attempts,
         }
     }
@@ -621,23 +650,38 @@ impl Worker {
         // Consent is decided now, at the moment of sending: a withdrawal since the letter was
         // written stops it. The decision is audited in the transaction that records what it led
         // to (the attempt, or the cancellation), so neither is stored without the other.
-        let question = Question {
-            recipient: Recipient {
-                class: RecipientClass::ReferringPractice,
-                organisation: Some(d.practice.clone()),
-            },
-            action: Action::Disclose,
-            purpose: Purpose::Treatment,
-            class: DataClass::AdviserLetter,
-            at: now,
-            document: Some(format!("DocumentReference/{}", d.document_id)),
+        // The recipient is whoever the letter is addressed to: the referring practice, or a
+        // referrer of another kind (Talking Therapies, a clinic), each its own class.
+        let decision = match Recipient::addressed(&d.practice) {
+            Some(recipient) => {
+                let question = Question {
+                    recipient,
+                    action: Action::Disclose,
+                    purpose: Purpose::Treatment,
+                    class: DataClass::AdviserLetter,
+                    at: now,
+                    document: Some(format!("DocumentReference/{}", d.document_id)),
+                };
+                crate::access::disclosure_decision(
+                    &*self.store,
+                    None,
+                    &d.patient_id,
+                    &question,
+                    None,
+                )
+                .await?
+            }
+            None => {
+                return Err(StoreError::Corrupt(format!(
+                    "letter {} is addressed to {}, which is no recipient the gateway knows",
+                    d.id, d.practice
+                )));
+            }
         };
-        let (decision, decided) =
-            crate::access::disclosure_decision(&*self.store, None, &d.patient_id, &question, None)
-                .await?;
+        let (decision, decided) = decision;
         if !decision.permitted() {
             let detail = format!(
-                "consent does not allow this letter to go to the practice: {}",
+                "consent does not allow this letter to go to its recipient: {}",
                 decision.reason
             );
             tracing::info!(delivery = %d.id, "letter cancelled by consent");
@@ -652,13 +696,14 @@ impl Worker {
         }
 
         let ods = value_part(&d.practice);
-        let route = self.config.directory.get(ods);
+        let route = self.config.route_to(&d.practice);
         // Further decisions the message needed (the outcome class), audited with the attempt.
         let mut decided_too = Vec::new();
         let outcome = match route {
             None => Outcome::Retry {
                 error: Failure::new(format!(
-                    "the practice directory has no delivery route for {ods}"
+                    "the directory has no delivery route for {}",
+                    recipient_words(&d.practice)
                 )),
                 retry_after: None,
             },
@@ -680,6 +725,7 @@ impl Worker {
                     .await
             }
             Some(PracticeRoute::Mesh(route)) => self.send_mesh(&d, route).await?,
+            Some(PracticeRoute::Email(route)) => self.send_email(&d, route).await?,
         };
         // The event is set below, from what the attempt came to.
         let mut change = Change::on(&d, Event::Delivered);
@@ -767,6 +813,56 @@ impl Worker {
             }
         }
         self.record(&d, lease, change, now).await
+    }
+
+    /// Sends a letter's PDF by secure e-mail.
+    async fn send_email(&self, d: &Delivery, route: &EmailRoute) -> Result<Outcome, StoreError> {
+        let Some(email) = &self.email else {
+            return Ok(Outcome::Retry {
+                error: Failure::new(
+                    "the gateway's mail server for letters is not configured or cannot be used",
+                ),
+                retry_after: None,
+            });
+        };
+        let document = self
+            .required(d, "DocumentReference", &d.document_id)
+            .await?;
+        let pdf = super::mesh::pdf_of(&document)
+            .and_then(|b64| {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.decode(b64).ok()
+            })
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("letter {}: the document has no PDF", d.id))
+            })?;
+        let referral = self.required(d, "ServiceRequest", &d.referral_id).await?;
+        // The referrer's own id of the referral, in the system its kind's ids live in.
+        let (system, code) = d.practice.split_once('|').unwrap_or_default();
+        let their_reference = crate::fhir::systems::referrer_kind_of_system(system)
+            .map(|kind| crate::fhir::systems::referrer_referral_id_system(kind, code))
+            .and_then(|ids| {
+                referral["identifier"]
+                    .as_array()?
+                    .iter()
+                    .find_map(|i| (i["system"] == ids.as_str()).then(|| i["value"].as_str())?)
+            });
+        let service = self.config.service(value_part(&d.service));
+        let service_name = self.config.service_name(&d.service);
+        self.outbox
+            .metrics
+            .count(Counted::Attempt, Some(PracticeRoute::EMAIL));
+        Ok(email
+            .send(&LetterMail {
+                message_id: &d.message_id,
+                to: &route.address,
+                service_name,
+                title: document["description"].as_str().unwrap_or("Letter"),
+                their_reference,
+                reply_to: service.and_then(|s| s.public_contact.as_deref()),
+                pdf,
+            })
+            .await)
     }
 
     /// Sends a letter as GP Connect Send Document over MESH.
@@ -1012,7 +1108,7 @@ impl Worker {
         if d.channel.as_deref() != Some("mesh") {
             return Ok(false);
         }
-        match self.config.directory.get(value_part(&d.practice)) {
+        match self.config.route_to(&d.practice) {
             Some(PracticeRoute::Mesh(MeshRoute {
                 mailbox: Some(mailbox),
                 ..
@@ -1154,7 +1250,7 @@ impl Worker {
         // The workflow Task carries the outcome: it goes with the letter only if the person's
         // consent lets the service disclose outcomes to the practice too (decided and audited
         // like the letter itself).
-        let outcome = Question::outcomes_to_practice(&d.practice, Utc::now());
+        let outcome = Question::outcomes_to(&d.practice, Utc::now());
         let (decision, decided) =
             crate::access::disclosure_decision(&*self.store, None, &d.patient_id, &outcome, None)
                 .await?;
@@ -1187,7 +1283,7 @@ impl Worker {
             practice: &d.practice,
             service_organization: &service_organization,
             practice_organization: &practice_organization,
-            target_identifier: match self.config.directory.get(value_part(&d.practice)) {
+            target_identifier: match self.config.route_to(&d.practice) {
                 Some(PracticeRoute::Fhir(route)) => route.target_identifier.as_deref(),
                 _ => None,
             },

@@ -221,6 +221,12 @@ pub fn practice_referral_id_system(ods_code: &str) -> String {
     format!("{CANONICAL_BASE}/Id/practice-referral-id/{ods_code}")
 }
 
+/// Identifier system for the own referral ids of a referrer of another kind (`kind`, `code`):
+/// one namespace per referring organisation, as a practice's.
+pub fn referrer_referral_id_system(kind: &str, code: &str) -> String {
+    format!("{CANONICAL_BASE}/Id/referral-id/{kind}/{code}")
+}
+
 /// Identifier system for a sending practice's own fit-note ids, one namespace per ODS code.
 pub fn practice_fit_note_id_system(ods_code: &str) -> String {
     format!("{CANONICAL_BASE}/Id/practice-fit-note-id/{ods_code}")

@@ -1,4 +1,4 @@
-//! Letters from a service to the referring practice: an adviser's structured feedback letter, or
+//! Letters from a service to the referring practice (or a referrer of another kind): an adviser's structured feedback letter, or
 //! the automatic letter a decline produces. Pure: checks the letter, lays it out ([`Letter`]),
 //! renders the PDF ([`pdf`]) and builds the FHIR resources that hold it: a Composition (the
 //! structured letter), a DocumentReference (the PDF, for filing) and a Communication (the letter
@@ -152,7 +152,8 @@ pub struct Context {
     pub patient: String,
     pub referral_date: Option<NaiveDate>,
     pub service_name: String,
-    /// `system|value` of the service and the practice.
+    /// `system|value` of the service and of the letter's recipient: the referring practice (or
+    /// the one a person who referred themselves named), or a referrer of another kind.
     pub service: String,
     pub practice: String,
     pub practice_name: Option<String>,
@@ -203,7 +204,49 @@ fn spaced_nhs(n: &str) -> String {
     }
 }
 
+/// Whom a letter is addressed to, for its wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Addressee {
+    Practice,
+    /// A referrer of another kind, by its kind (`talking-therapies`, …).
+    Referrer(&'static str),
+}
+
+impl Addressee {
+    fn of(recipient: &str) -> Addressee {
+        let (system, _) = recipient.split_once('|').unwrap_or_default();
+        match systems::referrer_kind_of_system(system).and_then(crate::caller::Role::other_referrer)
+        {
+            Some(role) => Addressee::Referrer(role.as_str()),
+            None => Addressee::Practice,
+        }
+    }
+
+    /// The recipient's identifier as the letter prints it.
+    fn identifier(self, code: &str) -> String {
+        match self {
+            Addressee::Practice => format!("ODS {code}"),
+            Addressee::Referrer(kind) => format!("{} {code}", kind_words(kind)),
+        }
+    }
+}
+
+/// A kind of referrer in words.
+fn kind_words(kind: &str) -> &str {
+    match kind {
+        "talking-therapies" => "Talking Therapies",
+        "physiotherapy" => "Physiotherapy",
+        "secondary-care" => "Secondary care",
+        "voluntary-sector" => "Voluntary sector",
+        other => other,
+    }
+}
+
 impl Context {
+    fn addressee(&self) -> Addressee {
+        Addressee::of(&self.practice)
+    }
+
     fn frame(&self, title: String, priority: Priority, now: DateTime<Utc>) -> Letter {
         let nhs = self.nhs_number.as_deref().map(spaced_nhs);
         let patient_line = format!(
@@ -230,11 +273,14 @@ impl Context {
             priority,
             from_name: self.service_name.clone(),
             from_identifier: format!("service {}", value_part(&self.service)),
-            to_name: self
-                .practice_name
-                .clone()
-                .unwrap_or_else(|| "The referring GP practice".into()),
-            to_identifier: format!("ODS {}", value_part(&self.practice)),
+            to_name: self.practice_name.clone().unwrap_or_else(|| {
+                match self.addressee() {
+                    Addressee::Practice => "The referring GP practice",
+                    Addressee::Referrer(_) => "The referring organisation",
+                }
+                .into()
+            }),
+            to_identifier: self.addressee().identifier(value_part(&self.practice)),
             patient_line,
             referral_line,
             footer_identifier: format!(
@@ -282,7 +328,10 @@ impl Context {
         }
         if let Some(r) = &body.recommendations {
             letter.sections.push(Section {
-                title: "Recommendations for the GP".into(),
+                title: match self.addressee() {
+                    Addressee::Practice => "Recommendations for the GP".into(),
+                    Addressee::Referrer(_) => "Recommendations".into(),
+                },
                 paragraphs: vec![r.clone()],
             });
         }
@@ -338,7 +387,11 @@ impl Context {
         letter.sections.push(Section {
             title: "What this means".into(),
             paragraphs: vec![format!(
-                "No further action is needed from the practice for this referral. We send this so that referrals to {} reach people it can help. The person has been told, or will be.",
+                "No further action is needed from {} for this referral. We send this so that referrals to {} reach people it can help. The person has been told, or will be.",
+                match self.addressee() {
+                    Addressee::Practice => "the practice",
+                    Addressee::Referrer(_) => "you",
+                },
                 self.service_name
             )],
         });
@@ -370,7 +423,10 @@ pub fn resources(
         context
             .practice_name
             .as_deref()
-            .unwrap_or("Referring practice"),
+            .unwrap_or(match context.addressee() {
+                Addressee::Practice => "Referring practice",
+                Addressee::Referrer(_) => "Referring organisation",
+            }),
     );
     let doc_type = json!({ "coding": [{ "system": SNOMED, "code": DOCUMENT_TYPE.0, "display": DOCUMENT_TYPE.1 }] });
     let author = json!([{ "display": letter.author_line }]);

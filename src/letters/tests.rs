@@ -158,3 +158,17 @@ fn long_letters_run_to_more_pages() {
         .count();
     assert!(pages >= 3, "{pages} pages");
 }
+
+#[test]
+fn a_letter_to_a_referrer_of_another_kind_is_worded_for_it_not_for_a_gp() {
+    let mut to_tt = context();
+    to_tt.practice =
+        "https://fhir.work-health-gateway.org/Id/referrer/talking-therapies|TAJ".into();
+    to_tt.practice_name = None;
+    let letter = to_tt.feedback(&body(), chrono::Utc::now());
+    assert_eq!(letter.to_identifier, "Talking Therapies TAJ");
+    assert_eq!(letter.to_name, "The referring organisation");
+    let titles: Vec<&str> = letter.sections.iter().map(|s| s.title.as_str()).collect();
+    assert!(titles.contains(&"Recommendations"), "{titles:?}");
+    assert!(!titles.iter().any(|t| t.contains("GP")), "{titles:?}");
+}

@@ -118,7 +118,9 @@ pub struct Parties {
     pub referred_on: Option<NaiveDate>,
 }
 
-/// The GP practice feedback on a referral goes to (`system|value`): the referring practice, or,
+/// Whom feedback on a referral goes to (`system|value`): the referring practice, or a referrer
+/// of another kind that referred (a Talking Therapies service, a clinic, a voluntary
+/// organisation; never an employer, which is sent only letters the person approved), or,
 /// when the person referred themselves, the practice they said they are registered with (their
 /// Patient's `generalPractitioner`, by ODS code) — but only once their NHS number has been traced
 /// and verified (UK Core NHSNumberVerificationStatus `01`). Until then what the person typed is
@@ -126,10 +128,10 @@ pub struct Parties {
 /// (anyone can type anyone's number and practice). Whether anything reaches the practice is the
 /// person's consent to feedback, asked at each disclosure; none when there is no practice to
 /// write to.
-pub fn feedback_practice(referring: Option<&str>, patient: &Value) -> Option<String> {
+pub fn feedback_recipient(referring: Option<&str>, patient: &Value) -> Option<String> {
     if let Some(referrer) = referring {
-        // A referrer of another kind is not the person's practice, and told nothing as one.
-        return is_practice(referrer).then(|| referrer.to_string());
+        // A referrer of another kind is written to as itself, never as the person's practice.
+        return takes_feedback(referrer).then(|| referrer.to_string());
     }
     let traced = crate::fhir::patient::verified_nhs_number(patient).is_some();
     if !traced {
@@ -147,6 +149,18 @@ pub fn feedback_practice(referring: Option<&str>, patient: &Value) -> Option<Str
         "{}|{named}",
         crate::fhir::systems::ODS_ORGANIZATION
     ))
+}
+
+/// Whether a referring organisation (`system|value`) is one the service writes to about the
+/// referral: a practice, or a referrer of another kind other than an employer.
+pub fn takes_feedback(referrer: &str) -> bool {
+    use crate::consent::RecipientClass;
+    crate::consent::Recipient::addressed(referrer).is_some_and(|r| {
+        matches!(
+            r.class,
+            RecipientClass::ReferringPractice | RecipientClass::Referrer
+        )
+    })
 }
 
 /// Whether a referring organisation (`system|value`) is a GP practice: named by its ODS code,

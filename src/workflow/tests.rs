@@ -291,24 +291,40 @@ fn feedback_on_a_self_referral_waits_for_a_traced_nhs_number() {
     // A referring practice is written to whatever the Patient says.
     let referring = format!("{ods}|C88902");
     assert_eq!(
-        feedback_practice(Some(&referring), &patient(None)),
+        feedback_recipient(Some(&referring), &patient(None)),
         Some(referring.clone())
     );
+    // A referrer of another kind is written to as itself; an employer never is.
+    let talking_therapies =
+        "https://fhir.work-health-gateway.org/Id/referrer/talking-therapies|TAJ".to_string();
+    assert_eq!(
+        feedback_recipient(Some(&talking_therapies), &patient(Some("01"))),
+        Some(talking_therapies)
+    );
+    let employer = "https://fhir.work-health-gateway.org/Id/employer|E1234";
+    assert_eq!(
+        feedback_recipient(Some(employer), &patient(Some("01"))),
+        None
+    );
+    assert_eq!(
+        feedback_recipient(Some("https://example.org/made-up|X1"), &patient(Some("01"))),
+        None
+    );
     // A self-referral: no number, or one typed and untraced (02), writes to nobody.
-    assert_eq!(feedback_practice(None, &patient(None)), None);
-    assert_eq!(feedback_practice(None, &patient(Some("02"))), None);
+    assert_eq!(feedback_recipient(None, &patient(None)), None);
+    assert_eq!(feedback_recipient(None, &patient(Some("02"))), None);
     // Traced and verified (01): the practice the person named.
     assert_eq!(
-        feedback_practice(None, &patient(Some("01"))),
+        feedback_recipient(None, &patient(Some("01"))),
         Some(format!("{ods}|C88901"))
     );
     // 01 in some other code system is not UK Core's "number present and verified".
     let mut elsewhere = patient(Some("01"));
     elsewhere["identifier"][0]["extension"][0]["valueCodeableConcept"]["coding"][0]["system"] =
         json!("https://example.org/CodeSystem/made-up");
-    assert_eq!(feedback_practice(None, &elsewhere), None);
+    assert_eq!(feedback_recipient(None, &elsewhere), None);
     // Verified, but no practice named by its ODS code.
     let mut unnamed = patient(Some("01"));
     unnamed["generalPractitioner"] = json!([{ "display": "Crookes Valley Surgery" }]);
-    assert_eq!(feedback_practice(None, &unnamed), None);
+    assert_eq!(feedback_recipient(None, &unnamed), None);
 }

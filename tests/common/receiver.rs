@@ -283,3 +283,92 @@ impl Drop for Handling {
         }
     }
 }
+
+/// The PDF of the letter a BaRS message carries.
+pub fn document_pdf(bundle: &Value) -> Vec<u8> {
+    let doc = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["resource"]["resourceType"] == "DocumentReference")
+        .expect("a DocumentReference in the message");
+    base64::engine::general_purpose::STANDARD
+        .decode(
+            doc["resource"]["content"][0]["attachment"]["data"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap()
+}
+
+/// The text of a PDF, read by an independent implementation (pypdf).
+pub fn pdf_text(pdf: &[u8]) -> String {
+    let path = std::env::temp_dir().join(format!("whg-letter-{}.pdf", uuid::Uuid::now_v7()));
+    std::fs::write(&path, pdf).unwrap();
+    let out = std::process::Command::new(super::python())
+        .args([
+            "-c",
+            "import sys, pypdf; r = pypdf.PdfReader(sys.argv[1]); print(len(r.pages)); print('\\n'.join(p.extract_text() for p in r.pages))",
+        ])
+        .arg(&path)
+        .output()
+        .expect("run python");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "pypdf: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A letter's status document, as its service reads it.
+pub async fn letter_state(server: &Server, id: &str) -> Value {
+    let (status, body) = whs(server).get(&format!("/api/v1/letters/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Waits until every letter in `ids` is in one of `states`; returns their status documents.
+pub async fn wait_for(
+    server: &Server,
+    ids: &[String],
+    states: &[&str],
+    within: Duration,
+) -> Vec<Value> {
+    let until = Instant::now() + within;
+    loop {
+        let mut all = Vec::new();
+        for id in ids {
+            all.push(letter_state(server, id).await);
+        }
+        if all
+            .iter()
+            .all(|l| states.contains(&l["delivery"]["state"].as_str().unwrap_or_default()))
+        {
+            return all;
+        }
+        assert!(
+            Instant::now() < until,
+            "letters not {states:?} in time: {:#?}\n{}",
+            all.iter()
+                .map(|l| (&l["delivery"]["state"], &l["delivery"]["lastError"]))
+                .collect::<Vec<_>>(),
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until one letter is in `state`; returns its status document.
+pub async fn wait_one(server: &Server, id: &str, state: &str, secs: u64) -> Value {
+    let ids = [id.to_string()];
+    let mut done = wait_for(server, &ids, &[state], Duration::from_secs(secs)).await;
+    done.remove(0)
+}
+
+/// Text with every run of whitespace made one space: PDF text extraction breaks lines where the
+/// layout wrapped them.
+pub fn flat(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -623,12 +623,7 @@ fn referral_id_system(sender: &crate::intake::practice::SendingOrganisation<'_>)
     if sender.is_practice() {
         systems::practice_referral_id_system(sender.code)
     } else {
-        format!(
-            "{}/Id/referral-id/{}/{}",
-            systems::CANONICAL_BASE,
-            sender.role.as_str(),
-            sender.code
-        )
+        systems::referrer_referral_id_system(sender.role.as_str(), sender.code)
     }
 }
 

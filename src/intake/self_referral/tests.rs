@@ -430,22 +430,8 @@ fn the_persons_answers_decide_as_consents_do() {
     let named = format!("{}|C88901", crate::fhir::systems::ODS_ORGANIZATION);
     let another = format!("{}|C88902", crate::fhir::systems::ODS_ORGANIZATION);
     // Feedback to the practice the person chose, and to no other; no evaluation (they said no).
-    assert!(
-        decide(
-            &consents,
-            &[],
-            &Question::outcomes_to_practice(&named, later)
-        )
-        .permitted()
-    );
-    assert!(
-        !decide(
-            &consents,
-            &[],
-            &Question::outcomes_to_practice(&another, later)
-        )
-        .permitted()
-    );
+    assert!(decide(&consents, &[], &Question::outcomes_to(&named, later)).permitted());
+    assert!(!decide(&consents, &[], &Question::outcomes_to(&another, later)).permitted());
     assert!(!decide(&consents, &[], &Question::evaluation(later)).permitted());
 }
 
