@@ -3,7 +3,8 @@
 tests/referrers.rs): takes every message sent to it (aiosmtpd from PyPI, plain SMTP on
 127.0.0.1) and appends each as one JSON line to the file given: the envelope's sender and
 recipients, the headers, the text body, and each attachment (its file name, type and content
-in base64).
+in base64). A recipient whose address starts "busy." is refused for now (451), one starting
+"refuses." for good (550), so the tests can see retries and refusals.
 
 Usage: smtp_receiver.py OUT.jsonl   prints "listening on PORT" once ready, then serves until killed.
 """
@@ -21,6 +22,14 @@ from aiosmtpd.controller import Controller
 class Recorder:
     def __init__(self, out_path):
         self.out_path = out_path
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith("busy."):
+            return "451 4.2.1 Mailbox busy, try again later"
+        if address.startswith("refuses."):
+            return "550 5.1.1 No such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)

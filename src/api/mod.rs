@@ -8,6 +8,7 @@ mod conformance;
 mod consents;
 mod dashboard;
 mod directory;
+mod employer_letters;
 mod error;
 mod fhir_read;
 mod fit_notes;
@@ -226,6 +227,22 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/referrals/{id}/letters",
             post(workflow::create_letter),
+        )
+        .route(
+            "/api/v1/referrals/{id}/employer-letters",
+            post(employer_letters::create),
+        )
+        .route(
+            "/api/v1/employer-letters/{id}",
+            get(employer_letters::show).put(employer_letters::revise),
+        )
+        .route(
+            "/api/v1/employer-letters/{id}/answer",
+            post(employer_letters::record_answer),
+        )
+        .route(
+            "/api/v1/employer-letters/{id}/send",
+            post(employer_letters::send),
         )
         .route("/api/v1/referrals/{id}/workflow", get(workflow::show))
         .route("/api/v1/letters", get(workflow::list_letters))

@@ -11,12 +11,14 @@
 //! - [`overrides`]: break-glass overrides requested, granted or refused, and reviewed;
 //! - [`alerts`]: operational alerts raised, listed, acknowledged and sent to the on-call routes;
 //! - [`workflow`]: triage, contacts, support, discharge, letters and their resending;
+//! - [`employer_letters`]: letters to a person's employer, approved by the person, then sent;
 //! - [`records`]: FHIR reads, version reads and searches, under the one tenancy rule;
 //! - [`quarantine`]: the MESH messages set aside, for information governance;
 //! - [`tokens`]: a registered system proving itself with a client assertion.
 
 pub mod alerts;
 pub mod consents;
+pub mod employer_letters;
 pub mod fit_notes;
 pub mod overrides;
 pub mod quarantine;

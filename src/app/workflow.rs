@@ -49,7 +49,7 @@ pub enum WorkflowError {
 }
 
 /// The referral `id`, checked readable by the caller, with its parties.
-async fn referral(
+pub(super) async fn referral(
     store: &dyn Store,
     caller: &Caller<'_>,
     id: &str,
@@ -110,7 +110,10 @@ fn sender_id_not_found(named: &str) -> WorkflowError {
 }
 
 /// Only the service a referral is addressed to works on it.
-fn require_service(caller: &Caller<'_>, parties: &RecordParties) -> Result<(), WorkflowError> {
+pub(super) fn require_service(
+    caller: &Caller<'_>,
+    parties: &RecordParties,
+) -> Result<(), WorkflowError> {
     let principal = caller.principal;
     if principal.role != Role::Service
         || parties.service.as_deref() != Some(&principal.organisation)
@@ -221,7 +224,10 @@ pub async fn act(
 }
 
 /// Stores a workflow change, new resources claiming their UK Core profiles.
-async fn commit(store: &dyn Store, mut tx: Transaction) -> Result<Vec<Value>, StoreError> {
+pub(super) async fn commit(
+    store: &dyn Store,
+    mut tx: Transaction,
+) -> Result<Vec<Value>, StoreError> {
     for r in &mut tx.creates {
         crate::fhir::resource::claim_uk_core(r);
     }
@@ -310,16 +316,39 @@ fn queue_letter(
     let pdf = letters::pdf::render(letter);
     tx.creates
         .extend(letters::resources(letter, context, &ids, &pdf, now));
+    tx.deliveries.push(new_delivery(
+        config,
+        &ids.communication,
+        &ids.document,
+        &tx.referral,
+        context,
+        letter.urgent,
+        now,
+    ));
+    ids.communication
+}
+
+/// The outbox row of a letter (`communication`, holding `document`) on the referral
+/// `referral_id`, addressed as `context` says, due at once.
+pub(super) fn new_delivery(
+    config: &Config,
+    communication: &str,
+    document: &str,
+    referral_id: &str,
+    context: &Context,
+    urgent: bool,
+    now: DateTime<Utc>,
+) -> Delivery {
     let d = &config.delivery;
     let at = |secs: u64| now + chrono::Duration::seconds(secs as i64);
-    tx.deliveries.push(Delivery {
-        id: DeliveryId::new(ids.communication.clone()),
-        document_id: ids.document,
-        referral_id: tx.referral.clone(),
+    Delivery {
+        id: DeliveryId::new(communication.to_string()),
+        document_id: document.to_string(),
+        referral_id: referral_id.to_string(),
         patient_id: PatientId::of_reference(&context.patient),
         service: context.service.clone(),
         practice: context.practice.clone(),
-        urgent: letter.urgent,
+        urgent,
         state: DeliveryState::Queued,
         attempts: 0,
         message_id: uuid::Uuid::now_v7().to_string(),
@@ -329,14 +358,13 @@ fn queue_letter(
         created_at: now,
         next_attempt_at: now,
         deadline_at: at(d.retry_window_secs),
-        escalate_at: letter.urgent.then(|| at(d.urgent_ack_secs)),
+        escalate_at: urgent.then(|| at(d.urgent_ack_secs)),
         escalated_at: None,
         channel: None,
         transport_id: None,
         last_error: None,
         updated_at: now,
-    });
-    ids.communication
+    }
 }
 
 /// A letter queued: its id (its Communication's) and its Communication as stored.

@@ -237,7 +237,9 @@ impl Party {
             .is_some_and(|r| r != crate::caller::Role::Employer)
         {
             RecipientClass::Referrer
-        } else if system == systems::employer_identifier_system() {
+        } else if system == systems::employer_identifier_system()
+            || system == systems::employer_contact_system()
+        {
             RecipientClass::Employer
         } else {
             return None;

@@ -23,11 +23,21 @@ pub struct EmailChannel {
     from: Mailbox,
 }
 
+/// Whom a letter by e-mail is for, which decides what its message says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// An organisation that referred the person (or their practice): it files the letter.
+    Referrer,
+    /// The person's employer: a letter the person read and approved for it.
+    Employer,
+}
+
 /// One letter as an e-mail.
 pub struct LetterMail<'a> {
     /// The letter's message id (one per letter, the same on every attempt).
     pub message_id: &'a str,
     pub to: &'a str,
+    pub audience: Audience,
     pub service_name: &'a str,
     /// The letter's title ("Feedback from …", "Referral not accepted by …").
     pub title: &'a str,
@@ -85,17 +95,29 @@ fn message(from: &Mailbox, letter: &LetterMail<'_>) -> Result<lettre::Message, S
         .to
         .parse()
         .map_err(|e| format!("the route's address cannot be used: {e}"))?;
-    let mut text = format!(
-        "{} has sent a letter about a person you referred to it.\n\n",
-        letter.service_name
-    );
+    let mut text = match letter.audience {
+        Audience::Referrer => format!(
+            "{} has sent a letter about a person you referred to it.\n\n",
+            letter.service_name
+        ),
+        Audience::Employer => format!(
+            "{} has sent a letter for you from one of your employees, who has read it and agreed to it being sent to you.\n\n",
+            letter.service_name
+        ),
+    };
     if let Some(reference) = letter.their_reference {
         text.push_str(&format!("Your reference for the referral: {reference}\n\n"));
     }
-    text.push_str(
-        "The letter is attached as a PDF. It is confidential: file it in the person's record \
-         and do not forward it outside your organisation.\n",
-    );
+    text.push_str(match letter.audience {
+        Audience::Referrer => {
+            "The letter is attached as a PDF. It is confidential: file it in the person's record \
+             and do not forward it outside your organisation.\n"
+        }
+        Audience::Employer => {
+            "The letter is attached as a PDF. It is confidential: keep it with the person's \
+             employment record and share it only with those who need it to support them.\n"
+        }
+    });
     if let Some(reply) = letter.reply_to {
         text.push_str(&format!("\nTo answer it, contact {reply}.\n"));
     }
@@ -128,6 +150,7 @@ mod tests {
         LetterMail {
             message_id: "0193a1b2-0000-7000-8000-000000000001",
             to: "talkingtherapies@example.org",
+            audience: Audience::Referrer,
             service_name: "Sheffield Work and Health Service",
             title: "Feedback from Sheffield Work and Health Service",
             their_reference: Some("TT-2026-0042"),

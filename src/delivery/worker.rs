@@ -18,12 +18,12 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
 
-use super::email::{EmailChannel, LetterMail};
+use super::email::{Audience, EmailChannel, LetterMail};
 use super::fhir::{FhirChannel, Message};
 use super::mesh::{AckKind, Inbound, MeshClient, Quarantine, Reading, plain};
 use super::state::{AttemptOutcome, DeliveryState, Event, next};
 use super::{Failure, Outcome, backoff, communication_with_state, jitter};
-use crate::config::{Config, DeliveryConfig, EmailRoute, MeshRoute, PracticeRoute};
+use crate::config::{Config, DeliveryConfig, MeshRoute, PracticeRoute};
 use crate::consent::{Action, DataClass, Purpose, Question, Recipient};
 use crate::fhir::identifiers::value_part;
 use crate::fhir::search::{Filter, SearchRequest, format_instant};
@@ -650,56 +650,51 @@ impl Worker {
         // Consent is decided now, at the moment of sending: a withdrawal since the letter was
         // written stops it. The decision is audited in the transaction that records what it led
         // to (the attempt, or the cancellation), so neither is stored without the other.
-        // The recipient is whoever the letter is addressed to: the referring practice, or a
-        // referrer of another kind (Talking Therapies, a clinic), each its own class.
-        let decision = match Recipient::addressed(&d.practice) {
-            Some(recipient) => {
-                let question = Question {
-                    recipient,
-                    action: Action::Disclose,
-                    purpose: Purpose::Treatment,
-                    class: DataClass::AdviserLetter,
-                    at: now,
-                    document: Some(format!("DocumentReference/{}", d.document_id)),
-                };
-                crate::access::disclosure_decision(
-                    &*self.store,
-                    None,
-                    &d.patient_id,
-                    &question,
-                    None,
-                )
-                .await?
+        // The recipient is whoever the letter is addressed to: the referring practice, a
+        // referrer of another kind (Talking Therapies, a clinic), or an employer's contact (a
+        // letter the person approved), each its own class; every class the letter holds is asked.
+        let mut decided_all = Vec::new();
+        for question in self.disclosures(&d, now).await? {
+            let (decision, decided) = crate::access::disclosure_decision(
+                &*self.store,
+                None,
+                &d.patient_id,
+                &question,
+                None,
+            )
+            .await?;
+            decided_all.push(decided);
+            if !decision.permitted() {
+                let detail = format!(
+                    "consent does not allow this letter to go to its recipient: {}",
+                    decision.reason
+                );
+                tracing::info!(delivery = %d.id, "letter cancelled by consent");
+                self.outbox
+                    .metrics
+                    .count(Counted::Cancelled, d.channel.as_deref());
+                let mut change = Change::on(&d, Event::ConsentWithdrawn);
+                change.attempt = Some(log(AttemptOutcome::Cancelled, Some(detail.clone())));
+                change.last_error = Some(detail);
+                change.audit.extend(decided_all);
+                return self.record(&d, lease, change, now).await;
             }
-            None => {
-                return Err(StoreError::Corrupt(format!(
-                    "letter {} is addressed to {}, which is no recipient the gateway knows",
-                    d.id, d.practice
-                )));
-            }
-        };
-        let (decision, decided) = decision;
-        if !decision.permitted() {
-            let detail = format!(
-                "consent does not allow this letter to go to its recipient: {}",
-                decision.reason
-            );
-            tracing::info!(delivery = %d.id, "letter cancelled by consent");
-            self.outbox
-                .metrics
-                .count(Counted::Cancelled, d.channel.as_deref());
-            let mut change = Change::on(&d, Event::ConsentWithdrawn);
-            change.attempt = Some(log(AttemptOutcome::Cancelled, Some(detail.clone())));
-            change.last_error = Some(detail);
-            change.audit.push(decided);
-            return self.record(&d, lease, change, now).await;
         }
 
+        // An employer's contact takes the letter by e-mail at the address it is named by; anyone
+        // else by the route the directory gives it.
+        let employer = crate::letters::employer::contact_address(&d.practice);
         let ods = value_part(&d.practice);
-        let route = self.config.route_to(&d.practice);
+        let route = match employer {
+            Some(_) => None,
+            None => self.config.route_to(&d.practice),
+        };
         // Further decisions the message needed (the outcome class), audited with the attempt.
         let mut decided_too = Vec::new();
         let outcome = match route {
+            None if let Some(address) = employer => {
+                self.send_email(&d, address, Audience::Employer).await?
+            }
             None => Outcome::Retry {
                 error: Failure::new(format!(
                     "the directory has no delivery route for {}",
@@ -725,12 +720,18 @@ impl Worker {
                     .await
             }
             Some(PracticeRoute::Mesh(route)) => self.send_mesh(&d, route).await?,
-            Some(PracticeRoute::Email(route)) => self.send_email(&d, route).await?,
+            Some(PracticeRoute::Email(route)) => {
+                self.send_email(&d, &route.address, Audience::Referrer)
+                    .await?
+            }
         };
         // The event is set below, from what the attempt came to.
         let mut change = Change::on(&d, Event::Delivered);
-        change.channel = route.map(|r| r.channel().to_string());
-        change.audit.push(decided);
+        change.channel = match employer {
+            Some(_) => Some(PracticeRoute::EMAIL.to_string()),
+            None => route.map(|r| r.channel().to_string()),
+        };
+        change.audit.extend(decided_all);
         change.audit.extend(decided_too);
         match outcome {
             Outcome::Accepted => {
@@ -815,8 +816,58 @@ impl Worker {
         self.record(&d, lease, change, now).await
     }
 
-    /// Sends a letter's PDF by secure e-mail.
-    async fn send_email(&self, d: &Delivery, route: &EmailRoute) -> Result<Outcome, StoreError> {
+    /// What must be permitted for letter `d` to go, as of `now`: the adviser's letter to its
+    /// recipient; for an employer's contact, each class the document holds, for the document at
+    /// its current version (which only the person's approval of that version permits).
+    async fn disclosures(
+        &self,
+        d: &Delivery,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Question>, StoreError> {
+        let Some(recipient) = Recipient::addressed(&d.practice) else {
+            return Err(StoreError::Corrupt(format!(
+                "letter {} is addressed to {}, which is no recipient the gateway knows",
+                d.id, d.practice
+            )));
+        };
+        if recipient.class != crate::consent::RecipientClass::Employer {
+            return Ok(vec![Question {
+                recipient,
+                action: Action::Disclose,
+                purpose: Purpose::Treatment,
+                class: DataClass::AdviserLetter,
+                at: now,
+                document: Some(format!("DocumentReference/{}", d.document_id)),
+            }]);
+        }
+        let document = self
+            .required(d, "DocumentReference", &d.document_id)
+            .await?;
+        let version = document["meta"]["versionId"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        Ok(crate::letters::employer::document_classes(&document)
+            .into_iter()
+            .map(|class| {
+                crate::letters::employer::employer_question(
+                    &d.practice,
+                    class,
+                    &d.document_id,
+                    version,
+                    now,
+                )
+            })
+            .collect())
+    }
+
+    /// Sends a letter's PDF by secure e-mail to `to`.
+    async fn send_email(
+        &self,
+        d: &Delivery,
+        to: &str,
+        audience: Audience,
+    ) -> Result<Outcome, StoreError> {
         let Some(email) = &self.email else {
             return Ok(Outcome::Retry {
                 error: Failure::new(
@@ -855,7 +906,8 @@ impl Worker {
         Ok(email
             .send(&LetterMail {
                 message_id: &d.message_id,
-                to: &route.address,
+                to,
+                audience,
                 service_name,
                 title: document["description"].as_str().unwrap_or("Letter"),
                 their_reference,

@@ -215,6 +215,12 @@ pub fn employer_identifier_system() -> String {
     format!("{CANONICAL_BASE}/Id/employer")
 }
 
+/// Identifier system of an employer's contact an adviser addresses a letter the person approved
+/// to: its e-mail address, in lower case. The recipient such a letter's consent names.
+pub fn employer_contact_system() -> String {
+    format!("{CANONICAL_BASE}/Id/employer-contact")
+}
+
 /// Identifier system for a sending practice's own referral ids: one namespace per ODS code, so two
 /// practices can both use "REF-1" without colliding.
 pub fn practice_referral_id_system(ods_code: &str) -> String {

@@ -5,6 +5,7 @@
 //! as sent, whose status the outbox keeps current).
 
 pub mod delivery_state;
+pub mod employer;
 pub mod pdf;
 
 use base64::Engine;
@@ -210,11 +211,16 @@ enum Addressee {
     Practice,
     /// A referrer of another kind, by its kind (`talking-therapies`, …).
     Referrer(&'static str),
+    /// The person's employer, by the contact the adviser addressed (a letter the person approved).
+    Employer,
 }
 
 impl Addressee {
     fn of(recipient: &str) -> Addressee {
         let (system, _) = recipient.split_once('|').unwrap_or_default();
+        if system == systems::employer_contact_system() {
+            return Addressee::Employer;
+        }
         match systems::referrer_kind_of_system(system).and_then(crate::caller::Role::other_referrer)
         {
             Some(role) => Addressee::Referrer(role.as_str()),
@@ -227,6 +233,7 @@ impl Addressee {
         match self {
             Addressee::Practice => format!("ODS {code}"),
             Addressee::Referrer(kind) => format!("{} {code}", kind_words(kind)),
+            Addressee::Employer => code.to_string(),
         }
     }
 }
@@ -277,6 +284,7 @@ impl Context {
                 match self.addressee() {
                     Addressee::Practice => "The referring GP practice",
                     Addressee::Referrer(_) => "The referring organisation",
+                    Addressee::Employer => "The person's employer",
                 }
                 .into()
             }),
@@ -330,7 +338,7 @@ impl Context {
             letter.sections.push(Section {
                 title: match self.addressee() {
                     Addressee::Practice => "Recommendations for the GP".into(),
-                    Addressee::Referrer(_) => "Recommendations".into(),
+                    Addressee::Referrer(_) | Addressee::Employer => "Recommendations".into(),
                 },
                 paragraphs: vec![r.clone()],
             });
@@ -390,7 +398,7 @@ impl Context {
                 "No further action is needed from {} for this referral. We send this so that referrals to {} reach people it can help. The person has been told, or will be.",
                 match self.addressee() {
                     Addressee::Practice => "the practice",
-                    Addressee::Referrer(_) => "you",
+                    Addressee::Referrer(_) | Addressee::Employer => "you",
                 },
                 self.service_name
             )],
@@ -426,6 +434,7 @@ pub fn resources(
             .unwrap_or(match context.addressee() {
                 Addressee::Practice => "Referring practice",
                 Addressee::Referrer(_) => "Referring organisation",
+                Addressee::Employer => "The person's employer",
             }),
     );
     let doc_type = json!({ "coding": [{ "system": SNOMED, "code": DOCUMENT_TYPE.0, "display": DOCUMENT_TYPE.1 }] });

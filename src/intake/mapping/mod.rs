@@ -65,7 +65,7 @@ pub(super) fn evaluation_provision(period: Value) -> Value {
 /// dateTime text), opting in to `provision`. `recorder`: the organisation that recorded it on
 /// the person's behalf (the consent rules read it as who may mark it entered in error); none
 /// when the person recorded it themselves.
-pub(super) fn consent_resource(
+pub fn consent_resource(
     status: &str,
     scope: &str,
     patient: Value,

@@ -1,0 +1,517 @@
+//! Employer letters (issue 17, part 4), over HTTP against the real binary and a real SMTP server
+//! (aiosmtpd): the adviser drafts a return-to-work letter; without the person's approval it
+//! never leaves; approval of version 1 does not send an edited version 2; after a withdrawal
+//! nothing leaves; the PDF holds no diagnosis unless the person's consent covers it; nobody but
+//! the service knows the letter exists. Thought of as an attacker with each token: what can a
+//! practice, another service, the employer itself, or an adviser skipping the person, cause?
+
+mod common;
+
+use base64::Engine as _;
+use common::receiver::{flat, pdf_text, wait_one, whs};
+use common::*;
+use serde_json::{Value, json};
+use whg::auth::Principal;
+
+const EMPLOYER: &str = "hr@care-home.example";
+
+fn gateway(smtp: &RecordingServer, dir: &std::path::Path) -> Server {
+    let smtp_table = format!(
+        "[delivery.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"whg-letters@example.nhs.uk\"\n",
+        smtp.port
+    );
+    // A busy mailbox is retried within seconds.
+    Server::start_with(&common::receiver::letters_config(
+        "http://127.0.0.1:9",
+        dir,
+        &smtp_table,
+    ))
+}
+
+fn body(to: &str, summary: &str, conditions: bool) -> Value {
+    json!({
+        "kind": "return-to-work-plan",
+        "employer": { "name": "Sheffield care home (synthetic), HR", "email": to },
+        "summary": summary,
+        "plan": "Phased return over four weeks: 50%, 60%, 80%, 100% of her hours.",
+        "adjustments": ["A quiet space for breaks", "No night shifts for the first month"],
+        "includeHealthConditions": conditions,
+        "author": { "name": "Sam Patel", "role": "Work and health adviser" }
+    })
+}
+
+/// A referral to WHS for person `n`, accepted; its id and Patient id.
+async fn accepted(server: &Server, n: usize) -> (String, String) {
+    common::receiver::accepted_referral(server, n).await
+}
+
+async fn draft(server: &Server, sr: &str, body: &Value) -> Value {
+    let (status, _, letter) = whs(server)
+        .post(&format!("/api/v1/referrals/{sr}/employer-letters"), body)
+        .await;
+    assert_eq!(status, 201, "{letter}");
+    letter
+}
+
+async fn act(server: &Server, id: &str, what: &str, body: &Value) -> (u16, Value) {
+    let (status, _, out) = whs(server)
+        .post(&format!("/api/v1/employer-letters/{id}/{what}"), body)
+        .await;
+    (status, out)
+}
+
+fn pdf_of(letter: &Value) -> String {
+    let data = letter["document"]["content"][0]["attachment"]["data"]
+        .as_str()
+        .unwrap();
+    flat(&pdf_text(
+        &base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap(),
+    ))
+}
+
+async fn mails_to(smtp: &RecordingServer, to: &str, n: usize, secs: u64) -> Vec<Value> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let mails: Vec<Value> = smtp
+            .records()
+            .into_iter()
+            .filter(|m| m["to"][0] == to)
+            .collect();
+        if mails.len() >= n || std::time::Instant::now() > until {
+            return mails;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_letter_leaves_only_as_the_version_the_person_approved() {
+    let smtp = RecordingServer::start("tools/smtp_receiver.py");
+    let dir = tempfile::tempdir().unwrap();
+    let server = gateway(&smtp, dir.path());
+    let (sr, patient) = accepted(&server, 1).await;
+
+    // Every problem at once, each at its field; nothing stored.
+    let (status, _, outcome) = whs(&server)
+        .post(
+            &format!("/api/v1/referrals/{sr}/employer-letters"),
+            &json!({ "kind": "return-to-work-plan", "employer": { "name": "", "email": "not mail" }, "summary": "", "author": { "name": "" } }),
+        )
+        .await;
+    assert_eq!(status, 422, "{outcome}");
+    let at: Vec<&str> = outcome["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["expression"][0].as_str())
+        .collect();
+    assert_eq!(
+        at,
+        [
+            "employer.name",
+            "employer.email",
+            "summary",
+            "plan",
+            "author.name"
+        ],
+        "{outcome}"
+    );
+
+    // The draft: version 1, with the hash the person is shown; the conditions left out (no
+    // consent lets the service tell an employer about them), and said so.
+    let v1 = draft(
+        &server,
+        &sr,
+        &body(EMPLOYER, "Joanne would like to return in January.", true),
+    )
+    .await;
+    let id = v1["id"].as_str().unwrap().to_string();
+    assert_eq!(v1["state"], "draft");
+    assert_eq!(v1["version"], 1);
+    assert_eq!(v1["healthConditions"], "left-out", "{v1}");
+    assert!(
+        v1["healthConditionsLeftOut"]
+            .as_str()
+            .unwrap()
+            .contains("no active consent permits"),
+        "{v1}"
+    );
+    let text = pdf_of(&v1);
+    for needed in [
+        "Return-to-work plan from Sheffield Work and Health Service",
+        "Re: Joanne Whitworth",
+        "Joanne Whitworth has read this letter and agreed to it being sent to you.",
+        "Phased return over four weeks",
+        "A quiet space for breaks",
+    ] {
+        assert!(text.contains(needed), "{needed} not in:\n{text}");
+    }
+    for never in [
+        "Work-related stress",
+        "1979-06-14",
+        "NHS number",
+        &nhs_number(1),
+    ] {
+        assert!(
+            !text.contains(never),
+            "{never} in the employer's letter:\n{text}"
+        );
+    }
+
+    // Without the person's approval it never leaves.
+    let (status, outcome) = act(&server, &id, "send", &json!({})).await;
+    assert_eq!(status, 422, "{outcome}");
+    assert!(
+        outcome.to_string().contains("has not approved version 1"),
+        "{outcome}"
+    );
+    // An answer about another version than the one stored is refused at its field.
+    let (status, outcome) = act(
+        &server,
+        &id,
+        "answer",
+        &json!({ "sha256": "00".repeat(32), "approved": true }),
+    )
+    .await;
+    assert_eq!(status, 422, "{outcome}");
+    assert_eq!(outcome["issue"][0]["expression"][0], "sha256", "{outcome}");
+
+    // The person approves version 1 at a meeting; the adviser then edits it: version 2 is not
+    // covered, and does not leave.
+    let sha1 = v1["sha256"].as_str().unwrap();
+    let (status, approved) = act(
+        &server,
+        &id,
+        "answer",
+        &json!({ "sha256": sha1, "approved": true }),
+    )
+    .await;
+    assert_eq!(
+        (status, approved["state"].as_str()),
+        (200, Some("approved")),
+        "{approved}"
+    );
+    let (status, _, v2) = whs(&server)
+        .put(
+            &format!("/api/v1/employer-letters/{id}"),
+            &body(EMPLOYER, "Joanne would like to return in February.", false),
+        )
+        .await;
+    assert_eq!(status, 200, "{v2}");
+    assert_eq!(
+        (v2["version"].as_i64(), v2["state"].as_str()),
+        (Some(2), Some("draft")),
+        "{v2}"
+    );
+    assert_ne!(v2["sha256"], v1["sha256"]);
+    let (status, outcome) = act(&server, &id, "send", &json!({})).await;
+    assert_eq!(status, 422, "{outcome}");
+    assert!(
+        outcome.to_string().contains("has not approved version 2"),
+        "{outcome}"
+    );
+    // The person says no to version 2: it still cannot go.
+    let (status, declined) = act(
+        &server,
+        &id,
+        "answer",
+        &json!({ "sha256": v2["sha256"], "approved": false }),
+    )
+    .await;
+    assert_eq!(
+        (status, declined["state"].as_str()),
+        (200, Some("not-approved")),
+        "{declined}"
+    );
+    assert_eq!(act(&server, &id, "send", &json!({})).await.0, 422);
+    assert!(
+        mails_to(&smtp, EMPLOYER, 1, 1).await.is_empty(),
+        "nothing left"
+    );
+
+    // They change their mind and approve version 2: it goes, and is what arrives.
+    let (status, _) = act(
+        &server,
+        &id,
+        "answer",
+        &json!({ "sha256": v2["sha256"], "approved": true }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, sent) = act(&server, &id, "send", &json!({})).await;
+    assert_eq!(
+        (status, sent["state"].as_str()),
+        (200, Some("sent")),
+        "{sent}"
+    );
+    let letter = sent["letter"].as_str().unwrap();
+    let delivered = wait_one(&server, letter, "accepted", 15).await;
+    assert_eq!(delivered["delivery"]["channel"], "email", "{delivered}");
+    let mails = mails_to(&smtp, EMPLOYER, 1, 10).await;
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let pdf = base64::engine::general_purpose::STANDARD
+        .decode(mails[0]["attachments"][0]["base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        whg::letters::employer::sha256_hex(&pdf),
+        v2["sha256"].as_str().unwrap(),
+        "exactly the version approved arrives"
+    );
+    let text = flat(&pdf_text(&pdf));
+    assert!(text.contains("return in February"), "{text}");
+    let outside = format!("{} {}", mails[0]["headers"], mails[0]["body"]);
+    assert!(
+        !outside.contains("Whitworth") && !outside.contains(&nhs_number(1)),
+        "{outside}"
+    );
+    // Sent is sent: no edit, no second send.
+    let (status, _, _) = whs(&server)
+        .put(
+            &format!("/api/v1/employer-letters/{id}"),
+            &body(EMPLOYER, "Changed.", false),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(act(&server, &id, "send", &json!({})).await.0, 422);
+
+    // Every step is in the person's audit trail, for information governance.
+    let (status, audit) = server
+        .as_(Principal::new(
+            whg::caller::Role::InformationGovernance,
+            "ig-team",
+        ))
+        .get(&format!(
+            "/fhir/AuditEvent?patient=Patient/{patient}&_count=200"
+        ))
+        .await;
+    assert_eq!(status, 200, "{audit}");
+    let trail = audit.to_string();
+    for step in [
+        "employer letter drafted",
+        "employer letter changed (version 2 follows 1)",
+        "the person approved version 1 of the letter to their employer",
+        "the person did not approve version 2",
+        "the person approved version 2",
+        "employer letter version 2 queued for the employer's contact",
+        // The refused send's decision: nothing the person said permitted it.
+        "no active consent permits",
+    ] {
+        assert!(trail.contains(step), "{step} not in the audit trail");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_withdrawal_stops_a_letter_waiting_to_go_and_nobody_else_learns_of_it() {
+    let smtp = RecordingServer::start("tools/smtp_receiver.py");
+    let dir = tempfile::tempdir().unwrap();
+    let server = gateway(&smtp, dir.path());
+    let (sr, patient) = accepted(&server, 2).await;
+    // The employer's mailbox is busy: the letter waits, retried.
+    let busy = "busy.hr@care-home.example";
+    let letter = draft(
+        &server,
+        &sr,
+        &body(busy, "Joanne would like to return in January.", false),
+    )
+    .await;
+    let id = letter["id"].as_str().unwrap().to_string();
+
+    // Nobody but the service knows of it: the referring practice, another service, the
+    // commissioner, the anonymous caller.
+    for (who, actor) in [
+        (
+            "the practice",
+            server.as_(Principal::practice(DEFAULT_PRACTICE)),
+        ),
+        (
+            "another service",
+            server.as_(Principal::service("workwell-south-tyneside")),
+        ),
+    ] {
+        let (status, body) = actor.get(&format!("/api/v1/employer-letters/{id}")).await;
+        assert!(matches!(status, 403 | 404), "{who}: {status} {body}");
+        let (status, _, _) = actor
+            .post(
+                &format!("/api/v1/employer-letters/{id}/answer"),
+                &json!({ "sha256": letter["sha256"], "approved": true }),
+            )
+            .await;
+        assert!(matches!(status, 403 | 404), "{who} cannot approve it");
+        let (status, _, _) = actor
+            .post(&format!("/api/v1/employer-letters/{id}/send"), &json!({}))
+            .await;
+        assert!(matches!(status, 403 | 404), "{who} cannot send it");
+    }
+    // Another service, and an employer's own registered system (even the employer the letter
+    // is for: only the e-mail to the contact the person approved reaches it), cannot read the
+    // document at all. The referring practice reads it only as it reads the service's other
+    // letters, under the person's consent to feedback to it (docs/employer-letters.md).
+    for (who, actor) in [
+        (
+            "another service",
+            server.as_(Principal::service("workwell-south-tyneside")),
+        ),
+        (
+            "an employer's system",
+            server.as_(Principal::new(whg::caller::Role::Employer, "care-home")),
+        ),
+    ] {
+        let (status, _) = actor.get(&format!("/fhir/DocumentReference/{id}")).await;
+        assert!(
+            matches!(status, 403 | 404),
+            "{who} cannot read the document"
+        );
+        let (_, found) = actor
+            .get(&format!(
+                "/fhir/DocumentReference?patient=Patient/{patient}"
+            ))
+            .await;
+        assert!(
+            !found.to_string().contains(&id),
+            "{who} cannot find it: {found}"
+        );
+    }
+    let (status, _) = http_status(&server, &format!("/api/v1/employer-letters/{id}")).await;
+    assert_eq!(status, 401);
+
+    let (_, answered) = act(
+        &server,
+        &id,
+        "answer",
+        &json!({ "sha256": letter["sha256"], "approved": true }),
+    )
+    .await;
+    let approval = answered["answer"].as_str().unwrap().to_string();
+    let (status, sent) = act(&server, &id, "send", &json!({})).await;
+    assert_eq!(status, 200, "{sent}");
+    let communication = sent["letter"].as_str().unwrap().to_string();
+    // Wait for at least one refused attempt, so the withdrawal lands on a letter in retry.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let state = common::receiver::letter_state(&server, &communication).await;
+        if state["attempts"].as_array().is_some_and(|a| !a.is_empty()) {
+            assert!(
+                state["delivery"]["lastError"]
+                    .as_str()
+                    .unwrap()
+                    .contains("e-mail refused for now"),
+                "{state}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "{state}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // The person withdraws their approval (the service recorded it, and changes it).
+    let (status, mut consent) = whs(&server).get(&format!("/fhir/{approval}")).await;
+    assert_eq!(status, 200, "{consent}");
+    assert_eq!(
+        consent["patient"]["reference"],
+        format!("Patient/{patient}")
+    );
+    consent["status"] = json!("inactive");
+    let (status, _, updated) = whs(&server)
+        .put(&format!("/fhir/{approval}"), &consent)
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    let stopped = wait_one(&server, &communication, "cancelled", 15).await;
+    assert!(
+        stopped["delivery"]["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("consent does not allow"),
+        "{stopped}"
+    );
+    assert!(
+        smtp.records().is_empty(),
+        "nothing left: {:?}",
+        smtp.records()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_conditions_go_only_where_the_persons_consent_covers_them() {
+    let smtp = RecordingServer::start("tools/smtp_receiver.py");
+    let dir = tempfile::tempdir().unwrap();
+    let server = gateway(&smtp, dir.path());
+    let (sr, patient) = accepted(&server, 3).await;
+    // The person agreed, at their first contact, that their employer may know about their
+    // health condition: the service records it.
+    let consent = employer_diagnosis_consent(&patient, "permit");
+    let (status, _, recorded) = whs(&server).post("/fhir/Consent", &consent).await;
+    assert_eq!(status, 201, "{recorded}");
+    let letter = draft(
+        &server,
+        &sr,
+        &body(EMPLOYER, "Joanne would like to return in January.", true),
+    )
+    .await;
+    assert_eq!(letter["healthConditions"], "included", "{letter}");
+    let text = pdf_of(&letter);
+    assert!(
+        text.contains("has agreed that you may know about: Work-related stress."),
+        "{text}"
+    );
+    let id = letter["id"].as_str().unwrap();
+    act(
+        &server,
+        id,
+        "answer",
+        &json!({ "sha256": letter["sha256"], "approved": true }),
+    )
+    .await;
+
+    // Before it goes, they change their mind about their health: the letter holding it is
+    // stopped (asked when sent), and a new draft leaves it out.
+    let refusal = employer_diagnosis_consent(&patient, "deny");
+    let (status, _, recorded) = whs(&server).post("/fhir/Consent", &refusal).await;
+    assert_eq!(status, 201, "{recorded}");
+    let (status, outcome) = act(&server, id, "send", &json!({})).await;
+    assert_eq!(status, 422, "{outcome}");
+    let again = draft(
+        &server,
+        &sr,
+        &body(EMPLOYER, "Joanne would like to return in January.", true),
+    )
+    .await;
+    assert_eq!(again["healthConditions"], "left-out", "{again}");
+    assert!(!pdf_of(&again).contains("Work-related stress"));
+    assert!(mails_to(&smtp, EMPLOYER, 1, 1).await.is_empty());
+}
+
+/// A Consent the service records for the person: their employer may (or may not) be told about
+/// their health conditions, in letters the person approves.
+fn employer_diagnosis_consent(patient: &str, kind: &str) -> Value {
+    json!({
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy" }] },
+        "category": [{ "coding": [{ "system": "http://loinc.org", "code": "59284-0" }] }],
+        "patient": { "reference": format!("Patient/{patient}") },
+        "dateTime": chrono::Utc::now().to_rfc3339(),
+        "performer": [{ "reference": format!("Patient/{patient}") }],
+        "provision": {
+            "type": kind,
+            "period": { "start": "2026-01-01" },
+            "actor": [{
+                "role": { "coding": [
+                    { "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP" },
+                    { "system": "https://fhir.work-health-gateway.org/CodeSystem/consent-recipient", "code": "employer" }
+                ] },
+                "reference": { "display": "The person's employer" }
+            }],
+            "action": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "disclose" }] }],
+            "purpose": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT" }],
+            "class": [{ "system": "https://fhir.work-health-gateway.org/CodeSystem/consent-data-class", "code": "diagnosis" }]
+        }
+    })
+}
+
+async fn http_status(server: &Server, path: &str) -> (u16, Value) {
+    let r = http().get(server.url(path)).send().await.unwrap();
+    let (status, _, body) = read_response(r).await;
+    (status, body)
+}
