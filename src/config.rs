@@ -76,6 +76,19 @@ pub struct Config {
     #[serde(default)]
     pub sign_in: Option<SignInConfig>,
     pub self_referral: SelfReferralConfig,
+    pub employer_letters: EmployerLettersConfig,
+}
+
+/// Letters to a person's employer (`docs/employer-letters.md`): the one-time link on which the
+/// person approves one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmployerLettersConfig {
+    /// How long a link works after the adviser makes it.
+    pub link_valid_hours: u64,
+    /// Dates of birth a link takes a day (right or wrong): the link alone shows nothing, and a
+    /// date of birth cannot be guessed a few at a time.
+    pub birth_date_tries_per_day: f64,
 }
 
 /// The public self-referral form (`/refer`): anyone may send it, so what it may cost is bounded

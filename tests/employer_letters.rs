@@ -515,3 +515,285 @@ async fn http_status(server: &Server, path: &str) -> (u16, Value) {
     let (status, _, body) = read_response(r).await;
     (status, body)
 }
+
+async fn link_for(server: &Server, id: &str) -> String {
+    let (status, _, link) = whs(server)
+        .post(&format!("/api/v1/employer-letters/{id}/link"), &json!({}))
+        .await;
+    assert_eq!(status, 201, "{link}");
+    link["url"].as_str().unwrap().to_string()
+}
+
+/// A browser's form post to the link (as its own page sends it).
+async fn post_form(url: &str, fields: &[(&str, &str)]) -> (u16, String) {
+    let r = http()
+        .post(url)
+        .header("sec-fetch-site", "same-origin")
+        .form(fields)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+async fn get_page(url: &str) -> (u16, String) {
+    let r = http().get(url).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+const BIRTH: [(&str, &str); 3] = [
+    ("birth-day", "14"),
+    ("birth-month", "6"),
+    ("birth-year", "1979"),
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_person_answers_on_a_one_time_link_only_as_themselves() {
+    let smtp = RecordingServer::start("tools/smtp_receiver.py");
+    let dir = tempfile::tempdir().unwrap();
+    let server = gateway(&smtp, dir.path());
+    let (sr, _) = accepted(&server, 4).await;
+    let letter = draft(
+        &server,
+        &sr,
+        &body(EMPLOYER, "Joanne would like to return in January.", false),
+    )
+    .await;
+    let id = letter["id"].as_str().unwrap().to_string();
+    // Only the service makes links.
+    let (status, _, _) = server
+        .as_(Principal::practice(DEFAULT_PRACTICE))
+        .post(&format!("/api/v1/employer-letters/{id}/link"), &json!({}))
+        .await;
+    assert!(matches!(status, 403 | 404));
+    let url = link_for(&server, &id).await;
+    let token = url.rsplit('/').next().unwrap().to_string();
+
+    // The link alone shows nothing about the person or the letter.
+    let (status, first) = get_page(&url).await;
+    assert_eq!(status, 200, "{first}");
+    assert!(first.contains("What is your date of birth?"), "{first}");
+    for secret in ["Whitworth", "return in January", EMPLOYER] {
+        assert!(
+            !first.contains(secret),
+            "{secret} shown before the person said who they are"
+        );
+    }
+    // A wrong date of birth: asked again, still nothing shown.
+    let (status, wrong) = post_form(
+        &url,
+        &[
+            ("birth-day", "15"),
+            ("birth-month", "6"),
+            ("birth-year", "1979"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(
+        wrong.contains("does not match") && !wrong.contains("return in January"),
+        "{wrong}"
+    );
+    // Another site's post is refused.
+    let r = http()
+        .post(&url)
+        .header("sec-fetch-site", "cross-site")
+        .form(&BIRTH)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    // A link with one character changed is no link.
+    let mut forged = url.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == '0' { '1' } else { '0' });
+    assert_eq!(get_page(&forged).await.0, 404);
+
+    // Their date of birth: the letter as it would be sent, with its fingerprint.
+    let (status, shown) = post_form(&url, &BIRTH).await;
+    assert_eq!(status, 200, "{shown}");
+    assert!(
+        shown.contains("return in January") && shown.contains("Phased return"),
+        "{shown}"
+    );
+    let sha = letter["sha256"].as_str().unwrap();
+    assert!(shown.contains(sha), "the version shown is named: {shown}");
+    // No answer chosen: asked at the field.
+    let mut fields = BIRTH.to_vec();
+    fields.push(("version", sha));
+    let (status, unanswered) = post_form(&url, &fields).await;
+    assert_eq!(status, 422);
+    assert!(unanswered.contains("href=\"#answer-yes\""), "{unanswered}");
+    // Yes: recorded, and the link is spent.
+    fields.push(("answer", "yes"));
+    let (status, done) = post_form(&url, &fields).await;
+    assert_eq!(status, 200, "{done}");
+    assert!(
+        done.contains("You agreed to the letter being sent"),
+        "{done}"
+    );
+    assert_eq!(get_page(&url).await.0, 409, "a one-time link");
+    let (_, state) = whs(&server)
+        .get(&format!("/api/v1/employer-letters/{id}"))
+        .await;
+    assert_eq!(state["state"], "approved", "{state}");
+    let (status, sent) = act(&server, &id, "send", &json!({})).await;
+    assert_eq!(status, 200, "{sent}");
+    wait_one(&server, sent["letter"].as_str().unwrap(), "accepted", 15).await;
+    assert_eq!(mails_to(&smtp, EMPLOYER, 1, 10).await.len(), 1);
+
+    // A link to version 1 of a letter changed since answers nothing: the person is told.
+    let other = draft(&server, &sr, &body(EMPLOYER, "First draft.", false)).await;
+    let other_id = other["id"].as_str().unwrap().to_string();
+    let stale = link_for(&server, &other_id).await;
+    let (status, _, _) = whs(&server)
+        .put(
+            &format!("/api/v1/employer-letters/{other_id}"),
+            &body(EMPLOYER, "Second draft.", false),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, changed) = get_page(&stale).await;
+    assert_eq!(status, 409);
+    assert!(changed.contains("The letter has changed"), "{changed}");
+
+    // Whoever holds a link can try only a few dates of birth a day.
+    let guessed = draft(&server, &sr, &body(EMPLOYER, "Guess me.", false)).await;
+    let guessed_link = link_for(&server, guessed["id"].as_str().unwrap()).await;
+    let mut statuses = Vec::new();
+    for day in 1..=7 {
+        let day = day.to_string();
+        let (status, _) = post_form(
+            &guessed_link,
+            &[
+                ("birth-day", day.as_str()),
+                ("birth-month", "1"),
+                ("birth-year", "1980"),
+            ],
+        )
+        .await;
+        statuses.push(status);
+    }
+    assert_eq!(
+        statuses,
+        [422, 422, 422, 422, 422, 429, 429],
+        "{statuses:?}"
+    );
+    let (status, _) = post_form(&guessed_link, &BIRTH).await;
+    assert_eq!(status, 429, "not even the right one, until tomorrow");
+
+    // The link's token never reaches a log line.
+    assert!(
+        !server.logs().contains(&token),
+        "the link's token was logged"
+    );
+}
+
+/// Every fixture in fixtures/employer-letters: the valid ones drafted, approved, sent and
+/// received saying what they should (and never what they must not), their approval Consent and
+/// e-mail as the golden files in fixtures/outbound hold them; the invalid ones refused with
+/// exactly their issues.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_employer_letter_fixture_gives_its_expected_result() {
+    let smtp = RecordingServer::start("tools/smtp_receiver.py");
+    let dir = tempfile::tempdir().unwrap();
+    let server = gateway(&smtp, dir.path());
+    let mut sent = 0;
+    for (n, path) in fixtures("employer-letters").into_iter().enumerate() {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let stem = name.trim_end_matches(".json");
+        let expected = read_json(&expected_path(&path));
+        let (sr, _) = accepted(&server, 20 + n).await;
+        let (status, _, answer) = whs(&server)
+            .post(
+                &format!("/api/v1/referrals/{sr}/employer-letters"),
+                &read_json(&path),
+            )
+            .await;
+        assert_eq!(status, expected["status"], "{name}: {answer}");
+        if let Some(expressions) = expected["expressions"].as_array() {
+            let got: Vec<&str> = answer["issue"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|i| i["expression"][0].as_str())
+                .collect();
+            let want: Vec<&str> = expressions.iter().map(|e| e.as_str().unwrap()).collect();
+            assert_eq!(got, want, "{name}: {answer}");
+            continue;
+        }
+        assert_eq!(
+            answer["healthConditions"], expected["healthConditions"],
+            "{name}"
+        );
+        let id = answer["id"].as_str().unwrap();
+        let (status, answered) = act(
+            &server,
+            id,
+            "answer",
+            &json!({ "sha256": answer["sha256"], "approved": true }),
+        )
+        .await;
+        assert_eq!(status, 200, "{name}: {answered}");
+        let (status, queued) = act(&server, id, "send", &json!({})).await;
+        assert_eq!(status, 200, "{name}: {queued}");
+        wait_one(&server, queued["letter"].as_str().unwrap(), "accepted", 15).await;
+        sent += 1;
+        let mails = mails_to(&smtp, EMPLOYER, sent, 10).await;
+        let mail = mails.last().unwrap();
+        let pdf = base64::engine::general_purpose::STANDARD
+            .decode(mail["attachments"][0]["base64"].as_str().unwrap())
+            .unwrap();
+        let text = flat(&pdf_text(&pdf));
+        for needed in expected["pdfContains"].as_array().unwrap() {
+            let needed = flat(needed.as_str().unwrap());
+            assert!(text.contains(&needed), "{name}: '{needed}' not in:\n{text}");
+        }
+        for never in expected["pdfLacks"].as_array().unwrap() {
+            let never = never.as_str().unwrap();
+            assert!(
+                !text.contains(never),
+                "{name}: '{never}' told to the employer:\n{text}"
+            );
+        }
+        // What an integrator's mail system and an IG reviewer see, ids and times aside.
+        let (_, consent) = whs(&server)
+            .get(&format!("/fhir/{}", answered["answer"].as_str().unwrap()))
+            .await;
+        // Everything stored for it is FHIR R4 in its profiles, by independent implementations.
+        let mut stored = vec![consent.clone()];
+        for (kind, rid) in [
+            ("Composition", id),
+            ("DocumentReference", id),
+            ("Communication", queued["letter"].as_str().unwrap()),
+        ] {
+            let (status, resource) = whs(&server).get(&format!("/fhir/{kind}/{rid}")).await;
+            assert_eq!(status, 200, "{name}: {resource}");
+            stored.push(resource);
+        }
+        check_with_independent_fhir(&stored);
+        let base = server.url("");
+        let base = base.trim_end_matches('/');
+        check_golden(
+            &root().join(format!("fixtures/outbound/employer-{stem}.approval.json")),
+            &golden_form(&consent, base),
+        );
+        let email = json!({
+            "from": mail["from"],
+            "to": mail["to"],
+            "subject": mail["headers"]["subject"],
+            "body": mail["body"],
+            "attachments": mail["attachments"].as_array().unwrap().iter().map(|a| json!({
+                "filename": a["filename"],
+                "contentType": a["contentType"],
+            })).collect::<Vec<_>>(),
+        });
+        check_golden(
+            &root().join(format!("fixtures/outbound/employer-{stem}.email.json")),
+            &golden_form(&email, base),
+        );
+    }
+    assert_eq!(sent, 3);
+}

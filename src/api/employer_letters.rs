@@ -141,3 +141,32 @@ pub async fn send(
     .await?;
     Ok(answered(&app, StatusCode::OK, &letter))
 }
+
+/// `POST /api/v1/employer-letters/{id}/link`: a one-time link for the person to read this
+/// version and answer, for the adviser to send them.
+pub async fn issue_link(
+    State(app): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    require_scope(&principal, scope::WORKFLOW)?;
+    let id = path_id(id, "employer letter")?;
+    let link = use_case::issue_link(
+        &*app.store,
+        &app.config,
+        &app.form_key.link_key(),
+        &caller(&principal, &headers),
+        &id,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "url": link.url,
+            "version": link.version,
+            "expires": link.expires.to_rfc3339(),
+        })),
+    )
+        .into_response())
+}

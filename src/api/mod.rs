@@ -1,6 +1,7 @@
 //! HTTP routes (axum) and the server around them. Handlers extract a request, call one use case in
 //! [`crate::app`] and answer; the use cases' errors become OperationOutcomes in `error.rs`.
 
+mod approve;
 mod auth;
 mod body;
 mod client_address;
@@ -244,6 +245,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/employer-letters/{id}/send",
             post(employer_letters::send),
         )
+        .route(
+            "/api/v1/employer-letters/{id}/link",
+            post(employer_letters::issue_link),
+        )
         .route("/api/v1/referrals/{id}/workflow", get(workflow::show))
         .route("/api/v1/letters", get(workflow::list_letters))
         .route("/api/v1/letters/{id}", get(workflow::show_letter))
@@ -260,6 +265,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .merge(dashboard::routes())
         .merge(refer::routes())
+        .merge(approve::routes())
         // After every route, before the fallbacks: runs once a route has matched.
         .route_layer(middleware::from_fn(name_request_span))
         .fallback(not_found)
@@ -465,6 +471,10 @@ fn loggable_path(path: &str) -> String {
             // A self-referral's reference (in its confirmation's address) is the person's.
             if crate::app::self_referral::is_reference(&decoded) {
                 return "{reference}";
+            }
+            // An approval link's token is a secret for the person who holds it.
+            if crate::letters::approval_link::is_link_token(&decoded) {
+                return "{link}";
             }
             let masked = if is_uuid(&decoded) {
                 holds_nhs_number(&decoded.replace('-', ""))
@@ -743,6 +753,16 @@ mod tests {
             );
         }
         assert_eq!(loggable_path("/api/v1/referrals"), "/api/v1/referrals");
+        // An approval link's token is a secret: never logged.
+        let link = crate::letters::approval_link::LinkKey::new(b"k").seal(
+            "01a24259-345a-775f-be12-a0c7f38764e0",
+            1,
+            2_000_000_000,
+        );
+        assert_eq!(
+            loggable_path(&format!("/letters/approve/{link}")),
+            "/letters/approve/{link}"
+        );
         assert_eq!(
             loggable_path("/fhir/Task/019a20dc-0ae8-7719-8d30-a12345678abc"),
             "/fhir/Task/019a20dc-0ae8-7719-8d30-a12345678abc",

@@ -20,6 +20,7 @@ use crate::audit::{self, Event, Kind};
 use crate::config::Config;
 use crate::consent::{Basis, DataClass, Question};
 use crate::fhir::{Issue, IssueType, Issues};
+use crate::letters::approval_link::{LinkKey, LinkProblem};
 use crate::letters::delivery_state::DeliveryState;
 use crate::letters::employer::{
     self, ApprovalMethod, Conditions, EmployerLetterBody, draft_resources, employer_question,
@@ -206,7 +207,9 @@ pub async fn revise(
         referral: sr["id"].as_str().unwrap_or_default().to_string(),
         ..Default::default()
     };
-    for resource in resources {
+    for mut resource in resources {
+        // A new version claims its profiles as the first did.
+        crate::fhir::resource::claim_uk_core(&mut resource);
         let kind = resource["resourceType"].as_str().unwrap_or_default();
         let stored = store
             .read(kind, &found_id(&resource))
@@ -756,4 +759,194 @@ fn check(body: &EmployerLetterBody) -> Result<(), WorkflowError> {
 
 fn refused(why: &str) -> WorkflowError {
     WorkflowError::Invalid(Issue::general(IssueType::BusinessRule, why).into())
+}
+
+/// A one-time link made for the person.
+#[derive(Debug)]
+pub struct IssuedLink {
+    pub url: String,
+    pub version: i64,
+    pub expires: DateTime<Utc>,
+}
+
+/// A one-time link on which the person reads version of the letter `id` as it stands and
+/// answers: for the adviser to send them (the gateway does not know how to reach them).
+pub async fn issue_link(
+    store: &dyn Store,
+    config: &Config,
+    key: &LinkKey,
+    caller: &Caller<'_>,
+    id: &str,
+) -> Result<IssuedLink, WorkflowError> {
+    let found = letter_of(store, caller, id).await?;
+    match found.stage {
+        LetterStage::Sent => return Err(refused("this letter has already been sent")),
+        LetterStage::Approved | LetterStage::NotApproved => {
+            return Err(refused(
+                "the person has already answered about this version; change the letter to ask them about a new one",
+            ));
+        }
+        LetterStage::Draft => {}
+    }
+    let now = Utc::now();
+    let expires = now
+        + chrono::Duration::hours(
+            i64::try_from(config.employer_letters.link_valid_hours).unwrap_or(i64::MAX / 3600),
+        );
+    let token = key.seal(&found.id, found.version, expires.timestamp());
+    let patient = found.document["subject"]["reference"]
+        .as_str()
+        .map(str::to_string);
+    store
+        .transact(Transaction {
+            referral: bare(&found.referral).to_string(),
+            audit: vec![audit::audit_event(&Event {
+                kind: Kind::Updated,
+                principal: Some(caller.principal),
+                patient,
+                entities: vec![versioned(&found.id, found.version)],
+                decision: None,
+                permitted: true,
+                description: format!(
+                    "one-time link made for the person to answer about version {} of the letter to their employer, until {}",
+                    found.version,
+                    expires.to_rfc3339()
+                ),
+                at: now,
+                request_id: caller.request_id.clone(),
+            })],
+            ..Default::default()
+        })
+        .await?;
+    Ok(IssuedLink {
+        url: format!("{}/letters/approve/{token}", config.base_url()),
+        version: found.version,
+        expires,
+    })
+}
+
+/// Why a link cannot be used now: each is a page the person is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkRefusal {
+    /// Not a link the gateway made, or its letter is gone.
+    Unknown,
+    Expired,
+    /// The letter was changed after the link was made.
+    Changed,
+    Sent,
+    /// The person has answered about this version.
+    Answered,
+    /// The date of birth given is not the person's.
+    WrongBirthDate,
+}
+
+/// The letter a link names, if it can still be answered on.
+pub async fn open_link(
+    store: &dyn Store,
+    key: &LinkKey,
+    token: &str,
+) -> Result<Result<EmployerLetter, LinkRefusal>, StoreError> {
+    let claim = match key.open(token, Utc::now().timestamp()) {
+        Ok(claim) => claim,
+        Err(LinkProblem::Forged) => return Ok(Err(LinkRefusal::Unknown)),
+        Err(LinkProblem::Expired) => return Ok(Err(LinkRefusal::Expired)),
+    };
+    let Some(document) = store.read("DocumentReference", &claim.letter).await? else {
+        return Ok(Err(LinkRefusal::Unknown));
+    };
+    let Some(referral_ref) =
+        related(&document, "ServiceRequest/").filter(|_| employer::is_employer_letter(&document))
+    else {
+        return Ok(Err(LinkRefusal::Unknown));
+    };
+    let letter = assemble(store, document, referral_ref).await?;
+    Ok(match letter.stage {
+        LetterStage::Sent => Err(LinkRefusal::Sent),
+        _ if letter.version != claim.version => Err(LinkRefusal::Changed),
+        LetterStage::Approved | LetterStage::NotApproved => Err(LinkRefusal::Answered),
+        LetterStage::Draft => Ok(letter),
+    })
+}
+
+/// Whether `birth_date` is the person's, as the referral states them; a wrong one is audited.
+pub async fn is_the_person(
+    store: &dyn Store,
+    letter: &EmployerLetter,
+    birth_date: chrono::NaiveDate,
+) -> Result<bool, StoreError> {
+    let patient = crate::access::patient_of_referral(store, bare(&letter.referral))
+        .await?
+        .unwrap_or_default();
+    let theirs = patient["birthDate"].as_str() == Some(birth_date.to_string().as_str());
+    if !theirs {
+        store
+            .transact(Transaction {
+                referral: bare(&letter.referral).to_string(),
+                audit: vec![audit::audit_event(&Event {
+                    kind: Kind::Read,
+                    principal: None,
+                    patient: letter.document["subject"]["reference"]
+                        .as_str()
+                        .map(str::to_string),
+                    entities: vec![versioned(&letter.id, letter.version)],
+                    decision: None,
+                    permitted: false,
+                    description: "a wrong date of birth was given on the one-time link to a letter to the person's employer; nothing was shown".into(),
+                    at: Utc::now(),
+                    request_id: None,
+                })],
+                ..Default::default()
+            })
+            .await?;
+    }
+    Ok(theirs)
+}
+
+/// The person, having given their date of birth on the link, answers about the version they
+/// were shown (`sha256`).
+pub async fn answer_on_link(
+    store: &dyn Store,
+    letter: &EmployerLetter,
+    sha256: &str,
+    approved: bool,
+) -> Result<Result<(), LinkRefusal>, StoreError> {
+    match answer(
+        store,
+        None,
+        letter,
+        sha256,
+        approved,
+        ApprovalMethod::OneTimeLink,
+    )
+    .await
+    {
+        Ok(_) => Ok(Ok(())),
+        // The letter changed between the page and the answer.
+        Err(WorkflowError::Invalid(_)) => Ok(Err(LinkRefusal::Changed)),
+        Err(WorkflowError::Store(e)) => Err(e),
+        Err(other) => Err(StoreError::Corrupt(other.to_string())),
+    }
+}
+
+/// The letter's sections as its Composition holds them (title, paragraphs), for the link's page:
+/// the same text the PDF was rendered from.
+pub async fn sections_of(
+    store: &dyn Store,
+    letter: &EmployerLetter,
+) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+    let composition = store
+        .read("Composition", &letter.id)
+        .await?
+        .unwrap_or_default();
+    Ok(composition["section"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s["title"].as_str().unwrap_or_default().to_string(),
+                crate::letters::paragraphs_of(s["text"]["div"].as_str().unwrap_or_default()),
+            )
+        })
+        .collect())
 }

@@ -157,6 +157,22 @@ impl RateLimiter {
     }
 }
 
+impl RateLimiter {
+    /// Takes one date of birth given on the one-time link to employer letter `letter` from its
+    /// allowance (`[employer_letters] birth_date_tries_per_day`, right or wrong): whoever holds
+    /// a link can try only a few dates a day, from however many addresses.
+    pub async fn admit_link_try(
+        &self,
+        shared: &dyn Coordination,
+        letter: &str,
+        limits: &crate::config::EmployerLettersConfig,
+    ) -> Result<(), Throttled> {
+        let key = format!("letter-link:{letter}");
+        let per_day = limits.birth_date_tries_per_day;
+        take(&self.clients, shared, &key, per_day / 86_400.0, per_day).await
+    }
+}
+
 /// Takes one request from `key`'s allowance: in the store, where instances share it (several
 /// gateways behind one load balancer allow a client its rate in all, not per instance), else in
 /// `local`. A shared store that cannot answer falls back to this instance's own buckets: the

@@ -25,6 +25,12 @@ impl FormKey {
         FormKey(secret.to_vec())
     }
 
+    /// The key employer-letter approval links are signed with: the same secret (one key file for
+    /// the gateway's public pages, shared between instances), under a label of its own.
+    pub fn link_key(&self) -> crate::letters::approval_link::LinkKey {
+        crate::letters::approval_link::LinkKey::new(&self.0)
+    }
+
     /// The configured key file's key, created on first start.
     pub fn load(config: &Config) -> Result<Self, String> {
         let path = &config.self_referral.form_key;

@@ -4,6 +4,7 @@
 //! structured letter), a DocumentReference (the PDF, for filing) and a Communication (the letter
 //! as sent, whose status the outbox keeps current).
 
+pub mod approval_link;
 pub mod delivery_state;
 pub mod employer;
 pub mod pdf;
@@ -514,6 +515,20 @@ fn xhtml(paragraphs: &[String]) -> String {
         .map(|p| format!("<p>{}</p>", escape(p)))
         .collect();
     format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{body}</div>")
+}
+
+/// The paragraphs of narrative [`xhtml`] wrote, as text again.
+pub fn paragraphs_of(div: &str) -> Vec<String> {
+    div.split("<p>")
+        .skip(1)
+        .filter_map(|p| p.split_once("</p>").map(|(text, _)| text))
+        .map(|text| {
+            text.replace("<br/>", "\n")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&")
+        })
+        .collect()
 }
 
 fn escape(s: &str) -> String {

@@ -172,3 +172,9 @@ fn a_letter_to_a_referrer_of_another_kind_is_worded_for_it_not_for_a_gp() {
     assert!(titles.contains(&"Recommendations"), "{titles:?}");
     assert!(!titles.iter().any(|t| t.contains("GP")), "{titles:?}");
 }
+
+#[test]
+fn narrative_reads_back_as_the_paragraphs_it_was_written_from() {
+    let paragraphs = vec!["A & B <c>".to_string(), "two\nlines".to_string()];
+    assert_eq!(paragraphs_of(&xhtml(&paragraphs)), paragraphs);
+}

@@ -11,6 +11,24 @@ use crate::intake::self_referral::{Answers, field};
 const SERVICE_NAME: &str = "Refer yourself for work and health support";
 
 fn layout(title: &str, main: Markup) -> Markup {
+    layout_for(
+        SERVICE_NAME,
+        "/refer",
+        title,
+        main,
+        "Your answers go only to the service you choose. Nothing you type here is kept in this browser or sent to any other website.",
+    )
+}
+
+/// A public page for a person: the NHS.UK header naming `header` (linking to `home`), `main`,
+/// and the footer's reassurance `footer`. No script, nothing from another site.
+pub(crate) fn layout_for(
+    header: &str,
+    home: &str,
+    title: &str,
+    main: Markup,
+    footer: &str,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en-GB" {
@@ -19,7 +37,7 @@ fn layout(title: &str, main: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 // Nothing a person types is sent to another site, and search engines keep no copy.
                 meta name="robots" content="noindex, nofollow";
-                title { (title) " – " (SERVICE_NAME) }
+                title { (title) " – " (header) }
                 link rel="icon" href="/dashboard/assets/favicon.svg" type="image/svg+xml";
                 link rel="stylesheet" href="/dashboard/assets/nhsuk-frontend.min.css";
                 link rel="stylesheet" href="/dashboard/assets/dashboard.css";
@@ -29,8 +47,8 @@ fn layout(title: &str, main: Markup) -> Markup {
                 header class="nhsuk-header" role="banner" {
                     div class="nhsuk-header__container nhsuk-width-container" {
                         div class="nhsuk-header__service" {
-                            a class="nhsuk-header__service-logo" href="/refer" {
-                                span class="nhsuk-header__service-name" { (SERVICE_NAME) }
+                            a class="nhsuk-header__service-logo" href=(home) {
+                                span class="nhsuk-header__service-name" { (header) }
                             }
                         }
                     }
@@ -42,9 +60,7 @@ fn layout(title: &str, main: Markup) -> Markup {
                 }
                 footer class="nhsuk-footer" {
                     div class="nhsuk-width-container" {
-                        p class="nhsuk-body-s" {
-                            "Your answers go only to the service you choose. Nothing you type here is kept in this browser or sent to any other website."
-                        }
+                        p class="nhsuk-body-s" { (footer) }
                     }
                 }
             }
@@ -344,7 +360,7 @@ fn error_for<'a>(errors: &'a [(String, String)], name: &str) -> Option<&'a str> 
 
 /// The error summary: every problem, each a link to its question. Focused on load without
 /// script (`autofocus`), as the frontend's own script would.
-fn summary(errors: &[(String, String)]) -> Markup {
+pub(crate) fn summary(errors: &[(String, String)]) -> Markup {
     html! {
         div class="nhsuk-error-summary" aria-labelledby="error-summary-title" tabindex="-1" autofocus {
             h2 class="nhsuk-error-summary__title" id="error-summary-title" { "There is a problem" }
@@ -558,7 +574,7 @@ fn choice_group(
 }
 
 /// A date asked as day, month and year, in a fieldset; `autocomplete` names a birthday's parts.
-fn date_group(
+pub(crate) fn date_group(
     errors: &[(String, String)],
     legend: &str,
     hint: &str,
