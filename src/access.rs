@@ -136,7 +136,9 @@ fn consent_class(role: Role, resource_type: &str, class: DataClass) -> Option<Da
 
 /// Types whose records are decided one by one, so a search reads each: their class differs
 /// (fit notes among Observations, referral prompts among Tasks, the service's contacts among
-/// Encounters), or each is a letter a consent may name by its document.
+/// Encounters), each is a letter a consent may name by its document, or some are the service's
+/// alone ([`services_alone`]: employer letters and the person's answers about them, among
+/// letters and Consents).
 fn decided_each(resource_type: &str) -> bool {
     matches!(
         resource_type,
@@ -146,7 +148,17 @@ fn decided_each(resource_type: &str) -> bool {
             | "DocumentReference"
             | "Composition"
             | "Communication"
+            | "Consent"
     )
+}
+
+/// Whether `resource` is hidden from `role` whatever the person's consent: the service's
+/// dealings with the person's employer (an employer letter, the person's answer about one) are
+/// the service's alone. No referrer learns what the person was asked to let their employer know
+/// or what they said — neither their practice under its consent to feedback, nor an employer
+/// that referred them. Part of the one tenancy rule: reads, searches, counts and paging alike.
+fn services_alone(role: Role, resource: &Value) -> bool {
+    role.refers() && crate::letters::employer::is_employer_record(resource)
 }
 
 /// Reads an override as the overrides API shows it (and the decision fixtures write it).
@@ -315,6 +327,9 @@ impl Guard<'_> {
                     "only information-governance staff read the audit trail".into(),
                 ))
             };
+        }
+        if services_alone(self.principal.role, resource) {
+            return Err(AccessError::NotFound(reference));
         }
         let Some(class) = consent::data_class_of(resource) else {
             return Ok(Vec::new()); // organisations and practitioners: directory data
@@ -505,6 +520,9 @@ impl Guard<'_> {
             let mut files = ConsentFiles::default();
             let mut visible = Vec::with_capacity(candidates.len());
             for c in candidates {
+                if read.get(&c.id).is_some_and(|r| services_alone(role, r)) {
+                    continue;
+                }
                 let class = read
                     .get(&c.id)
                     .and_then(consent::data_class_of)

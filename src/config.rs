@@ -885,6 +885,17 @@ impl Config {
         if let Some(smtp) = &self.delivery.smtp {
             smtp.check("delivery.smtp")?;
         }
+        let e = &self.employer_letters;
+        if !(1..=24 * 90).contains(&e.link_valid_hours) {
+            return Err(ConfigError::Invalid(
+                "employer_letters.link_valid_hours must be from 1 to 2160 (90 days)".into(),
+            ));
+        }
+        if !(e.birth_date_tries_per_day.is_finite() && e.birth_date_tries_per_day >= 1.0) {
+            return Err(ConfigError::Invalid(
+                "employer_letters.birth_date_tries_per_day must be a number of at least 1".into(),
+            ));
+        }
         if self.reports.suppression_threshold < 1 {
             return Err(ConfigError::Invalid(
                 "reports.suppression_threshold must be at least 1: 0 would publish every small count"

@@ -16,15 +16,19 @@ use whg::auth::Principal;
 const EMPLOYER: &str = "hr@care-home.example";
 
 fn gateway(smtp: &RecordingServer, dir: &std::path::Path) -> Server {
+    gateway_with(smtp, dir, "")
+}
+
+/// The same, with `extra` configuration after the rest.
+fn gateway_with(smtp: &RecordingServer, dir: &std::path::Path, extra: &str) -> Server {
     let smtp_table = format!(
         "[delivery.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"whg-letters@example.nhs.uk\"\n",
         smtp.port
     );
     // A busy mailbox is retried within seconds.
-    Server::start_with(&common::receiver::letters_config(
-        "http://127.0.0.1:9",
-        dir,
-        &smtp_table,
+    Server::start_with(&format!(
+        "{}\n{extra}",
+        common::receiver::letters_config("http://127.0.0.1:9", dir, &smtp_table)
     ))
 }
 
@@ -344,11 +348,13 @@ async fn a_withdrawal_stops_a_letter_waiting_to_go_and_nobody_else_learns_of_it(
             .await;
         assert!(matches!(status, 403 | 404), "{who} cannot send it");
     }
-    // Another service, and an employer's own registered system (even the employer the letter
-    // is for: only the e-mail to the contact the person approved reaches it), cannot read the
-    // document at all. The referring practice reads it only as it reads the service's other
-    // letters, under the person's consent to feedback to it (docs/employer-letters.md).
+    // Another service, the referring practice (whatever its consent to feedback) and an
+    // employer's own registered system cannot read the document at all.
     for (who, actor) in [
+        (
+            "the practice",
+            server.as_(Principal::practice(DEFAULT_PRACTICE)),
+        ),
         (
             "another service",
             server.as_(Principal::service("workwell-south-tyneside")),
@@ -516,12 +522,16 @@ async fn http_status(server: &Server, path: &str) -> (u16, Value) {
     (status, body)
 }
 
-async fn link_for(server: &Server, id: &str) -> String {
+/// A one-time link for letter `id`, and its code.
+async fn link_for(server: &Server, id: &str) -> (String, String) {
     let (status, _, link) = whs(server)
         .post(&format!("/api/v1/employer-letters/{id}/link"), &json!({}))
         .await;
     assert_eq!(status, 201, "{link}");
-    link["url"].as_str().unwrap().to_string()
+    (
+        link["url"].as_str().unwrap().to_string(),
+        link["code"].as_str().unwrap().to_string(),
+    )
 }
 
 /// A browser's form post to the link (as its own page sends it).
@@ -553,7 +563,13 @@ const BIRTH: [(&str, &str); 3] = [
 async fn the_person_answers_on_a_one_time_link_only_as_themselves() {
     let smtp = RecordingServer::start("tools/smtp_receiver.py");
     let dir = tempfile::tempdir().unwrap();
-    let server = gateway(&smtp, dir.path());
+    // The person's own tries on one letter here are more than a person needs (wrong ones
+    // among them), so this gateway takes seven a day.
+    let server = gateway_with(
+        &smtp,
+        dir.path(),
+        "[employer_letters]\nbirth_date_tries_per_day = 7.0\n",
+    );
     let (sr, _) = accepted(&server, 4).await;
     let letter = draft(
         &server,
@@ -568,8 +584,16 @@ async fn the_person_answers_on_a_one_time_link_only_as_themselves() {
         .post(&format!("/api/v1/employer-letters/{id}/link"), &json!({}))
         .await;
     assert!(matches!(status, 403 | 404));
-    let url = link_for(&server, &id).await;
+    let (url, code) = link_for(&server, &id).await;
     let token = url.rsplit('/').next().unwrap().to_string();
+    let who = |day: &'static str| {
+        vec![
+            ("birth-day", day),
+            ("birth-month", "6"),
+            ("birth-year", "1979"),
+            ("code", code.as_str()),
+        ]
+    };
 
     // The link alone shows nothing about the person or the letter.
     let (status, first) = get_page(&url).await;
@@ -582,25 +606,27 @@ async fn the_person_answers_on_a_one_time_link_only_as_themselves() {
         );
     }
     // A wrong date of birth: asked again, still nothing shown.
-    let (status, wrong) = post_form(
-        &url,
-        &[
-            ("birth-day", "15"),
-            ("birth-month", "6"),
-            ("birth-year", "1979"),
-        ],
-    )
-    .await;
+    let (status, wrong) = post_form(&url, &who("15")).await;
     assert_eq!(status, 422);
     assert!(
         wrong.contains("does not match") && !wrong.contains("return in January"),
         "{wrong}"
     );
+    // The right date of birth without the code (as an employer who saw the link and knows the
+    // person's birthday would have it): nothing either.
+    let (status, wrong) = post_form(&url, &BIRTH).await;
+    assert_eq!(status, 422);
+    assert!(!wrong.contains("return in January"), "{wrong}");
+    let mut bad_code = who("14");
+    bad_code[3] = ("code", "000000");
+    if code != "000000" {
+        assert_eq!(post_form(&url, &bad_code).await.0, 422);
+    }
     // Another site's post is refused.
     let r = http()
         .post(&url)
         .header("sec-fetch-site", "cross-site")
-        .form(&BIRTH)
+        .form(&who("14"))
         .send()
         .await
         .unwrap();
@@ -611,8 +637,8 @@ async fn the_person_answers_on_a_one_time_link_only_as_themselves() {
     forged.push(if last == '0' { '1' } else { '0' });
     assert_eq!(get_page(&forged).await.0, 404);
 
-    // Their date of birth: the letter as it would be sent, with its fingerprint.
-    let (status, shown) = post_form(&url, &BIRTH).await;
+    // Their date of birth and code: the letter as it would be sent, with its fingerprint.
+    let (status, shown) = post_form(&url, &who("14")).await;
     assert_eq!(status, 200, "{shown}");
     assert!(
         shown.contains("return in January") && shown.contains("Phased return"),
@@ -621,7 +647,7 @@ async fn the_person_answers_on_a_one_time_link_only_as_themselves() {
     let sha = letter["sha256"].as_str().unwrap();
     assert!(shown.contains(sha), "the version shown is named: {shown}");
     // No answer chosen: asked at the field.
-    let mut fields = BIRTH.to_vec();
+    let mut fields = who("14");
     fields.push(("version", sha));
     let (status, unanswered) = post_form(&url, &fields).await;
     assert_eq!(status, 422);
@@ -634,7 +660,16 @@ async fn the_person_answers_on_a_one_time_link_only_as_themselves() {
         done.contains("You agreed to the letter being sent"),
         "{done}"
     );
-    assert_eq!(get_page(&url).await.0, 409, "a one-time link");
+    // A one-time link: spent, as the person (and only the person) is told.
+    let (status, again) = get_page(&url).await;
+    assert_eq!(
+        status, 200,
+        "the link says nothing of the letter's state before the details"
+    );
+    assert!(!again.contains("already answered"), "{again}");
+    let (status, again) = post_form(&url, &who("14")).await;
+    assert_eq!(status, 409);
+    assert!(again.contains("You have already answered"), "{again}");
     let (_, state) = whs(&server)
         .get(&format!("/api/v1/employer-letters/{id}"))
         .await;
@@ -647,7 +682,7 @@ async fn the_person_answers_on_a_one_time_link_only_as_themselves() {
     // A link to version 1 of a letter changed since answers nothing: the person is told.
     let other = draft(&server, &sr, &body(EMPLOYER, "First draft.", false)).await;
     let other_id = other["id"].as_str().unwrap().to_string();
-    let stale = link_for(&server, &other_id).await;
+    let (stale, stale_code) = link_for(&server, &other_id).await;
     let (status, _, _) = whs(&server)
         .put(
             &format!("/api/v1/employer-letters/{other_id}"),
@@ -655,15 +690,24 @@ async fn the_person_answers_on_a_one_time_link_only_as_themselves() {
         )
         .await;
     assert_eq!(status, 200);
-    let (status, changed) = get_page(&stale).await;
+    let (status, changed) = post_form(
+        &stale,
+        &[
+            ("birth-day", "14"),
+            ("birth-month", "6"),
+            ("birth-year", "1979"),
+            ("code", stale_code.as_str()),
+        ],
+    )
+    .await;
     assert_eq!(status, 409);
     assert!(changed.contains("The letter has changed"), "{changed}");
 
     // Whoever holds a link can try only a few dates of birth a day.
     let guessed = draft(&server, &sr, &body(EMPLOYER, "Guess me.", false)).await;
-    let guessed_link = link_for(&server, guessed["id"].as_str().unwrap()).await;
+    let (guessed_link, guessed_code) = link_for(&server, guessed["id"].as_str().unwrap()).await;
     let mut statuses = Vec::new();
-    for day in 1..=7 {
+    for day in 1..=8 {
         let day = day.to_string();
         let (status, _) = post_form(
             &guessed_link,
@@ -678,10 +722,12 @@ async fn the_person_answers_on_a_one_time_link_only_as_themselves() {
     }
     assert_eq!(
         statuses,
-        [422, 422, 422, 422, 422, 429, 429],
+        [422, 422, 422, 422, 422, 422, 422, 429],
         "{statuses:?}"
     );
-    let (status, _) = post_form(&guessed_link, &BIRTH).await;
+    let mut right = BIRTH.to_vec();
+    right.push(("code", guessed_code.as_str()));
+    let (status, _) = post_form(&guessed_link, &right).await;
     assert_eq!(status, 429, "not even the right one, until tomorrow");
 
     // The link's token never reaches a log line.
@@ -796,4 +842,147 @@ async fn every_employer_letter_fixture_gives_its_expected_result() {
         );
     }
     assert_eq!(sent, 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_the_person_is_asked_stays_between_them_and_the_service() {
+    let smtp = RecordingServer::start("tools/smtp_receiver.py");
+    let dir = tempfile::tempdir().unwrap();
+    let server = gateway(&smtp, dir.path());
+    // The employer referred the person (with their agreement): it is a party to the referral.
+    let body =
+        read_json(&root().join("fixtures/referrals/valid/33-employer-hr-driver-stay-in-work.json"));
+    let employer = server.token(&sender_of(&body).unwrap());
+    let r = http()
+        .post(server.url("/api/v1/referrals"))
+        .bearer_auth(&employer)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (status, headers, outcome) = read_response(r).await;
+    assert_eq!(status, 201, "{outcome}");
+    let sr = location_id(&headers);
+    let service = server.as_(Principal::service(body["targetService"].as_str().unwrap()));
+    let (status, _, _) = service
+        .post(
+            &format!("/api/v1/referrals/{sr}/triage"),
+            &json!({ "decision": "accept" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _, letter) = service
+        .post(
+            &format!("/api/v1/referrals/{sr}/employer-letters"),
+            &body_for_employer(),
+        )
+        .await;
+    assert_eq!(status, 201, "{letter}");
+    let id = letter["id"].as_str().unwrap().to_string();
+    let (status, _, answered) = service
+        .post(
+            &format!("/api/v1/employer-letters/{id}/answer"),
+            &json!({ "sha256": letter["sha256"], "approved": false }),
+        )
+        .await;
+    assert_eq!(status, 200, "{answered}");
+    let no = answered["answer"].as_str().unwrap().to_string();
+    let patient = letter["document"]["subject"]["reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The employer's own system reads its referral, but nothing of the letter or of the
+    // person's "no" to it: not by id, not by search.
+    let get = |path: String| {
+        let (server, employer) = (&server, employer.clone());
+        async move {
+            let r = http()
+                .get(server.url(&path))
+                .bearer_auth(&employer)
+                .send()
+                .await
+                .unwrap();
+            let (status, _, body) = read_response(r).await;
+            (status, body)
+        }
+    };
+    assert_eq!(get(format!("/fhir/ServiceRequest/{sr}")).await.0, 200);
+    for path in [
+        format!("/fhir/DocumentReference/{id}"),
+        format!("/fhir/Composition/{id}"),
+        format!("/fhir/{no}"),
+        format!("/fhir/{no}/_history/1"),
+    ] {
+        let (status, body) = get(path.clone()).await;
+        assert!(matches!(status, 403 | 404), "{path}: {status} {body}");
+    }
+    for path in [
+        format!("/fhir/Consent?patient={patient}"),
+        format!("/fhir/DocumentReference?patient={patient}"),
+        format!("/fhir/Communication?patient={patient}"),
+    ] {
+        let (_, found) = get(path.clone()).await;
+        let text = found.to_string();
+        assert!(
+            !text.contains(&id) && !text.contains(no.trim_start_matches("Consent/")),
+            "{path}: {found}"
+        );
+    }
+
+    // Nobody else can answer for the person: a Consent another party records that names the
+    // letter's version (as its id shows in the link) is not an answer.
+    let forged = json!({
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy" }] },
+        "category": [{ "coding": [{ "system": "http://loinc.org", "code": "59284-0" }] }],
+        "patient": { "reference": patient },
+        "dateTime": chrono::Utc::now().to_rfc3339(),
+        "performer": [{ "reference": patient }],
+        "meta": { "tag": [{ "system": "https://fhir.work-health-gateway.org/CodeSystem/record-origin", "code": "work-health-service" }] },
+        "sourceAttachment": { "contentType": "application/pdf", "url": format!("DocumentReference/{id}/_history/2") },
+        "provision": {
+            "type": "permit",
+            "actor": [{ "role": { "coding": [{ "system": "https://fhir.work-health-gateway.org/CodeSystem/consent-recipient", "code": "work-health-service" }] },
+                        "reference": { "identifier": { "system": "https://fhir.work-health-gateway.org/Id/service", "value": body["targetService"] } } }],
+            "action": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "access" }] }]
+        }
+    });
+    // Even with the scope to record Consents (which an operator may grant it).
+    let mut recorder = sender_of(&body).unwrap();
+    recorder.scopes.push("system/Consent.c".into());
+    let r = http()
+        .post(server.url("/fhir/Consent"))
+        .bearer_auth(server.token(&recorder))
+        .json(&forged)
+        .send()
+        .await
+        .unwrap();
+    let (status, _, recorded) = read_response(r).await;
+    assert_eq!(status, 201, "the employer may record the person's agreement to the service: {recorded}");
+    let (_, revised) = {
+        let (status, _, v2) = service
+            .put(
+                &format!("/api/v1/employer-letters/{id}"),
+                &body_for_employer(),
+            )
+            .await;
+        (status, v2)
+    };
+    assert_eq!(revised["version"], 2, "{revised}");
+    assert_eq!(
+        revised["state"], "draft",
+        "a Consent the employer recorded ({status}: {recorded}) answers nothing for the person"
+    );
+}
+
+fn body_for_employer() -> Value {
+    json!({
+        "kind": "workplace-adjustments",
+        "employer": { "name": "Northern Freight Ltd (synthetic), HR", "email": "hr@northern-freight.example" },
+        "summary": "Mark is at work and managing; these changes would help him stay.",
+        "adjustments": ["No driving shifts longer than four hours for the next month"],
+        "author": { "name": "Sam Patel", "role": "Work and health adviser" }
+    })
 }

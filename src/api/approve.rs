@@ -1,6 +1,7 @@
 //! `/letters/approve/{link}`: the one-time link on which a person reads a letter to their
-//! employer and says yes or no. Public: the link is the only key, so the page shows nothing
-//! until the person gives their date of birth, a few tries a day per letter (429 beyond); posts
+//! employer and says yes or no. Public: the link is not proof of who holds it, so the page shows
+//! nothing (not even the letter's state) until the person gives their date of birth and the
+//! link's code, a few tries a day per letter (429 beyond); posts
 //! from another site are refused; bodies are small. The link's token never reaches a log line
 //! (`loggable_path`), and the pages send no referrer anywhere.
 
@@ -90,14 +91,11 @@ fn service_name<'a>(app: &'a AppState, letter: &'a EmployerLetter) -> &'a str {
 async fn show(State(app): State<AppState>, Path(link): Path<String>) -> Response {
     let key = app.form_key.link_key();
     match use_case::open_link(&*app.store, &key, &link).await {
-        Ok(Ok(letter)) => link_page(
+        // Whatever the letter's state, the page says nothing of it until the person has said
+        // who they are.
+        Ok(Ok(_)) => link_page(
             StatusCode::OK,
-            approval::ask(
-                service_name(&app, &letter),
-                &action(&link),
-                None,
-                &Answers(Vec::new()),
-            ),
+            approval::ask(&action(&link), None, &Answers(Vec::new())),
         ),
         Ok(Err(why)) => refusal(why),
         Err(e) => unavailable(e),
@@ -139,18 +137,16 @@ async fn post(
     };
     let answers = Answers::from_urlencoded(&collected.to_bytes());
     let key = app.form_key.link_key();
-    let letter = match use_case::open_link(&*app.store, &key, &link).await {
-        Ok(Ok(letter)) => letter,
+    let opened = match use_case::open_link(&*app.store, &key, &link).await {
+        Ok(Ok(opened)) => opened,
         Ok(Err(why)) => return refusal(why),
         Err(e) => return unavailable(e),
     };
-    let service = service_name(&app, &letter).to_string();
+    let letter = &opened.letter;
+    let service = service_name(&app, letter).to_string();
     let here = action(&link);
     let ask_again = |status: StatusCode, problem: &str| {
-        link_page(
-            status,
-            approval::ask(&service, &here, Some(problem), &answers),
-        )
+        link_page(status, approval::ask(&here, Some(problem), &answers))
     };
     if let Err(t) = app
         .limiter
@@ -164,7 +160,7 @@ async fn post(
             StatusCode::TOO_MANY_REQUESTS,
             approval::problem(
                 "Too many tries",
-                "The date of birth was tried too many times. Try again tomorrow, or ask your adviser to show you the letter.",
+                "The details were tried too many times. Try again tomorrow, or ask your adviser to show you the letter.",
             ),
         );
         if let Ok(v) = HeaderValue::from_str(&t.wait.to_string()) {
@@ -178,15 +174,21 @@ async fn post(
             "Enter your date of birth as numbers, for example 15 3 1984",
         );
     };
-    match use_case::is_the_person(&*app.store, &letter, birth_date).await {
+    let code = key.code_matches(&link, answers.one(field::CODE).unwrap_or_default());
+    match use_case::is_the_person(&*app.store, letter, birth_date, code).await {
         Ok(true) => {}
+        // Which of the two was wrong is not said.
         Ok(false) => {
             return ask_again(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "The date of birth does not match. Check it and try again",
+                "The date of birth or the code does not match. Check them and try again",
             );
         }
         Err(e) => return unavailable(e),
+    }
+    // Only now may the holder learn the letter's state.
+    if let Err(why) = opened.answerable {
+        return refusal(why);
     }
     let shown = |status: StatusCode, problem: Option<&str>, sections: &[(String, Vec<String>)]| {
         let to = format!(
@@ -212,7 +214,7 @@ async fn post(
         Some("yes") => true,
         Some("no") => false,
         given => {
-            let sections = match use_case::sections_of(&*app.store, &letter).await {
+            let sections = match use_case::sections_of(&*app.store, letter).await {
                 Ok(s) => s,
                 Err(e) => return unavailable(e),
             };
@@ -231,7 +233,7 @@ async fn post(
         }
     };
     let sha256 = answers.one(field::SHA256).unwrap_or_default();
-    match use_case::answer_on_link(&*app.store, &letter, sha256, approved).await {
+    match use_case::answer_on_link(&*app.store, letter, sha256, approved).await {
         Ok(Ok(())) => link_page(StatusCode::OK, approval::answered(&service, approved)),
         Ok(Err(why)) => refusal(why),
         Err(e) => unavailable(e),

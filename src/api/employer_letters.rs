@@ -164,6 +164,7 @@ pub async fn issue_link(
         StatusCode::CREATED,
         Json(serde_json::json!({
             "url": link.url,
+            "code": link.code,
             "version": link.version,
             "expires": link.expires.to_rfc3339(),
         })),

@@ -380,6 +380,8 @@ fn checked_consent(
         referring,
     };
     let mut body = body.clone();
+    // Only the gateway marks its own records (an employer-letter approval among them).
+    consent::strip_origin_tags(&mut body);
     let mut issues =
         match consent::standard::translate_and_read(&mut body, "Consent", &parties, &|_| None) {
             Ok(_) => Issues::new(),

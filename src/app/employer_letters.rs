@@ -183,6 +183,9 @@ pub async fn revise(
     id: &str,
     body: &EmployerLetterBody,
 ) -> Result<EmployerLetter, WorkflowError> {
+    // Read before the letter's state: a send committed after this read changes the Composition,
+    // so this edit then conflicts with it rather than rewriting a letter already sent.
+    let composition_before = store.read("Composition", id).await?;
     let found = letter_of(store, caller, id).await?;
     check(body)?;
     if found.stage == LetterStage::Sent {
@@ -211,12 +214,18 @@ pub async fn revise(
         // A new version claims its profiles as the first did.
         crate::fhir::resource::claim_uk_core(&mut resource);
         let kind = resource["resourceType"].as_str().unwrap_or_default();
-        let stored = store
-            .read(kind, &found_id(&resource))
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("employer letter {id}: {kind} missing")))?;
-        tx.updates
-            .push((resource, super::stored_version(&stored).unwrap_or(1)));
+        // Each at the version read before the state was checked (the document's as found).
+        let based_on = match kind {
+            "Composition" => composition_before.as_ref().and_then(super::stored_version),
+            "DocumentReference" => Some(found.version),
+            _ => store
+                .read(kind, &found_id(&resource))
+                .await?
+                .as_ref()
+                .and_then(super::stored_version),
+        }
+        .ok_or_else(|| StoreError::Corrupt(format!("employer letter {id}: {kind} missing")))?;
+        tx.updates.push((resource, based_on));
     }
     tx.audit.extend(decided);
     tx.audit.push(audit::audit_event(&Event {
@@ -344,7 +353,7 @@ pub(super) async fn answer(
         decision: None,
         permitted: true,
         description: format!(
-            "the person {} version {} of the letter to their employer (SHA-256 {}), {}",
+            "the person {} version {} of the letter to their employer (SHA-256 {}), {}{}",
             if approved {
                 "approved"
             } else {
@@ -352,7 +361,13 @@ pub(super) async fn answer(
             },
             letter.version,
             letter.sha256,
-            method.words()
+            method.words(),
+            // A changed mind is kept as such: the earlier answer stays on record.
+            letter
+                .answer
+                .as_deref()
+                .map(|earlier| format!("; this replaces their earlier answer, {earlier}"))
+                .unwrap_or_default()
         ),
         at: now,
         request_id: caller.and_then(|c| c.request_id.clone()),
@@ -370,6 +385,13 @@ pub async fn send(
     caller: &Caller<'_>,
     id: &str,
 ) -> Result<EmployerLetter, WorkflowError> {
+    // Read before the letter's state: an edit committed after this read changes the
+    // Composition, so this send then conflicts with it rather than queueing a version the
+    // person was not asked about.
+    let composition = store
+        .read("Composition", id)
+        .await?
+        .ok_or_else(|| WorkflowError::UnknownLetter(id.to_string()))?;
     let found = letter_of(store, caller, id).await?;
     if found.stage == LetterStage::Sent {
         return Err(refused("this letter has already been sent"));
@@ -422,10 +444,6 @@ pub async fn send(
         .ok_or_else(|| {
             StoreError::Corrupt(format!("employer letter {id}: Communication missing"))
         })?;
-    let composition = store
-        .read("Composition", &found.id)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("employer letter {id}: Composition missing")))?;
     let mut sent = communication.clone();
     sent["status"] = json!(DeliveryState::Queued.communication_status());
     sent["statusReason"] = json!({ "coding": [crate::fhir::terminology::coding("letter-delivery-state", DeliveryState::Queued.code())] });
@@ -586,7 +604,23 @@ pub(super) async fn assemble(
             .as_str()
             .unwrap_or_default(),
     );
-    let answer = latest_answer(store, &patient, &versioned(&id, version)).await?;
+    let service = format!(
+        "{}|{}",
+        document["custodian"]["identifier"]["system"]
+            .as_str()
+            .unwrap_or_default(),
+        document["custodian"]["identifier"]["value"]
+            .as_str()
+            .unwrap_or_default()
+    );
+    let answer = latest_answer(
+        store,
+        &patient,
+        &versioned(&id, version),
+        &recipient,
+        &service,
+    )
+    .await?;
     let stage = match (&answer, sent) {
         (_, true) => LetterStage::Sent,
         (Some((_, true)), false) => LetterStage::Approved,
@@ -619,6 +653,8 @@ async fn latest_answer(
     store: &dyn Store,
     patient: &PatientId,
     document: &str,
+    recipient: &str,
+    service: &str,
 ) -> Result<Option<(String, bool)>, StoreError> {
     let request = crate::fhir::search::SearchRequest {
         resource_type: "Consent".into(),
@@ -641,7 +677,7 @@ async fn latest_answer(
         .read_many("Consent", &ids)
         .await?
         .into_iter()
-        .filter(|c| employer::answers(c, document))
+        .filter(|c| employer::answers(c, document, recipient, service))
         .collect();
     answers.sort_by(|a, b| {
         a["dateTime"]
@@ -765,6 +801,8 @@ fn refused(why: &str) -> WorkflowError {
 #[derive(Debug)]
 pub struct IssuedLink {
     pub url: String,
+    /// The link's code, for the adviser to give the person by another way than the link.
+    pub code: String,
     pub version: i64,
     pub expires: DateTime<Utc>,
 }
@@ -820,6 +858,7 @@ pub async fn issue_link(
         .await?;
     Ok(IssuedLink {
         url: format!("{}/letters/approve/{token}", config.base_url()),
+        code: key.code(&token),
         version: found.version,
         expires,
     })
@@ -840,12 +879,22 @@ pub enum LinkRefusal {
     WrongBirthDate,
 }
 
-/// The letter a link names, if it can still be answered on.
+/// A genuine link's letter, and whether it can still be answered on: what the person is told
+/// only once they have said who they are.
+#[derive(Debug)]
+pub struct Opened {
+    pub letter: EmployerLetter,
+    pub answerable: Result<(), LinkRefusal>,
+}
+
+/// The letter a link names: `Err` for a link that is no link (or whose letter is gone) or has
+/// expired, which anyone holding it may be told; otherwise the letter, with its state kept for
+/// after the person's date of birth and code.
 pub async fn open_link(
     store: &dyn Store,
     key: &LinkKey,
     token: &str,
-) -> Result<Result<EmployerLetter, LinkRefusal>, StoreError> {
+) -> Result<Result<Opened, LinkRefusal>, StoreError> {
     let claim = match key.open(token, Utc::now().timestamp()) {
         Ok(claim) => claim,
         Err(LinkProblem::Forged) => return Ok(Err(LinkRefusal::Unknown)),
@@ -860,24 +909,27 @@ pub async fn open_link(
         return Ok(Err(LinkRefusal::Unknown));
     };
     let letter = assemble(store, document, referral_ref).await?;
-    Ok(match letter.stage {
+    let answerable = match letter.stage {
         LetterStage::Sent => Err(LinkRefusal::Sent),
         _ if letter.version != claim.version => Err(LinkRefusal::Changed),
         LetterStage::Approved | LetterStage::NotApproved => Err(LinkRefusal::Answered),
-        LetterStage::Draft => Ok(letter),
-    })
+        LetterStage::Draft => Ok(()),
+    };
+    Ok(Ok(Opened { letter, answerable }))
 }
 
-/// Whether `birth_date` is the person's, as the referral states them; a wrong one is audited.
+/// Whether `birth_date` is the person's, as the referral states them, and the link's code was
+/// right (`code`): both or nothing. Wrong details are audited.
 pub async fn is_the_person(
     store: &dyn Store,
     letter: &EmployerLetter,
     birth_date: chrono::NaiveDate,
+    code: bool,
 ) -> Result<bool, StoreError> {
     let patient = crate::access::patient_of_referral(store, bare(&letter.referral))
         .await?
         .unwrap_or_default();
-    let theirs = patient["birthDate"].as_str() == Some(birth_date.to_string().as_str());
+    let theirs = code && patient["birthDate"].as_str() == Some(birth_date.to_string().as_str());
     if !theirs {
         store
             .transact(Transaction {
@@ -891,7 +943,7 @@ pub async fn is_the_person(
                     entities: vec![versioned(&letter.id, letter.version)],
                     decision: None,
                     permitted: false,
-                    description: "a wrong date of birth was given on the one-time link to a letter to the person's employer; nothing was shown".into(),
+                    description: "wrong details (date of birth or code) were given on the one-time link to a letter to the person's employer; nothing was shown".into(),
                     at: Utc::now(),
                     request_id: None,
                 })],

@@ -432,6 +432,16 @@ pub async fn run(
     }
 }
 
+/// A letter's recipient as logs, spans, metrics and alerts name it: a practice or referrer by its
+/// code; an employer's contact never by its address (a person's work e-mail), only as what it is.
+fn loggable_recipient(recipient: &str) -> &str {
+    if crate::letters::employer::contact_address(recipient).is_some() {
+        "employer-contact"
+    } else {
+        value_part(recipient)
+    }
+}
+
 /// A letter's recipient (`system|value`) in words for the delivery record: a practice by its ODS
 /// code, a referrer of another kind by its kind and code.
 fn recipient_words(recipient: &str) -> String {
@@ -459,7 +469,7 @@ fn letter_span(name: &'static str, d: &Delivery) -> tracing::Span {
         whg.letter.message_id = %d.message_id,
         whg.letter.attempt = d.attempts + 1,
         whg.letter.urgent = d.urgent,
-        whg.practice.ods = value_part(&d.practice),
+        whg.practice.ods = loggable_recipient(&d.practice),
         whg.letter.state = tracing::field::Empty,
     )
 }
@@ -467,7 +477,7 @@ fn letter_span(name: &'static str, d: &Delivery) -> tracing::Span {
 impl Worker {
     /// What an alert about letter `d` says of it.
     fn letter_facts<'a>(&'a self, d: &'a Delivery) -> crate::alerts::LetterFacts<'a> {
-        let ods = value_part(&d.practice);
+        let ods = loggable_recipient(&d.practice);
         crate::alerts::LetterFacts {
             letter_id: d.id.as_str(),
             service_id: value_part(&d.service),
@@ -547,7 +557,7 @@ impl Worker {
             "urgent letter not acknowledged within {} s of being queued: phone the practice",
             self.config.delivery.urgent_ack_secs
         );
-        tracing::error!(delivery = %d.id, practice = %d.practice, attempts = d.attempts, alert = "letter-escalated", "{detail}");
+        tracing::error!(delivery = %d.id, practice = loggable_recipient(&d.practice), attempts = d.attempts, alert = "letter-escalated", "{detail}");
         self.outbox
             .metrics
             .count(Counted::Escalated, d.channel.as_deref());
@@ -631,7 +641,7 @@ impl Worker {
                 d.last_error.as_deref().unwrap_or("none")
             );
             // The last error can hold the receiver's own text: it stays in the record.
-            tracing::error!(delivery = %d.id, practice = %d.practice, attempts = d.attempts, alert = "letter-dead", "letter not delivered within the retry window");
+            tracing::error!(delivery = %d.id, practice = loggable_recipient(&d.practice), attempts = d.attempts, alert = "letter-dead", "letter not delivered within the retry window");
             self.outbox
                 .metrics
                 .count(Counted::Dead, d.channel.as_deref());
@@ -654,7 +664,8 @@ impl Worker {
         // referrer of another kind (Talking Therapies, a clinic), or an employer's contact (a
         // letter the person approved), each its own class; every class the letter holds is asked.
         let mut decided_all = Vec::new();
-        for question in self.disclosures(&d, now).await? {
+        let (questions, asked_of) = self.disclosures(&d, now).await?;
+        for question in questions {
             let (decision, decided) = crate::access::disclosure_decision(
                 &*self.store,
                 None,
@@ -684,7 +695,7 @@ impl Worker {
         // An employer's contact takes the letter by e-mail at the address it is named by; anyone
         // else by the route the directory gives it.
         let employer = crate::letters::employer::contact_address(&d.practice);
-        let ods = value_part(&d.practice);
+        let ods = loggable_recipient(&d.practice);
         let route = match employer {
             Some(_) => None,
             None => self.config.route_to(&d.practice),
@@ -692,8 +703,10 @@ impl Worker {
         // Further decisions the message needed (the outcome class), audited with the attempt.
         let mut decided_too = Vec::new();
         let outcome = match route {
+            // The very version consent was asked about, as read then: nothing in between.
             None if let Some(address) = employer => {
-                self.send_email(&d, address, Audience::Employer).await?
+                self.send_email(&d, address, Audience::Employer, asked_of)
+                    .await?
             }
             None => Outcome::Retry {
                 error: Failure::new(format!(
@@ -721,7 +734,7 @@ impl Worker {
             }
             Some(PracticeRoute::Mesh(route)) => self.send_mesh(&d, route).await?,
             Some(PracticeRoute::Email(route)) => {
-                self.send_email(&d, &route.address, Audience::Referrer)
+                self.send_email(&d, &route.address, Audience::Referrer, None)
                     .await?
             }
         };
@@ -823,7 +836,7 @@ impl Worker {
         &self,
         d: &Delivery,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Question>, StoreError> {
+    ) -> Result<(Vec<Question>, Option<Value>), StoreError> {
         let Some(recipient) = Recipient::addressed(&d.practice) else {
             return Err(StoreError::Corrupt(format!(
                 "letter {} is addressed to {}, which is no recipient the gateway knows",
@@ -831,14 +844,17 @@ impl Worker {
             )));
         };
         if recipient.class != crate::consent::RecipientClass::Employer {
-            return Ok(vec![Question {
-                recipient,
-                action: Action::Disclose,
-                purpose: Purpose::Treatment,
-                class: DataClass::AdviserLetter,
-                at: now,
-                document: Some(format!("DocumentReference/{}", d.document_id)),
-            }]);
+            return Ok((
+                vec![Question {
+                    recipient,
+                    action: Action::Disclose,
+                    purpose: Purpose::Treatment,
+                    class: DataClass::AdviserLetter,
+                    at: now,
+                    document: Some(format!("DocumentReference/{}", d.document_id)),
+                }],
+                None,
+            ));
         }
         let document = self
             .required(d, "DocumentReference", &d.document_id)
@@ -847,7 +863,7 @@ impl Worker {
             .as_str()
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
-        Ok(crate::letters::employer::document_classes(&document)
+        let questions = crate::letters::employer::document_classes(&document)
             .into_iter()
             .map(|class| {
                 crate::letters::employer::employer_question(
@@ -858,15 +874,18 @@ impl Worker {
                     now,
                 )
             })
-            .collect())
+            .collect();
+        Ok((questions, Some(document)))
     }
 
-    /// Sends a letter's PDF by secure e-mail to `to`.
+    /// Sends a letter's PDF by secure e-mail to `to`: the PDF of `document` when given (the
+    /// version consent was just asked about), else of the letter's document as stored.
     async fn send_email(
         &self,
         d: &Delivery,
         to: &str,
         audience: Audience,
+        document: Option<Value>,
     ) -> Result<Outcome, StoreError> {
         let Some(email) = &self.email else {
             return Ok(Outcome::Retry {
@@ -876,9 +895,13 @@ impl Worker {
                 retry_after: None,
             });
         };
-        let document = self
-            .required(d, "DocumentReference", &d.document_id)
-            .await?;
+        let document = match document {
+            Some(document) => document,
+            None => {
+                self.required(d, "DocumentReference", &d.document_id)
+                    .await?
+            }
+        };
         let pdf = super::mesh::pdf_of(&document)
             .and_then(|b64| {
                 use base64::Engine as _;

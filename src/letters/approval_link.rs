@@ -4,7 +4,8 @@
 //! ever pass for one, nor one for a form token). It names one version: an edit makes the link
 //! answer "this letter has changed". It is spent once the person has answered about that
 //! version (a Consent names it), and it proves nothing about who holds it: the page asks for the
-//! person's date of birth before it shows the letter, a few tries a day.
+//! person's date of birth and the link's code (given to them apart from the link) before it
+//! shows anything, a few tries a day.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -82,6 +83,32 @@ impl LinkKey {
     }
 }
 
+impl LinkKey {
+    /// The link's code: six digits the adviser gives the person by another way than the link
+    /// (said on the phone, or a text when the link went by e-mail), which the page asks for with
+    /// the date of birth. Someone who saw the link where it was sent (an employer reading a
+    /// work inbox, who may well know the person's date of birth) does not have it. Derived from
+    /// the token under the key, so nothing is stored.
+    pub fn code(&self, token: &str) -> String {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        mac.update(format!("whg-employer-letter-code|v1|{token}").as_bytes());
+        let bytes = mac.finalize().into_bytes();
+        let n = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) % 1_000_000;
+        format!("{n:06}")
+    }
+
+    /// Whether `given` is the link's code (spaces ignored), compared in constant time.
+    pub fn code_matches(&self, token: &str, given: &str) -> bool {
+        let given: String = given.chars().filter(|c| !c.is_whitespace()).collect();
+        aws_lc_rs::constant_time::verify_slices_are_equal(
+            self.code(token).as_bytes(),
+            given.as_bytes(),
+        )
+        .is_ok()
+    }
+}
+
 /// Whether a path segment is a link's token (for the logs, which never show one).
 pub fn is_link_token(segment: &str) -> bool {
     segment.starts_with("l1.") && segment.matches('.').count() == 4
@@ -131,6 +158,28 @@ mod tests {
         ] {
             assert_eq!(key.open(broken, 1000), Err(LinkProblem::Forged), "{broken}");
         }
+    }
+
+    #[test]
+    fn a_links_code_is_six_digits_only_the_key_gives() {
+        let key = LinkKey::new(b"k1");
+        let token = key.seal(LETTER, 1, 2000);
+        let code = key.code(&token);
+        assert_eq!(code.len(), 6);
+        assert!(code.bytes().all(|b| b.is_ascii_digit()));
+        assert!(key.code_matches(&token, &code));
+        assert!(key.code_matches(&token, &format!("{} {}", &code[..3], &code[3..])));
+        assert!(!key.code_matches(&token, ""));
+        assert_ne!(
+            LinkKey::new(b"k2").code(&token),
+            code,
+            "another key, another code"
+        );
+        assert_ne!(
+            key.code(&key.seal(LETTER, 2, 2000)),
+            code,
+            "another version, another code"
+        );
     }
 
     #[test]

@@ -261,12 +261,14 @@ pub fn draft_resources(
     let [mut composition, mut document, mut communication] =
         super::resources(letter, context, ids, pdf, now);
     composition["status"] = json!("preliminary");
-    document["category"] = json!(
+    let categories = json!(
         classes
             .iter()
             .map(|c| json!({ "coding": [coding("consent-data-class", crate::consent::Code::code(*c))] }))
             .collect::<Vec<_>>()
     );
+    composition["category"] = categories.clone();
+    document["category"] = categories;
     communication["status"] = json!("preparation");
     if let Some(c) = communication.as_object_mut() {
         c.remove("statusReason");
@@ -305,11 +307,17 @@ pub fn is_employer_letter(document: &Value) -> bool {
                     .is_some_and(|s| s.starts_with("ServiceRequest/"))
             })
         })
-        && document["category"].as_array().is_some_and(|c| {
-            c.iter()
-                .flat_map(|c| c["coding"].as_array().into_iter().flatten())
-                .any(|c| c["system"] == <DataClass as crate::consent::Code>::system())
-        })
+        && holds_classes(document)
+}
+
+/// Whether a letter's Composition or DocumentReference names the classes it holds (its
+/// categories): only an employer letter's do.
+fn holds_classes(resource: &Value) -> bool {
+    resource["category"].as_array().is_some_and(|c| {
+        c.iter()
+            .flat_map(|c| c["coding"].as_array().into_iter().flatten())
+            .any(|c| c["system"] == <DataClass as crate::consent::Code>::system())
+    })
 }
 
 /// `DocumentReference/{id}/_history/{version}`: one version of a document, as an approval
@@ -413,6 +421,8 @@ pub fn approval_consent(a: &Approval<'_>) -> Value {
         Some(a.service.clone()),
         provision,
     );
+    // The gateway's own record: no Consent received keeps this tag (`strip_origin_tags`).
+    consent["meta"]["tag"] = json!([crate::consent::service_record_tag()]);
     consent["sourceAttachment"] = json!({
         "contentType": "application/pdf",
         "url": document,
@@ -422,9 +432,55 @@ pub fn approval_consent(a: &Approval<'_>) -> Value {
     consent
 }
 
-/// Whether `consent` is an answer about the version `document` (`DocumentReference/…/_history/…`).
-pub fn answers(consent: &Value, document: &str) -> bool {
-    consent["sourceAttachment"]["url"] == document
+/// Whether `consent` is the person's answer about the version `document`
+/// (`DocumentReference/…/_history/…`) of the letter from `service` to `recipient` (both
+/// `system|value`), as the gateway recorded it: its own record (a tag no Consent received keeps),
+/// recorded by the letter's service, naming that version and that contact. A Consent anyone else
+/// wrote, whatever it names, answers nothing.
+pub fn answers(consent: &Value, document: &str, recipient: &str, service: &str) -> bool {
+    let identifier = |v: &Value| {
+        format!(
+            "{}|{}",
+            v["identifier"]["system"].as_str().unwrap_or_default(),
+            v["identifier"]["value"].as_str().unwrap_or_default()
+        )
+    };
+    let provision = &consent["provision"];
+    crate::consent::is_service_record(consent)
+        && consent["sourceAttachment"]["url"] == document
+        && provision["data"]
+            .as_array()
+            .is_some_and(|d| d.len() == 1 && d[0]["reference"]["reference"] == document)
+        && consent["organization"]
+            .as_array()
+            .is_some_and(|o| o.len() == 1 && identifier(&o[0]) == service)
+        && provision["actor"]
+            .as_array()
+            .is_some_and(|a| a.len() == 1 && identifier(&a[0]["reference"]) == recipient)
+}
+
+/// Whether a stored resource is part of the service's dealings with the person's employer: an
+/// employer letter's Composition, DocumentReference or Communication, or the person's answer
+/// about one. Only the service reads these (`crate::access`): neither the referrer nor the
+/// practice, whatever their consent to feedback, learns what the person was asked to let their
+/// employer know, or what they said.
+pub fn is_employer_record(resource: &Value) -> bool {
+    let employer_contact = systems::employer_contact_system();
+    match resource["resourceType"].as_str() {
+        Some("Composition" | "DocumentReference") => holds_classes(resource),
+        Some("Communication") => resource["recipient"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["identifier"]["system"] == employer_contact.as_str()),
+        Some("Consent") => {
+            crate::consent::is_service_record(resource)
+                && resource["sourceAttachment"]["url"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with("DocumentReference/"))
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -591,8 +647,47 @@ mod tests {
             consent["provision"]["data"][0]["reference"]["reference"],
             "DocumentReference/doc-1/_history/2"
         );
-        assert!(answers(&consent, "DocumentReference/doc-1/_history/2"));
-        assert!(!answers(&consent, "DocumentReference/doc-1/_history/1"));
+        let to = contact_identifier("hr@moormarket.example");
+        let whs = "https://fhir.work-health-gateway.org/Id/service|sheffield-whs";
+        assert!(answers(
+            &consent,
+            "DocumentReference/doc-1/_history/2",
+            &to,
+            whs
+        ));
+        assert!(!answers(
+            &consent,
+            "DocumentReference/doc-1/_history/1",
+            &to,
+            whs
+        ));
+        let elsewhere = contact_identifier("x@example.com");
+        assert!(!answers(
+            &consent,
+            "DocumentReference/doc-1/_history/2",
+            &elsewhere,
+            whs
+        ));
+        let practice = "https://fhir.nhs.uk/Id/ods-organization-code|C88901";
+        assert!(!answers(
+            &consent,
+            "DocumentReference/doc-1/_history/2",
+            &to,
+            practice
+        ));
+        assert!(is_employer_record(&consent));
+        // The same Consent as anyone else sent it (its tag stripped on receipt) answers nothing.
+        let mut received = consent.clone();
+        crate::consent::strip_origin_tags(&mut received);
+        assert!(!answers(
+            &received,
+            "DocumentReference/doc-1/_history/2",
+            &to,
+            whs
+        ));
+        assert!(!is_employer_record(&received));
+        assert!(is_employer_record(&composition));
+        assert!(is_employer_record(&document) && is_employer_record(&communication));
         // It is a Consent the one consent decision reads: it permits that version to that
         // contact, and nothing else.
         let record = crate::consent::model::read_consent(&consent).expect("readable");
@@ -604,7 +699,6 @@ mod tests {
             at: now() + chrono::Duration::minutes(1),
             document: Some(document.to_string()),
         };
-        let to = contact_identifier("hr@moormarket.example");
         let decide = |q| crate::consent::decide(std::slice::from_ref(&record), &[], &q).permitted();
         assert!(decide(ask(
             "DocumentReference/doc-1/_history/2",

@@ -17,6 +17,7 @@ pub mod field {
     pub const YEAR: &str = "birth-year";
     pub const ANSWER: &str = "answer";
     pub const SHA256: &str = "version";
+    pub const CODE: &str = "code";
 }
 
 fn layout(title: &str, main: Markup) -> Markup {
@@ -29,21 +30,30 @@ fn layout(title: &str, main: Markup) -> Markup {
     )
 }
 
-/// The first page, and the one a wrong date of birth draws again: who is asking.
-pub fn ask(service_name: &str, action: &str, problem: Option<&str>, answers: &Answers) -> Markup {
+/// The first page, and the one wrong details draw again: who is asking. It says nothing of the
+/// letter, the service or the person: the link alone is not theirs.
+pub fn ask(action: &str, problem: Option<&str>, answers: &Answers) -> Markup {
     let errors: Vec<(String, String)> = problem
         .map(|p| vec![(field::DAY.to_string(), p.to_string())])
         .unwrap_or_default();
+    let code_hint = "The 6-digit code your adviser gave you, apart from this link";
     layout(
         "Check a letter to your employer",
         html! {
             @if !errors.is_empty() { (summary(&errors)) }
             h1 { "Check a letter to your employer" }
-            p { (service_name) " has written a letter to your employer. It will only be sent if you say yes." }
-            p { "To see it, first tell us your date of birth, so we know it is you." }
+            p { "Your work and health adviser has written a letter to your employer. It will only be sent if you say yes." }
+            p { "To see it, first tell us your date of birth and the code your adviser gave you, so we know it is you." }
             form method="post" action=(action) novalidate {
                 (date_group(&errors, "What is your date of birth?", "For example, 15 3 1984",
                     [field::DAY, field::MONTH, field::YEAR], answers, Some("bday")))
+                div class="nhsuk-form-group" {
+                    label class="nhsuk-label" for=(field::CODE) { "Your code" }
+                    div class="nhsuk-hint" id="code-hint" { (code_hint) }
+                    input class="nhsuk-input nhsuk-input--width-10" id=(field::CODE) name=(field::CODE)
+                        type="text" inputmode="numeric" autocomplete="one-time-code" spellcheck="false"
+                        aria-describedby="code-hint" value=(answers.one(field::CODE).unwrap_or_default());
+                }
                 button class="nhsuk-button" type="submit" data-module="nhsuk-button" { "Continue" }
             }
         },
@@ -92,6 +102,7 @@ pub fn letter(p: &Shown<'_>) -> Markup {
                 (hidden(field::DAY))
                 (hidden(field::MONTH))
                 (hidden(field::YEAR))
+                (hidden(field::CODE))
                 input type="hidden" name=(field::SHA256) value=(p.sha256);
                 div class=(if errors.is_empty() { "nhsuk-form-group" } else { "nhsuk-form-group nhsuk-form-group--error" }) {
                     fieldset class="nhsuk-fieldset" {
@@ -160,22 +171,12 @@ mod tests {
 
     #[test]
     fn the_first_page_asks_who_it_is_and_shows_nothing_of_the_letter() {
-        let page = ask(
-            "Sheffield Work and Health Service",
-            "/letters/approve/x",
-            None,
-            &Answers(Vec::new()),
-        )
-        .into_string();
-        assert!(page.contains("What is your date of birth?"));
+        let page = ask("/letters/approve/x", None, &Answers(Vec::new())).into_string();
+        assert!(page.contains("What is your date of birth?") && page.contains("Your code"));
         assert!(!page.contains("<script"));
-        let wrong = ask(
-            "S",
-            "/x",
-            Some("The date of birth does not match"),
-            &Answers(Vec::new()),
-        )
-        .into_string();
+        // Nothing of the service either: the link alone is not the person's.
+        assert!(!page.contains("Sheffield"));
+        let wrong = ask("/x", Some("The details do not match"), &Answers(Vec::new())).into_string();
         assert!(
             wrong.contains("nhsuk-error-summary") && wrong.contains("href=\"#birth-day\""),
             "{wrong}"
