@@ -48,11 +48,11 @@ impl ConsentFile {
     }
 }
 
-/// Loads everything recorded about a person's consent.
-pub async fn consent_file(
+/// Every Consent stored about a person, as stored.
+pub async fn consents_of(
     store: &dyn Store,
     patient_id: &PatientId,
-) -> Result<ConsentFile, StoreError> {
+) -> Result<Vec<Value>, StoreError> {
     let request = SearchRequest {
         resource_type: "Consent".into(),
         filters: vec![Filter::Reference {
@@ -70,8 +70,15 @@ pub async fn consent_file(
         .into_iter()
         .map(|c| c.id)
         .collect();
-    let consents = store
-        .read_many("Consent", &ids)
+    store.read_many("Consent", &ids).await
+}
+
+/// Loads everything recorded about a person's consent.
+pub async fn consent_file(
+    store: &dyn Store,
+    patient_id: &PatientId,
+) -> Result<ConsentFile, StoreError> {
+    let consents = consents_of(store, patient_id)
         .await?
         .iter()
         // A stored Consent that does not read as the model (e.g. one from a BaRS message the IG

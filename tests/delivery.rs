@@ -109,12 +109,7 @@ async fn the_adviser_workflow_is_recorded_and_the_practice_sees_it() {
         )
         .await;
     assert_eq!(status, 422);
-    let at: Vec<&str> = outcome["issue"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|i| i["expression"][0].as_str())
-        .collect();
+    let at: Vec<&str> = expressions(&outcome);
     assert_eq!(at, ["reason", "criterion"], "{outcome}");
     let (status, _, outcome) = whs(&server)
         .post(
@@ -745,12 +740,7 @@ async fn every_letter_fixture_gives_its_expected_result() {
         let (status, answer) = act_on_fixture(&server, 100 + n, &path, route).await;
         assert_eq!(status, expected["status"], "{name}: {answer}");
         if let Some(expressions) = expected["expressions"].as_array() {
-            let got: Vec<&str> = answer["issue"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter_map(|i| i["expression"][0].as_str())
-                .collect();
+            let got: Vec<&str> = common::expressions(&answer);
             let want: Vec<&str> = expressions.iter().map(|e| e.as_str().unwrap()).collect();
             assert_eq!(got, want, "{name}: {answer}");
             continue;

@@ -75,21 +75,6 @@ fn pdf_of(letter: &Value) -> String {
     ))
 }
 
-async fn mails_to(smtp: &RecordingServer, to: &str, n: usize, secs: u64) -> Vec<Value> {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    loop {
-        let mails: Vec<Value> = smtp
-            .records()
-            .into_iter()
-            .filter(|m| m["to"][0] == to)
-            .collect();
-        if mails.len() >= n || std::time::Instant::now() > until {
-            return mails;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_letter_leaves_only_as_the_version_the_person_approved() {
     let smtp = RecordingServer::start("tools/smtp_receiver.py");
@@ -105,12 +90,7 @@ async fn a_letter_leaves_only_as_the_version_the_person_approved() {
         )
         .await;
     assert_eq!(status, 422, "{outcome}");
-    let at: Vec<&str> = outcome["issue"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|i| i["expression"][0].as_str())
-        .collect();
+    let at: Vec<&str> = expressions(&outcome);
     assert_eq!(
         at,
         [
@@ -231,7 +211,7 @@ async fn a_letter_leaves_only_as_the_version_the_person_approved() {
     );
     assert_eq!(act(&server, &id, "send", &json!({})).await.0, 422);
     assert!(
-        mails_to(&smtp, EMPLOYER, 1, 1).await.is_empty(),
+        smtp.mails_to(EMPLOYER, 1, 1).await.is_empty(),
         "nothing left"
     );
 
@@ -253,7 +233,7 @@ async fn a_letter_leaves_only_as_the_version_the_person_approved() {
     let letter = sent["letter"].as_str().unwrap();
     let delivered = wait_one(&server, letter, "accepted", 15).await;
     assert_eq!(delivered["delivery"]["channel"], "email", "{delivered}");
-    let mails = mails_to(&smtp, EMPLOYER, 1, 10).await;
+    let mails = smtp.mails_to(EMPLOYER, 1, 10).await;
     assert_eq!(mails.len(), 1, "{mails:?}");
     let pdf = base64::engine::general_purpose::STANDARD
         .decode(mails[0]["attachments"][0]["base64"].as_str().unwrap())
@@ -485,7 +465,7 @@ async fn health_conditions_go_only_where_the_persons_consent_covers_them() {
     .await;
     assert_eq!(again["healthConditions"], "left-out", "{again}");
     assert!(!pdf_of(&again).contains("Work-related stress"));
-    assert!(mails_to(&smtp, EMPLOYER, 1, 1).await.is_empty());
+    assert!(smtp.mails_to(EMPLOYER, 1, 1).await.is_empty());
 }
 
 /// A Consent the service records for the person: their employer may (or may not) be told about
@@ -677,7 +657,7 @@ async fn the_person_answers_on_a_one_time_link_only_as_themselves() {
     let (status, sent) = act(&server, &id, "send", &json!({})).await;
     assert_eq!(status, 200, "{sent}");
     wait_one(&server, sent["letter"].as_str().unwrap(), "accepted", 15).await;
-    assert_eq!(mails_to(&smtp, EMPLOYER, 1, 10).await.len(), 1);
+    assert_eq!(smtp.mails_to(EMPLOYER, 1, 10).await.len(), 1);
 
     // A link to version 1 of a letter changed since answers nothing: the person is told.
     let other = draft(&server, &sr, &body(EMPLOYER, "First draft.", false)).await;
@@ -760,12 +740,7 @@ async fn every_employer_letter_fixture_gives_its_expected_result() {
             .await;
         assert_eq!(status, expected["status"], "{name}: {answer}");
         if let Some(expressions) = expected["expressions"].as_array() {
-            let got: Vec<&str> = answer["issue"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter_map(|i| i["expression"][0].as_str())
-                .collect();
+            let got: Vec<&str> = common::expressions(&answer);
             let want: Vec<&str> = expressions.iter().map(|e| e.as_str().unwrap()).collect();
             assert_eq!(got, want, "{name}: {answer}");
             continue;
@@ -787,7 +762,7 @@ async fn every_employer_letter_fixture_gives_its_expected_result() {
         assert_eq!(status, 200, "{name}: {queued}");
         wait_one(&server, queued["letter"].as_str().unwrap(), "accepted", 15).await;
         sent += 1;
-        let mails = mails_to(&smtp, EMPLOYER, sent, 10).await;
+        let mails = smtp.mails_to(EMPLOYER, sent, 10).await;
         let mail = mails.last().unwrap();
         let pdf = base64::engine::general_purpose::STANDARD
             .decode(mail["attachments"][0]["base64"].as_str().unwrap())
@@ -960,7 +935,10 @@ async fn what_the_person_is_asked_stays_between_them_and_the_service() {
         .await
         .unwrap();
     let (status, _, recorded) = read_response(r).await;
-    assert_eq!(status, 201, "the employer may record the person's agreement to the service: {recorded}");
+    assert_eq!(
+        status, 201,
+        "the employer may record the person's agreement to the service: {recorded}"
+    );
     let (_, revised) = {
         let (status, _, v2) = service
             .put(

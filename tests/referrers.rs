@@ -482,22 +482,6 @@ fn letters_gateway(receiver_url: &str, smtp: &RecordingServer, dir: &std::path::
     ))
 }
 
-/// The e-mails the SMTP server took for `to`, once there are `n` of them.
-async fn mails_to(smtp: &RecordingServer, to: &str, n: usize) -> Vec<Value> {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        let mails: Vec<Value> = smtp
-            .records()
-            .into_iter()
-            .filter(|m| m["to"][0] == to)
-            .collect();
-        if mails.len() >= n || std::time::Instant::now() > until {
-            return mails;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_triage_decision_and_letters_reach_each_referrer_by_its_own_route_under_the_persons_consent()
  {
@@ -589,7 +573,7 @@ async fn the_triage_decision_and_letters_reach_each_referrer_by_its_own_route_un
     let feedback = location_id(&headers);
     let delivered = wait_one(&server, &feedback, "accepted", 15).await;
     assert_eq!(delivered["delivery"]["channel"], "email", "{delivered}");
-    let mails = mails_to(&smtp, "longcovid.clinic@nhs.net", 1).await;
+    let mails = smtp.mails_to("longcovid.clinic@nhs.net", 1, 15).await;
     assert_eq!(mails.len(), 1, "{mails:?}");
     let mail = &mails[0];
     assert_eq!(mail["from"], "whg-letters@example.nhs.uk");
@@ -654,7 +638,7 @@ async fn the_triage_decision_and_letters_reach_each_referrer_by_its_own_route_un
             .contains("consent does not allow this letter"),
         "{stopped}"
     );
-    assert!(mails_to(&smtp, "msk.physio@nhs.net", 0).await.is_empty());
+    assert!(smtp.mails_to("msk.physio@nhs.net", 0, 15).await.is_empty());
 
     // An employer referred: nothing about the person is ever written to it, whether the service
     // declines or writes a letter.

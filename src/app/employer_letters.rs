@@ -656,25 +656,7 @@ async fn latest_answer(
     recipient: &str,
     service: &str,
 ) -> Result<Option<(String, bool)>, StoreError> {
-    let request = crate::fhir::search::SearchRequest {
-        resource_type: "Consent".into(),
-        filters: vec![crate::fhir::search::Filter::Reference {
-            param: "patient",
-            any_of: vec![patient.reference()],
-        }],
-        count: u32::MAX,
-        offset: 0,
-        sort: Default::default(),
-        tenancy: None,
-    };
-    let ids: Vec<String> = store
-        .search_candidates(&request)
-        .await?
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    let mut answers: Vec<Value> = store
-        .read_many("Consent", &ids)
+    let mut answers: Vec<Value> = crate::access::consents_of(store, patient)
         .await?
         .into_iter()
         .filter(|c| employer::answers(c, document, recipient, service))

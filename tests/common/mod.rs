@@ -673,6 +673,19 @@ pub fn expected_path(fixture: &Path) -> PathBuf {
     fixture.with_extension("expected.json")
 }
 
+/// The first expression of each issue of an OperationOutcome, in order.
+pub fn expressions(outcome: &Value) -> Vec<&str> {
+    outcome["issue"]
+        .as_array()
+        .map(|issues| {
+            issues
+                .iter()
+                .filter_map(|i| i["expression"][0].as_str())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `(expression, code)` of every issue a fixture's `.expected.json` lists, sorted.
 pub fn expected_issue_keys(expected: &Value) -> Vec<(String, String)> {
     let mut keys: Vec<(String, String)> = expected["issues"]
@@ -1263,6 +1276,23 @@ impl RecordingServer {
     }
 
     /// Every record so far, one JSON value per line written.
+    /// The e-mails an SMTP recorder (tools/smtp_receiver.py) took for `to`, once there are `n`
+    /// of them or `secs` have passed.
+    pub async fn mails_to(&self, to: &str, n: usize, secs: u64) -> Vec<Value> {
+        let until = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let mails: Vec<Value> = self
+                .records()
+                .into_iter()
+                .filter(|m| m["to"][0] == to)
+                .collect();
+            if mails.len() >= n || std::time::Instant::now() > until {
+                return mails;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn records(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.out)
             .unwrap_or_default()
