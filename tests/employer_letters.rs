@@ -964,3 +964,50 @@ fn body_for_employer() -> Value {
         "author": { "name": "Sam Patel", "role": "Work and health adviser" }
     })
 }
+
+/// The link's pages as a person meets them, in headless Chromium with and without JavaScript:
+/// every page passes axe-core (WCAG 2.2 A/AA), every problem is shown at its field and in the
+/// summary, and the answer is recorded. Screenshots are kept in target/artefacts/approve.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_approves_on_the_link_in_chromium_with_and_without_javascript() {
+    let Some(chromium) = chromium() else { return };
+    let smtp = RecordingServer::start("tools/smtp_receiver.py");
+    let dir = tempfile::tempdir().unwrap();
+    let server = gateway(&smtp, dir.path());
+    install_browser_tools();
+    let (sr, _) = accepted(&server, 40).await;
+    let mut links = Vec::new();
+    let mut ids = Vec::new();
+    for summary in ["Back in January.", "Back in February."] {
+        let letter = draft(&server, &sr, &body(EMPLOYER, summary, false)).await;
+        let id = letter["id"].as_str().unwrap().to_string();
+        let (url, code) = link_for(&server, &id).await;
+        links.push(json!({ "url": url, "code": code }));
+        ids.push(id);
+    }
+    let shots = root().join("target/artefacts/approve");
+    let (ok, out) = run(std::process::Command::new("node")
+        .arg(root().join("tools/browser/approve.mjs"))
+        .arg("--links")
+        .arg(Value::Array(links).to_string())
+        .args([
+            "--birth",
+            "14-6-1979",
+            "--chromium",
+            &chromium,
+            "--screenshots",
+        ])
+        .arg(&shots));
+    assert!(ok, "{out}");
+    let seen: Value =
+        serde_json::from_str(out.lines().rev().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert_eq!(seen["ok"], true, "{seen}");
+    assert_eq!(seen["answered"], 2, "{seen}");
+    assert!(seen["axeRulesChecked"].as_u64().unwrap() > 100, "{seen}");
+    for id in ids {
+        let (_, state) = whs(&server)
+            .get(&format!("/api/v1/employer-letters/{id}"))
+            .await;
+        assert_eq!(state["state"], "approved", "{state}");
+    }
+}
