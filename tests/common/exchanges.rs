@@ -93,10 +93,14 @@ const HOP: &[&str] = &[
 ];
 
 /// The API's routes: not the FHIR API (its own contract is the CapabilityStatement), nor the
-/// pages for people (HTML: the dashboard's and the self-referral form's, checked in a browser by
-/// tests/dashboard.rs and tests/self_referral.rs).
+/// pages for people (HTML: the dashboard's, the self-referral form's and the employer-letter
+/// link's, checked in a browser by tests/dashboard.rs, tests/self_referral.rs and
+/// tests/employer_letters.rs).
 fn recorded(path: &str) -> bool {
-    !path.starts_with("/fhir") && !path.starts_with("/dashboard") && !path.starts_with("/refer")
+    !path.starts_with("/fhir")
+        && !path.starts_with("/dashboard")
+        && !path.starts_with("/refer")
+        && !path.starts_with("/letters/approve")
 }
 
 fn text(bytes: &[u8]) -> Value {
