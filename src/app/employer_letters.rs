@@ -27,7 +27,7 @@ use crate::letters::employer::{
     versioned,
 };
 use crate::letters::{Context, LetterIds};
-use crate::store::{PatientId, Store, StoreError, Transaction};
+use crate::store::{PatientId, RecordParties, Store, StoreError, Transaction};
 use crate::workflow::{self, Stage};
 
 /// Where an employer letter stands.
@@ -186,14 +186,13 @@ pub async fn revise(
     // Read before the letter's state: a send committed after this read changes the Composition,
     // so this edit then conflicts with it rather than rewriting a letter already sent.
     let composition_before = store.read("Composition", id).await?;
-    let found = letter_of(store, caller, id).await?;
+    let (found, sr, record) = letter_and_referral(store, caller, id).await?;
     check(body)?;
     if found.stage == LetterStage::Sent {
         return Err(refused(
             "this letter has been sent: write a new letter rather than change what the employer was sent",
         ));
     }
-    let (sr, record) = referral(store, caller, bare(&found.referral)).await?;
     let parties = workflow_parties(&sr, &record);
     let now = Utc::now();
     let (context, conditions, decided) =
@@ -247,6 +246,23 @@ pub async fn revise(
     let mut shown = show(store, caller, &found.id).await?;
     shown.conditions = conditions;
     Ok(shown)
+}
+
+/// Stores AuditEvents about a letter of the referral `referral` and nothing else: a step that
+/// changes nothing (a refused send, a link made, wrong details) is on record all the same.
+async fn audit_only(
+    store: &dyn Store,
+    referral: &str,
+    audit: Vec<Value>,
+) -> Result<(), StoreError> {
+    store
+        .transact(Transaction {
+            referral: bare(referral).to_string(),
+            audit,
+            ..Default::default()
+        })
+        .await
+        .map(drop)
 }
 
 /// A referral's id from its reference (`ServiceRequest/{id}`).
@@ -392,7 +408,7 @@ pub async fn send(
         .read("Composition", id)
         .await?
         .ok_or_else(|| WorkflowError::UnknownLetter(id.to_string()))?;
-    let found = letter_of(store, caller, id).await?;
+    let (found, sr, record) = letter_and_referral(store, caller, id).await?;
     if found.stage == LetterStage::Sent {
         return Err(refused("this letter has already been sent"));
     }
@@ -402,7 +418,6 @@ pub async fn send(
         ));
     }
     let now = Utc::now();
-    let (sr, record) = referral(store, caller, bare(&found.referral)).await?;
     let parties = workflow_parties(&sr, &record);
     let mut decided = Vec::new();
     for class in employer::document_classes(&found.document) {
@@ -418,13 +433,7 @@ pub async fn send(
         decided.push(event);
         if !decision.permitted() {
             // The refusal is audited on its own: nothing else is stored.
-            store
-                .transact(Transaction {
-                    referral: sr["id"].as_str().unwrap_or_default().to_string(),
-                    audit: decided,
-                    ..Default::default()
-                })
-                .await?;
+            audit_only(store, &found.referral, decided).await?;
             let why = match decision.basis {
                 Basis::DocumentNotApproved { .. } | Basis::NoConsent => format!(
                     "the person has not approved version {} of this letter: show it to them, or send them a link to approve it",
@@ -511,6 +520,18 @@ async fn letter_of(
     caller: &Caller<'_>,
     id: &str,
 ) -> Result<EmployerLetter, WorkflowError> {
+    letter_and_referral(store, caller, id)
+        .await
+        .map(|(letter, _, _)| letter)
+}
+
+/// [`letter_of`], with its referral as the same read found it (so a use case that goes on to
+/// change the letter neither reads nor audits the referral twice).
+async fn letter_and_referral(
+    store: &dyn Store,
+    caller: &Caller<'_>,
+    id: &str,
+) -> Result<(EmployerLetter, Value, RecordParties), WorkflowError> {
     let unknown = || WorkflowError::UnknownLetter(id.to_string());
     let Some(document) = store.read("DocumentReference", id).await? else {
         return Err(unknown());
@@ -520,13 +541,7 @@ async fn letter_of(
     }
     let referral_ref = related(&document, "ServiceRequest/").ok_or_else(unknown)?;
     // The referral's tenancy decides who may know of the letter; only its service works on it.
-    let (_, record) = match referral(
-        store,
-        caller,
-        referral_ref.trim_start_matches("ServiceRequest/"),
-    )
-    .await
-    {
+    let (sr, record) = match referral(store, caller, bare(&referral_ref)).await {
         Err(WorkflowError::Access(AccessError::NotFound(_))) => return Err(unknown()),
         other => other?,
     };
@@ -539,7 +554,7 @@ async fn letter_of(
         .guard(store)
         .fetch("DocumentReference", &found.id)
         .await?;
-    Ok(found)
+    Ok((found, sr, record))
 }
 
 /// The letter's state from what is stored: its document, Communication, delivery and answers.
@@ -571,15 +586,8 @@ pub(super) async fn assemble(
         .ok_or_else(|| {
             StoreError::Corrupt(format!("employer letter {id}: Communication missing"))
         })?;
-    let recipient = format!(
-        "{}|{}",
-        communication["recipient"][0]["identifier"]["system"]
-            .as_str()
-            .unwrap_or_default(),
-        communication["recipient"][0]["identifier"]["value"]
-            .as_str()
-            .unwrap_or_default()
-    );
+    let recipient =
+        crate::fhir::identifiers::system_value(&communication["recipient"][0]["identifier"]);
     let recipient_name = communication["recipient"][0]["display"]
         .as_str()
         .unwrap_or_default()
@@ -604,15 +612,7 @@ pub(super) async fn assemble(
             .as_str()
             .unwrap_or_default(),
     );
-    let service = format!(
-        "{}|{}",
-        document["custodian"]["identifier"]["system"]
-            .as_str()
-            .unwrap_or_default(),
-        document["custodian"]["identifier"]["value"]
-            .as_str()
-            .unwrap_or_default()
-    );
+    let service = crate::fhir::identifiers::system_value(&document["custodian"]["identifier"]);
     let answer = latest_answer(
         store,
         &patient,
@@ -817,10 +817,10 @@ pub async fn issue_link(
     let patient = found.document["subject"]["reference"]
         .as_str()
         .map(str::to_string);
-    store
-        .transact(Transaction {
-            referral: bare(&found.referral).to_string(),
-            audit: vec![audit::audit_event(&Event {
+    audit_only(
+        store,
+        &found.referral,
+        vec![audit::audit_event(&Event {
                 kind: Kind::Updated,
                 principal: Some(caller.principal),
                 patient,
@@ -835,9 +835,8 @@ pub async fn issue_link(
                 at: now,
                 request_id: caller.request_id.clone(),
             })],
-            ..Default::default()
-        })
-        .await?;
+    )
+    .await?;
     Ok(IssuedLink {
         url: format!("{}/letters/approve/{token}", config.base_url()),
         code: key.code(&token),
@@ -913,10 +912,10 @@ pub async fn is_the_person(
         .unwrap_or_default();
     let theirs = code && patient["birthDate"].as_str() == Some(birth_date.to_string().as_str());
     if !theirs {
-        store
-            .transact(Transaction {
-                referral: bare(&letter.referral).to_string(),
-                audit: vec![audit::audit_event(&Event {
+        audit_only(
+            store,
+            &letter.referral,
+            vec![audit::audit_event(&Event {
                     kind: Kind::Read,
                     principal: None,
                     patient: letter.document["subject"]["reference"]
@@ -929,9 +928,8 @@ pub async fn is_the_person(
                     at: Utc::now(),
                     request_id: None,
                 })],
-                ..Default::default()
-            })
-            .await?;
+        )
+        .await?;
     }
     Ok(theirs)
 }

@@ -277,7 +277,6 @@ async fn stated_name(
     sr: &Value,
     recipient: &str,
 ) -> Result<Option<String>, StoreError> {
-    let (system, value) = recipient.split_once('|').unwrap_or_default();
     for identifier in sr["identifier"].as_array().into_iter().flatten() {
         let Some(id) = identifier["assigner"]["reference"]
             .as_str()
@@ -286,10 +285,7 @@ async fn stated_name(
             continue;
         };
         if let Some(org) = store.read("Organization", id).await?
-            && org["identifier"].as_array().is_some_and(|ids| {
-                ids.iter()
-                    .any(|i| i["system"] == system && i["value"] == value)
-            })
+            && crate::fhir::identifiers::has_identifier(&org, recipient)
         {
             return Ok(org["name"].as_str().map(str::to_string));
         }

@@ -318,11 +318,7 @@ fn placed(
                 .iter()
                 .map(|n| {
                     let (_, id) = n.class_and_identifier();
-                    format!(
-                        "{}|{}",
-                        id["system"].as_str().unwrap_or_default(),
-                        id["value"].as_str().unwrap_or_default()
-                    )
+                    crate::fhir::identifiers::system_value(&id)
                 })
                 .collect::<Vec<_>>()
                 .join(", ")

@@ -1288,10 +1288,7 @@ impl Worker {
         let (system, value) = identifier.split_once('|').unwrap_or(("", identifier));
         if let Some(r) = reference
             && let Some(org) = self.resolve(r).await?
-            && org["identifier"].as_array().is_some_and(|ids| {
-                ids.iter()
-                    .any(|i| i["system"] == system && i["value"] == value)
-            })
+            && crate::fhir::identifiers::has_identifier(&org, identifier)
         {
             return Ok(org);
         }

@@ -24,6 +24,26 @@ pub fn identifier_reference(system_value: &str) -> serde_json::Value {
     serde_json::json!({ "identifier": { "system": system, "value": value } })
 }
 
+/// The `system|value` a FHIR Identifier holds (the inverse of [`identifier_reference`]'s): empty
+/// parts where it has none.
+pub fn system_value(identifier: &serde_json::Value) -> String {
+    format!(
+        "{}|{}",
+        identifier["system"].as_str().unwrap_or_default(),
+        identifier["value"].as_str().unwrap_or_default()
+    )
+}
+
+/// Whether `resource` (an Organization, say) is identified as `system_value` among its
+/// identifiers.
+pub fn has_identifier(resource: &serde_json::Value, system_value: &str) -> bool {
+    let (system, value) = system_value.split_once('|').unwrap_or(("", system_value));
+    resource["identifier"].as_array().is_some_and(|ids| {
+        ids.iter()
+            .any(|i| i["system"] == system && i["value"] == value)
+    })
+}
+
 /// Validates an NHS number by the NHS Data Dictionary's Modulus 11 rule and returns its canonical
 /// 10-digit form. Spaces (as in "999 123 4567") are accepted and removed.
 pub fn nhs_number(input: &str) -> Result<String, NhsNumberError> {

@@ -438,13 +438,7 @@ pub fn approval_consent(a: &Approval<'_>) -> Value {
 /// recorded by the letter's service, naming that version and that contact. A Consent anyone else
 /// wrote, whatever it names, answers nothing.
 pub fn answers(consent: &Value, document: &str, recipient: &str, service: &str) -> bool {
-    let identifier = |v: &Value| {
-        format!(
-            "{}|{}",
-            v["identifier"]["system"].as_str().unwrap_or_default(),
-            v["identifier"]["value"].as_str().unwrap_or_default()
-        )
-    };
+    let identifier = |v: &Value| crate::fhir::identifiers::system_value(&v["identifier"]);
     let provision = &consent["provision"];
     crate::consent::is_service_record(consent)
         && consent["sourceAttachment"]["url"] == document
